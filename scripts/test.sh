@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command: makes sure the real parts the tests use (redis-server, OpenSSH sshd, rsync, iproute2)
+# are installed, installs the package with its dev extras, then runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pair in redis-server:redis-server sshd:openssh-server ssh-keygen:openssh-client rsync:rsync ip:iproute2 iperf3:iperf3; do
+    bin=${pair%%:*}; pkg=${pair##*:}
+    command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing system packages: ${need[*]} (install them as root: apt-get install ${need[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+mkdir -p /run/sshd 2>/dev/null || true
+
+python3 -m pip install -q -e '.[dev]'
+exec python3 -m pytest "$@"
