@@ -1,0 +1,228 @@
+"""The FASPMGR 2 management-port codec, shared by the library and the engine.
+
+Sans-IO: :func:`encode` turns a frame into bytes, :class:`Decoder` turns a byte
+stream into :class:`Frame` objects. Neither touches a socket, so both sides of
+the port (faspmanager and fasp-ascp) speak exactly the same dialect and the
+codec can be fuzzed on its own.
+
+Wire form::
+
+    FASPMGR 2\\n
+    Type: STATS\\n
+    Name: value\\n
+    \\n
+    [exactly Size raw bytes, WRITE frames only]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+HEADER = "FASPMGR 2"
+MAX_HEADER_BYTES = 64 * 1024
+"""A frame's text part may not exceed this: garbage can never grow the buffer without limit."""
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+"""Largest WRITE payload a decoder accepts (a chunk, not a file)."""
+
+_FORBIDDEN = ("\r", "\n", "\0")
+
+
+class MgmtProtocolError(ValueError):
+    """Malformed management-port traffic, or a frame that cannot be encoded."""
+
+
+@dataclass
+class Frame:
+    """One management message: its ``Type``, its other fields as text, and WRITE's raw bytes."""
+
+    type: str
+    fields: dict[str, str] = field(default_factory=dict)
+    payload: bytes = b""
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.fields.get(name, default)
+
+    def int(self, name: str, default: int | None = None) -> int | None:
+        raw = self.fields.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise MgmtProtocolError(f"{self.type} field {name!r} is not an integer: {raw!r}") from None
+
+    def float(self, name: str, default: float | None = None) -> float | None:
+        raw = self.fields.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise MgmtProtocolError(f"{self.type} field {name!r} is not a number: {raw!r}") from None
+
+    def bool(self, name: str, default: bool | None = None) -> bool | None:
+        raw = self.fields.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        word = raw.strip().lower()
+        if word in ("yes", "true", "1"):
+            return True
+        if word in ("no", "false", "0"):
+            return False
+        raise MgmtProtocolError(f"{self.type} field {name!r} is not Yes/No: {raw!r}")
+
+    def encode(self) -> bytes:
+        return encode(self.type, self.fields, self.payload)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    raise MgmtProtocolError(f"cannot encode a {type(value).__name__} as a field value")
+
+
+def _check(kind: str, text: str) -> None:
+    for bad in _FORBIDDEN:
+        if bad in text:
+            raise MgmtProtocolError(f"{kind} {text!r} contains {bad!r}; it cannot travel in a frame")
+
+
+def encode(frame_type: str, fields: Mapping[str, object] = {}, payload: bytes = b"") -> bytes:
+    """One frame as bytes. None values are left out; WRITE gets ``Size`` and its payload."""
+    _check("frame type", frame_type)
+    if not frame_type or frame_type != frame_type.strip() or ":" in frame_type:
+        raise MgmtProtocolError(f"invalid frame type {frame_type!r}")
+    lines = [HEADER, f"Type: {frame_type}"]
+    for name, value in fields.items():
+        if value is None:
+            continue
+        _check("field name", name)
+        if not name or name != name.strip() or ":" in name or name == "Type":
+            raise MgmtProtocolError(f"invalid field name {name!r}")
+        if frame_type == "WRITE" and name == "Size":
+            raise MgmtProtocolError("WRITE's Size is set from the payload, do not pass it")
+        text = _text(value)
+        _check(f"value of {name}", text)
+        lines.append(f"{name}: {text}")
+    if frame_type == "WRITE":
+        lines.append(f"Size: {len(payload)}")
+    elif payload:
+        raise MgmtProtocolError(f"only WRITE frames carry a payload, not {frame_type}")
+    head = ("\n".join(lines) + "\n\n").encode("utf-8")
+    if len(head) > MAX_HEADER_BYTES:
+        raise MgmtProtocolError(f"{frame_type} frame header exceeds {MAX_HEADER_BYTES} bytes")
+    return head + bytes(payload)
+
+
+class Decoder:
+    """Incremental decoder: feed any slices of the stream, get complete frames back.
+
+    After a :class:`MgmtProtocolError` the stream is out of sync for good; every
+    later ``feed`` raises again rather than guessing where the next frame starts.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._scan = 0  # bytes of _buf already known to hold no newline
+        self._in_frame = False  # header line seen, fields pending
+        self._header_bytes = 0
+        self._type: str | None = None
+        self._fields: dict[str, str] = {}
+        self._payload_frame: Frame | None = None
+        self._payload_size = 0
+        self._error: MgmtProtocolError | None = None
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        frames: list[Frame] = []
+        try:
+            while self._step(frames):
+                pass
+        except MgmtProtocolError as exc:
+            self._error = exc
+            self._buf.clear()
+            raise
+        return frames
+
+    def _fail(self, message: str) -> None:
+        raise MgmtProtocolError(message)
+
+    def _step(self, frames: list[Frame]) -> bool:
+        """Consume one line or one payload; False when more bytes are needed."""
+        if self._payload_frame is not None:
+            if len(self._buf) < self._payload_size:
+                return False
+            frame = self._payload_frame
+            frame.payload = bytes(self._buf[: self._payload_size])
+            del self._buf[: self._payload_size]
+            self._payload_frame = None
+            frames.append(frame)
+            return True
+        nl = self._buf.find(b"\n", self._scan)
+        if nl < 0:
+            self._scan = len(self._buf)
+            if self._header_bytes + len(self._buf) > MAX_HEADER_BYTES:
+                self._fail(f"frame header longer than {MAX_HEADER_BYTES} bytes (no end of line)")
+            return False
+        raw = bytes(self._buf[:nl])
+        del self._buf[: nl + 1]
+        self._scan = 0
+        self._header_bytes += nl + 1
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._fail(f"frame header longer than {MAX_HEADER_BYTES} bytes")
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if b"\0" in raw or b"\r" in raw:
+            self._fail(f"control character in header line {raw[:80]!r}")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._fail(f"header line is not UTF-8: {raw[:80]!r}")
+        self._line(line, frames)
+        return True
+
+    def _line(self, line: str, frames: list[Frame]) -> None:
+        if not self._in_frame:
+            if line == "":
+                self._header_bytes = 0  # blank lines between frames are harmless
+                return
+            version = line[len("FASPMGR "):]
+            if not line.startswith("FASPMGR ") or not version.isdigit():
+                self._fail(f"expected 'FASPMGR 2' header, got {line[:80]!r}")
+            self._in_frame = True
+            return
+        if line == "":
+            self._end_frame(frames)
+            return
+        name, sep, value = line.partition(":")
+        name = name.strip()
+        if not sep or not name:
+            self._fail(f"header line is not 'Name: value': {line[:80]!r}")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "Type":
+            self._type = value.strip()
+        else:
+            self._fields[name] = value
+
+    def _end_frame(self, frames: list[Frame]) -> None:
+        if not self._type:
+            self._fail("frame has no Type field")
+        frame = Frame(self._type, self._fields)
+        self._in_frame, self._header_bytes, self._type, self._fields = False, 0, None, {}
+        if frame.type != "WRITE":
+            frames.append(frame)
+            return
+        size = frame.int("Size")
+        if size is None or size < 0:
+            self._fail(f"WRITE frame needs a non-negative Size, got {frame.get('Size')!r}")
+        if size > MAX_PAYLOAD_BYTES:
+            self._fail(f"WRITE Size {size} exceeds {MAX_PAYLOAD_BYTES} bytes")
+        self._payload_frame, self._payload_size = frame, size
