@@ -1,0 +1,35 @@
+"""Celery configuration for transfers that may run for hours.
+
+JSON only (orders are data, never pickle); one message per worker process at a
+time; a message is acknowledged only when its transfer ended, and requeued if
+the process running it dies. The broker's visibility timeout is a backstop
+only: the transfer lease (workers/lease.py) is what keeps a running transfer
+from running twice and what hands a dead owner's transfer to another worker.
+"""
+from __future__ import annotations
+
+from .settings import Settings
+
+
+def celery_config(settings: Settings) -> dict:
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "task_default_queue": settings.queue,
+        "result_expires": settings.keep_s,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }

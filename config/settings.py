@@ -1,0 +1,117 @@
+"""Settings of the distributed layer, read once from the environment.
+
+Everything a client and a worker must agree on (Redis URLs, key prefix, queue,
+shared secret) comes from the same variables, so one `export` configures both.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    return float(_env(name, str(default)))
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for retryable engine errors."""
+
+    max_retries: int = 5
+    backoff_s: float = 2.0
+    backoff_max_s: float = 60.0
+    jitter: bool = True
+
+    def to_dict(self) -> dict:
+        return {"max_retries": self.max_retries, "backoff_s": self.backoff_s,
+                "backoff_max_s": self.backoff_max_s, "jitter": self.jitter}
+
+    @classmethod
+    def from_dict(cls, data: dict | None, base: "RetryPolicy | None" = None) -> "RetryPolicy":
+        """Overlay the keys present in ``data`` on ``base`` (per-submit overrides)."""
+        merged = (base or cls()).to_dict()
+        unknown = set(data or {}) - set(merged)
+        if unknown:
+            raise ValueError(f"unknown retry policy keys: {sorted(unknown)}")
+        merged.update(data or {})
+        return cls(max_retries=int(merged["max_retries"]), backoff_s=float(merged["backoff_s"]),
+                   backoff_max_s=float(merged["backoff_max_s"]), jitter=bool(merged["jitter"]))
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = ""
+    result_url: str = ""
+    events_url: str = ""
+    prefix: str = "faspq"
+    queue: str = "transfers"
+    ascp_path: str | None = None
+    secret_key: bytes | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    lease_ttl_s: float = 60.0
+    heartbeat_s: float = 10.0
+    reaper_interval_s: float = 15.0
+    visibility_timeout_s: float = 12 * 3600.0
+    stream_window_bytes: int = 8 << 20
+    stream_chunk_bytes: int = 256 << 10
+    keep_s: int = 7 * 24 * 3600
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        redis_url = _env("FASPQ_REDIS_URL", cls.redis_url)
+        lease = _float("FASPQ_LEASE_TTL", cls.lease_ttl_s)
+        return cls(
+            redis_url=redis_url,
+            broker_url=_env("FASPQ_BROKER_URL", redis_url),
+            result_url=_env("FASPQ_RESULT_URL", redis_url),
+            events_url=_env("FASPQ_EVENTS_URL", redis_url),
+            prefix=_env("FASPQ_PREFIX", cls.prefix),
+            queue=_env("FASPQ_QUEUE", cls.queue),
+            ascp_path=_env("FASPQ_ASCP_PATH") or shutil.which("fasp-ascp"),
+            secret_key=_secret_key(),
+            retry=RetryPolicy(
+                max_retries=_int("FASPQ_RETRY_MAX", RetryPolicy.max_retries),
+                backoff_s=_float("FASPQ_RETRY_BACKOFF", RetryPolicy.backoff_s),
+                backoff_max_s=_float("FASPQ_RETRY_BACKOFF_MAX", RetryPolicy.backoff_max_s),
+                jitter=_env("FASPQ_RETRY_JITTER", "1") not in ("0", "false", "no"),
+            ),
+            lease_ttl_s=lease,
+            heartbeat_s=_float("FASPQ_HEARTBEAT", lease / 4),
+            reaper_interval_s=_float("FASPQ_REAPER_INTERVAL", lease / 4),
+            visibility_timeout_s=_float("FASPQ_VISIBILITY_TIMEOUT", cls.visibility_timeout_s),
+            stream_window_bytes=_int("FASPQ_STREAM_WINDOW", cls.stream_window_bytes),
+            stream_chunk_bytes=_int("FASPQ_STREAM_CHUNK", cls.stream_chunk_bytes),
+            keep_s=_int("FASPQ_KEEP", cls.keep_s),
+        )
+
+    @property
+    def takeover_bound_s(self) -> float:
+        """Longest time a dead owner's transfer waits before another worker resumes it."""
+        return self.lease_ttl_s + self.reaper_interval_s
+
+
+def _secret_key() -> bytes | None:
+    """The Fernet key shared by clients and workers: FASPQ_SECRET_KEY or the file FASPQ_SECRET_KEY_FILE."""
+    key = _env("FASPQ_SECRET_KEY")
+    if key:
+        return key.encode()
+    path = _env("FASPQ_SECRET_KEY_FILE")
+    if path:
+        return Path(path).read_bytes().strip()
+    return None
+
+
+def get_settings() -> Settings:
+    return Settings.from_env()
