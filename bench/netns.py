@@ -1,0 +1,58 @@
+"""Network namespaces as disposable "hosts" for benchmarks.
+
+Every benchmark peer runs inside a namespace we create, so the traffic it
+generates never leaves the machine and two namespaces can only talk through
+the WAN emulator.  Deleting a namespace first kills what still runs inside
+it: a namespace with a live process would outlive ``ip netns del``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def exists(name: str) -> bool:
+    return name in ip("netns", "list").stdout.split()
+
+
+def pids(name: str) -> list[int]:
+    out = ip("netns", "pids", name, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def create(name: str) -> None:
+    """A fresh namespace with loopback up (removes a stale one of that name)."""
+    if exists(name):
+        delete(name)
+    ip("netns", "add", name)
+    ip("-n", name, "link", "set", "lo", "up")
+
+
+def delete(name: str, grace_s: float = 2.0) -> None:
+    """Kill everything left inside the namespace, then delete it."""
+    left = pids(name)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = pids(name)
+        if not left:
+            break
+    ip("netns", "del", name, check=False)
+
+
+def argv(name: str, command: list[str]) -> list[str]:
+    """The command line that runs ``command`` inside namespace ``name``."""
+    return ["ip", "netns", "exec", name, *command]

@@ -1,0 +1,232 @@
+"""User-space WAN emulator between two network namespaces.
+
+This kernel has no netem, so delay and loss cannot come from ``tc``.  The
+emulator opens two TUN devices, moves one into each namespace (the file
+descriptor keeps working after the device moves), gives them point-to-point
+addresses, and forwards every IP packet between the two descriptors through
+the sans-IO path model of bench/path.py, one model per direction.  A single
+``select`` loop (microsecond timeouts) is the only clock.
+
+Run it as ``python -m bench.wan --rate-mbit 100 --rtt-ms 50 --loss-pct 1``;
+it prints one ``READY {...}`` line once both hosts can talk, and deletes the
+namespaces (killing what still runs in them) on SIGTERM, Ctrl-C or error.
+Benchmarks drive it through the :class:`Wan` context manager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import random
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from bench import netns
+from bench.meter import FlowMeter
+from bench.path import Link, PathSpec
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+READ_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """Names and addresses of the two emulated hosts."""
+
+    prefix: str = "fasp"
+    subnet: str = "10.77.0"
+
+    @property
+    def a(self) -> str:
+        return f"{self.prefix}-a"
+
+    @property
+    def b(self) -> str:
+        return f"{self.prefix}-b"
+
+    @property
+    def addr_a(self) -> str:
+        return f"{self.subnet}.1"
+
+    @property
+    def addr_b(self) -> str:
+        return f"{self.subnet}.2"
+
+
+def open_tun(name: str) -> int:
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    return fd
+
+
+def attach(fd_name: str, ns: str, local: str, peer: str, mtu: int) -> None:
+    """Move TUN device ``fd_name`` into ``ns`` as a point-to-point link."""
+    netns.ip("link", "set", fd_name, "netns", ns)
+    netns.ip("-n", ns, "addr", "add", local, "peer", f"{peer}/32", "dev", fd_name)
+    netns.ip("-n", ns, "link", "set", fd_name, "mtu", str(mtu), "up")
+
+
+def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats) -> None:
+    """Forward packets between the two TUN fds through the two links, forever."""
+    clock = time.monotonic
+    meters = {"ab": FlowMeter(clock()), "ba": FlowMeter(clock())}
+
+    def record(direction: str, closed: list[dict]) -> None:
+        for row in closed:
+            stats.write(json.dumps({"dir": direction, **row}) + "\n")
+
+    routes = ((ab, fd_b, meters["ab"], "ab"), (ba, fd_a, meters["ba"], "ba"))
+    incoming = {fd_a: ab, fd_b: ba}
+    fds = [fd_a, fd_b]
+    write, read = os.write, os.read
+    try:
+        while True:
+            now = clock()
+            for link, out, meter, direction in routes:
+                for packet in link.due(now):
+                    try:
+                        write(out, packet)
+                    except OSError:
+                        pass  # the receiving stack refused it: a loss, like on a wire
+                    if stats is not None:
+                        record(direction, meter.count(now, packet))
+            due = [t for t in (ab.next_due(), ba.next_due()) if t is not None]
+            timeout = max(0.0, min(due) - clock()) if due else 0.5
+            ready, _, _ = select.select(fds, [], [], timeout)
+            now = clock()
+            for fd in ready:
+                link = incoming[fd]
+                for _ in range(READ_BATCH):
+                    try:
+                        packet = read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    link.offer(now, packet)
+    finally:
+        if stats is not None:
+            for direction, meter in meters.items():
+                record(direction, meter.flush())
+
+
+def serve(hosts: Hosts, ab: Link, ba: Link, mtu: int, stats_path: str | None) -> None:
+    """Build the two hosts, announce READY, forward until told to stop."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    fds: list[int] = []
+    stats = open(stats_path, "w", buffering=1) if stats_path else None
+    try:
+        for ns in (hosts.a, hosts.b):
+            netns.create(ns)
+        tun_a, tun_b = f"{hosts.prefix}-ta"[:15], f"{hosts.prefix}-tb"[:15]
+        fds = [open_tun(tun_a), open_tun(tun_b)]
+        attach(tun_a, hosts.a, hosts.addr_a, hosts.addr_b, mtu)
+        attach(tun_b, hosts.b, hosts.addr_b, hosts.addr_a, mtu)
+        print("READY " + json.dumps({"a": hosts.a, "b": hosts.b, "addr_a": hosts.addr_a,
+                                     "addr_b": hosts.addr_b, "t0": time.monotonic()}), flush=True)
+        forward(fds[0], fds[1], ab, ba, stats)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for ns in (hosts.a, hosts.b):
+            netns.delete(ns)
+        if stats is not None:
+            stats.write(json.dumps({"final": {"ab": vars(ab.counters), "ba": vars(ba.counters)}}) + "\n")
+            stats.close()
+
+
+class Wan:
+    """Context manager: an emulator process and its two hosts.
+
+    >>> with Wan(rate_mbit=100, rtt_ms=50, loss_pct=1) as wan:
+    ...     wan.run("b", ["iperf3", "-s", "-1", "-D"])
+    """
+
+    def __init__(self, rate_mbit: float | None, rtt_ms: float = 0.0, loss_pct: float = 0.0,
+                 hosts: Hosts = Hosts(), queue_bytes: int | None = None, seed: int | None = None,
+                 stats_path: str | None = None, mtu: int = 1500) -> None:
+        self.hosts = hosts
+        self.stats_path = stats_path
+        self.command = [sys.executable, "-m", "bench.wan", "--prefix", hosts.prefix,
+                        "--subnet", hosts.subnet, "--rtt-ms", str(rtt_ms),
+                        "--loss-pct", str(loss_pct), "--mtu", str(mtu)]
+        if rate_mbit:
+            self.command += ["--rate-mbit", str(rate_mbit)]
+        if queue_bytes:
+            self.command += ["--queue-bytes", str(queue_bytes)]
+        if seed is not None:
+            self.command += ["--seed", str(seed)]
+        if stats_path:
+            self.command += ["--stats", stats_path]
+        self.process: subprocess.Popen | None = None
+        self.t0 = 0.0
+
+    def __enter__(self) -> "Wan":
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True, cwd=root)
+        line = self.process.stdout.readline()
+        if not line.startswith("READY "):
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"WAN emulator failed to start (exit {self.process.poll()})")
+        self.t0 = json.loads(line[6:])["t0"]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process.stdout.close()
+        for ns in (self.hosts.a, self.hosts.b):
+            if netns.exists(ns):
+                netns.delete(ns)
+
+    def ns(self, side: str) -> str:
+        return {"a": self.hosts.a, "b": self.hosts.b}[side]
+
+    def popen(self, side: str, command: list[str], **kwargs) -> subprocess.Popen:
+        """Start ``command`` on host ``side`` ("a" or "b")."""
+        return subprocess.Popen(netns.argv(self.ns(side), command), **kwargs)
+
+    def run(self, side: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(netns.argv(self.ns(side), command), **kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.wan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prefix", default="fasp", help="namespaces PREFIX-a and PREFIX-b")
+    parser.add_argument("--subnet", default="10.77.0", help="hosts get SUBNET.1 and SUBNET.2")
+    parser.add_argument("--rate-mbit", type=float, default=None, help="bottleneck, each way (default: none)")
+    parser.add_argument("--rtt-ms", type=float, default=0.0)
+    parser.add_argument("--loss-pct", type=float, default=0.0, help="random loss, each way")
+    parser.add_argument("--queue-bytes", type=int, default=None, help="router queue (default: one BDP)")
+    parser.add_argument("--mtu", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--stats", default=None, help="write per-flow delivered bytes (JSON lines) here")
+    args = parser.parse_args(argv)
+    if args.rate_mbit:
+        spec = PathSpec.wan(args.rate_mbit * 1e6, args.rtt_ms / 1000, args.loss_pct / 100, args.mtu)
+        if args.queue_bytes:
+            spec = PathSpec(spec.rate_bps, spec.delay_s, spec.loss, args.queue_bytes)
+    else:
+        spec = PathSpec(None, args.rtt_ms / 2000, args.loss_pct / 100)
+    rng = random.Random(args.seed)
+    links = Link(spec, random.Random(rng.random())), Link(spec, random.Random(rng.random()))
+    try:
+        serve(Hosts(args.prefix, args.subnet), *links, args.mtu, args.stats)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
