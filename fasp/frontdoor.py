@@ -1,0 +1,344 @@
+"""fasp-server: the SSH front door of a transfer server.
+
+It authenticates users from a users file (or one user given on the command
+line, for scripts and tests) and, for every SSH session, runs OUR server-mode
+engine with that user's docroot and caps, whatever command the client asked
+for: the client never chooses where the server may read and write. The
+session's channel is piped both ways to the engine's stdin/stdout/stderr as
+raw bytes; the engine process ends when the channel closes, and all of them
+end on SIGTERM.
+
+    fasp-server --listen 127.0.0.1:33001 --users users.toml
+    fasp-server --listen 127.0.0.1:0 --user NAME --password-env VAR --docroot DIR
+
+Once the port accepts connections, one line "listening on HOST:PORT" goes to
+stdout; logs (never secrets) go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import sys
+from asyncio.subprocess import PIPE
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+
+from fasp.users import User, UsersFileError, hash_password, load_users, read_public_keys, verify_password
+
+log = logging.getLogger("fasp.frontdoor")
+
+ENGINE_COMMAND = (sys.executable, "-m", "fasp")
+STOP_GRACE_S = 3.0
+CHUNK = 64 * 1024
+
+# Compared against when the user is unknown or has no password, so that a
+# refusal takes as long as a real check and does not reveal which users exist.
+_DECOY_HASH = hash_password("decoy")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the front door needs to decide who gets in and what they run."""
+
+    users: Mapping[str, User]
+    engine_command: tuple[str, ...] = ENGINE_COMMAND
+    udp_port: int | None = None
+    child_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def server_argv(engine_command: Sequence[str], user: User, udp_port: int | None = None) -> list[str]:
+    """The server-mode command line for one session of ``user``."""
+    argv = [*engine_command, "--server", "--docroot", user.docroot]
+    if user.rate_cap_kbps is not None:
+        argv += ["--rate-cap", str(user.rate_cap_kbps)]
+    if user.allowed_policies is not None:
+        argv += ["--allowed-policies", ",".join(user.allowed_policies)]
+    if udp_port is not None:
+        argv += ["-O", str(udp_port)]
+    return argv
+
+
+def child_environment(environ: Mapping[str, str], secret_vars: Sequence[str] = ()) -> dict[str, str]:
+    """The server's environment minus anything secret, for the engine processes it spawns."""
+    return {k: v for k, v in environ.items() if k not in secret_vars and not k.startswith("ASPERA_SCP_")}
+
+
+class FrontDoor:
+    """An asyncssh server that turns each authenticated session into one server-mode engine process."""
+
+    def __init__(self, settings: Settings, host_key: asyncssh.SSHKey):
+        self._settings = settings
+        self._host_key = host_key
+        self._authorized = {name: asyncssh.import_authorized_keys("\n".join(user.authorized_keys))
+                            for name, user in settings.users.items() if user.authorized_keys}
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._connections: set[asyncssh.SSHServerConnection] = set()
+        self._sessions: set[asyncio.Task] = set()
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen; returns the address actually bound (port 0 picks a free one)."""
+        self._acceptor = await asyncssh.create_server(
+            lambda: _Gate(self), host, port, server_host_keys=[self._host_key],
+            process_factory=self._session, encoding=None, allow_pty=False, line_editor=False,
+            agent_forwarding=False, x11_forwarding=False)
+        return host, self._acceptor.get_port()
+
+    async def close(self) -> None:
+        """Stop listening, end every engine process, then close every connection."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+        for task in list(self._sessions):
+            task.cancel()
+        await asyncio.gather(*self._sessions, return_exceptions=True)
+        for conn in list(self._connections):
+            conn.close()
+        await asyncio.gather(*(conn.wait_closed() for conn in list(self._connections)), return_exceptions=True)
+        if self._acceptor is not None:
+            await self._acceptor.wait_closed()
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def _session(self, process: asyncssh.SSHServerProcess) -> None:
+        task = asyncio.current_task()
+        self._sessions.add(task)
+        try:
+            username = process.get_extra_info("username")
+            user = self._settings.users[username]
+            if process.subsystem:
+                log.warning("refused subsystem %r for %s", process.subsystem, username)
+                process.stderr.write(f"fasp-server: subsystem {process.subsystem} not offered\n".encode())
+                process.exit(1)
+                return
+            argv = server_argv(self._settings.engine_command, user, self._settings.udp_port)
+            log.info("session for %s (client asked for %r)", username, (process.command or "")[:200])
+            await run_engine(process, argv, user.docroot, self._settings.child_env)
+        finally:
+            self._sessions.discard(task)
+
+
+class _Gate(asyncssh.SSHServer):
+    """Authentication for one connection: password hash or authorized key, per user."""
+
+    def __init__(self, door: FrontDoor):
+        self._door = door
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._peer = "?"
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self._peer = "%s:%s" % conn.get_extra_info("peername")[:2]
+        self._door._connections.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._door._connections.discard(self._conn)
+        log.info("connection from %s closed%s", self._peer, f" ({exc})" if exc else "")
+
+    def begin_auth(self, username: str) -> bool:
+        keys = self._door._authorized.get(username)
+        if keys is not None:
+            self._conn.set_authorized_keys(keys)
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        user = self._door._settings.users.get(username)
+        known = user is not None and user.password_hash is not None
+        stored = user.password_hash if known else _DECOY_HASH
+        accepted = await asyncio.to_thread(verify_password, stored, password) and known
+        if accepted:
+            log.info("password accepted for %s from %s", username, self._peer)
+        else:
+            log.warning("password refused for %r from %s", username, self._peer)
+        return accepted
+
+    def auth_completed(self) -> None:
+        log.info("authenticated %s from %s", self._conn.get_extra_info("username"), self._peer)
+
+
+async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cwd: str,
+                     env: Mapping[str, str]) -> None:
+    """Run ``argv`` with the channel piped to it until either side ends; never leaves it running."""
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *argv, stdin=PIPE, stdout=PIPE, stderr=PIPE, cwd=cwd, env=dict(env),
+            start_new_session=True, preexec_fn=_die_with_parent)
+    except OSError as exc:
+        log.error("cannot start the engine %r in %s: %s", argv[0], cwd, exc)
+        process.stderr.write(f"fasp-server: cannot start the transfer engine: {exc.strerror}\n".encode())
+        process.exit(1)
+        return
+    log.info("engine pid %d started: %s", child.pid, shlex.join(argv))
+    feed = asyncio.create_task(_pump(process.stdin, child.stdin, close_target=True))
+    outputs = [asyncio.create_task(_pump(child.stdout, process.stdout)),
+               asyncio.create_task(_pump(child.stderr, process.stderr))]
+    exited = asyncio.create_task(child.wait())
+    closed = asyncio.create_task(process.wait_closed())
+    try:
+        await asyncio.wait({exited, closed}, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            await asyncio.wait(outputs, timeout=STOP_GRACE_S)
+            status = child.returncode if child.returncode >= 0 else 128 - child.returncode
+            log.info("engine pid %d exited with %d", child.pid, child.returncode)
+            process.exit(status)
+        else:
+            log.info("channel closed: stopping engine pid %d", child.pid)
+    finally:
+        for task in (feed, *outputs, exited, closed):
+            task.cancel()
+        await _stop(child)
+
+
+async def _pump(source, target, close_target: bool = False) -> None:
+    """Copy bytes from a reader to a writer with back-pressure, until EOF or either side breaks."""
+    try:
+        while data := await source.read(CHUNK):
+            target.write(data)
+            await target.drain()
+        if close_target:
+            target.close()
+    except (asyncssh.Error, ConnectionError, BrokenPipeError):
+        pass
+
+
+async def _stop(child: asyncio.subprocess.Process) -> None:
+    """SIGTERM the engine's process group, then SIGKILL it if it lingers; always reap."""
+    if child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(child.wait()), STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            log.warning("engine pid %d ignored SIGTERM: killing it", child.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)  # also whatever the engine spawned
+    await child.wait()
+
+
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if fasp-server itself dies (even SIGKILL), the engine gets SIGTERM."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def load_host_key(path: str | None) -> asyncssh.SSHKey:
+    """The host key in ``path`` (generated there on first use), or a fresh one kept in memory."""
+    if path is None:
+        return asyncssh.generate_private_key("ssh-ed25519")
+    if os.path.exists(path):
+        return asyncssh.read_private_key(path)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key.export_private_key())
+    return key
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT (or [V6]:PORT) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--listen wants HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fasp-server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free port")
+    parser.add_argument("--users", metavar="FILE", help="users file (see fasp.users)")
+    quick = parser.add_argument_group("quick mode (one user, instead of --users)")
+    quick.add_argument("--user", metavar="NAME")
+    quick.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
+    quick.add_argument("--docroot", metavar="DIR", help="created if missing")
+    quick.add_argument("--authorized-keys", metavar="FILE", help="OpenSSH authorized_keys file")
+    quick.add_argument("--rate-cap", type=int, metavar="KBPS")
+    quick.add_argument("--allowed-policies", metavar="LIST", help="comma-separated, e.g. fair,low")
+    parser.add_argument("--udp-port", type=int, metavar="N", help="UDP port for the engines (-O); default: any")
+    parser.add_argument("--host-key", metavar="FILE", help="host key (generated there if missing; default: in memory)")
+    parser.add_argument("--engine-command", metavar="CMD", default=shlex.join(ENGINE_COMMAND),
+                        help="server-mode engine command, before '--server --docroot ...' (default: %(default)s)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Settings from the command line; raises UsersFileError (a ValueError) on bad input."""
+    if bool(args.users) == bool(args.user):
+        raise UsersFileError("give either --users FILE or --user NAME (quick mode)")
+    secret_vars: tuple[str, ...] = ()
+    if args.users:
+        users = load_users(args.users)
+    else:
+        if not args.docroot or not (args.password_env or args.authorized_keys):
+            raise UsersFileError("quick mode needs --docroot and --password-env and/or --authorized-keys")
+        password_hash = None
+        if args.password_env:
+            if args.password_env not in environ:
+                raise UsersFileError(f"environment variable {args.password_env} is not set")
+            password_hash = hash_password(environ[args.password_env])
+            secret_vars = (args.password_env,)
+        docroot = os.path.abspath(args.docroot)
+        os.makedirs(docroot, exist_ok=True)
+        keys = read_public_keys(Path(args.authorized_keys).read_text()) if args.authorized_keys else ()
+        users = {args.user: User(
+            name=args.user, docroot=docroot, password_hash=password_hash, authorized_keys=keys,
+            rate_cap_kbps=args.rate_cap,
+            allowed_policies=tuple(args.allowed_policies.split(",")) if args.allowed_policies else None)}
+    return Settings(users=users, engine_command=tuple(shlex.split(args.engine_command)),
+                    udp_port=args.udp_port, child_env=child_environment(environ, secret_vars))
+
+
+async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSHKey) -> None:
+    """Run the front door until SIGTERM or SIGINT."""
+    door = FrontDoor(settings, host_key)
+    host, port = await door.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("host key %s, users: %s", host_key.get_fingerprint("sha256"), ", ".join(settings.users))
+    print(f"listening on {host}:{port}", flush=True)
+    await stop.wait()
+    log.info("shutting down (%d sessions)", door.session_count)
+    await door.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s fasp-server[%(process)d] %(levelname)s %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    try:
+        host, port = parse_listen(args.listen)
+        settings = settings_from_args(args, os.environ)
+        host_key = load_host_key(args.host_key)
+    except (ValueError, OSError, asyncssh.KeyImportError) as exc:
+        print(f"fasp-server: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings, host, port, host_key))
+    except OSError as exc:
+        print(f"fasp-server: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
