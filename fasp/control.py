@@ -1,0 +1,133 @@
+"""The control channel between two engines, over the SSH channel's stdin/stdout (sans-IO).
+
+Wire form: a 4-byte big-endian length, then that many bytes of UTF-8 JSON, an
+object whose ``t`` names the message. JSON keeps the codec small and the
+messages readable in a trace; the length prefix means a reader never guesses
+where a message ends. The first message each way is ``hello``/``welcome``
+carrying :data:`VERSION`; a peer speaking another version is refused there.
+
+This channel carries the session's data key (SSH encrypts it); the UDP data
+channel never does. Every message is checked against :data:`SCHEMA` on decode:
+a malformed frame raises :class:`ControlError` (code 1) at once, never a hang.
+"""
+from __future__ import annotations
+
+import json
+import struct
+
+from faspmanager.codes import EngineError, ErrorCode
+
+VERSION = 1
+MAX_FRAME = 1 << 20
+"""Largest message body: a message describes files, it never carries their bytes."""
+
+_LEN = struct.Struct(">I")
+
+# field name -> accepted JSON types; a field missing here is not checked (newer peers add fields)
+_INT = (int,)
+_STR = (str,)
+_OPT_STR = (str, type(None))
+_OPT_INT = (int, type(None))
+SCHEMA: dict[str, dict[str, tuple]] = {
+    # session setup (client -> server, server -> client)
+    "hello": {"v": _INT, "session": _STR, "key": _OPT_STR, "direction": _STR, "dest": _STR,
+              "datagram_size": _INT, "udp_port": _INT, "rate": (dict,), "opts": (dict,)},
+    "welcome": {"v": _INT, "udp_port": _INT, "rate": (dict,)},
+    # download requests (client -> server): one source argument, or one keepalive START
+    "get": {"arg": _INT, "source": _STR, "dest": _OPT_STR, "start": _OPT_INT, "end": _OPT_INT},
+    "listed": {"arg": _INT, "files": _INT, "dirs": _INT, "bytes": _INT},
+    # per file (sender -> receiver)
+    "file": {"fid": _INT, "arg": _INT, "rel": _STR, "lone": (bool,), "size": _OPT_INT,
+             "mtime": (int, float), "atime": (int, float), "mode": _INT},
+    "chunk": {"fid": _INT, "start": _INT, "end": _INT},
+    "eof": {"fid": _INT, "size": _INT},
+    "verified": {"fid": _INT, "ok": (bool,)},
+    "sent": {"fid": _INT},
+    # per file (receiver -> sender)
+    "verify": {"fid": _INT, "have": _INT, "digest": _STR},
+    "piece": {"fid": _INT, "pid": _INT, "start": _INT, "end": _INT},
+    "fdone": {"fid": _INT, "written": _INT, "checksum": _OPT_STR},
+    "skip": {"fid": _INT, "reason": _STR},
+    # either way
+    "ferror": {"fid": _OPT_INT, "arg": _INT, "path": _STR, "code": _INT, "desc": _STR},
+    "argdone": {"arg": _INT},
+    "rate": {"target": _INT, "min": _INT, "policy": _STR},
+    "cancel": {},
+    "bye": {},
+    "error": {"code": _INT, "desc": _STR},
+}
+
+
+class ControlError(EngineError):
+    """A malformed or unexpected control message: the peer is not speaking our protocol."""
+
+    def __init__(self, description: str):
+        super().__init__(ErrorCode.FASP_PROTO, description)
+
+
+def encode(msg_type: str, **fields) -> bytes:
+    """One framed message. Fields must be JSON-serialisable (bytes travel as hex)."""
+    if msg_type not in SCHEMA:
+        raise ControlError(f"unknown control message type {msg_type!r}")
+    body = json.dumps({"t": msg_type, **fields}, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(body) > MAX_FRAME:
+        raise ControlError(f"{msg_type} message of {len(body)} bytes exceeds {MAX_FRAME}")
+    return _LEN.pack(len(body)) + body
+
+
+def check(msg: object) -> dict:
+    """``msg`` if it is a well-formed message, else ControlError naming the fault."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
+        raise ControlError("control message is not an object with a type")
+    schema = SCHEMA.get(msg["t"])
+    if schema is None:
+        raise ControlError(f"unknown control message type {msg['t']!r}")
+    for name, types in schema.items():
+        if name not in msg:
+            raise ControlError(f"{msg['t']} message lacks field {name!r}")
+        value = msg[name]
+        if isinstance(value, bool) and bool not in types:
+            raise ControlError(f"{msg['t']}.{name} has the wrong type")
+        if not isinstance(value, types):
+            raise ControlError(f"{msg['t']}.{name} has the wrong type ({type(value).__name__})")
+    return msg
+
+
+class Decoder:
+    """Incremental: feed any slices of the byte stream, get whole checked messages back.
+
+    After an error the stream is out of sync; every later feed raises again.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._error: ControlError | None = None
+
+    def feed(self, data: bytes) -> list[dict]:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        out: list[dict] = []
+        try:
+            while len(self._buf) >= _LEN.size:
+                (length,) = _LEN.unpack_from(self._buf)
+                if length > MAX_FRAME:
+                    raise ControlError(f"control frame of {length} bytes exceeds {MAX_FRAME}")
+                if len(self._buf) < _LEN.size + length:
+                    break
+                body = bytes(self._buf[_LEN.size:_LEN.size + length])
+                del self._buf[:_LEN.size + length]
+                try:
+                    msg = json.loads(body.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise ControlError(f"control frame is not UTF-8 JSON: {exc}") from None
+                out.append(check(msg))
+        except ControlError as exc:
+            self._error = exc
+            raise
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held back (non-zero at EOF means a truncated stream)."""
+        return len(self._buf)

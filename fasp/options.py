@@ -1,0 +1,505 @@
+"""The ascp command line: one table of every flag, a parser, and the typed config it yields.
+
+Every flag of shared/design/ascp-cli.md is in the table, so the program accepts
+what faspmanager (or a user of IBM's ascp) passes. A flag we do not implement
+yet is accepted by the parser but rejected by :func:`parse` with usage error 8
+"not supported yet" when its value would change behaviour: a transfer never
+silently does something other than what was asked.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from faspmanager.codes import EngineError, ErrorCode
+
+DEFAULT_TARGET_KBPS = 1_000_000
+"""Target rate when -l is absent: high, the rate controller finds the real capacity."""
+
+
+def usage(message: str) -> EngineError:
+    return EngineError(ErrorCode.USAGE, message)
+
+
+@dataclass(frozen=True)
+class Flag:
+    names: tuple[str, ...]
+    key: str
+    takes_value: bool = False
+    repeat: bool = False
+
+
+def _flag(names: str, key: str, takes_value: bool = False, repeat: bool = False) -> Flag:
+    return Flag(tuple(names.split()), key, takes_value, repeat)
+
+
+FLAGS: tuple[Flag, ...] = (
+    _flag("--mode", "mode", True),
+    _flag("--user", "user", True),
+    _flag("--host", "host", True),
+    _flag("-i", "identity", True),
+    _flag("-M", "mgmt_port", True),
+    _flag("-q", "quiet"),
+    _flag("-v", "verbose"),
+    _flag("--keepalive", "keepalive"),
+    _flag("-f", "config_file", True),
+    _flag("--apply-local-docroot", "apply_local_docroot"),
+    _flag("--auto-detect-capacity", "auto_detect_capacity"),
+    _flag("--check-sshfp", "check_sshfp", True),
+    _flag("--chunk-size", "chunk_size", True),
+    _flag("-c", "cipher", True),
+    _flag("--file-crypt", "file_crypt", True),
+    _flag("-d", "create_dirs"),
+    _flag("-Z", "datagram_size", True),
+    _flag("--delete-before-transfer", "delete_before_transfer"),
+    _flag("-T", "no_encryption"),
+    _flag("--exclude-newer-than", "exclude_newer_than", True),
+    _flag("--exclude-older-than", "exclude_older_than", True),
+    _flag("-E", "exclude", True, repeat=True),
+    _flag("--file-checksum", "file_checksum", True),
+    _flag("--file-manifest", "file_manifest", True),
+    _flag("--file-manifest-path", "file_manifest_path", True),
+    _flag("-y", "http_fallback", True),
+    _flag("-t", "http_port", True),
+    _flag("-j", "jpeg_encoding", True),
+    _flag("-Y", "https_key", True),
+    _flag("-I", "https_cert", True),
+    _flag("-x", "proxy", True),
+    _flag("--ignore-host-key", "ignore_host_key"),
+    _flag("-L", "local_log_dir", True),
+    _flag("-R", "remote_log_dir", True),
+    _flag("-m", "min_rate", True),
+    _flag("-l", "target_rate", True),
+    _flag("--move-after-transfer", "move_after_transfer", True),
+    _flag("--multi-session-threshold", "multi_session_threshold", True),
+    _flag("-C", "multi_session", True),
+    _flag("--overwrite", "overwrite", True),
+    _flag("--partial-file-suffix", "partial_file_suffix", True),
+    _flag("--policy", "policy", True),
+    _flag("-e", "pre_post_command", True),
+    _flag("--precalculate-job-size", "precalculate_job_size"),
+    _flag("--preserve-access-time", "preserve_atime"),
+    _flag("--preserve-modification-time", "preserve_mtime"),
+    _flag("--preserve-creation-time", "preserve_ctime"),
+    _flag("--preserve-source-access-time", "preserve_source_atime"),
+    _flag("-p", "preserve_dates"),
+    _flag("--preserve-file-owner-uid", "preserve_uid"),
+    _flag("--preserve-file-owner-gid", "preserve_gid"),
+    _flag("--preserve-acls", "preserve_acls", True),
+    _flag("--preserve-xattrs", "preserve_xattrs", True),
+    _flag("--remote-preserve-acls", "remote_preserve_acls", True),
+    _flag("--remote-preserve-xattrs", "remote_preserve_xattrs", True),
+    _flag("-g", "read_size", True),
+    _flag("-G", "write_size", True),
+    _flag("--remove-after-transfer", "remove_after_transfer"),
+    _flag("--remove-empty-directories", "remove_empty_directories"),
+    _flag("--remove-empty-source-directory", "remove_empty_source_directory"),
+    _flag("-k", "resume", True),
+    _flag("-X", "retransmission_max", True),
+    _flag("--retry-timeout", "retry_timeout", True),
+    _flag("--save-before-overwrite", "save_before_overwrite"),
+    _flag("--skip-dir-traversal-dupes", "skip_dir_traversal_dupes"),
+    _flag("--skip-special-files", "skip_special_files"),
+    _flag("--src-base", "src_base", True),
+    _flag("--source-prefix", "source_prefix", True),
+    _flag("--symbolic-links", "symbolic_links", True),
+    _flag("-P", "tcp_port", True),
+    _flag("-O", "udp_port", True),
+    _flag("--file-list", "file_list", True),
+    _flag("--file-pair-list", "file_pair_list", True),
+    # server mode (run by fasp-server or over sshd): not part of ascp's table
+    _flag("--server", "server"),
+    _flag("--docroot", "docroot", True),
+    _flag("--rate-cap", "rate_cap", True),
+    _flag("--allowed-policies", "allowed_policies", True),
+    _flag("-h --help", "help"),
+    _flag("-A --version", "version"),
+)
+
+_BY_NAME = {name: flag for flag in FLAGS for name in flag.names}
+
+CHECKSUMS = ("md5", "sha1", "sha256", "sha384", "sha512", "none")
+OVERWRITE = ("always", "never", "diff", "older", "diff+older")
+POLICIES = ("fixed", "high", "fair", "low")
+CIPHERS = {"aes128": 16, "aes-128": 16, "aes192": 24, "aes-192": 24, "aes256": 32, "aes-256": 32,
+           "aes128gcm": 16, "aes192gcm": 24, "aes256gcm": 32, "none": 0}
+
+
+def tokenize(argv: list[str]) -> tuple[dict[str, object], list[str]]:
+    """Split argv into {flag key: value} and positional args; ``--opt=v``, ``--opt v``, ``-lV``, ``-l V``."""
+    values: dict[str, object] = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            positional.extend(argv[i:])
+            break
+        if not arg.startswith("-") or arg == "-":
+            positional.append(arg)
+            continue
+        if arg.startswith("--"):
+            name, eq, inline = arg.partition("=")
+            flag = _BY_NAME.get(name)
+            if flag is None:
+                raise usage(f"unknown option {name!r}")
+            if not flag.takes_value and eq:
+                raise usage(f"option {name} takes no value")
+            value = inline if eq else None
+        else:
+            name = arg[:2]
+            flag = _BY_NAME.get(name)
+            if flag is None:
+                raise usage(f"unknown option {name!r}")
+            if flag.takes_value:
+                value = arg[2:] or None
+            else:
+                # bundled switches such as -qd or -pT
+                for letter in arg[2:]:
+                    more = _BY_NAME.get("-" + letter)
+                    if more is None or more.takes_value:
+                        raise usage(f"unknown option {'-' + letter!r} in {arg!r}")
+                    values[more.key] = True
+                value = None
+        if flag.takes_value:
+            if value is None:
+                if i >= len(argv):
+                    raise usage(f"option {name} needs a value")
+                value = argv[i]
+                i += 1
+            if flag.repeat:
+                values.setdefault(flag.key, []).append(value)  # type: ignore[union-attr]
+            else:
+                values[flag.key] = value
+        else:
+            values[flag.key] = True
+    return values, positional
+
+
+@dataclass
+class Endpoint:
+    """A remote side: who, where, and the SSH credentials (kept out of repr)."""
+
+    host: str
+    user: str
+    port: int = 22
+    identity: str | None = None
+    password: str | None = field(default=None, repr=False)
+    key_text: str | None = field(default=None, repr=False)    # ASPERA_SCP_KEY: a private key itself
+    check_sshfp: str | None = None
+    ignore_host_key: bool = False
+
+
+@dataclass
+class Config:
+    """A validated command line."""
+
+    direction: str = "send"                      # client's role: "send" (upload) or "recv" (download)
+    sources: list[str] = field(default_factory=list)
+    pair_dests: list[str] | None = None          # --file-pair-list: destination per source
+    dest: str = "."
+    remote: Endpoint | None = None
+    mgmt_port: int | None = None
+    quiet: bool = False
+    keepalive: bool = False
+    stream_chunk_size: int | None = None
+    key_bytes: int = 16                          # 0 = -T, no encryption
+    cipher: str = "aes128"
+    create_dirs: bool = False
+    datagram_size: int = 1400
+    exclude: list[str] = field(default_factory=list)
+    exclude_newer_than: int | None = None
+    exclude_older_than: int | None = None
+    file_checksum: str = "none"
+    target_kbps: int = DEFAULT_TARGET_KBPS
+    min_kbps: int = 0
+    policy: str = "fair"
+    overwrite: str = "diff"
+    partial_suffix: str = ""
+    precalculate: bool = False
+    preserve_mtime: bool = False
+    preserve_atime: bool = False
+    preserve_source_atime: bool = False
+    preserve_uid: bool = False
+    preserve_gid: bool = False
+    remove_after_transfer: bool = False
+    remove_empty_source_directory: bool = False
+    resume: int = 0
+    src_base: str | None = None
+    symlinks: str = "follow"
+    skip_special_files: bool = False
+    udp_port: int = 0
+    cookie: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    retry_timeout: int | None = None
+    # server mode
+    server: bool = False
+    docroot: str | None = None
+    rate_cap_kbps: int | None = None
+    allowed_policies: tuple[str, ...] = POLICIES
+
+    def options_for_peer(self) -> dict:
+        """What the remote side must know to apply this command line's file rules."""
+        return {
+            "overwrite": self.overwrite, "resume": self.resume, "partial_suffix": self.partial_suffix,
+            "checksum": self.file_checksum, "create_dirs": self.create_dirs,
+            "preserve_mtime": self.preserve_mtime, "preserve_atime": self.preserve_atime,
+            "preserve_source_atime": self.preserve_source_atime,
+            "preserve_uid": self.preserve_uid, "preserve_gid": self.preserve_gid,
+            "remove_after_transfer": self.remove_after_transfer,
+            "remove_empty_source_directory": self.remove_empty_source_directory,
+            "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
+            "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
+            "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
+        }
+
+
+def _int(key: str, raw: object, lo: int = 0, hi: int | None = None) -> int:
+    try:
+        value = int(str(raw), 10)
+    except ValueError:
+        raise usage(f"{key}: {raw!r} is not an integer") from None
+    if value < lo or (hi is not None and value > hi):
+        raise usage(f"{key}: {value} is out of range [{lo}, {hi if hi is not None else 'inf'}]")
+    return value
+
+
+def _choice(key: str, raw: object, choices) -> str:
+    value = str(raw).lower()
+    if value not in choices:
+        raise usage(f"{key}: {raw!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _not_supported(what: str) -> EngineError:
+    return usage(f"{what} is not supported yet")
+
+
+_REMOTE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@\s]+):(?P<path>.*)$")
+
+
+def split_remote(arg: str) -> tuple[str | None, str | None, str]:
+    """``[user@]host:path`` -> (user, host, path); a local path -> (None, None, path)."""
+    match = _REMOTE.match(arg)
+    if not match or os.path.exists(arg):
+        return None, None, arg
+    return match.group("user"), match.group("host").strip("[]"), match.group("path")
+
+
+def _read_list(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [line.rstrip("\r\n") for line in handle if line.rstrip("\r\n")]
+    except OSError as exc:
+        raise EngineError(ErrorCode.NO_SUCH_FILE, f"cannot read list file {path!r}: {exc.strerror}") from None
+
+
+_UNSUPPORTED_SWITCHES = {
+    "apply_local_docroot": "--apply-local-docroot",
+    "auto_detect_capacity": "--auto-detect-capacity",
+    "delete_before_transfer": "--delete-before-transfer",
+    "save_before_overwrite": "--save-before-overwrite",
+    "remove_empty_directories": "--remove-empty-directories",
+}
+_NO_OP_VALUES = {
+    "preserve_acls": ("--preserve-acls", ("none",)),
+    "preserve_xattrs": ("--preserve-xattrs", ("none",)),
+    "remote_preserve_acls": ("--remote-preserve-acls", ("none",)),
+    "remote_preserve_xattrs": ("--remote-preserve-xattrs", ("none",)),
+    "file_manifest": ("--file-manifest", ("none",)),
+    "http_fallback": ("-y", ("0",)),
+    "jpeg_encoding": ("-j", ("0",)),
+    "multi_session": ("-C", ("1:1",)),
+    "file_crypt": ("--file-crypt", ()),
+    "pre_post_command": ("-e", ()),
+    "config_file": ("-f", ()),
+    "move_after_transfer": ("--move-after-transfer", ()),
+    "source_prefix": ("--source-prefix", ()),
+    "proxy": ("-x", ()),
+    "https_key": ("-Y", ()),
+    "https_cert": ("-I", ()),
+}
+"""Flags we accept only with the value that means "do nothing special"."""
+
+
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
+    """A validated :class:`Config`, or EngineError(8) naming what is wrong."""
+    env = os.environ if environ is None else environ
+    values, positional = tokenize(argv)
+    cfg = Config()
+    get = values.get
+    for key, flag_name in _UNSUPPORTED_SWITCHES.items():
+        if get(key):
+            raise _not_supported(flag_name)
+    for key, (flag_name, harmless) in _NO_OP_VALUES.items():
+        if key in values and str(values[key]).lower() not in harmless:
+            raise _not_supported(f"{flag_name} {values[key]}")
+    if get("file_crypt") is not None or env.get("ASPERA_SCP_FILEPASS"):
+        raise _not_supported("content protection (--file-crypt / ASPERA_SCP_FILEPASS)")
+
+    cfg.server = bool(get("server"))
+    if cfg.server:
+        cfg.docroot = str(get("docroot")) if get("docroot") else env.get("FASP_DOCROOT") or None
+        if get("rate_cap") is not None:
+            cfg.rate_cap_kbps = _int("--rate-cap", get("rate_cap"), 1)
+        if get("allowed_policies"):
+            cfg.allowed_policies = tuple(_choice("--allowed-policies", p.strip(), POLICIES)
+                                         for p in str(get("allowed_policies")).split(",") if p.strip())
+        if positional:
+            raise usage(f"--server takes no paths, got {positional[0]!r}")
+        return cfg
+
+    cfg.quiet = bool(get("quiet"))
+    cfg.keepalive = bool(get("keepalive"))
+    if get("mgmt_port") is not None:
+        cfg.mgmt_port = _int("-M", get("mgmt_port"), 1, 65535)
+    if get("chunk_size") is not None:
+        cfg.stream_chunk_size = _int("--chunk-size", get("chunk_size"), 1)
+    if get("no_encryption"):
+        cfg.key_bytes, cfg.cipher = 0, "none"
+    elif get("cipher") is not None:
+        name = _choice("-c", get("cipher"), CIPHERS)
+        cfg.key_bytes, cfg.cipher = CIPHERS[name], name
+        if cfg.key_bytes == 0:
+            cfg.cipher = "none"
+    cfg.create_dirs = bool(get("create_dirs"))
+    if get("datagram_size") is not None:
+        cfg.datagram_size = _int("-Z", get("datagram_size"), 296, 65000)
+    cfg.exclude = list(get("exclude") or [])
+    if get("exclude_newer_than") is not None:
+        cfg.exclude_newer_than = _int("--exclude-newer-than", get("exclude_newer_than"))
+    if get("exclude_older_than") is not None:
+        cfg.exclude_older_than = _int("--exclude-older-than", get("exclude_older_than"))
+    if get("file_checksum") is not None:
+        cfg.file_checksum = _choice("--file-checksum", get("file_checksum"), CHECKSUMS)
+    if get("target_rate") is not None:
+        cfg.target_kbps = _int("-l", get("target_rate"), 1)
+    if get("min_rate") is not None:
+        cfg.min_kbps = _int("-m", get("min_rate"), 0)
+    if cfg.min_kbps > cfg.target_kbps:
+        raise usage(f"-m {cfg.min_kbps} is above -l {cfg.target_kbps}")
+    if get("policy") is not None:
+        cfg.policy = _choice("--policy", get("policy"), POLICIES)
+    if get("overwrite") is not None:
+        cfg.overwrite = _choice("--overwrite", get("overwrite"), OVERWRITE)
+    if get("partial_file_suffix") is not None:
+        cfg.partial_suffix = str(get("partial_file_suffix"))
+        if "/" in cfg.partial_suffix:
+            raise usage("--partial-file-suffix may not contain '/'")
+    cfg.precalculate = bool(get("precalculate_job_size"))
+    cfg.preserve_mtime = bool(get("preserve_mtime") or get("preserve_dates"))
+    cfg.preserve_atime = bool(get("preserve_atime") or get("preserve_dates"))
+    cfg.preserve_source_atime = bool(get("preserve_source_atime"))
+    cfg.preserve_uid = bool(get("preserve_uid"))
+    cfg.preserve_gid = bool(get("preserve_gid"))
+    cfg.remove_after_transfer = bool(get("remove_after_transfer"))
+    cfg.remove_empty_source_directory = bool(get("remove_empty_source_directory"))
+    if cfg.remove_empty_source_directory and not cfg.remove_after_transfer:
+        raise usage("--remove-empty-source-directory needs --remove-after-transfer")
+    if get("resume") is not None:
+        cfg.resume = _int("-k", get("resume"), 0, 3)
+    if get("src_base") is not None:
+        cfg.src_base = str(get("src_base"))
+    if get("symbolic_links") is not None:
+        cfg.symlinks = _choice("--symbolic-links", get("symbolic_links"), ("follow", "copy", "copy+force", "skip"))
+        if cfg.symlinks in ("copy", "copy+force"):
+            raise _not_supported(f"--symbolic-links={cfg.symlinks}")
+    cfg.skip_special_files = bool(get("skip_special_files"))
+    if get("udp_port") is not None:
+        cfg.udp_port = _int("-O", get("udp_port"), 0, 65535)
+    for key, flag_name in (("read_size", "-g"), ("write_size", "-G"), ("retransmission_max", "-X"),
+                           ("multi_session_threshold", "--multi-session-threshold"), ("http_port", "-t")):
+        if get(key) is not None:
+            _int(flag_name, get(key), 0)  # tuning knobs: validated, the datapath sizes its own buffers
+    if get("retry_timeout") is not None:
+        cfg.retry_timeout = _int("--retry-timeout", get("retry_timeout"))
+    cfg.cookie = env.get("ASPERA_SCP_COOKIE")
+    cfg.token = env.get("ASPERA_SCP_TOKEN")
+
+    mode = get("mode")
+    if mode is not None:
+        mode = _choice("--mode", mode, ("send", "recv"))
+    _place(cfg, values, positional, mode, env)
+    return cfg
+
+
+def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, env) -> None:
+    """Sources, destination, direction and the remote endpoint from positional args and flags."""
+    get = values.get
+    if get("file_list") and get("file_pair_list"):
+        raise usage("--file-list and --file-pair-list cannot be combined")
+    if not positional:
+        raise usage("missing destination argument")
+    *source_args, dest_arg = positional
+    listed: list[str] = []
+    if get("file_list"):
+        listed = _read_list(str(get("file_list")))
+    elif get("file_pair_list"):
+        pairs = _read_list(str(get("file_pair_list")))
+        if len(pairs) % 2:
+            raise usage("--file-pair-list needs an even number of lines (source, destination)")
+        listed = pairs[0::2]
+        cfg.pair_dests = pairs[1::2]
+    if listed and source_args:
+        raise usage("sources come either from the command line or from a list file, not both")
+
+    d_user, d_host, d_path = split_remote(dest_arg)
+    split_sources = [split_remote(s) for s in source_args]
+    remote_sources = [s for s in split_sources if s[1] is not None]
+    if d_host is not None:
+        direction = "send"
+        user, host = d_user, d_host
+        if remote_sources:
+            raise usage("both sources and destination are remote")
+        sources = [p for _, _, p in split_sources]
+    elif remote_sources:
+        direction = "recv"
+        if len(remote_sources) != len(split_sources):
+            raise usage("mixing local and remote sources")
+        hosts = {(u, h) for u, h, _ in remote_sources}
+        if len(hosts) > 1:
+            raise usage("all remote sources must be on the same host")
+        user, host = next(iter(hosts))
+        sources = [p for _, _, p in remote_sources]
+    else:
+        direction = mode or "send"
+        user, host = None, None
+        sources = [p for _, _, p in split_sources]
+    if mode is not None and mode != direction:
+        raise usage(f"--mode={mode} contradicts the paths given")
+    cfg.direction = direction
+    cfg.dest = d_path if d_host is not None else dest_arg
+    if d_host is None and direction == "send" and get("host") is None:
+        raise usage("no remote host: give [user@]host:DEST or --host")
+    cfg.sources = listed or sources
+    if cfg.pair_dests is not None and not cfg.sources:
+        cfg.pair_dests = []
+    if not cfg.sources and not cfg.keepalive and cfg.stream_chunk_size is None and cfg.mgmt_port is None:
+        raise usage("no source given")
+    host = get("host") or host
+    user = get("user") or user or env.get("USER") or "root"
+    if not host:
+        raise usage("no remote host given")
+    cfg.remote = Endpoint(
+        host=str(host), user=str(user),
+        port=_int("-P", get("tcp_port"), 1, 65535) if get("tcp_port") is not None else 22,
+        identity=str(get("identity")) if get("identity") else None,
+        password=env.get("ASPERA_SCP_PASS"),
+        key_text=env.get("ASPERA_SCP_KEY"),
+        check_sshfp=str(get("check_sshfp")) if get("check_sshfp") else None,
+        ignore_host_key=bool(get("ignore_host_key")),
+    )
+    if cfg.keepalive and cfg.mgmt_port is None:
+        raise usage("--keepalive needs -M (files arrive as management START commands)")
+
+
+HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
+       fasp-ascp [options] [user@]host:SOURCE... DEST      (download)
+Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
+ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line."""
+
+
+def all_flag_names() -> list[str]:
+    return sorted(_BY_NAME)
+
