@@ -148,8 +148,9 @@ def format_users(users: dict[str, User]) -> str:
 
 
 def _toml_str(value: str) -> str:
-    """A TOML basic string: JSON's escapes are TOML's, except that TOML also forbids a raw DEL."""
-    return json.dumps(value).replace("\x7f", "\\u007f")
+    """A TOML basic string: JSON escapes control characters as TOML does, except DEL (and must keep
+    other characters raw: TOML has no surrogate-pair escapes)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def save_users(path: str | os.PathLike, users: dict[str, User]) -> None:
