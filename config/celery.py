@@ -12,7 +12,9 @@ from .settings import Settings
 
 
 def celery_config(settings: Settings) -> dict:
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    transport = {"visibility_timeout": settings.visibility_timeout_s,
+                 "unacked_restore_interval": settings.restore_interval_s,
+                 "unacked_restore_throttle": 1}
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_url,

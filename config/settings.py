@@ -6,6 +6,7 @@ shared secret) comes from the same variables, so one `export` configures both.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,11 @@ class RetryPolicy:
     backoff_s: float = 2.0
     backoff_max_s: float = 60.0
     jitter: bool = True
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        """Seconds before the retry that follows the ``failures``-th failed attempt."""
+        delay = min(self.backoff_max_s, self.backoff_s * 2 ** max(failures - 1, 0))
+        return delay * (rng or random).uniform(0.5, 1.0) if self.jitter else delay
 
     def to_dict(self) -> dict:
         return {"max_retries": self.max_retries, "backoff_s": self.backoff_s,
@@ -64,6 +70,7 @@ class Settings:
     heartbeat_s: float = 10.0
     reaper_interval_s: float = 15.0
     visibility_timeout_s: float = 12 * 3600.0
+    restore_interval_s: float = 10.0
     stream_window_bytes: int = 8 << 20
     stream_chunk_bytes: int = 256 << 10
     keep_s: int = 7 * 24 * 3600
@@ -91,6 +98,7 @@ class Settings:
             heartbeat_s=_float("FASPQ_HEARTBEAT", lease / 4),
             reaper_interval_s=_float("FASPQ_REAPER_INTERVAL", lease / 4),
             visibility_timeout_s=_float("FASPQ_VISIBILITY_TIMEOUT", cls.visibility_timeout_s),
+            restore_interval_s=_float("FASPQ_RESTORE_INTERVAL", cls.restore_interval_s),
             stream_window_bytes=_int("FASPQ_STREAM_WINDOW", cls.stream_window_bytes),
             stream_chunk_bytes=_int("FASPQ_STREAM_CHUNK", cls.stream_chunk_bytes),
             keep_s=_int("FASPQ_KEEP", cls.keep_s),

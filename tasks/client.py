@@ -1,0 +1,151 @@
+"""Client API: enqueue a transfer, then watch and steer it from anywhere.
+
+    from tasks.client import submit
+    handle = submit(order)
+    for event in handle.events(): ...
+    handle.set_rate(50000); result = handle.wait()
+
+Control calls append to the transfer's durable control stream, so they may
+be made before a worker picked the transfer up; the owning worker applies
+them in order.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Iterator
+
+from config.settings import RetryPolicy, Settings, get_settings
+from workers import control as ctl
+from workers.app import app
+from workers.events import EventLog
+from workers.keys import TERMINAL_STATES, Keys
+from workers.redisconn import redis_for
+
+from .schema import order_to_json, order_type
+from .secrets import Sealer
+from .transfer import ORDER_TASKS
+
+
+def submit(order, transfer_id: str | None = None, queue: str | None = None,
+           retry: dict | None = None) -> "TransferHandle":
+    """Enqueue ``order``; ``retry`` overrides keys of the global RetryPolicy for this transfer."""
+    settings = get_settings()
+    kind = order_type(order)
+    transfer_id = transfer_id or uuid.uuid4().hex
+    queue = queue or settings.queue
+    policy = RetryPolicy.from_dict(retry, settings.retry)
+    sealer = Sealer(settings.secret_key) if settings.secret_key else None
+    body = json.dumps(order_to_json(order, sealer))
+    handle = TransferHandle(transfer_id, settings)
+    client, keys = handle._redis, handle._keys
+    if not client.hsetnx(keys.order, "type", kind):
+        raise ValueError(f"transfer id {transfer_id!r} is already in use")
+    client.hset(keys.order, mapping={"task": ORDER_TASKS[kind], "queue": queue, "order": body,
+                                     "retry": json.dumps(policy.to_dict())})
+    handle._log.publish({"type": "QUEUED", "order_type": kind, "queue": queue},
+                        state="QUEUED", type=kind, queue=queue, created=repr(time.time()))
+    app.send_task(ORDER_TASKS[kind], args=[transfer_id], queue=queue, task_id=transfer_id)
+    return handle
+
+
+class TransferHandle:
+    def __init__(self, transfer_id: str, settings: Settings | None = None):
+        self.id = transfer_id
+        self._settings = settings or get_settings()
+        self._redis = redis_for(self._settings.events_url)
+        self._keys = Keys(self._settings.prefix, transfer_id)
+        self._log = EventLog(self._redis, self._keys)
+
+    def __repr__(self) -> str:
+        return f"TransferHandle({self.id!r})"
+
+    def events(self, timeout: float | None = None, from_start: bool = False) -> Iterator[dict]:
+        """Event dicts in order: a STATUS snapshot first, then each event up to the final RESULT."""
+        return self._log.follow(timeout=timeout, from_start=from_start)
+
+    def status(self) -> dict:
+        return self._log.status()
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """The final result dict: ok, reason, code, error, stats, failed_files, attempts."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for event in self._log.follow(timeout=timeout):
+            if event["type"] == "STATUS" and event.get("state") in TERMINAL_STATES:
+                return event["result"]
+            if event["type"] == "RESULT":
+                return self.status()["result"]
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        raise TimeoutError(f"transfer {self.id} did not end within {timeout} s")
+
+    # -- control ------------------------------------------------------------------------------
+
+    def _send(self, op: str, data: bytes = b"", **args) -> str:
+        fields = ctl.encode(self.id, ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
+                            self._settings.secret_key)
+        return self._redis.xadd(self._keys.control, fields).decode()
+
+    def set_rate(self, kbps: int) -> str:
+        return self._send("set_rate", kbps=int(kbps))
+
+    def cancel(self) -> str:
+        return self._send("cancel")
+
+    def add_source(self, source_path: str, dest_path: str, start_offset: int | None = None,
+                   end_offset: int | None = None) -> str:
+        return self._send("add_source", source_path=source_path, dest_path=dest_path,
+                          start_offset=start_offset, end_offset=end_offset)
+
+    def finish(self) -> str:
+        """Persistent and stream transfers: no more sources; end once the queued ones are done."""
+        return self._send("finish")
+
+    def open_stream(self, dest_path: str) -> "ClientStream":
+        self._send("open_stream", dest_path=dest_path)
+        return ClientStream(self)
+
+
+class ClientStream:
+    """Bytes for a stream upload, sent through Redis; ``write`` blocks while the worker lags
+    more than FASPQ_STREAM_WINDOW bytes behind (backpressure)."""
+
+    def __init__(self, handle: TransferHandle):
+        self._handle = handle
+        self._chunk = handle._settings.stream_chunk_bytes
+        self._window = handle._settings.stream_window_bytes
+        self.closed = False
+
+    def write(self, data: bytes, timeout: float | None = None) -> None:
+        if self.closed:
+            raise ValueError("write to a closed stream")
+        view = memoryview(data)
+        for start in range(0, len(view), self._chunk):
+            chunk = bytes(view[start:start + self._chunk])
+            self._wait_for_room(len(chunk), timeout)
+            self._handle._redis.incrby(self._handle._keys.pending, len(chunk))
+            self._handle._send("write", data=chunk)
+
+    def _wait_for_room(self, size: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        redis, keys = self._handle._redis, self._handle._keys
+        pause = 0.002
+        while int(redis.get(keys.pending) or 0) + size > max(self._window, size):
+            if redis.hget(keys.status, "state") in (b"SUCCEEDED", b"FAILED"):
+                raise BrokenPipeError(f"transfer {self._handle.id} ended")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("stream window stayed full")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._handle._send("close_stream")
+
+    def __enter__(self) -> "ClientStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

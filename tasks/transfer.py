@@ -1,0 +1,114 @@
+"""The Celery tasks: one per order type, all running :func:`run_transfer`.
+
+A task message carries only the transfer id; the order (secrets sealed), the
+retry policy and the queue are in Redis, written by ``submit``. The task runs
+at most once at a time per transfer (lease), returns the stored result if the
+transfer already ended (a late redelivery), retries retryable engine errors
+with backoff and jitter (the next attempt resumes), and fails at once on the
+others with the engine's reason.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from config.settings import RetryPolicy, get_settings
+from faspmanager.codes import ErrorCode, is_retryable, name_of
+from workers.app import app
+from workers.events import EventLog
+from workers.keys import TERMINAL_STATES, Keys, watch_key
+from workers.lease import Lease
+from workers.redisconn import redis_for
+from workers.runner import Attempt, Outcome
+
+from .schema import order_from_json
+from .secrets import Sealer
+
+log = logging.getLogger(__name__)
+
+ORDER_TASKS = {
+    "FileUpload": "faspq.file_upload",
+    "FileDownload": "faspq.file_download",
+    "PersistentUpload": "faspq.persistent_upload",
+    "PersistentDownload": "faspq.persistent_download",
+    "StreamUpload": "faspq.stream_upload",
+}
+
+
+def run_transfer(task, transfer_id: str) -> dict:
+    settings = get_settings()
+    client = redis_for(settings.events_url)
+    keys = Keys(settings.prefix, transfer_id)
+    events = EventLog(client, keys)
+    status = events.status()
+    if not status:
+        log.error("transfer %s is unknown (expired or never submitted); dropping its message", transfer_id)
+        return {"ok": False, "reason": "unknown transfer"}
+    if status.get("state") in TERMINAL_STATES:
+        return status["result"]
+    lease = Lease(client, keys, settings.lease_ttl_s)
+    if not lease.acquire():
+        log.info("transfer %s already runs on %s; this delivery is a duplicate", transfer_id, lease.holder())
+        return {"duplicate": True, "owner": lease.holder()}
+    try:
+        status = events.status()  # the previous owner writes its result before releasing the lease
+        if status.get("state") in TERMINAL_STATES:
+            return status["result"]
+        record = {k.decode(): v.decode() for k, v in client.hgetall(keys.order).items()}
+        policy = RetryPolicy.from_dict(json.loads(record.get("retry") or "{}"), settings.retry)
+        attempt = client.hincrby(keys.status, "attempt", 1)
+        events.publish({"type": "PICKED", "attempt": attempt, "worker": lease.owner},
+                       state="RUNNING", owner=lease.owner)
+        try:
+            order = order_from_json(json.loads(record["order"]),
+                                    Sealer(settings.secret_key) if settings.secret_key else None)
+        except Exception as exc:  # schema, key or order errors: no retry can help
+            outcome = Outcome(False, int(ErrorCode.USAGE), f"order cannot be read: {exc}")
+        else:
+            outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
+                              lease=lease, settings=settings, attempt=attempt).run()
+        if outcome.lease_lost:
+            return {"lease_lost": True}
+        if not outcome.ok and is_retryable(outcome.code):
+            failures = client.hincrby(keys.status, "failures", 1)
+            if failures <= policy.max_retries:
+                delay = policy.delay(failures)
+                events.publish({"type": "RETRY", "attempt": attempt, "code": outcome.code,
+                                "reason": outcome.reason, "delay_s": delay, "worker": lease.owner},
+                               state="RETRYING")
+                client.zadd(watch_key(keys.prefix), {transfer_id: time.time() + delay + settings.takeover_bound_s})
+                lease.release()
+                raise task.retry(countdown=delay, max_retries=None, queue=record["queue"])
+        return _finish(client, events, keys, outcome, attempt, settings.keep_s)
+    finally:
+        lease.release()
+
+
+def _finish(client, events: EventLog, keys: Keys, outcome: Outcome, attempts: int, keep_s: int) -> dict:
+    """Publish the final RESULT, then drop what only a running transfer needs (the sealed order too)."""
+    result = {"ok": outcome.ok, "reason": outcome.reason, "code": outcome.code,
+              "error": None if outcome.code is None else name_of(outcome.code),
+              "stats": outcome.stats, "failed_files": outcome.failed_files, "attempts": attempts}
+    events.publish({"type": "RESULT", **result}, state="SUCCEEDED" if outcome.ok else "FAILED", result=result)
+    pipe = client.pipeline()
+    pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
+    pipe.delete(keys.order, keys.control, keys.pending, keys.takeover)
+    pipe.expire(keys.status, keep_s)
+    pipe.expire(keys.events, keep_s)
+    pipe.execute()
+    return result
+
+
+def _order_task(name: str):
+    @app.task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def transfer(self, transfer_id: str) -> dict:
+        return run_transfer(self, transfer_id)
+    return transfer
+
+
+file_upload = _order_task(ORDER_TASKS["FileUpload"])
+file_download = _order_task(ORDER_TASKS["FileDownload"])
+persistent_upload = _order_task(ORDER_TASKS["PersistentUpload"])
+persistent_download = _order_task(ORDER_TASKS["PersistentDownload"])
+stream_upload = _order_task(ORDER_TASKS["StreamUpload"])

@@ -1,0 +1,100 @@
+"""The event log of a transfer: every event, in order, plus its latest status.
+
+An event is appended to the stream ``<prefix>:events:<id>``, published on the
+pub/sub channel of the same name, and folded into the status hash in one Lua
+call, so a reader that takes the status snapshot and then reads the stream
+after the snapshot's ``event_id`` misses nothing and sees nothing twice.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import time
+from typing import Iterator
+
+import redis
+
+from .keys import TERMINAL_STATES, Keys
+
+STREAM_MAXLEN = 10000
+
+_PUBLISH = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+redis.call('HSET', KEYS[2], 'event_id', id, 'last', ARGV[1], 'updated', ARGV[3])
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return id
+"""
+
+
+def to_json(value) -> str:
+    """JSON of event payloads: enums by name, anything else unknown as text."""
+    return json.dumps(value, default=_jsonable, separators=(",", ":"))
+
+
+def _jsonable(value):
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+class EventLog:
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self._redis = client
+        self._keys = keys
+        self._publish = client.register_script(_PUBLISH)
+
+    def publish(self, event: dict, **status: object) -> str:
+        """Append ``event`` (its ``type`` required) and set the given status fields atomically."""
+        event = {"transfer_id": self._keys.transfer_id, "time": time.time(), **event}
+        args = [to_json(event), STREAM_MAXLEN, repr(event["time"])]
+        for name, value in status.items():
+            args += [name, value if isinstance(value, str) else to_json(value)]
+        event_id = self._publish(keys=[self._keys.events, self._keys.status], args=args)
+        return event_id.decode() if isinstance(event_id, bytes) else event_id
+
+    def status(self) -> dict:
+        """The status hash decoded: JSON fields parsed, missing transfer -> {}."""
+        raw = self._redis.hgetall(self._keys.status)
+        out = {}
+        for name, value in raw.items():
+            name, value = name.decode(), value.decode()
+            if name in ("last", "result", "attempt", "retry"):
+                value = json.loads(value)
+            out[name] = value
+        return out
+
+    def follow(self, timeout: float | None = None, from_start: bool = False) -> Iterator[dict]:
+        """Events in order: first a STATUS snapshot (where the transfer stands now), then every
+        later event, ending after the final RESULT. ``timeout`` bounds the wait for each next event
+        (TimeoutError); ``from_start`` replays the whole retained history instead of the snapshot."""
+        status = self.status()
+        if from_start:
+            last = "0-0"
+        else:
+            yield {"type": "STATUS", "transfer_id": self._keys.transfer_id, **status}
+            if status.get("state") in TERMINAL_STATES:
+                return
+            last = status.get("event_id", "0-0")
+        block_ms = 1000
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            reply = self._redis.xread({self._keys.events: last}, count=100, block=block_ms)
+            if not reply:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"no event for transfer {self._keys.transfer_id} in {timeout} s")
+                continue
+            for entry_id, fields in reply[0][1]:
+                last = entry_id.decode()
+                event = json.loads(fields[b"e"])
+                yield event
+                if event.get("type") == "RESULT":
+                    return
+            if deadline is not None:
+                deadline = time.monotonic() + timeout

@@ -1,0 +1,63 @@
+"""Redis key names of one transfer, under the configured prefix.
+
+Every piece of a transfer's shared state lives under ``<prefix>:<kind>:<id>``
+so an operator can find (and expire) all of it by id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+    transfer_id: str
+
+    def _k(self, kind: str) -> str:
+        return f"{self.prefix}:{kind}:{self.transfer_id}"
+
+    @property
+    def order(self) -> str:
+        """Hash: task name, queue, sealed order JSON, retry policy."""
+        return self._k("order")
+
+    @property
+    def status(self) -> str:
+        """Hash: state, owner, attempt, latest event and its stream id, final result."""
+        return self._k("status")
+
+    @property
+    def events(self) -> str:
+        """Stream of every event (also the pub/sub channel of the same name)."""
+        return self._k("events")
+
+    @property
+    def control(self) -> str:
+        """Stream of control messages, durable until the transfer ends."""
+        return self._k("control")
+
+    @property
+    def lease(self) -> str:
+        """String: the owner token of the worker running the transfer, with a TTL."""
+        return self._k("lease")
+
+    @property
+    def takeover(self) -> str:
+        """String: claim of the worker re-enqueueing a dead owner's transfer."""
+        return self._k("takeover")
+
+    @property
+    def pending(self) -> str:
+        """Integer: stream bytes written by the client and not yet passed to the engine."""
+        return self._k("pending")
+
+    def all(self) -> list[str]:
+        return [self.order, self.status, self.events, self.control, self.lease, self.takeover, self.pending]
+
+
+def watch_key(prefix: str) -> str:
+    """Sorted set: transfer id -> time by which its owner must have shown life."""
+    return f"{prefix}:watch"
+
+
+TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED"})

@@ -1,0 +1,239 @@
+"""One attempt of a transfer on this worker: a faspmanager session bridged to Redis.
+
+The session's listener events go to the transfer's event log; control messages
+are replayed from the start of the transfer's control stream (so those sent
+before pickup, or applied by a previous attempt, reach this session too) and
+applied in order by a pump thread; the lease heartbeat runs alongside. A retry
+or takeover re-runs the same order with ``resume_check`` set, so the engine
+continues partial files instead of starting over.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import redis
+
+import faspmanager as fm
+from config.settings import Settings
+from faspmanager.codes import EngineError, ErrorCode
+
+from . import control as ctl
+from .events import EventLog
+from .keys import Keys
+from .lease import Heartbeat, Lease
+
+log = logging.getLogger(__name__)
+
+PERSISTENT_TYPES = frozenset({"PersistentUpload", "PersistentDownload", "StreamUpload"})
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended; ``code`` is the ascp error code of a failure."""
+
+    ok: bool
+    code: int | None = None
+    reason: str = ""
+    stats: dict = field(default_factory=dict)
+    failed_files: list = field(default_factory=list)
+    lease_lost: bool = False
+
+
+def _name(value) -> str:
+    return getattr(value, "name", None) or str(value)
+
+
+def _code_in(*dicts) -> int | None:
+    for data in dicts:
+        for key in ("code", "Code", "error_code", "ErrorCode"):
+            value = (data or {}).get(key)
+            if value not in (None, "", 0, "0"):
+                try:
+                    return int(value)
+                except (TypeError, ValueError):
+                    pass
+    return None
+
+
+class Attempt:
+    def __init__(self, *, order, kind: str, keys: Keys, client: redis.Redis, events: EventLog,
+                 lease: Lease, settings: Settings, attempt: int):
+        self.order = order
+        self.kind = kind
+        self.keys = keys
+        self.redis = client
+        self.events = events
+        self.lease = lease
+        self.settings = settings
+        self.attempt = attempt
+        self.session = None
+        self.stream = None
+        self.finish_requested = threading.Event()
+        self.cancelled = False
+        self.lease_lost = False
+        self.last_error: dict | None = None
+        self._stop_pump = threading.Event()
+
+    # -- the attempt ---------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        if self.attempt > 1:
+            self._resume_partial_files()
+            if self.kind == "StreamUpload" and self.redis.hget(self.keys.status, "stream_consumed"):
+                return Outcome(False, int(ErrorCode.ASCP), "stream data was consumed by an earlier attempt; "
+                                                           "a stream upload cannot resume on another attempt")
+        try:
+            self.session = fm.session(order=self.order, ascp_path=self.settings.ascp_path,
+                                      listener=self._on_event)
+        except Exception as exc:  # the order itself is unusable: never retryable
+            return Outcome(False, int(ErrorCode.USAGE), f"{type(exc).__name__}: {exc}")
+        try:
+            try:
+                self.session.start()
+            except EngineError as exc:
+                return Outcome(False, exc.code, exc.description)
+            except FileNotFoundError as exc:
+                return Outcome(False, int(ErrorCode.ASCP), f"transfer program not found: {exc}")
+            except fm.SessionStartError as exc:
+                return self._from_session(f"session start failed: {exc}")
+            pump = threading.Thread(target=self._pump, name=f"control-{self.keys.transfer_id}", daemon=True)
+            with Heartbeat(self.lease, self.settings.heartbeat_s, self._on_lease_lost):
+                pump.start()
+                try:
+                    if self.kind in PERSISTENT_TYPES:
+                        self._wait_for_finish_request()
+                    result = self.session.finish()
+                finally:
+                    self._stop_pump.set()
+                    pump.join()
+            return self._outcome(result)
+        finally:
+            self.session.close()
+
+    def _resume_partial_files(self) -> None:
+        options = self.order.options if getattr(self.order, "options", None) is not None else fm.TransferOptions()
+        if options.opts.get("resume_check") in (None, fm.ResumeCheck.OFF):
+            options.opts["resume_check"] = fm.ResumeCheck.SPARSE_CHECKSUM
+        self.order.options = options
+
+    def _wait_for_finish_request(self) -> None:
+        while not self.finish_requested.wait(0.2):
+            if _name(self.session.state()) in ("FINISHED", "FAILED"):
+                return
+
+    def _from_session(self, reason: str) -> Outcome:
+        code = _code_in(self.last_error)
+        return Outcome(False, code if code is not None else int(ErrorCode.TRANSFER_ERROR), reason)
+
+    def _outcome(self, result) -> Outcome:
+        stats = dict(result.stats() or {})
+        failed = list(result.failed_files() or [])
+        if self.lease_lost:
+            return Outcome(False, None, "lease lost to another worker", stats, failed, lease_lost=True)
+        if result.ok():
+            return Outcome(True, None, "", stats, failed)
+        code = _code_in(self.last_error, stats)
+        if self.cancelled:
+            code = int(ErrorCode.USER_CANCEL)
+        if code is None:
+            code = int(ErrorCode.TRANSFER_ERROR)
+        return Outcome(False, code, result.reason() or f"transfer failed ({code})", stats, failed)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _on_event(self, event) -> None:
+        """Listener: runs on the session's thread; never let Redis trouble reach the session."""
+        record = {"type": _name(event.event_type), "attempt": self.attempt, "worker": self.lease.owner,
+                  "session": event.session_stats, "file": event.file_stats}
+        if record["type"] == "ERROR":
+            self.last_error = {**(event.session_stats or {}), **(event.file_stats or {})}
+        try:
+            self.events.publish(record, state="RUNNING")
+        except redis.RedisError as exc:
+            log.warning("event of %s not published: %s", self.keys.transfer_id, exc)
+
+    def _on_lease_lost(self) -> None:
+        self.lease_lost = True
+        self.finish_requested.set()
+        try:
+            self.session.cancel()
+        except Exception as exc:  # the session may already be over
+            log.info("cancel after lease loss: %s", exc)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        last = "0-0"
+        while not self._stop_pump.is_set():
+            try:
+                reply = self.redis.xread({self.keys.control: last}, count=64, block=200)
+            except redis.RedisError as exc:
+                log.warning("control read for %s failed (will retry): %s", self.keys.transfer_id, exc)
+                self._stop_pump.wait(1.0)
+                continue
+            for entry_id, fields in (reply[0][1] if reply else []):
+                last = entry_id.decode()
+                self._handle(last, fields)
+
+    def _handle(self, entry_id: str, fields: dict) -> None:
+        try:
+            message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind, self.settings.secret_key)
+        except ctl.ControlError as exc:
+            log.warning("control message %s of %s rejected: %s", entry_id, self.keys.transfer_id, exc)
+            self._publish({"type": "CONTROL_REJECTED", "control_id": entry_id, "reason": str(exc)})
+            return
+        try:
+            self._apply(message)
+        except Exception as exc:  # a command the session refuses must not end the pump
+            log.warning("control %s %s of %s failed: %s", message.op, entry_id, self.keys.transfer_id, exc)
+            self._publish({"type": "CONTROL_FAILED", "control_id": entry_id, "op": message.op,
+                           "reason": f"{type(exc).__name__}: {exc}"})
+            return
+        if message.op == "write":
+            self.redis.hset(self.keys.status, "control_applied", entry_id)
+        else:
+            self._publish({"type": "CONTROL", "control_id": entry_id, "op": message.op, "args": message.args},
+                          control_applied=entry_id)
+
+    def _apply(self, message: ctl.Control) -> None:
+        op, args, session = message.op, message.args, self.session
+        if op == "set_rate":
+            session.set_rate(args["kbps"])
+        elif op == "cancel":
+            self.cancelled = True
+            self.finish_requested.set()
+            session.cancel()
+        elif op == "add_source":
+            session.add_source(args["source_path"], args["dest_path"],
+                               args.get("start_offset"), args.get("end_offset"))
+        elif op == "open_stream":
+            self._close_stream()
+            self.stream = session.open_stream(args["dest_path"])
+        elif op == "write":
+            if self.stream is None:
+                raise fm.StreamStateError("write before open_stream")
+            self.redis.hset(self.keys.status, "stream_consumed", 1)
+            self.stream.send(message.data)
+            pipe = self.redis.pipeline()
+            pipe.decrby(self.keys.pending, len(message.data))
+            pipe.xdel(self.keys.control, message.id)
+            pipe.execute()
+        elif op == "close_stream":
+            self._close_stream()
+        elif op == "finish":
+            self._close_stream()
+            self.finish_requested.set()
+
+    def _close_stream(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            stream.close()
+
+    def _publish(self, event: dict, **status) -> None:
+        try:
+            self.events.publish({"attempt": self.attempt, "worker": self.lease.owner, **event}, **status)
+        except redis.RedisError as exc:
+            log.warning("event of %s not published: %s", self.keys.transfer_id, exc)
+
