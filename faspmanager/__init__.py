@@ -1,0 +1,36 @@
+"""faspmanager: start, monitor and steer ascp-compatible file transfers.
+
+Works unchanged with IBM's ``ascp`` or with the open engine ``fasp-ascp``; see
+the reference documentation (shared/spec/faspmanager-api.txt).
+"""
+from __future__ import annotations
+
+from .constants import (CipherType, FileChecksumType, FileManifestFormat, FileState, OverwritePolicy, PreserveMode,
+                        ResumeCheck, SessionState, SymlinkPolicy, TransferEventType, TransferPolicy)
+from .errors import AuthenticationError, InvalidPathError, SessionStartError, SessionStateError, StreamStateError
+from .options import HttpFallbackOptions, TransferOptions
+from .orders import (BaseTransferOrder, FileDownload, FileUpload, PersistentDownload, PersistentUpload,
+                     StreamUpload)
+from .progress import SessionResult, TransferEvent
+from .session import PersistentSession, Session, Stream, StreamSession
+
+
+def session(order, ascp_path=None, port=0, listener=None):
+    """The Session matching the order: Session, PersistentSession or StreamSession."""
+    if not isinstance(order, BaseTransferOrder):
+        raise RuntimeError(f"order must be a BaseTransferOrder subclass instance, got {type(order).__name__}")
+    if isinstance(order, StreamUpload):
+        return StreamSession(order, order.options.chunk_size, ascp_path=ascp_path, listener=listener, port=port)
+    if isinstance(order, (PersistentUpload, PersistentDownload)):
+        return PersistentSession(order, ascp_path=ascp_path, listener=listener, port=port)
+    return Session(order, ascp_path=ascp_path, listener=listener, port=port)
+
+
+__all__ = [
+    "AuthenticationError", "BaseTransferOrder", "CipherType", "FileChecksumType", "FileDownload",
+    "FileManifestFormat", "FileState", "FileUpload", "HttpFallbackOptions", "InvalidPathError", "OverwritePolicy",
+    "PersistentDownload", "PersistentSession", "PersistentUpload", "PreserveMode", "ResumeCheck", "Session",
+    "SessionResult", "SessionStartError", "SessionState", "SessionStateError", "Stream", "StreamSession",
+    "StreamStateError", "StreamUpload", "SymlinkPolicy", "TransferEvent", "TransferEventType", "TransferOptions",
+    "TransferPolicy", "session",
+]

@@ -1,0 +1,101 @@
+"""The documented constant classes.
+
+Each is a str (or int) enum whose values are the exact ascp spellings, so a
+constant compares equal to the word ascp understands and a raw word can be
+turned back into a constant with ``CipherType("aes128")``.
+"""
+from __future__ import annotations
+
+from enum import Enum, IntEnum
+
+
+class _Words(str, Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class CipherType(_Words):
+    AES_128 = "aes128"
+    AES_192 = "aes192"
+    AES_256 = "aes256"
+
+
+class FileChecksumType(_Words):
+    MD5 = "md5"
+    SHA1 = "sha1"
+    SHA_256 = "sha256"
+    SHA_384 = "sha384"
+    SHA_512 = "sha512"
+    NONE = "none"
+
+
+class FileManifestFormat(_Words):
+    NONE = "none"
+    TEXT = "text"
+
+
+class OverwritePolicy(_Words):
+    ALWAYS = "always"
+    NEVER = "never"
+    DIFF = "diff"
+    OLDER = "older"
+    DIFF_AND_OLDER = "diff+older"
+
+
+class PreserveMode(_Words):
+    NONE = "none"
+    NATIVE = "native"
+    METAFILE = "metafile"
+
+
+class ResumeCheck(IntEnum):
+    """ascp ``-k`` levels."""
+
+    OFF = 0
+    FILE_ATTRIBUTES = 1
+    SPARSE_CHECKSUM = 2
+    FULL_CHECKSUM = 3
+
+
+class SymlinkPolicy(_Words):
+    FOLLOW = "follow"
+    COPY = "copy"
+    COPY_FORCE = "copy+force"
+    SKIP = "skip"
+
+
+class TransferPolicy(_Words):
+    FIXED = "fixed"
+    HIGH = "high"
+    FAIR = "fair"
+    LOW = "low"
+
+
+class SessionState(_Words):
+    NOTSTARTED = "NOTSTARTED"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+
+
+class FileState(_Words):
+    TRANSFERRING = "TRANSFERRING"
+    FINISHED = "FINISHED"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
+
+
+class TransferEventType(_Words):
+    """Management events a listener receives; START and NOTIFICATION are additions to the documented set."""
+
+    INIT = "INIT"
+    SESSION = "SESSION"
+    NOTIFICATION = "NOTIFICATION"
+    START = "START"
+    STATS = "STATS"
+    STOP = "STOP"
+    SKIP = "SKIP"
+    FILEERROR = "FILEERROR"
+    ARGSTOP = "ARGSTOP"
+    ERROR = "ERROR"
+    DONE = "DONE"

@@ -1,0 +1,216 @@
+"""Transfer orders: who, where, which files, and the ascp command line they turn into.
+
+An order is plain data plus two renderings: ``ascp_opts()`` (argv without the
+program and ``-M``) and ``ascp_env()`` (the secrets, which ascp reads from its
+environment so they never show in ``ps``).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+from .errors import AuthenticationError, InvalidPathError
+from .options import TransferOptions
+
+FILE_LIST_THRESHOLD = 200
+"""Above this many sources, paths go in a ``--file-list`` file: argv has a length limit."""
+
+_scratch: list[str] = []
+
+
+def _scratch_dir() -> str:
+    """Where a stand-alone ``ascp_opts()`` writes path lists (sessions use their own directory)."""
+    if not _scratch:
+        _scratch.append(tempfile.mkdtemp(prefix="faspmanager-lists-"))
+        atexit.register(shutil.rmtree, _scratch[0], True)
+    return _scratch[0]
+
+
+def _paths(name: str, value) -> list[str]:
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    try:
+        paths = [os.fspath(item) for item in items]
+    except TypeError:
+        raise InvalidPathError(f"{name} must be a path or a list of paths, got {value!r}") from None
+    if not paths:
+        raise InvalidPathError(f"{name} is empty")
+    for path in paths:
+        if not isinstance(path, str) or not path or any(c in path for c in "\r\n\0"):
+            raise InvalidPathError(f"{name} holds an invalid path {path!r} (empty, bytes, or a line break/NUL)")
+    return paths
+
+
+def _text(name: str, value) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in "\r\n\0"):
+        raise ValueError(f"{name} must be a non-empty single-line str, got {value!r}")
+    return value
+
+
+def _write_list(directory: str, prefix: str, lines: list[str]) -> str:
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".txt", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.writelines(f"{line}\n" for line in lines)
+    return path
+
+
+class BaseTransferOrder:
+    """Base class of a specification for an Aspera FASP transfer."""
+
+    _mode = "send"  # ascp --mode: "send" for uploads, "recv" for downloads
+    _keepalive = False  # files arrive through the management port
+
+    def _init_remote(self, role, user, host, password, identity, options):
+        if not password and not identity:
+            raise AuthenticationError(f"give {role}_pass or {role}_identity to authenticate")
+        if options is None:
+            options = TransferOptions()
+        if not isinstance(options, TransferOptions):
+            raise TypeError(f"options must be a TransferOptions, got {type(options).__name__}")
+        self.options = options
+        return _text(f"{role}_user", user), _text(f"{role}_host", host)
+
+    def _remote(self):
+        """(user, host, password, identity) of the remote end."""
+        raise NotImplementedError
+
+    def _sources(self):
+        return []
+
+    def _destinations(self):
+        return None
+
+    def ascp_opts(self):
+        """Returns the options to pass to ascp when performing the transfer."""
+        return self._ascp_args(_scratch_dir())
+
+    def ascp_env(self):
+        """The secrets for the child's environment (password, token, cookie, content passphrase)."""
+        password = self._remote()[2]
+        env = {"ASPERA_SCP_PASS": password} if password else {}
+        env.update(self.options.ascp_env())
+        return env
+
+    def _ascp_args(self, list_dir):
+        user, host, _password, identity = self._remote()
+        args = [f"--mode={self._mode}", f"--user={user}", f"--host={host}"]
+        if identity:
+            args += ["-i", os.fspath(identity)]
+        args += self.options.ascp_args()
+        if self.options.content_protection_passphrase is not None:
+            args.append("--file-crypt=" + ("encrypt" if self._mode == "send" else "decrypt"))
+        if self._keepalive:
+            args.append("--keepalive")
+        args += self.options.extra_options or []
+        return args + self._path_args(list_dir)
+
+    def _path_args(self, list_dir):
+        root = self.options.destination_root
+        sources, dests = self._sources(), self._destinations()
+        if dests is not None:
+            pairs = [line for pair in zip(sources, dests) for line in pair]
+            return [f"--file-pair-list={_write_list(list_dir, 'pairs-', pairs)}", root]
+        if len(sources) > FILE_LIST_THRESHOLD or any(s.startswith("-") for s in sources):
+            return [f"--file-list={_write_list(list_dir, 'sources-', sources)}", root]
+        return [*sources, root]
+
+    def __repr__(self):
+        shown = {k: ("***" if k.endswith("_pass") and v else v) for k, v in vars(self).items()}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def _pair(sources: list[str], dest_paths) -> list[str] | None:
+    if dest_paths is None:
+        return None
+    dests = _paths("dest_paths", dest_paths)
+    if len(dests) != len(sources):
+        raise InvalidPathError(f"{len(dests)} dest_paths do not pair with {len(sources)} source_paths")
+    return dests
+
+
+class _Upload(BaseTransferOrder):
+    def __init__(self, dest_user, dest_host, dest_pass, dest_identity, options):
+        self.dest_user, self.dest_host = self._init_remote("dest", dest_user, dest_host, dest_pass,
+                                                           dest_identity, options)
+        self.dest_pass = dest_pass
+        self.dest_identity = dest_identity
+
+    def _remote(self):
+        return self.dest_user, self.dest_host, self.dest_pass, self.dest_identity
+
+
+class _Download(BaseTransferOrder):
+    _mode = "recv"
+
+    def __init__(self, source_user, source_host, source_pass, source_identity, options):
+        self.source_user, self.source_host = self._init_remote("source", source_user, source_host, source_pass,
+                                                               source_identity, options)
+        self.source_pass = source_pass
+        self.source_identity = source_identity
+
+    def _remote(self):
+        return self.source_user, self.source_host, self.source_pass, self.source_identity
+
+
+class FileUpload(_Upload):
+    """Specification for a file upload."""
+
+    def __init__(self, source_paths, dest_user, dest_host, dest_paths=None, dest_pass=None, dest_identity=None,
+                 options=None):
+        super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
+        self.source_paths = _paths("source_paths", source_paths)
+        self.dest_paths = _pair(self.source_paths, dest_paths)
+
+    def _sources(self):
+        return self.source_paths
+
+    def _destinations(self):
+        return self.dest_paths
+
+
+class FileDownload(_Download):
+    """Specification for a file download."""
+
+    def __init__(self, source_paths, source_user, source_host, dest_paths=None, source_pass=None,
+                 source_identity=None, options=None):
+        super().__init__(source_user, source_host, source_pass, source_identity, options)
+        self.source_paths = _paths("source_paths", source_paths)
+        self.dest_paths = _pair(self.source_paths, dest_paths)
+
+    def _sources(self):
+        return self.source_paths
+
+    def _destinations(self):
+        return self.dest_paths
+
+
+class PersistentUpload(_Upload):
+    """Specification for a persistent upload: files are added while the session runs."""
+
+    _keepalive = True
+
+    def __init__(self, dest_user, dest_host, dest_pass=None, dest_identity=None, options=None):
+        super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
+
+
+class PersistentDownload(_Download):
+    """Specification for a persistent download: files are added while the session runs."""
+
+    _keepalive = True
+
+    def __init__(self, source_user, source_host, source_pass=None, source_identity=None, options=None):
+        super().__init__(source_user, source_host, source_pass, source_identity, options)
+
+
+class StreamUpload(_Upload):
+    """Specification for a stream-to-file upload: bytes are written through the management port."""
+
+    _keepalive = True
+
+    def __init__(self, dest_user, dest_host, dest_pass=None, dest_identity=None, options=None):
+        super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
+
+    def _ascp_args(self, list_dir):
+        args = super()._ascp_args(list_dir)
+        return [*args[:-1], f"--chunk-size={self.options.chunk_size}", args[-1]]

@@ -1,0 +1,167 @@
+"""What the transfer program told us: statistics, listener events and the final result.
+
+Sans-IO: :class:`Progress` folds management frames (and the library's own
+verdicts, e.g. "the program died") into session and per-file statistics; the
+session driver only feeds it frames and hands out what it returns.
+"""
+from __future__ import annotations
+
+import copy
+import re
+
+from .constants import FileState, SessionState, TransferEventType
+from .mgmt import Frame
+
+_FILE_EVENTS = {"START", "STOP", "SKIP", "FILEERROR"}
+_TEXT_FIELDS = {"File", "Source", "Destination", "Description", "Host", "User", "SessionId", "Cookie",
+                "RemoteAddress", "Direction", "Policy", "Cipher", "Transport", "FileChecksum", "FileChecksumType",
+                "Tags", "UserStr"}
+"""Fields kept as text even when they look like numbers (a file may be named "42")."""
+_SECRET_FIELDS = {"Password", "Pass", "Token", "Passphrase", "FilePass", "FilePassphrase"}
+"""Never copied into stats or events, whatever a program sends."""
+_INT = re.compile(r"-?\d+\Z")
+_FLOAT = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?\Z")
+
+
+def snake_case(name: str) -> str:
+    """``TransferBytes`` -> ``transfer_bytes``, ``PMTU`` -> ``pmtu``, ``FaspFileArgIndex`` -> ``fasp_file_arg_index``."""
+    name = re.sub(r"[^0-9A-Za-z]+", "_", name)
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return name.strip("_").lower()
+
+
+def typed(name: str, text: str):
+    """A field's value as int, float or bool where it is one (Yes/No are booleans)."""
+    if name in _TEXT_FIELDS:
+        return text
+    stripped = text.strip()
+    if stripped in ("Yes", "No"):
+        return stripped == "Yes"
+    if _INT.match(stripped):
+        return int(stripped)
+    if _FLOAT.match(stripped):
+        return float(stripped)
+    return text
+
+
+def _fields(frame: Frame) -> dict:
+    return {snake_case(k): typed(k, v) for k, v in frame.fields.items() if k not in _SECRET_FIELDS}
+
+
+class TransferEvent:
+    """Describes the progress of a transfer: the event type and snapshots of the stats it changed."""
+
+    def __init__(self, event_type, session_stats, file_stats=None):
+        self.event_type = event_type
+        self.session_stats = session_stats
+        self.file_stats = file_stats
+
+    def __repr__(self):
+        return f"TransferEvent({self.event_type!s}, file={None if self.file_stats is None else self.file_stats.get('file')!r})"
+
+
+class SessionResult:
+    """The result of a transfer session, as returned by ``Session.finish``."""
+
+    def __init__(self, end_state, stats, failed_files):
+        self._end_state = end_state
+        self._stats = stats
+        self._failed_files = list(failed_files)
+
+    def ok(self):
+        return self._end_state == SessionState.FINISHED
+
+    def failed(self):
+        return self._end_state == SessionState.FAILED
+
+    def failed_files(self):
+        return list(self._failed_files)
+
+    def reason(self):
+        """The error description when the session failed, else None."""
+        if not self.failed():
+            return None
+        code = self._stats.get("code")
+        return self._stats.get("description") or (f"error code {code}" if code is not None else "failed")
+
+    def stats(self):
+        return self._stats
+
+    def __repr__(self):
+        return f"SessionResult({self._end_state!s}, reason={self.reason()!r})"
+
+
+class Progress:
+    """Session and per-file statistics, built from management frames."""
+
+    def __init__(self) -> None:
+        self.session: dict = {"state": SessionState.NOTSTARTED}
+        self.files: dict[str, dict] = {}
+
+    @property
+    def concluded(self) -> bool:
+        return self.session["state"] in (SessionState.FINISHED, SessionState.FAILED)
+
+    def started(self) -> None:
+        self.session["state"] = SessionState.RUNNING
+
+    def apply(self, frame: Frame) -> TransferEvent | None:
+        """Fold one event in; the listener event for it, or None for types this library does not know."""
+        try:
+            event_type = TransferEventType(frame.type)
+        except ValueError:
+            return None
+        if self.concluded:  # nothing after DONE/ERROR (or our own verdict) may change the result
+            return None
+        fields = _fields(frame)
+        file_stats = None
+        if frame.type in _FILE_EVENTS:
+            file_stats = self._file(frame.type, fields)
+        else:
+            self.session.update(fields)
+            if frame.type == "DONE":
+                self.session["state"] = SessionState.FINISHED
+            elif frame.type == "ERROR":
+                self.session["state"] = SessionState.FAILED
+            elif frame.type == "STATS" and "file" in fields and "bytescont" in fields:
+                current = self.files.get(str(fields["file"]))
+                if current is not None and current["state"] == FileState.TRANSFERRING:
+                    current["bytes_written"] = fields["bytescont"]
+                    file_stats = dict(current)
+        return TransferEvent(event_type, self.snapshot(), file_stats)
+
+    def _file(self, event: str, fields: dict) -> dict:
+        name = str(fields.get("file", ""))
+        stats = self.files.setdefault(name, {"file": name, "state": FileState.TRANSFERRING, "size": None,
+                                             "bytes_written": 0, "checksum": None, "checksum_type": None,
+                                             "error": None})
+        stats.update(fields)
+        if event == "START":
+            stats["state"] = FileState.TRANSFERRING
+            stats["bytes_written"] = fields.get("start_byte") or 0
+        elif event == "STOP":
+            stats["state"] = FileState.FINISHED
+            stats["bytes_written"] = fields.get("written", fields.get("size", stats["bytes_written"]))
+            stats["checksum"] = fields.get("file_checksum")
+            stats["checksum_type"] = fields.get("file_checksum_type")
+        elif event == "SKIP":
+            stats["state"] = FileState.SKIPPED
+        else:
+            stats["state"] = FileState.FAILED
+            stats["error"] = fields.get("code")
+        return dict(stats)
+
+    def fail(self, description: str, **details) -> None:
+        """The library's own verdict (program died, protocol broken, session closed); first verdict wins."""
+        if self.concluded:
+            return
+        self.session.update(details, description=description, state=SessionState.FAILED)
+
+    def failed_files(self) -> list[str]:
+        return [name for name, stats in self.files.items() if stats["state"] == FileState.FAILED]
+
+    def snapshot(self) -> dict:
+        return copy.deepcopy(self.session)
+
+    def result(self) -> SessionResult:
+        return SessionResult(self.session["state"], self.snapshot(), self.failed_files())

@@ -1,0 +1,423 @@
+"""Sessions: run an ascp-compatible program and steer it through the management port.
+
+Threads, kept to the minimum: the caller's thread starts, commands and
+finishes; one reader thread decodes the program's events (``mgmt.Decoder``)
+into ``Progress``; one dispatch thread hands events to the listener, so a slow
+listener never stalls the reader (and so never the program).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from .constants import SessionState
+from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
+from .locate import locate_ascp
+from .mgmt import Decoder, MgmtProtocolError, encode
+from .orders import BaseTransferOrder
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_BYTES = 2000
+"""How much of a dead program's stderr a failure reason quotes."""
+
+
+def _start_timeout() -> float:
+    return float(os.environ.get("FASPMANAGER_START_TIMEOUT", "15"))
+
+
+class MgmtConnection:
+    """The accepted management socket; sends are serialised so frames never interleave."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, frame_type: str, fields=None, payload: bytes = b"") -> None:
+        data = encode(frame_type, fields or {}, payload)
+        with self._lock:
+            self.sock.sendall(data)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class Session:
+    """A class for executing Aspera FASP transfers: start, monitor, steer, finish, close."""
+
+    start_timeout: float | None = None
+    """Seconds the program has to connect to the management port (None: $FASPMANAGER_START_TIMEOUT or 15)."""
+    stop_timeout = 5.0
+    """Seconds close() waits after SIGTERM before SIGKILL."""
+
+    def __init__(self, order, ascp_path=None, listener=None, port=None):
+        if not isinstance(order, BaseTransferOrder):
+            raise TypeError(f"order must be a BaseTransferOrder, got {type(order).__name__}")
+        self.order = order
+        self.ascp_path = ascp_path
+        self.listener = listener
+        self.port = port
+        self._lock = threading.RLock()
+        self._progress = Progress()
+        self._concluded = threading.Event()
+        self._started = False
+        self._closed = False
+        self._result = None
+        self._process: subprocess.Popen | None = None
+        self._conn: MgmtConnection | None = None
+        self._workdir: str | None = None
+        self._events: queue.Queue = queue.Queue()
+        self._reader: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self):
+        """Start the program with ``-M PORT`` and wait (bounded) for it to connect back."""
+        with self._lock:
+            if self._started:
+                raise SessionStateError("session already started")
+            if self._closed:
+                raise SessionStateError("session is closed")
+            command = locate_ascp(self.ascp_path)
+            self._started = True
+        self.ascp_path = command[0] if self.ascp_path is None else self.ascp_path
+        self._workdir = tempfile.mkdtemp(prefix="faspmanager-")
+        server = socket.create_server(("127.0.0.1", self.port or 0), backlog=1)
+        try:
+            self.port = server.getsockname()[1]
+            argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
+            env = {**os.environ, **self.order.ascp_env()}
+            with open(self._stderr_path(), "wb") as stderr:
+                self._process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                 stderr=stderr, start_new_session=True)
+            sock = self._accept(server)
+        except BaseException as exc:
+            self._end_process()
+            with self._lock:
+                self._progress.fail(f"session did not start: {exc}")
+                self._concluded.set()
+            raise
+        finally:
+            server.close()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._conn = MgmtConnection(sock)
+        with self._lock:
+            self._progress.started()
+        if self.listener is not None:
+            self._dispatcher = threading.Thread(target=self._dispatch, name="faspmanager-listener", daemon=True)
+            self._dispatcher.start()
+        self._reader = threading.Thread(target=self._read, name="faspmanager-reader", daemon=True)
+        self._reader.start()
+
+    def _accept(self, server: socket.socket) -> socket.socket:
+        timeout = self.start_timeout if self.start_timeout is not None else _start_timeout()
+        deadline = time.monotonic() + timeout
+        server.settimeout(0.05)
+        while True:
+            try:
+                sock, _ = server.accept()
+                sock.settimeout(None)
+                return sock
+            except TimeoutError:
+                pass
+            status = self._process.poll()
+            if status is not None:
+                raise SessionStartError(f"{self.ascp_path} exited with status {status} before connecting to "
+                                        f"the management port: {self._stderr_tail()}")
+            if time.monotonic() > deadline:
+                raise SessionStartError(f"{self.ascp_path} did not connect to management port {self.port} "
+                                        f"within {timeout:g} s")
+
+    def finish(self):
+        """Block until the transfer concludes; the same SessionResult on every call."""
+        if not self._started:
+            raise SessionStateError("session not started")
+        self._concluded.wait()
+        with self._lock:
+            if self._result is None:
+                self._result = self._progress.result()
+            return self._result
+
+    def close(self):
+        """End the program (terminate, then kill), free the socket, join threads; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._end_process()
+        if self._conn is not None:
+            self._conn.close()
+        if self._reader is not None:
+            self._reader.join(self.stop_timeout)
+        with self._lock:
+            self._progress.fail("session closed before the transfer concluded")
+            self._concluded.set()
+        if self._dispatcher is not None:
+            self._events.put(None)
+            if self._dispatcher is not threading.current_thread():
+                self._dispatcher.join(self.stop_timeout)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- monitoring ----------------------------------------------------------------------------
+
+    def stats(self):
+        """Session-level statistics (snake_case keys, typed values) plus 'state'."""
+        with self._lock:
+            return self._progress.snapshot()
+
+    def state(self):
+        return self.stats().get("state")
+
+    def file_stats(self, filename=None):
+        with self._lock:
+            if filename is not None:
+                stats = self._progress.files.get(filename)
+                return None if stats is None else dict(stats)
+            return {name: dict(stats) for name, stats in self._progress.files.items()}
+
+    def failed_files(self):
+        with self._lock:
+            return self._progress.failed_files()
+
+    @property
+    def pid(self):
+        """The transfer program's process id (None before start)."""
+        return None if self._process is None else self._process.pid
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def set_rate(self, target_kbps):
+        """Send RATE; False once the session concluded."""
+        if isinstance(target_kbps, bool) or not isinstance(target_kbps, int) or target_kbps < 0:
+            raise ValueError(f"target_kbps must be a non-negative int, got {target_kbps!r}")
+        return self._command("RATE", {"Rate": target_kbps})
+
+    def cancel(self):
+        """Send CANCEL; False once the session concluded."""
+        return self._command("CANCEL")
+
+    def _command(self, frame_type, fields=None):
+        if not self._started:
+            raise SessionStateError("session not started")
+        if self._concluded.is_set() or self._closed:
+            return False
+        self._conn.send(frame_type, fields)
+        return True
+
+    # -- threads -------------------------------------------------------------------------------
+
+    def _read(self):
+        decoder = Decoder()
+        try:
+            while True:
+                data = self._conn.sock.recv(65536)
+                if not data:
+                    break
+                for frame in decoder.feed(data):
+                    with self._lock:
+                        event = self._progress.apply(frame)
+                        if self._progress.concluded:
+                            self._concluded.set()
+                    if event is not None and self.listener is not None:
+                        self._events.put(event)
+        except MgmtProtocolError as exc:
+            with self._lock:
+                self._progress.fail(f"{self.ascp_path} broke the management protocol: {exc}")
+            self._end_process()
+        except OSError:
+            pass  # close() shut the socket
+        self._disconnected()
+
+    def _disconnected(self):
+        """The program hung up: if it never said DONE or ERROR, the session failed, and why."""
+        if not self._concluded.is_set():
+            try:
+                status = self._process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self._end_process()
+                status = self._process.poll()
+            with self._lock:
+                if self._closed:
+                    self._progress.fail("session closed before the transfer concluded")
+                else:
+                    self._progress.fail(f"{self.ascp_path} exited with status {status} without reporting DONE or "
+                                        f"ERROR: {self._stderr_tail()}", exit_status=status)
+        self._concluded.set()
+        if self._dispatcher is not None:
+            self._events.put(None)
+
+    def _dispatch(self):
+        while (event := self._events.get()) is not None:
+            try:
+                self.listener(event)
+            except Exception:
+                log.exception("faspmanager listener raised on %s", event.event_type)
+
+    # -- process -------------------------------------------------------------------------------
+
+    def _end_process(self):
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)  # its own group: also ends an ssh it spawned
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(self.stop_timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _stderr_path(self):
+        return os.path.join(self._workdir, "stderr.log")
+
+    def _stderr_tail(self):
+        try:
+            with open(self._stderr_path(), "rb") as err:
+                err.seek(0, os.SEEK_END)
+                err.seek(max(0, err.tell() - STDERR_TAIL_BYTES))
+                tail = err.read().decode("utf-8", "replace").strip()
+        except OSError:
+            tail = ""
+        return tail or "(no stderr output)"
+
+
+class _KeepaliveSession(Session):
+    """A session whose files arrive through the management port; finish() sends DONE first."""
+
+    def __init__(self, order, ascp_path=None, listener=None, port=None):
+        super().__init__(order, ascp_path=ascp_path, listener=listener, port=port)
+        self._finishing = False
+
+    def _require_running(self):
+        if not self._started:
+            raise SessionStateError("session not started")
+        if self._finishing or self._closed or self._concluded.is_set():
+            raise SessionStateError("session already finished or closed")
+
+    def _send(self, frame_type, fields):
+        try:
+            self._conn.send(frame_type, fields)
+        except MgmtProtocolError as exc:
+            raise InvalidPathError(str(exc)) from None
+
+    def finish(self):
+        """Send DONE (once): the program completes what it has, then ends; then wait for the result."""
+        if not self._started:
+            raise SessionStateError("session not started")
+        with self._lock:
+            send_done = not (self._finishing or self._closed or self._concluded.is_set())
+            self._finishing = True
+        if send_done:
+            self._before_done()
+            try:
+                self._conn.send("DONE")
+            except OSError:
+                pass  # the program is gone; the reader records why
+        return super().finish()
+
+    def _before_done(self):
+        """Hook for what must reach the program before DONE."""
+
+
+class PersistentSession(_KeepaliveSession):
+    """A persistent Session: sources are added with add_source until finish()."""
+
+    def add_source(self, source_path, dest_path, start_offset=None, end_offset=None):
+        """Send START: transfer one more file (bytes [start_offset, end_offset) when given)."""
+        self._require_running()
+        for name, offset in (("start_offset", start_offset), ("end_offset", end_offset)):
+            if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+                raise ValueError(f"{name} must be a non-negative int, got {offset!r}")
+        if start_offset is not None and end_offset is not None and end_offset < start_offset:
+            raise ValueError(f"end_offset {end_offset} is before start_offset {start_offset}")
+        self._send("START", {"Source": os.fspath(source_path), "Destination": os.fspath(dest_path),
+                             "StartByte": start_offset, "EndByte": end_offset})
+
+
+class Stream:
+    """A write-only, socket-like interface for stream-to-file transfers (PUT, WRITE..., CLOSE)."""
+
+    def __init__(self, dest_path, mgmt_conn, chunk_size):
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        self.dest_path = os.fspath(dest_path)
+        self.mgmt_conn = mgmt_conn
+        self.chunk_size = chunk_size
+        self._state = "new"
+
+    @property
+    def is_open(self):
+        return self._state == "open"
+
+    def open(self):
+        """Opens the stream to the destination file (PUT)."""
+        if self._state != "new":
+            raise StreamStateError(f"stream to {self.dest_path} was already opened")
+        try:
+            self.mgmt_conn.send("PUT", {"Destination": self.dest_path, "ChunkSize": self.chunk_size})
+        except MgmtProtocolError as exc:
+            raise InvalidPathError(str(exc)) from None
+        self._state = "open"
+
+    def send(self, data):
+        """Send bytes (str is UTF-8 encoded) as WRITE frames of at most chunk_size bytes."""
+        if self._state != "open":
+            raise StreamStateError(f"stream to {self.dest_path} is not open")
+        view = memoryview(data.encode("utf-8") if isinstance(data, str) else data).cast("B")
+        for offset in range(0, len(view), self.chunk_size):
+            self.mgmt_conn.send("WRITE", payload=bytes(view[offset:offset + self.chunk_size]))
+
+    def close(self):
+        """Send CLOSE; later calls do nothing."""
+        if self._state == "new":
+            raise StreamStateError(f"stream to {self.dest_path} was never opened")
+        if self._state == "open":
+            self._state = "closed"
+            self.mgmt_conn.send("CLOSE")
+
+
+class StreamSession(_KeepaliveSession):
+    """A Session for stream-to-file transfers: open_stream() gives a writable Stream."""
+
+    def __init__(self, order, chunk_size, ascp_path=None, listener=None, port=None):
+        super().__init__(order, ascp_path=ascp_path, listener=listener, port=port)
+        self.chunk_size = chunk_size
+        self._stream: Stream | None = None
+
+    def open_stream(self, dest_path):
+        """Create dest_path (relative to the destination root) and return its open Stream."""
+        self._require_running()
+        if self._stream is not None and self._stream.is_open:
+            raise StreamStateError(f"close the stream to {self._stream.dest_path} before opening another")
+        stream = Stream(dest_path, self._conn, self.chunk_size)
+        stream.open()
+        self._stream = stream
+        return stream
+
+    def _before_done(self):
+        if self._stream is not None and self._stream.is_open:
+            self._stream.close()
