@@ -18,7 +18,7 @@ from typing import Iterator
 
 from config.settings import RetryPolicy, Settings, get_settings
 from workers import control as ctl
-from workers.app import app
+from workers.app import app_for
 from workers.events import EventLog
 from workers.keys import TERMINAL_STATES, Keys
 from workers.redisconn import redis_for
@@ -46,7 +46,7 @@ def submit(order, transfer_id: str | None = None, queue: str | None = None,
                                      "retry": json.dumps(policy.to_dict())})
     handle._log.publish({"type": "QUEUED", "order_type": kind, "queue": queue},
                         state="QUEUED", type=kind, queue=queue, created=repr(time.time()))
-    app.send_task(ORDER_TASKS[kind], args=[transfer_id], queue=queue, task_id=transfer_id)
+    app_for(settings).send_task(ORDER_TASKS[kind], args=[transfer_id], queue=queue, task_id=transfer_id)
     return handle
 
 

@@ -25,7 +25,7 @@ ORDER_FIELDS: dict[str, tuple[str, ...]] = {
     "StreamUpload": ("dest_user", "dest_host", "dest_pass", "dest_identity"),
 }
 SECRET_ORDER_FIELDS = frozenset({"dest_pass", "source_pass"})
-SECRET_OPTIONS = frozenset({"content_protection_passphrase", "token"})
+SECRET_OPTIONS = frozenset({"content_protection_passphrase", "token", "cookie"})
 HTTP_FALLBACK_FIELDS = ("encode_all_as_jpeg", "http_port", "https_key_filename", "https_cert_filename",
                         "http_proxy_address_host", "http_proxy_address_port")
 

@@ -1,8 +1,9 @@
 """The Celery application (``celery -A workers.app worker``).
 
-Besides the transfer tasks, each worker process that consumes (the main
-process, whatever the pool) runs the reaper that hands dead owners'
-transfers to the queue again.
+``app`` is configured from the environment at import; ``app_for(settings)``
+gives a client the app of other settings (another Redis) without touching it.
+Each consuming worker process (the main one, whatever the pool) also runs the
+reaper that hands dead owners' transfers back to the queue.
 """
 from __future__ import annotations
 
@@ -10,25 +11,34 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from config.celery import celery_config
-from config.settings import get_settings
+from config.settings import Settings, get_settings
+
+_apps: dict[Settings, Celery] = {}
+
+
+def app_for(settings: Settings) -> Celery:
+    if settings not in _apps:
+        app = Celery("faspq")
+        app.conf.update(celery_config(settings))
+        app.conf.include = ["tasks.transfer"]
+        _apps[settings] = app
+    return _apps[settings]
+
 
 settings = get_settings()
-app = Celery("faspq")
-app.conf.update(celery_config(settings))
-app.conf.include = ["tasks.transfer"]
-
-_reaper = None
+app = app_for(settings)
+_reaper = []
 
 
 @worker_ready.connect
 def _start_reaper(sender=None, **_):
-    global _reaper
     from .reaper import Reaper
-    _reaper = Reaper(app, settings)
-    _reaper.start()
+    reaper = Reaper(app, settings)
+    reaper.start()
+    _reaper.append(reaper)
 
 
 @worker_shutdown.connect
 def _stop_reaper(**_):
-    if _reaper is not None:
-        _reaper.stop()
+    while _reaper:
+        _reaper.pop().stop()

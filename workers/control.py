@@ -84,7 +84,7 @@ def decode(entry_id: str, fields: dict, transfer_id: str, order_type: str, secre
 
 
 def check(control: Control) -> None:
-    if control.op not in OPS:
+    if not isinstance(control.op, str) or control.op not in OPS:
         raise ControlError(f"unknown op {control.op!r}")
     if not isinstance(control.args, dict):
         raise ControlError("args must be an object")

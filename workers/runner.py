@@ -113,10 +113,8 @@ class Attempt:
             self.session.close()
 
     def _resume_partial_files(self) -> None:
-        options = self.order.options if getattr(self.order, "options", None) is not None else fm.TransferOptions()
-        if options.opts.get("resume_check") in (None, fm.ResumeCheck.OFF):
-            options.opts["resume_check"] = fm.ResumeCheck.SPARSE_CHECKSUM
-        self.order.options = options
+        if self.order.options.resume_check in (None, fm.ResumeCheck.OFF):
+            self.order.options.resume_check = fm.ResumeCheck.SPARSE_CHECKSUM
 
     def _wait_for_finish_request(self) -> None:
         while not self.finish_requested.wait(0.2):

@@ -1,0 +1,63 @@
+"""The control-message codec: what is accepted, and that everything else is refused with a reason."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from workers.control import Control, ControlError, decode, encode
+
+KEY = b"k" * 44
+
+
+def _roundtrip(control, kind="PersistentUpload", tid="t1", key=KEY):
+    fields = {k.encode(): v for k, v in encode("t1", control, key).items()}
+    return decode("1-0", fields, tid, kind, key)
+
+
+@given(st.integers(1, 10**9))
+def test_set_rate_round_trip(kbps):
+    assert _roundtrip(Control("set_rate", {"kbps": kbps})).args == {"kbps": kbps}
+
+
+@given(st.binary(max_size=4096))
+def test_write_carries_raw_bytes(data):
+    got = _roundtrip(Control("write", {}, data), kind="StreamUpload")
+    assert (got.op, got.data, got.id) == ("write", data, "1-0")
+
+
+def test_add_source_offsets():
+    got = _roundtrip(Control("add_source", {"source_path": "a", "dest_path": "b", "start_offset": 5}))
+    assert got.args == {"source_path": "a", "dest_path": "b", "start_offset": 5}
+
+
+@pytest.mark.parametrize("control", [
+    Control("explode"), Control("set_rate", {"kbps": -1}), Control("set_rate", {"kbps": "9"}),
+    Control("set_rate", {"kbps": True}), Control("add_source", {"source_path": "a"}),
+    Control("add_source", {"source_path": "a", "dest_path": "b", "start_offset": -2}),
+    Control("cancel", {"why": 1}), Control("cancel", {}, b"data")])
+def test_malformed_messages_refused_before_sending(control):
+    with pytest.raises(ControlError):
+        encode("t1", control, KEY)
+
+
+def test_forged_misrouted_or_misapplied_messages_rejected():
+    fields = {k.encode(): v for k, v in encode("t1", Control("set_rate", {"kbps": 5}), KEY).items()}
+    with pytest.raises(ControlError, match="MAC"):
+        decode("1-0", fields, "t1", "FileUpload", b"other" * 9)
+    with pytest.raises(ControlError, match="MAC"):
+        decode("1-0", {**fields, b"m": fields[b"m"].replace(b"5", b"6")}, "t1", "FileUpload", KEY)
+    with pytest.raises(ControlError, match="sent to"):
+        decode("1-0", fields, "t2", "FileUpload", KEY)
+    add = {k.encode(): v for k, v in encode("t1", Control("add_source", {"source_path": "a", "dest_path": "b"}),
+                                            KEY).items()}
+    with pytest.raises(ControlError, match="does not apply"):
+        decode("1-0", add, "t1", "FileUpload", KEY)
+
+
+@given(st.dictionaries(st.sampled_from([b"m", b"d", b"mac", b"x"]), st.binary(max_size=64)))
+def test_garbage_never_escapes_as_anything_but_control_error(fields):
+    for key in (KEY, None):
+        try:
+            decode("1-0", fields, "t1", "StreamUpload", key)
+        except ControlError:
+            pass

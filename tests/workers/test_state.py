@@ -1,0 +1,88 @@
+"""Event log, lease and reaper against a real redis-server."""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import pytest
+
+from workers.events import EventLog
+from workers.keys import Keys, watch_key
+from workers.lease import Heartbeat, Lease
+
+_ids = itertools.count()
+
+
+@pytest.fixture
+def keys():
+    return Keys("s", f"tr{next(_ids)}")
+
+
+@pytest.fixture
+def client(redis_server):
+    c = redis_server.client()
+    yield c
+    c.close()
+
+
+@pytest.mark.timeout(20)
+def test_events_in_order_and_late_subscriber_starts_from_current_status(client, keys):
+    log = EventLog(client, keys)
+    log.publish({"type": "QUEUED"}, state="QUEUED")
+    log.publish({"type": "INIT"}, state="RUNNING")
+    log.publish({"type": "STATS", "session": {"TransferBytes": 10}}, state="RUNNING")
+
+    late = log.follow(timeout=5)
+    first = next(late)
+    assert first["type"] == "STATUS" and first["state"] == "RUNNING"
+    assert first["last"]["session"]["TransferBytes"] == 10
+
+    def more():
+        time.sleep(0.2)
+        log.publish({"type": "STATS", "session": {"TransferBytes": 20}})
+        log.publish({"type": "RESULT", "ok": True}, state="SUCCEEDED", result={"ok": True})
+    threading.Thread(target=more).start()
+    rest = list(late)
+    assert [e["type"] for e in rest] == ["STATS", "RESULT"]
+    assert rest[0]["session"]["TransferBytes"] == 20
+
+    assert [e["type"] for e in log.follow(from_start=True)] == ["QUEUED", "INIT", "STATS", "STATS", "RESULT"]
+    after_end = list(log.follow())
+    assert len(after_end) == 1 and after_end[0]["state"] == "SUCCEEDED" and after_end[0]["result"] == {"ok": True}
+
+
+@pytest.mark.timeout(10)
+def test_follow_times_out_when_nothing_happens(client, keys):
+    log = EventLog(client, keys)
+    log.publish({"type": "QUEUED"}, state="QUEUED")
+    events = log.follow(timeout=1.2)
+    assert next(events)["type"] == "STATUS"
+    with pytest.raises(TimeoutError):
+        next(events)
+
+
+@pytest.mark.timeout(10)
+def test_lease_is_exclusive_renewable_and_fenced(client, keys):
+    first, second = Lease(client, keys, ttl_s=1.0), Lease(client, keys, ttl_s=1.0)
+    assert first.acquire()
+    assert not second.acquire()
+    assert first.renew() and not second.renew()
+    second.release()  # not its lease: no effect
+    assert first.holder() == first.owner
+    time.sleep(1.3)  # owner silent past the TTL: the lease is free again
+    assert second.acquire()
+    assert not first.renew()
+    assert client.zscore(watch_key(keys.prefix), keys.transfer_id) > time.time()
+
+
+@pytest.mark.timeout(10)
+def test_heartbeat_keeps_lease_and_reports_loss(client, keys):
+    lease = Lease(client, keys, ttl_s=0.6)
+    assert lease.acquire()
+    lost = threading.Event()
+    with Heartbeat(lease, 0.1, lost.set) as beat:
+        time.sleep(1.5)
+        assert lease.holder() == lease.owner and not lost.is_set()
+        client.set(keys.lease, "someone-else")
+        assert lost.wait(2) and beat.lost
