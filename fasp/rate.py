@@ -1,0 +1,122 @@
+"""Rate controllers, one per ascp policy (sans-IO: feedback and time in, a sending rate out).
+
+Congestion is read from queuing delay (the standing RTT above the smallest RTT
+seen), never from loss alone, so random loss does not slow a transfer down:
+
+- FIXED sends at the target rate.
+- FAIR is FAST-TCP turned into a rate: each flow aims to keep ``alpha`` bytes
+  queued at the bottleneck (``rate <- rate*base/rtt + alpha/rtt``, smoothed),
+  which shares a link evenly between FAIR flows; slow start doubles the rate
+  per RTT until a queue appears.
+- HIGH is FAIR with twice the ``alpha``, so it takes about twice FAIR's share.
+- LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
+  what FAIR keeps and backs off hard above it, yielding to any other traffic.
+
+``target_kbps`` caps and ``min_kbps`` floors every policy. Only overload that
+shows as massive loss (the receiver getting far less than we send) caps the
+rate at what actually arrives, a safety net for bottlenecks without a queue.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+POLICIES = ("fixed", "high", "fair", "low")
+INITIAL_BPS = 10_000_000
+ALPHA_BYTES = 100_000  # FAIR's standing queue per flow
+GAMMA = 0.5  # FAST's smoothing per RTT
+LOW_TARGET_DELAY = 0.004
+BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
+OVERLOAD_LOSS = 0.25
+
+
+@dataclass
+class RateSettings:
+    target_kbps: int  # cap (kilobits/s); -l
+    min_kbps: int = 0  # floor; -m
+    policy: str = "fair"  # "fixed" | "high" | "fair" | "low"
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}")
+        if self.target_kbps <= 0 or self.min_kbps < 0:
+            raise ValueError("target rate must be > 0 and min rate >= 0")
+
+
+class WindowedMin:
+    """Minimum of the samples of the last ``window`` seconds (monotonic deque)."""
+
+    def __init__(self, window: float):
+        self.window = window
+        self._q: deque[tuple[float, float]] = deque()
+
+    def push(self, now: float, value: float) -> float:
+        q = self._q
+        while q and q[-1][1] >= value:
+            q.pop()
+        q.append((now, value))
+        while q[0][0] < now - self.window:
+            q.popleft()
+        return q[0][1]
+
+
+class RateController:
+    """Decides the sending rate (bits/s) from RTT samples and the receiver's reports."""
+
+    def __init__(self, settings: RateSettings, now: float = 0.0):
+        self.settings = settings
+        self.rate_bps = float(min(settings.target_kbps * 1000, max(INITIAL_BPS, settings.min_kbps * 1000)))
+        if settings.policy == "fixed":
+            self.rate_bps = float(settings.target_kbps * 1000)
+        self._base = WindowedMin(BASE_WINDOW)
+        self._standing = WindowedMin(0.01)
+        self.base_rtt: float | None = None
+        self.srtt: float | None = None
+        self.queue_delay = 0.0
+        self._slow_start = True
+        self._last = now
+
+    def set_settings(self, settings: RateSettings) -> None:
+        self.settings = settings
+        if settings.policy == "fixed":
+            self.rate_bps = float(settings.target_kbps * 1000)
+        self._clamp()
+
+    def _clamp(self) -> None:
+        s = self.settings
+        self.rate_bps = min(max(self.rate_bps, s.min_kbps * 1000, 1000.0), s.target_kbps * 1000)
+
+    def on_rtt(self, now: float, rtt: float) -> None:
+        """A round-trip sample (seconds)."""
+        self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
+        self.base_rtt = self._base.push(now, rtt)
+        self._standing.window = max(0.5 * self.srtt, 0.01)
+        standing = self._standing.push(now, rtt)
+        self.queue_delay = max(0.0, standing - self.base_rtt)
+
+    def on_feedback(self, now: float, recv_rate_bps: float, loss: float) -> None:
+        """The receiver's report: update the rate."""
+        dt, self._last = now - self._last, now
+        policy = self.settings.policy
+        if policy == "fixed" or self.srtt is None:
+            self._clamp()
+            return
+        rtt = max(self.base_rtt + self.queue_delay, 1e-4)
+        g = GAMMA * min(1.0, dt / max(self.srtt, 1e-3))
+        rate = self.rate_bps
+        if policy == "low":
+            off = max(-1.0, min(1.0, (LOW_TARGET_DELAY - self.queue_delay) / LOW_TARGET_DELAY))
+            rate *= 1.0 + g * off
+        else:
+            alpha = ALPHA_BYTES * 8 * (2 if policy == "high" else 1)
+            if self._slow_start and rate * self.queue_delay < alpha:
+                rate *= 1.0 + 2 * g
+            else:
+                self._slow_start = False
+                fast = rate * self.base_rtt / rtt + alpha / rtt
+                rate = min((1 - g) * rate + g * fast, rate * (1 + g))
+        if loss > OVERLOAD_LOSS and recv_rate_bps > 0:
+            rate = min(rate, recv_rate_bps * 1.25)
+            self._slow_start = False
+        self.rate_bps = rate
+        self._clamp()

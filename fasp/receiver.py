@@ -1,0 +1,190 @@
+"""Receiving side of the data channel (sans-IO): which bytes are missing, and what to tell the sender.
+
+The receiver writes every datagram straight to its offset, so it keeps no
+reordering buffer, only a hole map per file: a frontier (the highest byte seen)
+and the sorted ranges still missing below it. Feedback, sent several times per
+round trip, carries for each active file the frontier, the holes old enough not
+to be mere reordering, and completion; and for the session the receive rate and
+the fraction of the peer's datagrams that never arrived (from sequence gaps).
+"""
+from __future__ import annotations
+
+import bisect
+
+from . import wire
+
+REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
+MAX_FEEDBACK_BYTES = 1200  # keep FEEDBACK within any datagram size
+COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
+
+
+class HoleMap:
+    """Bytes of [start, end) received so far, as a frontier plus holes below it."""
+
+    def __init__(self, start: int, end: int, now: float = 0.0):
+        self.start = start
+        self.end = end
+        self.frontier = start
+        self._starts: list[int] = []  # hole starts, sorted
+        self._holes: list[list] = []  # [start, end, first_seen] parallel to _starts
+        self.missing = end - start
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0
+
+    def add(self, offset: int, length: int, now: float) -> int:
+        """Record bytes [offset, offset+length); return how many of them are new."""
+        lo = max(offset, self.start)
+        hi = min(offset + length, self.end)
+        if lo >= hi:
+            return 0
+        new = 0
+        frontier = self.frontier
+        if hi > frontier:
+            if lo > frontier:
+                self._starts.append(frontier)
+                self._holes.append([frontier, lo, now])
+            new = hi - max(lo, frontier)
+            self.frontier = hi
+            if lo >= frontier:
+                self.missing -= new
+                return new
+            hi = frontier
+        new += self._fill(lo, hi)
+        self.missing -= new
+        return new
+
+    def _fill(self, lo: int, hi: int) -> int:
+        starts, holes = self._starts, self._holes
+        i = bisect.bisect_right(starts, lo) - 1
+        if i < 0:
+            i = 0
+        filled = 0
+        while i < len(holes):
+            a, b, seen = holes[i]
+            if a >= hi:
+                break
+            if b <= lo:
+                i += 1
+                continue
+            filled += min(b, hi) - max(a, lo)
+            pieces = []
+            if a < lo:
+                pieces.append([a, lo, seen])
+            if hi < b:
+                pieces.append([hi, b, seen])
+            holes[i:i + 1] = pieces
+            starts[i:i + 1] = [p[0] for p in pieces]
+            i += len(pieces)
+        return filled
+
+    def holes(self, older_than: float, limit: int) -> list[tuple[int, int]]:
+        """Up to ``limit`` holes first seen before ``older_than``, lowest first."""
+        out = []
+        for a, b, seen in self._holes:
+            if seen <= older_than:
+                out.append((a, b))
+                if len(out) >= limit:
+                    break
+        return out
+
+
+class Receiver:
+    """All incoming files of one session, plus the loss/rate measurement and feedback schedule."""
+
+    def __init__(self):
+        self._files: dict[int, HoleMap] = {}
+        self._completed: dict[int, int] = {}  # file_id -> feedbacks still to announce it in
+        self._touched: set[int] = set()  # files that received data since the last feedback
+        self.unknown_datagrams = 0
+        # loss and rate over the current feedback interval
+        self._seq_high = -1
+        self._interval_seq_base = -1
+        self._interval_count = 0
+        self._interval_bytes = 0
+        self._interval_start = 0.0
+        self.loss = 0.0
+        self.recv_rate_bps = 0.0
+        self.urgent = False  # a completion is waiting to be announced
+
+    def register(self, file_id: int, start: int, end: int, now: float) -> None:
+        self._completed.pop(file_id, None)
+        self._files[file_id] = HoleMap(start, end, now)
+        if start >= end:
+            self._complete(file_id)
+
+    def unregister(self, file_id: int) -> None:
+        self._files.pop(file_id, None)
+        self._completed.pop(file_id, None)
+
+    def is_complete(self, file_id: int) -> bool:
+        return file_id in self._completed or (file_id not in self._files)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._files) or bool(self._completed)
+
+    def _complete(self, file_id: int) -> None:
+        del self._files[file_id]
+        self._completed[file_id] = COMPLETE_REPEATS
+        self.urgent = True
+
+    def on_datagram(self, seq: int, size: int) -> None:
+        """Account any authenticated datagram from the peer (for loss and receive rate)."""
+        if seq > self._seq_high:
+            self._seq_high = seq
+        self._interval_count += 1
+        self._interval_bytes += size
+
+    def on_data(self, file_id: int, offset: int, length: int, now: float) -> int:
+        """Record a DATA datagram; return how many bytes are new (write the payload iff > 0)."""
+        hm = self._files.get(file_id)
+        if hm is None:
+            if file_id in self._completed:
+                self._completed[file_id] = max(self._completed[file_id], 1)  # sender missed it: say it again
+                self.urgent = True
+            else:
+                self.unknown_datagrams += 1
+            return 0
+        new = hm.add(offset, length, now)
+        self._touched.add(file_id)
+        if hm.missing == 0:
+            self._complete(file_id)
+        return new
+
+    def feedback(self, now: float, rtt: float) -> wire.Feedback:
+        """The report to send now; resets the interval measurements."""
+        span = self._seq_high - self._interval_seq_base
+        if span > 0:
+            self.loss = max(0.0, 1.0 - self._interval_count / span)
+        elapsed = now - self._interval_start
+        if elapsed > 0 and self._interval_start:
+            self.recv_rate_bps = self._interval_bytes * 8 / elapsed
+        self._interval_seq_base = self._seq_high
+        self._interval_count = 0
+        self._interval_bytes = 0
+        self._interval_start = now
+        self.urgent = False
+
+        room = MAX_FEEDBACK_BYTES - wire.feedback_size(0, 0)
+        reports = []
+        for file_id, left in list(self._completed.items()):
+            if left <= 0 or room < wire.feedback_size(1, 0):
+                continue
+            reports.append(wire.FileReport(file_id, 0, [], True))
+            room -= wire.feedback_size(1, 0)
+            if left == 1:
+                self._completed[file_id] = 0
+            else:
+                self._completed[file_id] = left - 1
+        older_than = now - max(REORDER_GRACE, rtt / 4)
+        for file_id in sorted(self._touched | {f for f, h in self._files.items() if h.frontier > h.start}):
+            hm = self._files.get(file_id)
+            if hm is None or room < wire.feedback_size(1, 1):
+                continue
+            holes = hm.holes(older_than, (room - wire.feedback_size(1, 0)) // wire.feedback_size(0, 1))
+            reports.append(wire.FileReport(file_id, hm.frontier, holes))
+            room -= wire.feedback_size(1, len(holes))
+        self._touched.clear()
+        return wire.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports)

@@ -1,0 +1,148 @@
+"""Sending side of the data channel (sans-IO): what to send next, and when a file is done.
+
+Retransmissions go first, then new data, files in the order they were added.
+A hole the receiver reports is resent at once, then not again for one
+retransmission timeout (``rto``, given by the driver from the RTT), so each
+loss costs about one retransmission. Loss at the very end of a file leaves no
+hole behind it, so once all of a file was sent and ``rto`` passes without
+confirmation, the part beyond the receiver's frontier is resent (for an empty
+file: a zero-length probe). A file is done when the receiver says it is complete.
+"""
+from __future__ import annotations
+
+from . import wire
+
+
+class OutFile:
+    __slots__ = ("file_id", "start", "end", "next_new", "recv_high", "last_send", "retx_times",
+                 "progress_key", "last_progress", "probe_sent")
+
+    def __init__(self, file_id: int, start: int, end: int, now: float):
+        self.file_id = file_id
+        self.start = start
+        self.end = end
+        self.next_new = start
+        self.recv_high = start
+        self.last_send = now
+        self.retx_times: dict[int, float] = {}  # chunk offset -> when it was last resent
+        self.progress_key = (start, -1)
+        self.last_progress = now
+        self.probe_sent = start < end  # an empty file still needs one (zero-length) datagram
+
+
+class Sender:
+    """All outgoing files of one session."""
+
+    def __init__(self, payload_size: int):
+        if payload_size <= 0:
+            raise ValueError("datagram too small for any payload")
+        self.payload_size = payload_size
+        self._files: dict[int, OutFile] = {}
+        self._retx: dict[tuple[int, int], int] = {}  # (file_id, offset) -> length, queued for resending
+
+    def add(self, file_id: int, start: int, end: int, now: float) -> None:
+        if file_id in self._files:
+            raise ValueError(f"file {file_id} is already being sent")
+        self._files[file_id] = OutFile(file_id, start, end, now)
+
+    def remove(self, file_id: int) -> None:
+        if self._files.pop(file_id, None) is not None:
+            for key in [k for k in self._retx if k[0] == file_id]:
+                del self._retx[key]
+
+    def __contains__(self, file_id: int) -> bool:
+        return file_id in self._files
+
+    @property
+    def has_data(self) -> bool:
+        """Something is ready to go now (queued resends or unsent new data)."""
+        if self._retx:
+            return True
+        return any(f.next_new < f.end or not f.probe_sent for f in self._files.values())
+
+    @property
+    def busy(self) -> bool:
+        """Some file awaits confirmation."""
+        return bool(self._files)
+
+    def _queue(self, f: OutFile, lo: int, hi: int, now: float, rto: float) -> None:
+        size = self.payload_size
+        times = f.retx_times
+        off = lo
+        while off < hi:
+            n = min(size, hi - off)
+            t = times.get(off)
+            if t is None or now - t >= rto:
+                self._retx[(f.file_id, off)] = n
+            off += n
+
+    def on_feedback(self, fb: wire.Feedback, now: float, rto: float) -> list[int]:
+        """Apply a receiver report; return the ids of files it confirms complete."""
+        done = []
+        for rep in fb.files:
+            f = self._files.get(rep.file_id)
+            if f is None:
+                continue
+            if rep.complete:
+                done.append(rep.file_id)
+                self.remove(rep.file_id)
+                continue
+            if rep.recv_high > f.recv_high:
+                f.recv_high = min(rep.recv_high, f.end)
+            key = (f.recv_high, sum(b - a for a, b in rep.holes))
+            if key != f.progress_key:
+                f.progress_key = key
+                f.last_progress = now
+            for a, b in rep.holes:
+                self._queue(f, max(a, f.start), min(b, f.next_new), now, rto)
+        return done
+
+    def poll(self, now: float, rto: float) -> None:
+        """Resend the unconfirmed tail of files fully sent more than ``rto`` ago."""
+        for f in self._files.values():
+            if f.next_new < f.end or now - f.last_send < rto:
+                continue
+            if f.recv_high < f.end:
+                self._queue(f, f.recv_high, f.end, now, rto)
+            elif f.start == f.end:
+                f.probe_sent = False
+            f.last_send = now
+
+    def stalled(self, now: float, timeout: float) -> list[int]:
+        return [f.file_id for f in self._files.values() if now - f.last_progress > timeout]
+
+    def next_chunks(self, budget: int, now: float, max_chunks: int = 256) -> list[tuple[int, int, int, bool]]:
+        """Up to ``budget`` wire bytes of (file_id, offset, length, is_resend), resends first."""
+        out = []
+        overhead = wire.DATA_OVERHEAD
+        files = self._files
+        while self._retx and budget > 0 and len(out) < max_chunks:
+            (file_id, off), n = next(iter(self._retx.items()))
+            del self._retx[(file_id, off)]
+            f = files.get(file_id)
+            if f is None:
+                continue
+            f.retx_times[off] = now
+            f.last_send = now
+            out.append((file_id, off, n, True))
+            budget -= n + overhead
+        size = self.payload_size
+        for f in files.values():
+            if budget <= 0 or len(out) >= max_chunks:
+                break
+            if not f.probe_sent:
+                f.probe_sent = True
+                f.last_send = now
+                out.append((f.file_id, f.start, 0, False))
+                budget -= overhead
+                continue
+            off, end = f.next_new, f.end
+            while off < end and budget > 0 and len(out) < max_chunks:
+                n = min(size, end - off)
+                out.append((f.file_id, off, n, False))
+                off += n
+                budget -= n + overhead
+            if off != f.next_new:
+                f.next_new = off
+                f.last_send = now
+        return out

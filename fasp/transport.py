@@ -1,0 +1,474 @@
+"""The engine's UDP data channel: one asyncio API over the sans-IO wire, seal, sender, receiver and rate parts.
+
+A single pump task paces sending (a batch per timer tick, sized by the rate
+controller's token bucket; it sleeps when there is nothing to do), emits
+feedback and keepalives, and runs the watchdogs. A socket reader callback opens
+datagrams, writes payloads with ``os.pwrite`` and applies feedback.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from faspmanager.codes import EngineError, ErrorCode
+
+from . import wire
+from .rate import RateController, RateSettings
+from .receiver import Receiver
+from .seal import Rejected, Seal
+from .sender import Sender
+from .udpio import UdpSocket
+
+__all__ = ["Transport", "RateSettings"]
+
+DEFAULT_RATE = RateSettings(target_kbps=10_000_000, policy="fair")
+KEEPALIVE = 0.5  # seconds between datagrams when otherwise silent (the peer's liveness signal)
+TICK = 0.002  # pacing granularity
+BURST = 0.004  # seconds of rate the token bucket may save up
+CHUNKS_PER_ROUND = 64  # datagrams built per pump round before letting the reader run
+RTT_SAMPLE_GAP = 0.005  # DATA echoes are sampled at most this often
+MASK32 = 0xFFFFFFFF
+
+
+def _usec(now: float) -> int:
+    return int(now * 1_000_000) & MASK32
+
+
+@dataclass
+class _Incoming:
+    fd: int
+    on_progress: object
+    done: asyncio.Future
+
+
+class Transport:
+    """One end of a session's UDP data channel. Either end can send and receive files."""
+
+    stall_timeout = 20.0  # seconds without progress before a send fails with code 40
+    peer_timeout = 10.0  # seconds without any datagram from the peer before it counts as gone (code 16)
+
+    def __init__(self, sock: UdpSocket, seal: Seal, peer, datagram_size: int, rate: RateSettings | None):
+        if datagram_size < wire.DATA_OVERHEAD + 1 or datagram_size > 65507:
+            raise EngineError(ErrorCode.USAGE, f"datagram size {datagram_size} out of range")
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._seal = seal
+        self._peer = peer
+        self.datagram_size = datagram_size
+        now = time.monotonic()
+        self._rate = RateController(rate or DEFAULT_RATE, now)
+        self._sender = Sender(datagram_size - wire.DATA_OVERHEAD)
+        self._receiver = Receiver()
+        self._sources: dict[int, tuple[object, int]] = {}
+        self._send_done: dict[int, asyncio.Future] = {}
+        self._incoming: dict[int, _Incoming] = {}
+        self._closed = False
+        self._peer_ts = None
+        self._peer_ts_at = 0.0
+        self._last_heard = now
+        self._last_sent = 0.0
+        self._next_feedback = now
+        self._last_rtt_sample = 0.0
+        self._tokens = 0.0
+        self._token_time = now
+        self._handshake: asyncio.Future = self._loop.create_future()
+        self._wake: asyncio.Future | None = None
+        self._peer_loss = 0.0
+        self._counters = dict(bytes_sent=0, bytes_retransmitted=0, bytes_received=0, datagrams_rejected=0,
+                              datagrams_sent=0, datagrams_received=0)
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._pump_task = self._loop.create_task(self._pump())
+
+    # ---- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    async def listen(cls, host: str, port: int, *, session_id: bytes, key: bytes | None,
+                     datagram_size: int = 1400, rate: RateSettings | None = None) -> "Transport":
+        """Bind UDP (port 0 = any). The peer address is learned from its first AUTHENTICATED datagram."""
+        seal = Seal(session_id, key, direction=1)
+        try:
+            sock = UdpSocket.bind(host, port)
+        except OSError as exc:
+            raise EngineError(ErrorCode.CONNECTION_ERROR, f"cannot bind UDP {host}:{port}: {exc}") from None
+        return cls(sock, seal, None, datagram_size, rate)
+
+    @classmethod
+    async def connect(cls, host: str, port: int, *, session_id: bytes, key: bytes | None,
+                      datagram_size: int = 1400, rate: RateSettings | None = None,
+                      timeout: float = 10.0) -> "Transport":
+        """Bind an ephemeral port and handshake with a listener (retransmitting hellos).
+
+        Raises EngineError(15) if the listener never answers within timeout, (14) on socket errors."""
+        seal = Seal(session_id, key, direction=0)
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            family, *_, addr = infos[0]
+            sock = UdpSocket.bind("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+        except OSError as exc:
+            raise EngineError(ErrorCode.CONNECTION_ERROR, f"cannot reach UDP {host}:{port}: {exc}") from None
+        self = cls(sock, seal, addr, datagram_size, rate)
+        try:
+            await self._hello(timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _hello(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        gap = 0.05
+        while True:
+            self._emit(wire.HELLO, wire.pack_hello(self.datagram_size))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EngineError(ErrorCode.CONNECTION_TIMEOUT, f"no answer from UDP peer within {timeout:g}s")
+            try:
+                await asyncio.wait_for(asyncio.shield(self._handshake), min(gap, left))
+                return
+            except asyncio.TimeoutError:
+                gap = min(gap * 2, 1.0)
+
+    # ---- public API ---------------------------------------------------------------------------------
+
+    @property
+    def local_port(self) -> int:
+        return self._sock.port
+
+    async def send(self, file_id: int, source, start: int, end: int) -> None:
+        """Send bytes [start, end) of ``source`` as file ``file_id``; return once the receiver has them all.
+
+        ``source`` is an int fd (read with os.pread) or a bytes-like object holding exactly [start, end)."""
+        self._check_open()
+        if not isinstance(source, int):
+            source = memoryview(source).cast("B")
+            if len(source) != end - start:
+                raise EngineError(ErrorCode.INTERNAL_ERROR, "buffer length differs from end - start")
+        done = self._loop.create_future()
+        self._sender.add(file_id, start, end, time.monotonic())
+        self._sources[file_id] = (source, start)
+        self._send_done[file_id] = done
+        self._kick()
+        try:
+            await done
+        finally:
+            self._sender.remove(file_id)
+            self._sources.pop(file_id, None)
+            self._send_done.pop(file_id, None)
+
+    async def receive(self, file_id: int, fd: int, start: int, end: int, on_progress=None) -> None:
+        """Write bytes [start, end) of file ``file_id`` into ``fd`` at their offsets; return once all are written."""
+        self._check_open()
+        done = self._loop.create_future()
+        self._incoming[file_id] = _Incoming(fd, on_progress, done)
+        self._receiver.register(file_id, start, end, time.monotonic())
+        if start >= end:
+            done.set_result(None)
+            self._kick()
+        try:
+            await done
+        except BaseException:
+            self._receiver.unregister(file_id)
+            raise
+        finally:
+            self._incoming.pop(file_id, None)
+
+    def set_rate(self, rate: RateSettings) -> None:
+        """Takes effect at once (within one pacing tick)."""
+        self._rate.set_settings(rate)
+        self._kick()
+
+    def stats(self) -> dict:
+        s = self._rate.settings
+        srtt = self._rate.srtt
+        return dict(
+            rate_kbps=int(self._rate.rate_bps / 1000), target_kbps=s.target_kbps, min_kbps=s.min_kbps,
+            policy=s.policy, rtt_ms=round(srtt * 1000, 3) if srtt is not None else None,
+            loss=self._peer_loss, loss_in=self._receiver.loss,
+            datagrams_unknown_file=self._receiver.unknown_datagrams, **self._counters)
+
+    async def close(self) -> None:
+        """Idempotent. Frees the socket."""
+        if self._closed:
+            return
+        if self._peer is not None:
+            for _ in range(2):
+                self._emit(wire.CLOSE, wire.pack_close(0))
+        self._shutdown(EngineError(ErrorCode.CONNECTION_LOST, "transport closed"))
+        try:
+            await self._pump_task
+        except asyncio.CancelledError:
+            pass
+
+    # ---- internals ----------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError(ErrorCode.CONNECTION_LOST, "transport closed")
+
+    def _shutdown(self, error: EngineError) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._pump_task.cancel()
+        self._sock.close()
+        self._fail_all(error)
+        if not self._handshake.done():
+            self._handshake.set_exception(error)
+            self._handshake.exception()
+
+    def _fail_all(self, error: EngineError) -> None:
+        for fut in list(self._send_done.values()) + [i.done for i in self._incoming.values()]:
+            if not fut.done():
+                fut.set_exception(error)
+
+    def _kick(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _echo(self, now: float) -> int:
+        if self._peer_ts is None:
+            return 0
+        return ((self._peer_ts + int((now - self._peer_ts_at) * 1_000_000)) & MASK32) or 1
+
+    def _emit(self, type_: int, body: bytes) -> None:
+        """Send one control datagram now (not paced)."""
+        if self._peer is None or self._closed:
+            return
+        now = time.monotonic()
+        dgram = self._seal.seal(type_, body, _usec(now), self._echo(now))
+        try:
+            self._sock.sock.sendto(dgram, self._peer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # the peer's liveness watchdog decides; a transient error must not kill the session
+        self._last_sent = now
+        self._counters["datagrams_sent"] += 1
+
+    # reader side
+
+    def _on_readable(self) -> None:
+        seal = self._seal
+        counters = self._counters
+        batch = self._sock.recv_batch()
+        now = time.monotonic()
+        for data, addr in batch:
+            try:
+                header, body = seal.open(data)
+                if self._peer is None:
+                    self._peer = addr
+                elif addr != self._peer:
+                    raise Rejected("datagram from a stranger")
+                self._last_heard = now
+                self._peer_ts, self._peer_ts_at = header.ts, now
+                self._receiver.on_datagram(header.seq, len(data))
+                counters["datagrams_received"] += 1
+                if header.echo and (header.type != wire.DATA or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
+                    self._last_rtt_sample = now
+                    rtt = ((_usec(now) - header.echo) & MASK32) / 1_000_000
+                    if rtt < 60:
+                        self._rate.on_rtt(now, rtt)
+                handler = self._HANDLERS[header.type]
+                handler(self, body, now)
+            except (Rejected, wire.WireError):
+                counters["datagrams_rejected"] += 1
+            if self._closed:
+                return
+
+    def _on_data(self, body: bytes, now: float) -> None:
+        file_id, offset, payload = wire.parse_data(body)
+        new = self._receiver.on_data(file_id, offset, len(payload), now)
+        if not new:
+            if self._receiver.urgent:
+                self._kick()
+            return
+        inc = self._incoming.get(file_id)
+        if inc is None:
+            return
+        try:
+            os.pwrite(inc.fd, payload, offset)
+        except OSError as exc:
+            self._receiver.unregister(file_id)
+            if not inc.done.done():
+                inc.done.set_exception(EngineError(ErrorCode.DISK_WRITE, f"write failed: {exc}"))
+            return
+        self._counters["bytes_received"] += new
+        if inc.on_progress is not None:
+            try:
+                inc.on_progress(new)
+            except Exception as exc:  # the caller's callback failed: its receive fails, not the session
+                self._receiver.unregister(file_id)
+                if not inc.done.done():
+                    inc.done.set_exception(exc)
+                return
+        if self._receiver.is_complete(file_id):
+            if not inc.done.done():
+                inc.done.set_result(None)
+            self._kick()
+
+    def _on_feedback(self, body: bytes, now: float) -> None:
+        fb = wire.parse_feedback(body)
+        self._peer_loss = 0.8 * self._peer_loss + 0.2 * fb.loss if fb.files else self._peer_loss
+        if self._sender.busy:
+            self._rate.on_feedback(now, fb.recv_rate_kbps * 1000, fb.loss)
+        for file_id in self._sender.on_feedback(fb, now, self._rto()):
+            fut = self._send_done.get(file_id)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        if self._sender.has_data:
+            self._kick()
+
+    def _on_hello(self, body: bytes, now: float) -> None:
+        wire.parse_hello(body)
+        if self._seal.direction == 1:
+            self._emit(wire.HELLO_ACK, b"")
+
+    def _on_hello_ack(self, body: bytes, now: float) -> None:
+        if not self._handshake.done():
+            self._handshake.set_result(None)
+
+    def _on_close(self, body: bytes, now: float) -> None:
+        code = wire.parse_close(body)
+        self._fail_all(EngineError(ErrorCode.CONNECTION_LOST, f"peer closed the data channel (code {code})"))
+
+    _HANDLERS = {wire.DATA: _on_data, wire.FEEDBACK: _on_feedback, wire.HELLO: _on_hello,
+                 wire.HELLO_ACK: _on_hello_ack, wire.CLOSE: _on_close}
+
+    # pump side
+
+    def _feedback_interval(self) -> float:
+        srtt = self._rate.srtt or 0.02
+        return min(max(srtt / 4, 0.005), 0.1)
+
+    def _rto(self) -> float:
+        srtt = self._rate.srtt or 0.1
+        return 1.5 * srtt + 2 * self._feedback_interval() + 0.005
+
+    async def _pump(self) -> None:
+        loop = self._loop
+        while True:
+            now = time.monotonic()
+            delay = self._service(now)
+            if delay <= 0:
+                await asyncio.sleep(0)
+                continue
+            self._wake = fut = loop.create_future()
+            handle = loop.call_later(delay, _resolve, fut)
+            try:
+                await fut
+            finally:
+                handle.cancel()
+                self._wake = None
+
+    def _service(self, now: float) -> float:
+        """Do what is due; return seconds until something else is."""
+        waits = [1.0]
+        if self._send_done or self._incoming:
+            self._watchdogs(now)
+        if self._closed:
+            return 1.0
+        sender = self._sender
+        if sender.busy:
+            rto = self._rto()
+            sender.poll(now, rto)
+            waits.append(rto / 2)
+        rate_Bps = self._rate.rate_bps / 8
+        self._tokens = min(self._tokens + rate_Bps * (now - self._token_time),
+                           max(rate_Bps * BURST, 4 * self.datagram_size))
+        self._token_time = now
+        if sender.has_data and self._peer is not None:
+            if self._tokens > 0:
+                self._send_data(now)
+            if sender.has_data:
+                waits.append(0.0 if self._tokens > 0 else max(TICK, -self._tokens / rate_Bps))
+        if self._receiver.active or self._peer is not None:
+            if self._receiver.urgent or (self._receiver.active and now >= self._next_feedback) \
+                    or now - self._last_sent >= KEEPALIVE:
+                self._send_feedback(now)
+            if self._receiver.active:
+                waits.append(self._next_feedback - now)
+            waits.append(self._last_sent + KEEPALIVE - now)
+        return max(0.0, min(waits))
+
+    def _watchdogs(self, now: float) -> None:
+        if now - self._last_heard > self.peer_timeout:
+            self._fail_all(EngineError(ErrorCode.CONNECTION_LOST,
+                                       f"no datagram from the peer for {self.peer_timeout:g}s"))
+            self._last_heard = now  # report once; later operations get a fresh window
+            return
+        for file_id in self._sender.stalled(now, self.stall_timeout):
+            fut = self._send_done.get(file_id)
+            if fut is not None and not fut.done():
+                fut.set_exception(EngineError(ErrorCode.DATA_TRANSFER_TIMEOUT,
+                                              f"no progress on file {file_id} for {self.stall_timeout:g}s"))
+
+    def _send_feedback(self, now: float) -> None:
+        fb = self._receiver.feedback(now, self._rate.srtt or 0.0)
+        self._next_feedback = now + self._feedback_interval()
+        self._emit(wire.FEEDBACK, wire.pack_feedback(fb))
+
+    def _send_data(self, now: float) -> None:
+        chunks = self._sender.next_chunks(int(self._tokens), now, CHUNKS_PER_ROUND)
+        if not chunks:
+            return
+        seal = self._seal
+        ts, echo = _usec(now), self._echo(now)
+        pack = wire.DATA_HEAD.pack
+        dgrams = []
+        wire_bytes = payload_bytes = resent = 0
+        i, n = 0, len(chunks)
+        while i < n:
+            file_id, off, length, is_resend = chunks[i]
+            # coalesce a run of adjacent chunks of one file into one read
+            j, hi = i + 1, off + length
+            while j < n and chunks[j][0] == file_id and chunks[j][1] == hi and chunks[j][3] == is_resend:
+                hi += chunks[j][2]
+                j += 1
+            block = self._read(file_id, off, hi)
+            if block is not None:
+                for k in range(i, j):
+                    _, o, ln, _ = chunks[k]
+                    payload = block[o - off:o - off + ln]
+                    d = seal.seal(wire.DATA, pack(file_id, o, ln) + payload, ts, echo)
+                    dgrams.append(d)
+                    wire_bytes += len(d)
+                    payload_bytes += ln
+                    if is_resend:
+                        resent += ln
+            i = j
+        self._tokens -= wire_bytes
+        sent = self._sock.send_batch(dgrams, self._peer) if dgrams else 0
+        # datagrams the kernel refused (full buffer) are lost like any other: feedback repairs them
+        self._last_sent = now
+        c = self._counters
+        c["datagrams_sent"] += sent
+        c["bytes_sent"] += payload_bytes
+        c["bytes_retransmitted"] += resent
+
+    def _read(self, file_id: int, lo: int, hi: int):
+        source, base = self._sources[file_id]
+        if not isinstance(source, int):
+            return source[lo - base:hi - base]
+        try:
+            block = os.pread(source, hi - lo, lo)
+        except OSError as exc:
+            block, error = None, f"read failed: {exc}"
+        else:
+            error = None if len(block) == hi - lo else "source file shorter than announced"
+        if error is not None:
+            fut = self._send_done.get(file_id)
+            self._sender.remove(file_id)
+            if fut is not None and not fut.done():
+                fut.set_exception(EngineError(ErrorCode.DISK_READ, error))
+            return None
+        return memoryview(block)
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,128 @@
+"""Non-blocking UDP socket that moves many datagrams per system call when Linux allows.
+
+Sending uses UDP GSO (``UDP_SEGMENT``): a run of equal-size datagrams goes to
+the kernel as one buffer and leaves as separate datagrams. Receiving uses UDP
+GRO (``UDP_GRO``): the kernel hands back several datagrams of one size in one
+buffer plus the segment size. Without either, plain sendto/recvfrom.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+MAX_GSO_SEGMENTS = 64
+MAX_GSO_BYTES = 65000
+RECV_BUFFER = 65536
+SOCKET_BUFFER = 16 << 20
+_U16 = struct.Struct("=H")
+_INT = struct.Struct("=i")
+
+
+def _enlarge(sock: socket.socket, force_opt: int, opt: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force_opt, SOCKET_BUFFER)  # root may exceed rmem_max/wmem_max
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+
+
+class UdpSocket:
+    """A bound, non-blocking UDP socket with batch send/receive."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        sock.setblocking(False)
+        _enlarge(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF)
+        _enlarge(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF)
+        self.gso = self._probe_gso()
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            self.gro = True
+        except OSError:
+            self.gro = False
+        self._anc = socket.CMSG_SPACE(_INT.size)
+
+    @classmethod
+    def bind(cls, host: str, port: int) -> "UdpSocket":
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host, port))
+            return cls(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _probe_gso(self) -> bool:
+        try:
+            self.sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+            return True
+        except OSError:
+            return False
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send_batch(self, datagrams: list[bytes], addr) -> int:
+        """Send datagrams in order; return how many left (fewer if the send buffer is full)."""
+        sent = 0
+        n = len(datagrams)
+        sock = self.sock
+        while sent < n:
+            first = datagrams[sent]
+            size = len(first)
+            run = 1
+            if self.gso:
+                limit = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // max(size, 1))
+                while (sent + run < n and run < limit and len(datagrams[sent + run]) == size):
+                    run += 1
+                if sent + run < n and run < limit and len(datagrams[sent + run]) < size:
+                    run += 1  # a shorter datagram may end a GSO run
+            try:
+                if run == 1:
+                    sock.sendto(first, addr)
+                else:
+                    sock.sendmsg(datagrams[sent:sent + run], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr)
+            except (BlockingIOError, InterruptedError):
+                return sent
+            except OSError as exc:
+                if exc.errno == 5 and run > 1:  # EIO: GSO refused on this path; fall back for good
+                    self.gso = False
+                    continue
+                raise
+            sent += run
+        return sent
+
+    def recv_batch(self, max_calls: int = 64) -> list[tuple[memoryview, tuple]]:
+        """Datagrams waiting in the socket (up to ``max_calls`` system calls), with their source."""
+        out = []
+        sock = self.sock
+        for _ in range(max_calls):
+            try:
+                data, anc, _flags, addr = sock.recvmsg(RECV_BUFFER, self._anc)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                continue  # ICMP from an earlier send; not this datagram's fault
+            seg = 0
+            for level, kind, value in anc:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    seg = _INT.unpack_from(value.ljust(_INT.size, b"\0"))[0]
+            view = memoryview(data)
+            if seg and len(data) > seg:
+                for pos in range(0, len(data), seg):
+                    out.append((view[pos:pos + seg], addr))
+            else:
+                out.append((view, addr))
+        return out
