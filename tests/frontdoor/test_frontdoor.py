@@ -111,7 +111,7 @@ def test_users_file_gives_each_user_their_docroot_and_caps(tmp_path):
         "ben": User("ben", str(roots["ben"]), hash_password("ben-pw")),
     })
     with start_fasp_server(tmp_path / "srv", engine_command=FAKE_ENGINE,
-                           extra_args=["--users", str(users_file)], user="") as server:
+                           users_file=users_file) as server:
         ann, *_ = asyncio.run(run_session(server, b"", username="ann", password="ann-pw"))
         ben, *_ = asyncio.run(run_session(server, b"", username="ben", password="ben-pw"))
         with pytest.raises(asyncssh.PermissionDenied):

@@ -87,16 +87,23 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
                       docroot: Path | None = None, rate_cap_kbps: int | None = None,
                       allowed_policies: Sequence[str] | None = None, authorized_keys: Path | None = None,
                       udp_port: int | None = None, engine_command: Sequence[str] | None = None,
-                      extra_args: Sequence[str] = ()) -> Iterator[FaspServer]:
-    """Start ``fasp-server`` quick mode on a port it picks itself; stop it on exit."""
+                      users_file: Path | None = None, extra_args: Sequence[str] = ()) -> Iterator[FaspServer]:
+    """Start ``fasp-server`` on a port it picks itself; stop it on exit.
+
+    Quick mode (one ``user`` with ``password``) unless ``users_file`` is given: then the
+    users come from that file and ``user``/``password``/caps are not used.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     password = password or secrets.token_urlsafe(18)
     docroot = Path(docroot or workdir / "docroot")
     docroot.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "fasp_host_key"
-    argv = [sys.executable, "-m", "fasp.frontdoor", "--listen", f"{HOST}:0", "--user", user,
-            "--password-env", "FASP_TEST_PASSWORD", "--docroot", str(docroot), "--host-key", str(host_key)]
+    argv = [sys.executable, "-m", "fasp.frontdoor", "--listen", f"{HOST}:0", "--host-key", str(host_key)]
+    if users_file is not None:
+        argv += ["--users", str(users_file)]
+    else:
+        argv += ["--user", user, "--password-env", "FASP_TEST_PASSWORD", "--docroot", str(docroot)]
     if rate_cap_kbps is not None:
         argv += ["--rate-cap", str(rate_cap_kbps)]
     if allowed_policies is not None:
