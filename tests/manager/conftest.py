@@ -1,0 +1,86 @@
+"""Fixtures for the faspmanager tests: the test stand-in program and sample data."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_ascp(tmp_path, monkeypatch) -> Path:
+    """An executable that runs tests/manager/fakeascp.py with this interpreter."""
+    wrapper = tmp_path / "fake-ascp"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fakeascp.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("FAKEASCP_MODE", "normal")
+    return wrapper
+
+
+@pytest.fixture
+def sample_files(tmp_path):
+    """Three local files of different sizes (one empty) with random content."""
+    src = tmp_path / "src"
+    src.mkdir()
+    files = []
+    for name, size in (("a.bin", 300_000), ("b.txt", 1234), ("empty", 0)):
+        path = src / name
+        path.write_bytes(os.urandom(size))
+        files.append(path)
+    return files
+
+
+class Backend:
+    """Where a session test's files go and how orders name them, for one kind of transfer program.
+
+    The same session tests run against every backend: the test stand-in (``fake``) and, when it is
+    available, the real engine against a real fasp-server (``engine``).
+    """
+
+    name = "fake"
+
+    def __init__(self, ascp_path, remote_root: Path, local_root: Path, monkeypatch):
+        self.ascp_path = str(ascp_path)
+        self.remote_root = remote_root
+        self.local_root = local_root
+        self.user, self.host, self.password, self.tcp_port = "tester", "127.0.0.1", "s3cr3t-pass", 2222
+        self._monkeypatch = monkeypatch
+        remote_root.mkdir()
+        local_root.mkdir()
+
+    def remote(self, name: str) -> str:
+        """How an order names the remote file ``name``."""
+        return str(self.remote_root / name)
+
+    def upload_root(self) -> str:
+        return str(self.remote_root)
+
+    def options(self, **kwargs):
+        from faspmanager import TransferOptions
+        kwargs.setdefault("tcp_port", self.tcp_port)
+        return TransferOptions(**kwargs)
+
+    def slow(self, options) -> None:
+        """Make the next transfer take seconds (long enough to steer it while it runs)."""
+        self._monkeypatch.setenv("FAKEASCP_MODE", "slow")
+
+    def up(self, **kwargs):
+        return dict(dest_user=self.user, dest_host=self.host, dest_pass=self.password, **kwargs)
+
+    def down(self, **kwargs):
+        return dict(source_user=self.user, source_host=self.host, source_pass=self.password, **kwargs)
+
+
+@pytest.fixture(params=["fake"])
+def backend(request, tmp_path, fake_ascp, monkeypatch) -> Backend:
+    return Backend(fake_ascp, tmp_path / "remote", tmp_path / "local", monkeypatch)

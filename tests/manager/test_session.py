@@ -1,0 +1,216 @@
+"""Session behaviour against a real child process (every backend: the stand-in, and the real engine)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import faspmanager as fm
+from tests.manager.conftest import sha256
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _wait(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_file_upload_delivers_bytes_and_reports_events(backend, sample_files):
+    events = []
+    order = fm.FileUpload([str(p) for p in sample_files], **backend.up(
+        options=backend.options(destination_root=backend.upload_root(), file_checksum=fm.FileChecksumType.SHA_256)))
+    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
+        assert type(s) is fm.Session and s.state() == fm.SessionState.NOTSTARTED
+        s.start()
+        result = s.finish()
+        assert result.ok() and not result.failed() and result.reason() is None, result.reason()
+        assert s.finish() is result
+        assert s.state() == fm.SessionState.FINISHED
+        for path in sample_files:
+            landed = backend.remote_root / path.name
+            assert landed.stat().st_size == path.stat().st_size and sha256(landed) == sha256(path)
+        stats = s.stats()
+        assert stats["state"] == fm.SessionState.FINISHED
+        assert isinstance(stats["transfer_bytes"], int) and stats["transfer_bytes"] >= sum(
+            p.stat().st_size for p in sample_files)
+        assert isinstance(stats["encryption"], bool)
+        files = s.file_stats()
+        assert len(files) == len(sample_files) and s.failed_files() == []
+        for name, file_stats in files.items():
+            assert file_stats["state"] == fm.FileState.FINISHED
+            source = next(p for p in sample_files if name.endswith(p.name))
+            assert file_stats["bytes_written"] == source.stat().st_size
+            assert file_stats["checksum"] == sha256(source) and file_stats["checksum_type"] == "sha256"
+            assert s.file_stats(name) == file_stats
+        assert s.file_stats("no-such-file") is None
+    types = [e.event_type for e in events]
+    assert types[0] == fm.TransferEventType.INIT and types[-1] == fm.TransferEventType.DONE
+    for wanted in (fm.TransferEventType.SESSION, fm.TransferEventType.START, fm.TransferEventType.STOP):
+        assert wanted in types
+    assert all(isinstance(e, fm.TransferEvent) for e in events)
+    stop = next(e for e in events if e.event_type == fm.TransferEventType.STOP)
+    assert stop.file_stats["state"] == fm.FileState.FINISHED
+    assert next(e for e in events if e.event_type == fm.TransferEventType.INIT).file_stats is None
+    assert result.stats()["state"] == fm.SessionState.FINISHED
+
+
+def test_file_download_with_destination_pairs(backend):
+    payloads = {"one.bin": os.urandom(100_000), "two.bin": os.urandom(7)}
+    for name, data in payloads.items():
+        (backend.remote_root / name).write_bytes(data)
+    order = fm.FileDownload([backend.remote(n) for n in payloads], **backend.down(
+        dest_paths=["first.bin", "second.bin"], options=backend.options(destination_root=str(backend.local_root))))
+    with fm.session(order, ascp_path=backend.ascp_path) as s:
+        s.start()
+        result = s.finish()
+    assert result.ok(), result.reason()
+    for local, data in zip(["first.bin", "second.bin"], payloads.values()):
+        landed = backend.local_root / local
+        assert landed.read_bytes() == data
+
+
+def test_persistent_upload_with_offsets(backend, sample_files):
+    big = sample_files[0]
+    order = fm.PersistentUpload(**backend.up(options=backend.options(destination_root=backend.upload_root())))
+    s = fm.session(order, ascp_path=backend.ascp_path)
+    with pytest.raises(fm.SessionStateError):
+        s.add_source(str(big), "x")
+    with s:
+        assert type(s) is fm.PersistentSession
+        s.start()
+        s.add_source(str(big), "whole.bin")
+        s.add_source(str(big), "part.bin", start_offset=1000, end_offset=5000)
+        result = s.finish()
+        assert result.ok(), result.reason()
+        with pytest.raises(fm.SessionStateError):
+            s.add_source(str(big), "late.bin")
+        assert s.finish() is result
+    assert sha256(backend.remote_root / "whole.bin") == sha256(big)
+    assert (backend.remote_root / "part.bin").read_bytes()[-4000:] == big.read_bytes()[1000:5000]
+    assert not (backend.remote_root / "late.bin").exists()
+
+
+def test_stream_upload_writes_every_byte_in_order(backend):
+    data = os.urandom(1_000_003)
+    order = fm.StreamUpload(**backend.up(options=backend.options(destination_root=backend.upload_root(),
+                                                                 chunk_size=10_000)))
+    s = fm.session(order, ascp_path=backend.ascp_path)
+    assert type(s) is fm.StreamSession and s.chunk_size == 10_000
+    with pytest.raises(fm.SessionStateError):
+        s.open_stream("early.bin")
+    with s:
+        s.start()
+        stream = s.open_stream("streamed.bin")
+        with pytest.raises(fm.StreamStateError):
+            s.open_stream("second.bin")
+        for offset in range(0, len(data), 77_777):
+            stream.send(data[offset:offset + 77_777])
+        stream.close()
+        stream.close()  # a second close does nothing
+        with pytest.raises(fm.StreamStateError):
+            stream.send(b"late")
+        text = s.open_stream("text.txt")
+        text.send("héllo\n")
+        text.close()
+        result = s.finish()
+        assert result.ok(), result.reason()
+        with pytest.raises(fm.SessionStateError):
+            s.open_stream("after-finish.bin")
+    landed = backend.remote_root / "streamed.bin"
+    assert landed.stat().st_size == len(data) and landed.read_bytes() == data
+    assert (backend.remote_root / "text.txt").read_bytes() == "héllo\n".encode()
+
+
+def test_set_rate_and_cancel_steer_a_running_transfer(backend, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(4_000_000))
+    options = backend.options(destination_root=backend.upload_root())
+    backend.slow(options)
+    order = fm.FileUpload(str(big), **backend.up(options=options))
+    s = fm.session(order, ascp_path=backend.ascp_path)
+    with pytest.raises(fm.SessionStateError):
+        s.set_rate(100)
+    with pytest.raises(fm.SessionStateError):
+        s.cancel()
+    with pytest.raises(fm.SessionStateError):
+        s.finish()
+    with s:
+        s.start()
+        with pytest.raises(fm.SessionStateError):
+            s.start()
+        assert _wait(lambda: s.stats().get("transfer_bytes", 0) > 0)
+        assert s.set_rate(1234) is True
+        assert _wait(lambda: s.stats().get("rate") == 1234), s.stats()
+        assert s.state() == fm.SessionState.RUNNING
+        assert s.cancel() is True
+        result = s.finish()
+        assert result.failed() and not result.ok()
+        assert result.stats()["code"] == 28 and result.reason()
+        assert s.set_rate(10) is False and s.cancel() is False
+
+
+def test_close_mid_transfer_ends_the_program(backend, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(4_000_000))
+    options = backend.options(destination_root=backend.upload_root())
+    backend.slow(options)
+    s = fm.session(fm.FileUpload(str(big), **backend.up(options=options)), ascp_path=backend.ascp_path)
+    s.start()
+    pid = s.pid
+    assert _wait(lambda: s.stats().get("transfer_bytes", 0) > 0)
+    s.close()
+    s.close()
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert s.finish().failed()
+    assert s.cancel() is False
+
+
+def test_listener_never_blocks_the_reader(backend, sample_files):
+    release = threading.Event()
+    seen = []
+
+    def slow_listener(event):
+        seen.append(event.event_type)
+        release.wait(30)
+
+    order = fm.FileUpload([str(p) for p in sample_files],
+                          **backend.up(options=backend.options(destination_root=backend.upload_root())))
+    with fm.session(order, ascp_path=backend.ascp_path, listener=slow_listener) as s:
+        s.start()
+        result = s.finish()  # completes while the listener is still stuck on the first event
+        assert result.ok(), result.reason()
+        assert _wait(lambda: seen) and seen == [fm.TransferEventType.INIT]
+        release.set()
+        assert _wait(lambda: fm.TransferEventType.DONE in seen)
+
+
+def test_secrets_travel_in_the_environment_never_argv(backend, sample_files):
+    secrets = {"password": backend.password, "token": "tok-SECRET-1", "cookie": "cookie-SECRET-2",
+               "passphrase": "filepass-SECRET-3"}
+    options = backend.options(destination_root=backend.upload_root(), token=secrets["token"],
+                              cookie=secrets["cookie"], content_protection_passphrase=secrets["passphrase"])
+    backend.slow(options)
+    events = []
+    order = fm.FileUpload([str(p) for p in sample_files], **backend.up(options=options))
+    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
+        s.start()
+        cmdline = Path(f"/proc/{s.pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{s.pid}/environ").read_bytes().split(b"\0")
+        s.finish()
+    for secret in secrets.values():
+        assert secret.encode() not in cmdline
+    assert b"ASPERA_SCP_PASS=" + backend.password.encode() in environ
+    assert b"ASPERA_SCP_TOKEN=" + secrets["token"].encode() in environ
+    assert b"ASPERA_SCP_COOKIE=" + secrets["cookie"].encode() in environ
+    assert b"ASPERA_SCP_FILEPASS=" + secrets["passphrase"].encode() in environ
+    shown = repr([(e.session_stats, e.file_stats) for e in events]) + repr(order) + repr(options)
+    for secret in (backend.password, secrets["token"], secrets["passphrase"]):
+        assert secret not in shown
