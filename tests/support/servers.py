@@ -13,6 +13,7 @@ sets FASP_DOCROOT to the fixture's docroot, so both work without anything else.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import select
@@ -183,6 +184,7 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
                     remote_command=f"{sys.executable} -m fasp", log_path=log_path, process=proc)
                 return
         finally:
+            _wait_sessions_ended(proc.pid)
             _stop(proc)
     raise RuntimeError(f"sshd did not start; log:\n{log_path.read_text()}")
 
@@ -215,6 +217,28 @@ def _wait_tcp(proc: subprocess.Popen, port: int) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def _wait_sessions_ended(pid: int) -> None:
+    """End sshd's per-connection children while sshd can still reap them (killed first, they'd be orphans)."""
+    for grace, signum in ((STOP_TIMEOUT_S, signal.SIGTERM), (STOP_TIMEOUT_S, signal.SIGKILL)):
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _children(pid):
+            time.sleep(0.05)
+        for child in _children(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def _stop(proc: subprocess.Popen) -> None:
