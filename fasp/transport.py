@@ -167,7 +167,7 @@ class Transport:
         self._receiver.register(file_id, start, end, time.monotonic())
         if start >= end:
             done.set_result(None)
-            self._kick()
+        self._kick()  # the pump now owes this file feedback
         try:
             await done
         except BaseException:
@@ -262,6 +262,7 @@ class Transport:
                 header, body = seal.open(data)
                 if self._peer is None:
                     self._peer = addr
+                    self._kick()
                 elif addr != self._peer:
                     raise Rejected("datagram from a stranger")
                 self._last_heard = now

@@ -24,3 +24,61 @@ async def test_file_arrives_intact(tmp_path, size, key):
         assert server.stats()["bytes_received"] == size
     assert dst.stat().st_size == size
     assert sha256_file(dst) == sha256_file(src)
+
+
+@aio
+async def test_partial_range_lands_at_its_offsets(tmp_path):
+    data = os.urandom(3 << 20)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(data)
+    start, end = 1_000_003, 2_500_017
+    async with pair() as (client, server):
+        await transfer(client, server, 1, src, dst, start, end)
+        assert server.stats()["bytes_received"] == end - start
+    got = dst.read_bytes()
+    assert len(got) == end
+    assert got[start:end] == data[start:end]
+    assert hashlib.sha256(got[start:end]).digest() == hashlib.sha256(data[start:end]).digest()
+    assert got[:start] == bytes(start)  # nothing written outside the range
+
+
+@aio
+async def test_bytes_like_source(tmp_path):
+    data = bytearray(os.urandom(500_000))
+    dst = tmp_path / "dst"
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT)
+    try:
+        async with pair() as (client, server):
+            rx = asyncio.ensure_future(server.receive(3, fd, 100, 100 + len(data)))
+            await asyncio.wait_for(client.send(3, memoryview(data), 100, 100 + len(data)), 20)
+            await asyncio.wait_for(rx, 5)
+    finally:
+        os.close(fd)
+    got = dst.read_bytes()
+    assert len(got) == 100 + len(data)
+    assert hashlib.sha256(got[100:]).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+@aio
+async def test_many_concurrent_small_files_both_directions(tmp_path):
+    sizes = [0, 1, 17, 1336, 1337, 4000, 65_537] * 6
+    blobs = [os.urandom(n) for n in sizes]
+    progress = {}
+    async with pair() as (client, server):
+        fds = [os.open(tmp_path / f"f{i}", os.O_RDWR | os.O_CREAT) for i in range(len(blobs))]
+        try:
+            async def one(i):
+                a, b = (client, server) if i % 2 else (server, client)  # either end can send
+                rx = asyncio.ensure_future(b.receive(
+                    i, fds[i], 0, len(blobs[i]), on_progress=lambda n, i=i: progress.__setitem__(i, progress.get(i, 0) + n)))
+                await a.send(i, blobs[i], 0, len(blobs[i]))
+                await rx
+            await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(len(blobs)))), 30)
+        finally:
+            for fd in fds:
+                os.close(fd)
+    for i, blob in enumerate(blobs):
+        path = tmp_path / f"f{i}"
+        assert path.stat().st_size == len(blob)
+        assert sha256_file(path) == hashlib.sha256(blob).hexdigest()
+        assert progress.get(i, 0) == len(blob)

@@ -1,0 +1,141 @@
+"""An impairing UDP relay for tests: loss, reordering, duplication, delay, capture, tampering; seedable.
+
+    async with Relay(target=("127.0.0.1", port), loss=0.05, reorder=0.05, duplicate=0.02, seed=1) as relay:
+        ... connect to ("127.0.0.1", relay.port) ...
+
+Clients send to ``relay.port``; each client address gets its own upstream
+socket towards ``target``, and answers travel back the same way, so both
+directions are impaired alike. ``tamper(datagram, direction)`` (direction is
+"up" towards the target or "down" back to the client) may return a list of
+datagrams to forward instead (empty: drop; extra items: forged or replayed ones).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RelayCounts:
+    forwarded: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    bytes: dict = field(default_factory=lambda: {"up": 0, "down": 0})
+
+
+class _Side(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram):
+        self.on_datagram = on_datagram
+        self.transport = None
+        self.pending: list[bytes] | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        for force, opt in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # room for bursts: the relay is slow
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, 8 << 20)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
+
+    def datagram_received(self, data, addr):
+        self.on_datagram(data, addr)
+
+    def error_received(self, exc):  # ICMP for an earlier datagram: the relay keeps going, like a network
+        pass
+
+
+class Relay:
+    def __init__(self, target: tuple[str, int], *, loss: float = 0.0, reorder: float = 0.0,
+                 duplicate: float = 0.0, delay: float = 0.0, reorder_delay: float = 0.005,
+                 seed: int | None = None, capture: bool = False, tamper=None, host: str = "127.0.0.1"):
+        self.target = target
+        self.loss, self.reorder, self.duplicate = loss, reorder, duplicate
+        self.delay, self.reorder_delay = delay, reorder_delay
+        self.random = random.Random(seed)
+        self.capture = capture
+        self.captured: list[tuple[str, bytes]] = []
+        self.tamper = tamper
+        self.counts = RelayCounts()
+        self._host = host
+        self._front = None
+        self._upstreams: dict[tuple, _Side] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    @property
+    def port(self) -> int:
+        return self._front.transport.get_extra_info("sockname")[1]
+
+    async def __aenter__(self) -> "Relay":
+        loop = asyncio.get_running_loop()
+        _, self._front = await loop.create_datagram_endpoint(
+            lambda: _Side(self._from_client), local_addr=(self._host, 0))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for side in self._upstreams.values():
+            if side.transport is not None:
+                side.transport.close()
+        self._front.transport.close()
+
+    def _from_client(self, data: bytes, addr) -> None:
+        up = self._upstreams.get(addr)
+        if up is None:
+            up = self._upstreams[addr] = _Side(lambda d, _a, client=addr: self._impair(d, "down", client))
+            up.pending = []
+            asyncio.get_running_loop().create_task(self._open_upstream(up, addr))
+        if up.pending is not None:  # the upstream socket is still being opened
+            up.pending.append(data)
+        else:
+            self._impair(data, "up", addr)
+
+    async def _open_upstream(self, up: _Side, client) -> None:
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: up, remote_addr=self.target)
+        pending, up.pending = up.pending, None
+        for data in pending:
+            self._impair(data, "up", client)
+
+    def _impair(self, data: bytes, direction: str, client) -> None:
+        if self.capture:
+            self.captured.append((direction, data))
+        items = [data] if self.tamper is None else list(self.tamper(data, direction))
+        rnd = self.random
+        for item in items:
+            if rnd.random() < self.loss:
+                self.counts.dropped += 1
+                continue
+            copies = 1
+            if rnd.random() < self.duplicate:
+                copies = 2
+                self.counts.duplicated += 1
+            for _ in range(copies):
+                wait = self.delay
+                if rnd.random() < self.reorder:
+                    wait += rnd.uniform(0.2, 1.0) * self.reorder_delay
+                    self.counts.reordered += 1
+                if wait > 0:
+                    self._later(wait, item, direction, client)
+                else:
+                    self._deliver(item, direction, client)
+
+    def _later(self, wait: float, data: bytes, direction: str, client) -> None:
+        def fire():
+            self._timers.discard(timer)
+            self._deliver(data, direction, client)
+        timer = asyncio.get_running_loop().call_later(wait, fire)
+        self._timers.add(timer)
+
+    def _deliver(self, data: bytes, direction: str, client) -> None:
+        self.counts.forwarded += 1
+        self.counts.bytes[direction] += len(data)
+        if direction == "up":
+            up = self._upstreams[client]
+            if up.transport is not None:
+                up.transport.sendto(data)
+        else:
+            self._front.transport.sendto(data, client)
