@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,7 +85,7 @@ class Settings:
             events_url=_env("FASPQ_EVENTS_URL", redis_url),
             prefix=_env("FASPQ_PREFIX", cls.prefix),
             queue=_env("FASPQ_QUEUE", cls.queue),
-            ascp_path=_env("FASPQ_ASCP_PATH") or shutil.which("fasp-ascp"),
+            ascp_path=_env("FASPQ_ASCP_PATH"),
             secret_key=_secret_key(),
             retry=RetryPolicy(
                 max_retries=_int("FASPQ_RETRY_MAX", RetryPolicy.max_retries),

@@ -36,7 +36,7 @@ text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=
 http_fallback = st.builds(fm.HttpFallbackOptions, encode_all_as_jpeg=st.none() | st.booleans(),
                           http_port=st.none() | st.integers(1, 65535), https_key_filename=st.none() | text)
 VALUES = {**{n: st.booleans() for n in BOOLS}, **{n: st.integers(*r) for n, r in INTS.items()},
-          **{n: text for n in TEXTS + SECRETS}, **{n: st.lists(text, max_size=3) for n in LISTS},
+          **{n: text for n in TEXTS}, **{n: text.map(lambda t: "s3cr3t:" + t) for n in SECRETS}, **{n: st.lists(text, max_size=3) for n in LISTS},
           **{n: st.sampled_from(list(e)) for n, e in ENUMS.items()}, "http_fallback_options": http_fallback}
 
 

