@@ -1,0 +1,233 @@
+"""Every TransferOptions option: validation and its exact ascp command-line form (shared/design/ascp-cli.md)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import faspmanager as fm
+from faspmanager.orders import FILE_LIST_THRESHOLD
+
+# option -> (a value, the argv words it must produce); secrets and non-flags are checked separately
+FLAG_FORMS = {
+    "alternate_config_filename": ("/etc/asp.conf", ["-f", "/etc/asp.conf"]),
+    "apply_local_docroot": (True, ["--apply-local-docroot"]),
+    "auto_detect_capacity": (True, ["--auto-detect-capacity"]),
+    "check_ssh_fingerprint": ("SHA256:abc", ["--check-sshfp=SHA256:abc"]),
+    "cipher": (fm.CipherType.AES_256, ["-c", "aes256"]),
+    "create_dirs": (True, ["-d"]),
+    "datagram_size": (1400, ["-Z", "1400"]),
+    "delete_before_transfer": (True, ["--delete-before-transfer"]),
+    "encryption": (False, ["-T"]),
+    "exclude_newer_than": (1700000000, ["--exclude-newer-than=1700000000"]),
+    "exclude_older_than": (1600000000, ["--exclude-older-than=1600000000"]),
+    "exclude_patterns": (["*.tmp", "a?c"], ["-E", "*.tmp", "-E", "a?c"]),
+    "extra_options": (["--foo", "bar"], ["--foo", "bar"]),
+    "file_checksum": (fm.FileChecksumType.SHA_384, ["--file-checksum=sha384"]),
+    "file_manifest_format": (fm.FileManifestFormat.TEXT, ["--file-manifest=text"]),
+    "file_manifest_path": ("/tmp/manifests", ["--file-manifest-path=/tmp/manifests"]),
+    "http_fallback_options": (fm.HttpFallbackOptions(encode_all_as_jpeg=True, http_port=8080,
+                                                     https_key_filename="k.pem", https_cert_filename="c.pem",
+                                                     http_proxy_address_host="proxy", http_proxy_address_port=3128),
+                              ["-y", "1", "-t", "8080", "-j", "1", "-Y", "k.pem", "-I", "c.pem", "-x", "proxy:3128"]),
+    "ignore_host_key": (True, ["--ignore-host-key"]),
+    "local_log_dir": ("/var/log/x", ["-L", "/var/log/x"]),
+    "min_rate_kbps": (500, ["-m", "500"]),
+    "move_after_transfer_path": ("/archive", ["--move-after-transfer=/archive"]),
+    "multi_session_threshold": (1048576, ["--multi-session-threshold=1048576"]),
+    "overwrite_policy": (fm.OverwritePolicy.DIFF_AND_OLDER, ["--overwrite=diff+older"]),
+    "partial_file_suffix": (".part", ["--partial-file-suffix=.part"]),
+    "policy": (fm.TransferPolicy.LOW, ["--policy=low"]),
+    "pre_post_command_path": ("/bin/hook", ["-e", "/bin/hook"]),
+    "precalculate_job_size": (True, ["--precalculate-job-size"]),
+    "preserve_access_time": (True, ["--preserve-access-time"]),
+    "preserve_acls": (fm.PreserveMode.NATIVE, ["--preserve-acls=native"]),
+    "preserve_creation_time": (True, ["--preserve-creation-time"]),
+    "preserve_dates": (True, ["-p"]),
+    "preserve_file_owner_gid": (True, ["--preserve-file-owner-gid"]),
+    "preserve_file_owner_uid": (True, ["--preserve-file-owner-uid"]),
+    "preserve_modification_time": (True, ["--preserve-modification-time"]),
+    "preserve_source_access_time": (True, ["--preserve-source-access-time"]),
+    "preserve_xattrs": (fm.PreserveMode.METAFILE, ["--preserve-xattrs=metafile"]),
+    "read_size": (65536, ["-g", "65536"]),
+    "remote_log_dir": ("/var/log/r", ["-R", "/var/log/r"]),
+    "remote_preserve_acls": (fm.PreserveMode.NONE, ["--remote-preserve-acls=none"]),
+    "remote_preserve_xattrs": (fm.PreserveMode.NATIVE, ["--remote-preserve-xattrs=native"]),
+    "remove_empty_directories": (True, ["--remove-empty-directories"]),
+    "remove_empty_source_dir": (True, ["--remove-empty-source-directory"]),
+    "remove_files_after_transfer": (True, ["--remove-after-transfer"]),
+    "resume_check": (fm.ResumeCheck.SPARSE_CHECKSUM, ["-k", "2"]),
+    "retransmission_request_max_size": (1024, ["-X", "1024"]),
+    "save_before_overwrite": (True, ["--save-before-overwrite"]),
+    "skip_dir_traversal_dups": (True, ["--skip-dir-traversal-dupes"]),
+    "skip_special_files": (True, ["--skip-special-files"]),
+    "source_base": ("/data/", ["--src-base=/data/"]),
+    "source_prefix": ("/prefix", ["--source-prefix=/prefix"]),
+    "symlink_policy": (fm.SymlinkPolicy.COPY_FORCE, ["--symbolic-links=copy+force"]),
+    "target_rate_kbps": (250000, ["-l", "250000"]),
+    "tcp_port": (33001, ["-P", "33001"]),
+    "udp_port": (33002, ["-O", "33002"]),
+    "write_size": (131072, ["-G", "131072"]),
+}
+SECRET_ENV = {
+    "content_protection_passphrase": "ASPERA_SCP_FILEPASS",
+    "cookie": "ASPERA_SCP_COOKIE",
+    "token": "ASPERA_SCP_TOKEN",
+}
+NOT_FLAGS = {"chunk_size", "destination_root", "retry_timeout"}  # stream flag, positional, informational
+
+
+def _contains(args, words):
+    return any(args[i:i + len(words)] == words for i in range(len(args) - len(words) + 1))
+
+
+def _upload(**options):
+    return fm.FileUpload("local.bin", "u", "h", dest_pass="pw", options=fm.TransferOptions(**options))
+
+
+def test_every_option_is_covered():
+    assert set(FLAG_FORMS) | set(SECRET_ENV) | NOT_FLAGS == set(fm.TransferOptions.valid_options())
+
+
+@pytest.mark.parametrize("name", sorted(FLAG_FORMS))
+def test_option_command_line_form(name):
+    value, words = FLAG_FORMS[name]
+    args = _upload(**{name: value}).ascp_opts()
+    assert _contains(args, words), (name, args)
+    assert args[-2:] == ["local.bin", "."]  # options before the paths
+
+
+def test_unset_options_add_nothing_and_defaults_are_explicit():
+    args = _upload().ascp_opts()
+    assert args == ["--mode=send", "--user=u", "--host=h", "-m", "0", "--policy=fair", "-l", "10000", "-P", "22",
+                    "-O", "33001", "local.bin", "."]
+    assert "-T" not in args and "-d" not in args
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_ENV))
+def test_secret_options_go_to_the_environment(name):
+    order = _upload(**{name: "SECRET-value"})
+    assert not any("SECRET-value" in a for a in order.ascp_opts())
+    assert order.ascp_env()[SECRET_ENV[name]] == "SECRET-value"
+    assert "SECRET-value" not in repr(order)
+
+
+def test_content_protection_encrypts_uploads_and_decrypts_downloads():
+    assert "--file-crypt=encrypt" in _upload(content_protection_passphrase="x").ascp_opts()
+    down = fm.FileDownload("r.bin", "u", "h", source_pass="pw",
+                           options=fm.TransferOptions(content_protection_passphrase="x"))
+    assert "--file-crypt=decrypt" in down.ascp_opts() and "--mode=recv" in down.ascp_opts()
+
+
+def test_not_flag_options():
+    assert _upload(destination_root="/incoming").ascp_opts()[-1] == "/incoming"
+    assert _upload(retry_timeout=300, chunk_size=1000).ascp_opts() == _upload().ascp_opts()
+    stream = fm.StreamUpload("u", "h", dest_pass="pw", options=fm.TransferOptions(chunk_size=1000))
+    assert stream.ascp_opts()[-3:] == ["--keepalive", "--chunk-size=1000", "."]
+
+
+def test_password_and_identity():
+    order = fm.FileUpload("a", "u", "h", dest_pass="PW", dest_identity="/keys/id")
+    assert order.ascp_env() == {"ASPERA_SCP_PASS": "PW"}
+    assert _contains(order.ascp_opts(), ["-i", "/keys/id"]) and not any("PW" in a for a in order.ascp_opts())
+    keyonly = fm.PersistentDownload("u", "h", source_identity="/keys/id")
+    assert keyonly.ascp_env() == {}
+    assert "--keepalive" in keyonly.ascp_opts() and "--mode=recv" in keyonly.ascp_opts()
+
+
+def test_orders_need_credentials_and_paired_destinations():
+    with pytest.raises(fm.AuthenticationError):
+        fm.FileUpload("a", "u", "h")
+    with pytest.raises(fm.AuthenticationError):
+        fm.FileDownload("a", "u", "h")
+    for cls in (fm.PersistentUpload, fm.PersistentDownload, fm.StreamUpload):
+        with pytest.raises(fm.AuthenticationError):
+            cls("u", "h")
+    with pytest.raises(fm.InvalidPathError):
+        fm.FileUpload(["a", "b"], "u", "h", dest_paths=["x"], dest_pass="p")
+    with pytest.raises(fm.InvalidPathError):
+        fm.FileDownload("a", "u", "h", dest_paths=["x", "y"], source_pass="p")
+    with pytest.raises(fm.InvalidPathError):
+        fm.FileUpload("bad\nname", "u", "h", dest_pass="p")
+    with pytest.raises(fm.InvalidPathError):
+        fm.FileUpload([], "u", "h", dest_pass="p")
+
+
+def test_paired_destinations_use_a_pair_list():
+    order = fm.FileUpload(["a", "b"], "u", "h", dest_paths=["x", "y"], dest_pass="p")
+    args = order.ascp_opts()
+    (pairs,) = [a.split("=", 1)[1] for a in args if a.startswith("--file-pair-list=")]
+    with open(pairs) as f:
+        assert f.read().splitlines() == ["a", "x", "b", "y"]
+    assert args[-1] == "." and "a" not in args
+
+
+def test_many_sources_and_dash_sources_use_a_file_list():
+    many = [f"f{i}" for i in range(FILE_LIST_THRESHOLD + 1)]
+    args = fm.FileUpload(many, "u", "h", dest_pass="p").ascp_opts()
+    (listed,) = [a.split("=", 1)[1] for a in args if a.startswith("--file-list=")]
+    with open(listed) as f:
+        assert f.read().splitlines() == many
+    assert len(args) < 30
+    few = fm.FileUpload([f"f{i}" for i in range(FILE_LIST_THRESHOLD)], "u", "h", dest_pass="p").ascp_opts()
+    assert not any(a.startswith("--file-list") for a in few)
+    dashed = fm.FileUpload(["-rf"], "u", "h", dest_pass="p").ascp_opts()
+    assert "-rf" not in dashed and any(a.startswith("--file-list=") for a in dashed)
+
+
+def test_unknown_option_names_the_closest_valid_one():
+    with pytest.raises(ValueError, match=r"'target_rate'.*did you mean 'target_rate_kbps'"):
+        fm.TransferOptions(target_rate=10)
+    with pytest.raises(ValueError, match="unknown transfer option 'zzz'"):
+        fm.TransferOptions(zzz=1)
+
+
+@pytest.mark.parametrize("name, bad", [
+    ("target_rate_kbps", "fast"), ("target_rate_kbps", True), ("target_rate_kbps", -1), ("tcp_port", 70000),
+    ("create_dirs", "yes"), ("policy", "warp"), ("policy", fm.CipherType.AES_128), ("cipher", 128),
+    ("exclude_patterns", "*.tmp"), ("extra_options", [1]), ("http_fallback_options", {"http_port": 1}),
+    ("retransmission_request_max_size", 1441), ("local_log_dir", 5), ("resume_check", 7),
+])
+def test_wrong_type_or_enum_is_a_clear_value_error(name, bad):
+    with pytest.raises(ValueError, match=name):
+        fm.TransferOptions(**{name: bad})
+
+
+def test_enum_values_accept_their_ascp_words_and_names():
+    assert fm.TransferOptions(policy="high").policy is fm.TransferPolicy.HIGH
+    assert fm.TransferOptions(policy="HIGH").policy is fm.TransferPolicy.HIGH
+    assert fm.TransferOptions(resume_check=3).resume_check is fm.ResumeCheck.FULL_CHECKSUM
+
+
+def test_defaults_class_constants_and_attribute_access():
+    defaults = fm.TransferOptions.defaults()
+    assert defaults["policy"] == fm.TransferOptions.DEFAULT_POLICY == fm.TransferPolicy.FAIR
+    assert defaults["destination_root"] == fm.TransferOptions.DEFAULT_DESTINATION_ROOT
+    assert defaults["chunk_size"] == fm.TransferOptions.DEFAULT_CHUNK_SIZE > 0
+    assert defaults["target_rate_kbps"] == 10000 and defaults["tcp_port"] == 22 and defaults["udp_port"] == 33001
+    assert defaults["encryption"] is True
+    options = fm.TransferOptions(target_rate_kbps=5)
+    assert options.opts["target_rate_kbps"] == options.target_rate_kbps == 5
+    options.min_rate_kbps = 3
+    assert options.opts["min_rate_kbps"] == 3
+    with pytest.raises(ValueError):
+        options.min_rate_kbps = "3"
+    assert options.cipher is None
+    assert fm.TransferOptions.valid_options() == sorted(fm.TransferOptions.valid_options())
+
+
+def test_generated_flags_are_accepted_by_the_engine_parser():
+    """Cross-check with the engine's own option table: it must understand every flag we generate."""
+    engine_options = pytest.importorskip("fasp.options")
+    everything = {name: value for name, (value, _) in FLAG_FORMS.items() if name != "extra_options"}
+    args = fm.FileUpload("local.bin", "u", "h", dest_pass="pw", options=fm.TransferOptions(**everything)).ascp_opts()
+    values, positional = engine_options.tokenize(args)
+    assert positional == ["local.bin", "."]
+    assert values["mode"] == "send" and values["target_rate"] == "250000" and values["exclude"] == ["*.tmp", "a?c"]
+
+
+def test_pathlike_values_are_accepted(tmp_path):
+    order = fm.FileUpload(tmp_path / "a", "u", "h", dest_pass="p",
+                          options=fm.TransferOptions(local_log_dir=tmp_path))
+    assert order.source_paths == [os.fspath(tmp_path / "a")]
+    assert _contains(order.ascp_opts(), ["-L", str(tmp_path)])
