@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import shlex
@@ -40,9 +41,12 @@ ENGINE_COMMAND = (sys.executable, "-m", "fasp")
 STOP_GRACE_S = 3.0
 CHUNK = 64 * 1024
 
-# Compared against when the user is unknown or has no password, so that a
-# refusal takes as long as a real check and does not reveal which users exist.
-_DECOY_HASH = hash_password("decoy")
+
+@functools.cache
+def _decoy_hash() -> str:
+    """Checked when the user is unknown or has no password: a refusal then takes as long as a
+    real check and does not reveal which users exist."""
+    return hash_password("decoy")
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class FrontDoor:
         self._authorized = {name: asyncssh.import_authorized_keys("\n".join(user.authorized_keys))
                             for name, user in settings.users.items() if user.authorized_keys}
         self._acceptor: asyncssh.SSHAcceptor | None = None
-        self._connections: set[asyncssh.SSHServerConnection] = set()
+        self.connections: set[asyncssh.SSHServerConnection] = set()  # kept by _Gate
         self._sessions: set[asyncio.Task] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -99,9 +103,9 @@ class FrontDoor:
         for task in list(self._sessions):
             task.cancel()
         await asyncio.gather(*self._sessions, return_exceptions=True)
-        for conn in list(self._connections):
+        for conn in list(self.connections):
             conn.close()
-        await asyncio.gather(*(conn.wait_closed() for conn in list(self._connections)), return_exceptions=True)
+        await asyncio.gather(*(conn.wait_closed() for conn in list(self.connections)), return_exceptions=True)
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
 
@@ -109,17 +113,22 @@ class FrontDoor:
     def session_count(self) -> int:
         return len(self._sessions)
 
+    def authorized_keys(self, username: str) -> asyncssh.SSHAuthorizedKeys | None:
+        return self._authorized.get(username)
+
+    async def check_password(self, username: str, password: str) -> bool:
+        """Whether ``password`` is ``username``'s; as slow for unknown users as for known ones."""
+        user = self._settings.users.get(username)
+        known = user is not None and user.password_hash is not None
+        stored = user.password_hash if known else _decoy_hash()
+        return await asyncio.to_thread(verify_password, stored, password) and known
+
     async def _session(self, process: asyncssh.SSHServerProcess) -> None:
         task = asyncio.current_task()
         self._sessions.add(task)
         try:
             username = process.get_extra_info("username")
             user = self._settings.users[username]
-            if process.subsystem:
-                log.warning("refused subsystem %r for %s", process.subsystem, username)
-                process.stderr.write(f"fasp-server: subsystem {process.subsystem} not offered\n".encode())
-                process.exit(1)
-                return
             argv = server_argv(self._settings.engine_command, user, self._settings.udp_port)
             log.info("session for %s (client asked for %r)", username, (process.command or "")[:200])
             await run_engine(process, argv, user.docroot, self._settings.child_env)
@@ -138,14 +147,14 @@ class _Gate(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         self._peer = "%s:%s" % conn.get_extra_info("peername")[:2]
-        self._door._connections.add(conn)
+        self._door.connections.add(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._door._connections.discard(self._conn)
+        self._door.connections.discard(self._conn)
         log.info("connection from %s closed%s", self._peer, f" ({exc})" if exc else "")
 
     def begin_auth(self, username: str) -> bool:
-        keys = self._door._authorized.get(username)
+        keys = self._door.authorized_keys(username)
         if keys is not None:
             self._conn.set_authorized_keys(keys)
         return True
@@ -157,10 +166,7 @@ class _Gate(asyncssh.SSHServer):
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
-        user = self._door._settings.users.get(username)
-        known = user is not None and user.password_hash is not None
-        stored = user.password_hash if known else _DECOY_HASH
-        accepted = await asyncio.to_thread(verify_password, stored, password) and known
+        accepted = await self._door.check_password(username, password)
         if accepted:
             log.info("password accepted for %s from %s", username, self._peer)
         else:
@@ -314,6 +320,9 @@ async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSH
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info("host key %s, users: %s", host_key.get_fingerprint("sha256"), ", ".join(settings.users))
+    for user in settings.users.values():
+        if not os.path.isdir(user.docroot):
+            log.warning("docroot of %s does not exist: %s (their sessions will fail)", user.name, user.docroot)
     print(f"listening on {host}:{port}", flush=True)
     await stop.wait()
     log.info("shutting down (%d sessions)", door.session_count)

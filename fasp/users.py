@@ -24,7 +24,7 @@ import os
 import secrets
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 POLICIES = ("fixed", "high", "fair", "low")
