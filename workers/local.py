@@ -109,11 +109,11 @@ class Service:
 
 
 class RedisServer(Service):
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, executable: str | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        super().__init__([redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
+        super().__init__([executable or redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
                           "--save", "", "--appendonly", "no"], workdir / "redis.log")
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 15

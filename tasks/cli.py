@@ -1,0 +1,199 @@
+"""``faspq``: enqueue, watch and steer transfers run by the Celery workers.
+
+Passwords never go on the command line: ``--password-env VAR`` names the
+variable holding it, otherwise faspq asks for it without echo.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import faspmanager as fm
+from config.settings import get_settings
+from workers.keys import TERMINAL_STATES
+from workers.redisconn import redis_for
+
+from .client import TransferHandle, submit
+from .progress import TransferView
+
+console = Console()
+
+
+def _password(password_env: str | None, identity: str | None) -> str | None:
+    if identity:
+        return None
+    if password_env:
+        value = os.environ.get(password_env)
+        if not value:
+            raise click.UsageError(f"${password_env} is empty or unset")
+        return value
+    return click.prompt("password", hide_input=True)
+
+
+def _options(port: int, rate: int | None, dest_root: str | None, extra: dict) -> fm.TransferOptions:
+    opts = {"tcp_port": port, **extra}
+    if rate:
+        opts["target_rate_kbps"] = rate
+    if dest_root:
+        opts["destination_root"] = dest_root
+    return fm.TransferOptions(**opts)
+
+
+def _remote(f):
+    for decorator in reversed([
+        click.option("--host", required=True, help="transfer server host"),
+        click.option("--port", default=22, show_default=True, help="its SSH port"),
+        click.option("--user", required=True),
+        click.option("--password-env", metavar="VAR", help="environment variable holding the password"),
+        click.option("--identity", type=click.Path(), help="private key file (instead of a password)"),
+        click.option("--rate", type=int, help="target rate, kbps"),
+        click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
+        click.option("--queue", help="Celery queue"),
+        click.option("--id", "transfer_id", help="transfer id (default: random)"),
+        click.option("--watch/--no-watch", default=True, show_default=True),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _enqueue(order, queue, transfer_id, watch) -> None:
+    handle = submit(order, transfer_id=transfer_id, queue=queue)
+    click.echo(handle.id)
+    if watch:
+        sys.exit(_watch(handle))
+
+
+def _watch(handle: TransferHandle, timeout: float | None = None) -> int:
+    with TransferView(title=f"transfer {handle.id}") as view:
+        for event in handle.events(timeout=timeout):
+            view.show(event)
+    result = view.result or handle.status().get("result") or {}
+    if result.get("ok"):
+        console.print(f"[green]done[/] after {result.get('attempts')} attempt(s)")
+        return 0
+    console.print(f"[red]failed[/]: [{result.get('code')} {result.get('error')}] {result.get('reason')}")
+    return 1
+
+
+@click.group()
+def main() -> None:
+    """Distributed high-speed transfers: Celery workers run them, Redis carries events and control."""
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--dest", default=".", show_default=True, help="destination directory on the server")
+@_remote
+def upload(sources, dest, host, port, user, password_env, identity, rate, resume, queue, transfer_id, watch):
+    """Upload local SOURCES to the server."""
+    extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
+    order = fm.FileUpload(source_paths=list(sources), dest_user=user, dest_host=host,
+                          dest_pass=_password(password_env, identity), dest_identity=identity,
+                          options=_options(port, rate, dest, {**extra, "create_dirs": True}))
+    _enqueue(order, queue, transfer_id, watch)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--dest", default=".", show_default=True, help="local destination directory (on the worker)")
+@_remote
+def download(sources, dest, host, port, user, password_env, identity, rate, resume, queue, transfer_id, watch):
+    """Download SOURCES from the server."""
+    extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
+    order = fm.FileDownload(source_paths=list(sources), source_user=user, source_host=host,
+                            source_pass=_password(password_env, identity), source_identity=identity,
+                            options=_options(port, rate, os.path.abspath(dest), {**extra, "create_dirs": True}))
+    _enqueue(order, queue, transfer_id, watch)
+
+
+@main.command()
+@click.argument("transfer_id")
+@click.option("--timeout", type=float, help="give up after this many seconds without an event")
+def watch(transfer_id, timeout):
+    """Live progress of a transfer until it ends (exit 0 on success)."""
+    sys.exit(_watch(TransferHandle(transfer_id), timeout))
+
+
+@main.command()
+@click.argument("transfer_id")
+def status(transfer_id):
+    """Where a transfer stands (JSON)."""
+    current = TransferHandle(transfer_id).status()
+    if not current:
+        raise click.ClickException(f"no transfer {transfer_id}")
+    click.echo(json.dumps(current, indent=2, default=str))
+
+
+@main.command(name="ls")
+@click.option("--all", "show_all", is_flag=True, help="include ended transfers")
+def list_transfers(show_all):
+    """Transfers and the workers running them."""
+    settings = get_settings()
+    client = redis_for(settings.events_url)
+    table = Table("id", "type", "state", "owner", "attempt", "bytes", "rate kbps", "age s")
+    now = time.time()
+    for key in sorted(client.scan_iter(match=f"{settings.prefix}:status:*", count=500)):
+        transfer_id = key.decode().rsplit(":", 1)[1]
+        current = TransferHandle(transfer_id, settings).status()
+        if not current or (current.get("state") in TERMINAL_STATES and not show_all):
+            continue
+        session = (current.get("last") or {}).get("session") or {}
+        age = now - float(current.get("created", now))
+        table.add_row(transfer_id, current.get("type", "?"), current.get("state", "?"), current.get("owner", "-"),
+                      str(current.get("attempt", 0)), str(session.get("transfer_bytes", "")),
+                      str(session.get("rate", "")), f"{age:.0f}")
+    console.print(table)
+
+
+@main.command()
+@click.argument("transfer_id")
+@click.argument("kbps", type=int)
+def rate(transfer_id, kbps):
+    """Change a transfer's target rate."""
+    click.echo(TransferHandle(transfer_id).set_rate(kbps))
+
+
+@main.command()
+@click.argument("transfer_id")
+def cancel(transfer_id):
+    """Cancel a transfer (it ends with code 28, no retry)."""
+    click.echo(TransferHandle(transfer_id).cancel())
+
+
+@main.command()
+@click.argument("transfer_id")
+@click.argument("source")
+@click.argument("dest")
+@click.option("--start", "start_offset", type=int)
+@click.option("--end", "end_offset", type=int)
+def add(transfer_id, source, dest, start_offset, end_offset):
+    """Add a file to a persistent transfer."""
+    click.echo(TransferHandle(transfer_id).add_source(source, dest, start_offset, end_offset))
+
+
+@main.command()
+@click.argument("transfer_id")
+def finish(transfer_id):
+    """Tell a persistent transfer that no more files come."""
+    click.echo(TransferHandle(transfer_id).finish())
+
+
+@main.command()
+@click.option("--size-mb", default=48, show_default=True, help="data to generate and transfer")
+@click.option("--files", default=4, show_default=True)
+@click.option("--rate", default=400000, show_default=True, help="target rate, kbps")
+@click.option("--keep", is_flag=True, help="keep the temporary directory (logs, data)")
+def demo(size_mb, files, rate, keep):
+    """Everything on this host, nothing beforehand: embedded Redis, a fasp-server, a worker, a transfer."""
+    from .demo import run_demo
+    sys.exit(run_demo(size_mb=size_mb, files=files, rate_kbps=rate, keep=keep, console=console))
+
+
+if __name__ == "__main__":
+    main()
