@@ -12,6 +12,31 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """Names and addresses of the two emulated hosts."""
+
+    prefix: str = "fasp"
+    subnet: str = "10.77.0"
+
+    @property
+    def a(self) -> str:
+        return f"{self.prefix}-a"
+
+    @property
+    def b(self) -> str:
+        return f"{self.prefix}-b"
+
+    @property
+    def addr_a(self) -> str:
+        return f"{self.subnet}.1"
+
+    @property
+    def addr_b(self) -> str:
+        return f"{self.subnet}.2"
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,3 +81,25 @@ def delete(name: str, grace_s: float = 2.0) -> None:
 def argv(name: str, command: list[str]) -> list[str]:
     """The command line that runs ``command`` inside namespace ``name``."""
     return ["ip", "netns", "exec", name, *command]
+
+
+class Loopback:
+    """One namespace holding both "hosts" on 127.0.0.1: the loopback scenario,
+    with the same interface as :class:`bench.wan.Wan` (hosts, popen, run)."""
+
+    def __init__(self, name: str = "fasp-lo") -> None:
+        self.name = name
+        self.hosts = Hosts(prefix=name, subnet="127.0.0")
+
+    def __enter__(self) -> "Loopback":
+        create(self.name)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        delete(self.name)
+
+    def popen(self, side: str, command: list[str], **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(argv(self.name, command), **kwargs)
+
+    def run(self, side: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(argv(self.name, command), **kwargs)

@@ -26,9 +26,9 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 from bench import netns
+from bench.netns import Hosts
 from bench.meter import FlowMeter
 from bench.path import Link, PathSpec
 
@@ -36,30 +36,6 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 READ_BATCH = 64
-
-
-@dataclass(frozen=True)
-class Hosts:
-    """Names and addresses of the two emulated hosts."""
-
-    prefix: str = "fasp"
-    subnet: str = "10.77.0"
-
-    @property
-    def a(self) -> str:
-        return f"{self.prefix}-a"
-
-    @property
-    def b(self) -> str:
-        return f"{self.prefix}-b"
-
-    @property
-    def addr_a(self) -> str:
-        return f"{self.subnet}.1"
-
-    @property
-    def addr_b(self) -> str:
-        return f"{self.subnet}.2"
 
 
 def open_tun(name: str) -> int:
@@ -75,10 +51,11 @@ def attach(fd_name: str, ns: str, local: str, peer: str, mtu: int) -> None:
     netns.ip("-n", ns, "link", "set", fd_name, "mtu", str(mtu), "up")
 
 
-def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats) -> None:
-    """Forward packets between the two TUN fds through the two links, forever."""
+def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> None:
+    """Forward packets between the two TUN fds through the two links, forever;
+    per-flow bins in ``stats`` count seconds from ``start``."""
     clock = time.monotonic
-    meters = {"ab": FlowMeter(clock()), "ba": FlowMeter(clock())}
+    meters = {"ab": FlowMeter(start), "ba": FlowMeter(start)}
 
     def record(direction: str, closed: list[dict]) -> None:
         for row in closed:
@@ -129,9 +106,10 @@ def serve(hosts: Hosts, ab: Link, ba: Link, mtu: int, stats_path: str | None) ->
         fds = [open_tun(tun_a), open_tun(tun_b)]
         attach(tun_a, hosts.a, hosts.addr_a, hosts.addr_b, mtu)
         attach(tun_b, hosts.b, hosts.addr_b, hosts.addr_a, mtu)
+        start = time.monotonic()
         print("READY " + json.dumps({"a": hosts.a, "b": hosts.b, "addr_a": hosts.addr_a,
-                                     "addr_b": hosts.addr_b, "t0": time.monotonic()}), flush=True)
-        forward(fds[0], fds[1], ab, ba, stats)
+                                     "addr_b": hosts.addr_b, "t0": start}), flush=True)
+        forward(fds[0], fds[1], ab, ba, stats, start)
     finally:
         for fd in fds:
             os.close(fd)

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from bench import netns
-from bench.wan import Hosts, Wan
+from bench.netns import Hosts
+from bench.wan import Wan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,0 +1,187 @@
+"""The transfer servers and clients a benchmark compares, on host B and A.
+
+Each server is started fresh for every measured run and stopped after it:
+``os.wait4`` on a stopped server then yields the CPU time of the server and
+every session process it reaped, which is how "CPU seconds per GiB" counts
+both ends without guessing.  Clients get the same treatment.  Secrets go
+through the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ENGINE = [sys.executable, "-m", "fasp"]
+FRONTDOOR = [sys.executable, "-m", "fasp.frontdoor"]
+REPO = str(Path(__file__).resolve().parents[1])
+READY_TIMEOUT_S = 20.0
+
+
+def engine_available() -> bool:
+    """Whether the engine's client (fasp/cli.py) and server (fasp/frontdoor.py) exist yet."""
+    package = Path(REPO) / "fasp"
+    return all((package / name).exists() for name in ("cli.py", "frontdoor.py", "__main__.py"))
+
+
+@dataclass
+class Finished:
+    returncode: int | None  # None: killed at the time limit
+    seconds: float
+    cpu_s: float
+
+
+def wait_measured(process: subprocess.Popen, timeout: float | None, started: float) -> Finished:
+    """Wait for ``process`` (SIGTERM, then SIGKILL, at ``timeout``); its CPU with reaped children."""
+    deadline = None if timeout is None else started + timeout
+    timed_out = False
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            ended = time.monotonic()
+            process.returncode = os.waitstatus_to_exitcode(status)
+            break
+        if deadline is not None and time.monotonic() > deadline and not timed_out:
+            timed_out, ended = True, time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+        elif timed_out and time.monotonic() > deadline:
+            process.kill()
+            deadline = float("inf")
+        time.sleep(0.01)
+    return Finished(None if timed_out else process.returncode, ended - started,
+                    usage.ru_utime + usage.ru_stime)
+
+
+def _ready_line(process: subprocess.Popen, log: Path) -> str:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        if select.select([process.stdout], [], [], 0.05)[0]:
+            return process.stdout.readline().decode(errors="replace").strip()
+    raise RuntimeError(f"server did not start (exit {process.poll()}): {log.read_text(errors='replace')[-2000:]}")
+
+
+class Server:
+    """A server process on host B, started per run so its CPU can be measured."""
+
+    def __init__(self, site, workdir: Path) -> None:
+        self.site = site
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.log = self.workdir / f"{type(self).__name__}.log"
+        with open(self.log, "ab") as log:
+            self.process = self.site.popen("b", self.argv(), stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.PIPE, stderr=log, env=self.env())
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> float:
+        """Stop the server; its CPU seconds, sessions included."""
+        time.sleep(0.2)  # let finished sessions be reaped by the server
+        self.process.send_signal(signal.SIGTERM)
+        finished = wait_measured(self.process, 10, time.monotonic())
+        self.process.stdout.close()
+        return finished.cpu_s
+
+
+class OpenSSH(Server):
+    """A real OpenSSH sshd on host B, port 22, key login for root."""
+
+    def __init__(self, site, workdir: Path) -> None:
+        super().__init__(site, workdir)
+        self.host_key, self.identity = workdir / "ssh_host_ed25519_key", workdir / "id_ed25519"
+        for key in (self.host_key, self.identity):
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                               check=True, stdin=subprocess.DEVNULL)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.config = workdir / "sshd_config"
+        self.config.write_text("\n".join([
+            f"ListenAddress {site.hosts.addr_b}:22", f"HostKey {self.host_key}",
+            f"PidFile {workdir / 'sshd.pid'}", f"AuthorizedKeysFile {self.identity}.pub",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
+            "PermitRootLogin yes", "StrictModes no", "UseDNS no", ""]))
+
+    def argv(self) -> list[str]:
+        return ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config)]
+
+    def wait_ready(self) -> None:
+        probe = [sys.executable, "-c", "import socket,sys; socket.create_connection((sys.argv[1], 22), 1)",
+                 self.site.hosts.addr_b]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while self.site.run("a", probe, capture_output=True).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"sshd did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def ssh_options(self) -> list[str]:
+        return ["-i", str(self.identity), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
+
+    def scp(self, sources: list[Path], dest: Path) -> list[str]:
+        return ["scp", "-q", "-r", *self.ssh_options(), *map(str, sources), f"root@{self.site.hosts.addr_b}:{dest}/"]
+
+    def rsync(self, sources: list[Path], dest: Path) -> list[str]:
+        shell = " ".join(["ssh", *self.ssh_options()])
+        return ["rsync", "-a", "--whole-file", "-e", shell, *map(str, sources), f"root@{self.site.hosts.addr_b}:{dest}/"]
+
+
+class FaspServer(Server):
+    """Our fasp-server (quick mode) on host B; its docroot is the run's destination."""
+
+    PORT = 33001
+    USER = "bench"
+
+    def __init__(self, site, workdir: Path, docroot: Path) -> None:
+        super().__init__(site, workdir)
+        self.docroot = docroot
+        self.password = secrets.token_urlsafe(18)
+        self.host_key = workdir / "fasp_host_key"
+
+    def argv(self) -> list[str]:
+        return [*FRONTDOOR, "--listen", f"{self.site.hosts.addr_b}:{self.PORT}", "--user", self.USER,
+                "--password-env", "FASP_BENCH_PASSWORD", "--docroot", str(self.docroot),
+                "--host-key", str(self.host_key)]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "FASP_BENCH_PASSWORD": self.password, "PYTHONPATH": REPO}
+
+    def wait_ready(self) -> None:
+        line = _ready_line(self.process, self.log)
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"fasp-server said {line!r}")
+
+    def client_env(self) -> dict[str, str]:
+        return {**os.environ, "ASPERA_SCP_PASS": self.password, "PYTHONPATH": REPO}
+
+    def ascp(self, sources: list[Path], *, rate_kbps: int, policy: str, encrypt: bool = True,
+             mgmt_port: int | None = None) -> list[str]:
+        argv = [*ENGINE, "-P", str(self.PORT), "--mode=send", f"--user={self.USER}",
+                f"--host={self.site.hosts.addr_b}", "-l", str(rate_kbps), f"--policy={policy}",
+                "--ignore-host-key", "-d"]
+        if not encrypt:
+            argv.append("-T")
+        if mgmt_port is not None:
+            argv += ["-M", str(mgmt_port)]
+        return [*argv, *map(str, sources), "/"]

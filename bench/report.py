@@ -1,0 +1,319 @@
+"""Turn benchmark measurements into numbers, a Markdown table, JSON and plots.
+
+The analysis functions are pure (rows and bins in, numbers out) so they can
+be checked without a network; :func:`write` is the only part that touches
+files.  Throughput shares come from the emulator's per-flow counters, never
+from a tool's own report.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+BIN_S = 0.1
+
+
+# ------------------------------------------------------------------ inputs
+
+def read_bins(path: Path) -> list[dict]:
+    """The emulator's per-flow bins (host A to B only)."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [row for row in rows if row.get("dir") == "ab"]
+
+
+def read_events(path: Path) -> list[dict]:
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _engine_bytes(flows: dict[str, int]) -> int:
+    return sum(n for key, n in flows.items() if key.startswith("udp:"))
+
+
+def _tcp_bytes(flows: dict[str, int], port: int = 5201) -> int:
+    return sum(n for key, n in flows.items() if key.startswith("tcp:") and str(port) in key.split(":")[1].split(">"))
+
+
+def series(bins: list[dict], start: float, stop: float, pick, step_s: float = 1.0) -> list[tuple[float, float]]:
+    """(seconds since ``start``, Mbit/s) in steps of ``step_s`` of what ``pick(flows)`` counts."""
+    buckets: dict[int, int] = defaultdict(int)
+    for row in bins:
+        if start <= row["t"] < stop:
+            buckets[int((row["t"] - start) / step_s)] += pick(row["bytes"])
+    count = int((stop - start) / step_s)
+    return [(round(i * step_s, 3), round(buckets[i] * 8 / step_s / 1e6, 3)) for i in range(count)]
+
+
+# ---------------------------------------------------------------- analyses
+
+def share(bins: list[dict], start: float, stop: float) -> dict:
+    """How the engine (UDP) and the iperf3 TCP flow shared the path in [start, stop)."""
+    window = [row for row in bins if start <= row["t"] < stop]
+    engine = sum(_engine_bytes(row["bytes"]) for row in window)
+    tcp = sum(_tcp_bytes(row["bytes"]) for row in window)
+    seconds = max(stop - start, BIN_S)
+    return {"seconds": round(seconds, 2),
+            "engine_mbit_s": round(engine * 8 / seconds / 1e6, 2),
+            "tcp_mbit_s": round(tcp * 8 / seconds / 1e6, 2),
+            "engine_share": round(engine / (engine + tcp), 3) if engine + tcp else None,
+            "series": {"engine": series(bins, start, stop, _engine_bytes),
+                       "tcp": series(bins, start, stop, _tcp_bytes)}}
+
+
+def control(bins: list[dict], t0: float, events: list[dict], first_kbps: int, second_kbps: int) -> dict:
+    """RATE latency (from STATS and from the wire) and FIXED steadiness.
+
+    The wire rate includes headers, so steadiness is judged against the
+    rate's own mean and, separately, the mean against the target.
+    """
+    if not events:
+        return {"note": "engine sent no management events"}
+    start = events[0]["t"] - t0
+    sent = [e for e in events if e.get("sent") == "RATE"]
+    stats = [e for e in events if e.get("type") == "STATS" and e.get("Rate")]
+    stop = events[-1]["t"] - t0
+    out: dict = {"stats_rates": [(round(e["t"] - t0 - start, 3), int(e["Rate"])) for e in stats],
+                 "wire": series(bins, start, stop + 1, _engine_bytes, BIN_S)}
+    change = sent[0]["t"] - t0 if sent else stop
+    steady = [rate for t, rate in series(bins, start + 2, change, _engine_bytes) if t < change - start - 2]
+    if steady:
+        mean = statistics.mean(steady)
+        out.update(fixed_mean_mbit_s=round(mean, 2), fixed_mean_vs_target=round(mean * 1000 / first_kbps, 3),
+                   fixed_max_dev_pct=round(max(abs(r - mean) for r in steady) / mean * 100, 2) if mean else None,
+                   fixed_cv_pct=round(statistics.pstdev(steady) / mean * 100, 2) if mean else None)
+    if not sent:
+        return {**out, "note": "no RATE sent (engine ended before the change)"}
+    target = second_kbps / 1000
+    after_stats = [e["t"] - t0 - change for e in stats
+                   if e["t"] - t0 > change and abs(int(e["Rate"]) - second_kbps) <= 0.05 * second_kbps]
+    out["rate_effective_stats_s"] = round(after_stats[0], 3) if after_stats else None
+    # on the wire: first 100 ms bin after the command from which a 500 ms average stays within 10 %
+    wire = [(t + start - change, r) for t, r in out["wire"] if t + start >= change]
+    scale = out.get("fixed_mean_vs_target") or 1.0  # header overhead seen in the FIXED phase
+    for i in range(len(wire) - 5):
+        if abs(statistics.mean(r for _, r in wire[i:i + 5]) - target * scale) <= 0.1 * target * scale:
+            out["rate_effective_wire_s"] = round(wire[i][0] + 0.025, 3)  # one-way delay back out
+            break
+    else:
+        out["rate_effective_wire_s"] = None
+    return out
+
+
+def median(rows: list[dict], key: str):
+    values = [row[key] for row in rows if row.get(key) is not None]
+    return round(statistics.median(values), 2) if values else None
+
+
+def group(results: list[dict], scenario: str, *keys: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in results:
+        if row.get("scenario") == scenario:
+            groups[tuple(row.get(k) for k in keys)].append(row)
+    return groups
+
+
+def _fmt(value, unit: str = "") -> str:
+    return "–" if value is None else f"{value}{unit}"
+
+
+def _cell(rows: list[dict]) -> str:
+    """Median Mbit/s of verified runs; partial runs (time limit) marked."""
+    if any(r.get("note") == "engine not available" for r in rows):
+        return "engine n/a"
+    if not rows:
+        return "–"
+    ok = [r for r in rows if r.get("verified")]
+    value = median(ok or rows, "mbit_s")
+    return f"{value}" if len(ok) == len(rows) else f"{value} ({len(rows) - len(ok)}/{len(rows)} incomplete)"
+
+
+# ---------------------------------------------------------------- outputs
+
+def markdown(meta: dict, results: list[dict]) -> str:
+    lines = [f"# Benchmark results ({meta['profile']} profile)", "",
+             f"Run {meta['started']} at commit `{meta['git']}`, {meta['seconds']} s, {meta['cpus']} CPUs "
+             f"(shared). Engine available: {'yes' if meta['engine_available'] else 'no'}. Throughput is payload "
+             "Mbit/s, median of the repetitions; a run counts only if every byte arrived (size and sha256).", ""]
+    ceiling = group(results, "ceiling", "offered")
+    if ceiling:
+        lines += ["## Emulator ceiling (no impairment, iperf3 across the emulator)", "",
+                  "| offered | received Mbit/s | packets/s | lost % |", "|---|---|---|---|"]
+        for (offered,), rows in ceiling.items():
+            r = rows[0]
+            lines.append(f"| {offered} | {r['mbit_s']} | {_fmt(r.get('packets_per_s'))} | {_fmt(r.get('lost_percent'))} |")
+        lines.append("")
+    loop = group(results, "loopback", "tool")
+    if loop:
+        lines += ["## Loopback, one large file", "",
+                  "| tool | Mbit/s | seconds | CPU s per GiB (client + server) | runs |", "|---|---|---|---|---|"]
+        for (tool,), rows in loop.items():
+            ok = [r for r in rows if r.get("verified")]
+            lines.append(f"| {tool} | {_cell(rows)} | {_fmt(median(ok, 'seconds'))} | "
+                         f"{_fmt(median(ok, 'cpu_s_per_gib'))} | {len(ok)}/{len(rows)} ok |")
+        lines.append("")
+    wan = group(results, "wan", "rtt_ms", "loss_pct", "tool")
+    if wan:
+        tools = list(dict.fromkeys(t for (_, _, t) in wan))
+        points = list(dict.fromkeys((rtt, loss) for (rtt, loss, _) in wan))
+        lines += [f"## WAN grid: {meta['link_mbit']} Mbit/s bottleneck, queue one BDP", "",
+                  "| RTT ms | loss % | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]
+        for rtt, loss in points:
+            lines.append(f"| {rtt} | {loss} | " + " | ".join(_cell(wan.get((rtt, loss, t), [])) for t in tools) + " |")
+        lines.append("")
+    small = group(results, "small", "tool")
+    if small:
+        files = next(iter(small.values()))[0].get("files")
+        lines += [f"## Many small files: {files} files of 8 KiB, {meta['link_mbit']} Mbit/s, no added delay", "",
+                  "| tool | seconds | files/s | runs |", "|---|---|---|---|"]
+        for (tool,), rows in small.items():
+            ok = [r for r in rows if r.get("verified")]
+            secs = median(ok, "seconds")
+            lines.append(f"| {tool} | {_fmt(secs) if ok else _cell(rows)} | "
+                         f"{_fmt(round(files / secs) if secs else None)} | {len(ok)}/{len(rows)} ok |")
+        lines.append("")
+    sharing = group(results, "sharing", "policy")
+    if sharing:
+        lines += [f"## Sharing {meta['link_mbit']} Mbit/s, 50 ms with one TCP flow (iperf3)", "",
+                  "| policy | engine Mbit/s | TCP Mbit/s | engine share |", "|---|---|---|---|"]
+        for (policy,), rows in sharing.items():
+            if policy is None:
+                lines.append("| – | engine n/a | | |")
+                continue
+            lines.append(f"| {policy.upper()} | {median(rows, 'engine_mbit_s')} | {median(rows, 'tcp_mbit_s')} | "
+                         f"{median(rows, 'engine_share')} |")
+        lines.append("")
+    ctl = [r for r in results if r.get("scenario") == "control"]
+    if ctl:
+        lines += ["## Control: RATE 50 → 20 Mbit/s under FIXED, 100 Mbit/s, 50 ms", ""]
+        if any(r.get("note") == "engine not available" for r in ctl):
+            lines += ["engine n/a", ""]
+        else:
+            lines += ["| RATE effective (STATS) s | RATE effective (wire) s | FIXED mean / target | "
+                      "FIXED max deviation % (1 s windows) | FIXED CV % |", "|---|---|---|---|---|",
+                      f"| {_fmt(median(ctl, 'rate_effective_stats_s'))} | {_fmt(median(ctl, 'rate_effective_wire_s'))} "
+                      f"| {_fmt(median(ctl, 'fixed_mean_vs_target'))} | {_fmt(median(ctl, 'fixed_max_dev_pct'))} "
+                      f"| {_fmt(median(ctl, 'fixed_cv_pct'))} |", ""]
+    lines += goals(results)
+    return "\n".join(lines) + "\n"
+
+
+def goals(results: list[dict]) -> list[str]:
+    """The project's goals, each with where we stand."""
+    def med(scenario: str, tool: str, key: str = "mbit_s", **match) -> float | None:
+        rows = [r for r in results if r.get("scenario") == scenario and r.get("tool") == tool and r.get("verified")
+                and all(r.get(k) == v for k, v in match.items())]
+        rows = rows or [r for r in results if r.get("scenario") == scenario and r.get("tool") == tool
+                        and r.get(key) is not None and all(r.get(k) == v for k, v in match.items())]
+        return median(rows, key)
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "not met")
+
+    rows = []
+    eng = med("wan", "engine-fixed", rtt_ms=200, loss_pct=1)
+    scp = med("wan", "scp", rtt_ms=200, loss_pct=1)
+    rows.append(("WAN 100 Mbit/s, 200 ms, 1 %: engine >= 90 % of link and >= 20x scp",
+                 f"engine {_fmt(eng)} Mbit/s, scp {_fmt(scp)} Mbit/s",
+                 verdict(None if eng is None or not scp else eng >= 90 and eng >= 20 * scp)))
+    enc, scp_lo = med("loopback", "engine-fixed"), med("loopback", "scp")
+    rows.append(("loopback 1 GiB encrypted >= scp", f"engine {_fmt(enc)}, scp {_fmt(scp_lo)} Mbit/s",
+                 verdict(None if enc is None or scp_lo is None else enc >= scp_lo)))
+    es, rs = med("small", "engine-fixed", "seconds"), med("small", "rsync", "seconds")
+    rows.append(("small files faster than rsync", f"engine {_fmt(es, ' s')}, rsync {_fmt(rs, ' s')}",
+                 verdict(None if es is None or rs is None else es < rs)))
+    share = {p: median([r for r in results if r.get("scenario") == "sharing" and r.get("policy") == p],
+                       "engine_share") for p in ("fair", "high", "low")}
+    tcp_low = median([r for r in results if r.get("scenario") == "sharing" and r.get("policy") == "low"], "tcp_mbit_s")
+    rows.append(("FAIR vs TCP: each between 1/3 and 2/3", f"engine share {_fmt(share['fair'])}",
+                 verdict(None if share["fair"] is None else 1 / 3 <= share["fair"] <= 2 / 3)))
+    rows.append(("LOW leaves TCP >= 80 %", f"TCP {_fmt(tcp_low)} Mbit/s",
+                 verdict(None if tcp_low is None else tcp_low >= 80)))
+    ratio = (round(share["high"] / share["fair"], 2) if share["high"] and share["fair"] else None)
+    rows.append(("HIGH ~2x FAIR", f"HIGH/FAIR share {_fmt(ratio)}",
+                 verdict(None if ratio is None else 1.5 <= ratio <= 2.5 or share["high"] >= 0.9)))
+    ctl = [r for r in results if r.get("scenario") == "control"]
+    latency = median(ctl, "rate_effective_wire_s")
+    rows.append(("RATE effective < 1 s", f"{_fmt(latency, ' s')} (wire)",
+                 verdict(None if latency is None else latency < 1)))
+    dev = median(ctl, "fixed_max_dev_pct")
+    rows.append(("FIXED within ±5 %", f"max deviation {_fmt(dev, ' %')} of mean, 1 s windows",
+                 verdict(None if dev is None else dev <= 5)))
+    return ["## Goals", "", "| goal | measured | status |", "|---|---|---|",
+            *[f"| {g} | {m} | {v} |" for g, m, v in rows], ""]
+
+
+def plots(out: Path, profile: str, results: list[dict]) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    wan = group(results, "wan", "rtt_ms", "loss_pct", "tool")
+    if wan:
+        losses = sorted({loss for (_, loss, _) in wan})
+        tools = list(dict.fromkeys(t for (_, _, t) in wan))
+        fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), sharey=True, squeeze=False)
+        for ax, loss in zip(axes[0], losses):
+            for tool in tools:
+                points = sorted((rtt, median(rows, "mbit_s")) for (rtt, l, t), rows in wan.items()
+                                if l == loss and t == tool and median(rows, "mbit_s") is not None)
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=tool)
+            ax.set_title(f"loss {loss} %")
+            ax.set_xlabel("RTT (ms)")
+            ax.set_yscale("symlog", linthresh=1)
+            ax.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel("throughput (Mbit/s)")
+        axes[0][-1].legend()
+        fig.tight_layout()
+        written.append(out / f"wan-{profile}.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    sharing = [r for r in results if r.get("scenario") == "sharing" and r.get("series")]
+    if sharing:
+        policies = list(dict.fromkeys(r["policy"] for r in sharing))
+        fig, axes = plt.subplots(1, len(policies), figsize=(5 * len(policies), 3.5), sharey=True, squeeze=False)
+        for ax, policy in zip(axes[0], policies):
+            row = next(r for r in sharing if r["policy"] == policy)
+            for name, points in row["series"].items():
+                if points:
+                    ax.plot(*zip(*points), label="engine" if name == "engine" else "TCP (iperf3)")
+            ax.set_title(f"{policy.upper()} vs one TCP flow")
+            ax.set_xlabel("seconds")
+            ax.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel("Mbit/s delivered")
+        axes[0][-1].legend()
+        fig.tight_layout()
+        written.append(out / f"sharing-{profile}.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    ctl = [r for r in results if r.get("scenario") == "control" and r.get("wire")]
+    if ctl:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        row = ctl[0]
+        ax.plot(*zip(*row["wire"]), label="delivered (emulator, 100 ms bins)", alpha=0.7)
+        if row["stats_rates"]:
+            t, kbps = zip(*row["stats_rates"])
+            ax.step(t, [k / 1000 for k in kbps], where="post", label="STATS Rate")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("Mbit/s")
+        ax.set_title("FIXED 50 Mbit/s, RATE 20 Mbit/s")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        written.append(out / f"control-{profile}.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written
+
+
+def write(out: Path, profile: str, meta: dict, results: list[dict]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / f"results-{profile}.json"
+    data.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    table = out / f"results-{profile}.md"
+    table.write_text(markdown(meta, results))
+    return [data, table, *plots(out, profile, results)]

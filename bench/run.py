@@ -1,0 +1,427 @@
+"""Side-by-side benchmarks: our engine against scp, rsync and iperf3.
+
+    python -m bench.run            # everything (long: about an hour)
+    python -m bench.run --quick    # a subset with smaller files (minutes)
+    python -m bench.run --only wan --only sharing
+
+Every scenario runs its contenders interleaved (A B C A B C ...) and reports
+medians, so a slow moment of this shared machine hurts all of them alike.
+Peers live in network namespaces behind the WAN emulator (bench/wan.py),
+the loopback scenario in one namespace.  Each run's bytes are verified
+(size and sha256 of every file) before its time counts.  Results go to
+docs/benchmarks/ as JSON, a Markdown table and PNG plots (bench/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench import report
+from bench.netns import Hosts, Loopback
+from bench.peers import REPO, FaspServer, OpenSSH, Server, engine_available, wait_measured
+from bench.wan import Wan
+
+GIB = 1 << 30
+LINK_MBIT = 100
+LINK_KBPS = LINK_MBIT * 1000
+MGMT_PORT = 47001
+IPERF_PORT = 5201
+HOSTS = Hosts(prefix="fasp", subnet="10.77.0")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big and how long; --quick trades accuracy for minutes."""
+
+    name: str
+    reps: int
+    loopback_bytes: int
+    wan_bytes: int
+    wan_timeout_s: float
+    wan_points: tuple[tuple[int, float], ...]  # (RTT ms, loss %)
+    small_files: int
+    small_timeout_s: float
+    share_s: float
+    share_reps: int
+    control_reps: int
+    iperf_s: float
+
+
+FULL = Profile("full", reps=3, loopback_bytes=GIB, wan_bytes=128 << 20, wan_timeout_s=40,
+               wan_points=tuple((rtt, loss) for rtt in (0, 50, 200) for loss in (0, 1, 3)),
+               small_files=10_000, small_timeout_s=300, share_s=30, share_reps=3, control_reps=3, iperf_s=10)
+QUICK = Profile("quick", reps=3, loopback_bytes=256 << 20, wan_bytes=32 << 20, wan_timeout_s=15,
+                wan_points=((50, 0), (200, 1)), small_files=2_000, small_timeout_s=120,
+                share_s=15, share_reps=1, control_reps=1, iperf_s=5)
+SCENARIOS = ("ceiling", "loopback", "wan", "small", "sharing", "control")
+
+
+# ----------------------------------------------------------------- data sets
+
+class Dataset:
+    """Random (incompressible) source files, made once and reused, with digests."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._digests: dict[Path, str] = {}
+
+    def big(self, size: int) -> Path:
+        path = self.root / f"big-{size >> 20}MiB.bin"
+        if not path.exists() or path.stat().st_size != size:
+            with open(path, "wb") as out:
+                for _ in range(size >> 20):
+                    out.write(os.urandom(1 << 20))
+        return path
+
+    def small(self, count: int, size: int = 8 << 10) -> Path:
+        path = self.root / f"small-{count}x{size >> 10}KiB"
+        if not path.exists() or len(os.listdir(path)) != count:
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            for i in range(count):
+                (path / f"f{i:05d}.bin").write_bytes(os.urandom(size))
+        return path
+
+    def digest(self, path: Path) -> str:
+        if path not in self._digests:
+            self._digests[path] = sha256(path)
+        return self._digests[path]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def files_of(source: Path) -> list[Path]:
+    return [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def verify(dataset: Dataset, source: Path, dest: Path) -> bool:
+    """Every source file arrived under ``dest``: same size, same sha256."""
+    base = source.parent
+    for path in files_of(source):
+        arrived = dest / path.relative_to(base)
+        if not arrived.is_file() or arrived.stat().st_size != path.stat().st_size:
+            return False
+        if sha256(arrived) != dataset.digest(path):
+            return False
+    return True
+
+
+# --------------------------------------------------------------- the runner
+
+@dataclass
+class Contender:
+    """One tool in a side-by-side comparison: its server on B, its client command on A."""
+
+    name: str
+    server: Server
+    command: Callable[[Path], list[str]]  # source -> client argv
+    env: dict[str, str]
+    engine: bool = False
+
+
+@dataclass
+class Bench:
+    profile: Profile
+    workdir: Path
+    console: Console
+    progress: Progress
+    results: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.data = Dataset(self.workdir / "data")
+        self.dest = self.workdir / "dest"
+        self.logs = self.workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.task = self.progress.add_task("starting", total=None)
+
+    def say(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+    def step(self) -> None:
+        self.progress.advance(self.task)
+
+    def record(self, **row) -> dict:
+        self.results.append(row)
+        return row
+
+    def contenders(self, site, tools: list[str], rate_kbps: int) -> list[Contender]:
+        """The named tools, wired to servers on host B of ``site``.  Engine tools are
+        ``engine-POLICY``, or ``engine-plain`` (FIXED without encryption)."""
+        ssh, fasp = OpenSSH(site, self.workdir), FaspServer(site, self.workdir, self.dest)
+        out = []
+        for tool in tools:
+            if tool == "scp":
+                out.append(Contender(tool, ssh, lambda src: ssh.scp([src], self.dest), dict(os.environ)))
+            elif tool == "rsync":
+                out.append(Contender(tool, ssh, lambda src: ssh.rsync([src], self.dest), dict(os.environ)))
+            else:
+                policy = "fixed" if tool == "engine-plain" else tool.removeprefix("engine-")
+                encrypt = tool != "engine-plain"
+                out.append(Contender(tool, fasp, lambda src, p=policy, e=encrypt: fasp.ascp(
+                    [src], rate_kbps=rate_kbps, policy=p, encrypt=e), fasp.client_env(), engine=True))
+        return out
+
+    def transfer(self, site, contender: Contender, source: Path, timeout_s: float, **labels) -> dict:
+        """One measured run: fresh server, client on host A, bytes verified."""
+        shutil.rmtree(self.dest, ignore_errors=True)
+        self.dest.mkdir(parents=True)
+        argv = contender.command(source)
+        server = contender.server
+        server.start()
+        log_path = self.logs / f"{contender.name}.log"
+        try:
+            with open(log_path, "ab") as log:
+                log.write(f"\n=== {labels} {argv}\n".encode())
+                log.flush()
+                started = time.monotonic()
+                client = site.popen("a", argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    env=contender.env, cwd=REPO)
+                finished = wait_measured(client, timeout_s, started)
+        finally:
+            server_cpu = server.stop()
+        total = tree_bytes(source) if source.is_dir() else source.stat().st_size
+        arrived = tree_bytes(self.dest)
+        complete = finished.returncode == 0
+        ok = complete and verify(self.data, source, self.dest)
+        note = "" if ok else ("time limit" if finished.returncode is None
+                              else f"exit {finished.returncode}" if not complete else "bytes differ")
+        if not ok and finished.returncode not in (None, 0):
+            note += ": " + log_path.read_text(errors="replace").strip().splitlines()[-1][-200:]
+        return self.record(
+            **labels, tool=contender.name, bytes=arrived, total_bytes=total, seconds=round(finished.seconds, 3),
+            mbit_s=round(arrived * 8 / finished.seconds / 1e6, 2), verified=ok, note=note,
+            cpu_client_s=round(finished.cpu_s, 3), cpu_server_s=round(server_cpu, 3),
+            cpu_s_per_gib=round((finished.cpu_s + server_cpu) / (arrived / GIB), 2) if arrived else None)
+
+    def side_by_side(self, site, tools: list[str], source: Path, timeout_s: float, rate_kbps: int,
+                     **labels) -> None:
+        """Interleaved reps of every tool; the engine only if it has landed."""
+        contenders = self.contenders(site, tools, rate_kbps)
+        have_engine = engine_available()
+        for contender in contenders:
+            if contender.engine and not have_engine:
+                self.record(**labels, tool=contender.name, note="engine not available", verified=False)
+        for rep in range(self.profile.reps):
+            for contender in contenders:
+                if contender.engine and not have_engine:
+                    continue
+                self.say(f"{labels} {contender.name} #{rep + 1}")
+                row = self.transfer(site, contender, source, timeout_s, rep=rep, **labels)
+                self.console.log(f"{labels} {contender.name}: {row['mbit_s']} Mbit/s "
+                                 f"{'ok' if row['verified'] else row['note']}")
+                self.step()
+
+    def iperf(self, site, args: list[str], seconds: float, **labels) -> dict:
+        """iperf3 from host A to B; the receiver's view of the rate."""
+        server = site.popen("b", ["iperf3", "-s", "-1", "-B", site.hosts.addr_b], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.3)
+            out = site.run("a", ["iperf3", "-c", site.hosts.addr_b, "-t", str(seconds), "-J", *args],
+                           capture_output=True, text=True, timeout=seconds + 30)
+            end = json.loads(out.stdout)["end"]
+        finally:
+            server.wait(timeout=10) if server.poll() is None else None
+        received = end["sum_received"]
+        row = dict(**labels, tool="iperf3-udp" if "-u" in args else "iperf3-tcp",
+                   mbit_s=round(received["bits_per_second"] / 1e6, 2), seconds=received["seconds"])
+        if "-u" in args:
+            row["packets_per_s"] = round(received["packets"] * (1 - received["lost_percent"] / 100)
+                                         / received["seconds"])
+            row["lost_percent"] = round(received["lost_percent"], 2)
+        return self.record(**row)
+
+    # ------------------------------------------------------------ scenarios
+
+    def ceiling(self) -> None:
+        """The emulator's own limit: no impairment, iperf3 as fast as it goes."""
+        with Wan(rate_mbit=None, hosts=HOSTS) as site:
+            for offered in ("300M", "600M", "1G"):
+                self.say(f"ceiling: iperf3 UDP {offered}")
+                row = self.iperf(site, ["-u", "-b", offered, "-l", "1400"], self.profile.iperf_s,
+                                 scenario="ceiling", offered=offered)
+                self.console.log(f"ceiling offered {offered}: {row['mbit_s']} Mbit/s, "
+                                 f"{row['packets_per_s']} pkt/s, lost {row['lost_percent']} %")
+                self.step()
+            row = self.iperf(site, [], self.profile.iperf_s, scenario="ceiling", offered="tcp")
+            self.console.log(f"ceiling TCP: {row['mbit_s']} Mbit/s")
+            self.step()
+
+    def loopback(self) -> None:
+        source = self.data.big(self.profile.loopback_bytes)
+        with Loopback("fasp-lo") as site:
+            self.side_by_side(site, ["engine-fixed", "engine-plain", "scp", "rsync"], source,
+                              timeout_s=600, rate_kbps=10_000_000, scenario="loopback")
+
+    def wan(self) -> None:
+        source = self.data.big(self.profile.wan_bytes)
+        for rtt, loss in self.profile.wan_points:
+            labels = dict(scenario="wan", rtt_ms=rtt, loss_pct=loss)
+            with Wan(LINK_MBIT, rtt, loss, hosts=HOSTS) as site:
+                self.say(f"{labels} iperf3 UDP")
+                row = self.iperf(site, ["-u", "-b", f"{LINK_MBIT}M", "-l", "1400"], self.profile.iperf_s, **labels)
+                self.console.log(f"{labels} iperf3 UDP: {row['mbit_s']} Mbit/s")
+                self.step()
+                self.side_by_side(site, ["engine-fixed", "engine-fair", "scp", "rsync"], source,
+                                  self.profile.wan_timeout_s, LINK_KBPS, **labels)
+
+    def small(self) -> None:
+        source = self.data.small(self.profile.small_files)
+        with Wan(LINK_MBIT, 0, 0, hosts=HOSTS) as site:
+            self.side_by_side(site, ["engine-fixed", "scp", "rsync"], source, self.profile.small_timeout_s,
+                              LINK_KBPS, scenario="small", files=self.profile.small_files)
+
+    def sharing(self) -> None:
+        """Engine and one TCP flow through a 100 Mbit/s, 50 ms bottleneck."""
+        if not engine_available():
+            self.record(scenario="sharing", tool="engine", note="engine not available")
+            return
+        source = self.data.big(self.profile.loopback_bytes)
+        stats = self.workdir / "sharing-stats.jsonl"
+        windows = []
+        with Wan(LINK_MBIT, 50, 0, hosts=HOSTS, stats_path=str(stats)) as site:
+            fasp = FaspServer(site, self.workdir, self.dest)
+            for rep in range(self.profile.share_reps):
+                for policy in ("fair", "high", "low"):
+                    self.say(f"sharing: {policy} vs TCP #{rep + 1}")
+                    windows.append(self.share_once(site, fasp, source, policy, rep))
+                    self.step()
+            t0 = site.t0
+        bins = report.read_bins(stats)
+        for window in windows:
+            window.update(report.share(bins, window.pop("start") - t0, window.pop("stop") - t0))
+            self.record(**window)
+            self.console.log(f"sharing {window['policy']}: engine {window['engine_mbit_s']} Mbit/s, "
+                             f"TCP {window['tcp_mbit_s']} Mbit/s, engine share {window['engine_share']}")
+
+    def share_once(self, site, fasp: FaspServer, source: Path, policy: str, rep: int) -> dict:
+        warmup, share_s = 5.0, self.profile.share_s
+        server = site.popen("b", ["iperf3", "-s", "-1", "-B", site.hosts.addr_b],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        tcp = site.popen("a", ["iperf3", "-c", site.hosts.addr_b, "-t", str(int(warmup + share_s + 3))],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dest, ignore_errors=True)
+        self.dest.mkdir(parents=True)
+        fasp.start()
+        try:
+            time.sleep(warmup)
+            with open(self.logs / "sharing.log", "ab") as log:
+                start = time.monotonic()
+                engine = site.popen("a", fasp.ascp([source], rate_kbps=LINK_KBPS, policy=policy),
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=fasp.client_env())
+                finished = wait_measured(engine, share_s, start)
+                stop = start + min(finished.seconds, share_s)
+        finally:
+            fasp.stop()
+            for process in (tcp, server):
+                try:
+                    process.wait(timeout=warmup + 15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        return dict(scenario="sharing", policy=policy, rep=rep, start=start, stop=stop,
+                    engine_exit=finished.returncode)
+
+    def control(self) -> None:
+        """RATE takes effect how fast, and how steady is FIXED."""
+        if not engine_available():
+            self.record(scenario="control", tool="engine", note="engine not available")
+            return
+        source = self.data.big(self.profile.loopback_bytes)
+        stats = self.workdir / "control-stats.jsonl"
+        runs = []
+        first, second, change_at, run_s = 50_000, 20_000, 6.0, 10.0
+        with Wan(LINK_MBIT, 50, 0, hosts=HOSTS, stats_path=str(stats)) as site:
+            fasp = FaspServer(site, self.workdir, self.dest)
+            for rep in range(self.profile.control_reps):
+                self.say(f"control: FIXED {first} -> RATE {second} #{rep + 1}")
+                events = self.workdir / f"control-events-{rep}.jsonl"
+                steer = site.popen("a", [sys.executable, "-m", "bench.steer", str(MGMT_PORT), str(events),
+                                         "--rate-at", f"{change_at}:{second}"],
+                                   stdout=subprocess.PIPE, text=True, cwd=REPO, env=fasp.client_env())
+                assert steer.stdout.readline().strip() == "READY"
+                shutil.rmtree(self.dest, ignore_errors=True)
+                self.dest.mkdir(parents=True)
+                fasp.start()
+                try:
+                    with open(self.logs / "control.log", "ab") as log:
+                        start = time.monotonic()
+                        engine = site.popen("a", fasp.ascp([source], rate_kbps=first, policy="fixed",
+                                                           mgmt_port=MGMT_PORT),
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=fasp.client_env())
+                        wait_measured(engine, run_s + 3, start)
+                finally:
+                    fasp.stop()
+                    steer.kill()
+                    steer.wait()
+                    steer.stdout.close()
+                runs.append((rep, events))
+                self.step()
+            t0 = site.t0
+        bins = report.read_bins(stats)
+        for rep, events in runs:
+            row = report.control(bins, t0, report.read_events(events), first, second)
+            self.console.log(f"control #{rep + 1}: {row}")
+            self.record(scenario="control", rep=rep, rate_kbps=first, new_rate_kbps=second, **row)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller files, fewer points")
+    parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only these (repeatable)")
+    parser.add_argument("--workdir", default="/tmp/fasp-bench", help="data sets, logs, scratch (reused)")
+    parser.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks"))
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("bench.run needs root (network namespaces, TUN devices, sshd)")
+    profile = QUICK if args.quick else FULL
+    workdir = Path(args.workdir)
+    console = Console()
+    started = time.time()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} runs"),
+                  TimeElapsedColumn(), console=console) as progress:
+        bench = Bench(profile, workdir, console, progress)
+        try:
+            for name in args.only or SCENARIOS:
+                getattr(bench, name)()
+        except KeyboardInterrupt:
+            console.log("interrupted: writing what was measured")
+        finally:
+            shutil.rmtree(bench.dest, ignore_errors=True)
+    meta = {"profile": profile.name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(time.time() - started), "engine_available": engine_available(),
+            "git": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                  capture_output=True, text=True).stdout.strip(),
+            "cpus": os.cpu_count(), "link_mbit": LINK_MBIT}
+    paths = report.write(Path(args.out), profile.name, meta, bench.results)
+    for path in paths:
+        console.log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
