@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,26 @@ def test_no_spelled_path_escapes(tree, parts, lead):
 @given(path=st.text(alphabet=st.sampled_from("./ab\\\0~-"), max_size=24) | st.text(max_size=24))
 def test_no_arbitrary_text_escapes(tree, path):
     _check_confined(tree, path)
+
+
+LINK_TARGET = st.lists(st.sampled_from(["..", ".", "a", "b", "l1", "l2", "outside", "root", "secret", ""]),
+                       max_size=5).map("/".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(links=st.lists(st.tuples(st.sampled_from(["l1", "a/l2", "a/b/l3", "a/b/l1"]), st.booleans(), LINK_TARGET),
+                      max_size=3),
+       parts=st.lists(st.sampled_from(["..", ".", "a", "b", "l1", "l2", "l3", "new", "secret"]), max_size=7))
+def test_random_links_never_lead_out(links, parts):
+    """Links that hypothesis places and aims (relative, or absolute anywhere around the docroot)."""
+    with tempfile.TemporaryDirectory() as base:
+        root = Path(base) / "root"
+        (root / "a" / "b").mkdir(parents=True)
+        (Path(base) / "outside").mkdir()
+        for at, absolute, target in links:
+            if not os.path.lexists(root / at):
+                os.symlink(f"{base}/{target}" if absolute else target or ".", root / at)
+        _check_confined(root, "/".join(parts))
 
 
 def _check_confined(tree: Path, path: str) -> None:
