@@ -215,3 +215,16 @@ def test_command_line_mistakes_exit_2_with_a_reason(args, env, message):
     done = subprocess.run([sys.executable, "-m", "fasp.frontdoor", "--listen", "127.0.0.1:0", *args],
                           capture_output=True, text=True, timeout=30, env={**os.environ, **env})
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_missing_docroot_fails_the_session_with_a_reason(tmp_path):
+    users_file = tmp_path / "users.toml"
+    save_users(users_file, {"gone": User("gone", str(tmp_path / "no-such-dir"), hash_password("pw"))})
+    with start_fasp_server(tmp_path / "srv", engine_command=FAKE_ENGINE, users_file=users_file) as server:
+        async def attempt():
+            async with connect(server, username="gone", password="pw") as conn:
+                return await conn.run("x", encoding=None, timeout=30)
+
+        result = asyncio.run(attempt())
+        assert result.exit_status == 1 and b"cannot start the transfer engine" in result.stderr
+        assert "docroot of gone does not exist" in server.log()
