@@ -145,7 +145,7 @@ def list_transfers(show_all):
             continue
         session = (current.get("last") or {}).get("session") or {}
         age = now - float(current.get("created", now))
-        table.add_row(transfer_id, current.get("type", "?"), current.get("state", "?"), current.get("owner", "-"),
+        table.add_row(transfer_id, current.get("order_type", "?"), current.get("state", "?"), current.get("owner", "-"),
                       str(current.get("attempt", 0)), str(session.get("transfer_bytes", "")),
                       str(session.get("rate", "")), f"{age:.0f}")
     console.print(table)

@@ -45,7 +45,7 @@ def submit(order, transfer_id: str | None = None, queue: str | None = None,
     client.hset(keys.order, mapping={"task": ORDER_TASKS[kind], "queue": queue, "order": body,
                                      "retry": json.dumps(policy.to_dict())})
     handle._log.publish({"type": "QUEUED", "order_type": kind, "queue": queue},
-                        state="QUEUED", type=kind, queue=queue, created=repr(time.time()))
+                        state="QUEUED", order_type=kind, queue=queue, created=repr(time.time()))
     app_for(settings).send_task(ORDER_TASKS[kind], args=[transfer_id], queue=queue, task_id=transfer_id)
     return handle
 

@@ -84,6 +84,9 @@ class Attempt:
             if self.kind == "StreamUpload" and self.redis.hget(self.keys.status, "stream_consumed"):
                 return Outcome(False, int(ErrorCode.ASCP), "stream data was consumed by an earlier attempt; "
                                                            "a stream upload cannot resume on another attempt")
+        if self._cancel_already_sent():
+            self.cancelled = True
+            return Outcome(False, int(ErrorCode.USER_CANCEL), "cancelled before the session started")
         try:
             self.session = fm.session(order=self.order, ascp_path=self.settings.ascp_path,
                                       listener=self._on_event)
@@ -115,6 +118,17 @@ class Attempt:
     def _resume_partial_files(self) -> None:
         if self.order.options.resume_check in (None, fm.ResumeCheck.OFF):
             self.order.options.resume_check = fm.ResumeCheck.SPARSE_CHECKSUM
+
+    def _cancel_already_sent(self) -> bool:
+        for entry_id, fields in self.redis.xrange(self.keys.control):
+            try:
+                message = ctl.decode(entry_id.decode(), fields, self.keys.transfer_id, self.kind,
+                                     self.settings.secret_key)
+            except ctl.ControlError:
+                continue  # the pump reports it
+            if message.op == "cancel":
+                return True
+        return False
 
     def _wait_for_finish_request(self) -> None:
         while not self.finish_requested.wait(0.2):
