@@ -123,11 +123,8 @@ class Progress:
                 self.session["state"] = SessionState.FINISHED
             elif frame.type == "ERROR":
                 self.session["state"] = SessionState.FAILED
-            elif frame.type == "STATS" and "file" in fields and "bytescont" in fields:
-                current = self.files.get(str(fields["file"]))
-                if current is not None and current["state"] == FileState.TRANSFERRING:
-                    current["bytes_written"] = fields["bytescont"]
-                    file_stats = dict(current)
+            elif frame.type == "STATS" and str(fields.get("file", "")) in self.files:
+                file_stats = dict(self.files[str(fields["file"])])  # the file in flight, as last reported
         return TransferEvent(event_type, self.snapshot(), file_stats)
 
     def _file(self, event: str, fields: dict) -> dict:

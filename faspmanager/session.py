@@ -96,7 +96,13 @@ class Session:
             self._started = True
         self.ascp_path = command[0] if self.ascp_path is None else self.ascp_path
         self._workdir = tempfile.mkdtemp(prefix="faspmanager-")
-        server = socket.create_server(("127.0.0.1", self.port or 0), backlog=1)
+        try:
+            server = socket.create_server(("127.0.0.1", self.port or 0), backlog=1)
+        except OSError as exc:
+            with self._lock:
+                self._progress.fail(f"cannot listen on 127.0.0.1:{self.port or 0}: {exc}")
+                self._concluded.set()
+            raise SessionStartError(f"cannot listen on 127.0.0.1:{self.port or 0}: {exc}") from exc
         try:
             self.port = server.getsockname()[1]
             argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
