@@ -45,6 +45,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "sent": {"fid": _INT},
     # per file (receiver -> sender)
     "verify": {"fid": _INT, "have": _INT, "digest": _STR},
+    "begin": {"fid": _INT, "start": _INT},
     "piece": {"fid": _INT, "pid": _INT, "start": _INT, "end": _INT},
     "fdone": {"fid": _INT, "written": _INT, "checksum": _OPT_STR},
     "skip": {"fid": _INT, "reason": _STR},

@@ -346,6 +346,8 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         if get("allowed_policies"):
             cfg.allowed_policies = tuple(_choice("--allowed-policies", p.strip(), POLICIES)
                                          for p in str(get("allowed_policies")).split(",") if p.strip())
+        if get("udp_port") is not None:
+            cfg.udp_port = _int("-O", get("udp_port"), 0, 65535)
         if positional:
             raise usage(f"--server takes no paths, got {positional[0]!r}")
         return cfg

@@ -1,0 +1,96 @@
+"""``fasp-ascp``: our ascp-compatible transfer program (client, or ``--server`` for the remote end).
+
+Exit status: 0 after DONE; after ERROR the ascp error code (8 for a bad command
+line), so scripts without a management port still learn why.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import traceback
+
+from faspmanager.codes import EngineError, ErrorCode
+
+from .options import HELP, Config, parse, tokenize
+
+
+def _mgmt_port_of(argv: list[str]) -> int | None:
+    """-M from a command line too broken to parse: the manager still deserves an ERROR event."""
+    for i, arg in enumerate(argv):
+        raw = argv[i + 1] if arg == "-M" and i + 1 < len(argv) else arg[2:] if arg.startswith("-M") else None
+        if raw is not None and raw.isdigit():
+            return int(raw)
+    return None
+
+
+async def _report_only(port: int, error: EngineError) -> None:
+    from .report import Management
+    try:
+        management = await Management.connect(port, timeout=5.0)
+    except EngineError:
+        return
+    management.emit("ERROR", {"Code": error.code, "Description": error.description})
+    await management.close()
+
+
+async def run_client(cfg: Config) -> int:
+    from .client import ClientSession
+    from .progress import ProgressLine
+    from .report import Management
+
+    management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
+    sink = management.emit if management else ProgressLine(cfg.quiet).emit
+    session = ClientSession(cfg, sink)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, session.fail, EngineError(ErrorCode.USER_CANCEL, "interrupted by signal"))
+    manager_gone = lambda reason: session.fail(EngineError(ErrorCode.ASCP, reason))  # noqa: E731
+    reader = asyncio.create_task(management.serve(session.command, manager_gone)) if management else None
+    try:
+        await session.run()
+        session.tally.emit("DONE", session.tally.done_fields())
+        return 0
+    except EngineError as exc:
+        session.tally.emit("ERROR", {"Code": exc.code, "Description": exc.description,
+                                     **session.tally.done_fields()})
+        print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
+        return exc.code or 1
+    except Exception as exc:  # a bug: still end with ERROR so the manager is not left waiting
+        traceback.print_exc()
+        session.tally.emit("ERROR", {"Code": ErrorCode.INTERNAL_ERROR, "Description": f"{type(exc).__name__}: {exc}"})
+        return ErrorCode.INTERNAL_ERROR
+    finally:
+        if reader is not None:
+            reader.cancel()
+        if management is not None:
+            await management.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        flags, _ = tokenize(argv)
+        if flags.get("help"):
+            print(HELP)
+            return 0
+        if flags.get("version"):
+            from importlib.metadata import PackageNotFoundError, version
+            try:
+                print(f"fasp-ascp {version('openfasp')}")
+            except PackageNotFoundError:
+                print("fasp-ascp (development)")
+            return 0
+        cfg = parse(argv)
+    except EngineError as exc:
+        print(f"fasp-ascp: error {exc.code}: {exc.description}\n{HELP}", file=sys.stderr)
+        port = _mgmt_port_of(argv)
+        if port is not None:
+            asyncio.run(_report_only(port, exc))
+        return exc.code
+    if cfg.server:
+        from .serve import serve
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="fasp-server-mode: %(message)s")
+        return asyncio.run(serve(cfg))
+    return asyncio.run(run_client(cfg))

@@ -1,0 +1,486 @@
+"""The client side of a session: SSH to the peer, start its server mode, open the data channel, move files.
+
+One :class:`ClientSession` per process. Its life: INIT, SSH connect (password,
+key, host-key fingerprint check), remote ``--server`` over the SSH channel,
+hello/welcome on the control channel (the data key travels only there), UDP
+transport, SESSION, then the work (upload, download, persistent START items or
+a stream), then bye and DONE, or ERROR with a code. Every failure, including
+CANCEL and a vanished manager, funnels through one future so the session ends
+the same way whatever happened, and the peer process ends with our channel.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import time
+import uuid
+from typing import Callable
+
+import asyncssh
+
+from faspmanager import mgmt
+from faspmanager.codes import EngineError, ErrorCode
+
+from . import control
+from .channel import Channel
+from .jobs import FileJob, Problem, Rules, top_name, walk
+from .options import POLICIES, Config
+from .receiving import Receiver
+from .sending import Sender
+from .stream import OutStream
+from .tally import Tally
+from .transport import RateSettings, Transport
+
+REMOTE_COMMAND = "fasp-ascp --server"
+CONNECT_TIMEOUT = 15.0
+WELCOME_TIMEOUT = 20.0
+BYE_TIMEOUT = 5.0
+STATS_INTERVAL = 0.5
+
+Emit = Callable[[str, dict], None]
+
+
+class _Sshfp(asyncssh.SSHClient):
+    """Accept the server's host key only if its fingerprint is the one given with --check-sshfp."""
+
+    def __init__(self, expected: str) -> None:
+        self._expected = expected.strip()
+
+    def validate_host_public_key(self, host, addr, port, key) -> bool:
+        want = self._expected
+        if want.upper().startswith("MD5:") or (":" in want and not want.upper().startswith("SHA256:")):
+            return key.get_fingerprint("md5").lower().removeprefix("md5:") == want.lower().removeprefix("md5:")
+        got = key.get_fingerprint("sha256").removeprefix("SHA256:")
+        return got.rstrip("=") == want.removeprefix("SHA256:").removeprefix("sha256:").rstrip("=")
+
+
+async def open_ssh(cfg: Config) -> asyncssh.SSHClientConnection:
+    """An authenticated SSH connection to the peer, or EngineError with the ascp code for the failure."""
+    remote = cfg.remote
+    options: dict = dict(host=remote.host, port=remote.port, username=remote.user, known_hosts=None,
+                         agent_path=None)
+    if remote.check_sshfp and not remote.ignore_host_key:
+        options.update(known_hosts=([], [], []), client_factory=lambda: _Sshfp(remote.check_sshfp))
+    keys = []
+    try:
+        if remote.identity:
+            keys.append(asyncssh.read_private_key(remote.identity))
+        if remote.key_text:
+            keys.append(asyncssh.import_private_key(remote.key_text))
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise EngineError(ErrorCode.AUTH, f"cannot load private key: {exc}") from None
+    if keys:
+        options["client_keys"] = keys
+    if remote.password is not None:
+        options["password"] = remote.password
+    if not keys and remote.password is None:
+        options["client_keys"] = None  # default ~/.ssh keys, as ssh would
+    try:
+        return await asyncio.wait_for(asyncssh.connect(**options), CONNECT_TIMEOUT)
+    except asyncssh.PermissionDenied:
+        raise EngineError(ErrorCode.AUTH, f"authentication failed for {remote.user}@{remote.host}") from None
+    except asyncssh.HostKeyNotVerifiable:
+        raise EngineError(ErrorCode.INSECURE_CONNECTION,
+                          f"host key of {remote.host} does not match --check-sshfp") from None
+    except asyncio.TimeoutError:
+        raise EngineError(ErrorCode.TRANSFER_TIMEOUT, f"no SSH answer from {remote.host}:{remote.port}") from None
+    except (OSError, asyncssh.Error) as exc:
+        raise EngineError(ErrorCode.TRANSFER_ERROR, f"cannot reach {remote.host}:{remote.port}: {exc}") from None
+
+
+class ClientSession:
+    def __init__(self, cfg: Config, emit: Emit) -> None:
+        self.cfg = cfg
+        self.session_id = uuid.uuid4().hex
+        self.tally = Tally(emit, self.session_id, cfg.file_checksum)
+        self._rate = RateSettings(cfg.target_kbps, cfg.min_kbps, cfg.policy)
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._proc = None
+        self._channel: Channel | None = None
+        self._transport: Transport | None = None
+        self._sender: Sender | None = None
+        self._receiver: Receiver | None = None
+        self._failure: asyncio.Future | None = None
+        self._connected = asyncio.Event()
+        self._items: asyncio.Queue = asyncio.Queue()
+        self._next_arg = 0
+        self._args_done: dict[int, asyncio.Event] = {}
+        self._listed: dict[int, dict] = {}
+        self._stream: OutStream | None = None
+        self._bye = asyncio.Event()
+        self._remote_err = bytearray()
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The whole session; returns on success, raises EngineError otherwise (after cleanup)."""
+        self._failure = asyncio.get_running_loop().create_future()
+        cfg = self.cfg
+        self.tally.emit("INIT", {
+            "Direction": "Send" if cfg.direction == "send" else "Receive", "Host": cfg.remote.host,
+            "User": cfg.remote.user, "Port": cfg.remote.port, "UdpPort": cfg.udp_port,
+            "Rate": cfg.target_kbps, "MinRate": cfg.min_kbps, "Policy": cfg.policy.upper(),
+            "Encryption": cfg.key_bytes > 0, "Cipher": cfg.cipher, "Keepalive": cfg.keepalive,
+            "Cookie": cfg.cookie, "RetryTimeout": cfg.retry_timeout, "DatagramSize": cfg.datagram_size})
+        tasks: list[asyncio.Task] = []
+        ok = False
+        try:
+            await self._race(self._connect())
+            tasks += [asyncio.create_task(self._control_reader()), asyncio.create_task(self._stats_loop())]
+            await self._race(self._work())
+            outcome = self.tally.session_outcome()
+            if outcome is not None:
+                raise EngineError(*outcome)
+            ok = True
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self._shutdown(ok)
+
+    def fail(self, error: EngineError) -> None:
+        """End the session with ``error`` (CANCEL, manager gone, peer gone...); the first failure wins."""
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_exception(error)
+
+    async def _race(self, coro) -> None:
+        """Run ``coro`` unless the session fails first."""
+        task = asyncio.ensure_future(coro)
+        await asyncio.wait({task, self._failure}, return_when=asyncio.FIRST_COMPLETED)
+        if self._failure.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+            self._failure.result()
+        task.result()
+
+    async def _connect(self) -> None:
+        cfg = self.cfg
+        self._conn = await open_ssh(cfg)
+        command = os.environ.get("FASP_REMOTE_COMMAND", REMOTE_COMMAND)
+        command = f"{command} --server" if "--server" not in shlex.split(command) else command
+        try:
+            self._proc = await self._conn.create_process(command, encoding=None)
+        except asyncssh.Error as exc:
+            raise EngineError(ErrorCode.TRANSFER_ERROR, f"cannot start the remote engine: {exc}") from None
+        self._channel = Channel(self._proc.stdout, self._proc.stdin)
+        asyncio.create_task(self._collect_stderr())
+        key = os.urandom(cfg.key_bytes) if cfg.key_bytes else None
+        await self._channel.send(
+            "hello", v=control.VERSION, session=self.session_id, key=key.hex() if key else None,
+            direction=cfg.direction, dest=cfg.dest, datagram_size=cfg.datagram_size, udp_port=cfg.udp_port,
+            rate=self._rate_dict(), opts=cfg.options_for_peer(), token=cfg.token)
+        try:
+            welcome = await asyncio.wait_for(self._channel.recv(), WELCOME_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise EngineError(ErrorCode.TRANSFER_TIMEOUT, "the remote engine did not answer") from None
+        if welcome is None:
+            await asyncio.sleep(0.2)
+            raise EngineError(ErrorCode.TRANSFER_ERROR,
+                              f"the remote engine closed the session: {self._remote_stderr() or 'no reason given'}")
+        if welcome["t"] == "error":
+            raise EngineError(welcome["code"], welcome["desc"])
+        if welcome["t"] != "welcome" or welcome["v"] != control.VERSION:
+            raise control.ControlError(f"unexpected answer from the remote engine: {welcome['t']}")
+        self._rate = RateSettings(**_rate_from(welcome["rate"]))
+        self._transport = await Transport.connect(
+            cfg.remote.host, welcome["udp_port"], session_id=bytes.fromhex(self.session_id), key=key,
+            datagram_size=cfg.datagram_size, rate=self._rate)
+        if cfg.direction == "send":
+            self._sender = Sender(self._channel, self._transport, self.tally, cfg.options_for_peer(),
+                                  key_of=lambda job: job.path)
+        else:
+            self._receiver = Receiver(self._channel, self._transport, self.tally, cfg.options_for_peer(),
+                                      dest=cfg.dest, resolve=os.path.abspath)
+            self._receiver.on_fatal = lambda exc: self.fail(_as_engine_error(exc))
+        self._connected.set()
+        self.tally.emit("SESSION", {
+            "Transport": "udp", "Host": cfg.remote.host, "RemoteAddress": cfg.remote.host,
+            "Port": welcome["udp_port"], "DatagramSize": cfg.datagram_size, "PMTU": cfg.datagram_size,
+            "Rate": self._rate.target_kbps, "MinRate": self._rate.min_kbps,
+            "Policy": self._rate.policy.upper(), "Encryption": cfg.key_bytes > 0})
+
+    async def _shutdown(self, ok: bool) -> None:
+        """Say bye (or cancel) to the peer and free everything; never raises."""
+        try:
+            if self._stream is not None and not ok:
+                await self._stream.abort()
+            if self._channel is not None:
+                try:
+                    if ok:
+                        await self._channel.send("bye")
+                        await asyncio.wait_for(self._bye.wait(), BYE_TIMEOUT)
+                    else:
+                        await asyncio.wait_for(self._channel.send("cancel"), 1.0)
+                except (Exception, asyncio.TimeoutError):
+                    pass
+                self._channel.close()
+            if self._transport is not None:
+                await self._transport.close()
+        finally:
+            if self._proc is not None:
+                self._proc.close()
+            if self._conn is not None:
+                self._conn.close()
+                try:
+                    await asyncio.wait_for(self._conn.wait_closed(), 2.0)
+                except (Exception, asyncio.TimeoutError):
+                    pass
+
+    async def _collect_stderr(self) -> None:
+        try:
+            while True:
+                data = await self._proc.stderr.read(4096)
+                if not data:
+                    return
+                self._remote_err += data
+                del self._remote_err[:-4096]
+        except Exception:  # the channel is gone: nothing more to read
+            return
+
+    def _remote_stderr(self) -> str:
+        """The peer's last line of stderr: the reason it gave before going away."""
+        lines = self._remote_err.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+
+    # ---- control channel ----------------------------------------------------------------------------
+
+    async def _control_reader(self) -> None:
+        try:
+            while True:
+                msg = await self._channel.recv()
+                if msg is None:
+                    if not self._bye.is_set():
+                        self.fail(EngineError(ErrorCode.TRANSFER_ERROR,
+                                              f"control connection lost: {self._remote_stderr() or 'peer closed'}"))
+                    return
+                self._on_message(msg)
+        except EngineError as exc:
+            self.fail(exc)
+        except (asyncssh.Error, OSError) as exc:
+            self.fail(EngineError(ErrorCode.TRANSFER_ERROR, f"control connection lost: {exc}"))
+
+    def _on_message(self, msg: dict) -> None:
+        kind = msg["t"]
+        if kind == "bye":
+            self._bye.set()
+        elif kind == "error":
+            self.fail(EngineError(msg["code"], msg["desc"]))
+        elif kind == "cancel":
+            self.fail(EngineError(ErrorCode.PEER_ABORTED_SESSION, "the peer cancelled the session"))
+        elif kind == "listed":
+            self._listed[msg["arg"]] = msg
+        elif kind == "argdone":
+            self._args_done.setdefault(msg["arg"], asyncio.Event()).set()
+        elif kind == "ferror" and msg["fid"] is None:  # a source the peer could not even offer
+            self._report_problem(Problem(msg["arg"], msg["path"], msg["code"], msg["desc"],
+                                         skip=bool(msg.get("skip"))))
+        elif kind == "rate":
+            pass  # the peer's confirmation of a rate change; ours is already applied
+        else:
+            role = self._sender or self._receiver
+            if not role.deliver(msg):
+                self.fail(control.ControlError(f"unexpected {kind} message for file {msg.get('fid')}"))
+
+    # ---- work ---------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        cfg = self.cfg
+        if cfg.sources:
+            if cfg.direction == "send":
+                await self._upload_args()
+            else:
+                await self._download_args()
+        if cfg.keepalive or (not cfg.sources and cfg.mgmt_port is not None):
+            while True:
+                item = await self._items.get()
+                if item is None:
+                    break
+                await item
+        if self._receiver is not None:
+            while self._receiver.busy:
+                await asyncio.sleep(0.01)
+
+    async def _upload_args(self) -> None:
+        cfg = self.cfg
+        rules = Rules.from_opts(cfg.options_for_peer())
+        lone = len(cfg.sources) == 1 and cfg.pair_dests is None and not cfg.src_base
+        plans = []
+        for arg, source in enumerate(cfg.sources):
+            pair = cfg.pair_dests[arg] if cfg.pair_dests is not None else None
+            rel = top_name(source, cfg.src_base, pair)
+            plans.append((arg, source, rel))
+        self._next_arg = len(plans)
+        if cfg.precalculate:
+            listed = []
+            for arg, source, rel in plans:
+                listed.append(await asyncio.to_thread(list, walk(arg, source, source, rel, lone=lone, rules=rules)))
+            files = [j for items in listed for j in items if isinstance(j, FileJob) and not j.is_dir]
+            dirs = [j for items in listed for j in items if isinstance(j, FileJob) and j.is_dir]
+            self.tally.emit("NOTIFICATION", {"PreTransferFiles": len(files), "PreTransferDirs": len(dirs),
+                                             "PreTransferBytes": sum(j.size for j in files)})
+            for (arg, _, _), items in zip(plans, listed):
+                await self._upload(arg, items)
+        else:
+            for arg, source, rel in plans:
+                await self._upload(arg, walk(arg, source, source, rel, lone=lone, rules=rules))
+        if cfg.remove_empty_source_directory:
+            for source in cfg.sources:
+                _remove_empty_dirs(source)
+
+    async def _upload(self, arg: int, items) -> None:
+        await self._sender.send_all(items, self._report_problem)
+        self.tally.arg_done(arg)
+
+    def _report_problem(self, problem: Problem) -> None:
+        if problem.skip:
+            self.tally.skipped(problem.path, problem.arg, 0, problem.desc)
+        else:
+            self.tally.failed(problem.path, problem.arg, problem.code, problem.desc)
+
+    async def _download_args(self) -> None:
+        cfg = self.cfg
+        self._next_arg = len(cfg.sources)
+        for arg, source in enumerate(cfg.sources):
+            self._args_done[arg] = asyncio.Event()
+            pair = cfg.pair_dests[arg] if cfg.pair_dests is not None else None
+            await self._channel.send("get", arg=arg, source=source, dest=None, start=None, end=None,
+                                     rel=pair, lone=len(cfg.sources) == 1 and pair is None and not cfg.src_base)
+        if cfg.precalculate:
+            while len(self._listed) < len(cfg.sources) and not all(e.is_set() for e in self._args_done.values()):
+                await asyncio.sleep(0.01)
+            self.tally.emit("NOTIFICATION", {
+                "PreTransferFiles": sum(m["files"] for m in self._listed.values()),
+                "PreTransferDirs": sum(m["dirs"] for m in self._listed.values()),
+                "PreTransferBytes": sum(m["bytes"] for m in self._listed.values())})
+        for arg in range(len(cfg.sources)):
+            await self._args_done[arg].wait()
+            while self._receiver.busy:
+                await asyncio.sleep(0.01)
+            self.tally.arg_done(arg)
+
+    async def _start_item(self, source: str, dest: str, start: int | None, end: int | None) -> None:
+        """One persistent-session START: upload or download one source to ``dest`` (relative to DEST)."""
+        arg = self._next_arg
+        self._next_arg += 1
+        if self.cfg.direction == "send":
+            rules = Rules.from_opts(self.cfg.options_for_peer())
+            items = list(walk(arg, source, source, dest, lone=False, rules=rules))
+            for item in items:
+                if isinstance(item, FileJob):
+                    item.start, item.end = start, end
+            await self._upload(arg, items)
+        else:
+            done = self._args_done[arg] = asyncio.Event()
+            await self._channel.send("get", arg=arg, source=source, dest=None, start=start, end=end,
+                                     rel=dest, lone=False)
+            await done.wait()
+            while self._receiver.busy:
+                await asyncio.sleep(0.01)
+            self.tally.arg_done(arg)
+
+    # ---- management commands ------------------------------------------------------------------------
+
+    async def command(self, frame: mgmt.Frame) -> None:
+        """Obey one management command (called in order by the management reader)."""
+        kind = frame.type.upper()
+        try:
+            if kind == "CANCEL":
+                self.fail(EngineError(ErrorCode.USER_CANCEL, "cancelled by the manager"))
+            elif kind == "RATE":
+                await self._set_rate(frame)
+            elif kind == "START":
+                source, dest = frame.get("Source"), frame.get("Destination")
+                if not source:
+                    raise EngineError(ErrorCode.USAGE, "START without Source")
+                start, end = frame.int("StartByte"), frame.int("EndByte")
+                self._items.put_nowait(self._after_connect(
+                    self._start_item(source, dest or os.path.basename(source.rstrip("/")), start, end)))
+            elif kind == "DONE":
+                self._items.put_nowait(None)
+            elif kind in ("PUT", "WRITE", "CLOSE"):
+                await self._stream_command(kind, frame)
+        except (EngineError, mgmt.MgmtProtocolError) as exc:
+            self.fail(exc if isinstance(exc, EngineError) else EngineError(ErrorCode.USAGE, str(exc)))
+
+    async def _after_connect(self, coro) -> None:
+        await self._connected.wait()
+        await coro
+
+    async def _set_rate(self, frame: mgmt.Frame) -> None:
+        target = frame.int("Rate", self._rate.target_kbps)
+        minimum = frame.int("MinRate", self._rate.min_kbps)
+        policy = (frame.get("Policy") or self._rate.policy).lower()
+        if policy not in POLICIES or target <= 0 or minimum < 0:
+            raise EngineError(ErrorCode.USAGE, f"invalid RATE command: {frame.fields}")
+        self._rate = RateSettings(target, min(minimum, target), policy)
+        if self._transport is not None:
+            self._transport.set_rate(self._rate)
+            await self._channel.send("rate", **self._rate_dict())
+
+    async def _stream_command(self, kind: str, frame: mgmt.Frame) -> None:
+        await self._connected.wait()
+        if self.cfg.direction != "send":
+            raise EngineError(ErrorCode.USAGE, "stream commands need an upload session")
+        if kind == "PUT":
+            if self._stream is not None:
+                raise EngineError(ErrorCode.USAGE, "PUT while another stream is open")
+            dest = frame.get("Destination")
+            if not dest:
+                raise EngineError(ErrorCode.USAGE, "PUT without Destination")
+            arg = self._next_arg
+            self._next_arg += 1
+            self._stream = OutStream(self._sender, self.tally, arg, dest)
+            await self._stream.open()
+        elif self._stream is None:
+            raise EngineError(ErrorCode.USAGE, f"{kind} without an open stream (PUT first)")
+        elif kind == "WRITE":
+            await self._stream.write(frame.payload)
+        else:
+            stream, self._stream = self._stream, None
+            await stream.close()
+
+    # ---- statistics ---------------------------------------------------------------------------------
+
+    def _rate_dict(self) -> dict:
+        return {"target": self._rate.target_kbps, "min": self._rate.min_kbps, "policy": self._rate.policy}
+
+    async def _stats_loop(self) -> None:
+        counter = "bytes_sent" if self.cfg.direction == "send" else "bytes_received"
+        last_bytes, last_time = 0, time.monotonic()
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            stats = self._transport.stats()
+            now = time.monotonic()
+            moved = stats.get(counter, 0)
+            rate = (moved - last_bytes) * 8 / 1000 / max(now - last_time, 1e-3)
+            last_bytes, last_time = moved, now
+            self.tally.stats(rate_kbps=int(rate), target_kbps=self._rate.target_kbps,
+                             min_kbps=self._rate.min_kbps, policy=self._rate.policy.upper(),
+                             loss=stats.get("loss") or stats.get("loss_in") or 0.0, rtt_ms=stats.get("rtt_ms"))
+
+
+def _rate_from(raw: dict) -> dict:
+    try:
+        return {"target_kbps": int(raw["target"]), "min_kbps": int(raw["min"]), "policy": str(raw["policy"])}
+    except (KeyError, TypeError, ValueError):
+        raise control.ControlError(f"malformed rate {raw!r}") from None
+
+
+def _as_engine_error(exc: BaseException) -> EngineError:
+    if isinstance(exc, EngineError):
+        return exc
+    return EngineError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _remove_empty_dirs(top: str) -> None:
+    """--remove-empty-source-directory: prune directories the transfer emptied, the top one included."""
+    if not os.path.isdir(top):
+        return
+    for path, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass

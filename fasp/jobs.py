@@ -1,0 +1,175 @@
+"""Turning source arguments into file jobs on the sending side (walk, name, filter).
+
+A job's ``rel`` is its destination path relative to the destination root,
+'/'-separated: the receiver alone decides where that root is. ``lone`` marks
+the one case where ascp names the destination after DEST itself rather than
+placing the file inside it: a single plain file source.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from faspmanager.codes import EngineError, ErrorCode
+
+
+@dataclass
+class FileJob:
+    arg: int                 # FaspFileArgIndex
+    path: str                # where to read it on this host
+    rel: str                 # destination path relative to the destination root
+    lone: bool = False
+    is_dir: bool = False
+    size: int = 0
+    start: int | None = None  # keepalive START ranges: only [start, end) travels
+    end: int | None = None
+
+
+@dataclass
+class Problem:
+    """A source that cannot be sent: reported as FILEERROR (or SKIP when ``skip``)."""
+
+    arg: int
+    path: str
+    code: int
+    desc: str
+    skip: bool = False
+
+
+@dataclass(frozen=True)
+class Rules:
+    exclude: tuple[str, ...] = ()
+    exclude_newer_than: int | None = None
+    exclude_older_than: int | None = None
+    symlinks: str = "follow"
+    skip_special_files: bool = False
+
+    @classmethod
+    def from_opts(cls, opts: dict) -> "Rules":
+        return cls(tuple(opts.get("exclude") or ()), opts.get("exclude_newer_than"),
+                   opts.get("exclude_older_than"), opts.get("symlinks", "follow"),
+                   bool(opts.get("skip_special_files")))
+
+    def excluded(self, rel: str, st: os.stat_result) -> str | None:
+        """Why a file is left out, or None."""
+        name = rel.rsplit("/", 1)[-1]
+        for pattern in self.exclude:
+            if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(rel, pattern):
+                return f"excluded by pattern {pattern!r}"
+        if self.exclude_newer_than is not None and st.st_mtime > self.exclude_newer_than:
+            return "excluded: newer than --exclude-newer-than"
+        if self.exclude_older_than is not None and st.st_mtime < self.exclude_older_than:
+            return "excluded: older than --exclude-older-than"
+        return None
+
+
+def top_name(source: str, src_base: str | None, pair_dest: str | None) -> str:
+    """The destination name of a source argument (before any walk below it)."""
+    if pair_dest is not None:
+        return pair_dest.strip("/")
+    if src_base:
+        base = os.path.normpath(src_base)
+        norm = os.path.normpath(source)
+        rel = os.path.relpath(norm, base)
+        if rel == "." or rel.startswith(".."):
+            raise EngineError(ErrorCode.BAD_PATH, f"source {source!r} is not under --src-base {src_base!r}")
+        return rel.replace(os.sep, "/")
+    name = os.path.basename(os.path.normpath(source))
+    if name in ("", ".", "/"):
+        name = os.path.basename(os.path.realpath(source)) or "root"
+    return name
+
+
+def walk(arg: int, source: str, real: str, rel: str, *, lone: bool, rules: Rules,
+         confine: Callable[[str], bool] | None = None) -> Iterator[FileJob | Problem]:
+    """Jobs for one source argument. ``source`` is the path as named (for messages), ``real`` where
+    it is on disk; ``confine`` (server side) refuses any entry whose real path leaves the docroot."""
+    try:
+        st = os.lstat(real)
+        if stat.S_ISLNK(st.st_mode):
+            if rules.symlinks == "skip":
+                yield Problem(arg, source, ErrorCode.NOT_REGULAR, "symbolic link skipped", skip=True)
+                return
+            st = os.stat(real)
+    except OSError as exc:
+        yield Problem(arg, source, ErrorCode.NO_SUCH_FILE, f"{source}: {exc.strerror}")
+        return
+    if stat.S_ISDIR(st.st_mode):
+        yield from _walk_dir(arg, real, rel, rules, confine)
+    else:
+        yield _leaf(arg, source, real, rel, st, rules, lone=lone)
+
+
+def _leaf(arg: int, source: str, real: str, rel: str, st: os.stat_result, rules: Rules,
+          lone: bool = False) -> FileJob | Problem:
+    if not stat.S_ISREG(st.st_mode):
+        return Problem(arg, source, ErrorCode.NOT_REGULAR, f"{source}: not a regular file",
+                       skip=rules.skip_special_files)
+    why = rules.excluded(rel, st)
+    if why is not None:
+        return Problem(arg, source, 0, why, skip=True)
+    return FileJob(arg, real, rel, lone=lone, size=st.st_size)
+
+
+def _walk_dir(arg: int, top: str, rel: str, rules: Rules,
+              confine: Callable[[str], bool] | None) -> Iterator[FileJob | Problem]:
+    seen: set[tuple[int, int]] = set()
+    stack = [(top, rel)]
+    while stack:
+        path, prefix = stack.pop()
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in seen:
+                yield Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: directory visited twice (link loop)",
+                              skip=True)
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as exc:
+            yield Problem(arg, path, ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NO_SUCH_FILE,
+                          f"{path}: {exc.strerror}")
+            continue
+        yield FileJob(arg, path, prefix, is_dir=True)
+        subdirs = []
+        for entry in entries:
+            child, child_rel = entry.path, f"{prefix}/{entry.name}"
+            try:
+                if entry.is_symlink():
+                    if rules.symlinks == "skip":
+                        yield Problem(arg, child, ErrorCode.NOT_REGULAR, "symbolic link skipped", skip=True)
+                        continue
+                    if confine is not None and not confine(child):
+                        yield Problem(arg, child, ErrorCode.BAD_PATH, f"{child}: link leaves the docroot")
+                        continue
+                st = os.stat(child)
+            except OSError as exc:
+                yield Problem(arg, child, ErrorCode.NO_SUCH_FILE, f"{child}: {exc.strerror}")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append((child, child_rel))
+            else:
+                yield _leaf(arg, child, child, child_rel, st, rules)
+        stack.extend(reversed(subdirs))
+
+
+def data_extents(fd: int, size: int, limit: int = 1024) -> list[list[int]] | None:
+    """[start, end) ranges that hold data (holes of a sparse file left out), or None for "all of it"."""
+    extents: list[list[int]] = []
+    offset = 0
+    try:
+        while offset < size:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            extents.append([start, end])
+            if len(extents) > limit:
+                return None
+            offset = end
+    except OSError as exc:
+        if exc.errno != 6:  # ENXIO: no data after offset
+            return None
+    if extents == [[0, size]]:
+        return None
+    return extents

@@ -1,0 +1,289 @@
+"""The receiving role of a session: place each offered file, decide skip/resume, register and ask for pieces.
+
+A file is cut into pieces (one transport file id each). A piece is registered
+with the transport BEFORE its ``piece`` message goes out, so no datagram ever
+arrives for an unknown id. Pieces complete out of order; the watermark (every
+byte below it written) goes to a sidecar, which makes resume after a crash exact.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import stat
+from typing import Callable
+
+from faspmanager.codes import EngineError, ErrorCode
+
+from . import resume
+from .channel import Channel
+from .control import ControlError
+from .digest import file_checksum, prefix_digest
+from .naming import destination
+from .sending import os_error_code
+from .tally import Tally
+
+PIECE = 512 * 1024
+"""Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
+PIECES_PER_FILE = 4
+PIECES_IN_FLIGHT = 32
+
+
+def plan_pieces(ranges: list[tuple[int, int]], piece: int = PIECE) -> list[tuple[int, int]]:
+    """Cut [start, end) ranges into pieces of at most ``piece`` bytes."""
+    out = []
+    for start, end in ranges:
+        for lo in range(start, end, piece):
+            out.append((lo, min(lo + piece, end)))
+    return out
+
+
+def clip(extents: list | None, start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) that hold data, given the sender's data extents (None: all data)."""
+    if extents is None:
+        return [(start, end)] if start < end else []
+    out = []
+    for lo, hi in extents:
+        lo, hi = max(int(lo), start), min(int(hi), end)
+        if lo < hi:
+            out.append((lo, hi))
+    return out
+
+
+class Receiver:
+    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, *, dest: str,
+                 resolve: Callable[[str], str], key_of: Callable[[str, str], str] | None = None) -> None:
+        self._channel = channel
+        self._transport = transport
+        self._tally = tally
+        self._opts = opts
+        self._dest = dest
+        self._resolve = resolve
+        self._key_of = key_of or (lambda target, rel: target)
+        self._pids = itertools.count(1)
+        self._inbox: dict[int, asyncio.Queue] = {}
+        self._window = asyncio.Semaphore(PIECES_IN_FLIGHT)
+        self.tasks: set[asyncio.Task] = set()
+        self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.tasks)
+
+    def deliver(self, msg: dict) -> bool:
+        """Take a sender message; False if it is not for this role."""
+        if msg["t"] == "file":
+            box = self._inbox[msg["fid"]] = asyncio.Queue()
+            task = asyncio.create_task(self._incoming(msg, box))
+            self.tasks.add(task)
+            task.add_done_callback(self._finished)
+            return True
+        box = self._inbox.get(msg.get("fid"))
+        if box is None:
+            return False
+        box.put_nowait(msg)
+        return True
+
+    def set_dest(self, dest: str) -> None:
+        self._dest = dest
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.on_fatal(task.exception())
+
+    async def _incoming(self, msg: dict, box: asyncio.Queue) -> None:
+        fid, rel, arg = msg["fid"], msg["rel"], msg["arg"]
+        key = rel
+        try:
+            dest = msg.get("dest") or self._dest
+            if not isinstance(dest, str):
+                raise ControlError("file.dest must be a string")
+            target = destination(dest, rel, msg["lone"], resolve=self._resolve,
+                                 create_dirs=self._opts.get("create_dirs", False))
+            key = self._key_of(target, rel)
+            if stat.S_ISDIR(msg["mode"]):
+                os.makedirs(target, exist_ok=True)
+                await self._channel.send("fdone", fid=fid, written=0, checksum=None)
+                return
+            if os.path.isdir(target):
+                raise EngineError(ErrorCode.IS_DIR, f"destination {target!r} is a directory")
+            await self._receive_file(msg, box, target, key)
+        except (EngineError, OSError) as exc:
+            if isinstance(exc, ControlError):
+                raise
+            code = exc.code if isinstance(exc, EngineError) else os_error_code(exc)
+            desc = exc.description if isinstance(exc, EngineError) else f"{key}: {exc.strerror}"
+            if code in (ErrorCode.CONNECTION_LOST, ErrorCode.DATA_TRANSFER_TIMEOUT):
+                raise
+            self._tally.failed(key, arg, code, desc)  # before the sender hears: ARGSTOP follows it
+            await self._channel.send("ferror", fid=fid, arg=arg, path=rel, code=int(code), desc=desc)
+        finally:
+            self._inbox.pop(fid, None)
+
+    async def _receive_file(self, msg: dict, box: asyncio.Queue, target: str, key: str) -> None:
+        fid, arg, size = msg["fid"], msg["arg"], msg["size"]
+        if size is None:
+            return await self._receive_stream(fid, arg, box, target, key)
+        ranged = msg.get("range")
+        suffix = self._opts.get("partial_suffix") or ""
+        partial = target + suffix if suffix and not ranged else target
+        extents = msg.get("extents")
+        if ranged:
+            start, end = int(ranged[0]), int(ranged[1])
+            flags = os.O_WRONLY | os.O_CREAT
+        else:
+            start, end = await self._decide(msg, box, target, partial, key)
+            if start is None:
+                return
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
+        fd = os.open(partial, flags, msg["mode"] & 0o777 or 0o644)
+        try:
+            if not ranged and start:
+                os.ftruncate(fd, start)
+            await self._channel.send("begin", fid=fid, start=start)
+            self._tally.started(key, arg, size, start)
+            pieces = plan_pieces(clip(extents, start, end))
+            written = await self._pieces(fid, fd, pieces, partial if len(pieces) > 1 and not ranged else None,
+                                         msg)
+            checksum = await asyncio.to_thread(self._finish_fd, fd, size, ranged)
+        finally:
+            os.close(fd)
+        if not ranged:
+            self._apply_attributes(partial, msg)
+            if partial != target:
+                os.replace(partial, target)
+            resume.clear_watermark(partial)
+        self._tally.stopped(key, arg, size, written, checksum)
+        await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
+
+    async def _decide(self, msg: dict, box: asyncio.Queue, target: str, partial: str,
+                      key: str) -> tuple[int | None, int]:
+        """Overwrite and resume rules: (start, end), or (None, _) once the file was skipped."""
+        fid, arg, size, mtime = msg["fid"], msg["arg"], msg["size"], msg["mtime"]
+        final = _existing(target)
+        part = final if partial == target else _existing(partial)
+        watermark = resume.read_watermark(partial, size, mtime) if part is not None else None
+        verdict = resume.plan(size=size, mtime=mtime, overwrite=self._opts.get("overwrite", "diff"),
+                              resume=int(self._opts.get("resume", 0)), final=final, partial=part,
+                              watermark=watermark)
+        if verdict.action == "verify":
+            checked = target if verdict.start >= size else partial
+            fd = os.open(checked, os.O_RDONLY)
+            try:
+                digest = await asyncio.to_thread(prefix_digest, fd, verdict.start, self._opts.get("resume") == 2)
+            finally:
+                os.close(fd)
+            await self._channel.send("verify", fid=fid, have=verdict.start, digest=digest)
+            reply = await box.get()
+            if reply["t"] != "verified":
+                raise ControlError(f"expected verified for file {fid}, got {reply['t']}")
+            verdict = resume.after_verify(verdict, size, reply["ok"])
+        if verdict.action == "skip":
+            self._tally.skipped(key, arg, size, verdict.reason)
+            await self._channel.send("skip", fid=fid, reason=verdict.reason)
+            return None, size
+        return verdict.start, size
+
+    async def _pieces(self, fid: int, fd: int, pieces: list[tuple[int, int]], sidecar: str | None,
+                      msg: dict) -> int:
+        """Register and request every piece, at most PIECES_PER_FILE at once; bytes written."""
+        per_file = asyncio.Semaphore(PIECES_PER_FILE)
+        pending: set[int] = set()
+        tasks = []
+        written = 0
+
+        async def one(pid: int, lo: int, hi: int) -> None:
+            nonlocal written
+            try:
+                await self._transport.receive(pid, fd, lo, hi, self._tally.progress)
+                written += hi - lo
+            finally:
+                per_file.release()
+                self._window.release()
+            pending.discard(lo)
+            if sidecar is not None:  # synchronous: one writer at a time, and it is a few dozen bytes
+                resume.write_watermark(sidecar, msg["size"], msg["mtime"], min(pending, default=msg["size"]))
+
+        try:
+            for lo, hi in pieces:
+                await per_file.acquire()
+                await self._window.acquire()
+                pid = next(self._pids)
+                pending.add(lo)
+                tasks.append(asyncio.create_task(one(pid, lo, hi)))
+                await asyncio.sleep(0)  # let the task register the piece before the sender hears of it
+                await self._channel.send("piece", fid=fid, pid=pid, start=lo, end=hi)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        return written
+
+    async def _receive_stream(self, fid: int, arg: int, box: asyncio.Queue, target: str, key: str) -> None:
+        """PUT/WRITE/CLOSE: the sender announces chunks as they come; bytes land at their offsets."""
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        tasks: list[asyncio.Task] = []
+        written = 0
+
+        async def one(pid: int, lo: int, hi: int) -> None:
+            nonlocal written
+            try:
+                await self._transport.receive(pid, fd, lo, hi, self._tally.progress)
+                written += hi - lo
+            finally:
+                self._window.release()
+
+        try:
+            await self._channel.send("begin", fid=fid, start=0)
+            self._tally.started(key, arg, 0, 0)
+            while True:
+                msg = await box.get()
+                if msg["t"] == "chunk":
+                    await self._window.acquire()
+                    pid = next(self._pids)
+                    tasks.append(asyncio.create_task(one(pid, msg["start"], msg["end"])))
+                    await asyncio.sleep(0)
+                    await self._channel.send("piece", fid=fid, pid=pid, start=msg["start"], end=msg["end"])
+                elif msg["t"] == "eof":
+                    await asyncio.gather(*tasks)
+                    size = msg["size"]
+                    checksum = await asyncio.to_thread(self._finish_fd, fd, size, None)
+                    break
+                else:
+                    raise ControlError(f"unexpected {msg['t']} in a stream")
+        finally:
+            for task in tasks:
+                task.cancel()
+            os.close(fd)
+        self._tally.stopped(key, arg, size, written, checksum)
+        await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
+
+    def _finish_fd(self, fd: int, size: int, ranged) -> str | None:
+        if not ranged:
+            os.ftruncate(fd, size)
+        algorithm = self._opts.get("checksum", "none")
+        if algorithm == "none":
+            return None
+        return file_checksum(fd, size, algorithm)
+
+    def _apply_attributes(self, path: str, msg: dict) -> None:
+        if self._opts.get("preserve_mtime") or self._opts.get("preserve_atime"):
+            st = os.stat(path)
+            atime = msg["atime"] if self._opts.get("preserve_atime") else st.st_atime
+            mtime = msg["mtime"] if self._opts.get("preserve_mtime") else st.st_mtime
+            os.utime(path, (atime, mtime))
+        uid = msg.get("uid") if self._opts.get("preserve_uid") else None
+        gid = msg.get("gid") if self._opts.get("preserve_gid") else None
+        if uid is not None or gid is not None:
+            os.chown(path, -1 if uid is None else int(uid), -1 if gid is None else int(gid))
+
+
+def _existing(path: str) -> resume.Existing | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return resume.Existing(st.st_size, st.st_mtime)

@@ -1,0 +1,172 @@
+"""The sending role of a session: offer files, answer resume checks, push the pieces the receiver asks for.
+
+The receiver drives: it decides the start offset and registers each piece
+(a transport file id covering [start, end) of one file) before it names it in a
+``piece`` message, so the sender never sends bytes nobody waits for. Many files
+and pieces are in flight at once; the transport shares the rate among them.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import os
+import stat
+from typing import Callable
+
+from faspmanager.codes import EngineError, ErrorCode
+
+from .channel import Channel
+from .digest import prefix_digest
+from .jobs import FileJob, Problem, data_extents
+from .tally import Tally
+
+
+FILES_IN_FLIGHT = 16
+
+
+def os_error_code(exc: OSError) -> int:
+    """The ascp code for a local file error."""
+    return {errno.ENOENT: ErrorCode.NO_SUCH_FILE, errno.EACCES: ErrorCode.NO_PERMS,
+            errno.EPERM: ErrorCode.NO_PERMS, errno.ENOTDIR: ErrorCode.NOT_DIR, errno.EISDIR: ErrorCode.IS_DIR,
+            errno.ENOSPC: ErrorCode.NO_SPACE_LEFT, errno.EROFS: ErrorCode.READ_ONLY_FS,
+            errno.EEXIST: ErrorCode.ALREADY_EXISTS, errno.ELOOP: ErrorCode.LINK_LOOP,
+            errno.EMFILE: ErrorCode.TOO_MANY_FILES}.get(exc.errno, ErrorCode.DISK_READ)
+
+
+class Sender:
+    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, key_of=None) -> None:
+        self._channel = channel
+        self._transport = transport
+        self._tally = tally
+        self._opts = opts
+        self._key_of = key_of or (lambda job: job.path)
+        self._fids = itertools.count(1)
+        self._inbox: dict[int, asyncio.Queue] = {}
+
+    def deliver(self, msg: dict) -> bool:
+        """Route a receiver message to its file; False if no such file is in flight."""
+        box = self._inbox.get(msg.get("fid"))
+        if box is None:
+            return False
+        box.put_nowait(msg)
+        return True
+
+    def new_file(self) -> tuple[int, asyncio.Queue]:
+        """A file id and the queue its receiver messages arrive in (until :meth:`forget`)."""
+        fid = next(self._fids)
+        box = self._inbox[fid] = asyncio.Queue()
+        return fid, box
+
+    def forget(self, fid: int) -> None:
+        self._inbox.pop(fid, None)
+
+    @property
+    def channel(self) -> Channel:
+        return self._channel
+
+    @property
+    def transport(self):
+        return self._transport
+
+    async def send_all(self, items, on_problem: Callable[[Problem], None]) -> None:
+        """Send a source argument's jobs, FILES_IN_FLIGHT at a time; problems go to ``on_problem``."""
+        room = asyncio.Semaphore(FILES_IN_FLIGHT)
+        tasks = []
+
+        async def one(job: FileJob) -> None:
+            try:
+                await self.send_job(job)
+            finally:
+                room.release()
+
+        try:
+            for item in items:
+                if isinstance(item, Problem):
+                    on_problem(item)
+                    continue
+                await room.acquire()
+                tasks.append(asyncio.create_task(one(item)))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def send_job(self, job: FileJob) -> str:
+        """Transfer one job; returns "passed", "skipped" or "failed" (session-fatal errors raise)."""
+        fid, box = self.new_file()
+        try:
+            if job.is_dir:
+                return await self._send_dir(fid, job, box)
+            return await self._send_file(fid, job, box)
+        finally:
+            self.forget(fid)
+
+    async def _send_dir(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
+        await self._channel.send("file", fid=fid, arg=job.arg, rel=job.rel, lone=False, size=0,
+                                 mtime=0, atime=0, mode=stat.S_IFDIR | 0o755)
+        msg = await box.get()
+        if msg["t"] == "ferror":
+            self._tally.failed(self._key_of(job), job.arg, msg["code"], msg["desc"])
+            return "failed"
+        return "passed"
+
+    async def _send_file(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
+        key = self._key_of(job)
+        try:
+            fd = os.open(job.path, os.O_RDONLY)
+        except OSError as exc:
+            self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
+            return "failed"
+        pieces: set[asyncio.Task] = set()
+        try:
+            st = os.fstat(fd)
+            size = st.st_size
+            extents = data_extents(fd, size)
+            await self._channel.send(
+                "file", fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=size, mtime=st.st_mtime,
+                atime=st.st_atime, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, extents=extents,
+                range=[job.start or 0, size if job.end is None else min(job.end, size)]
+                if job.start is not None or job.end is not None else None)
+            while True:
+                msg = await box.get()
+                kind = msg["t"]
+                if kind == "verify":
+                    digest = await asyncio.to_thread(prefix_digest, fd, msg["have"], self._opts["resume"] == 2)
+                    await self._channel.send("verified", fid=fid, ok=digest == msg["digest"])
+                elif kind == "begin":
+                    self._tally.started(key, job.arg, size, msg["start"])
+                elif kind == "piece":
+                    task = asyncio.create_task(self._piece(msg["pid"], fd, msg["start"], msg["end"]))
+                    pieces.add(task)
+                    task.add_done_callback(pieces.discard)
+                elif kind == "fdone":
+                    if pieces:
+                        await asyncio.gather(*pieces)
+                    self._tally.stopped(key, job.arg, size, msg["written"], msg["checksum"])
+                    self._after(job, st)
+                    return "passed"
+                elif kind == "skip":
+                    self._tally.skipped(key, job.arg, size, msg["reason"])
+                    return "skipped"
+                elif kind == "ferror":
+                    self._tally.failed(key, job.arg, msg["code"], msg["desc"])
+                    return "failed"
+        finally:
+            for task in list(pieces):
+                task.cancel()
+            os.close(fd)
+
+    async def _piece(self, pid: int, fd: int, start: int, end: int) -> None:
+        await self._transport.send(pid, fd, start, end)
+        self._tally.progress(end - start)
+
+    def _after(self, job: FileJob, st: os.stat_result) -> None:
+        """Source-side options once the receiver confirmed the file."""
+        try:
+            if self._opts.get("preserve_source_atime"):
+                os.utime(job.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            if self._opts.get("remove_after_transfer"):
+                os.unlink(job.path)
+        except OSError as exc:
+            raise EngineError(os_error_code(exc), f"{job.path}: {exc.strerror}") from None

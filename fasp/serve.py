@@ -1,0 +1,191 @@
+"""Server mode (``--server``): the remote end of a session, on the SSH channel's stdin/stdout.
+
+Started per session by fasp-server (with the user's docroot and caps) or by
+the client over a stock sshd (docroot from FASP_DOCROOT, else the whole
+filesystem as the SSH user sees it). Every path the client names goes through
+:func:`fasp.docroot.resolve`. The session ends when the client says bye, or
+cancels, or its channel closes (stdin EOF), or SIGTERM: in every case the UDP
+socket is freed and the process exits, so no server half outlives its client.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from faspmanager.codes import EngineError, ErrorCode
+
+from . import control, docroot
+from .channel import Channel, stdio_channel
+from .jobs import FileJob, Problem, Rules, top_name, walk
+from .options import Config
+from .receiving import Receiver
+from .sending import Sender
+from .tally import Tally
+from .transport import RateSettings, Transport
+
+log = logging.getLogger("fasp.serve")
+HELLO_TIMEOUT = 30.0
+
+
+def bind_address() -> str:
+    """Where to listen for UDP: FASP_UDP_BIND, else the address the SSH client reached, else any."""
+    explicit = os.environ.get("FASP_UDP_BIND")
+    if explicit:
+        return explicit
+    ssh = os.environ.get("SSH_CONNECTION", "").split()
+    return ssh[2] if len(ssh) == 4 else "0.0.0.0"
+
+
+class ServerSession:
+    def __init__(self, cfg: Config, channel: Channel) -> None:
+        self.cfg = cfg
+        self.channel = channel
+        self.root = os.path.realpath(cfg.docroot) if cfg.docroot else None
+        self.transport: Transport | None = None
+        self.role: Sender | Receiver | None = None
+        self.opts: dict = {}
+        self.failure: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.tasks: set[asyncio.Task] = set()
+
+    def resolve(self, client_path: str) -> str:
+        if self.root is not None:
+            return docroot.resolve(self.root, client_path)
+        return os.path.abspath(os.path.expanduser(client_path or "."))
+
+    def confine(self, path: str) -> bool:
+        return self.root is None or docroot.confined(self.root, path)
+
+    def capped(self, raw: dict) -> RateSettings:
+        try:
+            target, minimum, policy = int(raw["target"]), int(raw["min"]), str(raw["policy"]).lower()
+        except (KeyError, TypeError, ValueError):
+            raise control.ControlError(f"malformed rate {raw!r}") from None
+        if policy not in self.cfg.allowed_policies:
+            raise EngineError(ErrorCode.UNAUTHORIZED, f"policy {policy!r} is not allowed for this user "
+                                                      f"(allowed: {', '.join(self.cfg.allowed_policies)})")
+        if self.cfg.rate_cap_kbps is not None:
+            target = min(target, self.cfg.rate_cap_kbps)
+        return RateSettings(max(target, 1), min(max(minimum, 0), max(target, 1)), policy)
+
+    async def run(self) -> None:
+        hello = await asyncio.wait_for(self.channel.recv(), HELLO_TIMEOUT)
+        if hello is None:
+            return
+        if hello["t"] != "hello" or hello["v"] != control.VERSION:
+            raise control.ControlError(f"expected hello version {control.VERSION}, got {hello['t']} "
+                                       f"v{hello.get('v')}")
+        self.opts = hello["opts"]
+        rate = self.capped(hello["rate"])
+        key = bytes.fromhex(hello["key"]) if hello["key"] else None
+        self.transport = await Transport.listen(
+            bind_address(), self.cfg.udp_port or hello["udp_port"], session_id=bytes.fromhex(hello["session"]),
+            key=key, datagram_size=hello["datagram_size"], rate=rate)
+        tally = Tally(lambda event, fields: None, hello["session"])
+        if hello["direction"] == "send":
+            receiver = Receiver(self.channel, self.transport, tally, self.opts, dest=hello["dest"],
+                                resolve=self.resolve)
+            receiver.on_fatal = self._fatal
+            self.role = receiver
+        else:
+            self.role = Sender(self.channel, self.transport, tally, self.opts)
+        await self.channel.send("welcome", v=control.VERSION, udp_port=self.transport.local_port,
+                                rate={"target": rate.target_kbps, "min": rate.min_kbps, "policy": rate.policy})
+        reader = asyncio.create_task(self._read())
+        await asyncio.wait({reader, self.failure}, return_when=asyncio.FIRST_COMPLETED)
+        if self.failure.done():
+            reader.cancel()
+            self.failure.result()
+        reader.result()
+
+    def _fatal(self, exc: BaseException) -> None:
+        if not self.failure.done():
+            self.failure.set_exception(exc)
+
+    async def _read(self) -> None:
+        while True:
+            msg = await self.channel.recv()
+            if msg is None:
+                raise EngineError(ErrorCode.TRANSFER_ERROR, "the client closed the control channel")
+            kind = msg["t"]
+            if kind == "bye":
+                while self.tasks or (isinstance(self.role, Receiver) and self.role.busy):
+                    await asyncio.sleep(0.01)
+                await self.channel.send("bye")
+                return
+            if kind == "cancel":
+                raise EngineError(ErrorCode.USER_CANCEL, "cancelled by the client")
+            if kind == "rate":
+                rate = self.capped({"target": msg["target"], "min": msg["min"], "policy": msg["policy"]})
+                self.transport.set_rate(rate)
+            elif kind == "get":
+                if not isinstance(self.role, Sender):
+                    raise control.ControlError("get in an upload session")
+                task = asyncio.create_task(self._serve_get(msg))
+                self.tasks.add(task)
+                task.add_done_callback(self._task_done)
+            elif not self.role.deliver(msg):
+                raise control.ControlError(f"unexpected {kind} message (file {msg.get('fid')})")
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._fatal(task.exception())
+
+    async def _serve_get(self, msg: dict) -> None:
+        """One download source argument (or keepalive START): walk it, offer its files, then argdone."""
+        arg, source = msg["arg"], msg["source"]
+        try:
+            real = self.resolve(source)
+            rel = msg.get("rel") or top_name(source, self.opts.get("src_base"), None)
+            items = await asyncio.to_thread(list, walk(arg, source, real, rel, lone=bool(msg.get("lone")),
+                                                       rules=Rules.from_opts(self.opts), confine=self.confine))
+        except EngineError as exc:
+            items = [Problem(arg, source, exc.code, exc.description)]
+        files = [i for i in items if isinstance(i, FileJob) and not i.is_dir]
+        for job in files:
+            job.start, job.end = msg.get("start"), msg.get("end")
+        await self.channel.send("listed", arg=arg, files=len(files), bytes=sum(j.size for j in files),
+                                dirs=sum(1 for i in items if isinstance(i, FileJob) and i.is_dir))
+        problems: list[Problem] = []
+        await self.role.send_all(items, problems.append)
+        for problem in problems:
+            await self.channel.send("ferror", fid=None, arg=arg, path=problem.path, code=int(problem.code),
+                                    desc=problem.desc, skip=problem.skip)
+        await self.channel.send("argdone", arg=arg)
+
+
+async def serve(cfg: Config) -> int:
+    """Run one server-mode session on stdin/stdout; the process exit status."""
+    channel = await stdio_channel()
+    os.dup2(2, 1)  # from here on a stray print goes to stderr, never into the control channel
+    session = ServerSession(cfg, channel)
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
+    status = 0
+    try:
+        await session.run()
+    except asyncio.CancelledError:
+        log.info("session ended by signal")
+        status = 1
+    except asyncio.TimeoutError:
+        log.error("no hello from the client")
+        status = 1
+    except EngineError as exc:
+        log.error("session failed: %s", exc)
+        status = 1
+        if exc.code not in (ErrorCode.TRANSFER_ERROR, ErrorCode.USER_CANCEL):
+            try:
+                await asyncio.wait_for(channel.send("error", code=exc.code, desc=exc.description), 2.0)
+            except (Exception, asyncio.TimeoutError):
+                pass
+    finally:
+        for task in list(session.tasks):
+            task.cancel()
+        if session.transport is not None:
+            await session.transport.close()
+        channel.close()
+    return status
