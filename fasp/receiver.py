@@ -103,7 +103,7 @@ class Receiver:
         self._interval_seq_base = -1
         self._interval_count = 0
         self._interval_bytes = 0
-        self._interval_start = 0.0
+        self._interval_start: float | None = None
         self.loss = 0.0
         self.recv_rate_bps = 0.0
         self.urgent = False  # a completion is waiting to be announced
@@ -158,9 +158,8 @@ class Receiver:
         span = self._seq_high - self._interval_seq_base
         if span > 0:
             self.loss = max(0.0, 1.0 - self._interval_count / span)
-        elapsed = now - self._interval_start
-        if elapsed > 0 and self._interval_start:
-            self.recv_rate_bps = self._interval_bytes * 8 / elapsed
+        if self._interval_start is not None and now > self._interval_start:
+            self.recv_rate_bps = self._interval_bytes * 8 / (now - self._interval_start)
         self._interval_seq_base = self._seq_high
         self._interval_count = 0
         self._interval_bytes = 0

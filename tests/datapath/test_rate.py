@@ -1,0 +1,88 @@
+"""Rate controllers in fake time: a simulated bottleneck queue supplies the RTT samples."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fasp.rate import RateController, RateSettings
+
+
+def run(ctrls, capacity_bps, base_rtt, seconds, loss=0.0, extra_queue=0.0, seed=0):
+    """Drive controllers sharing one bottleneck (a fluid queue) for `seconds`; return their mean rates at the end."""
+    rnd = random.Random(seed)
+    queue_bits, dt, now = 0.0, 0.005, 0.0
+    tail = {id(c): [] for c in ctrls}
+    while now < seconds:
+        now += dt
+        offered = sum(c.rate_bps for c in ctrls)
+        queue_bits = max(0.0, queue_bits + (offered - capacity_bps) * dt)
+        queue_bits = min(queue_bits, capacity_bps * 0.5)  # a 500 ms buffer: tail drop beyond
+        qdelay = queue_bits / capacity_bps + extra_queue
+        for c in ctrls:
+            c.on_rtt(now, base_rtt + qdelay + rnd.random() * 0.0005)
+            share = c.rate_bps / offered if offered else 0
+            c.on_feedback(now, min(c.rate_bps, capacity_bps * share), loss)
+            if now > seconds * 0.6:
+                tail[id(c)].append(c.rate_bps)
+    return [sum(tail[id(c)]) / len(tail[id(c)]) for c in ctrls]
+
+
+def test_fixed_sends_at_target_whatever_happens():
+    c = RateController(RateSettings(20_000, policy="fixed"))
+    assert run([c], 10e6, 0.05, 3, loss=0.3)[0] == 20e6
+    c.set_settings(RateSettings(5_000, policy="fixed"))
+    assert c.rate_bps == 5e6
+
+
+@pytest.mark.parametrize("policy", ["fair", "high"])
+def test_delay_based_fills_the_link_and_ignores_random_loss(policy):
+    c = RateController(RateSettings(1_000_000, policy=policy))
+    rate = run([c], 100e6, 0.2, 30, loss=0.01)[0]
+    assert 0.9 * 100e6 <= rate <= 1.1 * 100e6
+
+
+def test_fair_stays_under_its_target():
+    c = RateController(RateSettings(50_000, policy="fair"))
+    assert run([c], 100e6, 0.05, 10, loss=0.05)[0] == pytest.approx(50e6, rel=0.01)
+
+
+def test_fair_backs_off_when_a_queue_builds():
+    c = RateController(RateSettings(1_000_000, policy="fair"))
+    run([c], 100e6, 0.02, 5)
+    before = c.rate_bps
+    run([c], 100e6, 0.02, 2, extra_queue=0.1)  # someone else filled the buffer
+    assert c.rate_bps < 0.7 * before
+
+
+def test_two_fair_flows_share_evenly_and_high_takes_more():
+    a, b = RateController(RateSettings(1_000_000)), RateController(RateSettings(1_000_000))
+    ra, rb = run([a, b], 100e6, 0.02, 40)
+    assert ra == pytest.approx(rb, rel=0.25)
+    h, f = RateController(RateSettings(1_000_000, policy="high")), RateController(RateSettings(1_000_000))
+    rh, rf = run([h, f], 100e6, 0.02, 40)
+    assert 1.4 < rh / rf < 3.0
+
+
+def test_low_yields_to_fair():
+    low, fair = RateController(RateSettings(1_000_000, policy="low")), RateController(RateSettings(1_000_000))
+    rl, rf = run([low, fair], 100e6, 0.02, 40)
+    assert rl < 0.2 * rf
+    alone = RateController(RateSettings(1_000_000, policy="low"))
+    assert run([alone], 100e6, 0.02, 20)[0] > 0.7 * 100e6  # but uses an idle link
+
+
+def test_min_rate_floors_every_policy():
+    for policy in ("fair", "high", "low"):
+        c = RateController(RateSettings(1_000_000, min_kbps=30_000, policy=policy))
+        run([c], 10e6, 0.02, 5, extra_queue=0.2)
+        assert c.rate_bps >= 30e6
+
+
+def test_overload_loss_caps_at_delivered_rate():
+    c = RateController(RateSettings(1_000_000))
+    c.on_rtt(0.0, 0.01)
+    for i in range(1, 50):
+        c.on_rtt(i * 0.01, 0.01)
+        c.on_feedback(i * 0.01, 5e6, loss=0.6)
+    assert c.rate_bps <= 5e6 * 1.25

@@ -1,0 +1,150 @@
+"""Transport behaviour beyond moving bytes: pacing, live rate changes, handshake and failure codes."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from contextlib import AsyncExitStack
+
+import pytest
+
+from faspmanager.codes import EngineError
+from fasp.transport import RateSettings, Transport
+from tests.support.relay import Relay
+
+from .conftest import aio, pair, sha256_file
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _paced_transfer(tmp_path, rate: RateSettings, seconds: float, change=None):
+    """Send more than `seconds` worth through a relay; return (wire bits/s seen by the relay, stats samples)."""
+    size = int(rate.target_kbps * 1000 / 8 * seconds * 1.5)
+    data = os.urandom(size)
+    fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
+    samples = []
+    try:
+        async with AsyncExitStack() as stack:
+            relays = []
+
+            async def via(port):
+                relays.append(await stack.enter_async_context(Relay(target=("127.0.0.1", port))))
+                return relays[0].port
+            async with pair(via=via, rate=rate) as (client, server):
+                rx = asyncio.ensure_future(server.receive(1, fd, 0, size))
+                tx = asyncio.ensure_future(client.send(1, data, 0, size))
+                await asyncio.sleep(0.5)  # past the start
+                t0, b0 = time.monotonic(), relays[0].counts.bytes["up"]
+                while time.monotonic() - t0 < seconds:
+                    await asyncio.sleep(0.1)
+                    samples.append((time.monotonic() - t0, client.stats()["rate_kbps"]))
+                    if change and samples[-1][0] >= change[0] and not change[2:]:
+                        client.set_rate(change[1])
+                        change = (*change, time.monotonic())
+                bits = (relays[0].counts.bytes["up"] - b0) * 8 / (time.monotonic() - t0)
+                tx.cancel()
+                rx.cancel()
+                await asyncio.gather(tx, rx, return_exceptions=True)
+    finally:
+        os.close(fd)
+    return bits, samples, change
+
+
+@aio
+async def test_fixed_rate_is_held_on_loopback(tmp_path):
+    bits, samples, _ = await _paced_transfer(tmp_path, RateSettings(20_000, policy="fixed"), 5.0)
+    assert 18e6 <= bits <= 22e6
+    assert all(r == 20_000 for _, r in samples)
+
+
+@aio
+async def test_set_rate_takes_effect_mid_transfer(tmp_path):
+    bits, samples, change = await _paced_transfer(tmp_path, RateSettings(20_000, policy="fixed"), 3.0,
+                                                  change=(1.0, RateSettings(5_000, policy="fixed")))
+    after = [r for t, r in samples if t >= 1.0 + 1.0]
+    assert after and all(r == 5_000 for r in after)
+    # the average over 1 s at 20 Mbit/s and 2 s at 5 Mbit/s
+    assert 0.8 * 10e6 <= bits <= 1.2 * 10e6
+
+
+@aio
+async def test_fair_rate_obeys_target_and_change(tmp_path):
+    bits, samples, _ = await _paced_transfer(tmp_path, RateSettings(30_000, policy="fair"), 2.0,
+                                             change=(0.5, RateSettings(8_000, policy="fair")))
+    assert all(r <= 30_000 for _, r in samples)
+    assert all(r <= 8_000 for t, r in samples if t >= 1.0)
+
+
+@aio
+async def test_connect_times_out_without_listener():
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))  # a port that swallows datagrams and never answers
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(EngineError) as err:
+            await Transport.connect("127.0.0.1", s.getsockname()[1], session_id=os.urandom(16), key=None, timeout=0.5)
+        assert err.value.code == 15
+        assert time.monotonic() - t0 < 2
+    finally:
+        s.close()
+
+
+@aio
+async def test_connect_with_wrong_key_is_never_answered():
+    sid = os.urandom(16)
+    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=b"a" * 16)
+    try:
+        with pytest.raises(EngineError) as err:
+            await Transport.connect("127.0.0.1", server.local_port, session_id=sid, key=b"b" * 16, timeout=0.4)
+        assert err.value.code == 15
+        assert server.stats()["datagrams_rejected"] >= 1
+    finally:
+        await server.close()
+
+
+@aio
+async def test_peer_closing_fails_pending_send_with_16():
+    async with pair() as (client, server):
+        fd = os.open("/dev/null", os.O_WRONLY)
+        try:
+            tx = asyncio.ensure_future(client.send(1, os.urandom(10_000), 0, 10_000))  # nobody registered it
+            await asyncio.sleep(0.2)
+            await server.close()
+            with pytest.raises(EngineError) as err:
+                await asyncio.wait_for(tx, 5)
+            assert err.value.code == 16
+        finally:
+            os.close(fd)
+
+
+@aio
+async def test_silent_peer_fails_send_with_16_and_stall_with_40(tmp_path):
+    async with AsyncExitStack() as stack:
+        relays = []
+
+        async def via(port):
+            relays.append(await stack.enter_async_context(Relay(target=("127.0.0.1", port))))
+            return relays[0].port
+        async with pair(via=via) as (client, server):
+            client.peer_timeout, client.stall_timeout = 0.5, 30
+            relays[0].loss = 1.0  # the network dies
+            with pytest.raises(EngineError) as err:
+                await asyncio.wait_for(client.send(1, b"x" * 5000, 0, 5000), 5)
+            assert err.value.code == 16
+            relays[0].loss = 0.0
+            client.peer_timeout, client.stall_timeout = 30, 0.5
+            # the peer is alive but never registered file 2: no progress
+            with pytest.raises(EngineError) as err:
+                await asyncio.wait_for(client.send(2, b"x" * 5000, 0, 5000), 5)
+            assert err.value.code == 40
+
+
+@aio
+async def test_closed_transport_refuses_work_and_close_is_idempotent():
+    async with pair() as (client, server):
+        await client.close()
+        await client.close()
+        with pytest.raises(EngineError):
+            await client.send(1, b"abc", 0, 3)
