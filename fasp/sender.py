@@ -5,8 +5,8 @@ A hole the receiver reports is resent at once, then not again for one
 retransmission timeout (``rto``, given by the driver from the RTT), so each
 loss costs about one retransmission. Loss at the very end of a file leaves no
 hole behind it, so once all of a file was sent and ``rto`` passes without
-confirmation, the part beyond the receiver's frontier is resent (for an empty
-file: a zero-length probe). A file is done when the receiver says it is complete.
+confirmation, the part beyond the receiver's frontier is resent (or, if there
+is none, a zero-length probe asks the receiver to report again). A file is done when the receiver says it is complete.
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ class Sender:
                 continue
             if f.recv_high < f.end:
                 self._queue(f, f.recv_high, f.end, now, rto)
-            elif f.start == f.end:
+            else:  # all seen, yet unconfirmed: a zero-length probe makes the receiver report again
                 f.probe_sent = False
             f.last_send = now
 
