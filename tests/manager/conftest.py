@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class Backend:
         self.local_root = local_root
         self.user, self.host, self.password, self.tcp_port = "tester", "127.0.0.1", "s3cr3t-pass", 2222
         self._monkeypatch = monkeypatch
-        remote_root.mkdir()
+        remote_root.mkdir(exist_ok=True)
         local_root.mkdir()
 
     def remote(self, name: str) -> str:
@@ -81,6 +82,43 @@ class Backend:
         return dict(source_user=self.user, source_host=self.host, source_pass=self.password, **kwargs)
 
 
+class EngineBackend(Backend):
+    """The real engine (``python -m fasp``) against a real fasp-server on loopback."""
+
+    name = "engine"
+
+    def __init__(self, server, program, local_root: Path, monkeypatch):
+        super().__init__(program, server.docroot, local_root, monkeypatch)
+        self.user, self.host, self.password, self.tcp_port = server.user, server.host, server.password, server.port
+
+    def remote(self, name: str) -> str:
+        return "/" + name  # paths are read relative to the server's docroot
+
+    def options(self, **kwargs):
+        from tests.support.ports import free_port
+        kwargs.setdefault("udp_port", free_port(socket.SOCK_DGRAM))  # not 33001: tests and helpers run side by side
+        return super().options(**kwargs)
+
+    def upload_root(self) -> str:
+        return "/"
+
+    def slow(self, options) -> None:
+        options.target_rate_kbps = 4000
+        options.policy = "fixed"
+
+
+def _engine_program(tmp_path: Path) -> Path:
+    program = tmp_path / "fasp-ascp"
+    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fasp "$@"\n')
+    program.chmod(0o755)
+    return program
+
+
 @pytest.fixture(params=["fake"])
 def backend(request, tmp_path, fake_ascp, monkeypatch) -> Backend:
-    return Backend(fake_ascp, tmp_path / "remote", tmp_path / "local", monkeypatch)
+    if request.param == "fake":
+        yield Backend(fake_ascp, tmp_path / "remote", tmp_path / "local", monkeypatch)
+        return
+    from tests.support.servers import start_fasp_server
+    with start_fasp_server(tmp_path / "fasp-server") as server:
+        yield EngineBackend(server, _engine_program(tmp_path), tmp_path / "local", monkeypatch)

@@ -6,7 +6,7 @@ positional). Behaviour is picked by ``FAKEASCP_MODE``:
 
   normal     INIT, SESSION, per file START / STATS / STOP (or SKIP for -E matches, FILEERROR for missing
              sources), then DONE (ERROR 27 if any file failed)
-  slow       as normal, but 64 KiB per 20 ms, STATS after each chunk; RATE is echoed in STATS
+  slow       as normal, but 64 KiB per 20 ms, STATS after each chunk; RATE is echoed (TargetRate) in STATS
   die        INIT, SESSION, a line on stderr, then exit 3 without DONE/ERROR
   error      INIT, then ERROR 19 (authentication failed), exit 1
   garbage    connects and sends bytes that are no FASPMGR frame, then waits
@@ -14,7 +14,7 @@ positional). Behaviour is picked by ``FAKEASCP_MODE``:
   exit       a line on stderr and exit 2 at once
   hold       INIT, SESSION, then waits for commands (for tests that inspect the running child)
 
-Commands obeyed at any time: RATE (echoed in a STATS), CANCEL (ERROR 28). With ``--keepalive``: START
+Commands obeyed at any time: RATE (echoed as TargetRate in a STATS), CANCEL (ERROR 28). With ``--keepalive``: START
 copies one file (StartByte / EndByte honoured), PUT / WRITE / CLOSE write a stream file, DONE ends.
 ``FAKEASCP_RECORD=path`` records argv and the ASPERA_SCP_* environment as JSON (test-only).
 """
@@ -104,7 +104,7 @@ class Fake:
                 sys.exit(5)  # manager went away
             if frame.type == "RATE":
                 self.rate = frame.int("Rate")
-                self.send("STATS", Rate=self.rate, TransferBytes=self.totals["TransferBytes"])
+                self.send("STATS", Rate=self.rate, TargetRate=self.rate, TransferBytes=self.totals["TransferBytes"])
             elif frame.type == "CANCEL":
                 self.send("ERROR", Code=28, Description="Cancelled by user")
                 sys.exit(1)

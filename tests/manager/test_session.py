@@ -148,7 +148,7 @@ def test_set_rate_and_cancel_steer_a_running_transfer(backend, tmp_path):
             s.start()
         assert _wait(lambda: s.stats().get("transfer_bytes", 0) > 0)
         assert s.set_rate(1234) is True
-        assert _wait(lambda: s.stats().get("rate") == 1234), s.stats()
+        assert _wait(lambda: s.stats().get("target_rate") == 1234), s.stats()
         assert s.state() == fm.SessionState.RUNNING
         assert s.cancel() is True
         result = s.finish()
