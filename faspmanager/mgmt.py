@@ -16,7 +16,7 @@ Wire form::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NoReturn
 
 HEADER = "FASPMGR 2"
 MAX_HEADER_BYTES = 64 * 1024
@@ -129,7 +129,8 @@ class Decoder:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._scan = 0  # bytes of _buf already known to hold no newline
+        self._pos = 0  # start of the unconsumed bytes in _buf (compacted once per feed)
+        self._scan = 0  # bytes after _pos already known to hold no newline
         self._in_frame = False  # header line seen, fields pending
         self._header_bytes = 0
         self._type: str | None = None
@@ -150,32 +151,38 @@ class Decoder:
             self._error = exc
             self._buf.clear()
             raise
+        finally:
+            del self._buf[:self._pos]
+            self._pos = 0
         return frames
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         raise MgmtProtocolError(message)
 
     def _step(self, frames: list[Frame]) -> bool:
         """Consume one line or one payload; False when more bytes are needed."""
+        pos = self._pos
         if self._payload_frame is not None:
-            if len(self._buf) < self._payload_size:
+            end = pos + self._payload_size
+            if len(self._buf) < end:
                 return False
             frame = self._payload_frame
-            frame.payload = bytes(self._buf[: self._payload_size])
-            del self._buf[: self._payload_size]
+            with memoryview(self._buf) as view:
+                frame.payload = bytes(view[pos:end])
+            self._pos = end
             self._payload_frame = None
             frames.append(frame)
             return True
-        nl = self._buf.find(b"\n", self._scan)
+        nl = self._buf.find(b"\n", pos + self._scan)
         if nl < 0:
-            self._scan = len(self._buf)
-            if self._header_bytes + len(self._buf) > MAX_HEADER_BYTES:
+            self._scan = len(self._buf) - pos
+            if self._header_bytes + self._scan > MAX_HEADER_BYTES:
                 self._fail(f"frame header longer than {MAX_HEADER_BYTES} bytes (no end of line)")
             return False
-        raw = bytes(self._buf[:nl])
-        del self._buf[: nl + 1]
+        raw = bytes(self._buf[pos:nl])
+        self._pos = nl + 1
         self._scan = 0
-        self._header_bytes += nl + 1
+        self._header_bytes += len(raw) + 1
         if self._header_bytes > MAX_HEADER_BYTES:
             self._fail(f"frame header longer than {MAX_HEADER_BYTES} bytes")
         if raw.endswith(b"\r"):
