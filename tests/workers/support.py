@@ -1,0 +1,44 @@
+"""Small helpers shared by the distributed tests: data files, checksums, orders for the test server."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import faspmanager as fm
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def make_file(path: Path, size: int) -> str:
+    """Random content of ``size`` bytes at ``path``; returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return sha256(path)
+
+
+def assert_same(src: Path, dst: Path) -> None:
+    assert dst.is_file(), f"{dst} missing"
+    assert dst.stat().st_size == src.stat().st_size
+    assert sha256(dst) == sha256(src)
+
+
+def options(server, **kwargs) -> fm.TransferOptions:
+    kwargs.setdefault("create_dirs", True)
+    return fm.TransferOptions(tcp_port=server.port, **kwargs)
+
+
+def upload(server, sources, root: str, password: str | None = None, **opts) -> fm.FileUpload:
+    return fm.FileUpload(source_paths=[str(s) for s in sources], dest_user=server.user, dest_host=server.host,
+                         dest_pass=password or server.password, options=options(server, destination_root=root, **opts))
+
+
+def download(server, sources, local_dir: Path, **opts) -> fm.FileDownload:
+    return fm.FileDownload(source_paths=list(sources), source_user=server.user, source_host=server.host,
+                           source_pass=server.password, options=options(server, destination_root=str(local_dir), **opts))
+
+
+def types(events) -> list[str]:
+    return [e["type"] for e in events]

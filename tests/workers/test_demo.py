@@ -1,0 +1,23 @@
+"""``faspq demo`` from nothing: embedded Redis, fasp-server, worker, a verified transfer, all cleaned up."""
+from __future__ import annotations
+
+import glob
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from workers.local import REPO_ROOT
+
+
+@pytest.mark.timeout(180)
+def test_faspq_demo_passes_and_cleans_up():
+    before = set(glob.glob(f"{tempfile.gettempdir()}/faspq-demo-*"))
+    env_free = {k: v for k, v in __import__("os").environ.items() if not k.startswith("FASPQ_")}
+    proc = subprocess.run([sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "8", "--files", "2"],
+                          cwd=REPO_ROOT, env=env_free, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "demo passed" in proc.stdout
+    assert proc.stdout.count("yes") >= 2  # both files verified
+    assert set(glob.glob(f"{tempfile.gettempdir()}/faspq-demo-*")) == before

@@ -1,0 +1,219 @@
+"""Each order type end to end through real workers, a real engine and a real fasp-server."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import faspmanager as fm
+from tasks.client import submit
+
+from .support import assert_same, download, make_file, options, sha256, types, upload
+
+pytestmark = pytest.mark.timeout(120)
+
+LISTENER_TYPES = {t.value for t in fm.TransferEventType}
+
+
+@pytest.fixture(scope="module")
+def workers(worker_factory):
+    return [worker_factory("tr", concurrency=2)]
+
+
+def test_file_upload_events_in_order(workers, server, tmp_path):
+    files = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    make_file(files[0], 1_500_000)
+    make_file(files[1], 300_000)
+    handle = submit(upload(server, files, "up1"))
+    result = handle.wait(timeout=90)
+    assert result["ok"], result
+    assert result["attempts"] == 1 and result["failed_files"] == []
+    for src in files:
+        assert_same(src, server.docroot / "up1" / src.name)
+
+    events = list(handle.events(from_start=True))
+    kinds = types(events)
+    assert kinds[0] == "QUEUED" and kinds[1] == "PICKED" and kinds[-1] == "RESULT"
+    engine = [k for k in kinds if k in LISTENER_TYPES]
+    assert engine[0] == "INIT" and engine[-1] == "DONE"
+    assert kinds.index("SESSION") < kinds.index("START") < kinds.index("STOP") < kinds.index("DONE")
+    assert sum(k == "STOP" for k in kinds) == 2
+    assert {e["transfer_id"] for e in events} == {handle.id}
+    times = [e["time"] for e in events]
+    assert times == sorted(times)
+
+
+def test_file_download(workers, server, tmp_path):
+    remote = server.docroot / "dl" / "x.bin"
+    make_file(remote, 1_200_000)
+    local = tmp_path / "got"
+    result = submit(download(server, ["dl/x.bin"], local)).wait(timeout=90)
+    assert result["ok"], result
+    assert_same(remote, local / "x.bin")
+
+
+def test_persistent_upload_sources_before_pickup_and_during_session(worker_factory, server, tmp_path):
+    files = {name: tmp_path / name for name in ("early.bin", "mid.bin", "late.bin")}
+    for i, path in enumerate(files.values()):
+        make_file(path, 400_000 + i * 1000)
+    order = fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
+                                options=options(server, destination_root="pers"))
+    handle = submit(order, queue="persistent")  # no worker consumes this queue yet: surely before pickup
+    handle.add_source(str(files["early.bin"]), "early.bin")
+    worker_factory("pers", concurrency=1, queues="persistent")
+    for event in handle.events(timeout=60):
+        if event["type"] == "STOP":
+            break
+    handle.add_source(str(files["mid.bin"]), "mid.bin")
+    handle.add_source(str(files["late.bin"]), "sub/late.bin")
+    handle.finish()
+    result = handle.wait(timeout=90)
+    assert result["ok"], result
+    for dest, path in (("early.bin", files["early.bin"]), ("mid.bin", files["mid.bin"]),
+                       ("sub/late.bin", files["late.bin"])):
+        assert_same(path, server.docroot / "pers" / dest)
+    applied = [e for e in handle.events(from_start=True)
+               if e["type"] == "CONTROL" and e["attempt"] == result["attempts"]]
+    assert [e["op"] for e in applied] == ["add_source", "add_source", "add_source", "finish"]
+
+
+def test_persistent_download(workers, server, tmp_path):
+    remotes = [server.docroot / "pd" / f"{i}.bin" for i in range(2)]
+    for remote in remotes:
+        make_file(remote, 350_000)
+    local = tmp_path / "pd"
+    order = fm.PersistentDownload(source_user=server.user, source_host=server.host, source_pass=server.password,
+                                  options=options(server, destination_root=str(local)))
+    handle = submit(order)
+    for i in range(2):
+        handle.add_source(f"pd/{i}.bin", f"{i}.bin")
+    handle.finish()
+    result = handle.wait(timeout=90)
+    assert result["ok"], result
+    for i, remote in enumerate(remotes):
+        assert_same(remote, local / f"{i}.bin")
+
+
+def test_stream_upload_through_redis_with_backpressure(workers, server, faspq, tmp_path, monkeypatch):
+    window = 512 * 1024
+    monkeypatch.setenv("FASPQ_STREAM_WINDOW", str(window))
+    order = fm.StreamUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
+                            options=options(server, destination_root="st"))
+    handle = submit(order)
+    data = bytes(range(256)) * 12_000  # ~3 MiB, far more than the window
+    client = faspq.client()
+    peak = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak.append(int(client.get(f"t:pending:{handle.id}") or 0))
+            time.sleep(0.005)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with handle.open_stream("streamed.bin") as stream:
+            for start in range(0, len(data), 100_000):
+                stream.write(data[start:start + 100_000])
+        handle.finish()
+        result = handle.wait(timeout=90)
+    finally:
+        done.set()
+        sampler.join()
+    assert result["ok"], result
+    got = (server.docroot / "st" / "streamed.bin").read_bytes()
+    assert len(got) == len(data) and got == data
+    assert max(peak) <= window + handle._settings.stream_chunk_bytes
+
+
+def test_late_subscriber_first_sees_current_status(workers, server, tmp_path):
+    src = tmp_path / "slow.bin"
+    make_file(src, 1_000_000)
+    handle = submit(upload(server, [src], "late", target_rate_kbps=2000))  # ~4 s
+    for event in handle.events(timeout=60):
+        if event["type"] == "STATS":
+            break
+    late = handle.events(timeout=60)
+    first = next(late)
+    assert first["type"] == "STATUS" and first["state"] == "RUNNING"
+    assert first["owner"] and first["attempt"] == 1
+    assert first["last"]["type"] in LISTENER_TYPES | {"CONTROL"}
+    rest = list(late)
+    assert rest[-1]["type"] == "RESULT" and rest[-1]["ok"]
+    assert "QUEUED" not in types(rest) and "PICKED" not in types(rest)
+    assert_same(src, server.docroot / "late" / src.name)
+
+
+def test_set_rate_shows_in_stats(workers, server, tmp_path):
+    src = tmp_path / "rate.bin"
+    make_file(src, 2_000_000)
+    handle = submit(upload(server, [src], "rate", target_rate_kbps=1500))  # ~10 s unless sped up
+    rates_after = []
+    control_seen = False
+    for event in handle.events(timeout=60):
+        if event["type"] == "STATS" and not control_seen:
+            handle.set_rate(40000)
+            control_seen = None
+        elif event["type"] == "CONTROL":
+            assert event["op"] == "set_rate" and event["args"] == {"kbps": 40000}
+            control_seen = True
+        elif event["type"] == "STATS" and control_seen:
+            rates_after.append(event["session"].get("rate"))
+    assert control_seen
+    assert 40000 in rates_after, rates_after
+    assert handle.wait(timeout=5)["ok"]
+    assert_same(src, server.docroot / "rate" / src.name)
+
+
+def test_cancel_ends_with_28_and_no_retry(workers, server, tmp_path):
+    src = tmp_path / "cancel.bin"
+    make_file(src, 2_000_000)
+    handle = submit(upload(server, [src], "cancel", target_rate_kbps=1000))
+    for event in handle.events(timeout=60):
+        if event["type"] == "STATS":
+            handle.cancel()
+            break
+    result = handle.wait(timeout=60)
+    assert not result["ok"] and result["code"] == 28 and result["error"] == "USER_CANCEL"
+    assert result["attempts"] == 1
+    assert "RETRY" not in types(handle.events(from_start=True))
+
+
+def test_cancel_before_pickup_never_starts(worker_factory, server, tmp_path):
+    src = tmp_path / "never.bin"
+    make_file(src, 1000)
+    handle = submit(upload(server, [src], "never"), queue="cancel-early")
+    handle.cancel()
+    worker_factory("early", concurrency=1, queues="cancel-early")
+    result = handle.wait(timeout=60)
+    assert not result["ok"] and result["code"] == 28 and result["attempts"] == 1
+    kinds = types(handle.events(from_start=True))
+    assert "INIT" not in kinds and "RETRY" not in kinds
+    assert not (server.docroot / "never").exists()
+
+
+def test_wrong_password_fails_once_with_reason(workers, server, tmp_path):
+    src = tmp_path / "pw.bin"
+    make_file(src, 1000)
+    handle = submit(upload(server, [src], "pw", password="not-the-password"))
+    result = handle.wait(timeout=60)
+    assert not result["ok"] and result["code"] == 19, result
+    assert result["attempts"] == 1 and result["reason"]
+    assert "RETRY" not in types(handle.events(from_start=True))
+
+
+def test_malformed_control_is_rejected_and_transfer_goes_on(workers, server, faspq, tmp_path):
+    src = tmp_path / "junk.bin"
+    make_file(src, 600_000)
+    handle = submit(upload(server, [src], "junk", target_rate_kbps=4000))
+    client = faspq.client()
+    control = f"t:control:{handle.id}"
+    client.xadd(control, {"m": b"{not json"})
+    client.xadd(control, {"m": b'{"v":1,"transfer_id":"%s","op":"set_rate","args":{"kbps":5}}' % handle.id.encode(),
+                          "mac": b"0" * 64})
+    result = handle.wait(timeout=60)
+    assert result["ok"], result
+    rejected = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL_REJECTED"]
+    assert len(rejected) == 2 and all(e["reason"] for e in rejected)
+    assert_same(src, server.docroot / "junk" / src.name)
