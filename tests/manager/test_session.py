@@ -168,6 +168,7 @@ def test_close_mid_transfer_ends_the_program(backend, tmp_path):
     assert _wait(lambda: s.stats().get("transfer_bytes", 0) > 0)
     s.close()
     s.close()
+    assert not s._reader.is_alive()
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     assert s.finish().failed()
     assert s.cancel() is False
@@ -190,6 +191,7 @@ def test_listener_never_blocks_the_reader(backend, sample_files):
         assert _wait(lambda: seen) and seen == [fm.TransferEventType.INIT]
         release.set()
         assert _wait(lambda: fm.TransferEventType.DONE in seen)
+    assert not s._reader.is_alive() and not s._dispatcher.is_alive()
 
 
 def test_secrets_travel_in_the_environment_never_argv(backend, sample_files):
