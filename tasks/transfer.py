@@ -13,6 +13,8 @@ import json
 import logging
 import time
 
+from celery.exceptions import Ignore
+
 from config.settings import RetryPolicy, get_settings
 from faspmanager.codes import ErrorCode, is_retryable, name_of
 from workers.app import app
@@ -50,7 +52,7 @@ def run_transfer(task, transfer_id: str) -> dict:
     lease = Lease(client, keys, settings.lease_ttl_s)
     if not lease.acquire():
         log.info("transfer %s already runs on %s; this delivery is a duplicate", transfer_id, lease.holder())
-        return {"duplicate": True, "owner": lease.holder()}
+        raise Ignore()  # acknowledged, and the owner's result in the backend stays untouched
     try:
         status = events.status()  # the previous owner writes its result before releasing the lease
         if status.get("state") in TERMINAL_STATES:
@@ -69,7 +71,8 @@ def run_transfer(task, transfer_id: str) -> dict:
             outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
                               lease=lease, settings=settings, attempt=attempt).run()
         if outcome.lease_lost:
-            return {"lease_lost": True}
+            log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
+            raise Ignore()
         if not outcome.ok and is_retryable(outcome.code):
             failures = client.hincrby(keys.status, "failures", 1)
             if failures <= policy.max_retries:
