@@ -114,7 +114,7 @@ def _engine_program(tmp_path: Path) -> Path:
     return program
 
 
-@pytest.fixture(params=["fake"])
+@pytest.fixture(params=["fake", "engine"])
 def backend(request, tmp_path, fake_ascp, monkeypatch) -> Backend:
     if request.param == "fake":
         yield Backend(fake_ascp, tmp_path / "remote", tmp_path / "local", monkeypatch)
