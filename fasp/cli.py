@@ -9,7 +9,6 @@ import asyncio
 import logging
 import signal
 import sys
-import traceback
 
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -50,17 +49,10 @@ async def run_client(cfg: Config) -> int:
     reader = asyncio.create_task(management.serve(session.command, manager_gone)) if management else None
     try:
         await session.run()
-        session.tally.emit("DONE", session.tally.done_fields())
         return 0
     except EngineError as exc:
-        session.tally.emit("ERROR", {"Code": exc.code, "Description": exc.description,
-                                     **session.tally.done_fields()})
         print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
         return exc.code or 1
-    except Exception as exc:  # a bug: still end with ERROR so the manager is not left waiting
-        traceback.print_exc()
-        session.tally.emit("ERROR", {"Code": ErrorCode.INTERNAL_ERROR, "Description": f"{type(exc).__name__}: {exc}"})
-        return ErrorCode.INTERNAL_ERROR
     finally:
         if reader is not None:
             reader.cancel()

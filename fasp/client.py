@@ -11,6 +11,7 @@ the same way whatever happened, and the peer process ends with our channel.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import time
@@ -32,6 +33,7 @@ from .stream import OutStream
 from .tally import Tally
 from .transport import RateSettings, Transport
 
+log = logging.getLogger("fasp.client")
 REMOTE_COMMAND = "fasp-ascp --server"
 CONNECT_TIMEOUT = 15.0
 WELCOME_TIMEOUT = 20.0
@@ -114,7 +116,7 @@ class ClientSession:
     # ---- lifecycle ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The whole session; returns on success, raises EngineError otherwise (after cleanup)."""
+        """The whole session, ending with DONE (returns) or ERROR (raises EngineError, after cleanup)."""
         self._failure = asyncio.get_running_loop().create_future()
         cfg = self.cfg
         self.tally.emit("INIT", {
@@ -123,25 +125,38 @@ class ClientSession:
             "Rate": cfg.target_kbps, "MinRate": cfg.min_kbps, "Policy": cfg.policy.upper(),
             "Encryption": cfg.key_bytes > 0, "Cipher": cfg.cipher, "Keepalive": cfg.keepalive,
             "Cookie": cfg.cookie, "RetryTimeout": cfg.retry_timeout, "DatagramSize": cfg.datagram_size})
-        tasks: list[asyncio.Task] = []
+        reader = stats = None
         ok = False
         try:
             await self._race(self._connect())
-            tasks += [asyncio.create_task(self._control_reader()), asyncio.create_task(self._stats_loop())]
+            reader = asyncio.create_task(self._control_reader())
+            stats = asyncio.create_task(self._stats_loop())
             await self._race(self._work())
             outcome = self.tally.session_outcome()
             if outcome is not None:
                 raise EngineError(*outcome)
             ok = True
+        except Exception as exc:
+            error = _as_engine_error(exc)
+            if not isinstance(exc, EngineError):
+                log.exception("internal error")
+            # the manager hears at once; cleaning up may take a moment more
+            self.tally.emit("ERROR", {"Code": error.code, "Description": error.description,
+                                      **self.tally.done_fields()})
+            raise error from None
         finally:
-            for task in tasks:
-                task.cancel()
-            await self._shutdown(ok)
+            if stats is not None:
+                stats.cancel()
+            await self._shutdown(ok)  # the control reader still runs: it must hear the peer's "bye"
+            if reader is not None:
+                reader.cancel()
+        self.tally.emit("DONE", self.tally.done_fields())
 
     def fail(self, error: EngineError) -> None:
         """End the session with ``error`` (CANCEL, manager gone, peer gone...); the first failure wins."""
         if self._failure is not None and not self._failure.done():
             self._failure.set_exception(error)
+            self._failure.exception()  # retrieved: a failure after the session ended needs no traceback
 
     async def _race(self, coro) -> None:
         """Run ``coro`` unless the session fails first."""

@@ -1,0 +1,162 @@
+"""Real transfers through real SSH on loopback: fasp-server (asyncssh) and a stock OpenSSH sshd.
+
+Every test checks the bytes that arrived (size and sha256).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import assert_same_file, assert_same_tree, fasp_args, random_file, remote, run_ascp
+
+SIZES = {"empty": 0, "one_byte": 1, "ten_mib": 10 << 20}
+
+
+def _ok(result) -> None:
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", list(SIZES))
+def test_upload_then_download_one_file(fasp_server_module, tmp_path, name):
+    server = fasp_server_module
+    src = random_file(tmp_path / f"{name}.bin", SIZES[name])
+    _ok(run_ascp(fasp_args(server, str(src), remote(server, f"/up-{name}.bin")), server.env()))
+    assert_same_file(src, server.docroot / f"up-{name}.bin")
+
+    back = tmp_path / "back"
+    back.mkdir()
+    _ok(run_ascp(fasp_args(server, remote(server, f"/up-{name}.bin"), str(back)), server.env()))
+    assert_same_file(src, back / f"up-{name}.bin")
+
+
+@pytest.mark.timeout(120)
+def test_sparse_gigabyte_both_ways(fasp_server_module, tmp_path):
+    """A 1 GiB file that is mostly hole: its holes do not travel, its data does, and it stays sparse."""
+    server = fasp_server_module
+    src = tmp_path / "sparse.img"
+    with open(src, "wb") as handle:
+        handle.truncate(1 << 30)
+        handle.seek(500 << 20)
+        handle.write(os.urandom(1 << 20))
+        handle.seek((1 << 30) - 4096)
+        handle.write(os.urandom(100))
+    _ok(run_ascp(fasp_args(server, str(src), remote(server, "/sparse.img")), server.env()))
+    landed = server.docroot / "sparse.img"
+    assert_same_file(src, landed)
+    assert landed.stat().st_blocks * 512 < 16 << 20  # the holes stayed holes
+
+    back = tmp_path / "back.img"
+    _ok(run_ascp(fasp_args(server, remote(server, "/sparse.img"), str(back)), server.env()))
+    assert_same_file(src, back)
+
+
+def _make_tree(root: Path, files: int) -> Path:
+    for i in range(files):
+        sub = root / f"d{i % 10}" / f"e{i % 7}" / ("deep" if i % 3 == 0 else "")
+        random_file(sub / f"f{i}.dat", (i * 37) % 3000)
+    (root / "empty-dir").mkdir()
+    return root
+
+
+@pytest.mark.timeout(180)
+def test_tree_of_a_thousand_files_both_ways(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    tree = _make_tree(tmp_path / "tree1000", 1000)
+    _ok(run_ascp(fasp_args(server, "-d", str(tree), remote(server, "/trees")), server.env(), timeout=150))
+    assert assert_same_tree(tree, server.docroot / "trees" / "tree1000") == 1000
+
+    back = tmp_path / "back"
+    back.mkdir()
+    _ok(run_ascp(fasp_args(server, remote(server, "/trees/tree1000"), str(back)), server.env(), timeout=150))
+    assert assert_same_tree(tree, back / "tree1000") == 1000
+
+
+@pytest.mark.timeout(60)
+def test_names_with_spaces_and_non_ascii(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    tree = tmp_path / "spaced dir ünï"
+    files = [tree / "a file.txt", tree / "日本語 ファイル.bin", tree / "sub dir" / "ça va?.dat", tree / "😀.txt"]
+    for i, path in enumerate(files):
+        random_file(path, 1000 + i)
+    _ok(run_ascp(fasp_args(server, str(tree), remote(server, "/")), server.env()))
+    assert assert_same_tree(tree, server.docroot / tree.name) == len(files)
+
+    back = tmp_path / "back"
+    back.mkdir()
+    _ok(run_ascp(fasp_args(server, remote(server, f"/{tree.name}/日本語 ファイル.bin"), str(back / "é x.bin")),
+                 server.env()))
+    assert_same_file(files[1], back / "é x.bin")
+
+
+@pytest.mark.timeout(60)
+def test_destination_naming(fasp_server_module, tmp_path):
+    """ascp's rules: file to existing dir -> inside; to a new path -> that name; several sources -> inside."""
+    server = fasp_server_module
+    a, b = random_file(tmp_path / "a.bin", 5000), random_file(tmp_path / "b.bin", 7000)
+    (server.docroot / "existing").mkdir(exist_ok=True)
+    _ok(run_ascp(fasp_args(server, str(a), remote(server, "/existing")), server.env()))
+    assert_same_file(a, server.docroot / "existing" / "a.bin")
+    _ok(run_ascp(fasp_args(server, str(a), remote(server, "/renamed.bin")), server.env()))
+    assert_same_file(a, server.docroot / "renamed.bin")
+    _ok(run_ascp(fasp_args(server, "-d", str(a), str(b), remote(server, "/made/by/d")), server.env()))
+    assert_same_file(a, server.docroot / "made" / "by" / "d" / "a.bin")
+    assert_same_file(b, server.docroot / "made" / "by" / "d" / "b.bin")
+    missing = run_ascp(fasp_args(server, str(a), str(b), remote(server, "/no/such/dir")), server.env())
+    assert missing.returncode == 4
+
+
+@pytest.mark.timeout(60)
+def test_src_base_and_file_pair_list(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    deep = random_file(tmp_path / "base" / "x" / "y" / "z.bin", 3333)
+    _ok(run_ascp(fasp_args(server, "-d", f"--src-base={tmp_path / 'base'}", str(deep),
+                           remote(server, "/based")), server.env()))
+    assert_same_file(deep, server.docroot / "based" / "x" / "y" / "z.bin")
+
+    one, two = random_file(tmp_path / "one", 100), random_file(tmp_path / "two", 200)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"{one}\nfirst/renamed-one\n{two}\nsecond.bin\n")
+    _ok(run_ascp(fasp_args(server, "-d", f"--file-pair-list={pairs}", remote(server, "/paired")), server.env()))
+    assert_same_file(one, server.docroot / "paired" / "first" / "renamed-one")
+    assert_same_file(two, server.docroot / "paired" / "second.bin")
+
+
+@pytest.mark.timeout(60)
+def test_options_that_change_files(fasp_server_module, tmp_path):
+    """-p keeps times, -E excludes, --remove-after-transfer removes sources, -T sends in clear, -c aes256."""
+    server = fasp_server_module
+    tree = tmp_path / "opts"
+    keep = random_file(tree / "keep.dat", 4096)
+    random_file(tree / "skip.tmp", 10)
+    os.utime(keep, (1_000_000_000, 1_100_000_000))
+    _ok(run_ascp(fasp_args(server, "-d", "-p", "-E", "*.tmp", "-T", str(tree), remote(server, "/o1")),
+                 server.env()))
+    landed = server.docroot / "o1" / "opts" / "keep.dat"
+    assert_same_file(keep, landed)
+    assert int(landed.stat().st_mtime) == 1_100_000_000
+    assert not (server.docroot / "o1" / "opts" / "skip.tmp").exists()
+
+    gone = random_file(tmp_path / "gone.bin", 2048)
+    copy = tmp_path / "copy.bin"
+    shutil.copy(gone, copy)
+    _ok(run_ascp(fasp_args(server, "-c", "aes256", "--remove-after-transfer", str(gone),
+                           remote(server, "/gone.bin")), server.env()))
+    assert_same_file(copy, server.docroot / "gone.bin")
+    assert not gone.exists()
+
+
+@pytest.mark.timeout(90)
+def test_through_openssh_sshd(openssh_server, tmp_path):
+    """Under a stock sshd the client runs the remote command itself (FASP_REMOTE_COMMAND)."""
+    server = openssh_server
+    src = random_file(tmp_path / "via-sshd.bin", 3 << 20)
+    args = ["-q", "-P", str(server.port), "-i", str(server.identity)]
+    _ok(run_ascp([*args, str(src), f"root@{server.host}:/"], server.env()))
+    assert_same_file(src, server.docroot / "via-sshd.bin")
+    back = tmp_path / "back.bin"
+    _ok(run_ascp([*args, f"root@{server.host}:/via-sshd.bin", str(back)], server.env()))
+    assert_same_file(src, back)
