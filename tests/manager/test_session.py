@@ -1,6 +1,7 @@
 """Session behaviour against a real child process (every backend: the stand-in, and the real engine)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -108,6 +109,20 @@ def test_persistent_upload_with_offsets(backend, sample_files):
     assert sha256(backend.remote_root / "whole.bin") == sha256(big)
     assert (backend.remote_root / "part.bin").read_bytes()[-4000:] == big.read_bytes()[1000:5000]
     assert not (backend.remote_root / "late.bin").exists()
+
+
+def test_persistent_download(backend):
+    data = os.urandom(250_000)
+    (backend.remote_root / "served.bin").write_bytes(data)
+    order = fm.PersistentDownload(**backend.down(options=backend.options(destination_root=str(backend.local_root))))
+    with fm.session(order, ascp_path=backend.ascp_path) as s:
+        s.start()
+        s.add_source(backend.remote("served.bin"), "copy1.bin")
+        s.add_source(backend.remote("served.bin"), "copy2.bin")
+        result = s.finish()
+    assert result.ok(), result.reason()
+    for name in ("copy1.bin", "copy2.bin"):
+        assert sha256(backend.local_root / name) == hashlib.sha256(data).hexdigest()
 
 
 def test_stream_upload_writes_every_byte_in_order(backend):
