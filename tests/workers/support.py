@@ -31,11 +31,16 @@ def options(server, **kwargs) -> fm.TransferOptions:
 
 
 def upload(server, sources, root: str, password: str | None = None, **opts) -> fm.FileUpload:
+    """Files into the directory ``root`` of the server's docroot (made here: ascp names a lone file
+    sent to a path that is not a directory after that path)."""
+    if getattr(server, "docroot", None) is not None:
+        (server.docroot / root).mkdir(parents=True, exist_ok=True)
     return fm.FileUpload(source_paths=[str(s) for s in sources], dest_user=server.user, dest_host=server.host,
                          dest_pass=password or server.password, options=options(server, destination_root=root, **opts))
 
 
 def download(server, sources, local_dir: Path, **opts) -> fm.FileDownload:
+    local_dir.mkdir(parents=True, exist_ok=True)
     return fm.FileDownload(source_paths=list(sources), source_user=server.user, source_host=server.host,
                            source_pass=server.password, options=options(server, destination_root=str(local_dir), **opts))
 

@@ -69,6 +69,7 @@ def test_server_down_at_first_then_up_is_retried(worker_factory, tmp_path):
         if event["type"] == "RETRY":
             break
         assert event["type"] != "RESULT", event
+    (tmp_path / "late-docroot" / "retry").mkdir(parents=True)
     srv = TransferServer(tmp_path / "late-server", later.user, later.password, tmp_path / "late-docroot", port=port)
     try:
         result = handle.wait(timeout=60)
