@@ -131,12 +131,12 @@ class Receiver:
         extents = msg.get("extents")
         if ranged:
             start, end = int(ranged[0]), int(ranged[1])
-            flags = os.O_WRONLY | os.O_CREAT
+            flags = os.O_RDWR | os.O_CREAT
         else:
             start, end = await self._decide(msg, box, target, partial, key)
             if start is None:
                 return
-            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
+            flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
         fd = os.open(partial, flags, msg["mode"] & 0o777 or 0o644)
         try:
             if not ranged and start:
@@ -222,7 +222,7 @@ class Receiver:
 
     async def _receive_stream(self, fid: int, arg: int, box: asyncio.Queue, target: str, key: str) -> None:
         """PUT/WRITE/CLOSE: the sender announces chunks as they come; bytes land at their offsets."""
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         tasks: list[asyncio.Task] = []
         written = 0
 

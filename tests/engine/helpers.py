@@ -137,14 +137,15 @@ class MgmtListener:
     def of(self, frame_type: str) -> list[mgmt.Frame]:
         return [f for _, f in self.events if f.type == frame_type]
 
-    def wait_for(self, predicate, timeout: float = 30) -> tuple[float, mgmt.Frame] | None:
-        """The first (time, frame) recorded that satisfies ``predicate``, waiting up to ``timeout``."""
+    def wait_for(self, predicate, timeout: float = 30, since: float = 0.0) -> tuple[float, mgmt.Frame] | None:
+        """The first (time, frame) recorded at or after ``since`` that satisfies ``predicate``,
+        waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
         seen = 0
         with self._changed:
             while True:
                 for item in self.events[seen:]:
-                    if predicate(item[1]):
+                    if item[0] >= since and predicate(item[1]):
                         return item
                 seen = len(self.events)
                 left = deadline - time.monotonic()
