@@ -52,12 +52,24 @@ def pids(name: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def create(name: str) -> None:
-    """A fresh namespace with loopback up (removes a stale one of that name)."""
+def create(name: str, tcp_cc: str | None = None) -> None:
+    """A fresh namespace with loopback up (removes a stale one of that name).
+
+    ``tcp_cc`` sets the namespace's TCP congestion control (default: the
+    machine's).  TCP baselines depend on it, so a benchmark names the one it
+    uses.  The kernel lets a namespace pick only algorithms listed in the
+    host's ``net.ipv4.tcp_allowed_congestion_control``."""
     if exists(name):
         delete(name)
     ip("netns", "add", name)
     ip("-n", name, "link", "set", "lo", "up")
+    if tcp_cc:
+        done = subprocess.run(argv(name, ["sysctl", "-q", "-w", f"net.ipv4.tcp_congestion_control={tcp_cc}"]),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            delete(name)
+            raise RuntimeError(f"cannot use TCP congestion control {tcp_cc!r} in a namespace "
+                               f"(is it in net.ipv4.tcp_allowed_congestion_control?): {done.stderr.strip()}")
 
 
 def delete(name: str, grace_s: float = 2.0) -> None:
@@ -87,12 +99,13 @@ class Loopback:
     """One namespace holding both "hosts" on 127.0.0.1: the loopback scenario,
     with the same interface as :class:`bench.wan.Wan` (hosts, popen, run)."""
 
-    def __init__(self, name: str = "fasp-lo") -> None:
+    def __init__(self, name: str = "fasp-lo", tcp_cc: str | None = None) -> None:
         self.name = name
+        self.tcp_cc = tcp_cc
         self.hosts = Hosts(prefix=name, subnet="127.0.0")
 
     def __enter__(self) -> "Loopback":
-        create(self.name)
+        create(self.name, self.tcp_cc)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -121,7 +121,7 @@ class OpenSSH(Server):
             f"ListenAddress {site.hosts.addr_b}:22", f"HostKey {self.host_key}",
             f"PidFile {workdir / 'sshd.pid'}", f"AuthorizedKeysFile {self.identity}.pub",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-            "PermitRootLogin yes", "StrictModes no", "UseDNS no", ""]))
+            "PermitRootLogin yes", "StrictModes no", "UseDNS no", "Subsystem sftp internal-sftp", ""]))
 
     def argv(self) -> list[str]:
         return ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config)]

@@ -125,7 +125,7 @@ def _cell(rows: list[dict]) -> str:
         return "engine n/a"
     if not rows:
         return "–"
-    ok = [r for r in rows if r.get("verified")]
+    ok = [r for r in rows if r.get("verified", True)]  # iperf3 rows have nothing to verify
     value = median(ok or rows, "mbit_s")
     return f"{value}" if len(ok) == len(rows) else f"{value} ({len(rows) - len(ok)}/{len(rows)} incomplete)"
 
@@ -135,7 +135,7 @@ def _cell(rows: list[dict]) -> str:
 def markdown(meta: dict, results: list[dict]) -> str:
     lines = [f"# Benchmark results ({meta['profile']} profile)", "",
              f"Run {meta['started']} at commit `{meta['git']}`, {meta['seconds']} s, {meta['cpus']} CPUs "
-             f"(shared). Engine available: {'yes' if meta['engine_available'] else 'no'}. Throughput is payload "
+             f"(shared), TCP congestion control {meta.get('tcp_cc')}. Engine available: {'yes' if meta['engine_available'] else 'no'}. Throughput is payload "
              "Mbit/s, median of the repetitions; a run counts only if every byte arrived (size and sha256).", ""]
     ceiling = group(results, "ceiling", "offered")
     if ceiling:

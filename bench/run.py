@@ -149,6 +149,7 @@ class Bench:
     workdir: Path
     console: Console
     progress: Progress
+    tcp_cc: str | None = None
     results: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -157,6 +158,11 @@ class Bench:
         self.logs = self.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.task = self.progress.add_task("starting", total=None)
+
+    def path(self, rate_mbit: float | None, rtt_ms: float = 0, loss_pct: float = 0,
+             stats: Path | None = None) -> Wan:
+        return Wan(rate_mbit, rtt_ms, loss_pct, hosts=HOSTS, tcp_cc=self.tcp_cc,
+                   stats_path=str(stats) if stats else None)
 
     def say(self, text: str) -> None:
         self.progress.update(self.task, description=text)
@@ -259,7 +265,7 @@ class Bench:
 
     def ceiling(self) -> None:
         """The emulator's own limit: no impairment, iperf3 as fast as it goes."""
-        with Wan(rate_mbit=None, hosts=HOSTS) as site:
+        with self.path(None) as site:
             for offered in ("300M", "600M", "1G"):
                 self.say(f"ceiling: iperf3 UDP {offered}")
                 row = self.iperf(site, ["-u", "-b", offered, "-l", "1400"], self.profile.iperf_s,
@@ -273,7 +279,7 @@ class Bench:
 
     def loopback(self) -> None:
         source = self.data.big(self.profile.loopback_bytes)
-        with Loopback("fasp-lo") as site:
+        with Loopback("fasp-lo", self.tcp_cc) as site:
             self.side_by_side(site, ["engine-fixed", "engine-plain", "scp", "rsync"], source,
                               timeout_s=600, rate_kbps=10_000_000, scenario="loopback")
 
@@ -281,7 +287,7 @@ class Bench:
         source = self.data.big(self.profile.wan_bytes)
         for rtt, loss in self.profile.wan_points:
             labels = dict(scenario="wan", rtt_ms=rtt, loss_pct=loss)
-            with Wan(LINK_MBIT, rtt, loss, hosts=HOSTS) as site:
+            with self.path(LINK_MBIT, rtt, loss) as site:
                 self.say(f"{labels} iperf3 UDP")
                 row = self.iperf(site, ["-u", "-b", f"{LINK_MBIT}M", "-l", "1400"], self.profile.iperf_s, **labels)
                 self.console.log(f"{labels} iperf3 UDP: {row['mbit_s']} Mbit/s")
@@ -291,7 +297,7 @@ class Bench:
 
     def small(self) -> None:
         source = self.data.small(self.profile.small_files)
-        with Wan(LINK_MBIT, 0, 0, hosts=HOSTS) as site:
+        with self.path(LINK_MBIT) as site:
             self.side_by_side(site, ["engine-fixed", "scp", "rsync"], source, self.profile.small_timeout_s,
                               LINK_KBPS, scenario="small", files=self.profile.small_files)
 
@@ -303,7 +309,7 @@ class Bench:
         source = self.data.big(self.profile.loopback_bytes)
         stats = self.workdir / "sharing-stats.jsonl"
         windows = []
-        with Wan(LINK_MBIT, 50, 0, hosts=HOSTS, stats_path=str(stats)) as site:
+        with self.path(LINK_MBIT, 50, 0, stats) as site:
             fasp = FaspServer(site, self.workdir, self.dest)
             for rep in range(self.profile.share_reps):
                 for policy in ("fair", "high", "low"):
@@ -356,7 +362,7 @@ class Bench:
         stats = self.workdir / "control-stats.jsonl"
         runs = []
         first, second, change_at, run_s = 50_000, 20_000, 6.0, 10.0
-        with Wan(LINK_MBIT, 50, 0, hosts=HOSTS, stats_path=str(stats)) as site:
+        with self.path(LINK_MBIT, 50, 0, stats) as site:
             fasp = FaspServer(site, self.workdir, self.dest)
             for rep in range(self.profile.control_reps):
                 self.say(f"control: FIXED {first} -> RATE {second} #{rep + 1}")
@@ -395,6 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller files, fewer points")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only these (repeatable)")
     parser.add_argument("--workdir", default="/tmp/fasp-bench", help="data sets, logs, scratch (reused)")
+    parser.add_argument("--tcp-cc", default=None, help="TCP congestion control of both hosts "
+                        "(default: the machine's, recorded in the results)")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks"))
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -405,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} runs"),
                   TimeElapsedColumn(), console=console) as progress:
-        bench = Bench(profile, workdir, console, progress)
+        bench = Bench(profile, workdir, console, progress, args.tcp_cc)
         try:
             for name in args.only or SCENARIOS:
                 getattr(bench, name)()
@@ -417,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": round(time.time() - started), "engine_available": engine_available(),
             "git": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
                                   capture_output=True, text=True).stdout.strip(),
-            "cpus": os.cpu_count(), "link_mbit": LINK_MBIT}
+            "cpus": os.cpu_count(), "link_mbit": LINK_MBIT, "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()}
     paths = report.write(Path(args.out), profile.name, meta, bench.results)
     for path in paths:
         console.log(f"wrote {path}")

@@ -94,14 +94,14 @@ def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> No
                 record(direction, meter.flush())
 
 
-def serve(hosts: Hosts, ab: Link, ba: Link, mtu: int, stats_path: str | None) -> None:
+def serve(hosts: Hosts, ab: Link, ba: Link, mtu: int, stats_path: str | None, tcp_cc: str | None = None) -> None:
     """Build the two hosts, announce READY, forward until told to stop."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fds: list[int] = []
     stats = open(stats_path, "w", buffering=1) if stats_path else None
     try:
         for ns in (hosts.a, hosts.b):
-            netns.create(ns)
+            netns.create(ns, tcp_cc)
         tun_a, tun_b = f"{hosts.prefix}-ta"[:15], f"{hosts.prefix}-tb"[:15]
         fds = [open_tun(tun_a), open_tun(tun_b)]
         attach(tun_a, hosts.a, hosts.addr_a, hosts.addr_b, mtu)
@@ -129,7 +129,7 @@ class Wan:
 
     def __init__(self, rate_mbit: float | None, rtt_ms: float = 0.0, loss_pct: float = 0.0,
                  hosts: Hosts = Hosts(), queue_bytes: int | None = None, seed: int | None = None,
-                 stats_path: str | None = None, mtu: int = 1500) -> None:
+                 stats_path: str | None = None, mtu: int = 1500, tcp_cc: str | None = None) -> None:
         self.hosts = hosts
         self.stats_path = stats_path
         self.command = [sys.executable, "-m", "bench.wan", "--prefix", hosts.prefix,
@@ -143,6 +143,8 @@ class Wan:
             self.command += ["--seed", str(seed)]
         if stats_path:
             self.command += ["--stats", stats_path]
+        if tcp_cc:
+            self.command += ["--tcp-cc", tcp_cc]
         self.process: subprocess.Popen | None = None
         self.t0 = 0.0
 
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue-bytes", type=int, default=None, help="router queue (default: one BDP)")
     parser.add_argument("--mtu", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--tcp-cc", default=None, help="TCP congestion control inside both hosts")
     parser.add_argument("--stats", default=None, help="write per-flow delivered bytes (JSON lines) here")
     args = parser.parse_args(argv)
     if args.rate_mbit:
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed)
     links = Link(spec, random.Random(rng.random())), Link(spec, random.Random(rng.random()))
     try:
-        serve(Hosts(args.prefix, args.subnet), *links, args.mtu, args.stats)
+        serve(Hosts(args.prefix, args.subnet), *links, args.mtu, args.stats, args.tcp_cc)
     except KeyboardInterrupt:
         pass
 
