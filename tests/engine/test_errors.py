@@ -1,0 +1,107 @@
+"""Error codes a caller can act on, from real failures: auth 19, missing source 4, docroot 41,
+unreachable peer 12, host key 51, data channel 14, usage 8. Each also reaches the manager as ERROR."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.engine.helpers import random_file, remote, run_ascp
+from tests.support.ports import free_port
+
+
+def _code(result) -> int:
+    return result.returncode
+
+
+@pytest.mark.timeout(60)
+def test_wrong_password_is_19(fasp_server_module, tmp_path, listener, spawn):
+    server = fasp_server_module
+    src = random_file(tmp_path / "x.bin", 10)
+    env = {**server.env(), "ASPERA_SCP_PASS": "not-the-password"}
+    proc = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), str(src), remote(server, "/x.bin")], env)
+    proc.wait(30)
+    assert proc.returncode == 19
+    error = listener.wait_for(lambda f: f.type == "ERROR", 5)
+    assert error is not None and error[1].int("Code") == 19
+    assert listener.types()[0] == "INIT"
+
+
+@pytest.mark.timeout(60)
+def test_missing_source_is_4(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    result = run_ascp(["-q", "-P", str(server.port), str(tmp_path / "nope"), remote(server, "/")], server.env())
+    assert _code(result) == 4
+    back = run_ascp(["-q", "-P", str(server.port), remote(server, "/does/not/exist"), str(tmp_path)],
+                    server.env())
+    assert _code(back) == 4
+
+
+@pytest.mark.timeout(60)
+def test_outside_docroot_is_41(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    src = random_file(tmp_path / "x.bin", 10)
+    up = run_ascp(["-q", "-P", str(server.port), str(src), remote(server, "/../../escape.bin")], server.env())
+    assert _code(up) == 41
+    (server.docroot / "link-out").unlink(missing_ok=True)
+    (server.docroot / "link-out").symlink_to("/etc")
+    down = run_ascp(["-q", "-P", str(server.port), remote(server, "/link-out/hostname"), str(tmp_path)],
+                    server.env())
+    assert _code(down) == 41
+    assert not (tmp_path / "hostname").exists()
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_peer_is_12(tmp_path):
+    src = random_file(tmp_path / "x.bin", 10)
+    closed = free_port()
+    result = run_ascp(["-q", "-P", str(closed), str(src), f"u@127.0.0.1:/"], {"ASPERA_SCP_PASS": "x",
+                                                                            "PATH": "/usr/bin:/bin"})
+    assert _code(result) == 12
+
+
+@pytest.mark.timeout(60)
+def test_host_key_fingerprint(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    src = random_file(tmp_path / "x.bin", 1000)
+    good = run_ascp(["-q", "-P", str(server.port), f"--check-sshfp={server.host_key_fingerprint}", str(src),
+                     remote(server, "/fp-ok.bin")], server.env())
+    assert _code(good) == 0, good.stderr.decode()
+    bad = run_ascp(["-q", "-P", str(server.port), "--check-sshfp=SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                    str(src), remote(server, "/fp-bad.bin")], server.env())
+    assert _code(bad) == 51
+    assert not (server.docroot / "fp-bad.bin").exists()
+
+
+@pytest.mark.timeout(60)
+def test_data_channel_that_cannot_open_is_14(tmp_path):
+    """The server's UDP port (fasp-server --udp-port, passed on as -O) is already taken."""
+    from tests.support.servers import start_fasp_server
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        with start_fasp_server(tmp_path / "srv", udp_port=port) as server:
+            src = random_file(tmp_path / "x.bin", 10)
+            result = run_ascp(["-q", "-P", str(server.port), str(src), remote(server, "/x.bin")], server.env(),
+                              timeout=40)
+            assert _code(result) == 14, result.stderr.decode()
+    finally:
+        holder.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("argv, needle", [
+    (["--bogus-flag", "a", "h:/b"], "--bogus-flag"),
+    (["-W", "a", "h:/b"], "-W"),
+    (["--file-crypt=encrypt", "a", "h:/b"], "not supported"),
+    (["-l", "fast", "a", "h:/b"], "-l"),
+    (["--overwrite=sometimes", "a", "h:/b"], "--overwrite"),
+])
+def test_usage_errors_are_8_and_name_the_problem(argv, needle, listener, spawn):
+    proc = spawn(["-M", str(listener.port), *argv], {"PATH": "/usr/bin:/bin"})
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 8
+    assert needle in err.decode()
+    error = listener.wait_for(lambda f: f.type == "ERROR", 5)
+    assert error is not None and error[1].int("Code") == 8
