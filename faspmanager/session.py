@@ -256,13 +256,13 @@ class Session:
         self._disconnected()
 
     def _disconnected(self):
-        """The program hung up: if it never said DONE or ERROR, the session failed, and why."""
+        """The program hung up: reap it; if it never said DONE or ERROR, the session failed, and why."""
+        try:
+            status = self._process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:  # a program without its management connection is of no use
+            self._end_process()
+            status = self._process.poll()
         if not self._concluded.is_set():
-            try:
-                status = self._process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self._end_process()
-                status = self._process.poll()
             with self._lock:
                 if self._closed:
                     self._progress.fail("session closed before the transfer concluded")
