@@ -47,6 +47,10 @@ class ReplayWindow:
     def mark(self, seq: int) -> None:
         size = self._size
         high = self._high
+        if seq == high + 1:  # the common case: in order, the slot to set is the one the window frees
+            self._seen[seq % size] = 1
+            self._high = seq
+            return
         if seq > high:
             gap = seq - high
             if gap >= size:
@@ -92,27 +96,29 @@ class Seal:
         signed = header + body
         return signed + self._aead.encrypt(nonce, b"", signed)
 
-    def open(self, datagram) -> tuple[wire.Header, bytes]:
-        """Authenticate (and decrypt) a datagram; raise Rejected unless it is the peer's, intact and new."""
-        try:
-            header = wire.parse_header(datagram)
-        except wire.WireError as exc:
-            raise Rejected(str(exc)) from None
-        if header.session_id != self.session_id:
+    def open(self, datagram) -> tuple[int, int, int, int, bytes]:
+        """Authenticate (and decrypt) a datagram: (type, seq, ts, echo, body), or Rejected unless it is
+        the peer's, intact and new."""
+        if len(datagram) < wire.HEADER_SIZE + wire.TAG_SIZE:
+            raise Rejected("datagram too short")
+        version, type_, direction, _, sid, seq, ts, echo = wire.HEADER.unpack_from(datagram)
+        if version != wire.VERSION or type_ not in wire.TYPES:
+            raise Rejected("unknown version or type")
+        if sid != self.session_id:
             raise Rejected("foreign session")
-        if header.direction != self._peer_direction:
+        if direction != self._peer_direction:
             raise Rejected("wrong direction (reflected datagram)")
-        if not self.replay.fresh(header.seq):
+        if not self.replay.fresh(seq):
             raise Rejected("replayed or too old")
-        nonce = _NONCE.pack(header.direction, header.seq)
+        nonce = _NONCE.pack(direction, seq)
         hs = wire.HEADER_SIZE
         try:
             if self.encrypted:
-                body = self._aead.decrypt(nonce, bytes(datagram[hs:]), bytes(datagram[:hs]))
+                body = self._aead.decrypt(nonce, datagram[hs:], datagram[:hs])
             else:
-                self._aead.decrypt(nonce, bytes(datagram[-wire.TAG_SIZE:]), bytes(datagram[:-wire.TAG_SIZE]))
+                self._aead.decrypt(nonce, datagram[-wire.TAG_SIZE:], datagram[:-wire.TAG_SIZE])
                 body = bytes(datagram[hs:-wire.TAG_SIZE])
         except InvalidTag:
             raise Rejected("authentication failed") from None
-        self.replay.mark(header.seq)
-        return header, body
+        self.replay.mark(seq)
+        return type_, seq, ts, echo, body

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -65,6 +66,7 @@ class Transport:
         self._sources: dict[int, tuple[object, int]] = {}
         self._send_done: dict[int, asyncio.Future] = {}
         self._incoming: dict[int, _Incoming] = {}
+        self._written: set[int] = set()  # files written to by the batch being processed
         self._closed = False
         self._peer_ts = None
         self._peer_ts_at = 0.0
@@ -253,64 +255,85 @@ class Transport:
     # reader side
 
     def _on_readable(self) -> None:
-        seal = self._seal
+        seal_open = self._seal.open
+        receiver = self._receiver
         counters = self._counters
         batch = self._sock.recv_batch()
         now = time.monotonic()
+        run = None  # adjacent payloads of one file, written with one pwrite
+        accepted = 0
         for data, addr in batch:
             try:
-                header, body = seal.open(data)
-                if self._peer is None:
+                type_, seq, ts, echo, body = seal_open(data)
+                if addr != self._peer:
+                    if self._peer is not None:
+                        raise Rejected("datagram from a stranger")
                     self._peer = addr
                     self._kick()
-                elif addr != self._peer:
-                    raise Rejected("datagram from a stranger")
-                self._last_heard = now
-                self._peer_ts, self._peer_ts_at = header.ts, now
-                self._receiver.on_datagram(header.seq, len(data))
-                counters["datagrams_received"] += 1
-                if header.echo and (header.type != wire.DATA or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
+                accepted += 1
+                receiver.on_datagram(seq, len(data))
+                if echo and (type_ != wire.DATA or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
                     self._last_rtt_sample = now
-                    rtt = ((_usec(now) - header.echo) & MASK32) / 1_000_000
+                    rtt = ((_usec(now) - echo) & MASK32) / 1_000_000
                     if rtt < 60:
                         self._rate.on_rtt(now, rtt)
-                handler = self._HANDLERS[header.type]
-                handler(self, body, now)
-            except (Rejected, wire.WireError):
+                self._peer_ts, self._peer_ts_at = ts, now
+                if type_ == wire.DATA:
+                    file_id, offset, length = wire.DATA_HEAD.unpack_from(body)
+                    if length != len(body) - wire.DATA_HEAD.size:
+                        raise wire.WireError("DATA length mismatch")
+                    new = receiver.on_data(file_id, offset, length, now)
+                    if not new:
+                        continue
+                    payload = memoryview(body)[wire.DATA_HEAD.size:]
+                    if run is not None and run[0] == file_id and run[2] == offset:
+                        run[2] += length
+                        run[3].append(payload)
+                        run[4] += new
+                    else:
+                        if run is not None:
+                            self._write(*run)
+                        run = [file_id, offset, offset + length, [payload], new]
+                else:
+                    if run is not None:
+                        self._write(*run)
+                        run = None
+                    self._HANDLERS[type_](self, body, now)
+            except (Rejected, wire.WireError, struct.error):
                 counters["datagrams_rejected"] += 1
             if self._closed:
                 return
+        if accepted:
+            self._last_heard = now
+            counters["datagrams_received"] += accepted
+        if run is not None:
+            self._write(*run)
+        if self._written:  # only now: a file completed by this batch may still have had bytes in it to write
+            for file_id in self._written:
+                inc = self._incoming.get(file_id)
+                if inc is not None and not inc.done.done() and receiver.is_complete(file_id):
+                    inc.done.set_result(None)
+            self._written.clear()
+        if receiver.urgent:
+            self._kick()
 
-    def _on_data(self, body: bytes, now: float) -> None:
-        file_id, offset, payload = wire.parse_data(body)
-        new = self._receiver.on_data(file_id, offset, len(payload), now)
-        if not new:
-            if self._receiver.urgent:
-                self._kick()
-            return
+    def _write(self, file_id: int, offset: int, end: int, payloads: list, new: int) -> None:
+        """Write received payloads [offset, end) of a file and report progress."""
         inc = self._incoming.get(file_id)
-        if inc is None:
+        if inc is None or inc.done.done():
             return
         try:
-            os.pwrite(inc.fd, payload, offset)
-        except OSError as exc:
-            self._receiver.unregister(file_id)
-            if not inc.done.done():
-                inc.done.set_exception(EngineError(ErrorCode.DISK_WRITE, f"write failed: {exc}"))
-            return
-        self._counters["bytes_received"] += new
-        if inc.on_progress is not None:
-            try:
+            os.pwrite(inc.fd, payloads[0] if len(payloads) == 1 else b"".join(payloads), offset)
+            self._counters["bytes_received"] += new
+            if inc.on_progress is not None:
                 inc.on_progress(new)
-            except Exception as exc:  # the caller's callback failed: its receive fails, not the session
-                self._receiver.unregister(file_id)
-                if not inc.done.done():
-                    inc.done.set_exception(exc)
-                return
-        if self._receiver.is_complete(file_id):
-            if not inc.done.done():
-                inc.done.set_result(None)
-            self._kick()
+        except Exception as exc:  # a full disk, or the caller's callback: this receive fails, not the session
+            self._receiver.unregister(file_id)
+            if isinstance(exc, OSError):
+                exc = EngineError(ErrorCode.DISK_WRITE, f"write failed: {exc}")
+            inc.done.set_exception(exc)
+            return
+        self._written.add(file_id)
 
     def _on_feedback(self, body: bytes, now: float) -> None:
         fb = wire.parse_feedback(body)
@@ -337,7 +360,7 @@ class Transport:
         code = wire.parse_close(body)
         self._fail_all(EngineError(ErrorCode.CONNECTION_LOST, f"peer closed the data channel (code {code})"))
 
-    _HANDLERS = {wire.DATA: _on_data, wire.FEEDBACK: _on_feedback, wire.HELLO: _on_hello,
+    _HANDLERS = {wire.FEEDBACK: _on_feedback, wire.HELLO: _on_hello,
                  wire.HELLO_ACK: _on_hello_ack, wire.CLOSE: _on_close}
 
     # pump side

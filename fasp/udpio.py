@@ -104,7 +104,7 @@ class UdpSocket:
             sent += run
         return sent
 
-    def recv_batch(self, max_calls: int = 64) -> list[tuple[memoryview, tuple]]:
+    def recv_batch(self, max_calls: int = 64) -> list[tuple[bytes, tuple]]:
         """Datagrams waiting in the socket (up to ``max_calls`` system calls), with their source."""
         out = []
         sock = self.sock
@@ -119,10 +119,8 @@ class UdpSocket:
             for level, kind, value in anc:
                 if level == SOL_UDP and kind == UDP_GRO:
                     seg = _INT.unpack_from(value.ljust(_INT.size, b"\0"))[0]
-            view = memoryview(data)
             if seg and len(data) > seg:
-                for pos in range(0, len(data), seg):
-                    out.append((view[pos:pos + seg], addr))
+                out.extend((data[pos:pos + seg], addr) for pos in range(0, len(data), seg))
             else:
-                out.append((view, addr))
+                out.append((data, addr))
         return out
