@@ -1,0 +1,37 @@
+"""Resume after a crash: kill -9 the client halfway, rerun with -k 2, only the remainder travels."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.engine.helpers import assert_same_file, random_file, remote, server_mode_pids, wait_until
+
+
+@pytest.mark.timeout(120)
+def test_kill_client_then_resume_sends_only_the_remainder(fasp_server, tmp_path, listener, spawn):
+    server = fasp_server
+    size = 96 << 20
+    src = random_file(tmp_path / "resume.bin", size)
+    partial = server.docroot / "resume.bin"
+    first = spawn(["-q", "-P", str(server.port), "-l", "150000", "-k", "2", str(src),
+                   remote(server, "/resume.bin")], server.env())
+    assert wait_until(lambda: partial.exists() and partial.stat().st_blocks * 512 > size // 3, 60)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    # the server half ends with its channel; what it wrote is all the destination has
+    assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)
+    on_disk = partial.stat().st_blocks * 512
+    assert size // 3 < on_disk < size
+    remainder = size - on_disk
+
+    second = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "-k", "2", str(src),
+                    remote(server, "/resume.bin")], server.env())
+    second.wait(60)
+    assert second.returncode == 0, second.stderr.read().decode()
+    assert_same_file(src, partial)
+    start = listener.of("START")[0]
+    assert start.int("StartByte") > 0
+    sent = listener.of("DONE")[0].int("TransferBytes")
+    assert sent <= remainder * 1.05, (sent, remainder)
+
