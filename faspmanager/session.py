@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 
-from .constants import SessionState
 from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
 from .locate import locate_ascp
 from .mgmt import Decoder, MgmtProtocolError, encode
@@ -97,28 +96,20 @@ class Session:
         self.ascp_path = command[0] if self.ascp_path is None else self.ascp_path
         self._workdir = tempfile.mkdtemp(prefix="faspmanager-")
         try:
-            server = socket.create_server(("127.0.0.1", self.port or 0), backlog=1)
-        except OSError as exc:
-            with self._lock:
-                self._progress.fail(f"cannot listen on 127.0.0.1:{self.port or 0}: {exc}")
-                self._concluded.set()
-            raise SessionStartError(f"cannot listen on 127.0.0.1:{self.port or 0}: {exc}") from exc
-        try:
-            self.port = server.getsockname()[1]
-            argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
-            env = {**os.environ, **self.order.ascp_env()}
-            with open(self._stderr_path(), "wb") as stderr:
-                self._process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                 stderr=stderr, start_new_session=True)
-            sock = self._accept(server)
+            server = self._listen()
+            try:
+                argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
+                env = {**os.environ, **self.order.ascp_env()}
+                with open(self._stderr_path(), "wb") as stderr:
+                    self._process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                sock = self._accept(server)
+            finally:
+                server.close()
         except BaseException as exc:
             self._end_process()
-            with self._lock:
-                self._progress.fail(f"session did not start: {exc}")
-                self._concluded.set()
+            self._conclude(f"session did not start: {exc}")
             raise
-        finally:
-            server.close()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._conn = MgmtConnection(sock)
         with self._lock:
@@ -128,6 +119,15 @@ class Session:
             self._dispatcher.start()
         self._reader = threading.Thread(target=self._read, name="faspmanager-reader", daemon=True)
         self._reader.start()
+
+    def _listen(self) -> socket.socket:
+        """The management port: loopback only, so no other host can steer the transfer."""
+        try:
+            server = socket.create_server(("127.0.0.1", self.port or 0), backlog=1)
+        except OSError as exc:
+            raise SessionStartError(f"cannot listen on 127.0.0.1:{self.port or 0}: {exc}") from exc
+        self.port = server.getsockname()[1]
+        return server
 
     def _accept(self, server: socket.socket) -> socket.socket:
         timeout = self.start_timeout if self.start_timeout is not None else _start_timeout()
@@ -169,9 +169,7 @@ class Session:
             self._conn.close()
         if self._reader is not None:
             self._reader.join(self.stop_timeout)
-        with self._lock:
-            self._progress.fail("session closed before the transfer concluded")
-            self._concluded.set()
+        self._conclude("session closed before the transfer concluded")
         if self._dispatcher is not None:
             self._events.put(None)
             if self._dispatcher is not threading.current_thread():
@@ -248,8 +246,7 @@ class Session:
                     if event is not None and self.listener is not None:
                         self._events.put(event)
         except MgmtProtocolError as exc:
-            with self._lock:
-                self._progress.fail(f"{self.ascp_path} broke the management protocol: {exc}")
+            self._conclude(f"{self.ascp_path} broke the management protocol: {exc}")
             self._end_process()
         except OSError:
             pass  # close() shut the socket
@@ -262,16 +259,19 @@ class Session:
         except subprocess.TimeoutExpired:  # a program without its management connection is of no use
             self._end_process()
             status = self._process.poll()
-        if not self._concluded.is_set():
-            with self._lock:
-                if self._closed:
-                    self._progress.fail("session closed before the transfer concluded")
-                else:
-                    self._progress.fail(f"{self.ascp_path} exited with status {status} without reporting DONE or "
-                                        f"ERROR: {self._stderr_tail()}", exit_status=status)
-        self._concluded.set()
+        if self._closed:
+            self._conclude("session closed before the transfer concluded")
+        else:
+            self._conclude(f"{self.ascp_path} exited with status {status} without reporting DONE or ERROR: "
+                           f"{self._stderr_tail()}", exit_status=status)
         if self._dispatcher is not None:
             self._events.put(None)
+
+    def _conclude(self, description, **details):
+        """End the session as FAILED unless the program already ended it (the first verdict wins)."""
+        with self._lock:
+            self._progress.fail(description, **details)
+            self._concluded.set()
 
     def _dispatch(self):
         while (event := self._events.get()) is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
