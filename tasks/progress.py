@@ -5,6 +5,8 @@ Redis, so it shows any event source, a replay included.
 """
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
@@ -59,7 +61,7 @@ class TransferView:
 
     def _file(self, name: str, size, written: int) -> None:
         if name not in self._files:
-            self._files[name] = self.progress.add_task(name, total=size)
+            self._files[name] = self.progress.add_task(os.path.basename(name) or name, total=size)
         if size:
             self._sizes[name] = size
         self._done[name] = written
