@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -34,14 +35,35 @@ async def _report_only(port: int, error: EngineError) -> None:
     await management.close()
 
 
+def _logged(emit, log_dir: str | None):
+    """-L DIR: every event but STATS also goes to DIR/fasp-ascp.log (events never carry secrets)."""
+    if not log_dir:
+        return emit
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        handler = logging.FileHandler(os.path.join(log_dir, "fasp-ascp.log"))
+    except OSError as exc:
+        raise EngineError(ErrorCode.USAGE, f"-L {log_dir}: {exc.strerror}") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log = logging.getLogger("fasp.events")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    def both(event: str, fields: dict) -> None:
+        emit(event, fields)
+        if event != "STATS":
+            log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+    return both
+
+
 async def run_client(cfg: Config) -> int:
     from .client import ClientSession
     from .progress import ProgressLine
     from .report import Management
 
     management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
-    sink = management.emit if management else ProgressLine(cfg.quiet).emit
-    session = ClientSession(cfg, sink)
+    show = management.emit if management else ProgressLine(cfg.quiet).emit
+    session = ClientSession(cfg, _logged(show, cfg.local_log_dir))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, session.fail, EngineError(ErrorCode.USER_CANCEL, "interrupted by signal"))

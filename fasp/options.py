@@ -233,6 +233,8 @@ class Config:
     cookie: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     retry_timeout: int | None = None
+    local_log_dir: str | None = None
+    remote_log_dir: str | None = None
     # server mode
     server: bool = False
     docroot: str | None = None
@@ -252,6 +254,7 @@ class Config:
             "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
             "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
+            "log_dir": self.remote_log_dir,
         }
 
 
@@ -416,6 +419,8 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
             _int(flag_name, get(key), 0)  # tuning knobs: validated, the datapath sizes its own buffers
     if get("retry_timeout") is not None:
         cfg.retry_timeout = _int("--retry-timeout", get("retry_timeout"))
+    cfg.local_log_dir = str(get("local_log_dir")) if get("local_log_dir") else None
+    cfg.remote_log_dir = str(get("remote_log_dir")) if get("remote_log_dir") else None
     cfg.cookie = env.get("ASPERA_SCP_COOKIE")
     cfg.token = env.get("ASPERA_SCP_TOKEN")
 

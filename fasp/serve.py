@@ -77,6 +77,8 @@ class ServerSession:
             raise control.ControlError(f"expected hello version {control.VERSION}, got {hello['t']} "
                                        f"v{hello.get('v')}")
         self.opts = hello["opts"]
+        if self.opts.get("log_dir"):
+            self._log_to(str(self.opts["log_dir"]))
         rate = self.capped(hello["rate"])
         key = bytes.fromhex(hello["key"]) if hello["key"] else None
         self.transport = await Transport.listen(
@@ -92,12 +94,26 @@ class ServerSession:
             self.role = Sender(self.channel, self.transport, tally, self.opts)
         await self.channel.send("welcome", v=control.VERSION, udp_port=self.transport.local_port,
                                 rate={"target": rate.target_kbps, "min": rate.min_kbps, "policy": rate.policy})
+        log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello["session"],
+                 "uploads" if hello["direction"] == "send" else "downloads", hello["dest"],
+                 self.transport.local_port, rate)
         reader = asyncio.create_task(self._read())
         await asyncio.wait({reader, self.failure}, return_when=asyncio.FIRST_COMPLETED)
         if self.failure.done():
             reader.cancel()
             self.failure.result()
         reader.result()
+
+    def _log_to(self, client_dir: str) -> None:
+        """-R DIR: this session's log also goes to DIR/fasp-ascp-server.log (inside the docroot)."""
+        path = self.resolve(client_dir)
+        try:
+            os.makedirs(path, exist_ok=True)
+            handler = logging.FileHandler(os.path.join(path, "fasp-ascp-server.log"))
+        except OSError as exc:
+            raise EngineError(ErrorCode.NO_PERMS, f"-R {client_dir}: {exc.strerror}") from None
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logging.getLogger("fasp").addHandler(handler)
 
     def _fatal(self, exc: BaseException) -> None:
         if not self.failure.done():
@@ -113,6 +129,7 @@ class ServerSession:
                 while self.tasks or (isinstance(self.role, Receiver) and self.role.busy):
                     await asyncio.sleep(0.01)
                 await self.channel.send("bye")
+                log.info("session ended by the client")
                 return
             if kind == "cancel":
                 raise EngineError(ErrorCode.USER_CANCEL, "cancelled by the client")

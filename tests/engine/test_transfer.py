@@ -160,3 +160,16 @@ def test_through_openssh_sshd(openssh_server, tmp_path):
     back = tmp_path / "back.bin"
     _ok(run_ascp([*args, f"root@{server.host}:/via-sshd.bin", str(back)], server.env()))
     assert_same_file(src, back)
+
+
+@pytest.mark.timeout(60)
+def test_log_dirs(fasp_server_module, tmp_path):
+    """-L writes the client's event log locally, -R the server's log in a directory inside the docroot."""
+    server = fasp_server_module
+    src = random_file(tmp_path / "logged.bin", 1234)
+    _ok(run_ascp(fasp_args(server, "-L", str(tmp_path / "logs"), "-R", "/remote-logs", str(src),
+                           remote(server, "/logged.bin")), server.env()))
+    assert_same_file(src, server.docroot / "logged.bin")
+    local = (tmp_path / "logs" / "fasp-ascp.log").read_text()
+    assert "STOP" in local and "logged.bin" in local and server.password not in local
+    assert "ended by the client" in (server.docroot / "remote-logs" / "fasp-ascp-server.log").read_text()

@@ -1,0 +1,127 @@
+"""The ascp command line: every flag of shared/design/ascp-cli.md is accepted; the rest is usage error 8."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from faspmanager.codes import EngineError
+from fasp.options import all_flag_names, parse, split_remote, tokenize
+
+DOC = Path(__file__).resolve().parents[3] / "shared" / "design" / "ascp-cli.md"
+
+
+def _documented_flags() -> set[str]:
+    flags = set()
+    for span in re.findall(r"`([^`]+)`", DOC.read_text()):
+        flags.update(re.findall(r"(?<![\w-])(--?[A-Za-z][-A-Za-z0-9]*)", span))
+    return flags
+
+
+def test_every_documented_flag_is_known():
+    flags = _documented_flags()
+    assert len(flags) > 60  # the doc was really read
+    assert sorted(flags - set(all_flag_names())) == []
+
+
+# one invocation per flag: either it parses, or it is refused as "not supported yet" (never silently ignored)
+WORKS = [
+    [], ["-q"], ["-d"], ["-T"], ["-p"], ["--keepalive", "-M", "3000"], ["--ignore-host-key"],
+    ["--check-sshfp=SHA256:abc"], ["--chunk-size=65536"], ["-c", "aes192"], ["-caes256"], ["-Z", "9000"],
+    ["-E", "*.tmp", "-E", "*.bak"], ["--exclude-newer-than=100"], ["--exclude-older-than", "100"],
+    ["--file-checksum=md5"], ["-l", "5000", "-m", "100"], ["-l5000"], ["--overwrite=diff+older"],
+    ["--partial-file-suffix=.part"], ["--policy=low"], ["--precalculate-job-size"],
+    ["--preserve-access-time"], ["--preserve-modification-time"], ["--preserve-creation-time"],
+    ["--preserve-source-access-time"], ["--preserve-file-owner-uid"], ["--preserve-file-owner-gid"],
+    ["--preserve-acls=none"], ["--preserve-xattrs=none"], ["--remote-preserve-acls=none"],
+    ["--remote-preserve-xattrs=none"], ["-g", "1048576"], ["-G", "1048576"], ["--remove-after-transfer"],
+    ["--remove-after-transfer", "--remove-empty-source-directory"], ["-k", "3"], ["-k1"], ["-X", "1400"],
+    ["--skip-dir-traversal-dupes"], ["--skip-special-files"], ["--src-base=/tmp"], ["--symbolic-links=skip"],
+    ["-P", "33001"], ["-O", "33001"], ["-y", "0"], ["-j", "0"], ["-C", "1:1"], ["--multi-session-threshold=0"],
+    ["-t", "8080"], ["-i", "/nonexistent/key"], ["--mode=send"], ["--user=bob", "--host=h"],
+    ["--retry-timeout=60"], ["--file-manifest=none"], ["-L", "/tmp"], ["-R", "/tmp"],
+]
+NOT_YET = [
+    ["--apply-local-docroot"], ["--auto-detect-capacity"], ["--delete-before-transfer"],
+    ["--save-before-overwrite"], ["--remove-empty-directories"], ["--file-crypt=encrypt"],
+    ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"], ["--move-after-transfer=/tmp"], ["--source-prefix=x"],
+    ["-y", "1"], ["-j", "1"], ["-C", "2:1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
+    ["--preserve-acls=native"], ["--preserve-xattrs=metafile"], ["--symbolic-links=copy"],
+]
+
+
+@pytest.mark.parametrize("flags", WORKS, ids=lambda f: " ".join(f) or "none")
+def test_supported_flags_parse(flags):
+    cfg = parse([*flags, "/etc/hostname", "bob@h:/dest"], {})
+    assert cfg.direction == "send" and cfg.remote.host == "h"
+
+
+@pytest.mark.parametrize("flags", NOT_YET, ids=lambda f: " ".join(f))
+def test_unimplemented_flags_are_refused_not_ignored(flags):
+    with pytest.raises(EngineError) as info:
+        parse([*flags, "/etc/hostname", "bob@h:/dest"], {})
+    assert info.value.code == 8 and "not supported yet" in info.value.description
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--nope", "a", "h:/b"], "--nope"), (["-W", "a", "h:/b"], "-W"), (["-qW", "a", "h:/b"], "-W"),
+    (["-l"], "-l needs a value"), (["-k", "7", "a", "h:/b"], "-k"), (["-m", "9", "-l", "5", "a", "h:/b"], "-m"),
+    (["a"], "no remote host"), (["h:/a", "h2:/b", "c"], "same host"), (["a", "h:/b", "h:/c"], "both"),
+    (["--keepalive", "a", "h:/b"], "--keepalive needs -M"), (["--policy=greedy", "a", "h:/b"], "--policy"),
+    (["--ignore-host-key=yes", "a", "h:/b"], "takes no value"),
+])
+def test_usage_errors_name_the_problem(argv, needle):
+    with pytest.raises(EngineError) as info:
+        parse(argv, {})
+    assert info.value.code == 8 and needle in info.value.description
+
+
+def test_shapes_of_a_command_line():
+    up = parse(["-l", "100", "a", "b", "u@h:/x"], {"ASPERA_SCP_PASS": "pw"})
+    assert (up.direction, up.sources, up.dest, up.remote.user, up.remote.password) == ("send", ["a", "b"], "/x",
+                                                                                        "u", "pw")
+    assert "pw" not in repr(up)  # secrets stay out of logs
+    down = parse(["u@h:/a", "u@h:b c", "/local"], {})
+    assert (down.direction, down.sources, down.dest) == ("recv", ["/a", "b c"], "/local")
+    flagged = parse(["--mode", "recv", "--host", "H", "--user", "U", "-P", "2222", "/r/src", "/local"], {})
+    assert (flagged.direction, flagged.remote.host, flagged.remote.port, flagged.sources) == (
+        "recv", "H", 2222, ["/r/src"])
+    encrypted = parse(["-T", "a", "h:/b"], {})
+    assert encrypted.key_bytes == 0
+    assert parse(["-c", "aes256", "a", "h:/b"], {}).key_bytes == 32
+
+
+def test_file_lists(tmp_path):
+    listing = tmp_path / "list"
+    listing.write_text("/one\n/two words\n")
+    assert parse([f"--file-list={listing}", "h:/d"], {}).sources == ["/one", "/two words"]
+    pairs = tmp_path / "pairs"
+    pairs.write_text("/one\nx/1\n/two\ny\n")
+    cfg = parse(["--file-pair-list", str(pairs), "h:/d"], {})
+    assert cfg.sources == ["/one", "/two"] and cfg.pair_dests == ["x/1", "y"]
+
+
+def test_server_mode():
+    cfg = parse(["--server", "--docroot", "/srv", "--rate-cap", "5000", "--allowed-policies", "fair,low",
+                 "-O", "33001"], {})
+    assert (cfg.server, cfg.docroot, cfg.rate_cap_kbps, cfg.allowed_policies, cfg.udp_port) == (
+        True, "/srv", 5000, ("fair", "low"), 33001)
+    assert parse(["--server"], {"FASP_DOCROOT": "/d"}).docroot == "/d"
+
+
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), max_size=6))
+def test_any_argv_parses_or_is_a_usage_error(argv):
+    try:
+        tokenize(argv)
+        parse(argv, {})
+    except EngineError as exc:
+        assert exc.code in (4, 8)
+
+
+def test_split_remote():
+    assert split_remote("bob@host:/a/b") == ("bob", "host", "/a/b")
+    assert split_remote("host:rel") == (None, "host", "rel")
+    assert split_remote("/local/path") == (None, None, "/local/path")
+    assert split_remote("[::1]:/x") == (None, "::1", "/x")
