@@ -1,0 +1,130 @@
+"""fasp-server with the real server-mode engine: the user's docroot and caps hold for real transfers,
+the engine ends with its channel, and a stock sshd finds `fasp-ascp` on its own."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from fasp.users import User, hash_password, save_users
+from tests.support.servers import start_fasp_server
+
+ENGINE = [sys.executable, "-m", "fasp"]
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def ascp(port: int, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([*ENGINE, "-q", "-P", str(port), *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def assert_same_file(a: Path, b: Path) -> None:
+    assert b.is_file(), f"{b} missing"
+    assert b.stat().st_size == a.stat().st_size
+    assert hashlib.sha256(b.read_bytes()).digest() == hashlib.sha256(a.read_bytes()).digest()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except (OSError, ValueError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def two_users(tmp_path_factory):
+    """fasp-server with a users file: ann (only policy low/fixed, 8 Mbps cap) and ben (no limits)."""
+    base = tmp_path_factory.mktemp("users")
+    roots = {name: base / name for name in ("ann", "ben")}
+    for root in roots.values():
+        root.mkdir()
+    save_users(base / "users.toml", {
+        "ann": User("ann", str(roots["ann"]), hash_password("ann-pw"), rate_cap_kbps=8_000,
+                    allowed_policies=("low", "fixed")),
+        "ben": User("ben", str(roots["ben"]), hash_password("ben-pw")),
+    })
+    with start_fasp_server(base / "srv", users_file=base / "users.toml") as server:
+        yield server, roots
+
+
+def as_user(name: str) -> dict:
+    return {**os.environ, "ASPERA_SCP_PASS": f"{name}-pw"}
+
+
+def test_each_user_lands_in_their_own_docroot(two_users, tmp_path):
+    server, roots = two_users
+    for name in ("ann", "ben"):
+        src = random_file(tmp_path / f"from-{name}.bin", 1 << 20)
+        done = ascp(server.port, "--policy=low", str(src), f"{name}@{server.host}:/", env=as_user(name))
+        assert done.returncode == 0, done.stderr
+        assert_same_file(src, roots[name] / src.name)
+    assert not (roots["ben"] / "from-ann.bin").exists() and not (roots["ann"] / "from-ben.bin").exists()
+
+
+def test_a_policy_outside_the_users_list_is_refused(two_users, tmp_path):
+    server, roots = two_users
+    src = random_file(tmp_path / "fair.bin", 1000)
+    done = ascp(server.port, "--policy=fair", str(src), f"ann@{server.host}:/", env=as_user("ann"))
+    assert done.returncode == 34, done.stderr
+    assert not (roots["ann"] / "fair.bin").exists()
+
+
+def test_the_users_rate_cap_holds_whatever_the_client_asks(two_users, tmp_path):
+    server, roots = two_users
+    src = random_file(tmp_path / "capped.bin", 3 << 20)  # 25 Mbit: over 3 s at 8 Mbps, about 1 s uncapped
+    started = time.monotonic()
+    done = ascp(server.port, "--policy=fixed", "-l", "1000000", str(src), f"ann@{server.host}:/",
+                env=as_user("ann"))
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert_same_file(src, roots["ann"] / "capped.bin")
+    assert elapsed >= 2.5, f"3 MiB in {elapsed:.2f} s: the 8 Mbps cap was not applied"
+
+
+def test_the_real_engine_ends_when_the_channel_closes(fasp_server):
+    async def open_then_drop() -> int:
+        conn = await asyncssh.connect(fasp_server.host, fasp_server.port, known_hosts=None, agent_path=None,
+                                      username=fasp_server.user, password=fasp_server.password, client_keys=None)
+        await conn.create_process("fasp-ascp --server", encoding=None)
+        deadline = time.monotonic() + 10
+        while not (engines := children(fasp_server.process.pid)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(engines) == 1
+        cmdline = Path(f"/proc/{engines[0]}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:6] == [b"-m", b"fasp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
+        conn.abort()
+        return engines[0]
+
+    pid = asyncio.run(open_then_drop())
+    deadline = time.monotonic() + 8
+    while pid in children(fasp_server.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid not in children(fasp_server.process.pid)
+
+
+def test_stock_sshd_runs_fasp_ascp_from_its_path(openssh_server, tmp_path):
+    """No FASP_REMOTE_COMMAND: the client's default `fasp-ascp --server` must resolve under sshd."""
+    env = {k: v for k, v in os.environ.items() if k != "FASP_REMOTE_COMMAND"}
+    src = random_file(tmp_path / "plain-sshd.bin", 1 << 20)
+    done = ascp(openssh_server.port, "-i", str(openssh_server.identity), str(src),
+                f"root@{openssh_server.host}:/", env=env)
+    assert done.returncode == 0, done.stderr
+    assert_same_file(src, openssh_server.docroot / src.name)
