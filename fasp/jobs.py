@@ -46,12 +46,13 @@ class Rules:
     exclude_older_than: int | None = None
     symlinks: str = "follow"
     skip_special_files: bool = False
+    skip_dir_dupes: bool = False
 
     @classmethod
     def from_opts(cls, opts: dict) -> "Rules":
         return cls(tuple(opts.get("exclude") or ()), opts.get("exclude_newer_than"),
                    opts.get("exclude_older_than"), opts.get("symlinks", "follow"),
-                   bool(opts.get("skip_special_files")))
+                   bool(opts.get("skip_special_files")), bool(opts.get("skip_dir_dupes")))
 
     def excluded(self, rel: str, st: os.stat_result) -> str | None:
         """Why a file is left out, or None."""
@@ -117,16 +118,19 @@ def _leaf(arg: int, source: str, real: str, rel: str, st: os.stat_result, rules:
 def _walk_dir(arg: int, top: str, rel: str, rules: Rules,
               confine: Callable[[str], bool] | None) -> Iterator[FileJob | Problem]:
     seen: set[tuple[int, int]] = set()
-    stack = [(top, rel)]
+    stack: list[tuple[str, str, frozenset]] = [(top, rel, frozenset())]
     while stack:
-        path, prefix = stack.pop()
+        path, prefix, ancestors = stack.pop()
         try:
             st = os.stat(path)
-            if (st.st_dev, st.st_ino) in seen:
-                yield Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: directory visited twice (link loop)",
-                              skip=True)
+            ident = (st.st_dev, st.st_ino)
+            if ident in ancestors:
+                yield Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: symbolic link loop", skip=True)
                 continue
-            seen.add((st.st_dev, st.st_ino))
+            if rules.skip_dir_dupes and ident in seen:
+                yield Problem(arg, path, 0, f"{path}: directory already traversed", skip=True)
+                continue
+            seen.add(ident)
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as exc:
             yield Problem(arg, path, ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NO_SUCH_FILE,
@@ -149,7 +153,7 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules,
                 yield Problem(arg, child, ErrorCode.NO_SUCH_FILE, f"{child}: {exc.strerror}")
                 continue
             if stat.S_ISDIR(st.st_mode):
-                subdirs.append((child, child_rel))
+                subdirs.append((child, child_rel, ancestors | {ident}))
             else:
                 yield _leaf(arg, child, child, child_rel, st, rules)
         stack.extend(reversed(subdirs))

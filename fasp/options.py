@@ -229,6 +229,7 @@ class Config:
     src_base: str | None = None
     symlinks: str = "follow"
     skip_special_files: bool = False
+    skip_dir_dupes: bool = False
     udp_port: int = 0
     cookie: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
@@ -254,6 +255,7 @@ class Config:
             "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
             "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
+            "skip_dir_dupes": self.skip_dir_dupes,
             "log_dir": self.remote_log_dir,
         }
 
@@ -411,6 +413,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         if cfg.symlinks in ("copy", "copy+force"):
             raise _not_supported(f"--symbolic-links={cfg.symlinks}")
     cfg.skip_special_files = bool(get("skip_special_files"))
+    cfg.skip_dir_dupes = bool(get("skip_dir_traversal_dupes"))
     if get("udp_port") is not None:
         cfg.udp_port = _int("-O", get("udp_port"), 0, 65535)
     for key, flag_name in (("read_size", "-g"), ("write_size", "-G"), ("retransmission_max", "-X"),

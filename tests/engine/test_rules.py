@@ -1,0 +1,153 @@
+"""Pure rules: overwrite/resume decisions, prefix digests, destination naming, source walking, pieces."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, strategies as st
+
+from faspmanager.codes import EngineError
+from fasp import resume
+from fasp.digest import prefix_digest
+from fasp.jobs import FileJob, Problem, Rules, data_extents, top_name, walk
+from fasp.naming import destination
+from fasp.receiving import clip, plan_pieces
+from fasp.resume import Existing, Plan, after_verify, plan
+
+
+def _plan(**kw):
+    base = dict(size=1000, mtime=50.0, overwrite="diff", resume=0, final=None, partial=None, watermark=None)
+    return plan(**{**base, **kw})
+
+
+def test_overwrite_policies():
+    same = Existing(1000, 50.0)
+    assert _plan(final=same, partial=same).action == "send"                      # -k 0: diff means overwrite
+    assert _plan(final=same, partial=same, resume=1) == Plan("skip", reason="destination has the same size")
+    assert _plan(final=same, partial=same, resume=3) == Plan("verify", 1000)
+    assert _plan(final=same, partial=same, overwrite="never").action == "skip"
+    assert _plan(final=same, partial=same, overwrite="always", resume=1) == Plan("send", 0)
+    newer = Existing(1000, 99.0)
+    assert _plan(final=newer, partial=newer, overwrite="older").action == "skip"
+    older = Existing(10, 1.0)
+    assert _plan(final=older, partial=None, overwrite="older") == Plan("send", 0)
+
+
+def test_resume_rules():
+    half = Existing(400, 1.0)
+    assert _plan(final=half, partial=half, resume=0) == Plan("send", 0)
+    assert _plan(final=half, partial=half, resume=1) == Plan("send", 400, "resumed")
+    assert _plan(final=half, partial=half, resume=2) == Plan("verify", 400)
+    assert _plan(final=half, partial=half, resume=1, watermark=256) == Plan("send", 256, "resumed")
+    assert _plan(final=half, partial=half, resume=2, watermark=0) == Plan("send", 0)
+    suffixed = Existing(300, 1.0)
+    assert _plan(final=None, partial=suffixed, resume=1) == Plan("send", 300, "resumed")
+    too_big = Existing(5000, 1.0)
+    assert _plan(final=too_big, partial=too_big, resume=2).action == "send"
+    assert after_verify(Plan("verify", 400), 1000, ok=True) == Plan("send", 400, "resumed")
+    assert after_verify(Plan("verify", 400), 1000, ok=False) == Plan("send", 0)
+    assert after_verify(Plan("verify", 1000), 1000, ok=True).action == "skip"
+
+
+def test_watermark_sidecar(tmp_path):
+    partial = str(tmp_path / "f.bin")
+    assert resume.read_watermark(partial, 10, 5.0) is None
+    resume.write_watermark(partial, 10, 5.0, 7)
+    assert resume.read_watermark(partial, 10, 5.0) == 7
+    assert resume.read_watermark(partial, 11, 5.0) == 0  # another source: start over
+    resume.clear_watermark(partial)
+    assert resume.read_watermark(partial, 10, 5.0) is None
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_prefix_digest_sees_a_changed_byte(tmp_path, sparse):
+    data = bytearray(os.urandom(5 << 20))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(data)
+    data[-1] ^= 1  # the last byte before the prefix end: sampled by both forms
+    b.write_bytes(data)
+    fa, fb = os.open(a, os.O_RDONLY), os.open(b, os.O_RDONLY)
+    try:
+        n = len(data)
+        assert prefix_digest(fa, n - 1, sparse) == prefix_digest(fb, n - 1, sparse)
+        assert prefix_digest(fa, n, sparse) != prefix_digest(fb, n, sparse)
+    finally:
+        os.close(fa)
+        os.close(fb)
+
+
+def test_destination_naming(tmp_path):
+    ident = os.path.abspath
+    (tmp_path / "dir").mkdir()
+    assert destination(str(tmp_path / "dir"), "f.txt", True, resolve=ident, create_dirs=False) == \
+        str(tmp_path / "dir" / "f.txt")
+    assert destination(str(tmp_path / "new.txt"), "f.txt", True, resolve=ident, create_dirs=False) == \
+        str(tmp_path / "new.txt")
+    assert destination(str(tmp_path / "dir"), "top/a/b.txt", False, resolve=ident, create_dirs=False) == \
+        str(tmp_path / "dir" / "top" / "a" / "b.txt")
+    with pytest.raises(EngineError) as info:
+        destination(str(tmp_path / "missing"), "x", False, resolve=ident, create_dirs=False)
+    assert info.value.code == 4
+    assert destination(str(tmp_path / "made"), "x", False, resolve=ident, create_dirs=True) == \
+        str(tmp_path / "made" / "x")
+    with pytest.raises(EngineError) as info:
+        destination(str(tmp_path / "dir"), "../escape", False, resolve=ident, create_dirs=False)
+    assert info.value.code == 41
+
+
+def test_walk_names_filters_and_problems(tmp_path):
+    root = tmp_path / "src"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "keep.txt").write_text("k")
+    (root / "drop.tmp").write_text("d")
+    os.mkfifo(root / "pipe")
+    (root / "link").symlink_to(root / "a")
+    items = list(walk(0, str(root), str(root), "src", lone=False, rules=Rules(exclude=("*.tmp",))))
+    files = sorted(i.rel for i in items if isinstance(i, FileJob) and not i.is_dir)
+    assert files == ["src/a/b/keep.txt", "src/link/b/keep.txt"]
+    problems = {os.path.basename(p.path): p for p in items if isinstance(p, Problem)}
+    assert problems["drop.tmp"].skip and problems["pipe"].code == 21 and not problems["pipe"].skip
+    skipping = list(walk(0, str(root), str(root), "src", lone=False,
+                         rules=Rules(symlinks="skip", skip_special_files=True)))
+    assert all(p.skip for p in skipping if isinstance(p, Problem))
+    once = list(walk(0, str(root), str(root), "src", lone=False, rules=Rules(skip_dir_dupes=True)))
+    assert len([i for i in once if isinstance(i, FileJob) and i.rel.endswith("keep.txt")]) == 1
+    (root / "a" / "b" / "up").symlink_to(root)
+    looped = list(walk(0, str(root), str(root), "src", lone=False, rules=Rules()))
+    assert any(isinstance(p, Problem) and p.code == 63 for p in looped)
+    missing = list(walk(3, str(tmp_path / "nope"), str(tmp_path / "nope"), "nope", lone=True, rules=Rules()))
+    assert isinstance(missing[0], Problem) and missing[0].code == 4 and missing[0].arg == 3
+    assert top_name("/x/y/z.txt", "/x", None) == "y/z.txt"
+    assert top_name("/x/y/", None, None) == "y"
+    assert top_name("/x/y", None, "renamed/here") == "renamed/here"
+
+
+def test_data_extents_of_a_sparse_file(tmp_path):
+    path = tmp_path / "sparse"
+    with open(path, "wb") as handle:
+        handle.truncate(64 << 20)
+        handle.seek(32 << 20)
+        handle.write(b"x" * 10)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        extents = data_extents(fd, 64 << 20)
+    finally:
+        os.close(fd)
+    assert extents is not None and len(extents) == 1
+    lo, hi = extents[0]
+    assert lo <= 32 << 20 < (32 << 20) + 10 <= hi < 64 << 20
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**7), st.integers(1, 10**6)), max_size=5), st.integers(1, 10**6),
+       st.integers(0, 2 * 10**7), st.integers(0, 2 * 10**7))
+def test_pieces_cover_exactly_the_wanted_data(raw, piece, start, end):
+    extents, at = [], 0
+    for gap, length in raw:
+        extents.append([at + gap, at + gap + length])
+        at += gap + length
+    pieces = plan_pieces(clip(extents, start, end), piece)
+    covered = sum(hi - lo for lo, hi in pieces)
+    wanted = sum(max(0, min(hi, end) - max(lo, start)) for lo, hi in extents)
+    assert covered == wanted
+    assert all(0 < hi - lo <= piece and start <= lo and hi <= end for lo, hi in pieces)
+    assert pieces == sorted(pieces)
