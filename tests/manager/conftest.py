@@ -107,6 +107,24 @@ class EngineBackend(Backend):
         options.policy = "fixed"
 
 
+class SshdBackend(EngineBackend):
+    """The real engine through a stock OpenSSH sshd, authenticating with a private key (``-i``)."""
+
+    name = "sshd"
+
+    def __init__(self, server, program, local_root: Path, monkeypatch):
+        Backend.__init__(self, program, server.docroot, local_root, monkeypatch)
+        self.user, self.host, self.tcp_port, self.identity = server.user, server.host, server.port, str(server.identity)
+        self.password = None  # key authentication: no ASPERA_SCP_PASS at all
+        monkeypatch.setenv("FASP_REMOTE_COMMAND", server.remote_command)
+
+    def up(self, **kwargs):
+        return dict(dest_user=self.user, dest_host=self.host, dest_identity=self.identity, **kwargs)
+
+    def down(self, **kwargs):
+        return dict(source_user=self.user, source_host=self.host, source_identity=self.identity, **kwargs)
+
+
 def _engine_program(tmp_path: Path) -> Path:
     program = tmp_path / "fasp-ascp"
     program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fasp "$@"\n')
@@ -114,11 +132,15 @@ def _engine_program(tmp_path: Path) -> Path:
     return program
 
 
-@pytest.fixture(params=["fake", "engine"])
+@pytest.fixture(params=["fake", "engine", "sshd"])
 def backend(request, tmp_path, fake_ascp, monkeypatch) -> Backend:
     if request.param == "fake":
         yield Backend(fake_ascp, tmp_path / "remote", tmp_path / "local", monkeypatch)
         return
-    from tests.support.servers import start_fasp_server
-    with start_fasp_server(tmp_path / "fasp-server") as server:
-        yield EngineBackend(server, _engine_program(tmp_path), tmp_path / "local", monkeypatch)
+    from tests.support.servers import start_fasp_server, start_openssh_server
+    if request.param == "engine":
+        with start_fasp_server(tmp_path / "fasp-server") as server:
+            yield EngineBackend(server, _engine_program(tmp_path), tmp_path / "local", monkeypatch)
+    else:
+        with start_openssh_server(tmp_path / "sshd") as server:
+            yield SshdBackend(server, _engine_program(tmp_path), tmp_path / "local", monkeypatch)
