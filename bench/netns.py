@@ -95,6 +95,16 @@ def argv(name: str, command: list[str]) -> list[str]:
     return ["ip", "netns", "exec", name, *command]
 
 
+@dataclass(frozen=True)
+class SameHost:
+    """Both ends in one namespace on 127.0.0.1 (the attributes of :class:`Hosts`)."""
+
+    a: str
+    b: str
+    addr_a: str = "127.0.0.1"
+    addr_b: str = "127.0.0.1"
+
+
 class Loopback:
     """One namespace holding both "hosts" on 127.0.0.1: the loopback scenario,
     with the same interface as :class:`bench.wan.Wan` (hosts, popen, run)."""
@@ -102,7 +112,7 @@ class Loopback:
     def __init__(self, name: str = "fasp-lo", tcp_cc: str | None = None) -> None:
         self.name = name
         self.tcp_cc = tcp_cc
-        self.hosts = Hosts(prefix=name, subnet="127.0.0")
+        self.hosts = SameHost(name, name)
 
     def __enter__(self) -> "Loopback":
         create(self.name, self.tcp_cc)
