@@ -74,3 +74,28 @@ def test_explicit_path_beats_everything_and_must_be_executable(clean, tmp_path, 
 def test_explicit_bare_name_is_looked_up_on_path(clean):
     named = _program(clean / "custom-ascp")
     assert locate_ascp("custom-ascp") == [str(named)]
+
+
+@pytest.mark.timeout(60)
+def test_default_lookup_runs_our_engine_for_a_real_transfer(clean, tmp_path, monkeypatch):
+    """No ascp anywhere: session() falls back to ``python -m fasp`` and the bytes arrive."""
+    import socket
+
+    import faspmanager as fm
+    from tests.manager.conftest import REPO_ROOT, sha256
+    from tests.support.ports import free_port
+    from tests.support.servers import start_fasp_server
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    source = tmp_path / "payload.bin"
+    source.write_bytes(bytes(range(256)) * 4000)
+    with start_fasp_server(tmp_path / "server") as server:
+        options = fm.TransferOptions(tcp_port=server.port, udp_port=free_port(socket.SOCK_DGRAM),
+                                     destination_root="/")
+        order = fm.FileUpload(str(source), server.user, server.host, dest_pass=server.password, options=options)
+        with fm.session(order) as s:
+            s.start()
+            assert s.ascp_path == sys.executable
+            result = s.finish()
+        assert result.ok(), result.reason()
+        assert sha256(server.docroot / "payload.bin") == sha256(source)
