@@ -7,6 +7,8 @@ from hypothesis import given, settings, strategies as st
 from faspmanager import mgmt
 from faspmanager.mgmt import Decoder, Frame, MgmtProtocolError, encode
 
+pytestmark = pytest.mark.timeout(120)  # a decoder that hangs fails instead of stalling the run
+
 _name_chars = st.characters(blacklist_characters=":\r\n\0", blacklist_categories=("Cs",))
 names = st.text(_name_chars, min_size=1, max_size=20).filter(lambda s: s == s.strip() and s != "Type")
 values = st.text(st.characters(blacklist_characters="\r\n\0", blacklist_categories=("Cs",)), max_size=40)

@@ -199,3 +199,28 @@ def test_bad_explicit_program_is_file_not_found(sample_files, tmp_path):
         s.start()
     s.close()
     assert os.listdir(tmp_path / "remote") == []
+
+
+def test_explicit_port_and_parallel_sessions(fake_ascp, tmp_path):
+    from tests.support.ports import free_port
+
+    port = free_port()
+    sessions = []
+    for i in range(3):
+        source = tmp_path / f"s{i}.bin"
+        source.write_bytes(os.urandom(50_000 + i))
+        remote = tmp_path / f"remote{i}"
+        remote.mkdir()
+        order = fm.FileUpload(str(source), "u", "127.0.0.1", dest_pass="pw",
+                              options=fm.TransferOptions(destination_root=str(remote)))
+        sessions.append((fm.session(order, ascp_path=str(fake_ascp), port=port if i == 0 else 0), source, remote))
+    try:
+        for s, _, _ in sessions:
+            s.start()
+        assert sessions[0][0].port == port and len({s.port for s, _, _ in sessions}) == 3
+        for s, source, remote in sessions:
+            assert s.finish().ok()
+            assert (remote / source.name).read_bytes() == source.read_bytes()
+    finally:
+        for s, _, _ in sessions:
+            s.close()
