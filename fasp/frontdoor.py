@@ -28,7 +28,7 @@ import signal
 import sys
 from asyncio.subprocess import PIPE
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncssh
@@ -39,6 +39,7 @@ log = logging.getLogger("fasp.frontdoor")
 
 ENGINE_COMMAND = (sys.executable, "-m", "fasp")
 STOP_GRACE_S = 3.0
+KEEPALIVE_S = 15.0  # a client that vanished without closing is dropped after 4 missed keepalives
 CHUNK = 64 * 1024
 
 
@@ -54,6 +55,7 @@ class Settings:
     """What the front door needs to decide who gets in and what they run."""
 
     users: Mapping[str, User]
+    users_file: str | None = None  # re-read on SIGHUP
     engine_command: tuple[str, ...] = ENGINE_COMMAND
     udp_port: int | None = None
     child_env: Mapping[str, str] = field(default_factory=dict)
@@ -80,10 +82,8 @@ class FrontDoor:
     """An asyncssh server that turns each authenticated session into one server-mode engine process."""
 
     def __init__(self, settings: Settings, host_key: asyncssh.SSHKey):
-        self._settings = settings
         self._host_key = host_key
-        self._authorized = {name: asyncssh.import_authorized_keys("\n".join(user.authorized_keys))
-                            for name, user in settings.users.items() if user.authorized_keys}
+        self._use(settings)
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self.connections: set[asyncssh.SSHServerConnection] = set()  # kept by _Gate
         self._sessions: set[asyncio.Task] = set()
@@ -93,7 +93,7 @@ class FrontDoor:
         self._acceptor = await asyncssh.create_server(
             lambda: _Gate(self), host, port, server_host_keys=[self._host_key],
             process_factory=self._session, encoding=None, allow_pty=False, line_editor=False,
-            agent_forwarding=False, x11_forwarding=False)
+            agent_forwarding=False, x11_forwarding=False, keepalive_interval=KEEPALIVE_S, keepalive_count_max=4)
         return host, self._acceptor.get_port()
 
     async def close(self) -> None:
@@ -108,6 +108,24 @@ class FrontDoor:
         await asyncio.gather(*(conn.wait_closed() for conn in list(self.connections)), return_exceptions=True)
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
+
+    def reload_users(self) -> None:
+        """Re-read the users file: new logins follow it, running sessions keep what they started with."""
+        try:
+            users = load_users(self._settings.users_file)
+        except UsersFileError as exc:
+            log.error("users file not reloaded, keeping the previous one: %s", exc)
+            return
+        self._use(replace(self._settings, users=users))
+        log.info("users file reloaded, users: %s", ", ".join(users))
+
+    def _use(self, settings: Settings) -> None:
+        self._settings = settings
+        self._authorized = {name: asyncssh.import_authorized_keys("\n".join(user.authorized_keys))
+                            for name, user in settings.users.items() if user.authorized_keys}
+        for user in settings.users.values():
+            if not os.path.isdir(user.docroot):
+                log.warning("docroot of %s does not exist: %s (their sessions will fail)", user.name, user.docroot)
 
     @property
     def session_count(self) -> int:
@@ -307,22 +325,21 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
             name=args.user, docroot=docroot, password_hash=password_hash, authorized_keys=keys,
             rate_cap_kbps=args.rate_cap,
             allowed_policies=tuple(args.allowed_policies.split(",")) if args.allowed_policies else None)}
-    return Settings(users=users, engine_command=tuple(shlex.split(args.engine_command)),
+    return Settings(users=users, users_file=args.users, engine_command=tuple(shlex.split(args.engine_command)),
                     udp_port=args.udp_port, child_env=child_environment(environ, secret_vars))
 
 
 async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSHKey) -> None:
-    """Run the front door until SIGTERM or SIGINT."""
+    """Run the front door until SIGTERM or SIGINT; SIGHUP re-reads the users file."""
     door = FrontDoor(settings, host_key)
     host, port = await door.start(host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if settings.users_file:
+        loop.add_signal_handler(signal.SIGHUP, door.reload_users)
     log.info("host key %s, users: %s", host_key.get_fingerprint("sha256"), ", ".join(settings.users))
-    for user in settings.users.values():
-        if not os.path.isdir(user.docroot):
-            log.warning("docroot of %s does not exist: %s (their sessions will fail)", user.name, user.docroot)
     print(f"listening on {host}:{port}", flush=True)
     await stop.wait()
     log.info("shutting down (%d sessions)", door.session_count)

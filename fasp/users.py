@@ -27,6 +27,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncssh
+
 POLICIES = ("fixed", "high", "fair", "low")
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LEN = 2**14, 8, 1, 32
@@ -52,8 +54,13 @@ class User:
             raise UsersFileError(f"user {self.name!r}: docroot is required")
         if self.rate_cap_kbps is not None and (type(self.rate_cap_kbps) is not int or self.rate_cap_kbps <= 0):
             raise UsersFileError(f"user {self.name!r}: rate_cap_kbps must be a positive integer")
-        if not all(isinstance(key, str) for key in self.authorized_keys):
-            raise UsersFileError(f"user {self.name!r}: authorized_keys must be OpenSSH public key lines")
+        for key in self.authorized_keys:
+            try:
+                if not isinstance(key, str):
+                    raise TypeError(key)
+                asyncssh.import_authorized_keys(key)
+            except (TypeError, ValueError):
+                raise UsersFileError(f"user {self.name!r}: not an OpenSSH public key line: {key!r:.60}") from None
         if self.allowed_policies is not None:
             unknown = set(self.allowed_policies) - set(POLICIES)
             if unknown or not self.allowed_policies:

@@ -228,3 +228,30 @@ def test_missing_docroot_fails_the_session_with_a_reason(tmp_path):
         result = asyncio.run(attempt())
         assert result.exit_status == 1 and b"cannot start the transfer engine" in result.stderr
         assert "docroot of gone does not exist" in server.log()
+
+
+def test_sighup_reloads_the_users_file_and_keeps_it_if_broken(tmp_path):
+    users_file, docroot = tmp_path / "users.toml", tmp_path / "root"
+    docroot.mkdir()
+    ann = User("ann", str(docroot), hash_password("ann-pw"))
+    save_users(users_file, {"ann": ann})
+    with start_fasp_server(tmp_path / "srv", engine_command=FAKE_ENGINE, users_file=users_file) as server:
+        def reload_and_wait(marker: str) -> None:
+            count = server.log().count(marker)
+            server.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while server.log().count(marker) == count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.log().count(marker) == count + 1
+
+        with pytest.raises(asyncssh.PermissionDenied):
+            asyncio.run(run_session(server, b"", username="ben", password="ben-pw"))
+        save_users(users_file, {"ann": ann, "ben": User("ben", str(docroot), hash_password("ben-pw"))})
+        reload_and_wait("users file reloaded")
+        _, echoed, status, _ = asyncio.run(run_session(server, b"hi", username="ben", password="ben-pw"))
+        assert (echoed, status) == (b"hi", 0)
+        users_file.write_text("[users.ben]\nrate_cap_kbps = -1\n")
+        reload_and_wait("users file not reloaded")
+        _, echoed, _, _ = asyncio.run(run_session(server, b"still", username="ben", password="ben-pw"))
+        assert echoed == b"still"
+        assert server.process.poll() is None

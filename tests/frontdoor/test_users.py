@@ -46,7 +46,7 @@ def test_file_round_trip(tmp_path):
 
 @settings(max_examples=100, deadline=None)
 @given(name=st.text(min_size=1, max_size=20), docroot=st.text(min_size=1, max_size=40),
-       keys=st.lists(st.text(max_size=30), max_size=3), cap=st.none() | st.integers(1, 10**9),
+       keys=st.lists(st.sampled_from([KEY, KEY.rsplit(" ", 1)[0], f'from="10.0.0.0/8" {KEY}']), max_size=3), cap=st.none() | st.integers(1, 10**9),
        policies=st.none() | st.lists(st.sampled_from(["fixed", "high", "fair", "low"]), min_size=1, unique=True))
 def test_any_user_survives_format_and_parse(name, docroot, keys, cap, policies):
     user = User(name, docroot, None, tuple(keys), cap, None if policies is None else tuple(policies))
@@ -59,7 +59,8 @@ def test_any_user_survives_format_and_parse(name, docroot, keys, cap, policies):
     ('[users.a]\ndocroot = "/d"\nrate_cap_kbps = true\n', "rate_cap_kbps"),
     ('[users.a]\ndocroot = "/d"\nallowed_policies = ["turbo"]\n', "allowed_policies"),
     ('[users.a]\ndocroot = "/d"\npassword = "clear"\n', "unknown"),
-    ('[users.a]\ndocroot = "/d"\nauthorized_keys = [1]\n', "authorized_keys"),
+    ('[users.a]\ndocroot = "/d"\nauthorized_keys = [1]\n', "OpenSSH public key"),
+    ('[users.a]\ndocroot = "/d"\nauthorized_keys = ["ssh-ed25519 bm90IGEga2V5"]\n', "OpenSSH public key"),
     ('[users\n', "TOML"),
 ])
 def test_invalid_files_are_refused_clearly(text, message):
