@@ -69,7 +69,8 @@ def test_round_trip_is_exact_and_secrets_sealed(opts):
         assert type(back) is type(order)
         assert vars(back) == vars(order)
         assert back.options == order.options
-        assert back.ascp_opts() == order.ascp_opts() or order.__class__.__name__.startswith("File")
+        if not isinstance(order, (fm.FileUpload, fm.FileDownload)):  # those write path lists to temp files
+            assert back.ascp_opts() == order.ascp_opts()
         assert order.ascp_env() == back.ascp_env()
         for secret in list(order.ascp_env().values()):
             assert secret not in wire

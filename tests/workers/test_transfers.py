@@ -9,7 +9,7 @@ import pytest
 import faspmanager as fm
 from tasks.client import submit
 
-from .support import assert_same, download, make_file, options, sha256, types, upload
+from .support import assert_same, download, make_file, options, types, upload
 
 pytestmark = pytest.mark.timeout(120)
 
