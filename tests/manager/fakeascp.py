@@ -16,7 +16,9 @@ positional). Behaviour is picked by ``FAKEASCP_MODE``:
 
 Commands obeyed at any time: RATE (echoed as TargetRate in a STATS), CANCEL (ERROR 28). With ``--keepalive``: START
 copies one file (StartByte / EndByte honoured), PUT / WRITE / CLOSE write a stream file, DONE ends.
-``FAKEASCP_RECORD=path`` records argv and the ASPERA_SCP_* environment as JSON (test-only).
+``FAKEASCP_RECORD=path`` records argv and the ASPERA_SCP_* environment as JSON (test-only);
+``FAKEASCP_REMOTE_ROOT=dir`` puts the "remote" destination under dir (relative destinations stay apart
+from the local files).
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ class Fake:
     def __init__(self, argv):
         self.opts, positional = parse(argv)
         self.mode = os.environ.get("FAKEASCP_MODE", "normal")
-        self.root = positional[-1]
+        self.root = os.path.join(os.environ.get("FAKEASCP_REMOTE_ROOT", ""), positional[-1])
         sources = positional[:-1]
         dests = None
         if "--file-list" in self.opts:

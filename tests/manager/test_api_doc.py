@@ -201,3 +201,41 @@ def test_documented_defaults():
         elif match and match.group(1).isdigit():
             assert defaults[name] == int(match.group(1)), name
     assert defaults["encryption"] is True  # "Default: on"
+
+
+def _examples() -> list[str]:
+    """The documentation's code examples that run a session (the others are not meant to run)."""
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    examples = []
+    for i, line in enumerate(lines):
+        if line == "Example:":
+            code = []
+            for following in lines[i + 1:]:
+                if following in ("Functions", "Ancestors (in MRO)", "Static methods"):
+                    break
+                code.append(following)
+            if any("fm.session(" in c for c in code):
+                examples.append("\n".join(code))
+    return examples
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("code", _examples(), ids=lambda code: re.search(r"fm\.(\w+)\(", code).group(1))
+def test_documentation_examples_run_unchanged(code, fake_ascp, tmp_path, monkeypatch, capsys):
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    contents = {}
+    for name in ("myfile.txt", "file1.txt", "file2.txt", "some_file.txt"):
+        contents[name] = f"{name} says hello\n".encode() * 1000
+        (local / name).write_bytes(contents[name])
+    monkeypatch.chdir(local)
+    monkeypatch.setenv("FASPMANAGER_ASCP", str(fake_ascp))
+    monkeypatch.setenv("FAKEASCP_REMOTE_ROOT", str(remote))
+    exec(compile(code, "faspmanager-api.txt example", "exec"), {})
+    assert capsys.readouterr().out == "True\n"
+    landed = sorted(p.name for p in remote.iterdir())
+    assert landed
+    for name in landed:
+        expected = contents["some_file.txt"] if name == "destination.txt" else contents[name]
+        assert (remote / name).read_bytes() == expected
