@@ -61,6 +61,9 @@ class Session:
     """Seconds the program has to connect to the management port (None: $FASPMANAGER_START_TIMEOUT or 15)."""
     stop_timeout = 5.0
     """Seconds close() waits after SIGTERM before SIGKILL."""
+    max_pending_stats = 1000
+    """STATS events queued for a slow listener beyond this are dropped (stats() still has them): memory stays
+    bounded however long the listener takes, and no other event type is ever dropped."""
 
     def __init__(self, order, ascp_path=None, listener=None, port=None):
         if not isinstance(order, BaseTransferOrder):
@@ -243,7 +246,8 @@ class Session:
                         event = self._progress.apply(frame)
                         if self._progress.concluded:
                             self._concluded.set()
-                    if event is not None and self.listener is not None:
+                    if event is not None and self.listener is not None and not (
+                            event.event_type == "STATS" and self._events.qsize() >= self.max_pending_stats):
                         self._events.put(event)
         except MgmtProtocolError as exc:
             self._conclude(f"{self.ascp_path} broke the management protocol: {exc}")

@@ -224,3 +224,26 @@ def test_explicit_port_and_parallel_sessions(fake_ascp, tmp_path):
     finally:
         for s, _, _ in sessions:
             s.close()
+
+
+def test_a_stuck_listener_costs_bounded_memory_and_loses_no_milestones(fake_ascp, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKEASCP_MODE", "slow")  # one STATS per 64 KiB
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2_000_000))
+    release = threading.Event()
+    seen = []
+
+    def stuck(event):
+        release.wait(30)
+        seen.append(event.event_type)
+
+    s = fm.session(_upload(tmp_path, [big]), ascp_path=str(fake_ascp), listener=stuck)
+    s.max_pending_stats = 3
+    with s:
+        s.start()
+        assert s.finish().ok()
+        assert s._events.qsize() <= 3 + 6  # a few STATS plus INIT, SESSION, START, STOP, DONE, end marker
+        release.set()
+    types = [t for t in seen if t != fm.TransferEventType.STATS]
+    assert types == ["INIT", "SESSION", "START", "STOP", "DONE"]
+    assert 1 <= seen.count(fm.TransferEventType.STATS) <= 4
