@@ -74,19 +74,23 @@ class _Option:
     when_false: bool = False  # the flag means the option is off (encryption=False -> -T)
 
 
+DEFAULT_CHUNK_SIZE = 64 * 1024
+DEFAULT_DESTINATION_ROOT = "."  # relative: the remote user's home (or docroot), as ascp reads it
+DEFAULT_POLICY = TransferPolicy.FAIR
+
 _OPTIONS: dict[str, _Option] = {
     "alternate_config_filename": _Option(str, "-f"),
     "apply_local_docroot": _Option(bool, "--apply-local-docroot", False),
     "auto_detect_capacity": _Option(bool, "--auto-detect-capacity", False),
     "check_ssh_fingerprint": _Option(str, "--check-sshfp"),
-    "chunk_size": None,  # filled below (needs the class constant)
+    "chunk_size": _Option(int, None, DEFAULT_CHUNK_SIZE, minimum=1),  # stream orders add --chunk-size
     "cipher": _Option(CipherType, "-c"),
     "content_protection_passphrase": _Option(SECRET, env="ASPERA_SCP_FILEPASS"),
     "cookie": _Option(SECRET, env="ASPERA_SCP_COOKIE"),
     "create_dirs": _Option(bool, "-d", False),
     "datagram_size": _Option(int, "-Z", minimum=1),
     "delete_before_transfer": _Option(bool, "--delete-before-transfer", False),
-    "destination_root": None,
+    "destination_root": _Option(str, None, DEFAULT_DESTINATION_ROOT),  # the destination argument
     "encryption": _Option(bool, "-T", True, when_false=True),
     "exclude_newer_than": _Option(int, "--exclude-newer-than"),
     "exclude_older_than": _Option(int, "--exclude-older-than"),
@@ -103,7 +107,7 @@ _OPTIONS: dict[str, _Option] = {
     "multi_session_threshold": _Option(int, "--multi-session-threshold"),
     "overwrite_policy": _Option(OverwritePolicy, "--overwrite"),
     "partial_file_suffix": _Option(str, "--partial-file-suffix"),
-    "policy": None,
+    "policy": _Option(TransferPolicy, "--policy", DEFAULT_POLICY),
     "pre_post_command_path": _Option(str, "-e"),
     "precalculate_job_size": _Option(bool, "--precalculate-job-size", False),
     "preserve_access_time": _Option(bool, "--preserve-access-time", False),
@@ -205,9 +209,9 @@ def _enum(name: str, kind: type[Enum], value: object) -> Enum:
 class TransferOptions:
     """Optional transfer parameters (rate, ports, overwrite policy...), validated on assignment."""
 
-    DEFAULT_CHUNK_SIZE = 64 * 1024
-    DEFAULT_DESTINATION_ROOT = "."
-    DEFAULT_POLICY = TransferPolicy.FAIR
+    DEFAULT_CHUNK_SIZE = DEFAULT_CHUNK_SIZE
+    DEFAULT_DESTINATION_ROOT = DEFAULT_DESTINATION_ROOT
+    DEFAULT_POLICY = DEFAULT_POLICY
 
     def __init__(self, **kwargs):
         object.__setattr__(self, "opts", self.defaults())
@@ -258,7 +262,3 @@ class TransferOptions:
         return {option.env: self.opts[name] for name, option in _OPTIONS.items()
                 if option.kind is SECRET and self.opts.get(name) is not None}
 
-
-_OPTIONS["chunk_size"] = _Option(int, None, TransferOptions.DEFAULT_CHUNK_SIZE, minimum=1)
-_OPTIONS["destination_root"] = _Option(str, None, TransferOptions.DEFAULT_DESTINATION_ROOT)
-_OPTIONS["policy"] = _Option(TransferPolicy, "--policy", TransferOptions.DEFAULT_POLICY)
