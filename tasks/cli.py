@@ -133,10 +133,11 @@ def status(transfer_id):
 @main.command(name="ls")
 @click.option("--all", "show_all", is_flag=True, help="include ended transfers")
 def list_transfers(show_all):
-    """Transfers and the workers running them."""
+    """Transfers and the workers running them (a table on a terminal, tab-separated otherwise)."""
     settings = get_settings()
     client = redis_for(settings.events_url)
-    table = Table("id", "type", "state", "owner", "attempt", "bytes", "rate kbps", "age s")
+    header = ("id", "type", "state", "owner", "attempt", "bytes", "rate kbps", "age s")
+    rows = []
     now = time.time()
     for key in sorted(client.scan_iter(match=f"{settings.prefix}:status:*", count=500)):
         transfer_id = key.decode().rsplit(":", 1)[1]
@@ -144,10 +145,16 @@ def list_transfers(show_all):
         if not current or (current.get("state") in TERMINAL_STATES and not show_all):
             continue
         session = (current.get("last") or {}).get("session") or {}
-        age = now - float(current.get("created", now))
-        table.add_row(transfer_id, current.get("order_type", "?"), current.get("state", "?"), current.get("owner", "-"),
-                      str(current.get("attempt", 0)), str(session.get("transfer_bytes", "")),
-                      str(session.get("rate", "")), f"{age:.0f}")
+        rows.append((transfer_id, current.get("order_type", "?"), current.get("state", "?"),
+                     current.get("owner", "-"), str(current.get("attempt", 0)), str(session.get("transfer_bytes", "")),
+                     str(session.get("rate", "")), f"{now - float(current.get('created', now)):.0f}"))
+    if not sys.stdout.isatty():
+        for row in (header, *rows):
+            click.echo("\t".join(row))
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

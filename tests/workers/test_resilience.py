@@ -69,6 +69,7 @@ def test_server_down_at_first_then_up_is_retried(worker_factory, tmp_path):
         if event["type"] == "RETRY":
             break
         assert event["type"] != "RESULT", event
+    handle.set_rate(7777)  # sent between attempts: the attempt that runs must still apply it
     (tmp_path / "late-docroot" / "retry").mkdir(parents=True)
     srv = TransferServer(tmp_path / "late-server", later.user, later.password, tmp_path / "late-docroot", port=port)
     try:
@@ -76,6 +77,8 @@ def test_server_down_at_first_then_up_is_retried(worker_factory, tmp_path):
         assert result["ok"], result
         assert result["attempts"] >= 2
         assert_same(src, srv.docroot / "retry" / src.name)
+        applied = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL"]
+        assert any(e["attempt"] == result["attempts"] and e["args"] == {"kbps": 7777} for e in applied)
     finally:
         srv.kill()
 
