@@ -231,3 +231,16 @@ def test_pathlike_values_are_accepted(tmp_path):
                           options=fm.TransferOptions(local_log_dir=tmp_path))
     assert order.source_paths == [os.fspath(tmp_path / "a")]
     assert _contains(order.ascp_opts(), ["-L", str(tmp_path)])
+
+
+def test_orders_survive_copy_and_pickle():
+    import copy
+    import pickle
+
+    order = fm.FileUpload(["a", "b"], "u", "h", dest_paths=["x", "y"], dest_pass="p", options=fm.TransferOptions(
+        target_rate_kbps=5, policy=fm.TransferPolicy.HIGH, http_fallback_options=fm.HttpFallbackOptions(http_port=3)))
+    for clone in (copy.deepcopy(order), pickle.loads(pickle.dumps(order))):
+        assert clone.options == order.options and clone.dest_paths == ["x", "y"]
+        assert clone.ascp_env() == order.ascp_env()
+        assert [a for a in clone.ascp_opts() if "pair-list" not in a] == \
+               [a for a in order.ascp_opts() if "pair-list" not in a]
