@@ -17,7 +17,8 @@ opts, server_args = parser.parse_known_args()
 if opts.ignore_term:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 report = {"argv": server_args, "cwd": os.getcwd(), "pid": os.getpid(),
-          "secret_env": sorted(k for k in os.environ if "PASS" in k or k.startswith("ASPERA_SCP_"))}
+          "secret_env": sorted(k for k in os.environ if "PASS" in k or k.startswith("ASPERA_SCP_")),
+          "client_env": sorted(k for k in os.environ if k.startswith("FROM_CLIENT"))}
 os.write(1, json.dumps(report).encode() + b"\n")
 if opts.stderr:
     os.write(2, opts.stderr.encode())

@@ -36,10 +36,10 @@ def connect(server: FaspServer, **auth) -> asyncssh.SSHClientConnection:
     return asyncssh.connect(server.host, server.port, known_hosts=None, agent_path=None, **auth)
 
 
-async def run_session(server: FaspServer, data: bytes, command: str = "fasp-ascp --server", **auth):
+async def run_session(server: FaspServer, data: bytes, command: str = "fasp-ascp --server", env=None, **auth):
     """Run one session feeding ``data``; returns (report from the engine, echoed bytes, exit status, stderr)."""
     async with connect(server, **auth) as conn:
-        process = await conn.create_process(command, encoding=None)
+        process = await conn.create_process(command, encoding=None, env=env or {})
         process.stdin.write(data)
         process.stdin.write_eof()  # run(input=b"") would not send EOF
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
@@ -65,10 +65,13 @@ def wait_gone(pids, timeout: float) -> list[int]:
 
 def test_session_runs_our_engine_in_the_users_docroot_whatever_the_client_asks(echo_server):
     data = bytes(range(256)) * 16 + os.urandom(1 << 20)
-    report, echoed, status, _ = asyncio.run(run_session(echo_server, data, command="sh -c 'cat /etc/shadow' --docroot /"))
+    report, echoed, status, _ = asyncio.run(run_session(
+        echo_server, data, command="sh -c 'cat /etc/shadow' --docroot /",
+        env={"FROM_CLIENT": "1", "FROM_CLIENT_DOCROOT": "/"}))
     assert report["argv"] == ["--server", "--docroot", str(echo_server.docroot)]
     assert report["cwd"] == str(echo_server.docroot)
     assert report["secret_env"] == []  # the server's password variable does not reach the engine
+    assert report["client_env"] == []  # nor does anything the client asks to set
     assert len(echoed) == len(data) and hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
     assert status == 0
 
