@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from faspmanager.codes import EngineError
 from fasp import resume
@@ -138,7 +138,8 @@ def test_data_extents_of_a_sparse_file(tmp_path):
     assert lo <= 32 << 20 < (32 << 20) + 10 <= hi < 64 << 20
 
 
-@given(st.lists(st.tuples(st.integers(0, 10**7), st.integers(1, 10**6)), max_size=5), st.integers(1, 10**6),
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**7), st.integers(1, 10**6)), max_size=5), st.integers(4096, 10**6),
        st.integers(0, 2 * 10**7), st.integers(0, 2 * 10**7))
 def test_pieces_cover_exactly_the_wanted_data(raw, piece, start, end):
     extents, at = [], 0
