@@ -24,6 +24,13 @@ def _int(name: str, default: int) -> int:
     return int(_env(name, str(default)))
 
 
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _env(name, default)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter for retryable engine errors."""
@@ -73,6 +80,7 @@ class Settings:
     stream_window_bytes: int = 8 << 20
     stream_chunk_bytes: int = 256 << 10
     keep_s: int = 7 * 24 * 3600
+    shutdown_handover: str = "persistent"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -101,6 +109,7 @@ class Settings:
             stream_window_bytes=_int("FASPQ_STREAM_WINDOW", cls.stream_window_bytes),
             stream_chunk_bytes=_int("FASPQ_STREAM_CHUNK", cls.stream_chunk_bytes),
             keep_s=_int("FASPQ_KEEP", cls.keep_s),
+            shutdown_handover=_choice("FASPQ_SHUTDOWN_HANDOVER", cls.shutdown_handover, ("persistent", "all", "none")),
         )
 
     @property

@@ -70,6 +70,12 @@ def run_transfer(task, transfer_id: str) -> dict:
         else:
             outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
                               lease=lease, settings=settings, attempt=attempt).run()
+        if outcome.handover:
+            events.publish({"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
+            client.zadd(watch_key(keys.prefix), {transfer_id: time.time() + 2 * settings.takeover_bound_s})
+            lease.release()
+            task.app.send_task(record["task"], args=[transfer_id], queue=record["queue"])
+            raise Ignore()
         if outcome.lease_lost:
             log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
             raise Ignore()

@@ -8,7 +8,7 @@ reaper that hands dead owners' transfers back to the queue.
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from config.celery import celery_config
 from config.settings import Settings, get_settings
@@ -36,6 +36,12 @@ def _start_reaper(sender=None, **_):
     reaper = Reaper(app, settings)
     reaper.start()
     _reaper.append(reaper)
+
+
+@worker_shutting_down.connect
+def _begin_handover(**_):
+    from .runner import shutting_down
+    shutting_down.set()
 
 
 @worker_shutdown.connect

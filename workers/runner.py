@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 PERSISTENT_TYPES = frozenset({"PersistentUpload", "PersistentDownload", "StreamUpload"})
 
+shutting_down = threading.Event()
+"""Set when this worker process begins a warm shutdown (workers/app.py): attempts that may hand
+over stop their session and let another worker resume, instead of holding the shutdown up."""
+
 
 @dataclass
 class Outcome:
@@ -39,6 +43,7 @@ class Outcome:
     stats: dict = field(default_factory=dict)
     failed_files: list = field(default_factory=list)
     lease_lost: bool = False
+    handover: bool = False
 
 
 def _name(value) -> str:
@@ -73,6 +78,7 @@ class Attempt:
         self.finish_requested = threading.Event()
         self.cancelled = False
         self.lease_lost = False
+        self.handover = False
         self.last_error: dict | None = None
         self._stop_pump = threading.Event()
 
@@ -107,10 +113,12 @@ class Attempt:
                 try:
                     if self.kind in PERSISTENT_TYPES:
                         self._wait_for_finish_request()
-                    result = self.session.finish()
+                    result = None if self.handover else self.session.finish()
                 finally:
                     self._stop_pump.set()
                     pump.join()
+            if self.handover:  # close() below ends the engine; the next owner resumes
+                return Outcome(False, None, "handed over at worker shutdown", handover=True)
             return self._outcome(result)
         finally:
             self.session.close()
@@ -129,6 +137,20 @@ class Attempt:
             if message.op == "cancel":
                 return True
         return False
+
+    def _may_hand_over(self) -> bool:
+        """Stream data already passed to the engine cannot be replayed: stream uploads always finish."""
+        policy = self.settings.shutdown_handover
+        return self.kind != "StreamUpload" and (policy == "all" or (policy == "persistent"
+                                                                    and self.kind in PERSISTENT_TYPES))
+
+    def _check_shutdown(self) -> None:
+        if not self.handover and shutting_down.is_set() and self._may_hand_over():
+            log.warning("worker shutting down: handing transfer %s over", self.keys.transfer_id)
+            self.handover = True
+            self.finish_requested.set()
+            if self.kind not in PERSISTENT_TYPES:
+                self.session.cancel()
 
     def _wait_for_finish_request(self) -> None:
         while not self.finish_requested.wait(0.2):
@@ -179,6 +201,7 @@ class Attempt:
     def _pump(self) -> None:
         last = "0-0"
         while not self._stop_pump.is_set():
+            self._check_shutdown()
             try:
                 reply = self.redis.xread({self.keys.control: last}, count=64, block=200)
             except redis.RedisError as exc:
