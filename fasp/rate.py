@@ -6,8 +6,12 @@ seen), never from loss alone, so random loss does not slow a transfer down:
 - FIXED sends at the target rate.
 - FAIR is FAST-TCP turned into a rate: each flow aims to keep ``alpha`` bytes
   queued at the bottleneck (``rate <- rate*base/rtt + alpha/rtt``, smoothed),
-  which shares a link evenly between FAIR flows; slow start doubles the rate
-  per RTT until a queue appears.
+  which shares a link evenly between FAIR flows. Slow start grows the rate
+  1.5x per RTT until a queue appears, then restarts from the delivery rate
+  the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
+  With no queue the rate climbs back 25 % per RTT up to the best delivery rate
+  of the last ten RTTs (FAST alone would add only ``alpha`` per RTT, slow on
+  long fat paths); beyond that it probes at FAST's pace.
 - HIGH is FAIR with twice the ``alpha``, so it takes about twice FAIR's share.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
@@ -23,8 +27,10 @@ from dataclasses import dataclass
 
 POLICIES = ("fixed", "high", "fair", "low")
 INITIAL_BPS = 10_000_000
-ALPHA_BYTES = 100_000  # FAIR's standing queue per flow
-GAMMA = 0.5  # FAST's smoothing per RTT
+ALPHA_BYTES = 250_000  # FAIR's standing queue per flow
+GAMMA = 0.25  # FAST's smoothing per RTT
+SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
+REGAIN = 0.25  # growth per RTT back towards the known delivery rate
 LOW_TARGET_DELAY = 0.004
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
 OVERLOAD_LOSS = 0.25
@@ -60,6 +66,13 @@ class WindowedMin:
         return q[0][1]
 
 
+class WindowedMax(WindowedMin):
+    """Maximum of the samples of the last ``window`` seconds."""
+
+    def push(self, now: float, value: float) -> float:
+        return -super().push(now, -value)
+
+
 class RateController:
     """Decides the sending rate (bits/s) from RTT samples and the receiver's reports."""
 
@@ -70,6 +83,7 @@ class RateController:
             self.rate_bps = float(settings.target_kbps * 1000)
         self._base = WindowedMin(BASE_WINDOW)
         self._standing = WindowedMin(0.01)
+        self._delivered = WindowedMax(0.1)
         self.base_rtt: float | None = None
         self.srtt: float | None = None
         self.queue_delay = 0.0
@@ -102,19 +116,29 @@ class RateController:
             self._clamp()
             return
         rtt = max(self.base_rtt + self.queue_delay, 1e-4)
-        g = GAMMA * min(1.0, dt / max(self.srtt, 1e-3))
+        rtts = min(1.0, dt / max(self.srtt, 1e-3))  # how much of an RTT this update covers
+        g = GAMMA * rtts
+        self._delivered.window = max(10 * self.srtt, 0.5)
+        delivered = self._delivered.push(now, recv_rate_bps)
         rate = self.rate_bps
+        queued = rate * self.queue_delay  # bits this flow keeps in the bottleneck queue
         if policy == "low":
             off = max(-1.0, min(1.0, (LOW_TARGET_DELAY - self.queue_delay) / LOW_TARGET_DELAY))
             rate *= 1.0 + g * off
         else:
             alpha = ALPHA_BYTES * 8 * (2 if policy == "high" else 1)
-            if self._slow_start and rate * self.queue_delay < alpha:
-                rate *= 1.0 + 2 * g
+            if self._slow_start:
+                if queued < alpha / 2:
+                    rate *= 1.0 + SLOW_START_GAIN * rtts
+                else:
+                    self._slow_start = False
+                    if delivered > 0:
+                        rate = min(rate, delivered)
             else:
-                self._slow_start = False
                 fast = rate * self.base_rtt / rtt + alpha / rtt
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
+                if queued < alpha / 4 and self.rate_bps < 0.9 * delivered:
+                    rate = max(rate, min(self.rate_bps * (1 + REGAIN * rtts), delivered))
         if loss > OVERLOAD_LOSS and recv_rate_bps > 0:
             rate = min(rate, recv_rate_bps * 1.25)
             self._slow_start = False

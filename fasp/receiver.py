@@ -15,7 +15,8 @@ from . import wire
 
 REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
 MAX_FEEDBACK_BYTES = 1200  # keep FEEDBACK within any datagram size
-COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
+COMPLETE_REPEATS = 3
+LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured  # feedbacks that repeat a completion (more follow whenever data for it arrives)
 
 
 class HoleMap:
@@ -104,6 +105,8 @@ class Receiver:
         self._interval_count = 0
         self._interval_bytes = 0
         self._interval_start: float | None = None
+        self._expected = 0.0
+        self._got = 0.0
         self.loss = 0.0
         self.recv_rate_bps = 0.0
         self.urgent = False  # a completion is waiting to be announced
@@ -156,8 +159,13 @@ class Receiver:
     def feedback(self, now: float, rtt: float) -> wire.Feedback:
         """The report to send now; resets the interval measurements."""
         span = self._seq_high - self._interval_seq_base
-        if span > 0:
-            self.loss = max(0.0, 1.0 - self._interval_count / span)
+        if span > 0:  # loss over roughly the last LOSS_HORIZON datagrams
+            self._expected += span
+            self._got += min(self._interval_count, span)
+            if self._expected > LOSS_HORIZON:
+                self._expected /= 2
+                self._got /= 2
+            self.loss = max(0.0, 1.0 - self._got / self._expected)
         if self._interval_start is not None and now > self._interval_start:
             self.recv_rate_bps = self._interval_bytes * 8 / (now - self._interval_start)
         self._interval_seq_base = self._seq_high

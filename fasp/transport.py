@@ -28,7 +28,7 @@ __all__ = ["Transport", "RateSettings"]
 DEFAULT_RATE = RateSettings(target_kbps=10_000_000, policy="fair")
 KEEPALIVE = 0.5  # seconds between datagrams when otherwise silent (the peer's liveness signal)
 TICK = 0.002  # pacing granularity
-BURST = 0.004  # seconds of rate the token bucket may save up
+BURST = 0.01  # seconds of rate the token bucket may save up (covers a late timer)
 CHUNKS_PER_ROUND = 64  # datagrams built per pump round before letting the reader run
 RTT_SAMPLE_GAP = 0.005  # DATA echoes are sampled at most this often
 MASK32 = 0xFFFFFFFF
@@ -337,7 +337,7 @@ class Transport:
 
     def _on_feedback(self, body: bytes, now: float) -> None:
         fb = wire.parse_feedback(body)
-        self._peer_loss = 0.8 * self._peer_loss + 0.2 * fb.loss if fb.files else self._peer_loss
+        self._peer_loss = fb.loss
         if self._sender.busy:
             self._rate.on_feedback(now, fb.recv_rate_kbps * 1000, fb.loss)
         for file_id in self._sender.on_feedback(fb, now, self._rto()):
