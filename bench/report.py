@@ -42,7 +42,7 @@ def series(bins: list[dict], start: float, stop: float, pick, step_s: float = 1.
     buckets: dict[int, int] = defaultdict(int)
     for row in bins:
         if start <= row["t"] < stop:
-            buckets[int((row["t"] - start) / step_s)] += pick(row["bytes"])
+            buckets[int((row["t"] - start) / step_s + 1e-6)] += pick(row["bytes"])  # bins sit on the grid
     count = int((stop - start) / step_s)
     return [(round(i * step_s, 3), round(buckets[i] * 8 / step_s / 1e6, 3)) for i in range(count)]
 
@@ -50,7 +50,10 @@ def series(bins: list[dict], start: float, stop: float, pick, step_s: float = 1.
 # ---------------------------------------------------------------- analyses
 
 def share(bins: list[dict], start: float, stop: float) -> dict:
-    """How the engine (UDP) and the iperf3 TCP flow shared the path in [start, stop)."""
+    """How the engine (UDP) and the iperf3 TCP flow shared the path, from the
+    engine's first data byte (session setup excluded) until ``stop``."""
+    sending = [row["t"] for row in bins if start <= row["t"] < stop and _engine_bytes(row["bytes"])]
+    start = sending[0] if sending else start
     window = [row for row in bins if start <= row["t"] < stop]
     engine = sum(_engine_bytes(row["bytes"]) for row in window)
     tcp = sum(_tcp_bytes(row["bytes"]) for row in window)
@@ -95,7 +98,7 @@ def control(bins: list[dict], t0: float, events: list[dict], first_kbps: int, se
     scale = out.get("fixed_mean_vs_target") or 1.0  # header overhead seen in the FIXED phase
     for i in range(len(wire) - 5):
         if abs(statistics.mean(r for _, r in wire[i:i + 5]) - target * scale) <= 0.1 * target * scale:
-            out["rate_effective_wire_s"] = round(wire[i][0] + 0.025, 3)  # one-way delay back out
+            out["rate_effective_wire_s"] = round(max(wire[i][0], 0.0), 3)  # as the far end sees it
             break
     else:
         out["rate_effective_wire_s"] = None

@@ -393,7 +393,8 @@ class Bench:
         bins = report.read_bins(stats)
         for rep, events in runs:
             row = report.control(bins, t0, report.read_events(events), first, second)
-            self.console.log(f"control #{rep + 1}: {row}")
+            self.console.log(f"control #{rep + 1}: " + ", ".join(
+                f"{k} {v}" for k, v in row.items() if k not in ("wire", "stats_rates")))
             self.record(scenario="control", rep=rep, rate_kbps=first, new_rate_kbps=second, **row)
 
 
