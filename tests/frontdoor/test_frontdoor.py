@@ -155,7 +155,8 @@ def test_parallel_sessions_each_get_their_own_engine(echo_server):
     assert wait_gone(asyncio.run(main()), 5) == []
 
 
-@pytest.mark.parametrize("engine", [FAKE_ENGINE, [*FAKE_ENGINE, "--ignore-term"]], ids=["polite", "stubborn"])
+@pytest.mark.parametrize("engine", [[*FAKE_ENGINE, "--hold"], [*FAKE_ENGINE, "--hold", "--ignore-term"]],
+                         ids=["polite", "stubborn"])
 def test_engine_ends_when_the_channel_closes(tmp_path, engine):
     with start_fasp_server(tmp_path, engine_command=engine) as server:
         async def open_then_drop():
@@ -171,7 +172,7 @@ def test_engine_ends_when_the_channel_closes(tmp_path, engine):
 
 
 def test_sigterm_ends_every_session_and_the_server(tmp_path):
-    with start_fasp_server(tmp_path, engine_command=FAKE_ENGINE) as server:
+    with start_fasp_server(tmp_path, engine_command=[*FAKE_ENGINE, "--hold"]) as server:
         async def hold_sessions():
             conn = await connect(server)
             pids = []
@@ -189,7 +190,7 @@ def test_sigterm_ends_every_session_and_the_server(tmp_path):
 
 
 def test_engine_dies_with_a_killed_server(tmp_path):
-    with start_fasp_server(tmp_path, engine_command=FAKE_ENGINE) as server:
+    with start_fasp_server(tmp_path, engine_command=[*FAKE_ENGINE, "--hold"]) as server:
         async def start_one():
             conn = await connect(server)
             process = await conn.create_process("x", encoding=None)
