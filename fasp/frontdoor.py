@@ -12,7 +12,8 @@ end on SIGTERM.
     fasp-server --listen 127.0.0.1:0 --user NAME --password-env VAR --docroot DIR
 
 Once the port accepts connections, one line "listening on HOST:PORT" goes to
-stdout; logs (never secrets) go to stderr.
+stdout; logs (never secrets) go to stderr. SIGHUP re-reads the users file
+(``python -m fasp.users add ...`` edits it); SIGTERM ends every session and exits.
 """
 from __future__ import annotations
 
@@ -285,7 +286,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fasp-server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="fasp-server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free port")
     parser.add_argument("--users", metavar="FILE", help="users file (see fasp.users)")
     quick = parser.add_argument_group("quick mode (one user, instead of --users)")
