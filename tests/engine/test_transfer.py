@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, assert_same_tree, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import (assert_same_file, assert_same_tree, fasp_args, random_file, remote, run_ascp,
+                                  sha256)
 
 SIZES = {"empty": 0, "one_byte": 1, "ten_mib": 10 << 20}
 
@@ -44,14 +45,16 @@ def test_sparse_gigabyte_both_ways(fasp_server_module, tmp_path):
         handle.write(os.urandom(1 << 20))
         handle.seek((1 << 30) - 4096)
         handle.write(os.urandom(100))
+    digest = sha256(src)
     _ok(run_ascp(fasp_args(server, str(src), remote(server, "/sparse.img")), server.env()))
     landed = server.docroot / "sparse.img"
-    assert_same_file(src, landed)
+    assert_same_file(src, landed, digest)
     assert landed.stat().st_blocks * 512 < 16 << 20  # the holes stayed holes
 
     back = tmp_path / "back.img"
     _ok(run_ascp(fasp_args(server, remote(server, "/sparse.img"), str(back)), server.env()))
-    assert_same_file(src, back)
+    assert_same_file(src, back, digest)
+    assert back.stat().st_blocks * 512 < 16 << 20
 
 
 def _make_tree(root: Path, files: int) -> Path:
