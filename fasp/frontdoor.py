@@ -304,12 +304,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+QUICK_FLAGS = ("password_env", "docroot", "authorized_keys", "rate_cap", "allowed_policies")
+
+
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """Settings from the command line; raises UsersFileError (a ValueError) on bad input."""
     if bool(args.users) == bool(args.user):
         raise UsersFileError("give either --users FILE or --user NAME (quick mode)")
     secret_vars: tuple[str, ...] = ()
     if args.users:
+        quick = [flag for flag in QUICK_FLAGS if getattr(args, flag) is not None]
+        if quick:
+            raise UsersFileError(f"--{quick[0].replace('_', '-')} is for quick mode; with --users it is in the file")
         users = load_users(args.users)
     else:
         if not args.docroot or not (args.password_env or args.authorized_keys):

@@ -214,6 +214,7 @@ def test_sftp_is_not_offered(echo_server):
     (["--user", "u", "--docroot", "/tmp/x", "--password-env", "NOPE_UNSET"], {}, "NOPE_UNSET is not set"),
     (["--docroot", "/tmp/x"], {}, "either --users"),
     (["--users", "/nonexistent/users.toml"], {}, "cannot read users file"),
+    (["--users", "/nonexistent/users.toml", "--rate-cap", "5"], {}, "--rate-cap is for quick mode"),
 ])
 def test_command_line_mistakes_exit_2_with_a_reason(args, env, message):
     done = subprocess.run([sys.executable, "-m", "fasp.frontdoor", "--listen", "127.0.0.1:0", *args],

@@ -105,12 +105,12 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
         argv += ["--users", str(users_file)]
     else:
         argv += ["--user", user, "--password-env", "FASP_TEST_PASSWORD", "--docroot", str(docroot)]
-    if rate_cap_kbps is not None:
-        argv += ["--rate-cap", str(rate_cap_kbps)]
-    if allowed_policies is not None:
-        argv += ["--allowed-policies", ",".join(allowed_policies)]
-    if authorized_keys is not None:
-        argv += ["--authorized-keys", str(authorized_keys)]
+        if rate_cap_kbps is not None:
+            argv += ["--rate-cap", str(rate_cap_kbps)]
+        if allowed_policies is not None:
+            argv += ["--allowed-policies", ",".join(allowed_policies)]
+        if authorized_keys is not None:
+            argv += ["--authorized-keys", str(authorized_keys)]
     if udp_port is not None:
         argv += ["--udp-port", str(udp_port)]
     if engine_command is not None:
@@ -155,7 +155,7 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
     if confine:
         setenv.append(f"FASP_DOCROOT={docroot}")
     log_path = workdir / "sshd.log"
-    for attempt in range(5):  # the free port may be taken before sshd binds it
+    for _ in range(5):  # the free port may be taken before sshd binds it
         port = free_port()
         config = workdir / "sshd_config"
         config.write_text("\n".join([
