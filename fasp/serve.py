@@ -81,9 +81,7 @@ class ServerSession:
             self._log_to(str(self.opts["log_dir"]))
         rate = self.capped(hello["rate"])
         key = bytes.fromhex(hello["key"]) if hello["key"] else None
-        self.transport = await Transport.listen(
-            bind_address(), self.cfg.udp_port or hello["udp_port"], session_id=bytes.fromhex(hello["session"]),
-            key=key, datagram_size=hello["datagram_size"], rate=rate)
+        self.transport = await self._listen(hello, key, rate)
         tally = Tally(lambda event, fields: None, hello["session"])
         if hello["direction"] == "send":
             receiver = Receiver(self.channel, self.transport, tally, self.opts, dest=hello["dest"],
@@ -103,6 +101,22 @@ class ServerSession:
             reader.cancel()
             self.failure.result()
         reader.result()
+
+    async def _listen(self, hello: dict, key: bytes | None, rate: RateSettings) -> Transport:
+        """The UDP endpoint: the server's own -O strictly; a client's -O only as a wish, since every
+        session would otherwise fight over one port (the welcome tells the client where we are)."""
+        listen = lambda port: Transport.listen(  # noqa: E731
+            bind_address(), port, session_id=bytes.fromhex(hello["session"]), key=key,
+            datagram_size=hello["datagram_size"], rate=rate)
+        if self.cfg.udp_port:
+            return await listen(self.cfg.udp_port)
+        try:
+            return await listen(hello["udp_port"])
+        except EngineError as exc:
+            if not hello["udp_port"]:
+                raise
+            log.info("UDP port %d unavailable (%s): using any free port", hello["udp_port"], exc.description)
+            return await listen(0)
 
     def _log_to(self, client_dir: str) -> None:
         """-R DIR: this session's log also goes to DIR/fasp-ascp-server.log (inside the docroot)."""

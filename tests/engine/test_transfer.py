@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import (assert_same_file, assert_same_tree, fasp_args, random_file, remote, run_ascp,
+from tests.engine.helpers import (ENGINE, assert_same_file, assert_same_tree, fasp_args, random_file, remote, run_ascp,
                                   sha256)
 
 SIZES = {"empty": 0, "one_byte": 1, "ten_mib": 10 << 20}
@@ -176,3 +177,25 @@ def test_log_dirs(fasp_server_module, tmp_path):
     local = (tmp_path / "logs" / "fasp-ascp.log").read_text()
     assert "STOP" in local and "logged.bin" in local and server.password not in local
     assert "ended by the client" in (server.docroot / "remote-logs" / "fasp-ascp-server.log").read_text()
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_sessions_asking_for_the_same_udp_port(fasp_server_module, tmp_path):
+    """faspmanager passes -O 33001 to every session: a busy port must not fail the second one."""
+    server = fasp_server_module
+    a, b = random_file(tmp_path / "ca.bin", 4 << 20), random_file(tmp_path / "cb.bin", 4 << 20)
+    env = server.env()
+    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, "-O", "33001", "-l", "50000", str(src),
+                                                   remote(server, f"/{src.name}"))], env=env,
+                              stderr=subprocess.PIPE) for src in (a, b)]
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=50)
+            assert proc.returncode == 0, err.decode()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert_same_file(a, server.docroot / "ca.bin")
+    assert_same_file(b, server.docroot / "cb.bin")
