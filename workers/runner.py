@@ -98,17 +98,19 @@ class Attempt:
                                       listener=self._on_event)
         except Exception as exc:  # the order itself is unusable: never retryable
             return Outcome(False, int(ErrorCode.USAGE), f"{type(exc).__name__}: {exc}")
+        pump = threading.Thread(target=self._pump, name=f"control-{self.keys.transfer_id}", daemon=True)
         try:
-            try:
-                self.session.start()
-            except EngineError as exc:
-                return Outcome(False, exc.code, exc.description)
-            except FileNotFoundError as exc:
-                return Outcome(False, int(ErrorCode.ASCP), f"transfer program not found: {exc}")
-            except fm.SessionStartError as exc:
-                return self._from_session(f"session start failed: {exc}")
-            pump = threading.Thread(target=self._pump, name=f"control-{self.keys.transfer_id}", daemon=True)
-            with Heartbeat(self.lease, self.settings.heartbeat_s, self._on_lease_lost):
+            with Heartbeat(self.lease, self.settings.heartbeat_s, self._on_lease_lost):  # start may take a while
+                try:
+                    self.session.start()
+                except EngineError as exc:
+                    return Outcome(False, exc.code, exc.description)
+                except FileNotFoundError as exc:
+                    return Outcome(False, int(ErrorCode.ASCP), f"transfer program not found: {exc}")
+                except fm.SessionStartError as exc:
+                    return self._from_session(f"session start failed: {exc}")
+                if self.lease_lost:
+                    return Outcome(False, None, "lease lost to another worker", lease_lost=True)
                 pump.start()
                 try:
                     if self.kind in PERSISTENT_TYPES:
