@@ -110,6 +110,7 @@ class Receiver:
         self.loss = 0.0
         self.recv_rate_bps = 0.0
         self.urgent = False  # a completion is waiting to be announced
+        self._data_ts = 0
 
     def register(self, file_id: int, start: int, end: int, now: float) -> None:
         self._completed.pop(file_id, None)
@@ -140,8 +141,10 @@ class Receiver:
         self._interval_count += 1
         self._interval_bytes += size
 
-    def on_data(self, file_id: int, offset: int, length: int, now: float) -> int:
-        """Record a DATA datagram; return how many bytes are new (write the payload iff > 0)."""
+    def on_data(self, file_id: int, offset: int, length: int, now: float, sent_ts: int = 0) -> int:
+        """Record a DATA datagram (``sent_ts``: its header's ts); return how many bytes are new (write the
+        payload iff > 0)."""
+        self._data_ts = sent_ts
         hm = self._files.get(file_id)
         if hm is None:
             if file_id in self._completed:
@@ -194,4 +197,4 @@ class Receiver:
             reports.append(wire.FileReport(file_id, hm.frontier, holes))
             room -= wire.feedback_size(1, len(holes))
         self._touched.clear()
-        return wire.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports)
+        return wire.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports, self._data_ts)

@@ -1,9 +1,11 @@
 """Sending side of the data channel (sans-IO): what to send next, and when a file is done.
 
 Retransmissions go first, then new data, files in the order they were added.
-A hole the receiver reports is resent at once, then not again for one
-retransmission timeout (``rto``, given by the driver from the RTT), so each
-loss costs about one retransmission. Loss at the very end of a file leaves no
+A hole the receiver reports is resent at once; it is resent again only once
+the receiver has seen data sent after that resend (``seen``, dated by the
+feedback, RACK-style) and still misses it, or after two retransmission
+timeouts (``rto``, given by the driver). A resend queued behind a long
+receive queue is thus not repeated, so each loss costs about one resend. Loss at the very end of a file leaves no
 hole behind it, so once all of a file was sent and ``rto`` passes without
 confirmation, the part beyond the receiver's frontier is resent (or, if there
 is none, a zero-length probe asks the receiver to report again). A file is done when the receiver says it is complete.
@@ -11,6 +13,8 @@ is none, a zero-length probe asks the receiver to report again). A file is done 
 from __future__ import annotations
 
 from . import wire
+
+REORDER_MARGIN = 0.002  # seconds by which later data must have overtaken a resend before it counts as lost
 
 
 class OutFile:
@@ -65,19 +69,21 @@ class Sender:
         """Some file awaits confirmation."""
         return bool(self._files)
 
-    def _queue(self, f: OutFile, lo: int, hi: int, now: float, rto: float) -> None:
+    def _queue(self, f: OutFile, lo: int, hi: int, now: float, rto: float, seen: float | None = None) -> None:
         size = self.payload_size
         times = f.retx_times
         off = lo
         while off < hi:
             n = min(size, hi - off)
             t = times.get(off)
-            if t is None or now - t >= rto:
+            if t is None or now - t >= 2 * rto or (seen is not None and seen > t + REORDER_MARGIN):
                 self._retx[(f.file_id, off)] = n
             off += n
 
-    def on_feedback(self, fb: wire.Feedback, now: float, rto: float) -> list[int]:
-        """Apply a receiver report; return the ids of files it confirms complete."""
+    def on_feedback(self, fb: wire.Feedback, now: float, rto: float, seen: float | None = None) -> list[int]:
+        """Apply a receiver report; return the ids of files it confirms complete.
+
+        ``seen`` is when the newest datagram the receiver had processed was sent (None: unknown)."""
         done = []
         for rep in fb.files:
             f = self._files.get(rep.file_id)
@@ -94,7 +100,7 @@ class Sender:
                 f.progress_key = key
                 f.last_progress = now
             for a, b in rep.holes:
-                self._queue(f, max(a, f.start), min(b, f.next_new), now, rto)
+                self._queue(f, max(a, f.start), min(b, f.next_new), now, rto, seen)
         return done
 
     def poll(self, now: float, rto: float) -> None:

@@ -282,7 +282,7 @@ class Transport:
                     file_id, offset, length = wire.DATA_HEAD.unpack_from(body)
                     if length != len(body) - wire.DATA_HEAD.size:
                         raise wire.WireError("DATA length mismatch")
-                    new = receiver.on_data(file_id, offset, length, now)
+                    new = receiver.on_data(file_id, offset, length, now, ts)
                     if not new:
                         continue
                     payload = memoryview(body)[wire.DATA_HEAD.size:]
@@ -340,7 +340,8 @@ class Transport:
         self._peer_loss = fb.loss
         if self._sender.busy:
             self._rate.on_feedback(now, fb.recv_rate_kbps * 1000, fb.loss)
-        for file_id in self._sender.on_feedback(fb, now, self._rto()):
+        seen = now - ((_usec(now) - fb.data_ts) & MASK32) / 1_000_000 if fb.data_ts else None
+        for file_id in self._sender.on_feedback(fb, now, self._rto(), seen):
             fut = self._send_done.get(file_id)
             if fut is not None and not fut.done():
                 fut.set_result(None)

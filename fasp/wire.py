@@ -31,7 +31,7 @@ DATA_OVERHEAD = HEADER_SIZE + DATA_HEAD.size + TAG_SIZE
 
 _HELLO = struct.Struct("!I")  # the sender's datagram size (informative)
 _CLOSE = struct.Struct("!H")  # ascp error code, 0 = normal end
-_FB_HEAD = struct.Struct("!IHH")  # recv_rate_kbps, loss (x/65535), number of file reports
+_FB_HEAD = struct.Struct("!IHHI")  # recv_rate_kbps, loss (x/65535), number of file reports, data_ts
 _FB_FILE = struct.Struct("!IBQH")  # file_id, flags, recv_high, number of holes
 _FB_HOLE = struct.Struct("!QQ")
 _FB_COMPLETE = 1
@@ -114,10 +114,12 @@ class FileReport:
 
 @dataclass
 class Feedback:
-    """The receiver's periodic report: its receive rate, the loss it measured, and per-file state."""
+    """The receiver's periodic report: its receive rate, the loss it measured, per-file state, and the
+    send timestamp (``ts``) of the newest DATA it had processed (0: none), which dates the holes."""
     recv_rate_kbps: int
     loss: float
     files: list[FileReport] = field(default_factory=list)
+    data_ts: int = 0
 
 
 def feedback_size(n_files: int, n_holes: int) -> int:
@@ -126,7 +128,7 @@ def feedback_size(n_files: int, n_holes: int) -> int:
 
 def pack_feedback(fb: Feedback) -> bytes:
     loss = min(65535, max(0, round(fb.loss * 65535)))
-    parts = [_FB_HEAD.pack(min(fb.recv_rate_kbps, MAX_U32), loss, len(fb.files))]
+    parts = [_FB_HEAD.pack(min(fb.recv_rate_kbps, MAX_U32), loss, len(fb.files), fb.data_ts & MAX_U32)]
     for f in fb.files:
         parts.append(_FB_FILE.pack(f.file_id, _FB_COMPLETE if f.complete else 0, f.recv_high, len(f.holes)))
         parts.extend(_FB_HOLE.pack(a, b) for a, b in f.holes)
@@ -135,7 +137,7 @@ def pack_feedback(fb: Feedback) -> bytes:
 
 def parse_feedback(body) -> Feedback:
     try:
-        rate, loss, n_files = _FB_HEAD.unpack_from(body)
+        rate, loss, n_files, data_ts = _FB_HEAD.unpack_from(body)
         pos = _FB_HEAD.size
         files = []
         for _ in range(n_files):
@@ -153,4 +155,4 @@ def parse_feedback(body) -> Feedback:
         raise WireError(f"truncated FEEDBACK: {exc}") from None
     if pos != len(body):
         raise WireError("trailing bytes in FEEDBACK")
-    return Feedback(rate, loss / 65535, files)
+    return Feedback(rate, loss / 65535, files, data_ts)

@@ -80,18 +80,22 @@ def test_sender_sends_new_data_in_order_within_budget():
     assert len(s2.next_chunks(1, 0.0)) == 1  # budget overshoots by at most one datagram
 
 
-def test_sender_resends_a_hole_once_per_rto():
+def test_sender_resends_a_hole_again_only_once_later_data_overtook_the_resend():
     s = Sender(payload_size=100)
     s.add(1, 0, 1000, 0.0)
     s.next_chunks(10**6, 0.0)
     fb = wire.Feedback(0, 0.0, [wire.FileReport(1, 1000, [(200, 400)])])
-    assert s.on_feedback(fb, 0.1, rto=0.5) == []
+    assert s.on_feedback(fb, 0.1, rto=0.5, seen=0.0) == []
     assert s.next_chunks(10**6, 0.1) == [(1, 200, 100, True), (1, 300, 100, True)]
-    s.on_feedback(fb, 0.2, rto=0.5)
-    assert s.next_chunks(10**6, 0.2) == []  # still in flight
-    s.on_feedback(fb, 0.7, rto=0.5)
-    assert len(s.next_chunks(10**6, 0.7)) == 2  # the resend was lost too
-    assert s.on_feedback(wire.Feedback(0, 0.0, [wire.FileReport(1, 0, [], True)]), 0.8, 0.5) == [1]
+    s.on_feedback(fb, 0.2, rto=0.5, seen=0.1)
+    assert s.next_chunks(10**6, 0.2) == []  # the receiver has not seen anything sent after the resend
+    s.on_feedback(fb, 0.3, rto=0.5, seen=0.15)
+    assert len(s.next_chunks(10**6, 0.3)) == 2  # it has, and the hole is still there: the resend was lost
+    s.on_feedback(fb, 1.2, rto=0.5)
+    assert s.next_chunks(10**6, 1.2) == []
+    s.on_feedback(fb, 1.31, rto=0.5)
+    assert len(s.next_chunks(10**6, 1.31)) == 2  # nothing new heard for two timeouts
+    assert s.on_feedback(wire.Feedback(0, 0.0, [wire.FileReport(1, 0, [], True)]), 1.4, 0.5) == [1]
     assert not s.busy
 
 
@@ -112,7 +116,8 @@ def simulate(size, payload, loss, seed, reorder=0.0):
     s, r = Sender(payload), Receiver()
     s.add(1, 0, size, 0.0)
     r.register(1, 0, size, 0.0)
-    in_flight = []  # (arrival, chunk)
+    in_flight = []  # (arrival, chunk, sent)
+    seen = None  # when the newest datagram the receiver got was sent
     now, rtt, rto = 0.0, 0.01, 0.03
     sent = resent = 0
     fb_queue = []
@@ -122,17 +127,18 @@ def simulate(size, payload, loss, seed, reorder=0.0):
             sent += c[2]
             resent += c[2] if c[3] else 0
             if rnd.random() >= loss:
-                in_flight.append((now + rtt / 2 + (rnd.random() * 0.01 if rnd.random() < reorder else 0), c))
+                in_flight.append((now + rtt / 2 + (rnd.random() * 0.01 if rnd.random() < reorder else 0), c, now))
         for item in [x for x in in_flight if x[0] <= now]:
             in_flight.remove(item)
             r.on_data(item[1][0], item[1][1], item[1][2], now)
+            seen = item[2]
         if round(now * 1000) % 3 == 0 or r.urgent:
             fb = r.feedback(now, rtt)
             if rnd.random() >= loss:
-                fb_queue.append((now + rtt / 2, fb))
+                fb_queue.append((now + rtt / 2, fb, seen))
         for item in [x for x in fb_queue if x[0] <= now]:
             fb_queue.remove(item)
-            s.on_feedback(item[1], now, rto)
+            s.on_feedback(item[1], now, rto, item[2])
         s.poll(now, rto)
     return s, r, sent, resent
 

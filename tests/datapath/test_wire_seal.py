@@ -32,11 +32,12 @@ reports = st.builds(lambda fid, hs, extra, done: wire.FileReport(fid, (hs[-1][1]
                     u32, holes, st.integers(0, 2**30), st.booleans())
 
 
-@given(rate=u32, loss=st.integers(0, 65535), files=st.lists(reports, max_size=6))
-def test_feedback_round_trip(rate, loss, files):
-    fb = wire.Feedback(rate, loss / 65535, files)
+@given(rate=u32, loss=st.integers(0, 65535), files=st.lists(reports, max_size=6), data_ts=u32)
+def test_feedback_round_trip(rate, loss, files, data_ts):
+    fb = wire.Feedback(rate, loss / 65535, files, data_ts)
     back = wire.parse_feedback(wire.pack_feedback(fb))
-    assert back.recv_rate_kbps == rate and back.files == files and abs(back.loss - fb.loss) < 1e-9
+    assert (back.recv_rate_kbps, back.files, back.data_ts) == (rate, files, data_ts)
+    assert abs(back.loss - fb.loss) < 1e-9
 
 
 @given(st.binary(max_size=300))
