@@ -30,6 +30,10 @@ def resolve(docroot: str, client_path: str) -> str:
     """The absolute real path inside ``docroot`` for ``client_path``; EngineError(41) if it escapes."""
     if "\0" in client_path:
         raise EngineError(ErrorCode.BAD_PATH, f"path contains a NUL byte: {client_path!r}")
+    try:
+        os.fsencode(client_path)
+    except UnicodeEncodeError:
+        raise EngineError(ErrorCode.BAD_PATH, f"path is not encodable as a file name: {client_path!r}") from None
     root = os.path.realpath(docroot)
     real = os.path.realpath(os.path.join(root, client_path.lstrip(os.sep)))
     if not confined(root, real):
