@@ -112,6 +112,7 @@ class Session:
         except BaseException as exc:
             self._end_process()
             self._conclude(f"session did not start: {exc}")
+            self._remove_files()
             raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._conn = MgmtConnection(sock)
@@ -177,8 +178,7 @@ class Session:
             self._events.put(None)
             if self._dispatcher is not threading.current_thread():
                 self._dispatcher.join(self.stop_timeout)
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+        self._remove_files()
 
     def __enter__(self):
         return self
@@ -268,6 +268,7 @@ class Session:
         else:
             self._conclude(f"{self.ascp_path} exited with status {status} without reporting DONE or ERROR: "
                            f"{self._stderr_tail()}", exit_status=status)
+        self._remove_files()  # the program is gone: its path lists and stderr served their purpose
         if self._dispatcher is not None:
             self._events.put(None)
 
@@ -300,6 +301,11 @@ class Session:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+    def _remove_files(self):
+        """Remove the session's directory (path lists, stderr), even when close() is never called."""
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def _stderr_path(self):
         return os.path.join(self._workdir, "stderr.log")
