@@ -20,9 +20,12 @@ from faspmanager.codes import EngineError, ErrorCode
 
 
 def confined(docroot: str, path: str) -> bool:
-    """Whether the real path of ``path`` is ``docroot`` itself or lies below it."""
+    """Whether the real path of ``path`` is ``docroot`` itself or lies below it (False if it cannot be a file name)."""
     root = os.path.realpath(docroot)
-    real = os.path.realpath(path)
+    try:
+        real = os.path.realpath(path)
+    except ValueError:  # a NUL byte, or a lone surrogate (UnicodeEncodeError)
+        return False
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 

@@ -83,6 +83,7 @@ def test_confined(tree):
     assert not confined(str(tree), str(tree.parent))
     assert not confined(str(tree), str(tree / "out_abs" / "secret"))
     assert not confined(str(tree), str(tree) + "-sibling")  # a prefix of the name is not containment
+    assert not confined(str(tree), str(tree / "a\0b")) and not confined(str(tree), str(tree / "a\ud800"))
 
 
 COMPONENTS = st.sampled_from(["..", ".", "", "a", "b", "file", "new", "out_abs", "out_rel", "in_link",
