@@ -46,7 +46,8 @@ def test_file_round_trip(tmp_path):
 
 @settings(max_examples=100, deadline=None)
 @given(name=st.text(min_size=1, max_size=20), docroot=st.text(min_size=1, max_size=40),
-       keys=st.lists(st.sampled_from([KEY, KEY.rsplit(" ", 1)[0], f'from="10.0.0.0/8" {KEY}']), max_size=3), cap=st.none() | st.integers(1, 10**9),
+       keys=st.lists(st.sampled_from([KEY, KEY.rsplit(" ", 1)[0], f'from="10.0.0.0/8" {KEY}']), max_size=3),
+       cap=st.none() | st.integers(1, 10**9),
        policies=st.none() | st.lists(st.sampled_from(["fixed", "high", "fair", "low"]), min_size=1, unique=True))
 def test_any_user_survives_format_and_parse(name, docroot, keys, cap, policies):
     user = User(name, docroot, None, tuple(keys), cap, None if policies is None else tuple(policies))
