@@ -250,3 +250,21 @@ def test_a_stuck_listener_costs_bounded_memory_and_loses_no_milestones(fake_ascp
     types = [t for t in seen if t != fm.TransferEventType.STATS]
     assert types == ["INIT", "SESSION", "START", "STOP", "DONE"]
     assert 1 <= seen.count(fm.TransferEventType.STATS) <= 4
+
+
+def test_add_source_refuses_bad_input_and_the_session_goes_on(fake_ascp, sample_files, tmp_path):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    order = fm.PersistentUpload("u", "127.0.0.1", dest_pass="pw", options=fm.TransferOptions(destination_root=str(remote)))
+    with fm.session(order, ascp_path=str(fake_ascp)) as s:
+        s.start()
+        with pytest.raises(fm.InvalidPathError):
+            s.add_source("bad\nname", "x")
+        with pytest.raises(ValueError):
+            s.add_source(str(sample_files[0]), "x", start_offset=10, end_offset=5)
+        with pytest.raises(ValueError):
+            s.add_source(str(sample_files[0]), "x", start_offset=-1)
+        s.add_source(sample_files[1], "good.txt")  # path-like sources are fine
+        assert s.finish().ok()
+    assert (remote / "good.txt").read_bytes() == sample_files[1].read_bytes()
+    assert not (remote / "x").exists()
