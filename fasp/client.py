@@ -135,6 +135,8 @@ class ClientSession:
             outcome = self.tally.session_outcome()
             if outcome is not None:
                 raise EngineError(*outcome)
+            if cfg.manifest_dir:
+                self._write_manifest(cfg.manifest_dir)
             ok = True
         except Exception as exc:
             error = _as_engine_error(exc)
@@ -151,6 +153,15 @@ class ClientSession:
             if reader is not None:
                 reader.cancel()
         self.tally.emit("DONE", self.tally.done_fields())
+
+    def _write_manifest(self, directory: str) -> None:
+        """--file-manifest=text: the files this session transferred, one per line."""
+        path = os.path.join(directory, f"aspera-transfer-{self.session_id}-manifest.txt")
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.writelines(f"{name}\n" for name in self.tally.passed_files)
+        except OSError as exc:
+            raise EngineError(ErrorCode.DISK_WRITE, f"cannot write the manifest {path}: {exc.strerror}") from None
 
     def fail(self, error: EngineError) -> None:
         """End the session with ``error`` (CANCEL, manager gone, peer gone...); the first failure wins."""
@@ -336,14 +347,13 @@ class ClientSession:
             dirs = [j for items in listed for j in items if isinstance(j, FileJob) and j.is_dir]
             self.tally.emit("NOTIFICATION", {"PreTransferFiles": len(files), "PreTransferDirs": len(dirs),
                                              "PreTransferBytes": sum(j.size for j in files)})
-            for (arg, _, _), items in zip(plans, listed):
+            for (arg, source, _), items in zip(plans, listed):
                 await self._upload(arg, items)
+                self._sender.finish_arg(source)
         else:
             for arg, source, rel in plans:
                 await self._upload(arg, walk(arg, source, source, rel, lone=lone, rules=rules))
-        if cfg.remove_empty_source_directory:
-            for source in cfg.sources:
-                _remove_empty_dirs(source)
+                self._sender.finish_arg(source)
 
     async def _upload(self, arg: int, items) -> None:
         await self._sender.send_all(items, self._report_problem)
@@ -489,13 +499,3 @@ def _as_engine_error(exc: BaseException) -> EngineError:
         return exc
     return EngineError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
-
-def _remove_empty_dirs(top: str) -> None:
-    """--remove-empty-source-directory: prune directories the transfer emptied, the top one included."""
-    if not os.path.isdir(top):
-        return
-    for path, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass

@@ -225,6 +225,10 @@ class Config:
     preserve_gid: bool = False
     remove_after_transfer: bool = False
     remove_empty_source_directory: bool = False
+    remove_empty_directories: bool = False
+    move_after: str | None = None
+    save_before_overwrite: bool = False
+    manifest_dir: str | None = None
     resume: int = 0
     src_base: str | None = None
     symlinks: str = "follow"
@@ -252,6 +256,8 @@ class Config:
             "preserve_uid": self.preserve_uid, "preserve_gid": self.preserve_gid,
             "remove_after_transfer": self.remove_after_transfer,
             "remove_empty_source_directory": self.remove_empty_source_directory,
+            "remove_empty_directories": self.remove_empty_directories, "move_after": self.move_after,
+            "save_before_overwrite": self.save_before_overwrite,
             "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
             "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
@@ -304,23 +310,19 @@ _UNSUPPORTED_SWITCHES = {
     "apply_local_docroot": "--apply-local-docroot",
     "auto_detect_capacity": "--auto-detect-capacity",
     "delete_before_transfer": "--delete-before-transfer",
-    "save_before_overwrite": "--save-before-overwrite",
-    "remove_empty_directories": "--remove-empty-directories",
 }
 _NO_OP_VALUES = {
     "preserve_acls": ("--preserve-acls", ("none",)),
     "preserve_xattrs": ("--preserve-xattrs", ("none",)),
     "remote_preserve_acls": ("--remote-preserve-acls", ("none",)),
     "remote_preserve_xattrs": ("--remote-preserve-xattrs", ("none",)),
-    "file_manifest": ("--file-manifest", ("none",)),
+    "file_manifest": ("--file-manifest", ("none", "text")),
     "http_fallback": ("-y", ("0",)),
     "jpeg_encoding": ("-j", ("0",)),
     "multi_session": ("-C", ("1:1",)),
     "file_crypt": ("--file-crypt", ()),
     "pre_post_command": ("-e", ()),
     "config_file": ("-f", ()),
-    "move_after_transfer": ("--move-after-transfer", ()),
-    "source_prefix": ("--source-prefix", ()),
     "proxy": ("-x", ()),
     "https_key": ("-Y", ()),
     "https_cert": ("-I", ()),
@@ -402,8 +404,20 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.preserve_gid = bool(get("preserve_gid"))
     cfg.remove_after_transfer = bool(get("remove_after_transfer"))
     cfg.remove_empty_source_directory = bool(get("remove_empty_source_directory"))
-    if cfg.remove_empty_source_directory and not cfg.remove_after_transfer:
-        raise usage("--remove-empty-source-directory needs --remove-after-transfer")
+    cfg.remove_empty_directories = bool(get("remove_empty_directories"))
+    if get("move_after_transfer") is not None:
+        cfg.move_after = str(get("move_after_transfer"))
+    if cfg.remove_after_transfer and cfg.move_after:
+        raise usage("--remove-after-transfer and --move-after-transfer exclude each other")
+    for key, name in (("remove_empty_source_directory", "--remove-empty-source-directory"),
+                      ("remove_empty_directories", "--remove-empty-directories")):
+        if getattr(cfg, key) and not (cfg.remove_after_transfer or cfg.move_after):
+            raise usage(f"{name} needs --remove-after-transfer or --move-after-transfer")
+    cfg.save_before_overwrite = bool(get("save_before_overwrite"))
+    if str(get("file_manifest", "none")).lower() == "text":
+        if not get("file_manifest_path"):
+            raise usage("--file-manifest=text needs --file-manifest-path=DIR")
+        cfg.manifest_dir = str(get("file_manifest_path"))
     if get("resume") is not None:
         cfg.resume = _int("-k", get("resume"), 0, 3)
     if get("src_base") is not None:
@@ -483,6 +497,9 @@ def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, e
     if d_host is None and direction == "send" and get("host") is None:
         raise usage("no remote host: give [user@]host:DEST or --host")
     cfg.sources = listed or sources
+    prefix = get("source_prefix")
+    if prefix:
+        cfg.sources = [str(prefix).rstrip("/") + "/" + s.lstrip("/") for s in cfg.sources]
     if cfg.pair_dests is not None and not cfg.sources:
         cfg.pair_dests = []
     if not cfg.sources and not cfg.keepalive and cfg.stream_chunk_size is None and cfg.mgmt_port is None:

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import stat
+import time
 from typing import Callable
 
 from faspmanager.codes import EngineError, ErrorCode
@@ -137,6 +138,8 @@ class Receiver:
             if start is None:
                 return
             flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
+            if start == 0 and self._opts.get("save_before_overwrite") and os.path.isfile(target):
+                os.rename(target, _saved_name(target))
         fd = os.open(partial, flags, msg["mode"] & 0o777 or 0o644)
         try:
             if not ranged and start:
@@ -287,3 +290,13 @@ def _existing(path: str) -> resume.Existing | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     return resume.Existing(st.st_size, st.st_mtime)
+
+
+def _saved_name(path: str) -> str:
+    """--save-before-overwrite: ``name.yyyy.mm.dd.hh.mm.ss.index``, index counting from 1 within a second."""
+    stamp = time.strftime("%Y.%m.%d.%H.%M.%S")
+    for index in itertools.count(1):
+        candidate = f"{path}.{stamp}.{index}"
+        if not os.path.lexists(candidate):
+            return candidate
+    raise AssertionError("unreachable")

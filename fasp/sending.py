@@ -35,8 +35,10 @@ def os_error_code(exc: OSError) -> int:
 
 
 class Sender:
-    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, key_of=None) -> None:
+    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, key_of=None,
+                 resolve: Callable[[str], str] = os.path.abspath) -> None:
         self._channel = channel
+        self._resolve = resolve
         self._transport = transport
         self._tally = tally
         self._opts = opts
@@ -168,5 +170,21 @@ class Sender:
                 os.utime(job.path, ns=(st.st_atime_ns, st.st_mtime_ns))
             if self._opts.get("remove_after_transfer"):
                 os.unlink(job.path)
+            elif self._opts.get("move_after"):
+                target = self._resolve(os.path.join(self._opts["move_after"], job.rel))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(job.path, target)
         except OSError as exc:
             raise EngineError(os_error_code(exc), f"{job.path}: {exc.strerror}") from None
+
+    def finish_arg(self, top: str) -> None:
+        """Once a source argument is done: prune the directories the transfer emptied, if asked."""
+        with_top = bool(self._opts.get("remove_empty_source_directory"))
+        if not (with_top or self._opts.get("remove_empty_directories")) or not os.path.isdir(top):
+            return
+        for path, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            if path != top or with_top:
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass  # not empty: something was excluded, skipped or failed

@@ -89,7 +89,7 @@ class ServerSession:
             receiver.on_fatal = self._fatal
             self.role = receiver
         else:
-            self.role = Sender(self.channel, self.transport, tally, self.opts)
+            self.role = Sender(self.channel, self.transport, tally, self.opts, resolve=self.resolve)
         await self.channel.send("welcome", v=control.VERSION, udp_port=self.transport.local_port,
                                 rate={"target": rate.target_kbps, "min": rate.min_kbps, "policy": rate.policy})
         log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello["session"],
@@ -167,6 +167,7 @@ class ServerSession:
     async def _serve_get(self, msg: dict) -> None:
         """One download source argument (or keepalive START): walk it, offer its files, then argdone."""
         arg, source = msg["arg"], msg["source"]
+        real = None
         try:
             real = self.resolve(source)
             rel = msg.get("rel") or top_name(source, self.opts.get("src_base"), None)
@@ -181,11 +182,12 @@ class ServerSession:
                                 dirs=sum(1 for i in items if isinstance(i, FileJob) and i.is_dir))
         problems: list[Problem] = []
         await self.role.send_all(items, problems.append)
+        if real is not None:
+            self.role.finish_arg(real)
         for problem in problems:
             await self.channel.send("ferror", fid=None, arg=arg, path=problem.path, code=int(problem.code),
                                     desc=problem.desc, skip=problem.skip)
         await self.channel.send("argdone", arg=arg)
-
 
 async def serve(cfg: Config) -> int:
     """Run one server-mode session on stdin/stdout; the process exit status."""

@@ -35,6 +35,7 @@ class Tally:
         self.per_arg: dict[int, Counts] = defaultdict(Counts)
         self.current_file = ""
         self.first_error: tuple[int, str] | None = None
+        self.passed_files: list[str] = []
         self._file_elapsed: dict[str, float] = {}
 
     def elapsed_usec(self) -> int:
@@ -57,6 +58,7 @@ class Tally:
         self.per_arg[arg].attempted += 1
         self.per_arg[arg].passed += 1
         self.file_bytes += size
+        self.passed_files.append(key)
         began = self._file_elapsed.pop(key, time.monotonic())
         fields = {"File": key, "Size": size, "Written": written, "FileBytes": size,
                   "Elapsedusec": int((time.monotonic() - began) * 1e6), "FaspFileArgIndex": arg}

@@ -55,7 +55,7 @@ def test_outside_docroot_is_41(fasp_server_module, tmp_path):
 def test_unreachable_peer_is_12(tmp_path):
     src = random_file(tmp_path / "x.bin", 10)
     closed = free_port()
-    result = run_ascp(["-q", "-P", str(closed), str(src), f"u@127.0.0.1:/"], {"ASPERA_SCP_PASS": "x",
+    result = run_ascp(["-q", "-P", str(closed), str(src), "u@127.0.0.1:/"], {"ASPERA_SCP_PASS": "x",
                                                                             "PATH": "/usr/bin:/bin"})
     assert _code(result) == 12
 

@@ -42,11 +42,12 @@ WORKS = [
     ["-P", "33001"], ["-O", "33001"], ["-y", "0"], ["-j", "0"], ["-C", "1:1"], ["--multi-session-threshold=0"],
     ["-t", "8080"], ["-i", "/nonexistent/key"], ["--mode=send"], ["--user=bob", "--host=h"],
     ["--retry-timeout=60"], ["--file-manifest=none"], ["-L", "/tmp"], ["-R", "/tmp"],
+    ["--save-before-overwrite"], ["--move-after-transfer=/tmp", "--remove-empty-directories"],
+    ["--source-prefix=/"], ["--file-manifest=text", "--file-manifest-path=/tmp"],
 ]
 NOT_YET = [
     ["--apply-local-docroot"], ["--auto-detect-capacity"], ["--delete-before-transfer"],
-    ["--save-before-overwrite"], ["--remove-empty-directories"], ["--file-crypt=encrypt"],
-    ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"], ["--move-after-transfer=/tmp"], ["--source-prefix=x"],
+    ["--file-crypt=encrypt"], ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"],
     ["-y", "1"], ["-j", "1"], ["-C", "2:1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
     ["--preserve-acls=native"], ["--preserve-xattrs=metafile"], ["--symbolic-links=copy"],
 ]
@@ -71,6 +72,8 @@ def test_unimplemented_flags_are_refused_not_ignored(flags):
     (["a"], "no remote host"), (["h:/a", "h2:/b", "c"], "same host"), (["a", "h:/b", "h:/c"], "both"),
     (["--keepalive", "a", "h:/b"], "--keepalive needs -M"), (["--policy=greedy", "a", "h:/b"], "--policy"),
     (["--ignore-host-key=yes", "a", "h:/b"], "takes no value"),
+    (["--remove-empty-directories", "a", "h:/b"], "needs --remove-after-transfer"),
+    (["--file-manifest=text", "a", "h:/b"], "--file-manifest-path"),
 ])
 def test_usage_errors_name_the_problem(argv, needle):
     with pytest.raises(EngineError) as info:

@@ -1,0 +1,110 @@
+"""Options that decide what happens to files at either end, through real transfers."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+
+
+def _ok(result) -> None:
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+@pytest.mark.timeout(90)
+def test_overwrite_policies_and_save_before_overwrite(fasp_server_module, tmp_path, listener, spawn):
+    server = fasp_server_module
+    src = random_file(tmp_path / "ow.bin", 20_000)
+    target = server.docroot / "ow.bin"
+    target.write_bytes(b"old content")
+    _ok(run_ascp(fasp_args(server, "--overwrite=never", str(src), remote(server, "/ow.bin")), server.env()))
+    assert target.read_bytes() == b"old content"
+    _ok(run_ascp(fasp_args(server, "--overwrite=always", "--save-before-overwrite", str(src),
+                           remote(server, "/ow.bin")), server.env()))
+    assert_same_file(src, target)
+    saved = [p for p in server.docroot.iterdir() if p.name.startswith("ow.bin.")]
+    assert len(saved) == 1 and saved[0].read_bytes() == b"old content"
+    # diff with -k 3: identical content is skipped (reported as SKIP), no byte moves
+    proc = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "--overwrite=diff", "-k", "3",
+                  str(src), remote(server, "/ow.bin")], server.env())
+    assert proc.wait(30) == 0
+    assert listener.of("SKIP") and listener.of("DONE")[0].int("TransferBytes") == 0
+
+
+@pytest.mark.timeout(60)
+def test_partial_file_suffix_until_complete(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    src = random_file(tmp_path / "suffixed.bin", 3 << 20)
+    _ok(run_ascp(fasp_args(server, "--partial-file-suffix=.partial", str(src), remote(server, "/suffixed.bin")),
+                 server.env()))
+    assert_same_file(src, server.docroot / "suffixed.bin")
+    assert not (server.docroot / "suffixed.bin.partial").exists()
+    # a leftover partial with the right prefix is resumed, not resent
+    src2 = random_file(tmp_path / "resumed.bin", 2 << 20)
+    (server.docroot / "resumed.bin.partial").write_bytes(src2.read_bytes()[: 1 << 20])
+    _ok(run_ascp(fasp_args(server, "--partial-file-suffix=.partial", "-k", "3", str(src2),
+                           remote(server, "/resumed.bin")), server.env()))
+    assert_same_file(src2, server.docroot / "resumed.bin")
+    assert not (server.docroot / "resumed.bin.partial").exists()
+
+
+@pytest.mark.timeout(60)
+def test_download_moves_sources_and_prunes_directories(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    tree = server.docroot / "tomove"
+    files = [random_file(tree / "a" / "one.bin", 1000), random_file(tree / "b" / "c" / "two.bin", 2000)]
+    (tmp_path / "orig").mkdir()
+    copies = [Path(shutil.copy(f, tmp_path / "orig")) for f in files]
+    local = tmp_path / "local"
+    local.mkdir()
+    _ok(run_ascp(fasp_args(server, "--move-after-transfer=/archive", "--remove-empty-directories",
+                           remote(server, "/tomove"), str(local)), server.env()))
+    assert_same_file(copies[0], local / "tomove" / "a" / "one.bin")
+    assert_same_file(copies[1], local / "tomove" / "b" / "c" / "two.bin")
+    assert_same_file(copies[0], server.docroot / "archive" / "tomove" / "a" / "one.bin")
+    assert_same_file(copies[1], server.docroot / "archive" / "tomove" / "b" / "c" / "two.bin")
+    assert tree.is_dir() and list(tree.iterdir()) == []  # emptied subdirectories pruned, the top kept
+
+
+@pytest.mark.timeout(60)
+def test_upload_removes_sources_with_their_directory(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    tree = tmp_path / "rm-tree"
+    src = random_file(tree / "x" / "f.bin", 5000)
+    data = src.read_bytes()
+    _ok(run_ascp(fasp_args(server, "--remove-after-transfer", "--remove-empty-source-directory", str(tree),
+                           remote(server, "/")), server.env()))
+    assert (server.docroot / "rm-tree" / "x" / "f.bin").read_bytes() == data
+    assert not tree.exists()
+
+
+@pytest.mark.timeout(60)
+def test_manifest_and_source_prefix(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    src = random_file(tmp_path / "pre" / "m.bin", 777)
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    _ok(run_ascp(fasp_args(server, f"--source-prefix={tmp_path / 'pre'}", "--file-manifest=text",
+                           f"--file-manifest-path={manifests}", "m.bin", remote(server, "/m.bin")), server.env()))
+    assert_same_file(src, server.docroot / "m.bin")
+    [manifest] = list(manifests.iterdir())
+    assert manifest.read_text().splitlines() == [str(src)]
+
+
+@pytest.mark.timeout(60)
+def test_datagram_size_and_private_key_from_environment(tmp_path):
+    """-Z 9000 on loopback, and ASPERA_SCP_KEY (the key itself in the environment) against fasp-server."""
+    import asyncssh
+    from tests.support.servers import start_fasp_server
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    authorized = tmp_path / "authorized_keys"
+    authorized.write_bytes(key.export_public_key())
+    with start_fasp_server(tmp_path / "srv", authorized_keys=authorized) as server:
+        src = random_file(tmp_path / "jumbo.bin", 5 << 20)
+        env = {k: v for k, v in os.environ.items() if k != "ASPERA_SCP_PASS"}
+        env["ASPERA_SCP_KEY"] = key.export_private_key().decode()
+        _ok(run_ascp(fasp_args(server, "-Z", "9000", str(src), remote(server, "/jumbo.bin")), env))
+        assert_same_file(src, server.docroot / "jumbo.bin")
