@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 
@@ -86,3 +87,31 @@ def test_heartbeat_keeps_lease_and_reports_loss(client, keys):
         assert lease.holder() == lease.owner and not lost.is_set()
         client.set(keys.lease, "someone-else")
         assert lost.wait(2) and beat.lost
+
+
+@pytest.mark.timeout(20)
+def test_reaper_re_enqueues_only_overdue_orphans_once(redis_server, client):
+    from config.settings import Settings
+    from workers.app import app_for
+    from workers.reaper import Reaper
+
+    settings = Settings(redis_url=redis_server.url, broker_url=redis_server.url, result_url=redis_server.url,
+                        events_url=redis_server.url, prefix="rp", queue="rq", lease_ttl_s=5, reaper_interval_s=1)
+    reaper = Reaper(app_for(settings), settings)
+    now = time.time()
+    orphan, alive, ended = (Keys("rp", name) for name in ("orphan", "alive", "ended"))
+    for keys, state in ((orphan, "RUNNING"), (alive, "RUNNING"), (ended, "SUCCEEDED")):
+        EventLog(client, keys).publish({"type": "PICKED"}, state=state, owner="dead-host:1:x")
+        client.hset(keys.order, mapping={"task": "faspq.file_upload", "queue": "rq", "type": "FileUpload"})
+        client.zadd(watch_key("rp"), {keys.transfer_id: now - 1})
+    client.set(alive.lease, "live-host:2:y", px=5000)
+
+    assert reaper.sweep() == ["orphan"]
+    assert reaper.sweep() == []  # claimed: not sent twice
+    assert client.llen("rq") == 1
+    message = json.loads(client.lindex("rq", 0))
+    assert message["headers"]["task"] == "faspq.file_upload" and message["headers"]["argsrepr"] == "['orphan']"
+    assert EventLog(client, orphan).status()["last"]["type"] == "TAKEOVER"
+    assert client.zscore(watch_key("rp"), "ended") is None  # ended transfers leave the watch list
+    assert client.zscore(watch_key("rp"), "alive") is not None
+    assert client.zscore(watch_key("rp"), "orphan") > now + settings.takeover_bound_s

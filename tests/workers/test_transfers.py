@@ -217,3 +217,19 @@ def test_malformed_control_is_rejected_and_transfer_goes_on(workers, server, fas
     rejected = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL_REJECTED"]
     assert len(rejected) == 2 and all(e["reason"] for e in rejected)
     assert_same(src, server.docroot / "junk" / src.name)
+
+
+@pytest.mark.parametrize("case, code", [("outside-docroot", 41), ("missing-source", 4)])
+def test_non_retryable_errors_fail_at_once(workers, server, tmp_path, case, code):
+    if case == "outside-docroot":
+        src = tmp_path / "out.bin"
+        make_file(src, 1000)
+        order = fm.FileUpload(source_paths=[str(src)], dest_user=server.user, dest_host=server.host,
+                              dest_pass=server.password, options=options(server, destination_root="../escape"))
+    else:
+        order = download(server, ["no/such/file.bin"], tmp_path / "nothing")
+    handle = submit(order)
+    result = handle.wait(timeout=60)
+    assert not result["ok"] and result["code"] == code, result
+    assert result["attempts"] == 1 and result["reason"]
+    assert "RETRY" not in types(handle.events(from_start=True))
