@@ -24,7 +24,7 @@ _FLOAT = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?\Z")
 
 
 def snake_case(name: str) -> str:
-    """``TransferBytes`` -> ``transfer_bytes``, ``PMTU`` -> ``pmtu``, ``FaspFileArgIndex`` -> ``fasp_file_arg_index``."""
+    """CamelCase field name to a stats key: ``TransferBytes`` -> ``transfer_bytes``, ``PMTU`` -> ``pmtu``."""
     name = re.sub(r"[^0-9A-Za-z]+", "_", name)
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
     return name.strip("_").lower()
@@ -57,7 +57,8 @@ class TransferEvent:
         self.file_stats = file_stats
 
     def __repr__(self):
-        return f"TransferEvent({self.event_type!s}, file={None if self.file_stats is None else self.file_stats.get('file')!r})"
+        name = None if self.file_stats is None else self.file_stats.get("file")
+        return f"TransferEvent({self.event_type!s}, file={name!r})"
 
 
 class SessionResult:

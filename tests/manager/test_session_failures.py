@@ -255,7 +255,8 @@ def test_a_stuck_listener_costs_bounded_memory_and_loses_no_milestones(fake_ascp
 def test_add_source_refuses_bad_input_and_the_session_goes_on(fake_ascp, sample_files, tmp_path):
     remote = tmp_path / "remote"
     remote.mkdir()
-    order = fm.PersistentUpload("u", "127.0.0.1", dest_pass="pw", options=fm.TransferOptions(destination_root=str(remote)))
+    order = fm.PersistentUpload("u", "127.0.0.1", dest_pass="pw",
+                                options=fm.TransferOptions(destination_root=str(remote)))
     with fm.session(order, ascp_path=str(fake_ascp)) as s:
         s.start()
         with pytest.raises(fm.InvalidPathError):
