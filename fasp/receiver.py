@@ -127,7 +127,8 @@ class Receiver:
 
     @property
     def active(self) -> bool:
-        return bool(self._files) or bool(self._completed)
+        """Files are arriving, or completions are still to be announced."""
+        return bool(self._files) or any(self._completed.values())
 
     def _complete(self, file_id: int) -> None:
         del self._files[file_id]

@@ -82,3 +82,28 @@ async def test_many_concurrent_small_files_both_directions(tmp_path):
         assert path.stat().st_size == len(blob)
         assert sha256_file(path) == hashlib.sha256(blob).hexdigest()
         assert progress.get(i, 0) == len(blob)
+
+
+@aio
+async def test_plain_sendto_recvfrom_fallback(tmp_path, monkeypatch):
+    """Without GSO/GRO (older kernels) the same transfer works one datagram per system call."""
+    from fasp import udpio
+    monkeypatch.setattr(udpio.UdpSocket, "_probe_gso", lambda self: False)
+    monkeypatch.setattr(udpio, "UDP_GRO", -1)  # setsockopt fails: no GRO
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(os.urandom(3 << 20))
+    async with pair() as (client, server):
+        assert not client._sock.gso and not server._sock.gro
+        await transfer(client, server, 1, src, dst)
+    assert sha256_file(dst) == sha256_file(src)
+
+
+@pytest.mark.parametrize("size", [296, 9000, 65000])
+@aio
+async def test_datagram_sizes(tmp_path, size):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(os.urandom(2 << 20))
+    async with pair(datagram_size=size) as (client, server):
+        await transfer(client, server, 1, src, dst)
+        assert client.stats()["datagrams_sent"] >= (2 << 20) / size
+    assert sha256_file(dst) == sha256_file(src)
