@@ -60,10 +60,10 @@ def worker_factory(faspq, tmp_path_factory):
     logs = tmp_path_factory.mktemp("workers")
 
     def start(name: str = "w", concurrency: int = 2, queues: str = "transfers", wait: bool = True,
-              **env_overrides: str) -> Worker:
+              pool: str = "threads", **env_overrides: str) -> Worker:
         name = f"{name}{len(started)}"
         worker = Worker(name, {**os.environ, **faspq_env(faspq.url, **env_overrides)}, logs / f"{name}.log",
-                        concurrency=concurrency, queues=queues)
+                        concurrency=concurrency, queues=queues, pool=pool)
         started.append(worker)
         return worker.wait_ready() if wait else worker
 

@@ -233,3 +233,15 @@ def test_non_retryable_errors_fail_at_once(workers, server, tmp_path, case, code
     assert not result["ok"] and result["code"] == code, result
     assert result["attempts"] == 1 and result["reason"]
     assert "RETRY" not in types(handle.events(from_start=True))
+
+
+def test_prefork_pool_runs_transfers_too(worker_factory, server, tmp_path):
+    worker_factory("fork", concurrency=1, queues="prefork", pool="prefork")
+    src = tmp_path / "fork.bin"
+    make_file(src, 500_000)
+    handle = submit(upload(server, [src], "fork"), queue="prefork")
+    handle.set_rate(30000)
+    result = handle.wait(timeout=60)
+    assert result["ok"], result
+    assert_same(src, server.docroot / "fork" / src.name)
+    assert "CONTROL" in types(handle.events(from_start=True))
