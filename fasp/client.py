@@ -211,9 +211,7 @@ class ClientSession:
         if welcome["t"] != "welcome" or welcome["v"] != control.VERSION:
             raise control.ControlError(f"unexpected answer from the remote engine: {welcome['t']}")
         self._rate = RateSettings(**_rate_from(welcome["rate"]))
-        self._transport = await Transport.connect(
-            cfg.remote.host, welcome["udp_port"], session_id=bytes.fromhex(self.session_id), key=key,
-            datagram_size=cfg.datagram_size, rate=self._rate)
+        self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
             self._sender = Sender(self._channel, self._transport, self.tally, cfg.options_for_peer(),
                                   key_of=lambda job: job.path)
@@ -227,6 +225,30 @@ class ClientSession:
             "Port": welcome["udp_port"], "DatagramSize": cfg.datagram_size, "PMTU": cfg.datagram_size,
             "Rate": self._rate.target_kbps, "MinRate": self._rate.min_kbps,
             "Policy": self._rate.policy.upper(), "Encryption": cfg.key_bytes > 0})
+
+    async def _open_data_channel(self, udp_port: int, key: bytes | None) -> Transport:
+        """Handshake on UDP while watching the control channel: the peer is silent there until we
+        speak, so anything it says meanwhile (an error, or closing) explains a handshake that fails."""
+        cfg = self.cfg
+        connect = asyncio.ensure_future(Transport.connect(
+            cfg.remote.host, udp_port, session_id=bytes.fromhex(self.session_id), key=key,
+            datagram_size=cfg.datagram_size, rate=self._rate))
+        peer = asyncio.ensure_future(self._channel.recv())
+        await asyncio.wait({connect, peer}, return_when=asyncio.FIRST_COMPLETED)
+        if connect.done():
+            peer.cancel()
+            try:
+                return connect.result()
+            except EngineError as exc:
+                detail = self._remote_stderr()
+                raise EngineError(exc.code, f"{exc.description}{'; peer: ' + detail if detail else ''}") from None
+        connect.cancel()
+        msg = peer.result()
+        if msg is not None and msg["t"] == "error":
+            raise EngineError(msg["code"], msg["desc"])
+        await asyncio.sleep(0.2)  # let its last words arrive on stderr
+        raise EngineError(ErrorCode.TRANSFER_ERROR, f"the remote engine ended the session before the data channel "
+                                                    f"opened: {self._remote_stderr() or (msg or {}).get('t', 'closed')}")
 
     async def _shutdown(self, ok: bool) -> None:
         """Say bye (or cancel) to the peer and free everything; never raises."""
