@@ -69,7 +69,8 @@ def run_transfer(task, transfer_id: str) -> dict:
             outcome = Outcome(False, int(ErrorCode.USAGE), f"order cannot be read: {exc}")
         else:
             outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
-                              lease=lease, settings=settings, attempt=attempt).run()
+                              lease=lease, settings=settings, attempt=attempt,
+                              node=task.request.hostname or "").run()
         if outcome.handover:
             events.publish({"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
             client.zadd(watch_key(keys.prefix), {transfer_id: time.time() + 2 * settings.takeover_bound_s})

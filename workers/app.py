@@ -13,6 +13,9 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from config.celery import celery_config
 from config.settings import Settings, get_settings
 
+from .keys import draining_key
+from .redisconn import redis_for
+
 _apps: dict[Settings, Celery] = {}
 
 
@@ -30,18 +33,28 @@ app = app_for(settings)
 _reaper = []
 
 
+def _draining(node: str, on: bool) -> None:
+    client = redis_for(settings.events_url)
+    key = draining_key(settings.prefix, node)
+    if on:
+        client.set(key, "1", ex=24 * 3600)
+    else:
+        client.delete(key)
+
+
 @worker_ready.connect
-def _start_reaper(sender=None, **_):
+def _start(sender=None, **_):
     from .reaper import Reaper
+    _draining(sender.hostname, on=False)  # a restarted node is not draining
     reaper = Reaper(app, settings)
     reaper.start()
     _reaper.append(reaper)
 
 
 @worker_shutting_down.connect
-def _begin_handover(**_):
-    from .runner import shutting_down
-    shutting_down.set()
+def _begin_handover(sender=None, **_):
+    """Warm shutdown: transfers that may hand over (runner.Attempt._check_shutdown) see this and do."""
+    _draining(str(sender), on=True)
 
 
 @worker_shutdown.connect

@@ -60,4 +60,9 @@ def watch_key(prefix: str) -> str:
     return f"{prefix}:watch"
 
 
+def draining_key(prefix: str, node: str) -> str:
+    """String, present while the Celery node ``node`` is in warm shutdown (seen by every pool process)."""
+    return f"{prefix}:draining:{node}"
+
+
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED"})

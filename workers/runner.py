@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -21,16 +22,13 @@ from faspmanager.codes import EngineError, ErrorCode
 
 from . import control as ctl
 from .events import EventLog
-from .keys import Keys
+from .keys import Keys, draining_key
 from .lease import Heartbeat, Lease
 
 log = logging.getLogger(__name__)
 
 PERSISTENT_TYPES = frozenset({"PersistentUpload", "PersistentDownload", "StreamUpload"})
-
-shutting_down = threading.Event()
-"""Set when this worker process begins a warm shutdown (workers/app.py): attempts that may hand
-over stop their session and let another worker resume, instead of holding the shutdown up."""
+DRAIN_CHECK_S = 1.0
 
 
 @dataclass
@@ -64,7 +62,7 @@ def _code_in(*dicts) -> int | None:
 
 class Attempt:
     def __init__(self, *, order, kind: str, keys: Keys, client: redis.Redis, events: EventLog,
-                 lease: Lease, settings: Settings, attempt: int):
+                 lease: Lease, settings: Settings, attempt: int, node: str = ""):
         self.order = order
         self.kind = kind
         self.keys = keys
@@ -73,6 +71,8 @@ class Attempt:
         self.lease = lease
         self.settings = settings
         self.attempt = attempt
+        self.draining_key = draining_key(keys.prefix, node or "?")
+        self._drain_checked = 0.0
         self.session = None
         self.stream = None
         self.finish_requested = threading.Event()
@@ -147,7 +147,13 @@ class Attempt:
                                                                     and self.kind in PERSISTENT_TYPES))
 
     def _check_shutdown(self) -> None:
-        if not self.handover and shutting_down.is_set() and self._may_hand_over():
+        """Hand over when this attempt's Celery node began a warm shutdown (workers/app.py marks it in
+        Redis, so pool processes of any kind see it), instead of holding the shutdown up."""
+        now = time.monotonic()
+        if self.handover or now - self._drain_checked < DRAIN_CHECK_S or not self._may_hand_over():
+            return
+        self._drain_checked = now
+        if self.redis.exists(self.draining_key):
             log.warning("worker shutting down: handing transfer %s over", self.keys.transfer_id)
             self.handover = True
             self.finish_requested.set()
@@ -203,8 +209,8 @@ class Attempt:
     def _pump(self) -> None:
         last = "0-0"
         while not self._stop_pump.is_set():
-            self._check_shutdown()
             try:
+                self._check_shutdown()
                 reply = self.redis.xread({self.keys.control: last}, count=64, block=200)
             except redis.RedisError as exc:
                 log.warning("control read for %s failed (will retry): %s", self.keys.transfer_id, exc)
