@@ -36,6 +36,10 @@ class HoleMap:
 
     def add(self, offset: int, length: int, now: float) -> int:
         """Record bytes [offset, offset+length); return how many of them are new."""
+        if offset == self.frontier and offset + length <= self.end:  # in order: the common case
+            self.frontier = offset + length
+            self.missing -= length
+            return length
         lo = max(offset, self.start)
         hi = min(offset + length, self.end)
         if lo >= hi:
@@ -135,11 +139,12 @@ class Receiver:
         self._completed[file_id] = COMPLETE_REPEATS
         self.urgent = True
 
-    def on_datagram(self, seq: int, size: int) -> None:
-        """Account any authenticated datagram from the peer (for loss and receive rate)."""
-        if seq > self._seq_high:
-            self._seq_high = seq
-        self._interval_count += 1
+    def on_datagrams(self, count: int, size: int, seq_high: int) -> None:
+        """Account authenticated datagrams from the peer (for loss and receive rate): how many, their
+        total size, and the highest sequence number among them."""
+        if seq_high > self._seq_high:
+            self._seq_high = seq_high
+        self._interval_count += count
         self._interval_bytes += size
 
     def on_data(self, file_id: int, offset: int, length: int, now: float, sent_ts: int = 0) -> int:

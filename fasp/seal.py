@@ -84,12 +84,13 @@ class Seal:
         self.direction = direction
         self._peer_direction = 1 - direction
         self._seq = 0
+        self._prefix = {t: wire.header_prefix(t, direction, session_id) for t in wire.TYPES}
         self.replay = ReplayWindow()
 
     def seal(self, type_: int, body: bytes, ts: int, echo: int) -> bytes:
         seq = self._seq
         self._seq = seq + 1
-        header = wire.pack_header(type_, self.direction, self.session_id, seq, ts, echo)
+        header = self._prefix[type_] + wire.HEADER_TAIL.pack(seq, ts & wire.MAX_U32, echo & wire.MAX_U32)
         nonce = _NONCE.pack(self.direction, seq)
         if self.encrypted:
             return header + self._aead.encrypt(nonce, body, header)

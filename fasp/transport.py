@@ -68,6 +68,7 @@ class Transport:
         self._incoming: dict[int, _Incoming] = {}
         self._written: set[int] = set()  # files written to by the batch being processed
         self._closed = False
+        self._peer_closed = False
         self._peer_ts = None
         self._peer_ts_at = 0.0
         self._last_heard = now
@@ -210,6 +211,8 @@ class Transport:
     def _check_open(self) -> None:
         if self._closed:
             raise EngineError(ErrorCode.CONNECTION_LOST, "transport closed")
+        if self._peer_closed:
+            raise EngineError(ErrorCode.CONNECTION_LOST, "the peer closed the data channel")
 
     def _shutdown(self, error: EngineError) -> None:
         if self._closed:
@@ -261,7 +264,8 @@ class Transport:
         batch = self._sock.recv_batch()
         now = time.monotonic()
         run = None  # adjacent payloads of one file, written with one pwrite
-        accepted = 0
+        accepted = accepted_bytes = 0
+        seq_high = -1
         for data, addr in batch:
             try:
                 type_, seq, ts, echo, body = seal_open(data)
@@ -271,7 +275,9 @@ class Transport:
                     self._peer = addr
                     self._kick()
                 accepted += 1
-                receiver.on_datagram(seq, len(data))
+                accepted_bytes += len(data)
+                if seq > seq_high:
+                    seq_high = seq
                 if echo and (type_ != wire.DATA or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
                     self._last_rtt_sample = now
                     rtt = ((_usec(now) - echo) & MASK32) / 1_000_000
@@ -306,6 +312,7 @@ class Transport:
         if accepted:
             self._last_heard = now
             counters["datagrams_received"] += accepted
+            receiver.on_datagrams(accepted, accepted_bytes, seq_high)
         if run is not None:
             self._write(*run)
         if self._written:  # only now: a file completed by this batch may still have had bytes in it to write
@@ -359,6 +366,7 @@ class Transport:
 
     def _on_close(self, body: bytes, now: float) -> None:
         code = wire.parse_close(body)
+        self._peer_closed = True
         self._fail_all(EngineError(ErrorCode.CONNECTION_LOST, f"peer closed the data channel (code {code})"))
 
     _HANDLERS = {wire.FEEDBACK: _on_feedback, wire.HELLO: _on_hello,

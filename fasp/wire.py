@@ -21,6 +21,8 @@ from typing import NamedTuple
 VERSION = 1
 HEADER = struct.Struct("!BBBB16sQII")
 HEADER_SIZE = HEADER.size
+_HEADER_PREFIX = struct.Struct("!BBBB16s")
+HEADER_TAIL = struct.Struct("!QII")  # seq, ts, echo: what changes from one datagram to the next
 TAG_SIZE = 16  # AES-GCM tag; present with and without encryption (GMAC when -T)
 
 HELLO, HELLO_ACK, DATA, FEEDBACK, CLOSE = 1, 2, 3, 4, 5
@@ -54,6 +56,11 @@ class Header(NamedTuple):
 
 def pack_header(type_: int, direction: int, session_id: bytes, seq: int, ts: int, echo: int) -> bytes:
     return HEADER.pack(VERSION, type_, direction, 0, session_id, seq, ts & MAX_U32, echo & MAX_U32)
+
+
+def header_prefix(type_: int, direction: int, session_id: bytes) -> bytes:
+    """The constant first part of a header; ``+ HEADER_TAIL.pack(seq, ts, echo)`` completes it."""
+    return _HEADER_PREFIX.pack(VERSION, type_, direction, 0, session_id)
 
 
 def parse_header(datagram) -> Header:

@@ -62,7 +62,7 @@ def test_receiver_measures_loss_from_sequence_gaps():
     r.feedback(0.0, 0.0)
     for seq in range(100):
         if seq % 10:
-            r.on_datagram(seq, 1000)
+            r.on_datagrams(1, 1000, seq)
     fb = r.feedback(0.1, 0.0)
     assert abs(fb.loss - 0.1) < 0.02
     assert abs(fb.recv_rate_kbps - 90 * 1000 * 8 / 0.1 / 1000) < 10

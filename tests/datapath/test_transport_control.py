@@ -115,6 +115,9 @@ async def test_peer_closing_fails_pending_send_with_16():
             with pytest.raises(EngineError) as err:
                 await asyncio.wait_for(tx, 5)
             assert err.value.code == 16
+            with pytest.raises(EngineError) as err:  # and later work is refused at once
+                await asyncio.wait_for(client.send(2, b"x", 0, 1), 1)
+            assert err.value.code == 16
         finally:
             os.close(fd)
 
