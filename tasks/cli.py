@@ -70,6 +70,8 @@ def _enqueue(order, queue, transfer_id, watch) -> None:
 
 
 def _watch(handle: TransferHandle, timeout: float | None = None) -> int:
+    if not handle.status():
+        raise click.ClickException(f"no transfer {handle.id}")
     with TransferView(title=f"transfer {handle.id}") as view:
         for event in handle.events(timeout=timeout):
             view.show(event)

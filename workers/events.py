@@ -18,6 +18,10 @@ from .keys import TERMINAL_STATES, Keys
 
 STREAM_MAXLEN = 10000
 
+
+class UnknownTransfer(LookupError):
+    """No transfer has this id (never submitted, or expired after FASPQ_KEEP seconds)."""
+
 _PUBLISH = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
 redis.call('HSET', KEYS[2], 'event_id', id, 'last', ARGV[1], 'updated', ARGV[3])
@@ -75,6 +79,8 @@ class EventLog:
         later event, ending after the final RESULT. ``timeout`` bounds the wait for each next event
         (TimeoutError); ``from_start`` replays the whole retained history instead of the snapshot."""
         status = self.status()
+        if not status:
+            raise UnknownTransfer(self._keys.transfer_id)
         if from_start:
             last = "0-0"
         else:

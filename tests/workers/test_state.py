@@ -115,3 +115,9 @@ def test_reaper_re_enqueues_only_overdue_orphans_once(redis_server, client):
     assert client.zscore(watch_key("rp"), "ended") is None  # ended transfers leave the watch list
     assert client.zscore(watch_key("rp"), "alive") is not None
     assert client.zscore(watch_key("rp"), "orphan") > now + settings.takeover_bound_s
+
+
+def test_following_an_unknown_transfer_fails_fast(client):
+    from workers.events import UnknownTransfer
+    with pytest.raises(UnknownTransfer):
+        next(EventLog(client, Keys("s", "never-submitted")).follow())
