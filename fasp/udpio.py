@@ -104,7 +104,7 @@ class UdpSocket:
             sent += run
         return sent
 
-    def recv_batch(self, max_calls: int = 64) -> list[tuple[bytes, tuple]]:
+    def recv_batch(self, max_calls: int = 8) -> list[tuple[bytes, tuple]]:
         """Datagrams waiting in the socket (up to ``max_calls`` system calls), with their source."""
         out = []
         sock = self.sock
