@@ -72,11 +72,8 @@ def run_transfer(task, transfer_id: str) -> dict:
                               lease=lease, settings=settings, attempt=attempt,
                               node=task.request.hostname or "").run()
         if outcome.handover:
-            events.publish({"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
-            client.zadd(watch_key(keys.prefix), {transfer_id: time.time() + 2 * settings.takeover_bound_s})
-            lease.release()
-            task.app.send_task(record["task"], args=[transfer_id], queue=record["queue"])
-            raise Ignore()
+            _requeue(task, client, events, lease, record["queue"], 0.0, settings.takeover_bound_s,
+                     {"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
         if outcome.lease_lost:
             log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
             raise Ignore()
@@ -84,15 +81,22 @@ def run_transfer(task, transfer_id: str) -> dict:
             failures = client.hincrby(keys.status, "failures", 1)
             if failures <= policy.max_retries:
                 delay = policy.delay(failures)
-                events.publish({"type": "RETRY", "attempt": attempt, "code": outcome.code,
-                                "reason": outcome.reason, "delay_s": delay, "worker": lease.owner},
-                               state="RETRYING")
-                client.zadd(watch_key(keys.prefix), {transfer_id: time.time() + delay + settings.takeover_bound_s})
-                lease.release()
-                raise task.retry(countdown=delay, max_retries=None, queue=record["queue"])
+                _requeue(task, client, events, lease, record["queue"], delay, settings.takeover_bound_s,
+                         {"type": "RETRY", "attempt": attempt, "code": outcome.code, "reason": outcome.reason,
+                          "delay_s": delay, "worker": lease.owner}, state="RETRYING")
         return _finish(client, events, keys, outcome, attempt, settings.keep_s)
     finally:
         lease.release()
+
+
+def _requeue(task, client, events: EventLog, lease: Lease, queue: str, delay: float, bound: float,
+             event: dict, state: str):
+    """Give the transfer back to the queue for a later attempt (any worker); the reaper re-sends it if
+    the message is lost with the worker holding it."""
+    events.publish(event, state=state)
+    client.zadd(watch_key(lease.keys.prefix), {lease.keys.transfer_id: time.time() + delay + bound})
+    lease.release()
+    raise task.retry(countdown=delay, max_retries=None, queue=queue)
 
 
 def _finish(client, events: EventLog, keys: Keys, outcome: Outcome, attempts: int, keep_s: int) -> dict:

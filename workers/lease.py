@@ -46,7 +46,7 @@ def new_owner_token() -> str:
 class Lease:
     def __init__(self, client: redis.Redis, keys: Keys, ttl_s: float, owner: str | None = None):
         self._redis = client
-        self._keys = keys
+        self.keys = keys
         self._ttl_ms = int(ttl_s * 1000)
         self.ttl_s = ttl_s
         self.owner = owner or new_owner_token()
@@ -57,20 +57,20 @@ class Lease:
         return time.time() + self.ttl_s
 
     def acquire(self) -> bool:
-        if not self._redis.set(self._keys.lease, self.owner, nx=True, px=self._ttl_ms):
+        if not self._redis.set(self.keys.lease, self.owner, nx=True, px=self._ttl_ms):
             return False
-        self._redis.zadd(watch_key(self._keys.prefix), {self._keys.transfer_id: self._deadline()})
+        self._redis.zadd(watch_key(self.keys.prefix), {self.keys.transfer_id: self._deadline()})
         return True
 
     def renew(self) -> bool:
-        return bool(self._renew(keys=[self._keys.lease, watch_key(self._keys.prefix)],
-                                args=[self.owner, self._ttl_ms, self._deadline(), self._keys.transfer_id]))
+        return bool(self._renew(keys=[self.keys.lease, watch_key(self.keys.prefix)],
+                                args=[self.owner, self._ttl_ms, self._deadline(), self.keys.transfer_id]))
 
     def release(self) -> None:
-        self._release(keys=[self._keys.lease], args=[self.owner])
+        self._release(keys=[self.keys.lease], args=[self.owner])
 
     def holder(self) -> str | None:
-        value = self._redis.get(self._keys.lease)
+        value = self._redis.get(self.keys.lease)
         return value.decode() if value else None
 
 

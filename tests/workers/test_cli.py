@@ -57,3 +57,8 @@ def test_ls_rate_cancel_on_a_running_transfer(worker_factory, server, tmp_path):
     assert ops == ["set_rate", "cancel"]
     watched = CliRunner().invoke(main, ["watch", transfer_id])
     assert watched.exit_code == 1 and "USER_CANCEL" in watched.output
+
+
+def test_watch_of_an_unknown_transfer_says_so(faspq):
+    result = CliRunner().invoke(main, ["watch", "no-such-transfer"])
+    assert result.exit_code != 0 and "no transfer no-such-transfer" in result.output
