@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 
@@ -40,9 +42,58 @@ def _usec(now: float) -> int:
 
 @dataclass
 class _Incoming:
+    file_id: int
     fd: int
     on_progress: object
     done: asyncio.Future
+    pending: int = 0  # writes handed to the writer thread and not yet reported back
+    drained: asyncio.Future | None = None  # set once pending drops to 0, for a receive that ends early
+
+
+class _Writer:
+    """Positional writes on a thread of their own: os.pwrite releases the GIL, so copying into the page
+    cache overlaps the event loop's decrypting. Results return to the loop in batches."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_done):
+        self._loop = loop
+        self._on_done = on_done  # called on the loop with [(incoming, new_bytes, OSError | None), ...]
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, inc: _Incoming, data, offset: int, new: int) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fasp-writer", daemon=True)
+            self._thread.start()
+        inc.pending += 1
+        self._queue.put((inc, data, offset, new))
+
+    def close(self) -> None:
+        """The thread ends after the writes already queued."""
+        if self._thread is not None:
+            self._queue.put(None)
+
+    def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        while True:
+            item = get()
+            done = []
+            while item is not None:
+                inc, data, offset, new = item
+                try:
+                    os.pwrite(inc.fd, data, offset)
+                    done.append((inc, new, None))
+                except OSError as exc:
+                    done.append((inc, new, exc))
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                self._loop.call_soon_threadsafe(self._on_done, done)
+            except RuntimeError:  # the loop is gone: nobody is waiting any more
+                return
+            if item is None:
+                return
 
 
 class Transport:
@@ -66,7 +117,7 @@ class Transport:
         self._sources: dict[int, tuple[object, int]] = {}
         self._send_done: dict[int, asyncio.Future] = {}
         self._incoming: dict[int, _Incoming] = {}
-        self._written: set[int] = set()  # files written to by the batch being processed
+        self._writer = _Writer(self._loop, self._on_written)
         self._closed = False
         self._peer_closed = False
         self._peer_ts = None
@@ -166,7 +217,7 @@ class Transport:
         """Write bytes [start, end) of file ``file_id`` into ``fd`` at their offsets; return once all are written."""
         self._check_open()
         done = self._loop.create_future()
-        self._incoming[file_id] = _Incoming(fd, on_progress, done)
+        inc = self._incoming[file_id] = _Incoming(file_id, fd, on_progress, done)
         self._receiver.register(file_id, start, end, time.monotonic())
         if start >= end:
             done.set_result(None)
@@ -175,9 +226,13 @@ class Transport:
             await done
         except BaseException:
             self._receiver.unregister(file_id)
+            if inc.pending:  # the caller may close fd once we return: let queued writes land first
+                inc.drained = self._loop.create_future()
+                await asyncio.shield(inc.drained)
             raise
         finally:
-            self._incoming.pop(file_id, None)
+            if self._incoming.get(file_id) is inc:
+                del self._incoming[file_id]
 
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect at once (within one pacing tick)."""
@@ -221,6 +276,7 @@ class Transport:
         self._loop.remove_reader(self._sock.fileno())
         self._pump_task.cancel()
         self._sock.close()
+        self._writer.close()
         self._fail_all(error)
         if not self._handshake.done():
             self._handshake.set_exception(error)
@@ -315,32 +371,38 @@ class Transport:
             receiver.on_datagrams(accepted, accepted_bytes, seq_high)
         if run is not None:
             self._write(*run)
-        if self._written:  # only now: a file completed by this batch may still have had bytes in it to write
-            for file_id in self._written:
-                inc = self._incoming.get(file_id)
-                if inc is not None and not inc.done.done() and receiver.is_complete(file_id):
-                    inc.done.set_result(None)
-            self._written.clear()
         if receiver.urgent:
             self._kick()
 
     def _write(self, file_id: int, offset: int, end: int, payloads: list, new: int) -> None:
-        """Write received payloads [offset, end) of a file and report progress."""
+        """Hand received payloads [offset, end) of a file to the writer thread."""
         inc = self._incoming.get(file_id)
         if inc is None or inc.done.done():
             return
-        try:
-            os.pwrite(inc.fd, payloads[0] if len(payloads) == 1 else b"".join(payloads), offset)
-            self._counters["bytes_received"] += new
-            if inc.on_progress is not None:
-                inc.on_progress(new)
-        except Exception as exc:  # a full disk, or the caller's callback: this receive fails, not the session
-            self._receiver.unregister(file_id)
-            if isinstance(exc, OSError):
-                exc = EngineError(ErrorCode.DISK_WRITE, f"write failed: {exc}")
-            inc.done.set_exception(exc)
-            return
-        self._written.add(file_id)
+        self._writer.submit(inc, payloads[0] if len(payloads) == 1 else b"".join(payloads), offset, new)
+
+    def _on_written(self, done: list) -> None:
+        """Writes landed (or failed): report progress, and completion once a complete file has none pending."""
+        for inc, new, error in done:
+            inc.pending -= 1
+            if inc.done.done():
+                pass
+            elif error is not None:
+                self._receiver.unregister(inc.file_id)
+                inc.done.set_exception(EngineError(ErrorCode.DISK_WRITE, f"write failed: {error}"))
+            else:
+                self._counters["bytes_received"] += new
+                if inc.on_progress is not None:
+                    try:
+                        inc.on_progress(new)
+                    except Exception as exc:  # the caller's callback failed: its receive fails, not the session
+                        self._receiver.unregister(inc.file_id)
+                        inc.done.set_exception(exc)
+            if inc.pending == 0:
+                if not inc.done.done() and self._receiver.is_complete(inc.file_id):
+                    inc.done.set_result(None)
+                if inc.drained is not None and not inc.drained.done():
+                    inc.drained.set_result(None)
 
     def _on_feedback(self, body: bytes, now: float) -> None:
         fb = wire.parse_feedback(body)

@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from faspmanager.codes import EngineError
+
 from .conftest import aio, pair, sha256_file, transfer
 
 pytestmark = pytest.mark.timeout(60)
@@ -107,3 +109,50 @@ async def test_datagram_sizes(tmp_path, size):
         await transfer(client, server, 1, src, dst)
         assert client.stats()["datagrams_sent"] >= (2 << 20) / size
     assert sha256_file(dst) == sha256_file(src)
+
+
+@aio
+async def test_write_failure_fails_that_receive_with_36_only(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    bad.write_bytes(b"")
+    data = os.urandom(200_000)
+    async with pair() as (client, server):
+        ro = os.open(bad, os.O_RDONLY)  # pwrite fails with EBADF
+        rw = os.open(good, os.O_RDWR | os.O_CREAT)
+        try:
+            rx_bad = asyncio.ensure_future(server.receive(1, ro, 0, len(data)))
+            rx_good = asyncio.ensure_future(server.receive(2, rw, 0, len(data)))
+            await asyncio.wait_for(client.send(2, data, 0, len(data)), 20)
+            await asyncio.wait_for(rx_good, 5)
+            tx_bad = asyncio.ensure_future(client.send(1, data, 0, len(data)))
+            with pytest.raises(EngineError) as err:
+                await asyncio.wait_for(rx_bad, 10)
+            assert err.value.code == 36
+            tx_bad.cancel()
+        finally:
+            os.close(ro)
+            os.close(rw)
+    assert hashlib.sha256(good.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+@aio
+async def test_progress_callback_failure_fails_only_that_receive(tmp_path):
+    data = os.urandom(100_000)
+
+    def boom(n):
+        raise RuntimeError("caller bug")
+    async with pair() as (client, server):
+        fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
+        try:
+            rx = asyncio.ensure_future(server.receive(1, fd, 0, len(data), on_progress=boom))
+            tx = asyncio.ensure_future(client.send(1, data, 0, len(data)))
+            with pytest.raises(RuntimeError):
+                await asyncio.wait_for(rx, 10)
+            tx.cancel()
+            await asyncio.gather(tx, return_exceptions=True)
+            rx2 = asyncio.ensure_future(server.receive(2, fd, 0, len(data)))
+            await asyncio.wait_for(client.send(2, data, 0, len(data)), 10)
+            await asyncio.wait_for(rx2, 5)
+        finally:
+            os.close(fd)
+    assert (tmp_path / "dst").read_bytes() == data
