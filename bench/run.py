@@ -267,7 +267,7 @@ class Bench:
     def ceiling(self) -> None:
         """The emulator's own limit: no impairment, iperf3 as fast as it goes."""
         with self.path(None) as site:
-            for offered in ("300M", "600M", "1G"):
+            for offered in ("100M", "200M", "400M", "1G"):
                 self.say(f"ceiling: iperf3 UDP {offered}")
                 row = self.iperf(site, ["-u", "-b", offered, "-l", "1400"], self.profile.iperf_s,
                                  scenario="ceiling", offered=offered)

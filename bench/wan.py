@@ -44,11 +44,11 @@ def open_tun(name: str) -> int:
     return fd
 
 
-def attach(fd_name: str, ns: str, local: str, peer: str, mtu: int) -> None:
-    """Move TUN device ``fd_name`` into ``ns`` as a point-to-point link."""
-    netns.ip("link", "set", fd_name, "netns", ns)
-    netns.ip("-n", ns, "addr", "add", local, "peer", f"{peer}/32", "dev", fd_name)
-    netns.ip("-n", ns, "link", "set", fd_name, "mtu", str(mtu), "up")
+def attach(device: str, ns: str, local: str, peer: str, mtu: int) -> None:
+    """Move TUN ``device`` into ``ns`` as a point-to-point link to ``peer``."""
+    netns.ip("link", "set", device, "netns", ns)
+    netns.ip("-n", ns, "addr", "add", local, "peer", f"{peer}/32", "dev", device)
+    netns.ip("-n", ns, "link", "set", device, "mtu", str(mtu), "up")
 
 
 def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> None:
