@@ -68,9 +68,13 @@ def run_transfer(task, transfer_id: str) -> dict:
         except Exception as exc:  # schema, key or order errors: no retry can help
             outcome = Outcome(False, int(ErrorCode.USAGE), f"order cannot be read: {exc}")
         else:
-            outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
-                              lease=lease, settings=settings, attempt=attempt,
-                              node=task.request.hostname or "").run()
+            try:
+                outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
+                                  lease=lease, settings=settings, attempt=attempt,
+                                  node=task.request.hostname or "").run()
+            except Exception as exc:  # a bug, not the engine: end with a reason rather than loop via the reaper
+                log.exception("transfer %s: attempt %d crashed", transfer_id, attempt)
+                outcome = Outcome(False, int(ErrorCode.INTERNAL_ERROR), f"worker error: {type(exc).__name__}: {exc}")
         if outcome.handover:
             _requeue(task, client, events, lease, record["queue"], 0.0, settings.takeover_bound_s,
                      {"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
