@@ -121,3 +121,15 @@ def test_following_an_unknown_transfer_fails_fast(client):
     from workers.events import UnknownTransfer
     with pytest.raises(UnknownTransfer):
         next(EventLog(client, Keys("s", "never-submitted")).follow())
+
+
+@pytest.mark.timeout(10)
+def test_events_also_go_out_on_pub_sub(client, keys):
+    pubsub = client.pubsub()
+    pubsub.subscribe(keys.events)
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    EventLog(client, keys).publish({"type": "STATS", "session": {"rate": 5}}, state="RUNNING")
+    message = pubsub.get_message(timeout=2)
+    event = json.loads(message["data"])
+    assert (event["type"], event["session"], event["transfer_id"]) == ("STATS", {"rate": 5}, keys.transfer_id)
+    pubsub.close()
