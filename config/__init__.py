@@ -1,0 +1,1 @@
+"""Settings of the distributed layer (from the environment) and the Celery configuration built from them."""
