@@ -49,14 +49,11 @@ def _name(value) -> str:
 
 
 def _code_in(*dicts) -> int | None:
+    """The first ascp error code (faspmanager's ``code`` stat) found in the given stats dicts."""
     for data in dicts:
-        for key in ("code", "Code", "error_code", "ErrorCode"):
-            value = (data or {}).get(key)
-            if value not in (None, "", 0, "0"):
-                try:
-                    return int(value)
-                except (TypeError, ValueError):
-                    pass
+        value = (data or {}).get("code")
+        if isinstance(value, int) and value:
+            return value
     return None
 
 
@@ -218,7 +215,10 @@ class Attempt:
                 continue
             for entry_id, fields in (reply[0][1] if reply else []):
                 last = entry_id.decode()
-                self._handle(last, fields)
+                try:
+                    self._handle(last, fields)
+                except redis.RedisError as exc:  # applied, but not recorded as such
+                    log.warning("control %s of %s: %s", last, self.keys.transfer_id, exc)
 
     def _handle(self, entry_id: str, fields: dict) -> None:
         try:
