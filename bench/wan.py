@@ -79,7 +79,6 @@ def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> No
             due = [t for t in (ab.next_due(), ba.next_due()) if t is not None]
             timeout = max(0.0, min(due) - clock()) if due else 0.5
             ready, _, _ = select.select(fds, [], [], timeout)
-            now = clock()
             for fd in ready:
                 link = incoming[fd]
                 for _ in range(READ_BATCH):
@@ -87,7 +86,9 @@ def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> No
                         packet = read(fd, 65536)
                     except BlockingIOError:
                         break
-                    link.offer(now, packet)
+                    # stamped after the read: if this process was descheduled, a packet
+                    # may enter the path late, never early (no RTT below the configured one)
+                    link.offer(clock(), packet)
     finally:
         if stats is not None:
             for direction, meter in meters.items():
