@@ -227,6 +227,10 @@ class Attempt:
             log.warning("control message %s of %s rejected: %s", entry_id, self.keys.transfer_id, exc)
             self._publish({"type": "CONTROL_REJECTED", "control_id": entry_id, "reason": str(exc)})
             return
+        if self.lease.holder() != self.lease.owner:  # the new owner replays it; fencing is the heartbeat's job
+            log.warning("control %s of %s not applied: this worker no longer owns the transfer",
+                        entry_id, self.keys.transfer_id)
+            return
         try:
             self._apply(message)
         except Exception as exc:  # a command the session refuses must not end the pump
