@@ -248,7 +248,7 @@ def goals(results: list[dict]) -> list[str]:
             *[f"| {g} | {m} | {v} |" for g, m, v in rows], ""]
 
 
-def plots(out: Path, profile: str, results: list[dict]) -> list[Path]:
+def plots(out: Path, stem: str, results: list[dict]) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -272,7 +272,7 @@ def plots(out: Path, profile: str, results: list[dict]) -> list[Path]:
         axes[0][0].set_ylabel("throughput (Mbit/s)")
         axes[0][-1].legend()
         fig.tight_layout()
-        written.append(out / f"wan-{profile}.png")
+        written.append(out / f"wan-{stem}.png")
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
     sharing = [r for r in results if r.get("scenario") == "sharing" and r.get("series")]
@@ -290,7 +290,7 @@ def plots(out: Path, profile: str, results: list[dict]) -> list[Path]:
         axes[0][0].set_ylabel("Mbit/s delivered")
         axes[0][-1].legend()
         fig.tight_layout()
-        written.append(out / f"sharing-{profile}.png")
+        written.append(out / f"sharing-{stem}.png")
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
     ctl = [r for r in results if r.get("scenario") == "control" and r.get("wire")]
@@ -307,16 +307,17 @@ def plots(out: Path, profile: str, results: list[dict]) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        written.append(out / f"control-{profile}.png")
+        written.append(out / f"control-{stem}.png")
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
     return written
 
 
-def write(out: Path, profile: str, meta: dict, results: list[dict]) -> list[Path]:
+def write(out: Path, stem: str, meta: dict, results: list[dict]) -> list[Path]:
+    """results-STEM.json and .md, and the plots, under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    data = out / f"results-{profile}.json"
+    data = out / f"results-{stem}.json"
     data.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    table = out / f"results-{profile}.md"
+    table = out / f"results-{stem}.md"
     table.write_text(markdown(meta, results))
-    return [data, table, *plots(out, profile, results)]
+    return [data, table, *plots(out, stem, results)]

@@ -428,7 +428,8 @@ def main(argv: list[str] | None = None) -> None:
             "git": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
                                   capture_output=True, text=True).stdout.strip(),
             "cpus": os.cpu_count(), "link_mbit": LINK_MBIT, "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()}
-    paths = report.write(Path(args.out), profile.name, meta, bench.results)
+    stem = profile.name + (f"-{args.tcp_cc}" if args.tcp_cc else "")  # a chosen TCP gets its own files
+    paths = report.write(Path(args.out), stem, meta, bench.results)
     for path in paths:
         console.log(f"wrote {path}")
 

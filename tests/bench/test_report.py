@@ -1,6 +1,8 @@
 """The pure analyses behind the benchmark tables: sharing and control."""
 
-from bench.report import control, markdown, share
+import json
+
+from bench.report import control, markdown, share, write
 
 ENGINE, TCP = "udp:40000>33001", "tcp:41000>5201"
 
@@ -58,3 +60,23 @@ def test_markdown_marks_missing_engine_and_unverified_runs():
     text = markdown(meta, results)
     assert "| 200 | 1 | engine n/a | 2.5 (1/2 incomplete) |" in text
     assert "not measured" in text
+
+
+def test_write_produces_json_markdown_and_plots(tmp_path):
+    meta = {"profile": "quick", "started": "now", "git": "abc", "seconds": 1, "cpus": 2,
+            "engine_available": True, "link_mbit": 100, "tcp_cc": "bbr"}
+    results = [{"scenario": "wan", "rtt_ms": rtt, "loss_pct": 1, "tool": tool, "mbit_s": mbit, "verified": True}
+               for rtt, tool, mbit in ((50, "scp", 40.0), (200, "scp", 10.0), (50, "engine-fixed", 90.0),
+                                       (200, "engine-fixed", 91.0))]
+    results.append({"scenario": "sharing", "policy": "fair", "engine_share": 0.5,
+                    "series": {"engine": [(0, 50.0), (1, 49.0)], "tcp": [(0, 48.0), (1, 50.0)]}})
+    results.append({"scenario": "control", "wire": [(0.0, 50.0), (0.1, 20.0)], "stats_rates": [(0.0, 50000)]})
+    paths = write(tmp_path, "quick-reno", meta, results)
+    names = sorted(p.name for p in paths)
+    assert names == ["control-quick-reno.png", "results-quick-reno.json", "results-quick-reno.md",
+                     "sharing-quick-reno.png", "wan-quick-reno.png"]
+    for path in paths:
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "results-quick-reno.json").read_text())["results"] == json.loads(json.dumps(results))
+    assert "| 200 | 1 | 10.0 | 91.0 |" in (tmp_path / "results-quick-reno.md").read_text()
