@@ -84,9 +84,11 @@ class RateController:
         self._base = WindowedMin(BASE_WINDOW)
         self._standing = WindowedMin(0.01)
         self._delivered = WindowedMax(0.1)
+        self._recv_avg = 0.0
         self.base_rtt: float | None = None
         self.srtt: float | None = None
         self.queue_delay = 0.0
+        self._latest_queue = 0.0
         self._slow_start = True
         self._last = now
 
@@ -107,6 +109,7 @@ class RateController:
         self._standing.window = max(0.5 * self.srtt, 0.01)
         standing = self._standing.push(now, rtt)
         self.queue_delay = max(0.0, standing - self.base_rtt)
+        self._latest_queue = rtt - self.base_rtt  # unfiltered: slow start cannot wait for the filter
 
     def on_feedback(self, now: float, recv_rate_bps: float, loss: float) -> None:
         """The receiver's report: update the rate."""
@@ -118,8 +121,11 @@ class RateController:
         rtt = max(self.base_rtt + self.queue_delay, 1e-4)
         rtts = min(1.0, dt / max(self.srtt, 1e-3))  # how much of an RTT this update covers
         g = GAMMA * rtts
+        # the receive rate averaged over about an RTT (a backlog drained after a stall is no capacity),
+        # then the best of the last ten RTTs
+        self._recv_avg += min(1.0, rtts) * (recv_rate_bps - self._recv_avg)
         self._delivered.window = max(10 * self.srtt, 0.5)
-        delivered = self._delivered.push(now, recv_rate_bps)
+        delivered = self._delivered.push(now, self._recv_avg)
         rate = self.rate_bps
         queued = rate * self.queue_delay  # bits this flow keeps in the bottleneck queue
         if policy == "low":
@@ -128,7 +134,7 @@ class RateController:
         else:
             alpha = ALPHA_BYTES * 8 * (2 if policy == "high" else 1)
             if self._slow_start:
-                if queued < alpha / 2:
+                if rate * self._latest_queue < alpha / 2:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
                 else:
                     self._slow_start = False
