@@ -3,7 +3,8 @@
 A single pump task paces sending (a batch per timer tick, sized by the rate
 controller's token bucket; it sleeps when there is nothing to do), emits
 feedback and keepalives, and runs the watchdogs. A socket reader callback opens
-datagrams, writes payloads with ``os.pwrite`` and applies feedback.
+datagrams, applies feedback and hands runs of adjacent payloads to a writer
+thread (``os.pwrite`` at their offsets, overlapping the loop's decryption).
 """
 from __future__ import annotations
 
@@ -326,7 +327,9 @@ class Transport:
             try:
                 type_, seq, ts, echo, body = seal_open(data)
                 if addr != self._peer:
-                    if self._peer is not None:
+                    # the listener learns its peer from the first authentic datagram; the connector takes
+                    # the address that answers its hello (a multi-homed listener may answer from another)
+                    if self._peer is not None and (type_ != wire.HELLO_ACK or self._handshake.done()):
                         raise Rejected("datagram from a stranger")
                     self._peer = addr
                     self._kick()
@@ -481,7 +484,7 @@ class Transport:
                 self._send_data(now)
             if sender.has_data:
                 waits.append(0.0 if self._tokens > 0 else max(TICK, -self._tokens / rate_Bps))
-        if self._receiver.active or self._peer is not None:
+        if self._peer is not None:
             if self._receiver.urgent or (self._receiver.active and now >= self._next_feedback) \
                     or now - self._last_sent >= KEEPALIVE:
                 self._send_feedback(now)

@@ -151,3 +151,19 @@ async def test_closed_transport_refuses_work_and_close_is_idempotent():
         await client.close()
         with pytest.raises(EngineError):
             await client.send(1, b"abc", 0, 3)
+
+
+@aio
+async def test_idle_listener_waiting_for_its_peer_does_not_spin(tmp_path):
+    server = await Transport.listen("127.0.0.1", 0, session_id=os.urandom(16), key=None)
+    fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
+    try:
+        rx = asyncio.ensure_future(server.receive(1, fd, 0, 100))
+        t0 = time.process_time()
+        await asyncio.sleep(0.5)
+        assert time.process_time() - t0 < 0.1  # an idle pump sleeps
+        rx.cancel()
+        await asyncio.gather(rx, return_exceptions=True)
+    finally:
+        os.close(fd)
+        await server.close()
