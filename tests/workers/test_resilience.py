@@ -183,3 +183,21 @@ def test_warm_shutdown_hands_a_persistent_transfer_over(worker_factory, server, 
     assert "HANDOVER" in types(events)
     owners = {e["attempt"]: e["worker"].split(":")[1] for e in events if e["type"] == "PICKED"}
     assert sorted(owners) == [1, 2] and owners[2] in second_pids
+
+
+def test_handover_all_moves_a_file_transfer_at_warm_shutdown(worker_factory, server, tmp_path):
+    first = worker_factory("all", concurrency=1, queues="handover-all", FASPQ_SHUTDOWN_HANDOVER="all")
+    src = tmp_path / "moved.bin"
+    size = 3_000_000
+    make_file(src, size)
+    handle = submit(upload(server, [src], "moved", target_rate_kbps=4000), queue="handover-all")  # ~6 s
+    _wait_for_bytes(handle, size // 4)
+    second = worker_factory("all", concurrency=1, queues="handover-all")
+    first.process.terminate()
+    assert first.process.wait(20) == 0
+    result = handle.wait(timeout=60)
+    assert result["ok"] and result["attempts"] == 2, result
+    assert_same(src, server.docroot / "moved" / src.name)
+    events = list(handle.events(from_start=True))
+    assert "HANDOVER" in types(events)
+    assert [e for e in events if e["type"] == "PICKED"][-1]["worker"].split(":")[1] == str(second.process.pid)
