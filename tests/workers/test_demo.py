@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import subprocess
 import sys
 import tempfile
@@ -14,10 +15,22 @@ from workers.local import REPO_ROOT
 @pytest.mark.timeout(180)
 def test_faspq_demo_passes_and_cleans_up():
     before = set(glob.glob(f"{tempfile.gettempdir()}/faspq-demo-*"))
-    env_free = {k: v for k, v in __import__("os").environ.items() if not k.startswith("FASPQ_")}
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("FASPQ_")}
     proc = subprocess.run([sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "8", "--files", "2"],
                           cwd=REPO_ROOT, env=env_free, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "demo passed" in proc.stdout
     assert proc.stdout.count("yes") >= 2  # both files verified
     assert set(glob.glob(f"{tempfile.gettempdir()}/faspq-demo-*")) == before
+    assert not [cmd for cmd in _command_lines() if "faspq-demo-" in cmd]  # no process left behind
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as f:
+                lines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass
+    return lines
