@@ -12,14 +12,12 @@ from .settings import Settings
 
 
 def celery_config(settings: Settings) -> dict:
-    transport = {"visibility_timeout": settings.visibility_timeout_s,
-                 "unacked_restore_interval": settings.restore_interval_s,
-                 "unacked_restore_throttle": 1}
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_url,
-        "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s,
+                                     "unacked_restore_interval": settings.restore_interval_s,
+                                     "unacked_restore_throttle": 1},
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -32,6 +30,5 @@ def celery_config(settings: Settings) -> dict:
         "task_track_started": True,
         "task_default_queue": settings.queue,
         "result_expires": settings.keep_s,
-        "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
