@@ -90,7 +90,9 @@ def main() -> None:
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--dest", default=".", show_default=True, help="destination directory on the server")
+@click.option("--dest", default=".", show_default=True,
+              help="destination on the server; as with ascp, a lone file sent to a path that is not an "
+                   "existing directory is stored under that name")
 @_remote
 def upload(sources, dest, host, port, user, password_env, identity, rate, resume, queue, transfer_id, watch):
     """Upload local SOURCES to the server."""
