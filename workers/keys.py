@@ -51,9 +51,6 @@ class Keys:
         """Integer: stream bytes written by the client and not yet passed to the engine."""
         return self._k("pending")
 
-    def all(self) -> list[str]:
-        return [self.order, self.status, self.events, self.control, self.lease, self.takeover, self.pending]
-
 
 def watch_key(prefix: str) -> str:
     """Sorted set: transfer id -> time by which its owner must have shown life."""
