@@ -55,15 +55,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    """Signal ``proc`` and all its descendants (even those in other sessions), then reap it."""
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` and all its descendants (even those in other sessions), then reap it."""
     for pid in [proc.pid, *descendants(proc.pid)]:
         try:
-            os.kill(pid, sig)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    if sig == signal.SIGKILL:
-        proc.wait()
+    proc.wait()
 
 
 class Service:
