@@ -14,7 +14,7 @@ import bisect
 from . import wire
 
 REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
-MAX_FEEDBACK_BYTES = 1200  # keep FEEDBACK within any datagram size
+MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is)
 COMPLETE_REPEATS = 3
 LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured  # feedbacks that repeat a completion (more follow whenever data for it arrives)
 
@@ -98,10 +98,12 @@ class HoleMap:
 class Receiver:
     """All incoming files of one session, plus the loss/rate measurement and feedback schedule."""
 
-    def __init__(self):
+    def __init__(self, max_feedback_bytes: int = MAX_FEEDBACK_BYTES):
+        self._max_feedback = max_feedback_bytes
         self._files: dict[int, HoleMap] = {}
         self._completed: dict[int, int] = {}  # file_id -> feedbacks still to announce it in
         self._touched: set[int] = set()  # files that received data since the last feedback
+        self._rotor = 0  # where the next feedback starts its round of file reports
         self.unknown_datagrams = 0
         # loss and rate over the current feedback interval
         self._seq_high = -1
@@ -183,24 +185,29 @@ class Receiver:
         self._interval_start = now
         self.urgent = False
 
-        room = MAX_FEEDBACK_BYTES - wire.feedback_size(0, 0)
+        room = self._max_feedback - wire.FEEDBACK_HEAD_SIZE
         reports = []
         for file_id, left in list(self._completed.items()):
-            if left <= 0 or room < wire.feedback_size(1, 0):
+            if left <= 0 or room < wire.FILE_REPORT_SIZE:
                 continue
             reports.append(wire.FileReport(file_id, 0, [], True))
-            room -= wire.feedback_size(1, 0)
+            room -= wire.FILE_REPORT_SIZE
             if left == 1:
                 self._completed[file_id] = 0
             else:
                 self._completed[file_id] = left - 1
         older_than = now - max(REORDER_GRACE, rtt / 4)
-        for file_id in sorted(self._touched | {f for f, h in self._files.items() if h.frontier > h.start}):
+        started = sorted(self._touched | {f for f, h in self._files.items() if h.frontier > h.start})
+        first = self._rotor % len(started) if started else 0  # more files than fit take turns
+        for file_id in started[first:] + started[:first]:
             hm = self._files.get(file_id)
-            if hm is None or room < wire.feedback_size(1, 1):
+            if hm is None:
                 continue
-            holes = hm.holes(older_than, (room - wire.feedback_size(1, 0)) // wire.feedback_size(0, 1))
+            if room < wire.FILE_REPORT_SIZE + wire.HOLE_SIZE:
+                break
+            holes = hm.holes(older_than, (room - wire.FILE_REPORT_SIZE) // wire.HOLE_SIZE)
             reports.append(wire.FileReport(file_id, hm.frontier, holes))
-            room -= wire.feedback_size(1, len(holes))
+            room -= wire.FILE_REPORT_SIZE + wire.HOLE_SIZE * len(holes)
+            self._rotor += 1
         self._touched.clear()
         return wire.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports, self._data_ts)

@@ -21,7 +21,7 @@ from faspmanager.codes import EngineError, ErrorCode
 
 from . import wire
 from .rate import RateController, RateSettings
-from .receiver import Receiver
+from .receiver import MAX_FEEDBACK_BYTES, Receiver
 from .seal import Rejected, Seal
 from .sender import Sender
 from .udpio import UdpSocket
@@ -114,7 +114,7 @@ class Transport:
         now = time.monotonic()
         self._rate = RateController(rate or DEFAULT_RATE, now)
         self._sender = Sender(datagram_size - wire.DATA_OVERHEAD)
-        self._receiver = Receiver()
+        self._receiver = Receiver(min(MAX_FEEDBACK_BYTES, datagram_size - wire.HEADER_SIZE - wire.TAG_SIZE))
         self._sources: dict[int, tuple[object, int]] = {}
         self._send_done: dict[int, asyncio.Future] = {}
         self._incoming: dict[int, _Incoming] = {}

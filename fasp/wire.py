@@ -129,8 +129,7 @@ class Feedback:
     data_ts: int = 0
 
 
-def feedback_size(n_files: int, n_holes: int) -> int:
-    return _FB_HEAD.size + n_files * _FB_FILE.size + n_holes * _FB_HOLE.size
+FEEDBACK_HEAD_SIZE, FILE_REPORT_SIZE, HOLE_SIZE = _FB_HEAD.size, _FB_FILE.size, _FB_HOLE.size
 
 
 def pack_feedback(fb: Feedback) -> bytes:

@@ -156,3 +156,16 @@ def test_resends_stay_close_to_what_loss_requires():
     assert r.is_complete(1)
     # 1 % loss of originals (and of resends) needs ~1.01 % resent; allow 1.1x that
     assert resent <= 1.1 * size * (0.01 / 0.99)
+
+
+def test_feedback_takes_turns_when_files_do_not_fit():
+    r = Receiver()
+    for fid in range(300):
+        r.register(fid, 0, 1000, 0.0)
+        r.on_data(fid, 0, 10, 0.0)
+    seen = set()
+    for i in range(6):
+        fb = r.feedback(0.01 * i, 0.0)
+        assert len(wire.pack_feedback(fb)) <= 1200
+        seen |= {f.file_id for f in fb.files}
+    assert seen == set(range(300))

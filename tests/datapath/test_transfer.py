@@ -5,9 +5,12 @@ import asyncio
 import hashlib
 import os
 
+from contextlib import AsyncExitStack
+
 import pytest
 
 from faspmanager.codes import EngineError
+from tests.support.relay import Relay
 
 from .conftest import aio, pair, sha256_file, transfer
 
@@ -105,10 +108,17 @@ async def test_plain_sendto_recvfrom_fallback(tmp_path, monkeypatch):
 async def test_datagram_sizes(tmp_path, size):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(os.urandom(2 << 20))
-    async with pair(datagram_size=size) as (client, server):
-        await transfer(client, server, 1, src, dst)
-        assert client.stats()["datagrams_sent"] >= (2 << 20) / size
+    captured = []
+    async with AsyncExitStack() as stack:
+        async def via(port):
+            relay = await stack.enter_async_context(Relay(target=("127.0.0.1", port), capture=True))
+            captured.append(relay.captured)
+            return relay.port
+        async with pair(datagram_size=size, via=via) as (client, server):
+            await transfer(client, server, 1, src, dst)
+            assert client.stats()["datagrams_sent"] >= (2 << 20) / size
     assert sha256_file(dst) == sha256_file(src)
+    assert max(len(d) for _, d in captured[0]) <= size  # feedback too stays within the datagram size
 
 
 @aio
