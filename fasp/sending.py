@@ -34,6 +34,13 @@ def os_error_code(exc: OSError) -> int:
             errno.EMFILE: ErrorCode.TOO_MANY_FILES}.get(exc.errno, ErrorCode.DISK_READ)
 
 
+def _piece_done(task: asyncio.Task, pieces: set, box: asyncio.Queue) -> None:
+    """Forget a finished piece; a failed one wakes its file's loop, which is waiting for the receiver."""
+    pieces.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        box.put_nowait({"t": "failed", "error": task.exception()})
+
+
 class Sender:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, key_of=None,
                  resolve: Callable[[str], str] = os.path.abspath) -> None:
@@ -141,7 +148,9 @@ class Sender:
                 elif kind == "piece":
                     task = asyncio.create_task(self._piece(msg["pid"], fd, msg["start"], msg["end"]))
                     pieces.add(task)
-                    task.add_done_callback(pieces.discard)
+                    task.add_done_callback(lambda t: _piece_done(t, pieces, box))
+                elif kind == "failed":  # a piece's transport failure (stall, peer gone): the session's end
+                    raise msg["error"]
                 elif kind == "fdone":
                     if pieces:
                         await asyncio.gather(*pieces)
