@@ -112,6 +112,7 @@ class ClientSession:
         self._stream: OutStream | None = None
         self._bye = asyncio.Event()
         self._remote_err = bytearray()
+        self._stderr_task: asyncio.Task | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -192,7 +193,7 @@ class ClientSession:
         except asyncssh.Error as exc:
             raise EngineError(ErrorCode.TRANSFER_ERROR, f"cannot start the remote engine: {exc}") from None
         self._channel = Channel(self._proc.stdout, self._proc.stdin)
-        asyncio.create_task(self._collect_stderr())
+        self._stderr_task = asyncio.create_task(self._collect_stderr())
         key = os.urandom(cfg.key_bytes) if cfg.key_bytes else None
         await self._channel.send(
             "hello", v=control.VERSION, session=self.session_id, key=key.hex() if key else None,

@@ -28,6 +28,9 @@ PIECE = 512 * 1024
 """Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
 PIECES_PER_FILE = 4
 PIECES_IN_FLIGHT = 32
+SESSION_FATAL = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_LOST,
+                           ErrorCode.DATA_TRANSFER_TIMEOUT})
+"""Data-channel failures: they end the session, unlike a file's own error."""
 
 
 def plan_pieces(ranges: list[tuple[int, int]], piece: int = PIECE) -> list[tuple[int, int]]:
@@ -115,7 +118,7 @@ class Receiver:
                 raise
             code = exc.code if isinstance(exc, EngineError) else os_error_code(exc)
             desc = exc.description if isinstance(exc, EngineError) else f"{key}: {exc.strerror}"
-            if code in (ErrorCode.CONNECTION_LOST, ErrorCode.DATA_TRANSFER_TIMEOUT):
+            if code in SESSION_FATAL:
                 raise
             self._tally.failed(key, arg, code, desc)  # before the sender hears: ARGSTOP follows it
             await self._channel.send("ferror", fid=fid, arg=arg, path=rel, code=int(code), desc=desc)
