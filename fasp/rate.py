@@ -16,9 +16,9 @@ seen), never from loss alone, so random loss does not slow a transfer down:
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
-``target_kbps`` caps and ``min_kbps`` floors every policy. Only overload that
-shows as massive loss (the receiver getting far less than we send) caps the
-rate at what actually arrives, a safety net for bottlenecks without a queue.
+``target_kbps`` caps and ``min_kbps`` floors every policy. Loss is never an
+input: 30 % random loss and a receiver dropping what it cannot take look the
+same in loss terms, and only the latter also shows as delay (its queue fills).
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
 REGAIN = 0.25  # growth per RTT back towards the known delivery rate
 LOW_TARGET_DELAY = 0.004
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
-OVERLOAD_LOSS = 0.25
 
 
 @dataclass
@@ -111,8 +110,8 @@ class RateController:
         self.queue_delay = max(0.0, standing - self.base_rtt)
         self._latest_queue = rtt - self.base_rtt  # unfiltered: slow start cannot wait for the filter
 
-    def on_feedback(self, now: float, recv_rate_bps: float, loss: float) -> None:
-        """The receiver's report: update the rate."""
+    def on_feedback(self, now: float, recv_rate_bps: float, loss: float = 0.0) -> None:
+        """The receiver's report: update the rate. ``loss`` only corrects the receive rate for what was lost."""
         dt, self._last = now - self._last, now
         policy = self.settings.policy
         if policy == "fixed" or self.srtt is None:
@@ -123,7 +122,9 @@ class RateController:
         g = GAMMA * rtts
         # the receive rate averaged over about an RTT (a backlog drained after a stall is no capacity),
         # then the best of the last ten RTTs
-        self._recv_avg += min(1.0, rtts) * (recv_rate_bps - self._recv_avg)
+        # (counting what random loss took on the way, so it lowers no estimate of capacity)
+        arrived = recv_rate_bps / (1.0 - min(loss, 0.5))
+        self._recv_avg += min(1.0, rtts) * (arrived - self._recv_avg)
         self._delivered.window = max(10 * self.srtt, 0.5)
         delivered = self._delivered.push(now, self._recv_avg)
         rate = self.rate_bps
@@ -145,8 +146,5 @@ class RateController:
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
                 if queued < alpha / 4 and self.rate_bps < 0.9 * delivered:
                     rate = max(rate, min(self.rate_bps * (1 + REGAIN * rtts), delivered))
-        if loss > OVERLOAD_LOSS and recv_rate_bps > 0:
-            rate = min(rate, recv_rate_bps * 1.25)
-            self._slow_start = False
         self.rate_bps = rate
         self._clamp()
