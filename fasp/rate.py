@@ -16,9 +16,10 @@ seen), never from loss alone, so random loss does not slow a transfer down:
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
-``target_kbps`` caps and ``min_kbps`` floors every policy. Loss is never an
-input: 30 % random loss and a receiver dropping what it cannot take look the
-same in loss terms, and only the latter also shows as delay (its queue fills).
+``target_kbps`` caps and ``min_kbps`` floors every policy. Loss never lowers
+the rate (it only corrects the measured delivery rate): 30 % random loss and a
+receiver dropping what it cannot take look alike in loss terms, and only the
+latter also shows as delay (its queue fills).
 """
 from __future__ import annotations
 

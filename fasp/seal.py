@@ -2,7 +2,8 @@
 
 Both ends share one key, so the 96-bit GCM nonce is ``direction u32 || seq u64``:
 each end owns one direction and counts its own datagrams, hence a nonce never
-repeats under the key. With a key (the default in ascp) bodies are AES-GCM
+repeats under the key, provided the key serves one pair of Seals only (the
+engine draws a fresh key per session; never reuse one for a second channel). With a key (the default in ascp) bodies are AES-GCM
 encrypted; without one (``-T``) bodies travel in clear followed by a GMAC tag
 under a key derived from the session id, which still rejects corruption and
 datagrams from anyone who does not know the session id (it is no secret from

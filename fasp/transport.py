@@ -98,7 +98,10 @@ class _Writer:
 
 
 class Transport:
-    """One end of a session's UDP data channel. Either end can send and receive files."""
+    """One end of a session's UDP data channel. Either end can send and receive files.
+
+    ``key`` (16/24/32 bytes: AES-GCM-128/192/256, or None for ``-T``) must be fresh for each
+    listen/connect pair: the nonces restart with every Transport."""
 
     stall_timeout = 20.0  # seconds without progress before a send fails with code 40
     peer_timeout = 10.0  # seconds without any datagram from the peer before it counts as gone (code 16)
