@@ -191,22 +191,36 @@ class Receiver:
             return None, size
         return verdict.start, size
 
+    async def _request(self, fid: int, fd: int, lo: int, hi: int, landed) -> asyncio.Task:
+        """Register bytes [lo, hi) as a new piece, then ask the sender for it; ``landed(lo, hi)`` runs
+        once they are written. Holds one slot of the session's window until then."""
+        await self._window.acquire()
+        pid = next(self._pids)
+
+        async def receive() -> None:
+            try:
+                await self._transport.receive(pid, fd, lo, hi, self._tally.progress)
+            finally:
+                self._window.release()
+            landed(lo, hi)
+
+        task = asyncio.create_task(receive())
+        await asyncio.sleep(0)  # the task registers the piece before the sender hears of it
+        await self._channel.send("piece", fid=fid, pid=pid, start=lo, end=hi)
+        return task
+
     async def _pieces(self, fid: int, fd: int, pieces: list[tuple[int, int]], sidecar: str | None,
                       msg: dict) -> int:
-        """Register and request every piece, at most PIECES_PER_FILE at once; bytes written."""
+        """Request every piece, at most PIECES_PER_FILE at once; the bytes written."""
         per_file = asyncio.Semaphore(PIECES_PER_FILE)
         pending: set[int] = set()
         tasks = []
         written = 0
 
-        async def one(pid: int, lo: int, hi: int) -> None:
+        def landed(lo: int, hi: int) -> None:
             nonlocal written
-            try:
-                await self._transport.receive(pid, fd, lo, hi, self._tally.progress)
-                written += hi - lo
-            finally:
-                per_file.release()
-                self._window.release()
+            written += hi - lo
+            per_file.release()
             pending.discard(lo)
             if sidecar is not None:  # synchronous: one writer at a time, and it is a few dozen bytes
                 resume.write_watermark(sidecar, msg["size"], msg["mtime"], min(pending, default=msg["size"]))
@@ -214,12 +228,8 @@ class Receiver:
         try:
             for lo, hi in pieces:
                 await per_file.acquire()
-                await self._window.acquire()
-                pid = next(self._pids)
                 pending.add(lo)
-                tasks.append(asyncio.create_task(one(pid, lo, hi)))
-                await asyncio.sleep(0)  # let the task register the piece before the sender hears of it
-                await self._channel.send("piece", fid=fid, pid=pid, start=lo, end=hi)
+                tasks.append(await self._request(fid, fd, lo, hi, landed))
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
@@ -232,13 +242,9 @@ class Receiver:
         tasks: list[asyncio.Task] = []
         written = 0
 
-        async def one(pid: int, lo: int, hi: int) -> None:
+        def landed(lo: int, hi: int) -> None:
             nonlocal written
-            try:
-                await self._transport.receive(pid, fd, lo, hi, self._tally.progress)
-                written += hi - lo
-            finally:
-                self._window.release()
+            written += hi - lo
 
         try:
             await self._channel.send("begin", fid=fid, start=0)
@@ -246,11 +252,7 @@ class Receiver:
             while True:
                 msg = await box.get()
                 if msg["t"] == "chunk":
-                    await self._window.acquire()
-                    pid = next(self._pids)
-                    tasks.append(asyncio.create_task(one(pid, msg["start"], msg["end"])))
-                    await asyncio.sleep(0)
-                    await self._channel.send("piece", fid=fid, pid=pid, start=msg["start"], end=msg["end"])
+                    tasks.append(await self._request(fid, fd, msg["start"], msg["end"], landed))
                 elif msg["t"] == "eof":
                     await asyncio.gather(*tasks)
                     size = msg["size"]
