@@ -5,7 +5,7 @@ seen), never from loss alone, so random loss does not slow a transfer down:
 
 - FIXED sends at the target rate.
 - FAIR is FAST-TCP turned into a rate: each flow aims to keep ``alpha`` bytes
-  queued at the bottleneck (``rate <- rate*base/rtt + alpha/rtt``, smoothed),
+  (more on long paths) queued at the bottleneck (``rate <- rate*base/rtt + alpha/rtt``, smoothed),
   which shares a link evenly between FAIR flows. Slow start grows the rate
   1.5x per RTT until a queue appears, then restarts from the delivery rate
   the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 POLICIES = ("fixed", "high", "fair", "low")
 INITIAL_BPS = 10_000_000
-ALPHA_BYTES = 250_000  # FAIR's standing queue per flow
+ALPHA_BYTES = 125_000  # FAIR's standing queue per flow on paths up to 100 ms; twice that from 200 ms
 GAMMA = 0.25  # FAST's smoothing per RTT
 SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
 REGAIN = 0.25  # growth per RTT back towards the known delivery rate
@@ -134,7 +134,9 @@ class RateController:
             off = max(-1.0, min(1.0, (LOW_TARGET_DELAY - self.queue_delay) / LOW_TARGET_DELAY))
             rate *= 1.0 + g * off
         else:
-            alpha = ALPHA_BYTES * 8 * (2 if policy == "high" else 1)
+            # flows on one path see one base RTT, hence one alpha: FAST's fairness holds; longer paths
+            # get more slack for the RTT noise they carry
+            alpha = ALPHA_BYTES * 8 * min(max(self.base_rtt / 0.1, 1.0), 2.0) * (2 if policy == "high" else 1)
             if self._slow_start:
                 if rate * self._latest_queue < alpha / 2:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
