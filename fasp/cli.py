@@ -61,7 +61,11 @@ async def run_client(cfg: Config) -> int:
     from .progress import ProgressLine
     from .report import Management
 
-    management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
+    try:
+        management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
+    except EngineError as exc:  # nobody to tell but stderr
+        print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
+        return exc.code
     show = management.emit if management else ProgressLine(cfg.quiet).emit
     session = ClientSession(cfg, _logged(show, cfg.local_log_dir))
     loop = asyncio.get_running_loop()

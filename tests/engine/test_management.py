@@ -183,3 +183,19 @@ def test_stream_upload_hundred_mib_in_order(fasp_server_module, tmp_path, listen
     assert out.stat().st_size == 100 << 20
     assert sha256(out) == digest.hexdigest()
     assert listener.of("STOP")[0].int("Size") == 100 << 20
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_file_does_not_stop_the_others(fasp_server_module, tmp_path, listener, spawn):
+    """FILEERROR for the missing source, the other still arrives, ARGSTOP per argument, then ERROR 27."""
+    server = fasp_server_module
+    good = random_file(tmp_path / "good.bin", 50_000)
+    proc = spawn(_args(server, listener, "-d", str(tmp_path / "missing.bin"), str(good),
+                       remote(server, "/mixed")), server.env())
+    assert _finish(proc) == 27
+    assert_same_file(good, server.docroot / "mixed" / "good.bin")
+    [fileerror] = listener.of("FILEERROR")
+    assert fileerror.int("Code") == 4 and fileerror.int("FaspFileArgIndex") == 0
+    argstops = {f.int("FaspFileArgIndex"): f for f in listener.of("ARGSTOP")}
+    assert argstops[0].int("ArgTransfersFailed") == 1 and argstops[1].int("ArgTransfersPassed") == 1
+    assert listener.types()[-1] == "ERROR" and listener.of("ERROR")[0].int("Code") == 27
