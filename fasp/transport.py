@@ -286,8 +286,12 @@ class Transport:
             self._handshake.set_exception(error)
             self._handshake.exception()
 
-    def _fail_all(self, error: EngineError) -> None:
-        for fut in list(self._send_done.values()) + [i.done for i in self._incoming.values()]:
+    def _fail_all(self, error: EngineError, spare_received: bool = False) -> None:
+        """Fail pending sends and receives; with ``spare_received``, not the receives that have every byte
+        and only wait for their writes to land (a peer may close as soon as we confirmed)."""
+        incoming = [i for i in self._incoming.values()
+                    if not (spare_received and self._receiver.is_complete(i.file_id))]
+        for fut in list(self._send_done.values()) + [i.done for i in incoming]:
             if not fut.done():
                 fut.set_exception(error)
 
@@ -435,7 +439,8 @@ class Transport:
     def _on_close(self, body: bytes, now: float) -> None:
         code = wire.parse_close(body)
         self._peer_closed = True
-        self._fail_all(EngineError(ErrorCode.CONNECTION_LOST, f"peer closed the data channel (code {code})"))
+        self._fail_all(EngineError(ErrorCode.CONNECTION_LOST, f"peer closed the data channel (code {code})"),
+                       spare_received=True)
 
     _HANDLERS = {wire.FEEDBACK: _on_feedback, wire.HELLO: _on_hello,
                  wire.HELLO_ACK: _on_hello_ack, wire.CLOSE: _on_close}
@@ -499,7 +504,7 @@ class Transport:
     def _watchdogs(self, now: float) -> None:
         if now - self._last_heard > self.peer_timeout:
             self._fail_all(EngineError(ErrorCode.CONNECTION_LOST,
-                                       f"no datagram from the peer for {self.peer_timeout:g}s"))
+                                       f"no datagram from the peer for {self.peer_timeout:g}s"), spare_received=True)
             self._last_heard = now  # report once; later operations get a fresh window
             return
         for file_id in self._sender.stalled(now, self.stall_timeout):

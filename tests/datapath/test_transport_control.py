@@ -167,3 +167,28 @@ async def test_idle_listener_waiting_for_its_peer_does_not_spin(tmp_path):
     finally:
         os.close(fd)
         await server.close()
+
+
+@aio
+async def test_peer_closing_right_after_confirmation_spares_a_receive_still_writing(tmp_path, monkeypatch):
+    real_pwrite = os.pwrite
+
+    def slow_pwrite(fd, data, offset):  # a slow disk: writes land well after the peer hears "complete"
+        time.sleep(0.05)
+        return real_pwrite(fd, data, offset)
+    monkeypatch.setattr(os, "pwrite", slow_pwrite)
+    data = os.urandom(300_000)
+    sid = os.urandom(16)
+    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=b"k" * 16)
+    client = await Transport.connect("127.0.0.1", server.local_port, session_id=sid, key=b"k" * 16)
+    fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
+    try:
+        rx = asyncio.ensure_future(server.receive(1, fd, 0, len(data)))
+        await asyncio.wait_for(client.send(1, data, 0, len(data)), 20)
+        await client.close()
+        await asyncio.wait_for(rx, 10)
+    finally:
+        os.close(fd)
+        await client.close()
+        await server.close()
+    assert hashlib.sha256((tmp_path / "dst").read_bytes()).digest() == hashlib.sha256(data).digest()
