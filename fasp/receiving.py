@@ -150,8 +150,10 @@ class Receiver:
             await self._channel.send("begin", fid=fid, start=start)
             self._tally.started(key, arg, size, start)
             pieces = plan_pieces(clip(extents, start, end))
-            written = await self._pieces(fid, fd, pieces, partial if len(pieces) > 1 and not ranged else None,
-                                         msg)
+            sidecar = partial if pieces and not ranged else None
+            if sidecar is not None:  # from now on the file may have holes: say where its good part ends
+                resume.write_watermark(sidecar, size, msg["mtime"], start)
+            written = await self._pieces(fid, fd, pieces, sidecar, msg)
             checksum = await asyncio.to_thread(self._finish_fd, fd, size, ranged)
         finally:
             os.close(fd)
