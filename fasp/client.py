@@ -113,6 +113,7 @@ class ClientSession:
         self._bye = asyncio.Event()
         self._remote_err = bytearray()
         self._stderr_task: asyncio.Task | None = None
+        self._rate_seq = 0
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -327,7 +328,9 @@ class ClientSession:
             self._report_problem(Problem(msg["arg"], msg["path"], msg["code"], msg["desc"],
                                          skip=bool(msg.get("skip"))))
         elif kind == "rate":
-            pass  # the peer's confirmation of a rate change; ours is already applied
+            if msg.get("seq") == self._rate_seq:  # the peer's caps applied to our latest change
+                self._rate = RateSettings(**_rate_from(msg))
+                self._transport.set_rate(self._rate)
         else:
             role = self._sender or self._receiver
             if not role.deliver(msg):
@@ -466,7 +469,8 @@ class ClientSession:
         self._rate = RateSettings(target, min(minimum, target), policy)
         if self._transport is not None:
             self._transport.set_rate(self._rate)
-            await self._channel.send("rate", **self._rate_dict())
+            self._rate_seq += 1
+            await self._channel.send("rate", seq=self._rate_seq, **self._rate_dict())
 
     async def _stream_command(self, kind: str, frame: mgmt.Frame) -> None:
         await self._connected.wait()

@@ -150,6 +150,8 @@ class ServerSession:
             if kind == "rate":
                 rate = self.capped({"target": msg["target"], "min": msg["min"], "policy": msg["policy"]})
                 self.transport.set_rate(rate)
+                await self.channel.send("rate", target=rate.target_kbps, min=rate.min_kbps, policy=rate.policy,
+                                        seq=msg.get("seq"))
             elif kind == "get":
                 if not isinstance(self.role, Sender):
                     raise control.ControlError("get in an upload session")

@@ -199,3 +199,19 @@ def test_a_failed_file_does_not_stop_the_others(fasp_server_module, tmp_path, li
     argstops = {f.int("FaspFileArgIndex"): f for f in listener.of("ARGSTOP")}
     assert argstops[0].int("ArgTransfersFailed") == 1 and argstops[1].int("ArgTransfersPassed") == 1
     assert listener.types()[-1] == "ERROR" and listener.of("ERROR")[0].int("Code") == 27
+
+
+@pytest.mark.timeout(60)
+def test_server_rate_cap_bounds_every_rate(tmp_path, listener, spawn):
+    """fasp-server --rate-cap: the session starts capped and a RATE above the cap is capped too."""
+    from tests.support.servers import start_fasp_server
+    with start_fasp_server(tmp_path / "srv", rate_cap_kbps=30000) as server:
+        src = random_file(tmp_path / "capped.bin", 12 << 20)
+        proc = spawn(_args(server, listener, "-l", "500000", str(src), remote(server, "/capped.bin")), server.env())
+        session = listener.wait_for(lambda f: f.type == "SESSION", 30)
+        assert session is not None and session[1].int("Rate") == 30000
+        sent = time.monotonic()
+        listener.send("RATE", {"Rate": 400000})
+        assert listener.wait_for(lambda f: f.type == "STATS" and f.int("TargetRate") == 30000, 2, since=sent + 0.6)
+        assert _finish(proc) == 0, proc.stderr.read().decode()
+        assert_same_file(src, server.docroot / "capped.bin")
