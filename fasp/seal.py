@@ -101,11 +101,10 @@ class Seal:
     def open(self, datagram) -> tuple[int, int, int, int, bytes]:
         """Authenticate (and decrypt) a datagram: (type, seq, ts, echo, body), or Rejected unless it is
         the peer's, intact and new."""
-        if len(datagram) < wire.HEADER_SIZE + wire.TAG_SIZE:
-            raise Rejected("datagram too short")
-        version, type_, direction, _, sid, seq, ts, echo = wire.HEADER.unpack_from(datagram)
-        if version != wire.VERSION or type_ not in wire.TYPES:
-            raise Rejected("unknown version or type")
+        try:
+            type_, direction, sid, seq, ts, echo = wire.parse_header(datagram)
+        except wire.WireError as exc:
+            raise Rejected(str(exc)) from None
         if sid != self.session_id:
             raise Rejected("foreign session")
         if direction != self._peer_direction:

@@ -4,11 +4,13 @@ Retransmissions go first, then new data, files in the order they were added.
 A hole the receiver reports is resent at once; it is resent again only once
 the receiver has seen data sent after that resend (``seen``, dated by the
 feedback, RACK-style) and still misses it, or after two retransmission
-timeouts (``rto``, given by the driver). A resend queued behind a long
-receive queue is thus not repeated, so each loss costs about one resend. Loss at the very end of a file leaves no
-hole behind it, so once all of a file was sent and ``rto`` passes without
-confirmation, the part beyond the receiver's frontier is resent (or, if there
-is none, a zero-length probe asks the receiver to report again). A file is done when the receiver says it is complete.
+timeouts (``rto``, given by the driver). A resend waiting in a long receive
+queue is thus not repeated, so each loss costs about one resend.
+
+Loss at the very end of a file leaves no hole behind it, so once all of a file
+was sent and ``rto`` passes without confirmation, the part beyond the
+receiver's frontier is resent (or, if there is none, a zero-length probe asks
+the receiver to report again). A file is done when the receiver says so.
 """
 from __future__ import annotations
 
@@ -53,9 +55,6 @@ class Sender:
         if self._files.pop(file_id, None) is not None:
             for key in [k for k in self._retx if k[0] == file_id]:
                 del self._retx[key]
-
-    def __contains__(self, file_id: int) -> bool:
-        return file_id in self._files
 
     @property
     def has_data(self) -> bool:

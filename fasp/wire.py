@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 VERSION = 1
 HEADER = struct.Struct("!BBBB16sQII")
@@ -44,16 +43,6 @@ class WireError(ValueError):
     """A datagram that does not parse: the driver drops and counts it."""
 
 
-class Header(NamedTuple):
-    version: int
-    type: int
-    direction: int
-    session_id: bytes
-    seq: int
-    ts: int
-    echo: int
-
-
 def pack_header(type_: int, direction: int, session_id: bytes, seq: int, ts: int, echo: int) -> bytes:
     return HEADER.pack(VERSION, type_, direction, 0, session_id, seq, ts & MAX_U32, echo & MAX_U32)
 
@@ -63,17 +52,14 @@ def header_prefix(type_: int, direction: int, session_id: bytes) -> bytes:
     return _HEADER_PREFIX.pack(VERSION, type_, direction, 0, session_id)
 
 
-def parse_header(datagram) -> Header:
+def parse_header(datagram) -> tuple[int, int, bytes, int, int, int]:
+    """(type, direction, session_id, seq, ts, echo) of a datagram long enough to hold a header and a tag."""
     if len(datagram) < HEADER_SIZE + TAG_SIZE:
         raise WireError("datagram too short")
     version, type_, direction, _, sid, seq, ts, echo = HEADER.unpack_from(datagram)
-    if version != VERSION:
-        raise WireError(f"unknown version {version}")
-    if type_ not in TYPES:
-        raise WireError(f"unknown type {type_}")
-    if direction > 1:
-        raise WireError(f"bad direction {direction}")
-    return Header(version, type_, direction, sid, seq, ts, echo)
+    if version != VERSION or type_ not in TYPES or direction > 1:
+        raise WireError(f"unknown version {version}, type {type_} or direction {direction}")
+    return type_, direction, sid, seq, ts, echo
 
 
 def pack_data(file_id: int, offset: int, payload) -> bytes:
