@@ -16,6 +16,7 @@ import os
 import shlex
 import time
 import uuid
+from collections import defaultdict
 from typing import Callable
 
 import asyncssh
@@ -107,8 +108,9 @@ class ClientSession:
         self._connected = asyncio.Event()
         self._items: asyncio.Queue = asyncio.Queue()
         self._next_arg = 0
-        self._args_done: dict[int, asyncio.Event] = {}
-        self._listed: dict[int, dict] = {}
+        self._args_done: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
+        self._listings: dict[int, dict] = {}
+        self._listed: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._stream: OutStream | None = None
         self._bye = asyncio.Event()
         self._remote_err = bytearray()
@@ -321,9 +323,10 @@ class ClientSession:
         elif kind == "cancel":
             self.fail(EngineError(ErrorCode.PEER_ABORTED_SESSION, "the peer cancelled the session"))
         elif kind == "listed":
-            self._listed[msg["arg"]] = msg
+            self._listings[msg["arg"]] = msg
+            self._listed[msg["arg"]].set()
         elif kind == "argdone":
-            self._args_done.setdefault(msg["arg"], asyncio.Event()).set()
+            self._args_done[msg["arg"]].set()
         elif kind == "ferror" and msg["fid"] is None:  # a source the peer could not even offer
             self._report_problem(Problem(msg["arg"], msg["path"], msg["code"], msg["desc"],
                                          skip=bool(msg.get("skip"))))
@@ -352,34 +355,29 @@ class ClientSession:
                     break
                 await item
         if self._receiver is not None:
-            while self._receiver.busy:
-                await asyncio.sleep(0.01)
+            await self._receiver.idle()
 
     async def _upload_args(self) -> None:
         cfg = self.cfg
         rules = Rules.from_opts(cfg.options_for_peer())
         lone = len(cfg.sources) == 1 and cfg.pair_dests is None and not cfg.src_base
-        plans = []
-        for arg, source in enumerate(cfg.sources):
-            pair = cfg.pair_dests[arg] if cfg.pair_dests is not None else None
-            rel = top_name(source, cfg.src_base, pair)
-            plans.append((arg, source, rel))
-        self._next_arg = len(plans)
+        self._next_arg = len(cfg.sources)
+        walks = [walk(arg, source, source, top_name(source, cfg.src_base, cfg.pair_dests[arg]
+                                                    if cfg.pair_dests is not None else None),
+                      lone=lone, rules=rules)
+                 for arg, source in enumerate(cfg.sources)]
         if cfg.precalculate:
-            listed = []
-            for arg, source, rel in plans:
-                listed.append(await asyncio.to_thread(list, walk(arg, source, source, rel, lone=lone, rules=rules)))
-            files = [j for items in listed for j in items if isinstance(j, FileJob) and not j.is_dir]
-            dirs = [j for items in listed for j in items if isinstance(j, FileJob) and j.is_dir]
-            self.tally.emit("NOTIFICATION", {"PreTransferFiles": len(files), "PreTransferDirs": len(dirs),
-                                             "PreTransferBytes": sum(j.size for j in files)})
-            for (arg, source, _), items in zip(plans, listed):
-                await self._upload(arg, items)
-                self._sender.finish_arg(source)
-        else:
-            for arg, source, rel in plans:
-                await self._upload(arg, walk(arg, source, source, rel, lone=lone, rules=rules))
-                self._sender.finish_arg(source)
+            walks = [await asyncio.to_thread(list, items) for items in walks]
+            jobs = [j for items in walks for j in items if isinstance(j, FileJob)]
+            self._notify_job_size(files=sum(not j.is_dir for j in jobs), dirs=sum(j.is_dir for j in jobs),
+                                  nbytes=sum(j.size for j in jobs))
+        for arg, items in enumerate(walks):
+            await self._upload(arg, items)
+            self._sender.finish_arg(cfg.sources[arg])
+
+    def _notify_job_size(self, files: int, dirs: int, nbytes: int) -> None:
+        self.tally.emit("NOTIFICATION", {"PreTransferFiles": files, "PreTransferDirs": dirs,
+                                         "PreTransferBytes": nbytes})
 
     async def _upload(self, arg: int, items) -> None:
         await self._sender.send_all(items, self._report_problem)
@@ -395,21 +393,17 @@ class ClientSession:
         cfg = self.cfg
         self._next_arg = len(cfg.sources)
         for arg, source in enumerate(cfg.sources):
-            self._args_done[arg] = asyncio.Event()
             pair = cfg.pair_dests[arg] if cfg.pair_dests is not None else None
-            await self._channel.send("get", arg=arg, source=source, dest=None, start=None, end=None,
+            await self._channel.send("get", arg=arg, source=source, start=None, end=None,
                                      rel=pair, lone=len(cfg.sources) == 1 and pair is None and not cfg.src_base)
         if cfg.precalculate:
-            while len(self._listed) < len(cfg.sources) and not all(e.is_set() for e in self._args_done.values()):
-                await asyncio.sleep(0.01)
-            self.tally.emit("NOTIFICATION", {
-                "PreTransferFiles": sum(m["files"] for m in self._listed.values()),
-                "PreTransferDirs": sum(m["dirs"] for m in self._listed.values()),
-                "PreTransferBytes": sum(m["bytes"] for m in self._listed.values())})
+            await asyncio.gather(*(self._listed[arg].wait() for arg in range(len(cfg.sources))))
+            listed = [self._listings[arg] for arg in range(len(cfg.sources))]
+            self._notify_job_size(files=sum(m["files"] for m in listed), dirs=sum(m["dirs"] for m in listed),
+                                  nbytes=sum(m["bytes"] for m in listed))
         for arg in range(len(cfg.sources)):
             await self._args_done[arg].wait()
-            while self._receiver.busy:
-                await asyncio.sleep(0.01)
+            await self._receiver.idle()
             self.tally.arg_done(arg)
 
     async def _start_item(self, source: str, dest: str, start: int | None, end: int | None) -> None:
@@ -424,12 +418,9 @@ class ClientSession:
                     item.start, item.end = start, end
             await self._upload(arg, items)
         else:
-            done = self._args_done[arg] = asyncio.Event()
-            await self._channel.send("get", arg=arg, source=source, dest=None, start=start, end=end,
-                                     rel=dest, lone=False)
-            await done.wait()
-            while self._receiver.busy:
-                await asyncio.sleep(0.01)
+            await self._channel.send("get", arg=arg, source=source, start=start, end=end, rel=dest, lone=False)
+            await self._args_done[arg].wait()
+            await self._receiver.idle()
             self.tally.arg_done(arg)
 
     # ---- management commands ------------------------------------------------------------------------

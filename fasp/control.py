@@ -34,7 +34,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
               "datagram_size": _INT, "udp_port": _INT, "rate": (dict,), "opts": (dict,)},
     "welcome": {"v": _INT, "udp_port": _INT, "rate": (dict,)},
     # download requests (client -> server): one source argument, or one keepalive START
-    "get": {"arg": _INT, "source": _STR, "dest": _OPT_STR, "start": _OPT_INT, "end": _OPT_INT},
+    "get": {"arg": _INT, "source": _STR, "start": _OPT_INT, "end": _OPT_INT},
     "listed": {"arg": _INT, "files": _INT, "dirs": _INT, "bytes": _INT},
     # per file (sender -> receiver)
     "file": {"fid": _INT, "arg": _INT, "rel": _STR, "lone": (bool,), "size": _OPT_INT,

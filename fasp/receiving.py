@@ -68,11 +68,13 @@ class Receiver:
         self._inbox: dict[int, asyncio.Queue] = {}
         self._window = asyncio.Semaphore(PIECES_IN_FLIGHT)
         self.tasks: set[asyncio.Task] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.tasks)
+    async def idle(self) -> None:
+        """Return once no incoming file is in progress."""
+        await self._idle.wait()
 
     def deliver(self, msg: dict) -> bool:
         """Take a sender message; False if it is not for this role."""
@@ -80,6 +82,7 @@ class Receiver:
             box = self._inbox[msg["fid"]] = asyncio.Queue()
             task = asyncio.create_task(self._incoming(msg, box))
             self.tasks.add(task)
+            self._idle.clear()
             task.add_done_callback(self._finished)
             return True
         box = self._inbox.get(msg.get("fid"))
@@ -88,11 +91,10 @@ class Receiver:
         box.put_nowait(msg)
         return True
 
-    def set_dest(self, dest: str) -> None:
-        self._dest = dest
-
     def _finished(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
+        if not self.tasks:
+            self._idle.set()
         if not task.cancelled() and task.exception() is not None:
             self.on_fatal(task.exception())
 
@@ -100,10 +102,7 @@ class Receiver:
         fid, rel, arg = msg["fid"], msg["rel"], msg["arg"]
         key = rel
         try:
-            dest = msg.get("dest") or self._dest
-            if not isinstance(dest, str):
-                raise ControlError("file.dest must be a string")
-            target = destination(dest, rel, msg["lone"], resolve=self._resolve,
+            target = destination(self._dest, rel, msg["lone"], resolve=self._resolve,
                                  create_dirs=self._opts.get("create_dirs", False))
             key = self._key_of(target, rel)
             if stat.S_ISDIR(msg["mode"]):

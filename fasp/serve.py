@@ -140,8 +140,10 @@ class ServerSession:
                 raise EngineError(ErrorCode.TRANSFER_ERROR, "the client closed the control channel")
             kind = msg["t"]
             if kind == "bye":
-                while self.tasks or (isinstance(self.role, Receiver) and self.role.busy):
-                    await asyncio.sleep(0.01)
+                if self.tasks:
+                    await asyncio.wait(set(self.tasks))
+                if isinstance(self.role, Receiver):
+                    await self.role.idle()
                 await self.channel.send("bye")
                 log.info("session ended by the client")
                 return
