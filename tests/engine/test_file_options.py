@@ -108,3 +108,22 @@ def test_datagram_size_and_private_key_from_environment(tmp_path):
         env["ASPERA_SCP_KEY"] = key.export_private_key().decode()
         _ok(run_ascp(fasp_args(server, "-Z", "9000", str(src), remote(server, "/jumbo.bin")), env))
         assert_same_file(src, server.docroot / "jumbo.bin")
+
+
+@pytest.mark.timeout(60)
+def test_owner_and_access_times(fasp_server_module, tmp_path):
+    """--preserve-file-owner-uid/gid (we run as root), --preserve-access-time, --preserve-source-access-time."""
+    server = fasp_server_module
+    src = random_file(tmp_path / "owned.bin", 3000)
+    os.chown(src, 1234, 2345)
+    os.utime(src, (1_200_000_000, 1_300_000_000))
+    _ok(run_ascp(fasp_args(server, "--preserve-file-owner-uid", "--preserve-file-owner-gid",
+                           "--preserve-access-time", "--preserve-source-access-time", str(src),
+                           remote(server, "/owned.bin")), server.env()))
+    landed = server.docroot / "owned.bin"
+    theirs, ours = landed.stat(), src.stat()  # before hashing reads them (relatime would move atime)
+    assert (theirs.st_uid, theirs.st_gid) == (1234, 2345)
+    assert int(theirs.st_atime) == 1_200_000_000
+    assert int(theirs.st_mtime) != 1_300_000_000  # only what was asked is preserved
+    assert int(ours.st_atime) == 1_200_000_000  # reading the source did not move its atime
+    assert_same_file(src, landed)
