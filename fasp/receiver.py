@@ -15,14 +15,14 @@ from . import wire
 
 REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
 MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is)
-COMPLETE_REPEATS = 3
-LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured  # feedbacks that repeat a completion (more follow whenever data for it arrives)
+COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
+LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured
 
 
 class HoleMap:
     """Bytes of [start, end) received so far, as a frontier plus holes below it."""
 
-    def __init__(self, start: int, end: int, now: float = 0.0):
+    def __init__(self, start: int, end: int):
         self.start = start
         self.end = end
         self.frontier = start
@@ -101,7 +101,8 @@ class Receiver:
     def __init__(self, max_feedback_bytes: int = MAX_FEEDBACK_BYTES):
         self._max_feedback = max_feedback_bytes
         self._files: dict[int, HoleMap] = {}
-        self._completed: dict[int, int] = {}  # file_id -> feedbacks still to announce it in
+        self._completed: set[int] = set()
+        self._announce: dict[int, int] = {}  # completed file_id -> feedbacks still to announce it in
         self._touched: set[int] = set()  # files that received data since the last feedback
         self._rotor = 0  # where the next feedback starts its round of file reports
         self.unknown_datagrams = 0
@@ -118,27 +119,30 @@ class Receiver:
         self.urgent = False  # a completion is waiting to be announced
         self._data_ts = 0
 
-    def register(self, file_id: int, start: int, end: int, now: float) -> None:
-        self._completed.pop(file_id, None)
-        self._files[file_id] = HoleMap(start, end, now)
+    def register(self, file_id: int, start: int, end: int) -> None:
+        self._completed.discard(file_id)
+        self._announce.pop(file_id, None)
+        self._files[file_id] = HoleMap(start, end)
         if start >= end:
             self._complete(file_id)
 
     def unregister(self, file_id: int) -> None:
         self._files.pop(file_id, None)
-        self._completed.pop(file_id, None)
+        self._completed.discard(file_id)
+        self._announce.pop(file_id, None)
 
     def is_complete(self, file_id: int) -> bool:
-        return file_id in self._completed or (file_id not in self._files)
+        return file_id in self._completed
 
     @property
     def active(self) -> bool:
         """Files are arriving, or completions are still to be announced."""
-        return bool(self._files) or any(self._completed.values())
+        return bool(self._files) or bool(self._announce)
 
     def _complete(self, file_id: int) -> None:
         del self._files[file_id]
-        self._completed[file_id] = COMPLETE_REPEATS
+        self._completed.add(file_id)
+        self._announce[file_id] = COMPLETE_REPEATS
         self.urgent = True
 
     def on_datagrams(self, count: int, size: int, seq_high: int) -> None:
@@ -155,8 +159,8 @@ class Receiver:
         self._data_ts = sent_ts
         hm = self._files.get(file_id)
         if hm is None:
-            if file_id in self._completed:
-                self._completed[file_id] = max(self._completed[file_id], 1)  # sender missed it: say it again
+            if file_id in self._completed:  # the sender missed the announcements: say it again
+                self._announce[file_id] = max(self._announce.get(file_id, 0), 1)
                 self.urgent = True
             else:
                 self.unknown_datagrams += 1
@@ -187,15 +191,15 @@ class Receiver:
 
         room = self._max_feedback - wire.FEEDBACK_HEAD_SIZE
         reports = []
-        for file_id, left in list(self._completed.items()):
-            if left <= 0 or room < wire.FILE_REPORT_SIZE:
-                continue
+        for file_id, left in list(self._announce.items()):
+            if room < wire.FILE_REPORT_SIZE:
+                break
             reports.append(wire.FileReport(file_id, 0, [], True))
             room -= wire.FILE_REPORT_SIZE
-            if left == 1:
-                self._completed[file_id] = 0
+            if left > 1:
+                self._announce[file_id] = left - 1
             else:
-                self._completed[file_id] = left - 1
+                del self._announce[file_id]
         older_than = now - max(REORDER_GRACE, rtt / 4)
         started = sorted(self._touched | {f for f, h in self._files.items() if h.frontier > h.start})
         first = self._rotor % len(started) if started else 0  # more files than fit take turns

@@ -222,7 +222,7 @@ class Transport:
         self._check_open()
         done = self._loop.create_future()
         inc = self._incoming[file_id] = _Incoming(file_id, fd, on_progress, done)
-        self._receiver.register(file_id, start, end, time.monotonic())
+        self._receiver.register(file_id, start, end)
         if start >= end:
             done.set_result(None)
         self._kick()  # the pump now owes this file feedback

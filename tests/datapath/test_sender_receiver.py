@@ -41,7 +41,7 @@ def test_holes_wait_out_reordering():
 
 def test_receiver_reports_completion_again_when_data_repeats():
     r = Receiver()
-    r.register(1, 0, 100, 0.0)
+    r.register(1, 0, 100)
     assert r.on_data(1, 0, 100, 0.0) == 100
     assert r.is_complete(1) and r.urgent
     for _ in range(5):
@@ -115,7 +115,7 @@ def simulate(size, payload, loss, seed, reorder=0.0):
     rnd = random.Random(seed)
     s, r = Sender(payload), Receiver()
     s.add(1, 0, size, 0.0)
-    r.register(1, 0, size, 0.0)
+    r.register(1, 0, size)
     in_flight = []  # (arrival, chunk, sent)
     seen = None  # when the newest datagram the receiver got was sent
     now, rtt, rto = 0.0, 0.01, 0.03
@@ -161,7 +161,7 @@ def test_resends_stay_close_to_what_loss_requires():
 def test_feedback_takes_turns_when_files_do_not_fit():
     r = Receiver()
     for fid in range(300):
-        r.register(fid, 0, 1000, 0.0)
+        r.register(fid, 0, 1000)
         r.on_data(fid, 0, 10, 0.0)
     seen = set()
     for i in range(6):
