@@ -105,3 +105,16 @@ def test_usage_errors_are_8_and_name_the_problem(argv, needle, listener, spawn):
     assert needle in err.decode()
     error = listener.wait_for(lambda f: f.type == "ERROR", 5)
     assert error is not None and error[1].int("Code") == 8
+
+
+@pytest.mark.timeout(60)
+def test_data_channel_that_never_answers_is_15(tmp_path, monkeypatch):
+    """The server's UDP socket sits on 127.0.0.2 while the client sends to 127.0.0.1: no answer, ever."""
+    from tests.support.servers import start_fasp_server
+    monkeypatch.setenv("FASP_UDP_BIND", "127.0.0.2")  # inherited by the server-mode engine
+    with start_fasp_server(tmp_path / "srv") as server:
+        src = random_file(tmp_path / "x.bin", 10)
+        result = run_ascp(["-q", "-P", str(server.port), str(src), remote(server, "/x.bin")], server.env(),
+                          timeout=40)
+        assert _code(result) == 15, result.stderr.decode()
+        assert not (server.docroot / "x.bin").exists()
