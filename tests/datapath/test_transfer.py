@@ -166,3 +166,16 @@ async def test_progress_callback_failure_fails_only_that_receive(tmp_path):
         finally:
             os.close(fd)
     assert (tmp_path / "dst").read_bytes() == data
+
+
+@pytest.mark.parametrize("policy", ["fixed", "high", "fair", "low"])
+@aio
+async def test_every_policy_delivers(tmp_path, policy):
+    from fasp.transport import RateSettings
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(os.urandom(2 << 20))
+    async with pair(rate=RateSettings(200_000, min_kbps=1000, policy=policy)) as (client, server):
+        await transfer(client, server, 1, src, dst)
+        stats = client.stats()
+        assert stats["policy"] == policy and 1000 <= stats["rate_kbps"] <= 200_000
+    assert sha256_file(dst) == sha256_file(src)
