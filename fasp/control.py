@@ -42,6 +42,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "chunk": {"fid": _INT, "start": _INT, "end": _INT},
     "eof": {"fid": _INT, "size": _INT},
     "verified": {"fid": _INT, "ok": (bool,)},
+    "keep": {"arg": _INT, "top": _STR, "names": (list,), "done": (bool,)},
     "sent": {"fid": _INT},
     # per file (receiver -> sender)
     "verify": {"fid": _INT, "have": _INT, "digest": _STR},
@@ -49,6 +50,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "piece": {"fid": _INT, "pid": _INT, "start": _INT, "end": _INT},
     "fdone": {"fid": _INT, "written": _INT, "checksum": _OPT_STR},
     "skip": {"fid": _INT, "reason": _STR},
+    "kept": {"arg": _INT, "deleted": _INT},
     # either way
     "ferror": {"fid": _OPT_INT, "arg": _INT, "path": _STR, "code": _INT, "desc": _STR},
     "argdone": {"arg": _INT},

@@ -228,6 +228,7 @@ class Config:
     remove_empty_directories: bool = False
     move_after: str | None = None
     save_before_overwrite: bool = False
+    delete_before: bool = False
     manifest_dir: str | None = None
     resume: int = 0
     src_base: str | None = None
@@ -257,7 +258,7 @@ class Config:
             "remove_after_transfer": self.remove_after_transfer,
             "remove_empty_source_directory": self.remove_empty_source_directory,
             "remove_empty_directories": self.remove_empty_directories, "move_after": self.move_after,
-            "save_before_overwrite": self.save_before_overwrite,
+            "save_before_overwrite": self.save_before_overwrite, "delete_before": self.delete_before,
             "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
             "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
@@ -309,7 +310,6 @@ def _read_list(path: str) -> list[str]:
 _UNSUPPORTED_SWITCHES = {
     "apply_local_docroot": "--apply-local-docroot",
     "auto_detect_capacity": "--auto-detect-capacity",
-    "delete_before_transfer": "--delete-before-transfer",
 }
 _NO_OP_VALUES = {
     "preserve_acls": ("--preserve-acls", ("none",)),
@@ -414,6 +414,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         if getattr(cfg, key) and not (cfg.remove_after_transfer or cfg.move_after):
             raise usage(f"{name} needs --remove-after-transfer or --move-after-transfer")
     cfg.save_before_overwrite = bool(get("save_before_overwrite"))
+    cfg.delete_before = bool(get("delete_before_transfer"))
     if str(get("file_manifest", "none")).lower() == "text":
         if not get("file_manifest_path"):
             raise usage("--file-manifest=text needs --file-manifest-path=DIR")

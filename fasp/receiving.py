@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import stat
 import time
 from typing import Callable
@@ -70,6 +71,7 @@ class Receiver:
         self.tasks: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._keep: dict[int, set[str]] = {}
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
     async def idle(self) -> None:
@@ -78,18 +80,34 @@ class Receiver:
 
     def deliver(self, msg: dict) -> bool:
         """Take a sender message; False if it is not for this role."""
+        if msg["t"] == "keep":
+            names = self._keep.setdefault(msg["arg"], set())
+            names.update(str(n) for n in msg["names"])
+            if msg["done"]:
+                self._track(asyncio.create_task(self._delete_others(msg["arg"], msg["top"],
+                                                                    self._keep.pop(msg["arg"]))))
+            return True
         if msg["t"] == "file":
             box = self._inbox[msg["fid"]] = asyncio.Queue()
-            task = asyncio.create_task(self._incoming(msg, box))
-            self.tasks.add(task)
-            self._idle.clear()
-            task.add_done_callback(self._finished)
+            self._track(asyncio.create_task(self._incoming(msg, box)))
             return True
         box = self._inbox.get(msg.get("fid"))
         if box is None:
             return False
         box.put_nowait(msg)
         return True
+
+    def _track(self, task: asyncio.Task) -> None:
+        self.tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._finished)
+
+    async def _delete_others(self, arg: int, top: str, keep: set[str]) -> None:
+        """--delete-before-transfer: remove what lies below the directory's destination but not in the source."""
+        root = destination(self._dest, top, False, resolve=self._resolve,
+                           create_dirs=self._opts.get("create_dirs", False))
+        deleted = await asyncio.to_thread(_prune_except, root, keep)
+        await self._channel.send("kept", arg=arg, deleted=deleted)
 
     def _finished(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
@@ -296,6 +314,25 @@ def _existing(path: str) -> resume.Existing | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     return resume.Existing(st.st_size, st.st_mtime)
+
+
+def _prune_except(root: str, keep: set[str]) -> int:
+    """Delete every entry below ``root`` whose relative path is not in ``keep`` (links are not followed)."""
+    deleted = 0
+    for path, dirs, files in os.walk(root, topdown=True):
+        rel_dir = os.path.relpath(path, root)
+        for name in list(dirs) + files:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if rel in keep:
+                continue
+            full = os.path.join(path, name)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+                dirs.remove(name)
+            else:
+                os.unlink(full)
+            deleted += 1
+    return deleted
 
 
 def _saved_name(path: str) -> str:

@@ -23,6 +23,8 @@ from .tally import Tally
 
 
 FILES_IN_FLIGHT = 16
+KEEP_BATCH = 2000
+"""Names per ``keep`` message: well inside the control channel's frame limit."""
 
 
 def os_error_code(exc: OSError) -> int:
@@ -52,9 +54,15 @@ class Sender:
         self._key_of = key_of or (lambda job: job.path)
         self._fids = itertools.count(1)
         self._inbox: dict[int, asyncio.Queue] = {}
+        self._kept: dict[int, asyncio.Future] = {}
 
     def deliver(self, msg: dict) -> bool:
         """Route a receiver message to its file; False if no such file is in flight."""
+        if msg["t"] == "kept":
+            waiter = self._kept.pop(msg["arg"], None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(msg["deleted"])
+            return waiter is not None
         box = self._inbox.get(msg.get("fid"))
         if box is None:
             return False
@@ -82,6 +90,9 @@ class Sender:
         """Send a source argument's jobs, FILES_IN_FLIGHT at a time; problems go to ``on_problem``."""
         room = asyncio.Semaphore(FILES_IN_FLIGHT)
         tasks = []
+        if self._opts.get("delete_before"):
+            items = await asyncio.to_thread(list, items)
+            await self._keep_only(items)
 
         async def one(job: FileJob) -> None:
             try:
@@ -100,6 +111,19 @@ class Sender:
         finally:
             for task in tasks:
                 task.cancel()
+
+    async def _keep_only(self, items: list) -> None:
+        """--delete-before-transfer: tell the receiver which names a directory source has, and wait
+        until it deleted every other entry below that directory's destination."""
+        if not items or not isinstance(items[0], FileJob) or not items[0].is_dir:
+            return  # a plain file source: nothing to prune
+        arg, top = items[0].arg, items[0].rel
+        names = [i.rel[len(top) + 1:] for i in items[1:] if isinstance(i, FileJob) and i.rel.startswith(top + "/")]
+        waiter = self._kept[arg] = asyncio.get_running_loop().create_future()
+        for at in range(0, max(len(names), 1), KEEP_BATCH):
+            batch = names[at:at + KEEP_BATCH]
+            await self._channel.send("keep", arg=arg, top=top, names=batch, done=at + KEEP_BATCH >= len(names))
+        await waiter
 
     async def send_job(self, job: FileJob) -> str:
         """Transfer one job; returns "passed", "skipped" or "failed" (session-fatal errors raise)."""

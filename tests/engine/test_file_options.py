@@ -127,3 +127,23 @@ def test_owner_and_access_times(fasp_server_module, tmp_path):
     assert int(theirs.st_mtime) != 1_300_000_000  # only what was asked is preserved
     assert int(ours.st_atime) == 1_200_000_000  # reading the source did not move its atime
     assert_same_file(src, landed)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_delete_before_transfer(fasp_server_module, tmp_path, direction):
+    """Entries below the destination directory that the source lacks are deleted; the rest arrives."""
+    server = fasp_server_module
+    here, there = tmp_path / "mirror", server.docroot / f"mirror-{direction}"
+    src_root, dst_parent = (here, there) if direction == "upload" else (there, here)
+    keep = random_file(src_root / "mirror" / "sub" / "keep.bin", 4000)
+    dst = dst_parent / "mirror"
+    random_file(dst / "stale.bin", 10)
+    random_file(dst / "old-dir" / "deep" / "x.bin", 10)
+    random_file(dst / "sub" / "stale-too.bin", 10)
+    random_file(dst / "sub" / "keep.bin", 10)
+    paths = ([str(src_root / "mirror"), remote(server, f"/mirror-{direction}")] if direction == "upload"
+             else [remote(server, f"/mirror-{direction}/mirror"), str(dst_parent)])
+    _ok(run_ascp(fasp_args(server, "--delete-before-transfer", *paths), server.env()))
+    assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*")) == ["sub", "sub/keep.bin"]
+    assert_same_file(keep, dst / "sub" / "keep.bin")
