@@ -7,10 +7,12 @@ feedback, RACK-style) and still misses it, or after two retransmission
 timeouts (``rto``, given by the driver). A resend waiting in a long receive
 queue is thus not repeated, so each loss costs about one resend.
 
-Loss at the very end of a file leaves no hole behind it, so once all of a file
-was sent and ``rto`` passes without confirmation, the part beyond the
-receiver's frontier is resent (or, if there is none, a zero-length probe asks
-the receiver to report again). A file is done when the receiver says so.
+Loss at the very end of a file leaves no hole behind it. Its part beyond the
+receiver's frontier is resent as soon as the receiver has seen data sent after
+that end (other files keep the channel busy, so this takes one round trip), or
+else once all of the file was sent and ``rto`` passes without confirmation (if
+nothing is missing then, a zero-length probe asks the receiver to report
+again). A file is done when the receiver says so.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ REORDER_MARGIN = 0.002  # seconds by which later data must have overtaken a rese
 
 
 class OutFile:
-    __slots__ = ("file_id", "start", "end", "next_new", "recv_high", "last_send", "retx_times",
+    __slots__ = ("file_id", "start", "end", "next_new", "recv_high", "last_send", "sent_all_at", "retx_times",
                  "progress_key", "last_progress", "probe_sent")
 
     def __init__(self, file_id: int, start: int, end: int, now: float):
@@ -30,6 +32,7 @@ class OutFile:
         self.next_new = start
         self.recv_high = start
         self.last_send = now
+        self.sent_all_at: float | None = None  # when the last new chunk went out
         self.retx_times: dict[int, float] = {}  # chunk offset -> when it was last resent
         self.progress_key = (start, -1)
         self.last_progress = now
@@ -100,6 +103,9 @@ class Sender:
                 f.last_progress = now
             for a, b in rep.holes:
                 self._queue(f, max(a, f.start), min(b, f.next_new), now, rto, seen)
+            if (f.recv_high < f.end and f.sent_all_at is not None and seen is not None
+                    and seen > f.sent_all_at + REORDER_MARGIN):  # later data arrived, the tail did not
+                self._queue(f, f.recv_high, f.end, now, rto, seen)
         return done
 
     def poll(self, now: float, rto: float) -> None:
@@ -150,4 +156,6 @@ class Sender:
             if off != f.next_new:
                 f.next_new = off
                 f.last_send = now
+                if off == end:
+                    f.sent_all_at = now
         return out

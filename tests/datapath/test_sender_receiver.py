@@ -169,3 +169,18 @@ def test_feedback_takes_turns_when_files_do_not_fit():
         assert len(wire.pack_feedback(fb)) <= 1200
         seen |= {f.file_id for f in fb.files}
     assert seen == set(range(300))
+
+
+def test_a_lost_tail_is_resent_once_later_data_arrived():
+    s = Sender(payload_size=100)
+    s.add(1, 0, 300, 0.0)
+    s.next_chunks(10**6, 0.0)  # file 1 entirely sent at t=0
+    s.add(2, 0, 300, 0.1)
+    s.next_chunks(10**6, 0.1)  # then file 2
+    fb = wire.Feedback(0, 0.0, [wire.FileReport(1, 200, []), wire.FileReport(2, 100, [])])
+    s.on_feedback(fb, 0.15, rto=1.0, seen=0.0)
+    assert s.next_chunks(10**6, 0.15) == []  # nothing sent after file 1's end has arrived yet
+    s.on_feedback(fb, 0.2, rto=1.0, seen=0.1)
+    assert s.next_chunks(10**6, 0.2) == [(1, 200, 100, True)]  # file 2's data did: file 1's tail is lost
+    s.on_feedback(fb, 0.25, rto=1.0, seen=0.1)
+    assert s.next_chunks(10**6, 0.25) == []  # the resend is in flight
