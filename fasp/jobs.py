@@ -26,6 +26,7 @@ class FileJob:
     size: int = 0
     start: int | None = None  # keepalive START ranges: only [start, end) travels
     end: int | None = None
+    link: str | None = None   # --symbolic-links=copy: the link's own target, sent instead of its file
 
 
 @dataclass
@@ -53,6 +54,10 @@ class Rules:
         return cls(tuple(opts.get("exclude") or ()), opts.get("exclude_newer_than"),
                    opts.get("exclude_older_than"), opts.get("symlinks", "follow"),
                    bool(opts.get("skip_special_files")), bool(opts.get("skip_dir_dupes")))
+
+    @property
+    def copies_links(self) -> bool:
+        return self.symlinks in ("copy", "copy+force")
 
     def excluded(self, rel: str, st: os.stat_result) -> str | None:
         """Why a file is left out, or None."""
@@ -93,6 +98,9 @@ def walk(arg: int, source: str, real: str, rel: str, *, lone: bool, rules: Rules
         if stat.S_ISLNK(st.st_mode):
             if rules.symlinks == "skip":
                 yield Problem(arg, source, ErrorCode.NOT_REGULAR, "symbolic link skipped", skip=True)
+                return
+            if rules.copies_links:
+                yield FileJob(arg, real, rel, lone=lone, link=os.readlink(real))
                 return
             st = os.stat(real)
     except OSError as exc:
@@ -144,6 +152,9 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules,
                 if entry.is_symlink():
                     if rules.symlinks == "skip":
                         yield Problem(arg, child, ErrorCode.NOT_REGULAR, "symbolic link skipped", skip=True)
+                        continue
+                    if rules.copies_links:
+                        yield FileJob(arg, child, child_rel, link=os.readlink(child))
                         continue
                     if confine is not None and not confine(child):
                         yield Problem(arg, child, ErrorCode.BAD_PATH, f"{child}: link leaves the docroot")

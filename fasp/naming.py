@@ -13,12 +13,15 @@ from faspmanager.codes import EngineError, ErrorCode
 
 
 def destination(dest: str, rel: str, lone: bool, *, resolve: Callable[[str], str],
-                create_dirs: bool) -> str:
+                create_dirs: bool, link: bool = False) -> str:
     """The real local path for the file ``rel`` of a transfer to ``dest`` (both as the client named them).
 
     ``resolve`` maps a client path to a real one (docroot confinement on a server).
     The destination root must exist unless ``create_dirs`` (-d); directories below it are made as needed.
+    For a symbolic link (``link``) the last component is not followed: the link itself is the target.
     """
+    if link:
+        resolve = _not_last(resolve)
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if ".." in parts or any("\0" in p for p in parts):
         raise EngineError(ErrorCode.BAD_PATH, f"invalid destination name {rel!r}")
@@ -37,6 +40,10 @@ def destination(dest: str, rel: str, lone: bool, *, resolve: Callable[[str], str
     path = resolve(os.path.join(dest, *parts))
     os.makedirs(os.path.dirname(path), exist_ok=True)  # files may arrive before their directory's entry
     return path
+
+
+def _not_last(resolve: Callable[[str], str]) -> Callable[[str], str]:
+    return lambda path: os.path.join(resolve(os.path.dirname(path.rstrip("/"))), os.path.basename(path.rstrip("/")))
 
 
 def _make_root(path: str, dest: str, create_dirs: bool) -> None:

@@ -425,8 +425,6 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         cfg.src_base = str(get("src_base"))
     if get("symbolic_links") is not None:
         cfg.symlinks = _choice("--symbolic-links", get("symbolic_links"), ("follow", "copy", "copy+force", "skip"))
-        if cfg.symlinks in ("copy", "copy+force"):
-            raise _not_supported(f"--symbolic-links={cfg.symlinks}")
     cfg.skip_special_files = bool(get("skip_special_files"))
     cfg.skip_dir_dupes = bool(get("skip_dir_traversal_dupes"))
     if get("udp_port") is not None:

@@ -120,9 +120,13 @@ class Receiver:
         fid, rel, arg = msg["fid"], msg["rel"], msg["arg"]
         key = rel
         try:
+            link = stat.S_ISLNK(msg["mode"])
             target = destination(self._dest, rel, msg["lone"], resolve=self._resolve,
-                                 create_dirs=self._opts.get("create_dirs", False))
+                                 create_dirs=self._opts.get("create_dirs", False), link=link)
             key = self._key_of(target, rel)
+            if link:
+                await self._place_link(msg, target, key)
+                return
             if stat.S_ISDIR(msg["mode"]):
                 os.makedirs(target, exist_ok=True)
                 await self._channel.send("fdone", fid=fid, written=0, checksum=None)
@@ -141,6 +145,25 @@ class Receiver:
             await self._channel.send("ferror", fid=fid, arg=arg, path=rel, code=int(code), desc=desc)
         finally:
             self._inbox.pop(fid, None)
+
+    async def _place_link(self, msg: dict, target: str, key: str) -> None:
+        """A copied symbolic link: replace an old link (or, with copy+force, a file) by the new one."""
+        fid, arg, text = msg["fid"], msg["arg"], msg.get("link")
+        if not isinstance(text, str) or not text or "\0" in text:
+            raise ControlError("a link message needs the link's target text")
+        if os.path.lexists(target):
+            if not os.path.islink(target) and self._opts.get("symlinks") != "copy+force":
+                reason = "destination exists and is not a link (--symbolic-links=copy+force replaces it)"
+                self._tally.skipped(key, arg, 0, reason)
+                await self._channel.send("skip", fid=fid, reason=reason)
+                return
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise EngineError(ErrorCode.IS_DIR, f"destination {target!r} is a directory")
+            os.unlink(target)
+        self._tally.started(key, arg, 0, 0)
+        os.symlink(text, target)
+        self._tally.stopped(key, arg, 0, 0, None)
+        await self._channel.send("fdone", fid=fid, written=0, checksum=None)
 
     async def _receive_file(self, msg: dict, box: asyncio.Queue, target: str, key: str) -> None:
         fid, arg, size = msg["fid"], msg["arg"], msg["size"]

@@ -131,6 +131,8 @@ class Sender:
         try:
             if job.is_dir:
                 return await self._send_dir(fid, job, box)
+            if job.link is not None:
+                return await self._send_link(fid, job, box)
             return await self._send_file(fid, job, box)
         finally:
             self.forget(fid)
@@ -143,6 +145,23 @@ class Sender:
             self._tally.failed(self._key_of(job), job.arg, msg["code"], msg["desc"])
             return "failed"
         return "passed"
+
+    async def _send_link(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
+        """--symbolic-links=copy: the link itself travels (its target text), no file bytes."""
+        key = self._key_of(job)
+        st = os.lstat(job.path)
+        await self._channel.send("file", fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=0,
+                                 mtime=st.st_mtime, atime=st.st_atime, mode=st.st_mode, link=job.link)
+        msg = await box.get()
+        if msg["t"] == "fdone":
+            self._tally.started(key, job.arg, 0, 0)
+            self._tally.stopped(key, job.arg, 0, 0, None)
+            return "passed"
+        if msg["t"] == "skip":
+            self._tally.skipped(key, job.arg, 0, msg["reason"])
+            return "skipped"
+        self._tally.failed(key, job.arg, msg.get("code", ErrorCode.FASP_PROTO), msg.get("desc", msg["t"]))
+        return "failed"
 
     async def _send_file(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
         key = self._key_of(job)

@@ -147,3 +147,28 @@ def test_delete_before_transfer(fasp_server_module, tmp_path, direction):
     _ok(run_ascp(fasp_args(server, "--delete-before-transfer", *paths), server.env()))
     assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*")) == ["sub", "sub/keep.bin"]
     assert_same_file(keep, dst / "sub" / "keep.bin")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_symbolic_links_copied_as_links(fasp_server_module, tmp_path, direction):
+    server = fasp_server_module
+    here, there = tmp_path / "l", server.docroot / f"links-{direction}"
+    src_parent, dst_parent = (here, there) if direction == "upload" else (there, here)
+    real = random_file(src_parent / "linked" / "real.bin", 1500)
+    (src_parent / "linked" / "rel-link").symlink_to("real.bin")
+    (src_parent / "linked" / "dangling").symlink_to("/nowhere/at/all")
+    dst_parent.mkdir(parents=True, exist_ok=True)
+    paths = ([str(src_parent / "linked"), remote(server, f"/links-{direction}")] if direction == "upload"
+             else [remote(server, f"/links-{direction}/linked"), str(dst_parent)])
+    _ok(run_ascp(fasp_args(server, "--symbolic-links=copy", *paths), server.env()))
+    out = dst_parent / "linked"
+    assert_same_file(real, out / "real.bin")
+    assert os.readlink(out / "rel-link") == "real.bin" and os.readlink(out / "dangling") == "/nowhere/at/all"
+    # an existing regular file is only replaced by a link with copy+force
+    (out / "rel-link").unlink()
+    (out / "rel-link").write_bytes(b"a file now")
+    _ok(run_ascp(fasp_args(server, "--symbolic-links=copy", *paths), server.env()))
+    assert (out / "rel-link").read_bytes() == b"a file now"
+    _ok(run_ascp(fasp_args(server, "--symbolic-links=copy+force", *paths), server.env()))
+    assert os.readlink(out / "rel-link") == "real.bin"

@@ -44,12 +44,13 @@ WORKS = [
     ["--retry-timeout=60"], ["--file-manifest=none"], ["-L", "/tmp"], ["-R", "/tmp"],
     ["--save-before-overwrite"], ["--move-after-transfer=/tmp", "--remove-empty-directories"],
     ["--source-prefix=/"], ["--file-manifest=text", "--file-manifest-path=/tmp"], ["--delete-before-transfer"],
+    ["--symbolic-links=copy"], ["--symbolic-links=copy+force"],
 ]
 NOT_YET = [
     ["--apply-local-docroot"], ["--auto-detect-capacity"],
     ["--file-crypt=encrypt"], ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"],
     ["-y", "1"], ["-j", "1"], ["-C", "2:1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
-    ["--preserve-acls=native"], ["--preserve-xattrs=metafile"], ["--symbolic-links=copy"],
+    ["--preserve-acls=native"], ["--preserve-xattrs=metafile"],
 ]
 
 
