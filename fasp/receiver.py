@@ -200,7 +200,7 @@ class Receiver:
                 self._announce[file_id] = left - 1
             else:
                 del self._announce[file_id]
-        older_than = now - max(REORDER_GRACE, rtt / 4)
+        older_than = now - max(REORDER_GRACE, rtt / 16)
         started = sorted(self._touched | {f for f, h in self._files.items() if h.frontier > h.start})
         first = self._rotor % len(started) if started else 0  # more files than fit take turns
         for file_id in started[first:] + started[:first]:

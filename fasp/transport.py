@@ -449,7 +449,7 @@ class Transport:
 
     def _feedback_interval(self) -> float:
         srtt = self._rate.srtt or 0.02
-        return min(max(srtt / 4, 0.005), 0.1)
+        return min(max(srtt / 8, 0.005), 0.05)
 
     def _rto(self) -> float:
         srtt = self._rate.srtt or 0.1
