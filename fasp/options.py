@@ -229,6 +229,8 @@ class Config:
     move_after: str | None = None
     save_before_overwrite: bool = False
     delete_before: bool = False
+    xattrs: bool = False                         # --preserve-xattrs=native: user xattrs travel
+    acls: bool = False                           # --preserve-acls=native: POSIX ACLs travel
     manifest_dir: str | None = None
     resume: int = 0
     src_base: str | None = None
@@ -259,6 +261,7 @@ class Config:
             "remove_empty_source_directory": self.remove_empty_source_directory,
             "remove_empty_directories": self.remove_empty_directories, "move_after": self.move_after,
             "save_before_overwrite": self.save_before_overwrite, "delete_before": self.delete_before,
+            "xattrs": self.xattrs, "acls": self.acls,
             "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
             "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
@@ -312,10 +315,10 @@ _UNSUPPORTED_SWITCHES = {
     "auto_detect_capacity": "--auto-detect-capacity",
 }
 _NO_OP_VALUES = {
-    "preserve_acls": ("--preserve-acls", ("none",)),
-    "preserve_xattrs": ("--preserve-xattrs", ("none",)),
-    "remote_preserve_acls": ("--remote-preserve-acls", ("none",)),
-    "remote_preserve_xattrs": ("--remote-preserve-xattrs", ("none",)),
+    "preserve_acls": ("--preserve-acls", ("none", "native")),
+    "preserve_xattrs": ("--preserve-xattrs", ("none", "native")),
+    "remote_preserve_acls": ("--remote-preserve-acls", ("none", "native")),
+    "remote_preserve_xattrs": ("--remote-preserve-xattrs", ("none", "native")),
     "file_manifest": ("--file-manifest", ("none", "text")),
     "http_fallback": ("-y", ("0",)),
     "jpeg_encoding": ("-j", ("0",)),
@@ -415,6 +418,9 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
             raise usage(f"{name} needs --remove-after-transfer or --move-after-transfer")
     cfg.save_before_overwrite = bool(get("save_before_overwrite"))
     cfg.delete_before = bool(get("delete_before_transfer"))
+    native = lambda *keys: any(str(get(k, "none")).lower() == "native" for k in keys)  # noqa: E731
+    cfg.xattrs = native("preserve_xattrs", "remote_preserve_xattrs")
+    cfg.acls = native("preserve_acls", "remote_preserve_acls")
     if str(get("file_manifest", "none")).lower() == "text":
         if not get("file_manifest_path"):
             raise usage("--file-manifest=text needs --file-manifest-path=DIR")

@@ -8,6 +8,7 @@ byte below it written) goes to a sidecar, which makes resume after a crash exact
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import os
 import shutil
@@ -323,6 +324,8 @@ class Receiver:
             atime = msg["atime"] if self._opts.get("preserve_atime") else st.st_atime
             mtime = msg["mtime"] if self._opts.get("preserve_mtime") else st.st_mtime
             os.utime(path, (atime, mtime))
+        for name, value in (msg.get("xattrs") or {}).items():
+            os.setxattr(path, str(name), base64.b64decode(value))
         uid = msg.get("uid") if self._opts.get("preserve_uid") else None
         gid = msg.get("gid") if self._opts.get("preserve_gid") else None
         if uid is not None or gid is not None:

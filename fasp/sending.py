@@ -8,6 +8,7 @@ and pieces are in flight at once; the transport shares the rate among them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import itertools
 import os
@@ -178,6 +179,7 @@ class Sender:
             await self._channel.send(
                 "file", fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=size, mtime=st.st_mtime,
                 atime=st.st_atime, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, extents=extents,
+                xattrs=self._xattrs(fd),
                 range=[job.start or 0, size if job.end is None else min(job.end, size)]
                 if job.start is not None or job.end is not None else None)
             while True:
@@ -210,6 +212,18 @@ class Sender:
             for task in list(pieces):
                 task.cancel()
             os.close(fd)
+
+    def _xattrs(self, fd: int) -> dict[str, str] | None:
+        """--preserve-xattrs/--preserve-acls=native: the extended attributes to recreate (base64)."""
+        if not (self._opts.get("xattrs") or self._opts.get("acls")):
+            return None
+        wanted = {}
+        for name in os.listxattr(fd):
+            acl = name.startswith("system.posix_acl_")
+            if (acl and self._opts.get("acls")) or (not acl and not name.startswith("system.")
+                                                     and self._opts.get("xattrs")):
+                wanted[name] = base64.b64encode(os.getxattr(fd, name)).decode()
+        return wanted
 
     async def _piece(self, pid: int, fd: int, start: int, end: int) -> None:
         await self._transport.send(pid, fd, start, end)

@@ -172,3 +172,16 @@ def test_symbolic_links_copied_as_links(fasp_server_module, tmp_path, direction)
     assert (out / "rel-link").read_bytes() == b"a file now"
     _ok(run_ascp(fasp_args(server, "--symbolic-links=copy+force", *paths), server.env()))
     assert os.readlink(out / "rel-link") == "real.bin"
+
+
+@pytest.mark.timeout(60)
+def test_extended_attributes_native(fasp_server_module, tmp_path):
+    server = fasp_server_module
+    src = random_file(tmp_path / "xattr.bin", 2000)
+    os.setxattr(src, "user.colour", b"blue\x00\xff")
+    _ok(run_ascp(fasp_args(server, "--preserve-xattrs=native", str(src), remote(server, "/xattr.bin")),
+                 server.env()))
+    assert_same_file(src, server.docroot / "xattr.bin")
+    assert os.getxattr(server.docroot / "xattr.bin", "user.colour") == b"blue\x00\xff"
+    _ok(run_ascp(fasp_args(server, str(src), remote(server, "/plain.bin")), server.env()))
+    assert "user.colour" not in os.listxattr(server.docroot / "plain.bin")

@@ -44,13 +44,14 @@ WORKS = [
     ["--retry-timeout=60"], ["--file-manifest=none"], ["-L", "/tmp"], ["-R", "/tmp"],
     ["--save-before-overwrite"], ["--move-after-transfer=/tmp", "--remove-empty-directories"],
     ["--source-prefix=/"], ["--file-manifest=text", "--file-manifest-path=/tmp"], ["--delete-before-transfer"],
-    ["--symbolic-links=copy"], ["--symbolic-links=copy+force"],
+    ["--symbolic-links=copy"], ["--symbolic-links=copy+force"], ["--preserve-acls=native"],
+    ["--preserve-xattrs=native", "--remote-preserve-xattrs=native"],
 ]
 NOT_YET = [
     ["--apply-local-docroot"], ["--auto-detect-capacity"],
     ["--file-crypt=encrypt"], ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"],
     ["-y", "1"], ["-j", "1"], ["-C", "2:1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
-    ["--preserve-acls=native"], ["--preserve-xattrs=metafile"],
+    ["--preserve-acls=metafile"], ["--preserve-xattrs=metafile"],
 ]
 
 
