@@ -217,8 +217,7 @@ class ClientSession:
         self._rate = RateSettings(**_rate_from(welcome["rate"]))
         self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
-            self._sender = Sender(self._channel, self._transport, self.tally, cfg.options_for_peer(),
-                                  key_of=lambda job: job.path)
+            self._sender = Sender(self._channel, self._transport, self.tally, cfg.options_for_peer())
         else:
             self._receiver = Receiver(self._channel, self._transport, self.tally, cfg.options_for_peer(),
                                       dest=cfg.dest, resolve=os.path.abspath)

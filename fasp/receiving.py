@@ -58,14 +58,13 @@ def clip(extents: list | None, start: int, end: int) -> list[tuple[int, int]]:
 
 class Receiver:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, *, dest: str,
-                 resolve: Callable[[str], str], key_of: Callable[[str, str], str] | None = None) -> None:
+                 resolve: Callable[[str], str]) -> None:
         self._channel = channel
         self._transport = transport
         self._tally = tally
         self._opts = opts
         self._dest = dest
         self._resolve = resolve
-        self._key_of = key_of or (lambda target, rel: target)
         self._pids = itertools.count(1)
         self._inbox: dict[int, asyncio.Queue] = {}
         self._window = asyncio.Semaphore(PIECES_IN_FLIGHT)
@@ -124,7 +123,7 @@ class Receiver:
             link = stat.S_ISLNK(msg["mode"])
             target = destination(self._dest, rel, msg["lone"], resolve=self._resolve,
                                  create_dirs=self._opts.get("create_dirs", False), link=link)
-            key = self._key_of(target, rel)
+            key = target  # events name a received file by where it landed
             if link:
                 await self._place_link(msg, target, key)
                 return

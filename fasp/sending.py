@@ -45,14 +45,13 @@ def _piece_done(task: asyncio.Task, pieces: set, box: asyncio.Queue) -> None:
 
 
 class Sender:
-    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, key_of=None,
+    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict,
                  resolve: Callable[[str], str] = os.path.abspath) -> None:
         self._channel = channel
         self._resolve = resolve
         self._transport = transport
         self._tally = tally
         self._opts = opts
-        self._key_of = key_of or (lambda job: job.path)
         self._fids = itertools.count(1)
         self._inbox: dict[int, asyncio.Queue] = {}
         self._kept: dict[int, asyncio.Future] = {}
@@ -143,13 +142,13 @@ class Sender:
                                  mtime=0, atime=0, mode=stat.S_IFDIR | 0o755)
         msg = await box.get()
         if msg["t"] == "ferror":
-            self._tally.failed(self._key_of(job), job.arg, msg["code"], msg["desc"])
+            self._tally.failed(job.path, job.arg, msg["code"], msg["desc"])
             return "failed"
         return "passed"
 
     async def _send_link(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
         """--symbolic-links=copy: the link itself travels (its target text), no file bytes."""
-        key = self._key_of(job)
+        key = job.path
         st = os.lstat(job.path)
         await self._channel.send("file", fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=0,
                                  mtime=st.st_mtime, atime=st.st_atime, mode=st.st_mode, link=job.link)
@@ -165,7 +164,7 @@ class Sender:
         return "failed"
 
     async def _send_file(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
-        key = self._key_of(job)
+        key = job.path
         try:
             fd = os.open(job.path, os.O_RDONLY)
         except OSError as exc:
