@@ -32,7 +32,7 @@ ALPHA_BYTES = 125_000  # FAIR's standing queue per flow on paths up to 100 ms; t
 GAMMA = 0.25  # FAST's smoothing per RTT
 SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
 REGAIN = 0.25  # growth per RTT back towards the known delivery rate
-LOW_TARGET_DELAY = 0.004
+LOW_TARGET_DELAY = 0.004  # LOW's queuing delay target (seconds), at least; RTT/20 on long paths
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
 
 
@@ -130,8 +130,9 @@ class RateController:
         delivered = self._delivered.push(now, self._recv_avg)
         rate = self.rate_bps
         queued = rate * self.queue_delay  # bits this flow keeps in the bottleneck queue
-        if policy == "low":
-            off = max(-1.0, min(1.0, (LOW_TARGET_DELAY - self.queue_delay) / LOW_TARGET_DELAY))
+        if policy == "low":  # its target stays under FAIR's standing queue (alpha/rate), whatever the RTT
+            target = max(LOW_TARGET_DELAY, self.base_rtt / 20)
+            off = max(-1.0, min(1.0, (target - self.queue_delay) / target))
             rate *= 1.0 + g * off
         else:
             # flows on one path see one base RTT, hence one alpha: FAST's fairness holds; longer paths
