@@ -261,8 +261,7 @@ class ClientSession:
             if self._channel is not None:
                 try:
                     if ok:
-                        await self._channel.send("bye")
-                        await asyncio.wait_for(self._bye.wait(), BYE_TIMEOUT)
+                        await asyncio.wait_for(self._say_bye(), BYE_TIMEOUT)
                     else:
                         await asyncio.wait_for(self._channel.send("cancel"), 1.0)
                 except (Exception, asyncio.TimeoutError):
@@ -279,6 +278,10 @@ class ClientSession:
                     await asyncio.wait_for(self._conn.wait_closed(), 2.0)
                 except (Exception, asyncio.TimeoutError):
                     pass
+
+    async def _say_bye(self) -> None:
+        await self._channel.send("bye")
+        await self._bye.wait()
 
     async def _collect_stderr(self) -> None:
         try:

@@ -38,11 +38,12 @@ class Management:
         clean = {k: v for k, v in fields.items() if v is not None}
         self._writer.write(mgmt.encode(event, clean))
 
-    async def flush(self) -> None:
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until queued events are written (bounded: a manager that stopped reading cannot hang us)."""
         if not self._closed and not self._writer.is_closing():
             try:
-                await self._writer.drain()
-            except (ConnectionError, OSError):
+                await asyncio.wait_for(self._writer.drain(), timeout)
+            except (ConnectionError, OSError, asyncio.TimeoutError):
                 pass
 
     async def serve(self, handler: Handler, on_gone: Callable[[str], None]) -> None:
@@ -69,6 +70,6 @@ class Management:
         self._closed = True
         self._writer.close()
         try:
-            await self._writer.wait_closed()
-        except (ConnectionError, OSError):
+            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+        except (ConnectionError, OSError, asyncio.TimeoutError):
             pass
