@@ -164,6 +164,10 @@ def test_through_openssh_sshd(openssh_server, tmp_path):
     back = tmp_path / "back.bin"
     _ok(run_ascp([*args, f"root@{server.host}:/via-sshd.bin", str(back)], server.env()))
     assert_same_file(src, back)
+    # without FASP_REMOTE_COMMAND the client runs the installed console script `fasp-ascp --server`
+    plain_env = {k: v for k, v in os.environ.items() if k != "FASP_REMOTE_COMMAND"}
+    _ok(run_ascp([*args, str(src), f"root@{server.host}:/default-command.bin"], plain_env))
+    assert_same_file(src, server.docroot / "default-command.bin")
 
 
 @pytest.mark.timeout(60)
