@@ -217,10 +217,11 @@ class ClientSession:
         self._rate = RateSettings(**_rate_from(welcome["rate"]))
         self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
-            self._sender = Sender(self._channel, self._transport, self.tally, cfg.options_for_peer())
+            self._sender = Sender(self._channel, self._transport, self.tally, cfg.options_for_peer(),
+                                  file_pass=cfg.file_pass)
         else:
             self._receiver = Receiver(self._channel, self._transport, self.tally, cfg.options_for_peer(),
-                                      dest=cfg.dest, resolve=os.path.abspath)
+                                      dest=cfg.dest, resolve=os.path.abspath, file_pass=cfg.file_pass)
             self._receiver.on_fatal = lambda exc: self.fail(_as_engine_error(exc))
         self._connected.set()
         self.tally.emit("SESSION", {

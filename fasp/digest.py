@@ -26,12 +26,10 @@ def file_checksum(fd: int, size: int, algorithm: str) -> str:
     return hasher.hexdigest()
 
 
-def prefix_digest(fd: int, length: int, sparse: bool) -> str:
-    """Digest of bytes [0, length): all of them (``-k 3``), or evenly spaced samples (``-k 2``).
-
-    The sparse form always includes the last SAMPLE bytes before ``length``, where
-    an interrupted write is most likely to have left a hole.
-    """
+def prefix_digest(read, length: int, sparse: bool) -> str:
+    """Digest of bytes [0, length) as ``read(n, offset)`` gives them: all of them (``-k 3``), or evenly
+    spaced samples (``-k 2``). The sparse form always includes the last SAMPLE bytes before ``length``,
+    where an interrupted write is most likely to have left a hole."""
     hasher = hashlib.sha256(length.to_bytes(8, "big"))
     if not sparse or length <= SAMPLES * SAMPLE:
         offsets = range(0, length, BLOCK)
@@ -42,6 +40,10 @@ def prefix_digest(fd: int, length: int, sparse: bool) -> str:
         span = SAMPLE
     for offset in offsets:
         want = min(span, length - offset)
-        block = os.pread(fd, want, offset)
-        hasher.update(block.ljust(want, b"\0"))
+        hasher.update(read(want, offset).ljust(want, b"\0"))
     return hasher.hexdigest()
+
+
+def reader(fd: int):
+    """``read(n, offset)`` over an open file, for :func:`prefix_digest`."""
+    return lambda n, offset: os.pread(fd, n, offset)

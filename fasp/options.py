@@ -232,6 +232,7 @@ class Config:
     xattrs: bool = False                         # --preserve-xattrs=native: user xattrs travel
     acls: bool = False                           # --preserve-acls=native: POSIX ACLs travel
     manifest_dir: str | None = None
+    file_pass: str | None = field(default=None, repr=False)   # --file-crypt: never sent to the peer
     resume: int = 0
     src_base: str | None = None
     symlinks: str = "follow"
@@ -323,7 +324,7 @@ _NO_OP_VALUES = {
     "http_fallback": ("-y", ("0",)),
     "jpeg_encoding": ("-j", ("0",)),
     "multi_session": ("-C", ("1:1",)),
-    "file_crypt": ("--file-crypt", ()),
+    "file_crypt": ("--file-crypt", ("encrypt", "decrypt")),
     "pre_post_command": ("-e", ()),
     "config_file": ("-f", ()),
     "proxy": ("-x", ()),
@@ -345,8 +346,6 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     for key, (flag_name, harmless) in _NO_OP_VALUES.items():
         if key in values and str(values[key]).lower() not in harmless:
             raise _not_supported(f"{flag_name} {values[key]}")
-    if get("file_crypt") is not None or env.get("ASPERA_SCP_FILEPASS"):
-        raise _not_supported("content protection (--file-crypt / ASPERA_SCP_FILEPASS)")
 
     cfg.server = bool(get("server"))
     if cfg.server:
@@ -450,7 +449,22 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     if mode is not None:
         mode = _choice("--mode", mode, ("send", "recv"))
     _place(cfg, values, positional, mode, env)
+    _content_protection(cfg, get("file_crypt"), env.get("ASPERA_SCP_FILEPASS"))
     return cfg
+
+
+def _content_protection(cfg: Config, mode: object, passphrase: str | None) -> None:
+    """--file-crypt=encrypt on uploads, decrypt on downloads, passphrase from ASPERA_SCP_FILEPASS only."""
+    if mode is None:
+        if passphrase:
+            raise usage("ASPERA_SCP_FILEPASS is set but --file-crypt is not given")
+        return
+    mode = str(mode).lower()
+    if not passphrase:
+        raise usage(f"--file-crypt={mode} needs the passphrase in ASPERA_SCP_FILEPASS")
+    if (mode == "encrypt") != (cfg.direction == "send"):
+        raise usage(f"--file-crypt={mode} does not fit a {'upload' if cfg.direction == 'send' else 'download'}")
+    cfg.file_pass = passphrase
 
 
 def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, env) -> None:

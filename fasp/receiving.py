@@ -18,10 +18,10 @@ from typing import Callable
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from . import resume
+from . import envelope, resume
 from .channel import Channel
 from .control import ControlError
-from .digest import file_checksum, prefix_digest
+from .digest import file_checksum, prefix_digest, reader
 from .naming import destination
 from .sending import os_error_code
 from .tally import Tally
@@ -58,13 +58,14 @@ def clip(extents: list | None, start: int, end: int) -> list[tuple[int, int]]:
 
 class Receiver:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, *, dest: str,
-                 resolve: Callable[[str], str]) -> None:
+                 resolve: Callable[[str], str], file_pass: str | None = None) -> None:
         self._channel = channel
         self._transport = transport
         self._tally = tally
         self._opts = opts
         self._dest = dest
         self._resolve = resolve
+        self._file_pass = file_pass  # --file-crypt=decrypt: open envelopes on arrival (client side only)
         self._pids = itertools.count(1)
         self._inbox: dict[int, asyncio.Queue] = {}
         self._window = asyncio.Semaphore(PIECES_IN_FLIGHT)
@@ -202,6 +203,8 @@ class Receiver:
             if partial != target:
                 os.replace(partial, target)
             resume.clear_watermark(partial)
+            if self._file_pass is not None:
+                await asyncio.to_thread(envelope.open_in_place, target, self._file_pass)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
 
@@ -219,7 +222,8 @@ class Receiver:
             checked = target if verdict.start >= size else partial
             fd = os.open(checked, os.O_RDONLY)
             try:
-                digest = await asyncio.to_thread(prefix_digest, fd, verdict.start, self._opts.get("resume") == 2)
+                digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start,
+                                                 self._opts.get("resume") == 2)
             finally:
                 os.close(fd)
             await self._channel.send("verify", fid=fid, have=verdict.start, digest=digest)

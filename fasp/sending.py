@@ -18,7 +18,8 @@ from typing import Callable
 from faspmanager.codes import EngineError, ErrorCode
 
 from .channel import Channel
-from .digest import prefix_digest
+from .digest import prefix_digest, reader
+from .envelope import SUFFIX, Envelope, SealedSource
 from .jobs import FileJob, Problem, data_extents
 from .tally import Tally
 
@@ -46,8 +47,9 @@ def _piece_done(task: asyncio.Task, pieces: set, box: asyncio.Queue) -> None:
 
 class Sender:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict,
-                 resolve: Callable[[str], str] = os.path.abspath) -> None:
+                 resolve: Callable[[str], str] = os.path.abspath, file_pass: str | None = None) -> None:
         self._channel = channel
+        self._file_pass = file_pass  # --file-crypt=encrypt (client side only: the server never sees it)
         self._resolve = resolve
         self._transport = transport
         self._tally = tally
@@ -173,10 +175,13 @@ class Sender:
         pieces: set[asyncio.Task] = set()
         try:
             st = os.fstat(fd)
-            size = st.st_size
+            size, rel, read = st.st_size, job.rel, reader(fd)
             extents = data_extents(fd, size)
+            if self._file_pass is not None:  # --file-crypt=encrypt: the envelope travels, never the plain bytes
+                sealed = SealedSource(fd, size, Envelope.new(self._file_pass))
+                size, rel, read, extents = sealed.size, rel + SUFFIX, sealed.read, None
             await self._channel.send(
-                "file", fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=size, mtime=st.st_mtime,
+                "file", fid=fid, arg=job.arg, rel=rel, lone=job.lone, size=size, mtime=st.st_mtime,
                 atime=st.st_atime, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, extents=extents,
                 xattrs=self._xattrs(fd),
                 range=[job.start or 0, size if job.end is None else min(job.end, size)]
@@ -185,12 +190,13 @@ class Sender:
                 msg = await box.get()
                 kind = msg["t"]
                 if kind == "verify":
-                    digest = await asyncio.to_thread(prefix_digest, fd, msg["have"], self._opts["resume"] == 2)
+                    digest = await asyncio.to_thread(prefix_digest, read, msg["have"], self._opts["resume"] == 2)
                     await self._channel.send("verified", fid=fid, ok=digest == msg["digest"])
                 elif kind == "begin":
                     self._tally.started(key, job.arg, size, msg["start"])
                 elif kind == "piece":
-                    task = asyncio.create_task(self._piece(msg["pid"], fd, msg["start"], msg["end"]))
+                    source = fd if self._file_pass is None else read(msg["end"] - msg["start"], msg["start"])
+                    task = asyncio.create_task(self._piece(msg["pid"], source, msg["start"], msg["end"]))
                     pieces.add(task)
                     task.add_done_callback(lambda t: _piece_done(t, pieces, box))
                 elif kind == "failed":  # a piece's transport failure (stall, peer gone): the session's end
@@ -224,8 +230,8 @@ class Sender:
                 wanted[name] = base64.b64encode(os.getxattr(fd, name)).decode()
         return wanted
 
-    async def _piece(self, pid: int, fd: int, start: int, end: int) -> None:
-        await self._transport.send(pid, fd, start, end)
+    async def _piece(self, pid: int, source, start: int, end: int) -> None:
+        await self._transport.send(pid, source, start, end)
         self._tally.progress(end - start)
 
     def _after(self, job: FileJob, st: os.stat_result) -> None:

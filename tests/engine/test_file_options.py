@@ -185,3 +185,28 @@ def test_extended_attributes_native(fasp_server_module, tmp_path):
     assert os.getxattr(server.docroot / "xattr.bin", "user.colour") == b"blue\x00\xff"
     _ok(run_ascp(fasp_args(server, str(src), remote(server, "/plain.bin")), server.env()))
     assert "user.colour" not in os.listxattr(server.docroot / "plain.bin")
+
+
+@pytest.mark.timeout(90)
+def test_content_protection_round_trip(fasp_server_module, tmp_path):
+    """--file-crypt=encrypt stores an envelope the server cannot read; decrypt restores the bytes."""
+    server = fasp_server_module
+    tree = tmp_path / "secret"
+    files = [random_file(tree / "a.bin", 3 << 20), random_file(tree / "sub" / "b.bin", 1000),
+             random_file(tree / "empty.bin", 0)]
+    env = {**server.env(), "ASPERA_SCP_FILEPASS": "correct horse"}
+    _ok(run_ascp(fasp_args(server, "-d", "--file-crypt=encrypt", str(tree), remote(server, "/vault")), env))
+    stored = server.docroot / "vault" / "secret" / "a.bin.aspera-env"
+    assert stored.stat().st_size == (3 << 20) + 64
+    assert files[0].read_bytes()[:4096] not in stored.read_bytes()
+    assert "correct horse" not in (server.docroot.parent / "fasp-server.log").read_text()
+
+    back = tmp_path / "back"
+    back.mkdir()
+    wrong = {**env, "ASPERA_SCP_FILEPASS": "wrong"}
+    failed = run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(back)), wrong)
+    assert failed.returncode == 49, failed.stderr.decode()
+    _ok(run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(back)), env))
+    for f in files:
+        assert_same_file(f, back / "secret" / f.relative_to(tree))
+    assert not list((back / "secret").rglob("*.aspera-env"))

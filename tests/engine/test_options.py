@@ -49,7 +49,7 @@ WORKS = [
 ]
 NOT_YET = [
     ["--apply-local-docroot"], ["--auto-detect-capacity"],
-    ["--file-crypt=encrypt"], ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"],
+    ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"],
     ["-y", "1"], ["-j", "1"], ["-C", "2:1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
     ["--preserve-acls=metafile"], ["--preserve-xattrs=metafile"],
 ]
@@ -76,6 +76,8 @@ def test_unimplemented_flags_are_refused_not_ignored(flags):
     (["--ignore-host-key=yes", "a", "h:/b"], "takes no value"),
     (["--remove-empty-directories", "a", "h:/b"], "needs --remove-after-transfer"),
     (["--file-manifest=text", "a", "h:/b"], "--file-manifest-path"),
+    (["--file-crypt=encrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
+    (["--file-crypt=decrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
 ])
 def test_usage_errors_name_the_problem(argv, needle):
     with pytest.raises(EngineError) as info:
@@ -106,6 +108,15 @@ def test_file_lists(tmp_path):
     pairs.write_text("/one\nx/1\n/two\ny\n")
     cfg = parse(["--file-pair-list", str(pairs), "h:/d"], {})
     assert cfg.sources == ["/one", "/two"] and cfg.pair_dests == ["x/1", "y"]
+
+
+def test_content_protection_takes_the_passphrase_from_the_environment_only():
+    cfg = parse(["--file-crypt=encrypt", "a", "h:/b"], {"ASPERA_SCP_FILEPASS": "pw"})
+    assert cfg.file_pass == "pw" and "pw" not in repr(cfg) and "pw" not in repr(cfg.options_for_peer())
+    with pytest.raises(EngineError, match="does not fit a download"):
+        parse(["--file-crypt=encrypt", "h:/a", "b"], {"ASPERA_SCP_FILEPASS": "pw"})
+    with pytest.raises(EngineError, match="--file-crypt is not given"):
+        parse(["a", "h:/b"], {"ASPERA_SCP_FILEPASS": "pw"})
 
 
 def test_server_mode():

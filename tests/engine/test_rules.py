@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from faspmanager.codes import EngineError
 from fasp import resume
-from fasp.digest import prefix_digest
+from fasp.digest import prefix_digest, reader
 from fasp.jobs import FileJob, Problem, Rules, data_extents, top_name, walk
 from fasp.naming import destination
 from fasp.receiving import clip, plan_pieces
@@ -69,8 +69,8 @@ def test_prefix_digest_sees_a_changed_byte(tmp_path, sparse):
     fa, fb = os.open(a, os.O_RDONLY), os.open(b, os.O_RDONLY)
     try:
         n = len(data)
-        assert prefix_digest(fa, n - 1, sparse) == prefix_digest(fb, n - 1, sparse)
-        assert prefix_digest(fa, n, sparse) != prefix_digest(fb, n, sparse)
+        assert prefix_digest(reader(fa), n - 1, sparse) == prefix_digest(reader(fb), n - 1, sparse)
+        assert prefix_digest(reader(fa), n, sparse) != prefix_digest(reader(fb), n, sparse)
     finally:
         os.close(fa)
         os.close(fb)
