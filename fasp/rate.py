@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 POLICIES = ("fixed", "high", "fair", "low")
 INITIAL_BPS = 10_000_000
-ALPHA_BYTES = 125_000  # FAIR's standing queue per flow on paths up to 100 ms; twice that from 200 ms
+ALPHA_BYTES = 160_000  # FAIR's standing queue per flow on paths up to 100 ms; twice that from 200 ms
 GAMMA = 0.25  # FAST's smoothing per RTT
 SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
 REGAIN = 0.25  # growth per RTT back towards the known delivery rate
