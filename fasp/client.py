@@ -11,6 +11,7 @@ the same way whatever happened, and the peer process ends with our channel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
@@ -24,7 +25,7 @@ import asyncssh
 from faspmanager import mgmt
 from faspmanager.codes import EngineError, ErrorCode
 
-from . import control
+from . import control, docroot
 from .channel import Channel
 from .jobs import FileJob, Problem, Rules, top_name, walk
 from .options import POLICIES, Config
@@ -221,7 +222,7 @@ class ClientSession:
                                   file_pass=cfg.file_pass)
         else:
             self._receiver = Receiver(self._channel, self._transport, self.tally, cfg.options_for_peer(),
-                                      dest=cfg.dest, resolve=os.path.abspath, file_pass=cfg.file_pass)
+                                      dest=cfg.dest, resolve=self._local_path, file_pass=cfg.file_pass)
             self._receiver.on_fatal = lambda exc: self.fail(_as_engine_error(exc))
         self._connected.set()
         self.tally.emit("SESSION", {
@@ -365,9 +366,8 @@ class ClientSession:
         rules = Rules.from_opts(cfg.options_for_peer())
         lone = len(cfg.sources) == 1 and cfg.pair_dests is None and not cfg.src_base
         self._next_arg = len(cfg.sources)
-        walks = [walk(arg, source, source, top_name(source, cfg.src_base, cfg.pair_dests[arg]
-                                                    if cfg.pair_dests is not None else None),
-                      lone=lone, rules=rules)
+        walks = [self._walk_local(arg, source, top_name(source, cfg.src_base, cfg.pair_dests[arg]
+                                                        if cfg.pair_dests is not None else None), lone, rules)
                  for arg, source in enumerate(cfg.sources)]
         if cfg.precalculate:
             walks = [await asyncio.to_thread(list, items) for items in walks]
@@ -376,7 +376,23 @@ class ClientSession:
                                   nbytes=sum(j.size for j in jobs))
         for arg, items in enumerate(walks):
             await self._upload(arg, items)
-            self._sender.finish_arg(cfg.sources[arg])
+            with contextlib.suppress(EngineError):  # a source outside the local docroot was never read
+                self._sender.finish_arg(self._local_path(cfg.sources[arg]))
+
+    def _local_path(self, path: str) -> str:
+        """A local path as given, or confined to FASP_LOCAL_DOCROOT with --apply-local-docroot."""
+        if self.cfg.local_docroot is None:
+            return os.path.abspath(path)
+        return docroot.resolve(self.cfg.local_docroot, path)
+
+    def _walk_local(self, arg: int, source: str, rel: str, lone: bool, rules: Rules):
+        try:
+            real = self._local_path(source)
+        except EngineError as exc:
+            return [Problem(arg, source, exc.code, exc.description)]
+        confine = None if self.cfg.local_docroot is None else (
+            lambda path: docroot.confined(self.cfg.local_docroot, path))
+        return walk(arg, source, real, rel, lone=lone, rules=rules, confine=confine)
 
     def _notify_job_size(self, files: int, dirs: int, nbytes: int) -> None:
         self.tally.emit("NOTIFICATION", {"PreTransferFiles": files, "PreTransferDirs": dirs,
@@ -415,7 +431,7 @@ class ClientSession:
         self._next_arg += 1
         if self.cfg.direction == "send":
             rules = Rules.from_opts(self.cfg.options_for_peer())
-            items = list(walk(arg, source, source, dest, lone=False, rules=rules))
+            items = list(self._walk_local(arg, source, dest, False, rules))
             for item in items:
                 if isinstance(item, FileJob):
                     item.start, item.end = start, end

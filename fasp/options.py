@@ -233,6 +233,7 @@ class Config:
     acls: bool = False                           # --preserve-acls=native: POSIX ACLs travel
     manifest_dir: str | None = None
     file_pass: str | None = field(default=None, repr=False)   # --file-crypt: never sent to the peer
+    local_docroot: str | None = None             # --apply-local-docroot: FASP_LOCAL_DOCROOT confines local paths
     resume: int = 0
     src_base: str | None = None
     symlinks: str = "follow"
@@ -312,7 +313,6 @@ def _read_list(path: str) -> list[str]:
 
 
 _UNSUPPORTED_SWITCHES = {
-    "apply_local_docroot": "--apply-local-docroot",
     "auto_detect_capacity": "--auto-detect-capacity",
 }
 _NO_OP_VALUES = {
@@ -450,6 +450,10 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         mode = _choice("--mode", mode, ("send", "recv"))
     _place(cfg, values, positional, mode, env)
     _content_protection(cfg, get("file_crypt"), env.get("ASPERA_SCP_FILEPASS"))
+    if get("apply_local_docroot"):
+        cfg.local_docroot = env.get("FASP_LOCAL_DOCROOT")
+        if not cfg.local_docroot:
+            raise usage("--apply-local-docroot needs a local docroot: set FASP_LOCAL_DOCROOT (we read no aspera.conf)")
     return cfg
 
 

@@ -210,3 +210,20 @@ def test_content_protection_round_trip(fasp_server_module, tmp_path):
     for f in files:
         assert_same_file(f, back / "secret" / f.relative_to(tree))
     assert not list((back / "secret").rglob("*.aspera-env"))
+
+
+@pytest.mark.timeout(60)
+def test_apply_local_docroot(fasp_server_module, tmp_path):
+    """--apply-local-docroot confines local paths to FASP_LOCAL_DOCROOT, like the server's docroot."""
+    server = fasp_server_module
+    local_root = tmp_path / "local-root"
+    src = random_file(local_root / "in" / "l.bin", 1234)
+    env = {**server.env(), "FASP_LOCAL_DOCROOT": str(local_root)}
+    _ok(run_ascp(fasp_args(server, "--apply-local-docroot", "/in/l.bin", remote(server, "/l.bin")), env))
+    assert_same_file(src, server.docroot / "l.bin")
+    _ok(run_ascp(fasp_args(server, "--apply-local-docroot", remote(server, "/l.bin"), "/back.bin"), env))
+    assert_same_file(src, local_root / "back.bin")
+    escape = run_ascp(fasp_args(server, "--apply-local-docroot", remote(server, "/l.bin"), "/../escaped.bin"), env)
+    assert escape.returncode == 41 and not (tmp_path / "escaped.bin").exists()
+    unset = run_ascp(fasp_args(server, "--apply-local-docroot", "/in/l.bin", remote(server, "/x")), server.env())
+    assert unset.returncode == 8

@@ -48,7 +48,7 @@ WORKS = [
     ["--preserve-xattrs=native", "--remote-preserve-xattrs=native"],
 ]
 NOT_YET = [
-    ["--apply-local-docroot"], ["--auto-detect-capacity"],
+    ["--auto-detect-capacity"],
     ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"],
     ["-y", "1"], ["-j", "1"], ["-C", "2:1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
     ["--preserve-acls=metafile"], ["--preserve-xattrs=metafile"],
@@ -77,6 +77,7 @@ def test_unimplemented_flags_are_refused_not_ignored(flags):
     (["--remove-empty-directories", "a", "h:/b"], "needs --remove-after-transfer"),
     (["--file-manifest=text", "a", "h:/b"], "--file-manifest-path"),
     (["--file-crypt=encrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
+    (["--apply-local-docroot", "a", "h:/b"], "FASP_LOCAL_DOCROOT"),
     (["--file-crypt=decrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
 ])
 def test_usage_errors_name_the_problem(argv, needle):
