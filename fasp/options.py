@@ -331,7 +331,7 @@ _NO_OP_VALUES = {
     "https_key": ("-Y", ()),
     "https_cert": ("-I", ()),
 }
-"""Flags we accept only with the value that means "do nothing special"."""
+"""Flags we accept only with the values we implement; any other value is "not supported yet" (8)."""
 
 
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
@@ -546,8 +546,14 @@ def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, e
 
 HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
        fasp-ascp [options] [user@]host:SOURCE... DEST      (download)
+       fasp-ascp --server [--docroot DIR] [--rate-cap KBPS] [--allowed-policies LIST] [-O PORT]
 Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
-ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line."""
+ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_FILEPASS with
+--file-crypt. Not supported yet (usage error 8): --auto-detect-capacity, -e, -f, -y 1, -j 1,
+-C N:M (N>1), -x, -Y, -I, ACL/xattr "metafile" modes.
+Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
+(server mode docroot under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT
+(--apply-local-docroot)."""
 
 
 def all_flag_names() -> list[str]:
