@@ -118,3 +118,16 @@ def test_data_channel_that_never_answers_is_15(tmp_path, monkeypatch):
                           timeout=40)
         assert _code(result) == 15, result.stderr.decode()
         assert not (server.docroot / "x.bin").exists()
+
+
+@pytest.mark.timeout(60)
+def test_peer_that_never_speaks_ssh_is_13(tmp_path):
+    """A TCP port that accepts and then stays silent: the SSH handshake times out (13), nothing hangs."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        src = random_file(tmp_path / "x.bin", 10)
+        result = run_ascp(["-q", "-P", str(silent.getsockname()[1]), str(src), "u@127.0.0.1:/"],
+                          {"ASPERA_SCP_PASS": "x", "PATH": "/usr/bin:/bin"}, timeout=45)
+        assert _code(result) == 13, result.stderr.decode()
+    finally:
+        silent.close()
