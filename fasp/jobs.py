@@ -11,7 +11,7 @@ import fnmatch
 import os
 import stat
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -168,6 +168,27 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules,
             else:
                 yield _leaf(arg, child, child, child_rel, st, rules)
         stack.extend(reversed(subdirs))
+
+
+def share(items: Iterable[FileJob | Problem], node: int, nodes: int, split_above: int = 0
+          ) -> Iterator[FileJob | Problem]:
+    """-C NODE:NODES: this process's part of a source argument, so NODES processes together send it once.
+
+    Directories and problems everywhere; files by turns (the walk's order is the same everywhere);
+    a file above ``split_above`` bytes (when set) is cut into NODES byte ranges, one per process.
+    """
+    turn = 0
+    for item in items:
+        if nodes == 1 or not isinstance(item, FileJob) or item.is_dir or item.link is not None:
+            yield item
+        elif split_above and item.size > split_above:
+            item.start, item.end = item.size * (node - 1) // nodes, item.size * node // nodes
+            if item.end > item.start:
+                yield item
+        else:
+            if turn % nodes == node - 1:
+                yield item
+            turn += 1
 
 
 def data_extents(fd: int, size: int, limit: int = 1024) -> list[list[int]] | None:

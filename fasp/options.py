@@ -229,6 +229,9 @@ class Config:
     move_after: str | None = None
     save_before_overwrite: bool = False
     delete_before: bool = False
+    node: int = 1                                # -C NODE:NODES: this process's share of the files
+    nodes: int = 1
+    split_above: int = 0                         # --multi-session-threshold: larger files are cut in NODES ranges
     xattrs: bool = False                         # --preserve-xattrs=native: user xattrs travel
     acls: bool = False                           # --preserve-acls=native: POSIX ACLs travel
     manifest_dir: str | None = None
@@ -264,6 +267,7 @@ class Config:
             "remove_empty_directories": self.remove_empty_directories, "move_after": self.move_after,
             "save_before_overwrite": self.save_before_overwrite, "delete_before": self.delete_before,
             "xattrs": self.xattrs, "acls": self.acls,
+            "node": self.node, "nodes": self.nodes, "split_above": self.split_above,
             "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
             "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
@@ -323,7 +327,6 @@ _NO_OP_VALUES = {
     "file_manifest": ("--file-manifest", ("none", "text")),
     "http_fallback": ("-y", ("0",)),
     "jpeg_encoding": ("-j", ("0",)),
-    "multi_session": ("-C", ("1:1",)),
     "file_crypt": ("--file-crypt", ("encrypt", "decrypt")),
     "pre_post_command": ("-e", ()),
     "config_file": ("-f", ()),
@@ -417,6 +420,13 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
             raise usage(f"{name} needs --remove-after-transfer or --move-after-transfer")
     cfg.save_before_overwrite = bool(get("save_before_overwrite"))
     cfg.delete_before = bool(get("delete_before_transfer"))
+    if get("multi_session") is not None:
+        node, _, nodes = str(get("multi_session")).partition(":")
+        cfg.node, cfg.nodes = _int("-C", node, 1), _int("-C", nodes or "0", 1)
+        if cfg.node > cfg.nodes:
+            raise usage(f"-C {get('multi_session')}: node {cfg.node} of only {cfg.nodes}")
+    if get("multi_session_threshold") is not None:
+        cfg.split_above = _int("--multi-session-threshold", get("multi_session_threshold"), 0)
     native = lambda *keys: any(str(get(k, "none")).lower() == "native" for k in keys)  # noqa: E731
     cfg.xattrs = native("preserve_xattrs", "remote_preserve_xattrs")
     cfg.acls = native("preserve_acls", "remote_preserve_acls")
@@ -435,7 +445,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     if get("udp_port") is not None:
         cfg.udp_port = _int("-O", get("udp_port"), 0, 65535)
     for key, flag_name in (("read_size", "-g"), ("write_size", "-G"), ("retransmission_max", "-X"),
-                           ("multi_session_threshold", "--multi-session-threshold"), ("http_port", "-t")):
+                           ("http_port", "-t")):
         if get(key) is not None:
             _int(flag_name, get(key), 0)  # tuning knobs: validated, the datapath sizes its own buffers
     if get("retry_timeout") is not None:
@@ -550,7 +560,7 @@ HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
 Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
 ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_FILEPASS with
 --file-crypt. Not supported yet (usage error 8): --auto-detect-capacity, -e, -f, -y 1, -j 1,
--C N:M (N>1), -x, -Y, -I, ACL/xattr "metafile" modes.
+-x, -Y, -I, ACL/xattr "metafile" modes.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
 (server mode docroot under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT
 (--apply-local-docroot)."""

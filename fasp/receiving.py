@@ -316,6 +316,8 @@ class Receiver:
     def _finish_fd(self, fd: int, size: int, ranged) -> str | None:
         if not ranged:
             os.ftruncate(fd, size)
+        elif os.fstat(fd).st_size < ranged[1]:  # a range ending in a hole still ends where it says
+            os.ftruncate(fd, ranged[1])
         algorithm = self._opts.get("checksum", "none")
         if algorithm == "none":
             return None

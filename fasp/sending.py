@@ -20,7 +20,7 @@ from faspmanager.codes import EngineError, ErrorCode
 from .channel import Channel
 from .digest import prefix_digest, reader
 from .envelope import SUFFIX, Envelope, SealedSource
-from .jobs import FileJob, Problem, data_extents
+from .jobs import FileJob, Problem, data_extents, share
 from .tally import Tally
 
 
@@ -92,6 +92,7 @@ class Sender:
         """Send a source argument's jobs, FILES_IN_FLIGHT at a time; problems go to ``on_problem``."""
         room = asyncio.Semaphore(FILES_IN_FLIGHT)
         tasks = []
+        items = share(items, self._opts.get("node", 1), self._opts.get("nodes", 1), self._opts.get("split_above", 0))
         if self._opts.get("delete_before"):
             items = await asyncio.to_thread(list, items)
             await self._keep_only(items)

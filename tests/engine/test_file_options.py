@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import (ENGINE, MgmtListener, assert_same_file, assert_same_tree, fasp_args, random_file,
+                                  remote, run_ascp)
 
 
 def _ok(result) -> None:
@@ -227,3 +229,32 @@ def test_apply_local_docroot(fasp_server_module, tmp_path):
     assert escape.returncode == 41 and not (tmp_path / "escaped.bin").exists()
     unset = run_ascp(fasp_args(server, "--apply-local-docroot", "/in/l.bin", remote(server, "/x")), server.env())
     assert unset.returncode == 8
+
+
+@pytest.mark.timeout(90)
+def test_two_nodes_share_one_transfer(fasp_server_module, tmp_path):
+    """-C 1:2 and -C 2:2 at once: small files by turns, a file above --multi-session-threshold cut in
+    two ranges; together they deliver the tree exactly once, each about half of it."""
+    server = fasp_server_module
+    tree = tmp_path / "shared"
+    for i in range(10):
+        random_file(tree / f"s{i}.bin", 10_000 + i)
+    big = random_file(tree / "big.bin", 6 << 20)
+    listeners = [MgmtListener(), MgmtListener()]
+    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, "-M", str(mgr.port), f"-C{node}:2",
+                                                   "--multi-session-threshold=1048576", str(tree),
+                                                   remote(server, "/"))], env=server.env())
+             for node, mgr in zip((1, 2), listeners)]
+    try:
+        assert [p.wait(60) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for mgr in listeners:
+            mgr.close()
+    assert assert_same_tree(tree, server.docroot / "shared") == 11
+    moved = [mgr.of("DONE")[0].int("TransferBytes") for mgr in listeners]
+    assert sum(moved) == sum(f.stat().st_size for f in tree.iterdir())
+    assert all(m > big.stat().st_size // 3 for m in moved)

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from faspmanager.codes import EngineError
 from fasp import resume
 from fasp.digest import prefix_digest, reader
-from fasp.jobs import FileJob, Problem, Rules, data_extents, top_name, walk
+from fasp.jobs import FileJob, Problem, Rules, data_extents, share, top_name, walk
 from fasp.naming import destination
 from fasp.receiving import clip, plan_pieces
 from fasp.resume import Existing, Plan, after_verify, plan
@@ -152,3 +152,18 @@ def test_pieces_cover_exactly_the_wanted_data(raw, piece, start, end):
     assert covered == wanted
     assert all(0 < hi - lo <= piece and start <= lo and hi <= end for lo, hi in pieces)
     assert pieces == sorted(pieces)
+
+
+@given(st.lists(st.integers(0, 5000), max_size=20), st.integers(1, 4), st.sampled_from([0, 1000]))
+def test_nodes_share_every_byte_exactly_once(sizes, nodes, split_above):
+    def jobs():
+        return [FileJob(0, f"/f{i}", f"f{i}", size=size) for i, size in enumerate(sizes)]
+    covered: dict[str, list[tuple[int, int]]] = {}
+    for node in range(1, nodes + 1):
+        for job in share(jobs(), node, nodes, split_above):
+            span = (job.start or 0, job.size if job.end is None else job.end)
+            covered.setdefault(job.rel, []).append(span)
+    for i, size in enumerate(sizes):
+        spans = sorted(covered.get(f"f{i}", []))
+        assert spans and spans[0][0] == 0 and spans[-1][1] == size
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # no gap, no overlap
