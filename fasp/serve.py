@@ -77,6 +77,8 @@ class ServerSession:
             raise control.ControlError(f"expected hello version {control.VERSION}, got {hello['t']} "
                                        f"v{hello.get('v')}")
         self.opts = hello["opts"]
+        if hello.get("token"):
+            log.info("the client presented an ASPERA_SCP_TOKEN; SSH authentication already authorized it here")
         if self.opts.get("log_dir"):
             self._log_to(str(self.opts["log_dir"]))
         rate = self.capped(hello["rate"])
