@@ -35,6 +35,13 @@ async def _report_only(port: int, error: EngineError) -> None:
     await management.close()
 
 
+def _both(first, second):
+    def both(event: str, fields: dict) -> None:
+        first(event, fields)
+        second(event, fields)
+    return both
+
+
 def _logged(emit, log_dir: str | None):
     """-L DIR: every event but STATS also goes to DIR/fasp-ascp.log (events never carry secrets)."""
     if not log_dir:
@@ -58,6 +65,7 @@ def _logged(emit, log_dir: str | None):
 
 async def run_client(cfg: Config) -> int:
     from .client import ClientSession
+    from .prepost import PrePost
     from .progress import ProgressLine
     from .report import Management
 
@@ -67,7 +75,13 @@ async def run_client(cfg: Config) -> int:
         print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
         return exc.code
     show = management.emit if management else ProgressLine(cfg.quiet).emit
+    hooks = None
+    if cfg.prepost:
+        hooks = PrePost(cfg.prepost, {"DIRECTION": cfg.direction, "USER": cfg.remote.user, "HOST": cfg.remote.host})
+        show = _both(show, hooks.emit)
     session = ClientSession(cfg, _logged(show, cfg.local_log_dir))
+    if hooks is not None:
+        await hooks.session_start(session.session_id)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, session.fail, EngineError(ErrorCode.USER_CANCEL, "interrupted by signal"))
@@ -75,9 +89,13 @@ async def run_client(cfg: Config) -> int:
     reader = asyncio.create_task(management.serve(session.command, manager_gone)) if management else None
     try:
         await session.run()
+        if hooks is not None:
+            await hooks.session_stop(True, totals=session.tally.done_fields())
         return 0
     except EngineError as exc:
         print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
+        if hooks is not None:
+            await hooks.session_stop(False, exc.code, exc.description, session.tally.done_fields())
         return exc.code or 1
     finally:
         if reader is not None:

@@ -229,6 +229,7 @@ class Config:
     move_after: str | None = None
     save_before_overwrite: bool = False
     delete_before: bool = False
+    prepost: str | None = None                   # -e PATH: run at session start/stop and after each file
     node: int = 1                                # -C NODE:NODES: this process's share of the files
     nodes: int = 1
     split_above: int = 0                         # --multi-session-threshold: larger files are cut in NODES ranges
@@ -328,7 +329,6 @@ _NO_OP_VALUES = {
     "http_fallback": ("-y", ("0",)),
     "jpeg_encoding": ("-j", ("0",)),
     "file_crypt": ("--file-crypt", ("encrypt", "decrypt")),
-    "pre_post_command": ("-e", ()),
     "config_file": ("-f", ()),
     "proxy": ("-x", ()),
     "https_key": ("-Y", ()),
@@ -420,6 +420,10 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
             raise usage(f"{name} needs --remove-after-transfer or --move-after-transfer")
     cfg.save_before_overwrite = bool(get("save_before_overwrite"))
     cfg.delete_before = bool(get("delete_before_transfer"))
+    if get("pre_post_command") is not None:
+        cfg.prepost = str(get("pre_post_command"))
+        if not os.access(cfg.prepost, os.X_OK) or os.path.isdir(cfg.prepost):
+            raise usage(f"-e {cfg.prepost}: not an executable program")
     if get("multi_session") is not None:
         node, _, nodes = str(get("multi_session")).partition(":")
         cfg.node, cfg.nodes = _int("-C", node, 1), _int("-C", nodes or "0", 1)
@@ -559,7 +563,7 @@ HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
        fasp-ascp --server [--docroot DIR] [--rate-cap KBPS] [--allowed-policies LIST] [-O PORT]
 Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
 ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_FILEPASS with
---file-crypt. Not supported yet (usage error 8): --auto-detect-capacity, -e, -f, -y 1, -j 1,
+--file-crypt. Not supported yet (usage error 8): --auto-detect-capacity, -f, -y 1, -j 1,
 -x, -Y, -I, ACL/xattr "metafile" modes.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
 (server mode docroot under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT

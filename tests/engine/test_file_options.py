@@ -258,3 +258,20 @@ def test_two_nodes_share_one_transfer(fasp_server_module, tmp_path):
     moved = [mgr.of("DONE")[0].int("TransferBytes") for mgr in listeners]
     assert sum(moved) == sum(f.stat().st_size for f in tree.iterdir())
     assert all(m > big.stat().st_size // 3 for m in moved)
+
+
+@pytest.mark.timeout(60)
+def test_pre_post_program(fasp_server_module, tmp_path):
+    """-e PATH runs at session start, after each file and at session end, without our secrets."""
+    server = fasp_server_module
+    record = tmp_path / "calls.txt"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$TYPE $STARTSTOP ${{STATUS:-}} ${{FILE:-}} ${{ASPERA_SCP_PASS:-nopass}}" >> {record}\n')
+    hook.chmod(0o755)
+    files = [random_file(tmp_path / "pp" / f"{n}.bin", 100) for n in ("a", "b")]
+    _ok(run_ascp(fasp_args(server, "-e", str(hook), str(tmp_path / "pp"), remote(server, "/")), server.env()))
+    lines = record.read_text().splitlines()
+    assert lines[0] == "Session Start   nopass" and lines[-1].startswith("Session Stop OK")
+    assert sorted(line for line in lines if line.startswith("File")) == [
+        f"File Stop OK {f} nopass" for f in files]
+    assert server.password not in record.read_text()

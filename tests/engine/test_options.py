@@ -46,10 +46,11 @@ WORKS = [
     ["--source-prefix=/"], ["--file-manifest=text", "--file-manifest-path=/tmp"], ["--delete-before-transfer"],
     ["--symbolic-links=copy"], ["--symbolic-links=copy+force"], ["--preserve-acls=native"],
     ["--preserve-xattrs=native", "--remote-preserve-xattrs=native"], ["-C", "2:3", "--multi-session-threshold=1"],
+    ["-e", "/bin/true"],
 ]
 NOT_YET = [
     ["--auto-detect-capacity"],
-    ["-e", "/bin/true"], ["-f", "/etc/aspera.conf"],
+    ["-f", "/etc/aspera.conf"],
     ["-y", "1"], ["-j", "1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
     ["--preserve-acls=metafile"], ["--preserve-xattrs=metafile"],
 ]
@@ -79,6 +80,7 @@ def test_unimplemented_flags_are_refused_not_ignored(flags):
     (["--file-crypt=encrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
     (["--apply-local-docroot", "a", "h:/b"], "FASP_LOCAL_DOCROOT"),
     (["-C", "3:2", "a", "h:/b"], "node 3 of only 2"),
+    (["-e", "/etc", "a", "h:/b"], "not an executable"),
     (["--file-crypt=decrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
 ])
 def test_usage_errors_name_the_problem(argv, needle):
