@@ -56,11 +56,10 @@ def _logged(emit, log_dir: str | None):
     log.addHandler(handler)
     log.setLevel(logging.INFO)
 
-    def both(event: str, fields: dict) -> None:
-        emit(event, fields)
+    def record(event: str, fields: dict) -> None:
         if event != "STATS":
             log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
-    return both
+    return _both(emit, record)
 
 
 async def run_client(cfg: Config) -> int:
