@@ -43,7 +43,7 @@ def assert_same_tree(a: Path, b: Path) -> int:
     return len(files_a)
 
 
-def random_file(path: Path, size: int, seed: int = 0) -> Path:
+def random_file(path: Path, size: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         left = size
