@@ -319,6 +319,10 @@ def _read_list(path: str) -> list[str]:
 
 _UNSUPPORTED_SWITCHES = {
     "auto_detect_capacity": "--auto-detect-capacity",
+    "preserve_ctime": "--preserve-creation-time (Linux cannot set a creation time)",
+    "read_size": "-g (the datapath sizes its own reads)",
+    "write_size": "-G (the datapath sizes its own writes)",
+    "retransmission_max": "-X (feedback fits the datagram size)",
 }
 _NO_OP_VALUES = {
     "preserve_acls": ("--preserve-acls", ("none", "native")),
@@ -448,10 +452,8 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.skip_dir_dupes = bool(get("skip_dir_traversal_dupes"))
     if get("udp_port") is not None:
         cfg.udp_port = _int("-O", get("udp_port"), 0, 65535)
-    for key, flag_name in (("read_size", "-g"), ("write_size", "-G"), ("retransmission_max", "-X"),
-                           ("http_port", "-t")):
-        if get(key) is not None:
-            _int(flag_name, get(key), 0)  # tuning knobs: validated, the datapath sizes its own buffers
+    if get("http_port") is not None:
+        _int("-t", get("http_port"), 0)  # the fallback's port: meaningful only with -y 1, itself refused above
     if get("retry_timeout") is not None:
         cfg.retry_timeout = _int("--retry-timeout", get("retry_timeout"))
     cfg.local_log_dir = str(get("local_log_dir")) if get("local_log_dir") else None
@@ -564,6 +566,7 @@ HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
 Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
 ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_FILEPASS with
 --file-crypt. Not supported yet (usage error 8): --auto-detect-capacity, -f, -y 1, -j 1,
+-g, -G, -X, --preserve-creation-time,
 -x, -Y, -I, ACL/xattr "metafile" modes.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
 (server mode docroot under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT

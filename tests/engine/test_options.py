@@ -33,11 +33,11 @@ WORKS = [
     ["-E", "*.tmp", "-E", "*.bak"], ["--exclude-newer-than=100"], ["--exclude-older-than", "100"],
     ["--file-checksum=md5"], ["-l", "5000", "-m", "100"], ["-l5000"], ["--overwrite=diff+older"],
     ["--partial-file-suffix=.part"], ["--policy=low"], ["--precalculate-job-size"],
-    ["--preserve-access-time"], ["--preserve-modification-time"], ["--preserve-creation-time"],
+    ["--preserve-access-time"], ["--preserve-modification-time"],
     ["--preserve-source-access-time"], ["--preserve-file-owner-uid"], ["--preserve-file-owner-gid"],
     ["--preserve-acls=none"], ["--preserve-xattrs=none"], ["--remote-preserve-acls=none"],
-    ["--remote-preserve-xattrs=none"], ["-g", "1048576"], ["-G", "1048576"], ["--remove-after-transfer"],
-    ["--remove-after-transfer", "--remove-empty-source-directory"], ["-k", "3"], ["-k1"], ["-X", "1400"],
+    ["--remote-preserve-xattrs=none"], ["--remove-after-transfer"],
+    ["--remove-after-transfer", "--remove-empty-source-directory"], ["-k", "3"], ["-k1"],
     ["--skip-dir-traversal-dupes"], ["--skip-special-files"], ["--src-base=/tmp"], ["--symbolic-links=skip"],
     ["-P", "33001"], ["-O", "33001"], ["-y", "0"], ["-j", "0"], ["-C", "1:1"], ["--multi-session-threshold=0"],
     ["-t", "8080"], ["-i", "/nonexistent/key"], ["--mode=send"], ["--user=bob", "--host=h"],
@@ -53,6 +53,7 @@ NOT_YET = [
     ["-f", "/etc/aspera.conf"],
     ["-y", "1"], ["-j", "1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
     ["--preserve-acls=metafile"], ["--preserve-xattrs=metafile"],
+    ["--preserve-creation-time"], ["-g", "1048576"], ["-G", "1048576"], ["-X", "1400"],
 ]
 
 
