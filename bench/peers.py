@@ -60,6 +60,15 @@ def wait_measured(process: subprocess.Popen, timeout: float | None, started: flo
                     usage.ru_utime + usage.ru_stime)
 
 
+def reap(process: subprocess.Popen, timeout: float) -> None:
+    """Give ``process`` ``timeout`` seconds to end by itself, then kill it; always reaped."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _ready_line(process: subprocess.Popen, log: Path) -> str:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and process.poll() is None:
@@ -144,7 +153,9 @@ class OpenSSH(Server):
 
     def rsync(self, sources: list[Path], dest: Path) -> list[str]:
         shell = " ".join(["ssh", *self.ssh_options()])
-        return ["rsync", "-a", "--whole-file", "-e", shell, *map(str, sources), f"root@{self.site.hosts.addr_b}:{dest}/"]
+        # --inplace: a run stopped at the time limit leaves its partial file, which counts
+        return ["rsync", "-a", "--whole-file", "--inplace", "-e", shell, *map(str, sources),
+                f"root@{self.site.hosts.addr_b}:{dest}/"]
 
 
 class FaspServer(Server):

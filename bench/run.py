@@ -31,7 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import report
 from bench.netns import Hosts, Loopback
-from bench.peers import REPO, FaspServer, OpenSSH, Server, engine_available, wait_measured
+from bench.peers import REPO, FaspServer, OpenSSH, Server, engine_available, reap, wait_measured
 from bench.wan import Wan
 
 GIB = 1 << 30
@@ -252,7 +252,7 @@ class Bench:
                            capture_output=True, text=True, timeout=seconds + 30)
             end = json.loads(out.stdout)["end"]
         finally:
-            server.wait(timeout=10) if server.poll() is None else None
+            reap(server, 10)
         received = end["sum_received"]
         row = dict(**labels, tool="iperf3-udp" if "-u" in args else "iperf3-tcp",
                    mbit_s=round(received["bits_per_second"] / 1e6, 2), seconds=received["seconds"])
@@ -346,11 +346,7 @@ class Bench:
         finally:
             fasp.stop()
             for process in (tcp, server):
-                try:
-                    process.wait(timeout=warmup + 15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                reap(process, warmup + 15)
         return dict(scenario="sharing", policy=policy, rep=rep, start=start, stop=stop,
                     engine_exit=finished.returncode)
 
@@ -371,7 +367,8 @@ class Bench:
                 steer = site.popen("a", [sys.executable, "-m", "bench.steer", str(MGMT_PORT), str(events),
                                          "--rate-at", f"{change_at}:{second}"],
                                    stdout=subprocess.PIPE, text=True, cwd=REPO, env=fasp.client_env())
-                assert steer.stdout.readline().strip() == "READY"
+                if steer.stdout.readline().strip() != "READY":
+                    raise RuntimeError("management listener (bench.steer) did not start")
                 shutil.rmtree(self.dest, ignore_errors=True)
                 self.dest.mkdir(parents=True)
                 fasp.start()
@@ -384,8 +381,7 @@ class Bench:
                         wait_measured(engine, run_s + 3, start)
                 finally:
                     fasp.stop()
-                    steer.kill()
-                    steer.wait()
+                    reap(steer, 0)
                     steer.stdout.close()
                 runs.append((rep, events))
                 self.step()
@@ -427,7 +423,8 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": round(time.time() - started), "engine_available": engine_available(),
             "git": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
                                   capture_output=True, text=True).stdout.strip(),
-            "cpus": os.cpu_count(), "link_mbit": LINK_MBIT, "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()}
+            "cpus": os.cpu_count(), "link_mbit": LINK_MBIT,
+            "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()}
     stem = profile.name + (f"-{args.tcp_cc}" if args.tcp_cc else "")  # a chosen TCP gets its own files
     paths = report.write(Path(args.out), stem, meta, bench.results)
     for path in paths:
