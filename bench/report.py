@@ -264,7 +264,8 @@ def plots(out: Path, stem: str, results: list[dict]) -> list[Path]:
         for ax, loss in zip(axes[0], losses):
             for tool in tools:
                 points = sorted((rtt, median(rows, "mbit_s")) for (rtt, l, t), rows in wan.items()
-                                if l == loss and t == tool and median(rows, "mbit_s") is not None)
+                                if l == loss and t == tool and median(rows, "mbit_s") is not None
+                                and any(r.get("verified", True) or r.get("bytes") for r in rows))  # else: nothing seen
                 if points:
                     ax.plot(*zip(*points), marker="o", label=tool)
             ax.set_title(f"loss {loss} %")
