@@ -409,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(args.workdir)
     console = Console()
     started = time.time()
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()  # the code that ran
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} runs"),
                   TimeElapsedColumn(), console=console) as progress:
         bench = Bench(profile, workdir, console, progress, args.tcp_cc)
@@ -421,8 +423,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(bench.dest, ignore_errors=True)
     meta = {"profile": profile.name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started), "engine_available": engine_available(),
-            "git": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                                  capture_output=True, text=True).stdout.strip(),
+            "git": commit,
             "cpus": os.cpu_count(), "link_mbit": LINK_MBIT,
             "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()}
     stem = profile.name + (f"-{args.tcp_cc}" if args.tcp_cc else "")  # a chosen TCP gets its own files
