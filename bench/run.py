@@ -3,6 +3,7 @@
     python -m bench.run            # everything (long: about an hour)
     python -m bench.run --quick    # a subset with smaller files (minutes)
     python -m bench.run --only wan --only sharing
+    python -m bench.run --only wan --wan-point 200:1   # one WAN point (results-wan200-1.*)
 
 Every scenario runs its contenders interleaved (A B C A B C ...) and reports
 medians, so a slow moment of this shared machine hurts all of them alike.
@@ -22,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -192,8 +193,10 @@ class Bench:
                     [src], rate_kbps=rate_kbps, policy=p, encrypt=e), fasp.client_env(), engine=True))
         return out
 
-    def transfer(self, site, contender: Contender, source: Path, timeout_s: float, **labels) -> dict:
-        """One measured run: fresh server, client on host A, bytes verified."""
+    def transfer(self, site, contender: Contender, source: Path, timeout_s: float,
+                 windows: list | None = None, **labels) -> dict:
+        """One measured run: fresh server, client on host A, bytes verified.
+        ``windows`` (if given) gets (row, start, stop) in monotonic seconds."""
         shutil.rmtree(self.dest, ignore_errors=True)
         self.dest.mkdir(parents=True)
         argv = contender.command(source)
@@ -218,14 +221,17 @@ class Bench:
                               else f"exit {finished.returncode}" if not complete else "bytes differ")
         if not ok and finished.returncode not in (None, 0):
             note += ": " + log_path.read_text(errors="replace").strip().splitlines()[-1][-200:]
-        return self.record(
+        row = self.record(
             **labels, tool=contender.name, bytes=arrived, total_bytes=total, seconds=round(finished.seconds, 3),
             mbit_s=round(arrived * 8 / finished.seconds / 1e6, 2), verified=ok, note=note,
             cpu_client_s=round(finished.cpu_s, 3), cpu_server_s=round(server_cpu, 3),
             cpu_s_per_gib=round((finished.cpu_s + server_cpu) / (arrived / GIB), 2) if arrived else None)
+        if windows is not None:
+            windows.append((row, started, started + finished.seconds))
+        return row
 
     def side_by_side(self, site, tools: list[str], source: Path, timeout_s: float, rate_kbps: int,
-                     **labels) -> None:
+                     windows: list | None = None, **labels) -> None:
         """Interleaved reps of every tool; the engine only if it has landed."""
         contenders = self.contenders(site, tools, rate_kbps)
         have_engine = engine_available()
@@ -237,7 +243,7 @@ class Bench:
                 if contender.engine and not have_engine:
                     continue
                 self.say(f"{labels} {contender.name} #{rep + 1}")
-                row = self.transfer(site, contender, source, timeout_s, rep=rep, **labels)
+                row = self.transfer(site, contender, source, timeout_s, windows, rep=rep, **labels)
                 self.console.log(f"{labels} {contender.name}: {row['mbit_s']} Mbit/s "
                                  f"{'ok' if row['verified'] else row['note']}")
                 self.step()
@@ -288,13 +294,24 @@ class Bench:
         source = self.data.big(self.profile.wan_bytes)
         for rtt, loss in self.profile.wan_points:
             labels = dict(scenario="wan", rtt_ms=rtt, loss_pct=loss)
-            with self.path(LINK_MBIT, rtt, loss) as site:
+            stats = self.workdir / f"wan-{rtt}-{loss}-stats.jsonl"
+            windows: list = []
+            with self.path(LINK_MBIT, rtt, loss, stats) as site:
                 self.say(f"{labels} iperf3 UDP")
                 row = self.iperf(site, ["-u", "-b", f"{LINK_MBIT}M", "-l", "1400"], self.profile.iperf_s, **labels)
                 self.console.log(f"{labels} iperf3 UDP: {row['mbit_s']} Mbit/s")
                 self.step()
                 self.side_by_side(site, ["engine-fixed", "engine-fair", "scp", "rsync"], source,
-                                  self.profile.wan_timeout_s, LINK_KBPS, **labels)
+                                  self.profile.wan_timeout_s, LINK_KBPS, windows, **labels)
+                t0 = site.t0
+            # the emulator has flushed its last bins: each run's data phase from its meter
+            delivered, sent = report.read_bins(stats), report.read_bins(stats, "ab-sent")
+            for row, start, stop in windows:
+                row.update(report.data_phase(delivered, sent, start - t0, stop - t0,
+                                             report.tool_flows(row["tool"]), row["bytes"]))
+                self.console.log(f"{labels} {row['tool']} #{row['rep'] + 1}: whole run {row['mbit_s']}, "
+                                 f"data phase {row['data_mbit_s']} Mbit/s over {row['data_s']} s, "
+                                 f"sent/file {row['sent_per_file']}")
 
     def small(self) -> None:
         source = self.data.small(self.profile.small_files)
@@ -394,6 +411,17 @@ class Bench:
             self.record(scenario="control", rep=rep, rate_kbps=first, new_rate_kbps=second, **row)
 
 
+def wan_point(text: str) -> tuple[int, float]:
+    """Parse "200:1" into (200, 1): RTT in ms, loss in % (whole numbers stay ints, as in the grid)."""
+    try:
+        rtt, loss = text.split(":")
+        values = [float(rtt), float(loss)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RTT_MS:LOSS_PCT, e.g. 200:1, not {text!r}") from None
+    rtt_ms, loss_pct = (int(v) if v.is_integer() else v for v in values)
+    return rtt_ms, loss_pct
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller files, fewer points")
@@ -401,11 +429,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default="/tmp/fasp-bench", help="data sets, logs, scratch (reused)")
     parser.add_argument("--tcp-cc", default=None, help="TCP congestion control of both hosts "
                         "(default: the machine's, recorded in the results)")
+    parser.add_argument("--wan-point", action="append", type=wan_point, metavar="RTT:LOSS",
+                        help="WAN grid point(s) to run instead of the profile's, e.g. 200:1 (ms : %%); "
+                        "implies --only wan unless --only is given; results-wanRTT-LOSS.*")
+    parser.add_argument("--wan-mib", type=int, default=None, help="WAN file size in MiB (default: the profile's)")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks"))
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("bench.run needs root (network namespaces, TUN devices, sshd)")
     profile = QUICK if args.quick else FULL
+    stem = profile.name
+    if args.wan_point:
+        profile = replace(profile, wan_points=tuple(args.wan_point))
+        args.only = args.only or ["wan"]
+        stem = ("quick-" if args.quick else "") + "wan" + "+".join(f"{r}-{l}" for r, l in args.wan_point)
+    if args.wan_mib:
+        profile = replace(profile, wan_bytes=args.wan_mib << 20)
+        stem += f"-{args.wan_mib}MiB"
     workdir = Path(args.workdir)
     console = Console()
     started = time.time()
@@ -424,9 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"profile": profile.name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started), "engine_available": engine_available(),
             "git": commit,
-            "cpus": os.cpu_count(), "link_mbit": LINK_MBIT,
+            "cpus": os.cpu_count(), "link_mbit": LINK_MBIT, "wan_mib": profile.wan_bytes >> 20,
             "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()}
-    stem = profile.name + (f"-{args.tcp_cc}" if args.tcp_cc else "")  # a chosen TCP gets its own files
+    stem += f"-{args.tcp_cc}" if args.tcp_cc else ""  # a chosen TCP gets its own files
     paths = report.write(Path(args.out), stem, meta, bench.results)
     for path in paths:
         console.log(f"wrote {path}")

@@ -53,9 +53,12 @@ def attach(device: str, ns: str, local: str, peer: str, mtu: int) -> None:
 
 def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> None:
     """Forward packets between the two TUN fds through the two links, forever;
-    per-flow bins in ``stats`` count seconds from ``start``."""
+    per-flow bins in ``stats`` count seconds from ``start``: what each direction
+    delivered ("ab", "ba") and what host A offered to the path ("ab-sent",
+    before loss and the router queue, so retransmissions and losses count)."""
     clock = time.monotonic
-    meters = {"ab": FlowMeter(start), "ba": FlowMeter(start)}
+    meters = {"ab": FlowMeter(start), "ba": FlowMeter(start), "ab-sent": FlowMeter(start)}
+    sent = meters["ab-sent"]
 
     def record(direction: str, closed: list[dict]) -> None:
         for row in closed:
@@ -88,7 +91,10 @@ def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> No
                         break
                     # stamped after the read: if this process was descheduled, a packet
                     # may enter the path late, never early (no RTT below the configured one)
-                    link.offer(clock(), packet)
+                    now = clock()
+                    link.offer(now, packet)
+                    if stats is not None and fd == fd_a:
+                        record("ab-sent", sent.count(now, packet))
     finally:
         if stats is not None:
             for direction, meter in meters.items():

@@ -12,6 +12,7 @@ import pytest
 
 from bench import netns
 from bench.netns import Hosts
+from bench.report import read_bins
 from bench.wan import Wan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,8 +41,9 @@ def sha256(path) -> str:
 
 
 @pytest.mark.timeout(60)
-def test_rtt_and_loss_are_as_configured(hosts):
-    with Wan(rate_mbit=20, rtt_ms=40, loss_pct=5, hosts=hosts, seed=1) as wan:
+def test_rtt_and_loss_are_as_configured(hosts, tmp_path):
+    stats = tmp_path / "stats.jsonl"
+    with Wan(rate_mbit=20, rtt_ms=40, loss_pct=5, hosts=hosts, seed=1, stats_path=str(stats)) as wan:
         echo = started(probe(wan, "b", "echo", "7007", stdout=subprocess.PIPE))
         try:
             client = probe(wan, "a", "rtt", hosts.addr_b, "7007", "400", stdout=subprocess.PIPE)
@@ -53,6 +55,12 @@ def test_rtt_and_loss_are_as_configured(hosts):
     assert 39.5 <= min(rtts) and statistics.median(rtts) <= 48
     # a probe survives the path twice: 1 - 0.95**2 = 9.75 % round-trip loss
     assert 0.04 <= 1 - result["received"] / result["sent"] <= 0.16
+    # the meter: A offered every probe to the path ("ab-sent"), about 95 % were delivered ("ab")
+    def probe_bytes(direction: str) -> int:
+        return sum(n for row in read_bins(stats, direction) for key, n in row["bytes"].items() if key.endswith(">7007"))
+    offered, delivered = probe_bytes("ab-sent"), probe_bytes("ab")
+    assert offered == result["sent"] * (offered // result["sent"])  # whole packets, one size
+    assert 0.88 <= delivered / offered <= 0.995
 
 
 @pytest.mark.timeout(60)
