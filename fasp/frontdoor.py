@@ -150,7 +150,7 @@ class FrontDoor:
             user = self._settings.users[username]
             argv = server_argv(self._settings.engine_command, user, self._settings.udp_port)
             log.info("session for %s (client asked for %r)", username, (process.command or "")[:200])
-            await run_engine(process, argv, user.docroot, self._settings.child_env)
+            await run_engine(process, argv, user.docroot, {**self._settings.child_env, **ssh_connection(process)})
         finally:
             self._sessions.discard(task)
 
@@ -194,6 +194,16 @@ class _Gate(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         log.info("authenticated %s from %s", self._conn.get_extra_info("username"), self._peer)
+
+
+def ssh_connection(process: asyncssh.SSHServerProcess) -> dict[str, str]:
+    """SSH_CONNECTION as sshd sets it: the engine binds its UDP socket to the address the client reached,
+    so a server with several addresses answers from the one the client sends to."""
+    peer = process.get_extra_info("peername") or ()
+    local = process.get_extra_info("sockname") or ()
+    if len(peer) < 2 or len(local) < 2:
+        return {}
+    return {"SSH_CONNECTION": f"{peer[0]} {peer[1]} {local[0]} {local[1]}"}
 
 
 async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cwd: str,

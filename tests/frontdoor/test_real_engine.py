@@ -128,3 +128,14 @@ def test_stock_sshd_runs_fasp_ascp_from_its_path(openssh_server, tmp_path):
                 f"root@{openssh_server.host}:/", env=env)
     assert done.returncode == 0, done.stderr
     assert_same_file(src, openssh_server.docroot / src.name)
+
+
+def test_a_server_on_a_second_address_answers_from_it(tmp_path):
+    """The engine's UDP socket binds to the address the client reached (SSH_CONNECTION), so the data
+    channel's replies come from the address the client sends to, not from the host's first one."""
+    with start_fasp_server(tmp_path / "srv", extra_args=["--listen", "127.0.0.2:0"]) as server:
+        assert server.host == "127.0.0.2"
+        source = random_file(tmp_path / "second.bin", 512 * 1024)
+        done = ascp(server.port, "-O", "0", str(source), f"{server.user}@{server.host}:/", env=server.env())
+        assert done.returncode == 0, done.stderr
+        assert_same_file(source, server.docroot / "second.bin")
