@@ -179,7 +179,7 @@ class Sender:
             size, rel, read = st.st_size, job.rel, reader(fd)
             extents = data_extents(fd, size)
             if self._file_pass is not None:  # --file-crypt=encrypt: the envelope travels, never the plain bytes
-                sealed = SealedSource(fd, size, Envelope.new(self._file_pass))
+                sealed = SealedSource(fd, size, Envelope.new(self._file_pass, size))
                 size, rel, read, extents = sealed.size, rel + SUFFIX, sealed.read, None
             await self._channel.send(
                 "file", fid=fid, arg=job.arg, rel=rel, lone=job.lone, size=size, mtime=st.st_mtime,

@@ -1,6 +1,7 @@
 """Options that decide what happens to files at either end, through real transfers."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -189,29 +190,68 @@ def test_extended_attributes_native(fasp_server_module, tmp_path):
     assert "user.colour" not in os.listxattr(server.docroot / "plain.bin")
 
 
-@pytest.mark.timeout(90)
+def _shares_a_window(plain: bytes, stored: bytes, window: int = 64) -> bool:
+    """Whether some ``window``-byte run of ``plain`` appears in ``stored``: any such run holds a whole
+    aligned chunk of half its length, so look for those at every offset of ``stored``."""
+    half = window // 2
+    chunks = {plain[i:i + half] for i in range(0, len(plain) - half + 1, half)}
+    return any(stored[i:i + half] in chunks for i in range(len(stored) - half + 1))
+
+
+def _plain_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".aspera-env")]
+
+
+@pytest.mark.timeout(120)
 def test_content_protection_round_trip(fasp_server_module, tmp_path):
-    """--file-crypt=encrypt stores an envelope the server cannot read; decrypt restores the bytes."""
+    """--file-crypt=encrypt stores an authenticated envelope the server cannot read (fasp/envelope.py
+    documents the format); decrypt restores the bytes; a wrong passphrase is 49, a tampered or
+    truncated envelope 48, and neither leaves decrypted bytes behind."""
+    from fasp.envelope import sealed_size
+
     server = fasp_server_module
     tree = tmp_path / "secret"
     files = [random_file(tree / "a.bin", 3 << 20), random_file(tree / "sub" / "b.bin", 1000),
              random_file(tree / "empty.bin", 0)]
     env = {**server.env(), "ASPERA_SCP_FILEPASS": "correct horse"}
     _ok(run_ascp(fasp_args(server, "-d", "--file-crypt=encrypt", str(tree), remote(server, "/vault")), env))
-    stored = server.docroot / "vault" / "secret" / "a.bin.aspera-env"
-    assert stored.stat().st_size == (3 << 20) + 64
-    assert files[0].read_bytes()[:4096] not in stored.read_bytes()
+    vault = server.docroot / "vault" / "secret"
+    for f in files:
+        stored = vault / (str(f.relative_to(tree)) + ".aspera-env")
+        size = f.stat().st_size
+        blocks = max(1, -(-size // (64 << 10)))
+        assert stored.stat().st_size == sealed_size(size) == size + 64 + 16 * blocks
+        assert not _shares_a_window(f.read_bytes(), stored.read_bytes())
+    assert not (vault / "a.bin").exists()
     assert "correct horse" not in (server.docroot.parent / "fasp-server.log").read_text()
+
+    wrong_back = tmp_path / "wrong"
+    wrong_back.mkdir()
+    wrong = {**env, "ASPERA_SCP_FILEPASS": "wrong"}
+    failed = run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(wrong_back)),
+                      wrong)
+    assert failed.returncode == 49, failed.stderr.decode()
+    assert not _plain_files(wrong_back)
 
     back = tmp_path / "back"
     back.mkdir()
-    wrong = {**env, "ASPERA_SCP_FILEPASS": "wrong"}
-    failed = run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(back)), wrong)
-    assert failed.returncode == 49, failed.stderr.decode()
     _ok(run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(back)), env))
     for f in files:
-        assert_same_file(f, back / "secret" / f.relative_to(tree))
+        assert hashlib.sha256((back / "secret" / f.relative_to(tree)).read_bytes()).digest() == \
+            hashlib.sha256(f.read_bytes()).digest()
     assert not list((back / "secret").rglob("*.aspera-env"))
+
+    whole = (vault / "a.bin.aspera-env").read_bytes()
+    damaged = bytearray(whole)
+    damaged[len(whole) // 2] ^= 0x01
+    for name, content in [("tampered", bytes(damaged)), ("truncated", whole[:-(1 << 10)])]:
+        (server.docroot / f"{name}.bin.aspera-env").write_bytes(content)
+        out = tmp_path / name
+        out.mkdir()
+        result = run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, f"/{name}.bin.aspera-env"),
+                                    str(out)), env)
+        assert result.returncode == 48, (name, result.returncode, result.stderr.decode())
+        assert not _plain_files(out), name
 
 
 @pytest.mark.timeout(60)
