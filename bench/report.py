@@ -362,10 +362,10 @@ def plots(out: Path, stem: str, results: list[dict]) -> list[Path]:
             ax.set_yscale("symlog", linthresh=1)
             ax.grid(True, alpha=0.3)
         axes[0][0].set_ylabel("throughput (Mbit/s)")
-        axes[0][-1].legend()
+        axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside, not on, points
         fig.tight_layout()
         written.append(out / f"wan-{stem}.png")
-        fig.savefig(written[-1], dpi=100)
+        fig.savefig(written[-1], dpi=100, bbox_inches="tight")
         plt.close(fig)
     sharing = [r for r in results if r.get("scenario") == "sharing" and r.get("series")]
     if sharing:
