@@ -76,10 +76,11 @@ class BaseTransferOrder:
         raise NotImplementedError
 
     def _sources(self):
-        return []
+        """Paths named up front (file orders); persistent and stream orders name none."""
+        return getattr(self, "source_paths", [])
 
     def _destinations(self):
-        return None
+        return getattr(self, "dest_paths", None)
 
     def ascp_opts(self):
         """Returns the options to pass to ascp when performing the transfer."""
@@ -162,12 +163,6 @@ class FileUpload(_Upload):
         self.source_paths = _paths("source_paths", source_paths)
         self.dest_paths = _pair(self.source_paths, dest_paths)
 
-    def _sources(self):
-        return self.source_paths
-
-    def _destinations(self):
-        return self.dest_paths
-
 
 class FileDownload(_Download):
     """Specification for a file download."""
@@ -177,12 +172,6 @@ class FileDownload(_Download):
         super().__init__(source_user, source_host, source_pass, source_identity, options)
         self.source_paths = _paths("source_paths", source_paths)
         self.dest_paths = _pair(self.source_paths, dest_paths)
-
-    def _sources(self):
-        return self.source_paths
-
-    def _destinations(self):
-        return self.dest_paths
 
 
 class PersistentUpload(_Upload):
