@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 
 from faspmanager.codes import EngineError, ErrorCode
 
+from .logdir import log_file
 from .options import HELP, Config, parse, tokenize
 
 
@@ -46,12 +46,8 @@ def _logged(emit, log_dir: str | None):
     """-L DIR: every event but STATS also goes to DIR/fasp-ascp.log (events never carry secrets)."""
     if not log_dir:
         return emit
-    try:
-        os.makedirs(log_dir, exist_ok=True)
-        handler = logging.FileHandler(os.path.join(log_dir, "fasp-ascp.log"))
-    except OSError as exc:
-        raise EngineError(ErrorCode.USAGE, f"-L {log_dir}: {exc.strerror}") from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler = log_file(log_dir, "fasp-ascp.log", "%(asctime)s %(message)s", what=f"-L {log_dir}",
+                       code=ErrorCode.USAGE)
     log = logging.getLogger("fasp.events")
     log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -19,6 +19,7 @@ from faspmanager.codes import EngineError, ErrorCode
 from . import control, docroot
 from .channel import Channel, stdio_channel
 from .jobs import FileJob, Problem, Rules, top_name, walk
+from .logdir import log_file
 from .options import Config
 from .receiving import Receiver
 from .sending import Sender
@@ -123,12 +124,8 @@ class ServerSession:
     def _log_to(self, client_dir: str) -> None:
         """-R DIR: this session's log also goes to DIR/fasp-ascp-server.log (inside the docroot)."""
         path = self.resolve(client_dir)
-        try:
-            os.makedirs(path, exist_ok=True)
-            handler = logging.FileHandler(os.path.join(path, "fasp-ascp-server.log"))
-        except OSError as exc:
-            raise EngineError(ErrorCode.NO_PERMS, f"-R {client_dir}: {exc.strerror}") from None
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        handler = log_file(path, "fasp-ascp-server.log", "%(asctime)s %(name)s %(message)s",
+                           what=f"-R {client_dir}", code=ErrorCode.NO_PERMS)
         logging.getLogger("fasp").addHandler(handler)
 
     def _fatal(self, exc: BaseException) -> None:
