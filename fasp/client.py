@@ -218,10 +218,10 @@ class ClientSession:
         self._rate = RateSettings(**_rate_from(welcome["rate"]))
         self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
-            self._sender = Sender(self._channel, self._transport, self.tally, cfg.options_for_peer(),
+            self._sender = Sender(self._channel, self._transport, self.tally, cfg.local_options(),
                                   file_pass=cfg.file_pass)
         else:
-            self._receiver = Receiver(self._channel, self._transport, self.tally, cfg.options_for_peer(),
+            self._receiver = Receiver(self._channel, self._transport, self.tally, cfg.local_options(),
                                       dest=cfg.dest, resolve=self._local_path, file_pass=cfg.file_pass)
             self._receiver.on_fatal = lambda exc: self.fail(_as_engine_error(exc))
         self._connected.set()

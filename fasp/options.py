@@ -249,6 +249,21 @@ class Config:
     retry_timeout: int | None = None
     local_log_dir: str | None = None
     remote_log_dir: str | None = None
+    read_size: int = 0                           # -g: bytes per source read (0: the datapath's own choice)
+    write_size: int = 0                          # -G: bytes per destination write (0: the datapath's own choice)
+    retransmission_max: int = 0                  # -X: largest retransmission request in bytes (0: one datagram)
+    auto_capacity: bool = False                  # --auto-detect-capacity: target_kbps is a percent of capacity
+    preserve_ctime: bool = False                 # --preserve-creation-time
+    acls_local: str = "none"                     # --preserve-acls: none | native | metafile, on this side
+    acls_remote: str = "none"                    # --remote-preserve-acls (defaults to --preserve-acls)
+    xattrs_local: str = "none"                   # --preserve-xattrs
+    xattrs_remote: str = "none"                  # --remote-preserve-xattrs (defaults to --preserve-xattrs)
+    http_fallback: bool = False                  # -y 1: HTTP(S) carries the data when UDP cannot
+    http_port: int = 8080                        # -t: the server's HTTP fallback port
+    jpeg: bool = False                           # -j 1: fallback payloads travel as JPEG images
+    https_key: str | None = None                 # -Y KEYFILE
+    https_cert: str | None = None                # -I CERTFILE: HTTPS instead of HTTP
+    proxy: tuple[str, int] | None = None         # -x HOST:PORT: reach the fallback port through this proxy
     # server mode
     server: bool = False
     docroot: str | None = None
@@ -268,6 +283,9 @@ class Config:
             "remove_empty_directories": self.remove_empty_directories, "move_after": self.move_after,
             "save_before_overwrite": self.save_before_overwrite, "delete_before": self.delete_before,
             "xattrs": self.xattrs, "acls": self.acls,
+            "xattrs_mode": self.xattrs_remote, "acls_mode": self.acls_remote,
+            "preserve_ctime": self.preserve_ctime, "read_size": self.read_size,
+            "write_size": self.write_size, "retransmission_max": self.retransmission_max,
             "node": self.node, "nodes": self.nodes, "split_above": self.split_above,
             "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
@@ -275,6 +293,10 @@ class Config:
             "skip_dir_dupes": self.skip_dir_dupes,
             "log_dir": self.remote_log_dir,
         }
+
+    def local_options(self) -> dict:
+        """The same file rules for this side's own roles: only the ACL/xattr modes differ (local vs remote)."""
+        return {**self.options_for_peer(), "xattrs_mode": self.xattrs_local, "acls_mode": self.acls_local}
 
 
 def _int(key: str, raw: object, lo: int = 0, hi: int | None = None) -> int:
@@ -317,28 +339,7 @@ def _read_list(path: str) -> list[str]:
         raise EngineError(ErrorCode.NO_SUCH_FILE, f"cannot read list file {path!r}: {exc.strerror}") from None
 
 
-_UNSUPPORTED_SWITCHES = {
-    "auto_detect_capacity": "--auto-detect-capacity",
-    "preserve_ctime": "--preserve-creation-time (Linux cannot set a creation time)",
-    "read_size": "-g (the datapath sizes its own reads)",
-    "write_size": "-G (the datapath sizes its own writes)",
-    "retransmission_max": "-X (feedback fits the datagram size)",
-}
-_NO_OP_VALUES = {
-    "preserve_acls": ("--preserve-acls", ("none", "native")),
-    "preserve_xattrs": ("--preserve-xattrs", ("none", "native")),
-    "remote_preserve_acls": ("--remote-preserve-acls", ("none", "native")),
-    "remote_preserve_xattrs": ("--remote-preserve-xattrs", ("none", "native")),
-    "file_manifest": ("--file-manifest", ("none", "text")),
-    "http_fallback": ("-y", ("0",)),
-    "jpeg_encoding": ("-j", ("0",)),
-    "file_crypt": ("--file-crypt", ("encrypt", "decrypt")),
-    "config_file": ("-f", ()),
-    "proxy": ("-x", ()),
-    "https_key": ("-Y", ()),
-    "https_cert": ("-I", ()),
-}
-"""Flags we accept only with the values we implement; any other value is "not supported yet" (8)."""
+PRESERVE_MODES = ("none", "native", "metafile")
 
 
 def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
@@ -347,12 +348,12 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     values, positional = tokenize(argv)
     cfg = Config()
     get = values.get
-    for key, flag_name in _UNSUPPORTED_SWITCHES.items():
-        if get(key):
-            raise _not_supported(flag_name)
-    for key, (flag_name, harmless) in _NO_OP_VALUES.items():
-        if key in values and str(values[key]).lower() not in harmless:
-            raise _not_supported(f"{flag_name} {values[key]}")
+    if get("config_file"):
+        raise _not_supported("-f")
+    if get("file_manifest") is not None:
+        _choice("--file-manifest", get("file_manifest"), ("none", "text"))
+    if get("file_crypt") is not None:
+        _choice("--file-crypt", get("file_crypt"), ("encrypt", "decrypt"))
 
     cfg.server = bool(get("server"))
     if cfg.server:
@@ -395,7 +396,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         cfg.target_kbps = _int("-l", get("target_rate"), 1)
     if get("min_rate") is not None:
         cfg.min_kbps = _int("-m", get("min_rate"), 0)
-    if cfg.min_kbps > cfg.target_kbps:
+    if cfg.min_kbps > cfg.target_kbps and not get("auto_detect_capacity"):
         raise usage(f"-m {cfg.min_kbps} is above -l {cfg.target_kbps}")
     if get("policy") is not None:
         cfg.policy = _choice("--policy", get("policy"), POLICIES)
@@ -435,9 +436,22 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
             raise usage(f"-C {get('multi_session')}: node {cfg.node} of only {cfg.nodes}")
     if get("multi_session_threshold") is not None:
         cfg.split_above = _int("--multi-session-threshold", get("multi_session_threshold"), 0)
-    native = lambda *keys: any(str(get(k, "none")).lower() == "native" for k in keys)  # noqa: E731
-    cfg.xattrs = native("preserve_xattrs", "remote_preserve_xattrs")
-    cfg.acls = native("preserve_acls", "remote_preserve_acls")
+    for what in ("acls", "xattrs"):
+        local, remote = (None if get(k) is None else _choice(f"--{k.replace('_', '-')}", get(k), PRESERVE_MODES)
+                         for k in (f"preserve_{what}", f"remote_preserve_{what}"))
+        setattr(cfg, f"{what}_local", local or remote or "none")
+        setattr(cfg, f"{what}_remote", remote or local or "none")
+    cfg.xattrs = (cfg.xattrs_local, cfg.xattrs_remote) != ("none", "none")
+    cfg.acls = (cfg.acls_local, cfg.acls_remote) != ("none", "none")
+    cfg.preserve_ctime = bool(get("preserve_ctime"))
+    for key, flag_name, attr in (("read_size", "-g", "read_size"), ("write_size", "-G", "write_size"),
+                                 ("retransmission_max", "-X", "retransmission_max")):
+        if get(key) is not None:
+            setattr(cfg, attr, _int(flag_name, get(key), 1, 1 << 30))
+    cfg.auto_capacity = bool(get("auto_detect_capacity"))
+    if cfg.auto_capacity:
+        cfg.target_kbps = _int("-l (a percent of capacity with --auto-detect-capacity)",
+                               get("target_rate") if get("target_rate") is not None else 100, 1, 100)
     if str(get("file_manifest", "none")).lower() == "text":
         if not get("file_manifest_path"):
             raise usage("--file-manifest=text needs --file-manifest-path=DIR")
@@ -452,8 +466,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.skip_dir_dupes = bool(get("skip_dir_traversal_dupes"))
     if get("udp_port") is not None:
         cfg.udp_port = _int("-O", get("udp_port"), 0, 65535)
-    if get("http_port") is not None:
-        _int("-t", get("http_port"), 0)  # the fallback's port: meaningful only with -y 1, itself refused above
+    _http_fallback(cfg, get)
     if get("retry_timeout") is not None:
         cfg.retry_timeout = _int("--retry-timeout", get("retry_timeout"))
     cfg.local_log_dir = str(get("local_log_dir")) if get("local_log_dir") else None
@@ -471,6 +484,23 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         if not cfg.local_docroot:
             raise usage("--apply-local-docroot needs a local docroot: set FASP_LOCAL_DOCROOT (we read no aspera.conf)")
     return cfg
+
+
+def _http_fallback(cfg: Config, get) -> None:
+    """-y 1 with its port (-t), JPEG wrapping (-j 1), HTTPS key and certificate (-Y, -I) and proxy (-x)."""
+    cfg.http_fallback = _choice("-y", get("http_fallback", "0"), ("0", "1")) == "1"
+    cfg.jpeg = _choice("-j", get("jpeg_encoding", "0"), ("0", "1")) == "1"
+    if get("http_port") is not None:
+        cfg.http_port = _int("-t", get("http_port"), 1, 65535)
+    cfg.https_key = str(get("https_key")) if get("https_key") else None
+    cfg.https_cert = str(get("https_cert")) if get("https_cert") else None
+    if cfg.https_key and not cfg.https_cert:
+        raise usage("-Y KEYFILE needs -I CERTFILE")
+    if get("proxy"):
+        host, sep, port = str(get("proxy")).rpartition(":")
+        if not sep or not host:
+            raise usage(f"-x {get('proxy')!r}: expected HOST:PORT")
+        cfg.proxy = (host.strip("[]"), _int("-x", port, 1, 65535))
 
 
 def _content_protection(cfg: Config, mode: object, passphrase: str | None) -> None:
@@ -565,9 +595,7 @@ HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
        fasp-ascp --server [--docroot DIR] [--rate-cap KBPS] [--allowed-policies LIST] [-O PORT]
 Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
 ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_FILEPASS with
---file-crypt. Not supported yet (usage error 8): --auto-detect-capacity, -f, -y 1, -j 1,
--g, -G, -X, --preserve-creation-time,
--x, -Y, -I, ACL/xattr "metafile" modes.
+--file-crypt. Not supported yet (usage error 8): -f.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
 (server mode docroot under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT
 (--apply-local-docroot)."""

@@ -49,11 +49,7 @@ WORKS = [
     ["-e", "/bin/true"],
 ]
 NOT_YET = [
-    ["--auto-detect-capacity"],
     ["-f", "/etc/aspera.conf"],
-    ["-y", "1"], ["-j", "1"], ["-x", "proxy:8080"], ["-Y", "key"], ["-I", "cert"],
-    ["--preserve-acls=metafile"], ["--preserve-xattrs=metafile"],
-    ["--preserve-creation-time"], ["-g", "1048576"], ["-G", "1048576"], ["-X", "1400"],
 ]
 
 
@@ -76,6 +72,9 @@ def test_unimplemented_flags_are_refused_not_ignored(flags):
     (["a"], "no remote host"), (["h:/a", "h2:/b", "c"], "same host"), (["a", "h:/b", "h:/c"], "both"),
     (["--keepalive", "a", "h:/b"], "--keepalive needs -M"), (["--policy=greedy", "a", "h:/b"], "--policy"),
     (["--ignore-host-key=yes", "a", "h:/b"], "takes no value"),
+    (["--auto-detect-capacity", "-l", "150", "a", "h:/b"], "percent"), (["-y", "2", "a", "h:/b"], "-y"),
+    (["-Y", "k.pem", "a", "h:/b"], "needs -I"), (["-x", "proxyonly", "a", "h:/b"], "HOST:PORT"),
+    (["--preserve-acls=copy", "a", "h:/b"], "--preserve-acls"), (["-g", "0", "a", "h:/b"], "-g"),
     (["--remove-empty-directories", "a", "h:/b"], "needs --remove-after-transfer"),
     (["--file-manifest=text", "a", "h:/b"], "--file-manifest-path"),
     (["--file-crypt=encrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
