@@ -1,0 +1,120 @@
+"""HTTP fallback codec: heads and frames round trip, split anywhere, garbage raises a typed error, JPEG frames are images."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fasp import httpwire
+from fasp.httpwire import FrameDecoder, HttpWireError, encode_frame
+from faspmanager.codes import ErrorCode
+
+payloads = st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=6)
+big = st.binary(min_size=1, max_size=200_000)
+
+
+def _feed_in_pieces(decoder: FrameDecoder, stream: bytes, cuts: list[int]) -> list[bytes]:
+    out, last = [], 0
+    for cut in sorted(c % (len(stream) + 1) for c in cuts) + [len(stream)]:
+        out += decoder.feed(stream[last:cut])
+        last = max(last, cut)
+    return out
+
+
+@given(frames=payloads, jpeg=st.booleans(), cuts=st.lists(st.integers(0, 10**6), max_size=12))
+def test_frames_round_trip_split_anywhere(frames, jpeg, cuts):
+    stream = b"".join(encode_frame(f, jpeg) for f in frames)
+    decoder = FrameDecoder(jpeg)
+    assert _feed_in_pieces(decoder, stream, cuts) == frames
+    assert decoder.pending == 0
+
+
+@settings(max_examples=20)
+@given(payload=big)
+def test_large_jpeg_frame_spans_several_segments(payload):
+    frame = encode_frame(payload, True)
+    assert frame.startswith(b"\xff\xd8") and frame.endswith(b"\xff\xd9")
+    assert FrameDecoder(True).feed(frame) == [payload]
+
+
+def test_jpeg_frame_is_an_image_decoders_accept():
+    pil = pytest.importorskip("PIL.Image")
+    image = pil.open(io.BytesIO(encode_frame(b"x" * 100_000, True)))
+    image.load()
+    assert (image.format, image.size) == ("JPEG", (1, 1))
+
+
+@given(garbage=st.binary(min_size=1, max_size=400), jpeg=st.booleans())
+def test_garbage_raises_typed_error_or_waits(garbage, jpeg):
+    decoder = FrameDecoder(jpeg)
+    try:
+        frames = decoder.feed(garbage)
+    except HttpWireError as exc:
+        assert exc.code == ErrorCode.CONNECTION_ERROR_HTTP
+        with pytest.raises(HttpWireError):  # out of sync for good
+            decoder.feed(b"")
+    else:  # an honest prefix of a frame, or frames with bounded sizes
+        assert all(0 < len(f) <= httpwire.MAX_FRAME for f in frames)
+
+
+@pytest.mark.parametrize("data", [
+    b"\x00\x00\x00\x00",  # empty plain frame
+    (httpwire.MAX_FRAME + 1).to_bytes(4, "big"),  # oversized plain frame
+])
+def test_plain_length_bounds(data):
+    with pytest.raises(HttpWireError):
+        FrameDecoder(False).feed(data)
+
+
+def test_jpeg_decoder_refuses_a_plain_frame_and_a_foreign_jpeg():
+    with pytest.raises(HttpWireError):
+        FrameDecoder(True).feed(encode_frame(b"abc", False))
+    with pytest.raises(HttpWireError):  # a JPEG without our COM segments
+        FrameDecoder(True).feed(httpwire.JPEG_HEAD + httpwire.JPEG_TAIL)
+
+
+def test_encode_bounds():
+    with pytest.raises(HttpWireError):
+        encode_frame(b"", False)
+    with pytest.raises(HttpWireError):
+        encode_frame(bytes(httpwire.MAX_FRAME + 1), True)
+
+
+@given(token=st.text("0123456789abcdef", min_size=32, max_size=32), jpeg=st.booleans(),
+       port=st.integers(1, 65535), rest=st.binary(max_size=50))
+def test_request_round_trip(token, jpeg, port, rest):
+    sid = "ab" * 16
+    head, after = httpwire.split_head(httpwire.request(sid, token, "169.254.7.2", port, jpeg) + rest)
+    assert after == rest
+    assert httpwire.check_request(httpwire.parse_head(head)) == (sid, token, jpeg)
+
+
+def test_response_and_connect_heads():
+    head, _ = httpwire.split_head(httpwire.response(101, "Switching Protocols", httpwire.JPEG_TYPE))
+    parsed = httpwire.parse_head(head)
+    assert httpwire.status_of(parsed) == 101 and parsed.headers["content-type"] == httpwire.JPEG_TYPE
+    head, body = httpwire.split_head(httpwire.response(404, "unknown session"))
+    assert httpwire.status_of(httpwire.parse_head(head)) == 404 and body == b"unknown session\n"
+    assert httpwire.connect_request("fd00::2", 8080).startswith(b"CONNECT [fd00::2]:8080 HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nUpgrade: fasp-stream/1\r\nX-Fasp-Token: t\r\n\r\n",
+    b"POST /fasp/v1/session/../../etc HTTP/1.1\r\nUpgrade: fasp-stream/1\r\nX-Fasp-Token: t\r\n\r\n",
+    b"POST /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nX-Fasp-Token: t\r\n\r\n",
+    b"POST /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nUpgrade: fasp-stream/1\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nbad header\r\n\r\n",
+    b"\xff\xfe\r\n\r\n",
+    b"nonsense\r\n\r\n",
+])
+def test_bad_requests_are_refused(raw):
+    with pytest.raises(HttpWireError):
+        head, _ = httpwire.split_head(raw)
+        httpwire.check_request(httpwire.parse_head(head))
+
+
+def test_head_size_is_bounded():
+    assert httpwire.split_head(b"x" * httpwire.MAX_HEAD) is None
+    with pytest.raises(HttpWireError):
+        httpwire.split_head(b"x" * (httpwire.MAX_HEAD + 1))
