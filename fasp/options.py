@@ -316,10 +316,6 @@ def _choice(key: str, raw: object, choices) -> str:
     return value
 
 
-def _not_supported(what: str) -> EngineError:
-    return usage(f"{what} is not supported yet")
-
-
 _REMOTE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@\s]+):(?P<path>.*)$")
 
 
@@ -346,10 +342,12 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     """A validated :class:`Config`, or EngineError(8) naming what is wrong."""
     env = os.environ if environ is None else environ
     values, positional = tokenize(argv)
+    if values.get("config_file"):
+        from fasp import conffile   # here, not at the top: conffile reads this module's tables
+        # the file supplies defaults; a flag on the command line wins
+        values = {**conffile.load(str(values["config_file"])).defaults(values, positional), **values}
     cfg = Config()
     get = values.get
-    if get("config_file"):
-        raise _not_supported("-f")
     if get("file_manifest") is not None:
         _choice("--file-manifest", get("file_manifest"), ("none", "text"))
     if get("file_crypt") is not None:
@@ -394,6 +392,8 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         cfg.file_checksum = _choice("--file-checksum", get("file_checksum"), CHECKSUMS)
     if get("target_rate") is not None:
         cfg.target_kbps = _int("-l", get("target_rate"), 1)
+    if get("target_cap") is not None:   # -f's <cap> is a ceiling for -l too
+        cfg.target_kbps = min(cfg.target_kbps, int(get("target_cap")))
     if get("min_rate") is not None:
         cfg.min_kbps = _int("-m", get("min_rate"), 0)
     if cfg.min_kbps > cfg.target_kbps and not get("auto_detect_capacity"):
@@ -480,9 +480,10 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     _place(cfg, values, positional, mode, env)
     _content_protection(cfg, get("file_crypt"), env.get("ASPERA_SCP_FILEPASS"))
     if get("apply_local_docroot"):
-        cfg.local_docroot = env.get("FASP_LOCAL_DOCROOT")
+        cfg.local_docroot = get("local_docroot") or env.get("FASP_LOCAL_DOCROOT")
         if not cfg.local_docroot:
-            raise usage("--apply-local-docroot needs a local docroot: set FASP_LOCAL_DOCROOT (we read no aspera.conf)")
+            raise usage("--apply-local-docroot needs a local docroot: an <absolute> in -f FILE, "
+                        "or FASP_LOCAL_DOCROOT")
     return cfg
 
 
@@ -595,10 +596,11 @@ HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
        fasp-ascp --server [--docroot DIR] [--rate-cap KBPS] [--allowed-policies LIST] [-O PORT]
 Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
 ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_FILEPASS with
---file-crypt. Not supported yet (usage error 8): -f.
+--file-crypt. -f FILE reads defaults from an aspera.conf (the subset fasp/conffile.py documents;
+flags win; server mode takes its docroot and rate cap); an unknown element is usage error 8.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
 (server mode docroot under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT
-(--apply-local-docroot)."""
+(--apply-local-docroot; -f FILE's docroot comes first)."""
 
 
 def all_flag_names() -> list[str]:
