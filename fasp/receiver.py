@@ -14,9 +14,18 @@ import bisect
 from . import wire
 
 REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
-MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is)
+MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is; -X changes it)
+MIN_FEEDBACK_BYTES = wire.FEEDBACK_HEAD_SIZE + wire.FILE_REPORT_SIZE + wire.HOLE_SIZE  # one file, one range: 43
 COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
 LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured
+
+
+def feedback_limit(room: int, retransmission_max: int = 0) -> int:
+    """The FEEDBACK body cap for ``room`` bytes of datagram body: ascp's -X (the largest retransmission
+    request) if given, else MAX_FEEDBACK_BYTES; never above the room, and never below MIN_FEEDBACK_BYTES
+    (a smaller request could carry no range at all, so -X below 43 means 43)."""
+    wanted = retransmission_max or MAX_FEEDBACK_BYTES
+    return min(room, max(wanted, MIN_FEEDBACK_BYTES))
 
 
 class HoleMap:
@@ -99,7 +108,7 @@ class Receiver:
     """All incoming files of one session, plus the loss/rate measurement and feedback schedule."""
 
     def __init__(self, max_feedback_bytes: int = MAX_FEEDBACK_BYTES):
-        self._max_feedback = max_feedback_bytes
+        self.max_feedback_bytes = max_feedback_bytes  # FEEDBACK body cap (see feedback_limit)
         self._files: dict[int, HoleMap] = {}
         self._completed: set[int] = set()
         self._announce: dict[int, int] = {}  # completed file_id -> feedbacks still to announce it in
@@ -189,7 +198,7 @@ class Receiver:
         self._interval_start = now
         self.urgent = False
 
-        room = self._max_feedback - wire.FEEDBACK_HEAD_SIZE
+        room = self.max_feedback_bytes - wire.FEEDBACK_HEAD_SIZE
         reports = []
         for file_id, left in list(self._announce.items()):
             if room < wire.FILE_REPORT_SIZE:

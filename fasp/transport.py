@@ -15,13 +15,13 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from faspmanager.codes import EngineError, ErrorCode
 
 from . import wire
 from .rate import RateController, RateSettings
-from .receiver import MAX_FEEDBACK_BYTES, Receiver
+from .receiver import Receiver, feedback_limit
 from .seal import Rejected, Seal
 from .sender import Sender
 from .udpio import UdpSocket
@@ -34,6 +34,8 @@ TICK = 0.002  # pacing granularity
 BURST = 0.01  # seconds of rate the token bucket may save up (covers a late timer)
 CHUNKS_PER_ROUND = 64  # datagrams built per pump round before letting the reader run
 RTT_SAMPLE_GAP = 0.005  # DATA echoes are sampled at most this often
+MAX_BLOCK = 64 << 20  # -g/-G above this are clamped: one block per file in flight must fit in memory
+FLUSH_AGE = 0.5  # seconds a partly filled -G block may wait for more bytes (progress must not stall)
 MASK32 = 0xFFFFFFFF
 
 
@@ -49,6 +51,12 @@ class _Incoming:
     done: asyncio.Future
     pending: int = 0  # writes handed to the writer thread and not yet reported back
     drained: asyncio.Future | None = None  # set once pending drops to 0, for a receive that ends early
+    # -G: adjacent payloads collected into one block of up to write_size bytes at buf_lo
+    buf: list = field(default_factory=list)
+    buf_lo: int = 0
+    buf_len: int = 0
+    buf_new: int = 0  # new bytes among them (progress to report once written)
+    buf_since: float = 0.0
 
 
 class _Writer:
@@ -117,8 +125,11 @@ class Transport:
         now = time.monotonic()
         self._rate = RateController(rate or DEFAULT_RATE, now)
         self._sender = Sender(datagram_size - wire.DATA_OVERHEAD)
-        self._receiver = Receiver(min(MAX_FEEDBACK_BYTES, datagram_size - wire.HEADER_SIZE - wire.TAG_SIZE))
-        self._sources: dict[int, tuple[object, int]] = {}
+        self._receiver = Receiver(feedback_limit(self._feedback_room))
+        self._read_size = 0  # -g (0: read what one pump round sends)
+        self._write_size = 0  # -G (0: write what one socket read brought)
+        self._sources: dict[int, tuple[object, int, int]] = {}  # file_id -> (fd or buffer, start, end)
+        self._blocks: dict[int, tuple[int, memoryview]] = {}  # file_id -> the -g block new data comes from
         self._send_done: dict[int, asyncio.Future] = {}
         self._incoming: dict[int, _Incoming] = {}
         self._writer = _Writer(self._loop, self._on_written)
@@ -196,6 +207,26 @@ class Transport:
     def local_port(self) -> int:
         return self._sock.port
 
+    @property
+    def _feedback_room(self) -> int:
+        return self.datagram_size - wire.HEADER_SIZE - wire.TAG_SIZE
+
+    def tune(self, *, read_size: int | None = None, write_size: int | None = None,
+             retransmission_max: int | None = None) -> None:
+        """ascp's -g, -G and -X for this end (the sending role passes the first, the receiving role the others).
+
+        Sources are read in blocks of ``read_size`` bytes, destinations written in blocks of up to
+        ``write_size`` bytes (both clamped to MAX_BLOCK); a retransmission request (a FEEDBACK body) stays
+        within ``retransmission_max`` bytes, see :func:`fasp.receiver.feedback_limit`. 0 restores the
+        engine's choice; None leaves a setting as it is."""
+        if read_size is not None:
+            self._read_size = min(read_size, MAX_BLOCK)
+            self._blocks.clear()
+        if write_size is not None:
+            self._write_size = min(write_size, MAX_BLOCK)
+        if retransmission_max is not None:
+            self._receiver.max_feedback_bytes = feedback_limit(self._feedback_room, retransmission_max)
+
     async def send(self, file_id: int, source, start: int, end: int) -> None:
         """Send bytes [start, end) of ``source`` as file ``file_id``; return once the receiver has them all.
 
@@ -207,7 +238,7 @@ class Transport:
                 raise EngineError(ErrorCode.INTERNAL_ERROR, "buffer length differs from end - start")
         done = self._loop.create_future()
         self._sender.add(file_id, start, end, time.monotonic())
-        self._sources[file_id] = (source, start)
+        self._sources[file_id] = (source, start, end)
         self._send_done[file_id] = done
         self._kick()
         try:
@@ -215,6 +246,7 @@ class Transport:
         finally:
             self._sender.remove(file_id)
             self._sources.pop(file_id, None)
+            self._blocks.pop(file_id, None)
             self._send_done.pop(file_id, None)
 
     async def receive(self, file_id: int, fd: int, start: int, end: int, on_progress=None) -> None:
@@ -230,6 +262,7 @@ class Transport:
             await done
         except BaseException:
             self._receiver.unregister(file_id)
+            self._flush(inc)  # what arrived is kept (a resume starts after it)
             if inc.pending:  # the caller may close fd once we return: let queued writes land first
                 inc.drained = self._loop.create_future()
                 await asyncio.shield(inc.drained)
@@ -385,11 +418,42 @@ class Transport:
             self._kick()
 
     def _write(self, file_id: int, offset: int, end: int, payloads: list, new: int) -> None:
-        """Hand received payloads [offset, end) of a file to the writer thread."""
+        """Hand received payloads [offset, end) of a file to the writer thread; with -G, collect them into
+        blocks of write_size bytes first (a gap, the file's last byte or FLUSH_AGE writes a shorter one)."""
         inc = self._incoming.get(file_id)
         if inc is None or inc.done.done():
             return
-        self._writer.submit(inc, payloads[0] if len(payloads) == 1 else b"".join(payloads), offset, new)
+        size = self._write_size
+        if not size:
+            self._writer.submit(inc, payloads[0] if len(payloads) == 1 else b"".join(payloads), offset, new)
+            return
+        if inc.buf_len and inc.buf_lo + inc.buf_len != offset:
+            self._flush(inc)
+        if not inc.buf_len:
+            inc.buf_lo, inc.buf_since = offset, time.monotonic()
+        inc.buf.extend(payloads)
+        inc.buf_len += end - offset
+        inc.buf_new += new
+        if inc.buf_len >= size:
+            self._flush(inc, size)
+        if inc.buf_len and self._receiver.is_complete(file_id):
+            self._flush(inc)
+
+    def _flush(self, inc: _Incoming, block: int = 0) -> None:
+        """Write the collected bytes: all of them, or (``block``) as many whole blocks as there are."""
+        if not inc.buf_len:
+            return
+        data = memoryview(inc.buf[0] if len(inc.buf) == 1 else b"".join(inc.buf))
+        block = block or len(data)
+        whole = len(data) - len(data) % block
+        for at in range(0, whole, block):
+            new = min(inc.buf_new, block)
+            inc.buf_new -= new
+            self._writer.submit(inc, data[at:at + block], inc.buf_lo + at, new)
+        rest = data[whole:]
+        inc.buf = [rest] if rest else []
+        inc.buf_lo += whole
+        inc.buf_len = len(rest)
 
     def _on_written(self, done: list) -> None:
         """Writes landed (or failed): report progress, and completion once a complete file has none pending."""
@@ -478,6 +542,13 @@ class Transport:
             self._watchdogs(now)
         if self._closed:
             return 1.0
+        if self._write_size:
+            for inc in self._incoming.values():
+                if inc.buf_len:
+                    if now - inc.buf_since >= FLUSH_AGE:
+                        self._flush(inc)
+                    else:
+                        waits.append(inc.buf_since + FLUSH_AGE - now)
         sender = self._sender
         if sender.busy:
             rto = self._rto()
@@ -535,7 +606,7 @@ class Transport:
             while j < n and chunks[j][0] == file_id and chunks[j][1] == hi and chunks[j][3] == is_resend:
                 hi += chunks[j][2]
                 j += 1
-            block = self._read(file_id, off, hi)
+            block = self._read(file_id, off, hi, is_resend)
             if block is not None:
                 for k in range(i, j):
                     _, o, ln, _ = chunks[k]
@@ -556,23 +627,49 @@ class Transport:
         c["bytes_sent"] += payload_bytes
         c["bytes_retransmitted"] += resent
 
-    def _read(self, file_id: int, lo: int, hi: int):
-        source, base = self._sources[file_id]
+    def _read(self, file_id: int, lo: int, hi: int, resend: bool = False):
+        """Bytes [lo, hi) of a file being sent, or None if the source failed (its send fails with code 35).
+
+        With -g, new data comes from blocks of read_size bytes read one after the other (the latest is
+        kept); a resend outside that block reads only its own bytes, at most read_size per pread."""
+        source, base, end = self._sources[file_id]
         if not isinstance(source, int):
             return source[lo - base:hi - base]
+        size = self._read_size
+        if hi <= lo:
+            return memoryview(b"")
         try:
-            block = os.pread(source, hi - lo, lo)
+            if not size:
+                return memoryview(self._pread(source, lo, hi))
+            parts = []
+            pos = lo
+            while pos < hi:
+                at, block = self._blocks.get(file_id, (0, b""))
+                if not at <= pos < at + len(block):
+                    if resend:
+                        at, block = pos, memoryview(self._pread(source, pos, min(hi, pos + size)))
+                    else:
+                        at, block = pos, memoryview(self._pread(source, pos, min(end, pos + size)))
+                        self._blocks[file_id] = (at, block)
+                parts.append(block[pos - at:hi - at])
+                pos += len(parts[-1])
         except OSError as exc:
-            block, error = None, f"read failed: {exc}"
-        else:
-            error = None if len(block) == hi - lo else "source file shorter than announced"
-        if error is not None:
             fut = self._send_done.get(file_id)
             self._sender.remove(file_id)
             if fut is not None and not fut.done():
-                fut.set_exception(EngineError(ErrorCode.DISK_READ, error))
+                fut.set_exception(EngineError(ErrorCode.DISK_READ, exc.strerror or str(exc)))
             return None
-        return memoryview(block)
+        return parts[0] if len(parts) == 1 else memoryview(b"".join(parts))
+
+    @staticmethod
+    def _pread(fd: int, lo: int, hi: int) -> bytes:
+        try:
+            data = os.pread(fd, hi - lo, lo)
+        except OSError as exc:
+            raise OSError(exc.errno, f"read failed: {exc}") from None
+        if len(data) != hi - lo:
+            raise OSError(0, "source file shorter than announced")
+        return data
 
 
 def _resolve(fut: asyncio.Future) -> None:
