@@ -62,6 +62,9 @@ class Receiver:
                  resolve: Callable[[str], str], file_pass: str | None = None) -> None:
         self._channel = channel
         self._transport = transport
+        # -G and -X: this side writes the destinations and asks for retransmissions
+        transport.tune(write_size=int(opts.get("write_size") or 0),
+                       retransmission_max=int(opts.get("retransmission_max") or 0))
         self._tally = tally
         self._opts = opts
         self._dest = dest

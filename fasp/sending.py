@@ -52,6 +52,7 @@ class Sender:
         self._file_pass = file_pass  # --file-crypt=encrypt (client side only: the server never sees it)
         self._resolve = resolve
         self._transport = transport
+        transport.tune(read_size=int(opts.get("read_size") or 0))  # -g: this side reads the sources
         self._tally = tally
         self._opts = opts
         self._fids = itertools.count(1)
