@@ -8,7 +8,6 @@ byte below it written) goes to a sidecar, which makes resume after a crash exact
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import os
 import shutil
@@ -18,12 +17,12 @@ from typing import Callable
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from . import envelope, resume
+from . import attrs, envelope, resume
+from .attrs import os_error_code
 from .channel import Channel
 from .control import ControlError
 from .digest import file_checksum, prefix_digest, reader
 from .naming import destination
-from .sending import os_error_code
 from .tally import Tally
 
 PIECE = 512 * 1024
@@ -203,12 +202,14 @@ class Receiver:
         finally:
             os.close(fd)
         if not ranged:
-            self._apply_attributes(partial, msg)
+            if self._file_pass is None:  # before the final name appears, so it appears complete
+                attrs.apply(partial, target, msg.get("meta"), self._opts)
             if partial != target:
                 os.replace(partial, target)
             resume.clear_watermark(partial)
-            if self._file_pass is not None:
-                await asyncio.to_thread(envelope.open_in_place, target, self._file_pass)
+            if self._file_pass is not None:  # the plain file is a new one: it gets the attributes
+                plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass) or target
+                attrs.apply(plain, plain, msg.get("meta"), self._opts)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
 
@@ -331,19 +332,6 @@ class Receiver:
         if algorithm == "none":
             return None
         return file_checksum(fd, size, algorithm)
-
-    def _apply_attributes(self, path: str, msg: dict) -> None:
-        if self._opts.get("preserve_mtime") or self._opts.get("preserve_atime"):
-            st = os.stat(path)
-            atime = msg["atime"] if self._opts.get("preserve_atime") else st.st_atime
-            mtime = msg["mtime"] if self._opts.get("preserve_mtime") else st.st_mtime
-            os.utime(path, (atime, mtime))
-        for name, value in (msg.get("xattrs") or {}).items():
-            os.setxattr(path, str(name), base64.b64decode(value))
-        uid = msg.get("uid") if self._opts.get("preserve_uid") else None
-        gid = msg.get("gid") if self._opts.get("preserve_gid") else None
-        if uid is not None or gid is not None:
-            os.chown(path, -1 if uid is None else int(uid), -1 if gid is None else int(gid))
 
 
 def _existing(path: str) -> resume.Existing | None:

@@ -8,8 +8,6 @@ and pieces are in flight at once; the transport shares the rate among them.
 from __future__ import annotations
 
 import asyncio
-import base64
-import errno
 import itertools
 import os
 import stat
@@ -17,6 +15,8 @@ from typing import Callable
 
 from faspmanager.codes import EngineError, ErrorCode
 
+from . import attrs
+from .attrs import os_error_code
 from .channel import Channel
 from .digest import prefix_digest, reader
 from .envelope import SUFFIX, Envelope, SealedSource
@@ -27,15 +27,6 @@ from .tally import Tally
 FILES_IN_FLIGHT = 16
 KEEP_BATCH = 2000
 """Names per ``keep`` message: well inside the control channel's frame limit."""
-
-
-def os_error_code(exc: OSError) -> int:
-    """The ascp code for a local file error."""
-    return {errno.ENOENT: ErrorCode.NO_SUCH_FILE, errno.EACCES: ErrorCode.NO_PERMS,
-            errno.EPERM: ErrorCode.NO_PERMS, errno.ENOTDIR: ErrorCode.NOT_DIR, errno.EISDIR: ErrorCode.IS_DIR,
-            errno.ENOSPC: ErrorCode.NO_SPACE_LEFT, errno.EROFS: ErrorCode.READ_ONLY_FS,
-            errno.EEXIST: ErrorCode.ALREADY_EXISTS, errno.ELOOP: ErrorCode.LINK_LOOP,
-            errno.EMFILE: ErrorCode.TOO_MANY_FILES}.get(exc.errno, ErrorCode.DISK_READ)
 
 
 def _piece_done(task: asyncio.Task, pieces: set, box: asyncio.Queue) -> None:
@@ -93,7 +84,8 @@ class Sender:
         """Send a source argument's jobs, FILES_IN_FLIGHT at a time; problems go to ``on_problem``."""
         room = asyncio.Semaphore(FILES_IN_FLIGHT)
         tasks = []
-        items = share(items, self._opts.get("node", 1), self._opts.get("nodes", 1), self._opts.get("split_above", 0))
+        items = share((i for i in items if isinstance(i, Problem) or not attrs.hidden(i.path, self._opts)),
+                      self._opts.get("node", 1), self._opts.get("nodes", 1), self._opts.get("split_above", 0))
         if self._opts.get("delete_before"):
             items = await asyncio.to_thread(list, items)
             await self._keep_only(items)
@@ -175,8 +167,13 @@ class Sender:
             self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         pieces: set[asyncio.Task] = set()
+        st = os.fstat(fd)
         try:
-            st = os.fstat(fd)
+            try:
+                meta = attrs.collect(job.path, fd, st, self._opts)
+            except EngineError as exc:
+                self._tally.failed(key, job.arg, exc.code, exc.description)
+                return "failed"
             size, rel, read = st.st_size, job.rel, reader(fd)
             extents = data_extents(fd, size)
             if self._file_pass is not None:  # --file-crypt=encrypt: the envelope travels, never the plain bytes
@@ -184,8 +181,7 @@ class Sender:
                 size, rel, read, extents = sealed.size, rel + SUFFIX, sealed.read, None
             await self._channel.send(
                 "file", fid=fid, arg=job.arg, rel=rel, lone=job.lone, size=size, mtime=st.st_mtime,
-                atime=st.st_atime, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid, extents=extents,
-                xattrs=self._xattrs(fd),
+                atime=st.st_atime, mode=st.st_mode, extents=extents, meta=meta,
                 range=[job.start or 0, size if job.end is None else min(job.end, size)]
                 if job.start is not None or job.end is not None else None)
             while True:
@@ -207,7 +203,7 @@ class Sender:
                     if pieces:
                         await asyncio.gather(*pieces)
                     self._tally.stopped(key, job.arg, size, msg["written"], msg["checksum"])
-                    self._after(job, st)
+                    self._after(job)
                     return "passed"
                 elif kind == "skip":
                     self._tally.skipped(key, job.arg, size, msg["reason"])
@@ -218,29 +214,19 @@ class Sender:
         finally:
             for task in list(pieces):
                 task.cancel()
-            os.close(fd)
-
-    def _xattrs(self, fd: int) -> dict[str, str] | None:
-        """--preserve-xattrs/--preserve-acls=native: the extended attributes to recreate (base64)."""
-        if not (self._opts.get("xattrs") or self._opts.get("acls")):
-            return None
-        wanted = {}
-        for name in os.listxattr(fd):
-            acl = name.startswith("system.posix_acl_")
-            if (acl and self._opts.get("acls")) or (not acl and not name.startswith("system.")
-                                                     and self._opts.get("xattrs")):
-                wanted[name] = base64.b64encode(os.getxattr(fd, name)).decode()
-        return wanted
+            try:
+                if self._opts.get("preserve_source_atime"):  # whatever read it: pieces, a resume check
+                    attrs.restore_atime(fd, st, job.path)
+            finally:
+                os.close(fd)
 
     async def _piece(self, pid: int, source, start: int, end: int) -> None:
         await self._transport.send(pid, source, start, end)
         self._tally.progress(end - start)
 
-    def _after(self, job: FileJob, st: os.stat_result) -> None:
+    def _after(self, job: FileJob) -> None:
         """Source-side options once the receiver confirmed the file."""
         try:
-            if self._opts.get("preserve_source_atime"):
-                os.utime(job.path, ns=(st.st_atime_ns, st.st_mtime_ns))
             if self._opts.get("remove_after_transfer"):
                 os.unlink(job.path)
             elif self._opts.get("move_after"):
