@@ -7,6 +7,7 @@ placing the file inside it: a single plain file source.
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -59,12 +60,19 @@ class Rules:
     def copies_links(self) -> bool:
         return self.symlinks in ("copy", "copy+force")
 
-    def excluded(self, rel: str, st: os.stat_result) -> str | None:
-        """Why a file is left out, or None."""
+    def matched(self, rel: str) -> str | None:
+        """The -E pattern that leaves out the file or directory ``rel``, or None."""
         name = rel.rsplit("/", 1)[-1]
         for pattern in self.exclude:
             if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(rel, pattern):
-                return f"excluded by pattern {pattern!r}"
+                return pattern
+        return None
+
+    def excluded(self, rel: str, st: os.stat_result) -> str | None:
+        """Why a file is left out, or None."""
+        pattern = self.matched(rel)
+        if pattern is not None:
+            return f"excluded by pattern {pattern!r}"
         if self.exclude_newer_than is not None and st.st_mtime > self.exclude_newer_than:
             return "excluded: newer than --exclude-newer-than"
         if self.exclude_older_than is not None and st.st_mtime < self.exclude_older_than:
@@ -104,12 +112,20 @@ def walk(arg: int, source: str, real: str, rel: str, *, lone: bool, rules: Rules
                 return
             st = os.stat(real)
     except OSError as exc:
-        yield Problem(arg, source, ErrorCode.NO_SUCH_FILE, f"{source}: {exc.strerror}")
+        yield _unreadable(arg, source, exc)
         return
     if stat.S_ISDIR(st.st_mode):
         yield from _walk_dir(arg, real, rel, rules, confine)
     else:
         yield _leaf(arg, source, real, rel, st, rules, lone=lone)
+
+
+def _unreadable(arg: int, path: str, exc: OSError) -> Problem:
+    """The problem for an entry that cannot be stat'ed: a link that never resolves (loop) is 63."""
+    if exc.errno == errno.ELOOP:
+        return Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: symbolic link loop")
+    code = ErrorCode.NO_PERMS if exc.errno == errno.EACCES else ErrorCode.NO_SUCH_FILE
+    return Problem(arg, path, code, f"{path}: {exc.strerror}")
 
 
 def _leaf(arg: int, source: str, real: str, rel: str, st: os.stat_result, rules: Rules,
@@ -161,9 +177,13 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules,
                         continue
                 st = os.stat(child)
             except OSError as exc:
-                yield Problem(arg, child, ErrorCode.NO_SUCH_FILE, f"{child}: {exc.strerror}")
+                yield _unreadable(arg, child, exc)
                 continue
             if stat.S_ISDIR(st.st_mode):
+                pattern = rules.matched(child_rel)
+                if pattern is not None:  # -E names directories too: their whole subtree stays behind
+                    yield Problem(arg, child, 0, f"excluded by pattern {pattern!r}", skip=True)
+                    continue
                 subdirs.append((child, child_rel, ancestors | {ident}))
             else:
                 yield _leaf(arg, child, child, child_rel, st, rules)

@@ -1,0 +1,284 @@
+"""Each option has an effect on disk that a transfer ignoring it would not have, in both directions.
+
+Source-side options here (what is walked, filtered, removed or moved); destination-side
+and session options in test_option_effects_dest.py. Every case runs the real engine
+against fasp-server on loopback; upload and download use the same layout
+(:class:`Ends`): the source tree on one side, the destination directory on the other.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp)
+
+DIRECTIONS = ["upload", "download"]
+
+
+class Ends:
+    """Where a test's source tree and destination directory are, for one direction.
+
+    upload: source under the test's tmp_path, destination inside the server's docroot;
+    download: the other way round. ``args`` builds the path arguments for fasp-ascp.
+    """
+
+    def __init__(self, server, tmp_path: Path, direction: str) -> None:
+        self.server, self.direction = server, direction
+        there = server.docroot / tmp_path.name  # unique per test invocation, in a shared docroot
+        here = tmp_path / "local"
+        self.src, self.dst = (here / "src", there / "dst") if direction == "upload" else (there / "src",
+                                                                                           here / "dst")
+        self.src.mkdir(parents=True)
+        self.dst.mkdir(parents=True)
+        self.remote_side = there
+
+    def client_path(self, path: Path) -> str:
+        """``path`` as fasp-ascp names it: local as is, remote relative to the docroot."""
+        if path.is_relative_to(self.server.docroot):
+            return "/" + path.relative_to(self.server.docroot).as_posix()
+        return str(path)
+
+    def args(self, *sources: str, dest: Path | None = None) -> list[str]:
+        dest = self.dst if dest is None else dest
+        srcs = [self.client_path(self.src / s) for s in sources]
+        if self.direction == "upload":
+            return [*srcs, remote(self.server, self.client_path(dest))]
+        return [*(remote(self.server, s) for s in srcs), str(dest)]
+
+
+def transfer(server, *args: str, env: dict | None = None) -> tuple[int, str, MgmtListener]:
+    """One fasp-ascp run with a management listener: (exit status, stderr, the events it heard)."""
+    mgr = MgmtListener()
+    try:
+        result = run_ascp(fasp_args(server, "-M", str(mgr.port), *args), env or server.env())
+        mgr.wait_for(lambda f: f.type in ("DONE", "ERROR"), 10)
+    finally:
+        mgr.close()
+    return result.returncode, result.stderr.decode(errors="replace"), mgr
+
+
+def ok(server, *args: str, env: dict | None = None) -> MgmtListener:
+    code, err, mgr = transfer(server, *args, env=env)
+    assert code == 0, err
+    return mgr
+
+
+def listing(root: Path) -> list[str]:
+    """Every entry below ``root`` (links not followed), '/'-separated and sorted."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def names(mgr: MgmtListener, event: str) -> dict[str, object]:
+    """basename of File -> the frame, for one event type."""
+    return {os.path.basename(f.get("File").rstrip("/")): f for f in mgr.of(event)}
+
+
+# ---- symbolic links ---------------------------------------------------------------------------------
+
+
+def _linked_tree(root: Path) -> dict[str, Path]:
+    real = random_file(root / "real.bin", 3000)
+    inner = random_file(root / "sub" / "inner.bin", 2000)
+    (root / "file-link").symlink_to("real.bin")
+    (root / "dir-link").symlink_to("sub")
+    return {"real.bin": real, "sub/inner.bin": inner}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_symbolic_links_follow_and_skip(fasp_server_module, tmp_path, direction):
+    """follow: a link arrives as the regular file (or directory) it points to; skip: it does not arrive."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    files = _linked_tree(ends.src / "tree")
+    ok(server, "--symbolic-links=follow", *ends.args("tree", dest=ends.dst / "follow"), "-d")
+    out = ends.dst / "follow" / "tree"
+    assert listing(out) == ["dir-link", "dir-link/inner.bin", "file-link", "real.bin", "sub", "sub/inner.bin"]
+    assert not (out / "file-link").is_symlink() and not (out / "dir-link").is_symlink()
+    assert_same_file(files["real.bin"], out / "file-link")
+    assert_same_file(files["sub/inner.bin"], out / "dir-link" / "inner.bin")
+
+    mgr = ok(server, "--symbolic-links=skip", *ends.args("tree", dest=ends.dst / "skip"), "-d")
+    out = ends.dst / "skip" / "tree"
+    assert listing(out) == ["real.bin", "sub", "sub/inner.bin"]
+    assert_same_file(files["real.bin"], out / "real.bin")
+    assert sorted(names(mgr, "SKIP")) == ["dir-link", "file-link"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_link_loops_are_error_63(fasp_server_module, tmp_path, direction):
+    """A link that resolves to itself is FILEERROR 63 (the rest arrives, the session ends 27); a link back
+    to an ancestor is not walked again (SKIP); a looping source argument alone ends the session with 63."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    tree = ends.src / "loops"
+    good = random_file(tree / "ok.bin", 1000)
+    (tree / "self").symlink_to("self")
+    (tree / "up").symlink_to(".")
+    code, err, mgr = transfer(server, *ends.args("loops"))
+    assert code == 27, err
+    assert listing(ends.dst / "loops") == ["ok.bin"]
+    assert_same_file(good, ends.dst / "loops" / "ok.bin")
+    [error] = mgr.of("FILEERROR")
+    assert error.int("Code") == 63 and error.get("File").endswith("self")
+    assert "up" in names(mgr, "SKIP")
+    assert mgr.of("ERROR")[0].int("Code") == 27
+
+    code, err, mgr = transfer(server, *ends.args("loops/self"))
+    assert code == 63, err
+    assert mgr.of("ERROR")[0].int("Code") == 63
+    assert listing(ends.dst) == ["loops", "loops/ok.bin"]
+
+
+# ---- special files and directory duplicates ------------------------------------------------------------
+
+
+def _special_files(root: Path) -> list[str]:
+    """A fifo, a unix socket and a character device (null) under ``root``; their names."""
+    os.mkfifo(root / "fifo")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(root / "sock"))
+    finally:
+        sock.close()
+    os.mknod(root / "chardev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    return ["chardev", "fifo", "sock"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_skip_special_files(fasp_server_module, tmp_path, direction):
+    """Without the option each fifo, socket and device is FILEERROR 21 (session 27); with it each is a
+    SKIP and the session succeeds. Either way only the regular file arrives."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    regular = random_file(ends.src / "spec" / "regular.bin", 4000)
+    specials = _special_files(ends.src / "spec")
+    code, err, mgr = transfer(server, *ends.args("spec"))
+    assert code == 27, err
+    assert {name: f.int("Code") for name, f in names(mgr, "FILEERROR").items()} == dict.fromkeys(specials, 21)
+    assert listing(ends.dst / "spec") == ["regular.bin"]
+
+    shutil.rmtree(ends.dst / "spec")
+    mgr = ok(server, "--skip-special-files", *ends.args("spec"))
+    assert not mgr.of("FILEERROR") and sorted(names(mgr, "SKIP")) == specials
+    assert listing(ends.dst / "spec") == ["regular.bin"]
+    assert_same_file(regular, ends.dst / "spec" / "regular.bin")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_skip_dir_traversal_dupes(fasp_server_module, tmp_path, direction):
+    """A directory reached twice (through a link) is sent twice by default, once with the option."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    data = random_file(ends.src / "dupes" / "a" / "f.bin", 2500)
+    (ends.src / "dupes" / "b").symlink_to("a")
+    ok(server, "-d", *ends.args("dupes", dest=ends.dst / "twice"))
+    assert listing(ends.dst / "twice" / "dupes") == ["a", "a/f.bin", "b", "b/f.bin"]
+    assert_same_file(data, ends.dst / "twice" / "dupes" / "b" / "f.bin")
+    mgr = ok(server, "-d", "--skip-dir-traversal-dupes", *ends.args("dupes", dest=ends.dst / "once"))
+    assert listing(ends.dst / "once" / "dupes") == ["a", "a/f.bin"]
+    assert_same_file(data, ends.dst / "once" / "dupes" / "a" / "f.bin")
+    assert len(mgr.of("STOP")) == 1
+
+
+# ---- filters ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_exclude_patterns_files_and_directories(fasp_server_module, tmp_path, direction):
+    """-E matches a file or a directory by name (a directory's whole subtree stays behind)."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    tree = ends.src / "ex"
+    keep = [random_file(tree / "keep.bin", 1000), random_file(tree / "sub" / "z.bin", 1100)]
+    for rel in ("x.tmp", "sub/y.tmp", "cache/c.bin", "sub/cache/d.bin"):
+        random_file(tree / rel, 10)
+    ok(server, "-E", "*.tmp", "-E", "cache", *ends.args("ex"))
+    assert listing(ends.dst / "ex") == ["keep.bin", "sub", "sub/z.bin"]
+    for f in keep:
+        assert_same_file(f, ends.dst / "ex" / f.relative_to(tree))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_exclude_newer_and_older_than(fasp_server_module, tmp_path, direction):
+    """--exclude-older-than / --exclude-newer-than (seconds since the epoch) leave out files by mtime."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    made = {}
+    for name, mtime in (("old.bin", 1_000_000_000), ("mid.bin", 1_500_000_000), ("new.bin", 2_000_000_000)):
+        made[name] = random_file(ends.src / "aged" / name, 1500)
+        os.utime(made[name], (mtime, mtime))
+    mgr = ok(server, "--exclude-older-than=1200000000", "--exclude-newer-than=1800000000", *ends.args("aged"))
+    assert listing(ends.dst / "aged") == ["mid.bin"]
+    assert_same_file(made["mid.bin"], ends.dst / "aged" / "mid.bin")
+    assert sorted(names(mgr, "SKIP")) == ["new.bin", "old.bin"]
+
+
+@pytest.mark.timeout(60)
+def test_source_prefix_and_src_base_on_download(fasp_server_module, tmp_path):
+    """Both name remote sources when downloading: --source-prefix is put before each source path,
+    --src-base is cut from it to name the destination (upload: test_file_options, test_transfer)."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, "download")
+    deep = random_file(ends.src / "base" / "x" / "y" / "z.bin", 3333)
+    prefix = ends.client_path(ends.src / "base" / "x")
+    ok(server, f"--source-prefix={prefix}", remote(server, "y/z.bin"), str(ends.dst / "prefixed.bin"))
+    assert_same_file(deep, ends.dst / "prefixed.bin")
+    assert run_ascp(fasp_args(server, remote(server, "y/z.bin"), str(ends.dst)), server.env()).returncode == 4
+
+    ok(server, f"--src-base={ends.client_path(ends.src / 'base')}", *ends.args("base/x/y/z.bin"))
+    assert_same_file(deep, ends.dst / "x" / "y" / "z.bin")
+    ok(server, *ends.args("base/x/y/z.bin", dest=ends.dst / "x"))
+    assert_same_file(deep, ends.dst / "x" / "z.bin")
+
+
+# ---- what happens to the sources afterwards -------------------------------------------------------------
+
+# (direction, flags, what is left of src/tree) for the pairs test_file_options.py does not already run:
+# there, download + move + --remove-empty-directories and upload + remove + --remove-empty-source-directory.
+KEEP = ["-E", "*.keep"]
+SOURCE_ACTIONS = [
+    ("download", ["--remove-after-transfer", *KEEP], ["tree", "tree/a", "tree/b", "tree/b/c", "tree/k",
+                                                      "tree/k/x.keep"]),
+    ("upload", ["--remove-after-transfer", "--remove-empty-directories", *KEEP], ["tree", "tree/k",
+                                                                                  "tree/k/x.keep"]),
+    ("download", ["--remove-after-transfer", "--remove-empty-source-directory"], []),
+    ("download", ["--remove-after-transfer", "--remove-empty-source-directory", *KEEP], ["tree", "tree/k",
+                                                                                         "tree/k/x.keep"]),
+    ("upload", ["--move-after-transfer=ARCHIVE", *KEEP], ["tree", "tree/a", "tree/b", "tree/b/c", "tree/k",
+                                                          "tree/k/x.keep"]),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction, flags, left", SOURCE_ACTIONS,
+                         ids=[f"{d}:{' '.join(f)}" for d, f, _ in SOURCE_ACTIONS])
+def test_sources_removed_or_moved_after_transfer(fasp_server_module, tmp_path, direction, flags, left):
+    """Transferred source files go (or move to the archive, on the source's host); emptied directories
+    go only when asked; an excluded file stays, and so does its directory."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    tree = ends.src / "tree"
+    files = {"a/one.bin": 1000, "b/c/two.bin": 2000, "three.bin": 3000}
+    copies = tmp_path / "copies"
+    for rel, size in files.items():
+        shutil.copy(random_file(tree / rel, size), random_file(copies / rel, 0))
+    random_file(tree / "k" / "x.keep", 10)
+    archive = ends.src.parent / "archive"
+    flags = [f.replace("ARCHIVE", ends.client_path(archive)) for f in flags]
+    ok(server, *flags, *ends.args("tree"))
+    for rel in files:
+        assert_same_file(copies / rel, ends.dst / "tree" / rel)
+        if any(f.startswith("--move-after-transfer") for f in flags):
+            assert_same_file(copies / rel, archive / "tree" / rel)
+    assert listing(ends.src) == left
