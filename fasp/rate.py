@@ -16,7 +16,13 @@ seen), never from loss alone, so random loss does not slow a transfer down:
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
-``target_kbps`` caps and ``min_kbps`` floors every policy. Loss never lowers
+``target_kbps`` caps and ``min_kbps`` floors every policy. With ``percent``
+(ascp's --auto-detect-capacity) the cap is that percent of the path's capacity
+instead, measured once at the start: every policy first runs FAIR's slow start;
+when the first queue appears (or the rate reaches ``target_kbps``, then the
+ceiling) the rate holds for MEASURE_RTTS round trips, so that the delivery rate
+the receiver reports settles at the bottleneck's, and that is the capacity.
+FIXED then sends at exactly the percent, the others stay at or below it. Loss never lowers
 the rate (it only corrects the measured delivery rate): 30 % random loss and a
 receiver dropping what it cannot take look alike in loss terms, and only the
 latter also shows as delay (its queue fills).
@@ -34,19 +40,37 @@ SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
 REGAIN = 0.25  # growth per RTT back towards the known delivery rate
 LOW_TARGET_DELAY = 0.004  # LOW's queuing delay target (seconds), at least; RTT/20 on long paths
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
+MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure it (percent mode)
+CEILING_KBPS = 10_000_000  # the engine's own cap, e.g. over an --auto-detect-capacity percent
 
 
 @dataclass
 class RateSettings:
-    target_kbps: int  # cap (kilobits/s); -l
-    min_kbps: int = 0  # floor; -m
+    target_kbps: int  # cap (kilobits/s); -l. With ``percent``: the ceiling above the percent (a server's cap)
+    min_kbps: int = 0  # floor; -m (kilobits/s in both modes)
     policy: str = "fair"  # "fixed" | "high" | "fair" | "low"
+    percent: int = 0  # --auto-detect-capacity: the cap is this percent (1..100) of the measured capacity
 
     def __post_init__(self):
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}")
         if self.target_kbps <= 0 or self.min_kbps < 0:
             raise ValueError("target rate must be > 0 and min rate >= 0")
+        if not 0 <= self.percent <= 100:
+            raise ValueError(f"capacity percent {self.percent} is not within 1..100")
+
+    def to_wire(self) -> dict:
+        """The control protocol's rate object (``percent`` only when set: older peers know no such key)."""
+        raw = {"target": self.target_kbps, "min": self.min_kbps, "policy": self.policy}
+        return {**raw, "percent": self.percent} if self.percent else raw
+
+    @classmethod
+    def from_wire(cls, raw: dict) -> "RateSettings":
+        """Raises ValueError (also for a missing key or a wrong type)."""
+        try:
+            return cls(int(raw["target"]), int(raw["min"]), str(raw["policy"]).lower(), int(raw.get("percent", 0)))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed rate {raw!r}") from exc
 
 
 class WindowedMin:
@@ -78,9 +102,10 @@ class RateController:
 
     def __init__(self, settings: RateSettings, now: float = 0.0):
         self.settings = settings
+        self.capacity_bps: float | None = None  # measured (percent mode only)
         self.rate_bps = float(min(settings.target_kbps * 1000, max(INITIAL_BPS, settings.min_kbps * 1000)))
-        if settings.policy == "fixed":
-            self.rate_bps = float(settings.target_kbps * 1000)
+        if settings.policy == "fixed" and not self.measuring:
+            self.rate_bps = self.cap_bps
         self._base = WindowedMin(BASE_WINDOW)
         self._standing = WindowedMin(0.01)
         self._delivered = WindowedMax(0.1)
@@ -90,17 +115,44 @@ class RateController:
         self.queue_delay = 0.0
         self._latest_queue = 0.0
         self._slow_start = True
+        self._holding_since: float | None = None  # percent mode: when the rate stopped growing to measure
         self._last = now
 
+    @property
+    def measuring(self) -> bool:
+        """Percent mode, capacity not known yet: slow start runs whatever the policy."""
+        return bool(self.settings.percent) and self.capacity_bps is None
+
+    @property
+    def cap_bps(self) -> float:
+        """The rate no policy exceeds: target_kbps, or once measured the percent of the capacity (raised to
+        min_kbps: the floor is absolute in both modes)."""
+        s = self.settings
+        cap = float(s.target_kbps * 1000)
+        if s.percent and self.capacity_bps is not None:
+            cap = min(cap, max(s.percent / 100 * self.capacity_bps, s.min_kbps * 1000))
+        return cap
+
     def set_settings(self, settings: RateSettings) -> None:
+        """New caps or policy; a measured capacity stays (a new percent applies to it at once)."""
         self.settings = settings
-        if settings.policy == "fixed":
-            self.rate_bps = float(settings.target_kbps * 1000)
+        if settings.policy == "fixed" and not self.measuring:
+            self.rate_bps = self.cap_bps
         self._clamp()
 
     def _clamp(self) -> None:
-        s = self.settings
-        self.rate_bps = min(max(self.rate_bps, s.min_kbps * 1000, 1000.0), s.target_kbps * 1000)
+        self.rate_bps = min(max(self.rate_bps, self.settings.min_kbps * 1000, 1000.0), self.cap_bps)
+
+    def _end_slow_start(self, rate: float, delivered: float) -> float:
+        """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""
+        self._slow_start = False
+        if delivered > 0:
+            rate = min(rate, delivered)
+        if self.measuring:
+            self.capacity_bps = delivered or rate
+            if self.settings.policy == "fixed":
+                rate = self.cap_bps
+        return rate
 
     def on_rtt(self, now: float, rtt: float) -> None:
         """A round-trip sample (seconds)."""
@@ -115,7 +167,8 @@ class RateController:
         """The receiver's report: update the rate. ``loss`` only corrects the receive rate for what was lost."""
         dt, self._last = now - self._last, now
         policy = self.settings.policy
-        if policy == "fixed" or self.srtt is None:
+        measuring = self.measuring
+        if (policy == "fixed" and not measuring) or self.srtt is None:
             self._clamp()
             return
         rtt = max(self.base_rtt + self.queue_delay, 1e-4)
@@ -130,7 +183,7 @@ class RateController:
         delivered = self._delivered.push(now, self._recv_avg)
         rate = self.rate_bps
         queued = rate * self.queue_delay  # bits this flow keeps in the bottleneck queue
-        if policy == "low":  # its target stays under FAIR's standing queue (alpha/rate), whatever the RTT
+        if policy == "low" and not measuring:  # its target stays under FAIR's standing queue (alpha/rate)
             target = max(LOW_TARGET_DELAY, self.base_rtt / 20)
             off = max(-1.0, min(1.0, (target - self.queue_delay) / target))
             rate *= 1.0 + g * off
@@ -139,12 +192,17 @@ class RateController:
             # get more slack for the RTT noise they carry
             alpha = ALPHA_BYTES * 8 * min(max(self.base_rtt / 0.1, 1.0), 2.0) * (2 if policy == "high" else 1)
             if self._slow_start:
-                if rate * self._latest_queue < alpha / 2:
+                growing = rate * self._latest_queue < alpha / 2 and not (measuring and rate >= self.cap_bps)
+                if measuring and (self._holding_since is not None or not growing):
+                    # hold above the bottleneck until the delivery rate shows its capacity
+                    if self._holding_since is None:
+                        self._holding_since = now
+                    if now - self._holding_since >= max(MEASURE_RTTS * self.srtt, 0.03):
+                        rate = self._end_slow_start(rate, delivered)
+                elif growing:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
                 else:
-                    self._slow_start = False
-                    if delivered > 0:
-                        rate = min(rate, delivered)
+                    rate = self._end_slow_start(rate, delivered)
             else:
                 fast = rate * self.base_rtt / rtt + alpha / rtt
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
