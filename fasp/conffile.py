@@ -34,6 +34,7 @@ An empty element means "not set", as in IBM's own examples (``<cap></cap>``).
 A ``<cap>`` is a ceiling, not a default: the client's target rate (from the
 file or -l) never exceeds it, and in server mode it is the session's rate cap
 (one cap for both directions, so ``<in>`` and ``<out>`` caps must agree there).
+In server mode only the docroot and ``<cap>`` apply; the other settings are the client's.
 Attributes other than the root's ``version`` are refused (e.g. IBM's
 ``peer_ip``), as are DTDs and entity declarations; the file may hold at most
 :data:`MAX_BYTES`.
@@ -43,7 +44,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from xml.parsers import expat
 
 from faspmanager.codes import EngineError, ErrorCode
@@ -98,7 +99,7 @@ def _suffix(text: str) -> str:
 
 def _flow(side: str) -> dict:
     return {"bandwidth": {"flow": {
-        "target_rate": {"default": f"{side}.target_rate", "cap": f"{side}.cap"},
+        "target_rate": {"default": f"{side}.target_rate", "cap": f"{side}.target_cap"},
         "min_rate": {"default": f"{side}.min_rate"},
         "policy": {"default": f"{side}.policy"},
     }}}
@@ -136,7 +137,7 @@ CONVERT: dict[str, Callable[[str], str | None]] = {
     "resume": _choice((), RESUME_POLICIES),
     "local_log_dir": str,
     **{f"{side}.{what}": convert for side in ("in", "out") for what, convert in (
-        ("target_rate", _int(1)), ("cap", _int(1)), ("min_rate", _int(0)), ("policy", _choice(POLICIES)))},
+        ("target_rate", _int(1)), ("target_cap", _int(1)), ("min_rate", _int(0)), ("policy", _choice(POLICIES)))},
 }
 
 
@@ -146,7 +147,7 @@ class _Node:
     line: int
     attrs: dict
     text: str = ""
-    children: list | None = None
+    children: list[_Node] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class AsperaConf:
         """
         get = self.settings.get
         if values.get("server"):
-            caps = {get("in.cap"), get("out.cap")} - {None}
+            caps = {get("in.target_cap"), get("out.target_cap")} - {None}
             if len(caps) > 1:
                 raise _error(f"-f {self.path}: <in> and <out> <cap> differ, and server mode has one "
                              "rate cap for both directions")
@@ -173,9 +174,8 @@ class AsperaConf:
                     if v is not None}
         side = "in" if _receiving(values, positional) else "out"
         out = {key: value for key, value in self.settings.items() if "." not in key and key != "docroot"}
-        out.update({key: value for what, key in (("target_rate", "target_rate"), ("min_rate", "min_rate"),
-                                                 ("policy", "policy"), ("cap", "target_cap"))
-                    if (value := get(f"{side}.{what}")) is not None})
+        out.update({key.partition(".")[2]: value for key, value in self.settings.items()
+                    if key.startswith(side + ".")})
         if get("docroot") is not None:
             out["local_docroot"] = self.settings["docroot"]
         return out
@@ -218,13 +218,13 @@ def _parse_xml(path: str, data: bytes) -> _Node:
     """A tree of _Node with line numbers; no DTD, so no entity can expand or reach outside the file."""
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    stack: list[_Node] = [_Node("", 0, {}, children=[])]
+    stack: list[_Node] = [_Node("", 0, {})]
 
     def refuse(*_args) -> None:
         raise _error(f"-f {path}:{parser.CurrentLineNumber}: DTDs and entities are not allowed")
 
     def start(name: str, attrs: dict) -> None:
-        node = _Node(name, parser.CurrentLineNumber, attrs, children=[])
+        node = _Node(name, parser.CurrentLineNumber, attrs)
         stack[-1].children.append(node)
         stack.append(node)
 
