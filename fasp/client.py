@@ -27,6 +27,7 @@ from faspmanager.codes import EngineError, ErrorCode
 
 from . import control, docroot
 from .channel import Channel
+from .fallback import FallbackTransport, dial
 from .jobs import FileJob, Problem, Rules, top_name, walk
 from .options import POLICIES, Config
 from .receiving import Receiver
@@ -40,6 +41,7 @@ REMOTE_COMMAND = "fasp-ascp --server"
 CONNECT_TIMEOUT = 15.0
 WELCOME_TIMEOUT = 20.0
 BYE_TIMEOUT = 5.0
+UDP_TRY_WITH_FALLBACK = 3.0  # with -y 1, how long the UDP handshake may take before HTTP takes over
 STATS_INTERVAL = 0.5
 
 Emit = Callable[[str, dict], None]
@@ -102,7 +104,8 @@ class ClientSession:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._proc = None
         self._channel: Channel | None = None
-        self._transport: Transport | None = None
+        self._transport: Transport | FallbackTransport | None = None
+        self._carrier = "udp"  # what SESSION reports: udp, http or https
         self._sender: Sender | None = None
         self._receiver: Receiver | None = None
         self._failure: asyncio.Future | None = None
@@ -226,18 +229,54 @@ class ClientSession:
             self._receiver.on_fatal = lambda exc: self.fail(_as_engine_error(exc))
         self._connected.set()
         self.tally.emit("SESSION", {
-            "Transport": "udp", "Host": cfg.remote.host, "RemoteAddress": cfg.remote.host,
-            "Port": welcome["udp_port"], "DatagramSize": cfg.datagram_size, "PMTU": cfg.datagram_size,
+            "Transport": self._carrier, "Host": cfg.remote.host, "RemoteAddress": cfg.remote.host,
+            "Port": welcome["udp_port"] if self._carrier == "udp" else cfg.http_port,
+            "DatagramSize": cfg.datagram_size, "PMTU": cfg.datagram_size,
             "Rate": self._rate.target_kbps, "MinRate": self._rate.min_kbps,
             "Policy": self._rate.policy.upper(), "Encryption": cfg.key_bytes > 0})
 
-    async def _open_data_channel(self, udp_port: int, key: bytes | None) -> Transport:
+    async def _open_data_channel(self, udp_port: int, key: bytes | None) -> Transport | FallbackTransport:
+        """UDP, or with -y 1 HTTP(S) when the UDP handshake gets no answer (a firewall, most likely)."""
+        try:
+            return await self._open_udp(udp_port, key)
+        except EngineError as exc:
+            if not self.cfg.http_fallback or exc.code not in (ErrorCode.CONNECTION_TIMEOUT,
+                                                              ErrorCode.CONNECTION_ERROR):
+                raise
+            log.info("UDP data channel failed (%s): trying the HTTP fallback", exc.description)
+        return await self._open_fallback(key)
+
+    async def _open_fallback(self, key: bytes | None) -> FallbackTransport:
+        """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails)."""
+        cfg = self.cfg
+        await self._channel.send("fallback", jpeg=cfg.jpeg)
+        try:
+            answer = await asyncio.wait_for(self._channel.recv(), WELCOME_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, "the remote engine did not answer the HTTP "
+                                                               "fallback request") from None
+        if answer is None:
+            await asyncio.sleep(0.2)
+            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"the remote engine ended the session instead of "
+                                                               f"the HTTP fallback: {self._remote_stderr() or 'closed'}")
+        if answer["t"] == "error":
+            raise EngineError(answer["code"], answer["desc"])
+        if answer["t"] != "fallback_ok":
+            raise control.ControlError(f"unexpected answer to the HTTP fallback request: {answer['t']}")
+        reader, writer, buffered, self._carrier = await dial(
+            cfg.remote.host, cfg.http_port, session_id=self.session_id, token=answer["token"], jpeg=cfg.jpeg,
+            cafile=cfg.https_cert, proxy=cfg.proxy)
+        return FallbackTransport(reader, writer, session_id=bytes.fromhex(self.session_id), key=key, direction=0,
+                                 jpeg=cfg.jpeg, rate=self._rate, name=self._carrier, buffered=buffered)
+
+    async def _open_udp(self, udp_port: int, key: bytes | None) -> Transport:
         """Handshake on UDP while watching the control channel: the peer is silent there until we
         speak, so anything it says meanwhile (an error, or closing) explains a handshake that fails."""
         cfg = self.cfg
+        attempt = {"timeout": UDP_TRY_WITH_FALLBACK} if cfg.http_fallback else {}
         connect = asyncio.ensure_future(Transport.connect(
             cfg.remote.host, udp_port, session_id=bytes.fromhex(self.session_id), key=key,
-            datagram_size=cfg.datagram_size, rate=self._rate))
+            datagram_size=cfg.datagram_size, rate=self._rate, **attempt))
         peer = asyncio.ensure_future(self._channel.recv())
         await asyncio.wait({connect, peer}, return_when=asyncio.FIRST_COMPLETED)
         if connect.done():

@@ -33,6 +33,9 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "hello": {"v": _INT, "session": _STR, "key": _OPT_STR, "direction": _STR, "dest": _STR,
               "datagram_size": _INT, "udp_port": _INT, "rate": (dict,), "opts": (dict,)},
     "welcome": {"v": _INT, "udp_port": _INT, "rate": (dict,)},
+    # UDP could not pass (-y 1): the client asks for the HTTP fallback, the server gives its one-time token
+    "fallback": {"jpeg": (bool,)},
+    "fallback_ok": {"token": _STR},
     # download requests (client -> server): one source argument, or one keepalive START
     "get": {"arg": _INT, "source": _STR, "start": _OPT_INT, "end": _OPT_INT},
     "listed": {"arg": _INT, "files": _INT, "dirs": _INT, "bytes": _INT},

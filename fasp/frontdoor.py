@@ -10,6 +10,14 @@ end on SIGTERM.
 
     fasp-server --listen 127.0.0.1:33001 --users users.toml
     fasp-server --listen 127.0.0.1:0 --user NAME --password-env VAR --docroot DIR
+    fasp-server ... --http-port 8080 [--https-cert CERT --https-key KEY]
+
+With ``--http-port`` it also owns the HTTP(S) fallback port on the same host:
+a client whose UDP cannot pass (``-y 1``) dials it with a one-time token its
+server engine registered on this process's private Unix socket
+(``FASP_FALLBACK_SOCKET`` in the engines' environment); only a request carrying
+the right token for a waiting session is relayed to that engine (see
+:mod:`fasp.fallback`), anything else gets an HTTP error and a log line.
 
 Once the port accepts connections, one line "listening on HOST:PORT" goes to
 stdout; logs (never secrets) go to stderr. SIGHUP re-reads the users file
@@ -22,11 +30,17 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import hmac
+import json
 import logging
 import os
 import shlex
+import re
+import shutil
 import signal
+import ssl
 import sys
+import tempfile
 from asyncio.subprocess import PIPE
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +48,8 @@ from pathlib import Path
 
 import asyncssh
 
+from fasp import httpwire
+from fasp.fallback import SOCKET_ENV
 from fasp.users import User, UsersFileError, hash_password, load_users, read_public_keys, verify_password
 
 log = logging.getLogger("fasp.frontdoor")
@@ -42,6 +58,7 @@ ENGINE_COMMAND = (sys.executable, "-m", "fasp")
 STOP_GRACE_S = 3.0
 KEEPALIVE_S = 15.0  # a client that vanished without closing is dropped after 4 missed keepalives
 CHUNK = 64 * 1024
+HEAD_TIMEOUT_S = 10.0  # a fallback client must send its request head within this
 
 
 @functools.cache
@@ -60,6 +77,9 @@ class Settings:
     engine_command: tuple[str, ...] = ENGINE_COMMAND
     udp_port: int | None = None
     child_env: Mapping[str, str] = field(default_factory=dict)
+    http_port: int | None = None  # the HTTP(S) fallback port (None: no fallback)
+    https_cert: str | None = None  # with https_key: TLS on the fallback port
+    https_key: str | None = None
 
 
 def server_argv(engine_command: Sequence[str], user: User, udp_port: int | None = None) -> list[str]:
@@ -88,6 +108,7 @@ class FrontDoor:
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self.connections: set[asyncssh.SSHServerConnection] = set()  # kept by _Gate
         self._sessions: set[asyncio.Task] = set()
+        self._fallback: FallbackPort | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the address actually bound (port 0 picks a free one)."""
@@ -95,12 +116,17 @@ class FrontDoor:
             lambda: _Gate(self), host, port, server_host_keys=[self._host_key],
             process_factory=self._session, encoding=None, allow_pty=False, line_editor=False,
             agent_forwarding=False, x11_forwarding=False, keepalive_interval=KEEPALIVE_S, keepalive_count_max=4)
+        if self._settings.http_port is not None:
+            self._fallback = FallbackPort(self._settings.https_cert, self._settings.https_key)
+            await self._fallback.start(host, self._settings.http_port)
         return host, self._acceptor.get_port()
 
     async def close(self) -> None:
         """Stop listening, end every engine process, then close every connection."""
         if self._acceptor is not None:
             self._acceptor.close()
+        if self._fallback is not None:
+            await self._fallback.close()
         for task in list(self._sessions):
             task.cancel()
         await asyncio.gather(*self._sessions, return_exceptions=True)
@@ -150,9 +176,142 @@ class FrontDoor:
             user = self._settings.users[username]
             argv = server_argv(self._settings.engine_command, user, self._settings.udp_port)
             log.info("session for %s (client asked for %r)", username, (process.command or "")[:200])
-            await run_engine(process, argv, user.docroot, {**self._settings.child_env, **ssh_connection(process)})
+            fallback = {SOCKET_ENV: self._fallback.socket_path} if self._fallback is not None else {}
+            await run_engine(process, argv, user.docroot,
+                             {**self._settings.child_env, **ssh_connection(process), **fallback})
         finally:
             self._sessions.discard(task)
+
+
+@dataclass
+class _Waiting:
+    """A server engine's registration: the token its client must show, and where to hand that client."""
+
+    token: str
+    claimed: asyncio.Future  # -> (reader, writer, bytes read past the request head, "http"/"https")
+
+
+class FallbackPort:
+    """The HTTP(S) fallback port and the private Unix socket where engines register their sessions.
+
+    An engine writes one JSON line (session id, one-time token) and waits; a client's upgrade request
+    naming that session with that token claims the registration (once), gets 101, and from then on
+    this process relays bytes between the two. Wrong or unknown sessions get 403/404, malformed
+    requests 400, and a log line without the token."""
+
+    def __init__(self, cert: str | None, key: str | None):
+        self._tls: ssl.SSLContext | None = None
+        if cert:
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(cert, key)
+        self._dir = tempfile.mkdtemp(prefix="fasp-fallback-")  # 0700: only our own engines get in
+        self.socket_path = os.path.join(self._dir, "engines.sock")
+        self._waiting: dict[str, _Waiting] = {}
+        self._servers: list[asyncio.AbstractServer] = []
+        self._relays: set[asyncio.Task] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        self._servers.append(await asyncio.start_unix_server(self._on_engine, self.socket_path))
+        self._servers.append(await asyncio.start_server(self._on_client, host, port, ssl=self._tls))
+        log.info("HTTP%s fallback on %s:%d", "S" if self._tls else "", host, port)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._relays):
+            task.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    async def _on_engine(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._relays.add(asyncio.current_task())
+        session = None
+        try:
+            try:
+                entry = json.loads(await asyncio.wait_for(reader.readline(), HEAD_TIMEOUT_S))
+                session, token = str(entry["session"]), str(entry["token"])
+                if not _SESSION_ID.match(session) or len(token) < 32:
+                    raise ValueError("malformed registration")
+            except (ValueError, KeyError, TypeError, asyncio.TimeoutError) as exc:
+                log.warning("fallback: bad engine registration (%s)", type(exc).__name__)
+                return
+            if session in self._waiting:
+                writer.write(b'{"ok": false, "error": "session already registered"}\n')
+                session = None
+                return
+            waiting = self._waiting[session] = _Waiting(token, asyncio.get_running_loop().create_future())
+            writer.write(b'{"ok": true}\n')
+            gone = asyncio.ensure_future(reader.read(1))  # nothing comes before the claim: EOF = engine gone
+            await asyncio.wait({gone, waiting.claimed}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.claimed.done():
+                gone.cancel()
+                return
+            gone.cancel()
+            client_reader, client_writer, buffered, transport = waiting.claimed.result()
+            log.info("fallback: session %s now carried over %s", session[:8], transport)
+            writer.write(json.dumps({"ok": True, "transport": transport}).encode() + b"\n" + buffered)
+            await _relay(client_reader, client_writer, reader, writer)
+        finally:
+            if session is not None and session in self._waiting and not self._waiting[session].claimed.done():
+                del self._waiting[session]
+            writer.close()
+            self._relays.discard(asyncio.current_task())
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = "%s:%s" % (writer.get_extra_info("peername") or ("?", "?"))[:2]
+        try:
+            head, buffered = await asyncio.wait_for(_read_request(reader), HEAD_TIMEOUT_S)
+            session, token, jpeg = httpwire.check_request(head)
+        except (httpwire.HttpWireError, asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            reason = exc.description if isinstance(exc, httpwire.HttpWireError) else type(exc).__name__
+            log.warning("fallback: refused %s: %s", peer, reason)
+            await _refuse(writer, 400, "bad fallback request")
+            return
+        waiting = self._waiting.get(session)
+        if waiting is None or waiting.claimed.done():
+            log.warning("fallback: refused %s: no session %s is waiting", peer, session[:8])
+            await _refuse(writer, 404, "unknown session")
+            return
+        if not hmac.compare_digest(waiting.token.encode(), token.encode()):
+            log.warning("fallback: refused %s: wrong token for session %s", peer, session[:8])
+            await _refuse(writer, 403, "wrong session token")
+            return
+        del self._waiting[session]
+        writer.write(httpwire.response(101, "Switching Protocols",
+                                       httpwire.JPEG_TYPE if jpeg else httpwire.PLAIN_TYPE))
+        waiting.claimed.set_result((reader, writer, buffered, "https" if self._tls else "http"))
+
+
+_SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[httpwire.Head, bytes]:
+    buffer = b""
+    while (found := httpwire.split_head(buffer)) is None:
+        data = await reader.read(4096)
+        if not data:
+            raise httpwire.HttpWireError("connection closed before a whole request head")
+        buffer += data
+    return httpwire.parse_head(found[0]), found[1]
+
+
+async def _refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        writer.write(httpwire.response(status, reason))
+        await asyncio.wait_for(writer.drain(), 2.0)
+    writer.close()
+
+
+async def _relay(reader_a, writer_a, reader_b, writer_b) -> None:
+    """Copy both ways until either side ends, then close both."""
+    ways = [asyncio.create_task(_pump(reader_a, writer_b)), asyncio.create_task(_pump(reader_b, writer_a))]
+    try:
+        await asyncio.wait(ways, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in ways:
+            task.cancel()
+        writer_a.close()
+        writer_b.close()
 
 
 class _Gate(asyncssh.SSHServer):
@@ -247,7 +406,7 @@ async def _pump(source, target, close_target: bool = False) -> None:
             await target.drain()
         if close_target:
             target.close()
-    except (asyncssh.Error, ConnectionError, BrokenPipeError):
+    except (asyncssh.Error, OSError):  # ConnectionError, BrokenPipeError, ssl.SSLError (fallback relay)
         pass
 
 
@@ -308,6 +467,10 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--rate-cap", type=int, metavar="KBPS")
     quick.add_argument("--allowed-policies", metavar="LIST", help="comma-separated, e.g. fair,low")
     parser.add_argument("--udp-port", type=int, metavar="N", help="UDP port for the engines (-O); default: any")
+    parser.add_argument("--http-port", type=int, metavar="N",
+                        help="HTTP fallback port on the --listen host, for clients whose UDP is blocked (-y 1)")
+    parser.add_argument("--https-cert", metavar="FILE", help="with --https-key: TLS on the fallback port")
+    parser.add_argument("--https-key", metavar="FILE", help="private key of --https-cert")
     parser.add_argument("--host-key", metavar="FILE", help="host key (generated there if missing; default: in memory)")
     parser.add_argument("--engine-command", metavar="CMD", default=shlex.join(ENGINE_COMMAND),
                         help="server-mode engine command, before '--server --docroot ...' (default: %(default)s)")
@@ -343,8 +506,11 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
             name=args.user, docroot=docroot, password_hash=password_hash, authorized_keys=keys,
             rate_cap_kbps=args.rate_cap,
             allowed_policies=tuple(args.allowed_policies.split(",")) if args.allowed_policies else None)}
+    if bool(args.https_cert) != bool(args.https_key) or (args.https_cert and args.http_port is None):
+        raise UsersFileError("--https-cert and --https-key go together, with --http-port")
     return Settings(users=users, users_file=args.users, engine_command=tuple(shlex.split(args.engine_command)),
-                    udp_port=args.udp_port, child_env=child_environment(environ, secret_vars))
+                    udp_port=args.udp_port, child_env=child_environment(environ, secret_vars),
+                    http_port=args.http_port, https_cert=args.https_cert, https_key=args.https_key)
 
 
 async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSHKey) -> None:

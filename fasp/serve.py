@@ -17,6 +17,7 @@ import signal
 from faspmanager.codes import EngineError, ErrorCode
 
 from . import control, docroot
+from .fallback import SOCKET_ENV, FallbackTransport, Registration
 from .channel import Channel, stdio_channel
 from .jobs import FileJob, Problem, Rules, top_name, walk
 from .logdir import log_file
@@ -44,7 +45,7 @@ class ServerSession:
         self.cfg = cfg
         self.channel = channel
         self.root = os.path.realpath(cfg.docroot) if cfg.docroot else None
-        self.transport: Transport | None = None
+        self.transport: Transport | FallbackTransport | None = None
         self.role: Sender | Receiver | None = None
         self.opts: dict = {}
         self.failure: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -85,14 +86,8 @@ class ServerSession:
         rate = self.capped(hello["rate"])
         key = bytes.fromhex(hello["key"]) if hello["key"] else None
         self.transport = await self._listen(hello, key, rate)
-        tally = Tally(lambda event, fields: None, hello["session"])
-        if hello["direction"] == "send":
-            receiver = Receiver(self.channel, self.transport, tally, self.opts, dest=hello["dest"],
-                                resolve=self.resolve)
-            receiver.on_fatal = self._fatal
-            self.role = receiver
-        else:
-            self.role = Sender(self.channel, self.transport, tally, self.opts, resolve=self.resolve)
+        self._hello, self._key = hello, key
+        self._start_role()
         await self.channel.send("welcome", v=control.VERSION, udp_port=self.transport.local_port,
                                 rate={"target": rate.target_kbps, "min": rate.min_kbps, "policy": rate.policy})
         log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello["session"],
@@ -104,6 +99,39 @@ class ServerSession:
             reader.cancel()
             self.failure.result()
         reader.result()
+
+    def _start_role(self) -> None:
+        """The role over the current transport (again after a fallback, before any file moved)."""
+        hello = self._hello
+        tally = Tally(lambda event, fields: None, hello["session"])
+        if hello["direction"] == "send":
+            receiver = Receiver(self.channel, self.transport, tally, self.opts, dest=hello["dest"],
+                                resolve=self.resolve)
+            receiver.on_fatal = self._fatal
+            self.role = receiver
+        else:
+            self.role = Sender(self.channel, self.transport, tally, self.opts, resolve=self.resolve)
+
+    async def _fallback(self, msg: dict) -> None:
+        """The client's UDP could not reach us (-y 1): register its session with fasp-server's fallback
+        port, give the client the one-time token, and carry on over the stream fasp-server relays."""
+        path = os.environ.get(SOCKET_ENV)
+        if not path:
+            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, "this server offers no HTTP fallback "
+                                                               "(fasp-server runs without --http-port)")
+        session, token = self._hello["session"], os.urandom(24).hex()
+        registration = await Registration.open(path, session, token)
+        await self.channel.send("fallback_ok", token=token)
+        reader, writer, name = await registration.wait()
+        udp = self.transport
+        now = udp.stats()
+        self.transport = FallbackTransport(
+            reader, writer, session_id=bytes.fromhex(session), key=self._key, direction=1, jpeg=msg["jpeg"],
+            rate=RateSettings(target_kbps=now["target_kbps"], min_kbps=now["min_kbps"], policy=now["policy"]),
+            name=name)
+        await udp.close()
+        self._start_role()
+        log.info("session %s: data now over %s%s", session, name, " (JPEG frames)" if msg["jpeg"] else "")
 
     async def _listen(self, hello: dict, key: bytes | None, rate: RateSettings) -> Transport:
         """The UDP endpoint: the server's own -O strictly; a client's -O only as a wish, since every
@@ -148,6 +176,9 @@ class ServerSession:
                 return
             if kind == "cancel":
                 raise EngineError(ErrorCode.USER_CANCEL, "cancelled by the client")
+            if kind == "fallback":
+                await self._fallback(msg)
+                continue
             if kind == "rate":
                 rate = self.capped({"target": msg["target"], "min": msg["min"], "policy": msg["policy"]})
                 self.transport.set_rate(rate)

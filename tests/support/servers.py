@@ -88,8 +88,12 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
                       docroot: Path | None = None, rate_cap_kbps: int | None = None,
                       allowed_policies: Sequence[str] | None = None, authorized_keys: Path | None = None,
                       udp_port: int | None = None, engine_command: Sequence[str] | None = None,
-                      users_file: Path | None = None, extra_args: Sequence[str] = ()) -> Iterator[FaspServer]:
+                      users_file: Path | None = None, extra_args: Sequence[str] = (), host: str = HOST,
+                      wrapper: Sequence[str] = ()) -> Iterator[FaspServer]:
     """Start ``fasp-server`` on a port it picks itself; stop it on exit.
+
+    ``host`` is the address to listen on; ``wrapper`` prefixes the command (e.g. ``ip netns exec NS``,
+    which execs the server, so stopping it still signals the server itself).
 
     Quick mode (one ``user`` with ``password``) unless ``users_file`` is given: then the
     users come from that file and ``user``/``password``/caps are not used.
@@ -100,7 +104,7 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
     docroot = Path(docroot or workdir / "docroot")
     docroot.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "fasp_host_key"
-    argv = [sys.executable, "-m", "fasp.frontdoor", "--listen", f"{HOST}:0", "--host-key", str(host_key)]
+    argv = [*wrapper, sys.executable, "-m", "fasp.frontdoor", "--listen", f"{host}:0", "--host-key", str(host_key)]
     if users_file is not None:
         argv += ["--users", str(users_file)]
     else:
