@@ -140,11 +140,11 @@ class ClientSession:
             reader = asyncio.create_task(self._control_reader())
             stats = asyncio.create_task(self._stats_loop())
             await self._race(self._work())
+            if cfg.manifest_dir:  # before the outcome: a session that ends 27 lists its failed files too
+                self._write_manifest(cfg.manifest_dir)
             outcome = self.tally.session_outcome()
             if outcome is not None:
                 raise EngineError(*outcome)
-            if cfg.manifest_dir:
-                self._write_manifest(cfg.manifest_dir)
             ok = True
         except Exception as exc:
             error = _as_engine_error(exc)
@@ -163,11 +163,19 @@ class ClientSession:
         self.tally.emit("DONE", self.tally.done_fields())
 
     def _write_manifest(self, directory: str) -> None:
-        """--file-manifest=text: the files this session transferred, one per line."""
+        """--file-manifest=text: every file of the session, one line each, in the order they ended:
+        ``OUTCOME<TAB>PATH`` for a passed file, ``OUTCOME<TAB>PATH<TAB>DETAIL`` for a skipped one (the
+        reason) or a failed one (the error code, a space, the description). OUTCOME is passed, skipped
+        or failed; PATH is where the file was read (upload) or landed (download). A tab, newline,
+        carriage return or backslash inside a field is written as \\t, \\n, \\r or \\\\."""
+        def field(text: str) -> str:
+            return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
         path = os.path.join(directory, f"aspera-transfer-{self.session_id}-manifest.txt")
         try:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.writelines(f"{name}\n" for name in self.tally.passed_files)
+            with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
+                handle.writelines("\t".join(field(part) for part in (outcome, name, detail) if part) + "\n"
+                                  for outcome, name, detail in self.tally.outcomes)
         except OSError as exc:
             raise EngineError(ErrorCode.DISK_WRITE, f"cannot write the manifest {path}: {exc.strerror}") from None
 

@@ -364,10 +364,12 @@ def _prune_except(root: str, keep: set[str]) -> int:
 
 
 def _saved_name(path: str) -> str:
-    """--save-before-overwrite: ``name.yyyy.mm.dd.hh.mm.ss.index``, index counting from 1 within a second."""
+    """--save-before-overwrite, as IBM names it: ``name.yyyy.mm.dd.hh.mm.ss.index.ext`` (the stamp before the
+    extension; ``name.stamp.index`` without one), index counting from 1 within a second."""
+    stem, ext = os.path.splitext(path)
     stamp = time.strftime("%Y.%m.%d.%H.%M.%S")
     for index in itertools.count(1):
-        candidate = f"{path}.{stamp}.{index}"
+        candidate = f"{stem}.{stamp}.{index}{ext}"
         if not os.path.lexists(candidate):
             return candidate
     raise AssertionError("unreachable")

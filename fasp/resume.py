@@ -34,6 +34,12 @@ def plan(*, size: int, mtime: float, overwrite: str, resume: int,
     verified length, None when there is no (valid) sidecar."""
     if final is not None:
         resumable = partial is final and resume > 0 and 0 < final.size < size
+        if resumable and watermark is None:
+            # no sidecar: nothing says this shorter file is an unfinished transfer of ours, so it is a
+            # destination file like any other, and "never" / "older" protect it from being resumed into
+            refused = _refused(mtime, overwrite, final)
+            if refused is not None:
+                return refused
         if not resumable:
             verdict = _against_final(size, mtime, overwrite, resume, final)
             if verdict is not None:
@@ -50,12 +56,20 @@ def plan(*, size: int, mtime: float, overwrite: str, resume: int,
     return Plan("verify", have)
 
 
-def _against_final(size: int, mtime: float, overwrite: str, resume: int, final: Existing) -> Plan | None:
-    """The overwrite policy against a complete-looking destination file; None means transfer it."""
+def _refused(mtime: float, overwrite: str, final: Existing) -> Plan | None:
+    """The skip that "never" and "older" / "diff+older" impose on an existing destination file, if any."""
     if overwrite == "never":
         return Plan("skip", reason="destination exists (--overwrite=never)")
     if overwrite in ("older", "diff+older") and int(final.mtime) >= int(mtime):
         return Plan("skip", reason="destination is not older than the source")
+    return None
+
+
+def _against_final(size: int, mtime: float, overwrite: str, resume: int, final: Existing) -> Plan | None:
+    """The overwrite policy against a complete-looking destination file; None means transfer it."""
+    refused = _refused(mtime, overwrite, final)
+    if refused is not None:
+        return refused
     if overwrite in ("diff", "diff+older") and final.size == size and resume > 0:
         if resume == 1:
             return Plan("skip", reason="destination has the same size")

@@ -35,7 +35,7 @@ class Tally:
         self.per_arg: dict[int, Counts] = defaultdict(Counts)
         self.current_file = ""
         self.first_error: tuple[int, str] | None = None
-        self.passed_files: list[str] = []
+        self.outcomes: list[tuple[str, str, str]] = []  # (passed|skipped|failed, file, detail), in order
         self._file_elapsed: dict[str, float] = {}
 
     def elapsed_usec(self) -> int:
@@ -58,7 +58,7 @@ class Tally:
         self.per_arg[arg].attempted += 1
         self.per_arg[arg].passed += 1
         self.file_bytes += size
-        self.passed_files.append(key)
+        self.outcomes.append(("passed", key, ""))
         began = self._file_elapsed.pop(key, time.monotonic())
         fields = {"File": key, "Size": size, "Written": written, "FileBytes": size,
                   "Elapsedusec": int((time.monotonic() - began) * 1e6), "FaspFileArgIndex": arg}
@@ -69,6 +69,7 @@ class Tally:
     def skipped(self, key: str, arg: int, size: int, reason: str) -> None:
         self.total.skipped += 1
         self.per_arg[arg].skipped += 1
+        self.outcomes.append(("skipped", key, reason))
         self.emit("SKIP", {"File": key, "Size": size, "Description": reason, "FaspFileArgIndex": arg})
 
     def failed(self, key: str, arg: int, code: int, desc: str) -> None:
@@ -77,6 +78,7 @@ class Tally:
         self.per_arg[arg].attempted += 1
         self.per_arg[arg].failed += 1
         self._file_elapsed.pop(key, None)
+        self.outcomes.append(("failed", key, f"{code} {desc}"))
         if self.first_error is None:
             self.first_error = (code, desc)
         self.emit("FILEERROR", {"File": key, "Code": code, "Description": desc, "FaspFileArgIndex": arg})

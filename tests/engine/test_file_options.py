@@ -28,7 +28,7 @@ def test_overwrite_policies_and_save_before_overwrite(fasp_server_module, tmp_pa
     _ok(run_ascp(fasp_args(server, "--overwrite=always", "--save-before-overwrite", str(src),
                            remote(server, "/ow.bin")), server.env()))
     assert_same_file(src, target)
-    saved = [p for p in server.docroot.iterdir() if p.name.startswith("ow.bin.")]
+    saved = [p for p in server.docroot.iterdir() if p.name.startswith("ow.") and p.name != "ow.bin"]
     assert len(saved) == 1 and saved[0].read_bytes() == b"old content"
     # diff with -k 3: identical content is skipped (reported as SKIP), no byte moves
     proc = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "--overwrite=diff", "-k", "3",
@@ -94,7 +94,7 @@ def test_manifest_and_source_prefix(fasp_server_module, tmp_path):
                            f"--file-manifest-path={manifests}", "m.bin", remote(server, "/m.bin")), server.env()))
     assert_same_file(src, server.docroot / "m.bin")
     [manifest] = list(manifests.iterdir())
-    assert manifest.read_text().splitlines() == [str(src)]
+    assert manifest.read_text().splitlines() == [f"passed\t{src}"]
 
 
 @pytest.mark.timeout(60)
