@@ -64,6 +64,8 @@ class Receiver:
         # -G and -X: this side writes the destinations and asks for retransmissions
         transport.tune(write_size=int(opts.get("write_size") or 0),
                        retransmission_max=int(opts.get("retransmission_max") or 0))
+        # a transport block never spans two pieces: pieces hold whole -g/-G blocks
+        self._piece = max(PIECE, int(opts.get("read_size") or 0), int(opts.get("write_size") or 0))
         self._tally = tally
         self._opts = opts
         self._dest = dest
@@ -193,7 +195,7 @@ class Receiver:
                 os.ftruncate(fd, start)
             await self._channel.send("begin", fid=fid, start=start)
             self._tally.started(key, arg, size, start)
-            pieces = plan_pieces(clip(extents, start, end))
+            pieces = plan_pieces(clip(extents, start, end), self._piece)
             sidecar = partial if pieces and not ranged else None
             if sidecar is not None:  # from now on the file may have holes: say where its good part ends
                 resume.write_watermark(sidecar, size, msg["mtime"], start)
