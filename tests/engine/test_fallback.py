@@ -7,6 +7,7 @@ engine tried). Every transfer checks size and sha256; SESSION names the carrier.
 from __future__ import annotations
 
 import datetime
+import io
 import ipaddress
 import json
 import os
@@ -129,3 +130,132 @@ def test_http_fallback_upload_and_download(lab, server, tmp_path):
     run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT), f"{server.user}@{server.host}:/down.bin", str(dest))
     assert _ok(run)["Transport"] == "http"
     assert_same_file(remote, dest / "down.bin")
+
+
+def test_https_fallback_verifies_the_server_certificate(lab, tls_server, certs, tmp_path):
+    source = random_file(tmp_path / "tls.bin", 1_500_000)
+    port = str(HTTP_PORT + 1)
+    run = _ascp(lab, tls_server, "-y", "1", "-t", port, "-I", str(certs["good"][0]), str(source),
+                f"{tls_server.user}@{tls_server.host}:/")
+    assert _ok(run)["Transport"] == "https"
+    assert_same_file(source, tls_server.docroot / "tls.bin")
+
+    run = _ascp(lab, tls_server, "-y", "1", "-t", port, "-I", str(certs["other"][0]), str(source),
+                f"{tls_server.user}@{tls_server.host}:/stranger.bin")
+    error = _event(run, "ERROR")
+    assert int(error["Code"]) == ErrorCode.CONNECTION_ERROR_HTTP, error
+    assert "certificate" in error["Description"]
+    assert not (tls_server.docroot / "stranger.bin").exists()
+
+
+def test_fallback_without_a_fallback_port_fails_with_47(lab, server, tmp_path):
+    source = random_file(tmp_path / "noport.bin", 10_000)
+    run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT + 7), str(source), f"{server.user}@{server.host}:/")
+    assert int(_event(run, "ERROR")["Code"]) == ErrorCode.CONNECTION_ERROR_HTTP
+    assert not (server.docroot / "noport.bin").exists()
+
+
+def test_fasp_server_refuses_unknown_sessions_and_bad_requests(lab, server):
+    script = (
+        "import socket, sys\n"
+        "def ask(raw):\n"
+        f"    s = socket.create_connection(('{SERVER_ADDR}', {HTTP_PORT}), timeout=10); s.sendall(raw)\n"
+        "    out = b''\n"
+        "    while chunk := s.recv(4096): out += chunk\n"
+        "    return out.split(b'\\r\\n')[0].decode()\n"
+        f"print(ask({httpwire.request('ab' * 16, 'secret-token-' + 'x' * 32, SERVER_ADDR, HTTP_PORT, False)!r}))\n"
+        "print(ask(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'))\n")
+    out = subprocess.run(Lab.wrap(lab.client_ns, [sys.executable, "-c", script]), capture_output=True, text=True,
+                         timeout=30)
+    assert out.stdout.splitlines() == ["HTTP/1.1 404 unknown session", "HTTP/1.1 400 bad fallback request"], out
+    log = server.log()
+    assert "no session abababab is waiting" in log and "secret-token" not in log
+
+
+def _tinyproxy(lab: Lab, directory: Path, port: int, connect_port: int) -> subprocess.Popen:
+    log = directory / "tinyproxy.log"
+    conf = directory / "tinyproxy.conf"
+    conf.write_text("\n".join([
+        "User root", "Group root", f"Port {port}", "Listen 127.0.0.1", "Timeout 60", f'LogFile "{log}"',
+        "LogLevel Connect", f'PidFile "{directory / "tinyproxy.pid"}"', "MaxClients 20", "Allow 127.0.0.1",
+        f"ConnectPort {connect_port}", ""]))
+    proc = subprocess.Popen(Lab.wrap(lab.client_ns, ["tinyproxy", "-d", "-c", str(conf)]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while "Setting the various signals" not in (log.read_text() if log.exists() else "") \
+            and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc
+
+
+def test_fallback_through_an_http_proxy(lab, server, tmp_path):
+    proxy = _tinyproxy(lab, tmp_path, 8899, HTTP_PORT)
+    try:
+        source = random_file(tmp_path / "proxied.bin", 1_000_000)
+        run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT), "-x", "127.0.0.1:8899", str(source),
+                    f"{server.user}@{server.host}:/")
+        assert _ok(run)["Transport"] == "http"
+        assert_same_file(source, server.docroot / "proxied.bin")
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+    assert f"CONNECT {SERVER_ADDR}:{HTTP_PORT}" in (tmp_path / "tinyproxy.log").read_text()
+
+
+def _frames(raw: bytes, jpeg: bool) -> list[bytes]:
+    """The frames after the HTTP head of one recorded direction, each checked to re-encode to the bytes seen."""
+    head, rest = httpwire.split_head(raw)
+    frames = httpwire.FrameDecoder(jpeg).feed(rest)
+    assert b"".join(httpwire.encode_frame(f, jpeg) for f in frames) == rest
+    return frames
+
+
+@pytest.mark.parametrize("jpeg", [True, False], ids=["jpeg", "plain"])
+def test_jpeg_encoding_on_the_wire(lab, server, tmp_path, jpeg):
+    """Through a recording proxy: with -j 1 every frame both ways is a JPEG image (FFD8 ... FFD9, which PIL
+    opens); without it, none is."""
+    record = tmp_path / "wire"
+    record.mkdir()
+    tap = subprocess.Popen(Lab.wrap(lab.client_ns, [sys.executable, "-m", "tests.support.tap", str(record)]),
+                           stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": _pythonpath()}, cwd=REPO_ROOT)
+    try:
+        port = tap.stdout.readline().decode().split()[-1]
+        source = random_file(tmp_path / f"wire-{jpeg}.bin", 700_000)
+        run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT), "-x", f"127.0.0.1:{port}",
+                    *(["-j", "1"] if jpeg else []), str(source), f"{server.user}@{server.host}:/")
+        _ok(run)
+        assert_same_file(source, server.docroot / source.name)
+    finally:
+        tap.terminate()
+        tap.wait(10)
+    up, down = (record / "0.up").read_bytes(), (record / "0.down").read_bytes()
+    assert (b"Content-Type: image/jpeg" in up) == jpeg
+    frames_up = _frames(up, jpeg)
+    assert sum(map(len, frames_up)) > 700_000  # the file's bytes crossed here, sealed
+    for direction in (up, down):
+        body = httpwire.split_head(direction)[1]
+        pos = 0
+        for frame in _frames(direction, jpeg):
+            encoded = httpwire.encode_frame(frame, jpeg)
+            assert (body[pos:pos + 2] == b"\xff\xd8" and encoded.endswith(b"\xff\xd9")) == jpeg
+            pos += len(encoded)
+        assert source.read_bytes()[:4096] not in body  # encrypted on the wire
+    if jpeg:
+        pil = pytest.importorskip("PIL.Image")
+        assert pil.open(io.BytesIO(httpwire.encode_frame(frames_up[0], True))).size == (1, 1)
+
+
+def test_faspmanager_session_reports_the_transport(lab, server, tmp_path):
+    source = random_file(tmp_path / "mgr.bin", 800_000)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "port": server.port, "dest": "/", "host": server.host, "user": server.user, "password": server.password,
+        "sources": [str(source)], "ascp": str(tmp_path / "fasp-ascp"),
+        "fallback": {"http_port": HTTP_PORT, "encode_all_as_jpeg": True}}))
+    (tmp_path / "fasp-ascp").write_text(f"#!/bin/sh\nexec {sys.executable} -m fasp \"$@\"\n")
+    (tmp_path / "fasp-ascp").chmod(0o755)
+    out = _in_client(lab, ["manager", str(spec)], os.environ)
+    assert out["ok"], out["reason"]
+    sessions = [stats for event, stats in out["events"] if event.endswith("SESSION")]
+    assert sessions and sessions[0]["transport"] == "http", out["events"][:3]
+    assert_same_file(source, server.docroot / "mgr.bin")
