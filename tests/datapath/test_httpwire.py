@@ -1,14 +1,23 @@
-"""HTTP fallback codec: heads and frames round trip, split anywhere, garbage raises a typed error, JPEG frames are images."""
+"""HTTP fallback codec (heads and frames round trip, split anywhere, garbage raises a typed error, JPEG frames
+are images) and its driver over a socket pair (bytes intact, pacing, set_rate, forged frames refused)."""
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import socket
+import tempfile
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from fasp import httpwire
+from fasp.fallback import FallbackTransport
 from fasp.httpwire import FrameDecoder, HttpWireError, encode_frame
-from faspmanager.codes import ErrorCode
+from fasp.rate import RateSettings
+from fasp.seal import Seal
+from faspmanager.codes import EngineError, ErrorCode
 
 payloads = st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=6)
 big = st.binary(min_size=1, max_size=200_000)
@@ -118,3 +127,67 @@ def test_head_size_is_bounded():
     assert httpwire.split_head(b"x" * httpwire.MAX_HEAD) is None
     with pytest.raises(HttpWireError):
         httpwire.split_head(b"x" * (httpwire.MAX_HEAD + 1))
+
+
+# ---- the driver over a real stream pair -------------------------------------------------------------
+
+
+async def _pair(jpeg: bool, rate_kbps: int, key: bytes | None = b"k" * 16):
+    a, b = socket.socketpair()
+    sid = os.urandom(16)
+    ends = []
+    for sock, direction in ((a, 0), (b, 1)):
+        reader, writer = await asyncio.open_connection(sock=sock)
+        ends.append(FallbackTransport(reader, writer, session_id=sid, key=key, direction=direction, jpeg=jpeg,
+                                      rate=RateSettings(rate_kbps), name="http"))
+    return ends
+
+
+@pytest.mark.parametrize("jpeg", [False, True])
+def test_driver_moves_bytes_and_set_rate_takes_effect(jpeg):
+    async def main():
+        client, server = await _pair(jpeg, 800)  # 100 kB/s: 3 s for these bytes
+        data = os.urandom(300_000)
+        with tempfile.TemporaryFile() as out:
+            started = time.monotonic()
+            send = asyncio.ensure_future(client.send(1, data, 0, len(data)))
+            receive = asyncio.ensure_future(server.receive(1, out.fileno(), 0, len(data)))
+            await asyncio.sleep(0.1)
+            client.set_rate(RateSettings(400_000))  # 50 MB/s: the rest goes at once
+            await asyncio.wait_for(asyncio.gather(send, receive), 10)
+            elapsed = time.monotonic() - started
+            assert os.pread(out.fileno(), len(data) + 1, 0) == data
+        assert elapsed < 2.0  # far less than the 3 s the first rate needs (slack for a busy machine)
+        assert client.stats()["bytes_sent"] == server.stats()["bytes_received"] == len(data)
+        await client.close()
+        await server.close()
+    asyncio.run(main())
+
+
+def test_driver_paces_at_the_target_rate():
+    async def main():
+        client, server = await _pair(False, 4_000)  # 500 kB/s
+        data = os.urandom(200_000)
+        with tempfile.TemporaryFile() as out:
+            started = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(client.send(1, data, 0, len(data)),
+                                                  server.receive(1, out.fileno(), 0, len(data))), 10)
+            assert time.monotonic() - started > 0.25  # 0.4 s at 500 kB/s, minus the bucket's burst
+        await client.close()
+        await server.close()
+    asyncio.run(main())
+
+
+def test_driver_rejects_a_forged_frame_with_47():
+    async def main():
+        client, server = await _pair(False, 100_000)
+        with tempfile.TemporaryFile() as out:
+            receive = asyncio.ensure_future(server.receive(1, out.fileno(), 0, 10))
+            stranger = Seal(b"x" * 16, b"k" * 16, 0)  # another session's key material
+            client._writer.write(encode_frame(stranger.seal(3, b"forged", 0, 0), False))
+            with pytest.raises(EngineError) as failed:
+                await asyncio.wait_for(receive, 5)
+            assert failed.value.code == ErrorCode.CONNECTION_ERROR_HTTP
+        await client.close()
+        await server.close()
+    asyncio.run(main())

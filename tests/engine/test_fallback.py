@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from fasp import httpwire
 from faspmanager.codes import ErrorCode
-from tests.engine.helpers import assert_same_file, random_file, sha256
+from tests.engine.helpers import assert_same_file, random_file
 from tests.support.netns import SERVER_ADDR, Lab, udp_blocked_lab
 from tests.support.servers import REPO_ROOT, _pythonpath, start_fasp_server
 
