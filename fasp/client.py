@@ -34,6 +34,7 @@ from .receiving import Receiver
 from .sending import Sender
 from .stream import OutStream
 from .tally import Tally
+from .rate import CEILING_KBPS
 from .transport import RateSettings, Transport
 
 log = logging.getLogger("fasp.client")
@@ -100,7 +101,10 @@ class ClientSession:
         self.cfg = cfg
         self.session_id = uuid.uuid4().hex
         self.tally = Tally(emit, self.session_id, cfg.file_checksum)
-        self._rate = RateSettings(cfg.target_kbps, cfg.min_kbps, cfg.policy)
+        # --auto-detect-capacity: -l is a percent of the capacity, under the engine's own ceiling
+        self._rate = (RateSettings(CEILING_KBPS, cfg.min_kbps, cfg.policy, percent=cfg.target_kbps)
+                      if cfg.auto_capacity else RateSettings(cfg.target_kbps, cfg.min_kbps, cfg.policy))
+        self._capacity_kbps: int | None = None  # measured by the sending side (the peer's, in a download)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._proc = None
         self._channel: Channel | None = None
@@ -382,7 +386,9 @@ class ClientSession:
             self._report_problem(Problem(msg["arg"], msg["path"], msg["code"], msg["desc"],
                                          skip=bool(msg.get("skip"))))
         elif kind == "rate":
-            if msg.get("seq") == self._rate_seq:  # the peer's caps applied to our latest change
+            if "capacity" in msg:  # the peer's sender measured the path (--auto-detect-capacity)
+                self._capacity_kbps = int(msg["capacity"])
+            elif msg.get("seq") == self._rate_seq:  # the peer's caps applied to our latest change
                 self._rate = RateSettings(**_rate_from(msg))
                 self._transport.set_rate(self._rate)
         else:
@@ -518,12 +524,18 @@ class ClientSession:
         await coro
 
     async def _set_rate(self, frame: mgmt.Frame) -> None:
-        target = frame.int("Rate", self._rate.target_kbps)
+        """RATE: kbit/s; in an --auto-detect-capacity session Rate is a percent like -l (above 100 means
+        100, so a manager that thinks in kbit/s gets all of the capacity), MinRate stays kbit/s."""
+        percent = self._rate.percent
+        target = frame.int("Rate", percent or self._rate.target_kbps)
         minimum = frame.int("MinRate", self._rate.min_kbps)
         policy = (frame.get("Policy") or self._rate.policy).lower()
         if policy not in POLICIES or target <= 0 or minimum < 0:
             raise EngineError(ErrorCode.USAGE, f"invalid RATE command: {frame.fields}")
-        self._rate = RateSettings(target, min(minimum, target), policy)
+        if percent:
+            self._rate = RateSettings(self._rate.target_kbps, minimum, policy, percent=min(target, 100))
+        else:
+            self._rate = RateSettings(target, min(minimum, target), policy)
         if self._transport is not None:
             self._transport.set_rate(self._rate)
             self._rate_seq += 1
@@ -554,7 +566,16 @@ class ClientSession:
     # ---- statistics ---------------------------------------------------------------------------------
 
     def _rate_dict(self) -> dict:
-        return {"target": self._rate.target_kbps, "min": self._rate.min_kbps, "policy": self._rate.policy}
+        return self._rate.to_wire()
+
+    def _target_kbps(self, stats: dict) -> int:
+        """STATS TargetRate: -l, or with --auto-detect-capacity its percent of the capacity once measured
+        (the ceiling until then)."""
+        rate = self._rate
+        capacity = stats.get("capacity_kbps") or self._capacity_kbps
+        if not rate.percent or capacity is None:
+            return rate.target_kbps
+        return min(rate.target_kbps, max(capacity * rate.percent // 100, rate.min_kbps))
 
     async def _stats_loop(self) -> None:
         counter = "bytes_sent" if self.cfg.direction == "send" else "bytes_received"
@@ -566,14 +587,15 @@ class ClientSession:
             moved = stats.get(counter, 0)
             rate = (moved - last_bytes) * 8 / 1000 / max(now - last_time, 1e-3)
             last_bytes, last_time = moved, now
-            self.tally.stats(rate_kbps=int(rate), target_kbps=self._rate.target_kbps,
+            self.tally.stats(rate_kbps=int(rate), target_kbps=self._target_kbps(stats),
                              min_kbps=self._rate.min_kbps, policy=self._rate.policy.upper(),
                              loss=stats.get("loss") or stats.get("loss_in") or 0.0, rtt_ms=stats.get("rtt_ms"))
 
 
 def _rate_from(raw: dict) -> dict:
     try:
-        return {"target_kbps": int(raw["target"]), "min_kbps": int(raw["min"]), "policy": str(raw["policy"])}
+        return {"target_kbps": int(raw["target"]), "min_kbps": int(raw["min"]), "policy": str(raw["policy"]),
+                "percent": int(raw.get("percent", 0))}
     except (KeyError, TypeError, ValueError):
         raise control.ControlError(f"malformed rate {raw!r}") from None
 

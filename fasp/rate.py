@@ -20,8 +20,8 @@ seen), never from loss alone, so random loss does not slow a transfer down:
 (ascp's --auto-detect-capacity) the cap is that percent of the path's capacity
 instead, measured once at the start: every policy first runs FAIR's slow start;
 when the first queue appears (or the rate reaches ``target_kbps``, then the
-ceiling) the rate holds for MEASURE_RTTS round trips, so that the delivery rate
-the receiver reports settles at the bottleneck's, and that is the capacity.
+ceiling) the rate holds for MEASURE_RTTS base round trips, so that the delivery rate
+the receiver reports is the bottleneck's: its mean over the hold is the capacity.
 FIXED then sends at exactly the percent, the others stay at or below it. Loss never lowers
 the rate (it only corrects the measured delivery rate): 30 % random loss and a
 receiver dropping what it cannot take look alike in loss terms, and only the
@@ -40,7 +40,8 @@ SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
 REGAIN = 0.25  # growth per RTT back towards the known delivery rate
 LOW_TARGET_DELAY = 0.004  # LOW's queuing delay target (seconds), at least; RTT/20 on long paths
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
-MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure it (percent mode)
+MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure it (percent mode) ...
+MEASURE_MIN = 0.1  # ... and seconds at least: the mean of a bursty delivery rate needs a while
 CEILING_KBPS = 10_000_000  # the engine's own cap, e.g. over an --auto-detect-capacity percent
 
 
@@ -116,6 +117,7 @@ class RateController:
         self._latest_queue = 0.0
         self._slow_start = True
         self._holding_since: float | None = None  # percent mode: when the rate stopped growing to measure
+        self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long
         self._last = now
 
     @property
@@ -194,11 +196,15 @@ class RateController:
             if self._slow_start:
                 growing = rate * self._latest_queue < alpha / 2 and not (measuring and rate >= self.cap_bps)
                 if measuring and (self._holding_since is not None or not growing):
-                    # hold above the bottleneck until the delivery rate shows its capacity
+                    # hold above the bottleneck: the mean delivery rate meanwhile is its capacity (loss is
+                    # not added back: the queue this builds may overflow, and that loss is congestion)
                     if self._holding_since is None:
-                        self._holding_since = now
-                    if now - self._holding_since >= max(MEASURE_RTTS * self.srtt, 0.03):
-                        rate = self._end_slow_start(rate, delivered)
+                        self._holding_since, self._held_bits, self._held_time = now, 0.0, 0.0
+                    else:
+                        self._held_bits += recv_rate_bps * dt
+                        self._held_time += dt
+                    if now - self._holding_since >= max(MEASURE_RTTS * self.base_rtt, MEASURE_MIN):
+                        rate = self._end_slow_start(rate, self._held_bits / max(self._held_time, 1e-9))
                 elif growing:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
                 else:

@@ -60,8 +60,10 @@ class ServerSession:
         return self.root is None or docroot.confined(self.root, path)
 
     def capped(self, raw: dict) -> RateSettings:
+        """The client's rate within this user's caps (a capacity percent passes; the cap bounds its ceiling)."""
         try:
             target, minimum, policy = int(raw["target"]), int(raw["min"]), str(raw["policy"]).lower()
+            percent = min(max(int(raw.get("percent", 0)), 0), 100)
         except (KeyError, TypeError, ValueError):
             raise control.ControlError(f"malformed rate {raw!r}") from None
         if policy not in self.cfg.allowed_policies:
@@ -69,7 +71,7 @@ class ServerSession:
                                                       f"(allowed: {', '.join(self.cfg.allowed_policies)})")
         if self.cfg.rate_cap_kbps is not None:
             target = min(target, self.cfg.rate_cap_kbps)
-        return RateSettings(max(target, 1), min(max(minimum, 0), max(target, 1)), policy)
+        return RateSettings(max(target, 1), min(max(minimum, 0), max(target, 1)), policy, percent)
 
     async def run(self) -> None:
         hello = await asyncio.wait_for(self.channel.recv(), HELLO_TIMEOUT)
@@ -86,10 +88,11 @@ class ServerSession:
         rate = self.capped(hello["rate"])
         key = bytes.fromhex(hello["key"]) if hello["key"] else None
         self.transport = await self._listen(hello, key, rate)
+        self.transport.on_capacity = self._tell_capacity
         self._hello, self._key = hello, key
         self._start_role()
         await self.channel.send("welcome", v=control.VERSION, udp_port=self.transport.local_port,
-                                rate={"target": rate.target_kbps, "min": rate.min_kbps, "policy": rate.policy})
+                                rate=rate.to_wire())
         log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello["session"],
                  "uploads" if hello["direction"] == "send" else "downloads", hello["dest"],
                  self.transport.local_port, rate)
@@ -156,6 +159,16 @@ class ServerSession:
                            what=f"-R {client_dir}", code=ErrorCode.NO_PERMS)
         logging.getLogger("fasp").addHandler(handler)
 
+    def _tell_capacity(self, kbps: int) -> None:
+        """--auto-detect-capacity in a download: our sender measured the path; the client reports it (a rate
+        message without seq, which changes nothing, carries it)."""
+        log.info("measured path capacity: %d kbit/s", kbps)
+        now = self.transport.stats()
+        task = asyncio.create_task(self.channel.send("rate", target=now["target_kbps"], min=now["min_kbps"],
+                                                     policy=now["policy"], capacity=kbps))
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
     def _fatal(self, exc: BaseException) -> None:
         if not self.failure.done():
             self.failure.set_exception(exc)
@@ -180,10 +193,9 @@ class ServerSession:
                 await self._fallback(msg)
                 continue
             if kind == "rate":
-                rate = self.capped({"target": msg["target"], "min": msg["min"], "policy": msg["policy"]})
+                rate = self.capped(msg)
                 self.transport.set_rate(rate)
-                await self.channel.send("rate", target=rate.target_kbps, min=rate.min_kbps, policy=rate.policy,
-                                        seq=msg.get("seq"))
+                await self.channel.send("rate", **rate.to_wire(), seq=msg.get("seq"))
             elif kind == "get":
                 if not isinstance(self.role, Sender):
                     raise control.ControlError("get in an upload session")

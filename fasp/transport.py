@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from faspmanager.codes import EngineError, ErrorCode
 
 from . import wire
-from .rate import RateController, RateSettings
+from .rate import CEILING_KBPS, RateController, RateSettings
 from .receiver import Receiver, feedback_limit
 from .seal import Rejected, Seal
 from .sender import Sender
@@ -28,7 +28,7 @@ from .udpio import UdpSocket
 
 __all__ = ["Transport", "RateSettings"]
 
-DEFAULT_RATE = RateSettings(target_kbps=10_000_000, policy="fair")
+DEFAULT_RATE = RateSettings(target_kbps=CEILING_KBPS, policy="fair")
 KEEPALIVE = 0.5  # seconds between datagrams when otherwise silent (the peer's liveness signal)
 TICK = 0.002  # pacing granularity
 BURST = 0.01  # seconds of rate the token bucket may save up (covers a late timer)
@@ -112,6 +112,7 @@ class Transport:
     listen/connect pair: the nonces restart with every Transport."""
 
     stall_timeout = 20.0  # seconds without progress before a send fails with code 40
+    on_capacity = None  # called once with the measured path capacity (kbit/s) in percent mode, if set
     peer_timeout = 10.0  # seconds without any datagram from the peer before it counts as gone (code 16)
 
     def __init__(self, sock: UdpSocket, seal: Seal, peer, datagram_size: int, rate: RateSettings | None):
@@ -281,6 +282,7 @@ class Transport:
         srtt = self._rate.srtt
         return dict(
             rate_kbps=int(self._rate.rate_bps / 1000), target_kbps=s.target_kbps, min_kbps=s.min_kbps,
+            capacity_kbps=None if self._rate.capacity_bps is None else int(self._rate.capacity_bps / 1000),
             policy=s.policy, rtt_ms=round(srtt * 1000, 3) if srtt is not None else None,
             loss=self._peer_loss, loss_in=self._receiver.loss,
             datagrams_unknown_file=self._receiver.unknown_datagrams, **self._counters)
@@ -482,7 +484,10 @@ class Transport:
         fb = wire.parse_feedback(body)
         self._peer_loss = fb.loss
         if self._sender.busy:
+            measuring = self._rate.measuring
             self._rate.on_feedback(now, fb.recv_rate_kbps * 1000, fb.loss)
+            if measuring and not self._rate.measuring and self.on_capacity is not None:
+                self.on_capacity(int(self._rate.capacity_bps / 1000))
         seen = now - ((_usec(now) - fb.data_ts) & MASK32) / 1_000_000 if fb.data_ts else None
         for file_id in self._sender.on_feedback(fb, now, self._rto(), seen):
             fut = self._send_done.get(file_id)

@@ -8,13 +8,25 @@ socket towards ``target``, and answers travel back the same way, so both
 directions are impaired alike. ``tamper(datagram, direction)`` (direction is
 "up" towards the target or "down" back to the client) may return a list of
 datagrams to forward instead (empty: drop; extra items: forged or replayed ones).
+
+``rate_mbit`` makes each direction a bottleneck: datagrams leave one after the
+other at that rate from a FIFO holding up to ``queue_ms`` of it (tail drop
+beyond, counted as ``overflowed``). ``counts.bins`` holds the bytes delivered per
+direction and BIN seconds, for rates measured on the wire. ``relay_in_thread``
+runs a relay on a thread of its own, for tests that drive engine processes.
 """
 from __future__ import annotations
 
 import asyncio
 import random
 import socket
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+BIN = 0.1  # seconds per counts.bins slot
 
 
 @dataclass
@@ -23,7 +35,15 @@ class RelayCounts:
     dropped: int = 0
     duplicated: int = 0
     reordered: int = 0
+    overflowed: int = 0
     bytes: dict = field(default_factory=lambda: {"up": 0, "down": 0})
+    bins: dict = field(default_factory=lambda: {"up": defaultdict(int), "down": defaultdict(int)})
+
+    def mbit(self, direction: str, since: float, until: float) -> float:
+        """Mbit/s delivered in ``direction`` between two time.monotonic() instants (whole bins only)."""
+        lo, hi = int(since / BIN) + 1, int(until / BIN)
+        bins = self.bins[direction]
+        return sum(bins.get(i, 0) for i in range(lo, hi)) * 8 / 1e6 / max((hi - lo) * BIN, BIN)
 
 
 class _Side(asyncio.DatagramProtocol):
@@ -51,7 +71,8 @@ class _Side(asyncio.DatagramProtocol):
 class Relay:
     def __init__(self, target: tuple[str, int], *, loss: float = 0.0, reorder: float = 0.0,
                  duplicate: float = 0.0, delay: float = 0.0, reorder_delay: float = 0.005,
-                 seed: int | None = None, capture: bool = False, tamper=None, host: str = "127.0.0.1"):
+                 seed: int | None = None, capture: bool = False, tamper=None, host: str = "127.0.0.1",
+                 port: int = 0, rate_mbit: float = 0.0, queue_ms: float = 250.0):
         self.target = target
         self.loss, self.reorder, self.duplicate = loss, reorder, duplicate
         self.delay, self.reorder_delay = delay, reorder_delay
@@ -61,6 +82,9 @@ class Relay:
         self.tamper = tamper
         self.counts = RelayCounts()
         self._host = host
+        self._port = port
+        self.rate_mbit, self.queue_ms = rate_mbit, queue_ms
+        self._free_at = {"up": 0.0, "down": 0.0}  # when each direction's bottleneck is next idle
         self._front = None
         self._upstreams: dict[tuple, _Side] = {}
         self._timers: set[asyncio.TimerHandle] = set()
@@ -72,7 +96,7 @@ class Relay:
     async def __aenter__(self) -> "Relay":
         loop = asyncio.get_running_loop()
         _, self._front = await loop.create_datagram_endpoint(
-            lambda: _Side(self._from_client), local_addr=(self._host, 0))
+            lambda: _Side(self._from_client), local_addr=(self._host, self._port))
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -118,6 +142,14 @@ class Relay:
                 if rnd.random() < self.reorder:
                     wait += rnd.uniform(0.2, 1.0) * self.reorder_delay
                     self.counts.reordered += 1
+                if self.rate_mbit:
+                    now = time.monotonic()
+                    start = max(now, self._free_at[direction])
+                    if start - now > self.queue_ms / 1000:
+                        self.counts.overflowed += 1
+                        continue
+                    self._free_at[direction] = start + len(item) * 8 / (self.rate_mbit * 1e6)
+                    wait += self._free_at[direction] - now
                 if wait > 0:
                     self._later(wait, item, direction, client)
                 else:
@@ -133,9 +165,45 @@ class Relay:
     def _deliver(self, data: bytes, direction: str, client) -> None:
         self.counts.forwarded += 1
         self.counts.bytes[direction] += len(data)
+        self.counts.bins[direction][int(time.monotonic() / BIN)] += len(data)
         if direction == "up":
             up = self._upstreams[client]
             if up.transport is not None:
                 up.transport.sendto(data)
         else:
             self._front.transport.sendto(data, client)
+
+
+@contextmanager
+def relay_in_thread(**kwargs):
+    """A Relay (``Relay(**kwargs)``, target may be set later) serving on a thread with its own event loop."""
+    kwargs.setdefault("target", None)
+    ready: list = []
+    started = threading.Event()
+    stop: list = []
+
+    async def serve():
+        async with Relay(**kwargs) as relay:
+            done = asyncio.Event()
+            stop.append((asyncio.get_running_loop(), done))
+            ready.append(relay)
+            started.set()
+            await done.wait()
+
+    def main():
+        try:
+            asyncio.run(serve())
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=main, name="relay", daemon=True)
+    thread.start()
+    started.wait(10)
+    if not ready:
+        raise RuntimeError("the relay did not start")
+    try:
+        yield ready[0]
+    finally:
+        loop, done = stop[0]
+        loop.call_soon_threadsafe(done.set)
+        thread.join(10)

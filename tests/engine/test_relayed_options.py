@@ -1,0 +1,93 @@
+"""-X and --auto-detect-capacity between real engines, judged on the wire of the impairment relay.
+
+The server's engines listen on 127.0.0.2 at the relay's port, so a client that dials 127.0.0.1 at that
+port goes through the relay (tests/support/relay.py), which drops, delays and rate-limits datagrams and
+sees each one: type (header byte 1, in clear) and size.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from fasp import wire
+from fasp.receiver import MIN_FEEDBACK_BYTES
+from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, sha256
+from tests.support.relay import BIN, relay_in_thread
+from tests.support.servers import start_fasp_server
+
+FEEDBACK_OVERHEAD = wire.HEADER_SIZE + wire.TAG_SIZE  # a FEEDBACK datagram is its body plus these 52 bytes
+
+
+@pytest.fixture(scope="module")
+def relayed(tmp_path_factory):
+    with relay_in_thread() as relay:
+        relay.target = ("127.0.0.2", relay.port)
+        engine = ["env", "FASP_UDP_BIND=127.0.0.2", sys.executable, "-m", "fasp"]
+        with start_fasp_server(tmp_path_factory.mktemp("relayed"), udp_port=relay.port,
+                               engine_command=engine) as server:
+            yield server, relay
+
+
+def reset(relay, **impairment) -> list:
+    """Fresh counts and the given impairment; returns the list (direction, type, size) of every datagram."""
+    seen: list = []
+    relay.tamper = lambda data, direction: (seen.append((direction, data[1], len(data))), [data])[1]
+    relay.loss, relay.delay, relay.rate_mbit = impairment.get("loss", 0.0), impairment.get("delay", 0.0), \
+        impairment.get("rate_mbit", 0.0)
+    relay.counts.bins["up"].clear()
+    relay.counts.bins["down"].clear()
+    return seen
+
+
+def transfer(server, tmp_path, direction: str, size: int, *flags: str, timeout: float = 60, name: str = "f"):
+    """Upload or download one random file of ``size`` bytes with ``flags``; checks the bytes that arrived."""
+    if direction == "upload":
+        src = random_file(tmp_path / f"{name}.bin", size)
+        args, dest = [str(src), remote(server, f"/{name}.bin")], server.docroot / f"{name}.bin"
+    else:
+        src = random_file(server.docroot / f"{name}.bin", size)
+        (tmp_path / name).mkdir()
+        args, dest = [remote(server, f"/{name}.bin"), str(tmp_path / name)], tmp_path / name / f"{name}.bin"
+    digest = sha256(src)
+    result = run_ascp(fasp_args(server, *flags, *args), server.env(), timeout=timeout)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert_same_file(src, dest, digest)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_retransmission_requests_stay_within_x(relayed, tmp_path, direction):
+    server, relay = relayed
+    towards_sender = "down" if direction == "upload" else "up"  # the receiver's feedback
+    sizes = {}
+    for x in (100, None):
+        seen = reset(relay, loss=0.05)
+        flags = ["-l", "100000"] + (["-X", str(x)] if x else [])
+        transfer(server, tmp_path, direction, 3 << 20, *flags, name=f"x{x}")
+        sizes[x] = [n for d, kind, n in seen if d == towards_sender and kind == wire.FEEDBACK]
+        assert relay.counts.dropped > 50  # holes happened, so requests did
+    assert max(sizes[100]) <= 100 + FEEDBACK_OVERHEAD
+    assert max(sizes[100]) >= MIN_FEEDBACK_BYTES + FEEDBACK_OVERHEAD  # ranges were requested all the same
+    assert max(sizes[None]) > 100 + FEEDBACK_OVERHEAD  # without -X they grow larger
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_fixed_percent_of_the_measured_capacity(relayed, tmp_path, direction, listener):
+    """A 40 Mbit/s bottleneck: 50 % of the capacity is about 20 Mbit/s on the wire (-l 50 alone would be
+    50 kbit/s, and the 6 MiB would take 16 minutes)."""
+    server, relay = relayed
+    data_way = "up" if direction == "upload" else "down"
+    reset(relay, rate_mbit=40, delay=0.005)
+    transfer(server, tmp_path, direction, 6 << 20, "--auto-detect-capacity", "-l", "50", "--policy", "fixed",
+             "-M", str(listener.port), timeout=40)
+    bins = sorted(relay.counts.bins[data_way])
+    first, last = bins[0] * BIN, bins[-1] * BIN
+    assert last - first > 1.5, ([(b, relay.counts.bins[data_way][b] * 8 / 1e5) for b in bins],
+                                [(f.int("TargetRate"), f.int("Rate")) for f in listener.of("STATS")])
+    measured = relay.counts.mbit(data_way, first + 0.8, last - 0.2)
+    assert 13 <= measured <= 27, measured
+    targets = [f.int("TargetRate") for f in listener.of("STATS")]
+    assert targets and 13_000 <= targets[-1] <= 27_000, targets  # the measured capacity, reported
