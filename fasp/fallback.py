@@ -38,6 +38,7 @@ MAX_READ = 512 * 1024  # largest -g honoured: a frame (MAX_FRAME) holds one read
 MIN_CHUNK = 4096
 PACE_SLICE = 0.02  # a frame holds at most this many seconds of the target rate (smooth pacing at low rates)
 BURST = 0.05  # seconds of rate the token bucket may save up
+KEEPALIVE = 1.0  # seconds between frames when otherwise silent (the peer's liveness signal)
 DIAL_TIMEOUT = 15.0
 READ_SIZE = 1 << 18
 MASK32 = 0xFFFFFFFF
@@ -67,7 +68,11 @@ class _Incoming:
 class FallbackTransport:
     """One end of a session's fallback data channel; same public surface as :class:`fasp.transport.Transport`.
 
-    ``name`` ("http" or "https") is what SESSION reports as the transport."""
+    ``name`` ("http" or "https") is what SESSION reports as the transport. TCP never says a path died,
+    so each end sends a keepalive when silent and, while work is pending, gives up after
+    ``peer_timeout`` seconds without a byte from the peer (code 16, as on UDP)."""
+
+    peer_timeout = 10.0
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, session_id: bytes,
                  key: bytes | None, direction: int, jpeg: bool, rate: RateSettings, name: str,
@@ -87,11 +92,13 @@ class FallbackTransport:
         self._incoming: dict[int, _Incoming] = {}
         self._closed = False
         self._error: EngineError | None = None
+        self._last_heard = self._last_sent = time.monotonic()
         self._counters = dict(bytes_sent=0, bytes_retransmitted=0, bytes_received=0, datagrams_rejected=0,
                               datagrams_sent=0, datagrams_received=0, datagrams_unknown_file=0)
         sock = writer.get_extra_info("sockname")
         self._local_port = sock[1] if isinstance(sock, tuple) else 0
         self._read_task = self._loop.create_task(self._read_loop(buffered))
+        self._watch_task = self._loop.create_task(self._watch())
 
     # ---- public API ---------------------------------------------------------------------------------
 
@@ -164,9 +171,10 @@ class FallbackTransport:
                 self._emit(wire.CLOSE, wire.pack_close(0))
         self._closed = True
         self._fail(EngineError(ErrorCode.CONNECTION_LOST, "transport closed"))
-        self._read_task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._read_task
+        for task in (self._read_task, self._watch_task):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         self._writer.close()
         with contextlib.suppress(Exception, asyncio.TimeoutError):
             await asyncio.wait_for(self._writer.wait_closed(), 1.0)
@@ -206,6 +214,17 @@ class FallbackTransport:
         sealed = self._seal.seal(type_, body, _usec(), 0)
         self._writer.write(httpwire.encode_frame(sealed, self._jpeg))
         self._counters["datagrams_sent"] += 1
+        self._last_sent = time.monotonic()
+
+    async def _watch(self) -> None:
+        while self._error is None:
+            await asyncio.sleep(KEEPALIVE / 2)
+            now = time.monotonic()
+            if now - self._last_sent >= KEEPALIVE:
+                self._emit(wire.FEEDBACK, wire.pack_feedback(wire.Feedback(0, 0.0)))
+            if (self._send_done or self._incoming) and now - self._last_heard > self.peer_timeout:
+                self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"nothing from the peer over "
+                                                                  f"{self.name} for {self.peer_timeout:g}s"))
 
     async def _read_loop(self, buffered: bytes) -> None:
         try:
@@ -215,6 +234,7 @@ class FallbackTransport:
                     for frame in self._decoder.feed(data):
                         self._on_frame(frame)
                 data = await self._reader.read(READ_SIZE)
+                self._last_heard = time.monotonic()
                 if not data:
                     what = "mid-frame" if self._decoder.pending else "without CLOSE"
                     self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"the HTTP fallback connection ended {what}"))

@@ -191,3 +191,19 @@ def test_driver_rejects_a_forged_frame_with_47():
         await client.close()
         await server.close()
     asyncio.run(main())
+
+
+def test_driver_gives_up_on_a_silent_peer_with_16():
+    async def main():
+        client, server = await _pair(False, 100_000)
+        client.peer_timeout = 1.5
+        server._watch_task.cancel()  # the server end goes silent (a dead path: no FIN, no keepalive)
+        server._read_task.cancel()
+        with tempfile.TemporaryFile() as out:
+            started = time.monotonic()
+            with pytest.raises(EngineError) as failed:
+                await asyncio.wait_for(client.receive(1, out.fileno(), 0, 10), 10)
+            assert failed.value.code == ErrorCode.CONNECTION_LOST and time.monotonic() - started >= 1.4
+        await client.close()
+        await server.close()
+    asyncio.run(main())
