@@ -277,7 +277,7 @@ class ClientSession:
             raise control.ControlError(f"unexpected answer to the HTTP fallback request: {answer['t']}")
         reader, writer, buffered, self._carrier = await dial(
             cfg.remote.host, cfg.http_port, session_id=self.session_id, token=answer["token"], jpeg=cfg.jpeg,
-            cafile=cfg.https_cert, proxy=cfg.proxy)
+            cafile=cfg.https_cert, keyfile=cfg.https_key, proxy=cfg.proxy)
         return FallbackTransport(reader, writer, session_id=bytes.fromhex(self.session_id), key=key, direction=0,
                                  jpeg=cfg.jpeg, rate=self._rate, name=self._carrier, buffered=buffered)
 

@@ -302,13 +302,17 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
 # ---- client: dialling the fallback port ---------------------------------------------------------------
 
 async def dial(host: str, port: int, *, session_id: str, token: str, jpeg: bool, cafile: str | None,
-               proxy: tuple[str, int] | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, str]:
+               keyfile: str | None, proxy: tuple[str, int] | None
+               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, str]:
     """Open the fallback channel: (reader, writer, bytes already read past the answer, "http"/"https").
 
+    ``cafile`` (-I) turns TLS on and is what the server's certificate must verify against; with
+    ``keyfile`` (-Y) the same certificate and that key are our client certificate (mutual TLS).
     Every failure is EngineError(47) saying which step failed."""
     where = f"{host}:{port}" + (f" through proxy {proxy[0]}:{proxy[1]}" if proxy else "")
     try:
-        return await asyncio.wait_for(_dial(host, port, session_id, token, jpeg, cafile, proxy), DIAL_TIMEOUT)
+        return await asyncio.wait_for(_dial(host, port, session_id, token, jpeg, cafile, keyfile, proxy),
+                                      DIAL_TIMEOUT)
     except asyncio.TimeoutError:
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: no answer within "
                                                            f"{DIAL_TIMEOUT:g}s") from None
@@ -322,7 +326,7 @@ async def dial(host: str, port: int, *, session_id: str, token: str, jpeg: bool,
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: {exc.description}") from None
 
 
-async def _dial(host, port, session_id, token, jpeg, cafile, proxy):
+async def _dial(host, port, session_id, token, jpeg, cafile, keyfile, proxy):
     reader, writer = await asyncio.open_connection(*(proxy or (host, port)))
     try:
         buffered = b""
@@ -336,6 +340,8 @@ async def _dial(host, port, session_id, token, jpeg, cafile, proxy):
             if buffered:
                 raise httpwire.HttpWireError("the proxy sent bytes before the TLS handshake")
             context = ssl.create_default_context(cafile=cafile)
+            if keyfile:
+                context.load_cert_chain(cafile, keyfile)
             await writer.start_tls(context, server_hostname=host)
         writer.write(httpwire.request(session_id, token, host, port, jpeg))
         head, buffered = await _read_head(reader, buffered)

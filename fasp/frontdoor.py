@@ -10,7 +10,7 @@ end on SIGTERM.
 
     fasp-server --listen 127.0.0.1:33001 --users users.toml
     fasp-server --listen 127.0.0.1:0 --user NAME --password-env VAR --docroot DIR
-    fasp-server ... --http-port 8080 [--https-cert CERT --https-key KEY]
+    fasp-server ... --http-port 8080 [--https-cert CERT --https-key KEY [--https-client-ca FILE]]
 
 With ``--http-port`` it also owns the HTTP(S) fallback port on the same host:
 a client whose UDP cannot pass (``-y 1``) dials it with a one-time token its
@@ -80,6 +80,7 @@ class Settings:
     http_port: int | None = None  # the HTTP(S) fallback port (None: no fallback)
     https_cert: str | None = None  # with https_key: TLS on the fallback port
     https_key: str | None = None
+    https_client_ca: str | None = None  # mutual TLS: clients must present a certificate this file vouches for
 
 
 def server_argv(engine_command: Sequence[str], user: User, udp_port: int | None = None) -> list[str]:
@@ -117,7 +118,8 @@ class FrontDoor:
             process_factory=self._session, encoding=None, allow_pty=False, line_editor=False,
             agent_forwarding=False, x11_forwarding=False, keepalive_interval=KEEPALIVE_S, keepalive_count_max=4)
         if self._settings.http_port is not None:
-            self._fallback = FallbackPort(self._settings.https_cert, self._settings.https_key)
+            self._fallback = FallbackPort(self._settings.https_cert, self._settings.https_key,
+                                          self._settings.https_client_ca)
             await self._fallback.start(host, self._settings.http_port)
         return host, self._acceptor.get_port()
 
@@ -199,11 +201,13 @@ class FallbackPort:
     this process relays bytes between the two. Wrong or unknown sessions get 403/404, malformed
     requests 400, and a log line without the token."""
 
-    def __init__(self, cert: str | None, key: str | None):
+    def __init__(self, cert: str | None, key: str | None, client_ca: str | None = None):
         self._tls: ssl.SSLContext | None = None
         if cert:
-            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
             self._tls.load_cert_chain(cert, key)
+            if client_ca:
+                self._tls.verify_mode = ssl.CERT_REQUIRED
         self._dir = tempfile.mkdtemp(prefix="fasp-fallback-")  # 0700: only our own engines get in
         self.socket_path = os.path.join(self._dir, "engines.sock")
         self._waiting: dict[str, _Waiting] = {}
@@ -471,6 +475,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="HTTP fallback port on the --listen host, for clients whose UDP is blocked (-y 1)")
     parser.add_argument("--https-cert", metavar="FILE", help="with --https-key: TLS on the fallback port")
     parser.add_argument("--https-key", metavar="FILE", help="private key of --https-cert")
+    parser.add_argument("--https-client-ca", metavar="FILE",
+                        help="mutual TLS: fallback clients must present a certificate (ascp -I/-Y) this file vouches for")
     parser.add_argument("--host-key", metavar="FILE", help="host key (generated there if missing; default: in memory)")
     parser.add_argument("--engine-command", metavar="CMD", default=shlex.join(ENGINE_COMMAND),
                         help="server-mode engine command, before '--server --docroot ...' (default: %(default)s)")
@@ -508,9 +514,12 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
             allowed_policies=tuple(args.allowed_policies.split(",")) if args.allowed_policies else None)}
     if bool(args.https_cert) != bool(args.https_key) or (args.https_cert and args.http_port is None):
         raise UsersFileError("--https-cert and --https-key go together, with --http-port")
+    if args.https_client_ca and not args.https_cert:
+        raise UsersFileError("--https-client-ca needs --https-cert")
     return Settings(users=users, users_file=args.users, engine_command=tuple(shlex.split(args.engine_command)),
                     udp_port=args.udp_port, child_env=child_environment(environ, secret_vars),
-                    http_port=args.http_port, https_cert=args.https_cert, https_key=args.https_key)
+                    http_port=args.http_port, https_cert=args.https_cert, https_key=args.https_key,
+                    https_client_ca=args.https_client_ca)
 
 
 async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSHKey) -> None:

@@ -74,11 +74,12 @@ def server(lab, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tls_server(lab, certs, tmp_path_factory):
+    """fasp-server with an HTTPS fallback port that also wants the client's certificate (mutual TLS)."""
     cert, key = certs["good"]
     with start_fasp_server(tmp_path_factory.mktemp("https-server"), host=SERVER_ADDR,
                            wrapper=Lab.wrap(lab.server_ns, []),
                            extra_args=["--http-port", str(HTTP_PORT + 1), "--https-cert", str(cert),
-                                       "--https-key", str(key)]) as srv:
+                                       "--https-key", str(key), "--https-client-ca", str(cert)]) as srv:
         yield srv
 
 
@@ -132,20 +133,23 @@ def test_http_fallback_upload_and_download(lab, server, tmp_path):
     assert_same_file(remote, dest / "down.bin")
 
 
-def test_https_fallback_verifies_the_server_certificate(lab, tls_server, certs, tmp_path):
+def test_https_fallback_verifies_both_certificates(lab, tls_server, certs, tmp_path):
+    """-I is what the server's certificate must verify against, and with -Y (its key) our client certificate."""
     source = random_file(tmp_path / "tls.bin", 1_500_000)
-    port = str(HTTP_PORT + 1)
-    run = _ascp(lab, tls_server, "-y", "1", "-t", port, "-I", str(certs["good"][0]), str(source),
+    cert, key = certs["good"]
+    tls = ["-y", "1", "-t", str(HTTP_PORT + 1)]
+    run = _ascp(lab, tls_server, *tls, "-I", str(cert), "-Y", str(key), str(source),
                 f"{tls_server.user}@{tls_server.host}:/")
     assert _ok(run)["Transport"] == "https"
     assert_same_file(source, tls_server.docroot / "tls.bin")
 
-    run = _ascp(lab, tls_server, "-y", "1", "-t", port, "-I", str(certs["other"][0]), str(source),
-                f"{tls_server.user}@{tls_server.host}:/stranger.bin")
-    error = _event(run, "ERROR")
-    assert int(error["Code"]) == ErrorCode.CONNECTION_ERROR_HTTP, error
-    assert "certificate" in error["Description"]
-    assert not (tls_server.docroot / "stranger.bin").exists()
+    for name, flags, needle in (("stranger", ["-I", str(certs["other"][0])], "certificate"),
+                                ("anonymous", ["-I", str(cert)], "")):  # no -Y: no client certificate
+        run = _ascp(lab, tls_server, *tls, *flags, str(source), f"{tls_server.user}@{tls_server.host}:/{name}.bin")
+        error = _event(run, "ERROR")
+        assert int(error["Code"]) == ErrorCode.CONNECTION_ERROR_HTTP, error
+        assert needle in error["Description"]
+        assert not (tls_server.docroot / f"{name}.bin").exists()
 
 
 def test_fallback_without_a_fallback_port_fails_with_47(lab, server, tmp_path):
