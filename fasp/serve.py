@@ -90,6 +90,7 @@ class ServerSession:
         self.transport = await self._listen(hello, key, rate)
         self.transport.on_capacity = self._tell_capacity
         self._hello, self._key = hello, key
+        self._may_fall_back = True  # until the data channel carried anything
         self._start_role()
         await self.channel.send("welcome", v=control.VERSION, udp_port=self.transport.local_port,
                                 rate=rate.to_wire())
@@ -190,8 +191,12 @@ class ServerSession:
             if kind == "cancel":
                 raise EngineError(ErrorCode.USER_CANCEL, "cancelled by the client")
             if kind == "fallback":
+                if not self._may_fall_back:
+                    raise control.ControlError("fallback requested after the data channel was in use")
+                self._may_fall_back = False
                 await self._fallback(msg)
                 continue
+            self._may_fall_back = False
             if kind == "rate":
                 rate = self.capped(msg)
                 self.transport.set_rate(rate)
