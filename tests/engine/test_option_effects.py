@@ -282,3 +282,28 @@ def test_sources_removed_or_moved_after_transfer(fasp_server_module, tmp_path, d
         if any(f.startswith("--move-after-transfer") for f in flags):
             assert_same_file(copies / rel, archive / "tree" / rel)
     assert listing(ends.src) == left
+
+
+@pytest.mark.timeout(90)
+def test_server_side_effects_under_openssh(openssh_server, tmp_path):
+    """The same effects when the server half runs under a stock sshd (the client starts it): a download
+    removes the server's transferred sources and prunes what it emptied; an upload keeps a dated copy of
+    the server file it overwrites."""
+    server = openssh_server
+    key = ["-i", str(server.identity)]
+    down = Ends(server, tmp_path / "down", "download")
+    files = [random_file(down.src / "tree" / rel, size) for rel, size in (("a/one.bin", 1000), ("b/two.bin", 2000))]
+    copies = [shutil.copy(f, tmp_path / f.name) for f in files]
+    random_file(down.src / "tree" / "b" / "x.keep", 10)
+    ok(server, *key, "--remove-after-transfer", "--remove-empty-directories", "-E", "*.keep", *down.args("tree"))
+    for f, copy in zip(files, copies):
+        assert_same_file(Path(copy), down.dst / f.relative_to(down.src))
+    assert listing(down.src) == ["tree", "tree/b", "tree/b/x.keep"]
+
+    up = Ends(server, tmp_path / "up", "upload")
+    src = random_file(up.src / "sb.txt", 5000)
+    (up.dst / "sb.txt").write_bytes(b"before")
+    ok(server, *key, "--save-before-overwrite", *up.args("sb.txt"))
+    assert_same_file(src, up.dst / "sb.txt")
+    [saved] = [p for p in up.dst.iterdir() if p.name != "sb.txt"]
+    assert saved.name.startswith("sb.") and saved.name.endswith(".1.txt") and saved.read_bytes() == b"before"
