@@ -181,12 +181,12 @@ def _tinyproxy(lab: Lab, directory: Path, port: int, connect_port: int) -> subpr
     conf = directory / "tinyproxy.conf"
     conf.write_text("\n".join([
         "User root", "Group root", f"Port {port}", "Listen 127.0.0.1", "Timeout 60", f'LogFile "{log}"',
-        "LogLevel Connect", f'PidFile "{directory / "tinyproxy.pid"}"', "MaxClients 20", "Allow 127.0.0.1",
+        "LogLevel Info", f'PidFile "{directory / "tinyproxy.pid"}"', "MaxClients 20", "Allow 127.0.0.1",
         f"ConnectPort {connect_port}", ""]))
     proc = subprocess.Popen(Lab.wrap(lab.client_ns, ["tinyproxy", "-d", "-c", str(conf)]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
-    while "Setting the various signals" not in (log.read_text() if log.exists() else "") \
+    while "Accepting connections" not in (log.read_text() if log.exists() else "") \
             and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     return proc
