@@ -1,9 +1,10 @@
 """File metadata that travels with a file: times, owner, creation time, extended attributes and ACLs.
 
-The reading side :func:`collect` s a file's metadata into the ``meta`` field of its ``file``
-message; the writing side :func:`apply` s it, each side per its OWN modes (``xattrs_mode`` and
-``acls_mode`` in its options: ``--preserve-xattrs``/``--preserve-acls`` on the client,
-``--remote-preserve-*`` on the server). A mode of ``none`` on either side means nothing travels.
+The reading side puts a file's metadata in the ``meta`` field of its ``file`` message
+(:func:`collect`), the writing side gives it to the received file (:func:`apply`), each per its OWN
+modes (``xattrs_mode`` and ``acls_mode`` in its options: ``--preserve-xattrs``/``--preserve-acls``
+on the client, ``--remote-preserve-*`` on the server). A kind (xattrs, ACLs) travels only when
+neither side's mode for it is ``none``; otherwise the writer leaves that kind alone.
 
 * ``native``: xattrs are the file's ``user.*`` extended attributes, ACLs its POSIX ACLs
   (``system.posix_acl_access``/``_default``). No other namespace travels: ``security.*`` or
@@ -83,7 +84,8 @@ def hidden(path: str, opts: dict) -> bool:
 
 def collect(path: str, fd: int, st: os.stat_result, opts: dict) -> dict:
     """The ``meta`` of a file message: times (ns), owner, and per this side's modes its attributes."""
-    meta = {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns, "uid": st.st_uid, "gid": st.st_gid}
+    meta = {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns, "uid": st.st_uid, "gid": st.st_gid,
+            "kinds": sorted(_categories(opts, "native") | _categories(opts, "metafile"))}
     found = {**_read_native(path, fd, _categories(opts, "native")),
              **_read_metafile(path + META_SUFFIX, _categories(opts, "metafile"))}
     if found:
@@ -111,13 +113,12 @@ def _read_metafile(meta_path: str, wanted: set[str]) -> dict[str, bytes]:
     if not wanted:
         return {}
     try:
-        fd = os.open(meta_path, os.O_RDONLY | os.O_NOFOLLOW)
+        with open(os.open(meta_path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise _failed(exc, meta_path, "open metafile", ErrorCode.DISK_READ) from None
-    with os.fdopen(fd, "rb") as handle:
-        raw = handle.read()
+        raise _failed(exc, meta_path, "read metafile", ErrorCode.DISK_READ) from None
     try:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or doc.get("format") != "fasp-meta" or doc.get("version") != 1:
@@ -186,10 +187,13 @@ def apply(path: str, named: str, meta: object, opts: dict) -> None:
         return
     if not isinstance(meta, dict):
         raise ControlError("a file's meta must be an object")
+    kinds = meta.get("kinds") or []
+    if not isinstance(kinds, list) or not set(kinds) <= {"xattrs", "acls"}:
+        raise ControlError("a file's meta kinds must be a list of xattrs/acls")
     attrs = _decode_attrs(meta.get("xattrs"))
-    _apply_native(path, {n: v for n, v in attrs.items() if _category(n) in _categories(opts, "native")},
-                  _categories(opts, "native"))
-    metafile = _categories(opts, "metafile")
+    native = _categories(opts, "native") & set(kinds)
+    _apply_native(path, {n: v for n, v in attrs.items() if _category(n) in native}, native)
+    metafile = _categories(opts, "metafile") & set(kinds)
     if metafile:
         _write_metafile(named + META_SUFFIX, {n: v for n, v in attrs.items() if _category(n) in metafile},
                         os.stat(path).st_mode & 0o666)
@@ -204,18 +208,19 @@ def apply(path: str, named: str, meta: object, opts: dict) -> None:
             raise _failed(exc, path, f"change the owner to {uid}:{gid}", ErrorCode.DISK_WRITE) from None
     if opts.get("preserve_atime") or opts.get("preserve_mtime"):
         now = os.stat(path)
-        atime = _int(meta, "atime_ns") if opts.get("preserve_atime") else now.st_atime_ns
-        mtime = _int(meta, "mtime_ns") if opts.get("preserve_mtime") else now.st_mtime_ns
+        atime = _int(meta, "atime_ns", signed=True) if opts.get("preserve_atime") else now.st_atime_ns
+        mtime = _int(meta, "mtime_ns", signed=True) if opts.get("preserve_mtime") else now.st_mtime_ns
         try:
             os.utime(path, ns=(atime, mtime))
         except OSError as exc:
             raise _failed(exc, path, "set the file times", ErrorCode.DISK_WRITE) from None
 
 
-def _int(meta: dict, key: str) -> int:
+def _int(meta: dict, key: str, signed: bool = False) -> int:
+    """A peer-sent integer (times before 1970 are negative, ids and creation records never)."""
     value = meta.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ControlError(f"a file's meta needs a non-negative integer {key}")
+    if not isinstance(value, int) or isinstance(value, bool) or (value < 0 and not signed):
+        raise ControlError(f"a file's meta needs an integer {key}")
     return value
 
 

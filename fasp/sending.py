@@ -84,8 +84,8 @@ class Sender:
         """Send a source argument's jobs, FILES_IN_FLIGHT at a time; problems go to ``on_problem``."""
         room = asyncio.Semaphore(FILES_IN_FLIGHT)
         tasks = []
-        items = share((i for i in items if isinstance(i, Problem) or not attrs.hidden(i.path, self._opts)),
-                      self._opts.get("node", 1), self._opts.get("nodes", 1), self._opts.get("split_above", 0))
+        items = (i for i in items if isinstance(i, Problem) or i.is_dir or not attrs.hidden(i.path, self._opts))
+        items = share(items, self._opts.get("node", 1), self._opts.get("nodes", 1), self._opts.get("split_above", 0))
         if self._opts.get("delete_before"):
             items = await asyncio.to_thread(list, items)
             await self._keep_only(items)

@@ -120,10 +120,9 @@ def _attributed(src: Path) -> None:
     (["--preserve-modification-time", "--preserve-file-owner-gid"], {"mtime", "gid"}),
     (["-p"], {"atime", "mtime"}),
 ], ids=["none", "atime-uid-source_atime", "mtime-gid", "p"])
-def test_times_and_owner(fasp_server_module, tmp_path, direction, flags, kept):
+def test_times_and_owner(fasp_server_module, tmp_path, request, direction, flags, kept):
     remote = Remote.of(fasp_server_module)
-    src, dst = remote.move(tmp_path, direction, "t-" + "-".join(sorted(kept)).replace(" ", "_"), flags,
-                           _timed_owned)
+    src, dst = remote.move(tmp_path, direction, "t-" + request.node.callspec.id, flags, _timed_owned)
     for name, (atime, mtime) in TIMES.items():
         theirs, ours = os.stat(dst / name), os.stat(src / name)  # before hashing reads them
         assert (theirs.st_atime_ns == atime) == ("atime" in kept), name
@@ -158,19 +157,21 @@ def test_creation_time_recorded_and_carried_over_hops(fasp_server_module, tmp_pa
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("direction", ["upload", "download"])
 @pytest.mark.parametrize("flags, kept", [
-    ([], set()),
-    (["--preserve-xattrs=native"], {"user.colour", "user.empty"}),
-    (["--preserve-acls=native"], {"system.posix_acl_access"}),
-], ids=["none", "xattrs", "acls"])
-def test_native_xattrs_and_acls(fasp_server_module, tmp_path, direction, flags, kept):
-    """Only the asked kind travels; a destination overwritten in native mode loses attributes the
-    source lacks (the same inode is rewritten, so they would otherwise survive)."""
+    pytest.param([], set(), id="none"),
+    pytest.param(["--preserve-xattrs=none", "--remote-preserve-xattrs=native"], set(), id="one-side-none"),
+    pytest.param(["--preserve-xattrs=native"], {"user.colour", "user.empty"}, id="xattrs"),
+    pytest.param(["--preserve-acls=native"], {"system.posix_acl_access"}, id="acls"),
+])
+def test_native_xattrs_and_acls(fasp_server_module, tmp_path, request, direction, flags, kept):
+    """Only the asked kind travels, and only when neither side's mode is none; a destination
+    overwritten in native mode loses attributes the source lacks (the same inode is rewritten, so
+    they would otherwise survive), and keeps them when that kind does not travel."""
     remote = Remote.of(fasp_server_module)
 
     def stale(dst: Path) -> None:
         os.setxattr(random_file(dst / "a.bin", 10), "user.stale", b"old")
 
-    src, dst = remote.move(tmp_path, direction, "x-" + "-".join(sorted(kept)), flags, _attributed, stale)
+    src, dst = remote.move(tmp_path, direction, "x-" + request.node.callspec.id, flags, _attributed, stale)
     want = {n: v for n, v in _native(src / "a.bin").items() if n in kept}
     got = _native(dst / "a.bin")
     if "user.colour" in kept:
