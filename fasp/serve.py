@@ -122,7 +122,7 @@ class ServerSession:
         path = os.environ.get(SOCKET_ENV)
         if not path:
             raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, "this server offers no HTTP fallback "
-                                                               "(fasp-server runs without --http-port)")
+                                                               "(only fasp-server with --http-port does)")
         session, token = self._hello["session"], os.urandom(24).hex()
         registration = await Registration.open(path, session, token)
         await self.channel.send("fallback_ok", token=token)

@@ -118,6 +118,17 @@ def test_udp_blocked_without_fallback_fails_with_15(lab, server, tmp_path):
     assert not (server.docroot / "nofallback.bin").exists()
 
 
+def test_udp_stays_the_carrier_when_it_passes(fasp_server, tmp_path):
+    """-y 1 only matters when UDP fails: on an open path (loopback, no firewall) SESSION says udp."""
+    source = random_file(tmp_path / "open.bin", 200_000)
+    proc = subprocess.run([sys.executable, "-m", "tests.support.probe", "engine", "-P", str(fasp_server.port),
+                           "-y", "1", "-t", str(HTTP_PORT), str(source), f"{fasp_server.user}@{fasp_server.host}:/"],
+                          env={**fasp_server.env(), "PYTHONPATH": _pythonpath()}, cwd=REPO_ROOT, capture_output=True,
+                          timeout=90)
+    assert _ok(json.loads(proc.stdout))["Transport"] == "udp"
+    assert_same_file(source, fasp_server.docroot / "open.bin")
+
+
 def test_http_fallback_upload_and_download(lab, server, tmp_path):
     source = random_file(tmp_path / "up.bin", 3_000_000)
     run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT), str(source), f"{server.user}@{server.host}:/")
@@ -152,11 +163,15 @@ def test_https_fallback_verifies_both_certificates(lab, tls_server, certs, tmp_p
         assert not (tls_server.docroot / f"{name}.bin").exists()
 
 
-def test_fallback_without_a_fallback_port_fails_with_47(lab, server, tmp_path):
+def test_fallback_to_a_server_without_one_fails_with_47(lab, tmp_path):
+    """fasp-server without --http-port: its engine refuses the fallback request, and the client says why."""
     source = random_file(tmp_path / "noport.bin", 10_000)
-    run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT + 7), str(source), f"{server.user}@{server.host}:/")
-    assert int(_event(run, "ERROR")["Code"]) == ErrorCode.CONNECTION_ERROR_HTTP
-    assert not (server.docroot / "noport.bin").exists()
+    with start_fasp_server(tmp_path / "plain-server", host=SERVER_ADDR, wrapper=Lab.wrap(lab.server_ns, [])) as srv:
+        run = _ascp(lab, srv, "-y", "1", "-t", str(HTTP_PORT), str(source), f"{srv.user}@{srv.host}:/")
+        error = _event(run, "ERROR")
+        assert int(error["Code"]) == ErrorCode.CONNECTION_ERROR_HTTP
+        assert "no HTTP fallback" in error["Description"]
+        assert not (srv.docroot / "noport.bin").exists()
 
 
 def test_fasp_server_refuses_unknown_sessions_and_bad_requests(lab, server):
