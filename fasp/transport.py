@@ -636,7 +636,8 @@ class Transport:
         """Bytes [lo, hi) of a file being sent, or None if the source failed (its send fails with code 35).
 
         With -g, new data comes from blocks of read_size bytes read one after the other (the latest is
-        kept); a resend outside that block reads only its own bytes, at most read_size per pread."""
+        kept until the last byte went out); a resend outside it reads only its own bytes, at most read_size
+        per pread."""
         source, base, end = self._sources[file_id]
         if not isinstance(source, int):
             return source[lo - base:hi - base]
@@ -658,6 +659,8 @@ class Transport:
                         self._blocks[file_id] = (at, block)
                 parts.append(block[pos - at:hi - at])
                 pos += len(parts[-1])
+            if hi >= end:  # all of it sent: resends read from the file, the memory goes now
+                self._blocks.pop(file_id, None)
         except OSError as exc:
             fut = self._send_done.get(file_id)
             self._sender.remove(file_id)
