@@ -314,3 +314,34 @@ def test_under_stock_sshd(openssh_server, tmp_path, direction):
     assert (theirs.st_atime_ns, theirs.st_mtime_ns, theirs.st_uid, theirs.st_gid) == (*TIMES["a.bin"], UID, GID)
     assert _native(dst / "a.bin") == _native(src / "a.bin")
     assert_same_file(src / "a.bin", dst / "a.bin")
+
+
+def test_a_peer_cannot_set_privileged_attributes(tmp_path):
+    """Only user.* and POSIX ACLs travel: security.*/trusted.* (capabilities, SELinux labels) from a
+    peer, or a malformed ACL, end the session as a protocol error before anything is set."""
+    from fasp.attrs import apply
+    from fasp.control import ControlError
+
+    path = random_file(tmp_path / "f.bin", 10)
+    opts = {"xattrs_mode": "native", "acls_mode": "native"}
+    for name, value in [("security.capability", b"\x01\x00\x00\x02"), ("trusted.x", b"1"),
+                        ("system.posix_acl_access", b"\x02\x00\x00\x00\x99\x00\x07\x00\xff\xff\xff\xff")]:
+        meta = {"kinds": ["xattrs", "acls"], "xattrs": {name: base64.b64encode(value).decode()}}
+        with pytest.raises(ControlError):
+            apply(str(path), str(path), meta, opts)
+    assert _native(path) == {}
+
+
+@pytest.mark.parametrize("text", ["user::rw-,user:12345:r--,group::r-x,group:23456:rw-,mask::rwx,other::---",
+                                  "user::rwx,user:0:--x,group::---,mask::--x,other::r--"])
+def test_acl_text_round_trip_matches_the_kernel(tmp_path, text):
+    """The metafile's ACL text becomes the kernel's ACL (getfacl agrees) and back, byte for byte."""
+    from fasp.attrs import acl_blob, acl_text
+
+    path = random_file(tmp_path / "f.bin", 10)
+    os.setxattr(path, "system.posix_acl_access", acl_blob(text))
+    assert _acl_text(path) == text
+    assert acl_text(os.getxattr(path, "system.posix_acl_access")) == text
+    for bad in ["user::rw", "user:x:rw-", "owner::rw-", "mask:1:rw-", "user::wr-"]:
+        with pytest.raises(ValueError):
+            acl_blob(bad)
