@@ -109,7 +109,7 @@ class FallbackTransport:
     def tune(self, *, read_size: int | None = None, write_size: int | None = None,
              retransmission_max: int | None = None) -> None:
         """-g (bytes per source read, one frame each) and -G (bytes per destination write), 0 = our choice.
-        -X is accepted and has nothing to bound: TCP, not feedback, asks for retransmissions here."""
+        -X is accepted and bounds nothing: TCP does the retransmitting here."""
         if read_size is not None:
             self._read_size = min(read_size, MAX_READ) or CHUNK
         if write_size is not None:
@@ -395,25 +395,27 @@ class Registration:
                               f"cannot reach fasp-server's fallback socket: {exc.strerror}") from None
         self = cls(reader, writer)
         writer.write(json.dumps({"session": session_id, "token": token}).encode() + b"\n")
-        await self._answer(10.0)
+        await self._answer(10.0, "fasp-server did not acknowledge the registration")
         return self
 
     async def wait(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
         """Our client's authenticated stream: (reader, writer, "http"/"https")."""
-        return self._reader, self._writer, str((await self._answer(ACCEPT_TIMEOUT))["transport"])
+        answer = await self._answer(ACCEPT_TIMEOUT, "no client reached the HTTP fallback port")
+        return self._reader, self._writer, str(answer["transport"])
 
-    async def _answer(self, timeout: float) -> dict:
+    async def _answer(self, timeout: float, silence: str) -> dict:
         try:
             line = await asyncio.wait_for(self._reader.readline(), timeout)
             answer = json.loads(line) if line else {"error": "fasp-server closed the fallback socket"}
         except asyncio.TimeoutError:
             self._writer.close()
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP,
-                              f"no client reached the HTTP fallback port within {timeout:g}s") from None
+            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"{silence} within {timeout:g}s") from None
         except (ValueError, OSError) as exc:
             answer = {"error": str(exc)}
-        if not isinstance(answer, dict) or not answer.get("ok"):
+        if not isinstance(answer, dict):
+            answer = {"error": "malformed answer"}
+        if not answer.get("ok"):
             self._writer.close()
             raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback refused by fasp-server: "
-                                                               f"{answer.get('error', 'malformed answer')}")
+                                                               f"{answer.get('error', 'no reason given')}")
         return answer
