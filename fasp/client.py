@@ -119,6 +119,7 @@ class ClientSession:
         self._args_done: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._listings: dict[int, dict] = {}
         self._listed: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
+        self._held: list[dict] | None = None  # download file offers held until the job size is out
         self._stream: OutStream | None = None
         self._bye = asyncio.Event()
         self._remote_err = bytearray()
@@ -380,6 +381,9 @@ class ClientSession:
         elif kind == "listed":
             self._listings[msg["arg"]] = msg
             self._listed[msg["arg"]].set()
+            self._release_when_listed()
+        elif kind == "file" and self._held is not None:
+            self._held.append(msg)
         elif kind == "argdone":
             self._args_done[msg["arg"]].set()
         elif kind == "ferror" and msg["fid"] is None:  # a source the peer could not even offer
@@ -464,19 +468,32 @@ class ClientSession:
     async def _download_args(self) -> None:
         cfg = self.cfg
         self._next_arg = len(cfg.sources)
+        if cfg.precalculate:
+            self._held = []
         for arg, source in enumerate(cfg.sources):
             pair = cfg.pair_dests[arg] if cfg.pair_dests is not None else None
             await self._channel.send("get", arg=arg, source=source, start=None, end=None,
                                      rel=pair, lone=len(cfg.sources) == 1 and pair is None and not cfg.src_base)
-        if cfg.precalculate:
-            await asyncio.gather(*(self._listed[arg].wait() for arg in range(len(cfg.sources))))
-            listed = [self._listings[arg] for arg in range(len(cfg.sources))]
-            self._notify_job_size(files=sum(m["files"] for m in listed), dirs=sum(m["dirs"] for m in listed),
-                                  nbytes=sum(m["bytes"] for m in listed))
         for arg in range(len(cfg.sources)):
             await self._args_done[arg].wait()
             await self._receiver.idle()
             self.tally.arg_done(arg)
+
+    def _release_when_listed(self) -> None:
+        """--precalculate-job-size on a download: the job's totals must reach the manager before any file
+        starts, but the peer offers a source's files right after listing it. So file offers wait in
+        ``_held`` until every command-line source is listed; then NOTIFICATION goes out and they are
+        delivered in the order they came."""
+        count = len(self.cfg.sources)
+        if self._held is None or any(arg not in self._listings for arg in range(count)):
+            return
+        listed = [self._listings[arg] for arg in range(count)]
+        self._notify_job_size(files=sum(m["files"] for m in listed), dirs=sum(m["dirs"] for m in listed),
+                              nbytes=sum(m["bytes"] for m in listed))
+        held, self._held = self._held, None
+        for msg in held:
+            if not self._receiver.deliver(msg):
+                self.fail(control.ControlError(f"unexpected file message for file {msg.get('fid')}"))
 
     async def _start_item(self, source: str, dest: str, start: int | None, end: int | None) -> None:
         """One persistent-session START: upload or download one source to ``dest`` (relative to DEST)."""

@@ -194,10 +194,12 @@ def test_precalculate_job_size_on_download(fasp_server_module, tmp_path):
     sizes = (100, 2000, 30_000)
     for i, size in enumerate(sizes):
         random_file(ends.src / "job" / f"d{i}" / f"f{i}.bin", size)
-    mgr = ok(server, "--precalculate-job-size", *ends.args("job"))
+    random_file(ends.src / "solo.bin", 5000)  # a second source argument: its listing comes later
+    mgr = ok(server, "--precalculate-job-size", *ends.args("job", "solo.bin"))
     [note] = [f for f in mgr.of("NOTIFICATION") if f.get("PreTransferFiles") is not None]
     assert (note.int("PreTransferFiles"), note.int("PreTransferBytes"), note.int("PreTransferDirs")) == (
-        3, sum(sizes), 4)
+        4, sum(sizes) + 5000, 4)
+    assert len(mgr.of("STOP")) == 4
     types = mgr.types()
     assert types.index("NOTIFICATION") < types.index("START")
     plain = ok(server, *ends.args("job"))
