@@ -91,3 +91,35 @@ def test_fixed_percent_of_the_measured_capacity(relayed, tmp_path, direction, li
     assert 13 <= measured <= 27, measured
     targets = [f.int("TargetRate") for f in listener.of("STATS")]
     assert targets and 13_000 <= targets[-1] <= 27_000, targets  # the measured capacity, reported
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_a_rate_command_in_such_a_session_is_a_percent(relayed, tmp_path, listener, spawn, direction):
+    """RATE Rate=25 halves the 50 % on the wire (as kbit/s it would crawl at 25 kbit/s); in a download
+    the change travels to the remote sender."""
+    server, relay = relayed
+    reset(relay, rate_mbit=40, delay=0.005)
+    if direction == "upload":
+        src, way = random_file(tmp_path / "steer.bin", 5 << 20), "up"
+        args, dest = [str(src), remote(server, "/steer.bin")], server.docroot / "steer.bin"
+    else:
+        src, way = random_file(server.docroot / "steer-down.bin", 5 << 20), "down"
+        args, dest = [remote(server, "/steer-down.bin"), str(tmp_path)], tmp_path / "steer-down.bin"
+    proc = spawn(fasp_args(server, "--auto-detect-capacity", "-l", "50", "--policy", "fixed",
+                           "-M", str(listener.port), *args), server.env())
+    known = listener.wait_for(lambda f: f.type == "STATS" and f.int("TargetRate") < 100_000, timeout=30)
+    if known is None:
+        proc.kill()
+    assert known is not None, (listener.types(), proc.communicate()[1].decode(errors="replace")[-2000:])
+    listener.send("RATE", {"Rate": "25"})
+    changed = time.monotonic()
+    _, err = proc.communicate(timeout=40)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert_same_file(src, dest)
+    last = max(relay.counts.bins[way]) * BIN
+    assert last - changed > 1.0
+    measured = relay.counts.mbit(way, changed + 0.5, last - 0.2)
+    assert 6 <= measured <= 14, measured
+    after = [f.int("TargetRate") for t, f in listener.events if f.type == "STATS" and t > changed + 0.5]
+    assert after and 6_000 <= after[-1] <= 14_000, after
