@@ -5,6 +5,7 @@ controller's token bucket; it sleeps when there is nothing to do), emits
 feedback and keepalives, and runs the watchdogs. A socket reader callback opens
 datagrams, applies feedback and hands runs of adjacent payloads to a writer
 thread (``os.pwrite`` at their offsets, overlapping the loop's decryption).
+:meth:`Transport.tune` sets ascp's -g/-G block sizes and -X request size.
 """
 from __future__ import annotations
 
@@ -112,8 +113,8 @@ class Transport:
     listen/connect pair: the nonces restart with every Transport."""
 
     stall_timeout = 20.0  # seconds without progress before a send fails with code 40
-    on_capacity = None  # called once with the measured path capacity (kbit/s) in percent mode, if set
     peer_timeout = 10.0  # seconds without any datagram from the peer before it counts as gone (code 16)
+    on_capacity = None  # called once with the measured path capacity (kbit/s) in percent mode, if set
 
     def __init__(self, sock: UdpSocket, seal: Seal, peer, datagram_size: int, rate: RateSettings | None):
         if datagram_size < wire.DATA_OVERHEAD + 1 or datagram_size > 65507:
