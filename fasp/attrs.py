@@ -28,6 +28,10 @@ the ``user.fasp.creation_time`` xattr (decimal nanoseconds since the epoch). Whe
 on with the option, its recorded value wins over its own (newer) birth time, so the creation time
 survives every hop.
 
+Directories get times, owner, creation time and native attributes like files (their default ACL
+is worth keeping), but no metafile: it would sit beside the directory, which may be a docroot. The
+access time a directory carries is the one it has when sent: walking it, which reads it, came first.
+
 Native attributes in a writer's mode become exactly the source's: ones the destination had but the
 source lacks are removed (an overwritten file keeps its inode, and with it its old attributes).
 """
@@ -38,6 +42,7 @@ import ctypes
 import errno
 import json
 import os
+import stat
 import struct
 import tempfile
 
@@ -84,10 +89,11 @@ def hidden(path: str, opts: dict) -> bool:
 
 def collect(path: str, fd: int, st: os.stat_result, opts: dict) -> dict:
     """The ``meta`` of a file message: times (ns), owner, and per this side's modes its attributes."""
+    metafile = set() if stat.S_ISDIR(st.st_mode) else _categories(opts, "metafile")
     meta = {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns, "uid": st.st_uid, "gid": st.st_gid,
-            "kinds": sorted(_categories(opts, "native") | _categories(opts, "metafile"))}
+            "kinds": sorted(_categories(opts, "native") | metafile)}
     found = {**_read_native(path, fd, _categories(opts, "native")),
-             **_read_metafile(path + META_SUFFIX, _categories(opts, "metafile"))}
+             **_read_metafile(path + META_SUFFIX, metafile)}
     if found:
         meta["xattrs"] = {name: base64.b64encode(value).decode() for name, value in found.items()}
     if opts.get("preserve_ctime"):
@@ -134,7 +140,7 @@ def _read_metafile(meta_path: str, wanted: set[str]) -> dict[str, bytes]:
             for kind, text in dict(doc.get("acls") or {}).items():
                 found[by_kind[kind]] = acl_blob(text)
         return found
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise EngineError(ErrorCode.DISK_READ, f"{meta_path}: unreadable metafile: {exc}") from None
 
 
@@ -194,7 +200,7 @@ def apply(path: str, named: str, meta: object, opts: dict) -> None:
     native = _categories(opts, "native") & set(kinds)
     _apply_native(path, {n: v for n, v in attrs.items() if _category(n) in native}, native)
     metafile = _categories(opts, "metafile") & set(kinds)
-    if metafile:
+    if metafile and not os.path.isdir(path):
         _write_metafile(named + META_SUFFIX, {n: v for n, v in attrs.items() if _category(n) in metafile},
                         os.stat(path).st_mode & 0o666)
     if opts.get("preserve_ctime") and meta.get("btime_ns") is not None:
@@ -206,6 +212,12 @@ def apply(path: str, named: str, meta: object, opts: dict) -> None:
             os.chown(path, uid, gid)
         except OSError as exc:
             raise _failed(exc, path, f"change the owner to {uid}:{gid}", ErrorCode.DISK_WRITE) from None
+    apply_times(path, meta, opts)
+
+
+def apply_times(path: str, meta: dict, opts: dict) -> None:
+    """--preserve-access-time / --preserve-modification-time (both with -p). Last of all, and again on
+    a directory each time something lands in it, since that moves its mtime."""
     if opts.get("preserve_atime") or opts.get("preserve_mtime"):
         now = os.stat(path)
         atime = _int(meta, "atime_ns", signed=True) if opts.get("preserve_atime") else now.st_atime_ns

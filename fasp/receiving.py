@@ -78,6 +78,7 @@ class Receiver:
         self._idle = asyncio.Event()
         self._idle.set()
         self._keep: dict[int, set[str]] = {}
+        self._dirs: dict[str, dict] = {}  # received directories' meta: their times are put back (_settle)
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
     async def idle(self) -> None:
@@ -135,6 +136,10 @@ class Receiver:
                 return
             if stat.S_ISDIR(msg["mode"]):
                 os.makedirs(target, exist_ok=True)
+                attrs.apply(target, target, msg.get("meta"), self._opts)
+                if msg.get("meta") is not None:
+                    self._dirs[target] = msg["meta"]
+                self._settle(target)
                 await self._channel.send("fdone", fid=fid, written=0, checksum=None)
                 return
             if os.path.isdir(target):
@@ -168,6 +173,7 @@ class Receiver:
             os.unlink(target)
         self._tally.started(key, arg, 0, 0)
         os.symlink(text, target)
+        self._settle(target)
         self._tally.stopped(key, arg, 0, 0, None)
         await self._channel.send("fdone", fid=fid, written=0, checksum=None)
 
@@ -212,6 +218,7 @@ class Receiver:
             if self._file_pass is not None:  # the plain file is a new one: it gets the attributes
                 plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass) or target
                 attrs.apply(plain, plain, msg.get("meta"), self._opts)
+            self._settle(target)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
 
@@ -324,6 +331,13 @@ class Receiver:
             os.close(fd)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
+
+    def _settle(self, child: str) -> None:
+        """``child`` landed in a received directory, which moved that directory's times: put back
+        the preserved ones."""
+        parent = os.path.dirname(child)
+        if parent in self._dirs:
+            attrs.apply_times(parent, self._dirs[parent], self._opts)
 
     def _finish_fd(self, fd: int, size: int, ranged) -> str | None:
         if not ranged:

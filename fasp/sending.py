@@ -133,9 +133,29 @@ class Sender:
         finally:
             self.forget(fid)
 
+    def _collect(self, job: FileJob, fd: int, st: os.stat_result) -> dict | None:
+        """The ``meta`` of a file or directory message, or None once its failure is counted."""
+        try:
+            return attrs.collect(job.path, fd, st, self._opts)
+        except EngineError as exc:
+            self._tally.failed(job.path, job.arg, exc.code, exc.description)
+            return None
+
     async def _send_dir(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
+        try:
+            fd = os.open(job.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            self._tally.failed(job.path, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
+            return "failed"
+        try:
+            st = os.fstat(fd)
+            meta = self._collect(job, fd, st)
+        finally:
+            os.close(fd)
+        if meta is None:
+            return "failed"
         await self._channel.send("file", fid=fid, arg=job.arg, rel=job.rel, lone=False, size=0,
-                                 mtime=0, atime=0, mode=stat.S_IFDIR | 0o755)
+                                 mtime=st.st_mtime, atime=st.st_atime, mode=stat.S_IFDIR | 0o755, meta=meta)
         msg = await box.get()
         if msg["t"] == "ferror":
             self._tally.failed(job.path, job.arg, msg["code"], msg["desc"])
@@ -169,10 +189,8 @@ class Sender:
         pieces: set[asyncio.Task] = set()
         st = os.fstat(fd)
         try:
-            try:
-                meta = attrs.collect(job.path, fd, st, self._opts)
-            except EngineError as exc:
-                self._tally.failed(key, job.arg, exc.code, exc.description)
+            meta = self._collect(job, fd, st)
+            if meta is None:
                 return "failed"
             size, rel, read = st.st_size, job.rel, reader(fd)
             extents = data_extents(fd, size)

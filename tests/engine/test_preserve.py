@@ -19,6 +19,8 @@ from tests.engine.helpers import assert_same_file, random_file, run_ascp
 UID, GID = 12345, 23456
 TIMES = {"a.bin": (1_000_000_000_123_456_789, 1_100_000_000_987_654_321),  # (atime, mtime) in ns, 2001/2004
          "b.bin": (1_010_000_000_000_000_001, 1_111_111_111_222_222_222)}
+DIR_TIMES = {".": (1_020_000_000_000_000_003, 1_120_000_000_000_000_004),  # the source directory itself
+             "sub": (1_030_000_000_000_000_005, 1_130_000_000_000_000_006)}
 COLOUR = b"blue\x00\xff"
 ACL = "u:12345:r--,g:23456:rw-"
 CREATED = "user.fasp.creation_time"
@@ -98,8 +100,13 @@ def _attributes_supported(tmp_path, fasp_server_module):
 
 
 def _timed_owned(src: Path) -> None:
-    for name, (atime, mtime) in TIMES.items():
-        path = random_file(src / name, 200_000 if name == "a.bin" else 3000)
+    """Files and directories with distinctive old times and a foreign owner (sub/c.bin keeps its own
+    times: it is there to land in sub after sub's times were set)."""
+    random_file(src / "sub" / "c.bin", 1000)
+    for name, (atime, mtime) in {**TIMES, **DIR_TIMES}.items():
+        path = src / name
+        if name in TIMES:
+            random_file(path, 200_000 if name == "a.bin" else 3000)
         os.chown(path, UID, GID)
         os.utime(path, ns=(atime, mtime))
 
@@ -123,14 +130,19 @@ def _attributed(src: Path) -> None:
 def test_times_and_owner(fasp_server_module, tmp_path, request, direction, flags, kept):
     remote = Remote.of(fasp_server_module)
     src, dst = remote.move(tmp_path, direction, "t-" + request.node.callspec.id, flags, _timed_owned)
+    theirs = {name: os.stat(dst / name) for name in [*TIMES, *DIR_TIMES]}  # before hashing or listing
+    ours = {name: os.stat(src / name) for name in TIMES}
+    for name, (atime, mtime) in {**TIMES, **DIR_TIMES}.items():
+        if name in TIMES:  # a directory's access time is the walk's, which reads it (fasp/attrs.py)
+            assert (theirs[name].st_atime_ns == atime) == ("atime" in kept), name
+        assert (theirs[name].st_mtime_ns == mtime) == ("mtime" in kept), name
+        assert theirs[name].st_uid == (UID if "uid" in kept else 0), name
+        assert theirs[name].st_gid == (GID if "gid" in kept else 0), name
     for name, (atime, mtime) in TIMES.items():
-        theirs, ours = os.stat(dst / name), os.stat(src / name)  # before hashing reads them
-        assert (theirs.st_atime_ns == atime) == ("atime" in kept), name
-        assert (theirs.st_mtime_ns == mtime) == ("mtime" in kept), name
-        assert theirs.st_uid == (UID if "uid" in kept else 0) and theirs.st_gid == (GID if "gid" in kept else 0)
-        assert (ours.st_atime_ns == atime) == ("source atime" in kept), name
-        assert ours.st_mtime_ns == mtime  # the source is never changed
+        assert (ours[name].st_atime_ns == atime) == ("source atime" in kept), name
+        assert ours[name].st_mtime_ns == mtime  # the source is never changed
         assert_same_file(src / name, dst / name)
+    assert_same_file(src / "sub" / "c.bin", dst / "sub" / "c.bin")
 
 
 @pytest.mark.timeout(60)
@@ -292,7 +304,7 @@ def test_through_faspmanager_session(fasp_server_module, tmp_path):
     assert _native(dst / "a.bin") == {"user.colour": COLOUR, "user.empty": b"",
                                       CREATED: str(_birth_ns(src / "a.bin")).encode()}
     assert json.loads((dst / ("a.bin" + META)).read_text())["acls"] == {"access": _acl_text(src / "a.bin")}
-    assert _files(dst) == ["a.bin", "a.bin" + META, "b.bin", "b.bin" + META]
+    assert _files(dst) == ["a.bin", "a.bin" + META, "b.bin", "b.bin" + META, "sub/c.bin", "sub/c.bin" + META]
     for name in TIMES:
         assert_same_file(src / name, dst / name)
 
