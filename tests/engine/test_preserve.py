@@ -112,10 +112,13 @@ def _timed_owned(src: Path) -> None:
 
 
 def _attributed(src: Path) -> None:
+    """a.bin with user attributes and an ACL; its directory with a default ACL (set last: a.bin has
+    only its own)."""
     path = random_file(src / "a.bin", 50_000)
     os.setxattr(path, "user.colour", COLOUR)
     os.setxattr(path, "user.empty", b"")
     subprocess.run(["setfacl", "-m", ACL, str(path)], check=True)
+    subprocess.run(["setfacl", "-d", "-m", ACL, str(src)], check=True)
 
 
 @pytest.mark.timeout(60)
@@ -191,8 +194,12 @@ def test_native_xattrs_and_acls(fasp_server_module, tmp_path, request, direction
     else:
         assert {n: v for n, v in got.items() if n != "user.stale"} == want
         assert got.get("user.stale") == b"old"  # xattrs mode none: the destination's own are left alone
+    default = "system.posix_acl_default"
     if kept == {"system.posix_acl_access"}:
         assert _acl_text(dst / "a.bin") == _acl_text(src / "a.bin")
+        assert os.getxattr(dst, default) == os.getxattr(src, default)
+    else:
+        assert default not in os.listxattr(dst)
     assert _files(dst) == ["a.bin"]
     assert_same_file(src / "a.bin", dst / "a.bin")
 
