@@ -20,27 +20,31 @@ SOURCE_MTIME = 1_500_000_000
 
 # ---- overwrite policies -------------------------------------------------------------------------------
 
-# destination files already there (size, mtime) against sources of 3000 bytes with mtime SOURCE_MTIME
+# destination files already there (size, mtime) against sources of 3000 bytes with mtime SOURCE_MTIME;
+# "identical" holds the source's own bytes
 EXISTING = {"bigger-older": (5000, 1_000_000_000), "bigger-newer": (5000, 2_000_000_000),
-            "same-size-older": (3000, 1_000_000_000), "smaller-older": (1000, 1_000_000_000)}
-# which of them each policy replaces, with -k 1 (so "diff" compares sizes)
+            "same-size-older": (3000, 1_000_000_000), "identical": (3000, 1_000_000_000),
+            "smaller-older": (1000, 1_000_000_000)}
+# which of them each policy replaces, with -k 1 (so "diff" compares sizes) unless the case says -k 3
 REPLACED = {
     "never": set(),
-    "always": {"bigger-older", "bigger-newer", "same-size-older"},
-    "older": {"bigger-older", "same-size-older"},
+    "always": {"bigger-older", "bigger-newer", "same-size-older", "identical"},
+    "older": {"bigger-older", "same-size-older", "identical"},
     "diff": {"bigger-older", "bigger-newer"},
     "diff+older": {"bigger-older"},
+    "diff -k 3": {"bigger-older", "bigger-newer", "same-size-older"},
 }
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("policy", list(REPLACED))
+@pytest.mark.parametrize("case", list(REPLACED))
 @pytest.mark.parametrize("direction", DIRECTIONS)
-def test_overwrite_policies(fasp_server_module, tmp_path, direction, policy):
+def test_overwrite_policies(fasp_server_module, tmp_path, direction, case):
     """Each --overwrite policy replaces exactly the destination files it should and leaves the others
     byte for byte. A smaller destination file is checked under "never" only: the others resume into
     it with -k 1 (test_resume_modes)."""
     server = fasp_server_module
+    policy, _, k = case.partition(" -k ")
     ends = Ends(server, tmp_path, direction)
     wanted = EXISTING if policy == "never" else {k: v for k, v in EXISTING.items() if k != "smaller-older"}
     before = {}
@@ -48,16 +52,33 @@ def test_overwrite_policies(fasp_server_module, tmp_path, direction, policy):
         src = random_file(ends.src / "ow" / name, 3000)
         os.utime(src, (SOURCE_MTIME, SOURCE_MTIME))
         old = random_file(ends.dst / "ow" / name, size)
+        if name == "identical":
+            old.write_bytes(src.read_bytes())
         os.utime(old, (mtime, mtime))
         before[name] = sha256(old)
-    mgr = ok(server, f"--overwrite={policy}", "-k", "1", *ends.args("ow"))
+    mgr = ok(server, f"--overwrite={policy}", "-k", k or "1", *ends.args("ow"))
     for name in wanted:
-        if name in REPLACED[policy]:
+        if name in REPLACED[case]:
             assert_same_file(ends.src / "ow" / name, ends.dst / "ow" / name)
+            assert int((ends.dst / "ow" / name).stat().st_mtime) != EXISTING[name][1], name  # rewritten
         else:
             assert sha256(ends.dst / "ow" / name) == before[name], name
-    assert sorted(names(mgr, "STOP")) == sorted(REPLACED[policy])
-    assert sorted(names(mgr, "SKIP")) == sorted(set(wanted) - REPLACED[policy])
+            assert int((ends.dst / "ow" / name).stat().st_mtime) == EXISTING[name][1], name  # untouched
+    assert sorted(names(mgr, "STOP")) == sorted(REPLACED[case])
+    assert sorted(names(mgr, "SKIP")) == sorted(set(wanted) - REPLACED[case])
+
+
+def test_never_and_older_protect_a_shorter_file_without_our_sidecar():
+    """The rule behind the "smaller-older" case: a shorter destination file is resumed into only if our
+    own sidecar says it is an unfinished transfer; otherwise "never" and "older" apply to it."""
+    from fasp.resume import Existing, plan
+    shorter = Existing(1000, 2_000_000_000.0)
+    common = dict(size=3000, mtime=float(SOURCE_MTIME), resume=1, final=shorter, partial=shorter)
+    assert plan(overwrite="never", watermark=None, **common).action == "skip"
+    assert plan(overwrite="older", watermark=None, **common).action == "skip"
+    assert plan(overwrite="never", watermark=1000, **common).start == 1000  # ours: resumed
+    assert plan(overwrite="older", watermark=800, **common).start == 800
+    assert plan(overwrite="diff", watermark=None, **common).start == 1000  # -k 1 trusts the size
 
 
 # ---- --save-before-overwrite ----------------------------------------------------------------------------
@@ -89,6 +110,17 @@ def test_save_before_overwrite_keeps_a_dated_copy(fasp_server_module, tmp_path, 
     assert len(list(out.iterdir())) == 6
     ok(server, "--overwrite=always", *ends.args("sb"))
     assert len(list(out.iterdir())) == 6
+
+
+def test_saved_names_count_within_a_second(tmp_path, monkeypatch):
+    """The index counts from 1 for each name saved in the same second."""
+    from fasp import receiving
+    monkeypatch.setattr(receiving.time, "strftime", lambda fmt, *t: "2026.01.02.03.04.05")
+    target = str(tmp_path / "same.log")
+    for index in (1, 2, 3):
+        saved = receiving._saved_name(target)
+        assert saved == str(tmp_path / f"same.2026.01.02.03.04.05.{index}.log")
+        open(saved, "w").close()
 
 
 # ---- partial files, -d, resume ----------------------------------------------------------------------------
@@ -223,6 +255,7 @@ def test_file_manifest_says_each_files_outcome(fasp_server_module, tmp_path, dir
     random_file(ends.src / "mf" / "left.tmp", 10)
     random_file(ends.src / "mf" / "kept.bin", 10)
     random_file(ends.dst / "mf" / "kept.bin", 20)
+    tabbed = random_file(ends.src / "mf" / "tab\there.bin", 30)  # a tab in a name is written as \t
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     code, err, _ = transfer(server, "--file-manifest=text", f"--file-manifest-path={manifests}",
@@ -231,7 +264,9 @@ def test_file_manifest_says_each_files_outcome(fasp_server_module, tmp_path, dir
     assert_same_file(sent, ends.dst / "mf" / "sent.bin")
     lines = {os.path.basename(fields[1]): fields for fields in _manifest_lines(manifests)}
     assert {name: fields[0] for name, fields in lines.items()} == {
-        "sent.bin": "passed", "left.tmp": "skipped", "kept.bin": "skipped", "missing.bin": "failed"}
+        "sent.bin": "passed", "left.tmp": "skipped", "kept.bin": "skipped", "missing.bin": "failed",
+        "tab\\there.bin": "passed"}
+    assert_same_file(tabbed, ends.dst / "mf" / tabbed.name)
     assert len(lines["sent.bin"]) == 2 and "pattern" in lines["left.tmp"][2]
     assert lines["missing.bin"][2].startswith("4 ")
     ok(server, "--overwrite=never", *ends.args("mf"))
