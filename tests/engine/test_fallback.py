@@ -6,6 +6,7 @@ engine tried). Every transfer checks size and sha256; SESSION names the carrier.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime
 import io
 import ipaddress
@@ -24,9 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fasp import httpwire
+from fasp.fallback import Registration
+from fasp.frontdoor import FallbackPort
 from faspmanager.codes import ErrorCode
 from tests.engine.helpers import assert_same_file, random_file
 from tests.support.netns import SERVER_ADDR, Lab, udp_blocked_lab
+from tests.support.ports import free_port
 from tests.support.servers import REPO_ROOT, _pythonpath, start_fasp_server
 
 HTTP_PORT = 18080  # not the default 8080: the tests pass -t, so an ignored -t fails them
@@ -112,8 +116,8 @@ def test_udp_blocked_without_fallback_fails_with_15(lab, server, tmp_path):
     source = random_file(tmp_path / "nofallback.bin", 10_000)
     dropped = lab.udp_dropped()
     run = _ascp(lab, server, str(source), f"{server.user}@{server.host}:/")
-    assert run["rc"] != 0
-    assert int(_event(run, "ERROR")["Code"]) == ErrorCode.CONNECTION_TIMEOUT
+    error = _event(run, "ERROR")
+    assert run["rc"] != 0 and int(error["Code"]) == ErrorCode.CONNECTION_TIMEOUT, (error, run["stderr"])
     assert lab.udp_dropped() > dropped  # the firewall, not something else, stopped it
     assert not (server.docroot / "nofallback.bin").exists()
 
@@ -278,3 +282,42 @@ def test_faspmanager_session_reports_the_transport(lab, server, tmp_path):
     sessions = [stats for event, stats in out["events"] if event.endswith("SESSION")]
     assert sessions and sessions[0]["transport"] == "http", out["events"][:3]
     assert_same_file(source, server.docroot / "mgr.bin")
+
+
+def test_fallback_port_hands_only_the_right_token_to_the_engine(tmp_path, caplog):
+    """fasp-server's FallbackPort in process: a wrong token is 403 and the engine hears nothing; the right one
+    is 101, then bytes flow both ways; the registration is spent (a replay is 404); no token in the log."""
+    async def ask(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(httpwire.request(session, token, "127.0.0.1", port, False))
+        head = await reader.readuntil(b"\r\n\r\n")
+        return reader, writer, httpwire.status_of(httpwire.parse_head(head))
+
+    async def main() -> None:
+        door = FallbackPort(None, None)
+        port = free_port()
+        await door.start("127.0.0.1", port)
+        try:
+            registration = await Registration.open(door.socket_path, session, token)
+            engine = asyncio.ensure_future(registration.wait())
+            _, writer, status = await ask(port, "f" * 48)
+            assert status == 403 and not engine.done()
+            writer.close()
+            reader, writer, status = await ask(port, token)
+            assert status == 101
+            engine_reader, engine_writer, name = await asyncio.wait_for(engine, 5)
+            assert name == "http"
+            writer.write(b"to the engine")
+            assert await engine_reader.readexactly(13) == b"to the engine"
+            engine_writer.write(b"to the client")
+            assert await reader.readexactly(13) == b"to the client"
+            assert (await ask(port, token))[2] == 404
+            writer.close()
+            engine_writer.close()
+        finally:
+            await door.close()
+
+    session, token = "cd" * 16, os.urandom(24).hex()
+    caplog.set_level("INFO", logger="fasp.frontdoor")
+    asyncio.run(main())
+    assert "wrong token for session cdcdcdcd" in caplog.text and token not in caplog.text
