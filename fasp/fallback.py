@@ -11,8 +11,10 @@ unauthenticated ever reaches an engine.
 Frames carry datagrams sealed as on UDP (:mod:`fasp.seal`) under a key derived
 for this channel: the UDP attempt already used the session key's first nonces.
 TCP does the reliability, so there is no retransmission: DATA goes out once,
-paced by a token bucket at the target rate, and the receiver answers each
-completed file with a FEEDBACK report that completes the sender's ``send``.
+paced by a token bucket at the target rate (``-l``, changeable at run time),
+and the receiver answers each completed file with a FEEDBACK report that
+completes the sender's ``send``. The policy has no say here: TCP's own
+congestion control already shares the path.
 """
 from __future__ import annotations
 

@@ -143,10 +143,11 @@ async def _pair(jpeg: bool, rate_kbps: int, key: bytes | None = b"k" * 16):
     return ends
 
 
-@pytest.mark.parametrize("jpeg", [False, True])
-def test_driver_moves_bytes_and_set_rate_takes_effect(jpeg):
+@pytest.mark.parametrize("jpeg, key", [(False, b"k" * 16), (True, b"k" * 32), (False, None)],
+                         ids=["plain", "jpeg", "no-encryption"])
+def test_driver_moves_bytes_and_set_rate_takes_effect(jpeg, key):
     async def main():
-        client, server = await _pair(jpeg, 800)  # 100 kB/s: 3 s for these bytes
+        client, server = await _pair(jpeg, 800, key)  # 100 kB/s: 3 s for these bytes
         data = os.urandom(300_000)
         with tempfile.TemporaryFile() as out:
             started = time.monotonic()
