@@ -75,6 +75,8 @@ class FallbackTransport:
     ``peer_timeout`` seconds without a byte from the peer (code 16, as on UDP)."""
 
     peer_timeout = 10.0
+    on_capacity = None  # as on Transport; never called: there is no capacity probe over TCP, so
+    # --auto-detect-capacity leaves the fallback at the engine's ceiling (TCP takes what the path gives)
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, session_id: bytes,
                  key: bytes | None, direction: int, jpeg: bool, rate: RateSettings, name: str,
@@ -162,7 +164,7 @@ class FallbackTransport:
     def stats(self) -> dict:
         s = self._rate
         return dict(rate_kbps=s.target_kbps, target_kbps=s.target_kbps, min_kbps=s.min_kbps, policy=s.policy,
-                    rtt_ms=None, loss=0.0, loss_in=0.0, **self._counters)
+                    capacity_kbps=None, rtt_ms=None, loss=0.0, loss_in=0.0, **self._counters)
 
     async def close(self) -> None:
         """Idempotent: say CLOSE, then free the connection."""
