@@ -135,9 +135,11 @@ def test_udp_stays_the_carrier_when_it_passes(fasp_server, tmp_path):
 
 def test_http_fallback_upload_and_download(lab, server, tmp_path):
     source = random_file(tmp_path / "up.bin", 3_000_000)
+    dropped = lab.udp_dropped()
     run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT), str(source), f"{server.user}@{server.host}:/")
     session = _ok(run)
     assert (session["Transport"], int(session["Port"])) == ("http", HTTP_PORT)
+    assert lab.udp_dropped() > dropped  # UDP was tried first, and the firewall took it
     assert_same_file(source, server.docroot / "up.bin")
 
     remote = random_file(server.docroot / "down.bin", 2_500_000)
