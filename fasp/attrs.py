@@ -85,6 +85,12 @@ def hidden(path: str, opts: dict) -> bool:
     return path.endswith(META_SUFFIX) and bool(_categories(opts, "metafile"))
 
 
+def with_metafiles(names: set[str], opts: dict) -> set[str]:
+    """--delete-before-transfer keeps ``names``: where this side writes metafiles, theirs too (a
+    skipped file's metafile would otherwise be lost)."""
+    return names | {n + META_SUFFIX for n in names} if _categories(opts, "metafile") else names
+
+
 # --- reading side ---------------------------------------------------------------------------------
 
 def collect(path: str, fd: int, st: os.stat_result, opts: dict) -> dict:

@@ -113,7 +113,7 @@ class Receiver:
         """--delete-before-transfer: remove what lies below the directory's destination but not in the source."""
         root = destination(self._dest, top, False, resolve=self._resolve,
                            create_dirs=self._opts.get("create_dirs", False))
-        deleted = await asyncio.to_thread(_prune_except, root, keep)
+        deleted = await asyncio.to_thread(_prune_except, root, attrs.with_metafiles(keep, self._opts))
         await self._channel.send("kept", arg=arg, deleted=deleted)
 
     def _finished(self, task: asyncio.Task) -> None:

@@ -262,6 +262,23 @@ def test_remote_modes_default_to_the_local_ones(fasp_server_module, tmp_path, di
 
 
 @pytest.mark.timeout(60)
+def test_delete_before_transfer_keeps_the_metafiles_of_kept_files(fasp_server_module, tmp_path):
+    """A file the transfer skips keeps its metafile; what the source lacks goes, metafile included."""
+    remote = Remote.of(fasp_server_module)
+
+    def before(dst: Path) -> None:
+        os.link(tmp_path / "upload" / "k" / "a.bin", dst / "a.bin")
+        for name in ("a.bin" + META, "gone.bin", "gone.bin" + META):
+            (dst / name).write_text("{}")
+
+    src, dst = remote.move(tmp_path, "upload", "k", ["--delete-before-transfer", "--overwrite=never",
+                                                      "--preserve-xattrs=metafile"],
+                           lambda d: random_file(d / "a.bin", 100), before)
+    assert _files(dst) == ["a.bin", "a.bin" + META]
+    assert (dst / ("a.bin" + META)).read_text() == "{}"
+
+
+@pytest.mark.timeout(60)
 def test_metadata_failures_are_file_errors_with_their_code(fasp_server_module, tmp_path, listener, spawn):
     """An unreadable source metafile fails its file with 35 (disk read); a metafile that cannot be
     written (a directory holds its name) fails its file with 7 (is a directory); the rest arrives."""
