@@ -94,7 +94,7 @@ def test_data_channel_that_cannot_open_is_14(tmp_path):
 @pytest.mark.parametrize("argv, needle", [
     (["--bogus-flag", "a", "h:/b"], "--bogus-flag"),
     (["-W", "a", "h:/b"], "-W"),
-    (["-f", "/etc/aspera.conf", "a", "h:/b"], "not supported"),
+    (["-y", "2", "a", "h:/b"], "-y"),
     (["-l", "fast", "a", "h:/b"], "-l"),
     (["--overwrite=sometimes", "a", "h:/b"], "--overwrite"),
 ])
