@@ -262,6 +262,30 @@ def test_remote_modes_default_to_the_local_ones(fasp_server_module, tmp_path, di
 
 
 @pytest.mark.timeout(60)
+def test_attributes_reach_the_decrypted_file(fasp_server_module, tmp_path):
+    """--file-crypt: the stored envelope gets the attributes, and so does the file decrypted from it
+    on download (a new file, so they are applied after decryption)."""
+    remote = Remote.of(fasp_server_module)
+    remote.env = {**remote.env, "ASPERA_SCP_FILEPASS": "correct horse"}
+    flags = ["-p", "--preserve-file-owner-uid", "--preserve-xattrs=native"]
+
+    def build(d: Path) -> None:
+        _attributed(d)
+        _timed_owned(d)
+
+    src, stored = remote.move(tmp_path, "upload", "e", ["--file-crypt=encrypt", *flags], build)
+    envelope = os.stat(stored / "a.bin.aspera-env")  # before the download reads it
+    back = tmp_path / "decrypted"
+    back.mkdir()
+    done = remote.run("--file-crypt=decrypt", *flags, f"{remote.login}:/upload/e", str(back))
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    for copy, st in ((stored / "a.bin.aspera-env", envelope), (back / "e" / "a.bin", os.stat(back / "e" / "a.bin"))):
+        assert (st.st_atime_ns, st.st_mtime_ns, st.st_uid) == (*TIMES["a.bin"], UID), copy
+        assert os.getxattr(copy, "user.colour") == COLOUR
+    assert_same_file(src / "a.bin", back / "e" / "a.bin")
+
+
+@pytest.mark.timeout(60)
 def test_delete_before_transfer_keeps_the_metafiles_of_kept_files(fasp_server_module, tmp_path):
     """A file the transfer skips keeps its metafile; what the source lacks goes, metafile included."""
     remote = Remote.of(fasp_server_module)
