@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.engine.helpers import ENGINE, MgmtListener, assert_same_file, fasp_args, random_file, remote, sha256
+from tests.engine.helpers import ENGINE, MgmtListener, assert_same_file, fasp_args, random_file, sha256
 from tests.engine.test_option_effects import DIRECTIONS, Ends, listing, names, ok, transfer
 
 SOURCE_MTIME = 1_500_000_000
