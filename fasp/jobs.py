@@ -11,6 +11,7 @@ import errno
 import fnmatch
 import os
 import stat
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -194,10 +195,12 @@ def share(items: Iterable[FileJob | Problem], node: int, nodes: int, split_above
           ) -> Iterator[FileJob | Problem]:
     """-C NODE:NODES: this process's part of a source argument, so NODES processes together send it once.
 
-    Directories and problems everywhere; files by turns (the walk's order is the same everywhere);
-    a file above ``split_above`` bytes (when set) is cut into NODES byte ranges, one per process.
+    Directories and problems everywhere; each file to the node a stable hash of its destination name
+    picks, so the choice does not depend on which other files a node's walk saw (by turns it did: with
+    --remove-after-transfer a node that walked after another had removed its files counted differently,
+    and some files were sent by nobody); a file above ``split_above`` bytes (when set) is cut into NODES
+    byte ranges, one per process.
     """
-    turn = 0
     for item in items:
         if nodes == 1 or not isinstance(item, FileJob) or item.is_dir or item.link is not None:
             yield item
@@ -205,10 +208,8 @@ def share(items: Iterable[FileJob | Problem], node: int, nodes: int, split_above
             item.start, item.end = item.size * (node - 1) // nodes, item.size * node // nodes
             if item.end > item.start:
                 yield item
-        else:
-            if turn % nodes == node - 1:
-                yield item
-            turn += 1
+        elif zlib.crc32(item.rel.encode("utf-8", "surrogateescape")) % nodes == node - 1:
+            yield item
 
 
 def data_extents(fd: int, size: int, limit: int = 1024) -> list[list[int]] | None:

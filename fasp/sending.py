@@ -36,6 +36,14 @@ def _piece_done(task: asyncio.Task, pieces: set, box: asyncio.Queue) -> None:
         box.put_nowait({"t": "failed", "error": task.exception()})
 
 
+def _part_only(job: FileJob) -> bool:
+    """Whether only a byte range of the source travelled (a -C share of a file above
+    --multi-session-threshold, or a ranged START). --remove-after-transfer / --move-after-transfer then
+    leave the source alone: another process may still have to read its other ranges, and no receiver
+    confirmed the whole file (removing it lost the file when the other node had not opened it yet)."""
+    return job.start is not None or job.end is not None
+
+
 class Sender:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict,
                  resolve: Callable[[str], str] = os.path.abspath, file_pass: str | None = None) -> None:
@@ -244,6 +252,8 @@ class Sender:
 
     def _after(self, job: FileJob) -> None:
         """Source-side options once the receiver confirmed the file."""
+        if _part_only(job):
+            return
         try:
             if self._opts.get("remove_after_transfer"):
                 os.unlink(job.path)

@@ -11,11 +11,13 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp)
+from tests.engine.helpers import (ENGINE, MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp,
+                                  sha256)
 
 DIRECTIONS = ["upload", "download"]
 
@@ -307,3 +309,32 @@ def test_server_side_effects_under_openssh(openssh_server, tmp_path):
     assert_same_file(src, up.dst / "sb.txt")
     [saved] = [p for p in up.dst.iterdir() if p.name != "sb.txt"]
     assert saved.name.startswith("sb.") and saved.name.endswith(".1.txt") and saved.read_bytes() == b"before"
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_two_nodes_remove_only_whole_files(fasp_server_module, tmp_path, direction):
+    """-C 1:2 and 2:2 with --remove-after-transfer: each small file goes once it arrived; a file above
+    --multi-session-threshold travels in two ranges, so neither node may remove it (one did, and the
+    other node then found no source: the file was lost). The destination is complete either way."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    tree = ends.src / "split"
+    small = {f"s{i}.bin": random_file(tree / f"s{i}.bin", 5000 + i).read_bytes() for i in range(4)}
+    big = random_file(tree / "big.bin", 8 << 20)
+    digest = sha256(big)
+    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, f"-C{node}:2", "--multi-session-threshold=1048576",
+                                                   "--remove-after-transfer", *ends.args("split"))],
+                              env=server.env(), stderr=subprocess.PIPE) for node in (1, 2)]
+    try:
+        codes = [p.wait(60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        errors = [p.communicate()[1].decode() for p in procs]
+    assert codes == [0, 0], errors
+    assert listing(tree) == ["big.bin"] and sha256(big) == digest
+    assert_same_file(big, ends.dst / "split" / "big.bin", digest)
+    for name, data in small.items():
+        assert (ends.dst / "split" / name).read_bytes() == data
