@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -319,6 +320,12 @@ def _choice(key: str, raw: object, choices) -> str:
 _REMOTE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@\s]+):(?P<path>.*)$")
 
 
+def _mtime_bound(key: str, raw: object) -> int:
+    """ascp's MTIME: seconds since the epoch, or (negative) seconds before now, fixed when the session starts."""
+    value = _int(key, str(raw).removeprefix("-"))
+    return int(time.time()) - value if str(raw).startswith("-") else value
+
+
 def split_remote(arg: str) -> tuple[str | None, str | None, str]:
     """``[user@]host:path`` -> (user, host, path); a local path -> (None, None, path)."""
     match = _REMOTE.match(arg)
@@ -384,10 +391,9 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     if get("datagram_size") is not None:
         cfg.datagram_size = _int("-Z", get("datagram_size"), 296, 65000)
     cfg.exclude = list(get("exclude") or [])
-    if get("exclude_newer_than") is not None:
-        cfg.exclude_newer_than = _int("--exclude-newer-than", get("exclude_newer_than"))
-    if get("exclude_older_than") is not None:
-        cfg.exclude_older_than = _int("--exclude-older-than", get("exclude_older_than"))
+    for key in ("exclude_newer_than", "exclude_older_than"):
+        if get(key) is not None:
+            setattr(cfg, key, _mtime_bound(f"--{key.replace('_', '-')}", get(key)))
     if get("file_checksum") is not None:
         cfg.file_checksum = _choice("--file-checksum", get("file_checksum"), CHECKSUMS)
     if get("target_rate") is not None:

@@ -8,6 +8,7 @@ against fasp-server on loopback; upload and download use the same layout
 from __future__ import annotations
 
 import os
+import time
 import shutil
 import socket
 import stat
@@ -211,16 +212,21 @@ def test_exclude_patterns_files_and_directories(fasp_server_module, tmp_path, di
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("relative", [False, True], ids=["epoch", "before-now"])
 @pytest.mark.parametrize("direction", DIRECTIONS)
-def test_exclude_newer_and_older_than(fasp_server_module, tmp_path, direction):
-    """--exclude-older-than / --exclude-newer-than (seconds since the epoch) leave out files by mtime."""
+def test_exclude_newer_and_older_than(fasp_server_module, tmp_path, direction, relative):
+    """--exclude-older-than / --exclude-newer-than leave out files by mtime: a bound is seconds since the
+    epoch, or with a minus sign seconds before now (ascp's MTIME)."""
     server = fasp_server_module
     ends = Ends(server, tmp_path, direction)
+    now = int(time.time())
+    ages = (now - 10 * 86400, now - 2 * 86400, now - 60) if relative else (1_000_000_000, 1_500_000_000, 2_000_000_000)
+    bounds = ("-432000", "-86400") if relative else ("1200000000", "1800000000")
     made = {}
-    for name, mtime in (("old.bin", 1_000_000_000), ("mid.bin", 1_500_000_000), ("new.bin", 2_000_000_000)):
+    for name, mtime in zip(("old.bin", "mid.bin", "new.bin"), ages):
         made[name] = random_file(ends.src / "aged" / name, 1500)
         os.utime(made[name], (mtime, mtime))
-    mgr = ok(server, "--exclude-older-than=1200000000", "--exclude-newer-than=1800000000", *ends.args("aged"))
+    mgr = ok(server, f"--exclude-older-than={bounds[0]}", f"--exclude-newer-than={bounds[1]}", *ends.args("aged"))
     assert listing(ends.dst / "aged") == ["mid.bin"]
     assert_same_file(made["mid.bin"], ends.dst / "aged" / "mid.bin")
     assert sorted(names(mgr, "SKIP")) == ["new.bin", "old.bin"]
