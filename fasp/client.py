@@ -420,7 +420,7 @@ class ClientSession:
 
     async def _upload_args(self) -> None:
         cfg = self.cfg
-        rules = Rules.from_opts(cfg.options_for_peer())
+        rules = Rules.from_opts(cfg.local_options())
         lone = len(cfg.sources) == 1 and cfg.pair_dests is None and not cfg.src_base
         self._next_arg = len(cfg.sources)
         walks = [self._walk_local(arg, source, top_name(source, cfg.src_base, cfg.pair_dests[arg]
@@ -500,7 +500,7 @@ class ClientSession:
         arg = self._next_arg
         self._next_arg += 1
         if self.cfg.direction == "send":
-            rules = Rules.from_opts(self.cfg.options_for_peer())
+            rules = Rules.from_opts(self.cfg.local_options())
             items = list(self._walk_local(arg, source, dest, False, rules))
             for item in items:
                 if isinstance(item, FileJob):

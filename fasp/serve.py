@@ -128,11 +128,9 @@ class ServerSession:
         await self.channel.send("fallback_ok", token=token)
         reader, writer, name = await registration.wait()
         udp = self.transport
-        now = udp.stats()
         self.transport = FallbackTransport(
             reader, writer, session_id=bytes.fromhex(session), key=self._key, direction=1, jpeg=msg["jpeg"],
-            rate=RateSettings(target_kbps=now["target_kbps"], min_kbps=now["min_kbps"], policy=now["policy"]),
-            name=name)
+            rate=udp.rate_settings, name=name)
         await udp.close()
         self._start_role()
         log.info("session %s: data now over %s%s", session, name, " (JPEG frames)" if msg["jpeg"] else "")

@@ -273,6 +273,11 @@ class Transport:
             if self._incoming.get(file_id) is inc:
                 del self._incoming[file_id]
 
+    @property
+    def rate_settings(self) -> RateSettings:
+        """The settings in force (a fallback transport takes them over as they are, percent mode included)."""
+        return self._rate.settings
+
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect at once (within one pacing tick)."""
         self._rate.set_settings(rate)
