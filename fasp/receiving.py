@@ -219,6 +219,8 @@ class Receiver:
                 plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass) or target
                 attrs.apply(plain, plain, msg.get("meta"), self._opts)
             self._settle(target)
+        else:  # each range sets them after its own writes, so the range that lands last leaves them right
+            attrs.apply(target, target, msg.get("meta"), self._opts)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
 

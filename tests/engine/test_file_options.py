@@ -280,8 +280,9 @@ def test_two_nodes_share_one_transfer(fasp_server_module, tmp_path):
     for i in range(10):
         random_file(tree / f"s{i}.bin", 10_000 + i)
     big = random_file(tree / "big.bin", 6 << 20)
+    os.utime(big, ns=(1_234_567_890_123_456_789, 1_111_111_111_222_333_444))  # -p: each range sets them
     listeners = [MgmtListener(), MgmtListener()]
-    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, "-M", str(mgr.port), f"-C{node}:2",
+    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, "-M", str(mgr.port), f"-C{node}:2", "-p",
                                                    "--multi-session-threshold=1048576", str(tree),
                                                    remote(server, "/"))], env=server.env())
              for node, mgr in zip((1, 2), listeners)]
@@ -298,6 +299,7 @@ def test_two_nodes_share_one_transfer(fasp_server_module, tmp_path):
     moved = [mgr.of("DONE")[0].int("TransferBytes") for mgr in listeners]
     assert sum(moved) == sum(f.stat().st_size for f in tree.iterdir())
     assert all(m > big.stat().st_size // 3 for m in moved)
+    assert (server.docroot / "shared" / "big.bin").stat().st_mtime_ns == big.stat().st_mtime_ns  # the last range leaves it right
 
 
 @pytest.mark.timeout(60)
