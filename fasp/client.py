@@ -139,13 +139,14 @@ class ClientSession:
             "Encryption": cfg.key_bytes > 0, "Cipher": cfg.cipher, "Keepalive": cfg.keepalive,
             "Cookie": cfg.cookie, "RetryTimeout": cfg.retry_timeout, "DatagramSize": cfg.datagram_size})
         reader = stats = None
-        ok = False
+        ok = listed = False
         try:
             await self._race(self._connect())
             reader = asyncio.create_task(self._control_reader())
             stats = asyncio.create_task(self._stats_loop())
             await self._race(self._work())
             if cfg.manifest_dir:  # before the outcome: a session that ends 27 lists its failed files too
+                listed = True
                 self._write_manifest(cfg.manifest_dir)
             outcome = self.tally.session_outcome()
             if outcome is not None:
@@ -158,6 +159,10 @@ class ClientSession:
             # the manager hears at once; cleaning up may take a moment more
             self.tally.emit("ERROR", {"Code": error.code, "Description": error.description,
                                       **self.tally.done_fields()})
+            if cfg.manifest_dir and not listed and self._connected.is_set():  # cancelled, peer gone...
+                self.tally.interrupted(error.code, error.description)
+                with contextlib.suppress(EngineError):
+                    self._write_manifest(cfg.manifest_dir)
             raise error from None
         finally:
             if stats is not None:

@@ -83,6 +83,11 @@ class Tally:
             self.first_error = (code, desc)
         self.emit("FILEERROR", {"File": key, "Code": code, "Description": desc, "FaspFileArgIndex": arg})
 
+    def interrupted(self, code: int, desc: str) -> None:
+        """The session ends early: the files still in flight count as failed with its error (for the manifest)."""
+        self.outcomes.extend(("failed", key, f"{code} {desc}") for key in self._file_elapsed)
+        self._file_elapsed.clear()
+
     def arg_done(self, arg: int) -> None:
         counts = self.per_arg[arg]
         self.emit("ARGSTOP", {"FaspFileArgIndex": arg, "ArgTransfersAttempted": counts.attempted,

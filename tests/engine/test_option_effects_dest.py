@@ -274,6 +274,37 @@ def test_file_manifest_says_each_files_outcome(fasp_server_module, tmp_path, dir
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_file_manifest_of_a_cancelled_session(fasp_server_module, tmp_path, direction):
+    """A session that ends early (here CANCEL, 28) still writes its manifest: the files done by then
+    as they ended, the one in flight as failed with the session's error."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    first = random_file(ends.src / "mc" / "a-first.bin", 5000)
+    random_file(ends.src / "mc" / "b-slow.bin", 40 << 20)
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    mgr = MgmtListener()
+    proc = subprocess.Popen([*ENGINE, *fasp_args(server, "-M", str(mgr.port), "-l", "20000", "--file-manifest=text",
+                                                 f"--file-manifest-path={manifests}", *ends.args("mc"))],
+                            env=server.env(), stderr=subprocess.PIPE)
+    try:
+        for event, name in (("STOP", "a-first"), ("START", "b-slow")):
+            assert mgr.wait_for(lambda f: f.type == event and name in f.get("File", ""), 30), mgr.types()
+        mgr.send("CANCEL")
+        assert proc.wait(30) == 28, proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        mgr.close()
+    assert_same_file(first, ends.dst / "mc" / "a-first.bin")
+    lines = {os.path.basename(fields[1]): fields for fields in _manifest_lines(manifests)}
+    assert lines["a-first.bin"] == ["passed", lines["a-first.bin"][1]]
+    assert lines["b-slow.bin"][0] == "failed" and lines["b-slow.bin"][2].startswith("28 ")
+
+
+@pytest.mark.timeout(60)
 def test_log_dirs_on_download(fasp_server_module, tmp_path):
     """-L and -R on a download (upload: test_transfer.test_log_dirs)."""
     server = fasp_server_module
