@@ -251,6 +251,8 @@ class TransferOptions:
         args: list[str] = []
         for name, option in _OPTIONS.items():
             value = self.opts.get(name)
+            if name == "target_rate_kbps" and self.opts.get("auto_detect_capacity") and value == option.default:
+                value = 100  # the reference: "Default: 10000 (Or 100% when autoDetectCapacity is turned on)"
             if option.kind is HttpFallbackOptions and value is not None:
                 args += value.build_ascp_options()
             else:

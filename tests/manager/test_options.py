@@ -104,6 +104,23 @@ def test_unset_options_add_nothing_and_defaults_are_explicit():
     assert "-T" not in args and "-d" not in args
 
 
+def test_auto_detect_capacity_makes_the_default_target_100_percent():
+    """The reference: target_rate_kbps "is interpreted as a percentage ... Default: 10000 (Or 100% when
+    autoDetectCapacity is turned on)"; the engine refuses a percent above 100."""
+    from fasp.options import parse
+
+    def rate_words(**options):
+        args = fm.TransferOptions(**options).ascp_args()
+        return args[args.index("-l") + 1], parse([*args, "local.bin", "u@h:/"], {})
+
+    words, cfg = rate_words(auto_detect_capacity=True)
+    assert words == "100" and cfg.auto_capacity and cfg.target_kbps == 100
+    words, cfg = rate_words(auto_detect_capacity=True, target_rate_kbps=40)
+    assert words == "40" and cfg.target_kbps == 40
+    words, cfg = rate_words()
+    assert words == "10000" and not cfg.auto_capacity and cfg.target_kbps == 10000
+
+
 @pytest.mark.parametrize("name", sorted(SECRET_ENV))
 def test_secret_options_go_to_the_environment(name):
     order = _upload(**{name: "SECRET-value"})
