@@ -21,8 +21,8 @@ import time
 import pytest
 
 from fasp import wire
-from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp, server_mode_pids,
-                                  sha256, wait_until)
+from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp,
+                                  server_mode_pids, sha256, wait_until)
 from tests.support.ports import free_port
 from tests.support.relay import relay_in_thread
 from tests.support.servers import start_fasp_server
