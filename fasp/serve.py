@@ -81,10 +81,10 @@ class ServerSession:
             raise control.ControlError(f"expected hello version {control.VERSION}, got {hello['t']} "
                                        f"v{hello.get('v')}")
         self.opts = hello["opts"]
+        if self.opts.get("log_dir"):  # first: the -R log has the session's every line
+            self._log_to(str(self.opts["log_dir"]))
         if hello.get("token"):
             log.info("the client presented an ASPERA_SCP_TOKEN; SSH authentication already authorized it here")
-        if self.opts.get("log_dir"):
-            self._log_to(str(self.opts["log_dir"]))
         rate = self.capped(hello["rate"])
         key = bytes.fromhex(hello["key"]) if hello["key"] else None
         self.transport = await self._listen(hello, key, rate)
