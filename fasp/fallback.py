@@ -145,8 +145,11 @@ class FallbackTransport:
         finally:
             self._send_done.pop(file_id, None)
 
-    async def receive(self, file_id: int, fd: int, start: int, end: int, on_progress=None) -> None:
-        """Write bytes [start, end) of file ``file_id`` into ``fd`` at their offsets; return once all are written."""
+    async def receive(self, file_id: int, fd: int, start: int, end: int, on_progress=None,
+                      whole: bool = False) -> None:
+        """Write bytes [start, end) of file ``file_id`` into ``fd`` at their offsets; return once all are written.
+
+        ``whole`` needs nothing here: TCP delivers in order, so the bytes land in order and leave no hole."""
         self._check_open()
         if start >= end:
             return

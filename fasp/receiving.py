@@ -202,10 +202,16 @@ class Receiver:
             await self._channel.send("begin", fid=fid, start=start)
             self._tally.started(key, arg, size, start)
             pieces = plan_pieces(clip(extents, start, end), self._piece)
-            sidecar = partial if pieces and not ranged else None
+            # a small file (one piece) lands with one write once all of it arrived (transport "whole"): it
+            # never has a hole, so a new one is either empty or complete, which is exactly what a sidecar of
+            # watermark 0 told a later resume. It needs none then: that was two of the three files a small
+            # file cost (the sidecar and its temporary, created and renamed for every file). A resumed one
+            # (start > 0) keeps its sidecar: it is what marks the shorter file as our unfinished transfer.
+            whole = len(pieces) == 1 and pieces[0][1] - pieces[0][0] <= PIECE
+            sidecar = partial if pieces and not ranged and not (whole and start == 0) else None
             if sidecar is not None:  # from now on the file may have holes: say where its good part ends
                 resume.write_watermark(sidecar, size, msg["mtime"], start)
-            written = await self._pieces(fid, fd, pieces, sidecar, msg)
+            written = await self._pieces(fid, fd, pieces, sidecar, msg, whole)
             checksum = await asyncio.to_thread(self._finish_fd, fd, size, ranged)
         finally:
             os.close(fd)
@@ -253,7 +259,7 @@ class Receiver:
             return None, size
         return verdict.start, size
 
-    async def _request(self, fid: int, fd: int, lo: int, hi: int, landed) -> asyncio.Task:
+    async def _request(self, fid: int, fd: int, lo: int, hi: int, landed, whole: bool = False) -> asyncio.Task:
         """Register bytes [lo, hi) as a new piece, then ask the sender for it; ``landed(lo, hi)`` runs
         once they are written. Holds one slot of the session's window until then."""
         await self._window.acquire()
@@ -261,7 +267,7 @@ class Receiver:
 
         async def receive() -> None:
             try:
-                await self._transport.receive(pid, fd, lo, hi, self._tally.progress)
+                await self._transport.receive(pid, fd, lo, hi, self._tally.progress, whole=whole)
             finally:
                 self._window.release()
             landed(lo, hi)
@@ -272,7 +278,7 @@ class Receiver:
         return task
 
     async def _pieces(self, fid: int, fd: int, pieces: list[tuple[int, int]], sidecar: str | None,
-                      msg: dict) -> int:
+                      msg: dict, whole: bool = False) -> int:
         """Request every piece, at most PIECES_PER_FILE at once; the bytes written."""
         per_file = asyncio.Semaphore(PIECES_PER_FILE)
         pending: set[int] = set()
@@ -296,7 +302,7 @@ class Receiver:
             for lo, hi in pieces:
                 await per_file.acquire()
                 pending.add(lo)
-                tasks.append(await self._request(fid, fd, lo, hi, landed))
+                tasks.append(await self._request(fid, fd, lo, hi, landed, whole))
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
