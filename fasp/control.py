@@ -112,17 +112,19 @@ class Decoder:
     def feed(self, data: bytes) -> list[dict]:
         if self._error is not None:
             raise self._error
-        self._buf += data
+        buf = self._buf
+        buf += data
         out: list[dict] = []
+        at = 0  # frames are cut from the front once, after the loop: a feed may hold hundreds of them
         try:
-            while len(self._buf) >= _LEN.size:
-                (length,) = _LEN.unpack_from(self._buf)
+            while len(buf) - at >= _LEN.size:
+                (length,) = _LEN.unpack_from(buf, at)
                 if length > MAX_FRAME:
                     raise ControlError(f"control frame of {length} bytes exceeds {MAX_FRAME}")
-                if len(self._buf) < _LEN.size + length:
+                if len(buf) - at < _LEN.size + length:
                     break
-                body = bytes(self._buf[_LEN.size:_LEN.size + length])
-                del self._buf[:_LEN.size + length]
+                body = bytes(buf[at + _LEN.size:at + _LEN.size + length])
+                at += _LEN.size + length
                 try:
                     msg = json.loads(body.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -131,6 +133,8 @@ class Decoder:
         except ControlError as exc:
             self._error = exc
             raise
+        finally:
+            del buf[:at]
         return out
 
     @property
