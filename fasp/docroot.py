@@ -26,6 +26,11 @@ def confined(docroot: str, path: str) -> bool:
         real = os.path.realpath(path)
     except ValueError:  # a NUL byte, or a lone surrogate (UnicodeEncodeError)
         return False
+    return _within(root, real)
+
+
+def _within(root: str, real: str) -> bool:
+    """Whether the real path ``real`` is the real path ``root`` or lies below it."""
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -39,7 +44,7 @@ def resolve(docroot: str, client_path: str) -> str:
         raise EngineError(ErrorCode.BAD_PATH, f"path is not encodable as a file name: {client_path!r}") from None
     root = os.path.realpath(docroot)
     real = os.path.realpath(os.path.join(root, client_path.lstrip(os.sep)))
-    if not confined(root, real):
+    if not _within(root, real):  # both are real already: no second realpath of each (two per file received)
         raise EngineError(ErrorCode.BAD_PATH, f"path is outside the docroot: {client_path!r}")
     _refuse_link_loop(real, client_path)
     return real
