@@ -179,3 +179,42 @@ async def test_every_policy_delivers(tmp_path, policy):
         stats = client.stats()
         assert stats["policy"] == policy and 1000 <= stats["rate_kbps"] <= 200_000
     assert sha256_file(dst) == sha256_file(src)
+
+
+@aio
+async def test_whole_receive_lands_with_one_write_despite_loss_and_reordering(tmp_path, monkeypatch):
+    """receive(whole=True) (a small file's only piece): however the datagrams arrive, the bytes land with
+    ONE write once all arrived, so the destination never holds a hole (why such a file needs no sidecar)."""
+    import fasp.transport
+
+    data = os.urandom(200_000)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(bytes(1000) + data)
+    writes = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, payload, offset):
+        writes.append((offset, len(payload)))
+        return real_pwrite(fd, payload, offset)
+
+    monkeypatch.setattr(fasp.transport.os, "pwrite", pwrite)
+    async with AsyncExitStack() as stack:
+        async def via(port):
+            relay = Relay(target=("127.0.0.1", port), loss=0.1, reorder=0.1, duplicate=0.05, seed=3)
+            return (await stack.enter_async_context(relay)).port
+        async with pair(via=via) as (client, server):
+            fd_src, fd_dst = os.open(src, os.O_RDONLY), os.open(dst, os.O_RDWR | os.O_CREAT)
+            try:
+                rx = asyncio.ensure_future(server.receive(5, fd_dst, 1000, 1000 + len(data), whole=True))
+                await asyncio.sleep(0)
+                send = asyncio.ensure_future(client.send(5, fd_src, 1000, 1000 + len(data)))
+                while not rx.done():  # until the end, nothing at all was written
+                    assert writes == [] and os.fstat(fd_dst).st_size == 0
+                    await asyncio.wait([rx], timeout=0.002)
+                await rx
+                await asyncio.wait_for(send, 20)
+            finally:
+                os.close(fd_src)
+                os.close(fd_dst)
+    assert writes == [(1000, len(data))]
+    assert dst.read_bytes() == bytes(1000) + data
