@@ -29,7 +29,8 @@ PIECE = 512 * 1024
 """Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
 PIECES_PER_FILE = 16
 """Pieces of one file requested at once: 8 MiB in flight, more than a 100 Mbit/s x 200 ms path holds (2.5 MB)."""
-PIECES_IN_FLIGHT = 32
+PIECES_IN_FLIGHT = 64
+"""Pieces registered at once in a session: room for every small file the sender offers at once (FILES_IN_FLIGHT)."""
 SESSION_FATAL = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_LOST,
                            ErrorCode.DATA_TRANSFER_TIMEOUT})
 """Data-channel failures: they end the session, unlike a file's own error."""
