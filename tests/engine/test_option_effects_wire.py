@@ -24,7 +24,7 @@ from fasp import wire
 from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp,
                                   server_mode_pids, sha256, wait_until)
 from tests.support.ports import free_port
-from tests.support.relay import relay_in_thread
+from tests.support.relayed import relayed_server, reset
 from tests.support.servers import start_fasp_server
 
 WRONG_SSHFP = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -32,23 +32,8 @@ WRONG_SSHFP = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 @pytest.fixture(scope="module")
 def relayed(tmp_path_factory):
-    with relay_in_thread() as relay:
-        relay.target = ("127.0.0.2", relay.port)
-        engine = ["env", "FASP_UDP_BIND=127.0.0.2", sys.executable, "-m", "fasp"]
-        with start_fasp_server(tmp_path_factory.mktemp("relayed-wire"), udp_port=relay.port,
-                               engine_command=engine) as server:
-            yield server, relay
-
-
-def reset(relay, delay: float = 0.0) -> list:
-    """Fresh counts, no impairment but ``delay``; returns the list (direction, type, size) of every datagram."""
-    seen: list = []
-    relay.tamper = lambda data, direction: (seen.append((direction, data[1], len(data))), [data])[1]
-    relay.loss, relay.delay, relay.rate_mbit = 0.0, delay, 0.0
-    relay.counts.bytes.update(up=0, down=0)
-    relay.counts.bins["up"].clear()
-    relay.counts.bins["down"].clear()
-    return seen
+    with relayed_server(tmp_path_factory.mktemp("relayed-wire")) as pair:
+        yield pair
 
 
 def files_for(server, tmp_path, direction: str, size: int, name: str):

@@ -6,7 +6,6 @@ sees each one: type (header byte 1, in clear) and size.
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
@@ -14,31 +13,16 @@ import pytest
 from fasp import wire
 from fasp.receiver import MIN_FEEDBACK_BYTES
 from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, sha256
-from tests.support.relay import BIN, relay_in_thread
-from tests.support.servers import start_fasp_server
+from tests.support.relay import BIN
+from tests.support.relayed import relayed_server, reset
 
 FEEDBACK_OVERHEAD = wire.HEADER_SIZE + wire.TAG_SIZE  # a FEEDBACK datagram is its body plus these 52 bytes
 
 
 @pytest.fixture(scope="module")
 def relayed(tmp_path_factory):
-    with relay_in_thread() as relay:
-        relay.target = ("127.0.0.2", relay.port)
-        engine = ["env", "FASP_UDP_BIND=127.0.0.2", sys.executable, "-m", "fasp"]
-        with start_fasp_server(tmp_path_factory.mktemp("relayed"), udp_port=relay.port,
-                               engine_command=engine) as server:
-            yield server, relay
-
-
-def reset(relay, **impairment) -> list:
-    """Fresh counts and the given impairment; returns the list (direction, type, size) of every datagram."""
-    seen: list = []
-    relay.tamper = lambda data, direction: (seen.append((direction, data[1], len(data))), [data])[1]
-    relay.loss, relay.delay, relay.rate_mbit = impairment.get("loss", 0.0), impairment.get("delay", 0.0), \
-        impairment.get("rate_mbit", 0.0)
-    relay.counts.bins["up"].clear()
-    relay.counts.bins["down"].clear()
-    return seen
+    with relayed_server(tmp_path_factory.mktemp("relayed")) as pair:
+        yield pair
 
 
 def transfer(server, tmp_path, direction: str, size: int, *flags: str, timeout: float = 60, name: str = "f"):

@@ -1,0 +1,31 @@
+"""A fasp-server whose UDP goes through the impairment relay: tests judge options on the relay's wire."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from tests.support.relay import Relay, relay_in_thread
+from tests.support.servers import FaspServer, start_fasp_server
+
+
+@contextmanager
+def relayed_server(workdir: Path) -> Iterator[tuple[FaspServer, Relay]]:
+    """The server's engines bind UDP on 127.0.0.2 at the relay's port; clients reach them through the relay."""
+    with relay_in_thread() as relay:
+        relay.target = ("127.0.0.2", relay.port)
+        engine = ["env", "FASP_UDP_BIND=127.0.0.2", sys.executable, "-m", "fasp"]
+        with start_fasp_server(workdir, udp_port=relay.port, engine_command=engine) as server:
+            yield server, relay
+
+
+def reset(relay: Relay, *, loss: float = 0.0, delay: float = 0.0, rate_mbit: float = 0.0) -> list:
+    """Fresh counts and only the given impairment; returns the list (direction, type, size) of every datagram."""
+    seen: list = []
+    relay.tamper = lambda data, direction: (seen.append((direction, data[1], len(data))), [data])[1]
+    relay.loss, relay.delay, relay.rate_mbit = loss, delay, rate_mbit
+    relay.counts.bytes.update(up=0, down=0)
+    relay.counts.bins["up"].clear()
+    relay.counts.bins["down"].clear()
+    return seen
