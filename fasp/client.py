@@ -118,7 +118,6 @@ class ClientSession:
         self._next_arg = 0
         self._args_done: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._listings: dict[int, dict] = {}
-        self._listed: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._held: list[dict] | None = None  # download file offers held until the job size is out
         self._stream: OutStream | None = None
         self._bye = asyncio.Event()
@@ -224,18 +223,9 @@ class ClientSession:
             "hello", v=control.VERSION, session=self.session_id, key=key.hex() if key else None,
             direction=cfg.direction, dest=cfg.dest, datagram_size=cfg.datagram_size, udp_port=cfg.udp_port,
             rate=self._rate_dict(), opts=cfg.options_for_peer(), token=cfg.token)
-        try:
-            welcome = await asyncio.wait_for(self._channel.recv(), WELCOME_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise EngineError(ErrorCode.TRANSFER_TIMEOUT, "the remote engine did not answer") from None
-        if welcome is None:
-            await asyncio.sleep(0.2)
-            raise EngineError(ErrorCode.TRANSFER_ERROR,
-                              f"the remote engine closed the session: {self._remote_stderr() or 'no reason given'}")
-        if welcome["t"] == "error":
-            raise EngineError(welcome["code"], welcome["desc"])
-        if welcome["t"] != "welcome" or welcome["v"] != control.VERSION:
-            raise control.ControlError(f"unexpected answer from the remote engine: {welcome['t']}")
+        welcome = await self._answer("welcome", "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
+        if welcome["v"] != control.VERSION:
+            raise control.ControlError(f"the remote engine speaks control version {welcome['v']}")
         self._rate = RateSettings(**_rate_from(welcome["rate"]))
         self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
@@ -253,6 +243,23 @@ class ClientSession:
             "Rate": self._rate.target_kbps, "MinRate": self._rate.min_kbps,
             "Policy": self._rate.policy.upper(), "Encryption": cfg.key_bytes > 0})
 
+    async def _answer(self, expected: str, request: str, silent: ErrorCode, closed: ErrorCode) -> dict:
+        """The peer engine's answer to ``request``: a message of type ``expected``, or the EngineError its
+        error message names, or ``silent``/``closed`` (with its last words) when it says nothing or goes away."""
+        try:
+            answer = await asyncio.wait_for(self._channel.recv(), WELCOME_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise EngineError(silent, f"the remote engine did not answer {request}") from None
+        if answer is None:
+            await asyncio.sleep(0.2)  # let its last words arrive on stderr
+            raise EngineError(closed, f"the remote engine closed the session instead of answering {request}: "
+                                      f"{self._remote_stderr() or 'no reason given'}")
+        if answer["t"] == "error":
+            raise EngineError(answer["code"], answer["desc"])
+        if answer["t"] != expected:
+            raise control.ControlError(f"unexpected answer to {request} from the remote engine: {answer['t']}")
+        return answer
+
     async def _open_data_channel(self, udp_port: int, key: bytes | None) -> Transport | FallbackTransport:
         """UDP, or with -y 1 HTTP(S) when the UDP handshake gets no answer (a firewall, most likely)."""
         try:
@@ -268,19 +275,8 @@ class ClientSession:
         """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails)."""
         cfg = self.cfg
         await self._channel.send("fallback", jpeg=cfg.jpeg)
-        try:
-            answer = await asyncio.wait_for(self._channel.recv(), WELCOME_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, "the remote engine did not answer the HTTP "
-                                                               "fallback request") from None
-        if answer is None:
-            await asyncio.sleep(0.2)
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"the remote engine ended the session instead of "
-                                                               f"the HTTP fallback: {self._remote_stderr() or 'closed'}")
-        if answer["t"] == "error":
-            raise EngineError(answer["code"], answer["desc"])
-        if answer["t"] != "fallback_ok":
-            raise control.ControlError(f"unexpected answer to the HTTP fallback request: {answer['t']}")
+        answer = await self._answer("fallback_ok", "the HTTP fallback request", ErrorCode.CONNECTION_ERROR_HTTP,
+                                    ErrorCode.CONNECTION_ERROR_HTTP)
         reader, writer, buffered, self._carrier = await dial(
             cfg.remote.host, cfg.http_port, session_id=self.session_id, token=answer["token"], jpeg=cfg.jpeg,
             cafile=cfg.https_cert, keyfile=cfg.https_key, proxy=cfg.proxy)
@@ -385,7 +381,6 @@ class ClientSession:
             self.fail(EngineError(ErrorCode.PEER_ABORTED_SESSION, "the peer cancelled the session"))
         elif kind == "listed":
             self._listings[msg["arg"]] = msg
-            self._listed[msg["arg"]].set()
             self._release_when_listed()
         elif kind == "file" and self._held is not None:
             self._held.append(msg)
