@@ -2,7 +2,7 @@
 
 One :class:`ClientSession` per process. Its life: INIT, SSH connect (password,
 host key checked against known_hosts or the --check-sshfp pin), remote ``--server`` over the SSH channel,
-hello/welcome on the control channel (the data key travels only there), UDP
+hello/welcome on the control channel (each end's key share travels only there), UDP
 transport, SESSION, then the work (upload, download, persistent START items or
 a stream), then bye and DONE, or ERROR with a code. Every failure, including
 CANCEL and a vanished manager, funnels through one future so the session ends
@@ -32,6 +32,7 @@ from .fallback import FallbackTransport, dial
 from .jobs import FileJob, Problem, Rules, top_name, walk
 from .options import POLICIES, Config
 from .receiving import Receiver
+from .seal import SHARE_BYTES, SessionKey
 from .sending import Sender
 from .stream import OutStream
 from .tally import Tally
@@ -296,15 +297,16 @@ class ClientSession:
             raise EngineError(ErrorCode.TRANSFER_ERROR, f"cannot start the remote engine: {exc}") from None
         self._channel = Channel(self._proc.stdout, self._proc.stdin)
         self._stderr_task = asyncio.create_task(self._collect_stderr())
-        key = os.urandom(cfg.key_bytes) if cfg.key_bytes else None
+        share = os.urandom(SHARE_BYTES)
         await self._channel.send(
-            "hello", v=control.VERSION, session=self.session_id, key=key.hex() if key else None,
+            "hello", v=control.VERSION, session=self.session_id, share=share.hex(), key_bytes=cfg.key_bytes,
             direction=cfg.direction, dest=cfg.dest, datagram_size=cfg.datagram_size, udp_port=cfg.udp_port,
             rate=self._rate_dict(), opts=cfg.options_for_peer(), token=cfg.token)
         welcome = await self._answer("welcome", "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
         if welcome["v"] != control.VERSION:
             raise control.ControlError(f"the remote engine speaks control version {welcome['v']}")
         self._rate = RateSettings(**_rate_from(welcome["rate"]))
+        key = SessionKey.derive(share, control.share(welcome), bytes.fromhex(self.session_id), cfg.key_bytes)
         self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
             self._sender = Sender(self._channel, self._transport, self.tally, cfg.local_options(),
@@ -338,7 +340,7 @@ class ClientSession:
             raise control.ControlError(f"unexpected answer to {request} from the remote engine: {answer['t']}")
         return answer
 
-    async def _open_data_channel(self, udp_port: int, key: bytes | None) -> Transport | FallbackTransport:
+    async def _open_data_channel(self, udp_port: int, key: SessionKey) -> Transport | FallbackTransport:
         """UDP, or with -y 1 HTTP(S) when the UDP handshake gets no answer (a firewall, most likely)."""
         try:
             return await self._open_udp(udp_port, key)
@@ -349,7 +351,7 @@ class ClientSession:
             log.info("UDP data channel failed (%s): trying the HTTP fallback", exc.description)
         return await self._open_fallback(key)
 
-    async def _open_fallback(self, key: bytes | None) -> FallbackTransport:
+    async def _open_fallback(self, key: SessionKey) -> FallbackTransport:
         """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails)."""
         cfg = self.cfg
         await self._channel.send("fallback", jpeg=cfg.jpeg)
@@ -361,7 +363,7 @@ class ClientSession:
         return FallbackTransport(reader, writer, session_id=bytes.fromhex(self.session_id), key=key, direction=0,
                                  jpeg=cfg.jpeg, rate=self._rate, name=self._carrier, buffered=buffered)
 
-    async def _open_udp(self, udp_port: int, key: bytes | None) -> Transport:
+    async def _open_udp(self, udp_port: int, key: SessionKey) -> Transport:
         """Handshake on UDP while watching the control channel: the peer is silent there until we
         speak, so anything it says meanwhile (an error, or closing) explains a handshake that fails."""
         cfg = self.cfg
