@@ -116,12 +116,14 @@ def _host_key_algs(listed: list[asyncssh.SSHKey]) -> list[str]:
 
 
 def _host_key_error(remote, check: _HostKeyCheck, known: asyncssh.SSHKnownHosts | None,
-                    files: list[str]) -> EngineError:
+                    files: list[str], reason: str) -> EngineError:
     """Code 51 naming the host, the key it offered and why it is not trusted."""
     name = remote.host if remote.port == 22 else f"[{remote.host}]:{remote.port}"
     key = check.refused
     offered = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}" if key is not None else "its host key"
-    if check.pin is not None:
+    if key is None:  # refused before asking us: a revoked key or a certificate known_hosts does not trust
+        why = f"is not trusted: {reason}"
+    elif check.pin is not None:
         why = f"does not match --check-sshfp {check.pin}"
     elif _listed_keys(known, remote):
         why = (f"is NOT the key listed for it in {', '.join(files)}: the host key has CHANGED "
@@ -167,8 +169,8 @@ async def open_ssh(cfg: Config) -> asyncssh.SSHClientConnection:
         return await asyncio.wait_for(asyncssh.connect(**options), CONNECT_TIMEOUT)
     except asyncssh.PermissionDenied:
         raise EngineError(ErrorCode.AUTH, f"authentication failed for {remote.user}@{remote.host}") from None
-    except asyncssh.HostKeyNotVerifiable:
-        raise _host_key_error(remote, check, known, files) from None
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise _host_key_error(remote, check, known, files, exc.reason) from None
     except asyncio.TimeoutError:
         raise EngineError(ErrorCode.TRANSFER_TIMEOUT, f"no SSH answer from {remote.host}:{remote.port}") from None
     except (OSError, asyncssh.Error) as exc:

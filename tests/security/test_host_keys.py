@@ -166,6 +166,17 @@ def test_untrusted_host_key_is_51_before_any_credential(case, via, server_key, t
     assert PASSWORD not in message
 
 
+def test_revoked_host_key_is_51_before_any_credential(server_key, tmp_path):
+    """An ``@revoked`` line wins over a plain line for the same key, as in OpenSSH."""
+    src = random_file(tmp_path / "secret.bin", 1000)
+    with impostor(server_key) as (port, attempts):
+        line = known_hosts_line("127.0.0.1", port, server_key)
+        (tmp_path / "known_hosts").write_text(line + "@revoked " + line)
+        code, message = _ascp(port, [], _env(tmp_path / "known_hosts"), src)
+    assert attempts == [], f"the impostor saw {attempts}"
+    assert code == 51 and "revoked" in message, message
+
+
 @pytest.mark.parametrize("case", ["known", "hashed", "pinned", "ignored"])
 def test_trusted_host_key_goes_on_to_authenticate(case, server_key, tmp_path):
     """The positive control: with a trusted key (or the check waived) the client does authenticate, and the
