@@ -8,15 +8,20 @@ engine keys -T tags from the secret both ends derived over SSH, never from heade
 """
 from __future__ import annotations
 
+import asyncio
+import os
 import struct
 
+import asyncssh
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fasp import wire
+from fasp import control, wire
 from fasp.seal import SHARE_BYTES, Rejected, Seal, SessionKey
+from fasp.transport import Transport
+from faspmanager.codes import EngineError, ErrorCode
 from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, sha256
 from tests.support.relayed import relayed_server, reset
 
@@ -93,3 +98,44 @@ def test_shares_of_the_wrong_size_are_refused():
         _key(client=b"short")
     with pytest.raises(Exception):
         _key(key_bytes=7)
+
+
+async def _hand_built_session(server, share: bytes) -> list[tuple[str, bool]]:
+    """A client speaking the control protocol itself: it sends ``share`` in hello, then tries the UDP handshake
+    under a key it chose alone (from its own share twice) and under the key from both shares."""
+    async with asyncssh.connect(server.host, server.port, username=server.user, password=server.password,
+                                known_hosts=os.environ["FASP_KNOWN_HOSTS"], client_keys=None,
+                                agent_path=None) as conn:
+        proc = await conn.create_process("fasp-ascp --server", encoding=None)
+        sid = os.urandom(16)
+        proc.stdin.write(control.encode(
+            "hello", v=control.VERSION, session=sid.hex(), share=share.hex(), key_bytes=16, direction="send",
+            dest="/", datagram_size=1400, udp_port=0, rate={"target": 10000, "min": 0, "policy": "fixed"},
+            opts={}, token=None))
+        decoder, messages = control.Decoder(), []
+        while not messages:
+            messages = decoder.feed(await asyncio.wait_for(proc.stdout.read(65536), 20))
+        welcome = messages[0]
+        assert welcome["t"] == "welcome", welcome
+        answered = []
+        for name, key in (("client alone", SessionKey.derive(share, share, sid, 16)),
+                          ("both shares", SessionKey.derive(share, control.share(welcome), sid, 16))):
+            try:
+                transport = await Transport.connect(server.host, welcome["udp_port"], session_id=sid, key=key,
+                                                    timeout=1.5)
+            except EngineError as exc:
+                assert exc.code == ErrorCode.CONNECTION_TIMEOUT
+                answered.append((name, False))
+            else:
+                await transport.close()
+                answered.append((name, True))
+        proc.stdin.write_eof()
+        return answered
+
+
+@pytest.mark.timeout(60)
+def test_the_server_engine_takes_part_in_the_key(fasp_server_module):
+    """Against the real server engine: a key the client picks alone is never answered on UDP, the key from
+    both shares is (so a client, or whoever impersonates one, cannot choose the session key)."""
+    answered = asyncio.run(_hand_built_session(fasp_server_module, os.urandom(SHARE_BYTES)))
+    assert answered == [("client alone", False), ("both shares", True)]
