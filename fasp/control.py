@@ -8,9 +8,10 @@ carrying :data:`VERSION`; a peer speaking another version is refused there.
 
 ``hello`` and ``welcome`` carry each end's random key share (SSH encrypts them);
 both ends derive the data key from the two (:class:`fasp.seal.SessionKey`), and
-the UDP data channel never carries either. Version 2: shares replaced the
-client-chosen ``key`` of version 1. Every message is checked against :data:`SCHEMA` on decode:
-a malformed frame raises :class:`ControlError` (code 1) at once, never a hang.
+the UDP data channel never carries either (version 2: version 1's ``hello`` sent
+a key the client chose alone). Every message is checked against :data:`SCHEMA`
+on decode: a malformed frame raises :class:`ControlError` (code 1) at once,
+never a hang.
 """
 from __future__ import annotations
 
