@@ -1,8 +1,8 @@
 """The client side of a session: SSH to the peer, start its server mode, open the data channel, move files.
 
 One :class:`ClientSession` per process. Its life: INIT, SSH connect (password,
-key, host-key fingerprint check), remote ``--server`` over the SSH channel,
-hello/welcome on the control channel (the data key travels only there), UDP
+host key checked against known_hosts or the --check-sshfp pin), remote ``--server`` over the SSH channel,
+hello/welcome on the control channel (each end's key share travels only there), UDP
 transport, SESSION, then the work (upload, download, persistent START items or
 a stream), then bye and DONE, or ERROR with a code. Every failure, including
 CANCEL and a vanished manager, funnels through one future so the session ends
@@ -21,6 +21,7 @@ from collections import defaultdict
 from typing import Callable
 
 import asyncssh
+from asyncssh.public_key import get_default_certificate_algs, get_default_public_key_algs
 
 from faspmanager import mgmt
 from faspmanager.codes import EngineError, ErrorCode
@@ -31,6 +32,7 @@ from .fallback import FallbackTransport, dial
 from .jobs import FileJob, Problem, Rules, top_name, walk
 from .options import POLICIES, Config
 from .receiving import Receiver
+from .seal import SHARE_BYTES, SessionKey
 from .sending import Sender
 from .stream import OutStream
 from .tally import Tally
@@ -48,27 +50,107 @@ STATS_INTERVAL = 0.5
 Emit = Callable[[str, dict], None]
 
 
-class _Sshfp(asyncssh.SSHClient):
-    """Accept the server's host key only if its fingerprint is the one given with --check-sshfp."""
+KNOWN_HOSTS_ENV = "FASP_KNOWN_HOSTS"
+DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
 
-    def __init__(self, expected: str) -> None:
-        self._expected = expected.strip()
+
+def known_hosts_files() -> list[str]:
+    """Where trusted host keys are listed: $FASP_KNOWN_HOSTS alone if set, else OpenSSH's user and system files."""
+    explicit = os.environ.get(KNOWN_HOSTS_ENV)
+    return [explicit] if explicit else [os.path.expanduser(path) for path in DEFAULT_KNOWN_HOSTS]
+
+
+def _read_known_hosts(files: list[str]) -> asyncssh.SSHKnownHosts:
+    """The entries of every readable file (a missing one is empty, as for ssh); a malformed file is code 51."""
+    text = b""
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                text += handle.read() + b"\n"
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise EngineError(ErrorCode.INSECURE_CONNECTION, f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return asyncssh.import_known_hosts(text.decode("utf-8", "replace"))
+    except (ValueError, asyncssh.KeyImportError) as exc:
+        raise EngineError(ErrorCode.INSECURE_CONNECTION, f"malformed known_hosts ({', '.join(files)}): {exc}") from None
+
+
+def sshfp_matches(key: asyncssh.SSHKey, pin: str) -> bool:
+    """Whether ``key`` has the fingerprint ``pin`` (SHA256:base64, with or without the prefix, or MD5 hex)."""
+    want = pin.strip()
+    if want.upper().startswith("MD5:") or (":" in want and not want.upper().startswith("SHA256:")):
+        return key.get_fingerprint("md5").lower().removeprefix("md5:") == want.lower().removeprefix("md5:")
+    got = key.get_fingerprint("sha256").removeprefix("SHA256:")
+    return got.rstrip("=") == want.removeprefix("SHA256:").removeprefix("sha256:").rstrip("=")
+
+
+class _HostKeyCheck(asyncssh.SSHClient):
+    """asyncssh asks this about a host key that known_hosts does not list (with a pin, nothing is listed):
+    it is trusted only if it has the --check-sshfp fingerprint; otherwise it is kept for the error message.
+    asyncssh decides during the key exchange, so a refused server never sees an authentication request."""
+
+    def __init__(self, pin: str | None) -> None:
+        self.pin = pin
+        self.refused: asyncssh.SSHKey | None = None
 
     def validate_host_public_key(self, host, addr, port, key) -> bool:
-        want = self._expected
-        if want.upper().startswith("MD5:") or (":" in want and not want.upper().startswith("SHA256:")):
-            return key.get_fingerprint("md5").lower().removeprefix("md5:") == want.lower().removeprefix("md5:")
-        got = key.get_fingerprint("sha256").removeprefix("SHA256:")
-        return got.rstrip("=") == want.removeprefix("SHA256:").removeprefix("sha256:").rstrip("=")
+        if self.pin is not None and sshfp_matches(key, self.pin):
+            return True
+        self.refused = key
+        return False
+
+
+def _listed_keys(known: asyncssh.SSHKnownHosts | None, remote) -> list[asyncssh.SSHKey]:
+    """The keys known_hosts lists for the peer (``[host]:port``, else ``host``, as asyncssh matches)."""
+    return list(known.match(remote.host, "", remote.port if remote.port != 22 else None)[0]) if known else []
+
+
+def _host_key_algs(listed: list[asyncssh.SSHKey]) -> list[str]:
+    """The listed keys' algorithms first, then every other one (as OpenSSH orders them): asyncssh alone would
+    offer only the listed ones, so a server whose key changed type would fail the key exchange, not code 51."""
+    algs = [alg for key in listed for alg in key.sig_algorithms]
+    algs += get_default_certificate_algs() + get_default_public_key_algs()
+    return [alg.decode() for alg in dict.fromkeys(algs)]
+
+
+def _host_key_error(remote, check: _HostKeyCheck, known: asyncssh.SSHKnownHosts | None,
+                    files: list[str], reason: str) -> EngineError:
+    """Code 51 naming the host, the key it offered and why it is not trusted."""
+    name = remote.host if remote.port == 22 else f"[{remote.host}]:{remote.port}"
+    key = check.refused
+    offered = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}" if key is not None else "its host key"
+    if key is None:  # refused before asking us: a revoked key or a certificate known_hosts does not trust
+        why = f"is not trusted: {reason}"
+    elif check.pin is not None:
+        why = f"does not match --check-sshfp {check.pin}"
+    elif _listed_keys(known, remote):
+        why = (f"is NOT the key listed for it in {', '.join(files)}: the host key has CHANGED "
+               f"(or someone is impersonating the host)")
+    else:
+        why = (f"is not in {', '.join(files)} (add it, pin it with --check-sshfp, "
+               f"or skip the check with --ignore-host-key)")
+    return EngineError(ErrorCode.INSECURE_CONNECTION, f"host key of {name}: {offered} {why}")
 
 
 async def open_ssh(cfg: Config) -> asyncssh.SSHClientConnection:
-    """An authenticated SSH connection to the peer, or EngineError with the ascp code for the failure."""
+    """An authenticated SSH connection to the peer, or EngineError with the ascp code for the failure.
+
+    The host key is checked as OpenSSH does (known_hosts, see :func:`known_hosts_files`), or against the
+    --check-sshfp pin, before any credential is offered; --ignore-host-key alone skips the check."""
     remote = cfg.remote
-    options: dict = dict(host=remote.host, port=remote.port, username=remote.user, known_hosts=None,
-                         agent_path=None)
-    if remote.check_sshfp and not remote.ignore_host_key:
-        options.update(known_hosts=([], [], []), client_factory=lambda: _Sshfp(remote.check_sshfp))
+    options: dict = dict(host=remote.host, port=remote.port, username=remote.user, agent_path=None)
+    check = _HostKeyCheck(None if remote.ignore_host_key else remote.check_sshfp)
+    known, files = None, known_hosts_files()
+    if remote.ignore_host_key:
+        options["known_hosts"] = None
+    elif remote.check_sshfp:
+        options.update(known_hosts=([], [], []), client_factory=lambda: check)
+    else:
+        known = _read_known_hosts(files)
+        options.update(known_hosts=known, client_factory=lambda: check,
+                       server_host_key_algs=_host_key_algs(_listed_keys(known, remote)))
     keys = []
     try:
         if remote.identity:
@@ -87,9 +169,8 @@ async def open_ssh(cfg: Config) -> asyncssh.SSHClientConnection:
         return await asyncio.wait_for(asyncssh.connect(**options), CONNECT_TIMEOUT)
     except asyncssh.PermissionDenied:
         raise EngineError(ErrorCode.AUTH, f"authentication failed for {remote.user}@{remote.host}") from None
-    except asyncssh.HostKeyNotVerifiable:
-        raise EngineError(ErrorCode.INSECURE_CONNECTION,
-                          f"host key of {remote.host} does not match --check-sshfp") from None
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise _host_key_error(remote, check, known, files, exc.reason) from None
     except asyncio.TimeoutError:
         raise EngineError(ErrorCode.TRANSFER_TIMEOUT, f"no SSH answer from {remote.host}:{remote.port}") from None
     except (OSError, asyncssh.Error) as exc:
@@ -218,15 +299,16 @@ class ClientSession:
             raise EngineError(ErrorCode.TRANSFER_ERROR, f"cannot start the remote engine: {exc}") from None
         self._channel = Channel(self._proc.stdout, self._proc.stdin)
         self._stderr_task = asyncio.create_task(self._collect_stderr())
-        key = os.urandom(cfg.key_bytes) if cfg.key_bytes else None
+        share = os.urandom(SHARE_BYTES)
         await self._channel.send(
-            "hello", v=control.VERSION, session=self.session_id, key=key.hex() if key else None,
+            "hello", v=control.VERSION, session=self.session_id, share=share.hex(), key_bytes=cfg.key_bytes,
             direction=cfg.direction, dest=cfg.dest, datagram_size=cfg.datagram_size, udp_port=cfg.udp_port,
             rate=self._rate_dict(), opts=cfg.options_for_peer(), token=cfg.token)
         welcome = await self._answer("welcome", "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
         if welcome["v"] != control.VERSION:
             raise control.ControlError(f"the remote engine speaks control version {welcome['v']}")
         self._rate = RateSettings(**_rate_from(welcome["rate"]))
+        key = SessionKey.derive(share, control.share(welcome), bytes.fromhex(self.session_id), cfg.key_bytes)
         self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
             self._sender = Sender(self._channel, self._transport, self.tally, cfg.local_options(),
@@ -260,7 +342,7 @@ class ClientSession:
             raise control.ControlError(f"unexpected answer to {request} from the remote engine: {answer['t']}")
         return answer
 
-    async def _open_data_channel(self, udp_port: int, key: bytes | None) -> Transport | FallbackTransport:
+    async def _open_data_channel(self, udp_port: int, key: SessionKey) -> Transport | FallbackTransport:
         """UDP, or with -y 1 HTTP(S) when the UDP handshake gets no answer (a firewall, most likely)."""
         try:
             return await self._open_udp(udp_port, key)
@@ -271,7 +353,7 @@ class ClientSession:
             log.info("UDP data channel failed (%s): trying the HTTP fallback", exc.description)
         return await self._open_fallback(key)
 
-    async def _open_fallback(self, key: bytes | None) -> FallbackTransport:
+    async def _open_fallback(self, key: SessionKey) -> FallbackTransport:
         """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails)."""
         cfg = self.cfg
         await self._channel.send("fallback", jpeg=cfg.jpeg)
@@ -283,7 +365,7 @@ class ClientSession:
         return FallbackTransport(reader, writer, session_id=bytes.fromhex(self.session_id), key=key, direction=0,
                                  jpeg=cfg.jpeg, rate=self._rate, name=self._carrier, buffered=buffered)
 
-    async def _open_udp(self, udp_port: int, key: bytes | None) -> Transport:
+    async def _open_udp(self, udp_port: int, key: SessionKey) -> Transport:
         """Handshake on UDP while watching the control channel: the peer is silent there until we
         speak, so anything it says meanwhile (an error, or closing) explains a handshake that fails."""
         cfg = self.cfg

@@ -6,9 +6,12 @@ messages readable in a trace; the length prefix means a reader never guesses
 where a message ends. The first message each way is ``hello``/``welcome``
 carrying :data:`VERSION`; a peer speaking another version is refused there.
 
-This channel carries the session's data key (SSH encrypts it); the UDP data
-channel never does. Every message is checked against :data:`SCHEMA` on decode:
-a malformed frame raises :class:`ControlError` (code 1) at once, never a hang.
+``hello`` and ``welcome`` carry each end's random key share (SSH encrypts them);
+both ends derive the data key from the two (:class:`fasp.seal.SessionKey`), and
+the UDP data channel never carries either (version 2: version 1's ``hello`` sent
+a key the client chose alone). Every message is checked against :data:`SCHEMA`
+on decode: a malformed frame raises :class:`ControlError` (code 1) at once,
+never a hang.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import struct
 
 from faspmanager.codes import EngineError, ErrorCode
 
-VERSION = 1
+VERSION = 2
 MAX_FRAME = 1 << 20
 """Largest message body: a message describes files, it never carries their bytes."""
 
@@ -30,9 +33,9 @@ _OPT_STR = (str, type(None))
 _OPT_INT = (int, type(None))
 SCHEMA: dict[str, dict[str, tuple]] = {
     # session setup (client -> server, server -> client)
-    "hello": {"v": _INT, "session": _STR, "key": _OPT_STR, "direction": _STR, "dest": _STR,
+    "hello": {"v": _INT, "session": _STR, "share": _STR, "key_bytes": _INT, "direction": _STR, "dest": _STR,
               "datagram_size": _INT, "udp_port": _INT, "rate": (dict,), "opts": (dict,)},
-    "welcome": {"v": _INT, "udp_port": _INT, "rate": (dict,)},
+    "welcome": {"v": _INT, "share": _STR, "udp_port": _INT, "rate": (dict,)},
     # UDP could not pass (-y 1): the client asks for the HTTP fallback, the server gives its one-time token
     "fallback": {"jpeg": (bool,)},
     "fallback_ok": {"token": _STR},
@@ -69,6 +72,14 @@ class ControlError(EngineError):
 
     def __init__(self, description: str):
         super().__init__(ErrorCode.FASP_PROTO, description)
+
+
+def share(msg: dict) -> bytes:
+    """The key share a hello or welcome carries (hex), or ControlError."""
+    try:
+        return bytes.fromhex(msg["share"])
+    except ValueError:
+        raise ControlError(f"{msg['t']}.share is not hex") from None
 
 
 def encode(msg_type: str, **fields) -> bytes:

@@ -9,7 +9,8 @@ token against the registration the engine made on fasp-server's Unix socket
 unauthenticated ever reaches an engine.
 
 Frames carry datagrams sealed as on UDP (:mod:`fasp.seal`) under a key derived
-for this channel: the UDP attempt already used the session key's first nonces.
+for this channel from the session key (:data:`CHANNEL`): the UDP attempt already
+used the session key's first nonces.
 TCP does the reliability, so there is no retransmission: DATA goes out once,
 paced by a token bucket at the target rate (``-l``, changeable at run time),
 and the receiver answers each completed file with a FEEDBACK report that
@@ -26,14 +27,11 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from faspmanager.codes import EngineError, ErrorCode
 
 from . import httpwire, wire
 from .rate import RateSettings
-from .seal import Rejected, Seal
+from .seal import Rejected, Seal, SessionKey
 
 CHUNK = 64 * 1024  # DATA payload per frame unless -g asks for other reads
 MAX_READ = 512 * 1024  # largest -g honoured: a frame (MAX_FRAME) holds one read
@@ -46,11 +44,7 @@ READ_SIZE = 1 << 18
 MASK32 = 0xFFFFFFFF
 
 
-def channel_key(key: bytes | None) -> bytes | None:
-    """The fallback channel's own AES key, from the session key (None with -T)."""
-    if key is None:
-        return None
-    return HKDF(hashes.SHA256(), len(key), salt=None, info=b"fasp http fallback v1").derive(key)
+CHANNEL = b"http fallback"  # the label of this channel's key (SessionKey.channel)
 
 
 def _usec() -> int:
@@ -79,11 +73,11 @@ class FallbackTransport:
     # --auto-detect-capacity leaves the fallback at the engine's ceiling (TCP takes what the path gives)
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, session_id: bytes,
-                 key: bytes | None, direction: int, jpeg: bool, rate: RateSettings, name: str,
+                 key: SessionKey, direction: int, jpeg: bool, rate: RateSettings, name: str,
                  buffered: bytes = b"") -> None:
         self._loop = asyncio.get_running_loop()
         self._reader, self._writer = reader, writer
-        self._seal = Seal(session_id, channel_key(key), direction)
+        self._seal = Seal(session_id, key.channel(CHANNEL), direction)
         self._jpeg = jpeg
         self._decoder = httpwire.FrameDecoder(jpeg)
         self._rate = rate

@@ -606,7 +606,8 @@ ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_F
 flags win; server mode takes its docroot and rate cap); an unknown element is usage error 8.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
 (server mode docroot under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT
-(--apply-local-docroot; -f FILE's docroot comes first)."""
+(--apply-local-docroot; -f FILE's docroot comes first), FASP_KNOWN_HOSTS (the known_hosts file to check
+the server's host key against, instead of ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)."""
 
 
 def all_flag_names() -> list[str]:

@@ -1,17 +1,23 @@
-"""AEAD sealing of datagrams: nonce discipline and replay rejection (sans-IO).
+"""AEAD sealing of datagrams: the session key both ends derive, nonce discipline, replay rejection (sans-IO).
 
-Both ends share one key, so the 96-bit GCM nonce is ``direction u32 || seq u64``:
-each end owns one direction and counts its own datagrams, hence a nonce never
-repeats under the key, provided the key serves one pair of Seals only (the
-engine draws a fresh key per session; never reuse one for a second channel). With a key (the default in ascp) bodies are AES-GCM
-encrypted; without one (``-T``) bodies travel in clear followed by a GMAC tag
-under a key derived from the session id, which still rejects corruption and
-datagrams from anyone who does not know the session id (it is no secret from
-an on-path observer: ``-T`` means no confidentiality, and no strong integrity).
+The key: the client sends a random share in ``hello``, the server answers with its own in ``welcome`` (over
+the SSH channel, whose host key the client checked), and both derive :class:`SessionKey` with HKDF over the
+two shares, salted with the session id: neither end alone chooses it, and nothing on the UDP wire reveals it.
+Each direction seals under its own subkey (labels ``data 0``/``data 1``, or ``auth 0``/``auth 1`` with
+``-T``), and the HTTP fallback under a channel key derived apart, so a key never meets a nonce twice.
+
+The 96-bit GCM nonce is ``direction u32 || seq u64``: each end counts its own datagrams. What a mode gives:
+
+- default (``-c aes128|aes192|aes256``): AES-GCM; confidentiality and integrity of the body, integrity of
+  the header (associated data), and replay protection (the window below);
+- ``-T``: bodies in clear followed by a GMAC tag under the session's auth subkey: integrity of header and
+  body and replay protection, no confidentiality. An on-path observer who sees the session id in every
+  header still cannot forge or alter a datagram: the key comes from the shares, never from header fields.
 """
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -67,21 +73,50 @@ class ReplayWindow:
         self._seen[seq % size] = 1
 
 
-def _auth_key(session_id: bytes) -> bytes:
-    return HKDF(hashes.SHA256(), 16, salt=None, info=b"fasp datagram auth v1").derive(session_id)
+SHARE_BYTES = 32  # each end's random contribution to the session key
+KEY_SIZES = (0, 16, 24, 32)  # AES-GCM key bytes by cipher; 0 = -T (GMAC only)
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """What both ends derive from their two shares, and the cipher's key size (0: ``-T``, no encryption)."""
+
+    secret: bytes = field(repr=False)
+    key_bytes: int = 16
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != 32 or self.key_bytes not in KEY_SIZES:
+            raise EngineError(ErrorCode.FASP_PROTO, f"bad session key (cipher key size {self.key_bytes})")
+
+    @classmethod
+    def derive(cls, client_share: bytes, server_share: bytes, session_id: bytes, key_bytes: int) -> "SessionKey":
+        """The one derivation: HKDF-SHA256 over both shares, salted with the session id."""
+        if len(client_share) != SHARE_BYTES or len(server_share) != SHARE_BYTES:
+            raise EngineError(ErrorCode.FASP_PROTO, f"key shares must be {SHARE_BYTES} bytes each")
+        secret = HKDF(hashes.SHA256(), 32, salt=session_id, info=b"fasp session v2").derive(
+            client_share + server_share)
+        return cls(secret, key_bytes)
+
+    def subkey(self, label: bytes, length: int) -> bytes:
+        """A key for one purpose (``label``), independent of every other label's."""
+        return HKDF(hashes.SHA256(), length, salt=None, info=b"fasp v2 " + label).derive(self.secret)
+
+    def channel(self, label: bytes) -> "SessionKey":
+        """The key of another channel of the session (the HTTP fallback): its nonces start again at 0."""
+        return SessionKey(self.subkey(b"channel " + label, 32), self.key_bytes)
 
 
 class Seal:
     """One end's sealer for outgoing datagrams and opener for the peer's."""
 
-    def __init__(self, session_id: bytes, key: bytes | None, direction: int):
+    def __init__(self, session_id: bytes, key: SessionKey, direction: int):
         if len(session_id) != 16:
             raise EngineError(ErrorCode.USAGE, "session id must be 16 bytes")
-        if key is not None and len(key) not in (16, 24, 32):
-            raise EngineError(ErrorCode.USAGE, "AES-GCM key must be 16, 24 or 32 bytes")
         self.session_id = session_id
-        self.encrypted = key is not None
-        self._aead = AESGCM(key if key is not None else _auth_key(session_id))
+        self.encrypted = key.key_bytes > 0
+        label, length = (b"data", key.key_bytes) if self.encrypted else (b"auth", 16)
+        self._aead = AESGCM(key.subkey(b"%s %d" % (label, direction), length))
+        self._peer_aead = AESGCM(key.subkey(b"%s %d" % (label, 1 - direction), length))
         self.direction = direction
         self._peer_direction = 1 - direction
         self._seq = 0
@@ -115,9 +150,9 @@ class Seal:
         hs = wire.HEADER_SIZE
         try:
             if self.encrypted:
-                body = self._aead.decrypt(nonce, datagram[hs:], datagram[:hs])
+                body = self._peer_aead.decrypt(nonce, datagram[hs:], datagram[:hs])
             else:
-                self._aead.decrypt(nonce, datagram[-wire.TAG_SIZE:], datagram[:-wire.TAG_SIZE])
+                self._peer_aead.decrypt(nonce, datagram[-wire.TAG_SIZE:], datagram[:-wire.TAG_SIZE])
                 body = bytes(datagram[hs:-wire.TAG_SIZE])
         except InvalidTag:
             raise Rejected("authentication failed") from None

@@ -23,6 +23,7 @@ from .jobs import FileJob, Problem, Rules, top_name, walk
 from .logdir import log_file
 from .options import Config
 from .receiving import Receiver
+from .seal import SHARE_BYTES, SessionKey
 from .sending import Sender
 from .tally import Tally
 from .transport import RateSettings, Transport
@@ -86,13 +87,14 @@ class ServerSession:
         if hello.get("token"):
             log.info("the client presented an ASPERA_SCP_TOKEN; SSH authentication already authorized it here")
         rate = self.capped(hello["rate"])
-        key = bytes.fromhex(hello["key"]) if hello["key"] else None
+        share = os.urandom(SHARE_BYTES)  # ours: with the client's, neither end alone chooses the key
+        key = SessionKey.derive(control.share(hello), share, bytes.fromhex(hello["session"]), hello["key_bytes"])
         self.transport = await self._listen(hello, key, rate)
         self.transport.on_capacity = self._tell_capacity
         self._hello, self._key = hello, key
         self._may_fall_back = True  # until the data channel carried anything
         self._start_role()
-        await self.channel.send("welcome", v=control.VERSION, udp_port=self.transport.local_port,
+        await self.channel.send("welcome", v=control.VERSION, share=share.hex(), udp_port=self.transport.local_port,
                                 rate=rate.to_wire())
         log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello["session"],
                  "uploads" if hello["direction"] == "send" else "downloads", hello["dest"],
@@ -135,7 +137,7 @@ class ServerSession:
         self._start_role()
         log.info("session %s: data now over %s%s", session, name, " (JPEG frames)" if msg["jpeg"] else "")
 
-    async def _listen(self, hello: dict, key: bytes | None, rate: RateSettings) -> Transport:
+    async def _listen(self, hello: dict, key: SessionKey, rate: RateSettings) -> Transport:
         """The UDP endpoint: the server's own -O strictly; a client's -O only as a wish, since every
         session would otherwise fight over one port (the welcome tells the client where we are)."""
         listen = lambda port: Transport.listen(  # noqa: E731

@@ -23,7 +23,7 @@ from faspmanager.codes import EngineError, ErrorCode
 from . import wire
 from .rate import CEILING_KBPS, RateController, RateSettings
 from .receiver import Receiver, feedback_limit
-from .seal import Rejected, Seal
+from .seal import Rejected, Seal, SessionKey
 from .sender import Sender
 from .udpio import UdpSocket
 
@@ -114,8 +114,8 @@ class _Writer:
 class Transport:
     """One end of a session's UDP data channel. Either end can send and receive files.
 
-    ``key`` (16/24/32 bytes: AES-GCM-128/192/256, or None for ``-T``) must be fresh for each
-    listen/connect pair: the nonces restart with every Transport."""
+    ``key`` (:class:`fasp.seal.SessionKey`, derived by both ends for this session) must serve one
+    listen/connect pair only: the nonces restart with every Transport."""
 
     stall_timeout = 20.0  # seconds without progress before a send fails with code 40
     peer_timeout = 10.0  # seconds without any datagram from the peer before it counts as gone (code 16)
@@ -161,7 +161,7 @@ class Transport:
     # ---- construction -------------------------------------------------------------------------------
 
     @classmethod
-    async def listen(cls, host: str, port: int, *, session_id: bytes, key: bytes | None,
+    async def listen(cls, host: str, port: int, *, session_id: bytes, key: SessionKey,
                      datagram_size: int = 1400, rate: RateSettings | None = None) -> "Transport":
         """Bind UDP (port 0 = any). The peer address is learned from its first AUTHENTICATED datagram."""
         seal = Seal(session_id, key, direction=1)
@@ -172,7 +172,7 @@ class Transport:
         return cls(sock, seal, None, datagram_size, rate)
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, session_id: bytes, key: bytes | None,
+    async def connect(cls, host: str, port: int, *, session_id: bytes, key: SessionKey,
                       datagram_size: int = 1400, rate: RateSettings | None = None,
                       timeout: float = 10.0) -> "Transport":
         """Bind an ephemeral port and handshake with a listener (retransmitting hellos).

@@ -7,7 +7,17 @@ import os
 import functools
 from contextlib import asynccontextmanager
 
+from fasp.seal import SessionKey
 from fasp.transport import Transport
+
+
+def session_key(size: int = 16, material: bytes = b"k") -> SessionKey:
+    """A key as both ends of a session would derive it (fixed material, so two ends built apart agree);
+    ``size`` is the cipher's key bytes, 0 for -T."""
+    return SessionKey(material * 32, size)
+
+
+CLEAR = session_key(0)  # -T: integrity only
 
 
 def aio(fn):
@@ -27,7 +37,7 @@ def sha256_file(path) -> str:
 
 
 @asynccontextmanager
-async def pair(*, key: bytes | None = b"k" * 16, via=None, **kw):
+async def pair(*, key: SessionKey = session_key(16), via=None, **kw):
     """A listener and a connected client sharing a fresh session id; ``via(port)`` may interpose a relay port."""
     sid = os.urandom(16)
     server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=key, **kw)

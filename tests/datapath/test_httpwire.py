@@ -16,8 +16,10 @@ from fasp import httpwire
 from fasp.fallback import FallbackTransport
 from fasp.httpwire import FrameDecoder, HttpWireError, encode_frame
 from fasp.rate import RateSettings
-from fasp.seal import Seal
+from fasp.seal import Seal, SessionKey
 from faspmanager.codes import EngineError, ErrorCode
+
+from .conftest import CLEAR, session_key
 
 payloads = st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=6)
 big = st.binary(min_size=1, max_size=200_000)
@@ -132,7 +134,7 @@ def test_head_size_is_bounded():
 # ---- the driver over a real stream pair -------------------------------------------------------------
 
 
-async def _pair(jpeg: bool, rate_kbps: int, key: bytes | None = b"k" * 16):
+async def _pair(jpeg: bool, rate_kbps: int, key: SessionKey = session_key(16)):
     a, b = socket.socketpair()
     sid = os.urandom(16)
     ends = []
@@ -143,7 +145,7 @@ async def _pair(jpeg: bool, rate_kbps: int, key: bytes | None = b"k" * 16):
     return ends
 
 
-@pytest.mark.parametrize("jpeg, key", [(False, b"k" * 16), (True, b"k" * 32), (False, None)],
+@pytest.mark.parametrize("jpeg, key", [(False, session_key(16)), (True, session_key(32)), (False, CLEAR)],
                          ids=["plain", "jpeg", "no-encryption"])
 def test_driver_moves_bytes_and_set_rate_takes_effect(jpeg, key):
     async def main():
@@ -184,7 +186,7 @@ def test_driver_rejects_a_forged_frame_with_47():
         client, server = await _pair(False, 100_000)
         with tempfile.TemporaryFile() as out:
             receive = asyncio.ensure_future(server.receive(1, out.fileno(), 0, 10))
-            stranger = Seal(b"x" * 16, b"k" * 16, 0)  # another session's key material
+            stranger = Seal(b"x" * 16, session_key(16), 0)  # another session's key material
             client._writer.write(encode_frame(stranger.seal(3, b"forged", 0, 0), False))
             with pytest.raises(EngineError) as failed:
                 await asyncio.wait_for(receive, 5)

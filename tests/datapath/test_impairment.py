@@ -11,7 +11,7 @@ import pytest
 from fasp import wire
 from tests.support.relay import Relay
 
-from .conftest import aio, pair, sha256_file, transfer
+from .conftest import CLEAR, aio, pair, session_key, sha256_file, transfer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -25,7 +25,7 @@ async def _through(stack: AsyncExitStack, **relay_kw):
     return via, relays
 
 
-@pytest.mark.parametrize("key", [b"K" * 32, None], ids=["aes256", "clear"])
+@pytest.mark.parametrize("key", [session_key(32, b"K"), CLEAR], ids=["aes256", "clear"])
 @aio
 async def test_loss_reorder_duplication(tmp_path, key):
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -90,7 +90,7 @@ async def test_no_plaintext_on_the_wire(tmp_path):
     src.write_bytes(data)
     async with AsyncExitStack() as stack:
         via, relays = await _through(stack, capture=True)
-        async with pair(key=b"x" * 16, via=via) as (client, server):
+        async with pair(key=session_key(16, b"x"), via=via) as (client, server):
             await transfer(client, server, 1, src, dst)
         captured = b"\n".join(d for _, d in relays[0].captured)
     assert sha256_file(dst) == sha256_file(src)
@@ -107,7 +107,7 @@ async def test_plaintext_visible_without_encryption(tmp_path):
     src.write_bytes(data)
     async with AsyncExitStack() as stack:
         via, relays = await _through(stack, capture=True)
-        async with pair(key=None, via=via) as (client, server):
+        async with pair(key=CLEAR, via=via) as (client, server):
             await transfer(client, server, 1, src, dst)
         captured = b"".join(d for _, d in relays[0].captured)
     assert data[:64] in captured

@@ -12,13 +12,13 @@ import pytest
 from faspmanager.codes import EngineError
 from tests.support.relay import Relay
 
-from .conftest import aio, pair, sha256_file, transfer
+from .conftest import CLEAR, aio, pair, session_key, sha256_file, transfer
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.mark.parametrize("size", [0, 1, 10 << 20])
-@pytest.mark.parametrize("key", [b"k" * 16, None], ids=["aes", "clear"])
+@pytest.mark.parametrize("key", [session_key(16), CLEAR], ids=["aes", "clear"])
 @aio
 async def test_file_arrives_intact(tmp_path, size, key):
     src, dst = tmp_path / "src", tmp_path / "dst"

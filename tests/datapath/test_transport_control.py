@@ -13,7 +13,7 @@ from faspmanager.codes import EngineError
 from fasp.transport import RateSettings, Transport
 from tests.support.relay import Relay
 
-from .conftest import aio, pair, sha256_file
+from .conftest import CLEAR, aio, pair, session_key, sha256_file
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,7 +84,7 @@ async def test_connect_times_out_without_listener():
     try:
         t0 = time.monotonic()
         with pytest.raises(EngineError) as err:
-            await Transport.connect("127.0.0.1", s.getsockname()[1], session_id=os.urandom(16), key=None, timeout=0.5)
+            await Transport.connect("127.0.0.1", s.getsockname()[1], session_id=os.urandom(16), key=CLEAR, timeout=0.5)
         assert err.value.code == 15
         assert time.monotonic() - t0 < 2
     finally:
@@ -94,10 +94,11 @@ async def test_connect_times_out_without_listener():
 @aio
 async def test_connect_with_wrong_key_is_never_answered():
     sid = os.urandom(16)
-    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=b"a" * 16)
+    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=session_key(16, b"a"))
     try:
         with pytest.raises(EngineError) as err:
-            await Transport.connect("127.0.0.1", server.local_port, session_id=sid, key=b"b" * 16, timeout=0.4)
+            await Transport.connect("127.0.0.1", server.local_port, session_id=sid, key=session_key(16, b"b"),
+                                    timeout=0.4)
         assert err.value.code == 15
         assert server.stats()["datagrams_rejected"] >= 1
     finally:
@@ -155,7 +156,7 @@ async def test_closed_transport_refuses_work_and_close_is_idempotent():
 
 @aio
 async def test_idle_listener_waiting_for_its_peer_does_not_spin(tmp_path):
-    server = await Transport.listen("127.0.0.1", 0, session_id=os.urandom(16), key=None)
+    server = await Transport.listen("127.0.0.1", 0, session_id=os.urandom(16), key=CLEAR)
     fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
     try:
         rx = asyncio.ensure_future(server.receive(1, fd, 0, 100))
@@ -179,8 +180,8 @@ async def test_peer_closing_right_after_confirmation_spares_a_receive_still_writ
     monkeypatch.setattr(os, "pwrite", slow_pwrite)
     data = os.urandom(300_000)
     sid = os.urandom(16)
-    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=b"k" * 16)
-    client = await Transport.connect("127.0.0.1", server.local_port, session_id=sid, key=b"k" * 16)
+    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=session_key(16))
+    client = await Transport.connect("127.0.0.1", server.local_port, session_id=sid, key=session_key(16))
     fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
     try:
         rx = asyncio.ensure_future(server.receive(1, fd, 0, len(data)))

@@ -9,6 +9,8 @@ from hypothesis import given, settings, strategies as st
 from fasp import wire
 from fasp.seal import Rejected, ReplayWindow, Seal
 
+from .conftest import CLEAR, session_key
+
 SID = b"s" * 16
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
@@ -53,10 +55,10 @@ def test_garbage_never_crashes_the_codecs(data):
 @given(st.binary(max_size=300))
 def test_garbage_is_rejected_by_the_opener(data):
     with pytest.raises(Rejected):
-        Seal(SID, b"k" * 16, 1).open(data)
+        Seal(SID, session_key(16), 1).open(data)
 
 
-@pytest.mark.parametrize("key", [b"k" * 16, b"k" * 24, b"k" * 32, None])
+@pytest.mark.parametrize("key", [session_key(16), session_key(24), session_key(32), CLEAR])
 def test_seal_round_trip_and_every_bit_flip_rejected(key):
     a, b = Seal(SID, key, 0), Seal(SID, key, 1)
     body = wire.pack_data(9, 1234, b"hello world" * 10)
@@ -72,18 +74,18 @@ def test_seal_round_trip_and_every_bit_flip_rejected(key):
         b.open(d)
     with pytest.raises(Rejected):  # reflected back to its sender
         a.open(a.seal(wire.DATA, body, 0, 0))
-    assert (b"hello world" in d) == (key is None)
+    assert (b"hello world" in d) == (key.key_bytes == 0)
 
 
 def test_wrong_key_or_session_rejected():
-    d = Seal(SID, b"k" * 16, 0).seal(wire.FEEDBACK, b"x", 0, 0)
-    for opener in (Seal(SID, b"j" * 16, 1), Seal(b"t" * 16, b"k" * 16, 1), Seal(SID, None, 1)):
+    d = Seal(SID, session_key(16), 0).seal(wire.FEEDBACK, b"x", 0, 0)
+    for opener in (Seal(SID, session_key(16, b"j"), 1), Seal(b"t" * 16, session_key(16), 1), Seal(SID, CLEAR, 1)):
         with pytest.raises(Rejected):
             opener.open(d)
 
 
 def test_nonces_never_repeat_across_directions():
-    a, b = Seal(SID, b"k" * 16, 0), Seal(SID, b"k" * 16, 1)
+    a, b = Seal(SID, session_key(16), 0), Seal(SID, session_key(16), 1)
     nonces = set()
     for s in (a, b):
         for _ in range(1000):
@@ -114,7 +116,7 @@ def test_replay_window_slides():
     assert not w.fresh(22) and w.fresh(23) and not w.fresh(30)
 
 
-@pytest.mark.parametrize("key", [os.urandom(32), None])
+@pytest.mark.parametrize("key", [session_key(32, os.urandom(1)), CLEAR])
 def test_big_datagram_round_trip(key):
     a, b = Seal(SID, key, 0), Seal(SID, key, 1)
     body = wire.pack_data(1, 0, os.urandom(60000))

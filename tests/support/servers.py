@@ -10,6 +10,9 @@ Under sshd the client runs the remote command itself (``fasp-ascp --server``, or
 env FASP_REMOTE_COMMAND): the generated sshd_config puts this interpreter's
 bin directory first on the session PATH and the repository on PYTHONPATH, and
 sets FASP_DOCROOT to the fixture's docroot, so both work without anything else.
+
+Each server's host key is appended to ``$FASP_KNOWN_HOSTS`` (tests/conftest.py sets it) as it starts, so a
+client checks it as ssh would; ``register_host_key`` does the same for servers started elsewhere.
 """
 from __future__ import annotations
 
@@ -130,6 +133,7 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
         if not line.startswith("listening on "):
             raise RuntimeError(f"fasp-server said {line!r}; log:\n{log_path.read_text()}")
         host, _, port = line.removeprefix("listening on ").rpartition(":")
+        register_host_key(host, int(port), host_key)
         yield FaspServer(host=host, port=int(port), user=user, password=password, docroot=docroot,
                          host_key_fingerprint=asyncssh.read_private_key(host_key).get_fingerprint("sha256"),
                          log_path=log_path, process=proc)
@@ -182,6 +186,7 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             if _wait_tcp(proc, port):
+                register_host_key(HOST, port, host_key)
                 yield OpenSSHServer(
                     host=HOST, port=port, user="root", identity=identity, docroot=docroot,
                     host_key_fingerprint=asyncssh.read_private_key(host_key).get_fingerprint("sha256"),
@@ -191,6 +196,27 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
             _wait_sessions_ended(proc.pid)
             _stop(proc)
     raise RuntimeError(f"sshd did not start; log:\n{log_path.read_text()}")
+
+
+def known_hosts_line(host: str, port: int, key: asyncssh.SSHKey) -> str:
+    """``key`` as an OpenSSH known_hosts line for host:port (``[host]:port`` unless the port is 22)."""
+    name = host if port == 22 else f"[{host}]:{port}"
+    keytype, blob = key.export_public_key("openssh").decode().split()[:2]  # without the comment
+    return f"{name} {keytype} {blob}\n"
+
+
+def register_host_key(host: str, port: int, key_path: Path | str) -> None:
+    """Trust the host key in ``key_path`` (private or public) for host:port in ``$FASP_KNOWN_HOSTS``."""
+    known_hosts = os.environ.get("FASP_KNOWN_HOSTS")
+    if not known_hosts:
+        raise RuntimeError("FASP_KNOWN_HOSTS is not set (tests/conftest.py sets it)")
+    path = Path(key_path)
+    try:
+        key = asyncssh.read_private_key(path)
+    except asyncssh.KeyImportError:
+        key = asyncssh.read_public_key(path)
+    with open(known_hosts, "a", encoding="ascii") as handle:
+        handle.write(known_hosts_line(host, port, key))
 
 
 def _pythonpath() -> str:
