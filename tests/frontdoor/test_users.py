@@ -99,8 +99,8 @@ def test_cli_adds_users_with_password_from_stdin_or_env(tmp_path):
 
 
 def test_cli_hash_and_refusals(tmp_path):
-    done = _users_cli("hash", input="pw\n")
-    assert done.returncode == 0 and verify_password(done.stdout.strip(), "pw")
+    done = _users_cli("hash", input="long-enough-pw\n")
+    assert done.returncode == 0 and verify_password(done.stdout.strip(), "long-enough-pw")
     done = _users_cli("add", "--file", str(tmp_path / "u.toml"), "--user", "x", "--docroot", "/d",
                       "--allowed-policies", "warp")
     assert done.returncode == 1 and "allowed_policies" in done.stderr
