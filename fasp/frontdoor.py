@@ -83,6 +83,7 @@ STOP_GRACE_S = 3.0
 KEEPALIVE_S = 15.0  # a client that vanished without closing is dropped after 4 missed keepalives
 CHUNK = 64 * 1024
 HEAD_TIMEOUT_S = 10.0  # a fallback client must send its request head within this
+REFUSE_WAIT_S = 5.0  # a refused session's client gets this long to send its hello (the error answers it)
 AUTH_DELAY_MAX_S = 10.0
 AUTH_FORGET_S = 900.0  # an address's failures are forgotten after this long without a new one
 HASH_CONCURRENCY = 2  # password checks at once: each scrypt takes 128 MiB and ~0.4 s of a core
@@ -276,7 +277,7 @@ class FrontDoor:
             user = self._settings.users[username]
             limit = user.max_sessions or self._settings.max_sessions
             if self._active[username] >= limit:
-                _refuse_session(process, f"too many sessions for user {username}: {limit} already running "
+                await _refuse_session(process, f"too many sessions for user {username}: {limit} already running "
                                          f"(max_sessions); try again when one ends")
                 return
             self._active[username] += 1
@@ -292,10 +293,15 @@ class FrontDoor:
             self._sessions.discard(task)
 
 
-def _refuse_session(process: asyncssh.SSHServerProcess, reason: str) -> None:
+async def _refuse_session(process: asyncssh.SSHServerProcess, reason: str) -> None:
     """End a session before any engine runs, saying why the way an engine would: an error message on
-    the control channel (the client reports it as error 34), and a line on stderr for anything else."""
+    the control channel, as the answer to the client's hello (the client reports it as error 34), and
+    a line on stderr for anything else."""
     log.warning("session refused: %s", reason)
+    with contextlib.suppress(asyncio.TimeoutError, asyncio.IncompleteReadError, asyncssh.Error, OSError):
+        head = await asyncio.wait_for(process.stdin.readexactly(4), REFUSE_WAIT_S)
+        length = min(int.from_bytes(head, "big"), control.MAX_FRAME)
+        await asyncio.wait_for(process.stdin.readexactly(length), REFUSE_WAIT_S)
     process.stdout.write(control.encode("error", code=int(ErrorCode.UNAUTHORIZED), desc=reason))
     process.stderr.write(f"fasp-server: {reason}\n".encode())
     process.exit(1)
@@ -451,8 +457,9 @@ class _Gate(asyncssh.SSHServer):
         cap = self._door.settings.max_startups
         if len(self._door.unauthenticated) >= cap:
             log.warning("refused %s: %d unauthenticated connections already (--max-startups)", self._peer, cap)
-            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS,
-                            "too many unauthenticated connections (max-startups); try again later")
+            asyncio.get_running_loop().call_soon(  # after our version string, so the client reads why
+                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                "too many unauthenticated connections (max-startups); try again later")
             return
         self._door.unauthenticated.add(conn)
 
