@@ -60,6 +60,7 @@ import signal
 import ssl
 import sys
 import tempfile
+import threading
 import time
 from asyncio.subprocess import PIPE
 from collections import Counter
@@ -72,8 +73,8 @@ import asyncssh
 from fasp import control, httpwire
 from fasp.fallback import SOCKET_ENV
 from fasp.logdir import log_to_stderr
-from fasp.users import (User, UsersFileError, hash_password, load_users, needs_rehash, password_weakness,
-                        read_public_keys, replace_hash, verify_password)
+from fasp.users import (PASSWORD_RULE, User, UsersFileError, hash_password, load_users, needs_rehash,
+                        password_weakness, read_public_keys, replace_hash, verify_password)
 from faspmanager.codes import ErrorCode
 
 log = logging.getLogger("fasp.frontdoor")
@@ -167,7 +168,6 @@ class FrontDoor:
         self._sessions: set[asyncio.Task] = set()
         self._active: Counter[str] = Counter()  # running sessions per user
         self._failures: dict[str, tuple[int, float]] = {}  # address -> (failures, monotonic time of the last)
-        self._hashing = asyncio.Semaphore(HASH_CONCURRENCY)
         self._users_file_lock = asyncio.Lock()
         self._fallback: FallbackPort | None = None
 
@@ -246,10 +246,9 @@ class FrontDoor:
         user = self._settings.users.get(username)
         known = user is not None and user.password_hash is not None
         stored = user.password_hash if known else _decoy_hash()
-        async with self._hashing:
-            accepted = await asyncio.to_thread(verify_password, stored, password) and known
-            if accepted and needs_rehash(stored):
-                await self._rehash(user, await asyncio.to_thread(hash_password, password))
+        accepted = await asyncio.to_thread(_bounded, verify_password, stored, password) and known
+        if accepted and needs_rehash(stored):
+            await self._rehash(user, await asyncio.to_thread(_bounded, hash_password, password))
         return accepted
 
     async def _rehash(self, user: User, new_hash: str) -> None:
@@ -305,6 +304,16 @@ async def _refuse_session(process: asyncssh.SSHServerProcess, reason: str) -> No
     process.stdout.write(control.encode("error", code=int(ErrorCode.UNAUTHORIZED), desc=reason))
     process.stderr.write(f"fasp-server: {reason}\n".encode())
     process.exit(1)
+
+
+_HASH_SLOTS = threading.BoundedSemaphore(HASH_CONCURRENCY)
+
+
+def _bounded(function, *args):
+    """``function(*args)`` holding one of the HASH_CONCURRENCY slots: taken in the worker thread, so an
+    abandoned check (its connection gone or its request superseded) still holds its 128 MiB slot until done."""
+    with _HASH_SLOTS:
+        return function(*args)
 
 
 @dataclass
@@ -682,7 +691,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
                 raise UsersFileError(f"environment variable {args.password_env} is not set")
             if weakness := password_weakness(environ[args.password_env]):
                 raise UsersFileError(f"refusing to start: {weakness} (--password-env {args.password_env}; "
-                                     f"at least 8 characters, not a common one)")
+                                     f"{PASSWORD_RULE})")
             password_hash = hash_password(environ[args.password_env])
             secret_vars = (args.password_env,)
         docroot = os.path.abspath(args.docroot)

@@ -38,6 +38,7 @@ POLICIES = ("fixed", "high", "fair", "low")
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LEN = 2**17, 8, 1, 32
 MIN_PASSWORD_LENGTH = 8
+PASSWORD_RULE = f"at least {MIN_PASSWORD_LENGTH} characters, not one of the most common passwords"
 COMMON_PASSWORDS = frozenset("""
 password password1 password12 password123 passw0rd 12345678 123456789 1234567890 11111111 00000000
 87654321 qwertyui qwerty123 qwertyuiop 1q2w3e4r 1qaz2wsx iloveyou sunshine princess football baseball
@@ -236,7 +237,7 @@ def _read_password(args: argparse.Namespace) -> str:
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if weakness := password_weakness(password):
-        raise SystemExit(f"refused: {weakness} (at least {MIN_PASSWORD_LENGTH} characters, not a common one)")
+        raise SystemExit(f"refused: {weakness} ({PASSWORD_RULE})")
     return password
 
 
