@@ -14,7 +14,7 @@ import asyncssh
 import pytest
 
 from fasp import control
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, server_mode_pids
 from tests.support.servers import FaspServer, start_fasp_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -150,6 +150,7 @@ def test_sessions_over_the_per_user_cap_refused_with_an_error(tmp_path):
                                                server.env())
                 assert done.returncode == 34 and b"too many sessions for user" in done.stderr, done.stderr
                 assert time.monotonic() - started < 15
+                assert not holder.done() and len(server_mode_pids(str(server.docroot))) == 2  # the N still run
             finally:
                 release.set()
                 await holder
