@@ -12,7 +12,7 @@ import sys
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from .logdir import log_file
+from .logdir import log_file, log_to_stderr
 from .options import HELP, Config, parse, tokenize
 
 
@@ -122,6 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     if cfg.server:
         from .serve import serve
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="fasp-server-mode: %(message)s")
+        log_to_stderr("fasp-server-mode: %(message)s")
         return asyncio.run(serve(cfg))
     return asyncio.run(run_client(cfg))

@@ -20,8 +20,26 @@ the right token for a waiting session is relayed to that engine (see
 :mod:`fasp.fallback`), anything else gets an HTTP error and a log line.
 
 Once the port accepts connections, one line "listening on HOST:PORT" goes to
-stdout; logs (never secrets) go to stderr. SIGHUP re-reads the users file
-(``python -m fasp.users add ...`` edits it); SIGTERM ends every session and exits.
+stdout; logs (never secrets, one line per record, control characters escaped) go
+to stderr. SIGHUP re-reads the users file (``python -m fasp.users add ...`` edits
+it); SIGTERM ends every session and exits.
+
+Logs a client asks for (``ascp -R DIR``) go to ``--log-dir LOGDIR`` only, as
+LOGDIR/USER/fasp-ascp-server-TIME-PID.log, names the server picks; the client's DIR
+is never used, and without --log-dir a client's -R is ignored (one log line says so).
+
+Limits (sshd's names in brackets), each refused with a message saying which:
+  --max-auth-tries N    password attempts per connection, then disconnected [MaxAuthTries] (6)
+  --auth-delay S        a failed attempt is answered after S seconds, doubling with each further failure
+                        from the same address (up to 10 s; forgotten after 15 min without one) (0.5)
+  --login-grace-time S  a connection not authenticated after S seconds is closed [LoginGraceTime] (30)
+  --max-startups N      unauthenticated connections at once; more are refused at once [MaxStartups] (10)
+  --max-sessions N      concurrent sessions per user, unless users.toml sets max_sessions (16)
+SSH algorithms are current OpenSSH defaults without SHA-1, 1024-bit groups, NIST curves
+for key exchange, umac-64 or compression (see KEX_ALGS and its neighbours).
+
+A password given with --password-env must not be weak: empty, shorter than 8
+characters, or a very common one (fasp.users.password_weakness) refuses to start.
 """
 from __future__ import annotations
 
@@ -30,6 +48,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import hashlib
 import hmac
 import json
 import logging
@@ -41,16 +60,22 @@ import signal
 import ssl
 import sys
 import tempfile
+import threading
+import time
 from asyncio.subprocess import PIPE
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncssh
 
-from fasp import httpwire
+from fasp import control, httpwire
 from fasp.fallback import SOCKET_ENV
-from fasp.users import User, UsersFileError, hash_password, load_users, read_public_keys, verify_password
+from fasp.logdir import log_to_stderr
+from fasp.users import (PASSWORD_RULE, User, UsersFileError, hash_password, load_users, needs_rehash,
+                        password_weakness, read_public_keys, replace_hash, verify_password)
+from faspmanager.codes import ErrorCode
 
 log = logging.getLogger("fasp.frontdoor")
 
@@ -59,6 +84,22 @@ STOP_GRACE_S = 3.0
 KEEPALIVE_S = 15.0  # a client that vanished without closing is dropped after 4 missed keepalives
 CHUNK = 64 * 1024
 HEAD_TIMEOUT_S = 10.0  # a fallback client must send its request head within this
+REFUSE_WAIT_S = 5.0  # a refused session's client gets this long to send its hello (the error answers it)
+AUTH_DELAY_MAX_S = 10.0
+AUTH_FORGET_S = 900.0  # an address's failures are forgotten after this long without a new one
+HASH_CONCURRENCY = 2  # password checks at once: each scrypt takes 128 MiB and ~0.4 s of a core
+
+# SSH algorithms: OpenSSH 9.9's defaults minus what ssh-audit rates a failure (SHA-1, NIST P-curves
+# for key exchange, umac-64, small groups), no compression (a compression oracle, and nothing to gain
+# for a control channel), no ssh-rsa (SHA-1) signatures.
+KEX_ALGS = ("mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org",
+            "diffie-hellman-group18-sha512", "diffie-hellman-group16-sha512")
+ENCRYPTION_ALGS = ("chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com",
+                   "aes256-ctr", "aes192-ctr", "aes128-ctr")
+MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "umac-128-etm@openssh.com")
+COMPRESSION_ALGS = ("none",)
+SIGNATURE_ALGS = ("ssh-ed25519", "sk-ssh-ed25519@openssh.com", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                  "ecdsa-sha2-nistp521", "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256")
 
 
 @functools.cache
@@ -81,11 +122,20 @@ class Settings:
     https_cert: str | None = None  # with https_key: TLS on the fallback port
     https_key: str | None = None
     https_client_ca: str | None = None  # mutual TLS: clients must present a certificate this file vouches for
+    log_dir: str | None = None  # where a client's -R log goes, per user (None: -R is ignored)
+    max_auth_tries: int = 6  # password attempts per connection
+    auth_delay_s: float = 0.5  # delay after an address's first failure, doubling with each next one
+    login_grace_s: float = 30.0  # unauthenticated connections are closed after this
+    max_startups: int = 10  # unauthenticated connections at once
+    max_sessions: int = 16  # concurrent sessions per user without their own max_sessions
 
 
-def server_argv(engine_command: Sequence[str], user: User, udp_port: int | None = None) -> list[str]:
+def server_argv(engine_command: Sequence[str], user: User, udp_port: int | None = None,
+                log_dir: str | None = None) -> list[str]:
     """The server-mode command line for one session of ``user``."""
     argv = [*engine_command, "--server", "--docroot", user.docroot]
+    if log_dir is not None:
+        argv += ["--log-dir", os.path.join(log_dir, _file_name(user.name))]
     if user.rate_cap_kbps is not None:
         argv += ["--rate-cap", str(user.rate_cap_kbps)]
     if user.allowed_policies is not None:
@@ -93,6 +143,12 @@ def server_argv(engine_command: Sequence[str], user: User, udp_port: int | None 
     if udp_port is not None:
         argv += ["-O", str(udp_port)]
     return argv
+
+
+def _file_name(name: str) -> str:
+    """A user name as one safe path component (a changed name gets a digest, so two never collide)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".")
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def child_environment(environ: Mapping[str, str], secret_vars: Sequence[str] = ()) -> dict[str, str]:
@@ -108,7 +164,11 @@ class FrontDoor:
         self._use(settings)
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self.connections: set[asyncssh.SSHServerConnection] = set()  # kept by _Gate
+        self.unauthenticated: set[asyncssh.SSHServerConnection] = set()  # kept by _Gate
         self._sessions: set[asyncio.Task] = set()
+        self._active: Counter[str] = Counter()  # running sessions per user
+        self._failures: dict[str, tuple[int, float]] = {}  # address -> (failures, monotonic time of the last)
+        self._users_file_lock = asyncio.Lock()
         self._fallback: FallbackPort | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -116,7 +176,10 @@ class FrontDoor:
         self._acceptor = await asyncssh.create_server(
             lambda: _Gate(self), host, port, server_host_keys=[self._host_key],
             process_factory=self._session, encoding=None, allow_pty=False, line_editor=False,
-            agent_forwarding=False, x11_forwarding=False, keepalive_interval=KEEPALIVE_S, keepalive_count_max=4)
+            agent_forwarding=False, x11_forwarding=False, keepalive_interval=KEEPALIVE_S, keepalive_count_max=4,
+            login_timeout=self._settings.login_grace_s, kex_algs=list(KEX_ALGS),
+            encryption_algs=list(ENCRYPTION_ALGS), mac_algs=list(MAC_ALGS),
+            compression_algs=list(COMPRESSION_ALGS), signature_algs=list(SIGNATURE_ALGS))
         if self._settings.http_port is not None:
             self._fallback = FallbackPort(self._settings.https_cert, self._settings.https_key,
                                           self._settings.https_client_ca)
@@ -160,29 +223,97 @@ class FrontDoor:
     def session_count(self) -> int:
         return len(self._sessions)
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def failure_delay(self, address: str) -> float:
+        """Record a failed attempt from ``address``; how long to wait before saying so (doubling)."""
+        now = time.monotonic()
+        if len(self._failures) > 10_000:  # bound the memory an address sweep can take
+            self._failures = {a: f for a, f in self._failures.items() if now - f[1] < AUTH_FORGET_S}
+        count, last = self._failures.get(address, (0, now))
+        count = 1 if now - last > AUTH_FORGET_S else count + 1
+        self._failures[address] = (count, now)
+        return min(self._settings.auth_delay_s * 2 ** (count - 1), AUTH_DELAY_MAX_S)
+
     def authorized_keys(self, username: str) -> asyncssh.SSHAuthorizedKeys | None:
         return self._authorized.get(username)
 
     async def check_password(self, username: str, password: str) -> bool:
-        """Whether ``password`` is ``username``'s; as slow for unknown users as for known ones."""
+        """Whether ``password`` is ``username``'s; as slow for unknown users as for known ones. A right
+        password under an older, cheaper hash gets a new hash (users file rewritten, or in memory)."""
         user = self._settings.users.get(username)
         known = user is not None and user.password_hash is not None
         stored = user.password_hash if known else _decoy_hash()
-        return await asyncio.to_thread(verify_password, stored, password) and known
+        accepted = await asyncio.to_thread(_bounded, verify_password, stored, password) and known
+        if accepted and needs_rehash(stored):
+            await self._rehash(user, await asyncio.to_thread(_bounded, hash_password, password))
+        return accepted
+
+    async def _rehash(self, user: User, new_hash: str) -> None:
+        file = self._settings.users_file
+        if file is not None:
+            async with self._users_file_lock:
+                try:
+                    saved = await asyncio.to_thread(replace_hash, file, user.name, user.password_hash, new_hash)
+                except (UsersFileError, OSError) as exc:
+                    log.error("password hash of %s not upgraded: %s", user.name, exc)
+                    return
+            if not saved:
+                log.warning("password hash of %s not upgraded: the users file changed meanwhile", user.name)
+                return
+        users = {**self._settings.users, user.name: replace(user, password_hash=new_hash)}
+        self._settings = replace(self._settings, users=users)
+        log.info("password hash of %s upgraded to the current scrypt cost%s", user.name,
+                 f" in {file}" if file else " (in memory)")
 
     async def _session(self, process: asyncssh.SSHServerProcess) -> None:
         task = asyncio.current_task()
         self._sessions.add(task)
+        username = process.get_extra_info("username")
         try:
-            username = process.get_extra_info("username")
             user = self._settings.users[username]
-            argv = server_argv(self._settings.engine_command, user, self._settings.udp_port)
+            limit = user.max_sessions or self._settings.max_sessions
+            if self._active[username] >= limit:
+                await _refuse_session(process, f"too many sessions for user {username}: {limit} already running "
+                                         f"(max_sessions); try again when one ends")
+                return
+            self._active[username] += 1
+            argv = server_argv(self._settings.engine_command, user, self._settings.udp_port, self._settings.log_dir)
             log.info("session for %s (client asked for %r)", username, (process.command or "")[:200])
             fallback = {SOCKET_ENV: self._fallback.socket_path} if self._fallback is not None else {}
-            await run_engine(process, argv, user.docroot,
-                             {**self._settings.child_env, **ssh_connection(process), **fallback})
+            try:
+                await run_engine(process, argv, user.docroot,
+                                 {**self._settings.child_env, **ssh_connection(process), **fallback})
+            finally:
+                self._active[username] -= 1
         finally:
             self._sessions.discard(task)
+
+
+async def _refuse_session(process: asyncssh.SSHServerProcess, reason: str) -> None:
+    """End a session before any engine runs, saying why the way an engine would: an error message on
+    the control channel, as the answer to the client's hello (the client reports it as error 34), and
+    a line on stderr for anything else."""
+    log.warning("session refused: %s", reason)
+    with contextlib.suppress(asyncio.TimeoutError, asyncio.IncompleteReadError, asyncssh.Error, OSError):
+        head = await asyncio.wait_for(process.stdin.readexactly(4), REFUSE_WAIT_S)
+        length = min(int.from_bytes(head, "big"), control.MAX_FRAME)
+        await asyncio.wait_for(process.stdin.readexactly(length), REFUSE_WAIT_S)
+    process.stdout.write(control.encode("error", code=int(ErrorCode.UNAUTHORIZED), desc=reason))
+    process.stderr.write(f"fasp-server: {reason}\n".encode())
+    process.exit(1)
+
+
+_HASH_SLOTS = threading.BoundedSemaphore(HASH_CONCURRENCY)
+
+
+def _bounded(function, *args):
+    """``function(*args)`` holding one of the HASH_CONCURRENCY slots: taken in the worker thread, so an
+    abandoned check (its connection gone or its request superseded) still holds its 128 MiB slot until done."""
+    with _HASH_SLOTS:
+        return function(*args)
 
 
 @dataclass
@@ -324,15 +455,26 @@ class _Gate(asyncssh.SSHServer):
     def __init__(self, door: FrontDoor):
         self._door = door
         self._conn: asyncssh.SSHServerConnection | None = None
-        self._peer = "?"
+        self._peer = self._address = "?"
+        self._attempts = 0
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
-        self._peer = "%s:%s" % conn.get_extra_info("peername")[:2]
+        peer = conn.get_extra_info("peername")
+        self._peer, self._address = "%s:%s" % peer[:2], peer[0]
         self._door.connections.add(conn)
+        cap = self._door.settings.max_startups
+        if len(self._door.unauthenticated) >= cap:
+            log.warning("refused %s: %d unauthenticated connections already (--max-startups)", self._peer, cap)
+            asyncio.get_running_loop().call_soon(  # after our version string, so the client reads why
+                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                "too many unauthenticated connections (max-startups); try again later")
+            return
+        self._door.unauthenticated.add(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._door.connections.discard(self._conn)
+        self._door.unauthenticated.discard(self._conn)
         log.info("connection from %s closed%s", self._peer, f" ({exc})" if exc else "")
 
     def begin_auth(self, username: str) -> bool:
@@ -348,14 +490,32 @@ class _Gate(asyncssh.SSHServer):
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
+        """Checked at most max_auth_tries times per connection (attempts counted as they come, so
+        pipelined ones count too); each failure is answered late, later for an address that keeps failing."""
+        self._attempts += 1
+        limit = self._door.settings.max_auth_tries
+        if self._attempts > limit:
+            self._cut_off(limit)
+            return False
         accepted = await self._door.check_password(username, password)
         if accepted:
             log.info("password accepted for %s from %s", username, self._peer)
-        else:
-            log.warning("password refused for %r from %s", username, self._peer)
-        return accepted
+            return True
+        delay = self._door.failure_delay(self._address)
+        log.warning("password refused for %r from %s (attempt %d of %d on this connection, answered in %.1f s)",
+                    username, self._peer, self._attempts, limit, delay)
+        await asyncio.sleep(delay)
+        if self._attempts >= limit:
+            self._cut_off(limit)
+        return False
+
+    def _cut_off(self, limit: int) -> None:
+        log.warning("disconnecting %s: too many authentication failures (%d, --max-auth-tries)", self._peer, limit)
+        self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                              f"too many authentication failures ({limit}, max-auth-tries)")
 
     def auth_completed(self) -> None:
+        self._door.unauthenticated.discard(self._conn)
         log.info("authenticated %s from %s", self._conn.get_extra_info("username"), self._peer)
 
 
@@ -478,9 +638,35 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--https-client-ca", metavar="FILE",
                         help="mutual TLS: fallback clients must present a certificate (ascp -I/-Y) this file vouches for")
     parser.add_argument("--host-key", metavar="FILE", help="host key (generated there if missing; default: in memory)")
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help="where a client's -R session log goes (DIR/USER/, names the server picks); "
+                             "without it a client's -R is ignored")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-auth-tries", type=_positive(int), default=6, metavar="N",
+                        help="password attempts per connection before it is closed (default: %(default)s)")
+    limits.add_argument("--auth-delay", type=_positive(float), default=0.5, metavar="S",
+                        help="delay before a failure is answered, doubling per further failure from the same "
+                             f"address, at most {AUTH_DELAY_MAX_S:g} s (default: %(default)s)")
+    limits.add_argument("--login-grace-time", type=_positive(float), default=30.0, metavar="S",
+                        help="seconds a connection may take to authenticate (default: %(default)s)")
+    limits.add_argument("--max-startups", type=_positive(int), default=10, metavar="N",
+                        help="unauthenticated connections at once; more are refused (default: %(default)s)")
+    limits.add_argument("--max-sessions", type=_positive(int), default=16, metavar="N",
+                        help="concurrent sessions per user unless users.toml sets max_sessions "
+                             "(default: %(default)s)")
     parser.add_argument("--engine-command", metavar="CMD", default=shlex.join(ENGINE_COMMAND),
                         help="server-mode engine command, before '--server --docroot ...' (default: %(default)s)")
     return parser
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(text)
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
 
 
 QUICK_FLAGS = ("password_env", "docroot", "authorized_keys", "rate_cap", "allowed_policies")
@@ -503,6 +689,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         if args.password_env:
             if args.password_env not in environ:
                 raise UsersFileError(f"environment variable {args.password_env} is not set")
+            if weakness := password_weakness(environ[args.password_env]):
+                raise UsersFileError(f"refusing to start: {weakness} (--password-env {args.password_env}; "
+                                     f"{PASSWORD_RULE})")
             password_hash = hash_password(environ[args.password_env])
             secret_vars = (args.password_env,)
         docroot = os.path.abspath(args.docroot)
@@ -519,7 +708,11 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     return Settings(users=users, users_file=args.users, engine_command=tuple(shlex.split(args.engine_command)),
                     udp_port=args.udp_port, child_env=child_environment(environ, secret_vars),
                     http_port=args.http_port, https_cert=args.https_cert, https_key=args.https_key,
-                    https_client_ca=args.https_client_ca)
+                    https_client_ca=args.https_client_ca,
+                    log_dir=os.path.abspath(args.log_dir) if args.log_dir else None,
+                    max_auth_tries=args.max_auth_tries, auth_delay_s=args.auth_delay,
+                    login_grace_s=args.login_grace_time, max_startups=args.max_startups,
+                    max_sessions=args.max_sessions)
 
 
 async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSHKey) -> None:
@@ -541,8 +734,7 @@ async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSH
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s fasp-server[%(process)d] %(levelname)s %(message)s")
+    log_to_stderr("%(asctime)s fasp-server[%(process)d] %(levelname)s %(message)s")
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:
         host, port = parse_listen(args.listen)

@@ -113,6 +113,7 @@ FLAGS: tuple[Flag, ...] = (
     _flag("--docroot", "docroot", True),
     _flag("--rate-cap", "rate_cap", True),
     _flag("--allowed-policies", "allowed_policies", True),
+    _flag("--log-dir", "server_log_dir", True),
     _flag("-h --help", "help"),
     _flag("-A --version", "version"),
 )
@@ -270,6 +271,7 @@ class Config:
     docroot: str | None = None
     rate_cap_kbps: int | None = None
     allowed_policies: tuple[str, ...] = POLICIES
+    server_log_dir: str | None = None            # --log-dir: where a client's -R log goes (the client's DIR never)
 
     def options_for_peer(self) -> dict:
         """What the remote side must know to apply this command line's file rules."""
@@ -370,6 +372,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
                                          for p in str(get("allowed_policies")).split(",") if p.strip())
         if get("udp_port") is not None:
             cfg.udp_port = _int("-O", get("udp_port"), 0, 65535)
+        cfg.server_log_dir = str(get("server_log_dir") or env.get("FASP_LOG_DIR") or "") or None
         if positional:
             raise usage(f"--server takes no paths, got {positional[0]!r}")
         return cfg
@@ -599,15 +602,16 @@ def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, e
 
 HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
        fasp-ascp [options] [user@]host:SOURCE... DEST      (download)
-       fasp-ascp --server [--docroot DIR] [--rate-cap KBPS] [--allowed-policies LIST] [-O PORT]
+       fasp-ascp --server [--docroot DIR] [--rate-cap KBPS] [--allowed-policies LIST] [-O PORT] [--log-dir DIR]
 Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
 ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_FILEPASS with
 --file-crypt. -f FILE reads defaults from an aspera.conf (the subset fasp/conffile.py documents;
 flags win; server mode takes its docroot and rate cap); an unknown element is usage error 8.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
-(server mode docroot under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT
-(--apply-local-docroot; -f FILE's docroot comes first), FASP_KNOWN_HOSTS (the known_hosts file to check
-the server's host key against, instead of ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)."""
+(server mode docroot under sshd), FASP_LOG_DIR (server mode --log-dir under sshd: a client's -R
+log goes there under a name the server picks; without it -R is ignored), FASP_UDP_BIND (server UDP address),
+FASP_LOCAL_DOCROOT (--apply-local-docroot; -f FILE's docroot comes first), FASP_KNOWN_HOSTS (the known_hosts file to
+check the server's host key against, instead of ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)."""
 
 
 def all_flag_names() -> list[str]:

@@ -20,7 +20,7 @@ from . import control, docroot
 from .fallback import SOCKET_ENV, FallbackTransport, Registration
 from .channel import Channel, stdio_channel
 from .jobs import FileJob, Problem, Rules, top_name, walk
-from .logdir import log_file
+from .logdir import log_file, session_log_name
 from .options import Config
 from .receiving import Receiver
 from .seal import SHARE_BYTES, SessionKey
@@ -83,7 +83,7 @@ class ServerSession:
                                        f"v{hello.get('v')}")
         self.opts = hello["opts"]
         if self.opts.get("log_dir"):  # first: the -R log has the session's every line
-            self._log_to(str(self.opts["log_dir"]))
+            self._log_to(hello["session"])
         if hello.get("token"):
             log.info("the client presented an ASPERA_SCP_TOKEN; SSH authentication already authorized it here")
         rate = self.capped(hello["rate"])
@@ -153,12 +153,17 @@ class ServerSession:
             log.info("UDP port %d unavailable (%s): using any free port", hello["udp_port"], exc.description)
             return await listen(0)
 
-    def _log_to(self, client_dir: str) -> None:
-        """-R DIR: this session's log also goes to DIR/fasp-ascp-server.log (inside the docroot)."""
-        path = self.resolve(client_dir)
-        handler = log_file(path, "fasp-ascp-server.log", "%(asctime)s %(name)s %(message)s",
-                           what=f"-R {client_dir}", code=ErrorCode.NO_PERMS)
+    def _log_to(self, session: str) -> None:
+        """-R: this session's log also goes to a file the server names in the operator's --log-dir; the
+        client's DIR is never used (it chose a place the server writes to: issue 10, attack 3)."""
+        if not self.cfg.server_log_dir:
+            log.info("-R ignored: this server keeps no session logs for clients (no --log-dir)")
+            return
+        name = session_log_name()
+        handler = log_file(self.cfg.server_log_dir, name, "%(asctime)s %(name)s %(message)s",
+                           what="the server's --log-dir", code=ErrorCode.NO_PERMS)
         logging.getLogger("fasp").addHandler(handler)
+        log.info("session %s: -R log in the server's log directory as %s", session, name)
 
     def _tell_capacity(self, kbps: int) -> None:
         """--auto-detect-capacity in a download: our sender measured the path; the client reports it (a rate

@@ -108,7 +108,9 @@ def test_the_real_engine_ends_when_the_channel_closes(fasp_server):
         while not (engines := children(fasp_server.process.pid)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert len(engines) == 1
-        cmdline = Path(f"/proc/{engines[0]}/cmdline").read_bytes().split(b"\0")
+        while (b"--server" not in (cmdline := Path(f"/proc/{engines[0]}/cmdline").read_bytes().split(b"\0"))
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)  # between fork and exec the child still shows fasp-server's command line
         assert cmdline[1:6] == [b"-m", b"fasp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
         conn.abort()
         return engines[0]

@@ -59,6 +59,8 @@ def test_any_user_survives_format_and_parse(name, docroot, keys, cap, policies):
     ('[users.a]\ndocroot = "/d"\nrate_cap_kbps = 0\n', "rate_cap_kbps"),
     ('[users.a]\ndocroot = "/d"\nrate_cap_kbps = true\n', "rate_cap_kbps"),
     ('[users.a]\ndocroot = "/d"\nallowed_policies = ["turbo"]\n', "allowed_policies"),
+    ('[users.a]\ndocroot = "/d"\nmax_sessions = 0\n', "max_sessions"),
+    ('[users.a]\ndocroot = "/d"\nmax_sessions = "4"\n', "max_sessions"),
     ('[users.a]\ndocroot = "/d"\npassword = "clear"\n', "unknown"),
     ('[users.a]\ndocroot = "/d"\nauthorized_keys = [1]\n', "OpenSSH public key"),
     ('[users.a]\ndocroot = "/d"\nauthorized_keys = ["ssh-ed25519 bm90IGEga2V5"]\n', "OpenSSH public key"),
@@ -67,6 +69,11 @@ def test_any_user_survives_format_and_parse(name, docroot, keys, cap, policies):
 def test_invalid_files_are_refused_clearly(text, message):
     with pytest.raises(UsersFileError, match=message):
         parse_users(text)
+
+
+def test_max_sessions_round_trips():
+    users = parse_users('[users.a]\ndocroot = "/d"\nmax_sessions = 4\n')
+    assert users["a"].max_sessions == 4 and parse_users(format_users(users)) == users
 
 
 def test_read_public_keys_skips_comments_and_blanks():
@@ -99,8 +106,8 @@ def test_cli_adds_users_with_password_from_stdin_or_env(tmp_path):
 
 
 def test_cli_hash_and_refusals(tmp_path):
-    done = _users_cli("hash", input="pw\n")
-    assert done.returncode == 0 and verify_password(done.stdout.strip(), "pw")
+    done = _users_cli("hash", input="long-enough-pw\n")
+    assert done.returncode == 0 and verify_password(done.stdout.strip(), "long-enough-pw")
     done = _users_cli("add", "--file", str(tmp_path / "u.toml"), "--user", "x", "--docroot", "/d",
                       "--allowed-policies", "warp")
     assert done.returncode == 1 and "allowed_policies" in done.stderr
