@@ -36,7 +36,7 @@ class Management:
         if self._closed or self._writer.is_closing():
             return
         clean = {k: v for k, v in fields.items() if v is not None}
-        self._writer.write(mgmt.encode(event, clean))
+        self._writer.write(mgmt.encode(event, clean, escape=True))  # file names may hold newlines
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until queued events are written (bounded: a manager that stopped reading cannot hang us)."""
