@@ -9,6 +9,7 @@ the session is told at once: a transfer nobody watches must not go on.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Awaitable, Callable
 
 from faspmanager import mgmt
@@ -25,10 +26,16 @@ class Management:
 
     @classmethod
     async def connect(cls, port: int, timeout: float = 10.0) -> "Management":
+        """Connect; with a secret from the manager (``mgmt.SECRET_ENV``) present it first, so the manager
+        knows this connection is its own program's. The variable is taken out of the environment: the
+        processes this engine starts (ssh, hooks) must not be able to pass for it."""
+        secret = os.environ.pop(mgmt.SECRET_ENV, None)
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise EngineError(ErrorCode.ASCP, f"cannot connect to management port {port}: {exc}") from None
+        if secret:
+            writer.write(mgmt.encode(mgmt.AUTH_FRAME, {"Secret": secret}))
         return cls(reader, writer)
 
     def emit(self, event: str, fields: dict) -> None:

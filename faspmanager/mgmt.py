@@ -37,6 +37,11 @@ MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 """Largest WRITE payload a decoder accepts (a chunk, not a file)."""
 
 _FORBIDDEN = ("\r", "\n", "\0")
+SECRET_ENV = "FASPMANAGER_MGMT_SECRET"
+"""The environment variable through which a manager hands its program the session's secret (never argv)."""
+AUTH_FRAME = "AUTH"
+"""The first frame a program that got a secret sends (``Secret: ...``), before any event: the manager admits
+only the connection that presents it. A program without the variable (IBM's ascp) never sends it."""
 ESCAPED_FIELDS = "EscapedFields"
 """The field naming the fields of a frame whose values are percent-encoded."""
 
