@@ -56,9 +56,15 @@ def needs_escape(text: str) -> bool:
 
 
 def escape_value(text: str) -> str:
-    """Percent-encode the unsafe characters of ``text`` and ``%``; everything else stays readable."""
-    return "".join("".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
-                   if c == "%" or _unsafe(c) else c for c in text)
+    """Percent-encode the unsafe characters of ``text`` and ``%``; everything else stays readable.
+
+    A surrogate stands for an undecodable byte of a file name (``os.fsdecode``); one that does not cannot be
+    sent at all."""
+    try:
+        return "".join("".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+                       if c == "%" or _unsafe(c) else c for c in text)
+    except UnicodeEncodeError:
+        raise MgmtProtocolError(f"{text!r} holds a surrogate that stands for no byte") from None
 
 
 def unescape_value(text: str) -> str:
