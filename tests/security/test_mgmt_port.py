@@ -42,6 +42,9 @@ def attack(marker: str, mode: str, out: str, hold: float) -> None:
                 break
         else:
             time.sleep(0.005)
+    if mode in ("flood", "stream"):
+        Path(out).write_text(json.dumps({"port": port, **hog(port, mode, hold)}))
+        return
     sock = socket.create_connection(("127.0.0.1", port))
     wire = b""
     if mode == "wrong-secret":
@@ -66,16 +69,48 @@ def attack(marker: str, mode: str, out: str, hold: float) -> None:
     Path(out).write_text(json.dumps({"port": port, "received": received.decode("latin-1"), "dropped": dropped}))
 
 
+def hog(port: int, mode: str, hold: float) -> dict:
+    """Try to hold the listener: many silent connections at once, or one endless header line.
+
+    Reports whether the library dropped every connection and the longest any was held."""
+    count = 30 if mode == "flood" else 1
+    began = time.monotonic()
+    socks, held, sent = [], {}, 0
+    for i in range(count):
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=hold))
+        except OSError:  # refused: the listener is gone, nothing left to hold
+            held[i] = time.monotonic() - began
+            socks.append(None)
+    for sock in filter(None, socks):
+        sock.settimeout(0.05)
+    while len(held) < count and time.monotonic() - began < hold:
+        for i, sock in enumerate(socks):
+            if i in held:
+                continue
+            try:
+                if mode == "stream":
+                    sent += sock.send(b"X" * 65536)  # no newline: a header that never ends
+                elif sock.recv(1) == b"":
+                    held[i] = time.monotonic() - began
+            except TimeoutError:
+                continue
+            except OSError:
+                held[i] = time.monotonic() - began
+    return {"dropped": len(held) == count, "held": max(held.values(), default=hold), "received": "", "sent": sent}
+
+
 class Attacker:
     def __init__(self, tmp_path: Path, marker: str, mode: str, hold: float = 8.0):
         self.out = tmp_path / f"attacker-{mode}.json"
         code = "import sys; from tests.security.test_mgmt_port import attack; attack(*sys.argv[1:4], float(sys.argv[4]))"
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         self.proc = subprocess.Popen([sys.executable, "-c", code, marker, mode, str(self.out), str(hold)],
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True, stderr=subprocess.PIPE)
 
     def result(self) -> dict:
-        self.proc.wait(60)
+        _, err = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == 0, err.decode(errors="replace")
         return json.loads(self.out.read_text())
 
 
@@ -193,3 +228,20 @@ def test_the_secret_never_shows_on_the_command_line_and_the_engine_keeps_it_from
     assert len(secret) == 64 and secret not in lines["argv"]
     assert lines.get("hook") == "none"
     assert sha256(server.docroot / source.name) == sha256(source)
+
+
+@pytest.mark.parametrize("mode", ["flood", "stream"])
+def test_a_stranger_cannot_hold_the_listener(tmp_path, server, mode):
+    """Thirty silent connections at once, or an endless header line: each is dropped within the first-frame
+    bounds (2 s, 16 KiB) and the engine, arriving meanwhile, is admitted and transfers."""
+    engine = _late(tmp_path, "fasp-ascp", f'exec "{sys.executable}" -m fasp')
+    source = _source(tmp_path, 200_000)
+    attacker = Attacker(tmp_path, str(engine), mode, hold=8.0)
+    with fm.session(_upload(server, source), ascp_path=str(engine)) as s:
+        s.start()
+        result = s.finish()
+    seen = attacker.result()
+    assert result.ok(), result.reason()
+    assert sha256(server.docroot / source.name) == sha256(source)
+    assert seen["dropped"], seen
+    assert seen["held"] < (1.5 if mode == "stream" else 4.0), seen  # the byte bound trips well before the time one
