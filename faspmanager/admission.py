@@ -11,8 +11,12 @@ judged on its own, without blocking the others:
 * a program that knows no secret (IBM's ascp) is admitted only when the socket's
   other end belongs to the spawned process or one of its descendants. Linux has
   no SO_PEERCRED for TCP, so the peer's socket inode is read from
-  /proc/net/tcp(6) (the row whose local/remote ends are our connection's
-  remote/local ends) and looked for among the fds of the child's process tree;
+  /proc/net/tcp (the row whose local/remote ends are our connection's
+  remote/local ends; the port is IPv4 only) and looked for among the fds of
+  the child's process tree. A program that connects and exits at once may be
+  gone before it is recognised: it counts as never having connected. Without
+  /proc (not Linux) no connection passes this check: only a program that
+  presents the secret is admitted there;
 * while the program is known to be ours, a connection without the secret is
   dropped even from that tree (its ssh or hooks are no engine).
 
@@ -46,27 +50,32 @@ def _proc_address(host: str, port: int) -> str:
     return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
 
 
-def peer_inode(sock: socket.socket) -> int | None:
-    """The inode of the other end of a loopback TCP connection, from /proc/net/tcp (None if not found)."""
+def _peer_key(sock: socket.socket) -> tuple[str, str] | None:
+    """The (local, remote) ends of ``sock``'s other end as a /proc/net/tcp row names them."""
     try:
         mine, theirs = sock.getsockname(), sock.getpeername()
     except OSError:
         return None
-    local, remote = _proc_address(*theirs[:2]), _proc_address(*mine[:2])
+    return _proc_address(*theirs[:2]), _proc_address(*mine[:2])
+
+
+def tcp_inodes() -> dict[tuple[str, str], int]:
+    """Every IPv4 TCP socket of this network namespace that a process holds: (local, remote) -> inode."""
     try:
         with open("/proc/net/tcp") as table:
             rows = table.read().splitlines()[1:]
     except OSError:
-        return None
+        return {}
+    inodes = {}
     for row in rows:
         cols = row.split()
-        if len(cols) > 9 and cols[1] == local and cols[2] == remote and cols[9] != "0":
-            return int(cols[9])
-    return None
+        if len(cols) > 9 and cols[9] != "0":
+            inodes[(cols[1], cols[2])] = int(cols[9])
+    return inodes
 
 
-def process_tree(root: int) -> set[int]:
-    """``root`` and every live descendant (parents read from /proc/PID/stat)."""
+def descendants(root: int) -> set[int]:
+    """Every live descendant of ``root`` (parents read from /proc/PID/stat)."""
     children = defaultdict(list)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -77,33 +86,47 @@ def process_tree(root: int) -> set[int]:
         except (OSError, ValueError, IndexError):
             continue
         children[ppid].append(int(entry))
-    tree, todo = {root}, [root]
+    found, todo = set(), [root]
     while todo:
         for child in children[todo.pop()]:
-            if child not in tree:
-                tree.add(child)
+            if child not in found:
+                found.add(child)
                 todo.append(child)
-    return tree
+    return found
 
 
-def owned_by_tree(sock: socket.socket, root: int) -> bool:
-    """Whether the other end of ``sock`` is an open fd of ``root`` or one of its descendants."""
-    inode = peer_inode(sock)
-    if inode is None:
-        return False
-    target = f"socket:[{inode}]"
-    for pid in process_tree(root):
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` has open (from /proc/PID/fd; empty once it is gone)."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    return True
-            except OSError:
-                continue
-    return False
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def owned_by_tree(socks: list[socket.socket], root: int) -> list[bool]:
+    """For each connection, whether its other end is a socket of ``root`` or one of its descendants.
+
+    One read of /proc for the whole batch (a flood costs one scan, not one each), and the child itself first:
+    it is the usual owner, and the sooner it is looked at, the smaller the window in which a program that
+    connects and exits at once is gone before it could be recognised."""
+    if not socks:
+        return []
+    inodes = tcp_inodes()
+    wanted = [inodes.get(_peer_key(sock)) for sock in socks]
+    owned = socket_inodes(root)
+    if not all(inode in owned for inode in wanted if inode is not None):
+        for pid in descendants(root):
+            owned |= socket_inodes(pid)
+    return [inode is not None and inode in owned for inode in wanted]
 
 
 class Caller:
@@ -159,6 +182,7 @@ class Admission:
         self._child = child_pid
         self._secret_required = secret_required
         self._callers: dict[socket.socket, Caller] = {}
+        self.dropped: list[str] = []  # why each stranger was dropped, for the start error if none is admitted
         self._selector = selectors.DefaultSelector()
         server.setblocking(False)
         self._selector.register(server, selectors.EVENT_READ)
@@ -182,19 +206,21 @@ class Admission:
                 if reason is None:
                     caller.sock.setblocking(True)
                     return caller
+                self.dropped.append(reason)
                 caller.drop(self.port, reason)
         return None
 
     def _accept(self) -> None:
-        while True:
+        """Take every connection waiting in the backlog; judge their origin in one /proc scan."""
+        socks = []
+        while len(socks) < 4 * MAX_CALLERS:
             try:
-                sock, _ = self.server.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+                socks.append(self.server.accept()[0])
+            except OSError:  # BlockingIOError: the backlog is empty
+                break
+        for sock, in_tree in zip(socks, owned_by_tree(socks, self._child)):
             try:
-                caller = Caller(sock, owned_by_tree(sock, self._child), time.monotonic())
+                caller = Caller(sock, in_tree, time.monotonic())
             except OSError:
                 sock.close()
                 continue

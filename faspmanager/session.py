@@ -141,7 +141,7 @@ class Session:
     def _listen(self) -> socket.socket:
         """The management port: loopback only, so no other host can steer the transfer."""
         try:
-            server = socket.create_server(("127.0.0.1", self.port or 0), backlog=16)
+            server = socket.create_server(("127.0.0.1", self.port or 0), backlog=64)
         except OSError as exc:
             raise SessionStartError(f"cannot listen on 127.0.0.1:{self.port or 0}: {exc}") from exc
         self.port = server.getsockname()[1]
@@ -157,12 +157,14 @@ class Session:
                 caller = admission.poll(0 if status is not None else 0.05)
                 if caller is not None:
                     return caller
+                dropped = f" (dropped {len(admission.dropped)} connection(s): {admission.dropped[-1]})" \
+                    if admission.dropped else ""
                 if status is not None:
                     raise SessionStartError(f"{self.ascp_path} exited with status {status} before connecting to "
-                                            f"the management port: {self._stderr_tail()}")
+                                            f"the management port{dropped}: {self._stderr_tail()}")
                 if time.monotonic() > deadline:
                     raise SessionStartError(f"{self.ascp_path} did not connect to management port {self.port} "
-                                            f"within {timeout:g} s")
+                                            f"within {timeout:g} s{dropped}")
         finally:
             admission.close()
 
