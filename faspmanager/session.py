@@ -1,5 +1,8 @@
 """Sessions: run an ascp-compatible program and steer it through the management port.
 
+The port is judged per connection (``admission``): only the session's own program is admitted, by the secret
+it was handed in ``FASPMANAGER_MGMT_SECRET`` or, for a program that knows none, by the socket's owner.
+
 Threads, kept to the minimum: the caller's thread starts, commands and
 finishes; one reader thread decodes the program's events (``mgmt.Decoder``)
 into ``Progress``; one dispatch thread hands events to the listener, so a slow
