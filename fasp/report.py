@@ -9,6 +9,7 @@ the session is told at once: a transfer nobody watches must not go on.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Awaitable, Callable
 
 from faspmanager import mgmt
@@ -25,10 +26,16 @@ class Management:
 
     @classmethod
     async def connect(cls, port: int, timeout: float = 10.0) -> "Management":
+        """Connect; with a secret from the manager (``mgmt.SECRET_ENV``) present it first, so the manager
+        knows this connection is its own program's. The variable is taken out of the environment: the
+        processes this engine starts (ssh, hooks) must not be able to pass for it."""
+        secret = os.environ.pop(mgmt.SECRET_ENV, None)
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise EngineError(ErrorCode.ASCP, f"cannot connect to management port {port}: {exc}") from None
+        if secret:
+            writer.write(mgmt.encode(mgmt.AUTH_FRAME, {"Secret": secret}))
         return cls(reader, writer)
 
     def emit(self, event: str, fields: dict) -> None:
@@ -36,7 +43,7 @@ class Management:
         if self._closed or self._writer.is_closing():
             return
         clean = {k: v for k, v in fields.items() if v is not None}
-        self._writer.write(mgmt.encode(event, clean))
+        self._writer.write(mgmt.encode(event, clean, escape=True))  # file names may hold newlines
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until queued events are written (bounded: a manager that stopped reading cannot hang us)."""

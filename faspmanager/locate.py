@@ -48,3 +48,9 @@ def locate_ascp(ascp_path=None) -> list[str]:
         return [ibm]
     ours = shutil.which("fasp-ascp")
     return [ours] if ours else [sys.executable, "-m", "fasp"]
+
+
+def is_our_engine(command: list[str]) -> bool:
+    """Whether a command runs our engine (``fasp-ascp``, ``python -m fasp``), which presents the management
+    secret; IBM's ascp does not know it."""
+    return os.path.basename(command[0]) == "fasp-ascp" or command[1:3] == ["-m", "fasp"]

@@ -12,11 +12,23 @@ Wire form::
     Name: value\\n
     \\n
     [exactly Size raw bytes, WRITE frames only]
+
+Values holding a control character (a file may be named ``a\\nb``): IBM's
+protocol has no escape (its parsers split on newlines), so a sender that may
+meet such values calls ``encode(..., escape=True)``: each such value travels
+percent-encoded (UTF-8; its control characters, line/paragraph separators,
+undecodable bytes and ``%`` itself as ``%XX``) and the frame names those
+fields in ``EscapedFields: File,Description``. Plain values travel verbatim,
+so an IBM parser sees every ordinary frame unchanged (and a single readable
+line for an escaped one, ignoring the unknown field); :class:`Decoder` undoes
+the escape, so ``Frame.fields`` always hold the original text.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Mapping, NoReturn
+from urllib.parse import unquote
 
 HEADER = "FASPMGR 2"
 MAX_HEADER_BYTES = 64 * 1024
@@ -25,6 +37,38 @@ MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 """Largest WRITE payload a decoder accepts (a chunk, not a file)."""
 
 _FORBIDDEN = ("\r", "\n", "\0")
+SECRET_ENV = "FASPMANAGER_MGMT_SECRET"
+"""The environment variable through which a manager hands its program the session's secret (never argv)."""
+AUTH_FRAME = "AUTH"
+"""The first frame a program that got a secret sends (``Secret: ...``), before any event: the manager admits
+only the connection that presents it. A program without the variable (IBM's ascp) never sends it."""
+ESCAPED_FIELDS = "EscapedFields"
+"""The field naming the fields of a frame whose values are percent-encoded."""
+
+
+def _unsafe(char: str) -> bool:
+    """A character that cannot travel verbatim: controls, line separators, undecodable bytes (surrogates)."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs")
+
+
+def needs_escape(text: str) -> bool:
+    return any(_unsafe(c) for c in text)
+
+
+def escape_value(text: str) -> str:
+    """Percent-encode the unsafe characters of ``text`` and ``%``; everything else stays readable.
+
+    A surrogate stands for an undecodable byte of a file name (``os.fsdecode``); one that does not cannot be
+    sent at all."""
+    try:
+        return "".join("".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+                       if c == "%" or _unsafe(c) else c for c in text)
+    except UnicodeEncodeError:
+        raise MgmtProtocolError(f"{text!r} holds a surrogate that stands for no byte") from None
+
+
+def unescape_value(text: str) -> str:
+    return unquote(text, encoding="utf-8", errors="surrogateescape")
 
 
 class MgmtProtocolError(ValueError):
@@ -91,14 +135,23 @@ def _check(kind: str, text: str) -> None:
     for bad in _FORBIDDEN:
         if bad in text:
             raise MgmtProtocolError(f"{kind} {text!r} contains {bad!r}; it cannot travel in a frame")
+    if any(unicodedata.category(c) == "Cs" for c in text):
+        raise MgmtProtocolError(f"{kind} {text!r} is not valid UTF-8; it cannot travel in a frame")
 
 
-def encode(frame_type: str, fields: Mapping[str, object] = {}, payload: bytes = b"") -> bytes:
-    """One frame as bytes. None values are left out; WRITE gets ``Size`` and its payload."""
+def encode(frame_type: str, fields: Mapping[str, object] = {}, payload: bytes = b"", *,
+           escape: bool = False) -> bytes:
+    """One frame as bytes. None values are left out; WRITE gets ``Size`` and its payload.
+
+    With ``escape``, values holding control characters are percent-encoded (see the module doc) instead
+    of refused: only for a reader known to undo it (our engine, our library); IBM's ascp would take the
+    escaped text literally.
+    """
     _check("frame type", frame_type)
     if not frame_type or frame_type != frame_type.strip() or ":" in frame_type:
         raise MgmtProtocolError(f"invalid frame type {frame_type!r}")
     lines = [HEADER, f"Type: {frame_type}"]
+    escaped = []
     for name, value in fields.items():
         if value is None:
             continue
@@ -107,9 +160,18 @@ def encode(frame_type: str, fields: Mapping[str, object] = {}, payload: bytes = 
             raise MgmtProtocolError(f"invalid field name {name!r}")
         if frame_type == "WRITE" and name == "Size":
             raise MgmtProtocolError("WRITE's Size is set from the payload, do not pass it")
+        if name == ESCAPED_FIELDS:
+            raise MgmtProtocolError(f"{ESCAPED_FIELDS} is set by the codec, do not pass it")
         text = _text(value)
+        if escape and needs_escape(text):
+            text = escape_value(text)
+            if "," in name:
+                raise MgmtProtocolError(f"field name {name!r} holds ',': it cannot be listed in {ESCAPED_FIELDS}")
+            escaped.append(name)
         _check(f"value of {name}", text)
         lines.append(f"{name}: {text}")
+    if escaped:
+        lines.append(f"{ESCAPED_FIELDS}: {','.join(escaped)}")
     if frame_type == "WRITE":
         lines.append(f"Size: {len(payload)}")
     elif payload:
@@ -222,6 +284,10 @@ class Decoder:
     def _end_frame(self, frames: list[Frame]) -> None:
         if not self._type:
             self._fail("frame has no Type field")
+        escaped = self._fields.pop(ESCAPED_FIELDS, "")
+        for name in filter(None, (n.strip() for n in escaped.split(","))):
+            if name in self._fields:
+                self._fields[name] = unescape_value(self._fields[name])
         frame = Frame(self._type, self._fields)
         self._in_frame, self._header_bytes, self._type, self._fields = False, 0, None, {}
         if frame.type != "WRITE":

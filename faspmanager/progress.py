@@ -17,7 +17,7 @@ _TEXT_FIELDS = {"File", "Source", "Destination", "Description", "Host", "User", 
                 "RemoteAddress", "Direction", "Policy", "Cipher", "Transport", "FileChecksum", "FileChecksumType",
                 "Tags", "UserStr"}
 """Fields kept as text even when they look like numbers (a file may be named "42")."""
-_SECRET_FIELDS = {"Password", "Pass", "Token", "Passphrase", "FilePass", "FilePassphrase"}
+_SECRET_FIELDS = {"Password", "Pass", "Token", "Passphrase", "FilePass", "FilePassphrase", "Secret"}
 """Never copied into stats or events, whatever a program sends."""
 _INT = re.compile(r"-?\d+\Z")
 _FLOAT = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?\Z")

@@ -1,5 +1,8 @@
 """Sessions: run an ascp-compatible program and steer it through the management port.
 
+The port is judged per connection (``admission``): only the session's own program is admitted, by the secret
+it was handed in ``FASPMANAGER_MGMT_SECRET`` or, for a program that knows none, by the socket's owner.
+
 Threads, kept to the minimum: the caller's thread starts, commands and
 finishes; one reader thread decodes the program's events (``mgmt.Decoder``)
 into ``Progress``; one dispatch thread hands events to the listener, so a slow
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import secrets
 import shutil
 import signal
 import socket
@@ -18,9 +22,10 @@ import tempfile
 import threading
 import time
 
+from .admission import Admission
 from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
-from .locate import locate_ascp
-from .mgmt import Decoder, MgmtProtocolError, encode
+from .locate import locate_ascp, is_our_engine
+from .mgmt import SECRET_ENV, MgmtProtocolError, encode
 from .orders import BaseTransferOrder
 from .progress import Progress
 
@@ -35,14 +40,19 @@ def _start_timeout() -> float:
 
 
 class MgmtConnection:
-    """The accepted management socket; sends are serialised so frames never interleave."""
+    """The accepted management socket; sends are serialised so frames never interleave.
 
-    def __init__(self, sock: socket.socket):
+    ``escape``: the program presented the session's secret, so it is ours and undoes the codec's escape of
+    control characters (a path with a newline can be sent); IBM's ascp would take the escape literally.
+    """
+
+    def __init__(self, sock: socket.socket, escape: bool = False):
         self.sock = sock
+        self.escape = escape
         self._lock = threading.Lock()
 
     def send(self, frame_type: str, fields=None, payload: bytes = b"") -> None:
-        data = encode(frame_type, fields or {}, payload)
+        data = encode(frame_type, fields or {}, payload, escape=self.escape)
         with self._lock:
             self.sock.sendall(data)
 
@@ -61,6 +71,9 @@ class Session:
     """Seconds the program has to connect to the management port (None: $FASPMANAGER_START_TIMEOUT or 15)."""
     stop_timeout = 5.0
     """Seconds close() waits after SIGTERM before SIGKILL."""
+    mgmt_secret_required: bool | None = None
+    """Whether the program must present the management secret (None: when it is our engine, fasp-ascp or
+    ``python -m fasp``); otherwise a connection without it is admitted only from the child's process tree."""
     max_pending_stats = 1000
     """STATS events queued for a slow listener beyond this are dropped (stats() still has them): memory stays
     bounded however long the listener takes, and no other event type is ever dropped."""
@@ -101,12 +114,15 @@ class Session:
         try:
             server = self._listen()
             try:
+                secret = secrets.token_hex(32)
                 argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
-                env = {**os.environ, **self.order.ascp_env()}
+                env = {**os.environ, **self.order.ascp_env(), SECRET_ENV: secret}
                 with open(self._stderr_path(), "wb") as stderr:
                     self._process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                                      stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
-                sock = self._accept(server)
+                required = self.mgmt_secret_required
+                caller = self._accept(Admission(server, secret, self._process.pid,
+                                                is_our_engine(command) if required is None else required))
             finally:
                 server.close()
         except BaseException as exc:
@@ -114,43 +130,46 @@ class Session:
             self._conclude(f"session did not start: {exc}")
             self._remove_files()
             raise
+        sock = caller.sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._conn = MgmtConnection(sock)
+        self._conn = MgmtConnection(sock, escape=caller.authenticated)
         with self._lock:
             self._progress.started()
         if self.listener is not None:
             self._dispatcher = threading.Thread(target=self._dispatch, name="faspmanager-listener", daemon=True)
             self._dispatcher.start()
-        self._reader = threading.Thread(target=self._read, name="faspmanager-reader", daemon=True)
+        self._reader = threading.Thread(target=self._read, args=(caller,), name="faspmanager-reader", daemon=True)
         self._reader.start()
 
     def _listen(self) -> socket.socket:
         """The management port: loopback only, so no other host can steer the transfer."""
         try:
-            server = socket.create_server(("127.0.0.1", self.port or 0), backlog=1)
+            server = socket.create_server(("127.0.0.1", self.port or 0), backlog=64)
         except OSError as exc:
             raise SessionStartError(f"cannot listen on 127.0.0.1:{self.port or 0}: {exc}") from exc
         self.port = server.getsockname()[1]
         return server
 
-    def _accept(self, server: socket.socket) -> socket.socket:
+    def _accept(self, admission: Admission):
+        """Wait (bounded) for the program's own connection; strangers are dropped meanwhile (see admission)."""
         timeout = self.start_timeout if self.start_timeout is not None else _start_timeout()
         deadline = time.monotonic() + timeout
-        server.settimeout(0.05)
-        while True:
-            try:
-                sock, _ = server.accept()
-                sock.settimeout(None)
-                return sock
-            except TimeoutError:
-                pass
-            status = self._process.poll()
-            if status is not None:
-                raise SessionStartError(f"{self.ascp_path} exited with status {status} before connecting to "
-                                        f"the management port: {self._stderr_tail()}")
-            if time.monotonic() > deadline:
-                raise SessionStartError(f"{self.ascp_path} did not connect to management port {self.port} "
-                                        f"within {timeout:g} s")
+        try:
+            while True:
+                status = self._process.poll()  # before the round: what an exited program wrote is still judged
+                caller = admission.poll(0 if status is not None else 0.05)
+                if caller is not None:
+                    return caller
+                dropped = f" (dropped {len(admission.dropped)} connection(s): {admission.dropped[-1]})" \
+                    if admission.dropped else ""
+                if status is not None:
+                    raise SessionStartError(f"{self.ascp_path} exited with status {status} before connecting to "
+                                            f"the management port{dropped}: {self._stderr_tail()}")
+                if time.monotonic() > deadline:
+                    raise SessionStartError(f"{self.ascp_path} did not connect to management port {self.port} "
+                                            f"within {timeout:g} s{dropped}")
+        finally:
+            admission.close()
 
     def finish(self):
         """Block until the transfer concludes; the same SessionResult on every call."""
@@ -234,14 +253,12 @@ class Session:
 
     # -- threads -------------------------------------------------------------------------------
 
-    def _read(self):
-        decoder = Decoder()
+    def _read(self, caller):
+        """Fold the program's frames in, starting with those it sent while being admitted."""
+        frames, error = caller.frames, caller.error
         try:
             while True:
-                data = self._conn.sock.recv(65536)
-                if not data:
-                    break
-                for frame in decoder.feed(data):
+                for frame in frames:
                     with self._lock:
                         event = self._progress.apply(frame)
                         if self._progress.concluded:
@@ -249,6 +266,12 @@ class Session:
                     if event is not None and self.listener is not None and not (
                             event.event_type == "STATS" and self._events.qsize() >= self.max_pending_stats):
                         self._events.put(event)
+                if error is not None:
+                    raise error
+                data = self._conn.sock.recv(65536)
+                if not data:
+                    break
+                frames = caller.decoder.feed(data)
         except MgmtProtocolError as exc:
             self._conclude(f"{self.ascp_path} broke the management protocol: {exc}")
             self._end_process()

@@ -7,8 +7,8 @@ positional). Behaviour is picked by ``FAKEASCP_MODE``:
   normal     INIT, SESSION, per file START / STATS / STOP (or SKIP for -E matches, FILEERROR for missing
              sources), then DONE (ERROR 27 if any file failed)
   slow       as normal, but 64 KiB per 20 ms, STATS after each chunk; RATE is echoed (TargetRate) in STATS
-  die        INIT, SESSION, a line on stderr, then exit 3 without DONE/ERROR
-  error      INIT, then ERROR 19 (authentication failed), exit 1
+  die        INIT, SESSION, a line on stderr, then (0.3 s later) exit 3 without DONE/ERROR
+  error      INIT, then ERROR 19 (authentication failed), exit 1 (0.1 s later)
   garbage    connects and sends bytes that are no FASPMGR frame, then waits
   noconnect  never connects to the management port
   exit       a line on stderr and exit 2 at once
@@ -202,11 +202,13 @@ class Fake:
                   Cookie=os.environ.get("ASPERA_SCP_COOKIE"), Token=os.environ.get("ASPERA_SCP_TOKEN"))
         if self.mode == "error":
             self.send("ERROR", Code=19, Description="Authentication failed")
+            time.sleep(0.1)  # as a real program, alive a moment after connecting (see die)
             return 1
         self.send("SESSION", SessionId="fake-1", Transport="fake", Host=self.opts["--host"],
                   RemoteAddress="127.0.0.1", Port=int(self.opts["-O"][-1]), DatagramSize=1400, Rate=self.rate)
         if self.mode == "die":
             print("fakeascp: simulated crash (mode die)", file=sys.stderr, flush=True)
+            time.sleep(0.3)  # a moment after connecting: one that exits at once cannot be told from a stranger
             os._exit(3)
         if self.mode == "hold":
             self.poll(block=True)

@@ -147,3 +147,35 @@ def test_blank_lines_between_frames_and_crlf_tolerated():
     wire = b"\n" + encode("DONE") + b"\n" + b"FASPMGR 2\r\nType: STATS\r\nA: 1\r\n\r\n"
     got = Decoder().feed(wire)
     assert [f.type for f in got] == ["DONE", "STATS"] and got[1].fields == {"A": "1"}
+
+
+any_text = st.text(st.characters().filter(lambda c: not ("\ud800" <= c < "\udc80" or "\udd00" <= c <= "\udfff")),
+                   max_size=40)
+"""Controls, line separators, and the surrogates os.fsdecode makes of undecodable bytes."""
+plain_names = names.filter(lambda n: n not in ("Size", mgmt.ESCAPED_FIELDS) and "," not in n
+                           and not mgmt.needs_escape(n))
+
+
+@given(st.dictionaries(plain_names, any_text, max_size=6))
+def test_escaped_values_round_trip_and_the_wire_stays_one_line_each(fields):
+    wire = encode("START", fields, escape=True)
+    (frame,) = Decoder().feed(wire)
+    assert frame.fields == fields
+    for line in wire.decode("utf-8").split("\n"):
+        assert not any(mgmt.needs_escape(c) for c in line)
+
+
+def test_escape_leaves_plain_values_verbatim_and_lists_the_escaped_ones():
+    wire = encode("STOP", {"File": "a\nb%c", "Description": "100% done", "Size": 3}, escape=True)
+    assert wire == (b"FASPMGR 2\nType: STOP\nFile: a%0Ab%25c\nDescription: 100% done\nSize: 3\n"
+                    b"EscapedFields: File\n\n")
+    assert encode("STOP", {"File": "plain"}, escape=True) == encode("STOP", {"File": "plain"})
+    (frame,) = Decoder().feed(b"FASPMGR 2\nType: STOP\nFile: 100%0A\n\n")  # not listed: never decoded
+    assert frame.get("File") == "100%0A"
+    with pytest.raises(MgmtProtocolError, match="set by the codec"):
+        encode("STOP", {mgmt.ESCAPED_FIELDS: "File"}, escape=True)
+    with pytest.raises(MgmtProtocolError, match="UTF-8"):
+        encode("STOP", {"File": "bad\udcff"})  # without escape an undecodable name is refused, as a newline is
+    assert Decoder().feed(encode("STOP", {"File": "bad\udcff"}, escape=True))[0].get("File") == "bad\udcff"
+    with pytest.raises(MgmtProtocolError, match="surrogate"):
+        encode("STOP", {"File": "\ud800"}, escape=True)
