@@ -21,6 +21,7 @@ from workers.redisconn import redis_for
 
 from .client import TransferHandle, submit
 from .progress import TransferView
+from .secrets import SecretKeyError
 
 console = Console()
 
@@ -36,8 +37,11 @@ def _password(password_env: str | None, identity: str | None) -> str | None:
     return click.prompt("password", hide_input=True)
 
 
-def _options(port: int, rate: int | None, dest_root: str | None, extra: dict) -> fm.TransferOptions:
+def _options(port: int, rate: int | None, dest_root: str | None, extra: dict,
+             fingerprint: str | None = None) -> fm.TransferOptions:
     opts = {"tcp_port": port, **extra}
+    if fingerprint:
+        opts["check_ssh_fingerprint"] = fingerprint
     if rate:
         opts["target_rate_kbps"] = rate
     if dest_root:
@@ -52,6 +56,9 @@ def _remote(f):
         click.option("--user", required=True),
         click.option("--password-env", metavar="VAR", help="environment variable holding the password"),
         click.option("--identity", type=click.Path(), help="private key file (instead of a password)"),
+        click.option("--check-sshfp", "fingerprint", metavar="FP",
+                     help="the server's host key fingerprint (SHA256:...); without it the worker's known_hosts "
+                          "(FASP_KNOWN_HOSTS) decides"),
         click.option("--rate", type=int, help="target rate, kbps"),
         click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
         click.option("--queue", help="Celery queue"),
@@ -63,7 +70,10 @@ def _remote(f):
 
 
 def _enqueue(order, queue, transfer_id, watch) -> None:
-    handle = submit(order, transfer_id=transfer_id, queue=queue)
+    try:
+        handle = submit(order, transfer_id=transfer_id, queue=queue)
+    except SecretKeyError as exc:
+        raise click.ClickException(f"not submitted: {exc}") from None
     click.echo(handle.id)
     if watch:
         sys.exit(_watch(handle))
@@ -94,12 +104,13 @@ def main() -> None:
               help="destination on the server; as with ascp, a lone file sent to a path that is not an "
                    "existing directory is stored under that name")
 @_remote
-def upload(sources, dest, host, port, user, password_env, identity, rate, resume, queue, transfer_id, watch):
+def upload(sources, dest, host, port, user, password_env, identity, fingerprint, rate, resume, queue, transfer_id,
+           watch):
     """Upload local SOURCES to the server."""
     extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
     order = fm.FileUpload(source_paths=list(sources), dest_user=user, dest_host=host,
                           dest_pass=_password(password_env, identity), dest_identity=identity,
-                          options=_options(port, rate, dest, {**extra, "create_dirs": True}))
+                          options=_options(port, rate, dest, {**extra, "create_dirs": True}, fingerprint))
     _enqueue(order, queue, transfer_id, watch)
 
 
@@ -107,12 +118,14 @@ def upload(sources, dest, host, port, user, password_env, identity, rate, resume
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--dest", default=".", show_default=True, help="local destination directory (on the worker)")
 @_remote
-def download(sources, dest, host, port, user, password_env, identity, rate, resume, queue, transfer_id, watch):
+def download(sources, dest, host, port, user, password_env, identity, fingerprint, rate, resume, queue, transfer_id,
+             watch):
     """Download SOURCES from the server."""
     extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
     order = fm.FileDownload(source_paths=list(sources), source_user=user, source_host=host,
                             source_pass=_password(password_env, identity), source_identity=identity,
-                            options=_options(port, rate, os.path.abspath(dest), {**extra, "create_dirs": True}))
+                            options=_options(port, rate, os.path.abspath(dest), {**extra, "create_dirs": True},
+                                             fingerprint))
     _enqueue(order, queue, transfer_id, watch)
 
 

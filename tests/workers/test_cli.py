@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(120)
 def _upload(server, src, dest, *extra, env=None):
     (server.docroot / dest).mkdir(parents=True, exist_ok=True)
     args = ["upload", str(src), "--host", server.host, "--port", str(server.port), "--user", server.user,
-            "--password-env", "TEST_PW", "--dest", dest, "--no-watch", *extra]
+            "--password-env", "TEST_PW", "--dest", dest, "--no-watch", "--check-sshfp", server.host_key_fingerprint(),
+            *extra]
     result = CliRunner().invoke(main, args, env={"TEST_PW": server.password, **(env or {})})
     assert result.exit_code == 0, result.output
     return result.output.strip().splitlines()[-1]
