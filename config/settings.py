@@ -178,11 +178,20 @@ def pin_settings() -> Settings:
     environment never reach an engine or a ``-e`` program (faspmanager passes os.environ on)."""
     if not _pinned:
         _pinned.append(Settings.from_env())
-        keep = set(CHILD_ENV) | {n.strip() for n in os.environ.get("FASPQ_CHILD_ENV", "").split(",") if n.strip()}
-        for name in list(os.environ):
-            if name not in keep and not name.startswith("LC_"):
-                del os.environ[name]
+        _keep.update(CHILD_ENV, (n.strip() for n in os.environ.get("FASPQ_CHILD_ENV", "").split(",") if n.strip()))
+        strip_environment()
     return _pinned[0]
+
+
+_keep: set[str] = set()
+
+
+def strip_environment() -> None:
+    """Drop from os.environ what pin_settings did not keep (also what Celery sets later, CELERY_LOG_*)."""
+    if _pinned:
+        for name in list(os.environ):
+            if name not in _keep and not name.startswith("LC_"):
+                del os.environ[name]
 
 
 def redacted(url: str) -> str:

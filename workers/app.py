@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import task_prerun, worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from config.celery import celery_config
-from config.settings import Settings, get_settings, pin_settings, redacted
+from config.settings import Settings, get_settings, pin_settings, redacted, strip_environment
 from tasks.secrets import SecretKeyError, derive
 
 from .keys import draining_key
@@ -55,6 +55,13 @@ def _harden(sender=None, **_):
              "ignore_host_key %s, rate caps %s", redacted(pinned.events_url), list(policy.read_dirs),
              list(policy.write_dirs), list(policy.prepost_programs), list(policy.extra_options),
              "allowed" if policy.allow_ignore_host_key else "refused", dict(policy.rate_caps) or "none")
+
+
+@task_prerun.connect
+def _strip(**_):
+    """Again in the process about to run a transfer: Celery sets CELERY_LOG_* after worker_init (a prefork
+    pool's processes read them at start, so the main process keeps them)."""
+    strip_environment()
 
 
 def _draining(node: str, on: bool) -> None:
