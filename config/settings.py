@@ -72,7 +72,7 @@ class RetryPolicy:
                    backoff_max_s=float(merged["backoff_max_s"]), jitter=bool(merged["jitter"]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""
@@ -97,6 +97,12 @@ class Settings:
     redis_cert: str | None = None
     redis_key: str | None = None
     policy: Policy = field(default_factory=Policy)
+
+    def __repr__(self) -> str:
+        """Without the shared key or Redis passwords: settings may end up in logs."""
+        urls = {name: redacted(getattr(self, name)) for name in ("redis_url", "broker_url", "result_url", "events_url")}
+        return (f"Settings({', '.join(f'{k}={v!r}' for k, v in urls.items())}, prefix={self.prefix!r}, "
+                f"queue={self.queue!r}, client_name={self.client_name!r}, policy={self.policy!r})")
 
     def redis_ssl(self) -> dict:
         """redis-py keyword arguments for ``rediss://`` URLs (certificates always verified)."""

@@ -209,6 +209,19 @@ def finish(transfer_id):
 
 
 @main.command()
+def policy():
+    """The worker policy this environment sets (what a worker started with it lets orders do), as JSON."""
+    current = get_settings().policy
+    click.echo(json.dumps({
+        "FASPQ_READ_DIRS": list(current.read_dirs), "FASPQ_WRITE_DIRS": list(current.write_dirs),
+        "FASPQ_PREPOST_PROGRAMS": list(current.prepost_programs), "FASPQ_EXTRA_OPTIONS": list(current.extra_options),
+        "FASPQ_ALLOW_IGNORE_HOST_KEY": current.allow_ignore_host_key,
+        "FASPQ_CONFIG_FILES": list(current.config_files), "FASPQ_LOG_DIRS": list(current.log_dirs),
+        "FASPQ_RATE_CAPS": dict(current.rate_caps), "FASP_KNOWN_HOSTS": os.environ.get("FASP_KNOWN_HOSTS"),
+        "FASPQ_ASCP_PATH": get_settings().ascp_path}, indent=2))
+
+
+@main.command()
 @click.option("--size-mb", default=48, show_default=True, help="data to generate and transfer")
 @click.option("--files", default=4, show_default=True)
 @click.option("--rate", default=400000, show_default=True, help="target rate, kbps")
