@@ -197,7 +197,7 @@ def strip_environment() -> None:
     if _pinned:
         for name in list(os.environ):
             if name not in _keep and not name.startswith("LC_"):
-                del os.environ[name]
+                os.environ.pop(name, None)
 
 
 def redacted(url: str) -> str:

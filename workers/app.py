@@ -50,11 +50,6 @@ def _harden(sender=None, **_):
         derive(pinned.secret_key, "check")
     except SecretKeyError as exc:
         raise SystemExit(f"faspq worker refuses to start: {exc}") from None
-    policy = pinned.policy
-    log.info("faspq worker: events %s, read dirs %s, write dirs %s, -e programs %s, extra options %s, "
-             "ignore_host_key %s, rate caps %s", redacted(pinned.events_url), list(policy.read_dirs),
-             list(policy.write_dirs), list(policy.prepost_programs), list(policy.extra_options),
-             "allowed" if policy.allow_ignore_host_key else "refused", dict(policy.rate_caps) or "none")
 
 
 @task_prerun.connect
@@ -77,6 +72,11 @@ def _draining(node: str, on: bool) -> None:
 def _start(sender=None, **_):
     from .reaper import Reaper
     _draining(sender.hostname, on=False)  # a restarted node is not draining
+    policy = settings.policy
+    log.info("faspq worker: events %s, read dirs %s, write dirs %s, -e programs %s, extra options %s, "
+             "ignore_host_key %s, rate caps %s", redacted(settings.events_url), list(policy.read_dirs),
+             list(policy.write_dirs), list(policy.prepost_programs), list(policy.extra_options),
+             "allowed" if policy.allow_ignore_host_key else "refused", dict(policy.rate_caps) or "none")
     reaper = Reaper(app, settings)
     reaper.start()
     _reaper.append(reaper)
