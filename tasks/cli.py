@@ -16,6 +16,7 @@ from rich.table import Table
 
 import faspmanager as fm
 from config.settings import get_settings
+from workers.control import ControlError
 from workers.keys import TERMINAL_STATES
 from workers.redisconn import redis_for
 
@@ -91,6 +92,14 @@ def _watch(handle: TransferHandle, timeout: float | None = None) -> int:
         return 0
     console.print(f"[red]failed[/]: [{result.get('code')} {result.get('error')}] {result.get('reason')}")
     return 1
+
+
+def _steer(transfer_id: str, op: str, *args) -> None:
+    """Send one control message and print its stream id; without the shared key, say so (nothing is sent)."""
+    try:
+        click.echo(getattr(TransferHandle(transfer_id), op)(*args))
+    except ControlError as exc:
+        raise click.ClickException(f"not sent: {exc}") from None
 
 
 @click.group()
@@ -180,14 +189,14 @@ def list_transfers(show_all):
 @click.argument("kbps", type=int)
 def rate(transfer_id, kbps):
     """Change a transfer's target rate."""
-    click.echo(TransferHandle(transfer_id).set_rate(kbps))
+    _steer(transfer_id, "set_rate", kbps)
 
 
 @main.command()
 @click.argument("transfer_id")
 def cancel(transfer_id):
     """Cancel a transfer (it ends with code 28, no retry)."""
-    click.echo(TransferHandle(transfer_id).cancel())
+    _steer(transfer_id, "cancel")
 
 
 @main.command()
@@ -198,14 +207,14 @@ def cancel(transfer_id):
 @click.option("--end", "end_offset", type=int)
 def add(transfer_id, source, dest, start_offset, end_offset):
     """Add a file to a persistent transfer."""
-    click.echo(TransferHandle(transfer_id).add_source(source, dest, start_offset, end_offset))
+    _steer(transfer_id, "add_source", source, dest, start_offset, end_offset)
 
 
 @main.command()
 @click.argument("transfer_id")
 def finish(transfer_id):
     """Tell a persistent transfer that no more files come."""
-    click.echo(TransferHandle(transfer_id).finish())
+    _steer(transfer_id, "finish")
 
 
 @main.command()

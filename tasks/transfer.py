@@ -30,7 +30,7 @@ from workers.runner import Attempt, Outcome
 
 from config.policy import PolicyError
 
-from .schema import OrderNotAuthenticated, order_from_json, verify_record
+from .schema import OrderNotAuthenticated, OrderSchemaError, order_from_json, order_type, verify_record
 from .secrets import Sealer
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ def run_transfer(task, transfer_id: str) -> dict:
                        state="RUNNING", owner=lease.owner, client=record["client"])
         try:
             order = order_from_json(json.loads(record["order"]), Sealer(settings.secret_key), transfer_id)
+            if order_type(order) != record["type"]:  # the policy and the runner go by the order's real type
+                raise OrderSchemaError(f"a {order_type(order)} recorded as a {record['type']}")
             settings.policy.check_order(order, record["type"], record["queue"])
         except PolicyError as exc:
             outcome = Outcome(False, int(ErrorCode.USAGE), str(exc))

@@ -122,3 +122,21 @@ def test_worker_keeps_its_settings_and_strips_its_environment(monkeypatch):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_rediss_urls_get_verified_tls_with_the_deployments_ca(monkeypatch, tmp_path):
+    import ssl
+
+    from workers.redisconn import redis_for
+
+    ca = tmp_path / "ca.pem"
+    monkeypatch.setenv("FASPQ_REDIS_URL", "rediss://worker:pw@redis.example.org:6380/0")
+    monkeypatch.setenv("FASPQ_REDIS_CA", str(ca))
+    settings = Settings.from_env()
+    conf = celery_config(settings)
+    for name in ("broker_use_ssl", "redis_backend_use_ssl"):
+        assert conf[name] == {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(ca)}
+    pool = redis_for(settings.events_url).connection_pool
+    assert pool.connection_class.__name__ == "SSLConnection"
+    assert pool.connection_kwargs["ssl_ca_certs"] == str(ca) and pool.connection_kwargs["password"] == "pw"
+    assert "broker_use_ssl" not in celery_config(Settings(broker_url="redis://x", result_url="redis://x"))
