@@ -71,10 +71,11 @@ class Policy:
             value = data.get(name) or []
             return [v.strip() for v in (value.split(sep) if isinstance(value, str) else value) if str(v).strip()]
 
-        caps = {}
-        for pair in items("FASPQ_RATE_CAPS", ","):
+        caps = data.get("FASPQ_RATE_CAPS") if isinstance(data.get("FASPQ_RATE_CAPS"), dict) else {}
+        for pair in items("FASPQ_RATE_CAPS", ",") if not caps else ():
             queue, _, kbps = pair.partition("=")
-            caps[queue.strip()] = int(kbps)
+            caps[queue.strip()] = kbps
+        caps = {queue: int(kbps) for queue, kbps in caps.items()}
         return cls(read_dirs=_real_dirs(items("FASPQ_READ_DIRS", os.pathsep)),
                    write_dirs=_real_dirs(items("FASPQ_WRITE_DIRS", os.pathsep)),
                    prepost_programs=_real_dirs(items("FASPQ_PREPOST_PROGRAMS", os.pathsep)),

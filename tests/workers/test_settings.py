@@ -75,13 +75,16 @@ def test_policy_from_file_and_environment_and_what_it_lets_through(monkeypatch, 
     outbox.mkdir()
     (inbox / "link").symlink_to("/etc")
     policy_file = tmp_path / "policy.json"
-    policy_file.write_text(json.dumps({"read_dirs": [str(inbox)], "rate_caps": "*=1000", "extra_options": ["-v"]}))
+    policy_file.write_text(json.dumps({"read_dirs": [str(inbox)], "rate_caps": {"*": 1000}, "extra_options": ["-v"],
+                                       "allow_ignore_host_key": True}))
     monkeypatch.setenv("FASPQ_POLICY_FILE", str(policy_file))
     monkeypatch.setenv("FASPQ_WRITE_DIRS", str(outbox))
     monkeypatch.setenv("FASPQ_RATE_CAPS", "fast=90000")  # the environment wins over the file
     policy = Policy.from_env()
     assert policy.read_dirs == (str(inbox),) and policy.write_dirs == (str(outbox),)
-    assert policy.rate_cap("fast") == 90000 and policy.rate_cap("other") is None
+    assert policy.rate_cap("fast") == 90000 and policy.rate_cap("other") is None and policy.allow_ignore_host_key
+    monkeypatch.delenv("FASPQ_RATE_CAPS")
+    assert Policy.from_env().rate_cap("other") == 1000
 
     def up(path, **opts):
         return fm.FileUpload(source_paths=[str(path)], dest_user="u", dest_host="h", dest_pass="p",
@@ -96,9 +99,10 @@ def test_policy_from_file_and_environment_and_what_it_lets_through(monkeypatch, 
                            dest_paths=["../../escape"], options=fm.TransferOptions(destination_root=str(outbox)))
     with pytest.raises(PolicyError, match="FASPQ_WRITE_DIRS.*dest_path"):
         policy.check_order(down, "FileDownload", "fast")
+    monkeypatch.setenv("FASPQ_RATE_CAPS", "fast=90000")
     shown = json.loads(CliRunner().invoke(main, ["policy"]).output)
     assert shown["FASPQ_READ_DIRS"] == [str(inbox)] and shown["FASPQ_RATE_CAPS"] == {"fast": 90000}
-    assert shown["FASPQ_ALLOW_IGNORE_HOST_KEY"] is False and os.sep in shown["FASPQ_WRITE_DIRS"][0]
+    assert shown["FASPQ_ALLOW_IGNORE_HOST_KEY"] is True and os.sep in shown["FASPQ_WRITE_DIRS"][0]
 
 
 def test_worker_keeps_its_settings_and_strips_its_environment(monkeypatch):
