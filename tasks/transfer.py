@@ -1,7 +1,11 @@
 """The Celery tasks: one per order type, all running :func:`run_transfer`.
 
 A task message carries only the transfer id; the order (secrets sealed), the
-retry policy and the queue are in Redis, written by ``submit``. The task runs
+retry policy and the queue are in Redis, written and signed by ``submit``.
+Before anything else of the record is read its MAC is checked: an order not
+signed with the shared key ends FAILED ("order not authenticated") without
+running or retrying. A signed order then has to pass this worker's policy
+(config/policy.py), or it fails at once with the rule it broke. The task runs
 at most once at a time per transfer (lease), returns the stored result if the
 transfer already ended (a late redelivery), retries retryable engine errors
 with backoff and jitter (the next attempt resumes), and fails at once on the
@@ -24,7 +28,9 @@ from workers.lease import Lease
 from workers.redisconn import redis_for
 from workers.runner import Attempt, Outcome
 
-from .schema import order_from_json
+from config.policy import PolicyError
+
+from .schema import OrderNotAuthenticated, OrderSchemaError, order_from_json, order_type, verify_record
 from .secrets import Sealer
 
 log = logging.getLogger(__name__)
@@ -57,21 +63,34 @@ def run_transfer(task, transfer_id: str) -> dict:
         status = events.status()  # the previous owner writes its result before releasing the lease
         if status.get("state") in TERMINAL_STATES:
             return status["result"]
-        record = {k.decode(): v.decode() for k, v in client.hgetall(keys.order).items()}
-        policy = RetryPolicy.from_dict(json.loads(record.get("retry") or "{}"), settings.retry)
+        record = {k.decode(errors="replace"): v.decode(errors="replace")
+                  for k, v in client.hgetall(keys.order).items()}
         attempt = client.hincrby(keys.status, "attempt", 1)
-        events.publish({"type": "PICKED", "attempt": attempt, "worker": lease.owner},
-                       state="RUNNING", owner=lease.owner)
         try:
-            order = order_from_json(json.loads(record["order"]),
-                                    Sealer(settings.secret_key) if settings.secret_key else None)
+            verify_record(record, transfer_id, settings.secret_key)
+        except OrderNotAuthenticated as exc:
+            log.error("transfer %s refused: %s", transfer_id, exc)
+            events.publish({"type": "REJECTED", "attempt": attempt, "worker": lease.owner, "reason": str(exc)},
+                           state="RUNNING", owner=lease.owner)
+            return _finish(client, events, keys, Outcome(False, int(ErrorCode.USAGE), str(exc)), attempt,
+                           settings.keep_s)
+        policy = RetryPolicy.from_dict(json.loads(record.get("retry") or "{}"), settings.retry)
+        events.publish({"type": "PICKED", "attempt": attempt, "worker": lease.owner, "client": record["client"]},
+                       state="RUNNING", owner=lease.owner, client=record["client"])
+        try:
+            order = order_from_json(json.loads(record["order"]), Sealer(settings.secret_key), transfer_id)
+            if order_type(order) != record["type"]:  # the policy and the runner go by the order's real type
+                raise OrderSchemaError(f"a {order_type(order)} recorded as a {record['type']}")
+            settings.policy.check_order(order, record["type"], record["queue"])
+        except PolicyError as exc:
+            outcome = Outcome(False, int(ErrorCode.USAGE), str(exc))
         except Exception as exc:  # schema, key or order errors: no retry can help
             outcome = Outcome(False, int(ErrorCode.USAGE), f"order cannot be read: {exc}")
         else:
             try:
                 outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
                                   lease=lease, settings=settings, attempt=attempt,
-                                  node=task.request.hostname or "").run()
+                                  node=task.request.hostname or "", queue=record["queue"]).run()
             except Exception as exc:  # a bug, not the engine: end with a reason rather than loop via the reaper
                 log.exception("transfer %s: attempt %d crashed", transfer_id, attempt)
                 outcome = Outcome(False, int(ErrorCode.INTERNAL_ERROR), f"worker error: {type(exc).__name__}: {exc}")

@@ -4,14 +4,22 @@
 gives a client the app of other settings (another Redis) without touching it.
 Each consuming worker process (the main one, whatever the pool) also runs the
 reaper that hands dead owners' transfers back to the queue.
+
+A worker refuses to start without the shared key, and before its pool starts
+it keeps its settings in memory and strips its environment to what engines
+need (config.settings.pin_settings), so no engine or ``-e`` program it runs
+inherits the key, Redis URLs or passwords.
 """
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import task_prerun, worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from config.celery import celery_config
-from config.settings import Settings, get_settings
+from config.settings import Settings, get_settings, pin_settings, redacted, strip_environment
+from tasks.secrets import SecretKeyError, derive
 
 from .keys import draining_key
 from .redisconn import redis_for
@@ -31,6 +39,24 @@ def app_for(settings: Settings) -> Celery:
 settings = get_settings()
 app = app_for(settings)
 _reaper = []
+log = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def _harden(sender=None, **_):
+    """Runs in the main worker process before any pool process or transfer exists."""
+    pinned = pin_settings()
+    try:
+        derive(pinned.secret_key, "check")
+    except SecretKeyError as exc:
+        raise SystemExit(f"faspq worker refuses to start: {exc}") from None
+
+
+@task_prerun.connect
+def _strip(**_):
+    """Again in the process about to run a transfer: Celery sets CELERY_LOG_* after worker_init (a prefork
+    pool's processes read them at start, so the main process keeps them)."""
+    strip_environment()
 
 
 def _draining(node: str, on: bool) -> None:
@@ -46,6 +72,11 @@ def _draining(node: str, on: bool) -> None:
 def _start(sender=None, **_):
     from .reaper import Reaper
     _draining(sender.hostname, on=False)  # a restarted node is not draining
+    policy = settings.policy
+    log.info("faspq worker: events %s, read dirs %s, write dirs %s, -e programs %s, extra options %s, "
+             "ignore_host_key %s, rate caps %s", redacted(settings.events_url), list(policy.read_dirs),
+             list(policy.write_dirs), list(policy.prepost_programs), list(policy.extra_options),
+             "allowed" if policy.allow_ignore_host_key else "refused", dict(policy.rate_caps) or "none")
     reaper = Reaper(app, settings)
     reaper.start()
     _reaper.append(reaper)

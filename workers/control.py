@@ -3,18 +3,23 @@
 Messages go to the stream ``<prefix>:control:<id>`` and stay there until the
 transfer ends, so one sent before pickup or during a retry reaches whichever
 worker owns the transfer next; that worker replays them in order. Each message
-is JSON (schema version, transfer id, op, args) plus raw bytes for stream data,
-authenticated with an HMAC keyed from the shared secret: a malformed, forged or
-misrouted message is rejected with a reason, never applied.
+is JSON (schema version, transfer id, sender, sequence, op, args) plus raw bytes
+for stream data, always authenticated with an HMAC of a key derived from the
+shared secret: a malformed, forged or misrouted message is rejected with a
+reason, never applied. The sender id and its sequence are under the MAC, and a
+worker takes each sender's messages in strictly increasing sequence
+(:class:`Sequencer`): an entry copied back into the stream is refused.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 
-CONTROL_VERSION = 1
+from tasks.secrets import SecretKeyError, derive, mac, mac_ok
+
+CONTROL_VERSION = 2
 
 # op -> (order types it applies to, required args and their types)
 _ANY = frozenset({"FileUpload", "FileDownload", "PersistentUpload", "PersistentDownload", "StreamUpload"})
@@ -42,32 +47,46 @@ class Control:
     args: dict = field(default_factory=dict)
     data: bytes = b""
     id: str = ""
+    sender: str = ""
+    seq: int = 0
 
 
-def _mac_key(secret: bytes | None) -> bytes | None:
-    return None if not secret else hashlib.sha256(b"faspq-control\0" + secret).digest()
+class Sender:
+    """One client's identity for control messages: a random id and its own increasing sequence."""
+
+    def __init__(self, name: str = ""):
+        self.id = f"{name}/{os.urandom(8).hex()}" if name else os.urandom(8).hex()
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
 
 
-def encode(transfer_id: str, control: Control, secret: bytes | None) -> dict[str, bytes]:
+def _key(secret: bytes | None) -> bytes:
+    try:
+        return derive(secret, "faspq control mac")
+    except SecretKeyError as exc:
+        raise ControlError(f"control needs the shared key: {exc}") from None
+
+
+def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sender) -> dict[str, bytes]:
     """Stream fields of a message (validated first, so a client learns of a bad one at once)."""
     check(control)
-    body = json.dumps({"v": CONTROL_VERSION, "transfer_id": transfer_id, "op": control.op,
-                       "args": control.args}, separators=(",", ":")).encode()
-    fields = {"m": body, "d": control.data}
-    key = _mac_key(secret)
-    if key:
-        fields["mac"] = hmac.new(key, body + b"\0" + control.data, hashlib.sha256).hexdigest().encode()
-    return fields
+    key = _key(secret)
+    body = json.dumps({"v": CONTROL_VERSION, "transfer_id": transfer_id, "sender": sender.id,
+                       "seq": sender.next(), "op": control.op, "args": control.args},
+                      separators=(",", ":")).encode()
+    return {"m": body, "d": control.data, "mac": mac(key, body + b"\0" + control.data).encode()}
 
 
 def decode(entry_id: str, fields: dict, transfer_id: str, order_type: str, secret: bytes | None) -> Control:
     """The message in a stream entry, or ControlError: bad MAC, schema, op, args or transfer."""
     body, data = fields.get(b"m", b""), fields.get(b"d", b"")
-    key = _mac_key(secret)
-    if key:
-        want = hmac.new(key, body + b"\0" + data, hashlib.sha256).hexdigest().encode()
-        if not hmac.compare_digest(want, fields.get(b"mac", b"")):
-            raise ControlError("bad or missing MAC (sender does not hold the shared key)")
+    if not mac_ok(_key(secret), body + b"\0" + data, fields.get(b"mac", b"")):
+        raise ControlError("bad or missing MAC (sender does not hold the shared key)")
     try:
         msg = json.loads(body)
     except ValueError as exc:
@@ -76,7 +95,10 @@ def decode(entry_id: str, fields: dict, transfer_id: str, order_type: str, secre
         raise ControlError(f"unsupported control schema: {msg.get('v') if isinstance(msg, dict) else msg!r}")
     if msg.get("transfer_id") != transfer_id:
         raise ControlError(f"message for transfer {msg.get('transfer_id')!r} sent to {transfer_id!r}")
-    control = Control(op=msg.get("op"), args=msg.get("args"), data=data, id=entry_id)
+    sender, seq = msg.get("sender"), msg.get("seq")
+    if not isinstance(sender, str) or not sender or not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ControlError("sender and sequence missing or malformed")
+    control = Control(op=msg.get("op"), args=msg.get("args"), data=data, id=entry_id, sender=sender, seq=seq)
     check(control)
     if order_type not in OPS[control.op][0]:
         raise ControlError(f"{control.op} does not apply to a {order_type}")
@@ -105,3 +127,17 @@ def check(control: Control) -> None:
             raise ControlError(f"add_source: {name} must be a non-negative integer")
     if control.op != "write" and control.data:
         raise ControlError(f"{control.op} carries no data")
+
+
+class Sequencer:
+    """Per sender, the last sequence taken: a replayed, old or out-of-order message is refused."""
+
+    def __init__(self):
+        self._last: dict[str, int] = {}
+
+    def take(self, control: Control) -> None:
+        last = self._last.get(control.sender, 0)
+        if control.seq <= last:
+            raise ControlError(f"replayed or out-of-order message: sequence {control.seq} of sender "
+                               f"{control.sender!r} after {last}")
+        self._last[control.sender] = control.seq

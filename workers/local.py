@@ -108,13 +108,24 @@ class Service:
 
 
 class RedisServer(Service):
-    def __init__(self, workdir: Path, port: int | None = None, executable: str | None = None):
+    """A redis-server on loopback; with ``password`` it requires it (default user), given in a 0600
+    config file rather than argv, and ``url`` carries it."""
+
+    def __init__(self, workdir: Path, port: int | None = None, executable: str | None = None,
+                 password: str | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        super().__init__([executable or redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
-                          "--save", "", "--appendonly", "no"], workdir / "redis.log")
-        client = redis.Redis(port=self.port)
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        conf = workdir / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f'requirepass "{password}"\n' if password else "")
+        super().__init__([executable or redis_executable(), str(conf), "--port", str(self.port),
+                          "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "", "--appendonly", "no"],
+                         workdir / "redis.log")
+        client = redis.Redis(port=self.port, password=password)
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -169,6 +180,18 @@ class TransferServer(Service):
             raise RuntimeError(f"fasp-server said {line!r}:\n{self.log()[-4000:]}")
         self.host, _, port_text = line.removeprefix("listening on ").rpartition(":")
         self.port = int(port_text)
+        self.host_key_path = workdir / "host_key"
+
+    def host_key_fingerprint(self) -> str:
+        """SHA256 fingerprint of the server's host key (what an order pins with check_ssh_fingerprint)."""
+        import asyncssh
+        return asyncssh.read_private_key(str(self.host_key_path)).get_fingerprint("sha256")
+
+    def known_hosts_line(self) -> str:
+        """The server's host key as a known_hosts line (``[host]:port keytype base64``)."""
+        import asyncssh
+        public = asyncssh.read_private_key(str(self.host_key_path)).export_public_key("openssh").decode().split()
+        return f"[{self.host}]:{self.port} {public[0]} {public[1]}\n"
 
     def _read_line(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout

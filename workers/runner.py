@@ -3,7 +3,9 @@
 The session's listener events go to the transfer's event log; control messages
 are replayed from the start of the transfer's control stream (so those sent
 before pickup, or applied by a previous attempt, reach this session too) and
-applied in order by a pump thread; the lease heartbeat runs alongside. A retry
+applied in order by a pump thread (each sender's sequence strictly increasing:
+a replayed entry is refused and reported, never applied; add_source and
+set_rate are held to the worker's policy); the lease heartbeat runs alongside. A retry
 or takeover re-runs the same order with ``resume_check`` set, so the engine
 continues partial files instead of starting over.
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import redis
 
 import faspmanager as fm
+from config.policy import PolicyError
 from config.settings import Settings
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -59,9 +62,10 @@ def _code_in(*dicts) -> int | None:
 
 class Attempt:
     def __init__(self, *, order, kind: str, keys: Keys, client: redis.Redis, events: EventLog,
-                 lease: Lease, settings: Settings, attempt: int, node: str = ""):
+                 lease: Lease, settings: Settings, attempt: int, node: str = "", queue: str = ""):
         self.order = order
         self.kind = kind
+        self.queue = queue or settings.queue
         self.keys = keys
         self.redis = client
         self.events = events
@@ -127,10 +131,12 @@ class Attempt:
             self.order.options.resume_check = fm.ResumeCheck.SPARSE_CHECKSUM
 
     def _cancel_already_sent(self) -> bool:
+        sequencer = ctl.Sequencer()
         for entry_id, fields in self.redis.xrange(self.keys.control):
             try:
                 message = ctl.decode(entry_id.decode(), fields, self.keys.transfer_id, self.kind,
                                      self.settings.secret_key)
+                sequencer.take(message)
             except ctl.ControlError:
                 continue  # the pump reports it
             if message.op == "cancel":
@@ -204,6 +210,7 @@ class Attempt:
     # -- control -------------------------------------------------------------------------------
 
     def _pump(self) -> None:
+        self._sequencer = ctl.Sequencer()
         last = "0-0"
         while not self._stop_pump.is_set():
             try:
@@ -223,7 +230,9 @@ class Attempt:
     def _handle(self, entry_id: str, fields: dict) -> None:
         try:
             message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind, self.settings.secret_key)
-        except ctl.ControlError as exc:
+            self._sequencer.take(message)
+            self._check_policy(message)
+        except (ctl.ControlError, PolicyError) as exc:
             log.warning("control message %s of %s rejected: %s", entry_id, self.keys.transfer_id, exc)
             self._publish({"type": "CONTROL_REJECTED", "control_id": entry_id, "reason": str(exc)})
             return
@@ -241,8 +250,16 @@ class Attempt:
         if message.op == "write":
             self.redis.hset(self.keys.status, "control_applied", entry_id)
         else:
-            self._publish({"type": "CONTROL", "control_id": entry_id, "op": message.op, "args": message.args},
-                          control_applied=entry_id)
+            self._publish({"type": "CONTROL", "control_id": entry_id, "op": message.op, "args": message.args,
+                           "sender": message.sender, "seq": message.seq}, control_applied=entry_id)
+
+    def _check_policy(self, message: ctl.Control) -> None:
+        policy = self.settings.policy
+        if message.op == "set_rate":
+            policy.check_rate(self.queue, message.args["kbps"], "set_rate kbps")
+        elif message.op == "add_source":
+            policy.check_add_source(self.kind, self.order.options, message.args["source_path"],
+                                    message.args["dest_path"])
 
     def _apply(self, message: ctl.Control) -> None:
         op, args, session = message.op, message.args, self.session

@@ -1,14 +1,17 @@
 """Real parts for the distributed tests: a redis-server per module, celery workers as subprocesses.
 
-Each module gets its own redis-server on a free loopback port (data in tmp)
-and the FASPQ_* environment pointing at it, so clients in this process and
-workers in child processes read the same settings. Workers and servers are
-killed with their whole process tree at teardown.
+Each module gets its own redis-server on a free loopback port (data in tmp,
+a random password, as deployments run it) and the FASPQ_* environment
+pointing at it, so clients in this process and workers in child processes
+read the same settings. The workers' policy lets orders read and write under
+the temporary directory (where tests keep their files) and nothing else.
+Workers and servers are killed with their whole process tree at teardown.
 """
 from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 
 import pytest
 
@@ -30,6 +33,9 @@ def faspq_env(redis_url: str, **extra: str) -> dict[str, str]:
         "FASPQ_RETRY_BACKOFF": "0.5",
         "FASPQ_RETRY_BACKOFF_MAX": "2",
         "FASPQ_RESTORE_INTERVAL": "1",
+        "FASPQ_READ_DIRS": tempfile.gettempdir(),
+        "FASPQ_WRITE_DIRS": tempfile.gettempdir(),
+        "FASPQ_CLIENT_NAME": "tests",
     }
     env.update(extra)
     return env
@@ -37,7 +43,7 @@ def faspq_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"), password=secrets.token_hex(16))
     try:
         yield server
     finally:

@@ -26,7 +26,10 @@ def assert_same(src: Path, dst: Path) -> None:
 
 
 def options(server, **kwargs) -> fm.TransferOptions:
+    """Options for the test server, its host key pinned when known (the worker's engines trust nothing else)."""
     kwargs.setdefault("create_dirs", True)
+    if hasattr(server, "host_key_fingerprint"):
+        kwargs.setdefault("check_ssh_fingerprint", server.host_key_fingerprint())
     return fm.TransferOptions(tcp_port=server.port, **kwargs)
 
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(120)
 def _upload(server, src, dest, *extra, env=None):
     (server.docroot / dest).mkdir(parents=True, exist_ok=True)
     args = ["upload", str(src), "--host", server.host, "--port", str(server.port), "--user", server.user,
-            "--password-env", "TEST_PW", "--dest", dest, "--no-watch", *extra]
+            "--password-env", "TEST_PW", "--dest", dest, "--no-watch", "--check-sshfp", server.host_key_fingerprint(),
+            *extra]
     result = CliRunner().invoke(main, args, env={"TEST_PW": server.password, **(env or {})})
     assert result.exit_code == 0, result.output
     return result.output.strip().splitlines()[-1]
@@ -62,3 +63,14 @@ def test_ls_rate_cancel_on_a_running_transfer(worker_factory, server, tmp_path):
 def test_watch_of_an_unknown_transfer_says_so(faspq):
     result = CliRunner().invoke(main, ["watch", "no-such-transfer"])
     assert result.exit_code != 0 and "no transfer no-such-transfer" in result.output
+
+
+def test_without_the_shared_key_nothing_is_submitted_or_sent(faspq, server, tmp_path):
+    src = tmp_path / "nokey.bin"
+    make_file(src, 100)
+    no_key = {"FASPQ_SECRET_KEY": None, "FASPQ_SECRET_KEY_FILE": None, "TEST_PW": server.password}
+    result = CliRunner().invoke(main, ["upload", str(src), "--host", server.host, "--port", str(server.port),
+                                       "--user", server.user, "--password-env", "TEST_PW", "--no-watch"], env=no_key)
+    assert result.exit_code == 1 and "not submitted: no shared key" in result.output, result.output
+    result = CliRunner().invoke(main, ["rate", "some-id", "100"], env=no_key)
+    assert result.exit_code == 1 and "not sent" in result.output and "shared key" in result.output, result.output

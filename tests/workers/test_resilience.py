@@ -6,6 +6,7 @@ import json
 import time
 from types import SimpleNamespace
 
+import asyncssh
 import pytest
 
 import faspmanager as fm
@@ -63,7 +64,11 @@ def test_server_down_at_first_then_up_is_retried(worker_factory, tmp_path):
     port = free_port()
     src = tmp_path / "retry.bin"
     make_file(src, 300_000)
-    later = SimpleNamespace(host="127.0.0.1", port=port, user="bob", password="pw-retry-test-123")
+    host_key = asyncssh.generate_private_key("ssh-ed25519")  # the later server's, so the order can pin it now
+    (tmp_path / "late-server").mkdir()
+    (tmp_path / "late-server" / "host_key").write_bytes(host_key.export_private_key())
+    later = SimpleNamespace(host="127.0.0.1", port=port, user="bob", password="pw-retry-test-123",
+                            host_key_fingerprint=lambda: host_key.get_fingerprint("sha256"))
     order = upload(later, [src], "retry")  # nothing listens on that port yet
     handle = submit(order, retry={"max_retries": 20, "backoff_s": 0.3, "backoff_max_s": 1.0})
     for event in handle.events(timeout=60):

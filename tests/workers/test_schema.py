@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import faspmanager as fm
-from tasks.schema import OrderSchemaError, order_from_json, order_to_json
+from tasks.schema import OrderNotAuthenticated, OrderSchemaError, order_from_json, order_to_json, sign_record, \
+    verify_record
 from tasks.secrets import Sealer, SecretKeyError, generate_key
 
 SEALER = Sealer(generate_key())
@@ -64,8 +65,8 @@ def _orders(opts):
 @given(options)
 def test_round_trip_is_exact_and_secrets_sealed(opts):
     for order in _orders(opts):
-        wire = json.dumps(order_to_json(order, SEALER))
-        back = order_from_json(json.loads(wire), SEALER)
+        wire = json.dumps(order_to_json(order, SEALER, "tid"))
+        back = order_from_json(json.loads(wire), SEALER, "tid")
         assert type(back) is type(order)
         assert vars(back) == vars(order)
         assert back.options == order.options
@@ -79,14 +80,46 @@ def test_round_trip_is_exact_and_secrets_sealed(opts):
 def test_secret_needs_the_key():
     order = fm.FileUpload(source_paths="a", dest_user="u", dest_host="h", dest_pass="pw")
     with pytest.raises(OrderSchemaError):
-        order_to_json(order, None)
-    sealed = order_to_json(order, SEALER)
+        order_to_json(order, None, "tid")
+    sealed = order_to_json(order, SEALER, "tid")
     with pytest.raises(SecretKeyError):
-        order_from_json(sealed, Sealer(generate_key()))
+        order_from_json(sealed, Sealer(generate_key()), "tid")
 
 
-@pytest.mark.parametrize("data", [{"v": 99, "type": "FileUpload"}, {"v": 1, "type": "Nope"},
-                                  {"v": 1, "type": "PersistentUpload", "fields": {"rm": 1}}, "x"])
+def test_sealed_value_opens_only_in_its_transfer_and_field():
+    order = fm.FileUpload(source_paths="a", dest_user="u", dest_host="h", dest_pass="pw",
+                          options=fm.TransferOptions(token="tok"))
+    sealed = order_to_json(order, SEALER, "tid")
+    with pytest.raises(SecretKeyError, match="another"):
+        order_from_json(sealed, SEALER, "other-tid")
+    moved = json.loads(json.dumps(sealed))
+    moved["options"]["token"] = sealed["fields"]["dest_pass"]  # the password offered as a token
+    with pytest.raises(SecretKeyError, match="another"):
+        order_from_json(moved, SEALER, "tid")
+    clear = {**sealed, "fields": {**sealed["fields"], "dest_pass": "in-clear"}}
+    with pytest.raises(OrderSchemaError, match="sealed"):
+        order_from_json(clear, SEALER, "tid")
+
+
+@pytest.mark.parametrize("data", [{"v": 99, "type": "FileUpload"}, {"v": 2, "type": "Nope"},
+                                  {"v": 2, "type": "PersistentUpload", "fields": {"rm": 1}}, "x"])
 def test_bad_documents_are_refused(data):
     with pytest.raises(OrderSchemaError):
-        order_from_json(data, SEALER)
+        order_from_json(data, SEALER, "tid")
+
+
+def test_records_are_signed_whole_and_unsigned_ones_refused():
+    key = generate_key()
+    record = sign_record({"v": "2", "type": "FileUpload", "task": "faspq.file_upload", "queue": "q",
+                          "order": "{}", "retry": "{}", "client": "me", "submitted": "1.0"}, "tid", key)
+    assert verify_record(record, "tid", key) == record
+    for changed in ({**record, "queue": "other"}, {**record, "client": "you"}, {**record, "mac": "0" * 64}):
+        with pytest.raises(OrderNotAuthenticated, match="order not authenticated: bad MAC"):
+            verify_record(changed, "tid", key)
+    with pytest.raises(OrderNotAuthenticated, match="bad MAC"):
+        verify_record(record, "other-tid", key)
+    with pytest.raises(OrderNotAuthenticated, match="bad MAC"):
+        verify_record(record, "tid", generate_key())
+    legacy = {"type": "FileUpload", "order": '{"v": 1}', "queue": "q"}
+    with pytest.raises(OrderNotAuthenticated, match="schema version 1 .* resubmit"):
+        verify_record(legacy, "tid", key)

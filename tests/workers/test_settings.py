@@ -1,6 +1,7 @@
 """Settings from the environment and the retry policy's arithmetic."""
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -57,3 +58,89 @@ def test_per_submit_overrides_and_unknown_keys():
     assert RetryPolicy.from_dict(policy.to_dict()) == policy
     with pytest.raises(ValueError):
         RetryPolicy.from_dict({"retries": 3}, base)
+
+
+def test_policy_from_file_and_environment_and_what_it_lets_through(monkeypatch, tmp_path):
+    import json
+    import os
+
+    import faspmanager as fm
+    from click.testing import CliRunner
+
+    from config.policy import Policy, PolicyError
+    from tasks.cli import main
+
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    outbox.mkdir()
+    (inbox / "link").symlink_to("/etc")
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps({"read_dirs": [str(inbox)], "rate_caps": {"*": 1000}, "extra_options": ["-v"],
+                                       "allow_ignore_host_key": True}))
+    monkeypatch.setenv("FASPQ_POLICY_FILE", str(policy_file))
+    monkeypatch.setenv("FASPQ_WRITE_DIRS", str(outbox))
+    monkeypatch.setenv("FASPQ_RATE_CAPS", "fast=90000")  # the environment wins over the file
+    policy = Policy.from_env()
+    assert policy.read_dirs == (str(inbox),) and policy.write_dirs == (str(outbox),)
+    assert policy.rate_cap("fast") == 90000 and policy.rate_cap("other") is None and policy.allow_ignore_host_key
+    monkeypatch.delenv("FASPQ_RATE_CAPS")
+    assert Policy.from_env().rate_cap("other") == 1000
+
+    def up(path, **opts):
+        return fm.FileUpload(source_paths=[str(path)], dest_user="u", dest_host="h", dest_pass="p",
+                             options=fm.TransferOptions(**opts))
+    policy.check_order(up(inbox / "a.bin", extra_options=["-v"]), "FileUpload", "fast")
+    for path, rule in ((inbox / "link" / "passwd", "FASPQ_READ_DIRS"), (inbox / ".." / "x", "FASPQ_READ_DIRS")):
+        with pytest.raises(PolicyError, match=rule):
+            policy.check_order(up(path), "FileUpload", "fast")
+    with pytest.raises(PolicyError, match="FASPQ_EXTRA_OPTIONS"):
+        policy.check_order(up(inbox / "a.bin", extra_options=["-v", "--x"]), "FileUpload", "fast")
+    down = fm.FileDownload(source_paths=["r"], source_user="u", source_host="h", source_pass="p",
+                           dest_paths=["../../escape"], options=fm.TransferOptions(destination_root=str(outbox)))
+    with pytest.raises(PolicyError, match="FASPQ_WRITE_DIRS.*dest_path"):
+        policy.check_order(down, "FileDownload", "fast")
+    monkeypatch.setenv("FASPQ_RATE_CAPS", "fast=90000")
+    shown = json.loads(CliRunner().invoke(main, ["policy"]).output)
+    assert shown["FASPQ_READ_DIRS"] == [str(inbox)] and shown["FASPQ_RATE_CAPS"] == {"fast": 90000}
+    assert shown["FASPQ_ALLOW_IGNORE_HOST_KEY"] is True and os.sep in shown["FASPQ_WRITE_DIRS"][0]
+
+
+def test_worker_keeps_its_settings_and_strips_its_environment(monkeypatch):
+    import config.settings as cs
+
+    monkeypatch.setattr(cs, "_pinned", [])
+    monkeypatch.setattr(cs, "_keep", set())
+    monkeypatch.setenv("FASPQ_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("FASPQ_REDIS_URL", "redis://:hunter2hunter2@10.0.0.9:6379/0")
+    monkeypatch.setenv("FASPQ_CHILD_ENV", "KEEP_ME")
+    monkeypatch.setenv("KEEP_ME", "1")
+    monkeypatch.setenv("SOME_TOKEN", "x")
+    saved = dict(os.environ)
+    try:
+        pinned = cs.pin_settings()
+        assert cs.get_settings() is pinned and pinned.secret_key == b"k" * 32
+        assert "FASPQ_SECRET_KEY" not in os.environ and "FASPQ_REDIS_URL" not in os.environ
+        assert "SOME_TOKEN" not in os.environ and os.environ["KEEP_ME"] == "1" and "PATH" in os.environ
+        assert "hunter2" not in repr(pinned.secret_key) + cs.redacted(pinned.redis_url)
+        assert "k" * 32 not in repr(pinned) and "hunter2" not in repr(pinned) and "10.0.0.9" in repr(pinned)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_rediss_urls_get_verified_tls_with_the_deployments_ca(monkeypatch, tmp_path):
+    import ssl
+
+    from workers.redisconn import redis_for
+
+    ca = tmp_path / "ca.pem"
+    monkeypatch.setenv("FASPQ_REDIS_URL", "rediss://worker:pw@redis.example.org:6380/0")
+    monkeypatch.setenv("FASPQ_REDIS_CA", str(ca))
+    settings = Settings.from_env()
+    conf = celery_config(settings)
+    for name in ("broker_use_ssl", "redis_backend_use_ssl"):
+        assert conf[name] == {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(ca)}
+    pool = redis_for(settings.events_url).connection_pool
+    assert pool.connection_class.__name__ == "SSLConnection"
+    assert pool.connection_kwargs["ssl_ca_certs"] == str(ca) and pool.connection_kwargs["password"] == "pw"
+    assert "broker_use_ssl" not in celery_config(Settings(broker_url="redis://x", result_url="redis://x"))

@@ -35,6 +35,8 @@ def test_file_upload_events_in_order(workers, server, tmp_path):
     events = list(handle.events(from_start=True))
     kinds = types(events)
     assert kinds[0] == "QUEUED" and kinds[1] == "PICKED" and kinds[-1] == "RESULT"
+    assert events[0]["client"] == events[1]["client"] == "tests"  # audit: who submitted, which worker ran it
+    assert events[1]["worker"] == handle.status()["owner"]
     engine = [k for k in kinds if k in LISTENER_TYPES]
     assert engine[0] == "INIT" and engine[-1] == "DONE"
     assert kinds.index("SESSION") < kinds.index("START") < kinds.index("STOP") < kinds.index("DONE")

@@ -1,0 +1,169 @@
+"""What a worker's operator allows orders to do: read only by the worker, never taken from an order.
+
+A signed order proves who wrote it, not that it is harmless: a client holding
+the shared key could still ask a worker to run a program (``-e``), read any of
+its files, or turn host-key checks off. So each worker enforces its own policy
+(environment variables, or a JSON file named by FASPQ_POLICY_FILE whose keys
+are the same names without the ``FASPQ_`` prefix, lower case; the environment
+wins). Everything defaults to "not allowed". An order or control message
+outside the policy fails with :class:`PolicyError`, whose message names the rule.
+
+FASPQ_READ_DIRS       local directories uploads may read from (sources, identity files, HTTPS keys)
+FASPQ_WRITE_DIRS      local directories downloads may write into (destination root, manifests, moves)
+FASPQ_PREPOST_PROGRAMS  ``-e`` programs orders may name (absolute paths); default none
+FASPQ_EXTRA_OPTIONS   ``extra_options`` words orders may pass (exact words); default none
+FASPQ_ALLOW_IGNORE_HOST_KEY  1 lets orders ask for ``ignore_host_key``; default 0
+FASPQ_CONFIG_FILES    ``-f`` files orders may name; default none
+FASPQ_LOG_DIRS        ``-L`` local log directories orders may name; default none
+FASPQ_RATE_CAPS       ``queue=kbps`` pairs (``*`` for any queue): the highest target/min rate allowed
+
+Lists are separated by ``os.pathsep`` (paths) or commas (words, caps).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import faspmanager as fm
+
+UPLOADS = ("FileUpload", "PersistentUpload", "StreamUpload")
+
+
+class PolicyError(ValueError):
+    """An order or control message this worker's policy does not allow (the message names the rule)."""
+
+    def __init__(self, rule: str, what: str):
+        super().__init__(f"not allowed by worker policy {rule}: {what}")
+        self.rule = rule
+
+
+def _inside(path: str, dirs: tuple[str, ...]) -> bool:
+    real = os.path.realpath(path)
+    return any(os.path.commonpath([real, d]) == d for d in dirs)
+
+
+def _real_dirs(values) -> tuple[str, ...]:
+    return tuple(os.path.realpath(os.path.expanduser(v)) for v in values if v)
+
+
+@dataclass(frozen=True)
+class Policy:
+    read_dirs: tuple[str, ...] = ()
+    write_dirs: tuple[str, ...] = ()
+    prepost_programs: tuple[str, ...] = ()
+    extra_options: tuple[str, ...] = ()
+    allow_ignore_host_key: bool = False
+    config_files: tuple[str, ...] = ()
+    log_dirs: tuple[str, ...] = ()
+    rate_caps: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Policy":
+        env = os.environ if environ is None else environ
+        data: dict = {}
+        if env.get("FASPQ_POLICY_FILE"):
+            data = {f"FASPQ_{k.upper()}": v for k, v in json.loads(Path(env["FASPQ_POLICY_FILE"]).read_text()).items()}
+        data.update({k: v for k, v in env.items() if k.startswith("FASPQ_") and v != ""})
+
+        def items(name: str, sep: str) -> list[str]:
+            value = data.get(name) or []
+            return [v.strip() for v in (value.split(sep) if isinstance(value, str) else value) if str(v).strip()]
+
+        caps = data.get("FASPQ_RATE_CAPS") if isinstance(data.get("FASPQ_RATE_CAPS"), dict) else {}
+        for pair in items("FASPQ_RATE_CAPS", ",") if not caps else ():
+            queue, _, kbps = pair.partition("=")
+            caps[queue.strip()] = kbps
+        caps = {queue: int(kbps) for queue, kbps in caps.items()}
+        return cls(read_dirs=_real_dirs(items("FASPQ_READ_DIRS", os.pathsep)),
+                   write_dirs=_real_dirs(items("FASPQ_WRITE_DIRS", os.pathsep)),
+                   prepost_programs=_real_dirs(items("FASPQ_PREPOST_PROGRAMS", os.pathsep)),
+                   extra_options=tuple(items("FASPQ_EXTRA_OPTIONS", ",")),
+                   allow_ignore_host_key=str(data.get("FASPQ_ALLOW_IGNORE_HOST_KEY", "0")).lower()
+                   in ("1", "true", "yes"),
+                   config_files=_real_dirs(items("FASPQ_CONFIG_FILES", os.pathsep)),
+                   log_dirs=_real_dirs(items("FASPQ_LOG_DIRS", os.pathsep)),
+                   rate_caps=tuple(sorted(caps.items())))
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def rate_cap(self, queue: str) -> int | None:
+        caps = dict(self.rate_caps)
+        return caps.get(queue, caps.get("*"))
+
+    def check_rate(self, queue: str, kbps: int | None, what: str = "target_rate_kbps") -> None:
+        cap = self.rate_cap(queue)
+        if kbps is not None and cap is not None and kbps > cap:
+            raise PolicyError("FASPQ_RATE_CAPS", f"{what} {kbps} above the cap {cap} of queue {queue!r}")
+
+    def check_read(self, path: str, what: str) -> None:
+        if not _inside(path, self.read_dirs):
+            raise PolicyError("FASPQ_READ_DIRS", f"{what} {path!r} is outside the directories orders may read")
+
+    def check_write(self, path: str, what: str) -> None:
+        if not _inside(path, self.write_dirs):
+            raise PolicyError("FASPQ_WRITE_DIRS", f"{what} {path!r} is outside the directories orders may write")
+
+    def check_add_source(self, kind: str, options, source_path: str, dest_path: str) -> None:
+        """A file added to a running persistent transfer: local side as for the order's own files."""
+        if kind in UPLOADS:
+            self.check_read(_local_source(options, source_path), "source_path")
+        else:
+            self.check_write(os.path.join(_local_root(options), dest_path), "dest_path")
+
+    def check_order(self, order, kind: str, queue: str) -> None:
+        """PolicyError for the first thing ``order`` asks that this worker does not allow."""
+        opts = order.options
+        if opts.pre_post_command_path is not None and os.path.realpath(
+                opts.pre_post_command_path) not in self.prepost_programs:
+            raise PolicyError("FASPQ_PREPOST_PROGRAMS",
+                              f"pre_post_command_path {opts.pre_post_command_path!r} is not an allowed program")
+        for word in opts.extra_options or []:
+            if word not in self.extra_options:
+                raise PolicyError("FASPQ_EXTRA_OPTIONS", f"extra option {word!r} is not allowed")
+        if opts.ignore_host_key and not self.allow_ignore_host_key:
+            raise PolicyError("FASPQ_ALLOW_IGNORE_HOST_KEY", "ignore_host_key is not allowed")
+        if opts.alternate_config_filename is not None and os.path.realpath(
+                opts.alternate_config_filename) not in self.config_files:
+            raise PolicyError("FASPQ_CONFIG_FILES",
+                              f"alternate_config_filename {opts.alternate_config_filename!r} is not allowed")
+        if opts.local_log_dir is not None and not _inside(opts.local_log_dir, self.log_dirs):
+            raise PolicyError("FASPQ_LOG_DIRS", f"local_log_dir {opts.local_log_dir!r} is not allowed")
+        self.check_rate(queue, opts.target_rate_kbps)
+        self.check_rate(queue, opts.min_rate_kbps, "min_rate_kbps")
+        identity = getattr(order, "dest_identity", None) or getattr(order, "source_identity", None)
+        if identity:
+            self.check_read(identity, "identity file")
+        fallback = opts.http_fallback_options
+        for name in ("https_key_filename", "https_cert_filename"):
+            if fallback is not None and getattr(fallback, name, None):
+                self.check_read(getattr(fallback, name), name)
+        if opts.partial_file_suffix is not None and ("/" in opts.partial_file_suffix or os.sep in opts.partial_file_suffix):
+            raise PolicyError("FASPQ_WRITE_DIRS", "a partial_file_suffix holding a path separator")
+        if opts.file_manifest_path is not None:
+            self.check_write(opts.file_manifest_path, "file_manifest_path")
+        if kind in UPLOADS:
+            self._check_upload(order, opts)
+        else:
+            self.check_write(_local_root(opts), "destination_root")
+            for dest in getattr(order, "dest_paths", None) or []:
+                self.check_write(os.path.join(_local_root(opts), dest), "dest_path")
+
+    def _check_upload(self, order, opts) -> None:
+        for source in getattr(order, "source_paths", []):
+            self.check_read(_local_source(opts, source), "source_path")
+            if opts.remove_files_after_transfer or opts.move_after_transfer_path is not None:
+                self.check_write(_local_source(opts, source), "source_path (removed or moved after transfer)")
+        if opts.move_after_transfer_path is not None:
+            self.check_write(opts.move_after_transfer_path, "move_after_transfer_path")
+        if opts.remove_files_after_transfer and not getattr(order, "source_paths", None):
+            self.check_write(opts.source_base or os.sep, "remove_files_after_transfer")
+
+
+def _local_source(options, path: str) -> str:
+    return (options.source_prefix or "") + path
+
+
+def _local_root(options) -> str:
+    return options.destination_root or fm.TransferOptions().destination_root or "."

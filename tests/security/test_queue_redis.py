@@ -1,0 +1,110 @@
+"""Issue 11, item 4: Redis as people deploy it — a password, an ACL user in the URL, never in a log.
+
+The module's redis-server requires a password; the clients and the worker log
+in as an ACL user named in the URL (``redis://user:pass@host/db``). Someone
+reaching the port without it gets nothing, a transfer works end to end, and
+neither password shows in the worker's log.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+
+import pytest
+import redis
+
+from tasks.client import submit
+from tests.workers.conftest import faspq_env, server  # noqa: F401
+from tests.workers.support import assert_same, make_file, upload
+from workers.local import REPO_ROOT, RedisServer, Worker
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    admin_password, app_password = secrets.token_hex(16), secrets.token_hex(16)
+    workdir = tmp_path_factory.mktemp("redis-auth")
+    redis_server = RedisServer(workdir, password=admin_password)
+    admin = redis.Redis(port=redis_server.port, password=admin_password)
+    admin.acl_setuser("faspq", enabled=True, passwords=[f"+{app_password}"], keys=["*"], channels=["*"],
+                      commands=["+@all"])
+    url = f"redis://faspq:{app_password}@127.0.0.1:{redis_server.port}/0"
+    worker = None
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in faspq_env(url).items():
+                mp.setenv(name, value)
+            worker = Worker("auth", dict(os.environ), workdir / "worker.log", concurrency=1).wait_ready()
+            yield redis_server, worker, admin_password, app_password
+    finally:
+        if worker is not None:
+            worker.kill()
+        admin.close()
+        redis_server.kill()
+
+
+def test_no_password_no_access(deployment):
+    redis_server = deployment[0]
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=redis_server.port).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=redis_server.port, username="faspq", password="guess").ping()
+
+
+def test_transfer_through_a_password_protected_redis(deployment, server, tmp_path):  # noqa: F811
+    _, worker, admin_password, app_password = deployment
+    src = tmp_path / "auth.bin"
+    make_file(src, 500_000)
+    result = submit(upload(server, [src], "auth")).wait(timeout=60)
+    assert result["ok"], result
+    assert_same(src, server.docroot / "auth" / src.name)
+    log = worker.log()
+    assert app_password not in log and admin_password not in log
+
+
+def _readme_acl() -> dict[str, list[str]]:
+    """The ACL SETUSER commands the README gives, by user name (the documentation is what is tested)."""
+    text = (REPO_ROOT / "README.md").read_text().replace("\\\n", " ")
+    commands = [shlex.split(line.strip()) for line in text.splitlines() if line.strip().startswith("ACL SETUSER ")]
+    return {words[2]: words for words in commands}
+
+
+def test_readme_least_privilege_users_run_a_transfer(server, tmp_path):  # noqa: F811
+    admin_password = secrets.token_hex(16)
+    redis_server = RedisServer(tmp_path / "redis", password=admin_password)  # its own: no other worker consumes
+    acl = _readme_acl()
+    assert set(acl) == {"faspq-client", "faspq-worker"}
+    admin = redis.Redis(port=redis_server.port, password=admin_password)
+    passwords = {"CLIENT_PASSWORD": secrets.token_hex(12), "WORKER_PASSWORD": secrets.token_hex(12)}
+    for words in acl.values():
+        admin.execute_command(*[f">{passwords[w[1:]]}" if w[1:] in passwords else w for w in words])
+    url = "redis://{}:{}@127.0.0.1:%d/0" % redis_server.port
+    client_url = url.format("faspq-client", passwords["CLIENT_PASSWORD"])
+    worker_url = url.format("faspq-worker", passwords["WORKER_PASSWORD"])
+    worker = Worker("acl", {**os.environ, **faspq_env(worker_url, FASPQ_PREFIX="faspq")}, tmp_path / "acl.log",
+                    concurrency=1, queues="transfers").wait_ready()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in faspq_env(client_url, FASPQ_PREFIX="faspq").items():
+                mp.setenv(name, value)
+            src = tmp_path / "acl.bin"
+            make_file(src, 400_000)
+            handle = submit(upload(server, [src], "acl"))
+            handle.set_rate(20000)
+            try:
+                result = handle.wait(timeout=60)
+            except TimeoutError:
+                raise AssertionError(worker.log()[-3000:]) from None
+            assert result["ok"], (result, worker.log()[-3000:])
+            assert_same(src, server.docroot / "acl" / src.name)
+            client = redis.Redis.from_url(client_url)
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.set(f"faspq:lease:{handle.id}", "mine")  # the client user cannot take a transfer's lease
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.brpop("transfers", 1)  # nor consume the queue
+    finally:
+        worker.kill()
+        admin.close()
+        redis_server.kill()
