@@ -91,7 +91,8 @@ async def _session_with_a_bad_field(server: FaspServer, field: str) -> str:
                                 client_keys=None, known_hosts=None, agent_path=None) as conn:
         proc = await conn.create_process("fasp-ascp --server", encoding=None)
         proc.stdin.write(control.encode(
-            "hello", v=control.VERSION, session=secrets.token_hex(16), share=secrets.token_hex(32), key_bytes=16, direction="send", dest="/",
+            "hello", v=control.VERSION, session=secrets.token_hex(16), share=secrets.token_hex(32), key_bytes=16,
+            direction="send", dest="/",
             datagram_size=1400, udp_port=0, rate={"target": 1000, "min": 0, "policy": "fair"},
             opts={"log_dir": "/r"}))
         length = int.from_bytes(await proc.stdout.readexactly(4), "big")
