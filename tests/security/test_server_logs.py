@@ -97,6 +97,6 @@ async def _session_with_a_bad_field(server: FaspServer, field: str) -> str:
             opts={"log_dir": "/r"}))
         length = int.from_bytes(await proc.stdout.readexactly(4), "big")
         assert b'"welcome"' in await proc.stdout.readexactly(length)
-        proc.stdin.write(control.encode("welcome", v=1, udp_port=1, rate={}, fid=field))
+        proc.stdin.write(control.encode("welcome", v=1, share=secrets.token_hex(32), udp_port=1, rate={}, fid=field))
         _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     return stderr.decode(errors="replace")
