@@ -91,6 +91,11 @@ def _loop(client_path: str) -> EngineError:
     return EngineError(ErrorCode.LINK_LOOP, f"symbolic link loop: {client_path!r}")
 
 
+def _root_code(exc: OSError) -> int:
+    return {errno.ENOENT: ErrorCode.NO_SUCH_FILE, errno.EACCES: ErrorCode.NO_PERMS,
+            errno.ENOTDIR: ErrorCode.NOT_DIR}.get(exc.errno, ErrorCode.BAD_PATH)
+
+
 def _named(exc: OSError, client_path: str) -> OSError:
     """The same error naming the client's path (never the server's real one)."""
     return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), client_path)
@@ -102,17 +107,29 @@ class Docroot:
     confined = True
 
     def __init__(self, root: str, *, use_openat2: bool | None = None) -> None:
-        self.fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.real = os.path.realpath(f"/proc/self/fd/{self.fd}") if os.path.isdir("/proc/self/fd") \
-            else os.path.realpath(root)
+        self._fd = -1
+        try:
+            self._fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.real = os.readlink(f"/proc/self/fd/{self._fd}")
+            self._error = None
+        except OSError as exc:  # every operation fails alike (the server's own path is not the client's business)
+            self.real = os.path.realpath(root)
+            self._error = EngineError(_root_code(exc), f"the docroot is unavailable: {exc.strerror}")
         if use_openat2 is None:
             use_openat2 = _OPENAT2 and not os.environ.get(NO_OPENAT2_ENV)
         self.openat2 = use_openat2 and _OPENAT2
 
+    @property
+    def fd(self) -> int:
+        if self._error is not None:
+            raise self._error
+        return self._fd
+
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._error = EngineError(ErrorCode.BAD_PATH, "the docroot handle is closed")
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -360,12 +377,12 @@ class Docroot:
             raise EngineError(ErrorCode.BAD_PATH, "a directory left the docroot")
         return below
 
-    def scandir(self, client_path: str) -> list[os.DirEntry]:
-        """The entries of a directory (DirEntry.path is the bare name: join it to ``client_path``)."""
+    def scandir(self, client_path: str) -> list[tuple[str, bool]]:
+        """(name, is a link) for each entry of a directory, read through one descriptor of it."""
         fd = self.opendir(client_path)
         try:
             with os.scandir(fd) as entries:
-                return list(entries)
+                return [(entry.name, entry.is_symlink()) for entry in entries]
         finally:
             os.close(fd)
 
@@ -475,39 +492,18 @@ def handle(root: str | None, *, use_openat2: bool | None = None) -> Files:
 
 
 def resolve(root: str, client_path: str) -> str:
-    """The real path inside ``root`` that ``client_path`` names today (for messages, -R and tests only:
-    never open it; use a :class:`Docroot`). EngineError 41 if it leaves, 63 on a loop; missing
-    directories are taken as they are spelled (a destination that does not exist yet)."""
-    files = Docroot(root)
+    """The real path inside ``root`` that ``client_path`` names today, by realpath: for the -R log
+    directory only (never a file operation: those go through a :class:`Docroot`). EngineError 41 if
+    it leaves, 63 on a loop; missing directories are taken as spelled (a destination to be)."""
+    _encodable(client_path)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, client_path.lstrip(os.sep)))
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise _outside(client_path)
     try:
-        return _real(files, files.norm(client_path).rstrip("/") or ".")
-    finally:
-        files.close()
-
-
-def _real(files: Docroot, norm: str) -> str:
-    try:
-        parent, name = files._walk(norm, follow_last=True)
-    except (FileNotFoundError, NotADirectoryError):
-        head, tail = posixpath.split(norm)
-        if not head or head == norm:
-            raise
-        joined = posixpath.normpath(posixpath.join(_real(files, head), tail))
-        if files._below(joined) is None:
-            raise _outside(norm) from None
-        return joined
-    try:
-        here = files.where(parent)
-    finally:
-        os.close(parent)
-    return os.path.normpath(os.path.join(files.real, here, name))
-
-
-def confined(docroot: str, path: str) -> bool:
-    """Whether the real path of ``path`` is ``docroot`` itself or lies below it (False if it cannot be a file name)."""
-    root = os.path.realpath(docroot)
-    try:
-        real = os.path.realpath(path)
-    except ValueError:  # a NUL byte, or a lone surrogate (UnicodeEncodeError)
-        return False
-    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+        looping = stat.S_ISLNK(os.lstat(real).st_mode)  # realpath leaves a loop unresolved
+    except OSError as exc:
+        looping = exc.errno == errno.ELOOP
+    if looping:
+        raise _loop(client_path)
+    return real
