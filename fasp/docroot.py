@@ -170,7 +170,8 @@ class Docroot:
                     os.close(stack.pop())
                     continue
                 last = not any(p not in ("", ".") for p in todo)
-                if last and not follow_last:
+                want_dir = last and bool(todo)  # "name/" or "name/.": a directory, reached through a link too
+                if last and not follow_last and not want_dir:
                     return self._keep(stack), name
                 try:
                     fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stack[-1])
@@ -201,7 +202,7 @@ class Docroot:
                     stack.append(fd)
                     continue
                 os.close(fd)
-                if last:
+                if last and not (want_dir and not stat.S_ISDIR(mode)):
                     return self._keep(stack), name
                 raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), client_path)
             return self._keep(stack), "."
