@@ -48,7 +48,7 @@ def _build(base: Path, entries) -> tuple[Path, Path]:
         elif kind == "file":
             path.write_text(name)
         else:
-            os.symlink(target.format(root=root, outside=outside), path)
+            os.symlink(target.format(root=root, outside=outside) or ".", path)
     return root, outside
 
 
