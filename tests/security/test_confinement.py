@@ -24,7 +24,18 @@ from fasp.digest import prefix_digest, reader
 from faspmanager.codes import ErrorCode
 from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
 
+NO_OPENAT2_ENV = "FASP_NO_OPENAT2"  # fasp.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
 SECRET = b"root:$6$very-secret-hash$:19000:0:99999:7:::\n" * 3
+
+
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def resolver(request, monkeypatch) -> str:
+    """Each attack against both resolvers of the server's handle (the engine inherits the variable)."""
+    if request.param == "walk":
+        monkeypatch.setenv(NO_OPENAT2_ENV, "1")
+    else:
+        monkeypatch.delenv(NO_OPENAT2_ENV, raising=False)
+    return request.param
 
 
 @pytest.fixture
@@ -219,3 +230,23 @@ def test_attack5_directory_swapped_for_a_link_between_check_and_open(fasp_server
     assert str(server.docroot) not in second["desc"]
     assert hashlib.sha256((server.docroot / "d.old" / "f").read_bytes()).digest() == \
         hashlib.sha256(b"x" * size).digest()
+
+
+@pytest.mark.timeout(120)
+def test_local_docroot_is_the_same_handle(fasp_server, outside, tmp_path):
+    """--apply-local-docroot: the client's own paths go through a handle too; a link in the local
+    docroot that leads out is neither read (upload) nor written through (download): 41, nothing outside."""
+    server = fasp_server
+    local = tmp_path / "local-root"
+    local.mkdir()
+    os.symlink(outside, local / "out")
+    random_file(server.docroot / "x.bin", 3000)
+    env = {**server.env(), "FASP_LOCAL_DOCROOT": str(local)}
+    up = run_ascp(fasp_args(server, "--apply-local-docroot", "/out/victim", remote(server, "/stolen")), env)
+    assert up.returncode == 41 and not (server.docroot / "stolen").exists(), up.stderr
+    down = run_ascp(fasp_args(server, "--apply-local-docroot", remote(server, "/x.bin"), "/out/victim"), env)
+    assert down.returncode == 41, down.stderr
+    _untouched(outside)
+    ok = run_ascp(fasp_args(server, "--apply-local-docroot", remote(server, "/x.bin"), "/x.bin"), env)
+    assert ok.returncode == 0, ok.stderr
+    assert_same_file(server.docroot / "x.bin", local / "x.bin")
