@@ -66,6 +66,21 @@ def _snapshot(outside: Path) -> dict:
     return out
 
 
+ACTIONS = {  # every other operation of the handle, as (handle, path, other path or link text)
+    "lstat": lambda files, path, other: files.stat(path, follow=False),
+    "mkdir": lambda files, path, other: files.mkdir(path),
+    "makedirs": lambda files, path, other: files.makedirs(path),
+    "unlink": lambda files, path, other: files.unlink(path),
+    "rmdir": lambda files, path, other: files.rmdir(path),
+    "symlink": lambda files, path, other: files.symlink(other, path),
+    "rename": lambda files, path, other: files.replace(path, other),
+    "scandir": lambda files, path, other: files.scandir(path),
+    "readlink": lambda files, path, other: files.readlink(path),
+    "rmtree": lambda files, path, other: files.rmtree(path),
+    "prune": lambda files, path, other: files.prune(path, {"a"}),
+}
+
+
 def _run(files: Docroot, root: Path, op: str, path: str, other: str) -> str:
     """Do one operation; its verdict ("ok", "41", "63" or the errno name)."""
     real_root = os.path.realpath(root)
@@ -78,28 +93,8 @@ def _run(files: Docroot, root: Path, op: str, path: str, other: str) -> str:
                 assert where == real_root or where.startswith(real_root + "/"), f"{op} {path!r} opened {where}"
             finally:
                 os.close(fd)
-        elif op == "lstat":
-            files.stat(path, follow=False)
-        elif op == "mkdir":
-            files.mkdir(path)
-        elif op == "makedirs":
-            files.makedirs(path)
-        elif op == "unlink":
-            files.unlink(path)
-        elif op == "rmdir":
-            files.rmdir(path)
-        elif op == "symlink":
-            files.symlink(other, path)
-        elif op == "rename":
-            files.replace(path, other)
-        elif op == "scandir":
-            files.scandir(path)
-        elif op == "readlink":
-            files.readlink(path)
-        elif op == "rmtree":
-            files.rmtree(path)
-        elif op == "prune":
-            files.prune(path, {"a"})
+        else:
+            ACTIONS[op](files, path, other)
         return "ok"
     except EngineError as exc:
         assert exc.code in (ErrorCode.BAD_PATH, ErrorCode.LINK_LOOP), exc
@@ -108,7 +103,7 @@ def _run(files: Docroot, root: Path, op: str, path: str, other: str) -> str:
         return str(int(exc.code))
     except OSError as exc:
         assert str(root.parent) not in str(exc)
-        return os.strerror(exc.errno)
+        return exc.strerror or str(exc)
 
 
 @pytest.mark.parametrize("use_openat2", [True, False], ids=["openat2", "walk"])
