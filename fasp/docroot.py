@@ -360,8 +360,8 @@ class Docroot:
             joined = posixpath.normpath(posixpath.join(here, target))
             if joined == ".." or joined.startswith("../"):
                 raise EngineError(ErrorCode.BAD_PATH, f"{client_path}: link target {target!r} leaves the docroot")
-            try:
-                os.close(self.open(joined, os.O_PATH))  # where it exists: resolved beneath, or 41/63
+            try:  # where it exists, as the kernel will read it (".." after a link is physical): beneath, or 41/63
+                os.close(self.open(posixpath.join(here, target), os.O_PATH))
             except EngineError as exc:
                 raise EngineError(exc.code, f"{client_path}: link target {target!r} leaves the docroot"
                                   if exc.code == ErrorCode.BAD_PATH else f"{client_path}: link target loops")
