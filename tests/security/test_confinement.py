@@ -18,11 +18,13 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from fasp import control
+from fasp import control, resume
 from fasp.channel import Channel
 from fasp.digest import prefix_digest, reader
+from fasp.docroot import Docroot
 from faspmanager.codes import ErrorCode
 from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.support.servers import start_fasp_server
 
 NO_OPENAT2_ENV = "FASP_NO_OPENAT2"  # fasp.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
 SECRET = b"root:$6$very-secret-hash$:19000:0:99999:7:::\n" * 3
@@ -250,3 +252,32 @@ def test_local_docroot_is_the_same_handle(fasp_server, outside, tmp_path):
     ok = run_ascp(fasp_args(server, "--apply-local-docroot", remote(server, "/x.bin"), "/x.bin"), env)
     assert ok.returncode == 0, ok.stderr
     assert_same_file(server.docroot / "x.bin", local / "x.bin")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("same_key", [True, False])
+def test_sidecar_authenticated_with_the_servers_resume_key(tmp_path, monkeypatch, same_key):
+    """FASP_RESUME_KEY (what fasp-server hands its engines): a sidecar made under that key (as the engine
+    makes them) is honoured, a -k 2 check of its prefix follows; one under any other key is ignored."""
+    key = os.urandom(32)
+    monkeypatch.setattr(resume, "_key", None)
+    monkeypatch.setenv(resume.RESUME_KEY_ENV, key.hex())
+    size, mtime, have = 4096, 1_700_000_000, 100
+    with start_fasp_server(tmp_path / "srv") as server:
+        (server.docroot / "r").write_bytes(os.urandom(1000))
+        st = (server.docroot / "r").stat()
+        if not same_key:
+            monkeypatch.setattr(resume, "_key", os.urandom(32))
+        files = Docroot(str(server.docroot))
+        resume.write_watermark(files, "r", (st.st_dev, st.st_ino), size, mtime, have)
+        files.close()
+
+        async def offer() -> dict:
+            async with ControlClient(server, "/", {"resume": 2, "overwrite": "diff"}) as client:
+                return await client.offer("r", size, mtime)
+
+        answer = asyncio.run(offer())
+    if same_key:
+        assert answer["t"] == "verify" and answer["have"] == have, answer
+    else:
+        assert answer == {"t": "begin", "fid": 1, "start": 0}
