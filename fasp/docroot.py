@@ -99,6 +99,8 @@ def _root_code(exc: OSError) -> int:
 
 def _named(exc: OSError, client_path: str) -> OSError:
     """The same error naming the client's path (never the server's real one)."""
+    if exc.errno is None:  # shutil's own refusals ("Cannot call rmtree on a symbolic link")
+        return OSError(f"{client_path}: {exc}")
     return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), client_path)
 
 
@@ -251,6 +253,8 @@ class Docroot:
         parent = self.opendir(head or ".", path_only=True)
         try:
             yield parent, name
+        except OSError as exc:  # what the operation met, named as the client named it
+            raise _named(exc, client_path) from None
         finally:
             os.close(parent)
 
@@ -277,10 +281,7 @@ class Docroot:
         if posixpath.basename(norm) in (".", ".."):
             return self.stat(client_path)
         with self.at(client_path) as (parent, name):
-            try:
-                return os.stat(name, dir_fd=parent, follow_symlinks=False)
-            except OSError as exc:
-                raise _named(exc, client_path) from None
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
 
     def kind(self, client_path: str, *, follow: bool = True) -> int | None:
         """The file type bits (stat.S_IFMT) of the path, None if nothing is there."""
@@ -323,10 +324,7 @@ class Docroot:
 
     def unlink(self, client_path: str) -> None:
         with self.at(client_path) as (parent, name):
-            try:
-                os.unlink(name, dir_fd=parent)
-            except OSError as exc:
-                raise _named(exc, client_path) from None
+            os.unlink(name, dir_fd=parent)
 
     def rmdir(self, client_path: str) -> None:
         with self.at(client_path) as (parent, name):
@@ -340,10 +338,7 @@ class Docroot:
     def replace(self, src: str, dst: str) -> None:
         """Rename ``src`` over ``dst`` (the entries themselves: a link is moved, never followed)."""
         with self.at(src) as (src_dir, src_name), self.at(dst) as (dst_dir, dst_name):
-            try:
-                os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
-            except OSError as exc:
-                raise _named(exc, src) from None
+            os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
 
     def readlink(self, client_path: str) -> str:
         with self.at(client_path) as (parent, name):
