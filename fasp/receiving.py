@@ -8,6 +8,7 @@ byte below it written) goes to a sidecar, which makes resume after a crash exact
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 import posixpath
@@ -249,20 +250,26 @@ class Receiver:
                       key: str) -> tuple[int | None, int]:
         """Overwrite and resume rules: (start, end), or (None, _) once the file was skipped."""
         fid, arg, size, mtime = msg["fid"], msg["arg"], msg["size"], msg["mtime"]
-        final = _existing(self._files, target)
-        part = final if partial == target else _existing(self._files, partial)
+        final = _existing(self._files, target, follow=True)  # a link to a file inside is that file, as before
+        part = final if partial == target else _existing(self._files, partial, follow=False)
         watermark = resume.read_watermark(self._files, partial, part.ident, size, mtime) if part is not None else None
         verdict = resume.plan(size=size, mtime=mtime, overwrite=self._opts.get("overwrite", "diff"),
                               resume=int(self._opts.get("resume", 0)), final=final, partial=part,
                               watermark=watermark)
         if verdict.action == "verify":
-            checked = target if verdict.start >= size else partial
-            fd = self._files.open(checked, os.O_RDONLY | os.O_NOFOLLOW)  # the regular file _existing saw
+            seen = final if verdict.start >= size else part
+            fd = self._files.open(target if seen is final else partial,
+                                  os.O_RDONLY | (0 if seen is final else os.O_NOFOLLOW))
             try:
-                digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start,
-                                                 self._opts.get("resume") == 2)
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != seen.ident:  # not the file just judged (replaced since): no digest
+                    verdict = resume.Plan("send", 0)
+                else:
+                    digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start,
+                                                     self._opts.get("resume") == 2)
             finally:
                 os.close(fd)
+        if verdict.action == "verify":
             await self._channel.send("verify", fid=fid, have=verdict.start, digest=digest)
             reply = await box.get()
             if reply["t"] != "verified":
@@ -386,12 +393,19 @@ class Receiver:
         return file_checksum(fd, size, algorithm)
 
 
-def _existing(files: Files, path: str) -> resume.Existing | None:
-    """The regular file at ``path`` itself (a link there is not one: nothing is resumed through it)."""
+def _existing(files: Files, path: str, *, follow: bool) -> resume.Existing | None:
+    """The regular file at ``path`` (through a link inside the docroot with ``follow``; a partial file is
+    never looked at through one: nothing is resumed into a link)."""
     try:
-        st = files.stat(path, follow=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+        st = files.stat(path, follow=follow)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
+    except EngineError as exc:  # a link there that leads out (41) or loops (63): not a file of ours
+        if exc.code in (ErrorCode.BAD_PATH, ErrorCode.LINK_LOOP):
+            return None
+        raise
     if not stat.S_ISREG(st.st_mode):
         return None
     return resume.Existing(st.st_size, st.st_mtime, (st.st_dev, st.st_ino))

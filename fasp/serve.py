@@ -3,9 +3,10 @@
 Started per session by fasp-server (with the user's docroot and caps) or by
 the client over a stock sshd (docroot from FASP_DOCROOT, else the whole
 filesystem as the SSH user sees it). Every file operation on a path the client
-names goes through one :class:`fasp.docroot.Docroot` handle of the session. The session ends when the client says bye, or
-cancels, or its channel closes (stdin EOF), or SIGTERM: in every case the UDP
-socket is freed and the process exits, so no server half outlives its client.
+names goes through the session's one :class:`fasp.docroot.Docroot` handle. The
+session ends when the client says bye, or cancels, or its channel closes (stdin
+EOF), or SIGTERM: in every case the UDP socket is freed and the process exits,
+so no server half outlives its client.
 """
 from __future__ import annotations
 
@@ -218,8 +219,8 @@ class ServerSession:
         walked = False
         try:
             rel = msg.get("rel") or top_name(source, self.opts.get("src_base"), None)
-            items = await asyncio.to_thread(list, walk(arg, source, rel, files=self.files, lone=bool(msg.get("lone")),
-                                                       rules=Rules.from_opts(self.opts)))
+            items = await asyncio.to_thread(list, walk(arg, source, rel, files=self.files,
+                                                       lone=bool(msg.get("lone")), rules=Rules.from_opts(self.opts)))
             walked = True
         except EngineError as exc:
             items = [Problem(arg, source, exc.code, exc.description)]
