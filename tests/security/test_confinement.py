@@ -23,7 +23,7 @@ from fasp.channel import Channel
 from fasp.digest import prefix_digest, reader
 from fasp.docroot import Docroot
 from faspmanager.codes import ErrorCode
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp
 from tests.support.servers import start_fasp_server
 
 NO_OPENAT2_ENV = "FASP_NO_OPENAT2"  # fasp.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
@@ -281,3 +281,40 @@ def test_sidecar_authenticated_with_the_servers_resume_key(tmp_path, monkeypatch
         assert answer["t"] == "verify" and answer["have"] == have, answer
     else:
         assert answer == {"t": "begin", "fid": 1, "start": 0}
+
+
+@pytest.mark.timeout(120)
+def test_links_inside_are_followed_links_out_are_not(fasp_server, outside, tmp_path):
+    """What users rely on stays, decided through the handle: a download follows a link inside the docroot
+    (and an upload to a name that is one writes the file it names, after the overwrite rules judged that
+    file); a link leaving is 41 and a loop 63, each failing alone."""
+    server = fasp_server
+    tree = server.docroot / "tree"
+    real = random_file(tree / "a.bin", 5000)
+    (tree / "in").symlink_to("a.bin")
+    (tree / "out").symlink_to(outside / "victim")
+    (tree / "loop").symlink_to("loop")
+    back = tmp_path / "back"
+    back.mkdir()
+    mgr = MgmtListener()
+    try:
+        result = run_ascp(fasp_args(server, "-M", str(mgr.port), remote(server, "/tree"), str(back)), server.env())
+        mgr.wait_for(lambda frame: frame.type == "DONE" or frame.type == "ERROR" and frame.get("File") is None)
+    finally:
+        mgr.close()
+    assert result.returncode == 27
+    codes = {frame.get("File").rsplit("/", 1)[-1]: frame.int("Code") for frame in mgr.of("FILEERROR")}
+    assert codes == {"out": ErrorCode.BAD_PATH, "loop": ErrorCode.LINK_LOOP}, codes
+    assert_same_file(real, back / "tree" / "a.bin")
+    assert_same_file(real, back / "tree" / "in")
+    assert not (back / "tree" / "out").exists() and not (back / "tree" / "loop").exists()
+    err = result.stderr.decode(errors="replace")
+    assert str(server.docroot) not in err and str(outside) not in err
+    new = random_file(tmp_path / "new.bin", 5000)
+    never = run_ascp(fasp_args(server, "--overwrite=never", str(new), remote(server, "/tree/in")), server.env())
+    assert never.returncode == 0 and (tree / "in").is_symlink()
+    assert_same_file(real, tree / "a.bin")  # the file the link names exists: never overwritten
+    always = run_ascp(fasp_args(server, "--overwrite=always", str(new), remote(server, "/tree/in")), server.env())
+    assert always.returncode == 0, always.stderr
+    assert_same_file(new, tree / "a.bin")
+    _untouched(outside)
