@@ -425,9 +425,13 @@ class Unconfined:
 
     confined = False
 
+    def __init__(self, *, home: bool = False) -> None:
+        self.home = home  # "~" is the user's home (a server under a stock sshd), not a name (a local path)
+
     def norm(self, client_path: str) -> str:
         _encodable(client_path)
-        return os.path.abspath(os.path.expanduser(client_path or "."))
+        path = os.path.expanduser(client_path) if self.home else client_path
+        return os.path.abspath(path or ".")
 
     def open(self, client_path: str, flags: int, mode: int = 0o666) -> int:
         return os.open(self.norm(client_path), flags | os.O_CLOEXEC, mode)
@@ -483,9 +487,9 @@ class Unconfined:
 Files = Docroot | Unconfined
 
 
-def handle(root: str | None, *, use_openat2: bool | None = None) -> Files:
-    """The handle for a docroot, or the unconfined one when there is none."""
-    return Unconfined() if root is None else Docroot(root, use_openat2=use_openat2)
+def handle(root: str | None, *, home: bool = False, use_openat2: bool | None = None) -> Files:
+    """The handle for a docroot, or the unconfined one when there is none (``home``: "~" expands)."""
+    return Unconfined(home=home) if root is None else Docroot(root, use_openat2=use_openat2)
 
 
 def resolve(root: str, client_path: str) -> str:

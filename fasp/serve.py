@@ -46,7 +46,7 @@ class ServerSession:
         self.cfg = cfg
         self.channel = channel
         self.root = os.path.realpath(cfg.docroot) if cfg.docroot else None
-        self.files = docroot.handle(cfg.docroot)  # confinement by construction: every file operation
+        self.files = docroot.handle(cfg.docroot, home=True)  # every file operation goes through it
         self.transport: Transport | FallbackTransport | None = None
         self.role: Sender | Receiver | None = None
         self.opts: dict = {}
