@@ -22,9 +22,10 @@ from faspmanager.codes import EngineError, ErrorCode
 
 NAMES = ["a", "b", "c", "a/b", "a/c", "b/a", "a/b/c"]
 TARGETS = st.one_of(
-    st.lists(st.sampled_from(["..", ".", "a", "b", "c", "x", "outside", "root", "secret", ""]),
+    st.lists(st.sampled_from(["..", ".", "a", "b", "c", "x", "outside", "root", "secret", "new", ""]),
              min_size=1, max_size=5).map("/".join),
-    st.sampled_from(["{root}", "{root}/a", "{root}/a/b", "{outside}", "{outside}/secret", "/", "/etc/passwd",
+    st.sampled_from(["{root}", "{root}/a", "{root}/a/b", "{outside}", "{outside}/secret", "{outside}/new",
+                     "{outside}/sub/new", "/", "/etc/passwd",
                      "{root}/../outside/secret", "{root}/missing/../a"]))
 ENTRY = st.tuples(st.sampled_from(NAMES), st.sampled_from(["dir", "file", "link"]), TARGETS)
 PATHS = st.lists(st.sampled_from(["..", ".", "", "a", "b", "c", "x", "secret", "outside"]),
