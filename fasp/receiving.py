@@ -198,7 +198,7 @@ class Receiver:
                 return
             flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
             if start == 0 and self._opts.get("save_before_overwrite") and \
-                    self._files.kind(target, follow=False) == stat.S_IFREG:
+                    self._files.kind(target) == stat.S_IFREG:  # the name (a link too) moves aside, as before
                 self._files.replace(target, _saved_name(self._files, target))
         # a partial file is ours alone: a link there is refused, never followed (the final name may be an
         # existing link to a file inside, written through as before; the handle never follows one out)
