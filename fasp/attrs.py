@@ -38,17 +38,19 @@ source lacks are removed (an overwritten file keeps its inode, and with it its o
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import errno
 import json
 import os
 import stat
+import secrets
 import struct
-import tempfile
 
 from faspmanager.codes import EngineError, ErrorCode
 
 from .control import ControlError
+from .docroot import Unconfined
 
 META_SUFFIX = ".aspera-meta"
 CREATION_XATTR = "user.fasp.creation_time"
@@ -93,13 +95,14 @@ def with_metafiles(names: set[str], opts: dict) -> set[str]:
 
 # --- reading side ---------------------------------------------------------------------------------
 
-def collect(path: str, fd: int, st: os.stat_result, opts: dict) -> dict:
-    """The ``meta`` of a file message: times (ns), owner, and per this side's modes its attributes."""
+def collect(path: str, fd: int, st: os.stat_result, opts: dict, files=None) -> dict:
+    """The ``meta`` of a file message: times (ns), owner, and per this side's modes its attributes
+    (a metafile is read through ``files``, the docroot handle, when given)."""
     metafile = set() if stat.S_ISDIR(st.st_mode) else _categories(opts, "metafile")
     meta = {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns, "uid": st.st_uid, "gid": st.st_gid,
             "kinds": sorted(_categories(opts, "native") | metafile)}
     found = {**_read_native(path, fd, _categories(opts, "native")),
-             **_read_metafile(path + META_SUFFIX, metafile)}
+             **_read_metafile(path + META_SUFFIX, metafile, files)}
     if found:
         meta["xattrs"] = {name: base64.b64encode(value).decode() for name, value in found.items()}
     if opts.get("preserve_ctime"):
@@ -121,11 +124,12 @@ def _read_native(path: str, fd: int, wanted: set[str]) -> dict[str, bytes]:
         raise _failed(exc, path, "read extended attributes", ErrorCode.DISK_READ) from None
 
 
-def _read_metafile(meta_path: str, wanted: set[str]) -> dict[str, bytes]:
+def _read_metafile(meta_path: str, wanted: set[str], files=None) -> dict[str, bytes]:
     if not wanted:
         return {}
     try:
-        with open(os.open(meta_path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+        fd = (files.open if files is not None else os.open)(meta_path, os.O_RDONLY | os.O_NOFOLLOW)
+        with open(fd, "rb") as handle:
             raw = handle.read()
     except FileNotFoundError:
         return {}
@@ -192,9 +196,10 @@ def creation_time(fd: int) -> int | None:
 
 # --- writing side ---------------------------------------------------------------------------------
 
-def apply(path: str, named: str, meta: object, opts: dict) -> None:
-    """Give the received file at ``path`` its metadata per this side's options and modes; ``named``
-    is the file's final name (its metafile goes beside it). Raises EngineError on a failure."""
+def apply(fd: int, path: str, meta: object, opts: dict, *, files=None, named: str | None = None) -> None:
+    """Give the received file open as ``fd`` its metadata per this side's options and modes: through the
+    descriptor, so no link can redirect it. ``path`` names it in messages; ``named`` is its final name
+    in ``files`` (the docroot handle), where its metafile goes beside it. EngineError on a failure."""
     if meta is None:
         return
     if not isinstance(meta, dict):
@@ -204,32 +209,33 @@ def apply(path: str, named: str, meta: object, opts: dict) -> None:
         raise ControlError("a file's meta kinds must be a list of xattrs/acls")
     attrs = _decode_attrs(meta.get("xattrs"))
     native = _categories(opts, "native") & set(kinds)
-    _apply_native(path, {n: v for n, v in attrs.items() if _category(n) in native}, native)
+    _apply_native(fd, path, {n: v for n, v in attrs.items() if _category(n) in native}, native)
     metafile = _categories(opts, "metafile") & set(kinds)
-    if metafile and not os.path.isdir(path):
-        _write_metafile(named + META_SUFFIX, {n: v for n, v in attrs.items() if _category(n) in metafile},
-                        os.stat(path).st_mode & 0o666)
+    st = os.fstat(fd)
+    if metafile and not stat.S_ISDIR(st.st_mode):
+        _write_metafile(files, (named or path) + META_SUFFIX,
+                        {n: v for n, v in attrs.items() if _category(n) in metafile}, st.st_mode & 0o666)
     if opts.get("preserve_ctime") and meta.get("btime_ns") is not None:
-        _set(path, CREATION_XATTR, str(_int(meta, "btime_ns")).encode())
+        _set(fd, path, CREATION_XATTR, str(_int(meta, "btime_ns")).encode())
     uid = _int(meta, "uid") if opts.get("preserve_uid") else -1
     gid = _int(meta, "gid") if opts.get("preserve_gid") else -1
     if (uid, gid) != (-1, -1):
         try:
-            os.chown(path, uid, gid)
+            os.chown(fd, uid, gid)
         except OSError as exc:
             raise _failed(exc, path, f"change the owner to {uid}:{gid}", ErrorCode.DISK_WRITE) from None
-    apply_times(path, meta, opts)
+    apply_times(fd, path, meta, opts)
 
 
-def apply_times(path: str, meta: dict, opts: dict) -> None:
+def apply_times(fd: int, path: str, meta: dict, opts: dict) -> None:
     """--preserve-access-time / --preserve-modification-time (both with -p). Last of all, and again on
     a directory each time something lands in it, since that moves its mtime."""
     if opts.get("preserve_atime") or opts.get("preserve_mtime"):
-        now = os.stat(path)
+        now = os.fstat(fd)
         atime = _int(meta, "atime_ns", signed=True) if opts.get("preserve_atime") else now.st_atime_ns
         mtime = _int(meta, "mtime_ns", signed=True) if opts.get("preserve_mtime") else now.st_mtime_ns
         try:
-            os.utime(path, ns=(atime, mtime))
+            os.utime(fd, ns=(atime, mtime))
         except OSError as exc:
             raise _failed(exc, path, "set the file times", ErrorCode.DISK_WRITE) from None
 
@@ -261,29 +267,30 @@ def _decode_attrs(raw: object) -> dict[str, bytes]:
     return out
 
 
-def _set(path: str, name: str, value: bytes) -> None:
+def _set(fd: int, path: str, name: str, value: bytes) -> None:
     try:
-        os.setxattr(path, name, value)
+        os.setxattr(fd, name, value)
     except OSError as exc:
         raise _failed(exc, path, f"set {name}", ErrorCode.DISK_WRITE) from None
 
 
-def _apply_native(path: str, attrs: dict[str, bytes], categories: set[str]) -> None:
+def _apply_native(fd: int, path: str, attrs: dict[str, bytes], categories: set[str]) -> None:
     if not categories:
         return
     try:
-        stale = [n for n in os.listxattr(path) if _category(n) in categories and n not in attrs]
+        stale = [n for n in os.listxattr(fd) if _category(n) in categories and n not in attrs]
         for name in stale:
-            os.removexattr(path, name)
+            os.removexattr(fd, name)
     except OSError as exc:
         if exc.errno not in _MISSING:
             raise _failed(exc, path, "remove stale extended attributes", ErrorCode.DISK_WRITE) from None
     for name, value in attrs.items():
-        _set(path, name, value)
+        _set(fd, path, name, value)
 
 
-def _write_metafile(meta_path: str, attrs: dict[str, bytes], mode: int) -> None:
-    """Write atomically (a new file renamed over the old name, so a link there is replaced, not followed)."""
+def _write_metafile(files, meta_path: str, attrs: dict[str, bytes], mode: int) -> None:
+    """Write atomically through ``files`` (a new file, never a link, renamed over the old name, so a
+    link there is replaced, not followed)."""
     doc: dict = {"format": "fasp-meta", "version": 1}
     xattrs = {n: base64.b64encode(v).decode() for n, v in sorted(attrs.items()) if _category(n) == "xattrs"}
     acls = {ACL_NAMES[n]: acl_text(v) for n, v in sorted(attrs.items()) if n in ACL_NAMES}
@@ -291,17 +298,22 @@ def _write_metafile(meta_path: str, attrs: dict[str, bytes], mode: int) -> None:
         doc["xattrs"] = xattrs
     if acls:
         doc["acls"] = acls
+    if files is None:
+        files = Unconfined()
     directory, base = os.path.split(meta_path)
-    tmp = None
+    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}")
+    created = False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", dir=directory or ".")
+        fd = files.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        created = True
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             os.fchmod(handle.fileno(), mode)
             json.dump(doc, handle, indent=1)
-        os.replace(tmp, meta_path)
+        files.replace(tmp, meta_path)
     except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        if created:
+            with contextlib.suppress(OSError):
+                files.unlink(tmp)
         raise _failed(exc, meta_path, "write metafile", ErrorCode.DISK_WRITE) from None
 
 

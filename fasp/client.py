@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shlex
@@ -312,10 +313,10 @@ class ClientSession:
         self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
             self._sender = Sender(self._channel, self._transport, self.tally, cfg.local_options(),
-                                  file_pass=cfg.file_pass)
+                                  files=self._files, file_pass=cfg.file_pass)
         else:
             self._receiver = Receiver(self._channel, self._transport, self.tally, cfg.local_options(),
-                                      dest=cfg.dest, resolve=self._local_path, file_pass=cfg.file_pass)
+                                      dest=cfg.dest, files=self._files, file_pass=cfg.file_pass)
             self._receiver.on_fatal = lambda exc: self.fail(_as_engine_error(exc))
         self._connected.set()
         self.tally.emit("SESSION", {
@@ -516,22 +517,16 @@ class ClientSession:
         for arg, items in enumerate(walks):
             await self._upload(arg, items)
             with contextlib.suppress(EngineError):  # a source outside the local docroot was never read
-                self._sender.finish_arg(self._local_path(cfg.sources[arg]))
+                self._sender.finish_arg(cfg.sources[arg])
 
-    def _local_path(self, path: str) -> str:
-        """A local path as given, or confined to FASP_LOCAL_DOCROOT with --apply-local-docroot."""
-        if self.cfg.local_docroot is None:
-            return os.path.abspath(path)
-        return docroot.resolve(self.cfg.local_docroot, path)
+    @functools.cached_property
+    def _files(self) -> docroot.Files:
+        """Local paths as given, or confined to FASP_LOCAL_DOCROOT with --apply-local-docroot: one handle
+        every local file operation goes through, as on a server."""
+        return docroot.handle(self.cfg.local_docroot)
 
     def _walk_local(self, arg: int, source: str, rel: str, lone: bool, rules: Rules):
-        try:
-            real = self._local_path(source)
-        except EngineError as exc:
-            return [Problem(arg, source, exc.code, exc.description)]
-        confine = None if self.cfg.local_docroot is None else (
-            lambda path: docroot.confined(self.cfg.local_docroot, path))
-        return walk(arg, source, real, rel, lone=lone, rules=rules, confine=confine)
+        return walk(arg, source, rel, files=self._files, lone=lone, rules=rules)
 
     def _notify_job_size(self, files: int, dirs: int, nbytes: int) -> None:
         self.tally.emit("NOTIFICATION", {"PreTransferFiles": files, "PreTransferDirs": dirs,

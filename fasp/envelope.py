@@ -50,6 +50,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from faspmanager.codes import EngineError, ErrorCode
 
+from .docroot import Unconfined
+
 SUFFIX = ".aspera-env"
 VERSION = 2
 MAGIC = b"FASPENV" + bytes([VERSION])
@@ -169,12 +171,15 @@ class SealedSource:
         return bytes(out)
 
 
-def open_in_place(path: str, passphrase: str) -> str | None:
-    """Decrypt the complete file at ``path`` if it is an envelope: into the name without the suffix
-    (or the same name); that path. None when the file is not an envelope (no suffix and no envelope
-    header: it stays as it came). Errors (see the module docstring) leave no decrypted bytes behind."""
+def open_in_place(path: str, passphrase: str, files=None) -> str | None:
+    """Decrypt the complete file at ``path`` (in ``files``, the docroot handle) if it is an envelope: into
+    the name without the suffix (or the same name); that path. None when the file is not an envelope (no
+    suffix and no envelope header: it stays as it came). Errors (see the module docstring) leave no
+    decrypted bytes behind."""
+    if files is None:
+        files = Unconfined()
     plain = path[: -len(SUFFIX)] if path.endswith(SUFFIX) else path
-    with open(path, "rb") as sealed:
+    with open(files.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as sealed:
         header = sealed.read(HEADER)
         if plain == path and not header.startswith(MAGIC[:7]):
             return None
@@ -184,17 +189,18 @@ def open_in_place(path: str, passphrase: str) -> str | None:
                               "protected file damaged: truncated or extended envelope")
         tmp = plain + ".fasp-decrypting"
         try:
-            with open(tmp, "wb") as out:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            with open(files.open(tmp, flags, 0o666), "wb") as out:
                 for index in range(envelope.count):
                     block = sealed.read(envelope.plain_length(index) + TAG)
                     out.write(envelope.unseal(index, block))
         except BaseException:
             try:
-                os.unlink(tmp)
+                files.unlink(tmp)
             except FileNotFoundError:
                 pass
             raise
-    os.replace(tmp, plain)
+    files.replace(tmp, plain)
     if plain != path:
-        os.unlink(path)
+        files.unlink(path)
     return plain

@@ -13,9 +13,11 @@ import os
 import stat
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from faspmanager.codes import EngineError, ErrorCode
+
+from .docroot import Files
 
 
 @dataclass
@@ -98,31 +100,39 @@ def top_name(source: str, src_base: str | None, pair_dest: str | None) -> str:
     return name
 
 
-def walk(arg: int, source: str, real: str, rel: str, *, lone: bool, rules: Rules,
-         confine: Callable[[str], bool] | None = None) -> Iterator[FileJob | Problem]:
-    """Jobs for one source argument. ``source`` is the path as named (for messages), ``real`` where
-    it is on disk; ``confine`` (server side) refuses any entry whose real path leaves the docroot."""
+def walk(arg: int, source: str, rel: str, *, files: Files, lone: bool, rules: Rules) -> Iterator[FileJob | Problem]:
+    """Jobs for one source argument named ``source`` in ``files`` (the docroot handle on a server, where
+    every look and later open stays below the root: a link leading out is 41, a loop 63). A job's
+    ``path`` is how ``files`` names it, as the user sees it (messages name it so)."""
+    top = files.display(source)
     try:
-        st = os.lstat(real)
+        st = files.stat(source, follow=False)
         if stat.S_ISLNK(st.st_mode):
             if rules.symlinks == "skip":
                 yield Problem(arg, source, ErrorCode.NOT_REGULAR, "symbolic link skipped", skip=True)
                 return
             if rules.copies_links:
-                yield FileJob(arg, real, rel, lone=lone, link=os.readlink(real))
+                yield FileJob(arg, top, rel, lone=lone, link=files.readlink(source))
                 return
-            st = os.stat(real)
+            st = files.stat(source)
+    except EngineError as exc:
+        yield Problem(arg, source, exc.code, exc.description)
+        return
     except OSError as exc:
         yield _unreadable(arg, source, exc)
         return
     if stat.S_ISDIR(st.st_mode):
-        yield from _walk_dir(arg, real, rel, rules, confine)
+        yield from _walk_dir(arg, top, rel, rules, files)
     else:
-        yield _leaf(arg, source, real, rel, st, rules, lone=lone)
+        yield _leaf(arg, source, top, rel, st, rules, lone=lone)
 
 
-def _unreadable(arg: int, path: str, exc: OSError) -> Problem:
-    """The problem for an entry that cannot be stat'ed: a link that never resolves (loop) is 63."""
+def _unreadable(arg: int, path: str, exc: OSError | EngineError) -> Problem:
+    """The problem for an entry that cannot be stat'ed: a link that never resolves (loop) is 63, one that
+    leaves the docroot 41."""
+    if isinstance(exc, EngineError):
+        what = "symbolic link loop" if exc.code == ErrorCode.LINK_LOOP else "link leaves the docroot"
+        return Problem(arg, path, exc.code, f"{path}: {what}")
     if exc.errno == errno.ELOOP:
         return Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: symbolic link loop")
     code = ErrorCode.NO_PERMS if exc.errno == errno.EACCES else ErrorCode.NO_SUCH_FILE
@@ -140,14 +150,13 @@ def _leaf(arg: int, source: str, real: str, rel: str, st: os.stat_result, rules:
     return FileJob(arg, real, rel, lone=lone, size=st.st_size)
 
 
-def _walk_dir(arg: int, top: str, rel: str, rules: Rules,
-              confine: Callable[[str], bool] | None) -> Iterator[FileJob | Problem]:
+def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Iterator[FileJob | Problem]:
     seen: set[tuple[int, int]] = set()
     stack: list[tuple[str, str, frozenset]] = [(top, rel, frozenset())]
     while stack:
         path, prefix, ancestors = stack.pop()
         try:
-            st = os.stat(path)
+            st = files.stat(path)
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
                 yield Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: symbolic link loop", skip=True)
@@ -156,28 +165,28 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules,
                 yield Problem(arg, path, 0, f"{path}: directory already traversed", skip=True)
                 continue
             seen.add(ident)
-            entries = sorted(os.scandir(path), key=lambda e: e.name)
+            entries = sorted(files.scandir(path))
+        except EngineError as exc:
+            yield Problem(arg, path, exc.code, exc.description)
+            continue
         except OSError as exc:
             yield Problem(arg, path, ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NO_SUCH_FILE,
                           f"{path}: {exc.strerror}")
             continue
         yield FileJob(arg, path, prefix, is_dir=True)
         subdirs = []
-        for entry in entries:
-            child, child_rel = entry.path, f"{prefix}/{entry.name}"
+        for name, is_link in entries:
+            child, child_rel = f"{path.rstrip('/')}/{name}", f"{prefix}/{name}"
             try:
-                if entry.is_symlink():
+                if is_link:
                     if rules.symlinks == "skip":
                         yield Problem(arg, child, ErrorCode.NOT_REGULAR, "symbolic link skipped", skip=True)
                         continue
                     if rules.copies_links:
-                        yield FileJob(arg, child, child_rel, link=os.readlink(child))
+                        yield FileJob(arg, child, child_rel, link=files.readlink(child))
                         continue
-                    if confine is not None and not confine(child):
-                        yield Problem(arg, child, ErrorCode.BAD_PATH, f"{child}: link leaves the docroot")
-                        continue
-                st = os.stat(child)
-            except OSError as exc:
+                st = files.stat(child)  # a link is followed only while it stays below the root
+            except (OSError, EngineError) as exc:
                 yield _unreadable(arg, child, exc)
                 continue
             if stat.S_ISDIR(st.st_mode):

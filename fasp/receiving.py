@@ -8,9 +8,10 @@ byte below it written) goes to a sidecar, which makes resume after a crash exact
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
-import shutil
+import posixpath
 import stat
 import time
 from typing import Callable
@@ -22,6 +23,7 @@ from .attrs import os_error_code
 from .channel import Channel
 from .control import ControlError
 from .digest import file_checksum, prefix_digest, reader
+from .docroot import Files
 from .naming import destination
 from .tally import Tally
 
@@ -59,7 +61,7 @@ def clip(extents: list | None, start: int, end: int) -> list[tuple[int, int]]:
 
 class Receiver:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, *, dest: str,
-                 resolve: Callable[[str], str], file_pass: str | None = None) -> None:
+                 files: Files, file_pass: str | None = None) -> None:
         self._channel = channel
         self._transport = transport
         # -G and -X: this side writes the destinations and asks for retransmissions
@@ -70,7 +72,7 @@ class Receiver:
         self._tally = tally
         self._opts = opts
         self._dest = dest
-        self._resolve = resolve
+        self._files = files  # every file operation goes through this handle (the docroot on a server)
         self._file_pass = file_pass  # --file-crypt=decrypt: open envelopes on arrival (client side only)
         self._pids = itertools.count(1)
         self._inbox: dict[int, asyncio.Queue] = {}
@@ -112,9 +114,9 @@ class Receiver:
 
     async def _delete_others(self, arg: int, top: str, keep: set[str]) -> None:
         """--delete-before-transfer: remove what lies below the directory's destination but not in the source."""
-        root = destination(self._dest, top, False, resolve=self._resolve,
+        root = destination(self._dest, top, False, files=self._files,
                            create_dirs=self._opts.get("create_dirs", False))
-        deleted = await asyncio.to_thread(_prune_except, root, attrs.with_metafiles(keep, self._opts))
+        deleted = await asyncio.to_thread(self._files.prune, root, attrs.with_metafiles(keep, self._opts))
         await self._channel.send("kept", arg=arg, deleted=deleted)
 
     def _finished(self, task: asyncio.Task) -> None:
@@ -128,23 +130,23 @@ class Receiver:
         fid, rel, arg = msg["fid"], msg["rel"], msg["arg"]
         key = rel
         try:
-            link = stat.S_ISLNK(msg["mode"])
-            target = destination(self._dest, rel, msg["lone"], resolve=self._resolve,
-                                 create_dirs=self._opts.get("create_dirs", False), link=link)
-            key = target  # events name a received file by where it landed
-            if link:
+            files = self._files
+            target = destination(self._dest, rel, msg["lone"], files=files,
+                                 create_dirs=self._opts.get("create_dirs", False))
+            key = files.display(target)  # events name a received file by where it landed (as the client sees it)
+            if stat.S_ISLNK(msg["mode"]):
                 await self._place_link(msg, target, key)
                 return
             if stat.S_ISDIR(msg["mode"]):
-                os.makedirs(target, exist_ok=True)
-                attrs.apply(target, target, msg.get("meta"), self._opts)
+                files.makedirs(target)
                 if msg.get("meta") is not None:
-                    self._dirs[target] = msg["meta"]
+                    self._apply(target, key, msg["meta"], directory=True)
+                    self._dirs[posixpath.normpath(target)] = msg["meta"]
                 self._settle(target)
                 await self._channel.send("fdone", fid=fid, written=0, checksum=None)
                 return
-            if os.path.isdir(target):
-                raise EngineError(ErrorCode.IS_DIR, f"destination {target!r} is a directory")
+            if files.isdir(target):
+                raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
             await self._receive_file(msg, box, target, key)
         except (EngineError, OSError) as exc:
             if isinstance(exc, ControlError):
@@ -163,17 +165,18 @@ class Receiver:
         fid, arg, text = msg["fid"], msg["arg"], msg.get("link")
         if not isinstance(text, str) or not text or "\0" in text:
             raise ControlError("a link message needs the link's target text")
-        if os.path.lexists(target):
-            if not os.path.islink(target) and self._opts.get("symlinks") != "copy+force":
+        kind = self._files.kind(target, follow=False)
+        if kind is not None:
+            if kind != stat.S_IFLNK and self._opts.get("symlinks") != "copy+force":
                 reason = "destination exists and is not a link (--symbolic-links=copy+force replaces it)"
                 self._tally.skipped(key, arg, 0, reason)
                 await self._channel.send("skip", fid=fid, reason=reason)
                 return
-            if os.path.isdir(target) and not os.path.islink(target):
-                raise EngineError(ErrorCode.IS_DIR, f"destination {target!r} is a directory")
-            os.unlink(target)
+            if kind == stat.S_IFDIR:
+                raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
+            self._files.unlink(target)
         self._tally.started(key, arg, 0, 0)
-        os.symlink(text, target)
+        self._files.symlink(text, target)  # 41 (this file alone) if the target leaves the docroot
         self._settle(target)
         self._tally.stopped(key, arg, 0, 0, None)
         await self._channel.send("fdone", fid=fid, written=0, checksum=None)
@@ -194,10 +197,16 @@ class Receiver:
             if start is None:
                 return
             flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
-            if start == 0 and self._opts.get("save_before_overwrite") and os.path.isfile(target):
-                os.rename(target, _saved_name(target))
-        fd = os.open(partial, flags, msg["mode"] & 0o777 or 0o644)
+            if start == 0 and self._opts.get("save_before_overwrite") and \
+                    self._files.kind(target) == stat.S_IFREG:  # the name (a link too) moves aside, as before
+                self._files.replace(target, _saved_name(self._files, target))
+        # a partial file is ours alone: a link there is refused, never followed (the final name may be an
+        # existing link to a file inside, written through as before; the handle never follows one out)
+        nofollow = os.O_NOFOLLOW if partial != target else 0
+        fd = self._files.open(partial, flags | nofollow, msg["mode"] & 0o777 or 0o644)
         try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
             if not ranged and start:
                 os.ftruncate(fd, start)
             await self._channel.send("begin", fid=fid, start=start)
@@ -211,26 +220,29 @@ class Receiver:
             whole = len(pieces) == 1 and pieces[0][1] - pieces[0][0] <= PIECE
             sidecar = partial if pieces and not ranged and not (whole and start == 0) else None
             if sidecar is not None:  # from now on the file may have holes: say where its good part ends
-                resume.write_watermark(sidecar, size, msg["mtime"], start)
-            written = await self._pieces(fid, fd, pieces, sidecar, msg, whole)
+                resume.write_watermark(self._files, sidecar, ident, size, msg["mtime"], start)
+            written = await self._pieces(fid, fd, pieces, sidecar, ident, msg, whole)
             if self._opts.get("checksum", "none") == "none":  # a truncate at most: not worth a thread hop
                 checksum = self._finish_fd(fd, size, ranged)
             else:
                 checksum = await asyncio.to_thread(self._finish_fd, fd, size, ranged)
+            # through the descriptor written (fchown, futimens, fsetxattr): a link swapped in for the name
+            # meanwhile cannot redirect them. A range sets them after its own writes, so the range that lands
+            # last leaves them right; a whole file before its final name appears, so it appears complete.
+            if ranged or self._file_pass is None:
+                attrs.apply(fd, key, msg.get("meta"), self._opts, files=self._files, named=target)
         finally:
             os.close(fd)
         if not ranged:
-            if self._file_pass is None:  # before the final name appears, so it appears complete
-                attrs.apply(partial, target, msg.get("meta"), self._opts)
             if partial != target:
-                os.replace(partial, target)
-            resume.clear_watermark(partial)
+                self._files.replace(partial, target)
+            resume.clear_watermark(self._files, partial)
             if self._file_pass is not None:  # the plain file is a new one: it gets the attributes
-                plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass) or target
-                attrs.apply(plain, plain, msg.get("meta"), self._opts)
+                plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass,
+                                                self._files) or target
+                if msg.get("meta") is not None:
+                    self._apply(plain, self._files.display(plain), msg["meta"])
             self._settle(target)
-        else:  # each range sets them after its own writes, so the range that lands last leaves them right
-            attrs.apply(target, target, msg.get("meta"), self._opts)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
 
@@ -238,20 +250,26 @@ class Receiver:
                       key: str) -> tuple[int | None, int]:
         """Overwrite and resume rules: (start, end), or (None, _) once the file was skipped."""
         fid, arg, size, mtime = msg["fid"], msg["arg"], msg["size"], msg["mtime"]
-        final = _existing(target)
-        part = final if partial == target else _existing(partial)
-        watermark = resume.read_watermark(partial, size, mtime) if part is not None else None
+        final = _existing(self._files, target, follow=True)  # a link to a file inside is that file, as before
+        part = final if partial == target else _existing(self._files, partial, follow=False)
+        watermark = resume.read_watermark(self._files, partial, part.ident, size, mtime) if part is not None else None
         verdict = resume.plan(size=size, mtime=mtime, overwrite=self._opts.get("overwrite", "diff"),
                               resume=int(self._opts.get("resume", 0)), final=final, partial=part,
                               watermark=watermark)
         if verdict.action == "verify":
-            checked = target if verdict.start >= size else partial
-            fd = os.open(checked, os.O_RDONLY)
+            seen = final if verdict.start >= size else part
+            fd = self._files.open(target if seen is final else partial,
+                                  os.O_RDONLY | (0 if seen is final else os.O_NOFOLLOW))
             try:
-                digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start,
-                                                 self._opts.get("resume") == 2)
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != seen.ident:  # not the file just judged (replaced since): no digest
+                    verdict = resume.Plan("send", 0)
+                else:
+                    digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start,
+                                                     self._opts.get("resume") == 2)
             finally:
                 os.close(fd)
+        if verdict.action == "verify":
             await self._channel.send("verify", fid=fid, have=verdict.start, digest=digest)
             reply = await box.get()
             if reply["t"] != "verified":
@@ -282,7 +300,7 @@ class Receiver:
         return task
 
     async def _pieces(self, fid: int, fd: int, pieces: list[tuple[int, int]], sidecar: str | None,
-                      msg: dict, whole: bool = False) -> int:
+                      ident: tuple[int, int], msg: dict, whole: bool = False) -> int:
         """Request every piece, at most PIECES_PER_FILE at once; the bytes written."""
         per_file = asyncio.Semaphore(PIECES_PER_FILE)
         pending: set[int] = set()
@@ -300,7 +318,8 @@ class Receiver:
             # true; for a one-piece file that saves a third of its sidecar work (create + rename), the
             # biggest per-file cost with many small files.
             if sidecar is not None and written < total:
-                resume.write_watermark(sidecar, msg["size"], msg["mtime"], min(pending, default=msg["size"]))
+                resume.write_watermark(self._files, sidecar, ident, msg["size"], msg["mtime"],
+                                       min(pending, default=msg["size"]))
 
         try:
             for lo, hi in pieces:
@@ -315,7 +334,7 @@ class Receiver:
 
     async def _receive_stream(self, fid: int, arg: int, box: asyncio.Queue, target: str, key: str) -> None:
         """PUT/WRITE/CLOSE: the sender announces chunks as they come; bytes land at their offsets."""
-        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = self._files.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         tasks: list[asyncio.Task] = []
         written = 0
 
@@ -347,9 +366,21 @@ class Receiver:
     def _settle(self, child: str) -> None:
         """``child`` landed in a received directory, which moved that directory's times: put back
         the preserved ones."""
-        parent = os.path.dirname(child)
+        parent = posixpath.dirname(posixpath.normpath(child))
         if parent in self._dirs:
-            attrs.apply_times(parent, self._dirs[parent], self._opts)
+            fd = self._files.opendir(parent)
+            try:
+                attrs.apply_times(fd, parent, self._dirs[parent], self._opts)
+            finally:
+                os.close(fd)
+
+    def _apply(self, path: str, key: str, meta: dict, directory: bool = False) -> None:
+        """Metadata for a file or directory this side did not hold open: through a descriptor of it."""
+        fd = self._files.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else os.O_NOFOLLOW))
+        try:
+            attrs.apply(fd, key, meta, self._opts, files=self._files, named=path)
+        finally:
+            os.close(fd)
 
     def _finish_fd(self, fd: int, size: int, ranged) -> str | None:
         if not ranged:
@@ -362,42 +393,31 @@ class Receiver:
         return file_checksum(fd, size, algorithm)
 
 
-def _existing(path: str) -> resume.Existing | None:
+def _existing(files: Files, path: str, *, follow: bool) -> resume.Existing | None:
+    """The regular file at ``path`` (through a link inside the docroot with ``follow``; a partial file is
+    never looked at through one: nothing is resumed into a link)."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
+        st = files.stat(path, follow=follow)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
+    except EngineError as exc:  # a link there that leads out (41) or loops (63): not a file of ours
+        if exc.code in (ErrorCode.BAD_PATH, ErrorCode.LINK_LOOP):
+            return None
+        raise
     if not stat.S_ISREG(st.st_mode):
         return None
-    return resume.Existing(st.st_size, st.st_mtime)
+    return resume.Existing(st.st_size, st.st_mtime, (st.st_dev, st.st_ino))
 
 
-def _prune_except(root: str, keep: set[str]) -> int:
-    """Delete every entry below ``root`` whose relative path is not in ``keep`` (links are not followed)."""
-    deleted = 0
-    for path, dirs, files in os.walk(root, topdown=True):
-        rel_dir = os.path.relpath(path, root)
-        for name in list(dirs) + files:
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if rel in keep:
-                continue
-            full = os.path.join(path, name)
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full)
-                dirs.remove(name)
-            else:
-                os.unlink(full)
-            deleted += 1
-    return deleted
-
-
-def _saved_name(path: str) -> str:
+def _saved_name(files: Files, path: str) -> str:
     """--save-before-overwrite, as IBM names it: ``name.yyyy.mm.dd.hh.mm.ss.index.ext`` (the stamp before the
     extension; ``name.stamp.index`` without one), index counting from 1 within a second."""
-    stem, ext = os.path.splitext(path)
+    stem, ext = posixpath.splitext(path)
     stamp = time.strftime("%Y.%m.%d.%H.%M.%S")
     for index in itertools.count(1):
         candidate = f"{stem}.{stamp}.{index}{ext}"
-        if not os.path.lexists(candidate):
+        if files.kind(candidate, follow=False) is None:
             return candidate
     raise AssertionError("unreachable")

@@ -7,9 +7,17 @@ sidecar records the offset below which every byte is known to be written.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import posixpath
+import secrets
 from dataclasses import dataclass
+
+from faspmanager.codes import EngineError
+
+from .docroot import Files
 
 
 @dataclass(frozen=True)
@@ -18,6 +26,7 @@ class Existing:
 
     size: int
     mtime: float
+    ident: tuple[int, int] = (0, 0)  # device and inode: what an authenticated sidecar is bound to
 
 
 @dataclass(frozen=True)
@@ -87,34 +96,101 @@ def after_verify(verdict: Plan, size: int, ok: bool) -> Plan:
 
 
 def sidecar_path(partial: str) -> str:
-    head, tail = os.path.split(partial)
-    return os.path.join(head, f".{tail}.fasp-resume")
+    head, tail = posixpath.split(partial)
+    return posixpath.join(head, f".{tail}.fasp-resume")
 
 
-def read_watermark(partial: str, size: int, mtime: float) -> int | None:
-    """The sidecar's watermark if it describes this same source, 0 if it describes another, None if absent."""
+# --- the sidecar, authenticated --------------------------------------------------------------------
+#
+# A sidecar says "the first HAVE bytes of this file are a source's", and a -k 2/3 resume then sends
+# the sender a digest of those bytes. A client that could plant one (a file it uploads is just bytes)
+# would choose HAVE and learn the digest of any prefix, one byte at a time. So a sidecar carries an
+# HMAC under a key the client never sees, over the file's identity (path, device, inode) and the
+# record; one that fails it is ignored (a full transfer), never trusted.
+
+RESUME_KEY_ENV = "FASP_RESUME_KEY"
+"""The server-side resume key (hex, at least 32 digits), as fasp-server hands it to its engine."""
+KEY_FILE = "~/.fasp/resume.key"
+"""Otherwise (a stock sshd, a client) a key kept in the user's home, 0600, made on first use."""
+_key: bytes | None = None
+
+
+def resume_key(files: Files) -> bytes:
+    """The key sidecars are authenticated with: FASP_RESUME_KEY, else the key file, else (the file
+    cannot be kept, or lies below the docroot where the client could read it) one for this process."""
+    global _key
+    if _key is None:
+        _key = _load_key(files)
+    return _key
+
+
+def _load_key(files: Files) -> bytes:
+    hexed = os.environ.get(RESUME_KEY_ENV, "")
+    if hexed:
+        try:
+            key = bytes.fromhex(hexed)
+        except ValueError:
+            key = b""
+        if len(key) >= 16:
+            return key
+    path = os.path.expanduser(KEY_FILE)
+    real = os.path.realpath(path)
+    if files.confined and (real == files.real or real.startswith(files.real.rstrip("/") + "/")):
+        return secrets.token_bytes(32)
     try:
-        with open(sidecar_path(partial), encoding="utf-8") as handle:
-            record = json.load(handle)
-        if record.get("size") == size and int(record.get("mtime", -1)) == int(mtime):
-            return int(record["have"])
-        return 0
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as handle:
+                key = handle.read()
+            if len(key) >= 16:
+                return key
+            raise OSError("short key file") from None
+        with os.fdopen(fd, "wb") as handle:
+            key = secrets.token_bytes(32)
+            handle.write(key)
+        return key
+    except OSError:
+        return secrets.token_bytes(32)
+
+
+def _mac(files: Files, partial: str, ident: tuple[int, int], size: int, mtime: float, have: int) -> str:
+    record = json.dumps([1, posixpath.normpath(files.norm(partial)), *ident, size, int(mtime), have])
+    return hmac.new(resume_key(files), record.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+def read_watermark(files: Files, partial: str, ident: tuple[int, int], size: int, mtime: float) -> int | None:
+    """The sidecar's watermark if it is ours for this file (``ident``: its device and inode) and
+    describes this same source; 0 if it describes another or fails authentication; None if absent."""
+    try:
+        fd = files.open(sidecar_path(partial), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            record = json.loads(handle.read(4096))
+        have = int(record["have"])
+        if not hmac.compare_digest(str(record.get("mac", "")), _mac(files, partial, ident, size, mtime, have)):
+            return 0
+        return have
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, EngineError):
         return 0
 
 
-def write_watermark(partial: str, size: int, mtime: float, have: int) -> None:
+def write_watermark(files: Files, partial: str, ident: tuple[int, int], size: int, mtime: float,
+                    have: int) -> None:
     path = sidecar_path(partial)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({"size": size, "mtime": int(mtime), "have": have}, handle)
-    os.replace(tmp, path)
+    fd = files.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"size": size, "mtime": int(mtime), "have": have,
+                   "mac": _mac(files, partial, ident, size, mtime, have)}, handle)
+    files.replace(tmp, path)
 
 
-def clear_watermark(partial: str) -> None:
+def clear_watermark(files: Files, partial: str) -> None:
     try:
-        os.unlink(sidecar_path(partial))
+        files.unlink(sidecar_path(partial))
     except FileNotFoundError:
         pass

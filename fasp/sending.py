@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import posixpath
 import stat
 from typing import Callable
 
@@ -19,6 +20,7 @@ from . import attrs
 from .attrs import os_error_code
 from .channel import Channel
 from .digest import prefix_digest, reader
+from .docroot import Files, Unconfined
 from .envelope import SUFFIX, Envelope, SealedSource
 from .jobs import FileJob, Problem, data_extents, share
 from .tally import Tally
@@ -48,10 +50,10 @@ def _part_only(job: FileJob) -> bool:
 
 class Sender:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict,
-                 resolve: Callable[[str], str] = os.path.abspath, file_pass: str | None = None) -> None:
+                 files: Files | None = None, file_pass: str | None = None) -> None:
         self._channel = channel
         self._file_pass = file_pass  # --file-crypt=encrypt (client side only: the server never sees it)
-        self._resolve = resolve
+        self._files = files or Unconfined()  # every source is opened through it (the docroot on a server)
         self._transport = transport
         transport.tune(read_size=int(opts.get("read_size") or 0))  # -g: this side reads the sources
         self._tally = tally
@@ -146,14 +148,17 @@ class Sender:
     def _collect(self, job: FileJob, fd: int, st: os.stat_result) -> dict | None:
         """The ``meta`` of a file or directory message, or None once its failure is counted."""
         try:
-            return attrs.collect(job.path, fd, st, self._opts)
+            return attrs.collect(job.path, fd, st, self._opts, self._files)
         except EngineError as exc:
             self._tally.failed(job.path, job.arg, exc.code, exc.description)
             return None
 
     async def _send_dir(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
         try:
-            fd = os.open(job.path, os.O_RDONLY | os.O_DIRECTORY)
+            fd = self._files.open(job.path, os.O_RDONLY | os.O_DIRECTORY)
+        except EngineError as exc:
+            self._tally.failed(job.path, job.arg, exc.code, exc.description)
+            return "failed"
         except OSError as exc:
             self._tally.failed(job.path, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
@@ -175,7 +180,7 @@ class Sender:
     async def _send_link(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
         """--symbolic-links=copy: the link itself travels (its target text), no file bytes."""
         key = job.path
-        st = os.lstat(job.path)
+        st = self._files.stat(job.path, follow=False)
         await self._channel.send("file", fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=0,
                                  mtime=st.st_mtime, atime=st.st_atime, mode=st.st_mode, link=job.link)
         msg = await box.get()
@@ -192,7 +197,10 @@ class Sender:
     async def _send_file(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
         key = job.path
         try:
-            fd = os.open(job.path, os.O_RDONLY)
+            fd = self._files.open(job.path, os.O_RDONLY)  # a link is followed only while it stays below the root
+        except EngineError as exc:
+            self._tally.failed(key, job.arg, exc.code, exc.description)
+            return "failed"
         except OSError as exc:
             self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
@@ -258,22 +266,40 @@ class Sender:
             return
         try:
             if self._opts.get("remove_after_transfer"):
-                os.unlink(job.path)
+                self._files.unlink(job.path)
             elif self._opts.get("move_after"):
-                target = self._resolve(os.path.join(self._opts["move_after"], job.rel))
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.replace(job.path, target)
+                target = posixpath.join(self._opts["move_after"], job.rel)
+                self._files.makedirs(posixpath.dirname(target))
+                self._files.replace(job.path, target)
         except OSError as exc:
             raise EngineError(os_error_code(exc), f"{job.path}: {exc.strerror}") from None
 
     def finish_arg(self, top: str) -> None:
         """Once a source argument is done: prune the directories the transfer emptied, if asked."""
         with_top = bool(self._opts.get("remove_empty_source_directory"))
-        if not (with_top or self._opts.get("remove_empty_directories")) or not os.path.isdir(top):
+        try:
+            if not (with_top or self._opts.get("remove_empty_directories")) or \
+                    self._files.kind(top) != stat.S_IFDIR:
+                return
+            dirs = _dirs_below(self._files, top)
+        except (OSError, EngineError):
             return
-        for path, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        for path in sorted(dirs, key=lambda path: -len(path)):
             if path != top or with_top:
                 try:
-                    os.rmdir(path)
-                except OSError:
+                    self._files.rmdir(path)
+                except (OSError, EngineError):
                     pass  # not empty: something was excluded, skipped or failed
+
+
+def _dirs_below(files: Files, top: str) -> list[str]:
+    """``top`` and every directory below it (links are entries, never followed)."""
+    out, todo = [], [top]
+    while todo:
+        path = todo.pop()
+        out.append(path)
+        for name, is_link in files.scandir(path):
+            child = f"{path.rstrip('/')}/{name}"
+            if not is_link and files.kind(child, follow=False) == stat.S_IFDIR:
+                todo.append(child)
+    return out

@@ -2,10 +2,11 @@
 
 Started per session by fasp-server (with the user's docroot and caps) or by
 the client over a stock sshd (docroot from FASP_DOCROOT, else the whole
-filesystem as the SSH user sees it). Every path the client names goes through
-:func:`fasp.docroot.resolve`. The session ends when the client says bye, or
-cancels, or its channel closes (stdin EOF), or SIGTERM: in every case the UDP
-socket is freed and the process exits, so no server half outlives its client.
+filesystem as the SSH user sees it). Every file operation on a path the client
+names goes through the session's one :class:`fasp.docroot.Docroot` handle. The
+session ends when the client says bye, or cancels, or its channel closes (stdin
+EOF), or SIGTERM: in every case the UDP socket is freed and the process exits,
+so no server half outlives its client.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class ServerSession:
         self.cfg = cfg
         self.channel = channel
         self.root = os.path.realpath(cfg.docroot) if cfg.docroot else None
+        self.files = docroot.handle(cfg.docroot, home=True)  # every file operation goes through it
         self.transport: Transport | FallbackTransport | None = None
         self.role: Sender | Receiver | None = None
         self.opts: dict = {}
@@ -53,12 +55,10 @@ class ServerSession:
         self.tasks: set[asyncio.Task] = set()
 
     def resolve(self, client_path: str) -> str:
+        """The real path a client path names today: for the -R log only (files go through ``files``)."""
         if self.root is not None:
             return docroot.resolve(self.root, client_path)
         return os.path.abspath(os.path.expanduser(client_path or "."))
-
-    def confine(self, path: str) -> bool:
-        return self.root is None or docroot.confined(self.root, path)
 
     def capped(self, raw: dict) -> RateSettings:
         """The client's rate within this user's caps (a capacity percent passes; the cap bounds its ceiling)."""
@@ -112,11 +112,11 @@ class ServerSession:
         tally = Tally(lambda event, fields: None, hello["session"])
         if hello["direction"] == "send":
             receiver = Receiver(self.channel, self.transport, tally, self.opts, dest=hello["dest"],
-                                resolve=self.resolve)
+                                files=self.files)
             receiver.on_fatal = self._fatal
             self.role = receiver
         else:
-            self.role = Sender(self.channel, self.transport, tally, self.opts, resolve=self.resolve)
+            self.role = Sender(self.channel, self.transport, tally, self.opts, files=self.files)
 
     async def _fallback(self, msg: dict) -> None:
         """The client's UDP could not reach us (-y 1): register its session with fasp-server's fallback
@@ -223,12 +223,12 @@ class ServerSession:
     async def _serve_get(self, msg: dict) -> None:
         """One download source argument (or keepalive START): walk it, offer its files, then argdone."""
         arg, source = msg["arg"], msg["source"]
-        real = None
+        walked = False
         try:
-            real = self.resolve(source)
             rel = msg.get("rel") or top_name(source, self.opts.get("src_base"), None)
-            items = await asyncio.to_thread(list, walk(arg, source, real, rel, lone=bool(msg.get("lone")),
-                                                       rules=Rules.from_opts(self.opts), confine=self.confine))
+            items = await asyncio.to_thread(list, walk(arg, source, rel, files=self.files,
+                                                       lone=bool(msg.get("lone")), rules=Rules.from_opts(self.opts)))
+            walked = True
         except EngineError as exc:
             items = [Problem(arg, source, exc.code, exc.description)]
         files = [i for i in items if isinstance(i, FileJob) and not i.is_dir]
@@ -238,8 +238,8 @@ class ServerSession:
                                 dirs=sum(1 for i in items if isinstance(i, FileJob) and i.is_dir))
         problems: list[Problem] = []
         await self.role.send_all(items, problems.append)
-        if real is not None:
-            self.role.finish_arg(real)
+        if walked:
+            self.role.finish_arg(source)
         for problem in problems:
             await self.channel.send("ferror", fid=None, arg=arg, path=problem.path, code=int(problem.code),
                                     desc=problem.desc, skip=problem.skip)

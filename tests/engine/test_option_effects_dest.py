@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from fasp.docroot import Unconfined
 from tests.engine.helpers import ENGINE, MgmtListener, assert_same_file, fasp_args, random_file, sha256
 from tests.engine.test_option_effects import DIRECTIONS, Ends, listing, names, ok, transfer
 
@@ -118,7 +119,7 @@ def test_saved_names_count_within_a_second(tmp_path, monkeypatch):
     monkeypatch.setattr(receiving.time, "strftime", lambda fmt, *t: "2026.01.02.03.04.05")
     target = str(tmp_path / "same.log")
     for index in (1, 2, 3):
-        saved = receiving._saved_name(target)
+        saved = receiving._saved_name(Unconfined(), target)
         assert saved == str(tmp_path / f"same.2026.01.02.03.04.05.{index}.log")
         open(saved, "w").close()
 

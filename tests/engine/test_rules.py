@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 from faspmanager.codes import EngineError
 from fasp import resume
 from fasp.digest import prefix_digest, reader
+from fasp.docroot import Unconfined
 from fasp.jobs import FileJob, Problem, Rules, data_extents, share, top_name, walk
 from fasp.naming import destination
 from fasp.receiving import clip, plan_pieces
@@ -50,13 +51,17 @@ def test_resume_rules():
 
 
 def test_watermark_sidecar(tmp_path):
-    partial = str(tmp_path / "f.bin")
-    assert resume.read_watermark(partial, 10, 5.0) is None
-    resume.write_watermark(partial, 10, 5.0, 7)
-    assert resume.read_watermark(partial, 10, 5.0) == 7
-    assert resume.read_watermark(partial, 11, 5.0) == 0  # another source: start over
-    resume.clear_watermark(partial)
-    assert resume.read_watermark(partial, 10, 5.0) is None
+    files, partial, ident = Unconfined(), str(tmp_path / "f.bin"), (1, 2)
+    assert resume.read_watermark(files, partial, ident, 10, 5.0) is None
+    resume.write_watermark(files, partial, ident, 10, 5.0, 7)
+    assert resume.read_watermark(files, partial, ident, 10, 5.0) == 7
+    assert resume.read_watermark(files, partial, ident, 11, 5.0) == 0  # another source: start over
+    assert resume.read_watermark(files, partial, (1, 3), 10, 5.0) == 0  # another file (inode): not ours
+    sidecar = tmp_path / ".f.bin.fasp-resume"
+    sidecar.write_text(sidecar.read_text().replace('"have": 7', '"have": 3'))  # a planted watermark
+    assert resume.read_watermark(files, partial, ident, 10, 5.0) == 0
+    resume.clear_watermark(files, partial)
+    assert resume.read_watermark(files, partial, ident, 10, 5.0) is None
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -77,21 +82,21 @@ def test_prefix_digest_sees_a_changed_byte(tmp_path, sparse):
 
 
 def test_destination_naming(tmp_path):
-    ident = os.path.abspath
+    files = Unconfined()
     (tmp_path / "dir").mkdir()
-    assert destination(str(tmp_path / "dir"), "f.txt", True, resolve=ident, create_dirs=False) == \
+    assert destination(str(tmp_path / "dir"), "f.txt", True, files=files, create_dirs=False) == \
         str(tmp_path / "dir" / "f.txt")
-    assert destination(str(tmp_path / "new.txt"), "f.txt", True, resolve=ident, create_dirs=False) == \
+    assert destination(str(tmp_path / "new.txt"), "f.txt", True, files=files, create_dirs=False) == \
         str(tmp_path / "new.txt")
-    assert destination(str(tmp_path / "dir"), "top/a/b.txt", False, resolve=ident, create_dirs=False) == \
+    assert destination(str(tmp_path / "dir"), "top/a/b.txt", False, files=files, create_dirs=False) == \
         str(tmp_path / "dir" / "top" / "a" / "b.txt")
     with pytest.raises(EngineError) as info:
-        destination(str(tmp_path / "missing"), "x", False, resolve=ident, create_dirs=False)
+        destination(str(tmp_path / "missing"), "x", False, files=files, create_dirs=False)
     assert info.value.code == 4
-    assert destination(str(tmp_path / "made"), "x", False, resolve=ident, create_dirs=True) == \
+    assert destination(str(tmp_path / "made"), "x", False, files=files, create_dirs=True) == \
         str(tmp_path / "made" / "x")
     with pytest.raises(EngineError) as info:
-        destination(str(tmp_path / "dir"), "../escape", False, resolve=ident, create_dirs=False)
+        destination(str(tmp_path / "dir"), "../escape", False, files=files, create_dirs=False)
     assert info.value.code == 41
 
 
@@ -102,20 +107,20 @@ def test_walk_names_filters_and_problems(tmp_path):
     (root / "drop.tmp").write_text("d")
     os.mkfifo(root / "pipe")
     (root / "link").symlink_to(root / "a")
-    items = list(walk(0, str(root), str(root), "src", lone=False, rules=Rules(exclude=("*.tmp",))))
+    items = list(walk(0, str(root), "src", files=Unconfined(), lone=False, rules=Rules(exclude=("*.tmp",))))
     files = sorted(i.rel for i in items if isinstance(i, FileJob) and not i.is_dir)
     assert files == ["src/a/b/keep.txt", "src/link/b/keep.txt"]
     problems = {os.path.basename(p.path): p for p in items if isinstance(p, Problem)}
     assert problems["drop.tmp"].skip and problems["pipe"].code == 21 and not problems["pipe"].skip
-    skipping = list(walk(0, str(root), str(root), "src", lone=False,
+    skipping = list(walk(0, str(root), "src", files=Unconfined(), lone=False,
                          rules=Rules(symlinks="skip", skip_special_files=True)))
     assert all(p.skip for p in skipping if isinstance(p, Problem))
-    once = list(walk(0, str(root), str(root), "src", lone=False, rules=Rules(skip_dir_dupes=True)))
+    once = list(walk(0, str(root), "src", files=Unconfined(), lone=False, rules=Rules(skip_dir_dupes=True)))
     assert len([i for i in once if isinstance(i, FileJob) and i.rel.endswith("keep.txt")]) == 1
     (root / "a" / "b" / "up").symlink_to(root)
-    looped = list(walk(0, str(root), str(root), "src", lone=False, rules=Rules()))
+    looped = list(walk(0, str(root), "src", files=Unconfined(), lone=False, rules=Rules()))
     assert any(isinstance(p, Problem) and p.code == 63 for p in looped)
-    missing = list(walk(3, str(tmp_path / "nope"), str(tmp_path / "nope"), "nope", lone=True, rules=Rules()))
+    missing = list(walk(3, str(tmp_path / "nope"), "nope", files=Unconfined(), lone=True, rules=Rules()))
     assert isinstance(missing[0], Problem) and missing[0].code == 4 and missing[0].arg == 3
     assert top_name("/x/y/z.txt", "/x", None) == "y/z.txt"
     assert top_name("/x/y/", None, None) == "y"
