@@ -490,21 +490,3 @@ Files = Docroot | Unconfined
 def handle(root: str | None, *, home: bool = False, use_openat2: bool | None = None) -> Files:
     """The handle for a docroot, or the unconfined one when there is none (``home``: "~" expands)."""
     return Unconfined(home=home) if root is None else Docroot(root, use_openat2=use_openat2)
-
-
-def resolve(root: str, client_path: str) -> str:
-    """The real path inside ``root`` that ``client_path`` names today, by realpath: for the -R log
-    directory only (never a file operation: those go through a :class:`Docroot`). EngineError 41 if
-    it leaves, 63 on a loop; missing directories are taken as spelled (a destination to be)."""
-    _encodable(client_path)
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(real_root, client_path.lstrip(os.sep)))
-    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
-        raise _outside(client_path)
-    try:
-        looping = stat.S_ISLNK(os.lstat(real).st_mode)  # realpath leaves a loop unresolved
-    except OSError as exc:
-        looping = exc.errno == errno.ELOOP
-    if looping:
-        raise _loop(client_path)
-    return real

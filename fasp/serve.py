@@ -46,19 +46,12 @@ class ServerSession:
     def __init__(self, cfg: Config, channel: Channel) -> None:
         self.cfg = cfg
         self.channel = channel
-        self.root = os.path.realpath(cfg.docroot) if cfg.docroot else None
         self.files = docroot.handle(cfg.docroot, home=True)  # every file operation goes through it
         self.transport: Transport | FallbackTransport | None = None
         self.role: Sender | Receiver | None = None
         self.opts: dict = {}
         self.failure: asyncio.Future = asyncio.get_running_loop().create_future()
         self.tasks: set[asyncio.Task] = set()
-
-    def resolve(self, client_path: str) -> str:
-        """The real path a client path names today: for the -R log only (files go through ``files``)."""
-        if self.root is not None:
-            return docroot.resolve(self.root, client_path)
-        return os.path.abspath(os.path.expanduser(client_path or "."))
 
     def capped(self, raw: dict) -> RateSettings:
         """The client's rate within this user's caps (a capacity percent passes; the cap bounds its ceiling)."""

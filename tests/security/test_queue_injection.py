@@ -23,7 +23,6 @@ import asyncssh
 import pytest
 from cryptography.fernet import Fernet
 
-import faspmanager as fm
 from tasks.client import submit
 from tests.workers.conftest import SECRET_KEY, faspq, redis_server, server, worker_factory  # noqa: F401
 from tests.workers.raw import events, inject, old_order, wait_end

@@ -11,7 +11,6 @@ the server picks, and every record is one line with control characters escaped.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 from pathlib import Path
