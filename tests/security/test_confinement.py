@@ -8,22 +8,19 @@ to the docroot; every test checks they are byte-for-byte (and owner-for-owner) w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
-import asyncssh
 import pytest
 
-from fasp import control, resume
-from fasp.channel import Channel
+from fasp import resume
 from fasp.digest import prefix_digest, reader
 from fasp.docroot import Docroot
 from faspmanager.codes import ErrorCode
 from tests.engine.helpers import MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.support.control_client import ControlClient
 from tests.support.servers import start_fasp_server
 
 NO_OPENAT2_ENV = "FASP_NO_OPENAT2"  # fasp.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
@@ -115,50 +112,6 @@ def test_attack2_preserved_owner_changes_a_file_outside(fasp_server, outside, tm
     if not planted:  # nothing in the way: the upload itself keeps working, owner and bytes
         assert_same_file(payload, server.docroot / "x")
         assert (server.docroot / "x").stat().st_uid == 12345
-
-
-# --- a hand-built client: the control protocol over SSH, no data channel needed --------------------
-
-class ControlClient:
-    """Just enough of a client to offer files and read the server's answers (attacks 4 and 5)."""
-
-    def __init__(self, server, dest: str, opts: dict) -> None:
-        self.server, self.dest, self.opts = server, dest, opts
-
-    async def __aenter__(self) -> "ControlClient":
-        server = self.server
-        self.conn = await asyncssh.connect(server.host, port=server.port, username=server.user,
-                                           password=server.password, known_hosts=None, client_keys=None,
-                                           agent_path=None)
-        self.proc = await self.conn.create_process("fasp-ascp --server", encoding=None)
-        self.channel = Channel(self.proc.stdout, self.proc.stdin)
-        await self.channel.send("hello", v=control.VERSION, session=uuid.uuid4().hex, key=None,
-                                direction="send", dest=self.dest, datagram_size=1400, udp_port=0,
-                                rate={"target": 10_000, "min": 0, "policy": "fair"}, opts=self.opts)
-        welcome = await asyncio.wait_for(self.channel.recv(), 30)
-        assert welcome is not None and welcome["t"] == "welcome", welcome
-        return self
-
-    async def offer(self, rel: str, size: int, mtime: float) -> dict:
-        """Offer one file; the server's first answer about it."""
-        await self.channel.send("file", fid=1, arg=0, rel=rel, lone=False, size=size, mtime=mtime,
-                                atime=mtime, mode=0o100644, meta=None)
-        return await self.answer()
-
-    async def answer(self) -> dict:
-        while True:
-            msg = await asyncio.wait_for(self.channel.recv(), 30)
-            assert msg is not None, "the server closed the session"
-            if msg["t"] != "rate":
-                return msg
-
-    async def __aexit__(self, *exc) -> None:
-        with contextlib.suppress(Exception):
-            await self.channel.send("cancel")
-        self.channel.close()
-        self.conn.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.conn.wait_closed(), 10)
 
 
 def _sidecar(docroot: Path, name: str, size: int, mtime: int, have: int) -> None:

@@ -1,0 +1,58 @@
+"""A hand-built client: just enough of the control protocol over SSH to offer files, as an attacker writes it.
+
+No data channel: the server engine is driven through its control messages alone (fasp/control.py framing).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import uuid
+
+import asyncssh
+
+from fasp import control
+from fasp.channel import Channel
+
+
+class ControlClient:
+    """Offers files to a server engine over SSH and reads its answers."""
+
+    def __init__(self, server, dest: str, opts: dict) -> None:
+        self.server, self.dest, self.opts = server, dest, opts
+
+    async def __aenter__(self) -> "ControlClient":
+        server = self.server
+        self.conn = await asyncssh.connect(server.host, port=server.port, username=server.user,
+                                           password=server.password, known_hosts=None, client_keys=None,
+                                           agent_path=None)
+        self.proc = await self.conn.create_process("fasp-ascp --server", encoding=None)
+        self.channel = Channel(self.proc.stdout, self.proc.stdin)
+        await self.channel.send("hello", v=control.VERSION, session=uuid.uuid4().hex,
+                                share=secrets.token_hex(32), key_bytes=16,
+                                direction="send", dest=self.dest, datagram_size=1400, udp_port=0,
+                                rate={"target": 10_000, "min": 0, "policy": "fair"}, opts=self.opts)
+        welcome = await asyncio.wait_for(self.channel.recv(), 30)
+        assert welcome is not None and welcome["t"] == "welcome", welcome
+        return self
+
+    async def offer(self, rel: str, size: int, mtime: float) -> dict:
+        """Offer one file; the server's first answer about it."""
+        await self.channel.send("file", fid=1, arg=0, rel=rel, lone=False, size=size, mtime=mtime,
+                                atime=mtime, mode=0o100644, meta=None)
+        return await self.answer()
+
+    async def answer(self) -> dict:
+        while True:
+            msg = await asyncio.wait_for(self.channel.recv(), 30)
+            assert msg is not None, "the server closed the session"
+            if msg["t"] != "rate":
+                return msg
+
+    async def __aexit__(self, *exc) -> None:
+        with contextlib.suppress(Exception):
+            await self.channel.send("cancel")
+        self.channel.close()
+        self.conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.conn.wait_closed(), 10)
