@@ -25,6 +25,7 @@ from .control import ControlError
 from .digest import file_checksum, prefix_digest, reader
 from .docroot import Files
 from .naming import destination
+from .sending import FILES_IN_FLIGHT
 from .tally import Tally
 
 PIECE = 512 * 1024
@@ -33,6 +34,10 @@ PIECES_PER_FILE = 16
 """Pieces of one file requested at once: 8 MiB in flight, more than a 100 Mbit/s x 200 ms path holds (2.5 MB)."""
 PIECES_IN_FLIGHT = 64
 """Pieces registered at once in a session: room for every small file the sender offers at once (FILES_IN_FLIGHT)."""
+MAX_FILES_IN_FLIGHT = 2 * FILES_IN_FLIGHT
+"""Files a peer may have offered and not finished: an engine keeps FILES_IN_FLIGHT (a file's end and the next
+offer may cross); beyond this the peer is not one of ours and the session ends with a protocol error (each file in
+flight holds a task and, once opened, a descriptor: 5,000 offers were 5,000 open files)."""
 SESSION_FATAL = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_LOST,
                            ErrorCode.DATA_TRANSFER_TIMEOUT})
 """Data-channel failures: they end the session, unlike a file's own error."""
@@ -98,6 +103,11 @@ class Receiver:
                                                                     self._keep.pop(msg["arg"]))))
             return True
         if msg["t"] == "file":
+            if msg["fid"] in self._inbox:
+                raise ControlError(f"file id {msg['fid']} offered again while in flight")
+            if len(self._inbox) >= MAX_FILES_IN_FLIGHT:
+                raise ControlError(f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
+                                   f"(an engine keeps at most {FILES_IN_FLIGHT})")
             box = self._inbox[msg["fid"]] = asyncio.Queue()
             self._track(asyncio.create_task(self._incoming(msg, box)))
             return True

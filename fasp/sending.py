@@ -27,8 +27,9 @@ from .tally import Tally
 
 
 FILES_IN_FLIGHT = 64
-"""Files offered at once: each small file costs control round trips (file -> begin/piece -> fdone), so the
-window, not the link, bounds many small files (10,000 x 8 KiB at 100 Mbit/s: 16 took 13.3 s, 64 take 10.7 s)."""
+"""Files offered at once, over all source arguments of the session: each small file costs control round trips
+(file -> begin/piece -> fdone), so the window, not the link, bounds many small files (10,000 x 8 KiB at 100 Mbit/s:
+16 took 13.3 s, 64 take 10.7 s). A receiver refuses a peer that goes far beyond it (receiving.MAX_FILES_IN_FLIGHT)."""
 KEEP_BATCH = 2000
 """Names per ``keep`` message: well inside the control channel's frame limit."""
 
@@ -61,6 +62,7 @@ class Sender:
         self._fids = itertools.count(1)
         self._inbox: dict[int, asyncio.Queue] = {}
         self._kept: dict[int, asyncio.Future] = {}
+        self._room = asyncio.Semaphore(FILES_IN_FLIGHT)  # shared by concurrent arguments (persistent START)
 
     def deliver(self, msg: dict) -> bool:
         """Route a receiver message to its file; False if no such file is in flight."""
@@ -93,8 +95,8 @@ class Sender:
         return self._transport
 
     async def send_all(self, items, on_problem: Callable[[Problem], None]) -> None:
-        """Send a source argument's jobs, FILES_IN_FLIGHT at a time; problems go to ``on_problem``."""
-        room = asyncio.Semaphore(FILES_IN_FLIGHT)
+        """Send a source argument's jobs, within the session's FILES_IN_FLIGHT; problems go to ``on_problem``."""
+        room = self._room
         tasks = []
         items = (i for i in items if isinstance(i, Problem) or i.is_dir or not attrs.hidden(i.path, self._opts))
         items = share(items, self._opts.get("node", 1), self._opts.get("nodes", 1), self._opts.get("split_above", 0))

@@ -1,0 +1,60 @@
+"""A peer that offers files without end: the server engine ends the session instead of opening them all.
+
+The review's attack: 5,000 ``file`` messages from a hand-built client were 5,000 open descriptors (and tasks)
+in one engine. An engine of ours never has more than FILES_IN_FLIGHT offered and unfinished.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from fasp.receiving import MAX_FILES_IN_FLIGHT
+from faspmanager.codes import ErrorCode
+from tests.support.control_client import ControlClient
+from tests.support.servers import _children
+
+OFFERS = 5000
+
+
+def _engine_fds(server_pid: int) -> int:
+    """Open descriptors of the server engines under fasp-server (0 once they are gone)."""
+    total = 0
+    for pid in _children(server_pid):
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return total
+
+
+def test_a_flood_of_file_offers_ends_the_session_with_a_protocol_error(fasp_server):
+    async def attack() -> tuple[dict | None, int]:
+        async with ControlClient(fasp_server, "/", {}) as client:
+            baseline = _engine_fds(fasp_server.process.pid)
+            peak = 0
+            for fid in range(1, OFFERS + 1):
+                try:
+                    await client.channel.send("file", fid=fid, arg=0, rel=f"flood/{fid}.bin", lone=False,
+                                              size=1 << 20, mtime=time.time(), atime=time.time(),
+                                              mode=0o100644, meta=None)
+                except BrokenPipeError:  # the engine hung up: read why
+                    break
+                if fid % 250 == 0:
+                    peak = max(peak, _engine_fds(fasp_server.process.pid) - baseline)
+                    await asyncio.sleep(0)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                peak = max(peak, _engine_fds(fasp_server.process.pid) - baseline)
+                msg = await asyncio.wait_for(client.channel.recv(), 20)
+                if msg is None or msg["t"] == "error":
+                    return msg, peak
+            raise AssertionError("the server engine kept taking offers")
+
+    error, peak = asyncio.run(attack())
+    assert error is not None, "the engine closed without saying why"
+    assert error["code"] == ErrorCode.FASP_PROTO and "files in flight" in error["desc"], error
+    assert peak <= MAX_FILES_IN_FLIGHT + 16, f"{peak} descriptors opened by the flood"
+    made = [p for p in Path(fasp_server.docroot).rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert len(made) <= MAX_FILES_IN_FLIGHT, f"{len(made)} files created for the flood"
