@@ -63,6 +63,7 @@ class _Incoming:
     whole: bytearray | None = None
     whole_lo: int = 0
     whole_new: int = 0
+    whole_landed: bool = False  # its one write is submitted: a late duplicate must not write again
 
 
 class _Writer:
@@ -440,7 +441,7 @@ class Transport:
         """Hand received payloads [offset, end) of a file to the writer thread; with -G, collect them into
         blocks of write_size bytes first (a gap, the file's last byte or FLUSH_AGE writes a shorter one)."""
         inc = self._incoming.get(file_id)
-        if inc is None or inc.done.done():
+        if inc is None or inc.done.done() or inc.whole_landed:
             return
         if inc.whole is not None:
             buf, at = inc.whole, offset - inc.whole_lo
@@ -450,8 +451,10 @@ class Transport:
                     buf[lo:hi] = payload[lo - at:hi - at]
                 at += len(payload)
             inc.whole_new += new
-            if self._receiver.is_complete(file_id):
-                data, inc.whole = inc.whole, None
+            # by the bytes copied in, not the receiver's map: that already counts datagrams of this batch whose
+            # payloads are not copied yet (a later run), and writing then left a hole that a second write filled
+            if inc.whole_new >= len(buf):
+                data, inc.whole, inc.whole_landed = inc.whole, None, True
                 self._writer.submit(inc, data, inc.whole_lo, inc.whole_new)
             return
         size = self._write_size
