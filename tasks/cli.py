@@ -1,26 +1,32 @@
 """``faspq``: enqueue, watch and steer transfers run by the Celery workers.
 
 Passwords never go on the command line: ``--password-env VAR`` names the
-variable holding it, otherwise faspq asks for it without echo.
+variable holding it, otherwise faspq asks for it without echo. Every expected
+failure (Redis unreachable, shared key missing or malformed, a bad value, an
+unknown or ended transfer) is one line on stderr and exit status 1; usage
+errors exit 2.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+import threading
 import time
 
 import click
+import kombu.exceptions
+import redis
 from rich.console import Console
 from rich.table import Table
 
 import faspmanager as fm
-from config.settings import get_settings
+from config.settings import SettingsError, get_settings, redacted
 from workers.control import ControlError
+from workers.events import UnknownTransfer
 from workers.keys import TERMINAL_STATES
 from workers.redisconn import redis_for
 
-from .client import TransferHandle, submit
 from .progress import TransferView
 from .secrets import SecretKeyError
 
@@ -36,6 +42,11 @@ def _password(password_env: str | None, identity: str | None) -> str | None:
             raise click.UsageError(f"${password_env} is empty or unset")
         return value
     return click.prompt("password", hide_input=True)
+
+
+def _local(path: str | None) -> str | None:
+    """A local path as the worker must read it: absolute, resolved where faspq runs."""
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
 def _options(port: int, rate: int | None, dest_root: str | None, extra: dict,
@@ -71,6 +82,7 @@ def _remote(f):
 
 
 def _enqueue(order, queue, transfer_id, watch) -> None:
+    from .client import submit
     try:
         handle = submit(order, transfer_id=transfer_id, queue=queue)
     except SecretKeyError as exc:
@@ -80,12 +92,38 @@ def _enqueue(order, queue, transfer_id, watch) -> None:
         sys.exit(_watch(handle))
 
 
-def _watch(handle: TransferHandle, timeout: float | None = None) -> int:
-    if not handle.status():
+def _no_worker_hint(handle, view: TransferView, queue: str, after: float, done: threading.Event) -> None:
+    """Still QUEUED and never picked after ``after`` s: say whether any worker consumes ``queue``."""
+    if done.wait(after) or handle.status().get("state") != "QUEUED" or handle.status().get("attempt"):
+        return
+    from workers.app import app_for
+    replies = app_for(handle._settings).control.inspect(timeout=1.0).active_queues() or {}
+    consumers = [node for node, queues in replies.items() if any(q.get("name") == queue for q in queues)]
+    if done.is_set():
+        return
+    if consumers:
+        view.note(f"[yellow]still queued[/] after {after:.0f} s: the workers of queue {queue!r} "
+                  f"({', '.join(sorted(consumers))}) are busy")
+    else:
+        view.note(f"[yellow]no worker[/] consumes queue {queue!r} (still queued after {after:.0f} s); start one: "
+                  f"celery -A workers.app worker -Q {queue}")
+
+
+def _watch(handle, timeout: float | None = None) -> int:
+    current = handle.status()
+    if not current:
         raise click.ClickException(f"no transfer {handle.id}")
+    done = threading.Event()
     with TransferView(title=f"transfer {handle.id}") as view:
-        for event in handle.events(timeout=timeout):
-            view.show(event)
+        hint = threading.Thread(target=_no_worker_hint, daemon=True,
+                                args=(handle, view, current.get("queue") or handle._settings.queue,
+                                      handle._settings.no_worker_after_s, done))
+        hint.start()
+        try:
+            for event in handle.events(timeout=timeout):
+                view.show(event)
+        finally:
+            done.set()
     result = view.result or handle.status().get("result") or {}
     if result.get("ok"):
         console.print(f"[green]done[/] after {result.get('attempts')} attempt(s)")
@@ -94,15 +132,41 @@ def _watch(handle: TransferHandle, timeout: float | None = None) -> int:
     return 1
 
 
-def _steer(transfer_id: str, op: str, *args) -> None:
-    """Send one control message and print its stream id; without the shared key, say so (nothing is sent)."""
+def _handle(transfer_id: str):
+    from .client import TransferHandle
+    return TransferHandle(transfer_id)
+
+
+def _steer(transfer_id: str, op: str, *args):
+    """Send one control message (nothing is sent to an unknown or ended transfer, or without the key)."""
     try:
-        click.echo(getattr(TransferHandle(transfer_id), op)(*args))
+        return getattr(_handle(transfer_id), op)(*args)
     except ControlError as exc:
         raise click.ClickException(f"not sent: {exc}") from None
 
 
-@click.group()
+def _redis_url() -> str:
+    try:
+        return redacted(get_settings().events_url)
+    except Exception:
+        return redacted(os.environ.get("FASPQ_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+class _Cli(click.Group):
+    """Expected failures as one line and exit 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
+            raise click.ClickException(f"cannot reach Redis at {_redis_url()}: {exc}") from None
+        except UnknownTransfer as exc:
+            raise click.ClickException(f"no transfer {exc.args[0]} (never submitted, or expired)") from None
+        except (SettingsError, SecretKeyError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Cli)
 def main() -> None:
     """Distributed high-speed transfers: Celery workers run them, Redis carries events and control."""
 
@@ -117,8 +181,8 @@ def upload(sources, dest, host, port, user, password_env, identity, fingerprint,
            watch):
     """Upload local SOURCES to the server."""
     extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
-    order = fm.FileUpload(source_paths=list(sources), dest_user=user, dest_host=host,
-                          dest_pass=_password(password_env, identity), dest_identity=identity,
+    order = fm.FileUpload(source_paths=[os.path.abspath(s) for s in sources], dest_user=user, dest_host=host,
+                          dest_pass=_password(password_env, identity), dest_identity=_local(identity),
                           options=_options(port, rate, dest, {**extra, "create_dirs": True}, fingerprint))
     _enqueue(order, queue, transfer_id, watch)
 
@@ -132,7 +196,7 @@ def download(sources, dest, host, port, user, password_env, identity, fingerprin
     """Download SOURCES from the server."""
     extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
     order = fm.FileDownload(source_paths=list(sources), source_user=user, source_host=host,
-                            source_pass=_password(password_env, identity), source_identity=identity,
+                            source_pass=_password(password_env, identity), source_identity=_local(identity),
                             options=_options(port, rate, os.path.abspath(dest), {**extra, "create_dirs": True},
                                              fingerprint))
     _enqueue(order, queue, transfer_id, watch)
@@ -143,14 +207,14 @@ def download(sources, dest, host, port, user, password_env, identity, fingerprin
 @click.option("--timeout", type=float, help="give up after this many seconds without an event")
 def watch(transfer_id, timeout):
     """Live progress of a transfer until it ends (exit 0 on success)."""
-    sys.exit(_watch(TransferHandle(transfer_id), timeout))
+    sys.exit(_watch(_handle(transfer_id), timeout))
 
 
 @main.command()
 @click.argument("transfer_id")
 def status(transfer_id):
     """Where a transfer stands (JSON)."""
-    current = TransferHandle(transfer_id).status()
+    current = _handle(transfer_id).status()
     if not current:
         raise click.ClickException(f"no transfer {transfer_id}")
     click.echo(json.dumps(current, indent=2, default=str))
@@ -165,6 +229,7 @@ def list_transfers(show_all):
     header = ("id", "type", "state", "owner", "attempt", "bytes", "rate kbps", "age s")
     rows = []
     now = time.time()
+    from .client import TransferHandle
     for key in sorted(client.scan_iter(match=f"{settings.prefix}:status:*", count=500)):
         transfer_id = key.decode().rsplit(":", 1)[1]
         current = TransferHandle(transfer_id, settings).status()
@@ -186,17 +251,21 @@ def list_transfers(show_all):
 
 @main.command()
 @click.argument("transfer_id")
-@click.argument("kbps", type=int)
+@click.argument("kbps", type=click.IntRange(min=1))
 def rate(transfer_id, kbps):
-    """Change a transfer's target rate."""
+    """Change a transfer's target rate (kbps, at least 1)."""
     _steer(transfer_id, "set_rate", kbps)
+    click.echo(f"target rate of {transfer_id} set to {kbps} kbps (applied by the worker that runs it)")
 
 
 @main.command()
 @click.argument("transfer_id")
 def cancel(transfer_id):
-    """Cancel a transfer (it ends with code 28, no retry)."""
-    _steer(transfer_id, "cancel")
+    """Cancel a transfer (it ends with code 28, no retry); one still queued ends at once."""
+    if _steer(transfer_id, "cancel") is None:
+        click.echo(f"{transfer_id} cancelled (it was waiting for a worker): FAILED, 28 USER_CANCEL")
+    else:
+        click.echo(f"cancel of {transfer_id} sent to the worker running it (it ends with 28 USER_CANCEL)")
 
 
 @main.command()
@@ -208,6 +277,7 @@ def cancel(transfer_id):
 def add(transfer_id, source, dest, start_offset, end_offset):
     """Add a file to a persistent transfer."""
     _steer(transfer_id, "add_source", source, dest, start_offset, end_offset)
+    click.echo(f"{source} -> {dest} added to {transfer_id}")
 
 
 @main.command()
@@ -215,6 +285,7 @@ def add(transfer_id, source, dest, start_offset, end_offset):
 def finish(transfer_id):
     """Tell a persistent transfer that no more files come."""
     _steer(transfer_id, "finish")
+    click.echo(f"{transfer_id} told no more files come: it ends once the queued ones are done")
 
 
 @main.command()
