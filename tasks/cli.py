@@ -51,7 +51,7 @@ def _local(path: str | None) -> str | None:
 
 def _options(port: int, rate: int | None, dest_root: str | None, extra: dict,
              fingerprint: str | None = None) -> fm.TransferOptions:
-    opts = {"tcp_port": port, **extra}
+    opts = {"tcp_port": port, "precalculate_job_size": True, **extra}  # the total, known up front
     if fingerprint:
         opts["check_ssh_fingerprint"] = fingerprint
     if rate:

@@ -183,21 +183,24 @@ def finish_transfer(client, events: EventLog, keys: Keys, outcome: Outcome, atte
 
 class ProgressReporter:
     """Folds session stats into Celery's custom PROGRESS state: backend and ``task-progress`` event,
-    throttled to one per ``interval`` seconds (and always the first)."""
+    throttled to one per ``interval`` seconds (and always the first). Called on the session's listener
+    thread, where Celery's ``task.request`` is empty: the task's id and node are taken here."""
 
     def __init__(self, task, interval: float):
         self._task, self._interval, self._last = task, interval, 0.0
+        self._id, self._node = task.request.id, task.request.hostname
 
     def __call__(self, meta: dict) -> None:
         now = time.monotonic()
-        if now - self._last < self._interval:
+        if now - self._last < self._interval or not self._id:
             return
         self._last = now
         try:
-            self._task.update_state(state="PROGRESS", meta=meta)
-            self._task.send_event("task-progress", **meta)
+            self._task.update_state(task_id=self._id, state="PROGRESS", meta=meta)
+            with self._task.app.events.default_dispatcher(hostname=self._node) as dispatcher:
+                dispatcher.send("task-progress", uuid=self._id, **meta)
         except Exception as exc:  # progress is best effort: never end a transfer over it
-            log.warning("progress of %s not reported: %s", self._task.request.id, exc)
+            log.warning("progress of %s not reported: %s", self._id, exc)
 
 
 _RETRY = get_settings().retry
