@@ -122,6 +122,9 @@ def _watch(handle, timeout: float | None = None) -> int:
         try:
             for event in handle.events(timeout=timeout):
                 view.show(event)
+        except TimeoutError:
+            raise click.ClickException(f"no news of transfer {handle.id} for {timeout:g} s "
+                                       f"(state {handle.status().get('state')}); it goes on") from None
         finally:
             done.set()
     result = view.result or handle.status().get("result") or {}
