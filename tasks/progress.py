@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from workers.events import progress_meta
+from workers.events import progress_line, progress_meta
 
 TOTAL = "total"
 
@@ -108,7 +108,5 @@ class TransferView:
             return
         self._line_at = now
         task = self.progress.tasks[0]
-        eta = self.meta.get("eta_s")
-        self.console.print(f"{self._title}: {int(task.completed)}/{int(task.total) if task.total else '?'} bytes, "
-                           f"{self.meta.get('rate_kbps') or 0} kbps, eta {'?' if eta is None else f'{eta:.0f} s'}",
-                           soft_wrap=True, markup=False, highlight=False)
+        line = progress_line({**self.meta, "bytes": int(task.completed), "total": int(task.total or 0) or None})
+        self.console.print(f"{self._title}: {line}", soft_wrap=True, markup=False, highlight=False)

@@ -31,7 +31,7 @@ from celery.exceptions import Ignore
 from config.settings import RetryPolicy, get_settings
 from faspmanager.codes import ErrorCode, is_retryable, name_of
 from workers.app import app
-from workers.events import EventLog
+from workers.events import EventLog, progress_line
 from workers.keys import TERMINAL_STATES, Keys, watch_key
 from workers.lease import Lease
 from workers.redisconn import redis_for
@@ -198,7 +198,7 @@ class ProgressReporter:
         try:
             self._task.update_state(task_id=self._id, state="PROGRESS", meta=meta)
             with self._task.app.events.default_dispatcher(hostname=self._node) as dispatcher:
-                dispatcher.send("task-progress", uuid=self._id, **meta)
+                dispatcher.send("task-progress", uuid=self._id, result=progress_line(meta), **meta)
         except Exception as exc:  # progress is best effort: never end a transfer over it
             log.warning("progress of %s not reported: %s", self._id, exc)
 

@@ -47,6 +47,15 @@ def progress_meta(session: dict | None) -> dict:
             "eta_s": None if eta is None else round(eta, 1)}
 
 
+def progress_line(meta: dict) -> str:
+    """PROGRESS in words: faspq's piped lines, and the ``result`` of task-progress events (the one field of
+    a running task that Flower's task list and API show)."""
+    total = meta.get("total")
+    eta = meta.get("eta_s")
+    return (f"{meta['bytes']}/{total if total else '?'} bytes, {meta.get('rate_kbps') or 0} kbps, "
+            f"eta {'?' if eta is None else f'{eta:.0f} s'}")
+
+
 def to_json(value) -> str:
     """JSON of event payloads: enums by name, anything else unknown as text."""
     return json.dumps(value, default=_jsonable, separators=(",", ":"))
