@@ -104,14 +104,15 @@ class TransferHandle:
     # -- control ------------------------------------------------------------------------------
 
     def _send(self, op: str, data: bytes = b"", **args) -> str:
-        """Append a control message; UnknownTransfer or ControlError (ended) before anything is written."""
+        """Append a control message; ControlError (bad message, no key, transfer ended) or UnknownTransfer
+        before anything is written."""
+        fields = ctl.encode(self.id, ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
+                            self._settings.secret_key, self._sender)
         state = self._redis.hget(self._keys.status, "state")
         if state is None:
             raise UnknownTransfer(self.id)
         if state.decode() in TERMINAL_STATES:
             raise ctl.ControlError(f"transfer {self.id} already ended ({state.decode()})")
-        fields = ctl.encode(self.id, ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
-                            self._settings.secret_key, self._sender)
         return self._redis.xadd(self._keys.control, fields).decode()
 
     def set_rate(self, kbps: int) -> str:
@@ -121,6 +122,7 @@ class TransferHandle:
         """A transfer no worker runs ends here at once (FAILED, USER_CANCEL, also in Celery's result
         backend): returns None. A running one is sent a cancel: returns the control message's id."""
         from workers.lease import Lease
+        ctl.encode(self.id, ctl.Control("cancel"), self._settings.secret_key, self._sender)  # the key first
         lease = Lease(self._redis, self._keys, self._settings.lease_ttl_s, owner=f"cancel:{self._sender.id}")
         try:
             claimed = self._redis.register_script(_CLAIM_WAITING)(
