@@ -5,6 +5,7 @@ Redis, so it shows any event source, a replay included.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -20,7 +21,8 @@ TOTAL = "total"
 class TransferView:
     """On a terminal, live bars; piped, one plain line per second that never wraps (``done/total rate eta``)."""
 
-    def __init__(self, console: Console | None = None, title: str = "", line_interval: float = 1.0):
+    def __init__(self, console: Console | None = None, title: str = "", line_interval: float = 1.0,
+                 json_lines: bool = False):
         self.console = console or Console(stderr=True)
         self.progress = Progress(TextColumn("[bold]{task.description}", justify="left"), BarColumn(),
                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
@@ -36,10 +38,11 @@ class TransferView:
         self._line_at = 0.0
         self.meta: dict = {}
         self.result: dict | None = None
+        self.json_lines = json_lines  # each event as a JSON line on stdout (machine-readable watch)
 
     @property
     def live(self) -> bool:
-        return self.console.is_terminal
+        return self.console.is_terminal and not self.json_lines
 
     def __enter__(self) -> "TransferView":
         if self.live:
@@ -56,6 +59,8 @@ class TransferView:
         self.console.print(text, soft_wrap=True)
 
     def show(self, event: dict) -> None:
+        if self.json_lines:
+            print(json.dumps(event, default=str), flush=True)
         kind = event.get("type")
         stats = event.get("file") or {}
         session = event.get("session") or {}
@@ -104,7 +109,7 @@ class TransferView:
 
     def _line(self, force: bool = False) -> None:
         now = time.monotonic()
-        if self.live or (not force and now - self._line_at < self._line_interval):
+        if self.live or self.json_lines or (not force and now - self._line_at < self._line_interval):
             return
         self._line_at = now
         task = self.progress.tasks[0]
