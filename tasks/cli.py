@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -241,16 +242,68 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "ts
                       help="output: table (default on a terminal), json, tsv (default when piped)")
 
 
+PROFILE_KEYS = {"host": "host", "port": "port", "user": "user", "password_env": "password_env",
+                "identity": "identity", "check_sshfp": "fingerprint", "rate": "rate", "min_rate": "min_rate",
+                "policy": "policy", "cipher": "cipher", "overwrite": "overwrite", "checksum": "checksum",
+                "option": "option", "queue": "queue", "resume": "resume", "watch": "watch", "format": "fmt"}
+"""Profile keys (config file) -> the upload/download parameters they default."""
+
+
+def config_path() -> Path:
+    """FASPQ_CONFIG, else $XDG_CONFIG_HOME/faspq/config.toml (~/.config/faspq/config.toml)."""
+    if os.environ.get("FASPQ_CONFIG"):
+        return Path(os.environ["FASPQ_CONFIG"])
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "faspq" / "config.toml"
+
+
+def load_profile(name: str | None) -> dict:
+    """Defaults of upload/download from the config file's ``[NAME]`` table (``[default]`` when no name is
+    given: optional then). A missing file, table or a bad key is one line."""
+    path = config_path()
+    if not path.is_file():
+        if name:
+            raise click.ClickException(f"profile {name!r} asked for, but there is no config file {path}")
+        return {}
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.ClickException(f"config file {path}: {exc}") from None
+    table = profiles.get(name or "default")
+    if table is None:
+        if name:
+            raise click.ClickException(f"no profile {name!r} in {path} (it has: {', '.join(profiles) or 'none'})")
+        return {}
+    if not isinstance(table, dict):
+        raise click.ClickException(f"{path}: [{name or 'default'}] must be a table")
+    if "password" in table:
+        raise click.ClickException(f"{path}: passwords do not go in the config file; name a variable (password_env)")
+    unknown = set(table) - set(PROFILE_KEYS)
+    if unknown:
+        raise click.ClickException(f"profile {name or 'default'!r} in {path}: unknown keys {sorted(unknown)} "
+                                   f"(known: {', '.join(PROFILE_KEYS)})")
+    defaults = {PROFILE_KEYS[key]: value for key, value in table.items()}
+    if "option" in defaults and isinstance(defaults["option"], dict):
+        defaults["option"] = [f"{k}={v}" for k, v in defaults["option"].items()]
+    return defaults
+
+
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", "-V", prog_name="faspq")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="warning", show_default=True, help="logging of faspq and the libraries it uses (stderr)")
-def main(log_level) -> None:
+@click.option("--profile", "-p", metavar="NAME", envvar="FASPQ_PROFILE",
+              help="defaults for upload/download from [NAME] of the config file (FASPQ_CONFIG, else "
+                   "$XDG_CONFIG_HOME/faspq/config.toml); without it, [default] if present")
+@click.pass_context
+def main(ctx, log_level, profile) -> None:
     """Distributed high-speed transfers: Celery workers run them, Redis carries events and control.
 
     Configured by FASPQ_* variables (README, "Distributed workers"). Shell completion:
     eval "$(_FASPQ_COMPLETE=bash_source faspq)" (zsh_source, fish_source for the others)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    defaults = load_profile(profile)
+    if defaults:
+        ctx.default_map = {"upload": defaults, "download": defaults}
 
 
 @main.command()

@@ -68,3 +68,35 @@ def test_bad_options_are_one_line(faspq_env, tmp_path):
 def test_log_level_debug_logs(faspq_env):
     proc = faspq("--log-level", "debug", "ls")
     assert proc.returncode == 0 and "DEBUG" in proc.stderr, proc.stderr
+
+
+def test_named_profile_in_the_xdg_config(worker_factory, server, tmp_path):
+    worker_factory("pr", concurrency=1)
+    (tmp_path / "xdg" / "faspq").mkdir(parents=True)
+    (tmp_path / "xdg" / "faspq" / "config.toml").write_text(f"""
+[default]
+host = "nowhere.invalid"
+
+[lab]
+host = "{server.host}"
+port = {server.port}
+user = "{server.user}"
+password_env = "LAB_PW"
+check_sshfp = "{server.host_key_fingerprint()}"
+rate = 30000
+option = {{ min_rate_kbps = 10 }}
+""")
+    src = tmp_path / "prof.bin"
+    make_file(src, 200_000)
+    (server.docroot / "prof").mkdir(exist_ok=True)
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "LAB_PW": server.password}
+    proc = faspq("--profile", "lab", "upload", str(src), "--dest", "prof", "--format", "json", env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_same(src, server.docroot / "prof" / src.name)
+    init = next(json.loads(line)["session"] for line in proc.stdout.splitlines() if '"INIT"' in line)
+    assert init["rate"] == 30000 and init["min_rate"] == 10
+    _one_line_error(faspq("--profile", "nope", "upload", str(src), env=env), "no profile 'nope'", "lab")
+    (tmp_path / "xdg" / "faspq" / "config.toml").write_text("[lab]\npassword = 'x'\n")
+    _one_line_error(faspq("-p", "lab", "upload", str(src), env=env), "passwords do not go in the config file")
+    (tmp_path / "xdg" / "faspq" / "config.toml").write_text("[lab]\nhots = 'x'\n")
+    _one_line_error(faspq("-p", "lab", "upload", str(src), env=env), "unknown keys ['hots']")
