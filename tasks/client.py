@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Iterator
 
 import redis
-from typing import Iterator
 
 from config.settings import RetryPolicy, Settings, get_settings
 from faspmanager.codes import ErrorCode

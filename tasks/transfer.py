@@ -128,14 +128,16 @@ def run_transfer(task, transfer_id: str) -> dict:
         except Exception as exc:  # schema, key or order errors: no retry can help
             outcome = Outcome(False, int(ErrorCode.USAGE), f"order cannot be read: {exc}")
         else:
+            progress = ProgressReporter(task, settings.progress_interval_s)
             try:
                 outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
                                   lease=lease, settings=settings, attempt=attempt,
-                                  node=task.request.hostname or "", queue=record["queue"],
-                                  progress=ProgressReporter(task, settings.progress_interval_s)).run()
+                                  node=task.request.hostname or "", queue=record["queue"], progress=progress).run()
             except Exception as exc:  # a bug, not the engine: end with a reason rather than loop via the reaper
                 log.exception("transfer %s: attempt %d crashed", transfer_id, attempt)
                 outcome = Outcome(False, int(ErrorCode.INTERNAL_ERROR), f"worker error: {type(exc).__name__}: {exc}")
+            finally:
+                progress.stopped = True  # a late listener call must not overwrite RETRY/SUCCESS/FAILURE
         if outcome.handover:
             _requeue(task, client, events, lease, record["queue"], 0.0, settings.takeover_bound_s,
                      {"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
@@ -189,10 +191,11 @@ class ProgressReporter:
     def __init__(self, task, interval: float):
         self._task, self._interval, self._last = task, interval, 0.0
         self._id, self._node = task.request.id, task.request.hostname
+        self.stopped = False
 
     def __call__(self, meta: dict) -> None:
         now = time.monotonic()
-        if now - self._last < self._interval or not self._id:
+        if self.stopped or now - self._last < self._interval or not self._id:
             return
         self._last = now
         try:
