@@ -34,6 +34,8 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
+        "worker_send_task_events": True,  # Flower and `celery events` see tasks without -E
+        "task_send_sent_event": True,
         "task_default_queue": settings.queue,
         "result_expires": settings.keep_s,
         "worker_cancel_long_running_tasks_on_connection_loss": False,

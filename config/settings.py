@@ -22,23 +22,35 @@ from urllib.parse import urlsplit, urlunsplit
 from .policy import Policy
 
 
+class SettingsError(ValueError):
+    """A FASPQ_* variable that cannot be used (the message names it)."""
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
 
 
+def _number(kind, name: str, default):
+    value = _env(name, str(default))
+    try:
+        return kind(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") from None
+
+
 def _float(name: str, default: float) -> float:
-    return float(_env(name, str(default)))
+    return _number(float, name, default)
 
 
 def _int(name: str, default: int) -> int:
-    return int(_env(name, str(default)))
+    return _number(int, name, default)
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = _env(name, default)
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -92,6 +104,8 @@ class Settings:
     stream_chunk_bytes: int = 256 << 10
     keep_s: int = 7 * 24 * 3600
     shutdown_handover: str = "persistent"
+    progress_interval_s: float = 1.0
+    no_worker_after_s: float = 10.0
     client_name: str = ""
     redis_ca: str | None = None
     redis_cert: str | None = None
@@ -140,6 +154,8 @@ class Settings:
             stream_window_bytes=_int("FASPQ_STREAM_WINDOW", cls.stream_window_bytes),
             stream_chunk_bytes=_int("FASPQ_STREAM_CHUNK", cls.stream_chunk_bytes),
             keep_s=_int("FASPQ_KEEP", cls.keep_s),
+            progress_interval_s=_float("FASPQ_PROGRESS_INTERVAL", cls.progress_interval_s),
+            no_worker_after_s=_float("FASPQ_NO_WORKER_AFTER", cls.no_worker_after_s),
             shutdown_handover=_choice("FASPQ_SHUTDOWN_HANDOVER", cls.shutdown_handover, ("persistent", "all", "none")),
             client_name=_env("FASPQ_CLIENT_NAME") or f"{getpass.getuser()}@{socket.gethostname()}",
             redis_ca=_env("FASPQ_REDIS_CA"),
@@ -161,7 +177,10 @@ def _secret_key() -> bytes | None:
         return key.encode()
     path = _env("FASPQ_SECRET_KEY_FILE")
     if path:
-        return Path(path).read_bytes().strip()
+        try:
+            return Path(path).read_bytes().strip()
+        except OSError as exc:
+            raise SettingsError(f"FASPQ_SECRET_KEY_FILE {path!r} cannot be read: {exc.strerror}") from None
     return None
 
 

@@ -1,26 +1,37 @@
 """``faspq``: enqueue, watch and steer transfers run by the Celery workers.
 
 Passwords never go on the command line: ``--password-env VAR`` names the
-variable holding it, otherwise faspq asks for it without echo.
+variable holding it, otherwise faspq asks for it without echo. Every expected
+failure (Redis unreachable, shared key missing or malformed, a bad value, an
+unknown or ended transfer) is one line on stderr and exit status 1; usage
+errors exit 2.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import threading
 import time
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
 import click
+import kombu.exceptions
+import redis
 from rich.console import Console
 from rich.table import Table
 
 import faspmanager as fm
-from config.settings import get_settings
+from config.settings import SettingsError, get_settings, redacted
 from workers.control import ControlError
+from workers.events import UnknownTransfer, progress_meta
 from workers.keys import TERMINAL_STATES
+from faspmanager.options import _OPTIONS as OPTION_KINDS, SECRET
 from workers.redisconn import redis_for
 
-from .client import TransferHandle, submit
 from .progress import TransferView
 from .secrets import SecretKeyError
 
@@ -38,16 +49,66 @@ def _password(password_env: str | None, identity: str | None) -> str | None:
     return click.prompt("password", hide_input=True)
 
 
-def _options(port: int, rate: int | None, dest_root: str | None, extra: dict,
-             fingerprint: str | None = None) -> fm.TransferOptions:
-    opts = {"tcp_port": port, **extra}
-    if fingerprint:
-        opts["check_ssh_fingerprint"] = fingerprint
-    if rate:
-        opts["target_rate_kbps"] = rate
-    if dest_root:
-        opts["destination_root"] = dest_root
+def _local(path: str | None) -> str | None:
+    """A local path as the worker must read it: absolute, resolved where faspq runs."""
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _option_value(name: str, text):
+    """``--option``/``--ts`` value for TransferOption ``name``, typed as the option wants (JSON values pass as
+    they are; text: ints, true/false, comma lists, enum values or names). Secrets are refused: never in argv."""
+    option = OPTION_KINDS.get(name)
+    if option is None:
+        fm.TransferOptions(**{name: None})  # the library's "unknown transfer option ..., did you mean ...?"
+    if option.kind is SECRET or option.kind is fm.HttpFallbackOptions:
+        raise click.BadParameter(f"{name} cannot be given on the command line")
+    if not isinstance(text, str):
+        return text
+    if option.kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise click.BadParameter(f"{name} takes true or false, got {text!r}")
+        return text.lower() in _TRUE
+    if option.kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise click.BadParameter(f"{name} takes an integer, got {text!r}") from None
+    if option.kind is list:
+        return [item for item in text.split(",") if item]
+    return text
+
+
+def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | None, rate, min_rate, policy,
+             cipher, overwrite, checksum, option, ts) -> fm.TransferOptions:
+    """TransferOptions from the flags: ``--ts`` (JSON) first, then ``--option NAME=VALUE``, then the named flags."""
+    opts = {"tcp_port": port, "precalculate_job_size": True, "create_dirs": True}  # the total, known up front
+    if resume:
+        opts["resume_check"] = fm.ResumeCheck.SPARSE_CHECKSUM
+    if ts:
+        try:
+            spec = json.loads(Path(ts[1:]).read_text() if ts.startswith("@") else ts)
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--ts") from None
+        if not isinstance(spec, dict):
+            raise click.BadParameter("a JSON object of TransferOptions names and values", param_hint="--ts")
+        opts.update({name: _option_value(name, value) for name, value in spec.items()})
+    for pair in option:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"NAME=VALUE, got {pair!r}", param_hint="--option")
+        opts[name.strip()] = _option_value(name.strip(), value)
+    named = {"check_ssh_fingerprint": fingerprint, "target_rate_kbps": rate, "min_rate_kbps": min_rate,
+             "policy": policy, "cipher": cipher, "overwrite_policy": overwrite, "file_checksum": checksum,
+             "destination_root": dest_root}
+    opts.update({name: value for name, value in named.items() if value is not None})
     return fm.TransferOptions(**opts)
+
+
+def _choice(kind) -> click.Choice:
+    return click.Choice([member.value for member in kind], case_sensitive=False)
 
 
 def _remote(f):
@@ -60,33 +121,75 @@ def _remote(f):
         click.option("--check-sshfp", "fingerprint", metavar="FP",
                      help="the server's host key fingerprint (SHA256:...); without it the worker's known_hosts "
                           "(FASP_KNOWN_HOSTS) decides"),
-        click.option("--rate", type=int, help="target rate, kbps"),
+        click.option("--rate", type=click.IntRange(min=1), help="target rate, kbps (default: the engine's, 10000)"),
+        click.option("--min-rate", type=click.IntRange(min=0), help="minimum rate, kbps"),
+        click.option("--policy", type=_choice(fm.TransferPolicy), help="rate policy"),
+        click.option("--cipher", type=_choice(fm.CipherType), help="encryption cipher"),
+        click.option("--overwrite", type=_choice(fm.OverwritePolicy), help="when an existing file is replaced"),
+        click.option("--checksum", type=_choice(fm.FileChecksumType), help="file checksum to report"),
+        click.option("--option", "-o", multiple=True, metavar="NAME=VALUE",
+                     help="any TransferOption (faspmanager names; lists comma-separated); repeatable"),
+        click.option("--ts", metavar="JSON|@FILE", help="TransferOptions as a JSON object (a transfer spec)"),
         click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
         click.option("--queue", help="Celery queue"),
         click.option("--id", "transfer_id", help="transfer id (default: random)"),
         click.option("--watch/--no-watch", default=True, show_default=True),
+        FORMAT,
     ]):
         f = decorator(f)
     return f
 
 
-def _enqueue(order, queue, transfer_id, watch) -> None:
+def _enqueue(order, queue, transfer_id, watch, fmt=None) -> None:
+    from .client import submit
     try:
         handle = submit(order, transfer_id=transfer_id, queue=queue)
     except SecretKeyError as exc:
         raise click.ClickException(f"not submitted: {exc}") from None
-    click.echo(handle.id)
+    click.echo(json.dumps({"type": "SUBMITTED", "transfer_id": handle.id}) if fmt == "json" else handle.id)
     if watch:
-        sys.exit(_watch(handle))
+        sys.exit(_watch(handle, fmt=fmt))
 
 
-def _watch(handle: TransferHandle, timeout: float | None = None) -> int:
-    if not handle.status():
+def _no_worker_hint(handle, view: TransferView, queue: str, after: float, done: threading.Event) -> None:
+    """Still QUEUED and never picked after ``after`` s: say whether any worker consumes ``queue``."""
+    if done.wait(after) or handle.status().get("state") != "QUEUED" or handle.status().get("attempt"):
+        return
+    from workers.app import app_for
+    replies = app_for(handle._settings).control.inspect(timeout=1.0).active_queues() or {}
+    consumers = [node for node, queues in replies.items() if any(q.get("name") == queue for q in queues)]
+    if done.is_set():
+        return
+    if consumers:
+        view.note(f"[yellow]still queued[/] after {after:.0f} s: the workers of queue {queue!r} "
+                  f"({', '.join(sorted(consumers))}) are busy")
+    else:
+        view.note(f"[yellow]no worker[/] consumes queue {queue!r} (still queued after {after:.0f} s); start one: "
+                  f"celery -A workers.app worker -Q {queue}")
+
+
+def _watch(handle, timeout: float | None = None, fmt: str | None = None) -> int:
+    """Follow a transfer to its end: live view, or (``--format json``) its events as JSON lines on stdout."""
+    current = handle.status()
+    if not current:
         raise click.ClickException(f"no transfer {handle.id}")
-    with TransferView(title=f"transfer {handle.id}") as view:
-        for event in handle.events(timeout=timeout):
-            view.show(event)
+    done = threading.Event()
+    with TransferView(title=f"transfer {handle.id}", json_lines=fmt == "json") as view:
+        hint = threading.Thread(target=_no_worker_hint, daemon=True,
+                                args=(handle, view, current.get("queue") or handle._settings.queue,
+                                      handle._settings.no_worker_after_s, done))
+        hint.start()
+        try:
+            for event in handle.events(timeout=timeout):
+                view.show(event)
+        except TimeoutError:
+            raise click.ClickException(f"no news of transfer {handle.id} for {timeout:g} s "
+                                       f"(state {handle.status().get('state')}); it goes on") from None
+        finally:
+            done.set()
     result = view.result or handle.status().get("result") or {}
+    if fmt == "json":
+        return 0 if result.get("ok") else 1
     if result.get("ok"):
         console.print(f"[green]done[/] after {result.get('attempts')} attempt(s)")
         return 0
@@ -94,17 +197,113 @@ def _watch(handle: TransferHandle, timeout: float | None = None) -> int:
     return 1
 
 
-def _steer(transfer_id: str, op: str, *args) -> None:
-    """Send one control message and print its stream id; without the shared key, say so (nothing is sent)."""
+def _handle(transfer_id: str):
+    from .client import TransferHandle
+    return TransferHandle(transfer_id)
+
+
+def _steer(transfer_id: str, op: str, *args):
+    """Send one control message (nothing is sent to an unknown or ended transfer, or without the key)."""
     try:
-        click.echo(getattr(TransferHandle(transfer_id), op)(*args))
+        return getattr(_handle(transfer_id), op)(*args)
     except ControlError as exc:
         raise click.ClickException(f"not sent: {exc}") from None
 
 
-@click.group()
-def main() -> None:
-    """Distributed high-speed transfers: Celery workers run them, Redis carries events and control."""
+def _redis_url() -> str:
+    try:
+        return redacted(get_settings().events_url)
+    except Exception:
+        return redacted(os.environ.get("FASPQ_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+class _Cli(click.Group):
+    """Expected failures as one line and exit 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
+            raise click.ClickException(f"cannot reach Redis at {_redis_url()}: {exc}") from None
+        except UnknownTransfer as exc:
+            raise click.ClickException(f"no transfer {exc.args[0]} (never submitted, or expired)") from None
+        except (SettingsError, SecretKeyError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _version() -> str:
+    try:
+        return metadata.version("openfasp")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "tsv"]), default=None,
+                      help="output: table (default on a terminal), json, tsv (default when piped)")
+
+
+PROFILE_KEYS = {"host": "host", "port": "port", "user": "user", "password_env": "password_env",
+                "identity": "identity", "check_sshfp": "fingerprint", "rate": "rate", "min_rate": "min_rate",
+                "policy": "policy", "cipher": "cipher", "overwrite": "overwrite", "checksum": "checksum",
+                "option": "option", "queue": "queue", "resume": "resume", "watch": "watch", "format": "fmt"}
+"""Profile keys (config file) -> the upload/download parameters they default."""
+
+
+def config_path() -> Path:
+    """FASPQ_CONFIG, else $XDG_CONFIG_HOME/faspq/config.toml (~/.config/faspq/config.toml)."""
+    if os.environ.get("FASPQ_CONFIG"):
+        return Path(os.environ["FASPQ_CONFIG"])
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "faspq" / "config.toml"
+
+
+def load_profile(name: str | None) -> dict:
+    """Defaults of upload/download from the config file's ``[NAME]`` table (``[default]`` when no name is
+    given: optional then). A missing file, table or a bad key is one line."""
+    path = config_path()
+    if not path.is_file():
+        if name:
+            raise click.ClickException(f"profile {name!r} asked for, but there is no config file {path}")
+        return {}
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.ClickException(f"config file {path}: {exc}") from None
+    table = profiles.get(name or "default")
+    if table is None:
+        if name:
+            raise click.ClickException(f"no profile {name!r} in {path} (it has: {', '.join(profiles) or 'none'})")
+        return {}
+    if not isinstance(table, dict):
+        raise click.ClickException(f"{path}: [{name or 'default'}] must be a table")
+    if "password" in table:
+        raise click.ClickException(f"{path}: passwords do not go in the config file; name a variable (password_env)")
+    unknown = set(table) - set(PROFILE_KEYS)
+    if unknown:
+        raise click.ClickException(f"profile {name or 'default'!r} in {path}: unknown keys {sorted(unknown)} "
+                                   f"(known: {', '.join(PROFILE_KEYS)})")
+    defaults = {PROFILE_KEYS[key]: value for key, value in table.items()}
+    if "option" in defaults and isinstance(defaults["option"], dict):
+        defaults["option"] = [f"{k}={v}" for k, v in defaults["option"].items()]
+    return defaults
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", "-V", prog_name="faspq")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default="warning", show_default=True, help="logging of faspq and the libraries it uses (stderr)")
+@click.option("--profile", "-p", metavar="NAME", envvar="FASPQ_PROFILE",
+              help="defaults for upload/download from [NAME] of the config file (FASPQ_CONFIG, else "
+                   "$XDG_CONFIG_HOME/faspq/config.toml); without it, [default] if present")
+@click.pass_context
+def main(ctx, log_level, profile) -> None:
+    """Distributed high-speed transfers: Celery workers run them, Redis carries events and control.
+
+    Configured by FASPQ_* variables (README, "Distributed workers"). Shell completion:
+    eval "$(_FASPQ_COMPLETE=bash_source faspq)" (zsh_source, fish_source for the others)."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    defaults = load_profile(profile)
+    if defaults:
+        ctx.default_map = {"upload": defaults, "download": defaults}
 
 
 @main.command()
@@ -113,56 +312,76 @@ def main() -> None:
               help="destination on the server; as with ascp, a lone file sent to a path that is not an "
                    "existing directory is stored under that name")
 @_remote
-def upload(sources, dest, host, port, user, password_env, identity, fingerprint, rate, resume, queue, transfer_id,
-           watch):
-    """Upload local SOURCES to the server."""
-    extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
-    order = fm.FileUpload(source_paths=list(sources), dest_user=user, dest_host=host,
-                          dest_pass=_password(password_env, identity), dest_identity=identity,
-                          options=_options(port, rate, dest, {**extra, "create_dirs": True}, fingerprint))
-    _enqueue(order, queue, transfer_id, watch)
+def upload(sources, dest, host, port, user, password_env, identity, fingerprint, resume, queue, transfer_id, watch,
+           fmt, **flags):
+    """Upload local SOURCES to the server (paths resolved here: the order carries them absolute)."""
+    order = fm.FileUpload(source_paths=[os.path.abspath(s) for s in sources], dest_user=user, dest_host=host,
+                          dest_pass=_password(password_env, identity), dest_identity=_local(identity),
+                          options=_options(port, dest, resume, fingerprint, **flags))
+    _enqueue(order, queue, transfer_id, watch, fmt)
 
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--dest", default=".", show_default=True, help="local destination directory (on the worker)")
+@click.option("--dest", default=".", show_default=True, help="local destination directory (resolved here)")
 @_remote
-def download(sources, dest, host, port, user, password_env, identity, fingerprint, rate, resume, queue, transfer_id,
-             watch):
-    """Download SOURCES from the server."""
-    extra = {"resume_check": fm.ResumeCheck.SPARSE_CHECKSUM} if resume else {}
+def download(sources, dest, host, port, user, password_env, identity, fingerprint, resume, queue, transfer_id,
+             watch, fmt, **flags):
+    """Download SOURCES (remote paths) from the server."""
     order = fm.FileDownload(source_paths=list(sources), source_user=user, source_host=host,
-                            source_pass=_password(password_env, identity), source_identity=identity,
-                            options=_options(port, rate, os.path.abspath(dest), {**extra, "create_dirs": True},
-                                             fingerprint))
-    _enqueue(order, queue, transfer_id, watch)
+                            source_pass=_password(password_env, identity), source_identity=_local(identity),
+                            options=_options(port, _local(dest), resume, fingerprint, **flags))
+    _enqueue(order, queue, transfer_id, watch, fmt)
 
 
 @main.command()
 @click.argument("transfer_id")
 @click.option("--timeout", type=float, help="give up after this many seconds without an event")
-def watch(transfer_id, timeout):
-    """Live progress of a transfer until it ends (exit 0 on success)."""
-    sys.exit(_watch(TransferHandle(transfer_id), timeout))
+@FORMAT
+def watch(transfer_id, timeout, fmt):
+    """Live progress of a transfer until it ends (exit 0 on success); --format json: events as JSON lines."""
+    sys.exit(_watch(_handle(transfer_id), timeout, fmt))
 
 
 @main.command()
 @click.argument("transfer_id")
-def status(transfer_id):
-    """Where a transfer stands (JSON)."""
-    current = TransferHandle(transfer_id).status()
+@FORMAT
+def status(transfer_id, fmt):
+    """Where a transfer stands (JSON by default; table or tsv: one field a row)."""
+    current = _handle(transfer_id).status()
     if not current:
         raise click.ClickException(f"no transfer {transfer_id}")
-    click.echo(json.dumps(current, indent=2, default=str))
+    if fmt in (None, "json"):
+        click.echo(json.dumps(current, indent=2, default=str))
+        return
+    _rows(("field", "value"), [(k, v if isinstance(v, str) else json.dumps(v, default=str))
+                                for k, v in current.items() if k != "last"], fmt)
+
+
+def _rows(header: tuple, rows: list[tuple], fmt: str | None) -> None:
+    """Rows as a table (terminal default), tab-separated (piped default) or a JSON list of objects."""
+    fmt = fmt or ("table" if sys.stdout.isatty() else "tsv")
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(header, row)) for row in rows], indent=2, default=str))
+    elif fmt == "tsv":
+        for row in (header, *rows):
+            click.echo("\t".join(str(cell).replace("\t", " ") for cell in row))
+    else:
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*(str(cell) for cell in row))
+        console.print(table)
 
 
 @main.command(name="ls")
 @click.option("--all", "show_all", is_flag=True, help="include ended transfers")
-def list_transfers(show_all):
+@FORMAT
+def list_transfers(show_all, fmt):
     """Transfers and the workers running them (a table on a terminal, tab-separated otherwise)."""
+    from .client import TransferHandle
     settings = get_settings()
     client = redis_for(settings.events_url)
-    header = ("id", "type", "state", "owner", "attempt", "bytes", "rate kbps", "age s")
+    header = ("id", "type", "state", "owner", "attempt", "bytes", "total", "rate kbps", "eta s", "age s")
     rows = []
     now = time.time()
     for key in sorted(client.scan_iter(match=f"{settings.prefix}:status:*", count=500)):
@@ -170,33 +389,31 @@ def list_transfers(show_all):
         current = TransferHandle(transfer_id, settings).status()
         if not current or (current.get("state") in TERMINAL_STATES and not show_all):
             continue
-        session = (current.get("last") or {}).get("session") or {}
+        meta = progress_meta((current.get("last") or {}).get("session"))
         rows.append((transfer_id, current.get("order_type", "?"), current.get("state", "?"),
-                     current.get("owner", "-"), str(current.get("attempt", 0)), str(session.get("transfer_bytes", "")),
-                     str(session.get("rate", "")), f"{now - float(current.get('created', now)):.0f}"))
-    if not sys.stdout.isatty():
-        for row in (header, *rows):
-            click.echo("\t".join(row))
-        return
-    table = Table(*header)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+                     current.get("owner", "-"), current.get("attempt", 0), meta["bytes"], meta["total"] or "",
+                     meta["rate_kbps"], "" if meta["eta_s"] is None else meta["eta_s"],
+                     round(now - float(current.get("created", now)))))
+    _rows(header, rows, fmt)
 
 
 @main.command()
 @click.argument("transfer_id")
-@click.argument("kbps", type=int)
+@click.argument("kbps", type=click.IntRange(min=1))
 def rate(transfer_id, kbps):
-    """Change a transfer's target rate."""
+    """Change a transfer's target rate (kbps, at least 1)."""
     _steer(transfer_id, "set_rate", kbps)
+    click.echo(f"target rate of {transfer_id} set to {kbps} kbps (applied by the worker that runs it)")
 
 
 @main.command()
 @click.argument("transfer_id")
 def cancel(transfer_id):
-    """Cancel a transfer (it ends with code 28, no retry)."""
-    _steer(transfer_id, "cancel")
+    """Cancel a transfer (it ends with code 28, no retry); one still queued ends at once."""
+    if _steer(transfer_id, "cancel") is None:
+        click.echo(f"{transfer_id} cancelled (it was waiting for a worker): FAILED, 28 USER_CANCEL")
+    else:
+        click.echo(f"cancel of {transfer_id} sent to the worker running it (it ends with 28 USER_CANCEL)")
 
 
 @main.command()
@@ -208,6 +425,7 @@ def cancel(transfer_id):
 def add(transfer_id, source, dest, start_offset, end_offset):
     """Add a file to a persistent transfer."""
     _steer(transfer_id, "add_source", source, dest, start_offset, end_offset)
+    click.echo(f"{source} -> {dest} added to {transfer_id}")
 
 
 @main.command()
@@ -215,6 +433,7 @@ def add(transfer_id, source, dest, start_offset, end_offset):
 def finish(transfer_id):
     """Tell a persistent transfer that no more files come."""
     _steer(transfer_id, "finish")
+    click.echo(f"{transfer_id} told no more files come: it ends once the queued ones are done")
 
 
 @main.command()

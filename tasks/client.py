@@ -18,16 +18,31 @@ import time
 import uuid
 from typing import Iterator
 
+import redis
+
 from config.settings import RetryPolicy, Settings, get_settings
+from faspmanager.codes import ErrorCode
 from workers import control as ctl
 from workers.app import app_for
-from workers.events import EventLog
+from workers.events import EventLog, UnknownTransfer
 from workers.keys import TERMINAL_STATES, Keys
 from workers.redisconn import redis_for
+from workers.runner import Outcome
 
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
-from .transfer import ORDER_TASKS
+from .transfer import ORDER_TASKS, TransferFailed, finish_transfer
+
+_CLAIM_WAITING = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if (state == 'QUEUED' or state == 'RETRYING') and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+"""Take the lease of a transfer no worker runs (waiting in the queue or for a retry), atomically: a
+worker that receives its message later finds the lease taken, then the transfer ended."""
 
 
 def submit(order, transfer_id: str | None = None, queue: str | None = None,
@@ -89,15 +104,45 @@ class TransferHandle:
     # -- control ------------------------------------------------------------------------------
 
     def _send(self, op: str, data: bytes = b"", **args) -> str:
+        """Append a control message; ControlError (bad message, no key, transfer ended) or UnknownTransfer
+        before anything is written."""
         fields = ctl.encode(self.id, ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
                             self._settings.secret_key, self._sender)
+        state = self._redis.hget(self._keys.status, "state")
+        if state is None:
+            raise UnknownTransfer(self.id)
+        if state.decode() in TERMINAL_STATES:
+            raise ctl.ControlError(f"transfer {self.id} already ended ({state.decode()})")
         return self._redis.xadd(self._keys.control, fields).decode()
 
     def set_rate(self, kbps: int) -> str:
         return self._send("set_rate", kbps=int(kbps))
 
-    def cancel(self) -> str:
-        return self._send("cancel")
+    def cancel(self) -> str | None:
+        """A transfer no worker runs ends here at once (FAILED, USER_CANCEL, also in Celery's result
+        backend): returns None. A running one is sent a cancel: returns the control message's id."""
+        from workers.lease import Lease
+        ctl.encode(self.id, ctl.Control("cancel"), self._settings.secret_key, self._sender)  # the key first
+        lease = Lease(self._redis, self._keys, self._settings.lease_ttl_s, owner=f"cancel:{self._sender.id}")
+        try:
+            claimed = self._redis.register_script(_CLAIM_WAITING)(
+                keys=[self._keys.status, self._keys.lease], args=[lease.owner, int(self._settings.lease_ttl_s * 1000)])
+        except redis.ResponseError as exc:  # a client ACL user without leases: the worker that picks it up drops it
+            if "NOPERM" not in str(exc):
+                raise
+            claimed = False
+        if not claimed:
+            return self._send("cancel")
+        try:
+            attempts = int(self._redis.hget(self._keys.status, "attempt") or 0)
+            result = finish_transfer(self._redis, self._log, self._keys,
+                                     Outcome(False, int(ErrorCode.USER_CANCEL), "cancelled while waiting for a worker"),
+                                     attempts, self._settings.keep_s)
+        finally:
+            lease.release()
+        app_for(self._settings).backend.mark_as_failure(
+            self.id, TransferFailed(result["code"], result["error"], result["reason"]))
+        return None
 
     def add_source(self, source_path: str, dest_path: str, start_offset: int | None = None,
                    end_offset: int | None = None) -> str:

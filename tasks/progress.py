@@ -5,17 +5,24 @@ Redis, so it shows any event source, a replay included.
 """
 from __future__ import annotations
 
+import json
 import os
+import time
 
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
+from workers.events import progress_line, progress_meta
+
 TOTAL = "total"
 
 
 class TransferView:
-    def __init__(self, console: Console | None = None, title: str = ""):
+    """On a terminal, live bars; piped, one plain line per second that never wraps (``done/total rate eta``)."""
+
+    def __init__(self, console: Console | None = None, title: str = "", line_interval: float = 1.0,
+                 json_lines: bool = False):
         self.console = console or Console(stderr=True)
         self.progress = Progress(TextColumn("[bold]{task.description}", justify="left"), BarColumn(),
                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
@@ -24,47 +31,87 @@ class TransferView:
         self._sizes: dict[str, int] = {}
         self._done: dict[str, int] = {}
         self._announced = 0
-        self._total = self.progress.add_task(title or TOTAL, total=None)
+        self._moved: int | None = None
+        self._title = title or TOTAL
+        self._total = self.progress.add_task(self._title, total=None)
+        self._line_interval = line_interval
+        self._line_at = 0.0
+        self.meta: dict = {}
         self.result: dict | None = None
+        self.json_lines = json_lines  # each event as a JSON line on stdout (machine-readable watch)
+
+    @property
+    def live(self) -> bool:
+        return self.console.is_terminal and not self.json_lines
 
     def __enter__(self) -> "TransferView":
-        self.progress.start()
+        if self.live:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
+        else:
+            self._line(force=True)
+
+    def note(self, text: str) -> None:
+        self.console.print(text, soft_wrap=True)
 
     def show(self, event: dict) -> None:
+        if self.json_lines:
+            print(json.dumps(event, default=str), flush=True)
         kind = event.get("type")
         stats = event.get("file") or {}
+        session = event.get("session") or {}
         name = stats.get("file")
+        if session:
+            self._session(session)
         if kind == "STATUS" and event.get("state") in ("SUCCEEDED", "FAILED"):
             self.result = event.get("result")
-        elif kind == "START" and name:
-            self._file(name, stats.get("size"), stats.get("bytes_written") or 0)
-        elif kind == "STATS" and name:
-            self._file(name, stats.get("size"), stats.get("bytes_written") or 0)
+        elif kind in ("START", "STATS") and (name or session.get("file")):
+            name = name or session["file"]
+            written = stats.get("bytes_written") or 0
+            if session.get("file") == name:  # the sender's files: bytes_written stays 0, the session counts
+                written = max(written, session.get("file_bytes") or 0)
+            self._file(name, stats.get("size") or self._sizes.get(name), written)
         elif kind == "STOP" and name:
             size = stats.get("size") or stats.get("bytes_written") or 0
             self._file(name, size, size)
-        elif kind == "NOTIFICATION":
-            pre = (event.get("session") or {}).get("pre_transfer_bytes")
-            if pre:
-                self._announced = pre
-                self.progress.update(self._total, total=pre)
-        elif kind in ("RETRY", "TAKEOVER", "PICKED", "CONTROL_REJECTED", "CONTROL_FAILED"):
-            self.console.print(f"[yellow]{kind}[/]: " + ", ".join(
+        elif kind in ("RETRY", "TAKEOVER", "PICKED", "CONTROL_REJECTED", "CONTROL_FAILED", "NO_WORKER", "CONTROL"):
+            self.note(f"[yellow]{kind}[/]: " + ", ".join(
                 f"{k}={v}" for k, v in event.items() if k in ("attempt", "worker", "code", "reason", "delay_s",
-                                                             "previous_owner", "by", "op")))
+                                                             "previous_owner", "by", "op", "args", "queue")))
         elif kind == "RESULT":
             self.result = {k: v for k, v in event.items() if k not in ("type", "transfer_id", "time")}
+        self._update_total()
+
+    def _session(self, session: dict) -> None:
+        self.meta = progress_meta(session)
+        if self.meta["total"]:
+            self._announced = self.meta["total"]
+        if "transfer_bytes" in session:
+            self._moved = self.meta["bytes"]
 
     def _file(self, name: str, size, written: int) -> None:
         if name not in self._files:
             self._files[name] = self.progress.add_task(os.path.basename(name) or name, total=size)
         if size:
             self._sizes[name] = size
-        self._done[name] = written
-        self.progress.update(self._files[name], total=size or None, completed=written)
-        total = max(self._announced, sum(self._sizes.values())) or None
-        self.progress.update(self._total, total=total, completed=sum(self._done.values()))
+        self._done[name] = max(written, self._done.get(name, 0))
+        self.progress.update(self._files[name], total=size or None, completed=self._done[name])
+
+    def _update_total(self) -> None:
+        total = self._announced or sum(self._sizes.values()) or None
+        done = max(self._moved or 0, sum(self._done.values()))
+        self.progress.update(self._total, total=total, completed=done)
+        self._line()
+
+    def _line(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.live or self.json_lines or (not force and now - self._line_at < self._line_interval):
+            return
+        self._line_at = now
+        task = self.progress.tasks[0]
+        line = progress_line({**self.meta, "bytes": int(task.completed), "total": int(task.total or 0) or None})
+        self.console.print(f"{self._title}: {line}", soft_wrap=True, markup=False, highlight=False)

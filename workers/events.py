@@ -33,6 +33,29 @@ return id
 """
 
 
+def progress_meta(session: dict | None) -> dict:
+    """Where a running session stands, from its stats (the engine's, on every event): bytes moved in this
+    attempt, the job's total when the engine announced it (pre_transfer_bytes, else None), the current
+    rate and the ETA it gives. Celery's PROGRESS state, ``faspq watch`` and ``ls`` all read this."""
+    session = session or {}
+    done = int(session.get("transfer_bytes") or 0)
+    total = session.get("pre_transfer_bytes") or None
+    rate_kbps = session.get("rate") or 0
+    rate_bps = rate_kbps * 1000 / 8 if isinstance(rate_kbps, (int, float)) else 0
+    eta = (max(total - done, 0) / rate_bps) if total and rate_bps > 0 else None
+    return {"bytes": done, "total": total, "rate_kbps": rate_kbps or 0,
+            "eta_s": None if eta is None else round(eta, 1)}
+
+
+def progress_line(meta: dict) -> str:
+    """PROGRESS in words: faspq's piped lines, and the ``result`` of task-progress events (the one field of
+    a running task that Flower's task list and API show)."""
+    total = meta.get("total")
+    eta = meta.get("eta_s")
+    return (f"{meta['bytes']}/{total if total else '?'} bytes, {meta.get('rate_kbps') or 0} kbps, "
+            f"eta {'?' if eta is None else f'{eta:.0f} s'}")
+
+
 def to_json(value) -> str:
     """JSON of event payloads: enums by name, anything else unknown as text."""
     return json.dumps(value, default=_jsonable, separators=(",", ":"))

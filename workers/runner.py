@@ -24,7 +24,7 @@ from config.settings import Settings
 from faspmanager.codes import EngineError, ErrorCode
 
 from . import control as ctl
-from .events import EventLog
+from .events import EventLog, progress_meta
 from .keys import Keys, draining_key
 from .lease import Heartbeat, Lease
 
@@ -62,7 +62,8 @@ def _code_in(*dicts) -> int | None:
 
 class Attempt:
     def __init__(self, *, order, kind: str, keys: Keys, client: redis.Redis, events: EventLog,
-                 lease: Lease, settings: Settings, attempt: int, node: str = "", queue: str = ""):
+                 lease: Lease, settings: Settings, attempt: int, node: str = "", queue: str = "",
+                 progress=None):
         self.order = order
         self.kind = kind
         self.queue = queue or settings.queue
@@ -72,6 +73,7 @@ class Attempt:
         self.lease = lease
         self.settings = settings
         self.attempt = attempt
+        self.progress = progress  # called with progress_meta() on each STATS (throttled by the callee)
         self.draining_key = draining_key(keys.prefix, node or "?")
         self._drain_checked = 0.0
         self.session = None
@@ -194,6 +196,8 @@ class Attempt:
                   "session": event.session_stats, "file": event.file_stats}
         if record["type"] == "ERROR":
             self.last_error = {**(event.session_stats or {}), **(event.file_stats or {})}
+        elif record["type"] in ("STATS", "NOTIFICATION", "STOP") and self.progress is not None:
+            self.progress(progress_meta(event.session_stats))
         try:
             self.events.publish(record, state="RUNNING")
         except redis.RedisError as exc:

@@ -72,5 +72,6 @@ def test_without_the_shared_key_nothing_is_submitted_or_sent(faspq, server, tmp_
     result = CliRunner().invoke(main, ["upload", str(src), "--host", server.host, "--port", str(server.port),
                                        "--user", server.user, "--password-env", "TEST_PW", "--no-watch"], env=no_key)
     assert result.exit_code == 1 and "not submitted: no shared key" in result.output, result.output
-    result = CliRunner().invoke(main, ["rate", "some-id", "100"], env=no_key)
-    assert result.exit_code == 1 and "not sent" in result.output and "shared key" in result.output, result.output
+    for args in (["rate", "some-id", "100"], ["cancel", "some-id"]):
+        result = CliRunner().invoke(main, args, env=no_key)
+        assert result.exit_code == 1 and "not sent" in result.output and "shared key" in result.output, result.output

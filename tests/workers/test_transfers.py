@@ -5,9 +5,11 @@ import threading
 import time
 
 import pytest
+from celery.result import AsyncResult
 
 import faspmanager as fm
 from tasks.client import submit
+from workers.app import app_for
 
 from .support import assert_same, download, make_file, options, types, upload
 
@@ -182,17 +184,26 @@ def test_cancel_ends_with_28_and_no_retry(workers, server, tmp_path):
     assert "RETRY" not in types(handle.events(from_start=True))
 
 
-def test_cancel_before_pickup_never_starts(worker_factory, server, tmp_path):
+def test_cancel_before_pickup_ends_at_once_and_the_worker_drops_it(worker_factory, server, tmp_path):
     src = tmp_path / "never.bin"
     make_file(src, 1000)
     handle = submit(upload(server, [src], "never"), queue="cancel-early")
-    handle.cancel()
-    worker_factory("early", concurrency=1, queues="cancel-early")
-    result = handle.wait(timeout=60)
-    assert not result["ok"] and result["code"] == 28 and result["attempts"] == 1
+    assert handle.cancel() is None  # ended here, no control message
+    assert handle.status()["state"] == "FAILED"
+    result = handle.wait(timeout=1)
+    assert not result["ok"] and result["code"] == 28 and result["attempts"] == 0
+    worker = worker_factory("early", concurrency=1, queues="cancel-early")
+    deadline = time.monotonic() + 30
+    while "already ended" not in worker.log():  # the worker got the message and dropped it
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.2)
     kinds = types(handle.events(from_start=True))
-    assert "INIT" not in kinds and "RETRY" not in kinds
+    assert kinds == ["QUEUED", "RESULT"]
     assert not (server.docroot / "never" / src.name).exists()
+    assert not handle._redis.exists(handle._keys.control)
+    backend = AsyncResult(handle.id, app=app_for(handle._settings))
+    assert backend.state == "FAILURE" and type(backend.result).__name__ == "TransferFailed"
+    assert backend.result.code == 28
 
 
 def test_wrong_password_fails_once_with_reason(workers, server, tmp_path):
