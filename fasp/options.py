@@ -200,6 +200,7 @@ class Config:
     direction: str = "send"                      # client's role: "send" (upload) or "recv" (download)
     sources: list[str] = field(default_factory=list)
     pair_dests: list[str] | None = None          # --file-pair-list: destination per source
+    listed: bool = False                         # sources came from --file-list/--file-pair-list, not argv
     dest: str = "."
     remote: Endpoint | None = None
     mgmt_port: int | None = None
@@ -272,6 +273,12 @@ class Config:
     rate_cap_kbps: int | None = None
     allowed_policies: tuple[str, ...] = POLICIES
     server_log_dir: str | None = None            # --log-dir: where a client's -R log goes (the client's DIR never)
+
+    @property
+    def lone(self) -> bool:
+        """One source named on the command line itself: only then may DEST be its new file name (IBM's rule;
+        -d and the target's kind are decided where the file lands, fasp/naming.py)."""
+        return len(self.sources) == 1 and not self.listed and self.pair_dests is None and not self.src_base
 
     def options_for_peer(self) -> dict:
         """What the remote side must know to apply this command line's file rules."""
@@ -576,6 +583,7 @@ def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, e
     if d_host is None and direction == "send" and get("host") is None:
         raise usage("no remote host: give [user@]host:DEST or --host")
     cfg.sources = listed or sources
+    cfg.listed = bool(get("file_list") or get("file_pair_list"))
     prefix = get("source_prefix")
     if prefix:
         cfg.sources = [str(prefix).rstrip("/") + "/" + s.lstrip("/") for s in cfg.sources]
