@@ -93,7 +93,7 @@ LINES: dict[str, tuple[str, str]] = {
     "use_system_ssh": ("", "system ssh client (see notes)"),
     "ssh_arg": ("ARG", "argument for the system ssh client (see notes)"),
     "aspera_proxy": ("URL", "Aspera DNAT proxy dnat(s)://... (see notes)"),
-    "remove_skipped": ("", "with --remove-after-transfer, also remove skipped files (see notes)"),
+    "remove_skipped": ("", "with --remove-after-transfer, also remove source files skipped because the destination has them"),
     "fail_bad_filepass": ("", "fail on a wrong decryption passphrase (always so here)"),
     "ws_connect": ("", "WebSocket session (see notes)"),
     "precalculate_disable": ("", "cancel --precalculate-job-size"),

@@ -303,6 +303,7 @@ class Config:
     # IBM's further options
     tags: dict | None = None                     # --tags / --tags64: JSON metadata, to the peer and in events
     debug: int = 0                               # -D, -DD, -DDD: stderr log level
+    remove_skipped: bool = False                 # --remove-skipped: with --remove-after-transfer, skipped go too
     notes: list[str] = field(default_factory=list)  # options accepted without their full effect: told on stderr
 
     @property
@@ -332,7 +333,7 @@ class Config:
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
             "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
             "skip_dir_dupes": self.skip_dir_dupes,
-            "log_dir": self.remote_log_dir, "tags": self.tags,
+            "log_dir": self.remote_log_dir, "tags": self.tags, "remove_skipped": self.remove_skipped,
         }
 
     def local_options(self) -> dict:
@@ -582,7 +583,6 @@ NOT_HERE = {
     "aspera_proxy": "--proxy: Aspera's DNAT proxy is not supported here; connecting directly "
                     "(-x HOST:PORT is the HTTP fallback's proxy)",
     "ws_connect": "--ws-connect: WebSocket sessions are not supported here; using SSH",
-    "remove_skipped": "--remove-skipped: skipped source files are kept (only transferred ones are removed)",
 }
 """Options accepted for IBM compatibility that cannot have their effect here: one note each on stderr
 (docs/ascp-options.md says the same). A value (a proxy URL may hold a password) is never repeated."""
@@ -611,6 +611,9 @@ def _ibm_forms(cfg: Config, values: dict) -> None:
     if values.get("precalculate_disable"):
         values.pop("precalculate_job_size", None)
     cfg.notes = [note for key, note in NOT_HERE.items() if values.get(key)]
+    cfg.remove_skipped = bool(values.get("remove_skipped"))
+    if cfg.remove_skipped and not values.get("remove_after_transfer"):
+        cfg.notes.append("--remove-skipped has no effect without --remove-after-transfer")
 
 
 def _http_fallback(cfg: Config, get) -> None:
