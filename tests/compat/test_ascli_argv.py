@@ -385,3 +385,18 @@ def test_tags_reach_the_peer(tmp_path):
         assert_same_file(src, server.docroot / "t.bin")
     logged = "".join(p.read_text() for p in logs.rglob("*") if p.is_file())
     assert 'tags {"job": "tagged-42"}' in logged
+
+
+def test_debug_levels_log_on_stderr(fasp_server_module, tmp_path):
+    """-D, -DD: the engine's own log on stderr (nothing without it), the transfer unchanged."""
+    server = fasp_server_module
+    src = random_file(tmp_path / "d.bin", 5000)
+    logged = {}
+    for flag in ("", "-D", "-DD"):
+        target = f"{server.user}@{server.host}:/debug{flag}.bin"
+        proc = run_ascp(["-q", "-P", str(server.port), *([flag] if flag else []), str(src), target], server.env())
+        assert proc.returncode == 0, proc.stderr
+        assert_same_file(src, server.docroot / f"debug{flag}.bin")
+        logged[flag] = [line for line in proc.stderr.decode().splitlines() if line.startswith("fasp-ascp: ")]
+    assert logged[""] == [] and logged["-D"] and len(logged["-DD"]) >= len(logged["-D"])
+    assert server.password not in "".join(logged["-DD"])
