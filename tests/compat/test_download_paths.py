@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
 import faspmanager as fm
 from tests.engine.helpers import assert_same_file, random_file
+from tests.manager.conftest import _engine_program
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,10 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def engine(tmp_path) -> Path:
-    program = tmp_path / "fasp-ascp"
-    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fasp "$@"\n')
-    program.chmod(0o755)
-    return program
+    return _engine_program(tmp_path)
 
 
 def _download(server, engine, sources, dests, **options):
