@@ -70,3 +70,21 @@ def test_the_argv_faspmanager_builds(tmp_path):
     assert args[-1] == "/"
     listing = Path(args[-2].removeprefix("--file-pair-list=")).read_text().splitlines()
     assert listing == ["/a", "x/a", "/b", "r/y/b"]
+
+
+def test_faspq_style_upload_to_a_new_root_makes_a_directory(fasp_server_module, engine, tmp_path):
+    """What ``faspq upload --dest /incoming big.bin`` orders (create_dirs=True, one file): /incoming is a
+    directory holding big.bin, and a second upload to /incoming/ lands next to it (it made a file before)."""
+    server = fasp_server_module
+    big, other = random_file(tmp_path / "big.bin", 1 << 20), random_file(tmp_path / "other.bin", 4000)
+    for source, root in ((big, "/incoming-q"), (other, "/incoming-q/")):
+        order = fm.FileUpload(str(source), server.user, server.host, dest_pass=server.password,
+                              options=fm.TransferOptions(tcp_port=server.port, udp_port=free_port(socket.SOCK_DGRAM),
+                                                         destination_root=root, create_dirs=True))
+        with fm.session(order, ascp_path=str(engine)) as s:
+            s.start()
+            result = s.finish()
+        assert result.ok(), result.reason()
+    assert sorted(p.name for p in (server.docroot / "incoming-q").iterdir()) == ["big.bin", "other.bin"]
+    assert_same_file(big, server.docroot / "incoming-q" / "big.bin")
+    assert_same_file(other, server.docroot / "incoming-q" / "other.bin")
