@@ -11,6 +11,7 @@ transferd, httpgw) are left out; ``special`` fields that still reach argv are li
 
 ``values``: transfer-spec values to try (each gives one command line).
 ``with``: companion fields the field needs (IBM documents them as required together).
+``sshd``: the field is tried against a stock OpenSSH sshd (key authentication) rather than fasp-server.
 """
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ FIELDS = [
     _f("src_base64", "--src-base64", "option", ["SRCDIR64"]),
     _f("ssh_port", "-P", "option", ["PORT"]),
     _f("ssh_private_key_passphrase", "ASPERA_SCP_PASS", "env", ["PASSWORD"]),
+    _f("ssh_private_key", "ASPERA_SCP_KEY", "env", ["KEY"], sshd=True),
+    _f("ssh_private_key_path", "-i", "option", ["KEYFILE"], sshd=True),
     _f("symlink_policy", "--symbolic-links", "option", ["follow", "copy", "copy+force", "skip"]),
     _f("tags", "--tags64", "option", [{"aspera": {"app": "ascli"}, "job": "j-1"}], "json64"),
     _f("tags64", "--tags64", "option", ["TAGS64"]),

@@ -139,10 +139,32 @@ class Run:
         assert "note:" in err and all(w in err for w in words), err
 
 
-def _cases():
+def _cases(sshd: bool = False):
     for entry in FIELDS:
-        for value in entry["values"]:
+        for value in entry["values"] if entry.get("sshd", False) == sshd else ():
             yield pytest.param(entry, value, id=f"{entry['field']}={value}")
+
+
+@pytest.mark.parametrize("entry,value", list(_cases(sshd=True)))
+def test_key_fields_under_stock_sshd(entry, value, openssh_server, tmp_path):
+    """ssh_private_key (ASPERA_SCP_KEY) and ssh_private_key_path (-i): key authentication as ascli passes it."""
+    server = openssh_server
+    src = random_file(tmp_path / "src" / "k.bin", 20_000)
+    (server.docroot / "keyed").mkdir()
+    (tmp_path / "lists").mkdir()
+    key = {"KEY": server.identity.read_text(), "KEYFILE": str(server.identity)}[value]
+    ts = {"direction": "send", "remote_host": server.host, "remote_user": "root", "ssh_port": server.port,
+          entry["field"]: key, "destination_root": "/keyed", "paths": [{"source": str(src)}]}
+    listener = MgmtListener()
+    try:
+        args, env = ascli_command_line(ts, listener.port, tmp_path / "lists")
+        proc = subprocess.run([*ENGINE, *args], env=server.env({**os.environ, **env}), capture_output=True,
+                              timeout=90)
+    finally:
+        listener.close()
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert_same_file(src, server.docroot / "keyed" / "k.bin")
+    assert "PRIVATE KEY" not in " ".join(args)  # the key itself travels in the environment only
 
 
 @pytest.mark.parametrize("entry,value", list(_cases()))
