@@ -6,6 +6,7 @@ line), so scripts without a management port still learn why.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -13,7 +14,8 @@ import sys
 from faspmanager.codes import EngineError, ErrorCode
 
 from .logdir import log_file, log_to_stderr
-from .options import HELP, Config, parse, tokenize
+from .optdoc import USAGE, help_text
+from .options import Config, parse, tokenize
 
 
 def _mgmt_port_of(argv: list[str]) -> int | None:
@@ -40,6 +42,15 @@ def _both(first, second):
         first(event, fields)
         second(event, fields)
     return both
+
+
+def _tagged(emit, tags: dict):
+    """--tags: every event but STATS carries ``Tags`` (compact JSON), the field ascli's management parser reads."""
+    text = json.dumps(tags, separators=(",", ":"), ensure_ascii=False)
+
+    def tagged(event: str, fields: dict) -> None:
+        emit(event, fields if event == "STATS" else {**fields, "Tags": text})
+    return tagged
 
 
 def _logged(emit, log_dir: str | None):
@@ -70,6 +81,8 @@ async def run_client(cfg: Config) -> int:
         print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
         return exc.code
     show = management.emit if management else ProgressLine(cfg.quiet).emit
+    if cfg.tags is not None:
+        show = _tagged(show, cfg.tags)
     hooks = None
     if cfg.prepost:
         hooks = PrePost(cfg.prepost, {"DIRECTION": cfg.direction, "USER": cfg.remote.user, "HOST": cfg.remote.host})
@@ -104,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         flags, _ = tokenize(argv)
         if flags.get("help"):
-            print(HELP)
+            print(help_text())
             return 0
         if flags.get("version"):
             from importlib.metadata import PackageNotFoundError, version
@@ -115,13 +128,18 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = parse(argv)
     except EngineError as exc:
-        print(f"fasp-ascp: error {exc.code}: {exc.description}\n{HELP}", file=sys.stderr)
+        print(f"fasp-ascp: error {exc.code}: {exc.description}\n{USAGE}\n(fasp-ascp --help lists every option)",
+              file=sys.stderr)
         port = _mgmt_port_of(argv)
         if port is not None:
             asyncio.run(_report_only(port, exc))
         return exc.code
+    for note in cfg.notes:
+        print(f"fasp-ascp: note: {note}", file=sys.stderr)
     if cfg.server:
         from .serve import serve
         log_to_stderr("fasp-server-mode: %(message)s")
         return asyncio.run(serve(cfg))
+    if cfg.debug:  # -D: what the engine does, on stderr; -DD and more: everything
+        log_to_stderr("fasp-ascp: %(name)s: %(message)s", logging.INFO if cfg.debug == 1 else logging.DEBUG)
     return asyncio.run(run_client(cfg))

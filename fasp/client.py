@@ -504,7 +504,7 @@ class ClientSession:
     async def _upload_args(self) -> None:
         cfg = self.cfg
         rules = Rules.from_opts(cfg.local_options())
-        lone = len(cfg.sources) == 1 and cfg.pair_dests is None and not cfg.src_base
+        lone = cfg.lone
         self._next_arg = len(cfg.sources)
         walks = [self._walk_local(arg, source, top_name(source, cfg.src_base, cfg.pair_dests[arg]
                                                         if cfg.pair_dests is not None else None), lone, rules)
@@ -550,7 +550,7 @@ class ClientSession:
         for arg, source in enumerate(cfg.sources):
             pair = cfg.pair_dests[arg] if cfg.pair_dests is not None else None
             await self._channel.send("get", arg=arg, source=source, start=None, end=None,
-                                     rel=pair, lone=len(cfg.sources) == 1 and pair is None and not cfg.src_base)
+                                     rel=pair, lone=cfg.lone)
         for arg in range(len(cfg.sources)):
             await self._args_done[arg].wait()
             await self._receiver.idle()

@@ -1,8 +1,10 @@
-"""Where an incoming file lands, as ascp names it.
+"""Where an incoming file lands, by IBM ascp's destination rule.
 
-A single plain file sent to a path that is not an existing directory takes
-that path as its name; everything else goes inside the destination, keeping
-the source's top name (``dir`` sent to ``dest`` lands in ``dest/dir/...``).
+The destination is a directory (made by ``-d`` when missing) unless all of: ``-d`` is absent, exactly one
+source file was given on the command line (``lone``: not a list file, not a pair list, no --src-base), and
+the target is not an existing directory nor spelled with a trailing ``/``. Only then is it the file's new
+name. Everything else goes inside the destination, keeping the source's top name (``dir`` sent to
+``dest`` lands in ``dest/dir/...``).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ def destination(dest: str, rel: str, lone: bool, *, files: Files, create_dirs: b
     if ".." in parts or any("\0" in p for p in parts):
         raise EngineError(ErrorCode.BAD_PATH, f"invalid destination name {rel!r}")
     root = dest or "."
-    if lone and not files.isdir(root):
+    if is_file_name(root, lone, create_dirs) and not files.isdir(root):
         parent = posixpath.dirname(root.rstrip("/")) or ("/" if root.startswith("/") else ".")
         if not files.isdir(parent):
             _make_root(files, parent, dest, create_dirs)
@@ -37,6 +39,11 @@ def destination(dest: str, rel: str, lone: bool, *, files: Files, create_dirs: b
     if len(parts) > 1:  # files may arrive before their directory's entry
         files.makedirs(posixpath.dirname(path))
     return path
+
+
+def is_file_name(dest: str, lone: bool, create_dirs: bool) -> bool:
+    """Whether ``dest`` may name the file itself (if it is not an existing directory): IBM's rule."""
+    return lone and not create_dirs and not dest.endswith("/")
 
 
 def _make_root(files: Files, path: str, dest: str, create_dirs: bool) -> None:

@@ -8,6 +8,9 @@ silently does something other than what was asked.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import re
 import time
@@ -108,6 +111,20 @@ FLAGS: tuple[Flag, ...] = (
     _flag("-O", "udp_port", True),
     _flag("--file-list", "file_list", True),
     _flag("--file-pair-list", "file_pair_list", True),
+    # IBM's further spellings, as aspera-cli (ascli) builds them from a transfer spec
+    _flag("--dest64", "dest64"),
+    _flag("--src-base64", "src_base64", True),
+    _flag("--source-prefix64", "source_prefix64", True),
+    _flag("--tags", "tags", True),
+    _flag("--tags64", "tags64", True),
+    _flag("-D", "debug"),
+    _flag("-SSH", "use_system_ssh"),
+    _flag("--ssh-arg", "ssh_arg", True, repeat=True),
+    _flag("--proxy", "aspera_proxy", True),
+    _flag("--remove-skipped", "remove_skipped"),
+    _flag("--fail-bad-filepass", "fail_bad_filepass"),
+    _flag("--ws-connect", "ws_connect"),
+    _flag("--precalculate-disable", "precalculate_disable"),
     # server mode (run by fasp-server or over sshd): not part of ascp's table
     _flag("--server", "server"),
     _flag("--docroot", "docroot", True),
@@ -121,10 +138,15 @@ FLAGS: tuple[Flag, ...] = (
 _BY_NAME = {name: flag for flag in FLAGS for name in flag.names}
 
 CHECKSUMS = ("md5", "sha1", "sha256", "sha384", "sha512", "none")
+CHECKSUM_SPELLINGS = {"sha-1": "sha1", "sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512"}
+"""The transfer spec's spellings (IBM's file_checksum enum), as ascli passes them."""
 OVERWRITE = ("always", "never", "diff", "older", "diff+older")
 POLICIES = ("fixed", "high", "fair", "low")
 CIPHERS = {"aes128": 16, "aes-128": 16, "aes192": 24, "aes-192": 24, "aes256": 32, "aes-256": 32,
-           "aes128gcm": 16, "aes192gcm": 24, "aes256gcm": 32, "none": 0}
+           "aes128gcm": 16, "aes192gcm": 24, "aes256gcm": 32, "none": 0,
+           "aes128cfb": 16, "aes192cfb": 24, "aes256cfb": 32}
+"""-c values: every spelling of IBM's cipher enum, with and without the hyphens ascli removes. The key size
+is honoured; the data is always sealed with this engine's own AEAD, so a CFB name gets a note on stderr."""
 
 
 def tokenize(argv: list[str]) -> tuple[dict[str, object], list[str]]:
@@ -150,19 +172,19 @@ def tokenize(argv: list[str]) -> tuple[dict[str, object], list[str]]:
                 raise usage(f"option {name} takes no value")
             value = inline if eq else None
         else:
-            name = arg[:2]
+            name = arg if arg in _BY_NAME else arg[:2]   # -SSH is one name, -lV a flag and its value
             flag = _BY_NAME.get(name)
             if flag is None:
                 raise usage(f"unknown option {name!r}")
             if flag.takes_value:
-                value = arg[2:] or None
+                value = arg[len(name):] or None
             else:
-                # bundled switches such as -qd or -pT
-                for letter in arg[2:]:
+                # bundled switches such as -qd or -pT; -DD and -DDD are debug levels
+                for letter in arg[len(name):]:
                     more = _BY_NAME.get("-" + letter)
                     if more is None or more.takes_value:
                         raise usage(f"unknown option {'-' + letter!r} in {arg!r}")
-                    values[more.key] = True
+                    _switch(values, more.key)
                 value = None
         if flag.takes_value:
             if value is None:
@@ -175,8 +197,13 @@ def tokenize(argv: list[str]) -> tuple[dict[str, object], list[str]]:
             else:
                 values[flag.key] = value
         else:
-            values[flag.key] = True
+            _switch(values, flag.key)
     return values, positional
+
+
+def _switch(values: dict, key: str) -> None:
+    """A switch is True; -D counts (each D one more debug level)."""
+    values[key] = values.get(key, 0) + 1 if key == "debug" else True
 
 
 @dataclass
@@ -200,6 +227,7 @@ class Config:
     direction: str = "send"                      # client's role: "send" (upload) or "recv" (download)
     sources: list[str] = field(default_factory=list)
     pair_dests: list[str] | None = None          # --file-pair-list: destination per source
+    listed: bool = False                         # sources came from --file-list/--file-pair-list, not argv
     dest: str = "."
     remote: Endpoint | None = None
     mgmt_port: int | None = None
@@ -272,6 +300,17 @@ class Config:
     rate_cap_kbps: int | None = None
     allowed_policies: tuple[str, ...] = POLICIES
     server_log_dir: str | None = None            # --log-dir: where a client's -R log goes (the client's DIR never)
+    # IBM's further options
+    tags: dict | None = None                     # --tags / --tags64: JSON metadata, to the peer and in events
+    debug: int = 0                               # -D, -DD, -DDD: stderr log level
+    remove_skipped: bool = False                 # --remove-skipped: with --remove-after-transfer, skipped go too
+    notes: list[str] = field(default_factory=list)  # options accepted without their full effect: told on stderr
+
+    @property
+    def lone(self) -> bool:
+        """One source named on the command line itself: only then may DEST be its new file name (IBM's rule;
+        -d and the target's kind are decided where the file lands, fasp/naming.py)."""
+        return len(self.sources) == 1 and not self.listed and self.pair_dests is None and not self.src_base
 
     def options_for_peer(self) -> dict:
         """What the remote side must know to apply this command line's file rules."""
@@ -294,7 +333,7 @@ class Config:
             "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
             "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
             "skip_dir_dupes": self.skip_dir_dupes,
-            "log_dir": self.remote_log_dir,
+            "log_dir": self.remote_log_dir, "tags": self.tags, "remove_skipped": self.remove_skipped,
         }
 
     def local_options(self) -> dict:
@@ -317,6 +356,24 @@ def _choice(key: str, raw: object, choices) -> str:
     if value not in choices:
         raise usage(f"{key}: {raw!r} is not one of {', '.join(choices)}")
     return value
+
+
+_RATE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([kmgp%]?)$", re.IGNORECASE)
+_RATE_UNITS = {"": 1, "k": 1, "m": 1000, "g": 1_000_000}
+
+
+def rate(key: str, raw: object, lo: int) -> tuple[int, bool]:
+    """ascp's rate forms: kbit/s, decimals allowed, with K/M/G suffixes (x1, x1000, x1000000: ``100m``,
+    ``1.5G``) or P/p/% for a percent; (value, is_percent). A fraction of a kbit/s rounds to the nearest."""
+    match = _RATE.match(str(raw).strip())
+    if not match:
+        raise usage(f"{key}: {raw!r} is not a rate (kbit/s, with an optional K, M, G or % suffix)")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    percent = unit in ("p", "%")
+    value = round(number * (1 if percent else _RATE_UNITS[unit]))
+    if value < lo:
+        raise usage(f"{key}: {raw!r} is below {lo}")
+    return value, percent
 
 
 _REMOTE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@\s]+):(?P<path>.*)$")
@@ -356,6 +413,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         # the file supplies defaults; a flag on the command line wins
         values = {**conffile.load(str(values["config_file"])).defaults(values, positional), **values}
     cfg = Config()
+    _ibm_forms(cfg, values)
     get = values.get
     if get("file_manifest") is not None:
         _choice("--file-manifest", get("file_manifest"), ("none", "text"))
@@ -386,8 +444,11 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     if get("no_encryption"):
         cfg.key_bytes, cfg.cipher = 0, "none"
     elif get("cipher") is not None:
-        name = _choice("-c", get("cipher"), CIPHERS)
+        name = _choice("-c", str(get("cipher")).replace("-", ""), CIPHERS)  # aes-128-gcm as aes128gcm
         cfg.key_bytes, cfg.cipher = CIPHERS[name], name
+        if name.endswith("cfb"):
+            cfg.notes.append(f"-c {name}: the key size is honoured, but data is sealed with this engine's "
+                             f"authenticated AES (GCM), not CFB")
         if cfg.key_bytes == 0:
             cfg.cipher = "none"
     cfg.create_dirs = bool(get("create_dirs"))
@@ -398,14 +459,23 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         if get(key) is not None:
             setattr(cfg, key, _mtime_bound(f"--{key.replace('_', '-')}", get(key)))
     if get("file_checksum") is not None:
-        cfg.file_checksum = _choice("--file-checksum", get("file_checksum"), CHECKSUMS)
+        raw = str(get("file_checksum")).lower()
+        cfg.file_checksum = _choice("--file-checksum", CHECKSUM_SPELLINGS.get(raw, raw), CHECKSUMS)
+    target_percent = None
     if get("target_rate") is not None:
-        cfg.target_kbps = _int("-l", get("target_rate"), 1)
+        value, percent = rate("-l", get("target_rate"), 1)
+        if percent or get("auto_detect_capacity"):
+            target_percent = _int("-l (a percent of capacity)", value, 1, 100)
+        else:
+            cfg.target_kbps = value
     if get("target_cap") is not None:   # -f's <cap> is a ceiling for -l too
         cfg.target_kbps = min(cfg.target_kbps, int(get("target_cap")))
     if get("min_rate") is not None:
-        cfg.min_kbps = _int("-m", get("min_rate"), 0)
-    if cfg.min_kbps > cfg.target_kbps and not get("auto_detect_capacity"):
+        value, percent = rate("-m", get("min_rate"), 0)
+        if percent and target_percent is not None:
+            raise usage("-m N% is a percent of -l, which is itself a percent of capacity here: give -m in kbit/s")
+        cfg.min_kbps = cfg.target_kbps * _int("-m (percent)", value, 0, 100) // 100 if percent else value
+    if cfg.min_kbps > cfg.target_kbps and target_percent is None:
         raise usage(f"-m {cfg.min_kbps} is above -l {cfg.target_kbps}")
     if get("policy") is not None:
         cfg.policy = _choice("--policy", get("policy"), POLICIES)
@@ -457,10 +527,9 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
                                  ("retransmission_max", "-X", "retransmission_max")):
         if get(key) is not None:
             setattr(cfg, attr, _int(flag_name, get(key), 1, 1 << 30))
-    cfg.auto_capacity = bool(get("auto_detect_capacity"))
-    if cfg.auto_capacity:
-        cfg.target_kbps = _int("-l (a percent of capacity with --auto-detect-capacity)",
-                               get("target_rate") if get("target_rate") is not None else 100, 1, 100)
+    cfg.auto_capacity = bool(get("auto_detect_capacity")) or target_percent is not None
+    if cfg.auto_capacity:  # -l is a percent of the measured capacity
+        cfg.target_kbps = target_percent if target_percent is not None else 100
     if str(get("file_manifest", "none")).lower() == "text":
         if not get("file_manifest_path"):
             raise usage("--file-manifest=text needs --file-manifest-path=DIR")
@@ -496,9 +565,63 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     return cfg
 
 
+def _b64(key: str, raw: object) -> str:
+    """A ``*64`` option's value: standard base64 of UTF-8 text (ascli's strict_encode64)."""
+    try:
+        return base64.b64decode(str(raw), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise usage(f"{key}: {raw!r} is not base64 of UTF-8 text") from None
+
+
+MAX_TAGS = 64 * 1024
+"""Bytes of --tags JSON accepted: metadata for events and logs, not a payload."""
+
+NOT_HERE = {
+    "use_system_ssh": "-SSH: this engine always uses its built-in SSH client (asyncssh); ssh's own "
+                      "configuration and programs are not used",
+    "ssh_arg": "--ssh-arg: ignored (it is for the system ssh of -SSH, which this engine does not run)",
+    "aspera_proxy": "--proxy: Aspera's DNAT proxy is not supported here; connecting directly "
+                    "(-x HOST:PORT is the HTTP fallback's proxy)",
+    "ws_connect": "--ws-connect: WebSocket sessions are not supported here; using SSH",
+}
+"""Options accepted for IBM compatibility that cannot have their effect here: one note each on stderr
+(docs/ascp-options.md says the same). A value (a proxy URL may hold a password) is never repeated."""
+
+
+def _ibm_forms(cfg: Config, values: dict) -> None:
+    """IBM's other spellings, folded into the plain options: the ``*64`` forms (base64), --tags/--tags64,
+    -D levels, switches that are how this engine works anyway, and the notes for what cannot be done here."""
+    for encoded, plain, name in (("src_base64", "src_base", "--src-base64"),
+                                 ("source_prefix64", "source_prefix", "--source-prefix64")):
+        if values.get(encoded) is not None:
+            values[plain] = _b64(name, values[encoded])
+    raw, name = (values["tags64"], "--tags64") if values.get("tags64") is not None else (values.get("tags"), "--tags")
+    if raw is not None:
+        text = _b64(name, raw) if name == "--tags64" else str(raw)
+        if len(text.encode()) > MAX_TAGS:
+            raise usage(f"{name}: more than {MAX_TAGS} bytes of JSON")
+        try:
+            tags = json.loads(text)
+        except ValueError as exc:
+            raise usage(f"{name}: not JSON ({exc})") from None
+        if not isinstance(tags, dict):
+            raise usage(f"{name}: the JSON must be an object")
+        cfg.tags = tags
+    cfg.debug = int(values.get("debug") or 0)
+    if values.get("precalculate_disable"):
+        values.pop("precalculate_job_size", None)
+    cfg.notes = [note for key, note in NOT_HERE.items() if values.get(key)]
+    cfg.remove_skipped = bool(values.get("remove_skipped"))
+    if cfg.remove_skipped and not values.get("remove_after_transfer"):
+        cfg.notes.append("--remove-skipped has no effect without --remove-after-transfer")
+
+
 def _http_fallback(cfg: Config, get) -> None:
     """-y 1 with its port (-t), JPEG wrapping (-j 1), HTTPS key and certificate (-Y, -I) and proxy (-x)."""
-    cfg.http_fallback = _choice("-y", get("http_fallback", "0"), ("0", "1")) == "1"
+    fallback = _choice("-y", get("http_fallback", "0"), ("0", "1", "f"))
+    cfg.http_fallback = fallback != "0"
+    if fallback == "f":
+        cfg.notes.append("-y F: HTTP fallback is on, but UDP is tried first (forcing HTTP is not supported)")
     cfg.jpeg = _choice("-j", get("jpeg_encoding", "0"), ("0", "1")) == "1"
     if get("http_port") is not None:
         cfg.http_port = _int("-t", get("http_port"), 1, 65535)
@@ -535,6 +658,8 @@ def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, e
     if not positional:
         raise usage("missing destination argument")
     *source_args, dest_arg = positional
+    if get("dest64"):  # ascli: DEST is base64, a path only (the host comes from --host)
+        dest_arg = _b64("--dest64", dest_arg)
     listed: list[str] = []
     if get("file_list"):
         listed = _read_list(str(get("file_list")))
@@ -547,7 +672,7 @@ def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, e
     if listed and source_args:
         raise usage("sources come either from the command line or from a list file, not both")
 
-    d_user, d_host, d_path = split_remote(dest_arg)
+    d_user, d_host, d_path = (None, None, dest_arg) if get("dest64") else split_remote(dest_arg)
     split_sources = [split_remote(s) for s in source_args]
     remote_sources = [s for s in split_sources if s[1] is not None]
     if d_host is not None:
@@ -576,6 +701,7 @@ def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, e
     if d_host is None and direction == "send" and get("host") is None:
         raise usage("no remote host: give [user@]host:DEST or --host")
     cfg.sources = listed or sources
+    cfg.listed = bool(get("file_list") or get("file_pair_list"))
     prefix = get("source_prefix")
     if prefix:
         cfg.sources = [str(prefix).rstrip("/") + "/" + s.lstrip("/") for s in cfg.sources]
@@ -598,20 +724,6 @@ def _place(cfg: Config, values: dict, positional: list[str], mode: str | None, e
     )
     if cfg.keepalive and cfg.mgmt_port is None:
         raise usage("--keepalive needs -M (files arrive as management START commands)")
-
-
-HELP = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
-       fasp-ascp [options] [user@]host:SOURCE... DEST      (download)
-       fasp-ascp --server [--docroot DIR] [--rate-cap KBPS] [--allowed-policies LIST] [-O PORT] [--log-dir DIR]
-Options are those of IBM's ascp (see shared/design/ascp-cli.md); credentials come from
-ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line; ASPERA_SCP_FILEPASS with
---file-crypt. -f FILE reads defaults from an aspera.conf (the subset fasp/conffile.py documents;
-flags win; server mode takes its docroot and rate cap); an unknown element is usage error 8.
-Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT
-(server mode docroot under sshd), FASP_LOG_DIR (server mode --log-dir under sshd: a client's -R
-log goes there under a name the server picks; without it -R is ignored), FASP_UDP_BIND (server UDP address),
-FASP_LOCAL_DOCROOT (--apply-local-docroot; -f FILE's docroot comes first), FASP_KNOWN_HOSTS (the known_hosts file to
-check the server's host key against, instead of ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)."""
 
 
 def all_flag_names() -> list[str]:

@@ -245,6 +245,8 @@ class Sender:
                     return "passed"
                 elif kind == "skip":
                     self._tally.skipped(key, job.arg, size, msg["reason"])
+                    if self._opts.get("remove_skipped") and self._opts.get("remove_after_transfer"):
+                        self._after(job)  # --remove-skipped: the destination has it, so the source goes too
                     return "skipped"
                 elif kind == "ferror":
                     self._tally.failed(key, job.arg, msg["code"], msg["desc"])

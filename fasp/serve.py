@@ -11,6 +11,7 @@ so no server half outlives its client.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from .transport import RateSettings, Transport
 
 log = logging.getLogger("fasp.serve")
 HELLO_TIMEOUT = 30.0
+MAX_TAGS_LOGGED = 4096  # a client's tags in the server log: bounded
 
 
 def bind_address() -> str:
@@ -92,6 +94,8 @@ class ServerSession:
         log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello["session"],
                  "uploads" if hello["direction"] == "send" else "downloads", hello["dest"],
                  self.transport.local_port, rate)
+        if isinstance(self.opts.get("tags"), dict):  # the client's --tags, as IBM's server logs them
+            log.info("session %s: tags %s", hello["session"], json.dumps(self.opts["tags"])[:MAX_TAGS_LOGGED])
         reader = asyncio.create_task(self._read())
         await asyncio.wait({reader, self.failure}, return_when=asyncio.FIRST_COMPLETED)
         if self.failure.done():

@@ -92,8 +92,9 @@ _OPTIONS: dict[str, _Option] = {
     "delete_before_transfer": _Option(bool, "--delete-before-transfer", False),
     "destination_root": _Option(str, None, DEFAULT_DESTINATION_ROOT),  # the destination argument
     "encryption": _Option(bool, "-T", True, when_false=True),
-    "exclude_newer_than": _Option(int, "--exclude-newer-than"),
-    "exclude_older_than": _Option(int, "--exclude-older-than"),
+    # seconds since the epoch, or negative: that many seconds before the session starts (ascp's -N form)
+    "exclude_newer_than": _Option(int, "--exclude-newer-than", minimum=-(1 << 62)),
+    "exclude_older_than": _Option(int, "--exclude-older-than", minimum=-(1 << 62)),
     "exclude_patterns": _Option(list, "-E"),
     "extra_options": _Option(list),
     "file_checksum": _Option(FileChecksumType, "--file-checksum"),
@@ -192,11 +193,24 @@ def _validate(name: str, value: object) -> object:
     return _enum(name, kind, value)
 
 
+TS_SPELLINGS: dict[type, dict[str, object]] = {
+    CipherType: {"aes-128": "aes128", "aes-192": "aes192", "aes-256": "aes256",
+                 **{f"aes-{n}-{mode}": f"aes{n}" for n in (128, 192, 256) for mode in ("gcm", "cfb")}},
+    FileChecksumType: {"sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512", "sha-1": "sha1"},
+    ResumeCheck: {"none": 0, "attrs": 1, "sparse_csum": 2, "full_csum": 3,
+                  "attributes": 1, "sparse_checksum": 2, "full_checksum": 3},
+}
+"""IBM transfer-spec values (spec.schema.yaml's enums, and transferd's resume words) for our constants. A cipher's
+mode (gcm, cfb) names IBM's cipher; this engine keeps the key size and seals with AES-GCM whatever the name."""
+
+
 def _enum(name: str, kind: type[Enum], value: object) -> Enum:
     if isinstance(value, kind):
         return value
     if isinstance(value, Enum) or isinstance(value, bool):
         raise ValueError(f"option {name} takes a {kind.__name__} constant, got {value!r}")
+    if isinstance(value, str):
+        value = TS_SPELLINGS.get(kind, {}).get(value.lower(), value)
     try:
         return kind(value)
     except ValueError:
@@ -258,6 +272,18 @@ class TransferOptions:
             else:
                 args += _render(option, value)
         return args
+
+    @classmethod
+    def from_transfer_spec(cls, ts):
+        """Options from an IBM transfer spec (a dict, or its JSON text): see faspmanager/transferspec.py."""
+        from .transferspec import to_options
+        import json
+        return to_options(json.loads(ts) if isinstance(ts, (str, bytes)) else ts)
+
+    def to_transfer_spec(self):
+        """These options as an IBM transfer spec (the fields they set); from_transfer_spec reads it back."""
+        from .transferspec import from_options
+        return from_options(self)
 
     def ascp_env(self):
         """The secret options as the environment variables ascp reads them from."""

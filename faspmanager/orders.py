@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import posixpath
 import shutil
 import tempfile
 
@@ -109,6 +110,8 @@ class BaseTransferOrder:
     def _path_args(self, list_dir):
         root = self.options.destination_root
         sources, dests = self._sources(), self._destinations()
+        if dests is not None and self._mode == "recv" and any(posixpath.isabs(d) for d in dests):
+            root, dests = _local_pairs(root, dests, confined=bool(self.options.apply_local_docroot))
         if dests is not None:
             pairs = [line for pair in zip(sources, dests) for line in pair]
             return [f"--file-pair-list={_write_list(list_dir, 'pairs-', pairs)}", root]
@@ -119,6 +122,17 @@ class BaseTransferOrder:
     def __repr__(self):
         shown = {k: ("***" if k.endswith("_pass") and v else v) for k, v in vars(self).items()}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def _local_pairs(root: str, dests: list[str], confined: bool) -> tuple[str, list[str]]:
+    """A download's destinations where the caller means them: an absolute path is that path, a relative one is
+    under ``destination_root`` (itself under the working directory when relative). ascp reads a pair's
+    destination under its DEST argument, so DEST becomes ``/`` and every destination the path below it.
+    With --apply-local-docroot, ``/`` is the local docroot, so nothing is made absolute against our cwd."""
+    def place(dest: str) -> str:
+        joined = posixpath.join("/", root, dest) if confined else os.path.abspath(os.path.join(root, dest))
+        return posixpath.normpath(joined).lstrip("/")
+    return "/", [place(dest) for dest in dests]
 
 
 def _pair(sources: list[str], dest_paths) -> list[str] | None:

@@ -135,3 +135,70 @@ def test_split_remote():
     assert split_remote("host:rel") == (None, "host", "rel")
     assert split_remote("/local/path") == (None, None, "/local/path")
     assert split_remote("[::1]:/x") == (None, "::1", "/x")
+
+
+# ---- IBM's value forms and spellings (issue 15) ---------------------------------------------------------
+
+@pytest.mark.parametrize("flag, raw, kbps", [
+    ("-l", "100m", 100_000), ("-l", "1.5G", 1_500_000), ("-l", "2g", 2_000_000), ("-l", "750K", 750),
+    ("-l", "64.4", 64), ("-l", ".5M", 500), ("-l", "10000", 10_000),
+])
+def test_rate_suffixes_and_decimals(flag, raw, kbps):
+    assert parse([flag, raw, "a", "h:/b"], {}).target_kbps == kbps
+
+
+def test_percent_rates():
+    cfg = parse(["-l", "80%", "a", "h:/b"], {})
+    assert cfg.auto_capacity and cfg.target_kbps == 80          # -l N%: a percent of the measured capacity
+    assert parse(["-l", "50p", "a", "h:/b"], {}).target_kbps == 50
+    assert parse(["-l", "100m", "-m", "10%", "a", "h:/b"], {}).min_kbps == 10_000   # -m N%: of -l
+    for argv, needle in ((["-l", "fast"], "not a rate"), (["-l", "0"], "below 1"), (["-l", "150%"], "percent"),
+                         (["-l", "80%", "-m", "10%"], "percent of capacity")):
+        with pytest.raises(EngineError) as info:
+            parse([*argv, "a", "h:/b"], {})
+        assert info.value.code == 8 and needle in info.value.description
+
+
+def test_debug_levels_and_multi_letter_switches():
+    assert parse(["-D", "a", "h:/b"], {}).debug == 1
+    assert parse(["-DD", "a", "h:/b"], {}).debug == 2
+    assert parse(["-DDD", "-q", "a", "h:/b"], {}).debug == 3
+    assert parse(["-qDD", "a", "h:/b"], {}).debug == 2
+    cfg = parse(["-SSH", "--ssh-arg", "-vv", "--ssh-arg=-oX=y", "a", "h:/b"], {})
+    assert [n.split(":")[0] for n in cfg.notes] == ["-SSH", "--ssh-arg"]
+
+
+def test_ibm_spellings():
+    import base64
+    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    cfg = parse(["--mode", "send", "--host", "h", "--dest64", "--src-base64", b64("/data"),
+                 "--source-prefix64", b64("/data"), "--tags64", b64('{"k": [1]}'), "--file-checksum", "sha-512",
+                 "-c", "aes-256-gcm", "x", b64("/in:box/")], {})
+    assert (cfg.dest, cfg.src_base, cfg.sources, cfg.tags) == ("/in:box/", "/data", ["/data/x"], {"k": [1]})
+    assert (cfg.file_checksum, cfg.key_bytes) == ("sha512", 32)
+    assert parse(["--tags", '{"a": 1}', "a", "h:/b"], {}).options_for_peer()["tags"] == {"a": 1}
+    assert parse(["-c", "aes-192-cfb", "a", "h:/b"], {}).key_bytes == 24
+    proxy = parse(["--proxy", "dnat://u:secret@p:9091", "-y", "F", "a", "h:/b"], {})
+    assert proxy.http_fallback and len(proxy.notes) == 2 and "secret" not in " ".join(proxy.notes)
+    for argv, needle in ((["--dest64", "a", "h:/b"], "base64"), (["--tags", "[1]", "a", "h:/b"], "object"),
+                         (["--tags64", "e30", "a", "h:/b"], "base64"), (["--tags", "{", "a", "h:/b"], "JSON")):
+        with pytest.raises(EngineError) as info:
+            parse(argv, {})
+        assert info.value.code == 8 and needle in info.value.description, info.value.description
+
+
+def test_help_lists_every_option_and_exits_0():
+    import subprocess
+    import sys
+    from fasp.optdoc import DOC_PATH, LINES, markdown
+    from fasp.options import FLAGS
+    assert sorted(LINES) == sorted(f.key for f in FLAGS)  # one line per flag, no stale ones
+    for spelling in ("-h", "--help"):
+        proc = subprocess.run([sys.executable, "-m", "fasp", spelling], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0
+        lines = proc.stdout.splitlines()
+        for flag in FLAGS:
+            assert sum(1 for line in lines if line.startswith(f"  {', '.join(flag.names)} ")) == 1, flag.names
+        assert DOC_PATH in proc.stdout and "shared/" not in proc.stdout
+    in_repo = Path(__file__).resolve().parents[2] / DOC_PATH
+    assert in_repo.read_text() == markdown(), "regenerate: python -m fasp.optdoc > docs/ascp-options.md"
