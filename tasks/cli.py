@@ -30,6 +30,7 @@ from workers.control import ControlError
 from workers.events import UnknownTransfer, progress_meta
 from workers.keys import TERMINAL_STATES
 from faspmanager.options import _OPTIONS as OPTION_KINDS, SECRET
+from faspmanager.transferspec import ORDER as ORDER_FIELDS
 from workers.redisconn import redis_for
 
 from .progress import TransferView
@@ -81,6 +82,27 @@ def _option_value(name: str, text):
     return text
 
 
+def _spec_options(spec: dict) -> dict:
+    """``--ts``: TransferOptions names and values as they are, else an IBM transfer spec read the library's way
+    (its order fields, remote_host and the like, are --host/--user/... here and are not read from it)."""
+    if set(spec) <= set(OPTION_KINDS):
+        return {name: _option_value(name, value) for name, value in spec.items()}
+    ignored = sorted(set(spec) & set(ORDER_FIELDS))
+    if ignored:
+        click.echo(f"faspq: --ts: {', '.join(ignored)} not read from the transfer spec (use --host, --user, "
+                   "--password-env, --identity and the arguments)", err=True)
+    try:
+        options = fm.TransferOptions.from_transfer_spec({k: v for k, v in spec.items() if k not in ORDER_FIELDS})
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--ts") from None
+    for name in ("token", "cookie", "content_protection_passphrase"):
+        if getattr(options, name, None) is not None:
+            raise click.BadParameter(f"{name} cannot be given on the command line", param_hint="--ts")
+    default = fm.TransferOptions()
+    return {name: getattr(options, name) for name in OPTION_KINDS
+            if getattr(options, name) != getattr(default, name)}
+
+
 def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | None, rate, min_rate, policy,
              cipher, overwrite, checksum, option, ts) -> fm.TransferOptions:
     """TransferOptions from the flags: ``--ts`` (JSON) first, then ``--option NAME=VALUE``, then the named flags."""
@@ -93,8 +115,9 @@ def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | 
         except (OSError, ValueError) as exc:
             raise click.BadParameter(str(exc), param_hint="--ts") from None
         if not isinstance(spec, dict):
-            raise click.BadParameter("a JSON object of TransferOptions names and values", param_hint="--ts")
-        opts.update({name: _option_value(name, value) for name, value in spec.items()})
+            raise click.BadParameter("a JSON object: an IBM transfer spec, or TransferOptions names and values",
+                                     param_hint="--ts")
+        opts.update(_spec_options(spec))
     for pair in option:
         name, sep, value = pair.partition("=")
         if not sep:
@@ -129,7 +152,7 @@ def _remote(f):
         click.option("--checksum", type=_choice(fm.FileChecksumType), help="file checksum to report"),
         click.option("--option", "-o", multiple=True, metavar="NAME=VALUE",
                      help="any TransferOption (faspmanager names; lists comma-separated); repeatable"),
-        click.option("--ts", metavar="JSON|@FILE", help="TransferOptions as a JSON object (a transfer spec)"),
+        click.option("--ts", metavar="JSON|@FILE", help="an IBM transfer spec, or TransferOptions names and values, as JSON"),
         click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
         click.option("--queue", help="Celery queue"),
         click.option("--id", "transfer_id", help="transfer id (default: random)"),

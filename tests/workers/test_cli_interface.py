@@ -100,3 +100,22 @@ option = {{ min_rate_kbps = 10 }}
     _one_line_error(faspq("-p", "lab", "upload", str(src), env=env), "passwords do not go in the config file")
     (tmp_path / "xdg" / "faspq" / "config.toml").write_text("[lab]\nhots = 'x'\n")
     _one_line_error(faspq("-p", "lab", "upload", str(src), env=env), "unknown keys ['hots']")
+
+
+def test_an_ibm_transfer_spec_through_a_worker(worker_factory, server, tmp_path):
+    """--ts with a transfer spec as IBM's APIs hand it out: spec spellings (aes-256, sparse_csum, target_rate_kbps),
+    its order fields named as not read (they are --host/--user here)."""
+    worker_factory("ts", concurrency=1)
+    src = tmp_path / "spec.bin"
+    make_file(src, 300_000)
+    spec = {"remote_host": "elsewhere.example", "remote_user": "nobody", "direction": "send",
+            "target_rate_kbps": 15000, "min_rate_kbps": 70, "rate_policy": "fixed", "cipher": "aes-256",
+            "resume_policy": "sparse_csum"}
+    proc = faspq(*_upload_args(server, str(src), dest="ts", extra=("--ts", json.dumps(spec), "--format", "json")),
+                 env={"TEST_PW": server.password})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "direction, remote_host, remote_user not read from the transfer spec" in proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    init = next(e["session"] for e in events if e["type"] == "INIT")
+    assert (init["policy"], init["cipher"], init["min_rate"], init["rate"]) == ("FIXED", "aes256", 70, 15000), init
+    assert_same(src, server.docroot / "ts" / src.name)
