@@ -1,6 +1,6 @@
 """The ascp command line: one table of every flag, a parser, and the typed config it yields.
 
-Every flag of shared/design/ascp-cli.md is in the table, so the program accepts
+Every flag of ascp's command line (docs/ascp-options.md) is in the table, so the program accepts
 what faspmanager (or a user of IBM's ascp) passes. A flag we do not implement
 yet is accepted by the parser but rejected by :func:`parse` with usage error 8
 "not supported yet" when its value would change behaviour: a transfer never

@@ -332,8 +332,8 @@ def main(ctx, log_level, profile) -> None:
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--dest", default=".", show_default=True,
-              help="destination on the server; as with ascp, a lone file sent to a path that is not an "
-                   "existing directory is stored under that name")
+              help="destination directory on the server (made if missing: faspq passes -d, so by IBM's rule "
+                   "it is always a directory)")
 @_remote
 def upload(sources, dest, host, port, user, password_env, identity, fingerprint, resume, queue, transfer_id, watch,
            fmt, **flags):
