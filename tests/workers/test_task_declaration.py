@@ -2,7 +2,7 @@
 surviving the JSON result backend, progress arithmetic, which connection errors are transient."""
 from __future__ import annotations
 
-from celery import Celery
+import pytest
 
 from config.settings import RetryPolicy
 from tasks import transfer
@@ -18,8 +18,14 @@ def test_every_order_task_declares_the_policy_retries_and_expects_transfer_faile
         assert TransferFailed in task.throws and task.acks_late
 
 
-def test_transfer_failed_survives_the_json_backend():
-    backend = Celery("x", backend="cache+memory://", result_serializer="json").backend
+@pytest.fixture
+def celery_config():
+    """pytest-celery's in-process app (the ``celery_app`` fixture), with a JSON result backend as ours has."""
+    return {"broker_url": "memory://", "result_backend": "cache+memory://", "result_serializer": "json"}
+
+
+def test_transfer_failed_survives_the_json_backend(celery_app):
+    backend = celery_app.backend
     stored = backend.prepare_exception(TransferFailed(28, "USER_CANCEL", "cancelled"), "json")
     again = backend.exception_to_python(stored)
     assert type(again) is TransferFailed and (again.code, again.error, again.reason) == (28, "USER_CANCEL",
