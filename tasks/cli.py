@@ -434,7 +434,7 @@ def rate(transfer_id, kbps):
 def cancel(transfer_id):
     """Cancel a transfer (it ends with code 28, no retry); one still queued ends at once."""
     if _steer(transfer_id, "cancel") is None:
-        click.echo(f"{transfer_id} cancelled (it was waiting for a worker): FAILED, 28 USER_CANCEL")
+        click.echo(f"{transfer_id} cancelled (it was waiting for a worker): CANCELLED, 28 USER_CANCEL")
     else:
         click.echo(f"cancel of {transfer_id} sent to the worker running it (it ends with 28 USER_CANCEL)")
 

@@ -119,7 +119,7 @@ class TransferHandle:
         return self._send("set_rate", kbps=int(kbps))
 
     def cancel(self) -> str | None:
-        """A transfer no worker runs ends here at once (FAILED, USER_CANCEL, also in Celery's result
+        """A transfer no worker runs ends here at once (CANCELLED, 28 USER_CANCEL, also in Celery's result
         backend): returns None. A running one is sent a cancel: returns the control message's id."""
         from workers.lease import Lease
         ctl.encode(self.id, ctl.Control("cancel"), self._settings.secret_key, self._sender)  # the key first
@@ -183,7 +183,7 @@ class ClientStream:
         redis, keys = self._handle._redis, self._handle._keys
         pause = 0.002
         while int(redis.get(keys.pending) or 0) + size > max(self._window, size):
-            if redis.hget(keys.status, "state") in (b"SUCCEEDED", b"FAILED"):
+            if (redis.hget(keys.status, "state") or b"").decode() in TERMINAL_STATES:
                 raise BrokenPipeError(f"transfer {self._handle.id} ended")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("stream window stayed full")

@@ -14,6 +14,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
                            TransferSpeedColumn)
 
 from workers.events import progress_line, progress_meta
+from workers.keys import TERMINAL_STATES
 
 TOTAL = "total"
 
@@ -67,7 +68,7 @@ class TransferView:
         name = stats.get("file")
         if session:
             self._session(session)
-        if kind == "STATUS" and event.get("state") in ("SUCCEEDED", "FAILED"):
+        if kind == "STATUS" and event.get("state") in TERMINAL_STATES:
             self.result = event.get("result")
         elif kind in ("START", "STATS") and (name or session.get("file")):
             name = name or session["file"]

@@ -173,7 +173,8 @@ def finish_transfer(client, events: EventLog, keys: Keys, outcome: Outcome, atte
     result = {"ok": outcome.ok, "reason": outcome.reason, "code": outcome.code,
               "error": None if outcome.code is None else name_of(outcome.code),
               "stats": outcome.stats, "failed_files": outcome.failed_files, "attempts": attempts}
-    events.publish({"type": "RESULT", **result}, state="SUCCEEDED" if outcome.ok else "FAILED", result=result)
+    state = "SUCCEEDED" if outcome.ok else "CANCELLED" if outcome.code == ErrorCode.USER_CANCEL else "FAILED"
+    events.publish({"type": "RESULT", **result}, state=state, result=result)
     pipe = client.pipeline()
     pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
     pipe.delete(keys.order, keys.control, keys.pending, keys.takeover)

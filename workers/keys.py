@@ -62,4 +62,5 @@ def draining_key(prefix: str, node: str) -> str:
     return f"{prefix}:draining:{node}"
 
 
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED"})
+TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+"""How a transfer ends: CANCELLED is a failure with code 28 (USER_CANCEL), told apart as Celery users expect."""

@@ -122,7 +122,7 @@ def test_a_queue_nobody_consumes_is_named_and_cancel_ends_it_at_once(faspq_env_o
     cancel = faspq("cancel", transfer_id)
     assert cancel.returncode == 0 and "cancelled (it was waiting for a worker)" in cancel.stdout, cancel.stdout
     status = TransferHandle(transfer_id).status()
-    assert status["state"] == "FAILED" and status["result"]["code"] == 28
+    assert status["state"] == "CANCELLED" and status["result"]["code"] == 28
 
 
 @pytest.fixture

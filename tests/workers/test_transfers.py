@@ -180,6 +180,7 @@ def test_cancel_ends_with_28_and_no_retry(workers, server, tmp_path):
             break
     result = handle.wait(timeout=60)
     assert not result["ok"] and result["code"] == 28 and result["error"] == "USER_CANCEL"
+    assert handle.status()["state"] == "CANCELLED"
     assert result["attempts"] == 1
     assert "RETRY" not in types(handle.events(from_start=True))
 
@@ -189,7 +190,7 @@ def test_cancel_before_pickup_ends_at_once_and_the_worker_drops_it(worker_factor
     make_file(src, 1000)
     handle = submit(upload(server, [src], "never"), queue="cancel-early")
     assert handle.cancel() is None  # ended here, no control message
-    assert handle.status()["state"] == "FAILED"
+    assert handle.status()["state"] == "CANCELLED"
     result = handle.wait(timeout=1)
     assert not result["ok"] and result["code"] == 28 and result["attempts"] == 0
     worker = worker_factory("early", concurrency=1, queues="cancel-early")
