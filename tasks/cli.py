@@ -55,6 +55,15 @@ def _local(path: str | None) -> str | None:
     return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
+
+def _source(path: str) -> str:
+    """An upload source as the order carries it: absolute. A relative one must exist here, where it is resolved;
+    a file that only the worker's host has is named by its absolute path (a relative one would mean this directory)."""
+    if not os.path.isabs(os.path.expanduser(path)) and not os.path.lexists(path):
+        raise click.BadParameter(f"{path}: not found here; faspq resolves relative paths where it runs (give a file "
+                                 "that exists only on the worker's host by its absolute path)", param_hint="SOURCES")
+    return os.path.abspath(os.path.expanduser(path))
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -338,7 +347,7 @@ def main(ctx, log_level, profile) -> None:
 def upload(sources, dest, host, port, user, password_env, identity, fingerprint, resume, queue, transfer_id, watch,
            fmt, **flags):
     """Upload local SOURCES to the server (paths resolved here: the order carries them absolute)."""
-    order = fm.FileUpload(source_paths=[os.path.abspath(s) for s in sources], dest_user=user, dest_host=host,
+    order = fm.FileUpload(source_paths=[_source(s) for s in sources], dest_user=user, dest_host=host,
                           dest_pass=_password(password_env, identity), dest_identity=_local(identity),
                           options=_options(port, dest, resume, fingerprint, **flags))
     _enqueue(order, queue, transfer_id, watch, fmt)
