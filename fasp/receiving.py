@@ -315,6 +315,7 @@ class Receiver:
         per_file = asyncio.Semaphore(PIECES_PER_FILE)
         pending: set[int] = set()
         tasks = []
+        failed: list[asyncio.Task] = []
         written = 0
         total = sum(hi - lo for lo, hi in pieces)
 
@@ -331,11 +332,23 @@ class Receiver:
                 resume.write_watermark(self._files, sidecar, ident, msg["size"], msg["mtime"],
                                        min(pending, default=msg["size"]))
 
+        def settled(task: asyncio.Task) -> None:
+            # a failed piece (its write failed: disk full, EIO...) never lands: give its slot back so the
+            # loop below wakes, sees it and stops asking (it waited for that slot forever: the sender then
+            # gave up after its stall timeout with code 40 and the real error was never told)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task)
+                per_file.release()
+
         try:
             for lo, hi in pieces:
                 await per_file.acquire()
+                if failed:
+                    break
                 pending.add(lo)
-                tasks.append(await self._request(fid, fd, lo, hi, landed, whole))
+                task = await self._request(fid, fd, lo, hi, landed, whole)
+                task.add_done_callback(settled)
+                tasks.append(task)
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:

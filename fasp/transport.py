@@ -10,6 +10,7 @@ thread (``os.pwrite`` at their offsets, overlapping the loop's decryption).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import queue
 import socket
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from faspmanager.codes import EngineError, ErrorCode
 
 from . import wire
+from .attrs import os_error_code
 from .rate import CEILING_KBPS, RateController, RateSettings
 from .receiver import Receiver, feedback_limit
 from .seal import Rejected, Seal, SessionKey
@@ -96,7 +98,7 @@ class _Writer:
             while item is not None:
                 inc, data, offset, new = item
                 try:
-                    os.pwrite(inc.fd, data, offset)
+                    _pwrite_all(inc.fd, data, offset)
                     done.append((inc, new, None))
                 except OSError as exc:
                     done.append((inc, new, exc))
@@ -497,7 +499,9 @@ class Transport:
                 pass
             elif error is not None:
                 self._receiver.unregister(inc.file_id)
-                inc.done.set_exception(EngineError(ErrorCode.DISK_WRITE, f"write failed: {error}"))
+                # the errno's own code (25 no space, 24 too big, 26 read-only, 5 permissions), else 36
+                inc.done.set_exception(EngineError(os_error_code(error, ErrorCode.DISK_WRITE),
+                                                   f"write failed: {error.strerror or error}"))
             else:
                 self._counters["bytes_received"] += new
                 if inc.on_progress is not None:
@@ -710,6 +714,17 @@ class Transport:
         if len(data) != hi - lo:
             raise OSError(0, "source file shorter than announced")
         return data
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    """All of ``data`` at ``offset``: a filesystem filling up writes short first (the rest then fails with
+    ENOSPC, which is what the file's error must say; a short write taken as whole lost those bytes)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "write wrote nothing")
+        view, offset = view[n:], offset + n
 
 
 def _resolve(fut: asyncio.Future) -> None:
