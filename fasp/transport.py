@@ -40,6 +40,8 @@ RTT_SAMPLE_GAP = 0.005  # DATA echoes are sampled at most this often
 MAX_BLOCK = 64 << 20  # -g/-G above this are clamped: one block per file in flight must fit in memory
 FLUSH_AGE = 0.5  # seconds a partly filled -G block may wait for more bytes (progress must not stall)
 MASK32 = 0xFFFFFFFF
+STALL_TIMEOUT_ENV = "FASP_STALL_TIMEOUT"
+PEER_TIMEOUT_ENV = "FASP_PEER_TIMEOUT"
 
 
 def _usec(now: float) -> int:
@@ -120,8 +122,10 @@ class Transport:
     ``key`` (:class:`fasp.seal.SessionKey`, derived by both ends for this session) must serve one
     listen/connect pair only: the nonces restart with every Transport."""
 
-    stall_timeout = 20.0  # seconds without progress before a send fails with code 40
-    peer_timeout = 10.0  # seconds without any datagram from the peer before it counts as gone (code 16)
+    # seconds without progress before a send fails with code 40, and without any datagram from the peer
+    # before it counts as gone (code 16); the environment shortens them for fault tests (tests/faults)
+    stall_timeout = float(os.environ.get(STALL_TIMEOUT_ENV) or 20.0)
+    peer_timeout = float(os.environ.get(PEER_TIMEOUT_ENV) or 10.0)
     on_capacity = None  # called once with the measured path capacity (kbit/s) in percent mode, if set
 
     def __init__(self, sock: UdpSocket, seal: Seal, peer, datagram_size: int, rate: RateSettings | None):
