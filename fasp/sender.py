@@ -154,6 +154,8 @@ class Sender:
                 off += n
                 budget -= n + overhead
             if off != f.next_new:
+                if f.next_new == f.start:  # the stall clock starts with the first byte sent: a piece queued
+                    f.last_progress = now  # behind others (8 MiB of them at a low rate) has not stalled (40)
                 f.next_new = off
                 f.last_send = now
                 if off == end:

@@ -17,7 +17,7 @@ from tests.engine.conftest import listener, spawn  # noqa: F401  (fixtures, shar
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parents[1] / "docs" / "reliability.md"
-STALL_S, PEER_S = 3.0, 5.0
+STALL_S, PEER_S = 4.0, 5.0
 """The engines' stall (40) and peer (16) timeouts during the suite: short, so faults longer than them are
 quick to provoke; a fault shorter than both must not end the transfer."""
 
