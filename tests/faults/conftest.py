@@ -7,13 +7,12 @@ run (a -k, one file) leaves the document alone, so it always describes the compl
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from fasp.transport import PEER_TIMEOUT_ENV, STALL_TIMEOUT_ENV
-from tests.engine.conftest import listener, spawn  # noqa: F401  (fixtures, shared with the engine tests)
+from tests.engine.conftest import listener, spawn  # noqa: F401  (fixtures shared with the engine tests)
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parents[1] / "docs" / "reliability.md"

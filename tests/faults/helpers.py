@@ -66,3 +66,21 @@ def code_in(message: str) -> int | None:
 def leftovers(directory: Path) -> list[str]:
     """Temporary files a failed write could leave behind (a resume sidecar's own .tmp)."""
     return sorted(p.name for p in directory.rglob("*.tmp"))
+
+
+def resume(server, paths: list[str], src: Path, dest: Path, *, most: int) -> int:
+    """Resume (-k 2) once the fault is gone: every byte right (size + sha256) and at most ``most`` bytes sent
+    (what landed before is not sent again); the bytes it sent."""
+    from tests.engine.helpers import MgmtListener, assert_same_file
+    mgr = MgmtListener()
+    try:
+        out = run(["-q", "-P", str(server.port), "-M", str(mgr.port), "-k", "2", *paths], server.env())
+        assert out.code == 0, out
+        done = mgr.wait_for(lambda f: f.type == "DONE", 5)
+        assert done is not None, mgr.types()
+        sent = done[1].int("TransferBytes")
+    finally:
+        mgr.close()
+    assert_same_file(src, dest)
+    assert sent <= most, f"resume sent {sent} bytes, more than {most}"
+    return sent
