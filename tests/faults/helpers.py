@@ -84,3 +84,36 @@ def resume(server, paths: list[str], src: Path, dest: Path, *, most: int) -> int
     assert_same_file(src, dest)
     assert sent <= most, f"resume sent {sent} bytes, more than {most}"
     return sent
+
+
+class FirstTime:
+    """The first moment ``predicate()`` held, polled every 10 ms on a thread (e.g. the disk filled up)."""
+
+    def __init__(self, predicate):
+        import threading
+        self.at: float | None = None
+        self._predicate = predicate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            try:
+                if self._predicate():
+                    self.at = time.monotonic()
+                    return
+            except OSError:
+                pass
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        assert self.at is not None, "the condition never held"
+        return self.at
+
+
+def full(path: Path) -> bool:
+    """Whether the filesystem at ``path`` has less than one 64 KiB write's room left."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize < 64 << 10

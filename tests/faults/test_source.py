@@ -36,7 +36,7 @@ def test_source_shrunk(fasp_server, tmp_path, listener, spawn, record):
     assert seconds < 2, seconds
     row = record("source shrunk mid-transfer", "sender: client", out.code, out.message, seconds)
     sent = resume(server, [str(src), remote(server, "/")], src, server.docroot / "shrunk.bin", most=SIZE)
-    row["recovery"] = f"retry -k 2: the new {SIZE // 2 >> 20} MiB file ({sent >> 20} MiB sent), sha256 equal"
+    row["recovery"] = f"retry -k 2: the new {SIZE // 2 >> 20} MiB file ({sent >> 10} KiB sent), sha256 equal"
 
 
 @pytest.mark.parametrize("change", ["grown", "deleted", "changed"])
