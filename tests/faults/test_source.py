@@ -24,19 +24,37 @@ def _upload(server, listener, spawn, src):
     return proc, started
 
 
-def test_source_shrunk(fasp_server, tmp_path, listener, spawn, record):
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_source_shrunk(fasp_server, tmp_path, listener, spawn, record, direction):
+    """Its bytes are gone: that file fails with 35 at once, the other file of the session still lands."""
     server = fasp_server
-    src = random_file(tmp_path / "shrunk.bin", SIZE)
-    proc, started = _upload(server, listener, spawn, src)
+    there = tmp_path if direction == "upload" else server.docroot
+    src = random_file(there / "shrunk.bin", SIZE)
+    other = random_file(there / "other.bin", 4 << 20)
+    dest = server.docroot if direction == "upload" else tmp_path / "dest"
+    dest.mkdir(exist_ok=True)
+    if direction == "upload":
+        paths = [str(src), str(other), remote(server, "/")]
+    else:
+        paths = [remote(server, "/shrunk.bin"), remote(server, "/other.bin"), str(dest)]
+    started = time.monotonic()
+    proc = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "-l", "40000", *paths], server.env())
+    assert listener.wait_for(lambda f: f.type == "STATS" and f.int("TransferBytes") > MID, 20), listener.types()
     changed = time.monotonic()
-    os.truncate(src, SIZE // 2)
+    os.truncate(src, MID // 2)  # below what was sent: the next read fails
+    hit = listener.wait_for(lambda f: f.type == "FILEERROR", 10)
     out = finish(proc, started)
-    seconds = time.monotonic() - changed
-    assert out.code == 35, out
+    assert hit is not None, (listener.types(), out)
+    seconds = hit[0] - changed
+    assert hit[1].int("Code") == 35 and hit[1].get("File").endswith("shrunk.bin"), hit
     assert seconds < 2, seconds
-    row = record("source shrunk mid-transfer", "sender: client", out.code, out.message, seconds)
-    sent = resume(server, [str(src), remote(server, "/")], src, server.docroot / "shrunk.bin", most=SIZE)
-    row["recovery"] = f"retry -k 2: the new {SIZE // 2 >> 20} MiB file ({sent >> 10} KiB sent), sha256 equal"
+    assert out.code == 27 and "shorter" in out.message, out  # the session: some files failed
+    assert_same_file(other, dest / "other.bin")  # the session went on for the other file
+    side = "sender: client" if direction == "upload" else "sender: server"
+    row = record("source shrunk mid-transfer, another file in the session", side, "35 (session: 27)",
+                 out.message, seconds)
+    sent = resume(server, paths[:1] + paths[2:], src, dest / "shrunk.bin", most=SIZE)
+    row["recovery"] = f"retry -k 2: the new {MID // 2 >> 20} MiB file ({sent >> 10} KiB sent), sha256 equal"
 
 
 @pytest.mark.parametrize("change", ["grown", "deleted", "changed"])
