@@ -166,3 +166,20 @@ def test_management_connection_dropped(fasp_server, tmp_path, listener, spawn, r
     assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)
     row = record("management connection dropped by the library", "client", out.code, out.message, seconds)
     _resumed(row, server, src, server.docroot / "orphan.bin")
+
+
+def test_a_slow_rate_is_not_a_stall(fasp_server, tmp_path, listener, spawn, record):
+    """16 pieces of a file (8 MiB) are asked for at once; at 12 Mbit/s the last waits 5 s for its turn, more than
+    the stall timeout (4 s here; with the default 20 s, any rate under 3 Mbit/s): waiting is not stalling."""
+    server = fasp_server
+    src = random_file(tmp_path / "slow.bin", 8 << 20)
+    started = time.monotonic()
+    proc = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "-l", "12000", str(src),
+                  remote(server, "/")], server.env())
+    out = finish(proc, started)
+    assert out.code == 0, out
+    assert out.seconds > STALL_S + 1  # slow enough that the last piece waited longer than the stall timeout
+    assert_same_file(src, server.docroot / "slow.bin")
+    record("slow link: pieces queued longer than the stall timeout (-l 12000, 8 MiB)", "sender: client", 0,
+           "(none: the transfer finished; it was 40 before the stall clock started with the first byte sent)",
+           None, "none needed: sha256 equal")
