@@ -40,7 +40,8 @@ def record(request):
         """The row, whose "recovery" a test may fill in once its retry or resume has run."""
         row = dict(fault=fault, side=side, code="-" if code is None else str(code),
                    message=" ".join(str(message).split())[:110], recovery=recovery,
-                   seconds="-" if seconds is None else f"{seconds:.1f}", test=request.node.name)
+                   seconds="-" if seconds is None else "< 0.1" if seconds < 0.05 else f"{seconds:.1f}",
+                   test=request.node.name)
         _rows.append(row)
         return row
     return add
