@@ -64,7 +64,8 @@ def os_error_code(exc: OSError, default: int = ErrorCode.DISK_READ) -> int:
             errno.EPERM: ErrorCode.NO_PERMS, errno.ENOTDIR: ErrorCode.NOT_DIR, errno.EISDIR: ErrorCode.IS_DIR,
             errno.ENOSPC: ErrorCode.NO_SPACE_LEFT, errno.EROFS: ErrorCode.READ_ONLY_FS,
             errno.EEXIST: ErrorCode.ALREADY_EXISTS, errno.ELOOP: ErrorCode.LINK_LOOP,
-            errno.EMFILE: ErrorCode.TOO_MANY_FILES}.get(exc.errno, default)
+            errno.EMFILE: ErrorCode.TOO_MANY_FILES,
+            errno.EFBIG: ErrorCode.FILE_TOO_BIG, errno.EDQUOT: ErrorCode.NO_SPACE_LEFT}.get(exc.errno, default)
 
 
 def _failed(exc: OSError, path: str, what: str, default: int) -> EngineError:

@@ -445,14 +445,14 @@ class ClientSession:
                 msg = await self._channel.recv()
                 if msg is None:
                     if not self._bye.is_set():
-                        self.fail(EngineError(ErrorCode.TRANSFER_ERROR,
+                        self.fail(EngineError(ErrorCode.CONNECTION_LOST,  # the peer engine or its SSH is gone
                                               f"control connection lost: {self._remote_stderr() or 'peer closed'}"))
                     return
                 self._on_message(msg)
         except EngineError as exc:
             self.fail(exc)
         except (asyncssh.Error, OSError) as exc:
-            self.fail(EngineError(ErrorCode.TRANSFER_ERROR, f"control connection lost: {exc}"))
+            self.fail(EngineError(ErrorCode.CONNECTION_LOST, f"control connection lost: {exc}"))
 
     def _on_message(self, msg: dict) -> None:
         kind = msg["t"]

@@ -50,6 +50,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "verified": {"fid": _INT, "ok": (bool,)},
     "keep": {"arg": _INT, "top": _STR, "names": (list,), "done": (bool,)},
     "sent": {"fid": _INT},
+    "abort": {"fid": _INT, "desc": _STR},  # the source failed to read (35): the file fails, the session goes on
     # per file (receiver -> sender)
     "verify": {"fid": _INT, "have": _INT, "digest": _STR},
     "begin": {"fid": _INT, "start": _INT},

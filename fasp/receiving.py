@@ -8,6 +8,7 @@ byte below it written) goes to a sidecar, which makes resume after a crash exact
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import os
@@ -231,7 +232,7 @@ class Receiver:
             sidecar = partial if pieces and not ranged and not (whole and start == 0) else None
             if sidecar is not None:  # from now on the file may have holes: say where its good part ends
                 resume.write_watermark(self._files, sidecar, ident, size, msg["mtime"], start)
-            written = await self._pieces(fid, fd, pieces, sidecar, ident, msg, whole)
+            written = await _unless_aborted(box, self._pieces(fid, fd, pieces, sidecar, ident, msg, whole))
             if self._opts.get("checksum", "none") == "none":  # a truncate at most: not worth a thread hop
                 checksum = self._finish_fd(fd, size, ranged)
             else:
@@ -315,6 +316,7 @@ class Receiver:
         per_file = asyncio.Semaphore(PIECES_PER_FILE)
         pending: set[int] = set()
         tasks = []
+        failed: list[asyncio.Task] = []
         written = 0
         total = sum(hi - lo for lo, hi in pieces)
 
@@ -331,11 +333,23 @@ class Receiver:
                 resume.write_watermark(self._files, sidecar, ident, msg["size"], msg["mtime"],
                                        min(pending, default=msg["size"]))
 
+        def settled(task: asyncio.Task) -> None:
+            # a failed piece (its write failed: disk full, EIO...) never lands: give its slot back so the
+            # loop below wakes, sees it and stops asking (it waited for that slot forever: the sender then
+            # gave up after its stall timeout with code 40 and the real error was never told)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task)
+                per_file.release()
+
         try:
             for lo, hi in pieces:
                 await per_file.acquire()
+                if failed:
+                    break
                 pending.add(lo)
-                tasks.append(await self._request(fid, fd, lo, hi, landed, whole))
+                task = await self._request(fid, fd, lo, hi, landed, whole)
+                task.add_done_callback(settled)
+                tasks.append(task)
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
@@ -401,6 +415,27 @@ class Receiver:
         if algorithm == "none":
             return None
         return file_checksum(fd, size, algorithm)
+
+
+async def _unless_aborted(box: asyncio.Queue, work):
+    """``work``'s result, unless the sender aborts the file first (its source failed to read: 35): then the
+    pieces stop and the file fails with the sender's error (what landed stays, with its watermark)."""
+    work = asyncio.ensure_future(work)
+    abort = asyncio.ensure_future(box.get())
+    try:
+        await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, abort):
+            if not task.done():
+                task.cancel()
+    if work.done() and not work.cancelled():
+        return work.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    msg = abort.result()
+    if msg["t"] != "abort":
+        raise ControlError(f"unexpected {msg['t']} while file {msg.get('fid')} is being sent")
+    raise EngineError(ErrorCode.DISK_READ, msg["desc"])
 
 
 def _existing(files: Files, path: str, *, follow: bool) -> resume.Existing | None:

@@ -7,6 +7,7 @@ sidecar records the offset below which every byte is known to be written.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -183,10 +184,15 @@ def write_watermark(files: Files, partial: str, ident: tuple[int, int], size: in
     path = sidecar_path(partial)
     tmp = path + ".tmp"
     fd = files.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"size": size, "mtime": int(mtime), "have": have,
-                   "mac": _mac(files, partial, ident, size, mtime, have)}, handle)
-    files.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"size": size, "mtime": int(mtime), "have": have,
+                       "mac": _mac(files, partial, ident, size, mtime, have)}, handle)
+        files.replace(tmp, path)
+    except BaseException:  # a full disk fails the write: no stray temporary (the old watermark stays true)
+        with contextlib.suppress(OSError):
+            files.unlink(tmp)
+        raise
 
 
 def clear_watermark(files: Files, partial: str) -> None:

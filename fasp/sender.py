@@ -120,7 +120,10 @@ class Sender:
             f.last_send = now
 
     def stalled(self, now: float, timeout: float) -> list[int]:
-        return [f.file_id for f in self._files.values() if now - f.last_progress > timeout]
+        """Files without progress for ``timeout`` since their first byte went out: one still waiting for its
+        turn behind others (the receiver does not report it yet) is not stalled, whatever the rate."""
+        return [f.file_id for f in self._files.values()
+                if now - f.last_progress > timeout and not (f.start < f.end and f.next_new == f.start)]
 
     def next_chunks(self, budget: int, now: float, max_chunks: int = 256) -> list[tuple[int, int, int, bool]]:
         """Up to ``budget`` wire bytes of (file_id, offset, length, is_resend), resends first."""
@@ -154,6 +157,8 @@ class Sender:
                 off += n
                 budget -= n + overhead
             if off != f.next_new:
+                if f.next_new == f.start:  # the stall clock starts with the first byte sent: a piece queued
+                    f.last_progress = now  # behind others (8 MiB of them at a low rate) has not stalled (40)
                 f.next_new = off
                 f.last_send = now
                 if off == end:

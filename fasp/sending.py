@@ -207,6 +207,7 @@ class Sender:
             self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         pieces: set[asyncio.Task] = set()
+        aborted = False
         st = os.fstat(fd)
         try:
             meta = self._collect(job, fd, st)
@@ -231,12 +232,22 @@ class Sender:
                 elif kind == "begin":
                     self._tally.started(key, job.arg, size, msg["start"])
                 elif kind == "piece":
+                    if aborted:  # asked for before the receiver heard of the abort
+                        continue
                     source = fd if self._file_pass is None else read(msg["end"] - msg["start"], msg["start"])
                     task = asyncio.create_task(self._piece(msg["pid"], source, msg["start"], msg["end"]))
                     pieces.add(task)
                     task.add_done_callback(lambda t: _piece_done(t, pieces, box))
-                elif kind == "failed":  # a piece's transport failure (stall, peer gone): the session's end
-                    raise msg["error"]
+                elif kind == "failed":
+                    error = msg["error"]
+                    if not (isinstance(error, EngineError) and error.code == ErrorCode.DISK_READ):
+                        raise error  # a transport failure (stall, peer gone): the session's end
+                    if not aborted:  # this source could not be read: the file fails, the session goes on
+                        aborted = True
+                        for task in list(pieces):
+                            task.cancel()
+                        await self._channel.send("abort", fid=fid, desc=f"{job.path}: {error.description}")
+                    # the receiver answers with ferror (its last word on this file), counted below
                 elif kind == "fdone":
                     if pieces:
                         await asyncio.gather(*pieces)

@@ -10,6 +10,7 @@ thread (``os.pwrite`` at their offsets, overlapping the loop's decryption).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import queue
 import socket
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from faspmanager.codes import EngineError, ErrorCode
 
 from . import wire
+from .attrs import os_error_code
 from .rate import CEILING_KBPS, RateController, RateSettings
 from .receiver import Receiver, feedback_limit
 from .seal import Rejected, Seal, SessionKey
@@ -38,6 +40,8 @@ RTT_SAMPLE_GAP = 0.005  # DATA echoes are sampled at most this often
 MAX_BLOCK = 64 << 20  # -g/-G above this are clamped: one block per file in flight must fit in memory
 FLUSH_AGE = 0.5  # seconds a partly filled -G block may wait for more bytes (progress must not stall)
 MASK32 = 0xFFFFFFFF
+STALL_TIMEOUT_ENV = "FASP_STALL_TIMEOUT"
+PEER_TIMEOUT_ENV = "FASP_PEER_TIMEOUT"
 
 
 def _usec(now: float) -> int:
@@ -96,7 +100,7 @@ class _Writer:
             while item is not None:
                 inc, data, offset, new = item
                 try:
-                    os.pwrite(inc.fd, data, offset)
+                    _pwrite_all(inc.fd, data, offset)
                     done.append((inc, new, None))
                 except OSError as exc:
                     done.append((inc, new, exc))
@@ -118,8 +122,10 @@ class Transport:
     ``key`` (:class:`fasp.seal.SessionKey`, derived by both ends for this session) must serve one
     listen/connect pair only: the nonces restart with every Transport."""
 
-    stall_timeout = 20.0  # seconds without progress before a send fails with code 40
-    peer_timeout = 10.0  # seconds without any datagram from the peer before it counts as gone (code 16)
+    # seconds without progress before a send fails with code 40, and without any datagram from the peer
+    # before it counts as gone (code 16); the environment shortens them for fault tests (tests/faults)
+    stall_timeout = float(os.environ.get(STALL_TIMEOUT_ENV) or 20.0)
+    peer_timeout = float(os.environ.get(PEER_TIMEOUT_ENV) or 10.0)
     on_capacity = None  # called once with the measured path capacity (kbit/s) in percent mode, if set
 
     def __init__(self, sock: UdpSocket, seal: Seal, peer, datagram_size: int, rate: RateSettings | None):
@@ -497,7 +503,9 @@ class Transport:
                 pass
             elif error is not None:
                 self._receiver.unregister(inc.file_id)
-                inc.done.set_exception(EngineError(ErrorCode.DISK_WRITE, f"write failed: {error}"))
+                # the errno's own code (25 no space, 24 too big, 26 read-only, 5 permissions), else 36
+                inc.done.set_exception(EngineError(os_error_code(error, ErrorCode.DISK_WRITE),
+                                                   f"write failed: {error.strerror or error}"))
             else:
                 self._counters["bytes_received"] += new
                 if inc.on_progress is not None:
@@ -710,6 +718,17 @@ class Transport:
         if len(data) != hi - lo:
             raise OSError(0, "source file shorter than announced")
         return data
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    """All of ``data`` at ``offset``: a filesystem filling up writes short first (the rest then fails with
+    ENOSPC, which is what the file's error must say; a short write taken as whole lost those bytes)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "write wrote nothing")
+        view, offset = view[n:], offset + n
 
 
 def _resolve(fut: asyncio.Future) -> None:
