@@ -115,8 +115,26 @@ def test_device_io_error():
     pass
 
 
-@pytest.mark.skip(reason="5 (EACCES) needs an unprivileged engine: as root permission bits are bypassed, and this "
-                         "interpreter lives under /root, which uid 65534 cannot read; the open path maps EACCES to 5 "
-                         "(fasp/attrs.py os_error_code)")
-def test_permission_denied():
-    pass
+def test_permission_denied(tmp_path, listener, spawn, record):
+    """A directory the engine may not write (mode 0555): 5. As root, permission bits are bypassed through
+    CAP_DAC_OVERRIDE, so the server engine runs without it (setpriv drops it from the bounding set)."""
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", sys.executable, "-m", "fasp"]
+    src = random_file(tmp_path / "src" / "f.bin", 1 << 20)
+    docroot = tmp_path / "docroot"
+    (docroot / "locked").mkdir(parents=True)
+    (docroot / "locked").chmod(0o555)
+    with start_fasp_server(tmp_path / "srv", docroot=docroot, engine_command=unprivileged) as server:
+        paths = [str(src), remote(server, "/locked/")]
+        started = time.monotonic()
+        proc = spawn(_args(server, listener, *paths), server.env())
+        at, frame = _file_error(listener)
+        out = finish(proc, started)
+        assert frame.int("Code") == 5 and out.code == 5, (frame, out)
+        assert at - started < 3, at - started  # the whole session: SSH, then the file's open fails
+        assert leftovers(docroot) == [] and list((docroot / "locked").iterdir()) == []
+        record("permission denied (EACCES, directory 0555, engine without CAP_DAC_OVERRIDE) (seconds: the whole "
+               "session)", "receiver: server", 5, out.message, at - started, "retry once writable: sha256 equal")
+        (docroot / "locked").chmod(0o755)
+        out = run(_args(server, listener, *paths), server.env())
+        assert out.code == 0, out
+        assert_same_file(src, docroot / "locked" / "f.bin")
