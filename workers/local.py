@@ -109,10 +109,11 @@ class Service:
 
 class RedisServer(Service):
     """A redis-server on loopback; with ``password`` it requires it (default user), given in a 0600
-    config file rather than argv, and ``url`` carries it."""
+    config file rather than argv, and ``url`` carries it; ``appendonly`` keeps its data across a restart (the
+    same workdir and port start it again)."""
 
     def __init__(self, workdir: Path, port: int | None = None, executable: str | None = None,
-                 password: str | None = None):
+                 password: str | None = None, appendonly: bool = False):
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
@@ -123,7 +124,8 @@ class RedisServer(Service):
         with os.fdopen(fd, "w") as out:
             out.write(f'requirepass "{password}"\n' if password else "")
         super().__init__([executable or redis_executable(), str(conf), "--port", str(self.port),
-                          "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "", "--appendonly", "no"],
+                          "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
+                          "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always"],
                          workdir / "redis.log")
         client = redis.Redis(port=self.port, password=password)
         deadline = time.monotonic() + 15
