@@ -1,0 +1,58 @@
+"""Red-team variants of issue 11: what the first round's tests did not try.
+
+An allowed ``-e`` program (the operator's own, but fed file names and data from
+remote peers) reads its ancestors' ``/proc/PID/environ``: unsetenv() takes a
+variable out of the worker's environment list, but the kernel still shows the
+environment block the process was started with, secrets included.
+"""
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from tasks.client import submit
+from tests.workers.conftest import SECRET_KEY, faspq, redis_server, server, worker_factory  # noqa: F401
+from tests.workers.support import assert_same, make_file, upload
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("variants")
+    dirs = {name: root / name for name in ("readable", "writable", "progs")}
+    for path in dirs.values():
+        path.mkdir()
+    dump = dirs["writable"] / "ancestors.txt"
+    prog = dirs["progs"] / "snoop.sh"
+    # what an attacker who controls the -e program's input would make it do: read every ancestor's
+    # initial environment (same uid: no privilege needed)
+    prog.write_text("#!/bin/sh\npid=$$\nout=''\nwhile [ \"$pid\" -gt 1 ]; do\n"
+                    "  out=\"$out$(tr '\\0' '\\n' < /proc/$pid/environ 2>/dev/null)\n\"\n"
+                    "  pid=$(awk '{print $4}' /proc/$pid/stat)\ndone\n"
+                    f"printf '%s' \"$out\" > {dump}.$$ && mv {dump}.$$ {dump}\n")
+    prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
+    dirs["prog"], dirs["dump"] = prog, dump
+    dirs["known_hosts"] = root / "known_hosts"
+    dirs["known_hosts"].write_text("")
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def worker(worker_factory, site):  # noqa: F811
+    return worker_factory("var", concurrency=1, FASPQ_READ_DIRS=str(site["readable"]),
+                          FASPQ_WRITE_DIRS=str(site["writable"]), FASPQ_PREPOST_PROGRAMS=str(site["prog"]),
+                          FASP_KNOWN_HOSTS=str(site["known_hosts"]))
+
+
+def test_prepost_program_cannot_read_the_workers_initial_environment(worker, server, site, redis_server):  # noqa: F811
+    src = site["readable"] / "snoop.bin"
+    make_file(src, 50_000)
+    result = submit(upload(server, [src], "snoop", pre_post_command_path=str(site["prog"]))).wait(timeout=60)
+    assert result["ok"], result
+    assert_same(src, server.docroot / "snoop" / src.name)
+    dump = site["dump"].read_text()
+    assert f"FASP_KNOWN_HOSTS={site['known_hosts']}" in dump, dump[:500]  # it did read the worker's block
+    assert SECRET_KEY not in dump, "the shared key is readable in an ancestor's /proc/PID/environ"
+    assert redis_server.password not in dump, "the Redis password is readable in /proc/PID/environ"
