@@ -108,6 +108,8 @@ class BaseTransferOrder:
 
     def _path_args(self, list_dir):
         root = self.options.destination_root
+        if root.startswith("-"):  # the same directory, never read as a flag (-e/program, --ignore-host-key)
+            root = "./" + root
         sources, dests = self._sources(), self._destinations()
         if dests is not None:
             pairs = [line for pair in zip(sources, dests) for line in pair]

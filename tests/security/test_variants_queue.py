@@ -4,6 +4,10 @@ An allowed ``-e`` program (the operator's own, but fed file names and data from
 remote peers) reads its ancestors' ``/proc/PID/environ``: unsetenv() takes a
 variable out of the worker's environment list, but the kernel still shows the
 environment block the process was started with, secrets included.
+
+A signed order (a compromised submitting application) names as the remote
+``destination_root`` of an upload, which no local rule checks, a word that
+ascp reads as a flag: ``-e/any/program`` runs a program the policy forbids.
 """
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ import stat
 
 import pytest
 
+import faspmanager as fm
+
 from tasks.client import submit
 from tests.workers.conftest import SECRET_KEY, faspq, redis_server, server, worker_factory  # noqa: F401
-from tests.workers.support import assert_same, make_file, upload
+from tests.workers.support import assert_same, make_file, options, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,6 +40,10 @@ def site(tmp_path_factory):
                     f"printf '%s' \"$out\" > {dump}.$$ && mv {dump}.$$ {dump}\n")
     prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
     dirs["prog"], dirs["dump"] = prog, dump
+    dirs["forbidden"] = dirs["progs"] / "forbidden.sh"
+    dirs["forbidden"].write_text(f"#!/bin/sh\ntouch {root / 'forbidden-ran'}\n")
+    dirs["forbidden"].chmod(0o755)
+    dirs["ran"] = root / "forbidden-ran"
     dirs["known_hosts"] = root / "known_hosts"
     dirs["known_hosts"].write_text("")
     return dirs
@@ -56,3 +66,19 @@ def test_prepost_program_cannot_read_the_workers_initial_environment(worker, ser
     assert f"FASP_KNOWN_HOSTS={site['known_hosts']}" in dump, dump[:500]  # it did read the worker's block
     assert SECRET_KEY not in dump, "the shared key is readable in an ancestor's /proc/PID/environ"
     assert redis_server.password not in dump, "the Redis password is readable in /proc/PID/environ"
+
+
+def test_upload_root_read_as_a_flag_runs_no_forbidden_program(worker, server, site):  # noqa: F811
+    src = site["readable"] / "flag.bin"
+    make_file(src, 20_000)
+    # two sources: the second is read as the destination, the "root" as -e
+    order = fm.FileUpload(source_paths=[str(src), str(site["readable"])], dest_user=server.user,
+                          dest_host=server.host, dest_pass=server.password,
+                          options=options(server, destination_root=f"-e{site['forbidden']}"))
+    result = submit(order).wait(timeout=60)
+    assert not site["ran"].exists(), f"a program outside FASPQ_PREPOST_PROGRAMS ran ({result})"
+    assert result["ok"], result  # the root is an ordinary remote directory named "-e..." in the docroot
+    landed = list(server.docroot.rglob("flag.bin"))
+    assert landed and all(p.relative_to(server.docroot).parts[0] == "-e" for p in landed), landed
+    for copy in landed:
+        assert_same(src, copy)
