@@ -10,7 +10,6 @@ starts never inherit them.
 """
 from __future__ import annotations
 
-import ctypes
 import getpass
 import os
 import random
@@ -19,6 +18,8 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from faspmanager.envblock import scrub_initial_environment
 
 from .policy import Policy
 
@@ -187,7 +188,7 @@ def pin_settings() -> Settings:
         _pinned.append(Settings.from_env())
         _keep.update(CHILD_ENV, (n.strip() for n in os.environ.get("FASPQ_CHILD_ENV", "").split(",") if n.strip()))
         strip_environment()
-        scrub_initial_environment()
+        scrub_initial_environment(lambda name: name not in _keep and not name.startswith("LC_"))
     return _pinned[0]
 
 
@@ -212,20 +213,3 @@ def redacted(url: str) -> str:
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
 
-
-def scrub_initial_environment() -> None:
-    """Blank in memory the environment block this process started with, but for what was kept: unsetenv()
-    only drops a variable from the list, while /proc/PID/environ (readable by any process of the same user,
-    an ``-e`` program say, walking up to its worker) shows that block as the kernel placed it."""
-    try:
-        with open("/proc/self/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        start, end = int(fields[47]), int(fields[48])  # env_start, env_end: fields 50 and 51 of proc(5)
-    except (OSError, IndexError, ValueError):
-        return  # not Linux: there is no /proc/PID/environ to read either
-    block, offset = ctypes.string_at(start, end - start), 0
-    for entry in block.split(b"\0"):
-        name = entry.split(b"=", 1)[0].decode(errors="replace")
-        if entry and name not in _keep and not name.startswith("LC_"):
-            ctypes.memset(start + offset, 0, len(entry))
-        offset += len(entry) + 1

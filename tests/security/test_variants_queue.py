@@ -3,7 +3,8 @@
 An allowed ``-e`` program (the operator's own, but fed file names and data from
 remote peers) reads its ancestors' ``/proc/PID/environ``: unsetenv() takes a
 variable out of the worker's environment list, but the kernel still shows the
-environment block the process was started with, secrets included.
+environment block the process was started with, secrets included (the
+worker's shared key and Redis URL; the engine's ASPERA_SCP_PASS).
 
 A signed order (a compromised submitting application) names as the remote
 ``destination_root`` of an upload, which no local rule checks, a word that
@@ -66,6 +67,7 @@ def test_prepost_program_cannot_read_the_workers_initial_environment(worker, ser
     assert f"FASP_KNOWN_HOSTS={site['known_hosts']}" in dump, dump[:500]  # it did read the worker's block
     assert SECRET_KEY not in dump, "the shared key is readable in an ancestor's /proc/PID/environ"
     assert redis_server.password not in dump, "the Redis password is readable in /proc/PID/environ"
+    assert server.password not in dump, "the transfer's SSH password is readable in the engine's /proc/PID/environ"
 
 
 def test_upload_root_read_as_a_flag_runs_no_forbidden_program(worker, server, site):  # noqa: F811
