@@ -9,7 +9,8 @@ wins). Everything defaults to "not allowed". An order or control message
 outside the policy fails with :class:`PolicyError`, whose message names the rule.
 
 FASPQ_READ_DIRS       local directories uploads may read from (sources, identity files, HTTPS keys)
-FASPQ_WRITE_DIRS      local directories downloads may write into (destination root, manifests, moves)
+FASPQ_WRITE_DIRS      local directories downloads may write into (destination root, manifests, moves);
+                      a download never recreates the remote side's links (symlink_policy copy)
 FASPQ_PREPOST_PROGRAMS  ``-e`` programs orders may name (absolute paths); default none
 FASPQ_EXTRA_OPTIONS   ``extra_options`` words orders may pass (exact words); default none
 FASPQ_ALLOW_IGNORE_HOST_KEY  1 lets orders ask for ``ignore_host_key``; default 0
@@ -146,6 +147,10 @@ class Policy:
         if kind in UPLOADS:
             self._check_upload(order, opts)
         else:
+            if opts.symlink_policy in (fm.SymlinkPolicy.COPY, fm.SymlinkPolicy.COPY_FORCE):
+                raise PolicyError("FASPQ_WRITE_DIRS", f"a download with symlink_policy {opts.symlink_policy.value} "
+                                  "recreates the remote side's links: one could lead out of the writable directories "
+                                  "and a later download write through it")
             self.check_write(_local_root(opts), "destination_root")
             for dest in getattr(order, "dest_paths", None) or []:
                 self.check_write(os.path.join(_local_root(opts), dest), "dest_path")

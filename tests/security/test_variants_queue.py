@@ -9,6 +9,11 @@ worker's shared key and Redis URL; the engine's ASPERA_SCP_PASS).
 A signed order (a compromised submitting application) names as the remote
 ``destination_root`` of an upload, which no local rule checks, a word that
 ascp reads as a flag: ``-e/any/program`` runs a program the policy forbids.
+
+A download that recreates the remote side's links (``symlink_policy`` copy)
+lets that side (a partner's host, or anyone who took it over) plant a link
+leading out of the writable directories; the next download into the same
+place writes through it.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import faspmanager as fm
 
 from tasks.client import submit
 from tests.workers.conftest import SECRET_KEY, faspq, redis_server, server, worker_factory  # noqa: F401
-from tests.workers.support import assert_same, make_file, options, upload
+from tests.workers.support import assert_same, download, make_file, options, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,3 +89,17 @@ def test_upload_root_read_as_a_flag_runs_no_forbidden_program(worker, server, si
     assert landed and all(p.relative_to(server.docroot).parts[0] == "-e" for p in landed), landed
     for copy in landed:
         assert_same(src, copy)
+
+
+def test_download_cannot_plant_a_link_out_of_the_writable_directories(worker, server, site):  # noqa: F811
+    victim_dir = site["progs"]  # outside FASPQ_WRITE_DIRS
+    (server.docroot / "one").mkdir(exist_ok=True)
+    (server.docroot / "one" / "d").symlink_to(victim_dir)  # the remote side's doing
+    make_file(server.docroot / "two" / "d" / "planted.sh", 3_000)
+    local = site["writable"] / "incoming"
+    first = submit(download(server, ["one/d"], local, symlink_policy=fm.SymlinkPolicy.COPY)).wait(timeout=60)
+    second = submit(download(server, ["two/d"], local, symlink_policy=fm.SymlinkPolicy.COPY)).wait(timeout=60)
+    assert not (victim_dir / "planted.sh").exists(), f"written outside FASPQ_WRITE_DIRS ({first}, {second})"
+    for result in (first, second):
+        assert not result["ok"] and "not allowed by worker policy FASPQ_WRITE_DIRS" in result["reason"], result
+    assert not (local / "d").is_symlink()
