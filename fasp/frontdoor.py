@@ -509,6 +509,18 @@ class _Gate(asyncssh.SSHServer):
             self._cut_off(limit)
         return False
 
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """Asked only for a key that is not among the user's authorized ones: a failed attempt, counted with
+        the passwords against max_auth_tries as sshd counts every method (30 keys on one connection were
+        each checked before)."""
+        self._attempts += 1
+        limit = self._door.settings.max_auth_tries
+        log.warning("public key refused for %r from %s (attempt %d of %d on this connection)",
+                    username, self._peer, self._attempts, limit)
+        if self._attempts >= limit:
+            self._cut_off(limit)
+        return False
+
     def _cut_off(self, limit: int) -> None:
         log.warning("disconnecting %s: too many authentication failures (%d, --max-auth-tries)", self._peer, limit)
         self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
