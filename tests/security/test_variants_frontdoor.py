@@ -48,3 +48,45 @@ def test_public_key_offers_are_cut_off_like_passwords(tmp_path):
         assert offered <= 5, f"{offered} keys tried on one connection ({ended})"
         assert "too many authentication failures" in str(ended)
         assert "too many authentication failures" in server.log()
+
+
+class _Switch(asyncssh.SSHClient):
+    """Starts authenticating as alice (whose key it holds), then offers that key as bob."""
+
+    def __init__(self, key):
+        self._key, self.conn = key, None
+
+    def connection_made(self, conn):
+        self.conn = conn
+
+    def public_key_auth_requested(self):
+        self.conn._username = "bob"  # the next request names another user, same key
+        return self._key
+
+
+def test_a_users_key_never_logs_in_as_another_user(tmp_path):
+    """Held: asyncssh re-reads the authorized keys when the user name changes between requests."""
+    from fasp.users import hash_password
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    for name in ("alice", "bob"):
+        (tmp_path / name).mkdir()
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users.alice]\ndocroot = "{tmp_path / "alice"}"\n'
+                     f'authorized_keys = ["{key.export_public_key().decode().strip()}"]\n'
+                     f'[users.bob]\ndocroot = "{tmp_path / "bob"}"\n'
+                     f'password_hash = "{hash_password("bob-has-a-long-password")}"\n')
+
+    async def attempt(server):
+        try:
+            conn, _ = await asyncssh.create_connection(lambda: _Switch(key), server.host, server.port,
+                                                       username="alice", known_hosts=None, agent_path=None,
+                                                       client_keys=[], preferred_auth="publickey")
+        except (asyncssh.Error, OSError) as exc:
+            return exc
+        conn.close()
+        return conn.get_extra_info("username")
+
+    with start_fasp_server(tmp_path / "srv", users_file=users) as server:
+        outcome = asyncio.run(attempt(server))
+        assert isinstance(outcome, BaseException), f"logged in as {outcome} with alice's key"
+        assert "authenticated bob" not in server.log()
