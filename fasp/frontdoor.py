@@ -84,6 +84,7 @@ STOP_GRACE_S = 3.0
 KEEPALIVE_S = 15.0  # a client that vanished without closing is dropped after 4 missed keepalives
 CHUNK = 64 * 1024
 HEAD_TIMEOUT_S = 10.0  # a fallback client must send its request head within this
+FALLBACK_STARTUPS = 32  # fallback clients still sending their head at once; more are closed at once
 REFUSE_WAIT_S = 5.0  # a refused session's client gets this long to send its hello (the error answers it)
 AUTH_DELAY_MAX_S = 10.0
 AUTH_FORGET_S = 900.0  # an address's failures are forgotten after this long without a new one
@@ -344,6 +345,8 @@ class FallbackPort:
         self._waiting: dict[str, _Waiting] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._relays: set[asyncio.Task] = set()
+        self._heads = 0  # clients whose request head is still coming
+        self._flooded = False  # newcomers are being closed (logged once)
 
     async def start(self, host: str, port: int) -> None:
         self._servers.append(await asyncio.start_unix_server(self._on_engine, self.socket_path))
@@ -394,6 +397,13 @@ class FallbackPort:
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = "%s:%s" % (writer.get_extra_info("peername") or ("?", "?"))[:2]
+        if self._heads >= FALLBACK_STARTUPS:  # silent connections held open would take every descriptor
+            if not self._flooded:             # (and with them SSH logins): one log line per flood
+                log.warning("fallback: %d clients still sending their request; closing newcomers", self._heads)
+            self._flooded = True
+            writer.transport.abort()
+            return
+        self._heads, self._flooded = self._heads + 1, False
         try:
             head, buffered = await asyncio.wait_for(_read_request(reader), HEAD_TIMEOUT_S)
             session, token, jpeg = httpwire.check_request(head)
@@ -402,6 +412,8 @@ class FallbackPort:
             log.warning("fallback: refused %s: %s", peer, reason)
             await _refuse(writer, 400, "bad fallback request")
             return
+        finally:
+            self._heads -= 1
         waiting = self._waiting.get(session)
         if waiting is None or waiting.claimed.done():
             log.warning("fallback: refused %s: no session %s is waiting", peer, session[:8])

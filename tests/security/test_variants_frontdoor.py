@@ -6,6 +6,7 @@ connection must be cut off like wrong passwords are.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncssh
 import pytest
@@ -90,3 +91,45 @@ def test_a_users_key_never_logs_in_as_another_user(tmp_path):
         outcome = asyncio.run(attempt(server))
         assert isinstance(outcome, BaseException), f"logged in as {outcome} with alice's key"
         assert "authenticated bob" not in server.log()
+
+
+
+def _hold(host: str, port: int, stop, count: int = 400) -> None:
+    """Keep about ``count`` silent connections open, opening new ones as the server drops old ones."""
+    import socket
+    from collections import deque
+    held: deque = deque()
+    while not stop.is_set():
+        try:
+            held.append(socket.create_connection((host, port), timeout=0.2))
+        except OSError:
+            time.sleep(0.05)
+        while len(held) > count:
+            held.popleft().close()
+    for sock in held:
+        sock.close()
+
+
+def test_idle_connections_to_the_fallback_port_do_not_lock_users_out(tmp_path):
+    """An outsider keeps hundreds of connections to the HTTP fallback port open, sending nothing: the
+    server's descriptors (1024 under systemd; 256 here) must still serve an SSH user's upload."""
+    import socket
+    import threading
+
+    from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+    from tests.support.ports import free_port
+    http_port = free_port(socket.SOCK_STREAM)
+    with start_fasp_server(tmp_path / "srv", extra_args=["--http-port", str(http_port)],
+                           wrapper=["prlimit", "--nofile=256:256"]) as server:
+        stop = threading.Event()
+        attacker = threading.Thread(target=_hold, args=(server.host, http_port, stop), daemon=True)
+        attacker.start()
+        try:
+            time.sleep(3)
+            payload = random_file(tmp_path / "up.bin", 100_000)
+            result = run_ascp(fasp_args(server, str(payload), remote(server, "/")), server.env(), timeout=40)
+        finally:
+            stop.set()
+            attacker.join()
+        assert result.returncode == 0, f"locked out by idle fallback connections: {result.stderr[-300:]!r}"
+        assert_same_file(payload, server.docroot / "up.bin")
