@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -133,3 +134,43 @@ def test_idle_connections_to_the_fallback_port_do_not_lock_users_out(tmp_path):
             attacker.join()
         assert result.returncode == 0, f"locked out by idle fallback connections: {result.stderr[-300:]!r}"
         assert_same_file(payload, server.docroot / "up.bin")
+
+
+def test_a_session_request_chooses_neither_the_engine_nor_its_environment(tmp_path):
+    """Held: an authenticated user asks for another command, sets LD_PRELOAD/PYTHONPATH/FASP_* through env
+    requests, asks for a subsystem and for port forwarding: the engine runs as configured, environment
+    untouched, and no forwarding is opened."""
+    from tests.engine.helpers import server_mode_pids, wait_until
+    evil = {"LD_PRELOAD": "/tmp/evil.so", "PYTHONPATH": "/tmp/evil", "FASP_RESUME_KEY": "00" * 32,
+            "FASP_NO_OPENAT2": "1", "FASP_LOCAL_DOCROOT": "/"}
+
+    async def attack(server):
+        async with asyncssh.connect(server.host, server.port, username=server.user, password=server.password,
+                                    known_hosts=None, agent_path=None, client_keys=None) as conn:
+            with pytest.raises(asyncssh.ChannelListenError):
+                await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
+            with pytest.raises(asyncssh.ChannelOpenError):
+                await conn.create_connection(asyncssh.SSHTCPSession, "127.0.0.1", server.port)
+            seen = []
+            for request in ({"command": "/bin/sh -c 'id > /tmp/pwned' ; fasp-ascp --server --docroot /",
+                             "env": evil}, {"command": "fasp-ascp --server --docroot /"}, {"subsystem": "sftp"}):
+                try:
+                    process = await conn.create_process(encoding=None, **request)
+                except asyncssh.ChannelOpenError:  # refused as a whole: fine too
+                    seen.append(None)
+                    continue
+                assert wait_until(lambda: server_mode_pids(str(server.docroot)), 10)
+                pid = server_mode_pids(str(server.docroot))[0]
+                seen.append((Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"),
+                             Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")))
+                process.close()
+                await process.wait_closed()
+                assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)
+            return seen
+
+    with start_fasp_server(tmp_path / "srv") as server:
+        seen = asyncio.run(attack(server))
+        assert seen[1] is not None  # the plain session runs; the others may be refused whole
+        for cmdline, environ in filter(None, seen):
+            assert cmdline[cmdline.index(b"--docroot") + 1] == str(server.docroot).encode(), cmdline
+            assert not {f"{k}={v}".encode() for k, v in evil.items()} & set(environ), environ
