@@ -168,6 +168,7 @@ class FrontDoor:
         self.unauthenticated: set[asyncssh.SSHServerConnection] = set()  # kept by _Gate
         self._sessions: set[asyncio.Task] = set()
         self._active: Counter[str] = Counter()  # running sessions per user
+        self.connected: Counter[str] = Counter()  # authenticated connections per user (kept by _Gate)
         self._failures: dict[str, tuple[int, float]] = {}  # address -> (failures, monotonic time of the last)
         self._users_file_lock = asyncio.Lock()
         self._fallback: FallbackPort | None = None
@@ -237,6 +238,14 @@ class FrontDoor:
         count = 1 if now - last > AUTH_FORGET_S else count + 1
         self._failures[address] = (count, now)
         return min(self._settings.auth_delay_s * 2 ** (count - 1), AUTH_DELAY_MAX_S)
+
+    def connection_cap(self, username: str) -> int:
+        """Authenticated connections a user may hold at once: twice the sessions cap (a client over that cap
+        still gets its clear error 34 from a session refused), so that idle connections cannot take the
+        descriptors every user's sessions share in this one process."""
+        user = self._settings.users.get(username)
+        sessions = (user.max_sessions if user is not None and user.max_sessions else 0) or self._settings.max_sessions
+        return 2 * sessions
 
     def authorized_keys(self, username: str) -> asyncssh.SSHAuthorizedKeys | None:
         return self._authorized.get(username)
@@ -469,6 +478,7 @@ class _Gate(asyncssh.SSHServer):
         self._conn: asyncssh.SSHServerConnection | None = None
         self._peer = self._address = "?"
         self._attempts = 0
+        self._user: str | None = None  # counted in door.connected once authenticated
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -487,6 +497,8 @@ class _Gate(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         self._door.connections.discard(self._conn)
         self._door.unauthenticated.discard(self._conn)
+        if self._user is not None:
+            self._door.connected[self._user] -= 1
         log.info("connection from %s closed%s", self._peer, f" ({exc})" if exc else "")
 
     def begin_auth(self, username: str) -> bool:
@@ -540,7 +552,17 @@ class _Gate(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         self._door.unauthenticated.discard(self._conn)
-        log.info("authenticated %s from %s", self._conn.get_extra_info("username"), self._peer)
+        username = self._conn.get_extra_info("username")
+        cap = self._door.connection_cap(username)
+        if self._door.connected[username] >= cap:
+            log.warning("disconnecting %s: %s already holds %d connections (2 x max_sessions)",
+                        self._peer, username, cap)
+            self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                                  f"too many connections for user {username}: {cap} (2 x max_sessions)")
+            return
+        self._user = username
+        self._door.connected[username] += 1
+        log.info("authenticated %s from %s", username, self._peer)
 
 
 def ssh_connection(process: asyncssh.SSHServerProcess) -> dict[str, str]:

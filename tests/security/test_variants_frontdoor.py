@@ -174,3 +174,44 @@ def test_a_session_request_chooses_neither_the_engine_nor_its_environment(tmp_pa
         for cmdline, environ in filter(None, seen):
             assert cmdline[cmdline.index(b"--docroot") + 1] == str(server.docroot).encode(), cmdline
             assert not {f"{k}={v}".encode() for k, v in evil.items()} & set(environ), environ
+
+
+def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
+    """An authenticated user (a key: no scrypt to wait for) opens connection after connection and never
+    asks for a session: the sessions cap never sees them, and one process's descriptors (256 here) run out
+    for every other user."""
+    from fasp.users import hash_password
+    from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    for name in ("mallory", "bob"):
+        (tmp_path / name).mkdir()
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users.mallory]\ndocroot = "{tmp_path / "mallory"}"\n'
+                     f'authorized_keys = ["{key.export_public_key().decode().strip()}"]\n'
+                     f'[users.bob]\ndocroot = "{tmp_path / "bob"}"\n'
+                     f'password_hash = "{hash_password("bob-has-a-long-password")}"\n')
+
+    async def hold(server, count=300):
+        conns = []
+        for _ in range(count):
+            try:
+                conns.append(await asyncio.wait_for(asyncssh.connect(
+                    server.host, server.port, username="mallory", known_hosts=None, agent_path=None,
+                    client_keys=[key], password=None), 3))
+            except (asyncssh.Error, OSError, asyncio.TimeoutError):
+                break
+        return conns
+
+    with start_fasp_server(tmp_path / "srv", users_file=users, wrapper=["prlimit", "--nofile=256:256"]) as server:
+        loop = asyncio.new_event_loop()
+        try:
+            conns = loop.run_until_complete(hold(server))
+            payload = random_file(tmp_path / "up.bin", 50_000)
+            env = {**server.env(), "ASPERA_SCP_PASS": "bob-has-a-long-password"}
+            result = run_ascp(fasp_args(server, str(payload), f"bob@{server.host}:/"), env, timeout=40)
+            for conn in conns:
+                conn.close()
+        finally:
+            loop.close()
+        assert result.returncode == 0, f"bob locked out by mallory's {len(conns)} connections: {result.stderr[-300:]!r}"
+        assert_same_file(payload, tmp_path / "bob" / "up.bin")
