@@ -52,6 +52,22 @@ def test_public_key_offers_are_cut_off_like_passwords(tmp_path):
         assert "too many authentication failures" in server.log()
 
 
+BOB_PASSWORD = "bob-has-a-long-password"
+
+
+def _key_user_and_bob(tmp_path, name: str):
+    """A users file: ``name`` logs in with a fresh key (returned), bob with BOB_PASSWORD; a docroot each."""
+    from fasp.users import hash_password
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    for user in (name, "bob"):
+        (tmp_path / user).mkdir()
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users.{name}]\ndocroot = "{tmp_path / name}"\n'
+                     f'authorized_keys = ["{key.export_public_key().decode().strip()}"]\n'
+                     f'[users.bob]\ndocroot = "{tmp_path / "bob"}"\npassword_hash = "{hash_password(BOB_PASSWORD)}"\n')
+    return key, users
+
+
 class _Switch(asyncssh.SSHClient):
     """Starts authenticating as alice (whose key it holds), then offers that key as bob."""
 
@@ -68,15 +84,7 @@ class _Switch(asyncssh.SSHClient):
 
 def test_a_users_key_never_logs_in_as_another_user(tmp_path):
     """Held: asyncssh re-reads the authorized keys when the user name changes between requests."""
-    from fasp.users import hash_password
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    for name in ("alice", "bob"):
-        (tmp_path / name).mkdir()
-    users = tmp_path / "users.toml"
-    users.write_text(f'[users.alice]\ndocroot = "{tmp_path / "alice"}"\n'
-                     f'authorized_keys = ["{key.export_public_key().decode().strip()}"]\n'
-                     f'[users.bob]\ndocroot = "{tmp_path / "bob"}"\n'
-                     f'password_hash = "{hash_password("bob-has-a-long-password")}"\n')
+    key, users = _key_user_and_bob(tmp_path, "alice")
 
     async def attempt(server):
         try:
@@ -180,16 +188,8 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
     """An authenticated user (a key: no scrypt to wait for) opens connection after connection and never
     asks for a session: the sessions cap never sees them, and one process's descriptors (256 here) run out
     for every other user."""
-    from fasp.users import hash_password
     from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    for name in ("mallory", "bob"):
-        (tmp_path / name).mkdir()
-    users = tmp_path / "users.toml"
-    users.write_text(f'[users.mallory]\ndocroot = "{tmp_path / "mallory"}"\n'
-                     f'authorized_keys = ["{key.export_public_key().decode().strip()}"]\n'
-                     f'[users.bob]\ndocroot = "{tmp_path / "bob"}"\n'
-                     f'password_hash = "{hash_password("bob-has-a-long-password")}"\n')
+    key, users = _key_user_and_bob(tmp_path, "mallory")
 
     async def hold(server, count=300):
         conns = []
@@ -207,7 +207,7 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
         try:
             conns = loop.run_until_complete(hold(server))
             payload = random_file(tmp_path / "up.bin", 50_000)
-            env = {**server.env(), "ASPERA_SCP_PASS": "bob-has-a-long-password"}
+            env = {**server.env(), "ASPERA_SCP_PASS": BOB_PASSWORD}
             result = run_ascp(fasp_args(server, str(payload), f"bob@{server.host}:/"), env, timeout=40)
             for conn in conns:
                 conn.close()

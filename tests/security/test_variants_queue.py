@@ -57,9 +57,10 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def worker(worker_factory, site):  # noqa: F811
-    return worker_factory("var", concurrency=1, FASPQ_READ_DIRS=str(site["readable"]),
-                          FASPQ_WRITE_DIRS=str(site["writable"]), FASPQ_PREPOST_PROGRAMS=str(site["prog"]),
-                          FASP_KNOWN_HOSTS=str(site["known_hosts"]))
+    names = (("FASPQ_READ_DIRS", "readable"), ("FASPQ_WRITE_DIRS", "writable"),
+             ("FASPQ_PREPOST_PROGRAMS", "prog"), ("FASP_KNOWN_HOSTS", "known_hosts"))
+    dirs = {name: str(site[key]) for name, key in names}
+    return worker_factory("var", concurrency=1, **dirs)
 
 
 def test_prepost_program_cannot_read_the_workers_initial_environment(worker, server, site, redis_server):  # noqa: F811
