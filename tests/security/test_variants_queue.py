@@ -10,6 +10,10 @@ A signed order (a compromised submitting application) names as the remote
 ``destination_root`` of an upload, which no local rule checks, a word that
 ascp reads as a flag: ``-e/any/program`` runs a program the policy forbids.
 
+A ``source_prefix`` ending in ``/..``: the policy glued it to the path
+(``readable/..`` + ``x`` = ``readable/..x``, inside) where the engine joins
+them (``readable/../x``, the read directory's parent).
+
 A download that recreates the remote side's links (``symlink_policy`` copy)
 lets that side (a partner's host, or anyone who took it over) plant a link
 leading out of the writable directories; the next download into the same
@@ -104,3 +108,12 @@ def test_download_cannot_plant_a_link_out_of_the_writable_directories(worker, se
     for result in (first, second):
         assert not result["ok"] and "not allowed by worker policy FASPQ_WRITE_DIRS" in result["reason"], result
     assert not (local / "d").is_symlink()
+
+
+def test_source_prefix_cannot_climb_out_of_the_readable_directories(worker, server, site):  # noqa: F811
+    secret = site["progs"] / "worker-secret.txt"  # beside the readable directory, not in it
+    make_file(secret, 4_000)
+    order = upload(server, ["progs/worker-secret.txt"], "prefix", source_prefix=f"{site['readable']}/..")
+    result = submit(order).wait(timeout=60)
+    assert not list(server.docroot.rglob("worker-secret.txt")), f"a file outside FASPQ_READ_DIRS was sent ({result})"
+    assert not result["ok"] and "not allowed by worker policy FASPQ_READ_DIRS" in result["reason"], result
