@@ -9,7 +9,8 @@ wins). Everything defaults to "not allowed". An order or control message
 outside the policy fails with :class:`PolicyError`, whose message names the rule.
 
 FASPQ_READ_DIRS       local directories uploads may read from (sources, identity files, HTTPS keys)
-FASPQ_WRITE_DIRS      local directories downloads may write into (destination root, manifests, moves)
+FASPQ_WRITE_DIRS      local directories downloads may write into (destination root, manifests, moves);
+                      a download never recreates the remote side's links (symlink_policy copy)
 FASPQ_PREPOST_PROGRAMS  ``-e`` programs orders may name (absolute paths); default none
 FASPQ_EXTRA_OPTIONS   ``extra_options`` words orders may pass (exact words); default none
 FASPQ_ALLOW_IGNORE_HOST_KEY  1 lets orders ask for ``ignore_host_key``; default 0
@@ -108,7 +109,8 @@ class Policy:
     def check_add_source(self, kind: str, options, source_path: str, dest_path: str) -> None:
         """A file added to a running persistent transfer: local side as for the order's own files."""
         if kind in UPLOADS:
-            self.check_read(_local_source(options, source_path), "source_path")
+            for local in _local_sources(options, source_path):
+                self.check_read(local, "source_path")
         else:
             self.check_write(os.path.join(_local_root(options), dest_path), "dest_path")
 
@@ -146,23 +148,30 @@ class Policy:
         if kind in UPLOADS:
             self._check_upload(order, opts)
         else:
+            if opts.symlink_policy in (fm.SymlinkPolicy.COPY, fm.SymlinkPolicy.COPY_FORCE):
+                raise PolicyError("FASPQ_WRITE_DIRS", f"a download with symlink_policy {opts.symlink_policy.value} "
+                                  "recreates the remote side's links: one could lead out of the writable directories "
+                                  "and a later download write through it")
             self.check_write(_local_root(opts), "destination_root")
             for dest in getattr(order, "dest_paths", None) or []:
                 self.check_write(os.path.join(_local_root(opts), dest), "dest_path")
 
     def _check_upload(self, order, opts) -> None:
-        for source in getattr(order, "source_paths", []):
-            self.check_read(_local_source(opts, source), "source_path")
+        for local in (local for source in getattr(order, "source_paths", []) for local in _local_sources(opts, source)):
+            self.check_read(local, "source_path")
             if opts.remove_files_after_transfer or opts.move_after_transfer_path is not None:
-                self.check_write(_local_source(opts, source), "source_path (removed or moved after transfer)")
+                self.check_write(local, "source_path (removed or moved after transfer)")
         if opts.move_after_transfer_path is not None:
             self.check_write(opts.move_after_transfer_path, "move_after_transfer_path")
         if opts.remove_files_after_transfer and not getattr(order, "source_paths", None):
             self.check_write(opts.source_base or os.sep, "remove_files_after_transfer")
 
 
-def _local_source(options, path: str) -> str:
-    return (options.source_prefix or "") + path
+def _local_sources(options, path: str) -> tuple[str, ...]:
+    """The file the engine will open, each way an engine may read --source-prefix: fasp-ascp joins it as a
+    directory (``dir/..`` + ``x`` is ``dir/../x``, where the glued ``dir/..x`` is not), another may glue it."""
+    prefix = options.source_prefix
+    return (prefix.rstrip("/") + "/" + path.lstrip("/"), prefix + path) if prefix else (path,)
 
 
 def _local_root(options) -> str:

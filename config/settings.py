@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from faspmanager.envblock import scrub_initial_environment
+
 from .policy import Policy
 
 
@@ -205,6 +207,7 @@ def pin_settings() -> Settings:
         _pinned.append(Settings.from_env())
         _keep.update(CHILD_ENV, (n.strip() for n in os.environ.get("FASPQ_CHILD_ENV", "").split(",") if n.strip()))
         strip_environment()
+        scrub_initial_environment(lambda name: name not in _keep and not name.startswith("LC_"))
     return _pinned[0]
 
 
@@ -228,3 +231,4 @@ def redacted(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+

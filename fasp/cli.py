@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 
 from faspmanager.codes import EngineError, ErrorCode
+from faspmanager.envblock import scrub_initial_environment
+from faspmanager.mgmt import SECRET_ENV
 
 from .logdir import log_file, log_to_stderr
 from .optdoc import USAGE, help_text
@@ -112,6 +115,15 @@ async def run_client(cfg: Config) -> int:
             await management.close()
 
 
+def _forget_secrets() -> None:
+    """Once parsed into the config, the ASPERA_SCP_* secrets leave the environment, and with the management
+    secret (report.py takes it from os.environ) their bytes leave /proc/PID/environ: an ``-e`` program runs
+    as our user and can read it."""
+    for name in [n for n in os.environ if n.startswith("ASPERA_SCP_")]:
+        del os.environ[name]
+    scrub_initial_environment(lambda name: name.startswith("ASPERA_SCP_") or name == SECRET_ENV)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("fasp-ascp (development)")
             return 0
         cfg = parse(argv)
+        _forget_secrets()
     except EngineError as exc:
         print(f"fasp-ascp: error {exc.code}: {exc.description}\n{USAGE}\n(fasp-ascp --help lists every option)",
               file=sys.stderr)

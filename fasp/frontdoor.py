@@ -84,6 +84,7 @@ STOP_GRACE_S = 3.0
 KEEPALIVE_S = 15.0  # a client that vanished without closing is dropped after 4 missed keepalives
 CHUNK = 64 * 1024
 HEAD_TIMEOUT_S = 10.0  # a fallback client must send its request head within this
+FALLBACK_STARTUPS = 32  # fallback clients still sending their head at once; more are closed at once
 REFUSE_WAIT_S = 5.0  # a refused session's client gets this long to send its hello (the error answers it)
 AUTH_DELAY_MAX_S = 10.0
 AUTH_FORGET_S = 900.0  # an address's failures are forgotten after this long without a new one
@@ -167,6 +168,7 @@ class FrontDoor:
         self.unauthenticated: set[asyncssh.SSHServerConnection] = set()  # kept by _Gate
         self._sessions: set[asyncio.Task] = set()
         self._active: Counter[str] = Counter()  # running sessions per user
+        self.connected: Counter[str] = Counter()  # authenticated connections per user (kept by _Gate)
         self._failures: dict[str, tuple[int, float]] = {}  # address -> (failures, monotonic time of the last)
         self._users_file_lock = asyncio.Lock()
         self._fallback: FallbackPort | None = None
@@ -236,6 +238,14 @@ class FrontDoor:
         count = 1 if now - last > AUTH_FORGET_S else count + 1
         self._failures[address] = (count, now)
         return min(self._settings.auth_delay_s * 2 ** (count - 1), AUTH_DELAY_MAX_S)
+
+    def connection_cap(self, username: str) -> int:
+        """Authenticated connections a user may hold at once: twice the sessions cap (a client over that cap
+        still gets its clear error 34 from a session refused), so that idle connections cannot take the
+        descriptors every user's sessions share in this one process."""
+        user = self._settings.users.get(username)
+        sessions = (user.max_sessions if user is not None and user.max_sessions else 0) or self._settings.max_sessions
+        return 2 * sessions
 
     def authorized_keys(self, username: str) -> asyncssh.SSHAuthorizedKeys | None:
         return self._authorized.get(username)
@@ -344,6 +354,8 @@ class FallbackPort:
         self._waiting: dict[str, _Waiting] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._relays: set[asyncio.Task] = set()
+        self._heads = 0  # clients whose request head is still coming
+        self._flooded = False  # newcomers are being closed (logged once)
 
     async def start(self, host: str, port: int) -> None:
         self._servers.append(await asyncio.start_unix_server(self._on_engine, self.socket_path))
@@ -394,6 +406,13 @@ class FallbackPort:
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = "%s:%s" % (writer.get_extra_info("peername") or ("?", "?"))[:2]
+        if self._heads >= FALLBACK_STARTUPS:  # silent connections held open would take every descriptor
+            if not self._flooded:             # (and with them SSH logins): one log line per flood
+                log.warning("fallback: %d clients still sending their request; closing newcomers", self._heads)
+            self._flooded = True
+            writer.transport.abort()
+            return
+        self._heads, self._flooded = self._heads + 1, False
         try:
             head, buffered = await asyncio.wait_for(_read_request(reader), HEAD_TIMEOUT_S)
             session, token, jpeg = httpwire.check_request(head)
@@ -402,6 +421,8 @@ class FallbackPort:
             log.warning("fallback: refused %s: %s", peer, reason)
             await _refuse(writer, 400, "bad fallback request")
             return
+        finally:
+            self._heads -= 1
         waiting = self._waiting.get(session)
         if waiting is None or waiting.claimed.done():
             log.warning("fallback: refused %s: no session %s is waiting", peer, session[:8])
@@ -457,6 +478,7 @@ class _Gate(asyncssh.SSHServer):
         self._conn: asyncssh.SSHServerConnection | None = None
         self._peer = self._address = "?"
         self._attempts = 0
+        self._user: str | None = None  # counted in door.connected once authenticated
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -475,6 +497,8 @@ class _Gate(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         self._door.connections.discard(self._conn)
         self._door.unauthenticated.discard(self._conn)
+        if self._user is not None:
+            self._door.connected[self._user] -= 1
         log.info("connection from %s closed%s", self._peer, f" ({exc})" if exc else "")
 
     def begin_auth(self, username: str) -> bool:
@@ -509,6 +533,18 @@ class _Gate(asyncssh.SSHServer):
             self._cut_off(limit)
         return False
 
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """Asked only for a key that is not among the user's authorized ones: a failed attempt, counted with
+        the passwords against max_auth_tries as sshd counts every method (30 keys on one connection were
+        each checked before)."""
+        self._attempts += 1
+        limit = self._door.settings.max_auth_tries
+        log.warning("public key refused for %r from %s (attempt %d of %d on this connection)",
+                    username, self._peer, self._attempts, limit)
+        if self._attempts >= limit:
+            self._cut_off(limit)
+        return False
+
     def _cut_off(self, limit: int) -> None:
         log.warning("disconnecting %s: too many authentication failures (%d, --max-auth-tries)", self._peer, limit)
         self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
@@ -516,7 +552,17 @@ class _Gate(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         self._door.unauthenticated.discard(self._conn)
-        log.info("authenticated %s from %s", self._conn.get_extra_info("username"), self._peer)
+        username = self._conn.get_extra_info("username")
+        cap = self._door.connection_cap(username)
+        if self._door.connected[username] >= cap:
+            log.warning("disconnecting %s: %s already holds %d connections (2 x max_sessions)",
+                        self._peer, username, cap)
+            self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                                  f"too many connections for user {username}: {cap} (2 x max_sessions)")
+            return
+        self._user = username
+        self._door.connected[username] += 1
+        log.info("authenticated %s from %s", username, self._peer)
 
 
 def ssh_connection(process: asyncssh.SSHServerProcess) -> dict[str, str]:

@@ -109,6 +109,8 @@ class BaseTransferOrder:
 
     def _path_args(self, list_dir):
         root = self.options.destination_root
+        if root.startswith("-"):  # the same directory, never read as a flag (-e/program, --ignore-host-key)
+            root = "./" + root
         sources, dests = self._sources(), self._destinations()
         if dests is not None and self._mode == "recv" and any(posixpath.isabs(d) for d in dests):
             root, dests = _local_pairs(root, dests, confined=bool(self.options.apply_local_docroot))

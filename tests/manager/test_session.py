@@ -221,7 +221,7 @@ def test_listener_never_blocks_the_reader(backend, sample_files):
     assert not s._reader.is_alive() and not s._dispatcher.is_alive()
 
 
-def test_secrets_travel_in_the_environment_never_argv(backend, sample_files):
+def test_secrets_travel_in_the_environment_never_argv(backend, sample_files, tmp_path):
     secrets = {"ASPERA_SCP_TOKEN": "tok-SECRET-1", "ASPERA_SCP_COOKIE": "cookie-SECRET-2",
                "ASPERA_SCP_FILEPASS": "filepass-SECRET-3"}
     if backend.password:
@@ -232,11 +232,16 @@ def test_secrets_travel_in_the_environment_never_argv(backend, sample_files):
     backend.slow(options)
     events = []
     order = fm.FileUpload([str(p) for p in sample_files], **backend.up(options=options))
-    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
+    # the environment as the program got it (the engine blanks its secrets in /proc/PID/environ once read)
+    wrapper = tmp_path / "env-dump" / Path(backend.ascp_path).name  # same name: the same management rules
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\ncat /proc/$$/environ > "{tmp_path}/environ"\nexec "{backend.ascp_path}" "$@"\n')
+    wrapper.chmod(0o755)
+    with fm.session(order, ascp_path=str(wrapper), listener=events.append) as s:
         s.start()
         cmdline = Path(f"/proc/{s.pid}/cmdline").read_bytes()
-        environ = Path(f"/proc/{s.pid}/environ").read_bytes().split(b"\0")
         s.finish()
+    environ = (tmp_path / "environ").read_bytes().split(b"\0")
     for variable, secret in secrets.items():
         assert secret.encode() not in cmdline
         assert f"{variable}={secret}".encode() in environ
