@@ -76,6 +76,7 @@ from fasp.logdir import log_to_stderr
 from fasp.users import (PASSWORD_RULE, User, UsersFileError, hash_password, load_users, needs_rehash,
                         password_weakness, read_public_keys, replace_hash, verify_password)
 from faspmanager.codes import ErrorCode
+from faspmanager.envblock import scrub_initial_environment
 
 log = logging.getLogger("fasp.frontdoor")
 
@@ -786,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_listen(args.listen)
         settings = settings_from_args(args, os.environ)
         host_key = load_host_key(args.host_key)
+        # the password is hashed in memory now: blank it where any process of this user could read it
+        scrub_initial_environment(lambda name: name == args.password_env or name.startswith("ASPERA_SCP_"))
     except (ValueError, OSError, asyncssh.KeyImportError) as exc:
         print(f"fasp-server: {exc}", file=sys.stderr)
         return 2

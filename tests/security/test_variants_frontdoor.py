@@ -215,3 +215,14 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
             loop.close()
         assert result.returncode == 0, f"bob locked out by mallory's {len(conns)} connections: {result.stderr[-300:]!r}"
         assert_same_file(payload, tmp_path / "bob" / "up.bin")
+
+
+def test_the_servers_password_is_not_left_in_its_proc_environ(fasp_server):
+    """--password-env VAR: once hashed, the password is blanked in the block any process of the user can read."""
+    deadline = time.monotonic() + 10
+    while True:  # the blanking follows the start by a moment (after the hash)
+        block = Path(f"/proc/{fasp_server.process.pid}/environ").read_bytes()
+        if fasp_server.password.encode() not in block or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert fasp_server.password.encode() not in block, "fasp-server's /proc/PID/environ holds the password"
