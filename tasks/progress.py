@@ -71,11 +71,10 @@ class TransferView:
         if kind == "STATUS" and event.get("state") in TERMINAL_STATES:
             self.result = event.get("result")
         elif kind in ("START", "STATS") and (name or session.get("file")):
+            # a sending engine reports no bytes per file until STOP (its session's FileBytes counts the files
+            # completed, not the one in flight): the total follows the session's TransferBytes meanwhile
             name = name or session["file"]
-            written = stats.get("bytes_written") or 0
-            if session.get("file") == name:  # the sender's files: bytes_written stays 0, the session counts
-                written = max(written, session.get("file_bytes") or 0)
-            self._file(name, stats.get("size") or self._sizes.get(name), written)
+            self._file(name, stats.get("size") or self._sizes.get(name), stats.get("bytes_written") or 0)
         elif kind == "STOP" and name:
             size = stats.get("size") or stats.get("bytes_written") or 0
             self._file(name, size, size)

@@ -29,3 +29,25 @@ def test_view_tracks_files_total_and_result():
     assert tasks["total"].completed == 1100 and tasks["total"].total == 1500
     assert view.result == {"ok": True, "attempts": 2}
     assert "RETRY" in out.getvalue() and "code=14" in out.getvalue()
+
+
+def test_a_senders_files_never_add_up_past_the_total():
+    """An upload's events (the sending engine's): the session's FileBytes counts completed files, so it is no
+    file's progress; the total follows TransferBytes and never passes the job's size (the demo showed 72/48 MiB)."""
+    view = TransferView(Console(file=io.StringIO(), width=120), title="total")
+    events = []
+    for i, name in enumerate(("/s/a.bin", "/s/b.bin", "/s/c.bin")):
+        session = {"pre_transfer_bytes": 3000, "file": name, "transfer_bytes": 1000 * i + 500, "file_bytes": 1000 * i}
+        events += [{"type": "START", "file": {"file": name, "size": 1000, "bytes_written": 0}},
+                   {"type": "STATS", "session": session},
+                   {"type": "STOP", "file": {"file": name, "size": 1000, "bytes_written": 1000}}]
+    with view:
+        for event in events[:-1]:
+            view.show(event)
+            total = view.progress.tasks[0]
+            assert total.completed <= (total.total or 0), (event, total.completed, total.total)
+        tasks = {task.description: task for task in view.progress.tasks}
+        assert tasks["total"].completed == 2500 and tasks["total"].total == 3000
+        assert tasks["c.bin"].completed < 1000
+        view.show(events[-1])
+    assert view.progress.tasks[0].completed == 3000
