@@ -71,9 +71,6 @@ class Session:
     """Seconds the program has to connect to the management port (None: $FASPMANAGER_START_TIMEOUT or 15)."""
     stop_timeout = 5.0
     """Seconds close() waits after SIGTERM before SIGKILL."""
-    mgmt_secret_required: bool | None = None
-    """Whether the program must present the management secret (None: when it is our engine, fasp-ascp or
-    ``python -m fasp``); otherwise a connection without it is admitted only from the child's process tree."""
     max_pending_stats = 1000
     """STATS events queued for a slow listener beyond this are dropped (stats() still has them): memory stays
     bounded however long the listener takes, and no other event type is ever dropped."""
@@ -115,14 +112,15 @@ class Session:
             server = self._listen()
             try:
                 secret = secrets.token_hex(32)
+                # only our engine presents the secret (and drops it from its environment); IBM's ascp would keep
+                # it in its /proc environ for any process of the user to read: it is admitted by its process tree
+                required = is_our_engine(command)
                 argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
-                env = {**os.environ, **self.order.ascp_env(), SECRET_ENV: secret}
+                env = {**os.environ, **self.order.ascp_env(), **({SECRET_ENV: secret} if required else {})}
                 with open(self._stderr_path(), "wb") as stderr:
                     self._process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                                      stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
-                required = self.mgmt_secret_required
-                caller = self._accept(Admission(server, secret, self._process.pid,
-                                                is_our_engine(command) if required is None else required))
+                caller = self._accept(Admission(server, secret, self._process.pid, required))
             finally:
                 server.close()
         except BaseException as exc:

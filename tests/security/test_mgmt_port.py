@@ -212,6 +212,29 @@ def test_a_program_without_secret_is_admitted_from_its_process_tree_and_a_strang
     assert seen["dropped"] and seen["received"] == ""
 
 
+
+def test_a_program_that_knows_no_secret_is_not_handed_one(tmp_path, monkeypatch):
+    """IBM's ascp would keep the secret in its /proc environ for any process of the user to read (and present):
+    only our engine gets it."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("FAKEASCP_MODE", "normal")
+    record = tmp_path / "env.txt"
+    program = tmp_path / "ascp"
+    program.write_text(f'#!/bin/sh\necho "${{FASPMANAGER_MGMT_SECRET:-none}}" > "{record}"\n'
+                       f'exec "{sys.executable}" "{MANAGER_TESTS / "fakeascp.py"}" "$@"\n')
+    program.chmod(0o755)
+    source = _source(tmp_path, 1000)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    order = fm.FileUpload([str(source)], "u", "127.0.0.1", dest_pass="pw",
+                          options=fm.TransferOptions(destination_root=str(remote)))
+    with fm.session(order, ascp_path=str(program)) as s:
+        s.start()
+        result = s.finish()
+    assert result.ok(), result.reason()
+    assert record.read_text().strip() == "none"
+    assert sha256(remote / source.name) == sha256(source)
+
 def test_the_secret_never_shows_on_the_command_line_and_the_engine_keeps_it_from_its_children(tmp_path, server):
     engine = tmp_path / "fasp-ascp"
     record = tmp_path / "seen.txt"
