@@ -109,8 +109,7 @@ class Policy:
     def check_add_source(self, kind: str, options, source_path: str, dest_path: str) -> None:
         """A file added to a running persistent transfer: local side as for the order's own files."""
         if kind in UPLOADS:
-            for local in _local_sources(options, source_path):
-                self.check_read(local, "source_path")
+            self._check_source(options, source_path)
         else:
             self.check_write(os.path.join(_local_root(options), dest_path), "dest_path")
 
@@ -156,11 +155,16 @@ class Policy:
             for dest in getattr(order, "dest_paths", None) or []:
                 self.check_write(os.path.join(_local_root(opts), dest), "dest_path")
 
-    def _check_upload(self, order, opts) -> None:
-        for local in (local for source in getattr(order, "source_paths", []) for local in _local_sources(opts, source)):
+    def _check_source(self, opts, source: str) -> None:
+        """A file to upload (the order's own, or added later): read, and written when removed or moved after."""
+        for local in _local_sources(opts, source):
             self.check_read(local, "source_path")
             if opts.remove_files_after_transfer or opts.move_after_transfer_path is not None:
                 self.check_write(local, "source_path (removed or moved after transfer)")
+
+    def _check_upload(self, order, opts) -> None:
+        for source in getattr(order, "source_paths", []):
+            self._check_source(opts, source)
         if opts.move_after_transfer_path is not None:
             self.check_write(opts.move_after_transfer_path, "move_after_transfer_path")
         if opts.remove_files_after_transfer and not getattr(order, "source_paths", None):

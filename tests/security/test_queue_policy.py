@@ -132,3 +132,21 @@ def test_allowed_prepost_program_sees_none_of_the_workers_secrets(worker, server
     assert not [n for n in names if n.startswith(("FASPQ_", "ASPERA_SCP_", "CELERY_"))], sorted(names)
     assert "PATH" in names, dump
     assert f"FASP_KNOWN_HOSTS={site['known_hosts']}" in dump.splitlines()
+
+
+def test_file_added_to_a_removing_transfer_must_be_writable_too(worker, server, site):
+    """remove_files_after_transfer: an added file is deleted by the engine afterwards, so, as for the order's own
+    sources, it must lie in a writable directory, not only a readable one (add_source skipped that check)."""
+    readable_only = _readable(site, "keep-me.bin", 5000)
+    (server.docroot / "pers-remove").mkdir(exist_ok=True)
+    handle = submit(fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
+                                        options=options(server, destination_root="pers-remove",
+                                                        remove_files_after_transfer=True,
+                                                        source_base=str(site["writable"]))))
+    handle.add_source(str(readable_only), "keep-me.bin")
+    handle.finish()
+    handle.wait(timeout=60)
+    assert readable_only.exists(), "a file outside FASPQ_WRITE_DIRS was removed"
+    assert not (server.docroot / "pers-remove" / "keep-me.bin").exists()
+    rejected = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL_REJECTED"]
+    assert len(rejected) == 1 and "FASPQ_WRITE_DIRS" in rejected[0]["reason"], rejected
