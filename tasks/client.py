@@ -14,6 +14,7 @@ submitted, for the audit trail), and every control message is authenticated.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from typing import Iterator
@@ -78,6 +79,7 @@ class TransferHandle:
         self._keys = Keys(self._settings.prefix, transfer_id)
         self._log = EventLog(self._redis, self._keys)
         self._sender = ctl.Sender(self._settings.client_name)
+        self._sending = threading.Lock()  # a sequence number reaches the stream in the order it was drawn
 
     def __repr__(self) -> str:
         return f"TransferHandle({self.id!r})"
@@ -106,14 +108,15 @@ class TransferHandle:
     def _send(self, op: str, data: bytes = b"", **args) -> str:
         """Append a control message; ControlError (bad message, no key, transfer ended) or UnknownTransfer
         before anything is written."""
-        fields = ctl.encode(self.id, ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
-                            self._settings.secret_key, self._sender)
-        state = self._redis.hget(self._keys.status, "state")
-        if state is None:
-            raise UnknownTransfer(self.id)
-        if state.decode() in TERMINAL_STATES:
-            raise ctl.ControlError(f"transfer {self.id} already ended ({state.decode()})")
-        return self._redis.xadd(self._keys.control, fields).decode()
+        with self._sending:  # two threads on one handle: a later number appended first would refuse the earlier
+            fields = ctl.encode(self.id, ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
+                                self._settings.secret_key, self._sender)
+            state = self._redis.hget(self._keys.status, "state")
+            if state is None:
+                raise UnknownTransfer(self.id)
+            if state.decode() in TERMINAL_STATES:
+                raise ctl.ControlError(f"transfer {self.id} already ended ({state.decode()})")
+            return self._redis.xadd(self._keys.control, fields).decode()
 
     def set_rate(self, kbps: int) -> str:
         return self._send("set_rate", kbps=int(kbps))

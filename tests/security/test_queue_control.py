@@ -53,3 +53,26 @@ def test_replayed_and_old_control_messages_are_refused(worker_factory, faspq, se
     assert sum(e["type"] == "STOP" for e in events) == 1  # the file went once
     senders = {e.get("sender") for e in events if e["type"] == "CONTROL"}
     assert len(senders) == 1 and None not in senders  # the audit trail names who steered
+
+
+def test_one_handle_steered_from_many_threads_loses_no_message(worker_factory, faspq, server):  # noqa: F811
+    """Sequence numbers are drawn and appended as one step: otherwise a thread's higher number could reach the
+    stream first and the worker refuse the lower one as replayed (a lost write or add_source)."""
+    import threading
+
+    worker_factory("ctlt", concurrency=1)
+    order = fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
+                                options=options(server, destination_root="threads"))
+    (server.docroot / "threads").mkdir(exist_ok=True)
+    handle = submit(order)
+    threads = [threading.Thread(target=lambda: [handle.set_rate(5000 + i) for i in range(25)]) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handle.finish()
+    result = handle.wait(timeout=60)
+    assert result["ok"], result
+    events = list(handle.events(from_start=True))
+    assert [e for e in events if e["type"] == "CONTROL_REJECTED"] == []
+    assert sum(e["type"] == "CONTROL" and e["op"] == "set_rate" for e in events) == 200
