@@ -65,10 +65,13 @@ def _openat2(dir_fd: int, path: str, flags: int, mode: int = 0) -> int:
 
 def openat2_works() -> bool:
     """Whether this kernel has openat2 (and no seccomp filter hides it)."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.close(_openat2(os.open("/", os.O_PATH | os.O_DIRECTORY), ".", os.O_PATH))
+        os.close(_openat2(root, ".", os.O_PATH))
     except OSError:
         return False
+    finally:
+        os.close(root)
     return True
 
 

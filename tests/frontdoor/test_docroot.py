@@ -168,3 +168,13 @@ def _check_confined(tree: Path, path: str) -> None:
             files.close()
         real_root = Path(os.path.realpath(tree))
         assert Path(result) == real_root or Path(result).is_relative_to(real_root), (path, result)
+
+
+def test_probing_for_openat2_leaves_no_descriptor_behind():
+    """The import-time probe closes what it opened (an engine's children would inherit a descriptor of /)."""
+    import subprocess
+    import sys
+    probe = ("import os; before = set(os.listdir('/proc/self/fd')); import fasp.docroot; "
+             "print(sorted(set(os.listdir('/proc/self/fd')) - before))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
