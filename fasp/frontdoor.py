@@ -69,13 +69,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncssh
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fasp import control, httpwire
 from fasp.fallback import SOCKET_ENV
 from fasp.logdir import log_to_stderr
-from fasp.resume import RESUME_KEY_ENV
 from fasp.users import (PASSWORD_RULE, User, UsersFileError, hash_password, load_users, needs_rehash,
                         password_weakness, read_public_keys, replace_hash, verify_password)
 from faspmanager.codes import ErrorCode
@@ -647,17 +644,6 @@ def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def with_resume_key(settings: "Settings", host_key: asyncssh.SSHKey) -> "Settings":
-    """Settings whose engines get FASP_RESUME_KEY (unless the operator set one): derived from the host key, so
-    it stays the same across restarts and never lies in a docroot where a user could read it (the engine's own
-    fallback, a key file in the home directory, is refused when the home is a docroot and resume then fails)."""
-    if RESUME_KEY_ENV in settings.child_env:
-        return settings
-    key = HKDF(hashes.SHA256(), 32, salt=None, info=b"fasp-server resume sidecar key v1").derive(
-        host_key.export_private_key("pkcs8-der"))  # deterministic (OpenSSH's format has a random check)
-    return replace(settings, child_env={**settings.child_env, RESUME_KEY_ENV: key.hex()})
-
-
 def load_host_key(path: str | None) -> asyncssh.SSHKey:
     """The host key in ``path`` (generated there on first use), or a fresh one kept in memory."""
     if path is None:
@@ -801,7 +787,6 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_listen(args.listen)
         settings = settings_from_args(args, os.environ)
         host_key = load_host_key(args.host_key)
-        settings = with_resume_key(settings, host_key)
         # the password is hashed in memory now: blank it where any process of this user could read it
         scrub_initial_environment(lambda name: name == args.password_env or name.startswith("ASPERA_SCP_"))
     except (ValueError, OSError, asyncssh.KeyImportError) as exc:

@@ -13,13 +13,11 @@ import json
 import os
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from fasp import resume
 from fasp.digest import prefix_digest, reader
 from fasp.docroot import Docroot
-from fasp.frontdoor import Settings, with_resume_key
 from faspmanager.codes import ErrorCode
 from tests.engine.helpers import MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp
 from tests.support.control_client import ControlClient
@@ -237,36 +235,6 @@ def test_sidecar_authenticated_with_the_servers_resume_key(tmp_path, monkeypatch
     else:
         assert answer == {"t": "begin", "fid": 1, "start": 0}
 
-
-
-def test_fasp_server_gives_its_engines_a_resume_key_that_outlives_a_restart(tmp_path, monkeypatch):
-    """Without FASP_RESUME_KEY set by the operator, and with the engines' home inside the docroot (where their
-    own key file is refused), a sidecar written in one session is honoured after fasp-server restarts: the key
-    comes from the host key (it was a key per process, so every resume became a full transfer)."""
-    monkeypatch.delenv(resume.RESUME_KEY_ENV, raising=False)
-    docroot = tmp_path / "home"
-    docroot.mkdir()
-    monkeypatch.setenv("HOME", str(docroot))
-    size, mtime, have = 4096, 1_700_000_000, 100
-    (docroot / "r").write_bytes(os.urandom(1000))
-    answers = []
-    for _ in range(2):  # the same workdir: the same host key
-        with start_fasp_server(tmp_path / "srv", docroot=docroot) as server:
-            if not answers:  # the first server's engine writes the sidecar as a session would
-                host_key = asyncssh.read_private_key(tmp_path / "srv" / "fasp_host_key")
-                monkeypatch.setattr(resume, "_key", bytes.fromhex(
-                    with_resume_key(Settings(users={}), host_key).child_env[resume.RESUME_KEY_ENV]))
-                st = (docroot / "r").stat()
-                files = Docroot(str(docroot))
-                resume.write_watermark(files, "r", (st.st_dev, st.st_ino), size, mtime, have)
-                files.close()
-
-            async def offer() -> dict:
-                async with ControlClient(server, "/", {"resume": 2, "overwrite": "diff"}) as client:
-                    return await client.offer("r", size, mtime)
-
-            answers.append(asyncio.run(offer()))
-    assert [(a["t"], a.get("have")) for a in answers] == [("verify", have)] * 2, answers
 
 @pytest.mark.timeout(120)
 def test_links_inside_are_followed_links_out_are_not(fasp_server, outside, tmp_path):
