@@ -110,7 +110,7 @@ def sidecar_path(partial: str) -> str:
 # record; one that fails it is ignored (a full transfer), never trusted.
 
 RESUME_KEY_ENV = "FASP_RESUME_KEY"
-"""The server-side resume key (hex, at least 32 digits), as fasp-server hands it to its engine."""
+"""The server-side resume key (hex, at least 32 digits), when the operator sets one for the engines."""
 KEY_FILE = "~/.fasp/resume.key"
 """Otherwise (a stock sshd, a client) a key kept in the user's home, 0600, made on first use."""
 _key: bytes | None = None
