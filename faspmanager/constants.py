@@ -11,7 +11,7 @@ from enum import Enum, IntEnum
 
 class _Words(str, Enum):
     def __str__(self) -> str:
-        return self.value
+        return str(self.value)
 
 
 class CipherType(_Words):
