@@ -5,12 +5,30 @@ the reference documentation (shared/spec/faspmanager-api.txt).
 """
 from __future__ import annotations
 
-from .constants import (CipherType, FileChecksumType, FileManifestFormat, FileState, OverwritePolicy, PreserveMode,
-                        ResumeCheck, SessionState, SymlinkPolicy, TransferEventType, TransferPolicy)
+from .constants import (
+    CipherType,
+    FileChecksumType,
+    FileManifestFormat,
+    FileState,
+    OverwritePolicy,
+    PreserveMode,
+    ResumeCheck,
+    SessionState,
+    SymlinkPolicy,
+    TransferEventType,
+    TransferPolicy,
+)
 from .errors import AuthenticationError, InvalidPathError, SessionStartError, SessionStateError, StreamStateError
 from .options import HttpFallbackOptions, TransferOptions
-from .orders import (BaseTransferOrder, FileDownload, FileUpload, PathArg, PersistentDownload, PersistentUpload,
-                     StreamUpload)
+from .orders import (
+    BaseTransferOrder,
+    FileDownload,
+    FileUpload,
+    PathArg,
+    PersistentDownload,
+    PersistentUpload,
+    StreamUpload,
+)
 from .progress import SessionResult, TransferEvent
 from .session import Listener, PersistentSession, Session, Stream, StreamSession
 

@@ -8,14 +8,23 @@ shared/design/ascp-cli.md.
 from __future__ import annotations
 
 import difflib
+import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from collections.abc import Iterable
 from typing import Any, cast
 
-from .constants import (CipherType, FileChecksumType, FileManifestFormat, OverwritePolicy, PreserveMode,
-                        ResumeCheck, SymlinkPolicy, TransferPolicy)
+from .constants import (
+    CipherType,
+    FileChecksumType,
+    FileManifestFormat,
+    OverwritePolicy,
+    PreserveMode,
+    ResumeCheck,
+    SymlinkPolicy,
+    TransferPolicy,
+)
 
 
 class HttpFallbackOptions:
@@ -282,7 +291,6 @@ class TransferOptions:
     def from_transfer_spec(cls, ts: str | bytes | dict[str, Any]) -> TransferOptions:
         """Options from an IBM transfer spec (a dict, or its JSON text): see faspmanager/transferspec.py."""
         from .transferspec import to_options
-        import json
         return to_options(json.loads(ts) if isinstance(ts, (str, bytes)) else ts)
 
     def to_transfer_spec(self) -> dict[str, Any]:

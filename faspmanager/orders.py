@@ -17,9 +17,9 @@ from typing import TypeAlias
 from .errors import AuthenticationError, InvalidPathError
 from .options import TransferOptions
 
-PathArg: TypeAlias = "str | os.PathLike[str]"
+PathArg: TypeAlias = str | os.PathLike[str]
 """A path as callers may give one."""
-Paths: TypeAlias = "PathArg | Iterable[PathArg]"
+Paths: TypeAlias = PathArg | Iterable[PathArg]
 """One path or a list of them (source_paths, dest_paths)."""
 
 FILE_LIST_THRESHOLD = 200

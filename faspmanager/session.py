@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 from .admission import Admission, Caller
-from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
-from .locate import locate_ascp, is_our_engine
-from .mgmt import SECRET_ENV, MgmtProtocolError, encode
 from .constants import SessionState
+from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
+from .locate import is_our_engine, locate_ascp
+from .mgmt import SECRET_ENV, MgmtProtocolError, encode
 from .orders import BaseTransferOrder, PathArg
 from .progress import Progress, SessionResult, TransferEvent
 

@@ -145,38 +145,48 @@ def _assignment(name: str, annotation: str, value: dict[str, Any] | list[Any]) -
     return f"{name}: {annotation} = [\n{''.join(literal('', item) for item in value)}]\n"
 
 
+API_HEADER = f'''\
+"""The faspmanager reference API as a table: what tests/manager/test_api_doc.py checks the library against.
+
+Extracted by scripts/reference_tables.py from the reference documentation shared/{API_DOC.as_posix()}
+(the pdoc page of the faspmanager module): FUNCTIONS from its "Functions" section, CLASSES from "Classes"
+(each class's methods with their argument names and defaults, class and instance variables, ancestors),
+OPTIONS from TransferOptions' "Options:" list (the type and default each description names), EXAMPLES
+the "Example:" blocks that run a session. Generated: edit the documentation and regenerate, not this file.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+Signature = list[tuple[str, str | None]]  # (argument, default as written or None), in order
+
+'''
+
+CLI_HEADER = f'''\
+"""The ascp command line's documented flags: what tests/engine/test_options.py checks the parser against.
+
+Extracted by scripts/reference_tables.py from the ascp command-line documentation shared/{CLI_DOC.as_posix()}:
+every flag spelled in one of its backtick spans. Generated: regenerate, do not edit.
+"""
+from __future__ import annotations
+
+'''
+
+
 def api_table(text: str) -> str:
     functions, classes = parse_api(text)
     options = parse_options(classes["TransferOptions"]["body"])
     for cls in classes.values():
         del cls["body"]
-    return (
-        '"""The faspmanager reference API as a table: what tests/manager/test_api_doc.py checks the library against.\n\n'
-        f"Extracted by scripts/reference_tables.py from the reference documentation shared/{API_DOC.as_posix()}\n"
-        '(the pdoc page of the faspmanager module): FUNCTIONS from its "Functions" section, CLASSES from "Classes" (each\n'
-        "class's methods with their argument names and defaults, class and instance variables, ancestors),\n"
-        "OPTIONS from TransferOptions' \"Options:\" list (the type and default each description names), EXAMPLES\n"
-        "the \"Example:\" blocks that run a session. Generated: edit the documentation and regenerate, not this file.\n"
-        '"""\n'
-        "from __future__ import annotations\n\n"
-        "from typing import Any\n\n"
-        "Signature = list[tuple[str, str | None]]  # (argument, default as written or None), in order\n\n"
-        + _assignment("FUNCTIONS", "dict[str, Signature]", functions) + "\n"
-        + _assignment("CLASSES", "dict[str, dict[str, Any]]", classes) + "\n"
-        + _assignment("OPTIONS", "dict[str, dict[str, str | None]]", options) + "\n"
-        + _assignment("EXAMPLES", "list[str]", parse_examples(text))
-    )
+    return (API_HEADER
+            + _assignment("FUNCTIONS", "dict[str, Signature]", functions) + "\n"
+            + _assignment("CLASSES", "dict[str, dict[str, Any]]", classes) + "\n"
+            + _assignment("OPTIONS", "dict[str, dict[str, str | None]]", options) + "\n"
+            + _assignment("EXAMPLES", "list[str]", parse_examples(text)))
 
 
 def cli_table(text: str) -> str:
-    return (
-        '"""The ascp command line\'s documented flags: what tests/engine/test_options.py checks the parser against.\n\n'
-        f"Extracted by scripts/reference_tables.py from the ascp command-line documentation shared/{CLI_DOC.as_posix()}:\n"
-        "every flag spelled in one of its backtick spans. Generated: regenerate, do not edit.\n"
-        '"""\n'
-        "from __future__ import annotations\n\n"
-        + _assignment("DOCUMENTED_FLAGS", "list[str]", documented_flags(text))
-    )
+    return CLI_HEADER + _assignment("DOCUMENTED_FLAGS", "list[str]", documented_flags(text))
 
 
 def main(argv: list[str]) -> None:

@@ -1,8 +1,8 @@
 """The faspmanager reference API as a table: what tests/manager/test_api_doc.py checks the library against.
 
 Extracted by scripts/reference_tables.py from the reference documentation shared/spec/faspmanager-api.txt
-(the pdoc page of the faspmanager module): FUNCTIONS from its "Functions" section, CLASSES from "Classes" (each
-class's methods with their argument names and defaults, class and instance variables, ancestors),
+(the pdoc page of the faspmanager module): FUNCTIONS from its "Functions" section, CLASSES from "Classes"
+(each class's methods with their argument names and defaults, class and instance variables, ancestors),
 OPTIONS from TransferOptions' "Options:" list (the type and default each description names), EXAMPLES
 the "Example:" blocks that run a session. Generated: edit the documentation and regenerate, not this file.
 """
