@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -16,27 +18,27 @@ import faspmanager as fm
 from tests.manager.spec_table import CLASSES, EXAMPLES, FUNCTIONS, OPTIONS
 
 
-def actual_args(func) -> list[tuple[str, str | None]]:
+def actual_args(func: Callable[..., object]) -> list[tuple[str, str | None]]:
     out = []
     for p in inspect.signature(func).parameters.values():
-        prefix = {p.VAR_KEYWORD: "**", p.VAR_POSITIONAL: "*"}.get(p.kind, "")
+        prefix = "**" if p.kind is p.VAR_KEYWORD else "*" if p.kind is p.VAR_POSITIONAL else ""
         out.append((prefix + p.name, None if p.default is p.empty else repr(p.default)))
     return out
 
 
-def test_the_table_holds_the_documentation():
+def test_the_table_holds_the_documentation() -> None:
     assert len(CLASSES) >= 25 and "session" in FUNCTIONS
     assert CLASSES["Session"]["methods"] and CLASSES["TransferOptions"]["class_vars"]
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-def test_documented_function(name):
+def test_documented_function(name: str) -> None:
     func = getattr(fm, name)
     assert actual_args(func) == FUNCTIONS[name]
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
-def test_documented_class_methods_and_class_variables(name):
+def test_documented_class_methods_and_class_variables(name: str) -> None:
     doc = CLASSES[name]
     cls = getattr(fm, name)
     assert inspect.isclass(cls)
@@ -50,7 +52,7 @@ def test_documented_class_methods_and_class_variables(name):
         assert ancestor in mro, f"{name} should derive from {ancestor}"
 
 
-def _instances():
+def _instances() -> dict[str, object]:
     order = fm.FileUpload("a", "u", "h", dest_pass="p")
     stream_order = fm.StreamUpload("u", "h", dest_pass="p")
     persistent_order = fm.PersistentUpload("u", "h", dest_pass="p")
@@ -65,32 +67,32 @@ def _instances():
         "Session": fm.Session(order),
         "PersistentSession": fm.PersistentSession(persistent_order),
         "StreamSession": fm.StreamSession(stream_order, 1024),
-        "Stream": fm.Stream("dest", None, 1024),
+        "Stream": fm.Stream("dest", None, 1024),  # type: ignore[arg-type]  # never sent through
         "TransferEvent": fm.TransferEvent(fm.TransferEventType.INIT, {}),
         "SessionResult": fm.SessionResult(fm.SessionState.FINISHED, {}, []),
     }
 
 
 @pytest.mark.parametrize("name", sorted(n for n, c in CLASSES.items() if c["instance_vars"]))
-def test_documented_instance_variables(name):
+def test_documented_instance_variables(name: str) -> None:
     instance = _instances()[name]
     for var in CLASSES[name]["instance_vars"]:
         assert hasattr(instance, var), f"{name}().{var} missing"
 
 
-def test_documented_options_are_exactly_the_valid_options():
+def test_documented_options_are_exactly_the_valid_options() -> None:
     assert len(OPTIONS) > 50
     assert sorted(OPTIONS) == sorted(fm.TransferOptions.valid_options())
 
 
-WRONG_VALUE = {  # a value each documented option type must refuse
+WRONG_VALUE: dict[str, object] = {  # a value each documented option type must refuse
     "bool": "maybe", "int": "many", "str": 12345, "list": "not-a-list", "constant": "no-such-constant",
     "HttpFallbackOptions": {"http_port": 1},
 }
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
-def test_documented_option_accepts_its_type_and_refuses_another(name):
+def test_documented_option_accepts_its_type_and_refuses_another(name: str) -> None:
     fm.TransferOptions(**{name: None})  # accepted by name
     kind = OPTIONS[name]["type"]
     if kind is None:  # the documentation names no type
@@ -100,7 +102,7 @@ def test_documented_option_accepts_its_type_and_refuses_another(name):
         fm.TransferOptions(**{name: wrong})
 
 
-def test_documented_defaults():
+def test_documented_defaults() -> None:
     defaults = fm.TransferOptions.defaults()
     for name, option in OPTIONS.items():
         default = option["default"]
@@ -112,8 +114,10 @@ def test_documented_defaults():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("code", EXAMPLES, ids=lambda code: re.search(r"fm\.(\w+)\(", code).group(1))
-def test_documentation_examples_run_unchanged(code, fake_ascp, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("code", EXAMPLES, ids=lambda code: re.findall(r"fm\.(\w+)\(", code)[0])
+def test_documentation_examples_run_unchanged(
+        code: str, fake_ascp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     local, remote = tmp_path / "local", tmp_path / "remote"
     local.mkdir()
     remote.mkdir()
