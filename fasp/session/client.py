@@ -176,7 +176,8 @@ class ClientSession:
     async def _race(self, coro: Awaitable[T]) -> T:
         """Run ``coro`` unless the session fails first."""
         task = asyncio.ensure_future(coro)
-        await asyncio.wait({task, self._failure}, return_when=asyncio.FIRST_COMPLETED)
+        racing: set[asyncio.Future[Any]] = {task, self._failure}
+        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
         if self._failure.done():
             task.cancel()
             try:
