@@ -7,7 +7,7 @@ download, persistent START items or a stream), then bye and DONE, or ERROR with 
 including CANCEL and a vanished manager, funnels through one future so the session ends the same way
 whatever happened, and the peer process ends with our channel. What exists only once connected is a
 :class:`Live`, built complete; this module keeps the session's life, the control messages' dispatch and
-the management commands.
+the management commands (the rate they change is :mod:`~fasp.session.clientrate`'s).
 """
 from __future__ import annotations
 
@@ -27,15 +27,17 @@ from faspmanager import mgmt
 from faspmanager.codes import EngineError, ErrorCode
 from fasp.errors import ProtocolError
 
-from fasp.options.flags import POLICIES, Config, Endpoint
+from fasp.options.flags import Config, Endpoint
 from fasp.session.channel import Channel
+from fasp.session.clientrate import ClientRate
 from fasp.session.feeding import Downloads, StartItem, Uploads, feeder
 from fasp.session.handshake import Link, handshake, rate_from
+from fasp.session.manifest import write_manifest
 from fasp.session.peer import PeerEngine
 from fasp.files.jobs import Problem
 from fasp.session.tally import Tally
 from fasp.datapath.httpchannel import FallbackTransport
-from fasp.datapath.rate import CEILING_KBPS, RateSettings
+from fasp.datapath.rate import RateSettings
 from fasp.datapath.udpchannel import Transport
 
 log = logging.getLogger("fasp.session.client")
@@ -71,11 +73,7 @@ class ClientSession:
         self._remote: Endpoint = cfg.remote
         self.session_id = uuid.uuid4().hex
         self.tally = Tally(emit, self.session_id, cfg.file_checksum)
-        # --auto-detect-capacity: -l is a percent of the capacity, under the engine's own ceiling
-        self._rate = (RateSettings(CEILING_KBPS, cfg.min_kbps, cfg.policy, percent=cfg.target_kbps)
-                      if cfg.auto_capacity else RateSettings(cfg.target_kbps, cfg.min_kbps, cfg.policy))
-        self._rate_seq = 0
-        self._capacity_kbps: int | None = None  # measured by the sending side (the peer's, in a download)
+        self._rate = ClientRate(cfg)
         loop = asyncio.get_running_loop()
         self._failure: asyncio.Future[None] = loop.create_future()
         self._live: asyncio.Future[Live] = loop.create_future()  # management commands wait for it
@@ -106,7 +104,7 @@ class ClientSession:
                     await self._race(live.work.run(self._items))
                     if cfg.manifest_dir:  # before the outcome: a session that ends 27 lists its failed files too
                         listed = True
-                        self._write_manifest(cfg.manifest_dir)
+                        write_manifest(cfg.manifest_dir, self.session_id, self.tally.outcomes)
                     outcome = self.tally.session_outcome()
                     if outcome is not None:
                         raise EngineError(*outcome)
@@ -120,7 +118,7 @@ class ClientSession:
                     if cfg.manifest_dir and not listed and self._live.done():  # cancelled, peer gone...
                         self.tally.interrupted(error.code, error.description)
                         with contextlib.suppress(EngineError):
-                            self._write_manifest(cfg.manifest_dir)
+                            write_manifest(cfg.manifest_dir, self.session_id, self.tally.outcomes)
                     raise error from None
         finally:
             for reader in readers:
@@ -135,9 +133,9 @@ class ClientSession:
         data_channel = contextlib.AsyncExitStack()  # closes after the farewell, before the peer
         cleanup.push_async_callback(data_channel.aclose)
         cleanup.push_async_exit(self._farewell(peer.channel))
-        link = await handshake(cfg, self._remote, peer, self.session_id, self._rate)
+        link = await handshake(cfg, self._remote, peer, self.session_id, self._rate.settings)
         data_channel.push_async_callback(link.transport.close)
-        self._rate = link.rate
+        self._rate.settings = link.rate
         work = feeder(cfg, self.tally, peer.channel, link.transport, self.fail,
                       lambda exc: self.fail(_as_engine_error(exc)))
         cleanup.push_async_exit(_on_failure(work.abort))
@@ -146,26 +144,9 @@ class ClientSession:
         self.tally.emit("SESSION", {
             "Transport": link.carrier, "Host": self._remote.host, "RemoteAddress": self._remote.host,
             "Port": link.port, "DatagramSize": cfg.datagram_size, "PMTU": cfg.datagram_size,
-            "Rate": self._rate.target_kbps, "MinRate": self._rate.min_kbps,
-            "Policy": self._rate.policy.upper(), "Encryption": cfg.key_bytes > 0})
+            "Rate": link.rate.target_kbps, "MinRate": link.rate.min_kbps,
+            "Policy": link.rate.policy.upper(), "Encryption": cfg.key_bytes > 0})
         return live
-
-    def _write_manifest(self, directory: str) -> None:
-        """--file-manifest=text: every file of the session, one line each, in the order they ended:
-        ``OUTCOME<TAB>PATH`` for a passed file, ``OUTCOME<TAB>PATH<TAB>DETAIL`` for a skipped one (the
-        reason) or a failed one (the error code, a space, the description). OUTCOME is passed, skipped
-        or failed; PATH is where the file was read (upload) or landed (download). A tab, newline,
-        carriage return or backslash inside a field is written as \\t, \\n, \\r or \\\\."""
-        def field(text: str) -> str:
-            return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-        path = os.path.join(directory, f"aspera-transfer-{self.session_id}-manifest.txt")
-        try:
-            with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
-                handle.writelines("\t".join(field(part) for part in (outcome, name, detail) if part) + "\n"
-                                  for outcome, name, detail in self.tally.outcomes)
-        except OSError as exc:
-            raise EngineError(ErrorCode.DISK_WRITE, f"cannot write the manifest {path}: {exc.strerror}") from None
 
     def fail(self, error: EngineError) -> None:
         """End the session with ``error`` (CANCEL, manager gone, peer gone...); the first failure wins."""
@@ -241,10 +222,10 @@ class ClientSession:
                                              skip=bool(msg.get("skip"))))
         elif kind == "rate":
             if "capacity" in msg:  # the peer's sender measured the path (--auto-detect-capacity)
-                self._capacity_kbps = int(msg["capacity"])
-            elif msg.get("seq") == self._rate_seq:  # the peer's caps applied to our latest change
-                self._rate = RateSettings(**rate_from(msg))
-                live.transport.set_rate(self._rate)
+                self._rate.capacity_kbps = int(msg["capacity"])
+            elif msg.get("seq") == self._rate.seq:  # the peer's caps applied to our latest change
+                self._rate.settings = RateSettings(**rate_from(msg))
+                live.transport.set_rate(self._rate.settings)
         elif not live.work.deliver(msg):
             self.fail(ProtocolError(f"unexpected {kind} message for file {msg.get('fid')}"))
 
@@ -272,23 +253,13 @@ class ClientSession:
             self.fail(exc if isinstance(exc, EngineError) else EngineError(ErrorCode.USAGE, str(exc)))
 
     async def _set_rate(self, frame: mgmt.Frame) -> None:
-        """RATE: kbit/s; in an --auto-detect-capacity session Rate is a percent like -l (above 100 means
-        100, so a manager that thinks in kbit/s gets all of the capacity), MinRate stays kbit/s."""
-        percent = self._rate.percent
-        target = frame.int("Rate", percent or self._rate.target_kbps)
-        minimum = frame.int("MinRate", self._rate.min_kbps)
-        policy = (frame.get("Policy") or self._rate.policy).lower()
-        if policy not in POLICIES or target is None or minimum is None or target <= 0 or minimum < 0:
-            raise EngineError(ErrorCode.USAGE, f"invalid RATE command: {frame.fields}")
-        if percent:
-            self._rate = RateSettings(self._rate.target_kbps, minimum, policy, percent=min(target, 100))
-        else:
-            self._rate = RateSettings(target, min(minimum, target), policy)
+        """RATE: our new proposal, and once connected the transport's pace and the peer's view of it."""
+        rate = self._rate.command(frame)
         if self._live.done():
             live = self._live.result()
-            live.transport.set_rate(self._rate)
-            self._rate_seq += 1
-            await live.channel.send("rate", seq=self._rate_seq, **self._rate.to_wire())
+            live.transport.set_rate(rate)
+            self._rate.seq += 1
+            await live.channel.send("rate", seq=self._rate.seq, **rate.to_wire())
 
     async def _stream_command(self, kind: str, frame: mgmt.Frame) -> None:
         work = (await self._live).work
@@ -303,15 +274,6 @@ class ClientSession:
 
     # ---- statistics ---------------------------------------------------------------------------------
 
-    def _target_kbps(self, stats: dict) -> int:
-        """STATS TargetRate: -l, or with --auto-detect-capacity its percent of the capacity once measured
-        (the ceiling until then)."""
-        rate = self._rate
-        capacity = stats.get("capacity_kbps") or self._capacity_kbps
-        if not rate.percent or capacity is None:
-            return rate.target_kbps
-        return min(rate.target_kbps, max(capacity * rate.percent // 100, rate.min_kbps))
-
     async def _stats_loop(self, transport: Transport | FallbackTransport) -> None:
         counter = "bytes_sent" if self.cfg.direction == "send" else "bytes_received"
         last_bytes, last_time = 0, time.monotonic()
@@ -322,8 +284,8 @@ class ClientSession:
             moved = stats.get(counter, 0)
             rate = (moved - last_bytes) * 8 / 1000 / max(now - last_time, 1e-3)
             last_bytes, last_time = moved, now
-            self.tally.stats(rate_kbps=int(rate), target_kbps=self._target_kbps(stats),
-                             min_kbps=self._rate.min_kbps, policy=self._rate.policy.upper(),
+            self.tally.stats(rate_kbps=int(rate), target_kbps=self._rate.target_kbps(stats),
+                             min_kbps=self._rate.settings.min_kbps, policy=self._rate.settings.policy.upper(),
                              loss=stats.get("loss") or stats.get("loss_in") or 0.0, rtt_ms=stats.get("rtt_ms"))
 
 
