@@ -45,6 +45,8 @@ BYE_TIMEOUT = 5.0
 STATS_INTERVAL = 0.5
 
 Emit = Callable[[str, dict], None]
+Exit = Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], Awaitable[bool]]
+"""An AsyncExitStack exit callback: (exception type, exception, traceback) -> whether it is suppressed."""
 T = TypeVar("T")
 
 
@@ -168,7 +170,7 @@ class ClientSession:
             self._failure.result()
         return task.result()
 
-    def _farewell(self, channel: Channel) -> Callable[..., Awaitable[bool]]:
+    def _farewell(self, channel: Channel) -> Exit:
         """The peer hears bye (after a session that went well) or cancel, then the channel closes."""
         async def farewell(exc_type: type[BaseException] | None, *_: Any) -> bool:
             try:
@@ -288,8 +290,6 @@ class ClientSession:
                              min_kbps=self._rate.settings.min_kbps, policy=self._rate.settings.policy.upper(),
                              loss=stats.get("loss") or stats.get("loss_in") or 0.0, rtt_ms=stats.get("rtt_ms"))
 
-
-Exit = Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], Awaitable[bool]]
 
 
 def _on_failure(abort: Callable[[], Awaitable[None]]) -> Exit:
