@@ -33,7 +33,8 @@ from fasp.files import docroot
 from fasp.session.channel import Channel
 from fasp.datapath.httpchannel import FallbackTransport, dial
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
-from fasp.options.flags import POLICIES, Config
+from fasp.options.flags import Config
+from fasp.options.vocabulary import POLICIES
 from fasp.session.receiving import ReceivingRole
 from fasp.datapath.seal import SHARE_BYTES, SessionKey
 from fasp.session.sending import SendingRole
