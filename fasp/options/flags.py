@@ -108,7 +108,8 @@ class Endpoint:
 
 @dataclass
 class Config:
-    """A validated command line."""
+    """A validated command line: the fields the table's entries name (filled from their flags), and what
+    parse()'s rules derive from several flags, the paths and the environment."""
 
     direction: str = "send"                      # client's role: "send" (upload) or "recv" (download)
     sources: list[str] = field(default_factory=list)
@@ -119,7 +120,7 @@ class Config:
     mgmt_port: int | None = None
     quiet: bool = False
     keepalive: bool = False
-    stream_chunk_size: int | None = None
+    chunk_size: int | None = None                # --chunk-size: stream mode (PUT/WRITE/CLOSE on -M)
     key_bytes: int = 16                          # 0 = -T, no encryption
     cipher: str = "aes128"
     create_dirs: bool = False
@@ -145,7 +146,7 @@ class Config:
     move_after: str | None = None
     save_before_overwrite: bool = False
     delete_before: bool = False
-    prepost: str | None = None                   # -e PATH: run at session start/stop and after each file
+    pre_post_command: str | None = None          # -e PATH: run at session start/stop and after each file
     node: int = 1                                # -C NODE:NODES: this process's share of the files
     nodes: int = 1
     split_above: int = 0                         # --multi-session-threshold: larger files are cut in NODES ranges
@@ -226,7 +227,6 @@ class Config:
     def local_options(self) -> dict:
         """The same file rules for this side's own roles: only the ACL/xattr modes differ (local vs remote)."""
         return {**self.options_for_peer(), "xattrs_mode": self.xattrs_local, "acls_mode": self.acls_local}
-
 
 
 def _checked(name: str, parse: Callable[[str], T], raw: object) -> T:
@@ -435,7 +435,7 @@ def _place(cfg: Config, given: Mapping[str, object], positional: list[str], env:
         cfg.sources = [cfg.source_prefix.rstrip("/") + "/" + s.lstrip("/") for s in cfg.sources]
     if cfg.pair_dests is not None and not cfg.sources:
         cfg.pair_dests = []
-    if not cfg.sources and not cfg.keepalive and cfg.stream_chunk_size is None and cfg.mgmt_port is None:
+    if not cfg.sources and not cfg.keepalive and cfg.chunk_size is None and cfg.mgmt_port is None:
         raise usage("no source given")
     host = get("host") or host
     user = get("user") or user or env.get("USER") or "root"
