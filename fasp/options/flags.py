@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from faspmanager.codes import EngineError, ErrorCode
 from fasp.options import asperaconf
-from fasp.options.table import BY_NAME, FLAGS, Flag
+from fasp.options.table import BY_NAME, FLAGS, Flag, Side
 from fasp.options.values import base64_text, integer
 from fasp.options.vocabulary import CIPHERS, DEFAULT_TARGET_KBPS, POLICIES, split_remote
 
@@ -237,7 +237,7 @@ def _checked(name: str, parse: Callable[[str], T], raw: object) -> T:
         raise usage(f"{name}: {exc}") from None
 
 
-def _given(values: Mapping[str, Raw], side: str) -> dict[str, object]:
+def _given(values: Mapping[str, Raw], side: Side) -> dict[str, object]:
     """Each flag of ``side`` on the command line (or from -f), by key, as its entry's form parses it."""
     given: dict[str, object] = {}
     for flag in FLAGS:

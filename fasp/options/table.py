@@ -13,11 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import EllipsisType
+from typing import Literal
 
 from fasp.options.values import (absolute, as_text, base64_text, boolean01, checksum, choice, cipher, executable,
                                  file_suffix, host_port, integer, json_object, json_object64, mtime_bound,
                                  node_of_nodes, policies, rate, resume_policy, text)
 from fasp.options.vocabulary import OVERWRITE, POLICIES, PRESERVE_MODES, SYMLINK_POLICIES
+
+Side = Literal["client", "server", "both"]
+"""Whose flag: a client's, --server mode's, or both; the other side's flags are ignored."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,7 @@ class Flag:
     """Text -> typed value, ValueError saying why not; absent: the text itself (a switch: True, -D a count)."""
     field: str | None = None
     """The ``Config`` attribute its value goes to; None: read by a rule of parse() (or by no one)."""
-    side: str = "client"
-    """Whose flag: "client", "server" (--server mode) or "both"; the other side's flags are ignored."""
+    side: Side = "client"
     repeat: bool = False
     conf: Conf | None = None
     note: str | None = None
@@ -57,7 +60,7 @@ class Flag:
 
 
 def _flag(names: str, key: str, value: str, help: str, parse: Callable[[str], object] | None = None, *,
-          field: str | None | EllipsisType = ..., side: str = "client", repeat: bool = False,
+          field: str | None | EllipsisType = ..., side: Side = "client", repeat: bool = False,
           conf: Conf | None = None, note: str | None = None) -> Flag:
     """An entry; its ``Config`` field is named as its key unless ``field`` says otherwise."""
     return Flag(tuple(names.split()), key, value, help, parse, key if field is ... else field, side, repeat, conf,
@@ -225,4 +228,3 @@ FLAGS: tuple[Flag, ...] = (
 )
 
 BY_NAME = {name: flag for flag in FLAGS for name in flag.names}
-BY_KEY = {flag.key: flag for flag in FLAGS}
