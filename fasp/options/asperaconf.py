@@ -1,34 +1,11 @@
 """``-f FILE``: the subset of IBM's aspera.conf that our engine honours, read as command-line defaults.
 
-The file is XML, ``<CONF version="2">``. Only ``<default>`` is read; other
-top-level sections (``<server>``, ``<users>``, ...) are skipped with a warning
-on stderr. Inside ``<default>`` every element must be one of these, so a typo
-is a usage error (8) naming the element and its line, never a silent no-op::
-
-    <default>
-      <file_system>
-        <access><paths><path><absolute>DIR</absolute></path></paths></access>
-            client: the local docroot for --apply-local-docroot; server mode: the docroot
-        <overwrite>allow|deny</overwrite>          deny = --overwrite=never; also any --overwrite value (ours)
-        <partial_file_suffix>SUFFIX</partial_file_suffix>          --partial-file-suffix
-        <file_checksum>any|none|md5|sha1|sha256|sha384|sha512</file_checksum>   any = none
-        <read_block_size>BYTES</read_block_size>   -g (0 = the datapath's choice)
-        <write_block_size>BYTES</write_block_size> -G (0 = the datapath's choice)
-      </file_system>
-      <transfer>
-        <in> / <out>   (in: this host receives, a client's download; out: this host sends, an upload)
-          <bandwidth><flow>
-            <target_rate><default>KBPS</default><cap>KBPS</cap></target_rate>
-            <min_rate><default>KBPS</default></min_rate>
-            <policy><default>fixed|high|fair|low</default></policy>
-          </flow></bandwidth>
-        </in>
-        <protocol_options><datagram_size>BYTES</datagram_size></protocol_options>   -Z (ours)
-        <encryption><cipher>aes128|...|none</cipher></encryption>                 -c (ours)
-        <resume_policy>none|attributes|sparse_checksum|full_checksum</resume_policy>   -k 0..3 (ours)
-      </transfer>
-      <logging><log_dir>DIR</log_dir></logging>                                  -L (ours)
-    </default>
+The file is XML, ``<CONF version="2">``. Only ``<default>`` is read; other top-level sections (``<server>``,
+``<users>``, ...) are skipped with a warning on stderr. Inside ``<default>`` the elements read are those the flag
+table's entries name (:class:`fasp.options.table.Conf`; listed in docs/ascp-options.md), so a typo is a usage
+error (8) naming the element and its line, never a silent no-op. Each value is checked as its flag's value is,
+and kept spelled as the flag takes it; per-direction elements (``<in>``: this host receives, a client's
+download; ``<out>``: it sends) are picked by the command line's direction.
 
 An empty element means "not set", as in IBM's own examples (``<cap></cap>``).
 A ``<cap>`` is a ceiling, not a default: the client's target rate (from the
