@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import faspmanager as fm
-
-UPLOADS = ("FileUpload", "PersistentUpload", "StreamUpload")
+from tasks.orders import ORDER_TYPES
 
 
 class PolicyError(ValueError):
@@ -108,7 +107,7 @@ class Policy:
 
     def check_add_source(self, kind: str, options, source_path: str, dest_path: str) -> None:
         """A file added to a running persistent transfer: local side as for the order's own files."""
-        if kind in UPLOADS:
+        if ORDER_TYPES[kind].upload:
             self._check_source(options, source_path)
         else:
             self.check_write(os.path.join(_local_root(options), dest_path), "dest_path")
@@ -144,7 +143,7 @@ class Policy:
             raise PolicyError("FASPQ_WRITE_DIRS", "a partial_file_suffix holding a path separator")
         if opts.file_manifest_path is not None:
             self.check_write(opts.file_manifest_path, "file_manifest_path")
-        if kind in UPLOADS:
+        if ORDER_TYPES[kind].upload:
             self._check_upload(order, opts)
         else:
             if opts.symlink_policy in (fm.SymlinkPolicy.COPY, fm.SymlinkPolicy.COPY_FORCE):

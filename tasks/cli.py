@@ -26,15 +26,16 @@ from rich.table import Table
 
 import faspmanager as fm
 from config.settings import SettingsError, get_settings, redacted
-from workers.control import ControlError
-from workers.events import UnknownTransfer, progress_meta
-from workers.keys import TERMINAL_STATES
 from faspmanager.options import _OPTIONS as OPTION_KINDS, SECRET
 from faspmanager.transferspec import ORDER as ORDER_FIELDS
-from workers.redisconn import redis_for
 
 from .progress import TransferView
 from .secrets import SecretKeyError
+from .store.control import ControlError
+from .store.events import UnknownTransfer, progress_meta
+from .store.keys import TERMINAL_STATES
+from .store.redisconn import redis_for
+from .transfer import celery_app
 
 console = Console()
 
@@ -187,8 +188,7 @@ def _no_worker_hint(handle, view: TransferView, queue: str, after: float, done: 
     """Still QUEUED and never picked after ``after`` s: say whether any worker consumes ``queue``."""
     if done.wait(after) or handle.status().get("state") != "QUEUED" or handle.status().get("attempt"):
         return
-    from workers.app import app_for
-    replies = app_for(handle._settings).control.inspect(timeout=1.0).active_queues() or {}
+    replies = celery_app(handle._settings).control.inspect(timeout=1.0).active_queues() or {}
     consumers = [node for node, queues in replies.items() if any(q.get("name") == queue for q in queues)]
     if done.is_set():
         return

@@ -25,8 +25,8 @@ from rich.table import Table
 
 import faspmanager as fm
 from config.settings import redacted
-from workers.local import RedisServer, TransferServer, Worker
 
+from .local import RedisServer, TransferServer, Worker
 from .progress import TransferView
 from .secrets import generate_key
 

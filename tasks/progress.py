@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from workers.events import progress_line, progress_meta
-from workers.keys import TERMINAL_STATES
+from .store.events import progress_line, progress_meta
+from .store.keys import TERMINAL_STATES
 
 TOTAL = "total"
 

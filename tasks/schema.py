@@ -17,6 +17,7 @@ import json
 
 import faspmanager as fm
 
+from .orders import ORDER_TYPES
 from .secrets import Sealer, SecretKeyError, derive, mac, mac_ok
 
 SCHEMA_VERSION = 2
@@ -24,15 +25,6 @@ SIGNED_FIELDS = ("v", "type", "task", "queue", "order", "retry", "client", "subm
 """Every field of the stored order record but its MAC; the transfer id is signed with them."""
 NOT_AUTHENTICATED = "order not authenticated"
 
-# Constructor arguments of each order type, as documented in faspmanager-api.txt.
-ORDER_FIELDS: dict[str, tuple[str, ...]] = {
-    "FileUpload": ("source_paths", "dest_user", "dest_host", "dest_paths", "dest_pass", "dest_identity"),
-    "FileDownload": ("source_paths", "source_user", "source_host", "dest_paths", "source_pass",
-                     "source_identity"),
-    "PersistentUpload": ("dest_user", "dest_host", "dest_pass", "dest_identity"),
-    "PersistentDownload": ("source_user", "source_host", "source_pass", "source_identity"),
-    "StreamUpload": ("dest_user", "dest_host", "dest_pass", "dest_identity"),
-}
 SECRET_ORDER_FIELDS = frozenset({"dest_pass", "source_pass"})
 SECRET_OPTIONS = frozenset({"content_protection_passphrase", "token", "cookie"})
 HTTP_FALLBACK_FIELDS = ("encode_all_as_jpeg", "http_port", "https_key_filename", "https_cert_filename",
@@ -82,7 +74,7 @@ def verify_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
 
 def order_type(order) -> str:
     name = type(order).__name__
-    if name not in ORDER_FIELDS:
+    if name not in ORDER_TYPES:
         raise OrderSchemaError(f"not a transfer order: {type(order).__name__}")
     return name
 
@@ -92,7 +84,7 @@ def order_to_json(order, sealer: Sealer | None, transfer_id: str) -> dict:
     sealed for ``transfer_id`` and their field."""
     kind = order_type(order)
     fields = {}
-    for name in ORDER_FIELDS[kind]:
+    for name in ORDER_TYPES[kind].fields:
         value = getattr(order, name, None)
         if value is not None and name in SECRET_ORDER_FIELDS:
             value = {"$sealed": _sealer(sealer).seal(value, _context(transfer_id, "fields", name))}
@@ -111,10 +103,10 @@ def order_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
     if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
         raise OrderSchemaError(f"unsupported order schema version: {data.get('v') if isinstance(data, dict) else data!r}")
     kind = data.get("type")
-    if kind not in ORDER_FIELDS:
+    if kind not in ORDER_TYPES:
         raise OrderSchemaError(f"unknown order type: {kind!r}")
     fields = dict(data.get("fields") or {})
-    unknown = set(fields) - set(ORDER_FIELDS[kind])
+    unknown = set(fields) - set(ORDER_TYPES[kind].fields)
     if unknown:
         raise OrderSchemaError(f"unknown {kind} fields: {sorted(unknown)}")
     for name in SECRET_ORDER_FIELDS & set(fields):

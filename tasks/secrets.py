@@ -8,7 +8,7 @@ authenticates orders never encrypts, and the control MAC key is neither:
 * sealing of secrets (AES-256-GCM whose associated data is the transfer id and
   field name: a sealed value opens only in the order and field it was sealed
   for, so copying it into another order gets nothing);
-* the control MAC (workers/control.py).
+* the control MAC (tasks/store/control.py).
 
 Redis, the broker and the result backend thus never hold a secret in clear,
 and nobody without the shared key can write an order a worker will run.

@@ -1,9 +1,11 @@
 """The Celery application (``celery -A workers.app worker``).
 
-``app`` is configured from the environment at import; ``app_for(settings)``
-gives a client the app of other settings (another Redis) without touching it.
-Each consuming worker process (the main one, whatever the pool) also runs the
-reaper that hands dead owners' transfers back to the queue.
+``app`` is configured from the environment at import and declares the task
+bodies (workers/transfer.py); importing this module makes this process a
+worker's (its signal handlers connect). Clients never import it: they send
+tasks by name through tasks.transfer.celery_app. Each consuming worker
+process (the main one, whatever the pool) also runs the reaper that hands
+dead owners' transfers back to the queue.
 
 A worker refuses to start without the shared key, and before its pool starts
 it keeps its settings in memory and strips its environment to what engines
@@ -18,26 +20,14 @@ from celery import Celery
 from celery.signals import task_prerun, worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from config.celery import celery_config
-from config.settings import Settings, get_settings, pin_settings, redacted, strip_environment
+from config.settings import get_settings, pin_settings, redacted, strip_environment
 from tasks.secrets import SecretKeyError, derive
-
-from .keys import draining_key
-from .redisconn import redis_for
-
-_apps: dict[Settings, Celery] = {}
-
-
-def app_for(settings: Settings) -> Celery:
-    if settings not in _apps:
-        app = Celery("faspq")
-        app.conf.update(celery_config(settings))
-        app.conf.include = ["tasks.transfer"]
-        _apps[settings] = app
-    return _apps[settings]
-
+from tasks.store.keys import draining_key
+from tasks.store.redisconn import redis_for
 
 settings = get_settings()
-app = app_for(settings)
+app = Celery("faspq", include=["workers.transfer"])
+app.conf.update(celery_config(settings))
 _reaper = []
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import redis
 
 from config.settings import Settings
 
-from .events import EventLog
-from .keys import TERMINAL_STATES, Keys, watch_key
-from .lease import new_owner_token
-from .redisconn import redis_for
+from tasks.store.events import EventLog
+from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
+from tasks.store.lease import new_owner_token
+from tasks.store.redisconn import redis_for
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 
 import redis
 
@@ -22,29 +21,18 @@ import faspmanager as fm
 from config.policy import PolicyError
 from config.settings import Settings
 from faspmanager.codes import EngineError, ErrorCode
+from tasks.orders import ORDER_TYPES
+from tasks.store import control as ctl
+from tasks.store.events import EventLog, progress_meta
+from tasks.store.keys import Keys, draining_key
+from tasks.store.lease import Lease
+from tasks.store.result import Outcome
 
-from . import control as ctl
-from .events import EventLog, progress_meta
-from .keys import Keys, draining_key
-from .lease import Heartbeat, Lease
+from .heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
-PERSISTENT_TYPES = frozenset({"PersistentUpload", "PersistentDownload", "StreamUpload"})
 DRAIN_CHECK_S = 1.0
-
-
-@dataclass
-class Outcome:
-    """How an attempt ended; ``code`` is the ascp error code of a failure."""
-
-    ok: bool
-    code: int | None = None
-    reason: str = ""
-    stats: dict = field(default_factory=dict)
-    failed_files: list = field(default_factory=list)
-    lease_lost: bool = False
-    handover: bool = False
 
 
 def _name(value) -> str:
@@ -66,6 +54,7 @@ class Attempt:
                  progress=None):
         self.order = order
         self.kind = kind
+        self.order_type = ORDER_TYPES[kind]
         self.queue = queue or settings.queue
         self.keys = keys
         self.redis = client
@@ -90,7 +79,7 @@ class Attempt:
     def run(self) -> Outcome:
         if self.attempt > 1:
             self._resume_partial_files()
-            if self.kind == "StreamUpload" and self.redis.hget(self.keys.status, "stream_consumed"):
+            if self.order_type.stream and self.redis.hget(self.keys.status, "stream_consumed"):
                 return Outcome(False, int(ErrorCode.ASCP), "stream data was consumed by an earlier attempt; "
                                                            "a stream upload cannot resume on another attempt")
         if self._cancel_already_sent():
@@ -116,7 +105,7 @@ class Attempt:
                     return Outcome(False, None, "lease lost to another worker", lease_lost=True)
                 pump.start()
                 try:
-                    if self.kind in PERSISTENT_TYPES:
+                    if self.order_type.open_ended:
                         self._wait_for_finish_request()
                     result = None if self.handover else self.session.finish()
                 finally:
@@ -148,8 +137,7 @@ class Attempt:
     def _may_hand_over(self) -> bool:
         """Stream data already passed to the engine cannot be replayed: stream uploads always finish."""
         policy = self.settings.shutdown_handover
-        return self.kind != "StreamUpload" and (policy == "all" or (policy == "persistent"
-                                                                    and self.kind in PERSISTENT_TYPES))
+        return not self.order_type.stream and (policy == "all" or (policy == "persistent" and self.order_type.open_ended))
 
     def _check_shutdown(self) -> None:
         """Hand over when this attempt's Celery node began a warm shutdown (workers/app.py marks it in
@@ -162,7 +150,7 @@ class Attempt:
             log.warning("worker shutting down: handing transfer %s over", self.keys.transfer_id)
             self.handover = True
             self.finish_requested.set()
-            if self.kind not in PERSISTENT_TYPES:
+            if not self.order_type.open_ended:
                 self.session.cancel()
 
     def _wait_for_finish_request(self) -> None:

@@ -11,15 +11,14 @@ import time
 
 import pytest
 
-from workers.local import REPO_ROOT
-
 
 @pytest.mark.timeout(180)
-def test_faspq_demo_passes_and_cleans_up():
+def test_faspq_demo_passes_and_cleans_up(tmp_path):
+    """Run from a directory of its own: the demo finds its programs as an installed package, not by a path."""
     before = set(glob.glob(f"{tempfile.gettempdir()}/faspq-demo-*"))
     env_free = {k: v for k, v in os.environ.items() if not k.startswith("FASPQ_")}
     proc = subprocess.run([sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "8", "--files", "2"],
-                          cwd=REPO_ROOT, env=env_free, capture_output=True, text=True, timeout=170)
+                          cwd=tmp_path, env=env_free, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "demo passed" in proc.stdout
     assert proc.stdout.count("yes") >= 2  # both files verified
@@ -29,11 +28,11 @@ def test_faspq_demo_passes_and_cleans_up():
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_faspq_demo_killed_by_signal_cleans_up(sig):
+def test_faspq_demo_killed_by_signal_cleans_up(sig, tmp_path):
     before = set(glob.glob(f"{tempfile.gettempdir()}/faspq-demo-*"))
     env_free = {k: v for k, v in os.environ.items() if not k.startswith("FASPQ_")}
     proc = subprocess.Popen([sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "64", "--files", "2",
-                             "--rate", "20000"], cwd=REPO_ROOT, env=env_free, stdout=subprocess.PIPE,
+                             "--rate", "20000"], cwd=tmp_path, env=env_free, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:  # mid-transfer: Redis, server, worker and engines all up

