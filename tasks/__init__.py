@@ -23,4 +23,4 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 
-__all__ = sorted(_LAZY)
+__all__ = ["ClientStream", "TransferFailed", "TransferHandle", "submit"]

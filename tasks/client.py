@@ -17,13 +17,14 @@ import json
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
 from config.settings import RetryPolicy, Settings, get_settings
-from faspmanager.codes import ErrorCode
 from faspmanager import BaseTransferOrder
+from faspmanager.codes import ErrorCode
 
 from .orders import ORDER_TYPES
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
@@ -38,7 +39,7 @@ from .transfer import TransferFailed, celery_app, send
 
 
 def submit(order: BaseTransferOrder, transfer_id: str | None = None, queue: str | None = None,
-           retry: dict[str, Any] | None = None) -> "TransferHandle":
+           retry: dict[str, Any] | None = None) -> TransferHandle:
     """Enqueue ``order``; ``retry`` overrides keys of the global RetryPolicy for this transfer."""
     settings = get_settings()
     kind = order_type(order)
@@ -147,7 +148,7 @@ class TransferHandle:
         """Persistent and stream transfers: no more sources; end once the queued ones are done."""
         return self._send("finish")
 
-    def open_stream(self, dest_path: str) -> "ClientStream":
+    def open_stream(self, dest_path: str) -> ClientStream:
         self._send("open_stream", dest_path=dest_path)
         return ClientStream(self)
 
@@ -189,7 +190,7 @@ class ClientStream:
             self.closed = True
             self._handle._send("close_stream")
 
-    def __enter__(self) -> "ClientStream":
+    def __enter__(self) -> ClientStream:
         return self
 
     def __exit__(self, *exc: object) -> None:

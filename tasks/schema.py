@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+from typing import Any
 
 import faspmanager as fm
 
@@ -72,14 +73,14 @@ def verify_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
     return record
 
 
-def order_type(order) -> str:
+def order_type(order: fm.BaseTransferOrder) -> str:
     name = type(order).__name__
     if name not in ORDER_TYPES:
         raise OrderSchemaError(f"not a transfer order: {type(order).__name__}")
     return name
 
 
-def order_to_json(order, sealer: Sealer | None, transfer_id: str) -> dict:
+def order_to_json(order: fm.BaseTransferOrder, sealer: Sealer | None, transfer_id: str) -> dict[str, Any]:
     """The JSON-ready form of ``order``; ``sealer`` may be None only for orders without secrets, which are
     sealed for ``transfer_id`` and their field."""
     kind = order_type(order)
@@ -99,7 +100,7 @@ def _context(transfer_id: str, part: str, name: str) -> str:
     return f"faspq order {transfer_id}\0{part}.{name}"
 
 
-def order_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
+def order_from_json(data: dict[str, Any], sealer: Sealer | None, transfer_id: str) -> fm.BaseTransferOrder:
     if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
         raise OrderSchemaError(f"unsupported order schema version: {data.get('v') if isinstance(data, dict) else data!r}")
     kind = data.get("type")
@@ -121,7 +122,7 @@ def order_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
     return getattr(fm, kind)(**kwargs)
 
 
-def options_to_json(options, sealer: Sealer | None, transfer_id: str) -> dict:
+def options_to_json(options: fm.TransferOptions, sealer: Sealer | None, transfer_id: str) -> dict[str, Any]:
     out = {}
     for name, value in options.opts.items():
         if value is not None and name in SECRET_OPTIONS:
@@ -130,8 +131,8 @@ def options_to_json(options, sealer: Sealer | None, transfer_id: str) -> dict:
     return out
 
 
-def options_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
-    kwargs = {}
+def options_from_json(data: dict[str, Any], sealer: Sealer | None, transfer_id: str) -> fm.TransferOptions:
+    kwargs: dict[str, object] = {}
     for name, value in data.items():
         if name in SECRET_OPTIONS and isinstance(value, dict) and "$sealed" in value:
             kwargs[name] = _sealer(sealer).open(value["$sealed"], _context(transfer_id, "options", name))
@@ -142,7 +143,7 @@ def options_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
     return fm.TransferOptions(**kwargs)
 
 
-def _value_to_json(value):
+def _value_to_json(value: object) -> object:
     if isinstance(value, enum.Enum):
         return {"$enum": type(value).__name__, "name": value.name}
     if isinstance(value, fm.HttpFallbackOptions):
@@ -152,7 +153,7 @@ def _value_to_json(value):
     return value
 
 
-def _value_from_json(value):
+def _value_from_json(value: object) -> object:
     if isinstance(value, dict) and "$enum" in value:
         cls = getattr(fm, value["$enum"], None)
         if not (isinstance(cls, type) and issubclass(cls, enum.Enum)):

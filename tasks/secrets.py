@@ -52,7 +52,7 @@ def mac(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def mac_ok(key: bytes, data: bytes, given) -> bool:
+def mac_ok(key: bytes, data: bytes, given: object) -> bool:
     if isinstance(given, str):
         given = given.encode("utf-8", "replace")
     return isinstance(given, bytes) and hmac.compare_digest(mac(key, data).encode(), given)
@@ -61,7 +61,7 @@ def mac_ok(key: bytes, data: bytes, given) -> bool:
 class Sealer:
     """Seals secrets of one deployment; ``context`` (transfer id + field) is authenticated, not secret."""
 
-    def __init__(self, key: bytes | None):
+    def __init__(self, key: bytes | None) -> None:
         self._aead = AESGCM(derive(key, "faspq seal"))
 
     def seal(self, secret: str, context: str) -> str:

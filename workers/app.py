@@ -18,6 +18,7 @@ import logging
 
 from celery import Celery
 from celery.signals import task_prerun, worker_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.worker import WorkController
 
 from config.celery import celery_config
 from config.settings import get_settings, pin_settings, redacted, strip_environment
@@ -25,15 +26,17 @@ from tasks.secrets import SecretKeyError, derive
 from tasks.store.keys import draining_key
 from tasks.store.redisconn import redis_for
 
+from .reaper import Reaper
+
 settings = get_settings()
 app = Celery("faspq", include=["workers.transfer"])
 app.conf.update(celery_config(settings))
-_reaper = []
+_reaper: list[Reaper] = []
 log = logging.getLogger(__name__)
 
 
 @worker_init.connect
-def _harden(sender=None, **_):
+def _harden(sender: object = None, **_: object) -> None:
     """Runs in the main worker process before any pool process or transfer exists."""
     pinned = pin_settings()
     try:
@@ -43,7 +46,7 @@ def _harden(sender=None, **_):
 
 
 @task_prerun.connect
-def _strip(**_):
+def _strip(**_: object) -> None:
     """Again in the process about to run a transfer: Celery sets CELERY_LOG_* after worker_init (a prefork
     pool's processes read them at start, so the main process keeps them)."""
     strip_environment()
@@ -59,8 +62,7 @@ def _draining(node: str, on: bool) -> None:
 
 
 @worker_ready.connect
-def _start(sender=None, **_):
-    from .reaper import Reaper
+def _start(sender: WorkController, **_: object) -> None:
     _draining(sender.hostname, on=False)  # a restarted node is not draining
     policy = settings.policy
     log.info("faspq worker: events %s, read dirs %s, write dirs %s, -e programs %s, extra options %s, "
@@ -73,12 +75,12 @@ def _start(sender=None, **_):
 
 
 @worker_shutting_down.connect
-def _begin_handover(sender=None, **_):
+def _begin_handover(sender: object = None, **_: object) -> None:
     """Warm shutdown: transfers that may hand over (runner.Attempt._check_shutdown) see this and do."""
     _draining(str(sender), on=True)
 
 
 @worker_shutdown.connect
-def _stop_reaper(**_):
+def _stop_reaper(**_: object) -> None:
     while _reaper:
         _reaper.pop().stop()

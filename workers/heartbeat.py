@@ -23,7 +23,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=f"lease-{lease.owner}", daemon=True)
         self.lost = False
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

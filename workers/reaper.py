@@ -13,9 +13,9 @@ import threading
 import time
 
 import redis
+from celery import Celery
 
 from config.settings import Settings
-
 from tasks.store.events import EventLog
 from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
 from tasks.store.lease import new_owner_token
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, app, settings: Settings):
+    def __init__(self, app: Celery, settings: Settings) -> None:
         self._app = app
         self._settings = settings
         self._redis = redis_for(settings.events_url)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, cast
 
 import redis
 
@@ -35,11 +37,11 @@ log = logging.getLogger(__name__)
 DRAIN_CHECK_S = 1.0
 
 
-def _name(value) -> str:
+def _name(value: object) -> str:
     return getattr(value, "name", None) or str(value)
 
 
-def _code_in(*dicts) -> int | None:
+def _code_in(*dicts: dict[str, Any] | None) -> int | None:
     """The first ascp error code (faspmanager's ``code`` stat) found in the given stats dicts."""
     for data in dicts:
         value = (data or {}).get("code")
@@ -49,9 +51,14 @@ def _code_in(*dicts) -> int | None:
 
 
 class Attempt:
-    def __init__(self, *, order, kind: str, keys: Keys, client: redis.Redis, events: EventLog,
-                 lease: Lease, settings: Settings, attempt: int, node: str = "", queue: str = "",
-                 progress=None):
+    """One attempt of one transfer; ``run()`` once."""
+
+    session: fm.Session
+    """The engine's session, from the start of ``run()`` on (every other method runs after)."""
+
+    def __init__(self, *, order: fm.BaseTransferOrder, kind: str, keys: Keys, client: redis.Redis,
+                 events: EventLog, lease: Lease, settings: Settings, attempt: int, node: str = "", queue: str = "",
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.order = order
         self.kind = kind
         self.order_type = ORDER_TYPES[kind]
@@ -65,13 +72,12 @@ class Attempt:
         self.progress = progress  # called with progress_meta() on each STATS (throttled by the callee)
         self.draining_key = draining_key(keys.prefix, node or "?")
         self._drain_checked = 0.0
-        self.session = None
-        self.stream = None
+        self.stream: fm.Stream | None = None
         self.finish_requested = threading.Event()
         self.cancelled = False
         self.lease_lost = False
         self.handover = False
-        self.last_error: dict | None = None
+        self.last_error: dict[str, Any] | None = None
         self._stop_pump = threading.Event()
 
     # -- the attempt ---------------------------------------------------------------------------
@@ -111,7 +117,7 @@ class Attempt:
                 finally:
                     self._stop_pump.set()
                     pump.join()
-            if self.handover:  # close() below ends the engine; the next owner resumes
+            if self.handover or result is None:  # close() below ends the engine; the next owner resumes
                 return Outcome(False, None, "handed over at worker shutdown", handover=True)
             return self._outcome(result)
         finally:
@@ -162,7 +168,7 @@ class Attempt:
         code = _code_in(self.last_error)
         return Outcome(False, code if code is not None else int(ErrorCode.TRANSFER_ERROR), reason)
 
-    def _outcome(self, result) -> Outcome:
+    def _outcome(self, result: fm.SessionResult) -> Outcome:
         stats = dict(result.stats() or {})
         failed = list(result.failed_files() or [])
         if self.lease_lost:
@@ -178,7 +184,7 @@ class Attempt:
 
     # -- events --------------------------------------------------------------------------------
 
-    def _on_event(self, event) -> None:
+    def _on_event(self, event: fm.TransferEvent) -> None:
         """Listener: runs on the session's thread; never let Redis trouble reach the session."""
         record = {"type": _name(event.event_type), "attempt": self.attempt, "worker": self.lease.owner,
                   "session": event.session_stats, "file": event.file_stats}
@@ -219,7 +225,7 @@ class Attempt:
                 except redis.RedisError as exc:  # applied, but not recorded as such
                     log.warning("control %s of %s: %s", last, self.keys.transfer_id, exc)
 
-    def _handle(self, entry_id: str, fields: dict) -> None:
+    def _handle(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         try:
             message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind, self.settings.secret_key)
             self._sequencer.take(message)
@@ -262,11 +268,11 @@ class Attempt:
             self.finish_requested.set()
             session.cancel()
         elif op == "add_source":
-            session.add_source(args["source_path"], args["dest_path"],
+            cast(fm.PersistentSession, session).add_source(args["source_path"], args["dest_path"],
                                args.get("start_offset"), args.get("end_offset"))
         elif op == "open_stream":
             self._close_stream()
-            self.stream = session.open_stream(args["dest_path"])
+            self.stream = cast(fm.StreamSession, session).open_stream(args["dest_path"])
         elif op == "write":
             if self.stream is None:
                 raise fm.StreamStateError("write before open_stream")
@@ -287,7 +293,7 @@ class Attempt:
             stream, self.stream = self.stream, None
             stream.close()
 
-    def _publish(self, event: dict, **status) -> None:
+    def _publish(self, event: dict[str, Any], **status: object) -> None:
         try:
             self.events.publish({"attempt": self.attempt, "worker": self.lease.owner, **event}, **status)
         except redis.RedisError as exc:

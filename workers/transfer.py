@@ -25,7 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any, NoReturn
 
+import redis
+from celery import Task
 from celery.exceptions import Ignore
 
 from config.policy import PolicyError
@@ -53,19 +56,19 @@ PERMANENT_REASONS = ("[Errno -2]", "[Errno -5]", "Name or service not known", "N
 transient: a server restarting or a network blip end by themselves."""
 
 
-def transient(code, reason: str) -> bool:
+def transient(code: int | None, reason: str) -> bool:
     """Whether another attempt may succeed: the code is a retryable one and the reason is not permanent."""
     return code is not None and is_retryable(code) and not any(word in (reason or "") for word in PERMANENT_REASONS)
 
 
-def _ended(result: dict) -> dict:
+def _ended(result: dict[str, Any]) -> dict[str, Any]:
     """The task's return value for a transfer that ended: the result, or TransferFailed."""
     if not result.get("ok"):
         raise TransferFailed(result.get("code"), result.get("error"), result.get("reason") or "")
     return result
 
 
-def run_transfer(task, transfer_id: str) -> dict:
+def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
     settings = get_settings()
     client = redis_for(settings.events_url)
     keys = Keys(settings.prefix, transfer_id)
@@ -137,8 +140,8 @@ def run_transfer(task, transfer_id: str) -> dict:
         lease.release()
 
 
-def _requeue(task, client, events: EventLog, lease: Lease, queue: str, delay: float, bound: float,
-             event: dict, state: str):
+def _requeue(task: Task, client: redis.Redis, events: EventLog, lease: Lease, queue: str, delay: float, bound: float,
+             event: dict[str, Any], state: str) -> NoReturn:
     """Give the transfer back to the queue for a later attempt (any worker); the reaper re-sends it if
     the message is lost with the worker holding it."""
     events.publish(event, state=state)
@@ -154,12 +157,12 @@ class ProgressReporter:
     throttled to one per ``interval`` seconds (and always the first). Called on the session's listener
     thread, where Celery's ``task.request`` is empty: the task's id and node are taken here."""
 
-    def __init__(self, task, interval: float):
+    def __init__(self, task: Task, interval: float) -> None:
         self._task, self._interval, self._last = task, interval, 0.0
         self._id, self._node = task.request.id, task.request.hostname
         self.stopped = False
 
-    def __call__(self, meta: dict) -> None:
+    def __call__(self, meta: dict[str, Any]) -> None:
         now = time.monotonic()
         if self.stopped or now - self._last < self._interval or not self._id:
             return
@@ -175,10 +178,10 @@ class ProgressReporter:
 _RETRY = get_settings().retry
 
 
-def _order_task(name: str):
+def _order_task(name: str) -> Task:
     @app.task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(TransferFailed,),
               max_retries=_RETRY.max_retries, default_retry_delay=_RETRY.backoff_s, track_started=True)
-    def transfer(self, transfer_id: str) -> dict:
+    def transfer(self: Task, transfer_id: str) -> dict[str, Any]:
         return run_transfer(self, transfer_id)
     return transfer
 
