@@ -24,10 +24,9 @@ import json, sys
 import celery._state
 import faspmanager as fm
 import tasks
-from tasks.client import submit
 
 order = fm.FileUpload(source_paths=[sys.argv[1]], dest_user="u", dest_host="127.0.0.1", dest_pass="not-used-pw")
-handle = submit(order, transfer_id="split-1", queue="split-queue")  # no worker consumes split-queue
+handle = tasks.submit(order, transfer_id="split-1", queue="split-queue")  # no worker consumes split-queue
 apps = list(celery._state._apps)
 print(json.dumps({
     "id": handle.id,
