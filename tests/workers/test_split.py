@@ -20,13 +20,15 @@ pytestmark = pytest.mark.timeout(120)
 REPO = str(Path(tasks.__file__).resolve().parents[1])
 
 _SUBMIT = """
-import json, sys
+import importlib, json, pkgutil, sys
 import celery._state
 import faspmanager as fm
 import tasks
 
 order = fm.FileUpload(source_paths=[sys.argv[1]], dest_user="u", dest_host="127.0.0.1", dest_pass="not-used-pw")
 handle = tasks.submit(order, transfer_id="split-1", queue="split-queue")  # no worker consumes split-queue
+for module in pkgutil.walk_packages(tasks.__path__, "tasks."):  # the rest of tasks/ (CLI, demo...) too
+    importlib.import_module(module.name)
 apps = list(celery._state._apps)
 print(json.dumps({
     "id": handle.id,
@@ -40,6 +42,7 @@ print(json.dumps({
 
 
 def test_submit_in_a_fresh_interpreter_loads_no_worker_runtime(faspq, tmp_path):
+    """``import tasks``, ``tasks.submit()`` against the real Redis (no worker), then every module of tasks/."""
     source = tmp_path / "a.bin"
     make_file(source, 1000)
     proc = subprocess.run([sys.executable, "-c", _SUBMIT, str(source)], env=dict(os.environ), cwd=REPO,
