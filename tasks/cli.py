@@ -80,9 +80,9 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 def _option_value(name: str, text: object) -> object:
     """``--option``/``--ts`` value for TransferOption ``name``, typed as the option wants (JSON values pass as
     they are; text: ints, true/false, comma lists, enum values or names). Secrets are refused: never in argv."""
-    option = OPTION_KINDS.get(name)
-    if option is None:
+    if name not in OPTION_KINDS:
         fm.TransferOptions(**{name: None})  # the library's "unknown transfer option ..., did you mean ...?"
+    option = OPTION_KINDS[name]
     if option.kind is SECRET or option.kind is fm.HttpFallbackOptions:
         raise click.BadParameter(f"{name} cannot be given on the command line")
     if not isinstance(text, str):
