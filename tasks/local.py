@@ -36,11 +36,9 @@ def redis_executable() -> str:
 def entry_point(name: str) -> list[str]:
     """argv that runs the installed console script ``name`` with this interpreter (wherever it is installed;
     its module is resolved as the child's imports are, PYTHONPATH first)."""
-    found = metadata.entry_points(group="console_scripts", name=name)
-    if not found:
-        raise RuntimeError(f"{name}: no such console script installed (pip install openfasp)")
-    (script,) = found
-    return [sys.executable, "-c", f"import sys; from {script.module} import {script.attr} as main; sys.exit(main())"]
+    for script in metadata.entry_points(group="console_scripts", name=name):  # the first distribution on the path
+        return [sys.executable, "-c", f"import sys; from {script.module} import {script.attr} as main; sys.exit(main())"]
+    raise RuntimeError(f"{name}: no such console script installed (pip install openfasp)")
 
 
 def free_port() -> int:
