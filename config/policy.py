@@ -142,7 +142,8 @@ class Policy:
         for name in ("https_key_filename", "https_cert_filename"):
             if fallback is not None and getattr(fallback, name, None):
                 self.check_read(getattr(fallback, name), name)
-        if opts.partial_file_suffix is not None and ("/" in opts.partial_file_suffix or os.sep in opts.partial_file_suffix):
+        suffix = opts.partial_file_suffix
+        if suffix is not None and ("/" in suffix or os.sep in suffix):
             raise PolicyError("FASPQ_WRITE_DIRS", "a partial_file_suffix holding a path separator")
         if opts.file_manifest_path is not None:
             self.check_write(opts.file_manifest_path, "file_manifest_path")

@@ -75,7 +75,7 @@ class RetryPolicy:
                 "backoff_max_s": self.backoff_max_s, "jitter": self.jitter}
 
     @classmethod
-    def from_dict(cls, data: dict | None, base: "RetryPolicy | None" = None) -> "RetryPolicy":
+    def from_dict(cls, data: dict | None, base: RetryPolicy | None = None) -> RetryPolicy:
         """Overlay the keys present in ``data`` on ``base`` (per-submit overrides)."""
         merged = (base or cls()).to_dict()
         unknown = set(data or {}) - set(merged)
@@ -130,7 +130,7 @@ class Settings:
         return options
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         redis_url = _env("FASPQ_REDIS_URL", cls.redis_url)
         lease = _float("FASPQ_LEASE_TTL", cls.lease_ttl_s)
         return cls(

@@ -29,8 +29,7 @@ from rich.table import Table
 
 import faspmanager as fm
 from config.settings import SettingsError, get_settings, redacted
-from faspmanager.options import _OPTIONS as OPTION_KINDS
-from faspmanager.options import SECRET
+from faspmanager.options import _OPTIONS as OPTION_KINDS, SECRET
 from faspmanager.transferspec import ORDER as ORDER_FIELDS
 
 from .progress import TransferView
@@ -126,7 +125,8 @@ def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | 
              min_rate: int | None, policy: str | None, cipher: str | None, overwrite: str | None,
              checksum: str | None, option: tuple[str, ...], ts: str | None) -> fm.TransferOptions:
     """TransferOptions from the flags: ``--ts`` (JSON) first, then ``--option NAME=VALUE``, then the named flags."""
-    opts: dict[str, Any] = {"tcp_port": port, "precalculate_job_size": True, "create_dirs": True}  # the total, known up front
+    # precalculate_job_size: the total, known up front
+    opts: dict[str, Any] = {"tcp_port": port, "precalculate_job_size": True, "create_dirs": True}
     if resume:
         opts["resume_check"] = fm.ResumeCheck.SPARSE_CHECKSUM
     if ts:
@@ -172,7 +172,8 @@ def _remote(f: _F) -> _F:
         click.option("--checksum", type=_choice(fm.FileChecksumType), help="file checksum to report"),
         click.option("--option", "-o", multiple=True, metavar="NAME=VALUE",
                      help="any TransferOption (faspmanager names; lists comma-separated); repeatable"),
-        click.option("--ts", metavar="JSON|@FILE", help="an IBM transfer spec, or TransferOptions names and values, as JSON"),
+        click.option("--ts", metavar="JSON|@FILE",
+                     help="an IBM transfer spec, or TransferOptions names and values, as JSON"),
         click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
         click.option("--queue", help="Celery queue"),
         click.option("--id", "transfer_id", help="transfer id (default: random)"),
@@ -195,7 +196,8 @@ def _enqueue(order: fm.BaseTransferOrder, queue: str | None, transfer_id: str | 
         sys.exit(_watch(handle, fmt=fmt))
 
 
-def _no_worker_hint(handle: TransferHandle, view: TransferView, queue: str, after: float, done: threading.Event) -> None:
+def _no_worker_hint(handle: TransferHandle, view: TransferView, queue: str, after: float,
+                    done: threading.Event) -> None:
     """Still QUEUED and never picked after ``after`` s: say whether any worker consumes ``queue``."""
     if done.wait(after) or handle.status().get("state") != "QUEUED" or handle.status().get("attempt"):
         return

@@ -125,7 +125,8 @@ def _run_demo(size_mb: int, files: int, rate_kbps: int, keep: bool, console: Con
         for path, digest in digests.items():
             got = _sha256(server.docroot / "incoming" / path.name)
             verified &= got == digest
-            table.add_row(path.name, f"{size:,}", digest[:16] + "...", "[green]yes[/]" if got == digest else "[red]NO[/]")
+            table.add_row(path.name, f"{size:,}", digest[:16] + "...",
+                          "[green]yes[/]" if got == digest else "[red]NO[/]")
         console.print(table)
         total = size * files
         console.print(f"result: ok={result.get('ok')} attempts={result.get('attempts')} "

@@ -149,7 +149,7 @@ class RedisServer(Service):
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.kill()
-                    raise RuntimeError(f"redis-server did not start:\n{self.log()}")
+                    raise RuntimeError(f"redis-server did not start:\n{self.log()}") from None
                 time.sleep(0.05)
             finally:
                 client.close()

@@ -102,7 +102,8 @@ def _context(transfer_id: str, part: str, name: str) -> str:
 
 def order_from_json(data: dict[str, Any], sealer: Sealer | None, transfer_id: str) -> fm.BaseTransferOrder:
     if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
-        raise OrderSchemaError(f"unsupported order schema version: {data.get('v') if isinstance(data, dict) else data!r}")
+        version = data.get("v") if isinstance(data, dict) else data
+        raise OrderSchemaError(f"unsupported order schema version: {version!r}")
     kind = data.get("type")
     if kind not in ORDER_TYPES:
         raise OrderSchemaError(f"unknown order type: {kind!r}")

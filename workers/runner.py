@@ -143,7 +143,9 @@ class Attempt:
     def _may_hand_over(self) -> bool:
         """Stream data already passed to the engine cannot be replayed: stream uploads always finish."""
         policy = self.settings.shutdown_handover
-        return not self.order_type.stream and (policy == "all" or (policy == "persistent" and self.order_type.open_ended))
+        if self.order_type.stream:
+            return False
+        return policy == "all" or (policy == "persistent" and self.order_type.open_ended)
 
     def _check_shutdown(self) -> None:
         """Hand over when this attempt's Celery node began a warm shutdown (workers/app.py marks it in

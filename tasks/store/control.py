@@ -84,7 +84,8 @@ def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sen
     return {"m": body, "d": control.data, "mac": mac(key, body + b"\0" + control.data).encode()}
 
 
-def decode(entry_id: str, fields: dict[bytes, bytes], transfer_id: str, order_type: str, secret: bytes | None) -> Control:
+def decode(entry_id: str, fields: dict[bytes, bytes], transfer_id: str, order_type: str,
+           secret: bytes | None) -> Control:
     """The message in a stream entry, or ControlError: bad MAC, schema, op, args or transfer."""
     body, data = fields.get(b"m", b""), fields.get(b"d", b"")
     if not mac_ok(_key(secret), body + b"\0" + data, fields.get(b"mac", b"")):

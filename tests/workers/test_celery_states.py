@@ -8,8 +8,8 @@ import pytest
 from celery.result import AsyncResult
 
 from tasks.client import submit
-from tasks.transfer import celery_app
 from tasks.local import free_port
+from tasks.transfer import celery_app
 
 from .support import assert_same, make_file, types, upload
 

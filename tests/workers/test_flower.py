@@ -6,10 +6,10 @@ import base64
 import json
 import os
 import secrets
-import urllib.error
-import urllib.request
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 

@@ -64,9 +64,9 @@ def test_policy_from_file_and_environment_and_what_it_lets_through(monkeypatch, 
     import json
     import os
 
-    import faspmanager as fm
     from click.testing import CliRunner
 
+    import faspmanager as fm
     from config.policy import Policy, PolicyError
     from tasks.cli import main
 
