@@ -33,7 +33,7 @@ from .store import control as ctl
 from .store.events import EventLog, UnknownTransfer
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
-from .store.redisconn import redis_for
+from .store.redisconn import redis_for, text
 from .store.result import Outcome, finish_transfer
 from .transfer import TransferFailed, celery_app, send
 
@@ -108,9 +108,9 @@ class TransferHandle:
             state = self._redis.hget(self._keys.status, "state")
             if state is None:
                 raise UnknownTransfer(self.id)
-            if state.decode() in TERMINAL_STATES:
-                raise ctl.ControlError(f"transfer {self.id} already ended ({state.decode()})")
-            return self._redis.xadd(self._keys.control, fields).decode()
+            if text(state) in TERMINAL_STATES:
+                raise ctl.ControlError(f"transfer {self.id} already ended ({text(state)})")
+            return text(self._redis.xadd(self._keys.control, fields))
 
     def set_rate(self, kbps: int) -> str:
         return self._send("set_rate", kbps=int(kbps))
@@ -178,7 +178,7 @@ class ClientStream:
         redis, keys = self._handle._redis, self._handle._keys
         pause = 0.002
         while int(redis.get(keys.pending) or 0) + size > max(self._window, size):
-            if (redis.hget(keys.status, "state") or b"").decode() in TERMINAL_STATES:
+            if text(redis.hget(keys.status, "state") or b"") in TERMINAL_STATES:
                 raise BrokenPipeError(f"transfer {self._handle.id} ended")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("stream window stayed full")

@@ -28,6 +28,7 @@ from tasks.store import control as ctl
 from tasks.store.events import EventLog, progress_meta
 from tasks.store.keys import Keys, draining_key
 from tasks.store.lease import Lease
+from tasks.store.redisconn import read_entries, stream_entries
 from tasks.store.result import Outcome
 
 from .heartbeat import Heartbeat
@@ -129,9 +130,9 @@ class Attempt:
 
     def _cancel_already_sent(self) -> bool:
         sequencer = ctl.Sequencer()
-        for entry_id, fields in self.redis.xrange(self.keys.control):
+        for entry_id, fields in stream_entries(self.redis.xrange(self.keys.control)):
             try:
-                message = ctl.decode(entry_id.decode(), fields, self.keys.transfer_id, self.kind,
+                message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind,
                                      self.settings.secret_key)
                 sequencer.take(message)
             except ctl.ControlError:
@@ -220,8 +221,8 @@ class Attempt:
                 log.warning("control read for %s failed (will retry): %s", self.keys.transfer_id, exc)
                 self._stop_pump.wait(1.0)
                 continue
-            for entry_id, fields in (reply[0][1] if reply else []):
-                last = entry_id.decode()
+            for entry_id, fields in read_entries(reply):
+                last = entry_id
                 try:
                     self._handle(last, fields)
                 except redis.RedisError as exc:  # applied, but not recorded as such

@@ -40,7 +40,7 @@ from tasks.secrets import Sealer
 from tasks.store.events import EventLog, progress_line
 from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
 from tasks.store.lease import Lease
-from tasks.store.redisconn import redis_for
+from tasks.store.redisconn import redis_for, text
 from tasks.store.result import Outcome, finish_transfer
 from tasks.transfer import TransferFailed
 
@@ -88,8 +88,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
         status = events.status()  # the previous owner writes its result before releasing the lease
         if status.get("state") in TERMINAL_STATES:
             return _ended(status["result"])
-        record = {k.decode(errors="replace"): v.decode(errors="replace")
-                  for k, v in client.hgetall(keys.order).items()}
+        record = {text(k, "replace"): text(v, "replace") for k, v in client.hgetall(keys.order).items()}
         attempt = client.hincrby(keys.status, "attempt", 1)
         try:
             verify_record(record, transfer_id, settings.secret_key)

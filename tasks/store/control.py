@@ -16,7 +16,9 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+from redis.typing import EncodableT, FieldT
 
 from ..orders import ORDER_TYPES
 from ..secrets import SecretKeyError, derive, mac, mac_ok
@@ -74,7 +76,7 @@ def _key(secret: bytes | None) -> bytes:
         raise ControlError(f"control needs the shared key: {exc}") from None
 
 
-def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sender) -> dict[str, bytes]:
+def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sender) -> dict[FieldT, EncodableT]:
     """Stream fields of a message (validated first, so a client learns of a bad one at once)."""
     check(control)
     key = _key(secret)
@@ -101,8 +103,9 @@ def decode(entry_id: str, fields: dict[bytes, bytes], transfer_id: str, order_ty
     sender, seq = msg.get("sender"), msg.get("seq")
     if not isinstance(sender, str) or not sender or not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise ControlError("sender and sequence missing or malformed")
-    control = Control(op=msg.get("op"), args=msg.get("args"), data=data, id=entry_id, sender=sender, seq=seq)
-    check(control)
+    control = Control(op=cast(str, msg.get("op")), args=cast(dict[str, Any], msg.get("args")), data=data, id=entry_id,
+                      sender=sender, seq=seq)
+    check(control)  # what the casts claim
     if order_type not in OPS[control.op][0]:
         raise ControlError(f"{control.op} does not apply to a {order_type}")
     return control

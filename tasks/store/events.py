@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from .keys import TERMINAL_STATES, Keys
+from .redisconn import read_entries, text
 
 STREAM_MAXLEN = 10000
 
@@ -81,21 +82,18 @@ class EventLog:
     def publish(self, event: dict[str, Any], **status: object) -> str:
         """Append ``event`` (its ``type`` required) and set the given status fields atomically."""
         event = {"transfer_id": self._keys.transfer_id, "time": time.time(), **event}
-        args = [to_json(event), STREAM_MAXLEN, repr(event["time"])]
+        args: list[str | int] = [to_json(event), STREAM_MAXLEN, repr(event["time"])]
         for name, value in status.items():
             args += [name, value if isinstance(value, str) else to_json(value)]
         event_id = self._publish(keys=[self._keys.events, self._keys.status], args=args)
-        return event_id.decode() if isinstance(event_id, bytes) else event_id
+        return text(event_id)
 
     def status(self) -> dict[str, Any]:
         """The status hash decoded: JSON fields parsed, missing transfer -> {}."""
-        raw = self._redis.hgetall(self._keys.status)
-        out = {}
-        for name, value in raw.items():
-            name, value = name.decode(), value.decode()
-            if name in ("last", "result", "attempt", "retry"):
-                value = json.loads(value)
-            out[name] = value
+        out: dict[str, Any] = {}
+        for raw_name, raw_value in self._redis.hgetall(self._keys.status).items():
+            name, value = text(raw_name), text(raw_value)
+            out[name] = json.loads(value) if name in ("last", "result", "attempt", "retry") else value
         return out
 
     def follow(self, timeout: float | None = None, from_start: bool = False) -> Iterator[dict[str, Any]]:
@@ -120,8 +118,8 @@ class EventLog:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"no event for transfer {self._keys.transfer_id} in {timeout} s")
                 continue
-            for entry_id, fields in reply[0][1]:
-                last = entry_id.decode()
+            for entry_id, fields in read_entries(reply):
+                last = entry_id
                 event = json.loads(fields[b"e"])
                 yield event
                 if event.get("type") == "RESULT":

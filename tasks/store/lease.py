@@ -19,6 +19,7 @@ import uuid
 import redis
 
 from .keys import Keys, watch_key
+from .redisconn import text
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -84,4 +85,4 @@ class Lease:
 
     def holder(self) -> str | None:
         value = self._redis.get(self.keys.lease)
-        return value.decode() if value else None
+        return text(value) if value else None
