@@ -8,10 +8,10 @@ import time
 import pytest
 
 from tasks.client import submit
+from tasks.local import RedisServer
 from tests.faults.helpers import needs_root
 from tests.workers.conftest import faspq, server, worker_factory  # noqa: F401 (fixtures)
 from tests.workers.support import assert_same, make_file, upload
-from workers.local import RedisServer
 
 pytestmark = [needs_root, pytest.mark.timeout(150)]
 SIZE = 4_000_000

@@ -11,7 +11,7 @@ import pytest
 
 import faspmanager as fm
 from tasks.client import submit
-from workers.local import TransferServer, descendants, free_port
+from tasks.local import TransferServer, descendants, free_port
 
 from .support import assert_same, make_file, options, types, upload
 
