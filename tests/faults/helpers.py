@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,3 +118,60 @@ def full(path: Path) -> bool:
     """Whether the filesystem at ``path`` has less than one 64 KiB write's room left."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize < 64 << 10
+
+
+def _fuse_missing() -> str | None:
+    """Why a FUSE disk cannot be mounted here, or None."""
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        return "needs root and /dev/fuse to mount a FUSE filesystem"
+    try:
+        import mfusepy  # noqa: F401  (loads libfuse3)
+    except (ImportError, OSError) as exc:  # mfusepy raises OSError without libfuse
+        return f"needs libfuse3 and mfusepy (apt-get install libfuse3-3; pip install mfusepy): {exc}"
+    return None
+
+
+needs_fuse = pytest.mark.skipif(_fuse_missing() is not None, reason=_fuse_missing() or "")
+
+
+@dataclass
+class FaultyDisk:
+    """A mounted tests/faults/faultyfs.py: ``mount`` fails ``name`` with EIO past the offset between ``fail()``
+    and ``heal()``."""
+    mount: Path
+    backing: Path
+    switch: Path
+
+    def fail(self) -> None:
+        self.switch.touch()
+
+    def heal(self) -> None:
+        self.switch.unlink()
+
+    def first_error_at(self) -> float:
+        """The monotonic second the disk first returned EIO."""
+        return float(Path(f"{self.switch}.hit").read_text())
+
+
+@contextmanager
+def faulty_disk(workdir: Path, name: str, after: int):
+    """A FUSE disk in ``workdir`` (its backing directory beside it), to fail ``name`` past ``after`` bytes."""
+    disk = FaultyDisk(workdir / "eio-disk", workdir / "eio-backing", workdir / "eio-failing")
+    disk.backing.mkdir(parents=True)
+    log = open(workdir / "faultyfs.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.faults.faultyfs", str(disk.backing), str(disk.mount),
+                             str(disk.switch), name, str(after)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(disk.mount):
+            assert proc.poll() is None and time.monotonic() < deadline, (workdir / "faultyfs.log").read_text()
+            time.sleep(0.05)
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk.mount)], check=False)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

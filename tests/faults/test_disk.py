@@ -8,7 +8,8 @@ import time
 import pytest
 
 from tests.engine.helpers import assert_same_file, random_file, remote
-from tests.faults.helpers import FirstTime, finish, full, leftovers, needs_root, remount, resume, run, tmpfs
+from tests.faults.helpers import (FirstTime, faulty_disk, finish, full, leftovers, needs_fuse, needs_root, remount,
+                                  resume, run, tmpfs)
 from tests.support.servers import start_fasp_server
 
 pytestmark = [needs_root, pytest.mark.timeout(90)]
@@ -108,11 +109,45 @@ def test_read_only_destination(tmp_path, listener, spawn, record, direction):
         assert_same_file(src, disk / "f.bin")
 
 
-@pytest.mark.skip(reason="EIO (36 on a write, 35 on a read) is not provoked: writes land in the page cache, so a "
-                         "failing device (device-mapper `error` target) reports EIO at writeback, which no pwrite "
-                         "sees; the write path maps any other errno to 36 (fasp/transport.py, _on_written)")
-def test_device_io_error():
-    pass
+EIO_AT = 3 << 20
+
+
+@needs_fuse
+@pytest.mark.parametrize("side", ["receiver: server", "receiver: client", "sender: client", "sender: server"])
+def test_device_io_error(tmp_path, listener, spawn, record, side):
+    """A disk failing with EIO (tests/faults/faultyfs.py) under one file past 3 MiB: 36 when the receiver's write
+    fails, 35 when the sender's read does; the other file goes on; a resume once the disk is healed finishes."""
+    writing = side.startswith("receiver")
+    on_server = side.endswith("server")
+    with faulty_disk(tmp_path, "big.bin", EIO_AT) as disk, \
+            start_fasp_server(tmp_path / "srv", docroot=disk.mount if on_server else None) as server:
+        upload = side in ("receiver: server", "sender: client")
+        sources = disk.mount if side == "sender: client" else tmp_path / "src" if upload else server.docroot
+        little = random_file(sources / "a-little.bin", 4096)
+        big = random_file(sources / "big.bin", 8 << 20)
+        if upload:
+            paths, dest = [str(little), str(big), remote(server, "/")], server.docroot
+        else:
+            dest = tmp_path / "dest" if side == "sender: server" else disk.mount
+            dest.mkdir(exist_ok=True)
+            paths = [remote(server, "/a-little.bin"), remote(server, "/big.bin"), str(dest)]
+        disk.fail()
+        started = time.monotonic()
+        proc = spawn(_args(server, listener, *paths), server.env())
+        at, frame = _file_error(listener)
+        out = finish(proc, started)
+        seconds = at - disk.first_error_at()
+        code = 36 if writing else 35
+        assert frame.int("Code") == code and frame.get("File").endswith("big.bin"), frame
+        assert seconds < SOON_S, seconds
+        assert out.code == 27 and "Input/output error" in out.message, out  # 1 of 2 files failed
+        assert_same_file(little, dest / "a-little.bin")  # the other file went on
+        assert leftovers(disk.backing) == [] and leftovers(dest) == []
+        row = record(f"device I/O error (EIO) on the {'write' if writing else 'read'}, another file in the session",
+                     side, f"{code} (session: 27)", out.message, seconds)
+        disk.heal()
+        sent = resume(server, paths[1:], big, dest / "big.bin", most=(8 << 20) - EIO_AT // 2)
+        row["recovery"] = f"-k 2 once the disk is healed: sent {sent >> 20} of 8 MiB, sha256 equal"
 
 
 def test_permission_denied(tmp_path, listener, spawn, record):
