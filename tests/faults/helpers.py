@@ -33,6 +33,33 @@ def remount(path: Path, options: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
 
 
+needs_btrfs = pytest.mark.skipif(not shutil.which("mkfs.btrfs"), reason="needs btrfs-progs (a quota: EDQUOT)")
+
+
+@contextmanager
+def btrfs_quota(path: Path, limit: str):
+    """A btrfs (on a 128 MiB loop image beside ``path``) whose top subvolume a qgroup limits to ``limit`` bytes
+    (btrfs's syntax: 8M): writes past it fail with EDQUOT, for root too. This kernel has neither tmpfs quotas nor
+    the quota formats ext4's quota feature needs; ``quota_limit(path, "none")`` lifts it."""
+    image = path.with_name(path.name + ".img")
+    with open(image, "wb") as sparse:
+        sparse.truncate(128 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(path)], check=True)  # the loop device goes at umount
+    try:
+        subprocess.run(["btrfs", "quota", "enable", str(path)], check=True)
+        quota_limit(path, limit)
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], check=False).returncode:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def quota_limit(path: Path, limit: str) -> None:
+    subprocess.run(["btrfs", "qgroup", "limit", limit, str(path)], check=True)
+
+
 @dataclass
 class Outcome:
     code: int
