@@ -60,6 +60,11 @@ PERMANENT_REASONS = ("[Errno -2]", "[Errno -5]", "Name or service not known", "N
 transient: a server restarting or a network blip end by themselves."""
 
 
+FORGOTTEN = ("Redis lost this transfer's record (restarted without persistence?) and the engine was stopped: "
+             "submit the order again, with resume to keep what arrived")
+"""The reason of a transfer whose lease and order vanished under its worker."""
+
+
 def transient(code, reason: str) -> bool:
     """Whether another attempt may succeed: the code is a retryable one and the reason is not permanent."""
     return code is not None and is_retryable(code) and not any(word in (reason or "") for word in PERMANENT_REASONS)
@@ -142,8 +147,15 @@ def run_transfer(task, transfer_id: str) -> dict:
             _requeue(task, client, events, lease, record["queue"], 0.0, settings.takeover_bound_s,
                      {"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
         if outcome.lease_lost:
-            log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
-            raise Ignore()
+            if client.exists(keys.order):
+                log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
+                raise Ignore()
+            # no order either: Redis came back without this transfer (no persistence), nobody else can run it
+            log.error("transfer %s: Redis lost its record; the engine was stopped", transfer_id)
+            return _ended(finish_transfer(client, events, keys, Outcome(False, int(ErrorCode.TRANSFER_ERROR),
+                                                                        FORGOTTEN, outcome.stats,
+                                                                        outcome.failed_files),
+                                          attempt, settings.keep_s))
         if not outcome.ok and transient(outcome.code, outcome.reason):
             failures = client.hincrby(keys.status, "failures", 1)
             if failures <= policy.max_retries:

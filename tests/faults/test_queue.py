@@ -1,13 +1,17 @@
-"""Redis killed and restarted under a running transfer, with the append-only file (as the Procfile runs it): the
-queue carries on and the transfer ends SUCCEEDED, every byte right."""
+"""Redis killed and restarted under a running transfer. With the append-only file (as the Procfile runs it) the
+queue carries on and the transfer ends SUCCEEDED, every byte right; without persistence it ends FAILED at once,
+saying so, and a resubmission with resume finishes it."""
 from __future__ import annotations
 
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import faspmanager as fm
 from tasks.client import submit
+from tasks.transfer import FORGOTTEN
 from tests.faults.helpers import needs_root
 from tests.workers.conftest import faspq, server, worker_factory  # noqa: F401 (fixtures)
 from tests.workers.support import assert_same, make_file, upload
@@ -21,16 +25,20 @@ SIZE = 4_000_000
 def redis_server(tmp_path_factory):
     """This module's Redis, restartable in place (same port, password and data directory)."""
     workdir = tmp_path_factory.mktemp("redis")
-    box = {"server": RedisServer(workdir, password=secrets.token_hex(16), appendonly=True)}
+    box: dict = {"server": RedisServer(workdir, password=secrets.token_hex(16), appendonly=True), "workdir": workdir}
 
     class Restartable:
         url, password = box["server"].url, box["server"].password
 
-        def restart(self, down_s: float) -> None:
+        def restart(self, down_s: float, persistent: bool = True) -> None:
+            """SIGKILL, then the same port and password ``down_s`` later: with its append-only file (everything
+            back), or in a new data directory (everything forgotten, as a Redis without persistence)."""
             old = box["server"]
             old.kill()
             time.sleep(down_s)
-            box["server"] = RedisServer(workdir, port=old.port, password=old.password, appendonly=True)
+            if not persistent:
+                box["workdir"] = tmp_path_factory.mktemp("redis")
+            box["server"] = RedisServer(box["workdir"], port=old.port, password=old.password, appendonly=True)
 
     try:
         yield Restartable()
@@ -58,3 +66,36 @@ def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, s
     assert_same(src, server.docroot / "redis-restart" / src.name)
     record("Redis killed (SIGKILL) and restarted 1 s later, append-only file on", "queue", 0,
            "(none: the transfer finished SUCCEEDED)", None, "none needed: sha256 equal")
+
+
+def test_redis_restarted_without_persistence_mid_transfer(redis_server, worker_factory, server, tmp_path, record):
+    """Redis forgets the order, its lease and the Celery message: the worker, finding its lease and the order
+    gone, stops its engine and publishes a FAILED result (12) into the new Redis, which the submitter, waiting
+    through the restart, sees; the order submitted again with resume finishes, what arrived not sent again."""
+    worker_factory("n", concurrency=1)
+    src = tmp_path / "through-a-redis-wipe.bin"
+    make_file(src, SIZE)
+    order = upload(server, [src], "redis-wipe", target_rate_kbps=3200)  # ~10 s
+    handle = submit(order)
+    first = _bytes(handle)
+    waiting = ThreadPoolExecutor(1)
+    result = waiting.submit(handle.wait, 60)  # the submitter waits through the restart
+    time.sleep(0.2)
+    redis_server.restart(down_s=1.0, persistent=False)
+    back = time.monotonic()
+    outcome = result.result(timeout=60)
+    seconds = time.monotonic() - back
+    waiting.shutdown()
+    assert not outcome["ok"] and outcome["code"] == 12 and outcome["reason"] == FORGOTTEN, outcome
+    assert seconds < 3 + 2, seconds  # the lease's time (FASPQ_LEASE_TTL=3) and the engine's stop
+    assert handle.status()["state"] == "FAILED"
+    row = record("Redis killed (SIGKILL) and restarted 1 s later without persistence (everything forgotten)",
+                 "queue", "12 (FAILED)", outcome["reason"], seconds)
+    order.options.resume_check = fm.ResumeCheck.SPARSE_CHECKSUM
+    again = submit(order).wait(timeout=90)
+    assert again["ok"], again
+    assert_same(src, server.docroot / "redis-wipe" / src.name)
+    resent = first + again["stats"]["transfer_bytes"] - SIZE
+    assert resent < 0.10 * SIZE, (first, again["stats"])
+    row["recovery"] = (f"submitted again with resume: sent {again['stats']['transfer_bytes'] * 100 // SIZE}% of the "
+                       f"file, sha256 equal")
