@@ -12,6 +12,7 @@ import pytest
 import faspmanager as fm
 from tasks.client import submit
 from tasks.transfer import FORGOTTEN
+from workers.events import UnknownTransfer
 from tests.faults.helpers import needs_root
 from tests.workers.conftest import faspq, server, worker_factory  # noqa: F401 (fixtures)
 from tests.workers.support import assert_same, make_file, upload
@@ -99,3 +100,23 @@ def test_redis_restarted_without_persistence_mid_transfer(redis_server, worker_f
     assert resent < 0.10 * SIZE, (first, again["stats"])
     row["recovery"] = (f"submitted again with resume: sent {again['stats']['transfer_bytes'] * 100 // SIZE}% of the "
                        f"file, sha256 equal")
+
+
+def test_redis_restarted_without_persistence_while_queued(redis_server, faspq, server, tmp_path, record):
+    """No worker ran it, so nobody can say what became of it: the waiting submitter gets UnknownTransfer once
+    its status stayed missing a lease's time, not a wait without end."""
+    src = tmp_path / "queued.bin"
+    make_file(src, 1000)
+    handle = submit(upload(server, [src], "redis-wipe-queued"), queue="no-worker-listens")
+    waiting = ThreadPoolExecutor(1)
+    result = waiting.submit(handle.wait, 60)
+    time.sleep(0.2)
+    redis_server.restart(down_s=1.0, persistent=False)
+    back = time.monotonic()
+    with pytest.raises(UnknownTransfer):
+        result.result(timeout=30)
+    seconds = time.monotonic() - back
+    waiting.shutdown()
+    assert 3 <= seconds < 3 + 2, seconds  # FASPQ_LEASE_TTL=3, and the one-second read
+    record("Redis restarted without persistence, the transfer still queued", "queue", "UnknownTransfer",
+           f"{UnknownTransfer.__name__}: {handle.id} (wait() raises it)", seconds, "submit it again")
