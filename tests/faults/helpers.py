@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ needs_btrfs = pytest.mark.skipif(not shutil.which("mkfs.btrfs"), reason="needs b
 
 
 @contextmanager
-def btrfs_quota(path: Path, limit: str):
+def btrfs_quota(path: Path, limit: str) -> Iterator[Path]:
     """A btrfs (on a 128 MiB loop image beside ``path``) whose top subvolume a qgroup limits to ``limit`` bytes
     (btrfs's syntax: 8M): writes past it fail with EDQUOT, for root too. This kernel has neither tmpfs quotas nor
     the quota formats ext4's quota feature needs; ``quota_limit(path, "none")`` lifts it."""
@@ -107,6 +108,7 @@ def resume(server, paths: list[str], src: Path, dest: Path, *, most: int) -> int
         done = mgr.wait_for(lambda f: f.type == "DONE", 5)
         assert done is not None, mgr.types()
         sent = done[1].int("TransferBytes")
+        assert sent is not None, done
     finally:
         mgr.close()
     assert_same_file(src, dest)
@@ -181,7 +183,7 @@ class FaultyDisk:
 
 
 @contextmanager
-def faulty_disk(workdir: Path, name: str, after: int):
+def faulty_disk(workdir: Path, name: str, after: int) -> Iterator[FaultyDisk]:
     """A FUSE disk in ``workdir`` (its backing directory beside it), to fail ``name`` past ``after`` bytes."""
     disk = FaultyDisk(workdir / "eio-disk", workdir / "eio-backing", workdir / "eio-failing")
     disk.backing.mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Queue faults. A worker SIGKILLed mid-transfer: another takes over and resumes; SIGTERMed: the transfer
-finishes, or is handed over. Redis killed and restarted under a running transfer: with the append-only file (as the Procfile runs it) the
-queue carries on and the transfer ends SUCCEEDED, every byte right; without persistence it ends FAILED at once,
-saying so, and a resubmission with resume finishes it."""
+finishes, or is handed over. Redis killed and restarted under a running transfer: with the append-only file (as
+the Procfile runs it) the queue carries on and the transfer ends SUCCEEDED, every byte right; without
+persistence it ends FAILED at once, saying so, and a resubmission with resume finishes it."""
 from __future__ import annotations
 
 import secrets
@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import faspmanager as fm
-from tasks.client import submit
+from tasks.client import TransferHandle, submit
 from tasks.transfer import FORGOTTEN
 from workers.events import UnknownTransfer
 from tests.faults.helpers import needs_root
 from tests.workers.conftest import faspq, server, worker_factory  # noqa: F401 (fixtures)
 from tests.workers.support import assert_same, make_file, types, upload
-from workers.local import RedisServer
+from workers.local import RedisServer, Worker
 
 pytestmark = [needs_root, pytest.mark.timeout(150)]
 SIZE = 4_000_000
@@ -48,7 +48,7 @@ def redis_server(tmp_path_factory):
         box["server"].kill()
 
 
-def _wait_for_bytes(handle, at_least: int) -> int:
+def _wait_for_bytes(handle: TransferHandle, at_least: int) -> int:
     """The transfer's bytes once at least ``at_least`` were sent (a STATS event)."""
     for event in handle.events(timeout=60):
         done = (event.get("session") or {}).get("transfer_bytes") or 0
@@ -58,7 +58,7 @@ def _wait_for_bytes(handle, at_least: int) -> int:
     raise AssertionError("no progress")
 
 
-def _owner_worker(handle, workers):
+def _owner_worker(handle: TransferHandle, workers: list[Worker]) -> Worker:
     """The worker process whose pid is in the transfer's owner token (host:pid:nonce)."""
     pid = int(handle.status()["owner"].split(":")[1])
     return next(w for w in workers if w.process.pid == pid)
@@ -71,7 +71,7 @@ def _sent_twice(events: list[dict], result: dict, size: int) -> int:
     return first + result["stats"]["transfer_bytes"] - size
 
 
-def test_worker_killed_mid_transfer(worker_factory, server, tmp_path, record):
+def test_worker_killed_mid_transfer(worker_factory, server, tmp_path, record) -> None:
     """SIGKILL of the worker and its engine: another worker takes over once the lease expires, the engine
     resumes, less than 10 % sent twice."""
     workers = [worker_factory("k", concurrency=1), worker_factory("k", concurrency=1)]
@@ -100,7 +100,8 @@ def test_worker_killed_mid_transfer(worker_factory, server, tmp_path, record):
            f"{result['stats']['transfer_bytes'] * 100 // SIZE}% of the file, sha256 equal")
 
 
-def test_worker_terminated_lets_the_running_transfer_finish(worker_factory, server, tmp_path, record):
+def test_worker_terminated_lets_the_running_transfer_finish(worker_factory, server, tmp_path,
+                                                           record) -> None:
     """SIGTERM is Celery's warm shutdown: the running transfer finishes, then the worker exits 0."""
     worker = worker_factory("warm", concurrency=1, queues="warm")
     src = tmp_path / "warm.bin"
@@ -117,7 +118,7 @@ def test_worker_terminated_lets_the_running_transfer_finish(worker_factory, serv
            "none needed: sha256 equal")
 
 
-def test_worker_terminated_hands_a_file_transfer_over(worker_factory, server, tmp_path, record):
+def test_worker_terminated_hands_a_file_transfer_over(worker_factory, server, tmp_path, record) -> None:
     """With FASPQ_SHUTDOWN_HANDOVER=all the warm shutdown does not wait: the transfer moves to another worker,
     which resumes it."""
     first = worker_factory("all", concurrency=1, queues="handover-all", FASPQ_SHUTDOWN_HANDOVER="all")
@@ -145,7 +146,8 @@ def test_worker_terminated_hands_a_file_transfer_over(worker_factory, server, tm
            "sha256 equal")
 
 
-def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, server, tmp_path, record):
+def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, server, tmp_path,
+                                                 record) -> None:
     worker_factory("r", concurrency=1)
     src = tmp_path / "through-a-redis-restart.bin"
     make_file(src, SIZE)
@@ -159,7 +161,8 @@ def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, s
            "(none: the transfer finished SUCCEEDED)", None, "none needed: sha256 equal")
 
 
-def test_redis_restarted_without_persistence_mid_transfer(redis_server, worker_factory, server, tmp_path, record):
+def test_redis_restarted_without_persistence_mid_transfer(redis_server, worker_factory, server, tmp_path,
+                                                          record) -> None:
     """Redis forgets the order, its lease and the Celery message: the worker, finding its lease and the order
     gone, stops its engine and publishes a FAILED result (12) into the new Redis, which the submitter, waiting
     through the restart, sees; the order submitted again with resume finishes, what arrived not sent again."""
@@ -193,7 +196,8 @@ def test_redis_restarted_without_persistence_mid_transfer(redis_server, worker_f
                        f"file, sha256 equal")
 
 
-def test_redis_restarted_without_persistence_while_queued(redis_server, faspq, server, tmp_path, record):
+def test_redis_restarted_without_persistence_while_queued(redis_server, faspq, server, tmp_path,
+                                                          record) -> None:
     """No worker ran it, so nobody can say what became of it: the waiting submitter gets UnknownTransfer once
     its status stayed missing a lease's time, not a wait without end."""
     src = tmp_path / "queued.bin"
