@@ -19,8 +19,9 @@ from tests.support.servers import start_fasp_server
 pytestmark = [needs_root, pytest.mark.timeout(90)]
 BIG = 20 << 20
 SOON_S = 1.0
-"""Seconds from the disk filling up (polled with statvfs) to the management port's FILEERROR: the error's trip
-to the peer and back to the manager (it was a 20 s stall ending with 40)."""
+"""Seconds from the disk filling up (statvfs, or the file near its quota) or first failing (EIO) to the
+management port's FILEERROR: the error's trip to the peer and back to the manager (it was a 20 s stall ending
+with 40)."""
 SESSION_S = 6.0
 """Seconds of a whole session that fails at its file's open (SSH, two engines started, the open): 0.8 s on an
 idle machine, 3.4 s seen on a loaded 2-core one."""
