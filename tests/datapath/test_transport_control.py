@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from faspmanager.codes import EngineError
-from fasp.transport import RateSettings, Transport
+from fasp.datapath.udpchannel import RateSettings, Transport
 from tests.support.relay import Relay
 
 from .conftest import CLEAR, aio, pair, session_key, sha256_file

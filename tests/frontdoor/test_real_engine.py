@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from fasp.users import User, hash_password, save_users
+from fasp.server.users import User, hash_password, save_users
 from tests.support.servers import start_fasp_server
 
 ENGINE = [sys.executable, "-m", "fasp"]

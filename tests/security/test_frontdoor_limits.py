@@ -13,7 +13,7 @@ import time
 import asyncssh
 import pytest
 
-from fasp import control
+from fasp.session import control
 from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, server_mode_pids
 from tests.support.servers import FaspServer, start_fasp_server
 

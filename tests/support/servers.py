@@ -107,7 +107,7 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
     docroot = Path(docroot or workdir / "docroot")
     docroot.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "fasp_host_key"
-    argv = [*wrapper, sys.executable, "-m", "fasp.frontdoor", "--listen", f"{host}:0", "--host-key", str(host_key)]
+    argv = [*wrapper, sys.executable, "-m", "fasp.server.frontdoor", "--listen", f"{host}:0", "--host-key", str(host_key)]
     if users_file is not None:
         argv += ["--users", str(users_file)]
     else:

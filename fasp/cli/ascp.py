@@ -1,0 +1,158 @@
+"""``fasp-ascp``: our ascp-compatible transfer program (client, or ``--server`` for the remote end).
+
+Exit status: 0 after DONE; after ERROR the ascp error code (8 for a bad command
+line), so scripts without a management port still learn why.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+from faspmanager.codes import EngineError, ErrorCode
+from faspmanager.envblock import scrub_initial_environment
+from faspmanager.mgmt import SECRET_ENV
+
+from fasp.files.logdir import log_file, log_to_stderr
+from fasp.options.helptext import USAGE, help_text
+from fasp.options.flags import Config, parse, tokenize
+
+
+def _mgmt_port_of(argv: list[str]) -> int | None:
+    """-M from a command line too broken to parse: the manager still deserves an ERROR event."""
+    for i, arg in enumerate(argv):
+        raw = argv[i + 1] if arg == "-M" and i + 1 < len(argv) else arg[2:] if arg.startswith("-M") else None
+        if raw is not None and raw.isdigit():
+            return int(raw)
+    return None
+
+
+async def _report_only(port: int, error: EngineError) -> None:
+    from fasp.session.mgmtport import Management
+    try:
+        management = await Management.connect(port, timeout=5.0)
+    except EngineError:
+        return
+    management.emit("ERROR", {"Code": error.code, "Description": error.description})
+    await management.close()
+
+
+def _both(first, second):
+    def both(event: str, fields: dict) -> None:
+        first(event, fields)
+        second(event, fields)
+    return both
+
+
+def _tagged(emit, tags: dict):
+    """--tags: every event but STATS carries ``Tags`` (compact JSON), the field ascli's management parser reads."""
+    text = json.dumps(tags, separators=(",", ":"), ensure_ascii=False)
+
+    def tagged(event: str, fields: dict) -> None:
+        emit(event, fields if event == "STATS" else {**fields, "Tags": text})
+    return tagged
+
+
+def _logged(emit, log_dir: str | None):
+    """-L DIR: every event but STATS also goes to DIR/fasp-ascp.log (events never carry secrets)."""
+    if not log_dir:
+        return emit
+    handler = log_file(log_dir, "fasp-ascp.log", "%(asctime)s %(message)s", what=f"-L {log_dir}",
+                       code=ErrorCode.USAGE)
+    log = logging.getLogger("fasp.events")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    def record(event: str, fields: dict) -> None:
+        if event != "STATS":
+            log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+    return _both(emit, record)
+
+
+async def run_client(cfg: Config) -> int:
+    from fasp.session.client import ClientSession
+    from fasp.session.prepost import PrePost
+    from fasp.cli.progressline import ProgressLine
+    from fasp.session.mgmtport import Management
+
+    try:
+        management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
+    except EngineError as exc:  # nobody to tell but stderr
+        print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
+        return exc.code
+    show = management.emit if management else ProgressLine(cfg.quiet).emit
+    if cfg.tags is not None:
+        show = _tagged(show, cfg.tags)
+    hooks = None
+    if cfg.prepost:
+        hooks = PrePost(cfg.prepost, {"DIRECTION": cfg.direction, "USER": cfg.remote.user, "HOST": cfg.remote.host})
+        show = _both(show, hooks.emit)
+    session = ClientSession(cfg, _logged(show, cfg.local_log_dir))
+    if hooks is not None:
+        await hooks.session_start(session.session_id)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, session.fail, EngineError(ErrorCode.USER_CANCEL, "interrupted by signal"))
+    manager_gone = lambda reason: session.fail(EngineError(ErrorCode.ASCP, reason))  # noqa: E731
+    reader = asyncio.create_task(management.serve(session.command, manager_gone)) if management else None
+    try:
+        await session.run()
+        if hooks is not None:
+            await hooks.session_stop(True, totals=session.tally.done_fields())
+        return 0
+    except EngineError as exc:
+        print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
+        if hooks is not None:
+            await hooks.session_stop(False, exc.code, exc.description, session.tally.done_fields())
+        return exc.code or 1
+    finally:
+        if reader is not None:
+            reader.cancel()
+        if management is not None:
+            await management.close()
+
+
+def _forget_secrets() -> None:
+    """Once parsed into the config, the ASPERA_SCP_* secrets leave the environment, and with the management
+    secret (report.py takes it from os.environ) their bytes leave /proc/PID/environ: an ``-e`` program runs
+    as our user and can read it."""
+    for name in [n for n in os.environ if n.startswith("ASPERA_SCP_")]:
+        del os.environ[name]
+    scrub_initial_environment(lambda name: name.startswith("ASPERA_SCP_") or name == SECRET_ENV)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        flags, _ = tokenize(argv)
+        if flags.get("help"):
+            print(help_text())
+            return 0
+        if flags.get("version"):
+            from importlib.metadata import PackageNotFoundError, version
+            try:
+                print(f"fasp-ascp {version('openfasp')}")
+            except PackageNotFoundError:
+                print("fasp-ascp (development)")
+            return 0
+        cfg = parse(argv)
+        _forget_secrets()
+    except EngineError as exc:
+        print(f"fasp-ascp: error {exc.code}: {exc.description}\n{USAGE}\n(fasp-ascp --help lists every option)",
+              file=sys.stderr)
+        port = _mgmt_port_of(argv)
+        if port is not None:
+            asyncio.run(_report_only(port, exc))
+        return exc.code
+    for note in cfg.notes:
+        print(f"fasp-ascp: note: {note}", file=sys.stderr)
+    if cfg.server:
+        from fasp.session.server import serve
+        log_to_stderr("fasp-server-mode: %(message)s")
+        return asyncio.run(serve(cfg))
+    if cfg.debug:  # -D: what the engine does, on stderr; -DD and more: everything
+        log_to_stderr("fasp-ascp: %(name)s: %(message)s", logging.INFO if cfg.debug == 1 else logging.DEBUG)
+    return asyncio.run(run_client(cfg))

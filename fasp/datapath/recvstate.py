@@ -1,0 +1,226 @@
+"""Receiving side of the data channel (sans-IO): which bytes are missing, and what to tell the sender.
+
+The receiver writes every datagram straight to its offset, so it keeps no
+reordering buffer, only a hole map per file: a frontier (the highest byte seen)
+and the sorted ranges still missing below it. Feedback, sent several times per
+round trip, carries for each active file the frontier, the holes old enough not
+to be mere reordering, and completion; and for the session the receive rate and
+the fraction of the peer's datagrams that never arrived (from sequence gaps).
+"""
+from __future__ import annotations
+
+import bisect
+
+from fasp.datapath import datagram
+
+REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
+MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is; -X changes it)
+MIN_FEEDBACK_BYTES = datagram.FEEDBACK_HEAD_SIZE + datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE  # one file, one range: 43
+COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
+LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured
+
+
+def feedback_limit(room: int, retransmission_max: int = 0) -> int:
+    """The FEEDBACK body cap for ``room`` bytes of datagram body: ascp's -X (the largest retransmission
+    request) if given, else MAX_FEEDBACK_BYTES; never above the room, and never below MIN_FEEDBACK_BYTES
+    (a smaller request could carry no range at all, so -X below 43 means 43)."""
+    wanted = retransmission_max or MAX_FEEDBACK_BYTES
+    return min(room, max(wanted, MIN_FEEDBACK_BYTES))
+
+
+class HoleMap:
+    """Bytes of [start, end) received so far, as a frontier plus holes below it."""
+
+    def __init__(self, start: int, end: int):
+        self.start = start
+        self.end = end
+        self.frontier = start
+        self._starts: list[int] = []  # hole starts, sorted
+        self._holes: list[list] = []  # [start, end, first_seen] parallel to _starts
+        self.missing = end - start
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0
+
+    def add(self, offset: int, length: int, now: float) -> int:
+        """Record bytes [offset, offset+length); return how many of them are new."""
+        if offset == self.frontier and offset + length <= self.end:  # in order: the common case
+            self.frontier = offset + length
+            self.missing -= length
+            return length
+        lo = max(offset, self.start)
+        hi = min(offset + length, self.end)
+        if lo >= hi:
+            return 0
+        new = 0
+        frontier = self.frontier
+        if hi > frontier:
+            if lo > frontier:
+                self._starts.append(frontier)
+                self._holes.append([frontier, lo, now])
+            new = hi - max(lo, frontier)
+            self.frontier = hi
+            if lo >= frontier:
+                self.missing -= new
+                return new
+            hi = frontier
+        new += self._fill(lo, hi)
+        self.missing -= new
+        return new
+
+    def _fill(self, lo: int, hi: int) -> int:
+        starts, holes = self._starts, self._holes
+        i = bisect.bisect_right(starts, lo) - 1
+        if i < 0:
+            i = 0
+        filled = 0
+        while i < len(holes):
+            a, b, seen = holes[i]
+            if a >= hi:
+                break
+            if b <= lo:
+                i += 1
+                continue
+            filled += min(b, hi) - max(a, lo)
+            pieces = []
+            if a < lo:
+                pieces.append([a, lo, seen])
+            if hi < b:
+                pieces.append([hi, b, seen])
+            holes[i:i + 1] = pieces
+            starts[i:i + 1] = [p[0] for p in pieces]
+            i += len(pieces)
+        return filled
+
+    def holes(self, older_than: float, limit: int) -> list[tuple[int, int]]:
+        """Up to ``limit`` holes first seen before ``older_than``, lowest first."""
+        out = []
+        for a, b, seen in self._holes:
+            if seen <= older_than:
+                out.append((a, b))
+                if len(out) >= limit:
+                    break
+        return out
+
+
+class ReceiveState:
+    """All incoming files of one session, plus the loss/rate measurement and feedback schedule."""
+
+    def __init__(self, max_feedback_bytes: int = MAX_FEEDBACK_BYTES):
+        self.max_feedback_bytes = max_feedback_bytes  # FEEDBACK body cap (see feedback_limit)
+        self._files: dict[int, HoleMap] = {}
+        self._completed: set[int] = set()
+        self._announce: dict[int, int] = {}  # completed file_id -> feedbacks still to announce it in
+        self._touched: set[int] = set()  # files that received data since the last feedback
+        self._rotor = 0  # where the next feedback starts its round of file reports
+        self.unknown_datagrams = 0
+        # loss and rate over the current feedback interval
+        self._seq_high = -1
+        self._interval_seq_base = -1
+        self._interval_count = 0
+        self._interval_bytes = 0
+        self._interval_start: float | None = None
+        self._expected = 0.0
+        self._got = 0.0
+        self.loss = 0.0
+        self.recv_rate_bps = 0.0
+        self.urgent = False  # a completion is waiting to be announced
+        self._data_ts = 0
+
+    def register(self, file_id: int, start: int, end: int) -> None:
+        self._completed.discard(file_id)
+        self._announce.pop(file_id, None)
+        self._files[file_id] = HoleMap(start, end)
+        if start >= end:
+            self._complete(file_id)
+
+    def unregister(self, file_id: int) -> None:
+        self._files.pop(file_id, None)
+        self._completed.discard(file_id)
+        self._announce.pop(file_id, None)
+
+    def is_complete(self, file_id: int) -> bool:
+        return file_id in self._completed
+
+    @property
+    def active(self) -> bool:
+        """Files are arriving, or completions are still to be announced."""
+        return bool(self._files) or bool(self._announce)
+
+    def _complete(self, file_id: int) -> None:
+        del self._files[file_id]
+        self._completed.add(file_id)
+        self._announce[file_id] = COMPLETE_REPEATS
+        self.urgent = True
+
+    def on_datagrams(self, count: int, size: int, seq_high: int) -> None:
+        """Account authenticated datagrams from the peer (for loss and receive rate): how many, their
+        total size, and the highest sequence number among them."""
+        if seq_high > self._seq_high:
+            self._seq_high = seq_high
+        self._interval_count += count
+        self._interval_bytes += size
+
+    def on_data(self, file_id: int, offset: int, length: int, now: float, sent_ts: int = 0) -> int:
+        """Record a DATA datagram (``sent_ts``: its header's ts); return how many bytes are new (write the
+        payload iff > 0)."""
+        self._data_ts = sent_ts
+        hm = self._files.get(file_id)
+        if hm is None:
+            if file_id in self._completed:  # the sender missed the announcements: say it again
+                self._announce[file_id] = max(self._announce.get(file_id, 0), 1)
+                self.urgent = True
+            else:
+                self.unknown_datagrams += 1
+            return 0
+        new = hm.add(offset, length, now)
+        self._touched.add(file_id)
+        if hm.missing == 0:
+            self._complete(file_id)
+        return new
+
+    def feedback(self, now: float, rtt: float) -> datagram.Feedback:
+        """The report to send now; resets the interval measurements."""
+        span = self._seq_high - self._interval_seq_base
+        if span > 0:  # loss over roughly the last LOSS_HORIZON datagrams
+            self._expected += span
+            self._got += min(self._interval_count, span)
+            if self._expected > LOSS_HORIZON:
+                self._expected /= 2
+                self._got /= 2
+            self.loss = max(0.0, 1.0 - self._got / self._expected)
+        if self._interval_start is not None and now > self._interval_start:
+            self.recv_rate_bps = self._interval_bytes * 8 / (now - self._interval_start)
+        self._interval_seq_base = self._seq_high
+        self._interval_count = 0
+        self._interval_bytes = 0
+        self._interval_start = now
+        self.urgent = False
+
+        room = self.max_feedback_bytes - datagram.FEEDBACK_HEAD_SIZE
+        reports = []
+        for file_id, left in list(self._announce.items()):
+            if room < datagram.FILE_REPORT_SIZE:
+                break
+            reports.append(datagram.FileReport(file_id, 0, [], True))
+            room -= datagram.FILE_REPORT_SIZE
+            if left > 1:
+                self._announce[file_id] = left - 1
+            else:
+                del self._announce[file_id]
+        older_than = now - max(REORDER_GRACE, rtt / 16)
+        started = sorted(self._touched | {f for f, h in self._files.items() if h.frontier > h.start})
+        first = self._rotor % len(started) if started else 0  # more files than fit take turns
+        for file_id in started[first:] + started[:first]:
+            hm = self._files.get(file_id)
+            if hm is None:
+                continue
+            if room < datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE:
+                break
+            holes = hm.holes(older_than, (room - datagram.FILE_REPORT_SIZE) // datagram.HOLE_SIZE)
+            reports.append(datagram.FileReport(file_id, hm.frontier, holes))
+            room -= datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE * len(holes)
+            self._rotor += 1
+        self._touched.clear()
+        return datagram.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports, self._data_ts)

@@ -1,0 +1,166 @@
+"""Sending side of the data channel (sans-IO): what to send next, and when a file is done.
+
+Retransmissions go first, then new data, files in the order they were added.
+A hole the receiver reports is resent at once; it is resent again only once
+the receiver has seen data sent after that resend (``seen``, dated by the
+feedback, RACK-style) and still misses it, or after two retransmission
+timeouts (``rto``, given by the driver). A resend waiting in a long receive
+queue is thus not repeated, so each loss costs about one resend.
+
+Loss at the very end of a file leaves no hole behind it. Its part beyond the
+receiver's frontier is resent as soon as the receiver has seen data sent after
+that end (other files keep the channel busy, so this takes one round trip), or
+else once all of the file was sent and ``rto`` passes without confirmation (if
+nothing is missing then, a zero-length probe asks the receiver to report
+again). A file is done when the receiver says so.
+"""
+from __future__ import annotations
+
+from fasp.datapath import datagram
+
+REORDER_MARGIN = 0.002  # seconds by which later data must have overtaken a resend before it counts as lost
+
+
+class OutFile:
+    __slots__ = ("file_id", "start", "end", "next_new", "recv_high", "last_send", "sent_all_at", "retx_times",
+                 "progress_key", "last_progress", "probe_sent")
+
+    def __init__(self, file_id: int, start: int, end: int, now: float):
+        self.file_id = file_id
+        self.start = start
+        self.end = end
+        self.next_new = start
+        self.recv_high = start
+        self.last_send = now
+        self.sent_all_at: float | None = None  # when the last new chunk went out
+        self.retx_times: dict[int, float] = {}  # chunk offset -> when it was last resent
+        self.progress_key = (start, -1)
+        self.last_progress = now
+        self.probe_sent = start < end  # an empty file still needs one (zero-length) datagram
+
+
+class SendState:
+    """All outgoing files of one session."""
+
+    def __init__(self, payload_size: int):
+        if payload_size <= 0:
+            raise ValueError("datagram too small for any payload")
+        self.payload_size = payload_size
+        self._files: dict[int, OutFile] = {}
+        self._retx: dict[tuple[int, int], int] = {}  # (file_id, offset) -> length, queued for resending
+
+    def add(self, file_id: int, start: int, end: int, now: float) -> None:
+        if file_id in self._files:
+            raise ValueError(f"file {file_id} is already being sent")
+        self._files[file_id] = OutFile(file_id, start, end, now)
+
+    def remove(self, file_id: int) -> None:
+        if self._files.pop(file_id, None) is not None:
+            for key in [k for k in self._retx if k[0] == file_id]:
+                del self._retx[key]
+
+    @property
+    def has_data(self) -> bool:
+        """Something is ready to go now (queued resends or unsent new data)."""
+        if self._retx:
+            return True
+        return any(f.next_new < f.end or not f.probe_sent for f in self._files.values())
+
+    @property
+    def busy(self) -> bool:
+        """Some file awaits confirmation."""
+        return bool(self._files)
+
+    def _queue(self, f: OutFile, lo: int, hi: int, now: float, rto: float, seen: float | None = None) -> None:
+        size = self.payload_size
+        times = f.retx_times
+        off = lo
+        while off < hi:
+            n = min(size, hi - off)
+            t = times.get(off)
+            if t is None or now - t >= 2 * rto or (seen is not None and seen > t + REORDER_MARGIN):
+                self._retx[(f.file_id, off)] = n
+            off += n
+
+    def on_feedback(self, fb: datagram.Feedback, now: float, rto: float, seen: float | None = None) -> list[int]:
+        """Apply a receiver report; return the ids of files it confirms complete.
+
+        ``seen`` is when the newest datagram the receiver had processed was sent (None: unknown)."""
+        done = []
+        for rep in fb.files:
+            f = self._files.get(rep.file_id)
+            if f is None:
+                continue
+            if rep.complete:
+                done.append(rep.file_id)
+                self.remove(rep.file_id)
+                continue
+            if rep.recv_high > f.recv_high:
+                f.recv_high = min(rep.recv_high, f.end)
+            key = (f.recv_high, sum(b - a for a, b in rep.holes))
+            if key != f.progress_key:
+                f.progress_key = key
+                f.last_progress = now
+            for a, b in rep.holes:
+                self._queue(f, max(a, f.start), min(b, f.next_new), now, rto, seen)
+            if (f.recv_high < f.end and f.sent_all_at is not None and seen is not None
+                    and seen > f.sent_all_at + REORDER_MARGIN):  # later data arrived, the tail did not
+                self._queue(f, f.recv_high, f.end, now, rto, seen)
+        return done
+
+    def poll(self, now: float, rto: float) -> None:
+        """Resend the unconfirmed tail of files fully sent more than ``rto`` ago."""
+        for f in self._files.values():
+            if f.next_new < f.end or now - f.last_send < rto:
+                continue
+            if f.recv_high < f.end:
+                self._queue(f, f.recv_high, f.end, now, rto)
+            else:  # all seen, yet unconfirmed: a zero-length probe makes the receiver report again
+                f.probe_sent = False
+            f.last_send = now
+
+    def stalled(self, now: float, timeout: float) -> list[int]:
+        """Files without progress for ``timeout`` since their first byte went out: one still waiting for its
+        turn behind others (the receiver does not report it yet) is not stalled, whatever the rate."""
+        return [f.file_id for f in self._files.values()
+                if now - f.last_progress > timeout and not (f.start < f.end and f.next_new == f.start)]
+
+    def next_chunks(self, budget: int, now: float, max_chunks: int = 256) -> list[tuple[int, int, int, bool]]:
+        """Up to ``budget`` wire bytes of (file_id, offset, length, is_resend), resends first."""
+        out = []
+        overhead = datagram.DATA_OVERHEAD
+        files = self._files
+        while self._retx and budget > 0 and len(out) < max_chunks:
+            (file_id, off), n = next(iter(self._retx.items()))
+            del self._retx[(file_id, off)]
+            f = files.get(file_id)
+            if f is None:
+                continue
+            f.retx_times[off] = now
+            f.last_send = now
+            out.append((file_id, off, n, True))
+            budget -= n + overhead
+        size = self.payload_size
+        for f in files.values():
+            if budget <= 0 or len(out) >= max_chunks:
+                break
+            if not f.probe_sent:
+                f.probe_sent = True
+                f.last_send = now
+                out.append((f.file_id, f.start, 0, False))
+                budget -= overhead
+                continue
+            off, end = f.next_new, f.end
+            while off < end and budget > 0 and len(out) < max_chunks:
+                n = min(size, end - off)
+                out.append((f.file_id, off, n, False))
+                off += n
+                budget -= n + overhead
+            if off != f.next_new:
+                if f.next_new == f.start:  # the stall clock starts with the first byte sent: a piece queued
+                    f.last_progress = now  # behind others (8 MiB of them at a low rate) has not stalled (40)
+                f.next_new = off
+                f.last_send = now
+                if off == end:
+                    f.sent_all_at = now
+        return out

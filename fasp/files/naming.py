@@ -1,0 +1,56 @@
+"""Where an incoming file lands, by IBM ascp's destination rule.
+
+The destination is a directory (made by ``-d`` when missing) unless all of: ``-d`` is absent, exactly one
+source file was given on the command line (``lone``: not a list file, not a pair list, no --src-base), and
+the target is not an existing directory nor spelled with a trailing ``/``. Only then is it the file's new
+name. Everything else goes inside the destination, keeping the source's top name (``dir`` sent to
+``dest`` lands in ``dest/dir/...``).
+"""
+from __future__ import annotations
+
+import posixpath
+
+from faspmanager.codes import EngineError, ErrorCode
+
+from fasp.files.docroot import Files
+
+
+def destination(dest: str, rel: str, lone: bool, *, files: Files, create_dirs: bool) -> str:
+    """The path (in ``files``' namespace, as the client spelled it) for the file ``rel`` of a transfer
+    to ``dest``. Every look here goes through the handle, so nothing is decided on a path outside it.
+    The destination root must exist unless ``create_dirs`` (-d); directories below it are made as needed.
+    """
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if ".." in parts or any("\0" in p for p in parts):
+        raise EngineError(ErrorCode.BAD_PATH, f"invalid destination name {rel!r}")
+    root = dest or "."
+    if is_file_name(root, lone, create_dirs) and not files.isdir(root):
+        parent = posixpath.dirname(root.rstrip("/")) or ("/" if root.startswith("/") else ".")
+        if not files.isdir(parent):
+            _make_root(files, parent, dest, create_dirs)
+        return root
+    if not files.isdir(root):
+        if files.kind(root) is not None:
+            raise EngineError(ErrorCode.NOT_DIR, f"destination {dest!r} is not a directory")
+        _make_root(files, root, dest, create_dirs)
+    if not parts:
+        return root
+    path = posixpath.join(root, *parts)
+    if len(parts) > 1:  # files may arrive before their directory's entry
+        files.makedirs(posixpath.dirname(path))
+    return path
+
+
+def is_file_name(dest: str, lone: bool, create_dirs: bool) -> bool:
+    """Whether ``dest`` may name the file itself (if it is not an existing directory): IBM's rule."""
+    return lone and not create_dirs and not dest.endswith("/")
+
+
+def _make_root(files: Files, path: str, dest: str, create_dirs: bool) -> None:
+    if not create_dirs:
+        raise EngineError(ErrorCode.NO_SUCH_FILE, f"destination directory {dest!r} does not exist (use -d)")
+    try:
+        files.makedirs(path)
+    except OSError as exc:
+        raise EngineError(ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NOT_DIR,
+                          f"cannot create destination {dest!r}: {exc.strerror}") from None

@@ -1,0 +1,468 @@
+"""The receiving role of a session: place each offered file, decide skip/resume, register and ask for pieces.
+
+A file is cut into pieces (one transport file id each). A piece is registered
+with the transport BEFORE its ``piece`` message goes out, so no datagram ever
+arrives for an unknown id. Pieces complete out of order; the watermark (every
+byte below it written) goes to a sidecar, which makes resume after a crash exact.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import os
+import posixpath
+import stat
+import time
+from typing import Callable
+
+from faspmanager.codes import EngineError, ErrorCode
+
+from fasp.files import attrs, envelope, resume
+from fasp.errors import os_error_code
+from fasp.session.channel import Channel
+from fasp.errors import ProtocolError
+from fasp.files.digest import file_checksum, prefix_digest, reader
+from fasp.files.docroot import Files
+from fasp.files.naming import destination
+from fasp.session.sending import FILES_IN_FLIGHT
+from fasp.session.tally import Tally
+
+PIECE = 512 * 1024
+"""Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
+PIECES_PER_FILE = 16
+"""Pieces of one file requested at once: 8 MiB in flight, more than a 100 Mbit/s x 200 ms path holds (2.5 MB)."""
+PIECES_IN_FLIGHT = 64
+"""Pieces registered at once in a session: room for every small file the sender offers at once (FILES_IN_FLIGHT)."""
+MAX_FILES_IN_FLIGHT = 2 * FILES_IN_FLIGHT
+"""Files a peer may have offered and not finished: an engine keeps FILES_IN_FLIGHT (a file's end and the next
+offer may cross); beyond this the peer is not one of ours and the session ends with a protocol error (each file in
+flight holds a task and, once opened, a descriptor: 5,000 offers were 5,000 open files)."""
+SESSION_FATAL = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_LOST,
+                           ErrorCode.DATA_TRANSFER_TIMEOUT})
+"""Data-channel failures: they end the session, unlike a file's own error."""
+
+
+def plan_pieces(ranges: list[tuple[int, int]], piece: int = PIECE) -> list[tuple[int, int]]:
+    """Cut [start, end) ranges into pieces of at most ``piece`` bytes."""
+    out = []
+    for start, end in ranges:
+        for lo in range(start, end, piece):
+            out.append((lo, min(lo + piece, end)))
+    return out
+
+
+def clip(extents: list | None, start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) that hold data, given the sender's data extents (None: all data)."""
+    if extents is None:
+        return [(start, end)] if start < end else []
+    out = []
+    for lo, hi in extents:
+        lo, hi = max(int(lo), start), min(int(hi), end)
+        if lo < hi:
+            out.append((lo, hi))
+    return out
+
+
+class ReceivingRole:
+    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, *, dest: str,
+                 files: Files, file_pass: str | None = None) -> None:
+        self._channel = channel
+        self._transport = transport
+        # -G and -X: this side writes the destinations and asks for retransmissions
+        transport.tune(write_size=int(opts.get("write_size") or 0),
+                       retransmission_max=int(opts.get("retransmission_max") or 0))
+        # a transport block never spans two pieces: pieces hold whole -g/-G blocks
+        self._piece = max(PIECE, int(opts.get("read_size") or 0), int(opts.get("write_size") or 0))
+        self._tally = tally
+        self._opts = opts
+        self._dest = dest
+        self._files = files  # every file operation goes through this handle (the docroot on a server)
+        self._file_pass = file_pass  # --file-crypt=decrypt: open envelopes on arrival (client side only)
+        self._pids = itertools.count(1)
+        self._inbox: dict[int, asyncio.Queue] = {}
+        self._window = asyncio.Semaphore(PIECES_IN_FLIGHT)
+        self.tasks: set[asyncio.Task] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._keep: dict[int, set[str]] = {}
+        self._dirs: dict[str, dict] = {}  # received directories' meta: their times are put back (_settle)
+        self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+
+    async def idle(self) -> None:
+        """Return once no incoming file is in progress."""
+        await self._idle.wait()
+
+    def deliver(self, msg: dict) -> bool:
+        """Take a sender message; False if it is not for this role."""
+        if msg["t"] == "keep":
+            names = self._keep.setdefault(msg["arg"], set())
+            names.update(str(n) for n in msg["names"])
+            if msg["done"]:
+                self._track(asyncio.create_task(self._delete_others(msg["arg"], msg["top"],
+                                                                    self._keep.pop(msg["arg"]))))
+            return True
+        if msg["t"] == "file":
+            if msg["fid"] in self._inbox:
+                raise ProtocolError(f"file id {msg['fid']} offered again while in flight")
+            if len(self._inbox) >= MAX_FILES_IN_FLIGHT:
+                raise ProtocolError(f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
+                                   f"(an engine keeps at most {FILES_IN_FLIGHT})")
+            box = self._inbox[msg["fid"]] = asyncio.Queue()
+            self._track(asyncio.create_task(self._incoming(msg, box)))
+            return True
+        box = self._inbox.get(msg.get("fid"))
+        if box is None:
+            return False
+        box.put_nowait(msg)
+        return True
+
+    def _track(self, task: asyncio.Task) -> None:
+        self.tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._finished)
+
+    async def _delete_others(self, arg: int, top: str, keep: set[str]) -> None:
+        """--delete-before-transfer: remove what lies below the directory's destination but not in the source."""
+        root = destination(self._dest, top, False, files=self._files,
+                           create_dirs=self._opts.get("create_dirs", False))
+        deleted = await asyncio.to_thread(self._files.prune, root, attrs.with_metafiles(keep, self._opts))
+        await self._channel.send("kept", arg=arg, deleted=deleted)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not self.tasks:
+            self._idle.set()
+        if not task.cancelled() and task.exception() is not None:
+            self.on_fatal(task.exception())
+
+    async def _incoming(self, msg: dict, box: asyncio.Queue) -> None:
+        fid, rel, arg = msg["fid"], msg["rel"], msg["arg"]
+        key = rel
+        try:
+            files = self._files
+            target = destination(self._dest, rel, msg["lone"], files=files,
+                                 create_dirs=self._opts.get("create_dirs", False))
+            key = files.display(target)  # events name a received file by where it landed (as the client sees it)
+            if stat.S_ISLNK(msg["mode"]):
+                await self._place_link(msg, target, key)
+                return
+            if stat.S_ISDIR(msg["mode"]):
+                files.makedirs(target)
+                if msg.get("meta") is not None:
+                    self._apply(target, key, msg["meta"], directory=True)
+                    self._dirs[posixpath.normpath(target)] = msg["meta"]
+                self._settle(target)
+                await self._channel.send("fdone", fid=fid, written=0, checksum=None)
+                return
+            if files.isdir(target):
+                raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
+            await self._receive_file(msg, box, target, key)
+        except (EngineError, OSError) as exc:
+            if isinstance(exc, ProtocolError):
+                raise
+            code = exc.code if isinstance(exc, EngineError) else os_error_code(exc)
+            desc = exc.description if isinstance(exc, EngineError) else f"{key}: {exc.strerror}"
+            if code in SESSION_FATAL:
+                raise
+            self._tally.failed(key, arg, code, desc)  # before the sender hears: ARGSTOP follows it
+            await self._channel.send("ferror", fid=fid, arg=arg, path=rel, code=int(code), desc=desc)
+        finally:
+            self._inbox.pop(fid, None)
+
+    async def _place_link(self, msg: dict, target: str, key: str) -> None:
+        """A copied symbolic link: replace an old link (or, with copy+force, a file) by the new one."""
+        fid, arg, text = msg["fid"], msg["arg"], msg.get("link")
+        if not isinstance(text, str) or not text or "\0" in text:
+            raise ProtocolError("a link message needs the link's target text")
+        kind = self._files.kind(target, follow=False)
+        if kind is not None:
+            if kind != stat.S_IFLNK and self._opts.get("symlinks") != "copy+force":
+                reason = "destination exists and is not a link (--symbolic-links=copy+force replaces it)"
+                self._tally.skipped(key, arg, 0, reason)
+                await self._channel.send("skip", fid=fid, reason=reason)
+                return
+            if kind == stat.S_IFDIR:
+                raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
+            self._files.unlink(target)
+        self._tally.started(key, arg, 0, 0)
+        self._files.symlink(text, target)  # 41 (this file alone) if the target leaves the docroot
+        self._settle(target)
+        self._tally.stopped(key, arg, 0, 0, None)
+        await self._channel.send("fdone", fid=fid, written=0, checksum=None)
+
+    async def _receive_file(self, msg: dict, box: asyncio.Queue, target: str, key: str) -> None:
+        fid, arg, size = msg["fid"], msg["arg"], msg["size"]
+        if size is None:
+            return await self._receive_stream(fid, arg, box, target, key)
+        ranged = msg.get("range")
+        suffix = self._opts.get("partial_suffix") or ""
+        partial = target + suffix if suffix and not ranged else target
+        extents = msg.get("extents")
+        if ranged:
+            start, end = int(ranged[0]), int(ranged[1])
+            flags = os.O_RDWR | os.O_CREAT
+        else:
+            start, end = await self._decide(msg, box, target, partial, key)
+            if start is None:
+                return
+            flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
+            if start == 0 and self._opts.get("save_before_overwrite") and \
+                    self._files.kind(target) == stat.S_IFREG:  # the name (a link too) moves aside, as before
+                self._files.replace(target, _saved_name(self._files, target))
+        # a partial file is ours alone: a link there is refused, never followed (the final name may be an
+        # existing link to a file inside, written through as before; the handle never follows one out)
+        nofollow = os.O_NOFOLLOW if partial != target else 0
+        fd = self._files.open(partial, flags | nofollow, msg["mode"] & 0o777 or 0o644)
+        try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
+            if not ranged and start:
+                os.ftruncate(fd, start)
+            await self._channel.send("begin", fid=fid, start=start)
+            self._tally.started(key, arg, size, start)
+            pieces = plan_pieces(clip(extents, start, end), self._piece)
+            # a small file (one piece) lands with one write once all of it arrived (transport "whole"): it
+            # never has a hole, so a new one is either empty or complete, which is exactly what a sidecar of
+            # watermark 0 told a later resume. It needs none then: that was two of the three files a small
+            # file cost (the sidecar and its temporary, created and renamed for every file). A resumed one
+            # (start > 0) keeps its sidecar: it is what marks the shorter file as our unfinished transfer.
+            whole = len(pieces) == 1 and pieces[0][1] - pieces[0][0] <= PIECE
+            sidecar = partial if pieces and not ranged and not (whole and start == 0) else None
+            if sidecar is not None:  # from now on the file may have holes: say where its good part ends
+                resume.write_watermark(self._files, sidecar, ident, size, msg["mtime"], start)
+            written = await _unless_aborted(box, self._pieces(fid, fd, pieces, sidecar, ident, msg, whole))
+            if self._opts.get("checksum", "none") == "none":  # a truncate at most: not worth a thread hop
+                checksum = self._finish_fd(fd, size, ranged)
+            else:
+                checksum = await asyncio.to_thread(self._finish_fd, fd, size, ranged)
+            # through the descriptor written (fchown, futimens, fsetxattr): a link swapped in for the name
+            # meanwhile cannot redirect them. A range sets them after its own writes, so the range that lands
+            # last leaves them right; a whole file before its final name appears, so it appears complete.
+            if ranged or self._file_pass is None:
+                attrs.apply(fd, key, msg.get("meta"), self._opts, files=self._files, named=target)
+        finally:
+            os.close(fd)
+        if not ranged:
+            if partial != target:
+                self._files.replace(partial, target)
+            resume.clear_watermark(self._files, partial)
+            if self._file_pass is not None:  # the plain file is a new one: it gets the attributes
+                plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass,
+                                                self._files) or target
+                if msg.get("meta") is not None:
+                    self._apply(plain, self._files.display(plain), msg["meta"])
+            self._settle(target)
+        self._tally.stopped(key, arg, size, written, checksum)
+        await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
+
+    async def _decide(self, msg: dict, box: asyncio.Queue, target: str, partial: str,
+                      key: str) -> tuple[int | None, int]:
+        """Overwrite and resume rules: (start, end), or (None, _) once the file was skipped."""
+        fid, arg, size, mtime = msg["fid"], msg["arg"], msg["size"], msg["mtime"]
+        final = _existing(self._files, target, follow=True)  # a link to a file inside is that file, as before
+        part = final if partial == target else _existing(self._files, partial, follow=False)
+        watermark = resume.read_watermark(self._files, partial, part.ident, size, mtime) if part is not None else None
+        verdict = resume.plan(size=size, mtime=mtime, overwrite=self._opts.get("overwrite", "diff"),
+                              resume=int(self._opts.get("resume", 0)), final=final, partial=part,
+                              watermark=watermark)
+        if verdict.action == "verify":
+            seen = final if verdict.start >= size else part
+            fd = self._files.open(target if seen is final else partial,
+                                  os.O_RDONLY | (0 if seen is final else os.O_NOFOLLOW))
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != seen.ident:  # not the file just judged (replaced since): no digest
+                    verdict = resume.Plan("send", 0)
+                else:
+                    digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start,
+                                                     self._opts.get("resume") == 2)
+            finally:
+                os.close(fd)
+        if verdict.action == "verify":
+            await self._channel.send("verify", fid=fid, have=verdict.start, digest=digest)
+            reply = await box.get()
+            if reply["t"] != "verified":
+                raise ProtocolError(f"expected verified for file {fid}, got {reply['t']}")
+            verdict = resume.after_verify(verdict, size, reply["ok"])
+        if verdict.action == "skip":
+            self._tally.skipped(key, arg, size, verdict.reason)
+            await self._channel.send("skip", fid=fid, reason=verdict.reason)
+            return None, size
+        return verdict.start, size
+
+    async def _request(self, fid: int, fd: int, lo: int, hi: int, landed, whole: bool = False) -> asyncio.Task:
+        """Register bytes [lo, hi) as a new piece, then ask the sender for it; ``landed(lo, hi)`` runs
+        once they are written. Holds one slot of the session's window until then."""
+        await self._window.acquire()
+        pid = next(self._pids)
+
+        async def receive() -> None:
+            try:
+                await self._transport.receive(pid, fd, lo, hi, self._tally.progress, whole=whole)
+            finally:
+                self._window.release()
+            landed(lo, hi)
+
+        task = asyncio.create_task(receive())
+        await asyncio.sleep(0)  # the task registers the piece before the sender hears of it
+        await self._channel.send("piece", fid=fid, pid=pid, start=lo, end=hi)
+        return task
+
+    async def _pieces(self, fid: int, fd: int, pieces: list[tuple[int, int]], sidecar: str | None,
+                      ident: tuple[int, int], msg: dict, whole: bool = False) -> int:
+        """Request every piece, at most PIECES_PER_FILE at once; the bytes written."""
+        per_file = asyncio.Semaphore(PIECES_PER_FILE)
+        pending: set[int] = set()
+        tasks = []
+        failed: list[asyncio.Task] = []
+        written = 0
+        total = sum(hi - lo for lo, hi in pieces)
+
+        def landed(lo: int, hi: int) -> None:
+            nonlocal written
+            written += hi - lo
+            per_file.release()
+            pending.discard(lo)
+            # synchronous: one writer at a time, and it is a few dozen bytes. Not once the last piece has
+            # landed: the sidecar is removed right after, and until then the previous watermark is still
+            # true; for a one-piece file that saves a third of its sidecar work (create + rename), the
+            # biggest per-file cost with many small files.
+            if sidecar is not None and written < total:
+                resume.write_watermark(self._files, sidecar, ident, msg["size"], msg["mtime"],
+                                       min(pending, default=msg["size"]))
+
+        def settled(task: asyncio.Task) -> None:
+            # a failed piece (its write failed: disk full, EIO...) never lands: give its slot back so the
+            # loop below wakes, sees it and stops asking (it waited for that slot forever: the sender then
+            # gave up after its stall timeout with code 40 and the real error was never told)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task)
+                per_file.release()
+
+        try:
+            for lo, hi in pieces:
+                await per_file.acquire()
+                if failed:
+                    break
+                pending.add(lo)
+                task = await self._request(fid, fd, lo, hi, landed, whole)
+                task.add_done_callback(settled)
+                tasks.append(task)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        return written
+
+    async def _receive_stream(self, fid: int, arg: int, box: asyncio.Queue, target: str, key: str) -> None:
+        """PUT/WRITE/CLOSE: the sender announces chunks as they come; bytes land at their offsets."""
+        fd = self._files.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        tasks: list[asyncio.Task] = []
+        written = 0
+
+        def landed(lo: int, hi: int) -> None:
+            nonlocal written
+            written += hi - lo
+
+        try:
+            await self._channel.send("begin", fid=fid, start=0)
+            self._tally.started(key, arg, 0, 0)
+            while True:
+                msg = await box.get()
+                if msg["t"] == "chunk":
+                    tasks.append(await self._request(fid, fd, msg["start"], msg["end"], landed))
+                elif msg["t"] == "eof":
+                    await asyncio.gather(*tasks)
+                    size = msg["size"]
+                    checksum = await asyncio.to_thread(self._finish_fd, fd, size, None)
+                    break
+                else:
+                    raise ProtocolError(f"unexpected {msg['t']} in a stream")
+        finally:
+            for task in tasks:
+                task.cancel()
+            os.close(fd)
+        self._tally.stopped(key, arg, size, written, checksum)
+        await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
+
+    def _settle(self, child: str) -> None:
+        """``child`` landed in a received directory, which moved that directory's times: put back
+        the preserved ones."""
+        parent = posixpath.dirname(posixpath.normpath(child))
+        if parent in self._dirs:
+            fd = self._files.opendir(parent)
+            try:
+                attrs.apply_times(fd, parent, self._dirs[parent], self._opts)
+            finally:
+                os.close(fd)
+
+    def _apply(self, path: str, key: str, meta: dict, directory: bool = False) -> None:
+        """Metadata for a file or directory this side did not hold open: through a descriptor of it."""
+        fd = self._files.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else os.O_NOFOLLOW))
+        try:
+            attrs.apply(fd, key, meta, self._opts, files=self._files, named=path)
+        finally:
+            os.close(fd)
+
+    def _finish_fd(self, fd: int, size: int, ranged) -> str | None:
+        if not ranged:
+            os.ftruncate(fd, size)
+        elif os.fstat(fd).st_size < ranged[1]:  # a range ending in a hole still ends where it says
+            os.ftruncate(fd, ranged[1])
+        algorithm = self._opts.get("checksum", "none")
+        if algorithm == "none":
+            return None
+        return file_checksum(fd, size, algorithm)
+
+
+async def _unless_aborted(box: asyncio.Queue, work):
+    """``work``'s result, unless the sender aborts the file first (its source failed to read: 35): then the
+    pieces stop and the file fails with the sender's error (what landed stays, with its watermark)."""
+    work = asyncio.ensure_future(work)
+    abort = asyncio.ensure_future(box.get())
+    try:
+        await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, abort):
+            if not task.done():
+                task.cancel()
+    if work.done() and not work.cancelled():
+        return work.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    msg = abort.result()
+    if msg["t"] != "abort":
+        raise ProtocolError(f"unexpected {msg['t']} while file {msg.get('fid')} is being sent")
+    raise EngineError(ErrorCode.DISK_READ, msg["desc"])
+
+
+def _existing(files: Files, path: str, *, follow: bool) -> resume.Existing | None:
+    """The regular file at ``path`` (through a link inside the docroot with ``follow``; a partial file is
+    never looked at through one: nothing is resumed into a link)."""
+    try:
+        st = files.stat(path, follow=follow)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
+    except EngineError as exc:  # a link there that leads out (41) or loops (63): not a file of ours
+        if exc.code in (ErrorCode.BAD_PATH, ErrorCode.LINK_LOOP):
+            return None
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return resume.Existing(st.st_size, st.st_mtime, (st.st_dev, st.st_ino))
+
+
+def _saved_name(files: Files, path: str) -> str:
+    """--save-before-overwrite, as IBM names it: ``name.yyyy.mm.dd.hh.mm.ss.index.ext`` (the stamp before the
+    extension; ``name.stamp.index`` without one), index counting from 1 within a second."""
+    stem, ext = posixpath.splitext(path)
+    stamp = time.strftime("%Y.%m.%d.%H.%M.%S")
+    for index in itertools.count(1):
+        candidate = f"{stem}.{stamp}.{index}{ext}"
+        if files.kind(candidate, follow=False) is None:
+            return candidate
+    raise AssertionError("unreachable")
