@@ -96,8 +96,8 @@ def render(rows: list[dict], skips: list[tuple[str, str]]) -> str:
             "|---|---|---|---|---|---|---|"]
     body = [f"| {r['fault']} | {r['side']} | {r['code']} | {r['message'].replace('|', '/')} | {r['seconds']} | "
             f"{r['recovery']} | `{r['test']}` |" for r in rows]
-    tail = ["", "Not covered here (skipped, with the reason):", ""] + [f"- `{name}`: {reason}" for name, reason in skips] \
-        if skips else []
+    tail = ["", "Not covered here (skipped, with the reason):", ""] \
+        + [f"- `{name}`: {reason}" for name, reason in skips] if skips else []
     return "\n".join(head + body + tail + ELSEWHERE) + "\n"
 
 

@@ -12,8 +12,22 @@ import pytest
 
 from faspmanager import mgmt
 from tests.engine.helpers import MgmtListener, assert_same_file, random_file, remote
-from tests.faults.helpers import (FirstTime, btrfs_quota, faulty_disk, finish, full, leftovers, needs_btrfs,
-                                  needs_fuse, needs_root, quota_limit, remount, resume, run, tmpfs)
+from tests.faults.helpers import (
+    FirstTime,
+    btrfs_quota,
+    faulty_disk,
+    finish,
+    full,
+    leftovers,
+    needs_btrfs,
+    needs_fuse,
+    needs_root,
+    quota_limit,
+    remount,
+    resume,
+    run,
+    tmpfs,
+)
 from tests.support.servers import start_fasp_server
 
 pytestmark = [needs_root, pytest.mark.timeout(90)]
@@ -129,8 +143,9 @@ def test_read_only_destination(tmp_path, listener, spawn, record, direction):
         out = finish(proc, started)
         assert frame.int("Code") == 26 and out.code == 26, (frame, out)
         assert at - started < SESSION_S, at - started
-        record("read-only destination (EROFS) (seconds: the whole session)", "receiver: " + ("server" if direction == "upload" else "client"),
-               26, out.message, at - started, "retry once writable: sha256 equal")
+        record("read-only destination (EROFS) (seconds: the whole session)",
+               "receiver: " + ("server" if direction == "upload" else "client"), 26, out.message, at - started,
+               "retry once writable: sha256 equal")
         remount(disk, "rw")
         out = run(_args(server, listener, *paths), server.env())
         assert out.code == 0, out

@@ -13,10 +13,10 @@ import pytest
 import faspmanager as fm
 from tasks.client import TransferHandle, submit
 from tasks.transfer import FORGOTTEN
-from workers.events import UnknownTransfer
 from tests.faults.helpers import needs_root
 from tests.workers.conftest import faspq, server, worker_factory  # noqa: F401 (fixtures)
 from tests.workers.support import assert_same, make_file, types, upload
+from workers.events import UnknownTransfer
 from workers.local import RedisServer, Worker
 
 pytestmark = [needs_root, pytest.mark.timeout(150)]
