@@ -102,7 +102,8 @@ class EventLog:
         """Events in order: first a STATUS snapshot (where the transfer stands now), then every
         later event, ending after the final RESULT. ``timeout`` bounds the wait for each next event
         (TimeoutError); ``from_start`` replays the whole retained history instead of the snapshot.
-        A Redis restart is ridden out (the stream is read on from where it was); a Redis that came back
+        A Redis restart is ridden out (the stream is read on from where it was; a Redis unreachable longer than
+        ``forgotten_after`` raises its ConnectionError); a Redis that came back
         without this transfer (no persistence) raises UnknownTransfer once its status stayed missing
         ``forgotten_after`` seconds (the worker that ran it publishes its RESULT well before: the lease's time)."""
         status = self.status()
@@ -118,12 +119,17 @@ class EventLog:
         block_ms = 1000
         deadline = None if timeout is None else time.monotonic() + timeout
         missing_since: float | None = None
+        down_since: float | None = None
         while True:
             try:
                 reply = self._redis.xread({self._keys.events: last}, count=100, block=block_ms)
+                down_since = None
                 if not reply:
                     missing_since = self._still_missing(missing_since, forgotten_after)
             except (redis.ConnectionError, redis.TimeoutError):  # Redis restarting: read on once it is back
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > forgotten_after:  # not a restart: Redis is gone
+                    raise
                 time.sleep(0.2)
                 reply = None
             if not reply:
