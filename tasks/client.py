@@ -80,7 +80,7 @@ class TransferHandle:
 
     def events(self, timeout: float | None = None, from_start: bool = False) -> Iterator[dict[str, Any]]:
         """Event dicts in order: a STATUS snapshot first, then each event up to the final RESULT."""
-        return self._log.follow(timeout=timeout, from_start=from_start)
+        return self._log.follow(timeout=timeout, from_start=from_start, forgotten_after=self._settings.lease_ttl_s)
 
     def status(self) -> dict[str, Any]:
         return self._log.status()
@@ -88,7 +88,7 @@ class TransferHandle:
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """The final result dict: ok, reason, code, error, stats, failed_files, attempts."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for event in self._log.follow(timeout=timeout):
+        for event in self._log.follow(timeout=timeout, forgotten_after=self._settings.lease_ttl_s):
             if event["type"] == "STATUS" and event.get("state") in TERMINAL_STATES:
                 return event["result"]
             if event["type"] == "RESULT":

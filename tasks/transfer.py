@@ -18,6 +18,11 @@ from config.settings import Settings
 from .orders import ORDER_TYPES
 
 
+FORGOTTEN = ("Redis lost this transfer's record (restarted without persistence?) and the engine was stopped: "
+             "submit the order again, with resume to keep what arrived")
+"""The reason of a transfer whose lease and order vanished under its worker (a result the client may see)."""
+
+
 class TransferFailed(Exception):
     """A transfer that ended without success: ``code`` and ``error`` are the engine's (ascp) code and its
     name, ``reason`` its words. Celery stores it as the task's FAILURE (JSON: the three args)."""

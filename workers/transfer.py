@@ -42,7 +42,7 @@ from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
 from tasks.store.lease import Lease
 from tasks.store.redisconn import redis_for, text
 from tasks.store.result import Outcome, finish_transfer
-from tasks.transfer import TransferFailed
+from tasks.transfer import FORGOTTEN, TransferFailed
 
 from .app import app
 from .runner import Attempt
@@ -125,8 +125,15 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
             _requeue(task, client, events, lease, record["queue"], 0.0, settings.takeover_bound_s,
                      {"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
         if outcome.lease_lost:
-            log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
-            raise Ignore()
+            if client.exists(keys.order):
+                log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
+                raise Ignore()
+            # no order either: Redis came back without this transfer (no persistence), nobody else can run it
+            log.error("transfer %s: Redis lost its record; the engine was stopped", transfer_id)
+            return _ended(finish_transfer(client, events, keys, Outcome(False, int(ErrorCode.TRANSFER_ERROR),
+                                                                        FORGOTTEN, outcome.stats,
+                                                                        outcome.failed_files),
+                                          attempt, settings.keep_s))
         if not outcome.ok and transient(outcome.code, outcome.reason):
             failures = client.hincrby(keys.status, "failures", 1)
             if failures <= policy.max_retries:

@@ -96,10 +96,15 @@ class EventLog:
             out[name] = json.loads(value) if name in ("last", "result", "attempt", "retry") else value
         return out
 
-    def follow(self, timeout: float | None = None, from_start: bool = False) -> Iterator[dict[str, Any]]:
+    def follow(self, timeout: float | None = None, from_start: bool = False,
+               forgotten_after: float = 60.0) -> Iterator[dict[str, Any]]:
         """Events in order: first a STATUS snapshot (where the transfer stands now), then every
         later event, ending after the final RESULT. ``timeout`` bounds the wait for each next event
-        (TimeoutError); ``from_start`` replays the whole retained history instead of the snapshot."""
+        (TimeoutError); ``from_start`` replays the whole retained history instead of the snapshot.
+        A Redis restart is ridden out (the stream is read on from where it was; a Redis unreachable longer than
+        ``forgotten_after`` raises its ConnectionError); a Redis that came back
+        without this transfer (no persistence) raises UnknownTransfer once its status stayed missing
+        ``forgotten_after`` seconds (the worker that ran it publishes its RESULT well before: the lease's time)."""
         status = self.status()
         if not status:
             raise UnknownTransfer(self._keys.transfer_id)
@@ -112,8 +117,20 @@ class EventLog:
             last = status.get("event_id", "0-0")
         block_ms = 1000
         deadline = None if timeout is None else time.monotonic() + timeout
+        missing_since: float | None = None
+        down_since: float | None = None
         while True:
-            reply = self._redis.xread({self._keys.events: last}, count=100, block=block_ms)
+            try:
+                reply = self._redis.xread({self._keys.events: last}, count=100, block=block_ms)
+                down_since = None
+                if not reply:
+                    missing_since = self._still_missing(missing_since, forgotten_after)
+            except (redis.ConnectionError, redis.TimeoutError):  # Redis restarting: read on once it is back
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > forgotten_after:  # not a restart: Redis is gone
+                    raise
+                time.sleep(0.2)
+                reply = None
             if not reply:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"no event for transfer {self._keys.transfer_id} in {timeout} s")
@@ -126,3 +143,12 @@ class EventLog:
                     return
             if timeout is not None:
                 deadline = time.monotonic() + timeout
+
+    def _still_missing(self, since: float | None, limit: float) -> float | None:
+        """Since when the status has been missing (None: it is there); UnknownTransfer past ``limit``."""
+        if self._redis.exists(self._keys.status):
+            return None
+        now = time.monotonic()
+        if since is not None and now - since > limit:
+            raise UnknownTransfer(self._keys.transfer_id)
+        return now if since is None else since

@@ -124,6 +124,29 @@ def test_following_an_unknown_transfer_fails_fast(client):
         next(EventLog(client, Keys("s", "never-submitted")).follow())
 
 
+@pytest.mark.timeout(20)
+def test_following_through_a_redis_gone_for_good_ends(tmp_path, keys) -> None:
+    """A restart is ridden out (tests/faults/test_queue.py), but not a Redis that never comes back: its
+    ConnectionError once it was unreachable ``forgotten_after`` seconds, not a wait without end."""
+    import redis
+
+    from workers.local import RedisServer
+    server = RedisServer(tmp_path / "redis")
+    client = server.client()
+    try:
+        EventLog(client, keys).publish({"type": "QUEUED"}, state="QUEUED")
+        events = EventLog(client, keys).follow(forgotten_after=1.0)
+        assert next(events)["type"] == "STATUS"
+        server.kill()
+        gone = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            next(events)
+        assert 1.0 < time.monotonic() - gone < 4
+    finally:
+        client.close()
+        server.kill()
+
+
 @pytest.mark.timeout(10)
 def test_events_also_go_out_on_pub_sub(client, keys):
     pubsub = client.pubsub()
