@@ -28,8 +28,8 @@ import sys
 import time
 
 from bench import netns
-from bench.netns import Hosts
 from bench.meter import FlowMeter
+from bench.netns import Hosts
 from bench.path import Link, PathSpec
 
 TUNSETIFF = 0x400454CA
@@ -155,7 +155,7 @@ class Wan:
         self.process: subprocess.Popen | None = None
         self.t0 = 0.0
 
-    def __enter__(self) -> "Wan":
+    def __enter__(self) -> Wan:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True, cwd=root)
         line = self.process.stdout.readline()

@@ -12,13 +12,12 @@ import os
 import signal
 import sys
 
+from fasp.files.logdir import log_file, log_to_stderr
+from fasp.options.flags import Config, parse, tokenize
+from fasp.options.helptext import USAGE, help_text
 from faspmanager.codes import EngineError, ErrorCode
 from faspmanager.envblock import scrub_initial_environment
 from faspmanager.mgmt import SECRET_ENV
-
-from fasp.files.logdir import log_file, log_to_stderr
-from fasp.options.helptext import USAGE, help_text
-from fasp.options.flags import Config, parse, tokenize
 
 
 def _mgmt_port_of(argv: list[str]) -> int | None:
@@ -73,10 +72,10 @@ def _logged(emit, log_dir: str | None):
 
 
 async def run_client(cfg: Config) -> int:
-    from fasp.session.client import ClientSession
-    from fasp.session.prepost import PrePost
     from fasp.cli.progressline import ProgressLine
+    from fasp.session.client import ClientSession
     from fasp.session.mgmtport import Management
+    from fasp.session.prepost import PrePost
 
     try:
         management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None

@@ -48,9 +48,8 @@ from collections import OrderedDict
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from faspmanager.codes import EngineError, ErrorCode
-
 from fasp.files.docroot import Unconfined
+from faspmanager.codes import EngineError, ErrorCode
 
 SUFFIX = ".aspera-env"
 VERSION = 2
@@ -90,11 +89,11 @@ class Envelope:
         self.size = HEADER + plain_size + TAG * self.count
 
     @classmethod
-    def new(cls, passphrase: str, plain_size: int, block: int = BLOCK) -> "Envelope":
+    def new(cls, passphrase: str, plain_size: int, block: int = BLOCK) -> Envelope:
         return cls(passphrase, os.urandom(16), os.urandom(8), plain_size, block)
 
     @classmethod
-    def open(cls, passphrase: str, header: bytes) -> "Envelope":
+    def open(cls, passphrase: str, header: bytes) -> Envelope:
         """The envelope described by ``header``: EngineError 49 if the passphrase does not fit it,
         48 if it is no envelope of this version or its parameters are out of range."""
         if len(header) < HEADER or not header.startswith(MAGIC[:7]):

@@ -53,8 +53,8 @@ import hmac
 import json
 import logging
 import os
-import shlex
 import re
+import shlex
 import shutil
 import signal
 import ssl
@@ -70,11 +70,22 @@ from pathlib import Path
 
 import asyncssh
 
-from fasp.session import control
 from fasp.datapath import httpframes
 from fasp.datapath.httpchannel import SOCKET_ENV
 from fasp.files.logdir import log_to_stderr
-from fasp.server.users import PASSWORD_RULE, User, UsersFileError, hash_password, load_users, needs_rehash, password_weakness, read_public_keys, replace_hash, verify_password
+from fasp.server.users import (
+    PASSWORD_RULE,
+    User,
+    UsersFileError,
+    hash_password,
+    load_users,
+    needs_rehash,
+    password_weakness,
+    read_public_keys,
+    replace_hash,
+    verify_password,
+)
+from fasp.session import control
 from faspmanager.codes import ErrorCode
 from faspmanager.envblock import scrub_initial_environment
 
@@ -380,7 +391,7 @@ class FallbackPort:
                 session, token = str(entry["session"]), str(entry["token"])
                 if not _SESSION_ID.match(session) or len(token) < 32:
                     raise ValueError("malformed registration")
-            except (ValueError, KeyError, TypeError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ValueError, KeyError, TypeError) as exc:
                 log.warning("fallback: bad engine registration (%s)", type(exc).__name__)
                 return
             if session in self._waiting:
@@ -417,7 +428,7 @@ class FallbackPort:
         try:
             head, buffered = await asyncio.wait_for(_read_request(reader), HEAD_TIMEOUT_S)
             session, token, jpeg = httpframes.check_request(head)
-        except (httpframes.HttpWireError, asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, httpframes.HttpWireError, OSError, asyncio.IncompleteReadError) as exc:
             reason = exc.description if isinstance(exc, httpframes.HttpWireError) else type(exc).__name__
             log.warning("fallback: refused %s: %s", peer, reason)
             await _refuse(writer, 400, "bad fallback request")
@@ -628,7 +639,7 @@ async def _stop(child: asyncio.subprocess.Process) -> None:
             os.killpg(child.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(child.wait()), STOP_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("engine pid %d ignored SIGTERM: killing it", child.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)  # also whatever the engine spawned
