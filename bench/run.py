@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.wan_point:
         profile = replace(profile, wan_points=tuple(args.wan_point))
         args.only = args.only or ["wan"]
-        stem = ("quick-" if args.quick else "") + "wan" + "+".join(f"{r}-{l}" for r, l in args.wan_point)
+        stem = ("quick-" if args.quick else "") + "wan" + "+".join(f"{r}-{loss}" for r, loss in args.wan_point)
     if args.wan_mib:
         profile = replace(profile, wan_bytes=args.wan_mib << 20)
         stem += f"-{args.wan_mib}MiB"

@@ -36,6 +36,7 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 READ_BATCH = 64
+DEFAULT_HOSTS = Hosts()  # frozen, so one shared default is safe
 
 
 def open_tun(name: str) -> int:
@@ -135,7 +136,7 @@ class Wan:
     """
 
     def __init__(self, rate_mbit: float | None, rtt_ms: float = 0.0, loss_pct: float = 0.0,
-                 hosts: Hosts = Hosts(), queue_bytes: int | None = None, seed: int | None = None,
+                 hosts: Hosts = DEFAULT_HOSTS, queue_bytes: int | None = None, seed: int | None = None,
                  stats_path: str | None = None, mtu: int = 1500, tcp_cc: str | None = None) -> None:
         self.hosts = hosts
         self.stats_path = stats_path

@@ -87,7 +87,10 @@ async def run_client(cfg: Config) -> int:
         show = _tagged(show, cfg.tags)
     hooks = None
     if cfg.pre_post_command:
-        hooks = PrePost(cfg.pre_post_command, {"DIRECTION": cfg.direction, "USER": cfg.remote.user, "HOST": cfg.remote.host})
+        remote = cfg.remote
+        if remote is None:  # parse() gives every client command line one
+            raise EngineError(ErrorCode.USAGE, "a client session needs a remote host")
+        hooks = PrePost(cfg.pre_post_command, {"DIRECTION": cfg.direction, "USER": remote.user, "HOST": remote.host})
         show = _both(show, hooks.emit)
     session = ClientSession(cfg, _logged(show, cfg.local_log_dir))
     if hooks is not None:
