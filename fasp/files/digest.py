@@ -46,6 +46,6 @@ def prefix_digest(read: Callable[[int, int], bytes], length: int, sparse: bool) 
     return hasher.hexdigest()
 
 
-def reader(fd: int):
+def reader(fd: int) -> Callable[[int, int], bytes]:
     """``read(n, offset)`` over an open file, for :func:`prefix_digest`."""
     return lambda n, offset: os.pread(fd, n, offset)

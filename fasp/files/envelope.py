@@ -48,7 +48,7 @@ from collections import OrderedDict
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fasp.files.docroot import Unconfined
+from fasp.files.docroot import Files, Unconfined
 from faspmanager.codes import EngineError, ErrorCode
 
 SUFFIX = ".aspera-env"
@@ -170,7 +170,7 @@ class SealedSource:
         return bytes(out)
 
 
-def open_in_place(path: str, passphrase: str, files=None) -> str | None:
+def open_in_place(path: str, passphrase: str, files: Files | None = None) -> str | None:
     """Decrypt the complete file at ``path`` (in ``files``, the docroot handle) if it is an envelope: into
     the name without the suffix (or the same name); that path. None when the file is not an envelope (no
     suffix and no envelope header: it stays as it came). Errors (see the module docstring) leave no

@@ -67,7 +67,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncssh
 
@@ -337,6 +337,7 @@ async def _refuse_session(process: asyncssh.SSHServerProcess, reason: str) -> No
 
 _HASH_SLOTS = threading.BoundedSemaphore(HASH_CONCURRENCY)
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 
 def _bounded(function: Callable[..., _T], *args: object) -> _T:
@@ -492,7 +493,8 @@ async def _refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
     writer.close()
 
 
-async def _relay(reader_a, writer_a, reader_b, writer_b) -> None:
+async def _relay(reader_a: asyncio.StreamReader, writer_a: asyncio.StreamWriter,
+                 reader_b: asyncio.StreamReader, writer_b: asyncio.StreamWriter) -> None:
     """Copy both ways until either side ends, then close both."""
     ways = [asyncio.create_task(_pump(reader_a, writer_b)), asyncio.create_task(_pump(reader_b, writer_a))]
     try:
@@ -629,6 +631,7 @@ async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cw
         process.exit(1)
         return
     log.info("engine pid %d started: %s", child.pid, shlex.join(argv))
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None  # all PIPE
     feed = asyncio.create_task(_pump(process.stdin, child.stdin, close_target=True))
     outputs = [asyncio.create_task(_pump(child.stdout, process.stdout)),
                asyncio.create_task(_pump(child.stderr, process.stderr))]
@@ -650,7 +653,21 @@ async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cw
         await _stop(child)
 
 
-async def _pump(source, target, close_target: bool = False) -> None:
+class _Source(Protocol):
+    """The read side of a pipe, a socket or an SSH channel."""
+
+    async def read(self, n: int) -> bytes: ...
+
+
+class _Sink(Protocol):
+    """The write side, with back-pressure."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def close(self) -> None: ...
+
+
+async def _pump(source: _Source, target: _Sink, close_target: bool = False) -> None:
     """Copy bytes from a reader to a writer with back-pressure, until EOF or either side breaks."""
     try:
         while data := await source.read(CHUNK):
@@ -748,8 +765,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(kind):
-    def parse(text: str):
+def _positive(kind: type[_N]) -> Callable[[str], _N]:
+    def parse(text: str) -> _N:
         value = kind(text)
         if value <= 0:
             raise ValueError(text)
