@@ -114,7 +114,7 @@ class Loopback:
         self.tcp_cc = tcp_cc
         self.hosts = SameHost(name, name)
 
-    def __enter__(self) -> "Loopback":
+    def __enter__(self) -> Loopback:
         create(self.name, self.tcp_cc)
         return self
 

@@ -33,7 +33,7 @@ class PathSpec:
             raise ValueError("need delay_s >= 0, 0 <= loss < 1, queue_bytes > 0")
 
     @classmethod
-    def wan(cls, rate_bps: float, rtt_s: float, loss: float, mtu: int = 1500) -> "PathSpec":
+    def wan(cls, rate_bps: float, rtt_s: float, loss: float, mtu: int = 1500) -> PathSpec:
         """A direction of a symmetric WAN: half the RTT each way and a router
         queue of one bandwidth-delay product (at least 64 packets, so a path
         with no delay still absorbs a burst)."""

@@ -45,7 +45,7 @@ def rtt(host: str, port: int, count: int, interval_s: float = 0.02, wait_s: floa
         try:
             data = sock.recv(2048)
             rtts.append((time.monotonic() - sent[struct.unpack_from("!I", data)[0]]) * 1000)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             pass
         if deadline is not None and (len(rtts) == count or time.monotonic() > deadline):
             return {"sent": count, "received": len(rtts), "rtt_ms": rtts}

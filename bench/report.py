@@ -347,13 +347,13 @@ def plots(out: Path, stem: str, results: list[dict]) -> list[Path]:
         fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), sharey=True, squeeze=False)
         for ax, loss in zip(axes[0], losses):
             for tool in tools:
-                points = sorted((rtt, median(rows, "mbit_s")) for (rtt, l, t), rows in wan.items()
-                                if l == loss and t == tool and median(rows, "mbit_s") is not None
+                points = sorted((rtt, median(rows, "mbit_s")) for (rtt, lo, t), rows in wan.items()
+                                if lo == loss and t == tool and median(rows, "mbit_s") is not None
                                 and any(r.get("verified", True) or r.get("bytes") for r in rows))  # else: nothing seen
                 if points:
                     line, = ax.plot(*zip(*points), marker="o", label=tool)
-                    data = sorted((rtt, median(rows, "data_mbit_s")) for (rtt, l, t), rows in wan.items()
-                                  if l == loss and t == tool and median(rows, "data_mbit_s") is not None)
+                    data = sorted((rtt, median(rows, "data_mbit_s")) for (rtt, lo, t), rows in wan.items()
+                                  if lo == loss and t == tool and median(rows, "data_mbit_s") is not None)
                     if data:
                         ax.plot(*zip(*data), marker="x", linestyle="--", color=line.get_color(),
                                 label=f"{tool} (data phase)")

@@ -23,9 +23,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.wan_point:
         profile = replace(profile, wan_points=tuple(args.wan_point))
         args.only = args.only or ["wan"]
-        stem = ("quick-" if args.quick else "") + "wan" + "+".join(f"{r}-{l}" for r, l in args.wan_point)
+        stem = ("quick-" if args.quick else "") + "wan" + "+".join(f"{r}-{loss}" for r, loss in args.wan_point)
     if args.wan_mib:
         profile = replace(profile, wan_bytes=args.wan_mib << 20)
         stem += f"-{args.wan_mib}MiB"

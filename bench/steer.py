@@ -35,7 +35,7 @@ def steer(port: int, log_path: str, schedule: list[tuple[float, int]]) -> None:
                 log.write(json.dumps({"t": time.monotonic(), "sent": "RATE", "Rate": rate}) + "\n")
             try:
                 data = conn.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not data:
                 return

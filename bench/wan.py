@@ -28,14 +28,15 @@ import sys
 import time
 
 from bench import netns
-from bench.netns import Hosts
 from bench.meter import FlowMeter
+from bench.netns import Hosts
 from bench.path import Link, PathSpec
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 READ_BATCH = 64
+DEFAULT_HOSTS = Hosts()  # frozen, so one shared default is safe
 
 
 def open_tun(name: str) -> int:
@@ -135,7 +136,7 @@ class Wan:
     """
 
     def __init__(self, rate_mbit: float | None, rtt_ms: float = 0.0, loss_pct: float = 0.0,
-                 hosts: Hosts = Hosts(), queue_bytes: int | None = None, seed: int | None = None,
+                 hosts: Hosts = DEFAULT_HOSTS, queue_bytes: int | None = None, seed: int | None = None,
                  stats_path: str | None = None, mtu: int = 1500, tcp_cc: str | None = None) -> None:
         self.hosts = hosts
         self.stats_path = stats_path
@@ -155,7 +156,7 @@ class Wan:
         self.process: subprocess.Popen | None = None
         self.t0 = 0.0
 
-    def __enter__(self) -> "Wan":
+    def __enter__(self) -> Wan:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True, cwd=root)
         line = self.process.stdout.readline()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: makes sure the real parts the tests use (redis-server, OpenSSH sshd, rsync, iproute2)
-# are installed, installs the package with its dev extras, then runs the whole suite.
+# are installed, installs the package with its dev extras, checks lint, formatting and types, then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +22,8 @@ fi
 mkdir -p /run/sshd 2>/dev/null || true
 
 python3 -m pip install -q -e '.[dev]'
+# The habits CI holds every change to (configuration in pyproject.toml): lint, formatting, types.
+python3 -m ruff check .
+python3 -m ruff format --check .
+python3 -m mypy
 exec python3 -m pytest "$@"

@@ -17,7 +17,6 @@ from config.settings import Settings
 
 from .orders import ORDER_TYPES
 
-
 FORGOTTEN = ("Redis lost this transfer's record (restarted without persistence?) and the engine was stopped: "
              "submit the order again, with resume to keep what arrived")
 """The reason of a transfer whose lease and order vanished under its worker (a result the client may see)."""

@@ -11,14 +11,17 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING, Any
 
+from fasp.files.logdir import log_file, log_to_stderr
+from fasp.options.flags import Config, parse, tokenize
+from fasp.options.helptext import USAGE, help_text
 from faspmanager.codes import EngineError, ErrorCode
 from faspmanager.envblock import scrub_initial_environment
 from faspmanager.mgmt import SECRET_ENV
 
-from fasp.files.logdir import log_file, log_to_stderr
-from fasp.options.helptext import USAGE, help_text
-from fasp.options.flags import Config, parse, tokenize
+if TYPE_CHECKING:
+    from fasp.session.tally import Emit
 
 
 def _mgmt_port_of(argv: list[str]) -> int | None:
@@ -40,23 +43,23 @@ async def _report_only(port: int, error: EngineError) -> None:
     await management.close()
 
 
-def _both(first, second):
-    def both(event: str, fields: dict) -> None:
+def _both(first: Emit, second: Emit) -> Emit:
+    def both(event: str, fields: dict[str, Any]) -> None:
         first(event, fields)
         second(event, fields)
     return both
 
 
-def _tagged(emit, tags: dict):
+def _tagged(emit: Emit, tags: dict[str, Any]) -> Emit:
     """--tags: every event but STATS carries ``Tags`` (compact JSON), the field ascli's management parser reads."""
     text = json.dumps(tags, separators=(",", ":"), ensure_ascii=False)
 
-    def tagged(event: str, fields: dict) -> None:
+    def tagged(event: str, fields: dict[str, Any]) -> None:
         emit(event, fields if event == "STATS" else {**fields, "Tags": text})
     return tagged
 
 
-def _logged(emit, log_dir: str | None):
+def _logged(emit: Emit, log_dir: str | None) -> Emit:
     """-L DIR: every event but STATS also goes to DIR/fasp-ascp.log (events never carry secrets)."""
     if not log_dir:
         return emit
@@ -66,29 +69,32 @@ def _logged(emit, log_dir: str | None):
     log.addHandler(handler)
     log.setLevel(logging.INFO)
 
-    def record(event: str, fields: dict) -> None:
+    def record(event: str, fields: dict[str, Any]) -> None:
         if event != "STATS":
             log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
     return _both(emit, record)
 
 
 async def run_client(cfg: Config) -> int:
-    from fasp.session.client import ClientSession
-    from fasp.session.prepost import PrePost
     from fasp.cli.progressline import ProgressLine
+    from fasp.session.client import ClientSession
     from fasp.session.mgmtport import Management
+    from fasp.session.prepost import PrePost
 
     try:
         management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
     except EngineError as exc:  # nobody to tell but stderr
         print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
         return exc.code
-    show = management.emit if management else ProgressLine(cfg.quiet).emit
+    show: Emit = management.emit if management else ProgressLine(cfg.quiet).emit
     if cfg.tags is not None:
         show = _tagged(show, cfg.tags)
     hooks = None
     if cfg.pre_post_command:
-        hooks = PrePost(cfg.pre_post_command, {"DIRECTION": cfg.direction, "USER": cfg.remote.user, "HOST": cfg.remote.host})
+        remote = cfg.remote
+        if remote is None:  # parse() gives every client command line one
+            raise EngineError(ErrorCode.USAGE, "a client session needs a remote host")
+        hooks = PrePost(cfg.pre_post_command, {"DIRECTION": cfg.direction, "USER": remote.user, "HOST": remote.host})
         show = _both(show, hooks.emit)
     session = ClientSession(cfg, _logged(show, cfg.local_log_dir))
     if hooks is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 
 def _human(nbytes: float) -> str:
@@ -13,7 +14,7 @@ def _human(nbytes: float) -> str:
 
 
 class ProgressLine:
-    def __init__(self, quiet: bool, out=None) -> None:
+    def __init__(self, quiet: bool, out: TextIO | None = None) -> None:
         self._quiet = quiet
         self._out = out or sys.stderr
         self._line = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 
 BLOCK = 1 << 20
 SAMPLE = 64 * 1024
@@ -26,11 +27,12 @@ def file_checksum(fd: int, size: int, algorithm: str) -> str:
     return hasher.hexdigest()
 
 
-def prefix_digest(read, length: int, sparse: bool) -> str:
+def prefix_digest(read: Callable[[int, int], bytes], length: int, sparse: bool) -> str:
     """Digest of bytes [0, length) as ``read(n, offset)`` gives them: all of them (``-k 3``), or evenly
     spaced samples (``-k 2``). The sparse form always includes the last SAMPLE bytes before ``length``,
     where an interrupted write is most likely to have left a hole."""
     hasher = hashlib.sha256(length.to_bytes(8, "big"))
+    offsets: Sequence[int]
     if not sparse or length <= SAMPLES * SAMPLE:
         offsets = range(0, length, BLOCK)
         span = BLOCK
@@ -44,6 +46,6 @@ def prefix_digest(read, length: int, sparse: bool) -> str:
     return hasher.hexdigest()
 
 
-def reader(fd: int):
+def reader(fd: int) -> Callable[[int, int], bytes]:
     """``read(n, offset)`` over an open file, for :func:`prefix_digest`."""
     return lambda n, offset: os.pread(fd, n, offset)

@@ -30,7 +30,9 @@ import os
 import posixpath
 import shutil
 import stat
-from typing import Iterator
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -95,9 +97,11 @@ def _loop(client_path: str) -> EngineError:
     return EngineError(ErrorCode.LINK_LOOP, f"symbolic link loop: {client_path!r}")
 
 
+_ROOT_CODES = {errno.ENOENT: ErrorCode.NO_SUCH_FILE, errno.EACCES: ErrorCode.NO_PERMS, errno.ENOTDIR: ErrorCode.NOT_DIR}
+
+
 def _root_code(exc: OSError) -> int:
-    return {errno.ENOENT: ErrorCode.NO_SUCH_FILE, errno.EACCES: ErrorCode.NO_PERMS,
-            errno.ENOTDIR: ErrorCode.NOT_DIR}.get(exc.errno, ErrorCode.BAD_PATH)
+    return ErrorCode.BAD_PATH if exc.errno is None else _ROOT_CODES.get(exc.errno, ErrorCode.BAD_PATH)
 
 
 def _named(exc: OSError, client_path: str) -> OSError:
@@ -107,10 +111,59 @@ def _named(exc: OSError, client_path: str) -> OSError:
     return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), client_path)
 
 
-class Docroot:
-    """The confined handle: every method takes a client path and stays below the root."""
+class Files(Protocol):
+    """What every file operation may use: both handles give it, over client paths. The primitives are each
+    handle's own; the looks built from them (kind, isdir, scandir, prune) are shared here."""
 
-    confined = True
+    def norm(self, client_path: str) -> str: ...
+    def open(self, client_path: str, flags: int, mode: int = 0o666) -> int: ...
+    def opendir(self, client_path: str, *, path_only: bool = False) -> int: ...
+    def at(self, client_path: str) -> AbstractContextManager[tuple[int, str]]: ...
+    def stat(self, client_path: str, *, follow: bool = True) -> os.stat_result: ...
+    def makedirs(self, client_path: str) -> None: ...
+    def mkdir(self, client_path: str, mode: int = 0o777) -> None: ...
+    def unlink(self, client_path: str) -> None: ...
+    def rmdir(self, client_path: str) -> None: ...
+    def rmtree(self, client_path: str) -> None: ...
+    def replace(self, src: str, dst: str) -> None: ...
+    def readlink(self, client_path: str) -> str: ...
+    def symlink(self, target: str, client_path: str) -> None: ...
+    def display(self, client_path: str) -> str: ...
+
+    def kind(self, client_path: str, *, follow: bool = True) -> int | None:
+        """The file type bits (stat.S_IFMT) of the path, None if nothing is there."""
+        try:
+            return stat.S_IFMT(self.stat(client_path, follow=follow).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise
+
+    def isdir(self, client_path: str) -> bool:
+        return self.kind(client_path) == stat.S_IFDIR
+
+    def scandir(self, client_path: str) -> list[tuple[str, bool]]:
+        """(name, is a link) for each entry of a directory, read through one descriptor of it."""
+        fd = self.opendir(client_path)
+        try:
+            with os.scandir(fd) as entries:
+                return [(entry.name, entry.is_symlink()) for entry in entries]
+        finally:
+            os.close(fd)
+
+    def prune(self, client_path: str, keep: set[str]) -> int:
+        """Delete every entry below ``client_path`` whose relative path is not in ``keep``."""
+        fd = self.opendir(client_path)
+        try:
+            return prune_fd(fd, keep)
+        finally:
+            os.close(fd)
+
+
+class Docroot(Files):
+    """The confined handle: every method takes a client path and stays below the root."""
 
     def __init__(self, root: str, *, use_openat2: bool | None = None) -> None:
         self._fd = -1
@@ -286,20 +339,6 @@ class Docroot:
         with self.at(client_path) as (parent, name):
             return os.stat(name, dir_fd=parent, follow_symlinks=False)
 
-    def kind(self, client_path: str, *, follow: bool = True) -> int | None:
-        """The file type bits (stat.S_IFMT) of the path, None if nothing is there."""
-        try:
-            return stat.S_IFMT(self.stat(client_path, follow=follow).st_mode)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                return None
-            raise
-
-    def isdir(self, client_path: str) -> bool:
-        return self.kind(client_path) == stat.S_IFDIR
-
     def makedirs(self, client_path: str) -> None:
         """mkdir -p below the root (links to directories inside are followed, as before)."""
         try:
@@ -361,8 +400,8 @@ class Docroot:
             try:  # where it exists, as the kernel will read it (".." after a link is physical): beneath, or 41/63
                 os.close(self.open(posixpath.join(here, target), os.O_PATH))
             except EngineError as exc:
-                raise EngineError(exc.code, f"{client_path}: link target {target!r} leaves the docroot"
-                                  if exc.code == ErrorCode.BAD_PATH else f"{client_path}: link target loops")
+                why = f"{target!r} leaves the docroot" if exc.code == ErrorCode.BAD_PATH else "loops"
+                raise EngineError(exc.code, f"{client_path}: link target {why}") from None
             except OSError:
                 pass  # dangling inside: any later use resolves beneath the root again
             os.symlink(target, name, dir_fd=parent)
@@ -376,23 +415,6 @@ class Docroot:
         if below is None:
             raise EngineError(ErrorCode.BAD_PATH, "a directory left the docroot")
         return below
-
-    def scandir(self, client_path: str) -> list[tuple[str, bool]]:
-        """(name, is a link) for each entry of a directory, read through one descriptor of it."""
-        fd = self.opendir(client_path)
-        try:
-            with os.scandir(fd) as entries:
-                return [(entry.name, entry.is_symlink()) for entry in entries]
-        finally:
-            os.close(fd)
-
-    def prune(self, client_path: str, keep: set[str]) -> int:
-        """Delete every entry below ``client_path`` whose relative path is not in ``keep``."""
-        fd = self.opendir(client_path)
-        try:
-            return prune_fd(fd, keep)
-        finally:
-            os.close(fd)
 
     def display(self, client_path: str) -> str:
         return client_path
@@ -423,10 +445,8 @@ def prune_fd(fd: int, keep: set[str], prefix: str = "") -> int:
     return deleted
 
 
-class Unconfined:
+class Unconfined(Files):
     """The same interface over the whole filesystem (paths relative to the working directory)."""
-
-    confined = False
 
     def __init__(self, *, home: bool = False) -> None:
         self.home = home  # "~" is the user's home (a server under a stock sshd), not a name (a local path)
@@ -453,11 +473,6 @@ class Unconfined:
 
     def stat(self, client_path: str, *, follow: bool = True) -> os.stat_result:
         return os.stat(self.norm(client_path), follow_symlinks=follow)
-
-    kind = Docroot.kind
-    isdir = Docroot.isdir
-    scandir = Docroot.scandir
-    prune = Docroot.prune
 
     def makedirs(self, client_path: str) -> None:
         os.makedirs(self.norm(client_path), exist_ok=True)
@@ -486,8 +501,6 @@ class Unconfined:
     def display(self, client_path: str) -> str:
         return self.norm(client_path)
 
-
-Files = Docroot | Unconfined
 
 
 def handle(root: str | None, *, home: bool = False, use_openat2: bool | None = None) -> Files:

@@ -48,9 +48,8 @@ from collections import OrderedDict
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from fasp.files.docroot import Files, Unconfined
 from faspmanager.codes import EngineError, ErrorCode
-
-from fasp.files.docroot import Unconfined
 
 SUFFIX = ".aspera-env"
 VERSION = 2
@@ -90,11 +89,11 @@ class Envelope:
         self.size = HEADER + plain_size + TAG * self.count
 
     @classmethod
-    def new(cls, passphrase: str, plain_size: int, block: int = BLOCK) -> "Envelope":
+    def new(cls, passphrase: str, plain_size: int, block: int = BLOCK) -> Envelope:
         return cls(passphrase, os.urandom(16), os.urandom(8), plain_size, block)
 
     @classmethod
-    def open(cls, passphrase: str, header: bytes) -> "Envelope":
+    def open(cls, passphrase: str, header: bytes) -> Envelope:
         """The envelope described by ``header``: EngineError 49 if the passphrase does not fit it,
         48 if it is no envelope of this version or its parameters are out of range."""
         if len(header) < HEADER or not header.startswith(MAGIC[:7]):
@@ -171,7 +170,7 @@ class SealedSource:
         return bytes(out)
 
 
-def open_in_place(path: str, passphrase: str, files=None) -> str | None:
+def open_in_place(path: str, passphrase: str, files: Files | None = None) -> str | None:
     """Decrypt the complete file at ``path`` (in ``files``, the docroot handle) if it is an envelope: into
     the name without the suffix (or the same name); that path. None when the file is not an envelope (no
     suffix and no envelope header: it stays as it came). Errors (see the module docstring) leave no

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import posixpath
 
-from faspmanager.codes import EngineError, ErrorCode
-
 from fasp.files.docroot import Files
+from faspmanager.codes import EngineError, ErrorCode
 
 
 def destination(dest: str, rel: str, lone: bool, *, files: Files, create_dirs: bool) -> str:

@@ -16,9 +16,8 @@ import posixpath
 import secrets
 from dataclasses import dataclass
 
+from fasp.files.docroot import Docroot, Files
 from faspmanager.codes import EngineError
-
-from fasp.files.docroot import Files
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ def _load_key(files: Files) -> bytes:
             return key
     path = os.path.expanduser(KEY_FILE)
     real = os.path.realpath(path)
-    if files.confined and (real == files.real or real.startswith(files.real.rstrip("/") + "/")):
+    if isinstance(files, Docroot) and (real == files.real or real.startswith(files.real.rstrip("/") + "/")):
         return secrets.token_bytes(32)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

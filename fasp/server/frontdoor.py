@@ -53,8 +53,8 @@ import hmac
 import json
 import logging
 import os
-import shlex
 import re
+import shlex
 import shutil
 import signal
 import ssl
@@ -64,17 +64,29 @@ import threading
 import time
 from asyncio.subprocess import PIPE
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import asyncssh
 
-from fasp.session import control
 from fasp.datapath import httpframes
 from fasp.datapath.httpchannel import SOCKET_ENV
 from fasp.files.logdir import log_to_stderr
-from fasp.server.users import PASSWORD_RULE, User, UsersFileError, hash_password, load_users, needs_rehash, password_weakness, read_public_keys, replace_hash, verify_password
+from fasp.server.users import (
+    PASSWORD_RULE,
+    User,
+    UsersFileError,
+    hash_password,
+    load_users,
+    needs_rehash,
+    password_weakness,
+    read_public_keys,
+    replace_hash,
+    verify_password,
+)
+from fasp.session import control
 from faspmanager.codes import ErrorCode
 from faspmanager.envblock import scrub_initial_environment
 
@@ -206,8 +218,11 @@ class FrontDoor:
 
     def reload_users(self) -> None:
         """Re-read the users file: new logins follow it, running sessions keep what they started with."""
+        file = self._settings.users_file
+        if file is None:  # users given in memory: nothing to re-read
+            return
         try:
-            users = load_users(self._settings.users_file)
+            users = load_users(file)
         except UsersFileError as exc:
             log.error("users file not reloaded, keeping the previous one: %s", exc)
             return
@@ -255,19 +270,22 @@ class FrontDoor:
         """Whether ``password`` is ``username``'s; as slow for unknown users as for known ones. A right
         password under an older, cheaper hash gets a new hash (users file rewritten, or in memory)."""
         user = self._settings.users.get(username)
-        known = user is not None and user.password_hash is not None
-        stored = user.password_hash if known else _decoy_hash()
-        accepted = await asyncio.to_thread(_bounded, verify_password, stored, password) and known
-        if accepted and needs_rehash(stored):
-            await self._rehash(user, await asyncio.to_thread(_bounded, hash_password, password))
-        return accepted
+        stored = user.password_hash if user is not None else None
+        checked = stored if stored is not None else _decoy_hash()
+        if not await asyncio.to_thread(_bounded, verify_password, checked, password):
+            return False
+        if user is None or stored is None:
+            return False
+        if needs_rehash(stored):
+            await self._rehash(user, stored, await asyncio.to_thread(_bounded, hash_password, password))
+        return True
 
-    async def _rehash(self, user: User, new_hash: str) -> None:
+    async def _rehash(self, user: User, old_hash: str, new_hash: str) -> None:
         file = self._settings.users_file
         if file is not None:
             async with self._users_file_lock:
                 try:
-                    saved = await asyncio.to_thread(replace_hash, file, user.name, user.password_hash, new_hash)
+                    saved = await asyncio.to_thread(replace_hash, file, user.name, old_hash, new_hash)
                 except (UsersFileError, OSError) as exc:
                     log.error("password hash of %s not upgraded: %s", user.name, exc)
                     return
@@ -280,7 +298,7 @@ class FrontDoor:
                  f" in {file}" if file else " (in memory)")
 
     async def _session(self, process: asyncssh.SSHServerProcess) -> None:
-        task = asyncio.current_task()
+        task = _this_task()
         self._sessions.add(task)
         username = process.get_extra_info("username")
         try:
@@ -318,13 +336,29 @@ async def _refuse_session(process: asyncssh.SSHServerProcess, reason: str) -> No
 
 
 _HASH_SLOTS = threading.BoundedSemaphore(HASH_CONCURRENCY)
+_T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 
-def _bounded(function, *args):
+def _bounded(function: Callable[..., _T], *args: object) -> _T:
     """``function(*args)`` holding one of the HASH_CONCURRENCY slots: taken in the worker thread, so an
     abandoned check (its connection gone or its request superseded) still holds its 128 MiB slot until done."""
     with _HASH_SLOTS:
         return function(*args)
+
+
+def _host_port(peername: tuple[object, ...] | None) -> str:
+    """A socket's peer as host:port for the log ("?:?" when it has none)."""
+    host, port = (peername or ("?", "?"))[:2]
+    return f"{host}:{port}"
+
+
+def _this_task() -> asyncio.Task[Any]:
+    """The task running the caller (a connection or session handler: asyncio runs each as one)."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("called outside an asyncio task")
+    return task
 
 
 @dataclass
@@ -372,7 +406,7 @@ class FallbackPort:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     async def _on_engine(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._relays.add(asyncio.current_task())
+        self._relays.add(_this_task())
         session = None
         try:
             try:
@@ -380,7 +414,7 @@ class FallbackPort:
                 session, token = str(entry["session"]), str(entry["token"])
                 if not _SESSION_ID.match(session) or len(token) < 32:
                     raise ValueError("malformed registration")
-            except (ValueError, KeyError, TypeError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ValueError, KeyError, TypeError) as exc:
                 log.warning("fallback: bad engine registration (%s)", type(exc).__name__)
                 return
             if session in self._waiting:
@@ -406,7 +440,7 @@ class FallbackPort:
             self._relays.discard(asyncio.current_task())
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = "%s:%s" % (writer.get_extra_info("peername") or ("?", "?"))[:2]
+        peer = _host_port(writer.get_extra_info("peername"))
         if self._heads >= FALLBACK_STARTUPS:  # silent connections held open would take every descriptor
             if not self._flooded:             # (and with them SSH logins): one log line per flood
                 log.warning("fallback: %d clients still sending their request; closing newcomers", self._heads)
@@ -417,7 +451,7 @@ class FallbackPort:
         try:
             head, buffered = await asyncio.wait_for(_read_request(reader), HEAD_TIMEOUT_S)
             session, token, jpeg = httpframes.check_request(head)
-        except (httpframes.HttpWireError, asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, httpframes.HttpWireError, OSError, asyncio.IncompleteReadError) as exc:
             reason = exc.description if isinstance(exc, httpframes.HttpWireError) else type(exc).__name__
             log.warning("fallback: refused %s: %s", peer, reason)
             await _refuse(writer, 400, "bad fallback request")
@@ -459,7 +493,8 @@ async def _refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
     writer.close()
 
 
-async def _relay(reader_a, writer_a, reader_b, writer_b) -> None:
+async def _relay(reader_a: asyncio.StreamReader, writer_a: asyncio.StreamWriter,
+                 reader_b: asyncio.StreamReader, writer_b: asyncio.StreamWriter) -> None:
     """Copy both ways until either side ends, then close both."""
     ways = [asyncio.create_task(_pump(reader_a, writer_b)), asyncio.create_task(_pump(reader_b, writer_a))]
     try:
@@ -484,7 +519,7 @@ class _Gate(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         peer = conn.get_extra_info("peername")
-        self._peer, self._address = "%s:%s" % peer[:2], peer[0]
+        self._peer, self._address = _host_port(peer), peer[0]
         self._door.connections.add(conn)
         cap = self._door.settings.max_startups
         if len(self._door.unauthenticated) >= cap:
@@ -494,6 +529,13 @@ class _Gate(asyncssh.SSHServer):
                 "too many unauthenticated connections (max-startups); try again later")
             return
         self._door.unauthenticated.add(conn)
+
+    @property
+    def _connection(self) -> asyncssh.SSHServerConnection:
+        """The connection given to connection_made, asyncssh's first call: every later one has it."""
+        if self._conn is None:
+            raise RuntimeError("asyncssh called back before connection_made")
+        return self._conn
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._door.connections.discard(self._conn)
@@ -505,7 +547,7 @@ class _Gate(asyncssh.SSHServer):
     def begin_auth(self, username: str) -> bool:
         keys = self._door.authorized_keys(username)
         if keys is not None:
-            self._conn.set_authorized_keys(keys)
+            self._connection.set_authorized_keys(keys)
         return True
 
     def password_auth_supported(self) -> bool:
@@ -548,18 +590,18 @@ class _Gate(asyncssh.SSHServer):
 
     def _cut_off(self, limit: int) -> None:
         log.warning("disconnecting %s: too many authentication failures (%d, --max-auth-tries)", self._peer, limit)
-        self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+        self._connection.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
                               f"too many authentication failures ({limit}, max-auth-tries)")
 
     def auth_completed(self) -> None:
         self._door.unauthenticated.discard(self._conn)
-        username = self._conn.get_extra_info("username")
+        username = self._connection.get_extra_info("username")
         cap = self._door.connection_cap(username)
         if self._door.connected[username] >= cap:
             log.warning("disconnecting %s: %s already holds %d connections (2 x max_sessions)",
                         self._peer, username, cap)
-            self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS,
-                                  f"too many connections for user {username}: {cap} (2 x max_sessions)")
+            self._connection.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                                        f"too many connections for user {username}: {cap} (2 x max_sessions)")
             return
         self._user = username
         self._door.connected[username] += 1
@@ -569,8 +611,8 @@ class _Gate(asyncssh.SSHServer):
 def ssh_connection(process: asyncssh.SSHServerProcess) -> dict[str, str]:
     """SSH_CONNECTION as sshd sets it: the engine binds its UDP socket to the address the client reached,
     so a server with several addresses answers from the one the client sends to."""
-    peer = process.get_extra_info("peername") or ()
-    local = process.get_extra_info("sockname") or ()
+    peer: tuple[object, ...] = process.get_extra_info("peername") or ()
+    local: tuple[object, ...] = process.get_extra_info("sockname") or ()
     if len(peer) < 2 or len(local) < 2:
         return {}
     return {"SSH_CONNECTION": f"{peer[0]} {peer[1]} {local[0]} {local[1]}"}
@@ -589,6 +631,7 @@ async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cw
         process.exit(1)
         return
     log.info("engine pid %d started: %s", child.pid, shlex.join(argv))
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None  # all PIPE
     feed = asyncio.create_task(_pump(process.stdin, child.stdin, close_target=True))
     outputs = [asyncio.create_task(_pump(child.stdout, process.stdout)),
                asyncio.create_task(_pump(child.stderr, process.stderr))]
@@ -598,8 +641,9 @@ async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cw
         await asyncio.wait({exited, closed}, return_when=asyncio.FIRST_COMPLETED)
         if exited.done():
             await asyncio.wait(outputs, timeout=STOP_GRACE_S)
-            status = child.returncode if child.returncode >= 0 else 128 - child.returncode
-            log.info("engine pid %d exited with %d", child.pid, child.returncode)
+            code = exited.result()
+            status = code if code >= 0 else 128 - code
+            log.info("engine pid %d exited with %d", child.pid, code)
             process.exit(status)
         else:
             log.info("channel closed: stopping engine pid %d", child.pid)
@@ -609,7 +653,21 @@ async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cw
         await _stop(child)
 
 
-async def _pump(source, target, close_target: bool = False) -> None:
+class _Source(Protocol):
+    """The read side of a pipe, a socket or an SSH channel."""
+
+    async def read(self, n: int) -> bytes: ...
+
+
+class _Sink(Protocol):
+    """The write side, with back-pressure."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def close(self) -> None: ...
+
+
+async def _pump(source: _Source, target: _Sink, close_target: bool = False) -> None:
     """Copy bytes from a reader to a writer with back-pressure, until EOF or either side breaks."""
     try:
         while data := await source.read(CHUNK):
@@ -628,7 +686,7 @@ async def _stop(child: asyncio.subprocess.Process) -> None:
             os.killpg(child.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(child.wait()), STOP_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("engine pid %d ignored SIGTERM: killing it", child.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)  # also whatever the engine spawned
@@ -683,7 +741,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--https-cert", metavar="FILE", help="with --https-key: TLS on the fallback port")
     parser.add_argument("--https-key", metavar="FILE", help="private key of --https-cert")
     parser.add_argument("--https-client-ca", metavar="FILE",
-                        help="mutual TLS: fallback clients must present a certificate (ascp -I/-Y) this file vouches for")
+                        help="mutual TLS: fallback clients must present a certificate (ascp -I/-Y) "
+                             "this file vouches for")
     parser.add_argument("--host-key", metavar="FILE", help="host key (generated there if missing; default: in memory)")
     parser.add_argument("--log-dir", metavar="DIR",
                         help="where a client's -R session log goes (DIR/USER/, names the server picks); "
@@ -706,8 +765,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(kind):
-    def parse(text: str):
+def _positive(kind: type[_N]) -> Callable[[str], _N]:
+    def parse(text: str) -> _N:
         value = kind(text)
         if value <= 0:
             raise ValueError(text)

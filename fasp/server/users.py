@@ -242,7 +242,8 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fasp.server.users", description="Manage the fasp-server users file.")
+    parser = argparse.ArgumentParser(prog="python -m fasp.server.users",
+                                     description="Manage the fasp-server users file.")
     sub = parser.add_subparsers(dest="command", required=True)
     hasher = sub.add_parser("hash", help="print the hash of a password read from stdin or --password-env")
     hasher.add_argument("--password-env", metavar="VAR")
