@@ -15,7 +15,7 @@ import asyncssh
 import pytest
 
 from fasp.users import User, hash_password, save_users
-from tests.support.servers import FaspServer, start_fasp_server
+from tests.support.servers import PASSWORD_ENV, FaspServer, start_fasp_server
 
 FAKE_ENGINE = [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]
 
@@ -70,8 +70,11 @@ def test_session_runs_our_engine_in_the_users_docroot_whatever_the_client_asks(e
         env={"FROM_CLIENT": "1", "FROM_CLIENT_DOCROOT": "/"}))
     assert report["argv"] == ["--server", "--docroot", str(echo_server.docroot)]
     assert report["cwd"] == str(echo_server.docroot)
-    assert report["secret_env"] == []  # the server's password variable does not reach the engine
-    assert report["client_env"] == []  # nor does anything the client asks to set
+    env = report["env"]
+    # the server's password (its variable, or its value under any name) does not reach the engine ...
+    assert PASSWORD_ENV not in env and echo_server.password not in "\0".join(env.values())
+    assert not [name for name in env if name.startswith("ASPERA_SCP_")]
+    assert not [name for name in env if name.startswith("FROM_CLIENT")]  # ... nor does anything the client sets
     assert len(echoed) == len(data) and hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
     assert status == 0
 

@@ -41,6 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
+PASSWORD_ENV = "FASP_TEST_PASSWORD"  # the variable start_fasp_server hands the quick-mode password in
 
 
 @dataclass
@@ -111,7 +112,7 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
     if users_file is not None:
         argv += ["--users", str(users_file)]
     else:
-        argv += ["--user", user, "--password-env", "FASP_TEST_PASSWORD", "--docroot", str(docroot)]
+        argv += ["--user", user, "--password-env", PASSWORD_ENV, "--docroot", str(docroot)]
         if rate_cap_kbps is not None:
             argv += ["--rate-cap", str(rate_cap_kbps)]
         if allowed_policies is not None:
@@ -124,7 +125,7 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
         argv += ["--engine-command", shlex.join(engine_command)]
     argv += list(extra_args)
     log_path = workdir / "fasp-server.log"
-    env = {**os.environ, "FASP_TEST_PASSWORD": password, "PYTHONPATH": _pythonpath()}
+    env = {**os.environ, PASSWORD_ENV: password, "PYTHONPATH": _pythonpath()}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                 env=env, cwd=workdir)
