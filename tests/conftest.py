@@ -9,8 +9,25 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _KNOWN_HOSTS_DIR = tempfile.mkdtemp(prefix="fasp-known-hosts-")
 atexit.register(shutil.rmtree, _KNOWN_HOSTS_DIR, ignore_errors=True)
 os.environ["FASP_KNOWN_HOSTS"] = os.path.join(_KNOWN_HOSTS_DIR, "known_hosts")
 
 pytest_plugins = ["tests.support.servers"]
+
+
+SLOW_FIXTURES = frozenset({
+    "fasp_server", "fasp_server_module", "openssh_server", "echo_server", "two_users", "logging_server", "relayed",
+    "traced", "server", "redis_server", "faspq", "worker_factory", "worker", "workers", "flower",
+    "deployment", "spawn", "lab", "hosts",
+})
+"""Fixtures that start real servers, engines, workers or network namespaces: a test using one is ``slow``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` what uses a SLOW_FIXTURES fixture; ``pytest -m "not slow"`` is then the fast unit subset."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

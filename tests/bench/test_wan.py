@@ -14,12 +14,14 @@ from bench import netns
 from bench.netns import Hosts
 from bench.report import read_bins
 from bench.wan import Wan
+from tests.support.root import require_root
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def hosts():
+    require_root("network namespaces and TUN devices")
     hosts = Hosts(prefix=f"fbt{os.getpid() % 100000}", subnet="10.78.0")
     yield hosts
     for ns in (hosts.a, hosts.b):  # only if a test failed half-way

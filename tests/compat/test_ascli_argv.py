@@ -396,6 +396,7 @@ def test_dest64_and_file_pair_list(direction, fasp_server_module, tmp_path):
     assert sorted(str(p.relative_to(run.landed_dir)) for p in run.landed_dir.rglob("*.bin")) == sorted(sources)
 
 
+@pytest.mark.slow
 def test_tags_reach_the_peer(tmp_path):
     """--tags travel to the server: its session log (fasp-server --log-dir, asked for with -R) names them."""
     logs = tmp_path / "logs"

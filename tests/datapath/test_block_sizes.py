@@ -103,6 +103,7 @@ async def test_writes_stay_within_g_through_loss_and_reordering(tmp_path, syscal
     assert max(n for _, n in syscalls["pwrite"]) <= 100_000
 
 
+@pytest.mark.slow
 @aio
 async def test_a_partly_filled_block_is_written_after_flush_age(tmp_path, syscalls):
     """At 2 Mbit/s a 1 MiB -G block would hold 300 KB back until the end: it is written every FLUSH_AGE."""

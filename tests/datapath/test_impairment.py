@@ -83,6 +83,7 @@ async def test_tampered_forged_and_replayed_datagrams_are_rejected(tmp_path):
     assert rejected == sum(forged.values())
 
 
+@pytest.mark.slow
 @aio
 async def test_no_plaintext_on_the_wire(tmp_path):
     data = os.urandom(1 << 20)

@@ -256,6 +256,7 @@ def test_file_overwrite_deny_keeps_existing_files_and_the_flag_wins(fasp_server_
     assert_same_file(server.docroot / "conf-ow-src.bin", local_old)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_server_mode_rate_cap_from_the_file(tmp_path):
     """fasp-server runs ``fasp-ascp -f FILE --server ...``: the file's <cap> holds a client asking for more."""

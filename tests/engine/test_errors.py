@@ -9,6 +9,8 @@ import pytest
 from tests.engine.helpers import random_file, remote, run_ascp
 from tests.support.ports import free_port
 
+pytestmark = pytest.mark.slow
+
 
 def _code(result) -> int:
     return result.returncode

@@ -11,6 +11,7 @@ import pytest
 
 from tests.engine.helpers import (ENGINE, MgmtListener, assert_same_file, assert_same_tree, fasp_args, random_file,
                                   remote, run_ascp)
+from tests.support.root import needs_root
 
 
 def _ok(result) -> None:
@@ -97,6 +98,7 @@ def test_manifest_and_source_prefix(fasp_server_module, tmp_path):
     assert manifest.read_text().splitlines() == [f"passed\t{src}"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_datagram_size_and_private_key_from_environment(tmp_path):
     """-Z 9000 on loopback, and ASPERA_SCP_KEY (the key itself in the environment) against fasp-server."""
@@ -114,6 +116,7 @@ def test_datagram_size_and_private_key_from_environment(tmp_path):
 
 
 @pytest.mark.timeout(60)
+@needs_root("a source file of another owner (chown)")
 def test_owner_and_access_times(fasp_server_module, tmp_path):
     """--preserve-file-owner-uid/gid (we run as root), --preserve-access-time, --preserve-source-access-time."""
     server = fasp_server_module

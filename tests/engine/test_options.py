@@ -187,6 +187,7 @@ def test_ibm_spellings():
         assert info.value.code == 8 and needle in info.value.description, info.value.description
 
 
+@pytest.mark.slow
 def test_help_lists_every_option_and_exits_0():
     import subprocess
     import sys

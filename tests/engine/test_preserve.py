@@ -15,6 +15,7 @@ from typing import Callable
 import pytest
 
 from tests.engine.helpers import assert_same_file, random_file, run_ascp
+from tests.support.root import require_root
 
 UID, GID = 12345, 23456
 TIMES = {"a.bin": (1_000_000_000_123_456_789, 1_100_000_000_987_654_321),  # (atime, mtime) in ns, 2001/2004
@@ -102,6 +103,7 @@ def _attributes_supported(tmp_path, fasp_server_module):
 def _timed_owned(src: Path) -> None:
     """Files and directories with distinctive old times and a foreign owner (sub/c.bin keeps its own
     times: it is there to land in sub after sub's times were set)."""
+    require_root("files of another owner (chown)")
     random_file(src / "sub" / "c.bin", 1000)
     for name, (atime, mtime) in {**TIMES, **DIR_TIMES}.items():
         path = src / name

@@ -9,6 +9,7 @@ import pytest
 
 from tests.engine.helpers import assert_same_file, random_file, remote
 from tests.faults.helpers import FirstTime, finish, full, leftovers, needs_root, remount, resume, run, tmpfs
+from tests.support.root import require_root
 from tests.support.servers import start_fasp_server
 
 pytestmark = [needs_root, pytest.mark.timeout(90)]
@@ -118,6 +119,7 @@ def test_device_io_error():
 def test_permission_denied(tmp_path, listener, spawn, record):
     """A directory the engine may not write (mode 0555): 5. As root, permission bits are bypassed through
     CAP_DAC_OVERRIDE, so the server engine runs without it (setpriv drops it from the bounding set)."""
+    require_root("setpriv drops capabilities from the bounding set")
     unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", sys.executable, "-m", "fasp"]
     src = random_file(tmp_path / "src" / "f.bin", 1 << 20)
     docroot = tmp_path / "docroot"

@@ -12,7 +12,7 @@ import pytest
 from tests.support.ports import free_port
 from tests.support.servers import REPO_ROOT, start_fasp_server, start_openssh_server
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 def refuses_tcp(host: str, port: int) -> bool:

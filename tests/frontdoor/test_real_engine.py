@@ -18,7 +18,7 @@ from tests.support.servers import start_fasp_server
 
 ENGINE = [sys.executable, "-m", "fasp"]
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 def ascp(port: int, *args: str, env: dict) -> subprocess.CompletedProcess:

@@ -132,7 +132,7 @@ def _engine_program(tmp_path: Path) -> Path:
     return program
 
 
-@pytest.fixture(params=["fake", "engine", "sshd"])
+@pytest.fixture(params=["fake", pytest.param("engine", marks=pytest.mark.slow), pytest.param("sshd", marks=pytest.mark.slow)])
 def backend(request, tmp_path, fake_ascp, monkeypatch) -> Backend:
     if request.param == "fake":
         yield Backend(fake_ascp, tmp_path / "remote", tmp_path / "local", monkeypatch)

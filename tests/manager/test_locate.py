@@ -76,6 +76,7 @@ def test_explicit_bare_name_is_looked_up_on_path(clean):
     assert locate_ascp("custom-ascp") == [str(named)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_default_lookup_runs_our_engine_for_a_real_transfer(clean, tmp_path, monkeypatch):
     """No ascp anywhere: session() falls back to ``python -m fasp`` and the bytes arrive."""

@@ -14,7 +14,7 @@ from tests.engine.helpers import assert_same_file, fasp_args, random_file, remot
 from tests.support.servers import start_fasp_server
 
 pytest.importorskip("ssh_audit")
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 SHA1_OR_WEAK = ("sha1", "group1-", "group-exchange", "umac-64", "nistp", "ssh-rsa", "zlib", "cbc", "md5")
 

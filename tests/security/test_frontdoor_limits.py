@@ -17,7 +17,7 @@ from fasp import control
 from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, server_mode_pids
 from tests.support.servers import FaspServer, start_fasp_server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 class _Guesser(asyncssh.SSHClient):

@@ -14,7 +14,7 @@ import pytest
 from fasp.users import User, load_users, save_users, verify_password
 from tests.support.servers import REPO_ROOT, start_fasp_server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 OLD_N = 2**14
 PASSWORD = "an-old-but-long-password"

@@ -25,7 +25,7 @@ import faspmanager as fm
 from tests.engine.helpers import assert_same_file, random_file, run_ascp
 from tests.support.servers import known_hosts_line
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 PASSWORD = "the-users-real-password"
 WRONG_PIN = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from tests.manager.conftest import HERE as MANAGER_TESTS, sha256
 from tests.support.ports import free_port
 from tests.support.servers import start_fasp_server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FORGED_SESSION = "forged-by-a-stranger"
 

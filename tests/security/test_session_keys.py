@@ -42,6 +42,7 @@ def _forge(datagram: bytes) -> bytes | None:
     return header + body + tag
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_forged_t_datagrams_from_the_path_are_rejected(tmp_path):
     with relayed_server(tmp_path / "server") as (server, relay):

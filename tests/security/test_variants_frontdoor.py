@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.servers import start_fasp_server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 class _KeyOffer(asyncssh.SSHClient):

@@ -36,6 +36,7 @@ import asyncssh
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.root import require_root
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -150,6 +151,7 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
 
     ``confine=False`` leaves FASP_DOCROOT unset (the engine then serves the whole filesystem).
     """
+    require_root("sshd (its privilege separation) and logging in as root")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     docroot = Path(docroot or workdir / "docroot")

@@ -13,6 +13,8 @@ import pytest
 
 from workers.local import REPO_ROOT
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.timeout(180)
 def test_faspq_demo_passes_and_cleans_up():
