@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.compat.ascli_fields import FIELDS
-from tests.engine.helpers import ENGINE, MgmtListener, assert_same_file, random_file, run_ascp, sha256
+from tests.engine.helpers import MgmtListener, run_ascp
+from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.ports import free_port
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from fasp import wire
 from fasp.rate import RateSettings
 from fasp.receiver import MAX_FEEDBACK_BYTES, MIN_FEEDBACK_BYTES, Receiver, feedback_limit
-from tests.datapath.conftest import aio, pair, sha256_file, transfer
+from tests.datapath.conftest import aio, pair, transfer
+from tests.support.files import sha256
 from tests.support.relay import Relay
 
 
@@ -81,7 +82,7 @@ async def _tuned_transfer(tmp_path, size: int, *, read_size=0, write_size=0, x=N
     finally:
         for relay in relays:
             await relay.__aexit__(None, None, None)
-    assert sha256_file(src) == sha256_file(dst)
+    assert sha256(src) == sha256(dst)
     return seen
 
 

@@ -9,11 +9,11 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from faspmanager.codes import EngineError
 from fasp.transport import RateSettings, Transport
+from faspmanager.codes import EngineError
 from tests.support.relay import Relay
 
-from .conftest import CLEAR, aio, pair, session_key, sha256_file
+from .conftest import CLEAR, aio, pair, session_key
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from fasp import conffile
 from fasp.options import parse
 from faspmanager.codes import EngineError
-from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp)
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file
 from tests.support.servers import start_fasp_server
 
 SRC, DEST = "/etc/hostname", "bob@h:/dest"
@@ -273,8 +274,8 @@ def test_server_mode_rate_cap_from_the_file(tmp_path):
 def test_faspmanager_alternate_config_filename(fasp_server_module, tmp_path):
     """TransferOptions(alternate_config_filename=...) reaches the engine as -f and the file takes effect."""
     import faspmanager as fm
-    from tests.manager.conftest import _engine_program
     from tests.support.ports import free_port
+    from tests.support.programs import engine_program
 
     server = fasp_server_module
     conf = _write(tmp_path / "mgr.conf", "<file_system><overwrite>deny</overwrite></file_system>")
@@ -287,7 +288,7 @@ def test_faspmanager_alternate_config_filename(fasp_server_module, tmp_path):
                                  udp_port=free_port(socket.SOCK_DGRAM))
     order = fm.FileUpload([str(new), str(src_dir / "mgr-kept.bin")], server.user, server.host,
                           dest_pass=server.password, options=options)
-    with fm.session(order, ascp_path=str(_engine_program(tmp_path))) as s:
+    with fm.session(order, ascp_path=str(engine_program(tmp_path))) as s:
         s.start()
         result = s.finish()
     assert result.ok(), result.reason()

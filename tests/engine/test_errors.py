@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from tests.engine.helpers import random_file, remote, run_ascp
+from tests.engine.helpers import remote, run_ascp
+from tests.support.files import random_file
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow

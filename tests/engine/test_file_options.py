@@ -1,7 +1,6 @@
 """Options that decide what happens to files at either end, through real transfers."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -9,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import (ENGINE, MgmtListener, assert_same_file, assert_same_tree, fasp_args, random_file,
-                                  remote, run_ascp)
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, assert_same_tree, random_file
+from tests.support.programs import ENGINE
 from tests.support.root import needs_root
 
 
@@ -242,8 +242,7 @@ def test_content_protection_round_trip(fasp_server_module, tmp_path):
     back.mkdir()
     _ok(run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(back)), env))
     for f in files:
-        assert hashlib.sha256((back / "secret" / f.relative_to(tree)).read_bytes()).digest() == \
-            hashlib.sha256(f.read_bytes()).digest()
+        assert_same_file(f, back / "secret" / f.relative_to(tree))
     assert not list((back / "secret").rglob("*.aspera-env"))
 
     whole = (vault / "a.bin.aspera-env").read_bytes()

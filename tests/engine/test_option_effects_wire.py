@@ -21,11 +21,12 @@ import time
 import pytest
 
 from fasp import wire
-from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp,
-                                  server_mode_pids, sha256, wait_until)
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp, server_mode_pids
+from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.ports import free_port
 from tests.support.relayed import relayed_server, reset
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 WRONG_SSHFP = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, random_file, remote
+from tests.engine.helpers import remote
 from tests.faults.helpers import FirstTime, finish, full, leftovers, needs_root, remount, resume, run, tmpfs
+from tests.support.files import assert_same_file, random_file
 from tests.support.root import require_root
 from tests.support.servers import start_fasp_server
 

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, random_file, remote
+from tests.engine.helpers import remote
 from tests.faults.conftest import PEER_S, STALL_S
 from tests.faults.helpers import finish
+from tests.support.files import assert_same_file, random_file
 from tests.support.netns import DROP_UDP, SERVER_ADDR, Lab, udp_blocked_lab
 from tests.support.servers import start_fasp_server
 

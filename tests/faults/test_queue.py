@@ -9,8 +9,9 @@ import pytest
 
 from tasks.client import submit
 from tests.faults.helpers import needs_root
+from tests.support.files import assert_same_file
 from tests.workers.conftest import faspq, server, worker_factory  # noqa: F401 (fixtures)
-from tests.workers.support import assert_same, make_file, upload
+from tests.workers.support import make_file, upload
 from workers.local import RedisServer
 
 pytestmark = [needs_root, pytest.mark.timeout(150)]
@@ -55,6 +56,6 @@ def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, s
     redis_server.restart(down_s=1.0)
     result = handle.wait(timeout=90)
     assert result["ok"], result
-    assert_same(src, server.docroot / "redis-restart" / src.name)
+    assert_same_file(src, server.docroot / "redis-restart" / src.name)
     record("Redis killed (SIGKILL) and restarted 1 s later, append-only file on", "queue", 0,
            "(none: the transfer finished SUCCEEDED)", None, "none needed: sha256 equal")

@@ -10,7 +10,8 @@ import asyncssh
 import pytest
 
 from tests.support.ports import free_port
-from tests.support.servers import REPO_ROOT, start_fasp_server, start_openssh_server
+from tests.support.programs import REPO_ROOT
+from tests.support.servers import start_fasp_server, start_openssh_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 

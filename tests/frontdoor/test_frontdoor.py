@@ -8,14 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncssh
 import pytest
 
 from fasp.users import User, hash_password, save_users
+from tests.support.procs import alive
 from tests.support.servers import PASSWORD_ENV, FaspServer, start_fasp_server
+from tests.support.wait import wait_until
 
 FAKE_ENGINE = [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]
 
@@ -47,19 +48,9 @@ async def run_session(server: FaspServer, data: bytes, command: str = "fasp-ascp
     return json.loads(report), echoed, process.exit_status, stderr
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_gone(pids, timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(map(alive, pids)):
-        time.sleep(0.05)
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Those of ``pids`` still alive after waiting up to ``timeout`` for all to end."""
+    wait_until(lambda: not any(map(alive, pids)), timeout)
     return [pid for pid in pids if alive(pid)]
 
 
@@ -247,9 +238,7 @@ def test_sighup_reloads_the_users_file_and_keeps_it_if_broken(tmp_path):
         def reload_and_wait(marker: str) -> None:
             count = server.log().count(marker)
             server.process.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while server.log().count(marker) == count and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: server.log().count(marker) != count, 10)
             assert server.log().count(marker) == count + 1
 
         with pytest.raises(asyncssh.PermissionDenied):

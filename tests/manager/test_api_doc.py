@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import faspmanager as fm
-from tests.manager.conftest import REPO_ROOT
+from tests.support.programs import REPO_ROOT
 
 DOC = REPO_ROOT.parent / "shared" / "spec" / "faspmanager-api.txt"
 

@@ -83,8 +83,9 @@ def test_default_lookup_runs_our_engine_for_a_real_transfer(clean, tmp_path, mon
     import socket
 
     import faspmanager as fm
-    from tests.manager.conftest import REPO_ROOT, sha256
+    from tests.support.files import sha256
     from tests.support.ports import free_port
+    from tests.support.programs import REPO_ROOT
     from tests.support.servers import start_fasp_server
 
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))

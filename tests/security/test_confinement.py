@@ -19,8 +19,9 @@ from fasp import resume
 from fasp.digest import prefix_digest, reader
 from fasp.docroot import Docroot
 from faspmanager.codes import ErrorCode
-from tests.engine.helpers import MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
 from tests.support.control_client import ControlClient
+from tests.support.files import assert_same_file, random_file
 from tests.support.root import needs_root
 from tests.support.servers import start_fasp_server
 

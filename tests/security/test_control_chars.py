@@ -15,8 +15,9 @@ import pytest
 
 import faspmanager as fm
 from faspmanager import mgmt
-from tests.manager.conftest import sha256
+from tests.support.files import sha256
 from tests.support.ports import free_port
+from tests.support.programs import engine_program
 from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -51,10 +52,7 @@ def server(tmp_path):
 
 @pytest.fixture
 def engine(tmp_path) -> Path:
-    program = tmp_path / "fasp-ascp"
-    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fasp "$@"\n')
-    program.chmod(0o755)
-    return program
+    return engine_program(tmp_path)
 
 
 def _options(server, root: str) -> fm.TransferOptions:

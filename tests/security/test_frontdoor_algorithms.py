@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file
 from tests.support.servers import start_fasp_server
 
 pytest.importorskip("ssh_audit")

@@ -12,7 +12,8 @@ import asyncssh
 import pytest
 
 from fasp.users import User, load_users, save_users, verify_password
-from tests.support.servers import REPO_ROOT, start_fasp_server
+from tests.support.programs import REPO_ROOT
+from tests.support.servers import start_fasp_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -22,7 +22,8 @@ from fasp import control, wire
 from fasp.seal import SHARE_BYTES, Rejected, Seal, SessionKey
 from fasp.transport import Transport
 from faspmanager.codes import EngineError, ErrorCode
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, sha256
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.relayed import relayed_server, reset
 
 EVIL = b"forged by the man in the middle "

@@ -125,7 +125,8 @@ def test_idle_connections_to_the_fallback_port_do_not_lock_users_out(tmp_path):
     import socket
     import threading
 
-    from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+    from tests.engine.helpers import fasp_args, remote, run_ascp
+    from tests.support.files import assert_same_file, random_file
     from tests.support.ports import free_port
     http_port = free_port(socket.SOCK_STREAM)
     with start_fasp_server(tmp_path / "srv", extra_args=["--http-port", str(http_port)],
@@ -148,7 +149,8 @@ def test_a_session_request_chooses_neither_the_engine_nor_its_environment(tmp_pa
     """Held: an authenticated user asks for another command, sets LD_PRELOAD/PYTHONPATH/FASP_* through env
     requests, asks for a subsystem and for port forwarding: the engine runs as configured, environment
     untouched, and no forwarding is opened."""
-    from tests.engine.helpers import server_mode_pids, wait_until
+    from tests.engine.helpers import server_mode_pids
+    from tests.support.wait import wait_until
     evil = {"LD_PRELOAD": "/tmp/evil.so", "PYTHONPATH": "/tmp/evil", "FASP_RESUME_KEY": "00" * 32,
             "FASP_NO_OPENAT2": "1", "FASP_LOCAL_DOCROOT": "/"}
 
@@ -188,7 +190,8 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
     """An authenticated user (a key: no scrypt to wait for) opens connection after connection and never
     asks for a session: the sessions cap never sees them, and one process's descriptors (256 here) run out
     for every other user."""
-    from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+    from tests.engine.helpers import fasp_args, run_ascp
+    from tests.support.files import assert_same_file, random_file
     key, users = _key_user_and_bob(tmp_path, "mallory")
 
     async def hold(server, count=300):

@@ -8,10 +8,11 @@ import pytest
 from celery.result import AsyncResult
 
 from tasks.client import submit
+from tests.support.files import assert_same_file
 from workers.app import app_for
 from workers.local import free_port
 
-from .support import assert_same, make_file, types, upload
+from .support import make_file, types, upload
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -95,4 +96,4 @@ def test_running_transfer_reports_progress_then_success(worker, server, tmp_path
     last = moving[-1]
     assert last["total"] == size and last["rate_kbps"] > 0 and last["eta_s"] is not None
     assert _backend(handle).get(timeout=10)["ok"] and _backend(handle).state == "SUCCESS"
-    assert_same(src, server.docroot / "prog" / src.name)
+    assert_same_file(src, server.docroot / "prog" / src.name)

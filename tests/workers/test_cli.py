@@ -9,8 +9,9 @@ from click.testing import CliRunner
 
 from tasks.cli import main
 from tasks.client import TransferHandle
+from tests.support.files import assert_same_file
 
-from .support import assert_same, make_file
+from .support import make_file
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,7 +33,7 @@ def test_upload_watch_status(worker_factory, server, tmp_path):
     transfer_id = _upload(server, src, "cli")
     watched = CliRunner().invoke(main, ["watch", transfer_id, "--timeout", "60"])
     assert watched.exit_code == 0, watched.output
-    assert_same(src, server.docroot / "cli" / src.name)
+    assert_same_file(src, server.docroot / "cli" / src.name)
     status = json.loads(CliRunner().invoke(main, ["status", transfer_id]).output)
     assert status["state"] == "SUCCEEDED" and status["result"]["ok"]
     assert server.password not in watched.output + json.dumps(status)

@@ -12,9 +12,10 @@ import time
 import pytest
 
 from tasks.client import TransferHandle
+from tests.support.files import assert_same_file
 from workers.local import REPO_ROOT, free_port
 
-from .support import assert_same, make_file
+from .support import make_file
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,7 +82,7 @@ def test_relative_path_resolved_where_faspq_runs_and_piped_progress(worker_facto
     proc = faspq(*_upload_args(server, "small.bin", extra=("--rate", "6000")), env={"TEST_PW": server.password},
                  cwd=tmp_path)  # the worker's cwd is elsewhere: only an absolute path can reach the file
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert_same(tmp_path / "small.bin", server.docroot / "cli2" / "small.bin")
+    assert_same_file(tmp_path / "small.bin", server.docroot / "cli2" / "small.bin")
     lines = [line for line in proc.stderr.splitlines() if re.match(r"transfer \w+: \d+/", line)]
     done = [(int(m.group(1)), m.group(2)) for m in (re.search(r": (\d+)/(\S+) bytes, (\d+) kbps", line)
                                                    for line in lines) if m]

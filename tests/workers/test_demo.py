@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.support.procs import processes
 from workers.local import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -54,11 +55,4 @@ def test_faspq_demo_killed_by_signal_cleans_up(sig):
 
 
 def _command_lines() -> list[str]:
-    lines = []
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(path, "rb") as f:
-                lines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            pass
-    return lines
+    return [b" ".join(p.argv).decode(errors="replace") for p in processes()]

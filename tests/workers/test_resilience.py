@@ -11,9 +11,10 @@ import pytest
 
 import faspmanager as fm
 from tasks.client import submit
+from tests.support.files import assert_same_file
 from workers.local import TransferServer, descendants, free_port
 
-from .support import assert_same, make_file, options, types, upload
+from .support import make_file, options, types, upload
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -45,7 +46,7 @@ def test_kill9_of_owner_hands_over_and_engine_resumes(worker_factory, server, tm
     victim.kill()
     result = handle.wait(timeout=90)
     assert result["ok"], result
-    assert_same(src, server.docroot / "kill" / src.name)
+    assert_same_file(src, server.docroot / "kill" / src.name)
 
     events = list(handle.events(from_start=True))
     assert "TAKEOVER" in types(events)
@@ -82,7 +83,7 @@ def test_server_down_at_first_then_up_is_retried(worker_factory, tmp_path):
         result = handle.wait(timeout=60)
         assert result["ok"], result
         assert result["attempts"] >= 2
-        assert_same(src, srv.docroot / "retry" / src.name)
+        assert_same_file(src, srv.docroot / "retry" / src.name)
         applied = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL"]
         assert any(e["attempt"] == result["attempts"] and e["args"] == {"kbps": 7777} for e in applied)
     finally:
@@ -99,7 +100,7 @@ def test_warm_shutdown_lets_the_running_transfer_finish(worker_factory, server, 
     result = handle.wait(timeout=60)
     assert worker.process.wait(30) == 0
     assert result["ok"] and result["attempts"] == 1, result
-    assert_same(src, server.docroot / "warm" / src.name)
+    assert_same_file(src, server.docroot / "warm" / src.name)
 
 
 def _values(client, key: bytes):
@@ -183,7 +184,7 @@ def test_warm_shutdown_hands_a_persistent_transfer_over(worker_factory, server, 
     result = handle.wait(timeout=60)
     assert result["ok"] and result["attempts"] == 2, result
     for path in files:
-        assert_same(path, server.docroot / queue / path.name)
+        assert_same_file(path, server.docroot / queue / path.name)
     events = list(handle.events(from_start=True))
     assert "HANDOVER" in types(events)
     owners = {e["attempt"]: e["worker"].split(":")[1] for e in events if e["type"] == "PICKED"}
@@ -202,7 +203,7 @@ def test_handover_all_moves_a_file_transfer_at_warm_shutdown(worker_factory, ser
     assert first.process.wait(20) == 0
     result = handle.wait(timeout=60)
     assert result["ok"] and result["attempts"] == 2, result
-    assert_same(src, server.docroot / "moved" / src.name)
+    assert_same_file(src, server.docroot / "moved" / src.name)
     events = list(handle.events(from_start=True))
     assert "HANDOVER" in types(events)
     assert [e for e in events if e["type"] == "PICKED"][-1]["worker"].split(":")[1] == str(second.process.pid)
