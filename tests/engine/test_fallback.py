@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from tests.support.netns import SERVER_ADDR, Lab, udp_blocked_lab
 from tests.support.ports import free_port
 from tests.support.programs import REPO_ROOT, engine_program, pythonpath
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 HTTP_PORT = 18080  # not the default 8080: the tests pass -t, so an ignored -t fails them
 pytestmark = [pytest.mark.timeout(120),
@@ -207,10 +207,8 @@ def _tinyproxy(lab: Lab, directory: Path, port: int, connect_port: int) -> subpr
         f"ConnectPort {connect_port}", ""]))
     proc = subprocess.Popen(Lab.wrap(lab.client_ns, ["tinyproxy", "-d", "-c", str(conf)]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while "Accepting connections" not in (log.read_text() if log.exists() else "") \
-            and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_until(lambda: "Accepting connections" in (log.read_text() if log.exists() else "") or proc.poll() is not None,
+               10)
     return proc
 
 

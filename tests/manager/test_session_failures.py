@@ -11,6 +11,7 @@ import pytest
 
 import faspmanager as fm
 from faspmanager.orders import FILE_LIST_THRESHOLD
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,10 +145,7 @@ def test_mgmt_port_listens_on_loopback_only_and_is_passed_with_M(fake_ascp, samp
     starter = threading.Thread(target=start)
     starter.start()
     try:
-        deadline = time.monotonic() + 10
-        while not record.exists() or not record.read_text():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        assert wait_until(lambda: record.exists() and record.read_text(), 10, 0.02)
         argv = json.loads(record.read_text())["argv"]
         port = int(argv[argv.index("-M") + 1])
         assert port == s.port and argv[:2] == ["-M", str(port)]

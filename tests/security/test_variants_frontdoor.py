@@ -13,6 +13,7 @@ import asyncssh
 import pytest
 
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -222,10 +223,9 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
 
 def test_the_servers_password_is_not_left_in_its_proc_environ(fasp_server):
     """--password-env VAR: once hashed, the password is blanked in the block any process of the user can read."""
-    deadline = time.monotonic() + 10
-    while True:  # the blanking follows the start by a moment (after the hash)
-        block = Path(f"/proc/{fasp_server.process.pid}/environ").read_bytes()
-        if fasp_server.password.encode() not in block or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert fasp_server.password.encode() not in block, "fasp-server's /proc/PID/environ holds the password"
+    def environ() -> bytes:
+        return Path(f"/proc/{fasp_server.process.pid}/environ").read_bytes()
+
+    # the blanking follows the start by a moment (after the hash)
+    assert wait_until(lambda: fasp_server.password.encode() not in environ(), 10, 0.1), \
+        "fasp-server's /proc/PID/environ holds the password"

@@ -7,12 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tasks.client import TransferHandle
 from tests.support.files import assert_same_file
+from tests.support.wait import wait_until
 from workers.local import REPO_ROOT, free_port
 
 from .support import make_file
@@ -107,10 +107,7 @@ def test_steering_says_what_it_did(worker_factory, server, tmp_path):
                  env={"TEST_PW": server.password})
     transfer_id = proc.stdout.strip().splitlines()[-1]
     handle = TransferHandle(transfer_id)
-    deadline = time.monotonic() + 30
-    while handle.status().get("state") != "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    assert wait_until(lambda: handle.status().get("state") == "RUNNING", 30, 0.1)
     rate = faspq("rate", transfer_id, "3000")
     assert rate.returncode == 0 and f"target rate of {transfer_id} set to 3000 kbps" in rate.stdout, rate.stdout
     cancel = faspq("cancel", transfer_id)

@@ -10,6 +10,7 @@ from celery.result import AsyncResult
 import faspmanager as fm
 from tasks.client import submit
 from tests.support.files import assert_same_file
+from tests.support.wait import wait_until
 from workers.app import app_for
 
 from .support import download, make_file, options, types, upload
@@ -195,10 +196,8 @@ def test_cancel_before_pickup_ends_at_once_and_the_worker_drops_it(worker_factor
     result = handle.wait(timeout=1)
     assert not result["ok"] and result["code"] == 28 and result["attempts"] == 0
     worker = worker_factory("early", concurrency=1, queues="cancel-early")
-    deadline = time.monotonic() + 30
-    while "already ended" not in worker.log():  # the worker got the message and dropped it
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.2)
+    # the worker got the message and dropped it
+    assert wait_until(lambda: "already ended" in worker.log(), 30, 0.2), worker.log()[-3000:]
     kinds = types(handle.events(from_start=True))
     assert kinds == ["QUEUED", "RESULT"]
     assert not (server.docroot / "never" / src.name).exists()
