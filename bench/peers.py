@@ -22,13 +22,13 @@ from pathlib import Path
 import asyncssh
 
 ENGINE = [sys.executable, "-m", "fasp"]
-FRONTDOOR = [sys.executable, "-m", "fasp.frontdoor"]
+FRONTDOOR = [sys.executable, "-m", "fasp.server.frontdoor"]
 REPO = str(Path(__file__).resolve().parents[1])
 READY_TIMEOUT_S = 20.0
 
 
 def engine_available() -> bool:
-    """Whether the engine's client (fasp/cli.py) and server (fasp/frontdoor.py) exist yet."""
+    """Whether the engine's client (fasp/cli/ascp.py) and server (fasp/server/frontdoor.py) exist yet."""
     package = Path(REPO) / "fasp"
     return all((package / name).exists() for name in ("cli.py", "frontdoor.py", "__main__.py"))
 

@@ -1,4 +1,4 @@
 """``python -m fasp``: the same program as the ``fasp-ascp`` console script."""
-from fasp.cli import main
+from fasp.cli.ascp import main
 
 raise SystemExit(main())

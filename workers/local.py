@@ -170,7 +170,7 @@ class TransferServer(Service):
         workdir.mkdir(parents=True, exist_ok=True)
         docroot.mkdir(parents=True, exist_ok=True)
         self.user, self.password, self.docroot = user, password, docroot
-        argv = [sys.executable, "-m", "fasp.frontdoor", "--listen", f"127.0.0.1:{port}", "--user", user,
+        argv = [sys.executable, "-m", "fasp.server.frontdoor", "--listen", f"127.0.0.1:{port}", "--user", user,
                 "--password-env", "FASPQ_LOCAL_SERVER_PASSWORD", "--docroot", str(docroot),
                 "--host-key", str(workdir / "host_key"), *extra_args]
         env = {**os.environ, "FASPQ_LOCAL_SERVER_PASSWORD": password,

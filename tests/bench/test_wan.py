@@ -1,6 +1,5 @@
 """The WAN emulator end to end: real namespaces, TUN devices, sockets, files."""
 
-import hashlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from bench import netns
 from bench.netns import Hosts
 from bench.report import read_bins
 from bench.wan import Wan
+from tests.support.files import sha256
 from tests.support.root import require_root
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,10 +36,6 @@ def probe(wan: Wan, side: str, *args: str, **kwargs) -> subprocess.Popen:
 def started(process: subprocess.Popen) -> subprocess.Popen:
     assert process.stdout.readline().strip() == "READY"
     return process
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.timeout(60)

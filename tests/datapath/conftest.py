@@ -6,8 +6,8 @@ import functools
 import os
 from contextlib import asynccontextmanager
 
-from fasp.seal import SessionKey
-from fasp.transport import Transport
+from fasp.datapath.seal import SessionKey
+from fasp.datapath.udpchannel import Transport
 
 
 def session_key(size: int = 16, material: bytes = b"k") -> SessionKey:

@@ -9,9 +9,9 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp import wire
-from fasp.rate import RateSettings
-from fasp.receiver import MAX_FEEDBACK_BYTES, MIN_FEEDBACK_BYTES, Receiver, feedback_limit
+from fasp.datapath import datagram
+from fasp.datapath.rate import RateSettings
+from fasp.datapath.recvstate import MAX_FEEDBACK_BYTES, MIN_FEEDBACK_BYTES, ReceiveState, feedback_limit
 from tests.datapath.conftest import aio, pair, transfer
 from tests.support.files import sha256
 from tests.support.relay import Relay
@@ -37,7 +37,7 @@ def syscalls(monkeypatch):
 
 
 def test_feedback_limit_is_x_within_the_datagram_and_never_below_one_range():
-    room = 1400 - wire.HEADER_SIZE - wire.TAG_SIZE
+    room = 1400 - datagram.HEADER_SIZE - datagram.TAG_SIZE
     assert feedback_limit(room) == MAX_FEEDBACK_BYTES
     assert feedback_limit(room, 100) == 100
     assert feedback_limit(room, 1) == MIN_FEEDBACK_BYTES == 43
@@ -49,17 +49,17 @@ def test_feedback_limit_is_x_within_the_datagram_and_never_below_one_range():
 @given(cap=st.integers(MIN_FEEDBACK_BYTES, 1400), files=st.integers(1, 6), seed=st.integers(0, 1000))
 def test_feedback_bodies_fit_the_cap_and_carry_a_range(cap, files, seed):
     rnd = random.Random(seed)
-    r = Receiver(cap)
+    r = ReceiveState(cap)
     for fid in range(1, files + 1):
         r.register(fid, 0, 1 << 20)
         for off in range(0, 1 << 19, 1000):
             if rnd.random() > 0.2:  # 20 % lost: holes everywhere
                 r.on_data(fid, off, 1000, 0.0)
     fb = r.feedback(1.0, 0.01)
-    body = wire.pack_feedback(fb)
+    body = datagram.pack_feedback(fb)
     assert len(body) <= cap
     assert any(f.holes for f in fb.files)
-    assert wire.parse_feedback(body) == fb
+    assert datagram.parse_feedback(body) == fb
 
 
 async def _tuned_transfer(tmp_path, size: int, *, read_size=0, write_size=0, x=None, relay_kw=None, rate=None):
@@ -116,13 +116,13 @@ async def test_a_partly_filled_block_is_written_after_flush_age(tmp_path, syscal
 
 @aio
 async def test_feedback_on_the_wire_stays_within_x(tmp_path):
-    """Receiver -> sender datagrams through a lossy relay: FEEDBACK is at most X + header + tag."""
+    """ReceiveState -> sender datagrams through a lossy relay: FEEDBACK is at most X + header + tag."""
     limited = await _tuned_transfer(tmp_path, 2 << 20, x=100, relay_kw=dict(loss=0.05))
     free = await _tuned_transfer(tmp_path, 2 << 20, relay_kw=dict(loss=0.05))
-    overhead = wire.HEADER_SIZE + wire.TAG_SIZE
+    overhead = datagram.HEADER_SIZE + datagram.TAG_SIZE
 
     def feedback(seen):  # the client sends, so the server's feedback travels "down"
-        return [n for way, kind, n in seen if way == "down" and kind == wire.FEEDBACK]
+        return [n for way, kind, n in seen if way == "down" and kind == datagram.FEEDBACK]
     assert max(feedback(limited)) <= 100 + overhead
     assert max(feedback(limited)) >= MIN_FEEDBACK_BYTES + overhead
     assert max(feedback(free)) > 100 + overhead

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp.rate import CEILING_KBPS, RateController, RateSettings
+from fasp.datapath.rate import CEILING_KBPS, RateController, RateSettings
 from tests.datapath.test_rate import run
 
 

@@ -12,11 +12,11 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp import httpwire
-from fasp.fallback import FallbackTransport
-from fasp.httpwire import FrameDecoder, HttpWireError, encode_frame
-from fasp.rate import RateSettings
-from fasp.seal import Seal, SessionKey
+from fasp.datapath import httpframes
+from fasp.datapath.httpchannel import FallbackTransport
+from fasp.datapath.httpframes import FrameDecoder, HttpWireError, encode_frame
+from fasp.datapath.rate import RateSettings
+from fasp.datapath.seal import Seal, SessionKey
 from faspmanager.codes import EngineError, ErrorCode
 
 from .conftest import CLEAR, session_key
@@ -66,12 +66,12 @@ def test_garbage_raises_typed_error_or_waits(garbage, jpeg):
         with pytest.raises(HttpWireError):  # out of sync for good
             decoder.feed(b"")
     else:  # an honest prefix of a frame, or frames with bounded sizes
-        assert all(0 < len(f) <= httpwire.MAX_FRAME for f in frames)
+        assert all(0 < len(f) <= httpframes.MAX_FRAME for f in frames)
 
 
 @pytest.mark.parametrize("data", [
     b"\x00\x00\x00\x00",  # empty plain frame
-    (httpwire.MAX_FRAME + 1).to_bytes(4, "big"),  # oversized plain frame
+    (httpframes.MAX_FRAME + 1).to_bytes(4, "big"),  # oversized plain frame
 ])
 def test_plain_length_bounds(data):
     with pytest.raises(HttpWireError):
@@ -82,32 +82,32 @@ def test_jpeg_decoder_refuses_a_plain_frame_and_a_foreign_jpeg():
     with pytest.raises(HttpWireError):
         FrameDecoder(True).feed(encode_frame(b"abc", False))
     with pytest.raises(HttpWireError):  # a JPEG without our COM segments
-        FrameDecoder(True).feed(httpwire.JPEG_HEAD + httpwire.JPEG_TAIL)
+        FrameDecoder(True).feed(httpframes.JPEG_HEAD + httpframes.JPEG_TAIL)
 
 
 def test_encode_bounds():
     with pytest.raises(HttpWireError):
         encode_frame(b"", False)
     with pytest.raises(HttpWireError):
-        encode_frame(bytes(httpwire.MAX_FRAME + 1), True)
+        encode_frame(bytes(httpframes.MAX_FRAME + 1), True)
 
 
 @given(token=st.text("0123456789abcdef", min_size=32, max_size=32), jpeg=st.booleans(),
        port=st.integers(1, 65535), rest=st.binary(max_size=50))
 def test_request_round_trip(token, jpeg, port, rest):
     sid = "ab" * 16
-    head, after = httpwire.split_head(httpwire.request(sid, token, "169.254.7.2", port, jpeg) + rest)
+    head, after = httpframes.split_head(httpframes.request(sid, token, "169.254.7.2", port, jpeg) + rest)
     assert after == rest
-    assert httpwire.check_request(httpwire.parse_head(head)) == (sid, token, jpeg)
+    assert httpframes.check_request(httpframes.parse_head(head)) == (sid, token, jpeg)
 
 
 def test_response_and_connect_heads():
-    head, _ = httpwire.split_head(httpwire.response(101, "Switching Protocols", httpwire.JPEG_TYPE))
-    parsed = httpwire.parse_head(head)
-    assert httpwire.status_of(parsed) == 101 and parsed.headers["content-type"] == httpwire.JPEG_TYPE
-    head, body = httpwire.split_head(httpwire.response(404, "unknown session"))
-    assert httpwire.status_of(httpwire.parse_head(head)) == 404 and body == b"unknown session\n"
-    assert httpwire.connect_request("fd00::2", 8080).startswith(b"CONNECT [fd00::2]:8080 HTTP/1.1\r\n")
+    head, _ = httpframes.split_head(httpframes.response(101, "Switching Protocols", httpframes.JPEG_TYPE))
+    parsed = httpframes.parse_head(head)
+    assert httpframes.status_of(parsed) == 101 and parsed.headers["content-type"] == httpframes.JPEG_TYPE
+    head, body = httpframes.split_head(httpframes.response(404, "unknown session"))
+    assert httpframes.status_of(httpframes.parse_head(head)) == 404 and body == b"unknown session\n"
+    assert httpframes.connect_request("fd00::2", 8080).startswith(b"CONNECT [fd00::2]:8080 HTTP/1.1\r\n")
 
 
 @pytest.mark.parametrize("raw", [
@@ -121,14 +121,14 @@ def test_response_and_connect_heads():
 ])
 def test_bad_requests_are_refused(raw):
     with pytest.raises(HttpWireError):
-        head, _ = httpwire.split_head(raw)
-        httpwire.check_request(httpwire.parse_head(head))
+        head, _ = httpframes.split_head(raw)
+        httpframes.check_request(httpframes.parse_head(head))
 
 
 def test_head_size_is_bounded():
-    assert httpwire.split_head(b"x" * httpwire.MAX_HEAD) is None
+    assert httpframes.split_head(b"x" * httpframes.MAX_HEAD) is None
     with pytest.raises(HttpWireError):
-        httpwire.split_head(b"x" * (httpwire.MAX_HEAD + 1))
+        httpframes.split_head(b"x" * (httpframes.MAX_HEAD + 1))
 
 
 # ---- the driver over a real stream pair -------------------------------------------------------------

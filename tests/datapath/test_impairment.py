@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from fasp import wire
+from fasp.datapath import datagram
 from tests.support.files import sha256
 from tests.support.relay import Relay
 
@@ -64,7 +64,7 @@ async def test_tampered_forged_and_replayed_datagrams_are_rejected(tmp_path):
             out.append(rnd.choice(seen))
             forged["replayed"] += 1
         elif r < 0.07:  # a well-formed header of another session
-            out.append(wire.pack_header(wire.DATA, 0, os.urandom(16), 1, 0, 0) + os.urandom(100))
+            out.append(datagram.pack_header(datagram.DATA, 0, os.urandom(16), 1, 0, 0) + os.urandom(100))
             forged["foreign"] += 1
         if len(seen) < 2000:
             seen.append(d)

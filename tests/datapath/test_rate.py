@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from fasp.rate import RateController, RateSettings
+from fasp.datapath.rate import RateController, RateSettings
 
 
 def run(ctrls, capacity_bps, base_rtt, seconds, loss=0.0, extra_queue=0.0, seed=0):

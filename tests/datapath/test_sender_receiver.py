@@ -5,9 +5,9 @@ import random
 
 from hypothesis import given, strategies as st
 
-from fasp import wire
-from fasp.receiver import HoleMap, Receiver
-from fasp.sender import Sender
+from fasp.datapath import datagram
+from fasp.datapath.recvstate import HoleMap, ReceiveState
+from fasp.datapath.sendstate import SendState
 
 
 @given(st.integers(0, 10_000), st.integers(0, 50_000), st.lists(st.tuples(st.integers(-100, 61_000),
@@ -40,7 +40,7 @@ def test_holes_wait_out_reordering():
 
 
 def test_receiver_reports_completion_again_when_data_repeats():
-    r = Receiver()
+    r = ReceiveState()
     r.register(1, 0, 100)
     assert r.on_data(1, 0, 100, 0.0) == 100
     assert r.is_complete(1) and r.urgent
@@ -52,13 +52,13 @@ def test_receiver_reports_completion_again_when_data_repeats():
 
 
 def test_unknown_files_are_dropped_and_counted():
-    r = Receiver()
+    r = ReceiveState()
     assert r.on_data(5, 0, 10, 0.0) == 0
     assert r.unknown_datagrams == 1
 
 
 def test_receiver_measures_loss_from_sequence_gaps():
-    r = Receiver()
+    r = ReceiveState()
     r.feedback(0.0, 0.0)
     for seq in range(100):
         if seq % 10:
@@ -69,22 +69,22 @@ def test_receiver_measures_loss_from_sequence_gaps():
 
 
 def test_sender_sends_new_data_in_order_within_budget():
-    s = Sender(payload_size=1000)
+    s = SendState(payload_size=1000)
     s.add(1, 0, 2500, 0.0)
     s.add(2, 0, 0, 0.0)
     chunks = s.next_chunks(10_000, 0.0)
     assert chunks == [(1, 0, 1000, False), (1, 1000, 1000, False), (1, 2000, 500, False), (2, 0, 0, False)]
     assert not s.has_data and s.busy
-    s2 = Sender(payload_size=1000)
+    s2 = SendState(payload_size=1000)
     s2.add(1, 0, 10_000, 0.0)
     assert len(s2.next_chunks(1, 0.0)) == 1  # budget overshoots by at most one datagram
 
 
 def test_sender_resends_a_hole_again_only_once_later_data_overtook_the_resend():
-    s = Sender(payload_size=100)
+    s = SendState(payload_size=100)
     s.add(1, 0, 1000, 0.0)
     s.next_chunks(10**6, 0.0)
-    fb = wire.Feedback(0, 0.0, [wire.FileReport(1, 1000, [(200, 400)])])
+    fb = datagram.Feedback(0, 0.0, [datagram.FileReport(1, 1000, [(200, 400)])])
     assert s.on_feedback(fb, 0.1, rto=0.5, seen=0.0) == []
     assert s.next_chunks(10**6, 0.1) == [(1, 200, 100, True), (1, 300, 100, True)]
     s.on_feedback(fb, 0.2, rto=0.5, seen=0.1)
@@ -95,15 +95,15 @@ def test_sender_resends_a_hole_again_only_once_later_data_overtook_the_resend():
     assert s.next_chunks(10**6, 1.2) == []
     s.on_feedback(fb, 1.31, rto=0.5)
     assert len(s.next_chunks(10**6, 1.31)) == 2  # nothing new heard for two timeouts
-    assert s.on_feedback(wire.Feedback(0, 0.0, [wire.FileReport(1, 0, [], True)]), 1.4, 0.5) == [1]
+    assert s.on_feedback(datagram.Feedback(0, 0.0, [datagram.FileReport(1, 0, [], True)]), 1.4, 0.5) == [1]
     assert not s.busy
 
 
 def test_sender_resends_an_unconfirmed_tail():
-    s = Sender(payload_size=100)
+    s = SendState(payload_size=100)
     s.add(1, 0, 1000, 0.0)
     s.next_chunks(10**6, 0.0)
-    s.on_feedback(wire.Feedback(0, 0.0, [wire.FileReport(1, 700, [])]), 0.05, 0.5)
+    s.on_feedback(datagram.Feedback(0, 0.0, [datagram.FileReport(1, 700, [])]), 0.05, 0.5)
     s.poll(0.3, rto=0.5)
     assert not s.has_data
     s.poll(0.6, rto=0.5)
@@ -111,9 +111,9 @@ def test_sender_resends_an_unconfirmed_tail():
 
 
 def simulate(size, payload, loss, seed, reorder=0.0):
-    """Sender and receiver exchanging datagrams over a lossy, reordering 10 ms path, in fake time."""
+    """SendState and receiver exchanging datagrams over a lossy, reordering 10 ms path, in fake time."""
     rnd = random.Random(seed)
-    s, r = Sender(payload), Receiver()
+    s, r = SendState(payload), ReceiveState()
     s.add(1, 0, size, 0.0)
     r.register(1, 0, size)
     in_flight = []  # (arrival, chunk, sent)
@@ -123,7 +123,7 @@ def simulate(size, payload, loss, seed, reorder=0.0):
     fb_queue = []
     while s.busy and now < 60:
         now += 0.001
-        for c in s.next_chunks(50 * (payload + wire.DATA_OVERHEAD), now):
+        for c in s.next_chunks(50 * (payload + datagram.DATA_OVERHEAD), now):
             sent += c[2]
             resent += c[2] if c[3] else 0
             if rnd.random() >= loss:
@@ -159,25 +159,25 @@ def test_resends_stay_close_to_what_loss_requires():
 
 
 def test_feedback_takes_turns_when_files_do_not_fit():
-    r = Receiver()
+    r = ReceiveState()
     for fid in range(300):
         r.register(fid, 0, 1000)
         r.on_data(fid, 0, 10, 0.0)
     seen = set()
     for i in range(6):
         fb = r.feedback(0.01 * i, 0.0)
-        assert len(wire.pack_feedback(fb)) <= 1200
+        assert len(datagram.pack_feedback(fb)) <= 1200
         seen |= {f.file_id for f in fb.files}
     assert seen == set(range(300))
 
 
 def test_a_lost_tail_is_resent_once_later_data_arrived():
-    s = Sender(payload_size=100)
+    s = SendState(payload_size=100)
     s.add(1, 0, 300, 0.0)
     s.next_chunks(10**6, 0.0)  # file 1 entirely sent at t=0
     s.add(2, 0, 300, 0.1)
     s.next_chunks(10**6, 0.1)  # then file 2
-    fb = wire.Feedback(0, 0.0, [wire.FileReport(1, 200, []), wire.FileReport(2, 100, [])])
+    fb = datagram.Feedback(0, 0.0, [datagram.FileReport(1, 200, []), datagram.FileReport(2, 100, [])])
     s.on_feedback(fb, 0.15, rto=1.0, seen=0.0)
     assert s.next_chunks(10**6, 0.15) == []  # nothing sent after file 1's end has arrived yet
     s.on_feedback(fb, 0.2, rto=1.0, seen=0.1)

@@ -92,9 +92,9 @@ async def test_many_concurrent_small_files_both_directions(tmp_path):
 @aio
 async def test_plain_sendto_recvfrom_fallback(tmp_path, monkeypatch):
     """Without GSO/GRO (older kernels) the same transfer works one datagram per system call."""
-    from fasp import udpio
-    monkeypatch.setattr(udpio.UdpSocket, "_probe_gso", lambda self: False)
-    monkeypatch.setattr(udpio, "UDP_GRO", -1)  # setsockopt fails: no GRO
+    from fasp.datapath import udpsocket
+    monkeypatch.setattr(udpsocket.UdpSocket, "_probe_gso", lambda self: False)
+    monkeypatch.setattr(udpsocket, "UDP_GRO", -1)  # setsockopt fails: no GRO
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(os.urandom(3 << 20))
     async with pair() as (client, server):
@@ -171,7 +171,7 @@ async def test_progress_callback_failure_fails_only_that_receive(tmp_path):
 @pytest.mark.parametrize("policy", ["fixed", "high", "fair", "low"])
 @aio
 async def test_every_policy_delivers(tmp_path, policy):
-    from fasp.transport import RateSettings
+    from fasp.datapath.udpchannel import RateSettings
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(os.urandom(2 << 20))
     async with pair(rate=RateSettings(200_000, min_kbps=1000, policy=policy)) as (client, server):
@@ -185,7 +185,7 @@ async def test_every_policy_delivers(tmp_path, policy):
 async def test_whole_receive_lands_with_one_write_despite_loss_and_reordering(tmp_path, monkeypatch):
     """receive(whole=True) (a small file's only piece): however the datagrams arrive, the bytes land with
     ONE write once all arrived, so the destination never holds a hole (why such a file needs no sidecar)."""
-    import fasp.transport
+    import fasp.datapath.udpchannel
 
     data = os.urandom(200_000)
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -198,7 +198,7 @@ async def test_whole_receive_lands_with_one_write_despite_loss_and_reordering(tm
         writes.append((offset, len(payload)))  # after: the loop below sees a write only once it is whole
         return done
 
-    monkeypatch.setattr(fasp.transport.os, "pwrite", pwrite)
+    monkeypatch.setattr(fasp.datapath.udpchannel.os, "pwrite", pwrite)
     async with AsyncExitStack() as stack:
         async def via(port):
             relay = Relay(target=("127.0.0.1", port), loss=0.1, reorder=0.1, duplicate=0.05, seed=3)

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from fasp.transport import RateSettings, Transport
+from fasp.datapath.udpchannel import RateSettings, Transport
 from faspmanager.codes import EngineError
 from tests.support.relay import Relay
 

@@ -6,8 +6,8 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp import wire
-from fasp.seal import Rejected, ReplayWindow, Seal
+from fasp.datapath import datagram
+from fasp.datapath.seal import Rejected, ReplayWindow, Seal
 
 from .conftest import CLEAR, session_key
 
@@ -16,38 +16,38 @@ u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 
 
-@given(type_=st.sampled_from(sorted(wire.TYPES)), direction=st.integers(0, 1), sid=st.binary(min_size=16, max_size=16),
+@given(type_=st.sampled_from(sorted(datagram.TYPES)), direction=st.integers(0, 1), sid=st.binary(min_size=16, max_size=16),
        seq=u64, ts=u32, echo=u32)
 def test_header_round_trip(type_, direction, sid, seq, ts, echo):
-    h = wire.parse_header(wire.pack_header(type_, direction, sid, seq, ts, echo) + bytes(wire.TAG_SIZE))
+    h = datagram.parse_header(datagram.pack_header(type_, direction, sid, seq, ts, echo) + bytes(datagram.TAG_SIZE))
     assert h == (type_, direction, sid, seq, ts, echo)
 
 
 @given(file_id=u32, offset=u64, payload=st.binary(max_size=3000))
 def test_data_round_trip(file_id, offset, payload):
-    assert wire.parse_data(wire.pack_data(file_id, offset, payload)) == (file_id, offset, payload)
+    assert datagram.parse_data(datagram.pack_data(file_id, offset, payload)) == (file_id, offset, payload)
 
 
 holes = st.lists(st.integers(0, 2**40), unique=True, max_size=10).map(
     lambda ps: [(a, b) for a, b in zip(sorted(ps)[::2], sorted(ps)[1::2])])
-reports = st.builds(lambda fid, hs, extra, done: wire.FileReport(fid, (hs[-1][1] if hs else 0) + extra, hs, done),
+reports = st.builds(lambda fid, hs, extra, done: datagram.FileReport(fid, (hs[-1][1] if hs else 0) + extra, hs, done),
                     u32, holes, st.integers(0, 2**30), st.booleans())
 
 
 @given(rate=u32, loss=st.integers(0, 65535), files=st.lists(reports, max_size=6), data_ts=u32)
 def test_feedback_round_trip(rate, loss, files, data_ts):
-    fb = wire.Feedback(rate, loss / 65535, files, data_ts)
-    back = wire.parse_feedback(wire.pack_feedback(fb))
+    fb = datagram.Feedback(rate, loss / 65535, files, data_ts)
+    back = datagram.parse_feedback(datagram.pack_feedback(fb))
     assert (back.recv_rate_kbps, back.files, back.data_ts) == (rate, files, data_ts)
     assert abs(back.loss - fb.loss) < 1e-9
 
 
 @given(st.binary(max_size=300))
 def test_garbage_never_crashes_the_codecs(data):
-    for parse in (wire.parse_header, wire.parse_data, wire.parse_feedback, wire.parse_hello, wire.parse_close):
+    for parse in (datagram.parse_header, datagram.parse_data, datagram.parse_feedback, datagram.parse_hello, datagram.parse_close):
         try:
             parse(data)
-        except wire.WireError:
+        except datagram.WireError:
             pass
 
 
@@ -61,24 +61,24 @@ def test_garbage_is_rejected_by_the_opener(data):
 @pytest.mark.parametrize("key", [session_key(16), session_key(24), session_key(32), CLEAR])
 def test_seal_round_trip_and_every_bit_flip_rejected(key):
     a, b = Seal(SID, key, 0), Seal(SID, key, 1)
-    body = wire.pack_data(9, 1234, b"hello world" * 10)
-    d = a.seal(wire.DATA, body, 5, 6)
+    body = datagram.pack_data(9, 1234, b"hello world" * 10)
+    d = a.seal(datagram.DATA, body, 5, 6)
     for bit in range(0, len(d) * 8, 7):
         bad = bytearray(d)
         bad[bit // 8] ^= 1 << (bit % 8)
         with pytest.raises(Rejected):
             b.open(bytes(bad))
     type_, seq, ts, echo, got = b.open(d)
-    assert got == body and (type_, ts, echo, seq) == (wire.DATA, 5, 6, 0)
+    assert got == body and (type_, ts, echo, seq) == (datagram.DATA, 5, 6, 0)
     with pytest.raises(Rejected):  # replay
         b.open(d)
     with pytest.raises(Rejected):  # reflected back to its sender
-        a.open(a.seal(wire.DATA, body, 0, 0))
+        a.open(a.seal(datagram.DATA, body, 0, 0))
     assert (b"hello world" in d) == (key.key_bytes == 0)
 
 
 def test_wrong_key_or_session_rejected():
-    d = Seal(SID, session_key(16), 0).seal(wire.FEEDBACK, b"x", 0, 0)
+    d = Seal(SID, session_key(16), 0).seal(datagram.FEEDBACK, b"x", 0, 0)
     for opener in (Seal(SID, session_key(16, b"j"), 1), Seal(b"t" * 16, session_key(16), 1), Seal(SID, CLEAR, 1)):
         with pytest.raises(Rejected):
             opener.open(d)
@@ -89,7 +89,7 @@ def test_nonces_never_repeat_across_directions():
     nonces = set()
     for s in (a, b):
         for _ in range(1000):
-            _, direction, _, seq, _, _ = wire.parse_header(s.seal(wire.DATA, b"", 0, 0))
+            _, direction, _, seq, _, _ = datagram.parse_header(s.seal(datagram.DATA, b"", 0, 0))
             nonces.add((direction, seq))
     assert len(nonces) == 2000
 
@@ -119,5 +119,5 @@ def test_replay_window_slides():
 @pytest.mark.parametrize("key", [session_key(32, os.urandom(1)), CLEAR])
 def test_big_datagram_round_trip(key):
     a, b = Seal(SID, key, 0), Seal(SID, key, 1)
-    body = wire.pack_data(1, 0, os.urandom(60000))
-    assert b.open(a.seal(wire.DATA, body, 0, 0))[4] == body
+    body = datagram.pack_data(1, 0, os.urandom(60000))
+    assert b.open(a.seal(datagram.DATA, body, 0, 0))[4] == body

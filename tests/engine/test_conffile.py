@@ -9,8 +9,8 @@ import tempfile
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp import conffile
-from fasp.options import parse
+from fasp.options import asperaconf
+from fasp.options.flags import parse
 from faspmanager.codes import EngineError
 from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
 from tests.support.files import assert_same_file, random_file
@@ -120,7 +120,7 @@ def test_ibm_style_file_with_other_sections_and_empty_values(tmp_path, capsys):
 def test_unknown_or_bad_elements_are_usage_errors_with_their_line(tmp_path, default, needle):
     conf = _write(tmp_path / "bad.conf", default)
     with pytest.raises(EngineError) as info:
-        conffile.load(conf)
+        asperaconf.load(conf)
     assert info.value.code == 8 and needle in info.value.description, info.value.description
     assert "bad.conf:" in info.value.description
 
@@ -133,14 +133,14 @@ def test_unknown_or_bad_elements_are_usage_errors_with_their_line(tmp_path, defa
     (b"<CONF version='2'><default>&lol;</default></CONF>", "undefined entity"),
     (b"<conf><default/></conf>", 'root element must be <CONF version="2">'),
     (b"<CONF version='3'/>", 'root element must be <CONF version="2">'),
-    (b"<CONF version='2'>" + b" " * conffile.MAX_BYTES + b"</CONF>", "larger than"),
+    (b"<CONF version='2'>" + b" " * asperaconf.MAX_BYTES + b"</CONF>", "larger than"),
     (b"<?xml version='1.0' encoding='klingon'?><CONF/>", "bad.conf"),
 ], ids=["mismatched", "empty", "entity", "external-dtd", "undefined-entity", "root", "version", "too-big",
         "encoding"])
 def test_malformed_or_hostile_xml_is_usage_error_8(tmp_path, content, needle):
     (tmp_path / "bad.conf").write_bytes(content)
     with pytest.raises(EngineError) as info:
-        conffile.load(str(tmp_path / "bad.conf"))
+        asperaconf.load(str(tmp_path / "bad.conf"))
     assert info.value.code == 8 and needle in info.value.description, info.value.description
 
 

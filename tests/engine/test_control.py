@@ -1,4 +1,4 @@
-"""The control-channel codec (sans-IO): round trips, any split, garbage only ever raises ControlError."""
+"""The control-channel codec (sans-IO): round trips, any split, garbage only ever raises ProtocolError."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp import control
-from fasp.control import ControlError, Decoder, encode
+from fasp.session import control
+from fasp.session.control import ProtocolError, Decoder, encode
 
 names = st.text(min_size=0, max_size=40)
 ints = st.integers(min_value=0, max_value=2**63)
@@ -45,9 +45,9 @@ def test_garbage_raises_control_error_or_waits(blob):
     decoder = Decoder()
     try:
         decoder.feed(blob)
-    except ControlError as exc:
+    except ProtocolError as exc:
         assert exc.code == 1
-        with pytest.raises(ControlError):
+        with pytest.raises(ProtocolError):
             decoder.feed(b"more")  # out of sync for good, never a silent resync
 
 
@@ -58,23 +58,23 @@ def test_wrong_or_missing_fields_are_refused(fields, msg_type):
     frame = struct.pack(">I", len(body)) + body
     try:
         [msg] = Decoder().feed(frame)
-    except ControlError:
+    except ProtocolError:
         return
     for name, types in control.SCHEMA[msg_type].items():
         assert isinstance(msg[name], types)
 
 
 def test_limits_and_clear_messages():
-    with pytest.raises(ControlError, match="exceeds"):
+    with pytest.raises(ProtocolError, match="exceeds"):
         Decoder().feed(struct.pack(">I", control.MAX_FRAME + 1))
-    with pytest.raises(ControlError, match="unknown control message type"):
+    with pytest.raises(ProtocolError, match="unknown control message type"):
         encode("teleport")
-    with pytest.raises(ControlError, match="lacks field 'fid'"):
+    with pytest.raises(ProtocolError, match="lacks field 'fid'"):
         body = b'{"t":"piece","pid":1,"start":0,"end":1}'
         Decoder().feed(struct.pack(">I", len(body)) + body)
-    with pytest.raises(ControlError, match="not UTF-8 JSON"):
+    with pytest.raises(ProtocolError, match="not UTF-8 JSON"):
         Decoder().feed(struct.pack(">I", 3) + b"\xff\xfe{")
-    with pytest.raises(ControlError, match="wrong type"):
+    with pytest.raises(ProtocolError, match="wrong type"):
         body = b'{"t":"verified","fid":1,"ok":1}'
         Decoder().feed(struct.pack(">I", len(body)) + body)
     partial = Decoder()

@@ -1,4 +1,4 @@
-"""The content-protection envelope format (fasp/envelope.py), without a transfer: fast unit tests."""
+"""The content-protection envelope format (fasp/files/envelope.py), without a transfer: fast unit tests."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fasp import envelope
-from fasp.envelope import HEADER, SUFFIX, TAG, Envelope, SealedSource, open_in_place, sealed_size
+from fasp.files import envelope
+from fasp.files.envelope import HEADER, SUFFIX, TAG, Envelope, SealedSource, open_in_place, sealed_size
 from faspmanager.codes import EngineError
 
 PASS = "correct horse"

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fasp import httpwire
-from fasp.fallback import Registration
-from fasp.frontdoor import FallbackPort
+from fasp.datapath import httpframes
+from fasp.datapath.httpchannel import Registration
+from fasp.server.frontdoor import FallbackPort
 from faspmanager.codes import ErrorCode
 from tests.support.files import assert_same_file, random_file
 from tests.support.netns import SERVER_ADDR, Lab, udp_blocked_lab
@@ -189,7 +189,7 @@ def test_fasp_server_refuses_unknown_sessions_and_bad_requests(lab, server):
         "    out = b''\n"
         "    while chunk := s.recv(4096): out += chunk\n"
         "    return out.split(b'\\r\\n')[0].decode()\n"
-        f"print(ask({httpwire.request('ab' * 16, 'secret-token-' + 'x' * 32, SERVER_ADDR, HTTP_PORT, False)!r}))\n"
+        f"print(ask({httpframes.request('ab' * 16, 'secret-token-' + 'x' * 32, SERVER_ADDR, HTTP_PORT, False)!r}))\n"
         "print(ask(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'))\n")
     out = subprocess.run(Lab.wrap(lab.client_ns, [sys.executable, "-c", script]), capture_output=True, text=True,
                          timeout=30)
@@ -228,9 +228,9 @@ def test_fallback_through_an_http_proxy(lab, server, tmp_path):
 
 def _frames(raw: bytes, jpeg: bool) -> list[bytes]:
     """The frames after the HTTP head of one recorded direction, each checked to re-encode to the bytes seen."""
-    head, rest = httpwire.split_head(raw)
-    frames = httpwire.FrameDecoder(jpeg).feed(rest)
-    assert b"".join(httpwire.encode_frame(f, jpeg) for f in frames) == rest
+    head, rest = httpframes.split_head(raw)
+    frames = httpframes.FrameDecoder(jpeg).feed(rest)
+    assert b"".join(httpframes.encode_frame(f, jpeg) for f in frames) == rest
     return frames
 
 
@@ -257,16 +257,16 @@ def test_jpeg_encoding_on_the_wire(lab, server, tmp_path, jpeg):
     frames_up = _frames(up, jpeg)
     assert sum(map(len, frames_up)) > 700_000  # the file's bytes crossed here, sealed
     for direction in (up, down):
-        body = httpwire.split_head(direction)[1]
+        body = httpframes.split_head(direction)[1]
         pos = 0
         for frame in _frames(direction, jpeg):
-            encoded = httpwire.encode_frame(frame, jpeg)
+            encoded = httpframes.encode_frame(frame, jpeg)
             assert (body[pos:pos + 2] == b"\xff\xd8" and encoded.endswith(b"\xff\xd9")) == jpeg
             pos += len(encoded)
         assert source.read_bytes()[:4096] not in body  # encrypted on the wire
     if jpeg:
         pil = pytest.importorskip("PIL.Image")
-        assert pil.open(io.BytesIO(httpwire.encode_frame(frames_up[0], True))).size == (1, 1)
+        assert pil.open(io.BytesIO(httpframes.encode_frame(frames_up[0], True))).size == (1, 1)
 
 
 def test_faspmanager_session_reports_the_transport(lab, server, tmp_path):
@@ -289,9 +289,9 @@ def test_fallback_port_hands_only_the_right_token_to_the_engine(tmp_path, caplog
     is 101, then bytes flow both ways; the registration is spent (a replay is 404); no token in the log."""
     async def ask(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(httpwire.request(session, token, "127.0.0.1", port, False))
+        writer.write(httpframes.request(session, token, "127.0.0.1", port, False))
         head = await reader.readuntil(b"\r\n\r\n")
-        return reader, writer, httpwire.status_of(httpwire.parse_head(head))
+        return reader, writer, httpframes.status_of(httpframes.parse_head(head))
 
     async def main() -> None:
         door = FallbackPort(None, None)
@@ -318,6 +318,6 @@ def test_fallback_port_hands_only_the_right_token_to_the_engine(tmp_path, caplog
             await door.close()
 
     session, token = "cd" * 16, os.urandom(24).hex()
-    caplog.set_level("INFO", logger="fasp.frontdoor")
+    caplog.set_level("INFO", logger="fasp.server.frontdoor")
     asyncio.run(main())
     assert "wrong token for session cdcdcdcd" in caplog.text and token not in caplog.text

@@ -209,10 +209,10 @@ def _plain_files(root: Path) -> list[Path]:
 
 @pytest.mark.timeout(120)
 def test_content_protection_round_trip(fasp_server_module, tmp_path):
-    """--file-crypt=encrypt stores an authenticated envelope the server cannot read (fasp/envelope.py
+    """--file-crypt=encrypt stores an authenticated envelope the server cannot read (fasp/files/envelope.py
     documents the format); decrypt restores the bytes; a wrong passphrase is 49, a tampered or
     truncated envelope 48, and neither leaves decrypted bytes behind."""
-    from fasp.envelope import sealed_size
+    from fasp.files.envelope import sealed_size
 
     server = fasp_server_module
     tree = tmp_path / "secret"

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from fasp.docroot import Unconfined
+from fasp.files.docroot import Unconfined
 from tests.engine.helpers import MgmtListener, fasp_args
 from tests.engine.test_option_effects import DIRECTIONS, Ends, listing, names, ok, transfer
 from tests.support.files import assert_same_file, random_file, sha256
@@ -74,7 +74,7 @@ def test_overwrite_policies(fasp_server_module, tmp_path, direction, case):
 def test_never_and_older_protect_a_shorter_file_without_our_sidecar():
     """The rule behind the "smaller-older" case: a shorter destination file is resumed into only if our
     own sidecar says it is an unfinished transfer; otherwise "never" and "older" apply to it."""
-    from fasp.resume import Existing, plan
+    from fasp.files.resume import Existing, plan
     shorter = Existing(1000, 2_000_000_000.0)
     common = dict(size=3000, mtime=float(SOURCE_MTIME), resume=1, final=shorter, partial=shorter)
     assert plan(overwrite="never", watermark=None, **common).action == "skip"
@@ -117,7 +117,7 @@ def test_save_before_overwrite_keeps_a_dated_copy(fasp_server_module, tmp_path, 
 
 def test_saved_names_count_within_a_second(tmp_path, monkeypatch):
     """The index counts from 1 for each name saved in the same second."""
-    from fasp import receiving
+    from fasp.session import receiving
     monkeypatch.setattr(receiving.time, "strftime", lambda fmt, *t: "2026.01.02.03.04.05")
     target = str(tmp_path / "same.log")
     for index in (1, 2, 3):

@@ -8,7 +8,7 @@ Relayed sessions: the server's engines listen on 127.0.0.2 at the relay's port, 
 127.0.0.1 at that port goes through the relay (as in test_relayed_options.py).
 
 --chunk-size has no test here: our engine only takes it as the mark of a stream session (no source paths
-needed); stream WRITE payloads are regathered into fixed segments (fasp/stream.py), so the chunk size has
+needed); stream WRITE payloads are regathered into fixed segments (fasp/session/stream.py), so the chunk size has
 no effect on the wire or on disk. The library's side (WRITE frames of chunk_size) is in tests/manager.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from fasp import wire
+from fasp.datapath import datagram
 from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp, server_mode_pids
 from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.ports import free_port
@@ -72,11 +72,11 @@ def test_datagram_size_on_the_wire(relayed, tmp_path, direction):
         src, args, dest = files_for(server, tmp_path, direction, 1 << 20, f"z{size}")
         ok(run_ascp(fasp_args(server, "-Z", str(size), "-l", "100000", *args), server.env()))
         assert_same_file(src, dest)
-        data = [n for way, kind, n in seen if way == data_way and kind == wire.DATA]
-        assert len(data) >= (1 << 20) // (size - wire.DATA_OVERHEAD), (size, len(data))
+        data = [n for way, kind, n in seen if way == data_way and kind == datagram.DATA]
+        assert len(data) >= (1 << 20) // (size - datagram.DATA_OVERHEAD), (size, len(data))
         assert max(data) == size, (size, sorted(set(data))[-5:])
         assert sum(n == size for n in data) >= 0.9 * len(data), (size, len(data))
-        other = [n for way, kind, n in seen if kind == wire.DATA and way != data_way]
+        other = [n for way, kind, n in seen if kind == datagram.DATA and way != data_way]
         assert not other  # data went one way only
 
 
@@ -92,7 +92,7 @@ def test_min_rate_is_a_floor_under_congestion(relayed, tmp_path):
     last 10 s, so all of the step reads as queuing delay). Measured on the wire 2.5 to 5 s after the step:
     with -m 8000 the flow stays at about 8 Mbit/s, without it LOW backs off to a crawl.
 
-    Upload only: both sides run the same transport and rate controller (fasp/transport.py, fasp/rate.py),
+    Upload only: both sides run the same transport and rate controller (fasp/datapath/udpchannel.py, fasp/datapath/rate.py),
     and in a download the client's -m reaches the remote sender in the hello's rate object, which the
     existing -l / RATE tests of both directions already exercise.
     """

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from faspmanager.codes import EngineError
-from fasp.options import all_flag_names, parse, split_remote, tokenize
+from fasp.options.flags import all_flag_names, parse, split_remote, tokenize
 
 DOC = Path(__file__).resolve().parents[3] / "shared" / "design" / "ascp-cli.md"
 
@@ -191,8 +191,8 @@ def test_ibm_spellings():
 def test_help_lists_every_option_and_exits_0():
     import subprocess
     import sys
-    from fasp.optdoc import DOC_PATH, LINES, markdown
-    from fasp.options import FLAGS
+    from fasp.options.helptext import DOC_PATH, LINES, markdown
+    from fasp.options.flags import FLAGS
     assert sorted(LINES) == sorted(f.key for f in FLAGS)  # one line per flag, no stale ones
     for spelling in ("-h", "--help"):
         proc = subprocess.run([sys.executable, "-m", "fasp", spelling], capture_output=True, text=True, timeout=30)
@@ -202,4 +202,4 @@ def test_help_lists_every_option_and_exits_0():
             assert sum(1 for line in lines if line.startswith(f"  {', '.join(flag.names)} ")) == 1, flag.names
         assert DOC_PATH in proc.stdout and "shared/" not in proc.stdout
     in_repo = Path(__file__).resolve().parents[2] / DOC_PATH
-    assert in_repo.read_text() == markdown(), "regenerate: python -m fasp.optdoc > docs/ascp-options.md"
+    assert in_repo.read_text() == markdown(), "regenerate: python -m fasp.options.helptext > docs/ascp-options.md"

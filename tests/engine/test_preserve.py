@@ -1,5 +1,5 @@
 """Every preserve option, upload and download, through the real engine: each case checks the effect on
-disk, and a case without the option checks its absence, so an ignored option fails (fasp/attrs.py
+disk, and a case without the option checks its absence, so an ignored option fails (fasp/files/attrs.py
 documents the behaviour, the metafile format and the creation-time record)."""
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_times_and_owner(fasp_server_module, tmp_path, request, direction, flags
     theirs = {name: os.stat(dst / name) for name in [*TIMES, *DIR_TIMES]}  # before hashing or listing
     ours = {name: os.stat(src / name) for name in TIMES}
     for name, (atime, mtime) in {**TIMES, **DIR_TIMES}.items():
-        if name in TIMES:  # a directory's access time is the walk's, which reads it (fasp/attrs.py)
+        if name in TIMES:  # a directory's access time is the walk's, which reads it (fasp/files/attrs.py)
             assert (theirs[name].st_atime_ns == atime) == ("atime" in kept), name
         assert (theirs[name].st_mtime_ns == mtime) == ("mtime" in kept), name
         assert theirs[name].st_uid == (UID if "uid" in kept else 0), name
@@ -382,15 +382,15 @@ def test_under_stock_sshd(openssh_server, tmp_path, direction):
 def test_a_peer_cannot_set_privileged_attributes(tmp_path):
     """Only user.* and POSIX ACLs travel: security.*/trusted.* (capabilities, SELinux labels) from a
     peer, or a malformed ACL, end the session as a protocol error before anything is set."""
-    from fasp.attrs import apply
-    from fasp.control import ControlError
+    from fasp.files.attrs import apply
+    from fasp.errors import ProtocolError
 
     path = random_file(tmp_path / "f.bin", 10)
     opts = {"xattrs_mode": "native", "acls_mode": "native"}
     for name, value in [("security.capability", b"\x01\x00\x00\x02"), ("trusted.x", b"1"),
                         ("system.posix_acl_access", b"\x02\x00\x00\x00\x99\x00\x07\x00\xff\xff\xff\xff")]:
         meta = {"kinds": ["xattrs", "acls"], "xattrs": {name: base64.b64encode(value).decode()}}
-        with pytest.raises(ControlError):
+        with pytest.raises(ProtocolError):
             apply(str(path), str(path), meta, opts)
     assert _native(path) == {}
 
@@ -399,7 +399,7 @@ def test_a_peer_cannot_set_privileged_attributes(tmp_path):
                                   "user::rwx,user:0:--x,group::---,mask::--x,other::r--"])
 def test_acl_text_round_trip_matches_the_kernel(tmp_path, text):
     """The metafile's ACL text becomes the kernel's ACL (getfacl agrees) and back, byte for byte."""
-    from fasp.attrs import acl_blob, acl_text
+    from fasp.files.attrs import acl_blob, acl_text
 
     path = random_file(tmp_path / "f.bin", 10)
     os.setxattr(path, "system.posix_acl_access", acl_blob(text))

@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from fasp import wire
-from fasp.receiver import MIN_FEEDBACK_BYTES
+from fasp.datapath import datagram
+from fasp.datapath.recvstate import MIN_FEEDBACK_BYTES
 from tests.engine.helpers import fasp_args, remote, run_ascp
 from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.relay import BIN
 from tests.support.relayed import relayed_server, reset
 
-FEEDBACK_OVERHEAD = wire.HEADER_SIZE + wire.TAG_SIZE  # a FEEDBACK datagram is its body plus these 52 bytes
+FEEDBACK_OVERHEAD = datagram.HEADER_SIZE + datagram.TAG_SIZE  # a FEEDBACK datagram is its body plus these 52 bytes
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_retransmission_requests_stay_within_x(relayed, tmp_path, direction):
         seen = reset(relay, loss=0.05)
         flags = ["-l", "100000"] + (["-X", str(x)] if x else [])
         transfer(server, tmp_path, direction, 3 << 20, *flags, name=f"x{x}")
-        sizes[x] = [n for d, kind, n in seen if d == towards_sender and kind == wire.FEEDBACK]
+        sizes[x] = [n for d, kind, n in seen if d == towards_sender and kind == datagram.FEEDBACK]
         assert relay.counts.dropped > 50  # holes happened, so requests did
     assert max(sizes[100]) <= 100 + FEEDBACK_OVERHEAD
     assert max(sizes[100]) >= MIN_FEEDBACK_BYTES + FEEDBACK_OVERHEAD  # ranges were requested all the same

@@ -7,13 +7,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from faspmanager.codes import EngineError
-from fasp import resume
-from fasp.digest import prefix_digest, reader
-from fasp.docroot import Unconfined
-from fasp.jobs import FileJob, Problem, Rules, data_extents, share, top_name, walk
-from fasp.naming import destination
-from fasp.receiving import clip, plan_pieces
-from fasp.resume import Existing, Plan, after_verify, plan
+from fasp.files import resume
+from fasp.files.digest import prefix_digest, reader
+from fasp.files.docroot import Unconfined
+from fasp.files.jobs import FileJob, Problem, Rules, data_extents, share, top_name, walk
+from fasp.files.naming import destination
+from fasp.session.receiving import clip, plan_pieces
+from fasp.files.resume import Existing, Plan, after_verify, plan
 
 
 def _plan(**kw):

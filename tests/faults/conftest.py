@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fasp.transport import PEER_TIMEOUT_ENV, STALL_TIMEOUT_ENV
+from fasp.datapath.udpchannel import PEER_TIMEOUT_ENV, STALL_TIMEOUT_ENV
 from tests.engine.conftest import listener, spawn  # noqa: F401  (fixtures shared with the engine tests)
 
 HERE = Path(__file__).resolve().parent

@@ -112,7 +112,7 @@ def test_read_only_destination(tmp_path, listener, spawn, record, direction):
 
 @pytest.mark.skip(reason="EIO (36 on a write, 35 on a read) is not provoked: writes land in the page cache, so a "
                          "failing device (device-mapper `error` target) reports EIO at writeback, which no pwrite "
-                         "sees; the write path maps any other errno to 36 (fasp/transport.py, _on_written)")
+                         "sees; the write path maps any other errno to 36 (fasp/datapath/udpchannel.py, _on_written)")
 def test_device_io_error():
     pass
 

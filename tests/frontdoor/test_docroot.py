@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp.docroot import Docroot
+from fasp.files.docroot import Docroot
 from faspmanager.codes import EngineError, ErrorCode
 
 
@@ -175,7 +175,7 @@ def test_probing_for_openat2_leaves_no_descriptor_behind():
     """The import-time probe closes what it opened (an engine's children would inherit a descriptor of /)."""
     import subprocess
     import sys
-    probe = ("import os; before = set(os.listdir('/proc/self/fd')); import fasp.docroot; "
+    probe = ("import os; before = set(os.listdir('/proc/self/fd')); import fasp.files.docroot; "
              "print(sorted(set(os.listdir('/proc/self/fd')) - before))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

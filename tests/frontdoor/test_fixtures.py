@@ -62,7 +62,7 @@ def test_fasp_server_stops_cleanly(tmp_path):
 def test_openssh_server_accepts_the_generated_key_and_runs_commands(openssh_server):
     srv = openssh_server
     probe = (f"printf '%s\\n' \"$FASP_DOCROOT\"; command -v fasp-ascp; cd / && "
-             f"{shlex.quote(sys.executable)} -c {shlex.quote('import fasp.docroot; print(fasp.docroot.__file__)')}")
+             f"{shlex.quote(sys.executable)} -c {shlex.quote('import fasp.files.docroot; print(fasp.files.docroot.__file__)')}")
     result, fingerprint = asyncio.run(run(srv.host, srv.port, probe, username=srv.user,
                                           client_keys=[str(srv.identity)]))
     assert result.exit_status == 0, result.stderr

@@ -10,7 +10,7 @@ import time
 import asyncssh
 import pytest
 
-from fasp.users import User, hash_password, save_users
+from fasp.server.users import User, hash_password, save_users
 from tests.support.files import assert_same_file, random_file
 from tests.support.procs import children, cmdline
 from tests.support.programs import ENGINE

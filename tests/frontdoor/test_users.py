@@ -9,8 +9,7 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp.users import (User, UsersFileError, format_users, hash_password, load_users, parse_users,
-                        read_public_keys, save_users, verify_password)
+from fasp.server.users import User, UsersFileError, format_users, hash_password, load_users, parse_users, read_public_keys, save_users, verify_password
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM4lVZ3e6pAvm1vL2T7kQd0dS8zq5yPpv5u6O3bJw1Xf alice@host"
 
@@ -84,7 +83,7 @@ def test_read_public_keys_skips_comments_and_blanks():
 
 
 def _users_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "fasp.users", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fasp.server.users", *args], capture_output=True, text=True,
                           timeout=30, **kwargs)
 
 

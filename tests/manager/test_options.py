@@ -107,7 +107,7 @@ def test_unset_options_add_nothing_and_defaults_are_explicit():
 def test_auto_detect_capacity_makes_the_default_target_100_percent():
     """The reference: target_rate_kbps "is interpreted as a percentage ... Default: 10000 (Or 100% when
     autoDetectCapacity is turned on)"; the engine refuses a percent above 100."""
-    from fasp.options import parse
+    from fasp.options.flags import parse
 
     def rate_words(**options):
         args = fm.TransferOptions(**options).ascp_args()
@@ -235,7 +235,7 @@ def test_defaults_class_constants_and_attribute_access():
 
 def test_generated_flags_are_accepted_by_the_engine_parser():
     """Cross-check with the engine's own option table: it must understand every flag we generate."""
-    engine_options = pytest.importorskip("fasp.options")
+    engine_options = pytest.importorskip("fasp.options.flags")
     everything = {name: value for name, (value, _) in FLAG_FORMS.items() if name != "extra_options"}
     args = fm.FileUpload("local.bin", "u", "h", dest_pass="pw", options=fm.TransferOptions(**everything)).ascp_opts()
     values, positional = engine_options.tokenize(args)

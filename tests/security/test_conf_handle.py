@@ -1,7 +1,7 @@
 """The docroot handle on random trees: nothing it does touches anything outside the root.
 
 Hypothesis builds trees of files, directories and links (relative, ``..``-laden, absolute inside and
-outside, dangling, loops) and runs every kind of operation through :class:`fasp.docroot.Docroot`, with
+outside, dangling, loops) and runs every kind of operation through :class:`fasp.files.docroot.Docroot`, with
 openat2 and with the descriptor walk: each either acts below the root (the realpath of what it opened
 is there; nothing outside changed) or fails (41 leaving, 63 looping, or the plain OSError of the
 place it reached). Both implementations give the same verdict. Then the check-then-open race, made
@@ -23,8 +23,8 @@ from typing import Callable
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from fasp import docroot
-from fasp.docroot import Docroot
+from fasp.files import docroot
+from fasp.files.docroot import Docroot
 from faspmanager.codes import EngineError, ErrorCode
 
 NAMES = ["a", "b", "c", "a/b", "a/c", "b/a", "a/b/c"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fasp import resume
-from fasp.digest import prefix_digest, reader
-from fasp.docroot import Docroot
+from fasp.files import resume
+from fasp.files.digest import prefix_digest, reader
+from fasp.files.docroot import Docroot
 from faspmanager.codes import ErrorCode
 from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
 from tests.support.control_client import ControlClient
@@ -27,7 +27,7 @@ from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.slow
 
-NO_OPENAT2_ENV = "FASP_NO_OPENAT2"  # fasp.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
+NO_OPENAT2_ENV = "FASP_NO_OPENAT2"  # fasp.files.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
 SECRET = b"root:$6$very-secret-hash$:19000:0:99999:7:::\n" * 3
 
 

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from fasp.receiving import MAX_FILES_IN_FLIGHT
+from fasp.session.receiving import MAX_FILES_IN_FLIGHT
 from faspmanager.codes import ErrorCode
 from tests.support.control_client import ControlClient
 from tests.support.procs import children

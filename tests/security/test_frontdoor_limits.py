@@ -13,7 +13,7 @@ import time
 import asyncssh
 import pytest
 
-from fasp import control
+from fasp.session import control
 from tests.engine.helpers import fasp_args, remote, run_ascp, server_mode_pids
 from tests.support.files import assert_same_file, random_file
 from tests.support.servers import FaspServer, start_fasp_server

@@ -11,7 +11,7 @@ import sys
 import asyncssh
 import pytest
 
-from fasp.users import User, load_users, save_users, verify_password
+from fasp.server.users import User, load_users, save_users, verify_password
 from tests.support.programs import REPO_ROOT
 from tests.support.servers import start_fasp_server
 
@@ -37,7 +37,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("password", ["", "short", "password123", "12345678"])
 def test_fasp_server_refuses_to_start_with_an_empty_or_weak_password(tmp_path, password):
-    done = subprocess.run([sys.executable, "-m", "fasp.frontdoor", "--listen", "127.0.0.1:0", "--user", "u",
+    done = subprocess.run([sys.executable, "-m", "fasp.server.frontdoor", "--listen", "127.0.0.1:0", "--user", "u",
                            "--password-env", "PW", "--docroot", str(tmp_path / "d")],
                           env=_env(PW=password), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode != 0, done.stdout
@@ -50,7 +50,7 @@ def test_users_add_refuses_an_empty_or_weak_password(tmp_path, password):
     file = tmp_path / "users.toml"
     for how, extra in (("--password-env", {"PW": password}), ("--password-stdin", {})):
         args = [how, "PW"] if how == "--password-env" else [how]
-        done = subprocess.run([sys.executable, "-m", "fasp.users", "add", "--file", str(file), "--user", "u",
+        done = subprocess.run([sys.executable, "-m", "fasp.server.users", "add", "--file", str(file), "--user", "u",
                                "--docroot", str(tmp_path), *args], input=password + "\n", env=_env(**extra),
                               capture_output=True, text=True, timeout=30)
         assert done.returncode != 0 and "refused" in done.stderr, (how, done.stderr)

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fasp import control, wire
-from fasp.seal import SHARE_BYTES, Rejected, Seal, SessionKey
-from fasp.transport import Transport
+from fasp.session import control
+from fasp.datapath import datagram
+from fasp.datapath.seal import SHARE_BYTES, Rejected, Seal, SessionKey
+from fasp.datapath.udpchannel import Transport
 from faspmanager.codes import EngineError, ErrorCode
 from tests.engine.helpers import fasp_args, remote, run_ascp
 from tests.support.files import assert_same_file, random_file, sha256
@@ -29,15 +30,15 @@ from tests.support.relayed import relayed_server, reset
 EVIL = b"forged by the man in the middle "
 
 
-def _forge(datagram: bytes) -> bytes | None:
+def _forge(packet: bytes) -> bytes | None:
     """A DATA datagram with the same header (session id, direction, seq in clear) and forged bytes, tagged
     with GMAC under HKDF(session id) as the old -T did; None for any other datagram."""
-    type_, direction, sid, seq, _, _ = wire.parse_header(datagram)
-    if type_ != wire.DATA:
+    type_, direction, sid, seq, _, _ = datagram.parse_header(packet)
+    if type_ != datagram.DATA:
         return None
-    header = datagram[:wire.HEADER_SIZE]
-    file_id, offset, payload = wire.parse_data(datagram[wire.HEADER_SIZE:-wire.TAG_SIZE])
-    body = wire.pack_data(file_id, offset, (EVIL * (len(payload) // len(EVIL) + 1))[:len(payload)])
+    header = packet[:datagram.HEADER_SIZE]
+    file_id, offset, payload = datagram.parse_data(packet[datagram.HEADER_SIZE:-datagram.TAG_SIZE])
+    body = datagram.pack_data(file_id, offset, (EVIL * (len(payload) // len(EVIL) + 1))[:len(payload)])
     key = HKDF(hashes.SHA256(), 16, salt=None, info=b"fasp datagram auth v1").derive(sid)
     tag = AESGCM(key).encrypt(struct.pack("!IQ", direction, seq), b"", header + body)
     return header + body + tag
@@ -86,8 +87,8 @@ def test_both_shares_and_the_session_id_make_the_key():
 def test_a_seal_opens_only_under_the_key_from_both_shares(key_bytes):
     """What one end seals, the other opens only if it derived the key from the same two shares."""
     sid = b"i" * 16
-    body = wire.pack_data(1, 0, b"payload")
-    sealed = Seal(sid, _key(key_bytes=key_bytes), 0).seal(wire.DATA, body, 0, 0)
+    body = datagram.pack_data(1, 0, b"payload")
+    sealed = Seal(sid, _key(key_bytes=key_bytes), 0).seal(datagram.DATA, body, 0, 0)
     assert Seal(sid, _key(key_bytes=key_bytes), 1).open(sealed)[4] == body
     for other in (_key(client=b"C" * SHARE_BYTES, key_bytes=key_bytes),
                   _key(server=b"S" * SHARE_BYTES, key_bytes=key_bytes)):

@@ -58,7 +58,7 @@ BOB_PASSWORD = "bob-has-a-long-password"
 
 def _key_user_and_bob(tmp_path, name: str):
     """A users file: ``name`` logs in with a fresh key (returned), bob with BOB_PASSWORD; a docroot each."""
-    from fasp.users import hash_password
+    from fasp.server.users import hash_password
     key = asyncssh.generate_private_key("ssh-ed25519")
     for user in (name, "bob"):
         (tmp_path / user).mkdir()

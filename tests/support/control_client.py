@@ -1,6 +1,6 @@
 """A hand-built client: just enough of the control protocol over SSH to offer files, as an attacker writes it.
 
-No data channel: the server engine is driven through its control messages alone (fasp/control.py framing).
+No data channel: the server engine is driven through its control messages alone (fasp/session/control.py framing).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import uuid
 
 import asyncssh
 
-from fasp import control
-from fasp.channel import Channel
+from fasp.session import control
+from fasp.session.channel import Channel
 
 
 class ControlClient:

@@ -1,6 +1,7 @@
 """How tests run our programs: the engine and fasp-server as this interpreter's modules, with this checkout first.
 
-One place names the modules (``python -m fasp``, ``python -m fasp.frontdoor``), so the tests follow when they move.
+One place names the modules (``python -m fasp``, ``python -m fasp.server.frontdoor``), so the tests follow
+when they move.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENGINE = [sys.executable, "-m", "fasp"]
 """argv of the engine (fasp-ascp)."""
-SERVER = [sys.executable, "-m", "fasp.frontdoor"]
+SERVER = [sys.executable, "-m", "fasp.server.frontdoor"]
 """argv of fasp-server."""
 
 

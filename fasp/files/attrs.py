@@ -48,24 +48,14 @@ import secrets
 import struct
 
 from faspmanager.codes import EngineError, ErrorCode
+from fasp.errors import ProtocolError, os_error_code
 
-from .control import ControlError
-from .docroot import Unconfined
+from fasp.files.docroot import Unconfined
 
 META_SUFFIX = ".aspera-meta"
 CREATION_XATTR = "user.fasp.creation_time"
 ACL_NAMES = {"system.posix_acl_access": "access", "system.posix_acl_default": "default"}
 _MISSING = (errno.ENODATA, errno.ENOTSUP)
-
-
-def os_error_code(exc: OSError, default: int = ErrorCode.DISK_READ) -> int:
-    """The ascp code for a local file error (``default`` for an errno without its own code)."""
-    return {errno.ENOENT: ErrorCode.NO_SUCH_FILE, errno.EACCES: ErrorCode.NO_PERMS,
-            errno.EPERM: ErrorCode.NO_PERMS, errno.ENOTDIR: ErrorCode.NOT_DIR, errno.EISDIR: ErrorCode.IS_DIR,
-            errno.ENOSPC: ErrorCode.NO_SPACE_LEFT, errno.EROFS: ErrorCode.READ_ONLY_FS,
-            errno.EEXIST: ErrorCode.ALREADY_EXISTS, errno.ELOOP: ErrorCode.LINK_LOOP,
-            errno.EMFILE: ErrorCode.TOO_MANY_FILES,
-            errno.EFBIG: ErrorCode.FILE_TOO_BIG, errno.EDQUOT: ErrorCode.NO_SPACE_LEFT}.get(exc.errno, default)
 
 
 def _failed(exc: OSError, path: str, what: str, default: int) -> EngineError:
@@ -204,10 +194,10 @@ def apply(fd: int, path: str, meta: object, opts: dict, *, files=None, named: st
     if meta is None:
         return
     if not isinstance(meta, dict):
-        raise ControlError("a file's meta must be an object")
+        raise ProtocolError("a file's meta must be an object")
     kinds = meta.get("kinds") or []
     if not isinstance(kinds, list) or not set(kinds) <= {"xattrs", "acls"}:
-        raise ControlError("a file's meta kinds must be a list of xattrs/acls")
+        raise ProtocolError("a file's meta kinds must be a list of xattrs/acls")
     attrs = _decode_attrs(meta.get("xattrs"))
     native = _categories(opts, "native") & set(kinds)
     _apply_native(fd, path, {n: v for n, v in attrs.items() if _category(n) in native}, native)
@@ -245,7 +235,7 @@ def _int(meta: dict, key: str, signed: bool = False) -> int:
     """A peer-sent integer (times before 1970 are negative, ids and creation records never)."""
     value = meta.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or (value < 0 and not signed):
-        raise ControlError(f"a file's meta needs an integer {key}")
+        raise ProtocolError(f"a file's meta needs an integer {key}")
     return value
 
 
@@ -254,17 +244,17 @@ def _decode_attrs(raw: object) -> dict[str, bytes]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ControlError("a file's xattrs must be an object")
+        raise ProtocolError("a file's xattrs must be an object")
     out = {}
     for name, value in raw.items():
         if _category(name) is None or not isinstance(value, str):
-            raise ControlError(f"attribute {name!r} cannot travel")
+            raise ProtocolError(f"attribute {name!r} cannot travel")
         try:
             out[name] = base64.b64decode(value, validate=True)
             if name in ACL_NAMES:
                 acl_text(out[name])
         except ValueError as exc:
-            raise ControlError(f"attribute {name!r}: {exc}") from None
+            raise ProtocolError(f"attribute {name!r}: {exc}") from None
     return out
 
 

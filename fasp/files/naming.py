@@ -12,7 +12,7 @@ import posixpath
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from .docroot import Files
+from fasp.files.docroot import Files
 
 
 def destination(dest: str, rel: str, lone: bool, *, files: Files, create_dirs: bool) -> str:

@@ -17,11 +17,11 @@ a client whose UDP cannot pass (``-y 1``) dials it with a one-time token its
 server engine registered on this process's private Unix socket
 (``FASP_FALLBACK_SOCKET`` in the engines' environment); only a request carrying
 the right token for a waiting session is relayed to that engine (see
-:mod:`fasp.fallback`), anything else gets an HTTP error and a log line.
+:mod:`fasp.datapath.httpchannel`), anything else gets an HTTP error and a log line.
 
 Once the port accepts connections, one line "listening on HOST:PORT" goes to
 stdout; logs (never secrets, one line per record, control characters escaped) go
-to stderr. SIGHUP re-reads the users file (``python -m fasp.users add ...`` edits
+to stderr. SIGHUP re-reads the users file (``python -m fasp.server.users add ...`` edits
 it); SIGTERM ends every session and exits.
 
 Logs a client asks for (``ascp -R DIR``) go to ``--log-dir LOGDIR`` only, as
@@ -39,7 +39,7 @@ SSH algorithms are current OpenSSH defaults without SHA-1, 1024-bit groups, NIST
 for key exchange, umac-64 or compression (see KEX_ALGS and its neighbours).
 
 A password given with --password-env must not be weak: empty, shorter than 8
-characters, or a very common one (fasp.users.password_weakness) refuses to start.
+characters, or a very common one (fasp.server.users.password_weakness) refuses to start.
 """
 from __future__ import annotations
 
@@ -70,15 +70,15 @@ from pathlib import Path
 
 import asyncssh
 
-from fasp import control, httpwire
-from fasp.fallback import SOCKET_ENV
-from fasp.logdir import log_to_stderr
-from fasp.users import (PASSWORD_RULE, User, UsersFileError, hash_password, load_users, needs_rehash,
-                        password_weakness, read_public_keys, replace_hash, verify_password)
+from fasp.session import control
+from fasp.datapath import httpframes
+from fasp.datapath.httpchannel import SOCKET_ENV
+from fasp.files.logdir import log_to_stderr
+from fasp.server.users import PASSWORD_RULE, User, UsersFileError, hash_password, load_users, needs_rehash, password_weakness, read_public_keys, replace_hash, verify_password
 from faspmanager.codes import ErrorCode
 from faspmanager.envblock import scrub_initial_environment
 
-log = logging.getLogger("fasp.frontdoor")
+log = logging.getLogger("fasp.server.frontdoor")
 
 ENGINE_COMMAND = (sys.executable, "-m", "fasp")
 STOP_GRACE_S = 3.0
@@ -416,9 +416,9 @@ class FallbackPort:
         self._heads, self._flooded = self._heads + 1, False
         try:
             head, buffered = await asyncio.wait_for(_read_request(reader), HEAD_TIMEOUT_S)
-            session, token, jpeg = httpwire.check_request(head)
-        except (httpwire.HttpWireError, asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
-            reason = exc.description if isinstance(exc, httpwire.HttpWireError) else type(exc).__name__
+            session, token, jpeg = httpframes.check_request(head)
+        except (httpframes.HttpWireError, asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            reason = exc.description if isinstance(exc, httpframes.HttpWireError) else type(exc).__name__
             log.warning("fallback: refused %s: %s", peer, reason)
             await _refuse(writer, 400, "bad fallback request")
             return
@@ -434,27 +434,27 @@ class FallbackPort:
             await _refuse(writer, 403, "wrong session token")
             return
         del self._waiting[session]
-        writer.write(httpwire.response(101, "Switching Protocols",
-                                       httpwire.JPEG_TYPE if jpeg else httpwire.PLAIN_TYPE))
+        writer.write(httpframes.response(101, "Switching Protocols",
+                                       httpframes.JPEG_TYPE if jpeg else httpframes.PLAIN_TYPE))
         waiting.claimed.set_result((reader, writer, buffered, "https" if self._tls else "http"))
 
 
 _SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[httpwire.Head, bytes]:
+async def _read_request(reader: asyncio.StreamReader) -> tuple[httpframes.Head, bytes]:
     buffer = b""
-    while (found := httpwire.split_head(buffer)) is None:
+    while (found := httpframes.split_head(buffer)) is None:
         data = await reader.read(4096)
         if not data:
-            raise httpwire.HttpWireError("connection closed before a whole request head")
+            raise httpframes.HttpWireError("connection closed before a whole request head")
         buffer += data
-    return httpwire.parse_head(found[0]), found[1]
+    return httpframes.parse_head(found[0]), found[1]
 
 
 async def _refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
     with contextlib.suppress(Exception):
-        writer.write(httpwire.response(status, reason))
+        writer.write(httpframes.response(status, reason))
         await asyncio.wait_for(writer.drain(), 2.0)
     writer.close()
 
@@ -669,7 +669,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fasp-server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free port")
-    parser.add_argument("--users", metavar="FILE", help="users file (see fasp.users)")
+    parser.add_argument("--users", metavar="FILE", help="users file (see fasp.server.users)")
     quick = parser.add_argument_group("quick mode (one user, instead of --users)")
     quick.add_argument("--user", metavar="NAME")
     quick.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")

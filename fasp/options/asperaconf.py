@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from xml.parsers import expat
 
 from faspmanager.codes import EngineError, ErrorCode
-from fasp.options import CHECKSUMS, CIPHERS, OVERWRITE, POLICIES, split_remote
+from fasp.options.flags import CHECKSUMS, CIPHERS, OVERWRITE, POLICIES, split_remote
 
 MAX_BYTES = 1 << 20
 """Bigger than any real aspera.conf; bounds what a hostile or mistaken -f makes us parse."""

@@ -12,16 +12,16 @@ import asyncio
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from .control import ControlError
-from .sending import Sender
-from .tally import Tally
+from fasp.errors import ProtocolError
+from fasp.session.sending import SendingRole
+from fasp.session.tally import Tally
 
 SEGMENT = 1 << 20
 SEGMENTS_IN_FLIGHT = 16
 
 
 class OutStream:
-    def __init__(self, sender: Sender, tally: Tally, arg: int, dest: str) -> None:
+    def __init__(self, sender: SendingRole, tally: Tally, arg: int, dest: str) -> None:
         self._sender = sender
         self._tally = tally
         self._arg = arg
@@ -88,7 +88,7 @@ class OutStream:
                 elif kind == "piece":
                     segment = self._waiting.pop(msg["start"], None)
                     if segment is None or msg["end"] - msg["start"] != len(segment):
-                        raise ControlError(f"piece for an unknown stream segment at {msg['start']}")
+                        raise ProtocolError(f"piece for an unknown stream segment at {msg['start']}")
                     task = asyncio.create_task(self._send(msg["pid"], segment, msg["start"], msg["end"]))
                     self._sends.add(task)
                     task.add_done_callback(self._sent)

@@ -16,14 +16,14 @@ from typing import Callable
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from . import attrs
-from .attrs import os_error_code
-from .channel import Channel
-from .digest import prefix_digest, reader
-from .docroot import Files, Unconfined
-from .envelope import SUFFIX, Envelope, SealedSource
-from .jobs import FileJob, Problem, data_extents, share
-from .tally import Tally
+from fasp.files import attrs
+from fasp.errors import os_error_code
+from fasp.session.channel import Channel
+from fasp.files.digest import prefix_digest, reader
+from fasp.files.docroot import Files, Unconfined
+from fasp.files.envelope import SUFFIX, Envelope, SealedSource
+from fasp.files.jobs import FileJob, Problem, data_extents, share
+from fasp.session.tally import Tally
 
 
 FILES_IN_FLIGHT = 64
@@ -49,7 +49,7 @@ def _part_only(job: FileJob) -> bool:
     return job.start is not None or job.end is not None
 
 
-class Sender:
+class SendingRole:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict,
                  files: Files | None = None, file_pass: str | None = None) -> None:
         self._channel = channel
@@ -162,7 +162,7 @@ class Sender:
             self._tally.failed(job.path, job.arg, exc.code, exc.description)
             return "failed"
         except OSError as exc:
-            self._tally.failed(job.path, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
+            self._tally.failed(job.path, job.arg(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         try:
             st = os.fstat(fd)
@@ -204,7 +204,7 @@ class Sender:
             self._tally.failed(key, job.arg, exc.code, exc.description)
             return "failed"
         except OSError as exc:
-            self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
+            self._tally.failed(key, job.arg(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         pieces: set[asyncio.Task] = set()
         aborted = False

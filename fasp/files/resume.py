@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from faspmanager.codes import EngineError
 
-from .docroot import Files
+from fasp.files.docroot import Files
 
 
 @dataclass(frozen=True)

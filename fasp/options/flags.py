@@ -309,7 +309,7 @@ class Config:
     @property
     def lone(self) -> bool:
         """One source named on the command line itself: only then may DEST be its new file name (IBM's rule;
-        -d and the target's kind are decided where the file lands, fasp/naming.py)."""
+        -d and the target's kind are decided where the file lands, fasp/files/naming.py)."""
         return len(self.sources) == 1 and not self.listed and self.pair_dests is None and not self.src_base
 
     def options_for_peer(self) -> dict:
@@ -409,9 +409,9 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     values, positional = tokenize(argv)
     if values.get("config_file"):
-        from fasp import conffile   # here, not at the top: conffile reads this module's tables
+        from fasp.options import asperaconf
         # the file supplies defaults; a flag on the command line wins
-        values = {**conffile.load(str(values["config_file"])).defaults(values, positional), **values}
+        values = {**asperaconf.load(str(values["config_file"])).defaults(values, positional), **values}
     cfg = Config()
     _ibm_forms(cfg, values)
     get = values.get

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from .docroot import Files
+from fasp.files.docroot import Files
 
 
 @dataclass

@@ -7,10 +7,10 @@ where a message ends. The first message each way is ``hello``/``welcome``
 carrying :data:`VERSION`; a peer speaking another version is refused there.
 
 ``hello`` and ``welcome`` carry each end's random key share (SSH encrypts them);
-both ends derive the data key from the two (:class:`fasp.seal.SessionKey`), and
+both ends derive the data key from the two (:class:`fasp.datapath.seal.SessionKey`), and
 the UDP data channel never carries either (version 2: version 1's ``hello`` sent
 a key the client chose alone). Every message is checked against :data:`SCHEMA`
-on decode: a malformed frame raises :class:`ControlError` (code 1) at once,
+on decode: a malformed frame raises :class:`ProtocolError` (code 1) at once,
 never a hang.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import struct
 
-from faspmanager.codes import EngineError, ErrorCode
+from fasp.errors import ProtocolError
 
 VERSION = 2
 MAX_FRAME = 1 << 20
@@ -68,46 +68,39 @@ SCHEMA: dict[str, dict[str, tuple]] = {
 }
 
 
-class ControlError(EngineError):
-    """A malformed or unexpected control message: the peer is not speaking our protocol."""
-
-    def __init__(self, description: str):
-        super().__init__(ErrorCode.FASP_PROTO, description)
-
-
 def share(msg: dict) -> bytes:
-    """The key share a hello or welcome carries (hex), or ControlError."""
+    """The key share a hello or welcome carries (hex), or ProtocolError."""
     try:
         return bytes.fromhex(msg["share"])
     except ValueError:
-        raise ControlError(f"{msg['t']}.share is not hex") from None
+        raise ProtocolError(f"{msg['t']}.share is not hex") from None
 
 
 def encode(msg_type: str, **fields) -> bytes:
     """One framed message. Fields must be JSON-serialisable (bytes travel as hex)."""
     if msg_type not in SCHEMA:
-        raise ControlError(f"unknown control message type {msg_type!r}")
+        raise ProtocolError(f"unknown control message type {msg_type!r}")
     body = json.dumps({"t": msg_type, **fields}, separators=(",", ":"), ensure_ascii=False).encode()
     if len(body) > MAX_FRAME:
-        raise ControlError(f"{msg_type} message of {len(body)} bytes exceeds {MAX_FRAME}")
+        raise ProtocolError(f"{msg_type} message of {len(body)} bytes exceeds {MAX_FRAME}")
     return _LEN.pack(len(body)) + body
 
 
 def check(msg: object) -> dict:
-    """``msg`` if it is a well-formed message, else ControlError naming the fault."""
+    """``msg`` if it is a well-formed message, else ProtocolError naming the fault."""
     if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-        raise ControlError("control message is not an object with a type")
+        raise ProtocolError("control message is not an object with a type")
     schema = SCHEMA.get(msg["t"])
     if schema is None:
-        raise ControlError(f"unknown control message type {msg['t']!r}")
+        raise ProtocolError(f"unknown control message type {msg['t']!r}")
     for name, types in schema.items():
         if name not in msg:
-            raise ControlError(f"{msg['t']} message lacks field {name!r}")
+            raise ProtocolError(f"{msg['t']} message lacks field {name!r}")
         value = msg[name]
         if isinstance(value, bool) and bool not in types:
-            raise ControlError(f"{msg['t']}.{name} has the wrong type")
+            raise ProtocolError(f"{msg['t']}.{name} has the wrong type")
         if not isinstance(value, types):
-            raise ControlError(f"{msg['t']}.{name} has the wrong type ({type(value).__name__})")
+            raise ProtocolError(f"{msg['t']}.{name} has the wrong type ({type(value).__name__})")
     return msg
 
 
@@ -119,7 +112,7 @@ class Decoder:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._error: ControlError | None = None
+        self._error: ProtocolError | None = None
 
     def feed(self, data: bytes) -> list[dict]:
         if self._error is not None:
@@ -132,7 +125,7 @@ class Decoder:
             while len(buf) - at >= _LEN.size:
                 (length,) = _LEN.unpack_from(buf, at)
                 if length > MAX_FRAME:
-                    raise ControlError(f"control frame of {length} bytes exceeds {MAX_FRAME}")
+                    raise ProtocolError(f"control frame of {length} bytes exceeds {MAX_FRAME}")
                 if len(buf) - at < _LEN.size + length:
                     break
                 body = bytes(buf[at + _LEN.size:at + _LEN.size + length])
@@ -140,9 +133,9 @@ class Decoder:
                 try:
                     msg = json.loads(body.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise ControlError(f"control frame is not UTF-8 JSON: {exc}") from None
+                    raise ProtocolError(f"control frame is not UTF-8 JSON: {exc}") from None
                 out.append(check(msg))
-        except ControlError as exc:
+        except ProtocolError as exc:
             self._error = exc
             raise
         finally:

@@ -16,9 +16,9 @@ from faspmanager.codes import EngineError, ErrorCode
 from faspmanager.envblock import scrub_initial_environment
 from faspmanager.mgmt import SECRET_ENV
 
-from .logdir import log_file, log_to_stderr
-from .optdoc import USAGE, help_text
-from .options import Config, parse, tokenize
+from fasp.files.logdir import log_file, log_to_stderr
+from fasp.options.helptext import USAGE, help_text
+from fasp.options.flags import Config, parse, tokenize
 
 
 def _mgmt_port_of(argv: list[str]) -> int | None:
@@ -31,7 +31,7 @@ def _mgmt_port_of(argv: list[str]) -> int | None:
 
 
 async def _report_only(port: int, error: EngineError) -> None:
-    from .report import Management
+    from fasp.session.mgmtport import Management
     try:
         management = await Management.connect(port, timeout=5.0)
     except EngineError:
@@ -73,10 +73,10 @@ def _logged(emit, log_dir: str | None):
 
 
 async def run_client(cfg: Config) -> int:
-    from .client import ClientSession
-    from .prepost import PrePost
-    from .progress import ProgressLine
-    from .report import Management
+    from fasp.session.client import ClientSession
+    from fasp.session.prepost import PrePost
+    from fasp.cli.progressline import ProgressLine
+    from fasp.session.mgmtport import Management
 
     try:
         management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in cfg.notes:
         print(f"fasp-ascp: note: {note}", file=sys.stderr)
     if cfg.server:
-        from .serve import serve
+        from fasp.session.server import serve
         log_to_stderr("fasp-server-mode: %(message)s")
         return asyncio.run(serve(cfg))
     if cfg.debug:  # -D: what the engine does, on stderr; -DD and more: everything

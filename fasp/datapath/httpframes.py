@@ -14,7 +14,7 @@ middleboxes see ordinary HTTP::
 
 answered ``HTTP/1.1 101 Switching Protocols`` (or a 4xx/5xx with a reason). From
 then on both ways carry frames, each holding one sealed datagram
-(:mod:`fasp.wire` + :mod:`fasp.seal`), so the data stays encrypted and
+(:mod:`fasp.datapath.datagram` + :mod:`fasp.datapath.seal`), so the data stays encrypted and
 authenticated end to end whatever carries it. A plain frame is a 4-byte
 big-endian length then the bytes. With ``-j 1`` a frame is a JPEG image that
 decoders accept: a real 1x1 grey JPEG whose comment (COM) segments, inserted
@@ -31,7 +31,7 @@ from faspmanager.codes import EngineError, ErrorCode
 MAX_HEAD = 8192
 """Largest request or response head we read: anything longer is not ours."""
 MAX_FRAME = 1 << 20
-"""Largest frame body: a sealed datagram of one chunk (:mod:`fasp.fallback` sends at most 64 KiB)."""
+"""Largest frame body: a sealed datagram of one chunk (:mod:`fasp.datapath.httpchannel` sends at most 64 KiB)."""
 UPGRADE = "fasp-stream/1"
 PATH_PREFIX = "/fasp/v1/session/"
 TOKEN_HEADER = "x-fasp-token"

@@ -26,21 +26,23 @@ from asyncssh.public_key import get_default_certificate_algs, get_default_public
 
 from faspmanager import mgmt
 from faspmanager.codes import EngineError, ErrorCode
+from fasp.errors import ProtocolError
 
-from . import control, docroot
-from .channel import Channel
-from .fallback import FallbackTransport, dial
-from .jobs import FileJob, Problem, Rules, top_name, walk
-from .options import POLICIES, Config
-from .receiving import Receiver
-from .seal import SHARE_BYTES, SessionKey
-from .sending import Sender
-from .stream import OutStream
-from .tally import Tally
-from .rate import CEILING_KBPS
-from .transport import RateSettings, Transport
+from fasp.session import control
+from fasp.files import docroot
+from fasp.session.channel import Channel
+from fasp.datapath.httpchannel import FallbackTransport, dial
+from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
+from fasp.options.flags import POLICIES, Config
+from fasp.session.receiving import ReceivingRole
+from fasp.datapath.seal import SHARE_BYTES, SessionKey
+from fasp.session.sending import SendingRole
+from fasp.session.stream import OutStream
+from fasp.session.tally import Tally
+from fasp.datapath.rate import CEILING_KBPS
+from fasp.datapath.udpchannel import RateSettings, Transport
 
-log = logging.getLogger("fasp.client")
+log = logging.getLogger("fasp.session.client")
 REMOTE_COMMAND = "fasp-ascp --server"
 CONNECT_TIMEOUT = 15.0
 WELCOME_TIMEOUT = 20.0
@@ -192,8 +194,8 @@ class ClientSession:
         self._channel: Channel | None = None
         self._transport: Transport | FallbackTransport | None = None
         self._carrier = "udp"  # what SESSION reports: udp, http or https
-        self._sender: Sender | None = None
-        self._receiver: Receiver | None = None
+        self._sender: SendingRole | None = None
+        self._receiver: ReceivingRole | None = None
         self._failure: asyncio.Future | None = None
         self._connected = asyncio.Event()
         self._items: asyncio.Queue = asyncio.Queue()
@@ -307,15 +309,15 @@ class ClientSession:
             rate=self._rate_dict(), opts=cfg.options_for_peer(), token=cfg.token)
         welcome = await self._answer("welcome", "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
         if welcome["v"] != control.VERSION:
-            raise control.ControlError(f"the remote engine speaks control version {welcome['v']}")
+            raise ProtocolError(f"the remote engine speaks control version {welcome['v']}")
         self._rate = RateSettings(**_rate_from(welcome["rate"]))
         key = SessionKey.derive(share, control.share(welcome), bytes.fromhex(self.session_id), cfg.key_bytes)
         self._transport = await self._open_data_channel(welcome["udp_port"], key)
         if cfg.direction == "send":
-            self._sender = Sender(self._channel, self._transport, self.tally, cfg.local_options(),
+            self._sender = SendingRole(self._channel, self._transport, self.tally, cfg.local_options(),
                                   files=self._files, file_pass=cfg.file_pass)
         else:
-            self._receiver = Receiver(self._channel, self._transport, self.tally, cfg.local_options(),
+            self._receiver = ReceivingRole(self._channel, self._transport, self.tally, cfg.local_options(),
                                       dest=cfg.dest, files=self._files, file_pass=cfg.file_pass)
             self._receiver.on_fatal = lambda exc: self.fail(_as_engine_error(exc))
         self._connected.set()
@@ -340,7 +342,7 @@ class ClientSession:
         if answer["t"] == "error":
             raise EngineError(answer["code"], answer["desc"])
         if answer["t"] != expected:
-            raise control.ControlError(f"unexpected answer to {request} from the remote engine: {answer['t']}")
+            raise ProtocolError(f"unexpected answer to {request} from the remote engine: {answer['t']}")
         return answer
 
     async def _open_data_channel(self, udp_port: int, key: SessionKey) -> Transport | FallbackTransport:
@@ -481,7 +483,7 @@ class ClientSession:
         else:
             role = self._sender or self._receiver
             if not role.deliver(msg):
-                self.fail(control.ControlError(f"unexpected {kind} message for file {msg.get('fid')}"))
+                self.fail(ProtocolError(f"unexpected {kind} message for file {msg.get('fid')}"))
 
     # ---- work ---------------------------------------------------------------------------------------
 
@@ -570,7 +572,7 @@ class ClientSession:
         held, self._held = self._held, None
         for msg in held:
             if not self._receiver.deliver(msg):
-                self.fail(control.ControlError(f"unexpected file message for file {msg.get('fid')}"))
+                self.fail(ProtocolError(f"unexpected file message for file {msg.get('fid')}"))
 
     async def _start_item(self, source: str, dest: str, start: int | None, end: int | None) -> None:
         """One persistent-session START: upload or download one source to ``dest`` (relative to DEST)."""
@@ -691,7 +693,7 @@ def _rate_from(raw: dict) -> dict:
         return {"target_kbps": int(raw["target"]), "min_kbps": int(raw["min"]), "policy": str(raw["policy"]),
                 "percent": int(raw.get("percent", 0))}
     except (KeyError, TypeError, ValueError):
-        raise control.ControlError(f"malformed rate {raw!r}") from None
+        raise ProtocolError(f"malformed rate {raw!r}") from None
 
 
 def _as_engine_error(exc: BaseException) -> EngineError:

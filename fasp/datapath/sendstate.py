@@ -16,7 +16,7 @@ again). A file is done when the receiver says so.
 """
 from __future__ import annotations
 
-from . import wire
+from fasp.datapath import datagram
 
 REORDER_MARGIN = 0.002  # seconds by which later data must have overtaken a resend before it counts as lost
 
@@ -39,7 +39,7 @@ class OutFile:
         self.probe_sent = start < end  # an empty file still needs one (zero-length) datagram
 
 
-class Sender:
+class SendState:
     """All outgoing files of one session."""
 
     def __init__(self, payload_size: int):
@@ -82,7 +82,7 @@ class Sender:
                 self._retx[(f.file_id, off)] = n
             off += n
 
-    def on_feedback(self, fb: wire.Feedback, now: float, rto: float, seen: float | None = None) -> list[int]:
+    def on_feedback(self, fb: datagram.Feedback, now: float, rto: float, seen: float | None = None) -> list[int]:
         """Apply a receiver report; return the ids of files it confirms complete.
 
         ``seen`` is when the newest datagram the receiver had processed was sent (None: unknown)."""
@@ -128,7 +128,7 @@ class Sender:
     def next_chunks(self, budget: int, now: float, max_chunks: int = 256) -> list[tuple[int, int, int, bool]]:
         """Up to ``budget`` wire bytes of (file_id, offset, length, is_resend), resends first."""
         out = []
-        overhead = wire.DATA_OVERHEAD
+        overhead = datagram.DATA_OVERHEAD
         files = self._files
         while self._retx and budget > 0 and len(out) < max_chunks:
             (file_id, off), n = next(iter(self._retx.items()))

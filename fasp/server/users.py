@@ -14,7 +14,7 @@ A TOML file, one table per user::
 Only salted scrypt hashes are stored, never a clear password. New hashes use
 scrypt N=2^17, r=8, p=1 (128 MiB, about 0.3 s); a hash with a lower cost still
 verifies and is replaced by a new one at that user's next successful login.
-``python -m fasp.users`` adds a user or prints a hash, reading the password from
+``python -m fasp.server.users`` adds a user or prints a hash, reading the password from
 stdin or an environment variable so that it never shows in a process listing;
 it refuses a weak password (see :func:`password_weakness`), as fasp-server does.
 """
@@ -242,7 +242,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fasp.users", description="Manage the fasp-server users file.")
+    parser = argparse.ArgumentParser(prog="python -m fasp.server.users", description="Manage the fasp-server users file.")
     sub = parser.add_subparsers(dest="command", required=True)
     hasher = sub.add_parser("hash", help="print the hash of a password read from stdin or --password-env")
     hasher.add_argument("--password-env", metavar="VAR")

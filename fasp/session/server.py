@@ -3,7 +3,7 @@
 Started per session by fasp-server (with the user's docroot and caps) or by
 the client over a stock sshd (docroot from FASP_DOCROOT, else the whole
 filesystem as the SSH user sees it). Every file operation on a path the client
-names goes through the session's one :class:`fasp.docroot.Docroot` handle. The
+names goes through the session's one :class:`fasp.files.docroot.Docroot` handle. The
 session ends when the client says bye, or cancels, or its channel closes (stdin
 EOF), or SIGTERM: in every case the UDP socket is freed and the process exits,
 so no server half outlives its client.
@@ -17,20 +17,22 @@ import os
 import signal
 
 from faspmanager.codes import EngineError, ErrorCode
+from fasp.errors import ProtocolError
 
-from . import control, docroot
-from .fallback import SOCKET_ENV, FallbackTransport, Registration
-from .channel import Channel, stdio_channel
-from .jobs import FileJob, Problem, Rules, top_name, walk
-from .logdir import log_file, session_log_name
-from .options import Config
-from .receiving import Receiver
-from .seal import SHARE_BYTES, SessionKey
-from .sending import Sender
-from .tally import Tally
-from .transport import RateSettings, Transport
+from fasp.session import control
+from fasp.files import docroot
+from fasp.datapath.httpchannel import SOCKET_ENV, FallbackTransport, Registration
+from fasp.session.channel import Channel, stdio_channel
+from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
+from fasp.files.logdir import log_file, session_log_name
+from fasp.options.flags import Config
+from fasp.session.receiving import ReceivingRole
+from fasp.datapath.seal import SHARE_BYTES, SessionKey
+from fasp.session.sending import SendingRole
+from fasp.session.tally import Tally
+from fasp.datapath.udpchannel import RateSettings, Transport
 
-log = logging.getLogger("fasp.serve")
+log = logging.getLogger("fasp.session.server")
 HELLO_TIMEOUT = 30.0
 MAX_TAGS_LOGGED = 4096  # a client's tags in the server log: bounded
 
@@ -50,7 +52,7 @@ class ServerSession:
         self.channel = channel
         self.files = docroot.handle(cfg.docroot, home=True)  # every file operation goes through it
         self.transport: Transport | FallbackTransport | None = None
-        self.role: Sender | Receiver | None = None
+        self.role: SendingRole | ReceivingRole | None = None
         self.opts: dict = {}
         self.failure: asyncio.Future = asyncio.get_running_loop().create_future()
         self.tasks: set[asyncio.Task] = set()
@@ -61,7 +63,7 @@ class ServerSession:
             target, minimum, policy = int(raw["target"]), int(raw["min"]), str(raw["policy"]).lower()
             percent = min(max(int(raw.get("percent", 0)), 0), 100)
         except (KeyError, TypeError, ValueError):
-            raise control.ControlError(f"malformed rate {raw!r}") from None
+            raise ProtocolError(f"malformed rate {raw!r}") from None
         if policy not in self.cfg.allowed_policies:
             raise EngineError(ErrorCode.UNAUTHORIZED, f"policy {policy!r} is not allowed for this user "
                                                       f"(allowed: {', '.join(self.cfg.allowed_policies)})")
@@ -74,7 +76,7 @@ class ServerSession:
         if hello is None:
             return
         if hello["t"] != "hello" or hello["v"] != control.VERSION:
-            raise control.ControlError(f"expected hello version {control.VERSION}, got {hello['t']} "
+            raise ProtocolError(f"expected hello version {control.VERSION}, got {hello['t']} "
                                        f"v{hello.get('v')}")
         self.opts = hello["opts"]
         if self.opts.get("log_dir"):  # first: the -R log has the session's every line
@@ -108,12 +110,12 @@ class ServerSession:
         hello = self._hello
         tally = Tally(lambda event, fields: None, hello["session"])
         if hello["direction"] == "send":
-            receiver = Receiver(self.channel, self.transport, tally, self.opts, dest=hello["dest"],
+            receiver = ReceivingRole(self.channel, self.transport, tally, self.opts, dest=hello["dest"],
                                 files=self.files)
             receiver.on_fatal = self._fatal
             self.role = receiver
         else:
-            self.role = Sender(self.channel, self.transport, tally, self.opts, files=self.files)
+            self.role = SendingRole(self.channel, self.transport, tally, self.opts, files=self.files)
 
     async def _fallback(self, msg: dict) -> None:
         """The client's UDP could not reach us (-y 1): register its session with fasp-server's fallback
@@ -185,7 +187,7 @@ class ServerSession:
             if kind == "bye":
                 if self.tasks:
                     await asyncio.wait(set(self.tasks))
-                if isinstance(self.role, Receiver):
+                if isinstance(self.role, ReceivingRole):
                     await self.role.idle()
                 await self.channel.send("bye")
                 log.info("session ended by the client")
@@ -194,7 +196,7 @@ class ServerSession:
                 raise EngineError(ErrorCode.USER_CANCEL, "cancelled by the client")
             if kind == "fallback":
                 if not self._may_fall_back:
-                    raise control.ControlError("fallback requested after the data channel was in use")
+                    raise ProtocolError("fallback requested after the data channel was in use")
                 self._may_fall_back = False
                 await self._fallback(msg)
                 continue
@@ -204,13 +206,13 @@ class ServerSession:
                 self.transport.set_rate(rate)
                 await self.channel.send("rate", **rate.to_wire(), seq=msg.get("seq"))
             elif kind == "get":
-                if not isinstance(self.role, Sender):
-                    raise control.ControlError("get in an upload session")
+                if not isinstance(self.role, SendingRole):
+                    raise ProtocolError("get in an upload session")
                 task = asyncio.create_task(self._serve_get(msg))
                 self.tasks.add(task)
                 task.add_done_callback(self._task_done)
             elif not self.role.deliver(msg):
-                raise control.ControlError(f"unexpected {kind} message (file {msg.get('fid')})")
+                raise ProtocolError(f"unexpected {kind} message (file {msg.get('fid')})")
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)

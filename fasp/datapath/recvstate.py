@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import bisect
 
-from . import wire
+from fasp.datapath import datagram
 
 REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
 MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is; -X changes it)
-MIN_FEEDBACK_BYTES = wire.FEEDBACK_HEAD_SIZE + wire.FILE_REPORT_SIZE + wire.HOLE_SIZE  # one file, one range: 43
+MIN_FEEDBACK_BYTES = datagram.FEEDBACK_HEAD_SIZE + datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE  # one file, one range: 43
 COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
 LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured
 
@@ -104,7 +104,7 @@ class HoleMap:
         return out
 
 
-class Receiver:
+class ReceiveState:
     """All incoming files of one session, plus the loss/rate measurement and feedback schedule."""
 
     def __init__(self, max_feedback_bytes: int = MAX_FEEDBACK_BYTES):
@@ -180,7 +180,7 @@ class Receiver:
             self._complete(file_id)
         return new
 
-    def feedback(self, now: float, rtt: float) -> wire.Feedback:
+    def feedback(self, now: float, rtt: float) -> datagram.Feedback:
         """The report to send now; resets the interval measurements."""
         span = self._seq_high - self._interval_seq_base
         if span > 0:  # loss over roughly the last LOSS_HORIZON datagrams
@@ -198,13 +198,13 @@ class Receiver:
         self._interval_start = now
         self.urgent = False
 
-        room = self.max_feedback_bytes - wire.FEEDBACK_HEAD_SIZE
+        room = self.max_feedback_bytes - datagram.FEEDBACK_HEAD_SIZE
         reports = []
         for file_id, left in list(self._announce.items()):
-            if room < wire.FILE_REPORT_SIZE:
+            if room < datagram.FILE_REPORT_SIZE:
                 break
-            reports.append(wire.FileReport(file_id, 0, [], True))
-            room -= wire.FILE_REPORT_SIZE
+            reports.append(datagram.FileReport(file_id, 0, [], True))
+            room -= datagram.FILE_REPORT_SIZE
             if left > 1:
                 self._announce[file_id] = left - 1
             else:
@@ -216,11 +216,11 @@ class Receiver:
             hm = self._files.get(file_id)
             if hm is None:
                 continue
-            if room < wire.FILE_REPORT_SIZE + wire.HOLE_SIZE:
+            if room < datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE:
                 break
-            holes = hm.holes(older_than, (room - wire.FILE_REPORT_SIZE) // wire.HOLE_SIZE)
-            reports.append(wire.FileReport(file_id, hm.frontier, holes))
-            room -= wire.FILE_REPORT_SIZE + wire.HOLE_SIZE * len(holes)
+            holes = hm.holes(older_than, (room - datagram.FILE_REPORT_SIZE) // datagram.HOLE_SIZE)
+            reports.append(datagram.FileReport(file_id, hm.frontier, holes))
+            room -= datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE * len(holes)
             self._rotor += 1
         self._touched.clear()
-        return wire.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports, self._data_ts)
+        return datagram.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports, self._data_ts)

@@ -11,7 +11,8 @@ import os
 import sys
 from collections import deque
 
-from . import control
+from fasp.session import control
+from fasp.errors import ProtocolError
 
 BATCHED = frozenset({"file", "begin", "piece", "verify", "verified", "fdone", "skip", "ferror"})
 """Per-file messages: they wait for the end of the event loop's round and leave together in one write,
@@ -73,7 +74,7 @@ class Channel:
             data = await self._reader.read(1 << 16)
             if not data:
                 if self._decoder.pending:
-                    raise control.ControlError("control channel closed in the middle of a frame")
+                    raise ProtocolError("control channel closed in the middle of a frame")
                 return None
             self._ready.extend(self._decoder.feed(data))
         return self._ready.popleft()

@@ -3,12 +3,12 @@
 The client dials the server's fallback port (``-t``), through ``CONNECT`` on an
 HTTP proxy (``-x``) and inside TLS verified against ``-I`` when given, and
 upgrades with a one-time token the server engine handed it over SSH
-(:mod:`fasp.httpwire`). On the server, fasp-server owns that port: it checks the
+(:mod:`fasp.datapath.httpframes`). On the server, fasp-server owns that port: it checks the
 token against the registration the engine made on fasp-server's Unix socket
 (``FASP_FALLBACK_SOCKET``) and relays the stream to that engine, so nothing
 unauthenticated ever reaches an engine.
 
-Frames carry datagrams sealed as on UDP (:mod:`fasp.seal`) under a key derived
+Frames carry datagrams sealed as on UDP (:mod:`fasp.datapath.seal`) under a key derived
 for this channel from the session key (:data:`CHANNEL`): the UDP attempt already
 used the session key's first nonces.
 TCP does the reliability, so there is no retransmission: DATA goes out once,
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from . import httpwire, wire
-from .rate import RateSettings
-from .seal import Rejected, Seal, SessionKey
+from fasp.datapath import httpframes, datagram
+from fasp.datapath.rate import RateSettings
+from fasp.datapath.seal import Rejected, Seal, SessionKey
 
 CHUNK = 64 * 1024  # DATA payload per frame unless -g asks for other reads
 MAX_READ = 512 * 1024  # largest -g honoured: a frame (MAX_FRAME) holds one read
@@ -62,7 +62,7 @@ class _Incoming:
 
 
 class FallbackTransport:
-    """One end of a session's fallback data channel; same public surface as :class:`fasp.transport.Transport`.
+    """One end of a session's fallback data channel; same public surface as :class:`fasp.datapath.udpchannel.Transport`.
 
     ``name`` ("http" or "https") is what SESSION reports as the transport. TCP never says a path died,
     so each end sends a keepalive when silent and, while work is pending, gives up after
@@ -79,7 +79,7 @@ class FallbackTransport:
         self._reader, self._writer = reader, writer
         self._seal = Seal(session_id, key.channel(CHANNEL), direction)
         self._jpeg = jpeg
-        self._decoder = httpwire.FrameDecoder(jpeg)
+        self._decoder = httpframes.FrameDecoder(jpeg)
         self._rate = rate
         self.name = name
         self._read_size = CHUNK
@@ -129,7 +129,7 @@ class FallbackTransport:
                 size = await self._pace(end - pos)
                 self._check_open()
                 block = view[pos - start:pos - start + size] if view is not None else _pread(source, size, pos)
-                self._emit(wire.DATA, wire.pack_data(file_id, pos, block))
+                self._emit(datagram.DATA, datagram.pack_data(file_id, pos, block))
                 self._counters["bytes_sent"] += size
                 pos += size
                 await self._writer.drain()
@@ -169,7 +169,7 @@ class FallbackTransport:
             return
         if self._error is None:
             with contextlib.suppress(Exception):
-                self._emit(wire.CLOSE, wire.pack_close(0))
+                self._emit(datagram.CLOSE, datagram.pack_close(0))
         self._closed = True
         self._fail(EngineError(ErrorCode.CONNECTION_LOST, "transport closed"))
         for task in (self._read_task, self._watch_task):
@@ -213,7 +213,7 @@ class FallbackTransport:
 
     def _emit(self, type_: int, body: bytes) -> None:
         sealed = self._seal.seal(type_, body, _usec(), 0)
-        self._writer.write(httpwire.encode_frame(sealed, self._jpeg))
+        self._writer.write(httpframes.encode_frame(sealed, self._jpeg))
         self._counters["datagrams_sent"] += 1
         self._last_sent = time.monotonic()
 
@@ -222,7 +222,7 @@ class FallbackTransport:
             await asyncio.sleep(KEEPALIVE / 2)
             now = time.monotonic()
             if now - self._last_sent >= KEEPALIVE:
-                self._emit(wire.FEEDBACK, wire.pack_feedback(wire.Feedback(0, 0.0)))
+                self._emit(datagram.FEEDBACK, datagram.pack_feedback(datagram.Feedback(0, 0.0)))
             if (self._send_done or self._incoming) and now - self._last_heard > self.peer_timeout:
                 self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"nothing from the peer over "
                                                                   f"{self.name} for {self.peer_timeout:g}s"))
@@ -253,16 +253,16 @@ class FallbackTransport:
             self._counters["datagrams_rejected"] += 1
             raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"rejected a frame on the HTTP fallback channel: {exc}")
         self._counters["datagrams_received"] += 1
-        if type_ == wire.DATA:
-            self._on_data(*wire.parse_data(body))
-        elif type_ == wire.FEEDBACK:
-            for report in wire.parse_feedback(body).files:
+        if type_ == datagram.DATA:
+            self._on_data(*datagram.parse_data(body))
+        elif type_ == datagram.FEEDBACK:
+            for report in datagram.parse_feedback(body).files:
                 fut = self._send_done.get(report.file_id)
                 if report.complete and fut is not None and not fut.done():
                     fut.set_result(None)
-        elif type_ == wire.CLOSE:
+        elif type_ == datagram.CLOSE:
             self._fail(EngineError(ErrorCode.CONNECTION_LOST,
-                                   f"peer closed the data channel (code {wire.parse_close(body)})"))
+                                   f"peer closed the data channel (code {datagram.parse_close(body)})"))
 
     def _on_data(self, file_id: int, offset: int, payload: memoryview) -> None:
         inc = self._incoming.get(file_id)
@@ -285,8 +285,8 @@ class FallbackTransport:
                 inc.done.set_exception(exc)
                 return
         if inc.got >= inc.end - inc.start:
-            self._emit(wire.FEEDBACK, wire.pack_feedback(wire.Feedback(
-                0, 0.0, [wire.FileReport(file_id, inc.end, [], complete=True)])))
+            self._emit(datagram.FEEDBACK, datagram.pack_feedback(datagram.Feedback(
+                0, 0.0, [datagram.FileReport(file_id, inc.end, [], complete=True)])))
             inc.done.set_result(None)
 
 
@@ -323,7 +323,7 @@ async def dial(host: str, port: int, *, session_id: str, token: str, jpeg: bool,
                                                            f"{exc.verify_message}") from None
     except (ssl.SSLError, OSError) as exc:
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where} failed: {exc}") from None
-    except httpwire.HttpWireError as exc:
+    except httpframes.HttpWireError as exc:
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: {exc.description}") from None
 
 
@@ -332,42 +332,42 @@ async def _dial(host, port, session_id, token, jpeg, cafile, keyfile, proxy):
     try:
         buffered = b""
         if proxy:
-            writer.write(httpwire.connect_request(host, port))
+            writer.write(httpframes.connect_request(host, port))
             head, buffered = await _read_head(reader)
-            status = httpwire.status_of(head)
+            status = httpframes.status_of(head)
             if status != 200:
-                raise httpwire.HttpWireError(f"the proxy answered CONNECT with {status} {head.start[2]}")
+                raise httpframes.HttpWireError(f"the proxy answered CONNECT with {status} {head.start[2]}")
         if cafile:
             if buffered:
-                raise httpwire.HttpWireError("the proxy sent bytes before the TLS handshake")
+                raise httpframes.HttpWireError("the proxy sent bytes before the TLS handshake")
             context = ssl.create_default_context(cafile=cafile)
             if keyfile:
                 context.load_cert_chain(cafile, keyfile)
             await writer.start_tls(context, server_hostname=host)
-        writer.write(httpwire.request(session_id, token, host, port, jpeg))
+        writer.write(httpframes.request(session_id, token, host, port, jpeg))
         head, buffered = await _read_head(reader, buffered)
-        status = httpwire.status_of(head)
+        status = httpframes.status_of(head)
         if status != 101:
             reason = buffered.decode(errors="replace").strip()[:200] or head.start[2]
-            raise httpwire.HttpWireError(f"the server refused the fallback: {status} {reason}")
+            raise httpframes.HttpWireError(f"the server refused the fallback: {status} {reason}")
         return reader, writer, buffered, "https" if cafile else "http"
     except BaseException:
         writer.close()
         raise
 
 
-async def _read_head(reader: asyncio.StreamReader, buffered: bytes = b"") -> tuple[httpwire.Head, bytes]:
+async def _read_head(reader: asyncio.StreamReader, buffered: bytes = b"") -> tuple[httpframes.Head, bytes]:
     buf = buffered
-    while (found := httpwire.split_head(buf)) is None:
+    while (found := httpframes.split_head(buf)) is None:
         data = await reader.read(4096)
         if not data:
-            raise httpwire.HttpWireError("the connection closed before an HTTP answer")
+            raise httpframes.HttpWireError("the connection closed before an HTTP answer")
         buf += data
     head, rest = found
-    if rest and httpwire.status_of(httpwire.parse_head(head)) >= 400:
+    if rest and httpframes.status_of(httpframes.parse_head(head)) >= 400:
         with contextlib.suppress(Exception):  # an error's short reason body, for the message
             rest += await asyncio.wait_for(reader.read(4096), 0.5)
-    return httpwire.parse_head(head), rest
+    return httpframes.parse_head(head), rest
 
 
 # ---- server engine: registering with fasp-server ------------------------------------------------------

@@ -19,15 +19,15 @@ from typing import Callable
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from . import attrs, envelope, resume
-from .attrs import os_error_code
-from .channel import Channel
-from .control import ControlError
-from .digest import file_checksum, prefix_digest, reader
-from .docroot import Files
-from .naming import destination
-from .sending import FILES_IN_FLIGHT
-from .tally import Tally
+from fasp.files import attrs, envelope, resume
+from fasp.errors import os_error_code
+from fasp.session.channel import Channel
+from fasp.errors import ProtocolError
+from fasp.files.digest import file_checksum, prefix_digest, reader
+from fasp.files.docroot import Files
+from fasp.files.naming import destination
+from fasp.session.sending import FILES_IN_FLIGHT
+from fasp.session.tally import Tally
 
 PIECE = 512 * 1024
 """Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
@@ -65,7 +65,7 @@ def clip(extents: list | None, start: int, end: int) -> list[tuple[int, int]]:
     return out
 
 
-class Receiver:
+class ReceivingRole:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, *, dest: str,
                  files: Files, file_pass: str | None = None) -> None:
         self._channel = channel
@@ -105,9 +105,9 @@ class Receiver:
             return True
         if msg["t"] == "file":
             if msg["fid"] in self._inbox:
-                raise ControlError(f"file id {msg['fid']} offered again while in flight")
+                raise ProtocolError(f"file id {msg['fid']} offered again while in flight")
             if len(self._inbox) >= MAX_FILES_IN_FLIGHT:
-                raise ControlError(f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
+                raise ProtocolError(f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
                                    f"(an engine keeps at most {FILES_IN_FLIGHT})")
             box = self._inbox[msg["fid"]] = asyncio.Queue()
             self._track(asyncio.create_task(self._incoming(msg, box)))
@@ -160,7 +160,7 @@ class Receiver:
                 raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
             await self._receive_file(msg, box, target, key)
         except (EngineError, OSError) as exc:
-            if isinstance(exc, ControlError):
+            if isinstance(exc, ProtocolError):
                 raise
             code = exc.code if isinstance(exc, EngineError) else os_error_code(exc)
             desc = exc.description if isinstance(exc, EngineError) else f"{key}: {exc.strerror}"
@@ -175,7 +175,7 @@ class Receiver:
         """A copied symbolic link: replace an old link (or, with copy+force, a file) by the new one."""
         fid, arg, text = msg["fid"], msg["arg"], msg.get("link")
         if not isinstance(text, str) or not text or "\0" in text:
-            raise ControlError("a link message needs the link's target text")
+            raise ProtocolError("a link message needs the link's target text")
         kind = self._files.kind(target, follow=False)
         if kind is not None:
             if kind != stat.S_IFLNK and self._opts.get("symlinks") != "copy+force":
@@ -284,7 +284,7 @@ class Receiver:
             await self._channel.send("verify", fid=fid, have=verdict.start, digest=digest)
             reply = await box.get()
             if reply["t"] != "verified":
-                raise ControlError(f"expected verified for file {fid}, got {reply['t']}")
+                raise ProtocolError(f"expected verified for file {fid}, got {reply['t']}")
             verdict = resume.after_verify(verdict, size, reply["ok"])
         if verdict.action == "skip":
             self._tally.skipped(key, arg, size, verdict.reason)
@@ -379,7 +379,7 @@ class Receiver:
                     checksum = await asyncio.to_thread(self._finish_fd, fd, size, None)
                     break
                 else:
-                    raise ControlError(f"unexpected {msg['t']} in a stream")
+                    raise ProtocolError(f"unexpected {msg['t']} in a stream")
         finally:
             for task in tasks:
                 task.cancel()
@@ -434,7 +434,7 @@ async def _unless_aborted(box: asyncio.Queue, work):
         await work
     msg = abort.result()
     if msg["t"] != "abort":
-        raise ControlError(f"unexpected {msg['t']} while file {msg.get('fid')} is being sent")
+        raise ProtocolError(f"unexpected {msg['t']} while file {msg.get('fid')} is being sent")
     raise EngineError(ErrorCode.DISK_READ, msg["desc"])
 
 

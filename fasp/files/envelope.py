@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from .docroot import Unconfined
+from fasp.files.docroot import Unconfined
 
 SUFFIX = ".aspera-env"
 VERSION = 2

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from . import wire
-from .attrs import os_error_code
-from .rate import CEILING_KBPS, RateController, RateSettings
-from .receiver import Receiver, feedback_limit
-from .seal import Rejected, Seal, SessionKey
-from .sender import Sender
-from .udpio import UdpSocket
+from fasp.datapath import datagram
+from fasp.errors import os_error_code
+from fasp.datapath.rate import CEILING_KBPS, RateController, RateSettings
+from fasp.datapath.recvstate import ReceiveState, feedback_limit
+from fasp.datapath.seal import Rejected, Seal, SessionKey
+from fasp.datapath.sendstate import SendState
+from fasp.datapath.udpsocket import UdpSocket
 
 __all__ = ["Transport", "RateSettings"]
 
@@ -119,7 +119,7 @@ class _Writer:
 class Transport:
     """One end of a session's UDP data channel. Either end can send and receive files.
 
-    ``key`` (:class:`fasp.seal.SessionKey`, derived by both ends for this session) must serve one
+    ``key`` (:class:`fasp.datapath.seal.SessionKey`, derived by both ends for this session) must serve one
     listen/connect pair only: the nonces restart with every Transport."""
 
     # seconds without progress before a send fails with code 40, and without any datagram from the peer
@@ -129,7 +129,7 @@ class Transport:
     on_capacity = None  # called once with the measured path capacity (kbit/s) in percent mode, if set
 
     def __init__(self, sock: UdpSocket, seal: Seal, peer, datagram_size: int, rate: RateSettings | None):
-        if datagram_size < wire.DATA_OVERHEAD + 1 or datagram_size > 65507:
+        if datagram_size < datagram.DATA_OVERHEAD + 1 or datagram_size > 65507:
             raise EngineError(ErrorCode.USAGE, f"datagram size {datagram_size} out of range")
         self._loop = asyncio.get_running_loop()
         self._sock = sock
@@ -138,8 +138,8 @@ class Transport:
         self.datagram_size = datagram_size
         now = time.monotonic()
         self._rate = RateController(rate or DEFAULT_RATE, now)
-        self._sender = Sender(datagram_size - wire.DATA_OVERHEAD)
-        self._receiver = Receiver(feedback_limit(self._feedback_room))
+        self._sender = SendState(datagram_size - datagram.DATA_OVERHEAD)
+        self._receiver = ReceiveState(feedback_limit(self._feedback_room))
         self._read_size = 0  # -g (0: read what one pump round sends)
         self._write_size = 0  # -G (0: write what one socket read brought)
         self._sources: dict[int, tuple[object, int, int]] = {}  # file_id -> (fd or buffer, start, end)
@@ -205,7 +205,7 @@ class Transport:
         deadline = time.monotonic() + timeout
         gap = 0.05
         while True:
-            self._emit(wire.HELLO, wire.pack_hello(self.datagram_size))
+            self._emit(datagram.HELLO, datagram.pack_hello(self.datagram_size))
             left = deadline - time.monotonic()
             if left <= 0:
                 raise EngineError(ErrorCode.CONNECTION_TIMEOUT, f"no answer from UDP peer within {timeout:g}s")
@@ -223,7 +223,7 @@ class Transport:
 
     @property
     def _feedback_room(self) -> int:
-        return self.datagram_size - wire.HEADER_SIZE - wire.TAG_SIZE
+        return self.datagram_size - datagram.HEADER_SIZE - datagram.TAG_SIZE
 
     def tune(self, *, read_size: int | None = None, write_size: int | None = None,
              retransmission_max: int | None = None) -> None:
@@ -231,7 +231,7 @@ class Transport:
 
         Sources are read in blocks of ``read_size`` bytes, destinations written in blocks of up to
         ``write_size`` bytes (both clamped to MAX_BLOCK); a retransmission request (a FEEDBACK body) stays
-        within ``retransmission_max`` bytes, see :func:`fasp.receiver.feedback_limit`. 0 restores the
+        within ``retransmission_max`` bytes, see :func:`fasp.datapath.recvstate.feedback_limit`. 0 restores the
         engine's choice; None leaves a setting as it is."""
         if read_size is not None:
             self._read_size = min(read_size, MAX_BLOCK)
@@ -317,7 +317,7 @@ class Transport:
             return
         if self._peer is not None:
             for _ in range(2):
-                self._emit(wire.CLOSE, wire.pack_close(0))
+                self._emit(datagram.CLOSE, datagram.pack_close(0))
         self._shutdown(EngineError(ErrorCode.CONNECTION_LOST, "transport closed"))
         try:
             await self._pump_task
@@ -395,7 +395,7 @@ class Transport:
                 if addr != self._peer:
                     # the listener learns its peer from the first authentic datagram; the connector takes
                     # the address that answers its hello (a multi-homed listener may answer from another)
-                    if self._peer is not None and (type_ != wire.HELLO_ACK or self._handshake.done()):
+                    if self._peer is not None and (type_ != datagram.HELLO_ACK or self._handshake.done()):
                         raise Rejected("datagram from a stranger")
                     self._peer = addr
                     self._kick()
@@ -403,20 +403,20 @@ class Transport:
                 accepted_bytes += len(data)
                 if seq > seq_high:
                     seq_high = seq
-                if echo and (type_ != wire.DATA or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
+                if echo and (type_ != datagram.DATA or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
                     self._last_rtt_sample = now
                     rtt = ((_usec(now) - echo) & MASK32) / 1_000_000
                     if rtt < 60:
                         self._rate.on_rtt(now, rtt)
                 self._peer_ts, self._peer_ts_at = ts, now
-                if type_ == wire.DATA:
-                    file_id, offset, length = wire.DATA_HEAD.unpack_from(body)
-                    if length != len(body) - wire.DATA_HEAD.size:
-                        raise wire.WireError("DATA length mismatch")
+                if type_ == datagram.DATA:
+                    file_id, offset, length = datagram.DATA_HEAD.unpack_from(body)
+                    if length != len(body) - datagram.DATA_HEAD.size:
+                        raise datagram.WireError("DATA length mismatch")
                     new = receiver.on_data(file_id, offset, length, now, ts)
                     if not new:
                         continue
-                    payload = memoryview(body)[wire.DATA_HEAD.size:]
+                    payload = memoryview(body)[datagram.DATA_HEAD.size:]
                     if run is not None and run[0] == file_id and run[2] == offset:
                         run[2] += length
                         run[3].append(payload)
@@ -430,7 +430,7 @@ class Transport:
                         self._write(*run)
                         run = None
                     self._HANDLERS[type_](self, body, now)
-            except (Rejected, wire.WireError, struct.error):
+            except (Rejected, datagram.WireError, struct.error):
                 counters["datagrams_rejected"] += 1
             if self._closed:
                 return
@@ -521,7 +521,7 @@ class Transport:
                     inc.drained.set_result(None)
 
     def _on_feedback(self, body: bytes, now: float) -> None:
-        fb = wire.parse_feedback(body)
+        fb = datagram.parse_feedback(body)
         self._peer_loss = fb.loss
         if self._sender.busy:
             measuring = self._rate.measuring
@@ -537,22 +537,22 @@ class Transport:
             self._kick()
 
     def _on_hello(self, body: bytes, now: float) -> None:
-        wire.parse_hello(body)
+        datagram.parse_hello(body)
         if self._seal.direction == 1:
-            self._emit(wire.HELLO_ACK, b"")
+            self._emit(datagram.HELLO_ACK, b"")
 
     def _on_hello_ack(self, body: bytes, now: float) -> None:
         if not self._handshake.done():
             self._handshake.set_result(None)
 
     def _on_close(self, body: bytes, now: float) -> None:
-        code = wire.parse_close(body)
+        code = datagram.parse_close(body)
         self._peer_closed = True
         self._fail_all(EngineError(ErrorCode.CONNECTION_LOST, f"peer closed the data channel (code {code})"),
                        spare_received=True)
 
-    _HANDLERS = {wire.FEEDBACK: _on_feedback, wire.HELLO: _on_hello,
-                 wire.HELLO_ACK: _on_hello_ack, wire.CLOSE: _on_close}
+    _HANDLERS = {datagram.FEEDBACK: _on_feedback, datagram.HELLO: _on_hello,
+                 datagram.HELLO_ACK: _on_hello_ack, datagram.CLOSE: _on_close}
 
     # pump side
 
@@ -632,7 +632,7 @@ class Transport:
     def _send_feedback(self, now: float) -> None:
         fb = self._receiver.feedback(now, self._rate.srtt or 0.0)
         self._next_feedback = now + self._feedback_interval()
-        self._emit(wire.FEEDBACK, wire.pack_feedback(fb))
+        self._emit(datagram.FEEDBACK, datagram.pack_feedback(fb))
 
     def _send_data(self, now: float) -> None:
         chunks = self._sender.next_chunks(int(self._tokens), now, CHUNKS_PER_ROUND)
@@ -640,7 +640,7 @@ class Transport:
             return
         seal = self._seal
         ts, echo = _usec(now), self._echo(now)
-        pack = wire.DATA_HEAD.pack
+        pack = datagram.DATA_HEAD.pack
         dgrams = []
         wire_bytes = payload_bytes = resent = 0
         i, n = 0, len(chunks)
@@ -656,7 +656,7 @@ class Transport:
                 for k in range(i, j):
                     _, o, ln, _ = chunks[k]
                     payload = block[o - off:o - off + ln]
-                    d = seal.seal(wire.DATA, pack(file_id, o, ln) + payload, ts, echo)
+                    d = seal.seal(datagram.DATA, pack(file_id, o, ln) + payload, ts, echo)
                     dgrams.append(d)
                     wire_bytes += len(d)
                     payload_bytes += ln

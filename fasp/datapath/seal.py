@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from . import wire
+from fasp.datapath import datagram
 
 _NONCE = struct.Struct("!IQ")
 
@@ -120,25 +120,25 @@ class Seal:
         self.direction = direction
         self._peer_direction = 1 - direction
         self._seq = 0
-        self._prefix = {t: wire.header_prefix(t, direction, session_id) for t in wire.TYPES}
+        self._prefix = {t: datagram.header_prefix(t, direction, session_id) for t in datagram.TYPES}
         self.replay = ReplayWindow()
 
     def seal(self, type_: int, body: bytes, ts: int, echo: int) -> bytes:
         seq = self._seq
         self._seq = seq + 1
-        header = self._prefix[type_] + wire.HEADER_TAIL.pack(seq, ts & wire.MAX_U32, echo & wire.MAX_U32)
+        header = self._prefix[type_] + datagram.HEADER_TAIL.pack(seq, ts & datagram.MAX_U32, echo & datagram.MAX_U32)
         nonce = _NONCE.pack(self.direction, seq)
         if self.encrypted:
             return header + self._aead.encrypt(nonce, body, header)
         signed = header + body
         return signed + self._aead.encrypt(nonce, b"", signed)
 
-    def open(self, datagram) -> tuple[int, int, int, int, bytes]:
+    def open(self, packet) -> tuple[int, int, int, int, bytes]:
         """Authenticate (and decrypt) a datagram: (type, seq, ts, echo, body), or Rejected unless it is
         the peer's, intact and new."""
         try:
-            type_, direction, sid, seq, ts, echo = wire.parse_header(datagram)
-        except wire.WireError as exc:
+            type_, direction, sid, seq, ts, echo = datagram.parse_header(packet)
+        except datagram.WireError as exc:
             raise Rejected(str(exc)) from None
         if sid != self.session_id:
             raise Rejected("foreign session")
@@ -147,13 +147,13 @@ class Seal:
         if not self.replay.fresh(seq):
             raise Rejected("replayed or too old")
         nonce = _NONCE.pack(direction, seq)
-        hs = wire.HEADER_SIZE
+        hs = datagram.HEADER_SIZE
         try:
             if self.encrypted:
-                body = self._peer_aead.decrypt(nonce, datagram[hs:], datagram[:hs])
+                body = self._peer_aead.decrypt(nonce, packet[hs:], packet[:hs])
             else:
-                self._peer_aead.decrypt(nonce, datagram[-wire.TAG_SIZE:], datagram[:-wire.TAG_SIZE])
-                body = bytes(datagram[hs:-wire.TAG_SIZE])
+                self._peer_aead.decrypt(nonce, packet[-datagram.TAG_SIZE:], packet[:-datagram.TAG_SIZE])
+                body = bytes(packet[hs:-datagram.TAG_SIZE])
         except InvalidTag:
             raise Rejected("authentication failed") from None
         self.replay.mark(seq)

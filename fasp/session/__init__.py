@@ -1,0 +1,5 @@
+"""A session between two engines: control messages and their channel, the client and server roles, the sending
+and receiving roles per file, streams, pre/post programs, and the management port (FASPMGR) client.
+
+May import ``fasp.errors``, ``fasp.options``, ``fasp.files`` and ``fasp.datapath``.
+"""
