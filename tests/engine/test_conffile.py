@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import tempfile
 
 import pytest
@@ -14,6 +13,7 @@ from fasp.options.flags import parse
 from faspmanager.codes import EngineError
 from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
 from tests.support.files import assert_same_file, random_file
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
 
 SRC, DEST = "/etc/hostname", "bob@h:/dest"
@@ -262,7 +262,7 @@ def test_file_overwrite_deny_keeps_existing_files_and_the_flag_wins(fasp_server_
 def test_server_mode_rate_cap_from_the_file(tmp_path):
     """fasp-server runs ``fasp-ascp -f FILE --server ...``: the file's <cap> holds a client asking for more."""
     conf = _write(tmp_path / "server.conf", f"<transfer>{_flow('in', cap=RATE)}{_flow('out', cap=RATE)}</transfer>")
-    with start_fasp_server(tmp_path / "srv", engine_command=[sys.executable, "-m", "fasp", "-f", conf]) as server:
+    with start_fasp_server(tmp_path / "srv", engine_command=[*ENGINE, "-f", conf]) as server:
         src = random_file(tmp_path / "capped.bin", 1_500_000)
         kbps, _ = _measured_kbps(fasp_args(server, "-l", "400000", "--policy=fixed", str(src),
                                            remote(server, "/capped.bin")), server.env())

@@ -2,7 +2,6 @@
 no temporary file stays, and a resume finishes the file once the disk is fixed (size + sha256)."""
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from tests.engine.helpers import remote
 from tests.faults.helpers import FirstTime, finish, full, leftovers, needs_root, remount, resume, run, tmpfs
 from tests.support.files import assert_same_file, random_file
+from tests.support.programs import ENGINE
 from tests.support.root import require_root
 from tests.support.servers import start_fasp_server
 
@@ -66,7 +66,7 @@ def test_disk_full(tmp_path, listener, spawn, record, direction):
 
 def test_file_too_big_upload(tmp_path, listener, spawn, record):
     """RLIMIT_FSIZE on the receiving engine: EFBIG is 24."""
-    limited = ["prlimit", f"--fsize={4 << 20}", sys.executable, "-m", "fasp"]
+    limited = ["prlimit", f"--fsize={4 << 20}", *ENGINE]
     src = random_file(tmp_path / "src" / "big.bin", 8 << 20)
     docroot = tmp_path / "docroot"
     with start_fasp_server(tmp_path / "srv", docroot=docroot, engine_command=limited) as server:
@@ -121,7 +121,7 @@ def test_permission_denied(tmp_path, listener, spawn, record):
     """A directory the engine may not write (mode 0555): 5. As root, permission bits are bypassed through
     CAP_DAC_OVERRIDE, so the server engine runs without it (setpriv drops it from the bounding set)."""
     require_root("setpriv drops capabilities from the bounding set")
-    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", sys.executable, "-m", "fasp"]
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *ENGINE]
     src = random_file(tmp_path / "src" / "f.bin", 1 << 20)
     docroot = tmp_path / "docroot"
     (docroot / "locked").mkdir(parents=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from tests.faults.conftest import PEER_S, STALL_S
 from tests.faults.helpers import finish
 from tests.support.files import assert_same_file, random_file
 from tests.support.netns import DROP_UDP, SERVER_ADDR, Lab, udp_blocked_lab
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
 from tests.support.wait import wait_until
 
@@ -39,7 +39,7 @@ def _udp(lab: Lab, flows: bool) -> None:
 
 
 def _ascp(lab: Lab, server, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(Lab.wrap(lab.client_ns, [sys.executable, "-m", "fasp", "-q", "-P", str(server.port),
+    return subprocess.Popen(Lab.wrap(lab.client_ns, [*ENGINE, "-q", "-P", str(server.port),
                                                      *args]),
                             env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

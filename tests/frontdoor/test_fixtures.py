@@ -69,7 +69,7 @@ def test_openssh_server_accepts_the_generated_key_and_runs_commands(openssh_serv
     docroot, ascp, module = result.stdout.splitlines()
     assert docroot == str(srv.docroot)
     assert ascp.endswith("/fasp-ascp")
-    assert module == str(REPO_ROOT / "fasp" / "docroot.py")
+    assert module == str(REPO_ROOT / "fasp" / "files" / "docroot.py")
     assert fingerprint == srv.host_key_fingerprint
     assert srv.env({})["FASP_REMOTE_COMMAND"] == f"{sys.executable} -m fasp"
 

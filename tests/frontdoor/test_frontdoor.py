@@ -15,6 +15,7 @@ import pytest
 
 from fasp.server.users import User, hash_password, save_users
 from tests.support.procs import alive
+from tests.support.programs import SERVER
 from tests.support.servers import PASSWORD_ENV, FaspServer, start_fasp_server
 from tests.support.wait import wait_until
 
@@ -211,7 +212,7 @@ def test_sftp_is_not_offered(echo_server):
     (["--users", "/nonexistent/users.toml", "--rate-cap", "5"], {}, "--rate-cap is for quick mode"),
 ])
 def test_command_line_mistakes_exit_2_with_a_reason(args, env, message):
-    done = subprocess.run([sys.executable, "-m", "fasp.server.frontdoor", "--listen", "127.0.0.1:0", *args],
+    done = subprocess.run([*SERVER, "--listen", "127.0.0.1:0", *args],
                           capture_output=True, text=True, timeout=30, env={**os.environ, **env})
     assert done.returncode == 2 and message in done.stderr
 

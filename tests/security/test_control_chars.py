@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import faspmanager as fm
 from faspmanager import mgmt
 from tests.support.files import sha256
 from tests.support.ports import free_port
-from tests.support.programs import engine_program
+from tests.support.programs import ENGINE, engine_program
 from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -122,7 +121,7 @@ def _run_with_manager(argv: list[str], env: dict) -> tuple[int, bytes, str]:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(30)
         port = listener.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "fasp", "-q", "-M", str(port), *argv], env=env,
+        proc = subprocess.Popen([*ENGINE, "-q", "-M", str(port), *argv], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             conn, _ = listener.accept()
