@@ -9,8 +9,8 @@ from celery.result import AsyncResult
 
 from tasks.client import submit
 from tests.support.files import assert_same_file
+from tests.support.ports import free_port
 from workers.app import app_for
-from workers.local import free_port
 
 from .support import make_file, types, upload
 

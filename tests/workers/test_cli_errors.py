@@ -12,8 +12,9 @@ import pytest
 
 from tasks.client import TransferHandle
 from tests.support.files import assert_same_file
+from tests.support.ports import free_port
+from tests.support.programs import REPO_ROOT
 from tests.support.wait import wait_until
-from workers.local import REPO_ROOT, free_port
 
 from .support import make_file
 

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from tasks.client import submit
-from workers.local import Service, free_port
+from tests.support.ports import free_port
+from workers.local import Service
 
 from .conftest import faspq_env
 from .support import make_file, upload

@@ -12,7 +12,9 @@ import pytest
 import faspmanager as fm
 from tasks.client import submit
 from tests.support.files import assert_same_file
-from workers.local import TransferServer, descendants, free_port
+from tests.support.ports import free_port
+from tests.support.procs import descendants
+from workers.local import TransferServer
 
 from .support import make_file, options, types, upload
 
