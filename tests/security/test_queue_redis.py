@@ -15,10 +15,11 @@ import pytest
 import redis
 
 from tasks.client import submit
+from tasks.local import RedisServer, Worker
 from tests.support.files import assert_same_file
+from tests.support.programs import REPO_ROOT
 from tests.workers.conftest import faspq_env, server  # noqa: F401
 from tests.workers.support import make_file, upload
-from workers.local import REPO_ROOT, RedisServer, Worker
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,9 +8,9 @@ import pytest
 from celery.result import AsyncResult
 
 from tasks.client import submit
+from tasks.transfer import celery_app
 from tests.support.files import assert_same_file
 from tests.support.ports import free_port
-from workers.app import app_for
 
 from .support import make_file, types, upload
 
@@ -23,7 +23,7 @@ def worker(worker_factory):
 
 
 def _backend(handle) -> AsyncResult:
-    return AsyncResult(handle.id, app=app_for(handle._settings))
+    return AsyncResult(handle.id, app=celery_app(handle._settings))
 
 
 def test_five_retries_then_failure_not_a_crash(worker, server, tmp_path):
@@ -50,7 +50,6 @@ def test_five_retries_then_failure_not_a_crash(worker, server, tmp_path):
     assert backend.state == "FAILURE" and type(backend.result).__name__ == "TransferFailed"
     assert backend.result.code == result["code"] and backend.result.reason == result["reason"]
     assert "MaxRetriesExceededError" not in worker.log()
-
 
 
 def test_unresolvable_host_fails_at_once(worker, server, tmp_path):

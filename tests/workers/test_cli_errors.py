@@ -92,7 +92,6 @@ def test_relative_path_resolved_where_faspq_runs_and_piped_progress(worker_facto
     assert all(total == str(size) for moved, total in done if moved), lines
 
 
-
 def test_a_relative_source_missing_here_is_refused_before_anything_is_queued(faspq_env_only, server, tmp_path):
     """A file only the worker's host has must be named absolutely: a relative name means this directory."""
     proc = faspq(*_upload_args(server, "only-on-the-worker.bin"), env={"TEST_PW": server.password}, cwd=tmp_path)

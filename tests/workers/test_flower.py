@@ -6,16 +6,16 @@ import base64
 import json
 import os
 import secrets
-import urllib.error
-import urllib.request
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 from tasks.client import submit
+from tasks.local import Service
 from tests.support.ports import free_port
-from workers.local import Service
 
 from .conftest import faspq_env
 from .support import make_file, upload
