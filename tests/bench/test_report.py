@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench.report import control, markdown, share, write
 
 ENGINE, TCP = "udp:40000>33001", "tcp:41000>5201"
@@ -62,6 +64,7 @@ def test_markdown_marks_missing_engine_and_unverified_runs():
     assert "not measured" in text
 
 
+@pytest.mark.slow
 def test_write_produces_json_markdown_and_plots(tmp_path):
     meta = {"profile": "quick", "started": "now", "git": "abc", "seconds": 1, "cpus": 2,
             "engine_available": True, "link_mbit": 100, "tcp_cc": "bbr"}

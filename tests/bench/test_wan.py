@@ -1,6 +1,5 @@
 """The WAN emulator end to end: real namespaces, TUN devices, sockets, files."""
 
-import hashlib
 import json
 import os
 import signal
@@ -14,12 +13,15 @@ from bench import netns
 from bench.netns import Hosts
 from bench.report import read_bins
 from bench.wan import Wan
+from tests.support.files import sha256
+from tests.support.root import require_root
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def hosts():
+    require_root("network namespaces and TUN devices")
     hosts = Hosts(prefix=f"fbt{os.getpid() % 100000}", subnet="10.78.0")
     yield hosts
     for ns in (hosts.a, hosts.b):  # only if a test failed half-way
@@ -34,10 +36,6 @@ def probe(wan: Wan, side: str, *args: str, **kwargs) -> subprocess.Popen:
 def started(process: subprocess.Popen) -> subprocess.Popen:
     assert process.stdout.readline().strip() == "READY"
     return process
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.timeout(60)

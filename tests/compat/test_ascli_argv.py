@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.compat.ascli_fields import FIELDS
-from tests.engine.helpers import ENGINE, MgmtListener, assert_same_file, random_file, run_ascp, sha256
+from tests.engine.helpers import MgmtListener, run_ascp
+from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.ports import free_port
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -396,6 +398,7 @@ def test_dest64_and_file_pair_list(direction, fasp_server_module, tmp_path):
     assert sorted(str(p.relative_to(run.landed_dir)) for p in run.landed_dir.rglob("*.bin")) == sorted(sources)
 
 
+@pytest.mark.slow
 def test_tags_reach_the_peer(tmp_path):
     """--tags travel to the server: its session log (fasp-server --log-dir, asked for with -R) names them."""
     logs = tmp_path / "logs"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, random_file, run_ascp
+from tests.engine.helpers import run_ascp
+from tests.support.files import assert_same_file, random_file
 
 _case_ids = itertools.count()
 

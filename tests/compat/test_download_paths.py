@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 
 import faspmanager as fm
-from tests.engine.helpers import assert_same_file, random_file
-from tests.manager.conftest import _engine_program
+from tests.support.files import assert_same_file, random_file
 from tests.support.ports import free_port
+from tests.support.programs import engine_program
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def engine(tmp_path) -> Path:
-    return _engine_program(tmp_path)
+    return engine_program(tmp_path)
 
 
 def _download(server, engine, sources, dests, **options):

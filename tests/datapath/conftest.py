@@ -1,10 +1,9 @@
-"""Shared helpers for data-path tests: two real Transports on loopback, real files, sha256 checks."""
+"""Shared helpers for data-path tests: two real Transports on loopback, real files."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import functools
+import os
 from contextlib import asynccontextmanager
 
 from fasp.datapath.seal import SessionKey
@@ -26,14 +25,6 @@ def aio(fn):
     def run(*args, **kwargs):
         asyncio.run(fn(*args, **kwargs))
     return run
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @asynccontextmanager

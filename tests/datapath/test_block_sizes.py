@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from fasp.datapath import datagram
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.recvstate import MAX_FEEDBACK_BYTES, MIN_FEEDBACK_BYTES, ReceiveState, feedback_limit
-from tests.datapath.conftest import aio, pair, sha256_file, transfer
+from tests.datapath.conftest import aio, pair, transfer
+from tests.support.files import sha256
 from tests.support.relay import Relay
 
 
@@ -81,7 +82,7 @@ async def _tuned_transfer(tmp_path, size: int, *, read_size=0, write_size=0, x=N
     finally:
         for relay in relays:
             await relay.__aexit__(None, None, None)
-    assert sha256_file(src) == sha256_file(dst)
+    assert sha256(src) == sha256(dst)
     return seen
 
 
@@ -103,6 +104,7 @@ async def test_writes_stay_within_g_through_loss_and_reordering(tmp_path, syscal
     assert max(n for _, n in syscalls["pwrite"]) <= 100_000
 
 
+@pytest.mark.slow
 @aio
 async def test_a_partly_filled_block_is_written_after_flush_age(tmp_path, syscalls):
     """At 2 Mbit/s a 1 MiB -G block would hold 300 KB back until the end: it is written every FLUSH_AGE."""

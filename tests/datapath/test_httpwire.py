@@ -196,6 +196,7 @@ def test_driver_rejects_a_forged_frame_with_47():
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_driver_gives_up_on_a_silent_peer_with_16():
     async def main():
         client, server = await _pair(False, 100_000)

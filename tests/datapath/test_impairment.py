@@ -9,9 +9,10 @@ from contextlib import AsyncExitStack
 import pytest
 
 from fasp.datapath import datagram
+from tests.support.files import sha256
 from tests.support.relay import Relay
 
-from .conftest import CLEAR, aio, pair, session_key, sha256_file, transfer
+from .conftest import CLEAR, aio, pair, session_key, transfer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,7 +38,7 @@ async def test_loss_reorder_duplication(tmp_path, key):
             sent = client.stats()
         counts = relays[0].counts
         assert counts.dropped > 100 and counts.duplicated > 20 and counts.reordered > 100
-    assert sha256_file(dst) == sha256_file(src)
+    assert sha256(dst) == sha256(src)
     assert dst.stat().st_size == 4 << 20
     assert sent["bytes_retransmitted"] > 0
     # each lost datagram costs about one resend (plus a few spurious ones from reordering)
@@ -78,11 +79,12 @@ async def test_tampered_forged_and_replayed_datagrams_are_rejected(tmp_path):
             active[0] = False
             await asyncio.sleep(0.3)  # let the last forgeries arrive
             rejected = client.stats()["datagrams_rejected"] + server.stats()["datagrams_rejected"]
-    assert sha256_file(dst) == sha256_file(src)
+    assert sha256(dst) == sha256(src)
     assert all(forged.values())
     assert rejected == sum(forged.values())
 
 
+@pytest.mark.slow
 @aio
 async def test_no_plaintext_on_the_wire(tmp_path):
     data = os.urandom(1 << 20)
@@ -93,7 +95,7 @@ async def test_no_plaintext_on_the_wire(tmp_path):
         async with pair(key=session_key(16, b"x"), via=via) as (client, server):
             await transfer(client, server, 1, src, dst)
         captured = b"\n".join(d for _, d in relays[0].captured)
-    assert sha256_file(dst) == sha256_file(src)
+    assert sha256(dst) == sha256(src)
     assert len(captured) > len(data)
     windows = {data[i:i + 64] for i in range(0, len(data) - 64, 61)}  # windows overlapping every datagram
     assert not any(w in captured for w in windows)
@@ -111,4 +113,4 @@ async def test_plaintext_visible_without_encryption(tmp_path):
             await transfer(client, server, 1, src, dst)
         captured = b"".join(d for _, d in relays[0].captured)
     assert data[:64] in captured
-    assert sha256_file(dst) == sha256_file(src)
+    assert sha256(dst) == sha256(src)

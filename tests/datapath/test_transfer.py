@@ -4,15 +4,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-
 from contextlib import AsyncExitStack
 
 import pytest
 
 from faspmanager.codes import EngineError
+from tests.support.files import sha256
 from tests.support.relay import Relay
 
-from .conftest import CLEAR, aio, pair, session_key, sha256_file, transfer
+from .conftest import CLEAR, aio, pair, session_key, transfer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,7 +28,7 @@ async def test_file_arrives_intact(tmp_path, size, key):
         assert client.stats()["bytes_sent"] >= size
         assert server.stats()["bytes_received"] == size
     assert dst.stat().st_size == size
-    assert sha256_file(dst) == sha256_file(src)
+    assert sha256(dst) == sha256(src)
 
 
 @aio
@@ -85,7 +85,7 @@ async def test_many_concurrent_small_files_both_directions(tmp_path):
     for i, blob in enumerate(blobs):
         path = tmp_path / f"f{i}"
         assert path.stat().st_size == len(blob)
-        assert sha256_file(path) == hashlib.sha256(blob).hexdigest()
+        assert sha256(path) == hashlib.sha256(blob).hexdigest()
         assert progress.get(i, 0) == len(blob)
 
 
@@ -100,7 +100,7 @@ async def test_plain_sendto_recvfrom_fallback(tmp_path, monkeypatch):
     async with pair() as (client, server):
         assert not client._sock.gso and not server._sock.gro
         await transfer(client, server, 1, src, dst)
-    assert sha256_file(dst) == sha256_file(src)
+    assert sha256(dst) == sha256(src)
 
 
 @pytest.mark.parametrize("size", [296, 9000, 65000])
@@ -117,7 +117,7 @@ async def test_datagram_sizes(tmp_path, size):
         async with pair(datagram_size=size, via=via) as (client, server):
             await transfer(client, server, 1, src, dst)
             assert client.stats()["datagrams_sent"] >= (2 << 20) / size
-    assert sha256_file(dst) == sha256_file(src)
+    assert sha256(dst) == sha256(src)
     assert max(len(d) for _, d in captured[0]) <= size  # feedback too stays within the datagram size
 
 
@@ -178,7 +178,7 @@ async def test_every_policy_delivers(tmp_path, policy):
         await transfer(client, server, 1, src, dst)
         stats = client.stats()
         assert stats["policy"] == policy and 1000 <= stats["rate_kbps"] <= 200_000
-    assert sha256_file(dst) == sha256_file(src)
+    assert sha256(dst) == sha256(src)
 
 
 @aio

@@ -9,11 +9,11 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from faspmanager.codes import EngineError
 from fasp.datapath.udpchannel import RateSettings, Transport
+from faspmanager.codes import EngineError
 from tests.support.relay import Relay
 
-from .conftest import CLEAR, aio, pair, session_key, sha256_file
+from .conftest import CLEAR, aio, pair, session_key
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,6 +51,7 @@ async def _paced_transfer(tmp_path, rate: RateSettings, seconds: float, change=N
     return bits, samples, change
 
 
+@pytest.mark.slow
 @aio
 async def test_fixed_rate_is_held_on_loopback(tmp_path):
     bits, samples, _ = await _paced_transfer(tmp_path, RateSettings(20_000, policy="fixed"), 5.0)
@@ -58,6 +59,7 @@ async def test_fixed_rate_is_held_on_loopback(tmp_path):
     assert all(r == 20_000 for _, r in samples)
 
 
+@pytest.mark.slow
 @aio
 async def test_set_rate_takes_effect_mid_transfer(tmp_path):
     bits, samples, change = await _paced_transfer(tmp_path, RateSettings(20_000, policy="fixed"), 3.0,
@@ -68,6 +70,7 @@ async def test_set_rate_takes_effect_mid_transfer(tmp_path):
     assert 0.8 * 10e6 <= bits <= 1.2 * 10e6
 
 
+@pytest.mark.slow
 @aio
 async def test_fair_rate_obeys_target_and_change(tmp_path):
     bits, samples, _ = await _paced_transfer(tmp_path, RateSettings(30_000, policy="fair"), 2.0,
@@ -123,6 +126,7 @@ async def test_peer_closing_fails_pending_send_with_16():
             os.close(fd)
 
 
+@pytest.mark.slow
 @aio
 async def test_silent_peer_fails_send_with_16_and_stall_with_40(tmp_path):
     async with AsyncExitStack() as stack:
@@ -170,6 +174,7 @@ async def test_idle_listener_waiting_for_its_peer_does_not_spin(tmp_path):
         await server.close()
 
 
+@pytest.mark.slow
 @aio
 async def test_peer_closing_right_after_confirmation_spares_a_receive_still_writing(tmp_path, monkeypatch):
     real_pwrite = os.pwrite

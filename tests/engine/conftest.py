@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from tests.engine.helpers import ENGINE, MgmtListener
+from tests.engine.helpers import MgmtListener
+from tests.support.programs import ENGINE
 
 
 @pytest.fixture

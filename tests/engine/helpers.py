@@ -1,57 +1,15 @@
-"""Helpers for engine tests: run the real fasp-ascp, a tiny management-port listener, byte checks."""
+"""Helpers for engine tests: run the real fasp-ascp, find server-mode engines, a tiny management-port listener."""
 from __future__ import annotations
 
-import hashlib
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from faspmanager import mgmt
-
-ENGINE = [sys.executable, "-m", "fasp"]
-
-
-def sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
-def assert_same_file(a: Path, b: Path, digest_of_a: str | None = None) -> None:
-    """``b`` has ``a``'s size and sha256 (pass ``digest_of_a`` to hash a big source only once)."""
-    assert b.is_file(), f"{b} missing"
-    assert a.stat().st_size == b.stat().st_size, f"{b}: size {b.stat().st_size} != {a.stat().st_size}"
-    assert (digest_of_a or sha256(a)) == sha256(b), f"{b}: content differs"
-
-
-def assert_same_tree(a: Path, b: Path) -> int:
-    """Every file under ``a`` is under ``b`` with the same bytes, and nothing else is; the file count."""
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert files_a == files_b
-    dirs_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_dir())
-    dirs_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_dir())
-    assert dirs_a == dirs_b
-    for rel in files_a:
-        assert_same_file(a / rel, b / rel)
-    return len(files_a)
-
-
-def random_file(path: Path, size: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        left = size
-        while left:
-            n = min(left, 1 << 20)
-            handle.write(os.urandom(n))
-            left -= n
-    return path
+from tests.support.procs import processes
+from tests.support.programs import ENGINE
 
 
 def run_ascp(args: list[str], env: dict, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -68,27 +26,7 @@ def remote(server, path: str) -> str:
 
 def server_mode_pids(marker: str) -> list[int]:
     """Live server-mode engines whose command line mentions ``marker`` (e.g. their docroot)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and b"--server" in cmd and marker.encode() in b" ".join(cmd):
-            pids.append(int(entry.name))
-    return pids
-
-
-def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
+    return [p.pid for p in processes() if b"--server" in p.argv and marker.encode() in b" ".join(p.argv)]
 
 
 class MgmtListener:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import (ENGINE, assert_same_file, fasp_args, random_file, remote, server_mode_pids,
-                                  sha256, wait_until)
+from tests.engine.helpers import fasp_args, remote, server_mode_pids
+from tests.support.files import assert_same_file, random_file, sha256
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 SIZE = 16 << 20
 TRACE = ["strace", "-ff", "-qq", "--seccomp-bpf", "-y", "-s", "0", "-e", "trace=pread64,pwrite64"]

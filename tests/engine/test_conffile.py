@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import tempfile
 
 import pytest
@@ -12,7 +11,9 @@ from hypothesis import given, settings, strategies as st
 from fasp.options import asperaconf
 from fasp.options.flags import parse
 from faspmanager.codes import EngineError
-from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp)
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
 
 SRC, DEST = "/etc/hostname", "bob@h:/dest"
@@ -256,11 +257,12 @@ def test_file_overwrite_deny_keeps_existing_files_and_the_flag_wins(fasp_server_
     assert_same_file(server.docroot / "conf-ow-src.bin", local_old)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_server_mode_rate_cap_from_the_file(tmp_path):
     """fasp-server runs ``fasp-ascp -f FILE --server ...``: the file's <cap> holds a client asking for more."""
     conf = _write(tmp_path / "server.conf", f"<transfer>{_flow('in', cap=RATE)}{_flow('out', cap=RATE)}</transfer>")
-    with start_fasp_server(tmp_path / "srv", engine_command=[sys.executable, "-m", "fasp", "-f", conf]) as server:
+    with start_fasp_server(tmp_path / "srv", engine_command=[*ENGINE, "-f", conf]) as server:
         src = random_file(tmp_path / "capped.bin", 1_500_000)
         kbps, _ = _measured_kbps(fasp_args(server, "-l", "400000", "--policy=fixed", str(src),
                                            remote(server, "/capped.bin")), server.env())
@@ -272,8 +274,8 @@ def test_server_mode_rate_cap_from_the_file(tmp_path):
 def test_faspmanager_alternate_config_filename(fasp_server_module, tmp_path):
     """TransferOptions(alternate_config_filename=...) reaches the engine as -f and the file takes effect."""
     import faspmanager as fm
-    from tests.manager.conftest import _engine_program
     from tests.support.ports import free_port
+    from tests.support.programs import engine_program
 
     server = fasp_server_module
     conf = _write(tmp_path / "mgr.conf", "<file_system><overwrite>deny</overwrite></file_system>")
@@ -286,7 +288,7 @@ def test_faspmanager_alternate_config_filename(fasp_server_module, tmp_path):
                                  udp_port=free_port(socket.SOCK_DGRAM))
     order = fm.FileUpload([str(new), str(src_dir / "mgr-kept.bin")], server.user, server.host,
                           dest_pass=server.password, options=options)
-    with fm.session(order, ascp_path=str(_engine_program(tmp_path))) as s:
+    with fm.session(order, ascp_path=str(engine_program(tmp_path))) as s:
         s.start()
         result = s.finish()
     assert result.ok(), result.reason()

@@ -26,6 +26,7 @@ messages = st.one_of(
 )
 
 
+@pytest.mark.slow
 @given(st.lists(messages, max_size=8), st.data())
 def test_round_trip_at_any_split(msgs, data):
     stream = b"".join(encode(t, **f) for t, f in msgs)

@@ -36,6 +36,7 @@ def _seal(tmp_path, data: bytes, block: int) -> tuple[Envelope, bytes]:
         os.close(fd)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=700), block=st.sampled_from([16, 17, 64, 100]),
        cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6))

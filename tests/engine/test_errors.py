@@ -6,8 +6,11 @@ import socket
 
 import pytest
 
-from tests.engine.helpers import random_file, remote, run_ascp
+from tests.engine.helpers import remote, run_ascp
+from tests.support.files import random_file
 from tests.support.ports import free_port
+
+pytestmark = pytest.mark.slow
 
 
 def _code(result) -> int:

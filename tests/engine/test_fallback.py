@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,10 +27,12 @@ from fasp.datapath import httpframes
 from fasp.datapath.httpchannel import Registration
 from fasp.server.frontdoor import FallbackPort
 from faspmanager.codes import ErrorCode
-from tests.engine.helpers import assert_same_file, random_file
+from tests.support.files import assert_same_file, random_file
 from tests.support.netns import SERVER_ADDR, Lab, udp_blocked_lab
 from tests.support.ports import free_port
-from tests.support.servers import REPO_ROOT, _pythonpath, start_fasp_server
+from tests.support.programs import REPO_ROOT, engine_program, pythonpath
+from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 HTTP_PORT = 18080  # not the default 8080: the tests pass -t, so an ignored -t fails them
 pytestmark = [pytest.mark.timeout(120),
@@ -89,7 +90,7 @@ def tls_server(lab, certs, tmp_path_factory):
 
 def _in_client(lab: Lab, argv: list[str], env: dict, timeout: float = 90) -> dict:
     proc = subprocess.run(Lab.wrap(lab.client_ns, [sys.executable, "-m", "tests.support.probe", *argv]),
-                          env={**env, "PYTHONPATH": _pythonpath()}, cwd=REPO_ROOT, capture_output=True,
+                          env={**env, "PYTHONPATH": pythonpath()}, cwd=REPO_ROOT, capture_output=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     return json.loads(proc.stdout)
@@ -127,7 +128,7 @@ def test_udp_stays_the_carrier_when_it_passes(fasp_server, tmp_path):
     source = random_file(tmp_path / "open.bin", 200_000)
     proc = subprocess.run([sys.executable, "-m", "tests.support.probe", "engine", "-P", str(fasp_server.port),
                            "-y", "1", "-t", str(HTTP_PORT), str(source), f"{fasp_server.user}@{fasp_server.host}:/"],
-                          env={**fasp_server.env(), "PYTHONPATH": _pythonpath()}, cwd=REPO_ROOT, capture_output=True,
+                          env={**fasp_server.env(), "PYTHONPATH": pythonpath()}, cwd=REPO_ROOT, capture_output=True,
                           timeout=90)
     assert _ok(json.loads(proc.stdout))["Transport"] == "udp"
     assert_same_file(source, fasp_server.docroot / "open.bin")
@@ -206,10 +207,8 @@ def _tinyproxy(lab: Lab, directory: Path, port: int, connect_port: int) -> subpr
         f"ConnectPort {connect_port}", ""]))
     proc = subprocess.Popen(Lab.wrap(lab.client_ns, ["tinyproxy", "-d", "-c", str(conf)]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while "Accepting connections" not in (log.read_text() if log.exists() else "") \
-            and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_until(lambda: "Accepting connections" in (log.read_text() if log.exists() else "") or proc.poll() is not None,
+               10)
     return proc
 
 
@@ -242,7 +241,7 @@ def test_jpeg_encoding_on_the_wire(lab, server, tmp_path, jpeg):
     record = tmp_path / "wire"
     record.mkdir()
     tap = subprocess.Popen(Lab.wrap(lab.client_ns, [sys.executable, "-m", "tests.support.tap", str(record)]),
-                           stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": _pythonpath()}, cwd=REPO_ROOT)
+                           stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": pythonpath()}, cwd=REPO_ROOT)
     try:
         port = tap.stdout.readline().decode().split()[-1]
         source = random_file(tmp_path / f"wire-{jpeg}.bin", 700_000)
@@ -277,8 +276,7 @@ def test_faspmanager_session_reports_the_transport(lab, server, tmp_path):
         "port": server.port, "dest": "/", "host": server.host, "user": server.user, "password": server.password,
         "sources": [str(source)], "ascp": str(tmp_path / "fasp-ascp"),
         "fallback": {"http_port": HTTP_PORT, "encode_all_as_jpeg": True}}))
-    (tmp_path / "fasp-ascp").write_text(f"#!/bin/sh\nexec {sys.executable} -m fasp \"$@\"\n")
-    (tmp_path / "fasp-ascp").chmod(0o755)
+    engine_program(tmp_path)
     out = _in_client(lab, ["manager", str(spec)], os.environ)
     assert out["ok"], out["reason"]
     sessions = [stats for event, stats in out["events"] if event.endswith("SESSION")]

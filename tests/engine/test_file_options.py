@@ -1,7 +1,6 @@
 """Options that decide what happens to files at either end, through real transfers."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -9,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import (ENGINE, MgmtListener, assert_same_file, assert_same_tree, fasp_args, random_file,
-                                  remote, run_ascp)
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, assert_same_tree, random_file
+from tests.support.programs import ENGINE
+from tests.support.root import needs_root
 
 
 def _ok(result) -> None:
@@ -97,6 +98,7 @@ def test_manifest_and_source_prefix(fasp_server_module, tmp_path):
     assert manifest.read_text().splitlines() == [f"passed\t{src}"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_datagram_size_and_private_key_from_environment(tmp_path):
     """-Z 9000 on loopback, and ASPERA_SCP_KEY (the key itself in the environment) against fasp-server."""
@@ -114,6 +116,7 @@ def test_datagram_size_and_private_key_from_environment(tmp_path):
 
 
 @pytest.mark.timeout(60)
+@needs_root("a source file of another owner (chown)")
 def test_owner_and_access_times(fasp_server_module, tmp_path):
     """--preserve-file-owner-uid/gid (we run as root), --preserve-access-time, --preserve-source-access-time."""
     server = fasp_server_module
@@ -239,8 +242,7 @@ def test_content_protection_round_trip(fasp_server_module, tmp_path):
     back.mkdir()
     _ok(run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(back)), env))
     for f in files:
-        assert hashlib.sha256((back / "secret" / f.relative_to(tree)).read_bytes()).digest() == \
-            hashlib.sha256(f.read_bytes()).digest()
+        assert_same_file(f, back / "secret" / f.relative_to(tree))
     assert not list((back / "secret").rglob("*.aspera-env"))
 
     whole = (vault / "a.bin.aspera-env").read_bytes()

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from tests.engine.helpers import (assert_same_file, random_file, remote, server_mode_pids, sha256,
-                                  wait_until)
+from tests.engine.helpers import remote, server_mode_pids
+from tests.support.files import assert_same_file, random_file, sha256
+from tests.support.wait import wait_until
 
 
 def _args(server, listener, *more: str) -> list[str]:
@@ -37,7 +38,7 @@ def test_events_in_order_with_checksums(fasp_server_module, tmp_path, listener, 
     for stop in listener.of("STOP"):
         path = stop.get("File")
         assert stop.get("FileChecksumType") == "sha256"
-        assert stop.get("FileChecksum") == hashlib.sha256(open(path, "rb").read()).hexdigest()
+        assert stop.get("FileChecksum") == sha256(path)
     note = listener.of("NOTIFICATION")[0]
     assert note.int("PreTransferFiles") == 2 and note.int("PreTransferBytes") == 300_005
     done = listener.of("DONE")[0]

@@ -8,17 +8,18 @@ against fasp-server on loopback; upload and download use the same layout
 from __future__ import annotations
 
 import os
-import time
 import shutil
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import (ENGINE, MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp,
-                                  sha256)
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file, sha256
+from tests.support.programs import ENGINE
 
 DIRECTIONS = ["upload", "download"]
 

@@ -13,8 +13,10 @@ import subprocess
 import pytest
 
 from fasp.files.docroot import Unconfined
-from tests.engine.helpers import ENGINE, MgmtListener, assert_same_file, fasp_args, random_file, sha256
+from tests.engine.helpers import MgmtListener, fasp_args
 from tests.engine.test_option_effects import DIRECTIONS, Ends, listing, names, ok, transfer
+from tests.support.files import assert_same_file, random_file, sha256
+from tests.support.programs import ENGINE
 
 SOURCE_MTIME = 1_500_000_000
 

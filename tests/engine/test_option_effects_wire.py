@@ -21,11 +21,13 @@ import time
 import pytest
 
 from fasp.datapath import datagram
-from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp,
-                                  server_mode_pids, sha256, wait_until)
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp, server_mode_pids
+from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.ports import free_port
+from tests.support.programs import ENGINE
 from tests.support.relayed import relayed_server, reset
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 WRONG_SSHFP = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
@@ -104,7 +106,7 @@ def test_min_rate_is_a_floor_under_congestion(relayed, tmp_path):
         src = random_file(tmp_path / f"{name}.bin", 9 << 20)
         digest = sha256(src)
         flags = ["--policy", "low", "-l", "20000"] + (["-m", floor] if floor else [])
-        proc = subprocess.Popen([sys.executable, "-m", "fasp", *fasp_args(server, *flags, str(src),
+        proc = subprocess.Popen([*ENGINE, *fasp_args(server, *flags, str(src),
                                                                           remote(server, f"/{name}.bin"))],
                                 env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -180,7 +182,7 @@ def test_cookie_token_and_retry_timeout(logging_server, tmp_path, listener, dire
     env = {**server.env(), "ASPERA_SCP_COOKIE": cookie, "ASPERA_SCP_TOKEN": token}
     local_logs = tmp_path / "local-logs"
     logged_before = engine_log.read_text().count("presented an ASPERA_SCP_TOKEN") if engine_log.exists() else 0
-    proc = subprocess.Popen([sys.executable, "-m", "fasp", *fasp_args(
+    proc = subprocess.Popen([*ENGINE, *fasp_args(
         server, "-M", str(listener.port), "--retry-timeout=77", "-l", "8000", "-L", str(local_logs), *args)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     engines: list[int] = []
@@ -232,7 +234,7 @@ def test_udp_port_is_bound_when_free_and_avoided_when_taken(fasp_server_module, 
 
     def upload(name: str, mgmt) -> int:
         src = random_file(tmp_path / f"{name}.bin", 2 << 20)
-        proc = subprocess.Popen([sys.executable, "-m", "fasp", *fasp_args(
+        proc = subprocess.Popen([*ENGINE, *fasp_args(
             server, "-M", str(mgmt.port), "-O", str(port), "-l", "10000", str(src), remote(server, f"/{name}.bin"))],
             env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:

@@ -179,14 +179,16 @@ def test_ibm_spellings():
         assert info.value.code == 8 and needle in info.value.description, info.value.description
 
 
+@pytest.mark.slow
 def test_help_lists_every_option_and_exits_0():
     import subprocess
-    import sys
-    from fasp.options.helptext import DOC_PATH, LINES, markdown
+
     from fasp.options.flags import FLAGS
+    from fasp.options.helptext import DOC_PATH, LINES, markdown
+    from tests.support.programs import ENGINE
     assert sorted(LINES) == sorted(f.key for f in FLAGS)  # one line per flag, no stale ones
     for spelling in ("-h", "--help"):
-        proc = subprocess.run([sys.executable, "-m", "fasp", spelling], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([*ENGINE, spelling], capture_output=True, text=True, timeout=30)
         assert proc.returncode == 0
         lines = proc.stdout.splitlines()
         for flag in FLAGS:

@@ -14,7 +14,9 @@ from typing import Callable
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, random_file, run_ascp
+from tests.engine.helpers import run_ascp
+from tests.support.files import assert_same_file, random_file
+from tests.support.root import require_root
 
 UID, GID = 12345, 23456
 TIMES = {"a.bin": (1_000_000_000_123_456_789, 1_100_000_000_987_654_321),  # (atime, mtime) in ns, 2001/2004
@@ -102,6 +104,7 @@ def _attributes_supported(tmp_path, fasp_server_module):
 def _timed_owned(src: Path) -> None:
     """Files and directories with distinctive old times and a foreign owner (sub/c.bin keeps its own
     times: it is there to land in sub after sub's times were set)."""
+    require_root("files of another owner (chown)")
     random_file(src / "sub" / "c.bin", 1000)
     for name, (atime, mtime) in {**TIMES, **DIR_TIMES}.items():
         path = src / name
@@ -328,8 +331,8 @@ def test_metadata_failures_are_file_errors_with_their_code(fasp_server_module, t
 def test_through_faspmanager_session(fasp_server_module, tmp_path):
     """TransferOptions' preserve fields reach the engine and take effect."""
     import faspmanager as fm
-    from tests.manager.conftest import _engine_program
     from tests.support.ports import free_port
+    from tests.support.programs import engine_program
 
     server = fasp_server_module
     src = tmp_path / "mgr"
@@ -341,7 +344,7 @@ def test_through_faspmanager_session(fasp_server_module, tmp_path):
                                  preserve_acls=fm.PreserveMode.NATIVE,
                                  remote_preserve_acls=fm.PreserveMode.METAFILE)
     order = fm.FileUpload([str(src)], server.user, server.host, dest_pass=server.password, options=options)
-    with fm.session(order, ascp_path=str(_engine_program(tmp_path))) as s:
+    with fm.session(order, ascp_path=str(engine_program(tmp_path))) as s:
         s.start()
         result = s.finish()
     assert result.ok(), result.reason()

@@ -12,7 +12,8 @@ import pytest
 
 from fasp.datapath import datagram
 from fasp.datapath.recvstate import MIN_FEEDBACK_BYTES
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, sha256
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.relay import BIN
 from tests.support.relayed import relayed_server, reset
 

@@ -5,7 +5,9 @@ import signal
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, random_file, remote, server_mode_pids, wait_until
+from tests.engine.helpers import remote, server_mode_pids
+from tests.support.files import assert_same_file, random_file
+from tests.support.wait import wait_until
 
 
 @pytest.mark.timeout(120)

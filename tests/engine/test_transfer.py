@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import (ENGINE, assert_same_file, assert_same_tree, fasp_args, random_file, remote, run_ascp,
-                                  sha256, wait_until)
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, assert_same_tree, random_file, sha256
+from tests.support.procs import cmdline, descendants
+from tests.support.programs import ENGINE
+from tests.support.wait import wait_until
 
 SIZES = {"empty": 0, "one_byte": 1, "ten_mib": 10 << 20}
 
@@ -206,32 +209,6 @@ def test_concurrent_sessions_asking_for_the_same_udp_port(fasp_server_module, tm
     assert_same_file(b, server.docroot / "cb.bin")
 
 
-def _descendants(pid: int) -> list[int]:
-    """Live processes below ``pid`` (from /proc), zombies excluded."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 @pytest.mark.timeout(90)
 def test_client_killed_under_sshd_leaves_no_server_half(openssh_server, tmp_path):
     server = openssh_server
@@ -240,8 +217,8 @@ def test_client_killed_under_sshd_leaves_no_server_half(openssh_server, tmp_path
                              str(src), f"root@{server.host}:/big.bin"], env=server.env())
     try:
         assert wait_until(lambda: (server.docroot / "big.bin").exists(), 30)
-        assert wait_until(lambda: any(b"--server" in _cmdline(p) for p in _descendants(server.process.pid)), 10)
+        assert wait_until(lambda: any(b"--server" in cmdline(p) for p in descendants(server.process.pid)), 10)
     finally:
         proc.kill()
         proc.wait()
-    assert wait_until(lambda: not _descendants(server.process.pid), 10)
+    assert wait_until(lambda: not descendants(server.process.pid), 10)

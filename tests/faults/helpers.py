@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import ENGINE
+from tests.support.programs import ENGINE
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="needs root to mount")
 
@@ -100,7 +100,8 @@ def leftovers(directory: Path) -> list[str]:
 def resume(server, paths: list[str], src: Path, dest: Path, *, most: int) -> int:
     """Resume (-k 2) once the fault is gone: every byte right (size + sha256) and at most ``most`` bytes sent
     (what landed before is not sent again); the bytes it sent."""
-    from tests.engine.helpers import MgmtListener, assert_same_file
+    from tests.engine.helpers import MgmtListener
+    from tests.support.files import assert_same_file
     mgr = MgmtListener()
     try:
         out = run(["-q", "-P", str(server.port), "-M", str(mgr.port), "-k", "2", *paths], server.env())

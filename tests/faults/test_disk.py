@@ -2,7 +2,6 @@
 no temporary file stays, and a resume finishes the file once the disk is fixed (size + sha256)."""
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from faspmanager import mgmt
-from tests.engine.helpers import MgmtListener, assert_same_file, random_file, remote
+from tests.engine.helpers import MgmtListener, remote
 from tests.faults.helpers import (
     FirstTime,
     btrfs_quota,
@@ -28,6 +27,9 @@ from tests.faults.helpers import (
     run,
     tmpfs,
 )
+from tests.support.files import assert_same_file, random_file
+from tests.support.programs import ENGINE
+from tests.support.root import require_root
 from tests.support.servers import start_fasp_server
 
 pytestmark = [needs_root, pytest.mark.timeout(90)]
@@ -107,7 +109,7 @@ def test_disk_full(tmp_path, listener, spawn, record, direction, kind) -> None:
 
 def test_file_too_big_upload(tmp_path, listener, spawn, record):
     """RLIMIT_FSIZE on the receiving engine: EFBIG is 24."""
-    limited = ["prlimit", f"--fsize={4 << 20}", sys.executable, "-m", "fasp"]
+    limited = ["prlimit", f"--fsize={4 << 20}", *ENGINE]
     src = random_file(tmp_path / "src" / "big.bin", 8 << 20)
     docroot = tmp_path / "docroot"
     with start_fasp_server(tmp_path / "srv", docroot=docroot, engine_command=limited) as server:
@@ -196,7 +198,8 @@ def test_device_io_error(tmp_path, listener, spawn, record, side) -> None:
 def test_permission_denied(tmp_path, listener, spawn, record):
     """A directory the engine may not write (mode 0555): 5. As root, permission bits are bypassed through
     CAP_DAC_OVERRIDE, so the server engine runs without it (setpriv drops it from the bounding set)."""
-    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", sys.executable, "-m", "fasp"]
+    require_root("setpriv drops capabilities from the bounding set")
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *ENGINE]
     src = random_file(tmp_path / "src" / "f.bin", 1 << 20)
     docroot = tmp_path / "docroot"
     (docroot / "locked").mkdir(parents=True)

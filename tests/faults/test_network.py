@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, random_file, remote
+from tests.engine.helpers import remote
 from tests.faults.conftest import PEER_S, STALL_S
 from tests.faults.helpers import finish
+from tests.support.files import assert_same_file, random_file
 from tests.support.netns import DROP_UDP, SERVER_ADDR, Lab, udp_blocked_lab
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(not shutil.which("nft") or not shutil.which("ip"), reason="needs nftables, ip")]
@@ -37,7 +39,7 @@ def _udp(lab: Lab, flows: bool) -> None:
 
 
 def _ascp(lab: Lab, server, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(Lab.wrap(lab.client_ns, [sys.executable, "-m", "fasp", "-q", "-P", str(server.port),
+    return subprocess.Popen(Lab.wrap(lab.client_ns, [*ENGINE, "-q", "-P", str(server.port),
                                                      *args]),
                             env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -50,10 +52,8 @@ def test_data_path_cut(lab, tmp_path, record, seconds):
         started = time.monotonic()
         proc = _ascp(lab, server, "-l", "40000", "-k", "2", str(src), remote(server, "/"))
         try:
-            deadline = time.monotonic() + 15
-            while not (dest.exists() and dest.stat().st_size > 2 << 20) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert dest.exists() and dest.stat().st_size > 2 << 20, "the transfer never got going"
+            got_going = wait_until(lambda: dest.exists() and dest.stat().st_size > 2 << 20, 15)
+            assert got_going, "the transfer never got going"
             cut = time.monotonic()
             _udp(lab, False)
             if seconds < min(STALL_S, PEER_S):

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, random_file, remote, server_mode_pids, wait_until
+from tests.engine.helpers import remote, server_mode_pids
 from tests.faults.conftest import PEER_S, STALL_S
 from tests.faults.helpers import finish, resume
+from tests.support.files import assert_same_file, random_file
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 SIZE = 16 << 20

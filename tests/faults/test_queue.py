@@ -12,12 +12,13 @@ import pytest
 
 import faspmanager as fm
 from tasks.client import TransferHandle, submit
+from tasks.local import RedisServer, Worker
+from tasks.store.events import UnknownTransfer
 from tasks.transfer import FORGOTTEN
 from tests.faults.helpers import needs_root
+from tests.support.files import assert_same_file
 from tests.workers.conftest import faspq, server, worker_factory  # noqa: F401 (fixtures)
-from tests.workers.support import assert_same, make_file, types, upload
-from tasks.store.events import UnknownTransfer
-from tasks.local import RedisServer, Worker
+from tests.workers.support import make_file, types, upload
 
 pytestmark = [needs_root, pytest.mark.timeout(150)]
 SIZE = 4_000_000
@@ -84,7 +85,7 @@ def test_worker_killed_mid_transfer(worker_factory, server, tmp_path, record) ->
     victim.kill()
     result = handle.wait(timeout=90)
     assert result["ok"], result
-    assert_same(src, server.docroot / "kill" / src.name)
+    assert_same_file(src, server.docroot / "kill" / src.name)
 
     events = list(handle.events(from_start=True))
     assert "TAKEOVER" in types(events)
@@ -112,7 +113,7 @@ def test_worker_terminated_lets_the_running_transfer_finish(worker_factory, serv
     result = handle.wait(timeout=60)
     assert worker.process.wait(30) == 0
     assert result["ok"] and result["attempts"] == 1, result
-    assert_same(src, server.docroot / "warm" / src.name)
+    assert_same_file(src, server.docroot / "warm" / src.name)
     record("worker SIGTERMed mid-transfer (warm shutdown)", "queue: worker", 0,
            "(none: the running transfer finished SUCCEEDED, then the worker exited 0)", None,
            "none needed: sha256 equal")
@@ -134,7 +135,7 @@ def test_worker_terminated_hands_a_file_transfer_over(worker_factory, server, tm
     exited = time.monotonic() - terminated
     result = handle.wait(timeout=60)
     assert result["ok"] and result["attempts"] == 2, result
-    assert_same(src, server.docroot / "moved" / src.name)
+    assert_same_file(src, server.docroot / "moved" / src.name)
     events = list(handle.events(from_start=True))
     assert "HANDOVER" in types(events)
     assert [e for e in events if e["type"] == "PICKED"][-1]["worker"].split(":")[1] == str(second.process.pid)
@@ -156,7 +157,7 @@ def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, s
     redis_server.restart(down_s=1.0)
     result = handle.wait(timeout=90)
     assert result["ok"], result
-    assert_same(src, server.docroot / "redis-restart" / src.name)
+    assert_same_file(src, server.docroot / "redis-restart" / src.name)
     record("Redis killed (SIGKILL) and restarted 1 s later, append-only file on", "queue", 0,
            "(none: the transfer finished SUCCEEDED)", None, "none needed: sha256 equal")
 
@@ -189,7 +190,7 @@ def test_redis_restarted_without_persistence_mid_transfer(redis_server, worker_f
     order.options.resume_check = fm.ResumeCheck.SPARSE_CHECKSUM
     again = submit(order).wait(timeout=90)
     assert again["ok"], again
-    assert_same(src, server.docroot / "redis-wipe" / src.name)
+    assert_same_file(src, server.docroot / "redis-wipe" / src.name)
     resent = first + again["stats"]["transfer_bytes"] - SIZE
     assert resent < 0.10 * SIZE, (first, again["stats"])
     row["recovery"] = (f"submitted again with resume: sent {again['stats']['transfer_bytes'] * 100 // SIZE}% of the "

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, random_file, remote
+from tests.engine.helpers import remote
 from tests.faults.helpers import finish, resume, run
+from tests.support.files import assert_same_file, random_file
 
 pytestmark = pytest.mark.timeout(60)
 SIZE = 16 << 20

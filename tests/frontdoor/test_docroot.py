@@ -137,6 +137,7 @@ LINK_TARGET = st.lists(st.sampled_from(["..", ".", "a", "b", "l1", "l2", "outsid
                        max_size=5).map("/".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(links=st.lists(st.tuples(st.sampled_from(["l1", "a/l2", "a/b/l3", "a/b/l1"]), st.booleans(), LINK_TARGET),
                       max_size=3),

@@ -10,9 +10,10 @@ import asyncssh
 import pytest
 
 from tests.support.ports import free_port
-from tests.support.servers import REPO_ROOT, start_fasp_server, start_openssh_server
+from tests.support.programs import REPO_ROOT
+from tests.support.servers import start_fasp_server, start_openssh_server
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 def refuses_tcp(host: str, port: int) -> bool:
@@ -68,7 +69,7 @@ def test_openssh_server_accepts_the_generated_key_and_runs_commands(openssh_serv
     docroot, ascp, module = result.stdout.splitlines()
     assert docroot == str(srv.docroot)
     assert ascp.endswith("/fasp-ascp")
-    assert module == str(REPO_ROOT / "fasp" / "docroot.py")
+    assert module == str(REPO_ROOT / "fasp" / "files" / "docroot.py")
     assert fingerprint == srv.host_key_fingerprint
     assert srv.env({})["FASP_REMOTE_COMMAND"] == f"{sys.executable} -m fasp"
 

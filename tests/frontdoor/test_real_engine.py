@@ -3,50 +3,26 @@ the engine ends with its channel, and a stock sshd finds `fasp-ascp` on its own.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import asyncssh
 import pytest
 
 from fasp.server.users import User, hash_password, save_users
+from tests.support.files import assert_same_file, random_file
+from tests.support.procs import children, cmdline
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
-ENGINE = [sys.executable, "-m", "fasp"]
-
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 def ascp(port: int, *args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([*ENGINE, "-q", "-P", str(port), *args], env=env, capture_output=True, text=True,
                           timeout=60)
-
-
-def random_file(path: Path, size: int) -> Path:
-    path.write_bytes(os.urandom(size))
-    return path
-
-
-def assert_same_file(a: Path, b: Path) -> None:
-    assert b.is_file(), f"{b} missing"
-    assert b.stat().st_size == a.stat().st_size
-    assert hashlib.sha256(b.read_bytes()).digest() == hashlib.sha256(a.read_bytes()).digest()
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except (OSError, ValueError):
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +84,14 @@ def test_the_real_engine_ends_when_the_channel_closes(fasp_server):
         while not (engines := children(fasp_server.process.pid)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert len(engines) == 1
-        while (b"--server" not in (cmdline := Path(f"/proc/{engines[0]}/cmdline").read_bytes().split(b"\0"))
-               and time.monotonic() < deadline):
+        while b"--server" not in (argv := cmdline(engines[0])) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # between fork and exec the child still shows fasp-server's command line
-        assert cmdline[1:6] == [b"-m", b"fasp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
+        assert argv[1:6] == [b"-m", b"fasp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
         conn.abort()
         return engines[0]
 
     pid = asyncio.run(open_then_drop())
-    deadline = time.monotonic() + 8
-    while pid in children(fasp_server.process.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert pid not in children(fasp_server.process.pid)
+    assert wait_until(lambda: pid not in children(fasp_server.process.pid), 8)
 
 
 def test_stock_sshd_runs_fasp_ascp_from_its_path(openssh_server, tmp_path):

@@ -14,6 +14,7 @@ from fasp.server.users import User, UsersFileError, format_users, hash_password,
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM4lVZ3e6pAvm1vL2T7kQd0dS8zq5yPpv5u6O3bJw1Xf alice@host"
 
 
+@pytest.mark.slow
 def test_hash_verifies_only_its_password():
     stored = hash_password("correct horse")
     assert verify_password(stored, "correct horse")
@@ -22,6 +23,7 @@ def test_hash_verifies_only_its_password():
     assert "correct horse" not in stored
 
 
+@pytest.mark.slow
 def test_hashes_are_salted():
     assert hash_password("same") != hash_password("same")
 
@@ -32,6 +34,7 @@ def test_malformed_hash_is_a_users_file_error():
             User(name="u", docroot="/d", password_hash=bad)
 
 
+@pytest.mark.slow
 def test_file_round_trip(tmp_path):
     users = {
         "alice": User("alice", "/srv/alice", hash_password("pw"), (KEY,), 50_000, ("fair", "low")),
@@ -84,6 +87,7 @@ def _users_cli(*args, **kwargs):
                           timeout=30, **kwargs)
 
 
+@pytest.mark.slow
 def test_cli_adds_users_with_password_from_stdin_or_env(tmp_path):
     path, keys = tmp_path / "users.toml", tmp_path / "keys"
     keys.write_text(KEY + "\n")
@@ -104,6 +108,7 @@ def test_cli_adds_users_with_password_from_stdin_or_env(tmp_path):
     assert "s3cret" not in text
 
 
+@pytest.mark.slow
 def test_cli_hash_and_refusals(tmp_path):
     done = _users_cli("hash", input="long-enough-pw\n")
     assert done.returncode == 0 and verify_password(done.stdout.strip(), "long-enough-pw")

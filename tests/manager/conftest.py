@@ -1,7 +1,6 @@
 """Fixtures for the faspmanager tests: the test stand-in program and sample data."""
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import sys
@@ -9,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.programs import engine_program, pythonpath
+
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -23,7 +19,7 @@ def fake_ascp(tmp_path, monkeypatch) -> Path:
     wrapper = tmp_path / "fake-ascp"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fakeascp.py"}" "$@"\n')
     wrapper.chmod(0o755)
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", pythonpath())
     monkeypatch.setenv("FAKEASCP_MODE", "normal")
     return wrapper
 
@@ -125,14 +121,8 @@ class SshdBackend(EngineBackend):
         return dict(source_user=self.user, source_host=self.host, source_identity=self.identity, **kwargs)
 
 
-def _engine_program(tmp_path: Path) -> Path:
-    program = tmp_path / "fasp-ascp"
-    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fasp "$@"\n')
-    program.chmod(0o755)
-    return program
-
-
-@pytest.fixture(params=["fake", "engine", "sshd"])
+@pytest.fixture(params=["fake", pytest.param("engine", marks=pytest.mark.slow),
+                        pytest.param("sshd", marks=pytest.mark.slow)])
 def backend(request, tmp_path, fake_ascp, monkeypatch) -> Backend:
     if request.param == "fake":
         yield Backend(fake_ascp, tmp_path / "remote", tmp_path / "local", monkeypatch)
@@ -140,7 +130,7 @@ def backend(request, tmp_path, fake_ascp, monkeypatch) -> Backend:
     from tests.support.servers import start_fasp_server, start_openssh_server
     if request.param == "engine":
         with start_fasp_server(tmp_path / "fasp-server") as server:
-            yield EngineBackend(server, _engine_program(tmp_path), tmp_path / "local", monkeypatch)
+            yield EngineBackend(server, engine_program(tmp_path), tmp_path / "local", monkeypatch)
     else:
         with start_openssh_server(tmp_path / "sshd") as server:
-            yield SshdBackend(server, _engine_program(tmp_path), tmp_path / "local", monkeypatch)
+            yield SshdBackend(server, engine_program(tmp_path), tmp_path / "local", monkeypatch)

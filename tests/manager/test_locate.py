@@ -76,14 +76,16 @@ def test_explicit_bare_name_is_looked_up_on_path(clean):
     assert locate_ascp("custom-ascp") == [str(named)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_default_lookup_runs_our_engine_for_a_real_transfer(clean, tmp_path, monkeypatch):
     """No ascp anywhere: session() falls back to ``python -m fasp`` and the bytes arrive."""
     import socket
 
     import faspmanager as fm
-    from tests.manager.conftest import REPO_ROOT, sha256
+    from tests.support.files import sha256
     from tests.support.ports import free_port
+    from tests.support.programs import REPO_ROOT
     from tests.support.servers import start_fasp_server
 
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))

@@ -30,12 +30,14 @@ def _expected(frame: Frame) -> Frame:
     return Frame(frame.type, fields, frame.payload)
 
 
+@pytest.mark.slow
 @given(st.lists(frames(), max_size=5))
 def test_round_trip(batch):
     wire = b"".join(f.encode() for f in batch)
     assert Decoder().feed(wire) == [_expected(f) for f in batch]
 
 
+@pytest.mark.slow
 @settings(max_examples=60)
 @given(frames(), frames())
 def test_split_at_every_byte_boundary(first, second):
@@ -46,6 +48,7 @@ def test_split_at_every_byte_boundary(first, second):
         assert got == [_expected(first), _expected(second)]
 
 
+@pytest.mark.slow
 @given(frames())
 def test_byte_at_a_time(frame):
     dec = Decoder()
@@ -156,6 +159,7 @@ plain_names = names.filter(lambda n: n not in ("Size", mgmt.ESCAPED_FIELDS) and 
                            and not mgmt.needs_escape(n))
 
 
+@pytest.mark.slow
 @given(st.dictionaries(plain_names, any_text, max_size=6))
 def test_escaped_values_round_trip_and_the_wire_stays_one_line_each(fields):
     wire = encode("START", fields, escape=True)

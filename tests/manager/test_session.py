@@ -4,24 +4,15 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 import faspmanager as fm
-from tests.manager.conftest import sha256
+from tests.support.files import sha256
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_file_upload_delivers_bytes_and_reports_events(backend, sample_files):
@@ -173,9 +164,9 @@ def test_set_rate_and_cancel_steer_a_running_transfer(backend, tmp_path):
         s.start()
         with pytest.raises(fm.SessionStateError):
             s.start()
-        assert _wait(lambda: s.stats().get("transfer_bytes", 0) > 0)
+        assert wait_until(lambda: s.stats().get("transfer_bytes", 0) > 0, 20)
         assert s.set_rate(1234) is True
-        assert _wait(lambda: s.stats().get("target_rate") == 1234), s.stats()
+        assert wait_until(lambda: s.stats().get("target_rate") == 1234, 20), s.stats()
         assert s.state() == fm.SessionState.RUNNING
         assert s.cancel() is True
         result = s.finish()
@@ -192,7 +183,7 @@ def test_close_mid_transfer_ends_the_program(backend, tmp_path):
     s = fm.session(fm.FileUpload(str(big), **backend.up(options=options)), ascp_path=backend.ascp_path)
     s.start()
     pid = s.pid
-    assert _wait(lambda: s.stats().get("transfer_bytes", 0) > 0)
+    assert wait_until(lambda: s.stats().get("transfer_bytes", 0) > 0, 20)
     s.close()
     s.close()
     assert not s._reader.is_alive()
@@ -215,9 +206,9 @@ def test_listener_never_blocks_the_reader(backend, sample_files):
         s.start()
         result = s.finish()  # completes while the listener is still stuck on the first event
         assert result.ok(), result.reason()
-        assert _wait(lambda: seen) and seen == [fm.TransferEventType.INIT]
+        assert wait_until(lambda: seen, 20) and seen == [fm.TransferEventType.INIT]
         release.set()
-        assert _wait(lambda: fm.TransferEventType.DONE in seen)
+        assert wait_until(lambda: fm.TransferEventType.DONE in seen, 20)
     assert not s._reader.is_alive() and not s._dispatcher.is_alive()
 
 

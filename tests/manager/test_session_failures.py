@@ -11,6 +11,7 @@ import pytest
 
 import faspmanager as fm
 from faspmanager.orders import FILE_LIST_THRESHOLD
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,6 +34,7 @@ def test_program_dying_without_done_fails_with_status_and_stderr(fake_ascp, samp
         assert s.finish() is result
 
 
+@pytest.mark.slow
 def test_program_that_never_connects_is_a_bounded_start_error(fake_ascp, sample_files, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKEASCP_MODE", "noconnect")
     s = fm.session(_upload(tmp_path, sample_files), ascp_path=str(fake_ascp))
@@ -125,6 +127,7 @@ def test_many_sources_go_through_a_file_list_removed_when_the_program_ends(fake_
     assert all((tmp_path / "remote" / p.name).read_bytes() == p.read_bytes() for p in sources)
 
 
+@pytest.mark.slow
 def test_mgmt_port_listens_on_loopback_only_and_is_passed_with_M(fake_ascp, sample_files, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKEASCP_MODE", "noconnect")
     record = tmp_path / "record.json"
@@ -142,10 +145,7 @@ def test_mgmt_port_listens_on_loopback_only_and_is_passed_with_M(fake_ascp, samp
     starter = threading.Thread(target=start)
     starter.start()
     try:
-        deadline = time.monotonic() + 10
-        while not record.exists() or not record.read_text():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        assert wait_until(lambda: record.exists() and record.read_text(), 10, 0.02)
         argv = json.loads(record.read_text())["argv"]
         port = int(argv[argv.index("-M") + 1])
         assert port == s.port and argv[:2] == ["-M", str(port)]

@@ -113,6 +113,7 @@ def _run(files: Docroot, root: Path, op: str, path: str, other: str) -> str:
         return exc.strerror or str(exc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_openat2", [True, False], ids=["openat2", "walk"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(entries=st.lists(ENTRY, max_size=8),
@@ -172,6 +173,7 @@ def _as_nobody(body: Callable[[Path], None]) -> None:
             pytest.fail(verdict.decode(errors="replace"), pytrace=False)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(entries=st.lists(ENTRY, max_size=8), paths=st.lists(PATHS, min_size=1, max_size=8))
 def test_openat2_and_the_walk_agree(entries, paths):

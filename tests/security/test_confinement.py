@@ -19,9 +19,13 @@ from fasp.files import resume
 from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Docroot
 from faspmanager.codes import ErrorCode
-from tests.engine.helpers import MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
 from tests.support.control_client import ControlClient
+from tests.support.files import assert_same_file, random_file
+from tests.support.root import needs_root
 from tests.support.servers import start_fasp_server
+
+pytestmark = pytest.mark.slow
 
 NO_OPENAT2_ENV = "FASP_NO_OPENAT2"  # fasp.files.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
 SECRET = b"root:$6$very-secret-hash$:19000:0:99999:7:::\n" * 3
@@ -98,6 +102,7 @@ def test_attack1_planted_partial_link_is_never_followed(fasp_server, outside, tm
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("planted", [False, True])
+@needs_root("a payload of another owner (chown) and a root-owned victim")
 def test_attack2_preserved_owner_changes_a_file_outside(fasp_server, outside, tmp_path, planted):
     server = fasp_server
     if planted:

@@ -8,15 +8,15 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import faspmanager as fm
 from faspmanager import mgmt
-from tests.manager.conftest import sha256
+from tests.support.files import sha256
 from tests.support.ports import free_port
+from tests.support.programs import ENGINE, engine_program
 from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -51,10 +51,7 @@ def server(tmp_path):
 
 @pytest.fixture
 def engine(tmp_path) -> Path:
-    program = tmp_path / "fasp-ascp"
-    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fasp "$@"\n')
-    program.chmod(0o755)
-    return program
+    return engine_program(tmp_path)
 
 
 def _options(server, root: str) -> fm.TransferOptions:
@@ -124,7 +121,7 @@ def _run_with_manager(argv: list[str], env: dict) -> tuple[int, bytes, str]:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(30)
         port = listener.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "fasp", "-q", "-M", str(port), *argv], env=env,
+        proc = subprocess.Popen([*ENGINE, "-q", "-M", str(port), *argv], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             conn, _ = listener.accept()

@@ -13,7 +13,7 @@ from pathlib import Path
 from fasp.session.receiving import MAX_FILES_IN_FLIGHT
 from faspmanager.codes import ErrorCode
 from tests.support.control_client import ControlClient
-from tests.support.servers import _children
+from tests.support.procs import children
 
 OFFERS = 5000
 
@@ -21,7 +21,7 @@ OFFERS = 5000
 def _engine_fds(server_pid: int) -> int:
     """Open descriptors of the server engines under fasp-server (0 once they are gone)."""
     total = 0
-    for pid in _children(server_pid):
+    for pid in children(server_pid):
         try:
             total += len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:

@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file
 from tests.support.servers import start_fasp_server
 
 pytest.importorskip("ssh_audit")
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 SHA1_OR_WEAK = ("sha1", "group1-", "group-exchange", "umac-64", "nistp", "ssh-rsa", "zlib", "cbc", "md5")
 

@@ -14,10 +14,12 @@ import asyncssh
 import pytest
 
 from fasp.session import control
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, server_mode_pids
+from tests.engine.helpers import fasp_args, remote, run_ascp, server_mode_pids
+from tests.support.files import assert_same_file, random_file
 from tests.support.servers import FaspServer, start_fasp_server
+from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 class _Guesser(asyncssh.SSHClient):
@@ -48,15 +50,16 @@ async def _guess(server: FaspServer, tries: int) -> tuple[list[float], BaseExcep
 
 
 def test_password_guessing_is_cut_off_and_slowed(tmp_path):
-    with start_fasp_server(tmp_path, extra_args=["--max-auth-tries", "4", "--auth-delay", "0.3"]) as server:
+    delay = 0.1  # short (the default is longer): the test waits out every delay
+    with start_fasp_server(tmp_path, extra_args=["--max-auth-tries", "4", "--auth-delay", str(delay)]) as server:
         answers, ended = asyncio.run(_guess(server, 40))
         assert len(answers) == 4, f"{len(answers)} passwords tried on one connection"
         assert "too many authentication failures" in str(ended)
-        for i, took in enumerate(answers):  # 0.3 s, doubling per failure from this address
-            assert took >= 0.3 * 2 ** i - 0.05, answers
+        for i, took in enumerate(answers):  # the delay, doubling per failure from this address
+            assert took >= delay * 2 ** i - 0.05, answers
         # the same address on a new connection: still slower
         again, _ = asyncio.run(_guess(server, 1))
-        assert again[0] >= 0.3 * 2 ** 4 - 0.05, again
+        assert again[0] >= delay * 2 ** 4 - 0.05, again
         assert "too many authentication failures" in server.log()
 
 
@@ -132,7 +135,10 @@ def test_sessions_over_the_per_user_cap_refused_with_an_error(tmp_path):
         async def scenario():
             release = asyncio.Event()
             holder = asyncio.create_task(_hold_sessions(server, 2, release))
-            await asyncio.sleep(2.0)  # both engines started
+            def both_started() -> bool:
+                return len(server_mode_pids(str(server.docroot))) == 2
+
+            assert await asyncio.to_thread(wait_until, both_started, 10), "the two engines never started"
             assert not holder.done()
             try:
                 # a hand-built client: the third session gets an error message, not an engine

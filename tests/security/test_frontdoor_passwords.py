@@ -12,9 +12,10 @@ import asyncssh
 import pytest
 
 from fasp.server.users import User, load_users, save_users, verify_password
-from tests.support.servers import REPO_ROOT, start_fasp_server
+from tests.support.programs import SERVER, pythonpath
+from tests.support.servers import start_fasp_server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 OLD_N = 2**14
 PASSWORD = "an-old-but-long-password"
@@ -30,13 +31,12 @@ def _old_hash(password: str) -> str:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-            **extra}
+    return {**os.environ, "PYTHONPATH": pythonpath(), **extra}
 
 
 @pytest.mark.parametrize("password", ["", "short", "password123", "12345678"])
 def test_fasp_server_refuses_to_start_with_an_empty_or_weak_password(tmp_path, password):
-    done = subprocess.run([sys.executable, "-m", "fasp.server.frontdoor", "--listen", "127.0.0.1:0", "--user", "u",
+    done = subprocess.run([*SERVER, "--listen", "127.0.0.1:0", "--user", "u",
                            "--password-env", "PW", "--docroot", str(tmp_path / "d")],
                           env=_env(PW=password), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode != 0, done.stdout

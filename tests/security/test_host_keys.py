@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import os
-import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,13 +21,14 @@ import asyncssh
 import pytest
 
 import faspmanager as fm
-from tests.engine.helpers import assert_same_file, random_file, run_ascp
+from tests.engine.helpers import run_ascp
+from tests.support.files import assert_same_file, random_file
+from tests.support.programs import engine_program, pythonpath
 from tests.support.servers import known_hosts_line
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 PASSWORD = "the-users-real-password"
 WRONG_PIN = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Recorder(asyncssh.SSHServer):
@@ -128,13 +128,11 @@ def _ascp(port: int, extra: list[str], env: dict, src: Path) -> tuple[int, str]:
 
 def _manager(port: int, extra: list[str], env: dict, src: Path, tmp_path: Path, monkeypatch) -> tuple[int, str]:
     """The same upload ordered through faspmanager (password as dest_pass, options as TransferOptions)."""
-    program = tmp_path / "fasp-ascp"
-    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fasp "$@"\n')
-    program.chmod(0o755)
+    program = engine_program(tmp_path)
     for name in ("FASP_KNOWN_HOSTS", "HOME"):
         monkeypatch.setenv(name, env[name])
     monkeypatch.delenv("ASPERA_SCP_PASS", raising=False)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", pythonpath())
     options = fm.TransferOptions(tcp_port=port)
     for arg in extra:
         if arg.startswith("--check-sshfp="):

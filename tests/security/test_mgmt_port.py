@@ -19,12 +19,13 @@ import pytest
 
 import faspmanager as fm
 from faspmanager.mgmt import encode
-from tests.manager.conftest import HERE as MANAGER_TESTS, sha256
+from tests.manager.conftest import HERE as MANAGER_TESTS
+from tests.support.files import sha256
 from tests.support.ports import free_port
+from tests.support.programs import pythonpath
 from tests.support.servers import start_fasp_server
 
-pytestmark = pytest.mark.timeout(120)
-REPO_ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 FORGED_SESSION = "forged-by-a-stranger"
 
 
@@ -104,7 +105,7 @@ class Attacker:
     def __init__(self, tmp_path: Path, marker: str, mode: str, hold: float = 8.0):
         self.out = tmp_path / f"attacker-{mode}.json"
         code = "import sys; from tests.security.test_mgmt_port import attack; attack(*sys.argv[1:4], float(sys.argv[4]))"
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        env = {**os.environ, "PYTHONPATH": pythonpath()}
         self.proc = subprocess.Popen([sys.executable, "-c", code, marker, mode, str(self.out), str(hold)],
                                      env=env, start_new_session=True, stderr=subprocess.PIPE)
 
@@ -185,7 +186,7 @@ def test_rate_and_cancel_never_reach_a_stranger(tmp_path, server):
 @pytest.fixture
 def ibm_like(tmp_path, monkeypatch):
     """The IBM-like stand-in (no secret) behind a late wrapper; ``descendant`` keeps the shell as its parent."""
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", pythonpath())
     monkeypatch.setenv("FAKEASCP_MODE", "normal")
     fake = f'"{sys.executable}" "{MANAGER_TESTS / "fakeascp.py"}"'
     return lambda how: _late(tmp_path, f"ibm-ascp-{how}", f"exec {fake}" if how == "child" else fake)
@@ -216,7 +217,7 @@ def test_a_program_without_secret_is_admitted_from_its_process_tree_and_a_strang
 def test_a_program_that_knows_no_secret_is_not_handed_one(tmp_path, monkeypatch):
     """IBM's ascp would keep the secret in its /proc environ for any process of the user to read (and present):
     only our engine gets it."""
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", pythonpath())
     monkeypatch.setenv("FAKEASCP_MODE", "normal")
     record = tmp_path / "env.txt"
     program = tmp_path / "ascp"

@@ -11,8 +11,9 @@ import pytest
 
 import faspmanager as fm
 from tasks.client import submit
+from tests.support.files import assert_same_file
 from tests.workers.conftest import faspq, redis_server, server, worker_factory  # noqa: F401
-from tests.workers.support import assert_same, make_file, options
+from tests.workers.support import make_file, options
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,7 +44,7 @@ def test_replayed_and_old_control_messages_are_refused(worker_factory, faspq, se
     handle.finish()
     result = handle.wait(timeout=60)
     assert result["ok"], result
-    assert_same(src, server.docroot / "replay" / "once.bin")
+    assert_same_file(src, server.docroot / "replay" / "once.bin")
 
     events = list(handle.events(from_start=True))
     ops = [e["op"] for e in events if e["type"] == "CONTROL"]

@@ -24,8 +24,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tasks.client import submit
-from tasks.local import free_port
-from tests.support.servers import REPO_ROOT
+from tests.support.ports import free_port
+from tests.support.programs import REPO_ROOT
 from tests.workers.conftest import SECRET_KEY, faspq, redis_server, server, worker_factory  # noqa: F401
 from tests.workers.raw import events, inject, old_order, wait_end
 from tests.workers.support import make_file, upload

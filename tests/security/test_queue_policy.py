@@ -18,8 +18,9 @@ import pytest
 
 import faspmanager as fm
 from tasks.client import submit
+from tests.support.files import assert_same_file
 from tests.workers.conftest import SECRET_KEY, faspq, redis_server, server, worker_factory  # noqa: F401
-from tests.workers.support import assert_same, download, make_file, options, upload
+from tests.workers.support import download, make_file, options, upload
 
 pytestmark = pytest.mark.timeout(120)
 CANARY = "canary-" + uuid.uuid4().hex
@@ -112,7 +113,7 @@ def test_file_added_from_outside_the_readable_directories_is_refused(worker, ser
     handle.finish()
     result = handle.wait(timeout=60)
     assert result["ok"], result
-    assert_same(inside, server.docroot / "pers-policy" / "inside.bin")
+    assert_same_file(inside, server.docroot / "pers-policy" / "inside.bin")
     assert not (server.docroot / "pers-policy" / "outside.bin").exists()
     rejected = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL_REJECTED"]
     assert len(rejected) == 1 and "FASPQ_READ_DIRS" in rejected[0]["reason"], rejected
@@ -123,7 +124,7 @@ def test_allowed_prepost_program_sees_none_of_the_workers_secrets(worker, server
     handle = submit(upload(server, [src], "env", pre_post_command_path=str(site["allowed"])))
     result = handle.wait(timeout=60)
     assert result["ok"], result
-    assert_same(src, server.docroot / "env" / src.name)
+    assert_same_file(src, server.docroot / "env" / src.name)
     dump = (site["writable"] / "env.txt").read_text()
     names = {line.split("=", 1)[0] for line in dump.splitlines() if "=" in line}
     assert SECRET_KEY not in dump and CANARY not in dump and server.password not in dump

@@ -16,9 +16,10 @@ import redis
 
 from tasks.client import submit
 from tasks.local import RedisServer, Worker
-from tests.support.servers import REPO_ROOT
+from tests.support.files import assert_same_file
+from tests.support.programs import REPO_ROOT
 from tests.workers.conftest import faspq_env, server  # noqa: F401
-from tests.workers.support import assert_same, make_file, upload
+from tests.workers.support import make_file, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,7 +61,7 @@ def test_transfer_through_a_password_protected_redis(deployment, server, tmp_pat
     make_file(src, 500_000)
     result = submit(upload(server, [src], "auth")).wait(timeout=60)
     assert result["ok"], result
-    assert_same(src, server.docroot / "auth" / src.name)
+    assert_same_file(src, server.docroot / "auth" / src.name)
     log = worker.log()
     assert app_password not in log and admin_password not in log
 
@@ -99,7 +100,7 @@ def test_readme_least_privilege_users_run_a_transfer(server, tmp_path):  # noqa:
             except TimeoutError:
                 raise AssertionError(worker.log()[-3000:]) from None
             assert result["ok"], (result, worker.log()[-3000:])
-            assert_same(src, server.docroot / "acl" / src.name)
+            assert_same_file(src, server.docroot / "acl" / src.name)
             client = redis.Redis.from_url(client_url)
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.set(f"faspq:lease:{handle.id}", "mine")  # the client user cannot take a transfer's lease

@@ -19,7 +19,8 @@ import asyncssh
 import pytest
 
 from fasp.session import control
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file
 from tests.support.servers import FaspServer, start_fasp_server
 
 pytestmark = pytest.mark.timeout(120)

@@ -23,7 +23,8 @@ from fasp.datapath import datagram
 from fasp.datapath.seal import SHARE_BYTES, Rejected, Seal, SessionKey
 from fasp.datapath.udpchannel import Transport
 from faspmanager.codes import EngineError, ErrorCode
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp, sha256
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.relayed import relayed_server, reset
 
 EVIL = b"forged by the man in the middle "
@@ -43,6 +44,7 @@ def _forge(packet: bytes) -> bytes | None:
     return header + body + tag
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_forged_t_datagrams_from_the_path_are_rejected(tmp_path):
     with relayed_server(tmp_path / "server") as (server, relay):

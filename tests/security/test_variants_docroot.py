@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import assert_same_file, random_file
 
 pytestmark = pytest.mark.timeout(120)
 

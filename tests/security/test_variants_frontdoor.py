@@ -13,8 +13,9 @@ import asyncssh
 import pytest
 
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 class _KeyOffer(asyncssh.SSHClient):
@@ -125,7 +126,8 @@ def test_idle_connections_to_the_fallback_port_do_not_lock_users_out(tmp_path):
     import socket
     import threading
 
-    from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+    from tests.engine.helpers import fasp_args, remote, run_ascp
+    from tests.support.files import assert_same_file, random_file
     from tests.support.ports import free_port
     http_port = free_port(socket.SOCK_STREAM)
     with start_fasp_server(tmp_path / "srv", extra_args=["--http-port", str(http_port)],
@@ -148,7 +150,8 @@ def test_a_session_request_chooses_neither_the_engine_nor_its_environment(tmp_pa
     """Held: an authenticated user asks for another command, sets LD_PRELOAD/PYTHONPATH/FASP_* through env
     requests, asks for a subsystem and for port forwarding: the engine runs as configured, environment
     untouched, and no forwarding is opened."""
-    from tests.engine.helpers import server_mode_pids, wait_until
+    from tests.engine.helpers import server_mode_pids
+    from tests.support.wait import wait_until
     evil = {"LD_PRELOAD": "/tmp/evil.so", "PYTHONPATH": "/tmp/evil", "FASP_RESUME_KEY": "00" * 32,
             "FASP_NO_OPENAT2": "1", "FASP_LOCAL_DOCROOT": "/"}
 
@@ -188,7 +191,8 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
     """An authenticated user (a key: no scrypt to wait for) opens connection after connection and never
     asks for a session: the sessions cap never sees them, and one process's descriptors (256 here) run out
     for every other user."""
-    from tests.engine.helpers import assert_same_file, fasp_args, random_file, remote, run_ascp
+    from tests.engine.helpers import fasp_args, run_ascp
+    from tests.support.files import assert_same_file, random_file
     key, users = _key_user_and_bob(tmp_path, "mallory")
 
     async def hold(server, count=300):
@@ -219,10 +223,9 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
 
 def test_the_servers_password_is_not_left_in_its_proc_environ(fasp_server):
     """--password-env VAR: once hashed, the password is blanked in the block any process of the user can read."""
-    deadline = time.monotonic() + 10
-    while True:  # the blanking follows the start by a moment (after the hash)
-        block = Path(f"/proc/{fasp_server.process.pid}/environ").read_bytes()
-        if fasp_server.password.encode() not in block or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert fasp_server.password.encode() not in block, "fasp-server's /proc/PID/environ holds the password"
+    def environ() -> bytes:
+        return Path(f"/proc/{fasp_server.process.pid}/environ").read_bytes()
+
+    # the blanking follows the start by a moment (after the hash)
+    assert wait_until(lambda: fasp_server.password.encode() not in environ(), 10, 0.1), \
+        "fasp-server's /proc/PID/environ holds the password"

@@ -26,10 +26,10 @@ import stat
 import pytest
 
 import faspmanager as fm
-
 from tasks.client import submit
+from tests.support.files import assert_same_file
 from tests.workers.conftest import SECRET_KEY, faspq, redis_server, server, worker_factory  # noqa: F401
-from tests.workers.support import assert_same, download, make_file, options, upload
+from tests.workers.support import download, make_file, options, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,7 +72,7 @@ def test_prepost_program_cannot_read_the_workers_initial_environment(worker, ser
     make_file(src, 50_000)
     result = submit(upload(server, [src], "snoop", pre_post_command_path=str(site["prog"]))).wait(timeout=60)
     assert result["ok"], result
-    assert_same(src, server.docroot / "snoop" / src.name)
+    assert_same_file(src, server.docroot / "snoop" / src.name)
     dump = site["dump"].read_text()
     assert f"FASP_KNOWN_HOSTS={site['known_hosts']}" in dump, dump[:500]  # it did read the worker's block
     assert SECRET_KEY not in dump, "the shared key is readable in an ancestor's /proc/PID/environ"
@@ -93,7 +93,7 @@ def test_upload_root_read_as_a_flag_runs_no_forbidden_program(worker, server, si
     landed = list(server.docroot.rglob("flag.bin"))
     assert landed and all(p.relative_to(server.docroot).parts[0] == "-e" for p in landed), landed
     for copy in landed:
-        assert_same(src, copy)
+        assert_same_file(src, copy)
 
 
 def test_download_cannot_plant_a_link_out_of_the_writable_directories(worker, server, site):  # noqa: F811

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from tests.support.root import require_root
+
 CLIENT_ADDR, SERVER_ADDR = "169.254.77.1", "169.254.77.2"
 DROP_UDP = """table inet fasp_test {
     chain input {
@@ -49,6 +51,7 @@ def _run(argv: Sequence[str], stdin: str | None = None) -> str:
 @contextmanager
 def udp_blocked_lab() -> Iterator[Lab]:
     """Client namespace (169.254.77.1) and server namespace (169.254.77.2, all inbound UDP dropped)."""
+    require_root("network namespaces and nftables")
     tag = f"fasp{os.getpid()}"
     lab = Lab(f"{tag}c", f"{tag}s")
     created = []

@@ -12,7 +12,8 @@ import json
 import subprocess
 import sys
 
-from tests.engine.helpers import ENGINE, MgmtListener
+from tests.engine.helpers import MgmtListener
+from tests.support.programs import ENGINE
 
 
 def engine(args: list[str]) -> dict:

@@ -1,11 +1,11 @@
 """A fasp-server whose UDP goes through the impairment relay: tests judge options on the relay's wire."""
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from tests.support.programs import ENGINE
 from tests.support.relay import Relay, relay_in_thread
 from tests.support.servers import FaspServer, start_fasp_server
 
@@ -15,7 +15,7 @@ def relayed_server(workdir: Path) -> Iterator[tuple[FaspServer, Relay]]:
     """The server's engines bind UDP on 127.0.0.2 at the relay's port; clients reach them through the relay."""
     with relay_in_thread() as relay:
         relay.target = ("127.0.0.2", relay.port)
-        engine = ["env", "FASP_UDP_BIND=127.0.0.2", sys.executable, "-m", "fasp"]
+        engine = ["env", "FASP_UDP_BIND=127.0.0.2", *ENGINE]
         with start_fasp_server(workdir, udp_port=relay.port, engine_command=engine) as server:
             yield server, relay
 

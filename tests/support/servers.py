@@ -36,11 +36,14 @@ import asyncssh
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.procs import children
+from tests.support.programs import ENGINE, SERVER, pythonpath
+from tests.support.root import require_root
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
+PASSWORD_ENV = "FASP_TEST_PASSWORD"  # the variable start_fasp_server hands the quick-mode password in
 
 
 @dataclass
@@ -107,11 +110,11 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
     docroot = Path(docroot or workdir / "docroot")
     docroot.mkdir(parents=True, exist_ok=True)
     host_key = workdir / "fasp_host_key"
-    argv = [*wrapper, sys.executable, "-m", "fasp.server.frontdoor", "--listen", f"{host}:0", "--host-key", str(host_key)]
+    argv = [*wrapper, *SERVER, "--listen", f"{host}:0", "--host-key", str(host_key)]
     if users_file is not None:
         argv += ["--users", str(users_file)]
     else:
-        argv += ["--user", user, "--password-env", "FASP_TEST_PASSWORD", "--docroot", str(docroot)]
+        argv += ["--user", user, "--password-env", PASSWORD_ENV, "--docroot", str(docroot)]
         if rate_cap_kbps is not None:
             argv += ["--rate-cap", str(rate_cap_kbps)]
         if allowed_policies is not None:
@@ -124,7 +127,7 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
         argv += ["--engine-command", shlex.join(engine_command)]
     argv += list(extra_args)
     log_path = workdir / "fasp-server.log"
-    env = {**os.environ, "FASP_TEST_PASSWORD": password, "PYTHONPATH": _pythonpath()}
+    env = {**os.environ, PASSWORD_ENV: password, "PYTHONPATH": pythonpath()}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                 env=env, cwd=workdir)
@@ -149,6 +152,7 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
 
     ``confine=False`` leaves FASP_DOCROOT unset (the engine then serves the whole filesystem).
     """
+    require_root("sshd (its privilege separation) and logging in as root")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     docroot = Path(docroot or workdir / "docroot")
@@ -159,7 +163,7 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fasp-test", "-f", str(key)],
                            check=True, stdin=subprocess.DEVNULL)
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    setenv = [f"PATH={Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", f"PYTHONPATH={_pythonpath()}"]
+    setenv = [f"PATH={Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", f"PYTHONPATH={pythonpath()}"]
     if confine:
         setenv.append(f"FASP_DOCROOT={docroot}")
     log_path = workdir / "sshd.log"
@@ -190,7 +194,7 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
                 yield OpenSSHServer(
                     host=HOST, port=port, user="root", identity=identity, docroot=docroot,
                     host_key_fingerprint=asyncssh.read_private_key(host_key).get_fingerprint("sha256"),
-                    remote_command=f"{sys.executable} -m fasp", log_path=log_path, process=proc)
+                    remote_command=shlex.join(ENGINE), log_path=log_path, process=proc)
                 return
         finally:
             _wait_sessions_ended(proc.pid)
@@ -217,12 +221,6 @@ def register_host_key(host: str, port: int, key_path: Path | str) -> None:
         key = asyncssh.read_public_key(path)
     with open(known_hosts, "a", encoding="ascii") as handle:
         handle.write(known_hosts_line(host, port, key))
-
-
-def _pythonpath() -> str:
-    """The repository first, so a server process imports this checkout's packages."""
-    entries = [str(REPO_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
-    return os.pathsep.join(dict.fromkeys(p for p in entries if p))
 
 
 def _read_line(proc: subprocess.Popen, timeout: float, log_path: Path) -> str:
@@ -253,22 +251,11 @@ def _wait_sessions_ended(pid: int) -> None:
     """End sshd's per-connection children while sshd can still reap them (killed first, they'd be orphans)."""
     for grace, signum in ((STOP_TIMEOUT_S, signal.SIGTERM), (STOP_TIMEOUT_S, signal.SIGKILL)):
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _children(pid):
+        while time.monotonic() < deadline and children(pid):
             time.sleep(0.05)
-        for child in _children(pid):
+        for child in children(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -1,28 +1,15 @@
-"""Small helpers shared by the distributed tests: data files, checksums, orders for the test server."""
+"""Small helpers shared by the distributed tests: data files, orders for the test server."""
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import faspmanager as fm
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+from tests.support.files import random_file, sha256
 
 
 def make_file(path: Path, size: int) -> str:
     """Random content of ``size`` bytes at ``path``; returns its sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(os.urandom(size))
-    return sha256(path)
-
-
-def assert_same(src: Path, dst: Path) -> None:
-    assert dst.is_file(), f"{dst} missing"
-    assert dst.stat().st_size == src.stat().st_size
-    assert sha256(dst) == sha256(src)
+    return sha256(random_file(path, size))
 
 
 def options(server, **kwargs) -> fm.TransferOptions:

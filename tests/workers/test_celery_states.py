@@ -8,10 +8,11 @@ import pytest
 from celery.result import AsyncResult
 
 from tasks.client import submit
-from tasks.local import free_port
 from tasks.transfer import celery_app
+from tests.support.files import assert_same_file
+from tests.support.ports import free_port
 
-from .support import assert_same, make_file, types, upload
+from .support import make_file, types, upload
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -49,7 +50,6 @@ def test_five_retries_then_failure_not_a_crash(worker, server, tmp_path):
     assert backend.state == "FAILURE" and type(backend.result).__name__ == "TransferFailed"
     assert backend.result.code == result["code"] and backend.result.reason == result["reason"]
     assert "MaxRetriesExceededError" not in worker.log()
-
 
 
 def test_unresolvable_host_fails_at_once(worker, server, tmp_path):
@@ -95,4 +95,4 @@ def test_running_transfer_reports_progress_then_success(worker, server, tmp_path
     last = moving[-1]
     assert last["total"] == size and last["rate_kbps"] > 0 and last["eta_s"] is not None
     assert _backend(handle).get(timeout=10)["ok"] and _backend(handle).state == "SUCCESS"
-    assert_same(src, server.docroot / "prog" / src.name)
+    assert_same_file(src, server.docroot / "prog" / src.name)

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from click.testing import CliRunner
 
 from tasks.cli import main
 from tasks.client import TransferHandle
+from tests.support.files import assert_same_file
+from tests.support.wait import wait_until
 
-from .support import assert_same, make_file
+from .support import make_file
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,7 +33,7 @@ def test_upload_watch_status(worker_factory, server, tmp_path):
     transfer_id = _upload(server, src, "cli")
     watched = CliRunner().invoke(main, ["watch", transfer_id, "--timeout", "60"])
     assert watched.exit_code == 0, watched.output
-    assert_same(src, server.docroot / "cli" / src.name)
+    assert_same_file(src, server.docroot / "cli" / src.name)
     status = json.loads(CliRunner().invoke(main, ["status", transfer_id]).output)
     assert status["state"] == "SUCCEEDED" and status["result"]["ok"]
     assert server.password not in watched.output + json.dumps(status)
@@ -44,10 +45,7 @@ def test_ls_rate_cancel_on_a_running_transfer(worker_factory, server, tmp_path):
     make_file(src, 3_000_000)
     transfer_id = _upload(server, src, "steer", "--rate", "1500")
     handle = TransferHandle(transfer_id)
-    deadline = time.monotonic() + 30
-    while handle.status().get("state") != "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    assert wait_until(lambda: handle.status().get("state") == "RUNNING", 30, 0.1)
     listing = CliRunner().invoke(main, ["ls"], terminal_width=250)
     assert transfer_id in listing.output and "RUNNING" in listing.output
     assert CliRunner().invoke(main, ["rate", transfer_id, "3000"]).exit_code == 0

@@ -7,15 +7,16 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tasks.client import TransferHandle
-from tasks.local import free_port
-from tests.support.servers import REPO_ROOT
+from tests.support.files import assert_same_file
+from tests.support.ports import free_port
+from tests.support.programs import REPO_ROOT
+from tests.support.wait import wait_until
 
-from .support import assert_same, make_file
+from .support import make_file
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,14 +83,13 @@ def test_relative_path_resolved_where_faspq_runs_and_piped_progress(worker_facto
     proc = faspq(*_upload_args(server, "small.bin", extra=("--rate", "6000")), env={"TEST_PW": server.password},
                  cwd=tmp_path)  # the worker's cwd is elsewhere: only an absolute path can reach the file
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert_same(tmp_path / "small.bin", server.docroot / "cli2" / "small.bin")
+    assert_same_file(tmp_path / "small.bin", server.docroot / "cli2" / "small.bin")
     lines = [line for line in proc.stderr.splitlines() if re.match(r"transfer \w+: \d+/", line)]
     done = [(int(m.group(1)), m.group(2)) for m in (re.search(r": (\d+)/(\S+) bytes, (\d+) kbps", line)
                                                    for line in lines) if m]
     assert len(done) == len(lines) >= 2, proc.stderr  # every progress line whole: nothing wrapped
     assert any(0 < moved < size for moved, _ in done), lines
     assert all(total == str(size) for moved, total in done if moved), lines
-
 
 
 def test_a_relative_source_missing_here_is_refused_before_anything_is_queued(faspq_env_only, server, tmp_path):
@@ -107,10 +107,7 @@ def test_steering_says_what_it_did(worker_factory, server, tmp_path):
                  env={"TEST_PW": server.password})
     transfer_id = proc.stdout.strip().splitlines()[-1]
     handle = TransferHandle(transfer_id)
-    deadline = time.monotonic() + 30
-    while handle.status().get("state") != "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    assert wait_until(lambda: handle.status().get("state") == "RUNNING", 30, 0.1)
     rate = faspq("rate", transfer_id, "3000")
     assert rate.returncode == 0 and f"target rate of {transfer_id} set to 3000 kbps" in rate.stdout, rate.stdout
     cancel = faspq("cancel", transfer_id)

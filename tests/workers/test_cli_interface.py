@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from .support import assert_same, make_file
+from tests.support.files import assert_same_file
+
+from .support import make_file
 from .test_cli_errors import _one_line_error, _upload_args, faspq
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,7 +46,7 @@ def test_every_option_reaches_the_engine_and_json_output(worker_factory, server,
     init = next(e["session"] for e in events if e["type"] == "INIT")  # the engine's own account of its options
     assert (init["policy"], init["cipher"], init["min_rate"], init["rate"]) == ("FIXED", "aes256", 100, 20000), init
     dst = server.docroot / "opts" / src.name
-    assert_same(src, dst)
+    assert_same_file(src, dst)
     assert int(dst.stat().st_mtime) == 1_600_000_000  # --option (after --ts) preserved the time
 
     listing = json.loads(faspq("ls", "--all", "--format", "json").stdout)
@@ -92,7 +94,7 @@ option = {{ min_rate_kbps = 10 }}
     env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "LAB_PW": server.password}
     proc = faspq("--profile", "lab", "upload", str(src), "--dest", "prof", "--format", "json", env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert_same(src, server.docroot / "prof" / src.name)
+    assert_same_file(src, server.docroot / "prof" / src.name)
     init = next(json.loads(line)["session"] for line in proc.stdout.splitlines() if '"INIT"' in line)
     assert init["rate"] == 30000 and init["min_rate"] == 10
     _one_line_error(faspq("--profile", "nope", "upload", str(src), env=env), "no profile 'nope'", "lab")
@@ -118,4 +120,4 @@ def test_an_ibm_transfer_spec_through_a_worker(worker_factory, server, tmp_path)
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     init = next(e["session"] for e in events if e["type"] == "INIT")
     assert (init["policy"], init["cipher"], init["min_rate"], init["rate"]) == ("FIXED", "aes256", 70, 15000), init
-    assert_same(src, server.docroot / "ts" / src.name)
+    assert_same_file(src, server.docroot / "ts" / src.name)

@@ -22,6 +22,7 @@ def test_set_rate_round_trip(kbps):
     assert _roundtrip(Control("set_rate", {"kbps": kbps})).args == {"kbps": kbps}
 
 
+@pytest.mark.slow
 @given(st.binary(max_size=4096))
 def test_write_carries_raw_bytes(data):
     got = _roundtrip(Control("write", {}, data), kind="StreamUpload")
@@ -75,6 +76,7 @@ def test_forged_misrouted_or_misapplied_messages_rejected():
         decode("1-0", add, "t1", "FileUpload", KEY)
 
 
+@pytest.mark.slow
 @given(st.dictionaries(st.sampled_from([b"m", b"d", b"mac", b"x"]), st.binary(max_size=64)))
 def test_garbage_never_escapes_as_anything_but_control_error(fields):
     for key in (KEY, None):

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procs import processes
+
+pytestmark = pytest.mark.slow
+
 
 def _demo_env(tmp_path: Path) -> tuple[dict[str, str], str]:
     """No FASPQ_* settings, and a TMPDIR of the test's own (a demo another run starts meanwhile is not this one);
@@ -59,11 +63,4 @@ def test_faspq_demo_killed_by_signal_cleans_up(sig, tmp_path):
 
 
 def _command_lines() -> list[str]:
-    lines = []
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(path, "rb") as f:
-                lines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            pass
-    return lines
+    return [b" ".join(p.argv).decode(errors="replace") for p in processes()]

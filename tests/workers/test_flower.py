@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 
 from tasks.client import submit
-from tasks.local import Service, free_port
+from tasks.local import Service
+from tests.support.ports import free_port
 
 from .conftest import faspq_env
 from .support import make_file, upload

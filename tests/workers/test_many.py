@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from tasks.client import submit
+from tests.support.files import assert_same_file
 
-from .support import assert_same, make_file, upload
+from .support import make_file, upload
 
 N = 30
 
@@ -26,7 +27,7 @@ def test_thirty_transfers_on_three_workers(worker_factory, server, tmp_path):
     for i, (handle, src) in enumerate(zip(handles, sources)):
         result = handle.wait(timeout=200)
         assert result["ok"], (i, result)
-        assert_same(src, server.docroot / "many" / str(i) / src.name)
+        assert_same_file(src, server.docroot / "many" / str(i) / src.name)
         events = list(handle.events(from_start=True))
         picked = {e["attempt"]: e["worker"] for e in events if e["type"] == "PICKED"}
         applied = [e for e in events if e["type"] == "CONTROL" and e["op"] == "set_rate"]

@@ -12,9 +12,12 @@ import pytest
 
 import faspmanager as fm
 from tasks.client import submit
-from tasks.local import TransferServer, descendants, free_port
+from tasks.local import TransferServer
+from tests.support.files import assert_same_file
+from tests.support.ports import free_port
+from tests.support.procs import descendants
 
-from .support import assert_same, make_file, options, types, upload
+from .support import make_file, options, types, upload
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -42,7 +45,7 @@ def test_server_down_at_first_then_up_is_retried(worker_factory, tmp_path):
         result = handle.wait(timeout=60)
         assert result["ok"], result
         assert result["attempts"] >= 2
-        assert_same(src, srv.docroot / "retry" / src.name)
+        assert_same_file(src, srv.docroot / "retry" / src.name)
         applied = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL"]
         assert any(e["attempt"] == result["attempts"] and e["args"] == {"kbps": 7777} for e in applied)
     finally:
@@ -130,7 +133,7 @@ def test_warm_shutdown_hands_a_persistent_transfer_over(worker_factory, server, 
     result = handle.wait(timeout=60)
     assert result["ok"] and result["attempts"] == 2, result
     for path in files:
-        assert_same(path, server.docroot / queue / path.name)
+        assert_same_file(path, server.docroot / queue / path.name)
     events = list(handle.events(from_start=True))
     assert "HANDOVER" in types(events)
     owners = {e["attempt"]: e["worker"].split(":")[1] for e in events if e["type"] == "PICKED"}

@@ -67,6 +67,7 @@ def _orders(opts):
     ]
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(options)
 def test_round_trip_is_exact_and_secrets_sealed(opts):

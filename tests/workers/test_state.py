@@ -124,13 +124,14 @@ def test_following_an_unknown_transfer_fails_fast(client):
         next(EventLog(client, Keys("s", "never-submitted")).follow())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(20)
 def test_following_through_a_redis_gone_for_good_ends(tmp_path, keys) -> None:
     """A restart is ridden out (tests/faults/test_queue.py), but not a Redis that never comes back: its
     ConnectionError once it was unreachable ``forgotten_after`` seconds, not a wait without end."""
     import redis
 
-    from workers.local import RedisServer
+    from tasks.local import RedisServer
     server = RedisServer(tmp_path / "redis")
     client = server.client()
     try:

@@ -10,8 +10,10 @@ from celery.result import AsyncResult
 import faspmanager as fm
 from tasks.client import submit
 from tasks.transfer import celery_app
+from tests.support.files import assert_same_file
+from tests.support.wait import wait_until
 
-from .support import assert_same, download, make_file, options, types, upload
+from .support import download, make_file, options, types, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,7 +34,7 @@ def test_file_upload_events_in_order(workers, server, tmp_path):
     assert result["ok"], result
     assert result["attempts"] == 1 and result["failed_files"] == []
     for src in files:
-        assert_same(src, server.docroot / "up1" / src.name)
+        assert_same_file(src, server.docroot / "up1" / src.name)
 
     events = list(handle.events(from_start=True))
     kinds = types(events)
@@ -54,7 +56,7 @@ def test_file_download(workers, server, tmp_path):
     local = tmp_path / "got"
     result = submit(download(server, ["dl/x.bin"], local)).wait(timeout=90)
     assert result["ok"], result
-    assert_same(remote, local / "x.bin")
+    assert_same_file(remote, local / "x.bin")
 
 
 def test_persistent_upload_sources_before_pickup_and_during_session(worker_factory, server, tmp_path):
@@ -76,7 +78,7 @@ def test_persistent_upload_sources_before_pickup_and_during_session(worker_facto
     assert result["ok"], result
     for dest, path in (("early.bin", files["early.bin"]), ("mid.bin", files["mid.bin"]),
                        ("sub/late.bin", files["late.bin"])):
-        assert_same(path, server.docroot / "pers" / dest)
+        assert_same_file(path, server.docroot / "pers" / dest)
     applied = [e for e in handle.events(from_start=True)
                if e["type"] == "CONTROL" and e["attempt"] == result["attempts"]]
     assert [e["op"] for e in applied] == ["add_source", "add_source", "add_source", "finish"]
@@ -97,7 +99,7 @@ def test_persistent_download(workers, server, tmp_path):
     result = handle.wait(timeout=90)
     assert result["ok"], result
     for i, remote in enumerate(remotes):
-        assert_same(remote, local / f"{i}.bin")
+        assert_same_file(remote, local / f"{i}.bin")
 
 
 def test_stream_upload_through_redis_with_backpressure(workers, server, faspq, tmp_path, monkeypatch):
@@ -147,7 +149,7 @@ def test_late_subscriber_first_sees_current_status(workers, server, tmp_path):
     rest = list(late)
     assert rest[-1]["type"] == "RESULT" and rest[-1]["ok"]
     assert "QUEUED" not in types(rest) and "PICKED" not in types(rest)
-    assert_same(src, server.docroot / "late" / src.name)
+    assert_same_file(src, server.docroot / "late" / src.name)
 
 
 def test_set_rate_shows_in_stats(workers, server, tmp_path):
@@ -167,7 +169,7 @@ def test_set_rate_shows_in_stats(workers, server, tmp_path):
     assert applied and after, (before, after)
     assert max(before) < 2500 and max(after) > 5000, (before, after)  # measured rate, kbps
     assert handle.wait(timeout=5)["ok"]
-    assert_same(src, server.docroot / "rate" / src.name)
+    assert_same_file(src, server.docroot / "rate" / src.name)
 
 
 def test_cancel_ends_with_28_and_no_retry(workers, server, tmp_path):
@@ -194,10 +196,8 @@ def test_cancel_before_pickup_ends_at_once_and_the_worker_drops_it(worker_factor
     result = handle.wait(timeout=1)
     assert not result["ok"] and result["code"] == 28 and result["attempts"] == 0
     worker = worker_factory("early", concurrency=1, queues="cancel-early")
-    deadline = time.monotonic() + 30
-    while "already ended" not in worker.log():  # the worker got the message and dropped it
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.2)
+    # the worker got the message and dropped it
+    assert wait_until(lambda: "already ended" in worker.log(), 30, 0.2), worker.log()[-3000:]
     kinds = types(handle.events(from_start=True))
     assert kinds == ["QUEUED", "RESULT"]
     assert not (server.docroot / "never" / src.name).exists()
@@ -230,7 +230,7 @@ def test_malformed_control_is_rejected_and_transfer_goes_on(workers, server, fas
     assert result["ok"], result
     rejected = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL_REJECTED"]
     assert len(rejected) == 2 and all(e["reason"] for e in rejected)
-    assert_same(src, server.docroot / "junk" / src.name)
+    assert_same_file(src, server.docroot / "junk" / src.name)
 
 
 @pytest.mark.parametrize("case, code", [("outside-docroot", 41), ("missing-source", 4)])
@@ -257,5 +257,5 @@ def test_prefork_pool_runs_transfers_too(worker_factory, server, tmp_path):
     handle.set_rate(30000)
     result = handle.wait(timeout=60)
     assert result["ok"], result
-    assert_same(src, server.docroot / "fork" / src.name)
+    assert_same_file(src, server.docroot / "fork" / src.name)
     assert "CONTROL" in types(handle.events(from_start=True))

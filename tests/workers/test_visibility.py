@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from tasks.client import submit
+from tests.support.files import assert_same_file
 
-from .support import assert_same, make_file, types, upload
+from .support import make_file, types, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,6 +21,6 @@ def test_transfer_longer_than_visibility_timeout_runs_once(worker_factory, serve
     assert result["ok"] and result["attempts"] == 1, result
     kinds = types(handle.events(from_start=True))
     assert kinds.count("PICKED") == 1 and kinds.count("INIT") == 1
-    assert_same(src, server.docroot / "vis" / src.name)
+    assert_same_file(src, server.docroot / "vis" / src.name)
     logs = "".join(w.log() for w in workers)
     assert "is a duplicate" in logs or "already runs on" in logs  # the broker did redeliver it
