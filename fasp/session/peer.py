@@ -20,7 +20,17 @@ from fasp.session.hostkeys import HostKeyPolicy
 REMOTE_COMMAND = "fasp-ascp --server"
 REMOTE_COMMAND_ENV = "FASP_REMOTE_COMMAND"
 CONNECT_TIMEOUT = 15.0
+CONNECT_TIMEOUT_ENV = "FASP_CONNECT_TIMEOUT"  # seconds; tests and slow networks set it
 STDERR_KEPT = 4096
+
+
+def connect_timeout() -> float:
+    """How long the SSH connection and its authentication may take: FASP_CONNECT_TIMEOUT, else 15 s."""
+    try:
+        value = float(os.environ.get(CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT))
+    except ValueError:
+        raise EngineError(ErrorCode.USAGE, f"{CONNECT_TIMEOUT_ENV} must be a number of seconds") from None
+    return value if value > 0 else CONNECT_TIMEOUT
 
 
 async def open_ssh(remote: Endpoint) -> asyncssh.SSHClientConnection:
@@ -46,7 +56,7 @@ async def open_ssh(remote: Endpoint) -> asyncssh.SSHClientConnection:
     if not keys and remote.password is None:
         options["client_keys"] = None  # default ~/.ssh keys, as ssh would
     try:
-        return await asyncio.wait_for(asyncssh.connect(**options), CONNECT_TIMEOUT)
+        return await asyncio.wait_for(asyncssh.connect(**options), connect_timeout())
     except asyncssh.PermissionDenied:
         raise EngineError(ErrorCode.AUTH, f"authentication failed for {remote.user}@{remote.host}") from None
     except asyncssh.HostKeyNotVerifiable as exc:

@@ -130,7 +130,7 @@ def test_peer_that_never_speaks_ssh_is_13(tmp_path):
     try:
         src = random_file(tmp_path / "x.bin", 10)
         result = run_ascp(["-q", "-P", str(silent.getsockname()[1]), str(src), "u@127.0.0.1:/"],
-                          {"ASPERA_SCP_PASS": "x", "PATH": "/usr/bin:/bin"}, timeout=45)
+                          {"ASPERA_SCP_PASS": "x", "PATH": "/usr/bin:/bin", "FASP_CONNECT_TIMEOUT": "2"}, timeout=30)
         assert _code(result) == 13, result.stderr.decode()
     finally:
         silent.close()
