@@ -14,7 +14,7 @@ from fasp.options.flags import CHECKSUMS, OVERWRITE, PRESERVE_MODES
 
 SYMLINK_MODES = ("follow", "copy", "copy+force", "skip")
 """--symbolic-links: what a walk does with a link, and whether a received link may replace a file."""
-RESUME_LEVELS = range(0, 4)
+RESUME_LEVELS = range(4)
 """-k: 0 never resume, 1 by attributes, 2 by a sparse checksum, 3 by a full checksum."""
 JsonObject = dict[str, object]
 """A JSON object whose content its reader checks (--tags: metadata only logged)."""

@@ -23,8 +23,9 @@ import dataclasses
 import json
 import math
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from fasp.datapath.rate import RateSettings
 from fasp.errors import ProtocolError

@@ -27,9 +27,9 @@ from fasp.files.digest import file_checksum, prefix_digest, reader
 from fasp.files.docroot import Files
 from fasp.files.naming import destination
 from fasp.options.peer import PeerOptions
-from fasp.session.messages import (Abort, Begin, Chunk, Eof, FileDone, FileError, FileMessage, Keep, Kept, Message,
-                                   Offer, Piece, Skip, Verified, Verify)
-from fasp.session.sending import FILES_IN_FLIGHT
+from fasp.session.messages import (Abort, Begin, Chunk, Eof, FileDone, FileError, Keep, Kept, Message, Offer, Piece,
+                                   Skip, Verified, Verify)
+from fasp.session.sending import FILES_IN_FLIGHT, route
 from fasp.session.tally import Tally
 
 PIECE = 512 * 1024
@@ -114,13 +114,7 @@ class ReceivingRole:
                 self._inbox[fid] = box
                 self._track(asyncio.create_task(self._incoming(msg, box)))
                 return True
-            case FileMessage(fid=fid) | FileError(fid=int(fid)):
-                known = self._inbox.get(fid)
-                if known is None:
-                    return False
-                known.put_nowait(msg)
-                return True
-        return False
+        return route(self._inbox, msg)
 
     def _track(self, task: asyncio.Task) -> None:
         self.tasks.add(task)

@@ -13,7 +13,7 @@ import os
 import posixpath
 import stat
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Any, Callable, Mapping, Union
 
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -48,6 +48,15 @@ class PieceFailed:
 
 Inbox = asyncio.Queue[Union[Message, PieceFailed]]
 """A file's queue: the receiver's messages about it, and its pieces' failures."""
+
+
+def route(inbox: Mapping[int, asyncio.Queue[Any]], msg: Message) -> bool:
+    """Put a message about a file in flight into that file's queue; False if it is about none."""
+    match msg:
+        case FileMessage(fid=fid) | FileError(fid=int(fid)) if fid in inbox:
+            inbox[fid].put_nowait(msg)
+            return True
+    return False
 
 
 def _piece_done(task: asyncio.Task[None], pieces: set[asyncio.Task[None]], box: Inbox) -> None:
@@ -89,13 +98,7 @@ class SendingRole:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(deleted)
                 return waiter is not None
-            case FileMessage(fid=fid) | FileError(fid=int(fid)):
-                box = self._inbox.get(fid)
-                if box is None:
-                    return False
-                box.put_nowait(msg)
-                return True
-        return False
+        return route(self._inbox, msg)
 
     def new_file(self) -> tuple[int, Inbox]:
         """A file id and the queue its receiver messages arrive in (until :meth:`forget`)."""
@@ -197,11 +200,8 @@ class SendingRole:
         match await box.get():
             case FileDone():
                 return "passed"
-            case FileError(code=code, desc=desc):
-                self._tally.failed(job.path, job.arg, code, desc)
-                return "failed"
             case other:
-                raise ProtocolError(f"unexpected {type(other).__name__} about the directory {fid}")
+                return self._not_taken(job, 0, other)
 
     async def _send_link(self, fid: int, job: FileJob, box: Inbox) -> str:
         """--symbolic-links=copy: the link itself travels (its target text), no file bytes."""
@@ -214,14 +214,8 @@ class SendingRole:
                 self._tally.started(key, job.arg, 0, 0)
                 self._tally.stopped(key, job.arg, 0, 0, None)
                 return "passed"
-            case Skip(reason=reason):
-                self._tally.skipped(key, job.arg, 0, reason)
-                return "skipped"
-            case FileError(code=code, desc=desc):
-                self._tally.failed(key, job.arg, code, desc)
-                return "failed"
             case other:
-                raise ProtocolError(f"unexpected {type(other).__name__} about the link {fid}")
+                return self._not_taken(job, 0, other)
 
     async def _send_file(self, fid: int, job: FileJob, box: Inbox) -> str:
         key = job.path
@@ -279,16 +273,11 @@ class SendingRole:
                         self._tally.stopped(key, job.arg, size, written, checksum)
                         self._after(job)
                         return "passed"
-                    case Skip(reason=reason):
-                        self._tally.skipped(key, job.arg, size, reason)
-                        if self._opts.remove_skipped and self._opts.remove_after_transfer:
-                            self._after(job)  # --remove-skipped: the destination has it, so the source goes too
-                        return "skipped"
-                    case FileError(code=code, desc=desc):
-                        self._tally.failed(key, job.arg, code, desc)
-                        return "failed"
                     case other:
-                        raise ProtocolError(f"unexpected {type(other).__name__} while file {fid} is being sent")
+                        outcome = self._not_taken(job, size, other)
+                        if outcome == "skipped" and self._opts.remove_skipped and self._opts.remove_after_transfer:
+                            self._after(job)  # --remove-skipped: the destination has it, so the source goes too
+                        return outcome
         finally:
             for task in list(pieces):
                 task.cancel()
@@ -297,6 +286,18 @@ class SendingRole:
                     attrs.restore_atime(fd, st, job.path)
             finally:
                 os.close(fd)
+
+    def _not_taken(self, job: FileJob, size: int, msg: Message | PieceFailed) -> str:
+        """The receiver's last word on a file it did not take: "skipped" or "failed", counted; anything
+        else is off the protocol."""
+        match msg:
+            case Skip(reason=reason):
+                self._tally.skipped(job.path, job.arg, size, reason)
+                return "skipped"
+            case FileError(code=code, desc=desc):
+                self._tally.failed(job.path, job.arg, code, desc)
+                return "failed"
+        raise ProtocolError(f"unexpected {type(msg).__name__} about a file being sent")
 
     async def _piece(self, pid: int, source, start: int, end: int) -> None:
         await self._transport.send(pid, source, start, end)

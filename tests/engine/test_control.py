@@ -10,7 +10,8 @@ import types
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fasp.datapath.rate import POLICIES
 from fasp.errors import ProtocolError
@@ -18,7 +19,7 @@ from fasp.options.flags import CHECKSUMS, OVERWRITE, PRESERVE_MODES
 from fasp.options.peer import SYMLINK_MODES, JsonObject, PeerOptions
 from fasp.session import messages
 from fasp.session.control import MAX_FRAME, Decoder, frame
-from fasp.session.messages import MESSAGES, OsStr, Message, Rate
+from fasp.session.messages import MESSAGES, Message, OsStr, Rate
 from fasp.session.sending import PieceFailed
 
 os_names = st.one_of(st.text(max_size=20), st.binary(max_size=20).map(lambda b: b.decode("utf-8", "surrogateescape")))
