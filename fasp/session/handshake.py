@@ -1,0 +1,127 @@
+"""The client's session handshake: hello/welcome on the control channel, then the data channel.
+
+Each end's key share travels only in hello and welcome; the session key is derived from both and the
+session id. The data channel is UDP, or with -y 1 HTTP(S) when the UDP handshake gets no answer. What
+comes out is a :class:`Link`, complete: nothing of a session exists before its handshake succeeded.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+
+from faspmanager.codes import EngineError, ErrorCode
+from fasp.datapath.httpchannel import FallbackTransport, dial
+from fasp.datapath.rate import RateSettings
+from fasp.datapath.seal import SHARE_BYTES, SessionKey
+from fasp.datapath.udpchannel import Transport
+from fasp.errors import ProtocolError
+from fasp.options.flags import Config, Endpoint
+from fasp.session import control
+from fasp.session.peer import PeerEngine
+
+log = logging.getLogger("fasp.session.handshake")
+WELCOME_TIMEOUT = 20.0
+UDP_TRY_WITH_FALLBACK = 3.0  # with -y 1, how long the UDP handshake may take before HTTP takes over
+
+
+@dataclass(frozen=True)
+class Link:
+    """An open session's data path as the handshake left it."""
+
+    transport: Transport | FallbackTransport
+    carrier: str  # what SESSION reports: udp, http or https
+    port: int  # the peer's data port (UDP, or the HTTP fallback's)
+    rate: RateSettings  # ours, as the peer capped it
+
+
+async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str,
+                    rate: RateSettings) -> Link:
+    """Say hello with our rate and options, check the welcome, open the data channel."""
+    share = os.urandom(SHARE_BYTES)
+    await peer.channel.send(
+        "hello", v=control.VERSION, session=session_id, share=share.hex(), key_bytes=cfg.key_bytes,
+        direction=cfg.direction, dest=cfg.dest, datagram_size=cfg.datagram_size, udp_port=cfg.udp_port,
+        rate=rate.to_wire(), opts=cfg.options_for_peer(), token=cfg.token)
+    welcome = await _answer(peer, "welcome", "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
+    if welcome["v"] != control.VERSION:
+        raise ProtocolError(f"the remote engine speaks control version {welcome['v']}")
+    rate = RateSettings(**rate_from(welcome["rate"]))
+    key = SessionKey.derive(share, control.share(welcome), bytes.fromhex(session_id), cfg.key_bytes)
+    try:
+        transport: Transport | FallbackTransport = await _open_udp(cfg, remote, peer, welcome["udp_port"],
+                                                                    session_id, key, rate)
+    except EngineError as exc:
+        if not cfg.http_fallback or exc.code not in (ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_ERROR):
+            raise
+        log.info("UDP data channel failed (%s): trying the HTTP fallback", exc.description)
+        fallback = await _open_fallback(cfg, remote, peer, session_id, key, rate)
+        return Link(fallback, fallback.name, cfg.http_port, rate)
+    return Link(transport, "udp", welcome["udp_port"], rate)
+
+
+async def _answer(peer: PeerEngine, expected: str, request: str, silent: ErrorCode, closed: ErrorCode) -> dict:
+    """The peer engine's answer to ``request``: a message of type ``expected``, or the EngineError its
+    error message names, or ``silent``/``closed`` (with its last words) when it says nothing or goes away."""
+    try:
+        answer = await asyncio.wait_for(peer.channel.recv(), WELCOME_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise EngineError(silent, f"the remote engine did not answer {request}") from None
+    if answer is None:
+        await asyncio.sleep(0.2)  # let its last words arrive on stderr
+        raise EngineError(closed, f"the remote engine closed the session instead of answering {request}: "
+                                  f"{peer.last_words() or 'no reason given'}")
+    if answer["t"] == "error":
+        raise EngineError(answer["code"], answer["desc"])
+    if answer["t"] != expected:
+        raise ProtocolError(f"unexpected answer to {request} from the remote engine: {answer['t']}")
+    return answer
+
+
+async def _open_fallback(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str, key: SessionKey,
+                         rate: RateSettings) -> FallbackTransport:
+    """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails)."""
+    await peer.channel.send("fallback", jpeg=cfg.jpeg)
+    answer = await _answer(peer, "fallback_ok", "the HTTP fallback request", ErrorCode.CONNECTION_ERROR_HTTP,
+                           ErrorCode.CONNECTION_ERROR_HTTP)
+    reader, writer, buffered, carrier = await dial(
+        remote.host, cfg.http_port, session_id=session_id, token=answer["token"], jpeg=cfg.jpeg,
+        cafile=cfg.https_cert, keyfile=cfg.https_key, proxy=cfg.proxy)
+    return FallbackTransport(reader, writer, session_id=bytes.fromhex(session_id), key=key, direction=0,
+                             jpeg=cfg.jpeg, rate=rate, name=carrier, buffered=buffered)
+
+
+async def _open_udp(cfg: Config, remote: Endpoint, peer: PeerEngine, udp_port: int, session_id: str,
+                    key: SessionKey, rate: RateSettings) -> Transport:
+    """Handshake on UDP while watching the control channel: the peer is silent there until we
+    speak, so anything it says meanwhile (an error, or closing) explains a handshake that fails."""
+    attempt = {"timeout": UDP_TRY_WITH_FALLBACK} if cfg.http_fallback else {}
+    connect = asyncio.ensure_future(Transport.connect(
+        remote.host, udp_port, session_id=bytes.fromhex(session_id), key=key,
+        datagram_size=cfg.datagram_size, rate=rate, **attempt))
+    said = asyncio.ensure_future(peer.channel.recv())
+    await asyncio.wait({connect, said}, return_when=asyncio.FIRST_COMPLETED)
+    if connect.done():
+        said.cancel()
+        try:
+            return connect.result()
+        except EngineError as exc:
+            detail = peer.last_words()
+            raise EngineError(exc.code, f"{exc.description}{'; peer: ' + detail if detail else ''}") from None
+    connect.cancel()
+    msg = said.result()
+    if msg is not None and msg["t"] == "error":
+        raise EngineError(msg["code"], msg["desc"])
+    await asyncio.sleep(0.2)  # let its last words arrive on stderr
+    raise EngineError(ErrorCode.TRANSFER_ERROR, f"the remote engine ended the session before the data channel "
+                                                f"opened: {peer.last_words() or (msg or {}).get('t', 'closed')}")
+
+
+def rate_from(raw: dict) -> dict:
+    """The keyword arguments of RateSettings from the control protocol's rate object (ProtocolError if malformed)."""
+    try:
+        return {"target_kbps": int(raw["target"]), "min_kbps": int(raw["min"]), "policy": str(raw["policy"]),
+                "percent": int(raw.get("percent", 0))}
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolError(f"malformed rate {raw!r}") from None
