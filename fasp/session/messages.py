@@ -485,6 +485,8 @@ def decode(body: bytes) -> Message:
     record = _BY_TYPE.get(obj["t"])
     if record is None:
         raise ProtocolError(f"unknown control message type {obj['t']!r}")
+    if record.cls in (Hello, Welcome) and obj.get("v") != VERSION:  # before its fields: another version's differ
+        raise ProtocolError(f"the peer speaks control version {obj.get('v')!r}, this engine {VERSION}")
     message: Message = record.decode(obj, obj["t"])
     return message
 

@@ -73,9 +73,8 @@ class ServerSession:
         hello = await asyncio.wait_for(self.channel.recv(), HELLO_TIMEOUT)
         if hello is None:
             return
-        if not isinstance(hello, Hello) or hello.v != VERSION:
-            raise ProtocolError(f"expected hello version {VERSION}, got {hello.TYPE} "
-                                f"v{getattr(hello, 'v', None)}")
+        if not isinstance(hello, Hello):  # its version was checked as it was decoded
+            raise ProtocolError(f"expected hello, got {hello.TYPE}")
         self.opts = hello.opts
         if self.opts.log_dir:  # first: the -R log has the session's every line
             self._log_to(hello.session)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fasp.datapath.rate import POLICIES
+from fasp.datapath.rate import CEILING_KBPS, POLICIES, RateSettings
 from fasp.errors import ProtocolError
 from fasp.options.flags import CHECKSUMS, OVERWRITE, PRESERVE_MODES
 from fasp.options.peer import SYMLINK_MODES, JsonObject, PeerOptions
@@ -32,6 +32,7 @@ SCALARS: dict[Any, st.SearchStrategy[Any]] = {
     JsonObject: st.dictionaries(st.text(max_size=5), json_values, max_size=4),
 }
 FIELDS: dict[tuple[type, str], st.SearchStrategy[Any]] = {  # fields whose record checks their values
+    (messages.Hello, "v"): st.just(messages.VERSION), (messages.Welcome, "v"): st.just(messages.VERSION),
     (messages.Hello, "session"): st.binary(min_size=16, max_size=16).map(bytes.hex),
     (messages.Hello, "direction"): st.sampled_from(["send", "recv"]),
     (messages.Hello, "key_bytes"): st.sampled_from([0, 16, 24, 32]),
@@ -139,6 +140,7 @@ def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject)
 @pytest.mark.parametrize("obj, match", [
     ({"t": "teleport"}, "unknown control message type 'teleport'"),
     ({"t": "failed", "error": "x"}, "unknown control message type 'failed'"),  # a local event, never a message
+    ({"t": "welcome", "v": 2, "share": "00", "udp_port": 1, "rate": {}}, "the peer speaks control version 2"),
     ({"t": "piece", "pid": 1, "start": 0, "end": 1}, "lacks field 'fid'"),
     ({"t": "piece", "fid": 1, "pid": 1, "start": 0, "end": 1, "x": 0}, "unknown field 'x'"),
     ({"t": "verified", "fid": 1, "ok": 1}, r"verified.ok has the wrong type"),
@@ -196,3 +198,14 @@ def test_limits_and_bad_encodings() -> None:
         messages.encode(PieceFailed(OSError()))  # type: ignore[arg-type]  # a local event has no wire form
     partial = Decoder()
     assert partial.feed(frame(messages.Bye())[:3]) == [] and partial.pending == 3
+
+
+def test_rate_settings_travel_as_one_record() -> None:
+    for wanted in (RateSettings(5000, 100, "fair"), RateSettings(CEILING_KBPS, 0, "fixed", percent=40)):
+        change = messages.decode(messages.encode(messages.RateChange(seq=1, rate=Rate.of(wanted))))
+        assert isinstance(change, messages.RateChange) and change.rate.settings() == wanted
+    for bad in ({"target": 1}, {"target": "x", "min": 0, "policy": "fair", "percent": 0}, None,
+                {"target": 1, "min": 0, "policy": "fair", "percent": 101}, {"target": 0, "min": 0, "policy": "fair",
+                                                                              "percent": 0}):
+        with pytest.raises(ProtocolError, match=r"^\[1\] rate\.rate"):
+            Decoder().feed(raw({"t": "rate", "seq": 1, "rate": bad}))
