@@ -117,6 +117,6 @@ async def _open_udp(cfg: Config, remote: Endpoint, peer: PeerEngine, udp_port: i
     if isinstance(msg, SessionFailed):
         raise EngineError(msg.code, msg.desc)
     await asyncio.sleep(0.2)  # let its last words arrive on stderr
-    said = msg.TYPE if msg is not None else "closed"
+    what = msg.TYPE if msg is not None else "closed"
     raise EngineError(ErrorCode.TRANSFER_ERROR, f"the remote engine ended the session before the data channel "
-                                                f"opened: {peer.last_words() or said}")
+                                                f"opened: {peer.last_words() or what}")

@@ -186,7 +186,7 @@ class SendingRole:
             self._tally.failed(job.path, job.arg, exc.code, exc.description)
             return "failed"
         except OSError as exc:
-            self._tally.failed(job.path, job.arg(exc), f"{job.path}: {exc.strerror}")
+            self._tally.failed(job.path, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         try:
             st = os.fstat(fd)
@@ -225,7 +225,7 @@ class SendingRole:
             self._tally.failed(key, job.arg, exc.code, exc.description)
             return "failed"
         except OSError as exc:
-            self._tally.failed(key, job.arg(exc), f"{job.path}: {exc.strerror}")
+            self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         pieces: set[asyncio.Task] = set()
         aborted = False
@@ -241,7 +241,7 @@ class SendingRole:
                 size, rel, read, extents = sealed.size, rel + SUFFIX, sealed.read, None
             await self._channel.send(Offer(
                 fid=fid, arg=job.arg, rel=rel, lone=job.lone, size=size, mtime=st.st_mtime, atime=st.st_atime,
-                mode=st.st_mode, meta=meta, extents=None if extents is None else tuple(extents),
+                mode=st.st_mode, meta=meta, extents=None if extents is None else tuple((lo, hi) for lo, hi in extents),
                 span=(job.start or 0, size if job.end is None else min(job.end, size))
                 if job.start is not None or job.end is not None else None))
             while True:
