@@ -83,7 +83,7 @@ def test_no_client_string_starts_a_log_line(server, tmp_path):
         for line in path.read_text().splitlines():
             assert LOG_LINE.match(line), f"{path.name}: a line that is no record of the server's: {line!r}"
             assert not line.startswith(FORGED), f"{path.name}: the client's forged record: {line!r}"
-    assert any("unexpected welcome message" in p.read_text() for p in logs)
+    assert any("unexpected fallback_ok message" in p.read_text() for p in logs)
 
 
 async def _session_with_a_bad_field(server: FaspServer, field: str) -> str:
