@@ -3,7 +3,7 @@
 JSON only (orders are data, never pickle); one message per worker process at a
 time; a message is acknowledged only when its transfer ended, and requeued if
 the process running it dies. The broker's visibility timeout is a backstop
-only: the transfer lease (workers/lease.py) is what keeps a running transfer
+only: the transfer lease (tasks/store/lease.py) is what keeps a running transfer
 from running twice and what hands a dead owner's transfer to another worker.
 """
 from __future__ import annotations

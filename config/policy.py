@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faspmanager as fm
-
-UPLOADS = ("FileUpload", "PersistentUpload", "StreamUpload")
+from tasks.orders import ORDER_TYPES
 
 
 class PolicyError(ValueError):
     """An order or control message this worker's policy does not allow (the message names the rule)."""
 
-    def __init__(self, rule: str, what: str):
+    def __init__(self, rule: str, what: str) -> None:
         super().__init__(f"not allowed by worker policy {rule}: {what}")
         self.rule = rule
 
@@ -45,7 +46,7 @@ def _inside(path: str, dirs: tuple[str, ...]) -> bool:
     return any(os.path.commonpath([real, d]) == d for d in dirs)
 
 
-def _real_dirs(values) -> tuple[str, ...]:
+def _real_dirs(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(os.path.realpath(os.path.expanduser(v)) for v in values if v)
 
 
@@ -61,9 +62,9 @@ class Policy:
     rate_caps: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def from_env(cls, environ=None) -> "Policy":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Policy:
         env = os.environ if environ is None else environ
-        data: dict = {}
+        data: dict[str, Any] = {}
         if env.get("FASPQ_POLICY_FILE"):
             data = {f"FASPQ_{k.upper()}": v for k, v in json.loads(Path(env["FASPQ_POLICY_FILE"]).read_text()).items()}
         data.update({k: v for k, v in env.items() if k.startswith("FASPQ_") and v != ""})
@@ -72,11 +73,12 @@ class Policy:
             value = data.get(name) or []
             return [v.strip() for v in (value.split(sep) if isinstance(value, str) else value) if str(v).strip()]
 
-        caps = data.get("FASPQ_RATE_CAPS") if isinstance(data.get("FASPQ_RATE_CAPS"), dict) else {}
-        for pair in items("FASPQ_RATE_CAPS", ",") if not caps else ():
+        given = data.get("FASPQ_RATE_CAPS")
+        pairs = dict(given) if isinstance(given, dict) else {}
+        for pair in items("FASPQ_RATE_CAPS", ",") if not pairs else ():
             queue, _, kbps = pair.partition("=")
-            caps[queue.strip()] = kbps
-        caps = {queue: int(kbps) for queue, kbps in caps.items()}
+            pairs[queue.strip()] = kbps
+        caps = {queue: int(kbps) for queue, kbps in pairs.items()}
         return cls(read_dirs=_real_dirs(items("FASPQ_READ_DIRS", os.pathsep)),
                    write_dirs=_real_dirs(items("FASPQ_WRITE_DIRS", os.pathsep)),
                    prepost_programs=_real_dirs(items("FASPQ_PREPOST_PROGRAMS", os.pathsep)),
@@ -106,14 +108,14 @@ class Policy:
         if not _inside(path, self.write_dirs):
             raise PolicyError("FASPQ_WRITE_DIRS", f"{what} {path!r} is outside the directories orders may write")
 
-    def check_add_source(self, kind: str, options, source_path: str, dest_path: str) -> None:
+    def check_add_source(self, kind: str, options: fm.TransferOptions, source_path: str, dest_path: str) -> None:
         """A file added to a running persistent transfer: local side as for the order's own files."""
-        if kind in UPLOADS:
+        if ORDER_TYPES[kind].upload:
             self._check_source(options, source_path)
         else:
             self.check_write(os.path.join(_local_root(options), dest_path), "dest_path")
 
-    def check_order(self, order, kind: str, queue: str) -> None:
+    def check_order(self, order: fm.BaseTransferOrder, kind: str, queue: str) -> None:
         """PolicyError for the first thing ``order`` asks that this worker does not allow."""
         opts = order.options
         if opts.pre_post_command_path is not None and os.path.realpath(
@@ -140,11 +142,12 @@ class Policy:
         for name in ("https_key_filename", "https_cert_filename"):
             if fallback is not None and getattr(fallback, name, None):
                 self.check_read(getattr(fallback, name), name)
-        if opts.partial_file_suffix is not None and ("/" in opts.partial_file_suffix or os.sep in opts.partial_file_suffix):
+        suffix = opts.partial_file_suffix
+        if suffix is not None and ("/" in suffix or os.sep in suffix):
             raise PolicyError("FASPQ_WRITE_DIRS", "a partial_file_suffix holding a path separator")
         if opts.file_manifest_path is not None:
             self.check_write(opts.file_manifest_path, "file_manifest_path")
-        if kind in UPLOADS:
+        if ORDER_TYPES[kind].upload:
             self._check_upload(order, opts)
         else:
             if opts.symlink_policy in (fm.SymlinkPolicy.COPY, fm.SymlinkPolicy.COPY_FORCE):
@@ -155,14 +158,14 @@ class Policy:
             for dest in getattr(order, "dest_paths", None) or []:
                 self.check_write(os.path.join(_local_root(opts), dest), "dest_path")
 
-    def _check_source(self, opts, source: str) -> None:
+    def _check_source(self, opts: fm.TransferOptions, source: str) -> None:
         """A file to upload (the order's own, or added later): read, and written when removed or moved after."""
         for local in _local_sources(opts, source):
             self.check_read(local, "source_path")
             if opts.remove_files_after_transfer or opts.move_after_transfer_path is not None:
                 self.check_write(local, "source_path (removed or moved after transfer)")
 
-    def _check_upload(self, order, opts) -> None:
+    def _check_upload(self, order: fm.BaseTransferOrder, opts: fm.TransferOptions) -> None:
         for source in getattr(order, "source_paths", []):
             self._check_source(opts, source)
         if opts.move_after_transfer_path is not None:
@@ -171,12 +174,12 @@ class Policy:
             self.check_write(opts.source_base or os.sep, "remove_files_after_transfer")
 
 
-def _local_sources(options, path: str) -> tuple[str, ...]:
+def _local_sources(options: fm.TransferOptions, path: str) -> tuple[str, ...]:
     """The file the engine will open, each way an engine may read --source-prefix: fasp-ascp joins it as a
     directory (``dir/..`` + ``x`` is ``dir/../x``, where the glued ``dir/..x`` is not), another may glue it."""
     prefix = options.source_prefix
     return (prefix.rstrip("/") + "/" + path.lstrip("/"), prefix + path) if prefix else (path,)
 
 
-def _local_root(options) -> str:
+def _local_root(options: fm.TransferOptions) -> str:
     return options.destination_root or fm.TransferOptions().destination_root or "."

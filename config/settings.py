@@ -15,8 +15,10 @@ import os
 import random
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit, urlunsplit
 
 from faspmanager.envblock import scrub_initial_environment
@@ -28,12 +30,19 @@ class SettingsError(ValueError):
     """A FASPQ_* variable that cannot be used (the message names it)."""
 
 
+@overload
+def _env(name: str) -> str | None: ...
+@overload
+def _env(name: str, default: str) -> str: ...
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
 
 
-def _number(kind, name: str, default):
+_N = TypeVar("_N", int, float)
+
+
+def _number(kind: Callable[[str], _N], name: str, default: _N) -> _N:
     value = _env(name, str(default))
     try:
         return kind(value)
@@ -75,7 +84,7 @@ class RetryPolicy:
                 "backoff_max_s": self.backoff_max_s, "jitter": self.jitter}
 
     @classmethod
-    def from_dict(cls, data: dict | None, base: "RetryPolicy | None" = None) -> "RetryPolicy":
+    def from_dict(cls, data: dict | None, base: RetryPolicy | None = None) -> RetryPolicy:
         """Overlay the keys present in ``data`` on ``base`` (per-submit overrides)."""
         merged = (base or cls()).to_dict()
         unknown = set(data or {}) - set(merged)
@@ -120,9 +129,9 @@ class Settings:
         return (f"Settings({', '.join(f'{k}={v!r}' for k, v in urls.items())}, prefix={self.prefix!r}, "
                 f"queue={self.queue!r}, client_name={self.client_name!r}, policy={self.policy!r})")
 
-    def redis_ssl(self) -> dict:
+    def redis_ssl(self) -> dict[str, Any]:
         """redis-py keyword arguments for ``rediss://`` URLs (certificates always verified)."""
-        options = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
         if self.redis_ca:
             options["ssl_ca_certs"] = self.redis_ca
         if self.redis_cert:
@@ -130,7 +139,7 @@ class Settings:
         return options
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         redis_url = _env("FASPQ_REDIS_URL", cls.redis_url)
         lease = _float("FASPQ_LEASE_TTL", cls.lease_ttl_s)
         return cls(

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 for pair in redis-server:redis-server sshd:openssh-server ssh-keygen:openssh-client rsync:rsync ip:iproute2 iperf3:iperf3 \
-            nft:nftables tinyproxy:tinyproxy strace:strace getfacl:acl getfattr:attr; do
+            nft:nftables tinyproxy:tinyproxy strace:strace getfacl:acl getfattr:attr fusermount3:fuse3 mkfs.btrfs:btrfs-progs; do
     bin=${pair%%:*}; pkg=${pair##*:}
     command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

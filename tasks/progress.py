@@ -8,13 +8,21 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
-from workers.events import progress_line, progress_meta
-from workers.keys import TERMINAL_STATES
+from .store.events import progress_line, progress_meta
+from .store.keys import TERMINAL_STATES
 
 TOTAL = "total"
 
@@ -28,7 +36,7 @@ class TransferView:
         self.progress = Progress(TextColumn("[bold]{task.description}", justify="left"), BarColumn(),
                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                                  console=self.console, transient=False)
-        self._files: dict[str, int] = {}
+        self._files: dict[str, TaskID] = {}
         self._sizes: dict[str, int] = {}
         self._done: dict[str, int] = {}
         self._announced = 0
@@ -37,7 +45,7 @@ class TransferView:
         self._total = self.progress.add_task(self._title, total=None)
         self._line_interval = line_interval
         self._line_at = 0.0
-        self.meta: dict = {}
+        self.meta: dict[str, Any] = {}
         self.result: dict | None = None
         self.json_lines = json_lines  # each event as a JSON line on stdout (machine-readable watch)
 
@@ -45,12 +53,12 @@ class TransferView:
     def live(self) -> bool:
         return self.console.is_terminal and not self.json_lines
 
-    def __enter__(self) -> "TransferView":
+    def __enter__(self) -> TransferView:
         if self.live:
             self.progress.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.live:
             self.progress.stop()
         else:
@@ -59,7 +67,7 @@ class TransferView:
     def note(self, text: str) -> None:
         self.console.print(text, soft_wrap=True)
 
-    def show(self, event: dict) -> None:
+    def show(self, event: dict[str, Any]) -> None:
         if self.json_lines:
             print(json.dumps(event, default=str), flush=True)
         kind = event.get("type")
@@ -86,14 +94,14 @@ class TransferView:
             self.result = {k: v for k, v in event.items() if k not in ("type", "transfer_id", "time")}
         self._update_total()
 
-    def _session(self, session: dict) -> None:
+    def _session(self, session: dict[str, Any]) -> None:
         self.meta = progress_meta(session)
         if self.meta["total"]:
             self._announced = self.meta["total"]
         if "transfer_bytes" in session:
             self._moved = self.meta["bytes"]
 
-    def _file(self, name: str, size, written: int) -> None:
+    def _file(self, name: str, size: int | None, written: int) -> None:
         if name not in self._files:
             self._files[name] = self.progress.add_task(os.path.basename(name) or name, total=size)
         if size:

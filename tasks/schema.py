@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import enum
 import json
+from typing import Any
 
 import faspmanager as fm
 
+from .orders import ORDER_TYPES
 from .secrets import Sealer, SecretKeyError, derive, mac, mac_ok
 
 SCHEMA_VERSION = 2
@@ -24,15 +26,6 @@ SIGNED_FIELDS = ("v", "type", "task", "queue", "order", "retry", "client", "subm
 """Every field of the stored order record but its MAC; the transfer id is signed with them."""
 NOT_AUTHENTICATED = "order not authenticated"
 
-# Constructor arguments of each order type, as documented in faspmanager-api.txt.
-ORDER_FIELDS: dict[str, tuple[str, ...]] = {
-    "FileUpload": ("source_paths", "dest_user", "dest_host", "dest_paths", "dest_pass", "dest_identity"),
-    "FileDownload": ("source_paths", "source_user", "source_host", "dest_paths", "source_pass",
-                     "source_identity"),
-    "PersistentUpload": ("dest_user", "dest_host", "dest_pass", "dest_identity"),
-    "PersistentDownload": ("source_user", "source_host", "source_pass", "source_identity"),
-    "StreamUpload": ("dest_user", "dest_host", "dest_pass", "dest_identity"),
-}
 SECRET_ORDER_FIELDS = frozenset({"dest_pass", "source_pass"})
 SECRET_OPTIONS = frozenset({"content_protection_passphrase", "token", "cookie"})
 HTTP_FALLBACK_FIELDS = ("encode_all_as_jpeg", "http_port", "https_key_filename", "https_cert_filename",
@@ -80,19 +73,19 @@ def verify_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
     return record
 
 
-def order_type(order) -> str:
+def order_type(order: fm.BaseTransferOrder) -> str:
     name = type(order).__name__
-    if name not in ORDER_FIELDS:
+    if name not in ORDER_TYPES:
         raise OrderSchemaError(f"not a transfer order: {type(order).__name__}")
     return name
 
 
-def order_to_json(order, sealer: Sealer | None, transfer_id: str) -> dict:
+def order_to_json(order: fm.BaseTransferOrder, sealer: Sealer | None, transfer_id: str) -> dict[str, Any]:
     """The JSON-ready form of ``order``; ``sealer`` may be None only for orders without secrets, which are
     sealed for ``transfer_id`` and their field."""
     kind = order_type(order)
     fields = {}
-    for name in ORDER_FIELDS[kind]:
+    for name in ORDER_TYPES[kind].fields:
         value = getattr(order, name, None)
         if value is not None and name in SECRET_ORDER_FIELDS:
             value = {"$sealed": _sealer(sealer).seal(value, _context(transfer_id, "fields", name))}
@@ -107,14 +100,15 @@ def _context(transfer_id: str, part: str, name: str) -> str:
     return f"faspq order {transfer_id}\0{part}.{name}"
 
 
-def order_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
+def order_from_json(data: dict[str, Any], sealer: Sealer | None, transfer_id: str) -> fm.BaseTransferOrder:
     if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
-        raise OrderSchemaError(f"unsupported order schema version: {data.get('v') if isinstance(data, dict) else data!r}")
+        version = data.get("v") if isinstance(data, dict) else data
+        raise OrderSchemaError(f"unsupported order schema version: {version!r}")
     kind = data.get("type")
-    if kind not in ORDER_FIELDS:
+    if kind not in ORDER_TYPES:
         raise OrderSchemaError(f"unknown order type: {kind!r}")
     fields = dict(data.get("fields") or {})
-    unknown = set(fields) - set(ORDER_FIELDS[kind])
+    unknown = set(fields) - set(ORDER_TYPES[kind].fields)
     if unknown:
         raise OrderSchemaError(f"unknown {kind} fields: {sorted(unknown)}")
     for name in SECRET_ORDER_FIELDS & set(fields):
@@ -129,7 +123,7 @@ def order_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
     return getattr(fm, kind)(**kwargs)
 
 
-def options_to_json(options, sealer: Sealer | None, transfer_id: str) -> dict:
+def options_to_json(options: fm.TransferOptions, sealer: Sealer | None, transfer_id: str) -> dict[str, Any]:
     out = {}
     for name, value in options.opts.items():
         if value is not None and name in SECRET_OPTIONS:
@@ -138,8 +132,8 @@ def options_to_json(options, sealer: Sealer | None, transfer_id: str) -> dict:
     return out
 
 
-def options_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
-    kwargs = {}
+def options_from_json(data: dict[str, Any], sealer: Sealer | None, transfer_id: str) -> fm.TransferOptions:
+    kwargs: dict[str, object] = {}
     for name, value in data.items():
         if name in SECRET_OPTIONS and isinstance(value, dict) and "$sealed" in value:
             kwargs[name] = _sealer(sealer).open(value["$sealed"], _context(transfer_id, "options", name))
@@ -150,7 +144,7 @@ def options_from_json(data: dict, sealer: Sealer | None, transfer_id: str):
     return fm.TransferOptions(**kwargs)
 
 
-def _value_to_json(value):
+def _value_to_json(value: object) -> object:
     if isinstance(value, enum.Enum):
         return {"$enum": type(value).__name__, "name": value.name}
     if isinstance(value, fm.HttpFallbackOptions):
@@ -160,7 +154,7 @@ def _value_to_json(value):
     return value
 
 
-def _value_from_json(value):
+def _value_from_json(value: object) -> object:
     if isinstance(value, dict) and "$enum" in value:
         cls = getattr(fm, value["$enum"], None)
         if not (isinstance(cls, type) and issubclass(cls, enum.Enum)):

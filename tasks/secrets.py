@@ -8,7 +8,7 @@ authenticates orders never encrypts, and the control MAC key is neither:
 * sealing of secrets (AES-256-GCM whose associated data is the transfer id and
   field name: a sealed value opens only in the order and field it was sealed
   for, so copying it into another order gets nothing);
-* the control MAC (workers/control.py).
+* the control MAC (tasks/store/control.py).
 
 Redis, the broker and the result backend thus never hold a secret in clear,
 and nobody without the shared key can write an order a worker will run.
@@ -52,7 +52,7 @@ def mac(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def mac_ok(key: bytes, data: bytes, given) -> bool:
+def mac_ok(key: bytes, data: bytes, given: object) -> bool:
     if isinstance(given, str):
         given = given.encode("utf-8", "replace")
     return isinstance(given, bytes) and hmac.compare_digest(mac(key, data).encode(), given)
@@ -61,7 +61,7 @@ def mac_ok(key: bytes, data: bytes, given) -> bool:
 class Sealer:
     """Seals secrets of one deployment; ``context`` (transfer id + field) is authenticated, not secret."""
 
-    def __init__(self, key: bytes | None):
+    def __init__(self, key: bytes | None) -> None:
         self._aead = AESGCM(derive(key, "faspq seal"))
 
     def seal(self, secret: str, context: str) -> str:

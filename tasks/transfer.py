@@ -1,75 +1,33 @@
-"""The Celery tasks: one per order type, all running :func:`run_transfer`.
+"""The Celery tasks as applications see them, without their bodies (those are workers/transfer.py).
 
-A task message carries only the transfer id; the order (secrets sealed), the
-retry policy and the queue are in Redis, written and signed by ``submit``.
-Before anything else of the record is read its MAC is checked: an order not
-signed with the shared key ends FAILED ("order not authenticated") without
-running or retrying. A signed order then has to pass this worker's policy
-(config/policy.py), or it fails at once with the rule it broke. The task runs
-at most once at a time per transfer (lease), returns the stored result if the
-transfer already ended (a late redelivery), retries retryable engine errors
-with backoff and jitter (the next attempt resumes), and fails at once on the
-others with the engine's reason.
-
-Celery sees what faspq sees: a transfer that ends failed or cancelled raises
-:class:`TransferFailed` (FAILURE in the result backend and Flower, with the
-engine's code and reason), a wait for the next attempt is Celery's RETRY, and
-while it runs the task reports a custom PROGRESS state (bytes, total, rate,
-ETA; at most once per FASPQ_PROGRESS_INTERVAL) to the backend and as a
-``task-progress`` event. Retries are counted by faspq (the transfer's own
-retry policy); the task's ``max_retries`` is the worker's policy, and a retry
-call never lets Celery's counter (which handovers also raise) refuse it.
+One task per order type, named in tasks/orders.py (``faspq.file_upload``...),
+each taking one argument: the transfer id (the signed order waits in Redis).
+A transfer that ends failed or cancelled is the task's FAILURE with
+:class:`TransferFailed`, which lives here so that a client reading Celery's
+result backend (JSON: module, class, args) rebuilds it without the worker
+runtime. :func:`celery_app` is a client's Celery app: it sends tasks by name,
+reads results and asks workers what they consume; it declares no task.
 """
 from __future__ import annotations
 
-import json
-import logging
-import time
+from celery import Celery
 
-from celery.exceptions import Ignore
+from config.celery import celery_config
+from config.settings import Settings
 
-from config.settings import RetryPolicy, get_settings
-from faspmanager.codes import ErrorCode, is_retryable, name_of
-from workers.app import app
-from workers.events import EventLog, progress_line
-from workers.keys import TERMINAL_STATES, Keys, watch_key
-from workers.lease import Lease
-from workers.redisconn import redis_for
-from workers.runner import Attempt, Outcome
-
-from config.policy import PolicyError
-
-from .schema import OrderNotAuthenticated, OrderSchemaError, order_from_json, order_type, verify_record
-from .secrets import Sealer
-
-log = logging.getLogger(__name__)
-
-ORDER_TASKS = {
-    "FileUpload": "faspq.file_upload",
-    "FileDownload": "faspq.file_download",
-    "PersistentUpload": "faspq.persistent_upload",
-    "PersistentDownload": "faspq.persistent_download",
-    "StreamUpload": "faspq.stream_upload",
-}
+from .orders import ORDER_TYPES
 
 
-PERMANENT_REASONS = ("[Errno -2]", "[Errno -5]", "Name or service not known", "No address associated with hostname",
-                     "nodename nor servname provided")
-"""Words of a connection error no retry can help: the host name does not resolve (EAI_NONAME, EAI_NODATA).
-"Temporary failure in name resolution" (EAI_AGAIN), refused, reset, timed out and unreachable stay
-transient: a server restarting or a network blip end by themselves."""
-
-
-def transient(code, reason: str) -> bool:
-    """Whether another attempt may succeed: the code is a retryable one and the reason is not permanent."""
-    return code is not None and is_retryable(code) and not any(word in (reason or "") for word in PERMANENT_REASONS)
+FORGOTTEN = ("Redis lost this transfer's record (restarted without persistence?) and the engine was stopped: "
+             "submit the order again, with resume to keep what arrived")
+"""The reason of a transfer whose lease and order vanished under its worker (a result the client may see)."""
 
 
 class TransferFailed(Exception):
     """A transfer that ended without success: ``code`` and ``error`` are the engine's (ascp) code and its
     name, ``reason`` its words. Celery stores it as the task's FAILURE (JSON: the three args)."""
 
-    def __init__(self, code=None, error=None, reason=""):
+    def __init__(self, code: int | None = None, error: str | None = None, reason: str = "") -> None:
         super().__init__(code, error, reason)
         self.code, self.error, self.reason = code, error, reason
 
@@ -77,149 +35,18 @@ class TransferFailed(Exception):
         return f"[{self.code} {self.error}] {self.reason}"
 
 
-def _ended(result: dict) -> dict:
-    """The task's return value for a transfer that ended: the result, or TransferFailed."""
-    if not result.get("ok"):
-        raise TransferFailed(result.get("code"), result.get("error"), result.get("reason") or "")
-    return result
+_apps: dict[Settings, Celery] = {}
 
 
-def run_transfer(task, transfer_id: str) -> dict:
-    settings = get_settings()
-    client = redis_for(settings.events_url)
-    keys = Keys(settings.prefix, transfer_id)
-    events = EventLog(client, keys)
-    status = events.status()
-    if not status:
-        log.error("transfer %s is unknown (expired or never submitted); dropping its message", transfer_id)
-        raise TransferFailed(None, None, "unknown transfer (expired or never submitted)")
-    if status.get("state") in TERMINAL_STATES:  # ended before this delivery (cancelled while queued...)
-        log.info("transfer %s already ended (%s); dropping this delivery", transfer_id, status.get("state"))
-        return _ended(status["result"])
-    lease = Lease(client, keys, settings.lease_ttl_s)
-    if not lease.acquire():
-        log.info("transfer %s already runs on %s; this delivery is a duplicate", transfer_id, lease.holder())
-        raise Ignore()  # acknowledged, and the owner's result in the backend stays untouched
-    try:
-        status = events.status()  # the previous owner writes its result before releasing the lease
-        if status.get("state") in TERMINAL_STATES:
-            return _ended(status["result"])
-        record = {k.decode(errors="replace"): v.decode(errors="replace")
-                  for k, v in client.hgetall(keys.order).items()}
-        attempt = client.hincrby(keys.status, "attempt", 1)
-        try:
-            verify_record(record, transfer_id, settings.secret_key)
-        except OrderNotAuthenticated as exc:
-            log.error("transfer %s refused: %s", transfer_id, exc)
-            events.publish({"type": "REJECTED", "attempt": attempt, "worker": lease.owner, "reason": str(exc)},
-                           state="RUNNING", owner=lease.owner)
-            return _ended(finish_transfer(client, events, keys, Outcome(False, int(ErrorCode.USAGE), str(exc)),
-                                          attempt, settings.keep_s))
-        policy = RetryPolicy.from_dict(json.loads(record.get("retry") or "{}"), settings.retry)
-        events.publish({"type": "PICKED", "attempt": attempt, "worker": lease.owner, "client": record["client"]},
-                       state="RUNNING", owner=lease.owner, client=record["client"])
-        try:
-            order = order_from_json(json.loads(record["order"]), Sealer(settings.secret_key), transfer_id)
-            if order_type(order) != record["type"]:  # the policy and the runner go by the order's real type
-                raise OrderSchemaError(f"a {order_type(order)} recorded as a {record['type']}")
-            settings.policy.check_order(order, record["type"], record["queue"])
-        except PolicyError as exc:
-            outcome = Outcome(False, int(ErrorCode.USAGE), str(exc))
-        except Exception as exc:  # schema, key or order errors: no retry can help
-            outcome = Outcome(False, int(ErrorCode.USAGE), f"order cannot be read: {exc}")
-        else:
-            progress = ProgressReporter(task, settings.progress_interval_s)
-            try:
-                outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
-                                  lease=lease, settings=settings, attempt=attempt,
-                                  node=task.request.hostname or "", queue=record["queue"], progress=progress).run()
-            except Exception as exc:  # a bug, not the engine: end with a reason rather than loop via the reaper
-                log.exception("transfer %s: attempt %d crashed", transfer_id, attempt)
-                outcome = Outcome(False, int(ErrorCode.INTERNAL_ERROR), f"worker error: {type(exc).__name__}: {exc}")
-            finally:
-                progress.stopped = True  # a late listener call must not overwrite RETRY/SUCCESS/FAILURE
-        if outcome.handover:
-            _requeue(task, client, events, lease, record["queue"], 0.0, settings.takeover_bound_s,
-                     {"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
-        if outcome.lease_lost:
-            log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
-            raise Ignore()
-        if not outcome.ok and transient(outcome.code, outcome.reason):
-            failures = client.hincrby(keys.status, "failures", 1)
-            if failures <= policy.max_retries:
-                delay = policy.delay(failures)
-                _requeue(task, client, events, lease, record["queue"], delay, settings.takeover_bound_s,
-                         {"type": "RETRY", "attempt": attempt, "code": outcome.code, "reason": outcome.reason,
-                          "delay_s": delay, "worker": lease.owner}, state="RETRYING")
-        return _ended(finish_transfer(client, events, keys, outcome, attempt, settings.keep_s))
-    finally:
-        lease.release()
+def celery_app(settings: Settings) -> Celery:
+    """The client app of ``settings`` (one per settings and process)."""
+    if settings not in _apps:
+        app = Celery("faspq", set_as_current=False)
+        app.conf.update(celery_config(settings))
+        _apps[settings] = app
+    return _apps[settings]
 
 
-def _requeue(task, client, events: EventLog, lease: Lease, queue: str, delay: float, bound: float,
-             event: dict, state: str):
-    """Give the transfer back to the queue for a later attempt (any worker); the reaper re-sends it if
-    the message is lost with the worker holding it."""
-    events.publish(event, state=state)
-    client.zadd(watch_key(lease.keys.prefix), {lease.keys.transfer_id: time.time() + delay + bound})
-    lease.release()
-    # faspq decided (failures against the transfer's policy, or a handover): Celery's count must not refuse
-    raise task.retry(countdown=delay, max_retries=max(task.max_retries or 0, task.request.retries + 1),
-                     queue=queue)
-
-
-def finish_transfer(client, events: EventLog, keys: Keys, outcome: Outcome, attempts: int, keep_s: int) -> dict:
-    """Publish the final RESULT, then drop what only a running transfer needs (the sealed order too)."""
-    result = {"ok": outcome.ok, "reason": outcome.reason, "code": outcome.code,
-              "error": None if outcome.code is None else name_of(outcome.code),
-              "stats": outcome.stats, "failed_files": outcome.failed_files, "attempts": attempts}
-    state = "SUCCEEDED" if outcome.ok else "CANCELLED" if outcome.code == ErrorCode.USER_CANCEL else "FAILED"
-    events.publish({"type": "RESULT", **result}, state=state, result=result)
-    pipe = client.pipeline()
-    pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
-    pipe.delete(keys.order, keys.control, keys.pending, keys.takeover)
-    pipe.expire(keys.status, keep_s)
-    pipe.expire(keys.events, keep_s)
-    pipe.execute()
-    return result
-
-
-class ProgressReporter:
-    """Folds session stats into Celery's custom PROGRESS state: backend and ``task-progress`` event,
-    throttled to one per ``interval`` seconds (and always the first). Called on the session's listener
-    thread, where Celery's ``task.request`` is empty: the task's id and node are taken here."""
-
-    def __init__(self, task, interval: float):
-        self._task, self._interval, self._last = task, interval, 0.0
-        self._id, self._node = task.request.id, task.request.hostname
-        self.stopped = False
-
-    def __call__(self, meta: dict) -> None:
-        now = time.monotonic()
-        if self.stopped or now - self._last < self._interval or not self._id:
-            return
-        self._last = now
-        try:
-            self._task.update_state(task_id=self._id, state="PROGRESS", meta=meta)
-            with self._task.app.events.default_dispatcher(hostname=self._node) as dispatcher:
-                dispatcher.send("task-progress", uuid=self._id, result=progress_line(meta), **meta)
-        except Exception as exc:  # progress is best effort: never end a transfer over it
-            log.warning("progress of %s not reported: %s", self._id, exc)
-
-
-_RETRY = get_settings().retry
-
-
-def _order_task(name: str):
-    @app.task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(TransferFailed,),
-              max_retries=_RETRY.max_retries, default_retry_delay=_RETRY.backoff_s, track_started=True)
-    def transfer(self, transfer_id: str) -> dict:
-        return run_transfer(self, transfer_id)
-    return transfer
-
-
-file_upload = _order_task(ORDER_TASKS["FileUpload"])
-file_download = _order_task(ORDER_TASKS["FileDownload"])
-persistent_upload = _order_task(ORDER_TASKS["PersistentUpload"])
-persistent_download = _order_task(ORDER_TASKS["PersistentDownload"])
-stream_upload = _order_task(ORDER_TASKS["StreamUpload"])
+def send(settings: Settings, kind: str, transfer_id: str, queue: str) -> None:
+    """Enqueue the task of order type ``kind`` for ``transfer_id`` on ``queue`` (the task id is the transfer's)."""
+    celery_app(settings).send_task(ORDER_TYPES[kind].task, args=[transfer_id], queue=queue, task_id=transfer_id)

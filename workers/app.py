@@ -1,9 +1,11 @@
 """The Celery application (``celery -A workers.app worker``).
 
-``app`` is configured from the environment at import; ``app_for(settings)``
-gives a client the app of other settings (another Redis) without touching it.
-Each consuming worker process (the main one, whatever the pool) also runs the
-reaper that hands dead owners' transfers back to the queue.
+``app`` is configured from the environment at import and declares the task
+bodies (workers/transfer.py); importing this module makes this process a
+worker's (its signal handlers connect). Clients never import it: they send
+tasks by name through tasks.transfer.celery_app. Each consuming worker
+process (the main one, whatever the pool) also runs the reaper that hands
+dead owners' transfers back to the queue.
 
 A worker refuses to start without the shared key, and before its pool starts
 it keeps its settings in memory and strips its environment to what engines
@@ -16,34 +18,25 @@ import logging
 
 from celery import Celery
 from celery.signals import task_prerun, worker_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.worker import WorkController
 
 from config.celery import celery_config
-from config.settings import Settings, get_settings, pin_settings, redacted, strip_environment
+from config.settings import get_settings, pin_settings, redacted, strip_environment
 from tasks.secrets import SecretKeyError, derive
+from tasks.store.keys import draining_key
+from tasks.store.redisconn import redis_for
 
-from .keys import draining_key
-from .redisconn import redis_for
-
-_apps: dict[Settings, Celery] = {}
-
-
-def app_for(settings: Settings) -> Celery:
-    if settings not in _apps:
-        app = Celery("faspq")
-        app.conf.update(celery_config(settings))
-        app.conf.include = ["tasks.transfer"]
-        _apps[settings] = app
-    return _apps[settings]
-
+from .reaper import Reaper
 
 settings = get_settings()
-app = app_for(settings)
-_reaper = []
+app = Celery("faspq", include=["workers.transfer"])
+app.conf.update(celery_config(settings))
+_reaper: list[Reaper] = []
 log = logging.getLogger(__name__)
 
 
 @worker_init.connect
-def _harden(sender=None, **_):
+def _harden(sender: object = None, **_: object) -> None:
     """Runs in the main worker process before any pool process or transfer exists."""
     pinned = pin_settings()
     try:
@@ -53,7 +46,7 @@ def _harden(sender=None, **_):
 
 
 @task_prerun.connect
-def _strip(**_):
+def _strip(**_: object) -> None:
     """Again in the process about to run a transfer: Celery sets CELERY_LOG_* after worker_init (a prefork
     pool's processes read them at start, so the main process keeps them)."""
     strip_environment()
@@ -69,8 +62,7 @@ def _draining(node: str, on: bool) -> None:
 
 
 @worker_ready.connect
-def _start(sender=None, **_):
-    from .reaper import Reaper
+def _start(sender: WorkController, **_: object) -> None:
     _draining(sender.hostname, on=False)  # a restarted node is not draining
     policy = settings.policy
     log.info("faspq worker: events %s, read dirs %s, write dirs %s, -e programs %s, extra options %s, "
@@ -83,12 +75,12 @@ def _start(sender=None, **_):
 
 
 @worker_shutting_down.connect
-def _begin_handover(sender=None, **_):
+def _begin_handover(sender: object = None, **_: object) -> None:
     """Warm shutdown: transfers that may hand over (runner.Attempt._check_shutdown) see this and do."""
     _draining(str(sender), on=True)
 
 
 @worker_shutdown.connect
-def _stop_reaper(**_):
+def _stop_reaper(**_: object) -> None:
     while _reaper:
         _reaper.pop().stop()

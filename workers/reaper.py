@@ -13,19 +13,19 @@ import threading
 import time
 
 import redis
+from celery import Celery
 
 from config.settings import Settings
-
-from .events import EventLog
-from .keys import TERMINAL_STATES, Keys, watch_key
-from .lease import new_owner_token
-from .redisconn import redis_for
+from tasks.store.events import EventLog
+from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
+from tasks.store.lease import new_owner_token
+from tasks.store.redisconn import redis_for, text
 
 log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, app, settings: Settings):
+    def __init__(self, app: Celery, settings: Settings) -> None:
         self._app = app
         self._settings = settings
         self._redis = redis_for(settings.events_url)
@@ -53,7 +53,7 @@ class Reaper:
         taken = []
         prefix = self._settings.prefix
         for raw in self._redis.zrangebyscore(watch_key(prefix), 0, now):
-            transfer_id = raw.decode()
+            transfer_id = text(raw)
             keys = Keys(prefix, transfer_id)
             if self._redis.exists(keys.lease):
                 continue
@@ -65,7 +65,7 @@ class Reaper:
                 continue
             if not self._redis.set(keys.takeover, self._me, nx=True, px=int(self._settings.lease_ttl_s * 1000)):
                 continue
-            task, queue = record[b"task"].decode(), record[b"queue"].decode()
+            task, queue = text(record[b"task"]), text(record[b"queue"])
             events.publish({"type": "TAKEOVER", "previous_owner": status.get("owner"), "by": self._me},
                            state="QUEUED")
             self._redis.zadd(watch_key(prefix), {transfer_id: now + 2 * self._settings.takeover_bound_s})

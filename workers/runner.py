@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any, cast
 
 import redis
 
@@ -22,36 +23,26 @@ import faspmanager as fm
 from config.policy import PolicyError
 from config.settings import Settings
 from faspmanager.codes import EngineError, ErrorCode
+from tasks.orders import ORDER_TYPES
+from tasks.store import control as ctl
+from tasks.store.events import EventLog, progress_meta
+from tasks.store.keys import Keys, draining_key
+from tasks.store.lease import Lease
+from tasks.store.redisconn import read_entries, stream_entries
+from tasks.store.result import Outcome
 
-from . import control as ctl
-from .events import EventLog, progress_meta
-from .keys import Keys, draining_key
-from .lease import Heartbeat, Lease
+from .heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
-PERSISTENT_TYPES = frozenset({"PersistentUpload", "PersistentDownload", "StreamUpload"})
 DRAIN_CHECK_S = 1.0
 
 
-@dataclass
-class Outcome:
-    """How an attempt ended; ``code`` is the ascp error code of a failure."""
-
-    ok: bool
-    code: int | None = None
-    reason: str = ""
-    stats: dict = field(default_factory=dict)
-    failed_files: list = field(default_factory=list)
-    lease_lost: bool = False
-    handover: bool = False
-
-
-def _name(value) -> str:
+def _name(value: object) -> str:
     return getattr(value, "name", None) or str(value)
 
 
-def _code_in(*dicts) -> int | None:
+def _code_in(*dicts: dict[str, Any] | None) -> int | None:
     """The first ascp error code (faspmanager's ``code`` stat) found in the given stats dicts."""
     for data in dicts:
         value = (data or {}).get("code")
@@ -61,11 +52,17 @@ def _code_in(*dicts) -> int | None:
 
 
 class Attempt:
-    def __init__(self, *, order, kind: str, keys: Keys, client: redis.Redis, events: EventLog,
-                 lease: Lease, settings: Settings, attempt: int, node: str = "", queue: str = "",
-                 progress=None):
+    """One attempt of one transfer; ``run()`` once."""
+
+    session: fm.Session
+    """The engine's session, from the start of ``run()`` on (every other method runs after)."""
+
+    def __init__(self, *, order: fm.BaseTransferOrder, kind: str, keys: Keys, client: redis.Redis,
+                 events: EventLog, lease: Lease, settings: Settings, attempt: int, node: str = "", queue: str = "",
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.order = order
         self.kind = kind
+        self.order_type = ORDER_TYPES[kind]
         self.queue = queue or settings.queue
         self.keys = keys
         self.redis = client
@@ -76,13 +73,12 @@ class Attempt:
         self.progress = progress  # called with progress_meta() on each STATS (throttled by the callee)
         self.draining_key = draining_key(keys.prefix, node or "?")
         self._drain_checked = 0.0
-        self.session = None
-        self.stream = None
+        self.stream: fm.Stream | None = None
         self.finish_requested = threading.Event()
         self.cancelled = False
         self.lease_lost = False
         self.handover = False
-        self.last_error: dict | None = None
+        self.last_error: dict[str, Any] | None = None
         self._stop_pump = threading.Event()
 
     # -- the attempt ---------------------------------------------------------------------------
@@ -90,7 +86,7 @@ class Attempt:
     def run(self) -> Outcome:
         if self.attempt > 1:
             self._resume_partial_files()
-            if self.kind == "StreamUpload" and self.redis.hget(self.keys.status, "stream_consumed"):
+            if self.order_type.stream and self.redis.hget(self.keys.status, "stream_consumed"):
                 return Outcome(False, int(ErrorCode.ASCP), "stream data was consumed by an earlier attempt; "
                                                            "a stream upload cannot resume on another attempt")
         if self._cancel_already_sent():
@@ -116,13 +112,13 @@ class Attempt:
                     return Outcome(False, None, "lease lost to another worker", lease_lost=True)
                 pump.start()
                 try:
-                    if self.kind in PERSISTENT_TYPES:
+                    if self.order_type.open_ended:
                         self._wait_for_finish_request()
                     result = None if self.handover else self.session.finish()
                 finally:
                     self._stop_pump.set()
                     pump.join()
-            if self.handover:  # close() below ends the engine; the next owner resumes
+            if self.handover or result is None:  # close() below ends the engine; the next owner resumes
                 return Outcome(False, None, "handed over at worker shutdown", handover=True)
             return self._outcome(result)
         finally:
@@ -134,9 +130,9 @@ class Attempt:
 
     def _cancel_already_sent(self) -> bool:
         sequencer = ctl.Sequencer()
-        for entry_id, fields in self.redis.xrange(self.keys.control):
+        for entry_id, fields in stream_entries(self.redis.xrange(self.keys.control)):
             try:
-                message = ctl.decode(entry_id.decode(), fields, self.keys.transfer_id, self.kind,
+                message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind,
                                      self.settings.secret_key)
                 sequencer.take(message)
             except ctl.ControlError:
@@ -148,8 +144,9 @@ class Attempt:
     def _may_hand_over(self) -> bool:
         """Stream data already passed to the engine cannot be replayed: stream uploads always finish."""
         policy = self.settings.shutdown_handover
-        return self.kind != "StreamUpload" and (policy == "all" or (policy == "persistent"
-                                                                    and self.kind in PERSISTENT_TYPES))
+        if self.order_type.stream:
+            return False
+        return policy == "all" or (policy == "persistent" and self.order_type.open_ended)
 
     def _check_shutdown(self) -> None:
         """Hand over when this attempt's Celery node began a warm shutdown (workers/app.py marks it in
@@ -162,7 +159,7 @@ class Attempt:
             log.warning("worker shutting down: handing transfer %s over", self.keys.transfer_id)
             self.handover = True
             self.finish_requested.set()
-            if self.kind not in PERSISTENT_TYPES:
+            if not self.order_type.open_ended:
                 self.session.cancel()
 
     def _wait_for_finish_request(self) -> None:
@@ -174,7 +171,7 @@ class Attempt:
         code = _code_in(self.last_error)
         return Outcome(False, code if code is not None else int(ErrorCode.TRANSFER_ERROR), reason)
 
-    def _outcome(self, result) -> Outcome:
+    def _outcome(self, result: fm.SessionResult) -> Outcome:
         stats = dict(result.stats() or {})
         failed = list(result.failed_files() or [])
         if self.lease_lost:
@@ -190,7 +187,7 @@ class Attempt:
 
     # -- events --------------------------------------------------------------------------------
 
-    def _on_event(self, event) -> None:
+    def _on_event(self, event: fm.TransferEvent) -> None:
         """Listener: runs on the session's thread; never let Redis trouble reach the session."""
         record = {"type": _name(event.event_type), "attempt": self.attempt, "worker": self.lease.owner,
                   "session": event.session_stats, "file": event.file_stats}
@@ -224,14 +221,14 @@ class Attempt:
                 log.warning("control read for %s failed (will retry): %s", self.keys.transfer_id, exc)
                 self._stop_pump.wait(1.0)
                 continue
-            for entry_id, fields in (reply[0][1] if reply else []):
-                last = entry_id.decode()
+            for entry_id, fields in read_entries(reply):
+                last = entry_id
                 try:
                     self._handle(last, fields)
                 except redis.RedisError as exc:  # applied, but not recorded as such
                     log.warning("control %s of %s: %s", last, self.keys.transfer_id, exc)
 
-    def _handle(self, entry_id: str, fields: dict) -> None:
+    def _handle(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         try:
             message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind, self.settings.secret_key)
             self._sequencer.take(message)
@@ -274,11 +271,11 @@ class Attempt:
             self.finish_requested.set()
             session.cancel()
         elif op == "add_source":
-            session.add_source(args["source_path"], args["dest_path"],
+            cast(fm.PersistentSession, session).add_source(args["source_path"], args["dest_path"],
                                args.get("start_offset"), args.get("end_offset"))
         elif op == "open_stream":
             self._close_stream()
-            self.stream = session.open_stream(args["dest_path"])
+            self.stream = cast(fm.StreamSession, session).open_stream(args["dest_path"])
         elif op == "write":
             if self.stream is None:
                 raise fm.StreamStateError("write before open_stream")
@@ -299,7 +296,7 @@ class Attempt:
             stream, self.stream = self.stream, None
             stream.close()
 
-    def _publish(self, event: dict, **status) -> None:
+    def _publish(self, event: dict[str, Any], **status: object) -> None:
         try:
             self.events.publish({"attempt": self.attempt, "worker": self.lease.owner, **event}, **status)
         except redis.RedisError as exc:

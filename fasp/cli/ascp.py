@@ -87,8 +87,8 @@ async def run_client(cfg: Config) -> int:
     if cfg.tags is not None:
         show = _tagged(show, cfg.tags)
     hooks = None
-    if cfg.prepost:
-        hooks = PrePost(cfg.prepost, {"DIRECTION": cfg.direction, "USER": cfg.remote.user, "HOST": cfg.remote.host})
+    if cfg.pre_post_command:
+        hooks = PrePost(cfg.pre_post_command, {"DIRECTION": cfg.direction, "USER": cfg.remote.user, "HOST": cfg.remote.host})
         show = _both(show, hooks.emit)
     session = ClientSession(cfg, _logged(show, cfg.local_log_dir))
     if hooks is not None:

@@ -32,7 +32,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-POLICIES = ("fixed", "high", "fair", "low")
+from fasp.options.vocabulary import POLICIES
+
 INITIAL_BPS = 10_000_000
 ALPHA_BYTES = 160_000  # FAIR's standing queue per flow on paths up to 100 ms; twice that from 200 ms
 GAMMA = 0.25  # FAST's smoothing per RTT

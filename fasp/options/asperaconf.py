@@ -1,34 +1,11 @@
 """``-f FILE``: the subset of IBM's aspera.conf that our engine honours, read as command-line defaults.
 
-The file is XML, ``<CONF version="2">``. Only ``<default>`` is read; other
-top-level sections (``<server>``, ``<users>``, ...) are skipped with a warning
-on stderr. Inside ``<default>`` every element must be one of these, so a typo
-is a usage error (8) naming the element and its line, never a silent no-op::
-
-    <default>
-      <file_system>
-        <access><paths><path><absolute>DIR</absolute></path></paths></access>
-            client: the local docroot for --apply-local-docroot; server mode: the docroot
-        <overwrite>allow|deny</overwrite>          deny = --overwrite=never; also any --overwrite value (ours)
-        <partial_file_suffix>SUFFIX</partial_file_suffix>          --partial-file-suffix
-        <file_checksum>any|none|md5|sha1|sha256|sha384|sha512</file_checksum>   any = none
-        <read_block_size>BYTES</read_block_size>   -g (0 = the datapath's choice)
-        <write_block_size>BYTES</write_block_size> -G (0 = the datapath's choice)
-      </file_system>
-      <transfer>
-        <in> / <out>   (in: this host receives, a client's download; out: this host sends, an upload)
-          <bandwidth><flow>
-            <target_rate><default>KBPS</default><cap>KBPS</cap></target_rate>
-            <min_rate><default>KBPS</default></min_rate>
-            <policy><default>fixed|high|fair|low</default></policy>
-          </flow></bandwidth>
-        </in>
-        <protocol_options><datagram_size>BYTES</datagram_size></protocol_options>   -Z (ours)
-        <encryption><cipher>aes128|...|none</cipher></encryption>                 -c (ours)
-        <resume_policy>none|attributes|sparse_checksum|full_checksum</resume_policy>   -k 0..3 (ours)
-      </transfer>
-      <logging><log_dir>DIR</log_dir></logging>                                  -L (ours)
-    </default>
+The file is XML, ``<CONF version="2">``. Only ``<default>`` is read; other top-level sections (``<server>``,
+``<users>``, ...) are skipped with a warning on stderr. Inside ``<default>`` the elements read are those the flag
+table's entries name (:class:`fasp.options.table.Conf`; listed in docs/ascp-options.md), so a typo is a usage
+error (8) naming the element and its line, never a silent no-op. Each value is checked as its flag's value is,
+and kept spelled as the flag takes it; per-direction elements (``<in>``: this host receives, a client's
+download; ``<out>``: it sends) are picked by the command line's direction.
 
 An empty element means "not set", as in IBM's own examples (``<cap></cap>``).
 A ``<cap>`` is a ceiling, not a default: the client's target rate (from the
@@ -41,111 +18,77 @@ Attributes other than the root's ``version`` are refused (e.g. IBM's
 """
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 from xml.parsers import expat
 
 from faspmanager.codes import EngineError, ErrorCode
-from fasp.options.flags import CHECKSUMS, CIPHERS, OVERWRITE, POLICIES, split_remote
+from fasp.options.table import FLAGS, Flag
+from fasp.options.vocabulary import split_remote
 
 MAX_BYTES = 1 << 20
 """Bigger than any real aspera.conf; bounds what a hostile or mistaken -f makes us parse."""
 
-RESUME_POLICIES = {"none": "0", "attributes": "1", "sparse_checksum": "2", "full_checksum": "3"}
+Schema = dict[str, "Schema | str"]
+"""Elements under a section: a dict is a section, a string names the setting it holds."""
 
 
 def _error(message: str) -> EngineError:
     return EngineError(ErrorCode.USAGE, message)
 
 
-def _int(lo: int, hi: int | None = None, unset_at: int | None = None) -> Callable[[str], str | None]:
+def _converter(flag: Flag) -> Callable[[str], str | None]:
+    """The element's text as the flag takes it: the entry's own conversion, else its aliases and then
+    the flag's value form as a check (the text itself is kept; the flag's parser reads it again)."""
+    assert flag.conf is not None
+    if flag.conf.convert is not None:
+        return flag.conf.convert
+    aliases, parse = flag.conf.aliases, flag.parse
+
     def convert(text: str) -> str | None:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an integer") from None
-        if value < lo or (hi is not None and value > hi):
-            raise ValueError(f"{value} is out of range [{lo}, {hi if hi is not None else 'inf'}]")
-        return None if value == unset_at else str(value)
+        if text.lower() in aliases:
+            return aliases[text.lower()]
+        if parse is not None:
+            try:
+                parse(text)
+            except ValueError as exc:
+                raise ValueError(f"{exc}{' (or ' + ', '.join(aliases) + ')' if aliases else ''}") from None
+        return text
     return convert
 
 
-def _choice(choices, aliases: dict[str, str | None] | None = None) -> Callable[[str], str | None]:
-    aliases = aliases or {}
-
-    def convert(text: str) -> str | None:
-        value = text.lower()
-        if value in aliases:
-            return aliases[value]
-        if value not in choices:
-            raise ValueError(f"{text!r} is not one of {', '.join([*aliases, *choices])}")
-        return value
-    return convert
-
-
-def _absolute(text: str) -> str:
-    if not os.path.isabs(text):
-        raise ValueError(f"{text!r} is not an absolute path")
-    return text
-
-
-def _suffix(text: str) -> str:
-    if "/" in text:
-        raise ValueError("may not contain '/'")
-    return text
+def _schema() -> tuple[Schema, dict[str, Callable[[str], str | None]]]:
+    """The elements read under ``<default>`` and each setting's conversion, from the flag table's ``conf``;
+    a per-direction element (``{side}``) gives one setting per side, ``in.KEY`` and ``out.KEY``."""
+    schema: Schema = {}
+    convert: dict[str, Callable[[str], str | None]] = {}
+    for flag in FLAGS:
+        if flag.conf is None:
+            continue
+        sides = ("in", "out") if "{side}" in flag.conf.path else ("",)
+        for side in sides:
+            *sections, leaf = flag.conf.path.format(side=side).split("/")
+            setting = f"{side}.{flag.key}" if side else flag.key
+            node = schema
+            for name in sections:
+                sub = node.setdefault(name, {})
+                assert isinstance(sub, dict)
+                node = sub
+            node[leaf] = setting
+            convert[setting] = _converter(flag)
+    return schema, convert
 
 
-def _flow(side: str) -> dict:
-    return {"bandwidth": {"flow": {
-        "target_rate": {"default": f"{side}.target_rate", "cap": f"{side}.target_cap"},
-        "min_rate": {"default": f"{side}.min_rate"},
-        "policy": {"default": f"{side}.policy"},
-    }}}
-
-
-SCHEMA: dict = {
-    "file_system": {
-        "access": {"paths": {"path": {"absolute": "docroot"}}},
-        "overwrite": "overwrite",
-        "partial_file_suffix": "partial_file_suffix",
-        "file_checksum": "file_checksum",
-        "read_block_size": "read_size",
-        "write_block_size": "write_size",
-    },
-    "transfer": {
-        "in": _flow("in"),
-        "out": _flow("out"),
-        "protocol_options": {"datagram_size": "datagram_size"},
-        "encryption": {"cipher": "cipher"},
-        "resume_policy": "resume",
-    },
-    "logging": {"log_dir": "local_log_dir"},
-}
-"""The elements read under ``<default>``: a dict is a section, a string names the setting it holds."""
-
-CONVERT: dict[str, Callable[[str], str | None]] = {
-    "docroot": _absolute,
-    "overwrite": _choice(OVERWRITE, {"allow": None, "deny": "never"}),
-    "partial_file_suffix": _suffix,
-    "file_checksum": _choice(CHECKSUMS, {"any": None}),
-    "read_size": _int(0, 1 << 30, unset_at=0),
-    "write_size": _int(0, 1 << 30, unset_at=0),
-    "datagram_size": _int(296, 65000),
-    "cipher": _choice(CIPHERS),
-    "resume": _choice((), RESUME_POLICIES),
-    "local_log_dir": str,
-    **{f"{side}.{what}": convert for side in ("in", "out") for what, convert in (
-        ("target_rate", _int(1)), ("target_cap", _int(1)), ("min_rate", _int(0)), ("policy", _choice(POLICIES)))},
-}
+SCHEMA, CONVERT = _schema()
 
 
 @dataclass
 class _Node:
     name: str
     line: int
-    attrs: dict
+    attrs: dict[str, str]
     text: str = ""
     children: list[_Node] = field(default_factory=list)
 
@@ -157,16 +100,16 @@ class AsperaConf:
     path: str
     settings: dict[str, str]
 
-    def defaults(self, values: dict, positional: list[str]) -> dict[str, str]:
+    def defaults(self, values: Mapping[str, object], positional: list[str]) -> dict[str, str]:
         """Flag-key defaults for a command line (``values``/``positional`` as tokenize yields them).
 
         Server mode gets the docroot and the rate cap; a client gets the rest, with ``<in>`` or
         ``<out>`` picked by its direction, its local docroot as ``local_docroot`` and its
-        ``<cap>`` as ``target_cap`` (keys no flag has).
+        ``<cap>`` as ``target_cap`` (keys no client flag has: a ceiling for -l, not a default).
         """
         get = self.settings.get
         if values.get("server"):
-            caps = {get("in.target_cap"), get("out.target_cap")} - {None}
+            caps = {get("in.rate_cap"), get("out.rate_cap")} - {None}
             if len(caps) > 1:
                 raise _error(f"-f {self.path}: <in> and <out> <cap> differ, and server mode has one "
                              "rate cap for both directions")
@@ -176,13 +119,15 @@ class AsperaConf:
         out = {key: value for key, value in self.settings.items() if "." not in key and key != "docroot"}
         out.update({key.partition(".")[2]: value for key, value in self.settings.items()
                     if key.startswith(side + ".")})
+        if "rate_cap" in out:
+            out["target_cap"] = out.pop("rate_cap")
         if get("docroot") is not None:
             out["local_docroot"] = self.settings["docroot"]
         return out
 
 
-def _receiving(values: dict, positional: list[str]) -> bool:
-    """Whether the client downloads, judged as options._place will: a remote source or --mode=recv."""
+def _receiving(values: Mapping[str, object], positional: list[str]) -> bool:
+    """Whether the client downloads, judged as flags._place will: a remote source or --mode=recv."""
     if positional and split_remote(positional[-1])[1] is not None:
         return False
     return any(split_remote(p)[1] is not None for p in positional[:-1]) or \
@@ -220,10 +165,10 @@ def _parse_xml(path: str, data: bytes) -> _Node:
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack: list[_Node] = [_Node("", 0, {})]
 
-    def refuse(*_args) -> None:
+    def refuse(*_args: object) -> NoReturn:
         raise _error(f"-f {path}:{parser.CurrentLineNumber}: DTDs and entities are not allowed")
 
-    def start(name: str, attrs: dict) -> None:
+    def start(name: str, attrs: dict[str, str]) -> None:
         node = _Node(name, parser.CurrentLineNumber, attrs)
         stack[-1].children.append(node)
         stack.append(node)
@@ -247,7 +192,7 @@ def _parse_xml(path: str, data: bytes) -> _Node:
     return stack[0].children[0]
 
 
-def _walk(path: str, node: _Node, schema: dict, settings: dict[str, str], seen: set[str]) -> None:
+def _walk(path: str, node: _Node, schema: Schema, settings: dict[str, str], seen: set[str]) -> None:
     """Check ``node``'s children against ``schema`` and store the settings they hold."""
     for child in node.children:
         where = f"-f {path}:{child.line}: <{child.name}>"

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fasp.options.flags import CHECKSUMS, OVERWRITE, PRESERVE_MODES
-
-SYMLINK_MODES = ("follow", "copy", "copy+force", "skip")
-"""--symbolic-links: what a walk does with a link, and whether a received link may replace a file."""
+from fasp.options.vocabulary import CHECKSUMS, OVERWRITE, PRESERVE_MODES, SYMLINK_POLICIES
 RESUME_LEVELS = range(4)
 """-k: 0 never resume, 1 by attributes, 2 by a sparse checksum, 3 by a full checksum."""
 JsonObject = dict[str, object]
@@ -65,7 +62,7 @@ class PeerOptions:
         for name, value, allowed in (("overwrite", self.overwrite, OVERWRITE), ("checksum", self.checksum, CHECKSUMS),
                                      ("xattrs_mode", self.xattrs_mode, PRESERVE_MODES),
                                      ("acls_mode", self.acls_mode, PRESERVE_MODES),
-                                     ("symlinks", self.symlinks, SYMLINK_MODES), ("resume", self.resume, RESUME_LEVELS)):
+                                     ("symlinks", self.symlinks, SYMLINK_POLICIES), ("resume", self.resume, RESUME_LEVELS)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(map(str, allowed))}")
         if not 1 <= self.node <= self.nodes:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import asyncssh
 
-POLICIES = ("fixed", "high", "fair", "low")
+from fasp.options.vocabulary import POLICIES
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LEN = 2**17, 8, 1, 32
 MIN_PASSWORD_LENGTH = 8

@@ -9,7 +9,8 @@ from __future__ import annotations
 from faspmanager import mgmt
 from faspmanager.codes import EngineError, ErrorCode
 from fasp.datapath.rate import CEILING_KBPS, RateSettings
-from fasp.options.flags import POLICIES, Config
+from fasp.options.flags import Config
+from fasp.options.vocabulary import POLICIES
 
 
 class ClientRate:

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from fasp.datapath.rate import CEILING_KBPS, POLICIES, RateSettings
 from fasp.errors import ProtocolError
-from fasp.options.flags import CHECKSUMS, OVERWRITE, PRESERVE_MODES
-from fasp.options.peer import SYMLINK_MODES, JsonObject, PeerOptions
+from fasp.options.peer import JsonObject, PeerOptions
+from fasp.options.vocabulary import CHECKSUMS, OVERWRITE, PRESERVE_MODES, SYMLINK_POLICIES
 from fasp.session import messages
 from fasp.session.control import MAX_FRAME, Decoder, frame
 from fasp.session.messages import MESSAGES, Message, OsStr, Rate
@@ -42,7 +42,7 @@ FIELDS: dict[tuple[type, str], st.SearchStrategy[Any]] = {  # fields whose recor
     (PeerOptions, "overwrite"): st.sampled_from(OVERWRITE), (PeerOptions, "checksum"): st.sampled_from(CHECKSUMS),
     (PeerOptions, "xattrs_mode"): st.sampled_from(PRESERVE_MODES),
     (PeerOptions, "acls_mode"): st.sampled_from(PRESERVE_MODES),
-    (PeerOptions, "symlinks"): st.sampled_from(SYMLINK_MODES), (PeerOptions, "resume"): st.integers(0, 3),
+    (PeerOptions, "symlinks"): st.sampled_from(SYMLINK_POLICIES), (PeerOptions, "resume"): st.integers(0, 3),
     (PeerOptions, "node"): st.just(1), (PeerOptions, "nodes"): st.integers(1, 64),
     (PeerOptions, "partial_suffix"): st.sampled_from(["", ".partial"]),
 }

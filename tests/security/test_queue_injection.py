@@ -24,10 +24,11 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tasks.client import submit
+from tasks.local import free_port
+from tests.support.servers import REPO_ROOT
 from tests.workers.conftest import SECRET_KEY, faspq, redis_server, server, worker_factory  # noqa: F401
 from tests.workers.raw import events, inject, old_order, wait_end
 from tests.workers.support import make_file, upload
-from workers.local import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.timeout(120)
 PREFIX = "t"  # tests/workers/conftest.faspq_env

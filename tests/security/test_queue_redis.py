@@ -15,9 +15,10 @@ import pytest
 import redis
 
 from tasks.client import submit
+from tasks.local import RedisServer, Worker
+from tests.support.servers import REPO_ROOT
 from tests.workers.conftest import faspq_env, server  # noqa: F401
 from tests.workers.support import assert_same, make_file, upload
-from workers.local import REPO_ROOT, RedisServer, Worker
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,8 +15,8 @@ import tempfile
 
 import pytest
 
+from tasks.local import RedisServer, TransferServer, Worker
 from tasks.secrets import generate_key
-from workers.local import RedisServer, TransferServer, Worker
 
 SECRET_KEY = generate_key().decode()
 

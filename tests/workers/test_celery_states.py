@@ -8,8 +8,8 @@ import pytest
 from celery.result import AsyncResult
 
 from tasks.client import submit
-from workers.app import app_for
-from workers.local import free_port
+from tasks.local import free_port
+from tasks.transfer import celery_app
 
 from .support import assert_same, make_file, types, upload
 
@@ -22,7 +22,7 @@ def worker(worker_factory):
 
 
 def _backend(handle) -> AsyncResult:
-    return AsyncResult(handle.id, app=app_for(handle._settings))
+    return AsyncResult(handle.id, app=celery_app(handle._settings))
 
 
 def test_five_retries_then_failure_not_a_crash(worker, server, tmp_path):

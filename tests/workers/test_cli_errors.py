@@ -12,7 +12,8 @@ import time
 import pytest
 
 from tasks.client import TransferHandle
-from workers.local import REPO_ROOT, free_port
+from tasks.local import free_port
+from tests.support.servers import REPO_ROOT
 
 from .support import assert_same, make_file
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from workers.control import Control, ControlError, Sender, Sequencer, decode, encode
+from tasks.store.control import Control, ControlError, Sender, Sequencer, decode, encode
 
 KEY = b"k" * 44
 

@@ -6,15 +6,15 @@ import base64
 import json
 import os
 import secrets
-import urllib.error
-import urllib.request
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 from tasks.client import submit
-from workers.local import Service, free_port
+from tasks.local import Service, free_port
 
 from .conftest import faspq_env
 from .support import make_file, upload

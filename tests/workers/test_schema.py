@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import faspmanager as fm
-from tasks.schema import OrderNotAuthenticated, OrderSchemaError, order_from_json, order_to_json, sign_record, \
-    verify_record
+from tasks.schema import (
+    OrderNotAuthenticated,
+    OrderSchemaError,
+    order_from_json,
+    order_to_json,
+    sign_record,
+    verify_record,
+)
 from tasks.secrets import Sealer, SecretKeyError, generate_key
 
 SEALER = Sealer(generate_key())

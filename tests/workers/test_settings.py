@@ -64,9 +64,9 @@ def test_policy_from_file_and_environment_and_what_it_lets_through(monkeypatch, 
     import json
     import os
 
-    import faspmanager as fm
     from click.testing import CliRunner
 
+    import faspmanager as fm
     from config.policy import Policy, PolicyError
     from tasks.cli import main
 
@@ -131,7 +131,7 @@ def test_worker_keeps_its_settings_and_strips_its_environment(monkeypatch):
 def test_rediss_urls_get_verified_tls_with_the_deployments_ca(monkeypatch, tmp_path):
     import ssl
 
-    from workers.redisconn import redis_for
+    from tasks.store.redisconn import redis_for
 
     ca = tmp_path / "ca.pem"
     monkeypatch.setenv("FASPQ_REDIS_URL", "rediss://worker:pw@redis.example.org:6380/0")

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from workers.events import EventLog
-from workers.keys import Keys, watch_key
-from workers.lease import Heartbeat, Lease
+from tasks.store.events import EventLog
+from tasks.store.keys import Keys, watch_key
+from tasks.store.lease import Lease
+from workers.heartbeat import Heartbeat
 
 _ids = itertools.count()
 
@@ -92,12 +93,12 @@ def test_heartbeat_keeps_lease_and_reports_loss(client, keys):
 @pytest.mark.timeout(20)
 def test_reaper_re_enqueues_only_overdue_orphans_once(redis_server, client):
     from config.settings import Settings
-    from workers.app import app_for
+    from tasks.transfer import celery_app
     from workers.reaper import Reaper
 
     settings = Settings(redis_url=redis_server.url, broker_url=redis_server.url, result_url=redis_server.url,
                         events_url=redis_server.url, prefix="rp", queue="rq", lease_ttl_s=5, reaper_interval_s=1)
-    reaper = Reaper(app_for(settings), settings)
+    reaper = Reaper(celery_app(settings), settings)
     now = time.time()
     orphan, alive, ended = (Keys("rp", name) for name in ("orphan", "alive", "ended"))
     for keys, state in ((orphan, "RUNNING"), (alive, "RUNNING"), (ended, "SUCCEEDED")):
@@ -118,9 +119,32 @@ def test_reaper_re_enqueues_only_overdue_orphans_once(redis_server, client):
 
 
 def test_following_an_unknown_transfer_fails_fast(client):
-    from workers.events import UnknownTransfer
+    from tasks.store.events import UnknownTransfer
     with pytest.raises(UnknownTransfer):
         next(EventLog(client, Keys("s", "never-submitted")).follow())
+
+
+@pytest.mark.timeout(20)
+def test_following_through_a_redis_gone_for_good_ends(tmp_path, keys) -> None:
+    """A restart is ridden out (tests/faults/test_queue.py), but not a Redis that never comes back: its
+    ConnectionError once it was unreachable ``forgotten_after`` seconds, not a wait without end."""
+    import redis
+
+    from workers.local import RedisServer
+    server = RedisServer(tmp_path / "redis")
+    client = server.client()
+    try:
+        EventLog(client, keys).publish({"type": "QUEUED"}, state="QUEUED")
+        events = EventLog(client, keys).follow(forgotten_after=1.0)
+        assert next(events)["type"] == "STATUS"
+        server.kill()
+        gone = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            next(events)
+        assert 1.0 < time.monotonic() - gone < 4
+    finally:
+        client.close()
+        server.kill()
 
 
 @pytest.mark.timeout(10)

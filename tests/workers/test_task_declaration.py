@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 
 from config.settings import RetryPolicy
-from tasks import transfer
-from tasks.transfer import ORDER_TASKS, TransferFailed, transient
+from tasks.orders import ORDER_TYPES
+from tasks.store.events import progress_line, progress_meta
+from tasks.transfer import TransferFailed
+from workers import transfer
 from workers.app import app
-from workers.events import progress_line, progress_meta
+from workers.transfer import transient
 
 
 def test_every_order_task_declares_the_policy_retries_and_expects_transfer_failed():
-    for name in ORDER_TASKS.values():
-        task = app.tasks[name]
+    for row in ORDER_TYPES.values():
+        task = app.tasks[row.task]
+        assert transfer.ORDER_TASKS[row.name].name == row.task
         assert task.max_retries == RetryPolicy().max_retries == 5
         assert TransferFailed in task.throws and task.acks_late
 

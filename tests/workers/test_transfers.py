@@ -9,7 +9,7 @@ from celery.result import AsyncResult
 
 import faspmanager as fm
 from tasks.client import submit
-from workers.app import app_for
+from tasks.transfer import celery_app
 
 from .support import assert_same, download, make_file, options, types, upload
 
@@ -202,7 +202,7 @@ def test_cancel_before_pickup_ends_at_once_and_the_worker_drops_it(worker_factor
     assert kinds == ["QUEUED", "RESULT"]
     assert not (server.docroot / "never" / src.name).exists()
     assert not handle._redis.exists(handle._keys.control)
-    backend = AsyncResult(handle.id, app=app_for(handle._settings))
+    backend = AsyncResult(handle.id, app=celery_app(handle._settings))
     assert backend.state == "FAILURE" and type(backend.result).__name__ == "TransferFailed"
     assert backend.result.code == 28
 

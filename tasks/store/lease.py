@@ -1,31 +1,38 @@
-"""The transfer lease: who runs a transfer, kept alive by a heartbeat.
+"""The transfer lease: who runs a transfer.
 
 A lease is ``SET <prefix>:lease:<id> <owner> NX PX ttl``: while its owner
-renews it, no other delivery of the same task runs the transfer (however late
-the broker redelivers it); when the owner dies the lease expires and the
-reaper (workers/reaper.py) hands the transfer to another worker, which resumes.
-Renewal and release only act on the caller's own lease (fencing): a worker
-that lost its lease learns it at the next heartbeat and stops.
+renews it (workers/heartbeat.py), no other delivery of the same task runs the
+transfer (however late the broker redelivers it); when the owner dies the lease
+expires and the reaper (workers/reaper.py) hands the transfer to another
+worker, which resumes. Renewal and release only act on the caller's own lease
+(fencing): a worker that lost its lease learns it at the next heartbeat and
+stops. A client takes the lease too, to end a transfer that no worker runs
+(``claim_waiting``): a worker that receives its message later finds it taken.
 """
 from __future__ import annotations
 
-import logging
 import os
 import socket
-import threading
 import time
 import uuid
 
 import redis
 
 from .keys import Keys, watch_key
-
-log = logging.getLogger(__name__)
+from .redisconn import text
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+_CLAIM_WAITING = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if (state == 'QUEUED' or state == 'RETRYING') and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
@@ -44,6 +51,8 @@ def new_owner_token() -> str:
 
 
 class Lease:
+    """``owner``'s lease of ``keys.transfer_id`` (a fresh owner token unless given)."""
+
     def __init__(self, client: redis.Redis, keys: Keys, ttl_s: float, owner: str | None = None):
         self._redis = client
         self.keys = keys
@@ -52,6 +61,7 @@ class Lease:
         self.owner = owner or new_owner_token()
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._claim = client.register_script(_CLAIM_WAITING)
 
     def _deadline(self) -> float:
         return time.time() + self.ttl_s
@@ -62,6 +72,10 @@ class Lease:
         self._redis.zadd(watch_key(self.keys.prefix), {self.keys.transfer_id: self._deadline()})
         return True
 
+    def claim_waiting(self) -> bool:
+        """Take the lease of a transfer no worker runs (waiting in the queue or for a retry), atomically."""
+        return bool(self._claim(keys=[self.keys.status, self.keys.lease], args=[self.owner, self._ttl_ms]))
+
     def renew(self) -> bool:
         return bool(self._renew(keys=[self.keys.lease, watch_key(self.keys.prefix)],
                                 args=[self.owner, self._ttl_ms, self._deadline(), self.keys.transfer_id]))
@@ -71,37 +85,4 @@ class Lease:
 
     def holder(self) -> str | None:
         value = self._redis.get(self.keys.lease)
-        return value.decode() if value else None
-
-
-class Heartbeat:
-    """Renews a lease every ``interval_s`` on its own thread; calls ``on_lost`` once if it is lost."""
-
-    def __init__(self, lease: Lease, interval_s: float, on_lost):
-        self._lease = lease
-        self._interval = interval_s
-        self._on_lost = on_lost
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.owner}", daemon=True)
-        self.lost = False
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                alive = self._lease.renew()
-            except redis.RedisError as exc:
-                log.warning("lease renewal failed (will retry): %s", exc)
-                continue
-            if not alive:
-                self.lost = True
-                log.error("lease of %s lost; stopping the transfer", self._lease.owner)
-                self._on_lost()
-                return
+        return text(value) if value else None

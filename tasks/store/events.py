@@ -10,11 +10,13 @@ from __future__ import annotations
 import enum
 import json
 import time
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
 from .keys import TERMINAL_STATES, Keys
+from .redisconn import read_entries, text
 
 STREAM_MAXLEN = 10000
 
@@ -33,7 +35,7 @@ return id
 """
 
 
-def progress_meta(session: dict | None) -> dict:
+def progress_meta(session: dict[str, Any] | None) -> dict[str, Any]:
     """Where a running session stands, from its stats (the engine's, on every event): bytes moved in this
     attempt, the job's total when the engine announced it (pre_transfer_bytes, else None), the current
     rate and the ETA it gives. Celery's PROGRESS state, ``faspq watch`` and ``ls`` all read this."""
@@ -47,7 +49,7 @@ def progress_meta(session: dict | None) -> dict:
             "eta_s": None if eta is None else round(eta, 1)}
 
 
-def progress_line(meta: dict) -> str:
+def progress_line(meta: dict[str, Any]) -> str:
     """PROGRESS in words: faspq's piped lines, and the ``result`` of task-progress events (the one field of
     a running task that Flower's task list and API show)."""
     total = meta.get("total")
@@ -56,12 +58,12 @@ def progress_line(meta: dict) -> str:
             f"eta {'?' if eta is None else f'{eta:.0f} s'}")
 
 
-def to_json(value) -> str:
+def to_json(value: object) -> str:
     """JSON of event payloads: enums by name, anything else unknown as text."""
     return json.dumps(value, default=_jsonable, separators=(",", ":"))
 
 
-def _jsonable(value):
+def _jsonable(value: object) -> object:
     if isinstance(value, enum.Enum):
         return value.name
     if isinstance(value, (set, frozenset, tuple)):
@@ -72,35 +74,37 @@ def _jsonable(value):
 
 
 class EventLog:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
         self._keys = keys
         self._publish = client.register_script(_PUBLISH)
 
-    def publish(self, event: dict, **status: object) -> str:
+    def publish(self, event: dict[str, Any], **status: object) -> str:
         """Append ``event`` (its ``type`` required) and set the given status fields atomically."""
         event = {"transfer_id": self._keys.transfer_id, "time": time.time(), **event}
-        args = [to_json(event), STREAM_MAXLEN, repr(event["time"])]
+        args: list[str | int] = [to_json(event), STREAM_MAXLEN, repr(event["time"])]
         for name, value in status.items():
             args += [name, value if isinstance(value, str) else to_json(value)]
         event_id = self._publish(keys=[self._keys.events, self._keys.status], args=args)
-        return event_id.decode() if isinstance(event_id, bytes) else event_id
+        return text(event_id)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """The status hash decoded: JSON fields parsed, missing transfer -> {}."""
-        raw = self._redis.hgetall(self._keys.status)
-        out = {}
-        for name, value in raw.items():
-            name, value = name.decode(), value.decode()
-            if name in ("last", "result", "attempt", "retry"):
-                value = json.loads(value)
-            out[name] = value
+        out: dict[str, Any] = {}
+        for raw_name, raw_value in self._redis.hgetall(self._keys.status).items():
+            name, value = text(raw_name), text(raw_value)
+            out[name] = json.loads(value) if name in ("last", "result", "attempt", "retry") else value
         return out
 
-    def follow(self, timeout: float | None = None, from_start: bool = False) -> Iterator[dict]:
+    def follow(self, timeout: float | None = None, from_start: bool = False,
+               forgotten_after: float = 60.0) -> Iterator[dict[str, Any]]:
         """Events in order: first a STATUS snapshot (where the transfer stands now), then every
         later event, ending after the final RESULT. ``timeout`` bounds the wait for each next event
-        (TimeoutError); ``from_start`` replays the whole retained history instead of the snapshot."""
+        (TimeoutError); ``from_start`` replays the whole retained history instead of the snapshot.
+        A Redis restart is ridden out (the stream is read on from where it was; a Redis unreachable longer than
+        ``forgotten_after`` raises its ConnectionError); a Redis that came back
+        without this transfer (no persistence) raises UnknownTransfer once its status stayed missing
+        ``forgotten_after`` seconds (the worker that ran it publishes its RESULT well before: the lease's time)."""
         status = self.status()
         if not status:
             raise UnknownTransfer(self._keys.transfer_id)
@@ -113,17 +117,38 @@ class EventLog:
             last = status.get("event_id", "0-0")
         block_ms = 1000
         deadline = None if timeout is None else time.monotonic() + timeout
+        missing_since: float | None = None
+        down_since: float | None = None
         while True:
-            reply = self._redis.xread({self._keys.events: last}, count=100, block=block_ms)
+            try:
+                reply = self._redis.xread({self._keys.events: last}, count=100, block=block_ms)
+                down_since = None
+                if not reply:
+                    missing_since = self._still_missing(missing_since, forgotten_after)
+            except (redis.ConnectionError, redis.TimeoutError):  # Redis restarting: read on once it is back
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > forgotten_after:  # not a restart: Redis is gone
+                    raise
+                time.sleep(0.2)
+                reply = None
             if not reply:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"no event for transfer {self._keys.transfer_id} in {timeout} s")
                 continue
-            for entry_id, fields in reply[0][1]:
-                last = entry_id.decode()
+            for entry_id, fields in read_entries(reply):
+                last = entry_id
                 event = json.loads(fields[b"e"])
                 yield event
                 if event.get("type") == "RESULT":
                     return
-            if deadline is not None:
+            if timeout is not None:
                 deadline = time.monotonic() + timeout
+
+    def _still_missing(self, since: float | None, limit: float) -> float | None:
+        """Since when the status has been missing (None: it is there); UnknownTransfer past ``limit``."""
+        if self._redis.exists(self._keys.status):
+            return None
+        now = time.monotonic()
+        if since is not None and now - since > limit:
+            raise UnknownTransfer(self._keys.transfer_id)
+        return now if since is None else since

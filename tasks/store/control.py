@@ -16,20 +16,24 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from tasks.secrets import SecretKeyError, derive, mac, mac_ok
+from redis.typing import EncodableT, FieldT
+
+from ..orders import ORDER_TYPES
+from ..secrets import SecretKeyError, derive, mac, mac_ok
 
 CONTROL_VERSION = 2
 
 # op -> (order types it applies to, required args and their types)
-_ANY = frozenset({"FileUpload", "FileDownload", "PersistentUpload", "PersistentDownload", "StreamUpload"})
-_PERSISTENT = frozenset({"PersistentUpload", "PersistentDownload"})
-_STREAM = frozenset({"StreamUpload"})
-OPS: dict[str, tuple[frozenset, dict]] = {
+_ANY = frozenset(ORDER_TYPES)
+_FILES_ADDED = frozenset(name for name, row in ORDER_TYPES.items() if row.open_ended and not row.stream)
+_STREAM = frozenset(name for name, row in ORDER_TYPES.items() if row.stream)
+OPS: dict[str, tuple[frozenset[str], dict[str, type]]] = {
     "set_rate": (_ANY, {"kbps": int}),
     "cancel": (_ANY, {}),
-    "add_source": (_PERSISTENT, {"source_path": str, "dest_path": str}),
-    "finish": (_PERSISTENT | _STREAM, {}),
+    "add_source": (_FILES_ADDED, {"source_path": str, "dest_path": str}),
+    "finish": (_FILES_ADDED | _STREAM, {}),
     "open_stream": (_STREAM, {"dest_path": str}),
     "write": (_STREAM, {}),
     "close_stream": (_STREAM, {}),
@@ -44,7 +48,7 @@ class ControlError(ValueError):
 @dataclass
 class Control:
     op: str
-    args: dict = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
     data: bytes = b""
     id: str = ""
     sender: str = ""
@@ -54,7 +58,7 @@ class Control:
 class Sender:
     """One client's identity for control messages: a random id and its own increasing sequence."""
 
-    def __init__(self, name: str = ""):
+    def __init__(self, name: str = "") -> None:
         self.id = f"{name}/{os.urandom(8).hex()}" if name else os.urandom(8).hex()
         self._seq = 0
         self._lock = threading.Lock()
@@ -72,7 +76,7 @@ def _key(secret: bytes | None) -> bytes:
         raise ControlError(f"control needs the shared key: {exc}") from None
 
 
-def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sender) -> dict[str, bytes]:
+def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sender) -> dict[FieldT, EncodableT]:
     """Stream fields of a message (validated first, so a client learns of a bad one at once)."""
     check(control)
     key = _key(secret)
@@ -82,7 +86,8 @@ def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sen
     return {"m": body, "d": control.data, "mac": mac(key, body + b"\0" + control.data).encode()}
 
 
-def decode(entry_id: str, fields: dict, transfer_id: str, order_type: str, secret: bytes | None) -> Control:
+def decode(entry_id: str, fields: dict[bytes, bytes], transfer_id: str, order_type: str,
+           secret: bytes | None) -> Control:
     """The message in a stream entry, or ControlError: bad MAC, schema, op, args or transfer."""
     body, data = fields.get(b"m", b""), fields.get(b"d", b"")
     if not mac_ok(_key(secret), body + b"\0" + data, fields.get(b"mac", b"")):
@@ -98,8 +103,9 @@ def decode(entry_id: str, fields: dict, transfer_id: str, order_type: str, secre
     sender, seq = msg.get("sender"), msg.get("seq")
     if not isinstance(sender, str) or not sender or not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise ControlError("sender and sequence missing or malformed")
-    control = Control(op=msg.get("op"), args=msg.get("args"), data=data, id=entry_id, sender=sender, seq=seq)
-    check(control)
+    control = Control(op=cast(str, msg.get("op")), args=cast(dict[str, Any], msg.get("args")), data=data, id=entry_id,
+                      sender=sender, seq=seq)
+    check(control)  # what the casts claim
     if order_type not in OPS[control.op][0]:
         raise ControlError(f"{control.op} does not apply to a {order_type}")
     return control
@@ -132,7 +138,7 @@ def check(control: Control) -> None:
 class Sequencer:
     """Per sender, the last sequence taken: a replayed, old or out-of-order message is refused."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._last: dict[str, int] = {}
 
     def take(self, control: Control) -> None:

