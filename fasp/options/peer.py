@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fasp.options.vocabulary import CHECKSUMS, OVERWRITE, PRESERVE_MODES, SYMLINK_POLICIES
+
 RESUME_LEVELS = range(4)
 """-k: 0 never resume, 1 by attributes, 2 by a sparse checksum, 3 by a full checksum."""
 JsonObject = dict[str, object]
@@ -62,7 +63,8 @@ class PeerOptions:
         for name, value, allowed in (("overwrite", self.overwrite, OVERWRITE), ("checksum", self.checksum, CHECKSUMS),
                                      ("xattrs_mode", self.xattrs_mode, PRESERVE_MODES),
                                      ("acls_mode", self.acls_mode, PRESERVE_MODES),
-                                     ("symlinks", self.symlinks, SYMLINK_POLICIES), ("resume", self.resume, RESUME_LEVELS)):
+                                     ("symlinks", self.symlinks, SYMLINK_POLICIES),
+                                     ("resume", self.resume, RESUME_LEVELS)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(map(str, allowed))}")
         if not 1 <= self.node <= self.nodes:

@@ -10,8 +10,7 @@ import types
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from fasp.datapath.rate import CEILING_KBPS, POLICIES, RateSettings
 from fasp.errors import ProtocolError
@@ -156,7 +155,8 @@ def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject)
     ({"t": "file", "fid": 1, "arg": 0, "rel": "a", "lone": False, "size": 1, "mtime": "NaN", "atime": 0,
       "mode": 0, "meta": None, "extents": None, "span": None, "link": None}, "file.mtime is not a finite number"),
     ({"t": "file", "fid": 1, "arg": 0, "rel": "a", "lone": False, "size": 1, "mtime": 0, "atime": 0,
-      "mode": 0, "meta": None, "extents": [[0]], "span": None, "link": None}, r"file.extents\[0\] is not an array of 2"),
+      "mode": 0, "meta": None, "extents": [[0]], "span": None, "link": None},
+     r"file.extents\[0\] is not an array of 2"),
     ([1, 2], "not an object with a type"),
 ])
 def test_hostile_frames_name_their_fault(obj: object, match: str) -> None:
