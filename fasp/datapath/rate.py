@@ -61,19 +61,6 @@ class RateSettings:
         if not 0 <= self.percent <= 100:
             raise ValueError(f"capacity percent {self.percent} is not within 1..100")
 
-    def to_wire(self) -> dict:
-        """The control protocol's rate object (``percent`` only when set: older peers know no such key)."""
-        raw = {"target": self.target_kbps, "min": self.min_kbps, "policy": self.policy}
-        return {**raw, "percent": self.percent} if self.percent else raw
-
-    @classmethod
-    def from_wire(cls, raw: dict) -> "RateSettings":
-        """Raises ValueError (also for a missing key or a wrong type)."""
-        try:
-            return cls(int(raw["target"]), int(raw["min"]), str(raw["policy"]).lower(), int(raw.get("percent", 0)))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed rate {raw!r}") from exc
-
 
 class WindowedMin:
     """Minimum of the samples of the last ``window`` seconds (monotonic deque)."""

@@ -51,6 +51,7 @@ from faspmanager.codes import EngineError, ErrorCode
 from fasp.errors import ProtocolError, os_error_code
 
 from fasp.files.docroot import Unconfined
+from fasp.options.peer import PeerOptions
 
 META_SUFFIX = ".aspera-meta"
 CREATION_XATTR = "user.fasp.creation_time"
@@ -69,16 +70,16 @@ def _category(name: str) -> str | None:
     return "xattrs" if name.startswith("user.") else None
 
 
-def _categories(opts: dict, mode: str) -> set[str]:
-    return {what for what in ("xattrs", "acls") if opts.get(f"{what}_mode", "none") == mode}
+def _categories(opts: PeerOptions, mode: str) -> set[str]:
+    return {what for what, its in (("xattrs", opts.xattrs_mode), ("acls", opts.acls_mode)) if its == mode}
 
 
-def hidden(path: str, opts: dict) -> bool:
+def hidden(path: str, opts: PeerOptions) -> bool:
     """Whether a walked entry is a metafile this side reads as metadata, never as a file of its own."""
     return path.endswith(META_SUFFIX) and bool(_categories(opts, "metafile"))
 
 
-def with_metafiles(names: set[str], opts: dict) -> set[str]:
+def with_metafiles(names: set[str], opts: PeerOptions) -> set[str]:
     """--delete-before-transfer keeps ``names``: where this side writes metafiles, theirs too (a
     skipped file's metafile would otherwise be lost)."""
     return names | {n + META_SUFFIX for n in names} if _categories(opts, "metafile") else names
@@ -86,7 +87,7 @@ def with_metafiles(names: set[str], opts: dict) -> set[str]:
 
 # --- reading side ---------------------------------------------------------------------------------
 
-def collect(path: str, fd: int, st: os.stat_result, opts: dict, files=None) -> dict:
+def collect(path: str, fd: int, st: os.stat_result, opts: PeerOptions, files=None) -> dict:
     """The ``meta`` of a file message: times (ns), owner, and per this side's modes its attributes
     (a metafile is read through ``files``, the docroot handle, when given)."""
     metafile = set() if stat.S_ISDIR(st.st_mode) else _categories(opts, "metafile")
@@ -96,7 +97,7 @@ def collect(path: str, fd: int, st: os.stat_result, opts: dict, files=None) -> d
              **_read_metafile(path + META_SUFFIX, metafile, files)}
     if found:
         meta["xattrs"] = {name: base64.b64encode(value).decode() for name, value in found.items()}
-    if opts.get("preserve_ctime"):
+    if opts.preserve_ctime:
         created = creation_time(fd)
         if created is not None:
             meta["btime_ns"] = created
@@ -187,7 +188,7 @@ def creation_time(fd: int) -> int | None:
 
 # --- writing side ---------------------------------------------------------------------------------
 
-def apply(fd: int, path: str, meta: object, opts: dict, *, files=None, named: str | None = None) -> None:
+def apply(fd: int, path: str, meta: object, opts: PeerOptions, *, files=None, named: str | None = None) -> None:
     """Give the received file open as ``fd`` its metadata per this side's options and modes: through the
     descriptor, so no link can redirect it. ``path`` names it in messages; ``named`` is its final name
     in ``files`` (the docroot handle), where its metafile goes beside it. EngineError on a failure."""
@@ -206,10 +207,10 @@ def apply(fd: int, path: str, meta: object, opts: dict, *, files=None, named: st
     if metafile and not stat.S_ISDIR(st.st_mode):
         _write_metafile(files, (named or path) + META_SUFFIX,
                         {n: v for n, v in attrs.items() if _category(n) in metafile}, st.st_mode & 0o666)
-    if opts.get("preserve_ctime") and meta.get("btime_ns") is not None:
+    if opts.preserve_ctime and meta.get("btime_ns") is not None:
         _set(fd, path, CREATION_XATTR, str(_int(meta, "btime_ns")).encode())
-    uid = _int(meta, "uid") if opts.get("preserve_uid") else -1
-    gid = _int(meta, "gid") if opts.get("preserve_gid") else -1
+    uid = _int(meta, "uid") if opts.preserve_uid else -1
+    gid = _int(meta, "gid") if opts.preserve_gid else -1
     if (uid, gid) != (-1, -1):
         try:
             os.chown(fd, uid, gid)
@@ -218,13 +219,13 @@ def apply(fd: int, path: str, meta: object, opts: dict, *, files=None, named: st
     apply_times(fd, path, meta, opts)
 
 
-def apply_times(fd: int, path: str, meta: dict, opts: dict) -> None:
+def apply_times(fd: int, path: str, meta: dict, opts: PeerOptions) -> None:
     """--preserve-access-time / --preserve-modification-time (both with -p). Last of all, and again on
     a directory each time something lands in it, since that moves its mtime."""
-    if opts.get("preserve_atime") or opts.get("preserve_mtime"):
+    if opts.preserve_atime or opts.preserve_mtime:
         now = os.fstat(fd)
-        atime = _int(meta, "atime_ns", signed=True) if opts.get("preserve_atime") else now.st_atime_ns
-        mtime = _int(meta, "mtime_ns", signed=True) if opts.get("preserve_mtime") else now.st_mtime_ns
+        atime = _int(meta, "atime_ns", signed=True) if opts.preserve_atime else now.st_atime_ns
+        mtime = _int(meta, "mtime_ns", signed=True) if opts.preserve_mtime else now.st_mtime_ns
         try:
             os.utime(fd, ns=(atime, mtime))
         except OSError as exc:

@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.files.docroot import Files
+from fasp.options.peer import PeerOptions
 
 
 @dataclass
@@ -54,10 +55,9 @@ class Rules:
     skip_dir_dupes: bool = False
 
     @classmethod
-    def from_opts(cls, opts: dict) -> "Rules":
-        return cls(tuple(opts.get("exclude") or ()), opts.get("exclude_newer_than"),
-                   opts.get("exclude_older_than"), opts.get("symlinks", "follow"),
-                   bool(opts.get("skip_special_files")), bool(opts.get("skip_dir_dupes")))
+    def from_opts(cls, opts: PeerOptions) -> "Rules":
+        return cls(opts.exclude, opts.exclude_newer_than, opts.exclude_older_than, opts.symlinks,
+                   opts.skip_special_files, opts.skip_dir_dupes)
 
     @property
     def copies_links(self) -> bool:

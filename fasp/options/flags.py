@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from faspmanager.codes import EngineError, ErrorCode
 from fasp.options import asperaconf
+from fasp.options.peer import PeerOptions
 from fasp.options.table import BY_NAME, FLAGS, Flag, Side
 from fasp.options.values import base64_text, integer
 from fasp.options.vocabulary import CIPHERS, DEFAULT_TARGET_KBPS, POLICIES, split_remote
@@ -200,33 +201,29 @@ class Config:
         -d and the target's kind are decided where the file lands, fasp/files/naming.py)."""
         return len(self.sources) == 1 and not self.listed and self.pair_dests is None and not self.src_base
 
-    def options_for_peer(self) -> dict:
+    def options_for_peer(self) -> PeerOptions:
         """What the remote side must know to apply this command line's file rules."""
-        return {
-            "overwrite": self.overwrite, "resume": self.resume, "partial_suffix": self.partial_suffix,
-            "checksum": self.file_checksum, "create_dirs": self.create_dirs,
-            "preserve_mtime": self.preserve_mtime, "preserve_atime": self.preserve_atime,
-            "preserve_source_atime": self.preserve_source_atime,
-            "preserve_uid": self.preserve_uid, "preserve_gid": self.preserve_gid,
-            "remove_after_transfer": self.remove_after_transfer,
-            "remove_empty_source_directory": self.remove_empty_source_directory,
-            "remove_empty_directories": self.remove_empty_directories, "move_after": self.move_after,
-            "save_before_overwrite": self.save_before_overwrite, "delete_before": self.delete_before,
-            "xattrs": self.xattrs, "acls": self.acls,
-            "xattrs_mode": self.xattrs_remote, "acls_mode": self.acls_remote,
-            "preserve_ctime": self.preserve_ctime, "read_size": self.read_size,
-            "write_size": self.write_size, "retransmission_max": self.retransmission_max,
-            "node": self.node, "nodes": self.nodes, "split_above": self.split_above,
-            "exclude": self.exclude, "exclude_newer_than": self.exclude_newer_than,
-            "exclude_older_than": self.exclude_older_than, "src_base": self.src_base,
-            "symlinks": self.symlinks, "skip_special_files": self.skip_special_files,
-            "skip_dir_dupes": self.skip_dir_dupes,
-            "log_dir": self.remote_log_dir, "tags": self.tags, "remove_skipped": self.remove_skipped,
-        }
+        return PeerOptions(
+            overwrite=self.overwrite, resume=self.resume, partial_suffix=self.partial_suffix,
+            checksum=self.file_checksum, create_dirs=self.create_dirs,
+            preserve_mtime=self.preserve_mtime, preserve_atime=self.preserve_atime,
+            preserve_source_atime=self.preserve_source_atime,
+            preserve_uid=self.preserve_uid, preserve_gid=self.preserve_gid, preserve_ctime=self.preserve_ctime,
+            xattrs_mode=self.xattrs_remote, acls_mode=self.acls_remote,
+            remove_after_transfer=self.remove_after_transfer,
+            remove_empty_source_directory=self.remove_empty_source_directory,
+            remove_empty_directories=self.remove_empty_directories, remove_skipped=self.remove_skipped,
+            move_after=self.move_after, save_before_overwrite=self.save_before_overwrite,
+            delete_before=self.delete_before, read_size=self.read_size, write_size=self.write_size,
+            retransmission_max=self.retransmission_max, node=self.node, nodes=self.nodes,
+            split_above=self.split_above, exclude=tuple(self.exclude), exclude_newer_than=self.exclude_newer_than,
+            exclude_older_than=self.exclude_older_than, src_base=self.src_base, symlinks=self.symlinks,
+            skip_special_files=self.skip_special_files, skip_dir_dupes=self.skip_dir_dupes,
+            log_dir=self.remote_log_dir, tags=self.tags)
 
-    def local_options(self) -> dict:
+    def local_options(self) -> PeerOptions:
         """The same file rules for this side's own roles: only the ACL/xattr modes differ (local vs remote)."""
-        return {**self.options_for_peer(), "xattrs_mode": self.xattrs_local, "acls_mode": self.acls_local}
+        return replace(self.options_for_peer(), xattrs_mode=self.xattrs_local, acls_mode=self.acls_local)
 
 
 def _checked(name: str, parse: Callable[[str], T], raw: object) -> T:

@@ -87,6 +87,7 @@ from fasp.server.users import (
     verify_password,
 )
 from fasp.session import control
+from fasp.session.messages import SessionFailed
 from faspmanager.codes import ErrorCode
 from faspmanager.envblock import scrub_initial_environment
 
@@ -330,7 +331,7 @@ async def _refuse_session(process: asyncssh.SSHServerProcess, reason: str) -> No
         head = await asyncio.wait_for(process.stdin.readexactly(4), REFUSE_WAIT_S)
         length = min(int.from_bytes(head, "big"), control.MAX_FRAME)
         await asyncio.wait_for(process.stdin.readexactly(length), REFUSE_WAIT_S)
-    process.stdout.write(control.encode("error", code=int(ErrorCode.UNAUTHORIZED), desc=reason))
+    process.stdout.write(control.frame(SessionFailed(code=int(ErrorCode.UNAUTHORIZED), desc=reason)))
     process.stderr.write(f"fasp-server: {reason}\n".encode())
     process.exit(1)
 

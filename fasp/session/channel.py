@@ -11,10 +11,11 @@ import os
 import sys
 from collections import deque
 
-from fasp.session import control
 from fasp.errors import ProtocolError
+from fasp.session import control
+from fasp.session.messages import Begin, FileDone, FileError, Message, Offer, Piece, Skip, Verified, Verify
 
-BATCHED = frozenset({"file", "begin", "piece", "verify", "verified", "fdone", "skip", "ferror"})
+BATCHED: frozenset[type[Message]] = frozenset({Offer, Begin, Piece, Verify, Verified, FileDone, Skip, FileError})
 """Per-file messages: they wait for the end of the event loop's round and leave together in one write,
 so many files in flight cost one SSH packet (one encryption, one syscall) per round instead of one per
 message. Any other message is written at once, behind those already waiting: the order never changes."""
@@ -27,20 +28,20 @@ class Channel:
         self._reader = reader
         self._writer = writer
         self._decoder = control.Decoder()
-        self._ready: deque[dict] = deque()
+        self._ready: deque[Message] = deque()
         self._closed = False
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._flush_soon = False
         self._error: BaseException | None = None  # a deferred write's failure, raised by the next send
 
-    async def send(self, msg_type: str, **fields) -> None:
+    async def send(self, message: Message) -> None:
         if self._closed:
             return
         if self._error is not None:
             raise self._error
-        frame = control.encode(msg_type, **fields)
-        if msg_type in BATCHED and self._pending_bytes + len(frame) < FLUSH_BYTES:
+        frame = control.frame(message)
+        if type(message) in BATCHED and self._pending_bytes + len(frame) < FLUSH_BYTES:
             self._pending.append(frame)
             self._pending_bytes += len(frame)
             if not self._flush_soon:
@@ -68,7 +69,7 @@ class Channel:
         except Exception as exc:  # the writer is gone: the next send says so, the reader sees the close
             self._error = exc
 
-    async def recv(self) -> dict | None:
+    async def recv(self) -> Message | None:
         """The next message, or None once the peer closed its end."""
         while not self._ready:
             data = await self._reader.read(1 << 16)

@@ -31,13 +31,14 @@ from fasp.options.flags import Config, Endpoint
 from fasp.session.channel import Channel
 from fasp.session.clientrate import ClientRate
 from fasp.session.feeding import Downloads, StartItem, Uploads, feeder
-from fasp.session.handshake import Link, handshake, rate_from
+from fasp.session.handshake import Link, handshake
 from fasp.session.manifest import write_manifest
+from fasp.session.messages import (ArgDone, Bye, Cancel, Capacity, FileError, Listed, Message, Offer, Rate, RateChange,
+                                   SessionFailed)
 from fasp.session.peer import PeerEngine
 from fasp.files.jobs import Problem
 from fasp.session.tally import Tally
 from fasp.datapath.httpchannel import FallbackTransport
-from fasp.datapath.rate import RateSettings
 from fasp.datapath.udpchannel import Transport
 
 log = logging.getLogger("fasp.session.client")
@@ -138,8 +139,7 @@ class ClientSession:
         link = await handshake(cfg, self._remote, peer, self.session_id, self._rate.settings)
         data_channel.push_async_callback(link.transport.close)
         self._rate.settings = link.rate
-        work = feeder(cfg, self.tally, peer.channel, link.transport, self.fail,
-                      lambda exc: self.fail(_as_engine_error(exc)))
+        work = feeder(cfg, self.tally, peer.channel, link.transport, lambda exc: self.fail(_as_engine_error(exc)))
         cleanup.push_async_exit(_on_failure(work.abort))
         live = Live(peer, link, work)
         self._live.set_result(live)
@@ -177,7 +177,7 @@ class ClientSession:
                 if exc_type is None:
                     await asyncio.wait_for(self._say_bye(channel), BYE_TIMEOUT)
                 else:
-                    await asyncio.wait_for(channel.send("cancel"), 1.0)
+                    await asyncio.wait_for(channel.send(Cancel()), 1.0)
             except (Exception, asyncio.TimeoutError):
                 pass
             channel.close()
@@ -185,7 +185,7 @@ class ClientSession:
         return farewell
 
     async def _say_bye(self, channel: Channel) -> None:
-        await channel.send("bye")
+        await channel.send(Bye())
         await self._bye.wait()
 
     # ---- control channel ----------------------------------------------------------------------------
@@ -205,31 +205,30 @@ class ClientSession:
         except (asyncssh.Error, OSError) as exc:
             self.fail(EngineError(ErrorCode.CONNECTION_LOST, f"control connection lost: {exc}"))
 
-    def _on_message(self, live: Live, msg: dict) -> None:
-        kind = msg["t"]
-        if kind == "bye":
-            self._bye.set()
-        elif kind == "error":
-            self.fail(EngineError(msg["code"], msg["desc"]))
-        elif kind == "cancel":
-            self.fail(EngineError(ErrorCode.PEER_ABORTED_SESSION, "the peer cancelled the session"))
-        elif kind == "listed":
-            live.work.listed(msg)
-        elif kind == "file" and live.work.hold(msg):
-            pass  # delivered once the job size is out
-        elif kind == "argdone":
-            live.work.arg_offered(msg["arg"])
-        elif kind == "ferror" and msg["fid"] is None:  # a source the peer could not even offer
-            live.work.report_problem(Problem(msg["arg"], msg["path"], msg["code"], msg["desc"],
-                                             skip=bool(msg.get("skip"))))
-        elif kind == "rate":
-            if "capacity" in msg:  # the peer's sender measured the path (--auto-detect-capacity)
-                self._rate.capacity_kbps = int(msg["capacity"])
-            elif msg.get("seq") == self._rate.seq:  # the peer's caps applied to our latest change
-                self._rate.settings = RateSettings(**rate_from(msg))
-                live.transport.set_rate(self._rate.settings)
-        elif not live.work.deliver(msg):
-            self.fail(ProtocolError(f"unexpected {kind} message for file {msg.get('fid')}"))
+    def _on_message(self, live: Live, msg: Message) -> None:
+        match msg:
+            case Bye():
+                self._bye.set()
+            case SessionFailed(code=code, desc=desc):
+                self.fail(EngineError(code, desc))
+            case Cancel():
+                self.fail(EngineError(ErrorCode.PEER_ABORTED_SESSION, "the peer cancelled the session"))
+            case Listed():
+                live.work.listed(msg)
+            case Offer() if live.work.hold(msg):
+                pass  # delivered once the job size is out
+            case ArgDone(arg=arg):
+                live.work.arg_offered(arg)
+            case FileError(fid=None, arg=arg, path=path, code=code, desc=desc, skip=skip):
+                live.work.report_problem(Problem(arg, path, code, desc, skip=skip))  # a source never offered
+            case Capacity(kbps=kbps):  # the peer's sender measured the path (--auto-detect-capacity)
+                self._rate.capacity_kbps = kbps
+            case RateChange(seq=seq, rate=rate):
+                if seq == self._rate.seq:  # the peer's caps applied to our latest change
+                    self._rate.settings = rate.settings()
+                    live.transport.set_rate(self._rate.settings)
+            case _ if not live.work.deliver(msg):
+                self.fail(ProtocolError(f"unexpected {msg.TYPE} message (file {getattr(msg, 'fid', None)})"))
 
     # ---- management commands ------------------------------------------------------------------------
 
@@ -261,7 +260,7 @@ class ClientSession:
             live = self._live.result()
             live.transport.set_rate(rate)
             self._rate.seq += 1
-            await live.channel.send("rate", seq=self._rate.seq, **rate.to_wire())
+            await live.channel.send(RateChange(seq=self._rate.seq, rate=Rate.of(rate)))
 
     async def _stream_command(self, kind: str, frame: mgmt.Frame) -> None:
         work = (await self._live).work

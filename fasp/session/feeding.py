@@ -17,11 +17,11 @@ from typing import Callable
 from faspmanager.codes import EngineError, ErrorCode
 from fasp.datapath.httpchannel import FallbackTransport
 from fasp.datapath.udpchannel import Transport
-from fasp.errors import ProtocolError
 from fasp.files import docroot
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
 from fasp.options.flags import Config
 from fasp.session.channel import Channel
+from fasp.session.messages import Get, Listed, Message, Offer
 from fasp.session.receiving import ReceivingRole
 from fasp.session.sending import SendingRole
 from fasp.session.stream import OutStream
@@ -77,17 +77,17 @@ class Feeder:
     async def start_item(self, item: StartItem) -> None:
         raise NotImplementedError
 
-    def deliver(self, msg: dict) -> bool:
+    def deliver(self, msg: Message) -> bool:
         """Hand a per-file message to the role; False if it has no business with it."""
         raise NotImplementedError
 
     async def idle(self) -> None:
         """Until every file the peer offered has landed (nothing to wait for on an upload)."""
 
-    def listed(self, msg: dict) -> None:
+    def listed(self, msg: Listed) -> None:
         """The peer's totals for a download source (an upload has none)."""
 
-    def hold(self, msg: dict) -> bool:
+    def hold(self, msg: Offer) -> bool:
         """Whether a file offer waits for the job size (only a --precalculate-job-size download holds)."""
         return False
 
@@ -135,7 +135,7 @@ class Uploads(Feeder):
         await self._sender.send_all(items, self.report_problem)
         self._tally.arg_done(arg)
 
-    def deliver(self, msg: dict) -> bool:
+    def deliver(self, msg: Message) -> bool:
         return self._sender.deliver(msg)
 
     async def open_stream(self, dest: str | None) -> None:
@@ -165,29 +165,26 @@ class Uploads(Feeder):
 
 
 class Downloads(Feeder):
-    def __init__(self, cfg: Config, tally: Tally, channel: Channel, receiver: ReceivingRole,
-                 fail: Callable[[EngineError], None]) -> None:
+    def __init__(self, cfg: Config, tally: Tally, channel: Channel, receiver: ReceivingRole) -> None:
         super().__init__(cfg, tally)
         self._channel = channel
         self._receiver = receiver
-        self._fail = fail
         self._offered: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
-        self._listings: dict[int, dict] = {}
+        self._listings: dict[int, Listed] = {}
         # file offers held until the job size is out
-        self._held: list[dict] | None = [] if cfg.precalculate and cfg.sources else None
+        self._held: list[Offer] | None = [] if cfg.precalculate and cfg.sources else None
 
     async def command_line(self) -> None:
         cfg = self._cfg
         for arg, source in enumerate(cfg.sources):
             pair = cfg.pair_dests[arg] if cfg.pair_dests is not None else None
-            await self._channel.send("get", arg=arg, source=source, start=None, end=None, rel=pair, lone=cfg.lone)
+            await self._channel.send(Get(arg=arg, source=source, rel=pair, lone=cfg.lone))
         for arg in range(len(cfg.sources)):
             await self._landed(arg)
 
     async def start_item(self, item: StartItem) -> None:
         arg = self.new_arg()
-        await self._channel.send("get", arg=arg, source=item.source, start=item.start, end=item.end,
-                                 rel=item.dest, lone=False)
+        await self._channel.send(Get(arg=arg, source=item.source, start=item.start, end=item.end, rel=item.dest))
         await self._landed(arg)
 
     async def _landed(self, arg: int) -> None:
@@ -195,7 +192,7 @@ class Downloads(Feeder):
         await self._receiver.idle()
         self._tally.arg_done(arg)
 
-    def deliver(self, msg: dict) -> bool:
+    def deliver(self, msg: Message) -> bool:
         return self._receiver.deliver(msg)
 
     async def idle(self) -> None:
@@ -204,11 +201,11 @@ class Downloads(Feeder):
     def arg_offered(self, arg: int) -> None:
         self._offered[arg].set()
 
-    def listed(self, msg: dict) -> None:
-        self._listings[msg["arg"]] = msg
+    def listed(self, msg: Listed) -> None:
+        self._listings[msg.arg] = msg
         self._release_when_listed()
 
-    def hold(self, msg: dict) -> bool:
+    def hold(self, msg: Offer) -> bool:
         if self._held is None:
             return False
         self._held.append(msg)
@@ -223,16 +220,15 @@ class Downloads(Feeder):
         if self._held is None or any(arg not in self._listings for arg in range(count)):
             return
         listed = [self._listings[arg] for arg in range(count)]
-        self.notify_job_size(files=sum(m["files"] for m in listed), dirs=sum(m["dirs"] for m in listed),
-                             nbytes=sum(m["bytes"] for m in listed))
+        self.notify_job_size(files=sum(m.files for m in listed), dirs=sum(m.dirs for m in listed),
+                             nbytes=sum(m.nbytes for m in listed))
         held, self._held = self._held, None
         for msg in held:
-            if not self._receiver.deliver(msg):
-                self._fail(ProtocolError(f"unexpected file message for file {msg.get('fid')}"))
+            self._receiver.deliver(msg)  # an offer always is the receiving role's
 
 
 def feeder(cfg: Config, tally: Tally, channel: Channel, transport: Transport | FallbackTransport,
-           fail: Callable[[EngineError], None], fatal: Callable[[BaseException], None]) -> Uploads | Downloads:
+           fatal: Callable[[BaseException], None]) -> Uploads | Downloads:
     """The sending or receiving role for ``cfg.direction`` and the feeder around it. Local paths are as
     given, or confined to FASP_LOCAL_DOCROOT with --apply-local-docroot: one handle every local file
     operation goes through, as on a server."""
@@ -243,4 +239,4 @@ def feeder(cfg: Config, tally: Tally, channel: Channel, transport: Transport | F
     receiver = ReceivingRole(channel, transport, tally, cfg.local_options(), dest=cfg.dest, files=files,
                              file_pass=cfg.file_pass)
     receiver.on_fatal = fatal
-    return Downloads(cfg, tally, channel, receiver, fail)
+    return Downloads(cfg, tally, channel, receiver)

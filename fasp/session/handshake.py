@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 from faspmanager.codes import EngineError, ErrorCode
 from fasp.datapath.httpchannel import FallbackTransport, dial
@@ -18,7 +19,7 @@ from fasp.datapath.seal import SHARE_BYTES, SessionKey
 from fasp.datapath.udpchannel import Transport
 from fasp.errors import ProtocolError
 from fasp.options.flags import Config, Endpoint
-from fasp.session import control
+from fasp.session.messages import VERSION, Fallback, FallbackReady, Hello, Message, Rate, SessionFailed, Welcome
 from fasp.session.peer import PeerEngine
 
 log = logging.getLogger("fasp.session.handshake")
@@ -40,17 +41,15 @@ async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id:
                     rate: RateSettings) -> Link:
     """Say hello with our rate and options, check the welcome, open the data channel."""
     share = os.urandom(SHARE_BYTES)
-    await peer.channel.send(
-        "hello", v=control.VERSION, session=session_id, share=share.hex(), key_bytes=cfg.key_bytes,
-        direction=cfg.direction, dest=cfg.dest, datagram_size=cfg.datagram_size, udp_port=cfg.udp_port,
-        rate=rate.to_wire(), opts=cfg.options_for_peer(), token=cfg.token)
-    welcome = await _answer(peer, "welcome", "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
-    if welcome["v"] != control.VERSION:
-        raise ProtocolError(f"the remote engine speaks control version {welcome['v']}")
-    rate = RateSettings(**rate_from(welcome["rate"]))
-    key = SessionKey.derive(share, control.share(welcome), bytes.fromhex(session_id), cfg.key_bytes)
+    await peer.channel.send(Hello(
+        v=VERSION, session=session_id, share=share, key_bytes=cfg.key_bytes, direction=cfg.direction, dest=cfg.dest,
+        datagram_size=cfg.datagram_size, udp_port=cfg.udp_port, rate=Rate.of(rate), opts=cfg.options_for_peer(),
+        token=cfg.token))
+    welcome = await _answer(peer, Welcome, "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
+    rate = welcome.rate.settings()
+    key = SessionKey.derive(share, welcome.share, bytes.fromhex(session_id), cfg.key_bytes)
     try:
-        transport: Transport | FallbackTransport = await _open_udp(cfg, remote, peer, welcome["udp_port"],
+        transport: Transport | FallbackTransport = await _open_udp(cfg, remote, peer, welcome.udp_port,
                                                                     session_id, key, rate)
     except EngineError as exc:
         if not cfg.http_fallback or exc.code not in (ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_ERROR):
@@ -58,10 +57,14 @@ async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id:
         log.info("UDP data channel failed (%s): trying the HTTP fallback", exc.description)
         fallback = await _open_fallback(cfg, remote, peer, session_id, key, rate)
         return Link(fallback, fallback.name, cfg.http_port, rate)
-    return Link(transport, "udp", welcome["udp_port"], rate)
+    return Link(transport, "udp", welcome.udp_port, rate)
 
 
-async def _answer(peer: PeerEngine, expected: str, request: str, silent: ErrorCode, closed: ErrorCode) -> dict:
+Answer = TypeVar("Answer", bound=Message)
+
+
+async def _answer(peer: PeerEngine, expected: type[Answer], request: str, silent: ErrorCode,
+                  closed: ErrorCode) -> Answer:
     """The peer engine's answer to ``request``: a message of type ``expected``, or the EngineError its
     error message names, or ``silent``/``closed`` (with its last words) when it says nothing or goes away."""
     try:
@@ -72,21 +75,21 @@ async def _answer(peer: PeerEngine, expected: str, request: str, silent: ErrorCo
         await asyncio.sleep(0.2)  # let its last words arrive on stderr
         raise EngineError(closed, f"the remote engine closed the session instead of answering {request}: "
                                   f"{peer.last_words() or 'no reason given'}")
-    if answer["t"] == "error":
-        raise EngineError(answer["code"], answer["desc"])
-    if answer["t"] != expected:
-        raise ProtocolError(f"unexpected answer to {request} from the remote engine: {answer['t']}")
+    if isinstance(answer, SessionFailed):
+        raise EngineError(answer.code, answer.desc)
+    if not isinstance(answer, expected):
+        raise ProtocolError(f"unexpected answer to {request} from the remote engine: {answer.TYPE}")
     return answer
 
 
 async def _open_fallback(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str, key: SessionKey,
                          rate: RateSettings) -> FallbackTransport:
     """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails)."""
-    await peer.channel.send("fallback", jpeg=cfg.jpeg)
-    answer = await _answer(peer, "fallback_ok", "the HTTP fallback request", ErrorCode.CONNECTION_ERROR_HTTP,
+    await peer.channel.send(Fallback(jpeg=cfg.jpeg))
+    answer = await _answer(peer, FallbackReady, "the HTTP fallback request", ErrorCode.CONNECTION_ERROR_HTTP,
                            ErrorCode.CONNECTION_ERROR_HTTP)
     reader, writer, buffered, carrier = await dial(
-        remote.host, cfg.http_port, session_id=session_id, token=answer["token"], jpeg=cfg.jpeg,
+        remote.host, cfg.http_port, session_id=session_id, token=answer.token, jpeg=cfg.jpeg,
         cafile=cfg.https_cert, keyfile=cfg.https_key, proxy=cfg.proxy)
     return FallbackTransport(reader, writer, session_id=bytes.fromhex(session_id), key=key, direction=0,
                              jpeg=cfg.jpeg, rate=rate, name=carrier, buffered=buffered)
@@ -111,17 +114,9 @@ async def _open_udp(cfg: Config, remote: Endpoint, peer: PeerEngine, udp_port: i
             raise EngineError(exc.code, f"{exc.description}{'; peer: ' + detail if detail else ''}") from None
     connect.cancel()
     msg = said.result()
-    if msg is not None and msg["t"] == "error":
-        raise EngineError(msg["code"], msg["desc"])
+    if isinstance(msg, SessionFailed):
+        raise EngineError(msg.code, msg.desc)
     await asyncio.sleep(0.2)  # let its last words arrive on stderr
+    what = msg.TYPE if msg is not None else "closed"
     raise EngineError(ErrorCode.TRANSFER_ERROR, f"the remote engine ended the session before the data channel "
-                                                f"opened: {peer.last_words() or (msg or {}).get('t', 'closed')}")
-
-
-def rate_from(raw: dict) -> dict:
-    """The keyword arguments of RateSettings from the control protocol's rate object (ProtocolError if malformed)."""
-    try:
-        return {"target_kbps": int(raw["target"]), "min_kbps": int(raw["min"]), "policy": str(raw["policy"]),
-                "percent": int(raw.get("percent", 0))}
-    except (KeyError, TypeError, ValueError):
-        raise ProtocolError(f"malformed rate {raw!r}") from None
+                                                f"opened: {peer.last_words() or what}")

@@ -15,7 +15,7 @@ import os
 import posixpath
 import stat
 import time
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -26,7 +26,10 @@ from fasp.errors import ProtocolError
 from fasp.files.digest import file_checksum, prefix_digest, reader
 from fasp.files.docroot import Files
 from fasp.files.naming import destination
-from fasp.session.sending import FILES_IN_FLIGHT
+from fasp.options.peer import PeerOptions
+from fasp.session.messages import (Abort, Begin, Chunk, Eof, FileDone, FileError, Keep, Kept, Message, Offer, Piece,
+                                   Skip, Verified, Verify)
+from fasp.session.sending import FILES_IN_FLIGHT, route
 from fasp.session.tally import Tally
 
 PIECE = 512 * 1024
@@ -53,40 +56,39 @@ def plan_pieces(ranges: list[tuple[int, int]], piece: int = PIECE) -> list[tuple
     return out
 
 
-def clip(extents: list | None, start: int, end: int) -> list[tuple[int, int]]:
+def clip(extents: tuple[tuple[int, int], ...] | None, start: int, end: int) -> list[tuple[int, int]]:
     """The parts of [start, end) that hold data, given the sender's data extents (None: all data)."""
     if extents is None:
         return [(start, end)] if start < end else []
     out = []
     for lo, hi in extents:
-        lo, hi = max(int(lo), start), min(int(hi), end)
+        lo, hi = max(lo, start), min(hi, end)
         if lo < hi:
             out.append((lo, hi))
     return out
 
 
 class ReceivingRole:
-    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, *, dest: str,
+    def __init__(self, channel: Channel, transport, tally: Tally, opts: PeerOptions, *, dest: str,
                  files: Files, file_pass: str | None = None) -> None:
         self._channel = channel
         self._transport = transport
         # -G and -X: this side writes the destinations and asks for retransmissions
-        transport.tune(write_size=int(opts.get("write_size") or 0),
-                       retransmission_max=int(opts.get("retransmission_max") or 0))
+        transport.tune(write_size=opts.write_size, retransmission_max=opts.retransmission_max)
         # a transport block never spans two pieces: pieces hold whole -g/-G blocks
-        self._piece = max(PIECE, int(opts.get("read_size") or 0), int(opts.get("write_size") or 0))
+        self._piece = max(PIECE, opts.read_size, opts.write_size)
         self._tally = tally
         self._opts = opts
         self._dest = dest
         self._files = files  # every file operation goes through this handle (the docroot on a server)
         self._file_pass = file_pass  # --file-crypt=decrypt: open envelopes on arrival (client side only)
         self._pids = itertools.count(1)
-        self._inbox: dict[int, asyncio.Queue] = {}
+        self._inbox: dict[int, asyncio.Queue[Message]] = {}
         self._window = asyncio.Semaphore(PIECES_IN_FLIGHT)
         self.tasks: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._keep: dict[int, set[str]] = {}
+        self._keep: dict[int, set[str]] = {}  # --delete-before-transfer: names kept so far, per argument
         self._dirs: dict[str, dict] = {}  # received directories' meta: their times are put back (_settle)
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
@@ -94,29 +96,25 @@ class ReceivingRole:
         """Return once no incoming file is in progress."""
         await self._idle.wait()
 
-    def deliver(self, msg: dict) -> bool:
+    def deliver(self, msg: Message) -> bool:
         """Take a sender message; False if it is not for this role."""
-        if msg["t"] == "keep":
-            names = self._keep.setdefault(msg["arg"], set())
-            names.update(str(n) for n in msg["names"])
-            if msg["done"]:
-                self._track(asyncio.create_task(self._delete_others(msg["arg"], msg["top"],
-                                                                    self._keep.pop(msg["arg"]))))
-            return True
-        if msg["t"] == "file":
-            if msg["fid"] in self._inbox:
-                raise ProtocolError(f"file id {msg['fid']} offered again while in flight")
-            if len(self._inbox) >= MAX_FILES_IN_FLIGHT:
-                raise ProtocolError(f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
-                                   f"(an engine keeps at most {FILES_IN_FLIGHT})")
-            box = self._inbox[msg["fid"]] = asyncio.Queue()
-            self._track(asyncio.create_task(self._incoming(msg, box)))
-            return True
-        box = self._inbox.get(msg.get("fid"))
-        if box is None:
-            return False
-        box.put_nowait(msg)
-        return True
+        match msg:
+            case Keep(arg=arg, top=top, names=names, done=done):
+                self._keep.setdefault(arg, set()).update(names)
+                if done:
+                    self._track(asyncio.create_task(self._delete_others(arg, top, self._keep.pop(arg))))
+                return True
+            case Offer(fid=fid):
+                if fid in self._inbox:
+                    raise ProtocolError(f"file id {fid} offered again while in flight")
+                if len(self._inbox) >= MAX_FILES_IN_FLIGHT:
+                    raise ProtocolError(f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
+                                        f"(an engine keeps at most {FILES_IN_FLIGHT})")
+                box: asyncio.Queue[Message] = asyncio.Queue()
+                self._inbox[fid] = box
+                self._track(asyncio.create_task(self._incoming(msg, box)))
+                return True
+        return route(self._inbox, msg)
 
     def _track(self, task: asyncio.Task) -> None:
         self.tasks.add(task)
@@ -125,10 +123,9 @@ class ReceivingRole:
 
     async def _delete_others(self, arg: int, top: str, keep: set[str]) -> None:
         """--delete-before-transfer: remove what lies below the directory's destination but not in the source."""
-        root = destination(self._dest, top, False, files=self._files,
-                           create_dirs=self._opts.get("create_dirs", False))
+        root = destination(self._dest, top, False, files=self._files, create_dirs=self._opts.create_dirs)
         deleted = await asyncio.to_thread(self._files.prune, root, attrs.with_metafiles(keep, self._opts))
-        await self._channel.send("kept", arg=arg, deleted=deleted)
+        await self._channel.send(Kept(arg=arg, deleted=deleted))
 
     def _finished(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
@@ -137,24 +134,23 @@ class ReceivingRole:
         if not task.cancelled() and task.exception() is not None:
             self.on_fatal(task.exception())
 
-    async def _incoming(self, msg: dict, box: asyncio.Queue) -> None:
-        fid, rel, arg = msg["fid"], msg["rel"], msg["arg"]
+    async def _incoming(self, msg: Offer, box: asyncio.Queue[Message]) -> None:
+        fid, rel, arg = msg.fid, msg.rel, msg.arg
         key = rel
         try:
             files = self._files
-            target = destination(self._dest, rel, msg["lone"], files=files,
-                                 create_dirs=self._opts.get("create_dirs", False))
+            target = destination(self._dest, rel, msg.lone, files=files, create_dirs=self._opts.create_dirs)
             key = files.display(target)  # events name a received file by where it landed (as the client sees it)
-            if stat.S_ISLNK(msg["mode"]):
+            if stat.S_ISLNK(msg.mode):
                 await self._place_link(msg, target, key)
                 return
-            if stat.S_ISDIR(msg["mode"]):
+            if stat.S_ISDIR(msg.mode):
                 files.makedirs(target)
-                if msg.get("meta") is not None:
-                    self._apply(target, key, msg["meta"], directory=True)
-                    self._dirs[posixpath.normpath(target)] = msg["meta"]
+                if msg.meta is not None:
+                    self._apply(target, key, msg.meta, directory=True)
+                    self._dirs[posixpath.normpath(target)] = msg.meta
                 self._settle(target)
-                await self._channel.send("fdone", fid=fid, written=0, checksum=None)
+                await self._channel.send(FileDone(fid=fid, written=0, checksum=None))
                 return
             if files.isdir(target):
                 raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
@@ -167,21 +163,21 @@ class ReceivingRole:
             if code in SESSION_FATAL:
                 raise
             self._tally.failed(key, arg, code, desc)  # before the sender hears: ARGSTOP follows it
-            await self._channel.send("ferror", fid=fid, arg=arg, path=rel, code=int(code), desc=desc)
+            await self._channel.send(FileError(fid=fid, arg=arg, path=rel, code=int(code), desc=desc))
         finally:
             self._inbox.pop(fid, None)
 
-    async def _place_link(self, msg: dict, target: str, key: str) -> None:
+    async def _place_link(self, msg: Offer, target: str, key: str) -> None:
         """A copied symbolic link: replace an old link (or, with copy+force, a file) by the new one."""
-        fid, arg, text = msg["fid"], msg["arg"], msg.get("link")
-        if not isinstance(text, str) or not text or "\0" in text:
+        fid, arg, text = msg.fid, msg.arg, msg.link
+        if not text or "\0" in text:
             raise ProtocolError("a link message needs the link's target text")
         kind = self._files.kind(target, follow=False)
         if kind is not None:
-            if kind != stat.S_IFLNK and self._opts.get("symlinks") != "copy+force":
+            if kind != stat.S_IFLNK and self._opts.symlinks != "copy+force":
                 reason = "destination exists and is not a link (--symbolic-links=copy+force replaces it)"
                 self._tally.skipped(key, arg, 0, reason)
-                await self._channel.send("skip", fid=fid, reason=reason)
+                await self._channel.send(Skip(fid=fid, reason=reason))
                 return
             if kind == stat.S_IFDIR:
                 raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
@@ -190,39 +186,38 @@ class ReceivingRole:
         self._files.symlink(text, target)  # 41 (this file alone) if the target leaves the docroot
         self._settle(target)
         self._tally.stopped(key, arg, 0, 0, None)
-        await self._channel.send("fdone", fid=fid, written=0, checksum=None)
+        await self._channel.send(FileDone(fid=fid, written=0, checksum=None))
 
-    async def _receive_file(self, msg: dict, box: asyncio.Queue, target: str, key: str) -> None:
-        fid, arg, size = msg["fid"], msg["arg"], msg["size"]
+    async def _receive_file(self, msg: Offer, box: asyncio.Queue[Message], target: str, key: str) -> None:
+        fid, arg, size, ranged = msg.fid, msg.arg, msg.size, msg.span
         if size is None:
             return await self._receive_stream(fid, arg, box, target, key)
-        ranged = msg.get("range")
-        suffix = self._opts.get("partial_suffix") or ""
+        suffix = self._opts.partial_suffix
         partial = target + suffix if suffix and not ranged else target
-        extents = msg.get("extents")
         if ranged:
-            start, end = int(ranged[0]), int(ranged[1])
+            start, end = ranged
             flags = os.O_RDWR | os.O_CREAT
         else:
-            start, end = await self._decide(msg, box, target, partial, key)
-            if start is None:
+            decided, end = await self._decide(msg, size, box, target, partial, key)
+            if decided is None:
                 return
+            start = decided
             flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
-            if start == 0 and self._opts.get("save_before_overwrite") and \
+            if start == 0 and self._opts.save_before_overwrite and \
                     self._files.kind(target) == stat.S_IFREG:  # the name (a link too) moves aside, as before
                 self._files.replace(target, _saved_name(self._files, target))
         # a partial file is ours alone: a link there is refused, never followed (the final name may be an
         # existing link to a file inside, written through as before; the handle never follows one out)
         nofollow = os.O_NOFOLLOW if partial != target else 0
-        fd = self._files.open(partial, flags | nofollow, msg["mode"] & 0o777 or 0o644)
+        fd = self._files.open(partial, flags | nofollow, msg.mode & 0o777 or 0o644)
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
             if not ranged and start:
                 os.ftruncate(fd, start)
-            await self._channel.send("begin", fid=fid, start=start)
+            await self._channel.send(Begin(fid=fid, start=start))
             self._tally.started(key, arg, size, start)
-            pieces = plan_pieces(clip(extents, start, end), self._piece)
+            pieces = plan_pieces(clip(msg.extents, start, end), self._piece)
             # a small file (one piece) lands with one write once all of it arrived (transport "whole"): it
             # never has a hole, so a new one is either empty or complete, which is exactly what a sidecar of
             # watermark 0 told a later resume. It needs none then: that was two of the three files a small
@@ -231,9 +226,9 @@ class ReceivingRole:
             whole = len(pieces) == 1 and pieces[0][1] - pieces[0][0] <= PIECE
             sidecar = partial if pieces and not ranged and not (whole and start == 0) else None
             if sidecar is not None:  # from now on the file may have holes: say where its good part ends
-                resume.write_watermark(self._files, sidecar, ident, size, msg["mtime"], start)
+                resume.write_watermark(self._files, sidecar, ident, size, msg.mtime, start)
             written = await _unless_aborted(box, self._pieces(fid, fd, pieces, sidecar, ident, msg, whole))
-            if self._opts.get("checksum", "none") == "none":  # a truncate at most: not worth a thread hop
+            if self._opts.checksum == "none":  # a truncate at most: not worth a thread hop
                 checksum = self._finish_fd(fd, size, ranged)
             else:
                 checksum = await asyncio.to_thread(self._finish_fd, fd, size, ranged)
@@ -241,7 +236,7 @@ class ReceivingRole:
             # meanwhile cannot redirect them. A range sets them after its own writes, so the range that lands
             # last leaves them right; a whole file before its final name appears, so it appears complete.
             if ranged or self._file_pass is None:
-                attrs.apply(fd, key, msg.get("meta"), self._opts, files=self._files, named=target)
+                attrs.apply(fd, key, msg.meta, self._opts, files=self._files, named=target)
         finally:
             os.close(fd)
         if not ranged:
@@ -251,21 +246,21 @@ class ReceivingRole:
             if self._file_pass is not None:  # the plain file is a new one: it gets the attributes
                 plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass,
                                                 self._files) or target
-                if msg.get("meta") is not None:
-                    self._apply(plain, self._files.display(plain), msg["meta"])
+                if msg.meta is not None:
+                    self._apply(plain, self._files.display(plain), msg.meta)
             self._settle(target)
         self._tally.stopped(key, arg, size, written, checksum)
-        await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
+        await self._channel.send(FileDone(fid=fid, written=written, checksum=checksum))
 
-    async def _decide(self, msg: dict, box: asyncio.Queue, target: str, partial: str,
+    async def _decide(self, msg: Offer, size: int, box: asyncio.Queue[Message], target: str, partial: str,
                       key: str) -> tuple[int | None, int]:
         """Overwrite and resume rules: (start, end), or (None, _) once the file was skipped."""
-        fid, arg, size, mtime = msg["fid"], msg["arg"], msg["size"], msg["mtime"]
+        fid, arg, mtime = msg.fid, msg.arg, msg.mtime
         final = _existing(self._files, target, follow=True)  # a link to a file inside is that file, as before
         part = final if partial == target else _existing(self._files, partial, follow=False)
         watermark = resume.read_watermark(self._files, partial, part.ident, size, mtime) if part is not None else None
-        verdict = resume.plan(size=size, mtime=mtime, overwrite=self._opts.get("overwrite", "diff"),
-                              resume=int(self._opts.get("resume", 0)), final=final, partial=part,
+        verdict = resume.plan(size=size, mtime=mtime, overwrite=self._opts.overwrite,
+                              resume=self._opts.resume, final=final, partial=part,
                               watermark=watermark)
         if verdict.action == "verify":
             seen = final if verdict.start >= size else part
@@ -277,18 +272,18 @@ class ReceivingRole:
                     verdict = resume.Plan("send", 0)
                 else:
                     digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start,
-                                                     self._opts.get("resume") == 2)
+                                                     self._opts.resume == 2)
             finally:
                 os.close(fd)
         if verdict.action == "verify":
-            await self._channel.send("verify", fid=fid, have=verdict.start, digest=digest)
+            await self._channel.send(Verify(fid=fid, have=verdict.start, digest=digest))
             reply = await box.get()
-            if reply["t"] != "verified":
-                raise ProtocolError(f"expected verified for file {fid}, got {reply['t']}")
-            verdict = resume.after_verify(verdict, size, reply["ok"])
+            if not isinstance(reply, Verified):
+                raise ProtocolError(f"expected verified for file {fid}, got {reply.TYPE}")
+            verdict = resume.after_verify(verdict, size, reply.ok)
         if verdict.action == "skip":
             self._tally.skipped(key, arg, size, verdict.reason)
-            await self._channel.send("skip", fid=fid, reason=verdict.reason)
+            await self._channel.send(Skip(fid=fid, reason=verdict.reason))
             return None, size
         return verdict.start, size
 
@@ -307,11 +302,11 @@ class ReceivingRole:
 
         task = asyncio.create_task(receive())
         await asyncio.sleep(0)  # the task registers the piece before the sender hears of it
-        await self._channel.send("piece", fid=fid, pid=pid, start=lo, end=hi)
+        await self._channel.send(Piece(fid=fid, pid=pid, start=lo, end=hi))
         return task
 
     async def _pieces(self, fid: int, fd: int, pieces: list[tuple[int, int]], sidecar: str | None,
-                      ident: tuple[int, int], msg: dict, whole: bool = False) -> int:
+                      ident: tuple[int, int], msg: Offer, whole: bool = False) -> int:
         """Request every piece, at most PIECES_PER_FILE at once; the bytes written."""
         per_file = asyncio.Semaphore(PIECES_PER_FILE)
         pending: set[int] = set()
@@ -319,6 +314,7 @@ class ReceivingRole:
         failed: list[asyncio.Task] = []
         written = 0
         total = sum(hi - lo for lo, hi in pieces)
+        total_size = msg.size or 0
 
         def landed(lo: int, hi: int) -> None:
             nonlocal written
@@ -330,8 +326,8 @@ class ReceivingRole:
             # true; for a one-piece file that saves a third of its sidecar work (create + rename), the
             # biggest per-file cost with many small files.
             if sidecar is not None and written < total:
-                resume.write_watermark(self._files, sidecar, ident, msg["size"], msg["mtime"],
-                                       min(pending, default=msg["size"]))
+                resume.write_watermark(self._files, sidecar, ident, total_size, msg.mtime,
+                                       min(pending, default=total_size))
 
         def settled(task: asyncio.Task) -> None:
             # a failed piece (its write failed: disk full, EIO...) never lands: give its slot back so the
@@ -356,7 +352,7 @@ class ReceivingRole:
                 task.cancel()
         return written
 
-    async def _receive_stream(self, fid: int, arg: int, box: asyncio.Queue, target: str, key: str) -> None:
+    async def _receive_stream(self, fid: int, arg: int, box: asyncio.Queue[Message], target: str, key: str) -> None:
         """PUT/WRITE/CLOSE: the sender announces chunks as they come; bytes land at their offsets."""
         fd = self._files.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         tasks: list[asyncio.Task] = []
@@ -367,25 +363,24 @@ class ReceivingRole:
             written += hi - lo
 
         try:
-            await self._channel.send("begin", fid=fid, start=0)
+            await self._channel.send(Begin(fid=fid, start=0))
             self._tally.started(key, arg, 0, 0)
             while True:
-                msg = await box.get()
-                if msg["t"] == "chunk":
-                    tasks.append(await self._request(fid, fd, msg["start"], msg["end"], landed))
-                elif msg["t"] == "eof":
-                    await asyncio.gather(*tasks)
-                    size = msg["size"]
-                    checksum = await asyncio.to_thread(self._finish_fd, fd, size, None)
-                    break
-                else:
-                    raise ProtocolError(f"unexpected {msg['t']} in a stream")
+                match await box.get():
+                    case Chunk(start=start, end=end):
+                        tasks.append(await self._request(fid, fd, start, end, landed))
+                    case Eof(size=size):
+                        await asyncio.gather(*tasks)
+                        checksum = await asyncio.to_thread(self._finish_fd, fd, size, None)
+                        break
+                    case other:
+                        raise ProtocolError(f"unexpected {other.TYPE} in a stream")
         finally:
             for task in tasks:
                 task.cancel()
             os.close(fd)
         self._tally.stopped(key, arg, size, written, checksum)
-        await self._channel.send("fdone", fid=fid, written=written, checksum=checksum)
+        await self._channel.send(FileDone(fid=fid, written=written, checksum=checksum))
 
     def _settle(self, child: str) -> None:
         """``child`` landed in a received directory, which moved that directory's times: put back
@@ -406,36 +401,39 @@ class ReceivingRole:
         finally:
             os.close(fd)
 
-    def _finish_fd(self, fd: int, size: int, ranged) -> str | None:
+    def _finish_fd(self, fd: int, size: int, ranged: tuple[int, int] | None) -> str | None:
         if not ranged:
             os.ftruncate(fd, size)
         elif os.fstat(fd).st_size < ranged[1]:  # a range ending in a hole still ends where it says
             os.ftruncate(fd, ranged[1])
-        algorithm = self._opts.get("checksum", "none")
+        algorithm = self._opts.checksum
         if algorithm == "none":
             return None
         return file_checksum(fd, size, algorithm)
 
 
-async def _unless_aborted(box: asyncio.Queue, work):
+T = TypeVar("T")
+
+
+async def _unless_aborted(box: asyncio.Queue[Message], work: Awaitable[T]) -> T:
     """``work``'s result, unless the sender aborts the file first (its source failed to read: 35): then the
     pieces stop and the file fails with the sender's error (what landed stays, with its watermark)."""
-    work = asyncio.ensure_future(work)
+    running = asyncio.ensure_future(work)
     abort = asyncio.ensure_future(box.get())
     try:
-        await asyncio.wait({work, abort}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({running, abort}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (work, abort):
+        for task in (running, abort):
             if not task.done():
                 task.cancel()
-    if work.done() and not work.cancelled():
-        return work.result()
+    if running.done() and not running.cancelled():
+        return running.result()
     with contextlib.suppress(asyncio.CancelledError):
-        await work
+        await running
     msg = abort.result()
-    if msg["t"] != "abort":
-        raise ProtocolError(f"unexpected {msg['t']} while file {msg.get('fid')} is being sent")
-    raise EngineError(ErrorCode.DISK_READ, msg["desc"])
+    if not isinstance(msg, Abort):
+        raise ProtocolError(f"unexpected {msg.TYPE} while file {getattr(msg, 'fid', None)} is being sent")
+    raise EngineError(ErrorCode.DISK_READ, msg.desc)
 
 
 def _existing(files: Files, path: str, *, follow: bool) -> resume.Existing | None:

@@ -12,17 +12,21 @@ import itertools
 import os
 import posixpath
 import stat
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Union
 
 from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.files import attrs
-from fasp.errors import os_error_code
+from fasp.errors import ProtocolError, os_error_code
 from fasp.session.channel import Channel
 from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Files, Unconfined
 from fasp.files.envelope import SUFFIX, Envelope, SealedSource
 from fasp.files.jobs import FileJob, Problem, data_extents, share
+from fasp.options.peer import PeerOptions
+from fasp.session.messages import (Abort, Begin, FileDone, FileError, FileMessage, Keep, Kept, Message, Offer, Piece,
+                                   Skip, Verified, Verify)
 from fasp.session.tally import Tally
 
 
@@ -34,11 +38,33 @@ KEEP_BATCH = 2000
 """Names per ``keep`` message: well inside the control channel's frame limit."""
 
 
-def _piece_done(task: asyncio.Task, pieces: set, box: asyncio.Queue) -> None:
+@dataclass(frozen=True)
+class PieceFailed:
+    """A local event, never a wire message: a piece of this file failed to send (its source failed to read,
+    or the data channel gave up). It joins the receiver's messages in the file's queue so one loop sees both."""
+
+    error: BaseException
+
+
+Inbox = asyncio.Queue[Union[Message, PieceFailed]]
+"""A file's queue: the receiver's messages about it, and its pieces' failures."""
+
+
+def route(inbox: Mapping[int, asyncio.Queue[Any]], msg: Message) -> bool:
+    """Put a message about a file in flight into that file's queue; False if it is about none."""
+    match msg:
+        case FileMessage(fid=fid) | FileError(fid=int(fid)) if fid in inbox:
+            inbox[fid].put_nowait(msg)
+            return True
+    return False
+
+
+def _piece_done(task: asyncio.Task[None], pieces: set[asyncio.Task[None]], box: Inbox) -> None:
     """Forget a finished piece; a failed one wakes its file's loop, which is waiting for the receiver."""
     pieces.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        box.put_nowait({"t": "failed", "error": task.exception()})
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        box.put_nowait(PieceFailed(error))
 
 
 def _part_only(job: FileJob) -> bool:
@@ -50,37 +76,35 @@ def _part_only(job: FileJob) -> bool:
 
 
 class SendingRole:
-    def __init__(self, channel: Channel, transport, tally: Tally, opts: dict,
+    def __init__(self, channel: Channel, transport, tally: Tally, opts: PeerOptions,
                  files: Files | None = None, file_pass: str | None = None) -> None:
         self._channel = channel
         self._file_pass = file_pass  # --file-crypt=encrypt (client side only: the server never sees it)
         self._files = files or Unconfined()  # every source is opened through it (the docroot on a server)
         self._transport = transport
-        transport.tune(read_size=int(opts.get("read_size") or 0))  # -g: this side reads the sources
+        transport.tune(read_size=opts.read_size)  # -g: this side reads the sources
         self._tally = tally
         self._opts = opts
         self._fids = itertools.count(1)
-        self._inbox: dict[int, asyncio.Queue] = {}
-        self._kept: dict[int, asyncio.Future] = {}
+        self._inbox: dict[int, Inbox] = {}
+        self._kept: dict[int, asyncio.Future[int]] = {}
         self._room = asyncio.Semaphore(FILES_IN_FLIGHT)  # shared by concurrent arguments (persistent START)
 
-    def deliver(self, msg: dict) -> bool:
+    def deliver(self, msg: Message) -> bool:
         """Route a receiver message to its file; False if no such file is in flight."""
-        if msg["t"] == "kept":
-            waiter = self._kept.pop(msg["arg"], None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(msg["deleted"])
-            return waiter is not None
-        box = self._inbox.get(msg.get("fid"))
-        if box is None:
-            return False
-        box.put_nowait(msg)
-        return True
+        match msg:
+            case Kept(arg=arg, deleted=deleted):
+                waiter = self._kept.pop(arg, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(deleted)
+                return waiter is not None
+        return route(self._inbox, msg)
 
-    def new_file(self) -> tuple[int, asyncio.Queue]:
+    def new_file(self) -> tuple[int, Inbox]:
         """A file id and the queue its receiver messages arrive in (until :meth:`forget`)."""
         fid = next(self._fids)
-        box = self._inbox[fid] = asyncio.Queue()
+        box: Inbox = asyncio.Queue()
+        self._inbox[fid] = box
         return fid, box
 
     def forget(self, fid: int) -> None:
@@ -99,8 +123,8 @@ class SendingRole:
         room = self._room
         tasks = []
         items = (i for i in items if isinstance(i, Problem) or i.is_dir or not attrs.hidden(i.path, self._opts))
-        items = share(items, self._opts.get("node", 1), self._opts.get("nodes", 1), self._opts.get("split_above", 0))
-        if self._opts.get("delete_before"):
+        items = share(items, self._opts.node, self._opts.nodes, self._opts.split_above)
+        if self._opts.delete_before:
             items = await asyncio.to_thread(list, items)
             await self._keep_only(items)
 
@@ -132,7 +156,7 @@ class SendingRole:
         waiter = self._kept[arg] = asyncio.get_running_loop().create_future()
         for at in range(0, max(len(names), 1), KEEP_BATCH):
             batch = names[at:at + KEEP_BATCH]
-            await self._channel.send("keep", arg=arg, top=top, names=batch, done=at + KEEP_BATCH >= len(names))
+            await self._channel.send(Keep(arg=arg, top=top, names=tuple(batch), done=at + KEEP_BATCH >= len(names)))
         await waiter
 
     async def send_job(self, job: FileJob) -> str:
@@ -155,14 +179,14 @@ class SendingRole:
             self._tally.failed(job.path, job.arg, exc.code, exc.description)
             return None
 
-    async def _send_dir(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
+    async def _send_dir(self, fid: int, job: FileJob, box: Inbox) -> str:
         try:
             fd = self._files.open(job.path, os.O_RDONLY | os.O_DIRECTORY)
         except EngineError as exc:
             self._tally.failed(job.path, job.arg, exc.code, exc.description)
             return "failed"
         except OSError as exc:
-            self._tally.failed(job.path, job.arg(exc), f"{job.path}: {exc.strerror}")
+            self._tally.failed(job.path, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         try:
             st = os.fstat(fd)
@@ -171,32 +195,29 @@ class SendingRole:
             os.close(fd)
         if meta is None:
             return "failed"
-        await self._channel.send("file", fid=fid, arg=job.arg, rel=job.rel, lone=False, size=0,
-                                 mtime=st.st_mtime, atime=st.st_atime, mode=stat.S_IFDIR | 0o755, meta=meta)
-        msg = await box.get()
-        if msg["t"] == "ferror":
-            self._tally.failed(job.path, job.arg, msg["code"], msg["desc"])
-            return "failed"
-        return "passed"
+        await self._channel.send(Offer(fid=fid, arg=job.arg, rel=job.rel, lone=False, size=0, mtime=st.st_mtime,
+                                       atime=st.st_atime, mode=stat.S_IFDIR | 0o755, meta=meta))
+        match await box.get():
+            case FileDone():
+                return "passed"
+            case other:
+                return self._not_taken(job, 0, other)
 
-    async def _send_link(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
+    async def _send_link(self, fid: int, job: FileJob, box: Inbox) -> str:
         """--symbolic-links=copy: the link itself travels (its target text), no file bytes."""
         key = job.path
         st = self._files.stat(job.path, follow=False)
-        await self._channel.send("file", fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=0,
-                                 mtime=st.st_mtime, atime=st.st_atime, mode=st.st_mode, link=job.link)
-        msg = await box.get()
-        if msg["t"] == "fdone":
-            self._tally.started(key, job.arg, 0, 0)
-            self._tally.stopped(key, job.arg, 0, 0, None)
-            return "passed"
-        if msg["t"] == "skip":
-            self._tally.skipped(key, job.arg, 0, msg["reason"])
-            return "skipped"
-        self._tally.failed(key, job.arg, msg.get("code", ErrorCode.FASP_PROTO), msg.get("desc", msg["t"]))
-        return "failed"
+        await self._channel.send(Offer(fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=0, mtime=st.st_mtime,
+                                       atime=st.st_atime, mode=st.st_mode, link=job.link))
+        match await box.get():
+            case FileDone():
+                self._tally.started(key, job.arg, 0, 0)
+                self._tally.stopped(key, job.arg, 0, 0, None)
+                return "passed"
+            case other:
+                return self._not_taken(job, 0, other)
 
-    async def _send_file(self, fid: int, job: FileJob, box: asyncio.Queue) -> str:
+    async def _send_file(self, fid: int, job: FileJob, box: Inbox) -> str:
         key = job.path
         try:
             fd = self._files.open(job.path, os.O_RDONLY)  # a link is followed only while it stays below the root
@@ -204,7 +225,7 @@ class SendingRole:
             self._tally.failed(key, job.arg, exc.code, exc.description)
             return "failed"
         except OSError as exc:
-            self._tally.failed(key, job.arg(exc), f"{job.path}: {exc.strerror}")
+            self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         pieces: set[asyncio.Task] = set()
         aborted = False
@@ -218,58 +239,65 @@ class SendingRole:
             if self._file_pass is not None:  # --file-crypt=encrypt: the envelope travels, never the plain bytes
                 sealed = SealedSource(fd, size, Envelope.new(self._file_pass, size))
                 size, rel, read, extents = sealed.size, rel + SUFFIX, sealed.read, None
-            await self._channel.send(
-                "file", fid=fid, arg=job.arg, rel=rel, lone=job.lone, size=size, mtime=st.st_mtime,
-                atime=st.st_atime, mode=st.st_mode, extents=extents, meta=meta,
-                range=[job.start or 0, size if job.end is None else min(job.end, size)]
-                if job.start is not None or job.end is not None else None)
+            await self._channel.send(Offer(
+                fid=fid, arg=job.arg, rel=rel, lone=job.lone, size=size, mtime=st.st_mtime, atime=st.st_atime,
+                mode=st.st_mode, meta=meta, extents=None if extents is None else tuple((lo, hi) for lo, hi in extents),
+                span=(job.start or 0, size if job.end is None else min(job.end, size))
+                if job.start is not None or job.end is not None else None))
             while True:
-                msg = await box.get()
-                kind = msg["t"]
-                if kind == "verify":
-                    digest = await asyncio.to_thread(prefix_digest, read, msg["have"], self._opts["resume"] == 2)
-                    await self._channel.send("verified", fid=fid, ok=digest == msg["digest"])
-                elif kind == "begin":
-                    self._tally.started(key, job.arg, size, msg["start"])
-                elif kind == "piece":
-                    if aborted:  # asked for before the receiver heard of the abort
-                        continue
-                    source = fd if self._file_pass is None else read(msg["end"] - msg["start"], msg["start"])
-                    task = asyncio.create_task(self._piece(msg["pid"], source, msg["start"], msg["end"]))
-                    pieces.add(task)
-                    task.add_done_callback(lambda t: _piece_done(t, pieces, box))
-                elif kind == "failed":
-                    error = msg["error"]
-                    if not (isinstance(error, EngineError) and error.code == ErrorCode.DISK_READ):
-                        raise error  # a transport failure (stall, peer gone): the session's end
-                    if not aborted:  # this source could not be read: the file fails, the session goes on
-                        aborted = True
-                        for task in list(pieces):
-                            task.cancel()
-                        await self._channel.send("abort", fid=fid, desc=f"{job.path}: {error.description}")
-                    # the receiver answers with ferror (its last word on this file), counted below
-                elif kind == "fdone":
-                    if pieces:
-                        await asyncio.gather(*pieces)
-                    self._tally.stopped(key, job.arg, size, msg["written"], msg["checksum"])
-                    self._after(job)
-                    return "passed"
-                elif kind == "skip":
-                    self._tally.skipped(key, job.arg, size, msg["reason"])
-                    if self._opts.get("remove_skipped") and self._opts.get("remove_after_transfer"):
-                        self._after(job)  # --remove-skipped: the destination has it, so the source goes too
-                    return "skipped"
-                elif kind == "ferror":
-                    self._tally.failed(key, job.arg, msg["code"], msg["desc"])
-                    return "failed"
+                match await box.get():
+                    case Verify(have=have, digest=theirs):
+                        digest = await asyncio.to_thread(prefix_digest, read, have, self._opts.resume == 2)
+                        await self._channel.send(Verified(fid=fid, ok=digest == theirs))
+                    case Begin(start=start):
+                        self._tally.started(key, job.arg, size, start)
+                    case Piece(pid=pid, start=start, end=end):
+                        if aborted:  # asked for before the receiver heard of the abort
+                            continue
+                        source = fd if self._file_pass is None else read(end - start, start)
+                        task = asyncio.create_task(self._piece(pid, source, start, end))
+                        pieces.add(task)
+                        task.add_done_callback(lambda t: _piece_done(t, pieces, box))
+                    case PieceFailed(error=error):
+                        if not (isinstance(error, EngineError) and error.code == ErrorCode.DISK_READ):
+                            raise error  # a transport failure (stall, peer gone): the session's end
+                        if not aborted:  # this source could not be read: the file fails, the session goes on
+                            aborted = True
+                            for task in list(pieces):
+                                task.cancel()
+                            await self._channel.send(Abort(fid=fid, desc=f"{job.path}: {error.description}"))
+                        # the receiver answers with ferror (its last word on this file), counted below
+                    case FileDone(written=written, checksum=checksum):
+                        if pieces:
+                            await asyncio.gather(*pieces)
+                        self._tally.stopped(key, job.arg, size, written, checksum)
+                        self._after(job)
+                        return "passed"
+                    case other:
+                        outcome = self._not_taken(job, size, other)
+                        if outcome == "skipped" and self._opts.remove_skipped and self._opts.remove_after_transfer:
+                            self._after(job)  # --remove-skipped: the destination has it, so the source goes too
+                        return outcome
         finally:
             for task in list(pieces):
                 task.cancel()
             try:
-                if self._opts.get("preserve_source_atime"):  # whatever read it: pieces, a resume check
+                if self._opts.preserve_source_atime:  # whatever read it: pieces, a resume check
                     attrs.restore_atime(fd, st, job.path)
             finally:
                 os.close(fd)
+
+    def _not_taken(self, job: FileJob, size: int, msg: Message | PieceFailed) -> str:
+        """The receiver's last word on a file it did not take: "skipped" or "failed", counted; anything
+        else is off the protocol."""
+        match msg:
+            case Skip(reason=reason):
+                self._tally.skipped(job.path, job.arg, size, reason)
+                return "skipped"
+            case FileError(code=code, desc=desc):
+                self._tally.failed(job.path, job.arg, code, desc)
+                return "failed"
+        raise ProtocolError(f"unexpected {type(msg).__name__} about a file being sent")
 
     async def _piece(self, pid: int, source, start: int, end: int) -> None:
         await self._transport.send(pid, source, start, end)
@@ -280,10 +308,10 @@ class SendingRole:
         if _part_only(job):
             return
         try:
-            if self._opts.get("remove_after_transfer"):
+            if self._opts.remove_after_transfer:
                 self._files.unlink(job.path)
-            elif self._opts.get("move_after"):
-                target = posixpath.join(self._opts["move_after"], job.rel)
+            elif self._opts.move_after:
+                target = posixpath.join(self._opts.move_after, job.rel)
                 self._files.makedirs(posixpath.dirname(target))
                 self._files.replace(job.path, target)
         except OSError as exc:
@@ -291,9 +319,9 @@ class SendingRole:
 
     def finish_arg(self, top: str) -> None:
         """Once a source argument is done: prune the directories the transfer emptied, if asked."""
-        with_top = bool(self._opts.get("remove_empty_source_directory"))
+        with_top = self._opts.remove_empty_source_directory
         try:
-            if not (with_top or self._opts.get("remove_empty_directories")) or \
+            if not (with_top or self._opts.remove_empty_directories) or \
                     self._files.kind(top) != stat.S_IFDIR:
                 return
             dirs = _dirs_below(self._files, top)

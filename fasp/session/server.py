@@ -19,13 +19,15 @@ import signal
 from faspmanager.codes import EngineError, ErrorCode
 from fasp.errors import ProtocolError
 
-from fasp.session import control
 from fasp.files import docroot
 from fasp.datapath.httpchannel import SOCKET_ENV, FallbackTransport, Registration
 from fasp.session.channel import Channel, stdio_channel
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
 from fasp.files.logdir import log_file, session_log_name
 from fasp.options.flags import Config
+from fasp.options.peer import PeerOptions
+from fasp.session.messages import (VERSION, ArgDone, Bye, Cancel, Capacity, Fallback, FallbackReady, FileError, Get,
+                                   Hello, Listed, Rate, RateChange, SessionFailed, Welcome)
 from fasp.session.receiving import ReceivingRole
 from fasp.datapath.seal import SHARE_BYTES, SessionKey
 from fasp.session.sending import SendingRole
@@ -53,17 +55,13 @@ class ServerSession:
         self.files = docroot.handle(cfg.docroot, home=True)  # every file operation goes through it
         self.transport: Transport | FallbackTransport | None = None
         self.role: SendingRole | ReceivingRole | None = None
-        self.opts: dict = {}
+        self.opts = PeerOptions()
         self.failure: asyncio.Future = asyncio.get_running_loop().create_future()
         self.tasks: set[asyncio.Task] = set()
 
-    def capped(self, raw: dict) -> RateSettings:
+    def capped(self, rate: Rate) -> RateSettings:
         """The client's rate within this user's caps (a capacity percent passes; the cap bounds its ceiling)."""
-        try:
-            target, minimum, policy = int(raw["target"]), int(raw["min"]), str(raw["policy"]).lower()
-            percent = min(max(int(raw.get("percent", 0)), 0), 100)
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolError(f"malformed rate {raw!r}") from None
+        target, minimum, policy, percent = rate.target, rate.min, rate.policy, rate.percent
         if policy not in self.cfg.allowed_policies:
             raise EngineError(ErrorCode.UNAUTHORIZED, f"policy {policy!r} is not allowed for this user "
                                                       f"(allowed: {', '.join(self.cfg.allowed_policies)})")
@@ -75,29 +73,28 @@ class ServerSession:
         hello = await asyncio.wait_for(self.channel.recv(), HELLO_TIMEOUT)
         if hello is None:
             return
-        if hello["t"] != "hello" or hello["v"] != control.VERSION:
-            raise ProtocolError(f"expected hello version {control.VERSION}, got {hello['t']} "
-                                       f"v{hello.get('v')}")
-        self.opts = hello["opts"]
-        if self.opts.get("log_dir"):  # first: the -R log has the session's every line
-            self._log_to(hello["session"])
-        if hello.get("token"):
+        if not isinstance(hello, Hello):  # its version was checked as it was decoded
+            raise ProtocolError(f"expected hello, got {hello.TYPE}")
+        self.opts = hello.opts
+        if self.opts.log_dir:  # first: the -R log has the session's every line
+            self._log_to(hello.session)
+        if hello.token:
             log.info("the client presented an ASPERA_SCP_TOKEN; SSH authentication already authorized it here")
-        rate = self.capped(hello["rate"])
+        rate = self.capped(hello.rate)
         share = os.urandom(SHARE_BYTES)  # ours: with the client's, neither end alone chooses the key
-        key = SessionKey.derive(control.share(hello), share, bytes.fromhex(hello["session"]), hello["key_bytes"])
+        key = SessionKey.derive(hello.share, share, bytes.fromhex(hello.session), hello.key_bytes)
         self.transport = await self._listen(hello, key, rate)
         self.transport.on_capacity = self._tell_capacity
         self._hello, self._key = hello, key
         self._may_fall_back = True  # until the data channel carried anything
         self._start_role()
-        await self.channel.send("welcome", v=control.VERSION, share=share.hex(), udp_port=self.transport.local_port,
-                                rate=rate.to_wire())
-        log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello["session"],
-                 "uploads" if hello["direction"] == "send" else "downloads", hello["dest"],
+        await self.channel.send(Welcome(v=VERSION, share=share, udp_port=self.transport.local_port,
+                                        rate=Rate.of(rate)))
+        log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello.session,
+                 "uploads" if hello.direction == "send" else "downloads", hello.dest,
                  self.transport.local_port, rate)
-        if isinstance(self.opts.get("tags"), dict):  # the client's --tags, as IBM's server logs them
-            log.info("session %s: tags %s", hello["session"], json.dumps(self.opts["tags"])[:MAX_TAGS_LOGGED])
+        if self.opts.tags is not None:  # the client's --tags, as IBM's server logs them
+            log.info("session %s: tags %s", hello.session, json.dumps(self.opts.tags)[:MAX_TAGS_LOGGED])
         reader = asyncio.create_task(self._read())
         await asyncio.wait({reader, self.failure}, return_when=asyncio.FIRST_COMPLETED)
         if self.failure.done():
@@ -108,48 +105,48 @@ class ServerSession:
     def _start_role(self) -> None:
         """The role over the current transport (again after a fallback, before any file moved)."""
         hello = self._hello
-        tally = Tally(lambda event, fields: None, hello["session"])
-        if hello["direction"] == "send":
-            receiver = ReceivingRole(self.channel, self.transport, tally, self.opts, dest=hello["dest"],
+        tally = Tally(lambda event, fields: None, hello.session)
+        if hello.direction == "send":
+            receiver = ReceivingRole(self.channel, self.transport, tally, self.opts, dest=hello.dest,
                                 files=self.files)
             receiver.on_fatal = self._fatal
             self.role = receiver
         else:
             self.role = SendingRole(self.channel, self.transport, tally, self.opts, files=self.files)
 
-    async def _fallback(self, msg: dict) -> None:
+    async def _fallback(self, msg: Fallback) -> None:
         """The client's UDP could not reach us (-y 1): register its session with fasp-server's fallback
         port, give the client the one-time token, and carry on over the stream fasp-server relays."""
         path = os.environ.get(SOCKET_ENV)
         if not path:
             raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, "this server offers no HTTP fallback "
                                                                "(only fasp-server with --http-port does)")
-        session, token = self._hello["session"], os.urandom(24).hex()
+        session, token = self._hello.session, os.urandom(24).hex()
         registration = await Registration.open(path, session, token)
-        await self.channel.send("fallback_ok", token=token)
+        await self.channel.send(FallbackReady(token=token))
         reader, writer, name = await registration.wait()
         udp = self.transport
         self.transport = FallbackTransport(
-            reader, writer, session_id=bytes.fromhex(session), key=self._key, direction=1, jpeg=msg["jpeg"],
+            reader, writer, session_id=bytes.fromhex(session), key=self._key, direction=1, jpeg=msg.jpeg,
             rate=udp.rate_settings, name=name)
         await udp.close()
         self._start_role()
-        log.info("session %s: data now over %s%s", session, name, " (JPEG frames)" if msg["jpeg"] else "")
+        log.info("session %s: data now over %s%s", session, name, " (JPEG frames)" if msg.jpeg else "")
 
-    async def _listen(self, hello: dict, key: SessionKey, rate: RateSettings) -> Transport:
+    async def _listen(self, hello: Hello, key: SessionKey, rate: RateSettings) -> Transport:
         """The UDP endpoint: the server's own -O strictly; a client's -O only as a wish, since every
         session would otherwise fight over one port (the welcome tells the client where we are)."""
         listen = lambda port: Transport.listen(  # noqa: E731
-            bind_address(), port, session_id=bytes.fromhex(hello["session"]), key=key,
-            datagram_size=hello["datagram_size"], rate=rate)
+            bind_address(), port, session_id=bytes.fromhex(hello.session), key=key,
+            datagram_size=hello.datagram_size, rate=rate)
         if self.cfg.udp_port:
             return await listen(self.cfg.udp_port)
         try:
-            return await listen(hello["udp_port"])
+            return await listen(hello.udp_port)
         except EngineError as exc:
-            if not hello["udp_port"]:
+            if not hello.udp_port:
                 raise
-            log.info("UDP port %d unavailable (%s): using any free port", hello["udp_port"], exc.description)
+            log.info("UDP port %d unavailable (%s): using any free port", hello.udp_port, exc.description)
             return await listen(0)
 
     def _log_to(self, session: str) -> None:
@@ -168,9 +165,7 @@ class ServerSession:
         """--auto-detect-capacity in a download: our sender measured the path; the client reports it (a rate
         message without seq, which changes nothing, carries it)."""
         log.info("measured path capacity: %d kbit/s", kbps)
-        now = self.transport.stats()
-        task = asyncio.create_task(self.channel.send("rate", target=now["target_kbps"], min=now["min_kbps"],
-                                                     policy=now["policy"], capacity=kbps))
+        task = asyncio.create_task(self.channel.send(Capacity(kbps=kbps)))
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -183,66 +178,66 @@ class ServerSession:
             msg = await self.channel.recv()
             if msg is None:
                 raise EngineError(ErrorCode.TRANSFER_ERROR, "the client closed the control channel")
-            kind = msg["t"]
-            if kind == "bye":
-                if self.tasks:
-                    await asyncio.wait(set(self.tasks))
-                if isinstance(self.role, ReceivingRole):
-                    await self.role.idle()
-                await self.channel.send("bye")
-                log.info("session ended by the client")
-                return
-            if kind == "cancel":
-                raise EngineError(ErrorCode.USER_CANCEL, "cancelled by the client")
-            if kind == "fallback":
+            if isinstance(msg, Fallback):
                 if not self._may_fall_back:
                     raise ProtocolError("fallback requested after the data channel was in use")
                 self._may_fall_back = False
                 await self._fallback(msg)
                 continue
             self._may_fall_back = False
-            if kind == "rate":
-                rate = self.capped(msg)
-                self.transport.set_rate(rate)
-                await self.channel.send("rate", **rate.to_wire(), seq=msg.get("seq"))
-            elif kind == "get":
-                if not isinstance(self.role, SendingRole):
-                    raise ProtocolError("get in an upload session")
-                task = asyncio.create_task(self._serve_get(msg))
-                self.tasks.add(task)
-                task.add_done_callback(self._task_done)
-            elif not self.role.deliver(msg):
-                raise ProtocolError(f"unexpected {kind} message (file {msg.get('fid')})")
+            match msg:
+                case Bye():
+                    if self.tasks:
+                        await asyncio.wait(set(self.tasks))
+                    if isinstance(self.role, ReceivingRole):
+                        await self.role.idle()
+                    await self.channel.send(Bye())
+                    log.info("session ended by the client")
+                    return
+                case Cancel():
+                    raise EngineError(ErrorCode.USER_CANCEL, "cancelled by the client")
+                case RateChange(seq=seq, rate=wanted):
+                    rate = self.capped(wanted)
+                    self.transport.set_rate(rate)
+                    await self.channel.send(RateChange(seq=seq, rate=Rate.of(rate)))
+                case Get():
+                    if not isinstance(self.role, SendingRole):
+                        raise ProtocolError("get in an upload session")
+                    task = asyncio.create_task(self._serve_get(msg))
+                    self.tasks.add(task)
+                    task.add_done_callback(self._task_done)
+                case _ if not self.role.deliver(msg):
+                    raise ProtocolError(f"unexpected {msg.TYPE} message (file {getattr(msg, 'fid', None)})")
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._fatal(task.exception())
 
-    async def _serve_get(self, msg: dict) -> None:
+    async def _serve_get(self, msg: Get) -> None:
         """One download source argument (or keepalive START): walk it, offer its files, then argdone."""
-        arg, source = msg["arg"], msg["source"]
+        arg, source = msg.arg, msg.source
         walked = False
         try:
-            rel = msg.get("rel") or top_name(source, self.opts.get("src_base"), None)
+            rel = msg.rel or top_name(source, self.opts.src_base, None)
             items = await asyncio.to_thread(list, walk(arg, source, rel, files=self.files,
-                                                       lone=bool(msg.get("lone")), rules=Rules.from_opts(self.opts)))
+                                                       lone=msg.lone, rules=Rules.from_opts(self.opts)))
             walked = True
         except EngineError as exc:
             items = [Problem(arg, source, exc.code, exc.description)]
         files = [i for i in items if isinstance(i, FileJob) and not i.is_dir]
         for job in files:
-            job.start, job.end = msg.get("start"), msg.get("end")
-        await self.channel.send("listed", arg=arg, files=len(files), bytes=sum(j.size for j in files),
-                                dirs=sum(1 for i in items if isinstance(i, FileJob) and i.is_dir))
+            job.start, job.end = msg.start, msg.end
+        await self.channel.send(Listed(arg=arg, files=len(files), nbytes=sum(j.size for j in files),
+                                       dirs=sum(1 for i in items if isinstance(i, FileJob) and i.is_dir)))
         problems: list[Problem] = []
         await self.role.send_all(items, problems.append)
         if walked:
             self.role.finish_arg(source)
         for problem in problems:
-            await self.channel.send("ferror", fid=None, arg=arg, path=problem.path, code=int(problem.code),
-                                    desc=problem.desc, skip=problem.skip)
-        await self.channel.send("argdone", arg=arg)
+            await self.channel.send(FileError(fid=None, arg=arg, path=problem.path, code=int(problem.code),
+                                              desc=problem.desc, skip=problem.skip))
+        await self.channel.send(ArgDone(arg=arg))
 
 async def serve(cfg: Config) -> int:
     """Run one server-mode session on stdin/stdout; the process exit status."""
@@ -267,7 +262,7 @@ async def serve(cfg: Config) -> int:
         status = 1
         if exc.code not in (ErrorCode.TRANSFER_ERROR, ErrorCode.USER_CANCEL):
             try:
-                await asyncio.wait_for(channel.send("error", code=exc.code, desc=exc.description), 2.0)
+                await asyncio.wait_for(channel.send(SessionFailed(code=exc.code, desc=exc.description)), 2.0)
             except (Exception, asyncio.TimeoutError):
                 pass
     finally:

@@ -13,6 +13,7 @@ import asyncio
 from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.errors import ProtocolError
+from fasp.session.messages import Begin, Chunk, Eof, FileDone, FileError, Offer, Piece
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
 
@@ -36,8 +37,8 @@ class OutStream:
         self._pump: asyncio.Task | None = None
 
     async def open(self) -> None:
-        await self._sender.channel.send("file", fid=self._fid, arg=self._arg, rel=self._dest, lone=False,
-                                        size=None, mtime=0, atime=0, mode=0o100644)
+        await self._sender.channel.send(Offer(fid=self._fid, arg=self._arg, rel=self._dest, lone=False, size=None,
+                                              mtime=0.0, atime=0.0, mode=0o100644))
         self._pump = asyncio.create_task(self._replies())
 
     async def write(self, data: bytes) -> None:
@@ -51,7 +52,7 @@ class OutStream:
         self._check()
         if self._buffer:
             await self._flush(len(self._buffer))
-        await self._sender.channel.send("eof", fid=self._fid, size=self._offset)
+        await self._sender.channel.send(Eof(fid=self._fid, size=self._offset))
         try:
             return await self._done
         finally:
@@ -75,32 +76,33 @@ class OutStream:
         start = self._offset
         self._offset += length
         self._waiting[start] = segment
-        await self._sender.channel.send("chunk", fid=self._fid, start=start, end=start + length)
+        await self._sender.channel.send(Chunk(fid=self._fid, start=start, end=start + length))
 
     async def _replies(self) -> None:
         key = self._dest
         try:
             while True:
-                msg = await self._box.get()
-                kind = msg["t"]
-                if kind == "begin":
-                    self._tally.started(key, self._arg, 0, 0)
-                elif kind == "piece":
-                    segment = self._waiting.pop(msg["start"], None)
-                    if segment is None or msg["end"] - msg["start"] != len(segment):
-                        raise ProtocolError(f"piece for an unknown stream segment at {msg['start']}")
-                    task = asyncio.create_task(self._send(msg["pid"], segment, msg["start"], msg["end"]))
-                    self._sends.add(task)
-                    task.add_done_callback(self._sent)
-                elif kind == "fdone":
-                    if self._sends:
-                        await asyncio.gather(*self._sends)
-                    self._tally.stopped(key, self._arg, self._offset, msg["written"], msg["checksum"])
-                    self._done.set_result(msg["checksum"])
-                    return
-                elif kind == "ferror":
-                    self._tally.failed(key, self._arg, msg["code"], msg["desc"])
-                    raise EngineError(msg["code"], msg["desc"])
+                match await self._box.get():
+                    case Begin():
+                        self._tally.started(key, self._arg, 0, 0)
+                    case Piece(pid=pid, start=start, end=end):
+                        segment = self._waiting.pop(start, None)
+                        if segment is None or end - start != len(segment):
+                            raise ProtocolError(f"piece for an unknown stream segment at {start}")
+                        task = asyncio.create_task(self._send(pid, segment, start, end))
+                        self._sends.add(task)
+                        task.add_done_callback(self._sent)
+                    case FileDone(written=written, checksum=checksum):
+                        if self._sends:
+                            await asyncio.gather(*self._sends)
+                        self._tally.stopped(key, self._arg, self._offset, written, checksum)
+                        self._done.set_result(checksum)
+                        return
+                    case FileError(code=code, desc=desc):
+                        self._tally.failed(key, self._arg, code, desc)
+                        raise EngineError(code, desc)
+                    case other:
+                        raise ProtocolError(f"unexpected {type(other).__name__} in a stream upload")
         except BaseException as exc:
             if not self._done.done():
                 self._done.set_exception(exc if isinstance(exc, Exception)

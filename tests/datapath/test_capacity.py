@@ -69,15 +69,3 @@ def test_any_path_any_percent(percent, capacity_mbit, rtt_ms, policy):
     assert rate <= cap * 1.0001 + 1000
     if policy == "fixed":
         assert rate == pytest.approx(max(cap, 1000.0))
-
-
-def test_rate_settings_travel_in_the_control_protocol():
-    plain = RateSettings(5000, 100, "fair")
-    assert plain.to_wire() == {"target": 5000, "min": 100, "policy": "fair"}  # as before: no new key
-    assert RateSettings.from_wire(plain.to_wire()) == plain
-    pct = RateSettings(CEILING_KBPS, 0, "fixed", percent=40)
-    assert RateSettings.from_wire(pct.to_wire()) == pct
-    for bad in ({"target": 1}, {"target": "x", "min": 0, "policy": "fair"}, None,
-                {"target": 1, "min": 0, "policy": "fair", "percent": 101}):
-        with pytest.raises(ValueError):
-            RateSettings.from_wire(bad)

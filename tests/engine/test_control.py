@@ -1,47 +1,117 @@
-"""The control-channel codec (sans-IO): round trips, any split, garbage only ever raises ProtocolError."""
+"""The control channel (sans-IO): typed messages round-trip through their JSON frames at any split, and a
+hostile frame (unknown type, extra, missing or mistyped field, out-of-range value, huge or deep) only ever
+raises ProtocolError, never another exception, a hang or a default."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
+import types
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp.session import control
-from fasp.session.control import ProtocolError, Decoder, encode
+from fasp.datapath.rate import CEILING_KBPS, POLICIES, RateSettings
+from fasp.errors import ProtocolError
+from fasp.options.peer import JsonObject, PeerOptions
+from fasp.options.vocabulary import CHECKSUMS, OVERWRITE, PRESERVE_MODES, SYMLINK_POLICIES
+from fasp.session import messages
+from fasp.session.control import MAX_FRAME, Decoder, frame
+from fasp.session.messages import MESSAGES, Message, OsStr, Rate
+from fasp.session.sending import PieceFailed
 
-names = st.text(min_size=0, max_size=40)
-ints = st.integers(min_value=0, max_value=2**63)
+os_names = st.one_of(st.text(max_size=20), st.binary(max_size=20).map(lambda b: b.decode("utf-8", "surrogateescape")))
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                          max_size=3), max_leaves=8)
+SCALARS: dict[Any, st.SearchStrategy[Any]] = {
+    int: st.integers(0, 2**63 - 1), float: st.floats(allow_nan=False, allow_infinity=False), bool: st.booleans(),
+    str: st.text(max_size=20), OsStr: os_names, bytes: st.binary(max_size=40),
+    JsonObject: st.dictionaries(st.text(max_size=5), json_values, max_size=4),
+}
+FIELDS: dict[tuple[type, str], st.SearchStrategy[Any]] = {  # fields whose record checks their values
+    (messages.Hello, "v"): st.just(messages.VERSION), (messages.Welcome, "v"): st.just(messages.VERSION),
+    (messages.Hello, "session"): st.binary(min_size=16, max_size=16).map(bytes.hex),
+    (messages.Hello, "direction"): st.sampled_from(["send", "recv"]),
+    (messages.Hello, "key_bytes"): st.sampled_from([0, 16, 24, 32]),
+    (messages.Hello, "udp_port"): st.integers(0, 65535),
+    (Rate, "target"): st.integers(1, 2**40), (Rate, "policy"): st.sampled_from(POLICIES),
+    (Rate, "percent"): st.integers(0, 100),
+    (PeerOptions, "overwrite"): st.sampled_from(OVERWRITE), (PeerOptions, "checksum"): st.sampled_from(CHECKSUMS),
+    (PeerOptions, "xattrs_mode"): st.sampled_from(PRESERVE_MODES),
+    (PeerOptions, "acls_mode"): st.sampled_from(PRESERVE_MODES),
+    (PeerOptions, "symlinks"): st.sampled_from(SYMLINK_POLICIES), (PeerOptions, "resume"): st.integers(0, 3),
+    (PeerOptions, "node"): st.just(1), (PeerOptions, "nodes"): st.integers(1, 64),
+    (PeerOptions, "partial_suffix"): st.sampled_from(["", ".partial"]),
+}
 
-messages = st.one_of(
-    st.builds(lambda fid, arg, rel, size: ("file", dict(fid=fid, arg=arg, rel=rel, lone=False, size=size,
-                                                         mtime=1.5, atime=2.0, mode=0o100644)),
-              ints, ints, names, st.one_of(st.none(), ints)),
-    st.builds(lambda fid, pid, a, b: ("piece", dict(fid=fid, pid=pid, start=a, end=b)), ints, ints, ints, ints),
-    st.builds(lambda code, desc: ("error", dict(code=code, desc=desc)), st.integers(0, 99), names),
-    st.builds(lambda fid, ok: ("verified", dict(fid=fid, ok=ok)), ints, st.booleans()),
-    st.builds(lambda t, m, p: ("rate", dict(target=t, min=m, policy=p)), ints, ints, st.sampled_from(["fair", "low"])),
-    st.just(("bye", {})),
-    st.just(("cancel", {})),
-)
+
+def strategy(hint: Any) -> st.SearchStrategy[Any]:
+    """Values of a message field's type (as messages.py declares them)."""
+    if hint in SCALARS:
+        return SCALARS[hint]
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return st.none() | strategy(next(a for a in args if a is not type(None)))
+    if origin is tuple and args[1:] == (Ellipsis,):
+        return st.lists(strategy(args[0]), max_size=4).map(tuple)
+    if origin is tuple:
+        return st.tuples(*map(strategy, args))
+    return record(hint)
+
+
+def record(cls: type) -> st.SearchStrategy[Any]:
+    hints = get_type_hints(cls, include_extras=True)
+    fields = {f.name: FIELDS[cls, f.name] if (cls, f.name) in FIELDS else strategy(hints[f.name])
+              for f in dataclasses.fields(cls)}
+    if cls in (messages.Piece, messages.Chunk):  # a non-empty range
+        fields["end"] = st.integers(1, 2**62)
+        return st.builds(lambda end, **kw: cls(**{**kw, "start": kw["start"] % end, "end": end}),
+                         **{k: v for k, v in fields.items() if k != "start"}, start=st.integers(0, 2**62))
+    return st.builds(cls, **fields)
+
+
+any_message = st.one_of([record(cls) for cls in MESSAGES])
+
+
+def raw(obj: object) -> bytes:
+    body = json.dumps(obj).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+@settings(max_examples=400)
+@given(any_message)
+def test_every_message_round_trips(msg: Message) -> None:
+    assert messages.decode(messages.encode(msg)) == msg
 
 
 @pytest.mark.slow
-@given(st.lists(messages, max_size=8), st.data())
-def test_round_trip_at_any_split(msgs, data):
-    stream = b"".join(encode(t, **f) for t, f in msgs)
+@given(st.lists(any_message, max_size=8), st.data())
+def test_round_trip_at_any_split(msgs: list[Message], data: st.DataObject) -> None:
+    stream = b"".join(frame(m) for m in msgs)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     decoder = Decoder()
     out = []
     for lo, hi in zip([0, *cuts], [*cuts, len(stream)]):
         out.extend(decoder.feed(stream[lo:hi]))
-    assert [(m.pop("t"), m) for m in out] == [(t, f) for t, f in msgs]
-    assert decoder.pending == 0
+    assert out == msgs and decoder.pending == 0
+
+
+def test_names_that_are_not_utf8_travel_as_bytes() -> None:
+    name = b"caf\xe9/\xff\xfe.bin".decode("utf-8", "surrogateescape")  # as os.fsdecode gives it
+    offer = messages.Offer(fid=1, arg=0, rel=name, lone=True, size=3, mtime=0.0, atime=0.0, mode=0o100644)
+    body = messages.encode(offer)
+    assert json.loads(body)["rel"] == {"b64": "Y2Fm6S///i5iaW4="}
+    back = messages.decode(body)
+    assert isinstance(back, messages.Offer) and back.rel.encode("utf-8", "surrogateescape") == b"caf\xe9/\xff\xfe.bin"
+    assert json.loads(messages.encode(messages.Keep(arg=0, top="d\u00e9j\u00e0", names=("x",), done=True)))["top"] \
+        == "d\u00e9j\u00e0"  # UTF-8 names stay plain strings
 
 
 @settings(max_examples=300)
 @given(st.binary(max_size=300))
-def test_garbage_raises_control_error_or_waits(blob):
+def test_garbage_raises_protocol_error_or_waits(blob: bytes) -> None:
     decoder = Decoder()
     try:
         decoder.feed(blob)
@@ -51,31 +121,92 @@ def test_garbage_raises_control_error_or_waits(blob):
             decoder.feed(b"more")  # out of sync for good, never a silent resync
 
 
-@given(st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=5), st.none()), max_size=5),
-       st.sampled_from(sorted(control.SCHEMA)))
-def test_wrong_or_missing_fields_are_refused(fields, msg_type):
-    body = json.dumps({"t": msg_type, **fields}).encode()
-    frame = struct.pack(">I", len(body)) + body
-    try:
-        [msg] = Decoder().feed(frame)
-    except ProtocolError:
-        return
-    for name, types in control.SCHEMA[msg_type].items():
-        assert isinstance(msg[name], types)
+@given(any_message, st.sampled_from(["drop", "add", "retype"]), st.data())
+def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject) -> None:
+    obj = json.loads(messages.encode(msg))
+    names = [k for k in obj if k != "t"]
+    if how == "add" or not names:
+        obj[data.draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in obj))] = 0
+    elif how == "drop":
+        del obj[data.draw(st.sampled_from(names))]
+    else:  # a value of another JSON type than the field's
+        name = data.draw(st.sampled_from(names))
+        wrong = {bool: "yes", int: True, str: 7, list: {"x": 1}, dict: [1], float: "1.5", type(None): []}
+        obj[name] = wrong[type(obj[name])] if not (type(obj[name]) is dict and "b64" in obj[name]) else 7
+    with pytest.raises(ProtocolError):
+        Decoder().feed(raw(obj))
 
 
-def test_limits_and_clear_messages():
+@pytest.mark.parametrize("obj, match", [
+    ({"t": "teleport"}, "unknown control message type 'teleport'"),
+    ({"t": "failed", "error": "x"}, "unknown control message type 'failed'"),  # a local event, never a message
+    ({"t": "welcome", "v": 2, "share": "00", "udp_port": 1, "rate": {}}, "the peer speaks control version 2"),
+    ({"t": "piece", "pid": 1, "start": 0, "end": 1}, "lacks field 'fid'"),
+    ({"t": "piece", "fid": 1, "pid": 1, "start": 0, "end": 1, "x": 0}, "unknown field 'x'"),
+    ({"t": "verified", "fid": 1, "ok": 1}, r"verified.ok has the wrong type"),
+    ({"t": "eof", "fid": -1, "size": 0}, r"eof.fid is out of range"),
+    ({"t": "eof", "fid": 1, "size": 2**63}, r"eof.size is out of range"),
+    ({"t": "piece", "fid": 1, "pid": 1, "start": 5, "end": 5}, "empty piece"),
+    ({"t": "keep", "arg": 0, "top": "\ud800", "names": [], "done": True}, "keep.top is not UTF-8 text"),
+    ({"t": "keep", "arg": 0, "top": {"b64": "!!"}, "names": [], "done": True}, "keep.top is not base64"),
+    ({"t": "keep", "arg": 0, "top": {"b64": "", "x": 1}, "names": [], "done": True}, "keep.top has the wrong type"),
+    ({"t": "capacity", "kbps": 1.0}, "capacity.kbps has the wrong type"),
+    ({"t": "rate", "seq": 1, "rate": {"target": 1, "min": 0, "policy": "greedy", "percent": 0}},
+     "rate.rate is out of range: unknown policy"),
+    ({"t": "file", "fid": 1, "arg": 0, "rel": "a", "lone": False, "size": 1, "mtime": "NaN", "atime": 0,
+      "mode": 0, "meta": None, "extents": None, "span": None, "link": None}, "file.mtime is not a finite number"),
+    ({"t": "file", "fid": 1, "arg": 0, "rel": "a", "lone": False, "size": 1, "mtime": 0, "atime": 0,
+      "mode": 0, "meta": None, "extents": [[0]], "span": None, "link": None},
+     r"file.extents\[0\] is not an array of 2"),
+    ([1, 2], "not an object with a type"),
+])
+def test_hostile_frames_name_their_fault(obj: object, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        Decoder().feed(raw(obj))
+
+
+def test_peer_options_are_decoded_strictly() -> None:
+    hello = messages.Hello(v=messages.VERSION, session="ab" * 16, share=b"k" * 32, key_bytes=16, direction="send",
+                           dest="/d", datagram_size=1400, udp_port=0, rate=Rate(1000, 0, "fair"),
+                           opts=PeerOptions(resume=2))
+    obj = json.loads(messages.encode(hello))
+    for change, match in (({"resumee": 2}, "hello.opts has an unknown field 'resumee'"),  # a misspelt key
+                          ({"resume": "2"}, "hello.opts.resume has the wrong type"),
+                          ({"resume": 7}, "hello.opts is out of range: resume 7"),
+                          ({"symlinks": "teleport"}, "hello.opts is out of range: symlinks")):
+        with pytest.raises(ProtocolError, match=match):
+            Decoder().feed(raw({**obj, "opts": {**obj["opts"], **change}}))
+    missing = dict(obj["opts"])
+    del missing["overwrite"]
+    with pytest.raises(ProtocolError, match="hello.opts lacks field 'overwrite'"):  # never a default
+        Decoder().feed(raw({**obj, "opts": missing}))
+
+
+def test_limits_and_bad_encodings() -> None:
     with pytest.raises(ProtocolError, match="exceeds"):
-        Decoder().feed(struct.pack(">I", control.MAX_FRAME + 1))
-    with pytest.raises(ProtocolError, match="unknown control message type"):
-        encode("teleport")
-    with pytest.raises(ProtocolError, match="lacks field 'fid'"):
-        body = b'{"t":"piece","pid":1,"start":0,"end":1}'
-        Decoder().feed(struct.pack(">I", len(body)) + body)
+        Decoder().feed(struct.pack(">I", MAX_FRAME + 1))
+    with pytest.raises(ProtocolError, match="exceeds"):
+        frame(messages.Keep(arg=0, top="t", names=("n" * 1000,) * 1100, done=True))
     with pytest.raises(ProtocolError, match="not UTF-8 JSON"):
         Decoder().feed(struct.pack(">I", 3) + b"\xff\xfe{")
-    with pytest.raises(ProtocolError, match="wrong type"):
-        body = b'{"t":"verified","fid":1,"ok":1}'
-        Decoder().feed(struct.pack(">I", len(body)) + body)
+    for hostile in (b"[" * 50_000, b'{"t":"eof","fid":1,"size":' + b"9" * 5000 + b"}"):  # too deep, too long
+        with pytest.raises(ProtocolError, match="not UTF-8 JSON"):
+            Decoder().feed(struct.pack(">I", len(hostile)) + hostile)
+    with pytest.raises(ProtocolError, match="cannot encode"):
+        messages.encode(messages.Offer(fid=1, arg=0, rel="a", lone=False, size=1, mtime=float("inf"), atime=0.0,
+                                       mode=0))
+    with pytest.raises(ProtocolError, match="cannot encode"):
+        messages.encode(PieceFailed(OSError()))  # type: ignore[arg-type]  # a local event has no wire form
     partial = Decoder()
-    assert partial.feed(encode("bye")[:3]) == [] and partial.pending == 3
+    assert partial.feed(frame(messages.Bye())[:3]) == [] and partial.pending == 3
+
+
+def test_rate_settings_travel_as_one_record() -> None:
+    for wanted in (RateSettings(5000, 100, "fair"), RateSettings(CEILING_KBPS, 0, "fixed", percent=40)):
+        change = messages.decode(messages.encode(messages.RateChange(seq=1, rate=Rate.of(wanted))))
+        assert isinstance(change, messages.RateChange) and change.rate.settings() == wanted
+    for bad in ({"target": 1}, {"target": "x", "min": 0, "policy": "fair", "percent": 0}, None,
+                {"target": 1, "min": 0, "policy": "fair", "percent": 101}, {"target": 0, "min": 0, "policy": "fair",
+                                                                              "percent": 0}):
+        with pytest.raises(ProtocolError, match=r"^\[1\] rate\.rate"):
+            Decoder().feed(raw({"t": "rate", "seq": 1, "rate": bad}))

@@ -168,7 +168,7 @@ def test_ibm_spellings():
                  "-c", "aes-256-gcm", "x", b64("/in:box/")], {})
     assert (cfg.dest, cfg.src_base, cfg.sources, cfg.tags) == ("/in:box/", "/data", ["/data/x"], {"k": [1]})
     assert (cfg.file_checksum, cfg.key_bytes) == ("sha512", 32)
-    assert parse(["--tags", '{"a": 1}', "a", "h:/b"], {}).options_for_peer()["tags"] == {"a": 1}
+    assert parse(["--tags", '{"a": 1}', "a", "h:/b"], {}).options_for_peer().tags == {"a": 1}
     assert parse(["-c", "aes-192-cfb", "a", "h:/b"], {}).key_bytes == 24
     proxy = parse(["--proxy", "dnat://u:secret@p:9091", "-y", "F", "a", "h:/b"], {})
     assert proxy.http_fallback and len(proxy.notes) == 2 and "secret" not in " ".join(proxy.notes)

@@ -222,3 +222,29 @@ def test_client_killed_under_sshd_leaves_no_server_half(openssh_server, tmp_path
         proc.kill()
         proc.wait()
     assert wait_until(lambda: not descendants(server.process.pid), 10)
+
+
+@pytest.mark.timeout(120)
+def test_names_that_are_not_utf8_land_with_the_same_bytes(fasp_server_module, tmp_path):
+    """A name is bytes on Linux, not text: one that is not UTF-8 (Latin-1, a stray byte) travels in the control
+    message as bytes and lands with exactly those bytes, as a lone file and inside a directory, both ways (it
+    ended the session with an internal error when names had to be UTF-8)."""
+    server = fasp_server_module
+    latin1, stray = os.fsdecode(b"caf\xe9-\xff.bin"), os.fsdecode(b"d\xe8j\xe0")
+    src = random_file(tmp_path / latin1, 3000)
+    tree = tmp_path / "tree-\udcfe"  # a directory's name and its file's name alike
+    random_file(tree / stray / latin1, 70_000)
+    random_file(tree / "plain.bin", 10)
+    _ok(run_ascp(fasp_args(server, str(src), remote(server, "/")), server.env()))
+    _ok(run_ascp(fasp_args(server, str(tree), remote(server, "/")), server.env()))
+    assert os.fsencode(latin1) in os.listdir(os.fsencode(server.docroot))
+    assert_same_file(src, server.docroot / latin1)
+    assert assert_same_tree(tree, server.docroot / tree.name) == 2
+
+    back = tmp_path / "back"
+    back.mkdir()
+    for name in (latin1, tree.name):
+        _ok(run_ascp(fasp_args(server, remote(server, f"/{name}"), str(back)), server.env()))
+    assert sorted(os.listdir(os.fsencode(back))) == sorted([os.fsencode(latin1), os.fsencode(tree.name)])
+    assert_same_file(src, back / latin1)
+    assert assert_same_tree(tree, back / tree.name) == 2

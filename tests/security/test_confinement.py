@@ -20,6 +20,8 @@ from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Docroot
 from faspmanager.codes import ErrorCode
 from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
+from fasp.options.peer import PeerOptions
+from fasp.session.messages import Begin, FileError, Message, Verified, Verify
 from tests.support.control_client import ControlClient
 from tests.support.files import assert_same_file, random_file
 from tests.support.root import needs_root
@@ -132,10 +134,9 @@ def test_attack4_planted_sidecar_is_no_digest_oracle(fasp_server, outside, throu
     digest of bytes the user did not write there through the engine: the link is not followed, an
     unauthenticated sidecar is ignored."""
     server, size, mtime, have = fasp_server, 4096, 1_700_000_000, 7
-    opts, name = {"resume": 2, "overwrite": "diff"}, "r"
+    opts, name = PeerOptions(resume=2, overwrite="diff"), "r"
     if through == "partial-link":
-        opts["partial_suffix"] = name = ".partial"
-        name = "r.partial"
+        opts, name = PeerOptions(resume=2, overwrite="diff", partial_suffix=".partial"), "r.partial"
         os.symlink(outside / "victim", server.docroot / name)
     elif through == "link":
         os.symlink(outside / "victim", server.docroot / name)
@@ -143,7 +144,7 @@ def test_attack4_planted_sidecar_is_no_digest_oracle(fasp_server, outside, throu
         (server.docroot / name).write_bytes(SECRET)
     _sidecar(server.docroot, name, size, mtime, have)
 
-    async def attack() -> dict:
+    async def attack() -> Message:
         async with ControlClient(server, "/", opts) as client:
             return await client.offer("r", size, mtime)
 
@@ -153,15 +154,15 @@ def test_attack4_planted_sidecar_is_no_digest_oracle(fasp_server, outside, throu
         leaked = prefix_digest(reader(fd), have, False)
     finally:
         os.close(fd)
-    assert not (answer["t"] == "verify" and answer["digest"] == leaked), "the digest of a secret prefix leaked"
-    assert answer["t"] != "verify", answer
+    assert not (isinstance(answer, Verify) and answer.digest == leaked), "the digest of a secret prefix leaked"
+    assert not isinstance(answer, Verify), answer
     _untouched(outside)
     if through == "file":
-        assert answer == {"t": "begin", "fid": 1, "start": 0}  # a full transfer: the sidecar is not trusted
+        assert answer == Begin(fid=1, start=0)  # a full transfer: the sidecar is not trusted
     else:  # a link where our partial file goes is refused (63: not followed), one to the name leaves (41)
         code = ErrorCode.LINK_LOOP if through == "partial-link" else ErrorCode.BAD_PATH
-        assert answer["t"] == "ferror" and answer["code"] == code, answer
-        assert str(server.docroot) not in answer["desc"] and str(outside) not in answer["desc"]
+        assert isinstance(answer, FileError) and answer.code == code, answer
+        assert str(server.docroot) not in answer.desc and str(outside) not in answer.desc
 
 
 @pytest.mark.timeout(120)
@@ -173,21 +174,21 @@ def test_attack5_directory_swapped_for_a_link_between_check_and_open(fasp_server
     (server.docroot / "d" / "f").write_bytes(b"x" * size)
     (outside / "f").write_bytes(SECRET)
 
-    async def attack() -> list[dict]:
-        async with ControlClient(server, "/d", {"resume": 2, "overwrite": "diff"}) as client:
+    async def attack() -> list[Message]:
+        async with ControlClient(server, "/d", PeerOptions(resume=2, overwrite="diff")) as client:
             first = await client.offer("f", size, mtime)
-            assert first["t"] == "verify", first  # the server waits for our answer: the window
+            assert isinstance(first, Verify), first  # the server waits for our answer: the window
             (server.docroot / "d").rename(server.docroot / "d.old")
             os.symlink(outside, server.docroot / "d")
-            await client.channel.send("verified", fid=1, ok=False)
+            await client.channel.send(Verified(fid=1, ok=False))
             return [first, await client.answer()]
 
     first, second = asyncio.run(attack())
     assert (outside / "f").read_bytes() == SECRET, "the file outside was opened for writing (truncated)"
     (outside / "f").unlink()
     _untouched(outside)
-    assert second["t"] == "ferror" and second["code"] == ErrorCode.BAD_PATH, second
-    assert str(server.docroot) not in second["desc"]
+    assert isinstance(second, FileError) and second.code == ErrorCode.BAD_PATH, second
+    assert str(server.docroot) not in second.desc
     assert hashlib.sha256((server.docroot / "d.old" / "f").read_bytes()).digest() == \
         hashlib.sha256(b"x" * size).digest()
 
@@ -230,15 +231,15 @@ def test_sidecar_authenticated_with_the_servers_resume_key(tmp_path, monkeypatch
         resume.write_watermark(files, "r", (st.st_dev, st.st_ino), size, mtime, have)
         files.close()
 
-        async def offer() -> dict:
-            async with ControlClient(server, "/", {"resume": 2, "overwrite": "diff"}) as client:
+        async def offer() -> Message:
+            async with ControlClient(server, "/", PeerOptions(resume=2, overwrite="diff")) as client:
                 return await client.offer("r", size, mtime)
 
         answer = asyncio.run(offer())
     if same_key:
-        assert answer["t"] == "verify" and answer["have"] == have, answer
+        assert isinstance(answer, Verify) and answer.have == have, answer
     else:
-        assert answer == {"t": "begin", "fid": 1, "start": 0}
+        assert answer == Begin(fid=1, start=0)
 
 
 @pytest.mark.timeout(120)

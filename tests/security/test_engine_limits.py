@@ -12,6 +12,8 @@ from pathlib import Path
 
 from fasp.session.receiving import MAX_FILES_IN_FLIGHT
 from faspmanager.codes import ErrorCode
+from fasp.options.peer import PeerOptions
+from fasp.session.messages import Offer, SessionFailed
 from tests.support.control_client import ControlClient
 from tests.support.procs import children
 
@@ -30,15 +32,15 @@ def _engine_fds(server_pid: int) -> int:
 
 
 def test_a_flood_of_file_offers_ends_the_session_with_a_protocol_error(fasp_server):
-    async def attack() -> tuple[dict | None, int]:
-        async with ControlClient(fasp_server, "/", {}) as client:
+    async def attack() -> tuple[SessionFailed | None, int]:
+        async with ControlClient(fasp_server, "/", PeerOptions()) as client:
             baseline = _engine_fds(fasp_server.process.pid)
             peak = 0
             for fid in range(1, OFFERS + 1):
                 try:
-                    await client.channel.send("file", fid=fid, arg=0, rel=f"flood/{fid}.bin", lone=False,
-                                              size=1 << 20, mtime=time.time(), atime=time.time(),
-                                              mode=0o100644, meta=None)
+                    await client.channel.send(Offer(fid=fid, arg=0, rel=f"flood/{fid}.bin", lone=False,
+                                                    size=1 << 20, mtime=time.time(), atime=time.time(),
+                                                    mode=0o100644))
                 except BrokenPipeError:  # the engine hung up: read why
                     break
                 if fid % 250 == 0:
@@ -48,13 +50,13 @@ def test_a_flood_of_file_offers_ends_the_session_with_a_protocol_error(fasp_serv
             while time.monotonic() < deadline:
                 peak = max(peak, _engine_fds(fasp_server.process.pid) - baseline)
                 msg = await asyncio.wait_for(client.channel.recv(), 20)
-                if msg is None or msg["t"] == "error":
+                if msg is None or isinstance(msg, SessionFailed):
                     return msg, peak
             raise AssertionError("the server engine kept taking offers")
 
     error, peak = asyncio.run(attack())
     assert error is not None, "the engine closed without saying why"
-    assert error["code"] == ErrorCode.FASP_PROTO and "files in flight" in error["desc"], error
+    assert error.code == ErrorCode.FASP_PROTO and "files in flight" in error.desc, error
     assert peak <= MAX_FILES_IN_FLIGHT + 16, f"{peak} descriptors opened by the flood"
     made = [p for p in Path(fasp_server.docroot).rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert len(made) <= MAX_FILES_IN_FLIGHT, f"{len(made)} files created for the flood"

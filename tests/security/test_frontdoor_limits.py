@@ -14,6 +14,7 @@ import asyncssh
 import pytest
 
 from fasp.session import control
+from fasp.session.messages import SessionFailed
 from tests.engine.helpers import fasp_args, remote, run_ascp, server_mode_pids
 from tests.support.files import assert_same_file, random_file
 from tests.support.servers import FaspServer, start_fasp_server
@@ -148,7 +149,7 @@ def test_sessions_over_the_per_user_cap_refused_with_an_error(tmp_path):
                     proc = await conn.create_process("fasp-ascp --server", encoding=None)
                     out, err = await asyncio.wait_for(proc.communicate(), 10)
                 msg = control.Decoder().feed(out)[0]
-                assert msg["t"] == "error" and msg["code"] == 34 and "too many sessions" in msg["desc"]
+                assert isinstance(msg, SessionFailed) and msg.code == 34 and "too many sessions" in msg.desc
                 assert proc.exit_status == 1 and b"too many sessions" in err
                 # a stock client over the cap: error 34 and why, at once
                 started = time.monotonic()

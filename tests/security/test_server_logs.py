@@ -18,7 +18,9 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from fasp.options.peer import PeerOptions
 from fasp.session import control
+from fasp.session.messages import VERSION, FallbackReady, Hello, Rate
 from tests.engine.helpers import fasp_args, remote, run_ascp
 from tests.support.files import assert_same_file, random_file
 from tests.support.servers import FaspServer, start_fasp_server
@@ -75,28 +77,26 @@ def test_no_client_string_starts_a_log_line(server, tmp_path):
     assert_same_file(odd, server.docroot / odd.name)
     # a control message field with a newline, from a hand-built client: the server logs why it refuses it
     stderr = asyncio.run(_session_with_a_bad_field(server, f"7\n{FORGED}{INJECTED}"))
-    assert "unexpected welcome message" in stderr
+    assert "unexpected fallback_ok message" in stderr
     logs = _server_logs(server, tmp_path / "srv-logs")
     assert logs
     for path in logs:
         for line in path.read_text().splitlines():
             assert LOG_LINE.match(line), f"{path.name}: a line that is no record of the server's: {line!r}"
             assert not line.startswith(FORGED), f"{path.name}: the client's forged record: {line!r}"
-    assert any("unexpected welcome message" in p.read_text() for p in logs)
+    assert any("unexpected fallback_ok message" in p.read_text() for p in logs)
 
 
 async def _session_with_a_bad_field(server: FaspServer, field: str) -> str:
-    """A valid hello asking for -R, then a message the server does not expect whose fid holds ``field``."""
+    """A valid hello asking for -R, then a message the server does not expect whose token holds ``field``."""
     async with asyncssh.connect(server.host, server.port, username=server.user, password=server.password,
                                 client_keys=None, known_hosts=None, agent_path=None) as conn:
         proc = await conn.create_process("fasp-ascp --server", encoding=None)
-        proc.stdin.write(control.encode(
-            "hello", v=control.VERSION, session=secrets.token_hex(16), share=secrets.token_hex(32), key_bytes=16,
-            direction="send", dest="/",
-            datagram_size=1400, udp_port=0, rate={"target": 1000, "min": 0, "policy": "fair"},
-            opts={"log_dir": "/r"}))
+        proc.stdin.write(control.frame(Hello(
+            v=VERSION, session=secrets.token_hex(16), share=secrets.token_bytes(32), key_bytes=16, direction="send",
+            dest="/", datagram_size=1400, udp_port=0, rate=Rate(1000, 0, "fair"), opts=PeerOptions(log_dir="/r"))))
         length = int.from_bytes(await proc.stdout.readexactly(4), "big")
         assert b'"welcome"' in await proc.stdout.readexactly(length)
-        proc.stdin.write(control.encode("welcome", v=1, share=secrets.token_hex(32), udp_port=1, rate={}, fid=field))
+        proc.stdin.write(control.frame(FallbackReady(token=field)))
         _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     return stderr.decode(errors="replace")

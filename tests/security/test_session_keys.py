@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fasp.options.peer import PeerOptions
 from fasp.session import control
+from fasp.session.messages import VERSION, Hello, Rate, Welcome
 from fasp.datapath import datagram
 from fasp.datapath.seal import SHARE_BYTES, Rejected, Seal, SessionKey
 from fasp.datapath.udpchannel import Transport
@@ -111,20 +113,19 @@ async def _hand_built_session(server, share: bytes) -> list[tuple[str, bool]]:
                                 agent_path=None) as conn:
         proc = await conn.create_process("fasp-ascp --server", encoding=None)
         sid = os.urandom(16)
-        proc.stdin.write(control.encode(
-            "hello", v=control.VERSION, session=sid.hex(), share=share.hex(), key_bytes=16, direction="send",
-            dest="/", datagram_size=1400, udp_port=0, rate={"target": 10000, "min": 0, "policy": "fixed"},
-            opts={}, token=None))
+        proc.stdin.write(control.frame(Hello(
+            v=VERSION, session=sid.hex(), share=share, key_bytes=16, direction="send", dest="/", datagram_size=1400,
+            udp_port=0, rate=Rate(10000, 0, "fixed"), opts=PeerOptions())))
         decoder, messages = control.Decoder(), []
         while not messages:
             messages = decoder.feed(await asyncio.wait_for(proc.stdout.read(65536), 20))
         welcome = messages[0]
-        assert welcome["t"] == "welcome", welcome
+        assert isinstance(welcome, Welcome), welcome
         answered = []
         for name, key in (("client alone", SessionKey.derive(share, share, sid, 16)),
-                          ("both shares", SessionKey.derive(share, control.share(welcome), sid, 16))):
+                          ("both shares", SessionKey.derive(share, welcome.share, sid, 16))):
             try:
-                transport = await Transport.connect(server.host, welcome["udp_port"], session_id=sid, key=key,
+                transport = await Transport.connect(server.host, welcome.udp_port, session_id=sid, key=key,
                                                     timeout=1.5)
             except EngineError as exc:
                 assert exc.code == ErrorCode.CONNECTION_TIMEOUT

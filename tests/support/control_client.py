@@ -11,14 +11,15 @@ import uuid
 
 import asyncssh
 
-from fasp.session import control
+from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
+from fasp.session.messages import VERSION, Cancel, Hello, Message, Offer, Rate, RateChange, Welcome
 
 
 class ControlClient:
     """Offers files to a server engine over SSH and reads its answers."""
 
-    def __init__(self, server, dest: str, opts: dict) -> None:
+    def __init__(self, server, dest: str, opts: PeerOptions) -> None:
         self.server, self.dest, self.opts = server, dest, opts
 
     async def __aenter__(self) -> "ControlClient":
@@ -28,30 +29,29 @@ class ControlClient:
                                            agent_path=None)
         self.proc = await self.conn.create_process("fasp-ascp --server", encoding=None)
         self.channel = Channel(self.proc.stdout, self.proc.stdin)
-        await self.channel.send("hello", v=control.VERSION, session=uuid.uuid4().hex,
-                                share=secrets.token_hex(32), key_bytes=16,
-                                direction="send", dest=self.dest, datagram_size=1400, udp_port=0,
-                                rate={"target": 10_000, "min": 0, "policy": "fair"}, opts=self.opts)
+        await self.channel.send(Hello(v=VERSION, session=uuid.uuid4().hex, share=secrets.token_bytes(32),
+                                      key_bytes=16, direction="send", dest=self.dest, datagram_size=1400, udp_port=0,
+                                      rate=Rate(10_000, 0, "fair"), opts=self.opts))
         welcome = await asyncio.wait_for(self.channel.recv(), 30)
-        assert welcome is not None and welcome["t"] == "welcome", welcome
+        assert isinstance(welcome, Welcome), welcome
         return self
 
-    async def offer(self, rel: str, size: int, mtime: float) -> dict:
+    async def offer(self, rel: str, size: int, mtime: float) -> Message:
         """Offer one file; the server's first answer about it."""
-        await self.channel.send("file", fid=1, arg=0, rel=rel, lone=False, size=size, mtime=mtime,
-                                atime=mtime, mode=0o100644, meta=None)
+        await self.channel.send(Offer(fid=1, arg=0, rel=rel, lone=False, size=size, mtime=mtime, atime=mtime,
+                                      mode=0o100644))
         return await self.answer()
 
-    async def answer(self) -> dict:
+    async def answer(self) -> Message:
         while True:
             msg = await asyncio.wait_for(self.channel.recv(), 30)
             assert msg is not None, "the server closed the session"
-            if msg["t"] != "rate":
+            if not isinstance(msg, RateChange):
                 return msg
 
     async def __aexit__(self, *exc) -> None:
         with contextlib.suppress(Exception):
-            await self.channel.send("cancel")
+            await self.channel.send(Cancel())
         self.channel.close()
         self.conn.close()
         with contextlib.suppress(Exception):

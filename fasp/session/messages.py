@@ -1,0 +1,500 @@
+"""The control messages between two engines: one frozen dataclass per message type, checked field by field.
+
+A message travels as a JSON object: ``t`` names its type, then exactly the class's fields, each of its
+declared type. :func:`decode` refuses anything else with :class:`ProtocolError` (code 11): an unknown
+type, a missing, extra or mistyped field, a value out of range. A peer that sends a field we do not know is
+not one of ours, so no field ever quietly takes a default. Field types and their JSON forms:
+
+- ``int``: an integer in [0, 2**63) (never a boolean); ``float``: a finite number; ``bool``; ``str``: text
+- :data:`OsStr`: a name or text from the file system (``os.fsdecode``: bytes that are not UTF-8 are surrogate
+  escapes): a JSON string when it is UTF-8, else ``{"b64": <base64 of its bytes>}``, so it lands byte for byte
+- ``bytes``: hex; ``X | None``: null or X; ``tuple[X, ...]`` and ``tuple[X, Y]``: arrays
+- a nested record (:class:`Rate`, :class:`fasp.options.peer.PeerOptions`): an object, by the same rules
+- ``dict[str, object]``: any JSON object, checked by its reader (a file's ``meta``: ``fasp.files.attrs``)
+
+:data:`VERSION` changes whenever the wire does; ``hello``/``welcome`` refuse another. The framing (length
+prefix, size limit) is :mod:`fasp.session.control`; the order messages come in is docs/architecture.md.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import math
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from fasp.datapath.rate import RateSettings
+from fasp.errors import ProtocolError
+from fasp.options.peer import JsonObject, PeerOptions
+
+VERSION = 3
+"""3: every field always present and typed, file names as bytes when not UTF-8, rate changes and capacity
+reports as their own messages (2: key shares in hello/welcome)."""
+
+OsStr = Annotated[str, "os"]
+"""A str from (or for) the OS: may hold ``surrogateescape`` escapes, and travels losslessly."""
+MAX_INT = 1 << 63
+
+
+class Message:
+    """A control message; ``TYPE`` is its ``t`` on the wire."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate setting as the peers exchange it (kbit/s; ``percent`` of the measured capacity when not 0)."""
+
+    target: int
+    min: int
+    policy: str
+    percent: int = 0
+
+    def __post_init__(self) -> None:
+        self.settings()  # ValueError for what the data path would refuse
+
+    def settings(self) -> RateSettings:
+        return RateSettings(self.target, self.min, self.policy, self.percent)
+
+    @classmethod
+    def of(cls, settings: RateSettings) -> Rate:
+        return cls(settings.target_kbps, settings.min_kbps, settings.policy, settings.percent)
+
+
+# ---- session setup ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """Client -> server, first: who we are, what we do, our key share (SSH encrypts it), our rules."""
+
+    TYPE: ClassVar[str] = "hello"
+    v: int
+    session: str
+    share: bytes = dataclasses.field(repr=False)  # secrets never in a log line, whatever prints a message
+    key_bytes: int
+    direction: str
+    dest: OsStr
+    datagram_size: int
+    udp_port: int
+    rate: Rate
+    opts: PeerOptions
+    token: str | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        bytes.fromhex(self.session)  # ValueError unless hex: it becomes the data channel's session id
+        if self.direction not in ("send", "recv") or self.key_bytes not in (0, 16, 24, 32) or self.udp_port > 0xFFFF:
+            raise ValueError("direction, key size or UDP port out of range")
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    """Server -> client: its key share, its UDP port, the rate within the user's caps."""
+
+    TYPE: ClassVar[str] = "welcome"
+    v: int
+    share: bytes = dataclasses.field(repr=False)
+    udp_port: int
+    rate: Rate
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback(Message):
+    """Client -> server: UDP could not pass (-y 1); expect us on the HTTP fallback port."""
+
+    TYPE: ClassVar[str] = "fallback"
+    jpeg: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackReady(Message):
+    """Server -> client: the one-time token to present on the fallback port."""
+
+    TYPE: ClassVar[str] = "fallback_ok"
+    token: str = dataclasses.field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Get(Message):
+    """Client -> server in a download: send source argument ``arg`` (a byte range of it for a START)."""
+
+    TYPE: ClassVar[str] = "get"
+    arg: int
+    source: OsStr
+    start: int | None = None
+    end: int | None = None
+    rel: OsStr | None = None
+    lone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Listed(Message):
+    """Server -> client: what a download source holds (--precalculate-job-size)."""
+
+    TYPE: ClassVar[str] = "listed"
+    arg: int
+    files: int
+    dirs: int
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArgDone(Message):
+    """Sender -> receiver: every file of source argument ``arg`` was offered and ended."""
+
+    TYPE: ClassVar[str] = "argdone"
+    arg: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateChange(Message):
+    """Client -> server: a new rate (numbered); the server answers with the same ``seq`` and the rate capped."""
+
+    TYPE: ClassVar[str] = "rate"
+    seq: int
+    rate: Rate
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity(Message):
+    """Server -> client in a download with --auto-detect-capacity: the path capacity its sender measured."""
+
+    TYPE: ClassVar[str] = "capacity"
+    kbps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Message):
+    """Either way: the session ends now (the manager's CANCEL, a failure)."""
+
+    TYPE: ClassVar[str] = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class Bye(Message):
+    """Client -> server: the work is done; the server answers bye once its roles are idle."""
+
+    TYPE: ClassVar[str] = "bye"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFailed(Message):
+    """Server -> client: the session ends with this ascp error."""
+
+    TYPE: ClassVar[str] = "error"
+    code: int
+    desc: OsStr
+
+
+# ---- per file ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class FileMessage(Message):
+    """About file ``fid`` (numbered by its sender): routed to that file's task."""
+
+    fid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Offer(FileMessage):
+    """Sender -> receiver: a file, directory or link (``mode`` says which); ``size`` None for a stream."""
+
+    TYPE: ClassVar[str] = "file"
+    arg: int
+    rel: OsStr
+    lone: bool
+    size: int | None
+    mtime: float
+    atime: float
+    mode: int
+    meta: JsonObject | None = dataclasses.field(default=None, hash=False)
+    extents: tuple[tuple[int, int], ...] | None = None  # the parts holding data (a sparse file)
+    span: tuple[int, int] | None = None  # only [start, end) of the file travels (-C ranges, START ranges)
+    link: OsStr | None = None  # a copied link's target text
+
+
+@dataclass(frozen=True, slots=True)
+class Verify(FileMessage):
+    """Receiver -> sender: I hold ``have`` bytes with this digest; do yours match (resume)?"""
+
+    TYPE: ClassVar[str] = "verify"
+    have: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verified(FileMessage):
+    TYPE: ClassVar[str] = "verified"
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Begin(FileMessage):
+    """Receiver -> sender: the file starts landing at ``start``."""
+
+    TYPE: ClassVar[str] = "begin"
+    start: int
+
+
+@dataclass(frozen=True, slots=True)
+class Piece(FileMessage):
+    """Receiver -> sender: bytes [start, end) are registered as data-channel file ``pid``: send them."""
+
+    TYPE: ClassVar[str] = "piece"
+    pid: int
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if self.start >= self.end:
+            raise ValueError(f"empty piece [{self.start}, {self.end})")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk(FileMessage):
+    """Sender -> receiver in a stream: bytes [start, end) are ready; register them (answered by piece)."""
+
+    TYPE: ClassVar[str] = "chunk"
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if self.start >= self.end:
+            raise ValueError(f"empty chunk [{self.start}, {self.end})")
+
+
+@dataclass(frozen=True, slots=True)
+class Eof(FileMessage):
+    """Sender -> receiver: the stream ended at ``size`` bytes."""
+
+    TYPE: ClassVar[str] = "eof"
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Abort(FileMessage):
+    """Sender -> receiver: the source failed to read (35): this file fails, the session goes on."""
+
+    TYPE: ClassVar[str] = "abort"
+    desc: OsStr
+
+
+@dataclass(frozen=True, slots=True)
+class FileDone(FileMessage):
+    """Receiver -> sender: the file landed whole."""
+
+    TYPE: ClassVar[str] = "fdone"
+    written: int
+    checksum: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Skip(FileMessage):
+    """Receiver -> sender: the file is not sent (overwrite rules, a complete copy...)."""
+
+    TYPE: ClassVar[str] = "skip"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileError(Message):
+    """Either way: a file failed (``fid``), or a source could not even be offered (``fid`` None)."""
+
+    TYPE: ClassVar[str] = "ferror"
+    fid: int | None
+    arg: int
+    path: OsStr
+    code: int
+    desc: OsStr
+    skip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Keep(Message):
+    """Sender -> receiver (--delete-before-transfer): names below ``top`` to keep, in batches until ``done``."""
+
+    TYPE: ClassVar[str] = "keep"
+    arg: int
+    top: OsStr
+    names: tuple[OsStr, ...]
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Kept(Message):
+    """Receiver -> sender: everything else below the top is deleted."""
+
+    TYPE: ClassVar[str] = "kept"
+    arg: int
+    deleted: int
+
+
+# ---- the codec ---------------------------------------------------------------------------------------
+
+Decode = Callable[[Any, str], Any]
+Encode = Callable[[Any], Any]
+
+
+def _fail(where: str, what: str) -> ProtocolError:
+    return ProtocolError(f"{where} {what}")
+
+
+def _text(value: Any, where: str) -> str:
+    if type(value) is not str:
+        raise _fail(where, f"has the wrong type ({type(value).__name__}, not a string)")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail(where, "is not UTF-8 text") from None
+    return value
+
+
+def _os_text(value: Any, where: str) -> str:
+    if type(value) is dict and value.keys() == {"b64"} and type(value["b64"]) is str:
+        try:
+            return base64.b64decode(value["b64"], validate=True).decode("utf-8", "surrogateescape")
+        except binascii.Error:
+            raise _fail(where, "is not base64") from None
+    return _text(value, where)
+
+
+def _encode_os_text(value: str) -> object:
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return {"b64": base64.b64encode(value.encode("utf-8", "surrogateescape")).decode()}
+
+
+def _integer(value: Any, where: str) -> int:
+    if type(value) is not int:
+        raise _fail(where, f"has the wrong type ({type(value).__name__}, not an integer)")
+    if not 0 <= value < MAX_INT:
+        raise _fail(where, f"is out of range ({value})")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if type(value) is int and -MAX_INT < value < MAX_INT or type(value) is float and math.isfinite(value):
+        return float(value)
+    raise _fail(where, f"is not a finite number ({type(value).__name__})")
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if type(value) is not bool:
+        raise _fail(where, f"has the wrong type ({type(value).__name__}, not a boolean)")
+    return value
+
+
+def _hex(value: Any, where: str) -> bytes:
+    try:
+        return bytes.fromhex(_text(value, where))
+    except ValueError:
+        raise _fail(where, "is not hex") from None
+
+
+def _object(value: Any, where: str) -> dict[str, object]:
+    if type(value) is not dict:
+        raise _fail(where, f"has the wrong type ({type(value).__name__}, not an object)")
+    return value
+
+
+_SCALARS: dict[object, tuple[Decode, Encode]] = {
+    int: (_integer, int), float: (_number, float), bool: (_boolean, bool), str: (_text, str),
+    OsStr: (_os_text, _encode_os_text), bytes: (_hex, bytes.hex), JsonObject: (_object, dict),
+}
+
+
+def _codec(hint: Any) -> tuple[Decode, Encode]:
+    """The decoder and encoder of one field type (see the module docstring)."""
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        dec, enc = _codec(next(a for a in args if a is not type(None)))
+        return (lambda v, where: None if v is None else dec(v, where)), (lambda v: None if v is None else enc(v))
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        dec, enc = _codec(args[0])
+
+        def items(value: Any, where: str) -> tuple[Any, ...]:
+            if type(value) is not list:
+                raise _fail(where, f"has the wrong type ({type(value).__name__}, not an array)")
+            return tuple(dec(v, f"{where}[{i}]") for i, v in enumerate(value))
+        return items, lambda v: [enc(x) for x in v]
+    if origin is tuple:
+        codecs = [_codec(a) for a in args]
+
+        def fixed(value: Any, where: str) -> tuple[Any, ...]:
+            if type(value) is not list or len(value) != len(codecs):
+                raise _fail(where, f"is not an array of {len(codecs)}")
+            return tuple(dec(v, f"{where}[{i}]") for (dec, _), (i, v) in zip(codecs, enumerate(value)))
+        return fixed, lambda v: [enc(x) for (_, enc), x in zip(codecs, v)]
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        record = _Record(hint)
+        return record.decode, record.encode
+    raise TypeError(f"no wire form for {hint!r}")
+
+
+class _Record:
+    """The codec of one dataclass: its fields' codecs, computed once."""
+
+    def __init__(self, cls: type, tag: str | None = None) -> None:
+        hints = get_type_hints(cls, include_extras=True)
+        self.cls, self.tag = cls, tag
+        self.fields = [(f.name, *_codec(hints[f.name])) for f in dataclasses.fields(cls)]
+        self.keys = frozenset(f.name for f in dataclasses.fields(cls)) | ({"t"} if tag else set())
+
+    def decode(self, value: Any, where: str) -> Any:
+        obj = _object(value, where)
+        if obj.keys() != self.keys:
+            missing, extra = sorted(self.keys - obj.keys()), sorted(obj.keys() - self.keys)
+            raise _fail(where, f"lacks field {missing[0]!r}" if missing else f"has an unknown field {extra[0]!r}")
+        try:
+            return self.cls(**{name: dec(obj[name], f"{where}.{name}") for name, dec, _ in self.fields})
+        except ValueError as exc:  # the record's own checks (ranges, choices)
+            raise _fail(where, f"is out of range: {exc}") from None
+
+    def encode(self, value: Any) -> dict[str, object]:
+        out: dict[str, object] = {"t": self.tag} if self.tag else {}
+        for name, _, enc in self.fields:
+            out[name] = enc(getattr(value, name))
+        return out
+
+
+MESSAGES: tuple[type[Message], ...] = (
+    Hello, Welcome, Fallback, FallbackReady, Get, Listed, ArgDone, RateChange, Capacity, Cancel, Bye,
+    SessionFailed, Offer, Verify, Verified, Begin, Piece, Chunk, Eof, Abort, FileDone, Skip, FileError, Keep, Kept)
+_BY_TYPE = {cls.TYPE: _Record(cls, cls.TYPE) for cls in MESSAGES}
+_BY_CLASS = {record.cls: record for record in _BY_TYPE.values()}
+
+
+def decode(body: bytes) -> Message:
+    """The message a frame's body holds, or ProtocolError naming the first fault."""
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also a 5,000-digit number
+        raise ProtocolError(f"control frame is not UTF-8 JSON: {exc}") from None
+    if type(obj) is not dict or type(obj.get("t")) is not str:
+        raise ProtocolError("control message is not an object with a type")
+    record = _BY_TYPE.get(obj["t"])
+    if record is None:
+        raise ProtocolError(f"unknown control message type {obj['t']!r}")
+    if record.cls in (Hello, Welcome) and obj.get("v") != VERSION:  # before its fields: another version's differ
+        raise ProtocolError(f"the peer speaks control version {obj.get('v')!r}, this engine {VERSION}")
+    message: Message = record.decode(obj, obj["t"])
+    return message
+
+
+def encode(message: Message) -> bytes:
+    """A message's body (JSON, UTF-8); ProtocolError for a value that has no wire form."""
+    try:
+        return json.dumps(_BY_CLASS[type(message)].encode(message), separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ProtocolError(f"cannot encode {message!r}: {exc}") from None
