@@ -131,7 +131,7 @@ def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject)
         del obj[data.draw(st.sampled_from(names))]
     else:  # a value of another JSON type than the field's
         name = data.draw(st.sampled_from(names))
-        wrong = {bool: "yes", int: True, str: 7, list: {"x": 1}, dict: [1], float: "1.5", type(None): []}
+        wrong = {bool: "yes", int: True, str: 7, list: {"x": 1}, dict: [1], float: "1.5", type(None): float("nan")}
         obj[name] = wrong[type(obj[name])] if not (type(obj[name]) is dict and "b64" in obj[name]) else 7
     with pytest.raises(ProtocolError):
         Decoder().feed(raw(obj))
