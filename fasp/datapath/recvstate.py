@@ -104,7 +104,7 @@ class HoleMap:
         return out
 
 
-class Receiver:
+class ReceiveState:
     """All incoming files of one session, plus the loss/rate measurement and feedback schedule."""
 
     def __init__(self, max_feedback_bytes: int = MAX_FEEDBACK_BYTES):

@@ -39,7 +39,7 @@ class OutFile:
         self.probe_sent = start < end  # an empty file still needs one (zero-length) datagram
 
 
-class Sender:
+class SendState:
     """All outgoing files of one session."""
 
     def __init__(self, payload_size: int):

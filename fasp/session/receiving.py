@@ -65,7 +65,7 @@ def clip(extents: list | None, start: int, end: int) -> list[tuple[int, int]]:
     return out
 
 
-class Receiver:
+class ReceivingRole:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict, *, dest: str,
                  files: Files, file_pass: str | None = None) -> None:
         self._channel = channel

@@ -49,7 +49,7 @@ def _part_only(job: FileJob) -> bool:
     return job.start is not None or job.end is not None
 
 
-class Sender:
+class SendingRole:
     def __init__(self, channel: Channel, transport, tally: Tally, opts: dict,
                  files: Files | None = None, file_pass: str | None = None) -> None:
         self._channel = channel
