@@ -24,13 +24,13 @@ from typing import Any, Union
 from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.datapath import datagram
+from fasp.datapath.datachannel import Buffer
 from fasp.datapath.rate import CEILING_KBPS, RateController, RateSettings
 from fasp.datapath.recvstate import ReceiveState, feedback_limit
 from fasp.datapath.seal import Rejected, Seal
 from fasp.datapath.sendstate import SendState
 
 Address = Any  # a socket address as the driver's socket gives it (compared for equality only)
-Buffer = Union[bytes, bytearray, memoryview]
 PieceReader = Callable[[int, int, bool], Buffer]
 """Bytes [lo, hi) of a file being sent (``resend``: a retransmission); raises EngineError if the source fails."""
 

@@ -25,11 +25,14 @@ import json
 import os
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.datapath import httpframes, datagram
+from fasp.datapath.datachannel import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Rejected, Seal, SessionKey
 
@@ -56,20 +59,20 @@ class _Incoming:
     fd: int
     start: int
     end: int
-    on_progress: object
-    done: asyncio.Future
+    on_progress: Callable[[int], object] | None
+    done: asyncio.Future[None]
     got: int = 0
 
 
 class FallbackTransport:
-    """One end of a session's fallback data channel; same public surface as :class:`fasp.datapath.udpchannel.Transport`.
+    """One end of a session's fallback data channel (a :class:`fasp.datapath.datachannel.DataChannel`).
 
     ``name`` ("http" or "https") is what SESSION reports as the transport. TCP never says a path died,
     so each end sends a keepalive when silent and, while work is pending, gives up after
     ``peer_timeout`` seconds without a byte from the peer (code 16, as on UDP)."""
 
     peer_timeout = 10.0
-    on_capacity = None  # as on Transport; never called: there is no capacity probe over TCP, so
+    on_capacity: Callable[[int], None] | None = None  # never called: there is no capacity probe over TCP, so
     # --auto-detect-capacity leaves the fallback at the engine's ceiling (TCP takes what the path gives)
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, session_id: bytes,
@@ -113,13 +116,13 @@ class FallbackTransport:
         if write_size is not None:
             self._write_size = write_size
 
-    async def send(self, file_id: int, source, start: int, end: int) -> None:
+    async def send(self, file_id: int, source: int | Buffer, start: int, end: int) -> None:
         """Send bytes [start, end) of ``source`` (an fd, or a buffer of exactly those bytes) as ``file_id``;
         return once the receiver reported them all written."""
         self._check_open()
         if start >= end:
             return
-        view = None if isinstance(source, int) else memoryview(source).cast("B")
+        fd, view = (source, None) if isinstance(source, int) else (-1, memoryview(source).cast("B"))
         if view is not None and len(view) != end - start:
             raise EngineError(ErrorCode.INTERNAL_ERROR, "buffer length differs from end - start")
         done = self._send_done[file_id] = self._loop.create_future()
@@ -128,7 +131,7 @@ class FallbackTransport:
             while pos < end and not done.done():
                 size = await self._pace(end - pos)
                 self._check_open()
-                block = view[pos - start:pos - start + size] if view is not None else _pread(source, size, pos)
+                block = view[pos - start:pos - start + size] if view is not None else _pread(fd, size, pos)
                 self._emit(datagram.DATA, datagram.pack_data(file_id, pos, block))
                 self._counters["bytes_sent"] += size
                 pos += size
@@ -139,8 +142,8 @@ class FallbackTransport:
         finally:
             self._send_done.pop(file_id, None)
 
-    async def receive(self, file_id: int, fd: int, start: int, end: int, on_progress=None,
-                      whole: bool = False) -> None:
+    async def receive(self, file_id: int, fd: int, start: int, end: int,
+                      on_progress: Callable[[int], object] | None = None, whole: bool = False) -> None:
         """Write bytes [start, end) of file ``file_id`` into ``fd`` at their offsets; return once all are written.
 
         ``whole`` needs nothing here: TCP delivers in order, so the bytes land in order and leave no hole."""
@@ -154,11 +157,15 @@ class FallbackTransport:
             if self._incoming.get(file_id) is inc:
                 del self._incoming[file_id]
 
+    @property
+    def rate_settings(self) -> RateSettings:
+        return self._rate
+
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect with the next frame (within one pacing slice)."""
         self._rate = rate
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         s = self._rate
         return dict(rate_kbps=s.target_kbps, target_kbps=s.target_kbps, min_kbps=s.min_kbps, policy=s.policy,
                     capacity_kbps=None, rtt_ms=None, loss=0.0, loss_in=0.0, **self._counters)

@@ -24,8 +24,9 @@ from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.datapath import datagram
 from fasp.datapath.connection import (
-    Address, Buffer, CapacityMeasured, Connection, DataReceived, HandshakeCompleted, PeerAddressLearned,
+    Address, CapacityMeasured, Connection, DataReceived, HandshakeCompleted, PeerAddressLearned,
     PeerClosed, PeerTimedOut, ReceiveComplete, SendComplete, SendFailed, SendStalled)
+from fasp.datapath.datachannel import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Seal, SessionKey
 from fasp.datapath.udpsocket import UdpSocket

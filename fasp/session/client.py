@@ -31,6 +31,7 @@ from fasp.errors import ProtocolError
 from fasp.session import control
 from fasp.files import docroot
 from fasp.session.channel import Channel
+from fasp.datapath.datachannel import DataChannel
 from fasp.datapath.httpchannel import FallbackTransport, dial
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
 from fasp.options.flags import POLICIES, Config
@@ -192,7 +193,7 @@ class ClientSession:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._proc = None
         self._channel: Channel | None = None
-        self._transport: Transport | FallbackTransport | None = None
+        self._transport: DataChannel | None = None
         self._carrier = "udp"  # what SESSION reports: udp, http or https
         self._sender: SendingRole | None = None
         self._receiver: ReceivingRole | None = None
@@ -345,7 +346,7 @@ class ClientSession:
             raise ProtocolError(f"unexpected answer to {request} from the remote engine: {answer['t']}")
         return answer
 
-    async def _open_data_channel(self, udp_port: int, key: SessionKey) -> Transport | FallbackTransport:
+    async def _open_data_channel(self, udp_port: int, key: SessionKey) -> DataChannel:
         """UDP, or with -y 1 HTTP(S) when the UDP handshake gets no answer (a firewall, most likely)."""
         try:
             return await self._open_udp(udp_port, key)
