@@ -19,7 +19,7 @@ import math
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, ClassVar
 
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -124,8 +124,8 @@ class PeerClosed:
     code: int
 
 
-Event = Union[DataReceived, ReceiveComplete, SendComplete, SendStalled, SendFailed, FeedbackReceived,
-              CapacityMeasured, HandshakeCompleted, PeerAddressLearned, PeerTimedOut, PeerClosed]
+Event = (DataReceived | ReceiveComplete | SendComplete | SendStalled | SendFailed | FeedbackReceived
+         | CapacityMeasured | HandshakeCompleted | PeerAddressLearned | PeerTimedOut | PeerClosed)
 
 
 class Connection:
@@ -163,8 +163,8 @@ class Connection:
         self._tokens = 0.0
         self._token_time = now
         self._peer_loss = 0.0
-        self._counters = dict(bytes_sent=0, bytes_retransmitted=0, datagrams_rejected=0,
-                              datagrams_sent=0, datagrams_received=0)
+        self._counters = {"bytes_sent": 0, "bytes_retransmitted": 0, "datagrams_rejected": 0,
+                          "datagrams_sent": 0, "datagrams_received": 0}
 
     # ---- calls from the session ---------------------------------------------------------------------
 
@@ -265,8 +265,7 @@ class Connection:
                     events.append(PeerAddressLearned(addr))
                 accepted += 1
                 accepted_bytes += len(data)
-                if seq > seq_high:
-                    seq_high = seq
+                seq_high = max(seq_high, seq)
                 if echo and (type_ != datagram.DATA or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
                     self._last_rtt_sample = now
                     rtt = ((usec(now) - echo) & MASK32) / 1_000_000
@@ -333,7 +332,7 @@ class Connection:
     def _on_close(self, body: bytes, now: float) -> None:
         self._events.append(PeerClosed(datagram.parse_close(body)))
 
-    _HANDLERS: dict[int, Callable[[Connection, bytes, float], None]] = {
+    _HANDLERS: ClassVar[dict[int, Callable[[Connection, bytes, float], None]]] = {
         datagram.FEEDBACK: _on_feedback, datagram.HELLO: _on_hello,
         datagram.HELLO_ACK: _on_hello_ack, datagram.CLOSE: _on_close}
 

@@ -5,11 +5,11 @@ against it where the session holds "the data channel"."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from fasp.datapath.rate import RateSettings
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 
 class DataChannel(Protocol):

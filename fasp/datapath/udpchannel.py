@@ -22,7 +22,6 @@ from typing import Any
 
 from faspmanager.codes import EngineError, ErrorCode
 
-from fasp.datapath import datagram
 from fasp.datapath.connection import (
     Address, CapacityMeasured, Connection, DataReceived, HandshakeCompleted, PeerAddressLearned,
     PeerClosed, PeerTimedOut, ReceiveComplete, SendComplete, SendFailed, SendStalled)
@@ -32,7 +31,7 @@ from fasp.datapath.seal import Seal, SessionKey
 from fasp.datapath.udpsocket import UdpSocket
 from fasp.errors import os_error_code
 
-__all__ = ["Transport", "RateSettings"]
+__all__ = ["RateSettings", "Transport"]
 
 MAX_BLOCK = 64 << 20  # -g/-G above this are clamped: one block per file in flight must fit in memory
 FLUSH_AGE = 0.5  # seconds a partly filled -G block may wait for more bytes (progress must not stall)
@@ -208,7 +207,7 @@ class Transport:
         conn.connect(time.monotonic())
         try:
             await asyncio.wait_for(asyncio.shield(self._handshake), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close()
             raise EngineError(ErrorCode.CONNECTION_TIMEOUT, f"no answer from UDP peer within {timeout:g}s") from None
         except BaseException:

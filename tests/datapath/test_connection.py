@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import os
 import random
 from collections.abc import Callable
@@ -147,7 +148,7 @@ def sha(data: bytes | bytearray) -> str:
 
 def test_a_file_arrives_intact_under_loss_and_reordering():
     data = os.urandom(3 << 20)
-    link = dict(delay=0.025, loss=0.05, jitter=0.004, bandwidth=12.5e6)  # 100 Mbit/s, 50 ms RTT, 5 % loss
+    link = {"delay": 0.025, "loss": 0.05, "jitter": 0.004, "bandwidth": 12.5e6}  # 100 Mbit/s, 50 ms RTT, 5 % loss
     sim = Sim(up=Link(**link), down=Link(**link, rng=random.Random(2)), key=session_key(16))
     sim.handshake()
     sim.transfer(data, limit=30)
@@ -219,7 +220,7 @@ def test_keepalives_pace_an_idle_connection():
     sim.run(lambda: False, t0 + 5)
     for addr in (A, B):
         times = [t for t, _ in sim.links[addr].sent if t > t0 + KEEPALIVE]
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(gaps) >= 7 and all(KEEPALIVE <= g <= KEEPALIVE + 0.01 for g in gaps), (addr, gaps)
 
 
@@ -233,7 +234,7 @@ def test_peer_timeout_fires_once_when_the_peer_goes_silent():
     timeouts = [t for t, _ in sim.a.seen(PeerTimedOut)]
     assert timeouts and heard + 3.0 < timeouts[0] <= heard + 3.0 + KEEPALIVE + 0.01
     # once per peer_timeout of silence, not on every tick
-    assert all(3.0 < b - a <= 3.0 + KEEPALIVE + 0.01 for a, b in zip(timeouts, timeouts[1:])), timeouts
+    assert all(3.0 < b - a <= 3.0 + KEEPALIVE + 0.01 for a, b in itertools.pairwise(timeouts)), timeouts
 
 
 def test_a_send_the_receiver_never_expects_stalls():
