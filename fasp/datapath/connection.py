@@ -250,7 +250,6 @@ class Connection:
         counters = self._counters
         events = self._events
         run: DataReceived | None = None
-        completed: list[int] = []
         accepted = accepted_bytes = 0
         seq_high = -1
         for data, addr in batch:
@@ -279,8 +278,6 @@ class Connection:
                     new = receiver.on_data(file_id, offset, length, now, ts)
                     if not new:
                         continue
-                    if receiver.is_complete(file_id):
-                        completed.append(file_id)
                     payload = memoryview(body)[datagram.DATA_HEAD.size:]
                     if run is not None and run.file_id == file_id and run.end == offset:
                         run.end += length
@@ -288,22 +285,27 @@ class Connection:
                         run.new += new
                     else:
                         if run is not None:
-                            events.append(run)
+                            self._ran(run)
                         run = DataReceived(file_id, offset, offset + length, [payload], new)
                 else:
                     if run is not None:
-                        events.append(run)
+                        self._ran(run)
                         run = None
                     self._HANDLERS[type_](self, body, now)
             except (Rejected, datagram.WireError, struct.error):
                 counters["datagrams_rejected"] += 1
         if run is not None:
-            events.append(run)
-        events.extend(ReceiveComplete(f) for f in completed if f in self._expected)
+            self._ran(run)
         if accepted:
             self._last_heard = now
             counters["datagrams_received"] += accepted
             receiver.on_datagrams(accepted, accepted_bytes, seq_high)
+
+    def _ran(self, run: DataReceived) -> None:
+        """A run of payloads ended; the one that completes a file is its last (nothing after it is new)."""
+        self._events.append(run)
+        if self._receiver.is_complete(run.file_id) and run.file_id in self._expected:
+            self._events.append(ReceiveComplete(run.file_id))
 
     def _on_feedback(self, body: bytes, now: float) -> None:
         fb = datagram.parse_feedback(body)

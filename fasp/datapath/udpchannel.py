@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import os
 import queue
 import socket
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from faspmanager.codes import EngineError, ErrorCode
@@ -35,6 +37,7 @@ __all__ = ["RateSettings", "Transport"]
 
 MAX_BLOCK = 64 << 20  # -g/-G above this are clamped: one block per file in flight must fit in memory
 FLUSH_AGE = 0.5  # seconds a partly filled -G block may wait for more bytes (progress must not stall)
+_address = itemgetter(1)
 STALL_TIMEOUT_ENV = "FASP_STALL_TIMEOUT"
 PEER_TIMEOUT_ENV = "FASP_PEER_TIMEOUT"
 # seconds without progress before a send fails with code 40, and without any datagram from the peer before it
@@ -368,17 +371,11 @@ class Transport:
     def _transmit(self, datagrams: list[tuple[bytes, Address]]) -> None:
         """Send runs of datagrams to one address in batches; those the kernel refuses (a full buffer) are lost
         like any other, feedback repairs them, and a socket error is left to the peer watchdog."""
-        i, n = 0, len(datagrams)
-        while i < n:
-            addr = datagrams[i][1]
-            j = i + 1
-            while j < n and datagrams[j][1] == addr:
-                j += 1
+        for addr, run in itertools.groupby(datagrams, key=_address):
             try:
-                self._sock.send_batch([d for d, _ in datagrams[i:j]], addr)
+                self._sock.send_batch([d for d, _ in run], addr)
             except OSError:
                 pass
-            i = j
 
     def _on_readable(self) -> None:
         batch = self._sock.recv_batch()
