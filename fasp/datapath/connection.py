@@ -245,10 +245,8 @@ class Connection:
         """A batch read from the socket: adjacent payloads of a file become one DataReceived."""
         if self._closed:
             return
-        seal_open = self._seal.open
-        receiver = self._receiver
-        counters = self._counters
-        events = self._events
+        seal_open, on_data, events = self._seal.open, self._receiver.on_data, self._events
+        unpack_head, head_size, data_type = datagram.DATA_HEAD.unpack_from, datagram.DATA_HEAD.size, datagram.DATA
         run: DataReceived | None = None
         accepted = accepted_bytes = 0
         seq_high = -1
@@ -264,21 +262,22 @@ class Connection:
                     events.append(PeerAddressLearned(addr))
                 accepted += 1
                 accepted_bytes += len(data)
-                seq_high = max(seq_high, seq)
-                if echo and (type_ != datagram.DATA or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
+                if seq > seq_high:  # noqa: PLR1730 (the hot path: max() would be a call)
+                    seq_high = seq
+                if echo and (type_ != data_type or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
                     self._last_rtt_sample = now
                     rtt = ((usec(now) - echo) & MASK32) / 1_000_000
                     if rtt < 60:
                         self._rate.on_rtt(now, rtt)
                 self._peer_ts, self._peer_ts_at = ts, now
-                if type_ == datagram.DATA:
-                    file_id, offset, length = datagram.DATA_HEAD.unpack_from(body)
-                    if length != len(body) - datagram.DATA_HEAD.size:
+                if type_ == data_type:
+                    file_id, offset, length = unpack_head(body)
+                    if length != len(body) - head_size:
                         raise datagram.WireError("DATA length mismatch")
-                    new = receiver.on_data(file_id, offset, length, now, ts)
+                    new = on_data(file_id, offset, length, now, ts)
                     if not new:
                         continue
-                    payload = memoryview(body)[datagram.DATA_HEAD.size:]
+                    payload = memoryview(body)[head_size:]
                     if run is not None and run.file_id == file_id and run.end == offset:
                         run.end += length
                         run.payloads.append(payload)
@@ -293,13 +292,13 @@ class Connection:
                         run = None
                     self._HANDLERS[type_](self, body, now)
             except (Rejected, datagram.WireError, struct.error):
-                counters["datagrams_rejected"] += 1
+                self._counters["datagrams_rejected"] += 1
         if run is not None:
             self._ran(run)
         if accepted:
             self._last_heard = now
-            counters["datagrams_received"] += accepted
-            receiver.on_datagrams(accepted, accepted_bytes, seq_high)
+            self._counters["datagrams_received"] += accepted
+            self._receiver.on_datagrams(accepted, accepted_bytes, seq_high)
 
     def _ran(self, run: DataReceived) -> None:
         """A run of payloads ended; the one that completes a file is its last (nothing after it is new)."""
