@@ -24,6 +24,7 @@ from typing import Any
 
 from faspmanager.codes import EngineError, ErrorCode
 
+from fasp.datapath import connection
 from fasp.datapath.connection import (
     Address, CapacityMeasured, Connection, DataReceived, HandshakeCompleted, PeerAddressLearned,
     PeerClosed, PeerTimedOut, ReceiveComplete, SendComplete, SendFailed, SendStalled)
@@ -37,13 +38,12 @@ __all__ = ["RateSettings", "Transport"]
 
 MAX_BLOCK = 64 << 20  # -g/-G above this are clamped: one block per file in flight must fit in memory
 FLUSH_AGE = 0.5  # seconds a partly filled -G block may wait for more bytes (progress must not stall)
-_address = itemgetter(1)
 STALL_TIMEOUT_ENV = "FASP_STALL_TIMEOUT"
 PEER_TIMEOUT_ENV = "FASP_PEER_TIMEOUT"
-# seconds without progress before a send fails with code 40, and without any datagram from the peer before it
-# counts as gone (code 16); the environment shortens them for fault tests (tests/faults)
-STALL_TIMEOUT = float(os.environ.get(STALL_TIMEOUT_ENV) or 20.0)
-PEER_TIMEOUT = float(os.environ.get(PEER_TIMEOUT_ENV) or 10.0)
+# the connection's watchdogs, which the environment shortens for fault tests (tests/faults)
+STALL_TIMEOUT = float(os.environ.get(STALL_TIMEOUT_ENV) or connection.STALL_TIMEOUT)
+PEER_TIMEOUT = float(os.environ.get(PEER_TIMEOUT_ENV) or connection.PEER_TIMEOUT)
+_address = itemgetter(1)  # of a (datagram, address) pair
 
 
 @dataclass
