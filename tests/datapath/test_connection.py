@@ -197,11 +197,21 @@ def test_rto_resends_a_lost_tail():
     assert rto <= resent - first <= 1.5 * rto + 0.001, (resent - first, rto)
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kbps=st.integers(500, 100_000), delay=st.floats(0.0005, 0.1))
+def test_pacing_holds_any_fixed_rate(kbps, delay):
+    paced(kbps, delay, seconds=1.0)
+
+
 @pytest.mark.parametrize("kbps", [2_000, 20_000, 80_000])
 def test_pacing_holds_the_fixed_rate(kbps):
-    seconds = 2.0
+    paced(kbps, 0.01, seconds=2.0)
+
+
+def paced(kbps: int, delay: float, seconds: float) -> None:
+    """FIXED at ``kbps`` through a link with room to spare: the DATA bytes on the wire over ``seconds``."""
     data = os.urandom(int(kbps * 125 * (seconds + 1.5)))
-    sim = Sim(rate=RateSettings(kbps, policy="fixed"), up=Link(delay=0.01), down=Link(delay=0.01, bandwidth=125e6))
+    sim = Sim(rate=RateSettings(kbps, policy="fixed"), up=Link(delay=delay), down=Link(delay=delay, bandwidth=125e6))
     sim.handshake()
     sim.transfer(data[:PAYLOAD], limit=1)  # warm: the first file's handshake is not the measure
     start = sim.now + 0.5
@@ -275,3 +285,18 @@ def test_hellos_back_off_until_answered():
     hellos = [t for t, d in sim.links[A].sent if datagram.parse_header(d)[0] == datagram.HELLO]
     assert hellos[:4] == pytest.approx([0.0, 0.05, 0.15, 0.35])
     assert sim.a.seen(HandshakeCompleted)[0][0] == pytest.approx(0.35 + 2 * sim.links[A].delay, abs=1e-3)
+
+
+def test_connector_takes_the_address_that_answers_its_hello():
+    """A multi-homed listener may answer from another address than the one dialled; after that, only it."""
+    sim = Sim()
+    elsewhere = ("10.0.0.4", 33001)
+    sim.links[elsewhere] = sim.links[B]
+    real_b = sim.b
+    sim.a.conn.connect(0.0)
+    sim.run(lambda: bool(real_b.conn.peer), 1)
+    (hello_ack, _), = real_b.conn.datagrams_to_send(sim.now)
+    sim.a.conn.receive_datagram(hello_ack, elsewhere, sim.now)
+    sim.a.drain(sim.now)
+    assert sim.a.conn.peer == elsewhere and sim.a.seen(HandshakeCompleted)
+    assert [e for _, e in sim.a.seen(PeerAddressLearned)] == [PeerAddressLearned(elsewhere)]
