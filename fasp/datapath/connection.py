@@ -316,7 +316,7 @@ class Connection:
                 self._events.append(CapacityMeasured(int(self._rate.capacity_bps / 1000)))
         self._events.append(FeedbackReceived(fb.recv_rate_kbps, fb.loss))
         seen = now - ((usec(now) - fb.data_ts) & MASK32) / 1_000_000 if fb.data_ts else None
-        for file_id in self._sender.on_feedback(fb, now, self._rto(), seen):
+        for file_id in self._sender.on_feedback(fb, now, self.rto(), seen):
             self._readers.pop(file_id, None)
             self._events.append(SendComplete(file_id))
 
@@ -343,7 +343,8 @@ class Connection:
         srtt = self._rate.srtt or 0.02
         return min(max(srtt / 8, 0.005), 0.05)
 
-    def _rto(self) -> float:
+    def rto(self) -> float:
+        """The retransmission timeout: a tail unconfirmed this long after it went is resent."""
         srtt = self._rate.srtt or 0.1
         return 1.5 * srtt + 2 * self._feedback_interval() + 0.005
 
@@ -359,7 +360,7 @@ class Connection:
             self._hello_at = now + self._hello_gap
             self._hello_gap = min(self._hello_gap * 2, HELLO_MAX_GAP)
         if self._sender.busy:
-            self._sender.poll(now, self._rto())
+            self._sender.poll(now, self.rto())
 
     def _watchdogs(self, now: float) -> None:
         if now - self._last_heard > self.peer_timeout:
@@ -381,7 +382,7 @@ class Connection:
         if self._hello_at is not None:
             at = min(at, self._hello_at)
         if self._sender.busy:
-            at = min(at, now + self._rto() / 2)
+            at = min(at, now + self.rto() / 2)
         if self._peer is not None:
             if self._sender.has_data:
                 deficit = -self._tokens

@@ -81,7 +81,7 @@ class Sim:
 
     def __init__(self, *, up: Link | None = None, down: Link | None = None, rate: RateSettings | None = None,
                  key=CLEAR, **timeouts: float) -> None:
-        sid = os.urandom(16)
+        self.sid = sid = os.urandom(16)
         self.now = 0.0
         self.a = End(Connection(Seal(sid, key, 0), B, 1400, rate, 0.0, **timeouts), A)
         self.b = End(Connection(Seal(sid, key, 1), None, 1400, rate, 0.0, **timeouts), B)
@@ -193,7 +193,7 @@ def test_rto_resends_a_lost_tail():
     resent = min(ts[1] for ts in times.values())
     srtt = sim.b.conn.stats()["rtt_ms"] / 1000
     assert srtt == pytest.approx(0.1, rel=0.05)
-    rto = sim.b.conn._rto()
+    rto = sim.b.conn.rto()
     assert rto <= resent - first <= 1.5 * rto + 0.001, (resent - first, rto)
 
 
@@ -261,7 +261,7 @@ def test_a_send_the_receiver_never_expects_stalls():
 
 def test_listener_learns_its_peer_and_rejects_strangers():
     sim = Sim()
-    sid, key = sim.b.conn._seal.session_id, CLEAR
+    sid, key = sim.sid, CLEAR
     forged = Seal(sid, session_key(0, b"x"), 0).seal(datagram.HELLO, datagram.pack_hello(1400), 0, 0)
     sim.b.conn.receive_datagram(forged, STRANGER, 0.0)  # wrong key: not a peer
     assert sim.b.conn.peer is None and sim.b.conn.stats()["datagrams_rejected"] == 1
