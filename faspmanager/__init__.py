@@ -5,17 +5,36 @@ the reference documentation (shared/spec/faspmanager-api.txt).
 """
 from __future__ import annotations
 
-from .constants import (CipherType, FileChecksumType, FileManifestFormat, FileState, OverwritePolicy, PreserveMode,
-                        ResumeCheck, SessionState, SymlinkPolicy, TransferEventType, TransferPolicy)
+from .constants import (
+    CipherType,
+    FileChecksumType,
+    FileManifestFormat,
+    FileState,
+    OverwritePolicy,
+    PreserveMode,
+    ResumeCheck,
+    SessionState,
+    SymlinkPolicy,
+    TransferEventType,
+    TransferPolicy,
+)
 from .errors import AuthenticationError, InvalidPathError, SessionStartError, SessionStateError, StreamStateError
 from .options import HttpFallbackOptions, TransferOptions
-from .orders import (BaseTransferOrder, FileDownload, FileUpload, PersistentDownload, PersistentUpload,
-                     StreamUpload)
+from .orders import (
+    BaseTransferOrder,
+    FileDownload,
+    FileUpload,
+    PathArg,
+    PersistentDownload,
+    PersistentUpload,
+    StreamUpload,
+)
 from .progress import SessionResult, TransferEvent
-from .session import PersistentSession, Session, Stream, StreamSession
+from .session import Listener, PersistentSession, Session, Stream, StreamSession
 
 
-def session(order, ascp_path=None, port=0, listener=None):
+def session(order: BaseTransferOrder, ascp_path: PathArg | None = None, port: int = 0,
+            listener: Listener | None = None) -> Session:
     """The Session matching the order: Session, PersistentSession or StreamSession."""
     if not isinstance(order, BaseTransferOrder):
         raise RuntimeError(f"order must be a BaseTransferOrder subclass instance, got {type(order).__name__}")

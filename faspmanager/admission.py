@@ -66,7 +66,7 @@ def tcp_inodes() -> dict[tuple[str, str], int]:
             rows = table.read().splitlines()[1:]
     except OSError:
         return {}
-    inodes = {}
+    inodes: dict[tuple[str, str], int] = {}
     for row in rows:
         cols = row.split()
         if len(cols) > 9 and cols[9] != "0":
@@ -76,7 +76,7 @@ def tcp_inodes() -> dict[tuple[str, str], int]:
 
 def descendants(root: int) -> set[int]:
     """Every live descendant of ``root`` (parents read from /proc/PID/stat)."""
-    children = defaultdict(list)
+    children: defaultdict[int, list[int]] = defaultdict(list)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -86,7 +86,8 @@ def descendants(root: int) -> set[int]:
         except (OSError, ValueError, IndexError):
             continue
         children[ppid].append(int(entry))
-    found, todo = set(), [root]
+    found: set[int] = set()
+    todo = [root]
     while todo:
         for child in children[todo.pop()]:
             if child not in found:
@@ -97,7 +98,7 @@ def descendants(root: int) -> set[int]:
 
 def socket_inodes(pid: int) -> set[int]:
     """The inodes of the sockets process ``pid`` has open (from /proc/PID/fd; empty once it is gone)."""
-    inodes = set()
+    inodes: set[int] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -121,7 +122,7 @@ def owned_by_tree(socks: list[socket.socket], root: int) -> list[bool]:
     if not socks:
         return []
     inodes = tcp_inodes()
-    wanted = [inodes.get(_peer_key(sock)) for sock in socks]
+    wanted = [None if (key := _peer_key(sock)) is None else inodes.get(key) for sock in socks]
     owned = socket_inodes(root)
     if not all(inode in owned for inode in wanted if inode is not None):
         for pid in descendants(root):
@@ -212,7 +213,7 @@ class Admission:
 
     def _accept(self) -> None:
         """Take every connection waiting in the backlog; judge their origin in one /proc scan."""
-        socks = []
+        socks: list[socket.socket] = []
         while len(socks) < 4 * MAX_CALLERS:
             try:
                 socks.append(self.server.accept()[0])

@@ -6,21 +6,16 @@ turned back into a constant with ``CipherType("aes128")``.
 """
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 
-class _Words(str, Enum):
-    def __str__(self) -> str:
-        return self.value
-
-
-class CipherType(_Words):
+class CipherType(StrEnum):
     AES_128 = "aes128"
     AES_192 = "aes192"
     AES_256 = "aes256"
 
 
-class FileChecksumType(_Words):
+class FileChecksumType(StrEnum):
     MD5 = "md5"
     SHA1 = "sha1"
     SHA_256 = "sha256"
@@ -29,12 +24,12 @@ class FileChecksumType(_Words):
     NONE = "none"
 
 
-class FileManifestFormat(_Words):
+class FileManifestFormat(StrEnum):
     NONE = "none"
     TEXT = "text"
 
 
-class OverwritePolicy(_Words):
+class OverwritePolicy(StrEnum):
     ALWAYS = "always"
     NEVER = "never"
     DIFF = "diff"
@@ -42,7 +37,7 @@ class OverwritePolicy(_Words):
     DIFF_AND_OLDER = "diff+older"
 
 
-class PreserveMode(_Words):
+class PreserveMode(StrEnum):
     NONE = "none"
     NATIVE = "native"
     METAFILE = "metafile"
@@ -57,35 +52,35 @@ class ResumeCheck(IntEnum):
     FULL_CHECKSUM = 3
 
 
-class SymlinkPolicy(_Words):
+class SymlinkPolicy(StrEnum):
     FOLLOW = "follow"
     COPY = "copy"
     COPY_FORCE = "copy+force"
     SKIP = "skip"
 
 
-class TransferPolicy(_Words):
+class TransferPolicy(StrEnum):
     FIXED = "fixed"
     HIGH = "high"
     FAIR = "fair"
     LOW = "low"
 
 
-class SessionState(_Words):
+class SessionState(StrEnum):
     NOTSTARTED = "NOTSTARTED"
     RUNNING = "RUNNING"
     FINISHED = "FINISHED"
     FAILED = "FAILED"
 
 
-class FileState(_Words):
+class FileState(StrEnum):
     TRANSFERRING = "TRANSFERRING"
     FINISHED = "FINISHED"
     SKIPPED = "SKIPPED"
     FAILED = "FAILED"
 
 
-class TransferEventType(_Words):
+class TransferEventType(StrEnum):
     """Management events a listener receives; START and NOTIFICATION are additions to the documented set."""
 
     INIT = "INIT"

@@ -9,7 +9,7 @@ their bytes there.
 from __future__ import annotations
 
 import ctypes
-from typing import Callable
+from collections.abc import Callable
 
 
 def scrub_initial_environment(drop: Callable[[str], bool]) -> None:

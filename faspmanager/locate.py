@@ -27,7 +27,7 @@ def _is_program(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def _program(path, origin: str) -> str:
+def _program(path: str | os.PathLike[str], origin: str) -> str:
     path = os.path.expanduser(os.fspath(path))
     found = path if os.sep in path else shutil.which(path)
     if not found or not _is_program(found):
@@ -35,7 +35,7 @@ def _program(path, origin: str) -> str:
     return found
 
 
-def locate_ascp(ascp_path=None) -> list[str]:
+def locate_ascp(ascp_path: str | os.PathLike[str] | None = None) -> list[str]:
     """The command (program and leading arguments) to run; FileNotFoundError for a bad explicit path."""
     if ascp_path is not None:
         return [_program(ascp_path, "ascp_path")]

@@ -26,8 +26,9 @@ the escape, so ``Frame.fields`` always hold the original text.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, NoReturn
+from typing import NoReturn
 from urllib.parse import unquote
 
 HEADER = "FASPMGR 2"

@@ -8,19 +8,32 @@ shared/design/ascp-cli.md.
 from __future__ import annotations
 
 import difflib
+import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, cast
 
-from .constants import (CipherType, FileChecksumType, FileManifestFormat, OverwritePolicy, PreserveMode,
-                        ResumeCheck, SymlinkPolicy, TransferPolicy)
+from .constants import (
+    CipherType,
+    FileChecksumType,
+    FileManifestFormat,
+    OverwritePolicy,
+    PreserveMode,
+    ResumeCheck,
+    SymlinkPolicy,
+    TransferPolicy,
+)
 
 
 class HttpFallbackOptions:
     """Options for HTTP transfers when FASP's UDP connection fails."""
 
-    def __init__(self, encode_all_as_jpeg=None, http_port=None, https_key_filename=None, https_cert_filename=None,
-                 http_proxy_address_host=None, http_proxy_address_port=None):
+    def __init__(self, encode_all_as_jpeg: bool | None = None, http_port: int | None = None,
+                 https_key_filename: str | os.PathLike[str] | None = None,
+                 https_cert_filename: str | os.PathLike[str] | None = None, http_proxy_address_host: str | None = None,
+                 http_proxy_address_port: int | None = None) -> None:
         self.encode_all_as_jpeg = encode_all_as_jpeg
         self.http_port = http_port
         self.https_key_filename = https_key_filename
@@ -28,7 +41,7 @@ class HttpFallbackOptions:
         self.http_proxy_address_host = http_proxy_address_host
         self.http_proxy_address_port = http_proxy_address_port
 
-    def build_ascp_options(self):
+    def build_ascp_options(self) -> list[str]:
         """The ascp flags turning HTTP fallback on: ``-y 1`` plus one flag per given setting."""
         args = ["-y", "1"]
         if self.http_port is not None:
@@ -46,10 +59,10 @@ class HttpFallbackOptions:
             args += ["-x", proxy]
         return args
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, HttpFallbackOptions) and vars(self) == vars(other)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"HttpFallbackOptions({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if v is not None)})"
 
 
@@ -65,7 +78,7 @@ SECRET = "secret"
 
 @dataclass(frozen=True)
 class _Option:
-    kind: object  # bool, int, str, list, SECRET, an Enum class or HttpFallbackOptions
+    kind: type | str  # bool, int, str, list, SECRET, an Enum class or HttpFallbackOptions
     flag: str | None = None  # None: not a flag (positional, environment, or used elsewhere)
     default: object = None
     minimum: int = 0
@@ -151,7 +164,7 @@ def _render(option: _Option, value: object) -> list[str]:
     if option.kind is bool:
         return [option.flag] if bool(value) != option.when_false else []
     if option.kind is list:
-        return [word for item in value for word in (option.flag, item)]
+        return [word for item in cast("list[str]", value) for word in (option.flag, item)]
     text = str(value.value) if isinstance(value, Enum) else str(value)
     return [f"{option.flag}={text}"] if option.flag.startswith("--") else [option.flag, text]
 
@@ -183,14 +196,15 @@ def _validate(name: str, value: object) -> object:
             raise ValueError(f"option {name} takes a str, got {type(value).__name__} {value!r}")
         return value
     if kind is list:
-        if isinstance(value, (str, bytes)) or not all(isinstance(item, str) for item in value):
+        items = cast("Iterable[object]", value)  # not iterable at all: all() raises TypeError
+        if isinstance(value, (str, bytes)) or not all(isinstance(item, str) for item in items):
             raise ValueError(f"option {name} takes a list of str, got {value!r}")
-        return list(value)
+        return list(items)
     if kind is HttpFallbackOptions:
         if not isinstance(value, HttpFallbackOptions):
             raise ValueError(f"option {name} takes an HttpFallbackOptions, got {value!r}")
         return value
-    return _enum(name, kind, value)
+    return _enum(name, cast("type[Enum]", kind), value)  # every other kind is a constant class
 
 
 TS_SPELLINGS: dict[type, dict[str, object]] = {
@@ -227,40 +241,40 @@ class TransferOptions:
     DEFAULT_DESTINATION_ROOT = DEFAULT_DESTINATION_ROOT
     DEFAULT_POLICY = DEFAULT_POLICY
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         object.__setattr__(self, "opts", self.defaults())
         for name, value in kwargs.items():
             setattr(self, name, value)
 
     @staticmethod
-    def defaults():
+    def defaults() -> dict[str, Any]:
         """The options every order has unless told otherwise."""
         return {name: option.default for name, option in _OPTIONS.items() if option.default is not None}
 
     @staticmethod
-    def valid_options():
+    def valid_options() -> list[str]:
         return list(_OPTIONS)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         if name in _OPTIONS:
             return self.opts.get(name)
         raise AttributeError(name)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         value = _validate(name, value)
         if value is None:
             self.opts.pop(name, None)
         else:
             self.opts[name] = value
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, TransferOptions) and self.opts == other.opts
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         shown = {k: ("***" if _OPTIONS[k].kind is SECRET else v) for k, v in self.opts.items()}
         return f"TransferOptions({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
-    def ascp_args(self):
+    def ascp_args(self) -> list[str]:
         """The flags for every set option, in documentation order (secrets excluded)."""
         args: list[str] = []
         for name, option in _OPTIONS.items():
@@ -274,19 +288,18 @@ class TransferOptions:
         return args
 
     @classmethod
-    def from_transfer_spec(cls, ts):
+    def from_transfer_spec(cls, ts: str | bytes | dict[str, Any]) -> TransferOptions:
         """Options from an IBM transfer spec (a dict, or its JSON text): see faspmanager/transferspec.py."""
         from .transferspec import to_options
-        import json
         return to_options(json.loads(ts) if isinstance(ts, (str, bytes)) else ts)
 
-    def to_transfer_spec(self):
+    def to_transfer_spec(self) -> dict[str, Any]:
         """These options as an IBM transfer spec (the fields they set); from_transfer_spec reads it back."""
         from .transferspec import from_options
         return from_options(self)
 
-    def ascp_env(self):
+    def ascp_env(self) -> dict[str, str]:
         """The secret options as the environment variables ascp reads them from."""
         return {option.env: self.opts[name] for name, option in _OPTIONS.items()
-                if option.kind is SECRET and self.opts.get(name) is not None}
+                if option.kind is SECRET and option.env is not None and self.opts.get(name) is not None}
 

@@ -11,9 +11,16 @@ import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Iterable
+from typing import TypeAlias
 
 from .errors import AuthenticationError, InvalidPathError
 from .options import TransferOptions
+
+PathArg: TypeAlias = str | os.PathLike[str]
+"""A path as callers may give one."""
+Paths: TypeAlias = PathArg | Iterable[PathArg]
+"""One path or a list of them (source_paths, dest_paths)."""
 
 FILE_LIST_THRESHOLD = 200
 """Above this many sources, paths go in a ``--file-list`` file: argv has a length limit."""
@@ -29,7 +36,7 @@ def _scratch_dir() -> str:
     return _scratch[0]
 
 
-def _paths(name: str, value) -> list[str]:
+def _paths(name: str, value: Paths) -> list[str]:
     items = [value] if isinstance(value, (str, os.PathLike)) else value
     try:
         paths = [os.fspath(item) for item in items]
@@ -43,7 +50,7 @@ def _paths(name: str, value) -> list[str]:
     return paths
 
 
-def _text(name: str, value) -> str:
+def _text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value or any(c in value for c in "\r\n\0"):
         raise ValueError(f"{name} must be a non-empty single-line str, got {value!r}")
     return value
@@ -62,7 +69,8 @@ class BaseTransferOrder:
     _mode = "send"  # ascp --mode: "send" for uploads, "recv" for downloads
     _keepalive = False  # files arrive through the management port
 
-    def _init_remote(self, role, user, host, password, identity, options):
+    def _init_remote(self, role: str, user: str, host: str, password: str | None, identity: PathArg | None,
+                     options: TransferOptions | None) -> tuple[str, str]:
         if not password and not identity:
             raise AuthenticationError(f"give {role}_pass or {role}_identity to authenticate")
         if options is None:
@@ -72,29 +80,31 @@ class BaseTransferOrder:
         self.options = options
         return _text(f"{role}_user", user), _text(f"{role}_host", host)
 
-    def _remote(self):
+    def _remote(self) -> tuple[str, str, str | None, PathArg | None]:
         """(user, host, password, identity) of the remote end."""
         raise NotImplementedError
 
-    def _sources(self):
+    def _sources(self) -> list[str]:
         """Paths named up front (file orders); persistent and stream orders name none."""
-        return getattr(self, "source_paths", [])
+        sources: list[str] = getattr(self, "source_paths", [])
+        return sources
 
-    def _destinations(self):
-        return getattr(self, "dest_paths", None)
+    def _destinations(self) -> list[str] | None:
+        dests: list[str] | None = getattr(self, "dest_paths", None)
+        return dests
 
-    def ascp_opts(self):
+    def ascp_opts(self) -> list[str]:
         """Returns the options to pass to ascp when performing the transfer."""
         return self._ascp_args(_scratch_dir())
 
-    def ascp_env(self):
+    def ascp_env(self) -> dict[str, str]:
         """The secrets for the child's environment (password, token, cookie, content passphrase)."""
         password = self._remote()[2]
         env = {"ASPERA_SCP_PASS": password} if password else {}
         env.update(self.options.ascp_env())
         return env
 
-    def _ascp_args(self, list_dir):
+    def _ascp_args(self, list_dir: str) -> list[str]:
         user, host, _password, identity = self._remote()
         args = [f"--mode={self._mode}", f"--user={user}", f"--host={host}"]
         if identity:
@@ -107,7 +117,7 @@ class BaseTransferOrder:
         args += self.options.extra_options or []
         return args + self._path_args(list_dir)
 
-    def _path_args(self, list_dir):
+    def _path_args(self, list_dir: str) -> list[str]:
         root = self.options.destination_root
         if root.startswith("-"):  # the same directory, never read as a flag (-e/program, --ignore-host-key)
             root = "./" + root
@@ -121,7 +131,7 @@ class BaseTransferOrder:
             return [f"--file-list={_write_list(list_dir, 'sources-', sources)}", root]
         return [*sources, root]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         shown = {k: ("***" if k.endswith("_pass") and v else v) for k, v in vars(self).items()}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
@@ -137,7 +147,7 @@ def _local_pairs(root: str, dests: list[str], confined: bool) -> tuple[str, list
     return "/", [place(dest) for dest in dests]
 
 
-def _pair(sources: list[str], dest_paths) -> list[str] | None:
+def _pair(sources: list[str], dest_paths: Paths | None) -> list[str] | None:
     if dest_paths is None:
         return None
     dests = _paths("dest_paths", dest_paths)
@@ -147,34 +157,37 @@ def _pair(sources: list[str], dest_paths) -> list[str] | None:
 
 
 class _Upload(BaseTransferOrder):
-    def __init__(self, dest_user, dest_host, dest_pass, dest_identity, options):
+    def __init__(self, dest_user: str, dest_host: str, dest_pass: str | None, dest_identity: PathArg | None,
+                 options: TransferOptions | None) -> None:
         self.dest_user, self.dest_host = self._init_remote("dest", dest_user, dest_host, dest_pass,
                                                            dest_identity, options)
         self.dest_pass = dest_pass
         self.dest_identity = dest_identity
 
-    def _remote(self):
+    def _remote(self) -> tuple[str, str, str | None, PathArg | None]:
         return self.dest_user, self.dest_host, self.dest_pass, self.dest_identity
 
 
 class _Download(BaseTransferOrder):
     _mode = "recv"
 
-    def __init__(self, source_user, source_host, source_pass, source_identity, options):
+    def __init__(self, source_user: str, source_host: str, source_pass: str | None,
+                 source_identity: PathArg | None, options: TransferOptions | None) -> None:
         self.source_user, self.source_host = self._init_remote("source", source_user, source_host, source_pass,
                                                                source_identity, options)
         self.source_pass = source_pass
         self.source_identity = source_identity
 
-    def _remote(self):
+    def _remote(self) -> tuple[str, str, str | None, PathArg | None]:
         return self.source_user, self.source_host, self.source_pass, self.source_identity
 
 
 class FileUpload(_Upload):
     """Specification for a file upload."""
 
-    def __init__(self, source_paths, dest_user, dest_host, dest_paths=None, dest_pass=None, dest_identity=None,
-                 options=None):
+    def __init__(self, source_paths: Paths, dest_user: str, dest_host: str, dest_paths: Paths | None = None,
+                 dest_pass: str | None = None, dest_identity: PathArg | None = None,
+                 options: TransferOptions | None = None) -> None:
         super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
         self.source_paths = _paths("source_paths", source_paths)
         self.dest_paths = _pair(self.source_paths, dest_paths)
@@ -183,8 +196,9 @@ class FileUpload(_Upload):
 class FileDownload(_Download):
     """Specification for a file download."""
 
-    def __init__(self, source_paths, source_user, source_host, dest_paths=None, source_pass=None,
-                 source_identity=None, options=None):
+    def __init__(self, source_paths: Paths, source_user: str, source_host: str, dest_paths: Paths | None = None,
+                 source_pass: str | None = None, source_identity: PathArg | None = None,
+                 options: TransferOptions | None = None) -> None:
         super().__init__(source_user, source_host, source_pass, source_identity, options)
         self.source_paths = _paths("source_paths", source_paths)
         self.dest_paths = _pair(self.source_paths, dest_paths)
@@ -195,7 +209,8 @@ class PersistentUpload(_Upload):
 
     _keepalive = True
 
-    def __init__(self, dest_user, dest_host, dest_pass=None, dest_identity=None, options=None):
+    def __init__(self, dest_user: str, dest_host: str, dest_pass: str | None = None,
+                 dest_identity: PathArg | None = None, options: TransferOptions | None = None) -> None:
         super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
 
 
@@ -204,7 +219,8 @@ class PersistentDownload(_Download):
 
     _keepalive = True
 
-    def __init__(self, source_user, source_host, source_pass=None, source_identity=None, options=None):
+    def __init__(self, source_user: str, source_host: str, source_pass: str | None = None,
+                 source_identity: PathArg | None = None, options: TransferOptions | None = None) -> None:
         super().__init__(source_user, source_host, source_pass, source_identity, options)
 
 
@@ -213,9 +229,10 @@ class StreamUpload(_Upload):
 
     _keepalive = True
 
-    def __init__(self, dest_user, dest_host, dest_pass=None, dest_identity=None, options=None):
+    def __init__(self, dest_user: str, dest_host: str, dest_pass: str | None = None,
+                 dest_identity: PathArg | None = None, options: TransferOptions | None = None) -> None:
         super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
 
-    def _ascp_args(self, list_dir):
+    def _ascp_args(self, list_dir: str) -> list[str]:
         args = super()._ascp_args(list_dir)
         return [*args[:-1], f"--chunk-size={self.options.chunk_size}", args[-1]]

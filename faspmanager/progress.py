@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from .constants import FileState, SessionState, TransferEventType
 from .mgmt import Frame
@@ -30,7 +32,7 @@ def snake_case(name: str) -> str:
     return name.strip("_").lower()
 
 
-def typed(name: str, text: str):
+def typed(name: str, text: str) -> str | int | float | bool:
     """A field's value as int, float or bool where it is one (Yes/No are booleans)."""
     if name in _TEXT_FIELDS:
         return text
@@ -44,19 +46,20 @@ def typed(name: str, text: str):
     return text
 
 
-def _fields(frame: Frame) -> dict:
+def _fields(frame: Frame) -> dict[str, Any]:
     return {snake_case(k): typed(k, v) for k, v in frame.fields.items() if k not in _SECRET_FIELDS}
 
 
 class TransferEvent:
     """Describes the progress of a transfer: the event type and snapshots of the stats it changed."""
 
-    def __init__(self, event_type, session_stats, file_stats=None):
+    def __init__(self, event_type: TransferEventType, session_stats: dict[str, Any],
+                 file_stats: dict[str, Any] | None = None) -> None:
         self.event_type = event_type
         self.session_stats = session_stats
         self.file_stats = file_stats
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         name = None if self.file_stats is None else self.file_stats.get("file")
         return f"TransferEvent({self.event_type!s}, file={name!r})"
 
@@ -64,31 +67,31 @@ class TransferEvent:
 class SessionResult:
     """The result of a transfer session, as returned by ``Session.finish``."""
 
-    def __init__(self, end_state, stats, failed_files):
+    def __init__(self, end_state: SessionState, stats: dict[str, Any], failed_files: Iterable[str]) -> None:
         self._end_state = end_state
         self._stats = stats
         self._failed_files = list(failed_files)
 
-    def ok(self):
+    def ok(self) -> bool:
         return self._end_state == SessionState.FINISHED
 
-    def failed(self):
+    def failed(self) -> bool:
         return self._end_state == SessionState.FAILED
 
-    def failed_files(self):
+    def failed_files(self) -> list[str]:
         return list(self._failed_files)
 
-    def reason(self):
+    def reason(self) -> str | None:
         """The error description when the session failed, else None."""
         if not self.failed():
             return None
         code = self._stats.get("code")
         return self._stats.get("description") or (f"error code {code}" if code is not None else "failed")
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         return self._stats
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SessionResult({self._end_state!s}, reason={self.reason()!r})"
 
 
@@ -96,8 +99,8 @@ class Progress:
     """Session and per-file statistics, built from management frames."""
 
     def __init__(self) -> None:
-        self.session: dict = {"state": SessionState.NOTSTARTED}
-        self.files: dict[str, dict] = {}
+        self.session: dict[str, Any] = {"state": SessionState.NOTSTARTED}
+        self.files: dict[str, dict[str, Any]] = {}
 
     @property
     def concluded(self) -> bool:
@@ -128,7 +131,7 @@ class Progress:
                 file_stats = dict(self.files[str(fields["file"])])  # the file in flight, as last reported
         return TransferEvent(event_type, self.snapshot(), file_stats)
 
-    def _file(self, event: str, fields: dict) -> dict:
+    def _file(self, event: str, fields: dict[str, Any]) -> dict[str, Any]:
         name = str(fields.get("file", ""))
         stats = self.files.setdefault(name, {"file": name, "state": FileState.TRANSFERRING, "size": None,
                                              "bytes_written": 0, "checksum": None, "checksum_type": None,
@@ -149,7 +152,7 @@ class Progress:
             stats["error"] = fields.get("code")
         return dict(stats)
 
-    def fail(self, description: str, **details) -> None:
+    def fail(self, description: str, **details: object) -> None:
         """The library's own verdict (program died, protocol broken, session closed); first verdict wins."""
         if self.concluded:
             return
@@ -158,7 +161,7 @@ class Progress:
     def failed_files(self) -> list[str]:
         return [name for name, stats in self.files.items() if stats["state"] == FileState.FAILED]
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.session)
 
     def result(self) -> SessionResult:

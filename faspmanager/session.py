@@ -21,15 +21,21 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
-from .admission import Admission
+from .admission import Admission, Caller
+from .constants import SessionState
 from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
-from .locate import locate_ascp, is_our_engine
+from .locate import is_our_engine, locate_ascp
 from .mgmt import SECRET_ENV, MgmtProtocolError, encode
-from .orders import BaseTransferOrder
-from .progress import Progress
+from .orders import BaseTransferOrder, PathArg
+from .progress import Progress, SessionResult, TransferEvent
 
 log = logging.getLogger(__name__)
+
+Listener = Callable[[TransferEvent], object]
+"""A session's listener: called with each event, on the session's dispatch thread."""
 
 STDERR_TAIL_BYTES = 2000
 """How much of a dead program's stderr a failure reason quotes."""
@@ -46,12 +52,12 @@ class MgmtConnection:
     control characters (a path with a newline can be sent); IBM's ascp would take the escape literally.
     """
 
-    def __init__(self, sock: socket.socket, escape: bool = False):
+    def __init__(self, sock: socket.socket, escape: bool = False) -> None:
         self.sock = sock
         self.escape = escape
         self._lock = threading.Lock()
 
-    def send(self, frame_type: str, fields=None, payload: bytes = b"") -> None:
+    def send(self, frame_type: str, fields: Mapping[str, object] | None = None, payload: bytes = b"") -> None:
         data = encode(frame_type, fields or {}, payload, escape=self.escape)
         with self._lock:
             self.sock.sendall(data)
@@ -75,7 +81,8 @@ class Session:
     """STATS events queued for a slow listener beyond this are dropped (stats() still has them): memory stays
     bounded however long the listener takes, and no other event type is ever dropped."""
 
-    def __init__(self, order, ascp_path=None, listener=None, port=None):
+    def __init__(self, order: BaseTransferOrder, ascp_path: PathArg | None = None, listener: Listener | None = None,
+                 port: int | None = None) -> None:
         if not isinstance(order, BaseTransferOrder):
             raise TypeError(f"order must be a BaseTransferOrder, got {type(order).__name__}")
         self.order = order
@@ -87,17 +94,17 @@ class Session:
         self._concluded = threading.Event()
         self._started = False
         self._closed = False
-        self._result = None
-        self._process: subprocess.Popen | None = None
+        self._result: SessionResult | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: MgmtConnection | None = None
         self._workdir: str | None = None
-        self._events: queue.Queue = queue.Queue()
+        self._events: queue.Queue[TransferEvent | None] = queue.Queue()
         self._reader: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         """Start the program with ``-M PORT`` and wait (bounded) for it to connect back."""
         with self._lock:
             if self._started:
@@ -118,9 +125,10 @@ class Session:
                 argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
                 env = {**os.environ, **self.order.ascp_env(), **({SECRET_ENV: secret} if required else {})}
                 with open(self._stderr_path(), "wb") as stderr:
-                    self._process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
-                caller = self._accept(Admission(server, secret, self._process.pid, required))
+                    process = self._process = subprocess.Popen(
+                        argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                        start_new_session=True)
+                caller = self._accept(Admission(server, secret, process.pid, required), process)
             finally:
                 server.close()
         except BaseException as exc:
@@ -134,7 +142,8 @@ class Session:
         with self._lock:
             self._progress.started()
         if self.listener is not None:
-            self._dispatcher = threading.Thread(target=self._dispatch, name="faspmanager-listener", daemon=True)
+            self._dispatcher = threading.Thread(target=self._dispatch, args=(self.listener,),
+                                                name="faspmanager-listener", daemon=True)
             self._dispatcher.start()
         self._reader = threading.Thread(target=self._read, args=(caller,), name="faspmanager-reader", daemon=True)
         self._reader.start()
@@ -148,13 +157,13 @@ class Session:
         self.port = server.getsockname()[1]
         return server
 
-    def _accept(self, admission: Admission):
+    def _accept(self, admission: Admission, process: subprocess.Popen[bytes]) -> Caller:
         """Wait (bounded) for the program's own connection; strangers are dropped meanwhile (see admission)."""
         timeout = self.start_timeout if self.start_timeout is not None else _start_timeout()
         deadline = time.monotonic() + timeout
         try:
             while True:
-                status = self._process.poll()  # before the round: what an exited program wrote is still judged
+                status = process.poll()  # before the round: what an exited program wrote is still judged
                 caller = admission.poll(0 if status is not None else 0.05)
                 if caller is not None:
                     return caller
@@ -169,7 +178,7 @@ class Session:
         finally:
             admission.close()
 
-    def finish(self):
+    def finish(self) -> SessionResult:
         """Block until the transfer concludes; the same SessionResult on every call."""
         if not self._started:
             raise SessionStateError("session not started")
@@ -179,7 +188,7 @@ class Session:
                 self._result = self._progress.result()
             return self._result
 
-    def close(self):
+    def close(self) -> None:
         """End the program (terminate, then kill), free the socket, join threads; idempotent."""
         with self._lock:
             if self._closed:
@@ -197,61 +206,68 @@ class Session:
                 self._dispatcher.join(self.stop_timeout)
         self._remove_files()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- monitoring ----------------------------------------------------------------------------
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """Session-level statistics (snake_case keys, typed values) plus 'state'."""
         with self._lock:
             return self._progress.snapshot()
 
-    def state(self):
-        return self.stats().get("state")
+    def state(self) -> SessionState:
+        state: SessionState = self.stats()["state"]  # always there, from NOTSTARTED on
+        return state
 
-    def file_stats(self, filename=None):
+    def file_stats(self, filename: str | None = None) -> dict[str, Any] | None:
         with self._lock:
             if filename is not None:
                 stats = self._progress.files.get(filename)
                 return None if stats is None else dict(stats)
             return {name: dict(stats) for name, stats in self._progress.files.items()}
 
-    def failed_files(self):
+    def failed_files(self) -> list[str]:
         with self._lock:
             return self._progress.failed_files()
 
     @property
-    def pid(self):
+    def pid(self) -> int | None:
         """The transfer program's process id (None before start)."""
         return None if self._process is None else self._process.pid
 
     # -- commands ------------------------------------------------------------------------------
 
-    def set_rate(self, target_kbps):
+    def set_rate(self, target_kbps: int) -> bool:
         """Send RATE; False once the session concluded."""
         if isinstance(target_kbps, bool) or not isinstance(target_kbps, int) or target_kbps < 0:
             raise ValueError(f"target_kbps must be a non-negative int, got {target_kbps!r}")
         return self._command("RATE", {"Rate": target_kbps})
 
-    def cancel(self):
+    def cancel(self) -> bool:
         """Send CANCEL; False once the session concluded."""
         return self._command("CANCEL")
 
-    def _command(self, frame_type, fields=None):
+    def _command(self, frame_type: str, fields: Mapping[str, object] | None = None) -> bool:
         if not self._started:
             raise SessionStateError("session not started")
         if self._concluded.is_set() or self._closed:
             return False
-        self._conn.send(frame_type, fields)
+        self._connection().send(frame_type, fields)
         return True
+
+    def _connection(self) -> MgmtConnection:
+        """The program's management connection; SessionStateError while start() has not made it yet."""
+        if self._conn is None:
+            raise SessionStateError("session not started")
+        return self._conn
 
     # -- threads -------------------------------------------------------------------------------
 
-    def _read(self, caller):
+    def _read(self, caller: Caller) -> None:
         """Fold the program's frames in, starting with those it sent while being admitted."""
         frames, error = caller.frames, caller.error
         try:
@@ -266,7 +282,7 @@ class Session:
                         self._events.put(event)
                 if error is not None:
                     raise error
-                data = self._conn.sock.recv(65536)
+                data = caller.sock.recv(65536)  # the management connection's socket
                 if not data:
                     break
                 frames = caller.decoder.feed(data)
@@ -277,13 +293,15 @@ class Session:
             pass  # close() shut the socket
         self._disconnected()
 
-    def _disconnected(self):
+    def _disconnected(self) -> None:
         """The program hung up: reap it; if it never said DONE or ERROR, the session failed, and why."""
+        process = self._process
+        assert process is not None  # the reader runs only after start() ran the program
         try:
-            status = self._process.wait(self.stop_timeout)
+            status: int | None = process.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:  # a program without its management connection is of no use
             self._end_process()
-            status = self._process.poll()
+            status = process.poll()
         if self._closed:
             self._conclude("session closed before the transfer concluded")
         else:
@@ -293,22 +311,22 @@ class Session:
         if self._dispatcher is not None:
             self._events.put(None)
 
-    def _conclude(self, description, **details):
+    def _conclude(self, description: str, **details: object) -> None:
         """End the session as FAILED unless the program already ended it (the first verdict wins)."""
         with self._lock:
             self._progress.fail(description, **details)
             self._concluded.set()
 
-    def _dispatch(self):
+    def _dispatch(self, listener: Listener) -> None:
         while (event := self._events.get()) is not None:
             try:
-                self.listener(event)
+                listener(event)
             except Exception:
                 log.exception("faspmanager listener raised on %s", event.event_type)
 
     # -- process -------------------------------------------------------------------------------
 
-    def _end_process(self):
+    def _end_process(self) -> None:
         process = self._process
         if process is None or process.poll() is not None:
             return
@@ -323,15 +341,16 @@ class Session:
             except subprocess.TimeoutExpired:
                 continue
 
-    def _remove_files(self):
+    def _remove_files(self) -> None:
         """Remove the session's directory (path lists, stderr), even when close() is never called."""
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def _stderr_path(self):
+    def _stderr_path(self) -> str:
+        assert self._workdir is not None  # made by start() before the program runs
         return os.path.join(self._workdir, "stderr.log")
 
-    def _stderr_tail(self):
+    def _stderr_tail(self) -> str:
         try:
             with open(self._stderr_path(), "rb") as err:
                 err.seek(0, os.SEEK_END)
@@ -345,23 +364,24 @@ class Session:
 class _KeepaliveSession(Session):
     """A session whose files arrive through the management port; finish() sends DONE first."""
 
-    def __init__(self, order, ascp_path=None, listener=None, port=None):
+    def __init__(self, order: BaseTransferOrder, ascp_path: PathArg | None = None, listener: Listener | None = None,
+                 port: int | None = None) -> None:
         super().__init__(order, ascp_path=ascp_path, listener=listener, port=port)
         self._finishing = False
 
-    def _require_running(self):
+    def _require_running(self) -> None:
         if not self._started:
             raise SessionStateError("session not started")
         if self._finishing or self._closed or self._concluded.is_set():
             raise SessionStateError("session already finished or closed")
 
-    def _send(self, frame_type, fields):
+    def _send(self, frame_type: str, fields: Mapping[str, object]) -> None:
         try:
-            self._conn.send(frame_type, fields)
+            self._connection().send(frame_type, fields)
         except MgmtProtocolError as exc:
             raise InvalidPathError(str(exc)) from None
 
-    def finish(self):
+    def finish(self) -> SessionResult:
         """Send DONE (once): the program completes what it has, then ends; then wait for the result."""
         if not self._started:
             raise SessionStateError("session not started")
@@ -371,19 +391,20 @@ class _KeepaliveSession(Session):
         if send_done:
             self._before_done()
             try:
-                self._conn.send("DONE")
+                self._connection().send("DONE")
             except OSError:
                 pass  # the program is gone; the reader records why
         return super().finish()
 
-    def _before_done(self):
+    def _before_done(self) -> None:
         """Hook for what must reach the program before DONE."""
 
 
 class PersistentSession(_KeepaliveSession):
     """A persistent Session: sources are added with add_source until finish()."""
 
-    def add_source(self, source_path, dest_path, start_offset=None, end_offset=None):
+    def add_source(self, source_path: PathArg, dest_path: PathArg, start_offset: int | None = None,
+                   end_offset: int | None = None) -> None:
         """Send START: transfer one more file (bytes [start_offset, end_offset) when given)."""
         self._require_running()
         for name, offset in (("start_offset", start_offset), ("end_offset", end_offset)):
@@ -398,7 +419,7 @@ class PersistentSession(_KeepaliveSession):
 class Stream:
     """A write-only, socket-like interface for stream-to-file transfers (PUT, WRITE..., CLOSE)."""
 
-    def __init__(self, dest_path, mgmt_conn, chunk_size):
+    def __init__(self, dest_path: PathArg, mgmt_conn: MgmtConnection, chunk_size: int) -> None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         self.dest_path = os.fspath(dest_path)
@@ -407,10 +428,10 @@ class Stream:
         self._state = "new"
 
     @property
-    def is_open(self):
+    def is_open(self) -> bool:
         return self._state == "open"
 
-    def open(self):
+    def open(self) -> None:
         """Opens the stream to the destination file (PUT)."""
         if self._state != "new":
             raise StreamStateError(f"stream to {self.dest_path} was already opened")
@@ -420,7 +441,7 @@ class Stream:
             raise InvalidPathError(str(exc)) from None
         self._state = "open"
 
-    def send(self, data):
+    def send(self, data: str | bytes | bytearray | memoryview) -> None:
         """Send bytes (str is UTF-8 encoded) as WRITE frames of at most chunk_size bytes."""
         if self._state != "open":
             raise StreamStateError(f"stream to {self.dest_path} is not open")
@@ -428,7 +449,7 @@ class Stream:
         for offset in range(0, len(view), self.chunk_size):
             self.mgmt_conn.send("WRITE", payload=bytes(view[offset:offset + self.chunk_size]))
 
-    def close(self):
+    def close(self) -> None:
         """Send CLOSE; later calls do nothing."""
         if self._state == "new":
             raise StreamStateError(f"stream to {self.dest_path} was never opened")
@@ -440,21 +461,22 @@ class Stream:
 class StreamSession(_KeepaliveSession):
     """A Session for stream-to-file transfers: open_stream() gives a writable Stream."""
 
-    def __init__(self, order, chunk_size, ascp_path=None, listener=None, port=None):
+    def __init__(self, order: BaseTransferOrder, chunk_size: int, ascp_path: PathArg | None = None,
+                 listener: Listener | None = None, port: int | None = None) -> None:
         super().__init__(order, ascp_path=ascp_path, listener=listener, port=port)
         self.chunk_size = chunk_size
         self._stream: Stream | None = None
 
-    def open_stream(self, dest_path):
+    def open_stream(self, dest_path: PathArg) -> Stream:
         """Create dest_path (relative to the destination root) and return its open Stream."""
         self._require_running()
         if self._stream is not None and self._stream.is_open:
             raise StreamStateError(f"close the stream to {self._stream.dest_path} before opening another")
-        stream = Stream(dest_path, self._conn, self.chunk_size)
+        stream = Stream(dest_path, self._connection(), self.chunk_size)
         stream.open()
         self._stream = stream
         return stream
 
-    def _before_done(self):
+    def _before_done(self) -> None:
         if self._stream is not None and self._stream.is_open:
             self._stream.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 from .options import HttpFallbackOptions, TransferOptions
 
@@ -62,7 +63,7 @@ def _rate(text: object) -> int:
         raise ValueError(f"target_rate {text!r} is not kbit/s with an optional k, m or g suffix") from None
 
 
-def to_options(ts: dict) -> TransferOptions:
+def to_options(ts: dict[str, Any]) -> TransferOptions:
     unknown = sorted(set(ts) - set(SAME) - set(ORDER) - INFORMATIONAL
                      - {"cipher", "http_fallback", "http_fallback_port", "exclude_newer_than", "exclude_older_than",
                         "tags", "tags64", "target_rate"})
@@ -93,9 +94,9 @@ def to_options(ts: dict) -> TransferOptions:
     return options
 
 
-def from_options(options: TransferOptions) -> dict:
+def from_options(options: TransferOptions) -> dict[str, Any]:
     """The transfer spec of ``options`` (the fields that differ from the defaults), in the schema's spellings."""
-    ts: dict = {}
+    ts: dict[str, Any] = {}
     defaults = TransferOptions.defaults()
     for field, name in SAME.items():
         value = getattr(options, name)
@@ -124,6 +125,6 @@ def from_options(options: TransferOptions) -> dict:
     return ts
 
 
-def order_fields(ts: dict) -> dict:
+def order_fields(ts: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``ts`` that make the order (host, user, credentials, direction, paths)."""
     return {field: ts[field] for field in ORDER if field in ts}

@@ -133,11 +133,11 @@ class Seal:
         signed = header + body
         return signed + self._aead.encrypt(nonce, b"", signed)
 
-    def open(self, data: bytes) -> tuple[int, int, int, int, bytes]:
+    def open(self, packet) -> tuple[int, int, int, int, bytes]:
         """Authenticate (and decrypt) a datagram: (type, seq, ts, echo, body), or Rejected unless it is
         the peer's, intact and new."""
         try:
-            type_, direction, sid, seq, ts, echo = datagram.parse_header(data)
+            type_, direction, sid, seq, ts, echo = datagram.parse_header(packet)
         except datagram.WireError as exc:
             raise Rejected(str(exc)) from None
         if sid != self.session_id:
@@ -150,10 +150,10 @@ class Seal:
         hs = datagram.HEADER_SIZE
         try:
             if self.encrypted:
-                body = self._peer_aead.decrypt(nonce, data[hs:], data[:hs])
+                body = self._peer_aead.decrypt(nonce, packet[hs:], packet[:hs])
             else:
-                self._peer_aead.decrypt(nonce, data[-datagram.TAG_SIZE:], data[:-datagram.TAG_SIZE])
-                body = bytes(data[hs:-datagram.TAG_SIZE])
+                self._peer_aead.decrypt(nonce, packet[-datagram.TAG_SIZE:], packet[:-datagram.TAG_SIZE])
+                body = bytes(packet[hs:-datagram.TAG_SIZE])
         except InvalidTag:
             raise Rejected("authentication failed") from None
         self.replay.mark(seq)

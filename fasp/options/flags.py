@@ -409,7 +409,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     values, positional = tokenize(argv)
     if values.get("config_file"):
-        from fasp.options.flags import asperaconf
+        from fasp.options import asperaconf
         # the file supplies defaults; a flag on the command line wins
         values = {**asperaconf.load(str(values["config_file"])).defaults(values, positional), **values}
     cfg = Config()

@@ -9,7 +9,7 @@ import tempfile
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp.options.flags import asperaconf
+from fasp.options import asperaconf
 from fasp.options.flags import parse
 from faspmanager.codes import EngineError
 from tests.engine.helpers import (MgmtListener, assert_same_file, fasp_args, random_file, remote, run_ascp)
