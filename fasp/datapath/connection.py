@@ -21,14 +21,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from faspmanager.codes import EngineError, ErrorCode
-
 from fasp.datapath import datagram
 from fasp.datapath.datachannel import Buffer
 from fasp.datapath.rate import CEILING_KBPS, RateController, RateSettings
 from fasp.datapath.recvstate import ReceiveState, feedback_limit
 from fasp.datapath.seal import Rejected, Seal
 from fasp.datapath.sendstate import SendState
+from faspmanager.codes import EngineError, ErrorCode
 
 Address = Any  # a socket address as the driver's socket gives it (compared for equality only)
 PieceReader = Callable[[int, int, bool], Buffer]
@@ -262,7 +261,7 @@ class Connection:
                     events.append(PeerAddressLearned(addr))
                 accepted += 1
                 accepted_bytes += len(data)
-                if seq > seq_high:  # noqa: PLR1730 (the hot path: max() would be a call)
+                if seq > seq_high:  # not max(): the hot path, a call costs
                     seq_high = seq
                 if echo and (type_ != data_type or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
                     self._last_rtt_sample = now

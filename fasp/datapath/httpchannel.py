@@ -29,12 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from faspmanager.codes import EngineError, ErrorCode
-
-from fasp.datapath import httpframes, datagram
+from fasp.datapath import datagram, httpframes
 from fasp.datapath.datachannel import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Rejected, Seal, SessionKey
+from faspmanager.codes import EngineError, ErrorCode
 
 CHUNK = 64 * 1024  # DATA payload per frame unless -g asks for other reads
 MAX_READ = 512 * 1024  # largest -g honoured: a frame (MAX_FRAME) holds one read
@@ -138,7 +137,7 @@ class FallbackTransport:
                 await self._writer.drain()
             await done
         except (ConnectionError, OSError) as exc:
-            raise self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"HTTP fallback connection lost: {exc}"))
+            raise self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"HTTP fallback connection lost: {exc}")) from None
         finally:
             self._send_done.pop(file_id, None)
 
@@ -258,7 +257,8 @@ class FallbackTransport:
         except Rejected as exc:
             # on UDP a stranger's datagram is dropped; inside our TCP stream it means the stream is not ours
             self._counters["datagrams_rejected"] += 1
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"rejected a frame on the HTTP fallback channel: {exc}")
+            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP,
+                              f"rejected a frame on the HTTP fallback channel: {exc}") from None
         self._counters["datagrams_received"] += 1
         if type_ == datagram.DATA:
             self._on_data(*datagram.parse_data(body))
@@ -321,7 +321,7 @@ async def dial(host: str, port: int, *, session_id: str, token: str, jpeg: bool,
     try:
         return await asyncio.wait_for(_dial(host, port, session_id, token, jpeg, cafile, keyfile, proxy),
                                       DIAL_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: no answer within "
                                                            f"{DIAL_TIMEOUT:g}s") from None
     except ssl.SSLCertVerificationError as exc:
@@ -394,7 +394,7 @@ class Registration:
         self._reader, self._writer = reader, writer
 
     @classmethod
-    async def open(cls, socket_path: str, session_id: str, token: str) -> "Registration":
+    async def open(cls, socket_path: str, session_id: str, token: str) -> Registration:
         """Registered: from now on the client may dial."""
         try:
             reader, writer = await asyncio.open_unix_connection(socket_path)
@@ -415,7 +415,7 @@ class Registration:
         try:
             line = await asyncio.wait_for(self._reader.readline(), timeout)
             answer = json.loads(line) if line else {"error": "fasp-server closed the fallback socket"}
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._writer.close()
             raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"{silence} within {timeout:g}s") from None
         except (ValueError, OSError) as exc:

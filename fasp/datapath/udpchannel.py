@@ -22,17 +22,27 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from faspmanager.codes import EngineError, ErrorCode
-
 from fasp.datapath import connection
 from fasp.datapath.connection import (
-    Address, CapacityMeasured, Connection, DataReceived, HandshakeCompleted, PeerAddressLearned,
-    PeerClosed, PeerTimedOut, ReceiveComplete, SendComplete, SendFailed, SendStalled)
+    Address,
+    CapacityMeasured,
+    Connection,
+    DataReceived,
+    HandshakeCompleted,
+    PeerAddressLearned,
+    PeerClosed,
+    PeerTimedOut,
+    ReceiveComplete,
+    SendComplete,
+    SendFailed,
+    SendStalled,
+)
 from fasp.datapath.datachannel import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Seal, SessionKey
 from fasp.datapath.udpsocket import UdpSocket
 from fasp.errors import os_error_code
+from faspmanager.codes import EngineError, ErrorCode
 
 __all__ = ["RateSettings", "Transport"]
 

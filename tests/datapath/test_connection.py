@@ -15,8 +15,17 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fasp.datapath import datagram
 from fasp.datapath.connection import (
-    KEEPALIVE, Connection, DataReceived, Event, HandshakeCompleted, PeerAddressLearned, PeerTimedOut,
-    ReceiveComplete, SendComplete, SendStalled)
+    KEEPALIVE,
+    Connection,
+    DataReceived,
+    Event,
+    HandshakeCompleted,
+    PeerAddressLearned,
+    PeerTimedOut,
+    ReceiveComplete,
+    SendComplete,
+    SendStalled,
+)
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Seal
 
