@@ -433,8 +433,8 @@ class Connection:
             return
         seal, peer = self._seal.seal, self._peer
         ts, echo = usec(now), self._echo(now)
-        pack = datagram.DATA_HEAD.pack
-        wire_bytes = payload_bytes = resent = sent = 0
+        pack, data_type, append = datagram.DATA_HEAD.pack, datagram.DATA, out.append
+        payload_bytes = resent = sent = 0
         i, n = 0, len(chunks)
         while i < n:
             file_id, off, length, is_resend = chunks[i]
@@ -445,17 +445,14 @@ class Connection:
                 j += 1
             block = self._read(file_id, off, hi, is_resend)
             if block is not None:
-                for k in range(i, j):
-                    _, o, ln, _ = chunks[k]
-                    d = seal(datagram.DATA, pack(file_id, o, ln) + block[o - off:o - off + ln], ts, echo)
-                    out.append((d, peer))
-                    wire_bytes += len(d)
-                    payload_bytes += ln
-                    if is_resend:
-                        resent += ln
+                for _, o, ln, _ in chunks[i:j]:
+                    append((seal(data_type, pack(file_id, o, ln) + block[o - off:o - off + ln], ts, echo), peer))
+                payload_bytes += hi - off
+                if is_resend:
+                    resent += hi - off
                 sent += j - i
             i = j
-        self._tokens -= wire_bytes
+        self._tokens -= payload_bytes + sent * datagram.DATA_OVERHEAD  # each DATA datagram's wire size
         self._last_sent = now
         c = self._counters
         c["datagrams_sent"] += sent

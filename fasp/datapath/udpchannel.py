@@ -381,9 +381,14 @@ class Transport:
     def _transmit(self, datagrams: list[tuple[bytes, Address]]) -> None:
         """Send runs of datagrams to one address in batches; those the kernel refuses (a full buffer) are lost
         like any other, feedback repairs them, and a socket error is left to the peer watchdog."""
-        for addr, run in itertools.groupby(datagrams, key=_address):
+        if not datagrams:
+            return
+        packets, addrs = zip(*datagrams)
+        runs = ([(addrs[0], packets)] if addrs.count(addrs[0]) == len(addrs)  # the common case, at C speed
+                else [(addr, [d for d, _ in run]) for addr, run in itertools.groupby(datagrams, key=_address)])
+        for addr, run in runs:
             try:
-                self._sock.send_batch([d for d, _ in run], addr)
+                self._sock.send_batch(list(run), addr)
             except OSError:
                 pass
 
