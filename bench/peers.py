@@ -30,7 +30,7 @@ READY_TIMEOUT_S = 20.0
 def engine_available() -> bool:
     """Whether the engine's client (fasp/cli/ascp.py) and server (fasp/server/frontdoor.py) exist yet."""
     package = Path(REPO) / "fasp"
-    return all((package / name).exists() for name in ("cli.py", "frontdoor.py", "__main__.py"))
+    return all((package / name).exists() for name in ("cli/ascp.py", "server/frontdoor.py", "__main__.py"))
 
 
 @dataclass

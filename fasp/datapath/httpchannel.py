@@ -25,13 +25,15 @@ import json
 import os
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from faspmanager.codes import EngineError, ErrorCode
-
-from fasp.datapath import httpframes, datagram
+from fasp.datapath import datagram, httpframes
+from fasp.datapath.datachannel import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Rejected, Seal, SessionKey
+from faspmanager.codes import EngineError, ErrorCode
 
 CHUNK = 64 * 1024  # DATA payload per frame unless -g asks for other reads
 MAX_READ = 512 * 1024  # largest -g honoured: a frame (MAX_FRAME) holds one read
@@ -56,20 +58,20 @@ class _Incoming:
     fd: int
     start: int
     end: int
-    on_progress: object
-    done: asyncio.Future
+    on_progress: Callable[[int], object] | None
+    done: asyncio.Future[None]
     got: int = 0
 
 
 class FallbackTransport:
-    """One end of a session's fallback data channel; same public surface as :class:`fasp.datapath.udpchannel.Transport`.
+    """One end of a session's fallback data channel (a :class:`fasp.datapath.datachannel.DataChannel`).
 
     ``name`` ("http" or "https") is what SESSION reports as the transport. TCP never says a path died,
     so each end sends a keepalive when silent and, while work is pending, gives up after
     ``peer_timeout`` seconds without a byte from the peer (code 16, as on UDP)."""
 
     peer_timeout = 10.0
-    on_capacity = None  # as on Transport; never called: there is no capacity probe over TCP, so
+    on_capacity: Callable[[int], None] | None = None  # never called: there is no capacity probe over TCP, so
     # --auto-detect-capacity leaves the fallback at the engine's ceiling (TCP takes what the path gives)
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, session_id: bytes,
@@ -113,13 +115,13 @@ class FallbackTransport:
         if write_size is not None:
             self._write_size = write_size
 
-    async def send(self, file_id: int, source, start: int, end: int) -> None:
+    async def send(self, file_id: int, source: int | Buffer, start: int, end: int) -> None:
         """Send bytes [start, end) of ``source`` (an fd, or a buffer of exactly those bytes) as ``file_id``;
         return once the receiver reported them all written."""
         self._check_open()
         if start >= end:
             return
-        view = None if isinstance(source, int) else memoryview(source).cast("B")
+        fd, view = (source, None) if isinstance(source, int) else (-1, memoryview(source).cast("B"))
         if view is not None and len(view) != end - start:
             raise EngineError(ErrorCode.INTERNAL_ERROR, "buffer length differs from end - start")
         done = self._send_done[file_id] = self._loop.create_future()
@@ -128,19 +130,19 @@ class FallbackTransport:
             while pos < end and not done.done():
                 size = await self._pace(end - pos)
                 self._check_open()
-                block = view[pos - start:pos - start + size] if view is not None else _pread(source, size, pos)
+                block = view[pos - start:pos - start + size] if view is not None else _pread(fd, size, pos)
                 self._emit(datagram.DATA, datagram.pack_data(file_id, pos, block))
                 self._counters["bytes_sent"] += size
                 pos += size
                 await self._writer.drain()
             await done
         except (ConnectionError, OSError) as exc:
-            raise self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"HTTP fallback connection lost: {exc}"))
+            raise self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"HTTP fallback connection lost: {exc}")) from None
         finally:
             self._send_done.pop(file_id, None)
 
-    async def receive(self, file_id: int, fd: int, start: int, end: int, on_progress=None,
-                      whole: bool = False) -> None:
+    async def receive(self, file_id: int, fd: int, start: int, end: int,
+                      on_progress: Callable[[int], object] | None = None, whole: bool = False) -> None:
         """Write bytes [start, end) of file ``file_id`` into ``fd`` at their offsets; return once all are written.
 
         ``whole`` needs nothing here: TCP delivers in order, so the bytes land in order and leave no hole."""
@@ -154,11 +156,15 @@ class FallbackTransport:
             if self._incoming.get(file_id) is inc:
                 del self._incoming[file_id]
 
+    @property
+    def rate_settings(self) -> RateSettings:
+        return self._rate
+
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect with the next frame (within one pacing slice)."""
         self._rate = rate
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         s = self._rate
         return dict(rate_kbps=s.target_kbps, target_kbps=s.target_kbps, min_kbps=s.min_kbps, policy=s.policy,
                     capacity_kbps=None, rtt_ms=None, loss=0.0, loss_in=0.0, **self._counters)
@@ -251,7 +257,8 @@ class FallbackTransport:
         except Rejected as exc:
             # on UDP a stranger's datagram is dropped; inside our TCP stream it means the stream is not ours
             self._counters["datagrams_rejected"] += 1
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"rejected a frame on the HTTP fallback channel: {exc}")
+            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP,
+                              f"rejected a frame on the HTTP fallback channel: {exc}") from None
         self._counters["datagrams_received"] += 1
         if type_ == datagram.DATA:
             self._on_data(*datagram.parse_data(body))
@@ -314,7 +321,7 @@ async def dial(host: str, port: int, *, session_id: str, token: str, jpeg: bool,
     try:
         return await asyncio.wait_for(_dial(host, port, session_id, token, jpeg, cafile, keyfile, proxy),
                                       DIAL_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: no answer within "
                                                            f"{DIAL_TIMEOUT:g}s") from None
     except ssl.SSLCertVerificationError as exc:
@@ -387,7 +394,7 @@ class Registration:
         self._reader, self._writer = reader, writer
 
     @classmethod
-    async def open(cls, socket_path: str, session_id: str, token: str) -> "Registration":
+    async def open(cls, socket_path: str, session_id: str, token: str) -> Registration:
         """Registered: from now on the client may dial."""
         try:
             reader, writer = await asyncio.open_unix_connection(socket_path)
@@ -408,7 +415,7 @@ class Registration:
         try:
             line = await asyncio.wait_for(self._reader.readline(), timeout)
             answer = json.loads(line) if line else {"error": "fasp-server closed the fallback socket"}
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._writer.close()
             raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"{silence} within {timeout:g}s") from None
         except (ValueError, OSError) as exc:

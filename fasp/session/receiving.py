@@ -21,6 +21,7 @@ from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.files import attrs, envelope, resume
 from fasp.errors import os_error_code
+from fasp.datapath.datachannel import DataChannel
 from fasp.session.channel import Channel
 from fasp.errors import ProtocolError
 from fasp.files.digest import file_checksum, prefix_digest, reader
@@ -69,7 +70,7 @@ def clip(extents: tuple[tuple[int, int], ...] | None, start: int, end: int) -> l
 
 
 class ReceivingRole:
-    def __init__(self, channel: Channel, transport, tally: Tally, opts: PeerOptions, *, dest: str,
+    def __init__(self, channel: Channel, transport: DataChannel, tally: Tally, opts: PeerOptions, *, dest: str,
                  files: Files, file_pass: str | None = None) -> None:
         self._channel = channel
         self._transport = transport

@@ -19,6 +19,7 @@ from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.files import attrs
 from fasp.errors import ProtocolError, os_error_code
+from fasp.datapath.datachannel import DataChannel
 from fasp.session.channel import Channel
 from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Files, Unconfined
@@ -76,7 +77,7 @@ def _part_only(job: FileJob) -> bool:
 
 
 class SendingRole:
-    def __init__(self, channel: Channel, transport, tally: Tally, opts: PeerOptions,
+    def __init__(self, channel: Channel, transport: DataChannel, tally: Tally, opts: PeerOptions,
                  files: Files | None = None, file_pass: str | None = None) -> None:
         self._channel = channel
         self._file_pass = file_pass  # --file-crypt=encrypt (client side only: the server never sees it)

@@ -20,6 +20,7 @@ from faspmanager.codes import EngineError, ErrorCode
 from fasp.errors import ProtocolError
 
 from fasp.files import docroot
+from fasp.datapath.datachannel import DataChannel
 from fasp.datapath.httpchannel import SOCKET_ENV, FallbackTransport, Registration
 from fasp.session.channel import Channel, stdio_channel
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
@@ -53,7 +54,7 @@ class ServerSession:
         self.cfg = cfg
         self.channel = channel
         self.files = docroot.handle(cfg.docroot, home=True)  # every file operation goes through it
-        self.transport: Transport | FallbackTransport | None = None
+        self.transport: DataChannel | None = None
         self.role: SendingRole | ReceivingRole | None = None
         self.opts = PeerOptions()
         self.failure: asyncio.Future = asyncio.get_running_loop().create_future()

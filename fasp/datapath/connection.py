@@ -1,0 +1,471 @@
+"""One end of the UDP data channel as a sans-IO connection (aioquic's manner): datagrams and time in,
+datagrams, one timer and events out.
+
+Above the codec, seal, send/receive state and rate controller, the connection owns what is decided over time:
+the handshake, RTT samples from echoed timestamps, the retransmission timeout, pacing (the rate controller's rate
+as a token bucket: when the next datagram may go), feedback and keepalives, the watchdogs (a silent peer, a
+stalled file) and the peer's address (learned from its first authenticated datagram; strangers are rejected).
+It holds no socket, file or clock: a driver (:mod:`fasp.datapath.udpchannel`) feeds
+:meth:`Connection.receive_datagrams` and :meth:`Connection.handle_timer` with ``now``, sends what
+:meth:`Connection.datagrams_to_send` returns, sleeps until :meth:`Connection.get_timer`, writes what a
+:class:`DataReceived` event says, and answers a sending file's :data:`PieceReader` ("the bytes at this offset").
+What is in flight is decided in :meth:`Connection.datagrams_to_send` (the sender's budget), where a window
+sized from rate × RTT belongs.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from fasp.datapath import datagram
+from fasp.datapath.datachannel import Buffer
+from fasp.datapath.rate import CEILING_KBPS, RateController, RateSettings
+from fasp.datapath.recvstate import ReceiveState, feedback_limit
+from fasp.datapath.seal import Rejected, Seal
+from fasp.datapath.sendstate import SendState
+from faspmanager.codes import EngineError, ErrorCode
+
+Address = Any  # a socket address as the driver's socket gives it (compared for equality only)
+PieceReader = Callable[[int, int, bool], Buffer]
+"""Bytes [lo, hi) of a file being sent (``resend``: a retransmission); raises EngineError if the source fails."""
+
+DEFAULT_RATE = RateSettings(target_kbps=CEILING_KBPS, policy="fair")
+KEEPALIVE = 0.5  # seconds between datagrams when otherwise silent (the peer's liveness signal)
+TICK = 0.002  # pacing granularity: the shortest wait for tokens
+BURST = 0.01  # seconds of rate the token bucket may save up (covers a late timer)
+CHUNKS_PER_ROUND = 64  # datagrams built per datagrams_to_send call, so the driver's reading is not starved
+RTT_SAMPLE_GAP = 0.005  # DATA echoes are sampled at most this often
+WATCHDOG_PERIOD = 1.0  # the longest the timer sleeps: watchdogs and the sender's tail poll look this often
+HELLO_FIRST_GAP, HELLO_MAX_GAP = 0.05, 1.0  # hello retransmission backs off from the first to the second
+STALL_TIMEOUT = 20.0  # seconds without progress before a send counts as stalled (code 40)
+PEER_TIMEOUT = 10.0  # seconds without any datagram before the peer counts as gone (code 16)
+MASK32 = 0xFFFFFFFF
+
+
+def usec(now: float) -> int:
+    """The wire's 32-bit microsecond timestamp of ``now``."""
+    return int(now * 1_000_000) & MASK32
+
+
+# ---- events (what the driver must act on) -------------------------------------------------------------
+
+@dataclass(slots=True)
+class DataReceived:
+    """Adjacent payloads of one file, bytes [offset, end), to write; ``new`` of them were not seen before."""
+    file_id: int
+    offset: int
+    end: int
+    payloads: list[memoryview]
+    new: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveComplete:
+    """Every byte of an expected file arrived (reported after its last DataReceived)."""
+    file_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendComplete:
+    """The receiver confirmed all of a file."""
+    file_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendStalled:
+    """No progress on a file for ``seconds``; it is no longer sent."""
+    file_id: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """A file's PieceReader failed; it is no longer sent."""
+    file_id: int
+    error: EngineError
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackReceived:
+    """The peer's report on what it receives: its delivery rate and the loss it measures."""
+    recv_rate_kbps: int
+    loss: float
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityMeasured:
+    """Percent mode measured the path (once)."""
+    kbps: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    """The listener answered our hello."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddressLearned:
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class PeerTimedOut:
+    """Nothing from the peer for ``seconds`` while work was pending (reported once per silence)."""
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClosed:
+    code: int
+
+
+Event = (DataReceived | ReceiveComplete | SendComplete | SendStalled | SendFailed | FeedbackReceived
+         | CapacityMeasured | HandshakeCompleted | PeerAddressLearned | PeerTimedOut | PeerClosed)
+
+
+class Connection:
+    """One end of a session's data channel; either end can send and receive files.
+
+    ``seal`` fixes the direction: 1 listens (the peer's address is learned), 0 connects to ``peer``
+    (call :meth:`connect`). ``now`` is the driver's monotonic clock, as every later ``now``."""
+
+    def __init__(self, seal: Seal, peer: Address | None, datagram_size: int, rate: RateSettings | None,
+                 now: float, *, peer_timeout: float = PEER_TIMEOUT, stall_timeout: float = STALL_TIMEOUT) -> None:
+        if datagram_size < datagram.DATA_OVERHEAD + 1 or datagram_size > 65507:
+            raise EngineError(ErrorCode.USAGE, f"datagram size {datagram_size} out of range")
+        self.datagram_size = datagram_size
+        self.peer_timeout = peer_timeout
+        self.stall_timeout = stall_timeout
+        self._seal = seal
+        self._peer = peer
+        self._rate = RateController(rate or DEFAULT_RATE, now)
+        self._sender = SendState(datagram_size - datagram.DATA_OVERHEAD)
+        self._receiver = ReceiveState(feedback_limit(self._feedback_room))
+        self._readers: dict[int, PieceReader] = {}  # files being sent
+        self._expected: set[int] = set()  # files being received
+        self._events: collections.deque[Event] = collections.deque()
+        self._out: list[tuple[bytes, Address]] = []  # control datagrams due now
+        self._closed = False
+        self._hello_at: float | None = None  # when the next hello goes (connecting only)
+        self._hello_gap = HELLO_FIRST_GAP
+        self._peer_ts: int | None = None
+        self._peer_ts_at = 0.0
+        self._last_heard = now
+        self._last_sent = 0.0
+        self._serviced_at = now
+        self._next_feedback = now
+        self._last_rtt_sample = 0.0
+        self._tokens = 0.0
+        self._token_time = now
+        self._peer_loss = 0.0
+        self._counters = {"bytes_sent": 0, "bytes_retransmitted": 0, "datagrams_rejected": 0,
+                          "datagrams_sent": 0, "datagrams_received": 0}
+
+    # ---- calls from the session ---------------------------------------------------------------------
+
+    @property
+    def _feedback_room(self) -> int:
+        return self.datagram_size - datagram.HEADER_SIZE - datagram.TAG_SIZE
+
+    @property
+    def peer(self) -> Address | None:
+        return self._peer
+
+    @property
+    def rate_settings(self) -> RateSettings:
+        return self._rate.settings
+
+    def connect(self, now: float) -> None:
+        """Start the handshake: hellos until the listener answers (HandshakeCompleted)."""
+        self._hello_at = now
+
+    def set_retransmission_max(self, size: int) -> None:
+        """ascp's -X: the largest retransmission request (a FEEDBACK body), 0 for the engine's choice."""
+        self._receiver.max_feedback_bytes = feedback_limit(self._feedback_room, size)
+
+    def set_rate(self, rate: RateSettings) -> None:
+        self._rate.set_settings(rate)
+
+    def send_file(self, file_id: int, start: int, end: int, read: PieceReader, now: float) -> None:
+        """Send bytes [start, end) as ``file_id``, read through ``read``; SendComplete once confirmed."""
+        self._sender.add(file_id, start, end, now)
+        self._readers[file_id] = read
+
+    def stop_sending(self, file_id: int) -> None:
+        """Forget a file being sent (done, failed or abandoned). Idempotent."""
+        self._sender.remove(file_id)
+        self._readers.pop(file_id, None)
+
+    def expect_file(self, file_id: int, start: int, end: int) -> None:
+        """Accept bytes [start, end) of ``file_id`` (DataReceived, then ReceiveComplete)."""
+        self._receiver.register(file_id, start, end)
+        self._expected.add(file_id)
+        if start >= end:
+            self._events.append(ReceiveComplete(file_id))
+
+    def stop_expecting(self, file_id: int, *, abandon: bool) -> None:
+        """The session is done with a received file; ``abandon``: unfinished, ignore its bytes from now on."""
+        self._expected.discard(file_id)
+        if abandon:
+            self._receiver.unregister(file_id)
+
+    def close(self, now: float) -> None:
+        """Say CLOSE to the peer (twice: it may be lost) and stop. Idempotent."""
+        if self._closed:
+            return
+        if self._peer is not None:
+            for _ in range(2):
+                self._emit(datagram.CLOSE, datagram.pack_close(0), now)
+        self._closed = True
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def stats(self) -> dict[str, Any]:
+        s = self._rate.settings
+        srtt = self._rate.srtt
+        return dict(
+            rate_kbps=int(self._rate.rate_bps / 1000), target_kbps=s.target_kbps, min_kbps=s.min_kbps,
+            capacity_kbps=None if self._rate.capacity_bps is None else int(self._rate.capacity_bps / 1000),
+            policy=s.policy, rtt_ms=round(srtt * 1000, 3) if srtt is not None else None,
+            loss=self._peer_loss, loss_in=self._receiver.loss,
+            datagrams_unknown_file=self._receiver.unknown_datagrams, **self._counters)
+
+    # ---- input --------------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.receive_datagrams([(data, addr)], now)
+
+    def receive_datagrams(self, batch: Iterable[tuple[bytes, Address]], now: float) -> None:
+        """A batch read from the socket: adjacent payloads of a file become one DataReceived."""
+        if self._closed:
+            return
+        seal_open, on_data, events = self._seal.open, self._receiver.on_data, self._events
+        unpack_head, head_size, data_type = datagram.DATA_HEAD.unpack_from, datagram.DATA_HEAD.size, datagram.DATA
+        run: DataReceived | None = None
+        accepted = accepted_bytes = 0
+        seq_high = -1
+        for data, addr in batch:
+            try:
+                type_, seq, ts, echo, body = seal_open(data)
+                if addr != self._peer:
+                    # the listener learns its peer from the first authentic datagram; the connector takes
+                    # the address that answers its hello (a multi-homed listener may answer from another)
+                    if self._peer is not None and (type_ != datagram.HELLO_ACK or self._hello_at is None):
+                        raise Rejected("datagram from a stranger")
+                    self._peer = addr
+                    events.append(PeerAddressLearned(addr))
+                accepted += 1
+                accepted_bytes += len(data)
+                if seq > seq_high:  # not max(): the hot path, a call costs
+                    seq_high = seq
+                if echo and (type_ != data_type or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
+                    self._last_rtt_sample = now
+                    rtt = ((usec(now) - echo) & MASK32) / 1_000_000
+                    if rtt < 60:
+                        self._rate.on_rtt(now, rtt)
+                self._peer_ts, self._peer_ts_at = ts, now
+                if type_ == data_type:
+                    file_id, offset, length = unpack_head(body)
+                    if length != len(body) - head_size:
+                        raise datagram.WireError("DATA length mismatch")
+                    new = on_data(file_id, offset, length, now, ts)
+                    if not new:
+                        continue
+                    payload = memoryview(body)[head_size:]
+                    if run is not None and run.file_id == file_id and run.end == offset:
+                        run.end += length
+                        run.payloads.append(payload)
+                        run.new += new
+                    else:
+                        if run is not None:
+                            self._ran(run)
+                        run = DataReceived(file_id, offset, offset + length, [payload], new)
+                else:
+                    if run is not None:
+                        self._ran(run)
+                        run = None
+                    self._HANDLERS[type_](self, body, now)
+            except (Rejected, datagram.WireError, struct.error):
+                self._counters["datagrams_rejected"] += 1
+        if run is not None:
+            self._ran(run)
+        if accepted:
+            self._last_heard = now
+            self._counters["datagrams_received"] += accepted
+            self._receiver.on_datagrams(accepted, accepted_bytes, seq_high)
+
+    def _ran(self, run: DataReceived) -> None:
+        """A run of payloads ended; the one that completes a file is its last (nothing after it is new)."""
+        self._events.append(run)
+        if self._receiver.is_complete(run.file_id) and run.file_id in self._expected:
+            self._events.append(ReceiveComplete(run.file_id))
+
+    def _on_feedback(self, body: bytes, now: float) -> None:
+        fb = datagram.parse_feedback(body)
+        self._peer_loss = fb.loss
+        if self._sender.busy:
+            measuring = self._rate.measuring
+            self._rate.on_feedback(now, fb.recv_rate_kbps * 1000, fb.loss)
+            if measuring and not self._rate.measuring and self._rate.capacity_bps is not None:
+                self._events.append(CapacityMeasured(int(self._rate.capacity_bps / 1000)))
+        self._events.append(FeedbackReceived(fb.recv_rate_kbps, fb.loss))
+        seen = now - ((usec(now) - fb.data_ts) & MASK32) / 1_000_000 if fb.data_ts else None
+        for file_id in self._sender.on_feedback(fb, now, self.rto(), seen):
+            self._readers.pop(file_id, None)
+            self._events.append(SendComplete(file_id))
+
+    def _on_hello(self, body: bytes, now: float) -> None:
+        datagram.parse_hello(body)
+        if self._seal.direction == 1:
+            self._emit(datagram.HELLO_ACK, b"", now)
+
+    def _on_hello_ack(self, body: bytes, now: float) -> None:
+        if self._hello_at is not None:
+            self._hello_at = None
+            self._events.append(HandshakeCompleted())
+
+    def _on_close(self, body: bytes, now: float) -> None:
+        self._events.append(PeerClosed(datagram.parse_close(body)))
+
+    _HANDLERS: ClassVar[dict[int, Callable[[Connection, bytes, float], None]]] = {
+        datagram.FEEDBACK: _on_feedback, datagram.HELLO: _on_hello,
+        datagram.HELLO_ACK: _on_hello_ack, datagram.CLOSE: _on_close}
+
+    # ---- time ---------------------------------------------------------------------------------------
+
+    def _feedback_interval(self) -> float:
+        srtt = self._rate.srtt or 0.02
+        return min(max(srtt / 8, 0.005), 0.05)
+
+    def rto(self) -> float:
+        """The retransmission timeout: a tail unconfirmed this long after it went is resent."""
+        srtt = self._rate.srtt or 0.1
+        return 1.5 * srtt + 2 * self._feedback_interval() + 0.005
+
+    def handle_timer(self, now: float) -> None:
+        """Whatever is due by ``now``: watchdogs, hello retransmission, the sender's tail poll (RTO)."""
+        self._serviced_at = now
+        if self._closed:
+            return
+        if self._readers or self._expected:
+            self._watchdogs(now)
+        if self._hello_at is not None and now >= self._hello_at:
+            self._emit(datagram.HELLO, datagram.pack_hello(self.datagram_size), now)
+            self._hello_at = now + self._hello_gap
+            self._hello_gap = min(self._hello_gap * 2, HELLO_MAX_GAP)
+        if self._sender.busy:
+            self._sender.poll(now, self.rto())
+
+    def _watchdogs(self, now: float) -> None:
+        if now - self._last_heard > self.peer_timeout:
+            self._events.append(PeerTimedOut(self.peer_timeout))
+            self._last_heard = now  # report once; later operations get a fresh window
+            return
+        for file_id in self._sender.stalled(now, self.stall_timeout):
+            self.stop_sending(file_id)
+            self._events.append(SendStalled(file_id, self.stall_timeout))
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` and :meth:`datagrams_to_send` have something to do next (None: closed)."""
+        if self._closed:
+            return None
+        now = self._serviced_at
+        if self._out or (self._peer is not None and self._receiver.urgent):
+            return now
+        at = now + WATCHDOG_PERIOD
+        if self._hello_at is not None:
+            at = min(at, self._hello_at)
+        if self._sender.busy:
+            at = min(at, now + self.rto() / 2)
+        if self._peer is not None:
+            if self._sender.has_data:
+                deficit = -self._tokens
+                at = min(at, self._token_time if deficit < 0
+                         else self._token_time + max(TICK, deficit * 8 / self._rate.rate_bps))
+            if self._receiver.active:
+                at = min(at, self._next_feedback)
+            at = min(at, self._last_sent + KEEPALIVE)
+        return at
+
+    # ---- output -------------------------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """What may go now: control datagrams, DATA as the pacing allows (one round), feedback or a keepalive."""
+        out, self._out = self._out, []
+        if self._closed or self._peer is None:
+            return out
+        rate_Bps = self._rate.rate_bps / 8
+        self._tokens = min(self._tokens + rate_Bps * (now - self._token_time),
+                           max(rate_Bps * BURST, 4 * self.datagram_size))
+        self._token_time = now
+        if self._tokens > 0 and self._sender.has_data:
+            self._send_data(now, out)
+        receiver = self._receiver
+        if receiver.urgent or (receiver.active and now >= self._next_feedback) or now >= self._last_sent + KEEPALIVE:
+            fb = receiver.feedback(now, self._rate.srtt or 0.0)
+            self._next_feedback = now + self._feedback_interval()
+            self._emit(datagram.FEEDBACK, datagram.pack_feedback(fb), now)
+            out += self._out
+            self._out = []
+        return out
+
+    def _echo(self, now: float) -> int:
+        if self._peer_ts is None:
+            return 0
+        return ((self._peer_ts + int((now - self._peer_ts_at) * 1_000_000)) & MASK32) or 1
+
+    def _emit(self, type_: int, body: bytes, now: float) -> None:
+        """Queue one control datagram (not paced)."""
+        if self._peer is None or self._closed:
+            return
+        self._out.append((self._seal.seal(type_, body, usec(now), self._echo(now)), self._peer))
+        self._last_sent = now
+        self._counters["datagrams_sent"] += 1
+
+    def _send_data(self, now: float, out: list[tuple[bytes, Address]]) -> None:
+        chunks = self._sender.next_chunks(math.ceil(self._tokens), now, CHUNKS_PER_ROUND)
+        if not chunks:
+            return
+        seal, peer = self._seal.seal, self._peer
+        ts, echo = usec(now), self._echo(now)
+        pack, data_type, append = datagram.DATA_HEAD.pack, datagram.DATA, out.append
+        payload_bytes = resent = sent = 0
+        i, n = 0, len(chunks)
+        while i < n:
+            file_id, off, length, is_resend = chunks[i]
+            # a run of adjacent chunks of one file is one read
+            j, hi = i + 1, off + length
+            while j < n and chunks[j][0] == file_id and chunks[j][1] == hi and chunks[j][3] == is_resend:
+                hi += chunks[j][2]
+                j += 1
+            block = self._read(file_id, off, hi, is_resend)
+            if block is not None:
+                for _, o, ln, _ in chunks[i:j]:
+                    append((seal(data_type, pack(file_id, o, ln) + block[o - off:o - off + ln], ts, echo), peer))
+                payload_bytes += hi - off
+                if is_resend:
+                    resent += hi - off
+                sent += j - i
+            i = j
+        self._tokens -= payload_bytes + sent * datagram.DATA_OVERHEAD  # each DATA datagram's wire size
+        self._last_sent = now
+        c = self._counters
+        c["datagrams_sent"] += sent
+        c["bytes_sent"] += payload_bytes
+        c["bytes_retransmitted"] += resent
+
+    def _read(self, file_id: int, lo: int, hi: int, resend: bool) -> memoryview | None:
+        read = self._readers.get(file_id)
+        if read is None:
+            return None
+        try:
+            return memoryview(read(lo, hi, resend))
+        except EngineError as exc:
+            self.stop_sending(file_id)
+            self._events.append(SendFailed(file_id, exc))
+            return None

@@ -1,0 +1,44 @@
+"""The one interface the session layer moves file bytes through, whatever carries them: UDP
+(:class:`fasp.datapath.udpchannel.Transport`) or the HTTP(S) fallback
+(:class:`fasp.datapath.httpchannel.FallbackTransport`). Both implement it structurally; mypy checks them
+against it where the session holds "the data channel"."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fasp.datapath.rate import RateSettings
+
+Buffer = bytes | bytearray | memoryview
+
+
+class DataChannel(Protocol):
+    on_capacity: Callable[[int], None] | None
+    """Called once with the path capacity (kbit/s) that percent mode measured, if set (never over TCP)."""
+
+    @property
+    def local_port(self) -> int: ...
+
+    @property
+    def rate_settings(self) -> RateSettings:
+        """The settings in force (a channel taking over from another starts from them)."""
+
+    def tune(self, *, read_size: int | None = None, write_size: int | None = None,
+             retransmission_max: int | None = None) -> None:
+        """ascp's -g, -G and -X (0: the engine's choice; None: unchanged)."""
+
+    async def send(self, file_id: int, source: int | Buffer, start: int, end: int) -> None:
+        """Bytes [start, end) of ``source`` (an fd, or a buffer of exactly those bytes) as ``file_id``;
+        returns once the receiver has them all. Raises EngineError."""
+
+    async def receive(self, file_id: int, fd: int, start: int, end: int,
+                      on_progress: Callable[[int], object] | None = None, whole: bool = False) -> None:
+        """Bytes [start, end) of ``file_id`` written into ``fd`` at their offsets (``whole``: with one write,
+        never leaving a hole); returns once all are written. Raises EngineError."""
+
+    def set_rate(self, rate: RateSettings) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None:
+        """Idempotent."""

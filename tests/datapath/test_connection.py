@@ -1,0 +1,311 @@
+"""The sans-IO Connection in memory: two ends wired through a simulated link (delay, loss, reordering, a
+bandwidth limit) under a manual clock; no socket, no file, no sleeping."""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from fasp.datapath import datagram
+from fasp.datapath.connection import (
+    KEEPALIVE,
+    Connection,
+    DataReceived,
+    Event,
+    HandshakeCompleted,
+    PeerAddressLearned,
+    PeerTimedOut,
+    ReceiveComplete,
+    SendComplete,
+    SendStalled,
+)
+from fasp.datapath.rate import RateSettings
+from fasp.datapath.seal import Seal
+
+from .conftest import CLEAR, session_key
+
+A, B, STRANGER = ("10.0.0.1", 40000), ("10.0.0.2", 33001), ("10.0.0.3", 40000)
+PAYLOAD = 1400 - datagram.DATA_OVERHEAD
+
+
+def data_offset(d: bytes) -> int | None:
+    """The file offset a DATA datagram carries (the CLEAR key leaves bodies readable), else None."""
+    if datagram.parse_header(d)[0] != datagram.DATA:
+        return None
+    return datagram.DATA_HEAD.unpack_from(d, datagram.HEADER_SIZE)[1]
+
+
+@dataclass
+class Link:
+    """One direction: a FIFO bottleneck of ``bandwidth`` bytes/s, then ``delay`` plus up to ``jitter``
+    seconds (datagrams overtake each other), losing a ``loss`` fraction or what ``drop`` picks."""
+    delay: float = 0.01
+    loss: float = 0.0
+    jitter: float = 0.0
+    bandwidth: float = 1e9
+    drop: Callable[[bytes, float], bool] = lambda d, now: False
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+    busy_until: float = 0.0
+    sent: list[tuple[float, bytes]] = field(default_factory=list)  # (time, datagram) as offered
+
+    def carry(self, d: bytes, now: float) -> float | None:
+        """When ``d`` arrives, or None if lost."""
+        self.sent.append((now, d))
+        if self.drop(d, now) or self.rng.random() < self.loss:
+            return None
+        self.busy_until = max(now, self.busy_until) + len(d) / self.bandwidth
+        return self.busy_until + self.delay + self.rng.uniform(0, self.jitter)
+
+
+class End:
+    """A Connection with what a driver would do: files in memory, events collected."""
+
+    def __init__(self, conn: Connection, addr: tuple[str, int]) -> None:
+        self.conn, self.addr = conn, addr
+        self.files: dict[int, bytearray] = {}
+        self.events: list[tuple[float, Event]] = []
+
+    def drain(self, now: float) -> None:
+        while (event := self.conn.next_event()) is not None:
+            self.events.append((now, event))
+            if isinstance(event, DataReceived):
+                buf, at = self.files[event.file_id], event.offset
+                for p in event.payloads:
+                    buf[at:at + len(p)] = p
+                    at += len(p)
+
+    def seen(self, kind: type) -> list[tuple[float, Event]]:
+        return [(t, e) for t, e in self.events if isinstance(e, kind)]
+
+
+class Sim:
+    """A client (A) and a listener (B) sharing a session, driven by a manual clock."""
+
+    def __init__(self, *, up: Link | None = None, down: Link | None = None, rate: RateSettings | None = None,
+                 key=CLEAR, **timeouts: float) -> None:
+        self.sid = sid = os.urandom(16)
+        self.now = 0.0
+        self.a = End(Connection(Seal(sid, key, 0), B, 1400, rate, 0.0, **timeouts), A)
+        self.b = End(Connection(Seal(sid, key, 1), None, 1400, rate, 0.0, **timeouts), B)
+        self.links = {A: up or Link(), B: down or Link()}  # by the sender's address
+        self.queue: list[tuple[float, int, bytes, tuple[str, int], End]] = []
+        self._n = 0
+
+    def inject(self, d: bytes, src: tuple[str, int], to: End, at: float) -> None:
+        self._n += 1
+        heapq.heappush(self.queue, (at, self._n, d, src, to))
+
+    def _service(self, end: End, other: End) -> None:
+        timer = end.conn.get_timer()
+        if timer is not None and timer <= self.now:
+            end.conn.handle_timer(self.now)
+            for d, addr in end.conn.datagrams_to_send(self.now):
+                assert addr == other.addr
+                arrival = self.links[end.addr].carry(d, self.now)
+                if arrival is not None:
+                    self.inject(d, end.addr, other, arrival)
+        end.drain(self.now)
+
+    def run(self, until: Callable[[], bool], limit: float) -> None:
+        """Advance the clock event by event until ``until()`` or ``limit`` simulated seconds."""
+        spins = 0
+        while not until():
+            spins += 1
+            assert spins < 10_000, f"the connections spin at {self.now}s: a timer is due and nothing happens"
+            for end, other in ((self.a, self.b), (self.b, self.a)):
+                self._service(end, other)
+            times = [t for t in (self.a.conn.get_timer(), self.b.conn.get_timer()) if t is not None]
+            if self.queue:
+                times.append(self.queue[0][0])
+            step = max(min(times), self.now)
+            if step > limit:
+                self.now = limit
+                return
+            spins = 0 if step > self.now else spins
+            self.now = step
+            while self.queue and self.queue[0][0] <= self.now:
+                _, _, d, src, to = heapq.heappop(self.queue)
+                to.conn.receive_datagram(d, src, self.now)
+                to.drain(self.now)
+
+    def handshake(self) -> None:
+        self.a.conn.connect(self.now)
+        self.run(lambda: bool(self.a.seen(HandshakeCompleted)), self.now + 5)
+        assert self.a.seen(HandshakeCompleted)
+
+    def transfer(self, data: bytes, limit: float, file_id: int = 1) -> tuple[float, float]:
+        """B sends ``data`` to A; (when every byte arrived, when B learned it)."""
+        view = memoryview(data)
+        self.a.files[file_id] = bytearray(len(data))
+        self.a.conn.expect_file(file_id, 0, len(data))
+        self.b.conn.send_file(file_id, 0, len(data), lambda lo, hi, resend: view[lo:hi], self.now)
+        self.run(lambda: bool(self.b.seen(SendComplete)), self.now + limit)
+        assert self.b.seen(SendComplete), f"not confirmed within {limit}s"
+        return self.a.seen(ReceiveComplete)[0][0], self.b.seen(SendComplete)[0][0]
+
+
+def sha(data: bytes | bytearray) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_arrives_intact_under_loss_and_reordering():
+    data = os.urandom(3 << 20)
+    link = {"delay": 0.025, "loss": 0.05, "jitter": 0.004, "bandwidth": 12.5e6}  # 100 Mbit/s, 50 ms RTT, 5 % loss
+    sim = Sim(up=Link(**link), down=Link(**link, rng=random.Random(2)), key=session_key(16))
+    sim.handshake()
+    sim.transfer(data, limit=30)
+    received = sim.a.files[1]
+    assert len(received) == len(data) and sha(received) == sha(data)
+    assert sim.b.conn.stats()["bytes_retransmitted"] > 0  # the loss was repaired, not avoided
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(size=st.integers(0, 200_000), loss=st.floats(0, 0.3), delay=st.floats(0.0005, 0.2),
+       jitter=st.floats(0, 0.01), seed=st.integers(0, 2**32 - 1))
+def test_any_file_arrives_intact_on_any_lossy_path(size, loss, delay, jitter, seed):
+    rng = random.Random(seed)
+    data = rng.randbytes(size)
+    sim = Sim(up=Link(delay, loss, jitter, rng=random.Random(seed + 1)),
+              down=Link(delay, loss, jitter, rng=random.Random(seed + 2)), rate=RateSettings(20_000))
+    sim.handshake()
+    sim.transfer(data, limit=120)
+    assert sha(sim.a.files[1]) == sha(data)
+
+
+def test_rto_resends_a_lost_tail():
+    """The last datagrams are lost and nothing follows them: only the retransmission timeout recovers them."""
+    size = 40 * PAYLOAD
+    lost: set[int] = set()
+
+    def drop_tail_once(d: bytes, now: float) -> bool:
+        off = data_offset(d)
+        if off is not None and off >= size - 3 * PAYLOAD and off not in lost:
+            lost.add(off)
+            return True
+        return False
+
+    data = os.urandom(size)
+    sim = Sim(up=Link(delay=0.05), down=Link(delay=0.05, drop=drop_tail_once))
+    sim.handshake()
+    sim.run(lambda: False, 1.0)  # keepalives measure the RTT first
+    sim.transfer(data, limit=10)
+    assert sha(sim.a.files[1]) == sha(data)
+    times = {off: [t for t, d in sim.links[B].sent if data_offset(d) == off] for off in lost}
+    first = max(ts[0] for ts in times.values())
+    resent = min(ts[1] for ts in times.values())
+    srtt = sim.b.conn.stats()["rtt_ms"] / 1000
+    assert srtt == pytest.approx(0.1, rel=0.05)
+    rto = sim.b.conn.rto()
+    assert rto <= resent - first <= 1.5 * rto + 0.001, (resent - first, rto)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kbps=st.integers(500, 100_000), delay=st.floats(0.0005, 0.1))
+def test_pacing_holds_any_fixed_rate(kbps, delay):
+    paced(kbps, delay, seconds=1.0)
+
+
+@pytest.mark.parametrize("kbps", [2_000, 20_000, 80_000])
+def test_pacing_holds_the_fixed_rate(kbps):
+    paced(kbps, 0.01, seconds=2.0)
+
+
+def paced(kbps: int, delay: float, seconds: float) -> None:
+    """FIXED at ``kbps`` through a link with room to spare: the DATA bytes on the wire over ``seconds``."""
+    data = os.urandom(int(kbps * 125 * (seconds + 1.5)))
+    sim = Sim(rate=RateSettings(kbps, policy="fixed"), up=Link(delay=delay), down=Link(delay=delay, bandwidth=125e6))
+    sim.handshake()
+    sim.transfer(data[:PAYLOAD], limit=1)  # warm: the first file's handshake is not the measure
+    start = sim.now + 0.5
+    sim.a.files[2] = bytearray(len(data))
+    sim.a.conn.expect_file(2, 0, len(data))
+    sim.b.conn.send_file(2, 0, len(data), lambda lo, hi, r: data[lo:hi], sim.now)
+    sim.run(lambda: False, start + seconds)
+    wire = sum(len(d) for t, d in sim.links[B].sent if start <= t < start + seconds and data_offset(d) is not None)
+    assert wire * 8 / seconds / 1000 == pytest.approx(kbps, rel=0.03)
+
+
+def test_keepalives_pace_an_idle_connection():
+    sim = Sim()
+    sim.handshake()
+    t0 = sim.now
+    sim.run(lambda: False, t0 + 5)
+    for addr in (A, B):
+        times = [t for t, _ in sim.links[addr].sent if t > t0 + KEEPALIVE]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(gaps) >= 7 and all(KEEPALIVE <= g <= KEEPALIVE + 0.01 for g in gaps), (addr, gaps)
+
+
+def test_peer_timeout_fires_once_when_the_peer_goes_silent():
+    sim = Sim(down=Link(drop=lambda d, now: now >= 1.0), peer_timeout=3.0)
+    sim.handshake()
+    sim.a.files[1] = bytearray(10)
+    sim.a.conn.expect_file(1, 0, 10)  # work pending: the watchdog is armed
+    sim.run(lambda: False, 10.0)
+    heard = max(t for t, _ in sim.links[B].sent if t < 1.0) + sim.links[B].delay
+    timeouts = [t for t, _ in sim.a.seen(PeerTimedOut)]
+    assert timeouts and heard + 3.0 < timeouts[0] <= heard + 3.0 + KEEPALIVE + 0.01
+    # once per peer_timeout of silence, not on every tick
+    assert all(3.0 < b - a <= 3.0 + KEEPALIVE + 0.01 for a, b in itertools.pairwise(timeouts)), timeouts
+
+
+def test_a_send_the_receiver_never_expects_stalls():
+    sim = Sim(stall_timeout=2.0, peer_timeout=60)
+    sim.handshake()
+    t0 = sim.now
+    data = os.urandom(20 * PAYLOAD)
+    sim.b.conn.send_file(7, 0, len(data), lambda lo, hi, r: data[lo:hi], t0)
+    sim.run(lambda: bool(sim.b.seen(SendStalled)), t0 + 10)
+    (t, event), = sim.b.seen(SendStalled)
+    assert event == SendStalled(7, 2.0) and t0 + 2.0 < t <= t0 + 3.0
+    assert sim.a.conn.stats()["datagrams_unknown_file"] > 0
+
+
+def test_listener_learns_its_peer_and_rejects_strangers():
+    sim = Sim()
+    sid, key = sim.sid, CLEAR
+    forged = Seal(sid, session_key(0, b"x"), 0).seal(datagram.HELLO, datagram.pack_hello(1400), 0, 0)
+    sim.b.conn.receive_datagram(forged, STRANGER, 0.0)  # wrong key: not a peer
+    assert sim.b.conn.peer is None and sim.b.conn.stats()["datagrams_rejected"] == 1
+    sim.handshake()
+    assert sim.b.conn.peer == A and [e for _, e in sim.b.seen(PeerAddressLearned)] == [PeerAddressLearned(A)]
+    # authentic (as only a key holder could make it) but from another address: still rejected
+    other = Seal(sid, key, 0)
+    other._seq = 1000
+    sim.b.conn.receive_datagram(other.seal(datagram.FEEDBACK, datagram.pack_feedback(datagram.Feedback(0, 0.0)),
+                                           0, 0), STRANGER, sim.now)
+    # and a copy of the client's own datagram, replayed from elsewhere
+    hello = next(d for _, d in sim.links[A].sent)
+    sim.b.conn.receive_datagram(hello, STRANGER, sim.now)
+    assert sim.b.conn.peer == A and sim.b.conn.stats()["datagrams_rejected"] == 3
+    assert [e for _, e in sim.b.seen(PeerAddressLearned)] == [PeerAddressLearned(A)]
+
+
+def test_hellos_back_off_until_answered():
+    sim = Sim(up=Link(drop=lambda d, now: now < 0.3))
+    sim.handshake()
+    hellos = [t for t, d in sim.links[A].sent if datagram.parse_header(d)[0] == datagram.HELLO]
+    assert hellos[:4] == pytest.approx([0.0, 0.05, 0.15, 0.35])
+    assert sim.a.seen(HandshakeCompleted)[0][0] == pytest.approx(0.35 + 2 * sim.links[A].delay, abs=1e-3)
+
+
+def test_connector_takes_the_address_that_answers_its_hello():
+    """A multi-homed listener may answer from another address than the one dialled; after that, only it."""
+    sim = Sim()
+    elsewhere = ("10.0.0.4", 33001)
+    sim.links[elsewhere] = sim.links[B]
+    real_b = sim.b
+    sim.a.conn.connect(0.0)
+    sim.run(lambda: bool(real_b.conn.peer), 1)
+    (hello_ack, _), = real_b.conn.datagrams_to_send(sim.now)
+    sim.a.conn.receive_datagram(hello_ack, elsewhere, sim.now)
+    sim.a.drain(sim.now)
+    assert sim.a.conn.peer == elsewhere and sim.a.seen(HandshakeCompleted)
+    assert [e for _, e in sim.a.seen(PeerAddressLearned)] == [PeerAddressLearned(elsewhere)]
