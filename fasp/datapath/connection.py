@@ -147,6 +147,7 @@ class Connection:
         self._receiver = ReceiveState(feedback_limit(self._feedback_room))
         self._readers: dict[int, PieceReader] = {}  # files being sent
         self._expected: set[int] = set()  # files being received
+        self._filled: set[int] = set()  # files a run of the current batch brought new bytes to
         self._events: collections.deque[Event] = collections.deque()
         self._out: list[tuple[bytes, Address]] = []  # control datagrams due now
         self._closed = False
@@ -294,16 +295,20 @@ class Connection:
                 self._counters["datagrams_rejected"] += 1
         if run is not None:
             self._ran(run)
+        if self._filled:  # after every run of the batch: the run that filled a file's last hole may not be its last
+            for file_id in self._filled:
+                if self._receiver.is_complete(file_id) and file_id in self._expected:
+                    self._events.append(ReceiveComplete(file_id))
+            self._filled.clear()
         if accepted:
             self._last_heard = now
             self._counters["datagrams_received"] += accepted
             self._receiver.on_datagrams(accepted, accepted_bytes, seq_high)
 
     def _ran(self, run: DataReceived) -> None:
-        """A run of payloads ended; the one that completes a file is its last (nothing after it is new)."""
+        """A run of payloads ended; whether it completed its file is asked once the whole batch is out."""
         self._events.append(run)
-        if self._receiver.is_complete(run.file_id) and run.file_id in self._expected:
-            self._events.append(ReceiveComplete(run.file_id))
+        self._filled.add(run.file_id)
 
     def _on_feedback(self, body: bytes, now: float) -> None:
         fb = datagram.parse_feedback(body)
