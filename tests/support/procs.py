@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import tasks.local
+
 
 @dataclass(frozen=True)
 class Process:
@@ -38,16 +40,8 @@ def children(pid: int) -> list[int]:
 
 
 def descendants(pid: int) -> list[int]:
-    """Live processes below ``pid``, at any depth."""
-    below: dict[int, list[int]] = {}
-    for p in processes():
-        below.setdefault(p.ppid, []).append(p.pid)
-    found, todo = [], [pid]
-    while todo:
-        for child in below.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    """Live processes below ``pid``, at any depth (the launcher's own walk, zombies left out)."""
+    return [child for child in tasks.local.descendants(pid) if alive(child)]
 
 
 def alive(pid: int) -> bool:
