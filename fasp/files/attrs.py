@@ -43,15 +43,14 @@ import ctypes
 import errno
 import json
 import os
-import stat
 import secrets
+import stat
 import struct
 
-from faspmanager.codes import EngineError, ErrorCode
 from fasp.errors import ProtocolError, os_error_code
-
 from fasp.files.docroot import Unconfined
 from fasp.options.peer import PeerOptions
+from faspmanager.codes import EngineError, ErrorCode
 
 META_SUFFIX = ".aspera-meta"
 CREATION_XATTR = "user.fasp.creation_time"

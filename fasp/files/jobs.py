@@ -12,13 +12,12 @@ import fnmatch
 import os
 import stat
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
-
-from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.files.docroot import Files
 from fasp.options.peer import PeerOptions
+from faspmanager.codes import EngineError, ErrorCode
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Rules:
     skip_dir_dupes: bool = False
 
     @classmethod
-    def from_opts(cls, opts: PeerOptions) -> "Rules":
+    def from_opts(cls, opts: PeerOptions) -> Rules:
         return cls(opts.exclude, opts.exclude_newer_than, opts.exclude_older_than, opts.symlinks,
                    opts.skip_special_files, opts.skip_dir_dupes)
 

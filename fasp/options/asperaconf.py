@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 from xml.parsers import expat
 
-from faspmanager.codes import EngineError, ErrorCode
 from fasp.options.table import FLAGS, Flag
 from fasp.options.vocabulary import split_remote
+from faspmanager.codes import EngineError, ErrorCode
 
 MAX_BYTES = 1 << 20
 """Bigger than any real aspera.conf; bounds what a hostile or mistaken -f makes us parse."""

@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from faspmanager.codes import EngineError, ErrorCode
 from fasp.options import asperaconf
 from fasp.options.peer import PeerOptions
 from fasp.options.table import BY_NAME, FLAGS, Flag, Side
 from fasp.options.values import base64_text, integer
 from fasp.options.vocabulary import CIPHERS, DEFAULT_TARGET_KBPS, POLICIES, split_remote
+from faspmanager.codes import EngineError, ErrorCode
 
 __all__ = ["FLAGS", "Config", "Endpoint", "all_flag_names", "parse", "split_remote", "tokenize", "usage"]
 

@@ -15,9 +15,27 @@ from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Literal
 
-from fasp.options.values import (absolute, as_text, base64_text, boolean01, checksum, choice, cipher, executable,
-                                 file_suffix, host_port, integer, json_object, json_object64, mtime_bound,
-                                 node_of_nodes, policies, rate, resume_policy, text)
+from fasp.options.values import (
+    absolute,
+    as_text,
+    base64_text,
+    boolean01,
+    checksum,
+    choice,
+    cipher,
+    executable,
+    file_suffix,
+    host_port,
+    integer,
+    json_object,
+    json_object64,
+    mtime_bound,
+    node_of_nodes,
+    policies,
+    rate,
+    resume_policy,
+    text,
+)
 from fasp.options.vocabulary import OVERWRITE, POLICIES, PRESERVE_MODES, SYMLINK_POLICIES
 
 Side = Literal["client", "server", "both"]

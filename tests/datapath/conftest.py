@@ -27,8 +27,11 @@ def aio(fn):
     return run
 
 
+DEFAULT_KEY = session_key(16)  # one key for the pairs that do not choose theirs
+
+
 @asynccontextmanager
-async def pair(*, key: SessionKey = session_key(16), via=None, **kw):
+async def pair(*, key: SessionKey = DEFAULT_KEY, via=None, **kw):
     """A listener and a connected client sharing a fresh session id; ``via(port)`` may interpose a relay port."""
     sid = os.urandom(16)
     server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=key, **kw)

@@ -19,7 +19,7 @@ from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Seal, SessionKey
 from faspmanager.codes import EngineError, ErrorCode
 
-from .conftest import CLEAR, session_key
+from .conftest import CLEAR, DEFAULT_KEY, session_key
 
 payloads = st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=6)
 big = st.binary(min_size=1, max_size=200_000)
@@ -134,7 +134,7 @@ def test_head_size_is_bounded():
 # ---- the driver over a real stream pair -------------------------------------------------------------
 
 
-async def _pair(jpeg: bool, rate_kbps: int, key: SessionKey = session_key(16)):
+async def _pair(jpeg: bool, rate_kbps: int, key: SessionKey = DEFAULT_KEY):
     a, b = socket.socketpair()
     sid = os.urandom(16)
     ends = []

@@ -4,8 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from fasp.files import envelope
 from fasp.files.envelope import HEADER, SUFFIX, TAG, Envelope, SealedSource, open_in_place, sealed_size

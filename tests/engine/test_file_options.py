@@ -103,6 +103,7 @@ def test_manifest_and_source_prefix(fasp_server_module, tmp_path):
 def test_datagram_size_and_private_key_from_environment(tmp_path):
     """-Z 9000 on loopback, and ASPERA_SCP_KEY (the key itself in the environment) against fasp-server."""
     import asyncssh
+
     from tests.support.servers import start_fasp_server
     key = asyncssh.generate_private_key("ssh-ed25519")
     authorized = tmp_path / "authorized_keys"

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from faspmanager.codes import EngineError
 from fasp.options import asperaconf
 from fasp.options.flags import Config, parse
 from fasp.options.table import FLAGS, Flag
+from faspmanager.codes import EngineError
 
 
 def test_each_flag_is_one_entry_and_fills_a_real_config_field() -> None:
@@ -65,7 +65,7 @@ def test_the_shared_words_are_defined_once() -> None:
     from fasp.datapath import rate
     from fasp.options import flags, vocabulary
     from fasp.server import users
-    assert all(getattr(module, "POLICIES") is vocabulary.POLICIES for module in (rate, users, flags))
+    assert all(module.POLICIES is vocabulary.POLICIES for module in (rate, users, flags))
 
 
 def test_asperaconf_does_not_import_the_parser() -> None:

@@ -293,7 +293,7 @@ def test_file_manifest_of_a_cancelled_session(fasp_server_module, tmp_path, dire
                             env=server.env(), stderr=subprocess.PIPE)
     try:
         for event, name in (("STOP", "a-first"), ("START", "b-slow")):
-            assert mgr.wait_for(lambda f: f.type == event and name in f.get("File", ""), 30), mgr.types()
+            assert mgr.wait_for(lambda f, event=event, name=name: f.type == event and name in f.get("File", ""), 30), mgr.types()
         mgr.send("CANCEL")
         assert proc.wait(30) == 28, proc.stderr.read().decode()
     finally:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from faspmanager.codes import EngineError
 from fasp.options.flags import all_flag_names, parse, split_remote, tokenize
+from faspmanager.codes import EngineError
 from tests.engine.ascp_cli_table import DOCUMENTED_FLAGS
 
 

@@ -8,9 +8,9 @@ import json
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -39,7 +39,7 @@ class Remote:
     env: dict
 
     @classmethod
-    def of(cls, server) -> "Remote":
+    def of(cls, server) -> Remote:
         if hasattr(server, "identity"):
             return cls(["-q", "-P", str(server.port), "-i", str(server.identity)], f"root@{server.host}",
                        server.docroot, server.env())
@@ -382,8 +382,8 @@ def test_under_stock_sshd(openssh_server, tmp_path, direction):
 def test_a_peer_cannot_set_privileged_attributes(tmp_path):
     """Only user.* and POSIX ACLs travel: security.*/trusted.* (capabilities, SELinux labels) from a
     peer, or a malformed ACL, end the session as a protocol error before anything is set."""
-    from fasp.files.attrs import apply
     from fasp.errors import ProtocolError
+    from fasp.files.attrs import apply
 
     path = random_file(tmp_path / "f.bin", 10)
     opts = {"xattrs_mode": "native", "acls_mode": "native"}

@@ -6,14 +6,14 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from faspmanager.codes import EngineError
 from fasp.files import resume
 from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Unconfined
 from fasp.files.jobs import FileJob, Problem, Rules, data_extents, share, top_name, walk
 from fasp.files.naming import destination
-from fasp.session.receiving import clip, plan_pieces
 from fasp.files.resume import Existing, Plan, after_verify, plan
+from fasp.session.receiving import clip, plan_pieces
+from faspmanager.codes import EngineError
 
 
 def _plan(**kw):

@@ -9,7 +9,17 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fasp.server.users import User, UsersFileError, format_users, hash_password, load_users, parse_users, read_public_keys, save_users, verify_password
+from fasp.server.users import (
+    User,
+    UsersFileError,
+    format_users,
+    hash_password,
+    load_users,
+    parse_users,
+    read_public_keys,
+    save_users,
+    verify_password,
+)
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM4lVZ3e6pAvm1vL2T7kQd0dS8zq5yPpv5u6O3bJw1Xf alice@host"
 

@@ -18,10 +18,10 @@ import pytest
 from fasp.files import resume
 from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Docroot
-from faspmanager.codes import ErrorCode
-from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
 from fasp.options.peer import PeerOptions
 from fasp.session.messages import Begin, FileError, Message, Verified, Verify
+from faspmanager.codes import ErrorCode
+from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
 from tests.support.control_client import ControlClient
 from tests.support.files import assert_same_file, random_file
 from tests.support.root import needs_root

@@ -10,10 +10,10 @@ import os
 import time
 from pathlib import Path
 
-from fasp.session.receiving import MAX_FILES_IN_FLIGHT
-from faspmanager.codes import ErrorCode
 from fasp.options.peer import PeerOptions
 from fasp.session.messages import Offer, SessionFailed
+from fasp.session.receiving import MAX_FILES_IN_FLIGHT
+from faspmanager.codes import ErrorCode
 from tests.support.control_client import ControlClient
 from tests.support.procs import children
 

@@ -79,7 +79,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
         try:
             if not sock.recv(65536):
                 return True
-        except socket.timeout:
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True

@@ -82,7 +82,7 @@ def test_readme_least_privilege_users_run_a_transfer(server, tmp_path):  # noqa:
     passwords = {"CLIENT_PASSWORD": secrets.token_hex(12), "WORKER_PASSWORD": secrets.token_hex(12)}
     for words in acl.values():
         admin.execute_command(*[f">{passwords[w[1:]]}" if w[1:] in passwords else w for w in words])
-    url = "redis://{}:{}@127.0.0.1:%d/0" % redis_server.port
+    url = "redis://{}:{}@127.0.0.1:" + str(redis_server.port) + "/0"
     client_url = url.format("faspq-client", passwords["CLIENT_PASSWORD"])
     worker_url = url.format("faspq-worker", passwords["WORKER_PASSWORD"])
     worker = Worker("acl", {**os.environ, **faspq_env(worker_url, FASPQ_PREFIX="faspq")}, tmp_path / "acl.log",

@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fasp.options.peer import PeerOptions
-from fasp.session import control
-from fasp.session.messages import VERSION, Hello, Rate, Welcome
 from fasp.datapath import datagram
 from fasp.datapath.seal import SHARE_BYTES, Rejected, Seal, SessionKey
 from fasp.datapath.udpchannel import Transport
+from fasp.options.peer import PeerOptions
+from fasp.session import control
+from fasp.session.messages import VERSION, Hello, Rate, Welcome
 from faspmanager.codes import EngineError, ErrorCode
 from tests.engine.helpers import fasp_args, remote, run_ascp
 from tests.support.files import assert_same_file, random_file, sha256
@@ -99,9 +99,9 @@ def test_a_seal_opens_only_under_the_key_from_both_shares(key_bytes):
 
 
 def test_shares_of_the_wrong_size_are_refused():
-    with pytest.raises(Exception):
+    with pytest.raises(EngineError, match="key shares must be 32 bytes"):
         _key(client=b"short")
-    with pytest.raises(Exception):
+    with pytest.raises(EngineError, match="cipher key size 7"):
         _key(key_bytes=7)
 
 

@@ -202,7 +202,7 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
                 conns.append(await asyncio.wait_for(asyncssh.connect(
                     server.host, server.port, username="mallory", known_hosts=None, agent_path=None,
                     client_keys=[key], password=None), 3))
-            except (asyncssh.Error, OSError, asyncio.TimeoutError):
+            except (TimeoutError, asyncssh.Error, OSError):
                 break
         return conns
 

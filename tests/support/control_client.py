@@ -22,7 +22,7 @@ class ControlClient:
     def __init__(self, server, dest: str, opts: PeerOptions) -> None:
         self.server, self.dest, self.opts = server, dest, opts
 
-    async def __aenter__(self) -> "ControlClient":
+    async def __aenter__(self) -> ControlClient:
         server = self.server
         self.conn = await asyncssh.connect(server.host, port=server.port, username=server.user,
                                            password=server.password, known_hosts=None, client_keys=None,

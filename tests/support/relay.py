@@ -93,7 +93,7 @@ class Relay:
     def port(self) -> int:
         return self._front.transport.get_extra_info("sockname")[1]
 
-    async def __aenter__(self) -> "Relay":
+    async def __aenter__(self) -> Relay:
         loop = asyncio.get_running_loop()
         _, self._front = await loop.create_datagram_endpoint(
             lambda: _Side(self._from_client), local_addr=(self._host, self._port))

@@ -1,9 +1,9 @@
 """A fasp-server whose UDP goes through the impairment relay: tests judge options on the relay's wire."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tests.support.programs import ENGINE
 from tests.support.relay import Relay, relay_in_thread

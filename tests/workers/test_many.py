@@ -14,7 +14,7 @@ N = 30
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_thirty_transfers_on_three_workers(worker_factory, server, tmp_path):
-    for i in range(3):
+    for _ in range(3):
         worker_factory("many", concurrency=3)
     sources = [tmp_path / f"m{i:02d}.bin" for i in range(N)]
     for src in sources:
