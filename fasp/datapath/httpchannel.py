@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fasp.datapath import datagram, httpframes
-from fasp.datapath.datachannel import Buffer
+from fasp.datapath.datagram import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Rejected, Seal, SessionKey
 from faspmanager.codes import EngineError, ErrorCode

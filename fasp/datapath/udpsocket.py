@@ -106,7 +106,7 @@ class UdpSocket:
 
     def recv_batch(self, max_calls: int = 8) -> list[tuple[bytes, tuple]]:
         """Datagrams waiting in the socket (up to ``max_calls`` system calls), with their source."""
-        out = []
+        out: list[tuple[bytes, tuple]] = []
         sock = self.sock
         for _ in range(max_calls):
             try:
