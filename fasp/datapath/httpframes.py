@@ -186,7 +186,7 @@ class FrameDecoder:
         """Bytes of an incomplete frame held back (non-zero at EOF means a truncated stream)."""
         return len(self._buf)
 
-    def feed(self, data) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytes]:
         if self._error is not None:
             raise self._error
         self._buf += data
