@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fasp.datapath import datagram
-from fasp.datapath.datachannel import Buffer
+from fasp.datapath.datagram import Buffer
 from fasp.datapath.rate import CEILING_KBPS, RateController, RateSettings
 from fasp.datapath.recvstate import ReceiveState, feedback_limit
 from fasp.datapath.seal import Rejected, Seal

@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from fasp.datapath.datagram import Buffer
 from fasp.datapath.rate import RateSettings
-
-Buffer = bytes | bytearray | memoryview
 
 
 class DataChannel(Protocol):

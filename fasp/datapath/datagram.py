@@ -38,6 +38,8 @@ _FB_HOLE = struct.Struct("!QQ")
 _FB_COMPLETE = 1
 MAX_U32 = 0xFFFFFFFF
 
+Buffer = bytes | bytearray | memoryview  # what the codec reads: a received datagram, or a view into one
+
 
 class WireError(ValueError):
     """A datagram that does not parse: the driver drops and counts it."""
@@ -52,7 +54,7 @@ def header_prefix(type_: int, direction: int, session_id: bytes) -> bytes:
     return _HEADER_PREFIX.pack(VERSION, type_, direction, 0, session_id)
 
 
-def parse_header(datagram) -> tuple[int, int, bytes, int, int, int]:
+def parse_header(datagram: Buffer) -> tuple[int, int, bytes, int, int, int]:
     """(type, direction, session_id, seq, ts, echo) of a datagram long enough to hold a header and a tag."""
     if len(datagram) < HEADER_SIZE + TAG_SIZE:
         raise WireError("datagram too short")
@@ -62,11 +64,11 @@ def parse_header(datagram) -> tuple[int, int, bytes, int, int, int]:
     return type_, direction, sid, seq, ts, echo
 
 
-def pack_data(file_id: int, offset: int, payload) -> bytes:
+def pack_data(file_id: int, offset: int, payload: Buffer) -> bytes:
     return DATA_HEAD.pack(file_id, offset, len(payload)) + payload
 
 
-def parse_data(body) -> tuple[int, int, memoryview]:
+def parse_data(body: Buffer) -> tuple[int, int, memoryview]:
     """(file_id, offset, payload) of a DATA body."""
     if len(body) < DATA_HEAD.size:
         raise WireError("DATA body too short")
@@ -80,20 +82,22 @@ def pack_hello(datagram_size: int) -> bytes:
     return _HELLO.pack(datagram_size)
 
 
-def parse_hello(body) -> int:
+def parse_hello(body: Buffer) -> int:
     if len(body) != _HELLO.size:
         raise WireError("bad HELLO body")
-    return _HELLO.unpack(body)[0]
+    size: int = _HELLO.unpack(body)[0]
+    return size
 
 
 def pack_close(code: int) -> bytes:
     return _CLOSE.pack(code)
 
 
-def parse_close(body) -> int:
+def parse_close(body: Buffer) -> int:
     if len(body) != _CLOSE.size:
         raise WireError("bad CLOSE body")
-    return _CLOSE.unpack(body)[0]
+    code: int = _CLOSE.unpack(body)[0]
+    return code
 
 
 @dataclass
@@ -127,7 +131,7 @@ def pack_feedback(fb: Feedback) -> bytes:
     return b"".join(parts)
 
 
-def parse_feedback(body) -> Feedback:
+def parse_feedback(body: Buffer) -> Feedback:
     try:
         rate, loss, n_files, data_ts = _FB_HEAD.unpack_from(body)
         pos = _FB_HEAD.size

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fasp.datapath import datagram, httpframes
-from fasp.datapath.datachannel import Buffer
+from fasp.datapath.datagram import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Rejected, Seal, SessionKey
 from faspmanager.codes import EngineError, ErrorCode
@@ -88,7 +88,7 @@ class FallbackTransport:
         self._write_size = 0  # 0: one write per frame
         self._tokens = 0.0
         self._token_time = time.monotonic()
-        self._send_done: dict[int, asyncio.Future] = {}
+        self._send_done: dict[int, asyncio.Future[None]] = {}
         self._incoming: dict[int, _Incoming] = {}
         self._closed = False
         self._error: EngineError | None = None
@@ -334,7 +334,9 @@ async def dial(host: str, port: int, *, session_id: str, token: str, jpeg: bool,
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: {exc.description}") from None
 
 
-async def _dial(host, port, session_id, token, jpeg, cafile, keyfile, proxy):
+async def _dial(host: str, port: int, session_id: str, token: str, jpeg: bool, cafile: str | None,
+                keyfile: str | None, proxy: tuple[str, int] | None
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, str]:
     reader, writer = await asyncio.open_connection(*(proxy or (host, port)))
     try:
         buffered = b""
@@ -411,7 +413,7 @@ class Registration:
         answer = await self._answer(ACCEPT_TIMEOUT, "no client reached the HTTP fallback port")
         return self._reader, self._writer, str(answer["transport"])
 
-    async def _answer(self, timeout: float, silence: str) -> dict:
+    async def _answer(self, timeout: float, silence: str) -> dict[str, Any]:
         try:
             line = await asyncio.wait_for(self._reader.readline(), timeout)
             answer = json.loads(line) if line else {"error": "fasp-server closed the fallback socket"}

@@ -162,7 +162,7 @@ def encode_frame(payload: bytes, jpeg: bool) -> bytes:
         raise HttpWireError(f"frame payload of {len(payload)} bytes out of range")
     if not jpeg:
         return _LEN.pack(len(payload)) + payload
-    parts = [JPEG_HEAD]
+    parts: list[bytes | memoryview] = [JPEG_HEAD]
     view = memoryview(payload)
     for pos in range(0, len(view), _COM_MAX):
         piece = view[pos:pos + _COM_MAX]
@@ -186,7 +186,7 @@ class FrameDecoder:
         """Bytes of an incomplete frame held back (non-zero at EOF means a truncated stream)."""
         return len(self._buf)
 
-    def feed(self, data) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytes]:
         if self._error is not None:
             raise self._error
         self._buf += data

@@ -53,7 +53,7 @@ class RateSettings:
     policy: str = "fair"  # "fixed" | "high" | "fair" | "low"
     percent: int = 0  # --auto-detect-capacity: the cap is this percent (1..100) of the measured capacity
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}")
         if self.target_kbps <= 0 or self.min_kbps < 0:
@@ -158,29 +158,30 @@ class RateController:
         dt, self._last = now - self._last, now
         policy = self.settings.policy
         measuring = self.measuring
-        if (policy == "fixed" and not measuring) or self.srtt is None:
+        srtt, base_rtt = self.srtt, self.base_rtt  # on_rtt sets both at once
+        if (policy == "fixed" and not measuring) or srtt is None or base_rtt is None:
             self._clamp()
             return
-        rtt = max(self.base_rtt + self.queue_delay, 1e-4)
-        rtts = min(1.0, dt / max(self.srtt, 1e-3))  # how much of an RTT this update covers
+        rtt = max(base_rtt + self.queue_delay, 1e-4)
+        rtts = min(1.0, dt / max(srtt, 1e-3))  # how much of an RTT this update covers
         g = GAMMA * rtts
         # the receive rate averaged over about an RTT (a backlog drained after a stall is no capacity),
         # then the best of the last ten RTTs
         # (counting what random loss took on the way, so it lowers no estimate of capacity)
         arrived = recv_rate_bps / (1.0 - min(loss, 0.5))
         self._recv_avg += min(1.0, rtts) * (arrived - self._recv_avg)
-        self._delivered.window = max(10 * self.srtt, 0.5)
+        self._delivered.window = max(10 * srtt, 0.5)
         delivered = self._delivered.push(now, self._recv_avg)
         rate = self.rate_bps
         queued = rate * self.queue_delay  # bits this flow keeps in the bottleneck queue
         if policy == "low" and not measuring:  # its target stays under FAIR's standing queue (alpha/rate)
-            target = max(LOW_TARGET_DELAY, self.base_rtt / 20)
+            target = max(LOW_TARGET_DELAY, base_rtt / 20)
             off = max(-1.0, min(1.0, (target - self.queue_delay) / target))
             rate *= 1.0 + g * off
         else:
             # flows on one path see one base RTT, hence one alpha: FAST's fairness holds; longer paths
             # get more slack for the RTT noise they carry
-            alpha = ALPHA_BYTES * 8 * min(max(self.base_rtt / 0.1, 1.0), 2.0) * (2 if policy == "high" else 1)
+            alpha = ALPHA_BYTES * 8 * min(max(base_rtt / 0.1, 1.0), 2.0) * (2 if policy == "high" else 1)
             if self._slow_start:
                 growing = rate * self._latest_queue < alpha / 2 and not (measuring and rate >= self.cap_bps)
                 if measuring and (self._holding_since is not None or not growing):
@@ -191,14 +192,14 @@ class RateController:
                     else:
                         self._held_bits += recv_rate_bps * dt
                         self._held_time += dt
-                    if now - self._holding_since >= max(MEASURE_RTTS * self.base_rtt, MEASURE_MIN):
+                    if now - self._holding_since >= max(MEASURE_RTTS * base_rtt, MEASURE_MIN):
                         rate = self._end_slow_start(rate, self._held_bits / max(self._held_time, 1e-9))
                 elif growing:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
                 else:
                     rate = self._end_slow_start(rate, delivered)
             else:
-                fast = rate * self.base_rtt / rtt + alpha / rtt
+                fast = rate * base_rtt / rtt + alpha / rtt
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
                 if queued < alpha / 4 and self.rate_bps < 0.9 * delivered:
                     rate = max(rate, min(self.rate_bps * (1 + REGAIN * rtts), delivered))

@@ -31,12 +31,12 @@ def feedback_limit(room: int, retransmission_max: int = 0) -> int:
 class HoleMap:
     """Bytes of [start, end) received so far, as a frontier plus holes below it."""
 
-    def __init__(self, start: int, end: int):
+    def __init__(self, start: int, end: int) -> None:
         self.start = start
         self.end = end
         self.frontier = start
         self._starts: list[int] = []  # hole starts, sorted
-        self._holes: list[list] = []  # [start, end, first_seen] parallel to _starts
+        self._holes: list[tuple[int, int, float]] = []  # (start, end, first_seen) parallel to _starts
         self.missing = end - start
 
     @property
@@ -58,7 +58,7 @@ class HoleMap:
         if hi > frontier:
             if lo > frontier:
                 self._starts.append(frontier)
-                self._holes.append([frontier, lo, now])
+                self._holes.append((frontier, lo, now))
             new = hi - max(lo, frontier)
             self.frontier = hi
             if lo >= frontier:
@@ -83,11 +83,11 @@ class HoleMap:
                 i += 1
                 continue
             filled += min(b, hi) - max(a, lo)
-            pieces = []
+            pieces: list[tuple[int, int, float]] = []
             if a < lo:
-                pieces.append([a, lo, seen])
+                pieces.append((a, lo, seen))
             if hi < b:
-                pieces.append([hi, b, seen])
+                pieces.append((hi, b, seen))
             holes[i:i + 1] = pieces
             starts[i:i + 1] = [p[0] for p in pieces]
             i += len(pieces)

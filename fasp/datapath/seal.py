@@ -133,7 +133,7 @@ class Seal:
         signed = header + body
         return signed + self._aead.encrypt(nonce, b"", signed)
 
-    def open(self, packet) -> tuple[int, int, int, int, bytes]:
+    def open(self, packet: datagram.Buffer) -> tuple[int, int, int, int, bytes]:
         """Authenticate (and decrypt) a datagram: (type, seq, ts, echo, body), or Rejected unless it is
         the peer's, intact and new."""
         try:

@@ -127,7 +127,7 @@ class SendState:
 
     def next_chunks(self, budget: int, now: float, max_chunks: int = 256) -> list[tuple[int, int, int, bool]]:
         """Up to ``budget`` wire bytes of (file_id, offset, length, is_resend), resends first."""
-        out = []
+        out: list[tuple[int, int, int, bool]] = []
         overhead = datagram.DATA_OVERHEAD
         files = self._files
         while self._retx and budget > 0 and len(out) < max_chunks:

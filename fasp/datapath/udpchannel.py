@@ -37,7 +37,7 @@ from fasp.datapath.connection import (
     SendFailed,
     SendStalled,
 )
-from fasp.datapath.datachannel import Buffer
+from fasp.datapath.datagram import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Seal, SessionKey
 from fasp.datapath.udpsocket import UdpSocket

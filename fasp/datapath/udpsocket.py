@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Any
 
 SOL_UDP = 17
 UDP_SEGMENT = 103
@@ -66,7 +67,8 @@ class UdpSocket:
 
     @property
     def port(self) -> int:
-        return self.sock.getsockname()[1]
+        port: int = self.sock.getsockname()[1]
+        return port
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -74,7 +76,7 @@ class UdpSocket:
     def close(self) -> None:
         self.sock.close()
 
-    def send_batch(self, datagrams: list[bytes], addr) -> int:
+    def send_batch(self, datagrams: list[bytes], addr: tuple[Any, ...]) -> int:
         """Send datagrams in order; return how many left (fewer if the send buffer is full)."""
         sent = 0
         n = len(datagrams)
@@ -104,9 +106,9 @@ class UdpSocket:
             sent += run
         return sent
 
-    def recv_batch(self, max_calls: int = 8) -> list[tuple[bytes, tuple]]:
+    def recv_batch(self, max_calls: int = 8) -> list[tuple[bytes, tuple[Any, ...]]]:
         """Datagrams waiting in the socket (up to ``max_calls`` system calls), with their source."""
-        out = []
+        out: list[tuple[bytes, tuple[Any, ...]]] = []
         sock = self.sock
         for _ in range(max_calls):
             try:
