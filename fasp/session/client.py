@@ -38,8 +38,7 @@ from fasp.session.messages import (ArgDone, Bye, Cancel, Capacity, FileError, Li
 from fasp.session.peer import PeerEngine
 from fasp.files.jobs import Problem
 from fasp.session.tally import Tally
-from fasp.datapath.httpchannel import FallbackTransport
-from fasp.datapath.udpchannel import Transport
+from fasp.datapath.datachannel import DataChannel
 
 log = logging.getLogger("fasp.session.client")
 BYE_TIMEOUT = 5.0
@@ -64,7 +63,7 @@ class Live:
         return self.peer.channel
 
     @property
-    def transport(self) -> Transport | FallbackTransport:
+    def transport(self) -> DataChannel:
         return self.link.transport
 
 
@@ -275,7 +274,7 @@ class ClientSession:
 
     # ---- statistics ---------------------------------------------------------------------------------
 
-    async def _stats_loop(self, transport: Transport | FallbackTransport) -> None:
+    async def _stats_loop(self, transport: DataChannel) -> None:
         counter = "bytes_sent" if self.cfg.direction == "send" else "bytes_received"
         last_bytes, last_time = 0, time.monotonic()
         while True:

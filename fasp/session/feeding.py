@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from faspmanager.codes import EngineError, ErrorCode
-from fasp.datapath.httpchannel import FallbackTransport
-from fasp.datapath.udpchannel import Transport
+from fasp.datapath.datachannel import DataChannel
 from fasp.files import docroot
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
 from fasp.options.flags import Config
@@ -227,7 +226,7 @@ class Downloads(Feeder):
             self._receiver.deliver(msg)  # an offer always is the receiving role's
 
 
-def feeder(cfg: Config, tally: Tally, channel: Channel, transport: Transport | FallbackTransport,
+def feeder(cfg: Config, tally: Tally, channel: Channel, transport: DataChannel,
            fatal: Callable[[BaseException], None]) -> Uploads | Downloads:
     """The sending or receiving role for ``cfg.direction`` and the feeder around it. Local paths are as
     given, or confined to FASP_LOCAL_DOCROOT with --apply-local-docroot: one handle every local file

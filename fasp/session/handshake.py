@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from faspmanager.codes import EngineError, ErrorCode
+from fasp.datapath.datachannel import DataChannel
 from fasp.datapath.httpchannel import FallbackTransport, dial
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import SHARE_BYTES, SessionKey
@@ -31,7 +32,7 @@ UDP_TRY_WITH_FALLBACK = 3.0  # with -y 1, how long the UDP handshake may take be
 class Link:
     """An open session's data path as the handshake left it."""
 
-    transport: Transport | FallbackTransport
+    transport: DataChannel
     carrier: str  # what SESSION reports: udp, http or https
     port: int  # the peer's data port (UDP, or the HTTP fallback's)
     rate: RateSettings  # ours, as the peer capped it
@@ -49,7 +50,7 @@ async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id:
     rate = welcome.rate.settings()
     key = SessionKey.derive(share, welcome.share, bytes.fromhex(session_id), cfg.key_bytes)
     try:
-        transport: Transport | FallbackTransport = await _open_udp(cfg, remote, peer, welcome.udp_port,
+        transport: DataChannel = await _open_udp(cfg, remote, peer, welcome.udp_port,
                                                                     session_id, key, rate)
     except EngineError as exc:
         if not cfg.http_fallback or exc.code not in (ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_ERROR):

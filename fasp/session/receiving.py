@@ -132,8 +132,9 @@ class ReceivingRole:
         self.tasks.discard(task)
         if not self.tasks:
             self._idle.set()
-        if not task.cancelled() and task.exception() is not None:
-            self.on_fatal(task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            self.on_fatal(exc)
 
     async def _incoming(self, msg: Offer, box: asyncio.Queue[Message]) -> None:
         fid, rel, arg = msg.fid, msg.rel, msg.arg
@@ -265,6 +266,7 @@ class ReceivingRole:
                               watermark=watermark)
         if verdict.action == "verify":
             seen = final if verdict.start >= size else part
+            assert seen is not None, "plan verifies only a file it found: the final one whole, else the partial"
             fd = self._files.open(target if seen is final else partial,
                                   os.O_RDONLY | (0 if seen is final else os.O_NOFOLLOW))
             try:

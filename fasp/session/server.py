@@ -11,10 +11,12 @@ so no server half outlives its client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+from dataclasses import dataclass, replace
 
 from faspmanager.codes import EngineError, ErrorCode
 from fasp.errors import ProtocolError
@@ -49,16 +51,29 @@ def bind_address() -> str:
     return ssh[2] if len(ssh) == 4 else "0.0.0.0"
 
 
+@dataclass(frozen=True)
+class Live:
+    """A session once the hello arrived: what the client asked for, the key, and the data channel with the
+    role over it (a fallback, before any file moved, makes a new Live with both replaced)."""
+
+    hello: Hello
+    key: SessionKey
+    transport: DataChannel
+    role: SendingRole | ReceivingRole
+
+
 class ServerSession:
     def __init__(self, cfg: Config, channel: Channel) -> None:
         self.cfg = cfg
         self.channel = channel
         self.files = docroot.handle(cfg.docroot, home=True)  # every file operation goes through it
-        self.transport: DataChannel | None = None
-        self.role: SendingRole | ReceivingRole | None = None
-        self.opts = PeerOptions()
-        self.failure: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.tasks: set[asyncio.Task] = set()
+        self.failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._data_channels = contextlib.AsyncExitStack()  # every data channel opened, closed by close()
+
+    async def close(self) -> None:
+        """Free the data channels this session opened (none before the hello)."""
+        await self._data_channels.aclose()
 
     def capped(self, rate: Rate) -> RateSettings:
         """The client's rate within this user's caps (a capacity percent passes; the cap bounds its ceiling)."""
@@ -76,63 +91,57 @@ class ServerSession:
             return
         if not isinstance(hello, Hello):  # its version was checked as it was decoded
             raise ProtocolError(f"expected hello, got {hello.TYPE}")
-        self.opts = hello.opts
-        if self.opts.log_dir:  # first: the -R log has the session's every line
+        if hello.opts.log_dir:  # first: the -R log has the session's every line
             self._log_to(hello.session)
         if hello.token:
             log.info("the client presented an ASPERA_SCP_TOKEN; SSH authentication already authorized it here")
         rate = self.capped(hello.rate)
         share = os.urandom(SHARE_BYTES)  # ours: with the client's, neither end alone chooses the key
         key = SessionKey.derive(hello.share, share, bytes.fromhex(hello.session), hello.key_bytes)
-        self.transport = await self._listen(hello, key, rate)
-        self.transport.on_capacity = self._tell_capacity
-        self._hello, self._key = hello, key
-        self._may_fall_back = True  # until the data channel carried anything
-        self._start_role()
-        await self.channel.send(Welcome(v=VERSION, share=share, udp_port=self.transport.local_port,
-                                        rate=Rate.of(rate)))
+        udp = await self._listen(hello, key, rate)
+        self._data_channels.push_async_callback(udp.close)
+        udp.on_capacity = self._tell_capacity
+        live = Live(hello, key, udp, self._role(hello, udp))
+        await self.channel.send(Welcome(v=VERSION, share=share, udp_port=udp.local_port, rate=Rate.of(rate)))
         log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello.session,
-                 "uploads" if hello.direction == "send" else "downloads", hello.dest,
-                 self.transport.local_port, rate)
-        if self.opts.tags is not None:  # the client's --tags, as IBM's server logs them
-            log.info("session %s: tags %s", hello.session, json.dumps(self.opts.tags)[:MAX_TAGS_LOGGED])
-        reader = asyncio.create_task(self._read())
+                 "uploads" if hello.direction == "send" else "downloads", hello.dest, udp.local_port, rate)
+        if hello.opts.tags is not None:  # the client's --tags, as IBM's server logs them
+            log.info("session %s: tags %s", hello.session, json.dumps(hello.opts.tags)[:MAX_TAGS_LOGGED])
+        reader = asyncio.create_task(self._read(live))
         await asyncio.wait({reader, self.failure}, return_when=asyncio.FIRST_COMPLETED)
         if self.failure.done():
             reader.cancel()
             self.failure.result()
         reader.result()
 
-    def _start_role(self) -> None:
-        """The role over the current transport (again after a fallback, before any file moved)."""
-        hello = self._hello
+    def _role(self, hello: Hello, transport: DataChannel) -> SendingRole | ReceivingRole:
+        """The role over ``transport`` (again after a fallback, before any file moved)."""
         tally = Tally(lambda event, fields: None, hello.session)
         if hello.direction == "send":
-            receiver = ReceivingRole(self.channel, self.transport, tally, self.opts, dest=hello.dest,
-                                files=self.files)
+            receiver = ReceivingRole(self.channel, transport, tally, hello.opts, dest=hello.dest, files=self.files)
             receiver.on_fatal = self._fatal
-            self.role = receiver
-        else:
-            self.role = SendingRole(self.channel, self.transport, tally, self.opts, files=self.files)
+            return receiver
+        return SendingRole(self.channel, transport, tally, hello.opts, files=self.files)
 
-    async def _fallback(self, msg: Fallback) -> None:
+    async def _fallback(self, live: Live, msg: Fallback) -> Live:
         """The client's UDP could not reach us (-y 1): register its session with fasp-server's fallback
         port, give the client the one-time token, and carry on over the stream fasp-server relays."""
         path = os.environ.get(SOCKET_ENV)
         if not path:
             raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, "this server offers no HTTP fallback "
                                                                "(only fasp-server with --http-port does)")
-        session, token = self._hello.session, os.urandom(24).hex()
+        session, token = live.hello.session, os.urandom(24).hex()
         registration = await Registration.open(path, session, token)
         await self.channel.send(FallbackReady(token=token))
         reader, writer, name = await registration.wait()
-        udp = self.transport
-        self.transport = FallbackTransport(
-            reader, writer, session_id=bytes.fromhex(session), key=self._key, direction=1, jpeg=msg.jpeg,
+        udp = live.transport
+        http = FallbackTransport(
+            reader, writer, session_id=bytes.fromhex(session), key=live.key, direction=1, jpeg=msg.jpeg,
             rate=udp.rate_settings, name=name)
+        self._data_channels.push_async_callback(http.close)
         await udp.close()
-        self._start_role()
         log.info("session %s: data now over %s%s", session, name, " (JPEG frames)" if msg.jpeg else "")
+        return replace(live, transport=http, role=self._role(live.hello, http))
 
     async def _listen(self, hello: Hello, key: SessionKey, rate: RateSettings) -> Transport:
         """The UDP endpoint: the server's own -O strictly; a client's -O only as a wish, since every
@@ -174,24 +183,25 @@ class ServerSession:
         if not self.failure.done():
             self.failure.set_exception(exc)
 
-    async def _read(self) -> None:
+    async def _read(self, live: Live) -> None:
+        may_fall_back = True  # until the data channel carried anything
         while True:
             msg = await self.channel.recv()
             if msg is None:
                 raise EngineError(ErrorCode.TRANSFER_ERROR, "the client closed the control channel")
             if isinstance(msg, Fallback):
-                if not self._may_fall_back:
+                if not may_fall_back:
                     raise ProtocolError("fallback requested after the data channel was in use")
-                self._may_fall_back = False
-                await self._fallback(msg)
+                may_fall_back = False
+                live = await self._fallback(live, msg)
                 continue
-            self._may_fall_back = False
+            may_fall_back = False
             match msg:
                 case Bye():
                     if self.tasks:
                         await asyncio.wait(set(self.tasks))
-                    if isinstance(self.role, ReceivingRole):
-                        await self.role.idle()
+                    if isinstance(live.role, ReceivingRole):
+                        await live.role.idle()
                     await self.channel.send(Bye())
                     log.info("session ended by the client")
                     return
@@ -199,30 +209,31 @@ class ServerSession:
                     raise EngineError(ErrorCode.USER_CANCEL, "cancelled by the client")
                 case RateChange(seq=seq, rate=wanted):
                     rate = self.capped(wanted)
-                    self.transport.set_rate(rate)
+                    live.transport.set_rate(rate)
                     await self.channel.send(RateChange(seq=seq, rate=Rate.of(rate)))
                 case Get():
-                    if not isinstance(self.role, SendingRole):
+                    if not isinstance(live.role, SendingRole):
                         raise ProtocolError("get in an upload session")
-                    task = asyncio.create_task(self._serve_get(msg))
+                    task = asyncio.create_task(self._serve_get(msg, live.role, live.hello.opts))
                     self.tasks.add(task)
                     task.add_done_callback(self._task_done)
-                case _ if not self.role.deliver(msg):
+                case _ if not live.role.deliver(msg):
                     raise ProtocolError(f"unexpected {msg.TYPE} message (file {getattr(msg, 'fid', None)})")
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._fatal(task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            self._fatal(exc)
 
-    async def _serve_get(self, msg: Get) -> None:
+    async def _serve_get(self, msg: Get, sender: SendingRole, opts: PeerOptions) -> None:
         """One download source argument (or keepalive START): walk it, offer its files, then argdone."""
         arg, source = msg.arg, msg.source
         walked = False
         try:
-            rel = msg.rel or top_name(source, self.opts.src_base, None)
+            rel = msg.rel or top_name(source, opts.src_base, None)
             items = await asyncio.to_thread(list, walk(arg, source, rel, files=self.files,
-                                                       lone=msg.lone, rules=Rules.from_opts(self.opts)))
+                                                       lone=msg.lone, rules=Rules.from_opts(opts)))
             walked = True
         except EngineError as exc:
             items = [Problem(arg, source, exc.code, exc.description)]
@@ -232,9 +243,9 @@ class ServerSession:
         await self.channel.send(Listed(arg=arg, files=len(files), nbytes=sum(j.size for j in files),
                                        dirs=sum(1 for i in items if isinstance(i, FileJob) and i.is_dir)))
         problems: list[Problem] = []
-        await self.role.send_all(items, problems.append)
+        await sender.send_all(items, problems.append)
         if walked:
-            self.role.finish_arg(source)
+            sender.finish_arg(source)
         for problem in problems:
             await self.channel.send(FileError(fid=None, arg=arg, path=problem.path, code=int(problem.code),
                                               desc=problem.desc, skip=problem.skip))
@@ -246,6 +257,7 @@ async def serve(cfg: Config) -> int:
     os.dup2(2, 1)  # from here on a stray print goes to stderr, never into the control channel
     session = ServerSession(cfg, channel)
     main = asyncio.current_task()
+    assert main is not None, "a coroutine awaited by asyncio.run runs in its main task"
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         loop.add_signal_handler(signum, main.cancel)
@@ -269,7 +281,6 @@ async def serve(cfg: Config) -> int:
     finally:
         for task in list(session.tasks):
             task.cancel()
-        if session.transport is not None:
-            await session.transport.close()
+        await session.close()
         channel.close()
     return status

@@ -116,5 +116,6 @@ class OutStream:
     def _sent(self, task: asyncio.Task) -> None:
         self._sends.discard(task)
         self._room.release()
-        if not task.cancelled() and task.exception() is not None and not self._done.done():
-            self._done.set_exception(task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and not self._done.done():
+            self._done.set_exception(exc)
