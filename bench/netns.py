@@ -64,12 +64,17 @@ def create(name: str, tcp_cc: str | None = None) -> None:
     ip("netns", "add", name)
     ip("-n", name, "link", "set", "lo", "up")
     if tcp_cc:
-        done = subprocess.run(argv(name, ["sysctl", "-q", "-w", f"net.ipv4.tcp_congestion_control={tcp_cc}"]),
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            argv(name, ["sysctl", "-q", "-w", f"net.ipv4.tcp_congestion_control={tcp_cc}"]),
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             delete(name)
-            raise RuntimeError(f"cannot use TCP congestion control {tcp_cc!r} in a namespace "
-                               f"(is it in net.ipv4.tcp_allowed_congestion_control?): {done.stderr.strip()}")
+            raise RuntimeError(
+                f"cannot use TCP congestion control {tcp_cc!r} in a namespace "
+                f"(is it in net.ipv4.tcp_allowed_congestion_control?): {done.stderr.strip()}"
+            )
 
 
 def delete(name: str, grace_s: float = 2.0) -> None:

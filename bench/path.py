@@ -43,8 +43,8 @@ class PathSpec:
 
 class Verdict(enum.Enum):
     QUEUED = "queued"
-    LOST = "lost"          # random wire loss
-    DROPPED = "dropped"    # router queue full (tail drop)
+    LOST = "lost"  # random wire loss
+    DROPPED = "dropped"  # router queue full (tail drop)
 
 
 @dataclass

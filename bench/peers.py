@@ -58,8 +58,7 @@ def wait_measured(process: subprocess.Popen, timeout: float | None, started: flo
             process.kill()
             deadline = float("inf")
         time.sleep(0.01)
-    return Finished(None if timed_out else process.returncode, ended - started,
-                    usage.ru_utime + usage.ru_stime)
+    return Finished(None if timed_out else process.returncode, ended - started, usage.ru_utime + usage.ru_stime)
 
 
 def reap(process: subprocess.Popen, timeout: float) -> None:
@@ -99,8 +98,9 @@ class Server:
     def start(self) -> None:
         self.log = self.workdir / f"{type(self).__name__}.log"
         with open(self.log, "ab") as log:
-            self.process = self.site.popen("b", self.argv(), stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.PIPE, stderr=log, env=self.env())
+            self.process = self.site.popen(
+                "b", self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=self.env()
+            )
         try:
             self.wait_ready()
         except BaseException:
@@ -124,22 +124,42 @@ class OpenSSH(Server):
         self.host_key, self.identity = workdir / "ssh_host_ed25519_key", workdir / "id_ed25519"
         for key in (self.host_key, self.identity):
             if not key.exists():
-                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
-                               check=True, stdin=subprocess.DEVNULL)
+                subprocess.run(
+                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                    check=True,
+                    stdin=subprocess.DEVNULL,
+                )
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.config = workdir / "sshd_config"
-        self.config.write_text("\n".join([
-            f"ListenAddress {site.hosts.addr_b}:22", f"HostKey {self.host_key}",
-            f"PidFile {workdir / 'sshd.pid'}", f"AuthorizedKeysFile {self.identity}.pub",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-            "PermitRootLogin yes", "StrictModes no", "UseDNS no", "Subsystem sftp internal-sftp", ""]))
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {site.hosts.addr_b}:22",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {workdir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.identity}.pub",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "PermitRootLogin yes",
+                    "StrictModes no",
+                    "UseDNS no",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
 
     def argv(self) -> list[str]:
         return ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config)]
 
     def wait_ready(self) -> None:
-        probe = [sys.executable, "-c", "import socket,sys; socket.create_connection((sys.argv[1], 22), 1)",
-                 self.site.hosts.addr_b]
+        probe = [
+            sys.executable,
+            "-c",
+            "import socket,sys; socket.create_connection((sys.argv[1], 22), 1)",
+            self.site.hosts.addr_b,
+        ]
         deadline = time.monotonic() + READY_TIMEOUT_S
         while self.site.run("a", probe, capture_output=True).returncode != 0:
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -147,8 +167,18 @@ class OpenSSH(Server):
             time.sleep(0.05)
 
     def ssh_options(self) -> list[str]:
-        return ["-i", str(self.identity), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
+        return [
+            "-i",
+            str(self.identity),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+        ]
 
     def scp(self, sources: list[Path], dest: Path) -> list[str]:
         return ["scp", "-q", "-r", *self.ssh_options(), *map(str, sources), f"root@{self.site.hosts.addr_b}:{dest}/"]
@@ -156,8 +186,16 @@ class OpenSSH(Server):
     def rsync(self, sources: list[Path], dest: Path) -> list[str]:
         shell = " ".join(["ssh", *self.ssh_options()])
         # --inplace: a run stopped at the time limit leaves its partial file, which counts
-        return ["rsync", "-a", "--whole-file", "--inplace", "-e", shell, *map(str, sources),
-                f"root@{self.site.hosts.addr_b}:{dest}/"]
+        return [
+            "rsync",
+            "-a",
+            "--whole-file",
+            "--inplace",
+            "-e",
+            shell,
+            *map(str, sources),
+            f"root@{self.site.hosts.addr_b}:{dest}/",
+        ]
 
 
 class FaspServer(Server):
@@ -176,9 +214,19 @@ class FaspServer(Server):
                 out.write(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
 
     def argv(self) -> list[str]:
-        return [*FRONTDOOR, "--listen", f"{self.site.hosts.addr_b}:{self.PORT}", "--user", self.USER,
-                "--password-env", "FASP_BENCH_PASSWORD", "--docroot", str(self.docroot),
-                "--host-key", str(self.host_key)]
+        return [
+            *FRONTDOOR,
+            "--listen",
+            f"{self.site.hosts.addr_b}:{self.PORT}",
+            "--user",
+            self.USER,
+            "--password-env",
+            "FASP_BENCH_PASSWORD",
+            "--docroot",
+            str(self.docroot),
+            "--host-key",
+            str(self.host_key),
+        ]
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "FASP_BENCH_PASSWORD": self.password, "PYTHONPATH": REPO}
@@ -195,11 +243,22 @@ class FaspServer(Server):
         """The server's host key: the client pins it (--check-sshfp), as it checks host keys."""
         return asyncssh.read_private_key(self.host_key).get_fingerprint("sha256")
 
-    def ascp(self, sources: list[Path], *, rate_kbps: int, policy: str, encrypt: bool = True,
-             mgmt_port: int | None = None) -> list[str]:
-        argv = [*ENGINE, "-P", str(self.PORT), "--mode=send", f"--user={self.USER}",
-                f"--host={self.site.hosts.addr_b}", "-l", str(rate_kbps), f"--policy={policy}",
-                f"--check-sshfp={self.host_key_fingerprint()}", "-d"]
+    def ascp(
+        self, sources: list[Path], *, rate_kbps: int, policy: str, encrypt: bool = True, mgmt_port: int | None = None
+    ) -> list[str]:
+        argv = [
+            *ENGINE,
+            "-P",
+            str(self.PORT),
+            "--mode=send",
+            f"--user={self.USER}",
+            f"--host={self.site.hosts.addr_b}",
+            "-l",
+            str(rate_kbps),
+            f"--policy={policy}",
+            f"--check-sshfp={self.host_key_fingerprint()}",
+            "-d",
+        ]
         if not encrypt:
             argv.append("-T")
         if mgmt_port is not None:

@@ -18,6 +18,7 @@ BIN_S = 0.1
 
 # ------------------------------------------------------------------ inputs
 
+
 def read_bins(path: Path, direction: str = "ab") -> list[dict]:
     """The emulator's per-flow bins of one direction: "ab" delivered from host A
     to B (the default), "ba" the other way, "ab-sent" offered by A to the path."""
@@ -42,8 +43,11 @@ def tool_flows(tool: str):
     """What a WAN contender's bytes look like in the meter: the engine's UDP data
     and its TCP session on port 33001; scp and rsync, their SSH connection (port 22)."""
     if tool.startswith("engine"):
-        return lambda flows: sum(n for key, n in flows.items()
-                                 if key.startswith("udp:") or (key.startswith("tcp:") and _has_port(key, 33001)))
+        return lambda flows: sum(
+            n
+            for key, n in flows.items()
+            if key.startswith("udp:") or (key.startswith("tcp:") and _has_port(key, 33001))
+        )
     return lambda flows: sum(n for key, n in flows.items() if key.startswith("tcp:") and _has_port(key, 22))
 
 
@@ -63,6 +67,7 @@ def series(bins: list[dict], start: float, stop: float, pick, step_s: float = 1.
 
 # ---------------------------------------------------------------- analyses
 
+
 def share(bins: list[dict], start: float, stop: float) -> dict:
     """How the engine (UDP) and the iperf3 TCP flow shared the path, from the
     engine's first data byte (session setup excluded) until ``stop``."""
@@ -72,19 +77,19 @@ def share(bins: list[dict], start: float, stop: float) -> dict:
     engine = sum(_engine_bytes(row["bytes"]) for row in window)
     tcp = sum(_tcp_bytes(row["bytes"]) for row in window)
     seconds = max(stop - start, BIN_S)
-    return {"seconds": round(seconds, 2),
-            "engine_mbit_s": round(engine * 8 / seconds / 1e6, 2),
-            "tcp_mbit_s": round(tcp * 8 / seconds / 1e6, 2),
-            "engine_share": round(engine / (engine + tcp), 3) if engine + tcp else None,
-            "series": {"engine": series(bins, start, stop, _engine_bytes),
-                       "tcp": series(bins, start, stop, _tcp_bytes)}}
+    return {
+        "seconds": round(seconds, 2),
+        "engine_mbit_s": round(engine * 8 / seconds / 1e6, 2),
+        "tcp_mbit_s": round(tcp * 8 / seconds / 1e6, 2),
+        "engine_share": round(engine / (engine + tcp), 3) if engine + tcp else None,
+        "series": {"engine": series(bins, start, stop, _engine_bytes), "tcp": series(bins, start, stop, _tcp_bytes)},
+    }
 
 
 DATA_BIN_BYTES = 5000  # a 100 ms bin "carries data" from this many bytes (0.4 Mbit/s) on
 
 
-def data_phase(delivered: list[dict], sent: list[dict], start: float, stop: float, pick,
-               file_bytes: int) -> dict:
+def data_phase(delivered: list[dict], sent: list[dict], start: float, stop: float, pick, file_bytes: int) -> dict:
     """One run's data phase, from the emulator's bins (times in seconds since its start).
 
     The run lasted from ``start`` to ``stop``; ``pick(flows)`` counts its tool's
@@ -97,21 +102,29 @@ def data_phase(delivered: list[dict], sent: list[dict], start: float, stop: floa
     session's own messages included).  The byte ratios cover the whole run:
     sent (offered to the path, lost packets included) and delivered, over file bytes.
     """
+
     def window(bins: list[dict]) -> list[dict]:
         return [row for row in bins if start - BIN_S < row["t"] < stop]  # bins that overlap the run
 
     counted = [(row["t"], pick(row["bytes"])) for row in window(delivered)]
     data = [t for t, n in counted if n >= DATA_BIN_BYTES]
-    out: dict = {"sent_per_file": round(sum(pick(row["bytes"]) for row in window(sent)) / file_bytes, 4)
-                 if file_bytes and sent else None,
-                 "delivered_per_file": round(sum(n for _, n in counted) / file_bytes, 4) if file_bytes else None}
+    out: dict = {
+        "sent_per_file": round(sum(pick(row["bytes"]) for row in window(sent)) / file_bytes, 4)
+        if file_bytes and sent
+        else None,
+        "delivered_per_file": round(sum(n for _, n in counted) / file_bytes, 4) if file_bytes else None,
+    }
     if not data:
         return {**out, "data_s": None, "data_mbit_s": None, "wire_mbit_s": None}
     first, last = data[0], data[-1]
     seconds = round(last - first + BIN_S, 3)
     wire = sum(n for t, n in counted if first <= t <= last)
-    return {**out, "data_s": seconds, "data_mbit_s": round(file_bytes * 8 / seconds / 1e6, 2),
-            "wire_mbit_s": round(wire * 8 / seconds / 1e6, 2)}
+    return {
+        **out,
+        "data_s": seconds,
+        "data_mbit_s": round(file_bytes * 8 / seconds / 1e6, 2),
+        "wire_mbit_s": round(wire * 8 / seconds / 1e6, 2),
+    }
 
 
 def control(bins: list[dict], t0: float, events: list[dict], first_kbps: int, second_kbps: int) -> dict:
@@ -126,26 +139,34 @@ def control(bins: list[dict], t0: float, events: list[dict], first_kbps: int, se
     sent = [e for e in events if e.get("sent") == "RATE"]
     stats = [e for e in events if e.get("type") == "STATS" and e.get("Rate")]
     stop = events[-1]["t"] - t0
-    out: dict = {"stats_rates": [(round(e["t"] - t0 - start, 3), int(e["Rate"])) for e in stats],
-                 "wire": series(bins, start, stop + 1, _engine_bytes, BIN_S)}
+    out: dict = {
+        "stats_rates": [(round(e["t"] - t0 - start, 3), int(e["Rate"])) for e in stats],
+        "wire": series(bins, start, stop + 1, _engine_bytes, BIN_S),
+    }
     change = sent[0]["t"] - t0 if sent else stop
     steady = [rate for t, rate in series(bins, start + 2, change, _engine_bytes) if t < change - start - 2]
     if steady:
         mean = statistics.mean(steady)
-        out.update(fixed_mean_mbit_s=round(mean, 2), fixed_mean_vs_target=round(mean * 1000 / first_kbps, 3),
-                   fixed_max_dev_pct=round(max(abs(r - mean) for r in steady) / mean * 100, 2) if mean else None,
-                   fixed_cv_pct=round(statistics.pstdev(steady) / mean * 100, 2) if mean else None)
+        out.update(
+            fixed_mean_mbit_s=round(mean, 2),
+            fixed_mean_vs_target=round(mean * 1000 / first_kbps, 3),
+            fixed_max_dev_pct=round(max(abs(r - mean) for r in steady) / mean * 100, 2) if mean else None,
+            fixed_cv_pct=round(statistics.pstdev(steady) / mean * 100, 2) if mean else None,
+        )
     if not sent:
         return {**out, "note": "no RATE sent (engine ended before the change)"}
     target = second_kbps / 1000
-    after_stats = [e["t"] - t0 - change for e in stats
-                   if e["t"] - t0 > change and abs(int(e["Rate"]) - second_kbps) <= 0.05 * second_kbps]
+    after_stats = [
+        e["t"] - t0 - change
+        for e in stats
+        if e["t"] - t0 > change and abs(int(e["Rate"]) - second_kbps) <= 0.05 * second_kbps
+    ]
     out["rate_effective_stats_s"] = round(after_stats[0], 3) if after_stats else None
     # on the wire: first 100 ms bin after the command from which a 500 ms average stays within 10 %
     wire = [(t + start - change, r) for t, r in out["wire"] if t + start >= change]
     scale = out.get("fixed_mean_vs_target") or 1.0  # header overhead seen in the FIXED phase
     for i in range(len(wire) - 5):
-        if abs(statistics.mean(r for _, r in wire[i:i + 5]) - target * scale) <= 0.1 * target * scale:
+        if abs(statistics.mean(r for _, r in wire[i : i + 5]) - target * scale) <= 0.1 * target * scale:
             out["rate_effective_wire_s"] = round(max(wire[i][0], 0.0), 3)  # as the far end sees it
             break
     else:
@@ -183,37 +204,57 @@ def _cell(rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------- outputs
 
+
 def markdown(meta: dict, results: list[dict]) -> str:
-    lines = [f"# Benchmark results ({meta['profile']} profile)", "",
-             f"Run {meta['started']} at commit `{meta['git']}`, {meta['seconds']} s, {meta['cpus']} CPUs "
-             f"(shared), TCP congestion control {meta.get('tcp_cc')}. "
-             f"Engine available: {'yes' if meta['engine_available'] else 'no'}. Throughput is payload "
-             "Mbit/s, median of the repetitions; a run counts only if every byte arrived (size and sha256).", ""]
+    lines = [
+        f"# Benchmark results ({meta['profile']} profile)",
+        "",
+        f"Run {meta['started']} at commit `{meta['git']}`, {meta['seconds']} s, {meta['cpus']} CPUs "
+        f"(shared), TCP congestion control {meta.get('tcp_cc')}. "
+        f"Engine available: {'yes' if meta['engine_available'] else 'no'}. Throughput is payload "
+        "Mbit/s, median of the repetitions; a run counts only if every byte arrived (size and sha256).",
+        "",
+    ]
     ceiling = group(results, "ceiling", "offered")
     if ceiling:
-        lines += ["## Emulator ceiling (no impairment, iperf3 across the emulator)", "",
-                  "| offered | received Mbit/s | packets/s | lost % |", "|---|---|---|---|"]
+        lines += [
+            "## Emulator ceiling (no impairment, iperf3 across the emulator)",
+            "",
+            "| offered | received Mbit/s | packets/s | lost % |",
+            "|---|---|---|---|",
+        ]
         for (offered,), rows in ceiling.items():
             r = rows[0]
-            lines.append(f"| {offered} | {r['mbit_s']} | {_fmt(r.get('packets_per_s'))} | "
-                         f"{_fmt(r.get('lost_percent'))} |")
+            lines.append(
+                f"| {offered} | {r['mbit_s']} | {_fmt(r.get('packets_per_s'))} | {_fmt(r.get('lost_percent'))} |"
+            )
         lines.append("")
     loop = group(results, "loopback", "tool")
     if loop:
-        lines += ["## Loopback, one large file", "",
-                  "| tool | Mbit/s | seconds | CPU s per GiB (client + server) | runs |", "|---|---|---|---|---|"]
+        lines += [
+            "## Loopback, one large file",
+            "",
+            "| tool | Mbit/s | seconds | CPU s per GiB (client + server) | runs |",
+            "|---|---|---|---|---|",
+        ]
         for (tool,), rows in loop.items():
             ok = [r for r in rows if r.get("verified")]
-            lines.append(f"| {tool} | {_cell(rows)} | {_fmt(median(ok, 'seconds'))} | "
-                         f"{_fmt(median(ok, 'cpu_s_per_gib'))} | {len(ok)}/{len(rows)} ok |")
+            lines.append(
+                f"| {tool} | {_cell(rows)} | {_fmt(median(ok, 'seconds'))} | "
+                f"{_fmt(median(ok, 'cpu_s_per_gib'))} | {len(ok)}/{len(rows)} ok |"
+            )
         lines.append("")
     wan = group(results, "wan", "rtt_ms", "loss_pct", "tool")
     if wan:
         tools = list(dict.fromkeys(t for (_, _, t) in wan))
         points = list(dict.fromkeys((rtt, loss) for (rtt, loss, _) in wan))
         size = f", {meta['wan_mib']} MiB file" if meta.get("wan_mib") else ""
-        lines += [f"## WAN grid: {meta['link_mbit']} Mbit/s bottleneck, queue one BDP{size}", "",
-                  "| RTT ms | loss % | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]
+        lines += [
+            f"## WAN grid: {meta['link_mbit']} Mbit/s bottleneck, queue one BDP{size}",
+            "",
+            "| RTT ms | loss % | " + " | ".join(tools) + " |",
+            "|---|---|" + "---|" * len(tools),
+        ]
         for rtt, loss in points:
             lines.append(f"| {rtt} | {loss} | " + " | ".join(_cell(wan.get((rtt, loss, t), [])) for t in tools) + " |")
         lines.append("")
@@ -221,24 +262,36 @@ def markdown(meta: dict, results: list[dict]) -> str:
     small = group(results, "small", "tool")
     if small:
         files = next(iter(small.values()))[0].get("files")
-        lines += [f"## Many small files: {files} files of 8 KiB, {meta['link_mbit']} Mbit/s, no added delay", "",
-                  "| tool | seconds | files/s | runs |", "|---|---|---|---|"]
+        lines += [
+            f"## Many small files: {files} files of 8 KiB, {meta['link_mbit']} Mbit/s, no added delay",
+            "",
+            "| tool | seconds | files/s | runs |",
+            "|---|---|---|---|",
+        ]
         for (tool,), rows in small.items():
             ok = [r for r in rows if r.get("verified")]
             secs = median(ok, "seconds")
-            lines.append(f"| {tool} | {_fmt(secs) if ok else _cell(rows)} | "
-                         f"{_fmt(round(files / secs) if secs else None)} | {len(ok)}/{len(rows)} ok |")
+            lines.append(
+                f"| {tool} | {_fmt(secs) if ok else _cell(rows)} | "
+                f"{_fmt(round(files / secs) if secs else None)} | {len(ok)}/{len(rows)} ok |"
+            )
         lines.append("")
     sharing = group(results, "sharing", "policy")
     if sharing:
-        lines += [f"## Sharing {meta['link_mbit']} Mbit/s, 50 ms with one TCP flow (iperf3)", "",
-                  "| policy | engine Mbit/s | TCP Mbit/s | engine share |", "|---|---|---|---|"]
+        lines += [
+            f"## Sharing {meta['link_mbit']} Mbit/s, 50 ms with one TCP flow (iperf3)",
+            "",
+            "| policy | engine Mbit/s | TCP Mbit/s | engine share |",
+            "|---|---|---|---|",
+        ]
         for (policy,), rows in sharing.items():
             if policy is None:
                 lines.append("| – | engine n/a | | |")
                 continue
-            lines.append(f"| {policy.upper()} | {median(rows, 'engine_mbit_s')} | {median(rows, 'tcp_mbit_s')} | "
-                         f"{median(rows, 'engine_share')} |")
+            lines.append(
+                f"| {policy.upper()} | {median(rows, 'engine_mbit_s')} | {median(rows, 'tcp_mbit_s')} | "
+                f"{median(rows, 'engine_share')} |"
+            )
         lines.append("")
     ctl = [r for r in results if r.get("scenario") == "control"]
     if ctl:
@@ -246,11 +299,15 @@ def markdown(meta: dict, results: list[dict]) -> str:
         if any(r.get("note") == "engine not available" for r in ctl):
             lines += ["engine n/a", ""]
         else:
-            lines += ["| RATE effective (STATS) s | RATE effective (wire) s | FIXED mean / target | "
-                      "FIXED max deviation % (1 s windows) | FIXED CV % |", "|---|---|---|---|---|",
-                      f"| {_fmt(median(ctl, 'rate_effective_stats_s'))} | {_fmt(median(ctl, 'rate_effective_wire_s'))} "
-                      f"| {_fmt(median(ctl, 'fixed_mean_vs_target'))} | {_fmt(median(ctl, 'fixed_max_dev_pct'))} "
-                      f"| {_fmt(median(ctl, 'fixed_cv_pct'))} |", ""]
+            lines += [
+                "| RATE effective (STATS) s | RATE effective (wire) s | FIXED mean / target | "
+                "FIXED max deviation % (1 s windows) | FIXED CV % |",
+                "|---|---|---|---|---|",
+                f"| {_fmt(median(ctl, 'rate_effective_stats_s'))} | {_fmt(median(ctl, 'rate_effective_wire_s'))} "
+                f"| {_fmt(median(ctl, 'fixed_mean_vs_target'))} | {_fmt(median(ctl, 'fixed_max_dev_pct'))} "
+                f"| {_fmt(median(ctl, 'fixed_cv_pct'))} |",
+                "",
+            ]
     lines += goals(results)
     return "\n".join(lines) + "\n"
 
@@ -260,21 +317,27 @@ def wan_data_phase(wan: dict[tuple, list[dict]]) -> list[str]:
     measured = {key: rows for key, rows in wan.items() if any("data_s" in r for r in rows)}
     if not measured:
         return []
-    lines = ["### WAN data phase (emulator's meter, A->B; medians)", "",
-             "Whole run: file bytes over the client's run time (setup included). Data phase: from the first "
-             f"to the last 100 ms bin in which the tool delivered >= {DATA_BIN_BYTES} bytes A->B; goodput is "
-             "file bytes over that time, wire is everything of the tool that crossed the bottleneck in it. "
-             "Sent / delivered per file byte: the tool's bytes offered to / delivered by the path over "
-             "the whole run (IP headers, retransmissions and lost packets included).", "",
-             "| RTT ms | loss % | tool | whole run Mbit/s | data phase s | data-phase goodput Mbit/s | "
-             "wire Mbit/s in data phase | sent / file bytes | delivered / file bytes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "### WAN data phase (emulator's meter, A->B; medians)",
+        "",
+        "Whole run: file bytes over the client's run time (setup included). Data phase: from the first "
+        f"to the last 100 ms bin in which the tool delivered >= {DATA_BIN_BYTES} bytes A->B; goodput is "
+        "file bytes over that time, wire is everything of the tool that crossed the bottleneck in it. "
+        "Sent / delivered per file byte: the tool's bytes offered to / delivered by the path over "
+        "the whole run (IP headers, retransmissions and lost packets included).",
+        "",
+        "| RTT ms | loss % | tool | whole run Mbit/s | data phase s | data-phase goodput Mbit/s | "
+        "wire Mbit/s in data phase | sent / file bytes | delivered / file bytes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for (rtt, loss, tool), rows in measured.items():
         ok = [r for r in rows if r.get("verified")]
         use = ok or rows
-        lines.append(f"| {rtt} | {loss} | {tool} | {_cell(rows)} | {_fmt(median(use, 'data_s'))} | "
-                     f"{_fmt(median(use, 'data_mbit_s'))} | {_fmt(median(use, 'wire_mbit_s'))} | "
-                     f"{_fmt(_median4(use, 'sent_per_file'))} | {_fmt(_median4(use, 'delivered_per_file'))} |")
+        lines.append(
+            f"| {rtt} | {loss} | {tool} | {_cell(rows)} | {_fmt(median(use, 'data_s'))} | "
+            f"{_fmt(median(use, 'data_mbit_s'))} | {_fmt(median(use, 'wire_mbit_s'))} | "
+            f"{_fmt(_median4(use, 'sent_per_file'))} | {_fmt(_median4(use, 'delivered_per_file'))} |"
+        )
     return lines + [""]
 
 
@@ -285,11 +348,24 @@ def _median4(rows: list[dict], key: str):
 
 def goals(results: list[dict]) -> list[str]:
     """The project's goals, each with where we stand."""
+
     def med(scenario: str, tool: str, key: str = "mbit_s", **match) -> float | None:
-        rows = [r for r in results if r.get("scenario") == scenario and r.get("tool") == tool and r.get("verified")
-                and all(r.get(k) == v for k, v in match.items())]
-        rows = rows or [r for r in results if r.get("scenario") == scenario and r.get("tool") == tool
-                        and r.get(key) is not None and all(r.get(k) == v for k, v in match.items())]
+        rows = [
+            r
+            for r in results
+            if r.get("scenario") == scenario
+            and r.get("tool") == tool
+            and r.get("verified")
+            and all(r.get(k) == v for k, v in match.items())
+        ]
+        rows = rows or [
+            r
+            for r in results
+            if r.get("scenario") == scenario
+            and r.get("tool") == tool
+            and r.get(key) is not None
+            and all(r.get(k) == v for k, v in match.items())
+        ]
         return median(rows, key)
 
     def verdict(ok: bool | None) -> str:
@@ -298,44 +374,88 @@ def goals(results: list[dict]) -> list[str]:
     rows = []
     eng = med("wan", "engine-fixed", rtt_ms=200, loss_pct=1)
     scp = med("wan", "scp", rtt_ms=200, loss_pct=1)
-    rows.append(("WAN 100 Mbit/s, 200 ms, 1 %: engine >= 90 % of link and >= 20x scp",
-                 f"engine {_fmt(eng)} Mbit/s, scp {_fmt(scp)} Mbit/s",
-                 verdict(None if eng is None or not scp else eng >= 90 and eng >= 20 * scp)))
+    rows.append(
+        (
+            "WAN 100 Mbit/s, 200 ms, 1 %: engine >= 90 % of link and >= 20x scp",
+            f"engine {_fmt(eng)} Mbit/s, scp {_fmt(scp)} Mbit/s",
+            verdict(None if eng is None or not scp else eng >= 90 and eng >= 20 * scp),
+        )
+    )
     eng_d = med("wan", "engine-fixed", "data_mbit_s", rtt_ms=200, loss_pct=1)
     scp_d = med("wan", "scp", "data_mbit_s", rtt_ms=200, loss_pct=1)
     if eng_d is not None or scp_d is not None:
-        rows.append(("the same, data phase only (goodput from the emulator's meter)",
-                     f"engine {_fmt(eng_d)} Mbit/s, scp {_fmt(scp_d)} Mbit/s",
-                     verdict(None if eng_d is None or not scp_d else eng_d >= 90 and eng_d >= 20 * scp_d)))
+        rows.append(
+            (
+                "the same, data phase only (goodput from the emulator's meter)",
+                f"engine {_fmt(eng_d)} Mbit/s, scp {_fmt(scp_d)} Mbit/s",
+                verdict(None if eng_d is None or not scp_d else eng_d >= 90 and eng_d >= 20 * scp_d),
+            )
+        )
     enc, scp_lo = med("loopback", "engine-fixed"), med("loopback", "scp")
-    rows.append(("loopback 1 GiB encrypted >= scp", f"engine {_fmt(enc)}, scp {_fmt(scp_lo)} Mbit/s",
-                 verdict(None if enc is None or scp_lo is None else enc >= scp_lo)))
+    rows.append(
+        (
+            "loopback 1 GiB encrypted >= scp",
+            f"engine {_fmt(enc)}, scp {_fmt(scp_lo)} Mbit/s",
+            verdict(None if enc is None or scp_lo is None else enc >= scp_lo),
+        )
+    )
     es, rs = med("small", "engine-fixed", "seconds"), med("small", "rsync", "seconds")
-    rows.append(("small files faster than rsync", f"engine {_fmt(es, ' s')}, rsync {_fmt(rs, ' s')}",
-                 verdict(None if es is None or rs is None else es < rs)))
-    share = {p: median([r for r in results if r.get("scenario") == "sharing" and r.get("policy") == p],
-                       "engine_share") for p in ("fair", "high", "low")}
+    rows.append(
+        (
+            "small files faster than rsync",
+            f"engine {_fmt(es, ' s')}, rsync {_fmt(rs, ' s')}",
+            verdict(None if es is None or rs is None else es < rs),
+        )
+    )
+    share = {
+        p: median([r for r in results if r.get("scenario") == "sharing" and r.get("policy") == p], "engine_share")
+        for p in ("fair", "high", "low")
+    }
     tcp_low = median([r for r in results if r.get("scenario") == "sharing" and r.get("policy") == "low"], "tcp_mbit_s")
-    rows.append(("FAIR vs TCP: each between 1/3 and 2/3", f"engine share {_fmt(share['fair'])}",
-                 verdict(None if share["fair"] is None else 1 / 3 <= share["fair"] <= 2 / 3)))
-    rows.append(("LOW leaves TCP >= 80 %", f"TCP {_fmt(tcp_low)} Mbit/s",
-                 verdict(None if tcp_low is None else tcp_low >= 80)))
-    ratio = (round(share["high"] / share["fair"], 2) if share["high"] and share["fair"] else None)
-    rows.append(("HIGH ~2x FAIR (within 20 %)", f"HIGH/FAIR share {_fmt(ratio)}",
-                 verdict(None if ratio is None else 1.6 <= ratio <= 2.4 or share["high"] >= 0.9)))
+    rows.append(
+        (
+            "FAIR vs TCP: each between 1/3 and 2/3",
+            f"engine share {_fmt(share['fair'])}",
+            verdict(None if share["fair"] is None else 1 / 3 <= share["fair"] <= 2 / 3),
+        )
+    )
+    rows.append(
+        ("LOW leaves TCP >= 80 %", f"TCP {_fmt(tcp_low)} Mbit/s", verdict(None if tcp_low is None else tcp_low >= 80))
+    )
+    ratio = round(share["high"] / share["fair"], 2) if share["high"] and share["fair"] else None
+    rows.append(
+        (
+            "HIGH ~2x FAIR (within 20 %)",
+            f"HIGH/FAIR share {_fmt(ratio)}",
+            verdict(None if ratio is None else 1.6 <= ratio <= 2.4 or share["high"] >= 0.9),
+        )
+    )
     ctl = [r for r in results if r.get("scenario") == "control"]
     latency = median(ctl, "rate_effective_wire_s")
-    rows.append(("RATE effective < 1 s", f"{_fmt(latency, ' s')} (wire)",
-                 verdict(None if latency is None else latency < 1)))
+    rows.append(
+        ("RATE effective < 1 s", f"{_fmt(latency, ' s')} (wire)", verdict(None if latency is None else latency < 1))
+    )
     dev = median(ctl, "fixed_max_dev_pct")
-    rows.append(("FIXED within ±5 %", f"max deviation {_fmt(dev, ' %')} of mean, 1 s windows",
-                 verdict(None if dev is None else dev <= 5)))
-    return ["## Goals", "", "| goal | measured | status |", "|---|---|---|",
-            *[f"| {g} | {m} | {v} |" for g, m, v in rows], ""]
+    rows.append(
+        (
+            "FIXED within ±5 %",
+            f"max deviation {_fmt(dev, ' %')} of mean, 1 s windows",
+            verdict(None if dev is None else dev <= 5),
+        )
+    )
+    return [
+        "## Goals",
+        "",
+        "| goal | measured | status |",
+        "|---|---|---|",
+        *[f"| {g} | {m} | {v} |" for g, m, v in rows],
+        "",
+    ]
 
 
 def plots(out: Path, stem: str, results: list[dict]) -> list[Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -347,16 +467,29 @@ def plots(out: Path, stem: str, results: list[dict]) -> list[Path]:
         fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 4), sharey=True, squeeze=False)
         for ax, loss in zip(axes[0], losses):
             for tool in tools:
-                points = sorted((rtt, median(rows, "mbit_s")) for (rtt, lo, t), rows in wan.items()
-                                if lo == loss and t == tool and median(rows, "mbit_s") is not None
-                                and any(r.get("verified", True) or r.get("bytes") for r in rows))  # else: nothing seen
+                points = sorted(
+                    (rtt, median(rows, "mbit_s"))
+                    for (rtt, lo, t), rows in wan.items()
+                    if lo == loss
+                    and t == tool
+                    and median(rows, "mbit_s") is not None
+                    and any(r.get("verified", True) or r.get("bytes") for r in rows)
+                )  # else: nothing seen
                 if points:
-                    line, = ax.plot(*zip(*points), marker="o", label=tool)
-                    data = sorted((rtt, median(rows, "data_mbit_s")) for (rtt, lo, t), rows in wan.items()
-                                  if lo == loss and t == tool and median(rows, "data_mbit_s") is not None)
+                    (line,) = ax.plot(*zip(*points), marker="o", label=tool)
+                    data = sorted(
+                        (rtt, median(rows, "data_mbit_s"))
+                        for (rtt, lo, t), rows in wan.items()
+                        if lo == loss and t == tool and median(rows, "data_mbit_s") is not None
+                    )
                     if data:
-                        ax.plot(*zip(*data), marker="x", linestyle="--", color=line.get_color(),
-                                label=f"{tool} (data phase)")
+                        ax.plot(
+                            *zip(*data),
+                            marker="x",
+                            linestyle="--",
+                            color=line.get_color(),
+                            label=f"{tool} (data phase)",
+                        )
             ax.set_title(f"loss {loss} %")
             ax.set_xlabel("RTT (ms)")
             ax.set_yscale("symlog", linthresh=1)

@@ -62,16 +62,39 @@ class Profile:
     iperf_s: float
 
 
-FULL = Profile("full", reps=3, loopback_bytes=GIB, wan_bytes=128 << 20, wan_timeout_s=40,
-               wan_points=tuple((rtt, loss) for rtt in (0, 50, 200) for loss in (0, 1, 3)),
-               small_files=10_000, small_timeout_s=300, share_s=30, share_reps=3, control_reps=3, iperf_s=10)
-QUICK = Profile("quick", reps=3, loopback_bytes=256 << 20, wan_bytes=32 << 20, wan_timeout_s=15,
-                wan_points=((50, 0), (200, 1)), small_files=2_000, small_timeout_s=120,
-                share_s=15, share_reps=1, control_reps=1, iperf_s=5)
+FULL = Profile(
+    "full",
+    reps=3,
+    loopback_bytes=GIB,
+    wan_bytes=128 << 20,
+    wan_timeout_s=40,
+    wan_points=tuple((rtt, loss) for rtt in (0, 50, 200) for loss in (0, 1, 3)),
+    small_files=10_000,
+    small_timeout_s=300,
+    share_s=30,
+    share_reps=3,
+    control_reps=3,
+    iperf_s=10,
+)
+QUICK = Profile(
+    "quick",
+    reps=3,
+    loopback_bytes=256 << 20,
+    wan_bytes=32 << 20,
+    wan_timeout_s=15,
+    wan_points=((50, 0), (200, 1)),
+    small_files=2_000,
+    small_timeout_s=120,
+    share_s=15,
+    share_reps=1,
+    control_reps=1,
+    iperf_s=5,
+)
 SCENARIOS = ("ceiling", "loopback", "wan", "small", "sharing", "control")
 
 
 # ----------------------------------------------------------------- data sets
+
 
 class Dataset:
     """Random (incompressible) source files, made once and reused, with digests."""
@@ -134,6 +157,7 @@ def verify(dataset: Dataset, source: Path, dest: Path) -> bool:
 
 # --------------------------------------------------------------- the runner
 
+
 @dataclass
 class Contender:
     """One tool in a side-by-side comparison: its server on B, its client command on A."""
@@ -161,10 +185,10 @@ class Bench:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.task = self.progress.add_task("starting", total=None)
 
-    def path(self, rate_mbit: float | None, rtt_ms: float = 0, loss_pct: float = 0,
-             stats: Path | None = None) -> Wan:
-        return Wan(rate_mbit, rtt_ms, loss_pct, hosts=HOSTS, tcp_cc=self.tcp_cc,
-                   stats_path=str(stats) if stats else None)
+    def path(self, rate_mbit: float | None, rtt_ms: float = 0, loss_pct: float = 0, stats: Path | None = None) -> Wan:
+        return Wan(
+            rate_mbit, rtt_ms, loss_pct, hosts=HOSTS, tcp_cc=self.tcp_cc, stats_path=str(stats) if stats else None
+        )
 
     def say(self, text: str) -> None:
         self.progress.update(self.task, description=text)
@@ -189,12 +213,20 @@ class Bench:
             else:
                 policy = "fixed" if tool == "engine-plain" else tool.removeprefix("engine-")
                 encrypt = tool != "engine-plain"
-                out.append(Contender(tool, fasp, lambda src, p=policy, e=encrypt: fasp.ascp(
-                    [src], rate_kbps=rate_kbps, policy=p, encrypt=e), fasp.client_env(), engine=True))
+                out.append(
+                    Contender(
+                        tool,
+                        fasp,
+                        lambda src, p=policy, e=encrypt: fasp.ascp([src], rate_kbps=rate_kbps, policy=p, encrypt=e),
+                        fasp.client_env(),
+                        engine=True,
+                    )
+                )
         return out
 
-    def transfer(self, site, contender: Contender, source: Path, timeout_s: float,
-                 windows: list | None = None, **labels) -> dict:
+    def transfer(
+        self, site, contender: Contender, source: Path, timeout_s: float, windows: list | None = None, **labels
+    ) -> dict:
         """One measured run: fresh server, client on host A, bytes verified.
         ``windows`` (if given) gets (row, start, stop) in monotonic seconds."""
         shutil.rmtree(self.dest, ignore_errors=True)
@@ -208,8 +240,9 @@ class Bench:
                 log.write(f"\n=== {labels} {argv}\n".encode())
                 log.flush()
                 started = time.monotonic()
-                client = site.popen("a", argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    env=contender.env, cwd=REPO)
+                client = site.popen(
+                    "a", argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=contender.env, cwd=REPO
+                )
                 finished = wait_measured(client, timeout_s, started)
         finally:
             server_cpu = server.stop()
@@ -217,21 +250,46 @@ class Bench:
         arrived = tree_bytes(self.dest)
         complete = finished.returncode == 0
         ok = complete and verify(self.data, source, self.dest)
-        note = "" if ok else ("time limit" if finished.returncode is None
-                              else f"exit {finished.returncode}" if not complete else "bytes differ")
+        note = (
+            ""
+            if ok
+            else (
+                "time limit"
+                if finished.returncode is None
+                else f"exit {finished.returncode}"
+                if not complete
+                else "bytes differ"
+            )
+        )
         if not ok and finished.returncode not in (None, 0):
             note += ": " + log_path.read_text(errors="replace").strip().splitlines()[-1][-200:]
         row = self.record(
-            **labels, tool=contender.name, bytes=arrived, total_bytes=total, seconds=round(finished.seconds, 3),
-            mbit_s=round(arrived * 8 / finished.seconds / 1e6, 2), verified=ok, note=note,
-            cpu_client_s=round(finished.cpu_s, 3), cpu_server_s=round(server_cpu, 3),
-            cpu_s_per_gib=round((finished.cpu_s + server_cpu) / (arrived / GIB), 2) if arrived else None)
+            **labels,
+            tool=contender.name,
+            bytes=arrived,
+            total_bytes=total,
+            seconds=round(finished.seconds, 3),
+            mbit_s=round(arrived * 8 / finished.seconds / 1e6, 2),
+            verified=ok,
+            note=note,
+            cpu_client_s=round(finished.cpu_s, 3),
+            cpu_server_s=round(server_cpu, 3),
+            cpu_s_per_gib=round((finished.cpu_s + server_cpu) / (arrived / GIB), 2) if arrived else None,
+        )
         if windows is not None:
             windows.append((row, started, started + finished.seconds))
         return row
 
-    def side_by_side(self, site, tools: list[str], source: Path, timeout_s: float, rate_kbps: int,
-                     windows: list | None = None, **labels) -> None:
+    def side_by_side(
+        self,
+        site,
+        tools: list[str],
+        source: Path,
+        timeout_s: float,
+        rate_kbps: int,
+        windows: list | None = None,
+        **labels,
+    ) -> None:
         """Interleaved reps of every tool; the engine only if it has landed."""
         contenders = self.contenders(site, tools, rate_kbps)
         have_engine = engine_available()
@@ -244,27 +302,39 @@ class Bench:
                     continue
                 self.say(f"{labels} {contender.name} #{rep + 1}")
                 row = self.transfer(site, contender, source, timeout_s, windows, rep=rep, **labels)
-                self.console.log(f"{labels} {contender.name}: {row['mbit_s']} Mbit/s "
-                                 f"{'ok' if row['verified'] else row['note']}")
+                self.console.log(
+                    f"{labels} {contender.name}: {row['mbit_s']} Mbit/s {'ok' if row['verified'] else row['note']}"
+                )
                 self.step()
 
     def iperf(self, site, args: list[str], seconds: float, **labels) -> dict:
         """iperf3 from host A to B; the receiver's view of the rate."""
-        server = site.popen("b", ["iperf3", "-s", "-1", "-B", site.hosts.addr_b], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+        server = site.popen(
+            "b", ["iperf3", "-s", "-1", "-B", site.hosts.addr_b], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             time.sleep(0.3)
-            out = site.run("a", ["iperf3", "-c", site.hosts.addr_b, "-t", str(seconds), "-J", *args],
-                           capture_output=True, text=True, timeout=seconds + 30)
+            out = site.run(
+                "a",
+                ["iperf3", "-c", site.hosts.addr_b, "-t", str(seconds), "-J", *args],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 30,
+            )
             end = json.loads(out.stdout)["end"]
         finally:
             reap(server, 10)
         received = end["sum_received"]
-        row = dict(**labels, tool="iperf3-udp" if "-u" in args else "iperf3-tcp",
-                   mbit_s=round(received["bits_per_second"] / 1e6, 2), seconds=received["seconds"])
+        row = dict(
+            **labels,
+            tool="iperf3-udp" if "-u" in args else "iperf3-tcp",
+            mbit_s=round(received["bits_per_second"] / 1e6, 2),
+            seconds=received["seconds"],
+        )
         if "-u" in args:
-            row["packets_per_s"] = round(received["packets"] * (1 - received["lost_percent"] / 100)
-                                         / received["seconds"])
+            row["packets_per_s"] = round(
+                received["packets"] * (1 - received["lost_percent"] / 100) / received["seconds"]
+            )
             row["lost_percent"] = round(received["lost_percent"], 2)
         return self.record(**row)
 
@@ -275,10 +345,13 @@ class Bench:
         with self.path(None) as site:
             for offered in ("100M", "200M", "400M", "1G"):
                 self.say(f"ceiling: iperf3 UDP {offered}")
-                row = self.iperf(site, ["-u", "-b", offered, "-l", "1400"], self.profile.iperf_s,
-                                 scenario="ceiling", offered=offered)
-                self.console.log(f"ceiling offered {offered}: {row['mbit_s']} Mbit/s, "
-                                 f"{row['packets_per_s']} pkt/s, lost {row['lost_percent']} %")
+                row = self.iperf(
+                    site, ["-u", "-b", offered, "-l", "1400"], self.profile.iperf_s, scenario="ceiling", offered=offered
+                )
+                self.console.log(
+                    f"ceiling offered {offered}: {row['mbit_s']} Mbit/s, "
+                    f"{row['packets_per_s']} pkt/s, lost {row['lost_percent']} %"
+                )
                 self.step()
             row = self.iperf(site, [], self.profile.iperf_s, scenario="ceiling", offered="tcp")
             self.console.log(f"ceiling TCP: {row['mbit_s']} Mbit/s")
@@ -287,8 +360,14 @@ class Bench:
     def loopback(self) -> None:
         source = self.data.big(self.profile.loopback_bytes)
         with Loopback("fasp-lo", self.tcp_cc) as site:
-            self.side_by_side(site, ["engine-fixed", "engine-plain", "scp", "rsync"], source,
-                              timeout_s=600, rate_kbps=LOOPBACK_KBPS, scenario="loopback")
+            self.side_by_side(
+                site,
+                ["engine-fixed", "engine-plain", "scp", "rsync"],
+                source,
+                timeout_s=600,
+                rate_kbps=LOOPBACK_KBPS,
+                scenario="loopback",
+            )
 
     def wan(self) -> None:
         source = self.data.big(self.profile.wan_bytes)
@@ -301,23 +380,42 @@ class Bench:
                 row = self.iperf(site, ["-u", "-b", f"{LINK_MBIT}M", "-l", "1400"], self.profile.iperf_s, **labels)
                 self.console.log(f"{labels} iperf3 UDP: {row['mbit_s']} Mbit/s")
                 self.step()
-                self.side_by_side(site, ["engine-fixed", "engine-fair", "scp", "rsync"], source,
-                                  self.profile.wan_timeout_s, LINK_KBPS, windows, **labels)
+                self.side_by_side(
+                    site,
+                    ["engine-fixed", "engine-fair", "scp", "rsync"],
+                    source,
+                    self.profile.wan_timeout_s,
+                    LINK_KBPS,
+                    windows,
+                    **labels,
+                )
                 t0 = site.t0
             # the emulator has flushed its last bins: each run's data phase from its meter
             delivered, sent = report.read_bins(stats), report.read_bins(stats, "ab-sent")
             for row, start, stop in windows:
-                row.update(report.data_phase(delivered, sent, start - t0, stop - t0,
-                                             report.tool_flows(row["tool"]), row["bytes"]))
-                self.console.log(f"{labels} {row['tool']} #{row['rep'] + 1}: whole run {row['mbit_s']}, "
-                                 f"data phase {row['data_mbit_s']} Mbit/s over {row['data_s']} s, "
-                                 f"sent/file {row['sent_per_file']}")
+                row.update(
+                    report.data_phase(
+                        delivered, sent, start - t0, stop - t0, report.tool_flows(row["tool"]), row["bytes"]
+                    )
+                )
+                self.console.log(
+                    f"{labels} {row['tool']} #{row['rep'] + 1}: whole run {row['mbit_s']}, "
+                    f"data phase {row['data_mbit_s']} Mbit/s over {row['data_s']} s, "
+                    f"sent/file {row['sent_per_file']}"
+                )
 
     def small(self) -> None:
         source = self.data.small(self.profile.small_files)
         with self.path(LINK_MBIT) as site:
-            self.side_by_side(site, ["engine-fixed", "scp", "rsync"], source, self.profile.small_timeout_s,
-                              LINK_KBPS, scenario="small", files=self.profile.small_files)
+            self.side_by_side(
+                site,
+                ["engine-fixed", "scp", "rsync"],
+                source,
+                self.profile.small_timeout_s,
+                LINK_KBPS,
+                scenario="small",
+                files=self.profile.small_files,
+            )
 
     def sharing(self) -> None:
         """Engine and one TCP flow through a 100 Mbit/s, 50 ms bottleneck."""
@@ -339,16 +437,23 @@ class Bench:
         for window in windows:
             window.update(report.share(bins, window.pop("start") - t0, window.pop("stop") - t0))
             self.record(**window)
-            self.console.log(f"sharing {window['policy']}: engine {window['engine_mbit_s']} Mbit/s, "
-                             f"TCP {window['tcp_mbit_s']} Mbit/s, engine share {window['engine_share']}")
+            self.console.log(
+                f"sharing {window['policy']}: engine {window['engine_mbit_s']} Mbit/s, "
+                f"TCP {window['tcp_mbit_s']} Mbit/s, engine share {window['engine_share']}"
+            )
 
     def share_once(self, site, fasp: FaspServer, source: Path, policy: str, rep: int) -> dict:
         warmup, share_s = 5.0, self.profile.share_s
-        server = site.popen("b", ["iperf3", "-s", "-1", "-B", site.hosts.addr_b],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = site.popen(
+            "b", ["iperf3", "-s", "-1", "-B", site.hosts.addr_b], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(0.3)
-        tcp = site.popen("a", ["iperf3", "-c", site.hosts.addr_b, "-t", str(int(warmup + share_s + 3))],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tcp = site.popen(
+            "a",
+            ["iperf3", "-c", site.hosts.addr_b, "-t", str(int(warmup + share_s + 3))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         shutil.rmtree(self.dest, ignore_errors=True)
         self.dest.mkdir(parents=True)
         fasp.start()
@@ -356,16 +461,21 @@ class Bench:
             time.sleep(warmup)
             with open(self.logs / "sharing.log", "ab") as log:
                 start = time.monotonic()
-                engine = site.popen("a", fasp.ascp([source], rate_kbps=LINK_KBPS, policy=policy),
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=fasp.client_env())
+                engine = site.popen(
+                    "a",
+                    fasp.ascp([source], rate_kbps=LINK_KBPS, policy=policy),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=fasp.client_env(),
+                )
                 finished = wait_measured(engine, share_s, start)
                 stop = start + min(finished.seconds, share_s)
         finally:
             fasp.stop()
             for process in (tcp, server):
                 reap(process, warmup + 15)
-        return dict(scenario="sharing", policy=policy, rep=rep, start=start, stop=stop,
-                    engine_exit=finished.returncode)
+        return dict(scenario="sharing", policy=policy, rep=rep, start=start, stop=stop, engine_exit=finished.returncode)
 
     def control(self) -> None:
         """RATE takes effect how fast, and how steady is FIXED."""
@@ -381,9 +491,22 @@ class Bench:
             for rep in range(self.profile.control_reps):
                 self.say(f"control: FIXED {first} -> RATE {second} #{rep + 1}")
                 events = self.workdir / f"control-events-{rep}.jsonl"
-                steer = site.popen("a", [sys.executable, "-m", "bench.steer", str(MGMT_PORT), str(events),
-                                         "--rate-at", f"{change_at}:{second}"],
-                                   stdout=subprocess.PIPE, text=True, cwd=REPO, env=fasp.client_env())
+                steer = site.popen(
+                    "a",
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.steer",
+                        str(MGMT_PORT),
+                        str(events),
+                        "--rate-at",
+                        f"{change_at}:{second}",
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=REPO,
+                    env=fasp.client_env(),
+                )
                 if steer.stdout.readline().strip() != "READY":
                     raise RuntimeError("management listener (bench.steer) did not start")
                 shutil.rmtree(self.dest, ignore_errors=True)
@@ -392,9 +515,14 @@ class Bench:
                 try:
                     with open(self.logs / "control.log", "ab") as log:
                         start = time.monotonic()
-                        engine = site.popen("a", fasp.ascp([source], rate_kbps=first, policy="fixed",
-                                                           mgmt_port=MGMT_PORT),
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=fasp.client_env())
+                        engine = site.popen(
+                            "a",
+                            fasp.ascp([source], rate_kbps=first, policy="fixed", mgmt_port=MGMT_PORT),
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=log,
+                            env=fasp.client_env(),
+                        )
                         wait_measured(engine, run_s + 3, start)
                 finally:
                     fasp.stop()
@@ -406,8 +534,10 @@ class Bench:
         bins = report.read_bins(stats)
         for rep, events in runs:
             row = report.control(bins, t0, report.read_events(events), first, second)
-            self.console.log(f"control #{rep + 1}: " + ", ".join(
-                f"{k} {v}" for k, v in row.items() if k not in ("wire", "stats_rates")))
+            self.console.log(
+                f"control #{rep + 1}: "
+                + ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("wire", "stats_rates"))
+            )
             self.record(scenario="control", rep=rep, rate_kbps=first, new_rate_kbps=second, **row)
 
 
@@ -427,11 +557,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller files, fewer points")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only these (repeatable)")
     parser.add_argument("--workdir", default="/tmp/fasp-bench", help="data sets, logs, scratch (reused)")
-    parser.add_argument("--tcp-cc", default=None, help="TCP congestion control of both hosts "
-                        "(default: the machine's, recorded in the results)")
-    parser.add_argument("--wan-point", action="append", type=wan_point, metavar="RTT:LOSS",
-                        help="WAN grid point(s) to run instead of the profile's, e.g. 200:1 (ms : %%); "
-                        "implies --only wan unless --only is given; results-wanRTT-LOSS.*")
+    parser.add_argument(
+        "--tcp-cc",
+        default=None,
+        help="TCP congestion control of both hosts (default: the machine's, recorded in the results)",
+    )
+    parser.add_argument(
+        "--wan-point",
+        action="append",
+        type=wan_point,
+        metavar="RTT:LOSS",
+        help="WAN grid point(s) to run instead of the profile's, e.g. 200:1 (ms : %%); "
+        "implies --only wan unless --only is given; results-wanRTT-LOSS.*",
+    )
     parser.add_argument("--wan-mib", type=int, default=None, help="WAN file size in MiB (default: the profile's)")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks"))
     args = parser.parse_args(argv)
@@ -449,10 +587,16 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(args.workdir)
     console = Console()
     started = time.time()
-    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()  # the code that ran
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} runs"),
-                  TimeElapsedColumn(), console=console) as progress:
+    commit = subprocess.run(
+        ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()  # the code that ran
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} runs"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         bench = Bench(profile, workdir, console, progress, args.tcp_cc)
         try:
             for name in args.only or SCENARIOS:
@@ -461,11 +605,17 @@ def main(argv: list[str] | None = None) -> None:
             console.log("interrupted: writing what was measured")
         finally:
             shutil.rmtree(bench.dest, ignore_errors=True)
-    meta = {"profile": profile.name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "seconds": round(time.time() - started), "engine_available": engine_available(),
-            "git": commit,
-            "cpus": os.cpu_count(), "link_mbit": LINK_MBIT, "wan_mib": profile.wan_bytes >> 20,
-            "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()}
+    meta = {
+        "profile": profile.name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started),
+        "engine_available": engine_available(),
+        "git": commit,
+        "cpus": os.cpu_count(),
+        "link_mbit": LINK_MBIT,
+        "wan_mib": profile.wan_bytes >> 20,
+        "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
+    }
     stem += f"-{args.tcp_cc}" if args.tcp_cc else ""  # a chosen TCP gets its own files
     paths = report.write(Path(args.out), stem, meta, bench.results)
     for path in paths:

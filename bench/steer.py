@@ -50,8 +50,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.steer", description=__doc__.split("\n\n")[0])
     parser.add_argument("port", type=int)
     parser.add_argument("log")
-    parser.add_argument("--rate-at", action="append", default=[], metavar="SECONDS:KBPS",
-                        help="send RATE KBPS this long after the first STATS (repeatable)")
+    parser.add_argument(
+        "--rate-at",
+        action="append",
+        default=[],
+        metavar="SECONDS:KBPS",
+        help="send RATE KBPS this long after the first STATS (repeatable)",
+    )
     args = parser.parse_args()
     schedule = [(float(at), int(kbps)) for at, kbps in (item.split(":") for item in args.rate_at)]
     steer(args.port, args.log, schedule)

@@ -115,8 +115,11 @@ def serve(hosts: Hosts, ab: Link, ba: Link, mtu: int, stats_path: str | None, tc
         attach(tun_a, hosts.a, hosts.addr_a, hosts.addr_b, mtu)
         attach(tun_b, hosts.b, hosts.addr_b, hosts.addr_a, mtu)
         start = time.monotonic()
-        print("READY " + json.dumps({"a": hosts.a, "b": hosts.b, "addr_a": hosts.addr_a,
-                                     "addr_b": hosts.addr_b, "t0": start}), flush=True)
+        print(
+            "READY "
+            + json.dumps({"a": hosts.a, "b": hosts.b, "addr_a": hosts.addr_a, "addr_b": hosts.addr_b, "t0": start}),
+            flush=True,
+        )
         forward(fds[0], fds[1], ab, ba, stats, start)
     finally:
         for fd in fds:
@@ -135,14 +138,35 @@ class Wan:
     ...     wan.run("b", ["iperf3", "-s", "-1", "-D"])
     """
 
-    def __init__(self, rate_mbit: float | None, rtt_ms: float = 0.0, loss_pct: float = 0.0,
-                 hosts: Hosts = DEFAULT_HOSTS, queue_bytes: int | None = None, seed: int | None = None,
-                 stats_path: str | None = None, mtu: int = 1500, tcp_cc: str | None = None) -> None:
+    def __init__(
+        self,
+        rate_mbit: float | None,
+        rtt_ms: float = 0.0,
+        loss_pct: float = 0.0,
+        hosts: Hosts = DEFAULT_HOSTS,
+        queue_bytes: int | None = None,
+        seed: int | None = None,
+        stats_path: str | None = None,
+        mtu: int = 1500,
+        tcp_cc: str | None = None,
+    ) -> None:
         self.hosts = hosts
         self.stats_path = stats_path
-        self.command = [sys.executable, "-m", "bench.wan", "--prefix", hosts.prefix,
-                        "--subnet", hosts.subnet, "--rtt-ms", str(rtt_ms),
-                        "--loss-pct", str(loss_pct), "--mtu", str(mtu)]
+        self.command = [
+            sys.executable,
+            "-m",
+            "bench.wan",
+            "--prefix",
+            hosts.prefix,
+            "--subnet",
+            hosts.subnet,
+            "--rtt-ms",
+            str(rtt_ms),
+            "--loss-pct",
+            str(loss_pct),
+            "--mtu",
+            str(mtu),
+        ]
         if rate_mbit:
             self.command += ["--rate-mbit", str(rate_mbit)]
         if queue_bytes:

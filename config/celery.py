@@ -6,6 +6,7 @@ the process running it dies. The broker's visibility timeout is a backstop
 only: the transfer lease (tasks/store/lease.py) is what keeps a running transfer
 from running twice and what hands a dead owner's transfer to another worker.
 """
+
 from __future__ import annotations
 
 from .settings import Settings
@@ -21,9 +22,11 @@ def celery_config(settings: Settings) -> dict:
         **tls,
         "broker_url": settings.broker_url,
         "result_backend": settings.result_url,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s,
-                                     "unacked_restore_interval": settings.restore_interval_s,
-                                     "unacked_restore_throttle": 1},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": settings.restore_interval_s,
+            "unacked_restore_throttle": 1,
+        },
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",

@@ -20,6 +20,7 @@ FASPQ_RATE_CAPS       ``queue=kbps`` pairs (``*`` for any queue): the highest ta
 
 Lists are separated by ``os.pathsep`` (paths) or commas (words, caps).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,15 +80,16 @@ class Policy:
             queue, _, kbps = pair.partition("=")
             pairs[queue.strip()] = kbps
         caps = {queue: int(kbps) for queue, kbps in pairs.items()}
-        return cls(read_dirs=_real_dirs(items("FASPQ_READ_DIRS", os.pathsep)),
-                   write_dirs=_real_dirs(items("FASPQ_WRITE_DIRS", os.pathsep)),
-                   prepost_programs=_real_dirs(items("FASPQ_PREPOST_PROGRAMS", os.pathsep)),
-                   extra_options=tuple(items("FASPQ_EXTRA_OPTIONS", ",")),
-                   allow_ignore_host_key=str(data.get("FASPQ_ALLOW_IGNORE_HOST_KEY", "0")).lower()
-                   in ("1", "true", "yes"),
-                   config_files=_real_dirs(items("FASPQ_CONFIG_FILES", os.pathsep)),
-                   log_dirs=_real_dirs(items("FASPQ_LOG_DIRS", os.pathsep)),
-                   rate_caps=tuple(sorted(caps.items())))
+        return cls(
+            read_dirs=_real_dirs(items("FASPQ_READ_DIRS", os.pathsep)),
+            write_dirs=_real_dirs(items("FASPQ_WRITE_DIRS", os.pathsep)),
+            prepost_programs=_real_dirs(items("FASPQ_PREPOST_PROGRAMS", os.pathsep)),
+            extra_options=tuple(items("FASPQ_EXTRA_OPTIONS", ",")),
+            allow_ignore_host_key=str(data.get("FASPQ_ALLOW_IGNORE_HOST_KEY", "0")).lower() in ("1", "true", "yes"),
+            config_files=_real_dirs(items("FASPQ_CONFIG_FILES", os.pathsep)),
+            log_dirs=_real_dirs(items("FASPQ_LOG_DIRS", os.pathsep)),
+            rate_caps=tuple(sorted(caps.items())),
+        )
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -118,19 +120,26 @@ class Policy:
     def check_order(self, order: fm.BaseTransferOrder, kind: str, queue: str) -> None:
         """PolicyError for the first thing ``order`` asks that this worker does not allow."""
         opts = order.options
-        if opts.pre_post_command_path is not None and os.path.realpath(
-                opts.pre_post_command_path) not in self.prepost_programs:
-            raise PolicyError("FASPQ_PREPOST_PROGRAMS",
-                              f"pre_post_command_path {opts.pre_post_command_path!r} is not an allowed program")
+        if (
+            opts.pre_post_command_path is not None
+            and os.path.realpath(opts.pre_post_command_path) not in self.prepost_programs
+        ):
+            raise PolicyError(
+                "FASPQ_PREPOST_PROGRAMS",
+                f"pre_post_command_path {opts.pre_post_command_path!r} is not an allowed program",
+            )
         for word in opts.extra_options or []:
             if word not in self.extra_options:
                 raise PolicyError("FASPQ_EXTRA_OPTIONS", f"extra option {word!r} is not allowed")
         if opts.ignore_host_key and not self.allow_ignore_host_key:
             raise PolicyError("FASPQ_ALLOW_IGNORE_HOST_KEY", "ignore_host_key is not allowed")
-        if opts.alternate_config_filename is not None and os.path.realpath(
-                opts.alternate_config_filename) not in self.config_files:
-            raise PolicyError("FASPQ_CONFIG_FILES",
-                              f"alternate_config_filename {opts.alternate_config_filename!r} is not allowed")
+        if (
+            opts.alternate_config_filename is not None
+            and os.path.realpath(opts.alternate_config_filename) not in self.config_files
+        ):
+            raise PolicyError(
+                "FASPQ_CONFIG_FILES", f"alternate_config_filename {opts.alternate_config_filename!r} is not allowed"
+            )
         if opts.local_log_dir is not None and not _inside(opts.local_log_dir, self.log_dirs):
             raise PolicyError("FASPQ_LOG_DIRS", f"local_log_dir {opts.local_log_dir!r} is not allowed")
         self.check_rate(queue, opts.target_rate_kbps)
@@ -151,9 +160,12 @@ class Policy:
             self._check_upload(order, opts)
         else:
             if opts.symlink_policy in (fm.SymlinkPolicy.COPY, fm.SymlinkPolicy.COPY_FORCE):
-                raise PolicyError("FASPQ_WRITE_DIRS", f"a download with symlink_policy {opts.symlink_policy.value} "
-                                  "recreates the remote side's links: one could lead out of the writable directories "
-                                  "and a later download write through it")
+                raise PolicyError(
+                    "FASPQ_WRITE_DIRS",
+                    f"a download with symlink_policy {opts.symlink_policy.value} "
+                    "recreates the remote side's links: one could lead out of the writable directories "
+                    "and a later download write through it",
+                )
             self.check_write(_local_root(opts), "destination_root")
             for dest in getattr(order, "dest_paths", None) or []:
                 self.check_write(os.path.join(_local_root(opts), dest), "dest_path")

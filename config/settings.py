@@ -8,6 +8,7 @@ password masked (``redacted``). A worker reads its settings once and then
 takes them out of its environment (``pin_settings``), so the programs it
 starts never inherit them.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -80,8 +81,12 @@ class RetryPolicy:
         return delay * (rng or random).uniform(0.5, 1.0) if self.jitter else delay
 
     def to_dict(self) -> dict:
-        return {"max_retries": self.max_retries, "backoff_s": self.backoff_s,
-                "backoff_max_s": self.backoff_max_s, "jitter": self.jitter}
+        return {
+            "max_retries": self.max_retries,
+            "backoff_s": self.backoff_s,
+            "backoff_max_s": self.backoff_max_s,
+            "jitter": self.jitter,
+        }
 
     @classmethod
     def from_dict(cls, data: dict | None, base: RetryPolicy | None = None) -> RetryPolicy:
@@ -91,8 +96,12 @@ class RetryPolicy:
         if unknown:
             raise ValueError(f"unknown retry policy keys: {sorted(unknown)}")
         merged.update(data or {})
-        return cls(max_retries=int(merged["max_retries"]), backoff_s=float(merged["backoff_s"]),
-                   backoff_max_s=float(merged["backoff_max_s"]), jitter=bool(merged["jitter"]))
+        return cls(
+            max_retries=int(merged["max_retries"]),
+            backoff_s=float(merged["backoff_s"]),
+            backoff_max_s=float(merged["backoff_max_s"]),
+            jitter=bool(merged["jitter"]),
+        )
 
 
 @dataclass(frozen=True, repr=False)
@@ -126,8 +135,10 @@ class Settings:
     def __repr__(self) -> str:
         """Without the shared key or Redis passwords: settings may end up in logs."""
         urls = {name: redacted(getattr(self, name)) for name in ("redis_url", "broker_url", "result_url", "events_url")}
-        return (f"Settings({', '.join(f'{k}={v!r}' for k, v in urls.items())}, prefix={self.prefix!r}, "
-                f"queue={self.queue!r}, client_name={self.client_name!r}, policy={self.policy!r})")
+        return (
+            f"Settings({', '.join(f'{k}={v!r}' for k, v in urls.items())}, prefix={self.prefix!r}, "
+            f"queue={self.queue!r}, client_name={self.client_name!r}, policy={self.policy!r})"
+        )
 
     def redis_ssl(self) -> dict[str, Any]:
         """redis-py keyword arguments for ``rediss://`` URLs (certificates always verified)."""
@@ -197,9 +208,23 @@ def _secret_key() -> bytes | None:
 
 _pinned: list[Settings] = []
 
-CHILD_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "PYTHONPATH",
-             "FASP_KNOWN_HOSTS", "FASP_REMOTE_COMMAND", "FASPMANAGER_ASCP", "FASPMANAGER_START_TIMEOUT",
-             "SSL_CERT_FILE", "SSL_CERT_DIR")
+CHILD_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "PYTHONPATH",
+    "FASP_KNOWN_HOSTS",
+    "FASP_REMOTE_COMMAND",
+    "FASPMANAGER_ASCP",
+    "FASPMANAGER_START_TIMEOUT",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
 """What a worker keeps in its environment (which its engines and ``-e`` programs inherit), besides LC_*
 and the names listed in FASPQ_CHILD_ENV."""
 
@@ -240,4 +265,3 @@ def redacted(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
-

@@ -3,6 +3,7 @@
 Kept below all layers so that file handling, the data path and the session raise the same types without importing
 each other.
 """
+
 import errno
 
 from faspmanager.codes import EngineError, ErrorCode
@@ -15,11 +16,20 @@ class ProtocolError(EngineError):
         super().__init__(ErrorCode.FASP_PROTO, description)
 
 
-_OS_CODES = {errno.ENOENT: ErrorCode.NO_SUCH_FILE, errno.EACCES: ErrorCode.NO_PERMS, errno.EPERM: ErrorCode.NO_PERMS,
-             errno.ENOTDIR: ErrorCode.NOT_DIR, errno.EISDIR: ErrorCode.IS_DIR, errno.ENOSPC: ErrorCode.NO_SPACE_LEFT,
-             errno.EROFS: ErrorCode.READ_ONLY_FS, errno.EEXIST: ErrorCode.ALREADY_EXISTS,
-             errno.ELOOP: ErrorCode.LINK_LOOP, errno.EMFILE: ErrorCode.TOO_MANY_FILES,
-             errno.EFBIG: ErrorCode.FILE_TOO_BIG, errno.EDQUOT: ErrorCode.NO_SPACE_LEFT}
+_OS_CODES = {
+    errno.ENOENT: ErrorCode.NO_SUCH_FILE,
+    errno.EACCES: ErrorCode.NO_PERMS,
+    errno.EPERM: ErrorCode.NO_PERMS,
+    errno.ENOTDIR: ErrorCode.NOT_DIR,
+    errno.EISDIR: ErrorCode.IS_DIR,
+    errno.ENOSPC: ErrorCode.NO_SPACE_LEFT,
+    errno.EROFS: ErrorCode.READ_ONLY_FS,
+    errno.EEXIST: ErrorCode.ALREADY_EXISTS,
+    errno.ELOOP: ErrorCode.LINK_LOOP,
+    errno.EMFILE: ErrorCode.TOO_MANY_FILES,
+    errno.EFBIG: ErrorCode.FILE_TOO_BIG,
+    errno.EDQUOT: ErrorCode.NO_SPACE_LEFT,
+}
 
 
 def os_error_code(exc: OSError, default: int = ErrorCode.DISK_READ) -> int:

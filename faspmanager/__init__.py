@@ -3,6 +3,7 @@
 Works unchanged with IBM's ``ascp`` or with the open engine ``fasp-ascp``; see
 the reference documentation (shared/spec/faspmanager-api.txt).
 """
+
 from __future__ import annotations
 
 from .constants import (
@@ -33,8 +34,9 @@ from .progress import SessionResult, TransferEvent
 from .session import Listener, PersistentSession, Session, Stream, StreamSession
 
 
-def session(order: BaseTransferOrder, ascp_path: PathArg | None = None, port: int = 0,
-            listener: Listener | None = None) -> Session:
+def session(
+    order: BaseTransferOrder, ascp_path: PathArg | None = None, port: int = 0, listener: Listener | None = None
+) -> Session:
     """The Session matching the order: Session, PersistentSession or StreamSession."""
     if not isinstance(order, BaseTransferOrder):
         raise RuntimeError(f"order must be a BaseTransferOrder subclass instance, got {type(order).__name__}")
@@ -46,10 +48,35 @@ def session(order: BaseTransferOrder, ascp_path: PathArg | None = None, port: in
 
 
 __all__ = [
-    "AuthenticationError", "BaseTransferOrder", "CipherType", "FileChecksumType", "FileDownload",
-    "FileManifestFormat", "FileState", "FileUpload", "HttpFallbackOptions", "InvalidPathError", "OverwritePolicy",
-    "PersistentDownload", "PersistentSession", "PersistentUpload", "PreserveMode", "ResumeCheck", "Session",
-    "SessionResult", "SessionStartError", "SessionState", "SessionStateError", "Stream", "StreamSession",
-    "StreamStateError", "StreamUpload", "SymlinkPolicy", "TransferEvent", "TransferEventType", "TransferOptions",
-    "TransferPolicy", "session",
+    "AuthenticationError",
+    "BaseTransferOrder",
+    "CipherType",
+    "FileChecksumType",
+    "FileDownload",
+    "FileManifestFormat",
+    "FileState",
+    "FileUpload",
+    "HttpFallbackOptions",
+    "InvalidPathError",
+    "OverwritePolicy",
+    "PersistentDownload",
+    "PersistentSession",
+    "PersistentUpload",
+    "PreserveMode",
+    "ResumeCheck",
+    "Session",
+    "SessionResult",
+    "SessionStartError",
+    "SessionState",
+    "SessionStateError",
+    "Stream",
+    "StreamSession",
+    "StreamStateError",
+    "StreamUpload",
+    "SymlinkPolicy",
+    "TransferEvent",
+    "TransferEventType",
+    "TransferOptions",
+    "TransferPolicy",
+    "session",
 ]

@@ -25,6 +25,7 @@ A caller's first frame must come within ``FIRST_FRAME_TIMEOUT`` seconds and
 ``MAX_CALLERS`` at once (the oldest unverified one is dropped for a newcomer),
 so a stranger can hold neither the listener nor the right program off.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -165,8 +166,9 @@ class Caller:
 
     def settled(self, now: float) -> bool:
         """Whether enough is known to judge: a frame, garbage, a hang-up, too many bytes or too long."""
-        return bool(self.frames or self.error or self.closed or self.received > FIRST_FRAME_BYTES
-                    or now >= self.deadline)
+        return bool(
+            self.frames or self.error or self.closed or self.received > FIRST_FRAME_BYTES or now >= self.deadline
+        )
 
     def drop(self, port: int, reason: str) -> None:
         log.warning("management port %d: dropped the connection from 127.0.0.1:%d: %s", port, self.port, reason)

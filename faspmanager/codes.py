@@ -3,6 +3,7 @@
 The numbers and retryability are those IBM documents for ascp, so a manager
 written against IBM's program reads ours the same way.
 """
+
 from __future__ import annotations
 
 from enum import IntEnum
@@ -54,14 +55,26 @@ class ErrorCode(IntEnum):
     LINK_LOOP = 63
 
 
-RETRYABLE = frozenset({
-    ErrorCode.TRANSFER_ERROR, ErrorCode.TRANSFER_TIMEOUT, ErrorCode.CONNECTION_ERROR,
-    ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_LOST, ErrorCode.RCVR_SEND_ERROR,
-    ErrorCode.RCVR_RECV_ERROR, ErrorCode.TOO_MANY_FILES, ErrorCode.OUT_OF_MEMORY,
-    ErrorCode.THREAD_SPAWN, ErrorCode.DISK_READ, ErrorCode.DISK_WRITE,
-    ErrorCode.AUTHORIZATION, ErrorCode.PEER_ABORTED_SESSION,
-    ErrorCode.DATA_TRANSFER_TIMEOUT, ErrorCode.PMTU_BRTT_ERROR,
-})
+RETRYABLE = frozenset(
+    {
+        ErrorCode.TRANSFER_ERROR,
+        ErrorCode.TRANSFER_TIMEOUT,
+        ErrorCode.CONNECTION_ERROR,
+        ErrorCode.CONNECTION_TIMEOUT,
+        ErrorCode.CONNECTION_LOST,
+        ErrorCode.RCVR_SEND_ERROR,
+        ErrorCode.RCVR_RECV_ERROR,
+        ErrorCode.TOO_MANY_FILES,
+        ErrorCode.OUT_OF_MEMORY,
+        ErrorCode.THREAD_SPAWN,
+        ErrorCode.DISK_READ,
+        ErrorCode.DISK_WRITE,
+        ErrorCode.AUTHORIZATION,
+        ErrorCode.PEER_ABORTED_SESSION,
+        ErrorCode.DATA_TRANSFER_TIMEOUT,
+        ErrorCode.PMTU_BRTT_ERROR,
+    }
+)
 
 
 def is_retryable(code: int) -> bool:

@@ -4,6 +4,7 @@ Each is a str (or int) enum whose values are the exact ascp spellings, so a
 constant compares equal to the word ascp understands and a raw word can be
 turned back into a constant with ``CipherType("aes128")``.
 """
+
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum

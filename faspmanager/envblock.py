@@ -6,6 +6,7 @@ which every process of the same user can read (an ``-e`` program walking up to
 its engine and worker, say). After a process has read its secrets, it blanks
 their bytes there.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,5 @@
 """The library's exceptions (all documented ones are ValueError or RuntimeError subclasses)."""
+
 from __future__ import annotations
 
 

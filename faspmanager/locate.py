@@ -5,6 +5,7 @@ then its standard install places), then our engine (``fasp-ascp`` on PATH, else
 ``python -m fasp``). IBM's program wins when present so existing deployments
 keep their behaviour.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,7 @@ def locate_ascp(ascp_path: str | os.PathLike[str] | None = None) -> list[str]:
     configured = os.environ.get("FASPMANAGER_ASCP")
     if configured:
         return [_program(configured, "FASPMANAGER_ASCP")]
-    ibm = shutil.which("ascp") or next(
-        (p for p in map(os.path.expanduser, IBM_INSTALL_PLACES) if _is_program(p)), None)
+    ibm = shutil.which("ascp") or next((p for p in map(os.path.expanduser, IBM_INSTALL_PLACES) if _is_program(p)), None)
     if ibm:
         return [ibm]
     ours = shutil.which("fasp-ascp")

@@ -23,6 +23,7 @@ so an IBM parser sees every ordinary frame unchanged (and a single readable
 line for an escaped one, ignoring the unknown field); :class:`Decoder` undoes
 the escape, so ``Frame.fields`` always hold the original text.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -62,8 +63,10 @@ def escape_value(text: str) -> str:
     A surrogate stands for an undecodable byte of a file name (``os.fsdecode``); one that does not cannot be
     sent at all."""
     try:
-        return "".join("".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
-                       if c == "%" or _unsafe(c) else c for c in text)
+        return "".join(
+            "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")) if c == "%" or _unsafe(c) else c
+            for c in text
+        )
     except UnicodeEncodeError:
         raise MgmtProtocolError(f"{text!r} holds a surrogate that stands for no byte") from None
 
@@ -140,8 +143,7 @@ def _check(kind: str, text: str) -> None:
         raise MgmtProtocolError(f"{kind} {text!r} is not valid UTF-8; it cannot travel in a frame")
 
 
-def encode(frame_type: str, fields: Mapping[str, object] = {}, payload: bytes = b"", *,
-           escape: bool = False) -> bytes:
+def encode(frame_type: str, fields: Mapping[str, object] = {}, payload: bytes = b"", *, escape: bool = False) -> bytes:
     """One frame as bytes. None values are left out; WRITE gets ``Size`` and its payload.
 
     With ``escape``, values holding control characters are percent-encoded (see the module doc) instead
@@ -215,7 +217,7 @@ class Decoder:
             self._buf.clear()
             raise
         finally:
-            del self._buf[:self._pos]
+            del self._buf[: self._pos]
             self._pos = 0
         return frames
 
@@ -264,7 +266,7 @@ class Decoder:
             if line == "":
                 self._header_bytes = 0  # blank lines between frames are harmless
                 return
-            version = line[len("FASPMGR "):]
+            version = line[len("FASPMGR ") :]
             if not line.startswith("FASPMGR ") or not version.isdigit():
                 self._fail(f"expected 'FASPMGR 2' header, got {line[:80]!r}")
             self._in_frame = True

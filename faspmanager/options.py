@@ -5,6 +5,7 @@ command-line form, so validation, ``defaults()``, ``valid_options()`` and the
 flags ascp receives can never drift apart. The spellings are those of
 shared/design/ascp-cli.md.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -30,10 +31,15 @@ from .constants import (
 class HttpFallbackOptions:
     """Options for HTTP transfers when FASP's UDP connection fails."""
 
-    def __init__(self, encode_all_as_jpeg: bool | None = None, http_port: int | None = None,
-                 https_key_filename: str | os.PathLike[str] | None = None,
-                 https_cert_filename: str | os.PathLike[str] | None = None, http_proxy_address_host: str | None = None,
-                 http_proxy_address_port: int | None = None) -> None:
+    def __init__(
+        self,
+        encode_all_as_jpeg: bool | None = None,
+        http_port: int | None = None,
+        https_key_filename: str | os.PathLike[str] | None = None,
+        https_cert_filename: str | os.PathLike[str] | None = None,
+        http_proxy_address_host: str | None = None,
+        http_proxy_address_port: int | None = None,
+    ) -> None:
         self.encode_all_as_jpeg = encode_all_as_jpeg
         self.http_port = http_port
         self.https_key_filename = https_key_filename
@@ -208,11 +214,22 @@ def _validate(name: str, value: object) -> object:
 
 
 TS_SPELLINGS: dict[type, dict[str, object]] = {
-    CipherType: {"aes-128": "aes128", "aes-192": "aes192", "aes-256": "aes256",
-                 **{f"aes-{n}-{mode}": f"aes{n}" for n in (128, 192, 256) for mode in ("gcm", "cfb")}},
+    CipherType: {
+        "aes-128": "aes128",
+        "aes-192": "aes192",
+        "aes-256": "aes256",
+        **{f"aes-{n}-{mode}": f"aes{n}" for n in (128, 192, 256) for mode in ("gcm", "cfb")},
+    },
     FileChecksumType: {"sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512", "sha-1": "sha1"},
-    ResumeCheck: {"none": 0, "attrs": 1, "sparse_csum": 2, "full_csum": 3,
-                  "attributes": 1, "sparse_checksum": 2, "full_checksum": 3},
+    ResumeCheck: {
+        "none": 0,
+        "attrs": 1,
+        "sparse_csum": 2,
+        "full_csum": 3,
+        "attributes": 1,
+        "sparse_checksum": 2,
+        "full_checksum": 3,
+    },
 }
 """IBM transfer-spec values (spec.schema.yaml's enums, and transferd's resume words) for our constants. A cipher's
 mode (gcm, cfb) names IBM's cipher; this engine keeps the key size and seals with AES-GCM whatever the name."""
@@ -291,15 +308,19 @@ class TransferOptions:
     def from_transfer_spec(cls, ts: str | bytes | dict[str, Any]) -> TransferOptions:
         """Options from an IBM transfer spec (a dict, or its JSON text): see faspmanager/transferspec.py."""
         from .transferspec import to_options
+
         return to_options(json.loads(ts) if isinstance(ts, (str, bytes)) else ts)
 
     def to_transfer_spec(self) -> dict[str, Any]:
         """These options as an IBM transfer spec (the fields they set); from_transfer_spec reads it back."""
         from .transferspec import from_options
+
         return from_options(self)
 
     def ascp_env(self) -> dict[str, str]:
         """The secret options as the environment variables ascp reads them from."""
-        return {option.env: self.opts[name] for name, option in _OPTIONS.items()
-                if option.kind is SECRET and option.env is not None and self.opts.get(name) is not None}
-
+        return {
+            option.env: self.opts[name]
+            for name, option in _OPTIONS.items()
+            if option.kind is SECRET and option.env is not None and self.opts.get(name) is not None
+        }

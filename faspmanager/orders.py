@@ -4,6 +4,7 @@ An order is plain data plus two renderings: ``ascp_opts()`` (argv without the
 program and ``-M``) and ``ascp_env()`` (the secrets, which ascp reads from its
 environment so they never show in ``ps``).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -69,8 +70,15 @@ class BaseTransferOrder:
     _mode = "send"  # ascp --mode: "send" for uploads, "recv" for downloads
     _keepalive = False  # files arrive through the management port
 
-    def _init_remote(self, role: str, user: str, host: str, password: str | None, identity: PathArg | None,
-                     options: TransferOptions | None) -> tuple[str, str]:
+    def _init_remote(
+        self,
+        role: str,
+        user: str,
+        host: str,
+        password: str | None,
+        identity: PathArg | None,
+        options: TransferOptions | None,
+    ) -> tuple[str, str]:
         if not password and not identity:
             raise AuthenticationError(f"give {role}_pass or {role}_identity to authenticate")
         if options is None:
@@ -141,9 +149,11 @@ def _local_pairs(root: str, dests: list[str], confined: bool) -> tuple[str, list
     under ``destination_root`` (itself under the working directory when relative). ascp reads a pair's
     destination under its DEST argument, so DEST becomes ``/`` and every destination the path below it.
     With --apply-local-docroot, ``/`` is the local docroot, so nothing is made absolute against our cwd."""
+
     def place(dest: str) -> str:
         joined = posixpath.join("/", root, dest) if confined else os.path.abspath(os.path.join(root, dest))
         return posixpath.normpath(joined).lstrip("/")
+
     return "/", [place(dest) for dest in dests]
 
 
@@ -157,10 +167,17 @@ def _pair(sources: list[str], dest_paths: Paths | None) -> list[str] | None:
 
 
 class _Upload(BaseTransferOrder):
-    def __init__(self, dest_user: str, dest_host: str, dest_pass: str | None, dest_identity: PathArg | None,
-                 options: TransferOptions | None) -> None:
-        self.dest_user, self.dest_host = self._init_remote("dest", dest_user, dest_host, dest_pass,
-                                                           dest_identity, options)
+    def __init__(
+        self,
+        dest_user: str,
+        dest_host: str,
+        dest_pass: str | None,
+        dest_identity: PathArg | None,
+        options: TransferOptions | None,
+    ) -> None:
+        self.dest_user, self.dest_host = self._init_remote(
+            "dest", dest_user, dest_host, dest_pass, dest_identity, options
+        )
         self.dest_pass = dest_pass
         self.dest_identity = dest_identity
 
@@ -171,10 +188,17 @@ class _Upload(BaseTransferOrder):
 class _Download(BaseTransferOrder):
     _mode = "recv"
 
-    def __init__(self, source_user: str, source_host: str, source_pass: str | None,
-                 source_identity: PathArg | None, options: TransferOptions | None) -> None:
-        self.source_user, self.source_host = self._init_remote("source", source_user, source_host, source_pass,
-                                                               source_identity, options)
+    def __init__(
+        self,
+        source_user: str,
+        source_host: str,
+        source_pass: str | None,
+        source_identity: PathArg | None,
+        options: TransferOptions | None,
+    ) -> None:
+        self.source_user, self.source_host = self._init_remote(
+            "source", source_user, source_host, source_pass, source_identity, options
+        )
         self.source_pass = source_pass
         self.source_identity = source_identity
 
@@ -185,9 +209,16 @@ class _Download(BaseTransferOrder):
 class FileUpload(_Upload):
     """Specification for a file upload."""
 
-    def __init__(self, source_paths: Paths, dest_user: str, dest_host: str, dest_paths: Paths | None = None,
-                 dest_pass: str | None = None, dest_identity: PathArg | None = None,
-                 options: TransferOptions | None = None) -> None:
+    def __init__(
+        self,
+        source_paths: Paths,
+        dest_user: str,
+        dest_host: str,
+        dest_paths: Paths | None = None,
+        dest_pass: str | None = None,
+        dest_identity: PathArg | None = None,
+        options: TransferOptions | None = None,
+    ) -> None:
         super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
         self.source_paths = _paths("source_paths", source_paths)
         self.dest_paths = _pair(self.source_paths, dest_paths)
@@ -196,9 +227,16 @@ class FileUpload(_Upload):
 class FileDownload(_Download):
     """Specification for a file download."""
 
-    def __init__(self, source_paths: Paths, source_user: str, source_host: str, dest_paths: Paths | None = None,
-                 source_pass: str | None = None, source_identity: PathArg | None = None,
-                 options: TransferOptions | None = None) -> None:
+    def __init__(
+        self,
+        source_paths: Paths,
+        source_user: str,
+        source_host: str,
+        dest_paths: Paths | None = None,
+        source_pass: str | None = None,
+        source_identity: PathArg | None = None,
+        options: TransferOptions | None = None,
+    ) -> None:
         super().__init__(source_user, source_host, source_pass, source_identity, options)
         self.source_paths = _paths("source_paths", source_paths)
         self.dest_paths = _pair(self.source_paths, dest_paths)
@@ -209,8 +247,14 @@ class PersistentUpload(_Upload):
 
     _keepalive = True
 
-    def __init__(self, dest_user: str, dest_host: str, dest_pass: str | None = None,
-                 dest_identity: PathArg | None = None, options: TransferOptions | None = None) -> None:
+    def __init__(
+        self,
+        dest_user: str,
+        dest_host: str,
+        dest_pass: str | None = None,
+        dest_identity: PathArg | None = None,
+        options: TransferOptions | None = None,
+    ) -> None:
         super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
 
 
@@ -219,8 +263,14 @@ class PersistentDownload(_Download):
 
     _keepalive = True
 
-    def __init__(self, source_user: str, source_host: str, source_pass: str | None = None,
-                 source_identity: PathArg | None = None, options: TransferOptions | None = None) -> None:
+    def __init__(
+        self,
+        source_user: str,
+        source_host: str,
+        source_pass: str | None = None,
+        source_identity: PathArg | None = None,
+        options: TransferOptions | None = None,
+    ) -> None:
         super().__init__(source_user, source_host, source_pass, source_identity, options)
 
 
@@ -229,8 +279,14 @@ class StreamUpload(_Upload):
 
     _keepalive = True
 
-    def __init__(self, dest_user: str, dest_host: str, dest_pass: str | None = None,
-                 dest_identity: PathArg | None = None, options: TransferOptions | None = None) -> None:
+    def __init__(
+        self,
+        dest_user: str,
+        dest_host: str,
+        dest_pass: str | None = None,
+        dest_identity: PathArg | None = None,
+        options: TransferOptions | None = None,
+    ) -> None:
         super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
 
     def _ascp_args(self, list_dir: str) -> list[str]:

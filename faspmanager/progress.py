@@ -4,6 +4,7 @@ Sans-IO: :class:`Progress` folds management frames (and the library's own
 verdicts, e.g. "the program died") into session and per-file statistics; the
 session driver only feeds it frames and hands out what it returns.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,9 +16,25 @@ from .constants import FileState, SessionState, TransferEventType
 from .mgmt import Frame
 
 _FILE_EVENTS = {"START", "STOP", "SKIP", "FILEERROR"}
-_TEXT_FIELDS = {"File", "Source", "Destination", "Description", "Host", "User", "SessionId", "Cookie",
-                "RemoteAddress", "Direction", "Policy", "Cipher", "Transport", "FileChecksum", "FileChecksumType",
-                "Tags", "UserStr"}
+_TEXT_FIELDS = {
+    "File",
+    "Source",
+    "Destination",
+    "Description",
+    "Host",
+    "User",
+    "SessionId",
+    "Cookie",
+    "RemoteAddress",
+    "Direction",
+    "Policy",
+    "Cipher",
+    "Transport",
+    "FileChecksum",
+    "FileChecksumType",
+    "Tags",
+    "UserStr",
+}
 """Fields kept as text even when they look like numbers (a file may be named "42")."""
 _SECRET_FIELDS = {"Password", "Pass", "Token", "Passphrase", "FilePass", "FilePassphrase", "Secret"}
 """Never copied into stats or events, whatever a program sends."""
@@ -53,8 +70,9 @@ def _fields(frame: Frame) -> dict[str, Any]:
 class TransferEvent:
     """Describes the progress of a transfer: the event type and snapshots of the stats it changed."""
 
-    def __init__(self, event_type: TransferEventType, session_stats: dict[str, Any],
-                 file_stats: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, event_type: TransferEventType, session_stats: dict[str, Any], file_stats: dict[str, Any] | None = None
+    ) -> None:
         self.event_type = event_type
         self.session_stats = session_stats
         self.file_stats = file_stats
@@ -133,9 +151,18 @@ class Progress:
 
     def _file(self, event: str, fields: dict[str, Any]) -> dict[str, Any]:
         name = str(fields.get("file", ""))
-        stats = self.files.setdefault(name, {"file": name, "state": FileState.TRANSFERRING, "size": None,
-                                             "bytes_written": 0, "checksum": None, "checksum_type": None,
-                                             "error": None})
+        stats = self.files.setdefault(
+            name,
+            {
+                "file": name,
+                "state": FileState.TRANSFERRING,
+                "size": None,
+                "bytes_written": 0,
+                "checksum": None,
+                "checksum_type": None,
+                "error": None,
+            },
+        )
         stats.update(fields)
         if event == "START":
             stats["state"] = FileState.TRANSFERRING

@@ -8,6 +8,7 @@ finishes; one reader thread decodes the program's events (``mgmt.Decoder``)
 into ``Progress``; one dispatch thread hands events to the listener, so a slow
 listener never stalls the reader (and so never the program).
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,8 +82,13 @@ class Session:
     """STATS events queued for a slow listener beyond this are dropped (stats() still has them): memory stays
     bounded however long the listener takes, and no other event type is ever dropped."""
 
-    def __init__(self, order: BaseTransferOrder, ascp_path: PathArg | None = None, listener: Listener | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        order: BaseTransferOrder,
+        ascp_path: PathArg | None = None,
+        listener: Listener | None = None,
+        port: int | None = None,
+    ) -> None:
         if not isinstance(order, BaseTransferOrder):
             raise TypeError(f"order must be a BaseTransferOrder, got {type(order).__name__}")
         self.order = order
@@ -126,8 +132,13 @@ class Session:
                 env = {**os.environ, **self.order.ascp_env(), **({SECRET_ENV: secret} if required else {})}
                 with open(self._stderr_path(), "wb") as stderr:
                     process = self._process = subprocess.Popen(
-                        argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                        start_new_session=True)
+                        argv,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                        start_new_session=True,
+                    )
                 caller = self._accept(Admission(server, secret, process.pid, required), process)
             finally:
                 server.close()
@@ -142,8 +153,9 @@ class Session:
         with self._lock:
             self._progress.started()
         if self.listener is not None:
-            self._dispatcher = threading.Thread(target=self._dispatch, args=(self.listener,),
-                                                name="faspmanager-listener", daemon=True)
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, args=(self.listener,), name="faspmanager-listener", daemon=True
+            )
             self._dispatcher.start()
         self._reader = threading.Thread(target=self._read, args=(caller,), name="faspmanager-reader", daemon=True)
         self._reader.start()
@@ -167,14 +179,20 @@ class Session:
                 caller = admission.poll(0 if status is not None else 0.05)
                 if caller is not None:
                     return caller
-                dropped = f" (dropped {len(admission.dropped)} connection(s): {admission.dropped[-1]})" \
-                    if admission.dropped else ""
+                dropped = (
+                    f" (dropped {len(admission.dropped)} connection(s): {admission.dropped[-1]})"
+                    if admission.dropped
+                    else ""
+                )
                 if status is not None:
-                    raise SessionStartError(f"{self.ascp_path} exited with status {status} before connecting to "
-                                            f"the management port{dropped}: {self._stderr_tail()}")
+                    raise SessionStartError(
+                        f"{self.ascp_path} exited with status {status} before connecting to "
+                        f"the management port{dropped}: {self._stderr_tail()}"
+                    )
                 if time.monotonic() > deadline:
-                    raise SessionStartError(f"{self.ascp_path} did not connect to management port {self.port} "
-                                            f"within {timeout:g} s{dropped}")
+                    raise SessionStartError(
+                        f"{self.ascp_path} did not connect to management port {self.port} within {timeout:g} s{dropped}"
+                    )
         finally:
             admission.close()
 
@@ -277,8 +295,11 @@ class Session:
                         event = self._progress.apply(frame)
                         if self._progress.concluded:
                             self._concluded.set()
-                    if event is not None and self.listener is not None and not (
-                            event.event_type == "STATS" and self._events.qsize() >= self.max_pending_stats):
+                    if (
+                        event is not None
+                        and self.listener is not None
+                        and not (event.event_type == "STATS" and self._events.qsize() >= self.max_pending_stats)
+                    ):
                         self._events.put(event)
                 if error is not None:
                     raise error
@@ -305,8 +326,10 @@ class Session:
         if self._closed:
             self._conclude("session closed before the transfer concluded")
         else:
-            self._conclude(f"{self.ascp_path} exited with status {status} without reporting DONE or ERROR: "
-                           f"{self._stderr_tail()}", exit_status=status)
+            self._conclude(
+                f"{self.ascp_path} exited with status {status} without reporting DONE or ERROR: {self._stderr_tail()}",
+                exit_status=status,
+            )
         self._remove_files()  # the program is gone: its path lists and stderr served their purpose
         if self._dispatcher is not None:
             self._events.put(None)
@@ -364,8 +387,13 @@ class Session:
 class _KeepaliveSession(Session):
     """A session whose files arrive through the management port; finish() sends DONE first."""
 
-    def __init__(self, order: BaseTransferOrder, ascp_path: PathArg | None = None, listener: Listener | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        order: BaseTransferOrder,
+        ascp_path: PathArg | None = None,
+        listener: Listener | None = None,
+        port: int | None = None,
+    ) -> None:
         super().__init__(order, ascp_path=ascp_path, listener=listener, port=port)
         self._finishing = False
 
@@ -403,8 +431,9 @@ class _KeepaliveSession(Session):
 class PersistentSession(_KeepaliveSession):
     """A persistent Session: sources are added with add_source until finish()."""
 
-    def add_source(self, source_path: PathArg, dest_path: PathArg, start_offset: int | None = None,
-                   end_offset: int | None = None) -> None:
+    def add_source(
+        self, source_path: PathArg, dest_path: PathArg, start_offset: int | None = None, end_offset: int | None = None
+    ) -> None:
         """Send START: transfer one more file (bytes [start_offset, end_offset) when given)."""
         self._require_running()
         for name, offset in (("start_offset", start_offset), ("end_offset", end_offset)):
@@ -412,8 +441,15 @@ class PersistentSession(_KeepaliveSession):
                 raise ValueError(f"{name} must be a non-negative int, got {offset!r}")
         if start_offset is not None and end_offset is not None and end_offset < start_offset:
             raise ValueError(f"end_offset {end_offset} is before start_offset {start_offset}")
-        self._send("START", {"Source": os.fspath(source_path), "Destination": os.fspath(dest_path),
-                             "StartByte": start_offset, "EndByte": end_offset})
+        self._send(
+            "START",
+            {
+                "Source": os.fspath(source_path),
+                "Destination": os.fspath(dest_path),
+                "StartByte": start_offset,
+                "EndByte": end_offset,
+            },
+        )
 
 
 class Stream:
@@ -447,7 +483,7 @@ class Stream:
             raise StreamStateError(f"stream to {self.dest_path} is not open")
         view = memoryview(data.encode("utf-8") if isinstance(data, str) else data).cast("B")
         for offset in range(0, len(view), self.chunk_size):
-            self.mgmt_conn.send("WRITE", payload=bytes(view[offset:offset + self.chunk_size]))
+            self.mgmt_conn.send("WRITE", payload=bytes(view[offset : offset + self.chunk_size]))
 
     def close(self) -> None:
         """Send CLOSE; later calls do nothing."""
@@ -461,8 +497,14 @@ class Stream:
 class StreamSession(_KeepaliveSession):
     """A Session for stream-to-file transfers: open_stream() gives a writable Stream."""
 
-    def __init__(self, order: BaseTransferOrder, chunk_size: int, ascp_path: PathArg | None = None,
-                 listener: Listener | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        order: BaseTransferOrder,
+        chunk_size: int,
+        ascp_path: PathArg | None = None,
+        listener: Listener | None = None,
+        port: int | None = None,
+    ) -> None:
         super().__init__(order, ascp_path=ascp_path, listener=listener, port=port)
         self.chunk_size = chunk_size
         self._stream: Stream | None = None

@@ -6,6 +6,7 @@ that say who and what (``remote_host``, ``remote_user``, ``remote_password``, ``
 the caller to build a FileUpload/FileDownload. Fields that only inform a server or another agent are
 listed in :data:`INFORMATIONAL` and skipped; any other field is a ValueError, never silently dropped.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,40 +17,92 @@ from .options import HttpFallbackOptions, TransferOptions
 
 # ts field -> TransferOptions name, for values that need no conversion beyond the enums' own spellings
 SAME = {
-    "apply_local_docroot": "apply_local_docroot", "cookie": "cookie", "create_dir": "create_dirs",
-    "delete_before_transfer": "delete_before_transfer", "destination_root": "destination_root",
-    "fasp_port": "udp_port", "file_checksum": "file_checksum", "min_rate_kbps": "min_rate_kbps",
-    "move_after_transfer": "move_after_transfer_path", "multi_session_threshold": "multi_session_threshold",
-    "overwrite": "overwrite_policy", "precalculate_job_size": "precalculate_job_size",
-    "preserve_access_time": "preserve_access_time", "preserve_acls": "preserve_acls",
-    "preserve_creation_time": "preserve_creation_time", "preserve_extended_attrs": "preserve_xattrs",
-    "preserve_file_owner_gid": "preserve_file_owner_gid", "preserve_file_owner_uid": "preserve_file_owner_uid",
-    "preserve_modification_time": "preserve_modification_time", "preserve_remote_acls": "remote_preserve_acls",
+    "apply_local_docroot": "apply_local_docroot",
+    "cookie": "cookie",
+    "create_dir": "create_dirs",
+    "delete_before_transfer": "delete_before_transfer",
+    "destination_root": "destination_root",
+    "fasp_port": "udp_port",
+    "file_checksum": "file_checksum",
+    "min_rate_kbps": "min_rate_kbps",
+    "move_after_transfer": "move_after_transfer_path",
+    "multi_session_threshold": "multi_session_threshold",
+    "overwrite": "overwrite_policy",
+    "precalculate_job_size": "precalculate_job_size",
+    "preserve_access_time": "preserve_access_time",
+    "preserve_acls": "preserve_acls",
+    "preserve_creation_time": "preserve_creation_time",
+    "preserve_extended_attrs": "preserve_xattrs",
+    "preserve_file_owner_gid": "preserve_file_owner_gid",
+    "preserve_file_owner_uid": "preserve_file_owner_uid",
+    "preserve_modification_time": "preserve_modification_time",
+    "preserve_remote_acls": "remote_preserve_acls",
     "preserve_remote_extended_attrs": "remote_preserve_xattrs",
-    "preserve_source_access_time": "preserve_source_access_time", "preserve_times": "preserve_dates",
-    "rate_policy": "policy", "remove_after_transfer": "remove_files_after_transfer",
-    "remove_empty_directories": "remove_empty_directories", "remove_empty_source_directory": "remove_empty_source_dir",
-    "resume_policy": "resume_check", "save_before_overwrite": "save_before_overwrite",
-    "skip_duplicate_check": "skip_dir_traversal_dups", "skip_special_files": "skip_special_files",
-    "source_root": "source_prefix", "src_base": "source_base", "ssh_port": "tcp_port", "sshfp": "check_ssh_fingerprint",
-    "symlink_policy": "symlink_policy", "target_rate_kbps": "target_rate_kbps", "token": "token",
-    "dgram_size": "datagram_size", "content_protection_password": "content_protection_passphrase",
+    "preserve_source_access_time": "preserve_source_access_time",
+    "preserve_times": "preserve_dates",
+    "rate_policy": "policy",
+    "remove_after_transfer": "remove_files_after_transfer",
+    "remove_empty_directories": "remove_empty_directories",
+    "remove_empty_source_directory": "remove_empty_source_dir",
+    "resume_policy": "resume_check",
+    "save_before_overwrite": "save_before_overwrite",
+    "skip_duplicate_check": "skip_dir_traversal_dups",
+    "skip_special_files": "skip_special_files",
+    "source_root": "source_prefix",
+    "src_base": "source_base",
+    "ssh_port": "tcp_port",
+    "sshfp": "check_ssh_fingerprint",
+    "symlink_policy": "symlink_policy",
+    "target_rate_kbps": "target_rate_kbps",
+    "token": "token",
+    "dgram_size": "datagram_size",
+    "content_protection_password": "content_protection_passphrase",
 }
 
-ORDER = ("remote_host", "remote_user", "remote_password", "ssh_private_key", "ssh_private_key_path",
-         "ssh_private_key_passphrase", "direction", "paths")
+ORDER = (
+    "remote_host",
+    "remote_user",
+    "remote_password",
+    "ssh_private_key",
+    "ssh_private_key_path",
+    "ssh_private_key_passphrase",
+    "direction",
+    "paths",
+)
 
-INFORMATIONAL = frozenset({
-    "title", "lock_min_rate", "lock_min_rate_kbps", "lock_rate_policy", "lock_target_rate", "lock_target_rate_kbps",
-    "min_rate_cap_kbps", "target_rate_cap_kbps", "rate_policy_allowed", "cipher_allowed", "authentication",
-    "fasp_url", "xfer_max_retries", "destination_root_id", "source_root_id", "remote_access_key", "use_ascp4",
-    "wss_enabled", "wss_port", "https_fallback_port", "target_rate_percentage", "obfuscate_file_names",
-    "content_protection",  # implied: encrypt on uploads, decrypt on downloads, whenever the password is given
-})
+INFORMATIONAL = frozenset(
+    {
+        "title",
+        "lock_min_rate",
+        "lock_min_rate_kbps",
+        "lock_rate_policy",
+        "lock_target_rate",
+        "lock_target_rate_kbps",
+        "min_rate_cap_kbps",
+        "target_rate_cap_kbps",
+        "rate_policy_allowed",
+        "cipher_allowed",
+        "authentication",
+        "fasp_url",
+        "xfer_max_retries",
+        "destination_root_id",
+        "source_root_id",
+        "remote_access_key",
+        "use_ascp4",
+        "wss_enabled",
+        "wss_port",
+        "https_fallback_port",
+        "target_rate_percentage",
+        "obfuscate_file_names",
+        "content_protection",  # implied: encrypt on uploads, decrypt on downloads, whenever the password is given
+    }
+)
 
 _RESUME = {0: "none", 1: "attrs", 2: "sparse_csum", 3: "full_csum"}
-_TS_WORDS = {"file_checksum": {"sha256": "sha-256", "sha384": "sha-384", "sha512": "sha-512"},
-             "cipher": {"aes128": "aes-128", "aes192": "aes-192", "aes256": "aes-256"}}
+_TS_WORDS = {
+    "file_checksum": {"sha256": "sha-256", "sha384": "sha-384", "sha512": "sha-512"},
+    "cipher": {"aes128": "aes-128", "aes192": "aes-192", "aes256": "aes-256"},
+}
 _RATE = {"k": 1, "m": 1000, "g": 1_000_000}
 
 
@@ -64,9 +117,22 @@ def _rate(text: object) -> int:
 
 
 def to_options(ts: dict[str, Any]) -> TransferOptions:
-    unknown = sorted(set(ts) - set(SAME) - set(ORDER) - INFORMATIONAL
-                     - {"cipher", "http_fallback", "http_fallback_port", "exclude_newer_than", "exclude_older_than",
-                        "tags", "tags64", "target_rate"})
+    unknown = sorted(
+        set(ts)
+        - set(SAME)
+        - set(ORDER)
+        - INFORMATIONAL
+        - {
+            "cipher",
+            "http_fallback",
+            "http_fallback_port",
+            "exclude_newer_than",
+            "exclude_older_than",
+            "tags",
+            "tags64",
+            "target_rate",
+        }
+    )
     if unknown:
         raise ValueError(f"transfer spec fields with no meaning here: {', '.join(unknown)}")
     options = TransferOptions()
@@ -89,8 +155,11 @@ def to_options(ts: dict[str, Any]) -> TransferOptions:
     if tags is None and ts.get("tags64") is not None:
         tags = json.loads(base64.b64decode(ts["tags64"]))
     if tags is not None:
-        options.extra_options = [*(options.extra_options or []), "--tags64",
-                                 base64.b64encode(json.dumps(tags).encode()).decode()]
+        options.extra_options = [
+            *(options.extra_options or []),
+            "--tags64",
+            base64.b64encode(json.dumps(tags).encode()).decode(),
+        ]
     return options
 
 

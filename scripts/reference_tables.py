@@ -9,6 +9,7 @@ writes are committed:
 writes tests/manager/spec_table.py (from spec/faspmanager-api.txt) and tests/engine/ascp_cli_table.py (from
 design/ascp-cli.md).
 """
+
 from __future__ import annotations
 
 import pprint
@@ -43,8 +44,9 @@ def parse_api(text: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     while i < len(lines):
         line = lines[i]
         if line.startswith("class "):
-            current = classes.setdefault(line.split()[1], {"methods": {}, "class_vars": [], "instance_vars": [],
-                                                           "ancestors": [], "body": []})
+            current = classes.setdefault(
+                line.split()[1], {"methods": {}, "class_vars": [], "instance_vars": [], "ancestors": [], "body": []}
+            )
             section = None
         elif line.startswith("def ") and line.endswith("("):
             name = line[4:-1]
@@ -90,7 +92,7 @@ def parse_options(body: list[str]) -> dict[str, dict[str, str | None]]:
     """TransferOptions' option list: name -> its documented type and default (the word after "Default:")."""
     descriptions: dict[str, str] = {}
     last = None
-    for line in body[:body.index("Ancestors (in MRO)")]:
+    for line in body[: body.index("Ancestors (in MRO)")]:
         match = re.match(r"((?:[a-z_]+: )+)(.*)", line)
         if match:
             names = match.group(1).split(": ")[:-1]  # "a: b: text" documents a with no text of its own
@@ -116,7 +118,7 @@ def parse_examples(text: str) -> list[str]:
     for i, line in enumerate(lines):
         if line == "Example:":
             code = []
-            for following in lines[i + 1:]:
+            for following in lines[i + 1 :]:
                 if following in ("Functions", "Ancestors (in MRO)", "Static methods"):
                     break
                 code.append(following)
@@ -135,6 +137,7 @@ def documented_flags(text: str) -> list[str]:
 
 def _assignment(name: str, annotation: str, value: dict[str, Any] | list[Any]) -> str:
     """``NAME: annotation = {...}`` with one top-level entry per line, within 120 columns."""
+
     def literal(prefix: str, item: object) -> str:
         text = pprint.pformat(item, width=115 - len(prefix), sort_dicts=True)
         return "    " + prefix + text.replace("\n", "\n    " + " " * len(prefix)) + ",\n"
@@ -178,11 +181,16 @@ def api_table(text: str) -> str:
     options = parse_options(classes["TransferOptions"]["body"])
     for cls in classes.values():
         del cls["body"]
-    return (API_HEADER
-            + _assignment("FUNCTIONS", "dict[str, Signature]", functions) + "\n"
-            + _assignment("CLASSES", "dict[str, dict[str, Any]]", classes) + "\n"
-            + _assignment("OPTIONS", "dict[str, dict[str, str | None]]", options) + "\n"
-            + _assignment("EXAMPLES", "list[str]", parse_examples(text)))
+    return (
+        API_HEADER
+        + _assignment("FUNCTIONS", "dict[str, Signature]", functions)
+        + "\n"
+        + _assignment("CLASSES", "dict[str, dict[str, Any]]", classes)
+        + "\n"
+        + _assignment("OPTIONS", "dict[str, dict[str, str | None]]", options)
+        + "\n"
+        + _assignment("EXAMPLES", "list[str]", parse_examples(text))
+    )
 
 
 def cli_table(text: str) -> str:

@@ -9,6 +9,7 @@ third-party libraries; never workers/ (a test holds it to that:
 tests/workers/test_split.py). Attributes load lazily, so ``import tasks.orders``
 (config/ does) pulls in nothing else.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,6 +21,7 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from importlib import import_module
+
     return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 

@@ -6,6 +6,7 @@ failure (Redis unreachable, shared key missing or malformed, a bad value, an
 unknown or ended transfer) is one line on stderr and exit status 1; usage
 errors exit 2.
 """
+
 from __future__ import annotations
 
 import enum
@@ -64,14 +65,17 @@ def _local(path: str | None) -> str | None:
     return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
-
 def _source(path: str) -> str:
     """An upload source as the order carries it: absolute. A relative one must exist here, where it is resolved;
     a file that only the worker's host has is named by its absolute path (a relative one would mean this directory)."""
     if not os.path.isabs(os.path.expanduser(path)) and not os.path.lexists(path):
-        raise click.BadParameter(f"{path}: not found here; faspq resolves relative paths where it runs (give a file "
-                                 "that exists only on the worker's host by its absolute path)", param_hint="SOURCES")
+        raise click.BadParameter(
+            f"{path}: not found here; faspq resolves relative paths where it runs (give a file "
+            "that exists only on the worker's host by its absolute path)",
+            param_hint="SOURCES",
+        )
     return os.path.abspath(os.path.expanduser(path))
+
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -107,8 +111,11 @@ def _spec_options(spec: dict[str, Any]) -> dict[str, Any]:
         return {name: _option_value(name, value) for name, value in spec.items()}
     ignored = sorted(set(spec) & set(ORDER_FIELDS))
     if ignored:
-        click.echo(f"faspq: --ts: {', '.join(ignored)} not read from the transfer spec (use --host, --user, "
-                   "--password-env, --identity and the arguments)", err=True)
+        click.echo(
+            f"faspq: --ts: {', '.join(ignored)} not read from the transfer spec (use --host, --user, "
+            "--password-env, --identity and the arguments)",
+            err=True,
+        )
     try:
         options = fm.TransferOptions.from_transfer_spec({k: v for k, v in spec.items() if k not in ORDER_FIELDS})
     except (TypeError, ValueError) as exc:
@@ -117,13 +124,23 @@ def _spec_options(spec: dict[str, Any]) -> dict[str, Any]:
         if getattr(options, name, None) is not None:
             raise click.BadParameter(f"{name} cannot be given on the command line", param_hint="--ts")
     default = fm.TransferOptions()
-    return {name: getattr(options, name) for name in OPTION_KINDS
-            if getattr(options, name) != getattr(default, name)}
+    return {name: getattr(options, name) for name in OPTION_KINDS if getattr(options, name) != getattr(default, name)}
 
 
-def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | None, rate: int | None,
-             min_rate: int | None, policy: str | None, cipher: str | None, overwrite: str | None,
-             checksum: str | None, option: tuple[str, ...], ts: str | None) -> fm.TransferOptions:
+def _options(
+    port: int,
+    dest_root: str | None,
+    resume: bool,
+    fingerprint: str | None,
+    rate: int | None,
+    min_rate: int | None,
+    policy: str | None,
+    cipher: str | None,
+    overwrite: str | None,
+    checksum: str | None,
+    option: tuple[str, ...],
+    ts: str | None,
+) -> fm.TransferOptions:
     """TransferOptions from the flags: ``--ts`` (JSON) first, then ``--option NAME=VALUE``, then the named flags."""
     # precalculate_job_size: the total, known up front
     opts: dict[str, Any] = {"tcp_port": port, "precalculate_job_size": True, "create_dirs": True}
@@ -135,17 +152,25 @@ def _options(port: int, dest_root: str | None, resume: bool, fingerprint: str | 
         except (OSError, ValueError) as exc:
             raise click.BadParameter(str(exc), param_hint="--ts") from None
         if not isinstance(spec, dict):
-            raise click.BadParameter("a JSON object: an IBM transfer spec, or TransferOptions names and values",
-                                     param_hint="--ts")
+            raise click.BadParameter(
+                "a JSON object: an IBM transfer spec, or TransferOptions names and values", param_hint="--ts"
+            )
         opts.update(_spec_options(spec))
     for pair in option:
         name, sep, value = pair.partition("=")
         if not sep:
             raise click.BadParameter(f"NAME=VALUE, got {pair!r}", param_hint="--option")
         opts[name.strip()] = _option_value(name.strip(), value)
-    named = {"check_ssh_fingerprint": fingerprint, "target_rate_kbps": rate, "min_rate_kbps": min_rate,
-             "policy": policy, "cipher": cipher, "overwrite_policy": overwrite, "file_checksum": checksum,
-             "destination_root": dest_root}
+    named = {
+        "check_ssh_fingerprint": fingerprint,
+        "target_rate_kbps": rate,
+        "min_rate_kbps": min_rate,
+        "policy": policy,
+        "cipher": cipher,
+        "overwrite_policy": overwrite,
+        "file_checksum": checksum,
+        "destination_root": dest_root,
+    }
     opts.update({name: value for name, value in named.items() if value is not None})
     return fm.TransferOptions(**opts)
 
@@ -155,38 +180,52 @@ def _choice(kind: type[enum.Enum]) -> click.Choice:
 
 
 def _remote(f: _F) -> _F:
-    for decorator in reversed([
-        click.option("--host", required=True, help="transfer server host"),
-        click.option("--port", default=22, show_default=True, help="its SSH port"),
-        click.option("--user", required=True),
-        click.option("--password-env", metavar="VAR", help="environment variable holding the password"),
-        click.option("--identity", type=click.Path(), help="private key file (instead of a password)"),
-        click.option("--check-sshfp", "fingerprint", metavar="FP",
-                     help="the server's host key fingerprint (SHA256:...); without it the worker's known_hosts "
-                          "(FASP_KNOWN_HOSTS) decides"),
-        click.option("--rate", type=click.IntRange(min=1), help="target rate, kbps (default: the engine's, 10000)"),
-        click.option("--min-rate", type=click.IntRange(min=0), help="minimum rate, kbps"),
-        click.option("--policy", type=_choice(fm.TransferPolicy), help="rate policy"),
-        click.option("--cipher", type=_choice(fm.CipherType), help="encryption cipher"),
-        click.option("--overwrite", type=_choice(fm.OverwritePolicy), help="when an existing file is replaced"),
-        click.option("--checksum", type=_choice(fm.FileChecksumType), help="file checksum to report"),
-        click.option("--option", "-o", multiple=True, metavar="NAME=VALUE",
-                     help="any TransferOption (faspmanager names; lists comma-separated); repeatable"),
-        click.option("--ts", metavar="JSON|@FILE",
-                     help="an IBM transfer spec, or TransferOptions names and values, as JSON"),
-        click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
-        click.option("--queue", help="Celery queue"),
-        click.option("--id", "transfer_id", help="transfer id (default: random)"),
-        click.option("--watch/--no-watch", default=True, show_default=True),
-        FORMAT,
-    ]):
+    for decorator in reversed(
+        [
+            click.option("--host", required=True, help="transfer server host"),
+            click.option("--port", default=22, show_default=True, help="its SSH port"),
+            click.option("--user", required=True),
+            click.option("--password-env", metavar="VAR", help="environment variable holding the password"),
+            click.option("--identity", type=click.Path(), help="private key file (instead of a password)"),
+            click.option(
+                "--check-sshfp",
+                "fingerprint",
+                metavar="FP",
+                help="the server's host key fingerprint (SHA256:...); without it the worker's known_hosts "
+                "(FASP_KNOWN_HOSTS) decides",
+            ),
+            click.option("--rate", type=click.IntRange(min=1), help="target rate, kbps (default: the engine's, 10000)"),
+            click.option("--min-rate", type=click.IntRange(min=0), help="minimum rate, kbps"),
+            click.option("--policy", type=_choice(fm.TransferPolicy), help="rate policy"),
+            click.option("--cipher", type=_choice(fm.CipherType), help="encryption cipher"),
+            click.option("--overwrite", type=_choice(fm.OverwritePolicy), help="when an existing file is replaced"),
+            click.option("--checksum", type=_choice(fm.FileChecksumType), help="file checksum to report"),
+            click.option(
+                "--option",
+                "-o",
+                multiple=True,
+                metavar="NAME=VALUE",
+                help="any TransferOption (faspmanager names; lists comma-separated); repeatable",
+            ),
+            click.option(
+                "--ts", metavar="JSON|@FILE", help="an IBM transfer spec, or TransferOptions names and values, as JSON"
+            ),
+            click.option("--resume/--no-resume", default=True, show_default=True, help="resume partial files"),
+            click.option("--queue", help="Celery queue"),
+            click.option("--id", "transfer_id", help="transfer id (default: random)"),
+            click.option("--watch/--no-watch", default=True, show_default=True),
+            FORMAT,
+        ]
+    ):
         f = decorator(f)
     return f
 
 
-def _enqueue(order: fm.BaseTransferOrder, queue: str | None, transfer_id: str | None, watch: bool,
-             fmt: str | None = None) -> None:
+def _enqueue(
+    order: fm.BaseTransferOrder, queue: str | None, transfer_id: str | None, watch: bool, fmt: str | None = None
+) -> None:
     from .client import submit
+
     try:
         handle = submit(order, transfer_id=transfer_id, queue=queue)
     except SecretKeyError as exc:
@@ -196,8 +235,9 @@ def _enqueue(order: fm.BaseTransferOrder, queue: str | None, transfer_id: str | 
         sys.exit(_watch(handle, fmt=fmt))
 
 
-def _no_worker_hint(handle: TransferHandle, view: TransferView, queue: str, after: float,
-                    done: threading.Event) -> None:
+def _no_worker_hint(
+    handle: TransferHandle, view: TransferView, queue: str, after: float, done: threading.Event
+) -> None:
     """Still QUEUED and never picked after ``after`` s: say whether any worker consumes ``queue``."""
     if done.wait(after) or handle.status().get("state") != "QUEUED" or handle.status().get("attempt"):
         return
@@ -206,11 +246,15 @@ def _no_worker_hint(handle: TransferHandle, view: TransferView, queue: str, afte
     if done.is_set():
         return
     if consumers:
-        view.note(f"[yellow]still queued[/] after {after:.0f} s: the workers of queue {queue!r} "
-                  f"({', '.join(sorted(consumers))}) are busy")
+        view.note(
+            f"[yellow]still queued[/] after {after:.0f} s: the workers of queue {queue!r} "
+            f"({', '.join(sorted(consumers))}) are busy"
+        )
     else:
-        view.note(f"[yellow]no worker[/] consumes queue {queue!r} (still queued after {after:.0f} s); start one: "
-                  f"celery -A workers.app worker -Q {queue}")
+        view.note(
+            f"[yellow]no worker[/] consumes queue {queue!r} (still queued after {after:.0f} s); start one: "
+            f"celery -A workers.app worker -Q {queue}"
+        )
 
 
 def _watch(handle: TransferHandle, timeout: float | None = None, fmt: str | None = None) -> int:
@@ -220,16 +264,25 @@ def _watch(handle: TransferHandle, timeout: float | None = None, fmt: str | None
         raise click.ClickException(f"no transfer {handle.id}")
     done = threading.Event()
     with TransferView(title=f"transfer {handle.id}", json_lines=fmt == "json") as view:
-        hint = threading.Thread(target=_no_worker_hint, daemon=True,
-                                args=(handle, view, current.get("queue") or handle._settings.queue,
-                                      handle._settings.no_worker_after_s, done))
+        hint = threading.Thread(
+            target=_no_worker_hint,
+            daemon=True,
+            args=(
+                handle,
+                view,
+                current.get("queue") or handle._settings.queue,
+                handle._settings.no_worker_after_s,
+                done,
+            ),
+        )
         hint.start()
         try:
             for event in handle.events(timeout=timeout):
                 view.show(event)
         except TimeoutError:
-            raise click.ClickException(f"no news of transfer {handle.id} for {timeout:g} s "
-                                       f"(state {handle.status().get('state')}); it goes on") from None
+            raise click.ClickException(
+                f"no news of transfer {handle.id} for {timeout:g} s (state {handle.status().get('state')}); it goes on"
+            ) from None
         finally:
             done.set()
     result = view.result or handle.status().get("result") or {}
@@ -244,6 +297,7 @@ def _watch(handle: TransferHandle, timeout: float | None = None, fmt: str | None
 
 def _handle(transfer_id: str) -> TransferHandle:
     from .client import TransferHandle
+
     return TransferHandle(transfer_id)
 
 
@@ -283,14 +337,34 @@ def _version() -> str:
         return "unknown"
 
 
-FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "tsv"]), default=None,
-                      help="output: table (default on a terminal), json, tsv (default when piped)")
+FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "tsv"]),
+    default=None,
+    help="output: table (default on a terminal), json, tsv (default when piped)",
+)
 
 
-PROFILE_KEYS = {"host": "host", "port": "port", "user": "user", "password_env": "password_env",
-                "identity": "identity", "check_sshfp": "fingerprint", "rate": "rate", "min_rate": "min_rate",
-                "policy": "policy", "cipher": "cipher", "overwrite": "overwrite", "checksum": "checksum",
-                "option": "option", "queue": "queue", "resume": "resume", "watch": "watch", "format": "fmt"}
+PROFILE_KEYS = {
+    "host": "host",
+    "port": "port",
+    "user": "user",
+    "password_env": "password_env",
+    "identity": "identity",
+    "check_sshfp": "fingerprint",
+    "rate": "rate",
+    "min_rate": "min_rate",
+    "policy": "policy",
+    "cipher": "cipher",
+    "overwrite": "overwrite",
+    "checksum": "checksum",
+    "option": "option",
+    "queue": "queue",
+    "resume": "resume",
+    "watch": "watch",
+    "format": "fmt",
+}
 """Profile keys (config file) -> the upload/download parameters they default."""
 
 
@@ -324,8 +398,10 @@ def load_profile(name: str | None) -> dict[str, Any]:
         raise click.ClickException(f"{path}: passwords do not go in the config file; name a variable (password_env)")
     unknown = set(table) - set(PROFILE_KEYS)
     if unknown:
-        raise click.ClickException(f"profile {name or 'default'!r} in {path}: unknown keys {sorted(unknown)} "
-                                   f"(known: {', '.join(PROFILE_KEYS)})")
+        raise click.ClickException(
+            f"profile {name or 'default'!r} in {path}: unknown keys {sorted(unknown)} "
+            f"(known: {', '.join(PROFILE_KEYS)})"
+        )
     defaults = {PROFILE_KEYS[key]: value for key, value in table.items()}
     if "option" in defaults and isinstance(defaults["option"], dict):
         defaults["option"] = [f"{k}={v}" for k, v in defaults["option"].items()]
@@ -334,11 +410,21 @@ def load_profile(name: str | None) -> dict[str, Any]:
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", "-V", prog_name="faspq")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              default="warning", show_default=True, help="logging of faspq and the libraries it uses (stderr)")
-@click.option("--profile", "-p", metavar="NAME", envvar="FASPQ_PROFILE",
-              help="defaults for upload/download from [NAME] of the config file (FASPQ_CONFIG, else "
-                   "$XDG_CONFIG_HOME/faspq/config.toml); without it, [default] if present")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="logging of faspq and the libraries it uses (stderr)",
+)
+@click.option(
+    "--profile",
+    "-p",
+    metavar="NAME",
+    envvar="FASPQ_PROFILE",
+    help="defaults for upload/download from [NAME] of the config file (FASPQ_CONFIG, else "
+    "$XDG_CONFIG_HOME/faspq/config.toml); without it, [default] if present",
+)
 @click.pass_context
 def main(ctx: click.Context, log_level: str, profile: str | None) -> None:
     """Distributed high-speed transfers: Celery workers run them, Redis carries events and control.
@@ -353,17 +439,39 @@ def main(ctx: click.Context, log_level: str, profile: str | None) -> None:
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--dest", default=".", show_default=True,
-              help="destination directory on the server (made if missing: faspq passes -d, so by IBM's rule "
-                   "it is always a directory)")
+@click.option(
+    "--dest",
+    default=".",
+    show_default=True,
+    help="destination directory on the server (made if missing: faspq passes -d, so by IBM's rule "
+    "it is always a directory)",
+)
 @_remote
-def upload(sources: tuple[str, ...], dest: str, host: str, port: int, user: str, password_env: str | None,
-           identity: str | None, fingerprint: str | None, resume: bool, queue: str | None, transfer_id: str | None,
-           watch: bool, fmt: str | None, **flags: Any) -> None:
+def upload(
+    sources: tuple[str, ...],
+    dest: str,
+    host: str,
+    port: int,
+    user: str,
+    password_env: str | None,
+    identity: str | None,
+    fingerprint: str | None,
+    resume: bool,
+    queue: str | None,
+    transfer_id: str | None,
+    watch: bool,
+    fmt: str | None,
+    **flags: Any,
+) -> None:
     """Upload local SOURCES to the server (paths resolved here: the order carries them absolute)."""
-    order = fm.FileUpload(source_paths=[_source(s) for s in sources], dest_user=user, dest_host=host,
-                          dest_pass=_password(password_env, identity), dest_identity=_local(identity),
-                          options=_options(port, dest, resume, fingerprint, **flags))
+    order = fm.FileUpload(
+        source_paths=[_source(s) for s in sources],
+        dest_user=user,
+        dest_host=host,
+        dest_pass=_password(password_env, identity),
+        dest_identity=_local(identity),
+        options=_options(port, dest, resume, fingerprint, **flags),
+    )
     _enqueue(order, queue, transfer_id, watch, fmt)
 
 
@@ -371,13 +479,31 @@ def upload(sources: tuple[str, ...], dest: str, host: str, port: int, user: str,
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--dest", default=".", show_default=True, help="local destination directory (resolved here)")
 @_remote
-def download(sources: tuple[str, ...], dest: str, host: str, port: int, user: str, password_env: str | None,
-             identity: str | None, fingerprint: str | None, resume: bool, queue: str | None, transfer_id: str | None,
-             watch: bool, fmt: str | None, **flags: Any) -> None:
+def download(
+    sources: tuple[str, ...],
+    dest: str,
+    host: str,
+    port: int,
+    user: str,
+    password_env: str | None,
+    identity: str | None,
+    fingerprint: str | None,
+    resume: bool,
+    queue: str | None,
+    transfer_id: str | None,
+    watch: bool,
+    fmt: str | None,
+    **flags: Any,
+) -> None:
     """Download SOURCES (remote paths) from the server."""
-    order = fm.FileDownload(source_paths=list(sources), source_user=user, source_host=host,
-                            source_pass=_password(password_env, identity), source_identity=_local(identity),
-                            options=_options(port, _local(dest), resume, fingerprint, **flags))
+    order = fm.FileDownload(
+        source_paths=list(sources),
+        source_user=user,
+        source_host=host,
+        source_pass=_password(password_env, identity),
+        source_identity=_local(identity),
+        options=_options(port, _local(dest), resume, fingerprint, **flags),
+    )
     _enqueue(order, queue, transfer_id, watch, fmt)
 
 
@@ -401,8 +527,11 @@ def status(transfer_id: str, fmt: str | None) -> None:
     if fmt in (None, "json"):
         click.echo(json.dumps(current, indent=2, default=str))
         return
-    _rows(("field", "value"), [(k, v if isinstance(v, str) else json.dumps(v, default=str))
-                                for k, v in current.items() if k != "last"], fmt)
+    _rows(
+        ("field", "value"),
+        [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in current.items() if k != "last"],
+        fmt,
+    )
 
 
 def _rows(header: tuple[str, ...], rows: list[tuple[Any, ...]], fmt: str | None) -> None:
@@ -426,6 +555,7 @@ def _rows(header: tuple[str, ...], rows: list[tuple[Any, ...]], fmt: str | None)
 def list_transfers(show_all: bool, fmt: str | None) -> None:
     """Transfers and the workers running them (a table on a terminal, tab-separated otherwise)."""
     from .client import TransferHandle
+
     settings = get_settings()
     client = redis_for(settings.events_url)
     header = ("id", "type", "state", "owner", "attempt", "bytes", "total", "rate kbps", "eta s", "age s")
@@ -437,10 +567,20 @@ def list_transfers(show_all: bool, fmt: str | None) -> None:
         if not current or (current.get("state") in TERMINAL_STATES and not show_all):
             continue
         meta = progress_meta((current.get("last") or {}).get("session"))
-        rows.append((transfer_id, current.get("order_type", "?"), current.get("state", "?"),
-                     current.get("owner", "-"), current.get("attempt", 0), meta["bytes"], meta["total"] or "",
-                     meta["rate_kbps"], "" if meta["eta_s"] is None else meta["eta_s"],
-                     round(now - float(current.get("created", now)))))
+        rows.append(
+            (
+                transfer_id,
+                current.get("order_type", "?"),
+                current.get("state", "?"),
+                current.get("owner", "-"),
+                current.get("attempt", 0),
+                meta["bytes"],
+                meta["total"] or "",
+                meta["rate_kbps"],
+                "" if meta["eta_s"] is None else meta["eta_s"],
+                round(now - float(current.get("created", now))),
+            )
+        )
     _rows(header, rows, fmt)
 
 
@@ -487,13 +627,23 @@ def finish(transfer_id: str) -> None:
 def policy() -> None:
     """The worker policy this environment sets (what a worker started with it lets orders do), as JSON."""
     current = get_settings().policy
-    click.echo(json.dumps({
-        "FASPQ_READ_DIRS": list(current.read_dirs), "FASPQ_WRITE_DIRS": list(current.write_dirs),
-        "FASPQ_PREPOST_PROGRAMS": list(current.prepost_programs), "FASPQ_EXTRA_OPTIONS": list(current.extra_options),
-        "FASPQ_ALLOW_IGNORE_HOST_KEY": current.allow_ignore_host_key,
-        "FASPQ_CONFIG_FILES": list(current.config_files), "FASPQ_LOG_DIRS": list(current.log_dirs),
-        "FASPQ_RATE_CAPS": dict(current.rate_caps), "FASP_KNOWN_HOSTS": os.environ.get("FASP_KNOWN_HOSTS"),
-        "FASPQ_ASCP_PATH": get_settings().ascp_path}, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "FASPQ_READ_DIRS": list(current.read_dirs),
+                "FASPQ_WRITE_DIRS": list(current.write_dirs),
+                "FASPQ_PREPOST_PROGRAMS": list(current.prepost_programs),
+                "FASPQ_EXTRA_OPTIONS": list(current.extra_options),
+                "FASPQ_ALLOW_IGNORE_HOST_KEY": current.allow_ignore_host_key,
+                "FASPQ_CONFIG_FILES": list(current.config_files),
+                "FASPQ_LOG_DIRS": list(current.log_dirs),
+                "FASPQ_RATE_CAPS": dict(current.rate_caps),
+                "FASP_KNOWN_HOSTS": os.environ.get("FASP_KNOWN_HOSTS"),
+                "FASPQ_ASCP_PATH": get_settings().ascp_path,
+            },
+            indent=2,
+        )
+    )
 
 
 @main.command()
@@ -504,6 +654,7 @@ def policy() -> None:
 def demo(size_mb: int, files: int, rate: int, keep: bool) -> None:
     """Everything on this host, nothing beforehand: embedded Redis, a fasp-server, a worker, a transfer."""
     from .demo import run_demo
+
     sys.exit(run_demo(size_mb=size_mb, files=files, rate_kbps=rate, keep=keep, console=console))
 
 

@@ -11,6 +11,7 @@ them in order. Submitting and steering need the shared key (FASPQ_SECRET_KEY):
 the stored order is signed with it, together with FASPQ_CLIENT_NAME (who
 submitted, for the audit trail), and every control message is authenticated.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,12 @@ from .store.result import Outcome, finish_transfer
 from .transfer import TransferFailed, celery_app, send
 
 
-def submit(order: BaseTransferOrder, transfer_id: str | None = None, queue: str | None = None,
-           retry: dict[str, Any] | None = None) -> TransferHandle:
+def submit(
+    order: BaseTransferOrder,
+    transfer_id: str | None = None,
+    queue: str | None = None,
+    retry: dict[str, Any] | None = None,
+) -> TransferHandle:
     """Enqueue ``order``; ``retry`` overrides keys of the global RetryPolicy for this transfer."""
     settings = get_settings()
     kind = order_type(order)
@@ -49,16 +54,32 @@ def submit(order: BaseTransferOrder, transfer_id: str | None = None, queue: str 
     sealer = Sealer(settings.secret_key)  # SecretKeyError without a shared key: nothing is submitted
     body = json.dumps(order_to_json(order, sealer, transfer_id))
     now = repr(time.time())
-    record = sign_record({"v": str(SCHEMA_VERSION), "type": kind, "task": ORDER_TYPES[kind].task, "queue": queue,
-                          "order": body, "retry": json.dumps(policy.to_dict()), "client": settings.client_name,
-                          "submitted": now}, transfer_id, settings.secret_key)
+    record = sign_record(
+        {
+            "v": str(SCHEMA_VERSION),
+            "type": kind,
+            "task": ORDER_TYPES[kind].task,
+            "queue": queue,
+            "order": body,
+            "retry": json.dumps(policy.to_dict()),
+            "client": settings.client_name,
+            "submitted": now,
+        },
+        transfer_id,
+        settings.secret_key,
+    )
     handle = TransferHandle(transfer_id, settings)
     client, keys = handle._redis, handle._keys
     if not client.hsetnx(keys.order, "type", kind):
         raise ValueError(f"transfer id {transfer_id!r} is already in use")
     client.hset(keys.order, mapping=record)
-    handle._log.publish({"type": "QUEUED", "order_type": kind, "queue": queue, "client": settings.client_name},
-                        state="QUEUED", order_type=kind, queue=queue, created=now)
+    handle._log.publish(
+        {"type": "QUEUED", "order_type": kind, "queue": queue, "client": settings.client_name},
+        state="QUEUED",
+        order_type=kind,
+        queue=queue,
+        created=now,
+    )
     send(settings, kind, transfer_id, queue)
     return handle
 
@@ -103,8 +124,12 @@ class TransferHandle:
         """Append a control message; ControlError (bad message, no key, transfer ended) or UnknownTransfer
         before anything is written."""
         with self._sending:  # two threads on one handle: a later number appended first would refuse the earlier
-            fields = ctl.encode(self.id, ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
-                                self._settings.secret_key, self._sender)
+            fields = ctl.encode(
+                self.id,
+                ctl.Control(op, {k: v for k, v in args.items() if v is not None}, data),
+                self._settings.secret_key,
+                self._sender,
+            )
             state = self._redis.hget(self._keys.status, "state")
             if state is None:
                 raise UnknownTransfer(self.id)
@@ -130,19 +155,27 @@ class TransferHandle:
             return self._send("cancel")
         try:
             attempts = int(self._redis.hget(self._keys.status, "attempt") or 0)
-            result = finish_transfer(self._redis, self._log, self._keys,
-                                     Outcome(False, int(ErrorCode.USER_CANCEL), "cancelled while waiting for a worker"),
-                                     attempts, self._settings.keep_s)
+            result = finish_transfer(
+                self._redis,
+                self._log,
+                self._keys,
+                Outcome(False, int(ErrorCode.USER_CANCEL), "cancelled while waiting for a worker"),
+                attempts,
+                self._settings.keep_s,
+            )
         finally:
             lease.release()
         celery_app(self._settings).backend.mark_as_failure(
-            self.id, TransferFailed(result["code"], result["error"], result["reason"]))
+            self.id, TransferFailed(result["code"], result["error"], result["reason"])
+        )
         return None
 
-    def add_source(self, source_path: str, dest_path: str, start_offset: int | None = None,
-                   end_offset: int | None = None) -> str:
-        return self._send("add_source", source_path=source_path, dest_path=dest_path,
-                          start_offset=start_offset, end_offset=end_offset)
+    def add_source(
+        self, source_path: str, dest_path: str, start_offset: int | None = None, end_offset: int | None = None
+    ) -> str:
+        return self._send(
+            "add_source", source_path=source_path, dest_path=dest_path, start_offset=start_offset, end_offset=end_offset
+        )
 
     def finish(self) -> str:
         """Persistent and stream transfers: no more sources; end once the queued ones are done."""
@@ -168,7 +201,7 @@ class ClientStream:
             raise ValueError("write to a closed stream")
         view = memoryview(data)
         for start in range(0, len(view), self._chunk):
-            chunk = bytes(view[start:start + self._chunk])
+            chunk = bytes(view[start : start + self._chunk])
             self._wait_for_room(len(chunk), timeout)
             self._handle._redis.incrby(self._handle._keys.pending, len(chunk))
             self._handle._send("write", data=chunk)

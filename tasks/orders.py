@@ -5,6 +5,7 @@ type takes (tasks/store/control.py), the worker's policy (config/policy.py) and
 the worker's attempt (workers/runner.py) all read this table, so adding an
 order type is one row. Imports nothing: config/ may read it too.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,13 +29,23 @@ class OrderType:
 _UPLOADER = ("dest_user", "dest_host", "dest_pass", "dest_identity")
 _DOWNLOADER = ("source_user", "source_host", "source_pass", "source_identity")
 
-ORDER_TYPES: dict[str, OrderType] = {row.name: row for row in (
-    OrderType("FileUpload", "faspq.file_upload",
-              ("source_paths", "dest_user", "dest_host", "dest_paths", "dest_pass", "dest_identity"), upload=True),
-    OrderType("FileDownload", "faspq.file_download",
-              ("source_paths", "source_user", "source_host", "dest_paths", "source_pass", "source_identity"),
-              upload=False),
-    OrderType("PersistentUpload", "faspq.persistent_upload", _UPLOADER, upload=True, open_ended=True),
-    OrderType("PersistentDownload", "faspq.persistent_download", _DOWNLOADER, upload=False, open_ended=True),
-    OrderType("StreamUpload", "faspq.stream_upload", _UPLOADER, upload=True, open_ended=True, stream=True),
-)}
+ORDER_TYPES: dict[str, OrderType] = {
+    row.name: row
+    for row in (
+        OrderType(
+            "FileUpload",
+            "faspq.file_upload",
+            ("source_paths", "dest_user", "dest_host", "dest_paths", "dest_pass", "dest_identity"),
+            upload=True,
+        ),
+        OrderType(
+            "FileDownload",
+            "faspq.file_download",
+            ("source_paths", "source_user", "source_host", "dest_paths", "source_pass", "source_identity"),
+            upload=False,
+        ),
+        OrderType("PersistentUpload", "faspq.persistent_upload", _UPLOADER, upload=True, open_ended=True),
+        OrderType("PersistentDownload", "faspq.persistent_download", _DOWNLOADER, upload=False, open_ended=True),
+        OrderType("StreamUpload", "faspq.stream_upload", _UPLOADER, upload=True, open_ended=True, stream=True),
+    )
+}

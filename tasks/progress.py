@@ -3,6 +3,7 @@
 Fed event dicts (as ``TransferHandle.events()`` yields them); knows nothing of
 Redis, so it shows any event source, a replay included.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,19 @@ TOTAL = "total"
 class TransferView:
     """On a terminal, live bars; piped, one plain line per second that never wraps (``done/total rate eta``)."""
 
-    def __init__(self, console: Console | None = None, title: str = "", line_interval: float = 1.0,
-                 json_lines: bool = False):
+    def __init__(
+        self, console: Console | None = None, title: str = "", line_interval: float = 1.0, json_lines: bool = False
+    ):
         self.console = console or Console(stderr=True)
-        self.progress = Progress(TextColumn("[bold]{task.description}", justify="left"), BarColumn(),
-                                 DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                                 console=self.console, transient=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
         self._files: dict[str, TaskID] = {}
         self._sizes: dict[str, int] = {}
         self._done: dict[str, int] = {}
@@ -87,9 +95,15 @@ class TransferView:
             size = stats.get("size") or stats.get("bytes_written") or 0
             self._file(name, size, size)
         elif kind in ("RETRY", "TAKEOVER", "PICKED", "CONTROL_REJECTED", "CONTROL_FAILED", "NO_WORKER", "CONTROL"):
-            self.note(f"[yellow]{kind}[/]: " + ", ".join(
-                f"{k}={v}" for k, v in event.items() if k in ("attempt", "worker", "code", "reason", "delay_s",
-                                                             "previous_owner", "by", "op", "args", "queue")))
+            self.note(
+                f"[yellow]{kind}[/]: "
+                + ", ".join(
+                    f"{k}={v}"
+                    for k, v in event.items()
+                    if k
+                    in ("attempt", "worker", "code", "reason", "delay_s", "previous_owner", "by", "op", "args", "queue")
+                )
+            )
         elif kind == "RESULT":
             self.result = {k: v for k, v in event.items() if k not in ("type", "transfer_id", "time")}
         self._update_total()

@@ -10,6 +10,7 @@ The stored order record (the Redis hash a worker reads) is signed as a whole
 (``sign_record``): a worker runs nothing a holder of the shared key did not
 write (``verify_record``). Version 1 records were unsigned and are refused.
 """
+
 from __future__ import annotations
 
 import enum
@@ -28,8 +29,14 @@ NOT_AUTHENTICATED = "order not authenticated"
 
 SECRET_ORDER_FIELDS = frozenset({"dest_pass", "source_pass"})
 SECRET_OPTIONS = frozenset({"content_protection_passphrase", "token", "cookie"})
-HTTP_FALLBACK_FIELDS = ("encode_all_as_jpeg", "http_port", "https_key_filename", "https_cert_filename",
-                        "http_proxy_address_host", "http_proxy_address_port")
+HTTP_FALLBACK_FIELDS = (
+    "encode_all_as_jpeg",
+    "http_port",
+    "https_key_filename",
+    "https_cert_filename",
+    "http_proxy_address_host",
+    "http_proxy_address_port",
+)
 
 
 class OrderSchemaError(ValueError):
@@ -41,8 +48,11 @@ class OrderNotAuthenticated(ValueError):
 
 
 def _signed_bytes(record: dict, transfer_id: str) -> bytes:
-    return json.dumps({"transfer_id": transfer_id, **{name: record.get(name) for name in SIGNED_FIELDS}},
-                      sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(
+        {"transfer_id": transfer_id, **{name: record.get(name) for name in SIGNED_FIELDS}},
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
 
 
 def sign_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
@@ -62,14 +72,17 @@ def verify_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
         raise OrderNotAuthenticated(
             f"{NOT_AUTHENTICATED}: an order of schema version {version or 'unknown'} (this worker takes signed "
             f"version {SCHEMA_VERSION} orders only); resubmit it with a current client (faspq upload/download "
-            f"or tasks.client.submit) configured with the deployment's FASPQ_SECRET_KEY")
+            f"or tasks.client.submit) configured with the deployment's FASPQ_SECRET_KEY"
+        )
     try:
         key = derive(secret, "faspq order mac")
     except SecretKeyError as exc:
         raise OrderNotAuthenticated(f"{NOT_AUTHENTICATED}: {exc}") from None
     if not mac_ok(key, _signed_bytes(record, transfer_id), record["mac"]):
-        raise OrderNotAuthenticated(f"{NOT_AUTHENTICATED}: bad MAC (not written by a holder of the shared key, "
-                                    f"altered, or moved from another transfer id)")
+        raise OrderNotAuthenticated(
+            f"{NOT_AUTHENTICATED}: bad MAC (not written by a holder of the shared key, "
+            f"altered, or moved from another transfer id)"
+        )
     return record
 
 
@@ -91,8 +104,12 @@ def order_to_json(order: fm.BaseTransferOrder, sealer: Sealer | None, transfer_i
             value = {"$sealed": _sealer(sealer).seal(value, _context(transfer_id, "fields", name))}
         fields[name] = value
     options = getattr(order, "options", None)
-    return {"v": SCHEMA_VERSION, "type": kind, "fields": fields,
-            "options": None if options is None else options_to_json(options, sealer, transfer_id)}
+    return {
+        "v": SCHEMA_VERSION,
+        "type": kind,
+        "fields": fields,
+        "options": None if options is None else options_to_json(options, sealer, transfer_id),
+    }
 
 
 def _context(transfer_id: str, part: str, name: str) -> str:

@@ -13,6 +13,7 @@ authenticates orders never encrypts, and the control MAC key is neither:
 Redis, the broker and the result backend thus never hold a secret in clear,
 and nobody without the shared key can write an order a worker will run.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,8 +35,10 @@ class SecretKeyError(RuntimeError):
     """No usable shared key, or a sealed value that this key cannot open."""
 
 
-NO_KEY = ("no shared key: set FASPQ_SECRET_KEY (e.g. from `python -c 'import secrets; "
-          "print(secrets.token_urlsafe(32))'`) or FASPQ_SECRET_KEY_FILE, the same on every client and worker")
+NO_KEY = (
+    "no shared key: set FASPQ_SECRET_KEY (e.g. from `python -c 'import secrets; "
+    "print(secrets.token_urlsafe(32))'`) or FASPQ_SECRET_KEY_FILE, the same on every client and worker"
+)
 
 
 def derive(secret: bytes | None, purpose: str) -> bytes:
@@ -44,8 +47,7 @@ def derive(secret: bytes | None, purpose: str) -> bytes:
         raise SecretKeyError(NO_KEY)
     if len(secret) < MIN_SECRET_BYTES:
         raise SecretKeyError(f"FASPQ_SECRET_KEY is too short ({len(secret)} bytes; at least {MIN_SECRET_BYTES})")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"faspq-v2",
-                info=purpose.encode()).derive(secret)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"faspq-v2", info=purpose.encode()).derive(secret)
 
 
 def mac(key: bytes, data: bytes) -> str:
@@ -74,11 +76,12 @@ class Sealer:
         if not isinstance(sealed, str) or not sealed.startswith(_SEAL_PREFIX):
             raise SecretKeyError("a sealed secret of an unknown form (sealed by an older version?)")
         try:
-            raw = base64.urlsafe_b64decode(sealed[len(_SEAL_PREFIX):])
+            raw = base64.urlsafe_b64decode(sealed[len(_SEAL_PREFIX) :])
             return self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], context.encode()).decode()
         except (InvalidTag, ValueError):
-            raise SecretKeyError("a sealed secret does not open here: another key, or sealed for another "
-                                 "transfer or field") from None
+            raise SecretKeyError(
+                "a sealed secret does not open here: another key, or sealed for another transfer or field"
+            ) from None
 
 
 def generate_key() -> bytes:

@@ -8,6 +8,7 @@ result backend (JSON: module, class, args) rebuilds it without the worker
 runtime. :func:`celery_app` is a client's Celery app: it sends tasks by name,
 reads results and asks workers what they consume; it declares no task.
 """
+
 from __future__ import annotations
 
 from celery import Celery
@@ -17,8 +18,10 @@ from config.settings import Settings
 
 from .orders import ORDER_TYPES
 
-FORGOTTEN = ("Redis lost this transfer's record (restarted without persistence?) and the engine was stopped: "
-             "submit the order again, with resume to keep what arrived")
+FORGOTTEN = (
+    "Redis lost this transfer's record (restarted without persistence?) and the engine was stopped: "
+    "submit the order again, with resume to keep what arrived"
+)
 """The reason of a transfer whose lease and order vanished under its worker (a result the client may see)."""
 
 

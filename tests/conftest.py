@@ -8,6 +8,7 @@ server tests/support/servers.py starts appends its ``[host]:port`` line there (`
 servers, engines, workers or namespaces (SLOW_FIXTURES, marked here) or carries the mark itself (it starts such
 things another way, or runs over about a second). Helpers the tests share live in tests/support/.
 """
+
 import atexit
 import os
 import shutil
@@ -21,11 +22,29 @@ os.environ["FASP_KNOWN_HOSTS"] = os.path.join(_KNOWN_HOSTS_DIR, "known_hosts")
 
 pytest_plugins = ["tests.support.servers"]
 
-SLOW_FIXTURES = frozenset({
-    "fasp_server", "fasp_server_module", "openssh_server", "echo_server", "two_users", "logging_server", "relayed",
-    "traced", "server", "redis_server", "faspq", "worker_factory", "worker", "workers", "flower",
-    "deployment", "spawn", "lab", "hosts",
-})
+SLOW_FIXTURES = frozenset(
+    {
+        "fasp_server",
+        "fasp_server_module",
+        "openssh_server",
+        "echo_server",
+        "two_users",
+        "logging_server",
+        "relayed",
+        "traced",
+        "server",
+        "redis_server",
+        "faspq",
+        "worker_factory",
+        "worker",
+        "workers",
+        "flower",
+        "deployment",
+        "spawn",
+        "lab",
+        "hosts",
+    }
+)
 """Fixtures that start real servers, engines, workers or network namespaces: a test using one is ``slow``."""
 
 

@@ -1,4 +1,5 @@
 """The engine's layers (fasp/__init__.py) hold: each package imports only from the layers below it."""
+
 import ast
 from pathlib import Path
 

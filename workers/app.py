@@ -12,6 +12,7 @@ it keeps its settings in memory and strips its environment to what engines
 need (config.settings.pin_settings), so no engine or ``-e`` program it runs
 inherits the key, Redis URLs or passwords.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,10 +66,17 @@ def _draining(node: str, on: bool) -> None:
 def _start(sender: WorkController, **_: object) -> None:
     _draining(sender.hostname, on=False)  # a restarted node is not draining
     policy = settings.policy
-    log.info("faspq worker: events %s, read dirs %s, write dirs %s, -e programs %s, extra options %s, "
-             "ignore_host_key %s, rate caps %s", redacted(settings.events_url), list(policy.read_dirs),
-             list(policy.write_dirs), list(policy.prepost_programs), list(policy.extra_options),
-             "allowed" if policy.allow_ignore_host_key else "refused", dict(policy.rate_caps) or "none")
+    log.info(
+        "faspq worker: events %s, read dirs %s, write dirs %s, -e programs %s, extra options %s, "
+        "ignore_host_key %s, rate caps %s",
+        redacted(settings.events_url),
+        list(policy.read_dirs),
+        list(policy.write_dirs),
+        list(policy.prepost_programs),
+        list(policy.extra_options),
+        "allowed" if policy.allow_ignore_host_key else "refused",
+        dict(policy.rate_caps) or "none",
+    )
     reaper = Reaper(app, settings)
     reaper.start()
     _reaper.append(reaper)

@@ -1,4 +1,5 @@
 """The lease heartbeat: a running transfer's owner renews its lease (tasks/store/lease.py) on a thread."""
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ result, belongs to a dead worker (or to a retry message a dead worker held):
 one reaper claims it and enqueues its task again; the worker that picks it up
 takes the lease and resumes. Bound: lease TTL + reaper interval.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,8 +67,7 @@ class Reaper:
             if not self._redis.set(keys.takeover, self._me, nx=True, px=int(self._settings.lease_ttl_s * 1000)):
                 continue
             task, queue = text(record[b"task"]), text(record[b"queue"])
-            events.publish({"type": "TAKEOVER", "previous_owner": status.get("owner"), "by": self._me},
-                           state="QUEUED")
+            events.publish({"type": "TAKEOVER", "previous_owner": status.get("owner"), "by": self._me}, state="QUEUED")
             self._redis.zadd(watch_key(prefix), {transfer_id: now + 2 * self._settings.takeover_bound_s})
             self._app.send_task(task, args=[transfer_id], queue=queue)
             log.warning("transfer %s of dead owner %s re-enqueued", transfer_id, status.get("owner"))

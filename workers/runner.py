@@ -9,6 +9,7 @@ set_rate are held to the worker's policy); the lease heartbeat runs alongside. A
 or takeover re-runs the same order with ``resume_check`` set, so the engine
 continues partial files instead of starting over.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,9 +58,21 @@ class Attempt:
     session: fm.Session
     """The engine's session, from the start of ``run()`` on (every other method runs after)."""
 
-    def __init__(self, *, order: fm.BaseTransferOrder, kind: str, keys: Keys, client: redis.Redis,
-                 events: EventLog, lease: Lease, settings: Settings, attempt: int, node: str = "", queue: str = "",
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        order: fm.BaseTransferOrder,
+        kind: str,
+        keys: Keys,
+        client: redis.Redis,
+        events: EventLog,
+        lease: Lease,
+        settings: Settings,
+        attempt: int,
+        node: str = "",
+        queue: str = "",
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.order = order
         self.kind = kind
         self.order_type = ORDER_TYPES[kind]
@@ -87,14 +100,16 @@ class Attempt:
         if self.attempt > 1:
             self._resume_partial_files()
             if self.order_type.stream and self.redis.hget(self.keys.status, "stream_consumed"):
-                return Outcome(False, int(ErrorCode.ASCP), "stream data was consumed by an earlier attempt; "
-                                                           "a stream upload cannot resume on another attempt")
+                return Outcome(
+                    False,
+                    int(ErrorCode.ASCP),
+                    "stream data was consumed by an earlier attempt; a stream upload cannot resume on another attempt",
+                )
         if self._cancel_already_sent():
             self.cancelled = True
             return Outcome(False, int(ErrorCode.USER_CANCEL), "cancelled before the session started")
         try:
-            self.session = fm.session(order=self.order, ascp_path=self.settings.ascp_path,
-                                      listener=self._on_event)
+            self.session = fm.session(order=self.order, ascp_path=self.settings.ascp_path, listener=self._on_event)
         except Exception as exc:  # the order itself is unusable: never retryable
             return Outcome(False, int(ErrorCode.USAGE), f"{type(exc).__name__}: {exc}")
         pump = threading.Thread(target=self._pump, name=f"control-{self.keys.transfer_id}", daemon=True)
@@ -132,8 +147,7 @@ class Attempt:
         sequencer = ctl.Sequencer()
         for entry_id, fields in stream_entries(self.redis.xrange(self.keys.control)):
             try:
-                message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind,
-                                     self.settings.secret_key)
+                message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind, self.settings.secret_key)
                 sequencer.take(message)
             except ctl.ControlError:
                 continue  # the pump reports it
@@ -189,8 +203,13 @@ class Attempt:
 
     def _on_event(self, event: fm.TransferEvent) -> None:
         """Listener: runs on the session's thread; never let Redis trouble reach the session."""
-        record = {"type": _name(event.event_type), "attempt": self.attempt, "worker": self.lease.owner,
-                  "session": event.session_stats, "file": event.file_stats}
+        record = {
+            "type": _name(event.event_type),
+            "attempt": self.attempt,
+            "worker": self.lease.owner,
+            "session": event.session_stats,
+            "file": event.file_stats,
+        }
         if record["type"] == "ERROR":
             self.last_error = {**(event.session_stats or {}), **(event.file_stats or {})}
         elif record["type"] in ("STATS", "NOTIFICATION", "STOP") and self.progress is not None:
@@ -238,29 +257,46 @@ class Attempt:
             self._publish({"type": "CONTROL_REJECTED", "control_id": entry_id, "reason": str(exc)})
             return
         if self.lease.holder() != self.lease.owner:  # the new owner replays it; fencing is the heartbeat's job
-            log.warning("control %s of %s not applied: this worker no longer owns the transfer",
-                        entry_id, self.keys.transfer_id)
+            log.warning(
+                "control %s of %s not applied: this worker no longer owns the transfer", entry_id, self.keys.transfer_id
+            )
             return
         try:
             self._apply(message)
         except Exception as exc:  # a command the session refuses must not end the pump
             log.warning("control %s %s of %s failed: %s", message.op, entry_id, self.keys.transfer_id, exc)
-            self._publish({"type": "CONTROL_FAILED", "control_id": entry_id, "op": message.op,
-                           "reason": f"{type(exc).__name__}: {exc}"})
+            self._publish(
+                {
+                    "type": "CONTROL_FAILED",
+                    "control_id": entry_id,
+                    "op": message.op,
+                    "reason": f"{type(exc).__name__}: {exc}",
+                }
+            )
             return
         if message.op == "write":
             self.redis.hset(self.keys.status, "control_applied", entry_id)
         else:
-            self._publish({"type": "CONTROL", "control_id": entry_id, "op": message.op, "args": message.args,
-                           "sender": message.sender, "seq": message.seq}, control_applied=entry_id)
+            self._publish(
+                {
+                    "type": "CONTROL",
+                    "control_id": entry_id,
+                    "op": message.op,
+                    "args": message.args,
+                    "sender": message.sender,
+                    "seq": message.seq,
+                },
+                control_applied=entry_id,
+            )
 
     def _check_policy(self, message: ctl.Control) -> None:
         policy = self.settings.policy
         if message.op == "set_rate":
             policy.check_rate(self.queue, message.args["kbps"], "set_rate kbps")
         elif message.op == "add_source":
-            policy.check_add_source(self.kind, self.order.options, message.args["source_path"],
-                                    message.args["dest_path"])
+            policy.check_add_source(
+                self.kind, self.order.options, message.args["source_path"], message.args["dest_path"]
+            )
 
     def _apply(self, message: ctl.Control) -> None:
         op, args, session = message.op, message.args, self.session
@@ -271,8 +307,9 @@ class Attempt:
             self.finish_requested.set()
             session.cancel()
         elif op == "add_source":
-            cast(fm.PersistentSession, session).add_source(args["source_path"], args["dest_path"],
-                               args.get("start_offset"), args.get("end_offset"))
+            cast(fm.PersistentSession, session).add_source(
+                args["source_path"], args["dest_path"], args.get("start_offset"), args.get("end_offset")
+            )
         elif op == "open_stream":
             self._close_stream()
             self.stream = cast(fm.StreamSession, session).open_stream(args["dest_path"])
@@ -301,4 +338,3 @@ class Attempt:
             self.events.publish({"attempt": self.attempt, "worker": self.lease.owner, **event}, **status)
         except redis.RedisError as exc:
             log.warning("event of %s not published: %s", self.keys.transfer_id, exc)
-

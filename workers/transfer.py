@@ -20,6 +20,7 @@ ETA; at most once per FASPQ_PROGRESS_INTERVAL) to the backend and as a
 retry policy); the task's ``max_retries`` is the worker's policy, and a retry
 call never lets Celery's counter (which handovers also raise) refuse it.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,13 @@ from .runner import Attempt
 
 log = logging.getLogger(__name__)
 
-PERMANENT_REASONS = ("[Errno -2]", "[Errno -5]", "Name or service not known", "No address associated with hostname",
-                     "nodename nor servname provided")
+PERMANENT_REASONS = (
+    "[Errno -2]",
+    "[Errno -5]",
+    "Name or service not known",
+    "No address associated with hostname",
+    "nodename nor servname provided",
+)
 """Words of a connection error no retry can help: the host name does not resolve (EAI_NONAME, EAI_NODATA).
 "Temporary failure in name resolution" (EAI_AGAIN), refused, reset, timed out and unreachable stay
 transient: a server restarting or a network blip end by themselves."""
@@ -94,13 +100,23 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
             verify_record(record, transfer_id, settings.secret_key)
         except OrderNotAuthenticated as exc:
             log.error("transfer %s refused: %s", transfer_id, exc)
-            events.publish({"type": "REJECTED", "attempt": attempt, "worker": lease.owner, "reason": str(exc)},
-                           state="RUNNING", owner=lease.owner)
-            return _ended(finish_transfer(client, events, keys, Outcome(False, int(ErrorCode.USAGE), str(exc)),
-                                          attempt, settings.keep_s))
+            events.publish(
+                {"type": "REJECTED", "attempt": attempt, "worker": lease.owner, "reason": str(exc)},
+                state="RUNNING",
+                owner=lease.owner,
+            )
+            return _ended(
+                finish_transfer(
+                    client, events, keys, Outcome(False, int(ErrorCode.USAGE), str(exc)), attempt, settings.keep_s
+                )
+            )
         policy = RetryPolicy.from_dict(json.loads(record.get("retry") or "{}"), settings.retry)
-        events.publish({"type": "PICKED", "attempt": attempt, "worker": lease.owner, "client": record["client"]},
-                       state="RUNNING", owner=lease.owner, client=record["client"])
+        events.publish(
+            {"type": "PICKED", "attempt": attempt, "worker": lease.owner, "client": record["client"]},
+            state="RUNNING",
+            owner=lease.owner,
+            client=record["client"],
+        )
         try:
             order = order_from_json(json.loads(record["order"]), Sealer(settings.secret_key), transfer_id)
             if order_type(order) != record["type"]:  # the policy and the runner go by the order's real type
@@ -113,49 +129,97 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
         else:
             progress = ProgressReporter(task, settings.progress_interval_s)
             try:
-                outcome = Attempt(order=order, kind=record["type"], keys=keys, client=client, events=events,
-                                  lease=lease, settings=settings, attempt=attempt,
-                                  node=task.request.hostname or "", queue=record["queue"], progress=progress).run()
+                outcome = Attempt(
+                    order=order,
+                    kind=record["type"],
+                    keys=keys,
+                    client=client,
+                    events=events,
+                    lease=lease,
+                    settings=settings,
+                    attempt=attempt,
+                    node=task.request.hostname or "",
+                    queue=record["queue"],
+                    progress=progress,
+                ).run()
             except Exception as exc:  # a bug, not the engine: end with a reason rather than loop via the reaper
                 log.exception("transfer %s: attempt %d crashed", transfer_id, attempt)
                 outcome = Outcome(False, int(ErrorCode.INTERNAL_ERROR), f"worker error: {type(exc).__name__}: {exc}")
             finally:
                 progress.stopped = True  # a late listener call must not overwrite RETRY/SUCCESS/FAILURE
         if outcome.handover:
-            _requeue(task, client, events, lease, record["queue"], 0.0, settings.takeover_bound_s,
-                     {"type": "HANDOVER", "attempt": attempt, "worker": lease.owner}, state="QUEUED")
+            _requeue(
+                task,
+                client,
+                events,
+                lease,
+                record["queue"],
+                0.0,
+                settings.takeover_bound_s,
+                {"type": "HANDOVER", "attempt": attempt, "worker": lease.owner},
+                state="QUEUED",
+            )
         if outcome.lease_lost:
             if client.exists(keys.order):
                 log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
                 raise Ignore()
             # no order either: Redis came back without this transfer (no persistence), nobody else can run it
             log.error("transfer %s: Redis lost its record; the engine was stopped", transfer_id)
-            return _ended(finish_transfer(client, events, keys, Outcome(False, int(ErrorCode.TRANSFER_ERROR),
-                                                                        FORGOTTEN, outcome.stats,
-                                                                        outcome.failed_files),
-                                          attempt, settings.keep_s))
+            return _ended(
+                finish_transfer(
+                    client,
+                    events,
+                    keys,
+                    Outcome(False, int(ErrorCode.TRANSFER_ERROR), FORGOTTEN, outcome.stats, outcome.failed_files),
+                    attempt,
+                    settings.keep_s,
+                )
+            )
         if not outcome.ok and transient(outcome.code, outcome.reason):
             failures = client.hincrby(keys.status, "failures", 1)
             if failures <= policy.max_retries:
                 delay = policy.delay(failures)
-                _requeue(task, client, events, lease, record["queue"], delay, settings.takeover_bound_s,
-                         {"type": "RETRY", "attempt": attempt, "code": outcome.code, "reason": outcome.reason,
-                          "delay_s": delay, "worker": lease.owner}, state="RETRYING")
+                _requeue(
+                    task,
+                    client,
+                    events,
+                    lease,
+                    record["queue"],
+                    delay,
+                    settings.takeover_bound_s,
+                    {
+                        "type": "RETRY",
+                        "attempt": attempt,
+                        "code": outcome.code,
+                        "reason": outcome.reason,
+                        "delay_s": delay,
+                        "worker": lease.owner,
+                    },
+                    state="RETRYING",
+                )
         return _ended(finish_transfer(client, events, keys, outcome, attempt, settings.keep_s))
     finally:
         lease.release()
 
 
-def _requeue(task: Task, client: redis.Redis, events: EventLog, lease: Lease, queue: str, delay: float, bound: float,
-             event: dict[str, Any], state: str) -> NoReturn:
+def _requeue(
+    task: Task,
+    client: redis.Redis,
+    events: EventLog,
+    lease: Lease,
+    queue: str,
+    delay: float,
+    bound: float,
+    event: dict[str, Any],
+    state: str,
+) -> NoReturn:
     """Give the transfer back to the queue for a later attempt (any worker); the reaper re-sends it if
     the message is lost with the worker holding it."""
     events.publish(event, state=state)
     client.zadd(watch_key(lease.keys.prefix), {lease.keys.transfer_id: time.time() + delay + bound})
     lease.release()
     # faspq decided (failures against the transfer's policy, or a handover): Celery's count must not refuse
-    raise task.retry(countdown=delay, max_retries=max(task.max_retries or 0, task.request.retries + 1),
-                     queue=queue)
+    raise task.retry(countdown=delay, max_retries=max(task.max_retries or 0, task.request.retries + 1), queue=queue)
 
 
 class ProgressReporter:
@@ -185,10 +249,19 @@ _RETRY = get_settings().retry
 
 
 def _order_task(name: str) -> Task:
-    @app.task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True, throws=(TransferFailed,),
-              max_retries=_RETRY.max_retries, default_retry_delay=_RETRY.backoff_s, track_started=True)
+    @app.task(
+        name=name,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        throws=(TransferFailed,),
+        max_retries=_RETRY.max_retries,
+        default_retry_delay=_RETRY.backoff_s,
+        track_started=True,
+    )
     def transfer(self: Task, transfer_id: str) -> dict[str, Any]:
         return run_transfer(self, transfer_id)
+
     return transfer
 
 

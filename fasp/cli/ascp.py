@@ -3,6 +3,7 @@
 Exit status: 0 after DONE; after ERROR the ascp error code (8 for a bad command
 line), so scripts without a management port still learn why.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,6 +36,7 @@ def _mgmt_port_of(argv: list[str]) -> int | None:
 
 async def _report_only(port: int, error: EngineError) -> None:
     from fasp.session.mgmtport import Management
+
     try:
         management = await Management.connect(port, timeout=5.0)
     except EngineError:
@@ -47,6 +49,7 @@ def _both(first: Emit, second: Emit) -> Emit:
     def both(event: str, fields: dict[str, Any]) -> None:
         first(event, fields)
         second(event, fields)
+
     return both
 
 
@@ -56,6 +59,7 @@ def _tagged(emit: Emit, tags: dict[str, Any]) -> Emit:
 
     def tagged(event: str, fields: dict[str, Any]) -> None:
         emit(event, fields if event == "STATS" else {**fields, "Tags": text})
+
     return tagged
 
 
@@ -63,8 +67,7 @@ def _logged(emit: Emit, log_dir: str | None) -> Emit:
     """-L DIR: every event but STATS also goes to DIR/fasp-ascp.log (events never carry secrets)."""
     if not log_dir:
         return emit
-    handler = log_file(log_dir, "fasp-ascp.log", "%(asctime)s %(message)s", what=f"-L {log_dir}",
-                       code=ErrorCode.USAGE)
+    handler = log_file(log_dir, "fasp-ascp.log", "%(asctime)s %(message)s", what=f"-L {log_dir}", code=ErrorCode.USAGE)
     log = logging.getLogger("fasp.events")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -72,6 +75,7 @@ def _logged(emit: Emit, log_dir: str | None) -> Emit:
     def record(event: str, fields: dict[str, Any]) -> None:
         if event != "STATS":
             log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+
     return _both(emit, record)
 
 
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if flags.get("version"):
             from importlib.metadata import PackageNotFoundError, version
+
             try:
                 print(f"fasp-ascp {version('openfasp')}")
             except PackageNotFoundError:
@@ -147,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse(argv)
         _forget_secrets()
     except EngineError as exc:
-        print(f"fasp-ascp: error {exc.code}: {exc.description}\n{USAGE}\n(fasp-ascp --help lists every option)",
-              file=sys.stderr)
+        print(
+            f"fasp-ascp: error {exc.code}: {exc.description}\n{USAGE}\n(fasp-ascp --help lists every option)",
+            file=sys.stderr,
+        )
         port = _mgmt_port_of(argv)
         if port is not None:
             asyncio.run(_report_only(port, exc))
@@ -157,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fasp-ascp: note: {note}", file=sys.stderr)
     if cfg.server:
         from fasp.session.server import serve
+
         log_to_stderr("fasp-server-mode: %(message)s")
         return asyncio.run(serve(cfg))
     if cfg.debug:  # -D: what the engine does, on stderr; -DD and more: everything

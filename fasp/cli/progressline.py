@@ -1,4 +1,5 @@
 """The human view without ``-M``: one progress line (rewritten with \\r) and a closing summary."""
+
 from __future__ import annotations
 
 import sys
@@ -22,8 +23,10 @@ class ProgressLine:
     def emit(self, event: str, fields: dict) -> None:
         if event == "STATS" and not self._quiet:
             seconds = fields["Elapsedusec"] / 1e6
-            text = (f"{fields.get('File', '')[-40:]:40} {_human(fields['TransferBytes']):>9} "
-                    f"{fields['Rate'] / 1000:8.1f}Mb/s {seconds:6.1f}s")
+            text = (
+                f"{fields.get('File', '')[-40:]:40} {_human(fields['TransferBytes']):>9} "
+                f"{fields['Rate'] / 1000:8.1f}Mb/s {seconds:6.1f}s"
+            )
             self._out.write("\r" + text)
             self._out.flush()
             self._line = True
@@ -36,7 +39,8 @@ class ProgressLine:
                     f"Completed: {_human(fields['TransferBytes'])} moved in {seconds:.1f}s "
                     f"({fields['TransferBytes'] * 8 / seconds / 1e6:.1f} Mb/s); files: "
                     f"{fields['TransfersPassed']} passed, {fields['TransfersFailed']} failed, "
-                    f"{fields['TransfersSkipped']} skipped\n")
+                    f"{fields['TransfersSkipped']} skipped\n"
+                )
             self._out.flush()
         elif event in ("FILEERROR",) and not self._quiet:
             self._out.write(f"\r{fields['File']}: error {fields['Code']}: {fields['Description']}\n")

@@ -12,6 +12,7 @@ It holds no socket, file or clock: a driver (:mod:`fasp.datapath.udpchannel`) fe
 What is in flight is decided in :meth:`Connection.datagrams_to_send` (the sender's budget), where a window
 sized from rate × RTT belongs.
 """
+
 from __future__ import annotations
 
 import collections
@@ -53,9 +54,11 @@ def usec(now: float) -> int:
 
 # ---- events (what the driver must act on) -------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class DataReceived:
     """Adjacent payloads of one file, bytes [offset, end), to write; ``new`` of them were not seen before."""
+
     file_id: int
     offset: int
     end: int
@@ -66,18 +69,21 @@ class DataReceived:
 @dataclass(frozen=True, slots=True)
 class ReceiveComplete:
     """Every byte of an expected file arrived (reported after its last DataReceived)."""
+
     file_id: int
 
 
 @dataclass(frozen=True, slots=True)
 class SendComplete:
     """The receiver confirmed all of a file."""
+
     file_id: int
 
 
 @dataclass(frozen=True, slots=True)
 class SendStalled:
     """No progress on a file for ``seconds``; it is no longer sent."""
+
     file_id: int
     seconds: float
 
@@ -85,6 +91,7 @@ class SendStalled:
 @dataclass(frozen=True, slots=True)
 class SendFailed:
     """A file's PieceReader failed; it is no longer sent."""
+
     file_id: int
     error: EngineError
 
@@ -92,6 +99,7 @@ class SendFailed:
 @dataclass(frozen=True, slots=True)
 class FeedbackReceived:
     """The peer's report on what it receives: its delivery rate and the loss it measures."""
+
     recv_rate_kbps: int
     loss: float
 
@@ -99,6 +107,7 @@ class FeedbackReceived:
 @dataclass(frozen=True, slots=True)
 class CapacityMeasured:
     """Percent mode measured the path (once)."""
+
     kbps: int
 
 
@@ -115,6 +124,7 @@ class PeerAddressLearned:
 @dataclass(frozen=True, slots=True)
 class PeerTimedOut:
     """Nothing from the peer for ``seconds`` while work was pending (reported once per silence)."""
+
     seconds: float
 
 
@@ -123,8 +133,19 @@ class PeerClosed:
     code: int
 
 
-Event = (DataReceived | ReceiveComplete | SendComplete | SendStalled | SendFailed | FeedbackReceived
-         | CapacityMeasured | HandshakeCompleted | PeerAddressLearned | PeerTimedOut | PeerClosed)
+Event = (
+    DataReceived
+    | ReceiveComplete
+    | SendComplete
+    | SendStalled
+    | SendFailed
+    | FeedbackReceived
+    | CapacityMeasured
+    | HandshakeCompleted
+    | PeerAddressLearned
+    | PeerTimedOut
+    | PeerClosed
+)
 
 
 class Connection:
@@ -133,8 +154,17 @@ class Connection:
     ``seal`` fixes the direction: 1 listens (the peer's address is learned), 0 connects to ``peer``
     (call :meth:`connect`). ``now`` is the driver's monotonic clock, as every later ``now``."""
 
-    def __init__(self, seal: Seal, peer: Address | None, datagram_size: int, rate: RateSettings | None,
-                 now: float, *, peer_timeout: float = PEER_TIMEOUT, stall_timeout: float = STALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        seal: Seal,
+        peer: Address | None,
+        datagram_size: int,
+        rate: RateSettings | None,
+        now: float,
+        *,
+        peer_timeout: float = PEER_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
+    ) -> None:
         if datagram_size < datagram.DATA_OVERHEAD + 1 or datagram_size > 65507:
             raise EngineError(ErrorCode.USAGE, f"datagram size {datagram_size} out of range")
         self.datagram_size = datagram_size
@@ -163,8 +193,13 @@ class Connection:
         self._tokens = 0.0
         self._token_time = now
         self._peer_loss = 0.0
-        self._counters = {"bytes_sent": 0, "bytes_retransmitted": 0, "datagrams_rejected": 0,
-                          "datagrams_sent": 0, "datagrams_received": 0}
+        self._counters = {
+            "bytes_sent": 0,
+            "bytes_retransmitted": 0,
+            "datagrams_rejected": 0,
+            "datagrams_sent": 0,
+            "datagrams_received": 0,
+        }
 
     # ---- calls from the session ---------------------------------------------------------------------
 
@@ -230,11 +265,17 @@ class Connection:
         s = self._rate.settings
         srtt = self._rate.srtt
         return dict(
-            rate_kbps=int(self._rate.rate_bps / 1000), target_kbps=s.target_kbps, min_kbps=s.min_kbps,
+            rate_kbps=int(self._rate.rate_bps / 1000),
+            target_kbps=s.target_kbps,
+            min_kbps=s.min_kbps,
             capacity_kbps=None if self._rate.capacity_bps is None else int(self._rate.capacity_bps / 1000),
-            policy=s.policy, rtt_ms=round(srtt * 1000, 3) if srtt is not None else None,
-            loss=self._peer_loss, loss_in=self._receiver.loss,
-            datagrams_unknown_file=self._receiver.unknown_datagrams, **self._counters)
+            policy=s.policy,
+            rtt_ms=round(srtt * 1000, 3) if srtt is not None else None,
+            loss=self._peer_loss,
+            loss_in=self._receiver.loss,
+            datagrams_unknown_file=self._receiver.unknown_datagrams,
+            **self._counters,
+        )
 
     # ---- input --------------------------------------------------------------------------------------
 
@@ -338,8 +379,11 @@ class Connection:
         self._events.append(PeerClosed(datagram.parse_close(body)))
 
     _HANDLERS: ClassVar[dict[int, Callable[[Connection, bytes, float], None]]] = {
-        datagram.FEEDBACK: _on_feedback, datagram.HELLO: _on_hello,
-        datagram.HELLO_ACK: _on_hello_ack, datagram.CLOSE: _on_close}
+        datagram.FEEDBACK: _on_feedback,
+        datagram.HELLO: _on_hello,
+        datagram.HELLO_ACK: _on_hello_ack,
+        datagram.CLOSE: _on_close,
+    }
 
     # ---- time ---------------------------------------------------------------------------------------
 
@@ -390,8 +434,12 @@ class Connection:
         if self._peer is not None:
             if self._sender.has_data:
                 deficit = -self._tokens
-                at = min(at, self._token_time if deficit < 0
-                         else self._token_time + max(TICK, deficit * 8 / self._rate.rate_bps))
+                at = min(
+                    at,
+                    self._token_time
+                    if deficit < 0
+                    else self._token_time + max(TICK, deficit * 8 / self._rate.rate_bps),
+                )
             if self._receiver.active:
                 at = min(at, self._next_feedback)
             at = min(at, self._last_sent + KEEPALIVE)
@@ -405,8 +453,9 @@ class Connection:
         if self._closed or self._peer is None:
             return out
         rate_Bps = self._rate.rate_bps / 8
-        self._tokens = min(self._tokens + rate_Bps * (now - self._token_time),
-                           max(rate_Bps * BURST, 4 * self.datagram_size))
+        self._tokens = min(
+            self._tokens + rate_Bps * (now - self._token_time), max(rate_Bps * BURST, 4 * self.datagram_size)
+        )
         self._token_time = now
         if self._tokens > 0 and self._sender.has_data:
             self._send_data(now, out)
@@ -451,7 +500,7 @@ class Connection:
             block = self._read(file_id, off, hi, is_resend)
             if block is not None:
                 for _, o, ln, _ in chunks[i:j]:
-                    append((seal(data_type, pack(file_id, o, ln) + block[o - off:o - off + ln], ts, echo), peer))
+                    append((seal(data_type, pack(file_id, o, ln) + block[o - off : o - off + ln], ts, echo), peer))
                 payload_bytes += hi - off
                 if is_resend:
                     resent += hi - off

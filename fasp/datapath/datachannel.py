@@ -2,6 +2,7 @@
 (:class:`fasp.datapath.udpchannel.Transport`) or the HTTP(S) fallback
 (:class:`fasp.datapath.httpchannel.FallbackTransport`). Both implement it structurally; mypy checks them
 against it where the session holds "the data channel"."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,16 +23,24 @@ class DataChannel(Protocol):
     def rate_settings(self) -> RateSettings:
         """The settings in force (a channel taking over from another starts from them)."""
 
-    def tune(self, *, read_size: int | None = None, write_size: int | None = None,
-             retransmission_max: int | None = None) -> None:
+    def tune(
+        self, *, read_size: int | None = None, write_size: int | None = None, retransmission_max: int | None = None
+    ) -> None:
         """ascp's -g, -G and -X (0: the engine's choice; None: unchanged)."""
 
     async def send(self, file_id: int, source: int | Buffer, start: int, end: int) -> None:
         """Bytes [start, end) of ``source`` (an fd, or a buffer of exactly those bytes) as ``file_id``;
         returns once the receiver has them all. Raises EngineError."""
 
-    async def receive(self, file_id: int, fd: int, start: int, end: int,
-                      on_progress: Callable[[int], object] | None = None, whole: bool = False) -> None:
+    async def receive(
+        self,
+        file_id: int,
+        fd: int,
+        start: int,
+        end: int,
+        on_progress: Callable[[int], object] | None = None,
+        whole: bool = False,
+    ) -> None:
         """Bytes [start, end) of ``file_id`` written into ``fd`` at their offsets (``whole``: with one write,
         never leaving a hole); returns once all are written. Raises EngineError."""
 

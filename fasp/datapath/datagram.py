@@ -12,6 +12,7 @@ the AEAD nonce, and the peer's replay window. ``ts`` is the sender's clock
 long it was held, so ``now - echo`` is a round-trip sample without synchronised
 clocks. Bodies are defined per type below; all integers are big-endian.
 """
+
 from __future__ import annotations
 
 import struct
@@ -75,7 +76,7 @@ def parse_data(body: Buffer) -> tuple[int, int, memoryview]:
     file_id, offset, length = DATA_HEAD.unpack_from(body)
     if length != len(body) - DATA_HEAD.size:
         raise WireError("DATA length mismatch")
-    return file_id, offset, memoryview(body)[DATA_HEAD.size:]
+    return file_id, offset, memoryview(body)[DATA_HEAD.size :]
 
 
 def pack_hello(datagram_size: int) -> bytes:
@@ -103,6 +104,7 @@ def parse_close(body: Buffer) -> int:
 @dataclass
 class FileReport:
     """What the receiver knows of one file: the highest byte seen, the holes below it, completion."""
+
     file_id: int
     recv_high: int
     holes: list[tuple[int, int]] = field(default_factory=list)
@@ -113,6 +115,7 @@ class FileReport:
 class Feedback:
     """The receiver's periodic report: its receive rate, the loss it measured, per-file state, and the
     send timestamp (``ts``) of the newest DATA it had processed (0: none), which dates the holes."""
+
     recv_rate_kbps: int
     loss: float
     files: list[FileReport] = field(default_factory=list)

@@ -17,6 +17,7 @@ and the receiver answers each completed file with a FEEDBACK report that
 completes the sender's ``send``. The policy has no say here: TCP's own
 congestion control already shares the path.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -74,9 +75,19 @@ class FallbackTransport:
     on_capacity: Callable[[int], None] | None = None  # never called: there is no capacity probe over TCP, so
     # --auto-detect-capacity leaves the fallback at the engine's ceiling (TCP takes what the path gives)
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, session_id: bytes,
-                 key: SessionKey, direction: int, jpeg: bool, rate: RateSettings, name: str,
-                 buffered: bytes = b"") -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        session_id: bytes,
+        key: SessionKey,
+        direction: int,
+        jpeg: bool,
+        rate: RateSettings,
+        name: str,
+        buffered: bytes = b"",
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader, self._writer = reader, writer
         self._seal = Seal(session_id, key.channel(CHANNEL), direction)
@@ -93,8 +104,15 @@ class FallbackTransport:
         self._closed = False
         self._error: EngineError | None = None
         self._last_heard = self._last_sent = time.monotonic()
-        self._counters = dict(bytes_sent=0, bytes_retransmitted=0, bytes_received=0, datagrams_rejected=0,
-                              datagrams_sent=0, datagrams_received=0, datagrams_unknown_file=0)
+        self._counters = dict(
+            bytes_sent=0,
+            bytes_retransmitted=0,
+            bytes_received=0,
+            datagrams_rejected=0,
+            datagrams_sent=0,
+            datagrams_received=0,
+            datagrams_unknown_file=0,
+        )
         sock = writer.get_extra_info("sockname")
         self._local_port = sock[1] if isinstance(sock, tuple) else 0
         self._read_task = self._loop.create_task(self._read_loop(buffered))
@@ -106,8 +124,9 @@ class FallbackTransport:
     def local_port(self) -> int:
         return self._local_port
 
-    def tune(self, *, read_size: int | None = None, write_size: int | None = None,
-             retransmission_max: int | None = None) -> None:
+    def tune(
+        self, *, read_size: int | None = None, write_size: int | None = None, retransmission_max: int | None = None
+    ) -> None:
         """-g (bytes per source read, one frame each) and -G (bytes per destination write), 0 = our choice.
         -X is accepted and bounds nothing: TCP does the retransmitting here."""
         if read_size is not None:
@@ -130,7 +149,7 @@ class FallbackTransport:
             while pos < end and not done.done():
                 size = await self._pace(end - pos)
                 self._check_open()
-                block = view[pos - start:pos - start + size] if view is not None else _pread(fd, size, pos)
+                block = view[pos - start : pos - start + size] if view is not None else _pread(fd, size, pos)
                 self._emit(datagram.DATA, datagram.pack_data(file_id, pos, block))
                 self._counters["bytes_sent"] += size
                 pos += size
@@ -141,8 +160,15 @@ class FallbackTransport:
         finally:
             self._send_done.pop(file_id, None)
 
-    async def receive(self, file_id: int, fd: int, start: int, end: int,
-                      on_progress: Callable[[int], object] | None = None, whole: bool = False) -> None:
+    async def receive(
+        self,
+        file_id: int,
+        fd: int,
+        start: int,
+        end: int,
+        on_progress: Callable[[int], object] | None = None,
+        whole: bool = False,
+    ) -> None:
         """Write bytes [start, end) of file ``file_id`` into ``fd`` at their offsets; return once all are written.
 
         ``whole`` needs nothing here: TCP delivers in order, so the bytes land in order and leave no hole."""
@@ -166,8 +192,17 @@ class FallbackTransport:
 
     def stats(self) -> dict[str, Any]:
         s = self._rate
-        return dict(rate_kbps=s.target_kbps, target_kbps=s.target_kbps, min_kbps=s.min_kbps, policy=s.policy,
-                    capacity_kbps=None, rtt_ms=None, loss=0.0, loss_in=0.0, **self._counters)
+        return dict(
+            rate_kbps=s.target_kbps,
+            target_kbps=s.target_kbps,
+            min_kbps=s.min_kbps,
+            policy=s.policy,
+            capacity_kbps=None,
+            rtt_ms=None,
+            loss=0.0,
+            loss_in=0.0,
+            **self._counters,
+        )
 
     async def close(self) -> None:
         """Idempotent: say CLOSE, then free the connection."""
@@ -230,8 +265,11 @@ class FallbackTransport:
             if now - self._last_sent >= KEEPALIVE:
                 self._emit(datagram.FEEDBACK, datagram.pack_feedback(datagram.Feedback(0, 0.0)))
             if (self._send_done or self._incoming) and now - self._last_heard > self.peer_timeout:
-                self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"nothing from the peer over "
-                                                                  f"{self.name} for {self.peer_timeout:g}s"))
+                self._fail(
+                    EngineError(
+                        ErrorCode.CONNECTION_LOST, f"nothing from the peer over {self.name} for {self.peer_timeout:g}s"
+                    )
+                )
 
     async def _read_loop(self, buffered: bytes) -> None:
         try:
@@ -257,8 +295,9 @@ class FallbackTransport:
         except Rejected as exc:
             # on UDP a stranger's datagram is dropped; inside our TCP stream it means the stream is not ours
             self._counters["datagrams_rejected"] += 1
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP,
-                              f"rejected a frame on the HTTP fallback channel: {exc}") from None
+            raise EngineError(
+                ErrorCode.CONNECTION_ERROR_HTTP, f"rejected a frame on the HTTP fallback channel: {exc}"
+            ) from None
         self._counters["datagrams_received"] += 1
         if type_ == datagram.DATA:
             self._on_data(*datagram.parse_data(body))
@@ -268,8 +307,11 @@ class FallbackTransport:
                 if report.complete and fut is not None and not fut.done():
                     fut.set_result(None)
         elif type_ == datagram.CLOSE:
-            self._fail(EngineError(ErrorCode.CONNECTION_LOST,
-                                   f"peer closed the data channel (code {datagram.parse_close(body)})"))
+            self._fail(
+                EngineError(
+                    ErrorCode.CONNECTION_LOST, f"peer closed the data channel (code {datagram.parse_close(body)})"
+                )
+            )
 
     def _on_data(self, file_id: int, offset: int, payload: memoryview) -> None:
         inc = self._incoming.get(file_id)
@@ -279,7 +321,7 @@ class FallbackTransport:
         step = self._write_size or len(payload)
         try:
             for pos in range(0, len(payload), step):
-                os.pwrite(inc.fd, payload[pos:pos + step], offset + pos)
+                os.pwrite(inc.fd, payload[pos : pos + step], offset + pos)
         except OSError as exc:
             inc.done.set_exception(EngineError(ErrorCode.DISK_WRITE, f"write failed: {exc}"))
             return
@@ -292,8 +334,12 @@ class FallbackTransport:
                 inc.done.set_exception(exc)
                 return
         if inc.got >= inc.end - inc.start:
-            self._emit(datagram.FEEDBACK, datagram.pack_feedback(datagram.Feedback(
-                0, 0.0, [datagram.FileReport(file_id, inc.end, [], complete=True)])))
+            self._emit(
+                datagram.FEEDBACK,
+                datagram.pack_feedback(
+                    datagram.Feedback(0, 0.0, [datagram.FileReport(file_id, inc.end, [], complete=True)])
+                ),
+            )
             inc.done.set_result(None)
 
 
@@ -309,9 +355,18 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
 
 # ---- client: dialling the fallback port ---------------------------------------------------------------
 
-async def dial(host: str, port: int, *, session_id: str, token: str, jpeg: bool, cafile: str | None,
-               keyfile: str | None, proxy: tuple[str, int] | None
-               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, str]:
+
+async def dial(
+    host: str,
+    port: int,
+    *,
+    session_id: str,
+    token: str,
+    jpeg: bool,
+    cafile: str | None,
+    keyfile: str | None,
+    proxy: tuple[str, int] | None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, str]:
     """Open the fallback channel: (reader, writer, bytes already read past the answer, "http"/"https").
 
     ``cafile`` (-I) turns TLS on and is what the server's certificate must verify against; with
@@ -319,24 +374,34 @@ async def dial(host: str, port: int, *, session_id: str, token: str, jpeg: bool,
     Every failure is EngineError(47) saying which step failed."""
     where = f"{host}:{port}" + (f" through proxy {proxy[0]}:{proxy[1]}" if proxy else "")
     try:
-        return await asyncio.wait_for(_dial(host, port, session_id, token, jpeg, cafile, keyfile, proxy),
-                                      DIAL_TIMEOUT)
+        return await asyncio.wait_for(_dial(host, port, session_id, token, jpeg, cafile, keyfile, proxy), DIAL_TIMEOUT)
     except TimeoutError:
-        raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: no answer within "
-                                                           f"{DIAL_TIMEOUT:g}s") from None
+        raise EngineError(
+            ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: no answer within {DIAL_TIMEOUT:g}s"
+        ) from None
     except ssl.SSLCertVerificationError as exc:
-        raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTPS fallback to {where}: the server certificate "
-                                                           f"does not verify against -I {cafile}: "
-                                                           f"{exc.verify_message}") from None
+        raise EngineError(
+            ErrorCode.CONNECTION_ERROR_HTTP,
+            f"HTTPS fallback to {where}: the server certificate "
+            f"does not verify against -I {cafile}: "
+            f"{exc.verify_message}",
+        ) from None
     except (ssl.SSLError, OSError) as exc:
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where} failed: {exc}") from None
     except httpframes.HttpWireError as exc:
         raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback to {where}: {exc.description}") from None
 
 
-async def _dial(host: str, port: int, session_id: str, token: str, jpeg: bool, cafile: str | None,
-                keyfile: str | None, proxy: tuple[str, int] | None
-                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, str]:
+async def _dial(
+    host: str,
+    port: int,
+    session_id: str,
+    token: str,
+    jpeg: bool,
+    cafile: str | None,
+    keyfile: str | None,
+    proxy: tuple[str, int] | None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, str]:
     reader, writer = await asyncio.open_connection(*(proxy or (host, port)))
     try:
         buffered = b""
@@ -401,8 +466,9 @@ class Registration:
         try:
             reader, writer = await asyncio.open_unix_connection(socket_path)
         except OSError as exc:
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP,
-                              f"cannot reach fasp-server's fallback socket: {exc.strerror}") from None
+            raise EngineError(
+                ErrorCode.CONNECTION_ERROR_HTTP, f"cannot reach fasp-server's fallback socket: {exc.strerror}"
+            ) from None
         self = cls(reader, writer)
         writer.write(json.dumps({"session": session_id, "token": token}).encode() + b"\n")
         await self._answer(10.0, "fasp-server did not acknowledge the registration")
@@ -426,6 +492,8 @@ class Registration:
             answer = {"error": "malformed answer"}
         if not answer.get("ok"):
             self._writer.close()
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, f"HTTP fallback refused by fasp-server: "
-                                                               f"{answer.get('error', 'no reason given')}")
+            raise EngineError(
+                ErrorCode.CONNECTION_ERROR_HTTP,
+                f"HTTP fallback refused by fasp-server: {answer.get('error', 'no reason given')}",
+            )
         return answer

@@ -20,6 +20,7 @@ big-endian length then the bytes. With ``-j 1`` a frame is a JPEG image that
 decoders accept: a real 1x1 grey JPEG whose comment (COM) segments, inserted
 after its JFIF header, carry the bytes in order.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,7 +50,8 @@ _JPEG = bytes.fromhex(
     "01020300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a25262728292a3435"
     "363738393a434445464748494a535455565758595a636465666768696a737475767778797a838485868788898a92939495969798"
     "999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4"
-    "f5f6f7f8f9faffda0008010100003f002bffd9")
+    "f5f6f7f8f9faffda0008010100003f002bffd9"
+)
 JPEG_HEAD, JPEG_TAIL = _JPEG[:20], _JPEG[20:]  # SOI + APP0 | DQT SOF0 DHT DHT SOS scan EOI
 _COM = b"\xff\xfe"
 _COM_MAX = 0xFFFF - _SEG.size  # bytes one COM segment carries
@@ -64,28 +66,36 @@ class HttpWireError(EngineError):
 
 # ---- the opening exchange --------------------------------------------------------------------------
 
+
 @dataclass
 class Head:
     """A parsed request or response head: the start line's parts and lower-cased headers."""
+
     start: tuple[str, str, str]
     headers: dict[str, str]
 
 
 def request(session_id: str, token: str, host: str, port: int, jpeg: bool) -> bytes:
     """The upgrade request that opens the fallback channel of ``session_id``."""
-    return (f"POST {PATH_PREFIX}{session_id} HTTP/1.1\r\nHost: {_authority(host, port)}\r\n"
-            f"Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n"
-            f"Content-Type: {JPEG_TYPE if jpeg else PLAIN_TYPE}\r\nX-Fasp-Token: {token}\r\n\r\n").encode()
+    return (
+        f"POST {PATH_PREFIX}{session_id} HTTP/1.1\r\nHost: {_authority(host, port)}\r\n"
+        f"Connection: Upgrade\r\nUpgrade: {UPGRADE}\r\n"
+        f"Content-Type: {JPEG_TYPE if jpeg else PLAIN_TYPE}\r\nX-Fasp-Token: {token}\r\n\r\n"
+    ).encode()
 
 
 def response(status: int, reason: str, content_type: str = PLAIN_TYPE) -> bytes:
     """101 with the upgrade headers, or an error with ``reason`` as a short text body."""
     if status == 101:
-        return (f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE}\r\n"
-                f"Content-Type: {content_type}\r\n\r\n").encode()
+        return (
+            f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE}\r\n"
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
     body = (reason + "\n").encode()
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 def connect_request(host: str, port: int) -> bytes:
@@ -107,7 +117,7 @@ def split_head(buffer: bytes) -> tuple[bytes, bytes] | None:
         return None
     if end + 4 > MAX_HEAD:
         raise HttpWireError(f"HTTP head longer than {MAX_HEAD} bytes")
-    return buffer[:end + 4], buffer[end + 4:]
+    return buffer[: end + 4], buffer[end + 4 :]
 
 
 def parse_head(head: bytes) -> Head:
@@ -135,7 +145,7 @@ def check_request(head: Head) -> tuple[str, str, bool]:
     method, target, version = head.start
     if method != "POST" or version != "HTTP/1.1" or not target.startswith(PATH_PREFIX):
         raise HttpWireError(f"not a fallback request: {method} {target[:80]}")
-    session_id = target[len(PATH_PREFIX):]
+    session_id = target[len(PATH_PREFIX) :]
     if not _SESSION.match(session_id):
         raise HttpWireError("malformed session id in the request path")
     if head.headers.get("upgrade") != UPGRADE:
@@ -156,6 +166,7 @@ def status_of(head: Head) -> int:
 
 # ---- frames ----------------------------------------------------------------------------------------
 
+
 def encode_frame(payload: bytes, jpeg: bool) -> bytes:
     """One frame carrying ``payload`` (1 to MAX_FRAME bytes)."""
     if not 0 < len(payload) <= MAX_FRAME:
@@ -165,7 +176,7 @@ def encode_frame(payload: bytes, jpeg: bool) -> bytes:
     parts: list[bytes | memoryview] = [JPEG_HEAD]
     view = memoryview(payload)
     for pos in range(0, len(view), _COM_MAX):
-        piece = view[pos:pos + _COM_MAX]
+        piece = view[pos : pos + _COM_MAX]
         parts += [_COM, _SEG.pack(len(piece) + _SEG.size), piece]
     parts.append(JPEG_TAIL)
     return b"".join(parts)
@@ -210,20 +221,20 @@ class FrameDecoder:
             raise HttpWireError(f"frame length {length} out of range")
         if len(buf) < _LEN.size + length:
             return None
-        frame = bytes(buf[_LEN.size:_LEN.size + length])
-        del buf[:_LEN.size + length]
+        frame = bytes(buf[_LEN.size : _LEN.size + length])
+        del buf[: _LEN.size + length]
         return frame
 
     def _jpeg_frame(self) -> bytes | None:
         buf = self._buf
-        head = bytes(buf[:len(JPEG_HEAD)])
-        if head != JPEG_HEAD[:len(head)]:
+        head = bytes(buf[: len(JPEG_HEAD)])
+        if head != JPEG_HEAD[: len(head)]:
             raise HttpWireError("frame is not a JPEG image of ours")
         pos, pieces, size = len(JPEG_HEAD), [], 0
         while True:
             if len(buf) < pos + 2:
                 return None
-            if buf[pos:pos + 2] != _COM:
+            if buf[pos : pos + 2] != _COM:
                 break
             if len(buf) < pos + 4:
                 return None
@@ -237,13 +248,13 @@ class FrameDecoder:
                 return None
             pieces.append((pos + 4, pos + 2 + length))
             pos += 2 + length
-        tail = bytes(buf[pos:pos + len(JPEG_TAIL)])
-        if tail != JPEG_TAIL[:len(tail)]:
+        tail = bytes(buf[pos : pos + len(JPEG_TAIL)])
+        if tail != JPEG_TAIL[: len(tail)]:
             raise HttpWireError("JPEG frame does not end as ours")
         if len(tail) < len(JPEG_TAIL):
             return None
         if not pieces:
             raise HttpWireError("JPEG frame carries no bytes")
         frame = b"".join(bytes(buf[a:b]) for a, b in pieces)
-        del buf[:pos + len(JPEG_TAIL)]
+        del buf[: pos + len(JPEG_TAIL)]
         return frame

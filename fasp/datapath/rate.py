@@ -27,6 +27,7 @@ the rate (it only corrects the measured delivery rate): 30 % random loss and a
 receiver dropping what it cannot take look alike in loss terms, and only the
 latter also shows as delay (its queue fills).
 """
+
 from __future__ import annotations
 
 from collections import deque

@@ -7,6 +7,7 @@ round trip, carries for each active file the frontier, the holes old enough not
 to be mere reordering, and completion; and for the session the receive rate and
 the fraction of the peer's datagrams that never arrived (from sequence gaps).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -15,7 +16,9 @@ from fasp.datapath import datagram
 
 REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
 MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is; -X changes it)
-MIN_FEEDBACK_BYTES = datagram.FEEDBACK_HEAD_SIZE + datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE  # one file, one range: 43
+MIN_FEEDBACK_BYTES = (
+    datagram.FEEDBACK_HEAD_SIZE + datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE
+)  # one file, one range: 43
 COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
 LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured
 
@@ -88,8 +91,8 @@ class HoleMap:
                 pieces.append((a, lo, seen))
             if hi < b:
                 pieces.append((hi, b, seen))
-            holes[i:i + 1] = pieces
-            starts[i:i + 1] = [p[0] for p in pieces]
+            holes[i : i + 1] = pieces
+            starts[i : i + 1] = [p[0] for p in pieces]
             i += len(pieces)
         return filled
 

@@ -14,6 +14,7 @@ The 96-bit GCM nonce is ``direction u32 || seq u64``: each end counts its own da
   body and replay protection, no confidentiality. An on-path observer who sees the session id in every
   header still cannot forge or alter a datagram: the key comes from the shares, never from header fields.
 """
+
 from __future__ import annotations
 
 import struct
@@ -24,9 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from faspmanager.codes import EngineError, ErrorCode
-
 from fasp.datapath import datagram
+from faspmanager.codes import EngineError, ErrorCode
 
 _NONCE = struct.Struct("!IQ")
 
@@ -65,10 +65,10 @@ class ReplayWindow:
             else:
                 lo, hi = (high + 1) % size, seq % size  # clear the slots the window slides over
                 if lo <= hi:
-                    self._seen[lo:hi + 1] = bytes(hi + 1 - lo)
+                    self._seen[lo : hi + 1] = bytes(hi + 1 - lo)
                 else:
                     self._seen[lo:] = bytes(size - lo)
-                    self._seen[:hi + 1] = bytes(hi + 1)
+                    self._seen[: hi + 1] = bytes(hi + 1)
             self._high = seq
         self._seen[seq % size] = 1
 
@@ -89,19 +89,18 @@ class SessionKey:
             raise EngineError(ErrorCode.FASP_PROTO, f"bad session key (cipher key size {self.key_bytes})")
 
     @classmethod
-    def derive(cls, client_share: bytes, server_share: bytes, session_id: bytes, key_bytes: int) -> "SessionKey":
+    def derive(cls, client_share: bytes, server_share: bytes, session_id: bytes, key_bytes: int) -> SessionKey:
         """The one derivation: HKDF-SHA256 over both shares, salted with the session id."""
         if len(client_share) != SHARE_BYTES or len(server_share) != SHARE_BYTES:
             raise EngineError(ErrorCode.FASP_PROTO, f"key shares must be {SHARE_BYTES} bytes each")
-        secret = HKDF(hashes.SHA256(), 32, salt=session_id, info=b"fasp session v2").derive(
-            client_share + server_share)
+        secret = HKDF(hashes.SHA256(), 32, salt=session_id, info=b"fasp session v2").derive(client_share + server_share)
         return cls(secret, key_bytes)
 
     def subkey(self, label: bytes, length: int) -> bytes:
         """A key for one purpose (``label``), independent of every other label's."""
         return HKDF(hashes.SHA256(), length, salt=None, info=b"fasp v2 " + label).derive(self.secret)
 
-    def channel(self, label: bytes) -> "SessionKey":
+    def channel(self, label: bytes) -> SessionKey:
         """The key of another channel of the session (the HTTP fallback): its nonces start again at 0."""
         return SessionKey(self.subkey(b"channel " + label, 32), self.key_bytes)
 
@@ -152,8 +151,8 @@ class Seal:
             if self.encrypted:
                 body = self._peer_aead.decrypt(nonce, packet[hs:], packet[:hs])
             else:
-                self._peer_aead.decrypt(nonce, packet[-datagram.TAG_SIZE:], packet[:-datagram.TAG_SIZE])
-                body = bytes(packet[hs:-datagram.TAG_SIZE])
+                self._peer_aead.decrypt(nonce, packet[-datagram.TAG_SIZE :], packet[: -datagram.TAG_SIZE])
+                body = bytes(packet[hs : -datagram.TAG_SIZE])
         except InvalidTag:
             raise Rejected("authentication failed") from None
         self.replay.mark(seq)

@@ -14,6 +14,7 @@ else once all of the file was sent and ``rto`` passes without confirmation (if
 nothing is missing then, a zero-length probe asks the receiver to report
 again). A file is done when the receiver says so.
 """
+
 from __future__ import annotations
 
 from fasp.datapath import datagram
@@ -22,8 +23,19 @@ REORDER_MARGIN = 0.002  # seconds by which later data must have overtaken a rese
 
 
 class OutFile:
-    __slots__ = ("file_id", "start", "end", "next_new", "recv_high", "last_send", "sent_all_at", "retx_times",
-                 "progress_key", "last_progress", "probe_sent")
+    __slots__ = (
+        "file_id",
+        "start",
+        "end",
+        "next_new",
+        "recv_high",
+        "last_send",
+        "sent_all_at",
+        "retx_times",
+        "progress_key",
+        "last_progress",
+        "probe_sent",
+    )
 
     def __init__(self, file_id: int, start: int, end: int, now: float):
         self.file_id = file_id
@@ -103,8 +115,12 @@ class SendState:
                 f.last_progress = now
             for a, b in rep.holes:
                 self._queue(f, max(a, f.start), min(b, f.next_new), now, rto, seen)
-            if (f.recv_high < f.end and f.sent_all_at is not None and seen is not None
-                    and seen > f.sent_all_at + REORDER_MARGIN):  # later data arrived, the tail did not
+            if (
+                f.recv_high < f.end
+                and f.sent_all_at is not None
+                and seen is not None
+                and seen > f.sent_all_at + REORDER_MARGIN
+            ):  # later data arrived, the tail did not
                 self._queue(f, f.recv_high, f.end, now, rto, seen)
         return done
 
@@ -122,8 +138,11 @@ class SendState:
     def stalled(self, now: float, timeout: float) -> list[int]:
         """Files without progress for ``timeout`` since their first byte went out: one still waiting for its
         turn behind others (the receiver does not report it yet) is not stalled, whatever the rate."""
-        return [f.file_id for f in self._files.values()
-                if now - f.last_progress > timeout and not (f.start < f.end and f.next_new == f.start)]
+        return [
+            f.file_id
+            for f in self._files.values()
+            if now - f.last_progress > timeout and not (f.start < f.end and f.next_new == f.start)
+        ]
 
     def next_chunks(self, budget: int, now: float, max_chunks: int = 256) -> list[tuple[int, int, int, bool]]:
         """Up to ``budget`` wire bytes of (file_id, offset, length, is_resend), resends first."""

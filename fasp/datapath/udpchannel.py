@@ -7,6 +7,7 @@ to a writer thread (``os.pwrite`` at their offsets, overlapping the loop's decry
 when the connection asks for a piece's bytes. :meth:`Transport.tune` sets ascp's -g/-G block sizes and -X
 request size.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,8 +84,9 @@ class _Writer:
     """Positional writes on a thread of their own: os.pwrite releases the GIL, so copying into the page
     cache overlaps the event loop's decrypting. Results return to the loop in batches."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 on_done: Callable[[list[tuple[_Incoming, int, OSError | None]]], None]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_done: Callable[[list[tuple[_Incoming, int, OSError | None]]], None]
+    ) -> None:
         self._loop = loop
         self._on_done = on_done  # called on the loop with [(incoming, new_bytes, OSError | None), ...]
         self._queue: queue.SimpleQueue[tuple[_Incoming, Buffer, int, int] | None] = queue.SimpleQueue()
@@ -141,7 +143,7 @@ class _Source:
     def read(self, lo: int, hi: int, resend: bool) -> Buffer:
         source = self._source
         if not isinstance(source, int):
-            return source[lo - self._start:hi - self._start]
+            return source[lo - self._start : hi - self._start]
         if hi <= lo:
             return b""
         size, end = self._size, self._end
@@ -157,7 +159,7 @@ class _Source:
                 else:
                     at, block = pos, memoryview(_pread(source, pos, min(end, pos + size)))
                     self._block = (at, block)
-            parts.append(block[pos - at:hi - at])
+            parts.append(block[pos - at : hi - at])
             pos += len(parts[-1])
         if hi >= end:  # all of it sent: resends read from the file, the memory goes now
             self._block = (0, b"")
@@ -191,8 +193,16 @@ class Transport:
     # ---- construction -------------------------------------------------------------------------------
 
     @classmethod
-    async def listen(cls, host: str, port: int, *, session_id: bytes, key: SessionKey,
-                     datagram_size: int = 1400, rate: RateSettings | None = None) -> Transport:
+    async def listen(
+        cls,
+        host: str,
+        port: int,
+        *,
+        session_id: bytes,
+        key: SessionKey,
+        datagram_size: int = 1400,
+        rate: RateSettings | None = None,
+    ) -> Transport:
         """Bind UDP (port 0 = any). The peer address is learned from its first AUTHENTICATED datagram."""
         conn = _connection(Seal(session_id, key, direction=1), None, datagram_size, rate)
         try:
@@ -202,9 +212,17 @@ class Transport:
         return cls(sock, conn)
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, session_id: bytes, key: SessionKey,
-                      datagram_size: int = 1400, rate: RateSettings | None = None,
-                      timeout: float = 10.0) -> Transport:
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        session_id: bytes,
+        key: SessionKey,
+        datagram_size: int = 1400,
+        rate: RateSettings | None = None,
+        timeout: float = 10.0,
+    ) -> Transport:
         """Bind an ephemeral port and handshake with a listener (the connection retransmits hellos).
 
         Raises EngineError(15) if the listener never answers within timeout, (14) on socket errors."""
@@ -254,8 +272,9 @@ class Transport:
     def stall_timeout(self, seconds: float) -> None:
         self._conn.stall_timeout = seconds
 
-    def tune(self, *, read_size: int | None = None, write_size: int | None = None,
-             retransmission_max: int | None = None) -> None:
+    def tune(
+        self, *, read_size: int | None = None, write_size: int | None = None, retransmission_max: int | None = None
+    ) -> None:
         """ascp's -g, -G and -X for this end (the sending role passes the first, the receiving role the others).
 
         Sources are read in blocks of ``read_size`` bytes, destinations written in blocks of up to
@@ -289,8 +308,15 @@ class Transport:
             self._conn.stop_sending(file_id)
             self._send_done.pop(file_id, None)
 
-    async def receive(self, file_id: int, fd: int, start: int, end: int,
-                      on_progress: Callable[[int], object] | None = None, whole: bool = False) -> None:
+    async def receive(
+        self,
+        file_id: int,
+        fd: int,
+        start: int,
+        end: int,
+        on_progress: Callable[[int], object] | None = None,
+        whole: bool = False,
+    ) -> None:
         """Write bytes [start, end) of file ``file_id`` into ``fd`` at their offsets; return once all are written.
 
         With ``whole`` (meant for a small range: it is held in memory) nothing is written until every byte
@@ -384,8 +410,11 @@ class Transport:
         if not datagrams:
             return
         packets, addrs = zip(*datagrams)
-        runs = ([(addrs[0], packets)] if addrs.count(addrs[0]) == len(addrs)  # the common case, at C speed
-                else [(addr, [d for d, _ in run]) for addr, run in itertools.groupby(datagrams, key=_address)])
+        runs = (
+            [(addrs[0], packets)]
+            if addrs.count(addrs[0]) == len(addrs)  # the common case, at C speed
+            else [(addr, [d for d, _ in run]) for addr, run in itertools.groupby(datagrams, key=_address)]
+        )
         for addr, run in runs:
             try:
                 self._sock.send_batch(list(run), addr)
@@ -412,17 +441,25 @@ class Transport:
             elif isinstance(event, SendComplete):
                 self._settle(event.file_id, None)
             elif isinstance(event, SendStalled):
-                self._settle(event.file_id, EngineError(
-                    ErrorCode.DATA_TRANSFER_TIMEOUT, f"no progress on file {event.file_id} for {event.seconds:g}s"))
+                self._settle(
+                    event.file_id,
+                    EngineError(
+                        ErrorCode.DATA_TRANSFER_TIMEOUT, f"no progress on file {event.file_id} for {event.seconds:g}s"
+                    ),
+                )
             elif isinstance(event, SendFailed):
                 self._settle(event.file_id, event.error)
             elif isinstance(event, PeerTimedOut):
-                self._fail_all(EngineError(ErrorCode.CONNECTION_LOST,
-                                           f"no datagram from the peer for {event.seconds:g}s"), spare_received=True)
+                self._fail_all(
+                    EngineError(ErrorCode.CONNECTION_LOST, f"no datagram from the peer for {event.seconds:g}s"),
+                    spare_received=True,
+                )
             elif isinstance(event, PeerClosed):
                 self._peer_closed = True
-                self._fail_all(EngineError(ErrorCode.CONNECTION_LOST,
-                                           f"peer closed the data channel (code {event.code})"), spare_received=True)
+                self._fail_all(
+                    EngineError(ErrorCode.CONNECTION_LOST, f"peer closed the data channel (code {event.code})"),
+                    spare_received=True,
+                )
             elif isinstance(event, HandshakeCompleted):
                 if not self._handshake.done():
                     self._handshake.set_result(None)
@@ -462,7 +499,7 @@ class Transport:
             for payload in payloads:
                 lo, hi = max(at, 0), min(at + len(payload), len(buf))  # only the bytes inside the range
                 if lo < hi:
-                    buf[lo:hi] = payload[lo - at:hi - at]
+                    buf[lo:hi] = payload[lo - at : hi - at]
                 at += len(payload)
             inc.whole_new += new
             # by the bytes copied in: the one write must leave no hole that a second write would fill
@@ -494,7 +531,7 @@ class Transport:
         for at in range(0, whole, block):
             new = min(inc.buf_new, block)
             inc.buf_new -= new
-            self._writer.submit(inc, data[at:at + block], inc.buf_lo + at, new)
+            self._writer.submit(inc, data[at : at + block], inc.buf_lo + at, new)
         rest = data[whole:]
         inc.buf = [rest] if rest else []
         inc.buf_lo += whole
@@ -509,8 +546,9 @@ class Transport:
             elif error is not None:
                 self._conn.stop_expecting(inc.file_id, abandon=True)
                 # the errno's own code (25 no space, 24 too big, 26 read-only, 5 permissions), else 36
-                inc.done.set_exception(EngineError(os_error_code(error, ErrorCode.DISK_WRITE),
-                                                   f"write failed: {error.strerror or error}"))
+                inc.done.set_exception(
+                    EngineError(os_error_code(error, ErrorCode.DISK_WRITE), f"write failed: {error.strerror or error}")
+                )
             else:
                 self._bytes_written += new
                 if inc.on_progress is not None:
@@ -564,8 +602,9 @@ class Transport:
 
 
 def _connection(seal: Seal, peer: Address | None, datagram_size: int, rate: RateSettings | None) -> Connection:
-    return Connection(seal, peer, datagram_size, rate, time.monotonic(),
-                      peer_timeout=PEER_TIMEOUT, stall_timeout=STALL_TIMEOUT)
+    return Connection(
+        seal, peer, datagram_size, rate, time.monotonic(), peer_timeout=PEER_TIMEOUT, stall_timeout=STALL_TIMEOUT
+    )
 
 
 def _pread(fd: int, lo: int, hi: int) -> bytes:

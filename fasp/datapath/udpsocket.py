@@ -5,6 +5,7 @@ the kernel as one buffer and leaves as separate datagrams. Receiving uses UDP
 GRO (``UDP_GRO``): the kernel hands back several datagrams of one size in one
 buffer plus the segment size. Without either, plain sendto/recvfrom.
 """
+
 from __future__ import annotations
 
 import socket
@@ -48,7 +49,7 @@ class UdpSocket:
         self._anc = socket.CMSG_SPACE(_INT.size)
 
     @classmethod
-    def bind(cls, host: str, port: int) -> "UdpSocket":
+    def bind(cls, host: str, port: int) -> UdpSocket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -87,7 +88,7 @@ class UdpSocket:
             run = 1
             if self.gso:
                 limit = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // max(size, 1))
-                while (sent + run < n and run < limit and len(datagrams[sent + run]) == size):
+                while sent + run < n and run < limit and len(datagrams[sent + run]) == size:
                     run += 1
                 if sent + run < n and run < limit and len(datagrams[sent + run]) < size:
                     run += 1  # a shorter datagram may end a GSO run
@@ -95,7 +96,7 @@ class UdpSocket:
                 if run == 1:
                     sock.sendto(first, addr)
                 else:
-                    sock.sendmsg(datagrams[sent:sent + run], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr)
+                    sock.sendmsg(datagrams[sent : sent + run], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr)
             except (BlockingIOError, InterruptedError):
                 return sent
             except OSError as exc:
@@ -122,7 +123,7 @@ class UdpSocket:
                 if level == SOL_UDP and kind == UDP_GRO:
                     seg = _INT.unpack_from(value.ljust(_INT.size, b"\0"))[0]
             if seg and len(data) > seg:
-                out.extend((data[pos:pos + seg], addr) for pos in range(0, len(data), seg))
+                out.extend((data[pos : pos + seg], addr) for pos in range(0, len(data), seg))
             else:
                 out.append((data, addr))
         return out

@@ -35,6 +35,7 @@ access time a directory carries is the one it has when sent: walking it, which r
 Native attributes in a writer's mode become exactly the source's: ones the destination had but the
 source lacks are removed (an overwritten file keeps its inode, and with it its old attributes).
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,7 +64,7 @@ def _failed(exc: OSError, path: str, what: str, default: int) -> EngineError:
 
 
 def _category(name: str) -> str | None:
-    """"acls", "xattrs", or None for an attribute that never travels."""
+    """ "acls", "xattrs", or None for an attribute that never travels."""
     if name in ACL_NAMES:
         return "acls"
     return "xattrs" if name.startswith("user.") else None
@@ -86,14 +87,22 @@ def with_metafiles(names: set[str], opts: PeerOptions) -> set[str]:
 
 # --- reading side ---------------------------------------------------------------------------------
 
+
 def collect(path: str, fd: int, st: os.stat_result, opts: PeerOptions, files=None) -> dict:
     """The ``meta`` of a file message: times (ns), owner, and per this side's modes its attributes
     (a metafile is read through ``files``, the docroot handle, when given)."""
     metafile = set() if stat.S_ISDIR(st.st_mode) else _categories(opts, "metafile")
-    meta = {"atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns, "uid": st.st_uid, "gid": st.st_gid,
-            "kinds": sorted(_categories(opts, "native") | metafile)}
-    found = {**_read_native(path, fd, _categories(opts, "native")),
-             **_read_metafile(path + META_SUFFIX, metafile, files)}
+    meta = {
+        "atime_ns": st.st_atime_ns,
+        "mtime_ns": st.st_mtime_ns,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "kinds": sorted(_categories(opts, "native") | metafile),
+    }
+    found = {
+        **_read_native(path, fd, _categories(opts, "native")),
+        **_read_metafile(path + META_SUFFIX, metafile, files),
+    }
     if found:
         meta["xattrs"] = {name: base64.b64encode(value).decode() for name, value in found.items()}
     if opts.preserve_ctime:
@@ -169,7 +178,7 @@ def birth_time(fd: int) -> int | None:
     buf = ctypes.create_string_buffer(_STATX_SIZE)
     if _statx(fd, b"", AT_EMPTY_PATH, STATX_BTIME, buf) != 0:
         return None
-    mask, = struct.unpack_from("<I", buf.raw, 0)
+    (mask,) = struct.unpack_from("<I", buf.raw, 0)
     if not mask & STATX_BTIME:
         return None
     seconds, nanos = struct.unpack_from("<qI", buf.raw, _STATX_BTIME_AT)
@@ -186,6 +195,7 @@ def creation_time(fd: int) -> int | None:
 
 
 # --- writing side ---------------------------------------------------------------------------------
+
 
 def apply(fd: int, path: str, meta: object, opts: PeerOptions, *, files=None, named: str | None = None) -> None:
     """Give the received file open as ``fd`` its metadata per this side's options and modes: through the
@@ -204,8 +214,12 @@ def apply(fd: int, path: str, meta: object, opts: PeerOptions, *, files=None, na
     metafile = _categories(opts, "metafile") & set(kinds)
     st = os.fstat(fd)
     if metafile and not stat.S_ISDIR(st.st_mode):
-        _write_metafile(files, (named or path) + META_SUFFIX,
-                        {n: v for n, v in attrs.items() if _category(n) in metafile}, st.st_mode & 0o666)
+        _write_metafile(
+            files,
+            (named or path) + META_SUFFIX,
+            {n: v for n, v in attrs.items() if _category(n) in metafile},
+            st.st_mode & 0o666,
+        )
     if opts.preserve_ctime and meta.get("btime_ns") is not None:
         _set(fd, path, CREATION_XATTR, str(_int(meta, "btime_ns")).encode())
     uid = _int(meta, "uid") if opts.preserve_uid else -1
@@ -312,8 +326,14 @@ def _write_metafile(files, meta_path: str, attrs: dict[str, bytes], mode: int) -
 
 _ACL_VERSION = 2
 _NO_ID = 0xFFFFFFFF
-_TAGS = {("user", False): 0x01, ("user", True): 0x02, ("group", False): 0x04, ("group", True): 0x08,
-         ("mask", False): 0x10, ("other", False): 0x20}
+_TAGS = {
+    ("user", False): 0x01,
+    ("user", True): 0x02,
+    ("group", False): 0x04,
+    ("group", True): 0x08,
+    ("mask", False): 0x10,
+    ("other", False): 0x20,
+}
 _TAG_NAMES = {tag: key for key, tag in _TAGS.items()}
 _ENTRY = struct.Struct("<HHI")
 

@@ -3,6 +3,7 @@
 Both ends compute the same prefix digest over their own copy, so only a short
 hex string crosses the control channel, never file bytes.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -21,6 +21,7 @@ redirect it. Errors name paths as the client gave them, never the server's real 
 :class:`Unconfined` has the same interface over plain paths: a client without a local docroot,
 or a server under a stock sshd without FASP_DOCROOT (the whole filesystem as that user sees it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,8 +58,13 @@ def _openat2(dir_fd: int, path: str, flags: int, mode: int = 0) -> int:
     tmpfile = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test it whole
     creates = flags & os.O_CREAT or (tmpfile and flags & tmpfile == tmpfile)
     how = _OpenHow(flags | os.O_CLOEXEC, mode if creates else 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
-    fd = _syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(os.fsencode(path)),
-                  ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    fd = _syscall(
+        ctypes.c_long(SYS_OPENAT2),
+        ctypes.c_int(dir_fd),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -285,7 +291,7 @@ class Docroot(Files):
         if norm == self.real:
             return "."
         prefix = self.real.rstrip("/") + "/"
-        return norm[len(prefix):] if norm.startswith(prefix) else None
+        return norm[len(prefix) :] if norm.startswith(prefix) else None
 
     def _walk_open(self, client_path: str, flags: int, mode: int = 0) -> int:
         follow = not flags & os.O_NOFOLLOW
@@ -500,7 +506,6 @@ class Unconfined(Files):
 
     def display(self, client_path: str) -> str:
         return self.norm(client_path)
-
 
 
 def handle(root: str | None, *, home: bool = False, use_openat2: bool | None = None) -> Files:

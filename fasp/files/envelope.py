@@ -37,6 +37,7 @@ authenticated, so a failure never leaves plain bytes behind (the envelope stays 
 - error 48 (FILE_ENCRYPTION_ERROR): the envelope is malformed, of another version, truncated or
   extended (its size does not match the header), or a block fails authentication (tampered).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,11 +75,19 @@ def _blocks(plain_size: int, block: int) -> int:
 class Envelope:
     """The keys and header of one protected file."""
 
-    def __init__(self, passphrase: str, salt: bytes, prefix: bytes, plain_size: int, block: int = BLOCK,
-                 scrypt: tuple[int, int, int] = SCRYPT) -> None:
+    def __init__(
+        self,
+        passphrase: str,
+        salt: bytes,
+        prefix: bytes,
+        plain_size: int,
+        block: int = BLOCK,
+        scrypt: tuple[int, int, int] = SCRYPT,
+    ) -> None:
         log_n, r, p = scrypt
-        keys = hashlib.scrypt(passphrase.encode(), salt=salt, n=1 << log_n, r=r, p=p, dklen=64,
-                              maxmem=256 * r * (1 << log_n))
+        keys = hashlib.scrypt(
+            passphrase.encode(), salt=salt, n=1 << log_n, r=r, p=p, dklen=64, maxmem=256 * r * (1 << log_n)
+        )
         self._aead = AESGCM(keys[:32])
         self._prefix = prefix
         self.block = block
@@ -101,9 +110,14 @@ class Envelope:
         magic, salt, prefix, block, plain_size, log_n, r, p = _LAYOUT.unpack(header[:48])
         if magic != MAGIC:
             raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR, f"unsupported envelope version {magic[7]}")
-        if not (16 <= block <= 1 << 26 and 10 <= log_n <= 20 and 1 <= r and 1 <= p <= 16
-                and 128 * r << log_n <= 1 << 30
-                and -(-plain_size // block) < 1 << 32):
+        if not (
+            16 <= block <= 1 << 26
+            and 10 <= log_n <= 20
+            and 1 <= r
+            and 1 <= p <= 16
+            and 128 * r << log_n <= 1 << 30
+            and -(-plain_size // block) < 1 << 32
+        ):
             raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR, "damaged envelope header")
         envelope = cls(passphrase, salt, prefix, plain_size, block, (log_n, r, p))
         if not hmac.compare_digest(envelope.header, header[:HEADER]):
@@ -124,8 +138,9 @@ class Envelope:
         try:
             return self._aead.decrypt(nonce, bytes(sealed), ad)
         except InvalidTag:
-            raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR,
-                              f"protected file damaged: block {index} fails authentication") from None
+            raise EngineError(
+                ErrorCode.FILE_ENCRYPTION_ERROR, f"protected file damaged: block {index} fails authentication"
+            ) from None
 
     def stored_offset(self, index: int) -> int:
         return HEADER + index * (self.block + TAG)
@@ -159,13 +174,13 @@ class SealedSource:
         end = min(offset + length, self.size)
         out = bytearray()
         if offset < HEADER:
-            out += env.header[offset:min(end, HEADER)]
+            out += env.header[offset : min(end, HEADER)]
         pos = max(offset, HEADER)
         stride = env.block + TAG
         while pos < end:
             index = (pos - HEADER) // stride
             base = env.stored_offset(index)
-            out += self._sealed(index)[pos - base:end - base]
+            out += self._sealed(index)[pos - base : end - base]
             pos = base + stride
         return bytes(out)
 
@@ -184,8 +199,7 @@ def open_in_place(path: str, passphrase: str, files: Files | None = None) -> str
             return None
         envelope = Envelope.open(passphrase, header)
         if os.fstat(sealed.fileno()).st_size != envelope.size:
-            raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR,
-                              "protected file damaged: truncated or extended envelope")
+            raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR, "protected file damaged: truncated or extended envelope")
         tmp = plain + ".fasp-decrypting"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW

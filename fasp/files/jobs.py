@@ -5,6 +5,7 @@ A job's ``rel`` is its destination path relative to the destination root,
 the one case where ascp names the destination after DEST itself rather than
 placing the file inside it: a single plain file source.
 """
+
 from __future__ import annotations
 
 import errno
@@ -22,15 +23,15 @@ from faspmanager.codes import EngineError, ErrorCode
 
 @dataclass
 class FileJob:
-    arg: int                 # FaspFileArgIndex
-    path: str                # where to read it on this host
-    rel: str                 # destination path relative to the destination root
+    arg: int  # FaspFileArgIndex
+    path: str  # where to read it on this host
+    rel: str  # destination path relative to the destination root
     lone: bool = False
     is_dir: bool = False
     size: int = 0
     start: int | None = None  # keepalive START ranges: only [start, end) travels
     end: int | None = None
-    link: str | None = None   # --symbolic-links=copy: the link's own target, sent instead of its file
+    link: str | None = None  # --symbolic-links=copy: the link's own target, sent instead of its file
 
 
 @dataclass
@@ -55,8 +56,14 @@ class Rules:
 
     @classmethod
     def from_opts(cls, opts: PeerOptions) -> Rules:
-        return cls(opts.exclude, opts.exclude_newer_than, opts.exclude_older_than, opts.symlinks,
-                   opts.skip_special_files, opts.skip_dir_dupes)
+        return cls(
+            opts.exclude,
+            opts.exclude_newer_than,
+            opts.exclude_older_than,
+            opts.symlinks,
+            opts.skip_special_files,
+            opts.skip_dir_dupes,
+        )
 
     @property
     def copies_links(self) -> bool:
@@ -138,11 +145,13 @@ def _unreadable(arg: int, path: str, exc: OSError | EngineError) -> Problem:
     return Problem(arg, path, code, f"{path}: {exc.strerror}")
 
 
-def _leaf(arg: int, source: str, real: str, rel: str, st: os.stat_result, rules: Rules,
-          lone: bool = False) -> FileJob | Problem:
+def _leaf(
+    arg: int, source: str, real: str, rel: str, st: os.stat_result, rules: Rules, lone: bool = False
+) -> FileJob | Problem:
     if not stat.S_ISREG(st.st_mode):
-        return Problem(arg, source, ErrorCode.NOT_REGULAR, f"{source}: not a regular file",
-                       skip=rules.skip_special_files)
+        return Problem(
+            arg, source, ErrorCode.NOT_REGULAR, f"{source}: not a regular file", skip=rules.skip_special_files
+        )
     why = rules.excluded(rel, st)
     if why is not None:
         return Problem(arg, source, 0, why, skip=True)
@@ -169,8 +178,9 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Itera
             yield Problem(arg, path, exc.code, exc.description)
             continue
         except OSError as exc:
-            yield Problem(arg, path, ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NO_SUCH_FILE,
-                          f"{path}: {exc.strerror}")
+            yield Problem(
+                arg, path, ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NO_SUCH_FILE, f"{path}: {exc.strerror}"
+            )
             continue
         yield FileJob(arg, path, prefix, is_dir=True)
         subdirs = []
@@ -199,8 +209,9 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Itera
         stack.extend(reversed(subdirs))
 
 
-def share(items: Iterable[FileJob | Problem], node: int, nodes: int, split_above: int = 0
-          ) -> Iterator[FileJob | Problem]:
+def share(
+    items: Iterable[FileJob | Problem], node: int, nodes: int, split_above: int = 0
+) -> Iterator[FileJob | Problem]:
     """-C NODE:NODES: this process's part of a source argument, so NODES processes together send it once.
 
     Directories and problems everywhere; each file to the node a stable hash of its destination name

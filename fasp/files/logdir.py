@@ -5,6 +5,7 @@ Every handler either program installs uses :class:`OneLineFormatter`: control ch
 in a file name or a control message field, an escape sequence for a terminal) are written as
 ``\\xNN`` escapes, so a client-supplied string can never start a line of its own.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def escape_controls(text: str) -> str:
     """``text`` with every control character (C0, DEL, C1, Unicode line/paragraph separators) as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                        else f"\\u{ord(m.group()):04x}", text)
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 class OneLineFormatter(logging.Formatter):
@@ -48,8 +50,9 @@ def log_file(directory: str, name: str, fmt: str, *, what: str, code: int) -> lo
     never reached through a symbolic link (O_NOFOLLOW)."""
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            os.path.join(directory, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         stream = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
     except OSError as exc:
         raise EngineError(code, f"{what}: {exc.strerror}") from None

@@ -6,6 +6,7 @@ the target is not an existing directory nor spelled with a trailing ``/``. Only 
 name. Everything else goes inside the destination, keeping the source's top name (``dir`` sent to
 ``dest`` lands in ``dest/dir/...``).
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -51,5 +52,7 @@ def _make_root(files: Files, path: str, dest: str, create_dirs: bool) -> None:
     try:
         files.makedirs(path)
     except OSError as exc:
-        raise EngineError(ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NOT_DIR,
-                          f"cannot create destination {dest!r}: {exc.strerror}") from None
+        raise EngineError(
+            ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NOT_DIR,
+            f"cannot create destination {dest!r}: {exc.strerror}",
+        ) from None

@@ -5,6 +5,7 @@ testable without a transfer. The *watermark* sidecar makes resume exact: the
 receiver writes pieces out of order, so a killed transfer leaves holes; the
 sidecar records the offset below which every byte is known to be written.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,13 +32,21 @@ class Existing:
 
 @dataclass(frozen=True)
 class Plan:
-    action: str          # "send": receive from ``start``; "skip"; "verify": ask the sender to check [0, start)
+    action: str  # "send": receive from ``start``; "skip"; "verify": ask the sender to check [0, start)
     start: int = 0
     reason: str = ""
 
 
-def plan(*, size: int, mtime: float, overwrite: str, resume: int,
-         final: Existing | None, partial: Existing | None, watermark: int | None) -> Plan:
+def plan(
+    *,
+    size: int,
+    mtime: float,
+    overwrite: str,
+    resume: int,
+    final: Existing | None,
+    partial: Existing | None,
+    watermark: int | None,
+) -> Plan:
     """Decide for a source of ``size``/``mtime``. ``partial`` is the file we would resume into
     (the suffixed file, or ``final`` itself when there is no suffix); ``watermark`` the sidecar's
     verified length, None when there is no (valid) sidecar."""
@@ -178,15 +187,21 @@ def read_watermark(files: Files, partial: str, ident: tuple[int, int], size: int
         return 0
 
 
-def write_watermark(files: Files, partial: str, ident: tuple[int, int], size: int, mtime: float,
-                    have: int) -> None:
+def write_watermark(files: Files, partial: str, ident: tuple[int, int], size: int, mtime: float, have: int) -> None:
     path = sidecar_path(partial)
     tmp = path + ".tmp"
     fd = files.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"size": size, "mtime": int(mtime), "have": have,
-                       "mac": _mac(files, partial, ident, size, mtime, have)}, handle)
+            json.dump(
+                {
+                    "size": size,
+                    "mtime": int(mtime),
+                    "have": have,
+                    "mac": _mac(files, partial, ident, size, mtime, have),
+                },
+                handle,
+            )
         files.replace(tmp, path)
     except BaseException:  # a full disk fails the write: no stray temporary (the old watermark stays true)
         with contextlib.suppress(OSError):

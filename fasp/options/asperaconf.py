@@ -16,6 +16,7 @@ Attributes other than the root's ``version`` are refused (e.g. IBM's
 ``peer_ip``), as are DTDs and entity declarations; the file may hold at most
 :data:`MAX_BYTES`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -56,6 +57,7 @@ def _converter(flag: Flag) -> Callable[[str], str | None]:
             except ValueError as exc:
                 raise ValueError(f"{exc}{' (or ' + ', '.join(aliases) + ')' if aliases else ''}") from None
         return text
+
     return convert
 
 
@@ -111,14 +113,15 @@ class AsperaConf:
         if values.get("server"):
             caps = {get("in.rate_cap"), get("out.rate_cap")} - {None}
             if len(caps) > 1:
-                raise _error(f"-f {self.path}: <in> and <out> <cap> differ, and server mode has one "
-                             "rate cap for both directions")
-            return {k: v for k, v in (("docroot", get("docroot")), ("rate_cap", next(iter(caps), None)))
-                    if v is not None}
+                raise _error(
+                    f"-f {self.path}: <in> and <out> <cap> differ, and server mode has one rate cap for both directions"
+                )
+            return {
+                k: v for k, v in (("docroot", get("docroot")), ("rate_cap", next(iter(caps), None))) if v is not None
+            }
         side = "in" if _receiving(values, positional) else "out"
         out = {key: value for key, value in self.settings.items() if "." not in key and key != "docroot"}
-        out.update({key.partition(".")[2]: value for key, value in self.settings.items()
-                    if key.startswith(side + ".")})
+        out.update({key.partition(".")[2]: value for key, value in self.settings.items() if key.startswith(side + ".")})
         if "rate_cap" in out:
             out["target_cap"] = out.pop("rate_cap")
         if get("docroot") is not None:
@@ -130,8 +133,7 @@ def _receiving(values: Mapping[str, object], positional: list[str]) -> bool:
     """Whether the client downloads, judged as flags._place will: a remote source or --mode=recv."""
     if positional and split_remote(positional[-1])[1] is not None:
         return False
-    return any(split_remote(p)[1] is not None for p in positional[:-1]) or \
-        str(values.get("mode", "")).lower() == "recv"
+    return any(split_remote(p)[1] is not None for p in positional[:-1]) or str(values.get("mode", "")).lower() == "recv"
 
 
 def load(path: str) -> AsperaConf:
@@ -145,7 +147,7 @@ def load(path: str) -> AsperaConf:
         raise _error(f"-f {path}: larger than {MAX_BYTES} bytes, not an aspera.conf")
     root = _parse_xml(path, data)
     if root.name != "CONF" or set(root.attrs) - {"version"} or root.attrs.get("version", "2") != "2":
-        raise _error(f"-f {path}:{root.line}: the root element must be <CONF version=\"2\">")
+        raise _error(f'-f {path}:{root.line}: the root element must be <CONF version="2">')
     settings: dict[str, str] = {}
     seen: set[str] = set()
     for child in root.children:
@@ -154,8 +156,9 @@ def load(path: str) -> AsperaConf:
                 raise _error(f"-f {path}:{child.line}: <default> takes neither attributes nor text")
             _walk(path, child, SCHEMA, settings, seen)
         else:
-            print(f"fasp-ascp: -f {path}:{child.line}: <{child.name}> skipped (only <default> is read)",
-                  file=sys.stderr)
+            print(
+                f"fasp-ascp: -f {path}:{child.line}: <{child.name}> skipped (only <default> is read)", file=sys.stderr
+            )
     return AsperaConf(path, settings)
 
 
@@ -185,9 +188,10 @@ def _parse_xml(path: str, data: bytes) -> _Node:
     try:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
-        raise _error(f"-f {path}:{exc.lineno}:{exc.offset}: not well-formed XML: "
-                     f"{expat.ErrorString(exc.code)}") from None
-    except (ValueError, LookupError) as exc:   # e.g. an encoding expat does not know
+        raise _error(
+            f"-f {path}:{exc.lineno}:{exc.offset}: not well-formed XML: {expat.ErrorString(exc.code)}"
+        ) from None
+    except (ValueError, LookupError) as exc:  # e.g. an encoding expat does not know
         raise _error(f"-f {path}: not readable XML: {exc}") from None
     return stack[0].children[0]
 
@@ -198,8 +202,7 @@ def _walk(path: str, node: _Node, schema: Schema, settings: dict[str, str], seen
         where = f"-f {path}:{child.line}: <{child.name}>"
         sub = schema.get(child.name)
         if sub is None:
-            raise _error(f"{where} is not a setting we read inside <{node.name}> "
-                         f"(known: {', '.join(sorted(schema))})")
+            raise _error(f"{where} is not a setting we read inside <{node.name}> (known: {', '.join(sorted(schema))})")
         if child.attrs:
             raise _error(f"{where}: attributes are not supported ({', '.join(child.attrs)})")
         if isinstance(sub, dict):

@@ -6,6 +6,7 @@ that exclude or need each other, paths and the remote endpoint). A flag we canno
 usage error 8, or accepted with a note on stderr: a transfer never silently does something other than
 what was asked.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,15 +57,15 @@ def tokenize(argv: list[str]) -> tuple[dict[str, Raw], list[str]]:
                 raise usage(f"option {name} takes no value")
             value = inline if eq else None
         else:
-            name = arg if arg in BY_NAME else arg[:2]   # -SSH is one name, -lV a flag and its value
+            name = arg if arg in BY_NAME else arg[:2]  # -SSH is one name, -lV a flag and its value
             flag = BY_NAME.get(name)
             if flag is None:
                 raise usage(f"unknown option {name!r}")
             if flag.takes_value:
-                value = arg[len(name):] or None
+                value = arg[len(name) :] or None
             else:
                 # bundled switches such as -qd or -pT; -DD and -DDD are debug levels
-                for letter in arg[len(name):]:
+                for letter in arg[len(name) :]:
                     more = BY_NAME.get("-" + letter)
                     if more is None or more.takes_value:
                         raise usage(f"unknown option {'-' + letter!r} in {arg!r}")
@@ -102,7 +103,7 @@ class Endpoint:
     port: int = 22
     identity: str | None = None
     password: str | None = field(default=None, repr=False)
-    key_text: str | None = field(default=None, repr=False)    # ASPERA_SCP_KEY: a private key itself
+    key_text: str | None = field(default=None, repr=False)  # ASPERA_SCP_KEY: a private key itself
     check_sshfp: str | None = None
     ignore_host_key: bool = False
 
@@ -112,17 +113,17 @@ class Config:
     """A validated command line: the fields the table's entries name (filled from their flags), and what
     parse()'s rules derive from several flags, the paths and the environment."""
 
-    direction: str = "send"                      # client's role: "send" (upload) or "recv" (download)
+    direction: str = "send"  # client's role: "send" (upload) or "recv" (download)
     sources: list[str] = field(default_factory=list)
-    pair_dests: list[str] | None = None          # --file-pair-list: destination per source
-    listed: bool = False                         # sources came from --file-list/--file-pair-list, not argv
+    pair_dests: list[str] | None = None  # --file-pair-list: destination per source
+    listed: bool = False  # sources came from --file-list/--file-pair-list, not argv
     dest: str = "."
     remote: Endpoint | None = None
     mgmt_port: int | None = None
     quiet: bool = False
     keepalive: bool = False
-    chunk_size: int | None = None                # --chunk-size: stream mode (PUT/WRITE/CLOSE on -M)
-    key_bytes: int = 16                          # 0 = -T, no encryption
+    chunk_size: int | None = None  # --chunk-size: stream mode (PUT/WRITE/CLOSE on -M)
+    key_bytes: int = 16  # 0 = -T, no encryption
     cipher: str = "aes128"
     create_dirs: bool = False
     datagram_size: int = 1400
@@ -147,18 +148,18 @@ class Config:
     move_after: str | None = None
     save_before_overwrite: bool = False
     delete_before: bool = False
-    pre_post_command: str | None = None          # -e PATH: run at session start/stop and after each file
-    node: int = 1                                # -C NODE:NODES: this process's share of the files
+    pre_post_command: str | None = None  # -e PATH: run at session start/stop and after each file
+    node: int = 1  # -C NODE:NODES: this process's share of the files
     nodes: int = 1
-    split_above: int = 0                         # --multi-session-threshold: larger files are cut in NODES ranges
-    xattrs: bool = False                         # --preserve-xattrs=native: user xattrs travel
-    acls: bool = False                           # --preserve-acls=native: POSIX ACLs travel
+    split_above: int = 0  # --multi-session-threshold: larger files are cut in NODES ranges
+    xattrs: bool = False  # --preserve-xattrs=native: user xattrs travel
+    acls: bool = False  # --preserve-acls=native: POSIX ACLs travel
     manifest_dir: str | None = None
-    file_pass: str | None = field(default=None, repr=False)   # --file-crypt: never sent to the peer
-    local_docroot: str | None = None             # --apply-local-docroot: FASP_LOCAL_DOCROOT confines local paths
+    file_pass: str | None = field(default=None, repr=False)  # --file-crypt: never sent to the peer
+    local_docroot: str | None = None  # --apply-local-docroot: FASP_LOCAL_DOCROOT confines local paths
     resume: int = 0
     src_base: str | None = None
-    source_prefix: str | None = None             # prepended to every source path
+    source_prefix: str | None = None  # prepended to every source path
     symlinks: str = "follow"
     skip_special_files: bool = False
     skip_dir_dupes: bool = False
@@ -168,31 +169,31 @@ class Config:
     retry_timeout: int | None = None
     local_log_dir: str | None = None
     remote_log_dir: str | None = None
-    read_size: int = 0                           # -g: bytes per source read (0: the datapath's own choice)
-    write_size: int = 0                          # -G: bytes per destination write (0: the datapath's own choice)
-    retransmission_max: int = 0                  # -X: largest retransmission request in bytes (0: one datagram)
-    auto_capacity: bool = False                  # --auto-detect-capacity: target_kbps is a percent of capacity
-    preserve_ctime: bool = False                 # --preserve-creation-time
-    acls_local: str = "none"                     # --preserve-acls: none | native | metafile, on this side
-    acls_remote: str = "none"                    # --remote-preserve-acls (defaults to --preserve-acls)
-    xattrs_local: str = "none"                   # --preserve-xattrs
-    xattrs_remote: str = "none"                  # --remote-preserve-xattrs (defaults to --preserve-xattrs)
-    http_fallback: bool = False                  # -y 1: HTTP(S) carries the data when UDP cannot
-    http_port: int = 8080                        # -t: the server's HTTP fallback port
-    jpeg: bool = False                           # -j 1: fallback payloads travel as JPEG images
-    https_key: str | None = None                 # -Y KEYFILE
-    https_cert: str | None = None                # -I CERTFILE: HTTPS instead of HTTP
-    proxy: tuple[str, int] | None = None         # -x HOST:PORT: reach the fallback port through this proxy
+    read_size: int = 0  # -g: bytes per source read (0: the datapath's own choice)
+    write_size: int = 0  # -G: bytes per destination write (0: the datapath's own choice)
+    retransmission_max: int = 0  # -X: largest retransmission request in bytes (0: one datagram)
+    auto_capacity: bool = False  # --auto-detect-capacity: target_kbps is a percent of capacity
+    preserve_ctime: bool = False  # --preserve-creation-time
+    acls_local: str = "none"  # --preserve-acls: none | native | metafile, on this side
+    acls_remote: str = "none"  # --remote-preserve-acls (defaults to --preserve-acls)
+    xattrs_local: str = "none"  # --preserve-xattrs
+    xattrs_remote: str = "none"  # --remote-preserve-xattrs (defaults to --preserve-xattrs)
+    http_fallback: bool = False  # -y 1: HTTP(S) carries the data when UDP cannot
+    http_port: int = 8080  # -t: the server's HTTP fallback port
+    jpeg: bool = False  # -j 1: fallback payloads travel as JPEG images
+    https_key: str | None = None  # -Y KEYFILE
+    https_cert: str | None = None  # -I CERTFILE: HTTPS instead of HTTP
+    proxy: tuple[str, int] | None = None  # -x HOST:PORT: reach the fallback port through this proxy
     # server mode
     server: bool = False
     docroot: str | None = None
     rate_cap_kbps: int | None = None
     allowed_policies: tuple[str, ...] = POLICIES
-    server_log_dir: str | None = None            # --log-dir: where a client's -R log goes (the client's DIR never)
+    server_log_dir: str | None = None  # --log-dir: where a client's -R log goes (the client's DIR never)
     # IBM's further options
-    tags: dict[str, object] | None = None        # --tags / --tags64: JSON metadata, to the peer and in events
-    debug: int = 0                               # -D, -DD, -DDD: stderr log level
-    remove_skipped: bool = False                 # --remove-skipped: with --remove-after-transfer, skipped go too
+    tags: dict[str, object] | None = None  # --tags / --tags64: JSON metadata, to the peer and in events
+    debug: int = 0  # -D, -DD, -DDD: stderr log level
+    remove_skipped: bool = False  # --remove-skipped: with --remove-after-transfer, skipped go too
     notes: list[str] = field(default_factory=list)  # options accepted without their full effect: told on stderr
 
     @property
@@ -204,22 +205,42 @@ class Config:
     def options_for_peer(self) -> PeerOptions:
         """What the remote side must know to apply this command line's file rules."""
         return PeerOptions(
-            overwrite=self.overwrite, resume=self.resume, partial_suffix=self.partial_suffix,
-            checksum=self.file_checksum, create_dirs=self.create_dirs,
-            preserve_mtime=self.preserve_mtime, preserve_atime=self.preserve_atime,
+            overwrite=self.overwrite,
+            resume=self.resume,
+            partial_suffix=self.partial_suffix,
+            checksum=self.file_checksum,
+            create_dirs=self.create_dirs,
+            preserve_mtime=self.preserve_mtime,
+            preserve_atime=self.preserve_atime,
             preserve_source_atime=self.preserve_source_atime,
-            preserve_uid=self.preserve_uid, preserve_gid=self.preserve_gid, preserve_ctime=self.preserve_ctime,
-            xattrs_mode=self.xattrs_remote, acls_mode=self.acls_remote,
+            preserve_uid=self.preserve_uid,
+            preserve_gid=self.preserve_gid,
+            preserve_ctime=self.preserve_ctime,
+            xattrs_mode=self.xattrs_remote,
+            acls_mode=self.acls_remote,
             remove_after_transfer=self.remove_after_transfer,
             remove_empty_source_directory=self.remove_empty_source_directory,
-            remove_empty_directories=self.remove_empty_directories, remove_skipped=self.remove_skipped,
-            move_after=self.move_after, save_before_overwrite=self.save_before_overwrite,
-            delete_before=self.delete_before, read_size=self.read_size, write_size=self.write_size,
-            retransmission_max=self.retransmission_max, node=self.node, nodes=self.nodes,
-            split_above=self.split_above, exclude=tuple(self.exclude), exclude_newer_than=self.exclude_newer_than,
-            exclude_older_than=self.exclude_older_than, src_base=self.src_base, symlinks=self.symlinks,
-            skip_special_files=self.skip_special_files, skip_dir_dupes=self.skip_dir_dupes,
-            log_dir=self.remote_log_dir, tags=self.tags)
+            remove_empty_directories=self.remove_empty_directories,
+            remove_skipped=self.remove_skipped,
+            move_after=self.move_after,
+            save_before_overwrite=self.save_before_overwrite,
+            delete_before=self.delete_before,
+            read_size=self.read_size,
+            write_size=self.write_size,
+            retransmission_max=self.retransmission_max,
+            node=self.node,
+            nodes=self.nodes,
+            split_above=self.split_above,
+            exclude=tuple(self.exclude),
+            exclude_newer_than=self.exclude_newer_than,
+            exclude_older_than=self.exclude_older_than,
+            src_base=self.src_base,
+            symlinks=self.symlinks,
+            skip_special_files=self.skip_special_files,
+            skip_dir_dupes=self.skip_dir_dupes,
+            log_dir=self.remote_log_dir,
+            tags=self.tags,
+        )
 
     def local_options(self) -> PeerOptions:
         """The same file rules for this side's own roles: only the ACL/xattr modes differ (local vs remote)."""
@@ -280,8 +301,7 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
     if given.get("apply_local_docroot"):
         cfg.local_docroot = str(values.get("local_docroot") or env.get("FASP_LOCAL_DOCROOT") or "") or None
         if not cfg.local_docroot:
-            raise usage("--apply-local-docroot needs a local docroot: an <absolute> in -f FILE, "
-                        "or FASP_LOCAL_DOCROOT")
+            raise usage("--apply-local-docroot needs a local docroot: an <absolute> in -f FILE, or FASP_LOCAL_DOCROOT")
     return cfg
 
 
@@ -293,8 +313,10 @@ def _cipher(cfg: Config, given: Mapping[str, object]) -> None:
     elif isinstance(name, str):
         cfg.key_bytes, cfg.cipher = CIPHERS[name], name
         if name.endswith("cfb"):
-            cfg.notes.append(f"-c {name}: the key size is honoured, but data is sealed with this engine's "
-                             f"authenticated AES (GCM), not CFB")
+            cfg.notes.append(
+                f"-c {name}: the key size is honoured, but data is sealed with this engine's "
+                f"authenticated AES (GCM), not CFB"
+            )
         if cfg.key_bytes == 0:
             cfg.cipher = "none"
 
@@ -331,8 +353,10 @@ def _file_rules(cfg: Config, given: Mapping[str, object]) -> None:
         cfg.preserve_mtime = cfg.preserve_atime = True
     if cfg.remove_after_transfer and cfg.move_after:
         raise usage("--remove-after-transfer and --move-after-transfer exclude each other")
-    for key, name in (("remove_empty_source_directory", "--remove-empty-source-directory"),
-                      ("remove_empty_directories", "--remove-empty-directories")):
+    for key, name in (
+        ("remove_empty_source_directory", "--remove-empty-source-directory"),
+        ("remove_empty_directories", "--remove-empty-directories"),
+    ):
         if getattr(cfg, key) and not (cfg.remove_after_transfer or cfg.move_after):
             raise usage(f"{name} needs --remove-after-transfer or --move-after-transfer")
     share = given.get("multi_session")
@@ -440,7 +464,8 @@ def _place(cfg: Config, given: Mapping[str, object], positional: list[str], env:
         raise usage("no remote host given")
     port = get("tcp_port")
     cfg.remote = Endpoint(
-        host=str(host), user=str(user),
+        host=str(host),
+        user=str(user),
         port=port if isinstance(port, int) else 22,
         identity=str(get("identity")) if get("identity") else None,
         password=env.get("ASPERA_SCP_PASS"),

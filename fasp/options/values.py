@@ -3,6 +3,7 @@
 A reason never names the option: the command line prefixes the flag (``-Z: 10 is out of range ...``),
 aspera.conf the element and its line, so one form serves both.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,6 +22,7 @@ MAX_TAGS = 64 * 1024
 
 def integer(lo: int = 0, hi: int | None = None) -> Callable[[str], int]:
     """A decimal integer within [lo, hi]."""
+
     def parse(raw: str) -> int:
         try:
             value = int(raw, 10)
@@ -29,6 +31,7 @@ def integer(lo: int = 0, hi: int | None = None) -> Callable[[str], int]:
         if value < lo or (hi is not None and value > hi):
             raise ValueError(f"{value} is out of range [{lo}, {hi if hi is not None else 'inf'}]")
         return value
+
     return parse
 
 
@@ -41,6 +44,7 @@ def choice(options: Iterable[str]) -> Callable[[str], str]:
         if value not in allowed:
             raise ValueError(f"{raw!r} is not one of {', '.join(allowed)}")
         return value
+
     return parse
 
 
@@ -76,6 +80,7 @@ _RATE_UNITS = {"": 1, "k": 1, "m": 1000, "g": 1_000_000}
 def rate(lo: int) -> Callable[[str], tuple[int, bool]]:
     """ascp's rate forms: kbit/s, decimals allowed, with K/M/G suffixes (x1, x1000, x1000000: ``100m``,
     ``1.5G``) or P/p/% for a percent; (value, is_percent). A fraction of a kbit/s rounds to the nearest."""
+
     def parse(raw: str) -> tuple[int, bool]:
         match = _RATE.match(raw.strip())
         if not match:
@@ -86,6 +91,7 @@ def rate(lo: int) -> Callable[[str], tuple[int, bool]]:
         if value < lo:
             raise ValueError(f"{raw!r} is below {lo}")
         return value, percent
+
     return parse
 
 
@@ -162,11 +168,14 @@ def json_object64(raw: str) -> dict[str, object]:
 
 # aspera.conf's forms: text in, the matching flag's spelling out (None: the element leaves it unset)
 
+
 def as_text(parse: Callable[[str], object], unset: str | None = None) -> Callable[[str], str | None]:
     """Checked by ``parse``, kept as the normalised text; the value ``unset`` means not set."""
+
     def convert(raw: str) -> str | None:
         value = parse(raw)
         return None if str(value) == unset else str(value)
+
     return convert
 
 

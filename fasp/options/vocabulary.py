@@ -4,6 +4,7 @@ Each set is defined here once (rate policies, checksums, ciphers, overwrite rule
 ``[user@]host:path`` form, so those modules read one definition and none imports another for it.
 Imports nothing of the engine.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,21 @@ SYMLINK_POLICIES = ("follow", "copy", "copy+force", "skip")
 RESUME_POLICIES = {"none": "0", "attributes": "1", "sparse_checksum": "2", "full_checksum": "3"}
 """aspera.conf's <resume_policy> names for -k's levels."""
 
-CIPHERS = {"aes128": 16, "aes-128": 16, "aes192": 24, "aes-192": 24, "aes256": 32, "aes-256": 32,
-           "aes128gcm": 16, "aes192gcm": 24, "aes256gcm": 32, "none": 0,
-           "aes128cfb": 16, "aes192cfb": 24, "aes256cfb": 32}
+CIPHERS = {
+    "aes128": 16,
+    "aes-128": 16,
+    "aes192": 24,
+    "aes-192": 24,
+    "aes256": 32,
+    "aes-256": 32,
+    "aes128gcm": 16,
+    "aes192gcm": 24,
+    "aes256gcm": 32,
+    "none": 0,
+    "aes128cfb": 16,
+    "aes192cfb": 24,
+    "aes256cfb": 32,
+}
 """-c values: every spelling of IBM's cipher enum, with and without the hyphens ascli removes. The key size
 is honoured; the data is always sealed with this engine's own AEAD, so a CFB name gets a note on stderr."""
 

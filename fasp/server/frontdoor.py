@@ -41,6 +41,7 @@ for key exchange, umac-64 or compression (see KEX_ALGS and its neighbours).
 A password given with --password-env must not be weak: empty, shorter than 8
 characters, or a very common one (fasp.server.users.password_weakness) refuses to start.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,14 +108,33 @@ HASH_CONCURRENCY = 2  # password checks at once: each scrypt takes 128 MiB and ~
 # SSH algorithms: OpenSSH 9.9's defaults minus what ssh-audit rates a failure (SHA-1, NIST P-curves
 # for key exchange, umac-64, small groups), no compression (a compression oracle, and nothing to gain
 # for a control channel), no ssh-rsa (SHA-1) signatures.
-KEX_ALGS = ("mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org",
-            "diffie-hellman-group18-sha512", "diffie-hellman-group16-sha512")
-ENCRYPTION_ALGS = ("chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com",
-                   "aes256-ctr", "aes192-ctr", "aes128-ctr")
+KEX_ALGS = (
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group16-sha512",
+)
+ENCRYPTION_ALGS = (
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+)
 MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "umac-128-etm@openssh.com")
 COMPRESSION_ALGS = ("none",)
-SIGNATURE_ALGS = ("ssh-ed25519", "sk-ssh-ed25519@openssh.com", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-                  "ecdsa-sha2-nistp521", "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256")
+SIGNATURE_ALGS = (
+    "ssh-ed25519",
+    "sk-ssh-ed25519@openssh.com",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+)
 
 
 @functools.cache
@@ -145,8 +165,9 @@ class Settings:
     max_sessions: int = 16  # concurrent sessions per user without their own max_sessions
 
 
-def server_argv(engine_command: Sequence[str], user: User, udp_port: int | None = None,
-                log_dir: str | None = None) -> list[str]:
+def server_argv(
+    engine_command: Sequence[str], user: User, udp_port: int | None = None, log_dir: str | None = None
+) -> list[str]:
     """The server-mode command line for one session of ``user``."""
     argv = [*engine_command, "--server", "--docroot", user.docroot]
     if log_dir is not None:
@@ -190,15 +211,29 @@ class FrontDoor:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the address actually bound (port 0 picks a free one)."""
         self._acceptor = await asyncssh.create_server(
-            lambda: _Gate(self), host, port, server_host_keys=[self._host_key],
-            process_factory=self._session, encoding=None, allow_pty=False, line_editor=False,
-            agent_forwarding=False, x11_forwarding=False, keepalive_interval=KEEPALIVE_S, keepalive_count_max=4,
-            login_timeout=self._settings.login_grace_s, kex_algs=list(KEX_ALGS),
-            encryption_algs=list(ENCRYPTION_ALGS), mac_algs=list(MAC_ALGS),
-            compression_algs=list(COMPRESSION_ALGS), signature_algs=list(SIGNATURE_ALGS))
+            lambda: _Gate(self),
+            host,
+            port,
+            server_host_keys=[self._host_key],
+            process_factory=self._session,
+            encoding=None,
+            allow_pty=False,
+            line_editor=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            keepalive_interval=KEEPALIVE_S,
+            keepalive_count_max=4,
+            login_timeout=self._settings.login_grace_s,
+            kex_algs=list(KEX_ALGS),
+            encryption_algs=list(ENCRYPTION_ALGS),
+            mac_algs=list(MAC_ALGS),
+            compression_algs=list(COMPRESSION_ALGS),
+            signature_algs=list(SIGNATURE_ALGS),
+        )
         if self._settings.http_port is not None:
-            self._fallback = FallbackPort(self._settings.https_cert, self._settings.https_key,
-                                          self._settings.https_client_ca)
+            self._fallback = FallbackPort(
+                self._settings.https_cert, self._settings.https_key, self._settings.https_client_ca
+            )
             await self._fallback.start(host, self._settings.http_port)
         return host, self._acceptor.get_port()
 
@@ -232,8 +267,11 @@ class FrontDoor:
 
     def _use(self, settings: Settings) -> None:
         self._settings = settings
-        self._authorized = {name: asyncssh.import_authorized_keys("\n".join(user.authorized_keys))
-                            for name, user in settings.users.items() if user.authorized_keys}
+        self._authorized = {
+            name: asyncssh.import_authorized_keys("\n".join(user.authorized_keys))
+            for name, user in settings.users.items()
+            if user.authorized_keys
+        }
         for user in settings.users.values():
             if not os.path.isdir(user.docroot):
                 log.warning("docroot of %s does not exist: %s (their sessions will fail)", user.name, user.docroot)
@@ -295,8 +333,11 @@ class FrontDoor:
                 return
         users = {**self._settings.users, user.name: replace(user, password_hash=new_hash)}
         self._settings = replace(self._settings, users=users)
-        log.info("password hash of %s upgraded to the current scrypt cost%s", user.name,
-                 f" in {file}" if file else " (in memory)")
+        log.info(
+            "password hash of %s upgraded to the current scrypt cost%s",
+            user.name,
+            f" in {file}" if file else " (in memory)",
+        )
 
     async def _session(self, process: asyncssh.SSHServerProcess) -> None:
         task = _this_task()
@@ -306,16 +347,20 @@ class FrontDoor:
             user = self._settings.users[username]
             limit = user.max_sessions or self._settings.max_sessions
             if self._active[username] >= limit:
-                await _refuse_session(process, f"too many sessions for user {username}: {limit} already running "
-                                         f"(max_sessions); try again when one ends")
+                await _refuse_session(
+                    process,
+                    f"too many sessions for user {username}: {limit} already running "
+                    f"(max_sessions); try again when one ends",
+                )
                 return
             self._active[username] += 1
             argv = server_argv(self._settings.engine_command, user, self._settings.udp_port, self._settings.log_dir)
             log.info("session for %s (client asked for %r)", username, (process.command or "")[:200])
             fallback = {SOCKET_ENV: self._fallback.socket_path} if self._fallback is not None else {}
             try:
-                await run_engine(process, argv, user.docroot,
-                                 {**self._settings.child_env, **ssh_connection(process), **fallback})
+                await run_engine(
+                    process, argv, user.docroot, {**self._settings.child_env, **ssh_connection(process), **fallback}
+                )
             finally:
                 self._active[username] -= 1
         finally:
@@ -443,7 +488,7 @@ class FallbackPort:
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _host_port(writer.get_extra_info("peername"))
         if self._heads >= FALLBACK_STARTUPS:  # silent connections held open would take every descriptor
-            if not self._flooded:             # (and with them SSH logins): one log line per flood
+            if not self._flooded:  # (and with them SSH logins): one log line per flood
                 log.warning("fallback: %d clients still sending their request; closing newcomers", self._heads)
             self._flooded = True
             writer.transport.abort()
@@ -469,8 +514,9 @@ class FallbackPort:
             await _refuse(writer, 403, "wrong session token")
             return
         del self._waiting[session]
-        writer.write(httpframes.response(101, "Switching Protocols",
-                                       httpframes.JPEG_TYPE if jpeg else httpframes.PLAIN_TYPE))
+        writer.write(
+            httpframes.response(101, "Switching Protocols", httpframes.JPEG_TYPE if jpeg else httpframes.PLAIN_TYPE)
+        )
         waiting.claimed.set_result((reader, writer, buffered, "https" if self._tls else "http"))
 
 
@@ -494,8 +540,12 @@ async def _refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
     writer.close()
 
 
-async def _relay(reader_a: asyncio.StreamReader, writer_a: asyncio.StreamWriter,
-                 reader_b: asyncio.StreamReader, writer_b: asyncio.StreamWriter) -> None:
+async def _relay(
+    reader_a: asyncio.StreamReader,
+    writer_a: asyncio.StreamWriter,
+    reader_b: asyncio.StreamReader,
+    writer_b: asyncio.StreamWriter,
+) -> None:
     """Copy both ways until either side ends, then close both."""
     ways = [asyncio.create_task(_pump(reader_a, writer_b)), asyncio.create_task(_pump(reader_b, writer_a))]
     try:
@@ -526,8 +576,10 @@ class _Gate(asyncssh.SSHServer):
         if len(self._door.unauthenticated) >= cap:
             log.warning("refused %s: %d unauthenticated connections already (--max-startups)", self._peer, cap)
             asyncio.get_running_loop().call_soon(  # after our version string, so the client reads why
-                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS,
-                "too many unauthenticated connections (max-startups); try again later")
+                conn.disconnect,
+                asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                "too many unauthenticated connections (max-startups); try again later",
+            )
             return
         self._door.unauthenticated.add(conn)
 
@@ -570,8 +622,14 @@ class _Gate(asyncssh.SSHServer):
             log.info("password accepted for %s from %s", username, self._peer)
             return True
         delay = self._door.failure_delay(self._address)
-        log.warning("password refused for %r from %s (attempt %d of %d on this connection, answered in %.1f s)",
-                    username, self._peer, self._attempts, limit, delay)
+        log.warning(
+            "password refused for %r from %s (attempt %d of %d on this connection, answered in %.1f s)",
+            username,
+            self._peer,
+            self._attempts,
+            limit,
+            delay,
+        )
         await asyncio.sleep(delay)
         if self._attempts >= limit:
             self._cut_off(limit)
@@ -583,26 +641,35 @@ class _Gate(asyncssh.SSHServer):
         each checked before)."""
         self._attempts += 1
         limit = self._door.settings.max_auth_tries
-        log.warning("public key refused for %r from %s (attempt %d of %d on this connection)",
-                    username, self._peer, self._attempts, limit)
+        log.warning(
+            "public key refused for %r from %s (attempt %d of %d on this connection)",
+            username,
+            self._peer,
+            self._attempts,
+            limit,
+        )
         if self._attempts >= limit:
             self._cut_off(limit)
         return False
 
     def _cut_off(self, limit: int) -> None:
         log.warning("disconnecting %s: too many authentication failures (%d, --max-auth-tries)", self._peer, limit)
-        self._connection.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                              f"too many authentication failures ({limit}, max-auth-tries)")
+        self._connection.disconnect(
+            asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, f"too many authentication failures ({limit}, max-auth-tries)"
+        )
 
     def auth_completed(self) -> None:
         self._door.unauthenticated.discard(self._conn)
         username = self._connection.get_extra_info("username")
         cap = self._door.connection_cap(username)
         if self._door.connected[username] >= cap:
-            log.warning("disconnecting %s: %s already holds %d connections (2 x max_sessions)",
-                        self._peer, username, cap)
-            self._connection.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS,
-                                        f"too many connections for user {username}: {cap} (2 x max_sessions)")
+            log.warning(
+                "disconnecting %s: %s already holds %d connections (2 x max_sessions)", self._peer, username, cap
+            )
+            self._connection.disconnect(
+                asyncssh.DISC_TOO_MANY_CONNECTIONS,
+                f"too many connections for user {username}: {cap} (2 x max_sessions)",
+            )
             return
         self._user = username
         self._door.connected[username] += 1
@@ -619,13 +686,19 @@ def ssh_connection(process: asyncssh.SSHServerProcess) -> dict[str, str]:
     return {"SSH_CONNECTION": f"{peer[0]} {peer[1]} {local[0]} {local[1]}"}
 
 
-async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cwd: str,
-                     env: Mapping[str, str]) -> None:
+async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> None:
     """Run ``argv`` with the channel piped to it until either side ends; never leaves it running."""
     try:
         child = await asyncio.create_subprocess_exec(
-            *argv, stdin=PIPE, stdout=PIPE, stderr=PIPE, cwd=cwd, env=dict(env),
-            start_new_session=True, preexec_fn=_die_with_parent)
+            *argv,
+            stdin=PIPE,
+            stdout=PIPE,
+            stderr=PIPE,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     except OSError as exc:
         log.error("cannot start the engine %r in %s: %s", argv[0], cwd, exc)
         process.stderr.write(f"fasp-server: cannot start the transfer engine: {exc.strerror}\n".encode())
@@ -634,8 +707,10 @@ async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cw
     log.info("engine pid %d started: %s", child.pid, shlex.join(argv))
     assert child.stdin is not None and child.stdout is not None and child.stderr is not None  # all PIPE
     feed = asyncio.create_task(_pump(process.stdin, child.stdin, close_target=True))
-    outputs = [asyncio.create_task(_pump(child.stdout, process.stdout)),
-               asyncio.create_task(_pump(child.stderr, process.stderr))]
+    outputs = [
+        asyncio.create_task(_pump(child.stdout, process.stdout)),
+        asyncio.create_task(_pump(child.stderr, process.stderr)),
+    ]
     exited = asyncio.create_task(child.wait())
     closed = asyncio.create_task(process.wait_closed())
     try:
@@ -725,8 +800,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fasp-server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fasp-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free port")
     parser.add_argument("--users", metavar="FILE", help="users file (see fasp.server.users)")
     quick = parser.add_argument_group("quick mode (one user, instead of --users)")
@@ -737,32 +813,69 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--rate-cap", type=int, metavar="KBPS")
     quick.add_argument("--allowed-policies", metavar="LIST", help="comma-separated, e.g. fair,low")
     parser.add_argument("--udp-port", type=int, metavar="N", help="UDP port for the engines (-O); default: any")
-    parser.add_argument("--http-port", type=int, metavar="N",
-                        help="HTTP fallback port on the --listen host, for clients whose UDP is blocked (-y 1)")
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        metavar="N",
+        help="HTTP fallback port on the --listen host, for clients whose UDP is blocked (-y 1)",
+    )
     parser.add_argument("--https-cert", metavar="FILE", help="with --https-key: TLS on the fallback port")
     parser.add_argument("--https-key", metavar="FILE", help="private key of --https-cert")
-    parser.add_argument("--https-client-ca", metavar="FILE",
-                        help="mutual TLS: fallback clients must present a certificate (ascp -I/-Y) "
-                             "this file vouches for")
+    parser.add_argument(
+        "--https-client-ca",
+        metavar="FILE",
+        help="mutual TLS: fallback clients must present a certificate (ascp -I/-Y) this file vouches for",
+    )
     parser.add_argument("--host-key", metavar="FILE", help="host key (generated there if missing; default: in memory)")
-    parser.add_argument("--log-dir", metavar="DIR",
-                        help="where a client's -R session log goes (DIR/USER/, names the server picks); "
-                             "without it a client's -R is ignored")
+    parser.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="where a client's -R session log goes (DIR/USER/, names the server picks); "
+        "without it a client's -R is ignored",
+    )
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-auth-tries", type=_positive(int), default=6, metavar="N",
-                        help="password attempts per connection before it is closed (default: %(default)s)")
-    limits.add_argument("--auth-delay", type=_positive(float), default=0.5, metavar="S",
-                        help="delay before a failure is answered, doubling per further failure from the same "
-                             f"address, at most {AUTH_DELAY_MAX_S:g} s (default: %(default)s)")
-    limits.add_argument("--login-grace-time", type=_positive(float), default=30.0, metavar="S",
-                        help="seconds a connection may take to authenticate (default: %(default)s)")
-    limits.add_argument("--max-startups", type=_positive(int), default=10, metavar="N",
-                        help="unauthenticated connections at once; more are refused (default: %(default)s)")
-    limits.add_argument("--max-sessions", type=_positive(int), default=16, metavar="N",
-                        help="concurrent sessions per user unless users.toml sets max_sessions "
-                             "(default: %(default)s)")
-    parser.add_argument("--engine-command", metavar="CMD", default=shlex.join(ENGINE_COMMAND),
-                        help="server-mode engine command, before '--server --docroot ...' (default: %(default)s)")
+    limits.add_argument(
+        "--max-auth-tries",
+        type=_positive(int),
+        default=6,
+        metavar="N",
+        help="password attempts per connection before it is closed (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--auth-delay",
+        type=_positive(float),
+        default=0.5,
+        metavar="S",
+        help="delay before a failure is answered, doubling per further failure from the same "
+        f"address, at most {AUTH_DELAY_MAX_S:g} s (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--login-grace-time",
+        type=_positive(float),
+        default=30.0,
+        metavar="S",
+        help="seconds a connection may take to authenticate (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-startups",
+        type=_positive(int),
+        default=10,
+        metavar="N",
+        help="unauthenticated connections at once; more are refused (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-sessions",
+        type=_positive(int),
+        default=16,
+        metavar="N",
+        help="concurrent sessions per user unless users.toml sets max_sessions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--engine-command",
+        metavar="CMD",
+        default=shlex.join(ENGINE_COMMAND),
+        help="server-mode engine command, before '--server --docroot ...' (default: %(default)s)",
+    )
     return parser
 
 
@@ -772,6 +885,7 @@ def _positive(kind: type[_N]) -> Callable[[str], _N]:
         if value <= 0:
             raise ValueError(text)
         return value
+
     parse.__name__ = f"positive {kind.__name__}"
     return parse
 
@@ -797,29 +911,45 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
             if args.password_env not in environ:
                 raise UsersFileError(f"environment variable {args.password_env} is not set")
             if weakness := password_weakness(environ[args.password_env]):
-                raise UsersFileError(f"refusing to start: {weakness} (--password-env {args.password_env}; "
-                                     f"{PASSWORD_RULE})")
+                raise UsersFileError(
+                    f"refusing to start: {weakness} (--password-env {args.password_env}; {PASSWORD_RULE})"
+                )
             password_hash = hash_password(environ[args.password_env])
             secret_vars = (args.password_env,)
         docroot = os.path.abspath(args.docroot)
         os.makedirs(docroot, exist_ok=True)
         keys = read_public_keys(Path(args.authorized_keys).read_text()) if args.authorized_keys else ()
-        users = {args.user: User(
-            name=args.user, docroot=docroot, password_hash=password_hash, authorized_keys=keys,
-            rate_cap_kbps=args.rate_cap,
-            allowed_policies=tuple(args.allowed_policies.split(",")) if args.allowed_policies else None)}
+        users = {
+            args.user: User(
+                name=args.user,
+                docroot=docroot,
+                password_hash=password_hash,
+                authorized_keys=keys,
+                rate_cap_kbps=args.rate_cap,
+                allowed_policies=tuple(args.allowed_policies.split(",")) if args.allowed_policies else None,
+            )
+        }
     if bool(args.https_cert) != bool(args.https_key) or (args.https_cert and args.http_port is None):
         raise UsersFileError("--https-cert and --https-key go together, with --http-port")
     if args.https_client_ca and not args.https_cert:
         raise UsersFileError("--https-client-ca needs --https-cert")
-    return Settings(users=users, users_file=args.users, engine_command=tuple(shlex.split(args.engine_command)),
-                    udp_port=args.udp_port, child_env=child_environment(environ, secret_vars),
-                    http_port=args.http_port, https_cert=args.https_cert, https_key=args.https_key,
-                    https_client_ca=args.https_client_ca,
-                    log_dir=os.path.abspath(args.log_dir) if args.log_dir else None,
-                    max_auth_tries=args.max_auth_tries, auth_delay_s=args.auth_delay,
-                    login_grace_s=args.login_grace_time, max_startups=args.max_startups,
-                    max_sessions=args.max_sessions)
+    return Settings(
+        users=users,
+        users_file=args.users,
+        engine_command=tuple(shlex.split(args.engine_command)),
+        udp_port=args.udp_port,
+        child_env=child_environment(environ, secret_vars),
+        http_port=args.http_port,
+        https_cert=args.https_cert,
+        https_key=args.https_key,
+        https_client_ca=args.https_client_ca,
+        log_dir=os.path.abspath(args.log_dir) if args.log_dir else None,
+        max_auth_tries=args.max_auth_tries,
+        auth_delay_s=args.auth_delay,
+        login_grace_s=args.login_grace_time,
+        max_startups=args.max_startups,
+        max_sessions=args.max_sessions,
+    )
 
 
 async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSHKey) -> None:

@@ -18,6 +18,7 @@ verifies and is replaced by a new one at that user's next successful login.
 stdin or an environment variable so that it never shows in a process listing;
 it refuses a weak password (see :func:`password_weakness`), as fasp-server does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,13 @@ from fasp.options.vocabulary import POLICIES
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LEN = 2**17, 8, 1, 32
 MIN_PASSWORD_LENGTH = 8
 PASSWORD_RULE = f"at least {MIN_PASSWORD_LENGTH} characters, not one of the most common passwords"
-COMMON_PASSWORDS = frozenset("""
+COMMON_PASSWORDS = frozenset(
+    """
 password password1 password12 password123 passw0rd 12345678 123456789 1234567890 11111111 00000000
 87654321 qwertyui qwerty123 qwertyuiop 1q2w3e4r 1qaz2wsx iloveyou sunshine princess football baseball
 welcome1 letmein1 admin123 administrator changeme trustno1 abc12345 monkey123 dragon12 superman
-""".split())
+""".split()
+)
 
 
 class UsersFileError(ValueError):
@@ -242,8 +245,9 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fasp.server.users",
-                                     description="Manage the fasp-server users file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fasp.server.users", description="Manage the fasp-server users file."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     hasher = sub.add_parser("hash", help="print the hash of a password read from stdin or --password-env")
     hasher.add_argument("--password-env", metavar="VAR")

@@ -4,6 +4,7 @@ Client side the pair is the SSH process's stdout/stdin, server side our own
 stdin/stdout pipes. The peer's end of stream is a normal event (``None``), not
 an exception, so each side decides what an unexpected close means.
 """
+
 from __future__ import annotations
 
 import asyncio

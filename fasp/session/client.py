@@ -9,6 +9,7 @@ whatever happened, and the peer process ends with our channel. What exists only 
 :class:`Live`, built complete; this module keeps the session's life, the control messages' dispatch and
 the management commands (the rate they change is :mod:`~fasp.session.clientrate`'s).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,28 +18,39 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import asyncssh
 
-from faspmanager import mgmt
-from faspmanager.codes import EngineError, ErrorCode
+from fasp.datapath.datachannel import DataChannel
 from fasp.errors import ProtocolError
-
+from fasp.files.jobs import Problem
 from fasp.options.flags import Config, Endpoint
 from fasp.session.channel import Channel
 from fasp.session.clientrate import ClientRate
 from fasp.session.feeding import Downloads, StartItem, Uploads, feeder
 from fasp.session.handshake import Link, handshake
 from fasp.session.manifest import write_manifest
-from fasp.session.messages import (ArgDone, Bye, Cancel, Capacity, FileError, Listed, Message, Offer, Rate, RateChange,
-                                   SessionFailed)
+from fasp.session.messages import (
+    ArgDone,
+    Bye,
+    Cancel,
+    Capacity,
+    FileError,
+    Listed,
+    Message,
+    Offer,
+    Rate,
+    RateChange,
+    SessionFailed,
+)
 from fasp.session.peer import PeerEngine
-from fasp.files.jobs import Problem
 from fasp.session.tally import Tally
-from fasp.datapath.datachannel import DataChannel
+from faspmanager import mgmt
+from faspmanager.codes import EngineError, ErrorCode
 
 log = logging.getLogger("fasp.session.client")
 BYE_TIMEOUT = 5.0
@@ -89,12 +101,25 @@ class ClientSession:
         Whatever exists is freed in reverse order of its making; the control reader outlives the rest:
         it must hear the peer's "bye"."""
         cfg = self.cfg
-        self.tally.emit("INIT", {
-            "Direction": "Send" if cfg.direction == "send" else "Receive", "Host": self._remote.host,
-            "User": self._remote.user, "Port": self._remote.port, "UdpPort": cfg.udp_port,
-            "Rate": cfg.target_kbps, "MinRate": cfg.min_kbps, "Policy": cfg.policy.upper(),
-            "Encryption": cfg.key_bytes > 0, "Cipher": cfg.cipher, "Keepalive": cfg.keepalive,
-            "Cookie": cfg.cookie, "RetryTimeout": cfg.retry_timeout, "DatagramSize": cfg.datagram_size})
+        self.tally.emit(
+            "INIT",
+            {
+                "Direction": "Send" if cfg.direction == "send" else "Receive",
+                "Host": self._remote.host,
+                "User": self._remote.user,
+                "Port": self._remote.port,
+                "UdpPort": cfg.udp_port,
+                "Rate": cfg.target_kbps,
+                "MinRate": cfg.min_kbps,
+                "Policy": cfg.policy.upper(),
+                "Encryption": cfg.key_bytes > 0,
+                "Cipher": cfg.cipher,
+                "Keepalive": cfg.keepalive,
+                "Cookie": cfg.cookie,
+                "RetryTimeout": cfg.retry_timeout,
+                "DatagramSize": cfg.datagram_size,
+            },
+        )
         readers: list[asyncio.Task[None]] = []
         try:
             async with contextlib.AsyncExitStack() as cleanup:
@@ -115,8 +140,9 @@ class ClientSession:
                     if not isinstance(exc, EngineError):
                         log.exception("internal error")
                     # the manager hears at once; cleaning up may take a moment more
-                    self.tally.emit("ERROR", {"Code": error.code, "Description": error.description,
-                                              **self.tally.done_fields()})
+                    self.tally.emit(
+                        "ERROR", {"Code": error.code, "Description": error.description, **self.tally.done_fields()}
+                    )
                     if cfg.manifest_dir and not listed and self._live.done():  # cancelled, peer gone...
                         self.tally.interrupted(error.code, error.description)
                         with contextlib.suppress(EngineError):
@@ -142,11 +168,21 @@ class ClientSession:
         cleanup.push_async_exit(_on_failure(work.abort))
         live = Live(peer, link, work)
         self._live.set_result(live)
-        self.tally.emit("SESSION", {
-            "Transport": link.carrier, "Host": self._remote.host, "RemoteAddress": self._remote.host,
-            "Port": link.port, "DatagramSize": cfg.datagram_size, "PMTU": cfg.datagram_size,
-            "Rate": link.rate.target_kbps, "MinRate": link.rate.min_kbps,
-            "Policy": link.rate.policy.upper(), "Encryption": cfg.key_bytes > 0})
+        self.tally.emit(
+            "SESSION",
+            {
+                "Transport": link.carrier,
+                "Host": self._remote.host,
+                "RemoteAddress": self._remote.host,
+                "Port": link.port,
+                "DatagramSize": cfg.datagram_size,
+                "PMTU": cfg.datagram_size,
+                "Rate": link.rate.target_kbps,
+                "MinRate": link.rate.min_kbps,
+                "Policy": link.rate.policy.upper(),
+                "Encryption": cfg.key_bytes > 0,
+            },
+        )
         return live
 
     def fail(self, error: EngineError) -> None:
@@ -171,16 +207,18 @@ class ClientSession:
 
     def _farewell(self, channel: Channel) -> Exit:
         """The peer hears bye (after a session that went well) or cancel, then the channel closes."""
+
         async def farewell(exc_type: type[BaseException] | None, *_: Any) -> bool:
             try:
                 if exc_type is None:
                     await asyncio.wait_for(self._say_bye(channel), BYE_TIMEOUT)
                 else:
                     await asyncio.wait_for(channel.send(Cancel()), 1.0)
-            except (Exception, asyncio.TimeoutError):
+            except (TimeoutError, Exception):
                 pass
             channel.close()
             return False
+
         return farewell
 
     async def _say_bye(self, channel: Channel) -> None:
@@ -195,8 +233,12 @@ class ClientSession:
                 msg = await live.channel.recv()
                 if msg is None:
                     if not self._bye.is_set():
-                        self.fail(EngineError(ErrorCode.CONNECTION_LOST,  # the peer engine or its SSH is gone
-                                              f"control connection lost: {live.peer.last_words() or 'peer closed'}"))
+                        self.fail(
+                            EngineError(
+                                ErrorCode.CONNECTION_LOST,  # the peer engine or its SSH is gone
+                                f"control connection lost: {live.peer.last_words() or 'peer closed'}",
+                            )
+                        )
                     return
                 self._on_message(live, msg)
         except EngineError as exc:
@@ -243,8 +285,14 @@ class ClientSession:
                 source, dest = frame.get("Source"), frame.get("Destination")
                 if not source:
                     raise EngineError(ErrorCode.USAGE, "START without Source")
-                self._items.put_nowait(StartItem(source, dest or os.path.basename(source.rstrip("/")),
-                                                 frame.int("StartByte"), frame.int("EndByte")))
+                self._items.put_nowait(
+                    StartItem(
+                        source,
+                        dest or os.path.basename(source.rstrip("/")),
+                        frame.int("StartByte"),
+                        frame.int("EndByte"),
+                    )
+                )
             elif kind == "DONE":
                 self._items.put_nowait(None)
             elif kind in ("PUT", "WRITE", "CLOSE"):
@@ -284,18 +332,24 @@ class ClientSession:
             moved = stats.get(counter, 0)
             rate = (moved - last_bytes) * 8 / 1000 / max(now - last_time, 1e-3)
             last_bytes, last_time = moved, now
-            self.tally.stats(rate_kbps=int(rate), target_kbps=self._rate.target_kbps(stats),
-                             min_kbps=self._rate.settings.min_kbps, policy=self._rate.settings.policy.upper(),
-                             loss=stats.get("loss") or stats.get("loss_in") or 0.0, rtt_ms=stats.get("rtt_ms"))
-
+            self.tally.stats(
+                rate_kbps=int(rate),
+                target_kbps=self._rate.target_kbps(stats),
+                min_kbps=self._rate.settings.min_kbps,
+                policy=self._rate.settings.policy.upper(),
+                loss=stats.get("loss") or stats.get("loss_in") or 0.0,
+                rtt_ms=stats.get("rtt_ms"),
+            )
 
 
 def _on_failure(abort: Callable[[], Awaitable[None]]) -> Exit:
     """An exit callback that runs ``abort`` only when the session failed."""
+
     async def exit_(exc_type: type[BaseException] | None, *_: Any) -> bool:
         if exc_type is not None:
             await abort()
         return False
+
     return exit_
 
 

@@ -4,19 +4,23 @@ The client proposes (in hello, and with each RATE command as a numbered ``rate``
 with its caps applied, and only the answer to our latest proposal counts. With --auto-detect-capacity the
 target is a percent of the capacity the sending side measures, under the engine's own ceiling.
 """
+
 from __future__ import annotations
 
-from faspmanager import mgmt
-from faspmanager.codes import EngineError, ErrorCode
 from fasp.datapath.rate import CEILING_KBPS, RateSettings
 from fasp.options.flags import Config
 from fasp.options.vocabulary import POLICIES
+from faspmanager import mgmt
+from faspmanager.codes import EngineError, ErrorCode
 
 
 class ClientRate:
     def __init__(self, cfg: Config) -> None:
-        self.settings = (RateSettings(CEILING_KBPS, cfg.min_kbps, cfg.policy, percent=cfg.target_kbps)
-                         if cfg.auto_capacity else RateSettings(cfg.target_kbps, cfg.min_kbps, cfg.policy))
+        self.settings = (
+            RateSettings(CEILING_KBPS, cfg.min_kbps, cfg.policy, percent=cfg.target_kbps)
+            if cfg.auto_capacity
+            else RateSettings(cfg.target_kbps, cfg.min_kbps, cfg.policy)
+        )
         self.seq = 0  # our latest proposal's number
         self.capacity_kbps: int | None = None  # measured by the sending side (the peer's, in a download)
 

@@ -9,6 +9,7 @@ what a peer can make us hold. The first message each way is ``hello``/``welcome`
 key from the two (:class:`fasp.datapath.seal.SessionKey`), and the UDP data channel never carries either. A
 malformed frame raises :class:`ProtocolError` (code 1) at once, never a hang.
 """
+
 from __future__ import annotations
 
 import struct
@@ -54,7 +55,7 @@ class Decoder:
                     raise ProtocolError(f"control frame of {length} bytes exceeds {MAX_FRAME}")
                 if len(buf) - at < _LEN.size + length:
                     break
-                body = bytes(buf[at + _LEN.size:at + _LEN.size + length])
+                body = bytes(buf[at + _LEN.size : at + _LEN.size + length])
                 at += _LEN.size + length
                 out.append(decode(body))
         except ProtocolError as exc:

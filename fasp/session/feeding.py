@@ -5,16 +5,15 @@ Each source, START item and stream is one *arg* (numbered in that order) whose e
 :class:`Downloads` asks the peer for each source and waits until the peer says it was all offered and
 the receiving role is idle. Both are built by :func:`feeder` once the data channel is open.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable
 
-from faspmanager.codes import EngineError, ErrorCode
 from fasp.datapath.datachannel import DataChannel
 from fasp.files import docroot
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
@@ -25,6 +24,7 @@ from fasp.session.receiving import ReceivingRole
 from fasp.session.sending import SendingRole
 from fasp.session.stream import OutStream
 from fasp.session.tally import Tally
+from faspmanager.codes import EngineError, ErrorCode
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,9 @@ class Feeder:
         return arg
 
     def notify_job_size(self, files: int, dirs: int, nbytes: int) -> None:
-        self._tally.emit("NOTIFICATION", {"PreTransferFiles": files, "PreTransferDirs": dirs,
-                                          "PreTransferBytes": nbytes})
+        self._tally.emit(
+            "NOTIFICATION", {"PreTransferFiles": files, "PreTransferDirs": dirs, "PreTransferBytes": nbytes}
+        )
 
     def report_problem(self, problem: Problem) -> None:
         if problem.skip:
@@ -108,14 +109,24 @@ class Uploads(Feeder):
         cfg = self._cfg
         rules = Rules.from_opts(cfg.local_options())
         walks: list[Iterable[FileJob | Problem]] = [
-            walk(arg, source, top_name(source, cfg.src_base, cfg.pair_dests[arg] if cfg.pair_dests is not None
-                                       else None), files=self._files, lone=cfg.lone, rules=rules)
-            for arg, source in enumerate(cfg.sources)]
+            walk(
+                arg,
+                source,
+                top_name(source, cfg.src_base, cfg.pair_dests[arg] if cfg.pair_dests is not None else None),
+                files=self._files,
+                lone=cfg.lone,
+                rules=rules,
+            )
+            for arg, source in enumerate(cfg.sources)
+        ]
         if cfg.precalculate:
             walks = [await asyncio.to_thread(list, items) for items in walks]
             jobs = [j for items in walks for j in items if isinstance(j, FileJob)]
-            self.notify_job_size(files=sum(not j.is_dir for j in jobs), dirs=sum(j.is_dir for j in jobs),
-                                 nbytes=sum(j.size for j in jobs))
+            self.notify_job_size(
+                files=sum(not j.is_dir for j in jobs),
+                dirs=sum(j.is_dir for j in jobs),
+                nbytes=sum(j.size for j in jobs),
+            )
         for arg, items in enumerate(walks):
             await self._upload(arg, items)
             with contextlib.suppress(EngineError):  # a source outside the local docroot was never read
@@ -219,15 +230,17 @@ class Downloads(Feeder):
         if self._held is None or any(arg not in self._listings for arg in range(count)):
             return
         listed = [self._listings[arg] for arg in range(count)]
-        self.notify_job_size(files=sum(m.files for m in listed), dirs=sum(m.dirs for m in listed),
-                             nbytes=sum(m.nbytes for m in listed))
+        self.notify_job_size(
+            files=sum(m.files for m in listed), dirs=sum(m.dirs for m in listed), nbytes=sum(m.nbytes for m in listed)
+        )
         held, self._held = self._held, None
         for msg in held:
             self._receiver.deliver(msg)  # an offer always is the receiving role's
 
 
-def feeder(cfg: Config, tally: Tally, channel: Channel, transport: DataChannel,
-           fatal: Callable[[BaseException], None]) -> Uploads | Downloads:
+def feeder(
+    cfg: Config, tally: Tally, channel: Channel, transport: DataChannel, fatal: Callable[[BaseException], None]
+) -> Uploads | Downloads:
     """The sending or receiving role for ``cfg.direction`` and the feeder around it. Local paths are as
     given, or confined to FASP_LOCAL_DOCROOT with --apply-local-docroot: one handle every local file
     operation goes through, as on a server."""
@@ -235,7 +248,8 @@ def feeder(cfg: Config, tally: Tally, channel: Channel, transport: DataChannel,
     if cfg.direction == "send":
         sender = SendingRole(channel, transport, tally, cfg.local_options(), files=files, file_pass=cfg.file_pass)
         return Uploads(cfg, tally, sender, files)
-    receiver = ReceivingRole(channel, transport, tally, cfg.local_options(), dest=cfg.dest, files=files,
-                             file_pass=cfg.file_pass)
+    receiver = ReceivingRole(
+        channel, transport, tally, cfg.local_options(), dest=cfg.dest, files=files, file_pass=cfg.file_pass
+    )
     receiver.on_fatal = fatal
     return Downloads(cfg, tally, channel, receiver)

@@ -4,6 +4,7 @@ Each end's key share travels only in hello and welcome; the session key is deriv
 session id. The data channel is UDP, or with -y 1 HTTP(S) when the UDP handshake gets no answer. What
 comes out is a :class:`Link`, complete: nothing of a session exists before its handshake succeeded.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,6 @@ import os
 from dataclasses import dataclass
 from typing import TypeVar
 
-from faspmanager.codes import EngineError, ErrorCode
 from fasp.datapath.datachannel import DataChannel
 from fasp.datapath.httpchannel import FallbackTransport, dial
 from fasp.datapath.rate import RateSettings
@@ -22,6 +22,7 @@ from fasp.errors import ProtocolError
 from fasp.options.flags import Config, Endpoint
 from fasp.session.messages import VERSION, Fallback, FallbackReady, Hello, Message, Rate, SessionFailed, Welcome
 from fasp.session.peer import PeerEngine
+from faspmanager.codes import EngineError, ErrorCode
 
 log = logging.getLogger("fasp.session.handshake")
 WELCOME_TIMEOUT = 20.0
@@ -38,20 +39,29 @@ class Link:
     rate: RateSettings  # ours, as the peer capped it
 
 
-async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str,
-                    rate: RateSettings) -> Link:
+async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str, rate: RateSettings) -> Link:
     """Say hello with our rate and options, check the welcome, open the data channel."""
     share = os.urandom(SHARE_BYTES)
-    await peer.channel.send(Hello(
-        v=VERSION, session=session_id, share=share, key_bytes=cfg.key_bytes, direction=cfg.direction, dest=cfg.dest,
-        datagram_size=cfg.datagram_size, udp_port=cfg.udp_port, rate=Rate.of(rate), opts=cfg.options_for_peer(),
-        token=cfg.token))
+    await peer.channel.send(
+        Hello(
+            v=VERSION,
+            session=session_id,
+            share=share,
+            key_bytes=cfg.key_bytes,
+            direction=cfg.direction,
+            dest=cfg.dest,
+            datagram_size=cfg.datagram_size,
+            udp_port=cfg.udp_port,
+            rate=Rate.of(rate),
+            opts=cfg.options_for_peer(),
+            token=cfg.token,
+        )
+    )
     welcome = await _answer(peer, Welcome, "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
     rate = welcome.rate.settings()
     key = SessionKey.derive(share, welcome.share, bytes.fromhex(session_id), cfg.key_bytes)
     try:
-        transport: DataChannel = await _open_udp(cfg, remote, peer, welcome.udp_port,
-                                                                    session_id, key, rate)
+        transport: DataChannel = await _open_udp(cfg, remote, peer, welcome.udp_port, session_id, key, rate)
     except EngineError as exc:
         if not cfg.http_fallback or exc.code not in (ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_ERROR):
             raise
@@ -64,18 +74,22 @@ async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id:
 Answer = TypeVar("Answer", bound=Message)
 
 
-async def _answer(peer: PeerEngine, expected: type[Answer], request: str, silent: ErrorCode,
-                  closed: ErrorCode) -> Answer:
+async def _answer(
+    peer: PeerEngine, expected: type[Answer], request: str, silent: ErrorCode, closed: ErrorCode
+) -> Answer:
     """The peer engine's answer to ``request``: a message of type ``expected``, or the EngineError its
     error message names, or ``silent``/``closed`` (with its last words) when it says nothing or goes away."""
     try:
         answer = await asyncio.wait_for(peer.channel.recv(), WELCOME_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise EngineError(silent, f"the remote engine did not answer {request}") from None
     if answer is None:
         await asyncio.sleep(0.2)  # let its last words arrive on stderr
-        raise EngineError(closed, f"the remote engine closed the session instead of answering {request}: "
-                                  f"{peer.last_words() or 'no reason given'}")
+        raise EngineError(
+            closed,
+            f"the remote engine closed the session instead of answering {request}: "
+            f"{peer.last_words() or 'no reason given'}",
+        )
     if isinstance(answer, SessionFailed):
         raise EngineError(answer.code, answer.desc)
     if not isinstance(answer, expected):
@@ -83,27 +97,58 @@ async def _answer(peer: PeerEngine, expected: type[Answer], request: str, silent
     return answer
 
 
-async def _open_fallback(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str, key: SessionKey,
-                         rate: RateSettings) -> FallbackTransport:
+async def _open_fallback(
+    cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str, key: SessionKey, rate: RateSettings
+) -> FallbackTransport:
     """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails)."""
     await peer.channel.send(Fallback(jpeg=cfg.jpeg))
-    answer = await _answer(peer, FallbackReady, "the HTTP fallback request", ErrorCode.CONNECTION_ERROR_HTTP,
-                           ErrorCode.CONNECTION_ERROR_HTTP)
+    answer = await _answer(
+        peer,
+        FallbackReady,
+        "the HTTP fallback request",
+        ErrorCode.CONNECTION_ERROR_HTTP,
+        ErrorCode.CONNECTION_ERROR_HTTP,
+    )
     reader, writer, buffered, carrier = await dial(
-        remote.host, cfg.http_port, session_id=session_id, token=answer.token, jpeg=cfg.jpeg,
-        cafile=cfg.https_cert, keyfile=cfg.https_key, proxy=cfg.proxy)
-    return FallbackTransport(reader, writer, session_id=bytes.fromhex(session_id), key=key, direction=0,
-                             jpeg=cfg.jpeg, rate=rate, name=carrier, buffered=buffered)
+        remote.host,
+        cfg.http_port,
+        session_id=session_id,
+        token=answer.token,
+        jpeg=cfg.jpeg,
+        cafile=cfg.https_cert,
+        keyfile=cfg.https_key,
+        proxy=cfg.proxy,
+    )
+    return FallbackTransport(
+        reader,
+        writer,
+        session_id=bytes.fromhex(session_id),
+        key=key,
+        direction=0,
+        jpeg=cfg.jpeg,
+        rate=rate,
+        name=carrier,
+        buffered=buffered,
+    )
 
 
-async def _open_udp(cfg: Config, remote: Endpoint, peer: PeerEngine, udp_port: int, session_id: str,
-                    key: SessionKey, rate: RateSettings) -> Transport:
+async def _open_udp(
+    cfg: Config, remote: Endpoint, peer: PeerEngine, udp_port: int, session_id: str, key: SessionKey, rate: RateSettings
+) -> Transport:
     """Handshake on UDP while watching the control channel: the peer is silent there until we
     speak, so anything it says meanwhile (an error, or closing) explains a handshake that fails."""
     attempt = {"timeout": UDP_TRY_WITH_FALLBACK} if cfg.http_fallback else {}
-    connect = asyncio.ensure_future(Transport.connect(
-        remote.host, udp_port, session_id=bytes.fromhex(session_id), key=key,
-        datagram_size=cfg.datagram_size, rate=rate, **attempt))
+    connect = asyncio.ensure_future(
+        Transport.connect(
+            remote.host,
+            udp_port,
+            session_id=bytes.fromhex(session_id),
+            key=key,
+            datagram_size=cfg.datagram_size,
+            rate=rate,
+            **attempt,
+        )
+    )
     said = asyncio.ensure_future(peer.channel.recv())
     await asyncio.wait({connect, said}, return_when=asyncio.FIRST_COMPLETED)
     if connect.done():
@@ -119,5 +164,7 @@ async def _open_udp(cfg: Config, remote: Endpoint, peer: PeerEngine, udp_port: i
         raise EngineError(msg.code, msg.desc)
     await asyncio.sleep(0.2)  # let its last words arrive on stderr
     what = msg.TYPE if msg is not None else "closed"
-    raise EngineError(ErrorCode.TRANSFER_ERROR, f"the remote engine ended the session before the data channel "
-                                                f"opened: {peer.last_words() or what}")
+    raise EngineError(
+        ErrorCode.TRANSFER_ERROR,
+        f"the remote engine ended the session before the data channel opened: {peer.last_words() or what}",
+    )

@@ -3,6 +3,7 @@
 A refused key is code 51 with a message that names the host, the key it offered and why it is not trusted
 (not listed, CHANGED, not the pinned one), so an operator can tell a new host from an impersonated one.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ from typing import Any
 import asyncssh
 from asyncssh.public_key import get_default_certificate_algs, get_default_public_key_algs
 
-from faspmanager.codes import EngineError, ErrorCode
 from fasp.options.flags import Endpoint
+from faspmanager.codes import EngineError, ErrorCode
 
 KNOWN_HOSTS_ENV = "FASP_KNOWN_HOSTS"
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
@@ -87,8 +88,7 @@ class HostKeyPolicy:
         self._remote = remote
         self._files = known_hosts_files()
         self._check = _HostKeyCheck(None if remote.ignore_host_key else remote.check_sshfp)
-        self._known = (None if remote.ignore_host_key or remote.check_sshfp
-                       else _read_known_hosts(self._files))
+        self._known = None if remote.ignore_host_key or remote.check_sshfp else _read_known_hosts(self._files)
 
     def connect_options(self) -> dict[str, Any]:
         """asyncssh.connect options: --ignore-host-key alone skips the check."""
@@ -96,8 +96,11 @@ class HostKeyPolicy:
             return {"known_hosts": None}
         if self._known is None:  # a pin: nothing is listed, so every key goes to the check
             return {"known_hosts": ([], [], []), "client_factory": lambda: self._check}
-        return {"known_hosts": self._known, "client_factory": lambda: self._check,
-                "server_host_key_algs": _host_key_algs(_listed_keys(self._known, self._remote))}
+        return {
+            "known_hosts": self._known,
+            "client_factory": lambda: self._check,
+            "server_host_key_algs": _host_key_algs(_listed_keys(self._known, self._remote)),
+        }
 
     def refusal(self, reason: str) -> EngineError:
         """Code 51 naming the host, the key it offered and why it is not trusted."""
@@ -110,9 +113,13 @@ class HostKeyPolicy:
         elif check.pin is not None:
             why = f"does not match --check-sshfp {check.pin}"
         elif _listed_keys(self._known, remote):
-            why = (f"is NOT the key listed for it in {', '.join(files)}: the host key has CHANGED "
-                   f"(or someone is impersonating the host)")
+            why = (
+                f"is NOT the key listed for it in {', '.join(files)}: the host key has CHANGED "
+                f"(or someone is impersonating the host)"
+            )
         else:
-            why = (f"is not in {', '.join(files)} (add it, pin it with --check-sshfp, "
-                   f"or skip the check with --ignore-host-key)")
+            why = (
+                f"is not in {', '.join(files)} (add it, pin it with --check-sshfp, "
+                f"or skip the check with --ignore-host-key)"
+            )
         return EngineError(ErrorCode.INSECURE_CONNECTION, f"host key of {name}: {offered} {why}")

@@ -1,4 +1,5 @@
 """--file-manifest=text: the list of a session's files and how each ended, written when the session ends."""
+
 from __future__ import annotations
 
 import os
@@ -13,13 +14,16 @@ def write_manifest(directory: str, session_id: str, outcomes: Iterable[tuple[str
     reason) or a failed one (the error code, a space, the description). OUTCOME is passed, skipped
     or failed; PATH is where the file was read (upload) or landed (download). A tab, newline,
     carriage return or backslash inside a field is written as \\t, \\n, \\r or \\\\."""
+
     def field(text: str) -> str:
         return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
     path = os.path.join(directory, f"aspera-transfer-{session_id}-manifest.txt")
     try:
         with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.writelines("\t".join(field(part) for part in (outcome, name, detail) if part) + "\n"
-                              for outcome, name, detail in outcomes)
+            handle.writelines(
+                "\t".join(field(part) for part in (outcome, name, detail) if part) + "\n"
+                for outcome, name, detail in outcomes
+            )
     except OSError as exc:
         raise EngineError(ErrorCode.DISK_WRITE, f"cannot write the manifest {path}: {exc.strerror}") from None

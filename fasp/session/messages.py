@@ -15,6 +15,7 @@ not one of ours, so no field ever quietly takes a default. Field types and their
 :data:`VERSION` changes whenever the wire does; ``hello``/``welcome`` refuse another. The framing (length
 prefix, size limit) is :mod:`fasp.session.control`; the order messages come in is docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import base64
@@ -68,6 +69,7 @@ class Rate:
 
 
 # ---- session setup ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
@@ -192,6 +194,7 @@ class SessionFailed(Message):
 
 
 # ---- per file ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class FileMessage(Message):
@@ -406,8 +409,13 @@ def _object(value: Any, where: str) -> dict[str, object]:
 
 
 _SCALARS: dict[object, tuple[Decode, Encode]] = {
-    int: (_integer, int), float: (_number, float), bool: (_boolean, bool), str: (_text, str),
-    OsStr: (_os_text, _encode_os_text), bytes: (_hex, bytes.hex), JsonObject: (_object, dict),
+    int: (_integer, int),
+    float: (_number, float),
+    bool: (_boolean, bool),
+    str: (_text, str),
+    OsStr: (_os_text, _encode_os_text),
+    bytes: (_hex, bytes.hex),
+    JsonObject: (_object, dict),
 }
 
 
@@ -426,6 +434,7 @@ def _codec(hint: Any) -> tuple[Decode, Encode]:
             if type(value) is not list:
                 raise _fail(where, f"has the wrong type ({type(value).__name__}, not an array)")
             return tuple(dec(v, f"{where}[{i}]") for i, v in enumerate(value))
+
         return items, lambda v: [enc(x) for x in v]
     if origin is tuple:
         codecs = [_codec(a) for a in args]
@@ -434,6 +443,7 @@ def _codec(hint: Any) -> tuple[Decode, Encode]:
             if type(value) is not list or len(value) != len(codecs):
                 raise _fail(where, f"is not an array of {len(codecs)}")
             return tuple(dec(v, f"{where}[{i}]") for (dec, _), (i, v) in zip(codecs, enumerate(value)))
+
         return fixed, lambda v: [enc(x) for (_, enc), x in zip(codecs, v)]
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         record = _Record(hint)
@@ -468,8 +478,32 @@ class _Record:
 
 
 MESSAGES: tuple[type[Message], ...] = (
-    Hello, Welcome, Fallback, FallbackReady, Get, Listed, ArgDone, RateChange, Capacity, Cancel, Bye,
-    SessionFailed, Offer, Verify, Verified, Begin, Piece, Chunk, Eof, Abort, FileDone, Skip, FileError, Keep, Kept)
+    Hello,
+    Welcome,
+    Fallback,
+    FallbackReady,
+    Get,
+    Listed,
+    ArgDone,
+    RateChange,
+    Capacity,
+    Cancel,
+    Bye,
+    SessionFailed,
+    Offer,
+    Verify,
+    Verified,
+    Begin,
+    Piece,
+    Chunk,
+    Eof,
+    Abort,
+    FileDone,
+    Skip,
+    FileError,
+    Keep,
+    Kept,
+)
 _BY_TYPE = {cls.TYPE: _Record(cls, cls.TYPE) for cls in MESSAGES}
 _BY_CLASS = {record.cls: record for record in _BY_TYPE.values()}
 
@@ -494,7 +528,8 @@ def decode(body: bytes) -> Message:
 def encode(message: Message) -> bytes:
     """A message's body (JSON, UTF-8); ProtocolError for a value that has no wire form."""
     try:
-        return json.dumps(_BY_CLASS[type(message)].encode(message), separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode()
+        return json.dumps(
+            _BY_CLASS[type(message)].encode(message), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
     except (KeyError, ValueError, TypeError) as exc:
         raise ProtocolError(f"cannot encode {message!r}: {exc}") from None

@@ -6,11 +6,12 @@ each to the session in order (awaiting it, so a slow stream write holds back
 the next WRITE instead of buffering without bound). When the manager goes away
 the session is told at once: a transfer nobody watches must not go on.
 """
+
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from faspmanager import mgmt
 from faspmanager.codes import EngineError, ErrorCode
@@ -25,14 +26,14 @@ class Management:
         self._closed = False
 
     @classmethod
-    async def connect(cls, port: int, timeout: float = 10.0) -> "Management":
+    async def connect(cls, port: int, timeout: float = 10.0) -> Management:
         """Connect; with a secret from the manager (``mgmt.SECRET_ENV``) present it first, so the manager
         knows this connection is its own program's. The variable is taken out of the environment: the
         processes this engine starts (ssh, hooks) must not be able to pass for it."""
         secret = os.environ.pop(mgmt.SECRET_ENV, None)
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise EngineError(ErrorCode.ASCP, f"cannot connect to management port {port}: {exc}") from None
         if secret:
             writer.write(mgmt.encode(mgmt.AUTH_FRAME, {"Secret": secret}))
@@ -50,7 +51,7 @@ class Management:
         if not self._closed and not self._writer.is_closing():
             try:
                 await asyncio.wait_for(self._writer.drain(), timeout)
-            except (ConnectionError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionError, OSError):
                 pass
 
     async def serve(self, handler: Handler, on_gone: Callable[[str], None]) -> None:
@@ -78,5 +79,5 @@ class Management:
         self._writer.close()
         try:
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, OSError):
             pass

@@ -3,6 +3,7 @@
 Its stdin/stdout carry the control channel; its stderr is kept (the last 4 KiB) because the peer's last
 line there is the reason it gives when it goes away. The peer process ends with our SSH channel.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,10 +13,10 @@ from typing import Any
 
 import asyncssh
 
-from faspmanager.codes import EngineError, ErrorCode
 from fasp.options.flags import Endpoint
 from fasp.session.channel import Channel
 from fasp.session.hostkeys import HostKeyPolicy
+from faspmanager.codes import EngineError, ErrorCode
 
 REMOTE_COMMAND = "fasp-ascp --server"
 REMOTE_COMMAND_ENV = "FASP_REMOTE_COMMAND"
@@ -39,8 +40,9 @@ async def open_ssh(remote: Endpoint) -> asyncssh.SSHClientConnection:
     The host key is checked as OpenSSH does (known_hosts, see :mod:`fasp.session.hostkeys`), or against the
     --check-sshfp pin, before any credential is offered; --ignore-host-key alone skips the check."""
     policy = HostKeyPolicy(remote)
-    options: dict[str, Any] = dict(host=remote.host, port=remote.port, username=remote.user, agent_path=None,
-                                   **policy.connect_options())
+    options: dict[str, Any] = dict(
+        host=remote.host, port=remote.port, username=remote.user, agent_path=None, **policy.connect_options()
+    )
     keys = []
     try:
         if remote.identity:
@@ -61,7 +63,7 @@ async def open_ssh(remote: Endpoint) -> asyncssh.SSHClientConnection:
         raise EngineError(ErrorCode.AUTH, f"authentication failed for {remote.user}@{remote.host}") from None
     except asyncssh.HostKeyNotVerifiable as exc:
         raise policy.refusal(exc.reason) from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise EngineError(ErrorCode.TRANSFER_TIMEOUT, f"no SSH answer from {remote.host}:{remote.port}") from None
     except (OSError, asyncssh.Error) as exc:
         raise EngineError(ErrorCode.TRANSFER_ERROR, f"cannot reach {remote.host}:{remote.port}: {exc}") from None
@@ -124,5 +126,5 @@ async def _close_connection(conn: asyncssh.SSHClientConnection) -> None:
     conn.close()
     try:
         await asyncio.wait_for(conn.wait_closed(), 2.0)
-    except (Exception, asyncio.TimeoutError):
+    except (TimeoutError, Exception):
         pass

@@ -6,6 +6,7 @@ the spirit of Aspera's prepost scripts. Secrets (every ASPERA_SCP_* variable) ar
 of that environment. Runs are sequential and off the event loop; a failing program is
 reported on stderr and does not change the transfer's outcome.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,11 +33,26 @@ class PrePost:
     def emit(self, event: str, fields: dict) -> None:
         """Event sink: a finished or failed file queues a File/Stop run."""
         if event == "STOP":
-            self._queue.put_nowait({"TYPE": "File", "STARTSTOP": "Stop", "STATUS": "OK", "FILE": fields["File"],
-                                    "SIZE": str(fields["Size"])})
+            self._queue.put_nowait(
+                {
+                    "TYPE": "File",
+                    "STARTSTOP": "Stop",
+                    "STATUS": "OK",
+                    "FILE": fields["File"],
+                    "SIZE": str(fields["Size"]),
+                }
+            )
         elif event == "FILEERROR":
-            self._queue.put_nowait({"TYPE": "File", "STARTSTOP": "Stop", "STATUS": "ERROR", "FILE": fields["File"],
-                                    "ERRCODE": str(fields["Code"]), "ERRSTR": fields["Description"]})
+            self._queue.put_nowait(
+                {
+                    "TYPE": "File",
+                    "STARTSTOP": "Stop",
+                    "STATUS": "ERROR",
+                    "FILE": fields["File"],
+                    "ERRCODE": str(fields["Code"]),
+                    "ERRSTR": fields["Description"],
+                }
+            )
 
     async def session_stop(self, ok: bool, code: int = 0, description: str = "", totals: dict | None = None) -> None:
         """After the session: the queued file runs, then Session/Stop."""
@@ -56,10 +72,17 @@ class PrePost:
 
     def _run(self, extra: dict[str, str]) -> None:
         try:
-            done = subprocess.run([self._program], env={**self._env, **extra}, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, timeout=TIMEOUT)
+            done = subprocess.run(
+                [self._program],
+                env={**self._env, **extra},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                timeout=TIMEOUT,
+            )
             if done.returncode:
-                print(f"fasp-ascp: -e {self._program} exited {done.returncode} ({extra['TYPE']} "
-                      f"{extra['STARTSTOP']})", file=sys.stderr)
+                print(
+                    f"fasp-ascp: -e {self._program} exited {done.returncode} ({extra['TYPE']} {extra['STARTSTOP']})",
+                    file=sys.stderr,
+                )
         except (OSError, subprocess.TimeoutExpired) as exc:
             print(f"fasp-ascp: -e {self._program}: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ with the transport BEFORE its ``piece`` message goes out, so no datagram ever
 arrives for an unknown id. Pieces complete out of order; the watermark (every
 byte below it written) goes to a sidecar, which makes resume after a crash exact.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,23 +16,36 @@ import os
 import posixpath
 import stat
 import time
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from faspmanager.codes import EngineError, ErrorCode
-
-from fasp.files import attrs, envelope, resume
-from fasp.errors import os_error_code
 from fasp.datapath.datachannel import DataChannel
-from fasp.session.channel import Channel
-from fasp.errors import ProtocolError
+from fasp.errors import ProtocolError, os_error_code
+from fasp.files import attrs, envelope, resume
 from fasp.files.digest import file_checksum, prefix_digest, reader
 from fasp.files.docroot import Files
 from fasp.files.naming import destination
 from fasp.options.peer import PeerOptions
-from fasp.session.messages import (Abort, Begin, Chunk, Eof, FileDone, FileError, Keep, Kept, Message, Offer, Piece,
-                                   Skip, Verified, Verify)
+from fasp.session.channel import Channel
+from fasp.session.messages import (
+    Abort,
+    Begin,
+    Chunk,
+    Eof,
+    FileDone,
+    FileError,
+    Keep,
+    Kept,
+    Message,
+    Offer,
+    Piece,
+    Skip,
+    Verified,
+    Verify,
+)
 from fasp.session.sending import FILES_IN_FLIGHT, route
 from fasp.session.tally import Tally
+from faspmanager.codes import EngineError, ErrorCode
 
 PIECE = 512 * 1024
 """Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
@@ -43,8 +57,14 @@ MAX_FILES_IN_FLIGHT = 2 * FILES_IN_FLIGHT
 """Files a peer may have offered and not finished: an engine keeps FILES_IN_FLIGHT (a file's end and the next
 offer may cross); beyond this the peer is not one of ours and the session ends with a protocol error (each file in
 flight holds a task and, once opened, a descriptor: 5,000 offers were 5,000 open files)."""
-SESSION_FATAL = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.CONNECTION_TIMEOUT, ErrorCode.CONNECTION_LOST,
-                           ErrorCode.DATA_TRANSFER_TIMEOUT})
+SESSION_FATAL = frozenset(
+    {
+        ErrorCode.CONNECTION_ERROR,
+        ErrorCode.CONNECTION_TIMEOUT,
+        ErrorCode.CONNECTION_LOST,
+        ErrorCode.DATA_TRANSFER_TIMEOUT,
+    }
+)
 """Data-channel failures: they end the session, unlike a file's own error."""
 
 
@@ -70,8 +90,17 @@ def clip(extents: tuple[tuple[int, int], ...] | None, start: int, end: int) -> l
 
 
 class ReceivingRole:
-    def __init__(self, channel: Channel, transport: DataChannel, tally: Tally, opts: PeerOptions, *, dest: str,
-                 files: Files, file_pass: str | None = None) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        transport: DataChannel,
+        tally: Tally,
+        opts: PeerOptions,
+        *,
+        dest: str,
+        files: Files,
+        file_pass: str | None = None,
+    ) -> None:
         self._channel = channel
         self._transport = transport
         # -G and -X: this side writes the destinations and asks for retransmissions
@@ -109,8 +138,10 @@ class ReceivingRole:
                 if fid in self._inbox:
                     raise ProtocolError(f"file id {fid} offered again while in flight")
                 if len(self._inbox) >= MAX_FILES_IN_FLIGHT:
-                    raise ProtocolError(f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
-                                        f"(an engine keeps at most {FILES_IN_FLIGHT})")
+                    raise ProtocolError(
+                        f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
+                        f"(an engine keeps at most {FILES_IN_FLIGHT})"
+                    )
                 box: asyncio.Queue[Message] = asyncio.Queue()
                 self._inbox[fid] = box
                 self._track(asyncio.create_task(self._incoming(msg, box)))
@@ -205,8 +236,9 @@ class ReceivingRole:
                 return
             start = decided
             flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if start == 0 else 0)
-            if start == 0 and self._opts.save_before_overwrite and \
-                    self._files.kind(target) == stat.S_IFREG:  # the name (a link too) moves aside, as before
+            if (
+                start == 0 and self._opts.save_before_overwrite and self._files.kind(target) == stat.S_IFREG
+            ):  # the name (a link too) moves aside, as before
                 self._files.replace(target, _saved_name(self._files, target))
         # a partial file is ours alone: a link there is refused, never followed (the final name may be an
         # existing link to a file inside, written through as before; the handle never follows one out)
@@ -246,36 +278,42 @@ class ReceivingRole:
                 self._files.replace(partial, target)
             resume.clear_watermark(self._files, partial)
             if self._file_pass is not None:  # the plain file is a new one: it gets the attributes
-                plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass,
-                                                self._files) or target
+                plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass, self._files) or target
                 if msg.meta is not None:
                     self._apply(plain, self._files.display(plain), msg.meta)
             self._settle(target)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send(FileDone(fid=fid, written=written, checksum=checksum))
 
-    async def _decide(self, msg: Offer, size: int, box: asyncio.Queue[Message], target: str, partial: str,
-                      key: str) -> tuple[int | None, int]:
+    async def _decide(
+        self, msg: Offer, size: int, box: asyncio.Queue[Message], target: str, partial: str, key: str
+    ) -> tuple[int | None, int]:
         """Overwrite and resume rules: (start, end), or (None, _) once the file was skipped."""
         fid, arg, mtime = msg.fid, msg.arg, msg.mtime
         final = _existing(self._files, target, follow=True)  # a link to a file inside is that file, as before
         part = final if partial == target else _existing(self._files, partial, follow=False)
         watermark = resume.read_watermark(self._files, partial, part.ident, size, mtime) if part is not None else None
-        verdict = resume.plan(size=size, mtime=mtime, overwrite=self._opts.overwrite,
-                              resume=self._opts.resume, final=final, partial=part,
-                              watermark=watermark)
+        verdict = resume.plan(
+            size=size,
+            mtime=mtime,
+            overwrite=self._opts.overwrite,
+            resume=self._opts.resume,
+            final=final,
+            partial=part,
+            watermark=watermark,
+        )
         if verdict.action == "verify":
             seen = final if verdict.start >= size else part
             assert seen is not None, "plan verifies only a file it found: the final one whole, else the partial"
-            fd = self._files.open(target if seen is final else partial,
-                                  os.O_RDONLY | (0 if seen is final else os.O_NOFOLLOW))
+            fd = self._files.open(
+                target if seen is final else partial, os.O_RDONLY | (0 if seen is final else os.O_NOFOLLOW)
+            )
             try:
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) != seen.ident:  # not the file just judged (replaced since): no digest
                     verdict = resume.Plan("send", 0)
                 else:
-                    digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start,
-                                                     self._opts.resume == 2)
+                    digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start, self._opts.resume == 2)
             finally:
                 os.close(fd)
         if verdict.action == "verify":
@@ -308,8 +346,16 @@ class ReceivingRole:
         await self._channel.send(Piece(fid=fid, pid=pid, start=lo, end=hi))
         return task
 
-    async def _pieces(self, fid: int, fd: int, pieces: list[tuple[int, int]], sidecar: str | None,
-                      ident: tuple[int, int], msg: Offer, whole: bool = False) -> int:
+    async def _pieces(
+        self,
+        fid: int,
+        fd: int,
+        pieces: list[tuple[int, int]],
+        sidecar: str | None,
+        ident: tuple[int, int],
+        msg: Offer,
+        whole: bool = False,
+    ) -> int:
         """Request every piece, at most PIECES_PER_FILE at once; the bytes written."""
         per_file = asyncio.Semaphore(PIECES_PER_FILE)
         pending: set[int] = set()
@@ -329,8 +375,9 @@ class ReceivingRole:
             # true; for a one-piece file that saves a third of its sidecar work (create + rename), the
             # biggest per-file cost with many small files.
             if sidecar is not None and written < total:
-                resume.write_watermark(self._files, sidecar, ident, total_size, msg.mtime,
-                                       min(pending, default=total_size))
+                resume.write_watermark(
+                    self._files, sidecar, ident, total_size, msg.mtime, min(pending, default=total_size)
+                )
 
         def settled(task: asyncio.Task) -> None:
             # a failed piece (its write failed: disk full, EIO...) never lands: give its slot back so the

@@ -5,6 +5,7 @@ The receiver drives: it decides the start offset and registers each piece
 ``piece`` message, so the sender never sends bytes nobody waits for. Many files
 and pieces are in flight at once; the transport shares the rate among them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,24 +13,36 @@ import itertools
 import os
 import posixpath
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
-from faspmanager.codes import EngineError, ErrorCode
-
-from fasp.files import attrs
-from fasp.errors import ProtocolError, os_error_code
 from fasp.datapath.datachannel import DataChannel
-from fasp.session.channel import Channel
+from fasp.errors import ProtocolError, os_error_code
+from fasp.files import attrs
 from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Files, Unconfined
 from fasp.files.envelope import SUFFIX, Envelope, SealedSource
 from fasp.files.jobs import FileJob, Problem, data_extents, share
 from fasp.options.peer import PeerOptions
-from fasp.session.messages import (Abort, Begin, FileDone, FileError, FileMessage, Keep, Kept, Message, Offer, Piece,
-                                   Skip, Verified, Verify)
+from fasp.session.channel import Channel
+from fasp.session.messages import (
+    Abort,
+    Begin,
+    FileDone,
+    FileError,
+    FileMessage,
+    Keep,
+    Kept,
+    Message,
+    Offer,
+    Piece,
+    Skip,
+    Verified,
+    Verify,
+)
 from fasp.session.tally import Tally
-
+from faspmanager.codes import EngineError, ErrorCode
 
 FILES_IN_FLIGHT = 64
 """Files offered at once, over all source arguments of the session: each small file costs control round trips
@@ -47,7 +60,7 @@ class PieceFailed:
     error: BaseException
 
 
-Inbox = asyncio.Queue[Union[Message, PieceFailed]]
+Inbox = asyncio.Queue[Message | PieceFailed]
 """A file's queue: the receiver's messages about it, and its pieces' failures."""
 
 
@@ -77,8 +90,15 @@ def _part_only(job: FileJob) -> bool:
 
 
 class SendingRole:
-    def __init__(self, channel: Channel, transport: DataChannel, tally: Tally, opts: PeerOptions,
-                 files: Files | None = None, file_pass: str | None = None) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        transport: DataChannel,
+        tally: Tally,
+        opts: PeerOptions,
+        files: Files | None = None,
+        file_pass: str | None = None,
+    ) -> None:
         self._channel = channel
         self._file_pass = file_pass  # --file-crypt=encrypt (client side only: the server never sees it)
         self._files = files or Unconfined()  # every source is opened through it (the docroot on a server)
@@ -153,10 +173,10 @@ class SendingRole:
         if not items or not isinstance(items[0], FileJob) or not items[0].is_dir:
             return  # a plain file source: nothing to prune
         arg, top = items[0].arg, items[0].rel
-        names = [i.rel[len(top) + 1:] for i in items[1:] if isinstance(i, FileJob) and i.rel.startswith(top + "/")]
+        names = [i.rel[len(top) + 1 :] for i in items[1:] if isinstance(i, FileJob) and i.rel.startswith(top + "/")]
         waiter = self._kept[arg] = asyncio.get_running_loop().create_future()
         for at in range(0, max(len(names), 1), KEEP_BATCH):
-            batch = names[at:at + KEEP_BATCH]
+            batch = names[at : at + KEEP_BATCH]
             await self._channel.send(Keep(arg=arg, top=top, names=tuple(batch), done=at + KEEP_BATCH >= len(names)))
         await waiter
 
@@ -196,8 +216,19 @@ class SendingRole:
             os.close(fd)
         if meta is None:
             return "failed"
-        await self._channel.send(Offer(fid=fid, arg=job.arg, rel=job.rel, lone=False, size=0, mtime=st.st_mtime,
-                                       atime=st.st_atime, mode=stat.S_IFDIR | 0o755, meta=meta))
+        await self._channel.send(
+            Offer(
+                fid=fid,
+                arg=job.arg,
+                rel=job.rel,
+                lone=False,
+                size=0,
+                mtime=st.st_mtime,
+                atime=st.st_atime,
+                mode=stat.S_IFDIR | 0o755,
+                meta=meta,
+            )
+        )
         match await box.get():
             case FileDone():
                 return "passed"
@@ -208,8 +239,19 @@ class SendingRole:
         """--symbolic-links=copy: the link itself travels (its target text), no file bytes."""
         key = job.path
         st = self._files.stat(job.path, follow=False)
-        await self._channel.send(Offer(fid=fid, arg=job.arg, rel=job.rel, lone=job.lone, size=0, mtime=st.st_mtime,
-                                       atime=st.st_atime, mode=st.st_mode, link=job.link))
+        await self._channel.send(
+            Offer(
+                fid=fid,
+                arg=job.arg,
+                rel=job.rel,
+                lone=job.lone,
+                size=0,
+                mtime=st.st_mtime,
+                atime=st.st_atime,
+                mode=st.st_mode,
+                link=job.link,
+            )
+        )
         match await box.get():
             case FileDone():
                 self._tally.started(key, job.arg, 0, 0)
@@ -240,11 +282,23 @@ class SendingRole:
             if self._file_pass is not None:  # --file-crypt=encrypt: the envelope travels, never the plain bytes
                 sealed = SealedSource(fd, size, Envelope.new(self._file_pass, size))
                 size, rel, read, extents = sealed.size, rel + SUFFIX, sealed.read, None
-            await self._channel.send(Offer(
-                fid=fid, arg=job.arg, rel=rel, lone=job.lone, size=size, mtime=st.st_mtime, atime=st.st_atime,
-                mode=st.st_mode, meta=meta, extents=None if extents is None else tuple((lo, hi) for lo, hi in extents),
-                span=(job.start or 0, size if job.end is None else min(job.end, size))
-                if job.start is not None or job.end is not None else None))
+            await self._channel.send(
+                Offer(
+                    fid=fid,
+                    arg=job.arg,
+                    rel=rel,
+                    lone=job.lone,
+                    size=size,
+                    mtime=st.st_mtime,
+                    atime=st.st_atime,
+                    mode=st.st_mode,
+                    meta=meta,
+                    extents=None if extents is None else tuple((lo, hi) for lo, hi in extents),
+                    span=(job.start or 0, size if job.end is None else min(job.end, size))
+                    if job.start is not None or job.end is not None
+                    else None,
+                )
+            )
             while True:
                 match await box.get():
                     case Verify(have=have, digest=theirs):
@@ -322,8 +376,7 @@ class SendingRole:
         """Once a source argument is done: prune the directories the transfer emptied, if asked."""
         with_top = self._opts.remove_empty_source_directory
         try:
-            if not (with_top or self._opts.remove_empty_directories) or \
-                    self._files.kind(top) != stat.S_IFDIR:
+            if not (with_top or self._opts.remove_empty_directories) or self._files.kind(top) != stat.S_IFDIR:
                 return
             dirs = _dirs_below(self._files, top)
         except (OSError, EngineError):

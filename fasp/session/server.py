@@ -8,6 +8,7 @@ session ends when the client says bye, or cancels, or its channel closes (stdin
 EOF), or SIGTERM: in every case the UDP socket is freed and the process exits,
 so no server half outlives its client.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,24 +19,38 @@ import os
 import signal
 from dataclasses import dataclass, replace
 
-from faspmanager.codes import EngineError, ErrorCode
-from fasp.errors import ProtocolError
-
-from fasp.files import docroot
 from fasp.datapath.datachannel import DataChannel
 from fasp.datapath.httpchannel import SOCKET_ENV, FallbackTransport, Registration
-from fasp.session.channel import Channel, stdio_channel
+from fasp.datapath.seal import SHARE_BYTES, SessionKey
+from fasp.datapath.udpchannel import RateSettings, Transport
+from fasp.errors import ProtocolError
+from fasp.files import docroot
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
 from fasp.files.logdir import log_file, session_log_name
 from fasp.options.flags import Config
 from fasp.options.peer import PeerOptions
-from fasp.session.messages import (VERSION, ArgDone, Bye, Cancel, Capacity, Fallback, FallbackReady, FileError, Get,
-                                   Hello, Listed, Rate, RateChange, SessionFailed, Welcome)
+from fasp.session.channel import Channel, stdio_channel
+from fasp.session.messages import (
+    VERSION,
+    ArgDone,
+    Bye,
+    Cancel,
+    Capacity,
+    Fallback,
+    FallbackReady,
+    FileError,
+    Get,
+    Hello,
+    Listed,
+    Rate,
+    RateChange,
+    SessionFailed,
+    Welcome,
+)
 from fasp.session.receiving import ReceivingRole
-from fasp.datapath.seal import SHARE_BYTES, SessionKey
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
-from fasp.datapath.udpchannel import RateSettings, Transport
+from faspmanager.codes import EngineError, ErrorCode
 
 log = logging.getLogger("fasp.session.server")
 HELLO_TIMEOUT = 30.0
@@ -79,8 +94,10 @@ class ServerSession:
         """The client's rate within this user's caps (a capacity percent passes; the cap bounds its ceiling)."""
         target, minimum, policy, percent = rate.target, rate.min, rate.policy, rate.percent
         if policy not in self.cfg.allowed_policies:
-            raise EngineError(ErrorCode.UNAUTHORIZED, f"policy {policy!r} is not allowed for this user "
-                                                      f"(allowed: {', '.join(self.cfg.allowed_policies)})")
+            raise EngineError(
+                ErrorCode.UNAUTHORIZED,
+                f"policy {policy!r} is not allowed for this user (allowed: {', '.join(self.cfg.allowed_policies)})",
+            )
         if self.cfg.rate_cap_kbps is not None:
             target = min(target, self.cfg.rate_cap_kbps)
         return RateSettings(max(target, 1), min(max(minimum, 0), max(target, 1)), policy, percent)
@@ -103,8 +120,14 @@ class ServerSession:
         udp.on_capacity = self._tell_capacity
         live = Live(hello, key, udp, self._role(hello, udp))
         await self.channel.send(Welcome(v=VERSION, share=share, udp_port=udp.local_port, rate=Rate.of(rate)))
-        log.info("session %s: client %s, destination %r, UDP port %d, rate %s", hello.session,
-                 "uploads" if hello.direction == "send" else "downloads", hello.dest, udp.local_port, rate)
+        log.info(
+            "session %s: client %s, destination %r, UDP port %d, rate %s",
+            hello.session,
+            "uploads" if hello.direction == "send" else "downloads",
+            hello.dest,
+            udp.local_port,
+            rate,
+        )
         if hello.opts.tags is not None:  # the client's --tags, as IBM's server logs them
             log.info("session %s: tags %s", hello.session, json.dumps(hello.opts.tags)[:MAX_TAGS_LOGGED])
         reader = asyncio.create_task(self._read(live))
@@ -128,16 +151,25 @@ class ServerSession:
         port, give the client the one-time token, and carry on over the stream fasp-server relays."""
         path = os.environ.get(SOCKET_ENV)
         if not path:
-            raise EngineError(ErrorCode.CONNECTION_ERROR_HTTP, "this server offers no HTTP fallback "
-                                                               "(only fasp-server with --http-port does)")
+            raise EngineError(
+                ErrorCode.CONNECTION_ERROR_HTTP,
+                "this server offers no HTTP fallback (only fasp-server with --http-port does)",
+            )
         session, token = live.hello.session, os.urandom(24).hex()
         registration = await Registration.open(path, session, token)
         await self.channel.send(FallbackReady(token=token))
         reader, writer, name = await registration.wait()
         udp = live.transport
         http = FallbackTransport(
-            reader, writer, session_id=bytes.fromhex(session), key=live.key, direction=1, jpeg=msg.jpeg,
-            rate=udp.rate_settings, name=name)
+            reader,
+            writer,
+            session_id=bytes.fromhex(session),
+            key=live.key,
+            direction=1,
+            jpeg=msg.jpeg,
+            rate=udp.rate_settings,
+            name=name,
+        )
         self._data_channels.push_async_callback(http.close)
         await udp.close()
         log.info("session %s: data now over %s%s", session, name, " (JPEG frames)" if msg.jpeg else "")
@@ -147,8 +179,13 @@ class ServerSession:
         """The UDP endpoint: the server's own -O strictly; a client's -O only as a wish, since every
         session would otherwise fight over one port (the welcome tells the client where we are)."""
         listen = lambda port: Transport.listen(  # noqa: E731
-            bind_address(), port, session_id=bytes.fromhex(hello.session), key=key,
-            datagram_size=hello.datagram_size, rate=rate)
+            bind_address(),
+            port,
+            session_id=bytes.fromhex(hello.session),
+            key=key,
+            datagram_size=hello.datagram_size,
+            rate=rate,
+        )
         if self.cfg.udp_port:
             return await listen(self.cfg.udp_port)
         try:
@@ -166,8 +203,13 @@ class ServerSession:
             log.info("-R ignored: this server keeps no session logs for clients (no --log-dir)")
             return
         name = session_log_name()
-        handler = log_file(self.cfg.server_log_dir, name, "%(asctime)s %(name)s %(message)s",
-                           what="the server's --log-dir", code=ErrorCode.NO_PERMS)
+        handler = log_file(
+            self.cfg.server_log_dir,
+            name,
+            "%(asctime)s %(name)s %(message)s",
+            what="the server's --log-dir",
+            code=ErrorCode.NO_PERMS,
+        )
         logging.getLogger("fasp").addHandler(handler)
         log.info("session %s: -R log in the server's log directory as %s", session, name)
 
@@ -232,24 +274,35 @@ class ServerSession:
         walked = False
         try:
             rel = msg.rel or top_name(source, opts.src_base, None)
-            items = await asyncio.to_thread(list, walk(arg, source, rel, files=self.files,
-                                                       lone=msg.lone, rules=Rules.from_opts(opts)))
+            items = await asyncio.to_thread(
+                list, walk(arg, source, rel, files=self.files, lone=msg.lone, rules=Rules.from_opts(opts))
+            )
             walked = True
         except EngineError as exc:
             items = [Problem(arg, source, exc.code, exc.description)]
         files = [i for i in items if isinstance(i, FileJob) and not i.is_dir]
         for job in files:
             job.start, job.end = msg.start, msg.end
-        await self.channel.send(Listed(arg=arg, files=len(files), nbytes=sum(j.size for j in files),
-                                       dirs=sum(1 for i in items if isinstance(i, FileJob) and i.is_dir)))
+        await self.channel.send(
+            Listed(
+                arg=arg,
+                files=len(files),
+                nbytes=sum(j.size for j in files),
+                dirs=sum(1 for i in items if isinstance(i, FileJob) and i.is_dir),
+            )
+        )
         problems: list[Problem] = []
         await sender.send_all(items, problems.append)
         if walked:
             sender.finish_arg(source)
         for problem in problems:
-            await self.channel.send(FileError(fid=None, arg=arg, path=problem.path, code=int(problem.code),
-                                              desc=problem.desc, skip=problem.skip))
+            await self.channel.send(
+                FileError(
+                    fid=None, arg=arg, path=problem.path, code=int(problem.code), desc=problem.desc, skip=problem.skip
+                )
+            )
         await self.channel.send(ArgDone(arg=arg))
+
 
 async def serve(cfg: Config) -> int:
     """Run one server-mode session on stdin/stdout; the process exit status."""
@@ -267,7 +320,7 @@ async def serve(cfg: Config) -> int:
     except asyncio.CancelledError:
         log.info("session ended by signal")
         status = 1
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.error("no hello from the client")
         status = 1
     except EngineError as exc:
@@ -276,7 +329,7 @@ async def serve(cfg: Config) -> int:
         if exc.code not in (ErrorCode.TRANSFER_ERROR, ErrorCode.USER_CANCEL):
             try:
                 await asyncio.wait_for(channel.send(SessionFailed(code=exc.code, desc=exc.description)), 2.0)
-            except (Exception, asyncio.TimeoutError):
+            except (TimeoutError, Exception):
                 pass
     finally:
         for task in list(session.tasks):

@@ -6,16 +6,16 @@ through the transport like any piece of a file. A bounded number of segments
 may be in flight: beyond that, :meth:`OutStream.write` waits, which stops the
 management reader and pushes back on the manager over TCP. Nothing is dropped.
 """
+
 from __future__ import annotations
 
 import asyncio
-
-from faspmanager.codes import EngineError, ErrorCode
 
 from fasp.errors import ProtocolError
 from fasp.session.messages import Begin, Chunk, Eof, FileDone, FileError, Offer, Piece
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
+from faspmanager.codes import EngineError, ErrorCode
 
 SEGMENT = 1 << 20
 SEGMENTS_IN_FLIGHT = 16
@@ -30,15 +30,18 @@ class OutStream:
         self._fid, self._box = sender.new_file()
         self._buffer = bytearray()
         self._offset = 0
-        self._waiting: dict[int, bytes] = {}      # announced segments by start offset
+        self._waiting: dict[int, bytes] = {}  # announced segments by start offset
         self._sends: set[asyncio.Task] = set()
         self._room = asyncio.Semaphore(SEGMENTS_IN_FLIGHT)
         self._done: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pump: asyncio.Task | None = None
 
     async def open(self) -> None:
-        await self._sender.channel.send(Offer(fid=self._fid, arg=self._arg, rel=self._dest, lone=False, size=None,
-                                              mtime=0.0, atime=0.0, mode=0o100644))
+        await self._sender.channel.send(
+            Offer(
+                fid=self._fid, arg=self._arg, rel=self._dest, lone=False, size=None, mtime=0.0, atime=0.0, mode=0o100644
+            )
+        )
         self._pump = asyncio.create_task(self._replies())
 
     async def write(self, data: bytes) -> None:
@@ -105,8 +108,9 @@ class OutStream:
                         raise ProtocolError(f"unexpected {type(other).__name__} in a stream upload")
         except BaseException as exc:
             if not self._done.done():
-                self._done.set_exception(exc if isinstance(exc, Exception)
-                                         else EngineError(ErrorCode.USER_CANCEL, "stream cancelled"))
+                self._done.set_exception(
+                    exc if isinstance(exc, Exception) else EngineError(ErrorCode.USER_CANCEL, "stream cancelled")
+                )
             raise
 
     async def _send(self, pid: int, segment: bytes, start: int, end: int) -> None:

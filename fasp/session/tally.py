@@ -5,12 +5,13 @@ keeps the counts ascp reports (per session and per source argument) and emits
 events as (type, fields) pairs. Whoever listens (the management port, the
 progress line) only formats them.
 """
+
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 Emit = Callable[[str, dict], None]
 
@@ -29,8 +30,8 @@ class Tally:
         self.session_id = session_id
         self.checksum_type = checksum_type
         self.started_at = time.monotonic()
-        self.transfer_bytes = 0       # bytes moved this session (what resume saved is not counted)
-        self.file_bytes = 0           # bytes of files now complete at the destination
+        self.transfer_bytes = 0  # bytes moved this session (what resume saved is not counted)
+        self.file_bytes = 0  # bytes of files now complete at the destination
         self.total = Counts()
         self.per_arg: dict[int, Counts] = defaultdict(Counts)
         self.current_file = ""
@@ -60,8 +61,14 @@ class Tally:
         self.file_bytes += size
         self.outcomes.append(("passed", key, ""))
         began = self._file_elapsed.pop(key, time.monotonic())
-        fields = {"File": key, "Size": size, "Written": written, "FileBytes": size,
-                  "Elapsedusec": int((time.monotonic() - began) * 1e6), "FaspFileArgIndex": arg}
+        fields = {
+            "File": key,
+            "Size": size,
+            "Written": written,
+            "FileBytes": size,
+            "Elapsedusec": int((time.monotonic() - began) * 1e6),
+            "FaspFileArgIndex": arg,
+        }
         if checksum:
             fields.update(FileChecksum=checksum, FileChecksumType=self.checksum_type)
         self.emit("STOP", fields)
@@ -90,25 +97,49 @@ class Tally:
 
     def arg_done(self, arg: int) -> None:
         counts = self.per_arg[arg]
-        self.emit("ARGSTOP", {"FaspFileArgIndex": arg, "ArgTransfersAttempted": counts.attempted,
-                              "ArgTransfersPassed": counts.passed, "ArgTransfersFailed": counts.failed,
-                              "ArgTransfersSkipped": counts.skipped})
+        self.emit(
+            "ARGSTOP",
+            {
+                "FaspFileArgIndex": arg,
+                "ArgTransfersAttempted": counts.attempted,
+                "ArgTransfersPassed": counts.passed,
+                "ArgTransfersFailed": counts.failed,
+                "ArgTransfersSkipped": counts.skipped,
+            },
+        )
 
-    def stats(self, *, rate_kbps: int, target_kbps: int, min_kbps: int, policy: str, loss: float,
-              rtt_ms: float | None) -> None:
-        self.emit("STATS", {
-            "File": self.current_file, "Bytescont": self.transfer_bytes, "TransferBytes": self.transfer_bytes,
-            "FileBytes": self.file_bytes, "Rate": int(rate_kbps), "TargetRate": int(target_kbps),
-            "MinRate": int(min_kbps), "Policy": policy, "Loss": float(loss), "Delay": int(rtt_ms or 0),
-            "Elapsedusec": self.elapsed_usec(), "TransfersAttempted": self.total.attempted,
-            "TransfersPassed": self.total.passed,
-        })
+    def stats(
+        self, *, rate_kbps: int, target_kbps: int, min_kbps: int, policy: str, loss: float, rtt_ms: float | None
+    ) -> None:
+        self.emit(
+            "STATS",
+            {
+                "File": self.current_file,
+                "Bytescont": self.transfer_bytes,
+                "TransferBytes": self.transfer_bytes,
+                "FileBytes": self.file_bytes,
+                "Rate": int(rate_kbps),
+                "TargetRate": int(target_kbps),
+                "MinRate": int(min_kbps),
+                "Policy": policy,
+                "Loss": float(loss),
+                "Delay": int(rtt_ms or 0),
+                "Elapsedusec": self.elapsed_usec(),
+                "TransfersAttempted": self.total.attempted,
+                "TransfersPassed": self.total.passed,
+            },
+        )
 
     def done_fields(self) -> dict:
-        return {"TransferBytes": self.transfer_bytes, "FileBytes": self.file_bytes,
-                "Elapsedusec": self.elapsed_usec(), "TransfersAttempted": self.total.attempted,
-                "TransfersPassed": self.total.passed, "TransfersFailed": self.total.failed,
-                "TransfersSkipped": self.total.skipped}
+        return {
+            "TransferBytes": self.transfer_bytes,
+            "FileBytes": self.file_bytes,
+            "Elapsedusec": self.elapsed_usec(),
+            "TransfersAttempted": self.total.attempted,
+            "TransfersPassed": self.total.passed,
+            "TransfersFailed": self.total.failed,
+            "TransfersSkipped": self.total.skipped,
+        }
 
     def session_outcome(self) -> tuple[int, str] | None:
         """The (code, description) the session must end with, or None for DONE."""

@@ -10,6 +10,7 @@ reason, never applied. The sender id and its sequence are under the MAC, and a
 worker takes each sender's messages in strictly increasing sequence
 (:class:`Sequencer`): an entry copied back into the stream is refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,14 +81,23 @@ def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sen
     """Stream fields of a message (validated first, so a client learns of a bad one at once)."""
     check(control)
     key = _key(secret)
-    body = json.dumps({"v": CONTROL_VERSION, "transfer_id": transfer_id, "sender": sender.id,
-                       "seq": sender.next(), "op": control.op, "args": control.args},
-                      separators=(",", ":")).encode()
+    body = json.dumps(
+        {
+            "v": CONTROL_VERSION,
+            "transfer_id": transfer_id,
+            "sender": sender.id,
+            "seq": sender.next(),
+            "op": control.op,
+            "args": control.args,
+        },
+        separators=(",", ":"),
+    ).encode()
     return {"m": body, "d": control.data, "mac": mac(key, body + b"\0" + control.data).encode()}
 
 
-def decode(entry_id: str, fields: dict[bytes, bytes], transfer_id: str, order_type: str,
-           secret: bytes | None) -> Control:
+def decode(
+    entry_id: str, fields: dict[bytes, bytes], transfer_id: str, order_type: str, secret: bytes | None
+) -> Control:
     """The message in a stream entry, or ControlError: bad MAC, schema, op, args or transfer."""
     body, data = fields.get(b"m", b""), fields.get(b"d", b"")
     if not mac_ok(_key(secret), body + b"\0" + data, fields.get(b"mac", b"")):
@@ -103,8 +113,14 @@ def decode(entry_id: str, fields: dict[bytes, bytes], transfer_id: str, order_ty
     sender, seq = msg.get("sender"), msg.get("seq")
     if not isinstance(sender, str) or not sender or not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise ControlError("sender and sequence missing or malformed")
-    control = Control(op=cast(str, msg.get("op")), args=cast(dict[str, Any], msg.get("args")), data=data, id=entry_id,
-                      sender=sender, seq=seq)
+    control = Control(
+        op=cast(str, msg.get("op")),
+        args=cast(dict[str, Any], msg.get("args")),
+        data=data,
+        id=entry_id,
+        sender=sender,
+        seq=seq,
+    )
     check(control)  # what the casts claim
     if order_type not in OPS[control.op][0]:
         raise ControlError(f"{control.op} does not apply to a {order_type}")
@@ -144,6 +160,7 @@ class Sequencer:
     def take(self, control: Control) -> None:
         last = self._last.get(control.sender, 0)
         if control.seq <= last:
-            raise ControlError(f"replayed or out-of-order message: sequence {control.seq} of sender "
-                               f"{control.sender!r} after {last}")
+            raise ControlError(
+                f"replayed or out-of-order message: sequence {control.seq} of sender {control.sender!r} after {last}"
+            )
         self._last[control.sender] = control.seq

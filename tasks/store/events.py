@@ -5,6 +5,7 @@ pub/sub channel of the same name, and folded into the status hash in one Lua
 call, so a reader that takes the status snapshot and then reads the stream
 after the snapshot's ``event_id`` misses nothing and sees nothing twice.
 """
+
 from __future__ import annotations
 
 import enum
@@ -23,6 +24,7 @@ STREAM_MAXLEN = 10000
 
 class UnknownTransfer(LookupError):
     """No transfer has this id (never submitted, or expired after FASPQ_KEEP seconds)."""
+
 
 _PUBLISH = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
@@ -45,8 +47,7 @@ def progress_meta(session: dict[str, Any] | None) -> dict[str, Any]:
     rate_kbps = session.get("rate") or 0
     rate_bps = rate_kbps * 1000 / 8 if isinstance(rate_kbps, (int, float)) else 0
     eta = (max(total - done, 0) / rate_bps) if total and rate_bps > 0 else None
-    return {"bytes": done, "total": total, "rate_kbps": rate_kbps or 0,
-            "eta_s": None if eta is None else round(eta, 1)}
+    return {"bytes": done, "total": total, "rate_kbps": rate_kbps or 0, "eta_s": None if eta is None else round(eta, 1)}
 
 
 def progress_line(meta: dict[str, Any]) -> str:
@@ -54,8 +55,10 @@ def progress_line(meta: dict[str, Any]) -> str:
     a running task that Flower's task list and API show)."""
     total = meta.get("total")
     eta = meta.get("eta_s")
-    return (f"{meta['bytes']}/{total if total else '?'} bytes, {meta.get('rate_kbps') or 0} kbps, "
-            f"eta {'?' if eta is None else f'{eta:.0f} s'}")
+    return (
+        f"{meta['bytes']}/{total if total else '?'} bytes, {meta.get('rate_kbps') or 0} kbps, "
+        f"eta {'?' if eta is None else f'{eta:.0f} s'}"
+    )
 
 
 def to_json(value: object) -> str:
@@ -96,8 +99,9 @@ class EventLog:
             out[name] = json.loads(value) if name in ("last", "result", "attempt", "retry") else value
         return out
 
-    def follow(self, timeout: float | None = None, from_start: bool = False,
-               forgotten_after: float = 60.0) -> Iterator[dict[str, Any]]:
+    def follow(
+        self, timeout: float | None = None, from_start: bool = False, forgotten_after: float = 60.0
+    ) -> Iterator[dict[str, Any]]:
         """Events in order: first a STATUS snapshot (where the transfer stands now), then every
         later event, ending after the final RESULT. ``timeout`` bounds the wait for each next event
         (TimeoutError); ``from_start`` replays the whole retained history instead of the snapshot.

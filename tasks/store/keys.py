@@ -3,6 +3,7 @@
 Every piece of a transfer's shared state lives under ``<prefix>:<kind>:<id>``
 so an operator can find (and expire) all of it by id.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -9,6 +9,7 @@ worker, which resumes. Renewal and release only act on the caller's own lease
 stops. A client takes the lease too, to end a transfer that no worker runs
 (``claim_waiting``): a worker that receives its message later finds it taken.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,12 @@ class Lease:
         return bool(self._claim(keys=[self.keys.status, self.keys.lease], args=[self.owner, self._ttl_ms]))
 
     def renew(self) -> bool:
-        return bool(self._renew(keys=[self.keys.lease, watch_key(self.keys.prefix)],
-                                args=[self.owner, self._ttl_ms, self._deadline(), self.keys.transfer_id]))
+        return bool(
+            self._renew(
+                keys=[self.keys.lease, watch_key(self.keys.prefix)],
+                args=[self.owner, self._ttl_ms, self._deadline(), self.keys.transfer_id],
+            )
+        )
 
     def release(self) -> None:
         self._release(keys=[self.keys.lease], args=[self.owner])

@@ -5,6 +5,7 @@
 clients return bytes; redis-py's annotations say any reply type, so replies are
 read through ``text`` and ``stream_entries`` rather than cast at each call.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Written by the worker whose attempt ended it, or by a client that cancelled
 it while no worker ran it; either holds the transfer's lease meanwhile.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,12 +31,19 @@ class Outcome:
     handover: bool = False
 
 
-def finish_transfer(client: redis.Redis, events: EventLog, keys: Keys, outcome: Outcome, attempts: int,
-                    keep_s: int) -> dict[str, Any]:
+def finish_transfer(
+    client: redis.Redis, events: EventLog, keys: Keys, outcome: Outcome, attempts: int, keep_s: int
+) -> dict[str, Any]:
     """Publish the final RESULT, then drop what only a running transfer needs (the sealed order too)."""
-    result = {"ok": outcome.ok, "reason": outcome.reason, "code": outcome.code,
-              "error": None if outcome.code is None else name_of(outcome.code),
-              "stats": outcome.stats, "failed_files": outcome.failed_files, "attempts": attempts}
+    result = {
+        "ok": outcome.ok,
+        "reason": outcome.reason,
+        "code": outcome.code,
+        "error": None if outcome.code is None else name_of(outcome.code),
+        "stats": outcome.stats,
+        "failed_files": outcome.failed_files,
+        "attempts": attempts,
+    }
     state = "SUCCEEDED" if outcome.ok else "CANCELLED" if outcome.code == ErrorCode.USER_CANCEL else "FAILED"
     events.publish({"type": "RESULT", **result}, state=state, result=result)
     pipe = client.pipeline()

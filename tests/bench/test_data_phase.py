@@ -21,13 +21,13 @@ def bins(t0: float, count: int, key: str, n: int) -> list[dict]:
 
 def test_setup_and_stragglers_are_outside_the_data_phase():
     setup = [{"dir": "ab", "t": t, "bytes": {SSH: 1500}} for t in (10.0, 10.2, 10.4, 10.6)]  # handshake
-    data = bins(10.8, 80, SSH, 1_000_000)                      # 8 s of 80 Mbit/s, bins 10.8 .. 18.7
-    tail = [{"dir": "ab", "t": 18.8, "bytes": {SSH: 300}}]     # closing messages
+    data = bins(10.8, 80, SSH, 1_000_000)  # 8 s of 80 Mbit/s, bins 10.8 .. 18.7
+    tail = [{"dir": "ab", "t": 18.8, "bytes": {SSH: 300}}]  # closing messages
     other = [{"dir": "ab", "t": 12.0, "bytes": {"udp:5000>5201": 999_999}}]  # not this tool
     result = data_phase(setup + data + tail + other, [], 10.0, 19.0, tool_flows("scp"), 80_000_000)
     assert result["data_s"] == 8.0
-    assert result["data_mbit_s"] == 80.0   # file bytes over the data phase
-    assert result["wire_mbit_s"] == 80.0   # what crossed the bottleneck in it
+    assert result["data_mbit_s"] == 80.0  # file bytes over the data phase
+    assert result["wire_mbit_s"] == 80.0  # what crossed the bottleneck in it
     assert result["delivered_per_file"] == round((4 * 1500 + 80_000_000 + 300) / 80_000_000, 4)
     assert result["sent_per_file"] is None  # no sent bins
 
@@ -61,11 +61,32 @@ def test_tool_flows_pick_the_tools_own_connections():
 
 
 def test_markdown_shows_both_columns():
-    meta = {"profile": "full", "started": "now", "git": "abc", "seconds": 1, "cpus": 2,
-            "engine_available": True, "link_mbit": 100, "tcp_cc": "bbr", "wan_mib": 128}
-    results = [{"scenario": "wan", "rtt_ms": 200, "loss_pct": 1, "tool": "scp", "mbit_s": 28.5, "verified": True,
-                "data_s": 30.0, "data_mbit_s": 35.8, "wire_mbit_s": 37.1, "sent_per_file": 1.0612,
-                "delivered_per_file": 1.0502}]
+    meta = {
+        "profile": "full",
+        "started": "now",
+        "git": "abc",
+        "seconds": 1,
+        "cpus": 2,
+        "engine_available": True,
+        "link_mbit": 100,
+        "tcp_cc": "bbr",
+        "wan_mib": 128,
+    }
+    results = [
+        {
+            "scenario": "wan",
+            "rtt_ms": 200,
+            "loss_pct": 1,
+            "tool": "scp",
+            "mbit_s": 28.5,
+            "verified": True,
+            "data_s": 30.0,
+            "data_mbit_s": 35.8,
+            "wire_mbit_s": 37.1,
+            "sent_per_file": 1.0612,
+            "delivered_per_file": 1.0502,
+        }
+    ]
     text = markdown(meta, results)
     assert "queue one BDP, 128 MiB file" in text
     assert "| 200 | 1 | scp | 28.5 | 30.0 | 35.8 | 37.1 | 1.0612 | 1.0502 |" in text

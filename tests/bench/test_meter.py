@@ -6,8 +6,9 @@ from bench.meter import FlowMeter, flow_key
 
 
 def ipv4(proto: int, sport: int, dport: int, payload: int = 100) -> bytes:
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + payload, 0, 0, 64, proto, 0,
-                         bytes([10, 77, 0, 1]), bytes([10, 77, 0, 2]))
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + payload, 0, 0, 64, proto, 0, bytes([10, 77, 0, 1]), bytes([10, 77, 0, 2])
+    )
     return header + struct.pack("!HH", sport, dport) + bytes(4 + payload)
 
 

@@ -42,10 +42,12 @@ def test_control_finds_rate_change_on_the_wire_and_in_stats():
     wire = bins([(1.0, 51.0), (7.3, 20.4)], ENGINE)
     events = [{"t": t0 + 1.0, "type": "INIT"}]
     events += [{"t": t0 + s, "type": "STATS", "Rate": "50000"} for s in range(2, 7)]
-    events += [{"t": t0 + 7.0, "sent": "RATE", "Rate": 20000},
-               {"t": t0 + 7.5, "type": "STATS", "Rate": "30000"},
-               {"t": t0 + 7.9, "type": "STATS", "Rate": "20100"},
-               {"t": t0 + 12.0, "type": "DONE"}]
+    events += [
+        {"t": t0 + 7.0, "sent": "RATE", "Rate": 20000},
+        {"t": t0 + 7.5, "type": "STATS", "Rate": "30000"},
+        {"t": t0 + 7.9, "type": "STATS", "Rate": "20100"},
+        {"t": t0 + 12.0, "type": "DONE"},
+    ]
     result = control(wire, t0, events, 50_000, 20_000)
     assert result["fixed_mean_vs_target"] == 1.02
     assert result["fixed_max_dev_pct"] == 0.0
@@ -54,11 +56,21 @@ def test_control_finds_rate_change_on_the_wire_and_in_stats():
 
 
 def test_markdown_marks_missing_engine_and_unverified_runs():
-    meta = {"profile": "quick", "started": "now", "git": "abc", "seconds": 1, "cpus": 2,
-            "engine_available": False, "link_mbit": 100, "tcp_cc": "cubic"}
-    results = [{"scenario": "wan", "rtt_ms": 200, "loss_pct": 1, "tool": "engine-fixed", "note": "engine not available"},
-               {"scenario": "wan", "rtt_ms": 200, "loss_pct": 1, "tool": "scp", "mbit_s": 1.5, "verified": False},
-               {"scenario": "wan", "rtt_ms": 200, "loss_pct": 1, "tool": "scp", "mbit_s": 2.5, "verified": True}]
+    meta = {
+        "profile": "quick",
+        "started": "now",
+        "git": "abc",
+        "seconds": 1,
+        "cpus": 2,
+        "engine_available": False,
+        "link_mbit": 100,
+        "tcp_cc": "cubic",
+    }
+    results = [
+        {"scenario": "wan", "rtt_ms": 200, "loss_pct": 1, "tool": "engine-fixed", "note": "engine not available"},
+        {"scenario": "wan", "rtt_ms": 200, "loss_pct": 1, "tool": "scp", "mbit_s": 1.5, "verified": False},
+        {"scenario": "wan", "rtt_ms": 200, "loss_pct": 1, "tool": "scp", "mbit_s": 2.5, "verified": True},
+    ]
     text = markdown(meta, results)
     assert "| 200 | 1 | engine n/a | 2.5 (1/2 incomplete) |" in text
     assert "not measured" in text
@@ -66,18 +78,43 @@ def test_markdown_marks_missing_engine_and_unverified_runs():
 
 @pytest.mark.slow
 def test_write_produces_json_markdown_and_plots(tmp_path):
-    meta = {"profile": "quick", "started": "now", "git": "abc", "seconds": 1, "cpus": 2,
-            "engine_available": True, "link_mbit": 100, "tcp_cc": "bbr"}
-    results = [{"scenario": "wan", "rtt_ms": rtt, "loss_pct": 1, "tool": tool, "mbit_s": mbit, "verified": True}
-               for rtt, tool, mbit in ((50, "scp", 40.0), (200, "scp", 10.0), (50, "engine-fixed", 90.0),
-                                       (200, "engine-fixed", 91.0))]
-    results.append({"scenario": "sharing", "policy": "fair", "engine_share": 0.5,
-                    "series": {"engine": [(0, 50.0), (1, 49.0)], "tcp": [(0, 48.0), (1, 50.0)]}})
+    meta = {
+        "profile": "quick",
+        "started": "now",
+        "git": "abc",
+        "seconds": 1,
+        "cpus": 2,
+        "engine_available": True,
+        "link_mbit": 100,
+        "tcp_cc": "bbr",
+    }
+    results = [
+        {"scenario": "wan", "rtt_ms": rtt, "loss_pct": 1, "tool": tool, "mbit_s": mbit, "verified": True}
+        for rtt, tool, mbit in (
+            (50, "scp", 40.0),
+            (200, "scp", 10.0),
+            (50, "engine-fixed", 90.0),
+            (200, "engine-fixed", 91.0),
+        )
+    ]
+    results.append(
+        {
+            "scenario": "sharing",
+            "policy": "fair",
+            "engine_share": 0.5,
+            "series": {"engine": [(0, 50.0), (1, 49.0)], "tcp": [(0, 48.0), (1, 50.0)]},
+        }
+    )
     results.append({"scenario": "control", "wire": [(0.0, 50.0), (0.1, 20.0)], "stats_rates": [(0.0, 50000)]})
     paths = write(tmp_path, "quick-reno", meta, results)
     names = sorted(p.name for p in paths)
-    assert names == ["control-quick-reno.png", "results-quick-reno.json", "results-quick-reno.md",
-                     "sharing-quick-reno.png", "wan-quick-reno.png"]
+    assert names == [
+        "control-quick-reno.png",
+        "results-quick-reno.json",
+        "results-quick-reno.md",
+        "sharing-quick-reno.png",
+        "wan-quick-reno.png",
+    ]
     for path in paths:
         if path.suffix == ".png":
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

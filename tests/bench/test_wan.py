@@ -53,9 +53,11 @@ def test_rtt_and_loss_are_as_configured(hosts, tmp_path):
     assert 39.5 <= min(rtts) and statistics.median(rtts) <= 48
     # a probe survives the path twice: 1 - 0.95**2 = 9.75 % round-trip loss
     assert 0.04 <= 1 - result["received"] / result["sent"] <= 0.16
+
     # the meter: A offered every probe to the path ("ab-sent"), about 95 % were delivered ("ab")
     def probe_bytes(direction: str) -> int:
         return sum(n for row in read_bins(stats, direction) for key, n in row["bytes"].items() if key.endswith(">7007"))
+
     offered, delivered = probe_bytes("ab-sent"), probe_bytes("ab")
     size = 20 + 8 + 4 + 60  # IPv4 + UDP + the probe's sequence number and padding
     # whole probe packets; a fresh-clone run once metered 396 of 400 (cause not found yet: see the issue note),
@@ -95,9 +97,12 @@ def test_teardown_removes_namespaces_devices_and_leftover_processes(hosts):
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_tears_down(hosts):
-    emulator = subprocess.Popen([sys.executable, "-m", "bench.wan", "--prefix", hosts.prefix,
-                                 "--subnet", hosts.subnet, "--rtt-ms", "10"],
-                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "bench.wan", "--prefix", hosts.prefix, "--subnet", hosts.subnet, "--rtt-ms", "10"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert emulator.stdout.readline().startswith("READY ")
         assert netns.exists(hosts.a)

@@ -13,12 +13,23 @@ transferd, httpgw) are left out; ``special`` fields that still reach argv are li
 ``with``: companion fields the field needs (IBM documents them as required together).
 ``sshd``: the field is tried against a stock OpenSSH sshd (key authentication) rather than fasp-server.
 """
+
 from __future__ import annotations
 
 SOURCE = ("IBM/aspera-cli", "lib/aspera/transfer/spec.schema.yaml", "093d717751b3069284fbf11c405ede67cf4e4fc4")
 
-CIPHERS = ["none", "aes-128", "aes-192", "aes-256", "aes-128-cfb", "aes-192-cfb", "aes-256-cfb",
-           "aes-128-gcm", "aes-192-gcm", "aes-256-gcm"]
+CIPHERS = [
+    "none",
+    "aes-128",
+    "aes-192",
+    "aes-256",
+    "aes-128-cfb",
+    "aes-192-cfb",
+    "aes-256-cfb",
+    "aes-128-gcm",
+    "aes-192-gcm",
+    "aes-256-gcm",
+]
 PRESERVE = ["none", "native", "metafile"]
 
 
@@ -63,15 +74,35 @@ FIELDS = [
     _f("remote_password", "ASPERA_SCP_PASS", "env", ["PASSWORD"]),
     _f("remote_user", "--user", "option", ["USER"]),
     _f("remove_after_transfer", "--remove-after-transfer", "switch", [True]),
-    _f("remove_empty_directories", "--remove-empty-directories", "switch", [True],
-       with_={"remove_after_transfer": True}),
-    _f("remove_empty_source_directory", "--remove-empty-source-directory", "switch", [True],
-       with_={"remove_after_transfer": True}),
-    _f("remove_skipped", "--remove-skipped", "switch", [True],
-       with_={"remove_after_transfer": True, "overwrite": "never"}),
+    _f(
+        "remove_empty_directories",
+        "--remove-empty-directories",
+        "switch",
+        [True],
+        with_={"remove_after_transfer": True},
+    ),
+    _f(
+        "remove_empty_source_directory",
+        "--remove-empty-source-directory",
+        "switch",
+        [True],
+        with_={"remove_after_transfer": True},
+    ),
+    _f(
+        "remove_skipped",
+        "--remove-skipped",
+        "switch",
+        [True],
+        with_={"remove_after_transfer": True, "overwrite": "never"},
+    ),
     _f("proxy", "--proxy", "option", ["dnat://puser:psecret@proxy.invalid:9091"]),
-    _f("resume_policy", "-k", "option", ["none", "attrs", "sparse_csum", "full_csum"],
-       {"none": "0", "attrs": "1", "sparse_csum": "2", "full_csum": "3"}),
+    _f(
+        "resume_policy",
+        "-k",
+        "option",
+        ["none", "attrs", "sparse_csum", "full_csum"],
+        {"none": "0", "attrs": "1", "sparse_csum": "2", "full_csum": "3"},
+    ),
     _f("save_before_overwrite", "--save-before-overwrite", "switch", [True]),
     _f("skip_duplicate_check", "--skip-dir-traversal-dupes", "switch", [True]),
     _f("skip_special_files", "--skip-special-files", "switch", [True]),

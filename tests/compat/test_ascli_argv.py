@@ -2,6 +2,7 @@
 runs our fasp-ascp against a real fasp-server: never usage error 8, the bytes arrive (or, where the field says
 otherwise, do not), and the field's effect is checked where it has one on disk, in the management events
 (-M, as ascli reads them) or on stderr (the note for what cannot be done here)."""
+
 from __future__ import annotations
 
 import base64
@@ -81,25 +82,40 @@ class Run:
         self.local_dir.mkdir()
         self.archive = tmp / "archive"
         (tmp / "lists").mkdir()
-        self.ts = {"direction": "send", "remote_host": server.host, "remote_user": server.user,
-                   "ssh_port": server.port, "remote_password": server.password, "fasp_port": "FREE_UDP",
-                   "destination_root": f"/{name}", "paths": [{"source": str(self.src)}]}
+        self.ts = {
+            "direction": "send",
+            "remote_host": server.host,
+            "remote_user": server.user,
+            "ssh_port": server.port,
+            "remote_password": server.password,
+            "fasp_port": "FREE_UDP",
+            "destination_root": f"/{name}",
+            "paths": [{"source": str(self.src)}],
+        }
         self.events: list = []
         self.proc: subprocess.CompletedProcess | None = None
 
     def resolve(self, value):
-        names = {"FREE_UDP": free_port(socket.SOCK_DGRAM), "ARCHIVE": str(self.archive),
-                 "SRCDIR": str(self.src_dir), "SRCDIR64": base64.b64encode(str(self.src_dir).encode()).decode(),
-                 "HOST": self.server.host, "PASSWORD": self.server.password, "USER": self.server.user,
-                 "PORT": self.server.port, "FINGERPRINT": self.server.host_key_fingerprint,
-                 "TAGS64": base64.b64encode(b'{"job":"j-64"}').decode()}
+        names = {
+            "FREE_UDP": free_port(socket.SOCK_DGRAM),
+            "ARCHIVE": str(self.archive),
+            "SRCDIR": str(self.src_dir),
+            "SRCDIR64": base64.b64encode(str(self.src_dir).encode()).decode(),
+            "HOST": self.server.host,
+            "PASSWORD": self.server.password,
+            "USER": self.server.user,
+            "PORT": self.server.port,
+            "FINGERPRINT": self.server.host_key_fingerprint,
+            "TAGS64": base64.b64encode(b'{"job":"j-64"}').decode(),
+        }
         return names.get(value, value) if isinstance(value, str) else value
 
     def download(self) -> None:
         remote_src = random_file(self.server.docroot / "dl" / self.case / "small.bin", 30_000)
         self.src, self.digest = remote_src, sha256(remote_src)
-        self.ts.update(direction="receive", destination_root=str(self.local_dir),
-                       paths=[{"source": f"/dl/{self.case}/small.bin"}])
+        self.ts.update(
+            direction="receive", destination_root=str(self.local_dir), paths=[{"source": f"/dl/{self.case}/small.bin"}]
+        )
 
     @property
     def landed_dir(self) -> Path:
@@ -110,8 +126,12 @@ class Run:
         listener = MgmtListener()
         try:
             args, env = ascli_command_line(ts, listener.port, self.tmp / "lists")
-            proc = subprocess.Popen([*ENGINE, *args], env={**os.environ, **env, **(extra_env or {})},
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [*ENGINE, *args],
+                env={**os.environ, **env, **(extra_env or {})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             if on_start:
                 on_start(listener)
             out, err = proc.communicate(timeout=90)
@@ -155,13 +175,19 @@ def test_key_fields_under_stock_sshd(entry, value, openssh_server, tmp_path):
     (server.docroot / "keyed").mkdir()
     (tmp_path / "lists").mkdir()
     key = {"KEY": server.identity.read_text(), "KEYFILE": str(server.identity)}[value]
-    ts = {"direction": "send", "remote_host": server.host, "remote_user": "root", "ssh_port": server.port,
-          entry["field"]: key, "destination_root": "/keyed", "paths": [{"source": str(src)}]}
+    ts = {
+        "direction": "send",
+        "remote_host": server.host,
+        "remote_user": "root",
+        "ssh_port": server.port,
+        entry["field"]: key,
+        "destination_root": "/keyed",
+        "paths": [{"source": str(src)}],
+    }
     listener = MgmtListener()
     try:
         args, env = ascli_command_line(ts, listener.port, tmp_path / "lists")
-        proc = subprocess.run([*ENGINE, *args], env=server.env({**os.environ, **env}), capture_output=True,
-                              timeout=90)
+        proc = subprocess.run([*ENGINE, *args], env=server.env({**os.environ, **env}), capture_output=True, timeout=90)
     finally:
         listener.close()
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
@@ -229,6 +255,7 @@ def _notes(words):
         _arrives(run, value)
         run.noted(*words)
         assert b"psecret" not in run.proc.stderr  # a proxy URL's password is never repeated
+
     return check
 
 
@@ -380,15 +407,19 @@ def test_dest64_and_file_pair_list(direction, fasp_server_module, tmp_path):
     run = Run(fasp_server_module, tmp_path, f"pairs-{direction}")
     second = random_file(tmp_path / "src" / "two.bin", 12_345)
     if direction == "upload":
-        run.ts["paths"] = [{"source": str(run.src), "destination": "a/one.bin"},
-                           {"source": str(second), "destination": "b/two.bin"}]
+        run.ts["paths"] = [
+            {"source": str(run.src), "destination": "a/one.bin"},
+            {"source": str(second), "destination": "b/two.bin"},
+        ]
         sources = {"a/one.bin": run.src, "b/two.bin": second}
     else:
         run.download()
         there = fasp_server_module.docroot / "dl" / run.case / "two.bin"
         there.write_bytes(second.read_bytes())
-        run.ts["paths"] = [{"source": f"/dl/{run.case}/small.bin", "destination": "a/one.bin"},
-                           {"source": f"/dl/{run.case}/two.bin", "destination": "b/two.bin"}]
+        run.ts["paths"] = [
+            {"source": f"/dl/{run.case}/small.bin", "destination": "a/one.bin"},
+            {"source": f"/dl/{run.case}/two.bin", "destination": "b/two.bin"},
+        ]
         sources = {"a/one.bin": run.src, "b/two.bin": there}
     run.go()
     run.ok()
@@ -404,8 +435,20 @@ def test_tags_reach_the_peer(tmp_path):
     logs = tmp_path / "logs"
     with start_fasp_server(tmp_path / "server", extra_args=["--log-dir", str(logs)]) as server:
         src = random_file(tmp_path / "t.bin", 5000)
-        proc = run_ascp(["-q", "-P", str(server.port), "-R", "x", "--tags", '{"job": "tagged-42"}', str(src),
-                         f"{server.user}@{server.host}:/t.bin"], server.env())
+        proc = run_ascp(
+            [
+                "-q",
+                "-P",
+                str(server.port),
+                "-R",
+                "x",
+                "--tags",
+                '{"job": "tagged-42"}',
+                str(src),
+                f"{server.user}@{server.host}:/t.bin",
+            ],
+            server.env(),
+        )
         assert proc.returncode == 0, proc.stderr
         assert_same_file(src, server.docroot / "t.bin")
     logged = "".join(p.read_text() for p in logs.rglob("*") if p.is_file())

@@ -5,6 +5,7 @@ lib/aspera/ascp/management.rb in IBM/aspera-cli): INIT opens the session; NOTIFI
 the total; STATS carry TransferBytes (and FileBytes, Size for the file at hand) as integers; STOP per file with Size;
 DONE closes with TransferBytes; every frame parses with its line rule ``^([^:]+): (.*)$``.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,11 @@ def test_an_ascli_consumer_follows_an_upload_and_a_download(fasp_server_module, 
                 assert LINE.match(f"{name}: {value}") and "\n" not in value, (name, value)
         kinds = [e.type for e in run.events]
         assert kinds[0] == "INIT" and kinds[-1] == "DONE", kinds
-        total = [int(e.fields["PreTransferBytes"]) for e in run.events
-                 if e.type == "NOTIFICATION" and "PreTransferBytes" in e.fields]
+        total = [
+            int(e.fields["PreTransferBytes"])
+            for e in run.events
+            if e.type == "NOTIFICATION" and "PreTransferBytes" in e.fields
+        ]
         assert total == [30_000], (direction, kinds)
         seen = [int(e.fields["TransferBytes"]) for e in run.events if e.type == "STATS"]
         assert seen == sorted(seen) and all(0 <= b <= 30_000 for b in seen), seen

@@ -4,6 +4,7 @@ The destination is a directory (created by ``-d`` when missing) unless ``-d`` is
 file is given on the command line and the target does not exist (or is a file, which it then replaces):
 only then is it the file's new name. A trailing ``/`` always means a directory.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,8 +40,11 @@ class Far:
             make(recv_dir)
         sources = {}
         for name in names:
-            path = random_file(send_dir / name / "f.bin", 1000) if name.endswith("dir") else \
-                random_file(send_dir / name, 20_000 + len(sources))
+            path = (
+                random_file(send_dir / name / "f.bin", 1000)
+                if name.endswith("dir")
+                else random_file(send_dir / name, 20_000 + len(sources))
+            )
             sources[name] = path
         spelled = [str(send_dir / n) if upload else f"/src/{case}/{n}" for n in names]
         target = f"{self.login}:/{case}/{dest}" if upload else f"{recv_dir}/{dest}"
@@ -49,8 +53,7 @@ class Far:
             listing.write_text("".join(s + "\n" for s in spelled))
             spelled = [f"--file-list={listing}"]
             if not upload:
-                spelled = [f"--host={self.server.host}", f"--user={self.login.split('@')[0]}", "--mode=recv",
-                           *spelled]
+                spelled = [f"--host={self.server.host}", f"--user={self.login.split('@')[0]}", "--mode=recv", *spelled]
         elif not upload:
             spelled = [f"{self.login}:{s}" for s in spelled]
         proc = run_ascp([*self.args, *flags, *spelled, target], self.server.env())

@@ -1,6 +1,7 @@
 """Downloads through faspmanager land where the caller means: an absolute ``dest_paths`` entry is that path,
 a relative one is under ``destination_root``, else under the working directory. Before, ``/data/in/big.bin``
 landed in ``./data/in/big.bin`` under the caller's working directory."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,14 @@ def engine(tmp_path) -> Path:
 
 
 def _download(server, engine, sources, dests, **options):
-    order = fm.FileDownload(sources, server.user, server.host, dest_paths=dests, source_pass=server.password,
-                            options=fm.TransferOptions(tcp_port=server.port,
-                                                       udp_port=free_port(socket.SOCK_DGRAM), **options))
+    order = fm.FileDownload(
+        sources,
+        server.user,
+        server.host,
+        dest_paths=dests,
+        source_pass=server.password,
+        options=fm.TransferOptions(tcp_port=server.port, udp_port=free_port(socket.SOCK_DGRAM), **options),
+    )
     with fm.session(order, ascp_path=str(engine)) as s:
         s.start()
         result = s.finish()
@@ -64,8 +70,14 @@ def test_absolute_relative_and_rooted_destinations(fasp_server_module, engine, t
 def test_the_argv_faspmanager_builds(tmp_path):
     """The order's command line: DEST becomes / and the pair list holds the full paths (checked without a run,
     so a change of spelling is seen here first)."""
-    order = fm.FileDownload(["/a", "/b"], "u", "h", dest_paths=["/x/a", "y/b"], source_pass="p",
-                            options=fm.TransferOptions(destination_root="/r"))
+    order = fm.FileDownload(
+        ["/a", "/b"],
+        "u",
+        "h",
+        dest_paths=["/x/a", "y/b"],
+        source_pass="p",
+        options=fm.TransferOptions(destination_root="/r"),
+    )
     args = order.ascp_opts()
     assert args[-1] == "/"
     listing = Path(args[-2].removeprefix("--file-pair-list=")).read_text().splitlines()
@@ -78,9 +90,15 @@ def test_faspq_style_upload_to_a_new_root_makes_a_directory(fasp_server_module, 
     server = fasp_server_module
     big, other = random_file(tmp_path / "big.bin", 1 << 20), random_file(tmp_path / "other.bin", 4000)
     for source, root in ((big, "/incoming-q"), (other, "/incoming-q/")):
-        order = fm.FileUpload(str(source), server.user, server.host, dest_pass=server.password,
-                              options=fm.TransferOptions(tcp_port=server.port, udp_port=free_port(socket.SOCK_DGRAM),
-                                                         destination_root=root, create_dirs=True))
+        order = fm.FileUpload(
+            str(source),
+            server.user,
+            server.host,
+            dest_pass=server.password,
+            options=fm.TransferOptions(
+                tcp_port=server.port, udp_port=free_port(socket.SOCK_DGRAM), destination_root=root, create_dirs=True
+            ),
+        )
         with fm.session(order, ascp_path=str(engine)) as s:
             s.start()
             result = s.finish()

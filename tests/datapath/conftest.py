@@ -1,4 +1,5 @@
 """Shared helpers for data-path tests: two real Transports on loopback, real files."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,11 @@ CLEAR = session_key(0)  # -T: integrity only
 
 def aio(fn):
     """Run an async test function in a fresh event loop (no asyncio pytest plugin is installed)."""
+
     @functools.wraps(fn)
     def run(*args, **kwargs):
         asyncio.run(fn(*args, **kwargs))
+
     return run
 
 
@@ -46,8 +49,16 @@ async def pair(*, key: SessionKey = DEFAULT_KEY, via=None, **kw):
         await server.close()
 
 
-async def transfer(sender: Transport, receiver: Transport, file_id: int, src_path, dst_path,
-                   start: int = 0, end: int | None = None, timeout: float = 60) -> None:
+async def transfer(
+    sender: Transport,
+    receiver: Transport,
+    file_id: int,
+    src_path,
+    dst_path,
+    start: int = 0,
+    end: int | None = None,
+    timeout: float = 60,
+) -> None:
     """Send [start, end) of src_path into dst_path (created/extended) through the two ends."""
     size = os.path.getsize(src_path)
     end = size if end is None else end

@@ -1,5 +1,6 @@
 """-g, -G and -X in the data path: Transport.tune on two real Transports, the system calls they make
 (os.pread/os.pwrite recorded) and the FEEDBACK bodies the receiver builds."""
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,12 @@ async def _tuned_transfer(tmp_path, size: int, *, read_size=0, write_size=0, x=N
     relays = []
 
     async def via(port):
-        relay = Relay(target=("127.0.0.1", port), tamper=lambda d, w: (seen.append((w, d[1], len(d))), [d])[1],
-                      seed=3, **(relay_kw or {}))
+        relay = Relay(
+            target=("127.0.0.1", port),
+            tamper=lambda d, w: (seen.append((w, d[1], len(d))), [d])[1],
+            seed=3,
+            **(relay_kw or {}),
+        )
         relays.append(await relay.__aenter__())
         return relay.port
 
@@ -123,6 +128,7 @@ async def test_feedback_on_the_wire_stays_within_x(tmp_path):
 
     def feedback(seen):  # the client sends, so the server's feedback travels "down"
         return [n for way, kind, n in seen if way == "down" and kind == datagram.FEEDBACK]
+
     assert max(feedback(limited)) <= 100 + overhead
     assert max(feedback(limited)) >= MIN_FEEDBACK_BYTES + overhead
     assert max(feedback(free)) > 100 + overhead

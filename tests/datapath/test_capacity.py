@@ -1,5 +1,6 @@
 """--auto-detect-capacity in the rate controller (sans-IO, fake time): the capacity is measured once, then the
 target is that percent of it (FIXED: exactly; the others: at most). The bottleneck is test_rate's fluid queue."""
+
 from __future__ import annotations
 
 import pytest
@@ -58,8 +59,12 @@ def test_the_ceiling_bounds_the_measurement_and_the_floor_still_holds():
 
 
 @settings(max_examples=25, deadline=None)
-@given(percent=st.integers(1, 100), capacity_mbit=st.integers(5, 400), rtt_ms=st.integers(5, 150),
-       policy=st.sampled_from(["fixed", "fair", "high", "low"]))
+@given(
+    percent=st.integers(1, 100),
+    capacity_mbit=st.integers(5, 400),
+    rtt_ms=st.integers(5, 150),
+    policy=st.sampled_from(["fixed", "fair", "high", "low"]),
+)
 def test_any_path_any_percent(percent, capacity_mbit, rtt_ms, policy):
     c = auto(percent, policy)
     rate = run([c], capacity_mbit * 1e6, rtt_ms / 1000, 3 + 40 * rtt_ms / 1000)[0]

@@ -1,5 +1,6 @@
 """The sans-IO Connection in memory: two ends wired through a simulated link (delay, loss, reordering, a
 bandwidth limit) under a manual clock; no socket, no file, no sleeping."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,6 +47,7 @@ def data_offset(d: bytes) -> int | None:
 class Link:
     """One direction: a FIFO bottleneck of ``bandwidth`` bytes/s, then ``delay`` plus up to ``jitter``
     seconds (datagrams overtake each other), losing a ``loss`` fraction or what ``drop`` picks."""
+
     delay: float = 0.01
     loss: float = 0.0
     jitter: float = 0.0
@@ -78,7 +80,7 @@ class End:
             if isinstance(event, DataReceived):
                 buf, at = self.files[event.file_id], event.offset
                 for p in event.payloads:
-                    buf[at:at + len(p)] = p
+                    buf[at : at + len(p)] = p
                     at += len(p)
 
     def seen(self, kind: type) -> list[tuple[float, Event]]:
@@ -88,8 +90,15 @@ class End:
 class Sim:
     """A client (A) and a listener (B) sharing a session, driven by a manual clock."""
 
-    def __init__(self, *, up: Link | None = None, down: Link | None = None, rate: RateSettings | None = None,
-                 key=CLEAR, **timeouts: float) -> None:
+    def __init__(
+        self,
+        *,
+        up: Link | None = None,
+        down: Link | None = None,
+        rate: RateSettings | None = None,
+        key=CLEAR,
+        **timeouts: float,
+    ) -> None:
         self.sid = sid = os.urandom(16)
         self.now = 0.0
         self.a = End(Connection(Seal(sid, key, 0), B, 1400, rate, 0.0, **timeouts), A)
@@ -167,13 +176,21 @@ def test_a_file_arrives_intact_under_loss_and_reordering():
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(size=st.integers(0, 200_000), loss=st.floats(0, 0.3), delay=st.floats(0.0005, 0.2),
-       jitter=st.floats(0, 0.01), seed=st.integers(0, 2**32 - 1))
+@given(
+    size=st.integers(0, 200_000),
+    loss=st.floats(0, 0.3),
+    delay=st.floats(0.0005, 0.2),
+    jitter=st.floats(0, 0.01),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_any_file_arrives_intact_on_any_lossy_path(size, loss, delay, jitter, seed):
     rng = random.Random(seed)
     data = rng.randbytes(size)
-    sim = Sim(up=Link(delay, loss, jitter, rng=random.Random(seed + 1)),
-              down=Link(delay, loss, jitter, rng=random.Random(seed + 2)), rate=RateSettings(20_000))
+    sim = Sim(
+        up=Link(delay, loss, jitter, rng=random.Random(seed + 1)),
+        down=Link(delay, loss, jitter, rng=random.Random(seed + 2)),
+        rate=RateSettings(20_000),
+    )
     sim.handshake()
     sim.transfer(data, limit=120)
     assert sha(sim.a.files[1]) == sha(data)
@@ -263,7 +280,7 @@ def test_a_send_the_receiver_never_expects_stalls():
     data = os.urandom(20 * PAYLOAD)
     sim.b.conn.send_file(7, 0, len(data), lambda lo, hi, r: data[lo:hi], t0)
     sim.run(lambda: bool(sim.b.seen(SendStalled)), t0 + 10)
-    (t, event), = sim.b.seen(SendStalled)
+    ((t, event),) = sim.b.seen(SendStalled)
     assert event == SendStalled(7, 2.0) and t0 + 2.0 < t <= t0 + 3.0
     assert sim.a.conn.stats()["datagrams_unknown_file"] > 0
 
@@ -279,8 +296,9 @@ def test_listener_learns_its_peer_and_rejects_strangers():
     # authentic (as only a key holder could make it) but from another address: still rejected
     other = Seal(sid, key, 0)
     other._seq = 1000
-    sim.b.conn.receive_datagram(other.seal(datagram.FEEDBACK, datagram.pack_feedback(datagram.Feedback(0, 0.0)),
-                                           0, 0), STRANGER, sim.now)
+    sim.b.conn.receive_datagram(
+        other.seal(datagram.FEEDBACK, datagram.pack_feedback(datagram.Feedback(0, 0.0)), 0, 0), STRANGER, sim.now
+    )
     # and a copy of the client's own datagram, replayed from elsewhere
     hello = next(d for _, d in sim.links[A].sent)
     sim.b.conn.receive_datagram(hello, STRANGER, sim.now)
@@ -304,7 +322,7 @@ def test_connector_takes_the_address_that_answers_its_hello():
     real_b = sim.b
     sim.a.conn.connect(0.0)
     sim.run(lambda: bool(real_b.conn.peer), 1)
-    (hello_ack, _), = real_b.conn.datagrams_to_send(sim.now)
+    ((hello_ack, _),) = real_b.conn.datagrams_to_send(sim.now)
     sim.a.conn.receive_datagram(hello_ack, elsewhere, sim.now)
     sim.a.drain(sim.now)
     assert sim.a.conn.peer == elsewhere and sim.a.seen(HandshakeCompleted)

@@ -1,5 +1,6 @@
 """HTTP fallback codec (heads and frames round trip, split anywhere, garbage raises a typed error, JPEG frames
 are images) and its driver over a socket pair (bytes intact, pacing, set_rate, forged frames refused)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -69,10 +70,13 @@ def test_garbage_raises_typed_error_or_waits(garbage, jpeg):
         assert all(0 < len(f) <= httpframes.MAX_FRAME for f in frames)
 
 
-@pytest.mark.parametrize("data", [
-    b"\x00\x00\x00\x00",  # empty plain frame
-    (httpframes.MAX_FRAME + 1).to_bytes(4, "big"),  # oversized plain frame
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00\x00\x00\x00",  # empty plain frame
+        (httpframes.MAX_FRAME + 1).to_bytes(4, "big"),  # oversized plain frame
+    ],
+)
 def test_plain_length_bounds(data):
     with pytest.raises(HttpWireError):
         FrameDecoder(False).feed(data)
@@ -92,8 +96,12 @@ def test_encode_bounds():
         encode_frame(bytes(httpframes.MAX_FRAME + 1), True)
 
 
-@given(token=st.text("0123456789abcdef", min_size=32, max_size=32), jpeg=st.booleans(),
-       port=st.integers(1, 65535), rest=st.binary(max_size=50))
+@given(
+    token=st.text("0123456789abcdef", min_size=32, max_size=32),
+    jpeg=st.booleans(),
+    port=st.integers(1, 65535),
+    rest=st.binary(max_size=50),
+)
 def test_request_round_trip(token, jpeg, port, rest):
     sid = "ab" * 16
     head, after = httpframes.split_head(httpframes.request(sid, token, "169.254.7.2", port, jpeg) + rest)
@@ -110,15 +118,18 @@ def test_response_and_connect_heads():
     assert httpframes.connect_request("fd00::2", 8080).startswith(b"CONNECT [fd00::2]:8080 HTTP/1.1\r\n")
 
 
-@pytest.mark.parametrize("raw", [
-    b"GET /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nUpgrade: fasp-stream/1\r\nX-Fasp-Token: t\r\n\r\n",
-    b"POST /fasp/v1/session/../../etc HTTP/1.1\r\nUpgrade: fasp-stream/1\r\nX-Fasp-Token: t\r\n\r\n",
-    b"POST /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nX-Fasp-Token: t\r\n\r\n",
-    b"POST /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nUpgrade: fasp-stream/1\r\n\r\n",
-    b"POST /x HTTP/1.1\r\nbad header\r\n\r\n",
-    b"\xff\xfe\r\n\r\n",
-    b"nonsense\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nUpgrade: fasp-stream/1\r\nX-Fasp-Token: t\r\n\r\n",
+        b"POST /fasp/v1/session/../../etc HTTP/1.1\r\nUpgrade: fasp-stream/1\r\nX-Fasp-Token: t\r\n\r\n",
+        b"POST /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nX-Fasp-Token: t\r\n\r\n",
+        b"POST /fasp/v1/session/" + b"a" * 32 + b" HTTP/1.1\r\nUpgrade: fasp-stream/1\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nbad header\r\n\r\n",
+        b"\xff\xfe\r\n\r\n",
+        b"nonsense\r\n\r\n",
+    ],
+)
 def test_bad_requests_are_refused(raw):
     with pytest.raises(HttpWireError):
         head, _ = httpframes.split_head(raw)
@@ -140,13 +151,26 @@ async def _pair(jpeg: bool, rate_kbps: int, key: SessionKey = DEFAULT_KEY):
     ends = []
     for sock, direction in ((a, 0), (b, 1)):
         reader, writer = await asyncio.open_connection(sock=sock)
-        ends.append(FallbackTransport(reader, writer, session_id=sid, key=key, direction=direction, jpeg=jpeg,
-                                      rate=RateSettings(rate_kbps), name="http"))
+        ends.append(
+            FallbackTransport(
+                reader,
+                writer,
+                session_id=sid,
+                key=key,
+                direction=direction,
+                jpeg=jpeg,
+                rate=RateSettings(rate_kbps),
+                name="http",
+            )
+        )
     return ends
 
 
-@pytest.mark.parametrize("jpeg, key", [(False, session_key(16)), (True, session_key(32)), (False, CLEAR)],
-                         ids=["plain", "jpeg", "no-encryption"])
+@pytest.mark.parametrize(
+    "jpeg, key",
+    [(False, session_key(16)), (True, session_key(32)), (False, CLEAR)],
+    ids=["plain", "jpeg", "no-encryption"],
+)
 def test_driver_moves_bytes_and_set_rate_takes_effect(jpeg, key):
     async def main():
         client, server = await _pair(jpeg, 800, key)  # 100 kB/s: 3 s for these bytes
@@ -164,6 +188,7 @@ def test_driver_moves_bytes_and_set_rate_takes_effect(jpeg, key):
         assert client.stats()["bytes_sent"] == server.stats()["bytes_received"] == len(data)
         await client.close()
         await server.close()
+
     asyncio.run(main())
 
 
@@ -173,11 +198,13 @@ def test_driver_paces_at_the_target_rate():
         data = os.urandom(200_000)
         with tempfile.TemporaryFile() as out:
             started = time.monotonic()
-            await asyncio.wait_for(asyncio.gather(client.send(1, data, 0, len(data)),
-                                                  server.receive(1, out.fileno(), 0, len(data))), 10)
+            await asyncio.wait_for(
+                asyncio.gather(client.send(1, data, 0, len(data)), server.receive(1, out.fileno(), 0, len(data))), 10
+            )
             assert time.monotonic() - started > 0.25  # 0.4 s at 500 kB/s, minus the bucket's burst
         await client.close()
         await server.close()
+
     asyncio.run(main())
 
 
@@ -193,6 +220,7 @@ def test_driver_rejects_a_forged_frame_with_47():
             assert failed.value.code == ErrorCode.CONNECTION_ERROR_HTTP
         await client.close()
         await server.close()
+
     asyncio.run(main())
 
 
@@ -210,4 +238,5 @@ def test_driver_gives_up_on_a_silent_peer_with_16():
             assert failed.value.code == ErrorCode.CONNECTION_LOST and time.monotonic() - started >= 1.4
         await client.close()
         await server.close()
+
     asyncio.run(main())

@@ -1,4 +1,5 @@
 """Transfers through the impairing relay: loss, reordering, duplication, tampering, eavesdropping."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,7 @@ async def _through(stack: AsyncExitStack, **relay_kw):
     async def via(port):
         relays.append(await stack.enter_async_context(Relay(target=("127.0.0.1", port), **relay_kw)))
         return relays[-1].port
+
     return via, relays
 
 
@@ -97,7 +99,7 @@ async def test_no_plaintext_on_the_wire(tmp_path):
         captured = b"\n".join(d for _, d in relays[0].captured)
     assert sha256(dst) == sha256(src)
     assert len(captured) > len(data)
-    windows = {data[i:i + 64] for i in range(0, len(data) - 64, 61)}  # windows overlapping every datagram
+    windows = {data[i : i + 64] for i in range(0, len(data) - 64, 61)}  # windows overlapping every datagram
     assert not any(w in captured for w in windows)
 
 

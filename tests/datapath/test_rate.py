@@ -1,4 +1,5 @@
 """Rate controllers in fake time: a simulated bottleneck queue supplies the RTT samples."""
+
 from __future__ import annotations
 
 import random

@@ -1,4 +1,5 @@
 """Sans-IO sender and receiver: hole maps, feedback, and a lossy simulated session driven by a fake clock."""
+
 from __future__ import annotations
 
 import random
@@ -10,8 +11,11 @@ from fasp.datapath.recvstate import HoleMap, ReceiveState
 from fasp.datapath.sendstate import SendState
 
 
-@given(st.integers(0, 10_000), st.integers(0, 50_000), st.lists(st.tuples(st.integers(-100, 61_000),
-                                                                          st.integers(0, 5000)), max_size=60))
+@given(
+    st.integers(0, 10_000),
+    st.integers(0, 50_000),
+    st.lists(st.tuples(st.integers(-100, 61_000), st.integers(0, 5000)), max_size=60),
+)
 def test_hole_map_counts_each_byte_once(start, size, pieces):
     end = start + size
     hm = HoleMap(start, end)

@@ -1,4 +1,5 @@
 """Whole transfers between two real Transports over loopback UDP."""
+
 from __future__ import annotations
 
 import asyncio
@@ -72,12 +73,21 @@ async def test_many_concurrent_small_files_both_directions(tmp_path):
     async with pair() as (client, server):
         fds = [os.open(tmp_path / f"f{i}", os.O_RDWR | os.O_CREAT) for i in range(len(blobs))]
         try:
+
             async def one(i):
                 a, b = (client, server) if i % 2 else (server, client)  # either end can send
-                rx = asyncio.ensure_future(b.receive(
-                    i, fds[i], 0, len(blobs[i]), on_progress=lambda n, i=i: progress.__setitem__(i, progress.get(i, 0) + n)))
+                rx = asyncio.ensure_future(
+                    b.receive(
+                        i,
+                        fds[i],
+                        0,
+                        len(blobs[i]),
+                        on_progress=lambda n, i=i: progress.__setitem__(i, progress.get(i, 0) + n),
+                    )
+                )
                 await a.send(i, blobs[i], 0, len(blobs[i]))
                 await rx
+
             await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(len(blobs)))), 30)
         finally:
             for fd in fds:
@@ -93,6 +103,7 @@ async def test_many_concurrent_small_files_both_directions(tmp_path):
 async def test_plain_sendto_recvfrom_fallback(tmp_path, monkeypatch):
     """Without GSO/GRO (older kernels) the same transfer works one datagram per system call."""
     from fasp.datapath import udpsocket
+
     monkeypatch.setattr(udpsocket.UdpSocket, "_probe_gso", lambda self: False)
     monkeypatch.setattr(udpsocket, "UDP_GRO", -1)  # setsockopt fails: no GRO
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -110,10 +121,12 @@ async def test_datagram_sizes(tmp_path, size):
     src.write_bytes(os.urandom(2 << 20))
     captured = []
     async with AsyncExitStack() as stack:
+
         async def via(port):
             relay = await stack.enter_async_context(Relay(target=("127.0.0.1", port), capture=True))
             captured.append(relay.captured)
             return relay.port
+
         async with pair(datagram_size=size, via=via) as (client, server):
             await transfer(client, server, 1, src, dst)
             assert client.stats()["datagrams_sent"] >= (2 << 20) / size
@@ -151,6 +164,7 @@ async def test_progress_callback_failure_fails_only_that_receive(tmp_path):
 
     def boom(n):
         raise RuntimeError("caller bug")
+
     async with pair() as (client, server):
         fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
         try:
@@ -172,6 +186,7 @@ async def test_progress_callback_failure_fails_only_that_receive(tmp_path):
 @aio
 async def test_every_policy_delivers(tmp_path, policy):
     from fasp.datapath.udpchannel import RateSettings
+
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_bytes(os.urandom(2 << 20))
     async with pair(rate=RateSettings(200_000, min_kbps=1000, policy=policy)) as (client, server):
@@ -200,9 +215,11 @@ async def test_whole_receive_lands_with_one_write_despite_loss_and_reordering(tm
 
     monkeypatch.setattr(fasp.datapath.udpchannel.os, "pwrite", pwrite)
     async with AsyncExitStack() as stack:
+
         async def via(port):
             relay = Relay(target=("127.0.0.1", port), loss=0.1, reorder=0.1, duplicate=0.05, seed=3)
             return (await stack.enter_async_context(relay)).port
+
         async with pair(via=via) as (client, server):
             fd_src, fd_dst = os.open(src, os.O_RDONLY), os.open(dst, os.O_RDWR | os.O_CREAT)
             try:

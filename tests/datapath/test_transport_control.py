@@ -1,4 +1,5 @@
 """Transport behaviour beyond moving bytes: pacing, live rate changes, handshake and failure codes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,6 +32,7 @@ async def _paced_transfer(tmp_path, rate: RateSettings, seconds: float, change=N
             async def via(port):
                 relays.append(await stack.enter_async_context(Relay(target=("127.0.0.1", port))))
                 return relays[0].port
+
             async with pair(via=via, rate=rate) as (client, server):
                 rx = asyncio.ensure_future(server.receive(1, fd, 0, size))
                 tx = asyncio.ensure_future(client.send(1, data, 0, size))
@@ -62,8 +64,9 @@ async def test_fixed_rate_is_held_on_loopback(tmp_path):
 @pytest.mark.slow
 @aio
 async def test_set_rate_takes_effect_mid_transfer(tmp_path):
-    bits, samples, change = await _paced_transfer(tmp_path, RateSettings(20_000, policy="fixed"), 3.0,
-                                                  change=(1.0, RateSettings(5_000, policy="fixed")))
+    bits, samples, change = await _paced_transfer(
+        tmp_path, RateSettings(20_000, policy="fixed"), 3.0, change=(1.0, RateSettings(5_000, policy="fixed"))
+    )
     after = [r for t, r in samples if t >= 1.0 + 1.0]
     assert after and all(r == 5_000 for r in after)
     # the average over 1 s at 20 Mbit/s and 2 s at 5 Mbit/s
@@ -73,8 +76,9 @@ async def test_set_rate_takes_effect_mid_transfer(tmp_path):
 @pytest.mark.slow
 @aio
 async def test_fair_rate_obeys_target_and_change(tmp_path):
-    bits, samples, _ = await _paced_transfer(tmp_path, RateSettings(30_000, policy="fair"), 2.0,
-                                             change=(0.5, RateSettings(8_000, policy="fair")))
+    bits, samples, _ = await _paced_transfer(
+        tmp_path, RateSettings(30_000, policy="fair"), 2.0, change=(0.5, RateSettings(8_000, policy="fair"))
+    )
     assert all(r <= 30_000 for _, r in samples)
     assert all(r <= 8_000 for t, r in samples if t >= 1.0)
 
@@ -82,6 +86,7 @@ async def test_fair_rate_obeys_target_and_change(tmp_path):
 @aio
 async def test_connect_times_out_without_listener():
     import socket
+
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))  # a port that swallows datagrams and never answers
     try:
@@ -100,8 +105,9 @@ async def test_connect_with_wrong_key_is_never_answered():
     server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=session_key(16, b"a"))
     try:
         with pytest.raises(EngineError) as err:
-            await Transport.connect("127.0.0.1", server.local_port, session_id=sid, key=session_key(16, b"b"),
-                                    timeout=0.4)
+            await Transport.connect(
+                "127.0.0.1", server.local_port, session_id=sid, key=session_key(16, b"b"), timeout=0.4
+            )
         assert err.value.code == 15
         assert server.stats()["datagrams_rejected"] >= 1
     finally:
@@ -135,6 +141,7 @@ async def test_silent_peer_fails_send_with_16_and_stall_with_40(tmp_path):
         async def via(port):
             relays.append(await stack.enter_async_context(Relay(target=("127.0.0.1", port))))
             return relays[0].port
+
         async with pair(via=via) as (client, server):
             client.peer_timeout, client.stall_timeout = 0.5, 30
             relays[0].loss = 1.0  # the network dies
@@ -182,6 +189,7 @@ async def test_peer_closing_right_after_confirmation_spares_a_receive_still_writ
     def slow_pwrite(fd, data, offset):  # a slow disk: writes land well after the peer hears "complete"
         time.sleep(0.05)
         return real_pwrite(fd, data, offset)
+
     monkeypatch.setattr(os, "pwrite", slow_pwrite)
     data = os.urandom(300_000)
     sid = os.urandom(16)

@@ -1,4 +1,5 @@
 """Datagram codec and sealing: round trips, garbage never crashes, tampering and replays are rejected."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,14 @@ u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 
 
-@given(type_=st.sampled_from(sorted(datagram.TYPES)), direction=st.integers(0, 1), sid=st.binary(min_size=16, max_size=16),
-       seq=u64, ts=u32, echo=u32)
+@given(
+    type_=st.sampled_from(sorted(datagram.TYPES)),
+    direction=st.integers(0, 1),
+    sid=st.binary(min_size=16, max_size=16),
+    seq=u64,
+    ts=u32,
+    echo=u32,
+)
 def test_header_round_trip(type_, direction, sid, seq, ts, echo):
     h = datagram.parse_header(datagram.pack_header(type_, direction, sid, seq, ts, echo) + bytes(datagram.TAG_SIZE))
     assert h == (type_, direction, sid, seq, ts, echo)
@@ -29,9 +36,15 @@ def test_data_round_trip(file_id, offset, payload):
 
 
 holes = st.lists(st.integers(0, 2**40), unique=True, max_size=10).map(
-    lambda ps: [(a, b) for a, b in zip(sorted(ps)[::2], sorted(ps)[1::2])])
-reports = st.builds(lambda fid, hs, extra, done: datagram.FileReport(fid, (hs[-1][1] if hs else 0) + extra, hs, done),
-                    u32, holes, st.integers(0, 2**30), st.booleans())
+    lambda ps: [(a, b) for a, b in zip(sorted(ps)[::2], sorted(ps)[1::2])]
+)
+reports = st.builds(
+    lambda fid, hs, extra, done: datagram.FileReport(fid, (hs[-1][1] if hs else 0) + extra, hs, done),
+    u32,
+    holes,
+    st.integers(0, 2**30),
+    st.booleans(),
+)
 
 
 @given(rate=u32, loss=st.integers(0, 65535), files=st.lists(reports, max_size=6), data_ts=u32)
@@ -44,7 +57,13 @@ def test_feedback_round_trip(rate, loss, files, data_ts):
 
 @given(st.binary(max_size=300))
 def test_garbage_never_crashes_the_codecs(data):
-    for parse in (datagram.parse_header, datagram.parse_data, datagram.parse_feedback, datagram.parse_hello, datagram.parse_close):
+    for parse in (
+        datagram.parse_header,
+        datagram.parse_data,
+        datagram.parse_feedback,
+        datagram.parse_hello,
+        datagram.parse_close,
+    ):
         try:
             parse(data)
         except datagram.WireError:

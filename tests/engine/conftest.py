@@ -1,4 +1,5 @@
 """Engine test fixtures: a management-port listener and engine processes that are always reaped."""
+
 from __future__ import annotations
 
 import subprocess

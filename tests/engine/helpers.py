@@ -1,4 +1,5 @@
 """Helpers for engine tests: run the real fasp-ascp, find server-mode engines, a tiny management-port listener."""
+
 from __future__ import annotations
 
 import socket

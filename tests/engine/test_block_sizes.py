@@ -5,6 +5,7 @@ pread64/pwrite64 with the path of its file descriptor: the side that reads the s
 blocks of exactly -g bytes, the side that writes the destination in blocks of at most -G bytes, most of them
 whole. The engine's own choice (no flags) never produces either block size, so an ignored flag fails.
 """
+
 from __future__ import annotations
 
 import re
@@ -65,8 +66,11 @@ def check_blocks(reads: list[int], writes: list[int], read_size: int, write_size
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_read_and_write_block_sizes(traced, tmp_path, direction):
     server = traced
-    src = random_file(tmp_path / "src" / f"bs-{direction}.bin", SIZE) if direction == "upload" else \
-        random_file(server.docroot / f"bs-{direction}.bin", SIZE)
+    src = (
+        random_file(tmp_path / "src" / f"bs-{direction}.bin", SIZE)
+        if direction == "upload"
+        else random_file(server.docroot / f"bs-{direction}.bin", SIZE)
+    )
     digest = sha256(src)
     for run, (read_size, write_size) in enumerate([(65536, 1 << 20), (1 << 20, 65536)]):
         local, remote_prefix = tmp_path / f"client{run}", tmp_path / f"server{run}"
@@ -79,11 +83,11 @@ def test_read_and_write_block_sizes(traced, tmp_path, direction):
             (tmp_path / f"down{run}").mkdir()
             args = fasp_args(server, *sizes, remote(server, "/" + src.name), str(tmp_path / f"down{run}"))
             dest = tmp_path / f"down{run}" / src.name
-        result = subprocess.run([*TRACE, "-o", str(local), *ENGINE, *args], env=server.env(),
-                                capture_output=True, timeout=60)
+        result = subprocess.run(
+            [*TRACE, "-o", str(local), *ENGINE, *args], env=server.env(), capture_output=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr.decode(errors="replace")
         assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)  # its trace is complete
         assert_same_file(src, dest, digest)
         reader, writer = (local, remote_prefix) if direction == "upload" else (remote_prefix, local)
-        check_blocks(calls(reader, "pread64", str(src)), calls(writer, "pwrite64", str(dest)),
-                     read_size, write_size)
+        check_blocks(calls(reader, "pread64", str(src)), calls(writer, "pwrite64", str(dest)), read_size, write_size)

@@ -1,4 +1,5 @@
 """-f FILE (aspera.conf): the parser's strictness, and real transfers that only pass if the file is read."""
+
 from __future__ import annotations
 
 import os
@@ -55,20 +56,40 @@ FULL = f"""<file_system>
 def test_every_setting_of_the_subset_becomes_a_default(tmp_path):
     conf = _write(tmp_path / "a.conf", FULL)
     up = parse(["-f", conf, "--apply-local-docroot", SRC, DEST], {})
-    assert (up.target_kbps, up.policy) == (6000, "fixed")          # <out>, its default bounded by <cap>
+    assert (up.target_kbps, up.policy) == (6000, "fixed")  # <out>, its default bounded by <cap>
     assert (up.overwrite, up.partial_suffix, up.file_checksum) == ("never", ".part", "sha256")
     assert (up.read_size, up.write_size, up.datagram_size) == (65536, 0, 9000)
     assert (up.cipher, up.key_bytes, up.resume) == ("aes256", 32, 2)
     assert (up.local_docroot, up.local_log_dir) == ("/srv/local", "/tmp/fasp-logs")
     down = parse(["-f", conf, "h:/x", str(tmp_path)], {})
-    assert (down.direction, down.target_kbps, down.policy) == ("recv", 3000, "low")   # <in>
+    assert (down.direction, down.target_kbps, down.policy) == ("recv", 3000, "low")  # <in>
     assert parse(["-f", conf, "--mode=recv", "--host=h", "/x", str(tmp_path)], {}).target_kbps == 3000
 
 
 def test_command_line_flags_win_over_the_file(tmp_path):
     conf = _write(tmp_path / "a.conf", FULL)
-    cfg = parse(["-f", conf, "-l", "500", "--policy=fair", "--overwrite=always", "--partial-file-suffix=.x",
-                 "--file-checksum=md5", "-Z", "1400", "-T", "-k", "0", "-L", "/tmp", SRC, DEST], {})
+    cfg = parse(
+        [
+            "-f",
+            conf,
+            "-l",
+            "500",
+            "--policy=fair",
+            "--overwrite=always",
+            "--partial-file-suffix=.x",
+            "--file-checksum=md5",
+            "-Z",
+            "1400",
+            "-T",
+            "-k",
+            "0",
+            "-L",
+            "/tmp",
+            SRC,
+            DEST,
+        ],
+        {},
+    )
     assert (cfg.target_kbps, cfg.policy, cfg.overwrite, cfg.partial_suffix) == (500, "fair", "always", ".x")
     assert (cfg.file_checksum, cfg.datagram_size, cfg.key_bytes, cfg.resume) == ("md5", 1400, 0, 0)
     assert cfg.local_log_dir == "/tmp"
@@ -90,33 +111,44 @@ def test_server_mode_takes_docroot_and_rate_cap(tmp_path):
 
 def test_ibm_style_file_with_other_sections_and_empty_values(tmp_path, capsys):
     """Sections outside <default> are skipped aloud; an empty element means "not set", as IBM writes them."""
-    conf = _write(tmp_path / "ibm.conf", f"<transfer>{_flow('out', cap='')}</transfer>"
-                  "<file_system><overwrite>allow</overwrite><file_checksum>any</file_checksum></file_system>",
-                  outside="<server><server_name>x</server_name></server>\n<!-- a comment -->\n")
+    conf = _write(
+        tmp_path / "ibm.conf",
+        f"<transfer>{_flow('out', cap='')}</transfer>"
+        "<file_system><overwrite>allow</overwrite><file_checksum>any</file_checksum></file_system>",
+        outside="<server><server_name>x</server_name></server>\n<!-- a comment -->\n",
+    )
     cfg = parse(["-f", conf, SRC, DEST], {})
     assert (cfg.target_kbps, cfg.overwrite, cfg.file_checksum) == (1_000_000, "diff", "none")
     assert "ibm.conf:3: <server> skipped" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("default, needle", [
-    ("<transfer><out><bandwidth><flow><target_rate><defualt>5</defualt></target_rate></flow></bandwidth></out>"
-     "</transfer>", ":4: <defualt> is not a setting we read inside <target_rate>"),
-    ("\n<file_sytem/>", ":5: <file_sytem> is not a setting we read inside <default>"),
-    ("<logging><log_dir>/x</log_dir></logging>\n<logging><log_dir>/y</log_dir></logging>",
-     ":5: <log_dir> is given twice"),
-    (_ROOT.format("/x").replace("<absolute>", '<absolute peer_ip="1.2.3.4">'), "attributes are not supported"),
-    ("<transfer>fast</transfer>", "<transfer> is a section"),
-    (f"{_FS}<overwrite><x/></overwrite>{_SF}", "<overwrite> holds a value"),
-    (f"<transfer>{_flow('out', 'fast')}</transfer>", "<default>: 'fast' is not an integer"),
-    (f"<transfer>{_flow('in', 0)}</transfer>", "<default>: 0 is out of range"),
-    (f"<transfer>{_flow('in', policy='greedy')}</transfer>", "'greedy' is not one of"),
-    ("<transfer><resume_policy>3</resume_policy></transfer>", "'3' is not one of none, attributes"),
-    (f"{_FS}<overwrite>sometimes</overwrite>{_SF}", "<overwrite>: 'sometimes'"),
-    (f"{_FS}<partial_file_suffix>a/b</partial_file_suffix>{_SF}", "may not contain '/'"),
-    (_ROOT.format("rel/dir"), "'rel/dir' is not an absolute path"),
-    ("<transfer><protocol_options><datagram_size>10</datagram_size></protocol_options></transfer>", "out of range"),
-    ("<transfer><encryption><cipher>rot13</cipher></encryption></transfer>", "'rot13' is not one of"),
-])
+@pytest.mark.parametrize(
+    "default, needle",
+    [
+        (
+            "<transfer><out><bandwidth><flow><target_rate><defualt>5</defualt></target_rate></flow></bandwidth></out>"
+            "</transfer>",
+            ":4: <defualt> is not a setting we read inside <target_rate>",
+        ),
+        ("\n<file_sytem/>", ":5: <file_sytem> is not a setting we read inside <default>"),
+        (
+            "<logging><log_dir>/x</log_dir></logging>\n<logging><log_dir>/y</log_dir></logging>",
+            ":5: <log_dir> is given twice",
+        ),
+        (_ROOT.format("/x").replace("<absolute>", '<absolute peer_ip="1.2.3.4">'), "attributes are not supported"),
+        ("<transfer>fast</transfer>", "<transfer> is a section"),
+        (f"{_FS}<overwrite><x/></overwrite>{_SF}", "<overwrite> holds a value"),
+        (f"<transfer>{_flow('out', 'fast')}</transfer>", "<default>: 'fast' is not an integer"),
+        (f"<transfer>{_flow('in', 0)}</transfer>", "<default>: 0 is out of range"),
+        (f"<transfer>{_flow('in', policy='greedy')}</transfer>", "'greedy' is not one of"),
+        ("<transfer><resume_policy>3</resume_policy></transfer>", "'3' is not one of none, attributes"),
+        (f"{_FS}<overwrite>sometimes</overwrite>{_SF}", "<overwrite>: 'sometimes'"),
+        (f"{_FS}<partial_file_suffix>a/b</partial_file_suffix>{_SF}", "may not contain '/'"),
+        (_ROOT.format("rel/dir"), "'rel/dir' is not an absolute path"),
+        ("<transfer><protocol_options><datagram_size>10</datagram_size></protocol_options></transfer>", "out of range"),
+        ("<transfer><encryption><cipher>rot13</cipher></encryption></transfer>", "'rot13' is not one of"),
+    ],
+)
 def test_unknown_or_bad_elements_are_usage_errors_with_their_line(tmp_path, default, needle):
     conf = _write(tmp_path / "bad.conf", default)
     with pytest.raises(EngineError) as info:
@@ -125,18 +157,21 @@ def test_unknown_or_bad_elements_are_usage_errors_with_their_line(tmp_path, defa
     assert "bad.conf:" in info.value.description
 
 
-@pytest.mark.parametrize("content, needle", [
-    (b"<CONF version='2'><default></CONF>", "bad.conf:1:"),            # mismatched tag, with its position
-    (b"", "not well-formed"),
-    (b'<!DOCTYPE CONF [<!ENTITY a "aaaa">]><CONF/>', "DTDs and entities are not allowed"),
-    (b'<!DOCTYPE CONF SYSTEM "file:///etc/passwd"><CONF/>', "DTDs and entities are not allowed"),
-    (b"<CONF version='2'><default>&lol;</default></CONF>", "undefined entity"),
-    (b"<conf><default/></conf>", 'root element must be <CONF version="2">'),
-    (b"<CONF version='3'/>", 'root element must be <CONF version="2">'),
-    (b"<CONF version='2'>" + b" " * asperaconf.MAX_BYTES + b"</CONF>", "larger than"),
-    (b"<?xml version='1.0' encoding='klingon'?><CONF/>", "bad.conf"),
-], ids=["mismatched", "empty", "entity", "external-dtd", "undefined-entity", "root", "version", "too-big",
-        "encoding"])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"<CONF version='2'><default></CONF>", "bad.conf:1:"),  # mismatched tag, with its position
+        (b"", "not well-formed"),
+        (b'<!DOCTYPE CONF [<!ENTITY a "aaaa">]><CONF/>', "DTDs and entities are not allowed"),
+        (b'<!DOCTYPE CONF SYSTEM "file:///etc/passwd"><CONF/>', "DTDs and entities are not allowed"),
+        (b"<CONF version='2'><default>&lol;</default></CONF>", "undefined entity"),
+        (b"<conf><default/></conf>", 'root element must be <CONF version="2">'),
+        (b"<CONF version='3'/>", 'root element must be <CONF version="2">'),
+        (b"<CONF version='2'>" + b" " * asperaconf.MAX_BYTES + b"</CONF>", "larger than"),
+        (b"<?xml version='1.0' encoding='klingon'?><CONF/>", "bad.conf"),
+    ],
+    ids=["mismatched", "empty", "entity", "external-dtd", "undefined-entity", "root", "version", "too-big", "encoding"],
+)
 def test_malformed_or_hostile_xml_is_usage_error_8(tmp_path, content, needle):
     (tmp_path / "bad.conf").write_bytes(content)
     with pytest.raises(EngineError) as info:
@@ -149,23 +184,61 @@ def test_missing_file_is_error_4_and_the_engine_exits_with_the_codes(tmp_path):
         parse(["-f", str(tmp_path / "nope.conf"), SRC, DEST], {})
     assert info.value.code == 4
     assert run_ascp(["-f", str(tmp_path / "nope.conf"), SRC, DEST], dict(os.environ), timeout=30).returncode == 4
-    typo = _write(tmp_path / "typo.conf", "<transfer><in><bandwidth><flow><target_rat/></flow></bandwidth></in>"
-                                          "</transfer>")
+    typo = _write(
+        tmp_path / "typo.conf", "<transfer><in><bandwidth><flow><target_rat/></flow></bandwidth></in></transfer>"
+    )
     result = run_ascp(["-f", typo, SRC, DEST], dict(os.environ), timeout=30)
     assert result.returncode == 8 and b"typo.conf:4: <target_rat>" in result.stderr
 
 
-_FRAGMENTS = ["<CONF version='2'>", "</CONF>", "<default>", "</default>", "<transfer>", "</transfer>", "<in>",
-              "</in>", "<bandwidth>", "<flow>", "</flow>", "<target_rate>", "<default>5</default>", "<cap>",
-              "</cap>", "7", "-1", "x", "<file_system>", "<overwrite>deny</overwrite>", "<!DOCTYPE a>", "&a;",
-              "&amp;", "<![CDATA[<x>]]>", "<?pi x?>", "<!-- c -->", " ", "\n", "\x00", "\udcff", "é", "<a b='c'>",
-              "</a>", "<absolute>/r</absolute>", "<resume_policy>none</resume_policy>"]
+_FRAGMENTS = [
+    "<CONF version='2'>",
+    "</CONF>",
+    "<default>",
+    "</default>",
+    "<transfer>",
+    "</transfer>",
+    "<in>",
+    "</in>",
+    "<bandwidth>",
+    "<flow>",
+    "</flow>",
+    "<target_rate>",
+    "<default>5</default>",
+    "<cap>",
+    "</cap>",
+    "7",
+    "-1",
+    "x",
+    "<file_system>",
+    "<overwrite>deny</overwrite>",
+    "<!DOCTYPE a>",
+    "&a;",
+    "&amp;",
+    "<![CDATA[<x>]]>",
+    "<?pi x?>",
+    "<!-- c -->",
+    " ",
+    "\n",
+    "\x00",
+    "\udcff",
+    "é",
+    "<a b='c'>",
+    "</a>",
+    "<absolute>/r</absolute>",
+    "<resume_policy>none</resume_policy>",
+]
 
 
 @settings(max_examples=250, deadline=None)
-@given(st.one_of(st.binary(max_size=600),
-                 st.lists(st.sampled_from(_FRAGMENTS), max_size=30).map(lambda parts: "".join(parts).encode(
-                     "utf-8", "surrogateescape"))))
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        st.lists(st.sampled_from(_FRAGMENTS), max_size=30).map(
+            lambda parts: "".join(parts).encode("utf-8", "surrogateescape")
+        ),
+    )
+)
 def test_garbage_never_raises_anything_but_usage_error_8(content):
     with tempfile.NamedTemporaryFile(suffix=".conf") as handle:
         handle.write(content)
@@ -178,6 +251,7 @@ def test_garbage_never_raises_anything_but_usage_error_8(content):
 
 
 # ---- through the real engine: each of these fails if -f is ignored ----
+
 
 def _measured_kbps(args: list[str], env: dict) -> tuple[float, object]:
     """The rate one file really moved at, from its STOP event (bytes over the file's own elapsed time)."""
@@ -192,7 +266,7 @@ def _measured_kbps(args: list[str], env: dict) -> tuple[float, object]:
         mgr.close()
 
 
-RATE = 4000   # kbps: a 1.5 MB file takes 3 s; unlimited on loopback it takes a small fraction of that
+RATE = 4000  # kbps: a 1.5 MB file takes 3 s; unlimited on loopback it takes a small fraction of that
 
 
 @pytest.mark.timeout(60)
@@ -201,8 +275,10 @@ def test_file_target_rate_limits_a_fixed_transfer(fasp_server_module, tmp_path, 
     server = fasp_server_module
     # only the side this direction uses is slow, so a mix-up of <in> and <out> fails too
     slow, fast = ("out", "in") if direction == "upload" else ("in", "out")
-    conf = _write(tmp_path / "rate.conf", f"<transfer>{_flow(slow, RATE, policy='fixed')}"
-                                          f"{_flow(fast, 1_000_000, policy='fair')}</transfer>")
+    conf = _write(
+        tmp_path / "rate.conf",
+        f"<transfer>{_flow(slow, RATE, policy='fixed')}{_flow(fast, 1_000_000, policy='fair')}</transfer>",
+    )
     if direction == "upload":
         src = random_file(tmp_path / "r.bin", 1_500_000)
         paths, out = [str(src), remote(server, "/conf-rate-up.bin")], server.docroot / "conf-rate-up.bin"
@@ -212,7 +288,7 @@ def test_file_target_rate_limits_a_fixed_transfer(fasp_server_module, tmp_path, 
     kbps, _ = _measured_kbps(fasp_args(server, "-f", conf, *paths), server.env())
     assert kbps < RATE * 1.5, kbps
     assert_same_file(src, out)
-    if direction == "upload":   # -l on the command line wins over the file
+    if direction == "upload":  # -l on the command line wins over the file
         out.unlink()
         kbps, _ = _measured_kbps(fasp_args(server, "-f", conf, "-l", "400000", *paths), server.env())
         assert kbps > RATE * 2, kbps
@@ -264,8 +340,9 @@ def test_server_mode_rate_cap_from_the_file(tmp_path):
     conf = _write(tmp_path / "server.conf", f"<transfer>{_flow('in', cap=RATE)}{_flow('out', cap=RATE)}</transfer>")
     with start_fasp_server(tmp_path / "srv", engine_command=[*ENGINE, "-f", conf]) as server:
         src = random_file(tmp_path / "capped.bin", 1_500_000)
-        kbps, _ = _measured_kbps(fasp_args(server, "-l", "400000", "--policy=fixed", str(src),
-                                           remote(server, "/capped.bin")), server.env())
+        kbps, _ = _measured_kbps(
+            fasp_args(server, "-l", "400000", "--policy=fixed", str(src), remote(server, "/capped.bin")), server.env()
+        )
         assert kbps < RATE * 1.5, kbps
         assert_same_file(src, server.docroot / "capped.bin")
 
@@ -284,10 +361,15 @@ def test_faspmanager_alternate_config_filename(fasp_server_module, tmp_path):
     src_dir = tmp_path / "up"
     new = random_file(src_dir / "mgr-new.bin", 40_000)
     random_file(src_dir / "mgr-kept.bin", 40_000)
-    options = fm.TransferOptions(alternate_config_filename=conf, tcp_port=server.port, destination_root="/",
-                                 udp_port=free_port(socket.SOCK_DGRAM))
-    order = fm.FileUpload([str(new), str(src_dir / "mgr-kept.bin")], server.user, server.host,
-                          dest_pass=server.password, options=options)
+    options = fm.TransferOptions(
+        alternate_config_filename=conf,
+        tcp_port=server.port,
+        destination_root="/",
+        udp_port=free_port(socket.SOCK_DGRAM),
+    )
+    order = fm.FileUpload(
+        [str(new), str(src_dir / "mgr-kept.bin")], server.user, server.host, dest_pass=server.password, options=options
+    )
     with fm.session(order, ascp_path=str(engine_program(tmp_path))) as s:
         s.start()
         result = s.finish()

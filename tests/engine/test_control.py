@@ -1,6 +1,7 @@
 """The control channel (sans-IO): typed messages round-trip through their JSON frames at any split, and a
 hostile frame (unknown type, extra, missing or mistyped field, out-of-range value, huge or deep) only ever
 raises ProtocolError, never another exception, a hang or a default."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,27 +23,38 @@ from fasp.session.messages import MESSAGES, Message, OsStr, Rate
 from fasp.session.sending import PieceFailed
 
 os_names = st.one_of(st.text(max_size=20), st.binary(max_size=20).map(lambda b: b.decode("utf-8", "surrogateescape")))
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=5),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                          max_size=3), max_leaves=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 SCALARS: dict[Any, st.SearchStrategy[Any]] = {
-    int: st.integers(0, 2**63 - 1), float: st.floats(allow_nan=False, allow_infinity=False), bool: st.booleans(),
-    str: st.text(max_size=20), OsStr: os_names, bytes: st.binary(max_size=40),
+    int: st.integers(0, 2**63 - 1),
+    float: st.floats(allow_nan=False, allow_infinity=False),
+    bool: st.booleans(),
+    str: st.text(max_size=20),
+    OsStr: os_names,
+    bytes: st.binary(max_size=40),
     JsonObject: st.dictionaries(st.text(max_size=5), json_values, max_size=4),
 }
 FIELDS: dict[tuple[type, str], st.SearchStrategy[Any]] = {  # fields whose record checks their values
-    (messages.Hello, "v"): st.just(messages.VERSION), (messages.Welcome, "v"): st.just(messages.VERSION),
+    (messages.Hello, "v"): st.just(messages.VERSION),
+    (messages.Welcome, "v"): st.just(messages.VERSION),
     (messages.Hello, "session"): st.binary(min_size=16, max_size=16).map(bytes.hex),
     (messages.Hello, "direction"): st.sampled_from(["send", "recv"]),
     (messages.Hello, "key_bytes"): st.sampled_from([0, 16, 24, 32]),
     (messages.Hello, "udp_port"): st.integers(0, 65535),
-    (Rate, "target"): st.integers(1, 2**40), (Rate, "policy"): st.sampled_from(POLICIES),
+    (Rate, "target"): st.integers(1, 2**40),
+    (Rate, "policy"): st.sampled_from(POLICIES),
     (Rate, "percent"): st.integers(0, 100),
-    (PeerOptions, "overwrite"): st.sampled_from(OVERWRITE), (PeerOptions, "checksum"): st.sampled_from(CHECKSUMS),
+    (PeerOptions, "overwrite"): st.sampled_from(OVERWRITE),
+    (PeerOptions, "checksum"): st.sampled_from(CHECKSUMS),
     (PeerOptions, "xattrs_mode"): st.sampled_from(PRESERVE_MODES),
     (PeerOptions, "acls_mode"): st.sampled_from(PRESERVE_MODES),
-    (PeerOptions, "symlinks"): st.sampled_from(SYMLINK_POLICIES), (PeerOptions, "resume"): st.integers(0, 3),
-    (PeerOptions, "node"): st.just(1), (PeerOptions, "nodes"): st.integers(1, 64),
+    (PeerOptions, "symlinks"): st.sampled_from(SYMLINK_POLICIES),
+    (PeerOptions, "resume"): st.integers(0, 3),
+    (PeerOptions, "node"): st.just(1),
+    (PeerOptions, "nodes"): st.integers(1, 64),
     (PeerOptions, "partial_suffix"): st.sampled_from(["", ".partial"]),
 }
 
@@ -63,12 +75,17 @@ def strategy(hint: Any) -> st.SearchStrategy[Any]:
 
 def record(cls: type) -> st.SearchStrategy[Any]:
     hints = get_type_hints(cls, include_extras=True)
-    fields = {f.name: FIELDS[cls, f.name] if (cls, f.name) in FIELDS else strategy(hints[f.name])
-              for f in dataclasses.fields(cls)}
+    fields = {
+        f.name: FIELDS[cls, f.name] if (cls, f.name) in FIELDS else strategy(hints[f.name])
+        for f in dataclasses.fields(cls)
+    }
     if cls in (messages.Piece, messages.Chunk):  # a non-empty range
         fields["end"] = st.integers(1, 2**62)
-        return st.builds(lambda end, **kw: cls(**{**kw, "start": kw["start"] % end, "end": end}),
-                         **{k: v for k, v in fields.items() if k != "start"}, start=st.integers(0, 2**62))
+        return st.builds(
+            lambda end, **kw: cls(**{**kw, "start": kw["start"] % end, "end": end}),
+            **{k: v for k, v in fields.items() if k != "start"},
+            start=st.integers(0, 2**62),
+        )
     return st.builds(cls, **fields)
 
 
@@ -105,8 +122,10 @@ def test_names_that_are_not_utf8_travel_as_bytes() -> None:
     assert json.loads(body)["rel"] == {"b64": "Y2Fm6S///i5iaW4="}
     back = messages.decode(body)
     assert isinstance(back, messages.Offer) and back.rel.encode("utf-8", "surrogateescape") == b"caf\xe9/\xff\xfe.bin"
-    assert json.loads(messages.encode(messages.Keep(arg=0, top="d\u00e9j\u00e0", names=("x",), done=True)))["top"] \
-        == "d\u00e9j\u00e0"  # UTF-8 names stay plain strings
+    assert (
+        json.loads(messages.encode(messages.Keep(arg=0, top="d\u00e9j\u00e0", names=("x",), done=True)))["top"]
+        == "d\u00e9j\u00e0"
+    )  # UTF-8 names stay plain strings
 
 
 @settings(max_examples=300)
@@ -137,43 +156,90 @@ def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject)
         Decoder().feed(raw(obj))
 
 
-@pytest.mark.parametrize("obj, match", [
-    ({"t": "teleport"}, "unknown control message type 'teleport'"),
-    ({"t": "failed", "error": "x"}, "unknown control message type 'failed'"),  # a local event, never a message
-    ({"t": "welcome", "v": 2, "share": "00", "udp_port": 1, "rate": {}}, "the peer speaks control version 2"),
-    ({"t": "piece", "pid": 1, "start": 0, "end": 1}, "lacks field 'fid'"),
-    ({"t": "piece", "fid": 1, "pid": 1, "start": 0, "end": 1, "x": 0}, "unknown field 'x'"),
-    ({"t": "verified", "fid": 1, "ok": 1}, r"verified.ok has the wrong type"),
-    ({"t": "eof", "fid": -1, "size": 0}, r"eof.fid is out of range"),
-    ({"t": "eof", "fid": 1, "size": 2**63}, r"eof.size is out of range"),
-    ({"t": "piece", "fid": 1, "pid": 1, "start": 5, "end": 5}, "empty piece"),
-    ({"t": "keep", "arg": 0, "top": "\ud800", "names": [], "done": True}, "keep.top is not UTF-8 text"),
-    ({"t": "keep", "arg": 0, "top": {"b64": "!!"}, "names": [], "done": True}, "keep.top is not base64"),
-    ({"t": "keep", "arg": 0, "top": {"b64": "", "x": 1}, "names": [], "done": True}, "keep.top has the wrong type"),
-    ({"t": "capacity", "kbps": 1.0}, "capacity.kbps has the wrong type"),
-    ({"t": "rate", "seq": 1, "rate": {"target": 1, "min": 0, "policy": "greedy", "percent": 0}},
-     "rate.rate is out of range: unknown policy"),
-    ({"t": "file", "fid": 1, "arg": 0, "rel": "a", "lone": False, "size": 1, "mtime": "NaN", "atime": 0,
-      "mode": 0, "meta": None, "extents": None, "span": None, "link": None}, "file.mtime is not a finite number"),
-    ({"t": "file", "fid": 1, "arg": 0, "rel": "a", "lone": False, "size": 1, "mtime": 0, "atime": 0,
-      "mode": 0, "meta": None, "extents": [[0]], "span": None, "link": None},
-     r"file.extents\[0\] is not an array of 2"),
-    ([1, 2], "not an object with a type"),
-])
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        ({"t": "teleport"}, "unknown control message type 'teleport'"),
+        ({"t": "failed", "error": "x"}, "unknown control message type 'failed'"),  # a local event, never a message
+        ({"t": "welcome", "v": 2, "share": "00", "udp_port": 1, "rate": {}}, "the peer speaks control version 2"),
+        ({"t": "piece", "pid": 1, "start": 0, "end": 1}, "lacks field 'fid'"),
+        ({"t": "piece", "fid": 1, "pid": 1, "start": 0, "end": 1, "x": 0}, "unknown field 'x'"),
+        ({"t": "verified", "fid": 1, "ok": 1}, r"verified.ok has the wrong type"),
+        ({"t": "eof", "fid": -1, "size": 0}, r"eof.fid is out of range"),
+        ({"t": "eof", "fid": 1, "size": 2**63}, r"eof.size is out of range"),
+        ({"t": "piece", "fid": 1, "pid": 1, "start": 5, "end": 5}, "empty piece"),
+        ({"t": "keep", "arg": 0, "top": "\ud800", "names": [], "done": True}, "keep.top is not UTF-8 text"),
+        ({"t": "keep", "arg": 0, "top": {"b64": "!!"}, "names": [], "done": True}, "keep.top is not base64"),
+        ({"t": "keep", "arg": 0, "top": {"b64": "", "x": 1}, "names": [], "done": True}, "keep.top has the wrong type"),
+        ({"t": "capacity", "kbps": 1.0}, "capacity.kbps has the wrong type"),
+        (
+            {"t": "rate", "seq": 1, "rate": {"target": 1, "min": 0, "policy": "greedy", "percent": 0}},
+            "rate.rate is out of range: unknown policy",
+        ),
+        (
+            {
+                "t": "file",
+                "fid": 1,
+                "arg": 0,
+                "rel": "a",
+                "lone": False,
+                "size": 1,
+                "mtime": "NaN",
+                "atime": 0,
+                "mode": 0,
+                "meta": None,
+                "extents": None,
+                "span": None,
+                "link": None,
+            },
+            "file.mtime is not a finite number",
+        ),
+        (
+            {
+                "t": "file",
+                "fid": 1,
+                "arg": 0,
+                "rel": "a",
+                "lone": False,
+                "size": 1,
+                "mtime": 0,
+                "atime": 0,
+                "mode": 0,
+                "meta": None,
+                "extents": [[0]],
+                "span": None,
+                "link": None,
+            },
+            r"file.extents\[0\] is not an array of 2",
+        ),
+        ([1, 2], "not an object with a type"),
+    ],
+)
 def test_hostile_frames_name_their_fault(obj: object, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
         Decoder().feed(raw(obj))
 
 
 def test_peer_options_are_decoded_strictly() -> None:
-    hello = messages.Hello(v=messages.VERSION, session="ab" * 16, share=b"k" * 32, key_bytes=16, direction="send",
-                           dest="/d", datagram_size=1400, udp_port=0, rate=Rate(1000, 0, "fair"),
-                           opts=PeerOptions(resume=2))
+    hello = messages.Hello(
+        v=messages.VERSION,
+        session="ab" * 16,
+        share=b"k" * 32,
+        key_bytes=16,
+        direction="send",
+        dest="/d",
+        datagram_size=1400,
+        udp_port=0,
+        rate=Rate(1000, 0, "fair"),
+        opts=PeerOptions(resume=2),
+    )
     obj = json.loads(messages.encode(hello))
-    for change, match in (({"resumee": 2}, "hello.opts has an unknown field 'resumee'"),  # a misspelt key
-                          ({"resume": "2"}, "hello.opts.resume has the wrong type"),
-                          ({"resume": 7}, "hello.opts is out of range: resume 7"),
-                          ({"symlinks": "teleport"}, "hello.opts is out of range: symlinks")):
+    for change, match in (
+        ({"resumee": 2}, "hello.opts has an unknown field 'resumee'"),  # a misspelt key
+        ({"resume": "2"}, "hello.opts.resume has the wrong type"),
+        ({"resume": 7}, "hello.opts is out of range: resume 7"),
+        ({"symlinks": "teleport"}, "hello.opts is out of range: symlinks"),
+    ):
         with pytest.raises(ProtocolError, match=match):
             Decoder().feed(raw({**obj, "opts": {**obj["opts"], **change}}))
     missing = dict(obj["opts"])
@@ -193,8 +259,9 @@ def test_limits_and_bad_encodings() -> None:
         with pytest.raises(ProtocolError, match="not UTF-8 JSON"):
             Decoder().feed(struct.pack(">I", len(hostile)) + hostile)
     with pytest.raises(ProtocolError, match="cannot encode"):
-        messages.encode(messages.Offer(fid=1, arg=0, rel="a", lone=False, size=1, mtime=float("inf"), atime=0.0,
-                                       mode=0))
+        messages.encode(
+            messages.Offer(fid=1, arg=0, rel="a", lone=False, size=1, mtime=float("inf"), atime=0.0, mode=0)
+        )
     with pytest.raises(ProtocolError, match="cannot encode"):
         messages.encode(PieceFailed(OSError()))  # type: ignore[arg-type]  # a local event has no wire form
     partial = Decoder()
@@ -205,8 +272,12 @@ def test_rate_settings_travel_as_one_record() -> None:
     for wanted in (RateSettings(5000, 100, "fair"), RateSettings(CEILING_KBPS, 0, "fixed", percent=40)):
         change = messages.decode(messages.encode(messages.RateChange(seq=1, rate=Rate.of(wanted))))
         assert isinstance(change, messages.RateChange) and change.rate.settings() == wanted
-    for bad in ({"target": 1}, {"target": "x", "min": 0, "policy": "fair", "percent": 0}, None,
-                {"target": 1, "min": 0, "policy": "fair", "percent": 101}, {"target": 0, "min": 0, "policy": "fair",
-                                                                              "percent": 0}):
+    for bad in (
+        {"target": 1},
+        {"target": "x", "min": 0, "policy": "fair", "percent": 0},
+        None,
+        {"target": 1, "min": 0, "policy": "fair", "percent": 101},
+        {"target": 0, "min": 0, "policy": "fair", "percent": 0},
+    ):
         with pytest.raises(ProtocolError, match=r"^\[1\] rate\.rate"):
             Decoder().feed(raw({"t": "rate", "seq": 1, "rate": bad}))

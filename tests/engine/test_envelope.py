@@ -1,4 +1,5 @@
 """The content-protection envelope format (fasp/files/envelope.py), without a transfer: fast unit tests."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,11 @@ def _seal(tmp_path, data: bytes, block: int) -> tuple[Envelope, bytes]:
 
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None)
-@given(data=st.binary(max_size=700), block=st.sampled_from([16, 17, 64, 100]),
-       cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6))
+@given(
+    data=st.binary(max_size=700),
+    block=st.sampled_from([16, 17, 64, 100]),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
+)
 def test_any_ranges_in_any_order_give_the_same_envelope_which_opens(tmp_path_factory, data, block, cuts):
     tmp = tmp_path_factory.mktemp("env")
     env, whole = _seal(tmp, data, block)
@@ -113,7 +117,7 @@ def test_dropped_last_block_with_a_forged_size_fails(tmp_path):
     """The last block is flagged in its associated data: the header can't be rewritten to end early."""
     data = os.urandom(200)
     env = _envelope(len(data), 64)
-    sealed = [env.seal(i, data[i * 64:(i + 1) * 64]) for i in range(env.count)]
+    sealed = [env.seal(i, data[i * 64 : (i + 1) * 64]) for i in range(env.count)]
     with pytest.raises(EngineError) as err:
         env.unseal(1, env.seal(1, data[64:128])[:-1] + b"\0")
     assert err.value.code == 48

@@ -1,5 +1,6 @@
 """Error codes a caller can act on, from real failures: auth 19, missing source 4, docroot 41,
 unreachable peer 12, host key 51, data channel 14, usage 8. Each also reaches the manager as ERROR."""
+
 from __future__ import annotations
 
 import socket
@@ -35,8 +36,7 @@ def test_missing_source_is_4(fasp_server_module, tmp_path):
     server = fasp_server_module
     result = run_ascp(["-q", "-P", str(server.port), str(tmp_path / "nope"), remote(server, "/")], server.env())
     assert _code(result) == 4
-    back = run_ascp(["-q", "-P", str(server.port), remote(server, "/does/not/exist"), str(tmp_path)],
-                    server.env())
+    back = run_ascp(["-q", "-P", str(server.port), remote(server, "/does/not/exist"), str(tmp_path)], server.env())
     assert _code(back) == 4
 
 
@@ -48,8 +48,7 @@ def test_outside_docroot_is_41(fasp_server_module, tmp_path):
     assert _code(up) == 41
     (server.docroot / "link-out").unlink(missing_ok=True)
     (server.docroot / "link-out").symlink_to("/etc")
-    down = run_ascp(["-q", "-P", str(server.port), remote(server, "/link-out/hostname"), str(tmp_path)],
-                    server.env())
+    down = run_ascp(["-q", "-P", str(server.port), remote(server, "/link-out/hostname"), str(tmp_path)], server.env())
     assert _code(down) == 41
     assert not (tmp_path / "hostname").exists()
 
@@ -58,8 +57,9 @@ def test_outside_docroot_is_41(fasp_server_module, tmp_path):
 def test_unreachable_peer_is_12(tmp_path):
     src = random_file(tmp_path / "x.bin", 10)
     closed = free_port()
-    result = run_ascp(["-q", "-P", str(closed), str(src), "u@127.0.0.1:/"], {"ASPERA_SCP_PASS": "x",
-                                                                            "PATH": "/usr/bin:/bin"})
+    result = run_ascp(
+        ["-q", "-P", str(closed), str(src), "u@127.0.0.1:/"], {"ASPERA_SCP_PASS": "x", "PATH": "/usr/bin:/bin"}
+    )
     assert _code(result) == 12
 
 
@@ -67,11 +67,29 @@ def test_unreachable_peer_is_12(tmp_path):
 def test_host_key_fingerprint(fasp_server_module, tmp_path):
     server = fasp_server_module
     src = random_file(tmp_path / "x.bin", 1000)
-    good = run_ascp(["-q", "-P", str(server.port), f"--check-sshfp={server.host_key_fingerprint}", str(src),
-                     remote(server, "/fp-ok.bin")], server.env())
+    good = run_ascp(
+        [
+            "-q",
+            "-P",
+            str(server.port),
+            f"--check-sshfp={server.host_key_fingerprint}",
+            str(src),
+            remote(server, "/fp-ok.bin"),
+        ],
+        server.env(),
+    )
     assert _code(good) == 0, good.stderr.decode()
-    bad = run_ascp(["-q", "-P", str(server.port), "--check-sshfp=SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-                    str(src), remote(server, "/fp-bad.bin")], server.env())
+    bad = run_ascp(
+        [
+            "-q",
+            "-P",
+            str(server.port),
+            "--check-sshfp=SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            str(src),
+            remote(server, "/fp-bad.bin"),
+        ],
+        server.env(),
+    )
     assert _code(bad) == 51
     assert not (server.docroot / "fp-bad.bin").exists()
 
@@ -80,27 +98,32 @@ def test_host_key_fingerprint(fasp_server_module, tmp_path):
 def test_data_channel_that_cannot_open_is_14(tmp_path):
     """The server's UDP port (fasp-server --udp-port, passed on as -O) is already taken."""
     from tests.support.servers import start_fasp_server
+
     holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         holder.bind(("127.0.0.1", 0))
         port = holder.getsockname()[1]
         with start_fasp_server(tmp_path / "srv", udp_port=port) as server:
             src = random_file(tmp_path / "x.bin", 10)
-            result = run_ascp(["-q", "-P", str(server.port), str(src), remote(server, "/x.bin")], server.env(),
-                              timeout=40)
+            result = run_ascp(
+                ["-q", "-P", str(server.port), str(src), remote(server, "/x.bin")], server.env(), timeout=40
+            )
             assert _code(result) == 14, result.stderr.decode()
     finally:
         holder.close()
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("argv, needle", [
-    (["--bogus-flag", "a", "h:/b"], "--bogus-flag"),
-    (["-W", "a", "h:/b"], "-W"),
-    (["-y", "2", "a", "h:/b"], "-y"),
-    (["-l", "fast", "a", "h:/b"], "-l"),
-    (["--overwrite=sometimes", "a", "h:/b"], "--overwrite"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--bogus-flag", "a", "h:/b"], "--bogus-flag"),
+        (["-W", "a", "h:/b"], "-W"),
+        (["-y", "2", "a", "h:/b"], "-y"),
+        (["-l", "fast", "a", "h:/b"], "-l"),
+        (["--overwrite=sometimes", "a", "h:/b"], "--overwrite"),
+    ],
+)
 def test_usage_errors_are_8_and_name_the_problem(argv, needle, listener, spawn):
     proc = spawn(["-M", str(listener.port), *argv], {"PATH": "/usr/bin:/bin"})
     _, err = proc.communicate(timeout=20)
@@ -114,11 +137,11 @@ def test_usage_errors_are_8_and_name_the_problem(argv, needle, listener, spawn):
 def test_data_channel_that_never_answers_is_15(tmp_path, monkeypatch):
     """The server's UDP socket sits on 127.0.0.2 while the client sends to 127.0.0.1: no answer, ever."""
     from tests.support.servers import start_fasp_server
+
     monkeypatch.setenv("FASP_UDP_BIND", "127.0.0.2")  # inherited by the server-mode engine
     with start_fasp_server(tmp_path / "srv") as server:
         src = random_file(tmp_path / "x.bin", 10)
-        result = run_ascp(["-q", "-P", str(server.port), str(src), remote(server, "/x.bin")], server.env(),
-                          timeout=40)
+        result = run_ascp(["-q", "-P", str(server.port), str(src), remote(server, "/x.bin")], server.env(), timeout=40)
         assert _code(result) == 15, result.stderr.decode()
         assert not (server.docroot / "x.bin").exists()
 
@@ -129,8 +152,11 @@ def test_peer_that_never_speaks_ssh_is_13(tmp_path):
     silent = socket.create_server(("127.0.0.1", 0))
     try:
         src = random_file(tmp_path / "x.bin", 10)
-        result = run_ascp(["-q", "-P", str(silent.getsockname()[1]), str(src), "u@127.0.0.1:/"],
-                          {"ASPERA_SCP_PASS": "x", "PATH": "/usr/bin:/bin", "FASP_CONNECT_TIMEOUT": "2"}, timeout=30)
+        result = run_ascp(
+            ["-q", "-P", str(silent.getsockname()[1]), str(src), "u@127.0.0.1:/"],
+            {"ASPERA_SCP_PASS": "x", "PATH": "/usr/bin:/bin", "FASP_CONNECT_TIMEOUT": "2"},
+            timeout=30,
+        )
         assert _code(result) == 13, result.stderr.decode()
     finally:
         silent.close()

@@ -4,6 +4,7 @@ The client runs in one namespace, fasp-server in another, joined by a veth pair;
 nftables in the server's namespace drops every UDP packet (its counter proves the
 engine tried). Every transfer checks size and sha256; SESSION names the carrier.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,10 @@ from tests.support.servers import start_fasp_server
 from tests.support.wait import wait_until
 
 HTTP_PORT = 18080  # not the default 8080: the tests pass -t, so an ignored -t fails them
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nftables")]
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nftables"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +53,23 @@ def _cert(directory: Path, name: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(SERVER_ADDR))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(SERVER_ADDR))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -72,8 +82,12 @@ def certs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(lab, tmp_path_factory):
     """fasp-server in the server namespace with a plain HTTP fallback port."""
-    with start_fasp_server(tmp_path_factory.mktemp("http-server"), host=SERVER_ADDR,
-                           wrapper=Lab.wrap(lab.server_ns, []), extra_args=["--http-port", str(HTTP_PORT)]) as srv:
+    with start_fasp_server(
+        tmp_path_factory.mktemp("http-server"),
+        host=SERVER_ADDR,
+        wrapper=Lab.wrap(lab.server_ns, []),
+        extra_args=["--http-port", str(HTTP_PORT)],
+    ) as srv:
         yield srv
 
 
@@ -81,17 +95,32 @@ def server(lab, tmp_path_factory):
 def tls_server(lab, certs, tmp_path_factory):
     """fasp-server with an HTTPS fallback port that also wants the client's certificate (mutual TLS)."""
     cert, key = certs["good"]
-    with start_fasp_server(tmp_path_factory.mktemp("https-server"), host=SERVER_ADDR,
-                           wrapper=Lab.wrap(lab.server_ns, []),
-                           extra_args=["--http-port", str(HTTP_PORT + 1), "--https-cert", str(cert),
-                                       "--https-key", str(key), "--https-client-ca", str(cert)]) as srv:
+    with start_fasp_server(
+        tmp_path_factory.mktemp("https-server"),
+        host=SERVER_ADDR,
+        wrapper=Lab.wrap(lab.server_ns, []),
+        extra_args=[
+            "--http-port",
+            str(HTTP_PORT + 1),
+            "--https-cert",
+            str(cert),
+            "--https-key",
+            str(key),
+            "--https-client-ca",
+            str(cert),
+        ],
+    ) as srv:
         yield srv
 
 
 def _in_client(lab: Lab, argv: list[str], env: dict, timeout: float = 90) -> dict:
-    proc = subprocess.run(Lab.wrap(lab.client_ns, [sys.executable, "-m", "tests.support.probe", *argv]),
-                          env={**env, "PYTHONPATH": pythonpath()}, cwd=REPO_ROOT, capture_output=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        Lab.wrap(lab.client_ns, [sys.executable, "-m", "tests.support.probe", *argv]),
+        env={**env, "PYTHONPATH": pythonpath()},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     return json.loads(proc.stdout)
 
@@ -126,10 +155,26 @@ def test_udp_blocked_without_fallback_fails_with_15(lab, server, tmp_path):
 def test_udp_stays_the_carrier_when_it_passes(fasp_server, tmp_path):
     """-y 1 only matters when UDP fails: on an open path (loopback, no firewall) SESSION says udp."""
     source = random_file(tmp_path / "open.bin", 200_000)
-    proc = subprocess.run([sys.executable, "-m", "tests.support.probe", "engine", "-P", str(fasp_server.port),
-                           "-y", "1", "-t", str(HTTP_PORT), str(source), f"{fasp_server.user}@{fasp_server.host}:/"],
-                          env={**fasp_server.env(), "PYTHONPATH": pythonpath()}, cwd=REPO_ROOT, capture_output=True,
-                          timeout=90)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.probe",
+            "engine",
+            "-P",
+            str(fasp_server.port),
+            "-y",
+            "1",
+            "-t",
+            str(HTTP_PORT),
+            str(source),
+            f"{fasp_server.user}@{fasp_server.host}:/",
+        ],
+        env={**fasp_server.env(), "PYTHONPATH": pythonpath()},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=90,
+    )
     assert _ok(json.loads(proc.stdout))["Transport"] == "udp"
     assert_same_file(source, fasp_server.docroot / "open.bin")
 
@@ -156,13 +201,16 @@ def test_https_fallback_verifies_both_certificates(lab, tls_server, certs, tmp_p
     source = random_file(tmp_path / "tls.bin", 1_500_000)
     cert, key = certs["good"]
     tls = ["-y", "1", "-t", str(HTTP_PORT + 1)]
-    run = _ascp(lab, tls_server, *tls, "-I", str(cert), "-Y", str(key), str(source),
-                f"{tls_server.user}@{tls_server.host}:/")
+    run = _ascp(
+        lab, tls_server, *tls, "-I", str(cert), "-Y", str(key), str(source), f"{tls_server.user}@{tls_server.host}:/"
+    )
     assert _ok(run)["Transport"] == "https"
     assert_same_file(source, tls_server.docroot / "tls.bin")
 
-    for name, flags, needle in (("stranger", ["-I", str(certs["other"][0])], "certificate"),
-                                ("anonymous", ["-I", str(cert)], "")):  # no -Y: no client certificate
+    for name, flags, needle in (
+        ("stranger", ["-I", str(certs["other"][0])], "certificate"),
+        ("anonymous", ["-I", str(cert)], ""),
+    ):  # no -Y: no client certificate
         run = _ascp(lab, tls_server, *tls, *flags, str(source), f"{tls_server.user}@{tls_server.host}:/{name}.bin")
         error = _event(run, "ERROR")
         assert int(error["Code"]) == ErrorCode.CONNECTION_ERROR_HTTP, error
@@ -190,9 +238,11 @@ def test_fasp_server_refuses_unknown_sessions_and_bad_requests(lab, server):
         "    while chunk := s.recv(4096): out += chunk\n"
         "    return out.split(b'\\r\\n')[0].decode()\n"
         f"print(ask({httpframes.request('ab' * 16, 'secret-token-' + 'x' * 32, SERVER_ADDR, HTTP_PORT, False)!r}))\n"
-        "print(ask(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'))\n")
-    out = subprocess.run(Lab.wrap(lab.client_ns, [sys.executable, "-c", script]), capture_output=True, text=True,
-                         timeout=30)
+        "print(ask(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'))\n"
+    )
+    out = subprocess.run(
+        Lab.wrap(lab.client_ns, [sys.executable, "-c", script]), capture_output=True, text=True, timeout=30
+    )
     assert out.stdout.splitlines() == ["HTTP/1.1 404 unknown session", "HTTP/1.1 400 bad fallback request"], out
     log = server.log()
     assert "no session abababab is waiting" in log and "secret-token" not in log
@@ -201,14 +251,32 @@ def test_fasp_server_refuses_unknown_sessions_and_bad_requests(lab, server):
 def _tinyproxy(lab: Lab, directory: Path, port: int, connect_port: int) -> subprocess.Popen:
     log = directory / "tinyproxy.log"
     conf = directory / "tinyproxy.conf"
-    conf.write_text("\n".join([
-        "User root", "Group root", f"Port {port}", "Listen 127.0.0.1", "Timeout 60", f'LogFile "{log}"',
-        "LogLevel Info", f'PidFile "{directory / "tinyproxy.pid"}"', "MaxClients 20", "Allow 127.0.0.1",
-        f"ConnectPort {connect_port}", ""]))
-    proc = subprocess.Popen(Lab.wrap(lab.client_ns, ["tinyproxy", "-d", "-c", str(conf)]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: "Accepting connections" in (log.read_text() if log.exists() else "") or proc.poll() is not None,
-               10)
+    conf.write_text(
+        "\n".join(
+            [
+                "User root",
+                "Group root",
+                f"Port {port}",
+                "Listen 127.0.0.1",
+                "Timeout 60",
+                f'LogFile "{log}"',
+                "LogLevel Info",
+                f'PidFile "{directory / "tinyproxy.pid"}"',
+                "MaxClients 20",
+                "Allow 127.0.0.1",
+                f"ConnectPort {connect_port}",
+                "",
+            ]
+        )
+    )
+    proc = subprocess.Popen(
+        Lab.wrap(lab.client_ns, ["tinyproxy", "-d", "-c", str(conf)]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(
+        lambda: "Accepting connections" in (log.read_text() if log.exists() else "") or proc.poll() is not None, 10
+    )
     return proc
 
 
@@ -216,8 +284,18 @@ def test_fallback_through_an_http_proxy(lab, server, tmp_path):
     proxy = _tinyproxy(lab, tmp_path, 8899, HTTP_PORT)
     try:
         source = random_file(tmp_path / "proxied.bin", 1_000_000)
-        run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT), "-x", "127.0.0.1:8899", str(source),
-                    f"{server.user}@{server.host}:/")
+        run = _ascp(
+            lab,
+            server,
+            "-y",
+            "1",
+            "-t",
+            str(HTTP_PORT),
+            "-x",
+            "127.0.0.1:8899",
+            str(source),
+            f"{server.user}@{server.host}:/",
+        )
         assert _ok(run)["Transport"] == "http"
         assert_same_file(source, server.docroot / "proxied.bin")
     finally:
@@ -240,13 +318,28 @@ def test_jpeg_encoding_on_the_wire(lab, server, tmp_path, jpeg):
     opens); without it, none is."""
     record = tmp_path / "wire"
     record.mkdir()
-    tap = subprocess.Popen(Lab.wrap(lab.client_ns, [sys.executable, "-m", "tests.support.tap", str(record)]),
-                           stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": pythonpath()}, cwd=REPO_ROOT)
+    tap = subprocess.Popen(
+        Lab.wrap(lab.client_ns, [sys.executable, "-m", "tests.support.tap", str(record)]),
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": pythonpath()},
+        cwd=REPO_ROOT,
+    )
     try:
         port = tap.stdout.readline().decode().split()[-1]
         source = random_file(tmp_path / f"wire-{jpeg}.bin", 700_000)
-        run = _ascp(lab, server, "-y", "1", "-t", str(HTTP_PORT), "-x", f"127.0.0.1:{port}",
-                    *(["-j", "1"] if jpeg else []), str(source), f"{server.user}@{server.host}:/")
+        run = _ascp(
+            lab,
+            server,
+            "-y",
+            "1",
+            "-t",
+            str(HTTP_PORT),
+            "-x",
+            f"127.0.0.1:{port}",
+            *(["-j", "1"] if jpeg else []),
+            str(source),
+            f"{server.user}@{server.host}:/",
+        )
         _ok(run)
         assert_same_file(source, server.docroot / source.name)
     finally:
@@ -261,7 +354,7 @@ def test_jpeg_encoding_on_the_wire(lab, server, tmp_path, jpeg):
         pos = 0
         for frame in _frames(direction, jpeg):
             encoded = httpframes.encode_frame(frame, jpeg)
-            assert (body[pos:pos + 2] == b"\xff\xd8" and encoded.endswith(b"\xff\xd9")) == jpeg
+            assert (body[pos : pos + 2] == b"\xff\xd8" and encoded.endswith(b"\xff\xd9")) == jpeg
             pos += len(encoded)
         assert source.read_bytes()[:4096] not in body  # encrypted on the wire
     if jpeg:
@@ -272,10 +365,20 @@ def test_jpeg_encoding_on_the_wire(lab, server, tmp_path, jpeg):
 def test_faspmanager_session_reports_the_transport(lab, server, tmp_path):
     source = random_file(tmp_path / "mgr.bin", 800_000)
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({
-        "port": server.port, "dest": "/", "host": server.host, "user": server.user, "password": server.password,
-        "sources": [str(source)], "ascp": str(tmp_path / "fasp-ascp"),
-        "fallback": {"http_port": HTTP_PORT, "encode_all_as_jpeg": True}}))
+    spec.write_text(
+        json.dumps(
+            {
+                "port": server.port,
+                "dest": "/",
+                "host": server.host,
+                "user": server.user,
+                "password": server.password,
+                "sources": [str(source)],
+                "ascp": str(tmp_path / "fasp-ascp"),
+                "fallback": {"http_port": HTTP_PORT, "encode_all_as_jpeg": True},
+            }
+        )
+    )
     engine_program(tmp_path)
     out = _in_client(lab, ["manager", str(spec)], os.environ)
     assert out["ok"], out["reason"]
@@ -287,6 +390,7 @@ def test_faspmanager_session_reports_the_transport(lab, server, tmp_path):
 def test_fallback_port_hands_only_the_right_token_to_the_engine(tmp_path, caplog):
     """fasp-server's FallbackPort in process: a wrong token is 403 and the engine hears nothing; the right one
     is 101, then bytes flow both ways; the registration is spent (a replay is 404); no token in the log."""
+
     async def ask(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(httpframes.request(session, token, "127.0.0.1", port, False))

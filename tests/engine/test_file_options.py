@@ -1,4 +1,5 @@
 """Options that decide what happens to files at either end, through real transfers."""
+
 from __future__ import annotations
 
 import os
@@ -26,14 +27,31 @@ def test_overwrite_policies_and_save_before_overwrite(fasp_server_module, tmp_pa
     target.write_bytes(b"old content")
     _ok(run_ascp(fasp_args(server, "--overwrite=never", str(src), remote(server, "/ow.bin")), server.env()))
     assert target.read_bytes() == b"old content"
-    _ok(run_ascp(fasp_args(server, "--overwrite=always", "--save-before-overwrite", str(src),
-                           remote(server, "/ow.bin")), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(server, "--overwrite=always", "--save-before-overwrite", str(src), remote(server, "/ow.bin")),
+            server.env(),
+        )
+    )
     assert_same_file(src, target)
     saved = [p for p in server.docroot.iterdir() if p.name.startswith("ow.") and p.name != "ow.bin"]
     assert len(saved) == 1 and saved[0].read_bytes() == b"old content"
     # diff with -k 3: identical content is skipped (reported as SKIP), no byte moves
-    proc = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "--overwrite=diff", "-k", "3",
-                  str(src), remote(server, "/ow.bin")], server.env())
+    proc = spawn(
+        [
+            "-q",
+            "-P",
+            str(server.port),
+            "-M",
+            str(listener.port),
+            "--overwrite=diff",
+            "-k",
+            "3",
+            str(src),
+            remote(server, "/ow.bin"),
+        ],
+        server.env(),
+    )
     assert proc.wait(30) == 0
     assert listener.of("SKIP") and listener.of("DONE")[0].int("TransferBytes") == 0
 
@@ -42,15 +60,22 @@ def test_overwrite_policies_and_save_before_overwrite(fasp_server_module, tmp_pa
 def test_partial_file_suffix_until_complete(fasp_server_module, tmp_path):
     server = fasp_server_module
     src = random_file(tmp_path / "suffixed.bin", 3 << 20)
-    _ok(run_ascp(fasp_args(server, "--partial-file-suffix=.partial", str(src), remote(server, "/suffixed.bin")),
-                 server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(server, "--partial-file-suffix=.partial", str(src), remote(server, "/suffixed.bin")), server.env()
+        )
+    )
     assert_same_file(src, server.docroot / "suffixed.bin")
     assert not (server.docroot / "suffixed.bin.partial").exists()
     # a leftover partial with the right prefix is resumed, not resent
     src2 = random_file(tmp_path / "resumed.bin", 2 << 20)
     (server.docroot / "resumed.bin.partial").write_bytes(src2.read_bytes()[: 1 << 20])
-    _ok(run_ascp(fasp_args(server, "--partial-file-suffix=.partial", "-k", "3", str(src2),
-                           remote(server, "/resumed.bin")), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(server, "--partial-file-suffix=.partial", "-k", "3", str(src2), remote(server, "/resumed.bin")),
+            server.env(),
+        )
+    )
     assert_same_file(src2, server.docroot / "resumed.bin")
     assert not (server.docroot / "resumed.bin.partial").exists()
 
@@ -64,8 +89,18 @@ def test_download_moves_sources_and_prunes_directories(fasp_server_module, tmp_p
     copies = [Path(shutil.copy(f, tmp_path / "orig")) for f in files]
     local = tmp_path / "local"
     local.mkdir()
-    _ok(run_ascp(fasp_args(server, "--move-after-transfer=/archive", "--remove-empty-directories",
-                           remote(server, "/tomove"), str(local)), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(
+                server,
+                "--move-after-transfer=/archive",
+                "--remove-empty-directories",
+                remote(server, "/tomove"),
+                str(local),
+            ),
+            server.env(),
+        )
+    )
     assert_same_file(copies[0], local / "tomove" / "a" / "one.bin")
     assert_same_file(copies[1], local / "tomove" / "b" / "c" / "two.bin")
     assert_same_file(copies[0], server.docroot / "archive" / "tomove" / "a" / "one.bin")
@@ -79,8 +114,14 @@ def test_upload_removes_sources_with_their_directory(fasp_server_module, tmp_pat
     tree = tmp_path / "rm-tree"
     src = random_file(tree / "x" / "f.bin", 5000)
     data = src.read_bytes()
-    _ok(run_ascp(fasp_args(server, "--remove-after-transfer", "--remove-empty-source-directory", str(tree),
-                           remote(server, "/")), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(
+                server, "--remove-after-transfer", "--remove-empty-source-directory", str(tree), remote(server, "/")
+            ),
+            server.env(),
+        )
+    )
     assert (server.docroot / "rm-tree" / "x" / "f.bin").read_bytes() == data
     assert not tree.exists()
 
@@ -91,8 +132,19 @@ def test_manifest_and_source_prefix(fasp_server_module, tmp_path):
     src = random_file(tmp_path / "pre" / "m.bin", 777)
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    _ok(run_ascp(fasp_args(server, f"--source-prefix={tmp_path / 'pre'}", "--file-manifest=text",
-                           f"--file-manifest-path={manifests}", "m.bin", remote(server, "/m.bin")), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(
+                server,
+                f"--source-prefix={tmp_path / 'pre'}",
+                "--file-manifest=text",
+                f"--file-manifest-path={manifests}",
+                "m.bin",
+                remote(server, "/m.bin"),
+            ),
+            server.env(),
+        )
+    )
     assert_same_file(src, server.docroot / "m.bin")
     [manifest] = list(manifests.iterdir())
     assert manifest.read_text().splitlines() == [f"passed\t{src}"]
@@ -105,6 +157,7 @@ def test_datagram_size_and_private_key_from_environment(tmp_path):
     import asyncssh
 
     from tests.support.servers import start_fasp_server
+
     key = asyncssh.generate_private_key("ssh-ed25519")
     authorized = tmp_path / "authorized_keys"
     authorized.write_bytes(key.export_public_key())
@@ -124,9 +177,20 @@ def test_owner_and_access_times(fasp_server_module, tmp_path):
     src = random_file(tmp_path / "owned.bin", 3000)
     os.chown(src, 1234, 2345)
     os.utime(src, (1_200_000_000, 1_300_000_000))
-    _ok(run_ascp(fasp_args(server, "--preserve-file-owner-uid", "--preserve-file-owner-gid",
-                           "--preserve-access-time", "--preserve-source-access-time", str(src),
-                           remote(server, "/owned.bin")), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(
+                server,
+                "--preserve-file-owner-uid",
+                "--preserve-file-owner-gid",
+                "--preserve-access-time",
+                "--preserve-source-access-time",
+                str(src),
+                remote(server, "/owned.bin"),
+            ),
+            server.env(),
+        )
+    )
     landed = server.docroot / "owned.bin"
     theirs, ours = landed.stat(), src.stat()  # before hashing reads them (relatime would move atime)
     assert (theirs.st_uid, theirs.st_gid) == (1234, 2345)
@@ -149,8 +213,11 @@ def test_delete_before_transfer(fasp_server_module, tmp_path, direction):
     random_file(dst / "old-dir" / "deep" / "x.bin", 10)
     random_file(dst / "sub" / "stale-too.bin", 10)
     random_file(dst / "sub" / "keep.bin", 10)
-    paths = ([str(src_root / "mirror"), remote(server, f"/mirror-{direction}")] if direction == "upload"
-             else [remote(server, f"/mirror-{direction}/mirror"), str(dst_parent)])
+    paths = (
+        [str(src_root / "mirror"), remote(server, f"/mirror-{direction}")]
+        if direction == "upload"
+        else [remote(server, f"/mirror-{direction}/mirror"), str(dst_parent)]
+    )
     _ok(run_ascp(fasp_args(server, "--delete-before-transfer", *paths), server.env()))
     assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*")) == ["sub", "sub/keep.bin"]
     assert_same_file(keep, dst / "sub" / "keep.bin")
@@ -168,8 +235,11 @@ def test_symbolic_links_copied_as_links(fasp_server_module, tmp_path, direction)
     # (tests/security/test_confinement.py: absolute and escaping targets are refused, that file alone)
     (src_parent / "linked" / "dangling").symlink_to("nowhere/at/all")
     dst_parent.mkdir(parents=True, exist_ok=True)
-    paths = ([str(src_parent / "linked"), remote(server, f"/links-{direction}")] if direction == "upload"
-             else [remote(server, f"/links-{direction}/linked"), str(dst_parent)])
+    paths = (
+        [str(src_parent / "linked"), remote(server, f"/links-{direction}")]
+        if direction == "upload"
+        else [remote(server, f"/links-{direction}/linked"), str(dst_parent)]
+    )
     _ok(run_ascp(fasp_args(server, "--symbolic-links=copy", *paths), server.env()))
     out = dst_parent / "linked"
     assert_same_file(real, out / "real.bin")
@@ -188,8 +258,7 @@ def test_extended_attributes_native(fasp_server_module, tmp_path):
     server = fasp_server_module
     src = random_file(tmp_path / "xattr.bin", 2000)
     os.setxattr(src, "user.colour", b"blue\x00\xff")
-    _ok(run_ascp(fasp_args(server, "--preserve-xattrs=native", str(src), remote(server, "/xattr.bin")),
-                 server.env()))
+    _ok(run_ascp(fasp_args(server, "--preserve-xattrs=native", str(src), remote(server, "/xattr.bin")), server.env()))
     assert_same_file(src, server.docroot / "xattr.bin")
     assert os.getxattr(server.docroot / "xattr.bin", "user.colour") == b"blue\x00\xff"
     _ok(run_ascp(fasp_args(server, str(src), remote(server, "/plain.bin")), server.env()))
@@ -200,8 +269,8 @@ def _shares_a_window(plain: bytes, stored: bytes, window: int = 64) -> bool:
     """Whether some ``window``-byte run of ``plain`` appears in ``stored``: any such run holds a whole
     aligned chunk of half its length, so look for those at every offset of ``stored``."""
     half = window // 2
-    chunks = {plain[i:i + half] for i in range(0, len(plain) - half + 1, half)}
-    return any(stored[i:i + half] in chunks for i in range(len(stored) - half + 1))
+    chunks = {plain[i : i + half] for i in range(0, len(plain) - half + 1, half)}
+    return any(stored[i : i + half] in chunks for i in range(len(stored) - half + 1))
 
 
 def _plain_files(root: Path) -> list[Path]:
@@ -217,8 +286,11 @@ def test_content_protection_round_trip(fasp_server_module, tmp_path):
 
     server = fasp_server_module
     tree = tmp_path / "secret"
-    files = [random_file(tree / "a.bin", 3 << 20), random_file(tree / "sub" / "b.bin", 1000),
-             random_file(tree / "empty.bin", 0)]
+    files = [
+        random_file(tree / "a.bin", 3 << 20),
+        random_file(tree / "sub" / "b.bin", 1000),
+        random_file(tree / "empty.bin", 0),
+    ]
     env = {**server.env(), "ASPERA_SCP_FILEPASS": "correct horse"}
     _ok(run_ascp(fasp_args(server, "-d", "--file-crypt=encrypt", str(tree), remote(server, "/vault")), env))
     vault = server.docroot / "vault" / "secret"
@@ -234,8 +306,9 @@ def test_content_protection_round_trip(fasp_server_module, tmp_path):
     wrong_back = tmp_path / "wrong"
     wrong_back.mkdir()
     wrong = {**env, "ASPERA_SCP_FILEPASS": "wrong"}
-    failed = run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(wrong_back)),
-                      wrong)
+    failed = run_ascp(
+        fasp_args(server, "--file-crypt=decrypt", remote(server, "/vault/secret"), str(wrong_back)), wrong
+    )
     assert failed.returncode == 49, failed.stderr.decode()
     assert not _plain_files(wrong_back)
 
@@ -249,12 +322,13 @@ def test_content_protection_round_trip(fasp_server_module, tmp_path):
     whole = (vault / "a.bin.aspera-env").read_bytes()
     damaged = bytearray(whole)
     damaged[len(whole) // 2] ^= 0x01
-    for name, content in [("tampered", bytes(damaged)), ("truncated", whole[:-(1 << 10)])]:
+    for name, content in [("tampered", bytes(damaged)), ("truncated", whole[: -(1 << 10)])]:
         (server.docroot / f"{name}.bin.aspera-env").write_bytes(content)
         out = tmp_path / name
         out.mkdir()
-        result = run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, f"/{name}.bin.aspera-env"),
-                                    str(out)), env)
+        result = run_ascp(
+            fasp_args(server, "--file-crypt=decrypt", remote(server, f"/{name}.bin.aspera-env"), str(out)), env
+        )
         assert result.returncode == 48, (name, result.returncode, result.stderr.decode())
         assert not _plain_files(out), name
 
@@ -287,10 +361,25 @@ def test_two_nodes_share_one_transfer(fasp_server_module, tmp_path):
     big = random_file(tree / "big.bin", 6 << 20)
     os.utime(big, ns=(1_234_567_890_123_456_789, 1_111_111_111_222_333_444))  # -p: each range sets them
     listeners = [MgmtListener(), MgmtListener()]
-    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, "-M", str(mgr.port), f"-C{node}:2", "-p",
-                                                   "--multi-session-threshold=1048576", str(tree),
-                                                   remote(server, "/"))], env=server.env())
-             for node, mgr in zip((1, 2), listeners)]
+    procs = [
+        subprocess.Popen(
+            [
+                *ENGINE,
+                *fasp_args(
+                    server,
+                    "-M",
+                    str(mgr.port),
+                    f"-C{node}:2",
+                    "-p",
+                    "--multi-session-threshold=1048576",
+                    str(tree),
+                    remote(server, "/"),
+                ),
+            ],
+            env=server.env(),
+        )
+        for node, mgr in zip((1, 2), listeners)
+    ]
     try:
         assert [p.wait(60) for p in procs] == [0, 0]
     finally:
@@ -304,7 +393,9 @@ def test_two_nodes_share_one_transfer(fasp_server_module, tmp_path):
     moved = [mgr.of("DONE")[0].int("TransferBytes") for mgr in listeners]
     assert sum(moved) == sum(f.stat().st_size for f in tree.iterdir())
     assert all(m > big.stat().st_size // 3 for m in moved)
-    assert (server.docroot / "shared" / "big.bin").stat().st_mtime_ns == big.stat().st_mtime_ns  # the last range leaves it right
+    assert (
+        server.docroot / "shared" / "big.bin"
+    ).stat().st_mtime_ns == big.stat().st_mtime_ns  # the last range leaves it right
 
 
 @pytest.mark.timeout(60)
@@ -313,12 +404,13 @@ def test_pre_post_program(fasp_server_module, tmp_path):
     server = fasp_server_module
     record = tmp_path / "calls.txt"
     hook = tmp_path / "hook.sh"
-    hook.write_text(f'#!/bin/sh\necho "$TYPE $STARTSTOP ${{STATUS:-}} ${{FILE:-}} ${{ASPERA_SCP_PASS:-nopass}}" >> {record}\n')
+    hook.write_text(
+        f'#!/bin/sh\necho "$TYPE $STARTSTOP ${{STATUS:-}} ${{FILE:-}} ${{ASPERA_SCP_PASS:-nopass}}" >> {record}\n'
+    )
     hook.chmod(0o755)
     files = [random_file(tmp_path / "pp" / f"{n}.bin", 100) for n in ("a", "b")]
     _ok(run_ascp(fasp_args(server, "-e", str(hook), str(tmp_path / "pp"), remote(server, "/")), server.env()))
     lines = record.read_text().splitlines()
     assert lines[0] == "Session Start   nopass" and lines[-1].startswith("Session Stop OK")
-    assert sorted(line for line in lines if line.startswith("File")) == [
-        f"File Stop OK {f} nopass" for f in files]
+    assert sorted(line for line in lines if line.startswith("File")) == [f"File Stop OK {f} nopass" for f in files]
     assert server.password not in record.read_text()

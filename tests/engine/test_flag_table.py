@@ -1,4 +1,5 @@
 """The flag table (fasp/options/table.py) is the one place a flag is described: what follows from it holds."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,18 +46,35 @@ def test_a_bad_value_is_usage_error_8_naming_the_flag(flag: Flag) -> None:
 
 def test_aspera_conf_schema_is_the_entries_elements() -> None:
     """The elements -f reads, as the table's ``conf`` entries give them (the subset asperaconf.py documents)."""
-    flow = {"bandwidth": {"flow": {"target_rate": {"default": "{}.target_rate", "cap": "{}.rate_cap"},
-                                   "min_rate": {"default": "{}.min_rate"}, "policy": {"default": "{}.policy"}}}}
+    flow = {
+        "bandwidth": {
+            "flow": {
+                "target_rate": {"default": "{}.target_rate", "cap": "{}.rate_cap"},
+                "min_rate": {"default": "{}.min_rate"},
+                "policy": {"default": "{}.policy"},
+            }
+        }
+    }
 
     def side(name: str, tree: object) -> object:
         return {k: side(name, v) for k, v in tree.items()} if isinstance(tree, dict) else str(tree).format(name)
+
     assert asperaconf.SCHEMA == {
-        "file_system": {"access": {"paths": {"path": {"absolute": "docroot"}}}, "overwrite": "overwrite",
-                        "partial_file_suffix": "partial_file_suffix", "file_checksum": "file_checksum",
-                        "read_block_size": "read_size", "write_block_size": "write_size"},
-        "transfer": {"in": side("in", flow), "out": side("out", flow),
-                     "protocol_options": {"datagram_size": "datagram_size"}, "encryption": {"cipher": "cipher"},
-                     "resume_policy": "resume"},
+        "file_system": {
+            "access": {"paths": {"path": {"absolute": "docroot"}}},
+            "overwrite": "overwrite",
+            "partial_file_suffix": "partial_file_suffix",
+            "file_checksum": "file_checksum",
+            "read_block_size": "read_size",
+            "write_block_size": "write_size",
+        },
+        "transfer": {
+            "in": side("in", flow),
+            "out": side("out", flow),
+            "protocol_options": {"datagram_size": "datagram_size"},
+            "encryption": {"cipher": "cipher"},
+            "resume_policy": "resume",
+        },
         "logging": {"log_dir": "local_log_dir"},
     }
 
@@ -65,6 +83,7 @@ def test_the_shared_words_are_defined_once() -> None:
     from fasp.datapath import rate
     from fasp.options import flags, vocabulary
     from fasp.server import users
+
     assert all(module.POLICIES is vocabulary.POLICIES for module in (rate, users, flags))
 
 

@@ -1,5 +1,6 @@
 """The management port (-M) against a tiny listener built on faspmanager.mgmt: events, RATE, CANCEL,
 persistent START/DONE, stream PUT/WRITE/CLOSE, and a manager that disappears."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,19 @@ def test_events_in_order_with_checksums(fasp_server_module, tmp_path, listener, 
     server = fasp_server_module
     a = random_file(tmp_path / "src" / "a.bin", 300_000)
     b = random_file(tmp_path / "src" / "b.bin", 5)
-    proc = spawn(_args(server, listener, "-d", "--file-checksum=sha256", "--precalculate-job-size",
-                       str(a), str(b), remote(server, "/events")), server.env())
+    proc = spawn(
+        _args(
+            server,
+            listener,
+            "-d",
+            "--file-checksum=sha256",
+            "--precalculate-job-size",
+            str(a),
+            str(b),
+            remote(server, "/events"),
+        ),
+        server.env(),
+    )
     assert _finish(proc) == 0, proc.stderr.read().decode()
     assert listener.wait_for(lambda f: f.type == "DONE", 10)
     types = [t for t in listener.types() if t != "STATS"]
@@ -125,16 +137,18 @@ def test_persistent_session_hundred_files_by_start(fasp_server_module, tmp_path,
         files = [random_file(local / f"p{i}.dat", 1000 + i * 100) for i in range(100)]
         dest_root = server.docroot / "persist-up"
         dest_root.mkdir()
-        args = _args(server, listener, "--keepalive", "--mode=send", "--host", server.host, "--user",
-                     server.user, "/persist-up")
+        args = _args(
+            server, listener, "--keepalive", "--mode=send", "--host", server.host, "--user", server.user, "/persist-up"
+        )
         sources = [str(f) for f in files]
     else:
         remote_dir = server.docroot / "persist-src"
         files = [random_file(remote_dir / f"p{i}.dat", 1000 + i * 100) for i in range(100)]
         dest_root = local
         local.mkdir()
-        args = _args(server, listener, "--keepalive", "--mode=recv", "--host", server.host, "--user",
-                     server.user, str(local))
+        args = _args(
+            server, listener, "--keepalive", "--mode=recv", "--host", server.host, "--user", server.user, str(local)
+        )
         sources = [f"/persist-src/p{i}.dat" for i in range(100)]
     proc = spawn(args, server.env())
     assert listener.wait_for(lambda f: f.type == "SESSION", 30)
@@ -152,12 +166,13 @@ def test_persistent_session_hundred_files_by_start(fasp_server_module, tmp_path,
 def test_persistent_start_with_byte_ranges(fasp_server_module, tmp_path, listener, spawn):
     server = fasp_server_module
     src = random_file(tmp_path / "ranged.bin", 3_000_000)
-    proc = spawn(_args(server, listener, "--keepalive", "--mode=send", "--host", server.host, "--user",
-                       server.user, "/"), server.env())
+    proc = spawn(
+        _args(server, listener, "--keepalive", "--mode=send", "--host", server.host, "--user", server.user, "/"),
+        server.env(),
+    )
     assert listener.wait_for(lambda f: f.type == "SESSION", 30)
     for start, end in ((2_000_000, 3_000_000), (0, 1_000_000), (1_000_000, 2_000_000)):
-        listener.send("START", {"Source": str(src), "Destination": "ranged.bin", "StartByte": start,
-                                "EndByte": end})
+        listener.send("START", {"Source": str(src), "Destination": "ranged.bin", "StartByte": start, "EndByte": end})
     listener.send("DONE")
     assert _finish(proc) == 0, proc.stderr.read().decode()
     assert_same_file(src, server.docroot / "ranged.bin")
@@ -166,8 +181,10 @@ def test_persistent_start_with_byte_ranges(fasp_server_module, tmp_path, listene
 @pytest.mark.timeout(120)
 def test_stream_upload_hundred_mib_in_order(fasp_server_module, tmp_path, listener, spawn):
     server = fasp_server_module
-    proc = spawn(_args(server, listener, "--keepalive", "--mode=send", "--host", server.host, "--user",
-                       server.user, "/"), server.env())
+    proc = spawn(
+        _args(server, listener, "--keepalive", "--mode=send", "--host", server.host, "--user", server.user, "/"),
+        server.env(),
+    )
     assert listener.wait_for(lambda f: f.type == "SESSION", 30)
     digest = hashlib.sha256()
     listener.send("PUT", {"Destination": "streamed.bin"})
@@ -191,8 +208,9 @@ def test_a_failed_file_does_not_stop_the_others(fasp_server_module, tmp_path, li
     """FILEERROR for the missing source, the other still arrives, ARGSTOP per argument, then ERROR 27."""
     server = fasp_server_module
     good = random_file(tmp_path / "good.bin", 50_000)
-    proc = spawn(_args(server, listener, "-d", str(tmp_path / "missing.bin"), str(good),
-                       remote(server, "/mixed")), server.env())
+    proc = spawn(
+        _args(server, listener, "-d", str(tmp_path / "missing.bin"), str(good), remote(server, "/mixed")), server.env()
+    )
     assert _finish(proc) == 27
     assert_same_file(good, server.docroot / "mixed" / "good.bin")
     [fileerror] = listener.of("FILEERROR")
@@ -206,6 +224,7 @@ def test_a_failed_file_does_not_stop_the_others(fasp_server_module, tmp_path, li
 def test_server_rate_cap_bounds_every_rate(tmp_path, listener, spawn):
     """fasp-server --rate-cap: the session starts capped and a RATE above the cap is capped too."""
     from tests.support.servers import start_fasp_server
+
     with start_fasp_server(tmp_path / "srv", rate_cap_kbps=30000) as server:
         src = random_file(tmp_path / "capped.bin", 12 << 20)
         proc = spawn(_args(server, listener, "-l", "500000", str(src), remote(server, "/capped.bin")), server.env())

@@ -5,6 +5,7 @@ and session options in test_option_effects_dest.py. Every case runs the real eng
 against fasp-server on loopback; upload and download use the same layout
 (:class:`Ends`): the source tree on one side, the destination directory on the other.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,7 @@ class Ends:
         self.server, self.direction = server, direction
         there = server.docroot / tmp_path.name  # unique per test invocation, in a shared docroot
         here = tmp_path / "local"
-        self.src, self.dst = (here / "src", there / "dst") if direction == "upload" else (there / "src",
-                                                                                           here / "dst")
+        self.src, self.dst = (here / "src", there / "dst") if direction == "upload" else (there / "src", here / "dst")
         self.src.mkdir(parents=True)
         self.dst.mkdir(parents=True)
         self.remote_side = there
@@ -257,21 +257,30 @@ def test_source_prefix_and_src_base_on_download(fasp_server_module, tmp_path):
 # there, download + move + --remove-empty-directories and upload + remove + --remove-empty-source-directory.
 KEEP = ["-E", "*.keep"]
 SOURCE_ACTIONS = [
-    ("download", ["--remove-after-transfer", *KEEP], ["tree", "tree/a", "tree/b", "tree/b/c", "tree/k",
-                                                      "tree/k/x.keep"]),
-    ("upload", ["--remove-after-transfer", "--remove-empty-directories", *KEEP], ["tree", "tree/k",
-                                                                                  "tree/k/x.keep"]),
+    (
+        "download",
+        ["--remove-after-transfer", *KEEP],
+        ["tree", "tree/a", "tree/b", "tree/b/c", "tree/k", "tree/k/x.keep"],
+    ),
+    ("upload", ["--remove-after-transfer", "--remove-empty-directories", *KEEP], ["tree", "tree/k", "tree/k/x.keep"]),
     ("download", ["--remove-after-transfer", "--remove-empty-source-directory"], []),
-    ("download", ["--remove-after-transfer", "--remove-empty-source-directory", *KEEP], ["tree", "tree/k",
-                                                                                         "tree/k/x.keep"]),
-    ("upload", ["--move-after-transfer=ARCHIVE", *KEEP], ["tree", "tree/a", "tree/b", "tree/b/c", "tree/k",
-                                                          "tree/k/x.keep"]),
+    (
+        "download",
+        ["--remove-after-transfer", "--remove-empty-source-directory", *KEEP],
+        ["tree", "tree/k", "tree/k/x.keep"],
+    ),
+    (
+        "upload",
+        ["--move-after-transfer=ARCHIVE", *KEEP],
+        ["tree", "tree/a", "tree/b", "tree/b/c", "tree/k", "tree/k/x.keep"],
+    ),
 ]
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("direction, flags, left", SOURCE_ACTIONS,
-                         ids=[f"{d}:{' '.join(f)}" for d, f, _ in SOURCE_ACTIONS])
+@pytest.mark.parametrize(
+    "direction, flags, left", SOURCE_ACTIONS, ids=[f"{d}:{' '.join(f)}" for d, f, _ in SOURCE_ACTIONS]
+)
 def test_sources_removed_or_moved_after_transfer(fasp_server_module, tmp_path, direction, flags, left):
     """Transferred source files go (or move to the archive, on the source's host); emptied directories
     go only when asked; an excluded file stays, and so does its directory."""
@@ -330,9 +339,23 @@ def test_two_nodes_remove_only_whole_files(fasp_server_module, tmp_path, directi
     small = {f"s{i}.bin": random_file(tree / f"s{i}.bin", 5000 + i).read_bytes() for i in range(4)}
     big = random_file(tree / "big.bin", 8 << 20)
     digest = sha256(big)
-    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, f"-C{node}:2", "--multi-session-threshold=1048576",
-                                                   "--remove-after-transfer", *ends.args("split"))],
-                              env=server.env(), stderr=subprocess.PIPE) for node in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [
+                *ENGINE,
+                *fasp_args(
+                    server,
+                    f"-C{node}:2",
+                    "--multi-session-threshold=1048576",
+                    "--remove-after-transfer",
+                    *ends.args("split"),
+                ),
+            ],
+            env=server.env(),
+            stderr=subprocess.PIPE,
+        )
+        for node in (1, 2)
+    ]
     try:
         codes = [p.wait(60) for p in procs]
     finally:

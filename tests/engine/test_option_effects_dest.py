@@ -3,6 +3,7 @@ events, where the effect is a report), in both directions where the option appli
 
 Layout and helpers: see test_option_effects.py.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,9 +26,13 @@ SOURCE_MTIME = 1_500_000_000
 
 # destination files already there (size, mtime) against sources of 3000 bytes with mtime SOURCE_MTIME;
 # "identical" holds the source's own bytes
-EXISTING = {"bigger-older": (5000, 1_000_000_000), "bigger-newer": (5000, 2_000_000_000),
-            "same-size-older": (3000, 1_000_000_000), "identical": (3000, 1_000_000_000),
-            "smaller-older": (1000, 1_000_000_000)}
+EXISTING = {
+    "bigger-older": (5000, 1_000_000_000),
+    "bigger-newer": (5000, 2_000_000_000),
+    "same-size-older": (3000, 1_000_000_000),
+    "identical": (3000, 1_000_000_000),
+    "smaller-older": (1000, 1_000_000_000),
+}
 # which of them each policy replaces, with -k 1 (so "diff" compares sizes) unless the case says -k 3
 REPLACED = {
     "never": set(),
@@ -75,6 +80,7 @@ def test_never_and_older_protect_a_shorter_file_without_our_sidecar():
     """The rule behind the "smaller-older" case: a shorter destination file is resumed into only if our
     own sidecar says it is an unfinished transfer; otherwise "never" and "older" apply to it."""
     from fasp.files.resume import Existing, plan
+
     shorter = Existing(1000, 2_000_000_000.0)
     common = dict(size=3000, mtime=float(SOURCE_MTIME), resume=1, final=shorter, partial=shorter)
     assert plan(overwrite="never", watermark=None, **common).action == "skip"
@@ -118,6 +124,7 @@ def test_save_before_overwrite_keeps_a_dated_copy(fasp_server_module, tmp_path, 
 def test_saved_names_count_within_a_second(tmp_path, monkeypatch):
     """The index counts from 1 for each name saved in the same second."""
     from fasp.session import receiving
+
     monkeypatch.setattr(receiving.time, "strftime", lambda fmt, *t: "2026.01.02.03.04.05")
     target = str(tmp_path / "same.log")
     for index in (1, 2, 3):
@@ -203,8 +210,7 @@ def test_resume_modes(fasp_server_module, tmp_path, direction, k):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("direction, algorithm", [("download", "md5"), ("download", "sha512"),
-                                                  ("upload", "sha1")])
+@pytest.mark.parametrize("direction, algorithm", [("download", "md5"), ("download", "sha512"), ("upload", "sha1")])
 def test_file_checksum_reports_the_destination_digest(fasp_server_module, tmp_path, direction, algorithm):
     """Each STOP carries the digest of the file as it landed (upload sha256: test_management)."""
     server = fasp_server_module
@@ -233,7 +239,10 @@ def test_precalculate_job_size_on_download(fasp_server_module, tmp_path):
     mgr = ok(server, "--precalculate-job-size", *ends.args("job", "solo.bin"))
     [note] = [f for f in mgr.of("NOTIFICATION") if f.get("PreTransferFiles") is not None]
     assert (note.int("PreTransferFiles"), note.int("PreTransferBytes"), note.int("PreTransferDirs")) == (
-        4, sum(sizes) + 5000, 4)
+        4,
+        sum(sizes) + 5000,
+        4,
+    )
     assert len(mgr.of("STOP")) == 4
     types = mgr.types()
     assert types.index("NOTIFICATION") < types.index("START")
@@ -261,14 +270,25 @@ def test_file_manifest_says_each_files_outcome(fasp_server_module, tmp_path, dir
     tabbed = random_file(ends.src / "mf" / "tab\there.bin", 30)  # a tab in a name is written as \t
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    code, err, _ = transfer(server, "--file-manifest=text", f"--file-manifest-path={manifests}",
-                            "--overwrite=never", "-E", "*.tmp", *ends.args("mf", "missing.bin"))
+    code, err, _ = transfer(
+        server,
+        "--file-manifest=text",
+        f"--file-manifest-path={manifests}",
+        "--overwrite=never",
+        "-E",
+        "*.tmp",
+        *ends.args("mf", "missing.bin"),
+    )
     assert code == 27, err
     assert_same_file(sent, ends.dst / "mf" / "sent.bin")
     lines = {os.path.basename(fields[1]): fields for fields in _manifest_lines(manifests)}
     assert {name: fields[0] for name, fields in lines.items()} == {
-        "sent.bin": "passed", "left.tmp": "skipped", "kept.bin": "skipped", "missing.bin": "failed",
-        "tab\\there.bin": "passed"}
+        "sent.bin": "passed",
+        "left.tmp": "skipped",
+        "kept.bin": "skipped",
+        "missing.bin": "failed",
+        "tab\\there.bin": "passed",
+    }
     assert_same_file(tabbed, ends.dst / "mf" / tabbed.name)
     assert len(lines["sent.bin"]) == 2 and "pattern" in lines["left.tmp"][2]
     assert lines["missing.bin"][2].startswith("4 ")
@@ -288,12 +308,28 @@ def test_file_manifest_of_a_cancelled_session(fasp_server_module, tmp_path, dire
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     mgr = MgmtListener()
-    proc = subprocess.Popen([*ENGINE, *fasp_args(server, "-M", str(mgr.port), "-l", "20000", "--file-manifest=text",
-                                                 f"--file-manifest-path={manifests}", *ends.args("mc"))],
-                            env=server.env(), stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            *ENGINE,
+            *fasp_args(
+                server,
+                "-M",
+                str(mgr.port),
+                "-l",
+                "20000",
+                "--file-manifest=text",
+                f"--file-manifest-path={manifests}",
+                *ends.args("mc"),
+            ),
+        ],
+        env=server.env(),
+        stderr=subprocess.PIPE,
+    )
     try:
         for event, name in (("STOP", "a-first"), ("START", "b-slow")):
-            assert mgr.wait_for(lambda f, event=event, name=name: f.type == event and name in f.get("File", ""), 30), mgr.types()
+            assert mgr.wait_for(lambda f, event=event, name=name: f.type == event and name in f.get("File", ""), 30), (
+                mgr.types()
+            )
         mgr.send("CANCEL")
         assert proc.wait(30) == 28, proc.stderr.read().decode()
     finally:
@@ -338,7 +374,8 @@ def test_pre_post_program_on_download(fasp_server_module, tmp_path):
     lines = record.read_text().splitlines()
     assert lines[0] == "Session Start   " and lines[-1] == "Session Stop ERROR 27 "
     assert sorted(line for line in lines if line.startswith("File Stop OK")) == [
-        f"File Stop OK  {ends.dst / 'pp' / n}" for n in ("a.bin", "b.bin")]
+        f"File Stop OK  {ends.dst / 'pp' / n}" for n in ("a.bin", "b.bin")
+    ]
     [failed] = [line for line in lines if line.startswith("File Stop ERROR")]
     assert failed.startswith("File Stop ERROR 4 ") and failed.endswith("gone.bin")
 
@@ -355,10 +392,25 @@ def test_two_nodes_share_one_download(fasp_server_module, tmp_path):
     big = random_file(tree / "big.bin", 6 << 20)
     os.utime(big, ns=(1_234_567_890_123_456_789, 1_111_111_111_222_333_444))  # -p: each range sets them
     listeners = [MgmtListener(), MgmtListener()]
-    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, "-M", str(mgr.port), f"-C{node}:2", "-p",
-                                                   "--multi-session-threshold=1048576",
-                                                   *ends.args("shared"))], env=server.env(), stderr=subprocess.PIPE)
-             for node, mgr in zip((1, 2), listeners)]
+    procs = [
+        subprocess.Popen(
+            [
+                *ENGINE,
+                *fasp_args(
+                    server,
+                    "-M",
+                    str(mgr.port),
+                    f"-C{node}:2",
+                    "-p",
+                    "--multi-session-threshold=1048576",
+                    *ends.args("shared"),
+                ),
+            ],
+            env=server.env(),
+            stderr=subprocess.PIPE,
+        )
+        for node, mgr in zip((1, 2), listeners)
+    ]
     try:
         assert [p.wait(60) for p in procs] == [0, 0], [p.stderr.read().decode() for p in procs]
     finally:
@@ -374,5 +426,7 @@ def test_two_nodes_share_one_download(fasp_server_module, tmp_path):
     moved = [mgr.of("DONE")[0].int("TransferBytes") for mgr in listeners]
     assert sum(moved) == sum(f.stat().st_size for f in tree.iterdir())
     assert all(m > big.stat().st_size // 3 for m in moved)
-    assert (ends.dst / "shared" / "big.bin").stat().st_mtime_ns == big.stat().st_mtime_ns  # the last range leaves it right
+    assert (
+        ends.dst / "shared" / "big.bin"
+    ).stat().st_mtime_ns == big.stat().st_mtime_ns  # the last range leaves it right
     assert all("big.bin" in names(mgr, "STOP") for mgr in listeners)  # each node wrote a range of it

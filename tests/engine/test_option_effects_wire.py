@@ -11,6 +11,7 @@ Relayed sessions: the server's engines listen on 127.0.0.2 at the relay's port, 
 needed); stream WRITE payloads are regathered into fixed segments (fasp/session/stream.py), so the chunk size has
 no effect on the wire or on disk. The library's side (WRITE frames of chunk_size) is in tests/manager.
 """
+
 from __future__ import annotations
 
 import socket
@@ -93,9 +94,9 @@ def test_min_rate_is_a_floor_under_congestion(relayed, tmp_path):
     last 10 s, so all of the step reads as queuing delay). Measured on the wire 2.5 to 5 s after the step:
     with -m 8000 the flow stays at about 8 Mbit/s, without it LOW backs off to a crawl.
 
-    Upload only: both sides run the same transport and rate controller (fasp/datapath/udpchannel.py, fasp/datapath/rate.py),
-    and in a download the client's -m reaches the remote sender in the hello's rate object, which the
-    existing -l / RATE tests of both directions already exercise.
+    Upload only: both sides run the same transport and rate controller (fasp/datapath/udpchannel.py,
+    fasp/datapath/rate.py), and in a download the client's -m reaches the remote sender in the hello's rate
+    object, which the existing -l / RATE tests of both directions already exercise.
     """
     server, relay = relayed
     measured = {}
@@ -106,9 +107,12 @@ def test_min_rate_is_a_floor_under_congestion(relayed, tmp_path):
         src = random_file(tmp_path / f"{name}.bin", 9 << 20)
         digest = sha256(src)
         flags = ["--policy", "low", "-l", "20000"] + (["-m", floor] if floor else [])
-        proc = subprocess.Popen([*ENGINE, *fasp_args(server, *flags, str(src),
-                                                                          remote(server, f"/{name}.bin"))],
-                                env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*ENGINE, *fasp_args(server, *flags, str(src), remote(server, f"/{name}.bin"))],
+            env=server.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             assert wait_until(lambda: relay.counts.bytes["up"] > 1_500_000, 20), relay.counts
             relay.delay = 0.060
@@ -182,13 +186,24 @@ def test_cookie_token_and_retry_timeout(logging_server, tmp_path, listener, dire
     env = {**server.env(), "ASPERA_SCP_COOKIE": cookie, "ASPERA_SCP_TOKEN": token}
     local_logs = tmp_path / "local-logs"
     logged_before = engine_log.read_text().count("presented an ASPERA_SCP_TOKEN") if engine_log.exists() else 0
-    proc = subprocess.Popen([*ENGINE, *fasp_args(
-        server, "-M", str(listener.port), "--retry-timeout=77", "-l", "8000", "-L", str(local_logs), *args)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            *ENGINE,
+            *fasp_args(
+                server, "-M", str(listener.port), "--retry-timeout=77", "-l", "8000", "-L", str(local_logs), *args
+            ),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     engines: list[int] = []
     try:
-        wait_until(lambda: bool(engines.extend(server_mode_pids(str(server.docroot))) or engines)
-                   or proc.poll() is not None, 20, step=0.02)
+        wait_until(
+            lambda: bool(engines.extend(server_mode_pids(str(server.docroot))) or engines) or proc.poll() is not None,
+            20,
+            step=0.02,
+        )
         # the client has it in its environment (that is how it is given), never on its command line
         leaked = [pid for pid in [server.process.pid, *engines] if _holds(pid, token.encode())]
         leaked += [proc.pid] if _holds(proc.pid, token.encode(), ("cmdline",)) else []
@@ -211,9 +226,12 @@ def test_cookie_token_and_retry_timeout(logging_server, tmp_path, listener, dire
     assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)
     server_log = engine_log.read_text(errors="replace")
     assert server_log.count("presented an ASPERA_SCP_TOKEN") == logged_before + 1, server_log[-2000:]
-    texts = {"server engine log": server_log, "fasp-server log": server.log(),
-             "client log": (local_logs / "fasp-ascp.log").read_text(errors="replace"),
-             "client output": (out + err).decode(errors="replace")}
+    texts = {
+        "server engine log": server_log,
+        "fasp-server log": server.log(),
+        "client log": (local_logs / "fasp-ascp.log").read_text(errors="replace"),
+        "client output": (out + err).decode(errors="replace"),
+    }
     for what, text in texts.items():
         assert token not in text and server.password not in text, what
 
@@ -234,9 +252,25 @@ def test_udp_port_is_bound_when_free_and_avoided_when_taken(fasp_server_module, 
 
     def upload(name: str, mgmt) -> int:
         src = random_file(tmp_path / f"{name}.bin", 2 << 20)
-        proc = subprocess.Popen([*ENGINE, *fasp_args(
-            server, "-M", str(mgmt.port), "-O", str(port), "-l", "10000", str(src), remote(server, f"/{name}.bin"))],
-            env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                *ENGINE,
+                *fasp_args(
+                    server,
+                    "-M",
+                    str(mgmt.port),
+                    "-O",
+                    str(port),
+                    "-l",
+                    "10000",
+                    str(src),
+                    remote(server, f"/{name}.bin"),
+                ),
+            ],
+            env=server.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             session = mgmt.wait_for(lambda f: f.type == "SESSION", timeout=20)
             owners = _udp_owners(session[1].int("Port")) if session else ""

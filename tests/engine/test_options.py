@@ -1,5 +1,6 @@
 """The ascp command line: every flag of shared/design/ascp-cli.md (as ascp_cli_table.py holds them) is accepted;
 the rest is usage error 8."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,24 +21,69 @@ def test_every_documented_flag_is_known():
 
 # one invocation per flag: each parses (-f, which needs a file to read, is tested in test_conffile.py)
 WORKS = [
-    [], ["-q"], ["-d"], ["-T"], ["-p"], ["--keepalive", "-M", "3000"], ["--ignore-host-key"],
-    ["--check-sshfp=SHA256:abc"], ["--chunk-size=65536"], ["-c", "aes192"], ["-caes256"], ["-Z", "9000"],
-    ["-E", "*.tmp", "-E", "*.bak"], ["--exclude-newer-than=100"], ["--exclude-older-than", "100"],
-    ["--file-checksum=md5"], ["-l", "5000", "-m", "100"], ["-l5000"], ["--overwrite=diff+older"],
-    ["--partial-file-suffix=.part"], ["--policy=low"], ["--precalculate-job-size"],
-    ["--preserve-access-time"], ["--preserve-modification-time"],
-    ["--preserve-source-access-time"], ["--preserve-file-owner-uid"], ["--preserve-file-owner-gid"],
-    ["--preserve-acls=none"], ["--preserve-xattrs=none"], ["--remote-preserve-acls=none"],
-    ["--remote-preserve-xattrs=none"], ["--remove-after-transfer"],
-    ["--remove-after-transfer", "--remove-empty-source-directory"], ["-k", "3"], ["-k1"],
-    ["--skip-dir-traversal-dupes"], ["--skip-special-files"], ["--src-base=/tmp"], ["--symbolic-links=skip"],
-    ["-P", "33001"], ["-O", "33001"], ["-y", "0"], ["-j", "0"], ["-C", "1:1"], ["--multi-session-threshold=0"],
-    ["-t", "8080"], ["-i", "/nonexistent/key"], ["--mode=send"], ["--user=bob", "--host=h"],
-    ["--retry-timeout=60"], ["--file-manifest=none"], ["-L", "/tmp"], ["-R", "/tmp"],
-    ["--save-before-overwrite"], ["--move-after-transfer=/tmp", "--remove-empty-directories"],
-    ["--source-prefix=/"], ["--file-manifest=text", "--file-manifest-path=/tmp"], ["--delete-before-transfer"],
-    ["--symbolic-links=copy"], ["--symbolic-links=copy+force"], ["--preserve-acls=native"],
-    ["--preserve-xattrs=native", "--remote-preserve-xattrs=native"], ["-C", "2:3", "--multi-session-threshold=1"],
+    [],
+    ["-q"],
+    ["-d"],
+    ["-T"],
+    ["-p"],
+    ["--keepalive", "-M", "3000"],
+    ["--ignore-host-key"],
+    ["--check-sshfp=SHA256:abc"],
+    ["--chunk-size=65536"],
+    ["-c", "aes192"],
+    ["-caes256"],
+    ["-Z", "9000"],
+    ["-E", "*.tmp", "-E", "*.bak"],
+    ["--exclude-newer-than=100"],
+    ["--exclude-older-than", "100"],
+    ["--file-checksum=md5"],
+    ["-l", "5000", "-m", "100"],
+    ["-l5000"],
+    ["--overwrite=diff+older"],
+    ["--partial-file-suffix=.part"],
+    ["--policy=low"],
+    ["--precalculate-job-size"],
+    ["--preserve-access-time"],
+    ["--preserve-modification-time"],
+    ["--preserve-source-access-time"],
+    ["--preserve-file-owner-uid"],
+    ["--preserve-file-owner-gid"],
+    ["--preserve-acls=none"],
+    ["--preserve-xattrs=none"],
+    ["--remote-preserve-acls=none"],
+    ["--remote-preserve-xattrs=none"],
+    ["--remove-after-transfer"],
+    ["--remove-after-transfer", "--remove-empty-source-directory"],
+    ["-k", "3"],
+    ["-k1"],
+    ["--skip-dir-traversal-dupes"],
+    ["--skip-special-files"],
+    ["--src-base=/tmp"],
+    ["--symbolic-links=skip"],
+    ["-P", "33001"],
+    ["-O", "33001"],
+    ["-y", "0"],
+    ["-j", "0"],
+    ["-C", "1:1"],
+    ["--multi-session-threshold=0"],
+    ["-t", "8080"],
+    ["-i", "/nonexistent/key"],
+    ["--mode=send"],
+    ["--user=bob", "--host=h"],
+    ["--retry-timeout=60"],
+    ["--file-manifest=none"],
+    ["-L", "/tmp"],
+    ["-R", "/tmp"],
+    ["--save-before-overwrite"],
+    ["--move-after-transfer=/tmp", "--remove-empty-directories"],
+    ["--source-prefix=/"],
+    ["--file-manifest=text", "--file-manifest-path=/tmp"],
+    ["--delete-before-transfer"],
+    ["--symbolic-links=copy"],
+    ["--symbolic-links=copy+force"],
+    ["--preserve-acls=native"],
+    ["--preserve-xattrs=native", "--remote-preserve-xattrs=native"],
+    ["-C", "2:3", "--multi-session-threshold=1"],
     ["-e", "/bin/true"],
 ]
 
@@ -48,23 +94,36 @@ def test_supported_flags_parse(flags):
     assert cfg.direction == "send" and cfg.remote.host == "h"
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--nope", "a", "h:/b"], "--nope"), (["-W", "a", "h:/b"], "-W"), (["-qW", "a", "h:/b"], "-W"),
-    (["-l"], "-l needs a value"), (["-k", "7", "a", "h:/b"], "-k"), (["-m", "9", "-l", "5", "a", "h:/b"], "-m"),
-    (["a"], "no remote host"), (["h:/a", "h2:/b", "c"], "same host"), (["a", "h:/b", "h:/c"], "both"),
-    (["--keepalive", "a", "h:/b"], "--keepalive needs -M"), (["--policy=greedy", "a", "h:/b"], "--policy"),
-    (["--ignore-host-key=yes", "a", "h:/b"], "takes no value"),
-    (["--auto-detect-capacity", "-l", "150", "a", "h:/b"], "percent"), (["-y", "2", "a", "h:/b"], "-y"),
-    (["-Y", "k.pem", "a", "h:/b"], "needs -I"), (["-x", "proxyonly", "a", "h:/b"], "HOST:PORT"),
-    (["--preserve-acls=copy", "a", "h:/b"], "--preserve-acls"), (["-g", "0", "a", "h:/b"], "-g"),
-    (["--remove-empty-directories", "a", "h:/b"], "needs --remove-after-transfer"),
-    (["--file-manifest=text", "a", "h:/b"], "--file-manifest-path"),
-    (["--file-crypt=encrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
-    (["--apply-local-docroot", "a", "h:/b"], "FASP_LOCAL_DOCROOT"),
-    (["-C", "3:2", "a", "h:/b"], "node 3 of only 2"),
-    (["-e", "/etc", "a", "h:/b"], "not an executable"),
-    (["--file-crypt=decrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--nope", "a", "h:/b"], "--nope"),
+        (["-W", "a", "h:/b"], "-W"),
+        (["-qW", "a", "h:/b"], "-W"),
+        (["-l"], "-l needs a value"),
+        (["-k", "7", "a", "h:/b"], "-k"),
+        (["-m", "9", "-l", "5", "a", "h:/b"], "-m"),
+        (["a"], "no remote host"),
+        (["h:/a", "h2:/b", "c"], "same host"),
+        (["a", "h:/b", "h:/c"], "both"),
+        (["--keepalive", "a", "h:/b"], "--keepalive needs -M"),
+        (["--policy=greedy", "a", "h:/b"], "--policy"),
+        (["--ignore-host-key=yes", "a", "h:/b"], "takes no value"),
+        (["--auto-detect-capacity", "-l", "150", "a", "h:/b"], "percent"),
+        (["-y", "2", "a", "h:/b"], "-y"),
+        (["-Y", "k.pem", "a", "h:/b"], "needs -I"),
+        (["-x", "proxyonly", "a", "h:/b"], "HOST:PORT"),
+        (["--preserve-acls=copy", "a", "h:/b"], "--preserve-acls"),
+        (["-g", "0", "a", "h:/b"], "-g"),
+        (["--remove-empty-directories", "a", "h:/b"], "needs --remove-after-transfer"),
+        (["--file-manifest=text", "a", "h:/b"], "--file-manifest-path"),
+        (["--file-crypt=encrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
+        (["--apply-local-docroot", "a", "h:/b"], "FASP_LOCAL_DOCROOT"),
+        (["-C", "3:2", "a", "h:/b"], "node 3 of only 2"),
+        (["-e", "/etc", "a", "h:/b"], "not an executable"),
+        (["--file-crypt=decrypt", "a", "h:/b"], "ASPERA_SCP_FILEPASS"),
+    ],
+)
 def test_usage_errors_name_the_problem(argv, needle):
     with pytest.raises(EngineError) as info:
         parse(argv, {})
@@ -73,14 +132,23 @@ def test_usage_errors_name_the_problem(argv, needle):
 
 def test_shapes_of_a_command_line():
     up = parse(["-l", "100", "a", "b", "u@h:/x"], {"ASPERA_SCP_PASS": "pw"})
-    assert (up.direction, up.sources, up.dest, up.remote.user, up.remote.password) == ("send", ["a", "b"], "/x",
-                                                                                        "u", "pw")
+    assert (up.direction, up.sources, up.dest, up.remote.user, up.remote.password) == (
+        "send",
+        ["a", "b"],
+        "/x",
+        "u",
+        "pw",
+    )
     assert "pw" not in repr(up)  # secrets stay out of logs
     down = parse(["u@h:/a", "u@h:b c", "/local"], {})
     assert (down.direction, down.sources, down.dest) == ("recv", ["/a", "b c"], "/local")
     flagged = parse(["--mode", "recv", "--host", "H", "--user", "U", "-P", "2222", "/r/src", "/local"], {})
     assert (flagged.direction, flagged.remote.host, flagged.remote.port, flagged.sources) == (
-        "recv", "H", 2222, ["/r/src"])
+        "recv",
+        "H",
+        2222,
+        ["/r/src"],
+    )
     encrypted = parse(["-T", "a", "h:/b"], {})
     assert encrypted.key_bytes == 0
     assert parse(["-c", "aes256", "a", "h:/b"], {}).key_bytes == 32
@@ -106,10 +174,16 @@ def test_content_protection_takes_the_passphrase_from_the_environment_only():
 
 
 def test_server_mode():
-    cfg = parse(["--server", "--docroot", "/srv", "--rate-cap", "5000", "--allowed-policies", "fair,low",
-                 "-O", "33001"], {})
+    cfg = parse(
+        ["--server", "--docroot", "/srv", "--rate-cap", "5000", "--allowed-policies", "fair,low", "-O", "33001"], {}
+    )
     assert (cfg.server, cfg.docroot, cfg.rate_cap_kbps, cfg.allowed_policies, cfg.udp_port) == (
-        True, "/srv", 5000, ("fair", "low"), 33001)
+        True,
+        "/srv",
+        5000,
+        ("fair", "low"),
+        33001,
+    )
     assert parse(["--server"], {"FASP_DOCROOT": "/d"}).docroot == "/d"
 
 
@@ -131,21 +205,34 @@ def test_split_remote():
 
 # ---- IBM's value forms and spellings (issue 15) ---------------------------------------------------------
 
-@pytest.mark.parametrize("flag, raw, kbps", [
-    ("-l", "100m", 100_000), ("-l", "1.5G", 1_500_000), ("-l", "2g", 2_000_000), ("-l", "750K", 750),
-    ("-l", "64.4", 64), ("-l", ".5M", 500), ("-l", "10000", 10_000),
-])
+
+@pytest.mark.parametrize(
+    "flag, raw, kbps",
+    [
+        ("-l", "100m", 100_000),
+        ("-l", "1.5G", 1_500_000),
+        ("-l", "2g", 2_000_000),
+        ("-l", "750K", 750),
+        ("-l", "64.4", 64),
+        ("-l", ".5M", 500),
+        ("-l", "10000", 10_000),
+    ],
+)
 def test_rate_suffixes_and_decimals(flag, raw, kbps):
     assert parse([flag, raw, "a", "h:/b"], {}).target_kbps == kbps
 
 
 def test_percent_rates():
     cfg = parse(["-l", "80%", "a", "h:/b"], {})
-    assert cfg.auto_capacity and cfg.target_kbps == 80          # -l N%: a percent of the measured capacity
+    assert cfg.auto_capacity and cfg.target_kbps == 80  # -l N%: a percent of the measured capacity
     assert parse(["-l", "50p", "a", "h:/b"], {}).target_kbps == 50
-    assert parse(["-l", "100m", "-m", "10%", "a", "h:/b"], {}).min_kbps == 10_000   # -m N%: of -l
-    for argv, needle in ((["-l", "fast"], "not a rate"), (["-l", "0"], "below 1"), (["-l", "150%"], "percent"),
-                         (["-l", "80%", "-m", "10%"], "percent of capacity")):
+    assert parse(["-l", "100m", "-m", "10%", "a", "h:/b"], {}).min_kbps == 10_000  # -m N%: of -l
+    for argv, needle in (
+        (["-l", "fast"], "not a rate"),
+        (["-l", "0"], "below 1"),
+        (["-l", "150%"], "percent"),
+        (["-l", "80%", "-m", "10%"], "percent of capacity"),
+    ):
         with pytest.raises(EngineError) as info:
             parse([*argv, "a", "h:/b"], {})
         assert info.value.code == 8 and needle in info.value.description
@@ -162,18 +249,42 @@ def test_debug_levels_and_multi_letter_switches():
 
 def test_ibm_spellings():
     import base64
+
     b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
-    cfg = parse(["--mode", "send", "--host", "h", "--dest64", "--src-base64", b64("/data"),
-                 "--source-prefix64", b64("/data"), "--tags64", b64('{"k": [1]}'), "--file-checksum", "sha-512",
-                 "-c", "aes-256-gcm", "x", b64("/in:box/")], {})
+    cfg = parse(
+        [
+            "--mode",
+            "send",
+            "--host",
+            "h",
+            "--dest64",
+            "--src-base64",
+            b64("/data"),
+            "--source-prefix64",
+            b64("/data"),
+            "--tags64",
+            b64('{"k": [1]}'),
+            "--file-checksum",
+            "sha-512",
+            "-c",
+            "aes-256-gcm",
+            "x",
+            b64("/in:box/"),
+        ],
+        {},
+    )
     assert (cfg.dest, cfg.src_base, cfg.sources, cfg.tags) == ("/in:box/", "/data", ["/data/x"], {"k": [1]})
     assert (cfg.file_checksum, cfg.key_bytes) == ("sha512", 32)
     assert parse(["--tags", '{"a": 1}', "a", "h:/b"], {}).options_for_peer().tags == {"a": 1}
     assert parse(["-c", "aes-192-cfb", "a", "h:/b"], {}).key_bytes == 24
     proxy = parse(["--proxy", "dnat://u:secret@p:9091", "-y", "F", "a", "h:/b"], {})
     assert proxy.http_fallback and len(proxy.notes) == 2 and "secret" not in " ".join(proxy.notes)
-    for argv, needle in ((["--dest64", "a", "h:/b"], "base64"), (["--tags", "[1]", "a", "h:/b"], "object"),
-                         (["--tags64", "e30", "a", "h:/b"], "base64"), (["--tags", "{", "a", "h:/b"], "JSON")):
+    for argv, needle in (
+        (["--dest64", "a", "h:/b"], "base64"),
+        (["--tags", "[1]", "a", "h:/b"], "object"),
+        (["--tags64", "e30", "a", "h:/b"], "base64"),
+        (["--tags", "{", "a", "h:/b"], "JSON"),
+    ):
         with pytest.raises(EngineError) as info:
             parse(argv, {})
         assert info.value.code == 8 and needle in info.value.description, info.value.description
@@ -186,6 +297,7 @@ def test_help_lists_every_option_and_exits_0():
     from fasp.options.flags import FLAGS
     from fasp.options.helptext import DOC_PATH, LINES, markdown
     from tests.support.programs import ENGINE
+
     assert sorted(LINES) == sorted(f.key for f in FLAGS)  # one line per flag, no stale ones
     for spelling in ("-h", "--help"):
         proc = subprocess.run([*ENGINE, spelling], capture_output=True, text=True, timeout=30)

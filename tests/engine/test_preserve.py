@@ -1,6 +1,7 @@
 """Every preserve option, upload and download, through the real engine: each case checks the effect on
 disk, and a case without the option checks its absence, so an ignored option fails (fasp/files/attrs.py
 documents the behaviour, the metafile format and the creation-time record)."""
+
 from __future__ import annotations
 
 import base64
@@ -19,10 +20,14 @@ from tests.support.files import assert_same_file, random_file
 from tests.support.root import require_root
 
 UID, GID = 12345, 23456
-TIMES = {"a.bin": (1_000_000_000_123_456_789, 1_100_000_000_987_654_321),  # (atime, mtime) in ns, 2001/2004
-         "b.bin": (1_010_000_000_000_000_001, 1_111_111_111_222_222_222)}
-DIR_TIMES = {".": (1_020_000_000_000_000_003, 1_120_000_000_000_000_004),  # the source directory itself
-             "sub": (1_030_000_000_000_000_005, 1_130_000_000_000_000_006)}
+TIMES = {
+    "a.bin": (1_000_000_000_123_456_789, 1_100_000_000_987_654_321),  # (atime, mtime) in ns, 2001/2004
+    "b.bin": (1_010_000_000_000_000_001, 1_111_111_111_222_222_222),
+}
+DIR_TIMES = {
+    ".": (1_020_000_000_000_000_003, 1_120_000_000_000_000_004),  # the source directory itself
+    "sub": (1_030_000_000_000_000_005, 1_130_000_000_000_000_006),
+}
 COLOUR = b"blue\x00\xff"
 ACL = "u:12345:r--,g:23456:rw-"
 CREATED = "user.fasp.creation_time"
@@ -41,15 +46,26 @@ class Remote:
     @classmethod
     def of(cls, server) -> Remote:
         if hasattr(server, "identity"):
-            return cls(["-q", "-P", str(server.port), "-i", str(server.identity)], f"root@{server.host}",
-                       server.docroot, server.env())
+            return cls(
+                ["-q", "-P", str(server.port), "-i", str(server.identity)],
+                f"root@{server.host}",
+                server.docroot,
+                server.env(),
+            )
         return cls(["-q", "-P", str(server.port)], f"{server.user}@{server.host}", server.docroot, server.env())
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
         return run_ascp([*self.args, *args], self.env)
 
-    def move(self, tmp_path: Path, direction: str, case: str, flags: list[str],
-             build: Callable[[Path], None], before: Callable[[Path], None] = lambda dst: None) -> tuple[Path, Path]:
+    def move(
+        self,
+        tmp_path: Path,
+        direction: str,
+        case: str,
+        flags: list[str],
+        build: Callable[[Path], None],
+        before: Callable[[Path], None] = lambda dst: None,
+    ) -> tuple[Path, Path]:
         """Build directory ``case`` on the sending side, transfer it with ``flags``; (source, destination).
         ``before`` may prepare the destination directory first."""
         here, there = tmp_path / direction, self.docroot / direction
@@ -59,8 +75,11 @@ class Remote:
         dst.mkdir(parents=True, exist_ok=True)
         build(src)
         before(dst)
-        paths = ([str(src), f"{self.login}:/{direction}"] if direction == "upload"
-                 else [f"{self.login}:/{direction}/{case}", str(dst_parent)])
+        paths = (
+            [str(src), f"{self.login}:/{direction}"]
+            if direction == "upload"
+            else [f"{self.login}:/{direction}/{case}", str(dst_parent)]
+        )
         done = self.run(*flags, *paths)
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         return src, dst
@@ -78,8 +97,9 @@ def _acl_text(path: Path) -> str:
 
 def _native(path: Path) -> dict[str, bytes]:
     """The attributes that may travel: user.* and the access ACL."""
-    return {n: os.getxattr(path, n) for n in os.listxattr(path)
-            if n.startswith("user.") or n == "system.posix_acl_access"}
+    return {
+        n: os.getxattr(path, n) for n in os.listxattr(path) if n.startswith("user.") or n == "system.posix_acl_access"
+    }
 
 
 def _birth_ns(path: Path) -> int:
@@ -126,13 +146,19 @@ def _attributed(src: Path) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("direction", ["upload", "download"])
-@pytest.mark.parametrize("flags, kept", [
-    ([], set()),
-    (["--preserve-access-time", "--preserve-file-owner-uid", "--preserve-source-access-time"],
-     {"atime", "uid", "source atime"}),
-    (["--preserve-modification-time", "--preserve-file-owner-gid"], {"mtime", "gid"}),
-    (["-p"], {"atime", "mtime"}),
-], ids=["none", "atime-uid-source_atime", "mtime-gid", "p"])
+@pytest.mark.parametrize(
+    "flags, kept",
+    [
+        ([], set()),
+        (
+            ["--preserve-access-time", "--preserve-file-owner-uid", "--preserve-source-access-time"],
+            {"atime", "uid", "source atime"},
+        ),
+        (["--preserve-modification-time", "--preserve-file-owner-gid"], {"mtime", "gid"}),
+        (["-p"], {"atime", "mtime"}),
+    ],
+    ids=["none", "atime-uid-source_atime", "mtime-gid", "p"],
+)
 def test_times_and_owner(fasp_server_module, tmp_path, request, direction, flags, kept):
     remote = Remote.of(fasp_server_module)
     src, dst = remote.move(tmp_path, direction, "t-" + request.node.callspec.id, flags, _timed_owned)
@@ -156,15 +182,17 @@ def test_times_and_owner(fasp_server_module, tmp_path, request, direction, flags
 def test_creation_time_recorded_and_carried_over_hops(fasp_server_module, tmp_path, direction):
     remote = Remote.of(fasp_server_module)
     back = "download" if direction == "upload" else "upload"
-    src, dst = remote.move(tmp_path, direction, "c-with", ["--preserve-creation-time"],
-                           lambda d: random_file(d / "a.bin", 10_000))
+    src, dst = remote.move(
+        tmp_path, direction, "c-with", ["--preserve-creation-time"], lambda d: random_file(d / "a.bin", 10_000)
+    )
     born = _birth_ns(src / "a.bin")
     assert os.getxattr(dst / "a.bin", CREATED) == str(born).encode()
     assert_same_file(src / "a.bin", dst / "a.bin")
     # the next hop sends the recorded creation time, not the (newer) birth time of the copy
     assert _birth_ns(dst / "a.bin") > born
-    _, hop = remote.move(tmp_path, back, "c-hop", ["--preserve-creation-time"],
-                         lambda d: os.link(dst / "a.bin", d / "a.bin"))
+    _, hop = remote.move(
+        tmp_path, back, "c-hop", ["--preserve-creation-time"], lambda d: os.link(dst / "a.bin", d / "a.bin")
+    )
     assert os.getxattr(hop / "a.bin", CREATED) == str(born).encode()
     assert_same_file(src / "a.bin", hop / "a.bin")
     src, dst = remote.move(tmp_path, direction, "c-without", [], lambda d: random_file(d / "a.bin", 10_000))
@@ -174,12 +202,15 @@ def test_creation_time_recorded_and_carried_over_hops(fasp_server_module, tmp_pa
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("direction", ["upload", "download"])
-@pytest.mark.parametrize("flags, kept", [
-    pytest.param([], set(), id="none"),
-    pytest.param(["--preserve-xattrs=none", "--remote-preserve-xattrs=native"], set(), id="one-side-none"),
-    pytest.param(["--preserve-xattrs=native"], {"user.colour", "user.empty"}, id="xattrs"),
-    pytest.param(["--preserve-acls=native"], {"system.posix_acl_access"}, id="acls"),
-])
+@pytest.mark.parametrize(
+    "flags, kept",
+    [
+        pytest.param([], set(), id="none"),
+        pytest.param(["--preserve-xattrs=none", "--remote-preserve-xattrs=native"], set(), id="one-side-none"),
+        pytest.param(["--preserve-xattrs=native"], {"user.colour", "user.empty"}, id="xattrs"),
+        pytest.param(["--preserve-acls=native"], {"system.posix_acl_access"}, id="acls"),
+    ],
+)
 def test_native_xattrs_and_acls(fasp_server_module, tmp_path, request, direction, flags, kept):
     """Only the asked kind travels, and only when neither side's mode is none; a destination
     overwritten in native mode loses attributes the source lacks (the same inode is rewritten, so
@@ -207,10 +238,18 @@ def test_native_xattrs_and_acls(fasp_server_module, tmp_path, request, direction
     assert_same_file(src / "a.bin", dst / "a.bin")
 
 
-NATIVE_HERE_METAFILE_THERE = ["--preserve-xattrs=native", "--preserve-acls=native",
-                              "--remote-preserve-xattrs=metafile", "--remote-preserve-acls=metafile"]
-METAFILE_HERE_NATIVE_THERE = ["--preserve-xattrs=metafile", "--preserve-acls=metafile",
-                              "--remote-preserve-xattrs=native", "--remote-preserve-acls=native"]
+NATIVE_HERE_METAFILE_THERE = [
+    "--preserve-xattrs=native",
+    "--preserve-acls=native",
+    "--remote-preserve-xattrs=metafile",
+    "--remote-preserve-acls=metafile",
+]
+METAFILE_HERE_NATIVE_THERE = [
+    "--preserve-xattrs=metafile",
+    "--preserve-acls=metafile",
+    "--remote-preserve-xattrs=native",
+    "--remote-preserve-acls=native",
+]
 
 
 @pytest.mark.timeout(60)
@@ -224,9 +263,11 @@ def test_metafile_round_trip(fasp_server_module, tmp_path, metafiles):
     src, stored = remote.move(tmp_path, store, f"m-{metafiles}", flags, _attributed)
     assert _files(stored) == ["a.bin", "a.bin" + META]
     assert json.loads((stored / ("a.bin" + META)).read_text()) == {
-        "format": "fasp-meta", "version": 1,
+        "format": "fasp-meta",
+        "version": 1,
         "xattrs": {"user.colour": base64.b64encode(COLOUR).decode(), "user.empty": ""},
-        "acls": {"access": _acl_text(src / "a.bin")}}
+        "acls": {"access": _acl_text(src / "a.bin")},
+    }
     assert _native(stored / "a.bin") == {}
     assert_same_file(src / "a.bin", stored / "a.bin")
 
@@ -251,15 +292,26 @@ def test_remote_modes_default_to_the_local_ones(fasp_server_module, tmp_path, di
 
     def build(d: Path) -> None:
         _attributed(d)
-        (d / ("a.bin" + META)).write_text(json.dumps({
-            "format": "fasp-meta", "version": 1, "note": "hand-written",
-            "xattrs": {"user.colour": base64.b64encode(b"red").decode()}}))
+        (d / ("a.bin" + META)).write_text(
+            json.dumps(
+                {
+                    "format": "fasp-meta",
+                    "version": 1,
+                    "note": "hand-written",
+                    "xattrs": {"user.colour": base64.b64encode(b"red").decode()},
+                }
+            )
+        )
 
-    src, dst = remote.move(tmp_path, direction, "d", ["--preserve-xattrs=metafile", "--remote-preserve-acls=native"],
-                           build)
+    src, dst = remote.move(
+        tmp_path, direction, "d", ["--preserve-xattrs=metafile", "--remote-preserve-acls=native"], build
+    )
     assert _files(dst) == ["a.bin", "a.bin" + META]
     assert json.loads((dst / ("a.bin" + META)).read_text()) == {
-        "format": "fasp-meta", "version": 1, "xattrs": {"user.colour": base64.b64encode(b"red").decode()}}
+        "format": "fasp-meta",
+        "version": 1,
+        "xattrs": {"user.colour": base64.b64encode(b"red").decode()},
+    }
     assert _native(dst / "a.bin") == {"system.posix_acl_access": os.getxattr(src / "a.bin", "system.posix_acl_access")}
     assert_same_file(src / "a.bin", dst / "a.bin")
 
@@ -298,9 +350,14 @@ def test_delete_before_transfer_keeps_the_metafiles_of_kept_files(fasp_server_mo
         for name in ("a.bin" + META, "gone.bin", "gone.bin" + META):
             (dst / name).write_text("{}")
 
-    src, dst = remote.move(tmp_path, "upload", "k", ["--delete-before-transfer", "--overwrite=never",
-                                                      "--preserve-xattrs=metafile"],
-                           lambda d: random_file(d / "a.bin", 100), before)
+    src, dst = remote.move(
+        tmp_path,
+        "upload",
+        "k",
+        ["--delete-before-transfer", "--overwrite=never", "--preserve-xattrs=metafile"],
+        lambda d: random_file(d / "a.bin", 100),
+        before,
+    )
     assert _files(dst) == ["a.bin", "a.bin" + META]
     assert (dst / ("a.bin" + META)).read_text() == "{}"
 
@@ -316,8 +373,10 @@ def test_metadata_failures_are_file_errors_with_their_code(fasp_server_module, t
     good = random_file(here / "good.bin", 100)
     random_file(here / "blocked.bin", 100)
     (remote.docroot / "fail" / ("blocked.bin" + META)).mkdir(parents=True)
-    proc = spawn([*remote.args, "-M", str(listener.port), "--preserve-xattrs=metafile", str(here),
-                  f"{remote.login}:/"], remote.env)
+    proc = spawn(
+        [*remote.args, "-M", str(listener.port), "--preserve-xattrs=metafile", str(here), f"{remote.login}:/"],
+        remote.env,
+    )
     assert proc.wait(30) == 27
     errors = {Path(f.get("File")).name: (f.int("Code"), f.get("Description")) for f in listener.of("FILEERROR")}
     assert errors.keys() == {"bad.bin", "blocked.bin"}
@@ -338,11 +397,18 @@ def test_through_faspmanager_session(fasp_server_module, tmp_path):
     src = tmp_path / "mgr"
     _attributed(src)
     _timed_owned(src)
-    options = fm.TransferOptions(tcp_port=server.port, destination_root="/", udp_port=free_port(socket.SOCK_DGRAM),
-                                 preserve_dates=True, preserve_file_owner_uid=True, preserve_file_owner_gid=True,
-                                 preserve_creation_time=True, preserve_xattrs=fm.PreserveMode.NATIVE,
-                                 preserve_acls=fm.PreserveMode.NATIVE,
-                                 remote_preserve_acls=fm.PreserveMode.METAFILE)
+    options = fm.TransferOptions(
+        tcp_port=server.port,
+        destination_root="/",
+        udp_port=free_port(socket.SOCK_DGRAM),
+        preserve_dates=True,
+        preserve_file_owner_uid=True,
+        preserve_file_owner_gid=True,
+        preserve_creation_time=True,
+        preserve_xattrs=fm.PreserveMode.NATIVE,
+        preserve_acls=fm.PreserveMode.NATIVE,
+        remote_preserve_acls=fm.PreserveMode.METAFILE,
+    )
     order = fm.FileUpload([str(src)], server.user, server.host, dest_pass=server.password, options=options)
     with fm.session(order, ascp_path=str(engine_program(tmp_path))) as s:
         s.start()
@@ -352,8 +418,11 @@ def test_through_faspmanager_session(fasp_server_module, tmp_path):
     theirs = os.stat(dst / "a.bin")
     assert (theirs.st_atime_ns, theirs.st_mtime_ns) == TIMES["a.bin"]
     assert (theirs.st_uid, theirs.st_gid) == (UID, GID)
-    assert _native(dst / "a.bin") == {"user.colour": COLOUR, "user.empty": b"",
-                                      CREATED: str(_birth_ns(src / "a.bin")).encode()}
+    assert _native(dst / "a.bin") == {
+        "user.colour": COLOUR,
+        "user.empty": b"",
+        CREATED: str(_birth_ns(src / "a.bin")).encode(),
+    }
     assert json.loads((dst / ("a.bin" + META)).read_text())["acls"] == {"access": _acl_text(src / "a.bin")}
     assert _files(dst) == ["a.bin", "a.bin" + META, "b.bin", "b.bin" + META, "sub/c.bin", "sub/c.bin" + META]
     for name in TIMES:
@@ -370,9 +439,19 @@ def test_under_stock_sshd(openssh_server, tmp_path, direction):
         _attributed(d)
         _timed_owned(d)  # rewrites a.bin in place: its attributes stay
 
-    src, dst = remote.move(tmp_path, direction, "s", ["-p", "--preserve-file-owner-uid",
-                                                      "--preserve-file-owner-gid", "--preserve-xattrs=native",
-                                                      "--preserve-acls=native"], build)
+    src, dst = remote.move(
+        tmp_path,
+        direction,
+        "s",
+        [
+            "-p",
+            "--preserve-file-owner-uid",
+            "--preserve-file-owner-gid",
+            "--preserve-xattrs=native",
+            "--preserve-acls=native",
+        ],
+        build,
+    )
     theirs = os.stat(dst / "a.bin")
     assert (theirs.st_atime_ns, theirs.st_mtime_ns, theirs.st_uid, theirs.st_gid) == (*TIMES["a.bin"], UID, GID)
     assert _native(dst / "a.bin") == _native(src / "a.bin")
@@ -387,16 +466,24 @@ def test_a_peer_cannot_set_privileged_attributes(tmp_path):
 
     path = random_file(tmp_path / "f.bin", 10)
     opts = {"xattrs_mode": "native", "acls_mode": "native"}
-    for name, value in [("security.capability", b"\x01\x00\x00\x02"), ("trusted.x", b"1"),
-                        ("system.posix_acl_access", b"\x02\x00\x00\x00\x99\x00\x07\x00\xff\xff\xff\xff")]:
+    for name, value in [
+        ("security.capability", b"\x01\x00\x00\x02"),
+        ("trusted.x", b"1"),
+        ("system.posix_acl_access", b"\x02\x00\x00\x00\x99\x00\x07\x00\xff\xff\xff\xff"),
+    ]:
         meta = {"kinds": ["xattrs", "acls"], "xattrs": {name: base64.b64encode(value).decode()}}
         with pytest.raises(ProtocolError):
             apply(str(path), str(path), meta, opts)
     assert _native(path) == {}
 
 
-@pytest.mark.parametrize("text", ["user::rw-,user:12345:r--,group::r-x,group:23456:rw-,mask::rwx,other::---",
-                                  "user::rwx,user:0:--x,group::---,mask::--x,other::r--"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "user::rw-,user:12345:r--,group::r-x,group:23456:rw-,mask::rwx,other::---",
+        "user::rwx,user:0:--x,group::---,mask::--x,other::r--",
+    ],
+)
 def test_acl_text_round_trip_matches_the_kernel(tmp_path, text):
     """The metafile's ACL text becomes the kernel's ACL (getfacl agrees) and back, byte for byte."""
     from fasp.files.attrs import acl_blob, acl_text

@@ -4,6 +4,7 @@ The server's engines listen on 127.0.0.2 at the relay's port, so a client that d
 port goes through the relay (tests/support/relay.py), which drops, delays and rate-limits datagrams and
 sees each one: type (header byte 1, in clear) and size.
 """
+
 from __future__ import annotations
 
 import time
@@ -66,12 +67,26 @@ def test_fixed_percent_of_the_measured_capacity(relayed, tmp_path, direction, li
     server, relay = relayed
     data_way = "up" if direction == "upload" else "down"
     reset(relay, rate_mbit=40, delay=0.005)
-    transfer(server, tmp_path, direction, 6 << 20, "--auto-detect-capacity", "-l", "50", "--policy", "fixed",
-             "-M", str(listener.port), timeout=40)
+    transfer(
+        server,
+        tmp_path,
+        direction,
+        6 << 20,
+        "--auto-detect-capacity",
+        "-l",
+        "50",
+        "--policy",
+        "fixed",
+        "-M",
+        str(listener.port),
+        timeout=40,
+    )
     bins = sorted(relay.counts.bins[data_way])
     first, last = bins[0] * BIN, bins[-1] * BIN
-    assert last - first > 1.5, ([(b, relay.counts.bins[data_way][b] * 8 / 1e5) for b in bins],
-                                [(f.int("TargetRate"), f.int("Rate")) for f in listener.of("STATS")])
+    assert last - first > 1.5, (
+        [(b, relay.counts.bins[data_way][b] * 8 / 1e5) for b in bins],
+        [(f.int("TargetRate"), f.int("Rate")) for f in listener.of("STATS")],
+    )
     measured = relay.counts.mbit(data_way, first + 0.8, last - 0.2)
     assert 13 <= measured <= 27, measured
     targets = [f.int("TargetRate") for f in listener.of("STATS")]
@@ -91,8 +106,10 @@ def test_a_rate_command_in_such_a_session_is_a_percent(relayed, tmp_path, listen
     else:
         src, way = random_file(server.docroot / "steer-down.bin", 5 << 20), "down"
         args, dest = [remote(server, "/steer-down.bin"), str(tmp_path)], tmp_path / "steer-down.bin"
-    proc = spawn(fasp_args(server, "--auto-detect-capacity", "-l", "50", "--policy", "fixed",
-                           "-M", str(listener.port), *args), server.env())
+    proc = spawn(
+        fasp_args(server, "--auto-detect-capacity", "-l", "50", "--policy", "fixed", "-M", str(listener.port), *args),
+        server.env(),
+    )
     known = listener.wait_for(lambda f: f.type == "STATS" and f.int("TargetRate") < 100_000, timeout=30)
     if known is None:
         proc.kill()

@@ -1,4 +1,5 @@
 """Resume after a crash: kill -9 the client halfway, rerun with -k 2, only the remainder travels."""
+
 from __future__ import annotations
 
 import signal
@@ -16,8 +17,9 @@ def test_kill_client_then_resume_sends_only_the_remainder(fasp_server, tmp_path,
     size = 96 << 20
     src = random_file(tmp_path / "resume.bin", size)
     partial = server.docroot / "resume.bin"
-    first = spawn(["-q", "-P", str(server.port), "-l", "150000", "-k", "2", str(src),
-                   remote(server, "/resume.bin")], server.env())
+    first = spawn(
+        ["-q", "-P", str(server.port), "-l", "150000", "-k", "2", str(src), remote(server, "/resume.bin")], server.env()
+    )
     assert wait_until(lambda: partial.exists() and partial.stat().st_blocks * 512 > size // 3, 60)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
@@ -27,8 +29,10 @@ def test_kill_client_then_resume_sends_only_the_remainder(fasp_server, tmp_path,
     assert size // 3 < on_disk < size
     remainder = size - on_disk
 
-    second = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "-k", "2", str(src),
-                    remote(server, "/resume.bin")], server.env())
+    second = spawn(
+        ["-q", "-P", str(server.port), "-M", str(listener.port), "-k", "2", str(src), remote(server, "/resume.bin")],
+        server.env(),
+    )
     second.wait(60)
     assert second.returncode == 0, second.stderr.read().decode()
     assert_same_file(src, partial)
@@ -36,4 +40,3 @@ def test_kill_client_then_resume_sends_only_the_remainder(fasp_server, tmp_path,
     assert start.int("StartByte") > 0
     sent = listener.of("DONE")[0].int("TransferBytes")
     assert sent <= remainder * 1.05, (sent, remainder)
-

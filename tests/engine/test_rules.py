@@ -1,4 +1,5 @@
 """Pure rules: overwrite/resume decisions, prefix digests, destination naming, source walking, pieces."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ def _plan(**kw):
 
 def test_overwrite_policies():
     same = Existing(1000, 50.0)
-    assert _plan(final=same, partial=same).action == "send"                      # -k 0: diff means overwrite
+    assert _plan(final=same, partial=same).action == "send"  # -k 0: diff means overwrite
     assert _plan(final=same, partial=same, resume=1) == Plan("skip", reason="destination has the same size")
     assert _plan(final=same, partial=same, resume=3) == Plan("verify", 1000)
     assert _plan(final=same, partial=same, overwrite="never").action == "skip"
@@ -84,17 +85,21 @@ def test_prefix_digest_sees_a_changed_byte(tmp_path, sparse):
 def test_destination_naming(tmp_path):
     files = Unconfined()
     (tmp_path / "dir").mkdir()
-    assert destination(str(tmp_path / "dir"), "f.txt", True, files=files, create_dirs=False) == \
-        str(tmp_path / "dir" / "f.txt")
-    assert destination(str(tmp_path / "new.txt"), "f.txt", True, files=files, create_dirs=False) == \
-        str(tmp_path / "new.txt")
-    assert destination(str(tmp_path / "dir"), "top/a/b.txt", False, files=files, create_dirs=False) == \
-        str(tmp_path / "dir" / "top" / "a" / "b.txt")
+    assert destination(str(tmp_path / "dir"), "f.txt", True, files=files, create_dirs=False) == str(
+        tmp_path / "dir" / "f.txt"
+    )
+    assert destination(str(tmp_path / "new.txt"), "f.txt", True, files=files, create_dirs=False) == str(
+        tmp_path / "new.txt"
+    )
+    assert destination(str(tmp_path / "dir"), "top/a/b.txt", False, files=files, create_dirs=False) == str(
+        tmp_path / "dir" / "top" / "a" / "b.txt"
+    )
     with pytest.raises(EngineError) as info:
         destination(str(tmp_path / "missing"), "x", False, files=files, create_dirs=False)
     assert info.value.code == 4
-    assert destination(str(tmp_path / "made"), "x", False, files=files, create_dirs=True) == \
-        str(tmp_path / "made" / "x")
+    assert destination(str(tmp_path / "made"), "x", False, files=files, create_dirs=True) == str(
+        tmp_path / "made" / "x"
+    )
     with pytest.raises(EngineError) as info:
         destination(str(tmp_path / "dir"), "../escape", False, files=files, create_dirs=False)
     assert info.value.code == 41
@@ -112,8 +117,9 @@ def test_walk_names_filters_and_problems(tmp_path):
     assert files == ["src/a/b/keep.txt", "src/link/b/keep.txt"]
     problems = {os.path.basename(p.path): p for p in items if isinstance(p, Problem)}
     assert problems["drop.tmp"].skip and problems["pipe"].code == 21 and not problems["pipe"].skip
-    skipping = list(walk(0, str(root), "src", files=Unconfined(), lone=False,
-                         rules=Rules(symlinks="skip", skip_special_files=True)))
+    skipping = list(
+        walk(0, str(root), "src", files=Unconfined(), lone=False, rules=Rules(symlinks="skip", skip_special_files=True))
+    )
     assert all(p.skip for p in skipping if isinstance(p, Problem))
     once = list(walk(0, str(root), "src", files=Unconfined(), lone=False, rules=Rules(skip_dir_dupes=True)))
     assert len([i for i in once if isinstance(i, FileJob) and i.rel.endswith("keep.txt")]) == 1
@@ -144,8 +150,12 @@ def test_data_extents_of_a_sparse_file(tmp_path):
 
 
 @settings(deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 10**7), st.integers(1, 10**6)), max_size=5), st.integers(4096, 10**6),
-       st.integers(0, 2 * 10**7), st.integers(0, 2 * 10**7))
+@given(
+    st.lists(st.tuples(st.integers(0, 10**7), st.integers(1, 10**6)), max_size=5),
+    st.integers(4096, 10**6),
+    st.integers(0, 2 * 10**7),
+    st.integers(0, 2 * 10**7),
+)
 def test_pieces_cover_exactly_the_wanted_data(raw, piece, start, end):
     extents, at = [], 0
     for gap, length in raw:
@@ -163,6 +173,7 @@ def test_pieces_cover_exactly_the_wanted_data(raw, piece, start, end):
 def test_nodes_share_every_byte_exactly_once(sizes, nodes, split_above):
     def jobs():
         return [FileJob(0, f"/f{i}", f"f{i}", size=size) for i, size in enumerate(sizes)]
+
     covered: dict[str, list[tuple[int, int]]] = {}
     for node in range(1, nodes + 1):
         for job in share(jobs(), node, nodes, split_above):

@@ -2,6 +2,7 @@
 
 Every test checks the bytes that arrived (size and sha256).
 """
+
 from __future__ import annotations
 
 import os
@@ -94,8 +95,11 @@ def test_names_with_spaces_and_non_ascii(fasp_server_module, tmp_path):
 
     back = tmp_path / "back"
     back.mkdir()
-    _ok(run_ascp(fasp_args(server, remote(server, f"/{tree.name}/日本語 ファイル.bin"), str(back / "é x.bin")),
-                 server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(server, remote(server, f"/{tree.name}/日本語 ファイル.bin"), str(back / "é x.bin")), server.env()
+        )
+    )
     assert_same_file(files[1], back / "é x.bin")
 
 
@@ -120,8 +124,12 @@ def test_destination_naming(fasp_server_module, tmp_path):
 def test_src_base_and_file_pair_list(fasp_server_module, tmp_path):
     server = fasp_server_module
     deep = random_file(tmp_path / "base" / "x" / "y" / "z.bin", 3333)
-    _ok(run_ascp(fasp_args(server, "-d", f"--src-base={tmp_path / 'base'}", str(deep),
-                           remote(server, "/based")), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(server, "-d", f"--src-base={tmp_path / 'base'}", str(deep), remote(server, "/based")),
+            server.env(),
+        )
+    )
     assert_same_file(deep, server.docroot / "based" / "x" / "y" / "z.bin")
 
     one, two = random_file(tmp_path / "one", 100), random_file(tmp_path / "two", 200)
@@ -140,8 +148,7 @@ def test_options_that_change_files(fasp_server_module, tmp_path):
     keep = random_file(tree / "keep.dat", 4096)
     random_file(tree / "skip.tmp", 10)
     os.utime(keep, (1_000_000_000, 1_100_000_000))
-    _ok(run_ascp(fasp_args(server, "-d", "-p", "-E", "*.tmp", "-T", str(tree), remote(server, "/o1")),
-                 server.env()))
+    _ok(run_ascp(fasp_args(server, "-d", "-p", "-E", "*.tmp", "-T", str(tree), remote(server, "/o1")), server.env()))
     landed = server.docroot / "o1" / "opts" / "keep.dat"
     assert_same_file(keep, landed)
     assert int(landed.stat().st_mtime) == 1_100_000_000
@@ -150,8 +157,12 @@ def test_options_that_change_files(fasp_server_module, tmp_path):
     gone = random_file(tmp_path / "gone.bin", 2048)
     copy = tmp_path / "copy.bin"
     shutil.copy(gone, copy)
-    _ok(run_ascp(fasp_args(server, "-c", "aes256", "--remove-after-transfer", str(gone),
-                           remote(server, "/gone.bin")), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(server, "-c", "aes256", "--remove-after-transfer", str(gone), remote(server, "/gone.bin")),
+            server.env(),
+        )
+    )
     assert_same_file(copy, server.docroot / "gone.bin")
     assert not gone.exists()
 
@@ -179,8 +190,14 @@ def test_log_dirs(fasp_server_module, tmp_path):
     (only into fasp-server's --log-dir, which this fixture has not: tests/security/test_server_logs.py)."""
     server = fasp_server_module
     src = random_file(tmp_path / "logged.bin", 1234)
-    _ok(run_ascp(fasp_args(server, "-L", str(tmp_path / "logs"), "-R", "/remote-logs", str(src),
-                           remote(server, "/logged.bin")), server.env()))
+    _ok(
+        run_ascp(
+            fasp_args(
+                server, "-L", str(tmp_path / "logs"), "-R", "/remote-logs", str(src), remote(server, "/logged.bin")
+            ),
+            server.env(),
+        )
+    )
     assert_same_file(src, server.docroot / "logged.bin")
     local = (tmp_path / "logs" / "fasp-ascp.log").read_text()
     assert "STOP" in local and "logged.bin" in local and server.password not in local
@@ -193,9 +210,14 @@ def test_concurrent_sessions_asking_for_the_same_udp_port(fasp_server_module, tm
     server = fasp_server_module
     a, b = random_file(tmp_path / "ca.bin", 4 << 20), random_file(tmp_path / "cb.bin", 4 << 20)
     env = server.env()
-    procs = [subprocess.Popen([*ENGINE, *fasp_args(server, "-O", "33001", "-l", "50000", str(src),
-                                                   remote(server, f"/{src.name}"))], env=env,
-                              stderr=subprocess.PIPE) for src in (a, b)]
+    procs = [
+        subprocess.Popen(
+            [*ENGINE, *fasp_args(server, "-O", "33001", "-l", "50000", str(src), remote(server, f"/{src.name}"))],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for src in (a, b)
+    ]
     try:
         for proc in procs:
             _, err = proc.communicate(timeout=50)
@@ -213,8 +235,21 @@ def test_concurrent_sessions_asking_for_the_same_udp_port(fasp_server_module, tm
 def test_client_killed_under_sshd_leaves_no_server_half(openssh_server, tmp_path):
     server = openssh_server
     src = random_file(tmp_path / "big.bin", 40 << 20)
-    proc = subprocess.Popen([*ENGINE, "-q", "-P", str(server.port), "-i", str(server.identity), "-l", "20000",
-                             str(src), f"root@{server.host}:/big.bin"], env=server.env())
+    proc = subprocess.Popen(
+        [
+            *ENGINE,
+            "-q",
+            "-P",
+            str(server.port),
+            "-i",
+            str(server.identity),
+            "-l",
+            "20000",
+            str(src),
+            f"root@{server.host}:/big.bin",
+        ],
+        env=server.env(),
+    )
     try:
         assert wait_until(lambda: (server.docroot / "big.bin").exists(), 30)
         assert wait_until(lambda: any(b"--server" in cmdline(p) for p in descendants(server.process.pid)), 10)

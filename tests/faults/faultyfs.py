@@ -9,6 +9,7 @@ syscall the engine makes, and removing the switch file heals the disk for the re
 Run as ``python -m tests.faults.faultyfs BACKING MOUNTPOINT SWITCH NAME AFTER`` (root: libfuse mounts with
 mount(2)); it serves in the foreground until unmounted.
 """
+
 from __future__ import annotations
 
 import errno
@@ -36,8 +37,11 @@ class FaultyPassthrough(fuse.Operations):
         return os.path.join(self.backing, path.lstrip("/"))
 
     def _fail(self, fh: int, offset: int, size: int) -> None:
-        if offset + size > self.after and os.path.basename(self.paths.get(fh, "")) == self.name \
-                and os.path.exists(self.switch):
+        if (
+            offset + size > self.after
+            and os.path.basename(self.paths.get(fh, "")) == self.name
+            and os.path.exists(self.switch)
+        ):
             if not os.path.exists(self.switch + ".hit"):  # when the first EIO was returned, for the test's timing
                 Path(self.switch + ".hit").write_text(repr(time.monotonic()))
             raise fuse.FuseOSError(errno.EIO)
@@ -111,15 +115,33 @@ class FaultyPassthrough(fuse.Operations):
 
     def statfs(self, path: str) -> dict[str, int]:
         st = os.statvfs(self._real(path))
-        return {key: getattr(st, key) for key in ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail",
-                                                   "f_ffree", "f_files", "f_flag", "f_frsize", "f_namemax")}
+        return {
+            key: getattr(st, key)
+            for key in (
+                "f_bavail",
+                "f_bfree",
+                "f_blocks",
+                "f_bsize",
+                "f_favail",
+                "f_ffree",
+                "f_files",
+                "f_flag",
+                "f_frsize",
+                "f_namemax",
+            )
+        }
 
 
 def main(argv: list[str]) -> None:
     backing, mountpoint, switch, name, after = argv
     Path(mountpoint).mkdir(parents=True, exist_ok=True)
-    fuse.FUSE(FaultyPassthrough(backing, switch, name, int(after)), mountpoint, foreground=True,
-              direct_io=True, default_permissions=True)
+    fuse.FUSE(
+        FaultyPassthrough(backing, switch, name, int(after)),
+        mountpoint,
+        foreground=True,
+        direct_io=True,
+        default_permissions=True,
+    )
 
 
 if __name__ == "__main__":

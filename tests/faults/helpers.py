@@ -1,4 +1,5 @@
 """Helpers for fault tests: small filesystems of a given size, timed engine runs, the error a user sees."""
+
 from __future__ import annotations
 
 import os
@@ -102,6 +103,7 @@ def resume(server, paths: list[str], src: Path, dest: Path, *, most: int) -> int
     (what landed before is not sent again); the bytes it sent."""
     from tests.engine.helpers import MgmtListener
     from tests.support.files import assert_same_file
+
     mgr = MgmtListener()
     try:
         out = run(["-q", "-P", str(server.port), "-M", str(mgr.port), "-k", "2", *paths], server.env())
@@ -122,6 +124,7 @@ class FirstTime:
 
     def __init__(self, predicate):
         import threading
+
         self.at: float | None = None
         self._predicate = predicate
         self._stop = threading.Event()
@@ -168,6 +171,7 @@ needs_fuse = pytest.mark.skipif(_fuse_missing() is not None, reason=_fuse_missin
 class FaultyDisk:
     """A mounted tests/faults/faultyfs.py: ``mount`` fails ``name`` with EIO past the offset between ``fail()``
     and ``heal()``."""
+
     mount: Path
     backing: Path
     switch: Path
@@ -189,8 +193,20 @@ def faulty_disk(workdir: Path, name: str, after: int) -> Iterator[FaultyDisk]:
     disk = FaultyDisk(workdir / "eio-disk", workdir / "eio-backing", workdir / "eio-failing")
     disk.backing.mkdir(parents=True)
     log = open(workdir / "faultyfs.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.faults.faultyfs", str(disk.backing), str(disk.mount),
-                             str(disk.switch), name, str(after)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.faults.faultyfs",
+            str(disk.backing),
+            str(disk.mount),
+            str(disk.switch),
+            name,
+            str(after),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 10
         while not os.path.ismount(disk.mount):

@@ -1,5 +1,6 @@
 """Disk errors on either side end the file concerned at once with IBM's code, the rest of the session goes on,
 no temporary file stays, and a resume finishes the file once the disk is fixed (size + sha256)."""
+
 from __future__ import annotations
 
 import time
@@ -63,8 +64,10 @@ def _small_disk(kind: str, path: Path) -> Iterator[tuple[Callable[[], bool], Cal
             yield (lambda: full(path)), (lambda: remount(path, "size=40m"))
     else:
         with btrfs_quota(path, "8M"):
-            yield (lambda: (path / "big.bin").stat().st_size > (8 << 20) - (256 << 10)), \
-                (lambda: quota_limit(path, "none"))
+            yield (
+                (lambda: (path / "big.bin").stat().st_size > (8 << 20) - (256 << 10)),
+                (lambda: quota_limit(path, "none")),
+            )
 
 
 @pytest.mark.parametrize("kind", ["ENOSPC", pytest.param("EDQUOT", marks=needs_btrfs)])
@@ -73,9 +76,12 @@ def test_disk_full(tmp_path, listener, spawn, record, direction, kind) -> None:
     """No space left, or the quota exceeded (IBM has no code of its own for a quota: 25 for both, the message
     says which)."""
     side = "receiver: server" if direction == "upload" else "receiver: client"
-    with _small_disk(kind, tmp_path / "small-disk") as (is_full, free), \
-            start_fasp_server(tmp_path / "srv", docroot=tmp_path / "small-disk" if direction == "upload" else None) \
-            as server:
+    with (
+        _small_disk(kind, tmp_path / "small-disk") as (is_full, free),
+        start_fasp_server(
+            tmp_path / "srv", docroot=tmp_path / "small-disk" if direction == "upload" else None
+        ) as server,
+    ):
         disk = tmp_path / "small-disk"
         if direction == "upload":
             little = random_file(tmp_path / "src" / "a-little.bin", 4096)
@@ -130,8 +136,10 @@ def test_file_too_big_upload(tmp_path, listener, spawn, record):
 
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_read_only_destination(tmp_path, listener, spawn, record, direction):
-    with tmpfs(tmp_path / "ro-disk", "16m") as disk, \
-            start_fasp_server(tmp_path / "srv", docroot=disk if direction == "upload" else None) as server:
+    with (
+        tmpfs(tmp_path / "ro-disk", "16m") as disk,
+        start_fasp_server(tmp_path / "srv", docroot=disk if direction == "upload" else None) as server,
+    ):
         if direction == "upload":
             src = random_file(tmp_path / "src" / "f.bin", 1 << 20)
             paths = [str(src), remote(server, "/")]
@@ -145,9 +153,14 @@ def test_read_only_destination(tmp_path, listener, spawn, record, direction):
         out = finish(proc, started)
         assert frame.int("Code") == 26 and out.code == 26, (frame, out)
         assert at - started < SESSION_S, at - started
-        record("read-only destination (EROFS) (seconds: the whole session)",
-               "receiver: " + ("server" if direction == "upload" else "client"), 26, out.message, at - started,
-               "retry once writable: sha256 equal")
+        record(
+            "read-only destination (EROFS) (seconds: the whole session)",
+            "receiver: " + ("server" if direction == "upload" else "client"),
+            26,
+            out.message,
+            at - started,
+            "retry once writable: sha256 equal",
+        )
         remount(disk, "rw")
         out = run(_args(server, listener, *paths), server.env())
         assert out.code == 0, out
@@ -164,8 +177,10 @@ def test_device_io_error(tmp_path, listener, spawn, record, side) -> None:
     fails, 35 when the sender's read does; the other file goes on; a resume once the disk is healed finishes."""
     writing = side.startswith("receiver")
     on_server = side.endswith("server")
-    with faulty_disk(tmp_path, "big.bin", EIO_AT) as disk, \
-            start_fasp_server(tmp_path / "srv", docroot=disk.mount if on_server else None) as server:
+    with (
+        faulty_disk(tmp_path, "big.bin", EIO_AT) as disk,
+        start_fasp_server(tmp_path / "srv", docroot=disk.mount if on_server else None) as server,
+    ):
         upload = side in ("receiver: server", "sender: client")
         sources = disk.mount if side == "sender: client" else tmp_path / "src" if upload else server.docroot
         little = random_file(sources / "a-little.bin", 4096)
@@ -188,8 +203,13 @@ def test_device_io_error(tmp_path, listener, spawn, record, side) -> None:
         assert out.code == 27 and "Input/output error" in out.message, out  # 1 of 2 files failed
         assert_same_file(little, dest / "a-little.bin")  # the other file went on
         assert leftovers(disk.backing) == [] and leftovers(dest) == []
-        row = record(f"device I/O error (EIO) on the {'write' if writing else 'read'}, another file in the session",
-                     side, f"{code} (session: 27)", out.message, seconds)
+        row = record(
+            f"device I/O error (EIO) on the {'write' if writing else 'read'}, another file in the session",
+            side,
+            f"{code} (session: 27)",
+            out.message,
+            seconds,
+        )
         disk.heal()
         sent = resume(server, paths[1:], big, dest / "big.bin", most=(8 << 20) - EIO_AT // 2)
         row["recovery"] = f"-k 2 once the disk is healed: sent {sent >> 20} of 8 MiB, sha256 equal"
@@ -213,8 +233,14 @@ def test_permission_denied(tmp_path, listener, spawn, record):
         assert frame.int("Code") == 5 and out.code == 5, (frame, out)
         assert at - started < SESSION_S, at - started
         assert leftovers(docroot) == [] and list((docroot / "locked").iterdir()) == []
-        record("permission denied (EACCES, directory 0555, engine without CAP_DAC_OVERRIDE) (seconds: the whole "
-               "session)", "receiver: server", 5, out.message, at - started, "retry once writable: sha256 equal")
+        record(
+            "permission denied (EACCES, directory 0555, engine without CAP_DAC_OVERRIDE) (seconds: the whole session)",
+            "receiver: server",
+            5,
+            out.message,
+            at - started,
+            "retry once writable: sha256 equal",
+        )
         (docroot / "locked").chmod(0o755)
         out = run(_args(server, listener, *paths), server.env())
         assert out.code == 0, out

@@ -3,6 +3,7 @@ for more than the timeouts: a short cut is ridden out, a long one ends with 40/1
 
 The client and fasp-server run in two namespaces of the test's own (tests/support/netns.py), so the firewall
 touches nothing else on the machine. The SSH connection (TCP) stays up throughout."""
+
 from __future__ import annotations
 
 import shutil
@@ -20,8 +21,10 @@ from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.timeout(90),
-              pytest.mark.skipif(not shutil.which("nft") or not shutil.which("ip"), reason="needs nftables, ip")]
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not shutil.which("nft") or not shutil.which("ip"), reason="needs nftables, ip"),
+]
 SIZE = 16 << 20
 
 
@@ -39,9 +42,12 @@ def _udp(lab: Lab, flows: bool) -> None:
 
 
 def _ascp(lab: Lab, server, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(Lab.wrap(lab.client_ns, [*ENGINE, "-q", "-P", str(server.port),
-                                                     *args]),
-                            env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        Lab.wrap(lab.client_ns, [*ENGINE, "-q", "-P", str(server.port), *args]),
+        env=server.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.parametrize("seconds", [1.0, max(STALL_S, PEER_S) + 2])
@@ -62,8 +68,14 @@ def test_data_path_cut(lab, tmp_path, record, seconds):
                 out = finish(proc, started)
                 assert out.code == 0, out
                 assert_same_file(src, dest)
-                record(f"data path (UDP) cut {seconds:g} s, under the timeouts", "network", 0,
-                       "(none: the transfer finished)", None, "none needed: sha256 equal")
+                record(
+                    f"data path (UDP) cut {seconds:g} s, under the timeouts",
+                    "network",
+                    0,
+                    "(none: the transfer finished)",
+                    None,
+                    "none needed: sha256 equal",
+                )
                 return
             out = finish(proc, started, timeout=seconds + 5)
             took = time.monotonic() - cut
@@ -74,8 +86,9 @@ def test_data_path_cut(lab, tmp_path, record, seconds):
                 proc.communicate()
         assert out.code in (16, 40), out
         assert took < min(STALL_S, PEER_S) + 2, took
-        row = record(f"data path (UDP) cut for good (> {max(STALL_S, PEER_S):g} s)", "network", out.code,
-                     out.message, took)
+        row = record(
+            f"data path (UDP) cut for good (> {max(STALL_S, PEER_S):g} s)", "network", out.code, out.message, took
+        )
         again = _ascp(lab, server, "-k", "2", str(src), remote(server, "/"))
         out = finish(again, time.monotonic())
         assert out.code == 0, out

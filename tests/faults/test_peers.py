@@ -1,5 +1,6 @@
 """A peer frozen, killed or cut off mid-transfer: a short fault is ridden out, a long one ends with the code for
 it within the (shortened) timeouts, and a resume (-k 2) finishes with every byte right and little sent twice."""
+
 from __future__ import annotations
 
 import os
@@ -75,9 +76,14 @@ def test_frozen_shorter_than_the_timeouts_is_ridden_out(fasp_server, tmp_path, l
     out = finish(proc, started)
     assert out.code == 0, out
     assert_same_file(src, server.docroot / "frozen.bin")
-    record(f"{who} frozen (SIGSTOP) 1 s, under the timeouts",
-           f"{who}: {'server' if who == 'receiver' else 'client'}", 0, "(none: the transfer finished)", None,
-           "none needed: sha256 equal")
+    record(
+        f"{who} frozen (SIGSTOP) 1 s, under the timeouts",
+        f"{who}: {'server' if who == 'receiver' else 'client'}",
+        0,
+        "(none: the transfer finished)",
+        None,
+        "none needed: sha256 equal",
+    )
 
 
 def test_receiver_frozen_longer_than_the_stall_timeout_is_40(fasp_server, tmp_path, listener, spawn, record):
@@ -93,8 +99,9 @@ def test_receiver_frozen_longer_than_the_stall_timeout_is_40(fasp_server, tmp_pa
         os.kill(pid, signal.SIGCONT)
     assert out.code == 40, out
     assert STALL_S - 1.5 < seconds < STALL_S + 2, seconds
-    row = record("receiver frozen (SIGSTOP) longer than the stall timeout", "receiver: server", out.code,
-                 out.message, seconds)
+    row = record(
+        "receiver frozen (SIGSTOP) longer than the stall timeout", "receiver: server", out.code, out.message, seconds
+    )
     assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)
     _resumed(row, server, src, server.docroot / "stalled.bin")
 
@@ -106,11 +113,17 @@ def test_sender_frozen_longer_than_the_peer_timeout(fasp_server, tmp_path, liste
     engine = _engine(server)
     _freeze(proc.pid, PEER_S + 1.5)
     woke = time.monotonic()
-    assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 2) or engine not in \
-        server_mode_pids(str(server.docroot))
+    assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 2) or engine not in server_mode_pids(
+        str(server.docroot)
+    )
     out, seconds = _ends(proc, started, woke, (16, 39, 40), within=3)
-    row = record(f"sender frozen (SIGSTOP) {PEER_S + 1.5:g} s, longer than the peer timeout", "sender: client",
-                 out.code, out.message, seconds)
+    row = record(
+        f"sender frozen (SIGSTOP) {PEER_S + 1.5:g} s, longer than the peer timeout",
+        "sender: client",
+        out.code,
+        out.message,
+        seconds,
+    )
     row["fault"] += " (seconds: after it woke)"
     _resumed(row, server, src, server.docroot / "sleeper.bin")
 
@@ -130,8 +143,9 @@ def test_ssh_connection_cut(fasp_server, tmp_path, listener, spawn, record):
     server = fasp_server
     src, proc, started = _start_upload(server, listener, spawn, tmp_path, "cut.bin")
     cut = time.monotonic()
-    killed = subprocess.run(["ss", "-K", "-t", "dst", server.host, "dport", "=", str(server.port)],
-                            capture_output=True, text=True)
+    killed = subprocess.run(
+        ["ss", "-K", "-t", "dst", server.host, "dport", "=", str(server.port)], capture_output=True, text=True
+    )
     if killed.returncode != 0 or str(server.port) not in killed.stdout:
         pytest.skip(f"ss -K cannot destroy sockets here (kernel without INET_DIAG_DESTROY): {killed.stderr}")
     out, seconds = _ends(proc, started, cut)
@@ -176,12 +190,19 @@ def test_a_slow_rate_is_not_a_stall(fasp_server, tmp_path, listener, spawn, reco
     server = fasp_server
     src = random_file(tmp_path / "slow.bin", 8 << 20)
     started = time.monotonic()
-    proc = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "-l", "12000", str(src),
-                  remote(server, "/")], server.env())
+    proc = spawn(
+        ["-q", "-P", str(server.port), "-M", str(listener.port), "-l", "12000", str(src), remote(server, "/")],
+        server.env(),
+    )
     out = finish(proc, started)
     assert out.code == 0, out
     assert out.seconds > STALL_S + 1  # slow enough that the last piece waited longer than the stall timeout
     assert_same_file(src, server.docroot / "slow.bin")
-    record("slow link: pieces queued longer than the stall timeout (-l 12000, 8 MiB)", "sender: client", 0,
-           "(none: the transfer finished; it was 40 while a piece waiting its turn counted as stalled)",
-           None, "none needed: sha256 equal")
+    record(
+        "slow link: pieces queued longer than the stall timeout (-l 12000, 8 MiB)",
+        "sender: client",
+        0,
+        "(none: the transfer finished; it was 40 while a piece waiting its turn counted as stalled)",
+        None,
+        "none needed: sha256 equal",
+    )

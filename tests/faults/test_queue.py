@@ -2,6 +2,7 @@
 finishes, or is handed over. Redis killed and restarted under a running transfer: with the append-only file (as
 the Procfile runs it) the queue carries on and the transfer ends SUCCEEDED, every byte right; without
 persistence it ends FAILED at once, saying so, and a resubmission with resume finishes it."""
+
 from __future__ import annotations
 
 import secrets
@@ -67,8 +68,7 @@ def _owner_worker(handle: TransferHandle, workers: list[Worker]) -> Worker:
 
 def _sent_twice(events: list[dict], result: dict, size: int) -> int:
     """Bytes the attempts sent beyond the file's size (the first attempt's last STATS: a lower bound)."""
-    first = max((e["session"].get("transfer_bytes") or 0) for e in events if e["type"] == "STATS"
-                and e["attempt"] == 1)
+    first = max((e["session"].get("transfer_bytes") or 0) for e in events if e["type"] == "STATS" and e["attempt"] == 1)
     return first + result["stats"]["transfer_bytes"] - size
 
 
@@ -95,14 +95,18 @@ def test_worker_killed_mid_transfer(worker_factory, server, tmp_path, record) ->
     assert took_over < 3 + 0.5 + 5  # lease TTL + reaper interval + slack
     resent = _sent_twice(events, result, SIZE)
     assert resent < 0.10 * SIZE, resent
-    record("worker SIGKILLed mid-transfer (its engine with it)", "queue: worker", 0,
-           "(none: the transfer finished SUCCEEDED, attempt 2)", None,
-           f"another worker took over {took_over:.1f} s later (lease 3 s) and resumed: attempt 2 sent "
-           f"{result['stats']['transfer_bytes'] * 100 // SIZE}% of the file, sha256 equal")
+    record(
+        "worker SIGKILLed mid-transfer (its engine with it)",
+        "queue: worker",
+        0,
+        "(none: the transfer finished SUCCEEDED, attempt 2)",
+        None,
+        f"another worker took over {took_over:.1f} s later (lease 3 s) and resumed: attempt 2 sent "
+        f"{result['stats']['transfer_bytes'] * 100 // SIZE}% of the file, sha256 equal",
+    )
 
 
-def test_worker_terminated_lets_the_running_transfer_finish(worker_factory, server, tmp_path,
-                                                           record) -> None:
+def test_worker_terminated_lets_the_running_transfer_finish(worker_factory, server, tmp_path, record) -> None:
     """SIGTERM is Celery's warm shutdown: the running transfer finishes, then the worker exits 0."""
     worker = worker_factory("warm", concurrency=1, queues="warm")
     src = tmp_path / "warm.bin"
@@ -114,9 +118,14 @@ def test_worker_terminated_lets_the_running_transfer_finish(worker_factory, serv
     assert worker.process.wait(30) == 0
     assert result["ok"] and result["attempts"] == 1, result
     assert_same_file(src, server.docroot / "warm" / src.name)
-    record("worker SIGTERMed mid-transfer (warm shutdown)", "queue: worker", 0,
-           "(none: the running transfer finished SUCCEEDED, then the worker exited 0)", None,
-           "none needed: sha256 equal")
+    record(
+        "worker SIGTERMed mid-transfer (warm shutdown)",
+        "queue: worker",
+        0,
+        "(none: the running transfer finished SUCCEEDED, then the worker exited 0)",
+        None,
+        "none needed: sha256 equal",
+    )
 
 
 def test_worker_terminated_hands_a_file_transfer_over(worker_factory, server, tmp_path, record) -> None:
@@ -141,14 +150,18 @@ def test_worker_terminated_hands_a_file_transfer_over(worker_factory, server, tm
     assert [e for e in events if e["type"] == "PICKED"][-1]["worker"].split(":")[1] == str(second.process.pid)
     resent = _sent_twice(events, result, size)
     assert resent < 0.10 * size, resent
-    record("worker SIGTERMed mid-transfer, FASPQ_SHUTDOWN_HANDOVER=all", "queue: worker", 0,
-           f"(none: handed over, the worker exited 0 after {exited:.1f} s; SUCCEEDED on another, attempt 2)", None,
-           f"the other worker resumed: attempt 2 sent {result['stats']['transfer_bytes'] * 100 // size}% of the file, "
-           "sha256 equal")
+    record(
+        "worker SIGTERMed mid-transfer, FASPQ_SHUTDOWN_HANDOVER=all",
+        "queue: worker",
+        0,
+        f"(none: handed over, the worker exited 0 after {exited:.1f} s; SUCCEEDED on another, attempt 2)",
+        None,
+        f"the other worker resumed: attempt 2 sent {result['stats']['transfer_bytes'] * 100 // size}% of the file, "
+        "sha256 equal",
+    )
 
 
-def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, server, tmp_path,
-                                                 record) -> None:
+def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, server, tmp_path, record) -> None:
     worker_factory("r", concurrency=1)
     src = tmp_path / "through-a-redis-restart.bin"
     make_file(src, SIZE)
@@ -158,12 +171,19 @@ def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, s
     result = handle.wait(timeout=90)
     assert result["ok"], result
     assert_same_file(src, server.docroot / "redis-restart" / src.name)
-    record("Redis killed (SIGKILL) and restarted 1 s later, append-only file on", "queue", 0,
-           "(none: the transfer finished SUCCEEDED)", None, "none needed: sha256 equal")
+    record(
+        "Redis killed (SIGKILL) and restarted 1 s later, append-only file on",
+        "queue",
+        0,
+        "(none: the transfer finished SUCCEEDED)",
+        None,
+        "none needed: sha256 equal",
+    )
 
 
-def test_redis_restarted_without_persistence_mid_transfer(redis_server, worker_factory, server, tmp_path,
-                                                          record) -> None:
+def test_redis_restarted_without_persistence_mid_transfer(
+    redis_server, worker_factory, server, tmp_path, record
+) -> None:
     """Redis forgets the order, its lease and the Celery message: the worker, finding its lease and the order
     gone, stops its engine and publishes a FAILED result (12) into the new Redis, which the submitter, waiting
     through the restart, sees; the order submitted again with resume finishes, what arrived not sent again."""
@@ -184,21 +204,26 @@ def test_redis_restarted_without_persistence_mid_transfer(redis_server, worker_f
     assert not outcome["ok"] and outcome["code"] == 12 and outcome["reason"] == FORGOTTEN, outcome
     assert seconds < 3 + 2, seconds  # the lease's time (FASPQ_LEASE_TTL=3) and the engine's stop
     assert handle.status()["state"] == "FAILED"
-    row = record("Redis killed (SIGKILL) and restarted 1 s later without persistence (everything forgotten) "
-                 "(seconds: from Redis back)",
-                 "queue", "12 (FAILED)", outcome["reason"], seconds)
+    row = record(
+        "Redis killed (SIGKILL) and restarted 1 s later without persistence (everything forgotten) "
+        "(seconds: from Redis back)",
+        "queue",
+        "12 (FAILED)",
+        outcome["reason"],
+        seconds,
+    )
     order.options.resume_check = fm.ResumeCheck.SPARSE_CHECKSUM
     again = submit(order).wait(timeout=90)
     assert again["ok"], again
     assert_same_file(src, server.docroot / "redis-wipe" / src.name)
     resent = first + again["stats"]["transfer_bytes"] - SIZE
     assert resent < 0.10 * SIZE, (first, again["stats"])
-    row["recovery"] = (f"submitted again with resume: sent {again['stats']['transfer_bytes'] * 100 // SIZE}% of the "
-                       f"file, sha256 equal")
+    row["recovery"] = (
+        f"submitted again with resume: sent {again['stats']['transfer_bytes'] * 100 // SIZE}% of the file, sha256 equal"
+    )
 
 
-def test_redis_restarted_without_persistence_while_queued(redis_server, faspq, server, tmp_path,
-                                                          record) -> None:
+def test_redis_restarted_without_persistence_while_queued(redis_server, faspq, server, tmp_path, record) -> None:
     """No worker ran it, so nobody can say what became of it: the waiting submitter gets UnknownTransfer once
     its status stayed missing a lease's time, not a wait without end."""
     src = tmp_path / "queued.bin"
@@ -214,6 +239,11 @@ def test_redis_restarted_without_persistence_while_queued(redis_server, faspq, s
     seconds = time.monotonic() - back
     waiting.shutdown()
     assert 3 <= seconds < 3 + 2, seconds  # FASPQ_LEASE_TTL=3, and the one-second read
-    record("Redis restarted without persistence, the transfer still queued (seconds: from Redis back)", "queue",
-           "UnknownTransfer",
-           f"{UnknownTransfer.__name__}: {handle.id} (wait() raises it)", seconds, "submit it again")
+    record(
+        "Redis restarted without persistence, the transfer still queued (seconds: from Redis back)",
+        "queue",
+        "UnknownTransfer",
+        f"{UnknownTransfer.__name__}: {handle.id} (wait() raises it)",
+        seconds,
+        "submit it again",
+    )

@@ -1,6 +1,7 @@
 """The source changes under a running upload: shrunk is 35 at once (its bytes are gone), grown or deleted
 finishes with the bytes announced, changed finishes with whatever each piece read; a retry (-k 2 or -k 3) then
 makes the destination the source, byte for byte."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,10 @@ MID = 2 << 20
 
 def _upload(server, listener, spawn, src):
     started = time.monotonic()
-    proc = spawn(["-q", "-P", str(server.port), "-M", str(listener.port), "-l", "40000", str(src),
-                  remote(server, "/")], server.env())
+    proc = spawn(
+        ["-q", "-P", str(server.port), "-M", str(listener.port), "-l", "40000", str(src), remote(server, "/")],
+        server.env(),
+    )
     assert listener.wait_for(lambda f: f.type == "STATS" and f.int("TransferBytes") > MID, 20), listener.types()
     return proc, started
 
@@ -52,8 +55,9 @@ def test_source_shrunk(fasp_server, tmp_path, listener, spawn, record, direction
     assert out.code == 27 and "shorter" in out.message, out  # the session: some files failed
     assert_same_file(other, dest / "other.bin")  # the session went on for the other file
     side = "sender: client" if direction == "upload" else "sender: server"
-    row = record("source shrunk mid-transfer, another file in the session", side, "35 (session: 27)",
-                 out.message, seconds)
+    row = record(
+        "source shrunk mid-transfer, another file in the session", side, "35 (session: 27)", out.message, seconds
+    )
     sent = resume(server, paths[:1] + paths[2:], src, dest / "shrunk.bin", most=SIZE)
     row["recovery"] = f"retry -k 2: the new {MID // 2 >> 20} MiB file ({sent >> 10} KiB sent), sha256 equal"
 
@@ -78,8 +82,14 @@ def test_source_changed(fasp_server, tmp_path, listener, spawn, record, change):
     assert dest.stat().st_size == SIZE  # the size announced at the start
     if change == "deleted":  # the open descriptor still reads the old bytes: the file arrives whole
         assert dest.read_bytes() == before
-        record("source deleted mid-transfer", "sender: client", 0, "(none: the open file is sent whole)", None,
-               "none needed: sha256 equal to the file as it was")
+        record(
+            "source deleted mid-transfer",
+            "sender: client",
+            0,
+            "(none: the open file is sent whole)",
+            None,
+            "none needed: sha256 equal to the file as it was",
+        )
         return
     if change == "grown":
         assert dest.read_bytes() == before  # the first SIZE bytes, as they were announced
@@ -87,10 +97,16 @@ def test_source_changed(fasp_server, tmp_path, listener, spawn, record, change):
         recovery = f"retry -k 2 sends the new tail ({sent >> 10} KiB), sha256 equal"
     else:
         got = dest.read_bytes()  # each piece as it was read when sent: the old first MiB, the rest the same
-        assert got[:1 << 20] == before[:1 << 20] and got[1 << 20:] == src.read_bytes()[1 << 20:]
+        assert got[: 1 << 20] == before[: 1 << 20] and got[1 << 20 :] == src.read_bytes()[1 << 20 :]
         out2 = run(["-q", "-P", str(server.port), "-k", "3", str(src), remote(server, "/")], server.env())
         assert out2.code == 0, out2
         assert_same_file(src, dest)
         recovery = "retry with -k 3 (whole-file checksum) resends it: sha256 equal"
-    record(f"source {change} mid-transfer", "sender: client", 0,
-           "(none: the file ends at the size announced)", None, recovery)
+    record(
+        f"source {change} mid-transfer",
+        "sender: client",
+        0,
+        "(none: the file ends at the size announced)",
+        None,
+        recovery,
+    )

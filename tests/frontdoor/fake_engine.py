@@ -5,6 +5,7 @@ Options before the server's own arguments change its behaviour:
 --exit N (exit status after stdin EOF), --stderr TEXT, --ignore-term (survive SIGTERM),
 --hold (after stdin EOF, stay until killed, like an engine stuck mid-transfer).
 """
+
 import argparse
 import json
 import os
@@ -26,7 +27,7 @@ if opts.stderr:
 while chunk := os.read(0, 65536):
     view = memoryview(chunk)
     while view:
-        view = view[os.write(1, view):]
+        view = view[os.write(1, view) :]
 while opts.hold:
     signal.pause()
 sys.exit(opts.exit)

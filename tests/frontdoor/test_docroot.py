@@ -1,4 +1,5 @@
 """Docroot confinement: nothing a client can spell resolves outside the docroot."""
+
 from __future__ import annotations
 
 import os
@@ -21,14 +22,14 @@ def tree(tmp_path_factory) -> Path:
     root = base / "root"
     (root / "a" / "b").mkdir(parents=True)
     (root / "a" / "file").write_text("x")
-    os.symlink(base / "outside", root / "out_abs")          # absolute link out
-    os.symlink("../outside", root / "out_rel")               # relative link out
-    os.symlink("a/b", root / "in_link")                      # link that stays in
+    os.symlink(base / "outside", root / "out_abs")  # absolute link out
+    os.symlink("../outside", root / "out_rel")  # relative link out
+    os.symlink("a/b", root / "in_link")  # link that stays in
     os.symlink("/", root / "a" / "to_fs_root")
     os.symlink(base / "outside" / "nothing", root / "dangling_out")
     os.symlink("loop2", root / "loop1")
     os.symlink("loop1", root / "loop2")
-    os.symlink(root, base / "root_alias")                    # docroot given through a link
+    os.symlink(root, base / "root_alias")  # docroot given through a link
     return root
 
 
@@ -64,9 +65,22 @@ def test_new_directories_land_through_links_that_stay_inside(tree, files):
     assert (tree / "a" / "b" / "new" / "deeper").is_dir()
 
 
-@pytest.mark.parametrize("path", ["..", "../outside/secret", "a/../../outside", "/..", "a/b/../../../x",
-                                  "out_abs", "out_abs/secret", "out_rel/secret", "a/to_fs_root/etc",
-                                  "dangling_out", "in_link/../../../outside"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "..",
+        "../outside/secret",
+        "a/../../outside",
+        "/..",
+        "a/b/../../../x",
+        "out_abs",
+        "out_abs/secret",
+        "out_rel/secret",
+        "a/to_fs_root/etc",
+        "dangling_out",
+        "in_link/../../../outside",
+    ],
+)
 def test_escapes_are_refused_with_code_41(files, path):
     with pytest.raises(EngineError) as info:
         landing(files, path)
@@ -104,8 +118,12 @@ def test_the_handle_opens_inside_and_refuses_outside(tree, use_openat2):
         fd = files.open("/in_link/../file", os.O_RDONLY)
         assert os.read(fd, 10) == b"x"
         os.close(fd)
-        for path, code in (("out_abs/secret", ErrorCode.BAD_PATH), ("out_rel/secret", ErrorCode.BAD_PATH),
-                           ("..", ErrorCode.BAD_PATH), ("loop1", ErrorCode.LINK_LOOP)):
+        for path, code in (
+            ("out_abs/secret", ErrorCode.BAD_PATH),
+            ("out_rel/secret", ErrorCode.BAD_PATH),
+            ("..", ErrorCode.BAD_PATH),
+            ("loop1", ErrorCode.LINK_LOOP),
+        ):
             with pytest.raises(EngineError) as info:
                 files.open(path, os.O_RDONLY)
             assert info.value.code == code
@@ -114,9 +132,32 @@ def test_the_handle_opens_inside_and_refuses_outside(tree, use_openat2):
         files.close()
 
 
-COMPONENTS = st.sampled_from(["..", ".", "", "a", "b", "file", "new", "out_abs", "out_rel", "in_link",
-                              "to_fs_root", "dangling_out", "loop1", "outside", "secret", "root", "/",
-                              "etc", "\0", "...", "a\\..", "~"])
+COMPONENTS = st.sampled_from(
+    [
+        "..",
+        ".",
+        "",
+        "a",
+        "b",
+        "file",
+        "new",
+        "out_abs",
+        "out_rel",
+        "in_link",
+        "to_fs_root",
+        "dangling_out",
+        "loop1",
+        "outside",
+        "secret",
+        "root",
+        "/",
+        "etc",
+        "\0",
+        "...",
+        "a\\..",
+        "~",
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -126,22 +167,28 @@ def test_no_spelled_path_escapes(tree, parts, lead):
 
 
 @settings(max_examples=300, deadline=None)
-@given(path=st.text(alphabet=st.sampled_from("./ab\\\0~-"), max_size=24)
-       | st.text(max_size=24)
-       | st.text(alphabet=st.characters(categories=["Cs", "Cc", "Ll", "Po"]), max_size=24))  # lone surrogates too
+@given(
+    path=st.text(alphabet=st.sampled_from("./ab\\\0~-"), max_size=24)
+    | st.text(max_size=24)
+    | st.text(alphabet=st.characters(categories=["Cs", "Cc", "Ll", "Po"]), max_size=24)
+)  # lone surrogates too
 def test_no_arbitrary_text_escapes(tree, path):
     _check_confined(tree, path)
 
 
-LINK_TARGET = st.lists(st.sampled_from(["..", ".", "a", "b", "l1", "l2", "outside", "root", "secret", ""]),
-                       max_size=5).map("/".join)
+LINK_TARGET = st.lists(
+    st.sampled_from(["..", ".", "a", "b", "l1", "l2", "outside", "root", "secret", ""]), max_size=5
+).map("/".join)
 
 
 @pytest.mark.slow
 @settings(max_examples=200, deadline=None)
-@given(links=st.lists(st.tuples(st.sampled_from(["l1", "a/l2", "a/b/l3", "a/b/l1"]), st.booleans(), LINK_TARGET),
-                      max_size=3),
-       parts=st.lists(st.sampled_from(["..", ".", "a", "b", "l1", "l2", "l3", "new", "secret"]), max_size=7))
+@given(
+    links=st.lists(
+        st.tuples(st.sampled_from(["l1", "a/l2", "a/b/l3", "a/b/l1"]), st.booleans(), LINK_TARGET), max_size=3
+    ),
+    parts=st.lists(st.sampled_from(["..", ".", "a", "b", "l1", "l2", "l3", "new", "secret"]), max_size=7),
+)
 def test_random_links_never_lead_out(links, parts):
     """Links that hypothesis places and aims (relative, or absolute anywhere around the docroot)."""
     with tempfile.TemporaryDirectory() as base:
@@ -175,7 +222,10 @@ def test_probing_for_openat2_leaves_no_descriptor_behind():
     """The import-time probe closes what it opened (an engine's children would inherit a descriptor of /)."""
     import subprocess
     import sys
-    probe = ("import os; before = set(os.listdir('/proc/self/fd')); import fasp.files.docroot; "
-             "print(sorted(set(os.listdir('/proc/self/fd')) - before))")
+
+    probe = (
+        "import os; before = set(os.listdir('/proc/self/fd')); import fasp.files.docroot; "
+        "print(sorted(set(os.listdir('/proc/self/fd')) - before))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

@@ -1,4 +1,5 @@
 """The shared server fixtures start real servers, let the right client in, and leave nothing behind."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,16 +43,32 @@ def test_fasp_server_fixture(fasp_server):
     assert fasp_server.env({})["ASPERA_SCP_PASS"] == fasp_server.password
     assert fasp_server.process.poll() is None
     with pytest.raises(asyncssh.PermissionDenied):
-        asyncio.run(run(fasp_server.host, fasp_server.port, "x", username=fasp_server.user,
-                        password=fasp_server.password + "x", client_keys=None))
+        asyncio.run(
+            run(
+                fasp_server.host,
+                fasp_server.port,
+                "x",
+                username=fasp_server.user,
+                password=fasp_server.password + "x",
+                client_keys=None,
+            )
+        )
     assert fasp_server.password not in fasp_server.log()
 
 
 def test_fasp_server_stops_cleanly(tmp_path):
     with start_fasp_server(tmp_path) as server:
+
         async def fingerprint():
-            async with asyncssh.connect(server.host, server.port, known_hosts=None, agent_path=None,
-                                        username=server.user, password=server.password, client_keys=None) as conn:
+            async with asyncssh.connect(
+                server.host,
+                server.port,
+                known_hosts=None,
+                agent_path=None,
+                username=server.user,
+                password=server.password,
+                client_keys=None,
+            ) as conn:
                 return conn.get_server_host_key().get_fingerprint("sha256")
 
         assert asyncio.run(fingerprint()) == server.host_key_fingerprint
@@ -61,10 +78,14 @@ def test_fasp_server_stops_cleanly(tmp_path):
 
 def test_openssh_server_accepts_the_generated_key_and_runs_commands(openssh_server):
     srv = openssh_server
-    probe = (f"printf '%s\\n' \"$FASP_DOCROOT\"; command -v fasp-ascp; cd / && "
-             f"{shlex.quote(sys.executable)} -c {shlex.quote('import fasp.files.docroot; print(fasp.files.docroot.__file__)')}")
-    result, fingerprint = asyncio.run(run(srv.host, srv.port, probe, username=srv.user,
-                                          client_keys=[str(srv.identity)]))
+    probe = (
+        f"printf '%s\\n' \"$FASP_DOCROOT\"; command -v fasp-ascp; cd / && "
+        f"{shlex.quote(sys.executable)} -c "
+        f"{shlex.quote('import fasp.files.docroot; print(fasp.files.docroot.__file__)')}"
+    )
+    result, fingerprint = asyncio.run(
+        run(srv.host, srv.port, probe, username=srv.user, client_keys=[str(srv.identity)])
+    )
     assert result.exit_status == 0, result.stderr
     docroot, ascp, module = result.stdout.splitlines()
     assert docroot == str(srv.docroot)
@@ -77,16 +98,24 @@ def test_openssh_server_accepts_the_generated_key_and_runs_commands(openssh_serv
 def test_openssh_server_refuses_other_keys_and_passwords(openssh_server):
     srv = openssh_server
     with pytest.raises(asyncssh.PermissionDenied):
-        asyncio.run(run(srv.host, srv.port, "true", username="root",
-                        client_keys=[asyncssh.generate_private_key("ssh-ed25519")]))
+        asyncio.run(
+            run(srv.host, srv.port, "true", username="root", client_keys=[asyncssh.generate_private_key("ssh-ed25519")])
+        )
     with pytest.raises(asyncssh.PermissionDenied):
         asyncio.run(run(srv.host, srv.port, "true", username="root", password="root", client_keys=None))
 
 
 def test_openssh_server_stops_cleanly(tmp_path):
     with start_openssh_server(tmp_path, confine=False) as server:
-        result, _ = asyncio.run(run(server.host, server.port, "printf '%s' \"${FASP_DOCROOT-unset}\"",
-                                    username="root", client_keys=[str(server.identity)]))
+        result, _ = asyncio.run(
+            run(
+                server.host,
+                server.port,
+                "printf '%s' \"${FASP_DOCROOT-unset}\"",
+                username="root",
+                client_keys=[str(server.identity)],
+            )
+        )
         assert result.stdout == "unset"
     assert server.process.returncode is not None
     assert refuses_tcp(server.host, server.port)

@@ -1,4 +1,5 @@
 """fasp-server over real SSH: who gets in, what runs, and that no engine process outlives its session."""
+
 from __future__ import annotations
 
 import asyncio
@@ -57,9 +58,14 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
 
 def test_session_runs_our_engine_in_the_users_docroot_whatever_the_client_asks(echo_server):
     data = bytes(range(256)) * 16 + os.urandom(1 << 20)
-    report, echoed, status, _ = asyncio.run(run_session(
-        echo_server, data, command="sh -c 'cat /etc/shadow' --docroot /",
-        env={"FROM_CLIENT": "1", "FROM_CLIENT_DOCROOT": "/"}))
+    report, echoed, status, _ = asyncio.run(
+        run_session(
+            echo_server,
+            data,
+            command="sh -c 'cat /etc/shadow' --docroot /",
+            env={"FROM_CLIENT": "1", "FROM_CLIENT_DOCROOT": "/"},
+        )
+    )
     assert report["argv"] == ["--server", "--docroot", str(echo_server.docroot)]
     assert report["cwd"] == str(echo_server.docroot)
     env = report["env"]
@@ -103,19 +109,33 @@ def test_users_file_gives_each_user_their_docroot_and_caps(tmp_path):
     users_file, roots = tmp_path / "users.toml", {name: tmp_path / name for name in ("ann", "ben")}
     for root in roots.values():
         root.mkdir()
-    save_users(users_file, {
-        "ann": User("ann", str(roots["ann"]), hash_password("ann-pw"), rate_cap_kbps=20_000,
-                    allowed_policies=("fair", "low")),
-        "ben": User("ben", str(roots["ben"]), hash_password("ben-pw")),
-    })
-    with start_fasp_server(tmp_path / "srv", engine_command=FAKE_ENGINE,
-                           users_file=users_file) as server:
+    save_users(
+        users_file,
+        {
+            "ann": User(
+                "ann",
+                str(roots["ann"]),
+                hash_password("ann-pw"),
+                rate_cap_kbps=20_000,
+                allowed_policies=("fair", "low"),
+            ),
+            "ben": User("ben", str(roots["ben"]), hash_password("ben-pw")),
+        },
+    )
+    with start_fasp_server(tmp_path / "srv", engine_command=FAKE_ENGINE, users_file=users_file) as server:
         ann, *_ = asyncio.run(run_session(server, b"", username="ann", password="ann-pw"))
         ben, *_ = asyncio.run(run_session(server, b"", username="ben", password="ben-pw"))
         with pytest.raises(asyncssh.PermissionDenied):
             asyncio.run(run_session(server, b"", username="ben", password="ann-pw"))
-    assert ann["argv"] == ["--server", "--docroot", str(roots["ann"]), "--rate-cap", "20000",
-                           "--allowed-policies", "fair,low"]
+    assert ann["argv"] == [
+        "--server",
+        "--docroot",
+        str(roots["ann"]),
+        "--rate-cap",
+        "20000",
+        "--allowed-policies",
+        "fair,low",
+    ]
     assert ben["argv"] == ["--server", "--docroot", str(roots["ben"])]
     assert (ann["cwd"], ben["cwd"]) == (str(roots["ann"]), str(roots["ben"]))
 
@@ -150,10 +170,12 @@ def test_parallel_sessions_each_get_their_own_engine(echo_server):
     assert wait_gone(asyncio.run(main()), 5) == []
 
 
-@pytest.mark.parametrize("engine", [[*FAKE_ENGINE, "--hold"], [*FAKE_ENGINE, "--hold", "--ignore-term"]],
-                         ids=["polite", "stubborn"])
+@pytest.mark.parametrize(
+    "engine", [[*FAKE_ENGINE, "--hold"], [*FAKE_ENGINE, "--hold", "--ignore-term"]], ids=["polite", "stubborn"]
+)
 def test_engine_ends_when_the_channel_closes(tmp_path, engine):
     with start_fasp_server(tmp_path, engine_command=engine) as server:
+
         async def open_then_drop():
             conn = await connect(server)
             process = await conn.create_process("fasp-ascp --server", encoding=None)
@@ -168,6 +190,7 @@ def test_engine_ends_when_the_channel_closes(tmp_path, engine):
 
 def test_sigterm_ends_every_session_and_the_server(tmp_path):
     with start_fasp_server(tmp_path, engine_command=[*FAKE_ENGINE, "--hold"]) as server:
+
         async def hold_sessions():
             conn = await connect(server)
             pids = []
@@ -186,6 +209,7 @@ def test_sigterm_ends_every_session_and_the_server(tmp_path):
 
 def test_engine_dies_with_a_killed_server(tmp_path):
     with start_fasp_server(tmp_path, engine_command=[*FAKE_ENGINE, "--hold"]) as server:
+
         async def start_one():
             conn = await connect(server)
             process = await conn.create_process("x", encoding=None)
@@ -205,15 +229,23 @@ def test_sftp_is_not_offered(echo_server):
         asyncio.run(try_sftp())
 
 
-@pytest.mark.parametrize("args, env, message", [
-    (["--user", "u", "--docroot", "/tmp/x", "--password-env", "NOPE_UNSET"], {}, "NOPE_UNSET is not set"),
-    (["--docroot", "/tmp/x"], {}, "either --users"),
-    (["--users", "/nonexistent/users.toml"], {}, "cannot read users file"),
-    (["--users", "/nonexistent/users.toml", "--rate-cap", "5"], {}, "--rate-cap is for quick mode"),
-])
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--user", "u", "--docroot", "/tmp/x", "--password-env", "NOPE_UNSET"], {}, "NOPE_UNSET is not set"),
+        (["--docroot", "/tmp/x"], {}, "either --users"),
+        (["--users", "/nonexistent/users.toml"], {}, "cannot read users file"),
+        (["--users", "/nonexistent/users.toml", "--rate-cap", "5"], {}, "--rate-cap is for quick mode"),
+    ],
+)
 def test_command_line_mistakes_exit_2_with_a_reason(args, env, message):
-    done = subprocess.run([*SERVER, "--listen", "127.0.0.1:0", *args],
-                          capture_output=True, text=True, timeout=30, env={**os.environ, **env})
+    done = subprocess.run(
+        [*SERVER, "--listen", "127.0.0.1:0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
     assert done.returncode == 2 and message in done.stderr
 
 
@@ -221,6 +253,7 @@ def test_missing_docroot_fails_the_session_with_a_reason(tmp_path):
     users_file = tmp_path / "users.toml"
     save_users(users_file, {"gone": User("gone", str(tmp_path / "no-such-dir"), hash_password("pw"))})
     with start_fasp_server(tmp_path / "srv", engine_command=FAKE_ENGINE, users_file=users_file) as server:
+
         async def attempt():
             async with connect(server, username="gone", password="pw") as conn:
                 return await conn.run("x", encoding=None, timeout=30)
@@ -236,6 +269,7 @@ def test_sighup_reloads_the_users_file_and_keeps_it_if_broken(tmp_path):
     ann = User("ann", str(docroot), hash_password("ann-pw"))
     save_users(users_file, {"ann": ann})
     with start_fasp_server(tmp_path / "srv", engine_command=FAKE_ENGINE, users_file=users_file) as server:
+
         def reload_and_wait(marker: str) -> None:
             count = server.log().count(marker)
             server.process.send_signal(signal.SIGHUP)

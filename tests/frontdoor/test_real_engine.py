@@ -1,5 +1,6 @@
 """fasp-server with the real server-mode engine: the user's docroot and caps hold for real transfers,
 the engine ends with its channel, and a stock sshd finds `fasp-ascp` on its own."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 def ascp(port: int, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([*ENGINE, "-q", "-P", str(port), *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([*ENGINE, "-q", "-P", str(port), *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,19 @@ def two_users(tmp_path_factory):
     roots = {name: base / name for name in ("ann", "ben")}
     for root in roots.values():
         root.mkdir()
-    save_users(base / "users.toml", {
-        "ann": User("ann", str(roots["ann"]), hash_password("ann-pw"), rate_cap_kbps=8_000,
-                    allowed_policies=("low", "fixed")),
-        "ben": User("ben", str(roots["ben"]), hash_password("ben-pw")),
-    })
+    save_users(
+        base / "users.toml",
+        {
+            "ann": User(
+                "ann",
+                str(roots["ann"]),
+                hash_password("ann-pw"),
+                rate_cap_kbps=8_000,
+                allowed_policies=("low", "fixed"),
+            ),
+            "ben": User("ben", str(roots["ben"]), hash_password("ben-pw")),
+        },
+    )
     with start_fasp_server(base / "srv", users_file=base / "users.toml") as server:
         yield server, roots
 
@@ -67,8 +75,7 @@ def test_the_users_rate_cap_holds_whatever_the_client_asks(two_users, tmp_path):
     server, roots = two_users
     src = random_file(tmp_path / "capped.bin", 3 << 20)  # 25 Mbit: over 3 s at 8 Mbps, about 1 s uncapped
     started = time.monotonic()
-    done = ascp(server.port, "--policy=fixed", "-l", "1000000", str(src), f"ann@{server.host}:/",
-                env=as_user("ann"))
+    done = ascp(server.port, "--policy=fixed", "-l", "1000000", str(src), f"ann@{server.host}:/", env=as_user("ann"))
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert_same_file(src, roots["ann"] / "capped.bin")
@@ -77,8 +84,15 @@ def test_the_users_rate_cap_holds_whatever_the_client_asks(two_users, tmp_path):
 
 def test_the_real_engine_ends_when_the_channel_closes(fasp_server):
     async def open_then_drop() -> int:
-        conn = await asyncssh.connect(fasp_server.host, fasp_server.port, known_hosts=None, agent_path=None,
-                                      username=fasp_server.user, password=fasp_server.password, client_keys=None)
+        conn = await asyncssh.connect(
+            fasp_server.host,
+            fasp_server.port,
+            known_hosts=None,
+            agent_path=None,
+            username=fasp_server.user,
+            password=fasp_server.password,
+            client_keys=None,
+        )
         await conn.create_process("fasp-ascp --server", encoding=None)
         deadline = time.monotonic() + 10
         while not (engines := children(fasp_server.process.pid)) and time.monotonic() < deadline:
@@ -98,8 +112,9 @@ def test_stock_sshd_runs_fasp_ascp_from_its_path(openssh_server, tmp_path):
     """No FASP_REMOTE_COMMAND: the client's default `fasp-ascp --server` must resolve under sshd."""
     env = {k: v for k, v in os.environ.items() if k != "FASP_REMOTE_COMMAND"}
     src = random_file(tmp_path / "plain-sshd.bin", 1 << 20)
-    done = ascp(openssh_server.port, "-i", str(openssh_server.identity), str(src),
-                f"root@{openssh_server.host}:/", env=env)
+    done = ascp(
+        openssh_server.port, "-i", str(openssh_server.identity), str(src), f"root@{openssh_server.host}:/", env=env
+    )
     assert done.returncode == 0, done.stderr
     assert_same_file(src, openssh_server.docroot / src.name)
 

@@ -1,4 +1,5 @@
 """The users file: salted hashes only, strict validation, and a CLI that never takes a password in argv."""
+
 from __future__ import annotations
 
 import os
@@ -57,27 +58,33 @@ def test_file_round_trip(tmp_path):
 
 
 @settings(max_examples=100, deadline=None)
-@given(name=st.text(min_size=1, max_size=20), docroot=st.text(min_size=1, max_size=40),
-       keys=st.lists(st.sampled_from([KEY, KEY.rsplit(" ", 1)[0], f'from="10.0.0.0/8" {KEY}']), max_size=3),
-       cap=st.none() | st.integers(1, 10**9),
-       policies=st.none() | st.lists(st.sampled_from(["fixed", "high", "fair", "low"]), min_size=1, unique=True))
+@given(
+    name=st.text(min_size=1, max_size=20),
+    docroot=st.text(min_size=1, max_size=40),
+    keys=st.lists(st.sampled_from([KEY, KEY.rsplit(" ", 1)[0], f'from="10.0.0.0/8" {KEY}']), max_size=3),
+    cap=st.none() | st.integers(1, 10**9),
+    policies=st.none() | st.lists(st.sampled_from(["fixed", "high", "fair", "low"]), min_size=1, unique=True),
+)
 def test_any_user_survives_format_and_parse(name, docroot, keys, cap, policies):
     user = User(name, docroot, None, tuple(keys), cap, None if policies is None else tuple(policies))
     assert parse_users(format_users({name: user})) == {name: user}
 
 
-@pytest.mark.parametrize("text, message", [
-    ('[users.a]\nrate_cap_kbps = 5\n', "docroot"),
-    ('[users.a]\ndocroot = "/d"\nrate_cap_kbps = 0\n', "rate_cap_kbps"),
-    ('[users.a]\ndocroot = "/d"\nrate_cap_kbps = true\n', "rate_cap_kbps"),
-    ('[users.a]\ndocroot = "/d"\nallowed_policies = ["turbo"]\n', "allowed_policies"),
-    ('[users.a]\ndocroot = "/d"\nmax_sessions = 0\n', "max_sessions"),
-    ('[users.a]\ndocroot = "/d"\nmax_sessions = "4"\n', "max_sessions"),
-    ('[users.a]\ndocroot = "/d"\npassword = "clear"\n', "unknown"),
-    ('[users.a]\ndocroot = "/d"\nauthorized_keys = [1]\n', "OpenSSH public key"),
-    ('[users.a]\ndocroot = "/d"\nauthorized_keys = ["ssh-ed25519 bm90IGEga2V5"]\n', "OpenSSH public key"),
-    ('[users\n', "TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[users.a]\nrate_cap_kbps = 5\n", "docroot"),
+        ('[users.a]\ndocroot = "/d"\nrate_cap_kbps = 0\n', "rate_cap_kbps"),
+        ('[users.a]\ndocroot = "/d"\nrate_cap_kbps = true\n', "rate_cap_kbps"),
+        ('[users.a]\ndocroot = "/d"\nallowed_policies = ["turbo"]\n', "allowed_policies"),
+        ('[users.a]\ndocroot = "/d"\nmax_sessions = 0\n', "max_sessions"),
+        ('[users.a]\ndocroot = "/d"\nmax_sessions = "4"\n', "max_sessions"),
+        ('[users.a]\ndocroot = "/d"\npassword = "clear"\n', "unknown"),
+        ('[users.a]\ndocroot = "/d"\nauthorized_keys = [1]\n', "OpenSSH public key"),
+        ('[users.a]\ndocroot = "/d"\nauthorized_keys = ["ssh-ed25519 bm90IGEga2V5"]\n', "OpenSSH public key"),
+        ("[users\n", "TOML"),
+    ],
+)
 def test_invalid_files_are_refused_clearly(text, message):
     with pytest.raises(UsersFileError, match=message):
         parse_users(text)
@@ -93,20 +100,45 @@ def test_read_public_keys_skips_comments_and_blanks():
 
 
 def _users_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "fasp.server.users", *args], capture_output=True, text=True,
-                          timeout=30, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "fasp.server.users", *args], capture_output=True, text=True, timeout=30, **kwargs
+    )
 
 
 @pytest.mark.slow
 def test_cli_adds_users_with_password_from_stdin_or_env(tmp_path):
     path, keys = tmp_path / "users.toml", tmp_path / "keys"
     keys.write_text(KEY + "\n")
-    done = _users_cli("add", "--file", str(path), "--user", "alice", "--docroot", str(tmp_path / "a"),
-                      "--password-stdin", "--authorized-keys", str(keys), "--rate-cap", "1000",
-                      "--allowed-policies", "fair,low", input="s3cret-stdin\n")
+    done = _users_cli(
+        "add",
+        "--file",
+        str(path),
+        "--user",
+        "alice",
+        "--docroot",
+        str(tmp_path / "a"),
+        "--password-stdin",
+        "--authorized-keys",
+        str(keys),
+        "--rate-cap",
+        "1000",
+        "--allowed-policies",
+        "fair,low",
+        input="s3cret-stdin\n",
+    )
     assert done.returncode == 0, done.stderr
-    done = _users_cli("add", "--file", str(path), "--user", "bob", "--docroot", str(tmp_path / "b"),
-                      "--password-env", "BOB_PW", env={**os.environ, "BOB_PW": "s3cret-env"})
+    done = _users_cli(
+        "add",
+        "--file",
+        str(path),
+        "--user",
+        "bob",
+        "--docroot",
+        str(tmp_path / "b"),
+        "--password-env",
+        "BOB_PW",
+        env={**os.environ, "BOB_PW": "s3cret-env"},
+    )
     assert done.returncode == 0, done.stderr
     users = load_users(path)
     assert verify_password(users["alice"].password_hash, "s3cret-stdin")
@@ -122,7 +154,8 @@ def test_cli_adds_users_with_password_from_stdin_or_env(tmp_path):
 def test_cli_hash_and_refusals(tmp_path):
     done = _users_cli("hash", input="long-enough-pw\n")
     assert done.returncode == 0 and verify_password(done.stdout.strip(), "long-enough-pw")
-    done = _users_cli("add", "--file", str(tmp_path / "u.toml"), "--user", "x", "--docroot", "/d",
-                      "--allowed-policies", "warp")
+    done = _users_cli(
+        "add", "--file", str(tmp_path / "u.toml"), "--user", "x", "--docroot", "/d", "--allowed-policies", "warp"
+    )
     assert done.returncode == 1 and "allowed_policies" in done.stderr
     assert not (tmp_path / "u.toml").exists()

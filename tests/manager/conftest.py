@@ -1,4 +1,5 @@
 """Fixtures for the faspmanager tests: the test stand-in program and sample data."""
+
 from __future__ import annotations
 
 import os
@@ -64,6 +65,7 @@ class Backend:
 
     def options(self, **kwargs):
         from faspmanager import TransferOptions
+
         kwargs.setdefault("tcp_port", self.tcp_port)
         return TransferOptions(**kwargs)
 
@@ -92,6 +94,7 @@ class EngineBackend(Backend):
 
     def options(self, **kwargs):
         from tests.support.ports import free_port
+
         kwargs.setdefault("udp_port", free_port(socket.SOCK_DGRAM))  # not 33001: tests and helpers run side by side
         return super().options(**kwargs)
 
@@ -121,13 +124,15 @@ class SshdBackend(EngineBackend):
         return dict(source_user=self.user, source_host=self.host, source_identity=self.identity, **kwargs)
 
 
-@pytest.fixture(params=["fake", pytest.param("engine", marks=pytest.mark.slow),
-                        pytest.param("sshd", marks=pytest.mark.slow)])
+@pytest.fixture(
+    params=["fake", pytest.param("engine", marks=pytest.mark.slow), pytest.param("sshd", marks=pytest.mark.slow)]
+)
 def backend(request, tmp_path, fake_ascp, monkeypatch) -> Backend:
     if request.param == "fake":
         yield Backend(fake_ascp, tmp_path / "remote", tmp_path / "local", monkeypatch)
         return
     from tests.support.servers import start_fasp_server, start_openssh_server
+
     if request.param == "engine":
         with start_fasp_server(tmp_path / "fasp-server") as server:
             yield EngineBackend(server, engine_program(tmp_path), tmp_path / "local", monkeypatch)

@@ -20,6 +20,7 @@ copies one file (StartByte / EndByte honoured), PUT / WRITE / CLOSE write a stre
 ``FAKEASCP_REMOTE_ROOT=dir`` puts the "remote" destination under dir (relative destinations stay apart
 from the local files).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -72,12 +73,14 @@ class Fake:
         if "--file-pair-list" in self.opts:
             lines = read_lines(self.opts["--file-pair-list"])
             sources, dests = lines[0::2], lines[1::2]
-        self.jobs = [(s, os.path.join(self.root, d if dests else os.path.basename(s))) for s, d in
-                     zip(sources, dests or sources)]
+        self.jobs = [
+            (s, os.path.join(self.root, d if dests else os.path.basename(s))) for s, d in zip(sources, dests or sources)
+        ]
         self.rate = int(self.opts.get("-l", ["10000"])[-1])
         self.commands = queue.Queue()
-        self.totals = dict(TransferBytes=0, FileBytes=0, TransfersAttempted=0, TransfersPassed=0,
-                           TransfersFailed=0, TransfersSkipped=0)
+        self.totals = dict(
+            TransferBytes=0, FileBytes=0, TransfersAttempted=0, TransfersPassed=0, TransfersFailed=0, TransfersSkipped=0
+        )
         self.started = time.monotonic()
         self.stream = None
 
@@ -140,11 +143,26 @@ class Fake:
                 self.totals["TransferBytes"] += len(chunk)
                 if self.mode == "slow":
                     time.sleep(0.02)
-                    self.send("STATS", File=dest, Bytescont=start + written, Rate=self.rate,
-                              TransferBytes=self.totals["TransferBytes"], Loss=0.0, Delay=1)
+                    self.send(
+                        "STATS",
+                        File=dest,
+                        Bytescont=start + written,
+                        Rate=self.rate,
+                        TransferBytes=self.totals["TransferBytes"],
+                        Loss=0.0,
+                        Delay=1,
+                    )
                     self.poll()
-        self.send("STATS", File=dest, Bytescont=start + written, TransferBytes=self.totals["TransferBytes"],
-                  Rate=self.rate, Loss=0.0, Delay=1, Elapsedusec=self.elapsed())
+        self.send(
+            "STATS",
+            File=dest,
+            Bytescont=start + written,
+            TransferBytes=self.totals["TransferBytes"],
+            Rate=self.rate,
+            Loss=0.0,
+            Delay=1,
+            Elapsedusec=self.elapsed(),
+        )
         self.finished_file(dest, size, written, digest.hexdigest())
 
     def finished_file(self, dest, size, written, sha256):
@@ -152,8 +170,7 @@ class Fake:
         self.totals["TransfersPassed"] += 1
         checksum = self.opts.get("--file-checksum")
         extra = {"FileChecksum": sha256, "FileChecksumType": "sha256"} if checksum == "sha256" else {}
-        self.send("STOP", File=dest, Size=size, Written=written, FileBytes=written, Elapsedusec=self.elapsed(),
-                  **extra)
+        self.send("STOP", File=dest, Size=size, Written=written, FileBytes=written, Elapsedusec=self.elapsed(), **extra)
 
     def elapsed(self):
         return int((time.monotonic() - self.started) * 1e6)
@@ -165,8 +182,12 @@ class Fake:
             if frame is None or frame.type == "DONE":
                 return
             if frame.type == "START":
-                self.copy(frame.get("Source"), os.path.join(self.root, frame.get("Destination")),
-                          frame.int("StartByte", 0), frame.int("EndByte"))
+                self.copy(
+                    frame.get("Source"),
+                    os.path.join(self.root, frame.get("Destination")),
+                    frame.int("StartByte", 0),
+                    frame.int("EndByte"),
+                )
             elif frame.type == "PUT":
                 path = os.path.join(self.root, frame.get("Destination"))
                 self.stream = (path, open(path, "wb"), hashlib.sha256())
@@ -195,17 +216,35 @@ class Fake:
         if self.mode == "garbage":
             self.sock.sendall(b"THIS IS NOT A MANAGEMENT FRAME\n")
             time.sleep(3600)
-        self.send("INIT", SessionId="fake-1", Direction="Send" if self.opts["--mode"] == "send" else "Receive",
-                  Host=self.opts["--host"], User=self.opts["--user"], Port=int(self.opts["-P"][-1]),
-                  Rate=self.rate, MinRate=int(self.opts.get("-m", ["0"])[-1]), Policy=self.opts.get("--policy"),
-                  Encryption="-T" not in self.opts, Keepalive="--keepalive" in self.opts,
-                  Cookie=os.environ.get("ASPERA_SCP_COOKIE"), Token=os.environ.get("ASPERA_SCP_TOKEN"))
+        self.send(
+            "INIT",
+            SessionId="fake-1",
+            Direction="Send" if self.opts["--mode"] == "send" else "Receive",
+            Host=self.opts["--host"],
+            User=self.opts["--user"],
+            Port=int(self.opts["-P"][-1]),
+            Rate=self.rate,
+            MinRate=int(self.opts.get("-m", ["0"])[-1]),
+            Policy=self.opts.get("--policy"),
+            Encryption="-T" not in self.opts,
+            Keepalive="--keepalive" in self.opts,
+            Cookie=os.environ.get("ASPERA_SCP_COOKIE"),
+            Token=os.environ.get("ASPERA_SCP_TOKEN"),
+        )
         if self.mode == "error":
             self.send("ERROR", Code=19, Description="Authentication failed")
             time.sleep(0.1)  # as a real program, alive a moment after connecting (see die)
             return 1
-        self.send("SESSION", SessionId="fake-1", Transport="fake", Host=self.opts["--host"],
-                  RemoteAddress="127.0.0.1", Port=int(self.opts["-O"][-1]), DatagramSize=1400, Rate=self.rate)
+        self.send(
+            "SESSION",
+            SessionId="fake-1",
+            Transport="fake",
+            Host=self.opts["--host"],
+            RemoteAddress="127.0.0.1",
+            Port=int(self.opts["-O"][-1]),
+            DatagramSize=1400,
+            Rate=self.rate,
+        )
         if self.mode == "die":
             print("fakeascp: simulated crash (mode die)", file=sys.stderr, flush=True)
             time.sleep(0.3)  # a moment after connecting: one that exits at once cannot be told from a stranger

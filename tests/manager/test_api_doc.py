@@ -5,6 +5,7 @@ defaults), class and instance variables, ancestors, TransferOptions' options wit
 the examples come from the table scripts/reference_tables.py extracts from the text, so a symbol a new edition
 of the documentation gains and the library lacks fails this test once the table is regenerated.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -86,7 +87,11 @@ def test_documented_options_are_exactly_the_valid_options() -> None:
 
 
 WRONG_VALUE: dict[str, object] = {  # a value each documented option type must refuse
-    "bool": "maybe", "int": "many", "str": 12345, "list": "not-a-list", "constant": "no-such-constant",
+    "bool": "maybe",
+    "int": "many",
+    "str": 12345,
+    "list": "not-a-list",
+    "constant": "no-such-constant",
     "HttpFallbackOptions": {"http_port": 1},
 }
 
@@ -116,8 +121,8 @@ def test_documented_defaults() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("code", EXAMPLES, ids=lambda code: re.findall(r"fm\.(\w+)\(", code)[0])
 def test_documentation_examples_run_unchanged(
-        code: str, fake_ascp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    code: str, fake_ascp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     local, remote = tmp_path / "local", tmp_path / "remote"
     local.mkdir()
     remote.mkdir()

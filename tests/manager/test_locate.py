@@ -1,4 +1,5 @@
 """Which program a session runs: explicit path, $FASPMANAGER_ASCP, IBM's ascp, then our engine."""
+
 from __future__ import annotations
 
 import sys
@@ -92,8 +93,7 @@ def test_default_lookup_runs_our_engine_for_a_real_transfer(clean, tmp_path, mon
     source = tmp_path / "payload.bin"
     source.write_bytes(bytes(range(256)) * 4000)
     with start_fasp_server(tmp_path / "server") as server:
-        options = fm.TransferOptions(tcp_port=server.port, udp_port=free_port(socket.SOCK_DGRAM),
-                                     destination_root="/")
+        options = fm.TransferOptions(tcp_port=server.port, udp_port=free_port(socket.SOCK_DGRAM), destination_root="/")
         order = fm.FileUpload(str(source), server.user, server.host, dest_pass=server.password, options=options)
         with fm.session(order) as s:
             s.start()

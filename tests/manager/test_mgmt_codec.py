@@ -1,4 +1,5 @@
 """Property tests for the FASPMGR 2 codec (faspmanager.mgmt)."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,7 +55,7 @@ def test_byte_at_a_time(frame):
     dec = Decoder()
     got = []
     for i in range(len(frame.encode())):
-        got += dec.feed(frame.encode()[i:i + 1])
+        got += dec.feed(frame.encode()[i : i + 1])
     assert got == [_expected(frame)]
 
 
@@ -108,7 +109,7 @@ def test_payload_only_for_write_and_size_is_computed():
         encode("PUT", {}, b"x")
     with pytest.raises(MgmtProtocolError, match="Size"):
         encode("WRITE", {"Size": 3}, b"abc")
-    assert encode("WRITE", {}, b"") .endswith(b"Size: 0\n\n")
+    assert encode("WRITE", {}, b"").endswith(b"Size: 0\n\n")
 
 
 def test_unknown_types_and_fields_are_kept():
@@ -117,14 +118,17 @@ def test_unknown_types_and_fields_are_kept():
     assert frame.type == "NEWTHING" and frame.fields == {"FutureField": "1", "Colon": "a:b"}
 
 
-@pytest.mark.parametrize("wire, message", [
-    (b"HELLO\n", "FASPMGR 2"),
-    (b"FASPMGR 2\nno colon here\n", "Name: value"),
-    (b"FASPMGR 2\nField: 1\n\n", "no Type"),
-    (b"FASPMGR 2\nType: WRITE\nSize: -1\n\n", "non-negative"),
-    (b"FASPMGR 2\nType: WRITE\n\n", "non-negative"),
-    (b"FASPMGR 2\nType: STATS\nX: \xff\n", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "wire, message",
+    [
+        (b"HELLO\n", "FASPMGR 2"),
+        (b"FASPMGR 2\nno colon here\n", "Name: value"),
+        (b"FASPMGR 2\nField: 1\n\n", "no Type"),
+        (b"FASPMGR 2\nType: WRITE\nSize: -1\n\n", "non-negative"),
+        (b"FASPMGR 2\nType: WRITE\n\n", "non-negative"),
+        (b"FASPMGR 2\nType: STATS\nX: \xff\n", "UTF-8"),
+    ],
+)
 def test_malformed_input_is_a_clear_error(wire, message):
     dec = Decoder()
     with pytest.raises(MgmtProtocolError, match=message):
@@ -152,11 +156,13 @@ def test_blank_lines_between_frames_and_crlf_tolerated():
     assert [f.type for f in got] == ["DONE", "STATS"] and got[1].fields == {"A": "1"}
 
 
-any_text = st.text(st.characters().filter(lambda c: not ("\ud800" <= c < "\udc80" or "\udd00" <= c <= "\udfff")),
-                   max_size=40)
+any_text = st.text(
+    st.characters().filter(lambda c: not ("\ud800" <= c < "\udc80" or "\udd00" <= c <= "\udfff")), max_size=40
+)
 """Controls, line separators, and the surrogates os.fsdecode makes of undecodable bytes."""
-plain_names = names.filter(lambda n: n not in ("Size", mgmt.ESCAPED_FIELDS) and "," not in n
-                           and not mgmt.needs_escape(n))
+plain_names = names.filter(
+    lambda n: n not in ("Size", mgmt.ESCAPED_FIELDS) and "," not in n and not mgmt.needs_escape(n)
+)
 
 
 @pytest.mark.slow
@@ -171,8 +177,7 @@ def test_escaped_values_round_trip_and_the_wire_stays_one_line_each(fields):
 
 def test_escape_leaves_plain_values_verbatim_and_lists_the_escaped_ones():
     wire = encode("STOP", {"File": "a\nb%c", "Description": "100% done", "Size": 3}, escape=True)
-    assert wire == (b"FASPMGR 2\nType: STOP\nFile: a%0Ab%25c\nDescription: 100% done\nSize: 3\n"
-                    b"EscapedFields: File\n\n")
+    assert wire == (b"FASPMGR 2\nType: STOP\nFile: a%0Ab%25c\nDescription: 100% done\nSize: 3\nEscapedFields: File\n\n")
     assert encode("STOP", {"File": "plain"}, escape=True) == encode("STOP", {"File": "plain"})
     (frame,) = Decoder().feed(b"FASPMGR 2\nType: STOP\nFile: 100%0A\n\n")  # not listed: never decoded
     assert frame.get("File") == "100%0A"

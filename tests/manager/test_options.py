@@ -1,4 +1,5 @@
 """Every TransferOptions option: validation and its exact ascp command-line form (shared/design/ascp-cli.md)."""
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,17 @@ FLAG_FORMS = {
     "file_checksum": (fm.FileChecksumType.SHA_384, ["--file-checksum=sha384"]),
     "file_manifest_format": (fm.FileManifestFormat.TEXT, ["--file-manifest=text"]),
     "file_manifest_path": ("/tmp/manifests", ["--file-manifest-path=/tmp/manifests"]),
-    "http_fallback_options": (fm.HttpFallbackOptions(encode_all_as_jpeg=True, http_port=8080,
-                                                     https_key_filename="k.pem", https_cert_filename="c.pem",
-                                                     http_proxy_address_host="proxy", http_proxy_address_port=3128),
-                              ["-y", "1", "-t", "8080", "-j", "1", "-Y", "k.pem", "-I", "c.pem", "-x", "proxy:3128"]),
+    "http_fallback_options": (
+        fm.HttpFallbackOptions(
+            encode_all_as_jpeg=True,
+            http_port=8080,
+            https_key_filename="k.pem",
+            https_cert_filename="c.pem",
+            http_proxy_address_host="proxy",
+            http_proxy_address_port=3128,
+        ),
+        ["-y", "1", "-t", "8080", "-j", "1", "-Y", "k.pem", "-I", "c.pem", "-x", "proxy:3128"],
+    ),
     "ignore_host_key": (True, ["--ignore-host-key"]),
     "local_log_dir": ("/var/log/x", ["-L", "/var/log/x"]),
     "min_rate_kbps": (500, ["-m", "500"]),
@@ -78,7 +86,7 @@ NOT_FLAGS = {"chunk_size", "destination_root", "retry_timeout"}  # stream flag, 
 
 
 def _contains(args, words):
-    return any(args[i:i + len(words)] == words for i in range(len(args) - len(words) + 1))
+    return any(args[i : i + len(words)] == words for i in range(len(args) - len(words) + 1))
 
 
 def _upload(**options):
@@ -99,8 +107,22 @@ def test_option_command_line_form(name):
 
 def test_unset_options_add_nothing_and_defaults_are_explicit():
     args = _upload().ascp_opts()
-    assert args == ["--mode=send", "--user=u", "--host=h", "-m", "0", "--policy=fair", "-l", "10000", "-P", "22",
-                    "-O", "33001", "local.bin", "."]
+    assert args == [
+        "--mode=send",
+        "--user=u",
+        "--host=h",
+        "-m",
+        "0",
+        "--policy=fair",
+        "-l",
+        "10000",
+        "-P",
+        "22",
+        "-O",
+        "33001",
+        "local.bin",
+        ".",
+    ]
     assert "-T" not in args and "-d" not in args
 
 
@@ -131,8 +153,9 @@ def test_secret_options_go_to_the_environment(name):
 
 def test_content_protection_encrypts_uploads_and_decrypts_downloads():
     assert "--file-crypt=encrypt" in _upload(content_protection_passphrase="x").ascp_opts()
-    down = fm.FileDownload("r.bin", "u", "h", source_pass="pw",
-                           options=fm.TransferOptions(content_protection_passphrase="x"))
+    down = fm.FileDownload(
+        "r.bin", "u", "h", source_pass="pw", options=fm.TransferOptions(content_protection_passphrase="x")
+    )
     assert "--file-crypt=decrypt" in down.ascp_opts() and "--mode=recv" in down.ascp_opts()
 
 
@@ -199,12 +222,25 @@ def test_unknown_option_names_the_closest_valid_one():
         fm.TransferOptions(zzz=1)
 
 
-@pytest.mark.parametrize("name, bad", [
-    ("target_rate_kbps", "fast"), ("target_rate_kbps", True), ("target_rate_kbps", -1), ("tcp_port", 70000),
-    ("create_dirs", "yes"), ("policy", "warp"), ("policy", fm.CipherType.AES_128), ("cipher", 128),
-    ("exclude_patterns", "*.tmp"), ("extra_options", [1]), ("http_fallback_options", {"http_port": 1}),
-    ("retransmission_request_max_size", 1441), ("local_log_dir", 5), ("resume_check", 7),
-])
+@pytest.mark.parametrize(
+    "name, bad",
+    [
+        ("target_rate_kbps", "fast"),
+        ("target_rate_kbps", True),
+        ("target_rate_kbps", -1),
+        ("tcp_port", 70000),
+        ("create_dirs", "yes"),
+        ("policy", "warp"),
+        ("policy", fm.CipherType.AES_128),
+        ("cipher", 128),
+        ("exclude_patterns", "*.tmp"),
+        ("extra_options", [1]),
+        ("http_fallback_options", {"http_port": 1}),
+        ("retransmission_request_max_size", 1441),
+        ("local_log_dir", 5),
+        ("resume_check", 7),
+    ],
+)
 def test_wrong_type_or_enum_is_a_clear_value_error(name, bad):
     with pytest.raises(ValueError, match=name):
         fm.TransferOptions(**{name: bad})
@@ -244,8 +280,7 @@ def test_generated_flags_are_accepted_by_the_engine_parser():
 
 
 def test_pathlike_values_are_accepted(tmp_path):
-    order = fm.FileUpload(tmp_path / "a", "u", "h", dest_pass="p",
-                          options=fm.TransferOptions(local_log_dir=tmp_path))
+    order = fm.FileUpload(tmp_path / "a", "u", "h", dest_pass="p", options=fm.TransferOptions(local_log_dir=tmp_path))
     assert order.source_paths == [os.fspath(tmp_path / "a")]
     assert _contains(order.ascp_opts(), ["-L", str(tmp_path)])
 
@@ -254,10 +289,19 @@ def test_orders_survive_copy_and_pickle():
     import copy
     import pickle
 
-    order = fm.FileUpload(["a", "b"], "u", "h", dest_paths=["x", "y"], dest_pass="p", options=fm.TransferOptions(
-        target_rate_kbps=5, policy=fm.TransferPolicy.HIGH, http_fallback_options=fm.HttpFallbackOptions(http_port=3)))
+    order = fm.FileUpload(
+        ["a", "b"],
+        "u",
+        "h",
+        dest_paths=["x", "y"],
+        dest_pass="p",
+        options=fm.TransferOptions(
+            target_rate_kbps=5, policy=fm.TransferPolicy.HIGH, http_fallback_options=fm.HttpFallbackOptions(http_port=3)
+        ),
+    )
     for clone in (copy.deepcopy(order), pickle.loads(pickle.dumps(order))):
         assert clone.options == order.options and clone.dest_paths == ["x", "y"]
         assert clone.ascp_env() == order.ascp_env()
-        assert [a for a in clone.ascp_opts() if "pair-list" not in a] == \
-               [a for a in order.ascp_opts() if "pair-list" not in a]
+        assert [a for a in clone.ascp_opts() if "pair-list" not in a] == [
+            a for a in order.ascp_opts() if "pair-list" not in a
+        ]

@@ -1,4 +1,5 @@
 """The sans-IO statistics fold (faspmanager.progress): frames in, stats, events and results out."""
+
 from __future__ import annotations
 
 from hypothesis import given, strategies as st
@@ -39,8 +40,11 @@ def test_file_lifecycle_and_session_result():
     assert start.file_stats["state"] == fm.FileState.TRANSFERRING and start.file_stats["bytes_written"] == 4
     stats = p.apply(Frame("STATS", {"File": "/d/a", "TransferBytes": "6"}))
     assert stats.file_stats["file"] == "/d/a" and stats.session_stats["transfer_bytes"] == 6
-    stop = p.apply(Frame("STOP", {"File": "/d/a", "Size": "10", "Written": "6", "FileChecksum": "ab",
-                                  "FileChecksumType": "sha256"}))
+    stop = p.apply(
+        Frame(
+            "STOP", {"File": "/d/a", "Size": "10", "Written": "6", "FileChecksum": "ab", "FileChecksumType": "sha256"}
+        )
+    )
     assert stop.file_stats["state"] == fm.FileState.FINISHED and stop.file_stats["bytes_written"] == 6
     assert stop.file_stats["checksum"] == "ab" and stop.file_stats["checksum_type"] == "sha256"
     p.apply(Frame("SKIP", {"File": "/d/b", "Description": "exists"}))

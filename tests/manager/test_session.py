@@ -1,4 +1,5 @@
 """Session behaviour against a real child process (every backend: the stand-in, and the real engine)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,9 @@ pytestmark = pytest.mark.timeout(90)
 
 def test_file_upload_delivers_bytes_and_reports_events(backend, sample_files):
     events = []
-    order = fm.FileUpload([str(p) for p in sample_files],
-                          **backend.up(options=backend.options(destination_root=backend.upload_root())))
+    order = fm.FileUpload(
+        [str(p) for p in sample_files], **backend.up(options=backend.options(destination_root=backend.upload_root()))
+    )
     with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
         assert type(s) is fm.Session and s.state() == fm.SessionState.NOTSTARTED
         s.start()
@@ -32,7 +34,8 @@ def test_file_upload_delivers_bytes_and_reports_events(backend, sample_files):
         stats = s.stats()
         assert stats["state"] == fm.SessionState.FINISHED
         assert isinstance(stats["transfer_bytes"], int) and stats["transfer_bytes"] >= sum(
-            p.stat().st_size for p in sample_files)
+            p.stat().st_size for p in sample_files
+        )
         assert isinstance(stats["encryption"], bool)
         files = s.file_stats()
         assert len(files) == len(sample_files) and s.failed_files() == []
@@ -70,8 +73,12 @@ def test_file_download_with_destination_pairs(backend):
     payloads = {"one.bin": os.urandom(100_000), "two.bin": os.urandom(7)}
     for name, data in payloads.items():
         (backend.remote_root / name).write_bytes(data)
-    order = fm.FileDownload([backend.remote(n) for n in payloads], **backend.down(
-        dest_paths=["first.bin", "second.bin"], options=backend.options(destination_root=str(backend.local_root))))
+    order = fm.FileDownload(
+        [backend.remote(n) for n in payloads],
+        **backend.down(
+            dest_paths=["first.bin", "second.bin"], options=backend.options(destination_root=str(backend.local_root))
+        ),
+    )
     with fm.session(order, ascp_path=backend.ascp_path) as s:
         s.start()
         result = s.finish()
@@ -118,8 +125,9 @@ def test_persistent_download(backend):
 
 def test_stream_upload_writes_every_byte_in_order(backend):
     data = os.urandom(1_000_003)
-    order = fm.StreamUpload(**backend.up(options=backend.options(destination_root=backend.upload_root(),
-                                                                 chunk_size=10_000)))
+    order = fm.StreamUpload(
+        **backend.up(options=backend.options(destination_root=backend.upload_root(), chunk_size=10_000))
+    )
     s = fm.session(order, ascp_path=backend.ascp_path)
     assert type(s) is fm.StreamSession and s.chunk_size == 10_000
     with pytest.raises(fm.SessionStateError):
@@ -130,7 +138,7 @@ def test_stream_upload_writes_every_byte_in_order(backend):
         with pytest.raises(fm.StreamStateError):
             s.open_stream("second.bin")
         for offset in range(0, len(data), 77_777):
-            stream.send(data[offset:offset + 77_777])
+            stream.send(data[offset : offset + 77_777])
         stream.close()
         stream.close()  # a second close does nothing
         with pytest.raises(fm.StreamStateError):
@@ -200,8 +208,9 @@ def test_listener_never_blocks_the_reader(backend, sample_files):
         seen.append(event.event_type)
         release.wait(30)
 
-    order = fm.FileUpload([str(p) for p in sample_files],
-                          **backend.up(options=backend.options(destination_root=backend.upload_root())))
+    order = fm.FileUpload(
+        [str(p) for p in sample_files], **backend.up(options=backend.options(destination_root=backend.upload_root()))
+    )
     with fm.session(order, ascp_path=backend.ascp_path, listener=slow_listener) as s:
         s.start()
         result = s.finish()  # completes while the listener is still stuck on the first event
@@ -213,13 +222,19 @@ def test_listener_never_blocks_the_reader(backend, sample_files):
 
 
 def test_secrets_travel_in_the_environment_never_argv(backend, sample_files, tmp_path):
-    secrets = {"ASPERA_SCP_TOKEN": "tok-SECRET-1", "ASPERA_SCP_COOKIE": "cookie-SECRET-2",
-               "ASPERA_SCP_FILEPASS": "filepass-SECRET-3"}
+    secrets = {
+        "ASPERA_SCP_TOKEN": "tok-SECRET-1",
+        "ASPERA_SCP_COOKIE": "cookie-SECRET-2",
+        "ASPERA_SCP_FILEPASS": "filepass-SECRET-3",
+    }
     if backend.password:
         secrets["ASPERA_SCP_PASS"] = backend.password
-    options = backend.options(destination_root=backend.upload_root(), token=secrets["ASPERA_SCP_TOKEN"],
-                              cookie=secrets["ASPERA_SCP_COOKIE"],
-                              content_protection_passphrase=secrets["ASPERA_SCP_FILEPASS"])
+    options = backend.options(
+        destination_root=backend.upload_root(),
+        token=secrets["ASPERA_SCP_TOKEN"],
+        cookie=secrets["ASPERA_SCP_COOKIE"],
+        content_protection_passphrase=secrets["ASPERA_SCP_FILEPASS"],
+    )
     backend.slow(options)
     events = []
     order = fm.FileUpload([str(p) for p in sample_files], **backend.up(options=options))

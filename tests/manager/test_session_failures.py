@@ -1,4 +1,5 @@
 """How sessions fail: programs that die, never connect, exit early, lie, or report errors (stand-in only)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ pytestmark = pytest.mark.timeout(60)
 def _upload(tmp_path, sources, **options):
     remote = tmp_path / "remote"
     remote.mkdir(exist_ok=True)
-    return fm.FileUpload([str(p) for p in sources], "tester", "127.0.0.1", dest_pass="pw",
-                         options=fm.TransferOptions(destination_root=str(remote), **options))
+    return fm.FileUpload(
+        [str(p) for p in sources],
+        "tester",
+        "127.0.0.1",
+        dest_pass="pw",
+        options=fm.TransferOptions(destination_root=str(remote), **options),
+    )
 
 
 def test_program_dying_without_done_fails_with_status_and_stderr(fake_ascp, sample_files, tmp_path, monkeypatch):
@@ -96,8 +102,12 @@ def test_skipped_and_failed_files(fake_ascp, sample_files, tmp_path):
         s.start()
         result = s.finish()
         states = {Path(name).name: stats["state"] for name, stats in s.file_stats().items()}
-    assert states == {"a.bin": fm.FileState.FINISHED, "b.txt": fm.FileState.SKIPPED, "empty": fm.FileState.FINISHED,
-                      "missing.bin": fm.FileState.FAILED}
+    assert states == {
+        "a.bin": fm.FileState.FINISHED,
+        "b.txt": fm.FileState.SKIPPED,
+        "empty": fm.FileState.FINISHED,
+        "missing.bin": fm.FileState.FAILED,
+    }
     assert [Path(n).name for n in result.failed_files()] == ["missing.bin"]
     assert result.failed() and result.stats()["code"] == 27
     failed = s.file_stats(result.failed_files()[0])
@@ -149,11 +159,16 @@ def test_mgmt_port_listens_on_loopback_only_and_is_passed_with_M(fake_ascp, samp
         argv = json.loads(record.read_text())["argv"]
         port = int(argv[argv.index("-M") + 1])
         assert port == s.port and argv[:2] == ["-M", str(port)]
-        listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-                     if line.split()[3] == "0A" and line.split()[1].endswith(f":{port:04X}")]
+        listening = [
+            line.split()[1]
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            if line.split()[3] == "0A" and line.split()[1].endswith(f":{port:04X}")
+        ]
         assert listening == [f"0100007F:{port:04X}"]
-        assert not any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"
-                       for line in Path("/proc/net/tcp6").read_text().splitlines()[1:])
+        assert not any(
+            line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A"
+            for line in Path("/proc/net/tcp6").read_text().splitlines()[1:]
+        )
     finally:
         starter.join()
         s.close()
@@ -214,8 +229,9 @@ def test_explicit_port_and_parallel_sessions(fake_ascp, tmp_path):
         source.write_bytes(os.urandom(50_000 + i))
         remote = tmp_path / f"remote{i}"
         remote.mkdir()
-        order = fm.FileUpload(str(source), "u", "127.0.0.1", dest_pass="pw",
-                              options=fm.TransferOptions(destination_root=str(remote)))
+        order = fm.FileUpload(
+            str(source), "u", "127.0.0.1", dest_pass="pw", options=fm.TransferOptions(destination_root=str(remote))
+        )
         sessions.append((fm.session(order, ascp_path=str(fake_ascp), port=port if i == 0 else 0), source, remote))
     try:
         for s, _, _ in sessions:
@@ -255,8 +271,9 @@ def test_a_stuck_listener_costs_bounded_memory_and_loses_no_milestones(fake_ascp
 def test_add_source_refuses_bad_input_and_the_session_goes_on(fake_ascp, sample_files, tmp_path):
     remote = tmp_path / "remote"
     remote.mkdir()
-    order = fm.PersistentUpload("u", "127.0.0.1", dest_pass="pw",
-                                options=fm.TransferOptions(destination_root=str(remote)))
+    order = fm.PersistentUpload(
+        "u", "127.0.0.1", dest_pass="pw", options=fm.TransferOptions(destination_root=str(remote))
+    )
     with fm.session(order, ascp_path=str(fake_ascp)) as s:
         s.start()
         with pytest.raises(fm.InvalidPathError):

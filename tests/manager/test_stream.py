@@ -1,4 +1,5 @@
 """Stream: the PUT / WRITE / CLOSE frames it puts on a real management socket."""
+
 from __future__ import annotations
 
 import socket

@@ -12,6 +12,7 @@ a tree nobody owns, and every link target stays inside the test's temporary dire
 handle ever regress, an escape can only touch nobody's files, never the machine's (a mutated handle
 run as root once emptied /tmp through a ``prune`` of ``../..``).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,45 @@ from faspmanager.codes import EngineError, ErrorCode
 
 NAMES = ["a", "b", "c", "a/b", "a/c", "b/a", "a/b/c"]
 TARGETS = st.one_of(
-    st.lists(st.sampled_from(["..", ".", "a", "b", "c", "x", "outside", "root", "secret", "new", ""]),
-             min_size=1, max_size=5).map("/".join),
-    st.sampled_from(["{root}", "{root}/a", "{root}/a/b", "{outside}", "{outside}/secret", "{outside}/new",
-                     "{outside}/sub/new", "{root}/../outside/secret", "{root}/missing/../a"]))
+    st.lists(
+        st.sampled_from(["..", ".", "a", "b", "c", "x", "outside", "root", "secret", "new", ""]), min_size=1, max_size=5
+    ).map("/".join),
+    st.sampled_from(
+        [
+            "{root}",
+            "{root}/a",
+            "{root}/a/b",
+            "{outside}",
+            "{outside}/secret",
+            "{outside}/new",
+            "{outside}/sub/new",
+            "{root}/../outside/secret",
+            "{root}/missing/../a",
+        ]
+    ),
+)
 ENTRY = st.tuples(st.sampled_from(NAMES), st.sampled_from(["dir", "file", "link"]), TARGETS)
-PATHS = st.lists(st.sampled_from(["..", ".", "", "a", "b", "c", "x", "secret", "outside"]),
-                 min_size=1, max_size=6).map("/".join)
-OPS = st.sampled_from(["read", "create", "stat", "lstat", "mkdir", "makedirs", "unlink", "rmdir", "symlink",
-                       "rename", "scandir", "readlink", "rmtree", "prune"])
+PATHS = st.lists(st.sampled_from(["..", ".", "", "a", "b", "c", "x", "secret", "outside"]), min_size=1, max_size=6).map(
+    "/".join
+)
+OPS = st.sampled_from(
+    [
+        "read",
+        "create",
+        "stat",
+        "lstat",
+        "mkdir",
+        "makedirs",
+        "unlink",
+        "rmdir",
+        "symlink",
+        "rename",
+        "scandir",
+        "readlink",
+        "rmtree",
+        "prune",
+    ]
+)
 
 
 def _build(base: Path, entries) -> tuple[Path, Path]:
@@ -66,8 +97,14 @@ def _snapshot(outside: Path) -> dict:
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             st = path.lstat()
-            out[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size,
-                              path.read_bytes() if path.is_file() else None)
+            out[str(path)] = (
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_mtime_ns,
+                st.st_size,
+                path.read_bytes() if path.is_file() else None,
+            )
     st = outside.stat()
     out[str(outside)] = (st.st_mode, st.st_mtime_ns)
     return out
@@ -116,8 +153,10 @@ def _run(files: Docroot, root: Path, op: str, path: str, other: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("use_openat2", [True, False], ids=["openat2", "walk"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(entries=st.lists(ENTRY, max_size=8),
-       ops=st.lists(st.tuples(OPS, PATHS, st.one_of(PATHS, TARGETS)), min_size=1, max_size=6))
+@given(
+    entries=st.lists(ENTRY, max_size=8),
+    ops=st.lists(st.tuples(OPS, PATHS, st.one_of(PATHS, TARGETS)), min_size=1, max_size=6),
+)
 def test_nothing_outside_is_ever_touched(use_openat2, entries, ops):
     if use_openat2 and not docroot.openat2_works():
         pytest.skip("this kernel has no openat2")
@@ -202,6 +241,7 @@ def test_openat2_and_the_walk_agree(entries, paths):
 
 
 # --- attack 5, deterministic: a component swapped for a link while a walk holds its parent ----------
+
 
 @pytest.mark.parametrize("use_openat2", [True, False], ids=["openat2", "walk"])
 def test_component_swapped_for_a_link_mid_walk(tmp_path, monkeypatch, use_openat2):

@@ -5,6 +5,7 @@ where the stock client cannot show the leak (the resume digest, a race inside on
 hand-built client speaking the control protocol over SSH (:class:`ControlClient`). Victims live next
 to the docroot; every test checks they are byte-for-byte (and owner-for-owner) what they were.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,9 @@ from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.slow
 
-NO_OPENAT2_ENV = "FASP_NO_OPENAT2"  # fasp.files.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
+NO_OPENAT2_ENV = (
+    "FASP_NO_OPENAT2"  # fasp.files.docroot.NO_OPENAT2_ENV (spelled out: these tests also run on older code)
+)
 SECRET = b"root:$6$very-secret-hash$:19000:0:99999:7:::\n" * 3
 
 
@@ -64,8 +67,9 @@ def _link_upload(server, tmp_path: Path, target: str) -> object:
     kit = tmp_path / "kit"
     kit.mkdir(exist_ok=True)
     (kit / "x.partial").symlink_to(target)
-    return run_ascp(fasp_args(server, "--symbolic-links=copy", str(kit / "x.partial"), remote(server, "/")),
-                    server.env())
+    return run_ascp(
+        fasp_args(server, "--symbolic-links=copy", str(kit / "x.partial"), remote(server, "/")), server.env()
+    )
 
 
 def _escaping_targets(outside: Path) -> list[str]:
@@ -79,8 +83,9 @@ def test_attack1_partial_file_link_writes_outside(fasp_server, outside, tmp_path
     target = _escaping_targets(outside)[spelling == "relative"]
     linked = _link_upload(server, tmp_path, target)
     payload = random_file(tmp_path / "x", 200_000)
-    result = run_ascp(fasp_args(server, "--partial-file-suffix=.partial", str(payload), remote(server, "/x")),
-                      server.env())
+    result = run_ascp(
+        fasp_args(server, "--partial-file-suffix=.partial", str(payload), remote(server, "/x")), server.env()
+    )
     _untouched(outside)
     assert linked.returncode != 0 and b"leaves the docroot" in linked.stderr, linked.stderr
     assert str(server.docroot).encode() not in linked.stderr  # the server's real path is never named
@@ -95,8 +100,9 @@ def test_attack1_planted_partial_link_is_never_followed(fasp_server, outside, tm
     server = fasp_server
     os.symlink(outside / "victim", server.docroot / "x.partial")
     payload = random_file(tmp_path / "x", 200_000)
-    result = run_ascp(fasp_args(server, "--partial-file-suffix=.partial", str(payload), remote(server, "/x")),
-                      server.env())
+    result = run_ascp(
+        fasp_args(server, "--partial-file-suffix=.partial", str(payload), remote(server, "/x")), server.env()
+    )
     _untouched(outside)
     assert result.returncode != 0  # that file fails alone (a link where our partial file goes)
     assert str(server.docroot) not in result.stderr.decode(errors="replace")  # the server's path is not named
@@ -113,8 +119,17 @@ def test_attack2_preserved_owner_changes_a_file_outside(fasp_server, outside, tm
         _link_upload(server, tmp_path, str(outside / "victim"))
     payload = random_file(tmp_path / "x", 50_000)
     os.chown(payload, 12345, 23456)
-    run_ascp(fasp_args(server, "--partial-file-suffix=.partial", "--preserve-file-owner-uid",
-                       "--preserve-file-owner-gid", str(payload), remote(server, "/x")), server.env())
+    run_ascp(
+        fasp_args(
+            server,
+            "--partial-file-suffix=.partial",
+            "--preserve-file-owner-uid",
+            "--preserve-file-owner-gid",
+            str(payload),
+            remote(server, "/x"),
+        ),
+        server.env(),
+    )
     _untouched(outside)
     if not planted:  # nothing in the way: the upload itself keeps working, owner and bytes
         assert_same_file(payload, server.docroot / "x")
@@ -189,8 +204,9 @@ def test_attack5_directory_swapped_for_a_link_between_check_and_open(fasp_server
     _untouched(outside)
     assert isinstance(second, FileError) and second.code == ErrorCode.BAD_PATH, second
     assert str(server.docroot) not in second.desc
-    assert hashlib.sha256((server.docroot / "d.old" / "f").read_bytes()).digest() == \
-        hashlib.sha256(b"x" * size).digest()
+    assert (
+        hashlib.sha256((server.docroot / "d.old" / "f").read_bytes()).digest() == hashlib.sha256(b"x" * size).digest()
+    )
 
 
 @pytest.mark.timeout(120)

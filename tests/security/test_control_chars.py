@@ -3,6 +3,7 @@ error 11 and left a 0-byte file. Now such names travel percent-encoded on the ma
 them in ``EscapedFields``) and arrive intact: the files transfer, byte for byte, through faspmanager and through
 a stock fasp-ascp with -M read by a hand-built manager.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,16 @@ from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.timeout(120)
 
-NAMES = ["new\nline", "tab\there", "esc\x1b[31mred", "del\x7f", "bell\x07", "cr\rret", "literal%0Apercent",
-         "nel\x85and\u2028sep"]
+NAMES = [
+    "new\nline",
+    "tab\there",
+    "esc\x1b[31mred",
+    "del\x7f",
+    "bell\x07",
+    "cr\rret",
+    "literal%0Apercent",
+    "nel\x85and\u2028sep",
+]
 """Control characters of every kind, and a name that already looks escaped (it must stay as it is)."""
 
 
@@ -70,8 +79,13 @@ def _check_events(session, events, root: Path, names) -> None:
 def test_upload_and_download_through_faspmanager(tmp_path, server, engine):
     sources = _tree(tmp_path / "src" / "odd")
     events = []
-    order = fm.FileUpload([str(tmp_path / "src" / "odd")], server.user, server.host, dest_pass=server.password,
-                          options=_options(server, "/"))
+    order = fm.FileUpload(
+        [str(tmp_path / "src" / "odd")],
+        server.user,
+        server.host,
+        dest_pass=server.password,
+        options=_options(server, "/"),
+    )
     with fm.session(order, ascp_path=str(engine), listener=events.append) as s:
         s.start()
         result = s.finish()
@@ -82,8 +96,9 @@ def test_upload_and_download_through_faspmanager(tmp_path, server, engine):
     local = tmp_path / "down"
     local.mkdir()
     events.clear()
-    order = fm.FileDownload(["/odd"], server.user, server.host, source_pass=server.password,
-                            options=_options(server, str(local)))
+    order = fm.FileDownload(
+        ["/odd"], server.user, server.host, source_pass=server.password, options=_options(server, str(local))
+    )
     with fm.session(order, ascp_path=str(engine), listener=events.append) as s:
         s.start()
         result = s.finish()
@@ -121,8 +136,9 @@ def _run_with_manager(argv: list[str], env: dict) -> tuple[int, bytes, str]:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(30)
         port = listener.getsockname()[1]
-        proc = subprocess.Popen([*ENGINE, "-q", "-M", str(port), *argv], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*ENGINE, "-q", "-M", str(port), *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             conn, _ = listener.accept()
             raw = b""

@@ -3,6 +3,7 @@
 The review's attack: 5,000 ``file`` messages from a hand-built client were 5,000 open descriptors (and tasks)
 in one engine. An engine of ours never has more than FILES_IN_FLIGHT offered and unfinished.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,9 +39,18 @@ def test_a_flood_of_file_offers_ends_the_session_with_a_protocol_error(fasp_serv
             peak = 0
             for fid in range(1, OFFERS + 1):
                 try:
-                    await client.channel.send(Offer(fid=fid, arg=0, rel=f"flood/{fid}.bin", lone=False,
-                                                    size=1 << 20, mtime=time.time(), atime=time.time(),
-                                                    mode=0o100644))
+                    await client.channel.send(
+                        Offer(
+                            fid=fid,
+                            arg=0,
+                            rel=f"flood/{fid}.bin",
+                            lone=False,
+                            size=1 << 20,
+                            mtime=time.time(),
+                            atime=time.time(),
+                            mode=0o100644,
+                        )
+                    )
                 except BrokenPipeError:  # the engine hung up: read why
                     break
                 if fid % 250 == 0:

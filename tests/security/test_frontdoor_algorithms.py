@@ -2,6 +2,7 @@
 hmac-sha1, umac-64 and zlib. ssh-audit (the dev extra) audits a real fasp-server: nothing it rates
 a failure, no compression, and our fasp-ascp still gets in (bytes checked).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,19 @@ SHA1_OR_WEAK = ("sha1", "group1-", "group-exchange", "umac-64", "nistp", "ssh-rs
 
 def test_ssh_audit_finds_no_failure(tmp_path):
     with start_fasp_server(tmp_path / "srv") as server:
-        done = subprocess.run([sys.executable, "-m", "ssh_audit", "-j", "-p", str(server.port), server.host],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "ssh_audit", "-j", "-p", str(server.port), server.host],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         report = json.loads(done.stdout)
-        failures = {(kind, entry["algorithm"]): entry["notes"]["fail"]
-                    for kind in ("kex", "key", "enc", "mac") for entry in report[kind]
-                    if entry.get("notes", {}).get("fail")}
+        failures = {
+            (kind, entry["algorithm"]): entry["notes"]["fail"]
+            for kind in ("kex", "key", "enc", "mac")
+            for entry in report[kind]
+            if entry.get("notes", {}).get("fail")
+        }
         assert failures == {}
         assert report["compression"] == ["none"]
         offered = [entry["algorithm"] for kind in ("kex", "key", "enc", "mac") for entry in report[kind]]

@@ -4,6 +4,7 @@ unauthenticated connections held forever, any number of them, any number of engi
 Each test attacks a real fasp-server the way the review did: a hand-built asyncssh client, raw TCP
 connections that never authenticate, a stock fasp-ascp for the session over the cap.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,9 +41,16 @@ async def _guess(server: FaspServer, tries: int) -> tuple[list[float], BaseExcep
     """Times between the server's answers to the wrong passwords of one connection, and how it ended."""
     guesser = _Guesser(tries)
     try:
-        conn = await asyncssh.connect(server.host, server.port, username=server.user, known_hosts=None,
-                                      agent_path=None, client_keys=None, client_factory=lambda: guesser,
-                                      preferred_auth="password")
+        conn = await asyncssh.connect(
+            server.host,
+            server.port,
+            username=server.user,
+            known_hosts=None,
+            agent_path=None,
+            client_keys=None,
+            client_factory=lambda: guesser,
+            preferred_auth="password",
+        )
     except (asyncssh.Error, OSError) as exc:
         ended = time.monotonic()
         return [b - a for a, b in zip(guesser.asked, [*guesser.asked[1:], ended])], exc
@@ -57,10 +65,10 @@ def test_password_guessing_is_cut_off_and_slowed(tmp_path):
         assert len(answers) == 4, f"{len(answers)} passwords tried on one connection"
         assert "too many authentication failures" in str(ended)
         for i, took in enumerate(answers):  # the delay, doubling per failure from this address
-            assert took >= delay * 2 ** i - 0.05, answers
+            assert took >= delay * 2**i - 0.05, answers
         # the same address on a new connection: still slower
         again, _ = asyncio.run(_guess(server, 1))
-        assert again[0] >= delay * 2 ** 4 - 0.05, again
+        assert again[0] >= delay * 2**4 - 0.05, again
         assert "too many authentication failures" in server.log()
 
 
@@ -115,15 +123,29 @@ def test_connections_over_the_unauthenticated_cap_refused_at_once(tmp_path):
 
 
 async def _login(server: FaspServer) -> None:
-    async with asyncssh.connect(server.host, server.port, username=server.user, password=server.password,
-                                client_keys=None, known_hosts=None, agent_path=None):
+    async with asyncssh.connect(
+        server.host,
+        server.port,
+        username=server.user,
+        password=server.password,
+        client_keys=None,
+        known_hosts=None,
+        agent_path=None,
+    ):
         pass
 
 
 async def _hold_sessions(server: FaspServer, count: int, until: asyncio.Event) -> None:
     """``count`` engine sessions of one user, open (each engine waits for its hello) until ``until``."""
-    async with asyncssh.connect(server.host, server.port, username=server.user, password=server.password,
-                                client_keys=None, known_hosts=None, agent_path=None) as conn:
+    async with asyncssh.connect(
+        server.host,
+        server.port,
+        username=server.user,
+        password=server.password,
+        client_keys=None,
+        known_hosts=None,
+        agent_path=None,
+    ) as conn:
         procs = [await conn.create_process("fasp-ascp --server", encoding=None) for _ in range(count)]
         await until.wait()
         for proc in procs:
@@ -133,9 +155,11 @@ async def _hold_sessions(server: FaspServer, count: int, until: asyncio.Event) -
 def test_sessions_over_the_per_user_cap_refused_with_an_error(tmp_path):
     src = random_file(tmp_path / "capped.bin", 64 << 10)
     with start_fasp_server(tmp_path / "srv", extra_args=["--max-sessions", "2"]) as server:
+
         async def scenario():
             release = asyncio.Event()
             holder = asyncio.create_task(_hold_sessions(server, 2, release))
+
             def both_started() -> bool:
                 return len(server_mode_pids(str(server.docroot))) == 2
 
@@ -143,9 +167,15 @@ def test_sessions_over_the_per_user_cap_refused_with_an_error(tmp_path):
             assert not holder.done()
             try:
                 # a hand-built client: the third session gets an error message, not an engine
-                async with asyncssh.connect(server.host, server.port, username=server.user,
-                                            password=server.password, client_keys=None, known_hosts=None,
-                                            agent_path=None) as conn:
+                async with asyncssh.connect(
+                    server.host,
+                    server.port,
+                    username=server.user,
+                    password=server.password,
+                    client_keys=None,
+                    known_hosts=None,
+                    agent_path=None,
+                ) as conn:
                     proc = await conn.create_process("fasp-ascp --server", encoding=None)
                     out, err = await asyncio.wait_for(proc.communicate(), 10)
                 msg = control.Decoder().feed(out)[0]
@@ -153,14 +183,16 @@ def test_sessions_over_the_per_user_cap_refused_with_an_error(tmp_path):
                 assert proc.exit_status == 1 and b"too many sessions" in err
                 # a stock client over the cap: error 34 and why, at once
                 started = time.monotonic()
-                done = await asyncio.to_thread(run_ascp, fasp_args(server, str(src), remote(server, "/x.bin")),
-                                               server.env())
+                done = await asyncio.to_thread(
+                    run_ascp, fasp_args(server, str(src), remote(server, "/x.bin")), server.env()
+                )
                 assert done.returncode == 34 and b"too many sessions for user" in done.stderr, done.stderr
                 assert time.monotonic() - started < 15
                 assert not holder.done() and len(server_mode_pids(str(server.docroot))) == 2  # the N still run
             finally:
                 release.set()
                 await holder
+
         asyncio.run(scenario())
         time.sleep(0.5)
         done = run_ascp(fasp_args(server, str(src), remote(server, "/capped.bin")), server.env())

@@ -1,6 +1,7 @@
 """Issue 10, items 9 and 11: password hashes too cheap (scrypt N=2^14), and empty or weak passwords
 accepted (``--password-env VAR`` with VAR set but empty started, then let in an empty password).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,6 +26,7 @@ def _old_hash(password: str) -> str:
     """A hash as the base code made them (N=2^14), built here with hashlib alone."""
     import base64
     import hashlib
+
     salt = os.urandom(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=OLD_N, r=8, p=1, dklen=32)
     return f"scrypt${OLD_N}$8$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
@@ -36,9 +38,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("password", ["", "short", "password123", "12345678"])
 def test_fasp_server_refuses_to_start_with_an_empty_or_weak_password(tmp_path, password):
-    done = subprocess.run([*SERVER, "--listen", "127.0.0.1:0", "--user", "u",
-                           "--password-env", "PW", "--docroot", str(tmp_path / "d")],
-                          env=_env(PW=password), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [*SERVER, "--listen", "127.0.0.1:0", "--user", "u", "--password-env", "PW", "--docroot", str(tmp_path / "d")],
+        env=_env(PW=password),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode != 0, done.stdout
     assert "refusing to start" in done.stderr and ("empty" in done.stderr or "password is" in done.stderr)
     assert "listening" not in done.stdout
@@ -49,9 +56,26 @@ def test_users_add_refuses_an_empty_or_weak_password(tmp_path, password):
     file = tmp_path / "users.toml"
     for how, extra in (("--password-env", {"PW": password}), ("--password-stdin", {})):
         args = [how, "PW"] if how == "--password-env" else [how]
-        done = subprocess.run([sys.executable, "-m", "fasp.server.users", "add", "--file", str(file), "--user", "u",
-                               "--docroot", str(tmp_path), *args], input=password + "\n", env=_env(**extra),
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fasp.server.users",
+                "add",
+                "--file",
+                str(file),
+                "--user",
+                "u",
+                "--docroot",
+                str(tmp_path),
+                *args,
+            ],
+            input=password + "\n",
+            env=_env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode != 0 and "refused" in done.stderr, (how, done.stderr)
         assert not file.exists()
 
@@ -61,10 +85,19 @@ def test_old_hash_is_upgraded_at_the_next_login(tmp_path):
     old = _old_hash(PASSWORD)
     save_users(file, {"ann": User("ann", str(tmp_path), old, max_sessions=3)})
     with start_fasp_server(tmp_path / "srv", users_file=file) as server:
+
         async def login(password: str) -> None:
-            async with asyncssh.connect(server.host, server.port, username="ann", password=password,
-                                        client_keys=None, known_hosts=None, agent_path=None):
+            async with asyncssh.connect(
+                server.host,
+                server.port,
+                username="ann",
+                password=password,
+                client_keys=None,
+                known_hosts=None,
+                agent_path=None,
+            ):
                 pass
+
         with pytest.raises(asyncssh.PermissionDenied):
             asyncio.run(login("a-wrong-password"))
         assert load_users(file)["ann"].password_hash == old  # a failure changes nothing

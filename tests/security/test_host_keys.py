@@ -6,6 +6,7 @@ would give it, and the same upload through faspmanager must end with error 51 an
 see a single authentication request: no password, no public key. Known keys (plain or hashed known_hosts
 lines, or a --check-sshfp pin) and --ignore-host-key let the client go on to authenticate.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,8 +66,9 @@ def impostor(key: asyncssh.SSHKey):
     box: dict = {}
 
     async def main() -> None:
-        box["server"] = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[key],
-                                              server_factory=lambda: _Recorder(attempts))
+        box["server"] = await asyncssh.listen(
+            "127.0.0.1", 0, server_host_keys=[key], server_factory=lambda: _Recorder(attempts)
+        )
         started.set()
 
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -76,9 +78,11 @@ def impostor(key: asyncssh.SSHKey):
     try:
         yield box["server"].sockets[0].getsockname()[1], attempts
     finally:
+
         async def stop() -> None:
             box["server"].close()
             await box["server"].wait_closed()
+
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -117,8 +121,12 @@ def _known_hosts(tmp_path: Path, case: str, port: int, key: asyncssh.SSHKey) -> 
 
 
 def _env(known_hosts: Path) -> dict:
-    return {**os.environ, "FASP_KNOWN_HOSTS": str(known_hosts), "ASPERA_SCP_PASS": PASSWORD,
-            "HOME": str(known_hosts.parent)}  # no ~/.ssh keys of the machine's user
+    return {
+        **os.environ,
+        "FASP_KNOWN_HOSTS": str(known_hosts),
+        "ASPERA_SCP_PASS": PASSWORD,
+        "HOME": str(known_hosts.parent),
+    }  # no ~/.ssh keys of the machine's user
 
 
 def _ascp(port: int, extra: list[str], env: dict, src: Path) -> tuple[int, str]:
@@ -153,8 +161,9 @@ def test_untrusted_host_key_is_51_before_any_credential(case, via, server_key, t
     with impostor(server_key) as (port, attempts):
         known_hosts, extra = _known_hosts(tmp_path, case, port, server_key)
         env = _env(known_hosts)
-        code, message = (_ascp(port, extra, env, src) if via == "ascp"
-                         else _manager(port, extra, env, src, tmp_path, monkeypatch))
+        code, message = (
+            _ascp(port, extra, env, src) if via == "ascp" else _manager(port, extra, env, src, tmp_path, monkeypatch)
+        )
     assert attempts == [], f"the impostor saw {attempts}"
     assert code == 51, message
     fingerprint = server_key.get_fingerprint("sha256")

@@ -5,6 +5,7 @@ watches /proc for the spawned program, reads the port from its command line (``-
 /proc/PID/cmdline), connects first and speaks FASPMGR 2 — a forged INIT and DONE, a wrong secret, or silence.
 The programs connect a second late (a wrapper sleeps before exec), so the attacker always wins the race.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,16 @@ def attack(marker: str, mode: str, out: str, hold: float) -> None:
     if mode != "silent":
         wire += encode("INIT", {"SessionId": FORGED_SESSION, "Direction": "Send", "Host": "x", "User": "x"})
     if mode in ("forge", "wrong-secret"):
-        wire += encode("DONE", {"SessionId": FORGED_SESSION, "TransfersAttempted": 1, "TransfersPassed": 1,
-                                "TransferBytes": 1, "FileBytes": 1})
+        wire += encode(
+            "DONE",
+            {
+                "SessionId": FORGED_SESSION,
+                "TransfersAttempted": 1,
+                "TransfersPassed": 1,
+                "TransferBytes": 1,
+                "FileBytes": 1,
+            },
+        )
     sock.sendall(wire)
     sock.settimeout(0.2)
     received, dropped, end = b"", False, time.monotonic() + hold
@@ -104,10 +113,16 @@ def hog(port: int, mode: str, hold: float) -> dict:
 class Attacker:
     def __init__(self, tmp_path: Path, marker: str, mode: str, hold: float = 8.0):
         self.out = tmp_path / f"attacker-{mode}.json"
-        code = "import sys; from tests.security.test_mgmt_port import attack; attack(*sys.argv[1:4], float(sys.argv[4]))"
+        code = (
+            "import sys; from tests.security.test_mgmt_port import attack; attack(*sys.argv[1:4], float(sys.argv[4]))"
+        )
         env = {**os.environ, "PYTHONPATH": pythonpath()}
-        self.proc = subprocess.Popen([sys.executable, "-c", code, marker, mode, str(self.out), str(hold)],
-                                     env=env, start_new_session=True, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, marker, mode, str(self.out), str(hold)],
+            env=env,
+            start_new_session=True,
+            stderr=subprocess.PIPE,
+        )
 
     def result(self) -> dict:
         _, err = self.proc.communicate(timeout=60)
@@ -118,7 +133,7 @@ class Attacker:
 def _late(tmp_path: Path, name: str, command: str) -> Path:
     """A program named ``name`` that connects a second late: the stranger gets there first."""
     program = tmp_path / name
-    program.write_text(f"#!/bin/sh\nsleep 1\n{command} \"$@\"\n")
+    program.write_text(f'#!/bin/sh\nsleep 1\n{command} "$@"\n')
     program.chmod(0o755)
     return program
 
@@ -130,8 +145,9 @@ def server(tmp_path):
 
 
 def _upload(server, source: Path, **options) -> fm.FileUpload:
-    options = fm.TransferOptions(destination_root="/", tcp_port=server.port,
-                                 udp_port=free_port(socket.SOCK_DGRAM), **options)
+    options = fm.TransferOptions(
+        destination_root="/", tcp_port=server.port, udp_port=free_port(socket.SOCK_DGRAM), **options
+    )
     return fm.FileUpload([str(source)], server.user, server.host, dest_pass=server.password, options=options)
 
 
@@ -144,8 +160,11 @@ def _source(tmp_path: Path, size: int) -> Path:
 
 @pytest.mark.parametrize("mode", ["forge", "wrong-secret"])
 def test_a_stranger_forging_init_and_done_first_does_not_make_the_session(tmp_path, server, mode, caplog):
-    engine = _late(tmp_path, "fasp-ascp", f'printenv FASPMANAGER_MGMT_SECRET > "{tmp_path}/secret"\n'
-                                          f'exec "{sys.executable}" -m fasp')
+    engine = _late(
+        tmp_path,
+        "fasp-ascp",
+        f'printenv FASPMANAGER_MGMT_SECRET > "{tmp_path}/secret"\nexec "{sys.executable}" -m fasp',
+    )
     source = _source(tmp_path, 300_000)
     attacker = Attacker(tmp_path, str(engine), mode)
     events = []
@@ -194,14 +213,16 @@ def ibm_like(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("how", ["child", "descendant"])
 @pytest.mark.parametrize("mode", ["forge", "silent"])
-def test_a_program_without_secret_is_admitted_from_its_process_tree_and_a_stranger_is_not(tmp_path, ibm_like,
-                                                                                         how, mode):
+def test_a_program_without_secret_is_admitted_from_its_process_tree_and_a_stranger_is_not(
+    tmp_path, ibm_like, how, mode
+):
     program = ibm_like(how)
     source = _source(tmp_path, 200_000)
     remote = tmp_path / "remote"
     remote.mkdir()
-    order = fm.FileUpload([str(source)], "u", "127.0.0.1", dest_pass="pw",
-                          options=fm.TransferOptions(destination_root=str(remote)))
+    order = fm.FileUpload(
+        [str(source)], "u", "127.0.0.1", dest_pass="pw", options=fm.TransferOptions(destination_root=str(remote))
+    )
     attacker = Attacker(tmp_path, str(program), mode, hold=5.0)
     with fm.session(order, ascp_path=str(program)) as s:
         s.start()
@@ -213,7 +234,6 @@ def test_a_program_without_secret_is_admitted_from_its_process_tree_and_a_strang
     assert seen["dropped"] and seen["received"] == ""
 
 
-
 def test_a_program_that_knows_no_secret_is_not_handed_one(tmp_path, monkeypatch):
     """IBM's ascp would keep the secret in its /proc environ for any process of the user to read (and present):
     only our engine gets it."""
@@ -221,14 +241,17 @@ def test_a_program_that_knows_no_secret_is_not_handed_one(tmp_path, monkeypatch)
     monkeypatch.setenv("FAKEASCP_MODE", "normal")
     record = tmp_path / "env.txt"
     program = tmp_path / "ascp"
-    program.write_text(f'#!/bin/sh\necho "${{FASPMANAGER_MGMT_SECRET:-none}}" > "{record}"\n'
-                       f'exec "{sys.executable}" "{MANAGER_TESTS / "fakeascp.py"}" "$@"\n')
+    program.write_text(
+        f'#!/bin/sh\necho "${{FASPMANAGER_MGMT_SECRET:-none}}" > "{record}"\n'
+        f'exec "{sys.executable}" "{MANAGER_TESTS / "fakeascp.py"}" "$@"\n'
+    )
     program.chmod(0o755)
     source = _source(tmp_path, 1000)
     remote = tmp_path / "remote"
     remote.mkdir()
-    order = fm.FileUpload([str(source)], "u", "127.0.0.1", dest_pass="pw",
-                          options=fm.TransferOptions(destination_root=str(remote)))
+    order = fm.FileUpload(
+        [str(source)], "u", "127.0.0.1", dest_pass="pw", options=fm.TransferOptions(destination_root=str(remote))
+    )
     with fm.session(order, ascp_path=str(program)) as s:
         s.start()
         result = s.finish()
@@ -236,13 +259,16 @@ def test_a_program_that_knows_no_secret_is_not_handed_one(tmp_path, monkeypatch)
     assert record.read_text().strip() == "none"
     assert sha256(remote / source.name) == sha256(source)
 
+
 def test_the_secret_never_shows_on_the_command_line_and_the_engine_keeps_it_from_its_children(tmp_path, server):
     engine = tmp_path / "fasp-ascp"
     record = tmp_path / "seen.txt"
     # the wrapper records what its environment and argv held, then runs the engine with a hook that records
     # whether the engine's children still see the variable
-    engine.write_text(f'#!/bin/sh\necho "argv: $*" > "{record}"\necho "env: ${{FASPMANAGER_MGMT_SECRET:-}}" >> '
-                      f'"{record}"\nexec "{sys.executable}" -m fasp "$@"\n')
+    engine.write_text(
+        f'#!/bin/sh\necho "argv: $*" > "{record}"\necho "env: ${{FASPMANAGER_MGMT_SECRET:-}}" >> '
+        f'"{record}"\nexec "{sys.executable}" -m fasp "$@"\n'
+    )
     engine.chmod(0o755)
     hook = tmp_path / "hook.sh"
     hook.write_text(f'#!/bin/sh\necho "hook: ${{FASPMANAGER_MGMT_SECRET:-none}}" >> "{record}"\n')

@@ -5,6 +5,7 @@ the attacker (plain Redis commands, no key) copies both stream entries and
 XADDs them again: the exact replay of the latest message, and an older one.
 Each must be refused and reported (CONTROL_REJECTED), never applied twice.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,12 @@ def test_replayed_and_old_control_messages_are_refused(worker_factory, faspq, se
     worker_factory("ctl", concurrency=1)
     src = tmp_path / "once.bin"
     make_file(src, 300_000)
-    order = fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
-                                options=options(server, destination_root="replay"))
+    order = fm.PersistentUpload(
+        dest_user=server.user,
+        dest_host=server.host,
+        dest_pass=server.password,
+        options=options(server, destination_root="replay"),
+    )
     (server.docroot / "replay").mkdir(exist_ok=True)
     handle = submit(order)
     handle.add_source(str(src), "once.bin")
@@ -62,8 +67,12 @@ def test_one_handle_steered_from_many_threads_loses_no_message(worker_factory, f
     import threading
 
     worker_factory("ctlt", concurrency=1)
-    order = fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
-                                options=options(server, destination_root="threads"))
+    order = fm.PersistentUpload(
+        dest_user=server.user,
+        dest_host=server.host,
+        dest_pass=server.password,
+        options=options(server, destination_root="threads"),
+    )
     (server.docroot / "threads").mkdir(exist_ok=True)
     handle = submit(order)
     threads = [threading.Thread(target=lambda: [handle.set_rate(5000 + i) for i in range(25)]) for _ in range(8)]

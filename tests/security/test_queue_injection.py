@@ -7,6 +7,7 @@ environment), or one that carries a sealed password copied from a legitimate
 queued order towards the attacker's own SSH server. Workers must run nothing
 and send nothing: the order ends FAILED, "order not authenticated".
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -78,6 +79,7 @@ def attacker_ssh():
 
     async def listen():
         return await asyncssh.create_server(catcher, "127.0.0.1", port, server_host_keys=[key])
+
     listener = asyncio.run_coroutine_threadsafe(listen(), loop).result(10)
     try:
         yield port, passwords
@@ -88,8 +90,14 @@ def attacker_ssh():
 
 
 def _upload_fields(src, user, host, password) -> dict:
-    return {"source_paths": [str(src)], "dest_user": user, "dest_host": host, "dest_paths": None,
-            "dest_pass": password, "dest_identity": None}
+    return {
+        "source_paths": [str(src)],
+        "dest_user": user,
+        "dest_host": host,
+        "dest_paths": None,
+        "dest_pass": password,
+        "dest_identity": None,
+    }
 
 
 @pytest.mark.parametrize("claim", ["as-v1-stored-it", "claiming-v2-with-forged-mac"])
@@ -99,10 +107,16 @@ def test_injected_order_runs_no_program_and_fails_unauthenticated(worker, faspq,
     src = tmp_path / "bait.bin"
     make_file(src, 1000)
     dead_port = free_port()  # the -e program would run before any connection
-    order = old_order("FileUpload", _upload_fields(src, "x", "127.0.0.1", "plain-password"),
-                      {"tcp_port": dead_port, "pre_post_command_path": str(script)})
-    extra = {} if claim == "as-v1-stored-it" else {"v": "2", "client": "admin", "submitted": repr(time.time()),
-                                                      "mac": "ab" * 32}
+    order = old_order(
+        "FileUpload",
+        _upload_fields(src, "x", "127.0.0.1", "plain-password"),
+        {"tcp_port": dead_port, "pre_post_command_path": str(script)},
+    )
+    extra = (
+        {}
+        if claim == "as-v1-stored-it"
+        else {"v": "2", "client": "admin", "submitted": repr(time.time()), "mac": "ab" * 32}
+    )
     client = faspq.client()
     transfer_id = uuid.uuid4().hex
     inject(client, PREFIX, "transfers", transfer_id, order, extra)
@@ -122,8 +136,11 @@ def test_previous_schema_order_is_refused_with_how_to_resubmit(worker, faspq, se
     make_file(src, 1000)
     sealed = Fernet(SECRET_KEY.encode()).encrypt(server.password.encode()).decode()
     (server.docroot / "legacy").mkdir(exist_ok=True)
-    order = old_order("FileUpload", _upload_fields(src, server.user, server.host, {"$sealed": sealed}),
-                      {"tcp_port": server.port, "destination_root": "legacy"})
+    order = old_order(
+        "FileUpload",
+        _upload_fields(src, server.user, server.host, {"$sealed": sealed}),
+        {"tcp_port": server.port, "destination_root": "legacy"},
+    )
     client = faspq.client()
     transfer_id = uuid.uuid4().hex
     inject(client, PREFIX, "transfers", transfer_id, order)
@@ -134,8 +151,13 @@ def test_previous_schema_order_is_refused_with_how_to_resubmit(worker, faspq, se
     assert not (server.docroot / "legacy" / src.name).exists()
 
 
-def test_sealed_password_copied_into_an_injected_order_reaches_nobody(worker, faspq, server, attacker_ssh,  # noqa: F811
-                                                                      tmp_path):
+def test_sealed_password_copied_into_an_injected_order_reaches_nobody(
+    worker,
+    faspq,
+    server,
+    attacker_ssh,  # noqa: F811
+    tmp_path,
+):
     port, captured = attacker_ssh
     src = tmp_path / "victim.bin"
     make_file(src, 1000)
@@ -144,8 +166,9 @@ def test_sealed_password_copied_into_an_injected_order_reaches_nobody(worker, fa
     stored = json.loads(client.hget(f"{PREFIX}:order:{legit.id}", "order"))
     stolen = stored["fields"]["dest_pass"]
     assert isinstance(stolen, dict) and server.password not in json.dumps(stored)
-    order = old_order("FileUpload", _upload_fields(src, "victim", "127.0.0.1", stolen),
-                      {"tcp_port": port, "ignore_host_key": True})
+    order = old_order(
+        "FileUpload", _upload_fields(src, "victim", "127.0.0.1", stolen), {"tcp_port": port, "ignore_host_key": True}
+    )
     order["v"] = stored["v"]
     transfer_id = uuid.uuid4().hex
     record = {k.decode(): v.decode() for k, v in client.hgetall(f"{PREFIX}:order:{legit.id}").items()}
@@ -159,14 +182,36 @@ def test_sealed_password_copied_into_an_injected_order_reaches_nobody(worker, fa
 def test_no_shared_key_no_worker_and_no_submission(faspq, server, tmp_path):  # noqa: F811
     env = {k: v for k, v in os.environ.items() if k not in ("FASPQ_SECRET_KEY", "FASPQ_SECRET_KEY_FILE")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", "threads", "-c", "1",
-                           "-Q", "keyless", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "1",
+            "-Q",
+            "keyless",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "refuses to start" in proc.stdout + proc.stderr, proc.stderr[-2000:]
     src = tmp_path / "nokey.bin"
     make_file(src, 10)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("FASPQ_SECRET_KEY")
         from tasks.secrets import SecretKeyError
+
         with pytest.raises(SecretKeyError, match="no shared key"):
             submit(upload(server, [src], "nokey"))

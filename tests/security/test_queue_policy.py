@@ -9,6 +9,7 @@ must fail at once (no retry, nothing transferred, nothing run) with the rule
 named. And a ``-e`` program the operator did allow sees none of the worker's
 secrets in its environment.
 """
+
 from __future__ import annotations
 
 import stat
@@ -48,10 +49,16 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def worker(worker_factory, site):  # noqa: F811
-    return worker_factory("pol", concurrency=2, FASPQ_READ_DIRS=str(site["readable"]),
-                          FASPQ_WRITE_DIRS=str(site["writable"]), FASPQ_PREPOST_PROGRAMS=str(site["allowed"]),
-                          FASPQ_RATE_CAPS="transfers=50000", FASP_KNOWN_HOSTS=str(site["known_hosts"]),
-                          CLOUD_API_TOKEN=CANARY)
+    return worker_factory(
+        "pol",
+        concurrency=2,
+        FASPQ_READ_DIRS=str(site["readable"]),
+        FASPQ_WRITE_DIRS=str(site["writable"]),
+        FASPQ_PREPOST_PROGRAMS=str(site["allowed"]),
+        FASPQ_RATE_CAPS="transfers=50000",
+        FASP_KNOWN_HOSTS=str(site["known_hosts"]),
+        CLOUD_API_TOKEN=CANARY,
+    )
 
 
 def _readable(site, name="f.bin", size=2000):
@@ -106,8 +113,14 @@ def test_file_added_from_outside_the_readable_directories_is_refused(worker, ser
     outside = site["elsewhere"] / "outside.bin"
     make_file(outside, 100)
     (server.docroot / "pers-policy").mkdir(exist_ok=True)
-    handle = submit(fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
-                                        options=options(server, destination_root="pers-policy")))
+    handle = submit(
+        fm.PersistentUpload(
+            dest_user=server.user,
+            dest_host=server.host,
+            dest_pass=server.password,
+            options=options(server, destination_root="pers-policy"),
+        )
+    )
     handle.add_source(str(outside), "outside.bin")
     handle.add_source(str(inside), "inside.bin")
     handle.finish()
@@ -140,10 +153,19 @@ def test_file_added_to_a_removing_transfer_must_be_writable_too(worker, server, 
     sources, it must lie in a writable directory, not only a readable one (add_source skipped that check)."""
     readable_only = _readable(site, "keep-me.bin", 5000)
     (server.docroot / "pers-remove").mkdir(exist_ok=True)
-    handle = submit(fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
-                                        options=options(server, destination_root="pers-remove",
-                                                        remove_files_after_transfer=True,
-                                                        source_base=str(site["writable"]))))
+    handle = submit(
+        fm.PersistentUpload(
+            dest_user=server.user,
+            dest_host=server.host,
+            dest_pass=server.password,
+            options=options(
+                server,
+                destination_root="pers-remove",
+                remove_files_after_transfer=True,
+                source_base=str(site["writable"]),
+            ),
+        )
+    )
     handle.add_source(str(readable_only), "keep-me.bin")
     handle.finish()
     handle.wait(timeout=60)

@@ -5,6 +5,7 @@ in as an ACL user named in the URL (``redis://user:pass@host/db``). Someone
 reaching the port without it gets nothing, a transfer works end to end, and
 neither password shows in the worker's log.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def deployment(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("redis-auth")
     redis_server = RedisServer(workdir, password=admin_password)
     admin = redis.Redis(port=redis_server.port, password=admin_password)
-    admin.acl_setuser("faspq", enabled=True, passwords=[f"+{app_password}"], keys=["*"], channels=["*"],
-                      commands=["+@all"])
+    admin.acl_setuser(
+        "faspq", enabled=True, passwords=[f"+{app_password}"], keys=["*"], channels=["*"], commands=["+@all"]
+    )
     url = f"redis://faspq:{app_password}@127.0.0.1:{redis_server.port}/0"
     worker = None
     try:
@@ -85,8 +87,13 @@ def test_readme_least_privilege_users_run_a_transfer(server, tmp_path):  # noqa:
     url = "redis://{}:{}@127.0.0.1:" + str(redis_server.port) + "/0"
     client_url = url.format("faspq-client", passwords["CLIENT_PASSWORD"])
     worker_url = url.format("faspq-worker", passwords["WORKER_PASSWORD"])
-    worker = Worker("acl", {**os.environ, **faspq_env(worker_url, FASPQ_PREFIX="faspq")}, tmp_path / "acl.log",
-                    concurrency=1, queues="transfers").wait_ready()
+    worker = Worker(
+        "acl",
+        {**os.environ, **faspq_env(worker_url, FASPQ_PREFIX="faspq")},
+        tmp_path / "acl.log",
+        concurrency=1,
+        queues="transfers",
+    ).wait_ready()
     try:
         with pytest.MonkeyPatch.context() as mp:
             for name, value in faspq_env(client_url, FASPQ_PREFIX="faspq").items():

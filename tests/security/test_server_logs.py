@@ -8,6 +8,7 @@ a line of the attacker's choosing in it (pointed at an authorized_keys: a login)
 Now a client's -R only makes fasp-server's engine log into the operator's --log-dir, under a name
 the server picks, and every record is one line with control characters escaped.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -89,12 +90,32 @@ def test_no_client_string_starts_a_log_line(server, tmp_path):
 
 async def _session_with_a_bad_field(server: FaspServer, field: str) -> str:
     """A valid hello asking for -R, then a message the server does not expect whose token holds ``field``."""
-    async with asyncssh.connect(server.host, server.port, username=server.user, password=server.password,
-                                client_keys=None, known_hosts=None, agent_path=None) as conn:
+    async with asyncssh.connect(
+        server.host,
+        server.port,
+        username=server.user,
+        password=server.password,
+        client_keys=None,
+        known_hosts=None,
+        agent_path=None,
+    ) as conn:
         proc = await conn.create_process("fasp-ascp --server", encoding=None)
-        proc.stdin.write(control.frame(Hello(
-            v=VERSION, session=secrets.token_hex(16), share=secrets.token_bytes(32), key_bytes=16, direction="send",
-            dest="/", datagram_size=1400, udp_port=0, rate=Rate(1000, 0, "fair"), opts=PeerOptions(log_dir="/r"))))
+        proc.stdin.write(
+            control.frame(
+                Hello(
+                    v=VERSION,
+                    session=secrets.token_hex(16),
+                    share=secrets.token_bytes(32),
+                    key_bytes=16,
+                    direction="send",
+                    dest="/",
+                    datagram_size=1400,
+                    udp_port=0,
+                    rate=Rate(1000, 0, "fair"),
+                    opts=PeerOptions(log_dir="/r"),
+                )
+            )
+        )
         length = int.from_bytes(await proc.stdout.readexactly(4), "big")
         assert b'"welcome"' in await proc.stdout.readexactly(length)
         proc.stdin.write(control.frame(FallbackReady(token=field)))

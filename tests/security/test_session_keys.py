@@ -6,6 +6,7 @@ GMAC tag from it as the engine used to (HKDF of the session id), and injects, ah
 datagram, a forged one with the same header and other bytes. The upload must still land byte for byte: the
 engine keys -T tags from the secret both ends derived over SSH, never from header fields.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,9 +39,9 @@ def _forge(packet: bytes) -> bytes | None:
     type_, direction, sid, seq, _, _ = datagram.parse_header(packet)
     if type_ != datagram.DATA:
         return None
-    header = packet[:datagram.HEADER_SIZE]
-    file_id, offset, payload = datagram.parse_data(packet[datagram.HEADER_SIZE:-datagram.TAG_SIZE])
-    body = datagram.pack_data(file_id, offset, (EVIL * (len(payload) // len(EVIL) + 1))[:len(payload)])
+    header = packet[: datagram.HEADER_SIZE]
+    file_id, offset, payload = datagram.parse_data(packet[datagram.HEADER_SIZE : -datagram.TAG_SIZE])
+    body = datagram.pack_data(file_id, offset, (EVIL * (len(payload) // len(EVIL) + 1))[: len(payload)])
     key = HKDF(hashes.SHA256(), 16, salt=None, info=b"fasp datagram auth v1").derive(sid)
     tag = AESGCM(key).encrypt(struct.pack("!IQ", direction, seq), b"", header + body)
     return header + body + tag
@@ -70,8 +71,9 @@ def test_forged_t_datagrams_from_the_path_are_rejected(tmp_path):
     assert_same_file(src, server.docroot / "t.bin", digest)
 
 
-def _key(client: bytes = b"c" * SHARE_BYTES, server: bytes = b"s" * SHARE_BYTES, sid: bytes = b"i" * 16,
-         key_bytes: int = 16) -> SessionKey:
+def _key(
+    client: bytes = b"c" * SHARE_BYTES, server: bytes = b"s" * SHARE_BYTES, sid: bytes = b"i" * 16, key_bytes: int = 16
+) -> SessionKey:
     return SessionKey.derive(client, server, sid, key_bytes)
 
 
@@ -92,8 +94,10 @@ def test_a_seal_opens_only_under_the_key_from_both_shares(key_bytes):
     body = datagram.pack_data(1, 0, b"payload")
     sealed = Seal(sid, _key(key_bytes=key_bytes), 0).seal(datagram.DATA, body, 0, 0)
     assert Seal(sid, _key(key_bytes=key_bytes), 1).open(sealed)[4] == body
-    for other in (_key(client=b"C" * SHARE_BYTES, key_bytes=key_bytes),
-                  _key(server=b"S" * SHARE_BYTES, key_bytes=key_bytes)):
+    for other in (
+        _key(client=b"C" * SHARE_BYTES, key_bytes=key_bytes),
+        _key(server=b"S" * SHARE_BYTES, key_bytes=key_bytes),
+    ):
         with pytest.raises(Rejected):
             Seal(sid, other, 1).open(sealed)
 
@@ -108,25 +112,45 @@ def test_shares_of_the_wrong_size_are_refused():
 async def _hand_built_session(server, share: bytes) -> list[tuple[str, bool]]:
     """A client speaking the control protocol itself: it sends ``share`` in hello, then tries the UDP handshake
     under a key it chose alone (from its own share twice) and under the key from both shares."""
-    async with asyncssh.connect(server.host, server.port, username=server.user, password=server.password,
-                                known_hosts=os.environ["FASP_KNOWN_HOSTS"], client_keys=None,
-                                agent_path=None) as conn:
+    async with asyncssh.connect(
+        server.host,
+        server.port,
+        username=server.user,
+        password=server.password,
+        known_hosts=os.environ["FASP_KNOWN_HOSTS"],
+        client_keys=None,
+        agent_path=None,
+    ) as conn:
         proc = await conn.create_process("fasp-ascp --server", encoding=None)
         sid = os.urandom(16)
-        proc.stdin.write(control.frame(Hello(
-            v=VERSION, session=sid.hex(), share=share, key_bytes=16, direction="send", dest="/", datagram_size=1400,
-            udp_port=0, rate=Rate(10000, 0, "fixed"), opts=PeerOptions())))
+        proc.stdin.write(
+            control.frame(
+                Hello(
+                    v=VERSION,
+                    session=sid.hex(),
+                    share=share,
+                    key_bytes=16,
+                    direction="send",
+                    dest="/",
+                    datagram_size=1400,
+                    udp_port=0,
+                    rate=Rate(10000, 0, "fixed"),
+                    opts=PeerOptions(),
+                )
+            )
+        )
         decoder, messages = control.Decoder(), []
         while not messages:
             messages = decoder.feed(await asyncio.wait_for(proc.stdout.read(65536), 20))
         welcome = messages[0]
         assert isinstance(welcome, Welcome), welcome
         answered = []
-        for name, key in (("client alone", SessionKey.derive(share, share, sid, 16)),
-                          ("both shares", SessionKey.derive(share, welcome.share, sid, 16))):
+        for name, key in (
+            ("client alone", SessionKey.derive(share, share, sid, 16)),
+            ("both shares", SessionKey.derive(share, welcome.share, sid, 16)),
+        ):
             try:
-                transport = await Transport.connect(server.host, welcome.udp_port, session_id=sid, key=key,
-                                                    timeout=1.5)
+                transport = await Transport.connect(server.host, welcome.udp_port, session_id=sid, key=key, timeout=1.5)
             except EngineError as exc:
                 assert exc.code == ErrorCode.CONNECTION_TIMEOUT
                 answered.append((name, False))

@@ -2,6 +2,7 @@
 
 Stock ``fasp-ascp`` against a real fasp-server, as an authenticated user would.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,10 @@ def test_link_moved_by_move_after_transfer_never_points_outside(fasp_server, tmp
     assert_same_file(payload, server.docroot / "d" / "data.bin")
     back = tmp_path / "back"
     back.mkdir()
-    moved = run_ascp(fasp_args(server, "--mode=recv", "--symbolic-links=copy", "--move-after-transfer=/",
-                               remote(server, "/d/x"), str(back)), server.env())
+    moved = run_ascp(
+        fasp_args(
+            server, "--mode=recv", "--symbolic-links=copy", "--move-after-transfer=/", remote(server, "/d/x"), str(back)
+        ),
+        server.env(),
+    )
     assert _escapes(server.docroot) == [], f"a link now leads out of the docroot ({moved.stderr!r})"
-

@@ -3,6 +3,7 @@
 MaxAuthTries, as sshd counts it, covers every method: offering public key after public key on one
 connection must be cut off like wrong passwords are.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,9 +36,16 @@ class _KeyOffer(asyncssh.SSHClient):
 async def _offer(server, keys) -> tuple[int, BaseException]:
     client = _KeyOffer(keys)
     try:
-        conn, _ = await asyncssh.create_connection(lambda: client, server.host, server.port, username=server.user,
-                                                   known_hosts=None, agent_path=None, client_keys=[],
-                                                   preferred_auth="publickey")
+        conn, _ = await asyncssh.create_connection(
+            lambda: client,
+            server.host,
+            server.port,
+            username=server.user,
+            known_hosts=None,
+            agent_path=None,
+            client_keys=[],
+            preferred_auth="publickey",
+        )
     except (asyncssh.Error, OSError) as exc:
         return client.offered, exc
     conn.close()
@@ -59,13 +67,16 @@ BOB_PASSWORD = "bob-has-a-long-password"
 def _key_user_and_bob(tmp_path, name: str):
     """A users file: ``name`` logs in with a fresh key (returned), bob with BOB_PASSWORD; a docroot each."""
     from fasp.server.users import hash_password
+
     key = asyncssh.generate_private_key("ssh-ed25519")
     for user in (name, "bob"):
         (tmp_path / user).mkdir()
     users = tmp_path / "users.toml"
-    users.write_text(f'[users.{name}]\ndocroot = "{tmp_path / name}"\n'
-                     f'authorized_keys = ["{key.export_public_key().decode().strip()}"]\n'
-                     f'[users.bob]\ndocroot = "{tmp_path / "bob"}"\npassword_hash = "{hash_password(BOB_PASSWORD)}"\n')
+    users.write_text(
+        f'[users.{name}]\ndocroot = "{tmp_path / name}"\n'
+        f'authorized_keys = ["{key.export_public_key().decode().strip()}"]\n'
+        f'[users.bob]\ndocroot = "{tmp_path / "bob"}"\npassword_hash = "{hash_password(BOB_PASSWORD)}"\n'
+    )
     return key, users
 
 
@@ -89,9 +100,16 @@ def test_a_users_key_never_logs_in_as_another_user(tmp_path):
 
     async def attempt(server):
         try:
-            conn, _ = await asyncssh.create_connection(lambda: _Switch(key), server.host, server.port,
-                                                       username="alice", known_hosts=None, agent_path=None,
-                                                       client_keys=[], preferred_auth="publickey")
+            conn, _ = await asyncssh.create_connection(
+                lambda: _Switch(key),
+                server.host,
+                server.port,
+                username="alice",
+                known_hosts=None,
+                agent_path=None,
+                client_keys=[],
+                preferred_auth="publickey",
+            )
         except (asyncssh.Error, OSError) as exc:
             return exc
         conn.close()
@@ -103,11 +121,11 @@ def test_a_users_key_never_logs_in_as_another_user(tmp_path):
         assert "authenticated bob" not in server.log()
 
 
-
 def _hold(host: str, port: int, stop, count: int = 400) -> None:
     """Keep about ``count`` silent connections open, opening new ones as the server drops old ones."""
     import socket
     from collections import deque
+
     held: deque = deque()
     while not stop.is_set():
         try:
@@ -129,9 +147,11 @@ def test_idle_connections_to_the_fallback_port_do_not_lock_users_out(tmp_path):
     from tests.engine.helpers import fasp_args, remote, run_ascp
     from tests.support.files import assert_same_file, random_file
     from tests.support.ports import free_port
+
     http_port = free_port(socket.SOCK_STREAM)
-    with start_fasp_server(tmp_path / "srv", extra_args=["--http-port", str(http_port)],
-                           wrapper=["prlimit", "--nofile=256:256"]) as server:
+    with start_fasp_server(
+        tmp_path / "srv", extra_args=["--http-port", str(http_port)], wrapper=["prlimit", "--nofile=256:256"]
+    ) as server:
         stop = threading.Event()
         attacker = threading.Thread(target=_hold, args=(server.host, http_port, stop), daemon=True)
         attacker.start()
@@ -152,19 +172,35 @@ def test_a_session_request_chooses_neither_the_engine_nor_its_environment(tmp_pa
     untouched, and no forwarding is opened."""
     from tests.engine.helpers import server_mode_pids
     from tests.support.wait import wait_until
-    evil = {"LD_PRELOAD": "/tmp/evil.so", "PYTHONPATH": "/tmp/evil", "FASP_RESUME_KEY": "00" * 32,
-            "FASP_NO_OPENAT2": "1", "FASP_LOCAL_DOCROOT": "/"}
+
+    evil = {
+        "LD_PRELOAD": "/tmp/evil.so",
+        "PYTHONPATH": "/tmp/evil",
+        "FASP_RESUME_KEY": "00" * 32,
+        "FASP_NO_OPENAT2": "1",
+        "FASP_LOCAL_DOCROOT": "/",
+    }
 
     async def attack(server):
-        async with asyncssh.connect(server.host, server.port, username=server.user, password=server.password,
-                                    known_hosts=None, agent_path=None, client_keys=None) as conn:
+        async with asyncssh.connect(
+            server.host,
+            server.port,
+            username=server.user,
+            password=server.password,
+            known_hosts=None,
+            agent_path=None,
+            client_keys=None,
+        ) as conn:
             with pytest.raises(asyncssh.ChannelListenError):
                 await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
             with pytest.raises(asyncssh.ChannelOpenError):
                 await conn.create_connection(asyncssh.SSHTCPSession, "127.0.0.1", server.port)
             seen = []
-            for request in ({"command": "/bin/sh -c 'id > /tmp/pwned' ; fasp-ascp --server --docroot /",
-                             "env": evil}, {"command": "fasp-ascp --server --docroot /"}, {"subsystem": "sftp"}):
+            for request in (
+                {"command": "/bin/sh -c 'id > /tmp/pwned' ; fasp-ascp --server --docroot /", "env": evil},
+                {"command": "fasp-ascp --server --docroot /"},
+                {"subsystem": "sftp"},
+            ):
                 try:
                     process = await conn.create_process(encoding=None, **request)
                 except asyncssh.ChannelOpenError:  # refused as a whole: fine too
@@ -172,8 +208,12 @@ def test_a_session_request_chooses_neither_the_engine_nor_its_environment(tmp_pa
                     continue
                 assert wait_until(lambda: server_mode_pids(str(server.docroot)), 10)
                 pid = server_mode_pids(str(server.docroot))[0]
-                seen.append((Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"),
-                             Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")))
+                seen.append(
+                    (
+                        Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"),
+                        Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"),
+                    )
+                )
                 process.close()
                 await process.wait_closed()
                 assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)
@@ -193,15 +233,27 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
     for every other user."""
     from tests.engine.helpers import fasp_args, run_ascp
     from tests.support.files import assert_same_file, random_file
+
     key, users = _key_user_and_bob(tmp_path, "mallory")
 
     async def hold(server, count=300):
         conns = []
         for _ in range(count):
             try:
-                conns.append(await asyncio.wait_for(asyncssh.connect(
-                    server.host, server.port, username="mallory", known_hosts=None, agent_path=None,
-                    client_keys=[key], password=None), 3))
+                conns.append(
+                    await asyncio.wait_for(
+                        asyncssh.connect(
+                            server.host,
+                            server.port,
+                            username="mallory",
+                            known_hosts=None,
+                            agent_path=None,
+                            client_keys=[key],
+                            password=None,
+                        ),
+                        3,
+                    )
+                )
             except (TimeoutError, asyncssh.Error, OSError):
                 break
         return conns
@@ -223,9 +275,11 @@ def test_one_users_idle_connections_do_not_lock_other_users_out(tmp_path):
 
 def test_the_servers_password_is_not_left_in_its_proc_environ(fasp_server):
     """--password-env VAR: once hashed, the password is blanked in the block any process of the user can read."""
+
     def environ() -> bytes:
         return Path(f"/proc/{fasp_server.process.pid}/environ").read_bytes()
 
     # the blanking follows the start by a moment (after the hash)
-    assert wait_until(lambda: fasp_server.password.encode() not in environ(), 10, 0.1), \
+    assert wait_until(lambda: fasp_server.password.encode() not in environ(), 10, 0.1), (
         "fasp-server's /proc/PID/environ holds the password"
+    )

@@ -19,6 +19,7 @@ lets that side (a partner's host, or anyone who took it over) plant a link
 leading out of the writable directories; the next download into the same
 place writes through it.
 """
+
 from __future__ import annotations
 
 import stat
@@ -44,10 +45,12 @@ def site(tmp_path_factory):
     prog = dirs["progs"] / "snoop.sh"
     # what an attacker who controls the -e program's input would make it do: read every ancestor's
     # initial environment (same uid: no privilege needed)
-    prog.write_text("#!/bin/sh\npid=$$\nout=''\nwhile [ \"$pid\" -gt 1 ]; do\n"
-                    "  out=\"$out$(tr '\\0' '\\n' < /proc/$pid/environ 2>/dev/null)\n\"\n"
-                    "  pid=$(awk '{print $4}' /proc/$pid/stat)\ndone\n"
-                    f"printf '%s' \"$out\" > {dump}.$$ && mv {dump}.$$ {dump}\n")
+    prog.write_text(
+        "#!/bin/sh\npid=$$\nout=''\nwhile [ \"$pid\" -gt 1 ]; do\n"
+        "  out=\"$out$(tr '\\0' '\\n' < /proc/$pid/environ 2>/dev/null)\n\"\n"
+        "  pid=$(awk '{print $4}' /proc/$pid/stat)\ndone\n"
+        f"printf '%s' \"$out\" > {dump}.$$ && mv {dump}.$$ {dump}\n"
+    )
     prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
     dirs["prog"], dirs["dump"] = prog, dump
     dirs["forbidden"] = dirs["progs"] / "forbidden.sh"
@@ -61,8 +64,12 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def worker(worker_factory, site):  # noqa: F811
-    names = (("FASPQ_READ_DIRS", "readable"), ("FASPQ_WRITE_DIRS", "writable"),
-             ("FASPQ_PREPOST_PROGRAMS", "prog"), ("FASP_KNOWN_HOSTS", "known_hosts"))
+    names = (
+        ("FASPQ_READ_DIRS", "readable"),
+        ("FASPQ_WRITE_DIRS", "writable"),
+        ("FASPQ_PREPOST_PROGRAMS", "prog"),
+        ("FASP_KNOWN_HOSTS", "known_hosts"),
+    )
     dirs = {name: str(site[key]) for name, key in names}
     return worker_factory("var", concurrency=1, **dirs)
 
@@ -84,9 +91,13 @@ def test_upload_root_read_as_a_flag_runs_no_forbidden_program(worker, server, si
     src = site["readable"] / "flag.bin"
     make_file(src, 20_000)
     # two sources: the second is read as the destination, the "root" as -e
-    order = fm.FileUpload(source_paths=[str(src), str(site["readable"])], dest_user=server.user,
-                          dest_host=server.host, dest_pass=server.password,
-                          options=options(server, destination_root=f"-e{site['forbidden']}"))
+    order = fm.FileUpload(
+        source_paths=[str(src), str(site["readable"])],
+        dest_user=server.user,
+        dest_host=server.host,
+        dest_pass=server.password,
+        options=options(server, destination_root=f"-e{site['forbidden']}"),
+    )
     result = submit(order).wait(timeout=60)
     assert not site["ran"].exists(), f"a program outside FASPQ_PREPOST_PROGRAMS ran ({result})"
     assert result["ok"], result  # the root is an ordinary remote directory named "-e..." in the docroot

@@ -2,6 +2,7 @@
 
 No data channel: the server engine is driven through its control messages alone (fasp/session/control.py framing).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,22 +25,40 @@ class ControlClient:
 
     async def __aenter__(self) -> ControlClient:
         server = self.server
-        self.conn = await asyncssh.connect(server.host, port=server.port, username=server.user,
-                                           password=server.password, known_hosts=None, client_keys=None,
-                                           agent_path=None)
+        self.conn = await asyncssh.connect(
+            server.host,
+            port=server.port,
+            username=server.user,
+            password=server.password,
+            known_hosts=None,
+            client_keys=None,
+            agent_path=None,
+        )
         self.proc = await self.conn.create_process("fasp-ascp --server", encoding=None)
         self.channel = Channel(self.proc.stdout, self.proc.stdin)
-        await self.channel.send(Hello(v=VERSION, session=uuid.uuid4().hex, share=secrets.token_bytes(32),
-                                      key_bytes=16, direction="send", dest=self.dest, datagram_size=1400, udp_port=0,
-                                      rate=Rate(10_000, 0, "fair"), opts=self.opts))
+        await self.channel.send(
+            Hello(
+                v=VERSION,
+                session=uuid.uuid4().hex,
+                share=secrets.token_bytes(32),
+                key_bytes=16,
+                direction="send",
+                dest=self.dest,
+                datagram_size=1400,
+                udp_port=0,
+                rate=Rate(10_000, 0, "fair"),
+                opts=self.opts,
+            )
+        )
         welcome = await asyncio.wait_for(self.channel.recv(), 30)
         assert isinstance(welcome, Welcome), welcome
         return self
 
     async def offer(self, rel: str, size: int, mtime: float) -> Message:
         """Offer one file; the server's first answer about it."""
-        await self.channel.send(Offer(fid=1, arg=0, rel=rel, lone=False, size=size, mtime=mtime, atime=mtime,
-                                      mode=0o100644))
+        await self.channel.send(
+            Offer(fid=1, arg=0, rel=rel, lone=False, size=size, mtime=mtime, atime=mtime, mode=0o100644)
+        )
         return await self.answer()
 
     async def answer(self) -> Message:

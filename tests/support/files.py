@@ -3,6 +3,7 @@
 Every transfer test checks bytes (size and sha256) through these, so a short read or a stray extra file is caught
 the same way everywhere.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ the nftables table that drops UDP exists only in the server's namespace; all
 of it goes when the namespaces are deleted. Processes join a namespace through
 ``ip netns exec`` (see :meth:`Lab.wrap`).
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,23 @@ def udp_blocked_lab() -> Iterator[Lab]:
         for ns in (lab.client_ns, lab.server_ns):
             _run(["ip", "netns", "add", ns])
             created.append(ns)
-        _run(["ip", "-n", lab.client_ns, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-              "netns", lab.server_ns])
+        _run(
+            [
+                "ip",
+                "-n",
+                lab.client_ns,
+                "link",
+                "add",
+                "veth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "veth1",
+                "netns",
+                lab.server_ns,
+            ]
+        )
         for ns, dev, addr in ((lab.client_ns, "veth0", CLIENT_ADDR), (lab.server_ns, "veth1", SERVER_ADDR)):
             _run(["ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", dev])
             _run(["ip", "-n", ns, "link", "set", dev, "up"])

@@ -4,6 +4,7 @@ A port found this way can be taken by someone else before it is bound again, so
 servers that can print the port they picked (fasp-server with port 0) should be
 started that way instead; this is for programs that cannot (sshd, iperf3).
 """
+
 from __future__ import annotations
 
 import socket

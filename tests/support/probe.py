@@ -6,6 +6,7 @@ SPEC.json`` runs a faspmanager session (an upload described by the JSON). Either
 prints one JSON object on stdout: the exit status or result, the events (type
 and fields), and the engine's stderr.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,23 +22,33 @@ def engine(args: list[str]) -> dict:
     try:
         proc = subprocess.run([*ENGINE, "-M", str(listener.port), *args], capture_output=True, timeout=90)
         listener.closed.wait(5)
-        return {"rc": proc.returncode, "stderr": proc.stderr.decode(errors="replace")[-3000:],
-                "events": [[f.type, dict(f.fields)] for _, f in listener.events]}
+        return {
+            "rc": proc.returncode,
+            "stderr": proc.stderr.decode(errors="replace")[-3000:],
+            "events": [[f.type, dict(f.fields)] for _, f in listener.events],
+        }
     finally:
         listener.close()
 
 
 def manager(spec: dict) -> dict:
     import faspmanager as fm
+
     events = []
-    options = fm.TransferOptions(tcp_port=spec["port"], destination_root=spec["dest"],
-                                 http_fallback_options=fm.HttpFallbackOptions(**spec["fallback"]))
+    options = fm.TransferOptions(
+        tcp_port=spec["port"],
+        destination_root=spec["dest"],
+        http_fallback_options=fm.HttpFallbackOptions(**spec["fallback"]),
+    )
     order = fm.FileUpload(spec["sources"], spec["user"], spec["host"], dest_pass=spec["password"], options=options)
     with fm.session(order, ascp_path=spec["ascp"], listener=events.append) as session:
         session.start()
         result = session.finish()
-    return {"ok": result.ok(), "reason": result.reason(),
-            "events": [[str(e.event_type), {k: str(v) for k, v in e.session_stats.items()}] for e in events]}
+    return {
+        "ok": result.ok(),
+        "reason": result.reason(),
+        "events": [[str(e.event_type), {k: str(v) for k, v in e.session_stats.items()}] for e in events],
+    }
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Zombies count as gone everywhere here: a process that exited but was not reaped yet holds no resources a test
 asks about (ports, files, a session).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 One place names the modules (``python -m fasp``, ``python -m fasp.server.frontdoor``), so the tests follow
 when they move.
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ beyond, counted as ``overflowed``). ``counts.bins`` holds the bytes delivered pe
 direction and BIN seconds, for rates measured on the wire. ``relay_in_thread``
 runs a relay on a thread of its own, for tests that drive engine processes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,10 +70,23 @@ class _Side(asyncio.DatagramProtocol):
 
 
 class Relay:
-    def __init__(self, target: tuple[str, int], *, loss: float = 0.0, reorder: float = 0.0,
-                 duplicate: float = 0.0, delay: float = 0.0, reorder_delay: float = 0.005,
-                 seed: int | None = None, capture: bool = False, tamper=None, host: str = "127.0.0.1",
-                 port: int = 0, rate_mbit: float = 0.0, queue_ms: float = 250.0):
+    def __init__(
+        self,
+        target: tuple[str, int],
+        *,
+        loss: float = 0.0,
+        reorder: float = 0.0,
+        duplicate: float = 0.0,
+        delay: float = 0.0,
+        reorder_delay: float = 0.005,
+        seed: int | None = None,
+        capture: bool = False,
+        tamper=None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_mbit: float = 0.0,
+        queue_ms: float = 250.0,
+    ):
         self.target = target
         self.loss, self.reorder, self.duplicate = loss, reorder, duplicate
         self.delay, self.reorder_delay = delay, reorder_delay
@@ -96,7 +110,8 @@ class Relay:
     async def __aenter__(self) -> Relay:
         loop = asyncio.get_running_loop()
         _, self._front = await loop.create_datagram_endpoint(
-            lambda: _Side(self._from_client), local_addr=(self._host, self._port))
+            lambda: _Side(self._from_client), local_addr=(self._host, self._port)
+        )
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -159,6 +174,7 @@ class Relay:
         def fire():
             self._timers.discard(timer)
             self._deliver(data, direction, client)
+
         timer = asyncio.get_running_loop().call_later(wait, fire)
         self._timers.add(timer)
 

@@ -1,4 +1,5 @@
 """A fasp-server whose UDP goes through the impairment relay: tests judge options on the relay's wire."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

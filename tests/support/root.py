@@ -4,6 +4,7 @@ Root is needed for network namespaces (ip netns, nft), OpenSSH sshd logging in a
 another owner and setpriv's bounding set. The resources that need it call ``require_root`` where they start
 (a fixture-level skip); single tests that need it carry ``needs_root(why)``.
 """
+
 from __future__ import annotations
 
 import os

@@ -14,6 +14,7 @@ sets FASP_DOCROOT to the fixture's docroot, so both work without anything else.
 Each server's host key is appended to ``$FASP_KNOWN_HOSTS`` (tests/conftest.py sets it) as it starts, so a
 client checks it as ssh would; ``register_host_key`` does the same for servers started elsewhere.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -90,12 +91,22 @@ class OpenSSHServer:
 
 
 @contextmanager
-def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None = None,
-                      docroot: Path | None = None, rate_cap_kbps: int | None = None,
-                      allowed_policies: Sequence[str] | None = None, authorized_keys: Path | None = None,
-                      udp_port: int | None = None, engine_command: Sequence[str] | None = None,
-                      users_file: Path | None = None, extra_args: Sequence[str] = (), host: str = HOST,
-                      wrapper: Sequence[str] = ()) -> Iterator[FaspServer]:
+def start_fasp_server(
+    workdir: Path,
+    *,
+    user: str = "fasp",
+    password: str | None = None,
+    docroot: Path | None = None,
+    rate_cap_kbps: int | None = None,
+    allowed_policies: Sequence[str] | None = None,
+    authorized_keys: Path | None = None,
+    udp_port: int | None = None,
+    engine_command: Sequence[str] | None = None,
+    users_file: Path | None = None,
+    extra_args: Sequence[str] = (),
+    host: str = HOST,
+    wrapper: Sequence[str] = (),
+) -> Iterator[FaspServer]:
     """Start ``fasp-server`` on a port it picks itself; stop it on exit.
 
     ``host`` is the address to listen on; ``wrapper`` prefixes the command (e.g. ``ip netns exec NS``,
@@ -129,25 +140,34 @@ def start_fasp_server(workdir: Path, *, user: str = "fasp", password: str | None
     log_path = workdir / "fasp-server.log"
     env = {**os.environ, PASSWORD_ENV: password, "PYTHONPATH": pythonpath()}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                env=env, cwd=workdir)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env, cwd=workdir
+        )
     try:
         line = _read_line(proc, READY_TIMEOUT_S, log_path)
         if not line.startswith("listening on "):
             raise RuntimeError(f"fasp-server said {line!r}; log:\n{log_path.read_text()}")
         host, _, port = line.removeprefix("listening on ").rpartition(":")
         register_host_key(host, int(port), host_key)
-        yield FaspServer(host=host, port=int(port), user=user, password=password, docroot=docroot,
-                         host_key_fingerprint=asyncssh.read_private_key(host_key).get_fingerprint("sha256"),
-                         log_path=log_path, process=proc)
+        yield FaspServer(
+            host=host,
+            port=int(port),
+            user=user,
+            password=password,
+            docroot=docroot,
+            host_key_fingerprint=asyncssh.read_private_key(host_key).get_fingerprint("sha256"),
+            log_path=log_path,
+            process=proc,
+        )
     finally:
         _stop(proc)
         proc.stdout.close()
 
 
 @contextmanager
-def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
-                         confine: bool = True) -> Iterator[OpenSSHServer]:
+def start_openssh_server(
+    workdir: Path, *, docroot: Path | None = None, confine: bool = True
+) -> Iterator[OpenSSHServer]:
     """Start a real sshd as root on a free port, with its own keys and config under ``workdir``.
 
     ``confine=False`` leaves FASP_DOCROOT unset (the engine then serves the whole filesystem).
@@ -160,8 +180,11 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
     host_key, identity = workdir / "ssh_host_ed25519_key", workdir / "id_ed25519"
     for key in (host_key, identity):
         if not key.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fasp-test", "-f", str(key)],
-                           check=True, stdin=subprocess.DEVNULL)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fasp-test", "-f", str(key)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     setenv = [f"PATH={Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", f"PYTHONPATH={pythonpath()}"]
     if confine:
@@ -170,31 +193,43 @@ def start_openssh_server(workdir: Path, *, docroot: Path | None = None,
     for _ in range(5):  # the free port may be taken before sshd binds it
         port = free_port()
         config = workdir / "sshd_config"
-        config.write_text("\n".join([
-            f"ListenAddress {HOST}:{port}",
-            f"HostKey {host_key}",
-            f"PidFile {workdir / 'sshd.pid'}",
-            f"AuthorizedKeysFile {identity}.pub",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PubkeyAuthentication yes",
-            "UsePAM no",
-            "PermitRootLogin yes",
-            "StrictModes no",
-            "LogLevel VERBOSE",
-            "SetEnv " + " ".join(f'"{item}"' for item in setenv),
-            "",
-        ]))
+        config.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {HOST}:{port}",
+                    f"HostKey {host_key}",
+                    f"PidFile {workdir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {identity}.pub",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "UsePAM no",
+                    "PermitRootLogin yes",
+                    "StrictModes no",
+                    "LogLevel VERBOSE",
+                    "SetEnv " + " ".join(f'"{item}"' for item in setenv),
+                    "",
+                ]
+            )
+        )
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            proc = subprocess.Popen(
+                ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
         try:
             if _wait_tcp(proc, port):
                 register_host_key(HOST, port, host_key)
                 yield OpenSSHServer(
-                    host=HOST, port=port, user="root", identity=identity, docroot=docroot,
+                    host=HOST,
+                    port=port,
+                    user="root",
+                    identity=identity,
+                    docroot=docroot,
                     host_key_fingerprint=asyncssh.read_private_key(host_key).get_fingerprint("sha256"),
-                    remote_command=shlex.join(ENGINE), log_path=log_path, process=proc)
+                    remote_command=shlex.join(ENGINE),
+                    log_path=log_path,
+                    process=proc,
+                )
                 return
         finally:
             _wait_sessions_ended(proc.pid)

@@ -5,6 +5,7 @@ Run it where the client runs (``python -m tests.support.tap DIR``); it prints
 server, from the first byte after CONNECT) and DIR/N.down (server to client).
 The tests read those files to see what the fallback channel looks like on the wire.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,8 +41,9 @@ async def _tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, di
     up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
     writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
     n = next(_count)
-    await asyncio.gather(_copy(reader, up_writer, directory / f"{n}.up"),
-                         _copy(up_reader, writer, directory / f"{n}.down"))
+    await asyncio.gather(
+        _copy(reader, up_writer, directory / f"{n}.up"), _copy(up_reader, writer, directory / f"{n}.down")
+    )
 
 
 async def main(directory: Path) -> None:

@@ -1,4 +1,5 @@
 """Polling a condition until a deadline, the one waiting loop the tests share."""
+
 from __future__ import annotations
 
 import time

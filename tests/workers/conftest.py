@@ -7,6 +7,7 @@ read the same settings. The workers' policy lets orders read and write under
 the temporary directory (where tests keep their files) and nothing else.
 Workers and servers are killed with their whole process tree at teardown.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,11 +66,23 @@ def worker_factory(faspq, tmp_path_factory):
     started: list[Worker] = []
     logs = tmp_path_factory.mktemp("workers")
 
-    def start(name: str = "w", concurrency: int = 2, queues: str = "transfers", wait: bool = True,
-              pool: str = "threads", **env_overrides: str) -> Worker:
+    def start(
+        name: str = "w",
+        concurrency: int = 2,
+        queues: str = "transfers",
+        wait: bool = True,
+        pool: str = "threads",
+        **env_overrides: str,
+    ) -> Worker:
         name = f"{name}{len(started)}"
-        worker = Worker(name, {**os.environ, **faspq_env(faspq.url, **env_overrides)}, logs / f"{name}.log",
-                        concurrency=concurrency, queues=queues, pool=pool)
+        worker = Worker(
+            name,
+            {**os.environ, **faspq_env(faspq.url, **env_overrides)},
+            logs / f"{name}.log",
+            concurrency=concurrency,
+            queues=queues,
+            pool=pool,
+        )
         started.append(worker)
         return worker.wait_ready() if wait else worker
 

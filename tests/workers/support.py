@@ -1,4 +1,5 @@
 """Small helpers shared by the distributed tests: data files, orders for the test server."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,14 +26,24 @@ def upload(server, sources, root: str, password: str | None = None, **opts) -> f
     sent to a path that is not a directory after that path)."""
     if getattr(server, "docroot", None) is not None:
         (server.docroot / root).mkdir(parents=True, exist_ok=True)
-    return fm.FileUpload(source_paths=[str(s) for s in sources], dest_user=server.user, dest_host=server.host,
-                         dest_pass=password or server.password, options=options(server, destination_root=root, **opts))
+    return fm.FileUpload(
+        source_paths=[str(s) for s in sources],
+        dest_user=server.user,
+        dest_host=server.host,
+        dest_pass=password or server.password,
+        options=options(server, destination_root=root, **opts),
+    )
 
 
 def download(server, sources, local_dir: Path, **opts) -> fm.FileDownload:
     local_dir.mkdir(parents=True, exist_ok=True)
-    return fm.FileDownload(source_paths=list(sources), source_user=server.user, source_host=server.host,
-                           source_pass=server.password, options=options(server, destination_root=str(local_dir), **opts))
+    return fm.FileDownload(
+        source_paths=list(sources),
+        source_user=server.user,
+        source_host=server.host,
+        source_pass=server.password,
+        options=options(server, destination_root=str(local_dir), **opts),
+    )
 
 
 def types(events) -> list[str]:

@@ -1,5 +1,6 @@
 """What Celery users (the result backend, Flower) see of a transfer: FAILURE with the engine's code, RETRY while
 it waits, PROGRESS with bytes/rate/ETA while it runs; retries as many as the policy allows; DNS not retried."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """The faspq command line against real workers: upload, watch, status, ls, rate, cancel."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,24 @@ pytestmark = pytest.mark.timeout(120)
 
 def _upload(server, src, dest, *extra, env=None):
     (server.docroot / dest).mkdir(parents=True, exist_ok=True)
-    args = ["upload", str(src), "--host", server.host, "--port", str(server.port), "--user", server.user,
-            "--password-env", "TEST_PW", "--dest", dest, "--no-watch", "--check-sshfp", server.host_key_fingerprint(),
-            *extra]
+    args = [
+        "upload",
+        str(src),
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--user",
+        server.user,
+        "--password-env",
+        "TEST_PW",
+        "--dest",
+        dest,
+        "--no-watch",
+        "--check-sshfp",
+        server.host_key_fingerprint(),
+        *extra,
+    ]
     result = CliRunner().invoke(main, args, env={"TEST_PW": server.password, **(env or {})})
     assert result.exit_code == 0, result.output
     return result.output.strip().splitlines()[-1]
@@ -67,8 +83,23 @@ def test_without_the_shared_key_nothing_is_submitted_or_sent(faspq, server, tmp_
     src = tmp_path / "nokey.bin"
     make_file(src, 100)
     no_key = {"FASPQ_SECRET_KEY": None, "FASPQ_SECRET_KEY_FILE": None, "TEST_PW": server.password}
-    result = CliRunner().invoke(main, ["upload", str(src), "--host", server.host, "--port", str(server.port),
-                                       "--user", server.user, "--password-env", "TEST_PW", "--no-watch"], env=no_key)
+    result = CliRunner().invoke(
+        main,
+        [
+            "upload",
+            str(src),
+            "--host",
+            server.host,
+            "--port",
+            str(server.port),
+            "--user",
+            server.user,
+            "--password-env",
+            "TEST_PW",
+            "--no-watch",
+        ],
+        env=no_key,
+    )
     assert result.exit_code == 1 and "not submitted: no shared key" in result.output, result.output
     for args in (["rate", "some-id", "100"], ["cancel", "some-id"]):
         result = CliRunner().invoke(main, args, env=no_key)

@@ -1,6 +1,7 @@
 """faspq as a new user meets it, run as a real process: expected failures are one line and a non-zero status,
 steering says what it did, local paths resolve where faspq runs, a queue nobody consumes is named, and piped
 progress is live and does not wrap."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,14 @@ pytestmark = pytest.mark.timeout(120)
 def faspq(*args, env=None, cwd=None, timeout=60) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     environ = {k: v for k, v in environ.items() if v is not None}
-    return subprocess.run([sys.executable, "-m", "tasks.cli", *args], cwd=cwd or REPO_ROOT, env=environ,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", *args],
+        cwd=cwd or REPO_ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _one_line_error(proc, *words):
@@ -40,8 +47,9 @@ def _one_line_error(proc, *words):
 def test_redis_unreachable_is_one_line_with_the_password_hidden(faspq_env_only):
     url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
     for args in (["status", "x"], ["rate", "x", "100"], ["cancel", "x"], ["ls"], ["watch", "x"]):
-        line = _one_line_error(faspq(*args, env={"FASPQ_REDIS_URL": url}), "cannot reach Redis at",
-                               "redis://:***@127.0.0.1")
+        line = _one_line_error(
+            faspq(*args, env={"FASPQ_REDIS_URL": url}), "cannot reach Redis at", "redis://:***@127.0.0.1"
+        )
         assert "hunter2" not in line
 
 
@@ -50,9 +58,11 @@ def test_key_missing_malformed_or_unreadable(faspq_env_only, tmp_path):
     make_file(src, 10)
     upload = ["upload", str(src), "--host", "127.0.0.1", "--user", "u", "--password-env", "PW", "--no-watch"]
     _one_line_error(faspq(*upload, env={"PW": "x", "FASPQ_SECRET_KEY": "short"}), "too short")
-    _one_line_error(faspq(*upload, env={"PW": "x", "FASPQ_SECRET_KEY": None,
-                                        "FASPQ_SECRET_KEY_FILE": str(tmp_path / "none")}),
-                    "FASPQ_SECRET_KEY_FILE", "cannot be read")
+    _one_line_error(
+        faspq(*upload, env={"PW": "x", "FASPQ_SECRET_KEY": None, "FASPQ_SECRET_KEY_FILE": str(tmp_path / "none")}),
+        "FASPQ_SECRET_KEY_FILE",
+        "cannot be read",
+    )
     _one_line_error(faspq("status", "x", env={"FASPQ_LEASE_TTL": "soon"}), "FASPQ_LEASE_TTL must be a number")
 
 
@@ -72,21 +82,40 @@ def faspq_run(*args, **kwargs):
 
 def _upload_args(server, *sources, dest="cli2", extra=()):
     (server.docroot / dest).mkdir(parents=True, exist_ok=True)
-    return ["upload", *sources, "--host", server.host, "--port", str(server.port), "--user", server.user,
-            "--password-env", "TEST_PW", "--dest", dest, "--check-sshfp", server.host_key_fingerprint(), *extra]
+    return [
+        "upload",
+        *sources,
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--user",
+        server.user,
+        "--password-env",
+        "TEST_PW",
+        "--dest",
+        dest,
+        "--check-sshfp",
+        server.host_key_fingerprint(),
+        *extra,
+    ]
 
 
 def test_relative_path_resolved_where_faspq_runs_and_piped_progress(worker_factory, server, tmp_path):
     worker_factory("cx", concurrency=1)
     size = 3_000_000
     make_file(tmp_path / "small.bin", size)
-    proc = faspq(*_upload_args(server, "small.bin", extra=("--rate", "6000")), env={"TEST_PW": server.password},
-                 cwd=tmp_path)  # the worker's cwd is elsewhere: only an absolute path can reach the file
+    proc = faspq(
+        *_upload_args(server, "small.bin", extra=("--rate", "6000")), env={"TEST_PW": server.password}, cwd=tmp_path
+    )  # the worker's cwd is elsewhere: only an absolute path can reach the file
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_same_file(tmp_path / "small.bin", server.docroot / "cli2" / "small.bin")
     lines = [line for line in proc.stderr.splitlines() if re.match(r"transfer \w+: \d+/", line)]
-    done = [(int(m.group(1)), m.group(2)) for m in (re.search(r": (\d+)/(\S+) bytes, (\d+) kbps", line)
-                                                   for line in lines) if m]
+    done = [
+        (int(m.group(1)), m.group(2))
+        for m in (re.search(r": (\d+)/(\S+) bytes, (\d+) kbps", line) for line in lines)
+        if m
+    ]
     assert len(done) == len(lines) >= 2, proc.stderr  # every progress line whole: nothing wrapped
     assert any(0 < moved < size for moved, _ in done), lines
     assert all(total == str(size) for moved, total in done if moved), lines
@@ -99,12 +128,15 @@ def test_a_relative_source_missing_here_is_refused_before_anything_is_queued(fas
     assert "only-on-the-worker.bin: not found here" in proc.stderr and "absolute path" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
+
 def test_steering_says_what_it_did(worker_factory, server, tmp_path):
     worker_factory("cy", concurrency=1)
     src = tmp_path / "steer.bin"
     make_file(src, 3_000_000)
-    proc = faspq(*_upload_args(server, str(src), dest="steer2", extra=("--rate", "1500", "--no-watch")),
-                 env={"TEST_PW": server.password})
+    proc = faspq(
+        *_upload_args(server, str(src), dest="steer2", extra=("--rate", "1500", "--no-watch")),
+        env={"TEST_PW": server.password},
+    )
     transfer_id = proc.stdout.strip().splitlines()[-1]
     handle = TransferHandle(transfer_id)
     assert wait_until(lambda: handle.status().get("state") == "RUNNING", 30, 0.1)
@@ -119,8 +151,11 @@ def test_steering_says_what_it_did(worker_factory, server, tmp_path):
 
 def test_a_queue_nobody_consumes_is_named_and_cancel_ends_it_at_once(faspq_env_only, server, tmp_path):
     make_file(tmp_path / "q.bin", 100)
-    proc = faspq(*_upload_args(server, "q.bin", dest="q", extra=("--queue", "nobody-here", "--no-watch")),
-                 env={"TEST_PW": server.password}, cwd=tmp_path)
+    proc = faspq(
+        *_upload_args(server, "q.bin", dest="q", extra=("--queue", "nobody-here", "--no-watch")),
+        env={"TEST_PW": server.password},
+        cwd=tmp_path,
+    )
     transfer_id = proc.stdout.strip().splitlines()[-1]
     watched = faspq("watch", transfer_id, "--timeout", "4", env={"FASPQ_NO_WORKER_AFTER": "1"})
     assert "no worker consumes queue 'nobody-here'" in watched.stderr, watched.stderr

@@ -1,5 +1,6 @@
 """faspq's interface: --version, -h, --format json|table|tsv, every TransferOption reachable (named flags,
 --option NAME=VALUE, --ts), --log-level; run as a real process against real workers."""
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,34 @@ def test_every_option_reaches_the_engine_and_json_output(worker_factory, server,
     os.utime(src, (1_600_000_000, 1_600_000_000))
     spec = tmp_path / "ts.json"
     spec.write_text(json.dumps({"min_rate_kbps": 50, "preserve_modification_time": False}))
-    proc = faspq(*_upload_args(server, str(src), dest="opts", extra=(
-        "--policy", "fixed", "--rate", "20000", "--cipher", "aes256", "--overwrite", "always", "--checksum", "sha256",
-        "--ts", f"@{spec}", "-o", "preserve_modification_time=true", "--option", "min_rate_kbps=100",
-        "--format", "json")), env={"TEST_PW": server.password})
+    proc = faspq(
+        *_upload_args(
+            server,
+            str(src),
+            dest="opts",
+            extra=(
+                "--policy",
+                "fixed",
+                "--rate",
+                "20000",
+                "--cipher",
+                "aes256",
+                "--overwrite",
+                "always",
+                "--checksum",
+                "sha256",
+                "--ts",
+                f"@{spec}",
+                "-o",
+                "preserve_modification_time=true",
+                "--option",
+                "min_rate_kbps=100",
+                "--format",
+                "json",
+            ),
+        ),
+        env={"TEST_PW": server.password},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]  # every stdout line is JSON
     assert events[0]["type"] == "SUBMITTED" and events[-1]["type"] == "RESULT" and events[-1]["ok"]
@@ -60,8 +85,11 @@ def test_bad_options_are_one_line(faspq_env, tmp_path):
     src = tmp_path / "x.bin"
     make_file(src, 10)
     base = ["upload", str(src), "--host", "127.0.0.1", "--user", "u", "--password-env", "PW", "--no-watch"]
-    _one_line_error(faspq(*base, "-o", "target_rate=5", env={"PW": "x"}), "unknown transfer option 'target_rate'",
-                    "target_rate_kbps")
+    _one_line_error(
+        faspq(*base, "-o", "target_rate=5", env={"PW": "x"}),
+        "unknown transfer option 'target_rate'",
+        "target_rate_kbps",
+    )
     for args in (["-o", "token=abc"], ["-o", "min_rate_kbps=fast"], ["--ts", "@/nonexistent.json"], ["-o", "novalue"]):
         proc = faspq(*base, *args, env={"PW": "x"})
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
@@ -110,11 +138,20 @@ def test_an_ibm_transfer_spec_through_a_worker(worker_factory, server, tmp_path)
     worker_factory("ts", concurrency=1)
     src = tmp_path / "spec.bin"
     make_file(src, 300_000)
-    spec = {"remote_host": "elsewhere.example", "remote_user": "nobody", "direction": "send",
-            "target_rate_kbps": 15000, "min_rate_kbps": 70, "rate_policy": "fixed", "cipher": "aes-256",
-            "resume_policy": "sparse_csum"}
-    proc = faspq(*_upload_args(server, str(src), dest="ts", extra=("--ts", json.dumps(spec), "--format", "json")),
-                 env={"TEST_PW": server.password})
+    spec = {
+        "remote_host": "elsewhere.example",
+        "remote_user": "nobody",
+        "direction": "send",
+        "target_rate_kbps": 15000,
+        "min_rate_kbps": 70,
+        "rate_policy": "fixed",
+        "cipher": "aes-256",
+        "resume_policy": "sparse_csum",
+    }
+    proc = faspq(
+        *_upload_args(server, str(src), dest="ts", extra=("--ts", json.dumps(spec), "--format", "json")),
+        env={"TEST_PW": server.password},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "direction, remote_host, remote_user not read from the transfer spec" in proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]

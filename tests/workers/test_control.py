@@ -1,4 +1,5 @@
 """The control-message codec: what is accepted, and that everything else is refused with a reason."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,11 +35,19 @@ def test_add_source_offsets():
     assert got.args == {"source_path": "a", "dest_path": "b", "start_offset": 5}
 
 
-@pytest.mark.parametrize("control", [
-    Control("explode"), Control("set_rate", {"kbps": -1}), Control("set_rate", {"kbps": "9"}),
-    Control("set_rate", {"kbps": True}), Control("add_source", {"source_path": "a"}),
-    Control("add_source", {"source_path": "a", "dest_path": "b", "start_offset": -2}),
-    Control("cancel", {"why": 1}), Control("cancel", {}, b"data")])
+@pytest.mark.parametrize(
+    "control",
+    [
+        Control("explode"),
+        Control("set_rate", {"kbps": -1}),
+        Control("set_rate", {"kbps": "9"}),
+        Control("set_rate", {"kbps": True}),
+        Control("add_source", {"source_path": "a"}),
+        Control("add_source", {"source_path": "a", "dest_path": "b", "start_offset": -2}),
+        Control("cancel", {"why": 1}),
+        Control("cancel", {}, b"data"),
+    ],
+)
 def test_malformed_messages_refused_before_sending(control):
     with pytest.raises(ControlError):
         encode("t1", control, KEY, Sender())

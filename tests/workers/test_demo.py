@@ -1,4 +1,5 @@
 """``faspq demo`` from nothing: embedded Redis, fasp-server, worker, a verified transfer, all cleaned up."""
+
 from __future__ import annotations
 
 import glob
@@ -30,8 +31,14 @@ def _demo_env(tmp_path: Path) -> tuple[dict[str, str], str]:
 def test_faspq_demo_passes_and_cleans_up(tmp_path):
     """Run from a directory of its own: the demo finds its programs as an installed package, not by a path."""
     env, demo_paths = _demo_env(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "8", "--files", "2"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "8", "--files", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "demo passed" in proc.stdout
     assert proc.stdout.count("yes") >= 2  # both files verified
@@ -43,9 +50,14 @@ def test_faspq_demo_passes_and_cleans_up(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_faspq_demo_killed_by_signal_cleans_up(sig, tmp_path):
     env, demo_paths = _demo_env(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "64", "--files", "2",
-                             "--rate", "20000"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "64", "--files", "2", "--rate", "20000"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = []
     for line in proc.stdout:  # mid-transfer: Redis, server, worker and engines all up
         seen.append(line)

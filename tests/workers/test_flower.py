@@ -1,5 +1,6 @@
 """Flower (its own HTTP API, fed by the workers' task events) shows what faspq shows: PROGRESS with bytes, rate
 and ETA while a transfer runs, FAILURE with TransferFailed and the engine's code when it is cancelled."""
+
 from __future__ import annotations
 
 import base64
@@ -28,9 +29,21 @@ pytest.importorskip("flower")
 def flower(faspq, tmp_path_factory):
     port, password = free_port(), secrets.token_hex(8)
     env = {**os.environ, **faspq_env(faspq.url)}
-    service = Service([sys.executable, "-m", "celery", "-A", "workers.app", "flower", "--address=127.0.0.1",
-                       f"--port={port}", f"--basic-auth=ops:{password}"],
-                      tmp_path_factory.mktemp("flower") / "flower.log", env=env)
+    service = Service(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={port}",
+            f"--basic-auth=ops:{password}",
+        ],
+        tmp_path_factory.mktemp("flower") / "flower.log",
+        env=env,
+    )
     auth = "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()
 
     def get(path: str) -> dict | None:

@@ -1,4 +1,5 @@
 """Three workers, thirty concurrent transfers: all complete, each steered by its own owner."""
+
 from __future__ import annotations
 
 import pytest

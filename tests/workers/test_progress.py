@@ -1,4 +1,5 @@
 """The watch view folds events into per-file and total progress, and keeps the final result."""
+
 from __future__ import annotations
 
 import io
@@ -38,9 +39,11 @@ def test_a_senders_files_never_add_up_past_the_total():
     events = []
     for i, name in enumerate(("/s/a.bin", "/s/b.bin", "/s/c.bin")):
         session = {"pre_transfer_bytes": 3000, "file": name, "transfer_bytes": 1000 * i + 500, "file_bytes": 1000 * i}
-        events += [{"type": "START", "file": {"file": name, "size": 1000, "bytes_written": 0}},
-                   {"type": "STATS", "session": session},
-                   {"type": "STOP", "file": {"file": name, "size": 1000, "bytes_written": 1000}}]
+        events += [
+            {"type": "START", "file": {"file": name, "size": 1000, "bytes_written": 0}},
+            {"type": "STATS", "session": session},
+            {"type": "STOP", "file": {"file": name, "size": 1000, "bytes_written": 1000}},
+        ]
     with view:
         for event in events[:-1]:
             view.show(event)

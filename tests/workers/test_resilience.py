@@ -1,5 +1,6 @@
 """Failures: a server down at first, a persistent transfer handed over at warm shutdown, secrets kept out of Redis.
 A worker SIGKILLed or SIGTERMed mid-transfer: tests/faults/test_queue.py (rows of docs/reliability.md)."""
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,13 @@ def test_server_down_at_first_then_up_is_retried(worker_factory, tmp_path):
     host_key = asyncssh.generate_private_key("ssh-ed25519")  # the later server's, so the order can pin it now
     (tmp_path / "late-server").mkdir()
     (tmp_path / "late-server" / "host_key").write_bytes(host_key.export_private_key())
-    later = SimpleNamespace(host="127.0.0.1", port=port, user="bob", password="pw-retry-test-123",
-                            host_key_fingerprint=lambda: host_key.get_fingerprint("sha256"))
+    later = SimpleNamespace(
+        host="127.0.0.1",
+        port=port,
+        user="bob",
+        password="pw-retry-test-123",
+        host_key_fingerprint=lambda: host_key.get_fingerprint("sha256"),
+    )
     order = upload(later, [src], "retry")  # nothing listens on that port yet
     handle = submit(order, retry={"max_retries": 20, "backoff_s": 0.3, "backoff_max_s": 1.0})
     for event in handle.events(timeout=60):
@@ -116,8 +122,12 @@ def test_warm_shutdown_hands_a_persistent_transfer_over(worker_factory, server, 
     files = [tmp_path / "h1.bin", tmp_path / "h2.bin"]
     for path in files:
         make_file(path, 300_000)
-    order = fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
-                                options=options(server, destination_root=queue))
+    order = fm.PersistentUpload(
+        dest_user=server.user,
+        dest_host=server.host,
+        dest_pass=server.password,
+        options=options(server, destination_root=queue),
+    )
     handle = submit(order, queue=queue)
     handle.add_source(str(files[0]), "h1.bin")
     for event in handle.events(timeout=60):

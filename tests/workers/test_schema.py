@@ -1,4 +1,5 @@
 """Orders and every TransferOptions value survive the JSON schema exactly; secrets never in clear."""
+
 from __future__ import annotations
 
 import json
@@ -19,32 +20,88 @@ from tasks.secrets import Sealer, SecretKeyError, generate_key
 
 SEALER = Sealer(generate_key())
 
-BOOLS = ["apply_local_docroot", "auto_detect_capacity", "create_dirs", "delete_before_transfer", "encryption",
-         "ignore_host_key", "precalculate_job_size", "preserve_access_time", "preserve_creation_time",
-         "preserve_dates", "preserve_file_owner_gid", "preserve_file_owner_uid", "preserve_modification_time",
-         "preserve_source_access_time", "remove_empty_directories", "remove_empty_source_dir",
-         "remove_files_after_transfer", "save_before_overwrite", "skip_dir_traversal_dups", "skip_special_files"]
-INTS = {"chunk_size": (1, 1 << 24), "datagram_size": (1, 65000), "exclude_newer_than": (0, 2**40),
-        "exclude_older_than": (0, 2**40), "min_rate_kbps": (0, 10**7), "multi_session_threshold": (0, 2**40),
-        "read_size": (0, 1 << 24), "retransmission_request_max_size": (0, 1440), "retry_timeout": (0, 10**6),
-        "target_rate_kbps": (0, 10**8), "tcp_port": (1, 65535), "udp_port": (1, 65535), "write_size": (0, 1 << 24)}
-TEXTS = ["alternate_config_filename", "check_ssh_fingerprint", "destination_root", "file_manifest_path",
-         "local_log_dir", "move_after_transfer_path", "partial_file_suffix", "pre_post_command_path",
-         "remote_log_dir", "source_base", "source_prefix"]
+BOOLS = [
+    "apply_local_docroot",
+    "auto_detect_capacity",
+    "create_dirs",
+    "delete_before_transfer",
+    "encryption",
+    "ignore_host_key",
+    "precalculate_job_size",
+    "preserve_access_time",
+    "preserve_creation_time",
+    "preserve_dates",
+    "preserve_file_owner_gid",
+    "preserve_file_owner_uid",
+    "preserve_modification_time",
+    "preserve_source_access_time",
+    "remove_empty_directories",
+    "remove_empty_source_dir",
+    "remove_files_after_transfer",
+    "save_before_overwrite",
+    "skip_dir_traversal_dups",
+    "skip_special_files",
+]
+INTS = {
+    "chunk_size": (1, 1 << 24),
+    "datagram_size": (1, 65000),
+    "exclude_newer_than": (0, 2**40),
+    "exclude_older_than": (0, 2**40),
+    "min_rate_kbps": (0, 10**7),
+    "multi_session_threshold": (0, 2**40),
+    "read_size": (0, 1 << 24),
+    "retransmission_request_max_size": (0, 1440),
+    "retry_timeout": (0, 10**6),
+    "target_rate_kbps": (0, 10**8),
+    "tcp_port": (1, 65535),
+    "udp_port": (1, 65535),
+    "write_size": (0, 1 << 24),
+}
+TEXTS = [
+    "alternate_config_filename",
+    "check_ssh_fingerprint",
+    "destination_root",
+    "file_manifest_path",
+    "local_log_dir",
+    "move_after_transfer_path",
+    "partial_file_suffix",
+    "pre_post_command_path",
+    "remote_log_dir",
+    "source_base",
+    "source_prefix",
+]
 SECRETS = ["content_protection_passphrase", "cookie", "token"]
 LISTS = ["exclude_patterns", "extra_options"]
-ENUMS = {"cipher": fm.CipherType, "file_checksum": fm.FileChecksumType, "file_manifest_format": fm.FileManifestFormat,
-         "overwrite_policy": fm.OverwritePolicy, "policy": fm.TransferPolicy, "preserve_acls": fm.PreserveMode,
-         "preserve_xattrs": fm.PreserveMode, "remote_preserve_acls": fm.PreserveMode,
-         "remote_preserve_xattrs": fm.PreserveMode, "resume_check": fm.ResumeCheck,
-         "symlink_policy": fm.SymlinkPolicy}
+ENUMS = {
+    "cipher": fm.CipherType,
+    "file_checksum": fm.FileChecksumType,
+    "file_manifest_format": fm.FileManifestFormat,
+    "overwrite_policy": fm.OverwritePolicy,
+    "policy": fm.TransferPolicy,
+    "preserve_acls": fm.PreserveMode,
+    "preserve_xattrs": fm.PreserveMode,
+    "remote_preserve_acls": fm.PreserveMode,
+    "remote_preserve_xattrs": fm.PreserveMode,
+    "resume_check": fm.ResumeCheck,
+    "symlink_policy": fm.SymlinkPolicy,
+}
 
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\0"), min_size=1, max_size=20)
-http_fallback = st.builds(fm.HttpFallbackOptions, encode_all_as_jpeg=st.none() | st.booleans(),
-                          http_port=st.none() | st.integers(1, 65535), https_key_filename=st.none() | text)
-VALUES = {**{n: st.booleans() for n in BOOLS}, **{n: st.integers(*r) for n, r in INTS.items()},
-          **{n: text for n in TEXTS}, **{n: text.map(lambda t: "s3cr3t:" + t) for n in SECRETS}, **{n: st.lists(text, max_size=3) for n in LISTS},
-          **{n: st.sampled_from(list(e)) for n, e in ENUMS.items()}, "http_fallback_options": http_fallback}
+http_fallback = st.builds(
+    fm.HttpFallbackOptions,
+    encode_all_as_jpeg=st.none() | st.booleans(),
+    http_port=st.none() | st.integers(1, 65535),
+    https_key_filename=st.none() | text,
+)
+VALUES = {
+    **{n: st.booleans() for n in BOOLS},
+    **{n: st.integers(*r) for n, r in INTS.items()},
+    **{n: text for n in TEXTS},
+    **{n: text.map(lambda t: "s3cr3t:" + t) for n in SECRETS},
+    **{n: st.lists(text, max_size=3) for n in LISTS},
+    **{n: st.sampled_from(list(e)) for n, e in ENUMS.items()},
+    "http_fallback_options": http_fallback,
+}
 
 
 def test_strategies_cover_every_documented_option():
@@ -52,14 +109,16 @@ def test_strategies_cover_every_documented_option():
 
 
 options = st.dictionaries(st.sampled_from(sorted(VALUES)), st.none(), max_size=12).flatmap(
-    lambda names: st.fixed_dictionaries({n: VALUES[n] for n in names}))
+    lambda names: st.fixed_dictionaries({n: VALUES[n] for n in names})
+)
 
 
 def _orders(opts):
     o = fm.TransferOptions(**opts)
     return [
-        fm.FileUpload(source_paths=["a", "b c"], dest_user="u", dest_host="h", dest_paths=["x", "y"],
-                      dest_pass="pa$$", options=o),
+        fm.FileUpload(
+            source_paths=["a", "b c"], dest_user="u", dest_host="h", dest_paths=["x", "y"], dest_pass="pa$$", options=o
+        ),
         fm.FileDownload(source_paths="one", source_user="u", source_host="h", source_identity="/k/id", options=o),
         fm.PersistentUpload(dest_user="u", dest_host="h", dest_pass="secret-pw", options=o),
         fm.PersistentDownload(source_user="u", source_host="h", source_pass="pw2", options=o),
@@ -94,8 +153,9 @@ def test_secret_needs_the_key():
 
 
 def test_sealed_value_opens_only_in_its_transfer_and_field():
-    order = fm.FileUpload(source_paths="a", dest_user="u", dest_host="h", dest_pass="pw",
-                          options=fm.TransferOptions(token="tok"))
+    order = fm.FileUpload(
+        source_paths="a", dest_user="u", dest_host="h", dest_pass="pw", options=fm.TransferOptions(token="tok")
+    )
     sealed = order_to_json(order, SEALER, "tid")
     with pytest.raises(SecretKeyError, match="another"):
         order_from_json(sealed, SEALER, "other-tid")
@@ -108,8 +168,15 @@ def test_sealed_value_opens_only_in_its_transfer_and_field():
         order_from_json(clear, SEALER, "tid")
 
 
-@pytest.mark.parametrize("data", [{"v": 99, "type": "FileUpload"}, {"v": 2, "type": "Nope"},
-                                  {"v": 2, "type": "PersistentUpload", "fields": {"rm": 1}}, "x"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"v": 99, "type": "FileUpload"},
+        {"v": 2, "type": "Nope"},
+        {"v": 2, "type": "PersistentUpload", "fields": {"rm": 1}},
+        "x",
+    ],
+)
 def test_bad_documents_are_refused(data):
     with pytest.raises(OrderSchemaError):
         order_from_json(data, SEALER, "tid")
@@ -117,8 +184,20 @@ def test_bad_documents_are_refused(data):
 
 def test_records_are_signed_whole_and_unsigned_ones_refused():
     key = generate_key()
-    record = sign_record({"v": "2", "type": "FileUpload", "task": "faspq.file_upload", "queue": "q",
-                          "order": "{}", "retry": "{}", "client": "me", "submitted": "1.0"}, "tid", key)
+    record = sign_record(
+        {
+            "v": "2",
+            "type": "FileUpload",
+            "task": "faspq.file_upload",
+            "queue": "q",
+            "order": "{}",
+            "retry": "{}",
+            "client": "me",
+            "submitted": "1.0",
+        },
+        "tid",
+        key,
+    )
     assert verify_record(record, "tid", key) == record
     for changed in ({**record, "queue": "other"}, {**record, "client": "you"}, {**record, "mac": "0" * 64}):
         with pytest.raises(OrderNotAuthenticated, match="order not authenticated: bad MAC"):

@@ -1,4 +1,5 @@
 """Settings from the environment and the retry policy's arithmetic."""
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,16 @@ def test_policy_from_file_and_environment_and_what_it_lets_through(monkeypatch, 
     outbox.mkdir()
     (inbox / "link").symlink_to("/etc")
     policy_file = tmp_path / "policy.json"
-    policy_file.write_text(json.dumps({"read_dirs": [str(inbox)], "rate_caps": {"*": 1000}, "extra_options": ["-v"],
-                                       "allow_ignore_host_key": True}))
+    policy_file.write_text(
+        json.dumps(
+            {
+                "read_dirs": [str(inbox)],
+                "rate_caps": {"*": 1000},
+                "extra_options": ["-v"],
+                "allow_ignore_host_key": True,
+            }
+        )
+    )
     monkeypatch.setenv("FASPQ_POLICY_FILE", str(policy_file))
     monkeypatch.setenv("FASPQ_WRITE_DIRS", str(outbox))
     monkeypatch.setenv("FASPQ_RATE_CAPS", "fast=90000")  # the environment wins over the file
@@ -87,16 +96,24 @@ def test_policy_from_file_and_environment_and_what_it_lets_through(monkeypatch, 
     assert Policy.from_env().rate_cap("other") == 1000
 
     def up(path, **opts):
-        return fm.FileUpload(source_paths=[str(path)], dest_user="u", dest_host="h", dest_pass="p",
-                             options=fm.TransferOptions(**opts))
+        return fm.FileUpload(
+            source_paths=[str(path)], dest_user="u", dest_host="h", dest_pass="p", options=fm.TransferOptions(**opts)
+        )
+
     policy.check_order(up(inbox / "a.bin", extra_options=["-v"]), "FileUpload", "fast")
     for path, rule in ((inbox / "link" / "passwd", "FASPQ_READ_DIRS"), (inbox / ".." / "x", "FASPQ_READ_DIRS")):
         with pytest.raises(PolicyError, match=rule):
             policy.check_order(up(path), "FileUpload", "fast")
     with pytest.raises(PolicyError, match="FASPQ_EXTRA_OPTIONS"):
         policy.check_order(up(inbox / "a.bin", extra_options=["-v", "--x"]), "FileUpload", "fast")
-    down = fm.FileDownload(source_paths=["r"], source_user="u", source_host="h", source_pass="p",
-                           dest_paths=["../../escape"], options=fm.TransferOptions(destination_root=str(outbox)))
+    down = fm.FileDownload(
+        source_paths=["r"],
+        source_user="u",
+        source_host="h",
+        source_pass="p",
+        dest_paths=["../../escape"],
+        options=fm.TransferOptions(destination_root=str(outbox)),
+    )
     with pytest.raises(PolicyError, match="FASPQ_WRITE_DIRS.*dest_path"):
         policy.check_order(down, "FileDownload", "fast")
     monkeypatch.setenv("FASPQ_RATE_CAPS", "fast=90000")

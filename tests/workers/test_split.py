@@ -1,5 +1,6 @@
 """The split of the queue packages holds: an application that submits imports nothing of the worker runtime and
 builds no worker app, and the local launcher finds its programs as an installed package does (no repository path)."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,14 @@ def test_submit_in_a_fresh_interpreter_loads_no_worker_runtime(faspq, tmp_path):
     """``import tasks``, ``tasks.submit()`` against the real Redis (no worker), then every module of tasks/."""
     source = tmp_path / "a.bin"
     make_file(source, 1000)
-    proc = subprocess.run([sys.executable, "-c", _SUBMIT, str(source)], env=dict(os.environ), cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SUBMIT, str(source)],
+        env=dict(os.environ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.splitlines()[-1])
     assert seen["runtime"] == [], seen
@@ -70,4 +77,3 @@ def test_the_launcher_adds_no_repository_path(worker_factory, server):
         with open(f"/proc/{pid}/environ", "rb") as env:
             given = dict(item.split(b"=", 1) for item in env.read().split(b"\0") if b"=" in item)
         assert given.get(b"PYTHONPATH", b"").decode() == os.environ.get("PYTHONPATH", "")
-

@@ -1,4 +1,5 @@
 """Event log, lease and reaper against a real redis-server."""
+
 from __future__ import annotations
 
 import itertools
@@ -44,6 +45,7 @@ def test_events_in_order_and_late_subscriber_starts_from_current_status(client, 
         time.sleep(0.2)
         log.publish({"type": "STATS", "session": {"TransferBytes": 20}})
         log.publish({"type": "RESULT", "ok": True}, state="SUCCEEDED", result={"ok": True})
+
     threading.Thread(target=more).start()
     rest = list(late)
     assert [e["type"] for e in rest] == ["STATS", "RESULT"]
@@ -96,8 +98,16 @@ def test_reaper_re_enqueues_only_overdue_orphans_once(redis_server, client):
     from tasks.transfer import celery_app
     from workers.reaper import Reaper
 
-    settings = Settings(redis_url=redis_server.url, broker_url=redis_server.url, result_url=redis_server.url,
-                        events_url=redis_server.url, prefix="rp", queue="rq", lease_ttl_s=5, reaper_interval_s=1)
+    settings = Settings(
+        redis_url=redis_server.url,
+        broker_url=redis_server.url,
+        result_url=redis_server.url,
+        events_url=redis_server.url,
+        prefix="rp",
+        queue="rq",
+        lease_ttl_s=5,
+        reaper_interval_s=1,
+    )
     reaper = Reaper(celery_app(settings), settings)
     now = time.time()
     orphan, alive, ended = (Keys("rp", name) for name in ("orphan", "alive", "ended"))
@@ -120,6 +130,7 @@ def test_reaper_re_enqueues_only_overdue_orphans_once(redis_server, client):
 
 def test_following_an_unknown_transfer_fails_fast(client):
     from tasks.store.events import UnknownTransfer
+
     with pytest.raises(UnknownTransfer):
         next(EventLog(client, Keys("s", "never-submitted")).follow())
 
@@ -132,6 +143,7 @@ def test_following_through_a_redis_gone_for_good_ends(tmp_path, keys) -> None:
     import redis
 
     from tasks.local import RedisServer
+
     server = RedisServer(tmp_path / "redis")
     client = server.client()
     try:

@@ -1,5 +1,6 @@
 """In-process checks of what the tasks declare and what Celery stores: retries from the policy, TransferFailed
 surviving the JSON result backend, progress arithmetic, which connection errors are transient."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,8 +32,7 @@ def test_transfer_failed_survives_the_json_backend(celery_app):
     backend = celery_app.backend
     stored = backend.prepare_exception(TransferFailed(28, "USER_CANCEL", "cancelled"), "json")
     again = backend.exception_to_python(stored)
-    assert type(again) is TransferFailed and (again.code, again.error, again.reason) == (28, "USER_CANCEL",
-                                                                                          "cancelled")
+    assert type(again) is TransferFailed and (again.code, again.error, again.reason) == (28, "USER_CANCEL", "cancelled")
     assert str(again) == "[28 USER_CANCEL] cancelled"
 
 

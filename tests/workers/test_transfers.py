@@ -1,4 +1,5 @@
 """Each order type end to end through real workers, a real engine and a real fasp-server."""
+
 from __future__ import annotations
 
 import threading
@@ -63,8 +64,12 @@ def test_persistent_upload_sources_before_pickup_and_during_session(worker_facto
     files = {name: tmp_path / name for name in ("early.bin", "mid.bin", "late.bin")}
     for i, path in enumerate(files.values()):
         make_file(path, 400_000 + i * 1000)
-    order = fm.PersistentUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
-                                options=options(server, destination_root="pers"))
+    order = fm.PersistentUpload(
+        dest_user=server.user,
+        dest_host=server.host,
+        dest_pass=server.password,
+        options=options(server, destination_root="pers"),
+    )
     handle = submit(order, queue="persistent")  # no worker consumes this queue yet: surely before pickup
     handle.add_source(str(files["early.bin"]), "early.bin")
     worker_factory("pers", concurrency=1, queues="persistent")
@@ -76,11 +81,15 @@ def test_persistent_upload_sources_before_pickup_and_during_session(worker_facto
     handle.finish()
     result = handle.wait(timeout=90)
     assert result["ok"], result
-    for dest, path in (("early.bin", files["early.bin"]), ("mid.bin", files["mid.bin"]),
-                       ("sub/late.bin", files["late.bin"])):
+    for dest, path in (
+        ("early.bin", files["early.bin"]),
+        ("mid.bin", files["mid.bin"]),
+        ("sub/late.bin", files["late.bin"]),
+    ):
         assert_same_file(path, server.docroot / "pers" / dest)
-    applied = [e for e in handle.events(from_start=True)
-               if e["type"] == "CONTROL" and e["attempt"] == result["attempts"]]
+    applied = [
+        e for e in handle.events(from_start=True) if e["type"] == "CONTROL" and e["attempt"] == result["attempts"]
+    ]
     assert [e["op"] for e in applied] == ["add_source", "add_source", "add_source", "finish"]
 
 
@@ -90,8 +99,12 @@ def test_persistent_download(workers, server, tmp_path):
         make_file(remote, 350_000)
     local = tmp_path / "pd"
     local.mkdir()
-    order = fm.PersistentDownload(source_user=server.user, source_host=server.host, source_pass=server.password,
-                                  options=options(server, destination_root=str(local)))
+    order = fm.PersistentDownload(
+        source_user=server.user,
+        source_host=server.host,
+        source_pass=server.password,
+        options=options(server, destination_root=str(local)),
+    )
     handle = submit(order)
     for i in range(2):
         handle.add_source(f"pd/{i}.bin", f"{i}.bin")
@@ -105,8 +118,12 @@ def test_persistent_download(workers, server, tmp_path):
 def test_stream_upload_through_redis_with_backpressure(workers, server, faspq, tmp_path, monkeypatch):
     window = 512 * 1024
     monkeypatch.setenv("FASPQ_STREAM_WINDOW", str(window))
-    order = fm.StreamUpload(dest_user=server.user, dest_host=server.host, dest_pass=server.password,
-                            options=options(server, destination_root="st"))
+    order = fm.StreamUpload(
+        dest_user=server.user,
+        dest_host=server.host,
+        dest_pass=server.password,
+        options=options(server, destination_root="st"),
+    )
     handle = submit(order)
     data = bytes(range(256)) * 12_000  # ~3 MiB, far more than the window
     client = faspq.client()
@@ -117,12 +134,13 @@ def test_stream_upload_through_redis_with_backpressure(workers, server, faspq, t
         while not done.is_set():
             peak.append(int(client.get(f"t:pending:{handle.id}") or 0))
             time.sleep(0.005)
+
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
         with handle.open_stream("streamed.bin") as stream:
             for start in range(0, len(data), 100_000):
-                stream.write(data[start:start + 100_000])
+                stream.write(data[start : start + 100_000])
         handle.finish()
         result = handle.wait(timeout=90)
     finally:
@@ -224,8 +242,10 @@ def test_malformed_control_is_rejected_and_transfer_goes_on(workers, server, fas
     client = faspq.client()
     control = f"t:control:{handle.id}"
     client.xadd(control, {"m": b"{not json"})
-    client.xadd(control, {"m": b'{"v":1,"transfer_id":"%s","op":"set_rate","args":{"kbps":5}}' % handle.id.encode(),
-                          "mac": b"0" * 64})
+    client.xadd(
+        control,
+        {"m": b'{"v":1,"transfer_id":"%s","op":"set_rate","args":{"kbps":5}}' % handle.id.encode(), "mac": b"0" * 64},
+    )
     result = handle.wait(timeout=60)
     assert result["ok"], result
     rejected = [e for e in handle.events(from_start=True) if e["type"] == "CONTROL_REJECTED"]
@@ -238,8 +258,13 @@ def test_non_retryable_errors_fail_at_once(workers, server, tmp_path, case, code
     if case == "outside-docroot":
         src = tmp_path / "out.bin"
         make_file(src, 1000)
-        order = fm.FileUpload(source_paths=[str(src)], dest_user=server.user, dest_host=server.host,
-                              dest_pass=server.password, options=options(server, destination_root="../escape"))
+        order = fm.FileUpload(
+            source_paths=[str(src)],
+            dest_user=server.user,
+            dest_host=server.host,
+            dest_pass=server.password,
+            options=options(server, destination_root="../escape"),
+        )
     else:
         order = download(server, ["no/such/file.bin"], tmp_path / "nothing")
     handle = submit(order)

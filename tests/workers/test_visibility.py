@@ -1,4 +1,5 @@
 """A broker visibility timeout far shorter than a transfer: redelivered, yet run exactly once."""
+
 from __future__ import annotations
 
 import pytest
