@@ -60,15 +60,7 @@ def test_fasp_server_stops_cleanly(tmp_path):
     with start_fasp_server(tmp_path) as server:
 
         async def fingerprint():
-            async with asyncssh.connect(
-                server.host,
-                server.port,
-                known_hosts=None,
-                agent_path=None,
-                username=server.user,
-                password=server.password,
-                client_keys=None,
-            ) as conn:
+            async with server.ssh() as conn:
                 return conn.get_server_host_key().get_fingerprint("sha256")
 
         assert asyncio.run(fingerprint()) == server.host_key_fingerprint

@@ -8,7 +8,6 @@ import os
 import subprocess
 import time
 
-import asyncssh
 import pytest
 
 from fasp.server.users import User, hash_password, save_users
@@ -84,15 +83,7 @@ def test_the_users_rate_cap_holds_whatever_the_client_asks(two_users, tmp_path):
 
 def test_the_real_engine_ends_when_the_channel_closes(fasp_server):
     async def open_then_drop() -> int:
-        conn = await asyncssh.connect(
-            fasp_server.host,
-            fasp_server.port,
-            known_hosts=None,
-            agent_path=None,
-            username=fasp_server.user,
-            password=fasp_server.password,
-            client_keys=None,
-        )
+        conn = await fasp_server.ssh()
         await conn.create_process("fasp-ascp --server", encoding=None)
         deadline = time.monotonic() + 10
         while not (engines := children(fasp_server.process.pid)) and time.monotonic() < deadline:

@@ -123,29 +123,13 @@ def test_connections_over_the_unauthenticated_cap_refused_at_once(tmp_path):
 
 
 async def _login(server: FaspServer) -> None:
-    async with asyncssh.connect(
-        server.host,
-        server.port,
-        username=server.user,
-        password=server.password,
-        client_keys=None,
-        known_hosts=None,
-        agent_path=None,
-    ):
+    async with server.ssh():
         pass
 
 
 async def _hold_sessions(server: FaspServer, count: int, until: asyncio.Event) -> None:
     """``count`` engine sessions of one user, open (each engine waits for its hello) until ``until``."""
-    async with asyncssh.connect(
-        server.host,
-        server.port,
-        username=server.user,
-        password=server.password,
-        client_keys=None,
-        known_hosts=None,
-        agent_path=None,
-    ) as conn:
+    async with server.ssh() as conn:
         procs = [await conn.create_process("fasp-ascp --server", encoding=None) for _ in range(count)]
         await until.wait()
         for proc in procs:
@@ -167,15 +151,7 @@ def test_sessions_over_the_per_user_cap_refused_with_an_error(tmp_path):
             assert not holder.done()
             try:
                 # a hand-built client: the third session gets an error message, not an engine
-                async with asyncssh.connect(
-                    server.host,
-                    server.port,
-                    username=server.user,
-                    password=server.password,
-                    client_keys=None,
-                    known_hosts=None,
-                    agent_path=None,
-                ) as conn:
+                async with server.ssh() as conn:
                     proc = await conn.create_process("fasp-ascp --server", encoding=None)
                     out, err = await asyncio.wait_for(proc.communicate(), 10)
                 msg = control.Decoder().feed(out)[0]

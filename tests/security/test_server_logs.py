@@ -16,7 +16,6 @@ import re
 import secrets
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from fasp.options.peer import PeerOptions
@@ -90,15 +89,7 @@ def test_no_client_string_starts_a_log_line(server, tmp_path):
 
 async def _session_with_a_bad_field(server: FaspServer, field: str) -> str:
     """A valid hello asking for -R, then a message the server does not expect whose token holds ``field``."""
-    async with asyncssh.connect(
-        server.host,
-        server.port,
-        username=server.user,
-        password=server.password,
-        client_keys=None,
-        known_hosts=None,
-        agent_path=None,
-    ) as conn:
+    async with server.ssh() as conn:
         proc = await conn.create_process("fasp-ascp --server", encoding=None)
         proc.stdin.write(
             control.frame(

@@ -182,15 +182,7 @@ def test_a_session_request_chooses_neither_the_engine_nor_its_environment(tmp_pa
     }
 
     async def attack(server):
-        async with asyncssh.connect(
-            server.host,
-            server.port,
-            username=server.user,
-            password=server.password,
-            known_hosts=None,
-            agent_path=None,
-            client_keys=None,
-        ) as conn:
+        async with server.ssh() as conn:
             with pytest.raises(asyncssh.ChannelListenError):
                 await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
             with pytest.raises(asyncssh.ChannelOpenError):

@@ -10,8 +10,6 @@ import contextlib
 import secrets
 import uuid
 
-import asyncssh
-
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
 from fasp.session.messages import VERSION, Cancel, Hello, Message, Offer, Rate, RateChange, Welcome
@@ -25,15 +23,7 @@ class ControlClient:
 
     async def __aenter__(self) -> ControlClient:
         server = self.server
-        self.conn = await asyncssh.connect(
-            server.host,
-            port=server.port,
-            username=server.user,
-            password=server.password,
-            known_hosts=None,
-            client_keys=None,
-            agent_path=None,
-        )
+        self.conn = await server.ssh()
         self.proc = await self.conn.create_process("fasp-ascp --server", encoding=None)
         self.channel = Channel(self.proc.stdout, self.proc.stdin)
         await self.channel.send(

@@ -67,6 +67,19 @@ class FaspServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def ssh(self) -> asyncssh.SSHClientConnection:
+        """An SSH connection as the user, with the password (``await`` it or ``async with`` it): what a hand-built
+        client opens before it speaks to the server engine itself. The host key is not checked here."""
+        return asyncssh.connect(
+            self.host,
+            self.port,
+            username=self.user,
+            password=self.password,
+            client_keys=None,
+            known_hosts=None,
+            agent_path=None,
+        )
+
 
 @dataclass
 class OpenSSHServer:
