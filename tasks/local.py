@@ -58,10 +58,11 @@ def descendants(pid: int) -> list[int]:
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as stat:
-                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+                    state, ppid = stat.read().rsplit(")", 1)[1].split()[:2]
             except (OSError, IndexError, ValueError):
                 continue
-            children.setdefault(ppid, []).append(int(entry))
+            if state != "Z":  # a zombie holds nothing: exited, waiting to be reaped
+                children.setdefault(int(ppid), []).append(int(entry))
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import tasks.local
+from tasks.local import descendants as descendants  # re-exported: live processes below a pid, no zombies
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,6 @@ def processes() -> list[Process]:
 def children(pid: int) -> list[int]:
     """Live processes whose parent is ``pid``."""
     return [p.pid for p in processes() if p.ppid == pid]
-
-
-def descendants(pid: int) -> list[int]:
-    """Live processes below ``pid``, at any depth (the launcher's own walk, zombies left out)."""
-    return [child for child in tasks.local.descendants(pid) if alive(child)]
 
 
 def alive(pid: int) -> bool:
