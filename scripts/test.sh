@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The project's test command: makes sure the real parts the tests use (redis-server, OpenSSH sshd, rsync, iproute2)
+# The project's test command: makes sure the real parts the tests use (redis-server, OpenSSH sshd, rsync, iproute2,
+# chromium and its driver for the dashboard's browser test, gcc and libssl-dev for the compiled batch path)
 # are installed, installs the package with its dev extras, checks lint, formatting and types, then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 for pair in redis-server:redis-server sshd:openssh-server ssh-keygen:openssh-client rsync:rsync ip:iproute2 iperf3:iperf3 \
-            nft:nftables tinyproxy:tinyproxy strace:strace getfacl:acl getfattr:attr fusermount3:fuse3 mkfs.btrfs:btrfs-progs; do
+            nft:nftables tinyproxy:tinyproxy strace:strace getfacl:acl getfattr:attr fusermount3:fuse3 mkfs.btrfs:btrfs-progs \
+            chromium:chromium chromedriver:chromium-driver; do
     bin=${pair%%:*}; pkg=${pair##*:}
     command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
+command -v gcc >/dev/null 2>&1 || need+=(gcc)  # the optional compiled batch path (fasp/datapath/_fastpath.c) ...
+[ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)  # ... links OpenSSL; its tests fail if it was not built
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing system packages: ${need[*]} (install them as root: apt-get install ${need[*]})" >&2

@@ -4,13 +4,14 @@ datagrams, one timer and events out.
 Above the codec, seal, send/receive state and rate controller, the connection owns what is decided over time:
 the handshake, RTT samples from echoed timestamps, the retransmission timeout, pacing (the rate controller's rate
 as a token bucket: when the next datagram may go), feedback and keepalives, the watchdogs (a silent peer, a
-stalled file) and the peer's address (learned from its first authenticated datagram; strangers are rejected).
+stalled file), the peer's address (learned from its first authenticated datagram; strangers are rejected) and
+the datagram size (fixed by ``-Z``, else found by path MTU discovery, :mod:`fasp.datapath.pmtu`).
 It holds no socket, file or clock: a driver (:mod:`fasp.datapath.udpchannel`) feeds
 :meth:`Connection.receive_datagrams` and :meth:`Connection.handle_timer` with ``now``, sends what
 :meth:`Connection.datagrams_to_send` returns, sleeps until :meth:`Connection.get_timer`, writes what a
 :class:`DataReceived` event says, and answers a sending file's :data:`PieceReader` ("the bytes at this offset").
-What is in flight is decided in :meth:`Connection.datagrams_to_send` (the sender's budget), where a window
-sized from rate × RTT belongs.
+The sender sends what it was asked for as fast as the pacing allows; what is in flight is decided by the
+receiving session, which asks for up to :meth:`Connection.window_bytes` (measured rate × RTT, with room) at once.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from fasp.datapath import datagram
+from fasp.datapath import datagram, pmtu
 from fasp.datapath.datagram import Buffer
+from fasp.datapath.pmtu import PathMtu
 from fasp.datapath.rate import CEILING_KBPS, RateController, RateSettings
 from fasp.datapath.recvstate import ReceiveState, feedback_limit
 from fasp.datapath.seal import Rejected, Seal
@@ -39,7 +41,6 @@ KEEPALIVE = 0.5  # seconds between datagrams when otherwise silent (the peer's l
 TICK = 0.002  # pacing granularity: the shortest wait for tokens
 BURST = 0.01  # seconds of rate the token bucket may save up (covers a late timer)
 CHUNKS_PER_ROUND = 64  # datagrams built per datagrams_to_send call, so the driver's reading is not starved
-RTT_SAMPLE_GAP = 0.005  # DATA echoes are sampled at most this often
 WATCHDOG_PERIOD = 1.0  # the longest the timer sleeps: watchdogs and the sender's tail poll look this often
 HELLO_FIRST_GAP, HELLO_MAX_GAP = 0.05, 1.0  # hello retransmission backs off from the first to the second
 STALL_TIMEOUT = 20.0  # seconds without progress before a send counts as stalled (code 40)
@@ -152,7 +153,8 @@ class Connection:
     """One end of a session's data channel; either end can send and receive files.
 
     ``seal`` fixes the direction: 1 listens (the peer's address is learned), 0 connects to ``peer``
-    (call :meth:`connect`). ``now`` is the driver's monotonic clock, as every later ``now``."""
+    (call :meth:`connect`). ``datagram_size`` 0 discovers the path's (the driver reports what the kernel
+    refuses, :meth:`datagram_refused`). ``now`` is the driver's monotonic clock, as every later ``now``."""
 
     def __init__(
         self,
@@ -165,15 +167,16 @@ class Connection:
         peer_timeout: float = PEER_TIMEOUT,
         stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
-        if datagram_size < datagram.DATA_OVERHEAD + 1 or datagram_size > 65507:
+        if datagram_size and not datagram.DATA_OVERHEAD < datagram_size <= pmtu.MAX_DATAGRAM:
             raise EngineError(ErrorCode.USAGE, f"datagram size {datagram_size} out of range")
-        self.datagram_size = datagram_size
+        self._pmtu = None if datagram_size else PathMtu()
+        self.datagram_size = self._pmtu.size if self._pmtu is not None else datagram_size
         self.peer_timeout = peer_timeout
         self.stall_timeout = stall_timeout
         self._seal = seal
         self._peer = peer
         self._rate = RateController(rate or DEFAULT_RATE, now)
-        self._sender = SendState(datagram_size - datagram.DATA_OVERHEAD)
+        self._sender = SendState(self.datagram_size - datagram.DATA_OVERHEAD)
         self._receiver = ReceiveState(feedback_limit(self._feedback_room))
         self._readers: dict[int, PieceReader] = {}  # files being sent
         self._expected: set[int] = set()  # files being received
@@ -189,7 +192,6 @@ class Connection:
         self._last_sent = 0.0
         self._serviced_at = now
         self._next_feedback = now
-        self._last_rtt_sample = 0.0
         self._tokens = 0.0
         self._token_time = now
         self._peer_loss = 0.0
@@ -205,7 +207,7 @@ class Connection:
 
     @property
     def _feedback_room(self) -> int:
-        return self.datagram_size - datagram.HEADER_SIZE - datagram.TAG_SIZE
+        return self.datagram_size - datagram.CONTROL_HEADER_SIZE - datagram.TAG_SIZE
 
     @property
     def peer(self) -> Address | None:
@@ -226,8 +228,15 @@ class Connection:
     def set_rate(self, rate: RateSettings) -> None:
         self._rate.set_settings(rate)
 
+    def window_bytes(self) -> int:
+        """Bytes the receiving session may have asked for and not yet received: the path's rate x RTT with room
+        for growth and for the holes loss leaves (:meth:`ReceiveState.window_bytes`)."""
+        return self._receiver.window_bytes(self._rate.srtt, self.rto())
+
     def send_file(self, file_id: int, start: int, end: int, read: PieceReader, now: float) -> None:
         """Send bytes [start, end) as ``file_id``, read through ``read``; SendComplete once confirmed."""
+        if end > datagram.MAX_OFFSET:
+            raise EngineError(ErrorCode.FILE_TOO_BIG, f"bytes beyond {datagram.MAX_OFFSET} cannot be addressed")
         self._sender.add(file_id, start, end, now)
         self._readers[file_id] = read
 
@@ -274,6 +283,8 @@ class Connection:
             loss=self._peer_loss,
             loss_in=self._receiver.loss,
             datagrams_unknown_file=self._receiver.unknown_datagrams,
+            datagram_size=self.datagram_size,
+            window_bytes=self.window_bytes(),
             **self._counters,
         )
 
@@ -286,14 +297,18 @@ class Connection:
         """A batch read from the socket: adjacent payloads of a file become one DataReceived."""
         if self._closed:
             return
-        seal_open, on_data, events = self._seal.open, self._receiver.on_data, self._events
+        on_data, events = self._receiver.on_data, self._events
         unpack_head, head_size, data_type = datagram.DATA_HEAD.unpack_from, datagram.DATA_HEAD.size, datagram.DATA
+        max_offset = datagram.MAX_OFFSET
         run: DataReceived | None = None
         accepted = accepted_bytes = 0
         seq_high = -1
-        for data, addr in batch:
+        batch = list(batch)
+        for (data, addr), opened in zip(batch, self._seal.open_batch([data for data, _ in batch])):
             try:
-                type_, seq, ts, echo, body = seal_open(data)
+                if opened is None:
+                    raise Rejected("malformed, foreign, forged or replayed")
+                type_, seq, ts, echo, body = opened
                 if addr != self._peer:
                     # the listener learns its peer from the first authentic datagram; the connector takes
                     # the address that answers its hello (a multi-homed listener may answer from another)
@@ -305,16 +320,16 @@ class Connection:
                 accepted_bytes += len(data)
                 if seq > seq_high:  # not max(): the hot path, a call costs
                     seq_high = seq
-                if echo and (type_ != data_type or now - self._last_rtt_sample > RTT_SAMPLE_GAP):
-                    self._last_rtt_sample = now
+                if echo:  # control datagrams only
                     rtt = ((usec(now) - echo) & MASK32) / 1_000_000
                     if rtt < 60:
                         self._rate.on_rtt(now, rtt)
                 self._peer_ts, self._peer_ts_at = ts, now
                 if type_ == data_type:
-                    file_id, offset, length = unpack_head(body)
-                    if length != len(body) - head_size:
-                        raise datagram.WireError("DATA length mismatch")
+                    file_id, high, low = unpack_head(body)
+                    offset, length = high << 32 | low, len(body) - head_size
+                    if offset + length > max_offset:
+                        raise datagram.WireError("DATA beyond the largest offset")
                     new = on_data(file_id, offset, length, now, ts)
                     if not new:
                         continue
@@ -378,11 +393,22 @@ class Connection:
     def _on_close(self, body: bytes, now: float) -> None:
         self._events.append(PeerClosed(datagram.parse_close(body)))
 
+    def _on_probe(self, body: bytes, now: float) -> None:
+        size = datagram.CONTROL_HEADER_SIZE + len(body) + datagram.TAG_SIZE
+        self._emit(datagram.PROBE_ACK, datagram.pack_probe_ack(size), now)
+
+    def _on_probe_ack(self, body: bytes, now: float) -> None:
+        size = datagram.parse_probe_ack(body)
+        if self._pmtu is not None and self._pmtu.on_acknowledged(size):
+            self._resize()
+
     _HANDLERS: ClassVar[dict[int, Callable[[Connection, bytes, float], None]]] = {
         datagram.FEEDBACK: _on_feedback,
         datagram.HELLO: _on_hello,
         datagram.HELLO_ACK: _on_hello_ack,
         datagram.CLOSE: _on_close,
+        datagram.PROBE: _on_probe,
+        datagram.PROBE_ACK: _on_probe_ack,
     }
 
     # ---- time ---------------------------------------------------------------------------------------
@@ -440,8 +466,13 @@ class Connection:
                     if deficit < 0
                     else self._token_time + max(TICK, deficit * 8 / self._rate.rate_bps),
                 )
-            if self._receiver.active:
+            if self._receiver.active or self._sender.busy:
                 at = min(at, self._next_feedback)
+            prober = self._prober()
+            if prober is not None:
+                due = prober.due(self.rto())
+                if due is not None:
+                    at = min(at, max(due, now))
             at = min(at, self._last_sent + KEEPALIVE)
         return at
 
@@ -460,13 +491,41 @@ class Connection:
         if self._tokens > 0 and self._sender.has_data:
             self._send_data(now, out)
         receiver = self._receiver
-        if receiver.urgent or (receiver.active and now >= self._next_feedback) or now >= self._last_sent + KEEPALIVE:
+        # a sending end reports too, as often: its feedback's echo is the receiving end's RTT sample
+        if (
+            receiver.urgent
+            or ((receiver.active or self._sender.busy) and now >= self._next_feedback)
+            or now >= self._last_sent + KEEPALIVE
+        ):
             fb = receiver.feedback(now, self._rate.srtt or 0.0)
             self._next_feedback = now + self._feedback_interval()
             self._emit(datagram.FEEDBACK, datagram.pack_feedback(fb), now)
-            out += self._out
-            self._out = []
+        prober = self._prober()
+        if prober is not None:  # last: the largest datagram, alone in its send
+            size = prober.next_probe(now, self.rto())
+            if size is not None:
+                self._emit(datagram.PROBE, datagram.pack_probe(size), now)
+        out += self._out
+        self._out = []
         return out
+
+    def _prober(self) -> PathMtu | None:
+        """The path MTU search, while it runs and the handshake is over (the listener: once it knows its peer)."""
+        pm = self._pmtu
+        return pm if pm is not None and pm.searching and self._peer is not None and self._hello_at is None else None
+
+    def datagram_refused(self, size: int, path_max: int | None) -> None:
+        """The driver's kernel refused a datagram of ``size`` bytes as too large for the path (EMSGSIZE);
+        ``path_max``: the largest UDP payload the kernel's path MTU allows, if it says."""
+        if self._pmtu is not None:
+            self._pmtu.on_refused(size, path_max)
+            self._resize()
+
+    def _resize(self) -> None:
+        if self._pmtu is None:
+            return
+        self.datagram_size = max(self._pmtu.size, datagram.DATA_OVERHEAD + 1)
+        self._sender.resize(self.datagram_size - datagram.DATA_OVERHEAD)
 
     def _echo(self, now: float) -> int:
         if self._peer_ts is None:
@@ -485,9 +544,8 @@ class Connection:
         chunks = self._sender.next_chunks(math.ceil(self._tokens), now, CHUNKS_PER_ROUND)
         if not chunks:
             return
-        seal, peer = self._seal.seal, self._peer
-        ts, echo = usec(now), self._echo(now)
-        pack, data_type, append = datagram.DATA_HEAD.pack, datagram.DATA, out.append
+        seal_data, peer = self._seal.seal_data, self._peer
+        ts = usec(now)
         payload_bytes = resent = sent = 0
         i, n = 0, len(chunks)
         while i < n:
@@ -499,8 +557,8 @@ class Connection:
                 j += 1
             block = self._read(file_id, off, hi, is_resend)
             if block is not None:
-                for _, o, ln, _ in chunks[i:j]:
-                    append((seal(data_type, pack(file_id, o, ln) + block[o - off : o - off + ln], ts, echo), peer))
+                runs = [(o, ln) for _, o, ln, _ in chunks[i:j]]
+                out.extend([(sealed, peer) for sealed in seal_data(file_id, off, block, runs, ts)])
                 payload_bytes += hi - off
                 if is_resend:
                     resent += hi - off

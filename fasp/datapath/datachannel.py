@@ -44,6 +44,10 @@ class DataChannel(Protocol):
         """Bytes [start, end) of ``file_id`` written into ``fd`` at their offsets (``whole``: with one write,
         never leaving a hole); returns once all are written. Raises EngineError."""
 
+    def window_bytes(self) -> int:
+        """Bytes the receiving side may have asked for (pieces registered and requested) and not yet received:
+        what the path holds, with room. The receiving session keeps its requests within it."""
+
     def set_rate(self, rate: RateSettings) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...

@@ -44,6 +44,7 @@ BURST = 0.05  # seconds of rate the token bucket may save up
 KEEPALIVE = 1.0  # seconds between frames when otherwise silent (the peer's liveness signal)
 DIAL_TIMEOUT = 15.0
 READ_SIZE = 1 << 18
+WINDOW = 16 << 20  # bytes the receiver may ask for ahead of their arrival: TCP itself bounds what is in flight
 MASK32 = 0xFFFFFFFF
 
 
@@ -185,6 +186,10 @@ class FallbackTransport:
     @property
     def rate_settings(self) -> RateSettings:
         return self._rate
+
+    def window_bytes(self) -> int:
+        """A fixed WINDOW: TCP's own window bounds what is in flight, the requests need only stay ahead of it."""
+        return WINDOW
 
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect with the next frame (within one pacing slice)."""

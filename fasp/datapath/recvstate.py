@@ -6,6 +6,10 @@ and the sorted ranges still missing below it. Feedback, sent several times per
 round trip, carries for each active file the frontier, the holes old enough not
 to be mere reordering, and completion; and for the session the receive rate and
 the fraction of the peer's datagrams that never arrived (from sequence gaps).
+
+The receiving session asks for bytes (pieces) ahead of their arrival; how many the path needs asked for at
+once is :meth:`ReceiveState.window_bytes`: the delivery rate measured here times the RTT, with room for the
+rate to double within a round trip and for the holes loss leaves waiting for their resend.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import bisect
 
 from fasp.datapath import datagram
+from fasp.datapath.rate import WindowedMax
 
 REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floor; scaled by RTT)
 MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is; -X changes it)
@@ -21,6 +26,10 @@ MIN_FEEDBACK_BYTES = (
 )  # one file, one range: 43
 COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
 LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured
+WINDOW_FLOOR = 8 << 20  # bytes asked for before the path is measured (one file's 16 pieces of 512 KiB before)
+WINDOW_CAP = 512 << 20  # bytes asked for at most: 2 x 10 Gbit/s x 200 ms; bounds the pieces held at once
+RATE_AVERAGING = 2.0  # the delivery rate behind the window is averaged over 1/RATE_AVERAGING of an RTT
+WINDOW_GAIN = 2.0  # the window over rate x RTT: the rate may double within a round trip (slow start: 1.5x)
 
 
 def feedback_limit(room: int, retransmission_max: int = 0) -> int:
@@ -128,8 +137,21 @@ class ReceiveState:
         self._got = 0.0
         self.loss = 0.0
         self.recv_rate_bps = 0.0
+        self._rate_avg = 0.0
+        self._best_rate = WindowedMax(0.5)  # the best _rate_avg of the last ten RTTs (0.5 s at least)
+        self.best_rate_bps = 0.0
         self.urgent = False  # a completion is waiting to be announced
         self._data_ts = 0
+
+    def window_bytes(self, rtt: float | None, hole_wait: float) -> int:
+        """Bytes the receiving session may have asked for and not yet received: WINDOW_GAIN x the best recent
+        delivery rate x (``rtt`` + the loss fraction x ``hole_wait``, how long a hole waits for its resend),
+        within [WINDOW_FLOOR, WINDOW_CAP]. Asking for less than rate x RTT caps the rate at window / RTT; the gain
+        lets a window-bound rate double each round trip until the sender's own rate is the bound."""
+        if rtt is None:
+            return WINDOW_FLOOR
+        wanted = WINDOW_GAIN * self.best_rate_bps / 8 * (rtt + self.loss * hole_wait)
+        return int(min(max(wanted, WINDOW_FLOOR), WINDOW_CAP))
 
     def register(self, file_id: int, start: int, end: int) -> None:
         self._completed.discard(file_id)
@@ -194,7 +216,13 @@ class ReceiveState:
                 self._got /= 2
             self.loss = max(0.0, 1.0 - self._got / self._expected)
         if self._interval_start is not None and now > self._interval_start:
-            self.recv_rate_bps = self._interval_bytes * 8 / (now - self._interval_start)
+            dt = now - self._interval_start
+            self.recv_rate_bps = self._interval_bytes * 8 / dt
+            # averaged over half an RTT (a burst is no rate; a window-bound start grows each RTT),
+            # then the best of the last ten RTTs
+            self._rate_avg += min(1.0, RATE_AVERAGING * dt / max(rtt, 1e-3)) * (self.recv_rate_bps - self._rate_avg)
+            self._best_rate.window = max(10 * rtt, 0.5)
+            self.best_rate_bps = self._best_rate.push(now, self._rate_avg)
         self._interval_seq_base = self._seq_high
         self._interval_count = 0
         self._interval_bytes = 0

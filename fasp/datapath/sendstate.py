@@ -61,6 +61,17 @@ class SendState:
         self._files: dict[int, OutFile] = {}
         self._retx: dict[tuple[int, int], int] = {}  # (file_id, offset) -> length, queued for resending
 
+    def resize(self, payload_size: int) -> None:
+        """Chunks of ``payload_size`` from now on (the path's datagram size changed); queued resends larger
+        than that are split, so none outgrows the new size."""
+        self.payload_size = payload_size
+        if any(n > payload_size for n in self._retx.values()):
+            retx: dict[tuple[int, int], int] = {}
+            for (file_id, off), n in self._retx.items():
+                for lo in range(off, off + n, payload_size):
+                    retx[(file_id, lo)] = min(payload_size, off + n - lo)
+            self._retx = retx
+
     def add(self, file_id: int, start: int, end: int, now: float) -> None:
         if file_id in self._files:
             raise ValueError(f"file {file_id} is already being sent")

@@ -41,7 +41,7 @@ from fasp.datapath.connection import (
 from fasp.datapath.datagram import Buffer
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import Seal, SessionKey
-from fasp.datapath.udpsocket import UdpSocket
+from fasp.datapath.udpsocket import TooLarge, UdpSocket
 from fasp.errors import os_error_code
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -172,8 +172,10 @@ class Transport:
     ``key`` (:class:`fasp.datapath.seal.SessionKey`, derived by both ends for this session) must serve one
     listen/connect pair only: the nonces restart with every Transport."""
 
-    def __init__(self, sock: UdpSocket, conn: Connection) -> None:
+    def __init__(self, sock: UdpSocket, conn: Connection, discover: bool) -> None:
         self._loop = asyncio.get_running_loop()
+        if discover:
+            sock.discover_path_mtu()
         self._sock = sock
         self._conn = conn
         self.on_capacity: Callable[[int], None] | None = None  # the measured capacity (kbit/s), percent mode
@@ -200,16 +202,17 @@ class Transport:
         *,
         session_id: bytes,
         key: SessionKey,
-        datagram_size: int = 1400,
+        datagram_size: int = 0,
         rate: RateSettings | None = None,
     ) -> Transport:
-        """Bind UDP (port 0 = any). The peer address is learned from its first AUTHENTICATED datagram."""
+        """Bind UDP (port 0 = any). The peer address is learned from its first AUTHENTICATED datagram.
+        ``datagram_size`` 0 (the default) discovers the path MTU; any other size is used as it is (-Z)."""
         conn = _connection(Seal(session_id, key, direction=1), None, datagram_size, rate)
         try:
             sock = UdpSocket.bind(host, port)
         except OSError as exc:
             raise EngineError(ErrorCode.CONNECTION_ERROR, f"cannot bind UDP {host}:{port}: {exc}") from None
-        return cls(sock, conn)
+        return cls(sock, conn, not datagram_size)
 
     @classmethod
     async def connect(
@@ -219,7 +222,7 @@ class Transport:
         *,
         session_id: bytes,
         key: SessionKey,
-        datagram_size: int = 1400,
+        datagram_size: int = 0,
         rate: RateSettings | None = None,
         timeout: float = 10.0,
     ) -> Transport:
@@ -234,7 +237,7 @@ class Transport:
             sock = UdpSocket.bind("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
         except OSError as exc:
             raise EngineError(ErrorCode.CONNECTION_ERROR, f"cannot reach UDP {host}:{port}: {exc}") from None
-        self = cls(sock, conn)
+        self = cls(sock, conn, not datagram_size)
         conn.connect(time.monotonic())
         try:
             await asyncio.wait_for(asyncio.shield(self._handshake), timeout)
@@ -350,6 +353,10 @@ class Transport:
         """The settings in force (a fallback transport takes them over as they are, percent mode included)."""
         return self._conn.rate_settings
 
+    def window_bytes(self) -> int:
+        """The measured rate x RTT, with room (:meth:`Connection.window_bytes`)."""
+        return self._conn.window_bytes()
+
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect at once (within one pacing tick)."""
         self._conn.set_rate(rate)
@@ -418,6 +425,8 @@ class Transport:
         for addr, run in runs:
             try:
                 self._sock.send_batch(list(run), addr)
+            except TooLarge as exc:
+                self._conn.datagram_refused(exc.size, self._sock.path_max(addr))
             except OSError:
                 pass
 

@@ -4,10 +4,16 @@ Sending uses UDP GSO (``UDP_SEGMENT``): a run of equal-size datagrams goes to
 the kernel as one buffer and leaves as separate datagrams. Receiving uses UDP
 GRO (``UDP_GRO``): the kernel hands back several datagrams of one size in one
 buffer plus the segment size. Without either, plain sendto/recvfrom.
+
+For path MTU discovery (:mod:`fasp.datapath.pmtu`) the socket sets "don't fragment"
+(``IP_PMTUDISC_DO``): the kernel then refuses a datagram larger than the path MTU
+it knows (EMSGSIZE, raised as :class:`TooLarge`) instead of fragmenting it, and
+:meth:`UdpSocket.path_max` says what that path MTU allows.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from typing import Any
@@ -21,6 +27,7 @@ MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65000
 RECV_BUFFER = 65536
 SOCKET_BUFFER = 16 << 20
+IP_MTU_DISCOVER, IP_MTU, IPV6_MTU_DISCOVER, IPV6_MTU, PMTUDISC_DO = 10, 14, 23, 24, 2  # <linux/in.h>, in6.h
 _U16 = struct.Struct("=H")
 _INT = struct.Struct("=i")
 
@@ -30,6 +37,14 @@ def _enlarge(sock: socket.socket, force_opt: int, opt: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, force_opt, SOCKET_BUFFER)  # root may exceed rmem_max/wmem_max
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+
+
+class TooLarge(OSError):
+    """The kernel refused a datagram of ``size`` bytes as larger than the path MTU allows."""
+
+    def __init__(self, size: int):
+        super().__init__(errno.EMSGSIZE, f"a datagram of {size} bytes exceeds the path MTU")
+        self.size = size
 
 
 class UdpSocket:
@@ -58,6 +73,25 @@ class UdpSocket:
         except BaseException:
             sock.close()
             raise
+
+    def discover_path_mtu(self) -> None:
+        """Never fragment: datagrams larger than the path MTU are refused (:class:`TooLarge`)."""
+        if self.sock.family == socket.AF_INET6:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DO)
+        else:
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DO)
+
+    def path_max(self, addr: tuple[Any, ...]) -> int | None:
+        """The largest UDP payload the kernel's path MTU towards ``addr`` allows (None: it does not say)."""
+        v6 = self.sock.family == socket.AF_INET6
+        try:
+            with socket.socket(self.sock.family, socket.SOCK_DGRAM) as probe:
+                probe.connect(addr)
+                if v6:
+                    return probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU) - 48
+                return probe.getsockopt(socket.IPPROTO_IP, IP_MTU) - 28
+        except OSError:
+            return None
 
     def _probe_gso(self) -> bool:
         try:
@@ -100,6 +134,8 @@ class UdpSocket:
             except (BlockingIOError, InterruptedError):
                 return sent
             except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    raise TooLarge(size) from None
                 if exc.errno == 5 and run > 1:  # EIO: GSO refused on this path; fall back for good
                     self.gso = False
                     continue

@@ -126,7 +126,7 @@ class Config:
     key_bytes: int = 16  # 0 = -T, no encryption
     cipher: str = "aes128"
     create_dirs: bool = False
-    datagram_size: int = 1400
+    datagram_size: int = 0  # -Z; 0: discover the path MTU
     exclude: list[str] = field(default_factory=list)
     exclude_newer_than: int | None = None
     exclude_older_than: int | None = None

@@ -171,7 +171,7 @@ FLAGS: tuple[Flag, ...] = (
         "-Z",
         "datagram_size",
         "BYTES",
-        "UDP datagram size (296..65000)",
+        "UDP datagram size (296..65000; default: the path MTU, discovered)",
         integer(296, 65000),
         conf=Conf("transfer/protocol_options/datagram_size"),
     ),

@@ -2,8 +2,10 @@
 
 A file is cut into pieces (one transport file id each). A piece is registered
 with the transport BEFORE its ``piece`` message goes out, so no datagram ever
-arrives for an unknown id. Pieces complete out of order; the watermark (every
-byte below it written) goes to a sidecar, which makes resume after a crash exact.
+arrives for an unknown id. Pieces of all files are asked for while the bytes
+requested and not yet landed fit the path's window (:mod:`fasp.session.window`).
+Pieces complete out of order; the watermark (every byte below it written) goes
+to a sidecar, which makes resume after a crash exact.
 """
 
 from __future__ import annotations
@@ -45,14 +47,11 @@ from fasp.session.messages import (
 )
 from fasp.session.sending import FILES_IN_FLIGHT, route
 from fasp.session.tally import Tally
+from fasp.session.window import RequestWindow
 from faspmanager.codes import EngineError, ErrorCode
 
 PIECE = 512 * 1024
 """Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
-PIECES_PER_FILE = 16
-"""Pieces of one file requested at once: 8 MiB in flight, more than a 100 Mbit/s x 200 ms path holds (2.5 MB)."""
-PIECES_IN_FLIGHT = 64
-"""Pieces registered at once in a session: room for every small file the sender offers at once (FILES_IN_FLIGHT)."""
 MAX_FILES_IN_FLIGHT = 2 * FILES_IN_FLIGHT
 """Files a peer may have offered and not finished: an engine keeps FILES_IN_FLIGHT (a file's end and the next
 offer may cross); beyond this the peer is not one of ours and the session ends with a protocol error (each file in
@@ -114,7 +113,7 @@ class ReceivingRole:
         self._file_pass = file_pass  # --file-crypt=decrypt: open envelopes on arrival (client side only)
         self._pids = itertools.count(1)
         self._inbox: dict[int, asyncio.Queue[Message]] = {}
-        self._window = asyncio.Semaphore(PIECES_IN_FLIGHT)
+        self._window = RequestWindow(transport.window_bytes, self._piece)
         self.tasks: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -330,18 +329,25 @@ class ReceivingRole:
 
     async def _request(self, fid: int, fd: int, lo: int, hi: int, landed, whole: bool = False) -> asyncio.Task:
         """Register bytes [lo, hi) as a new piece, then ask the sender for it; ``landed(lo, hi)`` runs
-        once they are written. Holds one slot of the session's window until then."""
-        await self._window.acquire()
+        once they are written. The caller has acquired the piece's room in the window; the piece gives back
+        its bytes as they land, and the rest once it is done (a done callback: it runs before the caller's own,
+        which may have to see a failure before the room wakes its loop)."""
         pid = next(self._pids)
+        window, progress = self._window, self._tally.progress
+        got = 0
+
+        def wrote(n: int) -> None:
+            nonlocal got
+            got += n
+            window.landed(n)
+            progress(n)
 
         async def receive() -> None:
-            try:
-                await self._transport.receive(pid, fd, lo, hi, self._tally.progress, whole=whole)
-            finally:
-                self._window.release()
+            await self._transport.receive(pid, fd, lo, hi, wrote, whole=whole)
             landed(lo, hi)
 
         task = asyncio.create_task(receive())
+        task.add_done_callback(lambda _: window.release(hi - lo - got))
         await asyncio.sleep(0)  # the task registers the piece before the sender hears of it
         await self._channel.send(Piece(fid=fid, pid=pid, start=lo, end=hi))
         return task
@@ -356,8 +362,7 @@ class ReceivingRole:
         msg: Offer,
         whole: bool = False,
     ) -> int:
-        """Request every piece, at most PIECES_PER_FILE at once; the bytes written."""
-        per_file = asyncio.Semaphore(PIECES_PER_FILE)
+        """Request every piece as the window has room; the bytes written."""
         pending: set[int] = set()
         tasks = []
         failed: list[asyncio.Task] = []
@@ -368,7 +373,6 @@ class ReceivingRole:
         def landed(lo: int, hi: int) -> None:
             nonlocal written
             written += hi - lo
-            per_file.release()
             pending.discard(lo)
             # synchronous: one writer at a time, and it is a few dozen bytes. Not once the last piece has
             # landed: the sidecar is removed right after, and until then the previous watermark is still
@@ -380,17 +384,16 @@ class ReceivingRole:
                 )
 
         def settled(task: asyncio.Task) -> None:
-            # a failed piece (its write failed: disk full, EIO...) never lands: give its slot back so the
-            # loop below wakes, sees it and stops asking (it waited for that slot forever: the sender then
-            # gave up after its stall timeout with code 40 and the real error was never told)
+            # a failed piece (its write failed: disk full, EIO...) never lands: the loop below sees it once its
+            # room wakes it, and stops asking (the real error is told, not the sender's stall timeout, 40)
             if not task.cancelled() and task.exception() is not None:
                 failed.append(task)
-                per_file.release()
 
         try:
             for lo, hi in pieces:
-                await per_file.acquire()
+                await self._window.acquire(hi - lo)
                 if failed:
+                    self._window.release(hi - lo)
                     break
                 pending.add(lo)
                 task = await self._request(fid, fd, lo, hi, landed, whole)
@@ -418,6 +421,7 @@ class ReceivingRole:
             while True:
                 match await box.get():
                     case Chunk(start=start, end=end):
+                        await self._window.acquire(end - start)
                         tasks.append(await self._request(fid, fd, start, end, landed))
                     case Eof(size=size):
                         await asyncio.gather(*tasks)

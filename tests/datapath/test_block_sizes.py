@@ -38,7 +38,7 @@ def syscalls(monkeypatch):
 
 
 def test_feedback_limit_is_x_within_the_datagram_and_never_below_one_range():
-    room = 1400 - datagram.HEADER_SIZE - datagram.TAG_SIZE
+    room = 1400 - datagram.CONTROL_HEADER_SIZE - datagram.TAG_SIZE
     assert feedback_limit(room) == MAX_FEEDBACK_BYTES
     assert feedback_limit(room, 100) == 100
     assert feedback_limit(room, 1) == MIN_FEEDBACK_BYTES == 43
@@ -72,7 +72,7 @@ async def _tuned_transfer(tmp_path, size: int, *, read_size=0, write_size=0, x=N
     async def via(port):
         relay = Relay(
             target=("127.0.0.1", port),
-            tamper=lambda d, w: (seen.append((w, d[1], len(d))), [d])[1],
+            tamper=lambda d, w: (seen.append((w, datagram.kind(d), len(d))), [d])[1],
             seed=3,
             **(relay_kw or {}),
         )
@@ -124,7 +124,7 @@ async def test_feedback_on_the_wire_stays_within_x(tmp_path):
     """ReceiveState -> sender datagrams through a lossy relay: FEEDBACK is at most X + header + tag."""
     limited = await _tuned_transfer(tmp_path, 2 << 20, x=100, relay_kw=dict(loss=0.05))
     free = await _tuned_transfer(tmp_path, 2 << 20, relay_kw=dict(loss=0.05))
-    overhead = datagram.HEADER_SIZE + datagram.TAG_SIZE
+    overhead = datagram.CONTROL_HEADER_SIZE + datagram.TAG_SIZE
 
     def feedback(seen):  # the client sends, so the server's feedback travels "down"
         return [n for way, kind, n in seen if way == "down" and kind == datagram.FEEDBACK]

@@ -28,6 +28,7 @@ from fasp.datapath.connection import (
     SendStalled,
 )
 from fasp.datapath.rate import RateSettings
+from fasp.datapath.recvstate import WINDOW_CAP, WINDOW_FLOOR, ReceiveState
 from fasp.datapath.seal import Seal
 
 from .conftest import CLEAR, session_key
@@ -40,7 +41,7 @@ def data_offset(d: bytes) -> int | None:
     """The file offset a DATA datagram carries (the CLEAR key leaves bodies readable), else None."""
     if datagram.parse_header(d)[0] != datagram.DATA:
         return None
-    return datagram.DATA_HEAD.unpack_from(d, datagram.HEADER_SIZE)[1]
+    return datagram.parse_data(d[datagram.HEADER_SIZE : -datagram.TAG_SIZE])[1]
 
 
 @dataclass
@@ -97,12 +98,13 @@ class Sim:
         down: Link | None = None,
         rate: RateSettings | None = None,
         key=CLEAR,
+        size: int = 1400,
         **timeouts: float,
     ) -> None:
         self.sid = sid = os.urandom(16)
         self.now = 0.0
-        self.a = End(Connection(Seal(sid, key, 0), B, 1400, rate, 0.0, **timeouts), A)
-        self.b = End(Connection(Seal(sid, key, 1), None, 1400, rate, 0.0, **timeouts), B)
+        self.a = End(Connection(Seal(sid, key, 0), B, size, rate, 0.0, **timeouts), A)
+        self.b = End(Connection(Seal(sid, key, 1), None, size, rate, 0.0, **timeouts), B)
         self.links = {A: up or Link(), B: down or Link()}  # by the sender's address
         self.queue: list[tuple[float, int, bytes, tuple[str, int], End]] = []
         self._n = 0
@@ -361,3 +363,81 @@ def test_a_batch_that_completes_a_file_out_of_order_hands_over_every_byte_before
     assert kinds[-1] == "ReceiveComplete" and kinds.count("ReceiveComplete") == 1, kinds
     landed = sum(e.end - e.offset for e in events if isinstance(e, DataReceived))
     assert landed == size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mtu", [1280, 1500, 9000])
+def test_path_mtu_discovery_finds_a_black_hole_path_s_size_by_probing(mtu):
+    """A path that silently drops datagrams above its MTU (no ICMP, so nothing is refused): both ends start
+    at 1,200 bytes, probe, and send DATA of the path's largest UDP payload once a probe of it arrived; the
+    file arrives whole."""
+    largest = mtu - 28
+
+    def too_big(d: bytes, now: float) -> bool:
+        return len(d) > largest
+
+    data = os.urandom(12 << 20)
+    path = dict(delay=0.02, bandwidth=2.5e6, drop=too_big)
+    sim = Sim(up=Link(**path), down=Link(**path), size=0)
+    sim.handshake()
+    sim.transfer(data, limit=60)
+    assert sha(sim.a.files[1]) == sha(data)
+    assert sim.b.conn.datagram_size == largest
+    sizes = [len(d) for _, d in sim.links[B].sent if data_offset(d) is not None]
+    assert sizes[0] == 1200 and max(sizes) == largest
+    late = sizes[-len(sizes) // 4 :]  # lost probes take time: each plateau above the path's is tried three times
+    assert late.count(largest) > 0.9 * len(late), sorted(set(late))
+    sim.run(lambda: False, sim.now + 5)  # the receiving end searches for its own direction (behind the data)
+    assert sim.a.conn.datagram_size == largest
+
+
+@pytest.mark.slow  # seconds of simulated datagrams
+@pytest.mark.parametrize(("mbit", "delay"), [(400, 0.1), (800, 0.1), (400, 0.2)])
+def test_the_receive_window_follows_rate_times_rtt(mbit, delay):
+    """What the receiving session may ask for ahead of arrival is the measured rate x RTT, doubled (room for the
+    rate to grow), not a fixed amount: each path here holds more than the floor, and the window scales with
+    both the rate and the RTT. Loss (1 %) adds the holes' wait on top."""
+    rate = mbit * 1e6 / 8
+    link = {"delay": delay, "bandwidth": 2 * rate, "loss": 0.01}
+    sim = Sim(
+        rate=RateSettings(mbit * 1000, policy="fixed"),
+        up=Link(**link),
+        down=Link(**link, rng=random.Random(2)),
+        size=8192,
+    )
+    assert sim.a.conn.window_bytes() == WINDOW_FLOOR  # nothing measured yet
+    sim.handshake()
+    rtt = 2 * delay
+    size = int(rate * 6 * rtt)
+    sim.a.files[1] = bytearray(size)
+    sim.a.conn.expect_file(1, 0, size)
+    data = bytes(size)
+    sim.b.conn.send_file(1, 0, size, lambda lo, hi, r: data[lo:hi], sim.now)
+    sim.run(lambda: False, sim.now + 4 * rtt)
+    window = sim.a.conn.window_bytes()
+    assert window > WINDOW_FLOOR
+    assert 1.9 * rate * rtt <= window <= 2.2 * rate * rtt, (window, rate * rtt)
+    assert sim.a.conn.stats()["window_bytes"] == window
+
+
+def test_the_receive_window_has_a_floor_and_a_cap():
+    """A slow or short path still gets WINDOW_FLOOR (a file's pieces must not trickle one by one); a path beyond
+    reason gets WINDOW_CAP, which bounds what the receiver holds; loss adds the holes' wait to the RTT."""
+    state = ReceiveState()
+    assert state.window_bytes(None, 0.3) == WINDOW_FLOOR
+
+    def measured(bps: float, loss: float = 0.0) -> ReceiveState:
+        """A ReceiveState that received ``bps`` for 2 s (200 ms RTT, feedback every 25 ms), ``loss`` lost."""
+        state = ReceiveState()
+        state.feedback(0.0, 0.2)
+        for i in range(1, 81):
+            state.on_datagrams(1000, int(bps / 8 * 0.025), 1000 * i - 1)
+            state.feedback(i * 0.025, 0.2)
+        state.loss = loss
+        return state
+
+    assert measured(10e6).window_bytes(0.2, 0.3) == WINDOW_FLOOR  # 10 Mbit/s x 200 ms: 250 kB
+    assert measured(100e9).window_bytes(0.2, 0.3) == WINDOW_CAP  # 100 Gbit/s x 200 ms
+    lossless = measured(1e9).window_bytes(0.2, 0.3)
+    assert lossless == pytest.approx(2 * 1e9 / 8 * 0.2, rel=0.01)
+    assert measured(1e9, loss=0.1).window_bytes(0.2, 0.3) == pytest.approx(lossless * (0.2 + 0.1 * 0.3) / 0.2, rel=0.01)

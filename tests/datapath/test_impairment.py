@@ -66,7 +66,7 @@ async def test_tampered_forged_and_replayed_datagrams_are_rejected(tmp_path):
             out.append(rnd.choice(seen))
             forged["replayed"] += 1
         elif r < 0.07:  # a well-formed header of another session
-            out.append(datagram.pack_header(datagram.DATA, 0, os.urandom(16), 1, 0, 0) + os.urandom(100))
+            out.append(datagram.pack_header(datagram.DATA, 0, os.urandom(datagram.CID_SIZE), 1, 0, 0) + os.urandom(100))
             forged["foreign"] += 1
         if len(seen) < 2000:
             seen.append(d)

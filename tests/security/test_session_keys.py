@@ -34,15 +34,16 @@ EVIL = b"forged by the man in the middle "
 
 
 def _forge(packet: bytes) -> bytes | None:
-    """A DATA datagram with the same header (session id, direction, seq in clear) and forged bytes, tagged
-    with GMAC under HKDF(session id) as the old -T did; None for any other datagram."""
-    type_, direction, sid, seq, _, _ = datagram.parse_header(packet)
+    """A DATA datagram with the same header (connection id, direction, seq in clear) and forged bytes, tagged
+    with GMAC under a key derived from what the header shows, as the old -T did from the session id; None
+    for any other datagram."""
+    type_, direction, cid, seq, _, _ = datagram.parse_header(packet)
     if type_ != datagram.DATA:
         return None
     header = packet[: datagram.HEADER_SIZE]
     file_id, offset, payload = datagram.parse_data(packet[datagram.HEADER_SIZE : -datagram.TAG_SIZE])
     body = datagram.pack_data(file_id, offset, (EVIL * (len(payload) // len(EVIL) + 1))[: len(payload)])
-    key = HKDF(hashes.SHA256(), 16, salt=None, info=b"fasp datagram auth v1").derive(sid)
+    key = HKDF(hashes.SHA256(), 16, salt=None, info=b"fasp datagram auth v1").derive(cid)
     tag = AESGCM(key).encrypt(struct.pack("!IQ", direction, seq), b"", header + body)
     return header + body + tag
 

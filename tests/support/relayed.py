@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fasp.datapath import datagram
 from tests.support.programs import ENGINE
 from tests.support.relay import Relay, relay_in_thread
 from tests.support.servers import FaspServer, start_fasp_server
@@ -24,7 +25,7 @@ def relayed_server(workdir: Path) -> Iterator[tuple[FaspServer, Relay]]:
 def reset(relay: Relay, *, loss: float = 0.0, delay: float = 0.0, rate_mbit: float = 0.0) -> list:
     """Fresh counts and only the given impairment; returns the list (direction, type, size) of every datagram."""
     seen: list = []
-    relay.tamper = lambda data, direction: (seen.append((direction, data[1], len(data))), [data])[1]
+    relay.tamper = lambda data, direction: (seen.append((direction, datagram.kind(data), len(data))), [data])[1]
     relay.loss, relay.delay, relay.rate_mbit = loss, delay, rate_mbit
     relay.counts.bytes.update(up=0, down=0)
     relay.counts.bins["up"].clear()

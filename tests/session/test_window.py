@@ -1,0 +1,183 @@
+"""The receiving role's request window (fasp/session/window.py): bytes, not pieces per file, decide."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import pytest
+
+from fasp.datapath.rate import RateSettings
+from fasp.files.docroot import handle
+from fasp.files.jobs import FileJob
+from fasp.options.peer import PeerOptions
+from fasp.session.channel import Channel
+from fasp.session.messages import Piece
+from fasp.session.receiving import ReceivingRole
+from fasp.session.sending import SendingRole
+from fasp.session.tally import Tally
+from fasp.session.window import MIN_PIECES, RequestWindow
+from tests.datapath.conftest import CLEAR, aio, pair
+from tests.support.files import assert_same_file, random_file
+from tests.support.relay import Relay
+
+PIECE = 512 * 1024
+
+
+async def _admitted(window: RequestWindow, sizes: list[int]) -> list[asyncio.Task]:
+    """Start one acquire per size; return them once the loop has admitted what it can."""
+    tasks = [asyncio.create_task(window.acquire(size)) for size in sizes]
+    await asyncio.sleep(0)
+    return tasks
+
+
+@aio
+async def test_one_file_may_hold_the_whole_window():
+    """40 pieces of one file (20 MiB) go out at once under a 20 MiB budget: no per-file count caps them."""
+    window = RequestWindow(lambda: 20 << 20, PIECE)
+    tasks = await _admitted(window, [PIECE] * 41)
+    assert sum(t.done() for t in tasks) == 40
+    assert window.outstanding == 20 << 20
+    window.landed(1)  # one byte of room is room for one more piece (the window overshoots by < one piece)
+    await asyncio.sleep(0)
+    assert all(t.done() for t in tasks) and window.peak == (20 << 20) + PIECE - 1
+
+
+@aio
+async def test_a_piece_held_by_a_hole_counts_only_its_missing_bytes():
+    window = RequestWindow(lambda: 4 * PIECE, PIECE)
+    tasks = await _admitted(window, [PIECE] * 6)
+    assert sum(t.done() for t in tasks) == 4
+    for _ in range(4):  # every admitted piece landed but a 1400-byte hole
+        window.landed(PIECE - 1400)
+    await asyncio.sleep(0)
+    assert all(t.done() for t in tasks)
+    window.release(1400)  # a piece is done (its hole never filled, it was abandoned): its rest goes
+    assert window.outstanding == 3 * 1400 + 2 * PIECE and window.pieces == 5
+
+
+@aio
+async def test_the_budget_is_read_at_every_decision():
+    budget = [2 * PIECE]
+    window = RequestWindow(lambda: budget[0], PIECE)
+    tasks = await _admitted(window, [PIECE] * 5)
+    assert sum(t.done() for t in tasks) == 2
+    budget[0] = 8 * PIECE  # the path measured bigger: the next event admits the rest
+    window.landed(10)
+    await asyncio.sleep(0)
+    assert all(t.done() for t in tasks)
+
+
+@aio
+async def test_the_piece_count_is_bounded_with_the_window():
+    """Tiny pieces fill the count before the bytes: MIN_PIECES, or two windows' worth of pieces."""
+    window = RequestWindow(lambda: 8 << 20, PIECE)
+    tasks = await _admitted(window, [8192] * (MIN_PIECES + 1))
+    assert sum(t.done() for t in tasks) == MIN_PIECES
+    big = RequestWindow(lambda: 64 << 20, PIECE)
+    tasks = await _admitted(big, [8192] * 300)
+    assert sum(t.done() for t in tasks) == 2 * (64 << 20) // PIECE
+
+
+@aio
+async def test_waiters_are_admitted_in_order_and_a_cancelled_one_gives_its_room_back():
+    window = RequestWindow(lambda: PIECE, PIECE)
+    first = await _admitted(window, [PIECE])
+    second, third = await _admitted(window, [PIECE, PIECE])
+    second.cancel()
+    await asyncio.sleep(0)
+    window.release(PIECE)
+    await asyncio.sleep(0)
+    assert first[0].done() and second.cancelled() and third.done()
+    assert window.pieces == 1 and window.outstanding == PIECE
+
+
+# ---- the real thing: both roles, real transports, a delaying and losing relay -------------------------------
+
+MBIT, DELAY, LOSS = 200, 0.25, 0.01  # 25 MB/s x 500 ms: the path holds 12.5 MB, more than one file's old 8 MiB
+OLD_CAP = 16 * PIECE  # what one file could have asked for before: 16 pieces of 512 KiB
+
+
+async def _control_pair() -> tuple[Channel, Channel, asyncio.Server]:
+    """Two ends of a control channel over a real loopback TCP connection (SSH's stand-in)."""
+    accepted: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
+    server = await asyncio.start_server(lambda r, w: accepted.set_result(Channel(r, w)), "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    return Channel(reader, writer), await accepted, server
+
+
+async def _dispatch(channel: Channel, deliver) -> None:
+    while (msg := await channel.recv()) is not None:
+        assert deliver(msg), msg
+
+
+@pytest.mark.slow
+@aio
+async def test_one_file_keeps_rate_times_rtt_in_flight_through_a_long_lossy_path(tmp_path):
+    """One 64 MiB file, FIXED 200 Mbit/s over 500 ms RTT with 1 % loss each way: the bytes asked for and not
+    yet arrived (seen from outside: ``piece`` messages as the sender gets them, minus the bytes the receiver
+    wrote) exceed the old per-file cap and stay near rate x RTT; the file arrives intact."""
+    size = 64 << 20
+    src = random_file(tmp_path / "big.bin", size)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    rate = RateSettings(MBIT * 1000, policy="fixed")
+    async with AsyncExitStack() as stack:
+        relay = await stack.enter_async_context(Relay(target=("127.0.0.1", 0), delay=DELAY, loss=LOSS, seed=5))
+
+        async def via(port: int) -> int:
+            relay.target = ("127.0.0.1", port)
+            return relay.port
+
+        sending_end, receiving_end = await stack.enter_async_context(
+            pair(key=CLEAR, via=via, datagram_size=8192, rate=rate)
+        )
+        to_receiver, to_sender, server = await _control_pair()
+        stack.push_async_callback(server.wait_closed)
+        stack.callback(server.close)
+        sender = SendingRole(to_receiver, sending_end, Tally(lambda e, f: None, "s"), PeerOptions())
+        receiver = ReceivingRole(
+            to_sender, receiving_end, Tally(lambda e, f: None, "r"), PeerOptions(), dest=str(dst), files=handle(None)
+        )
+        requested = 0
+        outstanding: list[int] = []
+        windows: list[int] = []
+        rtts: list[float] = []
+
+        def tap(msg) -> bool:
+            nonlocal requested
+            if isinstance(msg, Piece):
+                requested += msg.end - msg.start
+            return sender.deliver(msg)
+
+        async def sample() -> None:
+            while True:
+                outstanding.append(requested - receiving_end.stats()["bytes_received"])
+                windows.append(receiving_end.window_bytes())
+                rtts.append(receiving_end.stats()["rtt_ms"] or 0)  # this loop's own stalls are in it too
+                await asyncio.sleep(0.01)
+
+        tasks = [
+            asyncio.create_task(_dispatch(to_receiver, tap)),
+            asyncio.create_task(_dispatch(to_sender, receiver.deliver)),
+            asyncio.create_task(sample()),
+        ]
+        try:
+            job = FileJob(arg=0, path=str(src), rel="big.bin", size=size)
+            assert await asyncio.wait_for(sender.send_job(job), 60) == "passed"
+            await asyncio.wait_for(receiver.idle(), 10)
+        finally:
+            for task in tasks:
+                task.cancel()
+            to_receiver.close()
+            to_sender.close()
+    assert_same_file(src, dst / "big.bin")
+    bdp = MBIT * 1e6 / 8 * 2 * DELAY  # rate x RTT of the relay alone
+    peak, window = max(outstanding), max(windows)
+    assert peak > 1.2 * OLD_CAP, (peak, OLD_CAP)
+    assert bdp < peak <= window + PIECE, (peak, bdp, window)
+    # at the end, the window is about twice the rate times the RTT measured (the relay's delay plus this
+    # loop's own latency: the one thread runs both ends, the relay and the writes, so arrivals bunch up after
+    # a stall and the rate the window remembers may run a little above the pacing's)
+    measured = MBIT * 1e6 / 8 * rtts[-1] / 1000
+    assert 1.7 * measured <= windows[-1] <= 3.5 * measured, (windows[-1], measured)
