@@ -54,3 +54,19 @@ def is_our_engine(command: list[str]) -> bool:
     """Whether a command runs our engine (``fasp-ascp``, ``python -m fasp``), which presents the management
     secret; IBM's ascp does not know it."""
     return os.path.basename(command[0]) == "fasp-ascp" or command[1:3] == ["-m", "fasp"]
+
+
+def runs_here(command: list[str]) -> bool:
+    """Whether ``command`` is our engine run by this very interpreter (``python -m fasp``, or a ``fasp-ascp``
+    script whose ``#!`` names it): then a fork of this interpreter with the engine imported runs the same code."""
+    if command == [sys.executable, "-m", "fasp"]:
+        return True
+    if len(command) != 1 or os.path.basename(command[0]) != "fasp-ascp":
+        return False
+    try:
+        with open(command[0], "rb") as script:
+            first = script.readline(4096)
+    except OSError:
+        return False
+    interpreter = first[2:].split()[:1] if first.startswith(b"#!") else []
+    return bool(interpreter) and os.path.realpath(interpreter[0]) == os.path.realpath(os.fsencode(sys.executable))

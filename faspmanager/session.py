@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
+from . import forkserver
 from .admission import Admission, Caller
 from .constants import SessionState
 from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
-from .locate import is_our_engine, locate_ascp
+from .locate import is_our_engine, locate_ascp, runs_here
 from .mgmt import SECRET_ENV, MgmtProtocolError, encode
 from .orders import BaseTransferOrder, PathArg
 from .progress import Progress, SessionResult, TransferEvent
@@ -42,8 +43,17 @@ STDERR_TAIL_BYTES = 2000
 """How much of a dead program's stderr a failure reason quotes."""
 
 
+Process = subprocess.Popen[bytes] | forkserver.ForkedProcess
+"""The program of a session: exec'd, or forked warm."""
+
+
 def _start_timeout() -> float:
     return float(os.environ.get("FASPMANAGER_START_TIMEOUT", "15"))
+
+
+def _warm() -> bool:
+    """$FASPMANAGER_WARM=1: start our engine by fork from a warm one (off by default; workers turn it on)."""
+    return os.environ.get("FASPMANAGER_WARM", "0").lower() in ("1", "true", "yes", "on")
 
 
 class MgmtConnection:
@@ -101,7 +111,7 @@ class Session:
         self._started = False
         self._closed = False
         self._result: SessionResult | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
         self._conn: MgmtConnection | None = None
         self._workdir: str | None = None
         self._events: queue.Queue[TransferEvent | None] = queue.Queue()
@@ -130,15 +140,7 @@ class Session:
                 required = is_our_engine(command)
                 argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
                 env = {**os.environ, **self.order.ascp_env(), **({SECRET_ENV: secret} if required else {})}
-                with open(self._stderr_path(), "wb") as stderr:
-                    process = self._process = subprocess.Popen(
-                        argv,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=stderr,
-                        start_new_session=True,
-                    )
+                process = self._process = self._run(command, argv, env)
                 caller = self._accept(Admission(server, secret, process.pid, required), process)
             finally:
                 server.close()
@@ -160,6 +162,32 @@ class Session:
         self._reader = threading.Thread(target=self._read, args=(caller,), name="faspmanager-reader", daemon=True)
         self._reader.start()
 
+    def _run(self, command: list[str], argv: list[str], env: dict[str, str]) -> Process:
+        """The program, in its own session: forked from the warm engine when $FASPMANAGER_WARM allows and the
+        command is our engine on this interpreter (forkserver), else a plain exec."""
+        with open(self._stderr_path(), "wb") as stderr:
+            if _warm() and runs_here(command):
+                try:
+                    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
+                        return forkserver.shared(forkserver.WARM_MODULE).spawn(
+                            ["fasp-ascp", *argv[len(command) :]],
+                            env,
+                            null_in.fileno(),
+                            null_out.fileno(),
+                            stderr.fileno(),
+                            cwd=os.getcwd(),
+                        )
+                except OSError as exc:  # no fork server: the engine still runs, exec'd
+                    log.warning("warm engine unavailable (%s): starting %s", exc, command[0])
+            return subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+
     def _listen(self) -> socket.socket:
         """The management port: loopback only, so no other host can steer the transfer."""
         try:
@@ -169,7 +197,7 @@ class Session:
         self.port = server.getsockname()[1]
         return server
 
-    def _accept(self, admission: Admission, process: subprocess.Popen[bytes]) -> Caller:
+    def _accept(self, admission: Admission, process: Process) -> Caller:
         """Wait (bounded) for the program's own connection; strangers are dropped meanwhile (see admission)."""
         timeout = self.start_timeout if self.start_timeout is not None else _start_timeout()
         deadline = time.monotonic() + timeout
@@ -355,7 +383,10 @@ class Session:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                os.killpg(process.pid, sig)  # its own group: also ends an ssh it spawned
+                if isinstance(process, forkserver.ForkedProcess):
+                    process.signal_group(sig)
+                else:
+                    os.killpg(process.pid, sig)  # its own group: also ends an ssh it spawned
             except ProcessLookupError:
                 return
             try:

@@ -28,6 +28,10 @@ Logs a client asks for (``ascp -R DIR``) go to ``--log-dir LOGDIR`` only, as
 LOGDIR/USER/fasp-ascp-server-TIME-PID.log, names the server picks; the client's DIR
 is never used, and without --log-dir a client's -R is ignored (one log line says so).
 
+With ``--metrics-port N`` (0 picks a free port, logged) it serves Prometheus metrics on
+``--metrics-address`` (127.0.0.1 unless given): sessions per user, authentication failures, file bytes
+by direction (fasp/server/metrics.py). Off by default.
+
 Limits (sshd's names in brackets), each refused with a message saying which:
   --max-auth-tries N    password attempts per connection, then disconnected [MaxAuthTries] (6)
   --auth-delay S        a failed attempt is answered after S seconds, doubling with each further failure
@@ -71,10 +75,13 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import asyncssh
+from prometheus_client import start_http_server
 
 from fasp.datapath import httpframes
 from fasp.datapath.httpchannel import SOCKET_ENV
 from fasp.files.logdir import log_to_stderr
+from fasp.server import metrics
+from fasp.server.logins import VerifiedLogins
 from fasp.server.users import (
     PASSWORD_RULE,
     User,
@@ -91,6 +98,7 @@ from fasp.session import control
 from fasp.session.messages import SessionFailed
 from faspmanager.codes import ErrorCode
 from faspmanager.envblock import scrub_initial_environment
+from faspmanager.forkserver import WARM_MODULE, ForkedProcess, ForkServer
 
 log = logging.getLogger("fasp.server.frontdoor")
 
@@ -163,6 +171,9 @@ class Settings:
     login_grace_s: float = 30.0  # unauthenticated connections are closed after this
     max_startups: int = 10  # unauthenticated connections at once
     max_sessions: int = 16  # concurrent sessions per user without their own max_sessions
+    metrics_port: int | None = None  # the Prometheus endpoint (fasp/server/metrics.py): None is off, 0 picks one
+    metrics_address: str = "127.0.0.1"
+    warm_engines: bool = True  # fork engines from a warm one (with the default engine_command only)
 
 
 def server_argv(
@@ -207,6 +218,8 @@ class FrontDoor:
         self._failures: dict[str, tuple[int, float]] = {}  # address -> (failures, monotonic time of the last)
         self._users_file_lock = asyncio.Lock()
         self._fallback: FallbackPort | None = None
+        self._warm: ForkServer | None = None
+        self._logins = VerifiedLogins()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the address actually bound (port 0 picks a free one)."""
@@ -230,6 +243,9 @@ class FrontDoor:
             compression_algs=list(COMPRESSION_ALGS),
             signature_algs=list(SIGNATURE_ALGS),
         )
+        if self._settings.warm_engines and self._settings.engine_command == ENGINE_COMMAND:
+            self._warm = ForkServer(WARM_MODULE, env=self._settings.child_env)
+            await asyncio.get_running_loop().run_in_executor(None, self._warm.start)
         if self._settings.http_port is not None:
             self._fallback = FallbackPort(
                 self._settings.https_cert, self._settings.https_key, self._settings.https_client_ca
@@ -251,6 +267,8 @@ class FrontDoor:
         await asyncio.gather(*(conn.wait_closed() for conn in list(self.connections)), return_exceptions=True)
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
+        if self._warm is not None:
+            self._warm.close()
 
     def reload_users(self) -> None:
         """Re-read the users file: new logins follow it, running sessions keep what they started with."""
@@ -307,9 +325,12 @@ class FrontDoor:
 
     async def check_password(self, username: str, password: str) -> bool:
         """Whether ``password`` is ``username``'s; as slow for unknown users as for known ones. A right
-        password under an older, cheaper hash gets a new hash (users file rewritten, or in memory)."""
+        password under an older, cheaper hash gets a new hash (users file rewritten, or in memory). One
+        verified within the last few minutes is recalled without scrypt (:mod:`fasp.server.logins`)."""
         user = self._settings.users.get(username)
         stored = user.password_hash if user is not None else None
+        if user is not None and stored is not None and self._logins.recalls(username, stored, password):
+            return True
         checked = stored if stored is not None else _decoy_hash()
         if not await asyncio.to_thread(_bounded, verify_password, checked, password):
             return False
@@ -317,6 +338,9 @@ class FrontDoor:
             return False
         if needs_rehash(stored):
             await self._rehash(user, stored, await asyncio.to_thread(_bounded, hash_password, password))
+        current = self._settings.users.get(username)
+        if current is not None and current.password_hash is not None:
+            self._logins.remember(username, current.password_hash, password)
         return True
 
     async def _rehash(self, user: User, old_hash: str, new_hash: str) -> None:
@@ -358,9 +382,15 @@ class FrontDoor:
             log.info("session for %s (client asked for %r)", username, (process.command or "")[:200])
             fallback = {SOCKET_ENV: self._fallback.socket_path} if self._fallback is not None else {}
             try:
-                await run_engine(
-                    process, argv, user.docroot, {**self._settings.child_env, **ssh_connection(process), **fallback}
-                )
+                async with metrics.SessionMeter(username) as meter:
+                    await run_engine(
+                        process,
+                        argv,
+                        user.docroot,
+                        {**self._settings.child_env, **ssh_connection(process), **fallback, **meter.env},
+                        meter.fds,
+                        self._warm,
+                    )
             finally:
                 self._active[username] -= 1
         finally:
@@ -621,6 +651,7 @@ class _Gate(asyncssh.SSHServer):
         if accepted:
             log.info("password accepted for %s from %s", username, self._peer)
             return True
+        metrics.AUTH_FAILURES.labels("password").inc()
         delay = self._door.failure_delay(self._address)
         log.warning(
             "password refused for %r from %s (attempt %d of %d on this connection, answered in %.1f s)",
@@ -640,6 +671,7 @@ class _Gate(asyncssh.SSHServer):
         the passwords against max_auth_tries as sshd counts every method (30 keys on one connection were
         each checked before)."""
         self._attempts += 1
+        metrics.AUTH_FAILURES.labels("publickey").inc()
         limit = self._door.settings.max_auth_tries
         log.warning(
             "public key refused for %r from %s (attempt %d of %d on this connection)",
@@ -686,25 +718,47 @@ def ssh_connection(process: asyncssh.SSHServerProcess) -> dict[str, str]:
     return {"SSH_CONNECTION": f"{peer[0]} {peer[1]} {local[0]} {local[1]}"}
 
 
-async def run_engine(process: asyncssh.SSHServerProcess, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> None:
-    """Run ``argv`` with the channel piped to it until either side ends; never leaves it running."""
+async def run_engine(
+    process: asyncssh.SSHServerProcess,
+    argv: Sequence[str],
+    cwd: str,
+    env: Mapping[str, str],
+    pass_fds: Sequence[int] = (),
+    warm: ForkServer | None = None,
+) -> None:
+    """Run ``argv`` with the channel piped to it until either side ends; never leaves it running. ``pass_fds``:
+    descriptors the engine inherits (its usage pipe). With ``warm``, the engine (``argv`` is then
+    ENGINE_COMMAND's) is a fork of that warm one instead of an exec."""
+    child: Engine | None = None
+    if warm is not None:
+        try:
+            child = await _WarmEngine.fork(warm, argv, cwd, env, pass_fds)
+        except OSError as exc:  # no fork server: the session still gets an engine, exec'd
+            log.warning("warm engine unavailable (%s): starting %s", exc, argv[0])
     try:
-        child = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=PIPE,
-            stdout=PIPE,
-            stderr=PIPE,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        if child is None:
+            child = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=PIPE,
+                stdout=PIPE,
+                stderr=PIPE,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                pass_fds=pass_fds,
+            )
     except OSError as exc:
         log.error("cannot start the engine %r in %s: %s", argv[0], cwd, exc)
         process.stderr.write(f"fasp-server: cannot start the transfer engine: {exc.strerror}\n".encode())
         process.exit(1)
         return
-    log.info("engine pid %d started: %s", child.pid, shlex.join(argv))
+    log.info(
+        "engine pid %d %s: %s",
+        child.pid,
+        "forked warm" if isinstance(child, _WarmEngine) else "started",
+        shlex.join(argv),
+    )
     assert child.stdin is not None and child.stdout is not None and child.stderr is not None  # all PIPE
     feed = asyncio.create_task(_pump(process.stdin, child.stdin, close_target=True))
     outputs = [
@@ -755,18 +809,93 @@ async def _pump(source: _Source, target: _Sink, close_target: bool = False) -> N
         pass
 
 
-async def _stop(child: asyncio.subprocess.Process) -> None:
+async def _stop(child: Engine) -> None:
     """SIGTERM the engine's process group, then SIGKILL it if it lingers; always reap."""
     if child.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGTERM)
+        _signal_group(child, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(child.wait()), STOP_GRACE_S)
         except TimeoutError:
             log.warning("engine pid %d ignored SIGTERM: killing it", child.pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGKILL)  # also whatever the engine spawned
+    _signal_group(child, signal.SIGKILL)  # also whatever the engine spawned
     await child.wait()
+
+
+def _signal_group(child: Engine, sig: int) -> None:
+    if isinstance(child, _WarmEngine):
+        child.forked.signal_group(sig)  # the fork server signals it only while it has not reaped it
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, sig)
+
+
+class _WarmEngine:
+    """An engine forked by the fork server, with the face of ``asyncio.subprocess.Process`` that
+    ``run_engine`` uses: pid, stdio streams, returncode, ``wait()``."""
+
+    def __init__(
+        self,
+        forked: ForkedProcess,
+        stdin: asyncio.StreamWriter,
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+    ) -> None:
+        self.forked = forked
+        self.pid = forked.pid
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._fd = forked.fileno()
+        asyncio.get_running_loop().add_reader(self._fd, self._check)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.forked.returncode
+
+    @classmethod
+    async def fork(
+        cls, warm: ForkServer, argv: Sequence[str], cwd: str, env: Mapping[str, str], keep: Sequence[int] = ()
+    ) -> _WarmEngine:
+        pipes = [os.pipe() for _ in range(3)]
+        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+        try:
+            forked = warm.spawn(
+                ["fasp-ascp", *argv[len(ENGINE_COMMAND) :]], env, theirs[0], theirs[1], theirs[2], cwd, keep
+            )
+        except OSError:
+            for read_end, write_end in pipes:
+                os.close(read_end)
+                os.close(write_end)
+            raise
+        finally:
+            for fd in theirs:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        loop = asyncio.get_running_loop()
+        stdin_transport, stdin_protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, open(pipes[0][1], "wb", 0)
+        )
+        stdout, stderr = asyncio.StreamReader(), asyncio.StreamReader()
+        for reader, read_end in ((stdout, pipes[1][0]), (stderr, pipes[2][0])):
+            await loop.connect_read_pipe(
+                functools.partial(asyncio.StreamReaderProtocol, reader), open(read_end, "rb", 0)
+            )
+        return cls(forked, asyncio.StreamWriter(stdin_transport, stdin_protocol, None, loop), stdout, stderr)
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._fd)  # before poll() closes the connection that delivers the status
+        code = self.forked.poll()
+        if code is None:  # woken early: wait on
+            loop.add_reader(self._fd, self._check)
+        elif not self._exited.done():
+            self._exited.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+
+Engine = asyncio.subprocess.Process | _WarmEngine
+"""A session's engine process: exec'd, or forked warm."""
 
 
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -871,6 +1000,25 @@ def _parser() -> argparse.ArgumentParser:
         help="concurrent sessions per user unless users.toml sets max_sessions (default: %(default)s)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics (sessions per user, authentication failures, bytes by direction) on "
+        "this port, 0 picks a free one (logged); default: off",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address of --metrics-port (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cold-engines",
+        action="store_true",
+        help="exec a new engine process per session instead of forking it from a warm one "
+        "(the default with the default --engine-command)",
+    )
+    parser.add_argument(
         "--engine-command",
         metavar="CMD",
         default=shlex.join(ENGINE_COMMAND),
@@ -949,6 +1097,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         login_grace_s=args.login_grace_time,
         max_startups=args.max_startups,
         max_sessions=args.max_sessions,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        warm_engines=not args.cold_engines,
     )
 
 
@@ -982,6 +1133,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, asyncssh.KeyImportError) as exc:
         print(f"fasp-server: {exc}", file=sys.stderr)
         return 2
+    if settings.metrics_port is not None:
+        try:
+            endpoint, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_address)
+        except OSError as exc:
+            print(
+                f"fasp-server: cannot serve metrics on {settings.metrics_address}:{settings.metrics_port}: "
+                f"{exc.strerror}",
+                file=sys.stderr,
+            )
+            return 1
+        where, bound = str(endpoint.server_address[0]), endpoint.server_address[1]
+        log.info("fasp-server metrics on http://%s:%d/metrics", f"[{where}]" if ":" in where else where, bound)
     try:
         asyncio.run(serve(settings, host, port, host_key))
     except OSError as exc:

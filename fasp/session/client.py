@@ -43,11 +43,13 @@ from fasp.session.messages import (
     Listed,
     Message,
     Offer,
+    Piece,
     Rate,
     RateChange,
     SessionFailed,
 )
 from fasp.session.peer import PeerEngine
+from fasp.session.setupclock import SetupClock
 from fasp.session.tally import Tally
 from faspmanager import mgmt
 from faspmanager.codes import EngineError, ErrorCode
@@ -93,6 +95,7 @@ class ClientSession:
         self._live: asyncio.Future[Live] = loop.create_future()  # management commands wait for it
         self._items: asyncio.Queue[StartItem | None] = asyncio.Queue()  # START items; None for DONE
         self._bye = asyncio.Event()
+        self._clock = SetupClock()  # from here to the first piece request: setup
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -156,12 +159,13 @@ class ClientSession:
     async def _connect(self, cleanup: contextlib.AsyncExitStack) -> Live:
         """Peer engine, handshake, work; each part registered in ``cleanup`` the moment it exists."""
         cfg = self.cfg
-        peer = await PeerEngine.start(self._remote)
+        clock = self._clock
+        peer = await PeerEngine.start(self._remote, clock)
         cleanup.push_async_callback(peer.close)
         data_channel = contextlib.AsyncExitStack()  # closes after the farewell, before the peer
         cleanup.push_async_callback(data_channel.aclose)
         cleanup.push_async_exit(self._farewell(peer.channel))
-        link = await handshake(cfg, self._remote, peer, self.session_id, self._rate.settings)
+        link = await handshake(cfg, self._remote, peer, self.session_id, self._rate.settings, clock)
         data_channel.push_async_callback(link.transport.close)
         self._rate.settings = link.rate
         work = feeder(cfg, self.tally, peer.channel, link.transport, lambda exc: self.fail(_as_engine_error(exc)))
@@ -247,6 +251,8 @@ class ClientSession:
             self.fail(EngineError(ErrorCode.CONNECTION_LOST, f"control connection lost: {exc}"))
 
     def _on_message(self, live: Live, msg: Message) -> None:
+        if isinstance(msg, Piece):  # an upload's first data byte leaves with the first one
+            self._clock.mark("piece")
         match msg:
             case Bye():
                 self._bye.set()

@@ -22,6 +22,7 @@ from fasp.errors import ProtocolError
 from fasp.options.flags import Config, Endpoint
 from fasp.session.messages import VERSION, Fallback, FallbackReady, Hello, Message, Rate, SessionFailed, Welcome
 from fasp.session.peer import PeerEngine
+from fasp.session.setupclock import SetupClock
 from faspmanager.codes import EngineError, ErrorCode
 
 log = logging.getLogger("fasp.session.handshake")
@@ -39,7 +40,9 @@ class Link:
     rate: RateSettings  # ours, as the peer capped it
 
 
-async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str, rate: RateSettings) -> Link:
+async def handshake(
+    cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str, rate: RateSettings, clock: SetupClock
+) -> Link:
     """Say hello with our rate and options, check the welcome, open the data channel."""
     share = os.urandom(SHARE_BYTES)
     await peer.channel.send(
@@ -58,6 +61,7 @@ async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id:
         )
     )
     welcome = await _answer(peer, Welcome, "the session", ErrorCode.TRANSFER_TIMEOUT, ErrorCode.TRANSFER_ERROR)
+    clock.mark("welcome")
     rate = welcome.rate.settings()
     key = SessionKey.derive(share, welcome.share, bytes.fromhex(session_id), cfg.key_bytes)
     try:
@@ -67,7 +71,9 @@ async def handshake(cfg: Config, remote: Endpoint, peer: PeerEngine, session_id:
             raise
         log.info("UDP data channel failed (%s): trying the HTTP fallback", exc.description)
         fallback = await _open_fallback(cfg, remote, peer, session_id, key, rate)
+        clock.mark("udp")  # the data channel, here HTTP
         return Link(fallback, fallback.name, cfg.http_port, rate)
+    clock.mark("udp")
     return Link(transport, "udp", welcome.udp_port, rate)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import socket
 from typing import Any
 
 import asyncssh
@@ -16,6 +17,7 @@ import asyncssh
 from fasp.options.flags import Endpoint
 from fasp.session.channel import Channel
 from fasp.session.hostkeys import HostKeyPolicy
+from fasp.session.setupclock import SetupClock
 from faspmanager.codes import EngineError, ErrorCode
 
 REMOTE_COMMAND = "fasp-ascp --server"
@@ -34,7 +36,29 @@ def connect_timeout() -> float:
     return value if value > 0 else CONNECT_TIMEOUT
 
 
-async def open_ssh(remote: Endpoint) -> asyncssh.SSHClientConnection:
+async def _dial(host: str, port: int, clock: SetupClock) -> socket.socket:
+    """A TCP connection to the peer (each address in turn), ours so the clock sees when it is up."""
+    loop = asyncio.get_running_loop()
+    failure: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        clock.mark("tcp")
+        return sock
+    raise failure
+
+
+async def open_ssh(remote: Endpoint, clock: SetupClock) -> asyncssh.SSHClientConnection:
     """An authenticated SSH connection to the peer, or EngineError with the ascp code for the failure.
 
     The host key is checked as OpenSSH does (known_hosts, see :mod:`fasp.session.hostkeys`), or against the
@@ -57,8 +81,19 @@ async def open_ssh(remote: Endpoint) -> asyncssh.SSHClientConnection:
         options["password"] = remote.password
     if not keys and remote.password is None:
         options["client_keys"] = None  # default ~/.ssh keys, as ssh would
+
+    async def connect() -> asyncssh.SSHClientConnection:
+        sock = await _dial(remote.host, remote.port, clock)
+        try:
+            conn = await asyncssh.connect(sock=sock, **options)
+        except BaseException:
+            sock.close()
+            raise
+        clock.mark("ssh")
+        return conn
+
     try:
-        return await asyncio.wait_for(asyncssh.connect(**options), connect_timeout())
+        return await asyncio.wait_for(connect(), connect_timeout())
     except asyncssh.PermissionDenied:
         raise EngineError(ErrorCode.AUTH, f"authentication failed for {remote.user}@{remote.host}") from None
     except asyncssh.HostKeyNotVerifiable as exc:
@@ -86,9 +121,9 @@ class PeerEngine:
         self._stderr_task = asyncio.create_task(self._collect_stderr())
 
     @classmethod
-    async def start(cls, remote: Endpoint) -> PeerEngine:
+    async def start(cls, remote: Endpoint, clock: SetupClock) -> PeerEngine:
         """SSH to ``remote`` and start the engine there (TRANSFER_ERROR if the command cannot be started)."""
-        conn = await open_ssh(remote)
+        conn = await open_ssh(remote, clock)
         try:
             proc = await conn.create_process(remote_command(), encoding=None)
         except asyncssh.Error as exc:
@@ -97,6 +132,7 @@ class PeerEngine:
         except BaseException:  # cancelled while starting: the connection is ours to close
             await _close_connection(conn)
             raise
+        clock.mark("engine")
         return cls(conn, proc)
 
     async def _collect_stderr(self) -> None:

@@ -50,6 +50,7 @@ from fasp.session.messages import (
 from fasp.session.receiving import ReceivingRole
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
+from fasp.session.usage import UsageReport
 from faspmanager.codes import EngineError, ErrorCode
 
 log = logging.getLogger("fasp.session.server")
@@ -85,10 +86,14 @@ class ServerSession:
         self.failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.tasks: set[asyncio.Task[None]] = set()
         self._data_channels = contextlib.AsyncExitStack()  # every data channel opened, closed by close()
+        self.usage = UsageReport.from_environment()  # fasp-server's metrics: the bytes this session moves
+        self.tally: Tally | None = None
 
     async def close(self) -> None:
-        """Free the data channels this session opened (none before the hello)."""
+        """Free the data channels this session opened (none before the hello); the last usage report."""
         await self._data_channels.aclose()
+        if self.usage is not None:
+            self.usage.close()
 
     def capped(self, rate: Rate) -> RateSettings:
         """The client's rate within this user's caps (a capacity percent passes; the cap bounds its ceiling)."""
@@ -118,6 +123,9 @@ class ServerSession:
         udp = await self._listen(hello, key, rate)
         self._data_channels.push_async_callback(udp.close)
         udp.on_capacity = self._tell_capacity
+        tally = self.tally = Tally(lambda event, fields: None, hello.session)
+        if self.usage is not None:
+            self.usage.follow("in" if hello.direction == "send" else "out", lambda: tally.transfer_bytes)
         live = Live(hello, key, udp, self._role(hello, udp))
         await self.channel.send(Welcome(v=VERSION, share=share, udp_port=udp.local_port, rate=Rate.of(rate)))
         log.info(
@@ -139,7 +147,8 @@ class ServerSession:
 
     def _role(self, hello: Hello, transport: DataChannel) -> SendingRole | ReceivingRole:
         """The role over ``transport`` (again after a fallback, before any file moved)."""
-        tally = Tally(lambda event, fields: None, hello.session)
+        tally = self.tally
+        assert tally is not None, "made with the welcome, before any role"
         if hello.direction == "send":
             receiver = ReceivingRole(self.channel, transport, tally, hello.opts, dest=hello.dest, files=self.files)
             receiver.on_fatal = self._fatal

@@ -12,7 +12,7 @@ import pytest
 
 from fasp.server.users import User, hash_password, save_users
 from tests.support.files import assert_same_file, random_file
-from tests.support.procs import children, cmdline
+from tests.support.procs import alive, children, cmdline
 from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
 from tests.support.wait import wait_until
@@ -81,22 +81,45 @@ def test_the_users_rate_cap_holds_whatever_the_client_asks(two_users, tmp_path):
     assert elapsed >= 2.5, f"3 MiB in {elapsed:.2f} s: the 8 Mbps cap was not applied"
 
 
-def test_the_real_engine_ends_when_the_channel_closes(fasp_server):
-    async def open_then_drop() -> int:
-        conn = await fasp_server.ssh()
-        await conn.create_process("fasp-ascp --server", encoding=None)
-        deadline = time.monotonic() + 10
-        while not (engines := children(fasp_server.process.pid)) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert len(engines) == 1
-        while b"--server" not in (argv := cmdline(engines[0])) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # between fork and exec the child still shows fasp-server's command line
-        assert argv[1:6] == [b"-m", b"fasp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
-        conn.abort()
-        return engines[0]
+def _engine_of(parent: int, deadline: float, known: set[int]) -> int:
+    """The one new child of ``parent`` (waited for, bounded)."""
+    while not (new := set(children(parent)) - known) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(new) == 1, new
+    return new.pop()
 
-    pid = asyncio.run(open_then_drop())
-    assert wait_until(lambda: pid not in children(fasp_server.process.pid), 8)
+
+@pytest.mark.parametrize("warm", [False, True], ids=["exec", "fork"])
+def test_the_real_engine_ends_when_the_channel_closes(tmp_path, warm):
+    """Exec'd, the engine is fasp-server's child running ``-m fasp --server``; forked warm (the default), it is
+    a child of the server's one fork server (``-m fasp.cli.warm``), no new interpreter per session, and shows
+    ``fasp-ascp --server ...``. Either way it ends with its channel; the fork server stays for the next session."""
+    with start_fasp_server(tmp_path / "srv", extra_args=() if warm else ("--cold-engines",)) as fasp_server:
+        deadline = time.monotonic() + 10
+        helpers = set(children(fasp_server.process.pid))
+        fork_server = next((p for p in helpers if b"fasp.cli.warm" in cmdline(p)), None)
+        assert (fork_server is not None) == warm
+        parent = fork_server or fasp_server.process.pid
+
+        async def open_then_drop() -> int:
+            conn = await fasp_server.ssh()
+            await conn.create_process("fasp-ascp --server", encoding=None)
+            engine = await asyncio.to_thread(_engine_of, parent, deadline, helpers)
+            if not warm:
+                while b"--server" not in (argv := cmdline(engine)) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)  # between fork and exec the child still shows fasp-server's argv
+                assert argv[1:6] == [b"-m", b"fasp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
+            else:  # a fork of the fork server (never an exec), showing its own command line
+                argv = cmdline(engine)
+                assert argv[:4] == [b"fasp-ascp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
+                assert os.getpgid(engine) == engine  # its own process group, as an exec'd engine has
+            conn.abort()
+            return engine
+
+        pid = asyncio.run(open_then_drop())
+        assert wait_until(lambda: pid not in children(parent), 8)
+        if warm:
+            assert alive(fork_server)
 
 
 def test_stock_sshd_runs_fasp_ascp_from_its_path(openssh_server, tmp_path):
