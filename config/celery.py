@@ -9,7 +9,7 @@ from running twice and what hands a dead owner's transfer to another worker.
 
 from __future__ import annotations
 
-from .settings import Settings
+from .settings import Settings, is_sentinel
 
 
 def celery_config(settings: Settings) -> dict:
@@ -18,6 +18,9 @@ def celery_config(settings: Settings) -> dict:
         tls["broker_use_ssl"] = settings.redis_ssl()
     if settings.result_url.startswith("rediss://"):
         tls["redis_backend_use_ssl"] = settings.redis_ssl()
+    sentinel = settings.sentinel_options()
+    if is_sentinel(settings.result_url):
+        tls["result_backend_transport_options"] = sentinel
     return {
         **tls,
         "broker_url": settings.broker_url,
@@ -26,6 +29,7 @@ def celery_config(settings: Settings) -> dict:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": settings.restore_interval_s,
             "unacked_restore_throttle": 1,
+            **(sentinel if is_sentinel(settings.broker_url) else {}),
         },
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

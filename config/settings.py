@@ -4,7 +4,11 @@ Everything a client and a worker must agree on (Redis URLs, key prefix, queue,
 shared secret) comes from the same variables, so one `export` configures both.
 Redis URLs may carry an ACL user and password (``redis://user:pass@host/0``)
 and use TLS (``rediss://``, CA in FASPQ_REDIS_CA); they are shown only with the
-password masked (``redacted``). A worker reads its settings once and then
+password masked (``redacted``). ``sentinel://`` URLs (Celery's form: one
+``sentinel://[:password@]host:port[/db]`` per Sentinel, joined by ``;``) name
+the Sentinels of a replicated Redis whose current primary is FASPQ_REDIS_MASTER
+(the password is the primary's; FASPQ_REDIS_SENTINEL_PASSWORD, if the
+Sentinels require one, theirs). A worker reads its settings once and then
 takes them out of its environment (``pin_settings``), so the programs it
 starts never inherit them.
 """
@@ -57,6 +61,16 @@ def _float(name: str, default: float) -> float:
 
 def _int(name: str, default: int) -> int:
     return _number(int, name, default)
+
+
+def _port(name: str) -> int | None:
+    """A TCP port to listen on, or None when the variable is unset (the feature is off)."""
+    if _env(name) is None:
+        return None
+    port = _int(name, 0)
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"{name} must be a port number (0 picks a free one), got {port}")
+    return port
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -130,6 +144,11 @@ class Settings:
     redis_ca: str | None = None
     redis_cert: str | None = None
     redis_key: str | None = None
+    metrics_port: int | None = None
+    """The worker's Prometheus endpoint (workers/metrics.py): None is off, 0 picks a free port (logged)."""
+    metrics_address: str = "127.0.0.1"
+    redis_master: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
     policy: Policy = field(default_factory=Policy)
 
     def __repr__(self) -> str:
@@ -149,11 +168,18 @@ class Settings:
             options.update(ssl_certfile=self.redis_cert, ssl_keyfile=self.redis_key)
         return options
 
+    def sentinel_options(self) -> dict[str, Any]:
+        """Celery's transport options (broker and result backend) for ``sentinel://`` URLs."""
+        options: dict[str, Any] = {"master_name": self.redis_master}
+        if self.redis_sentinel_password:
+            options["sentinel_kwargs"] = {"password": self.redis_sentinel_password}
+        return options
+
     @classmethod
     def from_env(cls) -> Settings:
         redis_url = _env("FASPQ_REDIS_URL", cls.redis_url)
         lease = _float("FASPQ_LEASE_TTL", cls.lease_ttl_s)
-        return cls(
+        settings = cls(
             redis_url=redis_url,
             broker_url=_env("FASPQ_BROKER_URL", redis_url),
             result_url=_env("FASPQ_RESULT_URL", redis_url),
@@ -183,8 +209,16 @@ class Settings:
             redis_ca=_env("FASPQ_REDIS_CA"),
             redis_cert=_env("FASPQ_REDIS_CERT"),
             redis_key=_env("FASPQ_REDIS_KEY"),
+            metrics_port=_port("FASPQ_METRICS_PORT"),
+            metrics_address=_env("FASPQ_METRICS_ADDRESS", cls.metrics_address),
+            redis_master=_env("FASPQ_REDIS_MASTER"),
+            redis_sentinel_password=_env("FASPQ_REDIS_SENTINEL_PASSWORD"),
             policy=Policy.from_env(),
         )
+        for name in ("broker_url", "result_url", "events_url"):
+            if is_sentinel(getattr(settings, name)) and not settings.redis_master:
+                raise SettingsError(f"FASPQ_REDIS_MASTER must name the Sentinels' primary for {redacted(redis_url)}")
+        return settings
 
     @property
     def takeover_bound_s(self) -> float:
@@ -222,6 +256,7 @@ CHILD_ENV = (
     "FASP_REMOTE_COMMAND",
     "FASPMANAGER_ASCP",
     "FASPMANAGER_START_TIMEOUT",
+    "FASPMANAGER_WARM",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 )
@@ -256,8 +291,18 @@ def strip_environment() -> None:
                 os.environ.pop(name, None)
 
 
+def is_sentinel(url: str) -> bool:
+    return url.startswith("sentinel://")
+
+
 def redacted(url: str) -> str:
-    """``url`` with its password (if any) masked, for logs and screens."""
+    """``url`` with its password (if any) masked, for logs and screens (each Sentinel of a ``;`` list)."""
+    if is_sentinel(url):
+        return ";".join(_redacted_one(part) for part in url.split(";"))
+    return _redacted_one(url)
+
+
+def _redacted_one(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -36,7 +36,7 @@ from faspmanager.transferspec import ORDER as ORDER_FIELDS
 from .progress import TransferView
 from .secrets import SecretKeyError
 from .store.control import ControlError
-from .store.events import UnknownTransfer, progress_meta
+from .store.events import UnknownTransfer, progress_meta, transfer_ids
 from .store.keys import TERMINAL_STATES
 from .store.redisconn import redis_for
 from .transfer import celery_app
@@ -561,8 +561,7 @@ def list_transfers(show_all: bool, fmt: str | None) -> None:
     header = ("id", "type", "state", "owner", "attempt", "bytes", "total", "rate kbps", "eta s", "age s")
     rows = []
     now = time.time()
-    for key in sorted(client.scan_iter(match=f"{settings.prefix}:status:*", count=500)):
-        transfer_id = key.decode().rsplit(":", 1)[1]
+    for transfer_id in transfer_ids(client, settings.prefix):
         current = TransferHandle(transfer_id, settings).status()
         if not current or (current.get("state") in TERMINAL_STATES and not show_all):
             continue
@@ -644,6 +643,42 @@ def policy() -> None:
             indent=2,
         )
     )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8470, show_default=True, help="port to listen on (0: any free one)")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate chain (PEM)")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="its private key (PEM)")
+def dashboard(host: str, port: int, tls_cert: str | None, tls_key: str | None) -> None:
+    """Serve a live web page of the transfers, with rate and cancel controls, behind a token.
+
+    The token is $FASPQ_DASHBOARD_TOKEN, else one drawn now and printed once inside the page's URL. Any address
+    but a loopback one needs TLS (--tls-cert and --tls-key): the token must not cross a network in clear."""
+    import asyncio
+
+    from .dashboard.app import serve, tls_context
+    from .dashboard.auth import Guard, TokenError, configured_token, is_loopback
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if not is_loopback(host) and not tls_cert:
+        raise click.UsageError(f"--host {host} is reachable from other machines: give --tls-cert and --tls-key")
+    try:
+        token, drawn = configured_token()
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
+
+    def ready(url: str) -> None:
+        shown = f"{url}?token={token}" if drawn else f"{url} (token: $FASPQ_DASHBOARD_TOKEN)"
+        click.echo(f"faspq dashboard on {shown}", nl=True)
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(serve(get_settings(), Guard(token, secure_cookie=tls is not None), host, port, tls, ready))
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()

@@ -34,7 +34,7 @@ from .store import control as ctl
 from .store.events import EventLog, UnknownTransfer
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
-from .store.redisconn import redis_for, text
+from .store.redisconn import FAILOVER_RETRY_S, durable, redis_for, text
 from .store.result import Outcome, finish_transfer
 from .transfer import TransferFailed, celery_app, send
 
@@ -72,15 +72,25 @@ def submit(
     client, keys = handle._redis, handle._keys
     if not client.hsetnx(keys.order, "type", kind):
         raise ValueError(f"transfer id {transfer_id!r} is already in use")
-    client.hset(keys.order, mapping=record)
-    handle._log.publish(
-        {"type": "QUEUED", "order_type": kind, "queue": queue, "client": settings.client_name},
-        state="QUEUED",
-        order_type=kind,
-        queue=queue,
-        created=now,
-    )
-    send(settings, kind, transfer_id, queue)
+
+    def enqueue() -> None:
+        client.hset(keys.order, mapping=record)
+        handle._log.publish(
+            {"type": "QUEUED", "order_type": kind, "queue": queue, "client": settings.client_name},
+            state="QUEUED",
+            order_type=kind,
+            queue=queue,
+            created=now,
+        )
+        send(settings, kind, transfer_id, queue)
+
+    enqueue()
+    # a failover before a replica had the submission would forget it: enqueued again then (a second message is
+    # harmless: the lease and the final state drop it). The state, written after the order, outlives the transfer.
+    if not durable(
+        client, keys.status, lambda: client.hget(keys.status, "state") is not None, enqueue, FAILOVER_RETRY_S
+    ):
+        raise redis.ConnectionError(f"transfer {transfer_id}: no Redis replica acknowledged the submission")
     return handle
 
 
@@ -135,7 +145,17 @@ class TransferHandle:
                 raise UnknownTransfer(self.id)
             if text(state) in TERMINAL_STATES:
                 raise ctl.ControlError(f"transfer {self.id} already ended ({text(state)})")
-            return text(self._redis.xadd(self._keys.control, fields))
+            entry = [text(self._redis.xadd(self._keys.control, fields))]
+
+            def present() -> bool:
+                state = text(self._redis.hget(self._keys.status, "state") or b"")
+                return bool(self._redis.xrange(self._keys.control, entry[-1], entry[-1])) or state in TERMINAL_STATES
+
+            def again() -> None:  # the same sender and sequence: the worker applies whichever copy comes first, once
+                entry.append(text(self._redis.xadd(self._keys.control, fields)))
+
+            durable(self._redis, self._keys.status, present, again, FAILOVER_RETRY_S)
+            return entry[-1]
 
     def set_rate(self, kbps: int) -> str:
         return self._send("set_rate", kbps=int(kbps))

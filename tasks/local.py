@@ -126,6 +126,24 @@ class Service:
                 pass
         self.kill()
 
+    def _read_line(self, timeout: float) -> str:
+        """The first line the program writes on stdout (started with ``stdout_pipe``), as far as it came."""
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        stdout = self.process.stdout
+        assert stdout is not None  # started with stdout_pipe
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.process.poll() is not None:
+                break
+            ready, _, _ = select.select([stdout], [], [], min(remaining, 0.2))
+            if ready:
+                chunk = os.read(stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                buffer += chunk
+        return buffer.decode(errors="replace").strip()
+
     def _wait_for(self, text: bytes, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.log_path.read_bytes():
@@ -195,7 +213,8 @@ class RedisServer(Service):
 
 
 class Worker(Service):
-    """``celery -A workers.app worker`` with the given environment (FASPQ_* settings)."""
+    """``celery -A workers.app worker`` with the given environment (FASPQ_* settings); ``wrap`` prefixes its argv
+    (``ip netns exec NS``: a worker on another host)."""
 
     def __init__(
         self,
@@ -205,9 +224,11 @@ class Worker(Service):
         concurrency: int = 2,
         queues: str = "transfers",
         pool: str = "threads",
+        wrap: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         argv = [
+            *wrap,
             sys.executable,
             "-m",
             "celery",
@@ -236,18 +257,28 @@ class Worker(Service):
 
 
 class TransferServer(Service):
-    """``fasp-server`` in quick mode: one user, password passed in the environment."""
+    """``fasp-server`` in quick mode: one user, password passed in the environment; listening on ``host``, its argv
+    prefixed by ``wrap`` (``ip netns exec NS``: a server on another host)."""
 
     def __init__(
-        self, workdir: Path, user: str, password: str, docroot: Path, port: int = 0, extra_args: tuple[str, ...] = ()
+        self,
+        workdir: Path,
+        user: str,
+        password: str,
+        docroot: Path,
+        port: int = 0,
+        extra_args: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        wrap: tuple[str, ...] = (),
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         docroot.mkdir(parents=True, exist_ok=True)
         self.user, self.password, self.docroot = user, password, docroot
         argv = [
+            *wrap,
             installed_script("fasp-server"),
             "--listen",
-            f"127.0.0.1:{port}",
+            f"{host}:{port}",
             "--user",
             user,
             "--password-env",
@@ -281,19 +312,17 @@ class TransferServer(Service):
         public = asyncssh.read_private_key(str(self.host_key_path)).export_public_key("openssh").decode().split()
         return f"[{self.host}]:{self.port} {public[0]} {public[1]}\n"
 
-    def _read_line(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        buffer = b""
-        stdout = self.process.stdout
-        assert stdout is not None  # started with stdout_pipe
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.process.poll() is not None:
-                break
-            ready, _, _ = select.select([stdout], [], [], min(remaining, 0.2))
-            if ready:
-                chunk = os.read(stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                buffer += chunk
-        return buffer.decode(errors="replace").strip()
+
+class Dashboard(Service):
+    """``faspq dashboard`` on a free loopback port; ``url`` is the one it printed (with its token, when it drew
+    one)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "tasks.cli", "dashboard", "--port", "0"]
+        super().__init__(argv, workdir / "dashboard.log", env=env, cwd=workdir, stdout_pipe=True)
+        line = self._read_line(30)
+        if not line.startswith("faspq dashboard on "):
+            self.kill()
+            raise RuntimeError(f"faspq dashboard said {line!r}:\n{self.log()[-4000:]}")
+        self.url = line.removeprefix("faspq dashboard on ").split()[0]

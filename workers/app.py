@@ -10,16 +10,22 @@ dead owners' transfers back to the queue.
 A worker refuses to start without the shared key, and before its pool starts
 it keeps its settings in memory and strips its environment to what engines
 need (config.settings.pin_settings), so no engine or ``-e`` program it runs
-inherits the key, Redis URLs or passwords.
+inherits the key, Redis URLs or passwords. With FASPQ_METRICS_PORT it then
+serves its Prometheus metrics (workers/metrics.py) on FASPQ_METRICS_ADDRESS
+(default 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from celery import Celery
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import task_prerun, worker_init, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import WorkController
+from prometheus_client import start_http_server
 
 from config.celery import celery_config
 from config.settings import get_settings, pin_settings, redacted, strip_environment
@@ -33,17 +39,37 @@ settings = get_settings()
 app = Celery("faspq", include=["workers.transfer"])
 app.conf.update(celery_config(settings))
 _reaper: list[Reaper] = []
+_metrics: list[tuple[str, int]] = []  # where the endpoint listens
 log = logging.getLogger(__name__)
 
 
 @worker_init.connect
 def _harden(sender: object = None, **_: object) -> None:
     """Runs in the main worker process before any pool process or transfer exists."""
+    os.environ.setdefault("FASPMANAGER_WARM", "1")  # engines forked warm (faspmanager.forkserver) unless =0
     pinned = pin_settings()
     try:
         derive(pinned.secret_key, "check")
     except SecretKeyError as exc:
         raise SystemExit(f"faspq worker refuses to start: {exc}") from None
+    if pinned.metrics_port is not None:
+        _serve_metrics(sender, pinned.metrics_address, pinned.metrics_port)
+
+
+def _serve_metrics(worker: object, address: str, port: int) -> None:
+    """The Prometheus endpoint of workers/metrics.py's registry, in this process: only with a pool that runs
+    transfers here."""
+    pool = get_implementation(getattr(worker, "pool_cls", None) or "prefork")
+    if isinstance(pool, type) and issubclass(pool, PreforkPool):
+        raise SystemExit(
+            "faspq worker refuses to start: FASPQ_METRICS_PORT needs --pool threads (or solo): a prefork "
+            "pool runs transfers in child processes the metrics endpoint does not see"
+        )
+    try:
+        server, _thread = start_http_server(port, addr=address)  # /metrics, on a daemon thread
+    except OSError as exc:
+        raise SystemExit(f"faspq worker refuses to start: metrics on {address}:{port}: {exc.strerror}") from None
+    _metrics.append((str(server.server_address[0]), server.server_address[1]))  # logged at worker_ready
 
 
 @task_prerun.connect
@@ -77,6 +103,8 @@ def _start(sender: WorkController, **_: object) -> None:
         "allowed" if policy.allow_ignore_host_key else "refused",
         dict(policy.rate_caps) or "none",
     )
+    for host, port in _metrics:
+        log.info("faspq worker metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
     reaper = Reaper(app, settings)
     reaper.start()
     _reaper.append(reaper)

@@ -15,12 +15,15 @@ import time
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from config.settings import Settings
 from tasks.store.events import EventLog
 from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
 from tasks.store.lease import new_owner_token
 from tasks.store.redisconn import redis_for, text
+
+from .metrics import TAKEOVERS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class Reaper:
         while not self._stop.wait(self._settings.reaper_interval_s):
             try:
                 self.sweep()
-            except redis.RedisError as exc:
+            except (redis.RedisError, OperationalError) as exc:  # Redis, or the broker, failing over
                 log.warning("reaper sweep failed (will retry): %s", exc)
 
     def sweep(self, now: float | None = None) -> list[str]:
@@ -69,7 +72,8 @@ class Reaper:
             task, queue = text(record[b"task"]), text(record[b"queue"])
             events.publish({"type": "TAKEOVER", "previous_owner": status.get("owner"), "by": self._me}, state="QUEUED")
             self._redis.zadd(watch_key(prefix), {transfer_id: now + 2 * self._settings.takeover_bound_s})
-            self._app.send_task(task, args=[transfer_id], queue=queue)
+            self._app.send_task(task, args=[transfer_id], queue=queue, task_id=transfer_id)  # its result: the id's
+            TAKEOVERS.inc()
             log.warning("transfer %s of dead owner %s re-enqueued", transfer_id, status.get("owner"))
             taken.append(transfer_id)
         return taken

@@ -23,6 +23,7 @@ call never lets Celery's counter (which handovers also raise) refuse it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -41,11 +42,12 @@ from tasks.secrets import Sealer
 from tasks.store.events import EventLog, progress_line
 from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
 from tasks.store.lease import Lease
-from tasks.store.redisconn import redis_for, text
+from tasks.store.redisconn import redis_for, replicated, text
 from tasks.store.result import Outcome, finish_transfer
 from tasks.transfer import FORGOTTEN, TransferFailed
 
 from .app import app
+from .metrics import MeteredEventLog
 from .runner import Attempt
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
     settings = get_settings()
     client = redis_for(settings.events_url)
     keys = Keys(settings.prefix, transfer_id)
-    events = EventLog(client, keys)
+    events = MeteredEventLog(client, keys)
     status = events.status()
     if not status:
         log.error("transfer %s is unknown (expired or never submitted); dropping its message", transfer_id)
@@ -95,6 +97,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
         if status.get("state") in TERMINAL_STATES:
             return _ended(status["result"])
         record = {text(k, "replace"): text(v, "replace") for k, v in client.hgetall(keys.order).items()}
+        events.order_type = record.get("type", "")
         attempt = client.hincrby(keys.status, "attempt", 1)
         try:
             verify_record(record, transfer_id, settings.secret_key)
@@ -117,6 +120,8 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
             owner=lease.owner,
             client=record["client"],
         )
+        if not replicated(client, keys.status):  # a failover now may forget the lease: the heartbeat then stops us
+            log.warning("transfer %s: no replica acknowledged the pickup yet", transfer_id)
         try:
             order = order_from_json(json.loads(record["order"]), Sealer(settings.secret_key), transfer_id)
             if order_type(order) != record["type"]:  # the policy and the runner go by the order's real type
@@ -147,6 +152,9 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
                 outcome = Outcome(False, int(ErrorCode.INTERNAL_ERROR), f"worker error: {type(exc).__name__}: {exc}")
             finally:
                 progress.stopped = True  # a late listener call must not overwrite RETRY/SUCCESS/FAILURE
+        if not outcome.lease_lost and lease.holder() != lease.owner:
+            # fencing: cut off (a partition, a failover) longer than the lease, another owner may run it now
+            outcome = dataclasses.replace(outcome, handover=False, lease_lost=True)
         if outcome.handover:
             _requeue(
                 task,
@@ -160,9 +168,9 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
                 state="QUEUED",
             )
         if outcome.lease_lost:
-            if client.exists(keys.order):
-                log.warning("transfer %s: lease lost, the new owner goes on", transfer_id)
-                raise Ignore()
+            if client.exists(keys.order) or events.status().get("state") in TERMINAL_STATES:
+                log.warning("transfer %s: lease lost, the new owner goes on (or ended it)", transfer_id)
+                raise Ignore()  # the backend keeps the new owner's result
             # no order either: Redis came back without this transfer (no persistence), nobody else can run it
             log.error("transfer %s: Redis lost its record; the engine was stopped", transfer_id)
             return _ended(
@@ -199,6 +207,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
                 )
         return _ended(finish_transfer(client, events, keys, outcome, attempt, settings.keep_s))
     finally:
+        events.attempt_over()
         lease.release()
 
 

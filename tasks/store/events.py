@@ -2,7 +2,7 @@
 
 An event is appended to the stream ``<prefix>:events:<id>``, published on the
 pub/sub channel of the same name, and folded into the status hash in one Lua
-call, so a reader that takes the status snapshot and then reads the stream
+call (none once the transfer ended), so a reader that takes the status snapshot and then reads the stream
 after the snapshot's ``event_id`` misses nothing and sees nothing twice.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from .keys import TERMINAL_STATES, Keys
-from .redisconn import read_entries, text
+from .redisconn import read_entries, stream_entries, text
 
 STREAM_MAXLEN = 10000
 
@@ -27,6 +27,10 @@ class UnknownTransfer(LookupError):
 
 
 _PUBLISH = """
+local state = redis.call('HGET', KEYS[2], 'state')
+if state == 'SUCCEEDED' or state == 'FAILED' or state == 'CANCELLED' then
+  return redis.call('HGET', KEYS[2], 'event_id')
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
 redis.call('HSET', KEYS[2], 'event_id', id, 'last', ARGV[1], 'updated', ARGV[3])
 for i = 4, #ARGV, 2 do
@@ -76,6 +80,12 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
+def transfer_ids(client: redis.Redis, prefix: str) -> list[str]:
+    """Every transfer Redis knows (running, waiting, or ended and kept FASPQ_KEEP seconds), by id, sorted."""
+    head = len(Keys(prefix, "").status)
+    return sorted(text(key)[head:] for key in client.scan_iter(match=Keys(prefix, "*").status, count=500))
+
+
 class EventLog:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
@@ -83,7 +93,10 @@ class EventLog:
         self._publish = client.register_script(_PUBLISH)
 
     def publish(self, event: dict[str, Any], **status: object) -> str:
-        """Append ``event`` (its ``type`` required) and set the given status fields atomically."""
+        """Append ``event`` (its ``type`` required) and set the given status fields atomically. Nothing is
+        appended to a transfer that ended (the id of its last event is returned): its RESULT stays the last event
+        and its state final, however often a writer retries the RESULT (the reply lost in a failover) and whatever
+        a cut-off former owner, back on the network, still had to say."""
         event = {"transfer_id": self._keys.transfer_id, "time": time.time(), **event}
         args: list[str | int] = [to_json(event), STREAM_MAXLEN, repr(event["time"])]
         for name, value in status.items():
@@ -98,6 +111,12 @@ class EventLog:
             name, value = text(raw_name), text(raw_value)
             out[name] = json.loads(value) if name in ("last", "result", "attempt", "retry") else value
         return out
+
+    def history(self, count: int = 2000) -> list[dict[str, Any]]:
+        """The latest ``count`` retained events, oldest first (the stream keeps STREAM_MAXLEN; an expired
+        transfer has none)."""
+        entries = stream_entries(self._redis.xrevrange(self._keys.events, count=count))
+        return [json.loads(fields[b"e"]) for _, fields in reversed(entries)]
 
     def follow(
         self, timeout: float | None = None, from_start: bool = False, forgotten_after: float = 60.0

@@ -14,7 +14,8 @@ import redis
 from faspmanager.codes import ErrorCode, name_of
 
 from .events import EventLog
-from .keys import Keys, watch_key
+from .keys import TERMINAL_STATES, Keys, watch_key
+from .redisconn import FAILOVER_RETRY_S, durable, text
 
 
 @dataclass
@@ -45,11 +46,20 @@ def finish_transfer(
         "attempts": attempts,
     }
     state = "SUCCEEDED" if outcome.ok else "CANCELLED" if outcome.code == ErrorCode.USER_CANCEL else "FAILED"
-    events.publish({"type": "RESULT", **result}, state=state, result=result)
-    pipe = client.pipeline()
-    pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
-    pipe.delete(keys.order, keys.control, keys.pending, keys.takeover)
-    pipe.expire(keys.status, keep_s)
-    pipe.expire(keys.events, keep_s)
-    pipe.execute()
+
+    def write() -> None:
+        events.publish({"type": "RESULT", **result}, state=state, result=result)
+        pipe = client.pipeline()
+        pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
+        pipe.delete(keys.order, keys.control, keys.pending, keys.takeover)
+        pipe.expire(keys.status, keep_s)
+        pipe.expire(keys.events, keep_s)
+        pipe.execute()
+
+    def present() -> bool:
+        return text(client.hget(keys.status, "state") or b"") in TERMINAL_STATES
+
+    # a result only the dead primary had would let the reaper run the transfer again: write it until a replica has it
+    write()
+    durable(client, keys.status, present, write, FAILOVER_RETRY_S)
     return result

@@ -1,4 +1,5 @@
-"""Two network namespaces of the test's own, joined by a veth pair, with UDP dropped at the server side.
+"""Two network namespaces of the test's own, joined by a veth pair (of a chosen MTU), and UDP dropped at the
+server side when a test asks.
 
 Nothing touches the host's own network: both veth ends live in the namespaces
 (created there directly), the addresses are link-local (169.254.77.0/30), and
@@ -9,6 +10,7 @@ of it goes when the namespaces are deleted. Processes join a namespace through
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -44,15 +46,20 @@ class Lab:
         match = re.search(r"counter packets (\d+)", out)
         return int(match.group(1)) if match else 0
 
+    def received(self) -> tuple[int, int]:
+        """(bytes, packets) the server namespace's veth end has received so far."""
+        stats = json.loads(_run(["ip", "-n", self.server_ns, "-s", "-j", "link", "show", "veth1"]))[0]["stats64"]["rx"]
+        return stats["bytes"], stats["packets"]
+
 
 def _run(argv: Sequence[str], stdin: str | None = None) -> str:
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True).stdout
 
 
 @contextmanager
-def udp_blocked_lab() -> Iterator[Lab]:
-    """Client namespace (169.254.77.1) and server namespace (169.254.77.2, all inbound UDP dropped)."""
-    require_root("network namespaces and nftables")
+def veth_lab(mtu: int = 1500) -> Iterator[Lab]:
+    """Client namespace (169.254.77.1) and server namespace (169.254.77.2), joined by a veth pair of ``mtu``."""
+    require_root("network namespaces")
     tag = f"fasp{os.getpid()}"
     lab = Lab(f"{tag}c", f"{tag}s")
     created = []
@@ -79,10 +86,18 @@ def udp_blocked_lab() -> Iterator[Lab]:
         )
         for ns, dev, addr in ((lab.client_ns, "veth0", CLIENT_ADDR), (lab.server_ns, "veth1", SERVER_ADDR)):
             _run(["ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", dev])
-            _run(["ip", "-n", ns, "link", "set", dev, "up"])
+            # one datagram a packet (no UDP GSO batch crosses the pair whole), so the counters count datagrams
+            _run(["ip", "-n", ns, "link", "set", dev, "mtu", str(mtu), "gso_max_segs", "1", "up"])
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        _run(["ip", "netns", "exec", lab.server_ns, "nft", "-f", "-"], stdin=DROP_UDP)
         yield lab
     finally:
         for ns in created:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@contextmanager
+def udp_blocked_lab() -> Iterator[Lab]:
+    """Client namespace (169.254.77.1) and server namespace (169.254.77.2, all inbound UDP dropped)."""
+    with veth_lab() as lab:
+        _run(["ip", "netns", "exec", lab.server_ns, "nft", "-f", "-"], stdin=DROP_UDP)
+        yield lab

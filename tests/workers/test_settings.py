@@ -8,7 +8,7 @@ import random
 import pytest
 
 from config.celery import celery_config
-from config.settings import RetryPolicy, Settings
+from config.settings import RetryPolicy, Settings, SettingsError, redacted
 
 
 def test_one_redis_url_serves_everything_unless_split(monkeypatch):
@@ -41,6 +41,19 @@ def test_bad_choice_is_refused(monkeypatch):
     monkeypatch.setenv("FASPQ_SHUTDOWN_HANDOVER", "sometimes")
     with pytest.raises(ValueError, match="FASPQ_SHUTDOWN_HANDOVER"):
         Settings.from_env()
+
+
+def test_metrics_are_off_unless_a_port_is_given_and_loopback_by_default(monkeypatch):
+    monkeypatch.delenv("FASPQ_METRICS_PORT", raising=False)
+    monkeypatch.delenv("FASPQ_METRICS_ADDRESS", raising=False)
+    settings = Settings.from_env()
+    assert settings.metrics_port is None and settings.metrics_address == "127.0.0.1"
+    monkeypatch.setenv("FASPQ_METRICS_PORT", "0")
+    assert Settings.from_env().metrics_port == 0
+    for bad in ("http", "70000", "-1"):
+        monkeypatch.setenv("FASPQ_METRICS_PORT", bad)
+        with pytest.raises(ValueError, match="FASPQ_METRICS_PORT"):
+            Settings.from_env()
 
 
 def test_backoff_is_exponential_capped_and_jittered():
@@ -161,3 +174,58 @@ def test_rediss_urls_get_verified_tls_with_the_deployments_ca(monkeypatch, tmp_p
     assert pool.connection_class.__name__ == "SSLConnection"
     assert pool.connection_kwargs["ssl_ca_certs"] == str(ca) and pool.connection_kwargs["password"] == "pw"
     assert "broker_use_ssl" not in celery_config(Settings(broker_url="redis://x", result_url="redis://x"))
+
+
+SENTINELS = "sentinel://:pw@10.0.0.1:26379/2;sentinel://10.0.0.2:26379/2;sentinel://10.0.0.3:26380/2"
+
+
+def test_sentinel_urls_need_the_primarys_name(monkeypatch):
+    for name in ("FASPQ_BROKER_URL", "FASPQ_RESULT_URL", "FASPQ_EVENTS_URL", "FASPQ_REDIS_MASTER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FASPQ_REDIS_URL", SENTINELS)
+    with pytest.raises(SettingsError, match="FASPQ_REDIS_MASTER") as refused:
+        Settings.from_env()
+    assert "pw" not in str(refused.value)
+
+
+def test_sentinel_urls_configure_celery_and_the_store_alike(monkeypatch):
+    """Celery's Sentinel transport and backend get the primary's name (and the Sentinels' password); the store's
+    client asks the same Sentinels for the same primary, with the URL's password and db; logs show no password."""
+    from redis.sentinel import SentinelConnectionPool
+
+    from tasks.store.redisconn import redis_for
+
+    for name in ("FASPQ_BROKER_URL", "FASPQ_RESULT_URL", "FASPQ_EVENTS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FASPQ_REDIS_URL", SENTINELS)
+    monkeypatch.setenv("FASPQ_REDIS_MASTER", "prod")
+    monkeypatch.setenv("FASPQ_REDIS_SENTINEL_PASSWORD", "spw")
+    settings = Settings.from_env()
+    conf = celery_config(settings)
+    expected = {"master_name": "prod", "sentinel_kwargs": {"password": "spw"}}
+    assert conf["broker_url"] == conf["result_backend"] == SENTINELS
+    assert conf["broker_transport_options"].items() >= expected.items()
+    assert conf["result_backend_transport_options"] == expected
+    assert "pw" not in repr(settings).replace("***", "")
+    assert redacted(SENTINELS) == SENTINELS.replace(":pw@", ":***@")
+
+    pool = redis_for(settings.events_url).connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "prod"
+    assert pool.connection_kwargs["password"] == "pw" and pool.connection_kwargs["db"] == 2
+    manager = pool.sentinel_manager
+    assert [
+        (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+        for s in manager.sentinels
+    ] == [("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26380)]
+    assert all(s.connection_pool.connection_kwargs["password"] == "spw" for s in manager.sentinels)
+    assert pool.connection_kwargs["retry"].get_retries() > 10  # a failover's seconds are ridden out
+
+
+def test_plain_urls_have_no_replica_to_wait_for(monkeypatch):
+    """Without Sentinel, ``replicated`` is true at once and writes nothing (a single Redis has nothing to wait for)."""
+    import redis
+
+    from tasks.store.redisconn import replicated
+
+    client = redis.Redis(port=1)  # never connected: any command would fail
+    assert replicated(client, "t:status:x")

@@ -57,6 +57,20 @@ def test_events_in_order_and_late_subscriber_starts_from_current_status(client, 
 
 
 @pytest.mark.timeout(10)
+def test_an_ended_transfers_log_takes_nothing_more(client, keys):
+    """A writer that retries its RESULT (the reply lost in a failover) appends no second one, and a cut-off former
+    owner back on the network changes neither the history nor the final state."""
+    log = EventLog(client, keys)
+    log.publish({"type": "QUEUED"}, state="QUEUED")
+    first = log.publish({"type": "RESULT", "ok": True}, state="SUCCEEDED", result={"ok": True})
+    again = log.publish({"type": "RESULT", "ok": False}, state="FAILED", result={"ok": False})
+    stale = log.publish({"type": "STATS", "attempt": 1}, state="RUNNING")
+    assert again == stale == first
+    assert [e["type"] for e in log.follow(from_start=True)] == ["QUEUED", "RESULT"]
+    assert log.status()["state"] == "SUCCEEDED" and log.status()["result"] == {"ok": True}
+
+
+@pytest.mark.timeout(10)
 def test_follow_times_out_when_nothing_happens(client, keys):
     log = EventLog(client, keys)
     log.publish({"type": "QUEUED"}, state="QUEUED")
