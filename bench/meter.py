@@ -13,7 +13,7 @@ from collections import Counter
 _PROTOS = {6: "tcp", 17: "udp", 1: "icmp"}
 
 
-def flow_key(packet: bytes) -> str:
+def flow_key(packet: bytes | memoryview) -> str:
     """``proto:src_port>dst_port`` for IPv4 TCP/UDP, else the protocol name."""
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return "other"
@@ -35,10 +35,11 @@ class FlowMeter:
         self._bin = 0
         self._bytes: Counter[str] = Counter()
 
-    def count(self, now: float, packet: bytes) -> list[dict]:
-        """Count one delivered packet; returns the bins that closed before it."""
+    def count(self, now: float, packet: bytes | memoryview, size: int | None = None) -> list[dict]:
+        """Count one delivered packet of ``size`` bytes (default: all of ``packet``,
+        which may be just its headers); returns the bins that closed before it."""
         closed = self.tick(now)
-        self._bytes[flow_key(packet)] += len(packet)
+        self._bytes[flow_key(packet)] += len(packet) if size is None else size
         return closed
 
     def tick(self, now: float) -> list[dict]:
@@ -53,5 +54,9 @@ class FlowMeter:
         return closed
 
     def flush(self) -> list[dict]:
-        """Close the open bin (at the end of a run)."""
-        return self.tick(self.start + (self._bin + 1) * self.bin_s)
+        """Close the open bin (at the end of a run).  Not ``tick`` at the bin's end:
+        ``(bin + 1) * bin_s / bin_s`` may round below ``bin + 1`` and keep it open."""
+        closed = [{"t": round(self._bin * self.bin_s, 6), "bytes": dict(self._bytes)}] if self._bytes else []
+        self._bytes = Counter()
+        self._bin += 1
+        return closed

@@ -77,13 +77,16 @@ class Link:
             return 0.0
         return max(0.0, self._busy_until - now) * self.spec.rate_bps / 8
 
-    def offer(self, now: float, packet: bytes) -> Verdict:
-        """A packet arrives at the path's entry at time ``now``."""
+    def offer(self, now: float, packet: object, size: int | None = None) -> Verdict:
+        """A packet arrives at the path's entry at time ``now``.  The model only
+        needs its ``size`` (default ``len(packet)``): the packet itself may be any
+        handle the driver delivers later (bench/wan.py passes GSO segments)."""
         self.counters.offered += 1
         if self.spec.loss and self.rng.random() < self.spec.loss:
             self.counters.lost += 1
             return Verdict.LOST
-        size = len(packet)
+        if size is None:
+            size = len(packet)  # type: ignore[arg-type]
         if self.spec.rate_bps is None:
             leaves = now
         else:
@@ -92,20 +95,20 @@ class Link:
                 return Verdict.DROPPED
             leaves = max(now, self._busy_until) + size * 8 / self.spec.rate_bps
             self._busy_until = leaves
-        self._in_flight.append((leaves + self.spec.delay_s, packet))
+        self._in_flight.append((leaves + self.spec.delay_s, packet, size))
         return Verdict.QUEUED
 
     def next_due(self) -> float | None:
         """When the next packet leaves the path, or None if the path is empty."""
         return self._in_flight[0][0] if self._in_flight else None
 
-    def due(self, now: float) -> list[bytes]:
+    def due(self, now: float) -> list:
         """Packets that have reached the far end by ``now``, in order."""
         out = []
         flight = self._in_flight
         while flight and flight[0][0] <= now:
-            packet = flight.popleft()[1]
+            _, packet, size = flight.popleft()
             out.append(packet)
             self.counters.delivered += 1
-            self.counters.delivered_bytes += len(packet)
+            self.counters.delivered_bytes += size
         return out

@@ -38,6 +38,7 @@ class Finished:
     returncode: int | None  # None: killed at the time limit
     seconds: float
     cpu_s: float
+    maxrss_mib: float  # peak resident memory of the process or of any process it reaped, whichever is larger
 
 
 def wait_measured(process: subprocess.Popen, timeout: float | None, started: float) -> Finished:
@@ -58,7 +59,12 @@ def wait_measured(process: subprocess.Popen, timeout: float | None, started: flo
             process.kill()
             deadline = float("inf")
         time.sleep(0.01)
-    return Finished(None if timed_out else process.returncode, ended - started, usage.ru_utime + usage.ru_stime)
+    return Finished(
+        None if timed_out else process.returncode,
+        ended - started,
+        usage.ru_utime + usage.ru_stime,
+        round(usage.ru_maxrss / 1024, 1),
+    )
 
 
 def reap(process: subprocess.Popen, timeout: float) -> None:
@@ -107,13 +113,13 @@ class Server:
             self.stop()
             raise
 
-    def stop(self) -> float:
-        """Stop the server; its CPU seconds, sessions included."""
+    def stop(self) -> Finished:
+        """Stop the server; its CPU seconds and peak memory, sessions included."""
         time.sleep(0.2)  # let finished sessions be reaped by the server
         self.process.send_signal(signal.SIGTERM)
         finished = wait_measured(self.process, 10, time.monotonic())
         self.process.stdout.close()
-        return finished.cpu_s
+        return finished
 
 
 class OpenSSH(Server):
@@ -244,10 +250,19 @@ class FaspServer(Server):
         return asyncssh.read_private_key(self.host_key).get_fingerprint("sha256")
 
     def ascp(
-        self, sources: list[Path], *, rate_kbps: int, policy: str, encrypt: bool = True, mgmt_port: int | None = None
+        self,
+        sources: list[Path],
+        *,
+        rate_kbps: int,
+        policy: str,
+        encrypt: bool = True,
+        mgmt_port: int | None = None,
+        datagram_size: int | None = None,
+        debug: bool = False,
     ) -> list[str]:
         argv = [
             *ENGINE,
+            *(["-D"] if debug else []),  # -D logs the setup clock (bench.setup)
             "-P",
             str(self.PORT),
             "--mode=send",
@@ -263,4 +278,6 @@ class FaspServer(Server):
             argv.append("-T")
         if mgmt_port is not None:
             argv += ["-M", str(mgmt_port)]
+        if datagram_size is not None:
+            argv += ["-Z", str(datagram_size)]
         return [*argv, *map(str, sources), "/"]

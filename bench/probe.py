@@ -3,7 +3,9 @@
 Run inside a namespace: ``python -m bench.probe echo PORT`` answers UDP
 probes; ``python -m bench.probe rtt HOST PORT COUNT`` prints round-trip
 times as JSON (the machine has no ``ping``); ``sink``/``send`` move a file
-over one TCP connection so a test can check the bytes and the rate.
+over one TCP connection so a test can check the bytes and the rate;
+``count``/``blast`` move numbered UDP datagrams the way the engine does (UDP
+GSO out, UDP GRO in) so a test or benchmark sees what the path delivered.
 """
 
 from __future__ import annotations
@@ -70,6 +72,66 @@ def send(host: str, port: int, path: str) -> dict:
         return {"bytes": size, "seconds": time.monotonic() - start}
 
 
+SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
+GSO_SEGMENTS = 44  # 44 x 1400 bytes: one 61,600-byte buffer, as the engine sends
+_SEQ = struct.Struct("!I")
+
+
+def blast(host: str, port: int, mbit: float, seconds: float, size: int = 1400) -> dict:
+    """Numbered datagrams of ``size`` bytes at ``mbit`` Mbit/s, GSO buffers of 44."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect((host, port))
+    pad = bytes(range(256)) * (size // 256 + 1)
+    pad = pad[: size - _SEQ.size]
+    per_s = mbit * 1e6 / 8 / size
+    seq, start = 0, time.monotonic()
+    while (now := time.monotonic()) - start < seconds:
+        if seq >= (now - start) * per_s:
+            time.sleep(0.0005)
+            continue
+        buffer = b"".join(_SEQ.pack(n) + pad for n in range(seq, seq + GSO_SEGMENTS))
+        try:
+            sock.sendmsg([buffer], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))])
+        except BlockingIOError:
+            continue
+        seq += GSO_SEGMENTS
+    return {"sent": seq, "size": size, "seconds": time.monotonic() - start}
+
+
+def count(port: int, idle_s: float = 1.0, size: int = 1400) -> dict:
+    """Receive numbered datagrams (UDP GRO on) until ``idle_s`` of silence after
+    the first; report distinct intact ones, damaged ones, and the most datagrams
+    one receive call returned."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+    sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    sock.bind(("0.0.0.0", port))
+    pad = (bytes(range(256)) * (size // 256 + 1))[: size - _SEQ.size]
+    seen: set[int] = set()
+    damaged = most = 0
+    first = last = None
+    print("READY", flush=True)
+    sock.settimeout(None)
+    while True:
+        try:
+            data, anc, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(4))
+        except TimeoutError:
+            break
+        last = time.monotonic()
+        if first is None:
+            first = last
+            sock.settimeout(idle_s)
+        seg = next((struct.unpack("=i", v[:4])[0] for lvl, kind, v in anc if (lvl, kind) == (SOL_UDP, UDP_GRO)), 0)
+        parts = [data[i : i + seg] for i in range(0, len(data), seg)] if seg else [data]
+        most = max(most, len(parts))
+        for part in parts:
+            if len(part) == size and part[_SEQ.size :] == pad:
+                seen.add(_SEQ.unpack_from(part)[0])
+            else:
+                damaged += 1
+    return {"received": len(seen), "damaged": damaged, "most_per_read": most, "seconds": (last or 0) - (first or 0)}
+
+
 def main(argv: list[str]) -> None:
     command, args = argv[0], argv[1:]
     if command == "echo":
@@ -80,6 +142,10 @@ def main(argv: list[str]) -> None:
         sink(int(args[0]), args[1])
     elif command == "send":
         print(json.dumps(send(args[0], int(args[1]), args[2])))
+    elif command == "blast":
+        print(json.dumps(blast(args[0], int(args[1]), float(args[2]), float(args[3]))))
+    elif command == "count":
+        print(json.dumps(count(int(args[0]))))
     else:
         raise SystemExit(f"unknown probe {command!r}")
 

@@ -4,6 +4,8 @@
     python -m bench.run --quick    # a subset with smaller files (minutes)
     python -m bench.run --only wan --only sharing
     python -m bench.run --only wan --wan-point 200:1   # one WAN point (results-wan200-1.*)
+    python -m bench.run --only fast --only costs        # 500 Mbit/s grid; per-datagram and per-byte CPU
+    python -m bench.run --only setup   # round trips per setup step at 200 ms (bench/setup.py)
 
 Every scenario runs its contenders interleaved (A B C A B C ...) and reports
 medians, so a slow moment of this shared machine hurts all of them alike.
@@ -30,14 +32,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import report
+from bench import queue as queue_bench, report, setup
 from bench.netns import Hosts, Loopback
 from bench.peers import REPO, FaspServer, OpenSSH, Server, engine_available, reap, wait_measured
-from bench.wan import Wan
+from bench.wan import IO_MODES, Wan
 
 GIB = 1 << 30
 LINK_MBIT = 100
 LINK_KBPS = LINK_MBIT * 1000
+FAST_MBIT = 500  # the "fast" grid: where a window sized per file, not from rate x RTT, stopped scaling
 LOOPBACK_KBPS = 2_000_000  # the engine's target on loopback: above what scp reaches here
 MGMT_PORT = 47001
 IPERF_PORT = 5201
@@ -54,10 +57,15 @@ class Profile:
     wan_bytes: int
     wan_timeout_s: float
     wan_points: tuple[tuple[int, float], ...]  # (RTT ms, loss %)
+    fast_bytes: int
+    fast_timeout_s: float
+    fast_points: tuple[tuple[int, float], ...]  # (RTT ms, loss %) at FAST_MBIT
+    costs_bytes: int
     small_files: int
     small_timeout_s: float
     share_s: float
     share_reps: int
+    share_ccs: tuple[str, ...]  # TCP congestion controls the engine shares with, each in the same run
     control_reps: int
     iperf_s: float
 
@@ -69,10 +77,15 @@ FULL = Profile(
     wan_bytes=128 << 20,
     wan_timeout_s=40,
     wan_points=tuple((rtt, loss) for rtt in (0, 50, 200) for loss in (0, 1, 3)),
+    fast_bytes=512 << 20,
+    fast_timeout_s=60,
+    fast_points=((0, 0), (200, 0), (200, 1), (200, 3)),
+    costs_bytes=512 << 20,
     small_files=10_000,
     small_timeout_s=300,
     share_s=30,
     share_reps=3,
+    share_ccs=("cubic", "bbr"),
     control_reps=3,
     iperf_s=10,
 )
@@ -83,14 +96,22 @@ QUICK = Profile(
     wan_bytes=32 << 20,
     wan_timeout_s=15,
     wan_points=((50, 0), (200, 1)),
+    fast_bytes=128 << 20,
+    fast_timeout_s=30,
+    fast_points=((200, 0), (200, 1)),
+    costs_bytes=128 << 20,
     small_files=2_000,
     small_timeout_s=120,
     share_s=15,
     share_reps=1,
+    share_ccs=("cubic", "bbr"),
     control_reps=1,
     iperf_s=5,
 )
-SCENARIOS = ("ceiling", "loopback", "wan", "small", "sharing", "control")
+SCENARIOS = ("ceiling", "loopback", "costs", "wan", "fast", "small", "sharing", "control", "queue", "setup")
+COSTS_SIZES = (1400, 8192)  # -Z: two datagram sizes on loopback separate per-datagram from per-byte CPU
+SETUP_RTT_MS = 200
+SETUP_REPS = 5
 
 
 # ----------------------------------------------------------------- data sets
@@ -185,9 +206,22 @@ class Bench:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.task = self.progress.add_task("starting", total=None)
 
-    def path(self, rate_mbit: float | None, rtt_ms: float = 0, loss_pct: float = 0, stats: Path | None = None) -> Wan:
+    def path(
+        self,
+        rate_mbit: float | None,
+        rtt_ms: float = 0,
+        loss_pct: float = 0,
+        stats: Path | None = None,
+        io: str = "offload",
+    ) -> Wan:
         return Wan(
-            rate_mbit, rtt_ms, loss_pct, hosts=HOSTS, tcp_cc=self.tcp_cc, stats_path=str(stats) if stats else None
+            rate_mbit,
+            rtt_ms,
+            loss_pct,
+            hosts=HOSTS,
+            tcp_cc=self.tcp_cc,
+            stats_path=str(stats) if stats else None,
+            io=io,
         )
 
     def say(self, text: str) -> None:
@@ -202,7 +236,8 @@ class Bench:
 
     def contenders(self, site, tools: list[str], rate_kbps: int) -> list[Contender]:
         """The named tools, wired to servers on host B of ``site``.  Engine tools are
-        ``engine-POLICY``, or ``engine-plain`` (FIXED without encryption)."""
+        ``engine-POLICY``, or ``engine-plain`` (FIXED without encryption), optionally with
+        a datagram size (``engine-fixed-Z8192``)."""
         ssh, fasp = OpenSSH(site, self.workdir), FaspServer(site, self.workdir, self.dest)
         out = []
         for tool in tools:
@@ -211,13 +246,16 @@ class Bench:
             elif tool == "rsync":
                 out.append(Contender(tool, ssh, lambda src: ssh.rsync([src], self.dest), dict(os.environ)))
             else:
-                policy = "fixed" if tool == "engine-plain" else tool.removeprefix("engine-")
-                encrypt = tool != "engine-plain"
+                kind, _, size = tool.removeprefix("engine-").partition("-Z")
+                policy = "fixed" if kind == "plain" else kind
+                encrypt = kind != "plain"
                 out.append(
                     Contender(
                         tool,
                         fasp,
-                        lambda src, p=policy, e=encrypt: fasp.ascp([src], rate_kbps=rate_kbps, policy=p, encrypt=e),
+                        lambda src, p=policy, e=encrypt, z=int(size) if size else None: fasp.ascp(
+                            [src], rate_kbps=rate_kbps, policy=p, encrypt=e, datagram_size=z
+                        ),
                         fasp.client_env(),
                         engine=True,
                     )
@@ -245,7 +283,7 @@ class Bench:
                 )
                 finished = wait_measured(client, timeout_s, started)
         finally:
-            server_cpu = server.stop()
+            served = server.stop()
         total = tree_bytes(source) if source.is_dir() else source.stat().st_size
         arrived = tree_bytes(self.dest)
         complete = finished.returncode == 0
@@ -273,8 +311,10 @@ class Bench:
             verified=ok,
             note=note,
             cpu_client_s=round(finished.cpu_s, 3),
-            cpu_server_s=round(server_cpu, 3),
-            cpu_s_per_gib=round((finished.cpu_s + server_cpu) / (arrived / GIB), 2) if arrived else None,
+            cpu_server_s=round(served.cpu_s, 3),
+            cpu_s_per_gib=round((finished.cpu_s + served.cpu_s) / (arrived / GIB), 2) if arrived else None,
+            rss_client_mib=finished.maxrss_mib,
+            rss_server_mib=served.maxrss_mib,
         )
         if windows is not None:
             windows.append((row, started, started + finished.seconds))
@@ -340,22 +380,62 @@ class Bench:
 
     # ------------------------------------------------------------ scenarios
 
+    def gso_blast(self, site, mbit: float, seconds: float, **labels) -> dict:
+        """Numbered datagrams from A to B the way the engine moves them (UDP GSO
+        out, GRO in, bench/probe.py); the receiver's count of intact ones."""
+        probe = [sys.executable, "-m", "bench.probe"]
+        counter = site.popen("b", [*probe, "count", "7100"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        try:
+            if counter.stdout.readline().strip() != "READY":
+                raise RuntimeError("UDP counter did not start")
+            sent = json.loads(
+                site.run(
+                    "a",
+                    [*probe, "blast", site.hosts.addr_b, "7100", str(mbit), str(seconds)],
+                    capture_output=True,
+                    text=True,
+                    timeout=seconds + 30,
+                    cwd=REPO,
+                ).stdout
+            )
+            got = json.loads(counter.communicate(timeout=30)[0])
+        finally:
+            reap(counter, 10)
+        return self.record(
+            **labels,
+            tool="udp-gso",
+            mbit_s=round(got["received"] * sent["size"] * 8 / max(got["seconds"], 1e-9) / 1e6, 2),
+            seconds=round(got["seconds"], 3),
+            packets_per_s=round(got["received"] / max(got["seconds"], 1e-9)),
+            lost_percent=round(100 * (1 - got["received"] / sent["sent"]), 2),
+            damaged=got["damaged"],
+            most_per_read=got["most_per_read"],
+        )
+
     def ceiling(self) -> None:
-        """The emulator's own limit: no impairment, iperf3 as fast as it goes."""
-        with self.path(None) as site:
-            for offered in ("100M", "200M", "400M", "1G"):
-                self.say(f"ceiling: iperf3 UDP {offered}")
-                row = self.iperf(
-                    site, ["-u", "-b", offered, "-l", "1400"], self.profile.iperf_s, scenario="ceiling", offered=offered
-                )
-                self.console.log(
-                    f"ceiling offered {offered}: {row['mbit_s']} Mbit/s, "
-                    f"{row['packets_per_s']} pkt/s, lost {row['lost_percent']} %"
-                )
-                self.step()
-            row = self.iperf(site, [], self.profile.iperf_s, scenario="ceiling", offered="tcp")
-            self.console.log(f"ceiling TCP: {row['mbit_s']} Mbit/s")
-            self.step()
+        """The emulator's own limit, no impairment, with each TUN I/O mode in the
+        same run: iperf3 UDP (one datagram per system call), datagrams in UDP GSO
+        buffers as the engine sends them, and iperf3 TCP; with the emulator's CPU
+        seconds per second of each measurement."""
+        for io in IO_MODES:
+            with self.path(None, io=io) as site:
+                for offered in ("500M", "600M", "1G"):
+                    self.metered(site, io, f"iperf3 UDP {offered}", self.iperf, ["-u", "-b", offered, "-l", "1400"])
+                for mbit in (500, 1000):
+                    self.metered(site, io, f"UDP GSO {mbit}M", self.gso_blast, mbit, offered=f"{mbit}M")
+                self.metered(site, io, "iperf3 TCP", self.iperf, [], offered="tcp")
+
+    def metered(self, site, io: str, what: str, measure: Callable[..., dict], arg, offered: str | None = None) -> None:
+        """One ceiling measurement, with the emulator's CPU seconds per second during it."""
+        self.say(f"ceiling ({io}): {what}")
+        cpu, wall = site.cpu_seconds(), time.monotonic()
+        row = measure(site, arg, self.profile.iperf_s, scenario="ceiling", offered=offered or what.split()[-1], io=io)
+        row["emulator_cpu"] = round((site.cpu_seconds() - cpu) / (time.monotonic() - wall), 2)
+        self.console.log(
+            f"ceiling ({io}) {what}: {row['mbit_s']} Mbit/s, lost {row.get('lost_percent', '-')} %, "
+            f"emulator CPU {row['emulator_cpu']} s/s"
+        )
+        self.step()
 
     def loopback(self) -> None:
         source = self.data.big(self.profile.loopback_bytes)
@@ -369,26 +449,46 @@ class Bench:
                 scenario="loopback",
             )
 
+    def costs(self) -> None:
+        """Loopback at two datagram sizes, encrypted and not: per-datagram and per-byte CPU (report.costs)."""
+        source = self.data.big(self.profile.costs_bytes)
+        tools = [f"engine-{kind}-Z{size}" for kind in ("fixed", "plain") for size in COSTS_SIZES]
+        with Loopback("fasp-lo", self.tcp_cc) as site:
+            self.side_by_side(site, tools, source, timeout_s=600, rate_kbps=LOOPBACK_KBPS, scenario="costs")
+
     def wan(self) -> None:
-        source = self.data.big(self.profile.wan_bytes)
-        for rtt, loss in self.profile.wan_points:
-            labels = dict(scenario="wan", rtt_ms=rtt, loss_pct=loss)
-            stats = self.workdir / f"wan-{rtt}-{loss}-stats.jsonl"
+        tools = ["engine-fixed", "engine-fair", "scp", "rsync"]
+        self.grid("wan", LINK_MBIT, self.profile.wan_points, self.profile.wan_bytes, self.profile.wan_timeout_s, tools)
+
+    def fast(self) -> None:
+        """The same measurements at FAST_MBIT with a larger file: the window must follow rate x RTT."""
+        p = self.profile
+        self.grid(
+            "fast", FAST_MBIT, p.fast_points, p.fast_bytes, p.fast_timeout_s, ["engine-fixed", "engine-fair", "scp"]
+        )
+
+    def grid(
+        self,
+        scenario: str,
+        link_mbit: int,
+        points: tuple[tuple[int, float], ...],
+        size: int,
+        timeout_s: float,
+        tools: list[str],
+    ) -> None:
+        """Each (RTT, loss) point: iperf3 UDP at the link rate (what the emulator carries there), then the tools
+        interleaved, each run's data phase from the emulator's meter."""
+        source = self.data.big(size)
+        for rtt, loss in points:
+            labels = dict(scenario=scenario, rtt_ms=rtt, loss_pct=loss, link_mbit=link_mbit)
+            stats = self.workdir / f"{scenario}-{rtt}-{loss}-stats.jsonl"
             windows: list = []
-            with self.path(LINK_MBIT, rtt, loss, stats) as site:
+            with self.path(link_mbit, rtt, loss, stats) as site:
                 self.say(f"{labels} iperf3 UDP")
-                row = self.iperf(site, ["-u", "-b", f"{LINK_MBIT}M", "-l", "1400"], self.profile.iperf_s, **labels)
+                row = self.iperf(site, ["-u", "-b", f"{link_mbit}M", "-l", "1400"], self.profile.iperf_s, **labels)
                 self.console.log(f"{labels} iperf3 UDP: {row['mbit_s']} Mbit/s")
                 self.step()
-                self.side_by_side(
-                    site,
-                    ["engine-fixed", "engine-fair", "scp", "rsync"],
-                    source,
-                    self.profile.wan_timeout_s,
-                    LINK_KBPS,
-                    windows,
-                    **labels,
-                )
+                self.side_by_side(site, tools, source, timeout_s, link_mbit * 1000, windows, **labels)
                 t0 = site.t0
             # the emulator has flushed its last bins: each run's data phase from its meter
             delivered, sent = report.read_bins(stats), report.read_bins(stats, "ab-sent")
@@ -417,32 +517,71 @@ class Bench:
                 files=self.profile.small_files,
             )
 
+    def setup(self) -> None:
+        """Round trips from TCP connect to the first piece request, per step: one small file at 200 ms and 0 ms."""
+        if not engine_available():
+            self.record(scenario="setup", tool="engine", note="engine not available")
+            return
+        source = self.data.small(1)
+        runs: dict[int, list[dict[str, float]]] = {0: [], SETUP_RTT_MS: []}
+        for rep in range(max(self.profile.reps, SETUP_REPS)):  # short runs: more of them, the least counts
+            for rtt_ms, found in runs.items():
+                with self.path(LINK_MBIT, rtt_ms) as site:
+                    self.say(f"setup at {rtt_ms} ms #{rep + 1}")
+                    fasp = FaspServer(site, self.workdir, self.dest)
+                    row = self.transfer(
+                        site,
+                        Contender(
+                            "engine-fixed",
+                            fasp,
+                            lambda src, f=fasp: f.ascp([src], rate_kbps=LINK_KBPS, policy="fixed", debug=True),
+                            fasp.client_env(),
+                            engine=True,
+                        ),
+                        source,
+                        60,
+                        scenario="setup-run",
+                        rtt_ms=rtt_ms,
+                        rep=rep,
+                    )
+                    log = (self.logs / "engine-fixed.log").read_text(errors="replace")
+                    found.append(setup.marks(log.rsplit("\n=== ", 1)[-1]))
+                    outcome = "ok" if row["verified"] else row["note"]
+                    self.console.log(f"setup at {rtt_ms} ms #{rep + 1}: {found[-1]} {outcome}")
+                    self.step()
+        for step in setup.round_trips(runs[SETUP_RTT_MS], runs[0], SETUP_RTT_MS):
+            self.console.log(f"setup {step}")
+            self.record(scenario="setup", tool="engine-fixed", rtt_ms=SETUP_RTT_MS, **step)
+
     def sharing(self) -> None:
-        """Engine and one TCP flow through a 100 Mbit/s, 50 ms bottleneck."""
+        """Engine and one TCP flow through a 100 Mbit/s, 50 ms bottleneck, once per TCP congestion control."""
         if not engine_available():
             self.record(scenario="sharing", tool="engine", note="engine not available")
             return
         source = self.data.big(self.profile.loopback_bytes)
-        stats = self.workdir / "sharing-stats.jsonl"
-        windows = []
-        with self.path(LINK_MBIT, 50, 0, stats) as site:
-            fasp = FaspServer(site, self.workdir, self.dest)
-            for rep in range(self.profile.share_reps):
-                for policy in ("fair", "high", "low"):
-                    self.say(f"sharing: {policy} vs TCP #{rep + 1}")
-                    windows.append(self.share_once(site, fasp, source, policy, rep))
-                    self.step()
-            t0 = site.t0
-        bins = report.read_bins(stats)
-        for window in windows:
-            window.update(report.share(bins, window.pop("start") - t0, window.pop("stop") - t0))
-            self.record(**window)
-            self.console.log(
-                f"sharing {window['policy']}: engine {window['engine_mbit_s']} Mbit/s, "
-                f"TCP {window['tcp_mbit_s']} Mbit/s, engine share {window['engine_share']}"
-            )
+        for cc in (self.tcp_cc,) if self.tcp_cc else self.profile.share_ccs:  # stats per algorithm: bins restart
+            stats = self.workdir / f"sharing-{cc}-stats.jsonl"
+            windows = []
+            with self.path(LINK_MBIT, 50, 0, stats) as site:
+                fasp = FaspServer(site, self.workdir, self.dest)
+                for rep in range(self.profile.share_reps):
+                    for policy in ("fair", "high", "low"):
+                        self.say(f"sharing: {policy} vs TCP {cc} #{rep + 1}")
+                        windows.append(self.share_once(site, fasp, source, policy, rep, cc))
+                        self.step()
+                t0 = site.t0
+            bins = report.read_bins(stats)
+            for window in windows:
+                window.update(report.share(bins, window.pop("start") - t0, window.pop("stop") - t0), tcp_cc=cc)
+                self.record(**window)
+                self.console.log(
+                    f"sharing {window['policy']} vs {cc}: engine {window['engine_mbit_s']} Mbit/s, "
+                    f"TCP {window['tcp_mbit_s']} Mbit/s, engine share {window['engine_share']}"
+                )
 
-    def share_once(self, site, fasp: FaspServer, source: Path, policy: str, rep: int) -> dict:
+    def share_once(self, site, fasp: FaspServer, source: Path, policy: str, rep: int, tcp_cc: str) -> dict:
+        """One engine run beside one iperf3 TCP flow using ``tcp_cc`` (set per socket with iperf3's -C, which root
+        may do for any available algorithm, whatever the host allows namespaces to choose by default)."""
         warmup, share_s = 5.0, self.profile.share_s
         server = site.popen(
             "b", ["iperf3", "-s", "-1", "-B", site.hosts.addr_b], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -450,7 +589,7 @@ class Bench:
         time.sleep(0.3)
         tcp = site.popen(
             "a",
-            ["iperf3", "-c", site.hosts.addr_b, "-t", str(int(warmup + share_s + 3))],
+            ["iperf3", "-c", site.hosts.addr_b, "-t", str(int(warmup + share_s + 3)), "-C", tcp_cc],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -476,6 +615,18 @@ class Bench:
             for process in (tcp, server):
                 reap(process, warmup + 15)
         return dict(scenario="sharing", policy=policy, rep=rep, start=start, stop=stop, engine_exit=finished.returncode)
+
+    def queue(self) -> None:
+        """Many small orders through the queue (bench/queue.py): cold engines then warm, password then key
+        logins, in this one run."""
+        transfers = 200 if self.profile.name == "full" else 60
+        for auth in ("password", "key"):
+            for warm in (False, True):
+                self.say(f"queue: {transfers} orders, {auth}, {'warm' if warm else 'cold'}")
+                row = queue_bench.run(transfers, 2, 4, warm, self.workdir / "queue", auth)
+                self.record(**row)
+                self.console.log(queue_bench.table([row]).splitlines()[-1])
+                self.step()
 
     def control(self) -> None:
         """RATE takes effect how fast, and how steady is FIXED."""
@@ -613,6 +764,8 @@ def main(argv: list[str] | None = None) -> None:
         "git": commit,
         "cpus": os.cpu_count(),
         "link_mbit": LINK_MBIT,
+        "fast_mbit": FAST_MBIT,
+        "fast_mib": profile.fast_bytes >> 20,
         "wan_mib": profile.wan_bytes >> 20,
         "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
     }

@@ -7,6 +7,13 @@ addresses, and forwards every IP packet between the two descriptors through
 the sans-IO path model of bench/path.py, one model per direction.  A single
 ``select`` loop (microsecond timeouts) is the only clock.
 
+By default (``--io offload``) the TUN devices take virtio-net headers and UDP
+segmentation offload, so a sender's UDP GSO buffer crosses as one read and,
+when its datagrams arrive together, one write (bench/tunframe.py): the path
+still judges each datagram, but the per-packet system calls and stack passes
+are gone.  ``--io plain`` is the one-read-one-write-per-packet forwarder, kept
+as the baseline the ceiling benchmark measures against.
+
 Run it as ``python -m bench.wan --rate-mbit 100 --rtt-ms 50 --loss-pct 1``;
 it prints one ``READY {...}`` line once both hosts can talk, and deletes the
 namespaces (killing what still runs in them) on SIGTERM, Ctrl-C or error.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import json
 import os
 import random
@@ -31,17 +39,34 @@ from bench import netns
 from bench.meter import FlowMeter
 from bench.netns import Hosts
 from bench.path import Link, PathSpec
+from bench.tunframe import VNET, Burst, frames
 
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40  # the kernel takes USO for both families or neither
 READ_BATCH = 64
+READ_SIZE = 65536 + VNET.size
+IO_MODES = ("offload", "plain")
 DEFAULT_HOSTS = Hosts()  # frozen, so one shared default is safe
 
 
-def open_tun(name: str) -> int:
+def open_tun(name: str, offload: bool) -> int:
+    """A TUN device; with ``offload``, frames carry a virtio-net header and the
+    kernel may hand over UDP GSO buffers whole (kernels before 6.2 lack USO:
+    then it segments them itself and only the checksum is offloaded)."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
-    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+    if offload:
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6)
+        except OSError:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
     return fd
 
 
@@ -52,11 +77,12 @@ def attach(device: str, ns: str, local: str, peer: str, mtu: int) -> None:
     netns.ip("-n", ns, "link", "set", device, "mtu", str(mtu), "up")
 
 
-def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> None:
+def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float, offload: bool = True) -> None:
     """Forward packets between the two TUN fds through the two links, forever;
     per-flow bins in ``stats`` count seconds from ``start``: what each direction
     delivered ("ab", "ba") and what host A offered to the path ("ab-sent",
-    before loss and the router queue, so retransmissions and losses count)."""
+    before loss and the router queue, so retransmissions and losses count).
+    Every datagram of a GSO buffer is a packet of its own to the links and meters."""
     clock = time.monotonic
     meters = {"ab": FlowMeter(start), "ba": FlowMeter(start), "ab-sent": FlowMeter(start)}
     sent = meters["ab-sent"]
@@ -73,13 +99,17 @@ def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> No
         while True:
             now = clock()
             for link, out, meter, direction in routes:
-                for packet in link.due(now):
+                segments = link.due(now)
+                if not segments:
+                    continue
+                for frame in frames(segments):
                     try:
-                        write(out, packet)
+                        write(out, frame)
                     except OSError:
                         pass  # the receiving stack refused it: a loss, like on a wire
-                    if stats is not None:
-                        record(direction, meter.count(now, packet))
+                if stats is not None:
+                    for burst, index in segments:
+                        record(direction, meter.count(now, burst.ip, burst.size(index)))
             due = [t for t in (ab.next_due(), ba.next_due()) if t is not None]
             timeout = max(0.0, min(due) - clock()) if due else 0.5
             ready, _, _ = select.select(fds, [], [], timeout)
@@ -87,22 +117,32 @@ def forward(fd_a: int, fd_b: int, ab: Link, ba: Link, stats, start: float) -> No
                 link = incoming[fd]
                 for _ in range(READ_BATCH):
                     try:
-                        packet = read(fd, 65536)
+                        burst = Burst(read(fd, READ_SIZE), offload)
                     except BlockingIOError:
                         break
                     # stamped after the read: if this process was descheduled, a packet
                     # may enter the path late, never early (no RTT below the configured one)
                     now = clock()
-                    link.offer(now, packet)
-                    if stats is not None and fd == fd_a:
-                        record("ab-sent", sent.count(now, packet))
+                    for index in range(burst.count):
+                        size = burst.size(index)
+                        link.offer(now, (burst, index), size)
+                        if stats is not None and fd == fd_a:
+                            record("ab-sent", sent.count(now, burst.ip, size))
     finally:
         if stats is not None:
             for direction, meter in meters.items():
                 record(direction, meter.flush())
 
 
-def serve(hosts: Hosts, ab: Link, ba: Link, mtu: int, stats_path: str | None, tcp_cc: str | None = None) -> None:
+def serve(
+    hosts: Hosts,
+    ab: Link,
+    ba: Link,
+    mtu: int,
+    stats_path: str | None,
+    tcp_cc: str | None = None,
+    offload: bool = True,
+) -> None:
     """Build the two hosts, announce READY, forward until told to stop."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fds: list[int] = []
@@ -111,7 +151,7 @@ def serve(hosts: Hosts, ab: Link, ba: Link, mtu: int, stats_path: str | None, tc
         for ns in (hosts.a, hosts.b):
             netns.create(ns, tcp_cc)
         tun_a, tun_b = f"{hosts.prefix}-ta"[:15], f"{hosts.prefix}-tb"[:15]
-        fds = [open_tun(tun_a), open_tun(tun_b)]
+        fds = [open_tun(tun_a, offload), open_tun(tun_b, offload)]
         attach(tun_a, hosts.a, hosts.addr_a, hosts.addr_b, mtu)
         attach(tun_b, hosts.b, hosts.addr_b, hosts.addr_a, mtu)
         start = time.monotonic()
@@ -120,7 +160,9 @@ def serve(hosts: Hosts, ab: Link, ba: Link, mtu: int, stats_path: str | None, tc
             + json.dumps({"a": hosts.a, "b": hosts.b, "addr_a": hosts.addr_a, "addr_b": hosts.addr_b, "t0": start}),
             flush=True,
         )
-        forward(fds[0], fds[1], ab, ba, stats, start)
+        gc.freeze()  # the loop makes no reference cycles; collections would only stall it
+        gc.disable()
+        forward(fds[0], fds[1], ab, ba, stats, start, offload)
     finally:
         for fd in fds:
             os.close(fd)
@@ -149,6 +191,7 @@ class Wan:
         stats_path: str | None = None,
         mtu: int = 1500,
         tcp_cc: str | None = None,
+        io: str = "offload",
     ) -> None:
         self.hosts = hosts
         self.stats_path = stats_path
@@ -166,6 +209,8 @@ class Wan:
             str(loss_pct),
             "--mtu",
             str(mtu),
+            "--io",
+            io,
         ]
         if rate_mbit:
             self.command += ["--rate-mbit", str(rate_mbit)]
@@ -203,6 +248,11 @@ class Wan:
             if netns.exists(ns):
                 netns.delete(ns)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the emulator process has used so far (user + system)."""
+        fields = open(f"/proc/{self.process.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def ns(self, side: str) -> str:
         return {"a": self.hosts.a, "b": self.hosts.b}[side]
 
@@ -225,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mtu", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--tcp-cc", default=None, help="TCP congestion control inside both hosts")
+    parser.add_argument(
+        "--io", choices=IO_MODES, default="offload", help="TUN I/O: GSO buffers whole, or one packet per system call"
+    )
     parser.add_argument("--stats", default=None, help="write per-flow delivered bytes (JSON lines) here")
     args = parser.parse_args(argv)
     if args.rate_mbit:
@@ -236,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed)
     links = Link(spec, random.Random(rng.random())), Link(spec, random.Random(rng.random()))
     try:
-        serve(Hosts(args.prefix, args.subnet), *links, args.mtu, args.stats, args.tcp_cc)
+        serve(Hosts(args.prefix, args.subnet), *links, args.mtu, args.stats, args.tcp_cc, args.io == "offload")
     except KeyboardInterrupt:
         pass
 

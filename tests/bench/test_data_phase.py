@@ -90,7 +90,7 @@ def test_markdown_shows_both_columns():
     text = markdown(meta, results)
     assert "queue one BDP, 128 MiB file" in text
     assert "| 200 | 1 | scp | 28.5 | 30.0 | 35.8 | 37.1 | 1.0612 | 1.0502 |" in text
-    assert "the same, data phase only" in text
+    assert "| 100 Mbit/s, 200 ms, 1 %: whole run and data phase | – / – Mbit/s | figure |" in text
 
 
 def test_wan_point_parses_rtt_and_loss():

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from bench import report, setup
 from bench.report import control, markdown, share, write
 
 ENGINE, TCP = "udp:40000>33001", "tcp:41000>5201"
@@ -120,3 +121,87 @@ def test_write_produces_json_markdown_and_plots(tmp_path):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "results-quick-reno.json").read_text())["results"] == json.loads(json.dumps(results))
     assert "| 200 | 1 | 10.0 | 91.0 |" in (tmp_path / "results-quick-reno.md").read_text()
+
+
+def test_cost_fit_separates_per_datagram_from_per_byte_cpu():
+    """Two datagram sizes: the fit recovers the per-datagram and per-byte costs that made the CPU figures."""
+    from bench.report import cores_needed, cost_fit
+    from fasp.datapath.datagram import DATA_OVERHEAD
+
+    a, b = 4e-6, 2e-9  # 4 µs per datagram, 2 ns per byte (client); the server twice as costly per datagram
+    rows = []
+    for size in (1400, 8192):
+        payload = size - DATA_OVERHEAD
+        n = 1 << 30
+        client = a * n / payload + b * n
+        server = 2 * a * n / payload + b * n
+        rows.append(
+            dict(
+                scenario="costs",
+                tool=f"engine-fixed-Z{size}",
+                verified=True,
+                bytes=n,
+                cpu_client_s=client,
+                cpu_server_s=server,
+            )
+        )
+    fit = cost_fit(rows)["fixed"]
+    assert fit["client"] == {"datagram_us": 4.0, "byte_ns": 2.0}
+    assert fit["server"] == {"datagram_us": 8.0, "byte_ns": 2.0}
+    # 1 Gbit/s in 1,400-byte payloads: 89,286 datagrams/s x 4 µs + 125 MB/s x 2 ns = 0.357 + 0.25 cores
+    assert cores_needed(fit["client"], 1, 1400) == pytest.approx(0.607, abs=0.001)
+    assert "## Costs per datagram and per byte" in markdown(
+        {
+            "profile": "t",
+            "started": "now",
+            "git": "g",
+            "seconds": 1,
+            "cpus": 2,
+            "engine_available": True,
+            "link_mbit": 100,
+        },
+        rows,
+    )
+
+
+def test_goals_judge_the_fast_grid_and_sharing_per_congestion_control():
+    from bench.report import goals
+
+    rows = [
+        dict(scenario="fast", rtt_ms=200, loss_pct=1, tool="engine-fixed", verified=True, data_mbit_s=460.0),
+        dict(scenario="fast", rtt_ms=200, loss_pct=1, tool="engine-fair", verified=True, data_mbit_s=440.0),
+        dict(scenario="sharing", tcp_cc="cubic", policy="fair", engine_share=0.5),
+        dict(scenario="sharing", tcp_cc="cubic", policy="high", engine_share=0.8),
+        dict(scenario="sharing", tcp_cc="bbr", policy="fair", engine_share=0.7),
+        dict(scenario="sharing", tcp_cc="bbr", policy="low", engine_share=0.1),
+    ]
+    text = "\n".join(goals(rows))
+    assert "| 500 Mbit/s, 200 ms, 1 %: data phase >= 450, FIXED and FAIR | FIXED 460.0, FAIR 440.0" in text
+    assert "FIXED and FAIR | FIXED 460.0, FAIR 440.0, scp – Mbit/s | not met |" in text  # FAIR under 450
+    assert "| FAIR vs TCP cubic: TCP keeps 1/3 to 2/3 | TCP share 0.5 | met |" in text
+    assert "| FAIR vs TCP bbr: TCP keeps 1/3 to 2/3 | TCP share 0.3 | not met |" in text
+    assert (
+        "| HIGH vs TCP cubic: about twice TCP's share, TCP never under 25 % | engine/TCP 4.0, TCP share 0.2 | not met |"
+        in text
+    )
+    assert "| LOW vs TCP bbr: TCP keeps >= 80 % | TCP share 0.9 | met |" in text
+
+
+def test_setup_round_trips_from_the_engine_log():
+    """Per step, the least time with delay minus the least without, in RTTs; the report shows the table."""
+    log = "fasp-ascp: fasp.session.setup: setup {} {} ms\n"
+
+    def run(*ms: float) -> dict[str, float]:
+        text = "noise\n" + "".join(log.format(step, m) for step, m in zip(setup.STEPS, ms, strict=True))
+        return setup.marks(text + log.format("piece", 99999))  # only a step's first end counts
+
+    direct = [run(1, 900, 950, 1500, 1510, 1520), run(2, 801, 851, 1600, 1610, 1620)]
+    delayed = [run(201, 1600, 2050, 2700, 2910, 3120), run(205, 1700, 2100, 2650, 2860, 3080)]
+    rows = {r["step"]: r["round_trips"] for r in setup.round_trips(delayed, direct, 200)}
+    # tcp 200/200; ssh (1399 - 799)/200; engine (400 - 50)/200; welcome 550 both ways; total (3080 - 1520)/200
+    assert rows == {"tcp": 1.0, "ssh": 3.0, "engine": 1.75, "welcome": 0.0, "udp": 1.0, "piece": 1.0, "total": 7.8}
+    table = setup.round_trips(delayed, direct, 200)
+    text = report.setup_steps([{"scenario": "setup", "rtt_ms": 200, **row} for row in table])
+    assert "| ssh | 1399.0 | 799.0 | 3.0 |" in "\n".join(text) and "| total | 3080.0 | 1520.0 | 7.8 |" in "\n".join(
+        text
+    )

@@ -13,20 +13,16 @@ from bench import netns
 from bench.netns import Hosts
 from bench.report import read_bins
 from bench.wan import Wan
+from tests.bench.conftest import private_hosts
 from tests.support.files import sha256
-from tests.support.root import require_root
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def hosts():
-    require_root("network namespaces and TUN devices")
-    hosts = Hosts(prefix=f"fbt{os.getpid() % 100000}", subnet="10.78.0")
-    yield hosts
-    for ns in (hosts.a, hosts.b):  # only if a test failed half-way
-        if netns.exists(ns):
-            netns.delete(ns)
+    with private_hosts("fbt", "10.78.0") as made:
+        yield made
 
 
 def probe(wan: Wan, side: str, *args: str, **kwargs) -> subprocess.Popen:
@@ -60,9 +56,8 @@ def test_rtt_and_loss_are_as_configured(hosts, tmp_path):
 
     offered, delivered = probe_bytes("ab-sent"), probe_bytes("ab")
     size = 20 + 8 + 4 + 60  # IPv4 + UDP + the probe's sequence number and padding
-    # whole probe packets; a fresh-clone run once metered 396 of 400 (cause not found yet: see the issue note),
-    # so a few may be missed, never invented
-    assert offered % size == 0 and 0.97 * result["sent"] <= offered // size <= result["sent"]
+    # every probe, whole (the last bin used to stay open at exit: FlowMeter.flush)
+    assert offered == size * result["sent"]
     assert 0.88 <= delivered / offered <= 0.995
 
 
@@ -113,3 +108,36 @@ def test_ctrl_c_tears_down(hosts):
             emulator.kill()
         emulator.stdout.close()
     assert not netns.exists(hosts.a) and not netns.exists(hosts.b)
+
+
+def blast_across(wan: Wan, hosts: Hosts, mbit: float, seconds: float) -> tuple[dict, dict]:
+    """Numbered datagrams A -> B in UDP GSO buffers, counted on B with UDP GRO."""
+    counter = started(probe(wan, "b", "count", "7009", stdout=subprocess.PIPE))
+    try:
+        sender = probe(wan, "a", "blast", hosts.addr_b, "7009", str(mbit), str(seconds), stdout=subprocess.PIPE)
+        sent = json.loads(sender.communicate(timeout=30)[0])
+        got = json.loads(counter.communicate(timeout=30)[0])
+    finally:
+        counter.kill()
+        counter.wait()
+    return sent, got
+
+
+@pytest.mark.timeout(90)
+def test_gso_buffers_cross_whole_yet_each_datagram_meets_the_loss(hosts, tmp_path):
+    stats = tmp_path / "stats.jsonl"
+    with Wan(rate_mbit=None, loss_pct=10, hosts=hosts, seed=3, stats_path=str(stats)) as wan:
+        sent, got = blast_across(wan, hosts, mbit=100, seconds=1.5)
+    assert got["damaged"] == 0
+    # lost one datagram at a time (about 10 %), not a whole 44-datagram buffer at a time
+    assert 0.86 <= got["received"] / sent["sent"] <= 0.94
+    # the survivors of a buffer reach the receiving socket together: its GRO hands over several per read
+    assert got["most_per_read"] > 1
+    # the meter saw every datagram A offered, at its size on the wire
+    offered = sum(n for row in read_bins(stats, "ab-sent") for key, n in row["bytes"].items() if key.endswith(">7009"))
+    assert offered == sent["sent"] * (sent["size"] + 28)
+
+    # the per-packet forwarder delivers the same datagrams one by one
+    with Wan(rate_mbit=None, hosts=hosts, io="plain") as wan:
+        sent, got = blast_across(wan, hosts, mbit=50, seconds=1)
+    assert got["damaged"] == 0 and got["received"] == sent["sent"] and got["most_per_read"] == 1

@@ -1,0 +1,57 @@
+"""Round trips per setup step: the client's setup clock (fasp.session.setupclock) on two paths.
+
+The engine logs, with -D, when each setup step ended (``setup STEP MS ms``). The same transfer on a path
+with delay and on one without differ only by waiting on the path, so for each step (its end minus the
+previous step's end) the difference of the medians divided by the RTT is the round trips it costs, and what
+the CPU spent (process starts, key exchange) cancels out.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fasp.session.setupclock import STEPS
+
+LINE = re.compile(r"\bsetup (\w+) (\d+(?:\.\d+)?) ms\b")
+
+
+def marks(log: str) -> dict[str, float]:
+    """The setup steps one engine run logged (milliseconds since it began to connect), first of each."""
+    found: dict[str, float] = {}
+    for step, ms in LINE.findall(log):
+        found.setdefault(step, float(ms))
+    return found
+
+
+def durations(run: dict[str, float]) -> dict[str, float]:
+    """Each step's own time: its end minus the previous step's (the first from the start)."""
+    out, before = {}, 0.0
+    for step in STEPS:
+        if step in run:
+            out[step] = run[step] - before
+            before = run[step]
+    return out
+
+
+def round_trips(delayed: list[dict[str, float]], direct: list[dict[str, float]], rtt_ms: float) -> list[dict]:
+    """Per step (and a total row): the least ms on each path and the round trips the delay added."""
+    rows = []
+    for step in (*STEPS, "total"):
+        if step == "total":
+            slow = [run[STEPS[-1]] for run in delayed if STEPS[-1] in run]
+            fast = [run[STEPS[-1]] for run in direct if STEPS[-1] in run]
+        else:
+            slow = [d[step] for d in map(durations, delayed) if step in d]
+            fast = [d[step] for d in map(durations, direct) if step in d]
+        if not slow or not fast:
+            continue
+        ms_rtt, ms_zero = min(slow), min(fast)
+        rows.append(
+            {
+                "step": step,
+                "ms_rtt": round(ms_rtt, 1),
+                "ms_zero": round(ms_zero, 1),
+                "round_trips": round((ms_rtt - ms_zero) / rtt_ms, 2),
+            }
+        )
+    return rows

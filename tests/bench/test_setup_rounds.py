@@ -1,0 +1,105 @@
+"""Round trips from TCP connect to the first piece request, counted per step on the WAN emulator.
+
+The same one-file upload runs on a path with 200 ms RTT and on one without (real namespaces, the real
+fasp-server and engines); bench.setup turns the engine's setup clock into round trips per step. The file
+arrives whole and unchanged each time. The client logs in with a key: a password costs the front door a
+scrypt (128 MiB) whose time on this shared machine varies by seconds, more than the round trips counted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import asyncssh
+import pytest
+
+from bench import setup
+from bench.peers import REPO, FaspServer, wait_measured
+from bench.wan import Wan
+from tests.bench.conftest import private_hosts
+from tests.support.files import sha256
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+RTT_MS = 200
+REPS = 3  # the least of three: load only ever adds time
+BUDGET = {"tcp": 1, "ssh": 6, "engine": 2, "welcome": 1, "udp": 1, "piece": 1}
+"""Round trips each step may take: TCP's SYN; SSH's version exchange (asyncssh sends its KEXINIT once it has
+the server's version), key exchange, service request, asyncssh's "none" probe, its public key probe and the
+signed request; channel open and exec; hello (its round trip hides behind the remote engine's start, so it
+often costs less than one); the UDP handshake; offer and piece request. Half a round trip of slack per step
+for the machine's noise."""
+SLACK = 0.5
+
+
+@pytest.fixture
+def hosts():
+    with private_hosts("fsr", "10.79.0") as made:
+        yield made
+
+
+class KeyLogin(FaspServer):
+    """The bench's fasp-server, the user logging in with an Ed25519 key instead of a password."""
+
+    def __init__(self, site, workdir, docroot) -> None:
+        super().__init__(site, workdir, docroot)
+        self.identity = workdir / "client_key"
+        if not self.identity.exists():
+            key = asyncssh.generate_private_key("ssh-ed25519")
+            key.write_private_key(str(self.identity))
+            key.write_public_key(str(workdir / "authorized_keys"))
+
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        at = argv.index("--password-env")
+        return [*argv[:at], "--authorized-keys", str(self.workdir / "authorized_keys"), *argv[at + 2 :]]
+
+    def client_env(self) -> dict[str, str]:
+        return {key: value for key, value in super().client_env().items() if key != "ASPERA_SCP_PASS"}
+
+    def ascp(self, sources, **kw) -> list[str]:
+        argv = super().ascp(sources, **kw)
+        return [*argv[:-2], "-i", str(self.identity), *argv[-2:]]
+
+
+def upload(wan: Wan, tmp_path, source) -> dict[str, float]:
+    dest = tmp_path / "dest"
+    dest.mkdir(exist_ok=True)
+    (dest / source.name).unlink(missing_ok=True)
+    fasp = KeyLogin(wan, tmp_path, dest)
+    fasp.start()
+    try:
+        with open(tmp_path / "client.log", "w+b") as log:
+            client = wan.popen(
+                "a",
+                fasp.ascp([source], rate_kbps=50_000, policy="fixed", debug=True),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=fasp.client_env(),
+                cwd=REPO,
+            )
+            assert wait_measured(client, 60, time.monotonic()).returncode == 0, (tmp_path / "client.log").read_text()
+            log.seek(0)
+            found = setup.marks(log.read().decode(errors="replace"))
+    finally:
+        fasp.stop()
+    arrived = dest / source.name
+    assert arrived.stat().st_size == source.stat().st_size and sha256(arrived) == sha256(source)
+    return found
+
+
+def test_round_trips_per_setup_step(hosts, tmp_path):
+    source = tmp_path / "one.bin"
+    source.write_bytes(os.urandom(8 << 10))
+    runs: dict[int, list[dict[str, float]]] = {0: [], RTT_MS: []}
+    for _ in range(REPS):
+        for rtt_ms, found in runs.items():
+            with Wan(rate_mbit=100, rtt_ms=rtt_ms, hosts=hosts) as wan:
+                found.append(upload(wan, tmp_path, source))
+    assert all(set(run) == set(setup.STEPS) for found in runs.values() for run in found)
+    rows = {row["step"]: row["round_trips"] for row in setup.round_trips(runs[RTT_MS], runs[0], RTT_MS)}
+    for step, budget in BUDGET.items():
+        assert rows[step] <= budget + SLACK, (step, rows)
+    assert rows["total"] <= sum(BUDGET.values()) + SLACK, rows
