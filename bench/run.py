@@ -44,7 +44,8 @@ FAST_MBIT = 500  # the "fast" grid: where a window sized per file, not from rate
 LOOPBACK_KBPS = 2_000_000  # the engine's target on loopback: above what scp reaches here
 MGMT_PORT = 47001
 IPERF_PORT = 5201
-HOSTS = Hosts(prefix="fasp", subnet="10.77.0")
+HOSTS = Hosts(*os.environ.get("FASP_BENCH_HOSTS", "fasp,10.77.0").split(",", 1))
+"""Namespaces PREFIX-a/PREFIX-b on SUBNET.0/24; FASP_BENCH_HOSTS=PREFIX,SUBNET lets two benches run side by side."""
 
 
 @dataclass(frozen=True)
