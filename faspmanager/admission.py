@@ -214,14 +214,16 @@ class Admission:
         return None
 
     def _accept(self) -> None:
-        """Take every connection waiting in the backlog; judge their origin in one /proc scan."""
+        """Take every connection waiting in the backlog; judge their origin (where it matters) in one /proc scan."""
         socks: list[socket.socket] = []
         while len(socks) < 4 * MAX_CALLERS:
             try:
                 socks.append(self.server.accept()[0])
             except OSError:  # BlockingIOError: the backlog is empty
                 break
-        for sock, in_tree in zip(socks, owned_by_tree(socks, self._child)):
+        # a program that presents the secret needs no /proc scan: origin is judged only for one that cannot
+        origins = [False] * len(socks) if self._secret_required else owned_by_tree(socks, self._child)
+        for sock, in_tree in zip(socks, origins):
             try:
                 caller = Caller(sock, in_tree, time.monotonic())
             except OSError:
