@@ -40,6 +40,7 @@ from fasp.datapath.connection import (
 )
 from fasp.datapath.datagram import Buffer
 from fasp.datapath.rate import RateSettings
+from fasp.datapath.resolve import addresses
 from fasp.datapath.seal import Seal, SessionKey
 from fasp.datapath.udpsocket import TooLarge, UdpSocket
 from fasp.errors import os_error_code
@@ -229,9 +230,8 @@ class Transport:
         """Bind an ephemeral port and handshake with a listener (the connection retransmits hellos).
 
         Raises EngineError(15) if the listener never answers within timeout, (14) on socket errors."""
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            infos = await addresses(host, port, socket.SOCK_DGRAM)
             family, *_, addr = infos[0]
             conn = _connection(Seal(session_id, key, direction=0), addr, datagram_size, rate)
             sock = UdpSocket.bind("::" if family == socket.AF_INET6 else "0.0.0.0", 0)

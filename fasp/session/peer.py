@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncssh
 
+from fasp.datapath.resolve import addresses
 from fasp.options.flags import Endpoint
 from fasp.session.channel import Channel
 from fasp.session.hostkeys import HostKeyPolicy
@@ -40,7 +41,7 @@ async def _dial(host: str, port: int, clock: SetupClock) -> socket.socket:
     """A TCP connection to the peer (each address in turn), ours so the clock sees when it is up."""
     loop = asyncio.get_running_loop()
     failure: OSError = OSError(f"no address for {host}")
-    for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+    for family, kind, proto, _, address in await addresses(host, port, socket.SOCK_STREAM):
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         try:
