@@ -54,7 +54,8 @@ def _unsafe(char: str) -> bool:
 
 
 def needs_escape(text: str) -> bool:
-    return any(_unsafe(c) for c in text)
+    # printable text (the usual case, checked in C) holds none of the unsafe categories
+    return not text.isprintable() and any(_unsafe(c) for c in text)
 
 
 def escape_value(text: str) -> str:
@@ -139,7 +140,7 @@ def _check(kind: str, text: str) -> None:
     for bad in _FORBIDDEN:
         if bad in text:
             raise MgmtProtocolError(f"{kind} {text!r} contains {bad!r}; it cannot travel in a frame")
-    if any(unicodedata.category(c) == "Cs" for c in text):
+    if not text.isprintable() and any(unicodedata.category(c) == "Cs" for c in text):
         raise MgmtProtocolError(f"{kind} {text!r} is not valid UTF-8; it cannot travel in a frame")
 
 
