@@ -28,6 +28,13 @@ CONNECT_TIMEOUT_ENV = "FASP_CONNECT_TIMEOUT"  # seconds; tests and slow networks
 STDERR_KEPT = 4096
 
 
+ENCRYPTION_ALGS = "^aes256-gcm@openssh.com,aes128-gcm@openssh.com"
+"""asyncssh's ciphers with AES-GCM moved first (OpenSSH's ``^`` list syntax): a control channel packet
+costs 2.4 us with it (AES-NI, one OpenSSL call) against 14.5 us with ChaCha20-Poly1305, asyncssh's first
+choice, which it composes in Python from three cipher contexts per packet. The client's order decides; a
+server that offers neither still gets ChaCha20 and the rest."""
+
+
 def connect_timeout() -> float:
     """How long the SSH connection and its authentication may take: FASP_CONNECT_TIMEOUT, else 15 s."""
     try:
@@ -66,7 +73,12 @@ async def open_ssh(remote: Endpoint, clock: SetupClock) -> asyncssh.SSHClientCon
     --check-sshfp pin, before any credential is offered; --ignore-host-key alone skips the check."""
     policy = HostKeyPolicy(remote)
     options: dict[str, Any] = dict(
-        host=remote.host, port=remote.port, username=remote.user, agent_path=None, **policy.connect_options()
+        host=remote.host,
+        port=remote.port,
+        username=remote.user,
+        agent_path=None,
+        encryption_algs=ENCRYPTION_ALGS,
+        **policy.connect_options(),
     )
     keys = []
     try:
