@@ -27,9 +27,10 @@ def warm_up() -> None:
     """Use once each cryptographic primitive an engine uses, so that OpenSSL's lazy per-algorithm set-up
     (fetching an implementation: about 0.3-1.5 ms each, 2-3 ms an engine in all) happens here, once, instead
     of in every fork: the session key's HKDF, the datagrams' AES-GCM (compiled and pure paths), and SSH's
-    ed25519, X25519, ML-KEM and ChaCha20."""
+    ed25519 (and reading an OpenSSH key), X25519, ML-KEM and ChaCha20."""
     import os
 
+    import asyncssh
     from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
@@ -44,6 +45,8 @@ def warm_up() -> None:
         peer.open_batch(seal.seal_data(1, 0, b"warm", [(0, 4)], 0))
     signer = ed25519.Ed25519PrivateKey.from_private_bytes(share[:32])
     signer.public_key().verify(signer.sign(b"warm"), b"warm")
+    # reading an OpenSSH private key (-i) compiles asyncssh's PEM patterns: compiled here, cached for the forks
+    asyncssh.import_private_key(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
     x25519.X25519PrivateKey.generate().exchange(x25519.X25519PrivateKey.generate().public_key())
     try:  # ML-KEM (SSH's mlkem768x25519 key exchange) is in newer cryptography releases only
         from cryptography.hazmat.primitives.asymmetric import mlkem
