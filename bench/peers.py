@@ -3,8 +3,11 @@
 Each server is started fresh for every measured run and stopped after it:
 ``os.wait4`` on a stopped server then yields the CPU time of the server and
 every session process it reaped, which is how "CPU seconds per GiB" counts
-both ends without guessing.  Clients get the same treatment.  Secrets go
-through the environment only.
+both ends without guessing.  Clients get the same treatment.  Peak memory of the
+server side is the largest VmHWM among the server's descendants (its session
+processes), polled while it runs: the server's own reaped-children maximum would
+also count the server itself (fasp-server hashes its password with scrypt, 128 MiB).
+Secrets go through the environment only.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+
+from tasks.local import descendants
 
 ENGINE = [sys.executable, "-m", "fasp"]
 FRONTDOOR = [sys.executable, "-m", "fasp.server.frontdoor"]
@@ -38,7 +44,41 @@ class Finished:
     returncode: int | None  # None: killed at the time limit
     seconds: float
     cpu_s: float
-    maxrss_mib: float  # peak resident memory of the process or of any process it reaped, whichever is larger
+    maxrss_mib: float  # peak resident memory of the process or of any process it reaped (a server: see stop)
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """The peak resident memory of a live process (/proc/PID/status VmHWM), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+class SessionPeak:
+    """The largest peak RSS any descendant of ``root`` reached, polled every ``every`` s until :meth:`stop`
+    (VmHWM only grows, so the last poll before a process ends is close to its peak; a slow poll, so the
+    watching costs the measured tools next to no CPU)."""
+
+    def __init__(self, root: int, every: float = 0.2) -> None:
+        self.root, self.every, self.mib = root, every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="session-peak", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            for pid in descendants(self.root):
+                self.mib = max(self.mib, vm_hwm_mib(pid))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return round(self.mib, 1)
 
 
 def wait_measured(process: subprocess.Popen, timeout: float | None, started: float) -> Finished:
@@ -107,6 +147,7 @@ class Server:
             self.process = self.site.popen(
                 "b", self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=self.env()
             )
+        self.peak = SessionPeak(self.process.pid)
         try:
             self.wait_ready()
         except BaseException:
@@ -114,11 +155,15 @@ class Server:
             raise
 
     def stop(self) -> Finished:
-        """Stop the server; its CPU seconds and peak memory, sessions included."""
+        """Stop the server; its CPU seconds, sessions included, and its sessions' peak memory (the server's
+        own if no session process was seen)."""
         time.sleep(0.2)  # let finished sessions be reaped by the server
+        sessions_mib = self.peak.stop()
         self.process.send_signal(signal.SIGTERM)
         finished = wait_measured(self.process, 10, time.monotonic())
         self.process.stdout.close()
+        if sessions_mib:
+            finished.maxrss_mib = sessions_mib
         return finished
 
 

@@ -422,6 +422,11 @@ def memory_section(wan: dict[tuple, list[dict]], link_mbit: int | None) -> list[
     lines = [
         f"### Engine memory at {link_mbit} Mbit/s (peak RSS, medians)",
         "",
+        "Client: the engine process's own peak (wait4). Server: the largest peak (VmHWM) among fasp-server's "
+        "session processes, the engine forked for the session, polled while it ran. A forked engine's RSS "
+        "counts the pages it shares with its fork server (about 46 MiB of interpreter and imports): what "
+        "grows with bandwidth × delay is the part above that.",
+        "",
         "| RTT ms | loss % | tool | bandwidth × delay MiB | client RSS MiB | server RSS MiB |",
         "|---|---|---|---|---|---|",
     ]
