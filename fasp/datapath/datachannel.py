@@ -20,6 +20,11 @@ class DataChannel(Protocol):
     def local_port(self) -> int: ...
 
     @property
+    def datagram_size(self) -> int:
+        """UDP payload bytes of one datagram now (-Z, or what path MTU discovery reached so far); 0 over
+        HTTP, where TCP cuts the stream itself."""
+
+    @property
     def rate_settings(self) -> RateSettings:
         """The settings in force (a channel taking over from another starts from them)."""
 

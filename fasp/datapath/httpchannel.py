@@ -125,6 +125,10 @@ class FallbackTransport:
     def local_port(self) -> int:
         return self._local_port
 
+    @property
+    def datagram_size(self) -> int:
+        return 0
+
     def tune(
         self, *, read_size: int | None = None, write_size: int | None = None, retransmission_max: int | None = None
     ) -> None:

@@ -14,12 +14,13 @@ path MTU the kernel names, else to the base, and the search resumes from there.
 
 from __future__ import annotations
 
+IP_UDP_HEADERS = 28  # IPv4 and UDP headers: a path MTU is the UDP payload plus these
 BASE = 1200  # UDP payload bytes every IPv4 and IPv6 path carries (RFC 8899, BASE_PLPMTU)
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
-JUMBO = 9000 - 28  # the largest size discovered: a jumbo frame's. Beyond it (loopback's 64 KiB) the fewer
+JUMBO = 9000 - IP_UDP_HEADERS  # the largest size discovered: a jumbo frame's. Beyond it (loopback's 64 KiB) the fewer
 # datagrams save little, GSO and GRO already batch them, and each loss would cost a resend of up to 64 KiB
 MAX_PROBES = 3  # losses of one probe size before it counts as too large
-PLATEAUS = tuple(mtu - 28 for mtu in (9000, 1500, 1492, 1400, 1280))  # common MTUs (jumbo, Ethernet, PPPoE,
+PLATEAUS = tuple(mtu - IP_UDP_HEADERS for mtu in (9000, 1500, 1492, 1400, 1280))  # common MTUs (jumbo, Ethernet, PPPoE,
 # tunnels, IPv6 minimum) as UDP payloads
 SMALLEST = 296  # the smallest datagram the engine sends (ascp's smallest -Z)
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from fasp.datapath import pmtu
 from fasp.datapath.datachannel import DataChannel
 from fasp.errors import ProtocolError
 from fasp.files.jobs import Problem
@@ -172,6 +173,7 @@ class ClientSession:
         cleanup.push_async_exit(_on_failure(work.abort))
         live = Live(peer, link, work)
         self._live.set_result(live)
+        size = link.transport.datagram_size
         self.tally.emit(
             "SESSION",
             {
@@ -179,8 +181,8 @@ class ClientSession:
                 "Host": self._remote.host,
                 "RemoteAddress": self._remote.host,
                 "Port": link.port,
-                "DatagramSize": cfg.datagram_size,
-                "PMTU": cfg.datagram_size,
+                "DatagramSize": size,
+                "PMTU": size + pmtu.IP_UDP_HEADERS if size else 0,
                 "Rate": link.rate.target_kbps,
                 "MinRate": link.rate.min_kbps,
                 "Policy": link.rate.policy.upper(),

@@ -51,6 +51,8 @@ def test_events_in_order_with_checksums(fasp_server_module, tmp_path, listener, 
         path = stop.get("File")
         assert stop.get("FileChecksumType") == "sha256"
         assert stop.get("FileChecksum") == sha256(path)
+    session = listener.of("SESSION")[0]  # the size in use (path MTU discovery starts at 1200), not -Z's 0
+    assert session.int("DatagramSize") >= 1200 and session.int("PMTU") == session.int("DatagramSize") + 28
     note = listener.of("NOTIFICATION")[0]
     assert note.int("PreTransferFiles") == 2 and note.int("PreTransferBytes") == 300_005
     done = listener.of("DONE")[0]
