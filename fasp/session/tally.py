@@ -86,8 +86,8 @@ class Tally:
         self.per_arg[arg].failed += 1
         self._file_elapsed.pop(key, None)
         self.outcomes.append(("failed", key, f"{code} {desc}"))
-        if self.first_error is None:
-            self.first_error = (code, desc)
+        if self.first_error is None:  # named in the session's error: "write failed" alone says not where
+            self.first_error = (code, desc if key in desc else f"{key}: {desc}")
         self.emit("FILEERROR", {"File": key, "Code": code, "Description": desc, "FaspFileArgIndex": arg})
 
     def interrupted(self, code: int, desc: str) -> None:

@@ -102,7 +102,7 @@ def test_disk_full(tmp_path, listener, spawn, record, direction, kind) -> None:
         assert seconds < SOON_S, seconds
         # the session: 27 (some files failed), naming the first failure
         said = "No space left" if kind == "ENOSPC" else "Disk quota exceeded"
-        assert out.code == 27 and said in out.message, out
+        assert out.code == 27 and said in out.message and "big.bin" in out.message, out  # which file, too
         assert_same_file(little, disk / "a-little.bin")  # the other file went on
         assert leftovers(disk) == []  # no .NAME.fasp-resume.tmp beside the partial file
         landed = (disk / "big.bin").stat().st_size
@@ -125,7 +125,7 @@ def test_file_too_big_upload(tmp_path, listener, spawn, record):
         at, frame = _file_error(listener)
         out = finish(proc, started)
         seconds = at - limit.stop()
-        assert frame.int("Code") == 24 and out.code == 24, (frame, out)
+        assert frame.int("Code") == 24 and out.code == 24 and "big.bin" in out.message, (frame, out)
         assert seconds < SOON_S, seconds
         assert leftovers(docroot) == []
         row = record("file too big (RLIMIT_FSIZE, EFBIG)", "receiver: server", 24, out.message, seconds)
