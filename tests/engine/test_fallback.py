@@ -8,9 +8,7 @@ engine tried). Every transfer checks size and sha256; SESSION names the carrier.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import io
-import ipaddress
 import json
 import os
 import shutil
@@ -19,15 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from fasp.datapath import httpframes
 from fasp.datapath.httpchannel import Registration
 from fasp.server.frontdoor import FallbackPort
 from faspmanager.codes import ErrorCode
+from tests.support.certs import self_signed
 from tests.support.files import assert_same_file, random_file
 from tests.support.netns import SERVER_ADDR, Lab, udp_blocked_lab
 from tests.support.ports import free_port
@@ -48,35 +43,13 @@ def lab():
         yield lab
 
 
-def _cert(directory: Path, name: str) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for SERVER_ADDR: (cert, key) files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(SERVER_ADDR))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("certs")
-    return {"good": _cert(directory, "server"), "other": _cert(directory, "stranger")}
+    return {
+        "good": self_signed(directory, "server", SERVER_ADDR),
+        "other": self_signed(directory, "stranger", SERVER_ADDR),
+    }
 
 
 @pytest.fixture(scope="module")

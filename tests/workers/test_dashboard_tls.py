@@ -4,8 +4,6 @@ cookie the token becomes is Secure, so a browser never sends it over plain HTTP.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import re
 import ssl
@@ -15,40 +13,12 @@ import urllib.error
 import urllib.request
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tasks.dashboard.auth import COOKIE
+from tests.support.certs import self_signed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 TOKEN = "t0ken-of-the-tls-test-" + "y" * 20
-
-
-def _self_signed(directory) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "faspq dashboard test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(key_path, 0o600)
-    return str(cert_path), str(key_path)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -57,7 +27,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def test_beyond_loopback_it_serves_tls_only_with_a_secure_cookie(tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = (str(path) for path in self_signed(tmp_path, "dashboard", "127.0.0.1"))
     env = {**os.environ, "FASPQ_DASHBOARD_TOKEN": TOKEN, "FASPQ_REDIS_URL": "redis://127.0.0.1:1/0"}
     argv = [sys.executable, "-m", "tasks.cli", "dashboard", "--host", "0.0.0.0", "--port", "0"]
     proc = subprocess.Popen([*argv, "--tls-cert", cert, "--tls-key", key], env=env, stdout=subprocess.PIPE, text=True)
