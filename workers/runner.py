@@ -93,6 +93,7 @@ class Attempt:
         self.handover = False
         self.last_error: dict[str, Any] | None = None
         self._stop_pump = threading.Event()
+        self._control_lock = threading.Lock()  # held while a control message is handled, and to stop the pump
 
     # -- the attempt ---------------------------------------------------------------------------
 
@@ -131,8 +132,10 @@ class Attempt:
                         self._wait_for_finish_request()
                     result = None if self.handover else self.session.finish()
                 finally:
-                    self._stop_pump.set()
-                    pump.join()
+                    # no control message is handled once this returns; the pump's pending XREAD (up to 200 ms)
+                    # ends on its own, nobody waits for it: joining it held every result back by that much
+                    with self._control_lock:
+                        self._stop_pump.set()
             if self.handover or result is None:  # close() below ends the engine; the next owner resumes
                 return Outcome(False, None, "handed over at worker shutdown", handover=True)
             return self._outcome(result)
@@ -232,9 +235,12 @@ class Attempt:
     def _pump(self) -> None:
         self._sequencer = ctl.Sequencer()
         last = "0-0"
-        while not self._stop_pump.is_set():
+        while True:
             try:
-                self._check_shutdown()
+                with self._control_lock:
+                    if self._stop_pump.is_set():
+                        return
+                    self._check_shutdown()
                 reply = self.redis.xread({self.keys.control: last}, count=64, block=200)
             except redis.RedisError as exc:
                 log.warning("control read for %s failed (will retry): %s", self.keys.transfer_id, exc)
@@ -242,10 +248,13 @@ class Attempt:
                 continue
             for entry_id, fields in read_entries(reply):
                 last = entry_id
-                try:
-                    self._handle(last, fields)
-                except redis.RedisError as exc:  # applied, but not recorded as such
-                    log.warning("control %s of %s: %s", last, self.keys.transfer_id, exc)
+                with self._control_lock:
+                    if self._stop_pump.is_set():  # the session ended: what came too late is not handled
+                        return
+                    try:
+                        self._handle(last, fields)
+                    except redis.RedisError as exc:  # applied, but not recorded as such
+                        log.warning("control %s of %s: %s", last, self.keys.transfer_id, exc)
 
     def _handle(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         try:
