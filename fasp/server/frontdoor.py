@@ -332,15 +332,20 @@ class FrontDoor:
         if user is not None and stored is not None and self._logins.recalls(username, stored, password):
             return True
         checked = stored if stored is not None else _decoy_hash()
+        check = self._logins.shared(username, checked, password, lambda: self._verify(user, checked, password))
+        return await asyncio.shield(check)
+
+    async def _verify(self, user: User | None, checked: str, password: str) -> bool:
+        """scrypt, and what a success leads to (a rehash, the login remembered): once per shared check."""
         if not await asyncio.to_thread(_bounded, verify_password, checked, password):
             return False
-        if user is None or stored is None:
+        if user is None or user.password_hash != checked:  # the decoy: an unknown user never gets in
             return False
-        if needs_rehash(stored):
-            await self._rehash(user, stored, await asyncio.to_thread(_bounded, hash_password, password))
-        current = self._settings.users.get(username)
+        if needs_rehash(checked):
+            await self._rehash(user, checked, await asyncio.to_thread(_bounded, hash_password, password))
+        current = self._settings.users.get(user.name)
         if current is not None and current.password_hash is not None:
-            self._logins.remember(username, current.password_hash, password)
+            self._logins.remember(user.name, current.password_hash, password)
         return True
 
     async def _rehash(self, user: User, old_hash: str, new_hash: str) -> None:

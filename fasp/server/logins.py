@@ -1,5 +1,7 @@
 """Recently verified passwords, so that a client logging in again and again (a worker running many small
-transfers to this server) pays scrypt once every few minutes instead of once per SSH connection.
+transfers to this server) pays scrypt once every few minutes instead of once per SSH connection; and logins
+that arrive together with the same password share one check (a worker's first transfers start at once, and
+each would otherwise run its own scrypt before the first one is remembered).
 
 Only a success is remembered, as a digest under a random key that lives in this process's memory alone:
 HMAC-SHA256(key, password), per user and per stored hash. A wrong password never matches it and still
@@ -12,11 +14,12 @@ is that window, no more.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 TTL_S = 300.0
 MAX_ENTRIES = 4096  # logins remembered at once; the oldest goes first
@@ -28,6 +31,7 @@ class VerifiedLogins:
         self._ttl_s = ttl_s
         self._clock = clock
         self._entries: dict[tuple[str, str], tuple[bytes, float]] = {}  # (user, stored hash) -> (digest, expiry)
+        self._running: dict[tuple[str, str, bytes], asyncio.Future[bool]] = {}  # (user, hash, digest) -> its check
 
     def _digest(self, password: str) -> bytes:
         return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
@@ -49,3 +53,16 @@ class VerifiedLogins:
         while len(self._entries) >= MAX_ENTRIES:
             del self._entries[next(iter(self._entries))]
         self._entries[(user, stored_hash)] = (self._digest(password), self._clock() + self._ttl_s)
+
+    def shared(
+        self, user: str, stored_hash: str, password: str, check: Callable[[], Awaitable[bool]]
+    ) -> asyncio.Future[bool]:
+        """The check of this password for this user and hash: the one already running, else ``check()``
+        started now (await it shielded: a waiter that gives up must not cancel it for the others). Only
+        identical attempts share one: every other password still pays its own scrypt."""
+        key = (user, stored_hash, self._digest(password))
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(check())
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        return running

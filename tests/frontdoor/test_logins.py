@@ -85,3 +85,52 @@ def test_a_repeated_login_skips_scrypt_but_a_wrong_or_changed_password_does_not(
         with pytest.raises(asyncssh.PermissionDenied):
             asyncio.run(_login(server, "ann", "first-pw-1"))  # recalled before, refused now
         asyncio.run(_login(server, "ann", "second-pw-2"))
+
+
+def test_identical_checks_running_together_share_one_and_others_do_not():
+    logins = VerifiedLogins()
+    calls: list[str] = []
+
+    async def body() -> list[bool]:
+        gate = asyncio.Event()
+
+        def check(password: str):
+            async def run() -> bool:
+                calls.append(password)
+                await gate.wait()
+                return password == "right-pw-1"
+
+            return run
+
+        same = [logins.shared("ann", "H1", "right-pw-1", check("right-pw-1")) for _ in range(6)]
+        other = logins.shared("ann", "H1", "wrong-pw-2", check("wrong-pw-2"))
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*same, other)
+        later = await logins.shared("ann", "H1", "right-pw-1", check("right-pw-1"))  # the first one ended
+        return [*results, later]
+
+    assert asyncio.run(body()) == [True] * 6 + [False, True]
+    assert calls == ["right-pw-1", "wrong-pw-2", "right-pw-1"]
+
+
+@pytest.mark.slow
+def test_logins_arriving_together_pay_one_scrypt(tmp_path):
+    users_file, docroot = tmp_path / "users.toml", tmp_path / "root"
+    docroot.mkdir()
+    save_users(users_file, {"ann": User("ann", str(docroot), hash_password("first-pw-1"))})
+
+    async def together(server, n: int) -> None:
+        await asyncio.gather(*(_login(server, "ann", "first-pw-1") for _ in range(n)))
+
+    with start_fasp_server(tmp_path / "srv", engine_command=FAKE_ENGINE, users_file=users_file) as server:
+        pid = server.process.pid
+        before = _cpu_s(pid)
+        asyncio.run(together(server, 6))  # a worker's first six transfers, before any login was remembered
+        six = _cpu_s(pid) - before
+    with start_fasp_server(tmp_path / "srv2", engine_command=FAKE_ENGINE, users_file=users_file) as server:
+        pid = server.process.pid
+        before = _cpu_s(pid)
+        asyncio.run(_login(server, "ann", "first-pw-1"))
+        one = _cpu_s(pid) - before  # SSH + one scrypt
+    assert six < 2 * one, (six, one)  # six scrypt runs would be about 6x
