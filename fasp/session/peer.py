@@ -25,6 +25,10 @@ REMOTE_COMMAND_ENV = "FASP_REMOTE_COMMAND"
 CONNECT_TIMEOUT = 15.0
 CONNECT_TIMEOUT_ENV = "FASP_CONNECT_TIMEOUT"  # seconds; tests and slow networks set it
 STDERR_KEPT = 4096
+PASSWORD_FIRST = ("gssapi-keyex", "gssapi-with-mic", "hostbased", "publickey", "password", "keyboard-interactive")
+"""asyncssh's order of authentication methods with password before keyboard-interactive: given a password,
+a server that offers both (asyncssh servers, sshd with PAM) takes it in one round trip instead of a prompt
+and its answer. A server that offers only keyboard-interactive still gets the password as its answer."""
 
 
 def connect_timeout() -> float:
@@ -79,6 +83,7 @@ async def open_ssh(remote: Endpoint, clock: SetupClock) -> asyncssh.SSHClientCon
         options["client_keys"] = keys
     if remote.password is not None:
         options["password"] = remote.password
+        options["preferred_auth"] = PASSWORD_FIRST
     if not keys and remote.password is None:
         options["client_keys"] = None  # default ~/.ssh keys, as ssh would
 

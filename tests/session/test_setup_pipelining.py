@@ -1,0 +1,124 @@
+"""Fewer setup round trips, each by its effect, on a real asyncssh server behind a delaying TCP relay.
+
+The relay holds every byte for half the RTT each way, so a step's round trips are its time over the RTT
+(CPU on loopback costs milliseconds). With a password the client logs in with "password", not a
+keyboard-interactive prompt and its answer; the hello leaves right behind the exec request, so the
+engine's step is the channel open alone and the first answer comes one round trip later; an exec the
+server refuses still ends with the channel closed and the reason in the peer's last words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import asyncssh
+import pytest
+
+from fasp.options.flags import Endpoint
+from fasp.session.peer import open_ssh
+from fasp.session.setupclock import SetupClock
+
+pytestmark = pytest.mark.timeout(60)
+RTT = 0.2
+SLACK = 0.5  # round trips of noise allowed per step on a shared machine
+PASSWORD = "pw"
+
+
+def run(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """The test in an event loop of its own."""
+
+    @functools.wraps(test)
+    def sync(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return sync
+
+
+class _Server(asyncssh.SSHServer):
+    """Offers password and keyboard-interactive (as asyncssh servers and sshd with PAM do); notes which
+    method the client used."""
+
+    def __init__(self, events: list[str], kbdint_only: bool = False) -> None:
+        self.events, self.kbdint_only = events, kbdint_only
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return not self.kbdint_only
+
+    def validate_password(self, username: str, password: str) -> bool:
+        self.events.append("password")
+        return password == PASSWORD
+
+    def session_requested(self) -> asyncssh.SSHServerSession:
+        return _Echo(self.events)
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str):
+        self.events.append("keyboard-interactive")
+        return "", "", "", [("Password:", False)]
+
+    def validate_kbdint_response(self, username: str, responses) -> bool:
+        return list(responses) == [PASSWORD]
+
+
+class _Echo(asyncssh.SSHServerSession):
+    """The "engine": notes the exec request and the data, echoes the data; refuses the command "refuse"."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def connection_made(self, chan) -> None:
+        self.chan = chan
+
+    def exec_requested(self, command: str) -> bool:
+        self.events.append(f"exec {command}")
+        return not command.startswith("refuse")
+
+    def data_received(self, data, datatype) -> None:
+        self.events.append("data")
+        self.chan.write(data)
+
+
+@contextlib.asynccontextmanager
+async def ssh_server(events: list[str], kbdint_only: bool = False) -> AsyncIterator[int]:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[key],
+        server_factory=lambda: _Server(events, kbdint_only),
+    )
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+def remote(port: int, command: str = "engine") -> Endpoint:
+    return Endpoint("127.0.0.1", "user", port, password=PASSWORD, ignore_host_key=True)
+
+
+@run
+async def test_a_password_logs_in_with_password_not_a_prompt():
+    events: list[str] = []
+    async with ssh_server(events) as port:
+        conn = await open_ssh(remote(port), SetupClock())
+        conn.close()
+    assert events == ["password"]
+
+
+@run
+async def test_a_server_with_only_keyboard_interactive_still_gets_the_password():
+    events: list[str] = []
+    async with ssh_server(events, kbdint_only=True) as port:
+        conn = await open_ssh(remote(port), SetupClock())
+        conn.close()
+    assert events == ["keyboard-interactive"]
