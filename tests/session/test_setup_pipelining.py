@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -19,7 +20,8 @@ import asyncssh
 import pytest
 
 from fasp.options.flags import Endpoint
-from fasp.session.peer import open_ssh
+from fasp.session.messages import Bye
+from fasp.session.peer import PeerEngine, open_ssh
 from fasp.session.setupclock import SetupClock
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,6 +104,45 @@ async def ssh_server(events: list[str], kbdint_only: bool = False) -> AsyncItera
         server.close()
 
 
+@contextlib.asynccontextmanager
+async def delayed(port: int, rtt: float) -> AsyncIterator[int]:
+    """A TCP relay to 127.0.0.1:port that delays each direction by rtt / 2, in order."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if not data:
+                    writer.close()
+                    return
+                writer.write(data)
+
+        task = asyncio.create_task(deliver())
+        tasks.add(task)
+        while True:
+            data = await reader.read(1 << 16)
+            queue.put_nowait((time.monotonic() + rtt / 2, data))
+            if not data:
+                return
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        for task in (pump(reader, up_writer), pump(up_reader, writer)):
+            tasks.add(asyncio.create_task(task))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+
+
 def remote(port: int, command: str = "engine") -> Endpoint:
     return Endpoint("127.0.0.1", "user", port, password=PASSWORD, ignore_host_key=True)
 
@@ -122,3 +163,44 @@ async def test_a_server_with_only_keyboard_interactive_still_gets_the_password()
         conn = await open_ssh(remote(port), SetupClock())
         conn.close()
     assert events == ["keyboard-interactive"]
+
+
+@run
+async def test_round_trips_to_the_first_answer_on_a_delayed_path(monkeypatch):
+    """SSH 5 (version, key exchange, service, "none", password); the channel open 1; the hello, pipelined
+    with the exec request, answered 1 round trip later."""
+    monkeypatch.setenv("FASP_REMOTE_COMMAND", "engine")
+    events: list[str] = []
+    async with ssh_server(events) as port, delayed(port, RTT) as relayed:
+        clock = SetupClock()
+        peer = await PeerEngine.start(remote(relayed), clock)
+        try:
+            await peer.channel.send(Bye())
+            assert isinstance(await peer.channel.recv(), Bye)
+            clock.mark("welcome")
+        finally:
+            await peer.close()
+    marks = clock.marks
+    rounds = {
+        "ssh": (marks["ssh"] - marks["tcp"]) / 1000 / RTT,
+        "engine": (marks["engine"] - marks["ssh"]) / 1000 / RTT,
+        "answer": (marks["welcome"] - marks["engine"]) / 1000 / RTT,
+    }
+    budget = {"ssh": 5, "engine": 1, "answer": 1}  # TCP's connect ends at the relay: not counted here
+    assert all(rounds[step] <= budget[step] + SLACK for step in budget), rounds
+    assert events == ["password", "exec engine --server", "data"]  # the hello behind the exec request
+
+
+@run
+async def test_a_refused_exec_closes_the_channel_and_says_why(monkeypatch):
+    monkeypatch.setenv("FASP_REMOTE_COMMAND", "refuse")
+    events: list[str] = []
+    async with ssh_server(events) as port:
+        peer = await PeerEngine.start(remote(port), SetupClock())
+        try:
+            await peer.channel.send(Bye())  # written before the refusal arrives: it must go nowhere
+            assert await asyncio.wait_for(peer.channel.recv(), 10) is None
+            assert "cannot start the remote engine" in peer.last_words()
+        finally:
+            await peer.close()
+    assert "data" not in events
