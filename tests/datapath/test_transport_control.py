@@ -256,3 +256,27 @@ async def test_a_send_started_while_dialing_arrives_once_answered(tmp_path):
         os.close(fd)
         await client.close()
         await server.close()
+
+
+@aio
+async def test_a_listener_is_reached_by_the_first_authenticated_datagram():
+    """reached() waits for the peer's hello; a hello under another key does not count."""
+    sid = os.urandom(16)
+    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=session_key(16, b"a"))
+    try:
+        with pytest.raises(EngineError):
+            await Transport.connect(
+                "127.0.0.1", server.local_port, session_id=sid, key=session_key(16, b"b"), timeout=0.3
+            )
+        reached = asyncio.ensure_future(server.reached())
+        await asyncio.sleep(0.1)
+        assert not reached.done()
+        client = await Transport.dial("127.0.0.1", server.local_port, session_id=sid, key=session_key(16, b"a"))
+        try:
+            await client.reached()  # the dialing end knows its peer from the start
+            await asyncio.wait_for(reached, 5)
+            await client.established(5)
+        finally:
+            await client.close()
+    finally:
+        await server.close()
