@@ -24,7 +24,7 @@ from fasp.session.messages import Bye
 from fasp.session.peer import PeerEngine, open_ssh
 from fasp.session.setupclock import SetupClock
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # a real SSH server, seconds on the delayed path
 RTT = 0.2
 SLACK = 0.5  # round trips of noise allowed per step on a shared machine
 PASSWORD = "pw"
