@@ -24,13 +24,20 @@ def marks(log: str) -> dict[str, float]:
 
 
 def durations(run: dict[str, float]) -> dict[str, float]:
-    """Each step's own time: its end minus the previous step's (the first from the start)."""
+    """Each step's own time: its end minus the latest end before it (the first from the start). Steps that
+    run side by side (an upload's offer and piece request go while the UDP handshake runs) may end out of
+    order: one that ended before an earlier step cost nothing of its own."""
     out, before = {}, 0.0
     for step in STEPS:
         if step in run:
-            out[step] = run[step] - before
-            before = run[step]
+            out[step] = max(run[step] - before, 0.0)
+            before = max(before, run[step])
     return out
+
+
+def ready(run: dict[str, float]) -> float:
+    """When the first data byte could leave: once every step ended."""
+    return max(run[step] for step in STEPS)
 
 
 def round_trips(delayed: list[dict[str, float]], direct: list[dict[str, float]], rtt_ms: float) -> list[dict]:
@@ -38,8 +45,8 @@ def round_trips(delayed: list[dict[str, float]], direct: list[dict[str, float]],
     rows = []
     for step in (*STEPS, "total"):
         if step == "total":
-            slow = [run[STEPS[-1]] for run in delayed if STEPS[-1] in run]
-            fast = [run[STEPS[-1]] for run in direct if STEPS[-1] in run]
+            slow = [ready(run) for run in delayed if set(STEPS) <= set(run)]
+            fast = [ready(run) for run in direct if set(STEPS) <= set(run)]
         else:
             slow = [d[step] for d in map(durations, delayed) if step in d]
             fast = [d[step] for d in map(durations, direct) if step in d]

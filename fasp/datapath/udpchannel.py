@@ -188,7 +188,11 @@ class Transport:
         self._bytes_written = 0
         self._closed = False
         self._peer_closed = False
-        self._handshake: asyncio.Future[None] = self._loop.create_future()
+        self._handshake: asyncio.Future[None] = self._loop.create_future()  # a dialing transport's answer
+        self._dialing = False  # made by dial(): sends wait for the handshake
+        self._reached: asyncio.Future[None] = self._loop.create_future()  # the peer's first datagram came
+        if conn.peer is not None:  # connecting: the peer is the address we dial
+            self._reached.set_result(None)
         self._wake: asyncio.Future[None] | None = None
         self._loop.add_reader(sock.fileno(), self._on_readable)
         self._pump_task = self._loop.create_task(self._pump())
@@ -230,6 +234,29 @@ class Transport:
         """Bind an ephemeral port and handshake with a listener (the connection retransmits hellos).
 
         Raises EngineError(15) if the listener never answers within timeout, (14) on socket errors."""
+        self = await cls.dial(host, port, session_id=session_id, key=key, datagram_size=datagram_size, rate=rate)
+        try:
+            await self.established(timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    @classmethod
+    async def dial(
+        cls,
+        host: str,
+        port: int,
+        *,
+        session_id: bytes,
+        key: SessionKey,
+        datagram_size: int = 0,
+        rate: RateSettings | None = None,
+    ) -> Transport:
+        """Bind an ephemeral port and start the handshake with a listener, without waiting for its answer
+        (:meth:`established` does): the session can meanwhile say what it will send. :meth:`send` waits for
+        the answer, so no file byte leaves before the listener accepted our hello. EngineError(14) on socket
+        errors."""
         try:
             infos = await addresses(host, port, socket.SOCK_DGRAM)
             family, *_, addr = infos[0]
@@ -238,16 +265,22 @@ class Transport:
         except OSError as exc:
             raise EngineError(ErrorCode.CONNECTION_ERROR, f"cannot reach UDP {host}:{port}: {exc}") from None
         self = cls(sock, conn, not datagram_size)
+        self._dialing = True
         conn.connect(time.monotonic())
+        return self
+
+    async def established(self, timeout: float = 10.0) -> None:
+        """Until the listener answered the hello of :meth:`dial`: EngineError(15) if it did not within
+        ``timeout`` (the caller closes the transport), or the error that closed the transport meanwhile."""
         try:
             await asyncio.wait_for(asyncio.shield(self._handshake), timeout)
         except TimeoutError:
-            await self.close()
             raise EngineError(ErrorCode.CONNECTION_TIMEOUT, f"no answer from UDP peer within {timeout:g}s") from None
-        except BaseException:
-            await self.close()
-            raise
-        return self
+
+    async def reached(self) -> None:
+        """Until the peer's first authenticated datagram arrived (at once when connecting), or the error that
+        closed the transport first. A listener that must not act for a peer it has not heard from waits here."""
+        await asyncio.shield(self._reached)
 
     # ---- public API ---------------------------------------------------------------------------------
 
@@ -297,6 +330,9 @@ class Transport:
 
         ``source`` is an int fd (read with os.pread) or a bytes-like object holding exactly [start, end)."""
         self._check_open()
+        if self._dialing and not self._handshake.done():
+            await asyncio.shield(self._handshake)  # no file byte before the listener accepted our hello
+            self._check_open()
         if not isinstance(source, int):
             source = memoryview(source).cast("B")
             if len(source) != end - start:
@@ -395,9 +431,10 @@ class Transport:
         self._sock.close()
         self._writer.close()
         self._fail_all(error)
-        if not self._handshake.done():
-            self._handshake.set_exception(error)
-            self._handshake.exception()
+        for waited in (self._handshake, self._reached):
+            if not waited.done():
+                waited.set_exception(error)
+                waited.exception()
 
     def _fail_all(self, error: EngineError, spare_received: bool = False) -> None:
         """Fail pending sends and receives; with ``spare_received``, not the receives that have every byte
@@ -473,6 +510,8 @@ class Transport:
                 if not self._handshake.done():
                     self._handshake.set_result(None)
             elif isinstance(event, PeerAddressLearned):
+                if not self._reached.done():
+                    self._reached.set_result(None)
                 self._kick()
             elif isinstance(event, CapacityMeasured) and self.on_capacity is not None:
                 self.on_capacity(event.kbps)

@@ -168,6 +168,10 @@ class ClientSession:
         cleanup.push_async_exit(self._farewell(peer.channel))
         link = await handshake(cfg, self._remote, peer, self.session_id, self._rate.settings, clock)
         data_channel.push_async_callback(link.transport.close)
+        if link.opening is not None:  # the UDP handshake goes on while the work starts
+            opening = link.opening
+            cleanup.callback(opening.cancel)
+            opening.add_done_callback(self._opened)
         self._rate.settings = link.rate
         work = feeder(cfg, self.tally, peer.channel, link.transport, lambda exc: self.fail(_as_engine_error(exc)))
         cleanup.push_async_exit(_on_failure(work.abort))
@@ -190,6 +194,12 @@ class ClientSession:
             },
         )
         return live
+
+    def _opened(self, opening: asyncio.Future[None]) -> None:
+        """A data channel that opened while the work started: its failure is the session's."""
+        error = None if opening.cancelled() else opening.exception()
+        if error is not None:
+            self.fail(_as_engine_error(error))
 
     def fail(self, error: EngineError) -> None:
         """End the session with ``error`` (CANCEL, manager gone, peer gone...); the first failure wins."""

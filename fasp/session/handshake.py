@@ -2,7 +2,10 @@
 
 Each end's key share travels only in hello and welcome; the session key is derived from both and the
 session id. The data channel is UDP, or with -y 1 HTTP(S) when the UDP handshake gets no answer. What
-comes out is a :class:`Link`, complete: nothing of a session exists before its handshake succeeded.
+comes out is a :class:`Link`, complete: nothing of a session exists before its handshake succeeded. An
+upload without -y 1 has nothing to choose, so its UDP handshake goes on after the Link is made (its
+``opening``) while the first offer travels: the piece request and the listener's answer come back together,
+and no file byte leaves before that answer.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ class Link:
     carrier: str  # what SESSION reports: udp, http or https
     port: int  # the peer's data port (UDP, or the HTTP fallback's)
     rate: RateSettings  # ours, as the peer capped it
+    opening: asyncio.Future[None] | None = None
+    """An upload's UDP handshake, still under way: done once the listener answered, or its EngineError. The
+    session's first offer goes out meanwhile; the transport's sends wait for it."""
 
 
 async def handshake(
@@ -64,6 +70,17 @@ async def handshake(
     clock.mark("welcome")
     rate = welcome.rate.settings()
     key = SessionKey.derive(share, welcome.share, bytes.fromhex(session_id), cfg.key_bytes)
+    if cfg.direction == "send" and not cfg.http_fallback:  # without a fallback to choose, nothing waits on UDP
+        dialing = await Transport.dial(
+            remote.host,
+            welcome.udp_port,
+            session_id=bytes.fromhex(session_id),
+            key=key,
+            datagram_size=cfg.datagram_size,
+            rate=rate,
+        )
+        opening = asyncio.ensure_future(_established(dialing, peer, clock))
+        return Link(dialing, "udp", welcome.udp_port, rate, opening)
     try:
         transport: DataChannel = await _open_udp(cfg, remote, peer, welcome.udp_port, session_id, key, rate)
     except EngineError as exc:
@@ -75,6 +92,17 @@ async def handshake(
         return Link(fallback, fallback.name, cfg.http_port, rate)
     clock.mark("udp")
     return Link(transport, "udp", welcome.udp_port, rate)
+
+
+async def _established(transport: Transport, peer: PeerEngine, clock: SetupClock) -> None:
+    """A dialing transport's handshake: done, or the EngineError that ends the session (with the peer's last
+    words, as :func:`_open_udp` says it)."""
+    try:
+        await transport.established()
+    except EngineError as exc:
+        detail = peer.last_words()
+        raise EngineError(exc.code, f"{exc.description}{'; peer: ' + detail if detail else ''}") from None
+    clock.mark("udp")
 
 
 Answer = TypeVar("Answer", bound=Message)

@@ -1,12 +1,15 @@
 """The peer's engine: an SSH connection to the peer host and ``fasp-ascp --server`` started over it.
 
 Its stdin/stdout carry the control channel; its stderr is kept (the last 4 KiB) because the peer's last
-line there is the reason it gives when it goes away. The peer process ends with our SSH channel.
+line there is the reason it gives when it goes away. The peer process ends with our SSH channel. The
+engine is asked to start without waiting for the answer: the hello follows the exec request in the same
+flight, a round trip saved (a refused exec closes the channel, and the refusal is the last words).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import socket
@@ -26,6 +29,10 @@ REMOTE_COMMAND_ENV = "FASP_REMOTE_COMMAND"
 CONNECT_TIMEOUT = 15.0
 CONNECT_TIMEOUT_ENV = "FASP_CONNECT_TIMEOUT"  # seconds; tests and slow networks set it
 STDERR_KEPT = 4096
+PASSWORD_FIRST = ("gssapi-keyex", "gssapi-with-mic", "hostbased", "publickey", "password", "keyboard-interactive")
+"""asyncssh's order of authentication methods with password before keyboard-interactive: given a password,
+a server that offers both (asyncssh servers, sshd with PAM) takes it in one round trip instead of a prompt
+and its answer. A server that offers only keyboard-interactive still gets the password as its answer."""
 
 
 ENCRYPTION_ALGS = "^aes256-gcm@openssh.com,aes128-gcm@openssh.com"
@@ -92,6 +99,7 @@ async def open_ssh(remote: Endpoint, clock: SetupClock) -> asyncssh.SSHClientCon
         options["client_keys"] = keys
     if remote.password is not None:
         options["password"] = remote.password
+        options["preferred_auth"] = PASSWORD_FIRST
     if not keys and remote.password is None:
         options["client_keys"] = None  # default ~/.ssh keys, as ssh would
 
@@ -123,52 +131,166 @@ def remote_command() -> str:
     return f"{command} --server" if "--server" not in shlex.split(command) else command
 
 
+class EngineSession(asyncssh.SSHClientSession[bytes]):
+    """The remote engine's end of our SSH session channel, as a byte reader and writer for :class:`Channel`.
+
+    asyncssh calls :meth:`connection_made` once the channel is open, before it sends the exec request and
+    with no wait between the two; so the hello can be written as soon as :attr:`opened` is set and leaves
+    behind the exec request, one round trip earlier than after its reply. What arrives only reaches us once
+    the exec request succeeded (asyncssh starts reading then); if it fails, the channel closes and the reader
+    sees the end. stdout is buffered up to READ_BUFFER bytes (reading pauses beyond); stderr keeps its last
+    STDERR_KEPT bytes, the peer's last words."""
+
+    READ_BUFFER = 1 << 22
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.stderr = bytearray()
+        self._chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self._inbox = bytearray()
+        self._eof = False
+        self._lost: Exception | None = None
+        self._paused = False
+        self._arrived = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # ---- asyncssh's callbacks -----------------------------------------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        self._chan = chan
+        self.opened.set_result(None)
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            self.stderr += data
+            del self.stderr[:-STDERR_KEPT]
+            return
+        self._inbox += data
+        self._arrived.set()
+        if len(self._inbox) >= self.READ_BUFFER and self._chan is not None and not self._paused:
+            self._paused = True
+            self._chan.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._arrived.set()
+        return True  # half open: what we still write may reach the peer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof, self._lost = True, exc
+        self._arrived.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # ---- reader and writer --------------------------------------------------------------------------
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes of the engine's stdout; b"" at its end (the channel's error if it broke)."""
+        while not self._inbox and not self._eof:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if not self._inbox:
+            if self._lost is not None:
+                raise self._lost
+            return b""
+        data = bytes(self._inbox[:n])
+        del self._inbox[:n]
+        if self._paused and len(self._inbox) < self.READ_BUFFER // 2 and self._chan is not None:
+            self._paused = False
+            self._chan.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        if self._chan is None:
+            raise BrokenPipeError("the engine's channel is not open")
+        self._chan.write(data)
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+        if self._lost is not None:
+            raise self._lost
+
+    def close(self) -> None:
+        """Our end of the engine's stdin (EOF); the channel itself closes with :meth:`end`."""
+        if self._chan is not None:
+            with contextlib.suppress(Exception):  # already closed
+                self._chan.write_eof()
+
+    def end(self) -> None:
+        """Close the channel: the engine's process ends with it."""
+        if self._chan is not None:
+            self._chan.close()
+
+
 class PeerEngine:
     """The running peer engine: its control channel and its last words. Built by :meth:`start`."""
 
-    def __init__(self, conn: asyncssh.SSHClientConnection, proc: asyncssh.SSHClientProcess[bytes]) -> None:
+    def __init__(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        session: EngineSession,
+        started: asyncio.Future[Any],
+    ) -> None:
         self._conn = conn
-        self._proc = proc
-        self.channel = Channel(proc.stdout, proc.stdin)
-        self._stderr = bytearray()
-        self._stderr_task = asyncio.create_task(self._collect_stderr())
+        self._session = session
+        self._started = started  # the exec request's answer
+        self.channel = Channel(session, session)
 
     @classmethod
     async def start(cls, remote: Endpoint, clock: SetupClock) -> PeerEngine:
-        """SSH to ``remote`` and start the engine there (TRANSFER_ERROR if the command cannot be started)."""
+        """SSH to ``remote``, open a session channel and ask it to start the engine. Returns once the exec
+        request is sent, without its answer: the caller's hello follows it at once. If the engine cannot be
+        started the channel closes (the reader sees the end; :meth:`last_words` says why); if the channel
+        cannot even be opened, TRANSFER_ERROR."""
         conn = await open_ssh(remote, clock)
+        session = EngineSession()
+        started: asyncio.Future[Any] = asyncio.ensure_future(
+            conn.create_session(lambda: session, remote_command(), encoding=None)
+        )
         try:
-            proc = await conn.create_process(remote_command(), encoding=None)
+            await asyncio.wait({started, session.opened}, return_when=asyncio.FIRST_COMPLETED)
+            if not session.opened.done():
+                started.result()  # raises why the channel could not be opened
         except asyncssh.Error as exc:
             await _close_connection(conn)
             raise EngineError(ErrorCode.TRANSFER_ERROR, f"cannot start the remote engine: {exc}") from None
         except BaseException:  # cancelled while starting: the connection is ours to close
+            started.cancel()
             await _close_connection(conn)
             raise
+        started.add_done_callback(_retrieved)
         clock.mark("engine")
-        return cls(conn, proc)
-
-    async def _collect_stderr(self) -> None:
-        try:
-            while True:
-                data = await self._proc.stderr.read(STDERR_KEPT)
-                if not data:
-                    return
-                self._stderr += data
-                del self._stderr[:-STDERR_KEPT]
-        except Exception:  # the channel is gone: nothing more to read
-            return
+        return cls(conn, session, started)
 
     def last_words(self) -> str:
-        """The peer's last line of stderr: the reason it gave before going away."""
-        lines = self._stderr.decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else ""
+        """The peer's last line of stderr: the reason it gave before going away (or why it never started)."""
+        lines = self._session.stderr.decode(errors="replace").strip().splitlines()
+        if lines:
+            return lines[-1]
+        started = self._started
+        if started.done() and not started.cancelled() and started.exception() is not None:
+            return f"cannot start the remote engine: {started.exception()}"
+        return ""
 
     async def close(self) -> None:
         """End the peer process and the SSH connection; never raises."""
         self.channel.close()
-        self._proc.close()
+        self._session.end()
+        self._started.cancel()
         await _close_connection(self._conn)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a failed exec answer as seen: the failure surfaces through the closed channel instead."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _close_connection(conn: asyncssh.SSHClientConnection) -> None:

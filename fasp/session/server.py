@@ -42,6 +42,7 @@ from fasp.session.messages import (
     Get,
     Hello,
     Listed,
+    Offer,
     Rate,
     RateChange,
     SessionFailed,
@@ -55,6 +56,8 @@ from faspmanager.codes import EngineError, ErrorCode
 
 log = logging.getLogger("fasp.session.server")
 HELLO_TIMEOUT = 30.0
+REACH_TIMEOUT = 20.0
+"""How long an upload's first offer waits for the client's UDP hello (the client gives up after 10 s)."""
 MAX_TAGS_LOGGED = 4096  # a client's tags in the server log: bounded
 
 
@@ -268,8 +271,20 @@ class ServerSession:
                     task = asyncio.create_task(self._serve_get(msg, live.role, live.hello.opts))
                     self.tasks.add(task)
                     task.add_done_callback(self._task_done)
+                case Offer() if isinstance(live.transport, Transport) and isinstance(live.role, ReceivingRole):
+                    await self._reached(live.transport)
+                    if not live.role.deliver(msg):
+                        raise ProtocolError(f"unexpected {msg.TYPE} message (file {msg.fid})")
                 case _ if not live.role.deliver(msg):
                     raise ProtocolError(f"unexpected {msg.TYPE} message (file {getattr(msg, 'fid', None)})")
+
+    async def _reached(self, udp: Transport) -> None:
+        """An upload's client may offer its first file while its UDP hello is still on the way: no file of
+        ours is touched for it until that hello arrived (a data channel that never opens leaves nothing)."""
+        try:
+            await asyncio.wait_for(udp.reached(), REACH_TIMEOUT)
+        except TimeoutError:
+            raise EngineError(ErrorCode.CONNECTION_TIMEOUT, "the client's data channel never reached us") from None
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)

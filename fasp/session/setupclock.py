@@ -15,9 +15,10 @@ import time
 log = logging.getLogger("fasp.session.setup")
 
 STEPS = ("tcp", "ssh", "engine", "welcome", "udp", "piece")
-"""In order: TCP connected, SSH authenticated, remote engine started, welcome received, data channel open,
-first piece request received (the first data byte leaves with it; an upload's, as the client is the one
-asking in a download)."""
+"""In order: TCP connected, SSH authenticated, the engine's channel open (its exec request sent, the hello
+right behind it, neither answer awaited), welcome received, data channel open, first piece request received
+(an upload's, as the client is the one asking in a download; its offer goes while the UDP handshake runs, so
+it may end before "udp"). The first data byte leaves once both ended."""
 
 
 class SetupClock:

@@ -205,3 +205,14 @@ def test_setup_round_trips_from_the_engine_log():
     assert "| ssh | 1399.0 | 799.0 | 3.0 |" in "\n".join(text) and "| total | 3080.0 | 1520.0 | 7.8 |" in "\n".join(
         text
     )
+
+
+def test_setup_steps_that_overlap_cost_the_latest_end():
+    """An upload's piece request may come before the UDP handshake's answer: the piece step then costs
+    nothing of its own, and the total runs to the later of the two."""
+    first = {"tcp": 1, "ssh": 900, "engine": 950, "welcome": 1500}
+    direct = [{**first, "udp": 1510, "piece": 1505}]
+    delayed = [{**first, "udp": 1710, "piece": 1708}, {**first, "udp": 1720, "piece": 1705}]
+    assert setup.durations(delayed[1])["piece"] == 0.0 and setup.durations(delayed[1])["udp"] == 220
+    rows = {r["step"]: r["round_trips"] for r in setup.round_trips(delayed, direct, 200)}
+    assert rows["udp"] == 1.0 and rows["piece"] == 0.0 and rows["total"] == 1.0

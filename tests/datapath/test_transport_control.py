@@ -206,3 +206,77 @@ async def test_peer_closing_right_after_confirmation_spares_a_receive_still_writ
         await client.close()
         await server.close()
     assert hashlib.sha256((tmp_path / "dst").read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+@aio
+async def test_a_dialing_transport_sends_only_hellos_until_answered():
+    """dial() returns at once; a send meanwhile waits: nothing but hellos reaches a port that never answers,
+    and established() then ends with code 15."""
+    import socket
+
+    from fasp.datapath import datagram
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+    client = await Transport.dial("127.0.0.1", sink.getsockname()[1], session_id=os.urandom(16), key=CLEAR)
+    try:
+        sending = asyncio.ensure_future(client.send(1, os.urandom(10_000), 0, 10_000))
+        with pytest.raises(EngineError) as err:
+            await client.established(0.5)
+        assert err.value.code == 15 and not sending.done()
+        kinds = []
+        while True:
+            try:
+                kinds.append(datagram.kind(sink.recv(65536)))
+            except BlockingIOError:
+                break
+        assert kinds and set(kinds) == {datagram.HELLO}, kinds
+        sending.cancel()
+    finally:
+        await client.close()
+        sink.close()
+
+
+@aio
+async def test_a_send_started_while_dialing_arrives_once_answered(tmp_path):
+    sid = os.urandom(16)
+    data = os.urandom(300_000)
+    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=session_key(16, b"k"))
+    client = await Transport.dial("127.0.0.1", server.local_port, session_id=sid, key=session_key(16, b"k"))
+    fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
+    try:
+        sending = asyncio.ensure_future(client.send(1, data, 0, len(data)))  # before the answer
+        receiving = asyncio.ensure_future(server.receive(1, fd, 0, len(data)))
+        await client.established(5)
+        await asyncio.wait_for(asyncio.gather(sending, receiving), 20)
+        assert os.fstat(fd).st_size == len(data)
+        assert hashlib.sha256(os.pread(fd, len(data), 0)).digest() == hashlib.sha256(data).digest()
+    finally:
+        os.close(fd)
+        await client.close()
+        await server.close()
+
+
+@aio
+async def test_a_listener_is_reached_by_the_first_authenticated_datagram():
+    """reached() waits for the peer's hello; a hello under another key does not count."""
+    sid = os.urandom(16)
+    server = await Transport.listen("127.0.0.1", 0, session_id=sid, key=session_key(16, b"a"))
+    try:
+        with pytest.raises(EngineError):
+            await Transport.connect(
+                "127.0.0.1", server.local_port, session_id=sid, key=session_key(16, b"b"), timeout=0.3
+            )
+        reached = asyncio.ensure_future(server.reached())
+        await asyncio.sleep(0.1)
+        assert not reached.done()
+        client = await Transport.dial("127.0.0.1", server.local_port, session_id=sid, key=session_key(16, b"a"))
+        try:
+            await client.reached()  # the dialing end knows its peer from the start
+            await asyncio.wait_for(reached, 5)
+            await client.established(5)
+        finally:
+            await client.close()
+    finally:
+        await server.close()

@@ -1,6 +1,7 @@
 """A hand-built client: just enough of the control protocol over SSH to offer files, as an attacker writes it.
 
-No data channel: the server engine is driven through its control messages alone (fasp/session/control.py framing).
+Its data channel is only dialled, never used: the server engine acts on an offer once the client's UDP hello
+reached it, and is then driven through its control messages alone (fasp/session/control.py framing).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import contextlib
 import secrets
 import uuid
 
+from fasp.datapath.seal import SessionKey
+from fasp.datapath.udpchannel import Transport
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
 from fasp.session.messages import VERSION, Cancel, Hello, Message, Offer, Rate, RateChange, Welcome
@@ -26,11 +29,12 @@ class ControlClient:
         self.conn = await server.ssh()
         self.proc = await self.conn.create_process("fasp-ascp --server", encoding=None)
         self.channel = Channel(self.proc.stdout, self.proc.stdin)
+        session, share = uuid.uuid4().hex, secrets.token_bytes(32)
         await self.channel.send(
             Hello(
                 v=VERSION,
-                session=uuid.uuid4().hex,
-                share=secrets.token_bytes(32),
+                session=session,
+                share=share,
                 key_bytes=16,
                 direction="send",
                 dest=self.dest,
@@ -42,6 +46,13 @@ class ControlClient:
         )
         welcome = await asyncio.wait_for(self.channel.recv(), 30)
         assert isinstance(welcome, Welcome), welcome
+        self.udp = await Transport.dial(
+            server.host,
+            welcome.udp_port,
+            session_id=bytes.fromhex(session),
+            key=SessionKey.derive(share, welcome.share, bytes.fromhex(session), 16),
+            datagram_size=1400,
+        )
         return self
 
     async def offer(self, rel: str, size: int, mtime: float) -> Message:
@@ -62,6 +73,7 @@ class ControlClient:
         with contextlib.suppress(Exception):
             await self.channel.send(Cancel())
         self.channel.close()
+        await self.udp.close()
         self.conn.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.conn.wait_closed(), 10)

@@ -1,0 +1,206 @@
+"""Fewer setup round trips, each by its effect, on a real asyncssh server behind a delaying TCP relay.
+
+The relay holds every byte for half the RTT each way, so a step's round trips are its time over the RTT
+(CPU on loopback costs milliseconds). With a password the client logs in with "password", not a
+keyboard-interactive prompt and its answer; the hello leaves right behind the exec request, so the
+engine's step is the channel open alone and the first answer comes one round trip later; an exec the
+server refuses still ends with the channel closed and the reason in the peer's last words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import asyncssh
+import pytest
+
+from fasp.options.flags import Endpoint
+from fasp.session.messages import Bye
+from fasp.session.peer import PeerEngine, open_ssh
+from fasp.session.setupclock import SetupClock
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # a real SSH server, seconds on the delayed path
+RTT = 0.2
+SLACK = 0.5  # round trips of noise allowed per step on a shared machine
+PASSWORD = "pw"
+
+
+def run(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """The test in an event loop of its own."""
+
+    @functools.wraps(test)
+    def sync(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return sync
+
+
+class _Server(asyncssh.SSHServer):
+    """Offers password and keyboard-interactive (as asyncssh servers and sshd with PAM do); notes which
+    method the client used."""
+
+    def __init__(self, events: list[str], kbdint_only: bool = False) -> None:
+        self.events, self.kbdint_only = events, kbdint_only
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return not self.kbdint_only
+
+    def validate_password(self, username: str, password: str) -> bool:
+        self.events.append("password")
+        return password == PASSWORD
+
+    def session_requested(self) -> asyncssh.SSHServerSession:
+        return _Echo(self.events)
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str):
+        self.events.append("keyboard-interactive")
+        return "", "", "", [("Password:", False)]
+
+    def validate_kbdint_response(self, username: str, responses) -> bool:
+        return list(responses) == [PASSWORD]
+
+
+class _Echo(asyncssh.SSHServerSession):
+    """The "engine": notes the exec request and the data, echoes the data; refuses the command "refuse"."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def connection_made(self, chan) -> None:
+        self.chan = chan
+
+    def exec_requested(self, command: str) -> bool:
+        self.events.append(f"exec {command}")
+        return not command.startswith("refuse")
+
+    def data_received(self, data, datatype) -> None:
+        self.events.append("data")
+        self.chan.write(data)
+
+
+@contextlib.asynccontextmanager
+async def ssh_server(events: list[str], kbdint_only: bool = False) -> AsyncIterator[int]:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.listen(
+        "127.0.0.1",
+        0,
+        server_host_keys=[key],
+        server_factory=lambda: _Server(events, kbdint_only),
+    )
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def delayed(port: int, rtt: float) -> AsyncIterator[int]:
+    """A TCP relay to 127.0.0.1:port that delays each direction by rtt / 2, in order."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if not data:
+                    writer.close()
+                    return
+                writer.write(data)
+
+        task = asyncio.create_task(deliver())
+        tasks.add(task)
+        while True:
+            data = await reader.read(1 << 16)
+            queue.put_nowait((time.monotonic() + rtt / 2, data))
+            if not data:
+                return
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        for task in (pump(reader, up_writer), pump(up_reader, writer)):
+            tasks.add(asyncio.create_task(task))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+
+
+def remote(port: int, command: str = "engine") -> Endpoint:
+    return Endpoint("127.0.0.1", "user", port, password=PASSWORD, ignore_host_key=True)
+
+
+@run
+async def test_a_password_logs_in_with_password_not_a_prompt():
+    events: list[str] = []
+    async with ssh_server(events) as port:
+        conn = await open_ssh(remote(port), SetupClock())
+        conn.close()
+    assert events == ["password"]
+
+
+@run
+async def test_a_server_with_only_keyboard_interactive_still_gets_the_password():
+    events: list[str] = []
+    async with ssh_server(events, kbdint_only=True) as port:
+        conn = await open_ssh(remote(port), SetupClock())
+        conn.close()
+    assert events == ["keyboard-interactive"]
+
+
+@run
+async def test_round_trips_to_the_first_answer_on_a_delayed_path(monkeypatch):
+    """SSH 5 (version, key exchange, service, "none", password); the channel open 1; the hello, pipelined
+    with the exec request, answered 1 round trip later."""
+    monkeypatch.setenv("FASP_REMOTE_COMMAND", "engine")
+    events: list[str] = []
+    async with ssh_server(events) as port, delayed(port, RTT) as relayed:
+        clock = SetupClock()
+        peer = await PeerEngine.start(remote(relayed), clock)
+        try:
+            await peer.channel.send(Bye())
+            assert isinstance(await peer.channel.recv(), Bye)
+            clock.mark("welcome")
+        finally:
+            await peer.close()
+    marks = clock.marks
+    rounds = {
+        "ssh": (marks["ssh"] - marks["tcp"]) / 1000 / RTT,
+        "engine": (marks["engine"] - marks["ssh"]) / 1000 / RTT,
+        "answer": (marks["welcome"] - marks["engine"]) / 1000 / RTT,
+    }
+    budget = {"ssh": 5, "engine": 1, "answer": 1}  # TCP's connect ends at the relay: not counted here
+    assert all(rounds[step] <= budget[step] + SLACK for step in budget), rounds
+    assert events == ["password", "exec engine --server", "data"]  # the hello behind the exec request
+
+
+@run
+async def test_a_refused_exec_closes_the_channel_and_says_why(monkeypatch):
+    monkeypatch.setenv("FASP_REMOTE_COMMAND", "refuse")
+    events: list[str] = []
+    async with ssh_server(events) as port:
+        peer = await PeerEngine.start(remote(port), SetupClock())
+        try:
+            await peer.channel.send(Bye())  # written before the refusal arrives: it must go nowhere
+            assert await asyncio.wait_for(peer.channel.recv(), 10) is None
+            assert "cannot start the remote engine" in peer.last_words()
+        finally:
+            await peer.close()
+    assert "data" not in events
