@@ -24,13 +24,14 @@ does not slow a transfer down:
     flow's own ``alpha`` (or none), so it is left alone.
   * base-RTT probe: a flow that arrives at a buffer TCP keeps full measures that
     queue as its base RTT, sees no queue and takes the drops for random loss. So
-    while it sees loss (first at the end of slow start, then every 2 s, doubling
-    up to 40 s while probes find nothing) it halves its rate for two RTTs: if the
-    RTT falls, the base was a queue, the rate stays down and FAST now sees the
+    while it sees loss (every 2 s, doubling up to 40 s while probes find nothing;
+    the first at once if the loss is 5 % or more, as when it arrives at a full
+    buffer) it halves its rate for two RTTs, longer while the RTT keeps falling: if
+    the RTT fell, the base was a queue, the rate stays down and FAST now sees the
     queue; if not, the rate comes back. On a random-loss path this costs one RTT's
     worth of sending per probe.
-- HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's),
-  so it takes about twice what it leaves a TCP flow or a FAIR flow.
+- HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
+  about 1.5 times a FAIR flow's share, about twice what it leaves a CUBIC flow.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
@@ -71,6 +72,7 @@ PROBE_RTTS = 2.0  # ... for this many round trips, so a queue this flow feeds dr
 PROBE_MAX_RTTS = 8.0  # falls, up to this many)
 PROBE_GAP = 2.0  # seconds between probes while losing; doubles while probes find nothing
 PROBE_GAP_MAX = 4 * BASE_WINDOW
+ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full buffer), lighter loss waits PROBE_GAP
 
 
 @dataclass
@@ -129,6 +131,7 @@ class RateController:
         self._peak_delay = 0.0  # the largest queuing delay of the last BASE_WINDOW
         self._cut_at = -1e9  # when congestion loss last cut the rate
         self._probe_gap = PROBE_GAP
+        self._probed = False
         self._next_probe = 0.0  # set when slow start ends
         self._probe_end: float | None = None  # while probing: when it ends ...
         self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it
@@ -171,7 +174,7 @@ class RateController:
     def _end_slow_start(self, rate: float, delivered: float) -> float:
         """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""
         self._slow_start = False
-        self._next_probe = self._last  # a lossy start probes at once: it may have met a full buffer
+        self._next_probe = self._last + PROBE_GAP  # or at once after heavy loss (on_feedback): a full buffer
         if delivered > 0:
             rate = min(rate, delivered)
         if self.measuring:
@@ -187,8 +190,10 @@ class RateController:
         slowly): if the RTT fell, the base was a queue (FAST now sees it and the rate stays down), if not the
         loss is random and the rate comes back."""
         if self._probe_end is None:
-            if loss <= 0.0 or now < self._next_probe:
+            first = not self._probed and loss >= ARRIVAL_LOSS  # a buffer full when this flow came
+            if loss <= 0.0 or (now < self._next_probe and not first):
                 return None
+            self._probed = True
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
             self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
         if base_rtt < self._probe_low - 0.001:  # still draining: wait an RTT more
@@ -270,8 +275,8 @@ class RateController:
                         rate = self._end_slow_start(rate, self._held_bits / max(self._held_time, 1e-9))
                 elif growing:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
-                else:
-                    rate = self._end_slow_start(rate, delivered)
+                else:  # at the cap the delivery rate still lags the rate by an RTT: keep the rate
+                    rate = self._end_slow_start(rate, delivered if rate < self.cap_bps else 0.0)
             elif (probing := self._probe(now, rate, loss, base_rtt, srtt)) is not None:
                 rate = probing
             else:
