@@ -1,18 +1,37 @@
 """Rate controllers, one per ascp policy (sans-IO: feedback and time in, a sending rate out).
 
 Congestion is read from queuing delay (the standing RTT above the smallest RTT
-seen), never from loss alone, so random loss does not slow a transfer down:
+seen), and from loss only where the queue says it is congestion, so random loss
+does not slow a transfer down:
 
 - FIXED sends at the target rate.
 - FAIR is FAST-TCP turned into a rate: each flow aims to keep ``alpha`` bytes
   (more on long paths) queued at the bottleneck (``rate <- rate*base/rtt + alpha/rtt``, smoothed),
-  which shares a link evenly between FAIR flows. Slow start grows the rate
+  which shares a link evenly between FAIR flows, and against a flow that keeps
+  the buffer full (TCP BBR) leaves FAIR ``alpha``/queuing delay: alpha is sized so
+  that is about half of a 100 Mbit/s link with a one-BDP buffer. Slow start grows the rate
   1.5x per RTT until a queue appears, then restarts from the delivery rate
   the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate
   of the last ten RTTs (FAST alone would add only ``alpha`` per RTT, slow on
   long fat paths); beyond that it probes at FAST's pace.
-- HIGH is FAIR with twice the ``alpha``, so it takes about twice FAIR's share.
+  Two loss rules make FAIR share with loss-based TCP (CUBIC), which fills the
+  buffer until it drops:
+  * congestion loss (Veno-like): loss while the standing queue is near its peak
+    of the last ten seconds, and that peak holds more than 1.5 ``alpha`` of this
+    flow (someone else's backlog too: tail drop), cuts the rate 20 % (once per RTT)
+    and stops the climb back for ten RTTs. Random loss meets no queue but this
+    flow's own ``alpha`` (or none), so it is left alone.
+  * base-RTT probe: a flow that arrives at a buffer TCP keeps full measures that
+    queue as its base RTT, sees no queue and takes the drops for random loss. So
+    while it sees loss (every 2 s, doubling up to 40 s while probes find nothing;
+    the first at once if the loss is 5 % or more, as when it arrives at a full
+    buffer) it halves its rate for two RTTs, longer while the RTT keeps falling: if
+    the RTT fell, the base was a queue, the rate stays down and FAST now sees the
+    queue; if not, the rate comes back. On a random-loss path this costs one RTT's
+    worth of sending per probe.
+- HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
+  about 1.5 times a FAIR flow's share, about twice what it leaves a CUBIC flow.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
@@ -22,8 +41,8 @@ instead, measured once at the start: every policy first runs FAIR's slow start;
 when the first queue appears (or the rate reaches ``target_kbps``, then the
 ceiling) the rate holds for MEASURE_RTTS base round trips, so that the delivery rate
 the receiver reports is the bottleneck's: its mean over the hold is the capacity.
-FIXED then sends at exactly the percent, the others stay at or below it. Loss never lowers
-the rate (it only corrects the measured delivery rate): 30 % random loss and a
+FIXED then sends at exactly the percent, the others stay at or below it. Loss alone
+never lowers the rate for longer than a probe (it only corrects the measured delivery rate): 30 % random loss and a
 receiver dropping what it cannot take look alike in loss terms, and only the
 latter also shows as delay (its queue fills).
 """
@@ -36,7 +55,8 @@ from dataclasses import dataclass
 from fasp.options.vocabulary import POLICIES
 
 INITIAL_BPS = 10_000_000
-ALPHA_BYTES = 160_000  # FAIR's standing queue per flow on paths up to 100 ms; twice that from 200 ms
+ALPHA_BYTES = 250_000  # FAIR's standing queue per flow on paths up to 100 ms; twice that from 200 ms
+HIGH_GAIN = 1.5  # HIGH's alpha over FAIR's
 GAMMA = 0.25  # FAST's smoothing per RTT
 SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
 REGAIN = 0.25  # growth per RTT back towards the known delivery rate
@@ -45,6 +65,14 @@ BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum samp
 MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure it (percent mode) ...
 MEASURE_MIN = 0.1  # ... and seconds at least: the mean of a bursty delivery rate needs a while
 CEILING_KBPS = 10_000_000  # the engine's own cap, e.g. over an --auto-detect-capacity percent
+QUEUE_SLACK = 1.5  # a queue peak beyond this many times the flow's own alpha is someone else's backlog too
+LOSS_BACKOFF = 0.2  # the cut per RTT on congestion loss (loss at a standing queue near its peak)
+PROBE_DEPTH = 0.5  # a base-RTT probe sends at this fraction of the rate ...
+PROBE_RTTS = 2.0  # ... for this many round trips, so a queue this flow feeds drains (more while the RTT
+PROBE_MAX_RTTS = 8.0  # falls, up to this many)
+PROBE_GAP = 2.0  # seconds between probes while losing; doubles while probes find nothing
+PROBE_GAP_MAX = 4 * BASE_WINDOW
+ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full buffer), lighter loss waits PROBE_GAP
 
 
 @dataclass
@@ -99,6 +127,15 @@ class RateController:
         self._base = WindowedMin(BASE_WINDOW)
         self._standing = WindowedMin(0.01)
         self._delivered = WindowedMax(0.1)
+        self._peaks = WindowedMax(BASE_WINDOW)
+        self._peak_delay = 0.0  # the largest queuing delay of the last BASE_WINDOW
+        self._cut_at = -1e9  # when congestion loss last cut the rate
+        self._probe_gap = PROBE_GAP
+        self._probed = False
+        self._next_probe = 0.0  # set when slow start ends
+        self._probe_end: float | None = None  # while probing: when it ends ...
+        self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it
+        self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
         self._recv_avg = 0.0
         self.base_rtt: float | None = None
         self.srtt: float | None = None
@@ -137,6 +174,7 @@ class RateController:
     def _end_slow_start(self, rate: float, delivered: float) -> float:
         """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""
         self._slow_start = False
+        self._next_probe = self._last + PROBE_GAP  # or at once after heavy loss (on_feedback): a full buffer
         if delivered > 0:
             rate = min(rate, delivered)
         if self.measuring:
@@ -145,6 +183,43 @@ class RateController:
                 rate = self.cap_bps
         return rate
 
+    def _probe(self, now: float, rate: float, loss: float, base_rtt: float, srtt: float) -> float | None:
+        """The rate while a base-RTT probe runs, else None. A flow that arrives at a buffer another flow keeps
+        full sees that queue as its base RTT and the tail drop as random loss; so while losing it halves its
+        rate now and then for a few RTTs, longer while the RTT keeps falling (a slow flow drains a full buffer
+        slowly): if the RTT fell, the base was a queue (FAST now sees it and the rate stays down), if not the
+        loss is random and the rate comes back."""
+        if self._probe_end is None:
+            first = not self._probed and loss >= ARRIVAL_LOSS  # a buffer full when this flow came
+            if loss <= 0.0 or (now < self._next_probe and not first):
+                return None
+            self._probed = True
+            self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
+            self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
+        if base_rtt < self._probe_low - 0.001:  # still draining: wait an RTT more
+            self._probe_low, self._probe_end = base_rtt, max(self._probe_end, now + srtt)
+        if now < min(self._probe_end, self._probe_limit):
+            return self._probe_from * PROBE_DEPTH
+        self._probe_end = None
+        if base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base):  # a hidden queue drained
+            self._probe_gap, self._cut_at = PROBE_GAP, now
+            rate = self._probe_from * PROBE_DEPTH
+        else:
+            self._probe_gap = min(2 * self._probe_gap, PROBE_GAP_MAX)
+            rate = self._probe_from
+        self._next_probe = now + self._probe_gap
+        return rate
+
+    def _congestion_loss(self, loss: float, alpha: float) -> bool:
+        """Loss is congestion when it meets a standing queue near its recent peak and that peak holds more than
+        this flow's own alpha (tail drop at a full buffer someone else fills too); random loss on a path whose only
+        queue is this flow's own (or none) is not."""
+        return (
+            loss > 0.0
+            and self.queue_delay >= 0.5 * self._peak_delay
+            and self._peak_delay * self.rate_bps > QUEUE_SLACK * alpha
+        )
+
     def on_rtt(self, now: float, rtt: float) -> None:
         """A round-trip sample (seconds)."""
         self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
@@ -152,6 +227,7 @@ class RateController:
         self._standing.window = max(0.5 * self.srtt, 0.01)
         standing = self._standing.push(now, rtt)
         self.queue_delay = max(0.0, standing - self.base_rtt)
+        self._peak_delay = self._peaks.push(now, self.queue_delay)
         self._latest_queue = rtt - self.base_rtt  # unfiltered: slow start cannot wait for the filter
 
     def on_feedback(self, now: float, recv_rate_bps: float, loss: float = 0.0) -> None:
@@ -182,9 +258,11 @@ class RateController:
         else:
             # flows on one path see one base RTT, hence one alpha: FAST's fairness holds; longer paths
             # get more slack for the RTT noise they carry
-            alpha = ALPHA_BYTES * 8 * min(max(base_rtt / 0.1, 1.0), 2.0) * (2 if policy == "high" else 1)
+            fair_alpha = ALPHA_BYTES * 8 * min(max(base_rtt / 0.1, 1.0), 2.0)
+            alpha = fair_alpha * (HIGH_GAIN if policy == "high" else 1)
             if self._slow_start:
-                growing = rate * self._latest_queue < alpha / 2 and not (measuring and rate >= self.cap_bps)
+                # (at the cap there is nothing to grow to: a full buffer met on arrival shows no queue)
+                growing = rate * self._latest_queue < alpha / 2 and rate < self.cap_bps
                 if measuring and (self._holding_since is not None or not growing):
                     # hold above the bottleneck: the mean delivery rate meanwhile is its capacity (loss is
                     # not added back: the queue this builds may overflow, and that loss is congestion)
@@ -197,12 +275,17 @@ class RateController:
                         rate = self._end_slow_start(rate, self._held_bits / max(self._held_time, 1e-9))
                 elif growing:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
-                else:
-                    rate = self._end_slow_start(rate, delivered)
+                else:  # at the cap the delivery rate still lags the rate by an RTT: keep the rate
+                    rate = self._end_slow_start(rate, delivered if rate < self.cap_bps else 0.0)
+            elif (probing := self._probe(now, rate, loss, base_rtt, srtt)) is not None:
+                rate = probing
             else:
                 fast = rate * base_rtt / rtt + alpha / rtt
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
-                if queued < alpha / 4 and self.rate_bps < 0.9 * delivered:
+                recent_cut = now - self._cut_at < self._delivered.window
+                if self._congestion_loss(loss, fair_alpha) and now - self._cut_at >= srtt:
+                    rate, self._cut_at, recent_cut = rate * (1 - LOSS_BACKOFF), now, True
+                if queued < alpha / 4 and self.rate_bps < 0.9 * delivered and not recent_cut:
                     rate = max(rate, min(self.rate_bps * (1 + REGAIN * rtts), delivered))
         self.rate_bps = rate
         self._clamp()

@@ -9,21 +9,31 @@ import pytest
 from fasp.datapath.rate import RateController, RateSettings
 
 
-def run(ctrls, capacity_bps, base_rtt, seconds, loss=0.0, extra_queue=0.0, seed=0):
-    """Drive controllers sharing one bottleneck (a fluid queue) for `seconds`; return their mean rates at the end."""
+def run(
+    ctrls, capacity_bps, base_rtt, seconds, loss=0.0, extra_queue=0.0, seed=0, buffer_s=0.5, other_bps=0.0, full=False
+):
+    """Drive controllers sharing one bottleneck (a fluid queue of ``buffer_s``, tail drop beyond) for `seconds`;
+    return their mean rates at the end. ``other_bps``: an unresponsive flow beside them (bits/s, or a function of
+    the time), whose tail drop the controllers see as loss (a smoothed fraction, as the receiver reports it);
+    ``full``: the buffer starts full."""
     rnd = random.Random(seed)
-    queue_bits, dt, now = 0.0, 0.005, 0.0
+    queue_bits, dt, now = capacity_bps * buffer_s if full else 0.0, 0.005, 0.0
     tail = {id(c): [] for c in ctrls}
+    dropped = 0.0
     while now < seconds:
         now += dt
-        offered = sum(c.rate_bps for c in ctrls)
+        offered = sum(c.rate_bps for c in ctrls) + (other_bps(now) if callable(other_bps) else other_bps)
         queue_bits = max(0.0, queue_bits + (offered - capacity_bps) * dt)
-        queue_bits = min(queue_bits, capacity_bps * 0.5)  # a 500 ms buffer: tail drop beyond
+        over = max(0.0, queue_bits - capacity_bps * buffer_s)
+        queue_bits -= over
+        if other_bps:
+            dropped += 0.1 * (over / (offered * dt) - dropped)
         qdelay = queue_bits / capacity_bps + extra_queue
         for c in ctrls:
             c.on_rtt(now, base_rtt + qdelay + rnd.random() * 0.0005)
             share = c.rate_bps / offered if offered else 0
-            c.on_feedback(now, min(c.rate_bps, capacity_bps * share) * (1 - loss), loss)
+            lost = 1 - (1 - loss) * (1 - dropped)
+            c.on_feedback(now, min(c.rate_bps, capacity_bps * share) * (1 - lost), lost)
             if now > seconds * 0.6:
                 tail[id(c)].append(c.rate_bps)
     return [sum(tail[id(c)]) / len(tail[id(c)]) for c in ctrls]
@@ -84,3 +94,41 @@ def test_min_rate_floors_every_policy():
 def test_heavy_random_loss_is_not_congestion(policy):
     c = RateController(RateSettings(1_000_000, policy=policy))
     assert run([c], 100e6, 0.05, 20, loss=0.3)[0] > 0.85 * 100e6
+
+
+def test_loss_at_a_queue_someone_else_fills_lowers_the_rate():
+    """Congestion loss: tail drop while the queue is near its peak and holds more than this flow's alpha."""
+    rates = []
+    for report_loss in (False, True):
+        c = RateController(RateSettings(1_000_000))
+        run([c], 100e6, 0.05, 5)  # alone: fills the link
+        now, queue = 5.0, 0.0
+        while now < 6.0:  # another flow fills a 50 ms buffer within half a second
+            now += 0.005
+            queue = min(0.05, queue + 0.0005)
+            c.on_rtt(now, 0.05 + queue)
+            c.on_feedback(now, c.rate_bps, 0.02 if report_loss and queue > 0.045 else 0.0)
+        rates.append(c.rate_bps)
+    assert rates[1] < 0.7 * rates[0]
+
+
+@pytest.mark.parametrize("loss", [0.01, 0.03])
+def test_random_loss_at_an_empty_queue_is_not_congestion(loss):
+    """Capped at the link rate no queue forms: the loss is random, probes find nothing and the rate stays."""
+    c = RateController(RateSettings(100_000))
+    assert run([c], 100e6, 0.2, 30, loss=loss)[0] > 0.95 * 100e6
+
+
+def test_a_buffer_full_on_arrival_is_found_by_a_probe():
+    """Arriving at a buffer another flow keeps full, the first RTT is no base: the probe drains the queue it
+    feeds, learns the base and the flow leaves the other one its share."""
+    rates = []
+    for probing in (False, True):
+        c = RateController(RateSettings(100_000))  # capped at the link rate, as transfers usually are
+        if not probing:
+            c._probe = lambda *args: None  # the reference: the same controller without its probe
+        other = lambda now: 95e6 if now < 2 else 40e6  # noqa: E731 - fills the buffer the flow arrives at
+        rates.append(run([c], 100e6, 0.05, 8, other_bps=other, buffer_s=0.05, full=True)[0])
+        if probing:
+            assert c.base_rtt is not None and c.base_rtt < 0.06
+    assert rates[1] < 0.8 * rates[0]
