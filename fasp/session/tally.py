@@ -8,6 +8,7 @@ progress line) only formats them.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -87,7 +88,8 @@ class Tally:
         self._file_elapsed.pop(key, None)
         self.outcomes.append(("failed", key, f"{code} {desc}"))
         if self.first_error is None:  # named in the session's error: "write failed" alone says not where
-            self.first_error = (code, desc if key in desc else f"{key}: {desc}")
+            named = os.path.basename(key.rstrip("/")) in desc  # most descriptions name it already
+            self.first_error = (code, desc if named else f"{key}: {desc}")
         self.emit("FILEERROR", {"File": key, "Code": code, "Description": desc, "FaspFileArgIndex": arg})
 
     def interrupted(self, code: int, desc: str) -> None:
