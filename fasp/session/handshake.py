@@ -96,13 +96,18 @@ async def handshake(
 
 async def _established(transport: Transport, peer: PeerEngine, clock: SetupClock) -> None:
     """A dialing transport's handshake: done, or the EngineError that ends the session (with the peer's last
-    words, as :func:`_open_udp` says it)."""
+    words)."""
     try:
         await transport.established()
     except EngineError as exc:
-        detail = peer.last_words()
-        raise EngineError(exc.code, f"{exc.description}{'; peer: ' + detail if detail else ''}") from None
+        raise _with_last_words(exc, peer) from None
     clock.mark("udp")
+
+
+def _with_last_words(exc: EngineError, peer: PeerEngine) -> EngineError:
+    """A data channel's failure with what the peer engine said on its way out (why it failed, often)."""
+    detail = peer.last_words()
+    return EngineError(exc.code, f"{exc.description}{'; peer: ' + detail if detail else ''}")
 
 
 Answer = TypeVar("Answer", bound=Message)
@@ -190,8 +195,7 @@ async def _open_udp(
         try:
             return connect.result()
         except EngineError as exc:
-            detail = peer.last_words()
-            raise EngineError(exc.code, f"{exc.description}{'; peer: ' + detail if detail else ''}") from None
+            raise _with_last_words(exc, peer) from None
     connect.cancel()
     msg = said.result()
     if isinstance(msg, SessionFailed):
