@@ -187,26 +187,32 @@ def read_watermark(files: Files, partial: str, ident: tuple[int, int], size: int
         return 0
 
 
-def write_watermark(files: Files, partial: str, ident: tuple[int, int], size: int, mtime: float, have: int) -> None:
-    path = sidecar_path(partial)
-    tmp = path + ".tmp"
-    fd = files.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(
-                {
-                    "size": size,
-                    "mtime": int(mtime),
-                    "have": have,
-                    "mac": _mac(files, partial, ident, size, mtime, have),
-                },
-                handle,
-            )
-        files.replace(tmp, path)
-    except BaseException:  # a full disk fails the write: no stray temporary (the old watermark stays true)
-        with contextlib.suppress(OSError):
-            files.unlink(tmp)
-        raise
+RECORD_SIZE = 256
+"""A sidecar is one record padded to this size, so each new watermark is one pwrite over the last (JSON ignores
+the padding): a watermark per landed piece costs no file creation or rename (at 500 Mbit/s those were about a
+seventh of the receiver's CPU). A kill -9 cannot tear a write; a torn one (power loss) fails the MAC, which means
+start over, never trust."""
+
+
+class Watermark:
+    """The sidecar of one file being received, open while it is: :meth:`mark` records how much is good."""
+
+    def __init__(self, files: Files, partial: str, ident: tuple[int, int], size: int, mtime: float) -> None:
+        self._files, self._partial, self._ident, self._size, self._mtime = files, partial, ident, size, mtime
+        path = sidecar_path(partial)
+        with contextlib.suppress(FileNotFoundError):  # a fresh inode of our own: never written through a link
+            files.unlink(path)  # or a name someone else holds
+        self._fd = files.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+
+    def mark(self, have: int) -> None:
+        """Every byte below ``have`` is written."""
+        size, mtime = self._size, self._mtime
+        mac = _mac(self._files, self._partial, self._ident, size, mtime, have)
+        record = json.dumps({"size": size, "mtime": int(mtime), "have": have, "mac": mac}).encode()
+        os.pwrite(self._fd, record.ljust(RECORD_SIZE), 0)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def clear_watermark(files: Files, partial: str) -> None:

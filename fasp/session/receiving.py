@@ -257,10 +257,16 @@ class ReceivingRole:
             # file cost (the sidecar and its temporary, created and renamed for every file). A resumed one
             # (start > 0) keeps its sidecar: it is what marks the shorter file as our unfinished transfer.
             whole = len(pieces) == 1 and pieces[0][1] - pieces[0][0] <= PIECE
-            sidecar = partial if pieces and not ranged and not (whole and start == 0) else None
-            if sidecar is not None:  # from now on the file may have holes: say where its good part ends
-                resume.write_watermark(self._files, sidecar, ident, size, msg.mtime, start)
-            written = await _unless_aborted(box, self._pieces(fid, fd, pieces, sidecar, ident, msg, whole))
+            mark = None
+            if pieces and not ranged and not (whole and start == 0):  # the file may have holes from now on:
+                mark = resume.Watermark(self._files, partial, ident, size, msg.mtime)  # say where its good part ends
+            try:
+                if mark is not None:
+                    mark.mark(start)
+                written = await _unless_aborted(box, self._pieces(fid, fd, pieces, mark, whole))
+            finally:
+                if mark is not None:
+                    mark.close()
             if self._opts.checksum == "none":  # a truncate at most: not worth a thread hop
                 checksum = self._finish_fd(fd, size, ranged)
             else:
@@ -357,9 +363,7 @@ class ReceivingRole:
         fid: int,
         fd: int,
         pieces: list[tuple[int, int]],
-        sidecar: str | None,
-        ident: tuple[int, int],
-        msg: Offer,
+        mark: resume.Watermark | None,
         whole: bool = False,
     ) -> int:
         """Request every piece as the window has room; the bytes written."""
@@ -368,20 +372,16 @@ class ReceivingRole:
         failed: list[asyncio.Task] = []
         written = 0
         total = sum(hi - lo for lo, hi in pieces)
-        total_size = msg.size or 0
+        upcoming = 0  # where the first piece not yet asked for starts (nothing from there has landed)
 
         def landed(lo: int, hi: int) -> None:
             nonlocal written
             written += hi - lo
             pending.discard(lo)
-            # synchronous: one writer at a time, and it is a few dozen bytes. Not once the last piece has
-            # landed: the sidecar is removed right after, and until then the previous watermark is still
-            # true; for a one-piece file that saves a third of its sidecar work (create + rename), the
-            # biggest per-file cost with many small files.
-            if sidecar is not None and written < total:
-                resume.write_watermark(
-                    self._files, sidecar, ident, total_size, msg.mtime, min(pending, default=total_size)
-                )
+            # synchronous: one writer at a time, and it is one pwrite. Not once the last piece has landed: the
+            # sidecar is removed right after, and until then the previous watermark is still true.
+            if mark is not None and written < total:
+                mark.mark(min(pending, default=upcoming))
 
         def settled(task: asyncio.Task) -> None:
             # a failed piece (its write failed: disk full, EIO...) never lands: the loop below sees it once its
@@ -391,6 +391,7 @@ class ReceivingRole:
 
         try:
             for lo, hi in pieces:
+                upcoming = lo
                 await self._window.acquire(hi - lo)
                 if failed:
                     self._window.release(hi - lo)

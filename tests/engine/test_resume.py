@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -40,3 +41,35 @@ def test_kill_client_then_resume_sends_only_the_remainder(fasp_server, tmp_path,
     assert start.int("StartByte") > 0
     sent = listener.of("DONE")[0].int("TransferBytes")
     assert sent <= remainder * 1.05, (sent, remainder)
+
+
+@pytest.mark.timeout(120)
+def test_the_watermark_advances_in_place(fasp_server, tmp_path, spawn):
+    """Each landed piece rewrites the sidecar's one record in place (a pwrite; no file created and renamed per
+    piece, which cost the receiver a seventh of its CPU at 500 Mbit/s): while a file arrives its sidecar keeps
+    one inode and its watermark only grows; once the file is whole the sidecar is gone."""
+    server = fasp_server
+    size = 48 << 20
+    src = random_file(tmp_path / "mark.bin", size)
+    sidecar = server.docroot / ".mark.bin.fasp-resume"
+    proc = spawn(
+        ["-q", "-P", str(server.port), "-l", "100000", "-k", "2", str(src), remote(server, "/mark.bin")], server.env()
+    )
+    seen: list[tuple[int, int]] = []  # (inode, watermark)
+
+    def sample() -> bool:
+        try:
+            inode, have = sidecar.stat().st_ino, json.loads(sidecar.read_bytes())["have"]
+        except (FileNotFoundError, ValueError):  # not yet, already gone, or read while being written
+            return False
+        seen.append((inode, have))
+        return len({have for _, have in seen}) >= 4
+
+    assert wait_until(sample, 60, step=0.02), seen
+    proc.wait(60)
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    assert_same_file(src, server.docroot / "mark.bin")
+    assert not sidecar.exists()
+    assert len({inode for inode, _ in seen}) == 1, seen
+    marks = [have for _, have in seen]
+    assert marks == sorted(marks) and 0 < marks[-1] < size, marks

@@ -54,7 +54,10 @@ def test_resume_rules():
 def test_watermark_sidecar(tmp_path):
     files, partial, ident = Unconfined(), str(tmp_path / "f.bin"), (1, 2)
     assert resume.read_watermark(files, partial, ident, 10, 5.0) is None
-    resume.write_watermark(files, partial, ident, 10, 5.0, 7)
+    mark = resume.Watermark(files, partial, ident, 10, 5.0)
+    mark.mark(700_000_000_000)
+    mark.mark(7)  # each record overwrites the last in place: a longer one leaves nothing behind
+    mark.close()
     assert resume.read_watermark(files, partial, ident, 10, 5.0) == 7
     assert resume.read_watermark(files, partial, ident, 11, 5.0) == 0  # another source: start over
     assert resume.read_watermark(files, partial, (1, 3), 10, 5.0) == 0  # another file (inode): not ours

@@ -244,7 +244,9 @@ def test_sidecar_authenticated_with_the_servers_resume_key(tmp_path, monkeypatch
         if not same_key:
             monkeypatch.setattr(resume, "_key", os.urandom(32))
         files = Docroot(str(server.docroot))
-        resume.write_watermark(files, "r", (st.st_dev, st.st_ino), size, mtime, have)
+        mark = resume.Watermark(files, "r", (st.st_dev, st.st_ino), size, mtime)
+        mark.mark(have)
+        mark.close()
         files.close()
 
         async def offer() -> Message:
