@@ -9,18 +9,19 @@ does not slow a transfer down:
   (more on long paths) queued at the bottleneck (``rate <- rate*base/rtt + alpha/rtt``, smoothed),
   which shares a link evenly between FAIR flows, and against a flow that keeps
   the buffer full (TCP BBR) leaves FAIR ``alpha``/queuing delay: alpha is sized so
-  that is about half of a 100 Mbit/s link with a one-BDP buffer. Slow start grows the rate
-  1.5x per RTT until a queue appears, then restarts from the delivery rate
+  that is about half of a 100 Mbit/s link with a one-BDP buffer. Slow start doubles the rate
+  each RTT until a queue appears (the receive window lets in-flight bytes double too, so
+  the overshoot queues at most one bandwidth x delay), then restarts from the delivery rate
   the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate
-  of the last ten RTTs (FAST alone would add only ``alpha`` per RTT, slow on
-  long fat paths); beyond that it probes at FAST's pace.
+  of the last ten RTTs, and 10 % per RTT beyond it (FAST alone would add only ``alpha``
+  per RTT: a slow start ended early by a delay spike took 15 s to fill 500 Mbit/s x 200 ms).
   Two loss rules make FAIR share with loss-based TCP (CUBIC), which fills the
   buffer until it drops:
   * congestion loss (Veno-like): loss while the standing queue is near its peak
-    of the last ten seconds, and that peak holds more than 1.5 ``alpha`` of this
-    flow (someone else's backlog too: tail drop), cuts the rate 20 % (once per RTT)
-    and stops the climb back for ten RTTs. Random loss meets no queue but this
+    of the last ten seconds (slow start's own overshoot not counted), and that peak
+    holds more than 1.5 ``alpha`` of this flow (someone else's backlog too: tail
+    drop), cuts the rate 20 % (once per RTT) and stops the climb back for ten RTTs. Random loss meets no queue but this
     flow's own ``alpha`` (or none), so it is left alone.
   * base-RTT probe: a flow that arrives at a buffer TCP keeps full measures that
     queue as its base RTT, sees no queue and takes the drops for random loss. So
@@ -58,8 +59,10 @@ INITIAL_BPS = 10_000_000
 ALPHA_BYTES = 250_000  # FAIR's standing queue per flow on paths up to 100 ms; twice that from 200 ms
 HIGH_GAIN = 1.5  # HIGH's alpha over FAIR's
 GAMMA = 0.25  # FAST's smoothing per RTT
-SLOW_START_GAIN = 0.5  # growth per RTT before the first queue
-REGAIN = 0.25  # growth per RTT back towards the known delivery rate
+SLOW_START_GAIN = 0.69  # growth per RTT before the first queue (compounded per feedback: e**0.69 = 2x per RTT)
+REGAIN = 0.25  # growth per RTT while no queue builds, back to the known delivery rate; beyond it ...
+PROBE_GAIN = 0.1  # ... this (FAST alone adds only alpha per RTT: slow on long fat paths) ...
+REGAIN_HEADROOM = 1.5  # ... up to this many times the delivery rate (which follows the rate while the path has room)
 LOW_TARGET_DELAY = 0.004  # LOW's queuing delay target (seconds), at least; RTT/20 on long paths
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
 MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure it (percent mode) ...
@@ -128,7 +131,8 @@ class RateController:
         self._standing = WindowedMin(0.01)
         self._delivered = WindowedMax(0.1)
         self._peaks = WindowedMax(BASE_WINDOW)
-        self._peak_delay = 0.0  # the largest queuing delay of the last BASE_WINDOW
+        self._peak_delay = 0.0  # the largest queuing delay of the last BASE_WINDOW ...
+        self._peaks_after = 0.0  # ... counted from then (slow start's own overshoot is no one else's backlog)
         self._cut_at = -1e9  # when congestion loss last cut the rate
         self._probe_gap = PROBE_GAP
         self._probed = False
@@ -174,6 +178,7 @@ class RateController:
     def _end_slow_start(self, rate: float, delivered: float) -> float:
         """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""
         self._slow_start = False
+        self._peaks, self._peaks_after = WindowedMax(BASE_WINDOW), self._last + 2 * (self.srtt or 0.0)
         self._next_probe = self._last + PROBE_GAP  # or at once after heavy loss (on_feedback): a full buffer
         if delivered > 0:
             rate = min(rate, delivered)
@@ -227,7 +232,10 @@ class RateController:
         self._standing.window = max(0.5 * self.srtt, 0.01)
         standing = self._standing.push(now, rtt)
         self.queue_delay = max(0.0, standing - self.base_rtt)
-        self._peak_delay = self._peaks.push(now, self.queue_delay)
+        if now < self._peaks_after:  # this flow's own slow-start overshoot draining: no one else's backlog
+            self._peak_delay = self.queue_delay
+        else:
+            self._peak_delay = self._peaks.push(now, self.queue_delay)
         self._latest_queue = rtt - self.base_rtt  # unfiltered: slow start cannot wait for the filter
 
     def on_feedback(self, now: float, recv_rate_bps: float, loss: float = 0.0) -> None:
@@ -285,7 +293,8 @@ class RateController:
                 recent_cut = now - self._cut_at < self._delivered.window
                 if self._congestion_loss(loss, fair_alpha) and now - self._cut_at >= srtt:
                     rate, self._cut_at, recent_cut = rate * (1 - LOSS_BACKOFF), now, True
-                if queued < alpha / 4 and self.rate_bps < 0.9 * delivered and not recent_cut:
-                    rate = max(rate, min(self.rate_bps * (1 + REGAIN * rtts), delivered))
+                if queued < alpha / 4 and not recent_cut:  # no queue: the path has room
+                    gain = REGAIN if self.rate_bps < 0.9 * delivered else PROBE_GAIN
+                    rate = max(rate, min(self.rate_bps * (1 + gain * rtts), REGAIN_HEADROOM * delivered))
         self.rate_bps = rate
         self._clamp()

@@ -29,7 +29,7 @@ LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured
 WINDOW_FLOOR = 8 << 20  # bytes asked for before the path is measured (one file's 16 pieces of 512 KiB before)
 WINDOW_CAP = 512 << 20  # bytes asked for at most: 2 x 10 Gbit/s x 200 ms; bounds the pieces held at once
 RATE_AVERAGING = 2.0  # the delivery rate behind the window is averaged over 1/RATE_AVERAGING of an RTT
-WINDOW_GAIN = 2.0  # the window over rate x RTT: the rate may double within a round trip (slow start: 1.5x)
+WINDOW_GAIN = 2.0  # the window over rate x RTT: the rate may double within a round trip (FAIR's slow start does)
 
 
 def feedback_limit(room: int, retransmission_max: int = 0) -> int:

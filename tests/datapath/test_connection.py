@@ -441,3 +441,30 @@ def test_the_receive_window_has_a_floor_and_a_cap():
     lossless = measured(1e9).window_bytes(0.2, 0.3)
     assert lossless == pytest.approx(2 * 1e9 / 8 * 0.2, rel=0.01)
     assert measured(1e9, loss=0.1).window_bytes(0.2, 0.3) == pytest.approx(lossless * (0.2 + 0.1 * 0.3) / 0.2, rel=0.01)
+
+
+@pytest.mark.slow  # a second of simulated datagrams
+def test_fair_fills_a_long_fat_path_within_seven_round_trips():
+    """FAIR's slow start doubles the rate each round trip (the receive window lets in-flight bytes double too,
+    so the queue its overshoot builds stays within one bandwidth x delay): from its 10 Mbit/s start a 500 Mbit/s,
+    200 ms path is 90 % full within 7 RTTs of the first data (it took 8: 1.65x per RTT)."""
+    rate = 500e6 / 8
+    sim = Sim(
+        rate=RateSettings(500_000, policy="fair"),
+        up=Link(delay=0.1, bandwidth=rate),
+        down=Link(delay=0.1, bandwidth=rate, rng=random.Random(2)),
+        size=8192,
+    )
+    sim.handshake()
+    data = os.urandom(48 << 20)
+    start = sim.now
+    sim.transfer(data, limit=30)
+    assert sha(sim.a.files[1]) == sha(data)
+    arrivals = [(t, e.end - e.offset) for t, e in sim.a.seen(DataReceived)]
+    first = arrivals[0][0]
+    bins: dict[int, int] = {}
+    for t, n in arrivals:
+        bins[int((t - first) / 0.05)] = bins.get(int((t - first) / 0.05), 0) + n
+    full = min(k for k, n in bins.items() if n >= 0.9 * rate * 0.05)
+    assert full * 0.05 <= 7 * 0.2, (full, [round(bins.get(k, 0) * 8 / 0.05 / 1e6) for k in range(full + 1)])
+    assert first - start < 0.5

@@ -132,3 +132,27 @@ def test_a_buffer_full_on_arrival_is_found_by_a_probe():
         if probing:
             assert c.base_rtt is not None and c.base_rtt < 0.06
     assert rates[1] < 0.8 * rates[0]
+
+
+def test_after_an_early_end_of_slow_start_fair_grows_back_by_a_fraction_per_rtt():
+    """A delay spike (a busy receiver, not a queue) ends slow start far below a 500 Mbit/s, 200 ms link. With no
+    queue the rate then grows by a fraction per RTT, beyond what was delivered too, not by FAST's alpha per RTT:
+    90 % of the link within 5 s (it took 15)."""
+    c = RateController(RateSettings(500_000))
+    now, dt, base, link, queue = 0.0, 0.005, 0.2, 500e6, 0.0
+
+    def step(spike: float = 0.0) -> None:
+        nonlocal now, queue
+        now += dt
+        queue = max(0.0, queue + (c.rate_bps - link) * dt / link)  # a fluid bottleneck queue (seconds)
+        c.on_rtt(now, base + queue + spike)
+        c.on_feedback(now, min(c.rate_bps, link))
+
+    while c.rate_bps < 100e6:
+        step()
+    step(spike=0.02)
+    assert not c._slow_start and c.rate_bps < 0.2 * link
+    ended = now
+    while c.rate_bps < 0.9 * link and now < ended + 30:
+        step()
+    assert now - ended < 5.0
