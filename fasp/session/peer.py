@@ -44,25 +44,39 @@ server that offers neither still gets ChaCha20 and the rest."""
 
 
 USERAUTH = b"ssh-userauth"
+QUERY, SIGNED = b"\x00", b"\x01"  # a publickey request's flag: asking whether the key is taken, or signed
 
 
 def _log_in_early(conn: Any, method: bytes, password: str | None) -> None:
-    """Start authentication with ``method`` instead of asyncssh's "none" probe, and with a password, send its
-    request right behind the service request rather than after the accept: two round trips fewer.
+    """Start authentication with ``method`` instead of asyncssh's "none" probe: with a password, its request
+    right behind the service request rather than after the accept (two round trips fewer); with a key, the
+    signed request without asking first whether the server takes the key (two fewer).
 
-    asyncssh has no option for either, so this sets its first method list and wraps two of the connection's
-    methods, on this one connection. The server answers the probe only with the methods it takes, so a
-    failed first guess must lose nothing: a server that takes no passwords still gets the password as the
-    keyboard-interactive answer (asyncssh gives it there only while unused). A key's query is not sent early:
-    it waits for the server's signature algorithms, which arrive just before the accept. Without the
-    internals this touches, asyncssh's own order stands (the setup round-trip tests say so loudly)."""
+    asyncssh has no option for these, so this sets its first method list and wraps connection methods, on
+    this one connection. The server answers the probe only with the methods it takes, so a failed first
+    guess must lose nothing: a server that takes no passwords still gets the password as the
+    keyboard-interactive answer (asyncssh gives it there only while unused); a refused key's signature is
+    answered like its query would be, and the next key follows. A key's request still waits for the accept:
+    the server's signature algorithms, which it needs, arrive just before. Without the internals this
+    touches, asyncssh's own order stands (the setup round-trip tests say so loudly)."""
     request, next_auth = getattr(conn, "send_service_request", None), getattr(conn, "try_next_auth", None)
-    if not (callable(request) and callable(next_auth) and getattr(conn, "_auth_methods", None) == [b"none"]):
+    send = getattr(conn, "send_userauth_request", None)
+    if not (callable(request) and callable(next_auth) and callable(send)):
         return
-    if not (hasattr(conn, "_auth_in_progress") and hasattr(conn, "_password")):
+    if getattr(conn, "_auth_methods", None) != [b"none"] or not all(
+        hasattr(conn, name) for name in ("_auth", "_auth_in_progress", "_password")
+    ):
         return
     conn._auth_methods = [method]
     if password is None:
+
+        async def signed(method: bytes, *args: bytes, key: Any = None, trivial: bool = True) -> None:
+            keypair = getattr(conn._auth, "_keypair", None)
+            if method == b"publickey" and key is None and args[:1] == (QUERY,) and keypair is not None:
+                args, key, trivial = (SIGNED, *args[1:]), keypair, False  # the request the query's OK would bring
+            await send(method, *args, key=key, trivial=trivial)
+
+        conn.send_userauth_request = signed
         return
     calls = 0
 

@@ -58,3 +58,23 @@ def test_openssh_takes_a_password_request_pipelined_behind_the_service_request(o
 
     assert asyncio.run(log_in()) == "in\n"
     assert "Accepted publickey for root" in openssh_server.log_path.read_text()
+
+
+def test_openssh_takes_a_key_signed_without_the_query_first(openssh_server: OpenSSHServer):
+    """sshd logs "Postponed publickey" when it answers a query; here the signed request is the first."""
+    remote = Endpoint(
+        openssh_server.host,
+        openssh_server.user,
+        openssh_server.port,
+        identity=str(openssh_server.identity),
+        check_sshfp=openssh_server.host_key_fingerprint,
+    )
+
+    async def log_in() -> None:
+        conn = await open_ssh(remote, SetupClock())
+        conn.close()
+        await conn.wait_closed()
+
+    asyncio.run(log_in())
+    log = openssh_server.log_path.read_text()
+    assert "Accepted publickey for root" in log and "Postponed publickey" not in log

@@ -3,10 +3,11 @@
 The relay holds every byte for half the RTT each way, so a step's round trips are its time over the RTT
 (CPU on loopback costs milliseconds). With a password the client logs in with "password", not a
 keyboard-interactive prompt and its answer, and without asyncssh's "none" probe: the password request
-leaves right behind the service request, so SSH takes 3 round trips (a key's 5: its query waits for the
-accept). The hello leaves right behind the exec request, so the engine's step is the channel open alone and
-the first answer comes one round trip later; an exec the server refuses still ends with the channel closed
-and the reason in the peer's last words. A real sshd takes the pipelined request too.
+leaves right behind the service request, so SSH takes 3 round trips; a key's signed request goes without
+asking first whether the key is taken, 4 (it waits for the accept: the server's signature algorithms).
+The hello leaves right behind the exec request, so the engine's step is the channel open alone and the
+first answer comes one round trip later; an exec the server refuses still ends with the channel closed
+and the reason in the peer's last words.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 import asyncssh
@@ -223,14 +225,26 @@ async def test_a_wrong_password_is_refused_after_one_try():
 
 
 @run
-async def test_a_key_logs_in_without_the_none_probe():
-    """5 round trips: version, key exchange, service, the key's query, its signed request (6 with "none")."""
+async def test_a_key_logs_in_with_its_signed_request_first():
+    """4 round trips: version, key exchange, service, the signed request (6 with "none" and the key's query)."""
     key = asyncssh.generate_private_key("ssh-ed25519")
     events: list[str] = []
     async with ssh_server(events, client_key=key) as port, delayed(port, RTT) as relayed:
         rounds = await ssh_rounds(remote(relayed, password=None, key_text=key.export_private_key().decode()))
-    assert rounds <= 5 + SLACK, rounds
-    assert "password" not in events
+    assert rounds <= 4 + SLACK, rounds
+    assert events == ["publickey"]
+
+
+@run
+async def test_a_refused_key_is_followed_by_the_next(tmp_path):
+    taken, refused = asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
+    refused.write_private_key(str(tmp_path / "refused"))
+    events: list[str] = []
+    async with ssh_server(events, client_key=taken) as port:
+        endpoint = remote(port, password=None, key_text=taken.export_private_key().decode())
+        conn = await open_ssh(replace(endpoint, identity=str(tmp_path / "refused")), SetupClock())
+        conn.close()
+    assert events == ["publickey", "publickey"]
 
 
 @run
