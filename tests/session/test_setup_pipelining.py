@@ -25,7 +25,7 @@ import pytest
 
 from fasp.options.flags import Endpoint
 from fasp.session.messages import Bye
-from fasp.session.peer import PeerEngine, open_ssh
+from fasp.session.peer import PeerEngine, _log_in_early, open_ssh
 from fasp.session.setupclock import SetupClock
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -260,3 +260,20 @@ async def test_a_refused_exec_closes_the_channel_and_says_why(monkeypatch):
         finally:
             await peer.close()
     assert "data" not in events
+
+
+def test_without_the_internals_it_needs_asyncssh_keeps_its_own_order():
+    """An asyncssh that renamed what the early login touches is left alone: "none" first, after the accept."""
+
+    class Renamed:
+        _auth_methods = [b"none"]
+
+        def send_service_request(self, service: bytes) -> None: ...
+
+        def try_next_auth(self, *, next_method: bool = False) -> None: ...
+
+        def send_userauth_request(self, method: bytes, *args: bytes) -> None: ...
+
+    conn = Renamed()
+    _log_in_early(conn, b"password", PASSWORD)
+    assert conn._auth_methods == [b"none"] and "send_service_request" not in vars(conn)
