@@ -5,7 +5,7 @@
     python -m bench.run --only wan --only sharing
     python -m bench.run --only wan --wan-point 200:1   # one WAN point (results-wan200-1.*)
     python -m bench.run --only fast --only costs        # 500 Mbit/s grid; per-datagram and per-byte CPU
-    python -m bench.run --only setup   # round trips per setup step at 200 ms (bench/setup.py)
+    python -m bench.run --only setup   # round trips per setup step at 200 ms, then FIXED's ramp (bench/setup.py)
 
 Every scenario runs its contenders interleaved (A B C A B C ...) and reports
 medians, so a slow moment of this shared machine hurts all of them alike.
@@ -113,6 +113,8 @@ SCENARIOS = ("ceiling", "loopback", "costs", "wan", "fast", "small", "sharing", 
 COSTS_SIZES = (1400, 8192)  # -Z: two datagram sizes on loopback separate per-datagram from per-byte CPU
 SETUP_RTT_MS = 200
 SETUP_REPS = 5
+RAMP_REPS = 3
+RAMP_BYTES = 32 << 20  # 2.7 s at the link's 100 Mbit/s: the ramp and a steady rate after it
 
 
 # ----------------------------------------------------------------- data sets
@@ -553,6 +555,34 @@ class Bench:
         for step in setup.round_trips(runs[SETUP_RTT_MS], runs[0], SETUP_RTT_MS):
             self.console.log(f"setup {step}")
             self.record(scenario="setup", tool="engine-fixed", rtt_ms=SETUP_RTT_MS, **step)
+        self.ramp()
+
+    def ramp(self) -> None:
+        """FIXED's ramp after setup: a file big enough to last RAMP_RTTS round trips at the target, at 200 ms,
+        each run on a fresh path so the emulator's bins are its alone; the median run counts."""
+        source = self.data.big(RAMP_BYTES)
+        found = []
+        for rep in range(RAMP_REPS):
+            stats = self.workdir / f"ramp-{rep}-stats.jsonl"
+            with self.path(LINK_MBIT, SETUP_RTT_MS, 0, stats) as site:
+                self.say(f"ramp at {SETUP_RTT_MS} ms #{rep + 1}")
+                fasp = FaspServer(site, self.workdir, self.dest)
+                contender = Contender(
+                    "engine-fixed",
+                    fasp,
+                    lambda src, f=fasp: f.ascp([src], rate_kbps=LINK_KBPS, policy="fixed"),
+                    fasp.client_env(),
+                    engine=True,
+                )
+                row = self.transfer(site, contender, source, 60, scenario="ramp-run", rtt_ms=SETUP_RTT_MS, rep=rep)
+            reached = setup.ramp(report.read_bins(stats), LINK_KBPS, SETUP_RTT_MS) if row["verified"] else None
+            self.console.log(f"ramp at {SETUP_RTT_MS} ms #{rep + 1}: {reached} {row['note'] or 'ok'}")
+            if reached is not None:
+                found.append(reached)
+            self.step()
+        if found:
+            median = sorted(found, key=lambda r: r["round_trips"])[len(found) // 2]
+            self.record(scenario="setup", tool="engine-fixed", rtt_ms=SETUP_RTT_MS, ramp=median, ramp_runs=found)
 
     def sharing(self) -> None:
         """Engine and one TCP flow through a 100 Mbit/s, 50 ms bottleneck, once per TCP congestion control."""

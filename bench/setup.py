@@ -3,7 +3,8 @@
 The engine logs, with -D, when each setup step ended (``setup STEP MS ms``). The same transfer on a path
 with delay and on one without differ only by waiting on the path, so for each step (its end minus the
 previous step's end) the difference of the medians divided by the RTT is the round trips it costs, and what
-the CPU spent (process starts, key exchange) cancels out.
+the CPU spent (process starts, key exchange) cancels out. After setup, :func:`ramp` says how many round
+trips FIXED took from its first data byte to 90 % of its target, from the emulator's meter.
 """
 
 from __future__ import annotations
@@ -62,3 +63,24 @@ def round_trips(delayed: list[dict[str, float]], direct: list[dict[str, float]],
             }
         )
     return rows
+
+
+RAMP_SHARE = 0.9
+DATA_BYTES = 5000
+"""A bin carries data from this many bytes of the engine's UDP: its handshake is a few small datagrams."""
+
+
+def ramp(bins: list[dict], target_kbps: float, rtt_ms: float, bin_s: float = 0.1) -> dict | None:
+    """How fast one run reached its rate, from the emulator's bins of what it delivered (one run on a fresh
+    path, bins of ``bin_s``): from the start of the first bin that carried data (the first data byte arrived
+    in it) to the end of the first bin in which the engine's UDP reached RAMP_SHARE of ``target_kbps``, in ms
+    and round trips. Whole bins count on both sides, so it errs long, by up to two bins; None if no bin
+    reached it."""
+    udp = [(b["t"], sum(n for key, n in b["bytes"].items() if key.startswith("udp:"))) for b in bins]
+    first = next((t for t, n in udp if n >= DATA_BYTES), None)
+    need = RAMP_SHARE * target_kbps * 1000 / 8 * bin_s
+    reached = next((t for t, n in udp if first is not None and t >= first and n >= need), None)
+    if first is None or reached is None:
+        return None
+    ms = (reached + bin_s - first) * 1000
+    return {"ms": round(ms, 1), "round_trips": round(ms / rtt_ms, 2)}

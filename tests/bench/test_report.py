@@ -216,3 +216,18 @@ def test_setup_steps_that_overlap_cost_the_latest_end():
     assert setup.durations(delayed[1])["piece"] == 0.0 and setup.durations(delayed[1])["udp"] == 220
     rows = {r["step"]: r["round_trips"] for r in setup.round_trips(delayed, direct, 200)}
     assert rows["udp"] == 1.0 and rows["piece"] == 0.0 and rows["total"] == 1.0
+
+
+def test_fixed_ramp_from_the_first_data_bin_to_the_first_bin_at_90_percent():
+    """Handshake datagrams do not start the clock; the bin at 90 % counts whole; the report quotes the median."""
+    handshake = [{"dir": "ab", "t": 0.0, "bytes": {ENGINE: 300, "tcp:40001>33001": 90000}}]
+    rising = bins([(0.5, 40), (0.6, 85), (0.7, 95)], ENGINE)  # 100 Mbit/s target: 90 % from 0.7 s on
+    assert setup.ramp(handshake + rising, 100_000, 200) == {"ms": 300.0, "round_trips": 1.5}
+    assert setup.ramp(bins([(0.5, 85)], ENGINE), 100_000, 200) is None  # never at 90 %
+    runs = [{"ms": 300.0, "round_trips": 1.5}, {"ms": 200.0, "round_trips": 1.0}]
+    table = [{"scenario": "setup", "rtt_ms": 200, "step": "total", "ms_rtt": 1, "ms_zero": 0, "round_trips": 7}]
+    text = "\n".join(report.setup_steps([*table, {"scenario": "setup", "ramp": runs[0], "ramp_runs": runs}]))
+    assert "1.5 round trips (300.0 ms) after the first data byte: the median of 1.5, 1.0" in text
+    goals = "\n".join(report.goals([*table, {"scenario": "setup", "ramp": runs[0], "ramp_runs": runs}]))
+    assert "| setup: FIXED at 90 % of its target within 2 round trips of the first data byte | 1.5 round" in goals
+    assert "| setup: TCP connect to the first piece request in <= 8 round trips | 7 round trips" in goals

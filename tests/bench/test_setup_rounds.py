@@ -24,12 +24,12 @@ from tests.support.files import sha256
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 RTT_MS = 200
 REPS = 3  # the least of three: load only ever adds time
-BUDGET = {"tcp": 1, "ssh": 6, "engine": 1, "welcome": 1, "udp": 1, "piece": 0}
+BUDGET = {"tcp": 1, "ssh": 4, "engine": 1, "welcome": 1, "udp": 1, "piece": 0}
 """Round trips each step may take: TCP's SYN; SSH's version exchange (asyncssh sends its KEXINIT once it has
-the server's version), key exchange, service request, asyncssh's "none" probe, its public key probe and the
-signed request; the channel open (the exec request and the hello leave together once it is open); hello and
-welcome; the UDP handshake, with the offer and the piece request going meanwhile (so the piece request adds
-nothing). Half a round trip of slack per step for the machine's noise."""
+the server's version), key exchange, service request, the key's signed request (neither a "none" probe nor
+the key's query before it: see fasp.session.peer); the channel open (the exec request and the hello leave together
+once it is open); hello and welcome; the UDP handshake, with the offer and the piece request going
+meanwhile (so the piece request adds nothing). Half a round trip of slack per step for the machine's noise."""
 SLACK = 0.5
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncssh
 import pytest
 
 from fasp.options.flags import Endpoint
 from fasp.server.frontdoor import ENCRYPTION_ALGS as SERVER_ORDER
-from fasp.session.peer import open_ssh
+from fasp.session.peer import PASSWORD_FIRST, _early, open_ssh
 from fasp.session.setupclock import SetupClock
-from tests.support.servers import start_fasp_server
+from tests.support.servers import OpenSSHServer, start_fasp_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -34,3 +35,46 @@ def test_engine_negotiates_aes_gcm_with_a_chacha_first_server(tmp_path):
 
     with start_fasp_server(tmp_path / "srv") as server:
         assert asyncio.run(ciphers(server)) == ("aes256-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def test_openssh_takes_a_password_request_pipelined_behind_the_service_request(openssh_server: OpenSSHServer):
+    """This sshd takes keys only: it answers the early password request (sent before its service accept) with
+    a failure naming publickey, in order, and the key that follows logs in."""
+
+    async def log_in() -> str:
+        conn = await asyncssh.connect(
+            openssh_server.host,
+            openssh_server.port,
+            username=openssh_server.user,
+            known_hosts=None,
+            agent_path=None,
+            password="not-taken-here",
+            client_keys=[str(openssh_server.identity)],
+            preferred_auth=PASSWORD_FIRST,
+            client_factory=lambda: _early(asyncssh.SSHClient, b"password", "not-taken-here"),
+        )
+        async with conn:
+            return (await conn.run("echo in", check=True)).stdout
+
+    assert asyncio.run(log_in()) == "in\n"
+    assert "Accepted publickey for root" in openssh_server.log_path.read_text()
+
+
+def test_openssh_takes_a_key_signed_without_the_query_first(openssh_server: OpenSSHServer):
+    """sshd logs "Postponed publickey" when it answers a query; here the signed request is the first."""
+    remote = Endpoint(
+        openssh_server.host,
+        openssh_server.user,
+        openssh_server.port,
+        identity=str(openssh_server.identity),
+        check_sshfp=openssh_server.host_key_fingerprint,
+    )
+
+    async def log_in() -> None:
+        conn = await open_ssh(remote, SetupClock())
+        conn.close()
+        await conn.wait_closed()
+
+    asyncio.run(log_in())
+    log = openssh_server.log_path.read_text()
+    assert "Accepted publickey for root" in log and "Postponed publickey" not in log
