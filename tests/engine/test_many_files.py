@@ -56,3 +56,6 @@ def test_small_files_share_control_writes(tmp_path):
     # the server engine's control channel is its stdout, a pipe to fasp-server: 3 messages a file
     server_writes = control_writes(server_trace.read_text(errors="replace"), "pipe:")
     assert server_writes < FILES / 2, f"{server_writes} control writes for {FILES} files"  # one a message: 1,200
+    # the client's is its SSH connection: 1 message a file (its offer), plus the setup's few
+    client_writes = control_writes(client_trace.read_text(errors="replace"), "TCP:")
+    assert client_writes < FILES / 5, f"{client_writes} SSH writes for {FILES} files"  # in a convoy: 100 to 200
