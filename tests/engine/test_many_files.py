@@ -25,7 +25,7 @@ from tests.support.servers import start_fasp_server
 from tests.support.wait import wait_until
 
 FILES = 400
-TRACE = ["strace", "-f", "-qq", "--seccomp-bpf", "-yy", "-s", "0", "-e", "trace=write,sendto,sendmsg"]
+TRACE = ["strace", "-f", "-qq", "--seccomp-bpf", "-yy", "-s", "0", "-e", "trace=write,sendto,sendmsg,openat2"]
 CALL = re.compile(r"^(?:\[pid +\d+\] |\d+ +)?(write|sendto|sendmsg)\((\d+)<([^>]*)>")
 
 
@@ -53,9 +53,15 @@ def test_small_files_share_control_writes(tmp_path):
         assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)  # its trace is complete
         for i, digest in digests.items():
             assert_same_file(src / f"f{i:04d}.bin", server.docroot / "many" / f"f{i:04d}.bin", digest)
+    server_calls = server_trace.read_text(errors="replace")
     # the server engine's control channel is its stdout, a pipe to fasp-server: 3 messages a file
-    server_writes = control_writes(server_trace.read_text(errors="replace"), "pipe:")
+    server_writes = control_writes(server_calls, "pipe:")
     assert server_writes < FILES / 2, f"{server_writes} control writes for {FILES} files"  # one a message: 1,200
     # the client's is its SSH connection: 1 message a file (its offer), plus the setup's few
     client_writes = control_writes(client_trace.read_text(errors="replace"), "TCP:")
+    # a small file's looks through the docroot handle (where openat2 is used): its directory and the root
+    # (naming.destination), the name (one look for both is-it-a-directory and the overwrite rules), the create,
+    # the sidecar's removal; no longer a second look at the name nor the directory reopened for its times
+    opens = server_calls.count("openat2(")
+    assert opens == 0 or opens < 5.5 * FILES, f"{opens} openat2 calls for {FILES} files"
     assert client_writes < FILES / 5, f"{client_writes} SSH writes for {FILES} files"  # in a convoy: 100 to 200
