@@ -34,6 +34,7 @@ def control_writes(trace: str, fd_kind: str) -> int:
     return sum(1 for line in trace.splitlines() if (m := CALL.match(line)) and m[3].startswith(fd_kind))
 
 
+@pytest.mark.slow  # a real fasp-server and two engines under strace
 @pytest.mark.timeout(180)
 def test_small_files_share_control_writes(tmp_path):
     if shutil.which("strace") is None:
