@@ -136,16 +136,21 @@ class Files(Protocol):
     def symlink(self, target: str, client_path: str) -> None: ...
     def display(self, client_path: str) -> str: ...
 
-    def kind(self, client_path: str, *, follow: bool = True) -> int | None:
-        """The file type bits (stat.S_IFMT) of the path, None if nothing is there."""
+    def look(self, client_path: str, *, follow: bool = True) -> os.stat_result | None:
+        """The path's stat, None if nothing is there (one look serves several questions about it)."""
         try:
-            return stat.S_IFMT(self.stat(client_path, follow=follow).st_mode)
+            return self.stat(client_path, follow=follow)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 return None
             raise
+
+    def kind(self, client_path: str, *, follow: bool = True) -> int | None:
+        """The file type bits (stat.S_IFMT) of the path, None if nothing is there."""
+        st = self.look(client_path, follow=follow)
+        return None if st is None else stat.S_IFMT(st.st_mode)
 
     def isdir(self, client_path: str) -> bool:
         return self.kind(client_path) == stat.S_IFDIR

@@ -118,7 +118,7 @@ class ReceivingRole:
         self._idle = asyncio.Event()
         self._idle.set()
         self._keep: dict[int, set[str]] = {}  # --delete-before-transfer: names kept so far, per argument
-        self._dirs: dict[str, dict] = {}  # received directories' meta: their times are put back (_settle)
+        self._dirs: dict[str, dict] = {}  # received directories' meta with -p: their times are put back (_settle)
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
     async def idle(self) -> None:
@@ -180,13 +180,15 @@ class ReceivingRole:
                 files.makedirs(target)
                 if msg.meta is not None:
                     self._apply(target, key, msg.meta, directory=True)
-                    self._dirs[posixpath.normpath(target)] = msg.meta
+                    if self._opts.preserve_atime or self._opts.preserve_mtime:  # the times a landing child moves
+                        self._dirs[posixpath.normpath(target)] = msg.meta
                 self._settle(target)
                 await self._channel.send(FileDone(fid=fid, written=0, checksum=None))
                 return
-            if files.isdir(target):
+            found = files.look(target)  # once: the directory check here, the overwrite rules in _decide
+            if found is not None and stat.S_ISDIR(found.st_mode):
                 raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
-            await self._receive_file(msg, box, target, key)
+            await self._receive_file(msg, box, target, key, found)
         except (EngineError, OSError) as exc:
             if isinstance(exc, ProtocolError):
                 raise
@@ -220,7 +222,9 @@ class ReceivingRole:
         self._tally.stopped(key, arg, 0, 0, None)
         await self._channel.send(FileDone(fid=fid, written=0, checksum=None))
 
-    async def _receive_file(self, msg: Offer, box: asyncio.Queue[Message], target: str, key: str) -> None:
+    async def _receive_file(
+        self, msg: Offer, box: asyncio.Queue[Message], target: str, key: str, found: os.stat_result | None
+    ) -> None:
         fid, arg, size, ranged = msg.fid, msg.arg, msg.size, msg.span
         if size is None:
             return await self._receive_stream(fid, arg, box, target, key)
@@ -230,7 +234,7 @@ class ReceivingRole:
             start, end = ranged
             flags = os.O_RDWR | os.O_CREAT
         else:
-            decided, end = await self._decide(msg, size, box, target, partial, key)
+            decided, end = await self._decide(msg, size, box, target, partial, key, found)
             if decided is None:
                 return
             start = decided
@@ -291,11 +295,19 @@ class ReceivingRole:
         await self._channel.send(FileDone(fid=fid, written=written, checksum=checksum))
 
     async def _decide(
-        self, msg: Offer, size: int, box: asyncio.Queue[Message], target: str, partial: str, key: str
+        self,
+        msg: Offer,
+        size: int,
+        box: asyncio.Queue[Message],
+        target: str,
+        partial: str,
+        key: str,
+        found: os.stat_result | None,
     ) -> tuple[int | None, int]:
-        """Overwrite and resume rules: (start, end), or (None, _) once the file was skipped."""
+        """Overwrite and resume rules: (start, end), or (None, _) once the file was skipped. ``found``: what is
+        at ``target`` (a link to a file inside is that file, as before)."""
         fid, arg, mtime = msg.fid, msg.arg, msg.mtime
-        final = _existing(self._files, target, follow=True)  # a link to a file inside is that file, as before
+        final = _regular(found)
         part = final if partial == target else _existing(self._files, partial, follow=False)
         watermark = resume.read_watermark(self._files, partial, part.ident, size, mtime) if part is not None else None
         verdict = resume.plan(
@@ -504,7 +516,11 @@ def _existing(files: Files, path: str, *, follow: bool) -> resume.Existing | Non
         if exc.code in (ErrorCode.BAD_PATH, ErrorCode.LINK_LOOP):
             return None
         raise
-    if not stat.S_ISREG(st.st_mode):
+    return _regular(st)
+
+
+def _regular(st: os.stat_result | None) -> resume.Existing | None:
+    if st is None or not stat.S_ISREG(st.st_mode):
         return None
     return resume.Existing(st.st_size, st.st_mtime, (st.st_dev, st.st_ino))
 

@@ -239,6 +239,7 @@ class ServerSession:
 
     async def _read(self, live: Live) -> None:
         may_fall_back = True  # until the data channel carried anything
+        reached = False  # the client's UDP hello came: offers go to the role without a wait (a loop round each)
         while True:
             msg = await self.channel.recv()
             if msg is None:
@@ -272,7 +273,9 @@ class ServerSession:
                     self.tasks.add(task)
                     task.add_done_callback(self._task_done)
                 case Offer() if isinstance(live.transport, Transport) and isinstance(live.role, ReceivingRole):
-                    await self._reached(live.transport)
+                    if not reached:
+                        await self._reached(live.transport)
+                        reached = True
                     if not live.role.deliver(msg):
                         raise ProtocolError(f"unexpected {msg.TYPE} message (file {msg.fid})")
                 case _ if not live.role.deliver(msg):
