@@ -290,10 +290,10 @@ class Connection:
 
     # ---- input --------------------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagram(self, data: Buffer, addr: Address, now: float) -> None:
         self.receive_datagrams([(data, addr)], now)
 
-    def receive_datagrams(self, batch: Iterable[tuple[bytes, Address]], now: float) -> None:
+    def receive_datagrams(self, batch: Iterable[tuple[Buffer, Address]], now: float) -> None:
         """A batch read from the socket: adjacent payloads of a file become one DataReceived."""
         if self._closed:
             return
