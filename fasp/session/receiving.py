@@ -52,12 +52,6 @@ from faspmanager.codes import EngineError, ErrorCode
 
 PIECE = 512 * 1024
 """Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
-WATERMARK_EVERY = 0.25
-WATERMARK_STEP = 4 << 20
-"""The sidecar is rewritten once its watermark moved WATERMARK_STEP bytes or WATERMARK_EVERY seconds after the
-last rewrite (and once more when the file's pieces stop early): a rewrite is a create and a rename (0.1 to 1 ms
-of CPU on ext4), and once per 512 KiB piece it was the receiver's largest cost per byte on a fast path. A crash
-then re-sends at most that much; the watermark stays a true one."""
 MAX_FILES_IN_FLIGHT = 2 * FILES_IN_FLIGHT
 """Files a peer may have offered and not finished: an engine keeps FILES_IN_FLIGHT (a file's end and the next
 offer may cross); beyond this the peer is not one of ours and the session ends with a protocol error (each file in
@@ -376,14 +370,6 @@ class ReceivingRole:
         total = sum(hi - lo for lo, hi in pieces)
         total_size = msg.size or 0
 
-        marked, marked_at = -1, 0.0  # the watermark the sidecar holds (-1: not rewritten here yet), since when
-
-        def mark(have: int) -> None:
-            nonlocal marked, marked_at
-            assert sidecar is not None
-            resume.write_watermark(self._files, sidecar, ident, total_size, msg.mtime, have)
-            marked, marked_at = have, time.monotonic()
-
         def landed(lo: int, hi: int) -> None:
             nonlocal written
             written += hi - lo
@@ -393,9 +379,9 @@ class ReceivingRole:
             # true; for a one-piece file that saves a third of its sidecar work (create + rename), the
             # biggest per-file cost with many small files.
             if sidecar is not None and written < total:
-                have = min(pending, default=total_size)
-                if have >= marked + WATERMARK_STEP or time.monotonic() >= marked_at + WATERMARK_EVERY:
-                    mark(have)
+                resume.write_watermark(
+                    self._files, sidecar, ident, total_size, msg.mtime, min(pending, default=total_size)
+                )
 
         def settled(task: asyncio.Task) -> None:
             # a failed piece (its write failed: disk full, EIO...) never lands: the loop below sees it once its
@@ -417,10 +403,6 @@ class ReceivingRole:
         finally:
             for task in tasks:
                 task.cancel()
-            have = min(pending, default=total_size)
-            if sidecar is not None and written < total and have > marked:  # stopped early: what landed counts
-                with contextlib.suppress(OSError, EngineError):  # a full disk: the last watermark is still true
-                    mark(have)
         return written
 
     async def _receive_stream(self, fid: int, arg: int, box: asyncio.Queue[Message], target: str, key: str) -> None:
