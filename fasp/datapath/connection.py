@@ -290,10 +290,10 @@ class Connection:
 
     # ---- input --------------------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagram(self, data: Buffer, addr: Address, now: float) -> None:
         self.receive_datagrams([(data, addr)], now)
 
-    def receive_datagrams(self, batch: Iterable[tuple[bytes, Address]], now: float) -> None:
+    def receive_datagrams(self, batch: Iterable[tuple[Buffer, Address]], now: float) -> None:
         """A batch read from the socket: adjacent payloads of a file become one DataReceived."""
         if self._closed:
             return
@@ -513,6 +513,12 @@ class Connection:
         """The path MTU search, while it runs and the handshake is over (the listener: once it knows its peer)."""
         pm = self._pmtu
         return pm if pm is not None and pm.searching and self._peer is not None and self._hello_at is None else None
+
+    def path_allows(self, path_max: int | None) -> None:
+        """The driver's kernel says its route towards the peer carries UDP payloads of ``path_max`` bytes (None:
+        it does not say); above a jumbo frame's (loopback) the datagram size is searched up to it."""
+        if self._pmtu is not None:
+            self._pmtu.widen(path_max)
 
     def datagram_refused(self, size: int, path_max: int | None) -> None:
         """The driver's kernel refused a datagram of ``size`` bytes as too large for the path (EMSGSIZE);

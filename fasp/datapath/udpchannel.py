@@ -56,6 +56,7 @@ PEER_TIMEOUT_ENV = "FASP_PEER_TIMEOUT"
 STALL_TIMEOUT = float(os.environ.get(STALL_TIMEOUT_ENV) or connection.STALL_TIMEOUT)
 PEER_TIMEOUT = float(os.environ.get(PEER_TIMEOUT_ENV) or connection.PEER_TIMEOUT)
 _address = itemgetter(1)  # of a (datagram, address) pair
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024  # buffers one pwritev takes at most
 
 
 @dataclass
@@ -90,10 +91,13 @@ class _Writer:
     ) -> None:
         self._loop = loop
         self._on_done = on_done  # called on the loop with [(incoming, new_bytes, OSError | None), ...]
-        self._queue: queue.SimpleQueue[tuple[_Incoming, Buffer, int, int] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[_Incoming, Buffer | list[memoryview], int, int] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
 
-    def submit(self, inc: _Incoming, data: Buffer, offset: int, new: int) -> None:
+    def submit(self, inc: _Incoming, data: Buffer | list[memoryview], offset: int, new: int) -> None:
+        """Write ``data`` (one buffer, or adjacent ones) at ``offset``; ``new``: the bytes to report as progress."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fasp-writer", daemon=True)
             self._thread.start()
@@ -179,6 +183,9 @@ class Transport:
             sock.discover_path_mtu()
         self._sock = sock
         self._conn = conn
+        self._discover = discover
+        if discover and conn.peer is not None:
+            conn.path_allows(sock.path_max(conn.peer))
         self.on_capacity: Callable[[int], None] | None = None  # the measured capacity (kbit/s), percent mode
         self._read_size = 0  # -g (0: read what one pump round sends)
         self._write_size = 0  # -G (0: write what one socket read brought)
@@ -510,6 +517,8 @@ class Transport:
                 if not self._handshake.done():
                     self._handshake.set_result(None)
             elif isinstance(event, PeerAddressLearned):
+                if self._discover:  # what the kernel's route towards the peer carries bounds the search
+                    conn.path_allows(self._sock.path_max(event.address))
                 if not self._reached.done():
                     self._reached.set_result(None)
                 self._kick()
@@ -557,7 +566,7 @@ class Transport:
             return
         size = self._write_size
         if not size:
-            self._writer.submit(inc, payloads[0] if len(payloads) == 1 else b"".join(payloads), offset, new)
+            self._writer.submit(inc, payloads, offset, new)  # one pwritev: the payloads are not joined first
             return
         if inc.buf_len and inc.buf_lo + inc.buf_len != offset:
             self._flush(inc)
@@ -666,15 +675,26 @@ def _pread(fd: int, lo: int, hi: int) -> bytes:
     return data
 
 
-def _pwrite_all(fd: int, data: Buffer, offset: int) -> None:
-    """All of ``data`` at ``offset``: a filesystem filling up writes short first (the rest then fails with
-    ENOSPC, which is what the file's error must say; a short write taken as whole lost those bytes)."""
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
+def _pwrite_all(fd: int, data: Buffer | list[memoryview], offset: int) -> None:
+    """All of ``data`` (a buffer, or adjacent buffers: one pwritev) at ``offset``: a filesystem filling up
+    writes short first (the rest then fails with ENOSPC, which is what the file's error must say; a short write
+    taken as whole lost those bytes)."""
+    if not isinstance(data, list):
+        data = [memoryview(data)]
+    parts = [part for part in data if len(part)]
+    while parts:
+        batch = parts[:IOV_MAX]
+        n = os.pwrite(fd, batch[0], offset) if len(batch) == 1 else os.pwritev(fd, batch, offset)
         if n <= 0:
             raise OSError(errno.EIO, "write wrote nothing")
-        view, offset = view[n:], offset + n
+        offset += n
+        done = 0
+        while done < len(parts) and n >= len(parts[done]):  # drop the buffers written whole
+            n -= len(parts[done])
+            done += 1
+        del parts[:done]
+        if n:  # and the start of one written in part
+            parts[0] = memoryview(parts[0])[n:]
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
