@@ -230,8 +230,11 @@ class Connection:
 
     def window_bytes(self) -> int:
         """Bytes the receiving session may have asked for and not yet received: the path's rate x RTT with room
-        for growth and for the holes loss leaves (:meth:`ReceiveState.window_bytes`)."""
-        return self._receiver.window_bytes(self._rate.srtt, self.rto())
+        for growth and for the holes loss leaves (:meth:`ReceiveState.window_bytes`); FIXED's target rate
+        counts as measured (both ends hold the session's rate settings)."""
+        rate = self._rate
+        held = rate.cap_bps if rate.settings.policy == "fixed" and not rate.measuring else 0.0
+        return self._receiver.window_bytes(rate.srtt, self.rto(), held)
 
     def send_file(self, file_id: int, start: int, end: int, read: PieceReader, now: float) -> None:
         """Send bytes [start, end) as ``file_id``, read through ``read``; SendComplete once confirmed."""

@@ -143,14 +143,16 @@ class ReceiveState:
         self.urgent = False  # a completion is waiting to be announced
         self._data_ts = 0
 
-    def window_bytes(self, rtt: float | None, hole_wait: float) -> int:
+    def window_bytes(self, rtt: float | None, hole_wait: float, held_bps: float = 0.0) -> int:
         """Bytes the receiving session may have asked for and not yet received: WINDOW_GAIN x the best recent
         delivery rate x (``rtt`` + the loss fraction x ``hole_wait``, how long a hole waits for its resend),
         within [WINDOW_FLOOR, WINDOW_CAP]. Asking for less than rate x RTT caps the rate at window / RTT; the gain
-        lets a window-bound rate double each round trip until the sender's own rate is the bound."""
+        lets a window-bound rate double each round trip until the sender's own rate is the bound. ``held_bps``:
+        a rate the sender holds whatever is measured (FIXED's target), so its window needs no measuring first
+        (from a floor below rate x RTT a FIXED start was window-bound for three round trips at 500 Mbit/s, 200 ms)."""
         if rtt is None:
             return WINDOW_FLOOR
-        wanted = WINDOW_GAIN * self.best_rate_bps / 8 * (rtt + self.loss * hole_wait)
+        wanted = WINDOW_GAIN * max(self.best_rate_bps, held_bps) / 8 * (rtt + self.loss * hole_wait)
         return int(min(max(wanted, WINDOW_FLOOR), WINDOW_CAP))
 
     def register(self, file_id: int, start: int, end: int) -> None:

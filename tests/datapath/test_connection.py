@@ -468,3 +468,16 @@ def test_fair_fills_a_long_fat_path_within_seven_round_trips():
     full = min(k for k, n in bins.items() if n >= 0.9 * rate * 0.05)
     assert full * 0.05 <= 7 * 0.2, (full, [round(bins.get(k, 0) * 8 / 0.05 / 1e6) for k in range(full + 1)])
     assert first - start < 0.5
+
+
+def test_a_fixed_receivers_window_is_its_target_times_rtt_before_any_rate_is_measured():
+    """FIXED sends at its target whatever is measured, so the receiving end's window is 2 x target x RTT as soon
+    as it knows the RTT, not the floor until a delivery rate is measured (from the floor, below 500 Mbit/s x 200 ms,
+    a FIXED upload's first three round trips were window-bound on the emulator); FAIR still starts from the floor."""
+    for policy, expected in (("fixed", 2 * 500e6 / 8 * 0.2), ("fair", WINDOW_FLOOR)):
+        sim = Sim(rate=RateSettings(500_000, policy=policy), up=Link(delay=0.1), down=Link(delay=0.1))
+        listener = sim.b.conn
+        sim.handshake()
+        sim.run(lambda c=listener: c._rate.srtt is not None, sim.now + 2)  # it learns the RTT; no data yet
+        assert listener._rate.srtt is not None
+        assert listener.window_bytes() == pytest.approx(expected, rel=0.1), policy
