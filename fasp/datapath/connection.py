@@ -517,12 +517,6 @@ class Connection:
         pm = self._pmtu
         return pm if pm is not None and pm.searching and self._peer is not None and self._hello_at is None else None
 
-    def path_allows(self, path_max: int | None) -> None:
-        """The driver's kernel says its route towards the peer carries UDP payloads of ``path_max`` bytes (None:
-        it does not say); above a jumbo frame's (loopback) the datagram size is searched up to it."""
-        if self._pmtu is not None:
-            self._pmtu.widen(path_max)
-
     def datagram_refused(self, size: int, path_max: int | None) -> None:
         """The driver's kernel refused a datagram of ``size`` bytes as too large for the path (EMSGSIZE);
         ``path_max``: the largest UDP payload the kernel's path MTU allows, if it says."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fasp.datapath.pmtu import BASE, JUMBO, MAX_DATAGRAM, MAX_PROBES, PathMtu
+from fasp.datapath.pmtu import BASE, JUMBO, MAX_PROBES, PathMtu
 
 
 def test_the_ceiling_first_then_done_once_acknowledged():
@@ -42,20 +42,3 @@ def test_a_shrunk_path_drops_the_size_at_once():
     assert pm.size == 1472 and not pm.searching
     pm.on_refused(1472, None)  # and again, the kernel saying nothing: back to the base, the plateaus below probed
     assert pm.size == BASE and pm.next_probe(1.0, 0.1) == 1464
-
-
-def test_a_route_the_kernel_says_is_wider_is_searched_up_to_it():
-    """Loopback (the kernel's route carries 65,508-byte UDP payloads): the first probe is the largest datagram,
-    not a jumbo frame's; a route that says JUMBO or less, or says nothing, leaves the blind search as it was."""
-    wide = PathMtu()
-    wide.widen(65508)
-    assert wide.next_probe(0.0, 0.1) == MAX_DATAGRAM
-    assert wide.on_acknowledged(MAX_DATAGRAM) and wide.size == MAX_DATAGRAM and not wide.searching
-    for said in (1472, JUMBO, None):
-        pm = PathMtu()
-        pm.widen(said)
-        assert pm.next_probe(0.0, 0.1) == JUMBO
-    late = PathMtu()
-    late.next_probe(0.0, 0.1)
-    late.widen(65508)  # a search under way keeps its ceiling
-    assert late.on_acknowledged(JUMBO) and late.size == JUMBO and not late.searching

@@ -9,7 +9,6 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from fasp.datapath import pmtu
 from faspmanager.codes import EngineError
 from tests.support.files import sha256
 from tests.support.relay import Relay
@@ -133,19 +132,6 @@ async def test_datagram_sizes(tmp_path, size):
             assert client.stats()["datagrams_sent"] >= (2 << 20) / size
     assert sha256(dst) == sha256(src)
     assert max(len(d) for _, d in captured[0]) <= size  # feedback too stays within the datagram size
-
-
-@aio
-async def test_loopback_discovers_the_largest_datagram(tmp_path):
-    """The kernel's loopback route carries 64 KiB datagrams: discovery (-Z 0) sends DATA of 65,507 bytes there
-    (a jumbo frame's 8,972 is only the blind search's ceiling), and the file arrives whole."""
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.write_bytes(os.urandom(8 << 20))
-    async with pair(datagram_size=0) as (client, server):
-        await transfer(client, server, 1, src, dst)
-        assert client.stats()["datagram_size"] == pmtu.MAX_DATAGRAM
-        assert client.stats()["datagrams_sent"] < (8 << 20) / pmtu.JUMBO  # most of the file went in 64 KiB ones
-    assert sha256(dst) == sha256(src)
 
 
 @aio
