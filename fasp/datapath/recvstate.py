@@ -25,7 +25,9 @@ MIN_FEEDBACK_BYTES = (
     datagram.FEEDBACK_HEAD_SIZE + datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE
 )  # one file, one range: 43
 COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
-LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured
+LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured at most ...
+LOSS_MIN_HORIZON = 100  # ... and at least: older evidence halves each round trip (so the report follows a rate
+# change within an RTT or two, as FAIR's probe needs) unless it is this little
 WINDOW_FLOOR = 8 << 20  # bytes asked for before the path is measured (one file's 16 pieces of 512 KiB before)
 WINDOW_CAP = 512 << 20  # bytes asked for at most: 2 x 10 Gbit/s x 200 ms; bounds the pieces held at once
 RATE_AVERAGING = 2.0  # the delivery rate behind the window is averaged over 1/RATE_AVERAGING of an RTT
@@ -135,6 +137,7 @@ class ReceiveState:
         self._interval_start: float | None = None
         self._expected = 0.0
         self._got = 0.0
+        self._loss_halved = 0.0  # when the loss evidence last halved
         self.loss = 0.0
         self.recv_rate_bps = 0.0
         self._rate_avg = 0.0
@@ -213,9 +216,10 @@ class ReceiveState:
         if span > 0:  # loss over roughly the last LOSS_HORIZON datagrams
             self._expected += span
             self._got += min(self._interval_count, span)
-            if self._expected > LOSS_HORIZON:
+            if self._expected > LOSS_HORIZON or (self._expected > LOSS_MIN_HORIZON and now - self._loss_halved >= rtt):
                 self._expected /= 2
                 self._got /= 2
+                self._loss_halved = now
             self.loss = max(0.0, 1.0 - self._got / self._expected)
         if self._interval_start is not None and now > self._interval_start:
             dt = now - self._interval_start

@@ -72,6 +72,21 @@ def test_receiver_measures_loss_from_sequence_gaps():
     assert abs(fb.recv_rate_kbps - 90 * 1000 * 8 / 0.1 / 1000) < 10
 
 
+def test_the_loss_report_follows_a_change_within_two_round_trips_at_a_low_rate():
+    """At 20 Mbit/s (1,800 datagrams a second) LOSS_HORIZON's 2,000 datagrams were over a second of history,
+    so a FAIR probe of two RTTs could not see its own overflow end; older evidence now halves each RTT."""
+    r, seq, now, rtt = ReceiveState(), 0, 0.0, 0.05
+    r.feedback(now, rtt)
+    for lossy in [True] * 40 + [False] * 10:  # 10 ms between reports: 2 s at 50 % loss, then 2 RTTs without
+        for _ in range(36):  # datagrams offered per 10 ms
+            seq += 1
+            if not (lossy and seq % 2):
+                r.on_datagrams(1, 1400, seq)
+        now += 0.01
+        fb = r.feedback(now, rtt)
+    assert fb.loss < 0.25 * 0.5
+
+
 def test_sender_sends_new_data_in_order_within_budget():
     s = SendState(payload_size=1000)
     s.add(1, 0, 2500, 0.0)
