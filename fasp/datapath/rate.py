@@ -31,6 +31,11 @@ does not slow a transfer down:
     the RTT fell, the base was a queue, the rate stays down and FAST now sees the
     queue; if not, the rate comes back. On a random-loss path this costs one RTT's
     worth of sending per probe.
+  * own overflow: a buffer smaller than ``alpha`` never lets FAST reach its queue, so
+    FAST alone sends past the link into it (20 Mbit/s, 50 ms, one-BDP buffer: 30x the
+    link, 94 % lost). The probe sends at most what arrives; if the loss then goes away
+    it was this flow's own: the rate stays there and alpha stays within half of what
+    the buffer held (the receiver's loss report follows within an RTT or two for this).
 - HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
   about 1.5 times a FAIR flow's share, about twice what it leaves a CUBIC flow.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
@@ -76,6 +81,11 @@ PROBE_MAX_RTTS = 8.0  # falls, up to this many)
 PROBE_GAP = 2.0  # seconds between probes while losing; doubles while probes find nothing
 PROBE_GAP_MAX = 4 * BASE_WINDOW
 ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full buffer), lighter loss waits PROBE_GAP
+OWN_LOSS = 0.5  # a probe that sees less than this fraction of the loss before it: the loss was this flow's own
+BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds
+HEAVY_LOSS = 0.1  # loss this heavy is probed every PROBE_GAP even when probes find nothing
+FALLING = 0.005  # a probe lasts an RTT more while the loss reported keeps falling (by more than this, or
+# this fraction of it: not the noise of a random loss)
 
 
 @dataclass
@@ -135,12 +145,18 @@ class RateController:
         self._peaks_after = 0.0  # ... counted from then (slow start's own overshoot is no one else's backlog)
         self._cut_at = -1e9  # when congestion loss last cut the rate
         self._probe_gap = PROBE_GAP
-        self._probed = False
+        self._probed = self._probe_first = False
         self._next_probe = 0.0  # set when slow start ends
         self._probe_end: float | None = None  # while probing: when it ends ...
-        self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it
+        self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it, the rate during it
+        self._probe_rate = 0.0
+        self._probe_started = 0.0
         self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
-        self._recv_avg = 0.0
+        self._loss_avg = 0.0  # the loss reported, averaged over about an RTT ...
+        self._probe_loss_before = 0.0  # ... when the probe began, and the least the probe saw (from its second
+        self._probe_loss = 0.0  # RTT on, once the reports show its lower rate)
+        self._alpha_cap = float("inf")  # bits of queue the bottleneck's buffer leaves this flow (set by overflow)
+        self._recv_avg = self._recv_raw = 0.0  # the receive rate over about an RTT: loss added back, as is
         self.base_rtt: float | None = None
         self.srtt: float | None = None
         self.queue_delay = 0.0
@@ -193,25 +209,40 @@ class RateController:
         full sees that queue as its base RTT and the tail drop as random loss; so while losing it halves its
         rate now and then for a few RTTs, longer while the RTT keeps falling (a slow flow drains a full buffer
         slowly): if the RTT fell, the base was a queue (FAST now sees it and the rate stays down), if not the
-        loss is random and the rate comes back."""
+        loss is random and the rate comes back. If instead the loss went away at the lower rate, it was this
+        flow's own overflow: a buffer too small for its alpha (FAST aims at ``alpha`` queued and would send at
+        twice the link into a buffer that holds half of it: on 20 Mbit/s, 50 ms with a one-BDP buffer, 94 % of
+        what it sent was lost). The rate stays down and alpha stays within half of what the buffer held."""
         if self._probe_end is None:
             first = not self._probed and loss >= ARRIVAL_LOSS  # a buffer full when this flow came
             if loss <= 0.0 or (now < self._next_probe and not first):
                 return None
-            self._probed = True
+            self._probed, self._probe_first = True, first
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
+            self._probe_rate = min(rate * PROBE_DEPTH, self._recv_raw)  # at most what arrives: an overdrive ends
             self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
+            self._probe_started, self._probe_loss_before, self._probe_loss = now, self._loss_avg, self._loss_avg
         if base_rtt < self._probe_low - 0.001:  # still draining: wait an RTT more
             self._probe_low, self._probe_end = base_rtt, max(self._probe_end, now + srtt)
+        if now - self._probe_started >= srtt and loss < self._probe_loss:  # the reports show the lower rate
+            if loss < self._probe_loss - max(FALLING, FALLING * self._probe_loss):  # still falling: an RTT more
+                self._probe_end = max(self._probe_end, now + srtt)
+            self._probe_loss = loss
         if now < min(self._probe_end, self._probe_limit):
-            return self._probe_from * PROBE_DEPTH
+            return self._probe_rate
         self._probe_end = None
-        if base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base):  # a hidden queue drained
+        own = self._probe_loss < OWN_LOSS * self._probe_loss_before
+        if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
+            self._alpha_cap = min(self._alpha_cap, BUFFER_SHARE * self._peak_delay * self._probe_rate)
+        if own or base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base):  # or a hidden queue drained
             self._probe_gap, self._cut_at = PROBE_GAP, now
-            rate = self._probe_from * PROBE_DEPTH
+            rate = self._probe_rate
         else:
-            self._probe_gap = min(2 * self._probe_gap, PROBE_GAP_MAX)
             rate = self._probe_from
+            # random loss: probe less often; not after heavy loss (an overdrive may hide in it) nor after the
+            # arrival probe (slow start's own overshoot may have misled it)
+            if not self._probe_first and self._probe_loss_before < HEAVY_LOSS:
+                self._probe_gap = min(2 * self._probe_gap, PROBE_GAP_MAX)
         self._next_probe = now + self._probe_gap
         return rate
 
@@ -255,6 +286,8 @@ class RateController:
         # (counting what random loss took on the way, so it lowers no estimate of capacity)
         arrived = recv_rate_bps / (1.0 - min(loss, 0.5))
         self._recv_avg += min(1.0, rtts) * (arrived - self._recv_avg)
+        self._loss_avg += min(1.0, rtts) * (loss - self._loss_avg)
+        self._recv_raw += min(1.0, rtts) * (recv_rate_bps - self._recv_raw)
         self._delivered.window = max(10 * srtt, 0.5)
         delivered = self._delivered.push(now, self._recv_avg)
         rate = self.rate_bps
@@ -267,7 +300,7 @@ class RateController:
             # flows on one path see one base RTT, hence one alpha: FAST's fairness holds; longer paths
             # get more slack for the RTT noise they carry
             fair_alpha = ALPHA_BYTES * 8 * min(max(base_rtt / 0.1, 1.0), 2.0)
-            alpha = fair_alpha * (HIGH_GAIN if policy == "high" else 1)
+            alpha = min(fair_alpha * (HIGH_GAIN if policy == "high" else 1), self._alpha_cap)
             if self._slow_start:
                 # (at the cap there is nothing to grow to: a full buffer met on arrival shows no queue)
                 growing = rate * self._latest_queue < alpha / 2 and rate < self.cap_bps

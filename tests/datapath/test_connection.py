@@ -481,3 +481,25 @@ def test_a_fixed_receivers_window_is_its_target_times_rtt_before_any_rate_is_mea
         sim.run(lambda c=listener: c._rate.srtt is not None, sim.now + 2)  # it learns the RTT; no data yet
         assert listener._rate.srtt is not None
         assert listener.window_bytes() == pytest.approx(expected, rel=0.1), policy
+
+
+@pytest.mark.slow  # seconds of simulated datagrams
+def test_fair_stops_flooding_a_buffer_smaller_than_its_alpha():
+    """A 20 Mbit/s, 50 ms path with a one-BDP buffer (125 KB) holds half of FAIR's alpha: FAST alone never
+    reaches its queue and sent at twice the link for good, half of it lost. A probe at what arrives shows the
+    loss was its own: from then on FAIR sends at about the link rate (it sent 2x: the test fails without)."""
+    link_rate, rtt = 20e6 / 8, 0.05
+
+    def shallow(seed: int) -> Link:
+        link = Link(delay=rtt / 2, bandwidth=link_rate, rng=random.Random(seed))
+        link.drop = lambda d, now: link.busy_until - now > rtt  # tail drop beyond one BDP
+        return link
+
+    sim = Sim(rate=RateSettings(1_000_000, policy="fair"), up=shallow(1), down=shallow(2))  # the default target
+    sim.handshake()
+    data = os.urandom(12 << 20)
+    start = sim.now
+    sim.transfer(data, limit=30)
+    assert sha(sim.a.files[1]) == sha(data)
+    late = sum(len(d) for t, d in sim.links[B].sent if start + 3.5 <= t < start + 5.0)
+    assert late / 1.5 < 1.2 * link_rate, late / 1.5 / link_rate
