@@ -83,7 +83,8 @@ PROBE_GAP_MAX = 4 * BASE_WINDOW
 ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full buffer), lighter loss waits PROBE_GAP
 OWN_LOSS = 0.5  # a probe that sees less than this fraction of the loss before it: the loss was this flow's own
 BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds
-HEAVY_LOSS = 0.1  # loss this heavy is probed every PROBE_GAP even when probes find nothing
+HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
+HEAVY_GAP_RTTS = 10.0
 FALLING = 0.005  # a probe lasts an RTT more while the loss reported keeps falling (by more than this, or
 # this fraction of it: not the noise of a random loss)
 
@@ -243,7 +244,8 @@ class RateController:
             # arrival probe (slow start's own overshoot may have misled it)
             if not self._probe_first and self._probe_loss_before < HEAVY_LOSS:
                 self._probe_gap = min(2 * self._probe_gap, PROBE_GAP_MAX)
-        self._next_probe = now + self._probe_gap
+        heavy = max(self._probe_loss_before, self._loss_avg) >= HEAVY_LOSS and not own  # an overdrive may hide
+        self._next_probe = now + (min(self._probe_gap, HEAVY_GAP_RTTS * srtt) if heavy else self._probe_gap)
         return rate
 
     def _congestion_loss(self, loss: float, alpha: float) -> bool:
