@@ -81,7 +81,7 @@ PROBE_MAX_RTTS = 8.0  # falls, up to this many)
 PROBE_GAP = 2.0  # seconds between probes while losing; doubles while probes find nothing
 PROBE_GAP_MAX = 4 * BASE_WINDOW
 ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full buffer), lighter loss waits PROBE_GAP
-OWN_LOSS = 0.5  # a probe that sees less than this fraction of the loss before it: the loss was this flow's own
+OWN_LOSS = 0.5  # a probe after heavy loss that sees less than this fraction of it: the loss was this flow's own
 BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
@@ -232,7 +232,7 @@ class RateController:
         if now < min(self._probe_end, self._probe_limit):
             return self._probe_rate
         self._probe_end = None
-        own = self._probe_loss < OWN_LOSS * self._probe_loss_before
+        own = self._probe_loss_before >= HEAVY_LOSS and self._probe_loss < OWN_LOSS * self._probe_loss_before
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
             self._alpha_cap = min(self._alpha_cap, BUFFER_SHARE * self._peak_delay * self._probe_rate)
         if own or base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base):  # or a hidden queue drained
