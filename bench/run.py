@@ -45,7 +45,9 @@ LOOPBACK_KBPS = 2_000_000  # the engine's target on loopback: above what scp rea
 MGMT_PORT = 47001
 IPERF_PORT = 5201
 HOSTS = Hosts(*os.environ.get("FASP_BENCH_HOSTS", "fasp,10.77.0").split(",", 1))
-"""Namespaces PREFIX-a/PREFIX-b on SUBNET.0/24; FASP_BENCH_HOSTS=PREFIX,SUBNET lets two benches run side by side."""
+"""Namespaces PREFIX-a/PREFIX-b on SUBNET.0/24 (loopback: PREFIX-lo); FASP_BENCH_HOSTS=PREFIX,SUBNET lets two benches
+run side by side."""
+LOOPBACK_NS = f"{HOSTS.prefix}-lo"
 
 
 @dataclass(frozen=True)
@@ -442,7 +444,7 @@ class Bench:
 
     def loopback(self) -> None:
         source = self.data.big(self.profile.loopback_bytes)
-        with Loopback("fasp-lo", self.tcp_cc) as site:
+        with Loopback(LOOPBACK_NS, self.tcp_cc) as site:
             self.side_by_side(
                 site,
                 ["engine-fixed", "engine-plain", "scp", "rsync"],
@@ -456,7 +458,7 @@ class Bench:
         """Loopback at two datagram sizes, encrypted and not: per-datagram and per-byte CPU (report.costs)."""
         source = self.data.big(self.profile.costs_bytes)
         tools = [f"engine-{kind}-Z{size}" for kind in ("fixed", "plain") for size in COSTS_SIZES]
-        with Loopback("fasp-lo", self.tcp_cc) as site:
+        with Loopback(LOOPBACK_NS, self.tcp_cc) as site:
             self.side_by_side(site, tools, source, timeout_s=600, rate_kbps=LOOPBACK_KBPS, scenario="costs")
 
     def wan(self) -> None:
