@@ -217,6 +217,8 @@ def markdown(meta: dict, results: list[dict]) -> str:
         "Mbit/s, median of the repetitions; a run counts only if every byte arrived (size and sha256).",
         "",
     ]
+    if meta.get("engine_login"):
+        lines += [f"Logins: {meta['engine_login']}", ""]
     ceiling = group(results, "ceiling", "io", "tool", "offered")
     if ceiling:
         lines += [

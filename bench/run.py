@@ -533,7 +533,7 @@ class Bench:
             for rtt_ms, found in runs.items():
                 with self.path(LINK_MBIT, rtt_ms) as site:
                     self.say(f"setup at {rtt_ms} ms #{rep + 1}")
-                    fasp = FaspServer(site, self.workdir, self.dest)
+                    fasp = FaspServer(site, self.workdir, self.dest, login="password")
                     row = self.transfer(
                         site,
                         Contender(
@@ -800,6 +800,8 @@ def main(argv: list[str] | None = None) -> None:
         "fast_mbit": FAST_MBIT,
         "fast_mib": profile.fast_bytes >> 20,
         "wan_mib": profile.wan_bytes >> 20,
+        "engine_login": "the engine logs in with the ed25519 key scp and rsync use (the same key file, the same "
+        "conditions); the setup scenario by password",
         "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
     }
     stem += f"-{args.tcp_cc}" if args.tcp_cc else ""  # a chosen TCP gets its own files
