@@ -113,6 +113,7 @@ QUICK = Profile(
 )
 SCENARIOS = ("ceiling", "loopback", "costs", "wan", "fast", "small", "sharing", "control", "queue", "setup")
 COSTS_SIZES = (1400, 8192)  # -Z: two datagram sizes on loopback separate per-datagram from per-byte CPU
+COSTS_SHARES = (8, 1)  # and two file sizes (costs_bytes / these) separate what a run costs whatever its size
 SETUP_RTT_MS = 200
 SETUP_REPS = 5
 RAMP_REPS = 3
@@ -455,11 +456,13 @@ class Bench:
             )
 
     def costs(self) -> None:
-        """Loopback at two datagram sizes, encrypted and not: per-datagram and per-byte CPU (report.costs)."""
-        source = self.data.big(self.profile.costs_bytes)
+        """Loopback at two datagram sizes and two file sizes, encrypted and not: per-run, per-datagram and
+        per-byte CPU (report.cost_fit)."""
         tools = [f"engine-{kind}-Z{size}" for kind in ("fixed", "plain") for size in COSTS_SIZES]
         with Loopback(LOOPBACK_NS, self.tcp_cc) as site:
-            self.side_by_side(site, tools, source, timeout_s=600, rate_kbps=LOOPBACK_KBPS, scenario="costs")
+            for share in COSTS_SHARES:
+                source = self.data.big(self.profile.costs_bytes // share)
+                self.side_by_side(site, tools, source, timeout_s=600, rate_kbps=LOOPBACK_KBPS, scenario="costs")
 
     def wan(self) -> None:
         tools = ["engine-fixed", "engine-fair", "scp", "rsync"]
