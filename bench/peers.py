@@ -7,7 +7,9 @@ both ends without guessing.  Clients get the same treatment.  Peak memory of the
 server side is the largest VmHWM among the server's descendants (its session
 processes), polled while it runs: the server's own reaped-children maximum would
 also count the server itself (fasp-server hashes its password with scrypt, 128 MiB).
-Secrets go through the environment only.
+The engine logs in with the key scp uses (a password login costs fasp-server an scrypt check at its start and at
+each login, which scp's key login does not); the setup scenario keeps a password login. Secrets go through the
+environment only.
 """
 
 from __future__ import annotations
@@ -124,6 +126,20 @@ def _ready_line(process: subprocess.Popen, log: Path) -> str:
     raise RuntimeError(f"server did not start (exit {process.poll()}): {log.read_text(errors='replace')[-2000:]}")
 
 
+def ssh_key(path: Path) -> Path:
+    """An ed25519 key pair without a passphrase at ``path`` (and ``path``.pub), made once."""
+    if not path.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, stdin=subprocess.DEVNULL
+        )
+    return path
+
+
+def client_key(workdir: Path) -> Path:
+    """The one key both scp and the engine log in with: the same login, so neither pays for a different one."""
+    return ssh_key(workdir / "id_ed25519")
+
+
 class Server:
     """A server process on host B, started per run so its CPU can be measured."""
 
@@ -172,14 +188,7 @@ class OpenSSH(Server):
 
     def __init__(self, site, workdir: Path) -> None:
         super().__init__(site, workdir)
-        self.host_key, self.identity = workdir / "ssh_host_ed25519_key", workdir / "id_ed25519"
-        for key in (self.host_key, self.identity):
-            if not key.exists():
-                subprocess.run(
-                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
-                    check=True,
-                    stdin=subprocess.DEVNULL,
-                )
+        self.host_key, self.identity = ssh_key(workdir / "ssh_host_ed25519_key"), client_key(workdir)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.config = workdir / "sshd_config"
         self.config.write_text(
@@ -250,14 +259,17 @@ class OpenSSH(Server):
 
 
 class FaspServer(Server):
-    """Our fasp-server (quick mode) on host B; its docroot is the run's destination."""
+    """Our fasp-server (quick mode) on host B; its docroot is the run's destination. ``login``: "key" (scp's
+    key, as scp logs in) or "password" (the server pays scrypt at its start and at each login)."""
 
     PORT = 33001
     USER = "bench"
 
-    def __init__(self, site, workdir: Path, docroot: Path) -> None:
+    def __init__(self, site, workdir: Path, docroot: Path, login: str = "key") -> None:
         super().__init__(site, workdir)
         self.docroot = docroot
+        self.login = login
+        self.identity = client_key(workdir)
         self.password = secrets.token_urlsafe(18)
         self.host_key = workdir / "fasp_host_key"
         if not self.host_key.exists():  # made here, not by the server: a command line pins it before the start
@@ -271,8 +283,11 @@ class FaspServer(Server):
             f"{self.site.hosts.addr_b}:{self.PORT}",
             "--user",
             self.USER,
-            "--password-env",
-            "FASP_BENCH_PASSWORD",
+            *(
+                ["--password-env", "FASP_BENCH_PASSWORD"]
+                if self.login == "password"
+                else ["--authorized-keys", f"{self.identity}.pub"]
+            ),
             "--docroot",
             str(self.docroot),
             "--host-key",
@@ -280,7 +295,8 @@ class FaspServer(Server):
         ]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "FASP_BENCH_PASSWORD": self.password, "PYTHONPATH": REPO}
+        secret = {"FASP_BENCH_PASSWORD": self.password} if self.login == "password" else {}
+        return {**os.environ, **secret, "PYTHONPATH": REPO}
 
     def wait_ready(self) -> None:
         line = _ready_line(self.process, self.log)
@@ -288,7 +304,8 @@ class FaspServer(Server):
             raise RuntimeError(f"fasp-server said {line!r}")
 
     def client_env(self) -> dict[str, str]:
-        return {**os.environ, "ASPERA_SCP_PASS": self.password, "PYTHONPATH": REPO}
+        secret = {"ASPERA_SCP_PASS": self.password} if self.login == "password" else {}
+        return {**os.environ, **secret, "PYTHONPATH": REPO}
 
     def host_key_fingerprint(self) -> str:
         """The server's host key: the client pins it (--check-sshfp), as it checks host keys."""
@@ -317,6 +334,7 @@ class FaspServer(Server):
             str(rate_kbps),
             f"--policy={policy}",
             f"--check-sshfp={self.host_key_fingerprint()}",
+            *(["-i", str(self.identity)] if self.login == "key" else []),
             "-d",
         ]
         if not encrypt:

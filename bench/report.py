@@ -217,6 +217,8 @@ def markdown(meta: dict, results: list[dict]) -> str:
         "Mbit/s, median of the repetitions; a run counts only if every byte arrived (size and sha256).",
         "",
     ]
+    if meta.get("engine_login"):
+        lines += [f"Logins: {meta['engine_login']}", ""]
     ceiling = group(results, "ceiling", "io", "tool", "offered")
     if ceiling:
         lines += [
@@ -341,34 +343,40 @@ def markdown(meta: dict, results: list[dict]) -> str:
 
 
 def cost_fit(results: list[dict]) -> dict[str, dict]:
-    """Per engine kind (fixed = encrypted, plain = -T), CPU seconds split into a cost per datagram and a cost
-    per byte, each end apart: two datagram sizes on loopback give two equations
-    ``cpu = a * datagrams + b * bytes`` (datagrams = bytes / payload per datagram)."""
+    """Per engine kind (fixed = encrypted, plain = -T), CPU seconds split into a cost per run (process starts,
+    login, key exchange, teardown), per datagram and per byte, each end apart: a least-squares fit of
+    ``cpu = run + a * datagrams + b * bytes`` (datagrams = bytes / payload per datagram) over every verified run.
+    Two datagram sizes separate a from b; two file sizes separate the per-run cost from b (results with one
+    file size fit without it: ``run_s`` None, its share then counted per byte)."""
+    import numpy as np
+
     from fasp.datapath.datagram import DATA_OVERHEAD
 
     fits: dict[str, dict] = {}
     for kind in ("fixed", "plain"):
-        points = []
+        runs = []  # (payload, bytes, client s, server s)
         for tool, rows in group(results, "costs", "tool").items():
             name, _, size = tool[0].removeprefix("engine-").partition("-Z")
-            ok = [r for r in rows if r.get("verified") and r.get("bytes")]
-            if name == kind and size and ok:
-                payload = int(size) - DATA_OVERHEAD
-                points.append(
-                    (
-                        payload,
-                        statistics.median(r["cpu_client_s"] / r["bytes"] for r in ok),
-                        statistics.median(r["cpu_server_s"] / r["bytes"] for r in ok),
-                    )
-                )
-        if len(points) < 2:
+            if name == kind and size:
+                runs += [
+                    (int(size) - DATA_OVERHEAD, r["bytes"], r["cpu_client_s"], r["cpu_server_s"])
+                    for r in rows
+                    if r.get("verified") and r.get("bytes")
+                ]
+        if len({p for p, *_ in runs}) < 2:
             continue
-        (p1, c1, s1), (p2, c2, s2) = sorted(points)[:1] + sorted(points)[-1:]
+        per_run = len({n for _, n, *_ in runs}) > 1
+        # columns scaled to like magnitudes: millions of datagrams, 1e9 bytes (their coefficients: µs, ns)
+        x = np.array([[1.0] * per_run + [n / p / 1e6, n / 1e9] for p, n, *_ in runs])
         fit = {}
-        for end, y1, y2 in (("client", c1, c2), ("server", s1, s2)):
-            per_datagram = max((y1 - y2) / (1 / p1 - 1 / p2), 0.0)  # seconds per datagram
-            per_byte = max(y1 - per_datagram / p1, 0.0)  # seconds per byte
-            fit[end] = {"datagram_us": round(per_datagram * 1e6, 3), "byte_ns": round(per_byte * 1e9, 3)}
+        for end, column in (("client", 2), ("server", 3)):
+            coef = np.linalg.lstsq(x, np.array([r[column] for r in runs]), rcond=None)[0]
+            run_s, datagram_us, byte_ns = coef if per_run else (None, *coef)
+            fit[end] = {
+                "run_s": None if run_s is None else round(float(run_s), 3),
+                "datagram_us": round(float(datagram_us), 3),
+                "byte_ns": round(float(byte_ns), 3),
+            }
         fits[kind] = fit
     return fits
 
@@ -389,20 +397,23 @@ def costs_section(results: list[dict]) -> list[str]:
         "## Costs per datagram and per byte, and what they say beyond this machine",
         "",
         "Loopback runs at two datagram sizes (`-Z`) separate the CPU a datagram costs (system calls, framing, the "
-        "Python per-datagram path) from the CPU a byte costs (copies, AES-GCM/GMAC, disk). Cores needed = rate × "
+        "Python per-datagram path) from the CPU a byte costs (copies, AES-GCM/GMAC, disk); two file sizes separate "
+        "both from what a run costs whatever its size (process start, login, key exchange, teardown: per run). "
+        "Least squares over every run. Cores needed = rate × "
         "(per-datagram / payload + per-byte), per end; one session is one process per end, so without `-C` a "
         "session's ceiling is one core per end, and `-C N` splits a transfer over N sessions (N cores per end).",
         "",
-        "| engine | end | per datagram µs | per byte ns | 1 Gbit/s cores (MTU 1500 / 9000) | "
+        "| engine | end | per run s | per datagram µs | per byte ns | 1 Gbit/s cores (MTU 1500 / 9000) | "
         "10 Gbit/s cores (1500 / 9000) | one core per end carries (1500 / 9000) Gbit/s |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     small, jumbo = 1472 - DATA_OVERHEAD, 8972 - DATA_OVERHEAD
     for kind, fit in fits.items():
         for end, f in fit.items():
             one = [round(1 / cores_needed(f, 1, p), 2) if cores_needed(f, 1, p) else None for p in (small, jumbo)]
             lines.append(
-                f"| {'encrypted' if kind == 'fixed' else 'plain (-T)'} | {end} | {f['datagram_us']} | {f['byte_ns']} | "
+                f"| {'encrypted' if kind == 'fixed' else 'plain (-T)'} | {end} | {_fmt(f.get('run_s'))} | "
+                f"{f['datagram_us']} | {f['byte_ns']} | "
                 f"{round(cores_needed(f, 1, small), 2)} / {round(cores_needed(f, 1, jumbo), 2)} | "
                 f"{round(cores_needed(f, 10, small), 1)} / {round(cores_needed(f, 10, jumbo), 1)} | "
                 f"{_fmt(one[0])} / {_fmt(one[1])} |"

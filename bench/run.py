@@ -45,7 +45,9 @@ LOOPBACK_KBPS = 2_000_000  # the engine's target on loopback: above what scp rea
 MGMT_PORT = 47001
 IPERF_PORT = 5201
 HOSTS = Hosts(*os.environ.get("FASP_BENCH_HOSTS", "fasp,10.77.0").split(",", 1))
-"""Namespaces PREFIX-a/PREFIX-b on SUBNET.0/24; FASP_BENCH_HOSTS=PREFIX,SUBNET lets two benches run side by side."""
+"""Namespaces PREFIX-a/PREFIX-b on SUBNET.0/24 (loopback: PREFIX-lo); FASP_BENCH_HOSTS=PREFIX,SUBNET lets two benches
+run side by side."""
+LOOPBACK_NS = f"{HOSTS.prefix}-lo"
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ QUICK = Profile(
 )
 SCENARIOS = ("ceiling", "loopback", "costs", "wan", "fast", "small", "sharing", "control", "queue", "setup")
 COSTS_SIZES = (1400, 8192)  # -Z: two datagram sizes on loopback separate per-datagram from per-byte CPU
+COSTS_SHARES = (8, 1)  # and two file sizes (costs_bytes / these) separate what a run costs whatever its size
 SETUP_RTT_MS = 200
 SETUP_REPS = 5
 RAMP_REPS = 3
@@ -442,7 +445,7 @@ class Bench:
 
     def loopback(self) -> None:
         source = self.data.big(self.profile.loopback_bytes)
-        with Loopback("fasp-lo", self.tcp_cc) as site:
+        with Loopback(LOOPBACK_NS, self.tcp_cc) as site:
             self.side_by_side(
                 site,
                 ["engine-fixed", "engine-plain", "scp", "rsync"],
@@ -453,11 +456,13 @@ class Bench:
             )
 
     def costs(self) -> None:
-        """Loopback at two datagram sizes, encrypted and not: per-datagram and per-byte CPU (report.costs)."""
-        source = self.data.big(self.profile.costs_bytes)
+        """Loopback at two datagram sizes and two file sizes, encrypted and not: per-run, per-datagram and
+        per-byte CPU (report.cost_fit)."""
         tools = [f"engine-{kind}-Z{size}" for kind in ("fixed", "plain") for size in COSTS_SIZES]
-        with Loopback("fasp-lo", self.tcp_cc) as site:
-            self.side_by_side(site, tools, source, timeout_s=600, rate_kbps=LOOPBACK_KBPS, scenario="costs")
+        with Loopback(LOOPBACK_NS, self.tcp_cc) as site:
+            for share in COSTS_SHARES:
+                source = self.data.big(self.profile.costs_bytes // share)
+                self.side_by_side(site, tools, source, timeout_s=600, rate_kbps=LOOPBACK_KBPS, scenario="costs")
 
     def wan(self) -> None:
         tools = ["engine-fixed", "engine-fair", "scp", "rsync"]
@@ -531,7 +536,7 @@ class Bench:
             for rtt_ms, found in runs.items():
                 with self.path(LINK_MBIT, rtt_ms) as site:
                     self.say(f"setup at {rtt_ms} ms #{rep + 1}")
-                    fasp = FaspServer(site, self.workdir, self.dest)
+                    fasp = FaspServer(site, self.workdir, self.dest, login="password")
                     row = self.transfer(
                         site,
                         Contender(
@@ -798,6 +803,8 @@ def main(argv: list[str] | None = None) -> None:
         "fast_mbit": FAST_MBIT,
         "fast_mib": profile.fast_bytes >> 20,
         "wan_mib": profile.wan_bytes >> 20,
+        "engine_login": "the engine logs in with the ed25519 key scp and rsync use (the same key file, the same "
+        "conditions); the setup scenario by password",
         "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
     }
     stem += f"-{args.tcp_cc}" if args.tcp_cc else ""  # a chosen TCP gets its own files

@@ -227,6 +227,7 @@ class Connection:
 
     def set_rate(self, rate: RateSettings) -> None:
         self._rate.set_settings(rate)
+        self._resize()
 
     def window_bytes(self) -> int:
         """Bytes the receiving session may have asked for and not yet received: the path's rate x RTT with room
@@ -377,6 +378,7 @@ class Connection:
             self._rate.on_feedback(now, fb.recv_rate_kbps * 1000, fb.loss)
             if measuring and not self._rate.measuring and self._rate.capacity_bps is not None:
                 self._events.append(CapacityMeasured(int(self._rate.capacity_bps / 1000)))
+                self._resize()  # the cap follows the capacity now
         self._events.append(FeedbackReceived(fb.recv_rate_kbps, fb.loss))
         seen = now - ((usec(now) - fb.data_ts) & MASK32) / 1_000_000 if fb.data_ts else None
         for file_id in self._sender.on_feedback(fb, now, self.rto(), seen):
@@ -517,6 +519,12 @@ class Connection:
         pm = self._pmtu
         return pm if pm is not None and pm.searching and self._peer is not None and self._hello_at is None else None
 
+    def path_allows(self, path_max: int | None) -> None:
+        """The driver's kernel says its route towards the peer carries UDP payloads of ``path_max`` bytes (None:
+        it does not say); above a jumbo frame's (loopback) the datagram size is searched up to it."""
+        if self._pmtu is not None:
+            self._pmtu.widen(path_max)
+
     def datagram_refused(self, size: int, path_max: int | None) -> None:
         """The driver's kernel refused a datagram of ``size`` bytes as too large for the path (EMSGSIZE);
         ``path_max``: the largest UDP payload the kernel's path MTU allows, if it says."""
@@ -525,10 +533,14 @@ class Connection:
             self._resize()
 
     def _resize(self) -> None:
+        """A discovered datagram size: what the path carries, at most what the target rate is worth
+        (:func:`pmtu.paced_limit`)."""
         if self._pmtu is None:
             return
-        self.datagram_size = max(self._pmtu.size, datagram.DATA_OVERHEAD + 1)
-        self._sender.resize(self.datagram_size - datagram.DATA_OVERHEAD)
+        size = max(min(self._pmtu.size, pmtu.paced_limit(self._rate.cap_bps)), datagram.DATA_OVERHEAD + 1)
+        if size != self.datagram_size:
+            self.datagram_size = size
+            self._sender.resize(size - datagram.DATA_OVERHEAD)
 
     def _echo(self, now: float) -> int:
         if self._peer_ts is None:

@@ -17,12 +17,23 @@ from __future__ import annotations
 IP_UDP_HEADERS = 28  # IPv4 and UDP headers: a path MTU is the UDP payload plus these
 BASE = 1200  # UDP payload bytes every IPv4 and IPv6 path carries (RFC 8899, BASE_PLPMTU)
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
-JUMBO = 9000 - IP_UDP_HEADERS  # the largest size discovered: a jumbo frame's. Beyond it (loopback's 64 KiB) the fewer
-# datagrams save little, GSO and GRO already batch them, and each loss would cost a resend of up to 64 KiB
+JUMBO = 9000 - IP_UDP_HEADERS  # the largest size searched for blind: a jumbo frame's. Beyond it only where the kernel
+# says its route carries more (loopback's 64 KiB, :meth:`PathMtu.widen`): there each datagram costs the receiver's
+# Python the same whatever its size (GSO and GRO batch only the system calls), so 64 KiB ones cut its CPU per byte
+ETHERNET = 1500 - IP_UDP_HEADERS  # the least a rate lowers the datagram size to (:func:`paced_limit`)
+PACED_S = 0.0005  # a datagram carries at most this long of sending at the target rate (:func:`paced_limit`)
 MAX_PROBES = 3  # losses of one probe size before it counts as too large
 PLATEAUS = tuple(mtu - IP_UDP_HEADERS for mtu in (9000, 1500, 1492, 1400, 1280))  # common MTUs (jumbo, Ethernet, PPPoE,
 # tunnels, IPv6 minimum) as UDP payloads
 SMALLEST = 296  # the smallest datagram the engine sends (ascp's smallest -Z)
+
+
+def paced_limit(rate_bps: float) -> int:
+    """The largest datagram worth sending at ``rate_bps``: PACED_S of it, never under an Ethernet frame's. The
+    pacer spaces datagrams by their size, so a 64 KiB one at 800 kbit/s is 0.65 s of silence, a rate's change
+    shows late and unevenly, and a small file is a handful of datagrams; from ~1 Gbit/s up (loopback) a
+    datagram may be the largest the path carries."""
+    return max(ETHERNET, min(int(rate_bps / 8 * PACED_S), MAX_DATAGRAM))
 
 
 class PathMtu:
@@ -67,6 +78,13 @@ class PathMtu:
         if self._probe is not None:
             return self._probe[1] + timeout
         return 0.0 if self.searching else None
+
+    def widen(self, path_max: int | None) -> None:
+        """The kernel's route towards the peer carries UDP payloads of ``path_max`` bytes: above JUMBO (loopback),
+        the search starts there (up to MAX_DATAGRAM). Only before the first probe: a search under way keeps
+        what it learnt."""
+        if path_max is not None and self._probe is None and not self._topped and self.size <= self._hi:
+            self._hi = max(self._hi, min(path_max, MAX_DATAGRAM))
 
     def on_acknowledged(self, size: int) -> bool:
         """A probe of ``size`` arrived at the peer; whether the datagram size grew."""

@@ -183,6 +183,9 @@ class Transport:
             sock.discover_path_mtu()
         self._sock = sock
         self._conn = conn
+        self._discover = discover
+        if discover and conn.peer is not None:
+            conn.path_allows(sock.path_max(conn.peer))
         self.on_capacity: Callable[[int], None] | None = None  # the measured capacity (kbit/s), percent mode
         self._read_size = 0  # -g (0: read what one pump round sends)
         self._write_size = 0  # -G (0: write what one socket read brought)
@@ -514,6 +517,8 @@ class Transport:
                 if not self._handshake.done():
                     self._handshake.set_result(None)
             elif isinstance(event, PeerAddressLearned):
+                if self._discover:  # what the kernel's route towards the peer carries bounds the search
+                    conn.path_allows(self._sock.path_max(event.address))
                 if not self._reached.done():
                     self._reached.set_result(None)
                 self._kick()

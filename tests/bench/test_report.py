@@ -123,6 +123,33 @@ def test_write_produces_json_markdown_and_plots(tmp_path):
     assert "| 200 | 1 | 10.0 | 91.0 |" in (tmp_path / "results-quick-reno.md").read_text()
 
 
+def test_cost_fit_separates_a_per_run_cost_from_per_byte_cpu():
+    """Two file sizes as well: a fixed cost per run (process starts, login) is fitted as such, not spread over
+    the bytes as a per-byte cost; noise of a few ms per run moves the figures little."""
+    from bench.report import cost_fit
+    from fasp.datapath.datagram import DATA_OVERHEAD
+
+    rows = []
+    for i, (size, n) in enumerate((z, n) for z in (1400, 8192) for n in (16 << 20, 128 << 20) for _ in range(3)):
+        cpu = 1.5 + 4e-6 * n / (size - DATA_OVERHEAD) + 2e-9 * n + 0.004 * (i % 3 - 1)
+        rows.append(
+            dict(
+                scenario="costs",
+                tool=f"engine-plain-Z{size}",
+                verified=True,
+                bytes=n,
+                cpu_client_s=cpu,
+                cpu_server_s=cpu + 0.44,
+            )
+        )
+    fit = cost_fit(rows)["plain"]
+    assert fit["client"]["run_s"] == pytest.approx(1.5, abs=0.01)
+    assert fit["server"]["run_s"] == pytest.approx(1.94, abs=0.01)  # e.g. an scrypt check at each start
+    for end in ("client", "server"):
+        assert fit[end]["datagram_us"] == pytest.approx(4.0, abs=0.05)
+        assert fit[end]["byte_ns"] == pytest.approx(2.0, abs=0.05)
+
+
 def test_cost_fit_separates_per_datagram_from_per_byte_cpu():
     """Two datagram sizes: the fit recovers the per-datagram and per-byte costs that made the CPU figures."""
     from bench.report import cores_needed, cost_fit
@@ -146,8 +173,8 @@ def test_cost_fit_separates_per_datagram_from_per_byte_cpu():
             )
         )
     fit = cost_fit(rows)["fixed"]
-    assert fit["client"] == {"datagram_us": 4.0, "byte_ns": 2.0}
-    assert fit["server"] == {"datagram_us": 8.0, "byte_ns": 2.0}
+    assert fit["client"] == {"run_s": None, "datagram_us": 4.0, "byte_ns": 2.0}  # one file size: no per-run term
+    assert fit["server"] == {"run_s": None, "datagram_us": 8.0, "byte_ns": 2.0}
     # 1 Gbit/s in 1,400-byte payloads: 89,286 datagrams/s x 4 µs + 125 MB/s x 2 ns = 0.357 + 0.25 cores
     assert cores_needed(fit["client"], 1, 1400) == pytest.approx(0.607, abs=0.001)
     assert "## Costs per datagram and per byte" in markdown(

@@ -12,7 +12,6 @@ import os
 import subprocess
 import time
 
-import asyncssh
 import pytest
 
 from bench import setup
@@ -39,35 +38,11 @@ def hosts():
         yield made
 
 
-class KeyLogin(FaspServer):
-    """The bench's fasp-server, the user logging in with an Ed25519 key instead of a password."""
-
-    def __init__(self, site, workdir, docroot) -> None:
-        super().__init__(site, workdir, docroot)
-        self.identity = workdir / "client_key"
-        if not self.identity.exists():
-            key = asyncssh.generate_private_key("ssh-ed25519")
-            key.write_private_key(str(self.identity))
-            key.write_public_key(str(workdir / "authorized_keys"))
-
-    def argv(self) -> list[str]:
-        argv = super().argv()
-        at = argv.index("--password-env")
-        return [*argv[:at], "--authorized-keys", str(self.workdir / "authorized_keys"), *argv[at + 2 :]]
-
-    def client_env(self) -> dict[str, str]:
-        return {key: value for key, value in super().client_env().items() if key != "ASPERA_SCP_PASS"}
-
-    def ascp(self, sources, **kw) -> list[str]:
-        argv = super().ascp(sources, **kw)
-        return [*argv[:-2], "-i", str(self.identity), *argv[-2:]]
-
-
 def upload(wan: Wan, tmp_path, source) -> dict[str, float]:
     dest = tmp_path / "dest"
     dest.mkdir(exist_ok=True)
     (dest / source.name).unlink(missing_ok=True)
-    fasp = KeyLogin(wan, tmp_path, dest)
+    fasp = FaspServer(wan, tmp_path, dest)  # the bench's key login
     fasp.start()
     try:
         with open(tmp_path / "client.log", "w+b") as log:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from fasp.datapath import datagram
+from fasp.datapath import datagram, pmtu
 from fasp.datapath.connection import (
     KEEPALIVE,
     Connection,
@@ -389,6 +389,35 @@ def test_path_mtu_discovery_finds_a_black_hole_path_s_size_by_probing(mtu):
     assert late.count(largest) > 0.9 * len(late), sorted(set(late))
     sim.run(lambda: False, sim.now + 5)  # the receiving end searches for its own direction (behind the data)
     assert sim.a.conn.datagram_size == largest
+
+
+def test_the_datagram_size_follows_the_target_rate():
+    """A path the kernel says carries 64 KiB datagrams (loopback): FIXED at 2 Gbit/s sends DATA of the largest
+    size; set to 200 Mbit/s, of half a millisecond of it (12,500 bytes); set to 800 kbit/s, of an Ethernet
+    frame's, not 64 KiB ones (0.65 s of pacing each): every 1 s window then carries the rate."""
+    sim = Sim(rate=RateSettings(2_000_000, policy="fixed"), size=0)
+    for end in (sim.a, sim.b):
+        end.conn.path_allows(65508)  # what the driver's kernel says of the route towards the peer
+    sim.handshake()
+    sim.run(lambda: False, sim.now + 0.5)  # the search: one probe of the largest size, acknowledged
+    for file_id, (kbps, largest, size) in enumerate(
+        ((2_000_000, pmtu.MAX_DATAGRAM, 16 << 20), (200_000, 12_500, 4 << 20), (800, pmtu.ETHERNET, 400_000)), 1
+    ):
+        for end in (sim.a, sim.b):
+            end.conn.set_rate(RateSettings(kbps, policy="fixed"))
+        data, start = os.urandom(size), sim.now
+        sim.a.files[file_id] = bytearray(size)
+        sim.a.conn.expect_file(file_id, 0, size)
+        sim.b.conn.send_file(file_id, 0, size, lambda lo, hi, resend, d=data: d[lo:hi], sim.now)
+        sim.run(lambda i=file_id: any(e.file_id == i for _, e in sim.b.seen(SendComplete)), sim.now + 10)
+        assert sha(sim.a.files[file_id]) == sha(data) and len(sim.a.files[file_id]) == size
+        sizes = [len(d) for t, d in sim.links[B].sent if t >= start and data_offset(d) is not None]
+        assert max(sizes) == largest and sizes.count(largest) > 0.9 * len(sizes), (kbps, sorted(set(sizes)))
+    wire = [0, 0, 0]
+    for t, d in sim.links[B].sent:
+        if start + 0.5 <= t < start + 3.5 and data_offset(d) is not None:
+            wire[int(t - start - 0.5)] += len(d)
+    assert [n * 8 / 1000 for n in wire] == pytest.approx([800] * 3, rel=0.05)
 
 
 @pytest.mark.slow  # seconds of simulated datagrams

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fasp.datapath.pmtu import BASE, JUMBO, MAX_PROBES, PathMtu
+from fasp.datapath.pmtu import BASE, ETHERNET, JUMBO, MAX_DATAGRAM, MAX_PROBES, PathMtu, paced_limit
 
 
 def test_the_ceiling_first_then_done_once_acknowledged():
@@ -42,3 +42,26 @@ def test_a_shrunk_path_drops_the_size_at_once():
     assert pm.size == 1472 and not pm.searching
     pm.on_refused(1472, None)  # and again, the kernel saying nothing: back to the base, the plateaus below probed
     assert pm.size == BASE and pm.next_probe(1.0, 0.1) == 1464
+
+
+def test_a_route_the_kernel_says_is_wider_is_searched_up_to_it():
+    """Loopback (the kernel's route carries 65,508-byte UDP payloads): the first probe is the largest datagram,
+    not a jumbo frame's; a route that says JUMBO or less, or says nothing, leaves the blind search as it was."""
+    wide = PathMtu()
+    wide.widen(65508)
+    assert wide.next_probe(0.0, 0.1) == MAX_DATAGRAM
+    assert wide.on_acknowledged(MAX_DATAGRAM) and wide.size == MAX_DATAGRAM and not wide.searching
+    for said in (1472, JUMBO, None):
+        pm = PathMtu()
+        pm.widen(said)
+        assert pm.next_probe(0.0, 0.1) == JUMBO
+    late = PathMtu()
+    late.next_probe(0.0, 0.1)
+    late.widen(65508)  # a search under way keeps its ceiling
+    assert late.on_acknowledged(JUMBO) and late.size == JUMBO and not late.searching
+
+
+def test_the_rate_bounds_the_datagram_between_an_ethernet_frame_and_the_largest():
+    assert paced_limit(800e3) == ETHERNET  # 50 bytes' worth: never under 1,472
+    assert paced_limit(200e6) == 12_500  # half a millisecond of it
+    assert paced_limit(2e9) == MAX_DATAGRAM

@@ -1,0 +1,55 @@
+"""bench.peers.FaspServer logs the engine in the way scp logs in: with scp's key, so fasp-server pays no scrypt
+(a password costs it one at its start and one at each login, CPU the engine's figures used to carry)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from bench.netns import Loopback
+from bench.peers import REPO, FaspServer, OpenSSH, wait_measured
+from tests.support.files import random_file, sha256
+from tests.support.root import require_root
+
+
+def _upload(site, fasp: FaspServer, source) -> float:
+    """One upload; the server's CPU seconds (sessions included)."""
+    fasp.start()
+    try:
+        client = site.popen(
+            "a",
+            fasp.ascp([source], rate_kbps=100_000, policy="fixed"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=fasp.client_env(),
+            cwd=REPO,
+        )
+        finished = wait_measured(client, 60, time.monotonic())
+        said = client.stdout.read().decode(errors="replace")
+        assert finished.returncode == 0, said
+    finally:
+        served = fasp.stop()
+    return served.cpu_s
+
+
+@pytest.mark.slow
+def test_the_engine_logs_in_with_scps_key_and_the_server_pays_no_scrypt(tmp_path):
+    require_root("a network namespace")
+    source = random_file(tmp_path / "one.bin", 1 << 20)
+    docroot = tmp_path / "dest"
+    docroot.mkdir()
+    with Loopback(f"r7lt{os.getpid() % 100000}") as site:
+        by_key = FaspServer(site, tmp_path, docroot)
+        assert by_key.identity == OpenSSH(site, tmp_path).identity  # scp's key, the same file
+        assert "ASPERA_SCP_PASS" not in by_key.client_env() and "FASP_BENCH_PASSWORD" not in by_key.env()
+        key_cpu = _upload(site, by_key, source)
+        assert sha256(docroot / "one.bin") == sha256(source) and (docroot / "one.bin").stat().st_size == 1 << 20
+        (docroot / "one.bin").unlink()
+        password_cpu = _upload(site, FaspServer(site, tmp_path, docroot, login="password"), source)
+        assert sha256(docroot / "one.bin") == sha256(source)
+    print(f"server CPU: key {key_cpu:.2f} s, password {password_cpu:.2f} s")
+    assert key_cpu < password_cpu - 0.4, (key_cpu, password_cpu)  # two scrypt checks of ~0.4 s each
