@@ -302,9 +302,10 @@ static PyObject *address(const struct sockaddr_storage *sa, socklen_t len) {
 /* The GRO segment size of a received message (0: one datagram). */
 static int gro_segment(struct msghdr *msg) {
     for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
-        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(uint16_t))) {
-            int seg = 0;
-            memcpy(&seg, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0) < sizeof seg ? c->cmsg_len - CMSG_LEN(0) : sizeof seg);
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int seg = 0; /* an int, native order, as udpsocket reads it (zero-padded if shorter) */
+            size_t len = c->cmsg_len - CMSG_LEN(0);
+            memcpy(&seg, CMSG_DATA(c), len < sizeof seg ? len : sizeof seg);
             return seg;
         }
     }
@@ -325,7 +326,10 @@ static PyObject *recv_batch(PyObject *self, PyObject *args) {
     struct mmsghdr msgs[MAX_MESSAGES];
     struct iovec iovs[MAX_MESSAGES];
     struct sockaddr_storage names[MAX_MESSAGES];
-    char controls[MAX_MESSAGES][CMSG_SPACE(sizeof(int))];
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align; /* CMSG_FIRSTHDR reads a cmsghdr there */
+    } controls[MAX_MESSAGES];
     if (count < 1 || count > MAX_MESSAGES || buffer.len < (Py_ssize_t)count * RECV_SIZE) {
         PyErr_SetString(PyExc_ValueError, "need 1..64 messages and a buffer of 65536 bytes for each");
         goto done;
@@ -338,8 +342,8 @@ static PyObject *recv_batch(PyObject *self, PyObject *args) {
         msgs[i].msg_hdr.msg_iovlen = 1;
         msgs[i].msg_hdr.msg_name = &names[i];
         msgs[i].msg_hdr.msg_namelen = sizeof names[i];
-        msgs[i].msg_hdr.msg_control = controls[i];
-        msgs[i].msg_hdr.msg_controllen = sizeof controls[i];
+        msgs[i].msg_hdr.msg_control = controls[i].buf;
+        msgs[i].msg_hdr.msg_controllen = sizeof controls[i].buf;
     }
     int got;
     for (;;) {
