@@ -1,8 +1,9 @@
-/* Optional compiled batch path for the hot loops: seal a run of DATA datagrams in one call (sender), open a
- * batch of received datagrams in one call (receiver).
+/* Optional compiled batch path for the hot loops: seal a run of DATA datagrams in one call (sender), read a
+ * batch of datagrams with one system call and open them in one call (receiver).
  *
- * The pure-Python twins are fasp.datapath.seal.Seal.seal_data and Seal.open_batch; both paths must give
- * identical results (tests/datapath/test_fastpath.py). The wire is version 2 of fasp/datapath/datagram.py,
+ * The pure-Python twins are fasp.datapath.seal.Seal.seal_data and Seal.open_batch, and
+ * fasp.datapath.udpsocket.UdpSocket.recv_batch's recvmsg loop; both paths must give identical results
+ * (tests/datapath/test_fastpath.py). The wire is version 2 of fasp/datapath/datagram.py,
  * which stays the one definition: the header prefix, the version, the connection id and the header size of
  * each type come from Python, and seal.py uses this module only if its WIRE equals datagram.py's layout.
  *
@@ -18,8 +19,14 @@
  * window's does when Seal.open_batch applies it after this call.
  * AES-GCM comes from OpenSSL's EVP (libcrypto), as it does for the `cryptography` package.
  */
+#define _GNU_SOURCE /* recvmmsg */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <sys/socket.h>
 #include <openssl/evp.h>
 
 #define WIRE_VERSION 2
@@ -32,6 +39,7 @@
 #define MAX_OFFSET (1ULL << 48)
 #define MAX_PAYLOAD 65536ULL                /* more than a UDP datagram holds; keeps OpenSSL's int lengths */
 #define NONCE_SIZE 12
+#define RECV_SIZE 65536                    /* udpsocket.RECV_BUFFER: a message, GRO segments included */
 
 static void put16(unsigned char *p, uint16_t v) {
     p[0] = v >> 8; p[1] = (unsigned char)v;
@@ -268,15 +276,136 @@ done:
     return result;
 }
 
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#define MAX_MESSAGES 64
+
+/* A source address as Python's socket module gives it: (host, port) for IPv4, (host, port, flowinfo,
+ * scope_id) for IPv6, the host from getnameinfo(NI_NUMERICHOST) as socket.makeipaddr does. */
+static PyObject *address(const struct sockaddr_storage *sa, socklen_t len) {
+    char host[NI_MAXHOST];
+    int err = getnameinfo((const struct sockaddr *)sa, len, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+    if (err != 0) {
+        PyErr_Format(PyExc_OSError, "getnameinfo: %s", gai_strerror(err));
+        return NULL;
+    }
+    if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        return Py_BuildValue("(sHII)", host, ntohs(a->sin6_port), (unsigned int)ntohl(a->sin6_flowinfo),
+                             (unsigned int)a->sin6_scope_id);
+    }
+    return Py_BuildValue("(sH)", host, ntohs(((const struct sockaddr_in *)sa)->sin_port));
+}
+
+/* The GRO segment size of a received message (0: one datagram). */
+static int gro_segment(struct msghdr *msg) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int seg = 0; /* an int, native order, as udpsocket reads it (zero-padded if shorter) */
+            size_t len = c->cmsg_len - CMSG_LEN(0);
+            memcpy(&seg, CMSG_DATA(c), len < sizeof seg ? len : sizeof seg);
+            return seg;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(recv_batch_doc,
+"recv_batch(fd, buffer, count) -> list[tuple[bytes, address]]\n\n"
+"The datagrams waiting in non-blocking UDP socket fd, up to count messages (at most 64) read with one\n"
+"recvmmsg into buffer (writable, count x 65536 bytes), each message's GRO segments apart, with their\n"
+"source address; [] if none wait. A refused send's ICMP error is skipped, as UdpSocket.recv_batch does.");
+
+static PyObject *recv_batch(PyObject *self, PyObject *args) {
+    int fd, count;
+    Py_buffer buffer;
+    if (!PyArg_ParseTuple(args, "iw*i", &fd, &buffer, &count)) return NULL;
+    PyObject *result = NULL, *last_addr = NULL;
+    struct mmsghdr msgs[MAX_MESSAGES];
+    struct iovec iovs[MAX_MESSAGES];
+    struct sockaddr_storage names[MAX_MESSAGES];
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align; /* CMSG_FIRSTHDR reads a cmsghdr there */
+    } controls[MAX_MESSAGES];
+    if (count < 1 || count > MAX_MESSAGES || buffer.len < (Py_ssize_t)count * RECV_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "need 1..64 messages and a buffer of 65536 bytes for each");
+        goto done;
+    }
+    memset(msgs, 0, sizeof(struct mmsghdr) * count);
+    for (int i = 0; i < count; i++) {
+        iovs[i].iov_base = (char *)buffer.buf + (Py_ssize_t)i * RECV_SIZE;
+        iovs[i].iov_len = RECV_SIZE;
+        msgs[i].msg_hdr.msg_iov = &iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof names[i];
+        msgs[i].msg_hdr.msg_control = controls[i].buf;
+        msgs[i].msg_hdr.msg_controllen = sizeof controls[i].buf;
+    }
+    int got;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        got = recvmmsg(fd, msgs, (unsigned int)count, MSG_DONTWAIT, NULL);
+        Py_END_ALLOW_THREADS
+        if (got >= 0 || errno != ECONNREFUSED) break; /* ICMP from an earlier send; not a datagram's fault */
+    }
+    result = PyList_New(0);
+    if (result == NULL) goto done;
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) goto done;
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_CLEAR(result);
+        goto done;
+    }
+    struct sockaddr_storage *last_name = NULL;
+    socklen_t last_len = 0;
+    for (int i = 0; i < got; i++) {
+        struct msghdr *msg = &msgs[i].msg_hdr;
+        if (last_name == NULL || msg->msg_namelen != last_len || memcmp(msg->msg_name, last_name, last_len) != 0) {
+            Py_XSETREF(last_addr, address(msg->msg_name, msg->msg_namelen));
+            if (last_addr == NULL) goto fail;
+            last_name = msg->msg_name;
+            last_len = msg->msg_namelen;
+        }
+        const char *data = iovs[i].iov_base;
+        Py_ssize_t len = msgs[i].msg_len;
+        Py_ssize_t seg = gro_segment(msg);
+        if (seg <= 0 || len <= seg) seg = len;
+        Py_ssize_t pos = 0;
+        do {
+            Py_ssize_t n = len - pos < seg ? len - pos : seg;
+            PyObject *item = Py_BuildValue("(y#O)", data + pos, n, last_addr);
+            if (item == NULL || PyList_Append(result, item) < 0) {
+                Py_XDECREF(item);
+                goto fail;
+            }
+            Py_DECREF(item);
+            pos += n;
+        } while (pos < len);
+    }
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
+    Py_XDECREF(last_addr);
+    PyBuffer_Release(&buffer);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"seal_data", seal_data, METH_VARARGS, seal_data_doc},
     {"open_batch", open_batch, METH_VARARGS, open_batch_doc},
+    {"recv_batch", recv_batch, METH_VARARGS, recv_batch_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "fasp.datapath._fastpath",
-    "Compiled batch sealing and opening of datagrams (optional; seal.Seal has the pure-Python path).", -1,
+    "Compiled batch sealing, receiving and opening of datagrams (optional; seal.Seal and udpsocket.UdpSocket\n"
+    "have the pure-Python paths).", -1,
     methods,
 };
 

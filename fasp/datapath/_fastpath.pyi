@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+from typing import Any
 
 from fasp.datapath.datagram import Buffer
 
@@ -26,3 +27,4 @@ def open_batch(
     expected: int,
     packets: Sequence[Buffer],
 ) -> list[tuple[int, int, int, int, bytes] | None]: ...
+def recv_batch(fd: int, buffer: bytearray, count: int) -> list[tuple[bytes, tuple[Any, ...]]]: ...

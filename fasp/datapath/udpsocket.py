@@ -3,7 +3,10 @@
 Sending uses UDP GSO (``UDP_SEGMENT``): a run of equal-size datagrams goes to
 the kernel as one buffer and leaves as separate datagrams. Receiving uses UDP
 GRO (``UDP_GRO``): the kernel hands back several datagrams of one size in one
-buffer plus the segment size. Without either, plain sendto/recvfrom.
+buffer plus the segment size. Without either, plain sendto/recvfrom. Where GRO does not help (a path
+that does not coalesce, as the WAN emulator's TUN), the compiled extension reads up to RECV_MESSAGES
+datagrams with one ``recvmmsg`` into a buffer kept for it (:func:`_fastpath.recv_batch`); the pure-Python
+path is one ``recvmsg`` per message.
 
 For path MTU discovery (:mod:`fasp.datapath.pmtu`) the socket sets "don't fragment"
 (``IP_PMTUDISC_DO``): the kernel then refuses a datagram larger than the path MTU
@@ -19,6 +22,7 @@ import struct
 from typing import Any
 
 from fasp.datapath.datagram import Buffer
+from fasp.datapath.seal import FASTPATH
 
 SOL_UDP = 17
 UDP_SEGMENT = 103
@@ -28,6 +32,7 @@ SO_SNDBUFFORCE = 32
 MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65000
 RECV_BUFFER = 65536
+RECV_MESSAGES = 64  # messages one recv_batch reads at most (the compiled path's limit too)
 SOCKET_BUFFER = 16 << 20
 IP_MTU_DISCOVER, IP_MTU, IPV6_MTU_DISCOVER, IPV6_MTU, PMTUDISC_DO = 10, 14, 23, 24, 2  # <linux/in.h>, in6.h
 _U16 = struct.Struct("=H")
@@ -64,6 +69,8 @@ class UdpSocket:
         except OSError:
             self.gro = False
         self._anc = socket.CMSG_SPACE(_INT.size)
+        self.fastpath = FASTPATH
+        self._recv_buffer = bytearray(RECV_MESSAGES * RECV_BUFFER) if FASTPATH is not None else bytearray()
 
     @classmethod
     def bind(cls, host: str, port: int) -> UdpSocket:
@@ -145,12 +152,22 @@ class UdpSocket:
             sent += run
         return sent
 
-    def recv_batch(self, max_calls: int = 8) -> list[tuple[Buffer, tuple[Any, ...]]]:
-        """Datagrams waiting in the socket (up to ``max_calls`` system calls), with their source; the datagrams
-        of one GRO buffer are views into it (a copy each cost as much as their decryption's Python)."""
+    def recv_batch(self, max_messages: int = RECV_MESSAGES) -> list[tuple[Buffer, tuple[Any, ...]]]:
+        """Datagrams waiting in the socket (up to ``max_messages`` messages, each GRO buffer's datagrams
+        apart), with their source: one recvmmsg when the extension is built, else a recvmsg each; the datagrams
+        of one GRO buffer are views into it on the pure-Python path (a copy each cost as much as their
+        decryption's Python)."""
+        fast = self.fastpath
+        if fast is not None:
+            if len(self._recv_buffer) < max_messages * RECV_BUFFER:
+                self._recv_buffer = bytearray(max_messages * RECV_BUFFER)
+            got: list[tuple[Buffer, tuple[Any, ...]]] = fast.recv_batch(
+                self.sock.fileno(), self._recv_buffer, max_messages
+            )
+            return got
         out: list[tuple[Buffer, tuple[Any, ...]]] = []
         sock = self.sock
-        for _ in range(max_calls):
+        for _ in range(max_messages):
             try:
                 data, anc, _flags, addr = sock.recvmsg(RECV_BUFFER, self._anc)
             except (BlockingIOError, InterruptedError):

@@ -1,19 +1,24 @@
-"""The compiled batch path (fasp/datapath/_fastpath.c) against the pure-Python one: same datagrams, and the
-fallback when the extension is absent. The extension is built by ``pip install -e .`` or ``python setup.py
-build_ext --inplace`` (a C compiler and libssl-dev); a missing build fails here rather than going unnoticed."""
+"""The compiled batch path (fasp/datapath/_fastpath.c) against the pure-Python one: same datagrams sealed,
+received and opened, a transfer through each, and the fallback when the extension is absent. The extension is
+built by ``pip install -e .`` or ``python setup.py build_ext --inplace`` (a C compiler and libssl-dev); a missing
+build fails here rather than going unnoticed."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from fasp.datapath import _fastpath, datagram
 from fasp.datapath.seal import WIRE, Seal
+from fasp.datapath.udpsocket import RECV_MESSAGES, SOL_UDP, UDP_GRO, UdpSocket
+from tests.support.files import sha256
 
-from .conftest import CLEAR, session_key
+from .conftest import CLEAR, aio, pair as transports, session_key, transfer
 
 SID = b"f" * 16
 KEYS = [session_key(16), session_key(24), session_key(32), CLEAR]
@@ -98,6 +103,75 @@ def test_compiled_and_pure_paths_open_the_same(key_index, bodies, picks, garbage
     ]
 
 
+def _drain(sock: UdpSocket) -> list[list[tuple[bytes, tuple]]]:
+    """Each recv_batch call's datagrams (as bytes) and sources, until the socket is empty."""
+    calls = []
+    while got := sock.recv_batch():
+        calls.append([(bytes(data), addr) for data, addr in got])
+    return calls
+
+
+@pytest.mark.parametrize("gro", [True, False], ids=["gro", "no-gro"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_compiled_and_pure_paths_receive_and_open_the_same(host, gro):
+    """The same datagrams into a socket read with one recvmmsg per call and one read with a recvmsg per message:
+    the same batches (more messages than one call reads, GRO buffers split, empty ones) from the same source
+    address, and the same opened or dropped (forged, cut, empty, foreign, reflected, replayed)."""
+    key = KEYS[0]
+    sender = Seal(SID, key, 0)
+    bodies = [bytes([i]) * (i % 7 * 50) for i in range(140)]
+    authentic = [sender.seal(datagram.DATA if i % 3 else datagram.FEEDBACK, b, i, 9) for i, b in enumerate(bodies)]
+    flipped = authentic[5][:-1] + bytes([authentic[5][-1] ^ 1])
+    foreign = Seal(b"x" * 16, key, 0).seal(datagram.DATA, b"other session", 0, 0)
+    reflected = Seal(SID, key, 1).seal(datagram.DATA, b"mirror", 0, 0)
+    singles = [*authentic[:100], flipped, authentic[7][:20], b"", foreign, reflected, authentic[3], *authentic[100:140]]
+    run = [sender.seal(datagram.DATA, b"r" * 1000, 0, 0) for _ in range(20)]  # equal sizes: one GSO send
+    bodies += [b"r" * 1000] * len(run)
+    compiled, pure = UdpSocket.bind(host, 0), UdpSocket.bind(host, 0)
+    source = UdpSocket.bind(host, 0)
+    try:
+        assert compiled.fastpath is _fastpath
+        pure.fastpath = None
+        for sock in (compiled, pure):
+            sock.sock.setsockopt(SOL_UDP, UDP_GRO, int(gro))
+            for packet in singles:
+                source.sock.sendto(packet, (host, sock.port))
+            assert source.send_batch(run, (host, sock.port)) == len(run)
+        time.sleep(0.2)
+        got, expected = _drain(compiled), _drain(pure)
+        assert got == expected
+        assert len(got[0]) == RECV_MESSAGES  # one call reads no more
+        assert {addr for call in got for _, addr in call} == {(host, source.port, 0, 0)[: 2 if "." in host else 4]}
+        received = [data for call in got for data, _ in call]
+        assert received == singles + run  # in order, each GRO buffer's datagrams apart
+        opener, pure_opener = Seal(SID, key, 1), Seal(SID, key, 1)
+        pure_opener.fastpath = None
+        opened = [opener.open_batch([data for data, _ in call]) for call in got]
+        assert opened == [pure_opener.open_batch([data for data, _ in call]) for call in expected]
+        # every authentic datagram once; not the forged, cut, empty, foreign, reflected or replayed ones
+        assert [o[4] for batch in opened for o in batch if o is not None] == bodies
+    finally:
+        for sock in (compiled, pure, source):
+            sock.close()
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+@aio
+async def test_a_transfer_arrives_intact_through_each_receive_path(tmp_path, compiled):
+    """A datagram per message (no GRO, as across a path that does not coalesce), read by each path."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(os.urandom(3 << 20))
+    async with transports() as (client, server):
+        sock = server._sock
+        sock.sock.setsockopt(SOL_UDP, UDP_GRO, 0)
+        if not compiled:
+            sock.fastpath = None
+        await transfer(client, server, 1, src, dst)
+        assert (sock.fastpath is _fastpath) is compiled
+    assert dst.stat().st_size == 3 << 20
+    assert sha256(dst) == sha256(src)
+
+
 def test_a_run_outside_the_block_or_the_wire_is_refused():
     compiled, _ = pair(0, 0, 0)
     for base, block, runs in (
@@ -116,24 +190,25 @@ def test_a_run_outside_the_block_or_the_wire_is_refused():
 
 def test_the_pure_path_is_used_when_the_extension_is_absent_or_disabled():
     probe = (
-        "from fasp.datapath import seal; "
-        "print(seal.FASTPATH is None, seal.Seal(b's' * 16, seal.SessionKey(bytes(32)), 0).fastpath is None)"
+        "from fasp.datapath import seal, udpsocket; "
+        "print(seal.FASTPATH is None, seal.Seal(b's' * 16, seal.SessionKey(bytes(32)), 0).fastpath is None, "
+        "udpsocket.UdpSocket.bind('127.0.0.1', 0).fastpath is None)"
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {key: value for key, value in os.environ.items() if key != "FASP_NO_FASTPATH"} | {"PYTHONPATH": root}
     disabled = subprocess.run(
         [sys.executable, "-c", probe], env={**env, "FASP_NO_FASTPATH": "1"}, capture_output=True, text=True, check=True
     )
-    assert disabled.stdout.split() == ["True", "True"]
+    assert disabled.stdout.split() == ["True", "True", "True"]
     blocked = "import sys; sys.modules['fasp.datapath._fastpath'] = None; " + probe  # an import that fails
     absent = subprocess.run([sys.executable, "-c", blocked], env=env, capture_output=True, text=True, check=True)
-    assert absent.stdout.split() == ["True", "True"]
+    assert absent.stdout.split() == ["True", "True", "True"]
     stale = (  # a build for wire version 1 left in the tree
         "import sys, types; sys.modules['fasp.datapath._fastpath'] = types.SimpleNamespace(WIRE=(1, 36, 36, 16, 16)); "
         + probe
     )
     old = subprocess.run([sys.executable, "-c", stale], env=env, capture_output=True, text=True, check=True)
-    assert old.stdout.split() == ["True", "True"]
+    assert old.stdout.split() == ["True", "True", "True"]
     assert _fastpath.WIRE == WIRE  # and this build is for the wire datagram.py defines
     present = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert present.stdout.split() == ["False", "False"]
+    assert present.stdout.split() == ["False", "False", "False"]
