@@ -22,11 +22,14 @@ def relayed_server(workdir: Path) -> Iterator[tuple[FaspServer, Relay]]:
             yield server, relay
 
 
-def reset(relay: Relay, *, loss: float = 0.0, delay: float = 0.0, rate_mbit: float = 0.0) -> list:
+def reset(
+    relay: Relay, *, loss: float = 0.0, delay: float = 0.0, rate_mbit: float = 0.0, queue_ms: float = 250.0
+) -> list:
     """Fresh counts and only the given impairment; returns the list (direction, type, size) of every datagram."""
     seen: list = []
     relay.tamper = lambda data, direction: (seen.append((direction, datagram.kind(data), len(data))), [data])[1]
-    relay.loss, relay.delay, relay.rate_mbit = loss, delay, rate_mbit
+    relay.loss, relay.delay, relay.rate_mbit, relay.queue_ms = loss, delay, rate_mbit, queue_ms
+    relay.counts.overflowed = 0
     relay.counts.bytes.update(up=0, down=0)
     relay.counts.bins["up"].clear()
     relay.counts.bins["down"].clear()
