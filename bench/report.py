@@ -624,7 +624,7 @@ def goals(results: list[dict]) -> list[str]:
     rows.append(
         (
             "memory at 500 Mbit/s x 200 ms: peak RSS per end stated",
-            "client {} / server {} MiB".format(*(statistics.median(x) for x in zip(*rss))) if rss else "–",
+            "client {} / server {} MiB".format(*(round(statistics.median(x), 1) for x in zip(*rss))) if rss else "–",
             "stated" if rss else "not measured",
         )
     )
