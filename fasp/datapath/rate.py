@@ -83,6 +83,7 @@ PROBE_GAP_MAX = 4 * BASE_WINDOW
 ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full buffer), lighter loss waits PROBE_GAP
 OWN_LOSS = 0.5  # a probe after heavy loss that sees less than this fraction of it: the loss was this flow's own
 BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds
+ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: the flow has the link alone
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
 FALLING = 0.005  # a probe lasts an RTT more while the loss reported keeps falling (by more than this, or
@@ -150,14 +151,15 @@ class RateController:
         self._next_probe = 0.0  # set when slow start ends
         self._probe_end: float | None = None  # while probing: when it ends ...
         self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it, the rate during it
-        self._probe_rate = 0.0
+        self._probe_rate = self._probe_recv = 0.0  # (and what arrived when it began)
         self._probe_started = 0.0
         self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
         self._loss_avg = 0.0  # the loss reported, averaged over about an RTT ...
         self._probe_loss_before = 0.0  # ... when the probe began, and the least the probe saw (from its second
         self._probe_loss = 0.0  # RTT on, once the reports show its lower rate)
         self._alpha_cap = float("inf")  # bits of queue the bottleneck's buffer leaves this flow (set by overflow)
-        self._recv_avg = self._recv_raw = 0.0  # the receive rate over about an RTT: loss added back, as is
+        self._recv_avg = self._recv_raw = 0.0  # the receive rate over about an RTT: loss added back, as is ...
+        self._recv_best = 0.0  # ... and the best of the latter this session: about the bottleneck's when alone
         self.base_rtt: float | None = None
         self.srtt: float | None = None
         self.queue_delay = 0.0
@@ -220,6 +222,7 @@ class RateController:
                 return None
             self._probed, self._probe_first = True, first
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
+            self._probe_recv = self._recv_raw
             self._probe_rate = min(rate * PROBE_DEPTH, self._recv_raw)  # at most what arrives: an overdrive ends
             self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
             self._probe_started, self._probe_loss_before, self._probe_loss = now, self._loss_avg, self._loss_avg
@@ -232,7 +235,11 @@ class RateController:
         if now < min(self._probe_end, self._probe_limit):
             return self._probe_rate
         self._probe_end = None
-        own = self._probe_loss_before >= HEAVY_LOSS and self._probe_loss < OWN_LOSS * self._probe_loss_before
+        own = (
+            self._probe_loss_before >= HEAVY_LOSS
+            and self._probe_loss < OWN_LOSS * self._probe_loss_before
+            and self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
+        )  # arrives ends the overflow too, but then it gets less than the link: not its own buffer to cap)
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
             self._alpha_cap = min(self._alpha_cap, BUFFER_SHARE * self._peak_delay * self._probe_rate)
         if own or base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base):  # or a hidden queue drained
@@ -290,6 +297,7 @@ class RateController:
         self._recv_avg += min(1.0, rtts) * (arrived - self._recv_avg)
         self._loss_avg += min(1.0, rtts) * (loss - self._loss_avg)
         self._recv_raw += min(1.0, rtts) * (recv_rate_bps - self._recv_raw)
+        self._recv_best = max(self._recv_best, self._recv_raw)
         self._delivered.window = max(10 * srtt, 0.5)
         delivered = self._delivered.push(now, self._recv_avg)
         rate = self.rate_bps
@@ -326,7 +334,7 @@ class RateController:
                 fast = rate * base_rtt / rtt + alpha / rtt
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
                 recent_cut = now - self._cut_at < self._delivered.window
-                if self._congestion_loss(loss, fair_alpha) and now - self._cut_at >= srtt:
+                if self._congestion_loss(loss, min(fair_alpha, self._alpha_cap)) and now - self._cut_at >= srtt:
                     rate, self._cut_at, recent_cut = rate * (1 - LOSS_BACKOFF), now, True
                 if queued < alpha / 4 and not recent_cut:  # no queue: the path has room
                     gain = REGAIN if self.rate_bps < 0.9 * delivered else PROBE_GAIN

@@ -32,7 +32,7 @@ def run(
             c.on_rtt(now, base_rtt + qdelay + rnd.random() * 0.0005)
             share = c.rate_bps / offered if offered else 0
             lost = 1 - (1 - loss) * (1 - dropped)
-            c.on_feedback(now, min(c.rate_bps, capacity_bps * share) * (1 - lost), lost)
+            c.on_feedback(now, min(c.rate_bps, capacity_bps * share) * (1 - loss), lost)  # the link delivers its all
             if now > seconds * 0.6:
                 tail[id(c)].append(c.rate_bps)
     return [sum(tail[id(c)]) / len(tail[id(c)]) for c in ctrls]
