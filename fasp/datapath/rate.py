@@ -33,9 +33,13 @@ does not slow a transfer down:
     worth of sending per probe.
   * own overflow: a buffer smaller than ``alpha`` never lets FAST reach its queue, so
     FAST alone sends past the link into it (20 Mbit/s, 50 ms, one-BDP buffer: 30x the
-    link, 94 % lost). The probe sends at most what arrives; if the loss then goes away
-    it was this flow's own: the rate stays there and alpha stays within half of what
-    the buffer held (the receiver's loss report follows within an RTT or two for this).
+    link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
+    the probe sends at most what arrives; if the loss then goes away and the flow had
+    the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
+    sending what arrives ends the overflow too), the loss was its own: the rate stays
+    there and, for the session, alpha stays within half of what the buffer held, and
+    loss at that buffer's brim counts as congestion (the receiver's loss report follows
+    within an RTT or two for this).
 - HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
   about 1.5 times a FAIR flow's share, about twice what it leaves a CUBIC flow.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
@@ -238,7 +242,7 @@ class RateController:
         own = (
             self._probe_loss_before >= HEAVY_LOSS
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
-            and self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
+            and 0 < self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
         )  # arrives ends the overflow too, but then it gets less than the link: not its own buffer to cap)
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
             self._alpha_cap = min(self._alpha_cap, BUFFER_SHARE * self._peak_delay * self._probe_rate)
