@@ -3,8 +3,7 @@
 The driver owns what the connection must not: the socket (:class:`fasp.datapath.udpsocket.UdpSocket`,
 batched), the clock, one pump task sleeping until the connection's timer (or until woken), and the files.
 A socket reader callback feeds the connection each batch and hands the runs of adjacent payloads it reports
-to a writer thread (``os.pwrite`` at their offsets, overlapping the loop's decryption), or writes a small run
-itself (where datagrams arrive one by one, a hand-off per callback cost more than the write); sources are read
+to a writer thread (``os.pwrite`` at their offsets, overlapping the loop's decryption); sources are read
 when the connection asks for a piece's bytes. :meth:`Transport.tune` sets ascp's -g/-G block sizes and -X
 request size.
 """
@@ -58,9 +57,6 @@ STALL_TIMEOUT = float(os.environ.get(STALL_TIMEOUT_ENV) or connection.STALL_TIME
 PEER_TIMEOUT = float(os.environ.get(PEER_TIMEOUT_ENV) or connection.PEER_TIMEOUT)
 _address = itemgetter(1)  # of a (datagram, address) pair
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024  # buffers one pwritev takes at most
-# bytes a write may hold to go at once from the loop: handing it to the writer thread (a wake-up there and one
-# back) cost the receiver more than the copy into the page cache it overlaps
-INLINE_WRITE = 64 << 10
 
 
 @dataclass
@@ -88,8 +84,7 @@ class _Incoming:
 
 class _Writer:
     """Positional writes on a thread of their own: os.pwrite releases the GIL, so copying into the page
-    cache overlaps the event loop's decrypting. Results return to the loop in batches. A write of up to
-    INLINE_WRITE bytes is made at once instead, its result reported before :meth:`submit` returns."""
+    cache overlaps the event loop's decrypting. Results return to the loop in batches."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, on_done: Callable[[list[tuple[_Incoming, int, OSError | None]]], None]
@@ -103,18 +98,10 @@ class _Writer:
 
     def submit(self, inc: _Incoming, data: Buffer | list[memoryview], offset: int, new: int) -> None:
         """Write ``data`` (one buffer, or adjacent ones) at ``offset``; ``new``: the bytes to report as progress."""
-        inc.pending += 1
-        if (sum(map(len, data)) if isinstance(data, list) else len(data)) <= INLINE_WRITE:
-            try:
-                _pwrite_all(inc.fd, data, offset)
-            except OSError as exc:
-                self._on_done([(inc, new, exc)])
-            else:
-                self._on_done([(inc, new, None)])
-            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fasp-writer", daemon=True)
             self._thread.start()
+        inc.pending += 1
         self._queue.put((inc, data, offset, new))
 
     def close(self) -> None:

@@ -1,17 +1,14 @@
 """The receiver's write path: a run of adjacent payloads lands with one pwritev (no join), the same bytes as one
-pwrite per payload, holes between runs left alone, a short write (a filesystem filling up) is continued
-until the kernel names the error, and a small run is written from the loop, a larger one by the writer thread."""
+pwrite per payload, holes between runs left alone, and a short write (a filesystem filling up) is continued
+until the kernel names the error."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 
-from fasp.datapath.udpchannel import INLINE_WRITE, IOV_MAX, _Incoming, _pwrite_all, _Writer
-
-from .conftest import aio
+from fasp.datapath.udpchannel import IOV_MAX, _pwrite_all
 
 
 def _payloads(data: bytes, cuts: list[int]) -> list[memoryview]:
@@ -73,41 +70,3 @@ except OSError as exc:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == str(27), out  # EFBIG
     assert (tmp_path / "f").read_bytes() == (bytes(range(256)) * 1000)[:100_000]
-
-
-@aio
-async def test_a_small_run_is_written_before_submit_returns_a_larger_one_by_the_thread(tmp_path):
-    """Where datagrams arrive one by one (no GRO) each socket read brings a small run, and handing it to the
-    writer thread (a wake-up there, one back to the loop) cost more than the copy it overlaps."""
-    loop = asyncio.get_running_loop()
-    reported: list[tuple[int, OSError | None]] = []
-
-    def on_done(results):
-        for inc, new, error in results:
-            inc.pending -= 1
-            reported.append((new, error))
-
-    writer = _Writer(loop, on_done)
-    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
-    try:
-        inc = _Incoming(1, fd, None, loop.create_future())
-        small, large = os.urandom(INLINE_WRITE), os.urandom(INLINE_WRITE + 1)
-        writer.submit(inc, [memoryview(small)[:1000], memoryview(small)[1000:]], 0, len(small))
-        assert reported == [(len(small), None)] and inc.pending == 0  # written and reported already
-        assert os.pread(fd, len(small), 0) == small
-        writer.submit(inc, large, len(small), len(large))
-        assert inc.pending == 1  # the thread has it
-        while inc.pending:
-            await asyncio.sleep(0.01)
-        assert reported == [(len(small), None), (len(large), None)]
-        assert os.pread(fd, len(small) + len(large), 0) == small + large
-        read_only = os.open(tmp_path / "f", os.O_RDONLY)
-        try:  # a small write the kernel refuses: its error, reported at once
-            refused = _Incoming(2, read_only, None, loop.create_future())
-            writer.submit(refused, b"x", 0, 1)
-        finally:
-            os.close(read_only)
-        assert reported[-1][0] == 1 and isinstance(reported[-1][1], OSError) and refused.pending == 0
-    finally:
-        writer.close()
-        os.close(fd)
