@@ -70,7 +70,7 @@ class UdpSocket:
             self.gro = False
         self._anc = socket.CMSG_SPACE(_INT.size)
         self.fastpath = FASTPATH
-        self._recv_buffer = bytearray(RECV_MESSAGES * RECV_BUFFER) if FASTPATH is not None else bytearray()
+        self._recv_buffer = bytearray()  # recvmmsg's, sized by recv_batch when it first reads
 
     @classmethod
     def bind(cls, host: str, port: int) -> UdpSocket:
