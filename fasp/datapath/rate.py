@@ -37,9 +37,10 @@ does not slow a transfer down:
     the probe sends at most what arrives; if the loss then goes away and the flow had
     the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
     sending what arrives ends the overflow too), the loss was its own: the rate stays
-    there and, for the session, alpha stays within half of what the buffer held, and
-    loss at that buffer's brim counts as congestion (the receiver's loss report follows
-    within an RTT or two for this).
+    there and, for the session, alpha stays within half of what the buffer held (eight
+    datagrams at least: loss with no queue, a receiver too busy to read, shows no buffer
+    and must not leave FAST without alpha), and loss at that buffer's brim counts as
+    congestion (the receiver's loss report follows within an RTT or two for this).
 - HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
   about 1.5 times a FAIR flow's share, about twice what it leaves a CUBIC flow.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
@@ -86,7 +87,8 @@ PROBE_GAP = 2.0  # seconds between probes while losing; doubles while probes fin
 PROBE_GAP_MAX = 4 * BASE_WINDOW
 ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full buffer), lighter loss waits PROBE_GAP
 OWN_LOSS = 0.5  # a probe after heavy loss that sees less than this fraction of it: the loss was this flow's own
-BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds
+BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds, ...
+ALPHA_FLOOR = 8 * 1500 * 8  # ... never under eight full datagrams (bits): a queue too short to see is no buffer
 ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: the flow has the link alone
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
@@ -245,7 +247,7 @@ class RateController:
             and 0 < self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
         )  # arrives ends the overflow too, but then it gets less than the link: not its own buffer to cap)
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
-            self._alpha_cap = min(self._alpha_cap, BUFFER_SHARE * self._peak_delay * self._probe_rate)
+            self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * self._peak_delay * self._probe_rate, ALPHA_FLOOR))
         if own or base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base):  # or a hidden queue drained
             self._probe_gap, self._cut_at = PROBE_GAP, now
             rate = self._probe_rate

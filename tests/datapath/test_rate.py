@@ -166,3 +166,19 @@ def test_a_buffer_smaller_than_alpha_is_not_flooded(policy):
     within half of the buffer."""
     c = RateController(RateSettings(1_000_000, policy=policy))  # the default target: far above this link
     assert 0.75 * 20e6 < run([c], 20e6, 0.05, 30, buffer_s=0.05)[0] < 1.1 * 20e6
+
+
+def test_loss_without_a_queue_leaves_no_lasting_cap():
+    """A receiver too busy to read (three engines on two cores) drops 15 % for seconds with no queue to see; the
+    probe at half the rate sees the loss vanish, its own overflow, and capped alpha at half the queue it held:
+    nothing, and FAST without alpha decayed at each RTT sample above the base to 1 kbit/s (a 3 MB upload hung for
+    minutes in the many-hosts fault test). Once the receiver keeps up the rate is back at the target."""
+    rnd = random.Random(1)
+    c = RateController(RateSettings(4_000))
+    now = 0.0
+    while now < 15:
+        now += 0.001
+        c.on_rtt(now, 0.0005 + (rnd.random() * 0.002 if now > 5 else 0.0))  # scheduling noise later on
+        loss = max(0.0, 1 - (3.4e6 if now < 3 else 1e9) / c.rate_bps)
+        c.on_feedback(now, c.rate_bps * (1 - loss), loss)
+    assert c.rate_bps == 4e6
