@@ -4,7 +4,8 @@ The receiver writes every datagram straight to its offset, so it keeps no
 reordering buffer, only a hole map per file: a frontier (the highest byte seen)
 and the sorted ranges still missing below it. Feedback, sent several times per
 round trip, carries for each active file the frontier, the holes old enough not
-to be mere reordering, and completion; and for the session the receive rate and
+to be mere reordering (those not reported within the last round trip first, when
+not all fit), and completion; and for the session the receive rate and
 the fraction of the peer's datagrams that never arrived (from sequence gaps).
 
 The receiving session asks for bytes (pieces) ahead of their arrival; how many the path needs asked for at
@@ -15,6 +16,7 @@ rate to double within a round trip and for the holes loss leaves waiting for the
 from __future__ import annotations
 
 import bisect
+import math
 
 from fasp.datapath import datagram
 from fasp.datapath.rate import WindowedMax
@@ -50,7 +52,8 @@ class HoleMap:
         self.end = end
         self.frontier = start
         self._starts: list[int] = []  # hole starts, sorted
-        self._holes: list[tuple[int, int, float]] = []  # (start, end, first_seen) parallel to _starts
+        self._holes: list[tuple[int, int, float, float]] = []  # (start, end, first_seen, reported) parallel to
+        # _starts
         self.missing = end - start
 
     @property
@@ -72,7 +75,7 @@ class HoleMap:
         if hi > frontier:
             if lo > frontier:
                 self._starts.append(frontier)
-                self._holes.append((frontier, lo, now))
+                self._holes.append((frontier, lo, now, -math.inf))
             new = hi - max(lo, frontier)
             self.frontier = hi
             if lo >= frontier:
@@ -90,32 +93,42 @@ class HoleMap:
             i = 0
         filled = 0
         while i < len(holes):
-            a, b, seen = holes[i]
+            a, b, seen, told = holes[i]
             if a >= hi:
                 break
             if b <= lo:
                 i += 1
                 continue
             filled += min(b, hi) - max(a, lo)
-            pieces: list[tuple[int, int, float]] = []
+            pieces: list[tuple[int, int, float, float]] = []
             if a < lo:
-                pieces.append((a, lo, seen))
+                pieces.append((a, lo, seen, told))
             if hi < b:
-                pieces.append((hi, b, seen))
+                pieces.append((hi, b, seen, told))
             holes[i : i + 1] = pieces
             starts[i : i + 1] = [p[0] for p in pieces]
             i += len(pieces)
         return filled
 
-    def holes(self, older_than: float, limit: int) -> list[tuple[int, int]]:
-        """Up to ``limit`` holes first seen before ``older_than``, lowest first."""
-        out = []
-        for a, b, seen in self._holes:
-            if seen <= older_than:
-                out.append((a, b))
-                if len(out) >= limit:
+    def holes(self, older_than: float, limit: int, now: float = 0.0, again_after: float = 0.0) -> list[tuple[int, int]]:
+        """Up to ``limit`` holes first seen before ``older_than``, lowest first; those reported less than
+        ``again_after`` ago only in the room the others leave. Their resends are on the way: reporting the lowest
+        ``limit`` each time recovered only ``limit`` holes per round trip, and 3 % loss at 500 Mbit/s, 200 ms
+        opens about 250 per round trip. With room for all, all go every time (a lost report costs nothing)."""
+        fresh: list[tuple[int, int]] = []
+        again: list[tuple[int, int]] = []
+        holes = self._holes
+        for i, (a, b, seen, told) in enumerate(holes):
+            if seen > older_than:
+                continue
+            if now - told >= again_after:
+                fresh.append((a, b))
+                holes[i] = (a, b, seen, now)
+                if len(fresh) >= limit:
                     break
-        return out
+            elif len(again) < limit:
+                again.append((a, b))
+        return sorted(fresh + again[: limit - len(fresh)])
 
 
 class ReceiveState:
@@ -255,7 +268,7 @@ class ReceiveState:
                 continue
             if room < datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE:
                 break
-            holes = hm.holes(older_than, (room - datagram.FILE_REPORT_SIZE) // datagram.HOLE_SIZE)
+            holes = hm.holes(older_than, (room - datagram.FILE_REPORT_SIZE) // datagram.HOLE_SIZE, now, rtt)
             reports.append(datagram.FileReport(file_id, hm.frontier, holes))
             room -= datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE * len(holes)
             self._rotor += 1

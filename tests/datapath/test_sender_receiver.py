@@ -43,6 +43,22 @@ def test_holes_wait_out_reordering():
     assert hm.holes(older_than=1.0, limit=10) == [(1500, 2000)]
 
 
+def test_holes_just_reported_give_way_to_the_ones_above_them():
+    """More holes than a report holds: the next report within a round trip carries the ones above those just
+    reported (their resends are on the way); with room for all, all go every time."""
+    hm = HoleMap(0, 1_000_000)
+    for i in range(300):  # 300 holes of 100 bytes
+        hm.add(i * 1000 + 100, 900, now=0.0)
+    first = hm.holes(older_than=1.0, limit=70, now=1.0, again_after=0.2)
+    second = hm.holes(older_than=1.0, limit=70, now=1.01, again_after=0.2)
+    assert first == [(i * 1000, i * 1000 + 100) for i in range(70)]
+    assert second == [(i * 1000, i * 1000 + 100) for i in range(70, 140)]
+    assert hm.holes(older_than=1.0, limit=70, now=1.3, again_after=0.2) == first  # an RTT later: again
+    few = HoleMap(0, 10_000)
+    few.add(500, 500, now=0.0)
+    assert few.holes(1.0, 70, now=1.0, again_after=0.2) == few.holes(1.0, 70, now=1.01, again_after=0.2) == [(0, 500)]
+
+
 def test_receiver_reports_completion_again_when_data_repeats():
     r = ReceiveState()
     r.register(1, 0, 100)
