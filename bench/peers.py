@@ -167,7 +167,11 @@ class Server:
         try:
             self.wait_ready()
         except BaseException:
-            self.stop()
+            if self.process.poll() is None:
+                self.stop()
+            else:  # it died at its start (and is reaped): its own error is the one to raise
+                self.peak.stop()
+                self.process.stdout.close()
             raise
 
     def stop(self) -> Finished:
@@ -301,7 +305,7 @@ class FaspServer(Server):
     def wait_ready(self) -> None:
         line = _ready_line(self.process, self.log)
         if not line.startswith("listening on "):
-            raise RuntimeError(f"fasp-server said {line!r}")
+            raise RuntimeError(f"fasp-server said {line!r}: {self.log.read_text(errors='replace')[-2000:]}")
 
     def client_env(self) -> dict[str, str]:
         secret = {"ASPERA_SCP_PASS": self.password} if self.login == "password" else {}

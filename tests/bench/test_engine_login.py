@@ -53,3 +53,15 @@ def test_the_engine_logs_in_with_scps_key_and_the_server_pays_no_scrypt(tmp_path
         assert sha256(docroot / "one.bin") == sha256(source)
     print(f"server CPU: key {key_cpu:.2f} s, password {password_cpu:.2f} s")
     assert key_cpu < password_cpu - 0.4, (key_cpu, password_cpu)  # two scrypt checks of ~0.4 s each
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_at_its_start_raises_its_own_error(tmp_path):
+    """fasp-server refusing its host key: the bench says what the server said (stop() used to wait for the
+    process the readiness poll had already reaped: ChildProcessError, and the server's words were lost)."""
+    require_root("a network namespace")
+    with Loopback(f"r8ds{os.getpid() % 100000}") as site:
+        fasp = FaspServer(site, tmp_path, tmp_path)
+        fasp.host_key.write_text("not a key\n")
+        with pytest.raises(RuntimeError, match="Invalid private key"):
+            fasp.start()
