@@ -8,6 +8,7 @@ run (a -k, one file) leaves the document alone, so it always describes the compl
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,10 @@ def short_timeouts(monkeypatch):
 
 
 @pytest.fixture
-def record(request):
+def record(request, tmp_path_factory):
     """``record(fault, side, code, message, seconds[, recovery])``: one row of the reliability table."""
+    # a test's own directory reads as <tmp>: what the user sees after it fits the column, the same on every run
+    scratch = re.compile(re.escape(str(tmp_path_factory.getbasetemp())) + r"/[^/\s]+")
 
     def add(fault: str, side: str, code, message: str, seconds: float | None, recovery: str = "") -> dict:
         """The row, whose "recovery" a test may fill in once its retry or resume has run."""
@@ -44,7 +47,7 @@ def record(request):
             fault=fault,
             side=side,
             code="-" if code is None else str(code),
-            message=" ".join(str(message).split())[:110],
+            message=" ".join(scratch.sub("<tmp>", str(message)).split())[:110],
             recovery=recovery,
             seconds="-" if seconds is None else "< 0.1" if seconds < 0.05 else f"{seconds:.1f}",
             test=request.node.name,
