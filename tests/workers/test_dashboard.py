@@ -128,11 +128,11 @@ def _refused(url: str, method: str = "GET", body: bytes | None = None, headers: 
 def test_the_page_shows_and_steers_running_transfers(worker_factory, server, dashboard, browser, tmp_path):
     worker_factory("dash", concurrency=2)
     steered, doomed = tmp_path / "steered.bin", tmp_path / "doomed.bin"
-    make_file(steered, 12_000_000)
-    make_file(doomed, 4_000_000)
+    make_file(steered, 24_000_000)  # still running when the page steers it, on a slow runner too
+    make_file(doomed, 8_000_000)
     # the engines announce the job's size up front (as faspq's orders do), so the page knows totals and ETAs
-    fast = submit(upload(server, [steered], "dash", target_rate_kbps=4000, precalculate_job_size=True))  # ~24 s
-    slow = submit(upload(server, [doomed], "dash", target_rate_kbps=1000, precalculate_job_size=True))  # ~32 s
+    fast = submit(upload(server, [steered], "dash", target_rate_kbps=4000, precalculate_job_size=True))  # ~48 s
+    slow = submit(upload(server, [doomed], "dash", target_rate_kbps=1000, precalculate_job_size=True))  # ~64 s
 
     browser.get(dashboard.url)
     base = dashboard.url.split("?", 1)[0]
@@ -144,7 +144,7 @@ def test_the_page_shows_and_steers_running_transfers(worker_factory, server, das
         assert _read(browser, handle.id, "row.querySelector('.host').textContent") == os.uname().nodename
     moved = int(wait.until(lambda _: int(_read(browser, fast.id, "row.querySelector('.bytes').dataset.bytes")) or 0))
     wait.until(lambda _: int(_read(browser, fast.id, "row.querySelector('.bytes').dataset.bytes")) > moved)
-    assert _read(browser, fast.id, "row.querySelector('.bytes').textContent").endswith("/ 12.0 MB")
+    assert _read(browser, fast.id, "row.querySelector('.bytes').textContent").endswith("/ 24.0 MB")
     wait.until(lambda _: _read(browser, fast.id, "row.querySelector('.eta').textContent").endswith(" s"))
 
     _in_row(browser, fast.id, lambda row: row.find_element(By.CSS_SELECTOR, "td.id").click())  # its rate chart
