@@ -52,8 +52,8 @@ class HoleMap:
         self.end = end
         self.frontier = start
         self._starts: list[int] = []  # hole starts, sorted
-        self._holes: list[tuple[int, int, float, float]] = []  # (start, end, first_seen, reported) parallel to
-        # _starts
+        # (start, end, first_seen, last reported) parallel to _starts
+        self._holes: list[tuple[int, int, float, float]] = []
         self.missing = end - start
 
     @property
