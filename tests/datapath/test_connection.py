@@ -548,3 +548,25 @@ def test_holes_beyond_one_report_are_recovered_within_round_trips():
     arrivals = [t for t, _ in sim.a.seen(DataReceived)]
     assert arrivals[-1] - arrivals[0] < 1.6, arrivals[-1] - arrivals[0]
     assert sim.b.conn.stats()["bytes_retransmitted"] < 0.035 * len(data)  # each loss resent about once
+
+
+def test_a_file_in_many_pieces_has_each_loss_resent_once():
+    """The session sends a large file as 512 KiB pieces, each a file of the connection: 64 of them in flight at
+    3 % loss, 500 Mbit/s, 200 ms. When the first pieces' holes filled every feedback, the others' frontiers went
+    unreported for round trips and their senders resent each unconfirmed tail after the RTO: 15.9 % of the file
+    was resent for 3 % lost (12 % of what the 500 Mbit/s emulator delivered were duplicates)."""
+    rtt, rate, piece = 0.2, 500e6 / 8, 512 << 10
+    up, down = (Link(delay=rtt / 2, bandwidth=rate, loss=0.03, rng=random.Random(seed)) for seed in (1, 2))
+    sim = Sim(rate=RateSettings(500_000, policy="fixed"), up=up, down=down)
+    sim.handshake()
+    data = memoryview(random.Random(3).randbytes(32 << 20))
+    pieces = range(1, len(data) // piece + 1)
+    for file_id in pieces:
+        at = (file_id - 1) * piece
+        sim.a.files[file_id] = bytearray(piece)
+        sim.a.conn.expect_file(file_id, 0, piece)
+        sim.b.conn.send_file(file_id, 0, piece, lambda a, b, resend, at=at: data[at + a : at + b], sim.now)
+    sim.run(lambda: len(sim.b.seen(SendComplete)) == len(pieces), sim.now + 30)
+    assert len(sim.b.seen(SendComplete)) == len(pieces)
+    assert sha(b"".join(sim.a.files[i] for i in pieces)) == sha(data)
+    assert sim.b.conn.stats()["bytes_retransmitted"] < 0.04 * len(data)
