@@ -18,11 +18,13 @@ does not slow a transfer down:
   per RTT: a slow start ended early by a delay spike took 15 s to fill 500 Mbit/s x 200 ms).
   Two loss rules make FAIR share with loss-based TCP (CUBIC), which fills the
   buffer until it drops:
-  * congestion loss (Veno-like): loss while the standing queue is near its peak
+  * congestion loss (Veno-like): loss above twice the path's random loss (the least
+    loss of the last ten RTTs since slow start) while the standing queue is near its peak
     of the last ten seconds (slow start's own overshoot not counted), and that peak
     holds more than 1.5 ``alpha`` of this flow (someone else's backlog too: tail
     drop), cuts the rate 20 % (once per RTT) and stops the climb back for ten RTTs. Random loss meets no queue but this
-    flow's own ``alpha`` (or none), so it is left alone.
+    flow's own ``alpha`` (or none), so it is left alone; nor does it add to what tail drop adds (a target above the
+    link let the queue pass 1.5 ``alpha`` now and then: 1 % random loss then cut the rate 20 % every few seconds).
   * base-RTT probe: a flow that arrives at a buffer TCP keeps full measures that
     queue as its base RTT, sees no queue and takes the drops for random loss. So
     while it sees loss (every 2 s, doubling up to 40 s while probes find nothing;
@@ -92,6 +94,7 @@ ALPHA_FLOOR = 8 * 1500 * 8  # ... never under eight full datagrams (bits): a que
 ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: the flow has the link alone
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
+RANDOM_LOSS_SLACK = 2.0  # loss beyond this many times the path's least recent loss may be congestion
 FALLING = 0.005  # a probe lasts an RTT more while the loss reported keeps falling (by more than this, or
 # this fraction of it: not the noise of a random loss)
 
@@ -160,6 +163,7 @@ class RateController:
         self._probe_rate = self._probe_recv = 0.0  # (and what arrived when it began)
         self._probe_started = 0.0
         self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
+        self._random_loss = WindowedMin(0.5)  # the least _loss_avg of the last ten RTTs since slow start
         self._loss_avg = 0.0  # the loss reported, averaged over about an RTT ...
         self._probe_loss_before = 0.0  # ... when the probe began, and the least the probe saw (from its second
         self._probe_loss = 0.0  # RTT on, once the reports show its lower rate)
@@ -266,7 +270,7 @@ class RateController:
         this flow's own alpha (tail drop at a full buffer someone else fills too); random loss on a path whose only
         queue is this flow's own (or none) is not."""
         return (
-            loss > 0.0
+            loss > RANDOM_LOSS_SLACK * self._random_loss.push(self._last, self._loss_avg)
             and self.queue_delay >= 0.5 * self._peak_delay
             and self._peak_delay * self.rate_bps > QUEUE_SLACK * alpha
         )
@@ -304,7 +308,7 @@ class RateController:
         self._loss_avg += min(1.0, rtts) * (loss - self._loss_avg)
         self._recv_raw += min(1.0, rtts) * (recv_rate_bps - self._recv_raw)
         self._recv_best = max(self._recv_best, self._recv_raw)
-        self._delivered.window = max(10 * srtt, 0.5)
+        self._delivered.window = self._random_loss.window = max(10 * srtt, 0.5)
         delivered = self._delivered.push(now, self._recv_avg)
         rate = self.rate_bps
         queued = rate * self.queue_delay  # bits this flow keeps in the bottleneck queue
