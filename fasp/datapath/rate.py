@@ -265,12 +265,12 @@ class RateController:
         self._next_probe = now + (min(self._probe_gap, HEAVY_GAP_RTTS * srtt) if heavy else self._probe_gap)
         return rate
 
-    def _congestion_loss(self, loss: float, alpha: float) -> bool:
-        """Loss is congestion when it meets a standing queue near its recent peak and that peak holds more than
-        this flow's own alpha (tail drop at a full buffer someone else fills too); random loss on a path whose only
-        queue is this flow's own (or none) is not."""
+    def _congestion_loss(self, loss: float, random_loss: float, alpha: float) -> bool:
+        """Loss is congestion when it passes twice the path's ``random_loss`` and meets a standing queue near its
+        recent peak, and that peak holds more than this flow's own alpha (tail drop at a full buffer someone else
+        fills too); random loss on a path whose only queue is this flow's own (or none) is not."""
         return (
-            loss > RANDOM_LOSS_SLACK * self._random_loss.push(self._last, self._loss_avg)
+            loss > RANDOM_LOSS_SLACK * random_loss
             and self.queue_delay >= 0.5 * self._peak_delay
             and self._peak_delay * self.rate_bps > QUEUE_SLACK * alpha
         )
@@ -344,7 +344,11 @@ class RateController:
                 fast = rate * base_rtt / rtt + alpha / rtt
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
                 recent_cut = now - self._cut_at < self._delivered.window
-                if self._congestion_loss(loss, min(fair_alpha, self._alpha_cap)) and now - self._cut_at >= srtt:
+                random_loss = self._random_loss.push(now, self._loss_avg)
+                if (
+                    self._congestion_loss(loss, random_loss, min(fair_alpha, self._alpha_cap))
+                    and now - self._cut_at >= srtt
+                ):
                     rate, self._cut_at, recent_cut = rate * (1 - LOSS_BACKOFF), now, True
                 if queued < alpha / 4 and not recent_cut:  # no queue: the path has room
                     gain = REGAIN if self.rate_bps < 0.9 * delivered else PROBE_GAIN

@@ -17,6 +17,7 @@ rate to double within a round trip and for the holes loss leaves waiting for the
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 
 from fasp.datapath import datagram
@@ -129,11 +130,8 @@ class HoleMap:
     def reported(self, older_than: float, limit: int, now: float, again_after: float) -> list[tuple[int, int]]:
         """Up to ``limit`` of the holes :meth:`holes` leaves out for having been reported within ``again_after``,
         lowest first: they fill a report's spare room (a lost report then costs nothing)."""
-        return [
-            (a, b)
-            for a, b, seen, told in self._holes
-            if seen <= older_than and now - told < again_after and told != now
-        ][:limit]
+        recent = ((a, b) for a, b, seen, told in self._holes if seen <= older_than and 0 < now - told < again_after)
+        return list(itertools.islice(recent, limit))
 
 
 class ReceiveState:
@@ -272,18 +270,15 @@ class ReceiveState:
         # more files with theirs as room allows, then holes reported lately in the room left
         files = [(file_id, hm) for file_id in started[first:] + started[:first] if (hm := self._files.get(file_id))]
         n = min(len(files), room // datagram.FILE_REPORT_SIZE, max(1, room // 2 // datagram.FILE_REPORT_SIZE))
-        room -= n * datagram.FILE_REPORT_SIZE
+        room -= n * datagram.FILE_REPORT_SIZE  # the first n reports' heads, paid for up front
         told: list[tuple[int, HoleMap, list[tuple[int, int]]]] = []
-        for file_id, hm in files[:n]:
-            holes = hm.holes(older_than, room // datagram.HOLE_SIZE, now, rtt)
-            told.append((file_id, hm, holes))
-            room -= datagram.HOLE_SIZE * len(holes)
-        for file_id, hm in files[n:]:
-            if room < datagram.FILE_REPORT_SIZE:
+        for i, (file_id, hm) in enumerate(files):
+            head = 0 if i < n else datagram.FILE_REPORT_SIZE
+            if room < head:
                 break
-            holes = hm.holes(older_than, (room - datagram.FILE_REPORT_SIZE) // datagram.HOLE_SIZE, now, rtt)
+            holes = hm.holes(older_than, (room - head) // datagram.HOLE_SIZE, now, rtt)
             told.append((file_id, hm, holes))
-            room -= datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE * len(holes)
+            room -= head + datagram.HOLE_SIZE * len(holes)
         self._rotor += len(told)
         for file_id, hm, holes in told:
             more = hm.reported(older_than, room // datagram.HOLE_SIZE, now, rtt)
