@@ -95,10 +95,10 @@ def wait_measured(process: subprocess.Popen, timeout: float | None, started: flo
             break
         if deadline is not None and time.monotonic() > deadline and not timed_out:
             timed_out, ended = True, time.monotonic()
-            process.send_signal(signal.SIGTERM)
+            os.kill(process.pid, signal.SIGTERM)  # not Popen's: it polls first, and would reap what wait4 measures
             deadline = time.monotonic() + 5
         elif timed_out and time.monotonic() > deadline:
-            process.kill()
+            os.kill(process.pid, signal.SIGKILL)
             deadline = float("inf")
         time.sleep(0.01)
     return Finished(
@@ -179,7 +179,9 @@ class Server:
         own if no session process was seen)."""
         time.sleep(0.2)  # let finished sessions be reaped by the server
         sessions_mib = self.peak.stop()
-        self.process.send_signal(signal.SIGTERM)
+        # os.kill, not Popen.send_signal: that polls first, and a server that ended by itself meanwhile would be
+        # reaped there, leaving wait_measured nothing to wait for (ChildProcessError in a fresh-clone CI run)
+        os.kill(self.process.pid, signal.SIGTERM)
         finished = wait_measured(self.process, 10, time.monotonic())
         self.process.stdout.close()
         if sessions_mib:

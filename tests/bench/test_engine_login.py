@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from bench.netns import Loopback
-from bench.peers import REPO, FaspServer, OpenSSH, wait_measured
+from bench.peers import REPO, FaspServer, OpenSSH, Server, SessionPeak, wait_measured
 from tests.support.files import random_file, sha256
 from tests.support.root import require_root
 
@@ -65,3 +66,17 @@ def test_a_server_that_dies_at_its_start_raises_its_own_error(tmp_path):
         fasp.host_key.write_text("not a key\n")
         with pytest.raises(RuntimeError, match="Invalid private key"):
             fasp.start()
+
+
+def test_stopping_a_server_that_already_ended_measures_it():
+    """A server may end by itself (a bad host key) between the readiness check and stop(): Popen's send_signal
+    polled first and reaped it, and stop()'s wait4 then raised ChildProcessError (a fresh-clone CI run)."""
+    server = Server.__new__(Server)
+    server.process = subprocess.Popen(["sh", "-c", "exit 2"], stdout=subprocess.PIPE)
+    server.peak = SessionPeak(server.process.pid)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{server.process.pid}/stat").read_text().split(")")[1].split()[0] != "Z":  # ended, unreaped
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    finished = server.stop()
+    assert finished.returncode == 2 and finished.cpu_s >= 0
