@@ -13,6 +13,15 @@ that end (other files keep the channel busy, so this takes one round trip), or
 else once all of the file was sent and ``rto`` passes without confirmation (if
 nothing is missing then, a zero-length probe asks the receiver to report
 again). A file is done when the receiver says so.
+
+Both rules need data sent after the lost datagram. When the sender falls silent (its last burst
+went, nothing is queued), nothing follows that burst: a loss in it would wait for ``rto`` (a tail) or
+two (a resend), rounds of ~0.7 s at 200 ms that ended every lossy transfer. So, as TCP's tail loss
+probe, the burst's last chunk goes once more ``TAIL_PROBE_GAP`` later: the receiver then has seen
+data sent after the burst, and its next report gets what is still missing resent within a round trip.
+And once no file has new data left, room no new data wants carries a second copy of each resend: a
+lost resend no longer costs a round trip of its own (at 3 % loss the last round trips' resends lost
+one nearly every time). ``copied`` counts the bytes spent so.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 from fasp.datapath import datagram
 
 REORDER_MARGIN = 0.002  # seconds by which later data must have overtaken a resend before it counts as lost
+TAIL_PROBE_GAP = 2.5 * REORDER_MARGIN  # seconds of silence after a burst before its last chunk goes again
 
 
 class OutFile:
@@ -60,6 +70,9 @@ class SendState:
         self.payload_size = payload_size
         self._files: dict[int, OutFile] = {}
         self._retx: dict[tuple[int, int], int] = {}  # (file_id, offset) -> length, queued for resending
+        self._last: tuple[int, int, int] | None = None  # the latest burst's last chunk, until it is probed
+        self._last_at = 0.0
+        self.copied = 0  # payload bytes sent as second copies and tail probes (part of what was resent)
 
     def resize(self, payload_size: int) -> None:
         """Chunks of ``payload_size`` from now on (the path's datagram size changed); queued resends larger
@@ -88,6 +101,11 @@ class SendState:
         if self._retx:
             return True
         return any(f.next_new < f.end or not f.probe_sent for f in self._files.values())
+
+    @property
+    def probe_at(self) -> float | None:
+        """When the tail probe goes if nothing is sent before (None: no burst awaits one)."""
+        return None if self._last is None else self._last_at + TAIL_PROBE_GAP
 
     @property
     def busy(self) -> bool:
@@ -170,6 +188,7 @@ class SendState:
             f.last_send = now
             out.append((file_id, off, n, True))
             budget -= n + overhead
+        resent = len(out)
         size = self.payload_size
         for f in files.values():
             if budget <= 0 or len(out) >= max_chunks:
@@ -193,4 +212,22 @@ class SendState:
                 f.last_send = now
                 if off == end:
                     f.sent_all_at = now
+        if resent and budget > 0 and len(out) < max_chunks:  # no new data anywhere: the link has room for
+            for chunk in out[: min(resent, max_chunks - len(out))]:  # a second copy of each resend
+                out.append(chunk)
+                self.copied += chunk[2]
+                budget -= chunk[2] + overhead
+                if budget <= 0:
+                    break
+        if out:
+            file_id, off, n, _ = out[-1]
+            self._last, self._last_at = ((file_id, off, n) if n else None), now
+        elif self._last is not None and now >= self._last_at + TAIL_PROBE_GAP and budget > 0:
+            file_id, off, n = self._last
+            self._last = None  # once per burst: a probe is no burst of its own
+            f = files.get(file_id)
+            if f is not None:
+                f.retx_times[off] = now
+                out.append((file_id, off, n, True))
+                self.copied += n
         return out

@@ -140,15 +140,18 @@ def test_sender_resends_a_hole_again_only_once_later_data_overtook_the_resend():
     s.next_chunks(10**6, 0.0)
     fb = datagram.Feedback(0, 0.0, [datagram.FileReport(1, 1000, [(200, 400)])])
     assert s.on_feedback(fb, 0.1, rto=0.5, seen=0.0) == []
-    assert s.next_chunks(10**6, 0.1) == [(1, 200, 100, True), (1, 300, 100, True)]
-    s.on_feedback(fb, 0.2, rto=0.5, seen=0.1)
-    assert s.next_chunks(10**6, 0.2) == []  # the receiver has not seen anything sent after the resend
+    resend = [(1, 200, 100, True), (1, 300, 100, True)]
+    assert s.next_chunks(10**6, 0.1) == resend * 2  # no new data is left: each resend goes twice
+    s.on_feedback(fb, 0.104, rto=0.5, seen=0.1)
+    assert s.next_chunks(10**6, 0.104) == []  # the receiver has not seen anything sent after the resend
     s.on_feedback(fb, 0.3, rto=0.5, seen=0.15)
-    assert len(s.next_chunks(10**6, 0.3)) == 2  # it has, and the hole is still there: the resend was lost
+    assert s.next_chunks(10**6, 0.3) == resend * 2  # it has, and the hole is still there: the resend was lost
+    assert s.next_chunks(10**6, 0.306) == [(1, 300, 100, True)]  # the sender fell silent: the tail probe
     s.on_feedback(fb, 1.2, rto=0.5)
     assert s.next_chunks(10**6, 1.2) == []
     s.on_feedback(fb, 1.31, rto=0.5)
-    assert len(s.next_chunks(10**6, 1.31)) == 2  # nothing new heard for two timeouts
+    assert s.next_chunks(10**6, 1.31) == resend * 2  # nothing new heard for two timeouts
+    assert s.copied == 7 * 100
     assert s.on_feedback(datagram.Feedback(0, 0.0, [datagram.FileReport(1, 0, [], True)]), 1.4, 0.5) == [1]
     assert not s.busy
 
@@ -161,7 +164,18 @@ def test_sender_resends_an_unconfirmed_tail():
     s.poll(0.3, rto=0.5)
     assert not s.has_data
     s.poll(0.6, rto=0.5)
-    assert [c[1] for c in s.next_chunks(10**6, 0.6)] == [700, 800, 900]
+    assert [c[1] for c in s.next_chunks(10**6, 0.6)] == [700, 800, 900] * 2
+
+
+def test_new_data_takes_the_room_a_second_copy_would_take():
+    """Copies only spend room that no new data wants: while a file still has some, each resend goes once."""
+    s = SendState(payload_size=100)
+    s.add(1, 0, 1000, 0.0)
+    new = s.next_chunks(500, 0.0)[-1][1] + 100
+    s.on_feedback(datagram.Feedback(0, 0.0, [datagram.FileReport(1, new, [(100, 200)])]), 0.1, 0.5, seen=0.0)
+    chunks = s.next_chunks(500, 0.1)
+    assert chunks[0] == (1, 100, 100, True) and chunks[1:] == [(1, new + 100 * i, 100, False) for i in range(3)]
+    assert s.copied == 0
 
 
 def simulate(size, payload, loss, seed, reorder=0.0):
@@ -208,8 +222,9 @@ def test_resends_stay_close_to_what_loss_requires():
     size = 5_000_000
     s, r, sent, resent = simulate(size, 1000, 0.01, 1)
     assert r.is_complete(1)
-    # 1 % loss of originals (and of resends) needs ~1.01 % resent; allow 1.1x that
-    assert resent <= 1.1 * size * (0.01 / 0.99)
+    # 1 % loss of originals (and of resends) needs ~1.01 % resent; allow 1.1x that, besides the copies that
+    # spend the room no new data wants (the last round trips' resends, tail probes)
+    assert resent - s.copied <= 1.1 * size * (0.01 / 0.99)
 
 
 def test_feedback_takes_turns_when_files_do_not_fit():
@@ -232,9 +247,9 @@ def test_a_lost_tail_is_resent_once_later_data_arrived():
     s.add(2, 0, 300, 0.1)
     s.next_chunks(10**6, 0.1)  # then file 2
     fb = datagram.Feedback(0, 0.0, [datagram.FileReport(1, 200, []), datagram.FileReport(2, 100, [])])
-    s.on_feedback(fb, 0.15, rto=1.0, seen=0.0)
-    assert s.next_chunks(10**6, 0.15) == []  # nothing sent after file 1's end has arrived yet
+    s.on_feedback(fb, 0.104, rto=1.0, seen=0.0)
+    assert s.next_chunks(10**6, 0.104) == []  # nothing sent after file 1's end has arrived yet
     s.on_feedback(fb, 0.2, rto=1.0, seen=0.1)
-    assert s.next_chunks(10**6, 0.2) == [(1, 200, 100, True)]  # file 2's data did: file 1's tail is lost
-    s.on_feedback(fb, 0.25, rto=1.0, seen=0.1)
-    assert s.next_chunks(10**6, 0.25) == []  # the resend is in flight
+    assert s.next_chunks(10**6, 0.2) == [(1, 200, 100, True)] * 2  # file 2's data did: file 1's tail is lost
+    s.on_feedback(fb, 0.204, rto=1.0, seen=0.1)
+    assert s.next_chunks(10**6, 0.204) == []  # the resend is in flight
