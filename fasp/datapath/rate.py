@@ -10,9 +10,10 @@ does not slow a transfer down:
   which shares a link evenly between FAIR flows, and against a flow that keeps
   the buffer full (TCP BBR) leaves FAIR ``alpha``/queuing delay: alpha is sized so
   that is about half of a 100 Mbit/s link with a one-BDP buffer. Slow start doubles the rate
-  each RTT until a queue appears (the receive window lets in-flight bytes double too, so
-  the overshoot queues at most one bandwidth x delay), then restarts from the delivery rate
-  the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
+  each RTT until a queue appears, read as FAST reads it (the least RTT of the last half RTT: a delay
+  spike of a busy machine is no queue, a queue that builds persists). The receive window lets in-flight
+  bytes double too, so the overshoot queues at most one bandwidth x delay. Slow start then restarts
+  from the delivery rate the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate
   of the last ten RTTs, and 10 % per RTT beyond it (FAST alone would add only ``alpha``
   per RTT: a slow start ended early by a delay spike took 15 s to fill 500 Mbit/s x 200 ms).
@@ -173,7 +174,6 @@ class RateController:
         self.base_rtt: float | None = None
         self.srtt: float | None = None
         self.queue_delay = 0.0
-        self._latest_queue = 0.0
         self._slow_start = True
         self._holding_since: float | None = None  # percent mode: when the rate stopped growing to measure
         self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long
@@ -286,7 +286,6 @@ class RateController:
             self._peak_delay = self.queue_delay
         else:
             self._peak_delay = self._peaks.push(now, self.queue_delay)
-        self._latest_queue = rtt - self.base_rtt  # unfiltered: slow start cannot wait for the filter
 
     def on_feedback(self, now: float, recv_rate_bps: float, loss: float = 0.0) -> None:
         """The receiver's report: update the rate. ``loss`` only corrects the receive rate for what was lost."""
@@ -323,7 +322,7 @@ class RateController:
             alpha = min(fair_alpha * (HIGH_GAIN if policy == "high" else 1), self._alpha_cap)
             if self._slow_start:
                 # (at the cap there is nothing to grow to: a full buffer met on arrival shows no queue)
-                growing = rate * self._latest_queue < alpha / 2 and rate < self.cap_bps
+                growing = rate * self.queue_delay < alpha / 2 and rate < self.cap_bps
                 if measuring and (self._holding_since is not None or not growing):
                     # hold above the bottleneck: the mean delivery rate meanwhile is its capacity (loss is
                     # not added back: the queue this builds may overflow, and that loss is congestion)
