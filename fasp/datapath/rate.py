@@ -14,6 +14,8 @@ does not slow a transfer down:
   spike of a busy machine is no queue, a queue that builds persists). The receive window lets in-flight
   bytes double too, so the overshoot queues at most one bandwidth x delay. Slow start then restarts
   from the delivery rate the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
+  A rate that reaches the cap first watches two RTTs more for that queue, which shows an RTT or more
+  after the rate that builds it (a cap above the link, ended there, flooded a one-BDP buffer).
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate
   of the last ten RTTs, and 10 % per RTT beyond it (FAST alone would add only ``alpha``
   per RTT: a slow start ended early by a delay spike took 15 s to fill 500 Mbit/s x 200 ms).
@@ -80,6 +82,7 @@ LOW_TARGET_DELAY = 0.004  # LOW's queuing delay target (seconds), at least; RTT/
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
 MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure it (percent mode) ...
 MEASURE_MIN = 0.1  # ... and seconds at least: the mean of a bursty delivery rate needs a while
+CAP_WATCH_RTTS = 2.0  # slow start at the cap watches this many RTTs for the queue it may overflow
 CEILING_KBPS = 10_000_000  # the engine's own cap, e.g. over an --auto-detect-capacity percent
 QUEUE_SLACK = 1.5  # a queue peak beyond this many times the flow's own alpha is someone else's backlog too
 LOSS_BACKOFF = 0.2  # the cut per RTT on congestion loss (loss at a standing queue near its peak)
@@ -176,6 +179,7 @@ class RateController:
         self.queue_delay = 0.0
         self._slow_start = True
         self._holding_since: float | None = None  # percent mode: when the rate stopped growing to measure
+        self._capped_at: float | None = None  # slow start: when the rate reached the cap
         self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long
         self._last = now
 
@@ -203,6 +207,12 @@ class RateController:
 
     def _clamp(self) -> None:
         self.rate_bps = min(max(self.rate_bps, self.settings.min_kbps * 1000, 1000.0), self.cap_bps)
+
+    def _capped(self, now: float) -> float:
+        """When slow start reached the cap (now, the first time asked)."""
+        if self._capped_at is None:
+            self._capped_at = now
+        return self._capped_at
 
     def _end_slow_start(self, rate: float, delivered: float) -> float:
         """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""
@@ -322,7 +332,8 @@ class RateController:
             alpha = min(fair_alpha * (HIGH_GAIN if policy == "high" else 1), self._alpha_cap)
             if self._slow_start:
                 # (at the cap there is nothing to grow to: a full buffer met on arrival shows no queue)
-                growing = rate * self.queue_delay < alpha / 2 and rate < self.cap_bps
+                queue = rate * self.queue_delay >= alpha / 2
+                growing = not queue and rate < self.cap_bps
                 if measuring and (self._holding_since is not None or not growing):
                     # hold above the bottleneck: the mean delivery rate meanwhile is its capacity (loss is
                     # not added back: the queue this builds may overflow, and that loss is congestion)
@@ -335,8 +346,11 @@ class RateController:
                         rate = self._end_slow_start(rate, self._held_bits / max(self._held_time, 1e-9))
                 elif growing:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
-                else:  # at the cap the delivery rate still lags the rate by an RTT: keep the rate
-                    rate = self._end_slow_start(rate, delivered if rate < self.cap_bps else 0.0)
+                elif not queue and now - self._capped(now) < CAP_WATCH_RTTS * srtt:
+                    pass  # at the cap: a queue it overflows shows only an RTT or more later; watch for it
+                else:  # restart from what the bottleneck delivers now (the smoothed figure lags a doubling
+                    # rate); at the cap with no queue the path has room for it: keep the rate
+                    rate = self._end_slow_start(rate, max(delivered, recv_rate_bps) if queue else 0.0)
             elif (probing := self._probe(now, rate, loss, base_rtt, srtt)) is not None:
                 rate = probing
             else:
