@@ -178,6 +178,16 @@ def test_new_data_takes_the_room_a_second_copy_would_take():
     assert s.copied == 0
 
 
+def test_heavy_loss_gets_no_copies():
+    """Loss above COPY_LOSS_MAX is a full queue more likely than chance: copies would feed it."""
+    for loss, copies in ((0.01, 1), (0.2, 0)):
+        s = SendState(payload_size=100)
+        s.add(1, 0, 300, 0.0)
+        s.next_chunks(10**6, 0.0)
+        s.on_feedback(datagram.Feedback(0, loss, [datagram.FileReport(1, 300, [(100, 200)])]), 0.1, 0.5, seen=0.0)
+        assert s.next_chunks(10**6, 0.1) == [(1, 100, 100, True)] * (1 + copies)
+
+
 def simulate(size, payload, loss, seed, reorder=0.0):
     """SendState and receiver exchanging datagrams over a lossy, reordering 10 ms path, in fake time."""
     rnd = random.Random(seed)
