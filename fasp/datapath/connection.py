@@ -464,8 +464,7 @@ class Connection:
         if self._sender.busy:
             at = min(at, now + self.rto() / 2)
         if self._peer is not None:
-            probe = self._sender.probe_at
-            if self._sender.has_data or self._probe_due(now):
+            if self._sender.has_data or self._sender.probe_due(now):
                 deficit = -self._tokens
                 at = min(
                     at,
@@ -473,7 +472,7 @@ class Connection:
                     if deficit < 0
                     else self._token_time + max(TICK, deficit * 8 / self._rate.rate_bps),
                 )
-            elif probe is not None:
+            elif (probe := self._sender.probe_at) is not None:
                 at = min(at, probe)
             if self._receiver.active or self._sender.busy:
                 at = min(at, self._next_feedback)
@@ -497,7 +496,7 @@ class Connection:
             self._tokens + rate_Bps * (now - self._token_time), max(rate_Bps * BURST, 4 * self.datagram_size)
         )
         self._token_time = now
-        if self._tokens > 0 and (self._sender.has_data or self._probe_due(now)):
+        if self._tokens > 0 and (self._sender.has_data or self._sender.probe_due(now)):
             self._send_data(now, out)
         receiver = self._receiver
         # a sending end reports too, as often: its feedback's echo is the receiving end's RTT sample
@@ -517,10 +516,6 @@ class Connection:
         out += self._out
         self._out = []
         return out
-
-    def _probe_due(self, now: float) -> bool:
-        probe = self._sender.probe_at
-        return probe is not None and now >= probe
 
     def _prober(self) -> PathMtu | None:
         """The path MTU search, while it runs and the handshake is over (the listener: once it knows its peer)."""

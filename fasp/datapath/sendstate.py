@@ -22,8 +22,7 @@ data sent after the burst, and its next report gets what is still missing resent
 And once no file has new data left, room no new data wants carries a second copy of each resend: a
 lost resend no longer costs a round trip of its own (at 3 % loss the last round trips' resends lost
 one nearly every time). Not under heavy loss (``COPY_LOSS_MAX``): that is a full queue more likely than
-chance, and copies would feed it (on this machine's emulator at RTT 0, what FAIR sent per file byte went
-from 1.05-1.19 to 1.35-1.45). ``copied`` counts the bytes spent so.
+chance, and copies would feed it. ``copied`` counts the bytes spent so.
 """
 
 from __future__ import annotations
@@ -110,6 +109,10 @@ class SendState:
     def probe_at(self) -> float | None:
         """When the tail probe goes if nothing is sent before (None: no burst awaits one)."""
         return None if self._last is None else self._last_at + TAIL_PROBE_GAP
+
+    def probe_due(self, now: float) -> bool:
+        """The tail probe may go now (:meth:`next_chunks` sends it when nothing else is ready)."""
+        return self._last is not None and now >= self._last_at + TAIL_PROBE_GAP
 
     @property
     def busy(self) -> bool:
@@ -217,8 +220,9 @@ class SendState:
                 f.last_send = now
                 if off == end:
                     f.sent_all_at = now
-        if resent and budget > 0 and len(out) < max_chunks and self.loss < COPY_LOSS_MAX:  # no new data left:
-            for chunk in out[: min(resent, max_chunks - len(out))]:  # the room carries a second copy of each resend
+        # room left means no new data is left: it carries a second copy of each resend
+        if resent and budget > 0 and len(out) < max_chunks and self.loss < COPY_LOSS_MAX:
+            for chunk in out[: min(resent, max_chunks - len(out))]:
                 out.append(chunk)
                 self.copied += chunk[2]
                 budget -= chunk[2] + overhead
@@ -227,7 +231,7 @@ class SendState:
         if out:
             file_id, off, n, _ = out[-1]
             self._last, self._last_at = ((file_id, off, n) if n else None), now
-        elif self._last is not None and now >= self._last_at + TAIL_PROBE_GAP and budget > 0:
+        elif self._last is not None and self.probe_due(now) and budget > 0:
             file_id, off, n = self._last
             self._last = None  # once per burst: a probe is no burst of its own
             f = files.get(file_id)
