@@ -221,7 +221,9 @@ def test_cancel_before_pickup_ends_at_once_and_the_worker_drops_it(worker_factor
     assert not (server.docroot / "never" / src.name).exists()
     assert not handle._redis.exists(handle._keys.control)
     backend = AsyncResult(handle.id, app=celery_app(handle._settings))
-    assert backend.state == "FAILURE" and type(backend.result).__name__ == "TransferFailed"
+    # the worker logs before Celery stores the task's outcome
+    assert wait_until(lambda: backend.state == "FAILURE", 30, 0.2), backend.state
+    assert type(backend.result).__name__ == "TransferFailed"
     assert backend.result.code == 28
 
 
