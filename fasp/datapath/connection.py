@@ -195,6 +195,7 @@ class Connection:
         self._tokens = 0.0
         self._token_time = now
         self._peer_loss = 0.0
+        self._control_rtt: float | None = None  # the control channel's round trip, until ours is measured
         self._counters = {
             "bytes_sent": 0,
             "bytes_retransmitted": 0,
@@ -229,13 +230,21 @@ class Connection:
         self._rate.set_settings(rate)
         self._resize()
 
+    def control_rtt(self, rtt: float) -> None:
+        """A round trip the session measured over its control channel (the same two hosts): the window's RTT until
+        the data channel has measured its own. An uploading client offers its files as the UDP handshake runs,
+        so the listener asks for its first pieces before any datagram could echo its time: from the floor
+        (8 MiB) a FIXED sender at 500 Mbit/s, 200 ms ran dry 70 ms before the next requests came."""
+        self._control_rtt = rtt
+
     def window_bytes(self) -> int:
         """Bytes the receiving session may have asked for and not yet received: the path's rate x RTT with room
         for growth and for the holes loss leaves (:meth:`ReceiveState.window_bytes`); FIXED's target rate
         counts as measured (both ends hold the session's rate settings)."""
         rate = self._rate
         held = rate.cap_bps if rate.settings.policy == "fixed" and not rate.measuring else 0.0
-        return self._receiver.window_bytes(rate.srtt, self.rto(), held)
+        rtt = rate.srtt if rate.srtt is not None else self._control_rtt
+        return self._receiver.window_bytes(rtt, self.rto(), held)
 
     def send_file(self, file_id: int, start: int, end: int, read: PieceReader, now: float) -> None:
         """Send bytes [start, end) as ``file_id``, read through ``read``; SendComplete once confirmed."""

@@ -53,6 +53,10 @@ class DataChannel(Protocol):
         """Bytes the receiving side may have asked for (pieces registered and requested) and not yet received:
         what the path holds, with room. The receiving session keeps its requests within it."""
 
+    def control_rtt(self, rtt: float) -> None:
+        """A round trip (seconds) the session measured over its control channel: what :meth:`window_bytes`
+        assumes until the data channel has measured its own."""
+
     def set_rate(self, rate: RateSettings) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...

@@ -195,6 +195,9 @@ class FallbackTransport:
         """A fixed WINDOW: TCP's own window bounds what is in flight, the requests need only stay ahead of it."""
         return WINDOW
 
+    def control_rtt(self, rtt: float) -> None:
+        """Nothing to do: the window is fixed."""
+
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect with the next frame (within one pacing slice)."""
         self._rate = rate

@@ -400,6 +400,9 @@ class Transport:
         """The measured rate x RTT, with room (:meth:`Connection.window_bytes`)."""
         return self._conn.window_bytes()
 
+    def control_rtt(self, rtt: float) -> None:
+        self._conn.control_rtt(rtt)
+
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect at once (within one pacing tick)."""
         self._conn.set_rate(rate)

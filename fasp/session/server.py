@@ -131,6 +131,7 @@ class ServerSession:
             self.usage.follow("in" if hello.direction == "send" else "out", lambda: tally.transfer_bytes)
         live = Live(hello, key, udp, self._role(hello, udp))
         await self.channel.send(Welcome(v=VERSION, share=share, udp_port=udp.local_port, rate=Rate.of(rate)))
+        welcomed = asyncio.get_running_loop().time()
         log.info(
             "session %s: client %s, destination %r, UDP port %d, rate %s",
             hello.session,
@@ -141,7 +142,7 @@ class ServerSession:
         )
         if hello.opts.tags is not None:  # the client's --tags, as IBM's server logs them
             log.info("session %s: tags %s", hello.session, json.dumps(hello.opts.tags)[:MAX_TAGS_LOGGED])
-        reader = asyncio.create_task(self._read(live))
+        reader = asyncio.create_task(self._read(live, welcomed))
         await asyncio.wait({reader, self.failure}, return_when=asyncio.FIRST_COMPLETED)
         if self.failure.done():
             reader.cancel()
@@ -237,13 +238,19 @@ class ServerSession:
         if not self.failure.done():
             self.failure.set_exception(exc)
 
-    async def _read(self, live: Live) -> None:
+    async def _read(self, live: Live, welcomed: float | None) -> None:
+        """``welcomed``: when the welcome went (loop time). The client waits for it before anything else, so the
+        first message's arrival measures a round trip (an upper bound: the client's own work is in it), which the
+        data channel's window assumes until it has measured its own."""
         may_fall_back = True  # until the data channel carried anything
         reached = False  # the client's UDP hello came: offers go to the role without a wait (a loop round each)
         while True:
             msg = await self.channel.recv()
             if msg is None:
                 raise EngineError(ErrorCode.TRANSFER_ERROR, "the client closed the control channel")
+            if welcomed is not None:
+                live.transport.control_rtt(asyncio.get_running_loop().time() - welcomed)
+                welcomed = None
             if isinstance(msg, Fallback):
                 if not may_fall_back:
                     raise ProtocolError("fallback requested after the data channel was in use")

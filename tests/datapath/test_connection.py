@@ -563,6 +563,23 @@ def test_a_fixed_receivers_window_is_its_target_times_rtt_before_any_rate_is_mea
         assert listener.window_bytes() == pytest.approx(expected, rel=0.1), policy
 
 
+def test_the_control_channel_rtt_stands_in_until_the_data_channel_measures_its_own():
+    """Before any datagram echoed its time, a receiving end sizes its window by the round trip the session
+    measured over the control channel; the data channel's own measurement then takes over (here shorter).
+    FAIR has no rate to hold yet: the floor either way."""
+    for policy, hinted, measured in (
+        ("fixed", 2 * 500e6 / 8 * 0.3, 2 * 500e6 / 8 * 0.2),
+        ("fair", WINDOW_FLOOR, WINDOW_FLOOR),
+    ):
+        sim = Sim(rate=RateSettings(500_000, policy=policy), up=Link(delay=0.1), down=Link(delay=0.1))
+        listener = sim.b.conn
+        listener.control_rtt(0.3)
+        assert listener.window_bytes() == pytest.approx(hinted, rel=0.01), policy
+        sim.handshake()
+        sim.run(lambda c=listener: c._rate.srtt is not None, sim.now + 2)
+        assert listener.window_bytes() == pytest.approx(measured, rel=0.1), policy
+
+
 @pytest.mark.slow  # seconds of simulated datagrams
 def test_fair_stops_flooding_a_buffer_smaller_than_its_alpha():
     """A 20 Mbit/s, 50 ms path with a one-BDP buffer (125 KB) holds half of FAIR's alpha: FAST alone never

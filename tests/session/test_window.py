@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import AsyncExitStack
 
 import pytest
 
 from fasp.datapath.rate import RateSettings
+from fasp.datapath.recvstate import WINDOW_FLOOR
 from fasp.files.docroot import handle
 from fasp.files.jobs import FileJob
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
-from fasp.session.messages import Piece
+from fasp.session.messages import Offer, Piece, Rate
 from fasp.session.receiving import ReceivingRole
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
 from fasp.session.window import MIN_PIECES, RequestWindow
 from tests.datapath.conftest import CLEAR, aio, pair
+from tests.support.control_client import ControlClient
 from tests.support.files import assert_same_file, random_file
 from tests.support.relay import Relay
 
@@ -181,3 +184,34 @@ async def test_one_file_keeps_rate_times_rtt_in_flight_through_a_long_lossy_path
     # a stall and the rate the window remembers may run a little above the pacing's)
     measured = MBIT * 1e6 / 8 * rtts[-1] / 1000
     assert 1.7 * measured <= windows[-1] <= 3.5 * measured, (windows[-1], measured)
+
+
+def test_a_fixed_upload_asks_for_target_times_the_control_rtt_before_the_data_channel_measures_one(fasp_server):
+    """A client offers its files as the UDP handshake runs, so a server engine receiving them asks for its first
+    pieces before any datagram could have echoed its time: it knows no RTT of the data channel yet. The round
+    trip from its welcome to the client's first message stands in. Here the client takes 0.3 s (a long path's
+    round trip) to offer a 256 MiB file at FIXED 500 Mbit/s; the data channel stays silent, so the requests that
+    follow are the first window alone: 2 x 500 Mbit/s x 0.3 s, not the 8 MiB floor (a FIXED upload at
+    500 Mbit/s, 200 ms ran dry 70 ms before the next requests came, one round trip into every transfer)."""
+    target_kbps, delay = 500_000, 0.3
+
+    async def first_requests() -> int:
+        async with ControlClient(fasp_server, "/", PeerOptions(), rate=Rate(target_kbps, 0, "fixed")) as client:
+            await asyncio.sleep(delay)
+            now = time.time()
+            offer = Offer(fid=1, arg=0, rel="w.bin", lone=False, size=256 << 20, mtime=now, atime=now, mode=0o100644)
+            await client.channel.send(offer)
+            requested = 0
+            while True:  # until the requests stop: none lands, so the window admits no more
+                try:
+                    msg = await asyncio.wait_for(client.channel.recv(), 1.0)
+                except TimeoutError:
+                    return requested
+                assert msg is not None, "the server closed the session"
+                if isinstance(msg, Piece):
+                    requested += msg.end - msg.start
+
+    requested = asyncio.run(first_requests())
+    expected = 2 * target_kbps * 1000 / 8 * delay
+    assert requested > WINDOW_FLOOR
+    assert expected <= requested <= 2 * expected, (requested, expected)

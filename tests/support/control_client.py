@@ -17,12 +17,14 @@ from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
 from fasp.session.messages import VERSION, Cancel, Hello, Message, Offer, Rate, RateChange, Welcome
 
+SLOW_FAIR = Rate(10_000, 0, "fair")
+
 
 class ControlClient:
     """Offers files to a server engine over SSH and reads its answers."""
 
-    def __init__(self, server, dest: str, opts: PeerOptions) -> None:
-        self.server, self.dest, self.opts = server, dest, opts
+    def __init__(self, server, dest: str, opts: PeerOptions, rate: Rate = SLOW_FAIR) -> None:
+        self.server, self.dest, self.opts, self.rate = server, dest, opts, rate
 
     async def __aenter__(self) -> ControlClient:
         server = self.server
@@ -40,7 +42,7 @@ class ControlClient:
                 dest=self.dest,
                 datagram_size=1400,
                 udp_port=0,
-                rate=Rate(10_000, 0, "fair"),
+                rate=self.rate,
                 opts=self.opts,
             )
         )
