@@ -109,6 +109,7 @@ class ReceivingRole:
         self._tally = tally
         self._opts = opts
         self._dest = dest
+        self._known_dirs: set[str] = set()  # directories found or made (naming.destination): not looked at again
         self._files = files  # every file operation goes through this handle (the docroot on a server)
         self._file_pass = file_pass  # --file-crypt=decrypt: open envelopes on arrival (client side only)
         self._pids = itertools.count(1)
@@ -154,8 +155,11 @@ class ReceivingRole:
 
     async def _delete_others(self, arg: int, top: str, keep: set[str]) -> None:
         """--delete-before-transfer: remove what lies below the directory's destination but not in the source."""
-        root = destination(self._dest, top, False, files=self._files, create_dirs=self._opts.create_dirs)
+        root = destination(
+            self._dest, top, False, files=self._files, create_dirs=self._opts.create_dirs, known=self._known_dirs
+        )
         deleted = await asyncio.to_thread(self._files.prune, root, attrs.with_metafiles(keep, self._opts))
+        self._known_dirs.clear()  # the prune may have taken some
         await self._channel.send(Kept(arg=arg, deleted=deleted))
 
     def _finished(self, task: asyncio.Task) -> None:
@@ -171,7 +175,9 @@ class ReceivingRole:
         key = rel
         try:
             files = self._files
-            target = destination(self._dest, rel, msg.lone, files=files, create_dirs=self._opts.create_dirs)
+            target = destination(
+                self._dest, rel, msg.lone, files=files, create_dirs=self._opts.create_dirs, known=self._known_dirs
+            )
             key = files.display(target)  # events name a received file by where it landed (as the client sees it)
             if stat.S_ISLNK(msg.mode):
                 await self._place_link(msg, target, key)

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from fasp.files import resume
 from fasp.files.digest import prefix_digest, reader
-from fasp.files.docroot import Unconfined
+from fasp.files.docroot import Unconfined, handle
 from fasp.files.jobs import FileJob, Problem, Rules, data_extents, share, top_name, walk
 from fasp.files.naming import destination
 from fasp.files.resume import Existing, Plan, after_verify, plan
@@ -83,6 +83,50 @@ def test_prefix_digest_sees_a_changed_byte(tmp_path, sparse):
     finally:
         os.close(fa)
         os.close(fb)
+
+
+class _Looks(Unconfined):
+    """The real handle, counting the directory looks and makes that naming costs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+
+    def isdir(self, path: str) -> bool:
+        self.looks += 1
+        return super().isdir(path)
+
+    def makedirs(self, path: str) -> None:
+        self.looks += 1
+        super().makedirs(path)
+
+
+def test_a_session_looks_at_each_destination_directory_once(tmp_path):
+    """10,000 small files into one directory looked it up and made it 20,000 times (a tenth of the receiving
+    engine's time): with the session's ``known`` set, the root and each parent cost one look or make."""
+    files, known = _Looks(), set()
+    for i in range(50):
+        path = destination(str(tmp_path / "d"), f"top/sub/f{i}", False, files=files, create_dirs=True, known=known)
+        assert path == str(tmp_path / "d" / "top" / "sub" / f"f{i}")
+    assert (tmp_path / "d" / "top" / "sub").is_dir()
+    assert files.looks == 3  # the root (not there), its making, the parent's making
+
+
+def test_a_known_directory_replaced_by_a_link_out_still_confines(tmp_path):
+    """Naming trusts what the session found, but every file is opened through the docroot handle: a directory
+    swapped for a link out of the docroot after naming saw it refuses the file (41), never writes outside."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    outside.mkdir()
+    files, known = handle(str(root)), set()
+    destination("d", "top/sub/a", False, files=files, create_dirs=False, known=known)
+    (root / "d" / "top" / "sub").rmdir()
+    (root / "d" / "top" / "sub").symlink_to(outside)
+    path = destination("d", "top/sub/b", False, files=files, create_dirs=False, known=known)
+    with pytest.raises(EngineError) as info:
+        os.close(files.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    assert info.value.code == 41
+    assert not any(outside.iterdir())
 
 
 def test_destination_naming(tmp_path):
