@@ -112,7 +112,8 @@ class SendState:
 
     def probe_due(self, now: float) -> bool:
         """The tail probe may go now (:meth:`next_chunks` sends it when nothing else is ready)."""
-        return self._last is not None and now >= self._last_at + TAIL_PROBE_GAP
+        at = self.probe_at
+        return at is not None and now >= at
 
     @property
     def busy(self) -> bool:
