@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from fasp.datapath.rate import RateSettings
-from fasp.datapath.recvstate import WINDOW_FLOOR
+from fasp.datapath.recvstate import WINDOW_CAP, WINDOW_FLOOR
 from fasp.files.docroot import handle
 from fasp.files.jobs import FileJob
 from fasp.options.peer import PeerOptions
@@ -194,24 +194,35 @@ def test_a_fixed_upload_asks_for_target_times_the_control_rtt_before_the_data_ch
     follow are the first window alone: 2 x 500 Mbit/s x 0.3 s, not the 8 MiB floor (a FIXED upload at
     500 Mbit/s, 200 ms ran dry 70 ms before the next requests came, one round trip into every transfer)."""
     target_kbps, delay = 500_000, 0.3
-
-    async def first_requests() -> int:
-        async with ControlClient(fasp_server, "/", PeerOptions(), rate=Rate(target_kbps, 0, "fixed")) as client:
-            await asyncio.sleep(delay)
-            now = time.time()
-            offer = Offer(fid=1, arg=0, rel="w.bin", lone=False, size=256 << 20, mtime=now, atime=now, mode=0o100644)
-            await client.channel.send(offer)
-            requested = 0
-            while True:  # until the requests stop: none lands, so the window admits no more
-                try:
-                    msg = await asyncio.wait_for(client.channel.recv(), 1.0)
-                except TimeoutError:
-                    return requested
-                assert msg is not None, "the server closed the session"
-                if isinstance(msg, Piece):
-                    requested += msg.end - msg.start
-
-    requested = asyncio.run(first_requests())
+    requested = asyncio.run(_first_requests(fasp_server, target_kbps, delay, 256 << 20))
     expected = 2 * target_kbps * 1000 / 8 * delay
     assert requested > WINDOW_FLOOR
     assert expected <= requested <= 2 * expected, (requested, expected)
+
+
+def test_a_client_that_stalls_before_offering_gets_no_more_than_the_window_cap(fasp_server):
+    """The attacker's side of the stand-in RTT: the client alone decides when its first message goes, so a client
+    that asks for FIXED 10 Gbit/s and waits before offering makes the server's first window 2 x 10 Gbit/s x its
+    wait (750 MB for 0.3 s). What the server asks for, and the transport state it registers for it, stays within
+    WINDOW_CAP (512 MiB) and one piece, as for an RTT forged through the data channel's echo."""
+    requested = asyncio.run(_first_requests(fasp_server, 10_000_000, 0.3, 1 << 30))
+    assert WINDOW_CAP - PIECE <= requested <= WINDOW_CAP + PIECE, requested
+
+
+async def _first_requests(server, target_kbps: int, delay: float, size: int) -> int:
+    """Bytes a server engine asks for of one ``size``-byte file offered ``delay`` s after its welcome at FIXED
+    ``target_kbps``, before any byte lands (the data channel stays silent)."""
+    async with ControlClient(server, "/", PeerOptions(), rate=Rate(target_kbps, 0, "fixed")) as client:
+        await asyncio.sleep(delay)
+        now = time.time()
+        offer = Offer(fid=1, arg=0, rel="w.bin", lone=False, size=size, mtime=now, atime=now, mode=0o100644)
+        await client.channel.send(offer)
+        requested = 0
+        while True:  # until the requests stop: none lands, so the window admits no more
+            try:
+                msg = await asyncio.wait_for(client.channel.recv(), 1.0)
+            except TimeoutError:
+                return requested
+            assert msg is not None, "the server closed the session"
+            if isinstance(msg, Piece):
+                requested += msg.end - msg.start
