@@ -85,7 +85,8 @@ def test_a_launcher_that_goes_away_takes_its_fork_with_it(tmp_path):
                 import os, sys, time
                 from faspmanager.forkserver import ForkServer
                 server = ForkServer({MODULE!r})
-                process = server.spawn(["forkentry", "sleep"], {{}}, 0, 1, 2)
+                null = os.open(os.devnull, os.O_WRONLY)  # the fork's own line must not race ours on the pipe
+                process = server.spawn(["forkentry", "sleep"], {{}}, 0, null, 2)
                 print(server.server_pid, process.pid, flush=True)
                 time.sleep(60)
                 """
