@@ -191,10 +191,7 @@ class ReceivingRole:
                 self._settle(target)
                 await self._channel.send(FileDone(fid=fid, written=0, checksum=None))
                 return
-            found = files.look(target)  # once: the directory check here, the overwrite rules in _decide
-            if found is not None and stat.S_ISDIR(found.st_mode):
-                raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
-            await self._receive_file(msg, box, target, key, found)
+            await self._receive_file(msg, box, target, key)
         except (EngineError, OSError) as exc:
             if isinstance(exc, ProtocolError):
                 raise
@@ -228,14 +225,30 @@ class ReceivingRole:
         self._tally.stopped(key, arg, 0, 0, None)
         await self._channel.send(FileDone(fid=fid, written=0, checksum=None))
 
-    async def _receive_file(
-        self, msg: Offer, box: asyncio.Queue[Message], target: str, key: str, found: os.stat_result | None
-    ) -> None:
+    def _create(self, target: str, mode: int) -> int | None:
+        """The destination as a new file of ours, or None if something is there already. Most files of a
+        new tree are new: one exclusive create then answers what a look, the overwrite and resume rules and
+        the sidecar's removal would (nothing there: nothing to skip, resume, save or clear), in one call."""
+        try:
+            return self._files.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:  # a file, a directory, a link (O_EXCL never follows one)
+            return None
+
+    async def _receive_file(self, msg: Offer, box: asyncio.Queue[Message], target: str, key: str) -> None:
         fid, arg, size, ranged = msg.fid, msg.arg, msg.size, msg.span
-        if size is None:
-            return await self._receive_stream(fid, arg, box, target, key)
         suffix = self._opts.partial_suffix
         partial = target + suffix if suffix and not ranged else target
+        mode = msg.mode & 0o777 or 0o644
+        created = None
+        if size is not None and not ranged and partial == target:  # ranges: their own rules (a range lands
+            created = self._create(target, mode)  # into what other ranges wrote)
+        if created is not None:
+            return await self._land(msg, box, target, key, target, created, 0, fresh=True)
+        found = self._files.look(target)  # once: the directory check here, the overwrite rules in _decide
+        if found is not None and stat.S_ISDIR(found.st_mode):
+            raise EngineError(ErrorCode.IS_DIR, f"destination {key!r} is a directory")
+        if size is None:
+            return await self._receive_stream(fid, arg, box, target, key)
         if ranged:
             start, end = ranged
             flags = os.O_RDWR | os.O_CREAT
@@ -252,12 +265,38 @@ class ReceivingRole:
         # a partial file is ours alone: a link there is refused, never followed (the final name may be an
         # existing link to a file inside, written through as before; the handle never follows one out)
         nofollow = os.O_NOFOLLOW if partial != target else 0
-        fd = self._files.open(partial, flags | nofollow, msg.mode & 0o777 or 0o644)
+        fd = self._files.open(partial, flags | nofollow, mode)
+        if not ranged and start:
+            try:
+                os.ftruncate(fd, start)
+            except BaseException:
+                os.close(fd)
+                raise
+        await self._land(msg, box, target, key, partial, fd, start, fresh=False)
+
+    async def _land(
+        self,
+        msg: Offer,
+        box: asyncio.Queue[Message],
+        target: str,
+        key: str,
+        partial: str,
+        fd: int,
+        start: int,
+        *,
+        fresh: bool,
+    ) -> None:
+        """Ask for the file's bytes from ``start`` into ``fd`` (ours now: closed here), then finish it. ``fresh``:
+        :meth:`_create` made ``fd``, so no sidecar is looked for: one whose file was removed describes
+        another file, and if a new inode took the old number, a ``-k 1`` resume trusts a shorter file's size
+        with or without it (``-k 2``/``3`` compare digests)."""
+        fid, arg, size, ranged = msg.fid, msg.arg, msg.size, msg.span
+        assert size is not None
+        end = ranged[1] if ranged else size
+        mark = None
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
-            if not ranged and start:
-                os.ftruncate(fd, start)
             await self._channel.send(Begin(fid=fid, start=start))
             self._tally.started(key, arg, size, start)
             pieces = plan_pieces(clip(msg.extents, start, end), self._piece)
@@ -267,7 +306,6 @@ class ReceivingRole:
             # file cost (the sidecar and its temporary, created and renamed for every file). A resumed one
             # (start > 0) keeps its sidecar: it is what marks the shorter file as our unfinished transfer.
             whole = len(pieces) == 1 and pieces[0][1] - pieces[0][0] <= PIECE
-            mark = None
             if pieces and not ranged and not (whole and start == 0):  # the file may have holes from now on:
                 mark = resume.Watermark(self._files, partial, ident, size, msg.mtime)  # say where its good part ends
             try:
@@ -291,7 +329,8 @@ class ReceivingRole:
         if not ranged:
             if partial != target:
                 self._files.replace(partial, target)
-            resume.clear_watermark(self._files, partial)
+            if mark is not None or not fresh:  # a fresh file's only sidecar is one it made
+                resume.clear_watermark(self._files, partial)
             if self._file_pass is not None:  # the plain file is a new one: it gets the attributes
                 plain = await asyncio.to_thread(envelope.open_in_place, target, self._file_pass, self._files) or target
                 if msg.meta is not None:
