@@ -11,14 +11,13 @@ to a sidecar, which makes resume after a crash exact.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import itertools
 import os
 import posixpath
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TypeVar
 
 from fasp.datapath.datachannel import DataChannel
@@ -113,7 +112,7 @@ class ReceivingRole:
         self._files = files  # every file operation goes through this handle (the docroot on a server)
         self._file_pass = file_pass  # --file-crypt=decrypt: open envelopes on arrival (client side only)
         self._pids = itertools.count(1)
-        self._inbox: dict[int, asyncio.Queue[Message]] = {}
+        self._inbox: dict[int, FileBox] = {}
         self._window = RequestWindow(transport.window_bytes, self._piece)
         self.tasks: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
@@ -142,7 +141,7 @@ class ReceivingRole:
                         f"the peer has more than {MAX_FILES_IN_FLIGHT} files in flight "
                         f"(an engine keeps at most {FILES_IN_FLIGHT})"
                     )
-                box: asyncio.Queue[Message] = asyncio.Queue()
+                box = FileBox()
                 self._inbox[fid] = box
                 self._track(asyncio.create_task(self._incoming(msg, box)))
                 return True
@@ -170,7 +169,7 @@ class ReceivingRole:
         if exc is not None:
             self.on_fatal(exc)
 
-    async def _incoming(self, msg: Offer, box: asyncio.Queue[Message]) -> None:
+    async def _incoming(self, msg: Offer, box: FileBox) -> None:
         fid, rel, arg = msg.fid, msg.rel, msg.arg
         key = rel
         try:
@@ -234,7 +233,7 @@ class ReceivingRole:
         except FileExistsError:  # a file, a directory, a link (O_EXCL never follows one)
             return None
 
-    async def _receive_file(self, msg: Offer, box: asyncio.Queue[Message], target: str, key: str) -> None:
+    async def _receive_file(self, msg: Offer, box: FileBox, target: str, key: str) -> None:
         fid, arg, size, ranged = msg.fid, msg.arg, msg.size, msg.span
         suffix = self._opts.partial_suffix
         partial = target + suffix if suffix and not ranged else target
@@ -277,7 +276,7 @@ class ReceivingRole:
     async def _land(
         self,
         msg: Offer,
-        box: asyncio.Queue[Message],
+        box: FileBox,
         target: str,
         key: str,
         partial: str,
@@ -343,7 +342,7 @@ class ReceivingRole:
         self,
         msg: Offer,
         size: int,
-        box: asyncio.Queue[Message],
+        box: FileBox,
         target: str,
         partial: str,
         key: str,
@@ -463,7 +462,7 @@ class ReceivingRole:
                 task.cancel()
         return written
 
-    async def _receive_stream(self, fid: int, arg: int, box: asyncio.Queue[Message], target: str, key: str) -> None:
+    async def _receive_stream(self, fid: int, arg: int, box: FileBox, target: str, key: str) -> None:
         """PUT/WRITE/CLOSE: the sender announces chunks as they come; bytes land at their offsets."""
         fd = self._files.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         tasks: list[asyncio.Task] = []
@@ -527,22 +526,44 @@ class ReceivingRole:
 T = TypeVar("T")
 
 
-async def _unless_aborted(box: asyncio.Queue[Message], work: Awaitable[T]) -> T:
+class FileBox(asyncio.Queue[Message]):
+    """One incoming file's messages. While its bytes are asked for (:func:`_unless_aborted`) the only one
+    expected is an abort, and the first to arrive interrupts the file's task at once: no task of its own
+    waits for it (two per file were a tenth of a receiver's time with thousands of small files)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watcher: asyncio.Task | None = None
+        self.interrupted = False
+
+    def put_nowait(self, item: Message) -> None:
+        super().put_nowait(item)
+        if self.watcher is not None and not self.interrupted:
+            self.interrupted = True
+            self.watcher.cancel()
+
+
+async def _unless_aborted(box: FileBox, work: Coroutine[object, object, T]) -> T:
     """``work``'s result, unless the sender aborts the file first (its source failed to read: 35): then the
     pieces stop and the file fails with the sender's error (what landed stays, with its watermark)."""
-    running = asyncio.ensure_future(work)
-    abort = asyncio.ensure_future(box.get())
-    try:
-        await asyncio.wait({running, abort}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (running, abort):
-            if not task.done():
-                task.cancel()
-    if running.done() and not running.cancelled():
-        return running.result()
-    with contextlib.suppress(asyncio.CancelledError):
-        await running
-    msg = abort.result()
+    task = asyncio.current_task()
+    assert task is not None
+    if box.empty():
+        box.watcher = task
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if not box.interrupted or task.uncancel() > 0:  # cancelled by someone else too: that wins
+                raise
+        else:
+            if box.interrupted:  # the work ended before the interruption reached it: it stands
+                task.uncancel()
+            return result
+        finally:
+            box.watcher = None
+    else:
+        work.close()
+    msg = box.get_nowait()
     if not isinstance(msg, Abort):
         raise ProtocolError(f"unexpected {msg.TYPE} while file {getattr(msg, 'fid', None)} is being sent")
     raise EngineError(ErrorCode.DISK_READ, msg.desc)

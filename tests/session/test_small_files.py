@@ -1,16 +1,20 @@
-"""What the receiving role spends per file: a new file costs one create."""
+"""What the receiving role spends per file: a new file costs one create, and a file's abort needs no watcher task."""
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
 
+import pytest
+
 from fasp.files.docroot import Docroot
 from fasp.files.jobs import FileJob
 from fasp.options.peer import PeerOptions
-from fasp.session.receiving import ReceivingRole
+from fasp.session.messages import Abort, FileDone
+from fasp.session.receiving import FileBox, ReceivingRole, _unless_aborted
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
+from faspmanager.codes import EngineError, ErrorCode
 from tests.datapath.conftest import CLEAR, aio, pair
 from tests.session.test_window import _control_pair, _dispatch
 from tests.support.files import assert_same_file, random_file
@@ -97,3 +101,71 @@ async def test_a_new_file_lands_with_one_create_and_no_look_or_sidecar_removal(t
         else:
             assert calls == ["open"], (name, calls)
     assert named == {"/": ["isdir"], "/d": ["makedirs"]}, named  # the root and the directory, once each
+
+
+def _watched(box: FileBox, landed: list[str]):
+    async def work() -> str:
+        try:
+            await asyncio.sleep(10)
+            return "landed"
+        finally:
+            landed.append("stopped")
+
+    return _unless_aborted(box, work())
+
+
+@aio
+async def test_an_abort_interrupts_the_files_own_task():
+    """The sender's abort (its source failed to read) stops the file's pieces at once and fails the file (35)."""
+    box, landed = FileBox(), []
+    task = asyncio.create_task(_watched(box, landed))
+    await asyncio.sleep(0.01)
+    box.put_nowait(Abort(fid=1, desc="read failed"))
+    with pytest.raises(EngineError) as caught:
+        await asyncio.wait_for(task, 1)
+    assert caught.value.code == ErrorCode.DISK_READ and landed == ["stopped"]
+
+
+@aio
+async def test_an_abort_already_there_stops_the_file_before_any_piece():
+    box, landed = FileBox(), []
+    box.put_nowait(Abort(fid=1, desc="read failed"))
+    with pytest.raises(EngineError):
+        await _watched(box, landed)
+    assert landed == []
+
+
+@aio
+async def test_a_session_cancel_is_not_taken_for_an_abort():
+    """The session ending cancels the file's task; an abort arriving at the same moment must not swallow that."""
+    box, landed = FileBox(), []
+    task = asyncio.create_task(_watched(box, landed))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    box.put_nowait(Abort(fid=1, desc="read failed"))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled() and landed == ["stopped"]
+
+
+@aio
+async def test_another_message_while_pieces_are_asked_for_is_a_protocol_error():
+    box, landed = FileBox(), []
+    task = asyncio.create_task(_watched(box, landed))
+    await asyncio.sleep(0.01)
+    box.put_nowait(FileDone(fid=1, written=0, checksum=None))
+    with pytest.raises(EngineError) as caught:
+        await task
+    assert caught.value.code == ErrorCode.FASP_PROTO and landed == ["stopped"]
+
+
+@aio
+async def test_work_that_ends_first_stands_and_a_late_abort_is_left_unread():
+    box = FileBox()
+
+    async def work() -> str:
+        return "landed"
+
+    assert await _unless_aborted(box, work()) == "landed"
+    box.put_nowait(Abort(fid=1, desc="late"))
+    assert box.qsize() == 1 and not box.interrupted
