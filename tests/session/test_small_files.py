@@ -16,7 +16,7 @@ from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
 from faspmanager.codes import EngineError, ErrorCode
 from tests.datapath.conftest import CLEAR, aio, pair
-from tests.session.test_window import _control_pair, _dispatch
+from tests.session.test_window import _control_pair, run_roles
 from tests.support.files import assert_same_file, random_file
 
 
@@ -51,18 +51,8 @@ async def _send(tmp_path, jobs: list[FileJob], files) -> list[str]:
         stack.callback(server.close)
         sender = SendingRole(to_receiver, sending_end, Tally(lambda e, f: None, "s"), PeerOptions())
         receiver = ReceivingRole(to_sender, receiving_end, tally, PeerOptions(), dest="/", files=files)
-        tasks = [
-            asyncio.create_task(_dispatch(to_receiver, sender.deliver)),
-            asyncio.create_task(_dispatch(to_sender, receiver.deliver)),
-        ]
-        try:
-            outcomes = await asyncio.wait_for(asyncio.gather(*(sender.send_job(j) for j in jobs)), 60)
-            await asyncio.wait_for(receiver.idle(), 10)
-        finally:
-            for task in tasks:
-                task.cancel()
-            to_receiver.close()
-            to_sender.close()
+        work = asyncio.gather(*(sender.send_job(j) for j in jobs))
+        outcomes = await run_roles(sender, receiver, to_receiver, to_sender, work)
     return list(outcomes)
 
 

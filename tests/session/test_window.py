@@ -114,6 +114,25 @@ async def _dispatch(channel: Channel, deliver) -> None:
         assert deliver(msg), msg
 
 
+async def run_roles(sender, receiver, to_receiver: Channel, to_sender: Channel, work, *, tap=None, beside=()):
+    """``work``'s result, while each role's messages reach it (the sender's through ``tap``) and ``beside`` runs;
+    it returns once the receiver's files have ended too."""
+    tasks = [
+        asyncio.create_task(_dispatch(to_receiver, tap or sender.deliver)),
+        asyncio.create_task(_dispatch(to_sender, receiver.deliver)),
+        *(asyncio.create_task(c) for c in beside),
+    ]
+    try:
+        result = await asyncio.wait_for(work, 60)
+        await asyncio.wait_for(receiver.idle(), 10)
+        return result
+    finally:
+        for task in tasks:
+            task.cancel()
+        to_receiver.close()
+        to_sender.close()
+
+
 @pytest.mark.slow
 @aio
 async def test_one_file_keeps_rate_times_rtt_in_flight_through_a_long_lossy_path(tmp_path):
@@ -160,20 +179,11 @@ async def test_one_file_keeps_rate_times_rtt_in_flight_through_a_long_lossy_path
                 rtts.append(receiving_end.stats()["rtt_ms"] or 0)  # this loop's own stalls are in it too
                 await asyncio.sleep(0.01)
 
-        tasks = [
-            asyncio.create_task(_dispatch(to_receiver, tap)),
-            asyncio.create_task(_dispatch(to_sender, receiver.deliver)),
-            asyncio.create_task(sample()),
-        ]
-        try:
-            job = FileJob(arg=0, path=str(src), rel="big.bin", size=size)
-            assert await asyncio.wait_for(sender.send_job(job), 60) == "passed"
-            await asyncio.wait_for(receiver.idle(), 10)
-        finally:
-            for task in tasks:
-                task.cancel()
-            to_receiver.close()
-            to_sender.close()
+        job = FileJob(arg=0, path=str(src), rel="big.bin", size=size)
+        outcome = await run_roles(
+            sender, receiver, to_receiver, to_sender, sender.send_job(job), tap=tap, beside=[sample()]
+        )
+        assert outcome == "passed"
     assert_same_file(src, dst / "big.bin")
     bdp = MBIT * 1e6 / 8 * 2 * DELAY  # rate x RTT of the relay alone
     peak, window = max(outstanding), max(windows)
