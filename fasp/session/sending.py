@@ -9,6 +9,7 @@ and pieces are in flight at once; the transport shares the rate among them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import posixpath
@@ -55,6 +56,8 @@ REFILL = 16
 """Once all FILES_IN_FLIGHT are taken, new files wait until this many have ended (see Room)."""
 KEEP_BATCH = 2000
 """Names per ``keep`` message: well inside the control channel's frame limit."""
+READ_AHEAD = 512 * 1024
+"""Bytes of each offered file the kernel is asked to read ahead (a receiver's piece)."""
 
 
 class Room:
@@ -319,6 +322,7 @@ class SendingRole:
         aborted = False
         st = os.fstat(fd)
         try:
+            _read_ahead(fd, st.st_size)
             meta = self._collect(job, fd, st)
             if meta is None:
                 return "failed"
@@ -432,6 +436,15 @@ class SendingRole:
                     self._files.rmdir(path)
                 except (OSError, EngineError):
                     pass  # not empty: something was excluded, skipped or failed
+
+
+def _read_ahead(fd: int, size: int) -> None:
+    """Have the kernel read a file's first bytes while its offer travels. The pieces read it in the event loop,
+    so a file not in the page cache stalled every file in flight while its first read went to the disk (10,000
+    small files: 1.5 s of a 7 s run when cold); larger files then follow the kernel's own read-ahead."""
+    if size:
+        with contextlib.suppress(OSError):  # a hint: a pipe or device has none to take
+            os.posix_fadvise(fd, 0, min(size, READ_AHEAD), os.POSIX_FADV_WILLNEED)
 
 
 def _dirs_below(files: Files, top: str) -> list[str]:
