@@ -32,8 +32,9 @@ from fasp.datapath.rate import RateSettings
 from fasp.errors import ProtocolError
 from fasp.options.peer import JsonObject, PeerOptions
 
-VERSION = 3
-"""3: every field always present and typed, file names as bytes when not UTF-8, rate changes and capacity
+VERSION = 4
+"""4: no ``begin`` for a file landing from 0 whose first piece starts there (its first ``piece`` says so);
+3: every field always present and typed, file names as bytes when not UTF-8, rate changes and capacity
 reports as their own messages (2: key shares in hello/welcome)."""
 
 OsStr = Annotated[str, "os"]
@@ -238,7 +239,8 @@ class Verified(FileMessage):
 
 @dataclass(frozen=True, slots=True)
 class Begin(FileMessage):
-    """Receiver -> sender: the file starts landing at ``start``."""
+    """Receiver -> sender: the file starts landing at ``start``. Not sent when ``start`` is 0 and the first piece
+    starts at 0: that piece says it (one message fewer per small file, a quarter of its control messages)."""
 
     TYPE: ClassVar[str] = "begin"
     start: int

@@ -296,9 +296,10 @@ class ReceivingRole:
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
-            await self._channel.send(Begin(fid=fid, start=start))
-            self._tally.started(key, arg, size, start)
             pieces = plan_pieces(clip(msg.extents, start, end), self._piece)
+            if not (start == 0 and pieces and pieces[0][0] == 0):  # else the first piece says where it begins
+                await self._channel.send(Begin(fid=fid, start=start))
+            self._tally.started(key, arg, size, start)
             # a small file (one piece) lands with one write once all of it arrived (transport "whole"): it
             # never has a hole, so a new one is either empty or complete, which is exactly what a sidecar of
             # watermark 0 told a later resume. It needs none then: that was two of the three files a small

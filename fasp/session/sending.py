@@ -319,7 +319,7 @@ class SendingRole:
             self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
         pieces: set[asyncio.Task] = set()
-        aborted = False
+        aborted = begun = False
         st = os.fstat(fd)
         try:
             _read_ahead(fd, st.st_size)
@@ -353,9 +353,13 @@ class SendingRole:
                     case Verify(have=have, digest=theirs):
                         digest = await asyncio.to_thread(prefix_digest, read, have, self._opts.resume == 2)
                         await self._channel.send(Verified(fid=fid, ok=digest == theirs))
-                    case Begin(start=start):
+                    case Begin(start=start) if not begun:
                         self._tally.started(key, job.arg, size, start)
+                        begun = True
                     case Piece(pid=pid, start=start, end=end):
+                        if not begun:  # a file landing from 0 whose first piece starts there has no begin
+                            self._tally.started(key, job.arg, size, 0)
+                            begun = True
                         if aborted:  # asked for before the receiver heard of the abort
                             continue
                         source = fd if self._file_pass is None else read(end - start, start)
