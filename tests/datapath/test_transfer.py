@@ -11,6 +11,7 @@ import pytest
 
 from fasp.datapath import pmtu
 from fasp.datapath.rate import RateSettings
+from fasp.datapath.udpchannel import INLINE_WRITE
 from faspmanager.codes import EngineError
 from tests.support.files import sha256
 from tests.support.relay import Relay
@@ -255,3 +256,36 @@ async def test_whole_receive_lands_with_one_write_despite_loss_and_reordering(tm
                 os.close(fd_dst)
     assert writes == [(1000, len(data))]
     assert dst.read_bytes() == bytes(1000) + data
+
+
+@aio
+async def test_a_small_whole_piece_is_written_on_the_loop_and_a_large_one_by_the_writer(tmp_path):
+    """A small file lands as one write once all of it arrived (``whole``). Up to INLINE_WRITE that write is made on
+    the loop: for 8 KiB, handing it to the writer thread and hearing back cost more than the copy. A failed inline
+    write fails that file with 36 as the writer's would; a larger whole piece still goes to the writer."""
+    small, large = os.urandom(8192), os.urandom(INLINE_WRITE + 1)
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"")
+    async with pair() as (client, server):
+        fds = [os.open(tmp_path / "small", os.O_RDWR | os.O_CREAT), os.open(bad, os.O_RDONLY)]
+        try:
+            rx = asyncio.ensure_future(server.receive(1, fds[0], 0, len(small), whole=True))
+            await asyncio.wait_for(client.send(1, small, 0, len(small)), 10)
+            await asyncio.wait_for(rx, 5)
+            assert server._writer._thread is None  # no thread was started for it
+            rx_bad = asyncio.ensure_future(server.receive(2, fds[1], 0, len(small), whole=True))  # EBADF
+            tx_bad = asyncio.ensure_future(client.send(2, small, 0, len(small)))
+            with pytest.raises(EngineError) as err:
+                await asyncio.wait_for(rx_bad, 10)
+            assert err.value.code == 36 and server._writer._thread is None
+            tx_bad.cancel()
+            await asyncio.gather(tx_bad, return_exceptions=True)
+            fds.append(os.open(tmp_path / "large", os.O_RDWR | os.O_CREAT))
+            rx = asyncio.ensure_future(server.receive(3, fds[2], 0, len(large), whole=True))
+            await asyncio.wait_for(client.send(3, large, 0, len(large)), 10)
+            await asyncio.wait_for(rx, 5)
+            assert server._writer._thread is not None
+        finally:
+            for fd in fds:
+                os.close(fd)
+    assert (tmp_path / "small").read_bytes() == small and (tmp_path / "large").read_bytes() == large
