@@ -515,7 +515,8 @@ class ReceivingRole:
 
     def _finish_fd(self, fd: int, size: int, ranged: tuple[int, int] | None) -> str | None:
         if not ranged:
-            os.ftruncate(fd, size)
+            if os.fstat(fd).st_size != size:  # a longer file resumed into, a trailing hole: not a file landed whole
+                os.ftruncate(fd, size)  # (on ext4 a truncate to the same size still costs a journalled update)
         elif os.fstat(fd).st_size < ranged[1]:  # a range ending in a hole still ends where it says
             os.ftruncate(fd, ranged[1])
         algorithm = self._opts.checksum
