@@ -265,12 +265,6 @@ class ReceivingRole:
         # existing link to a file inside, written through as before; the handle never follows one out)
         nofollow = os.O_NOFOLLOW if partial != target else 0
         fd = self._files.open(partial, flags | nofollow, mode)
-        if not ranged and start:
-            try:
-                os.ftruncate(fd, start)
-            except BaseException:
-                os.close(fd)
-                raise
         await self._land(msg, box, target, key, partial, fd, start, fresh=False)
 
     async def _land(
@@ -296,6 +290,8 @@ class ReceivingRole:
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
+            if not ranged and start:
+                os.ftruncate(fd, start)
             pieces = plan_pieces(clip(msg.extents, start, end), self._piece)
             if not (start == 0 and pieces and pieces[0][0] == 0):  # else the first piece says where it begins
                 await self._channel.send(Begin(fid=fid, start=start))
