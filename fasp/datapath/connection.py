@@ -37,6 +37,9 @@ PieceReader = Callable[[int, int, bool], Buffer]
 """Bytes [lo, hi) of a file being sent (``resend``: a retransmission); raises EngineError if the source fails."""
 
 DEFAULT_RATE = RateSettings(target_kbps=CEILING_KBPS, policy="fair")
+FEEDBACK_MIN, FEEDBACK_MAX = 0.005, 0.05  # a receiver reports every eighth of an RTT within these (seconds) ...
+TRAIN_WATCH = 0.1  # ... and every FEEDBACK_MIN this long from its first DATA if a FAIR or HIGH sender's train
+# (rate.TRAIN_S) may be arriving, spread to the bottleneck's rate: the sender takes that rate from these reports
 KEEPALIVE = 0.5  # seconds between datagrams when otherwise silent (the peer's liveness signal)
 TICK = 0.002  # pacing granularity: the shortest wait for tokens
 BURST = 0.01  # seconds of rate the token bucket may save up (covers a late timer)
@@ -196,6 +199,7 @@ class Connection:
         self._token_time = now
         self._peer_loss = 0.0
         self._control_rtt: float | None = None  # the control channel's round trip, until ours is measured
+        self._data_from: float | None = None  # when the first DATA arrived
         self._counters = {
             "bytes_sent": 0,
             "bytes_retransmitted": 0,
@@ -366,6 +370,8 @@ class Connection:
         if run is not None:
             self._ran(run)
         if self._filled:  # after every run of the batch: the run that filled a file's last hole may not be its last
+            if self._data_from is None:
+                self._data_from = now
             for file_id in self._filled:
                 if self._receiver.is_complete(file_id) and file_id in self._expected:
                     self._events.append(ReceiveComplete(file_id))
@@ -430,7 +436,7 @@ class Connection:
 
     def _feedback_interval(self) -> float:
         srtt = self._rate.srtt or 0.02
-        return min(max(srtt / 8, 0.005), 0.05)
+        return min(max(srtt / 8, FEEDBACK_MIN), FEEDBACK_MAX)
 
     def rto(self) -> float:
         """The retransmission timeout: a tail unconfirmed this long after it went is resent."""
@@ -500,7 +506,10 @@ class Connection:
         out, self._out = self._out, []
         if self._closed or self._peer is None:
             return out
-        rate_Bps = self._rate.rate_bps / 8
+        sent = self._counters["bytes_sent"]
+        if self._sender.has_data:  # the first data: FAIR's train (once)
+            self._rate.start_train(now, self._rate.srtt or self._control_rtt, sent)
+        rate_Bps = self._rate.pace(now, sent) / 8
         self._tokens = min(
             self._tokens + rate_Bps * (now - self._token_time), max(rate_Bps * BURST, 4 * self.datagram_size)
         )
@@ -514,8 +523,9 @@ class Connection:
             or ((receiver.active or self._sender.busy) and now >= self._next_feedback)
             or now >= self._last_sent + KEEPALIVE
         ):
-            fb = receiver.feedback(now, self._rate.srtt or 0.0)
-            self._next_feedback = now + self._feedback_interval()
+            train = self._data_from is not None and now - self._data_from < TRAIN_WATCH and self._rate.trains
+            fb = receiver.feedback(now, self._rate.srtt or 0.0, train)
+            self._next_feedback = now + (FEEDBACK_MIN if train else self._feedback_interval())
             self._emit(datagram.FEEDBACK, datagram.pack_feedback(fb), now)
         prober = self._prober()
         if prober is not None:  # last: the largest datagram, alone in its send

@@ -14,6 +14,10 @@ does not slow a transfer down:
   spike of a busy machine is no queue, a queue that builds persists). The receive window lets in-flight
   bytes double too, so the overshoot queues at most one bandwidth x delay. Slow start then restarts
   from the delivery rate the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
+  Doubling from 10 Mbit/s takes six RTTs to fill 500 Mbit/s (1.2 s at 200 ms: a tenth of a 512 MiB
+  transfer), so FAIR and HIGH first send a short train at the cap (TRAIN_S, TRAIN_BYTES at most): the
+  bottleneck spreads it to its own rate, the receiver reports that rate (it reports every 5 ms while a
+  train may be arriving) and slow start goes on from it an RTT after the first data, not six.
   A rate that reaches the cap first watches two RTTs more for that queue, which shows an RTT or more
   after the rate that builds it (a cap above the link, ended there, flooded a one-BDP buffer).
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate
@@ -99,6 +103,13 @@ ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: 
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
 RANDOM_LOSS_SLACK = 2.0  # loss beyond this many times the path's least recent loss may be congestion
+TRAIN_S = 0.02  # FAIR's and HIGH's first data goes at the cap for this long (see the train above) ...
+TRAIN_BYTES = 1_250_000  # ... and this many bytes at most (20 ms at 500 Mbit/s): what a slow link loses of it
+TRAIN_RTT = 0.1  # ... and this fraction of an RTT (a tenth of the cap x RTT: a one-BDP buffer takes it unless
+# the cap is ten times the link) ...
+TRAIN_MIN_RTT = 0.04  # ... on paths this long or longer
+TRAIN_SPREAD = 0.8  # a train that arrives slower than this fraction of its sending rate met the bottleneck
+TRAIN_MARGIN = 0.015  # its reports are in once this long past its end plus an RTT (a few 5 ms reports late)
 FALLING = 0.005  # a probe lasts an RTT more while the loss reported keeps falling (by more than this, or
 # this fraction of it: not the noise of a random loss)
 
@@ -182,11 +193,25 @@ class RateController:
         self._capped_at: float | None = None  # slow start: when the rate reached the cap
         self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long
         self._last = now
+        # the train: FAIR's and HIGH's first data at the cap (start_train), judged from the reports of it
+        self._train_pending = self.trains
+        self._train_end: float | None = None  # while it goes or its reports come: when it ends ...
+        self._train_from = 0.0  # ... the rate before it, and the delivery rates reported since it began
+        self._train_start, self._train_sent = 0.0, 0  # when it began, the bytes sent by then ...
+        self._train_rate = 0.0  # ... and once it ended, the rate it went at
+        self._train_rates: list[float] = []
+        self._train_estimate = 0.0  # the rate its reports showed (the bottleneck's, or the cap's)
 
     @property
     def measuring(self) -> bool:
         """Percent mode, capacity not known yet: slow start runs whatever the policy."""
         return bool(self.settings.percent) and self.capacity_bps is None
+
+    @property
+    def trains(self) -> bool:
+        """Whether the policy starts with a train (FAIR and HIGH; not while measuring the capacity): both ends
+        hold the session's settings, so a receiving end knows whether one may come."""
+        return self.settings.policy in ("fair", "high") and not self.measuring
 
     @property
     def cap_bps(self) -> float:
@@ -201,6 +226,9 @@ class RateController:
     def set_settings(self, settings: RateSettings) -> None:
         """New caps or policy; a measured capacity stays (a new percent applies to it at once)."""
         self.settings = settings
+        self._train_pending, self._train_end = False, None  # a train in flight ends: the new caps rule
+        if self._train_from:
+            self.rate_bps, self._train_from = self._train_from, 0.0
         if settings.policy == "fixed" and not self.measuring:
             self.rate_bps = self.cap_bps
         self._clamp()
@@ -213,6 +241,47 @@ class RateController:
         if self._capped_at is None:
             self._capped_at = now
         return self._capped_at
+
+    def start_train(self, now: float, rtt: float | None, sent: int) -> None:
+        """The first data goes now: on a path of TRAIN_MIN_RTT or more (``rtt``: measured, or the control
+        channel's), FAIR and HIGH send it at the cap for a short train (see the module's docstring); :meth:`pace`
+        ends it. ``sent``: the bytes sent so far (here and in :meth:`pace`: what the train sent)."""
+        if not self._train_pending:
+            return
+        self._train_pending = False
+        if rtt is None or rtt < TRAIN_MIN_RTT or self.cap_bps <= self.rate_bps or not self._slow_start:
+            return  # (a short path's slow start fills it within a few tens of milliseconds anyway)
+        self._train_from, self._train_start = self.rate_bps, now
+        self._train_end = now + min(TRAIN_S, TRAIN_RTT * rtt, TRAIN_BYTES * 8 / self.cap_bps)
+        self._train_sent = sent
+        self.rate_bps = self.cap_bps
+
+    def pace(self, now: float, sent: int) -> float:
+        """The rate to pace at now (bits/s): a train's cap until it ends, then the rate it started from."""
+        if self._train_from and now >= self._train_end:  # type: ignore[operator]  # set with _train_from
+            self.rate_bps, self._train_from = self._train_from, 0.0
+            self._train_rate = (sent - self._train_sent) * 8 / max(now - self._train_start, 1e-3)
+        return self.rate_bps
+
+    def _judge_train(self, now: float, recv_rate_bps: float, srtt: float) -> None:
+        """Collect the delivery rates reported while the train arrives; once they are in, slow start goes
+        on from the rate the bottleneck spread it to (the mean of the reports of at least half the best one:
+        a report the train filled only in part says less, one a burst of late reads filled says more)."""
+        assert self._train_end is not None
+        self._train_rates.append(recv_rate_bps)
+        if now < self._train_end + srtt + TRAIN_MARGIN:
+            return
+        best = max(self._train_rates)
+        spread = [r for r in self._train_rates if r >= best / 2]
+        self._train_end, self._train_rates = None, []
+        if not self._slow_start or best <= 0:
+            return
+        rate = self._train_estimate = min(sum(spread) / len(spread), self.cap_bps)
+        if rate < TRAIN_SPREAD * self._train_rate:  # it arrived slower than it went: the bottleneck's rate
+            # (doubling on would only flood it)
+            self.rate_bps = self._end_slow_start(rate, rate)
+        else:
+            self.rate_bps = max(self.rate_bps, rate)
 
     def _end_slow_start(self, rate: float, delivered: float) -> float:
         """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""
@@ -300,12 +369,16 @@ class RateController:
     def on_feedback(self, now: float, recv_rate_bps: float, loss: float = 0.0) -> None:
         """The receiver's report: update the rate. ``loss`` only corrects the receive rate for what was lost."""
         dt, self._last = now - self._last, now
+        if self._train_from:  # the train goes: no report can tell of it yet (it lasts a fraction of an RTT)
+            return
         policy = self.settings.policy
         measuring = self.measuring
         srtt, base_rtt = self.srtt, self.base_rtt  # on_rtt sets both at once
         if (policy == "fixed" and not measuring) or srtt is None or base_rtt is None:
             self._clamp()
             return
+        if self._train_end is not None:
+            self._judge_train(now, recv_rate_bps, srtt)
         rtt = max(base_rtt + self.queue_delay, 1e-4)
         rtts = min(1.0, dt / max(srtt, 1e-3))  # how much of an RTT this update covers
         g = GAMMA * rtts
@@ -349,8 +422,10 @@ class RateController:
                 elif not queue and now - self._capped(now) < CAP_WATCH_RTTS * srtt:
                     pass  # at the cap: a queue it overflows shows only an RTT or more later; watch for it
                 else:  # restart from what the bottleneck delivers now (the smoothed figure lags a doubling
-                    # rate); at the cap with no queue the path has room for it: keep the rate
-                    rate = self._end_slow_start(rate, max(delivered, recv_rate_bps) if queue else 0.0)
+                    # rate, and a train's jump: it measured the bottleneck); at the cap with no queue the path has
+                    # room for it: keep the rate
+                    arrived = max(delivered, recv_rate_bps, self._train_estimate)
+                    rate = self._end_slow_start(rate, arrived if queue else 0.0)
             elif (probing := self._probe(now, rate, loss, base_rtt, srtt)) is not None:
                 rate = probing
             else:

@@ -226,8 +226,10 @@ class ReceiveState:
             self._complete(file_id)
         return new
 
-    def feedback(self, now: float, rtt: float) -> datagram.Feedback:
-        """The report to send now; resets the interval measurements."""
+    def feedback(self, now: float, rtt: float, train: bool = False) -> datagram.Feedback:
+        """The report to send now; resets the interval measurements. ``train``: a sender's train may be arriving
+        (the first data): its rate counts unaveraged (it lasts a fraction of an RTT), so the window lets the sender
+        go on at that rate at once."""
         span = self._seq_high - self._interval_seq_base
         if span > 0:  # loss over roughly the last LOSS_HORIZON datagrams
             self._expected += span
@@ -243,6 +245,8 @@ class ReceiveState:
             # averaged over half an RTT (a burst is no rate; a window-bound start grows each RTT),
             # then the best of the last ten RTTs
             self._rate_avg += min(1.0, RATE_AVERAGING * dt / max(rtt, 1e-3)) * (self.recv_rate_bps - self._rate_avg)
+            if train:
+                self._rate_avg = max(self._rate_avg, self.recv_rate_bps)
             self._best_rate.window = max(10 * rtt, 0.5)
             self.best_rate_bps = self._best_rate.push(now, self._rate_avg)
         self._interval_seq_base = self._seq_high
