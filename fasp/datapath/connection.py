@@ -506,10 +506,10 @@ class Connection:
         out, self._out = self._out, []
         if self._closed or self._peer is None:
             return out
-        sent = self._counters["bytes_sent"]
+        rate, rtt, sent = self._rate, self._rate.srtt or self._control_rtt, self._counters["bytes_sent"]
         if self._sender.has_data:  # the first data: FAIR's train (once)
-            self._rate.start_train(now, self._rate.srtt or self._control_rtt, sent)
-        rate_Bps = self._rate.pace(now, sent) / 8
+            rate.start_train(now, rtt, sent)
+        rate_Bps = rate.pace(now, sent) / 8
         self._tokens = min(
             self._tokens + rate_Bps * (now - self._token_time), max(rate_Bps * BURST, 4 * self.datagram_size)
         )
@@ -523,8 +523,8 @@ class Connection:
             or ((receiver.active or self._sender.busy) and now >= self._next_feedback)
             or now >= self._last_sent + KEEPALIVE
         ):
-            train = self._data_from is not None and now - self._data_from < TRAIN_WATCH and self._rate.trains
-            fb = receiver.feedback(now, self._rate.srtt or 0.0, train)
+            train = self._data_from is not None and now - self._data_from < TRAIN_WATCH and rate.trains(rtt)
+            fb = receiver.feedback(now, rate.srtt or 0.0, train)
             self._next_feedback = now + (FEEDBACK_MIN if train else self._feedback_interval())
             self._emit(datagram.FEEDBACK, datagram.pack_feedback(fb), now)
         prober = self._prober()

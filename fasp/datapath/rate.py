@@ -107,7 +107,9 @@ TRAIN_S = 0.02  # FAIR's and HIGH's first data goes at the cap for this long (se
 TRAIN_BYTES = 1_250_000  # ... and this many bytes at most (20 ms at 500 Mbit/s): what a slow link loses of it
 TRAIN_RTT = 0.1  # ... and this fraction of an RTT (a tenth of the cap x RTT: a one-BDP buffer takes it unless
 # the cap is ten times the link) ...
-TRAIN_MIN_RTT = 0.04  # ... on paths this long or longer
+TRAIN_MIN_RTT = 0.1  # ... on paths this long or longer: on shorter ones slow start's doubling is soon done, and
+# a train at a cap ten times the link overflows a one-BDP buffer (its loss, read as the path's, then lets FAST
+# double a 20 Mbit/s, 50 ms link's rate into a 62 KB buffer for a second)
 TRAIN_SPREAD = 0.8  # a train that arrives slower than this fraction of its sending rate met the bottleneck
 TRAIN_MARGIN = 0.015  # its reports are in once this long past its end plus an RTT (a few 5 ms reports late)
 FALLING = 0.005  # a probe lasts an RTT more while the loss reported keeps falling (by more than this, or
@@ -194,7 +196,7 @@ class RateController:
         self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long
         self._last = now
         # the train: FAIR's and HIGH's first data at the cap (start_train), judged from the reports of it
-        self._train_pending = self.trains
+        self._train_pending = True  # until the first data (start_train)
         self._train_end: float | None = None  # while it goes or its reports come: when it ends ...
         self._train_from = 0.0  # ... the rate before it, and the delivery rates reported since it began
         self._train_start, self._train_sent = 0.0, 0  # when it began, the bytes sent by then ...
@@ -207,11 +209,11 @@ class RateController:
         """Percent mode, capacity not known yet: slow start runs whatever the policy."""
         return bool(self.settings.percent) and self.capacity_bps is None
 
-    @property
-    def trains(self) -> bool:
-        """Whether the policy starts with a train (FAIR and HIGH; not while measuring the capacity): both ends
-        hold the session's settings, so a receiving end knows whether one may come."""
-        return self.settings.policy in ("fair", "high") and not self.measuring
+    def trains(self, rtt: float | None) -> bool:
+        """Whether a session of these settings starts with a train on a path of ``rtt`` (FAIR and HIGH, not while
+        measuring the capacity, TRAIN_MIN_RTT or more): both ends hold the session's settings, so a receiving end
+        knows whether one may come."""
+        return self.settings.policy in ("fair", "high") and not self.measuring and (rtt or 0.0) >= TRAIN_MIN_RTT
 
     @property
     def cap_bps(self) -> float:
@@ -249,8 +251,9 @@ class RateController:
         if not self._train_pending:
             return
         self._train_pending = False
-        if rtt is None or rtt < TRAIN_MIN_RTT or self.cap_bps <= self.rate_bps or not self._slow_start:
-            return  # (a short path's slow start fills it within a few tens of milliseconds anyway)
+        if not self.trains(rtt) or self.cap_bps <= self.rate_bps or not self._slow_start:
+            return
+        assert rtt is not None
         self._train_from, self._train_start = self.rate_bps, now
         self._train_end = now + min(TRAIN_S, TRAIN_RTT * rtt, TRAIN_BYTES * 8 / self.cap_bps)
         self._train_sent = sent

@@ -581,8 +581,8 @@ def test_the_train_is_short_and_only_fair_and_high_send_one():
     assert c.pace(1.0, 0) == 1e9
     assert c.pace(1.0 + TRAIN_BYTES * 8 / 1e9 + 1e-6, TRAIN_BYTES) == INITIAL_BPS  # 10 ms at 1 Gbit/s
     c = RateController(RateSettings(500_000, policy="high"), 0.0)
-    c.start_train(1.0, 0.05, 0)
-    assert c.pace(1.004, 0) == 500e6 and c.pace(1.0051, 0) == INITIAL_BPS  # a tenth of 50 ms
+    c.start_train(1.0, 0.12, 0)
+    assert c.pace(1.0119, 0) == 500e6 and c.pace(1.0121, 0) == INITIAL_BPS  # a tenth of 120 ms
     c.start_train(2.0, 0.2, 0)  # once per session
     assert c.pace(2.0, 0) == INITIAL_BPS
     for rate, rtt in (
