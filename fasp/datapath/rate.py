@@ -15,9 +15,11 @@ does not slow a transfer down:
   bytes double too, so the overshoot queues at most one bandwidth x delay. Slow start then restarts
   from the delivery rate the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
   Doubling from 10 Mbit/s takes six RTTs to fill 500 Mbit/s (1.2 s at 200 ms: a tenth of a 512 MiB
-  transfer), so FAIR and HIGH first send a short train at the cap (TRAIN_S, TRAIN_BYTES at most): the
+  transfer), so on paths of TRAIN_MIN_RTT or more FAIR and HIGH first send a short train at the cap (TRAIN_S, a
+  tenth of an RTT, TRAIN_BYTES at most): the
   bottleneck spreads it to its own rate, the receiver reports that rate (it reports every 5 ms while a
-  train may be arriving) and slow start goes on from it an RTT after the first data, not six.
+  train may be arriving) and slow start goes on from it an RTT after the first data, not six; if the train
+  arrived slower than it went, the bottleneck is below the cap and slow start ends at its rate instead.
   A rate that reaches the cap first watches two RTTs more for that queue, which shows an RTT or more
   after the rate that builds it (a cap above the link, ended there, flooded a one-BDP buffer).
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate

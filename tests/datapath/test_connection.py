@@ -565,7 +565,7 @@ def test_fair_fills_a_long_fat_path_within_two_round_trips_of_its_train():
 @pytest.mark.slow  # seconds of simulated datagrams
 def test_a_train_a_slower_bottleneck_spreads_ends_slow_start_at_the_bottleneck_s_rate():
     """FAIR's target (1 Gbit/s) ten times a 100 Mbit/s, 200 ms link: the train arrives at the link's rate, not at
-    the rate it went, so slow start ends there rather than doubling on into the buffer (which lost 4.5 % of
+    the rate it went, so slow start ends there rather than doubling on into the buffer (which resent 4.3 % of
     these 48 MiB); the link is full from the first round trip on (for the first two seconds here: FAST's own probing
     comes later)."""
     sim, mbit = fair_start(100, 1_000_000)
