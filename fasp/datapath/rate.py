@@ -112,7 +112,8 @@ TRAIN_RTT = 0.1  # ... and this fraction of an RTT (a tenth of the cap x RTT: a 
 TRAIN_MIN_RTT = 0.1  # ... on paths this long or longer: on shorter ones slow start's doubling is soon done, and
 # a train at a cap ten times the link overflows a one-BDP buffer (its loss, read as the path's, then lets FAST
 # double a 20 Mbit/s, 50 ms link's rate into a 62 KB buffer for a second)
-TRAIN_SPREAD = 0.8  # a train that arrives slower than this fraction of its sending rate met the bottleneck
+TRAIN_SPREAD = 0.6  # a train that arrives slower than this fraction of its sending rate met the bottleneck (its
+# reports of a 500 Mbit/s link said 390-470 when it went at 500)
 TRAIN_MARGIN = 0.015  # its reports are in once this long past its end plus an RTT (a few 5 ms reports late)
 FALLING = 0.005  # a probe lasts an RTT more while the loss reported keeps falling (by more than this, or
 # this fraction of it: not the noise of a random loss)
@@ -184,6 +185,7 @@ class RateController:
         self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
         self._random_loss = WindowedMin(0.5)  # the least _loss_avg of the last ten RTTs since slow start
         self._loss_avg = 0.0  # the loss reported, averaged over about an RTT ...
+        self._loss_settled = 0.0  # ... and settled from then (a train ends slow start an RTT after the first data)
         self._probe_loss_before = 0.0  # ... when the probe began, and the least the probe saw (from its second
         self._probe_loss = 0.0  # RTT on, once the reports show its lower rate)
         self._alpha_cap = float("inf")  # bits of queue the bottleneck's buffer leaves this flow (set by overflow)
@@ -204,7 +206,8 @@ class RateController:
         self._train_start, self._train_sent = 0.0, 0  # when it began, the bytes sent by then ...
         self._train_rate = 0.0  # ... and once it ended, the rate it went at
         self._train_rates: list[float] = []
-        self._train_estimate = 0.0  # the rate its reports showed (the bottleneck's, or the cap's)
+        self._train_estimate = 0.0  # the rate its reports showed (the bottleneck's, or the cap's) ...
+        self._train_clear = False  # ... and whether that was about the rate it went at
 
     @property
     def measuring(self) -> bool:
@@ -287,12 +290,16 @@ class RateController:
             self.rate_bps = self._end_slow_start(rate, rate)
         else:
             self.rate_bps = max(self.rate_bps, rate)
+            self._train_clear = True
 
     def _end_slow_start(self, rate: float, delivered: float) -> float:
         """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""
         self._slow_start = False
         self._peaks, self._peaks_after = WindowedMax(BASE_WINDOW), self._last + 2 * (self.srtt or 0.0)
-        self._next_probe = self._last + PROBE_GAP  # or at once after heavy loss (on_feedback): a full buffer
+        self._loss_settled = self._peaks_after
+        # or at once after heavy loss (on_feedback): a full buffer. A train that arrived as fast as it went met
+        # no one's standing queue: the base RTT is the path's until BASE_WINDOW may have made it stale
+        self._next_probe = self._last + (BASE_WINDOW if self._train_clear else PROBE_GAP)
         if delivered > 0:
             rate = min(rate, delivered)
         if self.measuring:
@@ -437,7 +444,8 @@ class RateController:
                 fast = rate * base_rtt / rtt + alpha / rtt
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
                 recent_cut = now - self._cut_at < self._delivered.window
-                random_loss = self._random_loss.push(now, self._loss_avg)
+                # (the loss average set out from 0 an RTT or two ago: until it settles, its least is no random loss)
+                random_loss = self._random_loss.push(now, self._loss_avg) if now >= self._loss_settled else 1.0
                 if (
                     self._congestion_loss(loss, random_loss, min(fair_alpha, self._alpha_cap))
                     and now - self._cut_at >= srtt
