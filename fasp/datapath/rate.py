@@ -290,7 +290,8 @@ class RateController:
             self.rate_bps = self._end_slow_start(rate, rate)
         else:
             self.rate_bps = max(self.rate_bps, rate)
-            self._train_clear = True
+            # it went near the cap (not a first file too small to fill it) and arrived as fast: the path was clear
+            self._train_clear = self._train_rate >= TRAIN_SPREAD * self.cap_bps
 
     def _end_slow_start(self, rate: float, delivered: float) -> float:
         """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""

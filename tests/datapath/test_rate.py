@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fasp.datapath.rate import RateController, RateSettings
+from fasp.datapath.rate import TRAIN_S, RateController, RateSettings
 
 
 def run(
@@ -222,7 +222,16 @@ class DelayedPath:
     much scheduling delay in the RTT samples, for 100 ms at a time, as on this 2-core machine. Drives the first
     data's train."""
 
-    def __init__(self, target_kbps: int, link: float, rtt: float = 0.2, loss: float = 0.0, noise: float = 0.0):
+    def __init__(
+        self,
+        target_kbps: int,
+        link: float,
+        rtt: float = 0.2,
+        loss: float = 0.0,
+        noise: float = 0.0,
+        first: float = float("inf"),
+    ):
+        self.first = first  # bytes the sender has until the train ended (a small first file), then plenty
         self.c = RateController(RateSettings(target_kbps), 0.0)
         self.link, self.rtt, self.loss, self.noise = link, rtt, loss, noise
         self.now, self.sent, self.rnd, self.delay = 0.0, 0.0, random.Random(4), 0.0
@@ -233,8 +242,9 @@ class DelayedPath:
     def step(self) -> float:
         c, dt = self.c, 0.005
         rate = c.pace(self.now, int(self.sent))
-        self.history.append(rate)
-        self.sent += rate * dt / 8
+        sending = min(rate, max(0.0, self.first - self.sent) * 8 / dt) if self.now < TRAIN_S else rate
+        self.history.append(sending)
+        self.sent += sending * dt / 8
         self.now += dt
         back = len(self.history) - 1 - round(self.rtt / dt)
         arrived = min(self.history[back], self.link) if back >= 0 else 0.0
@@ -276,3 +286,12 @@ def test_after_a_clear_train_random_loss_and_delay_noise_keep_the_link_full():
     rates = path.rates(8.0)
     assert min(rates[round(0.3 / 0.005) :]) >= 0.8 * 500e6, [round(r / 1e6) for r in rates[::20]]
     assert sum(rates[round(0.3 / 0.005) :]) / len(rates[round(0.3 / 0.005) :]) >= 0.9 * 500e6
+
+
+def test_a_train_a_small_first_file_could_not_fill_says_nothing_of_a_standing_queue():
+    """The first file is 8 KiB: the train went at a fraction of the cap, so arriving as fast as it went shows no
+    clear path, and the base-RTT probe comes as without a train (two seconds after slow start, which ends at the
+    cap about 2.3 s in)."""
+    path = DelayedPath(500_000, 500e6, loss=0.01, first=8192)
+    rates = path.rates(6.0)
+    assert min(rates[round(2.5 / 0.005) :]) <= 0.6 * 500e6, [round(r / 1e6) for r in rates[::20]]
