@@ -16,10 +16,10 @@ does not slow a transfer down:
   from the delivery rate the receiver measured (the bottleneck's, BBR-style) instead of the overshoot.
   Doubling from 10 Mbit/s takes six RTTs to fill 500 Mbit/s (1.2 s at 200 ms: a tenth of a 512 MiB
   transfer), so on paths of TRAIN_MIN_RTT or more FAIR and HIGH first send a short train at the cap (TRAIN_S, a
-  tenth of an RTT, TRAIN_BYTES at most): the
-  bottleneck spreads it to its own rate, the receiver reports that rate (it reports every 5 ms while a
-  train may be arriving) and slow start goes on from it an RTT after the first data, not six; if the train
-  arrived slower than it went, the bottleneck is below the cap and slow start ends at its rate instead.
+  tenth of an RTT, TRAIN_BYTES at most): the bottleneck spreads it to its own rate, the receiver reports that
+  rate (it reports every 5 ms while a train may be arriving) and slow start goes on from it an RTT after the
+  first data, not six; if the train arrived slower than it went, the bottleneck is below the cap and slow start
+  ends at its rate instead.
   A rate that reaches the cap first watches two RTTs more for that queue, which shows an RTT or more
   after the rate that builds it (a cap above the link, ended there, flooded a one-BDP buffer).
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate
@@ -173,7 +173,9 @@ class RateController:
         self._delivered = WindowedMax(0.1)
         self._peaks = WindowedMax(BASE_WINDOW)
         self._peak_delay = 0.0  # the largest queuing delay of the last BASE_WINDOW ...
-        self._peaks_after = 0.0  # ... counted from then (slow start's own overshoot is no one else's backlog)
+        self._peaks_after = 0.0  # ... counted from then: slow start's aftermath (its own overshoot is no one else's
+        # backlog, and the loss average, which set out from 0, has settled; a train ends slow start an RTT after the
+        # first data)
         self._cut_at = -1e9  # when congestion loss last cut the rate
         self._probe_gap = PROBE_GAP
         self._probed = self._probe_first = False
@@ -185,7 +187,6 @@ class RateController:
         self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
         self._random_loss = WindowedMin(0.5)  # the least _loss_avg of the last ten RTTs since slow start
         self._loss_avg = 0.0  # the loss reported, averaged over about an RTT ...
-        self._loss_settled = 0.0  # ... and settled from then (a train ends slow start an RTT after the first data)
         self._probe_loss_before = 0.0  # ... when the probe began, and the least the probe saw (from its second
         self._probe_loss = 0.0  # RTT on, once the reports show its lower rate)
         self._alpha_cap = float("inf")  # bits of queue the bottleneck's buffer leaves this flow (set by overflow)
@@ -202,12 +203,12 @@ class RateController:
         # the train: FAIR's and HIGH's first data at the cap (start_train), judged from the reports of it
         self._train_pending = True  # until the first data (start_train)
         self._train_end: float | None = None  # while it goes or its reports come: when it ends ...
-        self._train_from = 0.0  # ... the rate before it, and the delivery rates reported since it began
+        self._train_from = 0.0  # ... while it goes, the rate before it (0 otherwise) ...
         self._train_start, self._train_sent = 0.0, 0  # when it began, the bytes sent by then ...
         self._train_rate = 0.0  # ... and once it ended, the rate it went at
-        self._train_rates: list[float] = []
+        self._train_rates: list[float] = []  # ... the delivery rates reported since it ended ...
         self._train_estimate = 0.0  # the rate its reports showed (the bottleneck's, or the cap's) ...
-        self._train_clear = False  # ... and whether that was about the rate it went at
+        self._train_clear = False  # ... and whether it went near the cap and arrived as fast: a clear path
 
     @property
     def measuring(self) -> bool:
@@ -266,7 +267,8 @@ class RateController:
 
     def pace(self, now: float, sent: int) -> float:
         """The rate to pace at now (bits/s): a train's cap until it ends, then the rate it started from."""
-        if self._train_from and now >= self._train_end:  # type: ignore[operator]  # set with _train_from
+        end = self._train_end
+        if self._train_from and end is not None and now >= end:
             self.rate_bps, self._train_from = self._train_from, 0.0
             self._train_rate = (sent - self._train_sent) * 8 / max(now - self._train_start, 1e-3)
         return self.rate_bps
@@ -297,7 +299,6 @@ class RateController:
         """Restart from the delivery rate (BBR-style); in percent mode it is the capacity."""
         self._slow_start = False
         self._peaks, self._peaks_after = WindowedMax(BASE_WINDOW), self._last + 2 * (self.srtt or 0.0)
-        self._loss_settled = self._peaks_after
         # or at once after heavy loss (on_feedback): a full buffer. A train that arrived as fast as it went met
         # no one's standing queue: the base RTT is the path's until BASE_WINDOW may have made it stale
         self._next_probe = self._last + (BASE_WINDOW if self._train_clear else PROBE_GAP)
@@ -446,7 +447,7 @@ class RateController:
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
                 recent_cut = now - self._cut_at < self._delivered.window
                 # (the loss average set out from 0 an RTT or two ago: until it settles, its least is no random loss)
-                random_loss = self._random_loss.push(now, self._loss_avg) if now >= self._loss_settled else 1.0
+                random_loss = self._random_loss.push(now, self._loss_avg) if now >= self._peaks_after else 1.0
                 if (
                     self._congestion_loss(loss, random_loss, min(fair_alpha, self._alpha_cap))
                     and now - self._cut_at >= srtt
