@@ -525,18 +525,20 @@ def test_the_receive_window_has_a_floor_and_a_cap():
     assert measured(1e9, loss=0.1).window_bytes(0.2, 0.3) == pytest.approx(lossless * (0.2 + 0.1 * 0.3) / 0.2, rel=0.01)
 
 
+def one_bdp(bandwidth: float, rtt: float, seed: int) -> Link:
+    """One direction of a path of ``rtt`` whose bottleneck queue holds one bandwidth x delay (tail drop beyond)."""
+    link = Link(delay=rtt / 2, bandwidth=bandwidth, rng=random.Random(seed))
+    link.drop = lambda d, now: link.busy_until - now > rtt
+    return link
+
+
 def fair_start(link_mbit: float, target_kbps: int, rtt: float = 0.2, size: int = 48 << 20) -> tuple[Sim, list[int]]:
     """B sends ``size`` bytes with FAIR over a ``link_mbit`` path with a one-BDP buffer (tail drop beyond); the
     session told B the control channel's RTT, as a server's session does. Returns the sim and what arrived per
     50 ms from the first data (Mbit/s)."""
     link_rate = link_mbit * 1e6 / 8
-
-    def link(seed: int) -> Link:
-        path = Link(delay=rtt / 2, bandwidth=link_rate, rng=random.Random(seed))
-        path.drop = lambda d, now: path.busy_until - now > rtt
-        return path
-
-    sim = Sim(rate=RateSettings(target_kbps, policy="fair"), up=link(1), down=link(2), size=8192)
+    up, down = one_bdp(link_rate, rtt, 1), one_bdp(link_rate, rtt, 2)
+    sim = Sim(rate=RateSettings(target_kbps, policy="fair"), up=up, down=down, size=8192)
     sim.b.conn.control_rtt(rtt)
     sim.handshake()
     data = random.Random(3).randbytes(size)
@@ -661,12 +663,8 @@ def test_fair_stops_flooding_a_buffer_smaller_than_its_alpha():
     loss was its own: from then on FAIR sends at about the link rate (it sent 2x: the test fails without)."""
     link_rate, rtt = 20e6 / 8, 0.05
 
-    def shallow(seed: int) -> Link:
-        link = Link(delay=rtt / 2, bandwidth=link_rate, rng=random.Random(seed))
-        link.drop = lambda d, now: link.busy_until - now > rtt  # tail drop beyond one BDP
-        return link
-
-    sim = Sim(rate=RateSettings(1_000_000, policy="fair"), up=shallow(1), down=shallow(2))  # the default target
+    up, down = one_bdp(link_rate, rtt, 1), one_bdp(link_rate, rtt, 2)
+    sim = Sim(rate=RateSettings(1_000_000, policy="fair"), up=up, down=down)  # the default target
     sim.handshake()
     data = os.urandom(12 << 20)
     start = sim.now
@@ -684,12 +682,8 @@ def test_fair_above_the_link_leaves_slow_start_when_the_queue_shows_not_when_the
     arrives."""
     link_rate, rtt = 500e6 / 8, 0.2
 
-    def shallow(seed: int) -> Link:
-        link = Link(delay=rtt / 2, bandwidth=link_rate, rng=random.Random(seed))
-        link.drop = lambda d, now: link.busy_until - now > rtt  # tail drop beyond one BDP
-        return link
-
-    sim = Sim(rate=RateSettings(1_000_000, policy="fair"), up=shallow(1), down=shallow(2))
+    up, down = one_bdp(link_rate, rtt, 1), one_bdp(link_rate, rtt, 2)
+    sim = Sim(rate=RateSettings(1_000_000, policy="fair"), up=up, down=down)
     sim.handshake()
     data = random.Random(3).randbytes(64 << 20)
     sim.transfer(data, limit=30)
