@@ -83,6 +83,14 @@ class SessionPeak:
         return round(self.mib, 1)
 
 
+def stolen_s() -> float:
+    """CPU seconds the hypervisor has taken from this machine's CPUs since boot (/proc/stat's steal, all CPUs):
+    on a virtual machine a run with seconds of it was slowed by the host, not by the tool."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()  # "cpu user nice system idle iowait irq softirq steal ..."
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def wait_measured(process: subprocess.Popen, timeout: float | None, started: float) -> Finished:
     """Wait for ``process`` (SIGTERM, then SIGKILL, at ``timeout``); its CPU with reaped children."""
     deadline = None if timeout is None else started + timeout

@@ -34,7 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import queue as queue_bench, report, setup
 from bench.netns import Hosts, Loopback
-from bench.peers import REPO, FaspServer, OpenSSH, Server, engine_available, reap, wait_measured
+from bench.peers import REPO, FaspServer, OpenSSH, Server, engine_available, reap, stolen_s, wait_measured
 from bench.wan import IO_MODES, Wan
 
 GIB = 1 << 30
@@ -314,11 +314,12 @@ class Bench:
             with open(log_path, "ab") as log:
                 log.write(f"\n=== {labels} {argv}\n".encode())
                 log.flush()
-                started = time.monotonic()
+                started, stolen = time.monotonic(), stolen_s()
                 client = site.popen(
                     "a", argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=contender.env, cwd=REPO
                 )
                 finished = wait_measured(client, timeout_s, started)
+                stolen = stolen_s() - stolen
         finally:
             served = server.stop()
         total = tree_bytes(source) if source.is_dir() else source.stat().st_size
@@ -352,6 +353,7 @@ class Bench:
             cpu_s_per_gib=round((finished.cpu_s + served.cpu_s) / (arrived / GIB), 2) if arrived else None,
             rss_client_mib=finished.maxrss_mib,
             rss_server_mib=served.maxrss_mib,
+            steal_s=round(stolen, 2),
         )
         if windows is not None:
             windows.append((row, started, started + finished.seconds))
@@ -540,7 +542,7 @@ class Bench:
                 self.console.log(
                     f"{labels} {row['tool']} #{row['rep'] + 1}: whole run {row['mbit_s']}, "
                     f"data phase {row['data_mbit_s']} Mbit/s over {row['data_s']} s, "
-                    f"sent/file {row['sent_per_file']}"
+                    f"sent/file {row['sent_per_file']}, host steal {row['steal_s']} s"
                 )
 
     def small(self) -> None:
