@@ -138,7 +138,7 @@ def test_a_takeover_counts_on_the_worker_that_resumes(worker_factory, server, tm
     taken_before = takeovers(reapers)
     victim.kill()
     result = handle.wait(timeout=90)
-    assert result["ok"] and result["attempts"] == 2, result
+    assert result["ok"] and result["attempts"] == 2, (result, _story(handle))
     assert_same_file(src, server.docroot / "takeover" / src.name)
 
     first, after = before[survivor.process.pid], scrape(urls[survivor.process.pid])
@@ -151,6 +151,15 @@ def test_a_takeover_counts_on_the_worker_that_resumes(worker_factory, server, tm
     assert delta(after, first, "faspq_transfer_bytes_total", **up) == resumed
     assert delta(after, first, "faspq_queue_wait_seconds_count", **up) == 1
     assert after.series("faspq_transfer_rate_bytes_per_second") == []
+
+
+def _story(handle) -> list[dict]:
+    """A transfer's events but its progress, for a failure message: which attempt ended how."""
+    return [
+        {k: v for k, v in event.items() if k in ("type", "attempt", "worker", "code", "reason", "error")}
+        for event in handle.events(timeout=5, from_start=True)
+        if event["type"] not in ("STATS", "STATUS")
+    ][:40]
 
 
 def test_a_prefork_pool_with_metrics_is_refused(worker_factory):
