@@ -22,6 +22,7 @@ over its 0600 socket (never argv) and never sit in a fork's initial environment 
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -255,7 +256,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def serve(path: str, entry: Callable[[list[str]], int]) -> None:
     """Listen on ``path`` (made 0600) and fork ``entry`` per request until stdin reads EOF; says ``ready`` on
-    stdout once listening (the launcher waits for it)."""
+    stdout once listening (the launcher waits for it). Leaving on that EOF it removes ``path`` and, if now
+    empty, its directory: a launcher killed before it could close the server left both behind in /tmp."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     old_umask = os.umask(0o177)
     try:
@@ -265,7 +267,12 @@ def serve(path: str, entry: Callable[[list[str]], int]) -> None:
     listener.listen(64)
     gc.freeze()  # what is loaded now stays out of every fork's collections (and its pages shared)
     print("ready", flush=True)
-    _Server(listener, entry).run()
+    try:
+        _Server(listener, entry).run()
+    finally:  # the server itself (a fork never returns here): its launcher is gone
+        for remove, name in ((os.unlink, path), (os.rmdir, os.path.dirname(path))):
+            with contextlib.suppress(OSError):
+                remove(name)
 
 
 # -- the launcher -------------------------------------------------------------------------------

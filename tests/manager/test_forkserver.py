@@ -87,7 +87,7 @@ def test_a_launcher_that_goes_away_takes_its_fork_with_it(tmp_path):
                 server = ForkServer({MODULE!r})
                 null = os.open(os.devnull, os.O_WRONLY)  # the fork's own line must not race ours on the pipe
                 process = server.spawn(["forkentry", "sleep"], {{}}, 0, null, 2)
-                print(server.server_pid, process.pid, flush=True)
+                print(server.server_pid, process.pid, server.path, flush=True)
                 time.sleep(60)
                 """
             ),
@@ -98,10 +98,12 @@ def test_a_launcher_that_goes_away_takes_its_fork_with_it(tmp_path):
     assert launcher.stdout is not None
     line = launcher.stdout.readline()
     server_pid, fork_pid = (int(v) for v in line.split()[:2])
-    assert fork_pid in children(server_pid)
-    launcher.kill()
+    folder = os.path.dirname(line.split()[2].decode())
+    assert fork_pid in children(server_pid) and os.path.isdir(folder)
+    launcher.kill()  # no close(): the server's socket and its folder are the server's to remove
     launcher.wait()
     assert wait_until(lambda: not alive(server_pid) and not alive(fork_pid), 10)
+    assert wait_until(lambda: not os.path.exists(folder), 5)
 
 
 def test_a_dead_server_ends_its_forks_and_the_next_launch_starts_a_new_one(server):
