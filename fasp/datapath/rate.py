@@ -44,17 +44,14 @@ does not slow a transfer down:
     worth of sending per probe.
   * own overflow: a buffer smaller than ``alpha`` never lets FAST reach its queue, so
     FAST alone sends past the link into it (20 Mbit/s, 50 ms, one-BDP buffer: 30x the
-    link, 94 % lost). A probe sends half of what arrives. If the flow had sent twice what
-    arrived (OVERDRIVE), the loss then goes away, the queue drains (a flow alone drains
-    it at half the link; beside a flow that keeps the buffer full, TCP BBR, it stays: that
-    loss was shared tail drop, and capping alpha there left FAIR 16 % of the link) and the
-    flow had the link alone (its delivery rate within 80 % of the best it saw), the loss
-    was its own: the rate stays down and alpha stays within half of what the buffer held
-    (eight datagrams at least: loss with no queue, a receiver too busy to read, shows no
-    buffer and must not leave FAST without alpha) until the base RTT it was measured
-    against falls (that base was then someone else's queue), and loss at that buffer's
-    brim counts as congestion (the receiver's loss report follows within an RTT or two).
-    Heavy loss (10 % or more) is probed every ten RTTs unless a probe found the queue held.
+    link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
+    the probe sends at most what arrives; if the loss then goes away and the flow had
+    the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
+    sending what arrives ends the overflow too), the loss was its own: the rate stays
+    there and, for the session, alpha stays within half of what the buffer held (eight
+    datagrams at least: loss with no queue, a receiver too busy to read, shows no buffer
+    and must not leave FAST without alpha), and loss at that buffer's brim counts as
+    congestion (the receiver's loss report follows within an RTT or two for this).
 - HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
   about 1.5 times a FAIR flow's share. Not yet what it should be beside TCP (about twice TCP's
   share): on the bench's 100 Mbit/s, 50 ms path it takes 87 % from one CUBIC flow (FAST refills
@@ -106,11 +103,6 @@ ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full
 OWN_LOSS = 0.5  # a probe after heavy loss that sees less than this fraction of it: the loss was this flow's own
 BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds, ...
 ALPHA_FLOOR = 8 * 1500 * 8  # ... never under eight full datagrams (bits): a queue too short to see is no buffer
-OVERDRIVE = 0.5  # ... only after sending twice what arrived (FAST running away from a queue it cannot build) ...
-DRAINED = 0.5  # ... and if the queue fell below this fraction of its peak (sending half what arrives, a flow alone
-# drains it; a flow that keeps the buffer full, TCP BBR, refills it) ...
-HELD_RTT, HELD_MIN = 0.1, 0.002  # ... a queue that stays above this fraction of the base RTT (and seconds) is held:
-# the peak right after slow start is the queue then, and a few milliseconds of it are no one's buffer ...
 ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: the flow has the link alone
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
@@ -194,14 +186,12 @@ class RateController:
         self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it, the rate during it
         self._probe_rate = self._probe_recv = 0.0  # (and what arrived when it began)
         self._probe_started = 0.0
-        self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end ...
-        self._probe_q_low = 0.0  # ... and the lowest queuing delay
+        self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
         self._random_loss = WindowedMin(0.5)  # the least _loss_avg of the last ten RTTs since slow start
         self._loss_avg = 0.0  # the loss reported, averaged over about an RTT ...
         self._probe_loss_before = 0.0  # ... when the probe began, and the least the probe saw (from its second
         self._probe_loss = 0.0  # RTT on, once the reports show its lower rate)
         self._alpha_cap = float("inf")  # bits of queue the bottleneck's buffer leaves this flow (set by overflow)
-        self._cap_base = 0.0  # ... and the base RTT it was measured against (a base that falls later was a queue)
         self._recv_avg = self._recv_raw = 0.0  # the receive rate over about an RTT: loss added back, as is ...
         self._recv_best = 0.0  # ... and the best of the latter this session: about the bottleneck's when alone
         self.base_rtt: float | None = None
@@ -338,11 +328,9 @@ class RateController:
             self._probed, self._probe_first = True, first
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
             self._probe_recv = self._recv_raw
-            self._probe_rate = min(rate, self._recv_raw) * PROBE_DEPTH  # under what arrives: an overdrive ends
-            self._probe_q_low = self.queue_delay
+            self._probe_rate = min(rate * PROBE_DEPTH, self._recv_raw)  # at most what arrives: an overdrive ends
             self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
             self._probe_started, self._probe_loss_before, self._probe_loss = now, self._loss_avg, self._loss_avg
-        self._probe_q_low = min(self._probe_q_low, self.queue_delay)
         if base_rtt < self._probe_low - 0.001:  # still draining: wait an RTT more
             self._probe_low, self._probe_end = base_rtt, max(self._probe_end, now + srtt)
         if now - self._probe_started >= srtt and loss < self._probe_loss:  # the reports show the lower rate
@@ -352,30 +340,23 @@ class RateController:
         if now < min(self._probe_end, self._probe_limit):
             return self._probe_rate
         self._probe_end = None
-        held = self._probe_q_low > max(
-            DRAINED * self._peak_delay, HELD_MIN, HELD_RTT * base_rtt
-        )  # someone else kept the buffer full meanwhile
         own = (
-            self._probe_loss_before >= OVERDRIVE
+            self._probe_loss_before >= HEAVY_LOSS
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
-            and not held
             and 0 < self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
         )  # arrives ends the overflow too, but then it gets less than the link: not its own buffer to cap)
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
-            self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * self._peak_delay * self._probe_recv, ALPHA_FLOOR))
-            self._cap_base = base_rtt
+            self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * self._peak_delay * self._probe_rate, ALPHA_FLOOR))
         if own or base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base):  # or a hidden queue drained
             self._probe_gap, self._cut_at = PROBE_GAP, now
             rate = self._probe_rate
         else:
             rate = self._probe_from
-            # random loss, or a buffer someone else keeps full: probe less often (each probe left a loss-blind
-            # flow room that its bandwidth filter kept for ten RTTs); not after heavy loss at a queue that
-            # drained (an overdrive may hide in it) nor after the arrival probe (slow start's overshoot may
-            # have misled it)
-            if not self._probe_first and (self._probe_loss_before < HEAVY_LOSS or held):
+            # random loss: probe less often; not after heavy loss (an overdrive may hide in it) nor after the
+            # arrival probe (slow start's own overshoot may have misled it)
+            if not self._probe_first and self._probe_loss_before < HEAVY_LOSS:
                 self._probe_gap = min(2 * self._probe_gap, PROBE_GAP_MAX)
-        heavy = max(self._probe_loss_before, self._loss_avg) >= HEAVY_LOSS and not own and not held
+        heavy = max(self._probe_loss_before, self._loss_avg) >= HEAVY_LOSS and not own  # an overdrive may hide
         self._next_probe = now + (min(self._probe_gap, HEAVY_GAP_RTTS * srtt) if heavy else self._probe_gap)
         return rate
 
@@ -393,8 +374,6 @@ class RateController:
         """A round-trip sample (seconds)."""
         self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
         self.base_rtt = self._base.push(now, rtt)
-        if self.base_rtt < self._cap_base - max(0.002, 0.05 * self._cap_base):  # the buffer that capped alpha
-            self._alpha_cap, self._cap_base = float("inf"), 0.0  # was measured from a queue: someone else's
         self._standing.window = max(0.5 * self.srtt, 0.01)
         standing = self._standing.push(now, rtt)
         self.queue_delay = max(0.0, standing - self.base_rtt)
