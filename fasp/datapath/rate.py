@@ -54,7 +54,7 @@ does not slow a transfer down:
     congestion (the receiver's loss report follows within an RTT or two for this).
 - HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
   about 1.5 times a FAIR flow's share. Not yet what it should be beside TCP (about twice TCP's
-  share): on the bench's 100 Mbit/s, 50 ms path it takes 87 % from one CUBIC flow (FAST refills
+  share): on the bench's 100 Mbit/s, 50 ms path it takes about 85 % from one CUBIC flow (FAST refills
   the room each back-off of CUBIC leaves within a few RTTs) and, beside BBR, what FAIR takes.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
