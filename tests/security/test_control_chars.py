@@ -19,6 +19,7 @@ from tests.support.files import sha256
 from tests.support.ports import free_port
 from tests.support.programs import ENGINE, engine_program
 from tests.support.servers import start_fasp_server
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,8 +73,12 @@ def _check_events(session, events, root: Path, names) -> None:
     for name in names:
         stats = files[str(root / name)]  # the real name, unescaped
         assert stats["state"] == fm.FileState.FINISHED, (name, stats)
-    reported = {e.file_stats["file"] for e in events if e.event_type == fm.TransferEventType.STOP}
-    assert {str(root / n) for n in names} <= reported
+    expected = {str(root / n) for n in names}
+
+    def reported() -> set[str]:  # the listener runs on its own thread: finish() does not wait for it
+        return {e.file_stats["file"] for e in list(events) if e.event_type == fm.TransferEventType.STOP}
+
+    assert wait_until(lambda: expected <= reported(), 10), expected - reported()
 
 
 def test_upload_and_download_through_faspmanager(tmp_path, server, engine):
