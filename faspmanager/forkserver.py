@@ -363,7 +363,8 @@ class ForkServer:
         if self._process is not None and self._process.poll() is None:
             return
         self._stop()  # died: reap it, let its pipe go
-        self._dir = self._dir or tempfile.mkdtemp(prefix="fasp-fork-")  # 0700
+        if self._dir is None or not os.path.isdir(self._dir):  # a server leaving by its own hand removes it
+            self._dir = tempfile.mkdtemp(prefix="fasp-fork-")  # 0700
         if os.path.exists(self.path):
             os.unlink(self.path)
         process = subprocess.Popen(
@@ -438,9 +439,9 @@ class ForkServer:
         with self._lock:
             self._stop()
             if self._dir is not None:
-                if os.path.exists(self.path):
-                    os.unlink(self.path)
-                os.rmdir(self._dir)
+                for remove, name in ((os.unlink, self.path), (os.rmdir, self._dir)):
+                    with contextlib.suppress(FileNotFoundError):  # (the server may have removed them)
+                        remove(name)
                 self._dir = None
 
 

@@ -114,5 +114,7 @@ def test_a_dead_server_ends_its_forks_and_the_next_launch_starts_a_new_one(serve
     os.kill(first, signal.SIGKILL)
     assert process.wait(10) == -signal.SIGKILL  # the launcher learns the fork is gone
     assert wait_until(lambda: not alive(process.pid), 10)
+    os.unlink(server.path)  # as a server leaving by its own hand (an error) removes its socket and folder
+    os.rmdir(os.path.dirname(server.path))
     again, out2 = _launch(server, "report", "3")
     assert again.wait(10) == 3 and server.server_pid not in (None, first)
