@@ -14,7 +14,8 @@ judged on its own, without blocking the others:
   /proc/net/tcp (the row whose local/remote ends are our connection's
   remote/local ends; the port is IPv4 only) and looked for among the fds of
   the child's process tree. A program that connects and exits at once may be
-  gone before it is recognised: it counts as never having connected. Without
+  gone before it is recognised: its connection is dropped (saying so) and the
+  program counts as never having connected. Without
   /proc (not Linux) no connection passes this check: only a program that
   presents the secret is admitted there;
 * while the program is known to be ours, a connection without the secret is
@@ -131,14 +132,24 @@ def owned_by_tree(socks: list[socket.socket], root: int) -> list[bool]:
     return [inode is not None and inode in owned for inode in wanted]
 
 
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie not yet reaped, or gone): its sockets are closed."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 class Caller:
     """A connection not yet admitted: what it sent so far, read without blocking."""
 
-    def __init__(self, sock: socket.socket, in_tree: bool, now: float):
+    def __init__(self, sock: socket.socket, in_tree: bool, now: float, child_exited: bool = False):
         sock.setblocking(False)
         self.sock = sock
         self.port = sock.getpeername()[1]
         self.in_tree = in_tree
+        self.child_exited = child_exited  # not in the tree because the program was already gone when judged
         self.deadline = now + FIRST_FRAME_TIMEOUT
         self.decoder = Decoder()
         self.frames: list[Frame] = []
@@ -223,9 +234,10 @@ class Admission:
                 break
         # a program that presents the secret needs no /proc scan: origin is judged only for one that cannot
         origins = [False] * len(socks) if self._secret_required else owned_by_tree(socks, self._child)
+        gone = not self._secret_required and not all(origins) and exited(self._child)
         for sock, in_tree in zip(socks, origins):
             try:
-                caller = Caller(sock, in_tree, time.monotonic())
+                caller = Caller(sock, in_tree, time.monotonic(), child_exited=gone)
             except OSError:
                 sock.close()
                 continue
@@ -248,6 +260,11 @@ class Admission:
             return None
         if self._secret_required:
             return "no management secret, and this session's program presents one"
+        if not caller.in_tree and caller.child_exited:
+            return (
+                f"no session's secret, and process {self._child} had exited before the connection was judged "
+                "(a program that connects and exits at once cannot be told from a stranger)"
+            )
         if not caller.in_tree:
             return f"neither the session's secret nor a socket of process {self._child} or its descendants"
         return None

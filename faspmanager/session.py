@@ -214,8 +214,9 @@ class Session:
                 )
                 if status is not None:
                     raise SessionStartError(
-                        f"{self.ascp_path} exited with status {status} before connecting to "
-                        f"the management port{dropped}: {self._stderr_tail()}"
+                        f"{self.ascp_path} exited with status {status} before "
+                        f"{'it was admitted on' if dropped else 'connecting to'} the management port{dropped}: "
+                        f"{self._stderr_tail()}"
                     )
                 if time.monotonic() > deadline:
                     raise SessionStartError(

@@ -7,12 +7,16 @@ positional). Behaviour is picked by ``FAKEASCP_MODE``:
   normal     INIT, SESSION, per file START / STATS / STOP (or SKIP for -E matches, FILEERROR for missing
              sources), then DONE (ERROR 27 if any file failed)
   slow       as normal, but 64 KiB per 20 ms, STATS after each chunk; RATE is echoed (TargetRate) in STATS
-  die        INIT, SESSION, a line on stderr, then (0.3 s later) exit 3 without DONE/ERROR
-  error      INIT, then ERROR 19 (authentication failed), exit 1 (0.1 s later)
+  die        INIT, SESSION, a line on stderr, then exit 3 without DONE/ERROR
+  error      INIT, then ERROR 19 (authentication failed), exit 1
   garbage    connects and sends bytes that are no FASPMGR frame, then waits
   noconnect  never connects to the management port
   exit       a line on stderr and exit 2 at once
   hold       INIT, SESSION, then waits for commands (for tests that inspect the running child)
+
+Before it exits, the stand-in waits (bounded) until the manager has read all it sent, as a real ascp is still
+there while its SSH session and data take their time: a program that connects and exits at once cannot be told
+from a stranger (faspmanager.admission), and under load the manager judged the stand-in too late now and then.
 
 Commands obeyed at any time: RATE (echoed as TargetRate in a STATS), CANCEL (ERROR 28). With ``--keepalive``: START
 copies one file (StartByte / EndByte honoured), PUT / WRITE / CLOSE write a stream file, DONE ends.
@@ -78,6 +82,7 @@ class Fake:
         ]
         self.rate = int(self.opts.get("-l", ["10000"])[-1])
         self.commands = queue.Queue()
+        self.sock = None
         self.totals = dict(
             TransferBytes=0, FileBytes=0, TransfersAttempted=0, TransfersPassed=0, TransfersFailed=0, TransfersSkipped=0
         )
@@ -90,6 +95,26 @@ class Fake:
     def connect(self):
         self.sock = socket.create_connection(("127.0.0.1", int(self.opts["-M"][-1])))
         threading.Thread(target=self.read_commands, daemon=True).start()
+
+    def linger(self, timeout=5.0):
+        """Return once the manager has read everything sent (its end's receive queue in /proc/net/tcp is empty,
+        or the row is gone: it closed), or after ``timeout`` s."""
+
+        def proc(end):
+            return f"{int.from_bytes(socket.inet_aton(end[0]), 'little'):08X}:{end[1]:04X}"
+
+        try:
+            theirs, mine = proc(self.sock.getpeername()), proc(self.sock.getsockname())
+        except OSError:  # the manager reset the connection
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open("/proc/net/tcp") as table:
+                rows = [row.split() for row in table.read().splitlines()[1:]]
+            row = next((cols for cols in rows if cols[1] == theirs and cols[2] == mine), None)
+            if row is None or int(row[4].split(":")[1], 16) == 0:
+                return
+            time.sleep(0.005)
 
     def read_commands(self):
         decoder = Decoder()
@@ -233,7 +258,6 @@ class Fake:
         )
         if self.mode == "error":
             self.send("ERROR", Code=19, Description="Authentication failed")
-            time.sleep(0.1)  # as a real program, alive a moment after connecting (see die)
             return 1
         self.send(
             "SESSION",
@@ -247,7 +271,7 @@ class Fake:
         )
         if self.mode == "die":
             print("fakeascp: simulated crash (mode die)", file=sys.stderr, flush=True)
-            time.sleep(0.3)  # a moment after connecting: one that exits at once cannot be told from a stranger
+            self.linger()
             os._exit(3)
         if self.mode == "hold":
             self.poll(block=True)
@@ -267,7 +291,12 @@ def main(argv):
     if record:
         with open(record, "w") as f:
             json.dump({"argv": argv, "env": {k: v for k, v in os.environ.items() if k.startswith("ASPERA_SCP_")}}, f)
-    return Fake(argv).run()
+    fake = Fake(argv)
+    try:
+        return fake.run()
+    finally:
+        if fake.sock is not None:
+            fake.linger()
 
 
 if __name__ == "__main__":

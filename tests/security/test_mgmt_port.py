@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import faspmanager as fm
+from faspmanager import admission
 from faspmanager.mgmt import encode
 from tests.manager.conftest import HERE as MANAGER_TESTS
 from tests.support.files import sha256
@@ -301,3 +302,27 @@ def test_a_stranger_cannot_hold_the_listener(tmp_path, server, mode):
     assert sha256(server.docroot / source.name) == sha256(source)
     assert seen["dropped"], seen
     assert seen["held"] < (1.5 if mode == "stream" else 4.0), seen  # the byte bound trips well before the time one
+
+
+def test_a_connection_left_by_a_program_that_already_exited_is_dropped_saying_so(tmp_path):
+    """A program that connects, writes and exits before its connection is judged leaves nothing to recognise it
+    by (its sockets are closed): what it wrote is not trusted, and the reason says why rather than calling it a
+    stranger's."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    forged = encode("INIT", {"SessionId": "gone"}) + encode("DONE", {})
+    program = subprocess.Popen(
+        [sys.executable, "-c", f"import socket; socket.create_connection(('127.0.0.1', {port})).sendall({forged!r})"]
+    )
+    deadline = time.monotonic() + 10
+    while not admission.exited(program.pid):  # a zombie, not reaped: the same pid, no sockets
+        assert time.monotonic() < deadline, "the program did not exit"
+        time.sleep(0.01)
+    gate = admission.Admission(server, "s" * 64, program.pid, secret_required=False)
+    try:
+        assert all(gate.poll(0.2) is None for _ in range(3))
+        assert len(gate.dropped) == 1 and f"process {program.pid} had exited" in gate.dropped[0], gate.dropped
+    finally:
+        gate.close()
+        server.close()
+        program.wait()
