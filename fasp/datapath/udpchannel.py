@@ -618,8 +618,8 @@ class Transport:
         """Writes landed (or failed): report progress, and completion once a complete file has none pending."""
         for inc, new, error in done:
             inc.pending -= 1
-            if inc.done.done():
-                pass
+            if inc.done.done() and not (inc.done.cancelled() and error is None):
+                pass  # failed or complete; a cancelled receive still reports what it wrote while draining
             elif error is not None:
                 self._conn.stop_expecting(inc.file_id, abandon=True)
                 # the errno's own code (25 no space, 24 too big, 26 read-only, 5 permissions), else 36
@@ -633,7 +633,8 @@ class Transport:
                         inc.on_progress(new)
                     except Exception as exc:  # the caller's callback failed: its receive fails, not the session
                         self._conn.stop_expecting(inc.file_id, abandon=True)
-                        inc.done.set_exception(exc)
+                        if not inc.done.done():
+                            inc.done.set_exception(exc)
             if inc.pending == 0:
                 if not inc.done.done() and inc.complete:
                     inc.done.set_result(None)

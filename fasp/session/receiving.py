@@ -402,7 +402,12 @@ class ReceivingRole:
             progress(n)
 
         async def receive() -> None:
-            await self._transport.receive(pid, fd, lo, hi, wrote, whole=whole)
+            try:
+                await self._transport.receive(pid, fd, lo, hi, wrote, whole=whole)
+            except asyncio.CancelledError:
+                if got == hi - lo:  # the file ended (an abort) as its last writes drained: the piece landed
+                    landed(lo, hi)
+                raise
             landed(lo, hi)
 
         task = asyncio.create_task(receive())
@@ -457,6 +462,9 @@ class ReceivingRole:
         finally:
             for task in tasks:
                 task.cancel()
+            # a cancelled piece still drains the writes it queued into fd (and may mark them): the caller closes
+            # fd and the watermark once this returns, and a write to a closed fd could land in a file opened since
+            await asyncio.gather(*tasks, return_exceptions=True)
         return written
 
     async def _receive_stream(self, fid: int, arg: int, box: FileBox, target: str, key: str) -> None:

@@ -58,6 +58,9 @@ KEEP_BATCH = 2000
 """Names per ``keep`` message: well inside the control channel's frame limit."""
 READ_AHEAD = 512 * 1024
 """Bytes of each offered file the kernel is asked to read ahead (a receiver's piece)."""
+LAND_S = 0.5
+"""Seconds a file whose source failed to read waits for its pieces before the failure to land, so that a resume
+need not send them again: a window's worth, already read, on its way (the file's error waits for them)."""
 
 
 class Room:
@@ -106,6 +109,7 @@ class PieceFailed:
     or the data channel gave up). It joins the receiver's messages in the file's queue so one loop sees both."""
 
     error: BaseException
+    start: int  # the piece's first byte: the pieces before it read fine
 
 
 Inbox = asyncio.Queue[Message | PieceFailed]
@@ -121,12 +125,12 @@ def route(inbox: Mapping[int, asyncio.Queue[Any]], msg: Message) -> bool:
     return False
 
 
-def _piece_done(task: asyncio.Task[None], pieces: set[asyncio.Task[None]], box: Inbox) -> None:
+def _piece_done(task: asyncio.Task[None], pieces: dict[asyncio.Task[None], int], box: Inbox) -> None:
     """Forget a finished piece; a failed one wakes its file's loop, which is waiting for the receiver."""
-    pieces.discard(task)
+    start = pieces.pop(task, 0)
     error = None if task.cancelled() else task.exception()
     if error is not None:
-        box.put_nowait(PieceFailed(error))
+        box.put_nowait(PieceFailed(error, start))
 
 
 def _part_only(job: FileJob) -> bool:
@@ -318,7 +322,7 @@ class SendingRole:
         except OSError as exc:
             self._tally.failed(key, job.arg, os_error_code(exc), f"{job.path}: {exc.strerror}")
             return "failed"
-        pieces: set[asyncio.Task] = set()
+        pieces: dict[asyncio.Task, int] = {}  # in flight: where each starts
         aborted = begun = False
         st = os.fstat(fd)
         try:
@@ -364,13 +368,20 @@ class SendingRole:
                             continue
                         source = fd if self._file_pass is None else read(end - start, start)
                         task = asyncio.create_task(self._piece(pid, source, start, end))
-                        pieces.add(task)
+                        pieces[task] = start
                         task.add_done_callback(lambda t: _piece_done(t, pieces, box))
-                    case PieceFailed(error=error):
+                    case PieceFailed(error=error, start=failed_at):
                         if not (isinstance(error, EngineError) and error.code == ErrorCode.DISK_READ):
                             raise error  # a transport failure (stall, peer gone): the session's end
                         if not aborted:  # this source could not be read: the file fails, the session goes on
                             aborted = True
+                            # the pieces before the unreadable one read fine: let them land (a resume then starts
+                            # after them), within LAND_S; the ones after it are of no use now
+                            for task, at in list(pieces.items()):
+                                if at > failed_at:
+                                    task.cancel()
+                            if pieces:
+                                await asyncio.wait(list(pieces), timeout=LAND_S)
                             for task in list(pieces):
                                 task.cancel()
                             await self._channel.send(Abort(fid=fid, desc=f"{job.path}: {error.description}"))
