@@ -263,7 +263,7 @@ def test_limits_and_bad_encodings() -> None:
             messages.Offer(fid=1, arg=0, rel="a", lone=False, size=1, mtime=float("inf"), atime=0.0, mode=0)
         )
     with pytest.raises(ProtocolError, match="cannot encode"):
-        messages.encode(PieceFailed(OSError()))  # type: ignore[arg-type]  # a local event has no wire form
+        messages.encode(PieceFailed(OSError(), 0))  # type: ignore[arg-type]  # a local event has no wire form
     partial = Decoder()
     assert partial.feed(frame(messages.Bye())[:3]) == [] and partial.pending == 3
 
