@@ -47,7 +47,8 @@ does not slow a transfer down:
     link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
     the probe sends at most what arrives; if the loss then goes away and the flow had
     the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
-    sending what arrives ends the overflow too), the loss was its own: the rate stays
+    sending what arrives ends the overflow too) and its base RTT did not fall meanwhile
+    (a probe that drains a queue arrived at, CUBIC's, also ends the loss), the loss was its own: the rate stays
     there and, for the session, alpha stays within half of what the buffer held (eight
     datagrams at least: loss with no queue, a receiver too busy to read, shows no buffer
     and must not leave FAST without alpha), and loss at that buffer's brim counts as
@@ -340,14 +341,18 @@ class RateController:
         if now < min(self._probe_end, self._probe_limit):
             return self._probe_rate
         self._probe_end = None
+        # the base RTT fell: the probe drained a queue this flow had taken for the path (it arrived at a buffer
+        # someone else keeps full, and its loss was theirs as much as its own)
+        drained = base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base)
         own = (
             self._probe_loss_before >= HEAVY_LOSS
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
             and 0 < self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
-        )  # arrives ends the overflow too, but then it gets less than the link: not its own buffer to cap)
+            and not drained  # arrives ends the overflow too, but then it gets less than the link: not its own
+        )  # buffer to cap)
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
             self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * self._peak_delay * self._probe_rate, ALPHA_FLOOR))
-        if own or base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base):  # or a hidden queue drained
+        if own or drained:
             self._probe_gap, self._cut_at = PROBE_GAP, now
             rate = self._probe_rate
         else:
