@@ -45,9 +45,11 @@ does not slow a transfer down:
   * own overflow: a buffer smaller than ``alpha`` never lets FAST reach its queue, so
     FAST alone sends past the link into it (20 Mbit/s, 50 ms, one-BDP buffer: 30x the
     link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
-    the probe sends at most what arrives; if the loss then goes away and the flow had
+    the probe sends half of what arrives; if the loss then goes away and the flow had
     the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
-    sending what arrives ends the overflow too) and its base RTT did not fall meanwhile
+    sending less ends the overflow too), the queue it saw drained (one that stays is someone
+    else's: TCP BBR keeps the buffer full whatever this flow sends, and heavy loss beside it is
+    then probed no more often than random loss) and its base RTT did not fall meanwhile
     (a probe that drains a queue arrived at, CUBIC's, also ends the loss), the loss was its own: the rate stays
     there and, for the session, alpha stays within half of what the buffer held (eight
     datagrams at least: loss with no queue, a receiver too busy to read, shows no buffer
@@ -56,7 +58,7 @@ does not slow a transfer down:
 - HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
   about 1.5 times a FAIR flow's share. Not yet what it should be beside TCP (about twice TCP's
   share): on the bench's 100 Mbit/s, 50 ms path it takes about 85 % from one CUBIC flow (FAST refills
-  the room each back-off of CUBIC leaves within a few RTTs) and, beside BBR, what FAIR takes.
+  the room each back-off of CUBIC leaves within a few RTTs) and, beside BBR, about what FAIR takes (40 %).
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
@@ -104,6 +106,7 @@ ARRIVAL_LOSS = 0.05  # loss this heavy probes at once (a flow arriving at a full
 OWN_LOSS = 0.5  # a probe after heavy loss that sees less than this fraction of it: the loss was this flow's own
 BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds, ...
 ALPHA_FLOOR = 8 * 1500 * 8  # ... never under eight full datagrams (bits): a queue too short to see is no buffer
+QUEUE_SEEN = 0.002  # seconds: a queue that peaked lower was never seen (its loss may be anyone's)
 ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: the flow has the link alone
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
@@ -329,7 +332,7 @@ class RateController:
             self._probed, self._probe_first = True, first
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
             self._probe_recv = self._recv_raw
-            self._probe_rate = min(rate * PROBE_DEPTH, self._recv_raw)  # at most what arrives: an overdrive ends
+            self._probe_rate = PROBE_DEPTH * min(rate, self._recv_raw)  # below what arrives: a queue of its own drains
             self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
             self._probe_started, self._probe_loss_before, self._probe_loss = now, self._loss_avg, self._loss_avg
         if base_rtt < self._probe_low - 0.001:  # still draining: wait an RTT more
@@ -344,12 +347,17 @@ class RateController:
         # the base RTT fell: the probe drained a queue this flow had taken for the path (it arrived at a buffer
         # someone else keeps full, and its loss was theirs as much as its own)
         drained = base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base)
+        # a queue seen that stayed while this flow sent half of what arrives: someone else keeps it full (TCP BBR)
+        seen = self._peak_delay >= QUEUE_SEEN
+        held = seen and self.queue_delay > 0.5 * self._peak_delay
         own = (
             self._probe_loss_before >= HEAVY_LOSS
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
             and 0 < self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
             and not drained  # arrives ends the overflow too, but then it gets less than the link: not its own
-        )  # buffer to cap)
+            and seen  # buffer to cap); and its queue drained (loss with no queue seen may be anyone's)
+            and not held
+        )
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
             self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * self._peak_delay * self._probe_rate, ALPHA_FLOOR))
         if own or drained:
@@ -359,9 +367,10 @@ class RateController:
             rate = self._probe_from
             # random loss: probe less often; not after heavy loss (an overdrive may hide in it) nor after the
             # arrival probe (slow start's own overshoot may have misled it)
-            if not self._probe_first and self._probe_loss_before < HEAVY_LOSS:
+            # nor an overdrive when someone else kept the queue full
+            if held or (not self._probe_first and self._probe_loss_before < HEAVY_LOSS):
                 self._probe_gap = min(2 * self._probe_gap, PROBE_GAP_MAX)
-        heavy = max(self._probe_loss_before, self._loss_avg) >= HEAVY_LOSS and not own  # an overdrive may hide
+        heavy = max(self._probe_loss_before, self._loss_avg) >= HEAVY_LOSS and not (own or held)  # an overdrive
         self._next_probe = now + (min(self._probe_gap, HEAVY_GAP_RTTS * srtt) if heavy else self._probe_gap)
         return rate
 

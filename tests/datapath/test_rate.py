@@ -147,6 +147,31 @@ def test_a_buffer_full_on_arrival_is_found_by_a_probe():
     assert rates[1] < 0.8 * rates[0]
 
 
+def test_a_queue_someone_else_keeps_full_is_not_this_flow_s_own_overflow():
+    """Beside TCP BBR (100 Mbit/s, 50 ms, a one-BDP buffer), which keeps the queue at 40-50 ms whatever FAIR does,
+    FAIR sending above the 28 Mbit/s that arrived lost 30-45 %; its probe ended that loss and the own-overflow rule
+    took it for a buffer too small for alpha: alpha capped at a quarter, FAIR at a seventh of the link. A queue
+    that stays while the flow sends half of what arrives is someone else's: alpha stays whole, and that heavy
+    loss no longer brings a probe (half the rate for a few RTTs) every ten RTTs."""
+    rnd = random.Random(0)
+    c = RateController(RateSettings(100_000))
+    now, rates, probes, probing = 0.0, [], 0, False
+    while now < 20:
+        now += 0.005
+        # the other flow keeps a queue from 0.3 s on, but for 0.2 s every 8 s (BBR: ProbeRTT every 10 s)
+        queue = 0.0 if now < 0.3 or now % 8 < 0.2 else 0.04 + 0.01 * rnd.random()
+        c.on_rtt(now, 0.05 + queue + 0.0005 * rnd.random())
+        loss = 0.0 if now < 0.3 else 0.35 if c.rate_bps > 30e6 else 0.01
+        c.on_feedback(now, min(c.rate_bps * (1 - loss), 28e6), loss)
+        probes += not probing and c._probe_end is not None
+        probing = c._probe_end is not None
+        if now > 10:
+            rates.append(c.rate_bps)
+    assert c._alpha_cap == float("inf")
+    assert sum(rates) / len(rates) > 35e6  # capped: 14.6 Mbit/s
+    assert probes <= 6  # every ten RTTs: 17
+
+
 class FluidPath:
     """A RateController on a 500 Mbit/s, 200 ms fluid bottleneck, fed every 5 ms; ``spike`` delays the samples."""
 
