@@ -56,9 +56,15 @@ does not slow a transfer down:
     and must not leave FAST without alpha), and loss at that buffer's brim counts as
     congestion (the receiver's loss report follows within an RTT or two for this).
 - HIGH is FAIR with 1.5 times the ``alpha`` (the congestion-loss threshold stays FAIR's):
-  about 1.5 times a FAIR flow's share. Not yet what it should be beside TCP (about twice TCP's
-  share): on the bench's 100 Mbit/s, 50 ms path it takes about 85 % from one CUBIC flow (FAST refills
-  the room each back-off of CUBIC leaves within a few RTTs) and, beside BBR, about what FAIR takes (40 %).
+  about 1.5 times a FAIR flow's share. Beside TCP it aims at twice TCP's share (HIGH_SHARE of the
+  link): alpha alone took 85 % from one CUBIC flow (100 Mbit/s, 50 ms, one-BDP buffer), because FAST
+  refills within a few RTTs the room each back-off of CUBIC leaves, and CUBIC regrows slowly. So once
+  congestion loss (measured against HIGH's own alpha: someone else's backlog at the brim) says the link
+  is shared, and for BASE_WINDOW after, HIGH keeps what the receiver gets within HIGH_SHARE of the best
+  it has seen (the link, when it had it alone) while a queue stands (the link is busy, so what it carries
+  beyond this flow's delivery is the others'); with no queue the link has room and FAST climbs as ever.
+  Beside TCP BBR, HIGH still takes about what FAIR takes (40 %): BBR keeps the buffer full and offers
+  about 90 Mbit/s at 35 % loss, so delivering two thirds would mean sending near the cap into that loss.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
@@ -84,6 +90,7 @@ from fasp.options.vocabulary import POLICIES
 INITIAL_BPS = 10_000_000
 ALPHA_BYTES = 250_000  # FAIR's standing queue per flow on paths up to 100 ms; twice that from 200 ms
 HIGH_GAIN = 1.5  # HIGH's alpha over FAIR's
+HIGH_SHARE = 2 / 3  # of a link HIGH shares with TCP: twice what it leaves
 GAMMA = 0.25  # FAST's smoothing per RTT
 SLOW_START_GAIN = 0.69  # growth per RTT before the first queue (compounded per feedback: e**0.69 = 2x per RTT)
 REGAIN = 0.25  # growth per RTT while no queue builds, back to the known delivery rate; beyond it ...
@@ -195,6 +202,7 @@ class RateController:
         self._loss_avg = 0.0  # the loss reported, averaged over about an RTT ...
         self._probe_loss_before = 0.0  # ... when the probe began, and the least the probe saw (from its second
         self._probe_loss = 0.0  # RTT on, once the reports show its lower rate)
+        self._shared_at = -1e9  # HIGH: when congestion loss last showed someone else's backlog beyond its alpha
         self._alpha_cap = float("inf")  # bits of queue the bottleneck's buffer leaves this flow (set by overflow)
         self._recv_avg = self._recv_raw = 0.0  # the receive rate over about an RTT: loss added back, as is ...
         self._recv_best = 0.0  # ... and the best of the latter this session: about the bottleneck's when alone
@@ -384,6 +392,17 @@ class RateController:
             and self._peak_delay * self.rate_bps > QUEUE_SLACK * alpha
         )
 
+    def _high_share(self, now: float, rate: float, g: float, shared: bool) -> float:
+        """HIGH beside a flow that fills the buffer (``shared``: congestion loss beyond HIGH's own alpha, now
+        or in the last BASE_WINDOW): while a queue stands, the receiver's rate is brought within HIGH_SHARE of
+        the best it saw (at FAST's pace), leaving the other flow a third; FAST alone took 85 % from CUBIC."""
+        if shared:
+            self._shared_at = now
+        share = HIGH_SHARE * self._recv_best
+        if now - self._shared_at < BASE_WINDOW and self.queue_delay >= QUEUE_SEEN and self._recv_raw > share:
+            rate = min(rate, self.rate_bps * (1 - g * (1 - share / self._recv_raw)))
+        return rate
+
     def on_rtt(self, now: float, rtt: float) -> None:
         """A round-trip sample (seconds)."""
         self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
@@ -464,13 +483,13 @@ class RateController:
                 recent_cut = now - self._cut_at < self._delivered.window
                 # (the loss average set out from 0 an RTT or two ago: until it settles, its least is no random loss)
                 random_loss = self._random_loss.push(now, self._loss_avg) if now >= self._peaks_after else 1.0
-                if (
-                    self._congestion_loss(loss, random_loss, min(fair_alpha, self._alpha_cap))
-                    and now - self._cut_at >= srtt
-                ):
+                congested = self._congestion_loss(loss, random_loss, min(fair_alpha, self._alpha_cap))
+                if congested and now - self._cut_at >= srtt:
                     rate, self._cut_at, recent_cut = rate * (1 - LOSS_BACKOFF), now, True
                 if queued < alpha / 4 and not recent_cut:  # no queue: the path has room
                     gain = REGAIN if self.rate_bps < 0.9 * delivered else PROBE_GAIN
                     rate = max(rate, min(self.rate_bps * (1 + gain * rtts), REGAIN_HEADROOM * delivered))
+                if policy == "high":
+                    rate = self._high_share(now, rate, g, congested and self._congestion_loss(loss, random_loss, alpha))
         self.rate_bps = rate
         self._clamp()
