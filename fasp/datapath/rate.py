@@ -489,7 +489,7 @@ class RateController:
                 if queued < alpha / 4 and not recent_cut:  # no queue: the path has room
                     gain = REGAIN if self.rate_bps < 0.9 * delivered else PROBE_GAIN
                     rate = max(rate, min(self.rate_bps * (1 + gain * rtts), REGAIN_HEADROOM * delivered))
-                if policy == "high":
-                    rate = self._high_share(now, rate, g, congested and self._congestion_loss(loss, random_loss, alpha))
+                if policy == "high":  # (HIGH's alpha is at least the one above: this implies ``congested``)
+                    rate = self._high_share(now, rate, g, self._congestion_loss(loss, random_loss, alpha))
         self.rate_bps = rate
         self._clamp()
