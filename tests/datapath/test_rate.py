@@ -101,7 +101,7 @@ class Reno:
 
 def test_high_leaves_loss_based_tcp_a_third():
     """HIGH beside a flow that fills the buffer until it drops (100 Mbit/s, 50 ms, one-BDP buffer): FAST alone
-    refilled each back-off and TCP kept 0.22 of the link (a seventh beside CUBIC on the emulator); HIGH now
+    refilled each back-off and TCP kept 0.21 of the link (a seventh beside CUBIC on the emulator); HIGH now
     holds what it gets within two thirds of the link while the queue stands."""
     tcp = Reno(0.05, since=24)
     high = run([RateController(RateSettings(100_000, policy="high"))], 100e6, 0.05, 40, buffer_s=0.05, other_bps=tcp)
