@@ -47,7 +47,8 @@ does not slow a transfer down:
     link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
     the probe sends half of what arrives; if the loss then goes away and the flow had
     the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
-    sending less ends the overflow too), the queue it saw drained (one that stays is someone
+    sending less ends the overflow too), the queue it saw drained (to under half of both its peak and
+    the queue when the probe began; one that stays is someone
     else's: TCP BBR keeps the buffer full whatever this flow sends, and heavy loss beside it is
     then probed no more often than random loss) and its base RTT did not fall meanwhile
     (a probe that drains a queue arrived at, CUBIC's, also ends the loss), the loss was its own: the rate stays
@@ -195,7 +196,8 @@ class RateController:
         self._next_probe = 0.0  # set when slow start ends
         self._probe_end: float | None = None  # while probing: when it ends ...
         self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it, the rate during it
-        self._probe_rate = self._probe_recv = 0.0  # (and what arrived when it began)
+        self._probe_rate = self._probe_recv = 0.0  # (and what arrived and the queue when it began)
+        self._probe_queue = 0.0
         self._probe_started = 0.0
         self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
         self._random_loss = WindowedMin(0.5)  # the least _loss_avg of the last ten RTTs since slow start
@@ -339,7 +341,7 @@ class RateController:
                 return None
             self._probed, self._probe_first = True, first
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
-            self._probe_recv = self._recv_raw
+            self._probe_recv, self._probe_queue = self._recv_raw, self.queue_delay
             self._probe_rate = PROBE_DEPTH * min(rate, self._recv_raw)  # below what arrives: a queue of its own drains
             self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
             self._probe_started, self._probe_loss_before, self._probe_loss = now, self._loss_avg, self._loss_avg
@@ -355,9 +357,12 @@ class RateController:
         # the base RTT fell: the probe drained a queue this flow had taken for the path (it arrived at a buffer
         # someone else keeps full, and its loss was theirs as much as its own)
         drained = base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base)
-        # a queue seen that stayed while this flow sent half of what arrives: someone else keeps it full (TCP BBR)
+        # a queue seen that stayed while this flow sent half of what arrives: someone else keeps it full (TCP BBR).
+        # Stayed, measured against the queue when the probe began too: the peak counts only from slow start's
+        # aftermath, which an arrival probe straddles, and a busy host's few ms of delay at its end, against a peak
+        # of as little, read as a queue held (the flow then flooded a buffer smaller than alpha for seconds)
         seen = self._peak_delay >= QUEUE_SEEN
-        held = seen and self.queue_delay > 0.5 * self._peak_delay
+        held = seen and self.queue_delay > 0.5 * max(self._peak_delay, self._probe_queue)
         own = (
             self._probe_loss_before >= HEAVY_LOSS
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
