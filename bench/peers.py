@@ -29,8 +29,11 @@ import asyncssh
 
 from tasks.local import descendants
 
-ENGINE = [sys.executable, "-m", "fasp"]
-FRONTDOOR = [sys.executable, "-m", "fasp.server.frontdoor"]
+# -P: the engines import the checkout the bench runs from (PYTHONPATH=REPO), never one the working directory
+# happens to be (``-m`` puts the working directory first: a bench of checkout A run from inside checkout B
+# measured B's engine under A's name)
+ENGINE = [sys.executable, "-P", "-m", "fasp"]
+FRONTDOOR = [sys.executable, "-P", "-m", "fasp.server.frontdoor"]
 REPO = str(Path(__file__).resolve().parents[1])
 READY_TIMEOUT_S = 20.0
 
