@@ -52,7 +52,8 @@ does not slow a transfer down:
     else's: TCP BBR keeps the buffer full whatever this flow sends, and heavy loss beside it is
     then probed no more often than random loss) and its base RTT did not fall meanwhile
     (a probe that drains a queue arrived at, CUBIC's, also ends the loss), the loss was its own: the rate stays
-    there and, for the session, alpha stays within half of what the buffer held (eight
+    there and, for the session, alpha stays within half of what the buffer held (the queue when the probe began,
+    at its brim: a busy host's stall may be the peak; eight
     datagrams at least: loss with no queue, a receiver too busy to read, shows no buffer
     and must not leave FAST without alpha), and loss at that buffer's brim counts as
     congestion (the receiver's loss report follows within an RTT or two for this).
@@ -371,8 +372,11 @@ class RateController:
             and seen  # buffer to cap); and its queue drained (loss with no queue seen may be anyone's)
             and not held
         )
-        if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there
-            self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * self._peak_delay * self._probe_rate, ALPHA_FLOOR))
+        if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there (the
+            # standing queue when the probe began, if one was seen: the peak may be a busy host's stall, 175 ms
+            # against a 25 ms buffer, and alpha was capped at 109 KB, more than that buffer holds)
+            brim = min(self._peak_delay, self._probe_queue) if self._probe_queue >= QUEUE_SEEN else self._peak_delay
+            self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * brim * self._probe_rate, ALPHA_FLOOR))
         if own or drained:
             self._probe_gap, self._cut_at = PROBE_GAP, now
             rate = self._probe_rate

@@ -288,6 +288,24 @@ def test_a_busy_host_s_delay_at_the_arrival_probe_s_end_is_no_one_else_s_queue(s
     assert run([c], 20e6, 0.05, 6, buffer_s=0.025, seed=seed, busy=0.008)[0] < 1.2 * 20e6  # from 3.6 s on
 
 
+def test_a_stall_before_the_own_overflow_probe_does_not_size_the_buffer():
+    """A busy host's stall (every RTT sample 150 ms late for 0.2 s) while FAIR overflows a 25 ms buffer was the
+    queue's peak when the probe found the loss its own; alpha capped at half of it was 109 KB, more than the
+    buffer holds (62 KB), and FAIR went on flooding it (the relayed test: 2 x the file offered). The standing queue
+    when the probe began is the brim."""
+    c = RateController(RateSettings(1_000_000))
+    link, buffer_s, now, queue_bits, dropped = 20e6, 0.025, 0.0, 0.0, 0.0
+    while now < 4:
+        now += 0.005
+        queue_bits = max(0.0, queue_bits + (c.rate_bps - link) * 0.005)
+        over = max(0.0, queue_bits - link * buffer_s)
+        queue_bits -= over
+        dropped += 0.1 * (over / (c.rate_bps * 0.005) - dropped)
+        c.on_rtt(now, 0.05 + queue_bits / link + (0.15 if 1.0 <= now < 1.2 else 0.0))
+        c.on_feedback(now, min(c.rate_bps, link), dropped)
+    assert c._alpha_cap <= 0.5 * buffer_s * link  # 109 KB before
+
+
 def test_loss_without_a_queue_leaves_no_lasting_cap():
     """A receiver too busy to read (three engines on two cores) drops 15 % for seconds with no queue to see; the
     probe at half the rate sees the loss vanish, its own overflow, and capped alpha at half the queue it held:
