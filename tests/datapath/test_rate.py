@@ -21,21 +21,23 @@ def run(
     other_bps=0.0,
     full=False,
     busy=0.0005,
+    late=None,
 ):
     """Drive controllers sharing one bottleneck (a fluid queue of ``buffer_s``, tail drop beyond) for `seconds`;
     return their mean rates at the end. ``other_bps``: a flow beside them (bits/s, or a function of the time;
     one with ``hear`` is told the queuing delay and whether the buffer dropped, so it may respond); the
     controllers see tail drop as loss (a smoothed fraction, as the receiver reports it); ``full``: the buffer
     starts full. ``busy``: a busy host's delay added to each RTT sample, up to this many seconds (uniform), each
-    draw held for 10 ms (a process waiting for a core delays every datagram of a while alike)."""
+    draw held for 10 ms (a process waiting for a core delays every datagram of a while alike); ``late``: a
+    function of the time giving a delay added to that (a stall)."""
     rnd = random.Random(seed)
     queue_bits, dt, now = capacity_bps * buffer_s if full else 0.0, 0.005, 0.0
     tail = {id(c): [] for c in ctrls}
-    dropped = late = late_until = 0.0
+    dropped = stalled = stalled_until = 0.0
     while now < seconds:
         now += dt
-        if now >= late_until:
-            late, late_until = rnd.random() * busy, now + 0.01
+        if now >= stalled_until:
+            stalled, stalled_until = rnd.random() * busy, now + 0.01
         offered = sum(c.rate_bps for c in ctrls) + (other_bps(now) if callable(other_bps) else other_bps)
         queue_bits = max(0.0, queue_bits + (offered - capacity_bps) * dt)
         over = max(0.0, queue_bits - capacity_bps * buffer_s)
@@ -45,7 +47,7 @@ def run(
         if hasattr(other_bps, "hear"):
             other_bps.hear(now, qdelay, over > 0, dt)
         for c in ctrls:
-            c.on_rtt(now, base_rtt + qdelay + late)
+            c.on_rtt(now, base_rtt + qdelay + stalled + (late(now) if late else 0.0))
             share = c.rate_bps / offered if offered else 0
             lost = 1 - (1 - loss) * (1 - dropped)
             c.on_feedback(now, min(c.rate_bps, capacity_bps * share) * (1 - loss), lost)  # the link delivers its all
@@ -294,15 +296,8 @@ def test_a_stall_before_the_own_overflow_probe_does_not_size_the_buffer():
     buffer holds (62 KB), and FAIR went on flooding it (the relayed test: 2 x the file offered). The standing queue
     when the probe began is the brim."""
     c = RateController(RateSettings(1_000_000))
-    link, buffer_s, now, queue_bits, dropped = 20e6, 0.025, 0.0, 0.0, 0.0
-    while now < 4:
-        now += 0.005
-        queue_bits = max(0.0, queue_bits + (c.rate_bps - link) * 0.005)
-        over = max(0.0, queue_bits - link * buffer_s)
-        queue_bits -= over
-        dropped += 0.1 * (over / (c.rate_bps * 0.005) - dropped)
-        c.on_rtt(now, 0.05 + queue_bits / link + (0.15 if 1.0 <= now < 1.2 else 0.0))
-        c.on_feedback(now, min(c.rate_bps, link), dropped)
+    link, buffer_s = 20e6, 0.025
+    run([c], link, 0.05, 4, buffer_s=buffer_s, late=lambda now: 0.15 if 1.0 <= now < 1.2 else 0.0)
     assert c._alpha_cap <= 0.5 * buffer_s * link  # 109 KB before
 
 

@@ -134,9 +134,9 @@ async def run_roles(sender, receiver, to_receiver: Channel, to_sender: Channel, 
 
 
 async def _fixed_over_relay(tmp_path, tap, sample, beside=(), size: int = 64 << 20) -> None:
-    """One file (64 MiB), FIXED MBIT over the relay (DELAY each way, LOSS), the control channel over loopback TCP;
-    ``tap(msg, deliver)`` hands the receiver's messages to the sender, ``sample(receiving_end, sending_end)``
-    runs every 10 ms. The file must arrive intact."""
+    """One file of ``size`` bytes, FIXED MBIT over the relay (DELAY each way, LOSS), the control channel over
+    loopback TCP; ``tap(msg, deliver)`` hands the receiver's messages to the sender, ``sample(receiving_end,
+    sending_end)`` runs every 10 ms. The file must arrive intact."""
     src = random_file(tmp_path / "big.bin", size)
     dst = tmp_path / "dst"
     dst.mkdir()
