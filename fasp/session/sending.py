@@ -276,9 +276,8 @@ class SendingRole:
                 lone=False,
                 size=0,
                 mtime=st.st_mtime,
-                atime=st.st_atime,
                 mode=stat.S_IFDIR | 0o755,
-                meta=meta,
+                meta=meta or None,  # nothing to apply: null
             )
         )
         match await box.get():
@@ -299,7 +298,6 @@ class SendingRole:
                 lone=job.lone,
                 size=0,
                 mtime=st.st_mtime,
-                atime=st.st_atime,
                 mode=st.st_mode,
                 link=job.link,
             )
@@ -343,9 +341,8 @@ class SendingRole:
                     lone=job.lone,
                     size=size,
                     mtime=st.st_mtime,
-                    atime=st.st_atime,
                     mode=st.st_mode,
-                    meta=meta,
+                    meta=meta or None,  # nothing to apply: null
                     extents=None if extents is None else tuple((lo, hi) for lo, hi in extents),
                     span=(job.start or 0, size if job.end is None else min(job.end, size))
                     if job.start is not None or job.end is not None

@@ -38,9 +38,7 @@ class OutStream:
 
     async def open(self) -> None:
         await self._sender.channel.send(
-            Offer(
-                fid=self._fid, arg=self._arg, rel=self._dest, lone=False, size=None, mtime=0.0, atime=0.0, mode=0o100644
-            )
+            Offer(fid=self._fid, arg=self._arg, rel=self._dest, lone=False, size=None, mtime=0.0, mode=0o100644)
         )
         self._pump = asyncio.create_task(self._replies())
 

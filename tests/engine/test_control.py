@@ -117,7 +117,7 @@ def test_round_trip_at_any_split(msgs: list[Message], data: st.DataObject) -> No
 
 def test_names_that_are_not_utf8_travel_as_bytes() -> None:
     name = b"caf\xe9/\xff\xfe.bin".decode("utf-8", "surrogateescape")  # as os.fsdecode gives it
-    offer = messages.Offer(fid=1, arg=0, rel=name, lone=True, size=3, mtime=0.0, atime=0.0, mode=0o100644)
+    offer = messages.Offer(fid=1, arg=0, rel=name, lone=True, size=3, mtime=0.0, mode=0o100644)
     body = messages.encode(offer)
     assert json.loads(body)["rel"] == {"b64": "Y2Fm6S///i5iaW4="}
     back = messages.decode(body)
@@ -185,7 +185,6 @@ def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject)
                 "lone": False,
                 "size": 1,
                 "mtime": "NaN",
-                "atime": 0,
                 "mode": 0,
                 "meta": None,
                 "extents": None,
@@ -203,7 +202,6 @@ def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject)
                 "lone": False,
                 "size": 1,
                 "mtime": 0,
-                "atime": 0,
                 "mode": 0,
                 "meta": None,
                 "extents": [[0]],
@@ -211,6 +209,11 @@ def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject)
                 "link": None,
             },
             r"file.extents\[0\] is not an array of 2",
+        ),
+        (  # version 4's offer: its atime no longer travels (meta carries what -p keeps)
+            {"t": "file", "fid": 1, "arg": 0, "rel": "a", "lone": False, "size": 1, "mtime": 0, "atime": 0, "mode": 0}
+            | {"meta": None, "extents": None, "span": None, "link": None},
+            "file has an unknown field 'atime'",
         ),
         ([1, 2], "not an object with a type"),
     ],
@@ -259,9 +262,7 @@ def test_limits_and_bad_encodings() -> None:
         with pytest.raises(ProtocolError, match="not UTF-8 JSON"):
             Decoder().feed(struct.pack(">I", len(hostile)) + hostile)
     with pytest.raises(ProtocolError, match="cannot encode"):
-        messages.encode(
-            messages.Offer(fid=1, arg=0, rel="a", lone=False, size=1, mtime=float("inf"), atime=0.0, mode=0)
-        )
+        messages.encode(messages.Offer(fid=1, arg=0, rel="a", lone=False, size=1, mtime=float("inf"), mode=0))
     with pytest.raises(ProtocolError, match="cannot encode"):
         messages.encode(PieceFailed(OSError(), 0))  # type: ignore[arg-type]  # a local event has no wire form
     partial = Decoder()

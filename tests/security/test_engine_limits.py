@@ -47,7 +47,6 @@ def test_a_flood_of_file_offers_ends_the_session_with_a_protocol_error(fasp_serv
                             lone=False,
                             size=1 << 20,
                             mtime=time.time(),
-                            atime=time.time(),
                             mode=0o100644,
                         )
                     )

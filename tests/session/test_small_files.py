@@ -16,7 +16,7 @@ import pytest
 from fasp.files.docroot import Docroot, handle
 from fasp.files.jobs import FileJob
 from fasp.options.peer import PeerOptions
-from fasp.session.messages import Abort, FileDone, Piece
+from fasp.session.messages import Abort, FileDone, Offer, Piece, encode
 from fasp.session.receiving import FileBox, ReceivingRole, _unless_aborted
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
@@ -48,19 +48,30 @@ class Recording:
 
 
 async def _send(
-    jobs: list[FileJob], files, *, dest: str = "/", watch=None, opts: PeerOptions | None = None, told=None
+    jobs: list[FileJob],
+    files,
+    *,
+    dest: str = "/",
+    watch=None,
+    offered=None,
+    opts: PeerOptions | None = None,
+    told=None,
 ) -> list[str]:
     """Send ``jobs`` through both roles (real transports, a real TCP control channel) into ``files``; ``watch``
-    sees each message to the sender before it does; ``told(event, fields)`` each event of the sender; ``opts``
-    are the receiver's."""
+    sees each message to the sender before it does, ``offered`` each one to the receiver; ``told(event, fields)``
+    each event of the sender; ``opts`` are the session's (both roles', as hello carries them)."""
     async with AsyncExitStack() as stack:
         sending_end, receiving_end = await stack.enter_async_context(pair(key=CLEAR))
         to_receiver, to_sender, server = await _control_pair()
         stack.push_async_callback(server.wait_closed)
         stack.callback(server.close)
-        sender = SendingRole(to_receiver, sending_end, Tally(told or (lambda e, f: None), "s"), PeerOptions())
+        opts = opts or PeerOptions()
+        sender = SendingRole(to_receiver, sending_end, Tally(told or (lambda e, f: None), "s"), opts)
         tally = Tally(lambda e, f: None, "r")
-        receiver = ReceivingRole(to_sender, receiving_end, tally, opts or PeerOptions(), dest=dest, files=files)
+        receiver = ReceivingRole(to_sender, receiving_end, tally, opts, dest=dest, files=files)
+        if offered is not None:
+            deliver = receiver.deliver
+            receiver.deliver = lambda msg: offered(msg) or deliver(msg)  # type: ignore[method-assign]
 
         def tap(msg) -> bool:
             if watch is not None:
@@ -107,6 +118,44 @@ async def test_a_new_file_lands_with_one_create_and_no_look_or_sidecar_removal(t
         else:
             assert calls == ["open"], (name, calls)
     assert named == {"/": ["isdir"], "/d": ["makedirs"]}, named  # the root and the directory, once each
+
+
+@aio
+async def test_an_offer_carries_only_the_meta_the_options_apply(tmp_path):
+    """Without -p nothing of a file's meta is applied, yet every offer carried its times (twice: the offer's own
+    atime, which no receiver read, and meta's), owner and an empty attribute list: 290 bytes of JSON per 8 KiB
+    file, 180 now. With -p and the owner kept they travel, and land."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    random_file(src / "f.bin", 8192)
+    uid, gid = os.getuid(), os.getgid()
+    job = FileJob(arg=0, path=str(src / "f.bin"), rel="src10000/f01234.bin", size=8192)
+    keep = PeerOptions(preserve_atime=True, preserve_mtime=True, preserve_uid=True, preserve_gid=True)
+    for opts, meta in (
+        (PeerOptions(), None),
+        (keep, {"atime_ns": 1_000_000_123, "mtime_ns": 2_000_000_456, "uid": uid, "gid": gid}),
+    ):
+        os.utime(src / "f.bin", ns=(1_000_000_123, 2_000_000_456))  # a read moves an atime older than mtime
+        offers: list[Offer] = []
+        outcome = await _send(
+            [job],
+            handle(None),
+            dest=str(dst),
+            offered=lambda m, offers=offers: offers.append(m) if isinstance(m, Offer) else None,
+            opts=opts,
+        )
+        assert outcome == ["passed"]
+        landed = dst / "src10000" / "f01234.bin"
+        times = landed.stat().st_atime_ns, landed.stat().st_mtime_ns  # before a read moves the atime
+        assert_same_file(src / "f.bin", landed)
+        assert [o.meta for o in offers] == [meta]
+        if meta is None:
+            assert len(encode(offers[0])) <= 180, encode(offers[0])
+            assert times[1] != 2_000_000_456  # nothing applied: the time of its landing
+        else:
+            assert times == (1_000_000_123, 2_000_000_456)
+        landed.unlink()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -300,7 +300,7 @@ async def _first_requests(server, target_kbps: int, delay: float, size: int) -> 
     async with ControlClient(server, "/", PeerOptions(), rate=Rate(target_kbps, 0, "fixed")) as client:
         await asyncio.sleep(delay)
         now = time.time()
-        offer = Offer(fid=1, arg=0, rel="w.bin", lone=False, size=size, mtime=now, atime=now, mode=0o100644)
+        offer = Offer(fid=1, arg=0, rel="w.bin", lone=False, size=size, mtime=now, mode=0o100644)
         await client.channel.send(offer)
         requested = 0
         while True:  # until the requests stop: none lands, so the window admits no more

@@ -59,9 +59,7 @@ class ControlClient:
 
     async def offer(self, rel: str, size: int, mtime: float) -> Message:
         """Offer one file; the server's first answer about it."""
-        await self.channel.send(
-            Offer(fid=1, arg=0, rel=rel, lone=False, size=size, mtime=mtime, atime=mtime, mode=0o100644)
-        )
+        await self.channel.send(Offer(fid=1, arg=0, rel=rel, lone=False, size=size, mtime=mtime, mode=0o100644))
         return await self.answer()
 
     async def answer(self) -> Message:
