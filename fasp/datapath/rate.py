@@ -47,10 +47,11 @@ does not slow a transfer down:
     link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
     the probe sends half of what arrives; if the loss then goes away and the flow had
     the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
-    sending less ends the overflow too), the queue it saw drained (to under half of both its peak and
-    the queue when the probe began; one that stays is someone
-    else's: TCP BBR keeps the buffer full whatever this flow sends, and heavy loss beside it is
-    then probed no more often than random loss) and its base RTT did not fall meanwhile
+    sending less ends the overflow too), the queue it saw drained (its least from an RTT into the probe on at most
+    the larger of 6 ms and a fifth of its peak and of the queue when the probe began: alone at half of what arrives, a flow
+    drains its own within the probe; one that stays is someone else's: TCP BBR keeps the buffer full, only
+    less full while this flow sends less, and heavy loss beside it is then probed no more often than random
+    loss) and its base RTT did not fall meanwhile
     (a probe that drains a queue arrived at, CUBIC's, also ends the loss), the loss was its own: the rate stays
     there and, for the session, alpha stays within half of what the buffer held (the queue when the probe began,
     at its brim: a busy host's stall may be the peak; eight
@@ -116,6 +117,9 @@ OWN_LOSS = 0.5  # a probe after heavy loss that sees less than this fraction of 
 BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds, ...
 ALPHA_FLOOR = 8 * 1500 * 8  # ... never under eight full datagrams (bits): a queue too short to see is no buffer
 QUEUE_SEEN = 0.002  # seconds: a queue that peaked lower was never seen (its loss may be anyone's)
+HELD_SHARE = 0.2  # a queue still this much of what it was (its peak, or when the probe began) after a probe ...
+HELD_MIN = 0.006  # ... and this long at least (a busy host's delay is a few ms) is someone else's: a flow alone
+# sending half of what arrives drains its own within the probe (it lasts two RTTs: twice the queue at least)
 ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: the flow has the link alone
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
@@ -199,6 +203,7 @@ class RateController:
         self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it, the rate during it
         self._probe_rate = self._probe_recv = 0.0  # (and what arrived and the queue when it began)
         self._probe_queue = 0.0
+        self._probe_least = 0.0  # the least queue since the probe's lower rate took effect (an RTT in)
         self._probe_started = 0.0
         self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
         self._random_loss = WindowedMin(0.5)  # the least _loss_avg of the last ten RTTs since slow start
@@ -342,12 +347,14 @@ class RateController:
                 return None
             self._probed, self._probe_first = True, first
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
-            self._probe_recv, self._probe_queue = self._recv_raw, self.queue_delay
+            self._probe_recv, self._probe_queue, self._probe_least = self._recv_raw, self.queue_delay, float("inf")
             self._probe_rate = PROBE_DEPTH * min(rate, self._recv_raw)  # below what arrives: a queue of its own drains
             self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
             self._probe_started, self._probe_loss_before, self._probe_loss = now, self._loss_avg, self._loss_avg
         if base_rtt < self._probe_low - 0.001:  # still draining: wait an RTT more
             self._probe_low, self._probe_end = base_rtt, max(self._probe_end, now + srtt)
+        if now - self._probe_started >= srtt:
+            self._probe_least = min(self._probe_least, self.queue_delay)
         if now - self._probe_started >= srtt and loss < self._probe_loss:  # the reports show the lower rate
             if loss < self._probe_loss - max(FALLING, FALLING * self._probe_loss):  # still falling: an RTT more
                 self._probe_end = max(self._probe_end, now + srtt)
@@ -358,12 +365,14 @@ class RateController:
         # the base RTT fell: the probe drained a queue this flow had taken for the path (it arrived at a buffer
         # someone else keeps full, and its loss was theirs as much as its own)
         drained = base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base)
-        # a queue seen that stayed while this flow sent half of what arrives: someone else keeps it full (TCP BBR).
-        # Stayed, measured against the queue when the probe began too: the peak counts only from slow start's
-        # aftermath, which an arrival probe straddles, and a busy host's few ms of delay at its end, against a peak
-        # of as little, read as a queue held (the flow then flooded a buffer smaller than alpha for seconds)
+        # a queue seen that stayed while this flow sent half of what arrives: someone else keeps it (TCP BBR). Its
+        # least from an RTT into the probe on, against HELD_MIN and the queue when the probe began too: the peak
+        # counts only from slow start's aftermath, which an arrival probe straddles, and a busy host's few ms of
+        # delay at its end read as a queue held (the flow then flooded a buffer smaller than alpha for seconds). Not
+        # half of what was there: BBR, paced at its estimate, let its queue drain from 49 to 13 ms meanwhile
         seen = self._peak_delay >= QUEUE_SEEN
-        held = seen and self.queue_delay > 0.5 * max(self._peak_delay, self._probe_queue)
+        least = min(self._probe_least, self.queue_delay)
+        held = seen and least > max(HELD_MIN, HELD_SHARE * max(self._peak_delay, self._probe_queue))
         own = (
             self._probe_loss_before >= HEAVY_LOSS
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
