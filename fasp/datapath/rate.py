@@ -48,7 +48,7 @@ does not slow a transfer down:
     the probe sends half of what arrives; if the loss then goes away and the flow had
     the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
     sending less ends the overflow too), the queue it saw drained (its least from an RTT into the probe on at most
-    the larger of 6 ms and a fifth of its peak and of the queue when the probe began: alone at half of what arrives, a flow
+    the larger of 6 ms and a fifth of the queue when the probe began: alone at half of what arrives, a flow
     drains its own within the probe; one that stays is someone else's: TCP BBR keeps the buffer full, only
     less full while this flow sends less, and heavy loss beside it is then probed no more often than random
     loss) and its base RTT did not fall meanwhile
@@ -117,7 +117,7 @@ OWN_LOSS = 0.5  # a probe after heavy loss that sees less than this fraction of 
 BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds, ...
 ALPHA_FLOOR = 8 * 1500 * 8  # ... never under eight full datagrams (bits): a queue too short to see is no buffer
 QUEUE_SEEN = 0.002  # seconds: a queue that peaked lower was never seen (its loss may be anyone's)
-HELD_SHARE = 0.2  # a queue still this much of what it was (its peak, or when the probe began) after a probe ...
+HELD_SHARE = 0.2  # a queue still this much of what it was when a probe began, at its least from an RTT in, ...
 HELD_MIN = 0.006  # ... and this long at least (a busy host's delay is a few ms) is someone else's: a flow alone
 # sending half of what arrives drains its own within the probe (it lasts two RTTs: twice the queue at least)
 ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: the flow has the link alone
@@ -366,13 +366,13 @@ class RateController:
         # someone else keeps full, and its loss was theirs as much as its own)
         drained = base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base)
         # a queue seen that stayed while this flow sent half of what arrives: someone else keeps it (TCP BBR). Its
-        # least from an RTT into the probe on, against HELD_MIN and the queue when the probe began too: the peak
-        # counts only from slow start's aftermath, which an arrival probe straddles, and a busy host's few ms of
-        # delay at its end read as a queue held (the flow then flooded a buffer smaller than alpha for seconds). Not
-        # half of what was there: BBR, paced at its estimate, let its queue drain from 49 to 13 ms meanwhile
+        # least from an RTT into the probe on (a busy host's few ms of delay at its end read as a queue held, and the
+        # flow then flooded a buffer smaller than alpha for seconds), against HELD_MIN and the queue when the probe
+        # began: not the peak, which a host's stall inflates (487 ms beside a 50 ms buffer), nor half of what was
+        # there: BBR, paced at its estimate, let its queue drain from 49 to 13 ms meanwhile
         seen = self._peak_delay >= QUEUE_SEEN
         least = min(self._probe_least, self.queue_delay)
-        held = seen and least > max(HELD_MIN, HELD_SHARE * max(self._peak_delay, self._probe_queue))
+        held = seen and least > max(HELD_MIN, HELD_SHARE * self._probe_queue)
         own = (
             self._probe_loss_before >= HEAVY_LOSS
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
