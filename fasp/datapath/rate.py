@@ -45,8 +45,9 @@ does not slow a transfer down:
   * own overflow: a buffer smaller than ``alpha`` never lets FAST reach its queue, so
     FAST alone sends past the link into it (20 Mbit/s, 50 ms, one-BDP buffer: 30x the
     link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
-    the probe sends half of what arrives; if the loss then goes away and the flow had
-    the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
+    the probe sends half of what arrives; if a queue stood when it began (the loss reported then is of the RTTs
+    before: beside BBR, whose ProbeRTT had just emptied the buffer, FAIR had the link a moment), the loss then goes
+    away and the flow had the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
     sending less ends the overflow too), the queue it saw drained (its least from an RTT into the probe on at most
     the larger of 6 ms and a fifth of the queue when the probe began: alone at half of what arrives, a flow
     drains its own within the probe; one that stays is someone else's: TCP BBR keeps the buffer full, only
@@ -378,13 +379,15 @@ class RateController:
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
             and 0 < self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
             and not drained  # arrives ends the overflow too, but then it gets less than the link: not its own
-            and seen  # buffer to cap); and its queue drained (loss with no queue seen may be anyone's)
+            and self._probe_queue >= QUEUE_SEEN  # buffer to cap); a queue stood when the probe began (the loss it
+            # reports is that of the RTTs before: beside BBR, whose ProbeRTT had just emptied the buffer, FAIR had the
+            # link alone a moment and its alpha was capped at 76 KB), and its queue drained
             and not held
         )
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there (the
-            # standing queue when the probe began, if one was seen: the peak may be a busy host's stall, 175 ms
-            # against a 25 ms buffer, and alpha was capped at 109 KB, more than that buffer holds)
-            brim = min(self._peak_delay, self._probe_queue) if self._probe_queue >= QUEUE_SEEN else self._peak_delay
+            # standing queue when the probe began, or less: the peak may be a busy host's stall, 175 ms against a
+            # 25 ms buffer, and alpha was capped at 109 KB, more than that buffer holds)
+            brim = min(self._peak_delay, self._probe_queue)
             self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * brim * self._probe_rate, ALPHA_FLOOR))
         if own or drained:
             self._probe_gap, self._cut_at = PROBE_GAP, now

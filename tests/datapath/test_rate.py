@@ -249,6 +249,38 @@ def test_a_queue_someone_else_keeps_is_theirs_though_it_drains_while_the_flow_pr
     assert sum(rates) / len(rates) > 30e6
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_loss_reported_as_the_buffer_empties_is_no_overflow_of_a_brim(seed):
+    """Beside BBR, whose ProbeRTT and restart left the buffer empty for a while, FAIR had most of the link (66-85
+    Mbit/s) while BBR's startup dropped some of it; a heavy-loss probe then began with no queue standing, the loss
+    went away, and the own-overflow rule capped alpha (76 KB in a traced bench run, FAIR at 15 Mbit/s for the
+    rest of it). An overflow of this flow's own has its queue at the brim when the probe begins. Before: alpha
+    capped at about 115 KB, FAIR at 23 Mbit/s from 10 s on."""
+    rnd = random.Random(seed)
+    c = RateController(RateSettings(100_000))
+    now, rates = 0.0, []
+    while now < 30:
+        now += 0.005
+        low = c._probe_end is not None  # the probe: BBR's queue drains to 12-14 ms, the loss to 3 %
+        alone = 2.0 <= now < 5.0  # BBR's queue gone; FAIR has most of the link, BBR's startup drops 15 %
+        if now < 0.3 or alone or now % 8 < 0.2:
+            queue = 0.0
+        else:
+            queue = 0.012 + 0.002 * rnd.random() if low else 0.04 + 0.01 * rnd.random()
+        c.on_rtt(now, 0.05 + queue + 0.0005 * rnd.random())
+        if now < 0.3:
+            loss = 0.0
+        elif low:
+            loss = 0.03
+        else:
+            loss = 0.15 if alone else 0.23 if c.rate_bps > 30e6 else 0.01
+        c.on_feedback(now, min(c.rate_bps * (1 - loss), 85e6 if alone else 31e6), loss)
+        if now > 10:
+            rates.append(c.rate_bps)
+    assert c._alpha_cap == float("inf")
+    assert sum(rates) / len(rates) > 30e6
+
+
 class FluidPath:
     """A RateController on a 500 Mbit/s, 200 ms fluid bottleneck, fed every 5 ms; ``spike`` delays the samples."""
 
