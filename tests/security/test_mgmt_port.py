@@ -33,6 +33,7 @@ FORGED_SESSION = "forged-by-a-stranger"
 
 def attack(marker: str, mode: str, out: str, hold: float) -> None:
     """The attacker (run as its own process): find ``marker``'s -M port in /proc, connect, speak, record."""
+    Path(out + ".ready").touch()  # imported and looking: the session may start (Attacker waits for this)
     port, deadline = None, time.monotonic() + 30
     while port is None and time.monotonic() < deadline:
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -124,6 +125,11 @@ class Attacker:
             start_new_session=True,
             stderr=subprocess.PIPE,
         )
+        # the engine waits a second before it connects; an attacker still importing when the session started
+        # (a loaded CI host) found the port after the engine took it, and was refused
+        ready, deadline = Path(f"{self.out}.ready"), time.monotonic() + 30
+        while not ready.exists() and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def result(self) -> dict:
         _, err = self.proc.communicate(timeout=60)
