@@ -45,12 +45,14 @@ does not slow a transfer down:
   * own overflow: a buffer smaller than ``alpha`` never lets FAST reach its queue, so
     FAST alone sends past the link into it (20 Mbit/s, 50 ms, one-BDP buffer: 30x the
     link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
-    the probe sends half of what arrives; if the loss then goes away and the flow had
-    the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
-    sending less ends the overflow too), the queue it saw drained (to under half of both its peak and
-    the queue when the probe began; one that stays is someone
-    else's: TCP BBR keeps the buffer full whatever this flow sends, and heavy loss beside it is
-    then probed no more often than random loss) and its base RTT did not fall meanwhile
+    the probe sends half of what arrives; if a queue stood when it began (the loss reported then is of the RTTs
+    before: beside BBR, whose ProbeRTT had just emptied the buffer, FAIR had the link a moment), the loss then goes
+    away and the flow had the link alone (its delivery rate within 80 % of the best it saw: sharing with TCP,
+    sending less ends the overflow too), the queue it saw drained (its least from an RTT into the probe on at most
+    the larger of 6 ms and a fifth of the queue when the probe began: alone at half of what arrives, a flow
+    drains its own within the probe; one that stays is someone else's: TCP BBR keeps the buffer full, only
+    less full while this flow sends less, and heavy loss beside it is then probed no more often than random
+    loss) and its base RTT did not fall meanwhile
     (a probe that drains a queue arrived at, CUBIC's, also ends the loss), the loss was its own: the rate stays
     there and, for the session, alpha stays within half of what the buffer held (the queue when the probe began,
     at its brim: a busy host's stall may be the peak; eight
@@ -116,6 +118,9 @@ OWN_LOSS = 0.5  # a probe after heavy loss that sees less than this fraction of 
 BUFFER_SHARE = 0.5  # ... overflow, and alpha stays within this share of what the buffer holds, ...
 ALPHA_FLOOR = 8 * 1500 * 8  # ... never under eight full datagrams (bits): a queue too short to see is no buffer
 QUEUE_SEEN = 0.002  # seconds: a queue that peaked lower was never seen (its loss may be anyone's)
+HELD_SHARE = 0.2  # a queue still this much of what it was when a probe began, at its least from an RTT in, ...
+HELD_MIN = 0.006  # ... and this long at least (a busy host's delay is a few ms) is someone else's: a flow alone
+# sending half of what arrives drains its own within the probe (it lasts two RTTs: twice the queue at least)
 ALONE = 0.8  # a delivery rate this close to the best seen when a probe begins: the flow has the link alone
 HEAVY_LOSS = 0.1  # loss this heavy is probed every HEAVY_GAP_RTTS (PROBE_GAP at most) whatever probes find
 HEAVY_GAP_RTTS = 10.0
@@ -199,6 +204,7 @@ class RateController:
         self._probe_from = self._probe_base = 0.0  # ... the rate and base RTT before it, the rate during it
         self._probe_rate = self._probe_recv = 0.0  # (and what arrived and the queue when it began)
         self._probe_queue = 0.0
+        self._probe_least = 0.0  # the least queue since the probe's lower rate took effect (an RTT in)
         self._probe_started = 0.0
         self._probe_low = self._probe_limit = 0.0  # the lowest base RTT it found so far, its longest end
         self._random_loss = WindowedMin(0.5)  # the least _loss_avg of the last ten RTTs since slow start
@@ -342,12 +348,14 @@ class RateController:
                 return None
             self._probed, self._probe_first = True, first
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt
-            self._probe_recv, self._probe_queue = self._recv_raw, self.queue_delay
+            self._probe_recv, self._probe_queue, self._probe_least = self._recv_raw, self.queue_delay, float("inf")
             self._probe_rate = PROBE_DEPTH * min(rate, self._recv_raw)  # below what arrives: a queue of its own drains
             self._probe_low, self._probe_limit = base_rtt, now + PROBE_MAX_RTTS * srtt
             self._probe_started, self._probe_loss_before, self._probe_loss = now, self._loss_avg, self._loss_avg
         if base_rtt < self._probe_low - 0.001:  # still draining: wait an RTT more
             self._probe_low, self._probe_end = base_rtt, max(self._probe_end, now + srtt)
+        if now - self._probe_started >= srtt:
+            self._probe_least = min(self._probe_least, self.queue_delay)
         if now - self._probe_started >= srtt and loss < self._probe_loss:  # the reports show the lower rate
             if loss < self._probe_loss - max(FALLING, FALLING * self._probe_loss):  # still falling: an RTT more
                 self._probe_end = max(self._probe_end, now + srtt)
@@ -358,24 +366,28 @@ class RateController:
         # the base RTT fell: the probe drained a queue this flow had taken for the path (it arrived at a buffer
         # someone else keeps full, and its loss was theirs as much as its own)
         drained = base_rtt < self._probe_base - max(0.002, 0.05 * self._probe_base)
-        # a queue seen that stayed while this flow sent half of what arrives: someone else keeps it full (TCP BBR).
-        # Stayed, measured against the queue when the probe began too: the peak counts only from slow start's
-        # aftermath, which an arrival probe straddles, and a busy host's few ms of delay at its end, against a peak
-        # of as little, read as a queue held (the flow then flooded a buffer smaller than alpha for seconds)
+        # a queue seen that stayed while this flow sent half of what arrives: someone else keeps it (TCP BBR). Its
+        # least from an RTT into the probe on (a busy host's few ms of delay at its end read as a queue held, and the
+        # flow then flooded a buffer smaller than alpha for seconds), against HELD_MIN and the queue when the probe
+        # began: not the peak, which a host's stall inflates (487 ms beside a 50 ms buffer), nor half of what was
+        # there: BBR, paced at its estimate, let its queue drain from 49 to 13 ms meanwhile
         seen = self._peak_delay >= QUEUE_SEEN
-        held = seen and self.queue_delay > 0.5 * max(self._peak_delay, self._probe_queue)
+        least = min(self._probe_least, self.queue_delay)
+        held = seen and least > max(HELD_MIN, HELD_SHARE * self._probe_queue)
         own = (
             self._probe_loss_before >= HEAVY_LOSS
             and self._probe_loss < OWN_LOSS * self._probe_loss_before
             and 0 < self._probe_recv >= ALONE * self._recv_best  # (sharing the bottleneck, a flow that sends what
             and not drained  # arrives ends the overflow too, but then it gets less than the link: not its own
-            and seen  # buffer to cap); and its queue drained (loss with no queue seen may be anyone's)
+            and self._probe_queue >= QUEUE_SEEN  # buffer to cap); a queue stood when the probe began (the loss it
+            # reports is that of the RTTs before: beside BBR, whose ProbeRTT had just emptied the buffer, FAIR had the
+            # link alone a moment and its alpha was capped at 76 KB), and its queue drained
             and not held
         )
         if own:  # the queue was at the buffer's brim: what it held then is all this flow may keep there (the
-            # standing queue when the probe began, if one was seen: the peak may be a busy host's stall, 175 ms
-            # against a 25 ms buffer, and alpha was capped at 109 KB, more than that buffer holds)
-            brim = min(self._peak_delay, self._probe_queue) if self._probe_queue >= QUEUE_SEEN else self._peak_delay
+            # standing queue when the probe began, or less: the peak may be a busy host's stall, 175 ms against a
+            # 25 ms buffer, and alpha was capped at 109 KB, more than that buffer holds)
+            brim = min(self._peak_delay, self._probe_queue)
             self._alpha_cap = min(self._alpha_cap, max(BUFFER_SHARE * brim * self._probe_rate, ALPHA_FLOOR))
         if own or drained:
             self._probe_gap, self._cut_at = PROBE_GAP, now
