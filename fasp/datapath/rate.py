@@ -354,12 +354,12 @@ class RateController:
             self._probe_started, self._probe_loss_before, self._probe_loss = now, self._loss_avg, self._loss_avg
         if base_rtt < self._probe_low - 0.001:  # still draining: wait an RTT more
             self._probe_low, self._probe_end = base_rtt, max(self._probe_end, now + srtt)
-        if now - self._probe_started >= srtt:
+        if now - self._probe_started >= srtt:  # the reports show the lower rate
             self._probe_least = min(self._probe_least, self.queue_delay)
-        if now - self._probe_started >= srtt and loss < self._probe_loss:  # the reports show the lower rate
-            if loss < self._probe_loss - max(FALLING, FALLING * self._probe_loss):  # still falling: an RTT more
-                self._probe_end = max(self._probe_end, now + srtt)
-            self._probe_loss = loss
+            if loss < self._probe_loss:
+                if loss < self._probe_loss - max(FALLING, FALLING * self._probe_loss):  # still falling: an RTT more
+                    self._probe_end = max(self._probe_end, now + srtt)
+                self._probe_loss = loss
         if now < min(self._probe_end, self._probe_limit):
             return self._probe_rate
         self._probe_end = None
