@@ -30,6 +30,31 @@ from dataclasses import dataclass, field
 
 BIN = 0.1  # seconds per counts.bins slot
 
+_running = 0  # relays serving in this process: while any does, what the process held before the first stays frozen
+_running_lock = threading.Lock()
+
+
+def _freeze() -> None:
+    """Keep the garbage collector off what the process held before a relay started. A relay shares the pytest
+    process: a full collection walks every object the suite made so far (250 ms late in the suite, every few
+    seconds) and holds the relay meanwhile, so its link went dark, and what the sender sent into the dark then
+    met the bottleneck at once and overflowed it (FAIR through a 25 ms buffer: 5,000 datagrams lost to 17
+    pauses and 1.5-1.7 times the file offered, the engine's rate all the while at the link's). A real link
+    never pauses."""
+    global _running
+    with _running_lock:
+        if not _running:
+            gc.freeze()
+        _running += 1
+
+
+def _unfreeze() -> None:
+    global _running
+    with _running_lock:
+        _running -= 1
+        if not _running:
+            gc.unfreeze()
+
 
 @dataclass
 class RelayCounts:
@@ -113,9 +138,11 @@ class Relay:
         _, self._front = await loop.create_datagram_endpoint(
             lambda: _Side(self._from_client), local_addr=(self._host, self._port)
         )
+        _freeze()
         return self
 
     async def __aexit__(self, *exc) -> None:
+        _unfreeze()
         for timer in self._timers:
             timer.cancel()
         for side in self._upstreams.values():
@@ -191,32 +218,6 @@ class Relay:
             self._front.transport.sendto(data, client)
 
 
-_frozen = 0  # relays running in threads: while any does, what the process held before stays frozen
-_frozen_lock = threading.Lock()
-
-
-@contextmanager
-def _no_full_collections():
-    """Keep the garbage collector off what the process held before a relay thread started. The relay shares the
-    pytest process: a full collection walks every object the suite made so far (250 ms late in the suite, every
-    few seconds) and holds the relay's thread meanwhile, so its link went dark, and what the sender sent into the
-    dark then met the bottleneck at once and overflowed it (FAIR through a 25 ms buffer: 5,000 datagrams lost to
-    17 pauses and 1.5-1.7 times the file offered, the engine's rate all the while at the link's). A real link
-    never pauses."""
-    global _frozen
-    with _frozen_lock:
-        if not _frozen:
-            gc.freeze()
-        _frozen += 1
-    try:
-        yield
-    finally:
-        with _frozen_lock:
-            _frozen -= 1
-            if not _frozen:
-                gc.unfreeze()
-
-
 @contextmanager
 def relay_in_thread(**kwargs):
     """A Relay (``Relay(**kwargs)``, target may be set later) serving on a thread with its own event loop."""
@@ -239,15 +240,14 @@ def relay_in_thread(**kwargs):
         finally:
             started.set()
 
-    with _no_full_collections():
-        thread = threading.Thread(target=main, name="relay", daemon=True)
-        thread.start()
-        started.wait(10)
-        if not ready:
-            raise RuntimeError("the relay did not start")
-        try:
-            yield ready[0]
-        finally:
-            loop, done = stop[0]
-            loop.call_soon_threadsafe(done.set)
-            thread.join(10)
+    thread = threading.Thread(target=main, name="relay", daemon=True)
+    thread.start()
+    started.wait(10)
+    if not ready:
+        raise RuntimeError("the relay did not start")
+    try:
+        yield ready[0]
+    finally:
+        loop, done = stop[0]
+        loop.call_soon_threadsafe(done.set)
+        thread.join(10)
