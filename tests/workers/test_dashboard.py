@@ -14,6 +14,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tasks.client import submit
@@ -83,14 +84,22 @@ def _in_row(browser, transfer_id: str, act) -> None:
     WebDriverWait(browser, 10).until(attempt)
 
 
-def _set_rate(browser, transfer_id: str, kbps: int) -> None:
-    def act(row):
+def _set_rate(browser, transfer_id: str, other_id: str, kbps: int) -> None:
+    """Type a rate the way a person does: focus the box, let the feed redraw the page, then type and press."""
+    focused = []
+
+    def focus(row):
         box = row.find_element(By.CSS_SELECTOR, "input.rate-input")
         box.click()  # the row stays as it is while its box has the focus
-        box.send_keys(str(kbps))
-        row.find_element(By.CSS_SELECTOR, "button.set-rate").click()
+        focused.append(box)
 
-    _in_row(browser, transfer_id, act)
+    _in_row(browser, transfer_id, focus)
+    box = focused[-1]
+    for _ in range(2):  # the other transfer's row is drawn anew on every event of the feed
+        WebDriverWait(browser, 20).until(staleness_of(browser.find_element(By.ID, f"row-{other_id}")))
+    assert browser.switch_to.active_element == box, "a redraw took the focus from the rate box"
+    box.send_keys(str(kbps))
+    box.find_element(By.XPATH, "following-sibling::button[contains(@class, 'set-rate')]").click()
 
 
 def _engine_kbps(handle, since: float, until: float) -> list[float]:
@@ -160,7 +169,7 @@ def test_the_page_shows_and_steers_running_transfers(worker_factory, server, das
             assert _refused(f"{base}api/transfers/{fast.id}/{op}", "POST", body, headers) == 401
 
     # set-rate from the page: the worker applies it and the engine slows down on the wire
-    _set_rate(browser, fast.id, 800)
+    _set_rate(browser, fast.id, slow.id, 800)
 
     def applied():
         return next(
@@ -187,7 +196,7 @@ def test_the_page_shows_and_steers_running_transfers(worker_factory, server, das
     assert browser.save_screenshot(str(png)) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # back to full speed from the page, and the file arrives whole
-    _set_rate(browser, fast.id, 200_000)
+    _set_rate(browser, fast.id, slow.id, 200_000)
     assert fast.wait(timeout=90)["ok"]
     assert_same_file(steered, server.docroot / "dash" / steered.name)
     wait.until(lambda _: _read(browser, fast.id, ended) == "ok")

@@ -91,25 +91,34 @@ function endedRow(row) {
   return tr;
 }
 
+// Put rows in a table body in order without taking out a row that stays: a focused element taken out of the
+// document loses the focus, and with it what the user was about to type.
+function place(tbody, trs) {
+  for (const child of [...tbody.children]) if (!trs.includes(child)) child.remove();
+  trs.forEach((tr, i) => { if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null); });
+}
+
 function render() {
-  const active = document.querySelector("#active tbody");
-  const ended = document.querySelector("#ended tbody");
-  // keep what the user is typing: a row whose rate box has focus is left as it is
-  const typing = document.activeElement && document.activeElement.closest("tr[data-id]");
+  // keep what the user is typing: a running transfer's row whose rate box has focus is left as it is
+  const typing = document.activeElement && document.activeElement.closest("#active tr[data-id]");
   const keep = typing ? typing.dataset.id : null;
   const list = [...rows.values()].sort((a, b) => b.created - a.created);
   const fresh = { active: [], ended: [] };
   for (const row of list) {
     const done = row.result != null;
-    const tr = row.id === keep ? typing : done ? endedRow(row) : activeRow(row);
+    if (row.id === keep && !done) {
+      fresh.active.push(typing);
+      continue;
+    }
+    const tr = done ? endedRow(row) : activeRow(row);
     tr.id = `row-${row.id}`;
     tr.dataset.id = row.id;
     if (row.id === selected) tr.classList.add("selected");
     tr.addEventListener("click", () => select(row.id));
     (done ? fresh.ended : fresh.active).push(tr);
   }
-  active.replaceChildren(...fresh.active);
-  ended.replaceChildren(...fresh.ended);
+  place(document.querySelector("#active tbody"), fresh.active);
+  place(document.querySelector("#ended tbody"), fresh.ended);
 }
 
 function take(row) {
