@@ -406,6 +406,7 @@ class Bench:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+            received = None
             try:
                 time.sleep(0.3)
                 out = site.run(
@@ -416,13 +417,11 @@ class Bench:
                     timeout=seconds + 30,
                 )
                 report = json.loads(out.stdout)
-            except BaseException:
-                reap(server, 0)
-                raise
-            received = report.get("end", {}).get("sum_received")
-            # the one-off server (-1) ends once it has sent its results; one the client never reached, or whose
-            # results did not arrive, waits for another client: it is killed at once, not given 10 s
-            reap(server, 10 if received is not None else 0)
+                received = report.get("end", {}).get("sum_received")
+            finally:
+                # the one-off server (-1) ends once it has sent its results; one the client never reached, or
+                # whose results did not arrive, waits for another client: it is killed at once, not given 10 s
+                reap(server, 10 if received is not None else 0)
             if received is not None:
                 break
             self.console.log(
