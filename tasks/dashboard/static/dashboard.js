@@ -94,7 +94,8 @@ function endedRow(row) {
 // Put rows in a table body in order without taking out a row that stays: a focused element taken out of the
 // document loses the focus, and with it what the user was about to type.
 function place(tbody, trs) {
-  for (const child of [...tbody.children]) if (!trs.includes(child)) child.remove();
+  const staying = new Set(trs); // (every feed event redraws: the ended list only grows)
+  for (const child of [...tbody.children]) if (!staying.has(child)) child.remove();
   trs.forEach((tr, i) => { if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null); });
 }
 
