@@ -30,10 +30,14 @@ does not slow a transfer down:
   * congestion loss (Veno-like): loss above twice the path's random loss (the least
     loss of the last ten RTTs since slow start) while the standing queue is near its peak
     of the last ten seconds (slow start's own overshoot not counted), and that peak
-    holds more than 1.5 ``alpha`` of this flow (someone else's backlog too: tail
-    drop), cuts the rate 20 % (once per RTT) and stops the climb back for ten RTTs. Random loss meets no queue but this
-    flow's own ``alpha`` (or none), so it is left alone; nor does it add to what tail drop adds (a target above the
-    link let the queue pass 1.5 ``alpha`` now and then: 1 % random loss then cut the rate 20 % every few seconds).
+    holds more than this flow's own could (someone else's backlog too: tail drop), cuts the rate 20 % (once per
+    RTT) and stops the climb back for ten RTTs. Random loss meets no queue but this flow's own (or none), so it
+    is left alone; nor does it add to what tail drop adds (a target above the link let the queue pass 1.5
+    ``alpha`` now and then: 1 % random loss then cut the rate 20 % every few seconds). A flow's own is 1.5
+    ``alpha``, or on a long fat path ``alpha`` and a fifth of its rate x RTT: the climb adds a tenth per RTT
+    and hears of the queue an RTT late, and FAST brings a target a little above the link back with the same
+    lag (at 500 Mbit/s x 200 ms the queue stood at 13-21 ms, 1.5 ``alpha`` is 12, and at 0.01 %
+    loss, where most reports say none, one lost datagram there cut the rate 20 % every 3 s).
   * base-RTT probe: a flow that arrives at a buffer TCP keeps full measures that
     queue as its base RTT, sees no queue and takes the drops for random loss. So
     while it sees loss (every 2 s, doubling up to 40 s while probes find nothing;
@@ -106,7 +110,9 @@ MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure i
 MEASURE_MIN = 0.1  # ... and seconds at least: the mean of a bursty delivery rate needs a while
 CAP_WATCH_RTTS = 2.0  # slow start at the cap watches this many RTTs for the queue it may overflow
 CEILING_KBPS = 10_000_000  # the engine's own cap, e.g. over an --auto-detect-capacity percent
-QUEUE_SLACK = 1.5  # a queue peak beyond this many times the flow's own alpha is someone else's backlog too
+QUEUE_SLACK = 1.5  # a queue peak beyond this many times the flow's own alpha is someone else's backlog too ...
+OWN_CLIMB = 2 * PROBE_GAIN  # ... or beyond its alpha and this fraction of its rate x RTT, if that is more (the
+# climb's tenth per RTT, heard of two RTTs late; at up to 100 Mbit/s x 50 ms it is never more)
 LOSS_BACKOFF = 0.2  # the cut per RTT on congestion loss (loss at a standing queue near its peak)
 PROBE_DEPTH = 0.5  # a base-RTT probe sends at this fraction of the rate ...
 PROBE_RTTS = 2.0  # ... for this many round trips, so a queue this flow feeds drains (more while the RTT
@@ -410,8 +416,13 @@ class RateController:
         return (
             loss > RANDOM_LOSS_SLACK * random_loss
             and self.queue_delay >= 0.5 * self._peak_delay
-            and self._peak_delay * self.rate_bps > QUEUE_SLACK * alpha
+            and self._peak_delay * self.rate_bps > self._own_queue(alpha)
         )
+
+    def _own_queue(self, alpha: float) -> float:
+        """The most queue (bits) this flow's own climb and FAST's lag may stand at: QUEUE_SLACK x ``alpha``, or
+        ``alpha`` and OWN_CLIMB of the path's rate x RTT on a long fat path, whose queue an RTT late is larger."""
+        return max(QUEUE_SLACK * alpha, alpha + OWN_CLIMB * self.rate_bps * (self.base_rtt or 0.0))
 
     def _high_share(self, now: float, rate: float, g: float, shared: bool) -> float:
         """HIGH beside a flow that fills the buffer (``shared``: congestion loss beyond HIGH's own alpha, now
