@@ -219,6 +219,8 @@ def markdown(meta: dict, results: list[dict]) -> str:
     ]
     if meta.get("engine_login"):
         lines += [f"Logins: {meta['engine_login']}", ""]
+    if meta.get("cap_kbps"):
+        lines += [f"The engine's target rate in the grids: {meta['cap_kbps']} kbit/s, not the link's rate.", ""]
     ceiling = group(results, "ceiling", "io", "tool", "offered")
     if ceiling:
         lines += [

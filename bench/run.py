@@ -5,6 +5,8 @@
     python -m bench.run --only wan --only sharing
     python -m bench.run --only wan --wan-point 200:1   # one WAN point (results-wan200-1.*)
     python -m bench.run --only fast --only costs        # 500 Mbit/s grid; per-datagram and per-byte CPU
+    python -m bench.run --fast-point 200:0.01 --cap-kbps 1000000   # one 500 Mbit/s point, the engine capped at
+                                                                   # twice the link (results-fast200-0.01-cap1000000.*)
     python -m bench.run --only setup   # round trips per setup step at 200 ms, then FIXED's ramp (bench/setup.py)
 
 Every scenario runs its contenders interleaved (A B C A B C ...) and reports
@@ -226,6 +228,7 @@ class Bench:
     console: Console
     progress: Progress
     tcp_cc: str | None = None
+    cap_kbps: int | None = None  # the engine's target in the grids; None: the link's rate (a user may set more)
     results: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -554,7 +557,7 @@ class Bench:
                 row = self.iperf(site, ["-u", "-b", f"{link_mbit}M", "-l", "1400"], self.profile.iperf_s, **labels)
                 self.console.log(f"{labels} iperf3 UDP: {row['mbit_s']} Mbit/s")
                 self.step()
-                self.side_by_side(site, tools, source, timeout_s, link_mbit * 1000, windows, **labels)
+                self.side_by_side(site, tools, source, timeout_s, self.cap_kbps or link_mbit * 1000, windows, **labels)
                 t0 = site.t0
             # the emulator has flushed its last bins: each run's data phase from its meter
             delivered, sent = report.read_bins(stats), report.read_bins(stats, "ab-sent")
@@ -813,7 +816,21 @@ def main(argv: list[str] | None = None) -> None:
         help="WAN grid point(s) to run instead of the profile's, e.g. 200:1 (ms : %%); "
         "implies --only wan unless --only is given; results-wanRTT-LOSS.*",
     )
+    parser.add_argument(
+        "--fast-point",
+        action="append",
+        type=wan_point,
+        metavar="RTT:LOSS",
+        help="500 Mbit/s grid point(s) to run instead of the profile's; implies --only fast unless --only is given; "
+        "results-fastRTT-LOSS.*",
+    )
     parser.add_argument("--wan-mib", type=int, default=None, help="WAN file size in MiB (default: the profile's)")
+    parser.add_argument(
+        "--cap-kbps",
+        type=int,
+        default=None,
+        help="the engine's target rate (-l) in the wan and fast grids (default: the link's rate); results-...-capN.*",
+    )
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks"))
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -824,6 +841,10 @@ def main(argv: list[str] | None = None) -> None:
         profile = replace(profile, wan_points=tuple(args.wan_point))
         args.only = args.only or ["wan"]
         stem = ("quick-" if args.quick else "") + "wan" + "+".join(f"{r}-{loss}" for r, loss in args.wan_point)
+    if args.fast_point:
+        profile = replace(profile, fast_points=tuple(args.fast_point))
+        args.only = args.only or ["fast"]
+        stem = ("quick-" if args.quick else "") + "fast" + "+".join(f"{r}-{loss}" for r, loss in args.fast_point)
     if args.wan_mib:
         profile = replace(profile, wan_bytes=args.wan_mib << 20)
         stem += f"-{args.wan_mib}MiB"
@@ -840,7 +861,7 @@ def main(argv: list[str] | None = None) -> None:
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        bench = Bench(profile, workdir, console, progress, args.tcp_cc)
+        bench = Bench(profile, workdir, console, progress, args.tcp_cc, args.cap_kbps)
         failed = False
         try:
             for name in args.only or SCENARIOS:
@@ -867,8 +888,10 @@ def main(argv: list[str] | None = None) -> None:
         "engine_login": "the engine logs in with the ed25519 key scp and rsync use (the same key file, the same "
         "conditions); the setup scenario by password",
         "tcp_cc": args.tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
+        "cap_kbps": args.cap_kbps,
     }
     stem += f"-{args.tcp_cc}" if args.tcp_cc else ""  # a chosen TCP gets its own files
+    stem += f"-cap{args.cap_kbps}" if args.cap_kbps else ""  # and so does a chosen cap
     paths = report.write(Path(args.out), stem, meta, bench.results)
     for path in paths:
         console.log(f"wrote {path}")

@@ -91,6 +91,9 @@ def test_markdown_shows_both_columns():
     assert "queue one BDP, 128 MiB file" in text
     assert "| 200 | 1 | scp | 28.5 | 30.0 | 35.8 | 37.1 | 1.0612 | 1.0502 |" in text
     assert "| 100 Mbit/s, 200 ms, 1 %: whole run and data phase | – / – Mbit/s | figure |" in text
+    assert "target rate in the grids" not in text
+    capped = markdown({**meta, "cap_kbps": 1_000_000}, results)  # --cap-kbps: the figures are not the link-rate ones
+    assert "The engine's target rate in the grids: 1000000 kbit/s, not the link's rate." in capped
 
 
 def test_wan_point_parses_rtt_and_loss():
