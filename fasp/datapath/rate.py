@@ -6,7 +6,8 @@ does not slow a transfer down:
 
 - FIXED sends at the target rate.
 - FAIR is FAST-TCP turned into a rate: each flow aims to keep ``alpha`` bytes
-  (more on long paths) queued at the bottleneck (``rate <- rate*base/rtt + alpha/rtt``, smoothed),
+  (more on long paths) queued at the bottleneck (``rate <- rate*base/rtt + alpha/rtt``, smoothed; on paths of
+  CLOCKED_RTT or more the rate is a window over the RTT, so it falls at once as a queue grows),
   which shares a link evenly between FAIR flows, and against a flow that keeps
   the buffer full (TCP BBR) leaves FAIR ``alpha``/queuing delay: alpha is sized so
   that is about half of a 100 Mbit/s link with a one-BDP buffer. Slow start doubles the rate
@@ -24,7 +25,8 @@ does not slow a transfer down:
   after the rate that builds it (a cap above the link, ended there, flooded a one-BDP buffer).
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate
   of the last ten RTTs, and 10 % per RTT beyond it (FAST alone would add only ``alpha``
-  per RTT: a slow start ended early by a delay spike took 15 s to fill 500 Mbit/s x 200 ms).
+  per RTT: a slow start ended early by a delay spike took 15 s to fill 500 Mbit/s x 200 ms), to 1.5 times
+  that rate, or on paths of CLOCKED_RTT or more 1.1 times (heard of an RTT late, more built a queue there).
   Two loss rules make FAIR share with loss-based TCP (CUBIC), which fills the
   buffer until it drops:
   * congestion loss (Veno-like): loss above twice the path's random loss (the least
@@ -104,6 +106,8 @@ SLOW_START_GAIN = 0.69  # growth per RTT before the first queue (compounded per 
 REGAIN = 0.25  # growth per RTT while no queue builds, back to the known delivery rate; beyond it ...
 PROBE_GAIN = 0.1  # ... this (FAST alone adds only alpha per RTT: slow on long fat paths) ...
 REGAIN_HEADROOM = 1.5  # ... up to this many times the delivery rate (which follows the rate while the path has room)
+CLOCKED_HEADROOM = 1.1  # ... or this many on paths of CLOCKED_RTT or more: the climb is heard of an RTT late, and 1.5
+# let a cap above a 500 Mbit/s x 200 ms link reach 1.2x it and a queue of a third of an RTT even with the window
 LOW_TARGET_DELAY = 0.004  # LOW's queuing delay target (seconds), at least; RTT/20 on long paths
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
 MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure it (percent mode) ...
@@ -141,6 +145,12 @@ TRAIN_MIN_RTT = 0.1  # ... on paths this long or longer: on shorter ones slow st
 TRAIN_SPREAD = 0.6  # a train that arrives slower than this fraction of its sending rate met the bottleneck (its
 # reports of a 500 Mbit/s link said 390-470 when it went at 500)
 TRAIN_MARGIN = 0.015  # its reports are in once this long past its end plus an RTT (a few 5 ms reports late)
+CLOCKED_RTT = 0.04  # on paths this long or longer FAIR's rate is a window over the RTT: it falls at once as a
+# queue grows, as TCP's self-clocking does, and FAST's smoothing moves the window. Its reply to a queue its climb built
+# comes an RTT late and took four more RTTs at a quarter of the way per RTT: at 500 Mbit/s x 200 ms with a cap above
+# the link the queue grew to 100-200 ms, where light random loss read as congestion. Beside one CUBIC flow (50 ms)
+# FAIR then takes about half, not 60 %. On shorter paths the host's few ms of delay noise are a tenth of the RTT or
+# more and the rate would follow the noise (10 ms with up to 10 ms of it: 73 % of the link, 82 % unclocked)
 FALLING = 0.005  # a probe lasts an RTT more while the loss reported keeps falling (by more than this, or
 # this fraction of it: not the noise of a random loss)
 
@@ -229,6 +239,7 @@ class RateController:
         self._capped_at: float | None = None  # slow start: when the rate reached the cap
         self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long
         self._last = now
+        self._clock_rtt = 0.0  # the RTT FAST's last update saw: its rate is a window over the RTT (below)
         # the train: FAIR's and HIGH's first data at the cap (start_train), judged from the reports of it
         self._train_pending = True  # until the first data (start_train)
         self._train_end: float | None = None  # while it goes or its reports come: when it ends ...
@@ -510,6 +521,9 @@ class RateController:
             elif (probing := self._probe(now, rate, loss, base_rtt, srtt)) is not None:
                 rate = probing
             else:
+                if self._clock_rtt and base_rtt >= CLOCKED_RTT:  # a window's self-clocking
+                    rate *= self._clock_rtt / rtt
+                self._clock_rtt = rtt
                 fast = rate * base_rtt / rtt + alpha / rtt
                 rate = min((1 - g) * rate + g * fast, rate * (1 + g))
                 recent_cut = now - self._cut_at < self._delivered.window
@@ -520,8 +534,11 @@ class RateController:
                     rate, self._cut_at, recent_cut = rate * (1 - LOSS_BACKOFF), now, True
                 if queued < alpha / 4 and not recent_cut:  # no queue: the path has room
                     gain = REGAIN if self.rate_bps < 0.9 * delivered else PROBE_GAIN
-                    rate = max(rate, min(self.rate_bps * (1 + gain * rtts), REGAIN_HEADROOM * delivered))
+                    headroom = CLOCKED_HEADROOM if base_rtt >= CLOCKED_RTT else REGAIN_HEADROOM
+                    rate = max(rate, min(self.rate_bps * (1 + gain * rtts), headroom * delivered))
                 if policy == "high":  # (HIGH's alpha is at least the one above: this implies ``congested``)
                     rate = self._high_share(now, rate, g, self._congestion_loss(loss, random_loss, alpha))
+        if self._slow_start or self._probe_end is not None or policy == "low":
+            self._clock_rtt = 0.0  # (FAST's window starts from the rate it finds)
         self.rate_bps = rate
         self._clamp()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 
 import pytest
 
@@ -24,6 +25,7 @@ def run(
     busy=0.0005,
     late=None,
     datagrams=0,
+    lag=False,
 ):
     """Drive controllers sharing one bottleneck (a fluid queue of ``buffer_s``, tail drop beyond) for `seconds`;
     return their mean rates at the end. ``other_bps``: a flow beside them (bits/s, or a function of the time;
@@ -33,10 +35,12 @@ def run(
     draw held for 10 ms (a process waiting for a core delays every datagram of a while alike); ``late``: a
     function of the time giving a delay added to that (a stall); ``datagrams``: if set, each report covers this many
     datagrams and says how many of them ``loss`` took at random (a light loss is then mostly none, now and then
-    one), not the mean fraction."""
+    one), not the mean fraction; ``lag``: the controllers hear of the bottleneck a base RTT late, as a sender
+    does (its datagrams cross it, then the receiver's report comes back), not at once."""
     rnd = random.Random(seed)
     queue_bits, dt, now = capacity_bps * buffer_s if full else 0.0, 0.005, 0.0
     tail = {id(c): [] for c in ctrls}
+    heard: dict[int, deque] = {id(c): deque() for c in ctrls}  # what each will hear: (when, RTT, rate, loss)
     dropped = stalled = stalled_until = 0.0
     while now < seconds:
         now += dt
@@ -51,11 +55,17 @@ def run(
         if hasattr(other_bps, "hear"):
             other_bps.hear(now, qdelay, over > 0, dt)
         for c in ctrls:
-            c.on_rtt(now, base_rtt + qdelay + stalled + (late(now) if late else 0.0))
             share = c.rate_bps / offered if offered else 0
             drawn = _lost(rnd, loss, datagrams) if datagrams else loss
             lost = 1 - (1 - drawn) * (1 - dropped)
-            c.on_feedback(now, min(c.rate_bps, capacity_bps * share) * (1 - loss), lost)  # the link delivers its all
+            rtt = base_rtt + qdelay + stalled + (late(now) if late else 0.0)
+            news = heard[id(c)]
+            delivered = min(c.rate_bps, capacity_bps * share) * (1 - loss)
+            news.append((now + (base_rtt if lag else 0.0), rtt, delivered, lost))
+            while news and news[0][0] <= now:  # (the link delivers its all)
+                _, rtt, recv, lost = news.popleft()
+                c.on_rtt(now, rtt)
+                c.on_feedback(now, recv, lost)
             if now > seconds * 0.6:
                 tail[id(c)].append(c.rate_bps)
     return [sum(tail[id(c)]) / len(tail[id(c)]) for c in ctrls]
@@ -130,9 +140,13 @@ class Reno:
 def test_high_leaves_loss_based_tcp_a_third():
     """HIGH beside a flow that fills the buffer until it drops (100 Mbit/s, 50 ms, one-BDP buffer): FAST alone
     refilled each back-off and TCP kept 0.21 of the link (a seventh beside CUBIC on the emulator); HIGH now
-    holds what it gets within two thirds of the link while the queue stands."""
+    holds what it gets within two thirds of the link while the queue stands. HIGH hears of the queue an RTT late,
+    as a sender does: heard at once, a rate that follows the queue as a window does took TCP's back-offs sooner
+    than the emulator shows (TCP 0.24 here, 0.30-0.36 beside CUBIC there)."""
     tcp = Reno(0.05, since=24)
-    high = run([RateController(RateSettings(100_000, policy="high"))], 100e6, 0.05, 40, buffer_s=0.05, other_bps=tcp)
+    high = run(
+        [RateController(RateSettings(100_000, policy="high"))], 100e6, 0.05, 40, buffer_s=0.05, other_bps=tcp, lag=True
+    )
     tcp_share = sum(tcp.rates) / len(tcp.rates) / 100e6
     assert 0.3 < tcp_share < 0.45
     assert high[0] > 1.4 * tcp_share * 100e6
@@ -160,7 +174,9 @@ def test_heavy_random_loss_is_not_congestion(policy):
 
 
 def test_loss_at_a_queue_someone_else_fills_lowers_the_rate():
-    """Congestion loss: tail drop while the queue is near its peak and holds more than this flow's alpha."""
+    """Congestion loss: tail drop while the queue is near its peak and holds more than this flow's alpha. The
+    growing queue alone brings a window's rate down too (to 57 Mbit/s); the loss cuts it a fifth more (47; 66
+    without the rule)."""
     rates = []
     for report_loss in (False, True):
         c = RateController(RateSettings(1_000_000))
@@ -172,7 +188,7 @@ def test_loss_at_a_queue_someone_else_fills_lowers_the_rate():
             c.on_rtt(now, 0.05 + queue)
             c.on_feedback(now, c.rate_bps, 0.02 if report_loss and queue > 0.045 else 0.0)
         rates.append(c.rate_bps)
-    assert rates[1] < 0.7 * rates[0]
+    assert rates[1] < 0.9 * rates[0]
 
 
 @pytest.mark.parametrize("loss", [0.01, 0.03])
@@ -200,6 +216,18 @@ def test_light_random_loss_at_fair_s_own_queue_is_not_congestion(loss):
     long fat path that much queue is FAIR's own: FAST parks it there at a target a little above the link."""
     c = RateController(RateSettings(500_000))
     assert run([c], 478e6, 0.2, 30, loss=loss, buffer_s=0.2, datagrams=213)[0] > 0.97 * 478e6
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.0001])
+def test_a_cap_above_a_long_fat_link_builds_no_queue_where_light_loss_reads_as_congestion(loss):
+    """A cap twice the link (a user's target is often above the bottleneck), 200 ms, heard of an RTT late as a
+    sender hears: the climb beyond what arrives went on for that RTT, FAST took four more to turn back, and the
+    queue stood at 100-200 ms on the emulator; at 0.01 % loss one lost datagram there cut the rate 20 % (82-84 %
+    of the link here, 95 % with no loss; the emulator's data phase 361-398 Mbit/s against 457-462 with the cap at
+    the link). A window's rate falls at once as the queue grows, and the climb stops a tenth above what arrives."""
+    c = RateController(RateSettings(1_000_000))
+    buffer_s = 0.2 if loss else 1.0
+    assert run([c], 478e6, 0.2, 30, loss=loss, buffer_s=buffer_s, datagrams=213, lag=True)[0] > 0.97 * 478e6
 
 
 def test_a_buffer_full_on_arrival_is_found_by_a_probe():
