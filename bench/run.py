@@ -798,6 +798,24 @@ def wan_point(text: str) -> tuple[int, float]:
     return rtt_ms, loss_pct
 
 
+def chosen(args: argparse.Namespace) -> tuple[Profile, str, list[str] | None]:
+    """The profile as the command line changes it (grid points, WAN file size), the results' file stem, and the
+    scenarios to run: the grids whose points were chosen, unless --only names others."""
+    profile = QUICK if args.quick else FULL
+    stem = profile.name
+    points = {"wan": args.wan_point, "fast": args.fast_point}
+    grids = [grid for grid, chosen_points in points.items() if chosen_points]
+    for grid in grids:
+        profile = replace(profile, **{f"{grid}_points": tuple(points[grid])})
+    if grids:
+        named = "+".join(grid + "+".join(f"{r}-{loss}" for r, loss in points[grid]) for grid in grids)
+        stem = ("quick-" if args.quick else "") + named
+    if args.wan_mib:
+        profile = replace(profile, wan_bytes=args.wan_mib << 20)
+        stem += f"-{args.wan_mib}MiB"
+    return profile, stem, args.only or grids or None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller files, fewer points")
@@ -835,19 +853,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("bench.run needs root (network namespaces, TUN devices, sshd)")
-    profile = QUICK if args.quick else FULL
-    stem = profile.name
-    if args.wan_point:
-        profile = replace(profile, wan_points=tuple(args.wan_point))
-        args.only = args.only or ["wan"]
-        stem = ("quick-" if args.quick else "") + "wan" + "+".join(f"{r}-{loss}" for r, loss in args.wan_point)
-    if args.fast_point:
-        profile = replace(profile, fast_points=tuple(args.fast_point))
-        args.only = args.only or ["fast"]
-        stem = ("quick-" if args.quick else "") + "fast" + "+".join(f"{r}-{loss}" for r, loss in args.fast_point)
-    if args.wan_mib:
-        profile = replace(profile, wan_bytes=args.wan_mib << 20)
-        stem += f"-{args.wan_mib}MiB"
+    profile, stem, args.only = chosen(args)
     workdir = Path(args.workdir)
     console = Console()
     started = time.time()

@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from bench.report import DATA_BIN_BYTES, data_phase, markdown, tool_flows
-from bench.run import wan_point
+from bench.run import chosen, wan_point
 
 SSH, ENGINE_UDP, ENGINE_TCP = "tcp:50000>22", "udp:40000>33001", "tcp:41000>33001"
 MIB = 1 << 20
@@ -94,6 +94,25 @@ def test_markdown_shows_both_columns():
     assert "target rate in the grids" not in text
     capped = markdown({**meta, "cap_kbps": 1_000_000}, results)  # --cap-kbps: the figures are not the link-rate ones
     assert "The engine's target rate in the grids: 1000000 kbit/s, not the link's rate." in capped
+
+
+def _chosen(*flags: str):
+    ns = argparse.Namespace(quick=False, only=None, wan_point=None, fast_point=None, wan_mib=None)
+    for flag, value in zip(flags[::2], flags[1::2]):
+        name = flag.removeprefix("--").replace("-", "_")
+        setattr(ns, name, [*(getattr(ns, name) or []), wan_point(value)] if name.endswith("point") else int(value))
+    return chosen(ns)
+
+
+def test_chosen_points_pick_their_grids_and_name_the_files():
+    profile, stem, only = _chosen()
+    assert (stem, only) == ("full", None) and profile.fast_points == ((0, 0), (200, 0), (200, 1), (200, 3))
+    profile, stem, only = _chosen("--fast-point", "200:0.01")
+    assert (stem, only, profile.fast_points) == ("fast200-0.01", ["fast"], ((200, 0.01),))
+    # both grids chosen: both run, both named (the fast points once replaced the wan ones' name and were not run)
+    profile, stem, only = _chosen("--wan-point", "200:1", "--fast-point", "200:0", "--wan-mib", "64")
+    assert (stem, only) == ("wan200-1+fast200-0-64MiB", ["wan", "fast"])
+    assert profile.wan_points == ((200, 1),) and profile.fast_points == ((200, 0),) and profile.wan_bytes == 64 << 20
 
 
 def test_wan_point_parses_rtt_and_loss():
