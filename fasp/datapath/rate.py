@@ -521,7 +521,8 @@ class RateController:
             elif (probing := self._probe(now, rate, loss, base_rtt, srtt)) is not None:
                 rate = probing
             else:
-                if self._clock_rtt and base_rtt >= CLOCKED_RTT:  # a window's self-clocking
+                clocked = base_rtt >= CLOCKED_RTT
+                if self._clock_rtt and clocked:  # a window's self-clocking
                     rate *= self._clock_rtt / rtt
                 self._clock_rtt = rtt
                 fast = rate * base_rtt / rtt + alpha / rtt
@@ -534,7 +535,7 @@ class RateController:
                     rate, self._cut_at, recent_cut = rate * (1 - LOSS_BACKOFF), now, True
                 if queued < alpha / 4 and not recent_cut:  # no queue: the path has room
                     gain = REGAIN if self.rate_bps < 0.9 * delivered else PROBE_GAIN
-                    headroom = CLOCKED_HEADROOM if base_rtt >= CLOCKED_RTT else REGAIN_HEADROOM
+                    headroom = CLOCKED_HEADROOM if clocked else REGAIN_HEADROOM
                     rate = max(rate, min(self.rate_bps * (1 + gain * rtts), headroom * delivered))
                 if policy == "high":  # (HIGH's alpha is at least the one above: this implies ``congested``)
                     rate = self._high_share(now, rate, g, self._congestion_loss(loss, random_loss, alpha))
