@@ -107,11 +107,12 @@ class MeteredEventLog(EventLog):
         return event_id
 
     def attempt_over(self) -> None:
+        """The running gauge drops last, so a scrape that sees no attempt running sees all of their counts."""
         if self._running:
             self._running = False
-            RUNNING.labels(self._order_type).dec()
             with contextlib.suppress(KeyError):  # an attempt may end before its engine reported a rate
                 RATE.remove(self._keys.transfer_id, self._order_type)
+            RUNNING.labels(self._order_type).dec()
 
     def _waited(self) -> float | None:
         try:

@@ -42,6 +42,19 @@ def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
     return after.value(name, **labels) - before.value(name, **labels)
 
 
+def idle(url: str, timeout: float = 10) -> Samples:
+    """A scrape once no attempt runs on the worker. A worker counts an event just after it publishes it, so a
+    client that saw a transfer end may scrape a moment before the last counts; the running gauge drops last."""
+    seen: list[Samples] = []
+
+    def settled() -> bool:
+        seen[:] = [scrape(url)]
+        return sum(v for _, v in seen[0].series("faspq_transfers_running")) == 0
+
+    wait_until(settled, timeout, step=0.05)
+    return seen[0]
+
+
 def test_transfers_bytes_retries_failures_and_queue_wait(worker_factory, server, tmp_path):
     url = endpoint(worker_factory("m", concurrency=2, FASPQ_METRICS_PORT="0"))
     assert url.startswith("http://127.0.0.1:")  # loopback unless FASPQ_METRICS_ADDRESS says otherwise
@@ -64,7 +77,7 @@ def test_transfers_bytes_retries_failures_and_queue_wait(worker_factory, server,
     assert not unreachable["ok"] and unreachable["attempts"] == 2, unreachable
     code = str(unreachable["code"])
 
-    after = scrape(url)
+    after = idle(url)
     up, down = {"order_type": "FileUpload"}, {"order_type": "FileDownload"}
     transfers = "faspq_transfers_total"
     assert delta(after, before, transfers, **up, state="RUNNING") == 4  # ok, refused, unreachable twice
@@ -110,7 +123,7 @@ def test_rate_gauge_lives_while_its_transfer_runs(worker_factory, server, tmp_pa
     result = handle.wait(timeout=60)
     assert result["ok"], result
     assert_same_file(src, server.docroot / "rate" / src.name)
-    after = scrape(url)
+    after = idle(url)
     assert after.series("faspq_transfer_rate_bytes_per_second") == []
     assert after.value("faspq_transfers_running", order_type="FileUpload") == 0
 
@@ -141,7 +154,7 @@ def test_a_takeover_counts_on_the_worker_that_resumes(worker_factory, server, tm
     assert result["ok"] and result["attempts"] == 2, (result, _story(handle))
     assert_same_file(src, server.docroot / "takeover" / src.name)
 
-    first, after = before[survivor.process.pid], scrape(urls[survivor.process.pid])
+    first, after = before[survivor.process.pid], idle(urls[survivor.process.pid])
     up = {"order_type": "FileUpload"}
     assert takeovers(reapers) - taken_before == 1  # made by one of the live workers' reapers
     assert delta(after, first, "faspq_transfers_total", **up, state="RUNNING") == 1
