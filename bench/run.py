@@ -44,8 +44,8 @@ GIB = 1 << 30
 LINK_MBIT = 100
 LINK_KBPS = LINK_MBIT * 1000
 FAST_MBIT = 500  # the "fast" grid: where a window sized per file, not from rate x RTT, stopped scaling
-LOOPBACK_KBPS = 10_000_000  # the engine's target on loopback: far above what scp reaches (2.3-2.6 Gbit/s on a
-# 2026-12-04 host, where the 2 Gbit/s target this was bound the engine to 1.86 and lost it the wall-time goal)
+LOOPBACK_KBPS = 10_000_000  # the engine's target on loopback: far above what scp reaches (2.3-3.1 Gbit/s on the
+# host of 2026-12-04, where a 2 Gbit/s target held the engine to 1.86 and so failed the wall-time goal)
 COSTS_KBPS = 2_000_000  # the costs scenario's target: its fit needs the same rate at every datagram and file size
 MGMT_PORT = 47001
 IPERF_PORT = 5201

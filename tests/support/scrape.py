@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,13 @@ def scrape(url: str) -> Samples:
         for sample in family.samples:
             by_name.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return Samples(by_name)
+
+
+def scrape_until(url: str, settled: Callable[[Samples], bool], timeout: float, step: float = 0.05) -> Samples:
+    """The first scrape for which ``settled`` holds, or the last one at ``timeout`` (what the asserts then see)."""
+    seen: list[Samples] = []
+    wait_until(lambda: seen.append(scrape(url)) or settled(seen[-1]), timeout, step=step)
+    return seen[-1]
 
 
 def logged_endpoint(log: Path, what: str, timeout: float = 30) -> str:

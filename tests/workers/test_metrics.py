@@ -15,7 +15,7 @@ from tasks.store.events import EventLog
 from tasks.store.keys import Keys
 from tests.support.files import assert_same_file
 from tests.support.ports import free_port
-from tests.support.scrape import Samples, logged_endpoint, scrape
+from tests.support.scrape import Samples, logged_endpoint, scrape, scrape_until
 from tests.support.wait import wait_until
 from workers.metrics import MeteredEventLog, code_label, enqueued_at, order_label
 
@@ -45,14 +45,7 @@ def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
 def idle(url: str, timeout: float = 10) -> Samples:
     """A scrape once no attempt runs on the worker. A worker counts an event just after it publishes it, so a
     client that saw a transfer end may scrape a moment before the last counts; the running gauge drops last."""
-    seen: list[Samples] = []
-
-    def settled() -> bool:
-        seen[:] = [scrape(url)]
-        return sum(v for _, v in seen[0].series("faspq_transfers_running")) == 0
-
-    wait_until(settled, timeout, step=0.05)
-    return seen[0]
+    return scrape_until(url, lambda samples: sum(v for _, v in samples.series("faspq_transfers_running")) == 0, timeout)
 
 
 def test_transfers_bytes_retries_failures_and_queue_wait(worker_factory, server, tmp_path):
@@ -109,17 +102,12 @@ def test_rate_gauge_lives_while_its_transfer_runs(worker_factory, server, tmp_pa
     src = tmp_path / "slow.bin"
     make_file(src, size)
     handle = submit(upload(server, [src], "rate", target_rate_kbps=4000), queue="rate")  # about 4 s
-    seen: list[Samples] = []
-
-    def running() -> bool:
-        samples = scrape(url)
-        seen[:] = [samples]
-        return samples.value("faspq_transfer_rate_bytes_per_second", transfer_id=handle.id, order_type="FileUpload") > 0
-
-    assert wait_until(running, 30, step=0.2), seen[0].by_name.get("faspq_transfer_rate_bytes_per_second")
-    rate = seen[0].value("faspq_transfer_rate_bytes_per_second", transfer_id=handle.id, order_type="FileUpload")
+    gauge, series = "faspq_transfer_rate_bytes_per_second", {"transfer_id": handle.id, "order_type": "FileUpload"}
+    seen = scrape_until(url, lambda samples: samples.value(gauge, **series) > 0, 30, step=0.2)
+    rate = seen.value(gauge, **series)
+    assert rate > 0, seen.by_name.get(gauge)
     assert rate <= 4000 * 1000 / 8 * 1.2  # bytes per second, from the engine's kbit/s
-    assert seen[0].value("faspq_transfers_running", order_type="FileUpload") == 1
+    assert seen.value("faspq_transfers_running", order_type="FileUpload") == 1
     result = handle.wait(timeout=60)
     assert result["ok"], result
     assert_same_file(src, server.docroot / "rate" / src.name)
