@@ -273,18 +273,22 @@ def test_a_queue_someone_else_keeps_full_is_not_this_flow_s_own_overflow():
     assert probes <= 6  # every ten RTTs: 17
 
 
-def _beside_bbr(seed: int, alone=lambda now: False) -> tuple[RateController, float]:
+def _beside_bbr(seed: int, alone=lambda now: False, coincide=False) -> tuple[RateController, float]:
     """FAIR beside a scripted TCP BBR (100 Mbit/s, 50 ms, a one-BDP buffer) that it never has to itself: BBR keeps
     40-50 ms queued, but paces at its estimate, so while FAIR probes (half of what arrives) the queue drains to
     12-14 ms and the loss to 3 %; FAIR gets 31 Mbit/s at most, 23 % lost above 30. ``alone(now)``: BBR's queue is
     gone (ProbeRTT and restart), FAIR gets up to 85 Mbit/s, and BBR's startup drops 15 %. The controller, and
-    its mean rate from 10 s on."""
+    its mean rate from 10 s on. ``coincide``: a ProbeRTT of BBR's (its queue gone for 0.25 s) begins an RTT into
+    FAIR's first probe after 3 s."""
     rnd = random.Random(seed)
     c = RateController(RateSettings(100_000))
-    now, rates = 0.0, []
+    now, rates, probe_rtt = 0.0, [], -1.0
     while now < 30:
         now += 0.005
-        low, gone = c._probe_end is not None, alone(now)
+        low = c._probe_end is not None
+        if coincide and low and now > 3 and probe_rtt < 0:
+            probe_rtt = now + 0.05
+        gone = alone(now) or probe_rtt <= now < probe_rtt + 0.25
         if now < 0.3 or gone or now % 8 < 0.2:  # (BBR's ProbeRTT every 8 s)
             queue = 0.0
         else:
@@ -323,6 +327,18 @@ def test_loss_reported_as_the_buffer_empties_is_no_overflow_of_a_brim(seed):
     rest of it). An overflow of this flow's own has its queue at the brim when the probe begins. Before: alpha
     capped at about 115 KB, FAIR at 23 Mbit/s from 10 s on."""
     c, rate = _beside_bbr(seed, alone=lambda now: 2.0 <= now < 5.0)
+    assert c._alpha_cap == float("inf")
+    assert rate > 30e6
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_queue_that_stands_while_the_flow_sends_little_lifts_an_own_overflow_cap(seed):
+    """Beside BBR a heavy-loss probe began at BBR's 49 ms queue, and BBR's ProbeRTT emptied the buffer an RTT
+    into it: the queue went and the loss with it, an own overflow by every rule, and alpha was capped at 77 KB.
+    HIGH then kept 15 Mbit/s beside BBR's 40 ms queue, loss-free, for the rest of the run (4 of 21 bench runs of
+    the sharing set-up). A queue that stands while the flow sends under half of the best it saw is not its own:
+    the cap goes after ten RTTs of it. Before: alpha capped at 39-40 KB, 8 Mbit/s from 10 s on."""
+    c, rate = _beside_bbr(seed, coincide=True)
     assert c._alpha_cap == float("inf")
     assert rate > 30e6
 
