@@ -601,7 +601,7 @@ class Connection:
                     resent += hi - off
                 sent += j - i
             i = j
-        self._tokens -= payload_bytes + sent * datagram.DATA_OVERHEAD  # each DATA datagram's wire size
+        self._tokens -= payload_bytes + sent * datagram.WIRE_OVERHEAD  # what the DATA datagrams cost the link
         self._last_sent = now
         c = self._counters
         c["datagrams_sent"] += sent

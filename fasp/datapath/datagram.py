@@ -47,6 +47,10 @@ TYPES = frozenset({HELLO, HELLO_ACK, DATA, FEEDBACK, CLOSE, PROBE, PROBE_ACK})
 
 DATA_HEAD = struct.Struct("!IHI")  # file_id, offset (high 16 bits, low 32 bits); the payload follows
 DATA_OVERHEAD = HEADER_SIZE + DATA_HEAD.size + TAG_SIZE
+IP_UDP_HEADERS = 28  # IPv4 and UDP headers: what the link carries beyond a datagram (a path MTU counts them)
+WIRE_OVERHEAD = DATA_OVERHEAD + IP_UDP_HEADERS  # a DATA datagram's link bytes beyond its payload: the rate counts
+# them, as a link's rate does (counting the UDP payload alone, FIXED at a 100 Mbit/s link's rate offered 1.9 % more
+# than the link carries: its queue stood full and dropped what a busy host's bursts added)
 MAX_OFFSET = 1 << 48  # a DATA datagram's bytes end at most here
 
 _HELLO = struct.Struct("!I")  # the sender's datagram size (informative)

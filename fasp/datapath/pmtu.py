@@ -14,7 +14,8 @@ path MTU the kernel names, else to the base, and the search resumes from there.
 
 from __future__ import annotations
 
-IP_UDP_HEADERS = 28  # IPv4 and UDP headers: a path MTU is the UDP payload plus these
+from fasp.datapath.datagram import IP_UDP_HEADERS  # a path MTU is the UDP payload plus these
+
 BASE = 1200  # UDP payload bytes every IPv4 and IPv6 path carries (RFC 8899, BASE_PLPMTU)
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
 JUMBO = 9000 - IP_UDP_HEADERS  # the largest size searched for blind: a jumbo frame's. Beyond it only where the kernel

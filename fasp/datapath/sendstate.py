@@ -183,9 +183,10 @@ class SendState:
         ]
 
     def next_chunks(self, budget: int, now: float, max_chunks: int = 256) -> list[tuple[int, int, int, bool]]:
-        """Up to ``budget`` wire bytes of (file_id, offset, length, is_resend), resends first."""
+        """Up to ``budget`` link bytes (IP and UDP headers too) of (file_id, offset, length, is_resend), resends
+        first."""
         out: list[tuple[int, int, int, bool]] = []
-        overhead = datagram.DATA_OVERHEAD
+        overhead = datagram.WIRE_OVERHEAD
         files = self._files
         while self._retx and budget > 0 and len(out) < max_chunks:
             (file_id, off), n = next(iter(self._retx.items()))
