@@ -41,8 +41,11 @@ FEEDBACK_MIN, FEEDBACK_MAX = 0.005, 0.05  # a receiver reports every eighth of a
 TRAIN_WATCH = 0.1  # ... and every FEEDBACK_MIN this long from its first DATA if a FAIR or HIGH sender's train
 # (rate.TRAIN_S) may be arriving, spread to the bottleneck's rate: the sender takes that rate from these reports
 KEEPALIVE = 0.5  # seconds between datagrams when otherwise silent (the peer's liveness signal)
-TICK = 0.002  # pacing granularity: the shortest wait for tokens
-BURST = 0.01  # seconds of rate the token bucket may save up (covers a late timer)
+TICK = 0.001  # pacing granularity: the shortest wait for tokens (the event loop's timers have 1 ms steps)
+BURST = 0.01  # seconds of rate the token bucket may save up (covers a late timer), at most ...
+BURST_RTT = 0.25  # ... and this fraction of the RTT, two TICKs at least: a short path's buffer is short (the
+# bench's 64 packets are 1.5 ms at 500 Mbit/s), and what a late timer saved up, sent at once, overflowed it: at RTT 0
+# FIXED offered 1.6 times the file for 310 Mbit/s. Long paths keep the 10 ms (a one-BDP buffer takes it)
 CHUNKS_PER_ROUND = 64  # datagrams built per datagrams_to_send call, so the driver's reading is not starved
 WATCHDOG_PERIOD = 1.0  # the longest the timer sleeps: watchdogs and the sender's tail poll look this often
 HELLO_FIRST_GAP, HELLO_MAX_GAP = 0.05, 1.0  # hello retransmission backs off from the first to the second
@@ -510,8 +513,9 @@ class Connection:
         if self._sender.has_data:  # the first data: FAIR's train (once)
             rate.start_train(now, rtt, sent)
         rate_Bps = rate.pace(now, sent) / 8
+        burst = min(max(BURST_RTT * rtt, 2 * TICK), BURST) if rtt is not None else BURST
         self._tokens = min(
-            self._tokens + rate_Bps * (now - self._token_time), max(rate_Bps * BURST, 4 * self.datagram_size)
+            self._tokens + rate_Bps * (now - self._token_time), max(rate_Bps * burst, 4 * self.datagram_size)
         )
         self._token_time = now
         if self._tokens > 0 and (self._sender.has_data or self._sender.probe_due(now)):
