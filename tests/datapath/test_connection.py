@@ -324,12 +324,13 @@ def paced(kbps: int, delay: float, seconds: float) -> None:
     sim.a.conn.expect_file(2, 0, len(data))
     sim.b.conn.send_file(2, 0, len(data), lambda lo, hi, r: data[lo:hi], sim.now)
     sim.run(lambda: False, start + seconds)
-    link = sum(
+    sizes = [
         len(d) + datagram.IP_UDP_HEADERS
         for t, d in sim.links[B].sent
         if start <= t < start + seconds and data_offset(d) is not None
-    )
-    assert link * 8 / seconds / 1000 == pytest.approx(kbps, rel=0.01)
+    ]
+    one = max(sizes) * 8 / seconds / 1000  # the window's edges may hold one datagram more or less: 1.6 % at 755 kbit/s
+    assert sum(sizes) * 8 / seconds / 1000 == pytest.approx(kbps, rel=0.01, abs=one)
 
 
 def test_keepalives_pace_an_idle_connection():
