@@ -21,8 +21,13 @@ probe, the burst's last chunk goes once more ``TAIL_PROBE_GAP`` later: the recei
 data sent after the burst, and its next report gets what is still missing resent within a round trip.
 And once no file has new data left, room no new data wants carries a second copy of each resend: a
 lost resend no longer costs a round trip of its own (at 3 % loss the last round trips' resends lost
-one nearly every time). Not under heavy loss (``COPY_LOSS_MAX``): that is a full queue more likely than
-chance, and copies would feed it. ``copied`` counts the bytes spent so.
+one nearly every time). Room still left carries a second copy of the newest data the receiver has not
+reported, newest first: a loss among the last round trip's data cost a round trip after it (its report,
+then the resend), and the link sat idle meanwhile. The copies walk down while the reports walk up, so they
+cover the last half round trip's data and the transfer ends half a round trip sooner on a lossy path
+(only when the receiver reports loss: a clean path needs no copies). Not under heavy loss
+(``COPY_LOSS_MAX``): that is a full queue more likely than chance, and copies would feed it. ``copied``
+counts the bytes spent so.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class OutFile:
         "progress_key",
         "last_progress",
         "probe_sent",
+        "copy_next",
     )
 
     def __init__(self, file_id: int, start: int, end: int, now: float):
@@ -61,6 +67,7 @@ class OutFile:
         self.progress_key = (start, -1)
         self.last_progress = now
         self.probe_sent = start < end  # an empty file still needs one (zero-length) datagram
+        self.copy_next: int | None = None  # the next chunk (by index) a tail copy goes for, walking down; -1: done
 
 
 class SendState:
@@ -100,10 +107,13 @@ class SendState:
 
     @property
     def has_data(self) -> bool:
-        """Something is ready to go now (queued resends or unsent new data)."""
+        """Something is ready to go now (queued resends, unsent new data, or tail copies)."""
         if self._retx:
             return True
-        return any(f.next_new < f.end or not f.probe_sent for f in self._files.values())
+        copies = 0 < self.loss < COPY_LOSS_MAX
+        return any(
+            f.next_new < f.end or not f.probe_sent or (copies and f.copy_next != -1) for f in self._files.values()
+        )
 
     @property
     def probe_at(self) -> float | None:
@@ -230,6 +240,8 @@ class SendState:
                 budget -= chunk[2] + overhead
                 if budget <= 0:
                     break
+        if budget > 0 and len(out) < max_chunks and 0 < self.loss < COPY_LOSS_MAX:
+            budget = self._copy_tail(out, budget, now, max_chunks)
         if out:
             file_id, off, n, _ = out[-1]
             self._last, self._last_at = ((file_id, off, n) if n else None), now
@@ -242,3 +254,32 @@ class SendState:
                 out.append((file_id, off, n, True))
                 self.copied += n
         return out
+
+    def _copy_tail(self, out: list[tuple[int, int, int, bool]], budget: int, now: float, max_chunks: int) -> int:
+        """Second copies of the newest chunks the receiver has not reported (above its frontier), newest file
+        first and each file from its end down, each chunk once; returns the budget left."""
+        size, overhead = self.payload_size, datagram.WIRE_OVERHEAD
+        for f in reversed(self._files.values()):
+            if budget <= 0 or len(out) >= max_chunks:
+                break
+            k = f.copy_next
+            if k == -1 or f.next_new < f.end:
+                continue
+            if k is None:
+                k = (f.end - f.start - 1) // size
+            while k >= 0 and budget > 0 and len(out) < max_chunks:
+                lo = f.start + k * size
+                hi = min(f.end, lo + size)
+                if hi <= f.recv_high:  # reported: a loss below is a hole, and its report has it resent
+                    k = -1
+                    break
+                k -= 1
+                if lo in f.retx_times:  # resent already (and copied then)
+                    continue
+                f.retx_times[lo] = now
+                f.last_send = now
+                out.append((f.file_id, lo, hi - lo, True))
+                self.copied += hi - lo
+                budget -= hi - lo + overhead
+            f.copy_next = k
+        return budget

@@ -273,6 +273,42 @@ def test_rto_resends_a_lost_tail_when_its_probe_is_lost_too():
     assert rto <= resent - first <= 1.5 * rto + 0.001, (resent - first, rto)
 
 
+def lossy_tail(loss: float, seed: int) -> tuple[Sim, float]:
+    """FIXED at 100 Mbit/s sends 4 MiB over a 200 ms path that loses ``loss`` of the data at random. Returns the
+    sim and how long after the last new datagram arrived the file was complete."""
+    size = 4 << 20
+    data = random.Random(seed).randbytes(size)
+    down = Link(delay=0.1, loss=loss, rng=random.Random(seed))
+    sim = Sim(up=Link(delay=0.1), down=down, rate=RateSettings(100_000, policy="fixed"))
+    sim.handshake()
+    sim.run(lambda: False, 1.0)  # keepalives measure the RTT first
+    sim.transfer(data, limit=20)
+    assert sha(sim.a.files[1]) == sha(data)
+    last = max(range(0, size, PAYLOAD))
+    sent_last = next(t for t, d in sim.links[B].sent if data_offset(d) == last)
+    return sim, sim.a.seen(ReceiveComplete)[0][0] - (sent_last + 0.1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_lossy_transfer_ends_half_a_round_trip_after_its_last_data(seed):
+    """At 1 % loss the last round trip's data held about 17 losses: each waited for a report and a resend, a
+    round trip after the last data arrived (0.2 s here), while the link sat idle. With no new data left, that
+    room now carries a second copy of the newest unreported data, newest first, so most of those losses are
+    mended by a copy already on its way; what is left is the first half of that round trip's, whose reports
+    come sooner."""
+    sim, tail = lossy_tail(0.01, seed)
+    assert tail < 0.6 * 0.2, tail
+    assert sim.b.conn.stats()["bytes_copied"] < 0.6 * 100e6 / 8 * 0.2  # half a round trip of the rate, at most
+
+
+def test_a_clean_path_gets_no_tail_copies():
+    """Copies bet on loss the receiver reports: a path that loses nothing gets none but the tail probe (the last
+    chunk once more), and ends as it did."""
+    sim, tail = lossy_tail(0.0, 1)
+    assert sim.b.conn.stats()["bytes_copied"] == (4 << 20) % PAYLOAD
+    assert tail < 0.06, tail
+
+
 def test_with_no_new_data_left_each_resend_goes_twice():
     """A hole reported once the whole file went out is resent twice in one burst: the link has room, and at
     3 % loss a lost resend cost another round trip or two retransmission timeouts (2.8 RTT at 200 ms) at the
