@@ -110,10 +110,15 @@ class SendState:
         """Something is ready to go now (queued resends, unsent new data, or tail copies)."""
         if self._retx:
             return True
-        copies = 0 < self.loss < COPY_LOSS_MAX
+        copies = self._tail_copies
         return any(
             f.next_new < f.end or not f.probe_sent or (copies and f.copy_next != -1) for f in self._files.values()
         )
+
+    @property
+    def _tail_copies(self) -> bool:
+        """Room no new data wants goes to tail copies: the receiver reports loss, and not heavy loss."""
+        return 0 < self.loss < COPY_LOSS_MAX
 
     @property
     def probe_at(self) -> float | None:
@@ -240,7 +245,7 @@ class SendState:
                 budget -= chunk[2] + overhead
                 if budget <= 0:
                     break
-        if budget > 0 and len(out) < max_chunks and 0 < self.loss < COPY_LOSS_MAX:
+        if budget > 0 and len(out) < max_chunks and self._tail_copies:
             budget = self._copy_tail(out, budget, now, max_chunks)
         if out:
             file_id, off, n, _ = out[-1]

@@ -284,7 +284,7 @@ def lossy_tail(loss: float, seed: int) -> tuple[Sim, float]:
     sim.run(lambda: False, 1.0)  # keepalives measure the RTT first
     sim.transfer(data, limit=20)
     assert sha(sim.a.files[1]) == sha(data)
-    last = max(range(0, size, PAYLOAD))
+    last = (size - 1) // PAYLOAD * PAYLOAD  # the last chunk's offset
     sent_last = next(t for t, d in sim.links[B].sent if data_offset(d) == last)
     return sim, sim.a.seen(ReceiveComplete)[0][0] - (sent_last + 0.1)
 
