@@ -2,7 +2,7 @@
 
     python -m bench.run            # everything (long: about an hour)
     python -m bench.run --quick    # a subset with smaller files (minutes)
-    python -m bench.run --only wan --only sharing
+    python -m bench.run --only wan --only sharing   # results-wan+sharing.*
     python -m bench.run --only wan --wan-point 200:1   # one WAN point (results-wan200-1.*)
     python -m bench.run --only fast --only costs        # 500 Mbit/s grid; per-datagram and per-byte CPU
     python -m bench.run --fast-point 200:0.01 --cap-kbps 1000000   # one 500 Mbit/s point, the engine capped at
@@ -801,8 +801,9 @@ def wan_point(text: str) -> tuple[int, float]:
 
 
 def chosen(args: argparse.Namespace) -> tuple[Profile, str, list[str] | None]:
-    """The profile as the command line changes it (grid points, WAN file size), the results' file stem, and the
-    scenarios to run: the grids whose points were chosen, unless --only names others."""
+    """The profile as the command line changes it (grid points, WAN file size), the results' file stem (the profile,
+    or the chosen points, or the --only scenarios), and the scenarios to run: the grids whose points were chosen,
+    unless --only names others."""
     profile = QUICK if args.quick else FULL
     stem = profile.name
     points = {"wan": args.wan_point, "fast": args.fast_point}
@@ -812,6 +813,8 @@ def chosen(args: argparse.Namespace) -> tuple[Profile, str, list[str] | None]:
     if grids:
         named = "+".join(grid + "+".join(f"{r}-{loss}" for r, loss in points[grid]) for grid in grids)
         stem = ("quick-" if args.quick else "") + named
+    elif args.only:  # a part of the run is not the full run: its files must not replace results-full.*
+        stem = ("quick-" if args.quick else "") + "+".join(args.only)
     if args.wan_mib:
         profile = replace(profile, wan_bytes=args.wan_mib << 20)
         stem += f"-{args.wan_mib}MiB"
@@ -821,7 +824,9 @@ def chosen(args: argparse.Namespace) -> tuple[Profile, str, list[str] | None]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller files, fewer points")
-    parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only these (repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=SCENARIOS, help="run only these (repeatable); results-SCENARIO+....*"
+    )
     parser.add_argument("--workdir", default="/tmp/fasp-bench", help="data sets, logs, scratch (reused)")
     parser.add_argument(
         "--tcp-cc",

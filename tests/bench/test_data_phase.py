@@ -100,7 +100,10 @@ def _chosen(*flags: str):
     ns = argparse.Namespace(quick=False, only=None, wan_point=None, fast_point=None, wan_mib=None)
     for flag, value in zip(flags[::2], flags[1::2]):
         name = flag.removeprefix("--").replace("-", "_")
-        setattr(ns, name, [*(getattr(ns, name) or []), wan_point(value)] if name.endswith("point") else int(value))
+        if name == "only":
+            ns.only = [*(ns.only or []), value]
+        else:
+            setattr(ns, name, [*(getattr(ns, name) or []), wan_point(value)] if name.endswith("point") else int(value))
     return chosen(ns)
 
 
@@ -113,6 +116,9 @@ def test_chosen_points_pick_their_grids_and_name_the_files():
     profile, stem, only = _chosen("--wan-point", "200:1", "--fast-point", "200:0", "--wan-mib", "64")
     assert (stem, only) == ("wan200-1+fast200-0-64MiB", ["wan", "fast"])
     assert profile.wan_points == ((200, 1),) and profile.fast_points == ((200, 0),) and profile.wan_bytes == 64 << 20
+    # a part of the full run is named after its scenarios: `--only small` once wrote results-full.*
+    profile, stem, only = _chosen("--only", "small", "--only", "setup")
+    assert (stem, only) == ("small+setup", ["small", "setup"])
 
 
 def test_wan_point_parses_rtt_and_loss():
