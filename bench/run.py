@@ -810,11 +810,9 @@ def chosen(args: argparse.Namespace) -> tuple[Profile, str, list[str] | None]:
     grids = [grid for grid, chosen_points in points.items() if chosen_points]
     for grid in grids:
         profile = replace(profile, **{f"{grid}_points": tuple(points[grid])})
-    if grids:
-        named = "+".join(grid + "+".join(f"{r}-{loss}" for r, loss in points[grid]) for grid in grids)
-        stem = ("quick-" if args.quick else "") + named
-    elif args.only:  # a part of the run is not the full run: its files must not replace results-full.*
-        stem = ("quick-" if args.quick else "") + "+".join(args.only)
+    if grids or args.only:  # a part of the run is named after its part: it must not replace results-full.*
+        parts = [grid + "+".join(f"{r}-{loss}" for r, loss in points[grid]) for grid in grids] or args.only
+        stem = ("quick-" if args.quick else "") + "+".join(parts)
     if args.wan_mib:
         profile = replace(profile, wan_bytes=args.wan_mib << 20)
         stem += f"-{args.wan_mib}MiB"
