@@ -247,10 +247,13 @@ class Connection:
     def window_bytes(self) -> int:
         """Bytes the receiving session may have asked for and not yet received: the path's rate x RTT with room
         for growth and for the holes loss leaves (:meth:`ReceiveState.window_bytes`); FIXED's target rate
-        counts as measured (both ends hold the session's rate settings)."""
+        counts as measured (both ends hold the session's rate settings), and so does a set target that FAIR or
+        HIGH starts at until the first data arrives (then what arrives is measured every 5 ms: the train)."""
         rate = self._rate
-        held = rate.cap_bps if rate.settings.policy == "fixed" and not rate.measuring else 0.0
         rtt = rate.srtt if rate.srtt is not None else self._control_rtt
+        fixed = rate.settings.policy == "fixed" and not rate.measuring
+        starting = rate.settings.start_at_target and self._data_from is None and rate.trains(rtt)
+        held = rate.cap_bps if fixed or starting else 0.0
         return self._receiver.window_bytes(rtt, self.rto(), held)
 
     def send_file(self, file_id: int, start: int, end: int, read: PieceReader, now: float) -> None:

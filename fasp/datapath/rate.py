@@ -20,7 +20,13 @@ does not slow a transfer down:
   tenth of an RTT, TRAIN_BYTES at most): the bottleneck spreads it to its own rate, the receiver reports that
   rate (it reports every 5 ms while a train may be arriving) and slow start goes on from it an RTT after the
   first data, not six; if the train arrived slower than it went, the bottleneck is below the cap and slow start
-  ends at its rate instead.
+  ends at its rate instead. A target that was set (-l, or aspera.conf's: ``start_at_target``) is the initial
+  rate, as IBM documents its target rate for every policy: after the train FAIR and HIGH go on at the cap, not at
+  INITIAL_BPS, until the train's reports are in, so a path the target fits is full from the first data (that
+  blind round trip at 10 Mbit/s cost FAIR two 100 ms bins in 93 at 500 Mbit/s, 200 ms). A set target above the
+  link floods the bottleneck for that round trip, as FIXED's would, until the reports end slow start at the
+  bottleneck's rate; the engine's own default target (no -l) is no one's estimate of the path, so it keeps the
+  short train alone.
   A rate that reaches the cap first watches two RTTs more for that queue, which shows an RTT or more
   after the rate that builds it (a cap above the link, ended there, flooded a one-BDP buffer).
   With no queue the rate climbs back 25 % per RTT up to the best delivery rate
@@ -150,6 +156,13 @@ TRAIN_MIN_RTT = 0.1  # ... on paths this long or longer: on shorter ones slow st
 TRAIN_SPREAD = 0.6  # a train that arrives slower than this fraction of its sending rate met the bottleneck (its
 # reports of a 500 Mbit/s link said 390-470 when it went at 500)
 TRAIN_MARGIN = 0.015  # its reports are in once this long past its end plus an RTT (a few 5 ms reports late)
+HOLD_RTTS, HOLD_MAX = 2.0, 2.0  # a set target is held after the train until its reports are in, or this many of
+# the RTTs it was started with (seconds at most) if they never come: a receiver that sends no RTT samples (or only
+# late ones) is no licence to send at the cap for the whole session
+FLOOD_RTTS = 1.0  # a set target's flood is reported out once RTT samples echo data sent this many RTTs after the
+# queue it built drained (the receiver's loss fraction spans its last LOSS_HORIZON datagrams, and halves each RTT
+# past its least) ...
+FLOOD_MAX_RTTS = 8.0  # ... and this many RTTs after it at most (a queue someone else keeps is no flood's)
 CLOCKED_RTT = 0.04  # on paths this long or longer FAIR's rate is a window over the RTT: it falls at once as a
 # queue grows, as TCP's self-clocking does, and FAST's smoothing moves the window. Its reply to a queue its climb built
 # comes an RTT late and took four more RTTs at a quarter of the way per RTT: at 500 Mbit/s x 200 ms with a cap above
@@ -166,6 +179,7 @@ class RateSettings:
     min_kbps: int = 0  # floor; -m (kilobits/s in both modes)
     policy: str = "fair"  # "fixed" | "high" | "fair" | "low"
     percent: int = 0  # --auto-detect-capacity: the cap is this percent (1..100) of the measured capacity
+    start_at_target: bool = False  # the target was set (-l, aspera.conf): FAIR's and HIGH's initial rate (below)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -249,12 +263,16 @@ class RateController:
         # the train: FAIR's and HIGH's first data at the cap (start_train), judged from the reports of it
         self._train_pending = True  # until the first data (start_train)
         self._train_end: float | None = None  # while it goes or its reports come: when it ends ...
-        self._train_from = 0.0  # ... while it goes, the rate before it (0 otherwise) ...
+        self._train_from = 0.0  # ... while it goes, the rate after it (before it, or a set target; 0 otherwise)
+        self._hold_until, self._hold_after = 0.0, 0.0  # ... a set target held: until when at most, then what rate
         self._train_start, self._train_sent = 0.0, 0  # when it began, the bytes sent by then ...
         self._train_rate = 0.0  # ... and once it ended, the rate it went at
         self._train_rates: list[float] = []  # ... the delivery rates reported since it ended ...
         self._train_estimate = 0.0  # the rate its reports showed (the bottleneck's, or the cap's) ...
         self._train_clear = False  # ... and whether it went near the cap and arrived as fast: a clear path
+        self._flooded: float | None = None  # a set target held above the bottleneck: when its queue last stood,
+        # until the RTT samples echo data sent FLOOD_RTTS after that (the loss reported until then is the flood's)
+        self._flood_limit = 0.0  # ... or FLOOD_MAX_RTTS after it ended, at most
 
     @property
     def measuring(self) -> bool:
@@ -306,17 +324,26 @@ class RateController:
         if not self.trains(rtt) or self.cap_bps <= self.rate_bps or not self._slow_start:
             return
         assert rtt is not None
-        self._train_from, self._train_start = self.rate_bps, now
+        self._train_from = self.cap_bps if self.settings.start_at_target else self.rate_bps
+        self._train_start = now
         self._train_end = now + min(TRAIN_S, TRAIN_RTT * rtt, TRAIN_BYTES * 8 / self.cap_bps)
+        if self.settings.start_at_target:
+            self._hold_until = self._train_end + min(HOLD_RTTS * rtt, HOLD_MAX) + TRAIN_MARGIN
+            self._hold_after = self.rate_bps
         self._train_sent = sent
         self.rate_bps = self.cap_bps
 
     def pace(self, now: float, sent: int) -> float:
-        """The rate to pace at now (bits/s): a train's cap until it ends, then the rate it started from."""
+        """The rate to pace at now (bits/s): a train's cap until it ends, then the rate it started from (the cap
+        still, when the target was set: it is the initial rate)."""
         end = self._train_end
         if self._train_from and end is not None and now >= end:
             self.rate_bps, self._train_from = self._train_from, 0.0
             self._train_rate = (sent - self._train_sent) * 8 / max(now - self._train_start, 1e-3)
+        if self._hold_until and now >= self._hold_until:  # no report judged the train: slow start as without
+            self._hold_until = 0.0
+            if end is not None:
+                self.rate_bps = self._hold_after
         return self.rate_bps
 
     def _judge_train(self, now: float, recv_rate_bps: float, srtt: float) -> None:
@@ -336,6 +363,12 @@ class RateController:
         if rate < TRAIN_SPREAD * self._train_rate:  # it arrived slower than it went: the bottleneck's rate
             # (doubling on would only flood it)
             self.rate_bps = self._end_slow_start(rate, rate)
+            if self.settings.start_at_target:
+                # a set target held above the link for an RTT: the loss of that flood, reported for an RTT and its
+                # queue more, is this flow's own, neither congestion nor a full buffer it arrived at (2x a
+                # 100 Mbit/s, 200 ms link: read so, it cut the rate, then probed it to a fifth for 0.6 s); a full
+                # buffer's loss goes on, and is probed PROBE_GAP later
+                self._flooded, self._flood_limit, self._probed = now, now + FLOOD_MAX_RTTS * srtt, True
         else:
             self.rate_bps = max(self.rate_bps, rate)
             # it went near the cap (not a first file too small to fill it) and arrived as fast: the path was clear
@@ -473,6 +506,11 @@ class RateController:
         self._standing.window = max(0.5 * self.srtt, 0.01)
         standing = self._standing.push(now, rtt)
         self.queue_delay = max(0.0, standing - self.base_rtt)
+        if self._flooded is not None:
+            if self.queue_delay > HELD_MIN:  # the flood's queue still drains
+                self._flooded = now
+            if now - rtt >= self._flooded + FLOOD_RTTS * rtt or now >= self._flood_limit:
+                self._flooded = None  # the reports now tell of what was sent after the flood
         if now < self._peaks_after:  # this flow's own slow-start overshoot draining: no one else's backlog
             self._peak_delay = self.queue_delay
         else:
@@ -491,6 +529,8 @@ class RateController:
             return
         if self._train_end is not None:
             self._judge_train(now, recv_rate_bps, srtt)
+        if self._flooded is not None:  # the flood's own overflow
+            loss = 0.0
         rtt = max(base_rtt + self.queue_delay, 1e-4)
         rtts = min(1.0, dt / max(srtt, 1e-3))  # how much of an RTT this update covers
         g = GAMMA * rtts

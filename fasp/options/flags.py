@@ -132,6 +132,7 @@ class Config:
     exclude_older_than: int | None = None
     file_checksum: str = "none"
     target_kbps: int = DEFAULT_TARGET_KBPS
+    target_set: bool = False  # -l (or aspera.conf's target rate) gave target_kbps: FAIR's and HIGH's initial rate
     min_kbps: int = 0
     policy: str = "fair"
     overwrite: str = "diff"
@@ -331,7 +332,7 @@ def _rates(cfg: Config, given: Mapping[str, object], target_cap: object) -> None
         if percent or auto:
             target_percent = _checked("-l (a percent of capacity)", integer(1, 100), value)
         else:
-            cfg.target_kbps = value
+            cfg.target_kbps, cfg.target_set = value, True
     if target_cap is not None:
         cfg.target_kbps = min(cfg.target_kbps, int(str(target_cap)))
     minimum = given.get("min_rate")

@@ -253,7 +253,8 @@ FLAGS: tuple[Flag, ...] = (
         "-l",
         "target_rate",
         "RATE",
-        "target rate: kbit/s, decimals and K/M/G suffixes (100m, 1.5G), or N% of capacity",
+        "target rate, and FAIR's and HIGH's initial rate: kbit/s, decimals and K/M/G suffixes (100m, 1.5G), or N% of "
+        "capacity",
         rate(1),
         field=None,
         conf=Conf(f"{_FLOW}/target_rate/default", as_text(integer(1))),

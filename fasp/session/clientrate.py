@@ -19,7 +19,7 @@ class ClientRate:
         self.settings = (
             RateSettings(CEILING_KBPS, cfg.min_kbps, cfg.policy, percent=cfg.target_kbps)
             if cfg.auto_capacity
-            else RateSettings(cfg.target_kbps, cfg.min_kbps, cfg.policy)
+            else RateSettings(cfg.target_kbps, cfg.min_kbps, cfg.policy, start_at_target=cfg.target_set)
         )
         self.seq = 0  # our latest proposal's number
         self.capacity_kbps: int | None = None  # measured by the sending side (the peer's, in a download)
@@ -36,7 +36,7 @@ class ClientRate:
         if rate.percent:
             self.settings = RateSettings(rate.target_kbps, minimum, policy, percent=min(target, 100))
         else:
-            self.settings = RateSettings(target, min(minimum, target), policy)
+            self.settings = RateSettings(target, min(minimum, target), policy, start_at_target=True)
         return self.settings
 
     def target_kbps(self, stats: dict) -> int:

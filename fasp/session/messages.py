@@ -32,8 +32,9 @@ from fasp.datapath.rate import RateSettings
 from fasp.errors import ProtocolError
 from fasp.options.peer import JsonObject, PeerOptions
 
-VERSION = 5
-"""5: no ``atime`` in ``file`` (no receiver read it; ``meta`` carries the times -p keeps), and ``meta`` holds only
+VERSION = 6
+"""6: ``start_at_target`` in ``rate`` (a target the client set is FAIR's and HIGH's initial rate);
+5: no ``atime`` in ``file`` (no receiver read it; ``meta`` carries the times -p keeps), and ``meta`` holds only
 what the session's options apply (``null`` when nothing): a small file's offer is 40 % smaller;
 4: no ``begin`` for a file landing from 0 whose first piece starts there (its first ``piece`` says so);
 3: every field always present and typed, file names as bytes when not UTF-8, rate changes and capacity
@@ -59,16 +60,18 @@ class Rate:
     min: int
     policy: str
     percent: int = 0
+    start_at_target: bool = False  # the client set its target: FAIR and HIGH start at it (a sending server too)
 
     def __post_init__(self) -> None:
         self.settings()  # ValueError for what the data path would refuse
 
     def settings(self) -> RateSettings:
-        return RateSettings(self.target, self.min, self.policy, self.percent)
+        return RateSettings(self.target, self.min, self.policy, self.percent, self.start_at_target)
 
     @classmethod
     def of(cls, settings: RateSettings) -> Rate:
-        return cls(settings.target_kbps, settings.min_kbps, settings.policy, settings.percent)
+        s = settings
+        return cls(s.target_kbps, s.min_kbps, s.policy, s.percent, s.start_at_target)
 
 
 # ---- session setup ----------------------------------------------------------------------------------

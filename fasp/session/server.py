@@ -108,7 +108,7 @@ class ServerSession:
             )
         if self.cfg.rate_cap_kbps is not None:
             target = min(target, self.cfg.rate_cap_kbps)
-        return RateSettings(max(target, 1), min(max(minimum, 0), max(target, 1)), policy, percent)
+        return RateSettings(max(target, 1), min(max(minimum, 0), max(target, 1)), policy, percent, rate.start_at_target)
 
     async def run(self) -> None:
         hello = await asyncio.wait_for(self.channel.recv(), HELLO_TIMEOUT)

@@ -602,13 +602,16 @@ def one_bdp(bandwidth: float, rtt: float, seed: int) -> Link:
     return link
 
 
-def fair_start(link_mbit: float, target_kbps: int, rtt: float = 0.2, size: int = 48 << 20) -> tuple[Sim, list[int]]:
+def fair_start(
+    link_mbit: float, target_kbps: int, rtt: float = 0.2, size: int = 48 << 20, start_at_target: bool = False
+) -> tuple[Sim, list[int]]:
     """B sends ``size`` bytes with FAIR over a ``link_mbit`` path with a one-BDP buffer (tail drop beyond); the
     session told B the control channel's RTT, as a server's session does. Returns the sim and what arrived per
     50 ms from the first data (Mbit/s)."""
     link_rate = link_mbit * 1e6 / 8
     up, down = one_bdp(link_rate, rtt, 1), one_bdp(link_rate, rtt, 2)
-    sim = Sim(rate=RateSettings(target_kbps, policy="fair"), up=up, down=down, size=8192)
+    rate = RateSettings(target_kbps, policy="fair", start_at_target=start_at_target)
+    sim = Sim(rate=rate, up=up, down=down, size=8192)
     sim.b.conn.control_rtt(rtt)
     sim.handshake()
     data = random.Random(3).randbytes(size)
@@ -643,6 +646,30 @@ def test_a_train_a_slower_bottleneck_spreads_ends_slow_start_at_the_bottleneck_s
     sim, mbit = fair_start(100, 1_000_000)
     assert min(mbit[1:40]) >= 75, mbit
     assert sim.b.conn.stats()["bytes_retransmitted"] < 0.02 * (48 << 20), sim.b.conn.stats()
+
+
+@pytest.mark.slow  # a second of simulated datagrams
+def test_a_set_target_fills_a_long_fat_path_from_the_first_data():
+    """A target the user set is FAIR's initial rate: the rate stays at it after the train until the train's
+    reports are in, so 500 Mbit/s, 200 ms is full from the first 50 ms on, not two round trips later (48 MiB in
+    0.81 s of data against 1.02)."""
+    set_target, mbit = fair_start(500, 500_000, start_at_target=True)
+    assert min(mbit[:-1]) >= 450, mbit
+    default, _ = fair_start(500, 500_000)
+    took = [s.a.seen(DataReceived)[-1][0] - s.a.seen(DataReceived)[0][0] for s in (set_target, default)]
+    assert took[0] <= took[1] - 0.15, took
+    assert set_target.b.conn.stats()["bytes_retransmitted"] < 64 << 10
+
+
+@pytest.mark.slow  # seconds of simulated datagrams
+def test_a_set_target_above_the_link_floods_one_round_trip_and_takes_that_loss_for_its_own():
+    """Twice a 100 Mbit/s, 200 ms link: the first round trip overflows the one-BDP buffer, the train's reports end
+    slow start at the link's rate, and FAST drains the queue. The loss of that flood, reported for an RTT and the
+    queue more, is the flow's own: read as congestion it cut the rate, read as a full buffer met on arrival its
+    probe held the rate at a third of the link for half a second. Every byte arrives."""
+    sim, mbit = fair_start(100, 200_000, start_at_target=True)
+    assert min(mbit[:40]) >= 45, mbit[:40]
+    assert sim.b.conn.stats()["bytes_retransmitted"] < 0.05 * (48 << 20), sim.b.conn.stats()
 
 
 def test_the_train_is_short_and_only_fair_and_high_send_one():
@@ -700,13 +727,18 @@ def test_a_fixed_receivers_window_is_its_target_times_rtt_before_any_rate_is_mea
     """FIXED sends at its target whatever is measured, so the receiving end's window is 2 x target x RTT as soon
     as it knows the RTT, not the floor until a delivery rate is measured (from the floor, below 500 Mbit/s x 200 ms,
     a FIXED upload's first three round trips were window-bound on the emulator); FAIR still starts from the floor."""
-    for policy, expected in (("fixed", 2 * 500e6 / 8 * 0.2), ("fair", WINDOW_FLOOR)):
-        sim = Sim(rate=RateSettings(500_000, policy=policy), up=Link(delay=0.1), down=Link(delay=0.1))
+    for policy, start, expected in (
+        ("fixed", False, 2 * 500e6 / 8 * 0.2),
+        ("fair", False, WINDOW_FLOOR),
+        ("fair", True, 2 * 500e6 / 8 * 0.2),  # a set target is FAIR's initial rate: held until data arrives
+    ):
+        rate = RateSettings(500_000, policy=policy, start_at_target=start)
+        sim = Sim(rate=rate, up=Link(delay=0.1), down=Link(delay=0.1))
         listener = sim.b.conn
         sim.handshake()
         sim.run(lambda c=listener: c._rate.srtt is not None, sim.now + 2)  # it learns the RTT; no data yet
         assert listener._rate.srtt is not None
-        assert listener.window_bytes() == pytest.approx(expected, rel=0.1), policy
+        assert listener.window_bytes() == pytest.approx(expected, rel=0.1), rate
 
 
 def test_the_control_channel_rtt_stands_in_until_the_data_channel_measures_its_own():

@@ -8,7 +8,7 @@ from collections import deque
 
 import pytest
 
-from fasp.datapath.rate import TRAIN_S, RateController, RateSettings
+from fasp.datapath.rate import INITIAL_BPS, TRAIN_S, RateController, RateSettings
 
 
 def run(
@@ -452,9 +452,10 @@ class DelayedPath:
         loss: float = 0.0,
         noise: float = 0.0,
         first: float = float("inf"),
+        start_at_target: bool = False,
     ):
         self.first = first  # bytes the sender has until the train ended (a small first file), then plenty
-        self.c = RateController(RateSettings(target_kbps), 0.0)
+        self.c = RateController(RateSettings(target_kbps, start_at_target=start_at_target), 0.0)
         self.link, self.rtt, self.loss, self.noise = link, rtt, loss, noise
         self.now, self.sent, self.rnd, self.delay = 0.0, 0.0, random.Random(4), 0.0
         self.history: list[float] = []  # the rate sent in each 5 ms step
@@ -488,6 +489,30 @@ def test_a_train_that_arrives_as_it_went_sets_the_rate_an_rtt_later():
     rates = path.rates(1.0)
     assert rates[0] == 500e6  # the train
     assert min(rates[round(0.3 / 0.005) :]) >= 0.9 * 500e6, [round(r / 1e6) for r in rates[::10]]
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.01, 0.03])
+def test_a_set_target_is_the_initial_rate_and_fills_the_path_from_the_first_data(loss):
+    """A target the user set is FAIR's initial rate (IBM's): after its train the rate stays at the cap until the
+    train's reports are in, so a path the target fits is full from the first data, not an RTT later; with random
+    loss as without. The engine's default target keeps the short train and the blind round trip at 10 Mbit/s."""
+    rates = DelayedPath(500_000, 500e6, loss=loss, start_at_target=True).rates(2.0)
+    assert min(rates) == 500e6, [round(r / 1e6) for r in rates[::10]]
+    rates = DelayedPath(500_000, 500e6, loss=loss).rates(0.2)
+    assert max(rates[round(TRAIN_S / 0.005) + 1 :]) < 2 * INITIAL_BPS, [round(r / 1e6) for r in rates[::10]]
+
+
+@pytest.mark.parametrize("rtt", [0.2, 5.0])
+def test_a_set_target_is_held_two_round_trips_at_most_without_reports(rtt):
+    """The attacker's side of holding a set target until the train's reports are in: a receiver that never sends
+    them (or no RTT sample to judge them by) would keep the sender at the cap for the whole session, a FIXED the
+    server may not allow. The hold ends two of the round trips it started with later (a stalling client's long
+    control RTT counts two seconds at most), and slow start goes on from 10 Mbit/s as without a set target."""
+    c = RateController(RateSettings(500_000, policy="fair", start_at_target=True), 0.0)
+    c.start_train(1.0, rtt, 0)
+    end = 1.0 + TRAIN_S + min(2 * rtt, 2.0) + 0.015
+    assert c.pace(1.0, 0) == c.pace(end - 0.001, 1 << 20) == 500e6
+    assert c.pace(end + 0.001, 2 << 20) == INITIAL_BPS
 
 
 def test_a_train_a_bottleneck_spread_ends_slow_start_at_its_rate():

@@ -57,6 +57,7 @@ def test_every_setting_of_the_subset_becomes_a_default(tmp_path):
     conf = _write(tmp_path / "a.conf", FULL)
     up = parse(["-f", conf, "--apply-local-docroot", SRC, DEST], {})
     assert (up.target_kbps, up.policy) == (6000, "fixed")  # <out>, its default bounded by <cap>
+    assert up.target_set  # the file's default target is set as -l's is: the initial rate
     assert (up.overwrite, up.partial_suffix, up.file_checksum) == ("never", ".part", "sha256")
     assert (up.read_size, up.write_size, up.datagram_size) == (65536, 0, 9000)
     assert (up.cipher, up.key_bytes, up.resume) == ("aes256", 32, 2)

@@ -173,7 +173,11 @@ def test_a_changed_field_is_refused(msg: Message, how: str, data: st.DataObject)
         ({"t": "keep", "arg": 0, "top": {"b64": "", "x": 1}, "names": [], "done": True}, "keep.top has the wrong type"),
         ({"t": "capacity", "kbps": 1.0}, "capacity.kbps has the wrong type"),
         (
-            {"t": "rate", "seq": 1, "rate": {"target": 1, "min": 0, "policy": "greedy", "percent": 0}},
+            {
+                "t": "rate",
+                "seq": 1,
+                "rate": {"target": 1, "min": 0, "policy": "greedy", "percent": 0, "start_at_target": False},
+            },
             "rate.rate is out of range: unknown policy",
         ),
         (
@@ -270,15 +274,21 @@ def test_limits_and_bad_encodings() -> None:
 
 
 def test_rate_settings_travel_as_one_record() -> None:
-    for wanted in (RateSettings(5000, 100, "fair"), RateSettings(CEILING_KBPS, 0, "fixed", percent=40)):
+    for wanted in (
+        RateSettings(5000, 100, "fair"),
+        RateSettings(CEILING_KBPS, 0, "fixed", percent=40),
+        RateSettings(500_000, 0, "high", start_at_target=True),
+    ):
         change = messages.decode(messages.encode(messages.RateChange(seq=1, rate=Rate.of(wanted))))
         assert isinstance(change, messages.RateChange) and change.rate.settings() == wanted
     for bad in (
         {"target": 1},
-        {"target": "x", "min": 0, "policy": "fair", "percent": 0},
+        {"target": "x", "min": 0, "policy": "fair", "percent": 0, "start_at_target": False},
         None,
-        {"target": 1, "min": 0, "policy": "fair", "percent": 101},
-        {"target": 0, "min": 0, "policy": "fair", "percent": 0},
+        {"target": 1, "min": 0, "policy": "fair", "percent": 101, "start_at_target": False},
+        {"target": 0, "min": 0, "policy": "fair", "percent": 0, "start_at_target": False},
+        {"target": 1, "min": 0, "policy": "fair", "percent": 0, "start_at_target": 1},  # a bool, not an int
+        {"target": 1, "min": 0, "policy": "fair", "percent": 0},  # an older peer's: no field takes a default
     ):
         with pytest.raises(ProtocolError, match=r"^\[1\] rate\.rate"):
             Decoder().feed(raw({"t": "rate", "seq": 1, "rate": bad}))

@@ -222,6 +222,14 @@ def test_rate_suffixes_and_decimals(flag, raw, kbps):
     assert parse([flag, raw, "a", "h:/b"], {}).target_kbps == kbps
 
 
+def test_a_set_target_is_marked_as_the_initial_rate_the_default_is_not():
+    """-l is FAIR's and HIGH's initial rate (fasp.datapath.rate); the engine's own default is no one's estimate of
+    the path, nor is a percent of a capacity not yet measured."""
+    assert parse(["-l", "500m", "a", "h:/b"], {}).target_set
+    assert not parse(["a", "h:/b"], {}).target_set
+    assert not parse(["-l", "80%", "a", "h:/b"], {}).target_set
+
+
 def test_percent_rates():
     cfg = parse(["-l", "80%", "a", "h:/b"], {})
     assert cfg.auto_capacity and cfg.target_kbps == 80  # -l N%: a percent of the measured capacity

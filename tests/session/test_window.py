@@ -279,7 +279,7 @@ def test_a_fixed_upload_asks_for_target_times_the_control_rtt_before_the_data_ch
     follow are the first window alone: 2 x 500 Mbit/s x 0.3 s, not the 8 MiB floor (a FIXED upload at
     500 Mbit/s, 200 ms ran dry 70 ms before the next requests came, one round trip into every transfer)."""
     target_kbps, delay = 500_000, 0.3
-    requested = asyncio.run(_first_requests(fasp_server, target_kbps, delay, 256 << 20))
+    requested = asyncio.run(_first_requests(fasp_server, Rate(target_kbps, 0, "fixed"), delay, 256 << 20))
     expected = 2 * target_kbps * 1000 / 8 * delay
     assert requested > WINDOW_FLOOR
     assert expected <= requested <= 2 * expected, (requested, expected)
@@ -290,14 +290,26 @@ def test_a_client_that_stalls_before_offering_gets_no_more_than_the_window_cap(f
     that asks for FIXED 10 Gbit/s and waits before offering makes the server's first window 2 x 10 Gbit/s x its
     wait (750 MB for 0.3 s). What the server asks for, and the transport state it registers for it, stays within
     WINDOW_CAP (512 MiB) and one piece, as for an RTT forged through the data channel's echo."""
-    requested = asyncio.run(_first_requests(fasp_server, 10_000_000, 0.3, 1 << 30))
+    requested = asyncio.run(_first_requests(fasp_server, Rate(10_000_000, 0, "fixed"), 0.3, 1 << 30))
     assert WINDOW_CAP - PIECE <= requested <= WINDOW_CAP + PIECE, requested
 
 
-async def _first_requests(server, target_kbps: int, delay: float, size: int) -> int:
-    """Bytes a server engine asks for of one ``size``-byte file offered ``delay`` s after its welcome at FIXED
-    ``target_kbps``, before any byte lands (the data channel stays silent)."""
-    async with ControlClient(server, "/", PeerOptions(), rate=Rate(target_kbps, 0, "fixed")) as client:
+def test_a_fair_upload_at_a_set_target_asks_for_it_before_the_data_channel_measures_one(fasp_server):
+    """A target the client set is FAIR's initial rate (fasp.datapath.rate): the hello tells the server so, and
+    its first window is 2 x target x RTT as FIXED's is, else the first round trip at 500 Mbit/s, 200 ms would run
+    dry at the 8 MiB floor. The engine's default target (not set) still starts from the floor."""
+    set_target = Rate(500_000, 0, "fair", start_at_target=True)
+    requested = asyncio.run(_first_requests(fasp_server, set_target, 0.3, 256 << 20))
+    expected = 2 * 500_000 * 1000 / 8 * 0.3
+    assert expected <= requested <= 2 * expected, (requested, expected)
+    requested = asyncio.run(_first_requests(fasp_server, Rate(500_000, 0, "fair"), 0.3, 256 << 20))
+    assert requested <= WINDOW_FLOOR + PIECE, requested
+
+
+async def _first_requests(server, rate: Rate, delay: float, size: int) -> int:
+    """Bytes a server engine asks for of one ``size``-byte file offered ``delay`` s after its welcome at ``rate``,
+    before any byte lands (the data channel stays silent)."""
+    async with ControlClient(server, "/", PeerOptions(), rate=rate) as client:
         await asyncio.sleep(delay)
         now = time.time()
         offer = Offer(fid=1, arg=0, rel="w.bin", lone=False, size=size, mtime=now, mode=0o100644)
