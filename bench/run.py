@@ -561,32 +561,40 @@ class Bench:
                 self.step()
                 self.side_by_side(site, tools, source, timeout_s, self.cap_kbps or link_mbit * 1000, windows, **labels)
                 t0 = site.t0
-            # the emulator has flushed its last bins: each run's data phase from its meter
-            delivered, sent = report.read_bins(stats), report.read_bins(stats, "ab-sent")
-            for row, start, stop in windows:
-                row.update(
-                    report.data_phase(
-                        delivered, sent, start - t0, stop - t0, report.tool_flows(row["tool"]), row["bytes"]
-                    )
-                )
-                self.console.log(
-                    f"{labels} {row['tool']} #{row['rep'] + 1}: whole run {row['mbit_s']}, "
-                    f"data phase {row['data_mbit_s']} Mbit/s over {row['data_s']} s, "
-                    f"sent/file {row['sent_per_file']}, host steal {row['steal_s']} s"
-                )
+            self.data_phases(stats, t0, windows, labels)
+
+    def data_phases(self, stats: Path, t0: float, windows: list, labels: dict) -> None:
+        """Each run's data phase from the emulator's meter (read once the emulator has flushed its last bins)."""
+        delivered, sent = report.read_bins(stats), report.read_bins(stats, "ab-sent")
+        for row, start, stop in windows:
+            row.update(
+                report.data_phase(delivered, sent, start - t0, stop - t0, report.tool_flows(row["tool"]), row["bytes"])
+            )
+            self.console.log(
+                f"{labels} {row['tool']} #{row['rep'] + 1}: whole run {row['mbit_s']}, "
+                f"data phase {row['data_mbit_s']} Mbit/s over {row['data_s']} s, "
+                f"sent/file {row['sent_per_file']}, host steal {row['steal_s']} s"
+            )
 
     def small(self) -> None:
+        """Many small files, each run's data phase from the emulator's meter: the whole-run time less the data
+        phase is what setup and the tail cost, apart from what the wire costs."""
         source = self.data.small(self.profile.small_files)
-        with self.path(LINK_MBIT) as site:
+        stats = self.workdir / "small-stats.jsonl"
+        windows: list = []
+        with self.path(LINK_MBIT, stats=stats) as site:
             self.side_by_side(
                 site,
                 ["engine-fixed", "scp", "rsync"],
                 source,
                 self.profile.small_timeout_s,
                 LINK_KBPS,
+                windows,
                 scenario="small",
                 files=self.profile.small_files,
             )
+            t0 = site.t0
+        self.data_phases(stats, t0, windows, {"scenario": "small"})
 
     def setup(self) -> None:
         """Round trips from TCP connect to the first piece request, per step: one small file at 200 ms and 0 ms."""
