@@ -13,25 +13,26 @@ import sys
 from collections import deque
 
 from fasp.errors import ProtocolError
-from fasp.session import control
-from fasp.session.messages import Begin, FileDone, FileError, Message, Offer, Piece, Skip, Verified, Verify
+from fasp.session import control, messages
+from fasp.session.messages import BATCHED, Message
 
-BATCHED: frozenset[type[Message]] = frozenset({Offer, Begin, Piece, Verify, Verified, FileDone, Skip, FileError})
-"""Per-file messages: they wait for the end of the event loop's round and leave together in one write,
-so many files in flight cost one SSH packet (one encryption, one syscall) per round instead of one per
-message. Any other message is written at once, behind those already waiting: the order never changes."""
 FLUSH_BYTES = 1 << 16
 """Waiting messages are written at once when they reach this many bytes."""
 
 
 class Channel:
+    """Per-file messages (:data:`BATCHED`) wait for the end of the event loop's round and leave together in one
+    write, a run of one type as one ``rows`` frame: many files in flight cost one SSH packet (one encryption, one
+    syscall) per round instead of one per message, and their fields' names once. Any other message is written at
+    once, behind those already waiting: the order never changes."""
+
     def __init__(self, reader, writer) -> None:
         self._reader = reader
         self._writer = writer
         self._decoder = control.Decoder()
         self._ready: deque[Message] = deque()
         self._closed = False
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[str, bytes]] = []  # (type, row) of the waiting messages, in order
         self._pending_bytes = 0
         self._flush_soon = False
         self._error: BaseException | None = None  # a deferred write's failure, raised by the next send
@@ -41,25 +42,29 @@ class Channel:
             return
         if self._error is not None:
             raise self._error
-        frame = control.frame(message)
-        if type(message) in BATCHED and self._pending_bytes + len(frame) < FLUSH_BYTES:
-            self._pending.append(frame)
-            self._pending_bytes += len(frame)
+        row = messages.encode_row(message) if type(message) in BATCHED else None
+        if row is not None and self._pending_bytes + len(row) < FLUSH_BYTES:
+            self._pending.append((message.TYPE, row))
+            self._pending_bytes += len(row) + 1
             if not self._flush_soon:
                 self._flush_soon = True
                 asyncio.get_running_loop().call_soon(self._flush_later)
         else:
-            self._pending.append(frame)
-            self._flush()
+            framed = control.frame(message)  # (a message with no wire form leaves the waiting ones waiting)
+            self._writer.write(self._waiting() + framed)
         await self._writer.drain()
 
+    def _waiting(self) -> bytes:
+        """The waiting messages framed (:func:`control.frame_runs`); none wait after."""
+        data = control.frame_runs(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        return data
+
     def _flush(self) -> None:
-        """Write the waiting frames now (an error is the caller's)."""
+        """Write the waiting messages now (an error is the caller's)."""
         if self._pending:
-            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-            self._pending.clear()
-            self._pending_bytes = 0
-            self._writer.write(data)
+            self._writer.write(self._waiting())
 
     def _flush_later(self) -> None:
         self._flush_soon = False

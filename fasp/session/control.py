@@ -1,9 +1,10 @@
 """The control channel's framing between two engines, over the SSH channel's stdin/stdout (sans-IO).
 
 Wire form: a 4-byte big-endian length, then that many bytes: one message of :mod:`fasp.session.messages`
-(UTF-8 JSON). The length prefix means a reader never guesses where a message ends; :data:`MAX_FRAME` bounds
-what a peer can make us hold. The first message each way is ``hello``/``welcome`` carrying
-:data:`fasp.session.messages.VERSION`; a peer speaking another version is refused there.
+(UTF-8 JSON), or a run of one per-file type (``rows``). The length prefix means a reader never guesses where
+a message ends; :data:`MAX_FRAME` bounds what a peer can make us hold. The first message each way is
+``hello``/``welcome`` carrying :data:`fasp.session.messages.VERSION`; a peer speaking another version is refused
+there.
 
 ``hello`` and ``welcome`` carry each end's random key share (SSH encrypts them); both ends derive the data
 key from the two (:class:`fasp.datapath.seal.SessionKey`), and the UDP data channel never carries either. A
@@ -15,7 +16,7 @@ from __future__ import annotations
 import struct
 
 from fasp.errors import ProtocolError
-from fasp.session.messages import Message, decode, encode
+from fasp.session.messages import Message, decode_frame, encode, rows_body
 
 MAX_FRAME = 1 << 20
 """Largest message body: a message describes files, it never carries their bytes."""
@@ -25,9 +26,27 @@ _LEN = struct.Struct(">I")
 
 def frame(message: Message) -> bytes:
     """One framed message."""
-    body = encode(message)
+    return _framed(encode(message), message.TYPE)
+
+
+def frame_rows(type_: str, rows: list[bytes]) -> bytes:
+    """One framed run of ``type_`` messages (rows from :func:`fasp.session.messages.encode_row`)."""
+    return _framed(rows_body(type_, rows), type_)
+
+
+def frame_runs(rows: list[tuple[str, bytes]]) -> bytes:
+    """Waiting (type, row) pairs framed in order, each run of one type as one ``rows`` frame."""
+    frames, run = [], 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i][0] != rows[run][0]:
+            frames.append(frame_rows(rows[run][0], [row for _, row in rows[run:i]]))
+            run = i
+    return b"".join(frames)
+
+
+def _framed(body: bytes, type_: str) -> bytes:
     if len(body) > MAX_FRAME:
-        raise ProtocolError(f"{message.TYPE} message of {len(body)} bytes exceeds {MAX_FRAME}")
+        raise ProtocolError(f"{type_} message of {len(body)} bytes exceeds {MAX_FRAME}")
     return _LEN.pack(len(body)) + body
 
 
@@ -57,7 +76,7 @@ class Decoder:
                     break
                 body = bytes(buf[at + _LEN.size : at + _LEN.size + length])
                 at += _LEN.size + length
-                out.append(decode(body))
+                out += decode_frame(body)
         except ProtocolError as exc:
             self._error = exc
             raise
