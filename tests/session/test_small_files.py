@@ -16,7 +16,8 @@ import pytest
 from fasp.files.docroot import Docroot, handle
 from fasp.files.jobs import FileJob
 from fasp.options.peer import PeerOptions
-from fasp.session.messages import Abort, FileDone, Offer, Piece, encode
+from fasp.session.channel import Channel
+from fasp.session.messages import Abort, Bye, FileDone, Offer, Piece, encode
 from fasp.session.receiving import FileBox, ReceivingRole, _unless_aborted
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
@@ -330,3 +331,45 @@ async def test_work_that_ends_first_stands_and_a_late_abort_is_left_unread():
     assert await _unless_aborted(box, work()) == "landed"
     box.put_nowait(Abort(fid=1, desc="late"))
     assert box.qsize() == 1 and not box.interrupted
+
+
+class CountingWriter:
+    """A real stream writer that counts the writes it is given (each is a syscall, an SSH packet, its encryption)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer, self.writes = writer, 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self._writer.write(data)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+@aio
+async def test_per_file_messages_of_many_loop_rounds_leave_in_one_write() -> None:
+    """A receiver's loop turns for every batch of datagrams, and each round's fdone went in a write of its own:
+    10,000 small files were 10,000 SSH packets. Sent over ten rounds within FLUSH_AFTER, they leave together,
+    in order, and what is not per-file goes at once, behind them."""
+    server = await asyncio.start_server(lambda r, w: accepted.set_result((r, w)), "127.0.0.1", 0)
+    accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    counting = CountingWriter(writer)
+    sender, (their_reader, their_writer) = Channel(reader, counting), await accepted
+    receiver = Channel(their_reader, their_writer)
+    try:
+        dones = [FileDone(fid=i, written=8192, checksum=None) for i in range(10)]
+        for done in dones:
+            await sender.send(done)
+            await asyncio.sleep(0)  # the next round of the event loop
+        await sender.send(Bye())
+        assert counting.writes == 1
+        assert [await receiver.recv() for _ in range(11)] == [*dones, Bye()]
+    finally:
+        sender.close()
+        receiver.close()
+        server.close()
