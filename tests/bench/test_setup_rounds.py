@@ -1,6 +1,6 @@
 """Round trips from TCP connect to the first piece request, counted per step on the WAN emulator.
 
-The same one-file upload runs on a path with 200 ms RTT and on one without (real namespaces, the real
+The same one-file upload runs on a path with 400 ms RTT and on one without (real namespaces, the real
 fasp-server and engines); bench.setup turns the engine's setup clock into round trips per step. The file
 arrives whole and unchanged each time. The client logs in with a key: a password costs the front door a
 scrypt (128 MiB) whose time on this shared machine varies by seconds, more than the round trips counted.
@@ -21,7 +21,10 @@ from tests.bench.conftest import private_hosts
 from tests.support.files import sha256
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-RTT_MS = 200
+RTT_MS = 400
+"""Twice the bench's 200 ms: a loaded host's lateness (the emulator's timers, the engines' CPU) adds per packet,
+not per millisecond of delay, so a longer round trip shrinks it in round trips (at 200 ms a slow CI host
+measured 8.76 for what a quiet one measures as 7.06)."""
 REPS = 3  # the least of three: load only ever adds time
 BUDGET = {"tcp": 1, "ssh": 4, "engine": 1, "welcome": 1, "udp": 1, "piece": 0}
 """Round trips each step may take: TCP's SYN; SSH's version exchange (asyncssh sends its KEXINIT once it has
