@@ -29,17 +29,14 @@ def frame(message: Message) -> bytes:
     return _framed(encode(message), message.TYPE)
 
 
-def frame_rows(type_: str, rows: list[bytes]) -> bytes:
-    """One framed run of ``type_`` messages (rows from :func:`fasp.session.messages.encode_row`)."""
-    return _framed(rows_body(type_, rows), type_)
-
-
 def frame_runs(rows: list[tuple[str, bytes]]) -> bytes:
-    """Waiting (type, row) pairs framed in order, each run of one type as one ``rows`` frame."""
+    """Waiting (type, row) pairs framed in order (rows from :func:`fasp.session.messages.encode_row`), each run
+    of one type as one ``rows`` frame."""
     frames, run = [], 0
     for i in range(1, len(rows) + 1):
         if i == len(rows) or rows[i][0] != rows[run][0]:
-            frames.append(frame_rows(rows[run][0], [row for _, row in rows[run:i]]))
+            type_ = rows[run][0]
+            frames.append(_framed(rows_body(type_, [row for _, row in rows[run:i]]), type_))
             run = i
     return b"".join(frames)
 

@@ -579,20 +579,21 @@ def _decode(obj: dict[str, Any]) -> Message:
 
 def encode(message: Message) -> bytes:
     """A message's body (JSON, UTF-8); ProtocolError for a value that has no wire form."""
-    try:
-        return _JSON.encode(_BY_CLASS[type(message)].encode(message)).encode()
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ProtocolError(f"cannot encode {message!r}: {exc}") from None
+    return _encoded(message, lambda: _BY_CLASS[type(message)].encode(message))
 
 
 def encode_row(message: Message) -> bytes:
     """A :data:`BATCHED` message as a row of a ``rows`` frame (JSON array, UTF-8; ProtocolError as :func:`encode`)."""
+    return _encoded(message, lambda: _ROWED[message.TYPE].encode_row(message))
+
+
+def _encoded(message: Message, wire_form: Callable[[], object]) -> bytes:
     try:
-        return _JSON.encode(_ROWED[message.TYPE].encode_row(message)).encode()
+        return _JSON.encode(wire_form()).encode()
     except (KeyError, ValueError, TypeError) as exc:
         raise ProtocolError(f"cannot encode {message!r}: {exc}") from None
 
 
 def rows_body(type_: str, rows: list[bytes]) -> bytes:
     """The body of a ``rows`` frame of ``type_`` from rows :func:`encode_row` made."""
-    return b'{"t":"rows","of":"%s","rows":[%s]}' % (type_.encode(), b",".join(rows))
+    return b'{"t":"%s","of":"%s","rows":[%s]}' % (ROWS.encode(), type_.encode(), b",".join(rows))
