@@ -46,8 +46,10 @@ def test_events_in_order_and_late_subscriber_starts_from_current_status(client, 
         log.publish({"type": "STATS", "session": {"TransferBytes": 20}})
         log.publish({"type": "RESULT", "ok": True}, state="SUCCEEDED", result={"ok": True})
 
-    threading.Thread(target=more).start()
+    writer = threading.Thread(target=more)
+    writer.start()
     rest = list(late)
+    writer.join()  # its RESULT can arrive here before its own reply does: the client must outlive that reply
     assert [e["type"] for e in rest] == ["STATS", "RESULT"]
     assert rest[0]["session"]["TransferBytes"] == 20
 
