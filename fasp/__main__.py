@@ -1,5 +1,5 @@
 """``python -m fasp``: the same program as the ``fasp-ascp`` console script."""
 
-from fasp.cli.ascp import main
+from fasp.cli.ascp import script
 
-raise SystemExit(main())
+script()
