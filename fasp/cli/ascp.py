@@ -20,6 +20,7 @@ from fasp.options.flags import Config, parse, tokenize
 from fasp.options.helptext import USAGE, help_text
 from faspmanager.codes import EngineError, ErrorCode
 from faspmanager.envblock import scrub_initial_environment
+from faspmanager.forkserver import exit_now
 from faspmanager.mgmt import SECRET_ENV
 
 if TYPE_CHECKING:
@@ -137,19 +138,9 @@ def _forget_secrets() -> None:
 
 
 def script() -> NoReturn:
-    """The ``fasp-ascp`` program (the console script, ``python -m fasp``): :func:`main`, then out at once.
-
-    Tearing the interpreter down, every module and object freed one by one, cost each engine process about
-    50 ms after its work was done (a one-file transfer: 310 ms in all). What must outlive the process is out
-    already: the session closed its files and sockets, log handlers write through, and the standard streams are
-    flushed here, as the warm fork server (:mod:`faspmanager.forkserver`) ends the engines it forks."""
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a reader gone: nothing more can reach it
-            pass
-    os._exit(code)
+    """The ``fasp-ascp`` program (the console script, ``python -m fasp``): :func:`main`, then out at once, as
+    the engines the warm fork server forks end (a one-file transfer: 310 ms in all before, 260 after)."""
+    exit_now(main())
 
 
 def main(argv: list[str] | None = None) -> int:
