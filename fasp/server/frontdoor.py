@@ -861,20 +861,18 @@ class _WarmEngine:
         cls, warm: ForkServer, argv: Sequence[str], cwd: str, env: Mapping[str, str], keep: Sequence[int] = ()
     ) -> _WarmEngine:
         pipes = [os.pipe() for _ in range(3)]
-        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+        theirs, ours = [pipes[0][0], pipes[1][1], pipes[2][1]], [pipes[0][1], pipes[1][0], pipes[2][0]]
         try:
             forked = warm.spawn(
                 ["fasp-ascp", *argv[len(ENGINE_COMMAND) :]], env, theirs[0], theirs[1], theirs[2], cwd, keep
             )
         except OSError:
-            for read_end, write_end in pipes:
-                os.close(read_end)
-                os.close(write_end)
+            for fd in ours:
+                os.close(fd)
             raise
-        finally:
+        finally:  # each descriptor closed once: closed twice, the second may hit another thread's new one
             for fd in theirs:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                os.close(fd)
         loop = asyncio.get_running_loop()
         stdin_transport, stdin_protocol = await loop.connect_write_pipe(
             asyncio.streams.FlowControlMixin, open(pipes[0][1], "wb", 0)

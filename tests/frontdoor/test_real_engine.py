@@ -142,3 +142,30 @@ def test_a_server_on_a_second_address_answers_from_it(tmp_path):
         done = ascp(server.port, "-O", "0", str(source), f"{server.user}@{server.host}:/", env=server.env())
         assert done.returncode == 0, done.stderr
         assert_same_file(source, server.docroot / "second.bin")
+
+
+def test_a_fork_server_gone_closes_each_pipe_end_once(monkeypatch):
+    """When the fork server cannot be reached, every end of the engine's three pipes is closed exactly once: a
+    second close of a number the kernel has already handed to another thread's new file would close that file.
+    (The spy on ``os.close`` is the seam: the race itself needs another thread to open at the wrong moment.)"""
+    from fasp.server.frontdoor import ENGINE_COMMAND, _WarmEngine
+
+    class Gone:
+        def spawn(self, *args, **kwargs):
+            raise OSError("fork server gone")
+
+    closed: list[int] = []
+    real_close = os.close
+
+    def spy(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    before = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "close", spy)
+    with pytest.raises(OSError, match="fork server gone"):
+        asyncio.run(_WarmEngine.fork(Gone(), [*ENGINE_COMMAND, "--server"], "/", {}))
+    monkeypatch.undo()
+    pipe_ends = [fd for fd in closed if fd not in map(int, before)]
+    assert len(pipe_ends) == 6 and len(set(pipe_ends)) == 6, closed
+    assert sorted(os.listdir("/proc/self/fd")) == before
