@@ -4,6 +4,7 @@ and that a dead server is replaced on the next launch."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -53,7 +54,9 @@ def test_a_kept_descriptor_reaches_the_fork_at_its_own_number(server):
     """As ``pass_fds`` for an exec (fasp-server hands its engines a usage pipe this way): the fork finds the
     descriptor at the number its launcher named in the environment, even where another one sat in the server."""
     read_end, write_end = os.pipe()
-    moved = os.dup2(write_end, 40)  # a number the fork server's own descriptors are unlikely to hold
+    # a free number from 40 up (the fork server's own descriptors are unlikely to hold it): never dup2 onto a
+    # fixed one, which would take it from whoever holds it in this process, or be write_end itself
+    moved = fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, 40)
     os.close(write_end)
     with open(os.devnull, "rb") as null:
         process = server.spawn(["forkentry", "write", str(moved), "kept"], {}, null.fileno(), 1, 2, None, [moved])
