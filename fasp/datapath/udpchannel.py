@@ -44,6 +44,7 @@ from fasp.datapath.resolve import addresses
 from fasp.datapath.seal import Seal, SessionKey
 from fasp.datapath.udpsocket import TooLarge, UdpSocket
 from fasp.errors import os_error_code
+from fasp.files import settle
 from faspmanager.codes import EngineError, ErrorCode
 
 __all__ = ["RateSettings", "Transport"]
@@ -398,9 +399,9 @@ class Transport:
         except BaseException:
             self._conn.stop_expecting(file_id, abandon=True)
             self._flush(inc)  # what arrived is kept (a resume starts after it)
-            if inc.pending:  # the caller may close fd once we return: let queued writes land first
-                inc.drained = self._loop.create_future()
-                await asyncio.shield(inc.drained)
+            if inc.pending:  # the caller may close fd once we return: let queued writes land first, through
+                inc.drained = self._loop.create_future()  # a second cancel too (the session ending on an abort)
+                await settle.wait_out([inc.drained])
             raise
         finally:
             self._conn.stop_expecting(file_id, abandon=False)

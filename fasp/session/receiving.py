@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from fasp.datapath.datachannel import DataChannel
 from fasp.errors import ProtocolError, os_error_code
-from fasp.files import attrs, envelope, resume
+from fasp.files import attrs, envelope, resume, settle
 from fasp.files.digest import file_checksum, prefix_digest, reader
 from fasp.files.docroot import Files
 from fasp.files.naming import destination
@@ -314,7 +314,7 @@ class ReceivingRole:
             if self._opts.checksum == "none":  # a truncate at most: not worth a thread hop
                 checksum = self._finish_fd(fd, size, ranged)
             else:
-                checksum = await asyncio.to_thread(self._finish_fd, fd, size, ranged)
+                checksum = await settle.in_thread(self._finish_fd, fd, size, ranged)
             # through the descriptor written (fchown, futimens, fsetxattr): a link swapped in for the name
             # meanwhile cannot redirect them. A range sets them after its own writes, so the range that lands
             # last leaves them right; a whole file before its final name appears, so it appears complete.
@@ -371,7 +371,7 @@ class ReceivingRole:
                 if (st.st_dev, st.st_ino) != seen.ident:  # not the file just judged (replaced since): no digest
                     verdict = resume.Plan("send", 0)
                 else:
-                    digest = await asyncio.to_thread(prefix_digest, reader(fd), verdict.start, self._opts.resume == 2)
+                    digest = await settle.in_thread(prefix_digest, reader(fd), verdict.start, self._opts.resume == 2)
             finally:
                 os.close(fd)
         if verdict.action == "verify":
@@ -460,11 +460,9 @@ class ReceivingRole:
                 tasks.append(task)
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
-                task.cancel()
             # a cancelled piece still drains the writes it queued into fd (and may mark them): the caller closes
-            # fd and the watermark once this returns, and a write to a closed fd could land in a file opened since
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # fd and the watermark once this returns
+            await settle.cancel_and_wait(tasks)
         return written
 
     async def _receive_stream(self, fid: int, arg: int, box: FileBox, target: str, key: str) -> None:
@@ -487,13 +485,12 @@ class ReceivingRole:
                         tasks.append(await self._request(fid, fd, start, end, landed))
                     case Eof(size=size):
                         await asyncio.gather(*tasks)
-                        checksum = await asyncio.to_thread(self._finish_fd, fd, size, None)
+                        checksum = await settle.in_thread(self._finish_fd, fd, size, None)
                         break
                     case other:
                         raise ProtocolError(f"unexpected {other.TYPE} in a stream")
         finally:
-            for task in tasks:
-                task.cancel()
+            await settle.cancel_and_wait(tasks)  # their queued writes land before fd's number can be reused
             os.close(fd)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send(FileDone(fid=fid, written=written, checksum=checksum))

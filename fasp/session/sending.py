@@ -21,7 +21,7 @@ from typing import Any
 
 from fasp.datapath.datachannel import DataChannel
 from fasp.errors import ProtocolError, os_error_code
-from fasp.files import attrs
+from fasp.files import attrs, settle
 from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Files, Unconfined
 from fasp.files.envelope import SUFFIX, Envelope, SealedSource
@@ -352,7 +352,7 @@ class SendingRole:
             while True:
                 match await box.get():
                     case Verify(have=have, digest=theirs):
-                        digest = await asyncio.to_thread(prefix_digest, read, have, self._opts.resume == 2)
+                        digest = await settle.in_thread(prefix_digest, read, have, self._opts.resume == 2)
                         await self._channel.send(Verified(fid=fid, ok=digest == theirs))
                     case Begin(start=start) if not begun:
                         self._tally.started(key, job.arg, size, start)
@@ -395,8 +395,7 @@ class SendingRole:
                             self._after(job)  # --remove-skipped: the destination has it, so the source goes too
                         return outcome
         finally:
-            for task in list(pieces):
-                task.cancel()
+            await settle.cancel_and_wait(list(pieces))  # none reads fd once its number may be another file's
             try:
                 if self._opts.preserve_source_atime:  # whatever read it: pieces, a resume check
                     attrs.restore_atime(fd, st, job.path)
