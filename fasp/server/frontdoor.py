@@ -860,28 +860,29 @@ class _WarmEngine:
     async def fork(
         cls, warm: ForkServer, argv: Sequence[str], cwd: str, env: Mapping[str, str], keep: Sequence[int] = ()
     ) -> _WarmEngine:
-        pipes = [os.pipe() for _ in range(3)]
-        theirs, ours = [pipes[0][0], pipes[1][1], pipes[2][1]], [pipes[0][1], pipes[1][0], pipes[2][0]]
+        theirs: list[int] = []  # the fork's stdin read end, stdout and stderr write ends
+        ours: list[int] = []  # the other ends, this side's until wrapped in files just below
         try:
-            forked = warm.spawn(
-                ["fasp-ascp", *argv[len(ENGINE_COMMAND) :]], env, theirs[0], theirs[1], theirs[2], cwd, keep
-            )
-        except OSError:
+            for stream in range(3):
+                read_end, write_end = os.pipe()
+                theirs.append(read_end if stream == 0 else write_end)
+                ours.append(write_end if stream == 0 else read_end)
+            command = ["fasp-ascp", *argv[len(ENGINE_COMMAND) :]]
+            forked = warm.spawn(command, env, theirs[0], theirs[1], theirs[2], cwd, keep)
+        except BaseException:  # EMFILE on the third pipe, the fork server gone: none of them outlives this
             for fd in ours:
                 os.close(fd)
             raise
         finally:  # each descriptor closed once: closed twice, the second may hit another thread's new one
             for fd in theirs:
                 os.close(fd)
+        # as files at once, each closed with its file object whatever happens to the connections below
+        stdin_file, stdout_file, stderr_file = open(ours[0], "wb", 0), open(ours[1], "rb", 0), open(ours[2], "rb", 0)
         loop = asyncio.get_running_loop()
-        stdin_transport, stdin_protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, open(pipes[0][1], "wb", 0)
-        )
+        stdin_transport, stdin_protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdin_file)
         stdout, stderr = asyncio.StreamReader(), asyncio.StreamReader()
-        for reader, read_end in ((stdout, pipes[1][0]), (stderr, pipes[2][0])):
-            await loop.connect_read_pipe(
-                functools.partial(asyncio.StreamReaderProtocol, reader), open(read_end, "rb", 0)
-            )
+        for reader, pipe in ((stdout, stdout_file), (stderr, stderr_file)):
+            await loop.connect_read_pipe(functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
         return cls(forked, asyncio.StreamWriter(stdin_transport, stdin_protocol, None, loop), stdout, stderr)
 
     def _check(self) -> None:

@@ -169,3 +169,37 @@ def test_a_fork_server_gone_closes_each_pipe_end_once(monkeypatch):
     pipe_ends = [fd for fd in closed if fd not in map(int, before)]
     assert len(pipe_ends) == 6 and len(set(pipe_ends)) == 6, closed
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_out_of_descriptors_on_the_third_pipe_leaves_none_open():
+    """fasp-server at its descriptor limit: the third pipe fails with EMFILE (code 24's cause), and the two
+    pipes made before it are closed, not left to make the shortage worse for every later session."""
+    import errno
+    import resource
+
+    from fasp.server.frontdoor import ENGINE_COMMAND, _WarmEngine
+
+    class Unused:
+        def spawn(self, *args, **kwargs):
+            raise AssertionError("spawn is not reached: the pipes fail first")
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def starved() -> None:
+        held = {int(fd) for fd in os.listdir("/proc/self/fd")}
+        free = [n for n in range(max(held) + 6) if n not in held]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (free[4], hard))  # room for two pipes, not three
+        try:
+            await _WarmEngine.fork(Unused(), [*ENGINE_COMMAND, "--server"], "/", {})
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    before = sorted(os.listdir("/proc/self/fd"))
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(OSError) as exc:
+            loop.run_until_complete(starved())
+        assert exc.value.errno == errno.EMFILE
+    finally:
+        loop.close()
+    assert sorted(os.listdir("/proc/self/fd")) == before
