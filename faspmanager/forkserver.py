@@ -24,6 +24,7 @@ from __future__ import annotations
 import array
 import contextlib
 import ctypes
+import fcntl
 import gc
 import importlib
 import json
@@ -186,8 +187,10 @@ class _Server:
                     conn.close()
             os.setsid()
             _die_with_parent(parent)
-            # the kept descriptors move out of the way first: one may sit where another (or stdio) belongs
-            moved = [os.dup(fd) for fd in fds[3:]]
+            # the kept descriptors move out of the way first, above every number they are to take: one may sit
+            # where another (or stdio) belongs, and a lowest-free dup could land on a target not yet placed
+            above = max(request["keep"], default=2) + 1
+            moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, above) for fd in fds[3:]]
             for fd in fds[3:]:
                 os.close(fd)
             for target, fd in enumerate(fds[:3]):
