@@ -36,29 +36,36 @@ class SessionMeter:
 
     def __init__(self, user: str) -> None:
         self._user = user
-        self._read_fd, self._write_fd = os.pipe()
-        self.env = {USAGE_FD_ENV: str(self._write_fd)}
-        self.fds = (self._write_fd,)
         self._counted = dict.fromkeys(DIRECTIONS, 0)
-        self._reader: asyncio.Task[None] | None = None
+        self.env: dict[str, str] = {}
+        self.fds: tuple[int, ...] = ()
 
     async def __aenter__(self) -> SessionMeter:
+        reader = asyncio.StreamReader(limit=REPORT_LIMIT)
+        read_fd, self._write_fd = os.pipe()
+        try:  # the read end belongs to its file object from here on, the transport's once connected
+            self._transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0)
+            )
+        except BaseException:
+            os.close(self._write_fd)
+            raise
+        self.env, self.fds = {USAGE_FD_ENV: str(self._write_fd)}, (self._write_fd,)
+        self._reader = asyncio.create_task(self._read(reader))
         SESSIONS.labels(self._user).inc()
         SESSIONS_TOTAL.labels(self._user).inc()
-        reader = asyncio.StreamReader(limit=REPORT_LIMIT)
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self._read_fd, "rb", 0))
-        self._reader = asyncio.create_task(self._read(reader))
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         os.close(self._write_fd)  # the engine has ended: with our end closed the reader sees EOF
-        if self._reader is not None:
+        try:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._reader, DRAIN_S)
-        SESSIONS.labels(self._user).dec()
+        finally:  # an overlong line stopped the reading before EOF: its pipe is closed all the same
+            self._transport.close()
+            SESSIONS.labels(self._user).dec()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(ValueError, ConnectionError):  # an overlong line (ValueError): stop reading

@@ -11,6 +11,7 @@ import subprocess
 
 import asyncssh
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.support.files import assert_same_file, random_file
 from tests.support.programs import ENGINE, SERVER, pythonpath
@@ -112,3 +113,24 @@ def test_a_taken_metrics_port_is_an_error_at_start(tmp_path):
     assert done.returncode == 1
     assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
     assert "listening on" not in done.stdout
+
+
+def test_a_session_meter_leaves_no_descriptor_even_after_an_overlong_report():
+    """A report line past REPORT_LIMIT stops the reading (a hostile or broken engine cannot grow the server's
+    memory); the pipe is closed when the session ends all the same, not left open once per such session."""
+    from fasp.server import metrics
+
+    async def session(line: bytes) -> None:
+        async with metrics.SessionMeter("ann") as meter:
+            os.write(meter.fds[0], line)
+            await asyncio.sleep(0.05)  # read (or refused) before the engine "ends"
+
+    loop = asyncio.new_event_loop()
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        for line in (b'{"direction": "in", "bytes": 5}\n', b"x" * (4 * metrics.REPORT_LIMIT) + b"\n"):
+            loop.run_until_complete(session(line))
+            assert sorted(os.listdir("/proc/self/fd")) == before, line[:40]
+    finally:
+        loop.close()
+    assert REGISTRY.get_sample_value("fasp_server_bytes_total", {"user": "ann", "direction": "in"}) >= 5
