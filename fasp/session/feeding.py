@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from fasp.datapath.datachannel import DataChannel
-from fasp.files import docroot
+from fasp.files import docroot, settle
 from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
 from fasp.options.flags import Config
 from fasp.session.channel import Channel
@@ -120,7 +120,7 @@ class Uploads(Feeder):
             for arg, source in enumerate(cfg.sources)
         ]
         if cfg.precalculate:
-            walks = [await asyncio.to_thread(list, items) for items in walks]
+            walks = [await settle.in_thread(list, items) for items in walks]  # walks through the docroot's descriptor
             jobs = [j for items in walks for j in items if isinstance(j, FileJob)]
             self.notify_job_size(
                 files=sum(not j.is_dir for j in jobs),

@@ -157,7 +157,7 @@ class ReceivingRole:
         root = destination(
             self._dest, top, False, files=self._files, create_dirs=self._opts.create_dirs, known=self._known_dirs
         )
-        deleted = await asyncio.to_thread(self._files.prune, root, attrs.with_metafiles(keep, self._opts))
+        deleted = await settle.in_thread(self._files.prune, root, attrs.with_metafiles(keep, self._opts))
         self._known_dirs.clear()  # the prune may have taken some
         await self._channel.send(Kept(arg=arg, deleted=deleted))
 

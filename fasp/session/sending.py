@@ -198,7 +198,7 @@ class SendingRole:
         items = (i for i in items if isinstance(i, Problem) or i.is_dir or not attrs.hidden(i.path, self._opts))
         items = share(items, self._opts.node, self._opts.nodes, self._opts.split_above)
         if self._opts.delete_before:
-            items = await asyncio.to_thread(list, items)
+            items = await settle.in_thread(list, items)  # a walk through the docroot's descriptor
             await self._keep_only(items)
 
         async def one(job: FileJob) -> None:
