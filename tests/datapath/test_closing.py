@@ -12,7 +12,6 @@ import pytest
 
 from fasp.datapath import udpchannel
 from fasp.files import settle
-from tests.support.files import sha256
 
 from .conftest import aio, pair
 
@@ -21,15 +20,13 @@ pytestmark = pytest.mark.timeout(60)
 SLOW_WRITE_S = 0.02
 
 
-def _victim(tmp_path, fd: int) -> tuple[int, str]:
-    """Close ``fd`` as the session would, and give its number to the next file at once. A fresh open would get
-    it only when it is the lowest free one, which a busy test process does not promise; dup2 onto a number this
-    test owns is the same outcome without the race."""
-    victim = str(tmp_path / "victim")
-    other = os.open(victim, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
-    os.dup2(other, fd)  # closes fd's file, then fd names the victim
+def _victim(tmp_path, fd: int) -> None:
+    """Close ``fd`` as the session would, and give its number to the next file at once: ``fd`` now names the
+    victim. A fresh open would get the number only when it is the lowest free one, which a busy test process
+    does not promise; dup2 onto a number this test owns is the same outcome without the race."""
+    other = os.open(tmp_path / "victim", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    os.dup2(other, fd)
     os.close(other)
-    return fd, victim
 
 
 @aio
@@ -57,12 +54,12 @@ async def test_a_receive_cancelled_twice_drains_its_writes_before_it_returns(tmp
         rx.cancel()
         await asyncio.wait([rx])
         assert rx.cancelled()
-        again, victim = _victim(tmp_path, fd)
+        _victim(tmp_path, fd)
         try:
             await asyncio.sleep(10 * SLOW_WRITE_S)  # what a late write would take to arrive
-            assert os.fstat(again).st_size == 0, "a write queued by the cancelled receive landed in the victim"
+            assert os.fstat(fd).st_size == 0, "a write queued by the cancelled receive landed in the victim"
         finally:
-            os.close(again)
+            os.close(fd)
         tx.cancel()
         await asyncio.wait([tx])
     got = (tmp_path / "dst").read_bytes()
@@ -93,8 +90,8 @@ async def test_cancel_and_wait_outlasts_the_callers_own_cancel(tmp_path):
     await asyncio.wait([closer])
     assert closer.cancelled()
     assert sorted(ended) == [0, 1, 2, 3]
-    again, _ = _victim(tmp_path, fd)
-    os.close(again)
+    _victim(tmp_path, fd)
+    os.close(fd)
     assert (tmp_path / "f").read_bytes() == b"xxxx"
 
 
@@ -112,11 +109,10 @@ async def test_a_thread_cancelled_still_finishes_before_the_caller_goes_on(tmp_p
     work.cancel()
     await asyncio.wait([work])
     assert work.cancelled()
-    again, victim = _victim(tmp_path, fd)
+    _victim(tmp_path, fd)
     try:
         await asyncio.sleep(0.3)
-        assert os.fstat(again).st_size == 0, "the thread's write landed in the victim"
+        assert os.fstat(fd).st_size == 0, "the thread's write landed in the victim"
     finally:
-        os.close(again)
+        os.close(fd)
     assert (tmp_path / "f").read_bytes() == b"late"
-    assert sha256(tmp_path / "f")
