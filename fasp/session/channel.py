@@ -39,6 +39,7 @@ class Channel:
         self._ready: deque[Message] = deque()
         self._closed = False
         self._pending: list[tuple[str, bytes]] = []  # (type, row) of the waiting messages, in order
+        self._last: Message | None = None  # the last of them (a row may share a prefix with it)
         self._pending_bytes = 0
         self._flush_soon = False
         self._error: BaseException | None = None  # a deferred write's failure, raised by the next send
@@ -48,9 +49,14 @@ class Channel:
             return
         if self._error is not None:
             raise self._error
-        row = messages.encode_row(message) if type(message) in BATCHED else None
+        if type(message) in BATCHED:  # the row before it in its frame, if one of its type waits last
+            prev = self._last if self._pending and self._pending[-1][0] == message.TYPE else None
+            row: bytes | None = messages.encode_row(message, prev)
+        else:
+            row = None
         if row is not None and self._pending_bytes + len(row) < FLUSH_BYTES:
             self._pending.append((message.TYPE, row))
+            self._last = message
             self._pending_bytes += len(row) + 1
             if not self._flush_soon:
                 self._flush_soon = True
