@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fasp.datapath import datagram, pmtu, sendstate
 from fasp.datapath.connection import (
+    FEEDBACK_MAX,
     FEEDBACK_MIN,
     KEEPALIVE,
     TRAIN_WATCH,
@@ -721,6 +722,30 @@ def test_a_receiver_reports_every_5_ms_while_a_train_may_be_arriving():
     assert len(early) >= 0.75 * TRAIN_WATCH / FEEDBACK_MIN, early
     assert len(later) <= 0.25 / 0.025 + 1, later  # an eighth of the RTT
     assert sim.a.conn.window_bytes() >= 2 * 0.8 * 500e6 / 8 * 0.2  # the train's rate x RTT, doubled
+
+
+def test_a_sending_end_reports_at_the_longest_gap_and_its_peer_still_measures_the_rtt():
+    """A sending end's reports carry only the receiving end's RTT samples: on a short path the receiver reports
+    every FEEDBACK_MIN, the sender every FEEDBACK_MAX (each costs the link a datagram: 10 bytes of every 8 KiB
+    file at 5 ms), and the receiving end's RTT is still the path's; every byte lands."""
+    sim = Sim(rate=RateSettings(100_000, policy="fixed"), up=Link(delay=0.002), down=Link(delay=0.002), size=1472)
+    sim.handshake()
+    size = 4 << 20
+    sim.a.files[1] = bytearray(size)
+    sim.a.conn.expect_file(1, 0, size)
+    data = os.urandom(size)
+    start = sim.now
+    sim.b.conn.send_file(1, 0, size, lambda lo, hi, r: data[lo:hi], sim.now)
+    sim.run(lambda: bool(sim.a.seen(ReceiveComplete)), sim.now + 5)
+    assert bytes(sim.a.files[1]) == data
+    took = sim.now - start
+
+    def reports(addr: object) -> int:
+        return sum(start <= t and datagram.parse_header(d)[0] == datagram.FEEDBACK for t, d in sim.links[addr].sent)
+
+    assert took > 0.3 and reports(B) <= took / FEEDBACK_MAX + 2, (took, reports(B))
+    assert reports(A) >= took / FEEDBACK_MIN / 2, (took, reports(A))
+    assert 4 <= sim.a.conn.stats()["rtt_ms"] <= 6
 
 
 def test_a_fixed_receivers_window_is_its_target_times_rtt_before_any_rate_is_measured():
