@@ -171,9 +171,9 @@ class Sim:
                 to.conn.receive_datagram(d, src, self.now)
                 to.drain(self.now)
 
-    def handshake(self) -> None:
+    def handshake(self, limit: float = 5) -> None:
         self.a.conn.connect(self.now)
-        self.run(lambda: bool(self.a.seen(HandshakeCompleted)), self.now + 5)
+        self.run(lambda: bool(self.a.seen(HandshakeCompleted)), self.now + limit)
         assert self.a.seen(HandshakeCompleted)
 
     def transfer(self, data: bytes, limit: float, file_id: int = 1) -> tuple[float, float]:
@@ -218,7 +218,7 @@ def test_any_file_arrives_intact_on_any_lossy_path(size, loss, delay, jitter, se
         down=Link(delay, loss, jitter, rng=random.Random(seed + 2)),
         rate=RateSettings(20_000),
     )
-    sim.handshake()
+    sim.handshake(limit=30)  # at 30 % loss each way half the hello exchanges fail: all in 5 s did for a seed
     sim.transfer(data, limit=120)
     assert sha(sim.a.files[1]) == sha(data)
 
