@@ -93,7 +93,9 @@ def test_disk_full(tmp_path, listener, spawn, record, direction, kind) -> None:
             paths = [remote(server, "/a-little.bin"), remote(server, "/big.bin"), str(disk)]
         started = time.monotonic()
         filled = FirstTime(is_full)
-        proc = spawn(_args(server, listener, *paths), server.env())
+        # at 50 Mbit/s big.bin takes 1.3 s to fill the disk: the little file lands first whatever the host's load
+        # (unpaced, a loaded CI host wrote big.bin's 8 MiB first once, and the little file failed too: 25, not 27)
+        proc = spawn(_args(server, listener, "-l", "50000", *paths), server.env())
         at, frame = _file_error(listener)
         out = finish(proc, started)
         seconds = at - filled.stop()
