@@ -578,7 +578,7 @@ BATCHED: frozenset[type[Message]] = frozenset({Offer, Begin, Piece, Verify, Veri
 once per file, and a row leaves out its trailing fields that hold their declared defaults (it holds every field
 that has none). A field a class names in ``PREFIXED`` (an offer's ``rel``) may travel as ``[shared, rest]``: the
 first ``shared`` characters of the row before it in the frame, then ``rest`` (an :data:`OsStr`'s wire form).
-Files of one directory share its path: a small file's offer is 50 bytes, not 90, and the engine's control bytes
+Files of one directory share its path: a small file's offer row is 46 bytes, not 89, and the engine's control bytes
 on the link are its part of a small file's cost (8 KiB files: 1.5 % of the link, rsync's whole overhead is 4.5)."""
 ROWS = "rows"
 _ROWS_KEYS = frozenset({"t", "of", "rows"})
