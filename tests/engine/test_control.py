@@ -265,6 +265,14 @@ def test_a_row_may_spell_out_its_defaults() -> None:
 def test_a_changed_row_is_refused(msg: Message, how: str, data: st.DataObject) -> None:
     row = json.loads(messages.encode_row(msg))
     at = data.draw(st.integers(0, len(row) - 1))
+    field = dataclasses.fields(msg)[at]
+    if how == "drop" and at == len(row) - 1 and field.default is not dataclasses.MISSING:
+        # a row may end before fields that hold their defaults (v8): its last one dropped reads as its default
+        del row[at]
+        assert Decoder().feed(raw({"t": "rows", "of": msg.TYPE, "rows": [row]})) == [
+            dataclasses.replace(msg, **{field.name: field.default})
+        ]
+        return
     if how == "drop":
         del row[at]
     elif how == "add":
@@ -422,3 +430,4 @@ def test_rate_settings_travel_as_one_record() -> None:
     ):
         with pytest.raises(ProtocolError, match=r"^\[1\] rate\.rate"):
             Decoder().feed(raw({"t": "rate", "seq": 1, "rate": bad}))
+
