@@ -479,6 +479,7 @@ class _Record:
             None if f.default is dataclasses.MISSING else enc(f.default) for f, (_, _, enc) in zip(fields, self.fields)
         ]
         self.prefixed: frozenset[str] = getattr(cls, "PREFIXED", frozenset())
+        self.prefixed_at = [i for i, (name, _, _) in enumerate(self.fields) if name in self.prefixed]
 
     def decode(self, value: Any, where: str) -> Any:
         obj = _object(value, where)
@@ -514,6 +515,14 @@ class _Record:
             obj[name] = item
         return self.decode(obj, where)
 
+    def shared(self, row: Any) -> int:
+        """Characters a row's ``[shared, rest]`` fields take from the row before it (what a malformed one claims
+        counts for nothing here: :meth:`decode_row` refuses it)."""
+        if type(row) is not list:
+            return 0
+        claims = (row[i] for i in self.prefixed_at if i < len(row))
+        return sum(c[0] for c in claims if type(c) is list and c and type(c[0]) is int and c[0] > 0)
+
     def encode_row(self, value: Any, prev: Any = None) -> list[object]:
         row: list[object] = []
         for name, _, enc in self.fields:
@@ -535,6 +544,10 @@ class _Record:
 
 PREFIX_MIN = 4
 """Characters a :data:`PREFIXED` field must share with the row before it to travel as ``[shared, rest]``."""
+SHARED_MAX = 1 << 20
+"""Characters the shared prefixes of one ``rows`` frame may add in all, as much as the frame itself may hold
+(:data:`fasp.session.control.MAX_FRAME`): a name repeated by reference must not decode into gigabytes (5,000 rows
+of ``[60000, "x"]``, a 160 KB frame, were 300 MB of names)."""
 
 
 def _arrives_as(name: str) -> str:
@@ -607,6 +620,9 @@ def decode_frame(body: bytes) -> list[Message]:
     rows = obj["rows"]
     if type(rows) is not list or not rows:
         raise ProtocolError("rows frame holds no array of rows")
+    shared = sum(record.shared(row) for row in rows)
+    if shared > SHARED_MAX:  # before a name is built
+        raise ProtocolError(f"rows frame shares {shared} characters of names, more than {SHARED_MAX}")
     out: list[Message] = []
     for i, row in enumerate(rows):
         out.append(record.decode_row(row, f"{record.tag}[{i}]", out[-1] if out else None))

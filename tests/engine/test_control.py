@@ -431,3 +431,16 @@ def test_rate_settings_travel_as_one_record() -> None:
         with pytest.raises(ProtocolError, match=r"^\[1\] rate\.rate"):
             Decoder().feed(raw({"t": "rate", "seq": 1, "rate": bad}))
 
+
+def test_a_frame_of_shared_prefixes_cannot_expand_past_a_frames_size() -> None:
+    """A forger repeats a long name by reference: 5,000 rows of ``[60000, "x"]`` after one 60,000-character name
+    are a 160 KB frame that would decode into 300 MB of names. The prefixes a frame shares may add at most
+    ``SHARED_MAX`` characters in all, refused before any name is built."""
+    long = "d" * 60_000
+    rows = [[0, 0, long, 1, 0.0, 420]] + [[i, 0, [60_000, f"{i}"], 1, 0.0, 420] for i in range(1, 5001)]
+    frame_ = raw({"t": "rows", "of": "file", "rows": rows})
+    assert len(frame_) < MAX_FRAME
+    with pytest.raises(ProtocolError, match="rows frame shares 300000000 characters"):
+        Decoder().feed(frame_)
+    fits = rows[: messages.SHARED_MAX // 60_000 + 1]
+    assert len(Decoder().feed(raw({"t": "rows", "of": "file", "rows": fits}))) == len(fits)
