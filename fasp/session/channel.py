@@ -17,7 +17,8 @@ from fasp.session import control, messages
 from fasp.session.messages import BATCHED, Message
 
 FLUSH_BYTES = 1 << 16
-"""Waiting messages are written at once when they reach this many bytes."""
+"""Waiting messages are written at once when they reach this many bytes (a row counting the characters it may
+share with the one before it as well: a frame then shares far less than :data:`messages.SHARED_MAX`)."""
 FLUSH_AFTER = 0.002
 """Seconds the first waiting message waits for others. The end of the event loop's round was too soon: a
 receiver's loop turns for every batch of datagrams, so 10,000 small files cost 10,000 writes (pipe, SSH packet,
@@ -54,10 +55,11 @@ class Channel:
             row: bytes | None = messages.encode_row(message, prev)
         else:
             row = None
-        if row is not None and self._pending_bytes + len(row) < FLUSH_BYTES:
+        size = 0 if row is None else len(row) + messages.shares_at_most(message)
+        if row is not None and self._pending_bytes + size < FLUSH_BYTES:
             self._pending.append((message.TYPE, row))
             self._last = message
-            self._pending_bytes += len(row) + 1
+            self._pending_bytes += size + 1
             if not self._flush_soon:
                 self._flush_soon = True
                 asyncio.get_running_loop().call_later(FLUSH_AFTER, self._flush_later)

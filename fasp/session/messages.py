@@ -550,6 +550,12 @@ SHARED_MAX = 1 << 20
 of ``[60000, "x"]``, a 160 KB frame, were 300 MB of names)."""
 
 
+def shares_at_most(message: Message) -> int:
+    """The most characters a row of ``message`` may take from the row before it (its ``PREFIXED`` fields' lengths):
+    what a writer counts against a frame's room so that no frame it writes shares more than :data:`SHARED_MAX`."""
+    return sum(len(getattr(message, name)) for name in getattr(message, "PREFIXED", ()))
+
+
 def _arrives_as(name: str) -> str:
     """An :data:`OsStr` as the peer decodes it: its bytes, decoded again (``"\\udcc3\\udca9"`` arrives as "é")."""
     return name if name.isascii() else name.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")

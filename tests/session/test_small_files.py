@@ -373,3 +373,21 @@ async def test_per_file_messages_of_many_loop_rounds_leave_in_one_write() -> Non
         sender.close()
         receiver.close()
         server.close()
+
+
+@aio
+async def test_offers_of_a_deep_directory_stay_within_what_a_frame_may_share():
+    """2,000 offers whose names share a 2,000-character directory, sent at once: the channel's frames never
+    share more than the receiver accepts (messages.SHARED_MAX), and every offer arrives whole."""
+    top = "/".join(["d" * 99] * 20)
+    offers = [Offer(fid=i, arg=0, rel=f"{top}/f{i:05d}", size=8192, mtime=1.7e9, mode=0o100644) for i in range(2000)]
+    a, b, server = await _control_pair()
+    try:
+        for offer in offers:
+            await a.send(offer)
+        got = [await asyncio.wait_for(b.recv(), 10) for _ in offers]
+        assert got == offers
+    finally:
+        a.close()
+        b.close()
+        server.close()
