@@ -82,8 +82,10 @@ does not slow a transfer down:
   is shared, and for BASE_WINDOW after, HIGH keeps what the receiver gets within HIGH_SHARE of the best
   it has seen (the link, when it had it alone) while a queue stands (the link is busy, so what it carries
   beyond this flow's delivery is the others'); with no queue the link has room and FAST climbs as ever.
-  Beside TCP BBR, HIGH still takes about what FAIR takes (40 %): BBR keeps the buffer full and offers
-  about 90 Mbit/s at 35 % loss, so delivering two thirds would mean sending near the cap into that loss.
+  Beside TCP BBR, which keeps about its own bandwidth x delay queued and does not yield to loss, a FAST flow
+  holds about ``alpha`` / RTprop: FAIR 40 % of 100 Mbit/s at 50 ms, HIGH about half (its queue and BBR's reach
+  a one-BDP buffer's brim). Two thirds would take a rate held whatever the loss (without the congestion-loss
+  cut HIGH lost 31 % and took less), which two HIGH transfers on one link would each chase into their own loss.
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
