@@ -5,7 +5,11 @@ probes; ``python -m bench.probe rtt HOST PORT COUNT`` prints round-trip
 times as JSON (the machine has no ``ping``); ``sink``/``send`` move a file
 over one TCP connection so a test can check the bytes and the rate;
 ``count``/``blast`` move numbered UDP datagrams the way the engine does (UDP
-GSO out, UDP GRO in) so a test or benchmark sees what the path delivered.
+GSO out, UDP GRO in) so a test or benchmark sees what the path delivered;
+``pairs``/``spread`` send datagrams two at a time, back to back, and time their
+arrival with the kernel's receive timestamps: the bottleneck spreads a pair to
+one packet's serialization time, so the gap tells the link's rate, whoever else
+keeps its queue full.
 """
 
 from __future__ import annotations
@@ -132,6 +136,52 @@ def count(port: int, idle_s: float = 1.0, size: int = 1400) -> dict:
     return {"received": len(seen), "damaged": damaged, "most_per_read": most, "seconds": (last or 0) - (first or 0)}
 
 
+PAIR = struct.Struct("!IB")  # the pair's number, then 0 or 1: which of the two
+SO_TIMESTAMPNS = 35  # (not in the socket module) a receive timestamp in each datagram's ancillary data
+
+
+def pairs(host: str, port: int, seconds: float, gap_s: float, size: int = 1472) -> dict:
+    """A pair of ``size``-byte datagrams, back to back, every ``gap_s``: light enough to change no one's share."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect((host, port))
+    pad = bytes(size - PAIR.size)
+    n, start = 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        sock.send(PAIR.pack(n, 0) + pad)
+        sock.send(PAIR.pack(n, 1) + pad)
+        n += 1
+        time.sleep(gap_s)
+    return {"pairs": n, "size": size}
+
+
+def spread(port: int, seconds: float) -> dict:
+    """Each pair's arrival gap (microseconds, by the kernel's receive timestamps), pairs whose two both arrived."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.settimeout(0.2)
+    first: dict[int, float] = {}
+    gaps: list[float] = []
+    print("READY", flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            data, anc, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(16))
+        except TimeoutError:
+            continue
+        stamp = next((v for lvl, kind, v in anc if (lvl, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)), None)
+        if stamp is None or len(data) < PAIR.size:
+            continue
+        sec, nsec = struct.unpack("=qq", stamp[:16])
+        n, which = PAIR.unpack_from(data)
+        if which == 0:
+            first[n] = sec + nsec * 1e-9
+        elif n in first:
+            gaps.append((sec + nsec * 1e-9 - first.pop(n)) * 1e6)
+    return {"gaps_us": gaps}
+
+
 def main(argv: list[str]) -> None:
     command, args = argv[0], argv[1:]
     if command == "echo":
@@ -146,6 +196,10 @@ def main(argv: list[str]) -> None:
         print(json.dumps(blast(args[0], int(args[1]), float(args[2]), float(args[3]))))
     elif command == "count":
         print(json.dumps(count(int(args[0]))))
+    elif command == "pairs":
+        print(json.dumps(pairs(args[0], int(args[1]), float(args[2]), float(args[3]))))
+    elif command == "spread":
+        print(json.dumps(spread(int(args[0]), float(args[1]))))
     else:
         raise SystemExit(f"unknown probe {command!r}")
 

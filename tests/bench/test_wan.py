@@ -141,3 +141,40 @@ def test_gso_buffers_cross_whole_yet_each_datagram_meets_the_loss(hosts, tmp_pat
     with Wan(rate_mbit=None, hosts=hosts, io="plain") as wan:
         sent, got = blast_across(wan, hosts, mbit=50, seconds=1)
     assert got["damaged"] == 0 and got["received"] == sent["sent"] and got["most_per_read"] == 1
+
+
+def pair_gaps(wan: Wan, hosts: Hosts, seconds: float = 2.0) -> list[float]:
+    """Arrival gaps (us) of pairs sent back to back every 10 ms for ``seconds``."""
+    receiver = started(probe(wan, "b", "spread", "7011", str(seconds + 1.0), stdout=subprocess.PIPE))
+    try:
+        sender = probe(wan, "a", "pairs", hosts.addr_b, "7011", str(seconds), "0.01", stdout=subprocess.PIPE)
+        sent = json.loads(sender.communicate(timeout=30)[0])
+        gaps = json.loads(receiver.communicate(timeout=30)[0])["gaps_us"]
+    finally:
+        receiver.kill()
+        receiver.wait()
+    assert len(gaps) >= 0.9 * sent["pairs"]
+    return gaps
+
+
+@pytest.mark.timeout(90)
+def test_a_back_to_back_pair_leaves_the_bottleneck_one_packet_apart(hosts, tmp_path):
+    """What a capacity estimate reads (docs/benchmarks: the 20:24 entry): the bottleneck serializes a 1,500-byte
+    packet in 1,200 us at 10 Mbit/s, so two sent back to back arrive that far apart, on an idle link and beside a
+    TCP flow that keeps the queue busy (its packets may fall between a pair: the median holds)."""
+    source, dest = tmp_path / "bulk.bin", tmp_path / "dst.bin"
+    source.write_bytes(os.urandom(8_000_000))
+    with Wan(rate_mbit=10, rtt_ms=20, hosts=hosts) as wan:
+        idle = pair_gaps(wan, hosts)
+        sink = started(probe(wan, "b", "sink", "7012", str(dest), stdout=subprocess.PIPE))
+        try:
+            bulk = probe(wan, "a", "send", hosts.addr_b, "7012", str(source), stdout=subprocess.PIPE)
+            busy = pair_gaps(wan, hosts)
+            bulk.communicate(timeout=30)
+            sink.wait(timeout=10)
+        finally:
+            sink.kill()
+            sink.wait()
+    assert sha256(dest) == sha256(source)
+    assert 1000 <= statistics.median(idle) <= 1400, sorted(idle)[:: len(idle) // 10]
+    assert 1000 <= statistics.median(busy) <= 1600, sorted(busy)[:: len(busy) // 10]
