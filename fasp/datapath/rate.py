@@ -53,7 +53,12 @@ does not slow a transfer down:
     buffer) it halves its rate for two RTTs, longer while the RTT keeps falling: if
     the RTT fell, the base was a queue, the rate stays down and FAST now sees the
     queue; if not, the rate comes back. On a random-loss path this costs one RTT's
-    worth of sending per probe.
+    worth of sending per probe. Under heavy loss (10 % or more) a probe also comes as the base RTT is
+    about to leave its BASE_WINDOW: several transfers whose alphas together pass the buffer keep it at the
+    brim, no one's probe alone drains it, and once the window forgot the empty queue every flow saw none and
+    climbed to its cap (4 FAIR transfers, 100 Mbit/s, 50 ms, one-BDP buffer: 265 Mbit/s offered, 62 % lost;
+    bench.crowd). Their bases were seen at one moment, so these probes come together and drain it (138, 29 %:
+    what stays is their alphas' overflow, which no flow can tell from random loss by itself).
   * own overflow: a buffer smaller than ``alpha`` never lets FAST reach its queue, so
     FAST alone sends past the link into it (20 Mbit/s, 50 ms, one-BDP buffer: 30x the
     link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
@@ -207,6 +212,10 @@ class WindowedMin:
         while q[0][0] < now - self.window:
             q.popleft()
         return q[0][1]
+
+    def since(self) -> float:
+        """When the sample that is the minimum now came (the window forgets it ``window`` after)."""
+        return self._q[0][0] if self._q else float("-inf")
 
 
 class WindowedMax(WindowedMin):
@@ -402,7 +411,9 @@ class RateController:
         what it sent was lost). The rate stays down and alpha stays within half of what the buffer held."""
         if self._probe_end is None:
             first = not self._probed and loss >= ARRIVAL_LOSS  # a buffer full when this flow came
-            if loss <= 0.0 or (now < self._next_probe and not first):
+            # heavy loss, and the base RTT is about to be forgotten: see it again first (below)
+            stale = self._loss_avg >= HEAVY_LOSS and now - self._base.since() >= BASE_WINDOW - PROBE_RTTS * srtt
+            if loss <= 0.0 or (now < self._next_probe and not first and not stale):
                 return None
             self._probed, self._probe_first = True, first
             self._probe_end, self._probe_from, self._probe_base = now + PROBE_RTTS * srtt, rate, base_rtt

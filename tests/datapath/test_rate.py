@@ -116,6 +116,41 @@ def test_two_fair_flows_share_evenly_and_high_takes_more():
     assert 1.4 < rh / rf < 3.0
 
 
+class Later:
+    """A controller whose transfer starts ``at`` seconds in: it sends nothing and hears nothing before."""
+
+    def __init__(self, policy: str, at: float):
+        self.ctrl, self.at, self.now = RateController(RateSettings(100_000, policy=policy), now=at), at, 0.0
+
+    @property
+    def rate_bps(self) -> float:
+        return self.ctrl.rate_bps if self.now >= self.at else 0.0
+
+    def on_rtt(self, now: float, rtt: float) -> None:
+        self.now = now
+        if now >= self.at:
+            self.ctrl.on_rtt(now, rtt)
+
+    def on_feedback(self, now: float, recv: float, loss: float) -> None:
+        if now >= self.at:
+            self.ctrl.on_feedback(now, recv, loss)
+
+
+@pytest.mark.parametrize(
+    ("policy", "count", "most"), [("fair", 3, 1.25), ("fair", 4, 1.25), ("high", 2, 1.25), ("high", 4, 1.5)]
+)
+def test_transfers_whose_alphas_overflow_the_buffer_do_not_flood_it(policy, count, most):
+    """Transfers started 10 s apart through 100 Mbit/s, 50 ms with a one-BDP buffer: their alphas together pass
+    it, so it stays at the brim and no one flow's probe drains it. Once BASE_WINDOW forgot the empty queue, every
+    flow saw none and climbed toward its cap (3 and 4 FAIR offered 135 and 210 Mbit/s here, 2 and 4 HIGH 187 and
+    342). Probes as the base is about to go stale come together, drain it, and keep what they offer near the link
+    (116, 109, 116 and 140: what stays is their alphas' overflow), shared evenly."""
+    flows = [Later(policy, 10.0 * i) for i in range(count)]
+    rates = run(flows, 100e6, 0.05, 70, buffer_s=0.05, lag=True, seed=1)
+    assert sum(rates) < most * 100e6, rates
+    assert max(rates) < 1.3 * min(rates), rates
+
+
 class Reno:
     """Loss-based TCP in fluid terms: a window that grows a datagram per RTT and shrinks 30 % on a drop (once per
     RTT), as CUBIC does far from its last peak; its mean rate is kept from ``since`` on."""
