@@ -57,8 +57,9 @@ does not slow a transfer down:
     about to leave its BASE_WINDOW: several transfers whose alphas together pass the buffer keep it at the
     brim, no one's probe alone drains it, and once the window forgot the empty queue every flow saw none and
     climbed to its cap (4 FAIR transfers, 100 Mbit/s, 50 ms, one-BDP buffer: 265 Mbit/s offered, 62 % lost;
-    bench.crowd). Their bases were seen at one moment, so these probes come together and drain it (138, 29 %:
-    what stays is their alphas' overflow, which no flow can tell from random loss by itself).
+    bench.crowd). Their bases were seen at one moment, so these probes come together and drain it (120-138,
+    25-29 % lost in two runs: what stays is their alphas' overflow, which no flow can tell from random loss by
+    itself).
   * own overflow: a buffer smaller than ``alpha`` never lets FAST reach its queue, so
     FAST alone sends past the link into it (20 Mbit/s, 50 ms, one-BDP buffer: 30x the
     link, 94 % lost). After heavy loss (10 % or more; probes then come every ten RTTs)
