@@ -109,8 +109,9 @@ def test_the_real_engine_ends_when_the_channel_closes(tmp_path, warm):
                 while b"--server" not in (argv := cmdline(engine)) and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)  # between fork and exec the child still shows fasp-server's argv
                 assert argv[1:6] == [b"-m", b"fasp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
-            else:  # a fork of the fork server (never an exec), showing its own command line
-                argv = cmdline(engine)
+            else:  # a fork of the fork server (never an exec), showing its own command line once it read its request
+                while (argv := cmdline(engine))[:1] != [b"fasp-ascp"] and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)  # between the fork and the request the child shows the fork server's
                 assert argv[:4] == [b"fasp-ascp", b"--server", b"--docroot", str(fasp_server.docroot).encode()]
                 assert os.getpgid(engine) == engine  # its own process group, as an exec'd engine has
             conn.abort()
