@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fasp.datapath.recvstate import WINDOW_FLOOR
 from faspmanager import mgmt
 from tests.engine.helpers import MgmtListener, remote
 from tests.faults.helpers import (
@@ -34,7 +35,12 @@ from tests.support.root import require_root
 from tests.support.servers import start_fasp_server
 
 pytestmark = [needs_root, pytest.mark.timeout(90)]
-BIG = 20 << 20
+ROOM = 2 * WINDOW_FLOOR
+"""Room on the small disk: more than the receiver asks for at once before the path is measured (8 MiB). The little
+file offered beside big.bin then lands before the disk fills whichever of the two the receiver opened first: the
+sender sends the pieces asked for in the order they were asked, so the little file waits behind at most that much
+of big.bin (with 8 MiB of room it lost that race under load: 25 for both files, not 27)."""
+BIG = ROOM + (8 << 20)
 SOON_S = 1.0
 """Seconds from the disk filling up (statvfs, or the file near its quota) or first failing (EIO) to the
 management port's FILEERROR: the error's trip to the peer and back to the manager (it was a 20 s stall ending
@@ -56,16 +62,16 @@ def _file_error(listener: MgmtListener) -> tuple[float, mgmt.Frame]:
 
 @contextmanager
 def _small_disk(kind: str, path: Path) -> Iterator[tuple[Callable[[], bool], Callable[[], None]]]:
-    """8 MiB of room on ``path``: a tmpfs of 8 MiB (ENOSPC) or a btrfs limited to 8 MiB by a quota (EDQUOT). Yields
+    """ROOM on ``path``: a tmpfs of that size (ENOSPC) or a btrfs limited to it by a quota (EDQUOT). Yields
     whether it is full (less than one write's room: statvfs, or big.bin within 256 KiB of the quota) and how to
     free space (to 40 MiB, or no limit)."""
     if kind == "ENOSPC":
-        with tmpfs(path, "8m"):
+        with tmpfs(path, f"{ROOM >> 20}m"):
             yield (lambda: full(path)), (lambda: remount(path, "size=40m"))
     else:
-        with btrfs_quota(path, "8M"):
+        with btrfs_quota(path, f"{ROOM >> 20}M"):
             yield (
-                (lambda: (path / "big.bin").stat().st_size > (8 << 20) - (256 << 10)),
+                (lambda: (path / "big.bin").stat().st_size > ROOM - (256 << 10)),
                 (lambda: quota_limit(path, "none")),
             )
 
@@ -93,8 +99,8 @@ def test_disk_full(tmp_path, listener, spawn, record, direction, kind) -> None:
             paths = [remote(server, "/a-little.bin"), remote(server, "/big.bin"), str(disk)]
         started = time.monotonic()
         filled = FirstTime(is_full)
-        # at 50 Mbit/s big.bin takes 1.3 s to fill the disk: the little file lands first whatever the host's load
-        # (unpaced, a loaded CI host wrote big.bin's 8 MiB first once, and the little file failed too: 25, not 27)
+        # at 50 Mbit/s big.bin takes 2.7 s to fill the disk, and ROOM lets the little file land first whatever
+        # the order (unpaced, a loaded CI host wrote big.bin's 8 MiB first once, and the little file failed too)
         proc = spawn(_args(server, listener, "-l", "50000", *paths), server.env())
         at, frame = _file_error(listener)
         out = finish(proc, started)
