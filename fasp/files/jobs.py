@@ -43,6 +43,7 @@ class Problem:
     code: int
     desc: str
     skip: bool = False
+    rel: str | None = None  # one entry of a walked directory: its name there (``share`` gives it one node)
 
 
 @dataclass(frozen=True)
@@ -133,16 +134,16 @@ def walk(arg: int, source: str, rel: str, *, files: Files, lone: bool, rules: Ru
         yield _leaf(arg, source, top, rel, st, rules, lone=lone)
 
 
-def _unreadable(arg: int, path: str, exc: OSError | EngineError) -> Problem:
+def _unreadable(arg: int, path: str, exc: OSError | EngineError, rel: str | None = None) -> Problem:
     """The problem for an entry that cannot be stat'ed: a link that never resolves (loop) is 63, one that
     leaves the docroot 41."""
     if isinstance(exc, EngineError):
         what = "symbolic link loop" if exc.code == ErrorCode.LINK_LOOP else "link leaves the docroot"
-        return Problem(arg, path, exc.code, f"{path}: {what}")
+        return Problem(arg, path, exc.code, f"{path}: {what}", rel=rel)
     if exc.errno == errno.ELOOP:
-        return Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: symbolic link loop")
+        return Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: symbolic link loop", rel=rel)
     code = ErrorCode.NO_PERMS if exc.errno == errno.EACCES else ErrorCode.NO_SUCH_FILE
-    return Problem(arg, path, code, f"{path}: {exc.strerror}")
+    return Problem(arg, path, code, f"{path}: {exc.strerror}", rel=rel)
 
 
 def _leaf(
@@ -150,11 +151,11 @@ def _leaf(
 ) -> FileJob | Problem:
     if not stat.S_ISREG(st.st_mode):
         return Problem(
-            arg, source, ErrorCode.NOT_REGULAR, f"{source}: not a regular file", skip=rules.skip_special_files
+            arg, source, ErrorCode.NOT_REGULAR, f"{source}: not a regular file", skip=rules.skip_special_files, rel=rel
         )
     why = rules.excluded(rel, st)
     if why is not None:
-        return Problem(arg, source, 0, why, skip=True)
+        return Problem(arg, source, 0, why, skip=True, rel=rel)
     return FileJob(arg, real, rel, lone=lone, size=st.st_size)
 
 
@@ -189,19 +190,21 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Itera
             try:
                 if is_link:
                     if rules.symlinks == "skip":
-                        yield Problem(arg, child, ErrorCode.NOT_REGULAR, "symbolic link skipped", skip=True)
+                        yield Problem(
+                            arg, child, ErrorCode.NOT_REGULAR, "symbolic link skipped", skip=True, rel=child_rel
+                        )
                         continue
                     if rules.copies_links:
                         yield FileJob(arg, child, child_rel, link=files.readlink(child))
                         continue
                 st = files.stat(child)  # a link is followed only while it stays below the root
-            except (OSError, EngineError) as exc:
-                yield _unreadable(arg, child, exc)
+            except (OSError, EngineError) as exc:  # (unreadable, or gone since the listing: another -C node's
+                yield _unreadable(arg, child, exc, child_rel)  # --remove-after-transfer took it)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 pattern = rules.matched(child_rel)
                 if pattern is not None:  # -E names directories too: their whole subtree stays behind
-                    yield Problem(arg, child, 0, f"excluded by pattern {pattern!r}", skip=True)
+                    yield Problem(arg, child, 0, f"excluded by pattern {pattern!r}", skip=True, rel=child_rel)
                     continue
                 subdirs.append((child, child_rel, ancestors | {ident}))
             else:
@@ -214,21 +217,33 @@ def share(
 ) -> Iterator[FileJob | Problem]:
     """-C NODE:NODES: this process's part of a source argument, so NODES processes together send it once.
 
-    Directories and problems everywhere; each file to the node a stable hash of its destination name
-    picks, so the choice does not depend on which other files a node's walk saw (by turns it did: with
-    --remove-after-transfer a node that walked after another had removed its files counted differently,
-    and some files were sent by nobody); a file above ``split_above`` bytes (when set) is cut into NODES
-    byte ranges, one per process.
+    Directories and a source argument's own problems everywhere; each file to the node a stable hash of its
+    destination name picks, so the choice does not depend on which other files a node's walk saw (by turns it
+    did: with --remove-after-transfer a node that walked after another had removed its files counted
+    differently, and some files were sent by nobody); a problem with one entry of a directory to the node its
+    name picks, as its file would have gone (each node stats every entry: one whose file another node had
+    sent and removed since the listing failed with 43, and an unreadable file was told once per node); a
+    file above ``split_above`` bytes (when set) is cut into NODES byte ranges, one per process.
     """
     for item in items:
-        if nodes == 1 or not isinstance(item, FileJob) or item.is_dir or item.link is not None:
+        if nodes == 1:
+            yield item
+        elif isinstance(item, Problem):
+            if item.rel is None or _node_of(item.rel, nodes) == node:
+                yield item
+        elif item.is_dir or item.link is not None:
             yield item
         elif split_above and item.size > split_above:
             item.start, item.end = item.size * (node - 1) // nodes, item.size * node // nodes
             if item.end > item.start:
                 yield item
-        elif zlib.crc32(item.rel.encode("utf-8", "surrogateescape")) % nodes == node - 1:
+        elif _node_of(item.rel, nodes) == node:
             yield item
+
+
+def _node_of(rel: str, nodes: int) -> int:
+    """The -C node (1..nodes) whose share the name ``rel`` is."""
+    return zlib.crc32(rel.encode("utf-8", "surrogateescape")) % nodes + 1
 
 
 def data_extents(fd: int, size: int, limit: int = 1024) -> list[list[int]] | None:

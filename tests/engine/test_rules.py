@@ -14,7 +14,7 @@ from fasp.files.jobs import FileJob, Problem, Rules, data_extents, share, top_na
 from fasp.files.naming import destination
 from fasp.files.resume import Existing, Plan, after_verify, plan
 from fasp.session.receiving import clip, plan_pieces
-from faspmanager.codes import EngineError
+from faspmanager.codes import EngineError, ErrorCode
 
 
 def _plan(**kw):
@@ -230,3 +230,20 @@ def test_nodes_share_every_byte_exactly_once(sizes, nodes, split_above):
         spans = sorted(covered.get(f"f{i}", []))
         assert spans and spans[0][0] == 0 and spans[-1][1] == size
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # no gap, no overlap
+
+
+@given(st.lists(st.text(min_size=1, max_size=8), max_size=20, unique=True), st.integers(2, 4))
+def test_an_entry_s_problem_is_told_by_the_node_whose_share_it_is(names, nodes):
+    """Each node stats every entry of a directory it walks; one another node's --remove-after-transfer had taken
+    since the listing failed with 43 on every other node (a -C download ended 27 for nothing). An entry's problem
+    now goes to the node its name picks, as its file would; a source argument's own problem to every node."""
+    entries = [Problem(0, f"/d/{n}", ErrorCode.NO_SUCH_FILE, f"/d/{n}: No such file", rel=f"d/{n}") for n in names]
+    source = Problem(0, "/gone", ErrorCode.NO_SUCH_FILE, "/gone: No such file")
+    told: dict[str, list[int]] = {}
+    for node in range(1, nodes + 1):
+        for item in share([*entries, source, *(FileJob(0, f"/d/{n}", f"d/{n}", size=1) for n in names)], node, nodes):
+            told.setdefault(item.desc if isinstance(item, Problem) else item.rel, []).append(node)
+    assert told[source.desc] == list(range(1, nodes + 1))
+    for n in names:
+        assert len(told[f"/d/{n}: No such file"]) == 1
+        assert told[f"/d/{n}: No such file"] == told[f"d/{n}"]  # the node that would have sent the file
