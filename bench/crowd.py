@@ -11,8 +11,6 @@ Prints the table and writes ``crowd.md`` and ``crowd.png`` (offered and delivere
 from __future__ import annotations
 
 import argparse
-import collections
-import json
 import os
 import subprocess
 import time
@@ -20,9 +18,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
+from bench import report
 from bench.peers import REPO, FaspServer, reap
+from bench.report import md_table, rich_table
 from bench.run import QUICK, Bench
 
 LINK_MBIT, RTT_MS = 100, 50
@@ -52,17 +51,21 @@ def crowd(bench: Bench, policy: str, count: int) -> dict:
                 engine.kill()
                 reap(engine, 5)
             fasp.stop()
-    bins: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
-    for line in stats.read_text().splitlines():
-        row = json.loads(line)
-        if "t" in row and row["dir"] in ("ab", "ab-sent"):
-            bins[int(row["t"])][row["dir"]] += sum(n for key, n in row["bytes"].items() if key.startswith("udp"))
-    start = min(second for second, counts in bins.items() if counts["ab-sent"])  # the first transfer's data
-    last = APART_S * count  # the last transfer started APART_S before this, and had APART_S to settle
-    window = [second for second in bins if last <= second - start < last + MEASURE_S - 1]
-    offered = sum(bins[s]["ab-sent"] for s in window) * 8 / 1e6 / len(window)
-    delivered = sum(bins[s]["ab"] for s in window) * 8 / 1e6 / len(window)
-    series = [(s - start, bins[s]["ab-sent"] * 8 / 1e6, bins[s]["ab"] * 8 / 1e6) for s in sorted(bins) if s >= start]
+    sent, arrived = report.read_bins(stats, "ab-sent"), report.read_bins(stats)
+    start = float(int(min(row["t"] for row in sent if report.engine_bytes(row["bytes"]))))  # the first data's second
+    stop = int(max(row["t"] for row in sent)) + 1.0
+    series = [
+        (t, offered, delivered)
+        for (t, offered), (_, delivered) in zip(
+            report.series(sent, start, stop, report.engine_bytes),
+            report.series(arrived, start, stop, report.engine_bytes),
+            strict=True,
+        )
+    ]
+    last = int(APART_S * count)  # the last transfer started APART_S before this, and had APART_S to settle
+    window = series[last : last + int(MEASURE_S) - 1]
+    offered = sum(row[1] for row in window) / len(window)
+    delivered = sum(row[2] for row in window) / len(window)
     return {
         "policy": policy,
         "transfers": count,
@@ -124,12 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             bench.close()
     keys = ["policy", "transfers", "offered_mbit_s", "delivered_mbit_s", "lost"]
-    table = Table(title=f"Transfers at once through {LINK_MBIT} Mbit/s, {RTT_MS} ms, a one-BDP buffer")
-    for key in keys:
-        table.add_column(key)
-    for r in rows:
-        table.add_row(*(str(r[k]) for k in keys))
-    console.print(table)
+    title = f"Transfers at once through {LINK_MBIT} Mbit/s, {RTT_MS} ms, a one-BDP buffer"
+    console.print(rich_table(title, keys, rows))
     out = Path(args.out)
     plot(rows, out / "crowd.png")
     lines = [
@@ -140,9 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{LINK_MBIT} Mbit/s, {RTT_MS} ms with a one-BDP buffer; offered and delivered UDP over the "
         f"{MEASURE_S:.0f} s after the last one started (the emulator's meter). Over time: `crowd.png`.",
         "",
-        "| " + " | ".join(keys) + " |",
-        "|" + "---|" * len(keys),
-        *("| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows),
+        *md_table(keys, rows),
         "",
     ]
     (out / "crowd.md").write_text("\n".join(lines))

@@ -13,6 +13,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from rich.table import Table
+
 from bench.queue import table as queue_table
 
 BIN_S = 0.1
@@ -33,7 +35,8 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _engine_bytes(flows: dict[str, int]) -> int:
+def engine_bytes(flows: dict[str, int]) -> int:
+    """A bin's bytes of the engine's data (UDP)."""
     return sum(n for key, n in flows.items() if key.startswith("udp:"))
 
 
@@ -67,16 +70,35 @@ def series(bins: list[dict], start: float, stop: float, pick, step_s: float = 1.
     return [(round(i * step_s, 3), round(buckets[i] * 8 / step_s / 1e6, 3)) for i in range(count)]
 
 
+def md_table(keys: list[str], rows: list[dict]) -> list[str]:
+    """Markdown lines of ``rows``, one column per key (a standalone bench's result file)."""
+    return [
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+        *("| " + " | ".join(str(row[key]) for key in keys) + " |" for row in rows),
+    ]
+
+
+def rich_table(title: str, keys: list[str], rows: list[dict]) -> Table:
+    """The same rows for the console."""
+    table = Table(title=title)
+    for key in keys:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*(str(row[key]) for key in keys))
+    return table
+
+
 # ---------------------------------------------------------------- analyses
 
 
 def share(bins: list[dict], start: float, stop: float) -> dict:
     """How the engine (UDP) and the iperf3 TCP flow shared the path, from the
     engine's first data byte (session setup excluded) until ``stop``."""
-    sending = [row["t"] for row in bins if start <= row["t"] < stop and _engine_bytes(row["bytes"])]
+    sending = [row["t"] for row in bins if start <= row["t"] < stop and engine_bytes(row["bytes"])]
     start = sending[0] if sending else start
     window = [row for row in bins if start <= row["t"] < stop]
-    engine = sum(_engine_bytes(row["bytes"]) for row in window)
+    engine = sum(engine_bytes(row["bytes"]) for row in window)
     tcp = sum(_tcp_bytes(row["bytes"]) for row in window)
     seconds = max(stop - start, BIN_S)
     return {
@@ -84,7 +106,7 @@ def share(bins: list[dict], start: float, stop: float) -> dict:
         "engine_mbit_s": round(engine * 8 / seconds / 1e6, 2),
         "tcp_mbit_s": round(tcp * 8 / seconds / 1e6, 2),
         "engine_share": round(engine / (engine + tcp), 3) if engine + tcp else None,
-        "series": {"engine": series(bins, start, stop, _engine_bytes), "tcp": series(bins, start, stop, _tcp_bytes)},
+        "series": {"engine": series(bins, start, stop, engine_bytes), "tcp": series(bins, start, stop, _tcp_bytes)},
     }
 
 
@@ -143,10 +165,10 @@ def control(bins: list[dict], t0: float, events: list[dict], first_kbps: int, se
     stop = events[-1]["t"] - t0
     out: dict = {
         "stats_rates": [(round(e["t"] - t0 - start, 3), int(e["Rate"])) for e in stats],
-        "wire": series(bins, start, stop + 1, _engine_bytes, BIN_S),
+        "wire": series(bins, start, stop + 1, engine_bytes, BIN_S),
     }
     change = sent[0]["t"] - t0 if sent else stop
-    steady = [rate for t, rate in series(bins, start + 2, change, _engine_bytes) if t < change - start - 2]
+    steady = [rate for t, rate in series(bins, start + 2, change, engine_bytes) if t < change - start - 2]
     if steady:
         mean = statistics.mean(steady)
         out.update(

@@ -21,16 +21,15 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
-from bench.netns import Hosts
 from bench.peers import REPO, reap
+from bench.report import md_table, rich_table
+from bench.run import HOSTS
 from bench.wan import Wan
 
 PAIR_BYTES = 1500  # on the link: the probe's 1,472-byte datagrams and their IP and UDP headers
 SECONDS = 8.0
 WARMUP = 4.0  # the TCP flow's, before the pairs go: it fills the queue first
-HOSTS = Hosts(*os.environ.get("FASP_BENCH_HOSTS", "fasp,10.77.0").split(",", 1))
 
 
 def probe(site: Wan, side: str, *args: str, **kwargs) -> subprocess.Popen:
@@ -92,12 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             progress.update(task, description=f"pairs at {mbit} Mbit/s, {beside}")
             rows.append(row(mbit, beside, gaps(mbit, beside)))
             progress.advance(task)
-    table = Table(title="A back-to-back pair's arrival gap (50 ms path)")
-    for key in rows[0]:
-        table.add_column(key)
-    for r in rows:
-        table.add_row(*map(str, r.values()))
-    console.print(table)
+    keys = list(rows[0])
+    console.print(rich_table("A back-to-back pair's arrival gap (50 ms path)", keys, rows))
     lines = [
         "# A back-to-back pair's arrival gap through the emulator",
         "",
@@ -105,9 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         f"packets every 4 ms for {SECONDS:.0f} s across a 50 ms path, timed by the receiver's kernel "
         "(SO_TIMESTAMPNS); `read_mbit` is the rate the median gap reads.",
         "",
-        "| " + " | ".join(rows[0]) + " |",
-        "|" + "---|" * len(rows[0]),
-        *("| " + " | ".join(map(str, r.values())) + " |" for r in rows),
+        *md_table(keys, rows),
         "",
     ]
     out = Path(args.out) / "spread.md"
