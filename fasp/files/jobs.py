@@ -217,13 +217,14 @@ def share(
 ) -> Iterator[FileJob | Problem]:
     """-C NODE:NODES: this process's part of a source argument, so NODES processes together send it once.
 
-    Directories and a source argument's own problems everywhere; each file to the node a stable hash of its
-    destination name picks, so the choice does not depend on which other files a node's walk saw (by turns it
-    did: with --remove-after-transfer a node that walked after another had removed its files counted
-    differently, and some files were sent by nobody); a problem with one entry of a directory to the node its
-    name picks, as its file would have gone (each node stats every entry: one whose file another node had
-    sent and removed since the listing failed with 43, and an unreadable file was told once per node); a
-    file above ``split_above`` bytes (when set) is cut into NODES byte ranges, one per process.
+    Directories, and problems that name no entry (an unreadable source or directory), everywhere; each file to the
+    node a stable hash of its destination name picks, so the choice does not depend on which other files a
+    node's walk saw (by turns it did: with --remove-after-transfer a node that walked after another had removed
+    its files counted differently, and some files were sent by nobody); a problem with an entry (a file, link
+    or name a walk found, or a single-file source) to the node its name picks, as its file would have gone
+    (each node stats every entry: one whose file another node had sent and removed since the listing failed
+    with 43, and an unreadable file was told once per node); a file above ``split_above`` bytes (when set) is
+    cut into NODES byte ranges, one per process.
     """
     for item in items:
         if nodes == 1:
