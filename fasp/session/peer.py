@@ -145,6 +145,19 @@ async def _dial(host: str, port: int, clock: SetupClock) -> socket.socket:
     raise failure
 
 
+def _private_key(
+    load: Callable[..., asyncssh.SSHKey], source: str, passphrase: str | None
+) -> tuple[asyncssh.SSHKey, bool]:
+    """A private key, and whether ``passphrase`` (ASPERA_SCP_PASS, as IBM's ascp takes an encrypted key's) opened
+    it: a plain key loads without one."""
+    try:
+        return load(source), False
+    except asyncssh.KeyImportError:
+        if passphrase is None:
+            raise
+    return load(source, passphrase), True
+
+
 async def open_ssh(remote: Endpoint, clock: SetupClock) -> asyncssh.SSHClientConnection:
     """An authenticated SSH connection to the peer, or EngineError with the ascp code for the failure.
 
@@ -159,23 +172,24 @@ async def open_ssh(remote: Endpoint, clock: SetupClock) -> asyncssh.SSHClientCon
         encryption_algs=ENCRYPTION_ALGS,
         **policy.connect_options(),
     )
-    keys = []
+    keys, password = [], remote.password
     try:
         if remote.identity:
-            keys.append(asyncssh.read_private_key(remote.identity))
+            keys.append(_private_key(asyncssh.read_private_key, remote.identity, password))
         if remote.key_text:
-            keys.append(asyncssh.import_private_key(remote.key_text))
-    except (OSError, asyncssh.KeyImportError) as exc:
+            keys.append(_private_key(asyncssh.import_private_key, remote.key_text, password))
+    except (OSError, asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:  # (the latter: a wrong passphrase)
         raise EngineError(ErrorCode.AUTH, f"cannot load private key: {exc}") from None
+    if any(opened for _, opened in keys):
+        password = None  # it was the key's passphrase: no server gets to see it as a password
     if keys:
-        options["client_keys"] = keys
-    if remote.password is not None:
-        options["password"] = remote.password
+        options["client_keys"] = [key for key, _ in keys]
+    if password is not None:
+        options["password"] = password
         options["preferred_auth"] = PASSWORD_FIRST
-    if not keys and remote.password is None:
-        options["client_keys"] = None  # default ~/.ssh keys, as ssh would
-    if keys or remote.password is not None:  # what we will use first, as the "none" probe would tell
-        first, password = (b"publickey", None) if keys else (b"password", remote.password)
+    # with neither, asyncssh's default client_keys offers the user's ~/.ssh keys, as ssh would
+    if keys or password is not None:  # what we will use first, as the "none" probe would tell
+        first, password = (b"publickey", None) if keys else (b"password", password)
         factory = options.get("client_factory", asyncssh.SSHClient)
         options["client_factory"] = lambda: _early(factory, first, password)
 
