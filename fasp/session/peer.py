@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shlex
 import socket
 from collections.abc import Callable
@@ -28,6 +29,9 @@ from fasp.session.setupclock import SetupClock
 from faspmanager.codes import EngineError, ErrorCode
 
 REMOTE_COMMAND = "fasp-ascp --server"
+REASON = re.compile(r"\berror \d+: |: session failed: |: no hello from |^(?:\w+\.)*\w*(?:Error|Exception)\b")
+"""A line of a peer engine's stderr that says why it ended: ``fasp-ascp: error N: ...`` (a refused command
+line), server mode's ``session failed: ...`` and ``no hello from ...``, a crash's last traceback line."""
 REMOTE_COMMAND_ENV = "FASP_REMOTE_COMMAND"
 CONNECT_TIMEOUT = 15.0
 CONNECT_TIMEOUT_ENV = "FASP_CONNECT_TIMEOUT"  # seconds; tests and slow networks set it
@@ -360,10 +364,12 @@ class PeerEngine:
         return cls(conn, session, started)
 
     def last_words(self) -> str:
-        """The peer's last line of stderr: the reason it gave before going away (or why it never started)."""
+        """The reason the peer gave before going away: its last line of stderr that states one (an error, a
+        failed session, a crash), not an info line or a usage hint after it; or why it never started."""
         lines = self._session.stderr.decode(errors="replace").strip().splitlines()
-        if lines:
-            return lines[-1]
+        for line in reversed(lines):
+            if REASON.search(line):
+                return line
         started = self._started
         if started.done() and not started.cancelled() and started.exception() is not None:
             return f"cannot start the remote engine: {started.exception()}"
