@@ -155,7 +155,7 @@ _OPTIONS: dict[str, _Option] = {
     "source_base": _Option(str, "--src-base"),
     "source_prefix": _Option(str, "--source-prefix"),
     "symlink_policy": _Option(SymlinkPolicy, "--symbolic-links"),
-    "target_rate_kbps": _Option(int, "-l", 10000),
+    "target_rate_kbps": _Option(int, "-l", 10000, minimum=1),  # ascp refuses -l 0
     "tcp_port": _Option(int, "-P", 22, minimum=1, maximum=65535),
     "token": _Option(SECRET, env="ASPERA_SCP_TOKEN"),
     "udp_port": _Option(int, "-O", 33001, minimum=1, maximum=65535),

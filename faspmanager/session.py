@@ -289,9 +289,11 @@ class Session:
     # -- commands ------------------------------------------------------------------------------
 
     def set_rate(self, target_kbps: int) -> bool:
-        """Send RATE; False once the session concluded."""
-        if isinstance(target_kbps, bool) or not isinstance(target_kbps, int) or target_kbps < 0:
-            raise ValueError(f"target_kbps must be a non-negative int, got {target_kbps!r}")
+        """Send RATE: the new target in kilobits per second, as target_rate_kbps and ascp's -l (a percent of the
+        detected capacity with auto_detect_capacity); False once the session concluded. There is no pause:
+        a target under 1 is a ValueError, as the program would refuse it."""
+        if isinstance(target_kbps, bool) or not isinstance(target_kbps, int) or target_kbps < 1:
+            raise ValueError(f"target_kbps must be an int of at least 1 (kbit/s), got {target_kbps!r}")
         return self._command("RATE", {"Rate": target_kbps})
 
     def cancel(self) -> bool:

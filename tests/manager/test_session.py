@@ -255,3 +255,28 @@ def test_secrets_travel_in_the_environment_never_argv(backend, sample_files, tmp
     shown = repr([(e.session_stats, e.file_stats) for e in events]) + repr(order) + repr(options)
     for variable in ("ASPERA_SCP_PASS", "ASPERA_SCP_TOKEN", "ASPERA_SCP_FILEPASS"):
         assert variable not in secrets or secrets[variable] not in shown
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)
+def test_a_rate_under_1_is_refused_and_a_malformed_rate_leaves_the_transfer_running(backend, tmp_path):
+    """set_rate(0) is a ValueError in the library; a malformed RATE from any manager is ignored by the engine
+    (logged), never the end of the transfer (it was usage error 8)."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2_000_000))
+    options = backend.options(destination_root=backend.upload_root())
+    backend.slow(options)
+    with pytest.raises(ValueError, match="target_rate_kbps"):
+        options.target_rate_kbps = 0
+    with fm.session(fm.FileUpload(str(big), **backend.up(options=options)), ascp_path=backend.ascp_path) as s:
+        s.start()
+        for bad in (0, -5):
+            with pytest.raises(ValueError, match="at least 1"):
+                s.set_rate(bad)
+        assert wait_until(lambda: s.stats().get("transfer_bytes", 0) > 0, 20)
+        for fields in ({"Rate": 0}, {"Rate": "fast"}, {"MinRate": -1}, {"Policy": "warp"}):
+            s._connection().send("RATE", fields)  # what another manager might send: the library refuses these
+        assert s.set_rate(8000) is True
+        result = s.finish()
+        assert result.ok(), result.reason()
+    landed = backend.remote_root / big.name
+    assert landed.stat().st_size == big.stat().st_size and sha256(landed) == sha256(big)
