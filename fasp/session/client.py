@@ -319,8 +319,14 @@ class ClientSession:
             self.fail(exc if isinstance(exc, EngineError) else EngineError(ErrorCode.USAGE, str(exc)))
 
     async def _set_rate(self, frame: mgmt.Frame) -> None:
-        """RATE: our new proposal, and once connected the transport's pace and the peer's view of it."""
-        rate = self._rate.command(frame)
+        """RATE: our new proposal, and once connected the transport's pace and the peer's view of it. An invalid
+        one is logged and ignored: the protocol has no answer to a command, and a manager's mistake (or another
+        manager's idea of a pause) must not end the transfer."""
+        try:
+            rate = self._rate.command(frame)
+        except ValueError as exc:  # MgmtProtocolError too: a Rate that is no integer
+            log.warning("ignoring a RATE command (%s): the rate stays as it was", exc)
+            return
         if self._live.done():
             live = self._live.result()
             live.transport.set_rate(rate)

@@ -11,7 +11,6 @@ from fasp.datapath.rate import CEILING_KBPS, RateSettings
 from fasp.options.flags import Config
 from fasp.options.vocabulary import POLICIES
 from faspmanager import mgmt
-from faspmanager.codes import EngineError, ErrorCode
 
 
 class ClientRate:
@@ -26,13 +25,14 @@ class ClientRate:
 
     def command(self, frame: mgmt.Frame) -> RateSettings:
         """RATE: kbit/s; in an --auto-detect-capacity session Rate is a percent like -l (above 100 means
-        100, so a manager that thinks in kbit/s gets all of the capacity), MinRate stays kbit/s."""
+        100, so a manager that thinks in kbit/s gets all of the capacity), MinRate stays kbit/s. An invalid
+        one is a ValueError (MgmtProtocolError for a non-integer) and changes nothing."""
         rate = self.settings
         target = frame.int("Rate", rate.percent or rate.target_kbps)
         minimum = frame.int("MinRate", rate.min_kbps)
         policy = (frame.get("Policy") or rate.policy).lower()
         if policy not in POLICIES or target is None or minimum is None or target <= 0 or minimum < 0:
-            raise EngineError(ErrorCode.USAGE, f"invalid RATE command: {frame.fields}")
+            raise ValueError(f"invalid RATE command: {frame.fields}")
         if rate.percent:
             self.settings = RateSettings(rate.target_kbps, minimum, policy, percent=min(target, 100))
         else:
