@@ -144,7 +144,7 @@ class Progress:
             if frame.type == "DONE":
                 self.session["state"] = SessionState.FINISHED
             elif frame.type == "ERROR":
-                self.session["state"] = SessionState.FAILED
+                self._failed()
             elif frame.type == "STATS" and str(fields.get("file", "")) in self.files:
                 file_stats = dict(self.files[str(fields["file"])])  # the file in flight, as last reported
         return TransferEvent(event_type, self.snapshot(), file_stats)
@@ -179,11 +179,26 @@ class Progress:
             stats["error"] = fields.get("code")
         return dict(stats)
 
-    def fail(self, description: str, **details: object) -> None:
-        """The library's own verdict (program died, protocol broken, session closed); first verdict wins."""
+    def fail(self, description: str, **details: object) -> bool:
+        """The library's own verdict (program died, protocol broken, session closed); first verdict wins: True
+        when this one did."""
         if self.concluded:
-            return
-        self.session.update(details, description=description, state=SessionState.FAILED)
+            return False
+        self.session.update(details, description=description)
+        self._failed()
+        return True
+
+    def _failed(self) -> None:
+        """The session failed: a file still in flight never completed, so it failed with it (and is one for
+        failed_files() to name for a retry)."""
+        self.session["state"] = SessionState.FAILED
+        for stats in self.files.values():
+            if stats["state"] == FileState.TRANSFERRING:
+                stats.update(
+                    state=FileState.FAILED,
+                    error=self.session.get("code"),
+                    description=self.session.get("description"),
+                )
 
     def failed_files(self) -> list[str]:
         return [name for name, stats in self.files.items() if stats["state"] == FileState.FAILED]

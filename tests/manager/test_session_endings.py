@@ -1,0 +1,57 @@
+"""How a session that ends FAILED looks with the real engine: the file in flight, the listener's last event."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import faspmanager as fm
+from tests.support.files import sha256
+from tests.support.wait import wait_until
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.parametrize("backend", ["engine"], indirect=True)]
+
+SIZE = 2_000_000  # 4 s at the slow 4000 kbit/s: long enough to end it mid-file
+
+
+def _slow_upload(backend, tmp_path):
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(SIZE))
+    options = backend.options(destination_root=backend.upload_root())
+    backend.slow(options)
+    return src, fm.FileUpload(str(src), **backend.up(options=options))
+
+
+def _in_flight(session) -> bool:
+    return (
+        any(f["state"] == fm.FileState.TRANSFERRING for f in session.file_stats().values())
+        and session.stats().get("transfer_bytes", 0) > 0
+    )
+
+
+def _assert_incomplete(backend, src) -> None:
+    landed = backend.remote_root / src.name
+    assert not landed.exists() or sha256(landed) != sha256(src)
+
+
+@pytest.mark.parametrize("end", ["cancel", "kill"])
+def test_the_file_in_flight_fails_with_the_session(backend, tmp_path, end):
+    """cancel: the engine's ERROR 28; kill: the library's own verdict. Either way the file never stopped, so it
+    failed, with the session's code and description, and failed_files() names it for a retry."""
+    src, order = _slow_upload(backend, tmp_path)
+    with fm.session(order, ascp_path=backend.ascp_path) as s:
+        s.start()
+        assert wait_until(lambda: _in_flight(s), 20), s.file_stats()
+        s.cancel() if end == "cancel" else os.kill(s.pid, signal.SIGKILL)
+        result = s.finish()
+        assert result.failed()
+        ((name, stats),) = s.file_stats().items()
+        assert name.endswith(src.name)
+        assert stats["state"] == fm.FileState.FAILED
+        assert stats["error"] == result.stats().get("code") and stats["description"] == result.reason()
+        assert s.failed_files() == result.failed_files() == [name]
+    if end == "cancel":
+        assert result.stats()["code"] == 28
+    _assert_incomplete(backend, src)
