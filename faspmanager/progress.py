@@ -179,14 +179,15 @@ class Progress:
             stats["error"] = fields.get("code")
         return dict(stats)
 
-    def fail(self, description: str, **details: object) -> bool:
-        """The library's own verdict (program died, protocol broken, session closed); first verdict wins: True
-        when this one did."""
+    def fail(self, description: str, **details: object) -> TransferEvent | None:
+        """The library's own verdict (program died, protocol broken, session closed); first verdict wins. Its
+        ERROR event (a listener hears how the session ended, as from the program's ERROR), or None when an
+        earlier verdict stands."""
         if self.concluded:
-            return False
+            return None
         self.session.update(details, description=description)
         self._failed()
-        return True
+        return TransferEvent(TransferEventType.ERROR, self.snapshot())
 
     def _failed(self) -> None:
         """The session failed: a file still in flight never completed, so it failed with it (and is one for

@@ -366,9 +366,12 @@ class Session:
             self._events.put(None)
 
     def _conclude(self, description: str, **details: object) -> None:
-        """End the session as FAILED unless the program already ended it (the first verdict wins)."""
+        """End the session as FAILED unless the program already ended it (the first verdict wins); the listener
+        gets the verdict's ERROR event, ahead of the dispatcher's end, which every caller queues after this."""
         with self._lock:
-            self._progress.fail(description, **details)
+            event = self._progress.fail(description, **details)
+            if event is not None and self._dispatcher is not None:
+                self._events.put(event)
             self._concluded.set()
 
     def _dispatch(self, listener: Listener) -> None:

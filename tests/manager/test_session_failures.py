@@ -31,13 +31,20 @@ def _upload(tmp_path, sources, **options):
 
 def test_program_dying_without_done_fails_with_status_and_stderr(fake_ascp, sample_files, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKEASCP_MODE", "die")
-    with fm.session(_upload(tmp_path, sample_files), ascp_path=str(fake_ascp)) as s:
+    events = []
+    with fm.session(_upload(tmp_path, sample_files), ascp_path=str(fake_ascp), listener=events.append) as s:
         s.start()
         result = s.finish()
         assert result.failed() and s.state() == fm.SessionState.FAILED
         assert "status 3" in result.reason() and "simulated crash" in result.reason()
         assert result.stats()["exit_status"] == 3
         assert s.finish() is result
+    assert [e.event_type for e in events] == [
+        fm.TransferEventType.INIT,
+        fm.TransferEventType.SESSION,
+        fm.TransferEventType.ERROR,
+    ]
+    assert events[-1].session_stats == result.stats()  # the library's verdict, heard as the program's ERROR is
 
 
 @pytest.mark.slow
@@ -88,11 +95,14 @@ def test_error_event_fails_with_its_code_and_description(fake_ascp, sample_files
 
 def test_protocol_garbage_fails_the_session_and_ends_the_program(fake_ascp, sample_files, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKEASCP_MODE", "garbage")
-    with fm.session(_upload(tmp_path, sample_files), ascp_path=str(fake_ascp)) as s:
+    events = []
+    with fm.session(_upload(tmp_path, sample_files), ascp_path=str(fake_ascp), listener=events.append) as s:
         s.start()
         result = s.finish()
         assert result.failed() and "management protocol" in result.reason()
         assert s._process.wait(10) is not None
+    assert [e.event_type for e in events] == [fm.TransferEventType.ERROR]
+    assert events[0].session_stats["state"] == fm.SessionState.FAILED
 
 
 def test_skipped_and_failed_files(fake_ascp, sample_files, tmp_path):
