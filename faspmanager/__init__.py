@@ -31,15 +31,16 @@ from .orders import (
     StreamUpload,
 )
 from .progress import SessionResult, TransferEvent
-from .session import Listener, PersistentSession, Session, Stream, StreamSession
+from .session import Listener, PersistentSession, Session, Stream, StreamSession, _order_problem
 
 
 def session(
     order: BaseTransferOrder, ascp_path: PathArg | None = None, port: int = 0, listener: Listener | None = None
 ) -> Session:
     """The Session matching the order: Session, PersistentSession or StreamSession."""
-    if not isinstance(order, BaseTransferOrder):
-        raise RuntimeError(f"order must be a BaseTransferOrder subclass instance, got {type(order).__name__}")
+    problem = _order_problem(order)
+    if problem is not None:
+        raise RuntimeError(problem)
     if isinstance(order, StreamUpload):
         return StreamSession(order, order.options.chunk_size, ascp_path=ascp_path, listener=listener, port=port)
     if isinstance(order, (PersistentUpload, PersistentDownload)):

@@ -31,7 +31,7 @@ from .constants import SessionState
 from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
 from .locate import is_our_engine, locate_ascp, runs_here
 from .mgmt import SECRET_ENV, MgmtProtocolError, encode
-from .orders import BaseTransferOrder, PathArg
+from .orders import BaseTransferOrder, PathArg, StreamUpload
 from .progress import Progress, SessionResult, TransferEvent
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,26 @@ class MgmtConnection:
         self.sock.close()
 
 
+def _order_problem(order: object) -> str | None:
+    """Why ``order`` cannot be run (None when it can): not an order at all, or the bare base class, which names
+    no transfer (start() would fail on it with a bare NotImplementedError)."""
+    if isinstance(order, BaseTransferOrder) and type(order) is not BaseTransferOrder:
+        return None
+    return f"order must be an instance of a BaseTransferOrder subclass (FileUpload...), got {type(order).__name__}"
+
+
+def _session_for(order: BaseTransferOrder) -> str:
+    """The session class that runs ``order``: a keepalive order's files come through the management port."""
+    if isinstance(order, StreamUpload):
+        return "StreamSession"
+    return "PersistentSession" if order._keepalive else "Session"
+
+
 class Session:
     """A class for executing Aspera FASP transfers: start, monitor, steer, finish, close."""
+
+    _runs = "Session"
+    """The orders this class runs, as ``_session_for`` names them."""
 
     start_timeout: float | None = None
     """Seconds the program has to connect to the management port (None: $FASPMANAGER_START_TIMEOUT or 15)."""
@@ -99,8 +117,15 @@ class Session:
         listener: Listener | None = None,
         port: int | None = None,
     ) -> None:
-        if not isinstance(order, BaseTransferOrder):
-            raise TypeError(f"order must be a BaseTransferOrder, got {type(order).__name__}")
+        problem = _order_problem(order)
+        if problem is not None:
+            raise TypeError(problem)
+        wanted = _session_for(order)
+        if wanted != self._runs:  # Session on a keepalive order: nobody would send the DONE it waits for
+            raise TypeError(
+                f"{type(self).__name__} cannot run a {type(order).__name__}: "
+                f"use {wanted} (or faspmanager.session(), which picks it)"
+            )
         self.order = order
         self.ascp_path = ascp_path
         self.listener = listener
@@ -468,6 +493,8 @@ class _KeepaliveSession(Session):
 class PersistentSession(_KeepaliveSession):
     """A persistent Session: sources are added with add_source until finish()."""
 
+    _runs = "PersistentSession"
+
     def add_source(
         self, source_path: PathArg, dest_path: PathArg, start_offset: int | None = None, end_offset: int | None = None
     ) -> None:
@@ -533,6 +560,8 @@ class Stream:
 
 class StreamSession(_KeepaliveSession):
     """A Session for stream-to-file transfers: open_stream() gives a writable Stream."""
+
+    _runs = "StreamSession"
 
     def __init__(
         self,

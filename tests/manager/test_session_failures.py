@@ -219,6 +219,30 @@ def test_close_before_start_and_start_after_close(fake_ascp, sample_files, tmp_p
 def test_session_factory_rejects_non_orders():
     with pytest.raises(RuntimeError):
         fm.session(order="not an order")
+    # the bare base class names no transfer: refused here, not as a bare NotImplementedError out of start()
+    with pytest.raises(RuntimeError, match="BaseTransferOrder subclass"):
+        fm.session(order=fm.BaseTransferOrder())
+    with pytest.raises(TypeError, match="BaseTransferOrder subclass"):
+        fm.Session(fm.BaseTransferOrder())
+
+
+def test_each_session_class_refuses_the_orders_of_another(tmp_path):
+    """Session on a keepalive order ran a program nobody ever sent DONE to: finish() blocked forever."""
+    persistent = fm.PersistentUpload("u", "h", dest_pass="pw")
+    stream = fm.StreamUpload("u", "h", dest_pass="pw")
+    plain = _upload(tmp_path, [tmp_path / "a.bin"])
+    for session_class, order, wanted in (
+        (fm.Session, persistent, "PersistentSession"),
+        (fm.Session, stream, "StreamSession"),
+        (fm.PersistentSession, plain, "Session"),
+        (fm.PersistentSession, stream, "StreamSession"),
+        (fm.StreamSession, persistent, "PersistentSession"),
+        (fm.StreamSession, plain, "Session"),
+    ):
+        more = (1000,) if session_class is fm.StreamSession else ()
+        with pytest.raises(TypeError, match=rf"use {wanted} \(or faspmanager\.session\(\)"):
+            session_class(order, *more)
+    assert type(fm.session(persistent)) is fm.PersistentSession and type(fm.session(stream)) is fm.StreamSession
 
 
 def test_bad_explicit_program_is_file_not_found(sample_files, tmp_path):
