@@ -46,12 +46,30 @@ class HttpFallbackOptions:
         self.https_cert_filename = https_cert_filename
         self.http_proxy_address_host = http_proxy_address_host
         self.http_proxy_address_port = http_proxy_address_port
+        self._check()
+
+    def _check(self) -> None:
+        """A ValueError naming the first setting of the wrong kind: when made, and again when used (the
+        attributes are plain, so they may have changed since)."""
+        if self.encode_all_as_jpeg is not None and not isinstance(self.encode_all_as_jpeg, bool):
+            raise ValueError(f"encode_all_as_jpeg takes True or False, got {self.encode_all_as_jpeg!r}")
+        for name in ("http_port", "http_proxy_address_port"):
+            if getattr(self, name) is not None:
+                _port(name, getattr(self, name))
+        for name in ("https_key_filename", "https_cert_filename"):
+            path = getattr(self, name)
+            if path is not None and (not isinstance(path, (str, os.PathLike)) or not os.fspath(path)):
+                raise ValueError(f"{name} takes a path, got {path!r}")
+        host = self.http_proxy_address_host
+        if host is not None and (not isinstance(host, str) or not host.strip()):
+            raise ValueError(f"http_proxy_address_host takes a host name, got {host!r}")
 
     def build_ascp_options(self) -> list[str]:
         """The ascp flags turning HTTP fallback on: ``-y 1`` plus one flag per given setting."""
+        self._check()
         args = ["-y", "1"]
         if self.http_port is not None:
-            args += ["-t", str(_port("http_port", self.http_port))]
+            args += ["-t", str(self.http_port)]
         if self.encode_all_as_jpeg:
             args += ["-j", "1"]
         if self.https_key_filename is not None:
@@ -59,9 +77,9 @@ class HttpFallbackOptions:
         if self.https_cert_filename is not None:
             args += ["-I", os.fspath(self.https_cert_filename)]
         if self.http_proxy_address_host is not None:
-            proxy = str(self.http_proxy_address_host)
+            proxy = self.http_proxy_address_host
             if self.http_proxy_address_port is not None:
-                proxy += f":{_port('http_proxy_address_port', self.http_proxy_address_port)}"
+                proxy += f":{self.http_proxy_address_port}"
             args += ["-x", proxy]
         return args
 
@@ -107,7 +125,7 @@ _OPTIONS: dict[str, _Option] = {
     "content_protection_passphrase": _Option(SECRET, env="ASPERA_SCP_FILEPASS"),
     "cookie": _Option(SECRET, env="ASPERA_SCP_COOKIE"),
     "create_dirs": _Option(bool, "-d", False),
-    "datagram_size": _Option(int, "-Z", minimum=1),
+    "datagram_size": _Option(int, "-Z", minimum=296, maximum=65000),  # ascp's range
     "delete_before_transfer": _Option(bool, "--delete-before-transfer", False),
     "destination_root": _Option(str, None, DEFAULT_DESTINATION_ROOT),  # the destination argument
     "encryption": _Option(bool, "-T", True, when_false=True),
@@ -139,7 +157,7 @@ _OPTIONS: dict[str, _Option] = {
     "preserve_modification_time": _Option(bool, "--preserve-modification-time", False),
     "preserve_source_access_time": _Option(bool, "--preserve-source-access-time", False),
     "preserve_xattrs": _Option(PreserveMode, "--preserve-xattrs"),
-    "read_size": _Option(int, "-g"),
+    "read_size": _Option(int, "-g", minimum=1),
     "remote_log_dir": _Option(str, "-R"),
     "remote_preserve_acls": _Option(PreserveMode, "--remote-preserve-acls"),
     "remote_preserve_xattrs": _Option(PreserveMode, "--remote-preserve-xattrs"),
@@ -159,7 +177,7 @@ _OPTIONS: dict[str, _Option] = {
     "tcp_port": _Option(int, "-P", 22, minimum=1, maximum=65535),
     "token": _Option(SECRET, env="ASPERA_SCP_TOKEN"),
     "udp_port": _Option(int, "-O", 33001, minimum=1, maximum=65535),
-    "write_size": _Option(int, "-G"),
+    "write_size": _Option(int, "-G", minimum=1),
 }
 
 
@@ -262,6 +280,19 @@ class TransferOptions:
         object.__setattr__(self, "opts", self.defaults())
         for name, value in kwargs.items():
             setattr(self, name, value)
+        self._check_rates()
+
+    def _check_rates(self) -> None:
+        """ascp refuses -m above -l where both are kbit/s (with auto_detect_capacity -l is a percent). Checked
+        once all are given, and again when used: options set one at a time may pass through such a state."""
+        minimum, target = self.opts.get("min_rate_kbps"), self.opts.get("target_rate_kbps")
+        if (
+            minimum is not None
+            and target is not None
+            and minimum > target
+            and not self.opts.get("auto_detect_capacity")
+        ):
+            raise ValueError(f"min_rate_kbps {minimum} is above target_rate_kbps {target}")
 
     @staticmethod
     def defaults() -> dict[str, Any]:
@@ -293,6 +324,7 @@ class TransferOptions:
 
     def ascp_args(self) -> list[str]:
         """The flags for every set option, in documentation order (secrets excluded)."""
+        self._check_rates()
         args: list[str] = []
         for name, option in _OPTIONS.items():
             value = self.opts.get(name)

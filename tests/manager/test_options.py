@@ -228,6 +228,11 @@ def test_unknown_option_names_the_closest_valid_one():
         ("target_rate_kbps", "fast"),
         ("target_rate_kbps", True),
         ("target_rate_kbps", -1),
+        ("target_rate_kbps", 0),
+        ("datagram_size", 295),
+        ("datagram_size", 65001),
+        ("read_size", 0),
+        ("write_size", 0),
         ("tcp_port", 70000),
         ("create_dirs", "yes"),
         ("policy", "warp"),
@@ -305,3 +310,35 @@ def test_orders_survive_copy_and_pickle():
         assert [a for a in clone.ascp_opts() if "pair-list" not in a] == [
             a for a in order.ascp_opts() if "pair-list" not in a
         ]
+
+
+def test_the_minimum_rate_may_not_exceed_the_target():
+    """ascp refuses -m above -l (usage error 8 once the session ran); where both are kbit/s it is refused here."""
+    with pytest.raises(ValueError, match="min_rate_kbps 20000 is above target_rate_kbps 5000"):
+        fm.TransferOptions(min_rate_kbps=20000, target_rate_kbps=5000)
+    with pytest.raises(ValueError, match="min_rate_kbps"):
+        fm.TransferOptions(min_rate_kbps=20000)  # the default target is 10000
+    assert fm.TransferOptions(min_rate_kbps=20000, target_rate_kbps=50000).min_rate_kbps == 20000  # any order
+    # with auto_detect_capacity the target is a percent of the capacity: nothing to compare
+    assert fm.TransferOptions(auto_detect_capacity=True, target_rate_kbps=50, min_rate_kbps=20000).ascp_args()
+    options = fm.TransferOptions(target_rate_kbps=50000, min_rate_kbps=20000)
+    options.target_rate_kbps = 1000  # one at a time: checked once the options are used
+    with pytest.raises(ValueError, match="min_rate_kbps 20000 is above target_rate_kbps 1000"):
+        options.ascp_args()
+
+
+@pytest.mark.parametrize(
+    "name, bad",
+    [
+        ("http_port", 0),
+        ("http_port", "80"),
+        ("http_proxy_address_port", 70000),
+        ("encode_all_as_jpeg", "yes"),
+        ("https_key_filename", 5),
+        ("https_cert_filename", b"c.pem"),
+        ("http_proxy_address_host", ""),
+    ],
+)
+def test_http_fallback_options_are_checked_when_made(name, bad):
+    with pytest.raises(ValueError, match=name):
+        fm.HttpFallbackOptions(**{name: bad})
