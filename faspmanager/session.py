@@ -153,9 +153,17 @@ class Session:
             if self._closed:
                 raise SessionStateError("session is closed")
             command = locate_ascp(self.ascp_path)
+            # the order's command line before the session counts as started: an option found wrong only now
+            # raises here and leaves the session to be fixed and started again
+            workdir = tempfile.mkdtemp(prefix="faspmanager-")
+            try:
+                order_args = self.order._ascp_args(workdir)
+            except BaseException:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            self._workdir = workdir
             self._started = True
         self.ascp_path = command[0] if self.ascp_path is None else self.ascp_path
-        self._workdir = tempfile.mkdtemp(prefix="faspmanager-")
         try:
             server = self._listen()
             try:
@@ -163,7 +171,7 @@ class Session:
                 # only our engine presents the secret (and drops it from its environment); IBM's ascp would keep
                 # it in its /proc environ for any process of the user to read: it is admitted by its process tree
                 required = is_our_engine(command)
-                argv = [*command, "-M", str(self.port), *self.order._ascp_args(self._workdir)]
+                argv = [*command, "-M", str(self.port), *order_args]
                 env = {**os.environ, **self.order.ascp_env(), **({SECRET_ENV: secret} if required else {})}
                 process = self._process = self._run(command, argv, env)
                 caller = self._accept(Admission(server, secret, process.pid, required), process)

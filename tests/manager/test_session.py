@@ -280,3 +280,22 @@ def test_a_rate_under_1_is_refused_and_a_malformed_rate_leaves_the_transfer_runn
         assert result.ok(), result.reason()
     landed = backend.remote_root / big.name
     assert landed.stat().st_size == big.stat().st_size and sha256(landed) == sha256(big)
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)
+def test_a_bad_option_found_at_start_leaves_the_session_startable(backend, sample_files):
+    """The command line is built before the session counts as started: fix the option and start again."""
+    options = backend.options(destination_root=backend.upload_root(), target_rate_kbps=50_000, min_rate_kbps=20_000)
+    order = fm.FileUpload([str(p) for p in sample_files], **backend.up(options=options))
+    with fm.session(order, ascp_path=backend.ascp_path) as s:
+        options.target_rate_kbps = 10_000  # below the minimum: ascp would refuse it (usage error 8)
+        with pytest.raises(ValueError, match="min_rate_kbps"):
+            s.start()
+        assert s.state() == fm.SessionState.NOTSTARTED and s.pid is None
+        options.min_rate_kbps = 1000
+        s.start()
+        result = s.finish()
+        assert result.ok(), result.reason()
+    for path in sample_files:
+        landed = backend.remote_root / path.name
+        assert landed.stat().st_size == path.stat().st_size and sha256(landed) == sha256(path)
