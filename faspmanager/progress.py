@@ -119,6 +119,9 @@ class Progress:
     def __init__(self) -> None:
         self.session: dict[str, Any] = {"state": SessionState.NOTSTARTED}
         self.files: dict[str, dict[str, Any]] = {}
+        self._offsets: dict[str, int] = {}
+        """Per file in flight: its start byte less the session's transfer bytes at its START, so a STATS frame's
+        session-wide TransferBytes gives the file's bytes so far (the frame names the file, not its bytes)."""
 
     @property
     def concluded(self) -> bool:
@@ -146,7 +149,7 @@ class Progress:
             elif frame.type == "ERROR":
                 self._failed()
             elif frame.type == "STATS" and str(fields.get("file", "")) in self.files:
-                file_stats = dict(self.files[str(fields["file"])])  # the file in flight, as last reported
+                file_stats = self._in_flight(str(fields["file"]), fields.get("transfer_bytes"))
         return TransferEvent(event_type, self.snapshot(), file_stats)
 
     def _file(self, event: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -164,9 +167,12 @@ class Progress:
             },
         )
         stats.update(fields)
+        self._offsets.pop(name, None)
         if event == "START":
             stats["state"] = FileState.TRANSFERRING
             stats["bytes_written"] = fields.get("start_byte") or 0
+            moved = self.session.get("transfer_bytes")
+            self._offsets[name] = stats["bytes_written"] - (moved if isinstance(moved, int) else 0)
         elif event == "STOP":
             stats["state"] = FileState.FINISHED
             stats["bytes_written"] = fields.get("written", fields.get("size", stats["bytes_written"]))
@@ -177,6 +183,18 @@ class Progress:
         else:
             stats["state"] = FileState.FAILED
             stats["error"] = fields.get("code")
+        return dict(stats)
+
+    def _in_flight(self, name: str, transfer_bytes: object) -> dict[str, Any]:
+        """The file a STATS frame names, its bytes_written moved on by the session's bytes since its START
+        (capped at its size, never backwards)."""
+        stats = self.files[name]
+        offset = self._offsets.get(name)
+        if offset is not None and isinstance(transfer_bytes, int):
+            written = offset + transfer_bytes
+            if isinstance(stats.get("size"), int):
+                written = min(written, stats["size"])
+            stats["bytes_written"] = max(stats["bytes_written"], written)
         return dict(stats)
 
     def fail(self, description: str, **details: object) -> TransferEvent | None:

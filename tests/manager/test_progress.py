@@ -77,3 +77,16 @@ def test_snapshots_are_copies():
     event = p.apply(Frame("INIT", {"Rate": "1"}))
     event.session_stats["rate"] = 999
     assert p.session["rate"] == 1
+
+
+def test_stats_move_the_file_in_flight_by_the_session_bytes_since_its_start():
+    p = Progress()
+    p.started()
+    p.apply(Frame("STATS", {"TransferBytes": "100"}))  # an earlier file's bytes
+    p.apply(Frame("START", {"File": "f", "Size": "1000", "StartByte": "50"}))
+    assert p.apply(Frame("STATS", {"File": "f", "TransferBytes": "400"})).file_stats["bytes_written"] == 350
+    assert p.apply(Frame("STATS", {"File": "f", "TransferBytes": "300"})).file_stats["bytes_written"] == 350
+    assert p.apply(Frame("STATS", {"File": "f", "TransferBytes": "5000"})).file_stats["bytes_written"] == 1000
+    stop = p.apply(Frame("STOP", {"File": "f", "Size": "1000", "Written": "950"}))
+    assert stop.file_stats["bytes_written"] == 950
+    assert p.apply(Frame("STATS", {"File": "f", "TransferBytes": "6000"})).file_stats["bytes_written"] == 950

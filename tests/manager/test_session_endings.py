@@ -88,3 +88,33 @@ def test_an_engine_error_reaches_the_listener_once(backend, tmp_path):
     assert len(errors) == 1 and events[-1] is errors[0]
     assert errors[0].session_stats["code"] == 28 == result.stats()["code"]
     _assert_incomplete(backend, src)
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_stats_events_follow_the_file_in_flight(backend, tmp_path, direction):
+    """A STATS event's file_stats shows the bytes of the file in flight moving, not 0 until its STOP."""
+    if direction == "upload":
+        src, order = _slow_upload(backend, tmp_path)
+        landed = backend.remote_root / src.name
+    else:
+        src = backend.remote_root / "served.bin"
+        src.write_bytes(os.urandom(SIZE))
+        options = backend.options(destination_root=str(backend.local_root))
+        backend.slow(options)
+        order = fm.FileDownload(backend.remote(src.name), **backend.down(options=options))
+        landed = backend.local_root / src.name
+    events: list[fm.TransferEvent] = []
+    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
+        s.start()
+        result = s.finish()
+        assert result.ok(), result.reason()
+    assert landed.stat().st_size == SIZE and sha256(landed) == sha256(src)
+    moving = [
+        e.file_stats["bytes_written"]
+        for e in events
+        if e.event_type == fm.TransferEventType.STATS and e.file_stats is not None
+    ]
+    assert moving == sorted(moving) and all(0 <= n <= SIZE for n in moving), moving
+    assert any(0 < n < SIZE for n in moving), moving
+    stop = next(e for e in events if e.event_type == fm.TransferEventType.STOP)
+    assert stop.file_stats["bytes_written"] == SIZE
