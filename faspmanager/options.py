@@ -144,7 +144,8 @@ _OPTIONS: dict[str, _Option] = {
     "move_after_transfer_path": _Option(str, "--move-after-transfer"),
     "multi_session_threshold": _Option(int, "--multi-session-threshold"),
     "overwrite_policy": _Option(OverwritePolicy, "--overwrite"),
-    "partial_file_suffix": _Option(str, "--partial-file-suffix"),
+    # the reference's default: a file cut off mid-way is never taken for a complete one; None or "" opts out
+    "partial_file_suffix": _Option(str, "--partial-file-suffix", ".partial"),
     "policy": _Option(TransferPolicy, "--policy", DEFAULT_POLICY),
     "pre_post_command_path": _Option(str, "-e"),
     "precalculate_job_size": _Option(bool, "--precalculate-job-size", False),

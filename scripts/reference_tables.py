@@ -89,7 +89,8 @@ def option_type(description: str) -> str | None:
 
 
 def parse_options(body: list[str]) -> dict[str, dict[str, str | None]]:
-    """TransferOptions' option list: name -> its documented type and default (the word after "Default:")."""
+    """TransferOptions' option list: name -> its documented type and default (the word after "Default:", or
+    the suffix after 'Default suffix is')."""
     descriptions: dict[str, str] = {}
     last = None
     for line in body[: body.index("Ancestors (in MRO)")]:
@@ -106,7 +107,7 @@ def parse_options(body: list[str]) -> dict[str, dict[str, str | None]]:
             last = None
     options: dict[str, dict[str, str | None]] = {}
     for name, text in descriptions.items():
-        default = re.search(r"Default: (\w+)", text)
+        default = re.search(r'Default(?::| suffix is) "?(\.?\w+)', text)
         options[name] = {"type": option_type(text), "default": default.group(1) if default else None}
     return options
 

@@ -374,7 +374,7 @@ OPTIONS: dict[str, dict[str, str | None]] = {
     "move_after_transfer_path": {"default": None, "type": "str"},
     "multi_session_threshold": {"default": None, "type": None},
     "overwrite_policy": {"default": None, "type": "constant"},
-    "partial_file_suffix": {"default": None, "type": "str"},
+    "partial_file_suffix": {"default": ".partial", "type": "str"},
     "policy": {"default": None, "type": "constant"},
     "pre_post_command_path": {"default": None, "type": "str"},
     "precalculate_job_size": {"default": "False", "type": "bool"},

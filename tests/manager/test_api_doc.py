@@ -115,6 +115,8 @@ def test_documented_defaults() -> None:
             assert defaults[name] is (default.lower() == "true"), name
         elif default is not None and default.isdigit():
             assert defaults[name] == int(default), name
+        elif default is not None and default.startswith("."):  # a suffix, as written
+            assert defaults[name] == default, name
     assert defaults["encryption"] is True  # "Default: on"
 
 

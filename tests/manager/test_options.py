@@ -113,6 +113,7 @@ def test_unset_options_add_nothing_and_defaults_are_explicit():
         "--host=h",
         "-m",
         "0",
+        "--partial-file-suffix=.partial",
         "--policy=fair",
         "-l",
         "10000",
@@ -124,6 +125,15 @@ def test_unset_options_add_nothing_and_defaults_are_explicit():
         ".",
     ]
     assert "-T" not in args and "-d" not in args
+
+
+def test_partial_files_get_the_documented_suffix_unless_opted_out():
+    """The reference: 'Default suffix is ".partial"'; None leaves the program's own default, "" says no suffix."""
+    assert fm.TransferOptions().partial_file_suffix == ".partial"
+    assert fm.TransferOptions.defaults()["partial_file_suffix"] == ".partial"
+    assert "--partial-file-suffix=.partial" in _upload().ascp_opts()
+    assert not any(a.startswith("--partial-file-suffix") for a in _upload(partial_file_suffix=None).ascp_opts())
+    assert "--partial-file-suffix=" in _upload(partial_file_suffix="").ascp_opts()
 
 
 def test_auto_detect_capacity_makes_the_default_target_100_percent():

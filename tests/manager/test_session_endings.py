@@ -118,3 +118,27 @@ def test_stats_events_follow_the_file_in_flight(backend, tmp_path, direction):
     assert any(0 < n < SIZE for n in moving), moving
     stop = next(e for e in events if e.event_type == fm.TransferEventType.STOP)
     assert stop.file_stats["bytes_written"] == SIZE
+
+
+def test_an_interrupted_upload_leaves_a_partial_file_that_a_resume_completes(backend, tmp_path):
+    """partial_file_suffix defaults to ".partial" (the reference): a file cut off mid-way is never found under
+    its final name, and resume_check picks the partial file up under that name."""
+    src, order = _slow_upload(backend, tmp_path)
+    partial, landed = backend.remote_root / f"{src.name}.partial", backend.remote_root / src.name
+    with fm.session(order, ascp_path=backend.ascp_path) as s:
+        s.start()
+        # past the first 512 KiB piece, which is what a resume can keep
+        assert wait_until(lambda: partial.exists() and partial.stat().st_size > 700_000, 20)
+        assert not landed.exists()
+        s.cancel()
+        assert s.finish().failed()
+    assert partial.exists() and not landed.exists()
+    assert 0 < partial.stat().st_size < SIZE or sha256(partial) != sha256(src)
+    options = backend.options(destination_root=backend.upload_root(), resume_check=fm.ResumeCheck.SPARSE_CHECKSUM)
+    with fm.session(fm.FileUpload(str(src), **backend.up(options=options)), ascp_path=backend.ascp_path) as s:
+        s.start()
+        result = s.finish()
+        assert result.ok(), result.reason()
+    assert landed.stat().st_size == SIZE and sha256(landed) == sha256(src)
+    assert not partial.exists()
+    assert result.stats()["transfer_bytes"] < SIZE  # resumed, not sent again whole
