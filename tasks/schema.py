@@ -146,6 +146,9 @@ def options_to_json(options: fm.TransferOptions, sealer: Sealer | None, transfer
         if value is not None and name in SECRET_OPTIONS:
             value = {"$sealed": _sealer(sealer).seal(value, _context(transfer_id, "options", name))}
         out[name] = _value_to_json(value)
+    for name in fm.TransferOptions.defaults():
+        if name not in options.opts:  # opted out of its default (partial_file_suffix=None): it stays out
+            out[name] = None
     return out
 
 

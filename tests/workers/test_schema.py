@@ -215,3 +215,11 @@ def test_records_are_signed_whole_and_unsigned_ones_refused():
     legacy = {"type": "FileUpload", "order": '{"v": 1}', "queue": "q"}
     with pytest.raises(OrderNotAuthenticated, match="schema version 1 .* resubmit"):
         verify_record(legacy, "tid", key)
+
+
+def test_an_option_opted_out_of_its_default_stays_out():
+    """partial_file_suffix=None drops the ".partial" default; a worker must not put it back."""
+    order = fm.PersistentUpload("u", "h", dest_pass="pw", options=fm.TransferOptions(partial_file_suffix=None))
+    back = order_from_json(json.loads(json.dumps(order_to_json(order, SEALER, "tid"))), SEALER, "tid")
+    assert back.options.partial_file_suffix is None and back.options == order.options
+    assert not any(a.startswith("--partial-file-suffix") for a in back.ascp_opts())
