@@ -198,9 +198,15 @@ def _file_name(name: str) -> str:
     return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+SECRET_PREFIXES = ("ASPERA_SCP_", "FASPQ_")
+"""Variables no engine the server spawns inherits: a client's secrets, and the queue's settings (its shared key,
+its Redis URL and password), which one .env for all the Procfile's processes gives the server too."""
+
+
 def child_environment(environ: Mapping[str, str], secret_vars: Sequence[str] = ()) -> dict[str, str]:
-    """The server's environment minus anything secret, for the engine processes it spawns."""
-    return {k: v for k, v in environ.items() if k not in secret_vars and not k.startswith("ASPERA_SCP_")}
+    """The server's environment minus anything secret, for the engine processes it spawns: they parse what the
+    network sends."""
+    return {k: v for k, v in environ.items() if k not in secret_vars and not k.startswith(SECRET_PREFIXES)}
 
 
 class FrontDoor:

@@ -275,3 +275,32 @@ def test_the_servers_password_is_not_left_in_its_proc_environ(fasp_server):
     assert wait_until(lambda: fasp_server.password.encode() not in environ(), 10, 0.1), (
         "fasp-server's /proc/PID/environ holds the password"
     )
+
+
+def test_the_queue_s_secrets_in_the_server_s_environment_reach_none_of_its_engines(tmp_path, monkeypatch):
+    """The Procfile's processes share one .env, so fasp-server gets the queue's shared key and the Redis URL
+    with its password: an engine that parses what the network sends (its warm fork server too) holds neither."""
+    from tests.engine.helpers import server_mode_pids
+
+    queue = {
+        "FASPQ_SECRET_KEY": "queue-shared-key-0123456789abcdef",
+        "FASPQ_REDIS_URL": "redis://:redis-password-42@127.0.0.1:6379/0",
+        "FASPQ_REDIS_PASSWORD": "redis-password-42",
+    }
+    for name, value in queue.items():
+        monkeypatch.setenv(name, value)
+
+    async def environ_of_an_engine(server) -> bytes:
+        async with server.ssh() as conn:
+            process = await conn.create_process("fasp-ascp --server", encoding=None)
+            assert wait_until(lambda: server_mode_pids(str(server.docroot)), 10)
+            environ = Path(f"/proc/{server_mode_pids(str(server.docroot))[0]}/environ").read_bytes()
+            process.close()
+            await process.wait_closed()
+            return environ
+
+    with start_fasp_server(tmp_path / "srv") as server:
+        environ = asyncio.run(environ_of_an_engine(server))
+    assert b"PATH=" in environ  # (what it needs stays)
+    for value in queue.values():
+        assert value.encode() not in environ, environ
