@@ -51,10 +51,14 @@ def plan(
     (the suffixed file, or ``final`` itself when there is no suffix); ``watermark`` the sidecar's
     verified length, None when there is no (valid) sidecar."""
     if final is not None:
-        resumable = partial is final and resume > 0 and 0 < final.size < size
-        if resumable and watermark is None:
+        # a shorter file at the final name may be one our receiver left unfinished: it opens the file there as
+        # the offer arrives, so an interrupted session leaves some at 0 bytes (with a sidecar at watermark 0, or,
+        # one-piece files, none). Such a file is resumed (or sent from 0), never judged complete.
+        resumable = partial is final and resume > 0 and final.size < size
+        if resumable and watermark is None and final.size > 0:
             # no sidecar: nothing says this shorter file is an unfinished transfer of ours, so it is a
             # destination file like any other, and "never" / "older" protect it from being resumed into
+            # (an empty one is no copy of a non-empty source whoever made it)
             refused = _refused(mtime, overwrite, final)
             if refused is not None:
                 return refused

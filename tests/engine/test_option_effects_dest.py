@@ -78,8 +78,9 @@ def test_overwrite_policies(fasp_server_module, tmp_path, direction, case):
 
 def test_never_and_older_protect_a_shorter_file_without_our_sidecar():
     """The rule behind the "smaller-older" case: a shorter destination file is resumed into only if our
-    own sidecar says it is an unfinished transfer; otherwise "never" and "older" apply to it."""
-    from fasp.files.resume import Existing, plan
+    own sidecar says it is an unfinished transfer; otherwise "never" and "older" apply to it. An empty one
+    (an interrupted session opened it) is no complete copy: sent, whatever the policy."""
+    from fasp.files.resume import Existing, Plan, plan
 
     shorter = Existing(1000, 2_000_000_000.0)
     common = dict(size=3000, mtime=float(SOURCE_MTIME), resume=1, final=shorter, partial=shorter)
@@ -88,6 +89,12 @@ def test_never_and_older_protect_a_shorter_file_without_our_sidecar():
     assert plan(overwrite="never", watermark=1000, **common).start == 1000  # ours: resumed
     assert plan(overwrite="older", watermark=800, **common).start == 800
     assert plan(overwrite="diff", watermark=None, **common).start == 1000  # -k 1 trusts the size
+    empty = Existing(0, 2_000_000_000.0)  # what an interrupted session leaves of a file it only opened
+    for overwrite in ("never", "older"):
+        for watermark in (0, None):  # a sidecar at 0, or none (a one-piece file)
+            assert plan(**{**common, "final": empty, "partial": empty}, overwrite=overwrite, watermark=watermark) == (
+                Plan("send", 0)
+            )
 
 
 # ---- --save-before-overwrite ----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from tests.engine.helpers import remote, server_mode_pids
+from tests.engine.helpers import fasp_args, remote, server_mode_pids
+from tests.engine.test_option_effects import DIRECTIONS, Ends, names, ok
 from tests.support.files import assert_same_file, random_file
 from tests.support.wait import wait_until
 
@@ -73,3 +74,31 @@ def test_the_watermark_advances_in_place(fasp_server, tmp_path, spawn):
     assert len({inode for inode, _ in seen}) == 1, seen
     marks = [have for _, have in seen]
     assert marks == sorted(marks) and 0 < marks[-1] < size, marks
+
+
+def interrupted(server, spawn, ends: Ends, tree: str, *args: str) -> dict[str, int]:
+    """Send ``tree`` slowly and SIGTERM the client (a user's Ctrl-C) once the first bytes landed; the sizes
+    the destination files were left at (once the server's engine is gone too)."""
+    landed = ends.dst / tree
+    first = spawn(fasp_args(server, "-l", "3000", "--policy=fixed", *args, *ends.args(tree)), server.env())
+    assert wait_until(lambda: any(p.stat().st_size for p in landed.glob("*") if p.is_file()), 60)
+    first.send_signal(signal.SIGTERM)
+    first.wait(20)
+    assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)
+    return {p.name: p.stat().st_size for p in landed.iterdir() if not p.name.startswith(".")}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_never_resumes_what_an_interrupted_transfer_left(fasp_server_module, tmp_path, spawn, direction):
+    """A file the interrupted session had only opened is 0 bytes at its final name, with a sidecar of
+    watermark 0: ours and unfinished, so -k 1 --overwrite=never sends it, never skips it as complete."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    sources = [random_file(ends.src / "tree" / f"f{i}", 1_500_000) for i in range(6)]
+    left = interrupted(server, spawn, ends, "tree")
+    assert 0 in left.values() and any(0 < n < 1_500_000 for n in left.values()), left
+    mgr = ok(server, "--overwrite=never", "-k", "1", *ends.args("tree"))
+    for src in sources:
+        assert_same_file(src, ends.dst / "tree" / src.name)
+    assert not names(mgr, "SKIP")
