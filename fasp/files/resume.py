@@ -46,10 +46,13 @@ def plan(
     final: Existing | None,
     partial: Existing | None,
     watermark: int | None,
+    sealed: bool = False,
 ) -> Plan:
     """Decide for a source of ``size``/``mtime``. ``partial`` is the file we would resume into
     (the suffixed file, or ``final`` itself when there is no suffix); ``watermark`` the sidecar's
-    verified length, None when there is no (valid) sidecar."""
+    verified length, None when there is no (valid) sidecar. ``sealed``: the sender seals the file (an
+    envelope) under a header of this session's own, so no earlier session's prefix belongs to it: a partial is
+    sent again from 0 (neither size nor a digest could vouch for it)."""
     if final is not None:
         # a shorter file at the final name may be one our receiver left unfinished: it opens the file there as
         # the offer arrives, so an interrupted session leaves some at 0 bytes (with a sidecar at watermark 0, or,
@@ -68,7 +71,7 @@ def plan(
                 return verdict
             if partial is final:
                 return Plan("send", 0)
-    if resume == 0 or partial is None:
+    if resume == 0 or partial is None or sealed:
         return Plan("send", 0)
     have = partial.size if watermark is None else min(partial.size, watermark)
     if have <= 0 or have >= size:

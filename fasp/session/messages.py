@@ -34,8 +34,9 @@ from fasp.datapath.rate import RateSettings
 from fasp.errors import ProtocolError
 from fasp.options.peer import JsonObject, PeerOptions
 
-VERSION = 8
-"""8: a row leaves out its trailing fields that hold their defaults, an offer's ``lone`` is among them (it moved
+VERSION = 9
+"""9: ``sealed`` in ``file`` (a prefix an earlier session sealed is under another key: sent again whole);
+8: a row leaves out its trailing fields that hold their defaults, an offer's ``lone`` is among them (it moved
 after ``mode``), and an offer's ``rel`` may name the part it shares with the row before it (:data:`BATCHED`):
 a small file's offer row is 46 bytes, not 89;
 7: a run of one per-file type travels as one ``rows`` frame (:data:`BATCHED`): a small file's offer is half
@@ -231,6 +232,7 @@ class Offer(FileMessage):
     extents: tuple[tuple[int, int], ...] | None = None  # the parts holding data (a sparse file)
     span: tuple[int, int] | None = None  # only [start, end) of the file travels (-C ranges, START ranges)
     link: OsStr | None = None  # a copied link's target text
+    sealed: bool = False  # a --file-crypt envelope sealed under this session's own header: never resumed into
 
 
 @dataclass(frozen=True, slots=True)

@@ -359,6 +359,7 @@ class ReceivingRole:
             final=final,
             partial=part,
             watermark=watermark,
+            sealed=msg.sealed,
         )
         if verdict.action == "verify":
             seen = final if verdict.start >= size else part

@@ -347,6 +347,7 @@ class SendingRole:
                     span=(job.start or 0, size if job.end is None else min(job.end, size))
                     if job.start is not None or job.end is not None
                     else None,
+                    sealed=self._file_pass is not None,
                 )
             )
             while True:

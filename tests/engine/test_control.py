@@ -237,8 +237,8 @@ def test_names_sharing_a_prefix_land_byte_for_byte(base: str, tails: list[str]) 
         ([1, 0, [1, "x", 2], 1, 0.0, 420], r"file\[1\].rel is no \[shared, rest\]"),
         ([1, 0, [True, "x"], 1, 0.0, 420], r"file\[1\].rel is no \[shared, rest\]"),
         ([1, 0, [1, 7], 1, 0.0, 420], r"file\[1\].rel has the wrong type"),
-        ([1, 0, "b", 1, 0.0], r"file\[1\] is not an array of 6 to 11"),
-        ([1, 0, "b", 1, 0.0, 420, False, None, None, None, None, None], r"file\[1\] is not an array of 6 to 11"),
+        ([1, 0, "b", 1, 0.0], r"file\[1\] is not an array of 6 to 12"),
+        ([1, 0, "b", 1, 0.0, 420, False, None, None, None, None, False, None], r"file\[1\] is not an array of 6 to 12"),
     ],
 )
 def test_a_forged_offer_row_is_refused(second: list[object], match: str) -> None:
@@ -322,6 +322,7 @@ def test_a_changed_row_is_refused(msg: Message, how: str, data: st.DataObject) -
                 "extents": None,
                 "span": None,
                 "link": None,
+                "sealed": False,
             },
             "file.mtime is not a finite number",
         ),
@@ -339,12 +340,13 @@ def test_a_changed_row_is_refused(msg: Message, how: str, data: st.DataObject) -
                 "extents": [[0]],
                 "span": None,
                 "link": None,
+                "sealed": False,
             },
             r"file.extents\[0\] is not an array of 2",
         ),
         (  # version 4's offer: its atime no longer travels (meta carries what -p keeps)
             {"t": "file", "fid": 1, "arg": 0, "rel": "a", "lone": False, "size": 1, "mtime": 0, "atime": 0, "mode": 0}
-            | {"meta": None, "extents": None, "span": None, "link": None},
+            | {"meta": None, "extents": None, "span": None, "link": None, "sealed": False},
             "file has an unknown field 'atime'",
         ),
         ([1, 2], "not an object with a type"),

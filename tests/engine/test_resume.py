@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -76,12 +77,23 @@ def test_the_watermark_advances_in_place(fasp_server, tmp_path, spawn):
     assert marks == sorted(marks) and 0 < marks[-1] < size, marks
 
 
-def interrupted(server, spawn, ends: Ends, tree: str, *args: str) -> dict[str, int]:
-    """Send ``tree`` slowly and SIGTERM the client (a user's Ctrl-C) once the first bytes landed; the sizes
-    the destination files were left at (once the server's engine is gone too)."""
+def watermarks(directory: Path) -> list[int]:
+    """The watermarks of the sidecars in ``directory`` that can be read now."""
+    marks = []
+    for sidecar in directory.glob(".*.fasp-resume"):
+        try:
+            marks.append(json.loads(sidecar.read_bytes())["have"])
+        except (FileNotFoundError, ValueError):  # gone, or read while being written
+            pass
+    return marks
+
+
+def interrupted(server, spawn, ends: Ends, tree: str, *args: str, env: dict | None = None) -> dict[str, int]:
+    """Send ``tree`` slowly and SIGTERM the client (a user's Ctrl-C) once a sidecar says a piece of a file
+    landed; the sizes the destination files were left at (once the server's engine is gone too)."""
     landed = ends.dst / tree
-    first = spawn(fasp_args(server, "-l", "3000", "--policy=fixed", *args, *ends.args(tree)), server.env())
-    assert wait_until(lambda: any(p.stat().st_size for p in landed.glob("*") if p.is_file()), 60)
+    first = spawn(fasp_args(server, "-l", "3000", "--policy=fixed", *args, *ends.args(tree)), env or server.env())
+    assert wait_until(lambda: any(have > 0 for have in watermarks(landed)), 60)
     first.send_signal(signal.SIGTERM)
     first.wait(20)
     assert wait_until(lambda: not server_mode_pids(str(server.docroot)), 10)
@@ -102,3 +114,22 @@ def test_never_resumes_what_an_interrupted_transfer_left(fasp_server_module, tmp
     for src in sources:
         assert_same_file(src, ends.dst / "tree" / src.name)
     assert not names(mgr, "SKIP")
+
+
+@pytest.mark.timeout(120)
+def test_an_interrupted_sealed_upload_resumes_to_an_envelope_that_opens(fasp_server_module, tmp_path, spawn):
+    """Each session seals under a fresh header (salt, key, nonces): what an interrupted one stored cannot be the
+    prefix of the next one's envelope, so -k 1 must not keep it; the stored envelope decrypts to the source."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, "upload")
+    src = random_file(ends.src / "sealed" / "big.bin", 3_000_000)
+    env = {**server.env(), "ASPERA_SCP_FILEPASS": "correct horse"}
+    left = interrupted(server, spawn, ends, "sealed", "-k", "1", "--file-crypt=encrypt", env=env)
+    assert 0 < left["big.bin.aspera-env"] < 3_000_000, left
+    mgr = ok(server, "-k", "1", "--file-crypt=encrypt", *ends.args("sealed"), env=env)
+    assert mgr.of("START")[0].int("StartByte") == 0  # sent whole again: its prefix is under another key
+    back = tmp_path / "back"
+    back.mkdir()
+    stored = ends.client_path(ends.dst / "sealed" / "big.bin.aspera-env")
+    ok(server, "--file-crypt=decrypt", remote(server, stored), str(back), env=env)
+    assert_same_file(src, back / "big.bin")

@@ -42,6 +42,8 @@ def test_resume_rules():
     assert _plan(final=half, partial=half, resume=2) == Plan("verify", 400)
     assert _plan(final=half, partial=half, resume=1, watermark=256) == Plan("send", 256, "resumed")
     assert _plan(final=half, partial=half, resume=2, watermark=0) == Plan("send", 0)
+    for k in (1, 2, 3):  # an envelope sealed by an earlier session: under another key, whatever its sidecar says
+        assert _plan(final=half, partial=half, resume=k, watermark=400, sealed=True) == Plan("send", 0)
     suffixed = Existing(300, 1.0)
     assert _plan(final=None, partial=suffixed, resume=1) == Plan("send", 300, "resumed")
     too_big = Existing(5000, 1.0)
