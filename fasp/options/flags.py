@@ -396,6 +396,9 @@ def _content_protection(cfg: Config, mode: object, passphrase: str | None) -> No
     if (mode == "encrypt") != (cfg.direction == "send"):
         raise usage(f"--file-crypt={mode} does not fit a {'upload' if cfg.direction == 'send' else 'download'}")
     cfg.file_pass = passphrase
+    if cfg.split_above and cfg.nodes > 1:  # one node seals (opens) an envelope whole: none may send a range of it
+        cfg.split_above = 0
+        cfg.notes.append("--multi-session-threshold has no effect with --file-crypt: each node sends whole files")
 
 
 def _place(cfg: Config, given: Mapping[str, object], positional: list[str], env: Mapping[str, str]) -> None:

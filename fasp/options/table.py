@@ -266,7 +266,7 @@ FLAGS: tuple[Flag, ...] = (
         "--multi-session-threshold",
         "multi_session_threshold",
         "BYTES",
-        "with -C: files at least this big are split between the sessions",
+        "with -C: files at least this big are split between the sessions (not with --file-crypt)",
         integer(0),
         field="split_above",
     ),

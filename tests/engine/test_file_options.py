@@ -398,6 +398,31 @@ def test_two_nodes_share_one_transfer(fasp_server_module, tmp_path):
     ).stat().st_mtime_ns == big.stat().st_mtime_ns  # the last range leaves it right
 
 
+@pytest.mark.timeout(90)
+def test_nodes_send_an_envelope_whole(fasp_server_module, tmp_path):
+    """--file-crypt with -C and --multi-session-threshold: an envelope is sealed and opened whole, so no node
+    sends a range of it; the file above the threshold goes whole to one node and arrives sealed once (upload),
+    decrypted (download)."""
+    server = fasp_server_module
+    env = {**server.env(), "ASPERA_SCP_FILEPASS": "correct horse"}
+    src = random_file(tmp_path / "split" / "big.bin", 3_000_000)
+    split = ("--multi-session-threshold=1000000", str(src.parent))
+    for node in (1, 2):
+        _ok(run_ascp(fasp_args(server, f"-C{node}:2", "--file-crypt=encrypt", *split, remote(server, "/")), env))
+    back = tmp_path / "back"
+    back.mkdir()
+    _ok(run_ascp(fasp_args(server, "--file-crypt=decrypt", remote(server, "/split"), str(back)), env))
+    assert_same_file(src, back / "split" / "big.bin")
+
+    down = tmp_path / "down"
+    down.mkdir()
+    for node in (1, 2):
+        shared = (f"-C{node}:2", "--file-crypt=decrypt", "--multi-session-threshold=1000000")
+        _ok(run_ascp(fasp_args(server, *shared, remote(server, "/split"), str(down)), env))
+    assert_same_file(src, down / "split" / "big.bin")
+    assert not list(down.rglob("*.aspera-env"))
+
+
 @pytest.mark.timeout(60)
 def test_pre_post_program(fasp_server_module, tmp_path):
     """-e PATH runs at session start, after each file and at session end, without our secrets."""

@@ -171,6 +171,9 @@ def test_content_protection_takes_the_passphrase_from_the_environment_only():
         parse(["--file-crypt=encrypt", "h:/a", "b"], {"ASPERA_SCP_FILEPASS": "pw"})
     with pytest.raises(EngineError, match="--file-crypt is not given"):
         parse(["a", "h:/b"], {"ASPERA_SCP_FILEPASS": "pw"})
+    shared = ["-C", "1:2", "--multi-session-threshold=1000", "--file-crypt=decrypt", "h:/a", "b"]
+    cfg = parse(shared, {"ASPERA_SCP_FILEPASS": "pw"})  # an envelope is opened whole: the peer sends no range
+    assert cfg.options_for_peer().split_above == 0 and any("--multi-session-threshold" in n for n in cfg.notes)
 
 
 def test_server_mode():
