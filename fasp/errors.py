@@ -26,6 +26,7 @@ _OS_CODES = {
     errno.EROFS: ErrorCode.READ_ONLY_FS,
     errno.EEXIST: ErrorCode.ALREADY_EXISTS,
     errno.ELOOP: ErrorCode.LINK_LOOP,
+    errno.ENAMETOOLONG: ErrorCode.BAD_PATH,  # a name this file system cannot hold: no retry will change that
     errno.EMFILE: ErrorCode.TOO_MANY_FILES,
     errno.EFBIG: ErrorCode.FILE_TOO_BIG,
     errno.EDQUOT: ErrorCode.NO_SPACE_LEFT,

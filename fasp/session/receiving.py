@@ -171,13 +171,14 @@ class ReceivingRole:
 
     async def _incoming(self, msg: Offer, box: FileBox) -> None:
         fid, rel, arg = msg.fid, msg.rel, msg.arg
+        files = self._files
         key = rel
+        where = files.display(self._dest or ".")  # what an error names: the destination (root, until named)
         try:
-            files = self._files
             target = destination(
                 self._dest, rel, msg.lone, files=files, create_dirs=self._opts.create_dirs, known=self._known_dirs
             )
-            key = files.display(target)  # events name a received file by where it landed (as the client sees it)
+            key = where = files.display(target)  # events name a received file by where it lands (as the client sees it)
             if stat.S_ISLNK(msg.mode):
                 await self._place_link(msg, target, key)
                 return
@@ -194,8 +195,8 @@ class ReceivingRole:
         except (EngineError, OSError) as exc:
             if isinstance(exc, ProtocolError):
                 raise
-            code = exc.code if isinstance(exc, EngineError) else os_error_code(exc)
-            desc = exc.description if isinstance(exc, EngineError) else f"{key}: {exc.strerror}"
+            code = exc.code if isinstance(exc, EngineError) else os_error_code(exc, ErrorCode.DISK_WRITE)
+            desc = exc.description if isinstance(exc, EngineError) else f"{where}: {exc.strerror}"
             if code in SESSION_FATAL:
                 raise
             self._tally.failed(key, arg, code, desc)  # before the sender hears: ARGSTOP follows it

@@ -160,3 +160,19 @@ def test_peer_that_never_speaks_ssh_is_13(tmp_path):
         assert _code(result) == 13, result.stderr.decode()
     finally:
         silent.close()
+
+
+@pytest.mark.timeout(60)
+def test_destination_name_too_long_is_41_naming_it(fasp_server_module, tmp_path):
+    """ENAMETOOLONG where the file lands is the destination's fault and permanent: 41 (BAD_PATH), naming the
+    destination, never a retryable read error (35) naming the source."""
+    server = fasp_server_module
+    src = random_file(tmp_path / "short.bin", 10)
+    (server.docroot / "short.bin").write_bytes(src.read_bytes())
+    long = "y" * 300
+    up = run_ascp(["-q", "-P", str(server.port), str(src), remote(server, f"/{long}")], server.env())
+    down = run_ascp(["-q", "-P", str(server.port), remote(server, "/short.bin"), str(tmp_path / long)], server.env())
+    for result in (up, down):
+        err = result.stderr.decode(errors="replace")
+        assert _code(result) == 41, err
+        assert long in err and "File name too long" in err, err
