@@ -279,7 +279,8 @@ class FrontDoor:
     def reload_users(self) -> None:
         """Re-read the users file: new logins follow it, running sessions keep what they started with."""
         file = self._settings.users_file
-        if file is None:  # users given in memory: nothing to re-read
+        if file is None:
+            log.info("SIGHUP: quick mode has no users file, nothing to re-read")
             return
         try:
             users = load_users(file)
@@ -1121,8 +1122,7 @@ async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSH
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if settings.users_file:
-        loop.add_signal_handler(signal.SIGHUP, door.reload_users)
+    loop.add_signal_handler(signal.SIGHUP, door.reload_users)  # always: its default action would end every session
     log.info("host key %s, users: %s", host_key.get_fingerprint("sha256"), ", ".join(settings.users))
     print(f"listening on {host}:{port}", flush=True)
     await stop.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import time
 
@@ -204,3 +205,17 @@ def test_out_of_descriptors_on_the_third_pipe_leaves_none_open():
     finally:
         loop.close()
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_quick_mode_survives_sighup(tmp_path):
+    """The help's reload signal in quick mode (no users file, the Procfile's mode): logged, nothing to re-read,
+    and the server, its warm engine and later transfers go on."""
+    with start_fasp_server(tmp_path / "srv") as server:
+        engines = children(server.process.pid)
+        server.process.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "nothing to re-read" in server.log(), 10), server.log()
+        assert server.process.poll() is None and children(server.process.pid) == engines
+        src = random_file(tmp_path / "after-hup.bin", 300_000)
+        done = ascp(server.port, str(src), f"{server.user}@{server.host}:/", env=server.env())
+        assert done.returncode == 0, done.stderr
+        assert_same_file(src, server.docroot / "after-hup.bin")
