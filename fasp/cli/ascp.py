@@ -65,10 +65,9 @@ def _tagged(emit: Emit, tags: dict[str, Any]) -> Emit:
     return tagged
 
 
-def _logged(emit: Emit, log_dir: str | None) -> Emit:
-    """-L DIR: every event but STATS also goes to DIR/fasp-ascp.log (events never carry secrets)."""
-    if not log_dir:
-        return emit
+def _event_log(log_dir: str) -> Emit:
+    """-L DIR: every event but STATS also goes to DIR/fasp-ascp.log (events never carry secrets); 8 if DIR
+    cannot hold it."""
     handler = log_file(log_dir, "fasp-ascp.log", "%(asctime)s %(message)s", what=f"-L {log_dir}", code=ErrorCode.USAGE)
     log = logging.getLogger("fasp.events")
     log.addHandler(handler)
@@ -78,7 +77,7 @@ def _logged(emit: Emit, log_dir: str | None) -> Emit:
         if event != "STATS":
             log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
 
-    return _both(emit, record)
+    return record
 
 
 async def run_client(cfg: Config) -> int:
@@ -88,6 +87,13 @@ async def run_client(cfg: Config) -> int:
     from fasp.session.prepost import PrePost
 
     gc.freeze()  # the modules just loaded stay out of the transfer's collections (10,000 files make many)
+    try:
+        record = _event_log(cfg.local_log_dir) if cfg.local_log_dir else None
+    except EngineError as exc:  # before the management port is open: told there as a command line's mistake
+        print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
+        if cfg.mgmt_port:
+            await _report_only(cfg.mgmt_port, exc)
+        return exc.code
     try:
         management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
     except EngineError as exc:  # nobody to tell but stderr
@@ -103,7 +109,7 @@ async def run_client(cfg: Config) -> int:
             raise EngineError(ErrorCode.USAGE, "a client session needs a remote host")
         hooks = PrePost(cfg.pre_post_command, {"DIRECTION": cfg.direction, "USER": remote.user, "HOST": remote.host})
         show = _both(show, hooks.emit)
-    session = ClientSession(cfg, _logged(show, cfg.local_log_dir))
+    session = ClientSession(cfg, show if record is None else _both(show, record))
     if hooks is not None:
         await hooks.session_start(session.session_id)
     loop = asyncio.get_running_loop()

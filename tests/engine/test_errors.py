@@ -133,6 +133,20 @@ def test_usage_errors_are_8_and_name_the_problem(argv, needle, listener, spawn):
     assert error is not None and error[1].int("Code") == 8
 
 
+@pytest.mark.timeout(30)
+def test_a_log_directory_that_cannot_be_made_is_8(tmp_path, listener, spawn):
+    """-L DIR below a regular file: a usage error on one line (no traceback), told to the manager too."""
+    (tmp_path / "plain").write_bytes(b"")
+    proc = spawn(
+        ["-M", str(listener.port), "-L", str(tmp_path / "plain" / "sub"), "a", "h:/b"], {"PATH": "/usr/bin:/bin"}
+    )
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 8, err.decode()
+    assert err.decode().splitlines() == [f"fasp-ascp: error 8: -L {tmp_path / 'plain' / 'sub'}: Not a directory"]
+    error = listener.wait_for(lambda f: f.type == "ERROR", 5)
+    assert error is not None and error[1].int("Code") == 8
+
+
 @pytest.mark.timeout(60)
 def test_data_channel_that_never_answers_is_15(tmp_path, monkeypatch):
     """The server's UDP socket sits on 127.0.0.2 while the client sends to 127.0.0.1: no answer, ever."""
