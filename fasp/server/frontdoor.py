@@ -931,19 +931,33 @@ def load_host_key(path: str | None) -> asyncssh.SSHKey:
     return key
 
 
+def port_number(lowest: int) -> Callable[[str], int]:
+    """An argparse type: a port number from ``lowest`` to 65535 (an option taking one out of range is a
+    usage error, not an OverflowError from bind() or an engine refusing its -O in every session)."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or not lowest <= int(text) <= 65535:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a port number in {lowest}..65535")
+        return int(text)
+
+    return parse
+
+
 def parse_listen(text: str) -> tuple[str, int]:
-    """HOST:PORT (or [V6]:PORT) -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"--listen wants HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    """HOST:PORT (or [V6]:PORT) -> (host, port): the argparse type of --listen."""
+    host, sep, number = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"wants HOST:PORT, got {text!r}")
+    return host.strip("[]"), port_number(0)(number)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fasp-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free port")
+    parser.add_argument(
+        "--listen", required=True, type=parse_listen, metavar="HOST:PORT", help="port 0 picks a free port"
+    )
     parser.add_argument("--users", metavar="FILE", help="users file (see fasp.server.users)")
     quick = parser.add_argument_group("quick mode (one user, instead of --users)")
     quick.add_argument("--user", metavar="NAME")
@@ -952,10 +966,12 @@ def _parser() -> argparse.ArgumentParser:
     quick.add_argument("--authorized-keys", metavar="FILE", help="OpenSSH authorized_keys file")
     quick.add_argument("--rate-cap", type=int, metavar="KBPS")
     quick.add_argument("--allowed-policies", metavar="LIST", help="comma-separated, e.g. fair,low")
-    parser.add_argument("--udp-port", type=int, metavar="N", help="UDP port for the engines (-O); default: any")
+    parser.add_argument(
+        "--udp-port", type=port_number(1), metavar="N", help="UDP port for the engines (-O); default: any"
+    )
     parser.add_argument(
         "--http-port",
-        type=int,
+        type=port_number(0),
         metavar="N",
         help="HTTP fallback port on the --listen host, for clients whose UDP is blocked (-y 1)",
     )
@@ -1012,7 +1028,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_number(0),
         metavar="N",
         help="serve Prometheus metrics (sessions per user, authentication failures, bytes by direction) on "
         "this port, 0 picks a free one (logged); default: off",
@@ -1135,7 +1151,7 @@ def main(argv: list[str] | None = None) -> int:
     log_to_stderr("%(asctime)s fasp-server[%(process)d] %(levelname)s %(message)s")
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:
-        host, port = parse_listen(args.listen)
+        host, port = args.listen
         settings = settings_from_args(args, os.environ)
         host_key = load_host_key(args.host_key)
         # the password is hashed in memory now: blank it where any process of this user could read it

@@ -236,6 +236,16 @@ def test_sftp_is_not_offered(echo_server):
         (["--docroot", "/tmp/x"], {}, "either --users"),
         (["--users", "/nonexistent/users.toml"], {}, "cannot read users file"),
         (["--users", "/nonexistent/users.toml", "--rate-cap", "5"], {}, "--rate-cap is for quick mode"),
+        *(
+            ([option, f"{host}{number}"], {}, f"argument {option}: '{number}' is not a port number in {lowest}..65535")
+            for option, lowest, host, number in (
+                ("--listen", 0, "127.0.0.1:", "99999"),
+                ("--udp-port", 1, "", "99999"),
+                ("--udp-port", 1, "", "0"),
+                ("--http-port", 0, "", "65536"),
+                ("--metrics-port", 0, "", "99999"),
+            )
+        ),
     ],
 )
 def test_command_line_mistakes_exit_2_with_a_reason(args, env, message):
