@@ -110,14 +110,24 @@ async def run_client(cfg: Config) -> int:
         hooks = PrePost(cfg.pre_post_command, {"DIRECTION": cfg.direction, "USER": remote.user, "HOST": remote.host})
         show = _both(show, hooks.emit)
     session = ClientSession(cfg, show if record is None else _both(show, record))
-    if hooks is not None:
-        await hooks.session_start(session.session_id)
+    interrupted = EngineError(ErrorCode.USER_CANCEL, "interrupted by signal")
+    # the -e program's Session/Start run may take a minute: a signal meanwhile ends the session as one later does
+    starting = asyncio.ensure_future(hooks.session_start(session.session_id) if hooks else asyncio.sleep(0))
+
+    def on_signal() -> None:
+        session.fail(interrupted)
+        starting.cancel()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(signum, session.fail, EngineError(ErrorCode.USER_CANCEL, "interrupted by signal"))
+        loop.add_signal_handler(signum, on_signal)
     manager_gone = lambda reason: session.fail(EngineError(ErrorCode.ASCP, reason))  # noqa: E731
     reader = asyncio.create_task(management.serve(session.command, manager_gone)) if management else None
     try:
+        try:
+            await starting
+        except asyncio.CancelledError:
+            raise interrupted from None
         await session.run()
         if hooks is not None:
             await hooks.session_stop(True, totals=session.tally.done_fields())

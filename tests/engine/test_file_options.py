@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests.engine.helpers import MgmtListener, fasp_args, remote, run_ascp
 from tests.support.files import assert_same_file, assert_same_tree, random_file
 from tests.support.programs import ENGINE
 from tests.support.root import needs_root
+from tests.support.wait import wait_until
 
 
 def _ok(result) -> None:
@@ -439,3 +441,27 @@ def test_pre_post_program(fasp_server_module, tmp_path):
     assert lines[0] == "Session Start   nopass" and lines[-1].startswith("Session Stop OK")
     assert sorted(line for line in lines if line.startswith("File")) == [f"File Stop OK {f} nopass" for f in files]
     assert server.password not in record.read_text()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_session_start_program_runs_ends_the_session_as_28(fasp_server_module, tmp_path, signum):
+    """A Ctrl-C (or a TERM) while -e's Session/Start run goes ends the session as one later does: 28, nothing
+    sent, the Session/Stop run told ERROR; it killed the engine with a traceback (or outright) before."""
+    server = fasp_server_module
+    record, hook = tmp_path / "calls.txt", tmp_path / "hook.sh"
+    hook.write_text(
+        f'#!/bin/sh\necho "$TYPE $STARTSTOP ${{STATUS:-}} ${{ERRCODE:-}}" >> {record}\n'
+        '[ "$STARTSTOP" = Start ] && sleep 3\n'
+    )
+    hook.chmod(0o755)
+    src = random_file(tmp_path / "sig.bin", 1000)
+    args = [*ENGINE, *fasp_args(server, "-e", str(hook), str(src), remote(server, "/sig.bin"))]
+    proc = subprocess.Popen(args, env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert wait_until(lambda: record.exists(), 10)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 28, err.decode(errors="replace")
+    assert b"Traceback" not in err and b"error 28: interrupted by signal" in err, err
+    assert record.read_text().splitlines() == ["Session Start  ", "Session Stop ERROR 28"]
+    assert not (server.docroot / "sig.bin").exists()
