@@ -9,7 +9,6 @@ placing the file inside it: a single plain file source.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 import stat
 import zlib
@@ -17,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from fasp.files.docroot import Files
+from fasp.options import filters
 from fasp.options.peer import PeerOptions
 from faspmanager.codes import EngineError, ErrorCode
 
@@ -48,7 +48,7 @@ class Problem:
 
 @dataclass(frozen=True)
 class Rules:
-    exclude: tuple[str, ...] = ()
+    filters: tuple[str, ...] = ()  # -E/-N in command-line order, "- PATTERN"/"+ PATTERN" (fasp/options/filters.py)
     exclude_newer_than: int | None = None
     exclude_older_than: int | None = None
     symlinks: str = "follow"
@@ -58,7 +58,7 @@ class Rules:
     @classmethod
     def from_opts(cls, opts: PeerOptions) -> Rules:
         return cls(
-            opts.exclude,
+            opts.filters,
             opts.exclude_newer_than,
             opts.exclude_older_than,
             opts.symlinks,
@@ -70,17 +70,14 @@ class Rules:
     def copies_links(self) -> bool:
         return self.symlinks in ("copy", "copy+force")
 
-    def matched(self, rel: str) -> str | None:
-        """The -E pattern that leaves out the file or directory ``rel``, or None."""
-        name = rel.rsplit("/", 1)[-1]
-        for pattern in self.exclude:
-            if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(rel, pattern):
-                return pattern
-        return None
+    def matched(self, rel: str, is_dir: bool) -> str | None:
+        """The -E pattern that leaves out the file or directory ``rel``, or None (no rule, or a -N first)."""
+        rule = filters.deciding(filters.compiled(self.filters), rel, is_dir)
+        return None if rule is None or rule.include else rule.pattern
 
     def excluded(self, rel: str, st: os.stat_result) -> str | None:
         """Why a file is left out, or None."""
-        pattern = self.matched(rel)
+        pattern = self.matched(rel, is_dir=False)
         if pattern is not None:
             return f"excluded by pattern {pattern!r}"
         if self.exclude_newer_than is not None and st.st_mtime > self.exclude_newer_than:
@@ -164,6 +161,10 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Itera
     stack: list[tuple[str, str, frozenset]] = [(top, rel, frozenset())]
     while stack:
         path, prefix, ancestors = stack.pop()
+        pattern = rules.matched(prefix, is_dir=True)
+        if pattern is not None:  # an excluded directory's whole subtree stays behind (the source's own too)
+            yield Problem(arg, path, 0, f"excluded by pattern {pattern!r}", skip=True, rel=prefix)
+            continue
         try:
             st = files.stat(path)
             ident = (st.st_dev, st.st_ino)
@@ -202,10 +203,6 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Itera
                 yield _unreadable(arg, child, exc, child_rel)  # --remove-after-transfer took it)
                 continue
             if stat.S_ISDIR(st.st_mode):
-                pattern = rules.matched(child_rel)
-                if pattern is not None:  # -E names directories too: their whole subtree stays behind
-                    yield Problem(arg, child, 0, f"excluded by pattern {pattern!r}", skip=True, rel=child_rel)
-                    continue
                 subdirs.append((child, child_rel, ancestors | {ident}))
             else:
                 yield _leaf(arg, child, child, child_rel, st, rules)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from fasp.options import asperaconf
+from fasp.options import asperaconf, filters
 from fasp.options.peer import PeerOptions
-from fasp.options.table import BY_NAME, FLAGS, Flag, Side
+from fasp.options.table import BY_NAME, FILTERS, FLAGS, Flag, Side
 from fasp.options.values import base64_text, integer
 from fasp.options.vocabulary import CIPHERS, DEFAULT_TARGET_KBPS, POLICIES, split_remote
 from faspmanager.codes import EngineError, ErrorCode
@@ -78,9 +78,9 @@ def tokenize(argv: list[str]) -> tuple[dict[str, Raw], list[str]]:
                 value = argv[i]
                 i += 1
             if flag.repeat:
-                listed = values.setdefault(flag.key, [])
+                listed = values.setdefault(FILTERS if flag.rule else flag.key, [])
                 assert isinstance(listed, list)
-                listed.append(value)
+                listed.append(flag.rule + value)
             else:
                 values[flag.key] = value
         else:
@@ -127,7 +127,7 @@ class Config:
     cipher: str = "aes128"
     create_dirs: bool = False
     datagram_size: int = 0  # -Z; 0: discover the path MTU
-    exclude: list[str] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)  # -E/-N in order: "- PATTERN"/"+ PATTERN"
     exclude_newer_than: int | None = None
     exclude_older_than: int | None = None
     file_checksum: str = "none"
@@ -232,7 +232,7 @@ class Config:
             node=self.node,
             nodes=self.nodes,
             split_above=self.split_above,
-            exclude=tuple(self.exclude),
+            filters=tuple(self.filters),
             exclude_newer_than=self.exclude_newer_than,
             exclude_older_than=self.exclude_older_than,
             src_base=self.src_base,
@@ -294,6 +294,7 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
     _cipher(cfg, given)
     _rates(cfg, given, values.get("target_cap"))
     _file_rules(cfg, given)
+    cfg.filters = _filter_rules(values.get(FILTERS))
     _http_fallback(cfg, given)
     cfg.cookie = env.get("ASPERA_SCP_COOKIE")
     cfg.token = env.get("ASPERA_SCP_TOKEN")
@@ -373,6 +374,15 @@ def _file_rules(cfg: Config, given: Mapping[str, object]) -> None:
         if not given.get("file_manifest_path"):
             raise usage("--file-manifest=text needs --file-manifest-path=DIR")
         cfg.manifest_dir = str(given["file_manifest_path"])
+
+
+def _filter_rules(rules: object) -> list[str]:
+    """-E/-N's rules in command-line order, each checked (usage error 8 naming the flag and its pattern)."""
+    checked = list(rules) if isinstance(rules, list) else []
+    for text in checked:
+        name = "-N" if text.startswith(filters.INCLUDE) else "-E"
+        _checked(f"{name} {text[2:]!r}", filters.rule, text)
+    return checked
 
 
 def _http_fallback(cfg: Config, given: Mapping[str, object]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fasp.options import filters
 from fasp.options.vocabulary import CHECKSUMS, OVERWRITE, PRESERVE_MODES, SYMLINK_POLICIES
 
 RESUME_LEVELS = range(4)
@@ -49,7 +50,7 @@ class PeerOptions:
     node: int = 1  # -C NODE:NODES
     nodes: int = 1
     split_above: int = 0  # --multi-session-threshold
-    exclude: tuple[str, ...] = ()  # -E patterns
+    filters: tuple[str, ...] = ()  # -E/-N in order, "- PATTERN"/"+ PATTERN" (fasp/options/filters.py)
     exclude_newer_than: int | None = None  # --exclude-newer-than (epoch seconds)
     exclude_older_than: int | None = None  # --exclude-older-than (epoch seconds)
     src_base: str | None = None  # --src-base
@@ -73,5 +74,6 @@ class PeerOptions:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(map(str, allowed))}")
         if not 1 <= self.node <= self.nodes:
             raise ValueError(f"node {self.node} of {self.nodes}")
+        filters.compiled(self.filters)  # ValueError for a rule no command line writes
         if "/" in self.partial_suffix:
             raise ValueError("partial_suffix holds a slash")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Literal
 
+from fasp.options import filters
 from fasp.options.values import (
     absolute,
     as_text,
@@ -72,6 +73,9 @@ class Flag:
     conf: Conf | None = None
     note: str | None = None
     """Accepted for IBM compatibility without its effect: this note goes to stderr when given."""
+    rule: str = ""
+    """-E, -N: the sign their PATTERN takes as a filter rule; both append, in command-line order, to the one list
+    :data:`FILTERS` (the order decides, fasp/options/filters.py)."""
 
     @property
     def takes_value(self) -> bool:
@@ -90,9 +94,15 @@ def _flag(
     repeat: bool = False,
     conf: Conf | None = None,
     note: str | None = None,
+    rule: str = "",
 ) -> Flag:
     """An entry; its ``Config`` field is named as its key unless ``field`` says otherwise."""
-    return Flag(tuple(names.split()), key, value, help, parse, key if field is ... else field, side, repeat, conf, note)
+    field_name = key if field is ... else field
+    return Flag(tuple(names.split()), key, value, help, parse, field_name, side, repeat, conf, note, rule)
+
+
+FILTERS = "filters"
+"""The tokenizer's key for -E and -N rules, in command-line order."""
 
 
 _FLOW = "transfer/{side}/bandwidth/flow"
@@ -197,7 +207,15 @@ FLAGS: tuple[Flag, ...] = (
         "skip files modified before MTIME (epoch seconds, or -N: N seconds ago)",
         mtime_bound,
     ),
-    _flag("-E", "exclude", "PATTERN", "skip paths matching PATTERN (repeatable)", repeat=True),
+    _flag(
+        "-E",
+        "exclude",
+        "PATTERN",
+        "leave out what PATTERN matches: /X anchored at the top, X/ directories only, /** any depth (repeatable)",
+        field=None,
+        repeat=True,
+        rule=filters.EXCLUDE,
+    ),
     _flag(
         "--file-checksum",
         "file_checksum",

@@ -34,8 +34,10 @@ from fasp.datapath.rate import RateSettings
 from fasp.errors import ProtocolError
 from fasp.options.peer import JsonObject, PeerOptions
 
-VERSION = 9
-"""9: ``sealed`` in ``file`` (a prefix an earlier session sealed is under another key: sent again whole);
+VERSION = 10
+"""10: the hello's options carry ``filters`` (-E and -N in order, ``"- PATTERN"``/``"+ PATTERN"``) instead
+of ``exclude`` (-E patterns only);
+9: ``sealed`` in ``file`` (a prefix an earlier session sealed is under another key: sent again whole);
 8: a row leaves out its trailing fields that hold their defaults, an offer's ``lone`` is among them (it moved
 after ``mode``), and an offer's ``rel`` may name the part it shares with the row before it (:data:`BATCHED`):
 a small file's offer row is 46 bytes, not 89;

@@ -212,6 +212,42 @@ def test_exclude_patterns_files_and_directories(fasp_server_module, tmp_path, di
         assert_same_file(f, ends.dst / "ex" / f.relative_to(tree))
 
 
+FILTER_TREE = ("keep.bin", "z.tmp", "sub/x.bin", "other/w.tmp", "other/sub/y.bin")
+FILTER_CASES = {
+    "anchored": (["-E", "/ef/sub"], ["keep.bin", "other", "other/sub", "other/sub/y.bin", "other/w.tmp", "z.tmp"]),
+    "directory-only": (["-E", "sub/"], ["keep.bin", "other", "other/w.tmp", "z.tmp"]),
+    "anchored-glob": (
+        ["-E", "/ef/*.tmp"],
+        ["keep.bin", "other", "other/sub", "other/sub/y.bin", "other/w.tmp", "sub", "sub/x.bin"],
+    ),
+    "any-depth": (
+        ["-E", "/ef/**/y.bin"],
+        ["keep.bin", "other", "other/sub", "other/w.tmp", "sub", "sub/x.bin", "z.tmp"],
+    ),
+    "everything": (["-E", "/**"], None),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", FILTER_CASES)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_filter_pattern_forms(fasp_server_module, tmp_path, direction, case):
+    """IBM's pattern forms (fasp/options/filters.py): a leading '/' anchors at the transfer's root (the source's
+    own name first), a trailing '/' names directories only, '/**' spans directories; '/**' alone leaves out all."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    made = {rel: random_file(ends.src / "ef" / rel, 500 + 100 * i) for i, rel in enumerate(FILTER_TREE)}
+    flags, expected = FILTER_CASES[case]
+    ok(server, *flags, *ends.args("ef"))
+    if expected is None:
+        assert listing(ends.dst) == []
+        return
+    assert listing(ends.dst / "ef") == expected
+    for rel in expected:
+        if rel in made:
+            assert_same_file(made[rel], ends.dst / "ef" / rel)
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("relative", [False, True], ids=["epoch", "before-now"])
 @pytest.mark.parametrize("direction", DIRECTIONS)

@@ -161,7 +161,7 @@ def test_walk_names_filters_and_problems(tmp_path):
     (root / "drop.tmp").write_text("d")
     os.mkfifo(root / "pipe")
     (root / "link").symlink_to(root / "a")
-    items = list(walk(0, str(root), "src", files=Unconfined(), lone=False, rules=Rules(exclude=("*.tmp",))))
+    items = list(walk(0, str(root), "src", files=Unconfined(), lone=False, rules=Rules(filters=("- *.tmp",))))
     files = sorted(i.rel for i in items if isinstance(i, FileJob) and not i.is_dir)
     assert files == ["src/a/b/keep.txt", "src/link/b/keep.txt"]
     problems = {os.path.basename(p.path): p for p in items if isinstance(p, Problem)}
@@ -249,3 +249,47 @@ def test_an_entry_s_problem_is_told_by_the_node_whose_share_it_is(names, nodes):
     for n in names:
         assert len(told[f"/d/{n}: No such file"]) == 1
         assert told[f"/d/{n}: No such file"] == told[f"d/{n}"]  # the node that would have sent the file
+
+
+# IBM's own examples of the glob forms ("Using filters to include and exclude files"): pattern, path, directory?
+FILTER_MATCHES = [
+    ("abc/def/xyz", "abc/def/xyz", False),
+    ("abc\\?", "abc?", False),
+    ("abc*f", "abc.f", False),
+    ("abc??", "abc.z", False),
+    ("[abc]def", "cdef", False),
+    ("[^abc]def", ".def", False),
+    ("[[:lower:]]def", "ydef", False),
+    ("a/**/f", "a/f", False),
+    ("a/**/f", "a/.z/f", False),
+    ("a/**/f", "a/d/e/f", False),
+    ("abc*", "abc", True),
+    ("abc/**", "abc/wxy/tuv/file", False),
+    ("sub/", "top/sub", True),
+    ("/top/sub", "top/sub", True),
+    ("cache", "top/x/cache", True),  # a bare name: directories too, here (IBM: files only)
+]
+FILTER_MISSES = [
+    ("abc/def/xyz", "abc/def", False),
+    ("abc\\?", "abcD", False),
+    ("abc*f", "abc/f", False),
+    ("abc??", "abc/d", False),
+    ("[^abc]def", "x/bdef", False),
+    ("/[^abc]def", ".def", False),
+    ("[[:lower:]]def", "Adef", False),
+    ("/a/**/f", "za/d/f", False),
+    ("abc/**", "abc", True),
+    ("sub/", "top/sub", False),
+    ("/sub", "top/sub", True),
+    ("/top/*", "top/.hidden", False),
+]
+
+
+@pytest.mark.parametrize(("pattern", "rel", "is_dir"), FILTER_MATCHES)
+def test_filter_pattern_matches(pattern, rel, is_dir):
+    assert Rules(filters=("- " + pattern,)).matched(rel, is_dir) == pattern
+
+
+@pytest.mark.parametrize(("pattern", "rel", "is_dir"), FILTER_MISSES)
+def test_filter_pattern_misses(pattern, rel, is_dir):
+    assert Rules(filters=("- " + pattern,)).matched(rel, is_dir) is None

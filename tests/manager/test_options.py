@@ -291,7 +291,7 @@ def test_generated_flags_are_accepted_by_the_engine_parser():
     args = fm.FileUpload("local.bin", "u", "h", dest_pass="pw", options=fm.TransferOptions(**everything)).ascp_opts()
     values, positional = engine_options.tokenize(args)
     assert positional == ["local.bin", "."]
-    assert values["mode"] == "send" and values["target_rate"] == "250000" and values["exclude"] == ["*.tmp", "a?c"]
+    assert values["mode"] == "send" and values["target_rate"] == "250000" and values["filters"] == ["- *.tmp", "- a?c"]
 
 
 def test_pathlike_values_are_accepted(tmp_path):
