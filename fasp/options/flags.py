@@ -466,6 +466,7 @@ def _place(cfg: Config, given: Mapping[str, object], positional: list[str], env:
         raise usage("no remote host: give [user@]host:DEST or --host")
     cfg.sources = listed or sources
     cfg.listed = bool(get("file_list") or get("file_pair_list"))
+    cfg.create_dirs = cfg.create_dirs or cfg.listed  # ascp: -d is "implied for file/file-pair lists"
     if cfg.source_prefix:
         cfg.sources = [cfg.source_prefix.rstrip("/") + "/" + s.lstrip("/") for s in cfg.sources]
     if cfg.pair_dests is not None and not cfg.sources:

@@ -20,9 +20,9 @@ USAGE = """usage: fasp-ascp [options] SOURCE... [user@]host:DEST      (upload)
        fasp-ascp [options] [user@]host:SOURCE... DEST      (download)
        fasp-ascp --server [--docroot DIR] [--rate-cap KBPS] [--allowed-policies LIST] [-O PORT] [--log-dir DIR]"""
 
-RULES = """Destination rule (IBM's): DEST is a directory (created by -d when missing) unless -d is absent, exactly
-one source file is given on the command line and DEST is not an existing directory nor ends with '/': only
-then is DEST the file's new name.
+RULES = """Destination rule (IBM's): DEST is a directory (created when missing by -d, which a file list implies)
+unless -d is absent, exactly one source file is given on the command line and DEST is not an existing directory
+nor ends with '/': only then is DEST the file's new name.
 Credentials come from ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the command line;
 ASPERA_SCP_FILEPASS with --file-crypt; ASPERA_SCP_TOKEN and ASPERA_SCP_COOKIE.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT and FASP_LOG_DIR

@@ -446,12 +446,18 @@ FLAGS: tuple[Flag, ...] = (
     ),
     _flag("-P", "tcp_port", "PORT", "SSH port (default 22)", integer(1, 65535), field=None),
     _flag("-O", "udp_port", "PORT", "UDP port (the server's, in server mode)", integer(0, 65535), side="both"),
-    _flag("--file-list", "file_list", "FILE", "sources, one per line (DEST is then always a directory)", field=None),
+    _flag(
+        "--file-list",
+        "file_list",
+        "FILE",
+        "sources, one per line (DEST is then a directory, created if missing: -d is implied)",
+        field=None,
+    ),
     _flag(
         "--file-pair-list",
         "file_pair_list",
         "FILE",
-        "source and destination lines, alternating; destinations are below DEST",
+        "source and destination lines, alternating; destinations are below DEST (-d is implied)",
         field=None,
     ),
     _flag(

@@ -1,8 +1,8 @@
 """IBM ascp's destination rule, both directions, through fasp-server and a stock sshd.
 
-The destination is a directory (created by ``-d`` when missing) unless ``-d`` is absent, exactly one source
-file is given on the command line and the target does not exist (or is a file, which it then replaces):
-only then is it the file's new name. A trailing ``/`` always means a directory.
+The destination is a directory (created by ``-d`` when missing; a file list implies ``-d``) unless ``-d`` is
+absent, exactly one source file is given on the command line and the target does not exist (or is a file, which
+it then replaces): only then is it the file's new name. A trailing ``/`` always means a directory.
 """
 
 from __future__ import annotations
@@ -118,14 +118,13 @@ def _check_rules(far: Far) -> None:
     for name in ("a.bin", "b.bin"):
         assert_same_file(src[name], got / "two" / name)
 
-    # 7. one file from --file-list is not "on the command line": the destination is a directory
-    proc, got, _ = far.run(["listed.bin"], "fromlist", via_list=True)
-    _failed(proc, 4)
-    assert _tree(got) == []
-    proc, got, src = far.run(["listed.bin"], "fromlist", "-d", via_list=True)
-    _ok(proc)
-    assert _tree(got) == ["fromlist/", "fromlist/listed.bin"]
-    assert_same_file(src["listed.bin"], got / "fromlist" / "listed.bin")
+    # 7. one file from --file-list is not "on the command line": the destination is a directory, and a list
+    # implies -d (ascp --help: "Create target directory, implied for file/file-pair lists")
+    for flags in ((), ("-d",)):
+        proc, got, src = far.run(["listed.bin"], "fromlist", *flags, via_list=True)
+        _ok(proc)
+        assert _tree(got) == ["fromlist/", "fromlist/listed.bin"]
+        assert_same_file(src["listed.bin"], got / "fromlist" / "listed.bin")
 
     # 8. one directory is not one file: it goes inside the destination, which -d creates
     proc, got, src = far.run(["adir"], "dirdest", "-d")

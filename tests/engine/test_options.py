@@ -157,11 +157,13 @@ def test_shapes_of_a_command_line():
 def test_file_lists(tmp_path):
     listing = tmp_path / "list"
     listing.write_text("/one\n/two words\n")
-    assert parse([f"--file-list={listing}", "h:/d"], {}).sources == ["/one", "/two words"]
+    listed = parse([f"--file-list={listing}", "h:/d"], {})
+    assert listed.sources == ["/one", "/two words"] and listed.options_for_peer().create_dirs  # -d implied
     pairs = tmp_path / "pairs"
     pairs.write_text("/one\nx/1\n/two\ny\n")
     cfg = parse(["--file-pair-list", str(pairs), "h:/d"], {})
-    assert cfg.sources == ["/one", "/two"] and cfg.pair_dests == ["x/1", "y"]
+    assert cfg.sources == ["/one", "/two"] and cfg.pair_dests == ["x/1", "y"] and cfg.create_dirs
+    assert not parse(["/one", "h:/d"], {}).create_dirs
 
 
 def test_content_protection_takes_the_passphrase_from_the_environment_only():
