@@ -61,16 +61,17 @@ def tokenize(argv: list[str]) -> tuple[dict[str, Raw], list[str]]:
             flag = BY_NAME.get(name)
             if flag is None:
                 raise usage(f"unknown option {name!r}")
-            if flag.takes_value:
-                value = arg[len(name) :] or None
-            else:
-                # bundled switches such as -qd or -pT; -DD and -DDD are debug levels
-                for letter in arg[len(name) :]:
-                    more = BY_NAME.get("-" + letter)
-                    if more is None or more.takes_value:
-                        raise usage(f"unknown option {'-' + letter!r} in {arg!r}")
-                    _switch(values, more)
-                value = None
+            rest = arg[len(name) :]
+            # getopt's bundles, as ascp parses them: switches (-qd, -DD: debug level 2), ended by at most one
+            # value option whose value is the rest of the element or the next one (-Tl100m, -qP 33001)
+            while rest and not flag.takes_value:
+                _switch(values, flag)
+                name, rest = "-" + rest[0], rest[1:]
+                more = BY_NAME.get(name)
+                if more is None:
+                    raise usage(f"unknown option {name!r} in {arg!r}")
+                flag = more
+            value = rest or None
         if flag.takes_value:
             if value is None:
                 if i >= len(argv):

@@ -113,6 +113,8 @@ def test_supported_flags_parse(flags):
         (["-y", "2", "a", "h:/b"], "-y"),
         (["-Y", "k.pem", "a", "h:/b"], "needs -I"),
         (["-x", "proxyonly", "a", "h:/b"], "HOST:PORT"),
+        (["-qZ", "a", "h:/b"], "-Z"),
+        (["-qQ", "a", "h:/b"], "'-Q' in '-qQ'"),
         (["--preserve-acls=copy", "a", "h:/b"], "--preserve-acls"),
         (["-g", "0", "a", "h:/b"], "-g"),
         (["--remove-empty-directories", "a", "h:/b"], "needs --remove-after-transfer"),
@@ -249,6 +251,22 @@ def test_percent_rates():
         with pytest.raises(EngineError) as info:
             parse([*argv, "a", "h:/b"], {})
         assert info.value.code == 8 and needle in info.value.description
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-Tl100m", "-P33001", "-k1"],
+        ["-Tl", "100m", "-qP", "33001", "-dk1"],
+        ["-qTdpP33001", "-l100000", "-k", "1"],
+    ],
+    ids=" ".join,
+)
+def test_getopt_bundles_end_with_a_value_option(argv):
+    """As ascp's getopt: switches bundle, and a value option ends the bundle, its value the rest of the
+    element or the next one (``-Tl100m``, ``-qP 33001``)."""
+    cfg = parse([*argv, "a", "h:/b"], {})
+    assert (cfg.key_bytes, cfg.target_kbps, cfg.remote.port, cfg.resume) == (0, 100_000, 33001, 1)
 
 
 def test_debug_levels_and_multi_letter_switches():
