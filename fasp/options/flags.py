@@ -185,7 +185,7 @@ class Config:
     jpeg: bool = False  # -j 1: fallback payloads travel as JPEG images
     https_key: str | None = None  # -Y KEYFILE
     https_cert: str | None = None  # -I CERTFILE: HTTPS instead of HTTP
-    proxy: tuple[str, int] | None = None  # -x HOST:PORT: reach the fallback port through this proxy
+    proxy: tuple[str, int] | None = None  # -x HOST[:PORT]: reach the fallback port through this proxy
     # server mode
     server: bool = False
     docroot: str | None = None

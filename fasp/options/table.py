@@ -36,6 +36,7 @@ from fasp.options.values import (
     policies,
     rate,
     resume_policy,
+    size,
     text,
 )
 from fasp.options.vocabulary import OVERWRITE, POLICIES, PRESERVE_MODES, SYMLINK_POLICIES
@@ -245,7 +246,9 @@ FLAGS: tuple[Flag, ...] = (
     _flag("-j", "jpeg_encoding", "0|1", "fallback payloads travel as JPEG images", boolean01, field="jpeg"),
     _flag("-Y", "https_key", "FILE", "HTTPS fallback: key file (with -I)", text),
     _flag("-I", "https_cert", "FILE", "HTTPS fallback: certificate file", text),
-    _flag("-x", "proxy", "HOST:PORT", "reach the HTTP fallback port through this proxy", host_port),
+    _flag(
+        "-x", "proxy", "HOST[:PORT]", "reach the HTTP fallback port through this proxy (port 80 by default)", host_port
+    ),
     _flag("--ignore-host-key", "ignore_host_key", "", "do not check the server's host key (insecure)", field=None),
     _flag(
         "-L",
@@ -378,17 +381,17 @@ FLAGS: tuple[Flag, ...] = (
     _flag(
         "-g",
         "read_size",
-        "BYTES",
-        "bytes per source read",
-        integer(1, 1 << 30),
+        "SIZE",
+        "bytes per source read: bytes, or K/M (x1024, x1024*1024)",
+        size(1, 1 << 30),
         conf=Conf("file_system/read_block_size", as_text(integer(0, 1 << 30), unset="0")),
     ),
     _flag(
         "-G",
         "write_size",
-        "BYTES",
-        "bytes per destination write",
-        integer(1, 1 << 30),
+        "SIZE",
+        "bytes per destination write: bytes, or K/M (x1024, x1024*1024)",
+        size(1, 1 << 30),
         conf=Conf("file_system/write_block_size", as_text(integer(0, 1 << 30), unset="0")),
     ),
     _flag("--remove-after-transfer", "remove_after_transfer", "", "remove each source file once it is transferred"),
@@ -510,7 +513,7 @@ FLAGS: tuple[Flag, ...] = (
         "Aspera DNAT proxy dnat(s)://... (see notes)",
         field=None,
         note="--proxy: Aspera's DNAT proxy is not supported here; connecting directly "
-        "(-x HOST:PORT is the HTTP fallback's proxy)",
+        "(-x HOST[:PORT] is the HTTP fallback's proxy)",
     ),
     _flag(
         "--remove-skipped",

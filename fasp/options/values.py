@@ -110,14 +110,43 @@ def node_of_nodes(raw: str) -> tuple[int, int]:
     return node, nodes
 
 
+_SIZE = re.compile(r"^(\d+)([km]?)$", re.IGNORECASE)
+
+
+def size(lo: int, hi: int) -> Callable[[str], int]:
+    """ascp's SIZE (-g, -G): bytes, or with a K or M suffix ("K (kilo), M (meg)"): x1024, x1024*1024, as a
+    block size is counted; within [lo, hi]."""
+
+    def parse(raw: str) -> int:
+        match = _SIZE.match(raw.strip())
+        if not match:
+            raise ValueError(f"{raw!r} is not a size (bytes, with an optional K or M suffix)")
+        return integer(lo, hi)(str(int(match.group(1)) << {"": 0, "k": 10, "m": 20}[match.group(2).lower()]))
+
+    return parse
+
+
+PROXY_PORT = 80
+"""-x's port when its value names none (ascp --help: "PROXYSERVER-ADDR[:PORT] ... (default 80)")."""
+
+
 def host_port(raw: str) -> tuple[str, int] | None:
-    """``HOST:PORT`` (an IPv6 host in brackets); empty means not given."""
+    """``HOST[:PORT]`` (an IPv6 host in brackets when a port follows), port :data:`PROXY_PORT` when absent;
+    empty means not given."""
     if not raw:
         return None
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{raw!r}: expected HOST:PORT")
-    return host.strip("[]"), integer(1, 65535)(port)
+    if raw.startswith("["):
+        host, _, rest = raw[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{raw!r}: expected HOST[:PORT]")
+        port = rest[1:]
+    elif raw.count(":") == 1:
+        host, _, port = raw.partition(":")
+    else:  # a name, or a bare IPv6 address
+        host, port = raw, ""
+    if not host:
+        raise ValueError(f"{raw!r}: expected HOST[:PORT]")
+    return host, integer(1, 65535)(port) if port else PROXY_PORT
 
 
 def file_suffix(raw: str) -> str:

@@ -112,7 +112,8 @@ def test_supported_flags_parse(flags):
         (["--auto-detect-capacity", "-l", "150", "a", "h:/b"], "percent"),
         (["-y", "2", "a", "h:/b"], "-y"),
         (["-Y", "k.pem", "a", "h:/b"], "needs -I"),
-        (["-x", "proxyonly", "a", "h:/b"], "HOST:PORT"),
+        (["-x", "proxy:http", "a", "h:/b"], "-x"),
+        (["-g", "1G", "a", "h:/b"], "-g"),
         (["-qZ", "a", "h:/b"], "-Z"),
         (["-qQ", "a", "h:/b"], "'-Q' in '-qQ'"),
         (["--preserve-acls=copy", "a", "h:/b"], "--preserve-acls"),
@@ -267,6 +268,14 @@ def test_getopt_bundles_end_with_a_value_option(argv):
     element or the next one (``-Tl100m``, ``-qP 33001``)."""
     cfg = parse([*argv, "a", "h:/b"], {})
     assert (cfg.key_bytes, cfg.target_kbps, cfg.remote.port, cfg.resume) == (0, 100_000, 33001, 1)
+
+
+def test_block_sizes_take_k_and_m_and_the_proxy_port_defaults_to_80():
+    """ascp --help: -g/-G "SIZE: K (kilo), M (meg), or just bytes"; -x PROXYSERVER-ADDR[:PORT] "(default 80)"."""
+    cfg = parse(["-g", "64K", "-G1m", "-x", "proxy.example", "a", "h:/b"], {})
+    assert (cfg.read_size, cfg.write_size, cfg.proxy) == (64 * 1024, 1024 * 1024, ("proxy.example", 80))
+    assert parse(["-g", "4096", "-x", "[::1]:3128", "a", "h:/b"], {}).proxy == ("::1", 3128)
+    assert parse(["-x", "[::1]", "a", "h:/b"], {}).proxy == ("::1", 80)
 
 
 def test_debug_levels_and_multi_letter_switches():
