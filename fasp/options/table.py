@@ -198,24 +198,35 @@ FLAGS: tuple[Flag, ...] = (
         "--exclude-newer-than",
         "exclude_newer_than",
         "MTIME",
-        "skip files modified after MTIME (epoch seconds, or -N: N seconds ago)",
+        "skip files modified after MTIME (epoch seconds, or -SECONDS: that long ago)",
         mtime_bound,
     ),
     _flag(
         "--exclude-older-than",
         "exclude_older_than",
         "MTIME",
-        "skip files modified before MTIME (epoch seconds, or -N: N seconds ago)",
+        "skip files modified before MTIME (epoch seconds, or -SECONDS: that long ago)",
         mtime_bound,
     ),
     _flag(
         "-E",
         "exclude",
         "PATTERN",
-        "leave out what PATTERN matches: /X anchored at the top, X/ directories only, /** any depth (repeatable)",
+        "exclude rule: leave out what PATTERN matches (/X anchored at the top, X/ directories only, /** any depth);"
+        " repeatable, and with -N the first rule that matches decides",
         field=None,
         repeat=True,
         rule=filters.EXCLUDE,
+    ),
+    _flag(
+        "-N",
+        "include",
+        "PATTERN",
+        "include rule: keep what PATTERN matches whatever later -E rules say (only those: -N PATTERN -N '/**/' -E "
+        "'/**')",
+        field=None,
+        repeat=True,
+        rule=filters.INCLUDE,
     ),
     _flag(
         "--file-checksum",

@@ -225,6 +225,16 @@ FILTER_CASES = {
         ["keep.bin", "other", "other/sub", "other/w.tmp", "sub", "sub/x.bin", "z.tmp"],
     ),
     "everything": (["-E", "/**"], None),
+    "include-only": (["-N", "*.tmp", "-N", "/**/", "-E", "/**"], ["other", "other/sub", "other/w.tmp", "sub", "z.tmp"]),
+    "include-first": (
+        ["-N", "z.tmp", "-E", "*.tmp"],
+        ["keep.bin", "other", "other/sub", "other/sub/y.bin", "sub", "sub/x.bin", "z.tmp"],
+    ),
+    "exclude-first": (
+        ["-E", "*.tmp", "-N", "z.tmp"],
+        ["keep.bin", "other", "other/sub", "other/sub/y.bin", "sub", "sub/x.bin"],
+    ),
+    "include-anchored": (["-N", "/ef/sub/x.bin", "-E", "/**"], ["sub", "sub/x.bin"]),
 }
 
 
@@ -233,7 +243,9 @@ FILTER_CASES = {
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_filter_pattern_forms(fasp_server_module, tmp_path, direction, case):
     """IBM's pattern forms (fasp/options/filters.py): a leading '/' anchors at the transfer's root (the source's
-    own name first), a trailing '/' names directories only, '/**' spans directories; '/**' alone leaves out all."""
+    own name first), a trailing '/' names directories only, '/**' spans directories; '/**' alone leaves out all.
+    -E and -N rules apply in command-line order, the first that matches deciding; an anchored -N keeps the
+    directories on its way."""
     server = fasp_server_module
     ends = Ends(server, tmp_path, direction)
     made = {rel: random_file(ends.src / "ef" / rel, 500 + 100 * i) for i, rel in enumerate(FILTER_TREE)}
