@@ -107,6 +107,7 @@ class Endpoint:
     key_text: str | None = field(default=None, repr=False)  # ASPERA_SCP_KEY: a private key itself
     check_sshfp: str | None = None
     ignore_host_key: bool = False
+    command: str | None = None  # -S: the remote engine's command line (else FASP_REMOTE_COMMAND)
 
 
 @dataclass
@@ -157,6 +158,7 @@ class Config:
     xattrs: bool = False  # --preserve-xattrs=native: user xattrs travel
     acls: bool = False  # --preserve-acls=native: POSIX ACLs travel
     manifest_dir: str | None = None
+    manifest_inprogress_suffix: str = ""  # --file-manifest-inprogress-suffix
     file_pass: str | None = field(default=None, repr=False)  # --file-crypt: never sent to the peer
     local_docroot: str | None = None  # --apply-local-docroot: FASP_LOCAL_DOCROOT confines local paths
     resume: int = 0
@@ -167,7 +169,7 @@ class Config:
     skip_dir_dupes: bool = False
     udp_port: int = 0
     cookie: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)  # -W, else ASPERA_SCP_TOKEN: never logged
     retry_timeout: int | None = None
     local_log_dir: str | None = None
     remote_log_dir: str | None = None
@@ -282,6 +284,9 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
         if flag.field is not None and value is not None:
             setattr(cfg, flag.field, list(value) if flag.repeat and isinstance(value, list) else value)
     cfg.notes = [flag.note for flag in FLAGS if flag.note and values.get(flag.key)]
+    refused = next((flag for flag in FLAGS if flag.refused and flag.key in values), None)
+    if refused is not None:
+        raise usage(f"{refused.names[0]}: {refused.refused}")
     if cfg.server:
         cfg.docroot = cfg.docroot or env.get("FASP_DOCROOT") or None
         cfg.server_log_dir = cfg.server_log_dir or env.get("FASP_LOG_DIR") or None
@@ -298,7 +303,7 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
     cfg.filters = _filter_rules(values.get(FILTERS))
     _http_fallback(cfg, given)
     cfg.cookie = env.get("ASPERA_SCP_COOKIE")
-    cfg.token = env.get("ASPERA_SCP_TOKEN")
+    cfg.token = cfg.token or env.get("ASPERA_SCP_TOKEN")  # -W first
     _place(cfg, given, positional, env)
     _content_protection(cfg, given.get("file_crypt"), env.get("ASPERA_SCP_FILEPASS"))
     if given.get("apply_local_docroot"):
@@ -488,6 +493,7 @@ def _place(cfg: Config, given: Mapping[str, object], positional: list[str], env:
         key_text=env.get("ASPERA_SCP_KEY"),
         check_sshfp=str(get("check_sshfp")) if get("check_sshfp") else None,
         ignore_host_key=bool(get("ignore_host_key")),
+        command=str(get("remote_command")) if get("remote_command") else None,
     )
     if cfg.keepalive and cfg.mgmt_port is None:
         raise usage("--keepalive needs -M (files arrive as management START commands)")

@@ -5,8 +5,12 @@ sets each entry's field from its parsed value (the few flags that combine are ru
 entry's key), ``--help`` and docs/ascp-options.md print the help lines, aspera.conf's schema is the entries'
 elements. Adding a flag is adding an entry (and its ``Config`` field, when it has one of its own).
 
-Every flag of ascp's command line (docs/ascp-options.md) is here, so the program accepts what faspmanager
-(or a user of IBM's ascp) passes; one whose effect cannot be had here says so in a note on stderr.
+The flags of IBM ascp's usage (``ascp --help``, and the further ones of IBM's option reference that
+docs/ascp-options.md lists) are here, so the program takes what faspmanager or a user of IBM's ascp passes.
+Each does what its help line says, except: one whose effect cannot be had here is accepted with a ``note``
+on stderr (e.g. -6, -u, -SSH), and one that would mean doing something else is ``refused`` with usage error
+8 (-@, -w, -K); never silently ignored. -Q, which old command lines use for the fair policy, is not in IBM's
+documentation and is not accepted (--policy is its spelling).
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class Flag:
     conf: Conf | None = None
     note: str | None = None
     """Accepted for IBM compatibility without its effect: this note goes to stderr when given."""
+    refused: str | None = None
+    """Known to ascp but not done here: given, it is usage error 8 with this reason (never silently ignored)."""
     rule: str = ""
     """-E, -N: the sign their PATTERN takes as a filter rule; both append, in command-line order, to the one list
     :data:`FILTERS` (the order decides, fasp/options/filters.py)."""
@@ -95,11 +101,12 @@ def _flag(
     repeat: bool = False,
     conf: Conf | None = None,
     note: str | None = None,
+    refused: str | None = None,
     rule: str = "",
 ) -> Flag:
     """An entry; its ``Config`` field is named as its key unless ``field`` says otherwise."""
     field_name = key if field is ... else field
-    return Flag(tuple(names.split()), key, value, help, parse, field_name, side, repeat, conf, note, rule)
+    return Flag(tuple(names.split()), key, value, help, parse, field_name, side, repeat, conf, note, refused, rule)
 
 
 FILTERS = "filters"
@@ -245,6 +252,14 @@ FLAGS: tuple[Flag, ...] = (
         field=None,
     ),
     _flag("--file-manifest-path", "file_manifest_path", "DIR", "where --file-manifest=text writes", field=None),
+    _flag(
+        "--file-manifest-inprogress-suffix",
+        "file_manifest_inprogress_suffix",
+        "SUFFIX",
+        "the manifest is named NAME+SUFFIX until it is complete",
+        file_suffix,
+        field="manifest_inprogress_suffix",
+    ),
     _flag(
         "-y",
         "http_fallback",
@@ -459,6 +474,55 @@ FLAGS: tuple[Flag, ...] = (
         field="symlinks",
     ),
     _flag("-P", "tcp_port", "PORT", "SSH port (default 22)", integer(1, 65535), field=None),
+    _flag(
+        "-S",
+        "remote_command",
+        "COMMAND",
+        "the remote engine's command line (as FASP_REMOTE_COMMAND, which it overrides)",
+        text,
+        field=None,
+    ),
+    _flag("-W", "token", "TOKEN", "transfer token (as ASPERA_SCP_TOKEN, which it overrides)", text),
+    _flag(
+        "-6",
+        "ipv6",
+        "",
+        "IPv6 (see notes)",
+        field=None,
+        note="-6: not needed here: the host's IPv6 addresses are used as it resolves, an IPv6 literal as is",
+    ),
+    _flag(
+        "-u",
+        "user_string",
+        "STRING",
+        "user-specific string (see notes)",
+        field=None,
+        note="-u: the user string is accepted but not used (no -e program or log here reads it)",
+    ),
+    _flag(
+        "-@",
+        "byte_range",
+        "LOW:HIGH",
+        "transfer a byte range of a file: refused here",
+        field=None,
+        refused="a byte range of a file cannot be asked for on the command line here (a -M START command's range can)",
+    ),
+    _flag(
+        "-w",
+        "bandwidth_test",
+        "r|f",
+        "bandwidth test: refused here",
+        field=None,
+        refused="ascp's bandwidth test is not part of this engine (--auto-detect-capacity measures the path)",
+    ),
+    _flag(
+        "-K",
+        "probe_rate",
+        "RATE",
+        "bandwidth test probes per second: refused here",
+        field=None,
+        refused="ascp's bandwidth test is not part of this engine (--auto-detect-capacity measures the path)",
+    ),
     _flag("-O", "udp_port", "PORT", "UDP port (the server's, in server mode)", integer(0, 65535), side="both"),
     _flag(
         "--file-list",

@@ -135,7 +135,7 @@ class ClientSession:
                     await self._race(live.work.run(self._items))
                     if cfg.manifest_dir:  # before the outcome: a session that ends 27 lists its failed files too
                         listed = True
-                        write_manifest(cfg.manifest_dir, self.session_id, self.tally.outcomes)
+                        self._write_manifest(cfg.manifest_dir)
                     outcome = self.tally.session_outcome()
                     if outcome is not None:
                         raise EngineError(*outcome)
@@ -150,12 +150,15 @@ class ClientSession:
                     if cfg.manifest_dir and not listed and self._live.done():  # cancelled, peer gone...
                         self.tally.interrupted(error.code, error.description)
                         with contextlib.suppress(EngineError):
-                            write_manifest(cfg.manifest_dir, self.session_id, self.tally.outcomes)
+                            self._write_manifest(cfg.manifest_dir)
                     raise error from None
         finally:
             for reader in readers:
                 reader.cancel()
         self.tally.emit("DONE", self.tally.done_fields())
+
+    def _write_manifest(self, directory: str) -> None:
+        write_manifest(directory, self.session_id, self.tally.outcomes, self.cfg.manifest_inprogress_suffix)
 
     async def _connect(self, cleanup: contextlib.AsyncExitStack) -> Live:
         """Peer engine, handshake, work; each part registered in ``cleanup`` the moment it exists."""

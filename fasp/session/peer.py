@@ -219,9 +219,10 @@ async def open_ssh(remote: Endpoint, clock: SetupClock) -> asyncssh.SSHClientCon
         raise EngineError(ErrorCode.TRANSFER_ERROR, f"cannot reach {remote.host}:{remote.port}: {exc}") from None
 
 
-def remote_command() -> str:
-    """``$FASP_REMOTE_COMMAND`` (or ``fasp-ascp``), with ``--server`` added unless it is there."""
-    command = os.environ.get(REMOTE_COMMAND_ENV, REMOTE_COMMAND)
+def remote_command(command: str | None = None) -> str:
+    """``command`` (-S), else ``$FASP_REMOTE_COMMAND`` (or ``fasp-ascp``), with ``--server`` added unless it is
+    there."""
+    command = command or os.environ.get(REMOTE_COMMAND_ENV, REMOTE_COMMAND)
     return f"{command} --server" if "--server" not in shlex.split(command) else command
 
 
@@ -346,7 +347,7 @@ class PeerEngine:
         conn = await open_ssh(remote, clock)
         session = EngineSession()
         started: asyncio.Future[Any] = asyncio.ensure_future(
-            conn.create_session(lambda: session, remote_command(), encoding=None)
+            conn.create_session(lambda: session, remote_command(remote.command), encoding=None)
         )
         try:
             await asyncio.wait({started, session.opened}, return_when=asyncio.FIRST_COMPLETED)

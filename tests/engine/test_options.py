@@ -3,12 +3,15 @@ the rest is usage error 8."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
 
 from fasp.options.flags import all_flag_names, parse, split_remote, tokenize
+from fasp.session.manifest import write_manifest
+from fasp.session.peer import remote_command
 from faspmanager.codes import EngineError
 from tests.engine.ascp_cli_table import DOCUMENTED_FLAGS
 
@@ -98,8 +101,10 @@ def test_supported_flags_parse(flags):
     "argv, needle",
     [
         (["--nope", "a", "h:/b"], "--nope"),
-        (["-W", "a", "h:/b"], "-W"),
-        (["-qW", "a", "h:/b"], "-W"),
+        (["-@", "0:10", "a", "h:/b"], "-@: a byte range"),
+        (["-q@", "0:10", "a", "h:/b"], "-@"),
+        (["-w", "f", "a", "h:/b"], "-w: ascp's bandwidth test"),
+        (["--file-manifest-inprogress-suffix=a/b", "a", "h:/b"], "--file-manifest-inprogress-suffix"),
         (["-l"], "-l needs a value"),
         (["-k", "7", "a", "h:/b"], "-k"),
         (["-m", "9", "-l", "5", "a", "h:/b"], "-m"),
@@ -276,6 +281,30 @@ def test_block_sizes_take_k_and_m_and_the_proxy_port_defaults_to_80():
     assert (cfg.read_size, cfg.write_size, cfg.proxy) == (64 * 1024, 1024 * 1024, ("proxy.example", 80))
     assert parse(["-g", "4096", "-x", "[::1]:3128", "a", "h:/b"], {}).proxy == ("::1", 3128)
     assert parse(["-x", "[::1]", "a", "h:/b"], {}).proxy == ("::1", 80)
+
+
+def test_token_remote_command_and_flags_taken_with_a_note(tmp_path):
+    """-W is the token (ahead of ASPERA_SCP_TOKEN, never in a repr), -S the remote engine's command line (ahead
+    of FASP_REMOTE_COMMAND), --file-manifest-inprogress-suffix the manifest's name while written; -6 and -u
+    are taken with a note saying what they do here."""
+    env = {"ASPERA_SCP_TOKEN": "from-env"}
+    cfg = parse(["-W", "tok-123", "-S", "/opt/engine --server", "-6", "-u", "x", "a", "h:/b"], env)
+    assert cfg.token == "tok-123" and "tok-123" not in repr(cfg) and "tok-123" not in repr(cfg.remote)
+    assert parse(["a", "h:/b"], env).token == "from-env"
+    assert cfg.remote.command == "/opt/engine --server" and remote_command(cfg.remote.command) == cfg.remote.command
+    assert remote_command("engine") == "engine --server"
+    assert [note.split(":")[0] for note in cfg.notes] == ["-6", "-u"]
+    suffix = parse(["--file-manifest-inprogress-suffix=.inprogress", "a", "h:/b"], {})
+    assert suffix.manifest_inprogress_suffix == ".inprogress"
+
+
+def test_manifest_is_named_with_the_inprogress_suffix_until_complete(tmp_path, monkeypatch):
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
+    write_manifest(str(tmp_path), "s1", [("passed", "/x", "")], ".inprogress")
+    final = str(tmp_path / "aspera-transfer-s1-manifest.txt")
+    assert renames == [(final + ".inprogress", final)] and os.listdir(tmp_path) == [os.path.basename(final)]
 
 
 def test_debug_levels_and_multi_letter_switches():

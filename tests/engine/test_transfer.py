@@ -182,6 +182,11 @@ def test_through_openssh_sshd(openssh_server, tmp_path):
     plain_env = {k: v for k, v in os.environ.items() if k != "FASP_REMOTE_COMMAND"}
     _ok(run_ascp([*args, str(src), f"root@{server.host}:/default-command.bin"], plain_env))
     assert_same_file(src, server.docroot / "default-command.bin")
+    # -S names the remote engine's command line, ahead of FASP_REMOTE_COMMAND
+    broken = {**plain_env, "FASP_REMOTE_COMMAND": "/nonexistent/engine"}
+    command = server.env()["FASP_REMOTE_COMMAND"]
+    _ok(run_ascp([*args, "-S", command, str(src), f"root@{server.host}:/by-dash-s.bin"], broken))
+    assert_same_file(src, server.docroot / "by-dash-s.bin")
 
 
 @pytest.mark.timeout(60)
