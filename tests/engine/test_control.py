@@ -58,9 +58,9 @@ FIELDS: dict[tuple[type, str], st.SearchStrategy[Any]] = {  # fields whose recor
     (PeerOptions, "nodes"): st.integers(1, 64),
     (PeerOptions, "partial_suffix"): st.sampled_from(["", ".partial"]),
     (PeerOptions, "filters"): st.lists(
-        st.tuples(st.sampled_from(["- ", "+ "]), st.text(st.characters(exclude_characters="["), min_size=1)).map(
-            "".join
-        ),
+        st.tuples(
+            st.sampled_from(["- ", "+ "]), st.text(st.characters(codec="utf-8", exclude_characters="["), min_size=1)
+        ).map("".join),
         max_size=4,
     ).map(tuple),
 }
