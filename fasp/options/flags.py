@@ -300,7 +300,7 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
     _cipher(cfg, given)
     _rates(cfg, given, values.get("target_cap"))
     _file_rules(cfg, given)
-    cfg.filters = _filter_rules(values.get(FILTERS))
+    _filter_rules(cfg, values.get(FILTERS))
     _http_fallback(cfg, given)
     cfg.cookie = env.get("ASPERA_SCP_COOKIE")
     cfg.token = cfg.token or env.get("ASPERA_SCP_TOKEN")  # -W first
@@ -382,13 +382,19 @@ def _file_rules(cfg: Config, given: Mapping[str, object]) -> None:
         cfg.manifest_dir = str(given["file_manifest_path"])
 
 
-def _filter_rules(rules: object) -> list[str]:
-    """-E/-N's rules in command-line order, each checked (usage error 8 naming the flag and its pattern)."""
-    checked = list(rules) if isinstance(rules, list) else []
-    for text in checked:
+def _filter_rules(cfg: Config, rules: object) -> None:
+    """-E/-N's rules in command-line order, each checked (usage error 8 naming the flag and its pattern); a
+    note when the last is -N, which then keeps what every file is kept by anyway (IBM: an include rule must be
+    followed by an exclude rule)."""
+    cfg.filters = list(rules) if isinstance(rules, list) else []
+    for text in cfg.filters:
         name = "-N" if text.startswith(filters.INCLUDE) else "-E"
         _checked(f"{name} {text[2:]!r}", filters.rule, text)
-    return checked
+    if cfg.filters and cfg.filters[-1].startswith(filters.INCLUDE):
+        cfg.notes.append(
+            "-N: no -E follows the last -N rule, so it excludes nothing; -N PATTERN -N '/**/' -E '/**' sends only "
+            "what PATTERN matches"
+        )
 
 
 def _http_fallback(cfg: Config, given: Mapping[str, object]) -> None:

@@ -298,6 +298,12 @@ def test_token_remote_command_and_flags_taken_with_a_note(tmp_path):
     assert suffix.manifest_inprogress_suffix == ".inprogress"
 
 
+def test_filter_rules_keep_their_order_and_a_trailing_include_is_told():
+    cfg = parse(["-E", "*.tmp", "-N", "/a/", "-E", "/**", "a", "h:/b"], {})
+    assert cfg.options_for_peer().filters == ("- *.tmp", "+ /a/", "- /**") and cfg.notes == []
+    assert [n.split(":")[0] for n in parse(["-E", "x", "-N", "y", "a", "h:/b"], {}).notes] == ["-N"]
+
+
 def test_manifest_is_named_with_the_inprogress_suffix_until_complete(tmp_path, monkeypatch):
     renames = []
     real_replace = os.replace
