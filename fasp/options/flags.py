@@ -387,6 +387,8 @@ def _filter_rules(cfg: Config, rules: object) -> None:
     note when the last is -N, which then keeps what every file is kept by anyway (IBM: an include rule must be
     followed by an exclude rule)."""
     cfg.filters = list(rules) if isinstance(rules, list) else []
+    if len(cfg.filters) > filters.MAX_RULES:
+        raise usage(f"-E/-N: {len(cfg.filters)} rules, more than {filters.MAX_RULES}")
     for text in cfg.filters:
         name = "-N" if text.startswith(filters.INCLUDE) else "-E"
         _checked(f"{name} {text[2:]!r}", filters.rule, text)

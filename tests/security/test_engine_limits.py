@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
+import uuid
 from pathlib import Path
 
+import pytest
+
+from fasp.options.filters import MAX_RULES
 from fasp.options.peer import PeerOptions
-from fasp.session.messages import Offer, SessionFailed
+from fasp.session.channel import Channel
+from fasp.session.messages import VERSION, Hello, Offer, Rate, SessionFailed
 from fasp.session.receiving import MAX_FILES_IN_FLIGHT
 from faspmanager.codes import ErrorCode
 from tests.support.control_client import ControlClient
@@ -69,3 +75,42 @@ def test_a_flood_of_file_offers_ends_the_session_with_a_protocol_error(fasp_serv
     assert peak <= MAX_FILES_IN_FLIGHT + 16, f"{peak} descriptors opened by the flood"
     made = [p for p in Path(fasp_server.docroot).rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert len(made) <= MAX_FILES_IN_FLIGHT, f"{len(made)} files created for the flood"
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [("- *a*a*a*a*a*a*b",), tuple(f"- x{i}" for i in range(MAX_RULES + 1))],
+    ids=["backtracking", "too-many"],
+)
+def test_filter_rules_that_would_cost_the_server_minutes_are_refused_at_hello(fasp_server, rules):
+    """A hand-built client's hello asks the server engine to match every entry it walks against ``*a*a*a*a*a*a*b``
+    (a backtracking regex: over a minute on one 255-byte name of a's) or against thousands of rules: the engine
+    refuses the hello, as a command line is refused (usage 8), instead of matching them."""
+    opts = PeerOptions()
+    object.__setattr__(opts, "filters", rules)  # (what a command line cannot give: PeerOptions checks its own)
+
+    async def attack() -> object:
+        async with fasp_server.ssh() as conn:
+            proc = await conn.create_process("fasp-ascp --server", encoding=None)
+            channel = Channel(proc.stdout, proc.stdin)
+            rate = Rate(10_000, 0, "fair")
+            await channel.send(
+                Hello(
+                    v=VERSION,
+                    session=uuid.uuid4().hex,
+                    share=secrets.token_bytes(32),
+                    key_bytes=16,
+                    direction="recv",
+                    dest="/",
+                    datagram_size=1400,
+                    udp_port=0,
+                    rate=rate,
+                    opts=opts,
+                )
+            )
+            answer = await asyncio.wait_for(channel.recv(), 10)
+            channel.close()
+            return answer
+
+    answer = asyncio.run(attack())
+    assert isinstance(answer, SessionFailed) and answer.code == ErrorCode.FASP_PROTO, answer
