@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import os
 
+import redis
 from celery import Celery
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import task_prerun, worker_init, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import WorkController
+from kombu.transport import redis as kombu_redis
 from prometheus_client import start_http_server
 
 from config.celery import celery_config
@@ -41,6 +43,30 @@ app.conf.update(celery_config(settings))
 _reaper: list[Reaper] = []
 _metrics: list[tuple[str, int]] = []  # where the endpoint listens
 log = logging.getLogger(__name__)
+
+
+_connparams = kombu_redis.Channel._connparams
+
+
+def _connparams_while_attached(channel: kombu_redis.Channel, asynchronous: bool = False) -> dict:
+    """kombu's connection parameters of a broker channel; a connection error once its connection is collected.
+
+    On a lost broker connection Celery 5.7 ``collect()``s the connection, which detaches its transport but can
+    leave a channel open (one whose BRPOP the dead socket broke: a worker with a free slot), then ``close()``s
+    it. With a transfer's message unacknowledged (``acks_late``) that close restores the message, and the ack
+    at the transfer's end goes to the old channel: both ask the detached transport for its URL. kombu's
+    AttributeError there is, for Celery, an unrecoverable error (the worker exits once its transfers end); a
+    connection error is what both callers expect and survive (the failed ack is logged). The message then stays
+    in the broker's unacked set until the visibility timeout delivers it again, and the transfer's final state
+    (or, while it runs, its lease) drops that delivery.
+    """
+    transport = channel.connection
+    if transport is None or transport.client is None:
+        raise redis.ConnectionError("the broker connection of this channel was closed")
+    return _connparams(channel, asynchronous)
+
+
+kombu_redis.Channel._connparams = _connparams_while_attached  # type: ignore[method-assign]
 
 
 @worker_init.connect

@@ -162,15 +162,24 @@ def test_worker_terminated_hands_a_file_transfer_over(worker_factory, server, tm
 
 
 def test_redis_killed_and_restarted_mid_transfer(redis_server, worker_factory, server, tmp_path, record) -> None:
-    worker_factory("r", concurrency=1)
+    """The running transfer finishes, and the same worker (the only one on its queue) goes on consuming: a
+    transfer submitted after the restart runs on it too."""
+    worker = worker_factory("r", concurrency=2, queues="redis-restart")  # a free slot: BRPOP pending
     src = tmp_path / "through-a-redis-restart.bin"
     make_file(src, SIZE)
-    handle = submit(upload(server, [src], "redis-restart", target_rate_kbps=3200))  # ~10 s
+    handle = submit(upload(server, [src], "redis-restart", target_rate_kbps=3200), queue="redis-restart")  # ~10 s
     _wait_for_bytes(handle, SIZE // 4)
     redis_server.restart(down_s=1.0)
     result = handle.wait(timeout=90)
     assert result["ok"], result
     assert_same_file(src, server.docroot / "redis-restart" / src.name)
+    time.sleep(3)  # a worker that lost its broker connection for good has exited by now
+    assert worker.process.poll() is None, f"the worker exited ({worker.process.returncode}) after the restart"
+    after = tmp_path / "after-the-restart.bin"
+    make_file(after, 1_000_000)
+    second = submit(upload(server, [after], "redis-restart-after"), queue="redis-restart")
+    assert second.wait(timeout=60)["ok"]
+    assert_same_file(after, server.docroot / "redis-restart-after" / after.name)
     record(
         "Redis killed (SIGKILL) and restarted 1 s later, append-only file on",
         "queue",
