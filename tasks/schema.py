@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from typing import Any
 
 import faspmanager as fm
@@ -60,9 +61,11 @@ def sign_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
     return {**record, "mac": mac(derive(secret, "faspq order mac"), _signed_bytes(record, transfer_id))}
 
 
-def verify_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
+def verify_record(record: dict, transfer_id: str, secret: bytes | None, max_age_s: float | None = None) -> dict:
     """The record if its MAC is the shared key's for this transfer id, else OrderNotAuthenticated
-    (with how to resubmit when it is an unsigned order of the previous schema version)."""
+    (with how to resubmit when it is an unsigned order of the previous schema version). With ``max_age_s``
+    a record submitted longer ago is refused too: a worker remembers that a transfer ended (``Keys.ended``)
+    only that long, so an older signed record is a replay it could no longer tell apart."""
     if record.get("v") != str(SCHEMA_VERSION) or "mac" not in record:
         try:
             version = json.loads(record.get("order") or "{}").get("v")
@@ -83,6 +86,16 @@ def verify_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
             f"{NOT_AUTHENTICATED}: bad MAC (not written by a holder of the shared key, "
             f"altered, or moved from another transfer id)"
         )
+    if max_age_s is not None:
+        try:
+            age = time.time() - float(record.get("submitted") or "nan")
+        except ValueError:
+            age = float("nan")
+        if not age <= max_age_s:
+            raise OrderNotAuthenticated(
+                f"order refused: submitted {age:.0f} s ago, longer than the {max_age_s:g} s (FASPQ_KEEP) a worker "
+                f"remembers ended transfers; resubmit it"
+            )
     return record
 
 

@@ -93,6 +93,10 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
         log.info("transfer %s already runs on %s; this delivery is a duplicate", transfer_id, lease.holder())
         raise Ignore()  # acknowledged, and the owner's result in the backend stays untouched
     try:
+        ended = client.get(keys.ended)  # written with the result, where clients cannot undo it
+        if ended is not None:
+            log.error("transfer %s already ended (%s): its order is not run again", transfer_id, text(ended, "replace"))
+            raise Ignore()
         status = events.status()  # the previous owner writes its result before releasing the lease
         if status.get("state") in TERMINAL_STATES:
             return _ended(status["result"])
@@ -100,7 +104,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
         events.order_type = record.get("type", "")
         attempt = client.hincrby(keys.status, "attempt", 1)
         try:
-            verify_record(record, transfer_id, settings.secret_key)
+            verify_record(record, transfer_id, settings.secret_key, max_age_s=settings.keep_s)
         except OrderNotAuthenticated as exc:
             log.error("transfer %s refused: %s", transfer_id, exc)
             events.publish(

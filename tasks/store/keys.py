@@ -48,6 +48,12 @@ class Keys:
         return self._k("takeover")
 
     @property
+    def ended(self) -> str:
+        """String: the final state, written with the RESULT and kept FASPQ_KEEP, under a name a client ACL user
+        cannot write (unlike the status hash): a worker never runs an ended transfer's order again."""
+        return self._k("ended")
+
+    @property
     def pending(self) -> str:
         """Integer: stream bytes written by the client and not yet passed to the engine."""
         return self._k("pending")

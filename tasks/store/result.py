@@ -52,6 +52,7 @@ def finish_transfer(
         pipe = client.pipeline()
         pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
         pipe.delete(keys.order, keys.control, keys.pending, keys.takeover)
+        pipe.set(keys.ended, state, ex=keep_s)
         pipe.expire(keys.status, keep_s)
         pipe.expire(keys.events, keep_s)
         pipe.execute()

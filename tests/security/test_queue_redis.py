@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import time
 
 import pytest
 import redis
 
+from config.settings import Settings
 from tasks.client import submit
 from tasks.local import RedisServer, Worker
+from tasks.transfer import send
 from tests.support.files import assert_same_file
 from tests.support.programs import REPO_ROOT
 from tests.workers.conftest import faspq_env, server  # noqa: F401
@@ -75,9 +78,14 @@ def _readme_acl() -> dict[str, list[str]]:
     return {words[2]: words for words in commands}
 
 
-def test_readme_least_privilege_users_run_a_transfer(server, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def readme_users(tmp_path_factory):
+    """A Redis with the README's two ACL users, a worker logged in as faspq-worker (its own Redis: no other
+    worker consumes) and this process a client logged in as faspq-client: yields the client's URL and the
+    worker."""
+    workdir = tmp_path_factory.mktemp("readme-acl")
     admin_password = secrets.token_hex(16)
-    redis_server = RedisServer(tmp_path / "redis", password=admin_password)  # its own: no other worker consumes
+    redis_server = RedisServer(workdir / "redis", password=admin_password)
     acl = _readme_acl()
     assert set(acl) == {"faspq-client", "faspq-worker"}
     admin = redis.Redis(port=redis_server.port, password=admin_password)
@@ -90,7 +98,7 @@ def test_readme_least_privilege_users_run_a_transfer(server, tmp_path):  # noqa:
     worker = Worker(
         "acl",
         {**os.environ, **faspq_env(worker_url, FASPQ_PREFIX="faspq")},
-        tmp_path / "acl.log",
+        workdir / "acl.log",
         concurrency=1,
         queues="transfers",
     ).wait_ready()
@@ -98,22 +106,56 @@ def test_readme_least_privilege_users_run_a_transfer(server, tmp_path):  # noqa:
         with pytest.MonkeyPatch.context() as mp:
             for name, value in faspq_env(client_url, FASPQ_PREFIX="faspq").items():
                 mp.setenv(name, value)
-            src = tmp_path / "acl.bin"
-            make_file(src, 400_000)
-            handle = submit(upload(server, [src], "acl"))
-            handle.set_rate(20000)
-            try:
-                result = handle.wait(timeout=60)
-            except TimeoutError:
-                raise AssertionError(worker.log()[-3000:]) from None
-            assert result["ok"], (result, worker.log()[-3000:])
-            assert_same_file(src, server.docroot / "acl" / src.name)
-            client = redis.Redis.from_url(client_url)
-            with pytest.raises(redis.exceptions.NoPermissionError):
-                client.set(f"faspq:lease:{handle.id}", "mine")  # the client user cannot take a transfer's lease
-            with pytest.raises(redis.exceptions.NoPermissionError):
-                client.brpop("transfers", 1)  # nor consume the queue
+            yield client_url, worker
     finally:
         worker.kill()
         admin.close()
         redis_server.kill()
+
+
+def test_readme_least_privilege_users_run_a_transfer(readme_users, server, tmp_path):  # noqa: F811
+    client_url, worker = readme_users
+    src = tmp_path / "acl.bin"
+    make_file(src, 400_000)
+    handle = submit(upload(server, [src], "acl"))
+    handle.set_rate(20000)
+    try:
+        result = handle.wait(timeout=60)
+    except TimeoutError:
+        raise AssertionError(worker.log()[-3000:]) from None
+    assert result["ok"], (result, worker.log()[-3000:])
+    assert_same_file(src, server.docroot / "acl" / src.name)
+    client = redis.Redis.from_url(client_url)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.set(f"faspq:lease:{handle.id}", "mine")  # the client user cannot take a transfer's lease
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.brpop("transfers", 1)  # nor consume the queue
+
+
+def test_a_replayed_order_of_an_ended_transfer_never_runs_again(readme_users, server, tmp_path):  # noqa: F811
+    """The attacker: the README's client user, without the shared key. It copies a transfer's signed order
+    while it is queued, waits for the transfer to end, then restores the order, sets the state back to QUEUED
+    and pushes a task message (HSET, HSET, LPUSH: all its ACL allows). No worker runs it again."""
+    client_url, worker = readme_users
+    src = tmp_path / "replayed.bin"
+    make_file(src, 300_000)
+    handle = submit(upload(server, [src], "replay"))
+    attacker = redis.Redis.from_url(client_url)
+    saved = attacker.hgetall(f"faspq:order:{handle.id}")
+    assert saved and handle.wait(timeout=60)["ok"]
+    landed = server.docroot / "replay" / src.name
+    assert_same_file(src, landed)
+    landed.unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("FASPQ_SECRET_KEY")
+        settings = Settings.from_env()
+        assert settings.secret_key is None
+        attacker.hset(f"faspq:order:{handle.id}", mapping=saved)
+        attacker.hset(f"faspq:status:{handle.id}", "state", "QUEUED")
+        send(settings, saved[b"type"].decode(), handle.id, "transfers")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not landed.exists() and "not run again" not in worker.log():
+        time.sleep(0.2)
+    assert not landed.exists(), "the replayed order ran again"
+    assert f"transfer {handle.id} already ended (SUCCEEDED): its order is not run again" in worker.log()
+    assert int(attacker.hget(f"faspq:status:{handle.id}", "attempt")) == 1

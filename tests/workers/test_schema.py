@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -223,3 +224,15 @@ def test_an_option_opted_out_of_its_default_stays_out():
     back = order_from_json(json.loads(json.dumps(order_to_json(order, SEALER, "tid"))), SEALER, "tid")
     assert back.options.partial_file_suffix is None and back.options == order.options
     assert not any(a.startswith("--partial-file-suffix") for a in back.ascp_opts())
+
+
+def test_records_older_than_what_workers_remember_are_refused():
+    """A signed record replayed after its transfer's end marker expired (FASPQ_KEEP) is refused by its age."""
+    key = generate_key()
+    fields = {"v": "2", "type": "FileUpload", "task": "t", "queue": "q", "order": "{}", "retry": "{}", "client": "me"}
+    fresh = sign_record({**fields, "submitted": repr(time.time() - 50)}, "tid", key)
+    assert verify_record(fresh, "tid", key, max_age_s=100) == fresh
+    old = sign_record({**fields, "submitted": repr(time.time() - 200)}, "tid", key)
+    assert verify_record(old, "tid", key) == old
+    with pytest.raises(OrderNotAuthenticated, match=r"order refused: submitted 200 s ago, longer than the 100 s"):
+        verify_record(old, "tid", key, max_age_s=100)
