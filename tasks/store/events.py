@@ -169,7 +169,7 @@ class EventLog:
 
     def _still_missing(self, since: float | None, limit: float) -> float | None:
         """Since when the status has been missing (None: it is there); UnknownTransfer past ``limit``."""
-        if self._redis.exists(self._keys.status):
+        if self._redis.hget(self._keys.status, "state") is not None:  # HGET: the README's client ACL has no EXISTS
             return None
         now = time.monotonic()
         if since is not None and now - since > limit:
