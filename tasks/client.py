@@ -167,9 +167,7 @@ class TransferHandle:
         lease = Lease(self._redis, self._keys, self._settings.lease_ttl_s, owner=f"cancel:{self._sender.id}")
         try:
             claimed = lease.claim_waiting()
-        except redis.ResponseError as exc:  # a client ACL user without leases: the worker that picks it up drops it
-            if "NOPERM" not in str(exc):
-                raise
+        except redis.exceptions.NoPermissionError:  # a client ACL user without leases: the worker applies a cancel
             claimed = False
         if not claimed:
             return self._send("cancel")

@@ -159,3 +159,21 @@ def test_a_replayed_order_of_an_ended_transfer_never_runs_again(readme_users, se
     assert not landed.exists(), "the replayed order ran again"
     assert f"transfer {handle.id} already ended (SUCCEEDED): its order is not run again" in worker.log()
     assert int(attacker.hget(f"faspq:status:{handle.id}", "attempt")) == 1
+
+
+def test_the_readme_client_user_cancels_queued_and_running_transfers(readme_users, server, tmp_path):  # noqa: F811
+    """Without rights on leases the cancel goes as a control message: a queued transfer (behind a running one on
+    the only worker slot) ends CANCELLED before it starts, a running one is stopped."""
+    src = tmp_path / "cancelled.bin"
+    make_file(src, 4_000_000)
+    running = submit(upload(server, [src], "cancel-running", target_rate_kbps=2000))  # ~16 s
+    queued = submit(upload(server, [src], "cancel-queued"))
+    for event in running.events(timeout=30):
+        if event["type"] == "STATS":
+            break
+    assert queued.cancel() is not None
+    assert running.cancel() is not None
+    for handle in (queued, running):
+        result = handle.wait(timeout=30)
+        assert result["code"] == 28 and handle.status()["state"] == "CANCELLED", result
+    assert not (server.docroot / "cancel-queued" / src.name).exists()
