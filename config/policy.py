@@ -11,6 +11,8 @@ outside the policy fails with :class:`PolicyError`, whose message names the rule
 FASPQ_READ_DIRS       local directories uploads may read from (sources, identity files, HTTPS keys)
 FASPQ_WRITE_DIRS      local directories downloads may write into (destination root, manifests, moves);
                       a download never recreates the remote side's links (symlink_policy copy)
+                      Both by resolved path, and a directory among them holding a link to outside (which the
+                      engine would follow, reading or writing through it) is refused whole.
 FASPQ_PREPOST_PROGRAMS  ``-e`` programs orders may name (absolute paths); default none
 FASPQ_EXTRA_OPTIONS   ``extra_options`` words orders may pass (exact words); default none
 FASPQ_ALLOW_IGNORE_HOST_KEY  1 lets orders ask for ``ignore_host_key``; default 0
@@ -45,6 +47,29 @@ class PolicyError(ValueError):
 def _inside(path: str, dirs: tuple[str, ...]) -> bool:
     real = os.path.realpath(path)
     return any(os.path.commonpath([real, d]) == d for d in dirs)
+
+
+def _link_out(top: str, dirs: tuple[str, ...]) -> str | None:
+    """The first link below the directory ``top`` whose target is outside ``dirs``, walked as the engine walks
+    a source (links followed), or None. Links that stay inside are followed, each directory visited once."""
+    seen: set[str] = set()
+    stack = [top]
+    while stack:
+        path = stack.pop()
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = list(os.scandir(path))
+        except OSError:  # unreadable or gone: the engine reports it as it meets it
+            continue
+        for entry in entries:
+            if entry.is_symlink() and not _inside(entry.path, dirs):
+                return entry.path
+            if entry.is_dir():  # follows a link, which stays inside
+                stack.append(entry.path)
+    return None
 
 
 def _real_dirs(values: Iterable[str]) -> tuple[str, ...]:
@@ -103,12 +128,21 @@ class Policy:
             raise PolicyError("FASPQ_RATE_CAPS", f"{what} {kbps} above the cap {cap} of queue {queue!r}")
 
     def check_read(self, path: str, what: str) -> None:
+        """``path`` and, for a directory, every link the engine would follow in it, inside FASPQ_READ_DIRS."""
         if not _inside(path, self.read_dirs):
             raise PolicyError("FASPQ_READ_DIRS", f"{what} {path!r} is outside the directories orders may read")
+        link = _link_out(path, self.read_dirs) if os.path.isdir(path) else None
+        if link is not None:
+            raise PolicyError("FASPQ_READ_DIRS", f"{what} {path!r} holds {link!r}, a link to outside them")
 
     def check_write(self, path: str, what: str) -> None:
+        """``path`` and, for a directory, every link the engine could write through in it, inside
+        FASPQ_WRITE_DIRS."""
         if not _inside(path, self.write_dirs):
             raise PolicyError("FASPQ_WRITE_DIRS", f"{what} {path!r} is outside the directories orders may write")
+        link = _link_out(path, self.write_dirs) if os.path.isdir(path) else None
+        if link is not None:
+            raise PolicyError("FASPQ_WRITE_DIRS", f"{what} {path!r} holds {link!r}, a link to outside them")
 
     def check_add_source(self, kind: str, options: fm.TransferOptions, source_path: str, dest_path: str) -> None:
         """A file added to a running persistent transfer: local side as for the order's own files."""

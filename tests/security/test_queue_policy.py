@@ -108,6 +108,44 @@ def test_download_into_a_directory_outside_the_writable_ones(worker, server, sit
     assert not (site["elsewhere"] / "target" / "planted.bin").exists()
 
 
+def test_upload_of_a_directory_holding_links_out_of_the_readable_ones(worker, server, site):
+    """The attacker (whoever can write the outbox) plants links inside an allowed directory: to a file of the
+    worker's (its shared key's stand-in) and to a directory elsewhere, one level down too. The upload fails
+    with the rule; nothing reaches the server. A link that stays inside is still followed."""
+    make_file(site["elsewhere"] / "shared.key", 64)
+    (site["elsewhere"] / "etc").mkdir(exist_ok=True)
+    make_file(site["elsewhere"] / "etc" / "passwd", 64)
+    for name, target in (("to-file", "shared.key"), ("to-dir", "etc")):
+        tree = site["readable"] / f"tree-{name}"
+        (tree / "sub").mkdir(parents=True, exist_ok=True)
+        make_file(tree / "ok.txt", 10)
+        (tree / "sub" / "link").symlink_to(site["elsewhere"] / target)
+        _fails_with_rule(submit(upload(server, [tree], f"sym-{name}")), "FASPQ_READ_DIRS")
+        assert not list((server.docroot / f"sym-{name}").rglob("*")), f"{name}: something was uploaded"
+    tree = site["readable"] / "tree-inside"
+    tree.mkdir()
+    make_file(site["readable"] / "real.bin", 1000)
+    (tree / "link").symlink_to(site["readable"] / "real.bin")
+    assert submit(upload(server, [tree], "sym-inside")).wait(timeout=60)["ok"]
+    assert_same_file(site["readable"] / "real.bin", server.docroot / "sym-inside" / "tree-inside" / "link")
+
+
+def test_download_through_a_link_out_of_the_writable_ones(worker, server, site):
+    """The attacker plants a link in the inbox to a directory elsewhere: a download whose files would land
+    through it fails with the rule and writes nothing there."""
+    make_file(server.docroot / "remote" / "sym" / "planted.bin", 100)
+    inbox = site["writable"] / "dl"
+    inbox.mkdir()
+    victim = site["elsewhere"] / "victim"
+    victim.mkdir()
+    (inbox / "sym").symlink_to(victim)
+    try:
+        _fails_with_rule(submit(download(server, ["remote/sym"], inbox)), "FASPQ_WRITE_DIRS")
+        assert not list(victim.rglob("*"))
+    finally:
+        (inbox / "sym").unlink()  # the module's other orders may use the writable directory whole
+
+
 def test_file_added_from_outside_the_readable_directories_is_refused(worker, server, site):
     inside = _readable(site, "inside.bin", 50_000)
     outside = site["elsewhere"] / "outside.bin"
