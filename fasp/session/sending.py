@@ -324,6 +324,14 @@ class SendingRole:
         aborted = begun = False
         st = os.fstat(fd)
         try:
+            if job.start is not None and job.start > st.st_size:  # else the receiver makes a file of zeros
+                self._tally.failed(
+                    key,
+                    job.arg,
+                    ErrorCode.USAGE,
+                    f"{job.path}: start offset {job.start} is past the end of the file ({st.st_size} bytes)",
+                )
+                return "failed"
             _read_ahead(fd, st.st_size)
             meta = self._collect(job, fd, st)
             if meta is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import faspmanager as fm
+from tests.manager.conftest import EngineBackend
 from tests.support.files import sha256
 from tests.support.wait import wait_until
 
@@ -107,6 +108,26 @@ def test_persistent_upload_with_offsets(backend, sample_files):
     assert sha256(backend.remote_root / "whole.bin") == sha256(big)
     assert (backend.remote_root / "part.bin").read_bytes()[-4000:] == big.read_bytes()[1000:5000]
     assert not (backend.remote_root / "late.bin").exists()
+
+
+def test_persistent_upload_of_a_span_past_the_end_fails_that_file(backend, sample_files):
+    """A start offset past the end of the file is not a file of zeros: that file fails, saying why; the
+    session's other files go on."""
+    if not isinstance(backend, EngineBackend):
+        pytest.skip("the fake ascp copies spans without an engine's checks")
+    big = sample_files[0]
+    size = big.stat().st_size
+    order = fm.PersistentUpload(**backend.up(options=backend.options(destination_root=backend.upload_root())))
+    with fm.session(order, ascp_path=backend.ascp_path) as s:
+        s.start()
+        s.add_source(str(big), "past.bin", start_offset=size + 1_000_000)
+        s.add_source(str(big), "whole.bin")
+        result = s.finish()
+    assert not result.ok()
+    assert result.stats()["transfers_failed"] == 1 and result.stats()["transfers_passed"] == 1, result.stats()
+    assert f"start offset {size + 1_000_000} is past the end of the file ({size} bytes)" in result.reason()
+    assert not (backend.remote_root / "past.bin").exists()
+    assert sha256(backend.remote_root / "whole.bin") == sha256(big)
 
 
 def test_persistent_download(backend):
