@@ -15,7 +15,9 @@ starts never inherit them.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import math
 import os
 import random
 import socket
@@ -104,18 +106,37 @@ class RetryPolicy:
 
     @classmethod
     def from_dict(cls, data: dict | None, base: RetryPolicy | None = None) -> RetryPolicy:
-        """Overlay the keys present in ``data`` on ``base`` (per-submit overrides)."""
+        """Overlay the keys present in ``data`` on ``base`` (per-submit overrides); ValueError for unknown keys
+        and for values that would retry without end or without pause (a negative count or backoff, a
+        backoff ceiling below the backoff, not a finite number)."""
         merged = (base or cls()).to_dict()
         unknown = set(data or {}) - set(merged)
         if unknown:
             raise ValueError(f"unknown retry policy keys: {sorted(unknown)}")
         merged.update(data or {})
-        return cls(
-            max_retries=int(merged["max_retries"]),
-            backoff_s=float(merged["backoff_s"]),
-            backoff_max_s=float(merged["backoff_max_s"]),
-            jitter=bool(merged["jitter"]),
-        )
+        try:
+            policy = cls(
+                max_retries=int(merged["max_retries"]),
+                backoff_s=float(merged["backoff_s"]),
+                backoff_max_s=float(merged["backoff_max_s"]),
+                jitter=bool(merged["jitter"]),
+            )
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"retry policy values must be numbers: {data!r}") from None
+        if not (
+            policy.max_retries >= 0
+            and 0 < policy.backoff_s <= policy.backoff_max_s
+            and math.isfinite(policy.backoff_max_s)
+        ):
+            raise ValueError(
+                f"retry policy: max_retries must be >= 0 and 0 < backoff_s <= backoff_max_s (finite), got "
+                f"{policy.to_dict()}"
+            )
+        return policy
+
+    def capped(self, limit: RetryPolicy) -> RetryPolicy:
+        """This policy with no more retries than ``limit`` (the worker's FASPQ_RETRY_MAX) allows."""
+        return dataclasses.replace(self, max_retries=min(self.max_retries, limit.max_retries))
 
 
 @dataclass(frozen=True, repr=False)

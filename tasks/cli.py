@@ -35,7 +35,7 @@ from faspmanager.transferspec import ORDER as ORDER_FIELDS
 
 from .progress import TransferView
 from .secrets import SecretKeyError
-from .store.control import ControlError
+from .store.control import MAX_KBPS, MAX_OFFSET, ControlError
 from .store.events import UnknownTransfer, progress_meta, transfer_ids
 from .store.keys import TERMINAL_STATES
 from .store.redisconn import redis_for
@@ -194,8 +194,10 @@ def _remote(f: _F) -> _F:
                 help="the server's host key fingerprint (SHA256:...); without it the worker's known_hosts "
                 "(FASP_KNOWN_HOSTS) decides",
             ),
-            click.option("--rate", type=click.IntRange(min=1), help="target rate, kbps (default: the engine's, 10000)"),
-            click.option("--min-rate", type=click.IntRange(min=0), help="minimum rate, kbps"),
+            click.option(
+                "--rate", type=click.IntRange(1, MAX_KBPS), help="target rate, kbps (default: the engine's, 10000)"
+            ),
+            click.option("--min-rate", type=click.IntRange(0, MAX_KBPS), help="minimum rate, kbps"),
             click.option("--policy", type=_choice(fm.TransferPolicy), help="rate policy"),
             click.option("--cipher", type=_choice(fm.CipherType), help="encryption cipher"),
             click.option("--overwrite", type=_choice(fm.OverwritePolicy), help="when an existing file is replaced"),
@@ -585,7 +587,7 @@ def list_transfers(show_all: bool, fmt: str | None) -> None:
 
 @main.command()
 @click.argument("transfer_id")
-@click.argument("kbps", type=click.IntRange(min=1))
+@click.argument("kbps", type=click.IntRange(1, MAX_KBPS))
 def rate(transfer_id: str, kbps: int) -> None:
     """Change a transfer's target rate (kbps, at least 1)."""
     _steer(transfer_id, "set_rate", kbps)
@@ -606,8 +608,8 @@ def cancel(transfer_id: str) -> None:
 @click.argument("transfer_id")
 @click.argument("source")
 @click.argument("dest")
-@click.option("--start", "start_offset", type=int)
-@click.option("--end", "end_offset", type=int)
+@click.option("--start", "start_offset", type=click.IntRange(0, MAX_OFFSET))
+@click.option("--end", "end_offset", type=click.IntRange(0, MAX_OFFSET))
 def add(transfer_id: str, source: str, dest: str, start_offset: int | None, end_offset: int | None) -> None:
     """Add a file to a persistent transfer."""
     _steer(transfer_id, "add_source", source, dest, start_offset, end_offset)

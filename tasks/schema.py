@@ -22,6 +22,7 @@ import faspmanager as fm
 
 from .orders import ORDER_TYPES
 from .secrets import Sealer, SecretKeyError, derive, mac, mac_ok
+from .store.control import MAX_KBPS
 
 SCHEMA_VERSION = 2
 SIGNED_FIELDS = ("v", "type", "task", "queue", "order", "retry", "client", "submitted")
@@ -153,7 +154,17 @@ def order_from_json(data: dict[str, Any], sealer: Sealer | None, transfer_id: st
     return getattr(fm, kind)(**kwargs)
 
 
+def _check_rates(options: fm.TransferOptions) -> None:
+    """OrderSchemaError for a rate the engine cannot carry (control.MAX_KBPS): refused at submit, and by the
+    worker before any engine starts."""
+    for name in ("target_rate_kbps", "min_rate_kbps"):
+        value = options.opts.get(name)
+        if value is not None and not (isinstance(value, int) and 0 <= value <= MAX_KBPS):
+            raise OrderSchemaError(f"{name} must be an integer from 0 to {MAX_KBPS}, got {value!r}")
+
+
 def options_to_json(options: fm.TransferOptions, sealer: Sealer | None, transfer_id: str) -> dict[str, Any]:
+    _check_rates(options)
     out = {}
     for name, value in options.opts.items():
         if value is not None and name in SECRET_OPTIONS:
@@ -174,7 +185,9 @@ def options_from_json(data: dict[str, Any], sealer: Sealer | None, transfer_id: 
             raise OrderSchemaError(f"option {name} must be sealed, never in clear")
         else:
             kwargs[name] = _value_from_json(value)
-    return fm.TransferOptions(**kwargs)
+    options = fm.TransferOptions(**kwargs)
+    _check_rates(options)
+    return options
 
 
 def _value_to_json(value: object) -> object:

@@ -17,7 +17,8 @@ engine's code and reason), a wait for the next attempt is Celery's RETRY, and
 while it runs the task reports a custom PROGRESS state (bytes, total, rate,
 ETA; at most once per FASPQ_PROGRESS_INTERVAL) to the backend and as a
 ``task-progress`` event. Retries are counted by faspq (the transfer's own
-retry policy); the task's ``max_retries`` is the worker's policy, and a retry
+retry policy, its retries capped by the worker's FASPQ_RETRY_MAX); the task's
+``max_retries`` is the worker's policy, and a retry
 call never lets Celery's counter (which handovers also raise) refuse it.
 """
 
@@ -117,7 +118,6 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
                     client, events, keys, Outcome(False, int(ErrorCode.USAGE), str(exc)), attempt, settings.keep_s
                 )
             )
-        policy = RetryPolicy.from_dict(json.loads(record.get("retry") or "{}"), settings.retry)
         events.publish(
             {"type": "PICKED", "attempt": attempt, "worker": lease.owner, "client": record["client"]},
             state="RUNNING",
@@ -126,11 +126,13 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
         )
         if not replicated(client, keys.status):  # a failover now may forget the lease: the heartbeat then stops us
             log.warning("transfer %s: no replica acknowledged the pickup yet", transfer_id)
+        policy = settings.retry
         try:
             order = order_from_json(json.loads(record["order"]), Sealer(settings.secret_key), transfer_id)
             if order_type(order) != record["type"]:  # the policy and the runner go by the order's real type
                 raise OrderSchemaError(f"a {order_type(order)} recorded as a {record['type']}")
             settings.policy.check_order(order, record["type"], record["queue"])
+            policy = RetryPolicy.from_dict(json.loads(record["retry"] or "{}"), settings.retry).capped(settings.retry)
         except PolicyError as exc:
             outcome = Outcome(False, int(ErrorCode.USAGE), str(exc))
         except Exception as exc:  # schema, key or order errors: no retry can help

@@ -40,6 +40,11 @@ OPS: dict[str, tuple[frozenset[str], dict[str, type]]] = {
     "close_stream": (_STREAM, {}),
 }
 _OPTIONAL_OFFSETS = ("start_offset", "end_offset")
+MAX_KBPS = 10**9
+"""The highest rate an order or ``set_rate`` may ask (1 Tbit/s, above any link): the engine's control protocol
+carries signed 64-bit numbers, and a bigger one sent to the peer ends the whole session."""
+MAX_OFFSET = 2**63 - 1
+"""The highest file offset (a signed 64-bit ``off_t``), for the same reason."""
 
 
 class ControlError(ValueError):
@@ -141,12 +146,14 @@ def check(control: Control) -> None:
         value = control.args.get(name)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
             raise ControlError(f"{control.op}: {name} must be a {'non-empty ' if kind is str else ''}{kind.__name__}")
-    if control.op == "set_rate" and control.args["kbps"] <= 0:
-        raise ControlError("set_rate: kbps must be positive")
+    if control.op == "set_rate" and not 0 < control.args["kbps"] <= MAX_KBPS:
+        raise ControlError(f"set_rate: kbps must be from 1 to {MAX_KBPS}")
     for name in _OPTIONAL_OFFSETS:
         value = control.args.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise ControlError(f"add_source: {name} must be a non-negative integer")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OFFSET
+        ):
+            raise ControlError(f"add_source: {name} must be an integer from 0 to {MAX_OFFSET}")
     if control.op != "write" and control.data:
         raise ControlError(f"{control.op} carries no data")
 

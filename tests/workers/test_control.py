@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from tasks.store.control import Control, ControlError, Sender, Sequencer, decode, encode
+from tasks.store.control import MAX_KBPS, Control, ControlError, Sender, Sequencer, decode, encode
 
 KEY = b"k" * 44
 
@@ -44,6 +44,10 @@ def test_add_source_offsets():
         Control("set_rate", {"kbps": True}),
         Control("add_source", {"source_path": "a"}),
         Control("add_source", {"source_path": "a", "dest_path": "b", "start_offset": -2}),
+        Control("set_rate", {"kbps": 2**63}),  # the engine's control protocol cannot carry it: the session died
+        Control("set_rate", {"kbps": MAX_KBPS + 1}),
+        Control("add_source", {"source_path": "a", "dest_path": "b", "start_offset": 2**63}),
+        Control("add_source", {"source_path": "a", "dest_path": "b", "end_offset": 2**64}),
         Control("cancel", {"why": 1}),
         Control("cancel", {}, b"data"),
     ],

@@ -58,6 +58,24 @@ def test_server_down_at_first_then_up_is_retried(worker_factory, tmp_path):
         srv.kill()
 
 
+def test_an_orders_retries_are_capped_by_the_workers_retry_max(worker_factory, server, tmp_path):
+    """An order asking more retries than the worker's FASPQ_RETRY_MAX gets the worker's; one asking a rate or a
+    retry policy no engine or worker can honour is refused at submit, before anything is written."""
+    worker_factory("cap", concurrency=1, queues="cap", FASPQ_RETRY_MAX="1")
+    src = tmp_path / "capped.bin"
+    make_file(src, 1000)
+    closed = SimpleNamespace(host="127.0.0.1", port=free_port(), user="bob", password="pw-cap-test-12345")
+    handle = submit(
+        upload(closed, [src], "cap"), queue="cap", retry={"max_retries": 4, "backoff_s": 0.1, "backoff_max_s": 0.1}
+    )
+    result = handle.wait(timeout=60)
+    assert not result["ok"] and result["attempts"] == 2, result
+    with pytest.raises(ValueError, match="retry policy"):
+        submit(upload(server, [src], "cap"), queue="cap", retry={"max_retries": 10**9, "backoff_s": 0})
+    with pytest.raises(ValueError, match="target_rate_kbps must be an integer from 0 to"):
+        submit(upload(server, [src], "cap", target_rate_kbps=2**63), queue="cap")
+
+
 def _values(client, key: bytes):
     kind = client.type(key)
     if kind == b"string":

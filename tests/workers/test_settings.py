@@ -74,6 +74,29 @@ def test_per_submit_overrides_and_unknown_keys():
         RetryPolicy.from_dict({"retries": 3}, base)
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"max_retries": 10**9, "backoff_s": 0, "backoff_max_s": 0},  # ~50 attempts a second, for ever
+        {"backoff_s": -10},
+        {"max_retries": -1},
+        {"backoff_s": 5, "backoff_max_s": 1},
+        {"backoff_max_s": float("inf")},
+        {"backoff_s": float("nan")},
+        {"max_retries": "many"},
+    ],
+)
+def test_retry_overrides_that_would_loop_are_refused(override):
+    with pytest.raises(ValueError, match="retry policy"):
+        RetryPolicy.from_dict(override, RetryPolicy())
+
+
+def test_a_workers_retry_max_caps_an_orders():
+    worker = RetryPolicy(max_retries=2, backoff_s=1.0)
+    assert RetryPolicy.from_dict({"max_retries": 10**9}, worker).capped(worker).max_retries == 2
+    assert RetryPolicy.from_dict({"max_retries": 1}, worker).capped(worker).max_retries == 1
+
+
 def test_policy_from_file_and_environment_and_what_it_lets_through(monkeypatch, tmp_path):
     import json
     import os
