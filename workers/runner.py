@@ -25,6 +25,7 @@ from config.policy import PolicyError
 from config.settings import Settings
 from faspmanager.codes import EngineError, ErrorCode
 from tasks.orders import ORDER_TYPES
+from tasks.schema import SECRET_OPTIONS
 from tasks.store import control as ctl
 from tasks.store.events import EventLog, progress_meta
 from tasks.store.keys import Keys, draining_key
@@ -189,7 +190,7 @@ class Attempt:
         return Outcome(False, code if code is not None else int(ErrorCode.TRANSFER_ERROR), reason)
 
     def _outcome(self, result: fm.SessionResult) -> Outcome:
-        stats = dict(result.stats() or {})
+        stats = _without_secrets(result.stats()) or {}
         failed = list(result.failed_files() or [])
         if self.lease_lost:
             return Outcome(False, None, "lease lost to another worker", stats, failed, lease_lost=True)
@@ -210,8 +211,8 @@ class Attempt:
             "type": _name(event.event_type),
             "attempt": self.attempt,
             "worker": self.lease.owner,
-            "session": event.session_stats,
-            "file": event.file_stats,
+            "session": _without_secrets(event.session_stats),
+            "file": _without_secrets(event.file_stats),
         }
         if record["type"] == "ERROR":
             self.last_error = {**(event.session_stats or {}), **(event.file_stats or {})}
@@ -347,3 +348,9 @@ class Attempt:
             self.events.publish({"attempt": self.attempt, "worker": self.lease.owner, **event}, **status)
         except redis.RedisError as exc:
             log.warning("event of %s not published: %s", self.keys.transfer_id, exc)
+
+
+def _without_secrets(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Engine stats as published (events, status, result, Celery's backend and log): the engine echoes the
+    session's cookie, a secret the order keeps sealed, so secret option names are left out."""
+    return None if stats is None else {name: value for name, value in stats.items() if name not in SECRET_OPTIONS}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from types import SimpleNamespace
 
 import asyncssh
@@ -114,9 +115,10 @@ def test_no_secret_anywhere_in_redis_during_a_transfer(worker_factory, server, f
     workers = [worker_factory("scan", concurrency=1, queues="scan")]
     src = tmp_path / "scan.bin"
     make_file(src, 1_000_000)
-    handle = submit(upload(server, [src], "scan", target_rate_kbps=2000), queue="scan")
+    cookie, token = "COOKIE-" + uuid.uuid4().hex, "TOKEN-" + uuid.uuid4().hex  # declared secrets, sealed too
+    handle = submit(upload(server, [src], "scan", target_rate_kbps=2000, cookie=cookie, token=token), queue="scan")
     client = faspq.client()
-    secret = server.password.encode()
+    secrets = [server.password.encode(), cookie.encode(), token.encode()]
     scans = 0
     for event in handle.events(timeout=60):
         if event["type"] in ("QUEUED", "STATUS", "INIT", "STATS", "RESULT"):
@@ -125,12 +127,14 @@ def test_no_secret_anywhere_in_redis_during_a_transfer(worker_factory, server, f
             for key in keys:
                 for value in _values(client, key):
                     for form in _decoded(value or b""):
-                        assert secret not in form, f"password found in {key!r}"
+                        for secret in secrets:
+                            assert secret not in form, f"{secret[:6]!r}... found in {key!r}"
             scans += 1
     assert scans >= 3
     assert handle.wait(timeout=5)["ok"]
     for worker in workers:
-        assert server.password not in worker.log()
+        for secret in secrets:
+            assert secret.decode() not in worker.log()
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
