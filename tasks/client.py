@@ -70,7 +70,9 @@ def submit(
     )
     handle = TransferHandle(transfer_id, settings)
     client, keys = handle._redis, handle._keys
-    if not client.hsetnx(keys.order, "type", kind):
+    # an ended transfer's order is gone but its status stays FASPQ_KEEP: checked first (a client ACL user
+    # cannot delete what it wrote), the order's HSETNX then settles a race between two submits of one id
+    if client.hget(keys.status, "state") is not None or not client.hsetnx(keys.order, "type", kind):
         raise ValueError(f"transfer id {transfer_id!r} is already in use")
 
     def enqueue() -> None:

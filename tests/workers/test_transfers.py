@@ -286,3 +286,18 @@ def test_prefork_pool_runs_transfers_too(worker_factory, server, tmp_path):
     assert result["ok"], result
     assert_same_file(src, server.docroot / "fork" / src.name)
     assert "CONTROL" in types(handle.events(from_start=True))
+
+
+def test_the_id_of_an_ended_transfer_is_refused(workers, server, faspq, tmp_path):
+    """Its status and events are kept FASPQ_KEEP: a second order under that id would be dropped by the worker as
+    ended while wait() reported the old result (exit 0, nothing moved). submit says the id is in use, and
+    writes nothing."""
+    first, second = tmp_path / "first.bin", tmp_path / "second.bin"
+    make_file(first, 100_000)
+    make_file(second, 200_000)
+    handle = submit(upload(server, [first], "reuse-a"))
+    assert handle.wait(timeout=60)["ok"]
+    with pytest.raises(ValueError, match=f"transfer id '{handle.id}' is already in use"):
+        submit(upload(server, [second], "reuse-b"), transfer_id=handle.id)
+    assert not faspq.client().exists(f"t:order:{handle.id}")
+    assert handle.status()["state"] == "SUCCEEDED"
