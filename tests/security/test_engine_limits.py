@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,10 +16,10 @@ import pytest
 from fasp.options.filters import MAX_RULES
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
-from fasp.session.messages import VERSION, Hello, Offer, Rate, SessionFailed
+from fasp.session.messages import Offer, SessionFailed
 from fasp.session.receiving import MAX_FILES_IN_FLIGHT
 from faspmanager.codes import ErrorCode
-from tests.support.control_client import ControlClient
+from tests.support.control_client import ControlClient, hello
 from tests.support.procs import children
 
 OFFERS = 5000
@@ -93,21 +91,7 @@ def test_filter_rules_that_would_cost_the_server_minutes_are_refused_at_hello(fa
         async with fasp_server.ssh() as conn:
             proc = await conn.create_process("fasp-ascp --server", encoding=None)
             channel = Channel(proc.stdout, proc.stdin)
-            rate = Rate(10_000, 0, "fair")
-            await channel.send(
-                Hello(
-                    v=VERSION,
-                    session=uuid.uuid4().hex,
-                    share=secrets.token_bytes(32),
-                    key_bytes=16,
-                    direction="recv",
-                    dest="/",
-                    datagram_size=1400,
-                    udp_port=0,
-                    rate=rate,
-                    opts=opts,
-                )
-            )
+            await channel.send(hello(opts, direction="recv"))
             answer = await asyncio.wait_for(channel.recv(), 10)
             channel.close()
             return answer

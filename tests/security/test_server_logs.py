@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 from pathlib import Path
 
 import pytest
 
 from fasp.options.peer import PeerOptions
 from fasp.session import control
-from fasp.session.messages import VERSION, FallbackReady, Hello, Rate
+from fasp.session.messages import FallbackReady, Rate
 from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.control_client import hello
 from tests.support.files import assert_same_file, random_file
 from tests.support.servers import FaspServer, start_fasp_server
 
@@ -91,22 +91,7 @@ async def _session_with_a_bad_field(server: FaspServer, field: str) -> str:
     """A valid hello asking for -R, then a message the server does not expect whose token holds ``field``."""
     async with server.ssh() as conn:
         proc = await conn.create_process("fasp-ascp --server", encoding=None)
-        proc.stdin.write(
-            control.frame(
-                Hello(
-                    v=VERSION,
-                    session=secrets.token_hex(16),
-                    share=secrets.token_bytes(32),
-                    key_bytes=16,
-                    direction="send",
-                    dest="/",
-                    datagram_size=1400,
-                    udp_port=0,
-                    rate=Rate(1000, 0, "fair"),
-                    opts=PeerOptions(log_dir="/r"),
-                )
-            )
-        )
+        proc.stdin.write(control.frame(hello(PeerOptions(log_dir="/r"), rate=Rate(1000, 0, "fair"))))
         length = int.from_bytes(await proc.stdout.readexactly(4), "big")
         assert b'"welcome"' in await proc.stdout.readexactly(length)
         proc.stdin.write(control.frame(FallbackReady(token=field)))

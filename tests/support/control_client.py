@@ -20,6 +20,22 @@ from fasp.session.messages import VERSION, Cancel, Hello, Message, Offer, Rate, 
 SLOW_FAIR = Rate(10_000, 0, "fair")
 
 
+def hello(opts: PeerOptions, dest: str = "/", direction: str = "send", rate: Rate = SLOW_FAIR) -> Hello:
+    """A client's first message, as our engine builds it (a fresh session id and key share)."""
+    return Hello(
+        v=VERSION,
+        session=uuid.uuid4().hex,
+        share=secrets.token_bytes(32),
+        key_bytes=16,
+        direction=direction,
+        dest=dest,
+        datagram_size=1400,
+        udp_port=0,
+        rate=rate,
+        opts=opts,
+    )
+
+
 class ControlClient:
     """Offers files to a server engine over SSH and reads its answers."""
 
@@ -31,21 +47,9 @@ class ControlClient:
         self.conn = await server.ssh()
         self.proc = await self.conn.create_process("fasp-ascp --server", encoding=None)
         self.channel = Channel(self.proc.stdout, self.proc.stdin)
-        session, share = uuid.uuid4().hex, secrets.token_bytes(32)
-        await self.channel.send(
-            Hello(
-                v=VERSION,
-                session=session,
-                share=share,
-                key_bytes=16,
-                direction="send",
-                dest=self.dest,
-                datagram_size=1400,
-                udp_port=0,
-                rate=self.rate,
-                opts=self.opts,
-            )
-        )
+        first = hello(self.opts, self.dest, rate=self.rate)
+        session, share = first.session, first.share
+        await self.channel.send(first)
         welcome = await asyncio.wait_for(self.channel.recv(), 30)
         assert isinstance(welcome, Welcome), welcome
         self.udp = await Transport.dial(
