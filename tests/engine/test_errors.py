@@ -118,7 +118,7 @@ def test_data_channel_that_cannot_open_is_14(tmp_path):
     "argv, needle",
     [
         (["--bogus-flag", "a", "h:/b"], "--bogus-flag"),
-        (["-W", "a", "h:/b"], "-W"),
+        (["-@", "0:10", "a", "h:/b"], "-@"),  # (refused with its reason: the table says why)
         (["-y", "2", "a", "h:/b"], "-y"),
         (["-l", "fast", "a", "h:/b"], "-l"),
         (["--overwrite=sometimes", "a", "h:/b"], "--overwrite"),
