@@ -72,6 +72,13 @@ def _link_out(top: str, dirs: tuple[str, ...]) -> str | None:
     return None
 
 
+def _cap(queue: str, kbps: object) -> int:
+    try:
+        return int(str(kbps))
+    except ValueError:
+        raise ValueError(f"FASPQ_RATE_CAPS: {queue}={kbps!r}: a cap is QUEUE=KBPS, KBPS an integer") from None
+
+
 def _real_dirs(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(os.path.realpath(os.path.expanduser(v)) for v in values if v)
 
@@ -92,7 +99,14 @@ class Policy:
         env = os.environ if environ is None else environ
         data: dict[str, Any] = {}
         if env.get("FASPQ_POLICY_FILE"):
-            data = {f"FASPQ_{k.upper()}": v for k, v in json.loads(Path(env["FASPQ_POLICY_FILE"]).read_text()).items()}
+            path = env["FASPQ_POLICY_FILE"]
+            try:
+                loaded = json.loads(Path(path).read_text())
+                if not isinstance(loaded, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as exc:  # one line naming the variable, as for any other FASPQ_* value
+                raise ValueError(f"FASPQ_POLICY_FILE {path!r}: {exc}") from None
+            data = {f"FASPQ_{k.upper()}": v for k, v in loaded.items()}
         data.update({k: v for k, v in env.items() if k.startswith("FASPQ_") and v != ""})
 
         def items(name: str, sep: str) -> list[str]:
@@ -104,7 +118,7 @@ class Policy:
         for pair in items("FASPQ_RATE_CAPS", ",") if not pairs else ():
             queue, _, kbps = pair.partition("=")
             pairs[queue.strip()] = kbps
-        caps = {queue: int(kbps) for queue, kbps in pairs.items()}
+        caps = {queue: _cap(queue, kbps) for queue, kbps in pairs.items()}
         return cls(
             read_dirs=_real_dirs(items("FASPQ_READ_DIRS", os.pathsep)),
             write_dirs=_real_dirs(items("FASPQ_WRITE_DIRS", os.pathsep)),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -41,6 +43,29 @@ def test_bad_choice_is_refused(monkeypatch):
     monkeypatch.setenv("FASPQ_SHUTDOWN_HANDOVER", "sometimes")
     with pytest.raises(ValueError, match="FASPQ_SHUTDOWN_HANDOVER"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("FASPQ_RATE_CAPS", "transfers=abc", "FASPQ_RATE_CAPS: transfers='abc'"),
+        ("FASPQ_RATE_CAPS", "transfers", "FASPQ_RATE_CAPS: transfers=''"),
+        ("FASPQ_POLICY_FILE", "/nonexistent/policy.json", "FASPQ_POLICY_FILE '/nonexistent/policy.json'"),
+        ("FASPQ_POLICY_FILE", "{bad", "FASPQ_POLICY_FILE"),
+    ],
+)
+def test_a_bad_policy_value_is_one_line_naming_its_variable(tmp_path, name, value, said):
+    """faspq (any command: clients read the policy too) says which variable is wrong, in one line, exit 1."""
+    if value == "{bad":
+        (tmp_path / "bad.json").write_text(value)
+        value = str(tmp_path / "bad.json")
+    env = {**os.environ, name: value, "FASPQ_SECRET_KEY": "k" * 43}
+    run = subprocess.run(
+        [sys.executable, "-c", "from tasks.cli import main; main()", "policy"], env=env, capture_output=True, timeout=60
+    )
+    err = run.stderr.decode()
+    assert run.returncode == 1 and said in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_metrics_are_off_unless_a_port_is_given_and_loopback_by_default(monkeypatch):
