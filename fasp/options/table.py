@@ -220,7 +220,7 @@ FLAGS: tuple[Flag, ...] = (
         "exclude",
         "PATTERN",
         "exclude rule: leave out what PATTERN matches (/X anchored at the top, X/ directories only, /** any depth);"
-        " repeatable, and with -N the first rule that matches decides",
+        " repeatable, and with -N the first rule that matches decides (256 rules, 3 runs of * per pattern at most)",
         field=None,
         repeat=True,
         rule=filters.EXCLUDE,
