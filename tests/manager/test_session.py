@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import faspmanager as fm
-from tests.manager.conftest import EngineBackend
 from tests.support.files import sha256
 from tests.support.wait import wait_until
 
@@ -110,11 +109,10 @@ def test_persistent_upload_with_offsets(backend, sample_files):
     assert not (backend.remote_root / "late.bin").exists()
 
 
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)  # (the fake ascp copies spans without checks)
 def test_persistent_upload_of_a_span_past_the_end_fails_that_file(backend, sample_files):
     """A start offset past the end of the file is not a file of zeros: that file fails, saying why; the
     session's other files go on."""
-    if not isinstance(backend, EngineBackend):
-        pytest.skip("the fake ascp copies spans without an engine's checks")
     big = sample_files[0]
     size = big.stat().st_size
     order = fm.PersistentUpload(**backend.up(options=backend.options(destination_root=backend.upload_root())))
