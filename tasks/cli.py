@@ -38,7 +38,7 @@ from .secrets import SecretKeyError
 from .store.control import MAX_KBPS, MAX_OFFSET, ControlError
 from .store.events import UnknownTransfer, progress_meta, transfer_ids
 from .store.keys import TERMINAL_STATES
-from .store.redisconn import redis_for
+from .store.redisconn import redis_for, redis_user
 from .transfer import celery_app
 
 if TYPE_CHECKING:
@@ -226,12 +226,21 @@ def _remote(f: _F) -> _F:
 def _enqueue(
     order: fm.BaseTransferOrder, queue: str | None, transfer_id: str | None, watch: bool, fmt: str | None = None
 ) -> None:
-    from .client import submit
+    from .client import NotEnqueued, submit
 
     try:
         handle = submit(order, transfer_id=transfer_id, queue=queue)
     except SecretKeyError as exc:
         raise click.ClickException(f"not submitted: {exc}") from None
+    except NotEnqueued as exc:
+        why = (
+            f"Redis user {exc.user!r} may not send to queue {exc.queue!r} at {exc.broker}"
+            if exc.denied
+            else f"cannot reach the broker at {exc.broker}"
+        )
+        raise click.ClickException(
+            f"{why}: {exc.cause}; transfer {exc.transfer_id} ended FAILED (not enqueued)"
+        ) from None
     click.echo(json.dumps({"type": "SUBMITTED", "transfer_id": handle.id}) if fmt == "json" else handle.id)
     if watch:
         sys.exit(_watch(handle, fmt=fmt))
@@ -311,11 +320,16 @@ def _steer(transfer_id: str, op: str, *args: object) -> Any:
         raise click.ClickException(f"not sent: {exc}") from None
 
 
-def _redis_url() -> str:
+def _settings_url() -> str:
+    """The events Redis URL faspq uses (the raw environment's when the settings themselves are bad)."""
     try:
-        return redacted(get_settings().events_url)
+        return get_settings().events_url
     except Exception:
-        return redacted(os.environ.get("FASPQ_REDIS_URL", "redis://127.0.0.1:6379/0"))
+        return os.environ.get("FASPQ_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_url() -> str:
+    return redacted(_settings_url())
 
 
 class _Cli(click.Group):
@@ -324,6 +338,10 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except redis.exceptions.NoPermissionError as exc:
+            raise click.ClickException(
+                f"Redis user {redis_user(_settings_url())!r} at {_redis_url()} may not do this: {exc}"
+            ) from None
         except (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError) as exc:
             raise click.ClickException(f"cannot reach Redis at {_redis_url()}: {exc}") from None
         except UnknownTransfer as exc:

@@ -21,9 +21,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import kombu.exceptions
 import redis
 
-from config.settings import RetryPolicy, Settings, get_settings
+from config.settings import RetryPolicy, Settings, get_settings, redacted
 from faspmanager import BaseTransferOrder
 from faspmanager.codes import ErrorCode
 
@@ -34,9 +35,22 @@ from .store import control as ctl
 from .store.events import EventLog, UnknownTransfer
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
-from .store.redisconn import FAILOVER_RETRY_S, durable, redis_for, text
-from .store.result import Outcome, finish_transfer
+from .store.redisconn import FAILOVER_RETRY_S, durable, permission_refused, redis_for, redis_user, text
+from .store.result import Outcome, end_unsent, finish_transfer
 from .transfer import TransferFailed, celery_app, send
+
+
+class NotEnqueued(RuntimeError):
+    """The order was written but its task message could not be sent to the broker, so no worker will run it:
+    the transfer ended FAILED ("not enqueued: ..."). ``denied`` when the broker's Redis user (``user``) was
+    refused (its ACL does not let it push to ``queue``) rather than the broker being unreachable."""
+
+    def __init__(self, transfer_id: str, queue: str, broker_url: str, cause: Exception) -> None:
+        self.transfer_id, self.queue, self.cause = transfer_id, queue, cause
+        self.broker = redacted(broker_url)
+        self.user = redis_user(broker_url)
+        self.denied = permission_refused(cause)
+        super().__init__(f"transfer {transfer_id} not enqueued on queue {queue!r} at {self.broker}: {cause}")
 
 
 def submit(
@@ -84,9 +98,16 @@ def submit(
             queue=queue,
             created=now,
         )
-        send(settings, kind, transfer_id, queue)
+        try:
+            send(settings, kind, transfer_id, queue)
+        except (kombu.exceptions.OperationalError, redis.RedisError) as exc:
+            raise NotEnqueued(transfer_id, queue, settings.broker_url, exc) from exc
 
-    enqueue()
+    try:
+        enqueue()
+    except NotEnqueued as exc:  # nothing may stay QUEUED that no worker will ever receive
+        end_unsent(client, handle._log, keys, f"not enqueued: {exc.cause}", settings.keep_s)
+        raise
     # a failover before a replica had the submission would forget it: enqueued again then (a second message is
     # harmless: the lease and the final state drop it). The state, written after the order, outlives the transfer.
     if not durable(

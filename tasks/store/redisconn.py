@@ -129,6 +129,22 @@ def durable(
     return True
 
 
+def permission_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: kombu wraps redis-py's errors) is Redis refusing this ACL user a command
+    or key: the server answered, so it is not an outage. redis-py drops the NOPERM prefix when it maps the reply."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, redis.exceptions.NoPermissionError) or "NOPERM" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def redis_user(url: str) -> str:
+    """The ACL user a Redis URL logs in as (``default`` without one)."""
+    return unquote(urlsplit(url.split(";")[0]).username or "") or "default"
+
+
 def text(value: object, errors: str = "strict") -> str:
     """A string reply (bytes from these clients) as text; TypeError for any other reply."""
     if isinstance(value, bytes):

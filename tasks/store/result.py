@@ -32,10 +32,8 @@ class Outcome:
     handover: bool = False
 
 
-def finish_transfer(
-    client: redis.Redis, events: EventLog, keys: Keys, outcome: Outcome, attempts: int, keep_s: int
-) -> dict[str, Any]:
-    """Publish the final RESULT, then drop what only a running transfer needs (the sealed order too)."""
+def _final(outcome: Outcome, attempts: int) -> tuple[str, dict[str, Any]]:
+    """The final state and result dict of ``outcome``."""
     result = {
         "ok": outcome.ok,
         "reason": outcome.reason,
@@ -45,7 +43,14 @@ def finish_transfer(
         "failed_files": outcome.failed_files,
         "attempts": attempts,
     }
-    state = "SUCCEEDED" if outcome.ok else "CANCELLED" if outcome.code == ErrorCode.USER_CANCEL else "FAILED"
+    return "SUCCEEDED" if outcome.ok else "CANCELLED" if outcome.code == ErrorCode.USER_CANCEL else "FAILED", result
+
+
+def finish_transfer(
+    client: redis.Redis, events: EventLog, keys: Keys, outcome: Outcome, attempts: int, keep_s: int
+) -> dict[str, Any]:
+    """Publish the final RESULT, then drop what only a running transfer needs (the sealed order too)."""
+    state, result = _final(outcome, attempts)
 
     def write() -> None:
         events.publish({"type": "RESULT", **result}, state=state, result=result)
@@ -64,3 +69,19 @@ def finish_transfer(
     write()
     durable(client, keys.status, present, write, FAILOVER_RETRY_S)
     return result
+
+
+def end_unsent(client: redis.Redis, events: EventLog, keys: Keys, reason: str, keep_s: int) -> None:
+    """End a submission whose task message never reached the broker: FAILED at once (no worker would ever pick
+    it up, so it must not stay QUEUED; a late delivery finds it ended) and kept ``keep_s`` like any ended
+    transfer. Its sealed order is deleted, or, by a Redis user that may not delete or expire (the README's client
+    ACL user), blanked: no secret stays behind."""
+    state, result = _final(Outcome(False, int(ErrorCode.TRANSFER_ERROR), reason), 0)
+    events.publish({"type": "RESULT", **result}, state=state, result=result)
+    try:
+        client.delete(keys.order)
+    except redis.exceptions.NoPermissionError:
+        client.hset(keys.order, mapping={"order": "", "mac": ""})
+        return
+    client.expire(keys.status, keep_s)
+    client.expire(keys.events, keep_s)

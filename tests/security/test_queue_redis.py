@@ -17,13 +17,14 @@ import pytest
 import redis
 
 from config.settings import Settings
-from tasks.client import submit
+from tasks.client import NotEnqueued, TransferHandle, submit
 from tasks.local import RedisServer, Worker
 from tasks.transfer import send
 from tests.support.files import assert_same_file
 from tests.support.programs import REPO_ROOT
 from tests.workers.conftest import faspq_env, server  # noqa: F401
 from tests.workers.support import make_file, upload
+from tests.workers.test_cli_errors import _one_line_error, _upload_args, faspq
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -177,3 +178,30 @@ def test_the_readme_client_user_cancels_queued_and_running_transfers(readme_user
         result = handle.wait(timeout=30)
         assert result["code"] == 28 and handle.status()["state"] == "CANCELLED", result
     assert not (server.docroot / "cancel-queued" / src.name).exists()
+
+
+def test_a_queue_the_client_user_may_not_push_to_leaves_nothing_queued(readme_users, server, tmp_path):  # noqa: F811
+    """Finding 10: the client user's ACL lets it push to ``transfers*`` only. A submit to another queue writes the
+    order and QUEUED, then the broker refuses the task message: the transfer ends FAILED "not enqueued" (never a
+    QUEUED no worker receives), its sealed order is blanked, and faspq names the refusal, not an outage. A
+    transfer to the queue it may use still runs."""
+    client_url, worker = readme_users
+    src = tmp_path / "elsewhere.bin"
+    make_file(src, 300_000)
+    with pytest.raises(NotEnqueued) as caught:
+        submit(upload(server, [src], "elsewhere"), queue="elsewhere")
+    refused = caught.value
+    assert refused.denied and refused.user == "faspq-client", refused
+    status = TransferHandle(refused.transfer_id).status()
+    assert status["state"] == "FAILED" and status["result"]["reason"].startswith("not enqueued: "), status
+    order = redis.Redis.from_url(client_url).hgetall(f"faspq:order:{refused.transfer_id}")
+    assert order.get(b"order") == b"" and order.get(b"mac") == b"", "the sealed order stayed"
+    proc = faspq(
+        *_upload_args(server, str(src), dest="elsewhere", extra=("--queue", "elsewhere", "--id", "cli-elsewhere")),
+        env={"TEST_PW": server.password},
+    )
+    line = _one_line_error(proc, "Redis user 'faspq-client' may not send to queue 'elsewhere'", "ended FAILED")
+    assert "cannot reach" not in line
+    assert TransferHandle("cli-elsewhere").status()["state"] == "FAILED"
+    assert submit(upload(server, [src], "allowed")).wait(timeout=60)["ok"]
+    assert_same_file(src, server.docroot / "allowed" / src.name)

@@ -169,3 +169,22 @@ def test_a_queue_nobody_consumes_is_named_and_cancel_ends_it_at_once(faspq_env_o
 @pytest.fixture
 def faspq_env_only(faspq):
     return faspq
+
+
+def test_a_broker_down_while_the_events_redis_is_up_leaves_nothing_queued(faspq_env_only, server, tmp_path):
+    """Finding 10: the order and QUEUED are written, then the task message cannot be sent. The transfer ends
+    FAILED "not enqueued" with its order deleted, and faspq names the broker, not the events Redis."""
+    broker = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    make_file(tmp_path / "nb.bin", 100)
+    proc = faspq(
+        *_upload_args(server, "nb.bin", dest="nb", extra=("--id", "no-broker", "--no-watch")),
+        env={"TEST_PW": server.password, "FASPQ_BROKER_URL": broker},
+        cwd=tmp_path,
+    )
+    line = _one_line_error(proc, "cannot reach the broker at redis://:***@127.0.0.1", "ended FAILED (not enqueued)")
+    assert "hunter2" not in line and proc.stdout == ""
+    status = TransferHandle("no-broker").status()
+    assert status["state"] == "FAILED" and status["result"]["reason"].startswith("not enqueued: "), status
+    client = faspq_env_only.client()
+    assert not client.exists("t:order:no-broker")
+    assert 0 < client.ttl("t:status:no-broker") and 0 < client.ttl("t:events:no-broker")
