@@ -312,12 +312,45 @@ def _handle(transfer_id: str) -> TransferHandle:
     return TransferHandle(transfer_id)
 
 
-def _steer(transfer_id: str, op: str, *args: object) -> Any:
+def _steer(handle: TransferHandle, op: str, *args: object) -> Any:
     """Send one control message (nothing is sent to an unknown or ended transfer, or without the key)."""
     try:
-        return getattr(_handle(transfer_id), op)(*args)
+        return getattr(handle, op)(*args)
     except ControlError as exc:
         raise click.ClickException(f"not sent: {exc}") from None
+
+
+def _steered(transfer_id: str, wait_s: float, done: str, op: str, *args: object) -> None:
+    """Send one control message and say what became of it: ``done`` once the running worker applied it, its
+    refusal (exit 1) when the worker rejected it (policy, rate cap, a file the session refuses), or that it only
+    waits in the transfer's stream (not running yet, or no answer within ``wait_s``): never "done" for a
+    message the worker did not apply."""
+    handle = _handle(transfer_id)
+    control_id = _steer(handle, op, *args)
+    running = wait_s > 0 and handle.status().get("state") == "RUNNING"
+    verdict = handle.verdict(control_id, wait_s) if running else None
+    if verdict is None:
+        state = handle.status().get("state", "?")
+        click.echo(
+            f"sent to {transfer_id} ({state}), not applied yet: the worker that runs it applies or refuses it "
+            f"(faspq watch {transfer_id} shows which)"
+        )
+    elif verdict["type"] == "CONTROL":
+        click.echo(f"{done} (applied by {verdict.get('worker')})")
+    elif verdict["type"] == "RESULT":
+        raise click.ClickException(f"not applied: transfer {transfer_id} ended first")
+    else:
+        raise click.ClickException(f"refused by the worker running {transfer_id}: {verdict.get('reason')}")
+
+
+WAIT = click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="seconds to wait for the worker running the transfer to apply or refuse it (0: send only)",
+)
 
 
 def _settings_url() -> str:
@@ -606,17 +639,17 @@ def list_transfers(show_all: bool, fmt: str | None) -> None:
 @main.command()
 @click.argument("transfer_id")
 @click.argument("kbps", type=click.IntRange(1, MAX_KBPS))
-def rate(transfer_id: str, kbps: int) -> None:
-    """Change a transfer's target rate (kbps, at least 1)."""
-    _steer(transfer_id, "set_rate", kbps)
-    click.echo(f"target rate of {transfer_id} set to {kbps} kbps (applied by the worker that runs it)")
+@WAIT
+def rate(transfer_id: str, kbps: int, wait_s: float) -> None:
+    """Change a transfer's target rate (kbps, at least 1); exit 1 if its worker refuses it (a rate cap)."""
+    _steered(transfer_id, wait_s, f"target rate of {transfer_id} set to {kbps} kbps", "set_rate", kbps)
 
 
 @main.command()
 @click.argument("transfer_id")
 def cancel(transfer_id: str) -> None:
     """Cancel a transfer (it ends with code 28, no retry); one still queued ends at once."""
-    if _steer(transfer_id, "cancel") is None:
+    if _steer(_handle(transfer_id), "cancel") is None:
         click.echo(f"{transfer_id} cancelled (it was waiting for a worker): CANCELLED, 28 USER_CANCEL")
     else:
         click.echo(f"cancel of {transfer_id} sent to the worker running it (it ends with 28 USER_CANCEL)")
@@ -628,18 +661,22 @@ def cancel(transfer_id: str) -> None:
 @click.argument("dest")
 @click.option("--start", "start_offset", type=click.IntRange(0, MAX_OFFSET))
 @click.option("--end", "end_offset", type=click.IntRange(0, MAX_OFFSET))
-def add(transfer_id: str, source: str, dest: str, start_offset: int | None, end_offset: int | None) -> None:
-    """Add a file to a persistent transfer."""
-    _steer(transfer_id, "add_source", source, dest, start_offset, end_offset)
-    click.echo(f"{source} -> {dest} added to {transfer_id}")
+@WAIT
+def add(
+    transfer_id: str, source: str, dest: str, start_offset: int | None, end_offset: int | None, wait_s: float
+) -> None:
+    """Add a file to a persistent transfer; exit 1 if its worker refuses it (FASPQ_READ_DIRS, a bad range)."""
+    done = f"{source} -> {dest} added to {transfer_id}"
+    _steered(transfer_id, wait_s, done, "add_source", source, dest, start_offset, end_offset)
 
 
 @main.command()
 @click.argument("transfer_id")
-def finish(transfer_id: str) -> None:
+@WAIT
+def finish(transfer_id: str, wait_s: float) -> None:
     """Tell a persistent transfer that no more files come."""
-    _steer(transfer_id, "finish")
-    click.echo(f"{transfer_id} told no more files come: it ends once the queued ones are done")
+    done = f"{transfer_id} told no more files come: it ends once the queued ones are done"
+    _steered(transfer_id, wait_s, done, "finish")
 
 
 @main.command()

@@ -35,9 +35,12 @@ from .store import control as ctl
 from .store.events import EventLog, UnknownTransfer
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
-from .store.redisconn import FAILOVER_RETRY_S, durable, permission_refused, redis_for, redis_user, text
+from .store.redisconn import FAILOVER_RETRY_S, durable, permission_refused, read_entries, redis_for, redis_user, text
 from .store.result import Outcome, end_unsent, finish_transfer
 from .transfer import TransferFailed, celery_app, send
+
+CONTROL_VERDICTS = frozenset({"CONTROL", "CONTROL_REJECTED", "CONTROL_FAILED"})
+"""The events by which the owning worker answers a control message (by its ``control_id``)."""
 
 
 class NotEnqueued(RuntimeError):
@@ -128,6 +131,7 @@ class TransferHandle:
         self._log = EventLog(self._redis, self._keys)
         self._sender = ctl.Sender(self._settings.client_name)
         self._sending = threading.Lock()  # a sequence number reaches the stream in the order it was drawn
+        self._marks: dict[str, str] = {}  # control id -> the last event before it was sent (see verdict)
 
     def __repr__(self) -> str:
         return f"TransferHandle({self.id!r})"
@@ -163,12 +167,17 @@ class TransferHandle:
                 self._settings.secret_key,
                 self._sender,
             )
-            state = self._redis.hget(self._keys.status, "state")
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hget(self._keys.status, "state")
+            pipe.hget(self._keys.status, "event_id")
+            state, mark = pipe.execute()
             if state is None:
                 raise UnknownTransfer(self.id)
             if text(state) in TERMINAL_STATES:
                 raise ctl.ControlError(f"transfer {self.id} already ended ({text(state)})")
             entry = [text(self._redis.xadd(self._keys.control, fields))]
+            if op != "write":  # stream data gets no CONTROL event: not remembered, however many chunks go
+                self._marks[entry[0]] = text(mark or b"0-0")
 
             def present() -> bool:
                 state = text(self._redis.hget(self._keys.status, "state") or b"")
@@ -178,7 +187,28 @@ class TransferHandle:
                 entry.append(text(self._redis.xadd(self._keys.control, fields)))
 
             durable(self._redis, self._keys.status, present, again, FAILOVER_RETRY_S)
+            if len(entry) > 1 and op != "write":
+                self._marks[entry[-1]] = self._marks[entry[0]]
             return entry[-1]
+
+    def verdict(self, control_id: str, timeout: float) -> dict[str, Any] | None:
+        """The worker's answer to control message ``control_id``: its ``CONTROL`` (applied), ``CONTROL_REJECTED``
+        (refused: policy, cap, bad message) or ``CONTROL_FAILED`` (the session refused it) event, or the
+        ``RESULT`` if the transfer ended first; None if none came within ``timeout`` s (no worker runs the
+        transfer yet: the message waits in its stream for the one that will). Sending only appends, so this is
+        how a client learns whether what it asked was done."""
+        last = self._marks.get(control_id, "0-0")  # a message of another handle: the whole retained history
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            reply = self._redis.xread({self._keys.events: last}, count=100, block=max(1, int(left * 1000)))
+            for entry_id, fields in read_entries(reply):
+                last = entry_id
+                event = json.loads(fields[b"e"])
+                if event.get("type") == "RESULT" or (
+                    event.get("control_id") == control_id and event.get("type") in CONTROL_VERDICTS
+                ):
+                    return event
+        return None
 
     def set_rate(self, kbps: int) -> str:
         return self._send("set_rate", kbps=int(kbps))

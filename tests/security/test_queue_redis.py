@@ -119,7 +119,8 @@ def test_readme_least_privilege_users_run_a_transfer(readme_users, server, tmp_p
     src = tmp_path / "acl.bin"
     make_file(src, 400_000)
     handle = submit(upload(server, [src], "acl"))
-    handle.set_rate(20000)
+    control = handle.set_rate(20000)
+    assert (handle.verdict(control, 30) or {}).get("type") == "CONTROL"  # the client user reads the worker's answer
     try:
         result = handle.wait(timeout=60)
     except TimeoutError:

@@ -11,13 +11,14 @@ import sys
 
 import pytest
 
-from tasks.client import TransferHandle
+import faspmanager as fm
+from tasks.client import TransferHandle, submit
 from tests.support.files import assert_same_file
 from tests.support.ports import free_port
 from tests.support.programs import REPO_ROOT
 from tests.support.wait import wait_until
 
-from .support import make_file
+from .support import make_file, options
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -188,3 +189,59 @@ def test_a_broker_down_while_the_events_redis_is_up_leaves_nothing_queued(faspq_
     client = faspq_env_only.client()
     assert not client.exists("t:order:no-broker")
     assert 0 < client.ttl("t:status:no-broker") and 0 < client.ttl("t:events:no-broker")
+
+
+def test_rate_add_and_finish_report_the_workers_verdict(worker_factory, server, tmp_path):
+    """Finding 12: `rate` above the worker's cap and `add` of a file outside FASPQ_READ_DIRS are refused by the
+    worker (CONTROL_REJECTED): faspq says so with the worker's reason and exit 1, never "set"/"added". What the
+    worker applies is reported applied, and the files it was told to send arrive whole."""
+    worker_factory("cap", concurrency=1, queues="capped", FASPQ_RATE_CAPS="capped=5000")
+    src, added = tmp_path / "capped.bin", tmp_path / "added.bin"
+    make_file(src, 3_000_000)
+    make_file(added, 400_000)
+    proc = faspq(
+        *_upload_args(server, str(src), dest="capped", extra=("--rate", "2000", "--queue", "capped", "--no-watch")),
+        env={"TEST_PW": server.password},
+    )
+    handle = TransferHandle(proc.stdout.strip().splitlines()[-1])
+    assert wait_until(lambda: handle.status().get("state") == "RUNNING", 30, 0.1)
+    _one_line_error(faspq("rate", handle.id, "9000"), "refused by the worker", "cap 5000")
+    applied = faspq("rate", handle.id, "5000")
+    assert applied.returncode == 0 and f"target rate of {handle.id} set to 5000 kbps (applied by" in applied.stdout
+    assert handle.wait(timeout=60)["ok"]
+    assert_same_file(src, server.docroot / "capped" / src.name)
+
+    persistent = submit(
+        fm.PersistentUpload(
+            dest_user=server.user,
+            dest_host=server.host,
+            dest_pass=server.password,
+            options=options(server, destination_root="capped", target_rate_kbps=4000),
+        ),
+        queue="capped",
+    )
+    assert wait_until(lambda: persistent.status().get("state") == "RUNNING", 30, 0.1)
+    outside = faspq("add", persistent.id, "/etc/hostname", "hostname")
+    _one_line_error(outside, "refused by the worker", "FASPQ_READ_DIRS")
+    assert "added" not in outside.stdout
+    inside = faspq("add", persistent.id, str(added), "added.bin")
+    assert inside.returncode == 0 and "added to" in inside.stdout and "(applied by" in inside.stdout, inside.stdout
+    finish = faspq("finish", persistent.id)
+    assert finish.returncode == 0 and "(applied by" in finish.stdout, finish.stdout
+    assert persistent.wait(timeout=60)["ok"]
+    assert_same_file(added, server.docroot / "capped" / "added.bin")
+    assert not (server.docroot / "capped" / "hostname").exists()
+
+
+def test_a_control_for_a_transfer_no_worker_runs_is_sent_not_applied(faspq_env_only, server, tmp_path):
+    """Queued on a queue nobody consumes: `rate` says the message waits for the worker that will run it."""
+    make_file(tmp_path / "w.bin", 100)
+    proc = faspq(
+        *_upload_args(server, "w.bin", dest="w", extra=("--queue", "nobody-here", "--no-watch")),
+        env={"TEST_PW": server.password},
+        cwd=tmp_path,
+    )
+    transfer_id = proc.stdout.strip().splitlines()[-1]
+    sent = faspq("rate", transfer_id, "3000")
+    assert sent.returncode == 0 and "not applied yet" in sent.stdout and "set to" not in sent.stdout, sent.stdout
+    assert faspq("cancel", transfer_id).returncode == 0
