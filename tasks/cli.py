@@ -36,7 +36,7 @@ from faspmanager.transferspec import ORDER as ORDER_FIELDS
 from .progress import TransferView
 from .secrets import SecretKeyError
 from .store.control import MAX_KBPS, MAX_OFFSET, ControlError
-from .store.events import UnknownTransfer, progress_meta, transfer_ids
+from .store.events import UnknownTransfer, progress_meta, status_session, transfer_ids
 from .store.keys import TERMINAL_STATES
 from .store.redisconn import redis_for, redis_user
 from .transfer import celery_app
@@ -618,7 +618,7 @@ def list_transfers(show_all: bool, fmt: str | None) -> None:
         current = TransferHandle(transfer_id, settings).status()
         if not current or (current.get("state") in TERMINAL_STATES and not show_all):
             continue
-        meta = progress_meta((current.get("last") or {}).get("session"))
+        meta = progress_meta(status_session(current))
         rows.append(
             (
                 transfer_id,

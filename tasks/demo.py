@@ -127,6 +127,7 @@ def _run_demo(size_mb: int, files: int, rate_kbps: int, keep: bool, console: Con
             options=fm.TransferOptions(
                 tcp_port=server.port,
                 target_rate_kbps=rate_kbps,
+                precalculate_job_size=True,  # the total up front, not the sum of the files started so far
                 destination_root="incoming",
                 create_dirs=True,
                 check_ssh_fingerprint=server.host_key_fingerprint(),

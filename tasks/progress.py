@@ -22,7 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .store.events import progress_line, progress_meta
+from .store.events import progress_line, progress_meta, status_session
 from .store.keys import TERMINAL_STATES
 
 TOTAL = "total"
@@ -80,7 +80,7 @@ class TransferView:
             print(json.dumps(event, default=str), flush=True)
         kind = event.get("type")
         stats = event.get("file") or {}
-        session = event.get("session") or {}
+        session = (status_session(event) if kind == "STATUS" else event.get("session")) or {}
         name = stats.get("file")
         if session:
             self._session(session)

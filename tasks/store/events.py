@@ -54,6 +54,13 @@ def progress_meta(session: dict[str, Any] | None) -> dict[str, Any]:
     return {"bytes": done, "total": total, "rate_kbps": rate_kbps or 0, "eta_s": None if eta is None else round(eta, 1)}
 
 
+def status_session(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The session stats a status snapshot stands at: its latest event's, or, once the transfer ended (its last
+    event the RESULT, which carries none), the result's final stats."""
+    last = status.get("last") or {}
+    return last.get("session") or (status.get("result") or {}).get("stats")
+
+
 def progress_line(meta: dict[str, Any]) -> str:
     """PROGRESS in words: faspq's piped lines, and the ``result`` of task-progress events (the one field of
     a running task that Flower's task list and API show)."""

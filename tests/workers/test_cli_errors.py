@@ -4,6 +4,7 @@ progress is live and does not wrap."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -245,3 +246,21 @@ def test_a_control_for_a_transfer_no_worker_runs_is_sent_not_applied(faspq_env_o
     sent = faspq("rate", transfer_id, "3000")
     assert sent.returncode == 0 and "not applied yet" in sent.stdout and "set to" not in sent.stdout, sent.stdout
     assert faspq("cancel", transfer_id).returncode == 0
+
+
+def test_an_ended_transfer_shows_its_bytes_in_ls_and_watch(worker_factory, server, tmp_path):
+    """Finding 13: the last event of an ended transfer is its RESULT, whose numbers are in the result's stats:
+    `ls --all` and `watch` of it show what was moved, not 0/?."""
+    worker_factory("ended", concurrency=1)
+    src = tmp_path / "ended.bin"
+    size = 700_000
+    make_file(src, size)
+    proc = faspq(*_upload_args(server, str(src), dest="ended"), env={"TEST_PW": server.password})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_same_file(src, server.docroot / "ended" / src.name)
+    transfer_id = proc.stdout.strip().splitlines()[0]
+    listed = faspq("ls", "--all", "--format", "json")
+    row = next(row for row in json.loads(listed.stdout) if row["id"] == transfer_id)
+    assert (row["state"], row["bytes"], row["total"]) == ("SUCCEEDED", size, size), row
+    watched = faspq("watch", transfer_id)
+    assert watched.returncode == 0 and f"transfer {transfer_id}: {size}/{size} bytes" in watched.stderr, watched.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def test_faspq_demo_passes_and_cleans_up(tmp_path):
     """Run from a directory of its own: the demo finds its programs as an installed package, not by a path."""
     env, demo_paths = _demo_env(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "8", "--files", "2"],
+        [sys.executable, "-m", "tasks.cli", "demo", "--size-mb", "8", "--files", "2", "--rate", "20000"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -42,6 +43,8 @@ def test_faspq_demo_passes_and_cleans_up(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "demo passed" in proc.stdout
     assert proc.stdout.count("yes") >= 2  # both files verified
+    totals = {int(total) for total in re.findall(r"^total: \d+/(\d+) bytes", proc.stdout, re.MULTILINE)}
+    assert totals == {8 << 20}, proc.stdout  # the job's total from the first line on, not the files started so far
     assert not glob.glob(f"{demo_paths}*")
     assert not [cmd for cmd in _command_lines() if demo_paths in cmd]  # no process left behind
 
