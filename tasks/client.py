@@ -108,15 +108,15 @@ def submit(
 
     try:
         enqueue()
+        # a failover before a replica had the submission would forget it: enqueued again then (a second message is
+        # harmless: the lease and the final state drop it). The state, written after the order, outlives the transfer.
+        if not durable(
+            client, keys.status, lambda: client.hget(keys.status, "state") is not None, enqueue, FAILOVER_RETRY_S
+        ):
+            raise redis.ConnectionError(f"transfer {transfer_id}: no Redis replica acknowledged the submission")
     except NotEnqueued as exc:  # nothing may stay QUEUED that no worker will ever receive
         end_unsent(client, handle._log, keys, f"not enqueued: {exc.cause}", settings.keep_s)
         raise
-    # a failover before a replica had the submission would forget it: enqueued again then (a second message is
-    # harmless: the lease and the final state drop it). The state, written after the order, outlives the transfer.
-    if not durable(
-        client, keys.status, lambda: client.hget(keys.status, "state") is not None, enqueue, FAILOVER_RETRY_S
-    ):
-        raise redis.ConnectionError(f"transfer {transfer_id}: no Redis replica acknowledged the submission")
     return handle
 
 
