@@ -43,7 +43,8 @@ class Problem:
     code: int
     desc: str
     skip: bool = False
-    rel: str | None = None  # one entry of a walked directory: its name there (``share`` gives it one node)
+    rel: str | None = None  # one entry of a walked directory: its name there (``share`` gives it one node; None: the
+    # source argument itself, which every node reports)
 
 
 @dataclass(frozen=True)
@@ -169,19 +170,23 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Itera
             st = files.stat(path)
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
-                yield Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: symbolic link loop", skip=True)
+                yield Problem(arg, path, ErrorCode.LINK_LOOP, f"{path}: symbolic link loop", skip=True, rel=prefix)
                 continue
             if rules.skip_dir_dupes and ident in seen:
-                yield Problem(arg, path, 0, f"{path}: directory already traversed", skip=True)
+                yield Problem(arg, path, 0, f"{path}: directory already traversed", skip=True, rel=prefix)
                 continue
             seen.add(ident)
             entries = sorted(files.scandir(path))
         except EngineError as exc:
-            yield Problem(arg, path, exc.code, exc.description)
+            yield Problem(arg, path, exc.code, exc.description, rel=prefix)
             continue
         except OSError as exc:
             yield Problem(
-                arg, path, ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NO_SUCH_FILE, f"{path}: {exc.strerror}"
+                arg,
+                path,
+                ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NO_SUCH_FILE,
+                f"{path}: {exc.strerror}",
+                rel=prefix,
             )
             continue
         yield FileJob(arg, path, prefix, is_dir=True)

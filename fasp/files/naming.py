@@ -51,6 +51,19 @@ def destination(
     return path
 
 
+def landing(dest: str, rel: str, lone: bool, *, files: Files, create_dirs: bool) -> str:
+    """Where :func:`destination` puts ``rel``, found without making or refusing anything: the name of a file
+    that failed before it had a place (its events name it as the files that landed are named)."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    root = dest or "."
+    if parts and is_file_name(root, lone, create_dirs):
+        try:
+            parts = parts if files.isdir(root) else []
+        except (OSError, EngineError):  # a root it cannot look at: the error being named says why
+            parts = []
+    return posixpath.join(root, *parts)
+
+
 def is_file_name(dest: str, lone: bool, create_dirs: bool) -> bool:
     """Whether ``dest`` may name the file itself (if it is not an existing directory): IBM's rule."""
     return lone and not create_dirs and not dest.endswith("/")

@@ -281,8 +281,8 @@ class ClientSession:
                 pass  # delivered once the job size is out
             case ArgDone(arg=arg):
                 live.work.arg_offered(arg)
-            case FileError(fid=None, arg=arg, path=path, code=code, desc=desc, skip=skip):
-                live.work.report_problem(Problem(arg, path, code, desc, skip=skip))  # a source never offered
+            case FileError(fid=None, arg=arg, path=path, code=code, desc=desc, skip=skip, rel=rel):
+                live.work.report_problem(Problem(arg, path, code, desc, skip=skip, rel=rel))  # a source never offered
             case Capacity(kbps=kbps):  # the peer's sender measured the path (--auto-detect-capacity)
                 self._rate.capacity_kbps = kbps
             case RateChange(seq=seq, rate=rate):

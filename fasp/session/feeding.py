@@ -66,10 +66,17 @@ class Feeder:
         )
 
     def report_problem(self, problem: Problem) -> None:
+        """A source that was never offered: SKIP or FILEERROR, naming it as the session's other files are."""
+        name = self.name_of(problem)
+        source = None if name == problem.path else problem.path
         if problem.skip:
-            self._tally.skipped(problem.path, problem.arg, 0, problem.desc)
+            self._tally.skipped(name, problem.arg, 0, problem.desc, source)
         else:
-            self._tally.failed(problem.path, problem.arg, problem.code, problem.desc)
+            self._tally.failed(name, problem.arg, problem.code, problem.desc, source)
+
+    def name_of(self, problem: Problem) -> str:
+        """How events name a file: by its local path (an upload's source here)."""
+        return problem.path
 
     async def command_line(self) -> None:
         raise NotImplementedError
@@ -204,6 +211,14 @@ class Downloads(Feeder):
 
     def deliver(self, msg: Message) -> bool:
         return self._receiver.deliver(msg)
+
+    def name_of(self, problem: Problem) -> str:
+        """A download's files are named where they land: a remote source the peer could not offer too, by
+        the name the peer gave it below the destination (the remote path only if it could give none)."""
+        if problem.rel is None:
+            return problem.path
+        lone = self._cfg.lone and problem.arg < len(self._cfg.sources)  # a START item is never lone
+        return self._receiver.landing(problem.rel, lone)
 
     async def idle(self) -> None:
         await self._receiver.idle()

@@ -34,8 +34,10 @@ from fasp.datapath.rate import RateSettings
 from fasp.errors import ProtocolError
 from fasp.options.peer import JsonObject, PeerOptions
 
-VERSION = 10
-"""10: the hello's options carry ``filters`` (-E and -N in order, ``"- PATTERN"``/``"+ PATTERN"``) instead
+VERSION = 11
+"""11: ``rel`` in ``ferror`` (a source never offered: where it would have landed, so the client names it as it names
+the files that landed);
+10: the hello's options carry ``filters`` (-E and -N in order, ``"- PATTERN"``/``"+ PATTERN"``) instead
 of ``exclude`` (-E patterns only);
 9: ``sealed`` in ``file`` (a prefix an earlier session sealed is under another key: sent again whole);
 8: a row leaves out its trailing fields that hold their defaults, an offer's ``lone`` is among them (it moved
@@ -332,6 +334,7 @@ class FileError(Message):
     code: int
     desc: OsStr
     skip: bool = False
+    rel: OsStr | None = None  # fid None: the source's name below the destination (its events name it by that)
 
 
 @dataclass(frozen=True, slots=True)

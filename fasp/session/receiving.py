@@ -25,7 +25,7 @@ from fasp.errors import ProtocolError, os_error_code
 from fasp.files import attrs, envelope, resume, settle
 from fasp.files.digest import file_checksum, prefix_digest, reader
 from fasp.files.docroot import Files
-from fasp.files.naming import destination
+from fasp.files.naming import destination, landing
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
 from fasp.session.messages import (
@@ -172,13 +172,13 @@ class ReceivingRole:
     async def _incoming(self, msg: Offer, box: FileBox) -> None:
         fid, rel, arg = msg.fid, msg.rel, msg.arg
         files = self._files
-        key = rel
+        key = None  # events name a received file by where it lands (as the client sees it)
         where = files.display(self._dest or ".")  # what an error names: the destination (root, until named)
         try:
             target = destination(
                 self._dest, rel, msg.lone, files=files, create_dirs=self._opts.create_dirs, known=self._known_dirs
             )
-            key = where = files.display(target)  # events name a received file by where it lands (as the client sees it)
+            key = where = files.display(target)
             if stat.S_ISLNK(msg.mode):
                 await self._place_link(msg, target, key)
                 return
@@ -199,10 +199,17 @@ class ReceivingRole:
             desc = exc.description if isinstance(exc, EngineError) else f"{where}: {exc.strerror}"
             if code in SESSION_FATAL:
                 raise
+            key = key or self.landing(rel, msg.lone)
             self._tally.failed(key, arg, code, desc)  # before the sender hears: ARGSTOP follows it
             await self._channel.send(FileError(fid=fid, arg=arg, path=rel, code=int(code), desc=desc))
         finally:
             self._inbox.pop(fid, None)
+
+    def landing(self, rel: str, lone: bool) -> str:
+        """How events name the file ``rel`` when it failed before it had a place: where it would have landed."""
+        return self._files.display(
+            landing(self._dest, rel, lone, files=self._files, create_dirs=self._opts.create_dirs)
+        )
 
     async def _place_link(self, msg: Offer, target: str, key: str) -> None:
         """A copied symbolic link: replace an old link (or, with copy+force, a file) by the new one."""

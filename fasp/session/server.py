@@ -306,8 +306,9 @@ class ServerSession:
         """One download source argument (or keepalive START): walk it, offer its files, then argdone."""
         arg, source = msg.arg, msg.source
         walked = False
+        rel = msg.rel  # the argument's name below the client's destination (None: not even that could be told)
         try:
-            rel = msg.rel or top_name(source, opts.src_base, None)
+            rel = rel or top_name(source, opts.src_base, None)
             items = await asyncio.to_thread(
                 list, walk(arg, source, rel, files=self.files, lone=msg.lone, rules=Rules.from_opts(opts))
             )
@@ -332,7 +333,13 @@ class ServerSession:
         for problem in problems:
             await self.channel.send(
                 FileError(
-                    fid=None, arg=arg, path=problem.path, code=int(problem.code), desc=problem.desc, skip=problem.skip
+                    fid=None,
+                    arg=arg,
+                    path=problem.path,
+                    code=int(problem.code),
+                    desc=problem.desc,
+                    skip=problem.skip,
+                    rel=problem.rel or rel,
                 )
             )
         await self.channel.send(ArgDone(arg=arg))

@@ -74,13 +74,14 @@ class Tally:
             fields.update(FileChecksum=checksum, FileChecksumType=self.checksum_type)
         self.emit("STOP", fields)
 
-    def skipped(self, key: str, arg: int, size: int, reason: str) -> None:
+    def skipped(self, key: str, arg: int, size: int, reason: str, source: str | None = None) -> None:
         self.total.skipped += 1
         self.per_arg[arg].skipped += 1
         self.outcomes.append(("skipped", key, reason))
-        self.emit("SKIP", {"File": key, "Size": size, "Description": reason, "FaspFileArgIndex": arg})
+        fields = {"File": key, "Size": size, "Description": reason, "FaspFileArgIndex": arg}
+        self.emit("SKIP", _with_source(fields, source))
 
-    def failed(self, key: str, arg: int, code: int, desc: str) -> None:
+    def failed(self, key: str, arg: int, code: int, desc: str, source: str | None = None) -> None:
         self.total.attempted += 1
         self.total.failed += 1
         self.per_arg[arg].attempted += 1
@@ -90,7 +91,8 @@ class Tally:
         if self.first_error is None:  # named in the session's error: "write failed" alone says not where
             named = os.path.basename(key.rstrip("/")) in desc  # most descriptions name it already
             self.first_error = (code, desc if named else f"{key}: {desc}")
-        self.emit("FILEERROR", {"File": key, "Code": code, "Description": desc, "FaspFileArgIndex": arg})
+        fields = {"File": key, "Code": code, "Description": desc, "FaspFileArgIndex": arg}
+        self.emit("FILEERROR", _with_source(fields, source))
 
     def interrupted(self, code: int, desc: str) -> None:
         """The session ends early: the files still in flight count as failed with its error (for the manifest)."""
@@ -151,3 +153,9 @@ class Tally:
         if self.total.passed:
             return 27, f"{self.total.failed} of {self.total.attempted} files failed; first: {desc}"
         return code, desc
+
+
+def _with_source(fields: dict, source: str | None) -> dict:
+    """``File`` is always the client's own path for a file (an upload's source, a download's destination); a
+    download source the peer could not even offer also says which remote path it was (``Source``)."""
+    return fields if source is None else {**fields, "Source": source}

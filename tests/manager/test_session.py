@@ -318,3 +318,27 @@ def test_a_bad_option_found_at_start_leaves_the_session_startable(backend, sampl
     for path in sample_files:
         landed = backend.remote_root / path.name
         assert landed.stat().st_size == path.stat().st_size and sha256(landed) == sha256(path)
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)  # the naming is the engine's
+def test_download_names_every_file_by_its_local_destination(backend):
+    """A download's per-file events all name a file where it lands locally, whatever its outcome, so
+    file_stats() and failed_files() share one key; a failed file's remote source is in ``source``."""
+    data = os.urandom(300_000)
+    (backend.remote_root / "good.bin").write_bytes(data)
+    local = backend.local_root
+    order = fm.FileDownload(
+        [backend.remote("good.bin"), backend.remote("missing.bin")],
+        **backend.down(options=backend.options(destination_root=str(local), file_checksum="sha256")),
+    )
+    with fm.session(order, ascp_path=backend.ascp_path) as s:
+        s.start()
+        result = s.finish()
+    good, missing = str(local / "good.bin"), str(local / "missing.bin")
+    assert result.failed() and result.failed_files() == [missing]
+    assert sorted(s.file_stats()) == [good, missing]
+    assert s.file_stats(good)["state"] == fm.FileState.FINISHED
+    assert s.file_stats(missing)["state"] == fm.FileState.FAILED
+    assert s.file_stats(missing)["source"] == backend.remote("missing.bin")
+    assert (local / "good.bin").stat().st_size == len(data)
+    assert sha256(local / "good.bin") == s.file_stats(good)["checksum"] == hashlib.sha256(data).hexdigest()
