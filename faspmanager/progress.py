@@ -16,6 +16,10 @@ from .constants import FileState, SessionState, TransferEventType
 from .mgmt import Frame
 
 _FILE_EVENTS = {"START", "STOP", "SKIP", "FILEERROR"}
+_CONFIGURED = {"INIT", "SESSION"}
+"""Their ``Rate`` is the configured target (-l), kept as ``target_rate`` as STATS names it: ``rate`` is only ever
+measured (a STATS frame's current rate, the session's average once it ends)."""
+_ENDS = {"DONE", "ERROR"}
 _TEXT_FIELDS = {
     "File",
     "Source",
@@ -65,6 +69,14 @@ def typed(name: str, text: str) -> str | int | float | bool:
 
 def _fields(frame: Frame) -> dict[str, Any]:
     return {snake_case(k): typed(k, v) for k, v in frame.fields.items() if k not in _SECRET_FIELDS}
+
+
+def _average_rate(fields: dict[str, Any]) -> dict[str, int]:
+    """``rate``: the session's average in kbit/s, from an ending frame's bytes and time (when it has both)."""
+    moved, usec = fields.get("transfer_bytes"), fields.get("elapsedusec")
+    if isinstance(moved, int) and isinstance(usec, int) and usec > 0:
+        return {"rate": moved * 8 * 1000 // usec}
+    return {}
 
 
 class TransferEvent:
@@ -143,6 +155,10 @@ class Progress:
         if frame.type in _FILE_EVENTS:
             file_stats = self._file(frame.type, fields)
         else:
+            if frame.type in _CONFIGURED and "rate" in fields:
+                fields["target_rate"] = fields.pop("rate")
+            elif frame.type in _ENDS:
+                fields.update(_average_rate(fields))
             self.session.update(fields)
             if frame.type == "DONE":
                 self.session["state"] = SessionState.FINISHED

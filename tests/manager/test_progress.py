@@ -34,7 +34,7 @@ def test_file_lifecycle_and_session_result():
     p = Progress()
     p.started()
     assert p.apply(Frame("INIT", {"SessionId": "s1", "Rate": "100", "Token": "t0p-secret"})).file_stats is None
-    assert "token" not in p.session and p.session["rate"] == 100
+    assert "token" not in p.session and p.session["target_rate"] == 100 and "rate" not in p.session
     start = p.apply(Frame("START", {"File": "/d/a", "Size": "10", "StartByte": "4"}))
     assert start.event_type == fm.TransferEventType.START
     assert start.file_stats["state"] == fm.FileState.TRANSFERRING and start.file_stats["bytes_written"] == 4
@@ -52,7 +52,9 @@ def test_file_lifecycle_and_session_result():
     assert err.file_stats["state"] == fm.FileState.FAILED and err.file_stats["error"] == 4
     assert "code" not in p.session  # a file's error is not the session's
     assert p.apply(Frame("FUTURE", {"X": "1"})) is None
-    done = p.apply(Frame("DONE", {"TransferBytes": "6"}))
+    assert p.apply(Frame("STATS", {"Rate": "80"})).session_stats["rate"] == 80  # measured
+    done = p.apply(Frame("DONE", {"TransferBytes": "6", "Elapsedusec": "2000"}))
+    assert done.session_stats["rate"] == 24  # the average: 48 bits in 2 ms
     assert done.session_stats["state"] == fm.SessionState.FINISHED and p.concluded
     assert p.apply(Frame("ERROR", {"Code": "1"})) is None  # nothing changes a concluded session
     p.fail("too late")
@@ -75,8 +77,8 @@ def test_error_and_library_verdicts():
 def test_snapshots_are_copies():
     p = Progress()
     event = p.apply(Frame("INIT", {"Rate": "1"}))
-    event.session_stats["rate"] = 999
-    assert p.session["rate"] == 1
+    event.session_stats["target_rate"] = 999
+    assert p.session["target_rate"] == 1
 
 
 def test_stats_move_the_file_in_flight_by_the_session_bytes_since_its_start():

@@ -342,3 +342,24 @@ def test_download_names_every_file_by_its_local_destination(backend):
     assert s.file_stats(missing)["source"] == backend.remote("missing.bin")
     assert (local / "good.bin").stat().st_size == len(data)
     assert sha256(local / "good.bin") == s.file_stats(good)["checksum"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)  # INIT's Rate is the engine's -l
+def test_rate_is_measured_and_the_target_has_its_own_key(backend, sample_files):
+    """``rate`` is only ever a measured rate (a STATS frame's, at the end the session's average), never INIT's
+    configured -l: that one is ``target_rate`` (and ``min_rate``), from INIT on."""
+    big = sample_files[0]
+    options = backend.options(destination_root=backend.upload_root(), target_rate_kbps=500_000, min_rate_kbps=1000)
+    events = []
+    order = fm.FileUpload(str(big), **backend.up(options=options))
+    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
+        s.start()
+        result = s.finish()
+    assert result.ok(), result.reason()
+    assert sha256(backend.remote_root / big.name) == sha256(big)
+    init = next(e.session_stats for e in events if e.event_type == fm.TransferEventType.INIT)
+    assert init["target_rate"] == 500_000 and init["min_rate"] == 1000 and "rate" not in init
+    stats = result.stats()
+    assert stats["target_rate"] == 500_000
+    average = stats["transfer_bytes"] * 8 * 1000 // stats["elapsedusec"]
+    assert stats["transfer_bytes"] == big.stat().st_size and stats["rate"] == average
