@@ -89,6 +89,14 @@ class SendComplete:
 
 
 @dataclass(frozen=True, slots=True)
+class SendProgress:
+    """The receiver reported more of a file: ``acked`` bytes of it so far (after its start)."""
+
+    file_id: int
+    acked: int
+
+
+@dataclass(frozen=True, slots=True)
 class SendStalled:
     """No progress on a file for ``seconds``; it is no longer sent."""
 
@@ -145,6 +153,7 @@ Event = (
     DataReceived
     | ReceiveComplete
     | SendComplete
+    | SendProgress
     | SendStalled
     | SendFailed
     | FeedbackReceived
@@ -404,9 +413,11 @@ class Connection:
                 self._resize()  # the cap follows the capacity now
         self._events.append(FeedbackReceived(fb.recv_rate_kbps, fb.loss))
         seen = now - ((usec(now) - fb.data_ts) & MASK32) / 1_000_000 if fb.data_ts else None
-        for file_id in self._sender.on_feedback(fb, now, self.rto(), seen):
+        acked: list[tuple[int, int]] = []
+        for file_id in self._sender.on_feedback(fb, now, self.rto(), seen, acked):
             self._readers.pop(file_id, None)
             self._events.append(SendComplete(file_id))
+        self._events.extend(SendProgress(file_id, n) for file_id, n in acked)
 
     def _on_hello(self, body: bytes, now: float) -> None:
         datagram.parse_hello(body)

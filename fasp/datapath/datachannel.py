@@ -33,9 +33,17 @@ class DataChannel(Protocol):
     ) -> None:
         """ascp's -g, -G and -X (0: the engine's choice; None: unchanged)."""
 
-    async def send(self, file_id: int, source: int | Buffer, start: int, end: int) -> None:
+    async def send(
+        self,
+        file_id: int,
+        source: int | Buffer,
+        start: int,
+        end: int,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> None:
         """Bytes [start, end) of ``source`` (an fd, or a buffer of exactly those bytes) as ``file_id``;
-        returns once the receiver has them all. Raises EngineError."""
+        returns once the receiver has them all. ``on_progress(n)``: n more bytes the receiver acknowledged (all
+        of them once it returns, whatever the channel could tell before). Raises EngineError."""
 
     async def receive(
         self,

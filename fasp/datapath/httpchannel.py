@@ -139,9 +139,17 @@ class FallbackTransport:
         if write_size is not None:
             self._write_size = write_size
 
-    async def send(self, file_id: int, source: int | Buffer, start: int, end: int) -> None:
+    async def send(
+        self,
+        file_id: int,
+        source: int | Buffer,
+        start: int,
+        end: int,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> None:
         """Send bytes [start, end) of ``source`` (an fd, or a buffer of exactly those bytes) as ``file_id``;
-        return once the receiver reported them all written."""
+        return once the receiver reported them all written (``on_progress`` hears of them then: the receiver
+        tells no less)."""
         self._check_open()
         if start >= end:
             return
@@ -160,6 +168,8 @@ class FallbackTransport:
                 pos += size
                 await self._writer.drain()
             await done
+            if on_progress is not None:
+                on_progress(end - start)
         except (ConnectionError, OSError) as exc:
             raise self._fail(EngineError(ErrorCode.CONNECTION_LOST, f"HTTP fallback connection lost: {exc}")) from None
         finally:

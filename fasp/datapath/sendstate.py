@@ -53,6 +53,7 @@ class OutFile:
         "last_progress",
         "probe_sent",
         "copy_next",
+        "acked",
     )
 
     def __init__(self, file_id: int, start: int, end: int, now: float):
@@ -68,6 +69,7 @@ class OutFile:
         self.last_progress = now
         self.probe_sent = start < end  # an empty file still needs one (zero-length) datagram
         self.copy_next: int | None = None  # the next chunk (by index) a tail copy goes for, walking down; -1: done
+        self.acked = 0  # bytes the receiver reported: below recv_high, less the holes it told (never less than before)
 
 
 class SendState:
@@ -146,10 +148,20 @@ class SendState:
                 self._retx[(f.file_id, off)] = n
             off += n
 
-    def on_feedback(self, fb: datagram.Feedback, now: float, rto: float, seen: float | None = None) -> list[int]:
+    def on_feedback(
+        self,
+        fb: datagram.Feedback,
+        now: float,
+        rto: float,
+        seen: float | None = None,
+        acked: list[tuple[int, int]] | None = None,
+    ) -> list[int]:
         """Apply a receiver report; return the ids of files it confirms complete.
 
-        ``seen`` is when the newest datagram the receiver had processed was sent (None: unknown)."""
+        ``seen`` is when the newest datagram the receiver had processed was sent (None: unknown). ``acked``
+        gets (file id, :attr:`OutFile.acked`) for each incomplete file whose acknowledged bytes grew: upload
+        progress, told per report rather than per datagram (a hole still too young to be told counts as
+        received until it is; the complete file's count is exact)."""
         done = []
         self.loss = fb.loss
         for rep in fb.files:
@@ -166,6 +178,9 @@ class SendState:
             if key != f.progress_key:
                 f.progress_key = key
                 f.last_progress = now
+                if acked is not None and f.recv_high - f.start - key[1] > f.acked:
+                    f.acked = f.recv_high - f.start - key[1]
+                    acked.append((f.file_id, f.acked))
             for a, b in rep.holes:
                 self._queue(f, max(a, f.start), min(b, f.next_new), now, rto, seen)
             if (

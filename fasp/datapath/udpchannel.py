@@ -36,6 +36,7 @@ from fasp.datapath.connection import (
     ReceiveComplete,
     SendComplete,
     SendFailed,
+    SendProgress,
     SendStalled,
 )
 from fasp.datapath.datagram import Buffer
@@ -62,6 +63,22 @@ STALL_TIMEOUT = float(os.environ.get(STALL_TIMEOUT_ENV) or connection.STALL_TIME
 PEER_TIMEOUT = float(os.environ.get(PEER_TIMEOUT_ENV) or connection.PEER_TIMEOUT)
 _address = itemgetter(1)  # of a (datagram, address) pair
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024  # buffers one pwritev takes at most
+
+
+class _Credit:
+    """A file being sent whose caller hears its progress: the bytes told so far, so each report adds only
+    what is new (reports may repeat, and the last word is the file's completion)."""
+
+    __slots__ = ("on_progress", "told")
+
+    def __init__(self, on_progress: Callable[[int], object]) -> None:
+        self.on_progress = on_progress
+        self.told = 0
+
+    def upto(self, acked: int) -> None:
+        if acked > self.told:
+            self.on_progress(acked - self.told)
+            self.told = acked
 
 
 @dataclass
@@ -207,6 +224,7 @@ class Transport:
         self._read_size = 0  # -g (0: read what one pump round sends)
         self._write_size = 0  # -G (0: write what one socket read brought)
         self._send_done: dict[int, asyncio.Future[None]] = {}
+        self._credits: dict[int, _Credit] = {}  # files being sent whose caller hears their progress
         self._incoming: dict[int, _Incoming] = {}
         self._writer = _Writer(self._loop, self._on_written)
         self._bytes_written = 0
@@ -349,10 +367,19 @@ class Transport:
         if retransmission_max is not None:
             self._conn.set_retransmission_max(retransmission_max)
 
-    async def send(self, file_id: int, source: int | Buffer, start: int, end: int) -> None:
+    async def send(
+        self,
+        file_id: int,
+        source: int | Buffer,
+        start: int,
+        end: int,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> None:
         """Send bytes [start, end) of ``source`` as file ``file_id``; return once the receiver has them all.
 
-        ``source`` is an int fd (read with os.pread) or a bytes-like object holding exactly [start, end)."""
+        ``source`` is an int fd (read with os.pread) or a bytes-like object holding exactly [start, end).
+        ``on_progress(n)``: n more bytes acknowledged, as the receiver's feedback reports them (a few times
+        per round trip, never per datagram), the rest once it confirmed them all."""
         self._check_open()
         if self._dialing and not self._handshake.done():
             await asyncio.shield(self._handshake)  # no file byte before the listener accepted our hello
@@ -364,12 +391,16 @@ class Transport:
         reader = _Source(source, start, end, self._read_size)
         self._conn.send_file(file_id, start, end, reader.read, time.monotonic())
         done = self._send_done[file_id] = self._loop.create_future()
+        credit = None if on_progress is None else self._credits.setdefault(file_id, _Credit(on_progress))
         self._kick()
         try:
             await done
+            if credit is not None:
+                credit.upto(end - start)
         finally:
             self._conn.stop_sending(file_id)
             self._send_done.pop(file_id, None)
+            self._credits.pop(file_id, None)
 
     async def receive(
         self,
@@ -513,6 +544,10 @@ class Transport:
                 self._on_received(event.file_id)
             elif isinstance(event, SendComplete):
                 self._settle(event.file_id, None)
+            elif type(event) is SendProgress:
+                credit = self._credits.get(event.file_id)
+                if credit is not None:
+                    credit.upto(event.acked)
             elif isinstance(event, SendStalled):
                 self._settle(
                     event.file_id,

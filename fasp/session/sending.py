@@ -424,8 +424,9 @@ class SendingRole:
         raise ProtocolError(f"unexpected {type(msg).__name__} about a file being sent")
 
     async def _piece(self, pid: int, source, start: int, end: int) -> None:
-        await self._transport.send(pid, source, start, end)
-        self._tally.progress(end - start)
+        """One piece; the session's bytes move as the receiver acknowledges them, not once the whole piece is
+        confirmed (512 KiB steps, and a cancelled upload counted none of what landed)."""
+        await self._transport.send(pid, source, start, end, self._tally.progress)
 
     def _after(self, job: FileJob) -> None:
         """Source-side options once the receiver confirmed the file."""

@@ -112,8 +112,7 @@ class OutStream:
             raise
 
     async def _send(self, pid: int, segment: bytes, start: int, end: int) -> None:
-        await self._sender.transport.send(pid, segment, start, end)
-        self._tally.progress(end - start)
+        await self._sender.transport.send(pid, segment, start, end, self._tally.progress)
 
     def _sent(self, task: asyncio.Task) -> None:
         self._sends.discard(task)

@@ -156,6 +156,18 @@ def test_sender_resends_a_hole_again_only_once_later_data_overtook_the_resend():
     assert not s.busy
 
 
+def test_sender_reports_the_bytes_each_feedback_acknowledges():
+    """Upload progress: received below recv_high less the holes told, only when it grows."""
+    s = SendState(payload_size=100)
+    s.add(1, 200, 1200, 0.0)
+    s.next_chunks(10**6, 0.0)
+    acked: list[tuple[int, int]] = []
+    s.on_feedback(datagram.Feedback(0, 0.0, [datagram.FileReport(1, 700, [(300, 400)])]), 0.05, 0.5, acked=acked)
+    s.on_feedback(datagram.Feedback(0, 0.0, [datagram.FileReport(1, 700, [(300, 400)])]), 0.06, 0.5, acked=acked)
+    s.on_feedback(datagram.Feedback(0, 0.0, [datagram.FileReport(1, 900, [])]), 0.07, 0.5, acked=acked)
+    assert acked == [(1, 400), (1, 700)]
+
+
 def test_sender_resends_an_unconfirmed_tail():
     s = SendState(payload_size=100)
     s.add(1, 0, 1000, 0.0)

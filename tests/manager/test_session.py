@@ -363,3 +363,23 @@ def test_rate_is_measured_and_the_target_has_its_own_key(backend, sample_files):
     assert stats["target_rate"] == 500_000
     average = stats["transfer_bytes"] * 8 * 1000 // stats["elapsedusec"]
     assert stats["transfer_bytes"] == big.stat().st_size and stats["rate"] == average
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)  # the byte counts are the engine's
+def test_upload_progress_moves_as_the_receiver_acknowledges_bytes(backend, tmp_path):
+    """An upload's TransferBytes moves as the receiver confirms bytes, not in whole 512 KiB pieces: a
+    progress bar moves smoothly and a cancelled upload does not report 0 bytes for what landed."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2_000_000))
+    options = backend.options(destination_root=backend.upload_root(), file_checksum="sha256")
+    backend.slow(options)  # 4 Mbit/s: about 4 s, a STATS at least once a second
+    events = []
+    order = fm.FileUpload(str(big), **backend.up(options=options))
+    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
+        s.start()
+        result = s.finish()
+    assert result.ok(), result.reason()
+    assert (backend.remote_root / "big.bin").stat().st_size == 2_000_000
+    assert sha256(backend.remote_root / "big.bin") == sha256(big) == s.file_stats()[str(big)]["checksum"]
+    moved = [e.session_stats["transfer_bytes"] for e in events if e.event_type == fm.TransferEventType.STATS]
+    assert any(0 < n < 2_000_000 and n % (512 * 1024) for n in moved), moved
