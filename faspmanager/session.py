@@ -27,6 +27,7 @@ from typing import Any, Self
 
 from . import forkserver
 from .admission import Admission, Caller
+from .codes import ErrorCode
 from .constants import SessionState
 from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
 from .locate import is_our_engine, locate_ascp, runs_here
@@ -135,6 +136,9 @@ class Session:
         self._concluded = threading.Event()
         self._started = False
         self._closed = False
+        self._pending: list[tuple[str, Mapping[str, object] | None]] = []
+        """Commands given while start() connects, sent as soon as the program is admitted."""
+        self._cancelled = False  # cancel() while start() connects: start() gives up (see _accept)
         self._result: SessionResult | None = None
         self._process: Process | None = None
         self._conn: MgmtConnection | None = None
@@ -163,6 +167,7 @@ class Session:
                 raise
             self._workdir = workdir
             self._started = True
+            self._progress.started()  # RUNNING while it connects: steering calls are queued, not refused
         self.ascp_path = command[0] if self.ascp_path is None else self.ascp_path
         try:
             server = self._listen()
@@ -179,14 +184,20 @@ class Session:
                 server.close()
         except BaseException as exc:
             self._end_process()
-            self._conclude(f"session did not start: {exc}")
+            cancelled = {"code": int(ErrorCode.USER_CANCEL)} if self._cancelled else {}
+            self._conclude(f"session did not start: {exc}", **cancelled)
             self._remove_files()
             raise
         sock = caller.sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._conn = MgmtConnection(sock, escape=caller.authenticated)
+        conn = MgmtConnection(sock, escape=caller.authenticated)
         with self._lock:
-            self._progress.started()
+            self._conn = conn
+            pending, self._pending = self._pending, []
+            if self._cancelled:  # it came as the program was admitted
+                pending.append(("CANCEL", None))
+        for frame_type, fields in pending:
+            conn.send(frame_type, fields)
         if self.listener is not None:
             self._dispatcher = threading.Thread(
                 target=self._dispatch, args=(self.listener,), name="faspmanager-listener", daemon=True
@@ -240,6 +251,8 @@ class Session:
                 caller = admission.poll(0 if status is not None else 0.05)
                 if caller is not None:
                     return caller
+                if self._cancelled:
+                    raise SessionStartError("cancelled by the manager before the program connected")
                 dropped = (
                     f" (dropped {len(admission.dropped)} connection(s): {admission.dropped[-1]})"
                     if admission.dropped
@@ -334,11 +347,21 @@ class Session:
         return self._command("CANCEL")
 
     def _command(self, frame_type: str, fields: Mapping[str, object] | None = None) -> bool:
-        if not self._started:
-            raise SessionStateError("session not started")
-        if self._concluded.is_set() or self._closed:
-            return False
-        self._connection().send(frame_type, fields)
+        """Send a command; while start() is still connecting, RATE waits for the connection and CANCEL makes
+        start() give up (a program stuck connecting is ended, not waited for)."""
+        with self._lock:
+            if not self._started:
+                raise SessionStateError("session not started")
+            if self._concluded.is_set() or self._closed:
+                return False
+            if self._conn is None:
+                if frame_type == "CANCEL":
+                    self._cancelled = True
+                else:
+                    self._pending.append((frame_type, fields))
+                return True
+            conn = self._conn
+        conn.send(frame_type, fields)
         return True
 
     def _connection(self) -> MgmtConnection:

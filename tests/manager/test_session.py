@@ -383,3 +383,64 @@ def test_upload_progress_moves_as_the_receiver_acknowledges_bytes(backend, tmp_p
     assert sha256(backend.remote_root / "big.bin") == sha256(big) == s.file_stats()[str(big)]["checksum"]
     moved = [e.session_stats["transfer_bytes"] for e in events if e.event_type == fm.TransferEventType.STATS]
     assert any(0 < n < 2_000_000 and n % (512 * 1024) for n in moved), moved
+
+
+def _slow_to_connect(backend, tmp_path) -> str:
+    """The engine, starting 1.5 s late: start() is still connecting for a while."""
+    program = tmp_path / "late" / "fasp-ascp"
+    program.parent.mkdir()
+    program.write_text(f'#!/bin/sh\nsleep 1.5\nexec "{backend.ascp_path}" "$@"\n')
+    program.chmod(0o755)
+    return str(program)
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)
+def test_set_rate_while_start_connects_is_applied_once_connected(backend, tmp_path):
+    """start() on one thread, set_rate on another meanwhile: the session is RUNNING, not NOTSTARTED, and the
+    new target reaches the program once it connected."""
+    src = tmp_path / "six.bin"
+    src.write_bytes(os.urandom(600_000))
+    options = backend.options(destination_root=backend.upload_root(), file_checksum="sha256")
+    backend.slow(options)  # 4 Mbit/s, fixed: slowed to 2 Mbit/s below, about 2.4 s
+    with fm.session(
+        fm.FileUpload(str(src), **backend.up(options=options)), ascp_path=_slow_to_connect(backend, tmp_path)
+    ) as s:
+        starting = threading.Thread(target=s.start)
+        starting.start()
+        assert wait_until(lambda: s.pid is not None, 10)
+        assert s.state() == fm.SessionState.RUNNING
+        assert s.set_rate(2000) is True
+        starting.join()
+        result = s.finish()
+    assert result.ok(), result.reason()
+    assert result.stats()["target_rate"] == 2000
+    assert (backend.remote_root / "six.bin").stat().st_size == 600_000
+    assert sha256(backend.remote_root / "six.bin") == sha256(src) == s.file_stats()[str(src)]["checksum"]
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)
+def test_cancel_while_start_connects_ends_the_session_as_cancelled(backend, tmp_path, sample_files):
+    """A session stuck connecting can be cancelled from another thread: start() gives up at once and the
+    session fails with 28, as a cancel after connecting does."""
+    options = backend.options(destination_root=backend.upload_root())
+    order = fm.FileUpload(str(sample_files[0]), **backend.up(options=options))
+    with fm.session(order, ascp_path=_slow_to_connect(backend, tmp_path)) as s:
+        failure: list[BaseException] = []
+        starting = threading.Thread(target=lambda: failure.extend(_raised(s.start)))
+        starting.start()
+        assert wait_until(lambda: s.pid is not None, 10)
+        assert s.cancel() is True
+        starting.join(5)
+        assert not starting.is_alive() and isinstance(failure[0], fm.SessionStartError)
+        result = s.finish()
+        assert s._process.poll() is not None
+    assert result.failed() and result.stats()["code"] == 28, result.stats()
+    assert not (backend.remote_root / sample_files[0].name).exists()
+
+
+def _raised(call) -> list[BaseException]:
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 (the test looks at what it was)
+        return [exc]
+    return []
