@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import faspmanager as fm
+from fasp.session.receiving import PIECE
 from tasks.client import TransferHandle, submit
 from tasks.local import RedisServer, Worker
 from tasks.store.events import UnknownTransfer
@@ -66,6 +67,12 @@ def _owner_worker(handle: TransferHandle, workers: list[Worker]) -> Worker:
     return next(w for w in workers if w.process.pid == pid)
 
 
+RESENT_MAX = PIECE + 0.02 * SIZE
+"""What a resume may send twice: the receiver keeps whole pieces (its sidecar's watermark moves per piece), so
+the bytes acknowledged after the last one that landed go again, up to a piece, and what the last STATS of the
+first attempt could not yet tell."""
+
+
 def _sent_twice(events: list[dict], result: dict, size: int) -> int:
     """Bytes the attempts sent beyond the file's size (the first attempt's last STATS: a lower bound)."""
     first = max((e["session"].get("transfer_bytes") or 0) for e in events if e["type"] == "STATS" and e["attempt"] == 1)
@@ -74,7 +81,7 @@ def _sent_twice(events: list[dict], result: dict, size: int) -> int:
 
 def test_worker_killed_mid_transfer(worker_factory, server, tmp_path, record) -> None:
     """SIGKILL of the worker and its engine: another worker takes over once the lease expires, the engine
-    resumes, less than 10 % sent twice."""
+    resumes, at most a piece sent twice (RESENT_MAX)."""
     workers = [worker_factory("k", concurrency=1), worker_factory("k", concurrency=1)]
     src = tmp_path / "big.bin"
     make_file(src, SIZE)
@@ -94,7 +101,7 @@ def test_worker_killed_mid_transfer(worker_factory, server, tmp_path, record) ->
     took_over = second[0]["time"] - killed_at
     assert took_over < 3 + 0.5 + 5  # lease TTL + reaper interval + slack
     resent = _sent_twice(events, result, SIZE)
-    assert resent < 0.10 * SIZE, resent
+    assert resent < RESENT_MAX, resent
     record(
         "worker SIGKILLed mid-transfer (its engine with it)",
         "queue: worker",
@@ -149,7 +156,7 @@ def test_worker_terminated_hands_a_file_transfer_over(worker_factory, server, tm
     assert "HANDOVER" in types(events)
     assert [e for e in events if e["type"] == "PICKED"][-1]["worker"].split(":")[1] == str(second.process.pid)
     resent = _sent_twice(events, result, size)
-    assert resent < 0.10 * size, resent
+    assert resent < RESENT_MAX, resent
     record(
         "worker SIGTERMed mid-transfer, FASPQ_SHUTDOWN_HANDOVER=all",
         "queue: worker",
@@ -226,7 +233,7 @@ def test_redis_restarted_without_persistence_mid_transfer(
     assert again["ok"], again
     assert_same_file(src, server.docroot / "redis-wipe" / src.name)
     resent = first + again["stats"]["transfer_bytes"] - SIZE
-    assert resent < 0.10 * SIZE, (first, again["stats"])
+    assert resent < RESENT_MAX, (first, again["stats"])
     row["recovery"] = (
         f"submitted again with resume: sent {again['stats']['transfer_bytes'] * 100 // SIZE}% of the file, sha256 equal"
     )
