@@ -69,7 +69,9 @@ def test_every_option_reaches_the_engine_and_json_output(worker_factory, server,
     events = [json.loads(line) for line in proc.stdout.splitlines()]  # every stdout line is JSON
     assert events[0]["type"] == "SUBMITTED" and events[-1]["type"] == "RESULT" and events[-1]["ok"]
     init = next(e["session"] for e in events if e["type"] == "INIT")  # the engine's own account of its options
-    assert (init["policy"], init["cipher"], init["min_rate"], init["rate"]) == ("FIXED", "aes256", 100, 20000), init
+    assert (init["policy"], init["cipher"], init["min_rate"], init["target_rate"]) == ("FIXED", "aes256", 100, 20000), (
+        init
+    )
     dst = server.docroot / "opts" / src.name
     assert_same_file(src, dst)
     assert int(dst.stat().st_mtime) == 1_600_000_000  # --option (after --ts) preserved the time
@@ -124,7 +126,7 @@ option = {{ min_rate_kbps = 10 }}
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_same_file(src, server.docroot / "prof" / src.name)
     init = next(json.loads(line)["session"] for line in proc.stdout.splitlines() if '"INIT"' in line)
-    assert init["rate"] == 30000 and init["min_rate"] == 10
+    assert init["target_rate"] == 30000 and init["min_rate"] == 10
     _one_line_error(faspq("--profile", "nope", "upload", str(src), env=env), "no profile 'nope'", "lab")
     (tmp_path / "xdg" / "faspq" / "config.toml").write_text("[lab]\npassword = 'x'\n")
     _one_line_error(faspq("-p", "lab", "upload", str(src), env=env), "passwords do not go in the config file")
@@ -156,5 +158,7 @@ def test_an_ibm_transfer_spec_through_a_worker(worker_factory, server, tmp_path)
     assert "direction, remote_host, remote_user not read from the transfer spec" in proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     init = next(e["session"] for e in events if e["type"] == "INIT")
-    assert (init["policy"], init["cipher"], init["min_rate"], init["rate"]) == ("FIXED", "aes256", 70, 15000), init
+    assert (init["policy"], init["cipher"], init["min_rate"], init["target_rate"]) == ("FIXED", "aes256", 70, 15000), (
+        init
+    )
     assert_same_file(src, server.docroot / "ts" / src.name)
