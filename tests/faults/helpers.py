@@ -140,11 +140,13 @@ class FirstTime:
             except OSError:
                 pass
 
-    def stop(self) -> float:
+    def stop(self, otherwise: float | None = None) -> float:
+        """When the predicate first held; ``otherwise`` if given and it never did."""
         self._stop.set()
         self._thread.join()
-        assert self.at is not None, "the condition never held"
-        return self.at
+        at = self.at if self.at is not None else otherwise
+        assert at is not None, "the condition never held"
+        return at
 
 
 def full(path: Path) -> bool:
