@@ -173,12 +173,11 @@ class ReceivingRole:
         fid, rel, arg = msg.fid, msg.rel, msg.arg
         files = self._files
         key = None  # events name a received file by where it lands (as the client sees it)
-        where = files.display(self._dest or ".")  # what an error names: the destination (root, until named)
         try:
             target = destination(
                 self._dest, rel, msg.lone, files=files, create_dirs=self._opts.create_dirs, known=self._known_dirs
             )
-            key = where = files.display(target)
+            key = files.display(target)
             if stat.S_ISLNK(msg.mode):
                 await self._place_link(msg, target, key)
                 return
@@ -196,6 +195,8 @@ class ReceivingRole:
             if isinstance(exc, ProtocolError):
                 raise
             code = exc.code if isinstance(exc, EngineError) else os_error_code(exc, ErrorCode.DISK_WRITE)
+            # an OS error names the file, or, before it had a place, the destination it was going to
+            where = key or files.display(self._dest or ".")
             desc = exc.description if isinstance(exc, EngineError) else f"{where}: {exc.strerror}"
             if code in SESSION_FATAL:
                 raise
