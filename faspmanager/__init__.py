@@ -31,7 +31,7 @@ from .orders import (
     StreamUpload,
 )
 from .progress import SessionResult, TransferEvent
-from .session import Listener, PersistentSession, Session, Stream, StreamSession, _order_problem
+from .session import Listener, PersistentSession, Session, Stream, StreamSession, _order_problem, _session_for
 
 
 def session(
@@ -41,11 +41,11 @@ def session(
     problem = _order_problem(order)
     if problem is not None:
         raise RuntimeError(problem)
-    if isinstance(order, StreamUpload):
+    kind = _session_for(order)  # the rule each class's constructor checks its order against
+    if kind == StreamSession._runs:
         return StreamSession(order, order.options.chunk_size, ascp_path=ascp_path, listener=listener, port=port)
-    if isinstance(order, (PersistentUpload, PersistentDownload)):
-        return PersistentSession(order, ascp_path=ascp_path, listener=listener, port=port)
-    return Session(order, ascp_path=ascp_path, listener=listener, port=port)
+    cls = PersistentSession if kind == PersistentSession._runs else Session
+    return cls(order, ascp_path=ascp_path, listener=listener, port=port)
 
 
 __all__ = [
