@@ -350,12 +350,7 @@ def test_rate_is_measured_and_the_target_has_its_own_key(backend, sample_files):
     configured -l: that one is ``target_rate`` (and ``min_rate``), from INIT on."""
     big = sample_files[0]
     options = backend.options(destination_root=backend.upload_root(), target_rate_kbps=500_000, min_rate_kbps=1000)
-    events = []
-    order = fm.FileUpload(str(big), **backend.up(options=options))
-    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
-        s.start()
-        result = s.finish()
-    assert result.ok(), result.reason()
+    events, result, _ = _upload_with_events(backend, big, options)
     assert sha256(backend.remote_root / big.name) == sha256(big)
     init = next(e.session_stats for e in events if e.event_type == fm.TransferEventType.INIT)
     assert init["target_rate"] == 500_000 and init["min_rate"] == 1000 and "rate" not in init
@@ -373,16 +368,22 @@ def test_upload_progress_moves_as_the_receiver_acknowledges_bytes(backend, tmp_p
     big.write_bytes(os.urandom(2_000_000))
     options = backend.options(destination_root=backend.upload_root(), file_checksum="sha256")
     backend.slow(options)  # 4 Mbit/s: about 4 s, a STATS at least once a second
-    events = []
-    order = fm.FileUpload(str(big), **backend.up(options=options))
-    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
-        s.start()
-        result = s.finish()
-    assert result.ok(), result.reason()
+    events, _, s = _upload_with_events(backend, big, options)
     assert (backend.remote_root / "big.bin").stat().st_size == 2_000_000
     assert sha256(backend.remote_root / "big.bin") == sha256(big) == s.file_stats()[str(big)]["checksum"]
     moved = [e.session_stats["transfer_bytes"] for e in events if e.event_type == fm.TransferEventType.STATS]
     assert any(0 < n < 2_000_000 and n % (512 * 1024) for n in moved), moved
+
+
+def _upload_with_events(backend, src, options) -> tuple[list[fm.TransferEvent], fm.SessionResult, fm.Session]:
+    """``src`` uploaded with ``options``, every event kept: the events, the (ok) result and the session."""
+    events: list[fm.TransferEvent] = []
+    order = fm.FileUpload(str(src), **backend.up(options=options))
+    with fm.session(order, ascp_path=backend.ascp_path, listener=events.append) as s:
+        s.start()
+        result = s.finish()
+    assert result.ok(), result.reason()
+    return events, result, s
 
 
 def _slow_to_connect(backend, tmp_path) -> str:
