@@ -151,14 +151,19 @@ def test_steering_says_what_it_did(worker_factory, server, tmp_path):
     _one_line_error(again, "already ended")
 
 
-def test_a_queue_nobody_consumes_is_named_and_cancel_ends_it_at_once(faspq_env_only, server, tmp_path):
-    make_file(tmp_path / "q.bin", 100)
+def _queued_where_nobody_consumes(server, tmp_path, name: str) -> str:
+    """The id of an upload of a small file ``name``.bin that faspq queued on a queue no worker consumes."""
+    make_file(tmp_path / f"{name}.bin", 100)
     proc = faspq(
-        *_upload_args(server, "q.bin", dest="q", extra=("--queue", "nobody-here", "--no-watch")),
+        *_upload_args(server, f"{name}.bin", dest=name, extra=("--queue", "nobody-here", "--no-watch")),
         env={"TEST_PW": server.password},
         cwd=tmp_path,
     )
-    transfer_id = proc.stdout.strip().splitlines()[-1]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_a_queue_nobody_consumes_is_named_and_cancel_ends_it_at_once(faspq_env_only, server, tmp_path):
+    transfer_id = _queued_where_nobody_consumes(server, tmp_path, "q")
     watched = faspq("watch", transfer_id, "--timeout", "4", env={"FASPQ_NO_WORKER_AFTER": "1"})
     assert "no worker consumes queue 'nobody-here'" in watched.stderr, watched.stderr
     assert watched.returncode == 1 and "Traceback" not in watched.stderr
@@ -236,13 +241,7 @@ def test_rate_add_and_finish_report_the_workers_verdict(worker_factory, server, 
 
 def test_a_control_for_a_transfer_no_worker_runs_is_sent_not_applied(faspq_env_only, server, tmp_path):
     """Queued on a queue nobody consumes: `rate` says the message waits for the worker that will run it."""
-    make_file(tmp_path / "w.bin", 100)
-    proc = faspq(
-        *_upload_args(server, "w.bin", dest="w", extra=("--queue", "nobody-here", "--no-watch")),
-        env={"TEST_PW": server.password},
-        cwd=tmp_path,
-    )
-    transfer_id = proc.stdout.strip().splitlines()[-1]
+    transfer_id = _queued_where_nobody_consumes(server, tmp_path, "w")
     sent = faspq("rate", transfer_id, "3000")
     assert sent.returncode == 0 and "not applied yet" in sent.stdout and "set to" not in sent.stdout, sent.stdout
     assert faspq("cancel", transfer_id).returncode == 0
