@@ -12,7 +12,9 @@ FASPQ_READ_DIRS       local directories uploads may read from (sources, identity
 FASPQ_WRITE_DIRS      local directories downloads may write into (destination root, manifests, moves);
                       a download never recreates the remote side's links (symlink_policy copy)
                       Both by resolved path, and a directory among them holding a link to outside (which the
-                      engine would follow, reading or writing through it) is refused whole.
+                      engine would follow, reading or writing through it) is refused whole. Checked again by
+                      the engine as it goes (fasp-ascp): the worker confines its engines to these directories
+                      (``engine_environment``), so a link planted during a transfer is refused when followed.
 FASPQ_PREPOST_PROGRAMS  ``-e`` programs orders may name (absolute paths); default none
 FASPQ_EXTRA_OPTIONS   ``extra_options`` words orders may pass (exact words); default none
 FASPQ_ALLOW_IGNORE_HOST_KEY  1 lets orders ask for ``ignore_host_key``; default 0
@@ -132,6 +134,14 @@ class Policy:
 
     # -- checks ----------------------------------------------------------------------------------
 
+    def engine_environment(self) -> dict[str, str]:
+        """What confines the engines a worker starts to its directories, each path beneath the one holding it
+        (fasp-ascp's FASP_SEND_ROOTS / FASP_RECV_ROOTS; IBM's ascp has no such thing and relies on the checks
+        when an order arrives): an upload reads from READ_DIRS and removes or moves in WRITE_DIRS, a download
+        writes (and resumes) in WRITE_DIRS."""
+        send = dict.fromkeys(self.read_dirs + self.write_dirs)
+        return {"FASP_SEND_ROOTS": os.pathsep.join(send), "FASP_RECV_ROOTS": os.pathsep.join(self.write_dirs)}
+
     def rate_cap(self, queue: str) -> int | None:
         caps = dict(self.rate_caps)
         return caps.get(queue, caps.get("*"))
@@ -187,6 +197,12 @@ class Policy:
         ):
             raise PolicyError(
                 "FASPQ_CONFIG_FILES", f"alternate_config_filename {opts.alternate_config_filename!r} is not allowed"
+            )
+        if opts.apply_local_docroot:
+            raise PolicyError(
+                "FASPQ_READ_DIRS",
+                "apply_local_docroot: a worker's engines are confined to FASPQ_READ_DIRS / FASPQ_WRITE_DIRS, "
+                "and an order's paths are local paths checked against them",
             )
         if opts.local_log_dir is not None and not _inside(opts.local_log_dir, self.log_dirs):
             raise PolicyError("FASPQ_LOG_DIRS", f"local_log_dir {opts.local_log_dir!r} is not allowed")

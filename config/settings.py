@@ -292,12 +292,16 @@ def get_settings() -> Settings:
 def pin_settings() -> Settings:
     """Read the settings once and keep them in memory, then strip the environment of everything but
     CHILD_ENV: the shared key, Redis URLs and passwords, policy and any other secret of the worker's
-    environment never reach an engine or a ``-e`` program (faspmanager passes os.environ on)."""
+    environment never reach an engine or a ``-e`` program (faspmanager passes os.environ on). Then confine
+    the engines to the policy's directories (Policy.engine_environment)."""
     if not _pinned:
         _pinned.append(Settings.from_env())
         _keep.update(CHILD_ENV, (n.strip() for n in os.environ.get("FASPQ_CHILD_ENV", "").split(",") if n.strip()))
         strip_environment()
         scrub_initial_environment(lambda name: name not in _keep and not name.startswith("LC_"))
+        confinement = _pinned[0].policy.engine_environment()
+        os.environ.update(confinement)  # the policy's, set after the scrub: never one the worker inherited
+        _keep.update(confinement)
     return _pinned[0]
 
 

@@ -31,7 +31,7 @@ import os
 import posixpath
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -95,8 +95,8 @@ def _encodable(client_path: str) -> None:
         raise EngineError(ErrorCode.BAD_PATH, f"path is not encodable as a file name: {client_path!r}") from None
 
 
-def _outside(client_path: str) -> EngineError:
-    return EngineError(ErrorCode.BAD_PATH, f"path is outside the docroot: {client_path!r}")
+def _outside(client_path: str, place: str = "the docroot") -> EngineError:
+    return EngineError(ErrorCode.BAD_PATH, f"path is outside {place}: {client_path!r}")
 
 
 def _loop(client_path: str) -> EngineError:
@@ -135,6 +135,11 @@ class Files(Protocol):
     def readlink(self, client_path: str) -> str: ...
     def symlink(self, target: str, client_path: str) -> None: ...
     def display(self, client_path: str) -> str: ...
+
+    def contains(self, real: str) -> bool:
+        """Whether the real path ``real`` is in reach of this handle's confinement (the engine keeps its own
+        files, such as the resume key, out of it); an unconfined handle confines nothing."""
+        return False
 
     def look(self, client_path: str, *, follow: bool = True) -> os.stat_result | None:
         """The path's stat, None if nothing is there (one look serves several questions about it)."""
@@ -176,7 +181,9 @@ class Files(Protocol):
 class Docroot(Files):
     """The confined handle: every method takes a client path and stays below the root."""
 
-    def __init__(self, root: str, *, use_openat2: bool | None = None) -> None:
+    def __init__(self, root: str, *, use_openat2: bool | None = None, shown: str | None = None) -> None:
+        self.shown = shown  # errors name a path as this directory + the root-relative path (a local root)
+        self.place = "the docroot" if shown is None else shown
         self._fd = -1
         try:
             self._fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -220,7 +227,7 @@ class Docroot(Files):
         except OSError as exc:
             if exc.errno in (errno.EXDEV, errno.ELOOP, errno.EAGAIN):
                 return self._walk_open(client_path, flags, mode)
-            raise _named(exc, client_path) from None
+            raise _named(exc, self.display(client_path)) from None
 
     def _walk(self, client_path: str, *, follow_last: bool, create: bool = False) -> tuple[int, str]:
         """(an owned descriptor of the real parent directory, the last name) for ``client_path``;
@@ -235,7 +242,7 @@ class Docroot(Files):
                     continue
                 if name == "..":
                     if len(stack) == 1:
-                        raise _outside(client_path)
+                        raise _outside(self.display(client_path), self.place)
                     os.close(stack.pop())
                     continue
                 last = not any(p not in ("", ".") for p in todo)
@@ -256,12 +263,12 @@ class Docroot(Files):
                     os.close(fd)
                     links += 1
                     if links > MAX_LINKS:
-                        raise _loop(client_path)
+                        raise _loop(self.display(client_path))
                     target = os.readlink(name, dir_fd=stack[-1])
                     if target.startswith("/"):
                         below = self._below(target)
                         if below is None:
-                            raise _outside(client_path)
+                            raise _outside(self.display(client_path), self.place)
                         while len(stack) > 1:
                             os.close(stack.pop())
                         target = below
@@ -273,12 +280,12 @@ class Docroot(Files):
                 os.close(fd)
                 if last and not (want_dir and not stat.S_ISDIR(mode)):
                     return self._keep(stack), name
-                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), client_path)
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), self.display(client_path))
             return self._keep(stack), "."
         except OSError as exc:
             for fd in stack:
                 os.close(fd)
-            raise _named(exc, client_path) from None
+            raise _named(exc, self.display(client_path)) from None
         except BaseException:
             for fd in stack:
                 os.close(fd)
@@ -306,7 +313,7 @@ class Docroot(Files):
                 return os.open(".", flags | os.O_CLOEXEC, mode, dir_fd=parent)
             return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent)
         except OSError as exc:  # ELOOP: swapped for a link since the walk read it, which we never follow
-            raise _named(exc, client_path) from None
+            raise _named(exc, self.display(client_path)) from None
         finally:
             os.close(parent)
 
@@ -316,12 +323,12 @@ class Docroot(Files):
         norm = self.norm(client_path).rstrip("/") or "."
         head, name = posixpath.split(norm)
         if name in ("", ".", ".."):
-            raise EngineError(ErrorCode.BAD_PATH, f"not a name in a directory: {client_path!r}")
+            raise EngineError(ErrorCode.BAD_PATH, f"not a name in a directory: {self.display(client_path)!r}")
         parent = self.opendir(head or ".", path_only=True)
         try:
             yield parent, name
         except OSError as exc:  # what the operation met, named as the client named it
-            raise _named(exc, client_path) from None
+            raise _named(exc, self.display(client_path)) from None
         finally:
             os.close(parent)
 
@@ -367,7 +374,7 @@ class Docroot(Files):
                     os.mkdir(name, 0o777, dir_fd=parent)
                 os.close(os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent))
         except OSError as exc:
-            raise _named(exc, client_path) from None
+            raise _named(exc, self.display(client_path)) from None
         finally:
             os.close(parent)
 
@@ -402,17 +409,21 @@ class Docroot(Files):
         below the root: absolute targets are refused (the client cannot know the server's real path),
         a relative one must not climb above the root nor, where it exists, lead out through a link."""
         if target.startswith("/") or "\0" in target:
-            raise EngineError(ErrorCode.BAD_PATH, f"{client_path}: link target {target!r} leaves the docroot")
+            raise EngineError(
+                ErrorCode.BAD_PATH, f"{self.display(client_path)}: link target {target!r} leaves {self.place}"
+            )
         with self.at(client_path) as (parent, name):
             here = self.where(parent)
             joined = posixpath.normpath(posixpath.join(here, target))
             if joined == ".." or joined.startswith("../"):
-                raise EngineError(ErrorCode.BAD_PATH, f"{client_path}: link target {target!r} leaves the docroot")
+                raise EngineError(
+                    ErrorCode.BAD_PATH, f"{self.display(client_path)}: link target {target!r} leaves {self.place}"
+                )
             try:  # where it exists, as the kernel will read it (".." after a link is physical): beneath, or 41/63
                 os.close(self.open(posixpath.join(here, target), os.O_PATH))
             except EngineError as exc:
                 why = f"{target!r} leaves the docroot" if exc.code == ErrorCode.BAD_PATH else "loops"
-                raise EngineError(exc.code, f"{client_path}: link target {why}") from None
+                raise EngineError(exc.code, f"{self.display(client_path)}: link target {why}") from None
             except OSError:
                 pass  # dangling inside: any later use resolves beneath the root again
             os.symlink(target, name, dir_fd=parent)
@@ -428,7 +439,12 @@ class Docroot(Files):
         return below
 
     def display(self, client_path: str) -> str:
-        return client_path
+        if self.shown is None:
+            return client_path
+        return posixpath.normpath(posixpath.join(self.shown, client_path.lstrip("/")))
+
+    def contains(self, real: str) -> bool:
+        return real == self.real or real.startswith(self.real.rstrip("/") + "/")
 
 
 def prune_fd(fd: int, keep: set[str], prefix: str = "") -> int:
@@ -513,6 +529,99 @@ class Unconfined(Files):
         return self.norm(client_path)
 
 
-def handle(root: str | None, *, home: bool = False, use_openat2: bool | None = None) -> Files:
-    """The handle for a docroot, or the unconfined one when there is none (``home``: "~" expands)."""
-    return Unconfined(home=home) if root is None else Docroot(root, use_openat2=use_openat2)
+class Roots(Files):
+    """Local paths as given (absolute, or relative to the working directory), each reached only beneath the
+    innermost of ``roots`` that holds it: a worker's engine, confined to what its policy lets orders read or
+    write (FASP_SEND_ROOTS / FASP_RECV_ROOTS). A path outside them all, or a link met on the way that leaves
+    the root the path started in, is error 41 when it is followed, so a link planted while a transfer runs is
+    refused as surely as one that was there when the order was checked. A root is matched by its name as
+    given and by its real path; a path matching neither is matched by its own real path (where it leads is
+    then resolved beneath that root again, so the lookup only picks the root)."""
+
+    def __init__(self, roots: Iterable[str], *, use_openat2: bool | None = None) -> None:
+        self._mounts: list[tuple[str, Docroot]] = []
+        for root in roots:
+            given = os.path.abspath(root)
+            docroot = Docroot(given, use_openat2=use_openat2, shown=given)
+            self._mounts += [(prefix, docroot) for prefix in {given, docroot.real}]
+        self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)  # innermost first
+
+    def _route(self, client_path: str) -> tuple[Docroot, str]:
+        _encodable(client_path)
+        path = os.path.abspath(client_path or ".")
+        for candidate in (path, os.path.realpath(path)):
+            for prefix, docroot in self._mounts:
+                if candidate == prefix or candidate.startswith(prefix.rstrip("/") + "/"):
+                    return docroot, candidate[len(prefix) :].lstrip("/") or "."
+        raise _outside(path, "the allowed local directories")
+
+    def norm(self, client_path: str) -> str:
+        _encodable(client_path)
+        return os.path.abspath(client_path or ".")
+
+    def open(self, client_path: str, flags: int, mode: int = 0o666) -> int:
+        docroot, rel = self._route(client_path)
+        return docroot.open(rel, flags, mode)
+
+    def opendir(self, client_path: str, *, path_only: bool = False) -> int:
+        docroot, rel = self._route(client_path)
+        return docroot.opendir(rel, path_only=path_only)
+
+    def at(self, client_path: str) -> AbstractContextManager[tuple[int, str]]:
+        docroot, rel = self._route(client_path)
+        return docroot.at(rel)
+
+    def stat(self, client_path: str, *, follow: bool = True) -> os.stat_result:
+        docroot, rel = self._route(client_path)
+        return docroot.stat(rel, follow=follow)
+
+    def makedirs(self, client_path: str) -> None:
+        docroot, rel = self._route(client_path)
+        docroot.makedirs(rel)
+
+    def mkdir(self, client_path: str, mode: int = 0o777) -> None:
+        docroot, rel = self._route(client_path)
+        docroot.mkdir(rel, mode)
+
+    def unlink(self, client_path: str) -> None:
+        docroot, rel = self._route(client_path)
+        docroot.unlink(rel)
+
+    def rmdir(self, client_path: str) -> None:
+        docroot, rel = self._route(client_path)
+        docroot.rmdir(rel)
+
+    def rmtree(self, client_path: str) -> None:
+        docroot, rel = self._route(client_path)
+        docroot.rmtree(rel)
+
+    def replace(self, src: str, dst: str) -> None:
+        """A rename within one root (between two, it fails as across file systems: EXDEV)."""
+        (src_root, src_rel), (dst_root, dst_rel) = self._route(src), self._route(dst)
+        if src_root is not dst_root:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), self.display(src))
+        src_root.replace(src_rel, dst_rel)
+
+    def readlink(self, client_path: str) -> str:
+        docroot, rel = self._route(client_path)
+        return docroot.readlink(rel)
+
+    def symlink(self, target: str, client_path: str) -> None:
+        docroot, rel = self._route(client_path)
+        docroot.symlink(target, rel)
+
+    def display(self, client_path: str) -> str:
+        return self.norm(client_path)
+
+    def contains(self, real: str) -> bool:
+        return any(docroot.contains(real) for _, docroot in self._mounts)
+
+
+def handle(
+    root: str | None, *, home: bool = False, use_openat2: bool | None = None, roots: Iterable[str] | None = None
+) -> Files:
+    """The handle for a docroot, else for local ``roots`` when given, else the unconfined one (``home``: "~"
+    expands)."""
+    if root is not None:
+        return Docroot(root, use_openat2=use_openat2)
+    return Unconfined(home=home) if roots is None else Roots(roots, use_openat2=use_openat2)

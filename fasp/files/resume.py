@@ -17,7 +17,7 @@ import posixpath
 import secrets
 from dataclasses import dataclass
 
-from fasp.files.docroot import Docroot, Files
+from fasp.files.docroot import Files
 from faspmanager.codes import EngineError
 
 
@@ -151,7 +151,7 @@ def _load_key(files: Files) -> bytes:
             return key
     path = os.path.expanduser(KEY_FILE)
     real = os.path.realpath(path)
-    if isinstance(files, Docroot) and (real == files.real or real.startswith(files.real.rstrip("/") + "/")):
+    if files.contains(real):
         return secrets.token_bytes(32)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

@@ -95,6 +95,10 @@ def _switch(values: dict[str, Raw], flag: Flag) -> None:
     values[flag.key] = count + 1 if flag.key == "debug" and isinstance(count, int) else True
 
 
+ROOTS_ENV = {"send": "FASP_SEND_ROOTS", "recv": "FASP_RECV_ROOTS"}
+"""The environment naming the local directories an engine of each direction is confined to."""
+
+
 @dataclass
 class Endpoint:
     """A remote side: who, where, and the SSH credentials (kept out of repr)."""
@@ -161,6 +165,7 @@ class Config:
     manifest_inprogress_suffix: str = ""  # --file-manifest-inprogress-suffix
     file_pass: str | None = field(default=None, repr=False)  # --file-crypt: never sent to the peer
     local_docroot: str | None = None  # --apply-local-docroot: FASP_LOCAL_DOCROOT confines local paths
+    local_roots: tuple[str, ...] | None = None  # FASP_SEND_ROOTS / FASP_RECV_ROOTS: local paths only beneath these
     resume: int = 0
     src_base: str | None = None
     source_prefix: str | None = None  # prepended to every source path
@@ -310,7 +315,20 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
         cfg.local_docroot = str(values.get("local_docroot") or env.get("FASP_LOCAL_DOCROOT") or "") or None
         if not cfg.local_docroot:
             raise usage("--apply-local-docroot needs a local docroot: an <absolute> in -f FILE, or FASP_LOCAL_DOCROOT")
+    _local_roots(cfg, env)
     return cfg
+
+
+def _local_roots(cfg: Config, env: Mapping[str, str]) -> None:
+    """FASP_SEND_ROOTS (an upload) or FASP_RECV_ROOTS (a download), set by whoever starts the engine on
+    others' behalf (a queue worker): the only local directories it may reach, each path beneath the one that
+    holds it. Set but empty, nothing is in reach."""
+    name = ROOTS_ENV[cfg.direction]
+    if name not in env:
+        return
+    if cfg.local_docroot:
+        raise usage(f"--apply-local-docroot cannot be combined with {name} (both say where local paths are)")
+    cfg.local_roots = tuple(root for root in env[name].split(os.pathsep) if root)
 
 
 def _cipher(cfg: Config, given: Mapping[str, object]) -> None:

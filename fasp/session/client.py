@@ -28,6 +28,7 @@ import asyncssh
 from fasp.datapath import pmtu
 from fasp.datapath.datachannel import DataChannel
 from fasp.errors import ProtocolError
+from fasp.files import docroot
 from fasp.files.jobs import Problem
 from fasp.options.flags import Config, Endpoint
 from fasp.session.channel import Channel
@@ -90,6 +91,9 @@ class ClientSession:
         self._remote: Endpoint = cfg.remote
         self.session_id = uuid.uuid4().hex
         self.tally = Tally(emit, self.session_id, cfg.file_checksum)
+        # every local file operation, the manifest's included: as given, or confined to a local docroot
+        # (--apply-local-docroot) or to the directories FASP_SEND_ROOTS / FASP_RECV_ROOTS allow
+        self.files = docroot.handle(cfg.local_docroot, roots=cfg.local_roots)
         self._rate = ClientRate(cfg)
         loop = asyncio.get_running_loop()
         self._failure: asyncio.Future[None] = loop.create_future()
@@ -158,7 +162,7 @@ class ClientSession:
         self.tally.emit("DONE", self.tally.done_fields())
 
     def _write_manifest(self, directory: str) -> None:
-        write_manifest(directory, self.session_id, self.tally.outcomes, self.cfg.manifest_inprogress_suffix)
+        write_manifest(self.files, directory, self.session_id, self.tally.outcomes, self.cfg.manifest_inprogress_suffix)
 
     async def _connect(self, cleanup: contextlib.AsyncExitStack) -> Live:
         """Peer engine, handshake, work; each part registered in ``cleanup`` the moment it exists."""
@@ -176,7 +180,9 @@ class ClientSession:
             cleanup.callback(opening.cancel)
             opening.add_done_callback(self._opened)
         self._rate.settings = link.rate
-        work = feeder(cfg, self.tally, peer.channel, link.transport, lambda exc: self.fail(_as_engine_error(exc)))
+        work = feeder(
+            cfg, self.files, self.tally, peer.channel, link.transport, lambda exc: self.fail(_as_engine_error(exc))
+        )
         cleanup.push_async_exit(_on_failure(work.abort))
         live = Live(peer, link, work)
         self._live.set_result(live)

@@ -254,12 +254,15 @@ class Downloads(Feeder):
 
 
 def feeder(
-    cfg: Config, tally: Tally, channel: Channel, transport: DataChannel, fatal: Callable[[BaseException], None]
+    cfg: Config,
+    files: docroot.Files,
+    tally: Tally,
+    channel: Channel,
+    transport: DataChannel,
+    fatal: Callable[[BaseException], None],
 ) -> Uploads | Downloads:
-    """The sending or receiving role for ``cfg.direction`` and the feeder around it. Local paths are as
-    given, or confined to FASP_LOCAL_DOCROOT with --apply-local-docroot: one handle every local file
-    operation goes through, as on a server."""
-    files = docroot.handle(cfg.local_docroot)
+    """The sending or receiving role for ``cfg.direction`` and the feeder around it; ``files`` is the one
+    handle every local file operation goes through, as on a server."""
     if cfg.direction == "send":
         sender = SendingRole(channel, transport, tally, cfg.local_options(), files=files, file_pass=cfg.file_pass)
         return Uploads(cfg, tally, sender, files)

@@ -12,6 +12,7 @@ secrets in its environment.
 
 from __future__ import annotations
 
+import os
 import stat
 import uuid
 
@@ -42,6 +43,13 @@ def site(tmp_path_factory):
     dump = dirs["writable"] / "env.txt"  # replaced whole by each run (one may still run as the result comes)
     dirs["allowed"] = _script(dirs["progs"] / "allowed.sh", f"env > {dump}.$$ && mv {dump}.$$ {dump}\n")
     dirs["forbidden"] = _script(dirs["progs"] / "forbidden.sh", f"touch {dirs['elsewhere'] / 'ran'}\n")
+    # the attacker's move, timed for the test: once the order is checked, as its engine starts, a file of the
+    # outbox becomes a link to the worker's key (any local user who can write the outbox could race it)
+    late, key = dirs["readable"] / "late" / "report.bin", dirs["elsewhere"] / "late.key"
+    dirs["planter"] = _script(
+        dirs["progs"] / "planter.sh",
+        f'[ "$TYPE" = Session ] && [ "$STARTSTOP" = Start ] && ln -sfn {key} {late}\nexit 0\n',
+    )
     dirs["known_hosts"] = root / "known_hosts"
     dirs["known_hosts"].write_text("")
     return dirs
@@ -54,7 +62,7 @@ def worker(worker_factory, site):  # noqa: F811
         concurrency=2,
         FASPQ_READ_DIRS=str(site["readable"]),
         FASPQ_WRITE_DIRS=str(site["writable"]),
-        FASPQ_PREPOST_PROGRAMS=str(site["allowed"]),
+        FASPQ_PREPOST_PROGRAMS=f"{site['allowed']}{os.pathsep}{site['planter']}",
         FASPQ_RATE_CAPS="transfers=50000",
         FASP_KNOWN_HOSTS=str(site["known_hosts"]),
         CLOUD_API_TOKEN=CANARY,
@@ -128,6 +136,22 @@ def test_upload_of_a_directory_holding_links_out_of_the_readable_ones(worker, se
     (tree / "link").symlink_to(site["readable"] / "real.bin")
     assert submit(upload(server, [tree], "sym-inside")).wait(timeout=60)["ok"]
     assert_same_file(site["readable"] / "real.bin", server.docroot / "sym-inside" / "tree-inside" / "link")
+
+
+def test_upload_never_reads_a_link_planted_after_the_order_was_checked(worker, server, site):
+    """The outbox is clean when the worker checks the order; as the engine starts, a file in it becomes a
+    link to the worker's key. The engine, confined to the policy's directories, refuses it when it follows
+    it (41): the key never reaches the server, the outbox's other file does."""
+    make_file(site["elsewhere"] / "late.key", 64)
+    outbox = site["readable"] / "late"
+    make_file(outbox / "good.bin", 30_000)
+    make_file(outbox / "report.bin", 64)
+    handle = submit(upload(server, [outbox], "late", pre_post_command_path=str(site["planter"])))
+    result = handle.wait(timeout=60)
+    assert (outbox / "report.bin").is_symlink(), "the planter did not run"
+    assert not result["ok"] and result["failed_files"] == [str(outbox / "report.bin")], result
+    assert not (server.docroot / "late" / "late" / "report.bin").exists()
+    assert_same_file(outbox / "good.bin", server.docroot / "late" / "late" / "good.bin")
 
 
 def test_download_through_a_link_out_of_the_writable_ones(worker, server, site):
