@@ -30,6 +30,8 @@ Credentials come from ASPERA_SCP_PASS / ASPERA_SCP_KEY / -i FILE, never the comm
 ASPERA_SCP_FILEPASS with --file-crypt; ASPERA_SCP_TOKEN and ASPERA_SCP_COOKIE.
 Environment: FASP_REMOTE_COMMAND (remote engine command, default "fasp-ascp"), FASP_DOCROOT and FASP_LOG_DIR
 (server mode under sshd), FASP_UDP_BIND (server UDP address), FASP_LOCAL_DOCROOT (--apply-local-docroot),
+FASP_SEND_ROOTS / FASP_RECV_ROOTS (directories, ':'-separated, that an upload / a download may reach locally: each
+path beneath the one holding it, a link leaving it is error 41; a queue worker sets them from its policy),
 FASP_KNOWN_HOSTS (known_hosts file to check the server's host key against)."""
 
 

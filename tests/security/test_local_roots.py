@@ -92,7 +92,9 @@ def test_download_never_writes_through_a_link_planted_in_a_writable_directory(fa
     assert (site["elsewhere"] / "shared.key").read_bytes() == SECRET
     assert list(site["elsewhere"].iterdir()) == [site["elsewhere"] / "shared.key"]
     landed = run_ascp(
-        fasp_args(server, "--file-manifest=text", f"--file-manifest-path={inbox}", remote(server, "/remote"), str(inbox)),
+        fasp_args(
+            server, "--file-manifest=text", f"--file-manifest-path={inbox}", remote(server, "/remote"), str(inbox)
+        ),
         env,
     )
     assert landed.returncode == 0, landed.stderr
