@@ -529,7 +529,8 @@ class PersistentSession(_KeepaliveSession):
     def add_source(
         self, source_path: PathArg, dest_path: PathArg, start_offset: int | None = None, end_offset: int | None = None
     ) -> None:
-        """Send START: transfer one more file (bytes [start_offset, end_offset) when given)."""
+        """Send START: transfer one more file (bytes [start_offset, end_offset) when given; with
+        content_protection_passphrase a file travels whole, so a range of it fails that file, USAGE)."""
         self._require_running()
         for name, offset in (("start_offset", start_offset), ("end_offset", end_offset)):
             if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):

@@ -185,6 +185,17 @@ class SealedSource:
         return bytes(out)
 
 
+def range_refused(name: str) -> EngineError:
+    """Why a byte range of a file (a ranged START) does not travel with --file-crypt (USAGE): an envelope is
+    sealed under one session's own header and opened only whole, so a range of it is part of no envelope that
+    opens, and ranges sent apart are sealed under different keys."""
+    return EngineError(
+        ErrorCode.USAGE,
+        f"{name}: a byte range of a protected file cannot travel: --file-crypt seals and opens a file whole "
+        "(send all of it)",
+    )
+
+
 def open_in_place(path: str, passphrase: str, files: Files | None = None) -> str | None:
     """Decrypt the complete file at ``path`` (in ``files``, the docroot handle) if it is an envelope: into
     the name without the suffix (or the same name); that path. None when the file is not an envelope (no

@@ -244,6 +244,8 @@ class ReceivingRole:
 
     async def _receive_file(self, msg: Offer, box: FileBox, target: str, key: str) -> None:
         fid, arg, size, ranged = msg.fid, msg.arg, msg.size, msg.span
+        if ranged and self._file_pass is not None:  # decrypt opens envelopes whole; a range may be of one (no
+            raise envelope.range_refused(key)  # header in it to tell) and would land as bytes that never open
         suffix = self._opts.partial_suffix
         partial = target + suffix if suffix and not ranged else target
         mode = msg.mode & 0o777 or 0o644

@@ -24,7 +24,7 @@ from fasp.errors import ProtocolError, os_error_code
 from fasp.files import attrs, settle
 from fasp.files.digest import prefix_digest, reader
 from fasp.files.docroot import Files, Unconfined
-from fasp.files.envelope import SUFFIX, Envelope, SealedSource
+from fasp.files.envelope import SUFFIX, Envelope, SealedSource, range_refused
 from fasp.files.jobs import FileJob, Problem, data_extents, share
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
@@ -324,13 +324,9 @@ class SendingRole:
         aborted = begun = False
         st = os.fstat(fd)
         try:
-            if job.start is not None and job.start > st.st_size:  # else the receiver makes a file of zeros
-                self._tally.failed(
-                    key,
-                    job.arg,
-                    ErrorCode.USAGE,
-                    f"{job.path}: start offset {job.start} is past the end of the file ({st.st_size} bytes)",
-                )
+            refused = self._refused(job, st.st_size)
+            if refused is not None:
+                self._tally.failed(key, job.arg, refused.code, refused.description)
                 return "failed"
             _read_ahead(fd, st.st_size)
             meta = self._collect(job, fd, st)
@@ -410,6 +406,17 @@ class SendingRole:
                     attrs.restore_atime(fd, st, job.path)
             finally:
                 os.close(fd)
+
+    def _refused(self, job: FileJob, size: int) -> EngineError | None:
+        """Why the span of ``job`` (a file of ``size`` bytes) is not sent, if it is not: one that starts past
+        the end (the receiver made a file of zeros), or any range with --file-crypt (part of an envelope)."""
+        if job.start is not None and job.start > size:
+            return EngineError(
+                ErrorCode.USAGE, f"{job.path}: start offset {job.start} is past the end of the file ({size} bytes)"
+            )
+        if self._file_pass is not None and _part_only(job):
+            return range_refused(job.path)
+        return None
 
     def _not_taken(self, job: FileJob, size: int, msg: Message | PieceFailed) -> str:
         """The receiver's last word on a file it did not take: "skipped" or "failed", counted; anything

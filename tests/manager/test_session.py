@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import faspmanager as fm
+from fasp.files.envelope import SUFFIX, Envelope, SealedSource, open_in_place, sealed_size
+from faspmanager.codes import ErrorCode
 from tests.support.files import sha256
 from tests.support.wait import wait_until
 
@@ -126,6 +128,66 @@ def test_persistent_upload_of_a_span_past_the_end_fails_that_file(backend, sampl
     assert f"start offset {size + 1_000_000} is past the end of the file ({size} bytes)" in result.reason()
     assert not (backend.remote_root / "past.bin").exists()
     assert sha256(backend.remote_root / "whole.bin") == sha256(big)
+
+
+PASS = "correct horse"
+
+
+def _opened(envelope: Path, tmp_path: Path) -> str:
+    """The sha256 of what ``envelope`` decrypts to (opened in a copy: the stored one stays as it came)."""
+    copy = tmp_path / "opened" / envelope.name
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(envelope.read_bytes())
+    plain = open_in_place(str(copy), PASS)
+    assert plain is not None
+    return sha256(Path(plain))
+
+
+def _ranges_fail(s: fm.PersistentSession, source: str, size: int) -> None:
+    """Two START ranges of ``source`` to part.bin (together all of its ``size`` bytes), then all of it to
+    whole.bin: both ranges fail (USAGE, saying why), the whole file passes."""
+    s.start()
+    for start, end in ((0, size // 3), (size // 3, size)):
+        s.add_source(source, "part.bin", start_offset=start, end_offset=end)
+    s.add_source(source, "whole.bin")
+    result = s.finish()
+    assert result.stats()["transfers_failed"] == 2 and result.stats()["transfers_passed"] == 1, result.stats()
+    assert "a byte range of a protected file cannot travel" in (result.reason() or "")
+    assert [stats["error"] for stats in s.file_stats().values() if stats["error"]] == [ErrorCode.USAGE]
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)
+def test_persistent_sealed_upload_of_a_byte_range_fails_that_file(backend, tmp_path):
+    """--file-crypt seals a file whole under this session's own key: a START range of it stored part of an
+    envelope that never opens, and two ranges that cover the file ended 0 with it. Each range fails (USAGE,
+    saying why), nothing of it is stored; the session's whole file arrives sealed and opens to the source."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(300_000))
+    options = backend.options(destination_root=backend.upload_root(), content_protection_passphrase=PASS)
+    with fm.session(fm.PersistentUpload(**backend.up(options=options)), ascp_path=backend.ascp_path) as s:
+        _ranges_fail(s, str(big), 300_000)
+    assert not list(backend.remote_root.glob("part.bin*"))
+    stored = backend.remote_root / f"whole.bin{SUFFIX}"
+    assert stored.stat().st_size == sealed_size(300_000) and _opened(stored, tmp_path) == sha256(big)
+
+
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)
+def test_persistent_decrypting_download_of_a_byte_range_fails_that_file(backend, tmp_path):
+    """--file-crypt=decrypt opens an envelope only whole: a START range of one landed as bytes that never
+    decrypt, reported ok. Each range fails (USAGE, saying why) and lands nothing; the whole one is opened."""
+    plain = os.urandom(300_000)
+    (tmp_path / "plain.bin").write_bytes(plain)
+    fd = os.open(tmp_path / "plain.bin", os.O_RDONLY)
+    try:
+        sealed = SealedSource(fd, len(plain), Envelope.new(PASS, len(plain)))
+        (backend.remote_root / f"big.bin{SUFFIX}").write_bytes(sealed.read(sealed.size, 0))
+    finally:
+        os.close(fd)
+    options = backend.options(destination_root=str(backend.local_root), content_protection_passphrase=PASS)
+    with fm.session(fm.PersistentDownload(**backend.down(options=options)), ascp_path=backend.ascp_path) as s:
+        _ranges_fail(s, backend.remote(f"big.bin{SUFFIX}"), sealed.size)
+    assert sorted(p.name for p in backend.local_root.iterdir()) == ["whole.bin"]  # opened in place, no part.bin
+    assert (backend.local_root / "whole.bin").read_bytes() == plain
 
 
 def test_persistent_download(backend):
