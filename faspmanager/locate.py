@@ -52,7 +52,7 @@ def locate_ascp(ascp_path: str | os.PathLike[str] | None = None) -> list[str]:
 
 def is_our_engine(command: list[str]) -> bool:
     """Whether a command runs our engine (``fasp-ascp``, ``python -m fasp``), which presents the management
-    secret; IBM's ascp does not know it."""
+    secret and takes flags of its own (--retry-timeout); IBM's ascp knows neither."""
     return os.path.basename(command[0]) == "fasp-ascp" or command[1:3] == ["-m", "fasp"]
 
 

@@ -109,6 +109,7 @@ class _Option:
     maximum: int | None = None
     env: str | None = None  # for secrets: the environment variable
     when_false: bool = False  # the flag means the option is off (encryption=False -> -T)
+    ours_only: bool = False  # a flag of our engine that IBM's ascp documents none of: given to our engine only
 
 
 DEFAULT_CHUNK_SIZE = 64 * 1024
@@ -167,7 +168,8 @@ _OPTIONS: dict[str, _Option] = {
     "remove_files_after_transfer": _Option(bool, "--remove-after-transfer", False),
     "resume_check": _Option(ResumeCheck, "-k"),
     "retransmission_request_max_size": _Option(int, "-X", maximum=1440),
-    "retry_timeout": _Option(int),  # informational: the library does not retry
+    # the library does not retry: the value only informs monitoring (our engine reports it in INIT)
+    "retry_timeout": _Option(int, "--retry-timeout", ours_only=True),
     "save_before_overwrite": _Option(bool, "--save-before-overwrite", False),
     "skip_dir_traversal_dups": _Option(bool, "--skip-dir-traversal-dupes", False),
     "skip_special_files": _Option(bool, "--skip-special-files", False),
@@ -323,11 +325,14 @@ class TransferOptions:
         shown = {k: ("***" if _OPTIONS[k].kind is SECRET else v) for k, v in self.opts.items()}
         return f"TransferOptions({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
-    def ascp_args(self) -> list[str]:
-        """The flags for every set option, in documentation order (secrets excluded)."""
+    def ascp_args(self, our_engine: bool = False) -> list[str]:
+        """The flags for every set option, in documentation order (secrets excluded). ``our_engine``: the
+        program is our engine, which also takes the flags IBM's ascp has no equivalent of (--retry-timeout)."""
         self._check_rates()
         args: list[str] = []
         for name, option in _OPTIONS.items():
+            if option.ours_only and not our_engine:
+                continue
             value = self.opts.get(name)
             if name == "target_rate_kbps" and self.opts.get("auto_detect_capacity") and value == option.default:
                 value = 100  # the reference: "Default: 10000 (Or 100% when autoDetectCapacity is turned on)"

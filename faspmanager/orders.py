@@ -102,7 +102,8 @@ class BaseTransferOrder:
         return dests
 
     def ascp_opts(self) -> list[str]:
-        """Returns the options to pass to ascp when performing the transfer."""
+        """Returns the options to pass to ascp when performing the transfer: IBM's ascp's; a session running
+        our engine also passes the flags only it takes (TransferOptions.ascp_args)."""
         return self._ascp_args(_scratch_dir())
 
     def ascp_env(self) -> dict[str, str]:
@@ -112,12 +113,12 @@ class BaseTransferOrder:
         env.update(self.options.ascp_env())
         return env
 
-    def _ascp_args(self, list_dir: str) -> list[str]:
+    def _ascp_args(self, list_dir: str, our_engine: bool = False) -> list[str]:
         user, host, _password, identity = self._remote()
         args = [f"--mode={self._mode}", f"--user={user}", f"--host={host}"]
         if identity:
             args += ["-i", os.fspath(identity)]
-        args += self.options.ascp_args()
+        args += self.options.ascp_args(our_engine)
         if self.options.content_protection_passphrase is not None:
             args.append("--file-crypt=" + ("encrypt" if self._mode == "send" else "decrypt"))
         if self._keepalive:
@@ -289,6 +290,6 @@ class StreamUpload(_Upload):
     ) -> None:
         super().__init__(dest_user, dest_host, dest_pass, dest_identity, options)
 
-    def _ascp_args(self, list_dir: str) -> list[str]:
-        args = super()._ascp_args(list_dir)
+    def _ascp_args(self, list_dir: str, our_engine: bool = False) -> list[str]:
+        args = super()._ascp_args(list_dir, our_engine)
         return [*args[:-1], f"--chunk-size={self.options.chunk_size}", args[-1]]

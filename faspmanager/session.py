@@ -157,11 +157,12 @@ class Session:
             if self._closed:
                 raise SessionStateError("session is closed")
             command = locate_ascp(self.ascp_path)
+            ours = is_our_engine(command)
             # the order's command line before the session counts as started: an option found wrong only now
             # raises here and leaves the session to be fixed and started again
             workdir = tempfile.mkdtemp(prefix="faspmanager-")
             try:
-                order_args = self.order._ascp_args(workdir)
+                order_args = self.order._ascp_args(workdir, our_engine=ours)
             except BaseException:
                 shutil.rmtree(workdir, ignore_errors=True)
                 raise
@@ -175,11 +176,10 @@ class Session:
                 secret = secrets.token_hex(32)
                 # only our engine presents the secret (and drops it from its environment); IBM's ascp would keep
                 # it in its /proc environ for any process of the user to read: it is admitted by its process tree
-                required = is_our_engine(command)
                 argv = [*command, "-M", str(self.port), *order_args]
-                env = {**os.environ, **self.order.ascp_env(), **({SECRET_ENV: secret} if required else {})}
+                env = {**os.environ, **self.order.ascp_env(), **({SECRET_ENV: secret} if ours else {})}
                 process = self._process = self._run(command, argv, env)
-                caller = self._accept(Admission(server, secret, process.pid, required), process)
+                caller = self._accept(Admission(server, secret, process.pid, ours), process)
             finally:
                 server.close()
         except BaseException as exc:

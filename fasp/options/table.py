@@ -446,7 +446,7 @@ FLAGS: tuple[Flag, ...] = (
         "--retry-timeout",
         "retry_timeout",
         "SECONDS",
-        "reported in INIT (this engine does not retry by itself)",
+        "reported in INIT for monitoring (no IBM ascp flag; this engine does not retry by itself)",
         integer(0),
     ),
     _flag(

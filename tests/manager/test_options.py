@@ -82,7 +82,9 @@ SECRET_ENV = {
     "cookie": "ASPERA_SCP_COOKIE",
     "token": "ASPERA_SCP_TOKEN",
 }
-NOT_FLAGS = {"chunk_size", "destination_root", "retry_timeout"}  # stream flag, positional, informational
+NOT_FLAGS = {"chunk_size", "destination_root"}  # stream flag, positional
+OUR_ENGINE_FLAGS = {"retry_timeout": (300, ["--retry-timeout=300"])}
+"""Flags IBM's ascp documents none of: only a session running our engine passes them."""
 
 
 def _contains(args, words):
@@ -94,7 +96,18 @@ def _upload(**options):
 
 
 def test_every_option_is_covered():
-    assert set(FLAG_FORMS) | set(SECRET_ENV) | NOT_FLAGS == set(fm.TransferOptions.valid_options())
+    assert set(FLAG_FORMS) | set(SECRET_ENV) | NOT_FLAGS | set(OUR_ENGINE_FLAGS) == set(
+        fm.TransferOptions.valid_options()
+    )
+
+
+@pytest.mark.parametrize("name", sorted(OUR_ENGINE_FLAGS))
+def test_our_engine_flags_only_for_our_engine(name):
+    value, words = OUR_ENGINE_FLAGS[name]
+    options = fm.TransferOptions(**{name: value})
+    assert _contains(options.ascp_args(our_engine=True), words)
+    assert options.ascp_args() == fm.TransferOptions().ascp_args()
+    assert _upload(**{name: value}).ascp_opts() == _upload().ascp_opts()  # ascp_opts(): IBM's ascp's options
 
 
 @pytest.mark.parametrize("name", sorted(FLAG_FORMS))
@@ -171,7 +184,7 @@ def test_content_protection_encrypts_uploads_and_decrypts_downloads():
 
 def test_not_flag_options():
     assert _upload(destination_root="/incoming").ascp_opts()[-1] == "/incoming"
-    assert _upload(retry_timeout=300, chunk_size=1000).ascp_opts() == _upload().ascp_opts()
+    assert _upload(chunk_size=1000).ascp_opts() == _upload().ascp_opts()
     stream = fm.StreamUpload("u", "h", dest_pass="pw", options=fm.TransferOptions(chunk_size=1000))
     assert stream.ascp_opts()[-3:] == ["--keepalive", "--chunk-size=1000", "."]
 

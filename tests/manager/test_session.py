@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -435,6 +436,25 @@ def test_upload_progress_moves_as_the_receiver_acknowledges_bytes(backend, tmp_p
     assert sha256(backend.remote_root / "big.bin") == sha256(big) == s.file_stats()[str(big)]["checksum"]
     moved = [e.session_stats["transfer_bytes"] for e in events if e.event_type == fm.TransferEventType.STATS]
     assert any(0 < n < 2_000_000 and n % (512 * 1024) for n in moved), moved
+
+
+@pytest.mark.parametrize("backend", ["fake", "engine"], indirect=True)
+def test_retry_timeout_reaches_our_engine_and_what_monitoring_sees(backend, sample_files, tmp_path, monkeypatch):
+    """retry_timeout "informs any monitoring applications how long you intend to retry": our engine is handed
+    --retry-timeout and reports it in INIT, so the listener's INIT and the result's stats carry it. IBM's ascp
+    documents no such flag, so a program that is not ours (the stand-in, as IBM's would be) is never handed it."""
+    record = tmp_path / "argv.json"
+    monkeypatch.setenv("FAKEASCP_RECORD", str(record))
+    src = sample_files[0]
+    options = backend.options(destination_root=backend.upload_root(), retry_timeout=120)
+    events, result, _ = _upload_with_events(backend, src, options)
+    landed = backend.remote_root / src.name
+    assert landed.stat().st_size == src.stat().st_size and sha256(landed) == sha256(src)
+    init = next(e.session_stats for e in events if e.event_type == fm.TransferEventType.INIT)
+    if backend.name == "fake":
+        assert not any(a.startswith("--retry-timeout") for a in json.loads(record.read_text())["argv"])
+    else:
+        assert init["retry_timeout"] == 120 and result.stats()["retry_timeout"] == 120
 
 
 def _upload_with_events(backend, src, options) -> tuple[list[fm.TransferEvent], fm.SessionResult, fm.Session]:
