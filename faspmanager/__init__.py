@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .constants import (
     CipherType,
+    ExtraEventType,
     FileChecksumType,
     FileManifestFormat,
     FileState,
@@ -52,6 +53,7 @@ __all__ = [
     "AuthenticationError",
     "BaseTransferOrder",
     "CipherType",
+    "ExtraEventType",
     "FileChecksumType",
     "FileDownload",
     "FileManifestFormat",

@@ -82,12 +82,11 @@ class FileState(StrEnum):
 
 
 class TransferEventType(StrEnum):
-    """Management events a listener receives; START and NOTIFICATION are additions to the documented set."""
+    """The management events a listener receives: the reference's nine, so a listener that dispatches over them
+    covers every event (the programs' other events are ExtraEventType)."""
 
     INIT = "INIT"
     SESSION = "SESSION"
-    NOTIFICATION = "NOTIFICATION"
-    START = "START"
     STATS = "STATS"
     STOP = "STOP"
     SKIP = "SKIP"
@@ -95,3 +94,12 @@ class TransferEventType(StrEnum):
     ARGSTOP = "ARGSTOP"
     ERROR = "ERROR"
     DONE = "DONE"
+
+
+class ExtraEventType(StrEnum):
+    """Events the programs send beyond the reference's nine: a file's START, and NOTIFICATION (the job's totals
+    with precalculate_job_size). Their stats are kept either way; a listener hears them only from a session with
+    ``extended_events`` set, as a reference-written listener would not know them."""
+
+    START = "START"
+    NOTIFICATION = "NOTIFICATION"

@@ -12,9 +12,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .constants import FileState, SessionState, TransferEventType
+from .constants import ExtraEventType, FileState, SessionState, TransferEventType
 from .mgmt import Frame
 
+EventType = TransferEventType | ExtraEventType
+_EVENT_TYPES: dict[str, EventType] = {t.value: t for kind in (TransferEventType, ExtraEventType) for t in kind}
 _FILE_EVENTS = {"START", "STOP", "SKIP", "FILEERROR"}
 _CONFIGURED = {"INIT", "SESSION"}
 """Their ``Rate`` is the configured target (-l), kept as ``target_rate`` as STATS names it: ``rate`` is only ever
@@ -83,7 +85,7 @@ class TransferEvent:
     """Describes the progress of a transfer: the event type and snapshots of the stats it changed."""
 
     def __init__(
-        self, event_type: TransferEventType, session_stats: dict[str, Any], file_stats: dict[str, Any] | None = None
+        self, event_type: EventType, session_stats: dict[str, Any], file_stats: dict[str, Any] | None = None
     ) -> None:
         self.event_type = event_type
         self.session_stats = session_stats
@@ -144,9 +146,8 @@ class Progress:
 
     def apply(self, frame: Frame) -> TransferEvent | None:
         """Fold one event in; the listener event for it, or None for types this library does not know."""
-        try:
-            event_type = TransferEventType(frame.type)
-        except ValueError:
+        event_type = _EVENT_TYPES.get(frame.type)
+        if event_type is None:
             return None
         if self.concluded:  # nothing after DONE/ERROR (or our own verdict) may change the result
             return None

@@ -28,7 +28,7 @@ from typing import Any, Self
 from . import forkserver
 from .admission import Admission, Caller
 from .codes import ErrorCode
-from .constants import SessionState
+from .constants import SessionState, TransferEventType
 from .errors import InvalidPathError, SessionStartError, SessionStateError, StreamStateError
 from .locate import is_our_engine, locate_ascp, runs_here
 from .mgmt import SECRET_ENV, MgmtProtocolError, encode
@@ -107,6 +107,9 @@ class Session:
     """Seconds the program has to connect to the management port (None: $FASPMANAGER_START_TIMEOUT or 15)."""
     stop_timeout = 5.0
     """Seconds close() waits after SIGTERM before SIGKILL."""
+    extended_events = False
+    """True (on an instance before start(), or a subclass): the listener also hears ExtraEventType events (START,
+    NOTIFICATION), which the reference's TransferEventType does not name; their stats are kept either way."""
     max_pending_stats = 1000
     """STATS events queued for a slow listener beyond this are dropped (stats() still has them): memory stays
     bounded however long the listener takes, and no other event type is ever dropped."""
@@ -385,6 +388,7 @@ class Session:
                     if (
                         event is not None
                         and self.listener is not None
+                        and (self.extended_events or isinstance(event.event_type, TransferEventType))
                         and not (event.event_type == "STATS" and self._events.qsize() >= self.max_pending_stats)
                     ):
                         self._events.put(event)

@@ -112,6 +112,7 @@ class Attempt:
             return Outcome(False, int(ErrorCode.USER_CANCEL), "cancelled before the session started")
         try:
             self.session = fm.session(order=self.order, ascp_path=self.settings.ascp_path, listener=self._on_event)
+            self.session.extended_events = True  # the event log keeps START (a file's bar) and NOTIFICATION (totals)
         except Exception as exc:  # the order itself is unusable: never retryable
             return Outcome(False, int(ErrorCode.USAGE), f"{type(exc).__name__}: {exc}")
         pump = threading.Thread(target=self._pump, name=f"control-{self.keys.transfer_id}", daemon=True)

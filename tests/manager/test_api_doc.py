@@ -53,6 +53,12 @@ def test_documented_class_methods_and_class_variables(name: str) -> None:
         assert ancestor in mro, f"{name} should derive from {ancestor}"
 
 
+def test_event_types_are_exactly_the_documented_ones() -> None:
+    """Not only the documented members: no others either, so a listener that dispatches over the documented
+    ones covers every type (the engine's extra events are ExtraEventType, heard only on opting in)."""
+    assert sorted(fm.TransferEventType.__members__) == sorted(CLASSES["TransferEventType"]["class_vars"])
+
+
 def _instances() -> dict[str, object]:
     order = fm.FileUpload("a", "u", "h", dest_pass="p")
     stream_order = fm.StreamUpload("u", "h", dest_pass="p")

@@ -36,7 +36,7 @@ def test_file_lifecycle_and_session_result():
     assert p.apply(Frame("INIT", {"SessionId": "s1", "Rate": "100", "Token": "t0p-secret"})).file_stats is None
     assert "token" not in p.session and p.session["target_rate"] == 100 and "rate" not in p.session
     start = p.apply(Frame("START", {"File": "/d/a", "Size": "10", "StartByte": "4"}))
-    assert start.event_type == fm.TransferEventType.START
+    assert start.event_type == fm.ExtraEventType.START  # folded in; heard only on opting in (Session)
     assert start.file_stats["state"] == fm.FileState.TRANSFERRING and start.file_stats["bytes_written"] == 4
     stats = p.apply(Frame("STATS", {"File": "/d/a", "TransferBytes": "6"}))
     assert stats.file_stats["file"] == "/d/a" and stats.session_stats["transfer_bytes"] == 6

@@ -13,6 +13,7 @@ import pytest
 import faspmanager as fm
 from fasp.files.envelope import SUFFIX, Envelope, SealedSource, open_in_place, sealed_size
 from faspmanager.codes import ErrorCode
+from tests.manager.spec_table import CLASSES
 from tests.support.files import sha256
 from tests.support.wait import wait_until
 
@@ -50,7 +51,7 @@ def test_file_upload_delivers_bytes_and_reports_events(backend, sample_files):
         assert s.file_stats("no-such-file") is None
     types = [e.event_type for e in events]
     assert types[0] == fm.TransferEventType.INIT and types[-1] == fm.TransferEventType.DONE
-    for wanted in (fm.TransferEventType.SESSION, fm.TransferEventType.START, fm.TransferEventType.STOP):
+    for wanted in (fm.TransferEventType.SESSION, fm.TransferEventType.STOP):
         assert wanted in types
     assert all(isinstance(e, fm.TransferEvent) for e in events)
     stop = next(e for e in events if e.event_type == fm.TransferEventType.STOP)
@@ -455,6 +456,37 @@ def test_retry_timeout_reaches_our_engine_and_what_monitoring_sees(backend, samp
         assert not any(a.startswith("--retry-timeout") for a in json.loads(record.read_text())["argv"])
     else:
         assert init["retry_timeout"] == 120 and result.stats()["retry_timeout"] == 120
+
+
+@pytest.mark.parametrize("backend", ["fake", "engine"], indirect=True)
+def test_a_listener_hears_only_the_documented_event_types_unless_the_session_opts_in(backend, sample_files):
+    """A listener written from the reference dispatches over its nine TransferEventType members: by default no
+    other type reaches it. START (per file) and NOTIFICATION (precalculate_job_size's totals; our engine sends
+    it) reach it only from a session with extended_events set, as ExtraEventType members."""
+    documented = set(CLASSES["TransferEventType"]["class_vars"])  # the reference's names
+    for extended in (False, True):
+        options = backend.options(
+            destination_root=backend.upload_root(), precalculate_job_size=True, overwrite_policy="always"
+        )  # always: the second round transfers (and STARTs) the files again, not skips them
+        order = fm.FileUpload([str(p) for p in sample_files], **backend.up(options=options))
+        heard: list[fm.TransferEvent] = []
+        with fm.session(order, ascp_path=backend.ascp_path, listener=heard.append) as s:
+            s.extended_events = extended
+            s.start()
+            result = s.finish()
+        assert result.ok(), result.reason()
+        for src in sample_files:
+            landed = backend.remote_root / src.name
+            assert landed.stat().st_size == src.stat().st_size and sha256(landed) == sha256(src)
+        types = {e.event_type for e in heard}
+        extra = types - documented
+        if not extended:
+            assert not extra and {fm.TransferEventType.INIT, fm.TransferEventType.STOP} <= types, types
+        else:
+            wanted = {"START", "NOTIFICATION"} if backend.name == "engine" else {"START"}
+            assert extra == wanted and all(isinstance(t, fm.ExtraEventType) for t in extra), types
+        if backend.name == "engine":  # NOTIFICATION's totals are in the stats whether or not it is heard
+            assert s.stats()["pre_transfer_bytes"] == sum(p.stat().st_size for p in sample_files)
 
 
 def _upload_with_events(backend, src, options) -> tuple[list[fm.TransferEvent], fm.SessionResult, fm.Session]:
