@@ -11,7 +11,8 @@ File format, version 2 (all integers big-endian)::
       8  salt         16  random, for scrypt
      24  nonce prefix  8  random per file
      32  block size    4  plain bytes per block (BLOCK = 64 KiB when written here)
-     36  plain size    8  length of the plain file
+     36  plain size    8  length of the plain file, or STREAMED (2**64 - 1): sealed as it came, its
+                           length unknown then (a management-port stream); the stored size gives it
      44  scrypt        3  log2(N), r, p  (14, 8, 1)
      47  reserved      1  zero
      48  key check    16  HMAC-SHA256(check key, header[0:48])[:16]
@@ -20,6 +21,11 @@ File format, version 2 (all integers big-endian)::
                   plaintext = plain[i*B : min((i+1)*B, plain size)],
                   associated data = header (64 bytes) || last flag (1 byte: 1 on block n-1, else 0))
       stored as ciphertext || 16-byte tag
+
+A streamed envelope (``StreamSealer``) is laid out exactly as the envelope of a file of its length: its
+plain size is the one whose ``sealed_size`` the stored size is (none: 48). The header is authenticated
+either way, so STREAMED cannot be put in or taken out, and each block's index and last flag still stop
+blocks being dropped, reordered, cut off at a block boundary or appended.
 
 Keys: scrypt(passphrase, salt, N=2**14, r=8, p=1, 64 bytes) = enc key (32) || check key (32).
 Overhead: 64 + 16 * n bytes (an empty file is one empty block: 80 bytes). Plain block i is at
@@ -59,6 +65,7 @@ HEADER = 64
 TAG = 16
 BLOCK = 64 * 1024
 SCRYPT = (14, 8, 1)  # log2(N), r, p
+STREAMED = (1 << 64) - 1  # the plain size field of an envelope sealed before its length was known
 _LAYOUT = struct.Struct(">8s16s8sIQBBBx")  # the first 48 bytes of the header
 _CACHED = 32  # sealed blocks kept by a SealedSource (piece boundaries)
 
@@ -72,6 +79,15 @@ def _blocks(plain_size: int, block: int) -> int:
     return max(1, -(-plain_size // block))
 
 
+def _plain_size(stored_size: int, block: int) -> int | None:
+    """The plain size whose envelope is ``stored_size`` bytes (a streamed one's); None if there is none."""
+    if stored_size < HEADER + TAG:
+        return None
+    full, rest = divmod(stored_size - HEADER, block + TAG)
+    plain = full * block + max(rest - TAG, 0)
+    return plain if sealed_size(plain, block) == stored_size and _blocks(plain, block) < 1 << 32 else None
+
+
 class Envelope:
     """The keys and header of one protected file."""
 
@@ -83,7 +99,11 @@ class Envelope:
         plain_size: int,
         block: int = BLOCK,
         scrypt: tuple[int, int, int] = SCRYPT,
+        *,
+        streamed: bool = False,
     ) -> None:
+        """``streamed``: the header says STREAMED, not ``plain_size``. Opened, ``plain_size`` is what the stored
+        size gives; sealing (``StreamSealer``) there is none yet (0), so each block is told whether it is last."""
         log_n, r, p = scrypt
         keys = hashlib.scrypt(
             passphrase.encode(), salt=salt, n=1 << log_n, r=r, p=p, dklen=64, maxmem=256 * r * (1 << log_n)
@@ -93,18 +113,19 @@ class Envelope:
         self.block = block
         self.plain_size = plain_size
         self.count = _blocks(plain_size, block)
-        body = _LAYOUT.pack(MAGIC, salt, prefix, block, plain_size, *scrypt)
+        body = _LAYOUT.pack(MAGIC, salt, prefix, block, STREAMED if streamed else plain_size, *scrypt)
         self.header = body + hmac.new(keys[32:], body, "sha256").digest()[:16]
         self.size = HEADER + plain_size + TAG * self.count
 
     @classmethod
-    def new(cls, passphrase: str, plain_size: int, block: int = BLOCK) -> Envelope:
-        return cls(passphrase, os.urandom(16), os.urandom(8), plain_size, block)
+    def new(cls, passphrase: str, plain_size: int, block: int = BLOCK, *, streamed: bool = False) -> Envelope:
+        return cls(passphrase, os.urandom(16), os.urandom(8), plain_size, block, streamed=streamed)
 
     @classmethod
-    def open(cls, passphrase: str, header: bytes) -> Envelope:
-        """The envelope described by ``header``: EngineError 49 if the passphrase does not fit it,
-        48 if it is no envelope of this version or its parameters are out of range."""
+    def open(cls, passphrase: str, header: bytes, stored_size: int) -> Envelope:
+        """The envelope described by ``header`` of a ``stored_size``-byte file: EngineError 49 if the passphrase
+        does not fit it, 48 if it is no envelope of this version, its parameters are out of range or the
+        stored size is not its size (truncated or extended)."""
         if len(header) < HEADER or not header.startswith(MAGIC[:7]):
             raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR, "not a protected file (no envelope header)")
         magic, salt, prefix, block, plain_size, log_n, r, p = _LAYOUT.unpack(header[:48])
@@ -116,25 +137,30 @@ class Envelope:
             and 1 <= r
             and 1 <= p <= 16
             and 128 * r << log_n <= 1 << 30
-            and -(-plain_size // block) < 1 << 32
+            and (plain_size == STREAMED or -(-plain_size // block) < 1 << 32)
         ):
             raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR, "damaged envelope header")
-        envelope = cls(passphrase, salt, prefix, plain_size, block, (log_n, r, p))
+        streamed = plain_size == STREAMED
+        sized = _plain_size(stored_size, block) if streamed else plain_size
+        envelope = cls(passphrase, salt, prefix, sized or 0, block, (log_n, r, p), streamed=streamed)
         if not hmac.compare_digest(envelope.header, header[:HEADER]):
             raise EngineError(ErrorCode.FILE_DECRYPTION_PASS, "wrong passphrase for a protected file")
+        if sized is None or envelope.size != stored_size:
+            raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR, "protected file damaged: truncated or extended envelope")
         return envelope
 
-    def _nonce_ad(self, index: int) -> tuple[bytes, bytes]:
-        return self._prefix + index.to_bytes(4, "big"), self.header + (b"\1" if index == self.count - 1 else b"\0")
+    def _nonce_ad(self, index: int, last: bool) -> tuple[bytes, bytes]:
+        return self._prefix + index.to_bytes(4, "big"), self.header + (b"\1" if last else b"\0")
 
-    def seal(self, index: int, plain: bytes) -> bytes:
-        """Block ``index`` of the envelope (ciphertext and tag) from its plain bytes."""
-        nonce, ad = self._nonce_ad(index)
+    def seal(self, index: int, plain: bytes | bytearray, last: bool | None = None) -> bytes:
+        """Block ``index`` of the envelope (ciphertext and tag) from its plain bytes; ``last`` only where the
+        size does not say it (a stream being sealed)."""
+        nonce, ad = self._nonce_ad(index, index == self.count - 1 if last is None else last)
         return self._aead.encrypt(nonce, bytes(plain), ad)
 
     def unseal(self, index: int, sealed: bytes) -> bytes:
         """The plain bytes of block ``index``; EngineError 48 if it does not authenticate."""
-        nonce, ad = self._nonce_ad(index)
+        nonce, ad = self._nonce_ad(index, index == self.count - 1)
         try:
             return self._aead.decrypt(nonce, bytes(sealed), ad)
         except InvalidTag:
@@ -196,6 +222,40 @@ def range_refused(name: str) -> EngineError:
     )
 
 
+class StreamSealer:
+    """Bytes of unknown total length sealed as they come, as a streamed envelope: ``feed`` gives the envelope
+    bytes ready so far (the header first), ``close`` the rest. A block is sealed once a byte after it came, so
+    the one ``close`` seals is flagged last (an empty stream is one empty block, as an empty file is)."""
+
+    def __init__(self, passphrase: str) -> None:
+        self._envelope = Envelope.new(passphrase, 0, streamed=True)
+        self._out = bytearray(self._envelope.header)
+        self._plain = bytearray()
+        self._index = 0
+
+    def feed(self, data: bytes) -> bytes:
+        self._plain += data
+        block, at = self._envelope.block, 0
+        while len(self._plain) - at > block:
+            self._seal(self._plain[at : at + block], last=False)
+            at += block
+        del self._plain[:at]
+        return self._take()
+
+    def close(self) -> bytes:
+        self._seal(self._plain, last=True)
+        self._plain = bytearray()
+        return self._take()
+
+    def _seal(self, plain: bytes | bytearray, last: bool) -> None:
+        self._out += self._envelope.seal(self._index, plain, last)
+        self._index += 1
+
+    def _take(self) -> bytes:
+        out, self._out = bytes(self._out), bytearray()
+        return out
+
+
 def open_in_place(path: str, passphrase: str, files: Files | None = None) -> str | None:
     """Decrypt the complete file at ``path`` (in ``files``, the docroot handle) if it is an envelope: into
     the name without the suffix (or the same name); that path. None when the file is not an envelope (no
@@ -208,9 +268,7 @@ def open_in_place(path: str, passphrase: str, files: Files | None = None) -> str
         header = sealed.read(HEADER)
         if plain == path and not header.startswith(MAGIC[:7]):
             return None
-        envelope = Envelope.open(passphrase, header)
-        if os.fstat(sealed.fileno()).st_size != envelope.size:
-            raise EngineError(ErrorCode.FILE_ENCRYPTION_ERROR, "protected file damaged: truncated or extended envelope")
+        envelope = Envelope.open(passphrase, header, os.fstat(sealed.fileno()).st_size)
         tmp = plain + ".fasp-decrypting"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW

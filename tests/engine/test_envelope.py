@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from fasp.files import envelope
-from fasp.files.envelope import HEADER, SUFFIX, TAG, Envelope, SealedSource, open_in_place, sealed_size
+from fasp.files.envelope import (
+    BLOCK,
+    HEADER,
+    STREAMED,
+    SUFFIX,
+    TAG,
+    Envelope,
+    SealedSource,
+    StreamSealer,
+    open_in_place,
+    sealed_size,
+)
 from faspmanager.codes import EngineError
 
 PASS = "correct horse"
@@ -132,3 +144,45 @@ def test_a_plain_file_without_suffix_is_left_alone(tmp_path):
     plain = tmp_path / "notes.txt"
     plain.write_bytes(b"just text")
     assert open_in_place(str(plain), PASS) is None and plain.read_bytes() == b"just text"
+
+
+def _streamed(tmp_path, data: bytes) -> tuple[Path, bytes]:
+    """``data`` through a StreamSealer in uneven writes, stored as f.aspera-env."""
+    sealer = StreamSealer(PASS)
+    cuts = sorted({0, min(7, len(data)), len(data) // 2, len(data)})
+    whole = b"".join(sealer.feed(data[a:b]) for a, b in zip(cuts, cuts[1:])) + sealer.close()
+    stored = tmp_path / ("f" + SUFFIX)
+    stored.write_bytes(whole)
+    return stored, whole
+
+
+@pytest.mark.parametrize("size", [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK, 2 * BLOCK + 5])
+def test_a_stream_sealed_as_it_comes_is_an_envelope_of_its_length_which_opens(tmp_path, size):
+    """A stream's length is unknown while it is sealed: its header says STREAMED, the rest is laid out as a
+    file's envelope, and opening takes the length from the stored size."""
+    data = os.urandom(size)
+    stored, whole = _streamed(tmp_path, data)
+    assert len(whole) == sealed_size(size) and whole[:8] == b"FASPENV\x02"
+    assert int.from_bytes(whole[36:44], "big") == STREAMED
+    assert open_in_place(str(stored), PASS) == str(tmp_path / "f")
+    assert (tmp_path / "f").read_bytes() == data and not stored.exists()
+
+
+@pytest.mark.parametrize("keep", [HEADER, HEADER + 10, HEADER + BLOCK + TAG, HEADER + BLOCK + TAG + 16])
+def test_a_stream_cut_short_anywhere_is_48(tmp_path, keep):
+    """Cut at a block boundary, the envelope still has a plausible size, but its new last block was not
+    sealed as the last one; cut elsewhere, no plain size fits it."""
+    stored, whole = _streamed(tmp_path, os.urandom(2 * BLOCK + 5))
+    stored.write_bytes(whole[:keep])
+    _fails(stored, 48)
+    stored.write_bytes(whole + whole[HEADER : HEADER + BLOCK + TAG])  # a block appended
+    _fails(stored, 48)
+
+
+def test_a_streamed_header_made_sized_is_49(tmp_path):
+    """STREAMED is under the key check: rewritten to the true length, the header no longer fits the passphrase."""
+    stored, whole = _streamed(tmp_path, os.urandom(1000))
+    stored.write_bytes(whole[:36] + (1000).to_bytes(8, "big") + whole[44:])
+    _fails(stored, 49)
+    stored.write_bytes(whole)
+    _fails(stored, 49, "wrong")
