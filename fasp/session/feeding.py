@@ -156,12 +156,12 @@ class Uploads(Feeder):
         return self._sender.deliver(msg)
 
     async def open_stream(self, dest: str | None) -> None:
-        """PUT: a file of unknown length to ``dest``, fed by WRITEs until CLOSE."""
+        """PUT: a file of unknown length to ``dest``, fed by WRITEs until CLOSE (sealed with --file-crypt)."""
         if self._stream is not None:
             raise EngineError(ErrorCode.USAGE, "PUT while another stream is open")
         if not dest:
             raise EngineError(ErrorCode.USAGE, "PUT without Destination")
-        self._stream = OutStream(self._sender, self._tally, self.new_arg(), dest)
+        self._stream = OutStream(self._sender, self._tally, self.new_arg(), dest, self._cfg.file_pass)
         await self._stream.open()
 
     async def write_stream(self, data: bytes) -> None:

@@ -5,6 +5,10 @@ receiver (``chunk``), which registers it and answers ``piece``, and then goes
 through the transport like any piece of a file. A bounded number of segments
 may be in flight: beyond that, :meth:`OutStream.write` waits, which stops the
 management reader and pushes back on the manager over TCP. Nothing is dropped.
+
+With ``--file-crypt=encrypt`` the stream is sealed as it comes (:class:`~fasp.files.envelope.StreamSealer`)
+and lands as ``DEST.aspera-env``, an envelope a decrypting download opens like any other: the segments
+carry envelope bytes, never the plain ones.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 
 from fasp.errors import ProtocolError
+from fasp.files.envelope import SUFFIX, StreamSealer
 from fasp.session.messages import Begin, Chunk, Eof, FileDone, FileError, Offer, Piece
 from fasp.session.sending import SendingRole
 from fasp.session.tally import Tally
@@ -22,11 +27,12 @@ SEGMENTS_IN_FLIGHT = 16
 
 
 class OutStream:
-    def __init__(self, sender: SendingRole, tally: Tally, arg: int, dest: str) -> None:
+    def __init__(self, sender: SendingRole, tally: Tally, arg: int, dest: str, file_pass: str | None = None) -> None:
         self._sender = sender
         self._tally = tally
         self._arg = arg
         self._dest = dest
+        self._sealer = None if file_pass is None else StreamSealer(file_pass)
         self._fid, self._box = sender.new_file()
         self._buffer = bytearray()
         self._offset = 0
@@ -38,19 +44,30 @@ class OutStream:
 
     async def open(self) -> None:
         await self._sender.channel.send(
-            Offer(fid=self._fid, arg=self._arg, rel=self._dest, lone=False, size=None, mtime=0.0, mode=0o100644)
+            Offer(
+                fid=self._fid,
+                arg=self._arg,
+                rel=self._dest if self._sealer is None else self._dest + SUFFIX,
+                lone=False,
+                size=None,
+                mtime=0.0,
+                mode=0o100644,
+                sealed=self._sealer is not None,
+            )
         )
         self._pump = asyncio.create_task(self._replies())
 
     async def write(self, data: bytes) -> None:
         self._check()
-        self._buffer += data
+        self._buffer += data if self._sealer is None else self._sealer.feed(data)
         while len(self._buffer) >= SEGMENT:
             await self._flush(SEGMENT)
 
     async def close(self) -> str | None:
         """Send what is buffered, end the file, wait for the receiver's confirmation; the checksum."""
         self._check()
+        if self._sealer is not None:
+            self._buffer += self._sealer.close()
         if self._buffer:
             await self._flush(len(self._buffer))
         await self._sender.channel.send(Eof(fid=self._fid, size=self._offset))

@@ -238,6 +238,41 @@ def test_stream_upload_writes_every_byte_in_order(backend):
     assert (backend.remote_root / "text.txt").read_bytes() == "héllo\n".encode()
 
 
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)  # (the fake ascp seals nothing)
+def test_a_protected_stream_lands_as_an_envelope_that_decrypts(backend):
+    """content_protection_passphrase on a stream: the server stores NAME.aspera-env, never the streamed bytes,
+    and a decrypting download gives them back exactly: longer than a 1 MiB segment and cut mid-block, a
+    whole number of 64 KiB blocks (the last one still flagged last), and an empty stream."""
+    streams = {"odd.bin": os.urandom(1_000_003), "blocks.bin": os.urandom(2 * 65536), "empty.bin": b""}
+    passphrase = "stream-SECRET-4"
+    options = backend.options(
+        destination_root=backend.upload_root(), chunk_size=10_000, content_protection_passphrase=passphrase
+    )
+    with fm.session(fm.StreamUpload(**backend.up(options=options)), ascp_path=backend.ascp_path) as s:
+        s.start()
+        for name, data in streams.items():
+            stream = s.open_stream(name)
+            for offset in range(0, len(data), 77_777):
+                stream.send(data[offset : offset + 77_777])
+            stream.close()
+        result = s.finish()
+    assert result.ok(), result.reason()
+    for name, data in streams.items():
+        assert not (backend.remote_root / name).exists()
+        stored = (backend.remote_root / (name + ".aspera-env")).read_bytes()
+        assert stored.startswith(b"FASPENV") and len(stored) > len(data)
+        assert not any(data[i : i + 32] in stored for i in range(0, len(data), 4096))
+    options = backend.options(destination_root=str(backend.local_root), content_protection_passphrase=passphrase)
+    order = fm.FileDownload([backend.remote(n + ".aspera-env") for n in streams], **backend.down(options=options))
+    with fm.session(order, ascp_path=backend.ascp_path) as s:
+        s.start()
+        result = s.finish()
+    assert result.ok(), result.reason()
+    for name, data in streams.items():
+        assert sha256(backend.local_root / name) == hashlib.sha256(data).hexdigest()
+        assert not (backend.local_root / (name + ".aspera-env")).exists()
+
+
 def test_set_rate_and_cancel_steer_a_running_transfer(backend, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(4_000_000))
