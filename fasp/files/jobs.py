@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 import zlib
 from collections.abc import Iterable, Iterator
@@ -89,7 +90,12 @@ class Rules:
 
 
 def top_name(source: str, src_base: str | None, pair_dest: str | None) -> str:
-    """The destination name of a source argument (before any walk below it)."""
+    """The destination name of a source argument (before any walk below it), '/'-separated below DEST.
+
+    "" (DEST itself) for a source spelled with no name of its own: ``/``, ``.`` or an empty path (on a server, the
+    user's docroot), whose contents land in DEST as ``cp -r .``'s and rsync's do. Worked out on the spelling, never
+    on a name the filesystem has outside it (the server's real docroot, the engine's working directory).
+    """
     if pair_dest is not None:
         return pair_dest.strip("/")
     if src_base:
@@ -99,10 +105,8 @@ def top_name(source: str, src_base: str | None, pair_dest: str | None) -> str:
         if rel == "." or rel.startswith(".."):
             raise EngineError(ErrorCode.BAD_PATH, f"source {source!r} is not under --src-base {src_base!r}")
         return rel.replace(os.sep, "/")
-    name = os.path.basename(os.path.normpath(source))
-    if name in ("", ".", "/"):
-        name = os.path.basename(os.path.realpath(source)) or "root"
-    return name
+    name = posixpath.basename(posixpath.normpath(source or "."))
+    return "" if name in (".", "") else name
 
 
 def walk(arg: int, source: str, rel: str, *, files: Files, lone: bool, rules: Rules) -> Iterator[FileJob | Problem]:
@@ -162,7 +166,7 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Itera
     stack: list[tuple[str, str, frozenset]] = [(top, rel, frozenset())]
     while stack:
         path, prefix, ancestors = stack.pop()
-        pattern = rules.matched(prefix, is_dir=True)
+        pattern = rules.matched(prefix, is_dir=True) if prefix else None  # "": DEST itself, no entry of the set
         if pattern is not None:  # an excluded directory's whole subtree stays behind (the source's own too)
             yield Problem(arg, path, 0, f"excluded by pattern {pattern!r}", skip=True, rel=prefix)
             continue
@@ -192,7 +196,7 @@ def _walk_dir(arg: int, top: str, rel: str, rules: Rules, files: Files) -> Itera
         yield FileJob(arg, path, prefix, is_dir=True)
         subdirs = []
         for name, is_link in entries:
-            child, child_rel = f"{path.rstrip('/')}/{name}", f"{prefix}/{name}"
+            child, child_rel = f"{path.rstrip('/')}/{name}", (f"{prefix}/{name}" if prefix else name)
             try:
                 if is_link:
                     if rules.symlinks == "skip":

@@ -225,7 +225,8 @@ class SendingRole:
         if not items or not isinstance(items[0], FileJob) or not items[0].is_dir:
             return  # a plain file source: nothing to prune
         arg, top = items[0].arg, items[0].rel
-        names = [i.rel[len(top) + 1 :] for i in items[1:] if isinstance(i, FileJob) and i.rel.startswith(top + "/")]
+        below = f"{top}/" if top else ""  # "": the source is DEST itself (top_name)
+        names = [i.rel[len(below) :] for i in items[1:] if isinstance(i, FileJob) and i.rel.startswith(below)]
         waiter = self._kept[arg] = asyncio.get_running_loop().create_future()
         for at in range(0, max(len(names), 1), KEEP_BATCH):
             batch = names[at : at + KEEP_BATCH]

@@ -8,6 +8,7 @@ it then replaces): only then is it the file's new name. A trailing ``/`` always 
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,48 @@ def test_rules_through_fasp_server(fasp_server_module, tmp_path, direction):
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_rules_through_stock_sshd(openssh_server, tmp_path, direction):
     _check_rules(Far(openssh_server, tmp_path, direction))
+
+
+def _check_docroot_source(far: Far) -> None:
+    """The user's docroot itself as the source: ``/``, ``.`` and an empty path spell the same directory, which has
+    no name of its own the user could see, so its contents land in DEST itself, alike for the three (they landed as
+    ``root/`` and under the basename of the server's real directory, which also depended on the engine's cwd). An
+    upload of ``.`` (the local working directory) follows the same rule."""
+    server = far.server
+    made = {
+        "top.bin": random_file(server.docroot / "top.bin", 3000),
+        "nd/f.bin": random_file(server.docroot / "nd" / "f.bin", 1500),
+    }
+    for n, spelled in enumerate(("/", ".", "")):
+        got = far.tmp / f"docroot-{n}"
+        got.mkdir()
+        _ok(run_ascp([*far.args, f"{far.login}:{spelled}", str(got)], server.env()))
+        assert _tree(got) == ["nd/", "nd/f.bin", "top.bin"], spelled
+        for name, source in made.items():
+            assert_same_file(source, got / name)
+    # --delete-before-transfer prunes DEST itself to the docroot's names: what both have stays as it is
+    got = far.tmp / "docroot-pruned"
+    (got / "nd").mkdir(parents=True)
+    shutil.copy2(made["top.bin"], got / "top.bin")
+    kept = (got / "top.bin").stat().st_ino
+    random_file(got / "stale.bin", 10)
+    random_file(got / "nd" / "stale.bin", 10)
+    _ok(run_ascp([*far.args, "--delete-before-transfer", f"{far.login}:/", str(got)], server.env()))
+    assert _tree(got) == ["nd/", "nd/f.bin", "top.bin"]
+    assert (got / "top.bin").stat().st_ino == kept
+    assert_same_file(made["nd/f.bin"], got / "nd" / "f.bin")
+    here = far.tmp / "here"
+    uploaded = random_file(here / "sub" / "up.bin", 2000)
+    _ok(run_ascp([*far.args, "-d", ".", f"{far.login}:/up"], server.env(), cwd=here))
+    assert _tree(server.docroot / "up") == ["sub/", "sub/up.bin"]
+    assert_same_file(uploaded, server.docroot / "up" / "sub" / "up.bin")
+
+
+@pytest.mark.timeout(120)
+def test_docroot_source_through_fasp_server(fasp_server, tmp_path):
+    _check_docroot_source(Far(fasp_server, tmp_path, "download"))
+
+
+@pytest.mark.timeout(120)
+def test_docroot_source_through_stock_sshd(openssh_server, tmp_path):
+    _check_docroot_source(Far(openssh_server, tmp_path, "download"))

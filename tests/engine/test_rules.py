@@ -182,6 +182,21 @@ def test_walk_names_filters_and_problems(tmp_path):
     assert top_name("/x/y", None, "renamed/here") == "renamed/here"
 
 
+def test_a_source_with_no_name_of_its_own_is_dest_itself(tmp_path):
+    """``/``, ``.``, an empty path (a server's docroot) name no entry: their contents are named below DEST directly,
+    never by the real directory's name (``root``, the docroot's or the working directory's basename, before)."""
+    for spelled in ("/", ".", "", "./", "//", "a/.."):
+        assert top_name(spelled, None, None) == "", spelled
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "f.txt").write_text("f")
+    (root / "x.tmp").write_text("x")
+    rules = Rules(filters=("- /sub/f.txt", "- x.tmp"))
+    items = list(walk(0, str(root), "", files=Unconfined(), lone=False, rules=rules))
+    assert [i.rel for i in items if isinstance(i, FileJob)] == ["", "sub"]  # anchored at DEST, no leading "/"
+    assert sorted(p.rel for p in items if isinstance(p, Problem)) == ["sub/f.txt", "x.tmp"]
+
+
 def test_data_extents_of_a_sparse_file(tmp_path):
     path = tmp_path / "sparse"
     with open(path, "wb") as handle:
