@@ -89,24 +89,29 @@ class Rules:
         return None
 
 
-def top_name(source: str, src_base: str | None, pair_dest: str | None) -> str:
+def top_name(source: str, src_base: str | None, pair_dest: str | None, files: Files) -> str:
     """The destination name of a source argument (before any walk below it), '/'-separated below DEST.
 
     "" (DEST itself) for a source spelled with no name of its own: ``/``, ``.`` or an empty path (on a server, the
-    user's docroot), whose contents land in DEST as ``cp -r .``'s and rsync's do. Worked out on the spelling, never
-    on a name the filesystem has outside it (the server's real docroot, the engine's working directory).
+    user's docroot), whose contents land in DEST as ``cp -r .``'s and rsync's do; and for the --src-base itself
+    (ascp cuts the base off the source: nothing remains). The base and the source are compared as ``files`` reads
+    them (in a docroot ``/base`` and ``base`` are one directory). Worked out on the spellings, never on a name the
+    filesystem has outside them (the server's real docroot, the engine's working directory).
     """
     if pair_dest is not None:
         return pair_dest.strip("/")
     if src_base:
-        base = os.path.normpath(src_base)
-        norm = os.path.normpath(source)
-        rel = os.path.relpath(norm, base)
-        if rel == "." or rel.startswith(".."):
+        rel = posixpath.relpath(_normal(files, source), _normal(files, src_base))
+        if rel == ".." or rel.startswith("../"):
             raise EngineError(ErrorCode.BAD_PATH, f"source {source!r} is not under --src-base {src_base!r}")
-        return rel.replace(os.sep, "/")
+        return "" if rel == "." else rel
     name = posixpath.basename(posixpath.normpath(source or "."))
     return "" if name in (".", "") else name
+
+
+def _normal(files: Files, path: str) -> str:
+    """``path`` as ``files`` resolves it (below the root for a docroot, else absolute), ``.`` and ``..`` folded."""
+    return posixpath.normpath(files.norm(path))
 
 
 def walk(arg: int, source: str, rel: str, *, files: Files, lone: bool, rules: Rules) -> Iterator[FileJob | Problem]:

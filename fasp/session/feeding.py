@@ -119,7 +119,9 @@ class Uploads(Feeder):
             walk(
                 arg,
                 source,
-                top_name(source, cfg.src_base, cfg.pair_dests[arg] if cfg.pair_dests is not None else None),
+                top_name(
+                    source, cfg.src_base, cfg.pair_dests[arg] if cfg.pair_dests is not None else None, self._files
+                ),
                 files=self._files,
                 lone=cfg.lone,
                 rules=rules,

@@ -308,7 +308,7 @@ class ServerSession:
         walked = False
         rel = msg.rel  # the argument's name below the client's destination (None: not even that could be told)
         try:
-            rel = rel or top_name(source, opts.src_base, None)
+            rel = rel or top_name(source, opts.src_base, None, self.files)
             items = await asyncio.to_thread(
                 list, walk(arg, source, rel, files=self.files, lone=msg.lone, rules=Rules.from_opts(opts))
             )

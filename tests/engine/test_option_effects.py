@@ -299,6 +299,28 @@ def test_source_prefix_and_src_base_on_download(fasp_server_module, tmp_path):
     assert_same_file(deep, ends.dst / "x" / "z.bin")
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", ["download", "upload"])
+def test_src_base_is_read_as_the_paths_are(fasp_server_module, tmp_path, direction):
+    """--src-base and the sources are compared as the side holding them reads both: in a docroot ``/base`` and
+    ``base`` are one directory (the server compared the strings: 41 'not under'). The base itself as a source
+    leaves nothing of its path: its contents land in DEST itself (it was 41 'not under' itself)."""
+    server = fasp_server_module
+    ends = Ends(server, tmp_path, direction)
+    deep = random_file(ends.src / "base" / "x" / "y" / "z.bin", 2222)
+    base, spelled = ends.client_path(ends.src / "base"), ends.client_path(ends.src / "base" / "x")
+    if direction == "download":  # the other spelling of each, relative to the docroot
+        for n, (flag, source) in enumerate(((base.lstrip("/"), spelled), (base, spelled.lstrip("/")))):
+            dest = ends.dst / f"mixed{n}"
+            ok(server, "-d", f"--src-base={flag}", remote(server, source), str(dest))
+            assert listing(dest) == ["x", "x/y", "x/y/z.bin"]
+            assert_same_file(deep, dest / "x" / "y" / "z.bin")
+    dest = ends.dst / "itself"
+    ok(server, "-d", f"--src-base={base}", *ends.args("base", dest=dest))
+    assert listing(dest) == ["x", "x/y", "x/y/z.bin"]
+    assert_same_file(deep, dest / "x" / "y" / "z.bin")
+
+
 # ---- what happens to the sources afterwards -------------------------------------------------------------
 
 # (direction, flags, what is left of src/tree) for the pairs test_file_options.py does not already run:

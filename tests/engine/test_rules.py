@@ -177,16 +177,23 @@ def test_walk_names_filters_and_problems(tmp_path):
     assert any(isinstance(p, Problem) and p.code == 63 for p in looped)
     missing = list(walk(3, str(tmp_path / "nope"), "nope", files=Unconfined(), lone=True, rules=Rules()))
     assert isinstance(missing[0], Problem) and missing[0].code == 4 and missing[0].arg == 3
-    assert top_name("/x/y/z.txt", "/x", None) == "y/z.txt"
-    assert top_name("/x/y/", None, None) == "y"
-    assert top_name("/x/y", None, "renamed/here") == "renamed/here"
+    assert top_name("/x/y/z.txt", "/x", None, Unconfined()) == "y/z.txt"
+    assert top_name("/x/y/", None, None, Unconfined()) == "y"
+    assert top_name("/x/y", None, "renamed/here", Unconfined()) == "renamed/here"
+    docroot = handle(str(tmp_path))  # a docroot reads /base and base alike; the base itself leaves nothing
+    for source, base in (("/base/x", "base"), ("base/x/", "/base"), ("./base/x", "base/")):
+        assert top_name(source, base, None, docroot) == "x", (source, base)
+    assert top_name("/base", "base", None, docroot) == ""
+    with pytest.raises(EngineError) as info:
+        top_name("/based/x", "/base", None, docroot)
+    assert info.value.code == 41
 
 
 def test_a_source_with_no_name_of_its_own_is_dest_itself(tmp_path):
     """``/``, ``.``, an empty path (a server's docroot) name no entry: their contents are named below DEST directly,
     never by the real directory's name (``root``, the docroot's or the working directory's basename, before)."""
     for spelled in ("/", ".", "", "./", "//", "a/.."):
-        assert top_name(spelled, None, None) == "", spelled
+        assert top_name(spelled, None, None, Unconfined()) == "", spelled
     root = tmp_path / "src"
     (root / "sub").mkdir(parents=True)
     (root / "sub" / "f.txt").write_text("f")
