@@ -505,8 +505,8 @@ def _place(cfg: Config, given: Mapping[str, object], positional: list[str], env:
         cfg.pair_dests = []
     if not cfg.sources and not cfg.keepalive and cfg.chunk_size is None and cfg.mgmt_port is None:
         raise usage("no source given")
-    host = get("host") or host
-    user = get("user") or user or env.get("USER") or "root"
+    host = _agreed("--host", get("host"), host, str.lower)  # host names ignore case
+    user = _agreed("--user", get("user"), user, str) or env.get("USER") or "root"
     if not host:
         raise usage("no remote host given")
     port = get("tcp_port")
@@ -523,6 +523,14 @@ def _place(cfg: Config, given: Mapping[str, object], positional: list[str], env:
     )
     if cfg.keepalive and cfg.mgmt_port is None:
         raise usage("--keepalive needs -M (files arrive as management START commands)")
+
+
+def _agreed(flag: str, given: object, named: object, same: Callable[[str], str]) -> object:
+    """The flag's value, else the one the paths name. IBM has --host/--user stand "instead of" naming it in a path
+    and gives no precedence: two that differ (as ``same`` sees them) are a usage error, never one silently chosen."""
+    if given and named and same(str(given)) != same(str(named)):
+        raise usage(f"{flag} {given} contradicts the {flag[2:]} {named} in the paths")
+    return given or named
 
 
 def _read_list(path: str) -> list[str]:

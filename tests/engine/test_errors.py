@@ -122,6 +122,7 @@ def test_data_channel_that_cannot_open_is_14(tmp_path):
         (["-y", "2", "a", "h:/b"], "-y"),
         (["-l", "fast", "a", "h:/b"], "-l"),
         (["--overwrite=sometimes", "a", "h:/b"], "--overwrite"),
+        (["--host=h2", "u@h:/a", "dl"], "--host h2 contradicts the host h in the paths"),
     ],
 )
 def test_usage_errors_are_8_and_name_the_problem(argv, needle, listener, spawn):

@@ -110,6 +110,9 @@ def test_supported_flags_parse(flags):
         (["-m", "9", "-l", "5", "a", "h:/b"], "-m"),
         (["a"], "no remote host"),
         (["h:/a", "h2:/b", "c"], "same host"),
+        (["--host=h2", "u@h:/a", "/local"], "--host h2 contradicts the host h in the paths"),
+        (["--host=h2", "a", "h:/b"], "--host h2 contradicts the host h in the paths"),
+        (["--user=v", "u@h:/a", "/local"], "--user v contradicts the user u in the paths"),
         (["a", "h:/b", "h:/c"], "both"),
         (["--keepalive", "a", "h:/b"], "--keepalive needs -M"),
         (["--policy=greedy", "a", "h:/b"], "--policy"),
@@ -157,6 +160,9 @@ def test_shapes_of_a_command_line():
         2222,
         ["/r/src"],
     )
+    agreeing = parse(["--host=H.example", "--user=u", "u@h.example:/a", "/local"], {})  # host names ignore case
+    assert (agreeing.remote.host, agreeing.remote.user) == ("H.example", "u")
+    assert parse(["--host=::1", "a", "[::1]:/b"], {}).remote.host == "::1"
     encrypted = parse(["-T", "a", "h:/b"], {})
     assert encrypted.key_bytes == 0
     assert parse(["-c", "aes256", "a", "h:/b"], {}).key_bytes == 32
