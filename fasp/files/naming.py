@@ -10,6 +10,7 @@ name. Everything else goes inside the destination, keeping the source's top name
 from __future__ import annotations
 
 import posixpath
+import stat
 
 from fasp.files.docroot import Files
 from faspmanager.codes import EngineError, ErrorCode
@@ -70,6 +71,11 @@ def is_file_name(dest: str, lone: bool, create_dirs: bool) -> bool:
 
 
 def _make_root(files: Files, path: str, dest: str, create_dirs: bool) -> None:
+    """Make the missing directory ``path`` (-d), else refuse: 6 when a file stands where it needs a directory
+    (which -d cannot help), 4 when it is merely missing."""
+    blocker = _file_in_the_way(files, path)
+    if blocker is not None:
+        raise EngineError(ErrorCode.NOT_DIR, f"destination {dest!r}: {blocker!r} is not a directory")
     if not create_dirs:
         raise EngineError(ErrorCode.NO_SUCH_FILE, f"destination directory {dest!r} does not exist (use -d)")
     try:
@@ -79,3 +85,16 @@ def _make_root(files: Files, path: str, dest: str, create_dirs: bool) -> None:
             ErrorCode.NO_PERMS if exc.errno == 13 else ErrorCode.NOT_DIR,
             f"cannot create destination {dest!r}: {exc.strerror}",
         ) from None
+
+
+def _file_in_the_way(files: Files, path: str) -> str | None:
+    """The nearest existing entry at or above the missing directory ``path`` if it is not a directory, else None."""
+    at = path.rstrip("/") or "/"
+    while True:
+        kind = files.kind(at)
+        if kind is not None:
+            return None if kind == stat.S_IFDIR else at
+        up = posixpath.dirname(at)
+        if up in ("", at):  # the top of a relative path, or "/"
+            return None
+        at = up

@@ -133,6 +133,14 @@ def _check_rules(far: Far) -> None:
     assert _tree(got) == ["dirdest/", "dirdest/adir/", "dirdest/adir/f.bin"]
     assert_same_file(src["adir"], got / "dirdest" / "adir" / "f.bin")
 
+    # 9. a file where the destination needs a directory: 6 "not a directory", -d or not (it was 4 "does not exist
+    # (use -d)" without -d, which -d cannot help)
+    for flags in ((), ("-d",)):
+        proc, got, _ = far.run(["small.bin"], "afile/x", *flags, make=lambda d: (d / "afile").write_bytes(b"old"))
+        _failed(proc, 6)
+        assert b"not a directory" in proc.stderr
+        assert (got / "afile").read_bytes() == b"old"
+
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("direction", ["upload", "download"])
