@@ -503,8 +503,12 @@ def _place(cfg: Config, given: Mapping[str, object], positional: list[str], env:
         cfg.sources = [cfg.source_prefix.rstrip("/") + "/" + s.lstrip("/") for s in cfg.sources]
     if cfg.pair_dests is not None and not cfg.sources:
         cfg.pair_dests = []
-    if not cfg.sources and not cfg.keepalive and cfg.chunk_size is None and cfg.mgmt_port is None:
-        raise usage("no source given")
+    if not cfg.sources and not cfg.keepalive and cfg.mgmt_port is None:
+        raise usage(
+            "--chunk-size with no source needs -M (the stream's PUT/WRITE/CLOSE arrive on the management port)"
+            if cfg.chunk_size is not None
+            else "no source given"
+        )
     host = _agreed("--host", get("host"), host, str.lower)  # host names ignore case
     user = _agreed("--user", get("user"), user, str) or env.get("USER") or "root"
     if not host:

@@ -115,6 +115,7 @@ def test_supported_flags_parse(flags):
         (["--user=v", "u@h:/a", "/local"], "--user v contradicts the user u in the paths"),
         (["a", "h:/b", "h:/c"], "both"),
         (["--keepalive", "a", "h:/b"], "--keepalive needs -M"),
+        (["--chunk-size=100", "h:/b"], "--chunk-size with no source needs -M"),
         (["--policy=greedy", "a", "h:/b"], "--policy"),
         (["--ignore-host-key=yes", "a", "h:/b"], "takes no value"),
         (["--auto-detect-capacity", "-l", "150", "a", "h:/b"], "percent"),
