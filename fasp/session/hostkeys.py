@@ -7,6 +7,7 @@ A refused key is code 51 with a message that names the host, the key it offered 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import asyncssh
@@ -42,11 +43,16 @@ def _read_known_hosts(files: list[str]) -> asyncssh.SSHKnownHosts:
         raise EngineError(ErrorCode.INSECURE_CONNECTION, f"malformed known_hosts ({', '.join(files)}): {exc}") from None
 
 
+_HEX32 = re.compile(r"[0-9a-f]{32}\Z")
+
+
 def sshfp_matches(key: asyncssh.SSHKey, pin: str) -> bool:
-    """Whether ``key`` has the fingerprint ``pin`` (SHA256:base64, with or without the prefix, or MD5 hex)."""
+    """Whether ``key`` has the fingerprint ``pin``: SHA256:base64 (with or without the prefix), or MD5 hex (with or
+    without colons and the MD5: prefix; 32 hex digits are never a SHA256, whose base64 is 43 characters)."""
     want = pin.strip()
-    if want.upper().startswith("MD5:") or (":" in want and not want.upper().startswith("SHA256:")):
-        return key.get_fingerprint("md5").lower().removeprefix("md5:") == want.lower().removeprefix("md5:")
+    md5 = want.lower().removeprefix("md5:").replace(":", "")
+    if want.upper().startswith("MD5:") or (":" in want and not want.upper().startswith("SHA256:")) or _HEX32.match(md5):
+        return key.get_fingerprint("md5").lower().removeprefix("md5:").replace(":", "") == md5
     got = key.get_fingerprint("sha256").removeprefix("SHA256:")
     return got.rstrip("=") == want.removeprefix("SHA256:").removeprefix("sha256:").rstrip("=")
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import socket
 
+import asyncssh
 import pytest
 
+from fasp.session.hostkeys import sshfp_matches
 from tests.engine.helpers import remote, run_ascp
 from tests.support.files import random_file
 from tests.support.ports import free_port
@@ -92,6 +94,17 @@ def test_host_key_fingerprint(fasp_server_module, tmp_path):
     )
     assert _code(bad) == 51
     assert not (server.docroot / "fp-bad.bin").exists()
+
+
+def test_every_fingerprint_spelling_the_help_names():
+    """--check-sshfp takes SHA256 (with or without the prefix, padded or not) and MD5 hex with or without colons
+    or the MD5: prefix (plain hex was taken for base64 SHA256 and never matched)."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    sha, md5 = key.get_fingerprint("sha256"), key.get_fingerprint("md5").removeprefix("MD5:")
+    for spelled in (sha, sha.removeprefix("SHA256:"), sha + "=", md5, "MD5:" + md5, md5.replace(":", ""), md5.upper()):
+        assert sshfp_matches(key, spelled), spelled
+    other = asyncssh.generate_private_key("ssh-ed25519").get_fingerprint("md5").removeprefix("MD5:")
+    assert not sshfp_matches(key, other.replace(":", "")) and not sshfp_matches(key, "0" * 32)
 
 
 @pytest.mark.timeout(60)
