@@ -295,7 +295,8 @@ class TransferServer(Service):
         if not line.startswith("listening on "):
             self.kill()
             raise RuntimeError(f"fasp-server said {line!r}:\n{self.log()[-4000:]}")
-        self.host, _, port_text = line.removeprefix("listening on ").rpartition(":")
+        host, _, port_text = line.removeprefix("listening on ").rpartition(":")
+        self.host = host.strip("[]")  # an IPv6 address comes in brackets
         self.port = int(port_text)
         self.host_key_path = workdir / "host_key"
 

@@ -386,7 +386,7 @@ class FrontDoor:
                 await _refuse_session(
                     process,
                     f"too many sessions for user {username}: {limit} already running "
-                    f"(max_sessions); try again when one ends",
+                    f"(max_sessions); the server admits a new one once one of them ends",
                 )
                 return
             self._active[username] += 1
@@ -1140,7 +1140,7 @@ async def serve(settings: Settings, host: str, port: int, host_key: asyncssh.SSH
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, door.reload_users)  # always: its default action would end every session
     log.info("host key %s, users: %s", host_key.get_fingerprint("sha256"), ", ".join(settings.users))
-    print(f"listening on {host}:{port}", flush=True)
+    print(f"listening on {f'[{host}]' if ':' in host else host}:{port}", flush=True)  # an IPv6 HOST in brackets
     await stop.wait()
     log.info("shutting down (%d sessions)", door.session_count)
     await door.close()

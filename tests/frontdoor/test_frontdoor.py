@@ -220,6 +220,12 @@ def test_engine_dies_with_a_killed_server(tmp_path):
         assert wait_gone([asyncio.run(start_one())], 5) == []
 
 
+def test_an_ipv6_listen_address_is_announced_in_brackets(tmp_path):
+    """``listening on [::1]:PORT``, as HOST:PORT is written (it said ``::1:PORT``); the fixture reads the line so."""
+    with start_fasp_server(tmp_path, host="::1") as server:
+        assert server.host == "::1" and server.port > 0
+
+
 def test_sftp_is_not_offered(echo_server):
     async def try_sftp():
         async with connect(echo_server) as conn:

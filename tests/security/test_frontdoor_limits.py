@@ -163,6 +163,8 @@ def test_sessions_over_the_per_user_cap_refused_with_an_error(tmp_path):
                     run_ascp, fasp_args(server, str(src), remote(server, "/x.bin")), server.env()
                 )
                 assert done.returncode == 34 and b"too many sessions for user" in done.stderr, done.stderr
+                # 34 is not retried (faspmanager.codes): the text says when the server admits one, not "try again"
+                assert b"admits a new one once one of them ends" in done.stderr, done.stderr
                 assert time.monotonic() - started < 15
                 assert not holder.done() and len(server_mode_pids(str(server.docroot))) == 2  # the N still run
             finally:

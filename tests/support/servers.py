@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import select
 import shlex
@@ -44,6 +45,8 @@ from tests.support.root import require_root
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
+_LISTENING = re.compile(r"listening on (?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d+)")
+"""fasp-server's first stdout line: ``listening on HOST:PORT``, an IPv6 HOST in brackets."""
 PASSWORD_ENV = "FASP_TEST_PASSWORD"  # the variable start_fasp_server hands the quick-mode password in
 
 
@@ -158,9 +161,10 @@ def start_fasp_server(
         )
     try:
         line = _read_line(proc, READY_TIMEOUT_S, log_path)
-        if not line.startswith("listening on "):
+        announced = _LISTENING.fullmatch(line)
+        if announced is None:  # an IPv6 address must come in brackets, as HOST:PORT is written
             raise RuntimeError(f"fasp-server said {line!r}; log:\n{log_path.read_text()}")
-        host, _, port = line.removeprefix("listening on ").rpartition(":")
+        host, port = announced["v6"] or announced["host"], announced["port"]
         register_host_key(host, int(port), host_key)
         yield FaspServer(
             host=host,
