@@ -311,6 +311,12 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
     cfg.token = cfg.token or env.get("ASPERA_SCP_TOKEN")  # -W first
     _place(cfg, given, positional, env)
     _content_protection(cfg, given.get("file_crypt"), env.get("ASPERA_SCP_FILEPASS"))
+    if cfg.split_above and cfg.nodes > 1 and (cfg.remove_after_transfer or cfg.move_after):
+        after = "--remove-after-transfer" if cfg.remove_after_transfer else "--move-after-transfer"
+        cfg.notes.append(
+            f"{after}: a file above --multi-session-threshold travels in -C ranges and stays where it is "
+            f"(no node knows when all of its ranges have landed)"
+        )
     if given.get("apply_local_docroot"):
         cfg.local_docroot = str(values.get("local_docroot") or env.get("FASP_LOCAL_DOCROOT") or "") or None
         if not cfg.local_docroot:

@@ -193,6 +193,18 @@ def test_content_protection_takes_the_passphrase_from_the_environment_only():
     assert cfg.options_for_peer().split_above == 0 and any("--multi-session-threshold" in n for n in cfg.notes)
 
 
+def test_a_split_file_left_in_place_is_told():
+    """--remove-after-transfer/--move-after-transfer leave a file sent in -C ranges where it is (no node knows when
+    all its ranges landed): a note says so, where before the source silently stayed."""
+    split = ["-C", "1:2", "--multi-session-threshold=1000"]
+    for after in (["--remove-after-transfer"], ["--move-after-transfer=/archive"]):
+        notes = parse([*split, *after, "a", "h:/b"], {}).notes
+        assert [n.split(":")[0] for n in notes] == [after[0].split("=")[0]], notes
+        assert "--multi-session-threshold" in notes[0]
+        assert parse(["-C", "1:2", *after, "a", "h:/b"], {}).notes == []  # nothing is split: nothing to say
+    assert parse([*split, "a", "h:/b"], {}).notes == []
+
+
 def test_server_mode():
     cfg = parse(
         ["--server", "--docroot", "/srv", "--rate-cap", "5000", "--allowed-policies", "fair,low", "-O", "33001"], {}
