@@ -195,7 +195,7 @@ def _remote(f: _F) -> _F:
                 "(FASP_KNOWN_HOSTS) decides",
             ),
             click.option(
-                "--rate", type=click.IntRange(1, MAX_KBPS), help="target rate, kbps (default: the engine's, 10000)"
+                "--rate", type=click.IntRange(1, MAX_KBPS), help="target rate, kbps (default: faspmanager's, 10000)"
             ),
             click.option("--min-rate", type=click.IntRange(0, MAX_KBPS), help="minimum rate, kbps"),
             click.option("--policy", type=_choice(fm.TransferPolicy), help="rate policy"),
