@@ -90,9 +90,9 @@ def tokenize(argv: list[str]) -> tuple[dict[str, Raw], list[str]]:
 
 
 def _switch(values: dict[str, Raw], flag: Flag) -> None:
-    """A switch is True; -D counts (each D one more debug level)."""
+    """A switch is True; a counted one counts (-DDD: debug level 3)."""
     count = values.get(flag.key, 0)
-    values[flag.key] = count + 1 if flag.key == "debug" and isinstance(count, int) else True
+    values[flag.key] = count + 1 if flag.counted and isinstance(count, int) else True
 
 
 ROOTS_ENV = {"send": "FASP_SEND_ROOTS", "recv": "FASP_RECV_ROOTS"}
@@ -279,6 +279,7 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
     """A validated :class:`Config`, or EngineError(8) naming what is wrong."""
     env = os.environ if environ is None else environ
     values, positional = tokenize(argv)
+    _fair_switch(values)
     if values.get("config_file"):
         # the file supplies defaults; a flag on the command line wins
         values = {**asperaconf.load(str(values["config_file"])).defaults(values, positional), **values}
@@ -335,6 +336,21 @@ def _local_roots(cfg: Config, env: Mapping[str, str]) -> None:
     if cfg.local_docroot:
         raise usage(f"--apply-local-docroot cannot be combined with {name} (both say where local paths are)")
     cfg.local_roots = tuple(root for root in env[name].split(os.pathsep) if root)
+
+
+def _fair_switch(values: dict[str, Raw]) -> None:
+    """-Q: older ascp's switch for adaptive rate control (NCBI's SRA guide: "-Q (for adaptive flow control)"; IBM's
+    current reference has no -Q), which is the fair policy: --policy=fair on the command line, so an aspera.conf
+    default does not override it. -QQ has no documented meaning (a guess would pick a policy): usage error 8."""
+    count = values.pop("fair_switch", None)
+    if count is None:
+        return
+    if count != 1:
+        raise usage("-QQ: no documented meaning (-Q is the fair policy); give --policy=low|fair|high|fixed")
+    policy = values.get("policy")
+    if policy is not None and policy != "fair":
+        raise usage(f"-Q (the fair policy) contradicts --policy={policy}")
+    values["policy"] = "fair"
 
 
 def _cipher(cfg: Config, given: Mapping[str, object]) -> None:

@@ -83,8 +83,8 @@ def markdown() -> str:
         f"{RULES}\n\n## Accepted without their effect\n\nEach prints one note on stderr when given.\n\n{notes}\n"
         f"- `-c aes128cfb` (and the other CFB names): the key size is honoured; the data is sealed with "
         f"AES-GCM.\n- `-y F`: HTTP fallback is on, but UDP is tried first.\n\n## Refused\n\nKnown to IBM's ascp, "
-        f"usage error 8 here rather than a transfer that does something else:\n\n{refused}\n- `-Q` (old command "
-        f"lines' fair policy; not in IBM's documentation): `--policy=fair` is its spelling.\n\n"
+        f"usage error 8 here rather than a transfer that does something else:\n\n{refused}\n- `-QQ`: no documented "
+        f"meaning (`-Q` is older ascp's switch for the fair policy, NCBI's \"adaptive flow control\").\n\n"
         f'## `-f FILE`: aspera.conf\n\nThe elements read under `<CONF version="2"><default>`, each the default '
         f"of a flag (a flag on the command line wins):\n\n| element | flag |\n|---|---|\n{_conf_rows()}\n\n"
         f"{CONF_RULES}\n"

@@ -9,8 +9,8 @@ The flags of IBM ascp's usage (``ascp --help``, and the further ones of IBM's op
 docs/ascp-options.md lists) are here, so the program takes what faspmanager or a user of IBM's ascp passes.
 Each does what its help line says, except: one whose effect cannot be had here is accepted with a ``note``
 on stderr (e.g. -6, -u, -SSH), and one that would mean doing something else is ``refused`` with usage error
-8 (-@, -w, -K); never silently ignored. -Q, which old command lines use for the fair policy, is not in IBM's
-documentation and is not accepted (--policy is its spelling).
+8 (-@, -w, -K); never silently ignored. -Q, older ascp's switch for adaptive rate control (not in IBM's current
+reference; NCBI's SRA Aspera guide gives it as "adaptive flow control"), is --policy=fair; -QQ is refused.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ class Flag:
     rule: str = ""
     """-E, -N: the sign their PATTERN takes as a filter rule; both append, in command-line order, to the one list
     :data:`FILTERS` (the order decides, fasp/options/filters.py)."""
+    counted: bool = False
+    """A switch given N times (-DD, -QQ) counts N; any other switch is True however often it is given."""
 
     @property
     def takes_value(self) -> bool:
@@ -103,10 +105,13 @@ def _flag(
     note: str | None = None,
     refused: str | None = None,
     rule: str = "",
+    counted: bool = False,
 ) -> Flag:
     """An entry; its ``Config`` field is named as its key unless ``field`` says otherwise."""
     field_name = key if field is ... else field
-    return Flag(tuple(names.split()), key, value, help, parse, field_name, side, repeat, conf, note, refused, rule)
+    return Flag(
+        tuple(names.split()), key, value, help, parse, field_name, side, repeat, conf, note, refused, rule, counted
+    )
 
 
 FILTERS = "filters"
@@ -362,6 +367,14 @@ FLAGS: tuple[Flag, ...] = (
         choice(POLICIES),
         conf=Conf(f"{_FLOW}/policy/default"),
     ),
+    _flag(
+        "-Q",
+        "fair_switch",
+        "",
+        "--policy=fair, as older ascp command lines spell it (adaptive rate control); -QQ is refused",
+        field=None,
+        counted=True,
+    ),
     _flag("-e", "pre_post_command", "PROGRAM", "run PROGRAM at session start/stop and after each file", executable),
     _flag(
         "--precalculate-job-size",
@@ -574,7 +587,7 @@ FLAGS: tuple[Flag, ...] = (
         json_object,
     ),
     _flag("--tags64", "tags64", "BASE64", "--tags, base64-encoded", json_object64, field="tags"),
-    _flag("-D", "debug", "", "debug log on stderr; -DD, -DDD: more"),
+    _flag("-D", "debug", "", "debug log on stderr; -DD, -DDD: more", counted=True),
     _flag(
         "-SSH",
         "use_system_ssh",

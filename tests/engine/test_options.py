@@ -124,7 +124,8 @@ def test_supported_flags_parse(flags):
         (["-x", "proxy:http", "a", "h:/b"], "-x"),
         (["-g", "1G", "a", "h:/b"], "-g"),
         (["-qZ", "a", "h:/b"], "-Z"),
-        (["-qQ", "a", "h:/b"], "'-Q' in '-qQ'"),
+        (["-QQ", "a", "h:/b"], "-QQ: no documented meaning"),
+        (["-Q", "--policy=fixed", "a", "h:/b"], "-Q (the fair policy) contradicts --policy=fixed"),
         (["--preserve-acls=copy", "a", "h:/b"], "--preserve-acls"),
         (["-g", "0", "a", "h:/b"], "-g"),
         (["--remove-empty-directories", "a", "h:/b"], "needs --remove-after-transfer"),
@@ -191,6 +192,19 @@ def test_content_protection_takes_the_passphrase_from_the_environment_only():
     shared = ["-C", "1:2", "--multi-session-threshold=1000", "--file-crypt=decrypt", "h:/a", "b"]
     cfg = parse(shared, {"ASPERA_SCP_FILEPASS": "pw"})  # an envelope is opened whole: the peer sends no range
     assert cfg.options_for_peer().split_above == 0 and any("--multi-session-threshold" in n for n in cfg.notes)
+
+
+def test_q_is_the_fair_policy_of_older_command_lines(tmp_path):
+    """-Q is what older ascp command lines (NCBI's and EBI's documented ``ascp -QT -l 300m -P33001 ...``) use for
+    adaptive rate control: --policy=fair, a command-line policy an aspera.conf default does not override."""
+    cfg = parse(["-QT", "-l", "300m", "-P33001", "-k1", "a", "h:/b"], {})
+    assert (cfg.policy, cfg.key_bytes, cfg.target_kbps, cfg.remote.port, cfg.resume) == ("fair", 0, 300_000, 33001, 1)
+    assert parse(["-QT", "--policy=fair", "a", "h:/b"], {}).policy == "fair"  # the same policy twice: fine
+    conf = tmp_path / "fixed.conf"
+    flow = "<out><bandwidth><flow><policy><default>fixed</default></policy></flow></bandwidth></out>"
+    conf.write_text(f'<?xml version="1.0"?>\n<CONF version="2"><default><transfer>{flow}</transfer></default></CONF>\n')
+    assert parse(["-f", str(conf), "a", "h:/b"], {}).policy == "fixed"
+    assert parse(["-f", str(conf), "-Q", "a", "h:/b"], {}).policy == "fair"
 
 
 def test_a_split_file_left_in_place_is_told():
