@@ -32,10 +32,10 @@ from .orders import ORDER_TYPES
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
 from .store import control as ctl
-from .store.events import EventLog, UnknownTransfer
+from .store.events import EventLog, UnknownTransfer, result_of
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
-from .store.redisconn import FAILOVER_RETRY_S, durable, permission_refused, read_entries, redis_for, redis_user, text
+from .store.redisconn import FAILOVER_RETRY_S, durable, permission_refused, redis_for, redis_user, text
 from .store.result import Outcome, end_unsent, finish_transfer
 from .transfer import TransferFailed, celery_app, send
 
@@ -128,7 +128,7 @@ class TransferHandle:
         self._settings = settings or get_settings()
         self._redis = redis_for(self._settings.events_url)
         self._keys = Keys(self._settings.prefix, transfer_id)
-        self._log = EventLog(self._redis, self._keys)
+        self._log = EventLog(self._redis, self._keys, self._settings.secret_key)
         self._sender = ctl.Sender(self._settings.client_name)
         self._sending = threading.Lock()  # a sequence number reaches the stream in the order it was drawn
         self._marks: dict[str, str] = {}  # control id -> the last event before it was sent (see verdict)
@@ -150,7 +150,7 @@ class TransferHandle:
             if event["type"] == "STATUS" and event.get("state") in TERMINAL_STATES:
                 return event["result"]
             if event["type"] == "RESULT":
-                return self.status()["result"]
+                return result_of(event)
             if deadline is not None and time.monotonic() > deadline:
                 break
         raise TimeoutError(f"transfer {self.id} did not end within {timeout} s")
@@ -167,21 +167,18 @@ class TransferHandle:
                 self._settings.secret_key,
                 self._sender,
             )
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hget(self._keys.status, "state")
-            pipe.hget(self._keys.status, "event_id")
-            state, mark = pipe.execute()
-            if state is None:
+            status = self._log.status()  # a state forged in the hash does not stop a message: only a verified end
+            if not status:
                 raise UnknownTransfer(self.id)
-            if text(state) in TERMINAL_STATES:
-                raise ctl.ControlError(f"transfer {self.id} already ended ({text(state)})")
+            if status.get("state") in TERMINAL_STATES:
+                raise ctl.ControlError(f"transfer {self.id} already ended ({status['state']})")
             entry = [text(self._redis.xadd(self._keys.control, fields))]
             if op != "write":  # stream data gets no CONTROL event: not remembered, however many chunks go
-                self._marks[entry[0]] = text(mark or b"0-0")
+                self._marks[entry[0]] = status.get("event_id", "0-0")
 
             def present() -> bool:
-                state = text(self._redis.hget(self._keys.status, "state") or b"")
-                return bool(self._redis.xrange(self._keys.control, entry[-1], entry[-1])) or state in TERMINAL_STATES
+                ended = self._log.status().get("state") in TERMINAL_STATES
+                return bool(self._redis.xrange(self._keys.control, entry[-1], entry[-1])) or ended
 
             def again() -> None:  # the same sender and sequence: the worker applies whichever copy comes first, once
                 entry.append(text(self._redis.xadd(self._keys.control, fields)))
@@ -200,10 +197,8 @@ class TransferHandle:
         last = self._marks.get(control_id, "0-0")  # a message of another handle: the whole retained history
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            reply = self._redis.xread({self._keys.events: last}, count=100, block=max(1, int(left * 1000)))
-            for entry_id, fields in read_entries(reply):
-                last = entry_id
-                event = json.loads(fields[b"e"])
+            last, events = self._log.read(last, max(1, int(left * 1000)))
+            for event in events:
                 if event.get("type") == "RESULT" or (
                     event.get("control_id") == control_id and event.get("type") in CONTROL_VERDICTS
                 ):
@@ -282,7 +277,7 @@ class ClientStream:
         redis, keys = self._handle._redis, self._handle._keys
         pause = 0.002
         while int(redis.get(keys.pending) or 0) + size > max(self._window, size):
-            if text(redis.hget(keys.status, "state") or b"") in TERMINAL_STATES:
+            if self._handle.status().get("state") in TERMINAL_STATES:
                 raise BrokenPipeError(f"transfer {self._handle.id} ended")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("stream window stayed full")

@@ -85,8 +85,10 @@ class MeteredEventLog(EventLog):
     """The event log of one attempt, counting what it publishes. ``order_type`` is set once the order is read;
     :meth:`attempt_over` (always, when the attempt is left) ends the attempt's gauges however it ended."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, order_type: str = "") -> None:
-        super().__init__(client, keys)
+    def __init__(
+        self, client: redis.Redis, keys: Keys, secret: bytes | None, order_type: str = "", keep_s: int | None = None
+    ) -> None:
+        super().__init__(client, keys, secret, keep_s=keep_s)
         self.order_type = order_type
         self._running = False
         self._counted = 0  # bytes of this attempt already in BYTES

@@ -61,7 +61,7 @@ class Reaper:
             keys = Keys(prefix, transfer_id)
             if self._redis.exists(keys.lease):
                 continue
-            events = EventLog(self._redis, keys)
+            events = EventLog(self._redis, keys, self._settings.secret_key, keep_s=self._settings.keep_s)
             status = events.status()
             record = self._redis.hgetall(keys.order)
             if not status or status.get("state") in TERMINAL_STATES or not record:

@@ -81,7 +81,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
     settings = get_settings()
     client = redis_for(settings.events_url)
     keys = Keys(settings.prefix, transfer_id)
-    events = MeteredEventLog(client, keys)
+    events = MeteredEventLog(client, keys, settings.secret_key, keep_s=settings.keep_s)
     status = events.status()
     if not status:
         log.error("transfer %s is unknown (expired or never submitted); dropping its message", transfer_id)

@@ -68,7 +68,7 @@ def make_app(settings: Settings, guard: Guard) -> web.Application:
 async def _start_feed(app: web.Application) -> None:
     settings = app[SETTINGS]
     subscribers = app[SUBSCRIBERS] = Subscribers(asyncio.get_running_loop())
-    feed = app[FEED] = Feed(redis_for(settings.events_url), settings.prefix, subscribers.deliver)
+    feed = app[FEED] = Feed(redis_for(settings.events_url), settings.prefix, settings.secret_key, subscribers.deliver)
     feed.start()
 
 
@@ -121,7 +121,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
 
 async def _rate_history(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    events = EventLog(redis_for(settings.events_url), Keys(settings.prefix, request.match_info["id"]))
+    events = EventLog(
+        redis_for(settings.events_url), Keys(settings.prefix, request.match_info["id"]), settings.secret_key
+    )
     points = rate_points(await asyncio.to_thread(events.history))
     return web.json_response({"points": points})
 

@@ -67,12 +67,14 @@ class Feed:
         self,
         client: redis.Redis,
         prefix: str,
+        secret: bytes | None,
         deliver: Callable[[Message], None],
         interval: float = 0.5,
         resync_s: float = 10.0,
     ) -> None:
         self._redis = client
         self._prefix = prefix
+        self._secret = secret
         self._deliver = deliver
         self._interval = interval
         self._resync_s = resync_s
@@ -80,7 +82,7 @@ class Feed:
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
 
     def row(self, transfer_id: str) -> Message | None:
-        status = EventLog(self._redis, Keys(self._prefix, transfer_id)).status()
+        status = EventLog(self._redis, Keys(self._prefix, transfer_id), self._secret).status()
         return row(transfer_id, status) if status else None
 
     def snapshot(self) -> Message:

@@ -4,22 +4,34 @@ An event is appended to the stream ``<prefix>:events:<id>``, published on the
 pub/sub channel of the same name, and folded into the status hash in one Lua
 call (none once the transfer ended), so a reader that takes the status snapshot and then reads the stream
 after the snapshot's ``event_id`` misses nothing and sees nothing twice.
+
+Clients' Redis users may write the stream and the status hash too (they publish QUEUED), so every event
+carries an HMAC (a key derived from the shared secret, bound to the transfer id) and readers take only events
+that verify: an event written by hand is skipped, and a transfer has ended only when the status's latest event
+is a verified RESULT (its state and result are that event's, never the hash's own fields). Events of an older
+version, without a MAC, are skipped the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import hmac
 import json
+import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 
-from .keys import TERMINAL_STATES, Keys
+from ..secrets import derive, mac
+from .keys import TERMINAL_STATES, Keys, final_state
 from .redisconn import read_entries, stream_entries, text
 
 STREAM_MAXLEN = 10000
+_JSON_FIELDS = ("last", "result", "attempt", "retry")
+log = logging.getLogger(__name__)
 
 
 class UnknownTransfer(LookupError):
@@ -27,14 +39,24 @@ class UnknownTransfer(LookupError):
 
 
 _PUBLISH = """
-local state = redis.call('HGET', KEYS[2], 'state')
-if state == 'SUCCEEDED' or state == 'FAILED' or state == 'CANCELLED' then
+local ended
+if KEYS[3] then
+  ended = redis.call('EXISTS', KEYS[3]) == 1
+else
+  local state = redis.call('HGET', KEYS[2], 'state')
+  ended = state == 'SUCCEEDED' or state == 'FAILED' or state == 'CANCELLED'
+end
+if ended then
   return redis.call('HGET', KEYS[2], 'event_id')
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
-redis.call('HSET', KEYS[2], 'event_id', id, 'last', ARGV[1], 'updated', ARGV[3])
-for i = 4, #ARGV, 2 do
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1], 'mac', ARGV[4])
+redis.call('HSET', KEYS[2], 'event_id', id, 'last', ARGV[1], 'last_mac', ARGV[4], 'updated', ARGV[3])
+for i = 6, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  if KEYS[3] and ARGV[i] == 'state' and (ARGV[i + 1] == 'SUCCEEDED' or ARGV[i + 1] == 'FAILED' or
+      ARGV[i + 1] == 'CANCELLED') then
+    redis.call('SET', KEYS[3], ARGV[i + 1], 'EX', ARGV[5])
+  end
 end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return id
@@ -87,6 +109,11 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
+def result_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The final result a RESULT event carries."""
+    return {name: value for name, value in event.items() if name not in ("type", "transfer_id", "time")}
+
+
 def transfer_ids(client: redis.Redis, prefix: str) -> list[str]:
     """Every transfer Redis knows (running, waiting, or ended and kept FASPQ_KEEP seconds), by id, sorted."""
     head = len(Keys(prefix, "").status)
@@ -94,10 +121,29 @@ def transfer_ids(client: redis.Redis, prefix: str) -> list[str]:
 
 
 class EventLog:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    """The events of one transfer. ``secret`` is the shared key: publishing and reading need it (SecretKeyError
+    without). ``keep_s`` makes a worker's log, whose Redis user may write the transfer's
+    ``ended`` marker: it appends nothing once the marker exists and writes it, kept ``keep_s``, with the
+    final state, in the same call. A client's log goes by the status hash's state instead, which a client's
+    Redis user can write: a state forged there must not stop a worker's events."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, secret: bytes | None, keep_s: int | None = None) -> None:
         self._redis = client
         self._keys = keys
+        self._secret = secret
+        self._keep_s = keep_s
         self._publish = client.register_script(_PUBLISH)
+
+    def _mac(self, event: bytes) -> str:
+        """The MAC of an event's JSON, bound to this transfer (SecretKeyError without a shared key)."""
+        return mac(derive(self._secret, "faspq event mac"), self._keys.transfer_id.encode() + b"\0" + event)
+
+    def _verified(self, raw: object, given: object) -> dict[str, Any] | None:
+        """The event whose JSON is ``raw`` if ``given`` is its MAC, else None (logged)."""
+        if isinstance(raw, bytes) and isinstance(given, bytes) and hmac.compare_digest(self._mac(raw).encode(), given):
+            return cast(dict[str, Any], json.loads(raw))
+        log.warning("transfer %s: an event without a valid MAC was skipped", self._keys.transfer_id)
+        return None
 
     def publish(self, event: dict[str, Any], **status: object) -> str:
         """Append ``event`` (its ``type`` required) and set the given status fields atomically. Nothing is
@@ -105,25 +151,55 @@ class EventLog:
         and its state final, however often a writer retries the RESULT (the reply lost in a failover) and whatever
         a cut-off former owner, back on the network, still had to say."""
         event = {"transfer_id": self._keys.transfer_id, "time": time.time(), **event}
-        args: list[str | int] = [to_json(event), STREAM_MAXLEN, repr(event["time"])]
+        body = to_json(event)
+        args: list[str | int] = [body, STREAM_MAXLEN, repr(event["time"]), self._mac(body.encode()), self._keep_s or 0]
         for name, value in status.items():
             args += [name, value if isinstance(value, str) else to_json(value)]
-        event_id = self._publish(keys=[self._keys.events, self._keys.status], args=args)
-        return text(event_id)
+        keys = [self._keys.events, self._keys.status] + ([self._keys.ended] if self._keep_s else [])
+        return text(self._publish(keys=keys, args=args))
 
     def status(self) -> dict[str, Any]:
-        """The status hash decoded: JSON fields parsed, missing transfer -> {}."""
+        """The status hash decoded (missing transfer -> {}): JSON fields parsed (one that does not parse is left
+        out), ``last`` only if it verifies. The state is terminal, with its ``result``, only when ``last`` is a
+        verified RESULT, and then is that event's; a terminal state or a result without one is left out."""
+        raw = {text(name, "replace"): value for name, value in self._redis.hgetall(self._keys.status).items()}
         out: dict[str, Any] = {}
-        for raw_name, raw_value in self._redis.hgetall(self._keys.status).items():
-            name, value = text(raw_name), text(raw_value)
-            out[name] = json.loads(value) if name in ("last", "result", "attempt", "retry") else value
+        for name, value in raw.items():
+            if name in _JSON_FIELDS:
+                with contextlib.suppress(ValueError):
+                    out[name] = json.loads(value)
+            elif name != "last_mac":
+                out[name] = text(value, "replace")
+        out.pop("result", None)
+        last = self._verified(raw["last"], raw.get("last_mac")) if "last" in raw else None
+        if last is None:
+            out.pop("last", None)
+        if last is not None and last.get("type") == "RESULT":
+            out["result"] = result_of(last)
+            out["state"] = final_state(out["result"])
+        elif out.get("state") in TERMINAL_STATES:
+            log.warning("transfer %s: a %s state without its RESULT was ignored", self._keys.transfer_id, out["state"])
+            del out["state"]
         return out
 
+    def _events(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The entries' events that verify, with their ids."""
+        for entry_id, fields in entries:
+            event = self._verified(fields.get(b"e"), fields.get(b"mac"))
+            if event is not None:
+                yield entry_id, event
+
     def history(self, count: int = 2000) -> list[dict[str, Any]]:
-        """The latest ``count`` retained events, oldest first (the stream keeps STREAM_MAXLEN; an expired
-        transfer has none)."""
+        """The latest ``count`` retained events that verify, oldest first (the stream keeps STREAM_MAXLEN; an
+        expired transfer has none)."""
         entries = stream_entries(self._redis.xrevrange(self._keys.events, count=count))
-        return [json.loads(fields[b"e"]) for _, fields in reversed(entries)]
+        return [event for _, event in self._events(list(reversed(entries)))]
+
+    def read(self, after: str, block_ms: int) -> tuple[str, list[dict[str, Any]]]:
+        """The verified events after stream id ``after`` (up to 100 entries; waits up to ``block_ms`` for one),
+        and the id to read on from: ``after`` when no entry came."""
+        entries = read_entries(self._redis.xread({self._keys.events: after}, count=100, block=block_ms))
+        return (entries[-1][0] if entries else after), [event for _, event in self._events(entries)]
 
     def follow(
         self, timeout: float | None = None, from_start: bool = False, forgotten_after: float = 60.0
@@ -151,23 +227,22 @@ class EventLog:
         down_since: float | None = None
         while True:
             try:
-                reply = self._redis.xread({self._keys.events: last}, count=100, block=block_ms)
+                after, events = self.read(last, block_ms)
                 down_since = None
-                if not reply:
+                if after == last:
                     missing_since = self._still_missing(missing_since, forgotten_after)
+                last = after
             except (redis.ConnectionError, redis.TimeoutError):  # Redis restarting: read on once it is back
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > forgotten_after:  # not a restart: Redis is gone
                     raise
                 time.sleep(0.2)
-                reply = None
-            if not reply:
+                events = []
+            if not events:  # none, or only events that did not verify: they do not put the deadline off
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"no event for transfer {self._keys.transfer_id} in {timeout} s")
                 continue
-            for entry_id, fields in read_entries(reply):
-                last = entry_id
-                event = json.loads(fields[b"e"])
+            for event in events:
                 yield event
                 if event.get("type") == "RESULT":
                     return

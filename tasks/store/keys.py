@@ -7,6 +7,9 @@ so an operator can find (and expire) all of it by id.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from faspmanager.codes import ErrorCode
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,8 @@ def draining_key(prefix: str, node: str) -> str:
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 """How a transfer ends: CANCELLED is a failure with code 28 (USER_CANCEL), told apart as Celery users expect."""
+
+
+def final_state(result: dict[str, Any]) -> str:
+    """The terminal state of a final result (one of TERMINAL_STATES)."""
+    return "SUCCEEDED" if result.get("ok") else "CANCELLED" if result.get("code") == ErrorCode.USER_CANCEL else "FAILED"

@@ -14,8 +14,8 @@ import redis
 from faspmanager.codes import ErrorCode, name_of
 
 from .events import EventLog
-from .keys import TERMINAL_STATES, Keys, watch_key
-from .redisconn import FAILOVER_RETRY_S, durable, text
+from .keys import TERMINAL_STATES, Keys, final_state, watch_key
+from .redisconn import FAILOVER_RETRY_S, durable
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _final(outcome: Outcome, attempts: int) -> tuple[str, dict[str, Any]]:
         "failed_files": outcome.failed_files,
         "attempts": attempts,
     }
-    return "SUCCEEDED" if outcome.ok else "CANCELLED" if outcome.code == ErrorCode.USER_CANCEL else "FAILED", result
+    return final_state(result), result
 
 
 def finish_transfer(
@@ -63,7 +63,7 @@ def finish_transfer(
         pipe.execute()
 
     def present() -> bool:
-        return text(client.hget(keys.status, "state") or b"") in TERMINAL_STATES
+        return events.status().get("state") in TERMINAL_STATES
 
     # a result only the dead primary had would let the reaper run the transfer again: write it until a replica has it
     write()

@@ -135,15 +135,16 @@ def test_readme_least_privilege_users_run_a_transfer(readme_users, server, tmp_p
 
 
 def test_a_replayed_order_of_an_ended_transfer_never_runs_again(readme_users, server, tmp_path):  # noqa: F811
-    """The attacker: the README's client user, without the shared key. It copies a transfer's signed order
-    while it is queued, waits for the transfer to end, then restores the order, sets the state back to QUEUED
-    and pushes a task message (HSET, HSET, LPUSH: all its ACL allows). No worker runs it again."""
+    """The attacker: the README's client user, without the shared key. It copies a transfer's signed order and
+    its signed QUEUED event while it is queued, waits for the transfer to end, then restores them, sets the state
+    back to QUEUED and pushes a task message (HSET, HSET, LPUSH: all its ACL allows). No worker runs it again."""
     client_url, worker = readme_users
     src = tmp_path / "replayed.bin"
     make_file(src, 300_000)
     handle = submit(upload(server, [src], "replay"))
     attacker = redis.Redis.from_url(client_url)
     saved = attacker.hgetall(f"faspq:order:{handle.id}")
+    queued = {name: attacker.hget(f"faspq:status:{handle.id}", name) for name in ("last", "last_mac")}
     assert saved and handle.wait(timeout=60)["ok"]
     landed = server.docroot / "replay" / src.name
     assert_same_file(src, landed)
@@ -153,7 +154,7 @@ def test_a_replayed_order_of_an_ended_transfer_never_runs_again(readme_users, se
         settings = Settings.from_env()
         assert settings.secret_key is None
         attacker.hset(f"faspq:order:{handle.id}", mapping=saved)
-        attacker.hset(f"faspq:status:{handle.id}", "state", "QUEUED")
+        attacker.hset(f"faspq:status:{handle.id}", mapping={"state": "QUEUED", **queued})
         send(settings, saved[b"type"].decode(), handle.id, "transfers")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not landed.exists() and "not run again" not in worker.log():

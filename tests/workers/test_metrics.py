@@ -17,6 +17,7 @@ from tests.support.files import assert_same_file
 from tests.support.ports import free_port
 from tests.support.scrape import Samples, logged_endpoint, scrape, scrape_until
 from tests.support.wait import wait_until
+from tests.workers.conftest import SECRET_KEY
 from workers.metrics import MeteredEventLog, code_label, enqueued_at, order_label
 
 from .support import download, make_file, upload
@@ -202,8 +203,8 @@ def test_an_attempt_that_ends_before_any_engine_report(redis_server):
     """No STATS, no rate series: the attempt's end still takes it off the running gauge, and counts it."""
     client = redis_server.client()
     keys = Keys("unit", "no-engine")
-    EventLog(client, keys).publish({"type": "QUEUED"}, state="QUEUED")
-    events = MeteredEventLog(client, keys)
+    EventLog(client, keys, SECRET_KEY.encode()).publish({"type": "QUEUED"}, state="QUEUED")
+    events = MeteredEventLog(client, keys, SECRET_KEY.encode())
     events.order_type = "FileDownload"
     running = REGISTRY.get_sample_value("faspq_transfers_running", {"order_type": "FileDownload"}) or 0.0
     failed = REGISTRY.get_sample_value("faspq_transfer_failures_total", {"order_type": "FileDownload", "code": "8"})

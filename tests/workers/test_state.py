@@ -12,9 +12,11 @@ import pytest
 from tasks.store.events import EventLog
 from tasks.store.keys import Keys, watch_key
 from tasks.store.lease import Lease
+from tests.workers.conftest import SECRET_KEY
 from workers.heartbeat import Heartbeat
 
 _ids = itertools.count()
+KEY = SECRET_KEY.encode()
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def client(redis_server):
 
 @pytest.mark.timeout(20)
 def test_events_in_order_and_late_subscriber_starts_from_current_status(client, keys):
-    log = EventLog(client, keys)
+    log = EventLog(client, keys, KEY)
     log.publish({"type": "QUEUED"}, state="QUEUED")
     log.publish({"type": "INIT"}, state="RUNNING")
     log.publish({"type": "STATS", "session": {"TransferBytes": 10}}, state="RUNNING")
@@ -62,7 +64,7 @@ def test_events_in_order_and_late_subscriber_starts_from_current_status(client, 
 def test_an_ended_transfers_log_takes_nothing_more(client, keys):
     """A writer that retries its RESULT (the reply lost in a failover) appends no second one, and a cut-off former
     owner back on the network changes neither the history nor the final state."""
-    log = EventLog(client, keys)
+    log = EventLog(client, keys, KEY)
     log.publish({"type": "QUEUED"}, state="QUEUED")
     first = log.publish({"type": "RESULT", "ok": True}, state="SUCCEEDED", result={"ok": True})
     again = log.publish({"type": "RESULT", "ok": False}, state="FAILED", result={"ok": False})
@@ -74,7 +76,7 @@ def test_an_ended_transfers_log_takes_nothing_more(client, keys):
 
 @pytest.mark.timeout(10)
 def test_follow_times_out_when_nothing_happens(client, keys):
-    log = EventLog(client, keys)
+    log = EventLog(client, keys, KEY)
     log.publish({"type": "QUEUED"}, state="QUEUED")
     events = log.follow(timeout=1.2)
     assert next(events)["type"] == "STATUS"
@@ -123,14 +125,16 @@ def test_reaper_re_enqueues_only_overdue_orphans_once(redis_server, client):
         queue="rq",
         lease_ttl_s=5,
         reaper_interval_s=1,
+        secret_key=KEY,
     )
     reaper = Reaper(celery_app(settings), settings)
     now = time.time()
     orphan, alive, ended = (Keys("rp", name) for name in ("orphan", "alive", "ended"))
-    for keys, state in ((orphan, "RUNNING"), (alive, "RUNNING"), (ended, "SUCCEEDED")):
-        EventLog(client, keys).publish({"type": "PICKED"}, state=state, owner="dead-host:1:x")
+    for keys in (orphan, alive, ended):
+        EventLog(client, keys, KEY).publish({"type": "PICKED"}, state="RUNNING", owner="dead-host:1:x")
         client.hset(keys.order, mapping={"task": "faspq.file_upload", "queue": "rq", "type": "FileUpload"})
         client.zadd(watch_key("rp"), {keys.transfer_id: now - 1})
+    EventLog(client, ended, KEY).publish({"type": "RESULT", "ok": True}, state="SUCCEEDED", result={"ok": True})
     client.set(alive.lease, "live-host:2:y", px=5000)
 
     assert reaper.sweep() == ["orphan"]
@@ -138,7 +142,7 @@ def test_reaper_re_enqueues_only_overdue_orphans_once(redis_server, client):
     assert client.llen("rq") == 1
     message = json.loads(client.lindex("rq", 0))
     assert message["headers"]["task"] == "faspq.file_upload" and message["headers"]["argsrepr"] == "['orphan']"
-    assert EventLog(client, orphan).status()["last"]["type"] == "TAKEOVER"
+    assert EventLog(client, orphan, KEY).status()["last"]["type"] == "TAKEOVER"
     assert client.zscore(watch_key("rp"), "ended") is None  # ended transfers leave the watch list
     assert client.zscore(watch_key("rp"), "alive") is not None
     assert client.zscore(watch_key("rp"), "orphan") > now + settings.takeover_bound_s
@@ -148,7 +152,7 @@ def test_following_an_unknown_transfer_fails_fast(client):
     from tasks.store.events import UnknownTransfer
 
     with pytest.raises(UnknownTransfer):
-        next(EventLog(client, Keys("s", "never-submitted")).follow())
+        next(EventLog(client, Keys("s", "never-submitted"), KEY).follow())
 
 
 @pytest.mark.slow
@@ -163,8 +167,8 @@ def test_following_through_a_redis_gone_for_good_ends(tmp_path, keys) -> None:
     server = RedisServer(tmp_path / "redis")
     client = server.client()
     try:
-        EventLog(client, keys).publish({"type": "QUEUED"}, state="QUEUED")
-        events = EventLog(client, keys).follow(forgotten_after=1.0)
+        EventLog(client, keys, KEY).publish({"type": "QUEUED"}, state="QUEUED")
+        events = EventLog(client, keys, KEY).follow(forgotten_after=1.0)
         assert next(events)["type"] == "STATUS"
         server.kill()
         gone = time.monotonic()
@@ -181,7 +185,7 @@ def test_events_also_go_out_on_pub_sub(client, keys):
     pubsub = client.pubsub()
     pubsub.subscribe(keys.events)
     assert pubsub.get_message(timeout=2)["type"] == "subscribe"
-    EventLog(client, keys).publish({"type": "STATS", "session": {"rate": 5}}, state="RUNNING")
+    EventLog(client, keys, KEY).publish({"type": "STATS", "session": {"rate": 5}}, state="RUNNING")
     message = pubsub.get_message(timeout=2)
     event = json.loads(message["data"])
     assert (event["type"], event["session"], event["transfer_id"]) == ("STATS", {"rate": 5}, keys.transfer_id)

@@ -1,0 +1,74 @@
+"""Review H7: what the README's client Redis user, without the shared key, can make others believe or do.
+
+Its ACL lets it write every transfer's status hash and event stream (clients publish QUEUED there) and publish on
+their channels. The attacker here is such a process: it writes a RESULT or a CONTROL verdict by hand, sets a
+transfer's state to SUCCEEDED, or rewinds a worker's retry counter. Neither the transfer's client (``wait``,
+``verdict``), nor a worker, nor the retry limit may be moved by what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from config.settings import Settings
+from tasks.client import submit
+from tasks.transfer import send
+from tests.security.test_queue_redis import readme_users  # noqa: F401
+from tests.support.files import assert_same_file
+from tests.workers.conftest import server  # noqa: F401
+from tests.workers.support import make_file, upload
+
+pytestmark = pytest.mark.timeout(120)
+
+FORGED = {"ok": True, "reason": "forged", "code": None, "error": None, "stats": {}, "failed_files": [], "attempts": 1}
+
+
+def _forge_end(attacker: redis.Redis, transfer_id: str) -> None:
+    """A RESULT appended and published by hand, the status set to SUCCEEDED with it, and some unreadable JSON."""
+    event = json.dumps({"type": "RESULT", "transfer_id": transfer_id, "time": time.time(), **FORGED})
+    events, status = f"faspq:events:{transfer_id}", f"faspq:status:{transfer_id}"
+    attacker.xadd(events, {"e": event, "mac": "0" * 64})
+    attacker.hset(status, mapping={"state": "SUCCEEDED", "result": json.dumps(FORGED), "retry": "{"})
+    attacker.publish(events, event)
+
+
+def test_a_forged_result_of_a_running_transfer_is_not_believed(readme_users, server, tmp_path):  # noqa: F811
+    client_url, worker = readme_users
+    src = tmp_path / "forged-running.bin"
+    make_file(src, 3_000_000)
+    handle = submit(upload(server, [src], "forged-running", target_rate_kbps=4000))  # ~6 s
+    for event in handle.events(timeout=30):
+        if event["type"] == "STATS":
+            break
+    _forge_end(redis.Redis.from_url(client_url), handle.id)
+    result = handle.wait(timeout=60)
+    assert result["ok"] and result["reason"] != "forged" and result["stats"], result
+    assert handle.status()["state"] == "SUCCEEDED"
+    assert_same_file(src, server.docroot / "forged-running" / src.name)
+
+
+def test_a_forged_end_of_a_queued_transfer_stops_nothing(readme_users, server, tmp_path):  # noqa: F811
+    """Before any worker took it: the client's wait and a control verdict do not take the forgery, and a worker
+    that receives the transfer runs it (it dropped it as ended, handing Celery the forged result)."""
+    client_url, worker = readme_users
+    src = tmp_path / "forged-queued.bin"
+    make_file(src, 500_000)
+    handle = submit(upload(server, [src], "forged-queued"), queue="transfers-idle")  # no worker consumes it
+    control = handle.set_rate(5000)
+    attacker = redis.Redis.from_url(client_url)
+    verdict = {"type": "CONTROL", "transfer_id": handle.id, "time": time.time(), "control_id": control}
+    attacker.xadd(f"faspq:events:{handle.id}", {"e": json.dumps({**verdict, "op": "set_rate"})})
+    assert handle.verdict(control, 2) is None
+    _forge_end(attacker, handle.id)
+    with pytest.raises(TimeoutError):
+        handle.wait(timeout=2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("FASPQ_SECRET_KEY")
+        send(Settings.from_env(), "FileUpload", handle.id, "transfers")  # the worker's queue
+    result = handle.wait(timeout=60)
+    assert result["ok"] and result["reason"] != "forged" and result["stats"], (result, worker.log()[-2000:])
+    assert_same_file(src, server.docroot / "forged-queued" / src.name)
