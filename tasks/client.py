@@ -220,7 +220,7 @@ class TransferHandle:
         if not claimed:
             return self._send("cancel")
         try:
-            attempts = int(self._redis.hget(self._keys.status, "attempt") or 0)
+            attempts = int(self._redis.hget(self._keys.counts, "attempt") or 0)
             result = finish_transfer(
                 self._redis,
                 self._log,

@@ -101,7 +101,7 @@ class Attempt:
     def run(self) -> Outcome:
         if self.attempt > 1:
             self._resume_partial_files()
-            if self.order_type.stream and self.redis.hget(self.keys.status, "stream_consumed"):
+            if self.order_type.stream and self.redis.hget(self.keys.counts, "stream_consumed"):
                 return Outcome(
                     False,
                     int(ErrorCode.ASCP),
@@ -327,7 +327,7 @@ class Attempt:
         elif op == "write":
             if self.stream is None:
                 raise fm.StreamStateError("write before open_stream")
-            self.redis.hset(self.keys.status, "stream_consumed", 1)
+            self.redis.hset(self.keys.counts, "stream_consumed", 1)
             self.stream.send(message.data)
             pipe = self.redis.pipeline()
             pipe.decrby(self.keys.pending, len(message.data))

@@ -103,7 +103,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
             return _ended(status["result"])
         record = {text(k, "replace"): text(v, "replace") for k, v in client.hgetall(keys.order).items()}
         events.order_type = record.get("type", "")
-        attempt = client.hincrby(keys.status, "attempt", 1)
+        attempt = client.hincrby(keys.counts, "attempt", 1)
         try:
             verify_record(record, transfer_id, settings.secret_key, max_age_s=settings.keep_s)
         except OrderNotAuthenticated as exc:
@@ -112,6 +112,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
                 {"type": "REJECTED", "attempt": attempt, "worker": lease.owner, "reason": str(exc)},
                 state="RUNNING",
                 owner=lease.owner,
+                attempt=attempt,
             )
             return _ended(
                 finish_transfer(
@@ -123,6 +124,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
             state="RUNNING",
             owner=lease.owner,
             client=record["client"],
+            attempt=attempt,
         )
         if not replicated(client, keys.status):  # a failover now may forget the lease: the heartbeat then stops us
             log.warning("transfer %s: no replica acknowledged the pickup yet", transfer_id)
@@ -190,7 +192,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
                 )
             )
         if not outcome.ok and transient(outcome.code, outcome.reason):
-            failures = client.hincrby(keys.status, "failures", 1)
+            failures = client.hincrby(keys.counts, "failures", 1)
             if failures <= policy.max_retries:
                 delay = policy.delay(failures)
                 _requeue(

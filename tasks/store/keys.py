@@ -57,6 +57,13 @@ class Keys:
         return self._k("ended")
 
     @property
+    def counts(self) -> str:
+        """Hash: a worker's counts of the transfer (attempts, failures, whether stream data was consumed), under a
+        name a client ACL user cannot write (unlike the status hash, which shows the attempt): no client resets
+        the retry limit or a stream's one attempt."""
+        return self._k("counts")
+
+    @property
     def pending(self) -> str:
         """Integer: stream bytes written by the client and not yet passed to the engine."""
         return self._k("pending")

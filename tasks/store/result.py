@@ -56,7 +56,7 @@ def finish_transfer(
         events.publish({"type": "RESULT", **result}, state=state, result=result)
         pipe = client.pipeline()
         pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
-        pipe.delete(keys.order, keys.control, keys.pending, keys.takeover)
+        pipe.delete(keys.order, keys.control, keys.pending, keys.takeover, keys.counts)
         pipe.set(keys.ended, state, ex=keep_s)
         pipe.expire(keys.status, keep_s)
         pipe.expire(keys.events, keep_s)

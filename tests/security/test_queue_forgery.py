@@ -9,7 +9,9 @@ transfer's state to SUCCEEDED, or rewinds a worker's retry counter. Neither the 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -19,6 +21,7 @@ from tasks.client import submit
 from tasks.transfer import send
 from tests.security.test_queue_redis import readme_users  # noqa: F401
 from tests.support.files import assert_same_file
+from tests.support.ports import free_port
 from tests.workers.conftest import server  # noqa: F401
 from tests.workers.support import make_file, upload
 
@@ -72,3 +75,28 @@ def test_a_forged_end_of_a_queued_transfer_stops_nothing(readme_users, server, t
     result = handle.wait(timeout=60)
     assert result["ok"] and result["reason"] != "forged" and result["stats"], (result, worker.log()[-2000:])
     assert_same_file(src, server.docroot / "forged-queued" / src.name)
+
+
+def test_the_client_user_cannot_lift_a_transfers_retry_limit(readme_users, tmp_path):  # noqa: F811
+    """The worker counted failures in the status hash: set back below zero between attempts, a transfer failing
+    transiently was retried without end (each attempt at the remote host), past its retry policy."""
+    client_url, _ = readme_users
+    src = tmp_path / "retried.bin"
+    make_file(src, 1000)
+    closed = SimpleNamespace(host="127.0.0.1", port=free_port(), user="bob", password="pw-retry-test-1234")
+    handle = submit(upload(closed, [src], "retried"), retry={"max_retries": 1, "backoff_s": 0.3, "backoff_max_s": 0.3})
+    attacker = redis.Redis.from_url(client_url)
+    stop = threading.Event()
+
+    def rewind() -> None:
+        while not stop.wait(0.02):
+            attacker.hset(f"faspq:status:{handle.id}", mapping={"failures": -1000, "attempt": 0})
+
+    thread = threading.Thread(target=rewind, daemon=True)
+    thread.start()
+    try:
+        result = handle.wait(timeout=30)
+    finally:
+        stop.set()
+        thread.join()
+    assert not result["ok"] and result["attempts"] == 2, result
