@@ -5,6 +5,10 @@ time; a message is acknowledged only when its transfer ended, and requeued if
 the process running it dies. The broker's visibility timeout is a backstop
 only: the transfer lease (tasks/store/lease.py) is what keeps a running transfer
 from running twice and what hands a dead owner's transfer to another worker.
+It stays long (FASPQ_VISIBILITY_TIMEOUT, 12 h): a running transfer holds its
+message unacknowledged for its whole run, and a shorter timeout delivers that
+message again every period (the lease drops the copy, whose ack also takes the
+message out of the broker's unacked set for good).
 """
 
 from __future__ import annotations

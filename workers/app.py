@@ -46,27 +46,36 @@ log = logging.getLogger(__name__)
 
 
 _connparams = kombu_redis.Channel._connparams
+_KEPT = "_faspq_connparams"
 
 
-def _connparams_while_attached(channel: kombu_redis.Channel, asynchronous: bool = False) -> dict:
-    """kombu's connection parameters of a broker channel; a connection error once its connection is collected.
+def _connparams_kept(channel: kombu_redis.Channel, asynchronous: bool = False) -> dict:
+    """kombu's connection parameters of a broker channel, kept for once Celery has collected its connection.
 
-    On a lost broker connection Celery 5.7 ``collect()``s the connection, which detaches its transport but can
-    leave a channel open (one whose BRPOP the dead socket broke: a worker with a free slot), then ``close()``s
-    it. With a transfer's message unacknowledged (``acks_late``) that close restores the message, and the ack
-    at the transfer's end goes to the old channel: both ask the detached transport for its URL. kombu's
-    AttributeError there is, for Celery, an unrecoverable error (the worker exits once its transfers end); a
-    connection error is what both callers expect and survive (the failed ack is logged). The message then stays
-    in the broker's unacked set until the visibility timeout delivers it again, and the transfer's final state
-    (or, while it runs, its lease) drops that delivery.
+    On a lost broker connection (a Redis restart) Celery 5.7 ``collect()``s the connection, which detaches its
+    transport from the channel (kombu's parameters then raise AttributeError, which Celery treats as
+    unrecoverable: the worker exits), then ``close()``s the channel, restoring its unacknowledged messages
+    (``acks_late``: a running transfer's). The transfer's ack at its end goes to the same detached channel. Redis
+    keeps those messages by delivery tag, not per connection, so both are right on a new connection to the same
+    broker: the parameters the channel last connected with. Otherwise the ack failed (a CRITICAL "Couldn't ack")
+    and the message stayed unacked until the visibility timeout (12 h) delivered it again, to be dropped. The
+    restore is as harmless: the running transfer's lease drops that delivery. No kombu or Celery setting covers
+    this (worker_cancel_long_running_tasks_on_connection_loss would stop every running transfer instead).
     """
     transport = channel.connection
-    if transport is None or transport.client is None:
+    if transport is not None and transport.client is not None:
+        params = _connparams(channel, asynchronous)
+        if not asynchronous:  # the pool of acks, restores and publishes (the event loop's is the channel's own)
+            channel.__dict__[_KEPT] = params
+        return params
+    kept = channel.__dict__.get(_KEPT)
+    if kept is None or asynchronous:
         raise redis.ConnectionError("the broker connection of this channel was closed")
-    return _connparams(channel, asynchronous)
+    log.warning("broker connection lost: the messages delivered on it are acknowledged (or restored) over a new one")
+    return dict(kept)
 
 
-kombu_redis.Channel._connparams = _connparams_while_attached  # type: ignore[method-assign]
+kombu_redis.Channel._connparams = _connparams_kept  # type: ignore[method-assign]
 
 
 @worker_init.connect
