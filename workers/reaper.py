@@ -5,6 +5,10 @@ at each heartbeat. A transfer past its deadline, with no lease and no final
 result, belongs to a dead worker (or to a retry message a dead worker held):
 one reaper claims it and enqueues its task again; the worker that picks it up
 takes the lease and resumes. Bound: lease TTL + reaper interval.
+
+The same thread retires ended transfers that were left without a TTL: a
+submission refused by the broker and ended by a client ACL user, who may
+neither delete nor expire keys (tasks.store.result.end_unsent).
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ from tasks.store.events import EventLog
 from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
 from tasks.store.lease import new_owner_token
 from tasks.store.redisconn import redis_for, text
+from tasks.store.result import retire
 
 from .metrics import TAKEOVERS
 
 log = logging.getLogger(__name__)
+
+SCAN_COUNT = 1000
+"""Keys the walk for ended transfers without a TTL looks at per sweep (one SCAN step: a million keys in about
+a thousand sweeps, four hours at the default 15 s)."""
 
 
 class Reaper:
@@ -34,6 +43,7 @@ class Reaper:
         self._settings = settings
         self._redis = redis_for(settings.events_url)
         self._me = new_owner_token()
+        self._cursor = 0  # of the walk over status hashes, resumed at each sweep
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faspq-reaper", daemon=True)
 
@@ -48,6 +58,7 @@ class Reaper:
         while not self._stop.wait(self._settings.reaper_interval_s):
             try:
                 self.sweep()
+                self.retire_leftovers()
             except (redis.RedisError, OperationalError) as exc:  # Redis, or the broker, failing over
                 log.warning("reaper sweep failed (will retry): %s", exc)
 
@@ -77,3 +88,28 @@ class Reaper:
             log.warning("transfer %s of dead owner %s re-enqueued", transfer_id, status.get("owner"))
             taken.append(transfer_id)
         return taken
+
+    def retire_leftovers(self, now: float | None = None) -> list[str]:
+        """One SCAN step over the transfers' status hashes: an ended transfer that no worker holds and that has no
+        TTL is retired as the worker that ends a transfer does, kept FASPQ_KEEP from its end. Returns their ids."""
+        now = time.time() if now is None else now
+        prefix, keep_s = self._settings.prefix, self._settings.keep_s
+        head = len(Keys(prefix, "").status)
+        self._cursor, found = self._redis.scan(self._cursor, match=Keys(prefix, "*").status, count=SCAN_COUNT)
+        candidates = [Keys(prefix, text(key)[head:]) for key in found]
+        pipe = self._redis.pipeline(transaction=False)
+        for keys in candidates:
+            pipe.ttl(keys.status)
+            pipe.hmget(keys.status, ["state", "updated"])
+            pipe.exists(keys.lease)
+        replies = pipe.execute()
+        retired = []
+        for index, keys in enumerate(candidates):
+            ttl, (state, updated), leased = replies[3 * index : 3 * index + 3]
+            if ttl != -1 or leased or state is None or text(state) not in TERMINAL_STATES:
+                continue
+            ended_at = float(text(updated)) if updated else now
+            retire(self._redis, keys, text(state), max(1, int(ended_at + keep_s - now)))
+            log.info("transfer %s ended (%s) without a TTL: kept until FASPQ_KEEP", keys.transfer_id, text(state))
+            retired.append(keys.transfer_id)
+        return retired

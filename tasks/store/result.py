@@ -54,13 +54,7 @@ def finish_transfer(
 
     def write() -> None:
         events.publish({"type": "RESULT", **result}, state=state, result=result)
-        pipe = client.pipeline()
-        pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
-        pipe.delete(keys.order, keys.control, keys.pending, keys.takeover, keys.counts)
-        pipe.set(keys.ended, state, ex=keep_s)
-        pipe.expire(keys.status, keep_s)
-        pipe.expire(keys.events, keep_s)
-        pipe.execute()
+        retire(client, keys, state, keep_s)
 
     def present() -> bool:
         return events.status().get("state") in TERMINAL_STATES
@@ -71,17 +65,27 @@ def finish_transfer(
     return result
 
 
+def retire(client: redis.Redis, keys: Keys, state: str, keep_s: int) -> None:
+    """Drop what only a running transfer needs (the sealed order too) and keep its status, events and end
+    (``ended``) ``keep_s`` seconds; all or nothing (NoPermissionError for a client ACL user)."""
+    pipe = client.pipeline()
+    pipe.zrem(watch_key(keys.prefix), keys.transfer_id)
+    pipe.delete(keys.order, keys.control, keys.pending, keys.takeover, keys.counts)
+    pipe.set(keys.ended, state, ex=keep_s)
+    pipe.expire(keys.status, keep_s)
+    pipe.expire(keys.events, keep_s)
+    pipe.execute()
+
+
 def end_unsent(client: redis.Redis, events: EventLog, keys: Keys, reason: str, keep_s: int) -> None:
     """End a submission whose task message never reached the broker: FAILED at once (no worker would ever pick
-    it up, so it must not stay QUEUED; a late delivery finds it ended) and kept ``keep_s`` like any ended
-    transfer. Its sealed order is deleted, or, by a Redis user that may not delete or expire (the README's client
-    ACL user), blanked: no secret stays behind."""
+    it up, so it must not stay QUEUED; a late delivery finds it ended) and retired like any ended transfer. A
+    Redis user that may not delete or expire (the README's client ACL user) blanks the sealed order instead, so
+    no secret stays behind, and leaves the retiring to the workers (workers/reaper.py: an ended transfer
+    without a TTL)."""
     state, result = _final(Outcome(False, int(ErrorCode.TRANSFER_ERROR), reason), 0)
     events.publish({"type": "RESULT", **result}, state=state, result=result)
     try:
-        client.delete(keys.order)
+        retire(client, keys, state, keep_s)
     except redis.exceptions.NoPermissionError:
         client.hset(keys.order, mapping={"order": "", "mac": ""})
-        return
-    client.expire(keys.status, keep_s)
-    client.expire(keys.events, keep_s)

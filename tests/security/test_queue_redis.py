@@ -82,8 +82,8 @@ def _readme_acl() -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def readme_users(tmp_path_factory):
     """A Redis with the README's two ACL users, a worker logged in as faspq-worker (its own Redis: no other
-    worker consumes) and this process a client logged in as faspq-client: yields the client's URL and the
-    worker."""
+    worker consumes) and this process a client logged in as faspq-client: yields the client's URL, the worker and
+    an admin client (to see what the others may not)."""
     workdir = tmp_path_factory.mktemp("readme-acl")
     admin_password = secrets.token_hex(16)
     redis_server = RedisServer(workdir / "redis", password=admin_password)
@@ -107,7 +107,7 @@ def readme_users(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             for name, value in faspq_env(client_url, FASPQ_PREFIX="faspq").items():
                 mp.setenv(name, value)
-            yield client_url, worker
+            yield client_url, worker, admin
     finally:
         worker.kill()
         admin.close()
@@ -115,7 +115,7 @@ def readme_users(tmp_path_factory):
 
 
 def test_readme_least_privilege_users_run_a_transfer(readme_users, server, tmp_path):  # noqa: F811
-    client_url, worker = readme_users
+    client_url, worker, _ = readme_users
     src = tmp_path / "acl.bin"
     make_file(src, 400_000)
     handle = submit(upload(server, [src], "acl"))
@@ -138,7 +138,7 @@ def test_a_replayed_order_of_an_ended_transfer_never_runs_again(readme_users, se
     """The attacker: the README's client user, without the shared key. It copies a transfer's signed order and
     its signed QUEUED event while it is queued, waits for the transfer to end, then restores them, sets the state
     back to QUEUED and pushes a task message (HSET, HSET, LPUSH: all its ACL allows). No worker runs it again."""
-    client_url, worker = readme_users
+    client_url, worker, _ = readme_users
     src = tmp_path / "replayed.bin"
     make_file(src, 300_000)
     handle = submit(upload(server, [src], "replay"))
@@ -182,12 +182,26 @@ def test_the_readme_client_user_cancels_queued_and_running_transfers(readme_user
     assert not (server.docroot / "cancel-queued" / src.name).exists()
 
 
+def _expires_as_ended(admin: redis.Redis, transfer_id: str, keep_s: int, within: float = 10.0) -> None:
+    """Every key of ``transfer_id`` soon has an ended transfer's TTL (at most FASPQ_KEEP), its order none left."""
+    deadline = time.monotonic() + within
+    while True:
+        ttls = {key.decode(): admin.ttl(key) for key in admin.scan_iter(match=f"*{transfer_id}*")}
+        if ttls and all(0 < ttl <= keep_s for ttl in ttls.values()):
+            break
+        assert time.monotonic() < deadline, f"keys of {transfer_id} that stay for ever (TTL -1): {ttls}"
+        time.sleep(0.2)
+    assert f"faspq:order:{transfer_id}" not in ttls, ttls
+    assert min(ttls.values()) > keep_s - 60, ttls  # kept from its end, as long as any ended transfer
+
+
 def test_a_queue_the_client_user_may_not_push_to_leaves_nothing_queued(readme_users, server, tmp_path):  # noqa: F811
     """Finding 10: the client user's ACL lets it push to ``transfers*`` only. A submit to another queue writes the
     order and QUEUED, then the broker refuses the task message: the transfer ends FAILED "not enqueued" (never a
-    QUEUED no worker receives), its sealed order is blanked, and faspq names the refusal, not an outage. A
+    QUEUED no worker receives), its sealed order is blanked, and faspq names the refusal, not an outage. What it
+    wrote then expires as an ended transfer does (the client user may neither delete nor expire keys). A
     transfer to the queue it may use still runs."""
-    client_url, worker = readme_users
+    client_url, worker, admin = readme_users
     src = tmp_path / "elsewhere.bin"
     make_file(src, 300_000)
     with pytest.raises(NotEnqueued) as caught:
@@ -197,7 +211,7 @@ def test_a_queue_the_client_user_may_not_push_to_leaves_nothing_queued(readme_us
     status = TransferHandle(refused.transfer_id).status()
     assert status["state"] == "FAILED" and status["result"]["reason"].startswith("not enqueued: "), status
     order = redis.Redis.from_url(client_url).hgetall(f"faspq:order:{refused.transfer_id}")
-    assert order.get(b"order") == b"" and order.get(b"mac") == b"", "the sealed order stayed"
+    assert not order.get(b"order") and not order.get(b"mac"), "the sealed order stayed"
     proc = faspq(
         *_upload_args(server, str(src), dest="elsewhere", extra=("--queue", "elsewhere", "--id", "cli-elsewhere")),
         env={"TEST_PW": server.password},
@@ -205,5 +219,7 @@ def test_a_queue_the_client_user_may_not_push_to_leaves_nothing_queued(readme_us
     line = _one_line_error(proc, "Redis user 'faspq-client' may not send to queue 'elsewhere'", "ended FAILED")
     assert "cannot reach" not in line
     assert TransferHandle("cli-elsewhere").status()["state"] == "FAILED"
+    for transfer_id in (refused.transfer_id, "cli-elsewhere"):
+        _expires_as_ended(admin, transfer_id, Settings.from_env().keep_s)
     assert submit(upload(server, [src], "allowed")).wait(timeout=60)["ok"]
     assert_same_file(src, server.docroot / "allowed" / src.name)
