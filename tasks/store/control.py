@@ -154,6 +154,9 @@ def check(control: Control) -> None:
             isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OFFSET
         ):
             raise ControlError(f"add_source: {name} must be an integer from 0 to {MAX_OFFSET}")
+    start, end = control.args.get("start_offset"), control.args.get("end_offset")
+    if start is not None and end is not None and end < start:  # faspmanager's rule: refused here, before sending
+        raise ControlError(f"add_source: end_offset {end} is before start_offset {start}")
     if control.op != "write" and control.data:
         raise ControlError(f"{control.op} carries no data")
 

@@ -247,6 +247,22 @@ def test_a_control_for_a_transfer_no_worker_runs_is_sent_not_applied(faspq_env_o
     assert faspq("cancel", transfer_id).returncode == 0
 
 
+def test_a_reversed_range_is_refused_before_anything_is_sent(faspq_env_only, server, tmp_path):
+    """Finding 14: `add --start 500 --end 100` is a range no session takes (faspmanager refuses it): refused at
+    once, one line, nothing appended to the transfer's control stream."""
+    persistent = submit(
+        fm.PersistentUpload(
+            dest_user=server.user, dest_host=server.host, dest_pass=server.password, options=options(server)
+        ),
+        queue="nobody-here",
+    )
+    make_file(tmp_path / "r.bin", 1000)
+    reversed_range = faspq("add", persistent.id, str(tmp_path / "r.bin"), "r.bin", "--start", "500", "--end", "100")
+    _one_line_error(reversed_range, "not sent", "end_offset 100 is before start_offset 500")
+    assert faspq_env_only.client().xlen(f"t:control:{persistent.id}") == 0
+    assert persistent.cancel() is None
+
+
 def test_an_ended_transfer_shows_its_bytes_in_ls_and_watch(worker_factory, server, tmp_path):
     """Finding 13: the last event of an ended transfer is its RESULT, whose numbers are in the result's stats:
     `ls --all` and `watch` of it show what was moved, not 0/?."""

@@ -48,6 +48,7 @@ def test_add_source_offsets():
         Control("set_rate", {"kbps": MAX_KBPS + 1}),
         Control("add_source", {"source_path": "a", "dest_path": "b", "start_offset": 2**63}),
         Control("add_source", {"source_path": "a", "dest_path": "b", "end_offset": 2**64}),
+        Control("add_source", {"source_path": "a", "dest_path": "b", "start_offset": 500, "end_offset": 100}),
         Control("cancel", {"why": 1}),
         Control("cancel", {}, b"data"),
     ],
