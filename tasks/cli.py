@@ -630,7 +630,7 @@ def list_transfers(show_all: bool, fmt: str | None) -> None:
                 meta["total"] or "",
                 meta["rate_kbps"],
                 "" if meta["eta_s"] is None else meta["eta_s"],
-                round(now - float(current.get("created", now))),
+                round(now - float(current["created"])) if "created" in current else "",  # none: rebuilt, age unknown
             )
         )
     _rows(header, rows, fmt)

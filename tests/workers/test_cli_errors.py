@@ -14,6 +14,8 @@ import pytest
 
 import faspmanager as fm
 from tasks.client import TransferHandle, submit
+from tasks.store.events import EventLog
+from tasks.store.keys import Keys
 from tests.support.files import assert_same_file
 from tests.support.ports import free_port
 from tests.support.programs import REPO_ROOT
@@ -245,6 +247,16 @@ def test_a_control_for_a_transfer_no_worker_runs_is_sent_not_applied(faspq_env_o
     sent = faspq("rate", transfer_id, "3000")
     assert sent.returncode == 0 and "not applied yet" in sent.stdout and "set to" not in sent.stdout, sent.stdout
     assert faspq("cancel", transfer_id).returncode == 0
+
+
+def test_ls_leaves_the_age_of_a_transfer_without_a_creation_time_blank(faspq_env_only):
+    """Finding 13: a status rebuilt after Redis lost the transfer (the worker's FAILED 12 into a new Redis) has
+    no ``created``: `ls` does not know its age, and does not say 0."""
+    keys = Keys("t", "rebuilt-after-a-wipe")
+    EventLog(faspq_env_only.client(), keys).publish({"type": "RESULT", "ok": False}, state="FAILED", result={})
+    listed = faspq("ls", "--all", "--format", "json")
+    row = next(row for row in json.loads(listed.stdout) if row["id"] == keys.transfer_id)
+    assert row["age s"] == "", row
 
 
 def test_a_reversed_range_is_refused_before_anything_is_sent(faspq_env_only, server, tmp_path):
