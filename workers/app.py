@@ -59,13 +59,16 @@ def _connparams_kept(channel: kombu_redis.Channel, asynchronous: bool = False) -
     keeps those messages by delivery tag, not per connection, so both are right on a new connection to the same
     broker: the parameters the channel last connected with. Otherwise the ack failed (a CRITICAL "Couldn't ack")
     and the message stayed unacked until the visibility timeout (12 h) delivered it again, to be dropped. The
-    restore is as harmless: the running transfer's lease drops that delivery. No kombu or Celery setting covers
-    this (worker_cancel_long_running_tasks_on_connection_loss would stop every running transfer instead).
+    restore is as harmless: the running transfer's lease drops that delivery. A Sentinel channel finds the primary
+    through its transport, so it keeps that connection error (and its message the visibility timeout). No kombu
+    or Celery setting covers this (worker_cancel_long_running_tasks_on_connection_loss would stop every running
+    transfer instead).
     """
     transport = channel.connection
     if transport is not None and transport.client is not None:
         params = _connparams(channel, asynchronous)
-        if not asynchronous:  # the pool of acks, restores and publishes (the event loop's is the channel's own)
+        # the pool of acks, restores and publishes (the event loop's is the channel's own)
+        if not asynchronous and not isinstance(channel, kombu_redis.SentinelChannel):
             channel.__dict__[_KEPT] = params
         return params
     kept = channel.__dict__.get(_KEPT)
