@@ -14,6 +14,7 @@ neither delete nor expire keys (tasks.store.result.end_unsent).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -96,7 +97,7 @@ class Reaper:
         prefix, keep_s = self._settings.prefix, self._settings.keep_s
         head = len(Keys(prefix, "").status)
         self._cursor, found = self._redis.scan(self._cursor, match=Keys(prefix, "*").status, count=SCAN_COUNT)
-        candidates = [Keys(prefix, text(key)[head:]) for key in found]
+        candidates = [Keys(prefix, text(key, "replace")[head:]) for key in found]  # names a client may choose
         pipe = self._redis.pipeline(transaction=False)
         for keys in candidates:
             pipe.ttl(keys.status)
@@ -105,11 +106,22 @@ class Reaper:
         replies = pipe.execute()
         retired = []
         for index, keys in enumerate(candidates):
-            ttl, (state, updated), leased = replies[3 * index : 3 * index + 3]
-            if ttl != -1 or leased or state is None or text(state) not in TERMINAL_STATES:
+            ttl, (raw_state, updated), leased = replies[3 * index : 3 * index + 3]
+            state = text(raw_state or b"", "replace")
+            if ttl != -1 or leased or state not in TERMINAL_STATES:
                 continue
-            ended_at = float(text(updated)) if updated else now
-            retire(self._redis, keys, text(state), max(1, int(ended_at + keep_s - now)))
-            log.info("transfer %s ended (%s) without a TTL: kept until FASPQ_KEEP", keys.transfer_id, text(state))
+            left = _ended_at(updated, now) + keep_s - now
+            retire(self._redis, keys, state, min(keep_s, max(1, int(left))))
+            log.info("transfer %s ended (%s) without a TTL: kept until FASPQ_KEEP", keys.transfer_id, state)
             retired.append(keys.transfer_id)
         return retired
+
+
+def _ended_at(updated: bytes | None, now: float) -> float:
+    """When a transfer ended, from its status's ``updated`` (the RESULT's time); ``now`` for anything else: a
+    client ACL user may write that field any way it likes."""
+    try:
+        value = float(text(updated or b"", "replace"))
+    except ValueError:
+        return now
+    return value if math.isfinite(value) else now

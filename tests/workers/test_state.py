@@ -190,3 +190,37 @@ def test_events_also_go_out_on_pub_sub(client, keys):
     event = json.loads(message["data"])
     assert (event["type"], event["session"], event["transfer_id"]) == ("STATS", {"rate": 5}, keys.transfer_id)
     pubsub.close()
+
+
+@pytest.mark.timeout(20)
+def test_reaper_retires_ended_transfers_left_without_a_ttl(redis_server, client):
+    """A submission the broker refused, ended by a client ACL user (no DEL, no EXPIRE: end_unsent blanks its order
+    and stops there), is retired by the workers, kept FASPQ_KEEP from its end. An end time a client wrote any way
+    it liked neither stops the walk nor keeps anything for ever; a leased or an expiring transfer is left alone."""
+    from config.settings import Settings
+    from tasks.transfer import celery_app
+    from workers.reaper import Reaper
+
+    url = redis_server.url
+    settings = Settings(redis_url=url, broker_url=url, result_url=url, events_url=url, prefix="rt", keep_s=1000)
+    reaper = Reaper(celery_app(settings), settings)
+    now = time.time()
+    left, garbage, infinite, leased, kept = (Keys("rt", n) for n in ("left", "garbage", "inf", "leased", "kept"))
+    for keys in (left, garbage, infinite, leased, kept):
+        EventLog(client, keys).publish({"type": "RESULT", "ok": False}, state="FAILED", result={})
+        client.hset(keys.order, mapping={"type": "FileUpload", "order": "", "mac": ""})
+    client.hset(left.status, "updated", repr(now - 100))
+    client.hset(garbage.status, "updated", "not a time")
+    client.hset(infinite.status, "updated", "inf")
+    client.set(leased.lease, "live-host:2:y", px=5000)
+    client.expire(kept.status, 50)
+    client.hset(b"rt:status:\xff", mapping={"state": "FAILED", "updated": "1"})  # not UTF-8: not a transfer's
+
+    assert sorted(reaper.retire_leftovers(now)) == ["garbage", "inf", "left"]
+    assert 880 < client.ttl(left.status) <= 900 and 880 < client.ttl(left.events) <= 900
+    assert not client.exists(left.order) and client.get(left.ended) == b"FAILED"
+    for keys in (garbage, infinite):
+        assert 0 < client.ttl(keys.status) <= 1000 and not client.exists(keys.order)
+    assert client.ttl(leased.status) == -1 and client.exists(leased.order)
+    assert 0 < client.ttl(kept.status) <= 50 and client.exists(kept.order)
+    assert reaper.retire_leftovers(now) == []
