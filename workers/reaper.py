@@ -67,28 +67,38 @@ class Reaper:
         """Re-enqueue every overdue orphan; returns their ids."""
         now = time.time() if now is None else now
         taken = []
-        prefix = self._settings.prefix
-        for raw in self._redis.zrangebyscore(watch_key(prefix), 0, now):
-            transfer_id = text(raw)
-            keys = Keys(prefix, transfer_id)
-            if self._redis.exists(keys.lease):
-                continue
-            events = EventLog(self._redis, keys, self._settings.secret_key, keep_s=self._settings.keep_s)
-            status = events.status()
-            record = self._redis.hgetall(keys.order)
-            if not status or status.get("state") in TERMINAL_STATES or not record:
-                self._redis.zrem(watch_key(prefix), transfer_id)
-                continue
-            if not self._redis.set(keys.takeover, self._me, nx=True, px=int(self._settings.lease_ttl_s * 1000)):
-                continue
-            task, queue = text(record[b"task"]), text(record[b"queue"])
-            events.publish({"type": "TAKEOVER", "previous_owner": status.get("owner"), "by": self._me}, state="QUEUED")
-            self._redis.zadd(watch_key(prefix), {transfer_id: now + 2 * self._settings.takeover_bound_s})
-            self._app.send_task(task, args=[transfer_id], queue=queue, task_id=transfer_id)  # its result: the id's
-            TAKEOVERS.inc()
-            log.warning("transfer %s of dead owner %s re-enqueued", transfer_id, status.get("owner"))
-            taken.append(transfer_id)
+        for raw in self._redis.zrangebyscore(watch_key(self._settings.prefix), 0, now):
+            transfer_id = text(raw, "replace")
+            try:
+                if self._take_over(transfer_id, now):
+                    taken.append(transfer_id)
+            except (ValueError, KeyError) as exc:  # a client ACL user may write status and order any way it likes
+                log.warning("transfer %s not taken over, its record unreadable: %s", transfer_id, exc)
+                self._redis.zrem(watch_key(self._settings.prefix), transfer_id)
         return taken
+
+    def _take_over(self, transfer_id: str, now: float) -> bool:
+        """Re-enqueue ``transfer_id`` if it is an orphan this reaper claims; drop it from the watch list if it
+        needs no watching any more."""
+        prefix = self._settings.prefix
+        keys = Keys(prefix, transfer_id)
+        if self._redis.exists(keys.lease):
+            return False
+        events = EventLog(self._redis, keys, self._settings.secret_key, keep_s=self._settings.keep_s)
+        status = events.status()
+        record = self._redis.hgetall(keys.order)
+        if not status or status.get("state") in TERMINAL_STATES or not record:
+            self._redis.zrem(watch_key(prefix), transfer_id)
+            return False
+        if not self._redis.set(keys.takeover, self._me, nx=True, px=int(self._settings.lease_ttl_s * 1000)):
+            return False
+        task, queue = text(record[b"task"]), text(record[b"queue"])
+        events.publish({"type": "TAKEOVER", "previous_owner": status.get("owner"), "by": self._me}, state="QUEUED")
+        self._redis.zadd(watch_key(prefix), {transfer_id: now + 2 * self._settings.takeover_bound_s})
+        self._app.send_task(task, args=[transfer_id], queue=queue, task_id=transfer_id)  # its result: the id's
+        TAKEOVERS.inc()
+        log.warning("transfer %s of dead owner %s re-enqueued", transfer_id, status.get("owner"))
+        return True
 
     def retire_leftovers(self, now: float | None = None) -> list[str]:
         """One SCAN step over the transfers' status hashes: an ended transfer that no worker holds and that has no

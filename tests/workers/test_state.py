@@ -224,3 +224,26 @@ def test_reaper_retires_ended_transfers_left_without_a_ttl(redis_server, client)
     assert client.ttl(leased.status) == -1 and client.exists(leased.order)
     assert 0 < client.ttl(kept.status) <= 50 and client.exists(kept.order)
     assert reaper.retire_leftovers(now) == []
+
+
+@pytest.mark.timeout(20)
+def test_a_record_a_client_garbled_does_not_stop_takeovers(redis_server, client):
+    """Status and order hashes are client-writable (the README's client ACL user): a dead owner's transfer whose
+    status holds bad JSON is dropped from the watch list with a warning; the other orphans are still re-enqueued."""
+    from config.settings import Settings
+    from tasks.transfer import celery_app
+    from workers.reaper import Reaper
+
+    url = redis_server.url
+    settings = Settings(redis_url=url, broker_url=url, result_url=url, events_url=url, prefix="rg", queue="rgq")
+    reaper = Reaper(celery_app(settings), settings)
+    now = time.time()
+    for name in ("a-garbled", "b-orphan"):
+        keys = Keys("rg", name)
+        EventLog(client, keys).publish({"type": "PICKED"}, state="RUNNING", owner="dead-host:1:x")
+        client.hset(keys.order, mapping={"task": "faspq.file_upload", "queue": "rgq", "type": "FileUpload"})
+        client.zadd(watch_key("rg"), {name: now - 1})
+    client.hset(Keys("rg", "a-garbled").status, "attempt", "{not json")
+
+    assert reaper.sweep() == ["b-orphan"]
+    assert client.zscore(watch_key("rg"), "a-garbled") is None and client.llen("rgq") == 1
