@@ -79,13 +79,16 @@ def retire(client: redis.Redis, keys: Keys, state: str, keep_s: int) -> None:
 
 def end_unsent(client: redis.Redis, events: EventLog, keys: Keys, reason: str, keep_s: int) -> None:
     """End a submission whose task message never reached the broker: FAILED at once (no worker would ever pick
-    it up, so it must not stay QUEUED; a late delivery finds it ended) and retired like any ended transfer. A
-    Redis user that may not delete or expire (the README's client ACL user) blanks the sealed order instead, so
-    no secret stays behind, and leaves the retiring to the workers (workers/reaper.py: an ended transfer
-    without a TTL)."""
+    it up, so it must not stay QUEUED; a late delivery finds it ended) and retired like any ended transfer. The
+    sealed order is blanked first, so no secret stays behind; a Redis user that may not delete or expire (the
+    README's client ACL user) leaves the retiring to the workers (workers/reaper.py: an ended transfer without
+    a TTL)."""
     state, result = _final(Outcome(False, int(ErrorCode.TRANSFER_ERROR), reason), 0)
+    # blanked before the RESULT: once the transfer shows ended a worker may retire it, and a write after that
+    # would bring the order back for ever
+    client.hset(keys.order, mapping={"order": "", "mac": ""})
     events.publish({"type": "RESULT", **result}, state=state, result=result)
     try:
         retire(client, keys, state, keep_s)
     except redis.exceptions.NoPermissionError:
-        client.hset(keys.order, mapping={"order": "", "mac": ""})
+        pass  # the workers retire it
