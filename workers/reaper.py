@@ -101,8 +101,9 @@ class Reaper:
         return True
 
     def retire_leftovers(self, now: float | None = None) -> list[str]:
-        """One SCAN step over the transfers' status hashes: an ended transfer that no worker holds and that has no
-        TTL is retired as the worker that ends a transfer does, kept FASPQ_KEEP from its end. Returns their ids."""
+        """One SCAN step over the transfers' status hashes: an ended transfer (by its verified RESULT, never the
+        hash's own state) that no worker holds and that has no TTL is retired as the worker that ends a transfer
+        does, kept FASPQ_KEEP from its end. Returns their ids."""
         now = time.time() if now is None else now
         prefix, keep_s = self._settings.prefix, self._settings.keep_s
         head = len(Keys(prefix, "").status)
@@ -119,6 +120,9 @@ class Reaper:
             ttl, (raw_state, updated), leased = replies[3 * index : 3 * index + 3]
             state = text(raw_state or b"", "replace")
             if ttl != -1 or leased or state not in TERMINAL_STATES:
+                continue
+            state = EventLog(self._redis, keys, self._settings.secret_key).status().get("state", "")
+            if state not in TERMINAL_STATES:  # the hash said so, no verified RESULT does: a client user's forgery
                 continue
             left = _ended_at(updated, now) + keep_s - now
             retire(self._redis, keys, state, min(keep_s, max(1, int(left))))

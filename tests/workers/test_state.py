@@ -202,13 +202,19 @@ def test_reaper_retires_ended_transfers_left_without_a_ttl(redis_server, client)
     from workers.reaper import Reaper
 
     url = redis_server.url
-    settings = Settings(redis_url=url, broker_url=url, result_url=url, events_url=url, prefix="rt", keep_s=1000)
+    settings = Settings(
+        redis_url=url, broker_url=url, result_url=url, events_url=url, prefix="rt", keep_s=1000, secret_key=KEY
+    )
     reaper = Reaper(celery_app(settings), settings)
     now = time.time()
-    left, garbage, infinite, leased, kept = (Keys("rt", n) for n in ("left", "garbage", "inf", "leased", "kept"))
+    names = ("left", "garbage", "inf", "leased", "kept", "forged")
+    left, garbage, infinite, leased, kept, forged = (Keys("rt", n) for n in names)
     for keys in (left, garbage, infinite, leased, kept):
-        EventLog(client, keys).publish({"type": "RESULT", "ok": False}, state="FAILED", result={})
+        EventLog(client, keys, KEY).publish({"type": "RESULT", "ok": False}, state="FAILED", result={})
         client.hset(keys.order, mapping={"type": "FileUpload", "order": "", "mac": ""})
+    EventLog(client, forged, KEY).publish({"type": "QUEUED"}, state="QUEUED")  # then ended by hand, not by a RESULT
+    client.hset(forged.status, mapping={"state": "FAILED", "updated": repr(now)})
+    client.hset(forged.order, mapping={"type": "FileUpload", "order": "sealed", "mac": "m"})
     client.hset(left.status, "updated", repr(now - 100))
     client.hset(garbage.status, "updated", "not a time")
     client.hset(infinite.status, "updated", "inf")
@@ -223,27 +229,30 @@ def test_reaper_retires_ended_transfers_left_without_a_ttl(redis_server, client)
         assert 0 < client.ttl(keys.status) <= 1000 and not client.exists(keys.order)
     assert client.ttl(leased.status) == -1 and client.exists(leased.order)
     assert 0 < client.ttl(kept.status) <= 50 and client.exists(kept.order)
+    assert client.ttl(forged.status) == -1 and client.hget(forged.order, "order") == b"sealed"
     assert reaper.retire_leftovers(now) == []
 
 
 @pytest.mark.timeout(20)
 def test_a_record_a_client_garbled_does_not_stop_takeovers(redis_server, client):
     """Status and order hashes are client-writable (the README's client ACL user): a dead owner's transfer whose
-    status holds bad JSON is dropped from the watch list with a warning; the other orphans are still re-enqueued."""
+    order lacks its task is dropped from the watch list with a warning; the other orphans are still re-enqueued."""
     from config.settings import Settings
     from tasks.transfer import celery_app
     from workers.reaper import Reaper
 
     url = redis_server.url
-    settings = Settings(redis_url=url, broker_url=url, result_url=url, events_url=url, prefix="rg", queue="rgq")
+    settings = Settings(
+        redis_url=url, broker_url=url, result_url=url, events_url=url, prefix="rg", queue="rgq", secret_key=KEY
+    )
     reaper = Reaper(celery_app(settings), settings)
     now = time.time()
     for name in ("a-garbled", "b-orphan"):
         keys = Keys("rg", name)
-        EventLog(client, keys).publish({"type": "PICKED"}, state="RUNNING", owner="dead-host:1:x")
+        EventLog(client, keys, KEY).publish({"type": "PICKED"}, state="RUNNING", owner="dead-host:1:x")
         client.hset(keys.order, mapping={"task": "faspq.file_upload", "queue": "rgq", "type": "FileUpload"})
         client.zadd(watch_key("rg"), {name: now - 1})
-    client.hset(Keys("rg", "a-garbled").status, "attempt", "{not json")
+    client.hdel(Keys("rg", "a-garbled").order, "task")
 
     assert reaper.sweep() == ["b-orphan"]
     assert client.zscore(watch_key("rg"), "a-garbled") is None and client.llen("rgq") == 1
