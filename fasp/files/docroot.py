@@ -181,16 +181,18 @@ class Files(Protocol):
 class Docroot(Files):
     """The confined handle: every method takes a client path and stays below the root."""
 
-    def __init__(self, root: str, *, use_openat2: bool | None = None, shown: str | None = None) -> None:
-        self.shown = shown  # errors name a path as this directory + the root-relative path (a local root)
+    def __init__(self, root: str | int, *, use_openat2: bool | None = None, shown: str | None = None) -> None:
+        """``root``: the docroot's path, or a directory descriptor this handle takes over. ``shown``: errors name
+        a path as that directory joined with the root-relative path (a local root), not as the client's."""
+        self.shown = shown
         self.place = "the docroot" if shown is None else shown
         self._fd = -1
         try:
-            self._fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._fd = root if isinstance(root, int) else os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             self.real = os.readlink(f"/proc/self/fd/{self._fd}")
             self._error = None
         except OSError as exc:  # every operation fails alike (the server's own path is not the client's business)
-            self.real = os.path.realpath(root)
+            self.real = os.path.realpath(root) if isinstance(root, str) else "?"
             self._error = EngineError(_root_code(exc), f"the docroot is unavailable: {exc.strerror}")
         if use_openat2 is None:
             use_openat2 = _OPENAT2 and not os.environ.get(NO_OPENAT2_ENV)
@@ -529,7 +531,69 @@ class Unconfined(Files):
         return self.norm(client_path)
 
 
-class Roots(Files):
+class _Routed(Files):
+    """A handle made of others: each path goes to the one :meth:`route` picks, named as that one names it.
+    What may cross between them (a rename) is decided by :meth:`apart`."""
+
+    def route(self, client_path: str) -> tuple[Files, str]:
+        raise NotImplementedError
+
+    def apart(self, src: str, dst: str) -> Exception:
+        """The error for a rename between two handles."""
+        raise NotImplementedError
+
+    def open(self, client_path: str, flags: int, mode: int = 0o666) -> int:
+        files, path = self.route(client_path)
+        return files.open(path, flags, mode)
+
+    def opendir(self, client_path: str, *, path_only: bool = False) -> int:
+        files, path = self.route(client_path)
+        return files.opendir(path, path_only=path_only)
+
+    def at(self, client_path: str) -> AbstractContextManager[tuple[int, str]]:
+        files, path = self.route(client_path)
+        return files.at(path)
+
+    def stat(self, client_path: str, *, follow: bool = True) -> os.stat_result:
+        files, path = self.route(client_path)
+        return files.stat(path, follow=follow)
+
+    def makedirs(self, client_path: str) -> None:
+        files, path = self.route(client_path)
+        files.makedirs(path)
+
+    def mkdir(self, client_path: str, mode: int = 0o777) -> None:
+        files, path = self.route(client_path)
+        files.mkdir(path, mode)
+
+    def unlink(self, client_path: str) -> None:
+        files, path = self.route(client_path)
+        files.unlink(path)
+
+    def rmdir(self, client_path: str) -> None:
+        files, path = self.route(client_path)
+        files.rmdir(path)
+
+    def rmtree(self, client_path: str) -> None:
+        files, path = self.route(client_path)
+        files.rmtree(path)
+
+    def replace(self, src: str, dst: str) -> None:
+        (files, src_path), (dst_files, dst_path) = self.route(src), self.route(dst)
+        if files is not dst_files:
+            raise self.apart(src, dst)
+        files.replace(src_path, dst_path)
+
+    def readlink(self, client_path: str) -> str:
+        files, path = self.route(client_path)
+        return files.readlink(path)
+
+    def symlink(self, target: str, client_path: str) -> None:
+        files, path = self.route(client_path)
+        files.symlink(target, path)
+
+
+class Roots(_Routed):
     """Local paths as given (absolute, or relative to the working directory), each reached only beneath the
     innermost of ``roots`` that holds it: a worker's engine, confined to what its policy lets orders read or
     write (FASP_SEND_ROOTS / FASP_RECV_ROOTS). A path outside them all, or a link met on the way that leaves
@@ -546,7 +610,7 @@ class Roots(Files):
             self._mounts += [(prefix, docroot) for prefix in {given, docroot.real}]
         self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)  # innermost first
 
-    def _route(self, client_path: str) -> tuple[Docroot, str]:
+    def route(self, client_path: str) -> tuple[Files, str]:
         _encodable(client_path)
         path = os.path.abspath(client_path or ".")
         for candidate in (path, os.path.realpath(path)):
@@ -555,66 +619,63 @@ class Roots(Files):
                     return docroot, candidate[len(prefix) :].lstrip("/") or "."
         raise _outside(path, "the allowed local directories")
 
+    def apart(self, src: str, dst: str) -> Exception:
+        return OSError(errno.EXDEV, os.strerror(errno.EXDEV), self.display(src))  # as across file systems
+
     def norm(self, client_path: str) -> str:
         _encodable(client_path)
         return os.path.abspath(client_path or ".")
-
-    def open(self, client_path: str, flags: int, mode: int = 0o666) -> int:
-        docroot, rel = self._route(client_path)
-        return docroot.open(rel, flags, mode)
-
-    def opendir(self, client_path: str, *, path_only: bool = False) -> int:
-        docroot, rel = self._route(client_path)
-        return docroot.opendir(rel, path_only=path_only)
-
-    def at(self, client_path: str) -> AbstractContextManager[tuple[int, str]]:
-        docroot, rel = self._route(client_path)
-        return docroot.at(rel)
-
-    def stat(self, client_path: str, *, follow: bool = True) -> os.stat_result:
-        docroot, rel = self._route(client_path)
-        return docroot.stat(rel, follow=follow)
-
-    def makedirs(self, client_path: str) -> None:
-        docroot, rel = self._route(client_path)
-        docroot.makedirs(rel)
-
-    def mkdir(self, client_path: str, mode: int = 0o777) -> None:
-        docroot, rel = self._route(client_path)
-        docroot.mkdir(rel, mode)
-
-    def unlink(self, client_path: str) -> None:
-        docroot, rel = self._route(client_path)
-        docroot.unlink(rel)
-
-    def rmdir(self, client_path: str) -> None:
-        docroot, rel = self._route(client_path)
-        docroot.rmdir(rel)
-
-    def rmtree(self, client_path: str) -> None:
-        docroot, rel = self._route(client_path)
-        docroot.rmtree(rel)
-
-    def replace(self, src: str, dst: str) -> None:
-        """A rename within one root (between two, it fails as across file systems: EXDEV)."""
-        (src_root, src_rel), (dst_root, dst_rel) = self._route(src), self._route(dst)
-        if src_root is not dst_root:
-            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), self.display(src))
-        src_root.replace(src_rel, dst_rel)
-
-    def readlink(self, client_path: str) -> str:
-        docroot, rel = self._route(client_path)
-        return docroot.readlink(rel)
-
-    def symlink(self, target: str, client_path: str) -> None:
-        docroot, rel = self._route(client_path)
-        docroot.symlink(target, rel)
 
     def display(self, client_path: str) -> str:
         return self.norm(client_path)
 
     def contains(self, real: str) -> bool:
         return any(docroot.contains(real) for _, docroot in self._mounts)
+
+
+class Beneath(_Routed):
+    """A receiver's handle: the paths below ``root`` (the destination the user named) resolve beneath it as in a
+    docroot of their own, the rest (the root itself and its spelling, a lone file's name and its partial beside
+    it) through ``base`` as before. Names below the root come from the peer: a link it sent, or one leading out
+    that was there already, can no longer take a file out of the destination (41), and a link it sends is made
+    only if its target stays below the root."""
+
+    def __init__(self, base: Files, root: str) -> None:
+        self.base = base
+        self._root = posixpath.normpath(root or ".")
+        self._inner: Docroot | None = None  # opened on first use: the root may be made (-d) after this
+
+    def _below(self, client_path: str) -> str | None:
+        """``client_path`` relative to the root, or None if it is not below it (spelled as the receiver joins
+        names to the root: a lexical relation, the kernel then resolves the rest beneath the root)."""
+        norm = posixpath.normpath(client_path)
+        if self._root == ".":
+            below = not (norm in (".", "..") or norm.startswith(("../", "/")))
+            rest = norm if below else None
+        else:
+            prefix = self._root.rstrip("/") + "/"
+            rest = norm[len(prefix) :] if norm.startswith(prefix) and len(norm) > len(prefix) else None
+        return rest + "/" if rest is not None and client_path.endswith("/") else rest
+
+    def route(self, client_path: str) -> tuple[Files, str]:
+        rest = self._below(client_path)
+        if rest is None:
+            return self.base, client_path
+        if self._inner is None:
+            self._inner = Docroot(self.base.opendir(self._root, path_only=True), shown=self._root)
+        return self._inner, rest
+
+    def apart(self, src: str, dst: str) -> Exception:
+        return EngineError(ErrorCode.BAD_PATH, f"cannot move {src!r} to {dst!r}: only one is below {self._root!r}")
+
+    def norm(self, client_path: str) -> str:
+        return self.base.norm(client_path)
+
+    def display(self, client_path: str) -> str:
+        return self.base.display(client_path)
+
+    def contains(self, real: str) -> bool:
+        return self.base.contains(real)
 
 
 def handle(

@@ -264,12 +264,15 @@ def feeder(
     fatal: Callable[[BaseException], None],
 ) -> Uploads | Downloads:
     """The sending or receiving role for ``cfg.direction`` and the feeder around it; ``files`` is the one
-    handle every local file operation goes through, as on a server."""
+    handle every local file operation goes through, as on a server. A download's files land beneath its
+    destination (:class:`fasp.files.docroot.Beneath`): the server names them, and a server may lie."""
     if cfg.direction == "send":
         sender = SendingRole(channel, transport, tally, cfg.local_options(), files=files, file_pass=cfg.file_pass)
         return Uploads(cfg, tally, sender, files)
+    # the peer names what lands: below the destination it resolves beneath it, never out through a link
+    beneath = docroot.Beneath(files, cfg.dest)
     receiver = ReceivingRole(
-        channel, transport, tally, cfg.local_options(), dest=cfg.dest, files=files, file_pass=cfg.file_pass
+        channel, transport, tally, cfg.local_options(), dest=cfg.dest, files=beneath, file_pass=cfg.file_pass
     )
     receiver.on_fatal = fatal
     return Downloads(cfg, tally, channel, receiver)

@@ -25,6 +25,7 @@ from fasp.errors import ProtocolError, os_error_code
 from fasp.files import attrs, envelope, resume, settle
 from fasp.files.digest import file_checksum, prefix_digest, reader
 from fasp.files.docroot import Files
+from fasp.files.jobs import Rules
 from fasp.files.naming import destination, landing
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
@@ -217,6 +218,8 @@ class ReceivingRole:
         fid, arg, text = msg.fid, msg.arg, msg.link
         if not text or "\0" in text:
             raise ProtocolError("a link message needs the link's target text")
+        if not Rules.from_opts(self._opts).copies_links:  # a sender of ours follows links, as it was told
+            raise ProtocolError(f"the peer sent link {msg.rel!r} where links are {self._opts.symlinks!r}")
         kind = self._files.kind(target, follow=False)
         if kind is not None:
             if kind != stat.S_IFLNK and self._opts.symlinks != "copy+force":

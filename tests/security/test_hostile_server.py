@@ -1,0 +1,94 @@
+"""A server the client connected to lies in its offers: a download must land below its destination, nowhere else.
+
+The attack (scp's CVE-2019-6111 and rsync's CVE-2024-12087 in our protocol): while the client downloads a
+directory, the server offers a symbolic link ``x/a`` leading out of the client's destination (to the client's
+``~/.ssh``, say), then a file named through it (``x/a/b``), or the same name again as a file. A real server engine
+serves the bytes; :mod:`tests.security.hostile_engine` rewrites its offers. The client, a stock ``fasp-ascp``,
+must neither plant the link nor write through one leading out, whatever its --symbolic-links.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import fasp_args, remote, run_ascp
+from tests.support.files import random_file, sha256
+from tests.support.servers import start_fasp_server
+
+pytestmark = pytest.mark.slow
+
+HOSTILE = str(Path(__file__).with_name("hostile_engine.py"))
+VICTIM = b"ssh-ed25519 AAAA-the-users-own-key\n"
+
+
+def _hostile_server(tmp_path: Path, rewrites: dict[str, dict]):
+    """A fasp-server whose docroot holds x/a and x/b, its engine's offers rewritten by ``rewrites``."""
+    docroot = tmp_path / "served"
+    (docroot / "x").mkdir(parents=True)
+    (docroot / "x" / "a").write_bytes(b"decoy\n")
+    random_file(docroot / "x" / "b", 300_000)
+    return start_fasp_server(
+        tmp_path / "server", docroot=docroot, engine_command=[sys.executable, HOSTILE, json.dumps(rewrites)]
+    )
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """The client's own files, next to its download destination."""
+    place = tmp_path / "home" / ".ssh"
+    place.mkdir(parents=True)
+    (place / "authorized_keys").write_bytes(VICTIM)
+    return place
+
+
+def _untouched(outside: Path) -> None:
+    assert (outside / "authorized_keys").read_bytes() == VICTIM, "the server overwrote a file outside the destination"
+    assert sorted(p.name for p in outside.iterdir()) == ["authorized_keys"], "the server wrote outside the destination"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("symlinks", ["follow", "copy"])
+@pytest.mark.parametrize("spelling", ["absolute", "relative"])
+@pytest.mark.parametrize("through", ["directory", "file"])
+def test_a_server_cannot_write_outside_the_download_destination(tmp_path, outside, symlinks, spelling, through):
+    """``x/a`` arrives as a link to the client's ~/.ssh (or to its authorized_keys), then ``x/b`` as ``x/a/b``
+    (or as ``x/a`` itself): with links followed (the default: no link should come at all) and with links copied
+    (a link may come, never one leading out of the destination), nothing outside the destination changes."""
+    dest = tmp_path / "home" / "downloads"
+    dest.mkdir()
+    target = outside if through == "directory" else outside / "authorized_keys"
+    link = str(target) if spelling == "absolute" else str(Path("../..", *target.relative_to(tmp_path / "home").parts))
+    rewrites = {
+        "x/a": {"mode": stat.S_IFLNK | 0o777, "size": 0, "link": link},
+        "x/b": {"rel": "x/a/authorized_keys" if through == "directory" else "x/a"},
+    }
+    with _hostile_server(tmp_path, rewrites) as server:
+        result = run_ascp(
+            fasp_args(server, f"--symbolic-links={symlinks}", remote(server, "/x"), str(dest)), server.env()
+        )
+    _untouched(outside)
+    landed = [p for p in dest.rglob("*") if p.is_symlink()]
+    assert not any(p.resolve().is_relative_to(tmp_path / "home" / ".ssh") for p in landed), landed
+    assert result.returncode != 0, "the client reported the hostile download a success"
+
+
+@pytest.mark.timeout(120)
+def test_links_the_client_asked_to_copy_still_land_when_they_stay_inside(tmp_path):
+    """The honest case beside the attack: --symbolic-links=copy lands a relative link inside the destination
+    and the file beside it, byte for byte."""
+    docroot = tmp_path / "served"
+    (docroot / "x").mkdir(parents=True)
+    random_file(docroot / "x" / "b", 300_000)
+    (docroot / "x" / "a").symlink_to("b")
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    with start_fasp_server(tmp_path / "server", docroot=docroot) as server:
+        result = run_ascp(fasp_args(server, "--symbolic-links=copy", remote(server, "/x"), str(dest)), server.env())
+    assert result.returncode == 0, result.stderr
+    assert (dest / "x" / "a").is_symlink() and (dest / "x" / "a").readlink() == Path("b")
+    assert sha256(dest / "x" / "b") == sha256(docroot / "x" / "b")
