@@ -17,7 +17,7 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TypeVar
 
 from fasp.datapath.datachannel import DataChannel
@@ -67,13 +67,12 @@ SESSION_FATAL = frozenset(
 """Data-channel failures: they end the session, unlike a file's own error."""
 
 
-def plan_pieces(ranges: list[tuple[int, int]], piece: int = PIECE) -> list[tuple[int, int]]:
-    """Cut [start, end) ranges into pieces of at most ``piece`` bytes."""
-    out = []
+def plan_pieces(ranges: list[tuple[int, int]], piece: int = PIECE) -> Iterator[tuple[int, int]]:
+    """Cut [start, end) ranges into pieces of at most ``piece`` bytes, as they are asked for: a peer's size is
+    a claim, and a plan of all the pieces of 2**62 bytes would take all the memory there is."""
     for start, end in ranges:
         for lo in range(start, end, piece):
-            out.append((lo, min(lo + piece, end)))
-    return out
+            yield lo, min(lo + piece, end)
 
 
 def clip(extents: tuple[tuple[int, int], ...] | None, start: int, end: int) -> list[tuple[int, int]]:
@@ -306,8 +305,8 @@ class ReceivingRole:
             ident = (st.st_dev, st.st_ino)
             if not ranged and start:
                 os.ftruncate(fd, start)
-            pieces = plan_pieces(clip(msg.extents, start, end), self._piece)
-            if not (start == 0 and pieces and pieces[0][0] == 0):  # else the first piece says where it begins
+            ranges = clip(msg.extents, start, end)
+            if not (start == 0 and ranges and ranges[0][0] == 0):  # else the first piece says where it begins
                 await self._channel.send(Begin(fid=fid, start=start))
             self._tally.started(key, arg, size, start)
             # a small file (one piece) lands with one write once all of it arrived (transport "whole"): it
@@ -315,13 +314,13 @@ class ReceivingRole:
             # watermark 0 told a later resume. It needs none then: that was two of the three files a small
             # file cost (the sidecar and its temporary, created and renamed for every file). A resumed one
             # (start > 0) keeps its sidecar: it is what marks the shorter file as our unfinished transfer.
-            whole = len(pieces) == 1 and pieces[0][1] - pieces[0][0] <= PIECE
-            if pieces and not ranged and not (whole and start == 0):  # the file may have holes from now on:
+            whole = len(ranges) == 1 and ranges[0][1] - ranges[0][0] <= PIECE  # (one piece: self._piece >= PIECE)
+            if ranges and not ranged and not (whole and start == 0):  # the file may have holes from now on:
                 mark = resume.Watermark(self._files, partial, ident, size, msg.mtime)  # say where its good part ends
             try:
                 if mark is not None:
                     mark.mark(start)
-                written = await _unless_aborted(box, self._pieces(fid, fd, pieces, mark, whole))
+                written = await _unless_aborted(box, self._pieces(fid, fd, ranges, mark, whole))
             finally:
                 if mark is not None:
                     mark.close()
@@ -435,16 +434,15 @@ class ReceivingRole:
         self,
         fid: int,
         fd: int,
-        pieces: list[tuple[int, int]],
+        ranges: list[tuple[int, int]],
         mark: resume.Watermark | None,
         whole: bool = False,
     ) -> int:
-        """Request every piece as the window has room; the bytes written."""
+        """Request every piece of ``ranges`` as the window has room; the bytes written."""
         pending: set[int] = set()
-        tasks = []
-        failed: list[asyncio.Task] = []
+        tasks = PieceTasks()
         written = 0
-        total = sum(hi - lo for lo, hi in pieces)
+        total = sum(hi - lo for lo, hi in ranges)
         upcoming = 0  # where the first piece not yet asked for starts (nothing from there has landed)
 
         def landed(lo: int, hi: int) -> None:
@@ -456,34 +454,26 @@ class ReceivingRole:
             if mark is not None and written < total:
                 mark.mark(min(pending, default=upcoming))
 
-        def settled(task: asyncio.Task) -> None:
-            # a failed piece (its write failed: disk full, EIO...) never lands: the loop below sees it once its
-            # room wakes it, and stops asking (the real error is told, not the sender's stall timeout, 40)
-            if not task.cancelled() and task.exception() is not None:
-                failed.append(task)
-
         try:
-            for lo, hi in pieces:
+            for lo, hi in plan_pieces(ranges, self._piece):
                 upcoming = lo
                 await self._window.acquire(hi - lo)
-                if failed:
-                    self._window.release(hi - lo)
-                    break
+                if tasks.failed is not None:  # a failed piece (its write failed: disk full, EIO...) never lands:
+                    self._window.release(hi - lo)  # its room woke us, stop asking (the real error is told, not
+                    break  # the sender's stall timeout, 40)
                 pending.add(lo)
-                task = await self._request(fid, fd, lo, hi, landed, whole)
-                task.add_done_callback(settled)
-                tasks.append(task)
-            await asyncio.gather(*tasks)
+                tasks.add(await self._request(fid, fd, lo, hi, landed, whole))
+            await tasks.wait()
         finally:
             # a cancelled piece still drains the writes it queued into fd (and may mark them): the caller closes
             # fd and the watermark once this returns
-            await settle.cancel_and_wait(tasks)
+            await tasks.cancel()
         return written
 
     async def _receive_stream(self, fid: int, arg: int, box: FileBox, target: str, key: str) -> None:
         """PUT/WRITE/CLOSE: the sender announces chunks as they come; bytes land at their offsets."""
         fd = self._files.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        tasks: list[asyncio.Task] = []
+        tasks = PieceTasks()
         written = 0
 
         def landed(lo: int, hi: int) -> None:
@@ -497,15 +487,15 @@ class ReceivingRole:
                 match await box.get():
                     case Chunk(start=start, end=end):
                         await self._window.acquire(end - start)
-                        tasks.append(await self._request(fid, fd, start, end, landed))
+                        tasks.add(await self._request(fid, fd, start, end, landed))
                     case Eof(size=size):
-                        await asyncio.gather(*tasks)
+                        await tasks.wait()
                         checksum = await settle.in_thread(self._finish_fd, fd, size, None)
                         break
                     case other:
                         raise ProtocolError(f"unexpected {other.TYPE} in a stream")
         finally:
-            await settle.cancel_and_wait(tasks)  # their queued writes land before fd's number can be reused
+            await tasks.cancel()  # their queued writes land before fd's number can be reused
             os.close(fd)
         self._tally.stopped(key, arg, size, written, checksum)
         await self._channel.send(FileDone(fid=fid, written=written, checksum=checksum))
@@ -539,6 +529,33 @@ class ReceivingRole:
         if algorithm == "none":
             return None
         return file_checksum(fd, size, algorithm)
+
+
+class PieceTasks:
+    """A file's piece tasks still running, and the first that failed or was cancelled. Done ones are dropped: a
+    terabyte is two million pieces, and a stream's chunks are without end."""
+
+    def __init__(self) -> None:
+        self._live: set[asyncio.Task] = set()
+        self.failed: asyncio.Task | None = None
+
+    def add(self, task: asyncio.Task) -> None:
+        self._live.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._live.discard(task)
+        if self.failed is None and (task.cancelled() or task.exception() is not None):
+            self.failed = task
+
+    async def wait(self) -> None:
+        """Return once every piece landed; raise the first failure (as gathering them all would)."""
+        await asyncio.gather(*self._live)
+        if self.failed is not None:
+            self.failed.result()
+
+    async def cancel(self) -> None:
+        await settle.cancel_and_wait(list(self._live))
 
 
 T = TypeVar("T")

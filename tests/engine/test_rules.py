@@ -232,7 +232,7 @@ def test_pieces_cover_exactly_the_wanted_data(raw, piece, start, end):
     for gap, length in raw:
         extents.append([at + gap, at + gap + length])
         at += gap + length
-    pieces = plan_pieces(clip(extents, start, end), piece)
+    pieces = list(plan_pieces(clip(extents, start, end), piece))
     covered = sum(hi - lo for lo, hi in pieces)
     wanted = sum(max(0, min(hi, end) - max(lo, start)) for lo, hi in extents)
     assert covered == wanted

@@ -16,11 +16,12 @@ import pytest
 from fasp.options.filters import MAX_RULES
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
-from fasp.session.messages import Offer, SessionFailed
-from fasp.session.receiving import MAX_FILES_IN_FLIGHT
+from fasp.session.messages import Message, Offer, Piece, SessionFailed
+from fasp.session.receiving import MAX_FILES_IN_FLIGHT, PIECE
 from faspmanager.codes import ErrorCode
 from tests.support.control_client import ControlClient, hello
 from tests.support.procs import children
+from tests.support.servers import start_fasp_server
 
 OFFERS = 5000
 
@@ -98,3 +99,28 @@ def test_filter_rules_that_would_cost_the_server_minutes_are_refused_at_hello(fa
 
     answer = asyncio.run(attack())
     assert isinstance(answer, SessionFailed) and answer.code == ErrorCode.FASP_PROTO, answer
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.timeout(60)
+def test_a_file_offered_as_exabytes_costs_the_server_no_memory(tmp_path):
+    """An authenticated user offers a file of 2**62 bytes: the server engine asks for its first piece, as for any
+    file, and holds no plan of all its pieces (2**43 of them were a list that took every byte of memory there was:
+    the fixture's address-space limit turns that into a MemoryError instead of the machine's OOM killer)."""
+    limit = ["prlimit", f"--as={3 << 30}", "--"]
+    with start_fasp_server(tmp_path / "server", wrapper=limit) as server:
+
+        async def attack() -> tuple[Message, int]:
+            async with ControlClient(server, "/", PeerOptions()) as client:
+                answer = await client.offer("huge.bin", 1 << 62, time.time())
+                await asyncio.sleep(1)
+                return answer, max(_rss_bytes(pid) for pid in children(server.process.pid))
+
+        answer, rss = asyncio.run(attack())
+    assert isinstance(answer, Piece) and (answer.start, answer.end) == (0, PIECE), answer
+    assert rss < 300 << 20, f"the server engine holds {rss >> 20} MiB for one offer"
