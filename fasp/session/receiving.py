@@ -129,6 +129,12 @@ class ReceivingRole:
         """Take a sender message; False if it is not for this role."""
         match msg:
             case Keep(arg=arg, top=top, names=names, done=done):
+                # what is deleted is the receiver's to allow: only with its own --delete-before-transfer, and
+                # only below the source's place in the destination, never the destination itself
+                if not self._opts.delete_before:
+                    raise ProtocolError("the peer sent keep, but this side has no --delete-before-transfer")
+                if not any(p not in ("", ".") for p in top.split("/")):
+                    raise ProtocolError(f"keep names no place below the destination: {top!r}")
                 self._keep.setdefault(arg, set()).update(names)
                 if done:
                     self._track(asyncio.create_task(self._delete_others(arg, top, self._keep.pop(arg))))

@@ -3,8 +3,9 @@
 fasp-server runs it as ``--engine-command "python hostile_engine.py REWRITES"`` and appends the server-mode
 arguments. The real engine (``python -m fasp`` with those arguments) reads the client's messages straight from
 stdin; every control frame it writes is decoded here and each offer whose ``rel`` names a key of REWRITES (JSON:
-``{"rel": {field: value, ...}}``) leaves with those fields replaced, as a server that lies would send it. The data
-channel is the real engine's: the files the client asks for arrive byte for byte.
+``{"rel": {field: value, ...}}``) leaves with those fields replaced, as a server that lies would send it; a
+``"_before"`` among them is a list of messages (their JSON objects) sent ahead of that offer. The data channel is
+the real engine's: the files the client asks for arrive byte for byte.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import subprocess
 import sys
 
-from fasp.session import control
+from fasp.session import control, messages
 from fasp.session.messages import Offer
 
 
@@ -28,7 +29,10 @@ def main() -> int:
         out = b""
         for msg in decoder.feed(data):
             if isinstance(msg, Offer) and msg.rel in rewrites:
-                msg = dataclasses.replace(msg, **rewrites[msg.rel])
+                fields = dict(rewrites[msg.rel])
+                for before in fields.pop("_before", []):
+                    out += control.frame(messages.decode(json.dumps(before).encode()))
+                msg = dataclasses.replace(msg, **fields)
             out += control.frame(msg)
         os.write(1, out)
     return engine.wait()

@@ -92,3 +92,20 @@ def test_links_the_client_asked_to_copy_still_land_when_they_stay_inside(tmp_pat
     assert result.returncode == 0, result.stderr
     assert (dest / "x" / "a").is_symlink() and (dest / "x" / "a").readlink() == Path("b")
     assert sha256(dest / "x" / "b") == sha256(docroot / "x" / "b")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("delete_before", [False, True])
+def test_a_server_cannot_delete_the_clients_files(tmp_path, delete_before):
+    """The server tells the client to keep nothing below the destination itself (``keep`` with an empty top),
+    as --delete-before-transfer's answer would for a directory: without that option the client deletes nothing,
+    and with it, nothing outside the source's own place in the destination (``dest/x``)."""
+    dest = tmp_path / "home"
+    (dest / "x").mkdir(parents=True)  # (the source's place, which --delete-before-transfer prunes)
+    (dest / "thesis.tex").write_bytes(VICTIM)
+    keep_nothing = {"t": "keep", "arg": 0, "top": "", "names": [], "done": True}
+    with _hostile_server(tmp_path, {"x": {"_before": [keep_nothing]}}) as server:
+        args = ["--delete-before-transfer"] if delete_before else []
+        result = run_ascp(fasp_args(server, *args, remote(server, "/x"), str(dest)), server.env())
+    assert (dest / "thesis.tex").read_bytes() == VICTIM, "the server deleted the client's file"
+    assert result.returncode != 0, "the client reported the hostile download a success"
