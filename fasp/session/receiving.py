@@ -47,11 +47,9 @@ from fasp.session.messages import (
 )
 from fasp.session.sending import FILES_IN_FLIGHT, route
 from fasp.session.tally import Tally
-from fasp.session.window import RequestWindow
+from fasp.session.window import PIECE, RequestWindow
 from faspmanager.codes import EngineError, ErrorCode
 
-PIECE = 512 * 1024
-"""Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
 MAX_FILES_IN_FLIGHT = 2 * FILES_IN_FLIGHT
 """Files a peer may have offered and not finished: an engine keeps FILES_IN_FLIGHT (a file's end and the next
 offer may cross); beyond this the peer is not one of ours and the session ends with a protocol error (each file in

@@ -44,6 +44,7 @@ from fasp.session.messages import (
     Verify,
 )
 from fasp.session.tally import Tally
+from fasp.session.window import MAX_PIECES
 from faspmanager.codes import EngineError, ErrorCode
 
 FILES_IN_FLIGHT = 72
@@ -52,6 +53,11 @@ FILES_IN_FLIGHT = 72
 8 KiB at 100 Mbit/s: 16 took 13.3 s, 64 took 10.7 s). Handed out in batches of REFILL, between 56 and 72 are in
 flight, 64 on average, as when the window was a constant 64. A receiver refuses a peer that goes far beyond it
 (receiving.MAX_FILES_IN_FLIGHT)."""
+PIECES_IN_FLIGHT = 2 * MAX_PIECES
+"""Pieces a receiver may have asked this side for and not yet have confirmed, over the session; beyond it the peer
+is not one of ours and the session ends with a protocol error (each asked-for piece is a task and data-channel
+state: 200,000 requests for one 1 MiB file were 500 MB in a server engine). A receiver of ours holds MAX_PIECES at
+most; a piece it has landed stays in flight here until its completion arrives, a window's worth more."""
 REFILL = 16
 """Once all FILES_IN_FLIGHT are taken, new files wait until this many have ended (see Room)."""
 KEEP_BATCH = 2000
@@ -162,6 +168,7 @@ class SendingRole:
         self._inbox: dict[int, Inbox] = {}
         self._kept: dict[int, asyncio.Future[int]] = {}
         self._room = Room(FILES_IN_FLIGHT, REFILL)  # shared by concurrent arguments (persistent START)
+        self._pieces = 0  # asked for and not yet confirmed, over the session (PIECES_IN_FLIGHT)
 
     def deliver(self, msg: Message) -> bool:
         """Route a receiver message to its file; False if no such file is in flight."""
@@ -370,7 +377,7 @@ class SendingRole:
                         if aborted:  # asked for before the receiver heard of the abort
                             continue
                         source = fd if self._file_pass is None else read(end - start, start)
-                        task = asyncio.create_task(self._piece(pid, source, start, end))
+                        task = self._piece_task(pid, source, start, end)
                         pieces[task] = start
                         task.add_done_callback(lambda t: _piece_done(t, pieces, box))
                     case PieceFailed(error=error, start=failed_at):
@@ -430,6 +437,18 @@ class SendingRole:
                 self._tally.failed(job.path, job.arg, code, desc)
                 return "failed"
         raise ProtocolError(f"unexpected {type(msg).__name__} about a file being sent")
+
+    def _piece_task(self, pid: int, source, start: int, end: int) -> asyncio.Task[None]:
+        """A piece the receiver asked for, counted against PIECES_IN_FLIGHT while it is sent."""
+        if self._pieces >= PIECES_IN_FLIGHT:
+            raise ProtocolError(f"the peer asked for more than {PIECES_IN_FLIGHT} pieces at once")
+        self._pieces += 1
+        task = asyncio.create_task(self._piece(pid, source, start, end))
+        task.add_done_callback(self._piece_ended)
+        return task
+
+    def _piece_ended(self, _: asyncio.Task[None]) -> None:
+        self._pieces -= 1
 
     async def _piece(self, pid: int, source, start: int, end: int) -> None:
         """One piece; the session's bytes move as the receiver acknowledges them, not once the whole piece is

@@ -17,9 +17,16 @@ import asyncio
 import collections
 from collections.abc import Callable
 
+from fasp.datapath.recvstate import WINDOW_CAP
+
+PIECE = 512 * 1024
+"""Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
 MIN_PIECES = 64
 """Pieces held at once whatever the window: room for every small file the sender offers at once (its
 FILES_IN_FLIGHT), each a piece of its own."""
+MAX_PIECES = max(MIN_PIECES, 2 * WINDOW_CAP // PIECE)
+"""The most pieces a receiver of ours holds at once: its window never exceeds WINDOW_CAP, its pieces are PIECE
+bytes or more."""
 
 
 class RequestWindow:

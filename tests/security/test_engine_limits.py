@@ -7,20 +7,24 @@ in one engine. An engine of ours never has more than FILES_IN_FLIGHT offered and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from fasp.datapath.seal import SessionKey
+from fasp.datapath.udpchannel import Transport
 from fasp.options.filters import MAX_RULES
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
-from fasp.session.messages import Message, Offer, Piece, SessionFailed
+from fasp.session.messages import Get, Message, Offer, Piece, SessionFailed
 from fasp.session.receiving import MAX_FILES_IN_FLIGHT, PIECE
 from faspmanager.codes import ErrorCode
 from tests.support.control_client import ControlClient, hello
-from tests.support.procs import children
+from tests.support.files import random_file
+from tests.support.procs import children, descendants
 from tests.support.servers import start_fasp_server
 
 OFFERS = 5000
@@ -124,3 +128,45 @@ def test_a_file_offered_as_exabytes_costs_the_server_no_memory(tmp_path):
         answer, rss = asyncio.run(attack())
     assert isinstance(answer, Piece) and (answer.start, answer.end) == (0, PIECE), answer
     assert rss < 300 << 20, f"the server engine holds {rss >> 20} MiB for one offer"
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_of_piece_requests_ends_the_session_with_a_protocol_error(tmp_path):
+    """An authenticated user downloads a 1 MiB file and asks for it 50,000 times over: each request was a task and
+    data-channel state in the server engine (200,000 of them, a few MB of control messages, were 500 MB there).
+    An engine of ours never has more than MAX_PIECES asked for at once; the server ends the session."""
+    with start_fasp_server(tmp_path / "server", wrapper=["prlimit", f"--as={3 << 30}", "--"]) as server:
+        random_file(server.docroot / "f.bin", 1 << 20)
+
+        async def attack() -> tuple[Message | None, int]:
+            async with server.ssh() as conn:
+                proc = await conn.create_process("fasp-ascp --server", encoding=None)
+                channel = Channel(proc.stdout, proc.stdin)
+                first = hello(PeerOptions(), direction="recv")
+                await channel.send(first)
+                welcome = await asyncio.wait_for(channel.recv(), 30)
+                udp = await Transport.dial(
+                    server.host,
+                    welcome.udp_port,
+                    session_id=bytes.fromhex(first.session),
+                    key=SessionKey.derive(first.share, welcome.share, bytes.fromhex(first.session), 16),
+                    datagram_size=1400,
+                )
+                try:
+                    await channel.send(Get(arg=0, source="f.bin"))
+                    while not isinstance(offer := await asyncio.wait_for(channel.recv(), 30), Offer):
+                        pass
+                    for pid in range(1, 50_001):
+                        with contextlib.suppress(BrokenPipeError, ConnectionError):
+                            await channel.send(Piece(fid=offer.fid, pid=pid, start=0, end=1 << 20))
+                    rss = max(_rss_bytes(pid) for pid in descendants(server.process.pid))
+                    while not isinstance(msg := await asyncio.wait_for(channel.recv(), 30), SessionFailed | None):
+                        pass
+                    return msg, rss
+                finally:
+                    await udp.close()
+
+        error, rss = asyncio.run(attack())
+    # (the file whose pieces overflowed ends first: the next request for it may be what the session names)
+    assert error is not None and error.code == ErrorCode.FASP_PROTO, error
+    assert rss < 200 << 20, f"the server engine holds {rss >> 20} MiB for the requests"
