@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
+from fasp.files.docroot import Unconfined
 from fasp.options.flags import all_flag_names, parse, split_remote, tokenize
 from fasp.session.manifest import write_manifest
 from fasp.session.peer import remote_command
@@ -341,7 +342,7 @@ def test_manifest_is_named_with_the_inprogress_suffix_until_complete(tmp_path, m
     renames = []
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((a, b)), real_replace(a, b)))
-    write_manifest(str(tmp_path), "s1", [("passed", "/x", "")], ".inprogress")
+    write_manifest(Unconfined(), str(tmp_path), "s1", [("passed", "/x", "")], ".inprogress")
     final = str(tmp_path / "aspera-transfer-s1-manifest.txt")
     assert renames == [(final + ".inprogress", final)] and os.listdir(tmp_path) == [os.path.basename(final)]
 
