@@ -272,7 +272,24 @@ def feeder(
     # the peer names what lands: below the destination it resolves beneath it, never out through a link
     beneath = docroot.Beneath(files, cfg.dest)
     receiver = ReceivingRole(
-        channel, transport, tally, cfg.local_options(), dest=cfg.dest, files=beneath, file_pass=cfg.file_pass
+        channel,
+        transport,
+        tally,
+        cfg.local_options(),
+        dest=cfg.dest,
+        files=beneath,
+        file_pass=cfg.file_pass,
+        prunes_dest=lambda arg: arg < len(cfg.sources) and _lands_in_dest(cfg, arg),
     )
     receiver.on_fatal = fatal
     return Downloads(cfg, tally, channel, receiver)
+
+
+def _lands_in_dest(cfg: Config, arg: int) -> bool:
+    """Whether download argument ``arg`` lands in DEST itself (a source with no name of its own, or the
+    --src-base itself), read from the spellings as the server reads them."""
+    pair = cfg.pair_dests[arg] if cfg.pair_dests is not None else None
+    try:
+        return top_name(cfg.sources[arg], cfg.src_base, pair, docroot.Docroot("/")) == ""
+    except EngineError:
+        return False

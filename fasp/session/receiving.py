@@ -96,8 +96,13 @@ class ReceivingRole:
         dest: str,
         files: Files,
         file_pass: str | None = None,
+        prunes_dest: Callable[[int], bool] = lambda arg: True,
     ) -> None:
+        """``prunes_dest``: whether --delete-before-transfer may prune the destination itself for argument
+        ``arg`` (one whose source has no name of its own lands in it). A server lets its user's session prune
+        its own destination; a client only where it asked for such a source: a server may lie."""
         self._channel = channel
+        self._prunes_dest = prunes_dest
         self._transport = transport
         # -G and -X: this side writes the destinations and asks for retransmissions
         transport.tune(write_size=opts.write_size, retransmission_max=opts.retransmission_max)
@@ -128,10 +133,11 @@ class ReceivingRole:
         match msg:
             case Keep(arg=arg, top=top, names=names, done=done):
                 # what is deleted is the receiver's to allow: only with its own --delete-before-transfer, and
-                # only below the source's place in the destination, never the destination itself
+                # only below the source's place in the destination; the destination itself only for a source
+                # that lands in it
                 if not self._opts.delete_before:
                     raise ProtocolError("the peer sent keep, but this side has no --delete-before-transfer")
-                if not any(p not in ("", ".") for p in top.split("/")):
+                if not any(p not in ("", ".") for p in top.split("/")) and not self._prunes_dest(arg):
                     raise ProtocolError(f"keep names no place below the destination: {top!r}")
                 self._keep.setdefault(arg, set()).update(names)
                 if done:
