@@ -23,7 +23,7 @@ from tests.security.test_queue_redis import readme_users  # noqa: F401
 from tests.support.files import assert_same_file
 from tests.support.ports import free_port
 from tests.workers.conftest import server  # noqa: F401
-from tests.workers.support import make_file, upload
+from tests.workers.support import first, make_file, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,9 +44,7 @@ def test_a_forged_result_of_a_running_transfer_is_not_believed(readme_users, ser
     src = tmp_path / "forged-running.bin"
     make_file(src, 3_000_000)
     handle = submit(upload(server, [src], "forged-running", target_rate_kbps=4000))  # ~6 s
-    for event in handle.events(timeout=30):
-        if event["type"] == "STATS":
-            break
+    first(handle, "STATS", timeout=30)
     _forge_end(redis.Redis.from_url(client_url), handle.id)
     result = handle.wait(timeout=60)
     assert result["ok"] and result["reason"] != "forged" and result["stats"], result

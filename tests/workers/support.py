@@ -21,6 +21,15 @@ def options(server, **kwargs) -> fm.TransferOptions:
     return fm.TransferOptions(tcp_port=server.port, **kwargs)
 
 
+def first(handle, kind: str, timeout: float = 60) -> dict:
+    """The transfer's first ``kind`` event, which must come before its RESULT."""
+    for event in handle.events(timeout=timeout):
+        if event["type"] == kind:
+            return event
+        assert event["type"] != "RESULT", event
+    raise AssertionError(f"no {kind} event within {timeout} s")
+
+
 def upload(server, sources, root: str, password: str | None = None, **opts) -> fm.FileUpload:
     """Files into the directory ``root`` of the server's docroot (made here: ascp names a lone file
     sent to a path that is not a directory after that path)."""

@@ -14,7 +14,7 @@ from tasks.transfer import celery_app
 from tests.support.files import assert_same_file
 from tests.support.wait import wait_until
 
-from .support import download, make_file, options, types, upload
+from .support import download, first, make_file, options, types, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,14 +156,12 @@ def test_late_subscriber_first_sees_current_status(workers, server, tmp_path):
     src = tmp_path / "slow.bin"
     make_file(src, 1_000_000)
     handle = submit(upload(server, [src], "late", target_rate_kbps=2000))  # ~4 s
-    for event in handle.events(timeout=60):
-        if event["type"] == "STATS":
-            break
+    first(handle, "STATS")
     late = handle.events(timeout=60)
-    first = next(late)
-    assert first["type"] == "STATUS" and first["state"] == "RUNNING"
-    assert first["owner"] and first["attempt"] == 1
-    assert first["last"]["type"] in LISTENER_TYPES | {"CONTROL"}
+    status = next(late)
+    assert status["type"] == "STATUS" and status["state"] == "RUNNING"
+    assert status["owner"] and status["attempt"] == 1
+    assert status["last"]["type"] in LISTENER_TYPES | {"CONTROL"}
     rest = list(late)
     assert rest[-1]["type"] == "RESULT" and rest[-1]["ok"]
     assert "QUEUED" not in types(rest) and "PICKED" not in types(rest)
