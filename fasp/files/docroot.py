@@ -170,8 +170,12 @@ class Files(Protocol):
             os.close(fd)
 
     def prune(self, client_path: str, keep: set[str]) -> int:
-        """Delete every entry below ``client_path`` whose relative path is not in ``keep``."""
-        fd = self.opendir(client_path)
+        """Delete every entry below ``client_path`` whose relative path is not in ``keep``; none if there is no
+        ``client_path`` yet (a tree's first copy)."""
+        try:
+            fd = self.opendir(client_path)
+        except FileNotFoundError:
+            return 0
         try:
             return prune_fd(fd, keep)
         finally:

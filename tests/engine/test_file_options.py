@@ -227,6 +227,26 @@ def test_delete_before_transfer(fasp_server_module, tmp_path, direction):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("direction", ["upload", "download"])
+def test_delete_before_transfer_into_a_destination_without_the_directory(fasp_server_module, tmp_path, direction):
+    """The first mirror of a tree: its directory is not at the destination yet, so nothing is deleted and the
+    whole tree arrives (the prune opened the missing directory and ended the session)."""
+    server = fasp_server_module
+    here, there = tmp_path / "first", server.docroot / f"first-{direction}"
+    src_parent, dst_parent = (here, there) if direction == "upload" else (there, here)
+    random_file(src_parent / "tree" / "a.bin", 4000)
+    random_file(src_parent / "tree" / "sub" / "b.bin", 70_000)
+    dst_parent.mkdir(parents=True)
+    paths = (
+        [str(src_parent / "tree"), remote(server, f"/first-{direction}")]
+        if direction == "upload"
+        else [remote(server, f"/first-{direction}/tree"), str(dst_parent)]
+    )
+    _ok(run_ascp(fasp_args(server, "--delete-before-transfer", *paths), server.env()))
+    assert assert_same_tree(src_parent / "tree", dst_parent / "tree") == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("direction", ["upload", "download"])
 def test_symbolic_links_copied_as_links(fasp_server_module, tmp_path, direction):
     server = fasp_server_module
     here, there = tmp_path / "l", server.docroot / f"links-{direction}"
