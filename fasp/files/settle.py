@@ -51,3 +51,32 @@ async def in_thread(fn: Callable[..., T], *args: object) -> T:
     except asyncio.CancelledError:
         await wait_out([future])
         raise
+
+
+class Running:
+    """Tasks still running, and the first that failed or was cancelled. Done ones are dropped: a terabyte is two
+    million pieces, a stream's chunks are without end, a tree may be millions of files."""
+
+    def __init__(self) -> None:
+        self._live: set[asyncio.Task] = set()
+        self.failed: asyncio.Task | None = None
+
+    def add(self, task: asyncio.Task) -> None:
+        self._live.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._live.discard(task)
+        if self.failed is None and (task.cancelled() or task.exception() is not None):
+            self.failed = task
+
+    async def wait(self) -> None:
+        """Return once every task ended; raise the first failure as soon as there is one (as gathering them all
+        would)."""
+        if self.failed is None:
+            await asyncio.gather(*self._live)
+        if self.failed is not None:
+            self.failed.result()
+
+    async def cancel(self) -> None:
+        await cancel_and_wait(list(self._live))

@@ -450,7 +450,7 @@ class ReceivingRole:
     ) -> int:
         """Request every piece of ``ranges`` as the window has room; the bytes written."""
         pending: set[int] = set()
-        tasks = PieceTasks()
+        tasks = settle.Running()
         written = 0
         total = sum(hi - lo for lo, hi in ranges)
         upcoming = 0  # where the first piece not yet asked for starts (nothing from there has landed)
@@ -483,7 +483,7 @@ class ReceivingRole:
     async def _receive_stream(self, fid: int, arg: int, box: FileBox, target: str, key: str) -> None:
         """PUT/WRITE/CLOSE: the sender announces chunks as they come; bytes land at their offsets."""
         fd = self._files.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        tasks = PieceTasks()
+        tasks = settle.Running()
         written = 0
 
         def landed(lo: int, hi: int) -> None:
@@ -539,33 +539,6 @@ class ReceivingRole:
         if algorithm == "none":
             return None
         return file_checksum(fd, size, algorithm)
-
-
-class PieceTasks:
-    """A file's piece tasks still running, and the first that failed or was cancelled. Done ones are dropped: a
-    terabyte is two million pieces, and a stream's chunks are without end."""
-
-    def __init__(self) -> None:
-        self._live: set[asyncio.Task] = set()
-        self.failed: asyncio.Task | None = None
-
-    def add(self, task: asyncio.Task) -> None:
-        self._live.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._live.discard(task)
-        if self.failed is None and (task.cancelled() or task.exception() is not None):
-            self.failed = task
-
-    async def wait(self) -> None:
-        """Return once every piece landed; raise the first failure (as gathering them all would)."""
-        await asyncio.gather(*self._live)
-        if self.failed is not None:
-            self.failed.result()
-
-    async def cancel(self) -> None:
-        await settle.cancel_and_wait(list(self._live))
 
 
 T = TypeVar("T")

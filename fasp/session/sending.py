@@ -201,7 +201,7 @@ class SendingRole:
     async def send_all(self, items, on_problem: Callable[[Problem], None]) -> None:
         """Send a source argument's jobs, within the session's FILES_IN_FLIGHT; problems go to ``on_problem``."""
         room = self._room
-        tasks = []
+        running = settle.Running()  # a job's task only while it runs: a tree may be millions of files
         items = (i for i in items if isinstance(i, Problem) or i.is_dir or not attrs.hidden(i.path, self._opts))
         items = share(items, self._opts.node, self._opts.nodes, self._opts.split_above)
         if self._opts.delete_before:
@@ -220,11 +220,10 @@ class SendingRole:
                     on_problem(item)
                     continue
                 await room.acquire()
-                tasks.append(asyncio.create_task(one(item)))
-            await asyncio.gather(*tasks)
+                running.add(asyncio.create_task(one(item)))
+            await running.wait()
         finally:
-            for task in tasks:
-                task.cancel()
+            await running.cancel()
 
     async def _keep_only(self, items: list) -> None:
         """--delete-before-transfer: tell the receiver which names a directory source has, and wait

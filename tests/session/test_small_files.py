@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import mmap
 import os
 import tempfile
@@ -19,12 +20,12 @@ from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
 from fasp.session.messages import Abort, Bye, FileDone, Offer, Piece, encode
 from fasp.session.receiving import FileBox, ReceivingRole, _unless_aborted
-from fasp.session.sending import SendingRole
+from fasp.session.sending import FILES_IN_FLIGHT, SendingRole
 from fasp.session.tally import Tally
 from faspmanager.codes import EngineError, ErrorCode
 from tests.datapath.conftest import CLEAR, aio, pair
 from tests.session.test_window import _control_pair, run_roles
-from tests.support.files import assert_same_file, random_file
+from tests.support.files import assert_same_file, assert_same_tree, random_file
 
 
 class Recording:
@@ -57,10 +58,12 @@ async def _send(
     offered=None,
     opts: PeerOptions | None = None,
     told=None,
+    argument: bool = False,
 ) -> list[str]:
     """Send ``jobs`` through both roles (real transports, a real TCP control channel) into ``files``; ``watch``
     sees each message to the sender before it does, ``offered`` each one to the receiver; ``told(event, fields)``
-    each event of the sender; ``opts`` are the session's (both roles', as hello carries them)."""
+    each event of the sender; ``opts`` are the session's (both roles', as hello carries them). ``argument``:
+    ``jobs`` (any iterable) is one source argument's, sent as one (send_all: no outcomes, problems fail)."""
     async with AsyncExitStack() as stack:
         sending_end, receiving_end = await stack.enter_async_context(pair(key=CLEAR))
         to_receiver, to_sender, server = await _control_pair()
@@ -79,9 +82,12 @@ async def _send(
                 watch(msg)
             return sender.deliver(msg)
 
-        work = asyncio.gather(*(sender.send_job(j) for j in jobs))
+        if argument:
+            work = sender.send_all(jobs, lambda problem: pytest.fail(str(problem)))
+        else:
+            work = asyncio.gather(*(sender.send_job(j) for j in jobs))
         outcomes = await run_roles(sender, receiver, to_receiver, to_sender, work, tap=tap)
-    return list(outcomes)
+    return list(outcomes or ())
 
 
 @aio
@@ -119,6 +125,32 @@ async def test_a_new_file_lands_with_one_create_and_no_look_or_sidecar_removal(t
         else:
             assert calls == ["open"], (name, calls)
     assert named == {"/": ["isdir"], "/d": ["makedirs"]}, named  # the root and the directory, once each
+
+
+@aio
+async def test_a_source_of_many_files_holds_the_tasks_of_those_in_flight_only(tmp_path):
+    """3,000 files of one source argument: the tasks alive (both roles, done or not) stay what the files in
+    flight need as the files go by; the sender kept every file's finished task until the argument ended (a tree
+    of millions: millions of tasks)."""
+    src, root = tmp_path / "src", tmp_path / "root"
+    src.mkdir()
+    (root / "d").mkdir(parents=True)
+    count = 3000
+    for i in range(count):
+        (src / f"{i:04d}.bin").write_bytes(os.urandom(64))
+    alive: list[int] = []
+
+    def jobs():
+        for i in range(count):
+            if i % 1000 == 999:
+                gc.collect()
+                alive.append(sum(isinstance(o, asyncio.Task) for o in gc.get_objects()))
+            yield FileJob(arg=0, path=str(src / f"{i:04d}.bin"), rel=f"d/{i:04d}.bin", size=64)
+
+    await _send(jobs(), Docroot(str(root)), argument=True)
+    assert assert_same_tree(src, root / "d") == count
+    # at most a file's task and its piece's per file in flight on each side, and the session's own few
+    assert max(alive) < 5 * FILES_IN_FLIGHT, alive
 
 
 @aio
