@@ -47,7 +47,7 @@ from fasp.session.messages import (
 )
 from fasp.session.sending import FILES_IN_FLIGHT, route
 from fasp.session.tally import Tally
-from fasp.session.window import PIECE, RequestWindow
+from fasp.session.window import PIECE, RequestWindow, piece_size
 from faspmanager.codes import EngineError, ErrorCode
 
 MAX_FILES_IN_FLIGHT = 2 * FILES_IN_FLIGHT
@@ -106,8 +106,7 @@ class ReceivingRole:
         self._transport = transport
         # -G and -X: this side writes the destinations and asks for retransmissions
         transport.tune(write_size=opts.write_size, retransmission_max=opts.retransmission_max)
-        # a transport block never spans two pieces: pieces hold whole -g/-G blocks
-        self._piece = max(PIECE, opts.read_size, opts.write_size)
+        self._piece = piece_size(opts)
         self._tally = tally
         self._opts = opts
         self._dest = dest

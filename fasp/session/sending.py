@@ -44,7 +44,7 @@ from fasp.session.messages import (
     Verify,
 )
 from fasp.session.tally import Tally
-from fasp.session.window import MAX_PIECES
+from fasp.session.window import MAX_PIECES, piece_size
 from faspmanager.codes import EngineError, ErrorCode
 
 FILES_IN_FLIGHT = 72
@@ -164,6 +164,7 @@ class SendingRole:
         transport.tune(read_size=opts.read_size)  # -g: this side reads the sources
         self._tally = tally
         self._opts = opts
+        self._longest = piece_size(opts)  # the longest piece a receiver of ours asks for
         self._fids = itertools.count(1)
         self._inbox: dict[int, Inbox] = {}
         self._kept: dict[int, asyncio.Future[int]] = {}
@@ -370,6 +371,11 @@ class SendingRole:
                         self._tally.started(key, job.arg, size, start)
                         begun = True
                     case Piece(pid=pid, start=start, end=end):
+                        if end - start > self._longest:  # (a sealed piece is sealed in memory whole, at once)
+                            raise ProtocolError(
+                                f"the peer asked for a piece of {end - start} bytes (a receiver asks for "
+                                f"{self._longest} at most)"
+                            )
                         if not begun:  # a file landing from 0 whose first piece starts there has no begin
                             self._tally.started(key, job.arg, size, 0)
                             begun = True

@@ -18,9 +18,18 @@ import collections
 from collections.abc import Callable
 
 from fasp.datapath.recvstate import WINDOW_CAP
+from fasp.options.peer import PeerOptions
 
 PIECE = 512 * 1024
 """Bytes per piece: small enough that a crash loses little, large enough to amortise a control message."""
+
+
+def piece_size(opts: PeerOptions) -> int:
+    """The most bytes a receiver of ours asks for in one piece: PIECE, or a -g/-G block if larger (a transport block
+    never spans two pieces). Both sides hold the same options (hello), so a sender holds its receiver to it."""
+    return max(PIECE, opts.read_size, opts.write_size)
+
+
 MIN_PIECES = 64
 """Pieces held at once whatever the window: room for every small file the sender offers at once (its
 FILES_IN_FLIGHT), each a piece of its own."""

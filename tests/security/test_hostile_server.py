@@ -1,23 +1,28 @@
-"""A server the client connected to lies in its offers: a download must land below its destination, nowhere else.
+"""A server the client connected to lies: a download must land below its destination, nowhere else, and what an
+upload costs the client must not be the server's to choose.
 
 The attack (scp's CVE-2019-6111 and rsync's CVE-2024-12087 in our protocol): while the client downloads a
 directory, the server offers a symbolic link ``x/a`` leading out of the client's destination (to the client's
 ``~/.ssh``, say), then a file named through it (``x/a/b``), or the same name again as a file. A real server engine
-serves the bytes; :mod:`tests.security.hostile_engine` rewrites its offers. The client, a stock ``fasp-ascp``,
-must neither plant the link nor write through one leading out, whatever its --symbolic-links.
+serves the bytes; :mod:`tests.security.hostile_engine` rewrites its offers (and its piece requests). The client, a
+stock ``fasp-ascp``, must neither plant the link nor write through one leading out, whatever its --symbolic-links.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from fasp.files.envelope import sealed_size
 from tests.engine.helpers import fasp_args, remote, run_ascp
 from tests.support.files import random_file, sha256
+from tests.support.programs import ENGINE
 from tests.support.servers import start_fasp_server
 
 pytestmark = pytest.mark.slow
@@ -33,7 +38,7 @@ def _hostile_server(tmp_path: Path, rewrites: dict[str, dict]):
     (docroot / "x" / "a").write_bytes(b"decoy\n")
     random_file(docroot / "x" / "b", 300_000)
     return start_fasp_server(
-        tmp_path / "server", docroot=docroot, engine_command=[sys.executable, HOSTILE, json.dumps(rewrites)]
+        tmp_path / "server", docroot=docroot, engine_command=[sys.executable, HOSTILE, json.dumps({"offers": rewrites})]
     )
 
 
@@ -109,3 +114,35 @@ def test_a_server_cannot_delete_the_clients_files(tmp_path, delete_before):
         result = run_ascp(fasp_args(server, *args, remote(server, "/x"), str(dest)), server.env())
     assert (dest / "thesis.tex").read_bytes() == VICTIM, "the server deleted the client's file"
     assert result.returncode != 0, "the client reported the hostile download a success"
+
+
+def _run_measured(args: list[str], env: dict) -> tuple[int, str, int]:
+    """The engine run with ``args``: its exit code, its stderr and the most memory it held (bytes resident)."""
+    proc = subprocess.Popen([*ENGINE, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    with proc.stderr:
+        err = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, usage.ru_maxrss * 1024
+
+
+@pytest.mark.timeout(180)
+def test_a_server_cannot_make_an_encrypting_upload_hold_the_file_per_request(tmp_path):
+    """With --file-crypt=encrypt the client seals each piece the server asks for in memory. The server asks for the
+    whole envelope of a 48 MiB file 16 more times: the client held all 16 (768 MiB; a 4 GB file asked for 4,096
+    times is terabytes). A receiver of ours never asks for more than its piece, so the client refuses a longer
+    one: the session ends with a protocol error (1), the client having sealed none of them."""
+    plain = 48 << 20
+    src = random_file(tmp_path / "big.bin", plain)
+    (tmp_path / "served").mkdir()
+    rewrites = {"pieces": {"start": 0, "end": sealed_size(plain), "_copies": 16}}
+    with start_fasp_server(
+        tmp_path / "server",
+        docroot=tmp_path / "served",
+        engine_command=[sys.executable, HOSTILE, json.dumps(rewrites)],
+    ) as server:
+        env = {**server.env(), "ASPERA_SCP_FILEPASS": "correct horse"}
+        code, err, peak = _run_measured(fasp_args(server, "--file-crypt=encrypt", str(src), remote(server, "/")), env)
+    assert peak < 300 << 20, f"the client held {peak >> 20} MiB for the server's requests"
+    assert code != 0 and "error 1:" in err and "piece" in err, err
