@@ -214,7 +214,8 @@ FLAGS: tuple[Flag, ...] = (
         "--delete-before-transfer",
         "delete_before_transfer",
         "",
-        "delete destination files the source directory does not have",
+        "delete destination files the source directory does not have (a directory of up to 10,000,000 entries, "
+        "1 GiB of names)",
         field="delete_before",
     ),
     _flag("-T", "no_encryption", "", "no encryption of the data (still authenticated)", field=None),

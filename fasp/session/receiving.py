@@ -18,6 +18,7 @@ import posixpath
 import stat
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from fasp.datapath.datachannel import DataChannel
@@ -54,6 +55,12 @@ MAX_FILES_IN_FLIGHT = 2 * FILES_IN_FLIGHT
 """Files a peer may have offered and not finished: an engine keeps FILES_IN_FLIGHT (a file's end and the next
 offer may cross); beyond this the peer is not one of ours and the session ends with a protocol error (each file in
 flight holds a task and, once opened, a descriptor: 5,000 offers were 5,000 open files)."""
+MAX_KEEP_NAMES = 10_000_000
+"""--delete-before-transfer: names the receiver holds at once, over the session's directory arguments, until it has
+pruned (a set: about 10 M x 100 bytes beside their characters). A peer's ``keep`` batches are otherwise without end;
+past this, or MAX_KEEP_CHARS, the session ends with a protocol error (README, the option's help)."""
+MAX_KEEP_CHARS = 1 << 30
+"""--delete-before-transfer: characters of the names held at once (MAX_KEEP_NAMES)."""
 SESSION_FATAL = frozenset(
     {
         ErrorCode.CONNECTION_ERROR,
@@ -83,6 +90,14 @@ def clip(extents: tuple[tuple[int, int], ...] | None, start: int, end: int) -> l
         if lo < hi:
             out.append((lo, hi))
     return out
+
+
+@dataclass
+class Keeping:
+    """--delete-before-transfer: the names a directory argument keeps, as its ``keep`` batches brought them."""
+
+    names: set[str] = field(default_factory=set)
+    chars: int = 0  # of the names, as they came (a name sent twice counts twice)
 
 
 class ReceivingRole:
@@ -119,7 +134,8 @@ class ReceivingRole:
         self.tasks: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._keep: dict[int, set[str]] = {}  # --delete-before-transfer: names kept so far, per argument
+        self._keep: dict[int, Keeping] = {}  # --delete-before-transfer: names kept so far, per argument
+        self._kept_names = self._kept_chars = 0  # held, over the arguments (MAX_KEEP_NAMES, MAX_KEEP_CHARS)
         self._dirs: dict[str, dict] = {}  # received directories' meta with -p: their times are put back (_settle)
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
@@ -138,7 +154,7 @@ class ReceivingRole:
                     raise ProtocolError("the peer sent keep, but this side has no --delete-before-transfer")
                 if not any(p not in ("", ".") for p in top.split("/")) and not self._prunes_dest(arg):
                     raise ProtocolError(f"keep names no place below the destination: {top!r}")
-                self._keep.setdefault(arg, set()).update(names)
+                self._hold(self._keep.setdefault(arg, Keeping()), names)
                 if done:
                     self._track(asyncio.create_task(self._delete_others(arg, top, self._keep.pop(arg))))
                 return True
@@ -161,12 +177,31 @@ class ReceivingRole:
         self._idle.clear()
         task.add_done_callback(self._finished)
 
-    async def _delete_others(self, arg: int, top: str, keep: set[str]) -> None:
+    def _hold(self, keeping: Keeping, names: tuple[str, ...]) -> None:
+        """Add a ``keep`` batch to its argument's names, within MAX_KEEP_NAMES and MAX_KEEP_CHARS held."""
+        before = len(keeping.names)
+        keeping.names.update(names)
+        chars = sum(map(len, names))
+        keeping.chars += chars
+        self._kept_names += len(keeping.names) - before
+        self._kept_chars += chars
+        if self._kept_names > MAX_KEEP_NAMES or self._kept_chars > MAX_KEEP_CHARS:
+            raise ProtocolError(
+                "--delete-before-transfer: the source names more entries to keep than a receiver holds at once "
+                f"({MAX_KEEP_NAMES:,} names, {MAX_KEEP_CHARS >> 30} GiB of characters)"
+            )
+
+    async def _delete_others(self, arg: int, top: str, keeping: Keeping) -> None:
         """--delete-before-transfer: remove what lies below the directory's destination but not in the source."""
-        root = destination(
-            self._dest, top, False, files=self._files, create_dirs=self._opts.create_dirs, known=self._known_dirs
-        )
-        deleted = await settle.in_thread(self._files.prune, root, attrs.with_metafiles(keep, self._opts))
+        try:
+            root = destination(
+                self._dest, top, False, files=self._files, create_dirs=self._opts.create_dirs, known=self._known_dirs
+            )
+            keep = attrs.with_metafiles(keeping.names, self._opts)
+            deleted = await settle.in_thread(self._files.prune, root, keep)
+        finally:
+            self._kept_names -= len(keeping.names)
+            self._kept_chars -= keeping.chars
         self._known_dirs.clear()  # the prune may have taken some
         await self._channel.send(Kept(arg=arg, deleted=deleted))
 

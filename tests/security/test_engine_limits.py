@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,8 @@ from fasp.datapath.udpchannel import Transport
 from fasp.options.filters import MAX_RULES
 from fasp.options.peer import PeerOptions
 from fasp.session.channel import Channel
-from fasp.session.messages import Get, Message, Offer, Piece, SessionFailed
-from fasp.session.receiving import MAX_FILES_IN_FLIGHT, PIECE
+from fasp.session.messages import Get, Keep, Kept, Message, Offer, Piece, SessionFailed
+from fasp.session.receiving import MAX_FILES_IN_FLIGHT, MAX_KEEP_CHARS, MAX_KEEP_NAMES, PIECE
 from faspmanager.codes import ErrorCode
 from tests.support.control_client import ControlClient, hello
 from tests.support.files import random_file
@@ -170,3 +172,43 @@ def test_a_flood_of_piece_requests_ends_the_session_with_a_protocol_error(tmp_pa
     # (the file whose pieces overflowed ends first: the next request for it may be what the session names)
     assert error is not None and error.code == ErrorCode.FASP_PROTO, error
     assert rss < 200 << 20, f"the server engine holds {rss >> 20} MiB for the requests"
+
+
+def _names(count: int, width: int) -> Iterator[str]:
+    """``count`` distinct names of ``width`` characters."""
+    return (f"{i:07x}".ljust(width, "n") for i in range(count))
+
+
+async def _keep(client: ControlClient, arg: int, names: Iterator[str], batch: int) -> Message | None:
+    """``keep`` for ``names`` (below ``x``) in batches of ``batch``, the last one done; the server's answer."""
+    chunk = tuple(itertools.islice(names, batch))
+    while chunk:
+        following = tuple(itertools.islice(names, batch))
+        try:
+            await client.channel.send(Keep(arg=arg, top="x", names=chunk, done=not following))
+        except (BrokenPipeError, ConnectionError):  # the engine hung up: read why
+            break
+        chunk = following
+    return await asyncio.wait_for(client.channel.recv(), 60)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("bound", ["names", "characters"])
+def test_names_to_keep_are_held_up_to_a_bound_then_the_session_ends(fasp_server, bound):
+    """An authenticated user's --delete-before-transfer upload sends ``keep`` batches without end: the server
+    engine added each to a set, its memory limited only by the link. A directory of MAX_KEEP_NAMES entries or of
+    MAX_KEEP_CHARS characters of names is still pruned (``kept``); one name more and the session ends with a
+    protocol error saying so."""
+    (Path(fasp_server.docroot) / "x").mkdir()
+    # short names (~100,000 to a frame) up to the count, or long ones (~250 to a frame) up to the characters
+    width, count, batch = (7, MAX_KEEP_NAMES, 100_000) if bound == "names" else (4000, MAX_KEEP_CHARS // 4000, 250)
+
+    async def attack() -> tuple[Message | None, Message | None]:
+        async with ControlClient(fasp_server, "/", PeerOptions(delete_before=True)) as client:
+            honest = await _keep(client, 0, _names(count, width), batch)
+            return honest, await _keep(client, 1, _names(count + 1, width), batch)
+
+    honest, error = asyncio.run(attack())
+    assert honest == Kept(arg=0, deleted=0), honest
+    assert isinstance(error, SessionFailed) and error.code == ErrorCode.FASP_PROTO, error
+    assert "--delete-before-transfer" in error.desc, error.desc
