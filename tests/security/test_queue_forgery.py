@@ -40,7 +40,7 @@ def _forge_end(attacker: redis.Redis, transfer_id: str) -> None:
 
 
 def test_a_forged_result_of_a_running_transfer_is_not_believed(readme_users, server, tmp_path):  # noqa: F811
-    client_url, worker = readme_users
+    client_url, worker, _ = readme_users
     src = tmp_path / "forged-running.bin"
     make_file(src, 3_000_000)
     handle = submit(upload(server, [src], "forged-running", target_rate_kbps=4000))  # ~6 s
@@ -55,7 +55,7 @@ def test_a_forged_result_of_a_running_transfer_is_not_believed(readme_users, ser
 def test_a_forged_end_of_a_queued_transfer_stops_nothing(readme_users, server, tmp_path):  # noqa: F811
     """Before any worker took it: the client's wait and a control verdict do not take the forgery, and a worker
     that receives the transfer runs it (it dropped it as ended, handing Celery the forged result)."""
-    client_url, worker = readme_users
+    client_url, worker, _ = readme_users
     src = tmp_path / "forged-queued.bin"
     make_file(src, 500_000)
     handle = submit(upload(server, [src], "forged-queued"), queue="transfers-idle")  # no worker consumes it
@@ -78,7 +78,7 @@ def test_a_forged_end_of_a_queued_transfer_stops_nothing(readme_users, server, t
 def test_the_client_user_cannot_lift_a_transfers_retry_limit(readme_users, tmp_path):  # noqa: F811
     """The worker counted failures in the status hash: set back below zero between attempts, a transfer failing
     transiently was retried without end (each attempt at the remote host), past its retry policy."""
-    client_url, _ = readme_users
+    client_url, _, _ = readme_users
     src = tmp_path / "retried.bin"
     make_file(src, 1000)
     closed = SimpleNamespace(host="127.0.0.1", port=free_port(), user="bob", password="pw-retry-test-1234")
