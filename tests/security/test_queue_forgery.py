@@ -24,6 +24,7 @@ from tests.support.files import assert_same_file
 from tests.support.ports import free_port
 from tests.workers.conftest import server  # noqa: F401
 from tests.workers.support import first, make_file, upload
+from tests.workers.test_cli_errors import _upload_args, faspq
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,3 +99,19 @@ def test_the_client_user_cannot_lift_a_transfers_retry_limit(readme_users, tmp_p
         stop.set()
         thread.join()
     assert not result["ok"] and result["attempts"] == 2, result
+
+
+def test_the_client_user_cannot_forge_celerys_result(readme_users, server, tmp_path):  # noqa: F811
+    """Review H7 O3: the client user's ACL granted Celery's result channels (``&celery-task-meta-*``), which lets it
+    PUBLISH as well as SUBSCRIBE: a SUCCESS it published there is what Celery's ``AsyncResult.get()`` returns.
+    Clients need no such channel (submit, ``faspq upload`` and ``wait`` go by the authenticated events), so it is
+    refused, and they still run a transfer."""
+    client_url, worker, _ = readme_users
+    src = tmp_path / "meta.bin"
+    make_file(src, 300_000)
+    proc = faspq(*_upload_args(server, str(src), dest="meta", extra=("--id", "cli-meta")), env={"TEST_PW": server.password})
+    assert proc.returncode == 0, (proc.stdout, proc.stderr, worker.log()[-3000:])
+    assert_same_file(src, server.docroot / "meta" / src.name)
+    meta = {"status": "SUCCESS", "result": FORGED, "task_id": "cli-meta", "traceback": None, "children": []}
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        redis.Redis.from_url(client_url).publish("celery-task-meta-cli-meta", json.dumps(meta))
