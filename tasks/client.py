@@ -32,6 +32,7 @@ from .orders import ORDER_TYPES
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
 from .store import control as ctl
+from .store.bounded import MAX_ORDER_BYTES
 from .store.events import EventLog, UnknownTransfer, result_of
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
@@ -70,6 +71,8 @@ def submit(
     policy = RetryPolicy.from_dict(retry, settings.retry)
     sealer = Sealer(settings.secret_key)  # SecretKeyError without a shared key: nothing is submitted
     body = json.dumps(order_to_json(order, sealer, transfer_id))
+    if len(body) > MAX_ORDER_BYTES:  # workers do not read a bigger one (store/bounded.py)
+        raise ValueError(f"order of {len(body)} bytes, over the limit of {MAX_ORDER_BYTES}")
     now = repr(time.time())
     record = sign_record(
         {

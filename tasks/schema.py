@@ -18,11 +18,15 @@ import json
 import time
 from typing import Any
 
+import redis
+
 import faspmanager as fm
 
 from .orders import ORDER_TYPES
 from .secrets import Sealer, SecretKeyError, derive, mac, mac_ok
+from .store.bounded import MAX_ORDER_BYTES, hash_fields
 from .store.control import MAX_KBPS
+from .store.redisconn import text
 
 SCHEMA_VERSION = 2
 SIGNED_FIELDS = ("v", "type", "task", "queue", "order", "retry", "client", "submitted")
@@ -60,6 +64,13 @@ def _signed_bytes(record: dict, transfer_id: str) -> bytes:
 def sign_record(record: dict, transfer_id: str, secret: bytes | None) -> dict:
     """``record`` (SIGNED_FIELDS, all str) with its ``mac``; SecretKeyError without a shared key."""
     return {**record, "mac": mac(derive(secret, "faspq order mac"), _signed_bytes(record, transfer_id))}
+
+
+def stored_record(client: redis.Redis, key: str) -> dict[str, str]:
+    """The order record in hash ``key``: its signed fields and MAC, each read only if at most MAX_ORDER_BYTES (a
+    bigger one, or any other field, was written by a client's Redis user: never read, and the MAC then fails)."""
+    fields = hash_fields(client, key, (*SIGNED_FIELDS, "mac"), MAX_ORDER_BYTES)
+    return {name: text(value, "replace") for name, value in fields.items()}
 
 
 def verify_record(record: dict, transfer_id: str, secret: bytes | None, max_age_s: float | None = None) -> dict:

@@ -23,6 +23,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from config.settings import Settings
+from tasks.schema import stored_record
 from tasks.store.events import EventLog
 from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
 from tasks.store.lease import new_owner_token
@@ -86,13 +87,13 @@ class Reaper:
             return False
         events = EventLog(self._redis, keys, self._settings.secret_key, keep_s=self._settings.keep_s)
         status = events.status()
-        record = self._redis.hgetall(keys.order)
+        record = stored_record(self._redis, keys.order)
         if not status or status.get("state") in TERMINAL_STATES or not record:
             self._redis.zrem(watch_key(prefix), transfer_id)
             return False
         if not self._redis.set(keys.takeover, self._me, nx=True, px=int(self._settings.lease_ttl_s * 1000)):
             return False
-        task, queue = text(record[b"task"]), text(record[b"queue"])
+        task, queue = record["task"], record["queue"]
         events.publish({"type": "TAKEOVER", "previous_owner": status.get("owner"), "by": self._me}, state="QUEUED")
         self._redis.zadd(watch_key(prefix), {transfer_id: now + 2 * self._settings.takeover_bound_s})
         self._app.send_task(task, args=[transfer_id], queue=queue, task_id=transfer_id)  # its result: the id's
@@ -112,30 +113,29 @@ class Reaper:
         pipe = self._redis.pipeline(transaction=False)
         for keys in candidates:
             pipe.ttl(keys.status)
-            pipe.hmget(keys.status, ["state", "updated"])
             pipe.exists(keys.lease)
         replies = pipe.execute()
         retired = []
         for index, keys in enumerate(candidates):
-            ttl, (raw_state, updated), leased = replies[3 * index : 3 * index + 3]
-            state = text(raw_state or b"", "replace")
-            if ttl != -1 or leased or state not in TERMINAL_STATES:
+            ttl, leased = replies[2 * index : 2 * index + 2]
+            if ttl != -1 or leased:
                 continue
-            state = EventLog(self._redis, keys, self._settings.secret_key).status().get("state", "")
-            if state not in TERMINAL_STATES:  # the hash said so, no verified RESULT does: a client user's forgery
+            status = EventLog(self._redis, keys, self._settings.secret_key).status()  # its fields bounded in size
+            state = status.get("state", "")
+            if state not in TERMINAL_STATES:  # running, or the hash says so and no verified RESULT: a forgery
                 continue
-            left = _ended_at(updated, now) + keep_s - now
+            left = _ended_at(status.get("updated", ""), now) + keep_s - now
             retire(self._redis, keys, state, min(keep_s, max(1, int(left))))
             log.info("transfer %s ended (%s) without a TTL: kept until FASPQ_KEEP", keys.transfer_id, state)
             retired.append(keys.transfer_id)
         return retired
 
 
-def _ended_at(updated: bytes | None, now: float) -> float:
+def _ended_at(updated: str, now: float) -> float:
     """When a transfer ended, from its status's ``updated`` (the RESULT's time); ``now`` for anything else: a
     client ACL user may write that field any way it likes."""
     try:
-        value = float(text(updated or b"", "replace"))
+        value = float(updated)
     except ValueError:
         return now
     return value if math.isfinite(value) else now

@@ -27,10 +27,10 @@ from faspmanager.codes import EngineError, ErrorCode
 from tasks.orders import ORDER_TYPES
 from tasks.schema import SECRET_OPTIONS
 from tasks.store import control as ctl
+from tasks.store.bounded import CONTROL_OVERHEAD, stream_range
 from tasks.store.events import EventLog, progress_meta
 from tasks.store.keys import Keys, draining_key
 from tasks.store.lease import Lease
-from tasks.store.redisconn import read_entries, stream_entries
 from tasks.store.result import Outcome
 
 from .heartbeat import Heartbeat
@@ -38,6 +38,10 @@ from .heartbeat import Heartbeat
 log = logging.getLogger(__name__)
 
 DRAIN_CHECK_S = 1.0
+CONTROL_POLL_S = 0.1
+"""How often the pump looks for control entries when none came: XREAD BLOCK, which would wait instead, hands the
+next entry over whole, before its size can be checked (tasks/store/bounded.py)."""
+CONTROL_BATCH = 64
 
 
 def _name(value: object) -> str:
@@ -134,8 +138,8 @@ class Attempt:
                         self._wait_for_finish_request()
                     result = None if self.handover else self.session.finish()
                 finally:
-                    # no control message is handled once this returns; the pump's pending XREAD (up to 200 ms)
-                    # ends on its own, nobody waits for it: joining it held every result back by that much
+                    # no control message is handled once this returns; the pump's pending read or pause (up to
+                    # CONTROL_POLL_S) ends on its own, nobody waits for it: joining it held every result back that long
                     with self._control_lock:
                         self._stop_pump.set()
             if self.handover or result is None:  # close() below ends the engine; the next owner resumes
@@ -150,15 +154,24 @@ class Attempt:
 
     def _cancel_already_sent(self) -> bool:
         sequencer = ctl.Sequencer()
-        for entry_id, fields in stream_entries(self.redis.xrange(self.keys.control)):
-            try:
-                message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind, self.settings.secret_key)
-                sequencer.take(message)
-            except ctl.ControlError:
-                continue  # the pump reports it
-            if message.op == "cancel":
-                return True
+        after: str | None = None
+        while entries := self._control_entries(after):
+            for entry_id, fields in entries:
+                try:
+                    message = ctl.decode(entry_id, fields, self.keys.transfer_id, self.kind, self.settings.secret_key)
+                    sequencer.take(message)
+                except ctl.ControlError:
+                    continue  # the pump reports it
+                if message.op == "cancel":
+                    return True
+            after = entries[-1][0]
         return False
+
+    def _control_entries(self, after: str | None) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The next control entries after ``after`` (from the start: None), one bigger than a stream chunk and
+        its message never read whole (it is rejected as such)."""
+        limit = self.settings.stream_chunk_bytes + CONTROL_OVERHEAD
+        return stream_range(self.redis, self.keys.control, after, CONTROL_BATCH, limit)
 
     def _may_hand_over(self) -> bool:
         """Stream data already passed to the engine cannot be replayed: stream uploads always finish."""
@@ -236,19 +249,21 @@ class Attempt:
 
     def _pump(self) -> None:
         self._sequencer = ctl.Sequencer()
-        last = "0-0"
+        last: str | None = None
         while True:
             try:
                 with self._control_lock:
                     if self._stop_pump.is_set():
                         return
                     self._check_shutdown()
-                reply = self.redis.xread({self.keys.control: last}, count=64, block=200)
+                entries = self._control_entries(last)
             except redis.RedisError as exc:
                 log.warning("control read for %s failed (will retry): %s", self.keys.transfer_id, exc)
                 self._stop_pump.wait(1.0)
                 continue
-            for entry_id, fields in read_entries(reply):
+            if not entries:
+                self._stop_pump.wait(CONTROL_POLL_S)
+            for entry_id, fields in entries:
                 last = entry_id
                 with self._control_lock:
                     if self._stop_pump.is_set():  # the session ended: what came too late is not handled

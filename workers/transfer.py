@@ -38,7 +38,14 @@ from config.policy import PolicyError
 from config.settings import RetryPolicy, get_settings
 from faspmanager.codes import ErrorCode, is_retryable
 from tasks.orders import ORDER_TYPES
-from tasks.schema import OrderNotAuthenticated, OrderSchemaError, order_from_json, order_type, verify_record
+from tasks.schema import (
+    OrderNotAuthenticated,
+    OrderSchemaError,
+    order_from_json,
+    order_type,
+    stored_record,
+    verify_record,
+)
 from tasks.secrets import Sealer
 from tasks.store.events import EventLog, progress_line
 from tasks.store.keys import TERMINAL_STATES, Keys, watch_key
@@ -101,7 +108,7 @@ def run_transfer(task: Task, transfer_id: str) -> dict[str, Any]:
         status = events.status()  # the previous owner writes its result before releasing the lease
         if status.get("state") in TERMINAL_STATES:
             return _ended(status["result"])
-        record = {text(k, "replace"): text(v, "replace") for k, v in client.hgetall(keys.order).items()}
+        record = stored_record(client, keys.order)
         events.order_type = record.get("type", "")
         attempt = client.hincrby(keys.counts, "attempt", 1)
         try:

@@ -23,6 +23,7 @@ from redis.typing import EncodableT, FieldT
 
 from ..orders import ORDER_TYPES
 from ..secrets import SecretKeyError, derive, mac, mac_ok
+from .bounded import oversize
 
 CONTROL_VERSION = 2
 
@@ -103,7 +104,10 @@ def encode(transfer_id: str, control: Control, secret: bytes | None, sender: Sen
 def decode(
     entry_id: str, fields: dict[bytes, bytes], transfer_id: str, order_type: str, secret: bytes | None
 ) -> Control:
-    """The message in a stream entry, or ControlError: bad MAC, schema, op, args or transfer."""
+    """The message in a stream entry, or ControlError: too big to read, bad MAC, schema, op, args or transfer."""
+    size = oversize(fields)
+    if size is not None:
+        raise ControlError(f"an entry of {size} bytes, over the limit, was not read")
     body, data = fields.get(b"m", b""), fields.get(b"d", b"")
     if not mac_ok(_key(secret), body + b"\0" + data, fields.get(b"mac", b"")):
         raise ControlError("bad or missing MAC (sender does not hold the shared key)")

@@ -26,11 +26,19 @@ from typing import Any, cast
 import redis
 
 from ..secrets import derive, mac
+from .bounded import MAX_EVENT_BYTES, hash_fields, oversize, stream_range
 from .keys import TERMINAL_STATES, Keys, final_state
-from .redisconn import read_entries, stream_entries, text
+from .redisconn import text
 
 STREAM_MAXLEN = 10000
-_JSON_FIELDS = ("last", "result", "attempt", "retry")
+STATUS_FIELDS = (
+    "state", "event_id", "last", "last_mac", "updated", "order_type", "queue", "created", "owner", "client",
+    "attempt", "result", "control_applied",
+)  # fmt: skip
+"""The status hash's fields that are read: any other a client's Redis user adds never leaves Redis."""
+_JSON_FIELDS = ("last", "result", "attempt")
+READ_POLL_S = 0.1
+"""How often a reader waiting for events looks again (XREAD BLOCK would hand the next entry over whole)."""
 log = logging.getLogger(__name__)
 
 
@@ -162,7 +170,7 @@ class EventLog:
         """The status hash decoded (missing transfer -> {}): JSON fields parsed (one that does not parse is left
         out), ``last`` only if it verifies. The state is terminal, with its ``result``, only when ``last`` is a
         verified RESULT, and then is that event's; a terminal state or a result without one is left out."""
-        raw = {text(name, "replace"): value for name, value in self._redis.hgetall(self._keys.status).items()}
+        raw = hash_fields(self._redis, self._keys.status, STATUS_FIELDS, MAX_EVENT_BYTES)
         out: dict[str, Any] = {}
         for name, value in raw.items():
             if name in _JSON_FIELDS:
@@ -185,20 +193,29 @@ class EventLog:
     def _events(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> Iterator[tuple[str, dict[str, Any]]]:
         """The entries' events that verify, with their ids."""
         for entry_id, fields in entries:
+            size = oversize(fields)
+            if size is not None:
+                log.warning("transfer %s: an event entry of %d bytes was not read", self._keys.transfer_id, size)
+                continue
             event = self._verified(fields.get(b"e"), fields.get(b"mac"))
             if event is not None:
                 yield entry_id, event
 
     def history(self, count: int = 2000) -> list[dict[str, Any]]:
-        """The latest ``count`` retained events that verify, oldest first (the stream keeps STREAM_MAXLEN; an
-        expired transfer has none)."""
-        entries = stream_entries(self._redis.xrevrange(self._keys.events, count=count))
+        """The latest ``count`` retained events that verify (fewer if they are larger than READ_BUDGET together),
+        oldest first (the stream keeps STREAM_MAXLEN; an expired transfer has none)."""
+        entries = stream_range(self._redis, self._keys.events, None, count, MAX_EVENT_BYTES, reverse=True)
         return [event for _, event in self._events(list(reversed(entries)))]
 
     def read(self, after: str, block_ms: int) -> tuple[str, list[dict[str, Any]]]:
         """The verified events after stream id ``after`` (up to 100 entries; waits up to ``block_ms`` for one),
         and the id to read on from: ``after`` when no entry came."""
-        entries = read_entries(self._redis.xread({self._keys.events: after}, count=100, block=block_ms))
+        deadline = time.monotonic() + block_ms / 1000
+        while not (entries := stream_range(self._redis, self._keys.events, after, 100, MAX_EVENT_BYTES)):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(READ_POLL_S, left))
         return (entries[-1][0] if entries else after), [event for _, event in self._events(entries)]
 
     def follow(

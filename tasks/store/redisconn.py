@@ -155,10 +155,5 @@ def text(value: object, errors: str = "strict") -> str:
 
 
 def stream_entries(entries: object) -> list[tuple[str, dict[bytes, bytes]]]:
-    """An XRANGE reply (or one stream's part of an XREAD reply) as (entry id, fields)."""
+    """An XRANGE reply as (entry id, fields)."""
     return [(text(entry_id), fields) for entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], entries)]
-
-
-def read_entries(reply: object) -> list[tuple[str, dict[bytes, bytes]]]:
-    """The entries of an XREAD reply on one stream (none when the read timed out)."""
-    return stream_entries(cast(list[list[Any]], reply)[0][1]) if reply else []

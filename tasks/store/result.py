@@ -13,7 +13,8 @@ import redis
 
 from faspmanager.codes import ErrorCode, name_of
 
-from .events import EventLog
+from .bounded import MAX_EVENT_BYTES
+from .events import EventLog, to_json
 from .keys import TERMINAL_STATES, Keys, final_state, watch_key
 from .redisconn import FAILOVER_RETRY_S, durable
 
@@ -33,16 +34,25 @@ class Outcome:
 
 
 def _final(outcome: Outcome, attempts: int) -> tuple[str, dict[str, Any]]:
-    """The final state and result dict of ``outcome``."""
+    """The final state and result dict of ``outcome``. Its failed files are those that fit in a quarter of
+    MAX_EVENT_BYTES (``failed_files_omitted`` counts the others): a bigger RESULT would be read by nobody."""
+    failed, size = outcome.failed_files, 0
+    for index, name in enumerate(failed):
+        size += len(to_json(name)) + 1
+        if size > MAX_EVENT_BYTES // 4:
+            failed = failed[:index]
+            break
     result = {
         "ok": outcome.ok,
         "reason": outcome.reason,
         "code": outcome.code,
         "error": None if outcome.code is None else name_of(outcome.code),
         "stats": outcome.stats,
-        "failed_files": outcome.failed_files,
+        "failed_files": failed,
         "attempts": attempts,
     }
+    if len(failed) < len(outcome.failed_files):
+        result["failed_files_omitted"] = len(outcome.failed_files) - len(failed)
     return final_state(result), result
 
 
