@@ -109,7 +109,8 @@ def test_the_client_user_cannot_forge_celerys_result(readme_users, server, tmp_p
     client_url, worker, _ = readme_users
     src = tmp_path / "meta.bin"
     make_file(src, 300_000)
-    proc = faspq(*_upload_args(server, str(src), dest="meta", extra=("--id", "cli-meta")), env={"TEST_PW": server.password})
+    args = _upload_args(server, str(src), dest="meta", extra=("--id", "cli-meta"))
+    proc = faspq(*args, env={"TEST_PW": server.password})
     assert proc.returncode == 0, (proc.stdout, proc.stderr, worker.log()[-3000:])
     assert_same_file(src, server.docroot / "meta" / src.name)
     meta = {"status": "SUCCESS", "result": FORGED, "task_id": "cli-meta", "traceback": None, "children": []}
