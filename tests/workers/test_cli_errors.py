@@ -21,6 +21,7 @@ from tests.support.ports import free_port
 from tests.support.programs import REPO_ROOT
 from tests.support.wait import wait_until
 
+from .conftest import SECRET_KEY
 from .support import make_file, options
 
 pytestmark = pytest.mark.timeout(120)
@@ -253,7 +254,9 @@ def test_ls_leaves_the_age_of_a_transfer_without_a_creation_time_blank(faspq_env
     """Finding 13: a status rebuilt after Redis lost the transfer (the worker's FAILED 12 into a new Redis) has
     no ``created``: `ls` does not know its age, and does not say 0."""
     keys = Keys("t", "rebuilt-after-a-wipe")
-    EventLog(faspq_env_only.client(), keys).publish({"type": "RESULT", "ok": False}, state="FAILED", result={})
+    EventLog(faspq_env_only.client(), keys, SECRET_KEY.encode()).publish(
+        {"type": "RESULT", "ok": False}, state="FAILED", result={}
+    )
     listed = faspq("ls", "--all", "--format", "json")
     row = next(row for row in json.loads(listed.stdout) if row["id"] == keys.transfer_id)
     assert row["age s"] == "", row
