@@ -130,13 +130,15 @@ def _run_measured(args: list[str], env: dict) -> tuple[int, str, int]:
 @pytest.mark.timeout(180)
 def test_a_server_cannot_make_an_encrypting_upload_hold_the_file_per_request(tmp_path):
     """With --file-crypt=encrypt the client seals each piece the server asks for in memory. The server asks for the
-    whole envelope of a 48 MiB file 16 more times: the client held all 16 (768 MiB; a 4 GB file asked for 4,096
+    whole envelope of a 48 MiB file 32 more times: the client held them all (1.5 GiB; a 4 GB file asked for 4,096
     times is terabytes). A receiver of ours never asks for more than its piece, so the client refuses a longer
-    one: the session ends with a protocol error (1), the client having sealed none of them."""
+    one: the session ends with a protocol error (1), the client having sealed none of them. The bound leaves room
+    for what an honest session holds on a busy host (62 MiB here, 338 MiB seen in CI), not for one envelope per
+    request."""
     plain = 48 << 20
     src = random_file(tmp_path / "big.bin", plain)
     (tmp_path / "served").mkdir()
-    rewrites = {"pieces": {"start": 0, "end": sealed_size(plain), "_copies": 16}}
+    rewrites = {"pieces": {"start": 0, "end": sealed_size(plain), "_copies": 32}}
     with start_fasp_server(
         tmp_path / "server",
         docroot=tmp_path / "served",
@@ -144,5 +146,5 @@ def test_a_server_cannot_make_an_encrypting_upload_hold_the_file_per_request(tmp
     ) as server:
         env = {**server.env(), "ASPERA_SCP_FILEPASS": "correct horse"}
         code, err, peak = _run_measured(fasp_args(server, "--file-crypt=encrypt", str(src), remote(server, "/")), env)
-    assert peak < 300 << 20, f"the client held {peak >> 20} MiB for the server's requests"
+    assert peak < 640 << 20, f"the client held {peak >> 20} MiB for the server's requests"
     assert code != 0 and "error 1:" in err and "piece" in err, err
