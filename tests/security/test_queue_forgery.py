@@ -23,7 +23,7 @@ from tests.security.test_queue_redis import readme_users  # noqa: F401
 from tests.support.files import assert_same_file
 from tests.support.ports import free_port
 from tests.workers.conftest import server  # noqa: F401
-from tests.workers.support import first, make_file, upload
+from tests.workers.support import make_file, running_upload, upload
 from tests.workers.test_cli_errors import _upload_args, faspq
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,10 +42,7 @@ def _forge_end(attacker: redis.Redis, transfer_id: str) -> None:
 
 def test_a_forged_result_of_a_running_transfer_is_not_believed(readme_users, server, tmp_path):  # noqa: F811
     client_url, worker, _ = readme_users
-    src = tmp_path / "forged-running.bin"
-    make_file(src, 3_000_000)
-    handle = submit(upload(server, [src], "forged-running", target_rate_kbps=4000))  # ~6 s
-    first(handle, "STATS", timeout=30)
+    handle, src = running_upload(server, tmp_path, "forged-running")
     _forge_end(redis.Redis.from_url(client_url), handle.id)
     result = handle.wait(timeout=60)
     assert result["ok"] and result["reason"] != "forged" and result["stats"], result

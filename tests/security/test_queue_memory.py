@@ -23,7 +23,7 @@ from tasks.transfer import send
 from tests.security.test_queue_redis import readme_users  # noqa: F401
 from tests.support.files import assert_same_file
 from tests.workers.conftest import server  # noqa: F401
-from tests.workers.support import first, make_file, upload
+from tests.workers.support import make_file, running_upload, upload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,10 +53,7 @@ def _own_peak() -> int:
 
 def test_huge_control_entries_and_status_fields_do_not_reach_a_running_worker(readme_users, server, tmp_path):  # noqa: F811
     client_url, worker, _ = readme_users
-    src = tmp_path / "huge-control.bin"
-    make_file(src, 3_000_000)
-    handle = submit(upload(server, [src], "huge-control", target_rate_kbps=4000))  # ~6 s
-    first(handle, "STATS", timeout=30)
+    handle, src = running_upload(server, tmp_path, "huge-control")
     before = _worker_peak(worker)
     attacker = redis.Redis.from_url(client_url)
     _xadd3(attacker, f"faspq:control:{handle.id}", "d")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import faspmanager as fm
+from tasks.client import submit
 from tests.support.files import random_file, sha256
 
 
@@ -28,6 +29,16 @@ def first(handle, kind: str, timeout: float = 60) -> dict:
             return event
         assert event["type"] != "RESULT", event
     raise AssertionError(f"no {kind} event within {timeout} s")
+
+
+def running_upload(server, tmp_path: Path, name: str):
+    """A 3 MB upload into ``name`` at 4 Mbit/s (about 6 s), once its first STATS says the engine runs: the
+    transfer, and the file it sends (``name``.bin under ``tmp_path``)."""
+    src = tmp_path / f"{name}.bin"
+    make_file(src, 3_000_000)
+    handle = submit(upload(server, [src], name, target_rate_kbps=4000))
+    first(handle, "STATS", timeout=30)
+    return handle, src
 
 
 def upload(server, sources, root: str, password: str | None = None, **opts) -> fm.FileUpload:
