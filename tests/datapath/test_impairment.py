@@ -43,8 +43,12 @@ async def test_loss_reorder_duplication(tmp_path, key):
     assert sha256(dst) == sha256(src)
     assert dst.stat().st_size == 4 << 20
     assert sent["bytes_retransmitted"] > 0
-    # each lost datagram costs about one resend (plus a few spurious ones from reordering)
-    assert sent["bytes_retransmitted"] < 0.2 * sent["bytes_sent"]
+    # each lost datagram costs about one resend, plus a few spurious ones where the relay held a resend back
+    # longer than the reorder margin. Second copies are not resends: they fill room the link has spare once no
+    # new data is left (half a round trip's worth), so they grow with a busy host's round trips, not with loss
+    # (one CI run: 25 % of the bytes resent, 21 % of them copies, 4 % resends)
+    resent = sent["bytes_retransmitted"] - sent["bytes_copied"]
+    assert 0 < resent < 2 * counts.dropped * 1400
 
 
 @aio
