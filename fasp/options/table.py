@@ -10,7 +10,8 @@ docs/ascp-options.md lists) are here, so the program takes what faspmanager or a
 Each does what its help line says, except: one whose effect cannot be had here is accepted with a ``note``
 on stderr (e.g. -6, -u, -SSH), and one that would mean doing something else is ``refused`` with usage error
 8 (-@, -w, -K); never silently ignored. -Q, older ascp's switch for adaptive rate control (not in IBM's current
-reference; NCBI's SRA Aspera guide gives it as "adaptive flow control"), is --policy=fair; -QQ is refused.
+reference; NCBI's SRA Aspera guide gives it as "adaptive flow control"), is --policy=fair; -QQ is refused. -r, the
+same era's recursive switch (NCBI's and others' guides give ``-QTr``), is what this program always does.
 """
 
 from __future__ import annotations
@@ -375,6 +376,13 @@ FLAGS: tuple[Flag, ...] = (
         "--policy=fair, as older ascp command lines spell it (adaptive rate control); -QQ is refused",
         field=None,
         counted=True,
+    ),
+    _flag(
+        "-r",
+        "recursive",
+        "",
+        "copy directories recursively, as this program always does (older ascp command lines give it: -QTr)",
+        field=None,
     ),
     _flag("-e", "pre_post_command", "PROGRAM", "run PROGRAM at session start/stop and after each file", executable),
     _flag(

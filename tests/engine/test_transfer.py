@@ -84,6 +84,20 @@ def test_tree_of_a_thousand_files_both_ways(fasp_server_module, tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_an_older_guides_qtr_command_line_copies_a_tree_both_ways(fasp_server_module, tmp_path):
+    """``ascp -QTr -l 300M SOURCE DEST`` (NCBI's and university guides' spelling): -r, older ascp's recursive switch,
+    was usage error 8 here; directories are always copied whole, so it is accepted and the tree arrives."""
+    server = fasp_server_module
+    tree = _make_tree(tmp_path / "qtr", 20)
+    _ok(run_ascp(fasp_args(server, "-QTr", "-l", "300M", str(tree), remote(server, "/")), server.env()))
+    assert assert_same_tree(tree, server.docroot / "qtr") == 20
+    back = tmp_path / "back"
+    back.mkdir()
+    _ok(run_ascp(fasp_args(server, "-QTr", remote(server, "/qtr"), str(back)), server.env()))
+    assert assert_same_tree(tree, back / "qtr") == 20
+
+
+@pytest.mark.timeout(60)
 def test_names_with_spaces_and_non_ascii(fasp_server_module, tmp_path):
     server = fasp_server_module
     tree = tmp_path / "spaced dir ünï"
