@@ -20,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -156,7 +157,8 @@ class Service:
 class RedisServer(Service):
     """A redis-server on loopback; with ``password`` it requires it (default user), given in a 0600
     config file rather than argv, and ``url`` carries it; ``appendonly`` keeps its data across a restart (the
-    same workdir and port start it again)."""
+    same workdir and port start it again). ``users`` are ACL users, each as ``ACL SETUSER``'s arguments (name,
+    then rules), set in that config file: there from the first connection on, after a restart too."""
 
     def __init__(
         self,
@@ -165,6 +167,7 @@ class RedisServer(Service):
         executable: str | None = None,
         password: str | None = None,
         appendonly: bool = False,
+        users: Sequence[Sequence[str]] = (),
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -175,6 +178,7 @@ class RedisServer(Service):
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(f'requirepass "{password}"\n' if password else "")
+            out.writelines(f"user {' '.join(user)}\n" for user in users)
         super().__init__(
             [
                 executable or redis_executable(),

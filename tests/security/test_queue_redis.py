@@ -8,10 +8,13 @@ neither password shows in the worker's log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -79,39 +82,68 @@ def _readme_acl() -> dict[str, list[str]]:
     return {words[2]: words for words in commands}
 
 
+class ReadmeDeployment:
+    """A Redis with the README's two ACL users (in its config file, as an operator keeps them: back after a
+    restart) and, once started, a worker logged in as faspq-worker (its own Redis: no other worker consumes).
+    ``admin`` sees what the others may not."""
+
+    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+        self._workdir, self._appendonly = workdir, appendonly
+        acl = _readme_acl()
+        assert set(acl) == {"faspq-client", "faspq-worker"}
+        passwords = {"CLIENT_PASSWORD": secrets.token_hex(12), "WORKER_PASSWORD": secrets.token_hex(12)}
+        self._users = [
+            [f">{passwords[w[1:]]}" if w[1:] in passwords else w for w in words[2:]] for words in acl.values()
+        ]
+        self.redis = self._start(None, secrets.token_hex(16))
+        self.admin = redis.Redis(port=self.redis.port, password=self.redis.password)
+        url = "redis://{}:{}@127.0.0.1:" + str(self.redis.port) + "/0"
+        self.client_url = url.format("faspq-client", passwords["CLIENT_PASSWORD"])
+        self.worker_url = url.format("faspq-worker", passwords["WORKER_PASSWORD"])
+        self.worker: Worker | None = None
+
+    def _start(self, port: int | None, password: str | None) -> RedisServer:
+        workdir = self._workdir / "redis"
+        return RedisServer(workdir, port=port, password=password, appendonly=self._appendonly, users=self._users)
+
+    def restart(self, down_s: float) -> None:
+        """SIGKILL Redis, then the same port and users (and data, with ``appendonly``) ``down_s`` later."""
+        self.redis.kill()
+        time.sleep(down_s)
+        self.redis = self._start(self.redis.port, self.redis.password)
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+        self.admin.close()
+        self.redis.kill()
+
+
+@contextlib.contextmanager
+def readme_deployment(workdir: Path, appendonly: bool = False) -> Iterator[ReadmeDeployment]:
+    """A ReadmeDeployment, its worker started, this process its client (logged in as faspq-client) meanwhile."""
+    deployed = ReadmeDeployment(workdir, appendonly)
+    try:
+        deployed.worker = Worker(
+            "acl",
+            {**os.environ, **faspq_env(deployed.worker_url, FASPQ_PREFIX="faspq")},
+            workdir / "acl.log",
+            concurrency=1,
+            queues="transfers",
+        ).wait_ready()
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in faspq_env(deployed.client_url, FASPQ_PREFIX="faspq").items():
+                mp.setenv(name, value)
+            yield deployed
+    finally:
+        deployed.stop()
+
+
 @pytest.fixture(scope="module")
 def readme_users(tmp_path_factory):
-    """A Redis with the README's two ACL users, a worker logged in as faspq-worker (its own Redis: no other
-    worker consumes) and this process a client logged in as faspq-client: yields the client's URL, the worker and
-    an admin client (to see what the others may not)."""
-    workdir = tmp_path_factory.mktemp("readme-acl")
-    admin_password = secrets.token_hex(16)
-    redis_server = RedisServer(workdir / "redis", password=admin_password)
-    acl = _readme_acl()
-    assert set(acl) == {"faspq-client", "faspq-worker"}
-    admin = redis.Redis(port=redis_server.port, password=admin_password)
-    passwords = {"CLIENT_PASSWORD": secrets.token_hex(12), "WORKER_PASSWORD": secrets.token_hex(12)}
-    for words in acl.values():
-        admin.execute_command(*[f">{passwords[w[1:]]}" if w[1:] in passwords else w for w in words])
-    url = "redis://{}:{}@127.0.0.1:" + str(redis_server.port) + "/0"
-    client_url = url.format("faspq-client", passwords["CLIENT_PASSWORD"])
-    worker_url = url.format("faspq-worker", passwords["WORKER_PASSWORD"])
-    worker = Worker(
-        "acl",
-        {**os.environ, **faspq_env(worker_url, FASPQ_PREFIX="faspq")},
-        workdir / "acl.log",
-        concurrency=1,
-        queues="transfers",
-    ).wait_ready()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for name, value in faspq_env(client_url, FASPQ_PREFIX="faspq").items():
-                mp.setenv(name, value)
-            yield client_url, worker, admin
-    finally:
-        worker.kill()
-        admin.close()
-        redis_server.kill()
+    """The README's deployment: yields the client's URL, the worker and an admin client."""
+    with readme_deployment(tmp_path_factory.mktemp("readme-acl")) as deployed:
+        yield deployed.client_url, deployed.worker, deployed.admin
 
 
 def test_readme_least_privilege_users_run_a_transfer(readme_users, server, tmp_path):  # noqa: F811
