@@ -1,8 +1,8 @@
 """Review H7 O1: what the README's client Redis user writes cannot run a worker, or a reader of events, out of memory.
 
 Redis takes values up to 512 MB. The attacker (the client user, without the shared key) writes huge control entries,
-event entries, status fields and order fields, server-side through a script (its ACL has EVAL), so nothing big goes
-through this process. A worker read control entries and the order and status hashes whole before checking any MAC,
+event entries, status fields and order fields with the HSET and XADD its ACL allows, from another process (nothing
+big goes through this one). A worker read control entries and the order and status hashes whole before checking any MAC,
 and readers (``wait``, ``events``, the dashboard's history) the event entries: each of them held every huge value at
 once. The peak memory of the worker process (``VmHWM``) and of this one must stay well below one such value, and the
 honest transfer still succeeds.
@@ -10,10 +10,12 @@ honest transfer still succeeds.
 
 from __future__ import annotations
 
+import itertools
 import resource
+import subprocess
+import sys
 
 import pytest
-import redis
 
 from config.settings import get_settings
 from tasks.client import submit
@@ -28,16 +30,27 @@ from tests.workers.support import make_file, running_upload, upload
 pytestmark = pytest.mark.timeout(120)
 
 HUGE = 48 << 20
-"""One attacker value; three of them are written per stream."""
-_XADD = "redis.call('XADD', KEYS[1], '*', ARGV[1], string.rep('x', tonumber(ARGV[2])))"
-_HSET = "redis.call('HSET', KEYS[1], ARGV[1], string.rep('x', tonumber(ARGV[2])))"
+"""One attacker value."""
+_WRITE = """
+import sys, redis
+attacker, huge = redis.Redis.from_url(sys.argv[1]), b"x" * int(sys.argv[2])
+for command, key, field in zip(*[iter(sys.argv[3:])] * 3):
+    if command == "XADD":
+        attacker.xadd(key, {field: huge})
+    else:
+        attacker.hset(key, field, huge)
+"""
 
 
-def _xadd3(attacker: redis.Redis, key: str, field: str) -> None:
-    """Three huge entries, a script each: one script blocks Redis about a second here, and three at once would
-    cost a worker its lease (FASPQ_LEASE_TTL 3 s in these tests)."""
-    for _ in range(3):
-        attacker.eval(_XADD, 1, key, field, HUGE)
+def _write_huge(client_url: str, *writes: tuple[str, str, str]) -> None:
+    """The attacker's ``(command, key, field)`` writes of HUGE bytes each (XADD or HSET), as the client user."""
+    argv = [sys.executable, "-c", _WRITE, client_url, str(HUGE), *itertools.chain.from_iterable(writes)]
+    subprocess.run(argv, check=True, timeout=60)
+
+
+def _xadd3(key: str, field: str) -> list[tuple[str, str, str]]:
+    """Three huge entries for stream ``key``."""
+    return [("XADD", key, field)] * 3
 
 
 def _worker_peak(worker) -> int:
@@ -55,9 +68,10 @@ def test_huge_control_entries_and_status_fields_do_not_reach_a_running_worker(re
     client_url, worker, _ = readme_users
     handle, src = running_upload(server, tmp_path, "huge-control")
     before = _worker_peak(worker)
-    attacker = redis.Redis.from_url(client_url)
-    _xadd3(attacker, f"faspq:control:{handle.id}", "d")
-    attacker.eval(_HSET, 1, f"faspq:status:{handle.id}", "order_type", HUGE)  # read again when the transfer ends
+    # the status field is read again when the transfer ends
+    _write_huge(
+        client_url, *_xadd3(f"faspq:control:{handle.id}", "d"), ("HSET", f"faspq:status:{handle.id}", "order_type")
+    )
     result = handle.wait(timeout=60)
     assert result["ok"], (result, worker.log()[-3000:])
     assert_same_file(src, server.docroot / "huge-control" / src.name)
@@ -74,11 +88,13 @@ def test_huge_values_before_pickup_do_not_reach_the_worker_or_the_readers(readme
     src = tmp_path / "huge-queued.bin"
     make_file(src, 500_000)
     handle = submit(upload(server, [src], "huge-queued"), queue="transfers-idle")  # no worker consumes it
-    attacker = redis.Redis.from_url(client_url)
-    attacker.eval(_HSET, 1, f"faspq:order:{handle.id}", "junk", HUGE)
-    _xadd3(attacker, f"faspq:control:{handle.id}", "d")
-    _xadd3(attacker, f"faspq:events:{handle.id}", "e")
-    attacker.eval(_HSET, 1, f"faspq:status:{handle.id}", "owner", HUGE)
+    _write_huge(
+        client_url,
+        ("HSET", f"faspq:order:{handle.id}", "junk"),
+        *_xadd3(f"faspq:control:{handle.id}", "d"),
+        *_xadd3(f"faspq:events:{handle.id}", "e"),
+        ("HSET", f"faspq:status:{handle.id}", "owner"),
+    )
     before, own = _worker_peak(worker), _own_peak()
     send(get_settings(), "FileUpload", handle.id, "transfers")  # the worker's queue
     result = handle.wait(timeout=60)
