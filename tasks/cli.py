@@ -3,7 +3,7 @@
 Passwords never go on the command line: ``--password-env VAR`` names the
 variable holding it, otherwise faspq asks for it without echo. Every expected
 failure (Redis unreachable, shared key missing or malformed, a bad value, an
-unknown or ended transfer) is one line on stderr and exit status 1; usage
+unknown or ended transfer, no worker having loaded the queue's scripts) is one line on stderr and exit status 1; usage
 errors exit 2.
 """
 
@@ -39,6 +39,7 @@ from .store.control import MAX_KBPS, MAX_OFFSET, ControlError
 from .store.events import UnknownTransfer, progress_meta, status_session, transfer_ids
 from .store.keys import TERMINAL_STATES
 from .store.redisconn import redis_for, redis_user
+from .store.scripts import ScriptsNotLoaded
 from .transfer import celery_app
 
 if TYPE_CHECKING:
@@ -379,6 +380,8 @@ class _Cli(click.Group):
             raise click.ClickException(f"cannot reach Redis at {_redis_url()}: {exc}") from None
         except UnknownTransfer as exc:
             raise click.ClickException(f"no transfer {exc.args[0]} (never submitted, or expired)") from None
+        except ScriptsNotLoaded as exc:
+            raise click.ClickException(f"Redis at {_redis_url()}: {exc}") from None
         except (SettingsError, SecretKeyError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
 

@@ -32,7 +32,7 @@ from .orders import ORDER_TYPES
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
 from .store import control as ctl
-from .store.bounded import MAX_ORDER_BYTES
+from .store.bounded import MAX_EVENT_BYTES, MAX_ORDER_BYTES, hash_fields
 from .store.events import EventLog, UnknownTransfer, result_of
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
@@ -91,8 +91,10 @@ def submit(
     handle = TransferHandle(transfer_id, settings)
     client, keys = handle._redis, handle._keys
     # an ended transfer's order is gone but its status stays FASPQ_KEEP: checked first (a client ACL user
-    # cannot delete what it wrote), the order's HSETNX then settles a race between two submits of one id
-    if client.hget(keys.status, "state") is not None or not client.hsetnx(keys.order, "type", kind):
+    # cannot delete what it wrote), the order's HSETNX then settles a race between two submits of one id. The
+    # check is a bounded read, a script: with none loaded (ScriptsNotLoaded) nothing is written
+    in_use = hash_fields(client, keys.status, ["state"], MAX_EVENT_BYTES)
+    if in_use or not client.hsetnx(keys.order, "type", kind):
         raise ValueError(f"transfer id {transfer_id!r} is already in use")
 
     def enqueue() -> None:

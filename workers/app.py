@@ -5,7 +5,8 @@ bodies (workers/transfer.py); importing this module makes this process a
 worker's (its signal handlers connect). Clients never import it: they send
 tasks by name through tasks.transfer.celery_app. Each consuming worker
 process (the main one, whatever the pool) also runs the reaper that hands
-dead owners' transfers back to the queue.
+dead owners' transfers back to the queue, and keeps the queue's Lua scripts
+in Redis's script cache for the clients (workers/scriptcache.py).
 
 A worker refuses to start without the shared key, and before its pool starts
 it keeps its settings in memory and strips its environment to what engines
@@ -36,11 +37,12 @@ from tasks.store.keys import draining_key
 from tasks.store.redisconn import redis_for
 
 from .reaper import Reaper
+from .scriptcache import ScriptKeeper
 
 settings = get_settings()
 app = Celery("faspq", include=["workers.transfer"])
 app.conf.update(celery_config(settings))
-_reaper: list[Reaper] = []
+_threads: list[Reaper | ScriptKeeper] = []  # started when the worker is ready
 _metrics: list[tuple[str, int]] = []  # where the endpoint listens
 log = logging.getLogger(__name__)
 
@@ -143,9 +145,9 @@ def _start(sender: WorkController, **_: object) -> None:
     )
     for host, port in _metrics:
         log.info("faspq worker metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
-    reaper = Reaper(app, settings)
-    reaper.start()
-    _reaper.append(reaper)
+    for thread in (ScriptKeeper(redis_for(settings.events_url)), Reaper(app, settings)):
+        thread.start()
+        _threads.append(thread)
 
 
 @worker_shutting_down.connect
@@ -155,6 +157,6 @@ def _begin_handover(sender: object = None, **_: object) -> None:
 
 
 @worker_shutdown.connect
-def _stop_reaper(**_: object) -> None:
-    while _reaper:
-        _reaper.pop().stop()
+def _stop_threads(**_: object) -> None:
+    while _threads:
+        _threads.pop().stop()

@@ -17,6 +17,7 @@ from typing import cast
 import redis
 
 from .redisconn import stream_entries
+from .scripts import Script
 
 MAX_EVENT_BYTES = 1 << 20
 """The largest event entry (its JSON and MAC) and status field: a worker's events are a few KB, and its RESULT
@@ -32,7 +33,7 @@ OVERSIZE = b"oversize"
 
 log = logging.getLogger(__name__)
 
-_HASH = """
+_HASH = Script("""
 local out = {}
 for i = 2, #ARGV do
   local size = redis.call('HSTRLEN', KEYS[1], ARGV[i])
@@ -43,9 +44,9 @@ for i = 2, #ARGV do
   end
 end
 return out
-"""
+""")
 
-_STREAM = """
+_STREAM = Script("""
 local cmd, stop = 'XRANGE', '+'
 if ARGV[2] == '1' then cmd, stop = 'XREVRANGE', '-' end
 local cursor, count, limit, budget = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -63,13 +64,13 @@ while #out < count and total < budget do
   cursor = '(' .. id
 end
 return out
-"""
+""")
 
 
 def hash_fields(client: redis.Redis, key: str, names: Sequence[str], limit: int) -> dict[str, bytes]:
     """The fields ``names`` of hash ``key`` that exist and hold at most ``limit`` bytes; a longer one is left
     out, logged."""
-    values = client.register_script(_HASH)(keys=[key], args=[limit, *names])
+    values = _HASH(client, [key], [limit, *names])
     out = {}
     for name, value in zip(names, cast(list[object], values)):
         if isinstance(value, int):
@@ -86,7 +87,7 @@ def stream_range(
     end backwards, when None), no more than about READ_BUDGET bytes; an entry over ``limit`` bytes comes as
     ``{b"oversize": size}`` (see :func:`oversize`)."""
     start = ("+" if reverse else "-") if after is None else f"({after}"
-    reply = client.register_script(_STREAM)(keys=[key], args=[start, int(reverse), count, limit, READ_BUDGET])
+    reply = _STREAM(client, [key], [start, int(reverse), count, limit, READ_BUDGET])
     pairs = cast(list[tuple[bytes, list[bytes]]], reply)
     return stream_entries([(entry_id, dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in pairs])
 

@@ -29,6 +29,7 @@ from ..secrets import derive, mac
 from .bounded import MAX_EVENT_BYTES, hash_fields, oversize, stream_range
 from .keys import TERMINAL_STATES, Keys, final_state
 from .redisconn import text
+from .scripts import Script, ScriptsNotLoaded
 
 STREAM_MAXLEN = 10000
 STATUS_FIELDS = (
@@ -46,7 +47,7 @@ class UnknownTransfer(LookupError):
     """No transfer has this id (never submitted, or expired after FASPQ_KEEP seconds)."""
 
 
-_PUBLISH = """
+_PUBLISH = Script("""
 local ended
 if KEYS[3] then
   ended = redis.call('EXISTS', KEYS[3]) == 1
@@ -68,7 +69,7 @@ for i = 6, #ARGV, 2 do
 end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return id
-"""
+""")
 
 
 def progress_meta(session: dict[str, Any] | None) -> dict[str, Any]:
@@ -140,7 +141,6 @@ class EventLog:
         self._keys = keys
         self._secret = secret
         self._keep_s = keep_s
-        self._publish = client.register_script(_PUBLISH)
 
     def _mac(self, event: bytes) -> str:
         """The MAC of an event's JSON, bound to this transfer (SecretKeyError without a shared key)."""
@@ -164,7 +164,7 @@ class EventLog:
         for name, value in status.items():
             args += [name, value if isinstance(value, str) else to_json(value)]
         keys = [self._keys.events, self._keys.status] + ([self._keys.ended] if self._keep_s else [])
-        return text(self._publish(keys=keys, args=args))
+        return text(_PUBLISH(self._redis, keys, args))
 
     def status(self) -> dict[str, Any]:
         """The status hash decoded (missing transfer -> {}): JSON fields parsed (one that does not parse is left
@@ -249,7 +249,8 @@ class EventLog:
                 if after == last:
                     missing_since = self._still_missing(missing_since, forgotten_after)
                 last = after
-            except (redis.ConnectionError, redis.TimeoutError):  # Redis restarting: read on once it is back
+            except (redis.ConnectionError, redis.TimeoutError, ScriptsNotLoaded):
+                # Redis restarting: read on once it is back, and its scripts (a worker loads them again)
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > forgotten_after:  # not a restart: Redis is gone
                     raise

@@ -21,29 +21,30 @@ import redis
 
 from .keys import Keys, watch_key
 from .redisconn import text
+from .scripts import Script
 
-_RENEW = """
+_RENEW = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
   return 1
 end
 return 0
-"""
-_CLAIM_WAITING = """
+""")
+_CLAIM_WAITING = Script("""
 local state = redis.call('HGET', KEYS[1], 'state')
 if (state == 'QUEUED' or state == 'RETRYING') and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
-"""
-_RELEASE = """
+""")
+_RELEASE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-"""
+""")
 
 
 def new_owner_token() -> str:
@@ -60,9 +61,6 @@ class Lease:
         self._ttl_ms = int(ttl_s * 1000)
         self.ttl_s = ttl_s
         self.owner = owner or new_owner_token()
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._claim = client.register_script(_CLAIM_WAITING)
 
     def _deadline(self) -> float:
         return time.time() + self.ttl_s
@@ -75,18 +73,19 @@ class Lease:
 
     def claim_waiting(self) -> bool:
         """Take the lease of a transfer no worker runs (waiting in the queue or for a retry), atomically."""
-        return bool(self._claim(keys=[self.keys.status, self.keys.lease], args=[self.owner, self._ttl_ms]))
+        return bool(_CLAIM_WAITING(self._redis, [self.keys.status, self.keys.lease], [self.owner, self._ttl_ms]))
 
     def renew(self) -> bool:
         return bool(
-            self._renew(
-                keys=[self.keys.lease, watch_key(self.keys.prefix)],
-                args=[self.owner, self._ttl_ms, self._deadline(), self.keys.transfer_id],
+            _RENEW(
+                self._redis,
+                [self.keys.lease, watch_key(self.keys.prefix)],
+                [self.owner, self._ttl_ms, self._deadline(), self.keys.transfer_id],
             )
         )
 
     def release(self) -> None:
-        self._release(keys=[self.keys.lease], args=[self.owner])
+        _RELEASE(self._redis, [self.keys.lease], [self.owner])
 
     def holder(self) -> str | None:
         value = self._redis.get(self.keys.lease)
