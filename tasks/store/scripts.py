@@ -27,9 +27,10 @@ _RETRY_S = 0.2
 _ALL: list[Script] = []
 
 
-class ScriptsNotLoaded(RuntimeError):
+class ScriptsNotLoaded(redis.RedisError):
     """Redis has not the queue's scripts and this Redis user may not load them: no worker loaded them (none uses
-    this Redis, or it restarted and none is back yet)."""
+    this Redis, or it restarted and none is back yet). A RedisError: Redis cannot serve this caller for now (the
+    dashboard answers 503 and tries again)."""
 
 
 class Script:
