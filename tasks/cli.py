@@ -3,8 +3,8 @@
 Passwords never go on the command line: ``--password-env VAR`` names the
 variable holding it, otherwise faspq asks for it without echo. Every expected
 failure (Redis unreachable, shared key missing or malformed, a bad value, an
-unknown or ended transfer, no worker having loaded the queue's scripts) is one line on stderr and exit status 1; usage
-errors exit 2.
+unknown or ended transfer, no worker having loaded the queue's scripts) is one
+line on stderr and exit status 1; usage errors exit 2.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ class Script:
         _ALL.append(self)
 
     def __call__(self, client: redis.Redis, keys: Sequence[str], args: Sequence[EncodableT]) -> object:
+        """The script's reply (EVALSHA); ScriptsNotLoaded if Redis has it not and this user may not load it."""
         deadline = time.monotonic() + LOAD_WAIT_S
         may_load = True
         while True:
