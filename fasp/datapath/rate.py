@@ -91,7 +91,10 @@ does not slow a transfer down:
   Beside TCP BBR, which keeps about its own bandwidth x delay queued and does not yield to loss, a FAST flow
   holds about ``alpha`` / RTprop: FAIR 40 % of 100 Mbit/s at 50 ms, HIGH about half (its queue and BBR's reach
   a one-BDP buffer's brim). Two thirds would take a rate held whatever the loss (without the congestion-loss
-  cut HIGH lost 31 % and took less), which two HIGH transfers on one link would each chase into their own loss.
+  cut HIGH lost 31 % and took less), which two HIGH transfers on one link would each chase into their own loss;
+  and no held rate gets it: FIXED at 80-100 Mbit/s beside BBR took 1.5-1.6 times TCP's share and lost 23-36 % of
+  what it sent (BBR does not settle at what it is left), and a floor at two thirds of the best delivery seen,
+  held against loss, did worse than FAST (engine/TCP 0.6-0.9 at 16-33 % loss).
 - LOW is a LEDBAT-like scavenger (RFC 6817): it aims at a queuing delay below
   what FAIR keeps and backs off hard above it, yielding to any other traffic.
 
