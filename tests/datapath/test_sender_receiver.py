@@ -179,6 +179,19 @@ def test_sender_resends_an_unconfirmed_tail():
     assert [c[1] for c in s.next_chunks(10**6, 0.6)] == [700, 800, 900] * 2
 
 
+def test_a_receiver_silent_since_the_tail_went_is_late_not_lossy():
+    """The tail timer resends only once the receiver reported after the file's last send: a busy receiver that
+    has said nothing since has a queue to read, and resending whole small files into it doubled what it read."""
+    s = SendState(payload_size=100)
+    s.add(1, 0, 300, 0.0)
+    s.next_chunks(10**6, 0.0)
+    s.poll(2.0, rto=0.5)  # four timeouts of silence: still nothing resent
+    assert not s.has_data
+    s.on_feedback(datagram.Feedback(0, 0.0, [datagram.FileReport(1, 100, [])]), 2.1, 0.5)
+    s.poll(2.1, rto=0.5)  # it spoke, and the rest of the file is not in its report: resent
+    assert [c[1] for c in s.next_chunks(10**6, 2.1) if c[3]][:2] == [100, 200]
+
+
 def test_new_data_takes_the_room_a_second_copy_would_take():
     """Copies only spend room that no new data wants: while a file still has some, each resend goes once."""
     s = SendState(payload_size=100)
