@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import os
 import time
@@ -10,6 +11,8 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from fasp.datapath import datagram
+from fasp.datapath.connection import BURST, BURST_RTT, TICK, usec
 from fasp.datapath.udpchannel import RateSettings, Transport
 from faspmanager.codes import EngineError
 from tests.support.relay import Relay
@@ -20,63 +23,119 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def _paced_transfer(tmp_path, rate: RateSettings, seconds: float, change=None):
-    """Send more than `seconds` worth through a relay; return (wire bits/s seen by the relay, stats samples)."""
+    """Send more than `seconds` worth through a relay; return (the DATA the relay carried from the client in the
+    window: (send time in seconds from the window's start by the sender's own clock, link bytes) each, stats
+    samples, change)."""
     size = int(rate.target_kbps * 1000 / 8 * seconds * 1.5)
     data = os.urandom(size)
     fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
     samples = []
+    wire: list[tuple[float, int]] = []
+    rtts: list[tuple[float, float]] = []  # (time, the client's smoothed RTT), seconds
     try:
         async with AsyncExitStack() as stack:
             relays = []
+            window = [False]
+
+            def tap(datagram_: bytes, direction: str) -> list[bytes]:
+                if window[0] and direction == "up" and datagram.kind(datagram_) == datagram.DATA:
+                    ts = datagram.HEADER.unpack_from(datagram_)[3]  # the sender's clock when it paced it out
+                    wire.append(((ts - usec(t0)) % (1 << 32) / 1e6, len(datagram_) + datagram.IP_UDP_HEADERS))
+                return [datagram_]
 
             async def via(port):
-                relays.append(await stack.enter_async_context(Relay(target=("127.0.0.1", port))))
+                relays.append(await stack.enter_async_context(Relay(target=("127.0.0.1", port), tamper=tap)))
                 return relays[0].port
 
             async with pair(via=via, rate=rate) as (client, server):
                 rx = asyncio.ensure_future(server.receive(1, fd, 0, size))
                 tx = asyncio.ensure_future(client.send(1, data, 0, size))
                 await asyncio.sleep(0.5)  # past the start
-                t0, b0 = time.monotonic(), relays[0].counts.bytes["up"]
+                t0 = time.monotonic()
+                window[0] = True
                 while time.monotonic() - t0 < seconds:
                     await asyncio.sleep(0.1)
-                    samples.append((time.monotonic() - t0, client.stats()["rate_kbps"]))
+                    stats = client.stats()
+                    samples.append((time.monotonic() - t0, stats["rate_kbps"]))
+                    rtts.append((samples[-1][0], (stats["rtt_ms"] or 0.0) / 1000))
                     if change and samples[-1][0] >= change[0] and not change[2:]:
                         client.set_rate(change[1])
-                        change = (*change, time.monotonic())
-                bits = (relays[0].counts.bytes["up"] - b0) * 8 / (time.monotonic() - t0)
+                        change = (*change, time.monotonic() - t0)
+                window[0] = False
                 tx.cancel()
                 rx.cancel()
                 await asyncio.gather(tx, rx, return_exceptions=True)
     finally:
         os.close(fd)
-    return bits, samples, change
+    return wire, samples, change, rtts
+
+
+def paced_rates(
+    wire: list[tuple[float, int]],
+    rate_bps: float,
+    rtts: list[tuple[float, float]],
+    since: float = 0.0,
+    until: float = float("inf"),
+) -> tuple[float, float]:
+    """The rate (bits/s) the pacer sent at in [since, until) of the sender's clock, bounded from below and above
+    whatever the host did meanwhile. Each send round carries what the token bucket saved up since the last one,
+    the rate times the gap, up to the bucket's cap (connection.py: a quarter of the RTT of the rate, 2 TICKs to
+    BURST, and 4 datagrams at least): what a late wake-up saved up goes at once, so no more may pile up, and a host
+    that leaves the loop descheduled longer makes sending time no pacer may make up. So by design, with each round's cap
+    between its values at the least and the largest smoothed RTT sampled around it (``rtts``, every 0.1 s),
+    bytes / sum(min(gap, larger cap)) <= rate <= bytes / sum(min(gap, smaller cap)), up to a datagram.
+    A pacer at another rate, or one that bursts what a stall saved up, falls outside."""
+
+    def cap(rtt_: float) -> float:
+        return max(min(max(BURST_RTT * rtt_, 2 * TICK), BURST), 4 * 1400 * 8 / rate_bps)
+
+    rounds: dict[float, int] = {}
+    for t, n in wire:
+        if since <= t < until:
+            rounds[t] = rounds.get(t, 0) + n
+    times = sorted(rounds)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    bits = sum(rounds[t] for t in times[1:]) * 8  # the first round's gap began before the window
+    at = [t for t, _ in rtts]
+
+    def around(t: float) -> list[float]:  # the samples just before and after t
+        i = bisect.bisect(at, t)
+        return [r for _, r in rtts[max(i - 1, 0) : i + 1]] or [0.0]
+
+    ends = [around(t) for t in times[1:]]
+    low = bits / sum(min(g, cap(max(r))) for g, r in zip(gaps, ends))
+    high = bits / sum(min(g, cap(min(r))) for g, r in zip(gaps, ends))
+    return low, high
 
 
 @pytest.mark.slow
 @aio
 async def test_fixed_rate_is_held_on_loopback(tmp_path):
-    bits, samples, _ = await _paced_transfer(tmp_path, RateSettings(20_000, policy="fixed"), 5.0)
-    assert 18e6 <= bits <= 22e6
+    wire, samples, _, rtts = await _paced_transfer(tmp_path, RateSettings(20_000, policy="fixed"), 5.0)
+    low, high = paced_rates(wire, 20e6, rtts)
+    assert 18e6 <= high and low <= 22e6, (low, high)
     assert all(r == 20_000 for _, r in samples)
 
 
 @pytest.mark.slow
 @aio
 async def test_set_rate_takes_effect_mid_transfer(tmp_path):
-    bits, samples, change = await _paced_transfer(
+    wire, samples, change, rtts = await _paced_transfer(
         tmp_path, RateSettings(20_000, policy="fixed"), 3.0, change=(1.0, RateSettings(5_000, policy="fixed"))
     )
     after = [r for t, r in samples if t >= 1.0 + 1.0]
     assert after and all(r == 5_000 for r in after)
-    # the average over 1 s at 20 Mbit/s and 2 s at 5 Mbit/s
-    assert 0.8 * 10e6 <= bits <= 1.2 * 10e6
+    # on the wire, by the sender's clock: 20 Mbit/s until the change, 5 Mbit/s from a moment after it
+    low, high = paced_rates(wire, 20e6, rtts, until=change[2])
+    assert 18e6 <= high and low <= 22e6, ("before", low, high)
+    low, high = paced_rates(wire, 5e6, rtts, since=change[2] + 0.05)
+    assert 4.5e6 <= high and low <= 5.5e6, ("after", low, high)
 
 
 @pytest.mark.slow
 @aio
 async def test_fair_rate_obeys_target_and_change(tmp_path):
-    bits, samples, _ = await _paced_transfer(
+    _, samples, _, _ = await _paced_transfer(
         tmp_path, RateSettings(30_000, policy="fair"), 2.0, change=(0.5, RateSettings(8_000, policy="fair"))
     )
     assert all(r <= 30_000 for _, r in samples)
