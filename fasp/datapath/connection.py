@@ -211,6 +211,7 @@ class Connection:
         self._tokens = 0.0
         self._token_time = now
         self._peer_loss = 0.0
+        self._feedback_ts: int | None = None  # the peer's clock (header ts) on its last FEEDBACK
         self._control_rtt: float | None = None  # the control channel's round trip, until ours is measured
         self._data_from: float | None = None  # when the first DATA arrived
         self._counters = {
@@ -405,9 +406,13 @@ class Connection:
     def _on_feedback(self, body: bytes, now: float) -> None:
         fb = datagram.parse_feedback(body)
         self._peer_loss = fb.loss
+        # the span the report's rate covers, by the reporting end's clock (it reports, then starts a new span): a
+        # descheduled end reads reports late and together, and its own clock between them says nothing of theirs
+        ts, last, self._feedback_ts = self._peer_ts, self._feedback_ts, self._peer_ts
+        span = ((ts - last) & MASK32) / 1_000_000 if ts is not None and last is not None else None
         if self._sender.busy:
             measuring = self._rate.measuring
-            self._rate.on_feedback(now, fb.recv_rate_kbps * 1000, fb.loss)
+            self._rate.on_feedback(now, fb.recv_rate_kbps * 1000, fb.loss, span=span)
             if measuring and not self._rate.measuring and self._rate.capacity_bps is not None:
                 self._events.append(CapacityMeasured(int(self._rate.capacity_bps / 1000)))
                 self._resize()  # the cap follows the capacity now

@@ -132,6 +132,9 @@ LOW_TARGET_DELAY = 0.004  # LOW's queuing delay target (seconds), at least; RTT/
 BASE_WINDOW = 10.0  # seconds over which the propagation RTT is the minimum sample
 MEASURE_RTTS = 3  # round trips the rate holds above the bottleneck to measure it (percent mode) ...
 MEASURE_MIN = 0.1  # ... and seconds at least: the mean of a bursty delivery rate needs a while
+MEASURE_SHORT = 0.9  # a hold whose delivery rate came within this of what the sender sent meanwhile found no
+# bottleneck: a queue that was a busy host's scheduling delay (107 ms read at 10 Mbit/s through a 40 Mbit/s link, and
+# the capacity measured at 6.8), so the rate doubles and holds again
 CAP_WATCH_RTTS = 2.0  # slow start at the cap watches this many RTTs for the queue it may overflow
 CEILING_KBPS = 10_000_000  # the engine's own cap, e.g. over an --auto-detect-capacity percent
 QUEUE_SLACK = 1.5  # a queue peak beyond this many times the flow's own alpha is someone else's backlog too ...
@@ -272,7 +275,10 @@ class RateController:
         self._slow_start = True
         self._holding_since: float | None = None  # percent mode: when the rate stopped growing to measure
         self._capped_at: float | None = None  # slow start: when the rate reached the cap
-        self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long
+        self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long ...
+        self._held_from = 0.0  # ... counted from an RTT in (the reports before tell of what went before the hold)
+        self._held_sent = 0  # ... and the bytes sent when the hold began (pace's ``sent``)
+        self._sent = 0  # the bytes sent so far, as pace last heard
         self._last = now
         self._clock_rtt = 0.0  # the RTT FAST's last update saw: its rate is a window over the RTT (below)
         # the train: FAIR's and HIGH's first data at the cap (start_train), judged from the reports of it
@@ -351,6 +357,7 @@ class RateController:
     def pace(self, now: float, sent: int) -> float:
         """The rate to pace at now (bits/s): a train's cap until it ends, then the rate it started from (the cap
         still, when the target was set: it is the initial rate)."""
+        self._sent = sent
         end = self._train_end
         if self._train_from and end is not None and now >= end:
             self.rate_bps, self._train_from = self._train_from, 0.0
@@ -533,8 +540,9 @@ class RateController:
         else:
             self._peak_delay = self._peaks.push(now, self.queue_delay)
 
-    def on_feedback(self, now: float, recv_rate_bps: float, loss: float = 0.0) -> None:
-        """The receiver's report: update the rate. ``loss`` only corrects the receive rate for what was lost."""
+    def on_feedback(self, now: float, recv_rate_bps: float, loss: float = 0.0, span: float | None = None) -> None:
+        """The receiver's report: update the rate. ``loss`` only corrects the receive rate for what was lost.
+        ``span``: the seconds the report's rate covers by the receiver's clock, if known (else since the last)."""
         dt, self._last = now - self._last, now
         if self._train_from:  # the train goes: no report can tell of it yet (it lasts a fraction of an RTT)
             return
@@ -581,11 +589,20 @@ class RateController:
                     # not added back: the queue this builds may overflow, and that loss is congestion)
                     if self._holding_since is None:
                         self._holding_since, self._held_bits, self._held_time = now, 0.0, 0.0
-                    else:
-                        self._held_bits += recv_rate_bps * dt
-                        self._held_time += dt
-                    if now - self._holding_since >= max(MEASURE_RTTS * base_rtt, MEASURE_MIN):
-                        rate = self._end_slow_start(rate, self._held_bits / max(self._held_time, 1e-9))
+                        self._held_from, self._held_sent = now + srtt, self._sent
+                    elif now > self._held_from:  # (each report weighs the span it covers: what arrived)
+                        weight = dt if span is None or not 0 < span < 1.0 else span
+                        self._held_bits += recv_rate_bps * weight
+                        self._held_time += weight
+                    if now - self._held_from >= max(MEASURE_RTTS * base_rtt, MEASURE_MIN):
+                        held = self._held_bits / max(self._held_time, 1e-9)
+                        sent = (self._sent - self._held_sent) * 8 / max(now - self._holding_since, 1e-9)
+                        if held >= MEASURE_SHORT * sent and rate < self.cap_bps:
+                            # all that went arrived: no bottleneck held it back (the sent rate, not the pacing's:
+                            # a descheduled sender sends less)
+                            rate, self._holding_since = min(2 * rate, self.cap_bps), None
+                        else:
+                            rate = self._end_slow_start(rate, held)
                 elif growing:
                     rate *= 1.0 + SLOW_START_GAIN * rtts
                 elif not queue and now - self._capped(now) < CAP_WATCH_RTTS * srtt:

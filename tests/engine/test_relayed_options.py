@@ -12,11 +12,12 @@ import time
 import pytest
 
 from fasp.datapath import datagram
+from fasp.datapath.connection import BURST
 from fasp.datapath.recvstate import MIN_FEEDBACK_BYTES
 from tests.engine.helpers import fasp_args, remote, run_ascp
 from tests.support.files import assert_same_file, random_file, sha256
 from tests.support.relay import BIN
-from tests.support.relayed import relayed_server, reset
+from tests.support.relayed import paced_mbit, relayed_server, reset
 
 FEEDBACK_OVERHEAD = (
     datagram.CONTROL_HEADER_SIZE + datagram.TAG_SIZE
@@ -90,8 +91,11 @@ def test_fixed_percent_of_the_measured_capacity(relayed, tmp_path, direction, li
         [(b, relay.counts.bins[data_way][b] * 8 / 1e5) for b in bins],
         [(f.int("TargetRate"), f.int("Rate")) for f in listener.of("STATS")],
     )
-    measured = relay.counts.mbit(data_way, first + 0.8, last - 0.2)
-    assert 13 <= measured <= 27, measured
+    # the rate on the wire by the sender's clock: a sender descheduled (two test files beside on 2 cores) cannot
+    # make up what its token bucket did not save (BURST at most), and the relay's wall clock counted that as a
+    # slower rate (5.8 Mbit/s one run)
+    measured = paced_mbit(relay, data_way, first + 0.8, last - 0.2, BURST)
+    assert 13 <= measured <= 27, (measured, relay.counts.mbit(data_way, first + 0.8, last - 0.2))
     targets = [f.int("TargetRate") for f in listener.of("STATS")]
     assert targets and 13_000 <= targets[-1] <= 27_000, targets  # the measured capacity, reported
 
@@ -124,8 +128,8 @@ def test_a_rate_command_in_such_a_session_is_a_percent(relayed, tmp_path, listen
     assert_same_file(src, dest)
     last = max(relay.counts.bins[way]) * BIN
     assert last - changed > 1.0
-    measured = relay.counts.mbit(way, changed + 0.5, last - 0.2)
-    assert 6 <= measured <= 14, measured
+    measured = paced_mbit(relay, way, changed + 0.5, last - 0.2, BURST)  # (as above)
+    assert 6 <= measured <= 14, (measured, relay.counts.mbit(way, changed + 0.5, last - 0.2))
     after = [f.int("TargetRate") for t, f in listener.events if f.type == "STATS" and t > changed + 0.5]
     assert after and 6_000 <= after[-1] <= 14_000, after
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,10 +28,36 @@ def reset(
 ) -> list:
     """Fresh counts and only the given impairment; returns the list (direction, type, size) of every datagram."""
     seen: list = []
-    relay.tamper = lambda data, direction: (seen.append((direction, datagram.kind(data), len(data))), [data])[1]
+    relay.stamps = {"up": [], "down": []}  # DATA: (the sender's 32-bit microsecond clock, link bytes) as they came
+
+    def tap(data: bytes, direction: str) -> list[bytes]:
+        kind = datagram.kind(data)
+        seen.append((direction, kind, len(data)))
+        if kind == datagram.DATA:
+            relay.stamps[direction].append((datagram.HEADER.unpack_from(data)[3], len(data) + datagram.IP_UDP_HEADERS))
+        return [data]
+
+    relay.tamper = tap
     relay.loss, relay.delay, relay.rate_mbit, relay.queue_ms = loss, delay, rate_mbit, queue_ms
     relay.counts.overflowed = 0
     relay.counts.bytes.update(up=0, down=0)
     relay.counts.bins["up"].clear()
     relay.counts.bins["down"].clear()
     return seen
+
+
+def paced_mbit(relay: Relay, direction: str, since: float, until: float, cap: float) -> float:
+    """Mbit/s of the DATA the relay carried in ``direction`` that its sender sent between two time.monotonic()
+    instants, by the sender's own clock (the datagrams' timestamps: one host, one monotonic clock), counting
+    each gap between the sender's send rounds up to ``cap`` seconds: the most its token bucket saves up
+    (fasp/datapath/connection.py). A gap beyond it is sending time a descheduled sender cannot make up."""
+    now = time.monotonic()
+    ref = int(now * 1_000_000) & 0xFFFFFFFF
+    rounds: dict[float, int] = {}
+    for ts, n in relay.stamps[direction]:
+        t = now - ((ref - ts) & 0xFFFFFFFF) / 1e6
+        if since <= t < until:
+            rounds[t] = rounds.get(t, 0) + n
+    times = sorted(rounds)
+    credited = sum(min(b - a, cap) for a, b in zip(times, times[1:]))
+    return sum(rounds[t] for t in times[1:]) * 8 / 1e6 / max(credited, 1e-9)
