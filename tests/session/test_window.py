@@ -230,7 +230,8 @@ async def test_a_request_held_up_by_its_tcp_s_loss_recovery_leaves_the_sender_da
     latest = 0.0
     held: list[Piece] = []
     stall: list[float] = []  # when the held request would have arrived, and when it did
-    sent: list[tuple[float, int]] = []  # (time, new bytes the sender sent)
+    sent: list[tuple[float, int, int]] = []  # (time, bytes the sender was asked for, new bytes it sent)
+    given = 0  # bytes of the requests that reached the sender
 
     def tap(msg, deliver) -> bool:
         nonlocal first, latest
@@ -247,30 +248,32 @@ async def test_a_request_held_up_by_its_tcp_s_loss_recovery_leaves_the_sender_da
         return True
 
     async def the_path() -> None:
+        nonlocal given
         while True:
             due, msg, deliver = await inbox.get()
             await asyncio.sleep(due - loop.time())
             if held and msg is held[0]:
                 stall.append(loop.time())
             assert deliver(msg), msg
+            if isinstance(msg, Piece):
+                given += msg.end - msg.start
 
     def sample(receiving_end, sending_end) -> None:
         stats = sending_end.stats()
-        sent.append((loop.time(), stats["bytes_sent"] - stats["bytes_retransmitted"]))
+        sent.append((loop.time(), given, stats["bytes_sent"] - stats["bytes_retransmitted"]))
 
     # 128 MiB: the window holds FIXED's rate x (2 RTT + an RTO), and a busy host's RTO made it 50 MB and more, so
     # of 64 MiB the last request left before 1.2 s and none was held (the CI of 5dd910c)
     await _fixed_over_relay(tmp_path, tap, sample, beside=[the_path()], size=128 << 20)
 
-    def new_bytes(since: float, until: float) -> int:
-        inside = [n for t, n in sent if since <= t <= until]
-        return inside[-1] - inside[0]
-
     held_from, held_until = stall
     assert held_until - held_from >= 2 * rtt
-    during = new_bytes(held_from, held_until)
-    before = new_bytes(held_from - (held_until - held_from), held_from)
-    assert during >= 0.8 * before, (during, before)
+    # what the sender had been asked for and not yet sent, every 10 ms of the stall: never nothing. Not its rate
+    # over the stall against the second before (a loaded host's loop, which runs both ends and the relay, sends
+    # slower in one second than in another: 0.8 of it failed on a 2-core CI beside another test file); a window
+    # that runs dry leaves the sender nothing to send, however fast or slow the host
+    left = [asked - done for t, asked, done in sent if held_from <= t <= held_until]
+    assert len(left) >= 10 and min(left) > 0, (len(left), min(left), left[::10])
 
 
 def test_a_fixed_upload_asks_for_target_times_the_control_rtt_before_the_data_channel_measures_one(fasp_server):
