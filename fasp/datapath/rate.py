@@ -277,8 +277,8 @@ class RateController:
         self._capped_at: float | None = None  # slow start: when the rate reached the cap
         self._held_bits = self._held_time = 0.0  # what arrived since then, and over how long ...
         self._held_from = 0.0  # ... counted from an RTT in (the reports before tell of what went before the hold)
-        self._held_sent = 0  # ... and the bytes sent when the hold began (pace's ``sent``)
-        self._sent = 0  # the bytes sent so far, as pace last heard
+        self._held_sent: int | None = None  # ... and the bytes sent when the hold began (pace's ``sent``)
+        self._sent: int | None = None  # the bytes sent so far, as pace last heard (None: it never did)
         self._last = now
         self._clock_rtt = 0.0  # the RTT FAST's last update saw: its rate is a window over the RTT (below)
         # the train: FAIR's and HIGH's first data at the cap (start_train), judged from the reports of it
@@ -596,7 +596,11 @@ class RateController:
                         self._held_time += weight
                     if now - self._held_from >= max(MEASURE_RTTS * base_rtt, MEASURE_MIN):
                         held = self._held_bits / max(self._held_time, 1e-9)
-                        sent = (self._sent - self._held_sent) * 8 / max(now - self._holding_since, 1e-9)
+                        sent = (
+                            rate  # (a driver that never told pace what went: the rate held)
+                            if self._sent is None or self._held_sent is None
+                            else (self._sent - self._held_sent) * 8 / max(now - self._holding_since, 1e-9)
+                        )
                         if held >= MEASURE_SHORT * sent and rate < self.cap_bps:
                             # all that went arrived: no bottleneck held it back (the sent rate, not the pacing's:
                             # a descheduled sender sends less)
