@@ -6,6 +6,10 @@ measure first: a hash field longer than its limit is not sent (its size is), a s
 more than the limit comes as a stub ``{b"oversize": size}``, and a stream read stops at READ_BUDGET bytes. A
 reader holds at most READ_BUDGET plus one limit of them, whatever was written; honest writers stay within the
 limits (MAX_EVENT_BYTES, MAX_ORDER_BYTES, a control entry: FASPQ_STREAM_CHUNK + CONTROL_OVERHEAD).
+
+Measuring a stream entry copies it inside Redis, which serves nothing else meanwhile (a worker's lease renewal
+waits too), so an oversize entry counts toward READ_BUDGET by its measured size: one read copies at most one huge
+entry, and a caller that needs more reads on from the last id returned.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ CONTROL_OVERHEAD = 4 << 10
 """A control entry's bytes besides its stream data (message JSON, MAC): a worker reads entries up to
 FASPQ_STREAM_CHUNK plus this, so clients must not use a larger FASPQ_STREAM_CHUNK than workers."""
 READ_BUDGET = 4 << 20
-"""Bytes of entries one stream read returns at most (beyond them, the one that crossed it)."""
+"""Bytes of entries one stream read measures at most (beyond them, the one that crossed it), oversize ones
+included."""
 OVERSIZE = b"oversize"
 
 log = logging.getLogger(__name__)
@@ -57,7 +62,7 @@ while #out < count and total < budget do
   local id, fields, size = got[1][1], got[1][2], 0
   for i = 1, #fields do size = size + #fields[i] end
   if size > limit then
-    fields, size = {'oversize', tostring(size)}, 0
+    fields = {'oversize', tostring(size)}
   end
   out[#out + 1] = {id, fields}
   total = total + size
@@ -84,12 +89,18 @@ def stream_range(
     client: redis.Redis, key: str, after: str | None, count: int, limit: int, reverse: bool = False
 ) -> list[tuple[str, dict[bytes, bytes]]]:
     """Up to ``count`` entries of stream ``key`` after id ``after`` (from the start, or with ``reverse`` from the
-    end backwards, when None), no more than about READ_BUDGET bytes; an entry over ``limit`` bytes comes as
-    ``{b"oversize": size}`` (see :func:`oversize`)."""
+    end backwards, when None), no more than about READ_BUDGET bytes, oversize ones included: at least one if there
+    is any, but maybe fewer than there are, so read on from the last id returned. An entry over ``limit`` bytes
+    comes as ``{b"oversize": size}`` (see :func:`oversize`)."""
     start = ("+" if reverse else "-") if after is None else f"({after}"
     reply = _STREAM(client, [key], [start, int(reverse), count, limit, READ_BUDGET])
     pairs = cast(list[tuple[bytes, list[bytes]]], reply)
     return stream_entries([(entry_id, dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in pairs])
+
+
+def entry_bytes(fields: dict[bytes, bytes]) -> int:
+    """The bytes a reader holds of an entry :func:`stream_range` returned (of a stub: its own few)."""
+    return sum(len(name) + len(value) for name, value in fields.items())
 
 
 def oversize(fields: dict[bytes, bytes]) -> int | None:

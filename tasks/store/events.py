@@ -26,7 +26,7 @@ from typing import Any, cast
 import redis
 
 from ..secrets import derive, mac
-from .bounded import MAX_EVENT_BYTES, hash_fields, oversize, stream_range
+from .bounded import MAX_EVENT_BYTES, READ_BUDGET, entry_bytes, hash_fields, oversize, stream_range
 from .keys import TERMINAL_STATES, Keys, final_state
 from .redisconn import text
 from .scripts import Script, ScriptsNotLoaded
@@ -202,9 +202,20 @@ class EventLog:
                 yield entry_id, event
 
     def history(self, count: int = 2000) -> list[dict[str, Any]]:
-        """The latest ``count`` retained events that verify (fewer if they are larger than READ_BUDGET together),
-        oldest first (the stream keeps STREAM_MAXLEN; an expired transfer has none)."""
-        entries = stream_range(self._redis, self._keys.events, None, count, MAX_EVENT_BYTES, reverse=True)
+        """The events that verify of the latest ``count`` retained entries (fewer once those read hold about
+        READ_BUDGET bytes), oldest first (the stream keeps STREAM_MAXLEN; an expired transfer has none). Read newest
+        first, a read at a time: one stops after an oversize entry, and the entries before it are read on."""
+        entries: list[tuple[str, dict[bytes, bytes]]] = []
+        held, after = 0, None
+        while len(entries) < count and held < READ_BUDGET:
+            batch = stream_range(
+                self._redis, self._keys.events, after, count - len(entries), MAX_EVENT_BYTES, reverse=True
+            )
+            if not batch:
+                break
+            entries += batch
+            held += sum(entry_bytes(fields) for _, fields in batch)
+            after = batch[-1][0]
         return [event for _, event in self._events(list(reversed(entries)))]
 
     def read(self, after: str, block_ms: int) -> tuple[str, list[dict[str, Any]]]:
