@@ -32,7 +32,7 @@ from .orders import ORDER_TYPES
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
 from .store import control as ctl
-from .store.bounded import MAX_EVENT_BYTES, MAX_ORDER_BYTES, hash_fields
+from .store.bounded import MAX_EVENT_BYTES, MAX_ORDER_BYTES, hash_fields, hash_has
 from .store.events import EventLog, UnknownTransfer, result_of
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
@@ -115,9 +115,7 @@ def submit(
         enqueue()
         # a failover before a replica had the submission would forget it: enqueued again then (a second message is
         # harmless: the lease and the final state drop it). The state, written after the order, outlives the transfer.
-        if not durable(
-            client, keys.status, lambda: client.hget(keys.status, "state") is not None, enqueue, FAILOVER_RETRY_S
-        ):
+        if not durable(client, keys.status, lambda: hash_has(client, keys.status, "state"), enqueue, FAILOVER_RETRY_S):
             raise redis.ConnectionError(f"transfer {transfer_id}: no Redis replica acknowledged the submission")
     except NotEnqueued as exc:  # nothing may stay QUEUED that no worker will ever receive
         end_unsent(client, handle._log, keys, f"not enqueued: {exc.cause}", settings.keep_s)

@@ -85,6 +85,11 @@ def hash_fields(client: redis.Redis, key: str, names: Sequence[str], limit: int)
     return out
 
 
+def hash_has(client: redis.Redis, key: str, name: str) -> bool:
+    """Whether hash ``key`` has a field ``name``, none of its bytes sent (the README's client ACL has no HEXISTS)."""
+    return cast(list[object], _HASH(client, [key], [0, name]))[0] is not None
+
+
 def stream_range(
     client: redis.Redis, key: str, after: str | None, count: int, limit: int, reverse: bool = False
 ) -> list[tuple[str, dict[bytes, bytes]]]:

@@ -26,7 +26,7 @@ from typing import Any, cast
 import redis
 
 from ..secrets import derive, mac
-from .bounded import MAX_EVENT_BYTES, READ_BUDGET, entry_bytes, hash_fields, oversize, stream_range
+from .bounded import MAX_EVENT_BYTES, READ_BUDGET, entry_bytes, hash_fields, hash_has, oversize, stream_range
 from .keys import TERMINAL_STATES, Keys, final_state
 from .redisconn import text
 from .scripts import Script, ScriptsNotLoaded
@@ -280,7 +280,7 @@ class EventLog:
 
     def _still_missing(self, since: float | None, limit: float) -> float | None:
         """Since when the status has been missing (None: it is there); UnknownTransfer past ``limit``."""
-        if self._redis.hget(self._keys.status, "state") is not None:  # HGET: the README's client ACL has no EXISTS
+        if hash_has(self._redis, self._keys.status, "state"):  # a client's Redis user may make it huge
             return None
         now = time.monotonic()
         if since is not None and now - since > limit:

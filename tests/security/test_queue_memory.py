@@ -147,3 +147,15 @@ def test_a_cancel_after_huge_control_entries_ends_the_transfer_before_it_starts(
     send(get_settings(), "FileUpload", handle.id, "transfers")
     result = handle.wait(timeout=60)
     assert result["code"] == 28 and result["reason"] == "cancelled before the session started", (result, worker.log())
+
+
+def test_a_huge_state_does_not_reach_a_waiting_reader(readme_users, server, tmp_path):  # noqa: F811
+    """The attacker makes a waiting transfer's ``state`` huge: a reader waiting for its result looks on every poll
+    whether the status is still there, and Redis sends it less than one huge value in all."""
+    client_url, _, admin = readme_users
+    handle, _ = _waiting(server, tmp_path, "huge-state")
+    _write_huge(client_url, ("HSET", f"faspq:status:{handle.id}", "state"))
+    sent = int(admin.info("stats")["total_net_output_bytes"])
+    with pytest.raises(TimeoutError):
+        handle.wait(timeout=3)  # no worker runs it: it polls until then
+    assert int(admin.info("stats")["total_net_output_bytes"]) - sent < HUGE, "the reader read the huge state"
