@@ -125,7 +125,8 @@ option = {{ min_rate_kbps = 10 }}
     proc = faspq("--profile", "lab", "upload", str(src), "--dest", "prof", "--format", "json", env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_same_file(src, server.docroot / "prof" / src.name)
-    init = next(json.loads(line)["session"] for line in proc.stdout.splitlines() if '"INIT"' in line)
+    # the INIT event itself, not a line that merely mentions it (a status snapshot's ``last``, on a busy host)
+    init = next(e["session"] for e in map(json.loads, proc.stdout.splitlines()) if e["type"] == "INIT")
     assert init["target_rate"] == 30000 and init["min_rate"] == 10
     _one_line_error(faspq("--profile", "nope", "upload", str(src), env=env), "no profile 'nope'", "lab")
     (tmp_path / "xdg" / "faspq" / "config.toml").write_text("[lab]\npassword = 'x'\n")
