@@ -32,7 +32,7 @@ from .orders import ORDER_TYPES
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
 from .store import control as ctl
-from .store.bounded import MAX_EVENT_BYTES, MAX_ORDER_BYTES, hash_fields, hash_has
+from .store.bounded import MAX_EVENT_BYTES, MAX_ORDER_BYTES, hash_fields, hash_has, stream_has
 from .store.events import EventLog, UnknownTransfer, result_of
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
@@ -181,7 +181,7 @@ class TransferHandle:
 
             def present() -> bool:
                 ended = self._log.status().get("state") in TERMINAL_STATES
-                return bool(self._redis.xrange(self._keys.control, entry[-1], entry[-1])) or ended
+                return stream_has(self._redis, self._keys.control, entry[-1]) or ended
 
             def again() -> None:  # the same sender and sequence: the worker applies whichever copy comes first, once
                 entry.append(text(self._redis.xadd(self._keys.control, fields)))

@@ -103,6 +103,15 @@ def stream_range(
     return stream_entries([(entry_id, dict(zip(fields[::2], fields[1::2]))) for entry_id, fields in pairs])
 
 
+def stream_has(client: redis.Redis, key: str, entry_id: str) -> bool:
+    """Whether stream ``key`` holds entry ``entry_id``, none of its bytes sent (a limit of 0: a stub at most): a
+    client asks this of its own control entry after a failover, and an entry planted at that id may be huge."""
+    ms, seq = (int(part) for part in entry_id.split("-"))
+    before = f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
+    got = stream_range(client, key, before, 1, 0)
+    return bool(got) and got[0][0] == entry_id
+
+
 def entry_bytes(fields: dict[bytes, bytes]) -> int:
     """The bytes a reader holds of an entry :func:`stream_range` returned (of a stub: its own few)."""
     return sum(len(name) + len(value) for name, value in fields.items())

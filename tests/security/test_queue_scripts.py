@@ -17,6 +17,7 @@ import redis
 
 import faspmanager as fm
 from tasks.client import TransferHandle, submit
+from tasks.store.bounded import stream_has
 from tasks.store.scripts import ScriptsNotLoaded
 from tests.security.test_queue_redis import ReadmeDeployment, readme_deployment
 from tests.support.files import assert_same_file
@@ -71,6 +72,25 @@ def test_the_client_user_cannot_stop_redis_with_a_script(deployed, attack: Calla
                     time.sleep(0.1)
         with pytest.raises(redis.exceptions.NoPermissionError):
             attacking.result()
+
+
+def test_the_client_user_reads_no_whole_hash_and_asks_for_its_entry_without_reading_it(deployed):
+    """HGETALL sends every field, however large (the queue reads fields through the bounded script): the client
+    user has none. Whether its own control entry survived a failover it asks with :func:`stream_has`, which sends
+    no byte of the entry (an entry planted at that id may be huge). (XRANGE it keeps: the bounded stream script
+    calls it, and a script runs with its caller's rights.)"""
+    key = "faspq:control:readwhole"
+    deployed.admin.delete(key)
+    small = deployed.admin.xadd(key, {"m": "x"}).decode()
+    huge = deployed.admin.xadd(key, {"m": "x" * (8 << 20)}).decode()
+    attacker = redis.Redis.from_url(deployed.client_url)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        attacker.hgetall("faspq:status:readwhole")
+    before = deployed.admin.info("stats")["total_net_output_bytes"]
+    assert stream_has(attacker, key, small) and stream_has(attacker, key, huge)
+    ms, seq = huge.split("-")
+    assert not stream_has(attacker, key, f"{ms}-{int(seq) + 1}") and not stream_has(attacker, key, "1-0")
+    assert deployed.admin.info("stats")["total_net_output_bytes"] - before < 64 << 10
 
 
 def test_the_client_user_steers_transfers_through_redis_restarts(deployed, server, tmp_path):  # noqa: F811
