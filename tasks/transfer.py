@@ -37,18 +37,25 @@ class TransferFailed(Exception):
         return f"[{self.code} {self.error}] {self.reason}"
 
 
-_apps: dict[Settings, Celery] = {}
+_apps: dict[tuple[Settings, bool], Celery] = {}
 
 
-def celery_app(settings: Settings) -> Celery:
-    """The client app of ``settings`` (one per settings and process)."""
-    if settings not in _apps:
+def celery_app(settings: Settings, sending: bool = False) -> Celery:
+    """The client app of ``settings`` (one per settings and process). The ``sending`` one has no result backend:
+    Celery subscribes a sender to each sent task's result channel, and on a reconnect (a Redis restart) reads
+    those results with MGET, which the README's client ACL user may not run, so the send failed; nothing reads
+    an outcome from Celery's backend anyway (the verified RESULT event is the outcome)."""
+    key = (settings, sending)
+    if key not in _apps:
         app = Celery("faspq", set_as_current=False)
         app.conf.update(celery_config(settings))
-        _apps[settings] = app
-    return _apps[settings]
+        if sending:
+            app.conf.result_backend = None
+        _apps[key] = app
+    return _apps[key]
 
 
 def send(settings: Settings, kind: str, transfer_id: str, queue: str) -> None:
     """Enqueue the task of order type ``kind`` for ``transfer_id`` on ``queue`` (the task id is the transfer's)."""
-    celery_app(settings).send_task(ORDER_TYPES[kind].task, args=[transfer_id], queue=queue, task_id=transfer_id)
+    app = celery_app(settings, sending=True)
+    app.send_task(ORDER_TYPES[kind].task, args=[transfer_id], queue=queue, task_id=transfer_id)
