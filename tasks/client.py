@@ -32,7 +32,7 @@ from .orders import ORDER_TYPES
 from .schema import SCHEMA_VERSION, order_to_json, order_type, sign_record
 from .secrets import Sealer
 from .store import control as ctl
-from .store.bounded import MAX_EVENT_BYTES, MAX_ORDER_BYTES, hash_fields, hash_has, stream_has
+from .store.bounded import MAX_ORDER_BYTES, hash_has, stream_has
 from .store.events import EventLog, UnknownTransfer, result_of
 from .store.keys import TERMINAL_STATES, Keys
 from .store.lease import Lease
@@ -93,8 +93,7 @@ def submit(
     # an ended transfer's order is gone but its status stays FASPQ_KEEP: checked first (a client ACL user
     # cannot delete what it wrote), the order's HSETNX then settles a race between two submits of one id. The
     # check is a bounded read, a script: with none loaded (ScriptsNotLoaded) nothing is written
-    in_use = hash_fields(client, keys.status, ["state"], MAX_EVENT_BYTES)
-    if in_use or not client.hsetnx(keys.order, "type", kind):
+    if hash_has(client, keys.status, "state") or not client.hsetnx(keys.order, "type", kind):
         raise ValueError(f"transfer id {transfer_id!r} is already in use")
 
     def enqueue() -> None:

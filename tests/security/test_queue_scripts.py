@@ -93,6 +93,18 @@ def test_the_client_user_reads_no_whole_hash_and_asks_for_its_entry_without_read
     assert deployed.admin.info("stats")["total_net_output_bytes"] - before < 64 << 10
 
 
+def test_an_id_whose_state_a_client_made_huge_is_in_use(deployed, server, tmp_path):  # noqa: F811
+    """A state too large to read is still a state: submit asks whether the field is there (hash_has), not for its
+    value, so an id whose status a client's Redis user filled with 2 MB is refused like any used one."""
+    attacker = redis.Redis.from_url(deployed.client_url)
+    attacker.hset("faspq:status:hugestate", "state", "x" * (2 << 20))
+    src = tmp_path / "hugestate.bin"
+    make_file(src, 1000)
+    with pytest.raises(ValueError, match="transfer id 'hugestate' is already in use"):
+        submit(upload(server, [src], "hugestate"), transfer_id="hugestate")
+    assert not deployed.admin.exists("faspq:order:hugestate")
+
+
 def test_the_client_user_steers_transfers_through_redis_restarts(deployed, server, tmp_path):  # noqa: F811
     """A restart empties Redis's script cache. With the worker idle, its keeper loads the scripts again, so the
     client user reads on; mid-queue, it follows, steers (set_rate, add, finish, cancel) and submits across it."""
