@@ -65,6 +65,10 @@ class DataChannel(Protocol):
         """A round trip (seconds) the session measured over its control channel: what :meth:`window_bytes`
         assumes until the data channel has measured its own."""
 
+    def charge(self, nbytes: int) -> None:
+        """``nbytes`` the session sent the peer over its control channel, as the link carries them: they share the
+        path, so the rate counts them."""
+
     def set_rate(self, rate: RateSettings) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...

@@ -208,6 +208,9 @@ class FallbackTransport:
     def control_rtt(self, rtt: float) -> None:
         """Nothing to do: the window is fixed."""
 
+    def charge(self, nbytes: int) -> None:
+        self._tokens -= nbytes
+
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect with the next frame (within one pacing slice)."""
         self._rate = rate

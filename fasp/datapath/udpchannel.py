@@ -451,6 +451,9 @@ class Transport:
     def control_rtt(self, rtt: float) -> None:
         self._conn.control_rtt(rtt)
 
+    def charge(self, nbytes: int) -> None:
+        self._conn.charge(nbytes)
+
     def set_rate(self, rate: RateSettings) -> None:
         """Takes effect at once (within one pacing tick)."""
         self._conn.set_rate(rate)

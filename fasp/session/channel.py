@@ -8,9 +8,11 @@ an exception, so each side decides what an unexpected close means.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from collections import deque
+from collections.abc import Callable
 
 from fasp.errors import ProtocolError
 from fasp.session import control, messages
@@ -25,6 +27,18 @@ receiver's loop turns for every batch of datagrams, so 10,000 small files cost 1
 its encryption) on the server; with 2 ms the server's CPU fell 6.0 -> 5.3 s and the control channel no longer
 overflowed the bottleneck beside FIXED (bench small files). 2 ms is 1 % of a 200 ms RTT and under the
 feedback interval's floor (``connection.FEEDBACK_MIN``)."""
+
+SSH_PACKET = 9 + 5 + 8 + 16
+"""What SSH adds to a write of channel data: the channel message's header, the packet's length and padding length,
+its padding (8 of 4-19 bytes) and MAC."""
+SSH_PACKET_DATA = 32768  # channel data per SSH packet, at most (OpenSSH's)
+TCP_SEGMENT, TCP_IP_HEADERS = 1448, 52  # a segment's payload and headers at a 1,500-byte MTU, with timestamps
+
+
+def link_bytes(written: int) -> int:
+    """What a write of ``written`` bytes of channel data costs the link, about."""
+    ssh = written + SSH_PACKET * math.ceil(written / SSH_PACKET_DATA)
+    return ssh + TCP_IP_HEADERS * math.ceil(ssh / TCP_SEGMENT)
 
 
 class Channel:
@@ -44,6 +58,7 @@ class Channel:
         self._pending_bytes = 0
         self._flush_soon = False
         self._error: BaseException | None = None  # a deferred write's failure, raised by the next send
+        self.on_write: Callable[[int], object] | None = None  # told what each write costs the link (link_bytes)
 
     async def send(self, message: Message) -> None:
         if self._closed:
@@ -65,7 +80,7 @@ class Channel:
                 asyncio.get_running_loop().call_later(FLUSH_AFTER, self._flush_later)
         else:
             framed = control.frame(message)  # (a message with no wire form leaves the waiting ones waiting)
-            self._writer.write(self._waiting() + framed)
+            self._write(self._waiting() + framed)
         await self._writer.drain()
 
     def _waiting(self) -> bytes:
@@ -75,10 +90,15 @@ class Channel:
         self._pending_bytes = 0
         return data
 
+    def _write(self, data: bytes) -> None:
+        self._writer.write(data)
+        if self.on_write is not None:
+            self.on_write(link_bytes(len(data)))
+
     def _flush(self) -> None:
         """Write the waiting messages now (an error is the caller's)."""
         if self._pending:
-            self._writer.write(self._waiting())
+            self._write(self._waiting())
 
     def _flush_later(self) -> None:
         self._flush_soon = False

@@ -162,6 +162,7 @@ class SendingRole:
         self._files = files or Unconfined()  # every source is opened through it (the docroot on a server)
         self._transport = transport
         transport.tune(read_size=opts.read_size)  # -g: this side reads the sources
+        channel.on_write = transport.charge  # offers share the path with the file bytes
         self._tally = tally
         self._opts = opts
         self._longest = piece_size(opts)  # the longest piece a receiver of ours asks for

@@ -17,7 +17,7 @@ import pytest
 from fasp.files.docroot import Docroot, handle
 from fasp.files.jobs import FileJob
 from fasp.options.peer import PeerOptions
-from fasp.session.channel import Channel
+from fasp.session.channel import Channel, link_bytes
 from fasp.session.messages import Abort, Bye, FileDone, Offer, Piece, encode
 from fasp.session.receiving import FileBox, ReceivingRole, _unless_aborted
 from fasp.session.sending import FILES_IN_FLIGHT, SendingRole
@@ -366,13 +366,16 @@ async def test_work_that_ends_first_stands_and_a_late_abort_is_left_unread():
 
 
 class CountingWriter:
-    """A real stream writer that counts the writes it is given (each is a syscall, an SSH packet, its encryption)."""
+    """A real stream writer that counts the writes it is given (each is a syscall, an SSH packet, its encryption)
+    and notes their sizes."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer, self.writes = writer, 0
+        self.sizes: list[int] = []
 
     def write(self, data: bytes) -> None:
         self.writes += 1
+        self.sizes.append(len(data))
         self._writer.write(data)
 
     async def drain(self) -> None:
@@ -405,6 +408,33 @@ async def test_per_file_messages_of_many_loop_rounds_leave_in_one_write() -> Non
         sender.close()
         receiver.close()
         server.close()
+
+
+@aio
+async def test_each_write_of_the_senders_control_channel_is_charged_to_its_data_channel() -> None:
+    """Offers share the path with the file bytes, so the sending role has its channel tell the data channel what
+    each write costs the link: the bytes, SSH's framing and MAC, TCP/IP's headers per segment."""
+    server = await asyncio.start_server(lambda r, w: accepted.set_result((r, w)), "127.0.0.1", 0)
+    accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    counting = CountingWriter(writer)
+    channel, (_, their_writer) = Channel(reader, counting), await accepted
+    async with pair(key=CLEAR) as (sending_end, _):
+        charged: list[int] = []
+        sending_end.charge = charged.append  # type: ignore[method-assign]
+        SendingRole(channel, sending_end, Tally(lambda e, f: None, "s"), PeerOptions())
+        try:
+            for fid in range(1, 2001):
+                await channel.send(Offer(fid=fid, arg=0, rel=f"d/f{fid:05}.bin", size=8192, mtime=1.5, mode=0o100644))
+            await channel.send(Bye())
+            written = counting.sizes
+            assert len(charged) == len(written) >= 2 and sum(written) > 64 << 10
+            assert charged == [link_bytes(n) for n in written]
+            assert all(c >= n + 52 * -(-n // 1448) + 38 for c, n in zip(charged, written, strict=True))
+        finally:
+            channel.close()
+            their_writer.close()
+            server.close()
 
 
 @aio
