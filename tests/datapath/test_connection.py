@@ -91,20 +91,36 @@ class End:
         return [(t, e) for t, e in self.events if isinstance(e, kind)]
 
 
-@pytest.mark.parametrize("delay, saved_s", [(0.00025, 0.002), (0.05, 0.01)])
-def test_a_late_timer_sends_what_the_path_s_buffer_may_take(delay, saved_s):
-    """A busy host wakes the pacer 50 ms late: what it saved up goes at once. On a short path that is two ms of
-    the rate (its buffer is short: the bench's 64 packets, 1.5 ms at 500 Mbit/s, lost most of a 10 ms burst, and
-    FIXED at RTT 0 offered 1.6 times the file for 310 Mbit/s); on a long one a quarter of the RTT, 10 ms at most."""
-    kbps = 100_000
-    data = os.urandom(kbps * 125)
+def pacing(kbps: int, delay: float, seconds: float) -> Sim:
+    """B sends a file of ``seconds`` at FIXED ``kbps`` over a path of ``delay`` each way (the RTT measured
+    first), pacing steadily for 0.2 s."""
+    data = os.urandom(int(kbps * 125 * seconds))
     sim = Sim(rate=RateSettings(kbps, policy="fixed"), up=Link(delay=delay), down=Link(delay=delay, bandwidth=125e6))
     sim.handshake()
     sim.transfer(data[:PAYLOAD], limit=1)  # the RTT is measured
     sim.a.files[2] = bytearray(len(data))
     sim.a.conn.expect_file(2, 0, len(data))
     sim.b.conn.send_file(2, 0, len(data), lambda lo, hi, r: data[lo:hi], sim.now)
-    sim.run(lambda: False, sim.now + 0.2)  # pacing steadily
+    sim.run(lambda: False, sim.now + 0.2)
+    return sim
+
+
+def data_on_link(sim: Sim, start: float, seconds: float) -> int:
+    """Link bytes of the DATA B offered in [start, start + seconds)."""
+    return sum(
+        len(d) + datagram.IP_UDP_HEADERS
+        for t, d in sim.links[B].sent
+        if start <= t < start + seconds and data_offset(d) is not None
+    )
+
+
+@pytest.mark.parametrize("delay, saved_s", [(0.00025, 0.002), (0.05, 0.01)])
+def test_a_late_timer_sends_what_the_path_s_buffer_may_take(delay, saved_s):
+    """A busy host wakes the pacer 50 ms late: what it saved up goes at once. On a short path that is two ms of
+    the rate (its buffer is short: the bench's 64 packets, 1.5 ms at 500 Mbit/s, lost most of a 10 ms burst, and
+    FIXED at RTT 0 offered 1.6 times the file for 310 Mbit/s); on a long one a quarter of the RTT, 10 ms at most."""
+    kbps = 100_000
+    sim = pacing(kbps, delay, 1.0)
     sim.now += 0.05
     burst = 0
     while sent := [d for d, _ in sim.b.conn.datagrams_to_send(sim.now) if data_offset(d) is not None]:
@@ -118,51 +134,27 @@ def test_a_pacer_a_busy_host_wakes_late_now_and_then_keeps_its_rate(kbps):
     """Every 50 ms the host is busy for 3.5 ms: the pacer may send 2 ms of that at once (the short path's burst)
     and pays the rest back 10 % above the rate, so the second's bytes on the link are the rate's, not 3 % short
     (without the pay-back: 96.3 % at 100 Mbit/s, 97.2 % at 20; with it 99.9 %), and never more."""
-    data = os.urandom(kbps * 125 * 2)
-    sim = Sim(
-        rate=RateSettings(kbps, policy="fixed"), up=Link(delay=0.00025), down=Link(delay=0.00025, bandwidth=125e6)
-    )
-    sim.handshake()
-    sim.transfer(data[:PAYLOAD], limit=1)  # the RTT is measured
-    sim.a.files[2] = bytearray(len(data))
-    sim.a.conn.expect_file(2, 0, len(data))
-    sim.b.conn.send_file(2, 0, len(data), lambda lo, hi, r: data[lo:hi], sim.now)
-    sim.run(lambda: False, sim.now + 0.2)  # pacing steadily
-    start, link = sim.now, sim.links[B]
+    sim = pacing(kbps, 0.00025, 2.0)
+    start = sim.now
     for _ in range(20):
         sim.run(lambda: False, sim.now + 0.0465)
         sim.now += 0.0035  # busy: nothing runs
     sim.run(lambda: False, start + 1.0)
-    wire = sum(
-        len(d) + datagram.IP_UDP_HEADERS
-        for t, d in link.sent
-        if start <= t < start + 1.0 and data_offset(d) is not None
-    )
-    assert 0.99 <= wire / (kbps * 125) <= 1.005, wire / (kbps * 125)
+    share = data_on_link(sim, start, 1.0) / (kbps * 125)
+    assert 0.99 <= share <= 1.005, share
 
 
 def test_bytes_the_session_sent_another_way_displace_data():
     """The control channel's writes share the path: what the session charges leaves the link that much less DATA
     in the second (10,000 small files' offers, 0.9 % of a 100 Mbit/s link, overflowed its buffer beside FIXED)."""
     kbps = 20_000
-    data = os.urandom(kbps * 125 * 2)
-    sim = Sim(rate=RateSettings(kbps, policy="fixed"), down=Link(bandwidth=125e6))
-    sim.handshake()
-    sim.transfer(data[:PAYLOAD], limit=1)
-    sim.a.files[2] = bytearray(len(data))
-    sim.a.conn.expect_file(2, 0, len(data))
-    sim.b.conn.send_file(2, 0, len(data), lambda lo, hi, r: data[lo:hi], sim.now)
-    sim.run(lambda: False, sim.now + 0.2)
-    start, link = sim.now, sim.links[B]
+    sim = pacing(kbps, 0.01, 2.0)
+    start = sim.now
     for _ in range(10):
         sim.b.conn.charge(kbps * 125 // 100)  # 10 % of the second, in ten writes
         sim.run(lambda: False, sim.now + 0.1)
-    wire = sum(
-        len(d) + datagram.IP_UDP_HEADERS
-        for t, d in link.sent
-        if start <= t < start + 1.0 and data_offset(d) is not None
-    )
-    assert 0.885 <= wire / (kbps * 125) <= 0.905, wire / (kbps * 125)
+    share = data_on_link(sim, start, 1.0) / (kbps * 125)
+    assert 0.885 <= share <= 0.905, share
 
 
 class Sim:
