@@ -49,7 +49,9 @@ BURST_RTT = 0.25  # ... and this fraction of the RTT, two TICKs at least: a shor
 # FIXED offered 1.6 times the file for 310 Mbit/s. Long paths keep the 10 ms (a one-BDP buffer takes it)
 CATCH_UP = 0.1  # what a late wake lost beyond that (as much again, at most) is paid back this fraction above the
 # rate: a link the sender keeps full idles while the host is busy, and TCP's kernel sends on through an app's stall.
-# 10,000 files of 8 KiB at 100 Mbit/s: ~300 late wakes lost 0.15-0.21 s of 7.1 s (FIXED held 97.6 % of the link)
+# 10,000 files of 8 KiB at 100 Mbit/s: ~300 late wakes lost 0.15-0.21 s of 7.1 s (FIXED held 97.6 % of the link).
+# Only while the peer reports no loss: at 500 Mbit/s, RTT 0 the 64-packet buffer is shorter than the burst, and
+# paying back there sent 1.31 times the file for 347 Mbit/s (1.13 for 425 without)
 CHUNKS_PER_ROUND = 64  # datagrams built per datagrams_to_send call, so the driver's reading is not starved
 WATCHDOG_PERIOD = 1.0  # the longest the timer sleeps: watchdogs and the sender's tail poll look this often
 HELLO_FIRST_GAP, HELLO_MAX_GAP = 0.05, 1.0  # hello retransmission backs off from the first to the second
@@ -616,14 +618,17 @@ class Connection:
     def _earn(self, now: float, rate_Bps: float, most: float) -> None:
         """The pacer's tokens at ``now``: the rate's since the last call, plus a CATCH_UP share of what is owed,
         saved up to ``most`` bytes. If the last round left data waiting for them, what a late wake earned beyond
-        ``most`` is owed (up to ``most`` again): paid back gently, it keeps the link as full as the rate says, not a
-        burst the path's buffer would drop. (Data a window held back lost nothing to the host.)"""
+        ``most`` is owed (up to ``most`` again): paid back gently while the peer reports no loss, it keeps the link
+        as full as the rate says, not a burst the path's buffer would drop. (Data a window held back lost nothing
+        to the host.)"""
         elapsed = now - self._token_time
+        if self._peer_loss:  # the path drops already: what is owed would only add to its queue
+            self._owed = 0.0
         repaid = min(self._owed, rate_Bps * CATCH_UP * elapsed)
         tokens = self._tokens + rate_Bps * elapsed + repaid
         self._owed -= repaid
         if tokens > most:
-            if self._behind:
+            if self._behind and not self._peer_loss:
                 self._owed = min(self._owed + tokens - max(most, self._tokens), most)
             tokens = most
         self._tokens, self._token_time = tokens, now
