@@ -424,7 +424,7 @@ async def test_each_write_of_the_senders_control_channel_is_charged_to_its_data_
         sending_end.charge = charged.append  # type: ignore[method-assign]
         SendingRole(channel, sending_end, Tally(lambda e, f: None, "s"), PeerOptions())
         try:
-            for fid in range(1, 2001):
+            for fid in range(1, 6001):
                 await channel.send(Offer(fid=fid, arg=0, rel=f"d/f{fid:05}.bin", size=8192, mtime=1.5, mode=0o100644))
             await channel.send(Bye())
             written = counting.sizes
