@@ -572,7 +572,7 @@ class _Record:
         for i, (name, _, enc) in enumerate(self.fields):
             item = getattr(value, name)
             given = self._given(i, prev)
-            if given is not _LEFT_OUT and _same(enc(item), enc(given)):
+            if given is not _LEFT_OUT and _same(item, given, enc):
                 continue
             mask |= 1 << i
             shared = 0
@@ -612,11 +612,12 @@ def _step(before: float, seconds: float) -> float | int:
     return micros - base
 
 
-def _same(a: object, b: object) -> bool:
-    """Whether two wire forms travel alike (in Python 1 == True and 0.0 == -0.0; not on the wire)."""
-    return type(a) is type(b) and (
-        a == b if type(a) in (int, str, bool, type(None)) else _JSON.encode(a) == _JSON.encode(b)
-    )
+def _same(a: object, b: object, enc: Encode) -> bool:
+    """Whether two values of a field travel alike (in Python 1 == True and 0.0 == -0.0; not on the wire)."""
+    return type(a) is type(b) and a == b and (type(a) in _PLAIN or _JSON.encode(enc(a)) == _JSON.encode(enc(b)))
+
+
+_PLAIN = (int, str, bool, type(None))
 
 
 PREFIX_MIN = 4
