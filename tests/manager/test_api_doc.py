@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +150,19 @@ def test_documentation_examples_run_unchanged(
     for name in landed:
         expected = contents["some_file.txt"] if name == "destination.txt" else contents[name]
         assert (remote / name).read_bytes() == expected
+
+
+def test_the_public_names_load_on_first_use() -> None:
+    """``import faspmanager`` loads no orders or sessions (the engine imports faspmanager.codes on every start);
+    each public name still comes from its home, and ``faspmanager.session`` stays the function when the
+    submodule of that name loads afterwards."""
+    code = (
+        "import sys, types, faspmanager as fm\n"
+        "print('faspmanager.session' in sys.modules, 'faspmanager.orders' in sys.modules)\n"
+        "from faspmanager.session import MgmtConnection\n"
+        "print(isinstance(fm.session, types.FunctionType), fm.Session.__module__, fm.orders.__name__)\n"
+        "from faspmanager import *\n"
+        "print(all(n in globals() for n in fm.__all__))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split("\n") == ["False False", "True faspmanager.session faspmanager.orders", "True", ""]
