@@ -24,6 +24,7 @@ from faspmanager.forkserver import exit_now
 from faspmanager.mgmt import SECRET_ENV
 
 if TYPE_CHECKING:
+    from fasp.session.mgmtport import Management
     from fasp.session.tally import Emit
 
 
@@ -80,11 +81,17 @@ def _event_log(log_dir: str) -> Emit:
     return record
 
 
+async def _management(port: int) -> Management:
+    from fasp.session.mgmtport import Management
+
+    return await Management.connect(port)
+
+
 async def run_client(cfg: Config) -> int:
+    """One client session; the management port (-M) and the -e program's hooks are imported only when the
+    command line asks for them, to keep a plain transfer's start short."""
     from fasp.cli.progressline import ProgressLine
     from fasp.session.client import ClientSession
-    from fasp.session.mgmtport import Management
-    from fasp.session.prepost import PrePost
 
     gc.freeze()  # the modules just loaded stay out of the transfer's collections (10,000 files make many)
     try:
@@ -95,7 +102,7 @@ async def run_client(cfg: Config) -> int:
             await _report_only(cfg.mgmt_port, exc)
         return exc.code
     try:
-        management = await Management.connect(cfg.mgmt_port) if cfg.mgmt_port else None
+        management = await _management(cfg.mgmt_port) if cfg.mgmt_port else None
     except EngineError as exc:  # nobody to tell but stderr
         print(f"fasp-ascp: error {exc.code}: {exc.description}", file=sys.stderr)
         return exc.code
@@ -107,6 +114,8 @@ async def run_client(cfg: Config) -> int:
         remote = cfg.remote
         if remote is None:  # parse() gives every client command line one
             raise EngineError(ErrorCode.USAGE, "a client session needs a remote host")
+        from fasp.session.prepost import PrePost
+
         hooks = PrePost(cfg.pre_post_command, {"DIRECTION": cfg.direction, "USER": remote.user, "HOST": remote.host})
         show = _both(show, hooks.emit)
     session = ClientSession(cfg, show if record is None else _both(show, record))

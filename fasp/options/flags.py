@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from fasp.options import asperaconf, filters
+from fasp.options import filters
 from fasp.options.peer import PeerOptions
 from fasp.options.table import BY_NAME, FILTERS, FLAGS, Flag, Side
 from fasp.options.values import base64_text, integer
@@ -281,6 +281,8 @@ def parse(argv: list[str], environ: Mapping[str, str] | None = None) -> Config:
     values, positional = tokenize(argv)
     _fair_switch(values)
     if values.get("config_file"):
+        from fasp.options import asperaconf  # -f only: its XML reader stays out of every other start
+
         # the file supplies defaults; a flag on the command line wins
         values = {**asperaconf.load(str(values["config_file"])).defaults(values, positional), **values}
     cfg = Config()

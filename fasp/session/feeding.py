@@ -13,6 +13,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fasp.datapath.datachannel import DataChannel
 from fasp.files import docroot, settle
@@ -20,11 +21,13 @@ from fasp.files.jobs import FileJob, Problem, Rules, top_name, walk
 from fasp.options.flags import Config
 from fasp.session.channel import Channel
 from fasp.session.messages import Get, Listed, Message, Offer
-from fasp.session.receiving import ReceivingRole
 from fasp.session.sending import SendingRole
-from fasp.session.stream import OutStream
 from fasp.session.tally import Tally
 from faspmanager.codes import EngineError, ErrorCode
+
+if TYPE_CHECKING:
+    from fasp.session.receiving import ReceivingRole
+    from fasp.session.stream import OutStream
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class Uploads(Feeder):
             raise EngineError(ErrorCode.USAGE, "PUT while another stream is open")
         if not dest:
             raise EngineError(ErrorCode.USAGE, "PUT without Destination")
+        from fasp.session.stream import OutStream  # management streams (-M PUT) only
+
         self._stream = OutStream(self._sender, self._tally, self.new_arg(), dest, self._cfg.file_pass)
         await self._stream.open()
 
@@ -269,6 +274,8 @@ def feeder(
     if cfg.direction == "send":
         sender = SendingRole(channel, transport, tally, cfg.local_options(), files=files, file_pass=cfg.file_pass)
         return Uploads(cfg, tally, sender, files)
+    from fasp.session.receiving import ReceivingRole  # a download's only: an upload never loads it
+
     # the peer names what lands: below the destination it resolves beneath it, never out through a link
     beneath = docroot.Beneath(files, cfg.dest)
     receiver = ReceivingRole(

@@ -14,10 +14,9 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fasp.datapath.datachannel import DataChannel
-from fasp.datapath.httpchannel import FallbackTransport, dial
 from fasp.datapath.rate import RateSettings
 from fasp.datapath.seal import SHARE_BYTES, SessionKey
 from fasp.datapath.udpchannel import Transport
@@ -27,6 +26,9 @@ from fasp.session.messages import VERSION, Fallback, FallbackReady, Hello, Messa
 from fasp.session.peer import PeerEngine
 from fasp.session.setupclock import SetupClock
 from faspmanager.codes import EngineError, ErrorCode
+
+if TYPE_CHECKING:
+    from fasp.datapath.httpchannel import FallbackTransport
 
 log = logging.getLogger("fasp.session.handshake")
 WELCOME_TIMEOUT = 20.0
@@ -139,7 +141,10 @@ async def _answer(
 async def _open_fallback(
     cfg: Config, remote: Endpoint, peer: PeerEngine, session_id: str, key: SessionKey, rate: RateSettings
 ) -> FallbackTransport:
-    """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails)."""
+    """Ask the peer engine to expect us on its fallback port, then dial it (code 47 if that fails). The HTTP
+    channel is imported here: a session over UDP never loads it."""
+    from fasp.datapath.httpchannel import FallbackTransport, dial
+
     await peer.channel.send(Fallback(jpeg=cfg.jpeg))
     answer = await _answer(
         peer,
