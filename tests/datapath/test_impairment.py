@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
+import time
 from contextlib import AsyncExitStack
 
 import pytest
@@ -120,3 +122,30 @@ async def test_plaintext_visible_without_encryption(tmp_path):
         captured = b"".join(d for _, d in relays[0].captured)
     assert data[:64] in captured
     assert sha256(dst) == sha256(src)
+
+
+@aio
+async def test_a_stamped_relay_dates_each_datagram_when_it_was_sent_however_late_it_reads_it():
+    """The pacing tests measure a sender's rate by ``sent_at`` (test_transport_control, test_relayed_options): a
+    relay whose loop was held (a loaded host) still tells when each datagram went, not when it got to it."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    dated: list[float] = []
+    sent: list[tuple[float, float]] = []  # (just before the send, just after)
+    try:
+        async with Relay(target=sink.getsockname(), stamped=True) as relay:
+            relay.tamper = lambda data, direction: dated.append(relay.sent_at) or []
+            await asyncio.sleep(0.1)  # the kernel turns timestamps on a moment after the first socket asks
+            for _ in range(2):
+                before = time.monotonic()
+                client.sendto(b"x", ("127.0.0.1", relay.port))
+                sent.append((before, time.monotonic()))
+                time.sleep(0.2)  # the relay's loop is held: it reads the first 0.4 s late, the second 0.2 s
+            while len(dated) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        sink.close()
+        client.close()
+    slack = 0.002  # the real-time clock against the monotonic one, read apart
+    assert all(lo - slack <= at <= hi + slack for at, (lo, hi) in zip(dated, sent)), (dated, sent)

@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from fasp.datapath import datagram
-from fasp.datapath.connection import BURST, BURST_RTT, TICK, usec
+from fasp.datapath.connection import BURST, BURST_RTT, TICK
 from fasp.datapath.udpchannel import RateSettings, Transport
 from faspmanager.codes import EngineError
 from tests.support.relay import Relay
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 
 async def _paced_transfer(tmp_path, rate: RateSettings, seconds: float, change=None):
     """Send more than `seconds` worth through a relay; return (the DATA the relay carried from the client in the
-    window: (send time in seconds from the window's start by the sender's own clock, link bytes) each, stats
+    window: (send time in seconds from the window's start, as the kernel stamped it, link bytes) each, stats
     samples, change)."""
     size = int(rate.target_kbps * 1000 / 8 * seconds * 1.5)
     data = os.urandom(size)
@@ -39,12 +39,14 @@ async def _paced_transfer(tmp_path, rate: RateSettings, seconds: float, change=N
 
             def tap(datagram_: bytes, direction: str) -> list[bytes]:
                 if window[0] and direction == "up" and datagram.kind(datagram_) == datagram.DATA:
-                    ts = datagram.HEADER.unpack_from(datagram_)[3]  # the sender's clock when it paced it out
-                    wire.append(((ts - usec(t0)) % (1 << 32) / 1e6, len(datagram_) + datagram.IP_UDP_HEADERS))
+                    # when the sender paced it out, by the kernel's stamp, however late the relay read it
+                    wire.append((relays[0].sent_at - t0, len(datagram_) + datagram.IP_UDP_HEADERS))
                 return [datagram_]
 
             async def via(port):
-                relays.append(await stack.enter_async_context(Relay(target=("127.0.0.1", port), tamper=tap)))
+                relays.append(
+                    await stack.enter_async_context(Relay(target=("127.0.0.1", port), tamper=tap, stamped=True))
+                )
                 return relays[0].port
 
             async with pair(via=via, rate=rate) as (client, server):

@@ -12,16 +12,21 @@ datagrams to forward instead (empty: drop; extra items: forged or replayed ones)
 ``rate_mbit`` makes each direction a bottleneck: datagrams leave one after the
 other at that rate from a FIFO holding up to ``queue_ms`` of it (tail drop
 beyond, counted as ``overflowed``). ``counts.bins`` holds the bytes delivered per
-direction and BIN seconds, for rates measured on the wire. ``relay_in_thread``
-runs a relay on a thread of its own, for tests that drive engine processes.
+direction and BIN seconds, for rates measured on the wire. ``stamped`` sets
+``sent_at`` before each datagram is handled (a tamper reads it): when its sender
+sent it, by the kernel's receive timestamp. ``relay_in_thread`` runs a relay on
+a thread of its own, for tests that drive engine processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import gc
 import random
 import socket
+import struct
 import threading
 import time
 from collections import defaultdict
@@ -29,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 BIN = 0.1  # seconds per counts.bins slot
+SIOCGSTAMPNS = 0x8907  # Linux: the kernel's receive time (CLOCK_REALTIME) of the datagram a socket read last
 
 _running = 0  # relays serving in this process: while any does, what the process held before the first stays frozen
 _running_lock = threading.Lock()
@@ -74,10 +80,11 @@ class RelayCounts:
 
 
 class _Side(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram):
+    def __init__(self, on_datagram, relay: Relay):
         self.on_datagram = on_datagram
+        self.relay = relay
         self.transport = None
-        self.pending: list[bytes] | None = None
+        self.pending: list[tuple[bytes, float]] | None = None  # (datagram, sent_at) while opening
 
     def connection_made(self, transport):
         self.transport = transport
@@ -87,9 +94,25 @@ class _Side(asyncio.DatagramProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, force, 8 << 20)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
+        if self.relay.stamped:
+            try:
+                self._stamp(sock)  # the first ask turns the socket's timestamps on (and finds none yet)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
 
     def datagram_received(self, data, addr):
+        relay = self.relay
+        if relay.stamped:
+            relay.sent_at = self._stamp(self.transport.get_extra_info("socket")) - relay.clock_offset
         self.on_datagram(data, addr)
+
+    @staticmethod
+    def _stamp(sock) -> float:
+        """When the datagram read last arrived, by the kernel (real time): on loopback, when its sender sent it,
+        however late the relay read it."""
+        sec, nsec = struct.unpack("qq", fcntl.ioctl(sock.fileno(), SIOCGSTAMPNS, bytes(16)))
+        return sec + nsec / 1e9
 
     def error_received(self, exc):  # ICMP for an earlier datagram: the relay keeps going, like a network
         pass
@@ -112,6 +135,7 @@ class Relay:
         port: int = 0,
         rate_mbit: float = 0.0,
         queue_ms: float = 250.0,
+        stamped: bool = False,
     ):
         self.target = target
         self.loss, self.reorder, self.duplicate = loss, reorder, duplicate
@@ -124,6 +148,9 @@ class Relay:
         self._host = host
         self._port = port
         self.rate_mbit, self.queue_ms = rate_mbit, queue_ms
+        self.stamped = stamped
+        self.sent_at = 0.0  # (stamped) the time.monotonic() its sender sent the datagram being handled
+        self.clock_offset = time.time() - time.monotonic()  # the kernel stamps by the real-time clock
         self._free_at = {"up": 0.0, "down": 0.0}  # when each direction's bottleneck is next idle
         self._front = None
         self._upstreams: dict[tuple, _Side] = {}
@@ -136,7 +163,7 @@ class Relay:
     async def __aenter__(self) -> Relay:
         loop = asyncio.get_running_loop()
         _, self._front = await loop.create_datagram_endpoint(
-            lambda: _Side(self._from_client), local_addr=(self._host, self._port)
+            lambda: _Side(self._from_client, self), local_addr=(self._host, self._port)
         )
         _freeze()
         return self
@@ -153,18 +180,18 @@ class Relay:
     def _from_client(self, data: bytes, addr) -> None:
         up = self._upstreams.get(addr)
         if up is None:
-            up = self._upstreams[addr] = _Side(lambda d, _a, client=addr: self._impair(d, "down", client))
+            up = self._upstreams[addr] = _Side(lambda d, _a, client=addr: self._impair(d, "down", client), self)
             up.pending = []
             asyncio.get_running_loop().create_task(self._open_upstream(up, addr))
         if up.pending is not None:  # the upstream socket is still being opened
-            up.pending.append(data)
+            up.pending.append((data, self.sent_at))
         else:
             self._impair(data, "up", addr)
 
     async def _open_upstream(self, up: _Side, client) -> None:
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: up, remote_addr=self.target)
         pending, up.pending = up.pending, None
-        for data in pending:
+        for data, self.sent_at in pending:
             self._impair(data, "up", client)
 
     def _impair(self, data: bytes, direction: str, client) -> None:

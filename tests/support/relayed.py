@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from tests.support.servers import FaspServer, start_fasp_server
 @contextmanager
 def relayed_server(workdir: Path) -> Iterator[tuple[FaspServer, Relay]]:
     """The server's engines bind UDP on 127.0.0.2 at the relay's port; clients reach them through the relay."""
-    with relay_in_thread() as relay:
+    with relay_in_thread(stamped=True) as relay:
         relay.target = ("127.0.0.2", relay.port)
         engine = ["env", "FASP_UDP_BIND=127.0.0.2", *ENGINE]
         with start_fasp_server(workdir, udp_port=relay.port, engine_command=engine) as server:
@@ -28,13 +27,13 @@ def reset(
 ) -> list:
     """Fresh counts and only the given impairment; returns the list (direction, type, size) of every datagram."""
     seen: list = []
-    relay.stamps = {"up": [], "down": []}  # DATA: (the sender's 32-bit microsecond clock, link bytes) as they came
+    relay.stamps = {"up": [], "down": []}  # DATA: (when its sender sent it, link bytes) as they came
 
     def tap(data: bytes, direction: str) -> list[bytes]:
         kind = datagram.kind(data)
         seen.append((direction, kind, len(data)))
         if kind == datagram.DATA:
-            relay.stamps[direction].append((datagram.HEADER.unpack_from(data)[3], len(data) + datagram.IP_UDP_HEADERS))
+            relay.stamps[direction].append((relay.sent_at, len(data) + datagram.IP_UDP_HEADERS))
         return [data]
 
     relay.tamper = tap
@@ -48,16 +47,9 @@ def reset(
 
 def paced_mbit(relay: Relay, direction: str, since: float, until: float, cap: float) -> float:
     """Mbit/s of the DATA the relay carried in ``direction`` that its sender sent between two time.monotonic()
-    instants, by the sender's own clock (the datagrams' timestamps: one host, one monotonic clock), counting
-    each gap between the sender's send rounds up to ``cap`` seconds: the most its token bucket saves up
-    (fasp/datapath/connection.py). A gap beyond it is sending time a descheduled sender cannot make up."""
-    now = time.monotonic()
-    ref = int(now * 1_000_000) & 0xFFFFFFFF
-    rounds: dict[float, int] = {}
-    for ts, n in relay.stamps[direction]:
-        t = now - ((ref - ts) & 0xFFFFFFFF) / 1e6
-        if since <= t < until:
-            rounds[t] = rounds.get(t, 0) + n
-    times = sorted(rounds)
-    credited = sum(min(b - a, cap) for a, b in zip(times, times[1:]))
-    return sum(rounds[t] for t in times[1:]) * 8 / 1e6 / max(credited, 1e-9)
+    instants, by when the sender sent each (the kernel's stamp: one host, one clock), counting each gap between
+    them up to ``cap`` seconds: the most its token bucket saves up (fasp/datapath/connection.py). A gap beyond it
+    is sending time a descheduled sender cannot make up."""
+    sent = sorted((t, n) for t, n in relay.stamps[direction] if since <= t < until)
+    credited = sum(min(b - a, cap) for (a, _), (b, _) in zip(sent, sent[1:]))
+    return sum(n for _, n in sent[1:]) * 8 / 1e6 / max(credited, 1e-9)
