@@ -3,12 +3,12 @@
  *
  * The pure-Python twins are fasp.datapath.seal.Seal.seal_data and Seal.open_batch, and
  * fasp.datapath.udpsocket.UdpSocket.recv_batch's recvmsg loop; both paths must give identical results
- * (tests/datapath/test_fastpath.py). The wire is version 2 of fasp/datapath/datagram.py,
+ * (tests/datapath/test_fastpath.py). The wire is version 3 of fasp/datapath/datagram.py,
  * which stays the one definition: the header prefix, the version, the connection id and the header size of
  * each type come from Python, and seal.py uses this module only if its WIRE equals datagram.py's layout.
  *
  *   header = prefix (datagram.header_prefix: flags u8 (version 3 | type 4 | direction 1), connection id 2s)
- *            || seq u32 (low 32 bits) || ts u32 [|| echo u32, every type but DATA]
+ *            || seq u32 (low 32 bits) [|| ts u32 || echo u32, every type but DATA]
  *   DATA body = file_id u32 | offset u48 (u16 high, u32 low) || payload (its length: the rest)
  *   nonce  = "!IQ" (direction, full 64-bit seq)
  *   encrypted:  header || AES-GCM(body, aad = header) || tag
@@ -29,12 +29,12 @@
 #include <sys/socket.h>
 #include <openssl/evp.h>
 
-#define WIRE_VERSION 2
+#define WIRE_VERSION 3
 #define TAG_SIZE 16
 #define PREFIX_SIZE 3                      /* flags, connection id */
 #define CID_SIZE 2
-#define HEADER_SIZE (PREFIX_SIZE + 8)      /* datagram.HEADER_SIZE: a DATA datagram's */
-#define CONTROL_HEADER_SIZE (HEADER_SIZE + 4) /* + echo */
+#define HEADER_SIZE (PREFIX_SIZE + 4)      /* datagram.HEADER_SIZE: a DATA datagram's */
+#define CONTROL_HEADER_SIZE (HEADER_SIZE + 8) /* + ts, echo */
 #define DATA_HEAD_SIZE 10                  /* datagram.DATA_HEAD: u32 file_id, u16 + u32 offset */
 #define MAX_OFFSET (1ULL << 48)
 #define MAX_PAYLOAD 65536ULL                /* more than a UDP datagram holds; keeps OpenSSL's int lengths */
@@ -53,10 +53,9 @@ static void put64(unsigned char *p, uint64_t v) {
     put32(p, (uint32_t)(v >> 32)); put32(p + 4, (uint32_t)v);
 }
 
-static void put_header(unsigned char *p, const unsigned char *prefix, uint64_t seq, uint32_t ts) {
+static void put_header(unsigned char *p, const unsigned char *prefix, uint64_t seq) {
     memcpy(p, prefix, PREFIX_SIZE);
     put32(p + PREFIX_SIZE, (uint32_t)seq);
-    put32(p + PREFIX_SIZE + 4, ts);
 }
 
 static void put_data_head(unsigned char *p, uint32_t file_id, uint64_t offset) {
@@ -92,7 +91,7 @@ static int seal_one(EVP_CIPHER_CTX *ctx, int encrypted, unsigned char *out, cons
 }
 
 PyDoc_STRVAR(seal_data_doc,
-"seal_data(key, encrypted, direction, seq, prefix, ts, file_id, base, block, runs) -> list[bytes]\n\n"
+"seal_data(key, encrypted, direction, seq, prefix, file_id, base, block, runs) -> list[bytes]\n\n"
 "Sealed DATA datagrams, one per (offset, length) in runs, numbered from seq (the full 64-bit count);\n"
 "prefix is datagram.header_prefix(DATA, direction, cid); each payload is\n"
 "block[offset - base : offset - base + length].");
@@ -100,12 +99,12 @@ PyDoc_STRVAR(seal_data_doc,
 static PyObject *seal_data(PyObject *self, PyObject *args) {
     Py_buffer key, prefix, block;
     int encrypted;
-    unsigned int direction, ts, file_id;
+    unsigned int direction, file_id;
     unsigned long long seq, base;
     PyObject *runs, *result = NULL, *seq_runs = NULL;
     EVP_CIPHER_CTX *ctx = NULL;
-    if (!PyArg_ParseTuple(args, "y*pIKy*IIKy*O", &key, &encrypted, &direction, &seq, &prefix, &ts, &file_id,
-                          &base, &block, &runs))
+    if (!PyArg_ParseTuple(args, "y*pIKy*IKy*O", &key, &encrypted, &direction, &seq, &prefix, &file_id, &base,
+                          &block, &runs))
         return NULL;
     const EVP_CIPHER *cipher = cipher_for(key.len);
     if (cipher == NULL || prefix.len != PREFIX_SIZE) {
@@ -140,7 +139,7 @@ static PyObject *seal_data(PyObject *self, PyObject *args) {
         unsigned char *out = (unsigned char *)PyBytes_AS_STRING(datagram);
         unsigned char nonce[NONCE_SIZE];
         uint64_t s = seq + (uint64_t)i;
-        put_header(out, prefix.buf, s, ts);
+        put_header(out, prefix.buf, s);
         put_data_head(out + HEADER_SIZE, file_id, offset);
         put32(nonce, direction);
         put64(nonce + 4, s);
@@ -216,8 +215,9 @@ static PyObject *open_one(EVP_CIPHER_CTX *ctx, int encrypted, unsigned int versi
         Py_RETURN_NONE;
     }
     if (seq >= *expected) *expected = seq + 1;
-    uint32_t echo = header_size > HEADER_SIZE ? get32(p + HEADER_SIZE) : 0;
-    return Py_BuildValue("(IKIIN)", type, (unsigned long long)seq, get32(p + PREFIX_SIZE + 4), echo, body);
+    int clocks = header_size > HEADER_SIZE; /* ts, echo: every type but DATA */
+    uint32_t ts = clocks ? get32(p + HEADER_SIZE) : 0, echo = clocks ? get32(p + HEADER_SIZE + 4) : 0;
+    return Py_BuildValue("(IKIIN)", type, (unsigned long long)seq, ts, echo, body);
 }
 
 PyDoc_STRVAR(open_batch_doc,

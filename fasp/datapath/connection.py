@@ -53,6 +53,7 @@ CATCH_UP = 0.1  # what a late wake lost beyond that (as much again, at most) is 
 # Only while the peer reports no loss: at 500 Mbit/s, RTT 0 the 64-packet buffer is shorter than the burst, and
 # paying back there sent 1.31 times the file for 347 Mbit/s (1.13 for 425 without)
 CHUNKS_PER_ROUND = 64  # datagrams built per datagrams_to_send call, so the driver's reading is not starved
+SEND_ROUNDS_KEPT = 1 << 14  # when each send round began (its first seq): feedback names DATA by seq (seconds of it)
 WATCHDOG_PERIOD = 1.0  # the longest the timer sleeps: watchdogs and the sender's tail poll look this often
 HELLO_FIRST_GAP, HELLO_MAX_GAP = 0.05, 1.0  # hello retransmission backs off from the first to the second
 STALL_TIMEOUT = 20.0  # seconds without progress before a send counts as stalled (code 40)
@@ -207,7 +208,8 @@ class Connection:
         self._closed = False
         self._hello_at: float | None = None  # when the next hello goes (connecting only)
         self._hello_gap = HELLO_FIRST_GAP
-        self._peer_ts: int | None = None
+        self._peer_ts: int | None = None  # the peer's latest control datagram's ts, and when it came
+        self._sent_at: collections.deque[tuple[int, float]] = collections.deque(maxlen=SEND_ROUNDS_KEPT)
         self._peer_ts_at = 0.0
         self._last_heard = now
         self._last_sent = 0.0
@@ -368,17 +370,12 @@ class Connection:
                 accepted_bytes += len(data)
                 if seq > seq_high:  # not max(): the hot path, a call costs
                     seq_high = seq
-                if echo:  # control datagrams only
-                    rtt = ((usec(now) - echo) & MASK32) / 1_000_000
-                    if rtt < 60:
-                        self._rate.on_rtt(now, rtt)
-                self._peer_ts, self._peer_ts_at = ts, now
                 if type_ == data_type:
                     file_id, high, low = unpack_head(body)
                     offset, length = high << 32 | low, len(body) - head_size
                     if offset + length > max_offset:
                         raise datagram.WireError("DATA beyond the largest offset")
-                    new = on_data(file_id, offset, length, now, ts)
+                    new = on_data(file_id, offset, length, now, seq)
                     if not new:
                         continue
                     payload = memoryview(body)[head_size:]
@@ -394,6 +391,9 @@ class Connection:
                     if run is not None:
                         self._ran(run)
                         run = None
+                    if echo:
+                        self._on_rtt(now, ((usec(now) - echo) & MASK32) / 1_000_000)
+                    self._peer_ts, self._peer_ts_at = ts, now
                     self._HANDLERS[type_](self, body, now)
             except (Rejected, datagram.WireError, struct.error):
                 self._counters["datagrams_rejected"] += 1
@@ -430,12 +430,26 @@ class Connection:
                 self._events.append(CapacityMeasured(int(self._rate.capacity_bps / 1000)))
                 self._resize()  # the cap follows the capacity now
         self._events.append(FeedbackReceived(fb.recv_rate_kbps, fb.loss))
-        seen = now - ((usec(now) - fb.data_ts) & MASK32) / 1_000_000 if fb.data_ts else None
+        seen = self._sent_when(fb.data_seq) if fb.data_seq else None
+        if seen is not None:
+            self._on_rtt(now, now - seen - fb.data_age / 1_000_000)
         acked: list[tuple[int, int]] = []
         for file_id in self._sender.on_feedback(fb, now, self.rto(), seen, acked):
             self._readers.pop(file_id, None)
             self._events.append(SendComplete(file_id))
         self._events.extend(SendProgress(file_id, n) for file_id, n in acked)
+
+    def _on_rtt(self, now: float, rtt: float) -> None:
+        if 0 <= rtt < 60:
+            self._rate.on_rtt(now, rtt)
+
+    def _sent_when(self, low: int) -> float | None:
+        """When the DATA datagram whose seq ends in ``low`` was sent (None: not known, or no longer); the rounds
+        before its own are forgotten (feedback names ever newer datagrams)."""
+        seq, rounds = datagram.full_seq(low, self._seal.next_seq), self._sent_at
+        while len(rounds) > 1 and rounds[1][0] <= seq:
+            rounds.popleft()
+        return rounds[0][1] if rounds and rounds[0][0] <= seq < self._seal.next_seq else None
 
     def _on_hello(self, body: bytes, now: float) -> None:
         datagram.parse_hello(body)
@@ -603,9 +617,13 @@ class Connection:
             self._sender.resize(size - datagram.DATA_OVERHEAD)
 
     def _echo(self, now: float) -> int:
+        """The peer's latest ts advanced by how long we held it, once: echoed again, a ts that stood still (the
+        DATA sender's control datagrams are rare) made samples of an old round trip beside the data's new ones."""
         if self._peer_ts is None:
             return 0
-        return ((self._peer_ts + int((now - self._peer_ts_at) * 1_000_000)) & MASK32) or 1
+        echo = ((self._peer_ts + int((now - self._peer_ts_at) * 1_000_000)) & MASK32) or 1
+        self._peer_ts = None
+        return echo
 
     def _emit(self, type_: int, body: bytes, now: float) -> None:
         """Queue one control datagram (not paced)."""
@@ -639,7 +657,7 @@ class Connection:
         if not chunks:
             return
         seal_data, peer = self._seal.seal_data, self._peer
-        ts = usec(now)
+        first = self._seal.next_seq
         payload_bytes = resent = sent = 0
         i, n = 0, len(chunks)
         while i < n:
@@ -652,12 +670,14 @@ class Connection:
             block = self._read(file_id, off, hi, is_resend)
             if block is not None:
                 runs = [(o, ln) for _, o, ln, _ in chunks[i:j]]
-                out.extend([(sealed, peer) for sealed in seal_data(file_id, off, block, runs, ts)])
+                out.extend([(sealed, peer) for sealed in seal_data(file_id, off, block, runs)])
                 payload_bytes += hi - off
                 if is_resend:
                     resent += hi - off
                 sent += j - i
             i = j
+        if sent:
+            self._sent_at.append((first, now))
         self._tokens -= payload_bytes + sent * datagram.WIRE_OVERHEAD  # what the DATA datagrams cost the link
         self._behind = self._behind or self._tokens <= 0
         self._last_sent = now

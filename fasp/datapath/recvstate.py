@@ -28,7 +28,7 @@ REORDER_GRACE = 0.003  # seconds a hole must persist before it is reported (floo
 MAX_FEEDBACK_BYTES = 1200  # FEEDBACK body size cap (smaller if the datagram size is; -X changes it)
 MIN_FEEDBACK_BYTES = (
     datagram.FEEDBACK_HEAD_SIZE + datagram.FILE_REPORT_SIZE + datagram.HOLE_SIZE
-)  # one file, one range: 43
+)  # one file, one range: 47
 COMPLETE_REPEATS = 3  # feedbacks that repeat a completion (more follow whenever data for it arrives)
 LOSS_HORIZON = 2000  # datagrams over which the loss fraction is measured at most ...
 LOSS_MIN_HORIZON = 100  # ... and at least: older evidence halves each round trip (so the report follows a rate
@@ -42,7 +42,7 @@ WINDOW_GAIN = 2.0  # the window over rate x RTT: the rate may double within a ro
 def feedback_limit(room: int, retransmission_max: int = 0) -> int:
     """The FEEDBACK body cap for ``room`` bytes of datagram body: ascp's -X (the largest retransmission
     request) if given, else MAX_FEEDBACK_BYTES; never above the room, and never below MIN_FEEDBACK_BYTES
-    (a smaller request could carry no range at all, so -X below 43 means 43)."""
+    (a smaller request could carry no range at all, so -X below 47 means 47)."""
     wanted = retransmission_max or MAX_FEEDBACK_BYTES
     return min(room, max(wanted, MIN_FEEDBACK_BYTES))
 
@@ -161,7 +161,8 @@ class ReceiveState:
         self._best_rate = WindowedMax(0.5)  # the best _rate_avg of the last ten RTTs (0.5 s at least)
         self.best_rate_bps = 0.0
         self.urgent = False  # a completion is waiting to be announced
-        self._data_ts = 0
+        self._data_seq = 0  # the newest DATA processed (0: none; each end's first datagram is its hello or ack)
+        self._data_at = 0.0  # when it was
 
     def window_bytes(self, rtt: float | None, hole_wait: float, held_bps: float = 0.0) -> int:
         """Bytes the receiving session may have asked for and not yet received: WINDOW_GAIN x the best recent
@@ -215,10 +216,10 @@ class ReceiveState:
         self._interval_count += count
         self._interval_bytes += size
 
-    def on_data(self, file_id: int, offset: int, length: int, now: float, sent_ts: int = 0) -> int:
-        """Record a DATA datagram (``sent_ts``: its header's ts); return how many bytes are new (write the
+    def on_data(self, file_id: int, offset: int, length: int, now: float, seq: int = 0) -> int:
+        """Record a DATA datagram (``seq``: its full sequence number); return how many bytes are new (write the
         payload iff > 0)."""
-        self._data_ts = sent_ts
+        self._data_seq, self._data_at = seq, now
         hm = self._files.get(file_id)
         if hm is None:
             if file_id in self._completed:  # the sender missed the announcements: say it again
@@ -296,4 +297,5 @@ class ReceiveState:
             room -= datagram.HOLE_SIZE * len(more)
             reports.append(datagram.FileReport(file_id, hm.frontier, sorted(holes + more)))
         self._touched.clear()
-        return datagram.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports, self._data_ts)
+        age = int((now - self._data_at) * 1_000_000) if self._data_seq else 0
+        return datagram.Feedback(int(self.recv_rate_bps / 1000), self.loss, reports, self._data_seq, age)

@@ -158,13 +158,18 @@ class Seal:
         self._prefix = {t: datagram.header_prefix(t, direction, self.cid) for t in datagram.TYPES}
         self.replay = ReplayWindow()
 
+    @property
+    def next_seq(self) -> int:
+        """The number the next datagram sealed gets."""
+        return self._seq
+
     def seal(self, type_: int, body: Buffer, ts: int, echo: int) -> bytes:
-        """``header || sealed body`` (``echo`` goes in every type's header but DATA's)."""
+        """``header || sealed body`` (``ts`` and ``echo`` go in every type's header but DATA's)."""
         seq = self._seq
         self._seq = seq + 1
         mask = datagram.MAX_U32
         if type_ == datagram.DATA:
-            header = self._prefix[type_] + datagram.HEADER_TAIL.pack(seq & mask, ts & mask)
+            header = self._prefix[type_] + datagram.HEADER_TAIL.pack(seq & mask)
         else:
             header = self._prefix[type_] + datagram.CONTROL_TAIL.pack(seq & mask, ts & mask, echo & mask)
         nonce = _NONCE.pack(self.direction, seq)
@@ -174,7 +179,7 @@ class Seal:
         return signed + self._aead.encrypt(nonce, b"", signed)
 
     def seal_data(
-        self, file_id: int, base: int, block: datagram.Buffer, runs: Sequence[tuple[int, int]], ts: int
+        self, file_id: int, base: int, block: datagram.Buffer, runs: Sequence[tuple[int, int]]
     ) -> list[bytes]:
         """DATA datagrams of one file, one per ``(offset, length)`` of ``runs``, whose bytes are in ``block``
         (read from file offset ``base``); the same bytes as :meth:`seal` of each, in one compiled call when
@@ -187,7 +192,6 @@ class Seal:
                 self.direction,
                 self._seq,
                 self._prefix[datagram.DATA],
-                ts & datagram.MAX_U32,
                 file_id,
                 base,
                 block,
@@ -196,7 +200,7 @@ class Seal:
             self._seq += len(sealed)
             return sealed
         seal, pack, data = self.seal, datagram.pack_data, datagram.DATA
-        return [seal(data, pack(file_id, off, block[off - base : off - base + n]), ts, 0) for off, n in runs]
+        return [seal(data, pack(file_id, off, block[off - base : off - base + n]), 0, 0) for off, n in runs]
 
     def open_batch(self, packets: Sequence[datagram.Buffer]) -> list[tuple[int, int, int, int, bytes] | None]:
         """:meth:`open` of each packet in order, None for a rejected one; in one compiled call when the

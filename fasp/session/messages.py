@@ -38,7 +38,8 @@ VERSION = 12
 """12: a row of a ``rows`` frame opens with a mask of the fields it holds; one it leaves out is the row before's
 (``fid`` the row before's + 1; in a frame's first row its declared default), and an offer's ``mtime`` may travel
 as the whole microseconds it moved from the row before's (:data:`BATCHED`): a small file's offer row is 21 bytes,
-not 49;
+not 49; and the data channel's DATA datagrams lost their ``ts`` (datagram wire version 3): an engine of 11 would
+drop every one of ours, so the hello refuses it instead;
 11: ``rel`` in ``ferror`` (a source never offered: where it would have landed, so the client names it as it names
 the files that landed);
 10: the hello's options carry ``filters`` (-E and -N in order, ``"- PATTERN"``/``"+ PATTERN"``) instead

@@ -41,7 +41,7 @@ def test_feedback_limit_is_x_within_the_datagram_and_never_below_one_range():
     room = 1400 - datagram.CONTROL_HEADER_SIZE - datagram.TAG_SIZE
     assert feedback_limit(room) == MAX_FEEDBACK_BYTES
     assert feedback_limit(room, 100) == 100
-    assert feedback_limit(room, 1) == MIN_FEEDBACK_BYTES == 43
+    assert feedback_limit(room, 1) == MIN_FEEDBACK_BYTES == 47
     assert feedback_limit(room, 1 << 30) == room
     assert feedback_limit(200, 0) == 200
 

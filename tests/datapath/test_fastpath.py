@@ -40,15 +40,14 @@ def pair(key_index: int, direction: int, seq: int) -> tuple[Seal, Seal]:
     base=st.integers(0, datagram.MAX_OFFSET - 5001),
     block=st.binary(max_size=5000),
     cuts=st.lists(st.integers(0, 5000), max_size=8),
-    ts=st.integers(0, 2**33),
 )
-def test_compiled_and_pure_paths_seal_the_same_datagrams(key_index, direction, seq, file_id, base, block, cuts, ts):
+def test_compiled_and_pure_paths_seal_the_same_datagrams(key_index, direction, seq, file_id, base, block, cuts):
     """Any run of a file at any offset (48 bits), any datagram count (the low 32 bits wrap)."""
     edges = sorted({0, len(block), *(c for c in cuts if c <= len(block))})
     runs = [(base + lo, hi - lo) for lo, hi in zip(edges, edges[1:])] or [(base, 0)]  # a zero-length probe too
     compiled, pure = pair(key_index, direction, seq)
-    sealed = compiled.seal_data(file_id, base, memoryview(block), runs, ts)
-    assert sealed == pure.seal_data(file_id, base, memoryview(block), runs, ts)
+    sealed = compiled.seal_data(file_id, base, memoryview(block), runs)
+    assert sealed == pure.seal_data(file_id, base, memoryview(block), runs)
     assert compiled._seq == pure._seq == seq + len(runs)
     # and the peer opens each as the DATA datagram it should be
     opener = Seal(SID, KEYS[key_index], 1 - direction)
@@ -182,7 +181,7 @@ def test_a_run_outside_the_block_or_the_wire_is_refused():
         (0, bytes(1 << 17), [(0, 1 << 17)]),  # more than a datagram holds
     ):
         try:
-            compiled.seal_data(1, base, block, runs, 0)
+            compiled.seal_data(1, base, block, runs)
         except ValueError:
             continue
         raise AssertionError(f"{runs} accepted")

@@ -26,11 +26,12 @@ u64 = st.integers(0, 2**64 - 1)
     echo=u32,
 )
 def test_header_round_trip(type_, direction, cid, seq, ts, echo):
-    """The header carries seq's low 32 bits, and the echo in every type but DATA."""
+    """The header carries seq's low 32 bits, and ts and the echo in every type but DATA."""
     header = datagram.pack_header(type_, direction, cid, seq, ts, echo)
     assert len(header) == datagram.header_size(type_)
     h = datagram.parse_header(header + bytes(datagram.TAG_SIZE))
-    assert h == (type_, direction, cid, seq & 0xFFFFFFFF, ts, 0 if type_ == datagram.DATA else echo)
+    clocks = (0, 0) if type_ == datagram.DATA else (ts, echo)
+    assert h == (type_, direction, cid, seq & 0xFFFFFFFF, *clocks)
     assert datagram.kind(header) == type_
 
 
@@ -45,7 +46,7 @@ def test_full_sequence_number_is_the_one_nearest_the_expected(actual, drift):
     assert datagram.full_seq(actual & 0xFFFFFFFF, expected) == actual
 
 
-def test_a_data_datagram_at_a_1500_byte_mtu_is_95_5_percent_file_bytes():
+def test_a_data_datagram_at_a_1500_byte_mtu_is_95_9_percent_file_bytes():
     """What a 1,500-byte MTU link carries per DATA datagram (IPv4 + UDP headers, 1,472 bytes of UDP payload,
     the default size once discovered), measured on datagrams the real Seal made, with and without -T."""
     mtu, ip_udp = 1500, 28
@@ -55,7 +56,7 @@ def test_a_data_datagram_at_a_1500_byte_mtu_is_95_5_percent_file_bytes():
         assert len(sealed) + ip_udp == mtu
         assert Seal(SID, key, 1).open(sealed)[4][datagram.DATA_HEAD.size :] == payload
         overhead = mtu - len(payload)
-        assert overhead == 65 and len(payload) / mtu >= 0.955, (overhead, len(payload) / mtu)
+        assert overhead == 61 and len(payload) / mtu >= 0.959, (overhead, len(payload) / mtu)
 
 
 holes = st.lists(st.integers(0, 2**40), unique=True, max_size=10).map(
@@ -70,11 +71,11 @@ reports = st.builds(
 )
 
 
-@given(rate=u32, loss=st.integers(0, 65535), files=st.lists(reports, max_size=6), data_ts=u32)
-def test_feedback_round_trip(rate, loss, files, data_ts):
-    fb = datagram.Feedback(rate, loss / 65535, files, data_ts)
+@given(rate=u32, loss=st.integers(0, 65535), files=st.lists(reports, max_size=6), data_seq=u32, data_age=u32)
+def test_feedback_round_trip(rate, loss, files, data_seq, data_age):
+    fb = datagram.Feedback(rate, loss / 65535, files, data_seq, data_age)
     back = datagram.parse_feedback(datagram.pack_feedback(fb))
-    assert (back.recv_rate_kbps, back.files, back.data_ts) == (rate, files, data_ts)
+    assert (back.recv_rate_kbps, back.files, back.data_seq, back.data_age) == (rate, files, data_seq, data_age)
     assert abs(back.loss - fb.loss) < 1e-9
 
 
@@ -111,7 +112,7 @@ def test_seal_round_trip_and_every_bit_flip_rejected(key):
         with pytest.raises(Rejected):
             b.open(bytes(bad))
     type_, seq, ts, echo, got = b.open(d)
-    assert got == body and (type_, ts, echo, seq) == (datagram.DATA, 5, 0, 0)  # DATA carries no echo
+    assert got == body and (type_, ts, echo, seq) == (datagram.DATA, 0, 0, 0)  # DATA carries no ts nor echo
     assert b.open(a.seal(datagram.FEEDBACK, b"fb", 7, 8)) == (datagram.FEEDBACK, 1, 7, 8, b"fb")
     with pytest.raises(Rejected):  # replay
         b.open(d)
