@@ -42,7 +42,7 @@ def warm_up() -> None:
         key = SessionKey.derive(share, share, bytes(16), size)
         seal, peer = Seal(bytes(16), key, 0), Seal(bytes(16), key, 1)
         peer.open(seal.seal(datagram.FEEDBACK, b"warm", 0, 0))
-        peer.open_batch(seal.seal_data(1, 0, b"warm", [(0, 4)], 0))
+        peer.open_batch(seal.seal_data(1, 0, b"warm", [(0, 4)]))
     signer = ed25519.Ed25519PrivateKey.from_private_bytes(share[:32])
     signer.public_key().verify(signer.sign(b"warm"), b"warm")
     # reading an OpenSSH private key (-i) compiles asyncssh's PEM patterns: compiled here, cached for the forks
